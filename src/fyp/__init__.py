@@ -1,0 +1,71 @@
+"""fyp — an open-source For You feed engine for short-video apps, with ringfenced regions.
+
+The public API is what this module exports; everything else is internal and may change.
+"""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+from fyp.catalog.models import User, UserIn, UserPatch, Video, VideoIn, VideoPatch
+from fyp.catalog.service import Catalog
+from fyp.config import DeploymentConfig, load_config
+from fyp.errors import (
+    AlreadyExists,
+    ClientError,
+    ConfigError,
+    Forbidden,
+    FypError,
+    InvalidRequest,
+    NotFound,
+    PayloadTooLarge,
+    ResidencyViolation,
+    ServerError,
+    StorageError,
+    UnknownRegion,
+    UnknownUser,
+    UnknownVideo,
+    ValidationFailed,
+)
+from fyp.events.ingest import BatchResult, EventResult, Ingestor
+from fyp.events.schema import EventIn, EventType, PlayLabels, play_labels
+from fyp.regions.deployment import Deployment
+from fyp.storage import Store, open_store
+
+__all__ = [
+    "AlreadyExists",
+    "BatchResult",
+    "Catalog",
+    "ClientError",
+    "ConfigError",
+    "Deployment",
+    "DeploymentConfig",
+    "EventIn",
+    "EventResult",
+    "EventType",
+    "Forbidden",
+    "FypError",
+    "Ingestor",
+    "InvalidRequest",
+    "NotFound",
+    "PayloadTooLarge",
+    "PlayLabels",
+    "ResidencyViolation",
+    "ServerError",
+    "StorageError",
+    "Store",
+    "UnknownRegion",
+    "UnknownUser",
+    "UnknownVideo",
+    "User",
+    "UserIn",
+    "UserPatch",
+    "ValidationFailed",
+    "Video",
+    "VideoIn",
+    "VideoPatch",
+    "__version__",
+    "load_config",
+    "open_store",
+    "play_labels",
+]

@@ -1,0 +1,102 @@
+"""Users and videos as the API and the stores see them."""
+
+from __future__ import annotations
+
+import time
+import unicodedata
+from typing import Annotated, Any
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
+
+Id = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.:\-]{1,64}$")]
+Region = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{0,31}$")]
+Short = Annotated[str, StringConstraints(max_length=64)]
+Caption = Annotated[
+    str,
+    StringConstraints(max_length=4000),
+    AfterValidator(lambda s: unicodedata.normalize("NFC", s)),
+]
+CURRENT_YEAR = time.gmtime().tm_year
+MAX_DURATION_MS = 24 * 3600 * 1000
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def _unique(values: list[str]) -> list[str]:
+    """NFC-normalise, strip, drop empties and repeats, keep first-seen order."""
+    seen: dict[str, None] = {}
+    for v in values:
+        v = unicodedata.normalize("NFC", v).strip()
+        if v:
+            seen.setdefault(v, None)
+    return list(seen)
+
+
+def _hashtags(values: list[str]) -> list[str]:
+    # "#搞笑", "＃搞笑" and "搞笑" are one hashtag.
+    return _unique([v.strip().lstrip("#＃") for v in values])
+
+
+Label = Annotated[str, StringConstraints(max_length=100)]
+Labels = Annotated[list[Label], AfterValidator(_unique)]
+Hashtags = Annotated[list[Label], AfterValidator(_hashtags)]
+Regions = Annotated[list[Region], AfterValidator(_unique), Field(min_length=1)]
+DurationMs = Annotated[int, Field(gt=0, le=MAX_DURATION_MS)]
+
+
+class UserPatch(BaseModel):
+    """Fields a user may change; the home region is fixed at creation."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    birth_year: int | None = Field(default=None, ge=1900, le=CURRENT_YEAR)
+    country: Short | None = None
+    language: Short | None = None
+    consents: dict[Short, bool] | None = None
+    attributes: dict[str, Any] | None = None
+
+
+class UserIn(UserPatch):
+    user_id: Id
+    home_region: Region
+
+
+class User(UserIn):
+    created_at_ms: int
+    updated_at_ms: int
+
+    def age(self, at_year: int = CURRENT_YEAR) -> int | None:
+        return None if self.birth_year is None else at_year - self.birth_year
+
+
+class VideoPatch(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    caption: Caption | None = None
+    hashtags: Hashtags | None = None
+    categories: Labels | None = None
+    tags: Labels | None = None
+    duration_ms: DurationMs | None = None
+    regions: Regions | None = None
+    attributes: dict[str, Any] | None = None
+
+
+class VideoIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    video_id: Id
+    creator_id: Id | None = None
+    caption: Caption = ""
+    hashtags: Hashtags = []
+    categories: Labels = []
+    tags: Labels = []
+    duration_ms: DurationMs
+    regions: Regions
+    attributes: dict[str, Any] = {}
+
+
+class Video(VideoIn):
+    created_at_ms: int
+    updated_at_ms: int

@@ -1,0 +1,108 @@
+"""Create, read, update and delete users and videos across a deployment's regions.
+
+A user lives in exactly one store (their home region). A video's catalogue entry is
+copied into each region it is published to; it is public content, and its only
+reference to a person is the creator's id.
+"""
+
+from __future__ import annotations
+
+from fyp.catalog.models import User, UserIn, UserPatch, Video, VideoIn, VideoPatch, now_ms
+from fyp.errors import AlreadyExists, UnknownUser, UnknownVideo
+from fyp.regions.deployment import Deployment
+from fyp.storage import ErasedCounts
+
+
+class Catalog:
+    """Users and videos of one deployment."""
+
+    def __init__(self, deployment: Deployment) -> None:
+        self.deployment = deployment
+
+    # -- users ----------------------------------------------------------------
+    def create_user(self, data: UserIn) -> User:
+        d = self.deployment
+        store = d.store(data.home_region)  # UnknownRegion if not declared
+        if d.locate_users([data.user_id]):
+            raise AlreadyExists(f"user {data.user_id!r} already exists", user_id=data.user_id)
+        t = now_ms()
+        user = User(**data.model_dump(), created_at_ms=t, updated_at_ms=t)
+        if user.consents is None:
+            user.consents = {}
+        if user.attributes is None:
+            user.attributes = {}
+        store.insert_user(user)
+        return user
+
+    def get_user(self, user_id: str) -> User:
+        region = self.deployment.home_region(user_id)
+        user = self.deployment.store(region).get_user(user_id)
+        if user is None:
+            self.deployment.forget_route(user_id)
+            raise UnknownUser(f"no user {user_id!r}", user_id=user_id)
+        return user
+
+    def update_user(self, user_id: str, patch: UserPatch) -> User:
+        user = self.get_user(user_id)
+        changes = patch.model_dump(exclude_unset=True)
+        updated = user.model_copy(update={**changes, "updated_at_ms": now_ms()})
+        self.deployment.store(user.home_region).update_user(updated)
+        return updated
+
+    def delete_user(self, user_id: str) -> ErasedCounts:
+        region = self.deployment.home_region(user_id)
+        counts = self.deployment.store(region).delete_user(user_id)
+        self.deployment.forget_route(user_id)
+        return counts
+
+    # -- videos ---------------------------------------------------------------
+    def create_video(self, data: VideoIn) -> Video:
+        d = self.deployment
+        for region in data.regions:
+            d.store(region)
+        if d.locate_video(data.video_id):
+            raise AlreadyExists(f"video {data.video_id!r} already exists", video_id=data.video_id)
+        if data.creator_id is not None and not d.locate_users([data.creator_id]):
+            raise UnknownUser(f"creator {data.creator_id!r} is not a user", user_id=data.creator_id)
+        t = now_ms()
+        video = Video(**data.model_dump(), created_at_ms=t, updated_at_ms=t)
+        written: list[str] = []
+        try:
+            for region in video.regions:
+                d.store(region).insert_video(video)
+                written.append(region)
+        except BaseException:
+            for region in written:  # best effort: no half-published video
+                d.store(region).delete_video(video.video_id)
+            raise
+        return video
+
+    def get_video(self, video_id: str, region: str | None = None) -> Video:
+        regions = [region] if region else self.deployment.locate_video(video_id)
+        for r in regions:
+            video = self.deployment.store(r).get_video(video_id)
+            if video is not None:
+                return video
+        where = f" in region {region!r}" if region else ""
+        raise UnknownVideo(f"no video {video_id!r}{where}", video_id=video_id)
+
+    def update_video(self, video_id: str, patch: VideoPatch) -> Video:
+        current = self.get_video(video_id)
+        changes = patch.model_dump(exclude_unset=True)
+        for region in changes.get("regions") or []:
+            self.deployment.store(region)
+        updated = current.model_copy(update={**changes, "updated_at_ms": now_ms()})
+        for region in self.deployment.locate_video(video_id):
+            if region not in updated.regions:
+                self.deployment.store(region).delete_video(video_id)
+        for region in updated.regions:
+            self.deployment.store(region).update_video(updated)
+        return updated
+
+    def delete_video(self, video_id: str) -> list[str]:
+        regions = self.deployment.locate_video(video_id)
+        if not regions:
+            raise UnknownVideo(f"no video {video_id!r}", video_id=video_id)
+        for region in regions:
+            self.deployment.store(region).delete_video(video_id)
+        return regions

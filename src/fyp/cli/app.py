@@ -1,0 +1,52 @@
+"""Root Typer app and the one place CLI errors become messages and exit codes.
+
+Exit codes: 0 success, 1 a check found a problem, 2 a client error (bad arguments or
+input), 3 a server-side error (store, config, model).
+"""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+from rich.console import Console
+
+from fyp.errors import ClientError, FypError
+
+app = typer.Typer(
+    name="fyp",
+    help="fyp: a For You feed engine for short-video apps, with ringfenced regions.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+console = Console()
+err_console = Console(stderr=True)
+
+EXIT_CLIENT = 2
+EXIT_SERVER = 3
+
+
+def fail(error: FypError) -> typer.Exit:
+    """Print an error the same way for every command and return the exit to raise."""
+    err_console.print(f"[bold red]error[/] ({error.code}): {error.message}")
+    return typer.Exit(EXIT_CLIENT if isinstance(error, ClientError) else EXIT_SERVER)
+
+
+def _register() -> None:
+    from fyp.cli import data, deploy
+
+    deploy.register(app)
+    data.register(app)
+
+
+_register()
+
+
+def main() -> None:
+    try:
+        app()
+    except FypError as exc:
+        raise SystemExit(fail(exc).exit_code) from None
+    except KeyboardInterrupt:
+        sys.exit(130)

@@ -1,0 +1,83 @@
+"""Deployment commands: init, serve, status."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import typer
+from rich.table import Table
+
+from fyp.cli.app import console
+
+DirArg = typer.Argument(..., help="Deployment directory (holds fyp.toml).")
+
+
+def pin_blas_threads() -> None:
+    """One BLAS thread per serving process: parallelism comes from processes, not BLAS."""
+    for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[var] = "1"
+    try:
+        from threadpoolctl import threadpool_limits
+
+        threadpool_limits(1)
+    except ImportError:
+        pass
+
+
+def register(app: typer.Typer) -> None:
+    @app.command()
+    def init(
+        directory: Path = DirArg,
+        regions: str = typer.Option("us,eu", help="Comma-separated region names."),
+        name: str | None = typer.Option(None, help="Deployment name (default: dir name)."),
+    ) -> None:
+        """Create a deployment: fyp.toml and one embedded SQLite store per region."""
+        from fyp.regions.deployment import Deployment
+
+        names = [r.strip() for r in regions.split(",") if r.strip()]
+        with Deployment.init(directory, names, name) as d:
+            console.print(f"created deployment [bold]{d.config.name}[/] in {directory}")
+            for r in d.regions:
+                console.print(f"  region {r}: {d.config.resolve_url(d.config.region(r).store)}")
+
+    @app.command()
+    def serve(
+        directory: Path = DirArg,
+        host: str = typer.Option("127.0.0.1", help="Interface to bind."),
+        port: int = typer.Option(8000, help="Port to bind."),
+    ) -> None:
+        """Serve the HTTP API (OpenAPI docs at /docs)."""
+        pin_blas_threads()
+        serve_directory(directory, host, port)
+
+    @app.command()
+    def status(directory: Path = DirArg) -> None:
+        """Row counts and schema version of every region's store."""
+        from fyp.regions.deployment import Deployment
+
+        with Deployment.open(directory) as d:
+            table = Table("region", "store", "schema", "users", "videos", "events", "labels")
+            for r, s in d.stores.items():
+                table.add_row(
+                    r,
+                    s.url,
+                    str(s.schema_version()),
+                    f"{s.count_users():,}",
+                    f"{s.count_videos():,}",
+                    f"{s.count_events():,}",
+                    f"{s.count_labels():,}",
+                )
+            console.print(table)
+
+
+def serve_directory(directory: Path, host: str, port: int) -> None:
+    import uvicorn
+
+    from fyp.serving.app import create_app
+
+    app = create_app(directory)
+    console.print(
+        f"serving [bold]{directory}[/] on http://{host}:{port}  (API docs: http://{host}:{port}/docs)"
+    )
+    uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)

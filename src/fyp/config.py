@@ -1,0 +1,184 @@
+"""Deployment configuration: the ``fyp.toml`` at the root of a deployment directory.
+
+A deployment is a directory. Its config declares the regions (ringfenced cells); each
+region names its store URL, where its backups may go, and a policy block that later
+capabilities (moderation, retention, value weights) read. Relative ``sqlite:`` and
+``file:`` paths are resolved against the deployment directory so a deployment can be
+moved or carved out as a whole.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import tomli_w
+
+from fyp.errors import ConfigError, UnknownRegion
+
+CONFIG_FILE = "fyp.toml"
+REGION_NAME = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
+
+
+def check_region_name(name: str) -> str:
+    """Region names end up in SQL CHECK constraints and paths, so they are strict."""
+    if not REGION_NAME.match(name):
+        raise ConfigError(
+            f"invalid region name {name!r}: use 1-32 lowercase letters, digits or '_', "
+            "starting with a letter",
+            region=name,
+        )
+    return name
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Input limits that protect the store from absurd or hostile requests."""
+
+    max_batch: int = 1000
+    max_future_skew_s: int = 300
+    max_watch_ms: int = 4 * 3600 * 1000
+    max_duration_ms: int = 24 * 3600 * 1000
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> Limits:
+        known = {f for f in cls.__dataclass_fields__}
+        unknown = set(raw) - known
+        if unknown:
+            raise ConfigError(f"unknown keys in [limits]: {sorted(unknown)}")
+        values = {k: int(v) for k, v in raw.items()}
+        for k, v in values.items():
+            if v <= 0:
+                raise ConfigError(f"[limits] {k} must be positive, got {v}")
+        return cls(**values)
+
+
+@dataclass(frozen=True)
+class RegionConfig:
+    name: str
+    store: str
+    backup_targets: tuple[str, ...] = ()
+    policy: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "store": self.store,
+            "backup_targets": list(self.backup_targets),
+            "policy": self.policy,
+        }
+
+
+@dataclass(frozen=True)
+class DeploymentConfig:
+    """The parsed ``fyp.toml`` of one deployment directory."""
+
+    root: Path
+    name: str
+    regions: dict[str, RegionConfig]
+    limits: Limits = Limits()
+
+    def region(self, name: str) -> RegionConfig:
+        try:
+            return self.regions[name]
+        except KeyError:
+            raise UnknownRegion(
+                f"region {name!r} is not declared in this deployment",
+                region=name,
+                regions=sorted(self.regions),
+            ) from None
+
+    @property
+    def region_names(self) -> list[str]:
+        """Regions in config order; the order is part of the documented home-region rule."""
+        return list(self.regions)
+
+    def resolve_url(self, url: str) -> str:
+        """Make ``sqlite:///relative/path`` and ``file:relative`` URLs absolute under root."""
+        for scheme in ("sqlite:///", "file://"):
+            if url.startswith(scheme):
+                rest = url[len(scheme) :]
+                if rest.startswith("/") or rest.startswith(":memory:"):
+                    return url
+                return scheme + str((self.root / rest).resolve())
+        return url
+
+    def region_dir(self, name: str) -> Path:
+        """Where a region keeps its local files (store, models, caches) by default."""
+        return self.root / "regions" / self.region(name).name
+
+    def to_toml(self) -> str:
+        doc: dict[str, Any] = {
+            "deployment": {"name": self.name},
+            "limits": self.limits.__dict__,
+            "regions": {r.name: r.to_dict() for r in self.regions.values()},
+        }
+        return tomli_w.dumps(doc)
+
+
+def default_region(name: str) -> RegionConfig:
+    return RegionConfig(
+        name=name,
+        store=f"sqlite:///regions/{name}/store.sqlite",
+        backup_targets=(f"file://backups/{name}",),
+        policy={},
+    )
+
+
+def new_config(root: Path, regions: list[str], name: str | None = None) -> DeploymentConfig:
+    if not regions:
+        raise ConfigError("a deployment needs at least one region")
+    if len(set(regions)) != len(regions):
+        raise ConfigError(f"duplicate region names in {regions}")
+    cells = {check_region_name(r): default_region(r) for r in regions}
+    return DeploymentConfig(root=root.resolve(), name=name or root.resolve().name, regions=cells)
+
+
+def load_config(root: Path) -> DeploymentConfig:
+    path = root / CONFIG_FILE
+    if not path.is_file():
+        raise ConfigError(
+            f"{path} not found: is {root} a fyp deployment? create one with `fyp init {root}`",
+            path=str(path),
+        )
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: invalid TOML: {exc}", path=str(path)) from exc
+    return parse_config(root, raw)
+
+
+def parse_config(root: Path, raw: dict[str, Any]) -> DeploymentConfig:
+    regions_raw = raw.get("regions")
+    if not isinstance(regions_raw, dict) or not regions_raw:
+        raise ConfigError("fyp.toml must declare at least one [regions.NAME] table")
+    regions: dict[str, RegionConfig] = {}
+    for name, body in regions_raw.items():
+        check_region_name(name)
+        if not isinstance(body, dict) or "store" not in body:
+            raise ConfigError(f"[regions.{name}] needs a store URL")
+        targets = body.get("backup_targets", [])
+        if not isinstance(targets, list) or not all(isinstance(t, str) for t in targets):
+            raise ConfigError(f"[regions.{name}] backup_targets must be a list of URLs")
+        policy = body.get("policy", {})
+        if not isinstance(policy, dict):
+            raise ConfigError(f"[regions.{name}.policy] must be a table")
+        regions[name] = RegionConfig(
+            name=name, store=str(body["store"]), backup_targets=tuple(targets), policy=policy
+        )
+    deployment = raw.get("deployment", {})
+    return DeploymentConfig(
+        root=root.resolve(),
+        name=str(deployment.get("name", root.resolve().name)),
+        regions=regions,
+        limits=Limits.from_dict(raw.get("limits", {})),
+    )
+
+
+def write_config(config: DeploymentConfig) -> Path:
+    config.root.mkdir(parents=True, exist_ok=True)
+    path = config.root / CONFIG_FILE
+    path.write_text(config.to_toml(), encoding="utf-8")
+    return path

@@ -1,0 +1,148 @@
+"""The fyp error tree.
+
+Every error fyp raises on purpose is a :class:`FypError`. Client errors (the caller
+can fix the request) and server errors (the caller cannot) are separate branches, so
+the HTTP layer maps them in one place (:func:`http_status`) and the CLI prints them
+the same way. Each error has a stable machine-readable ``code``; the JSON body is
+always ``{"error": {"code", "message", "status", "details"}}``.
+
+    FypError
+    ├── ClientError                      4xx — the request is wrong
+    │   ├── InvalidRequest               400 malformed body, bad parameter
+    │   ├── Unauthenticated              401 missing or unknown API key
+    │   ├── Forbidden                    403 key lacks the scope
+    │   │   └── ResidencyViolation       403 would put data outside its home region
+    │   ├── NotFound                     404
+    │   │   ├── UnknownUser
+    │   │   ├── UnknownVideo
+    │   │   └── UnknownRegion
+    │   ├── AlreadyExists                409
+    │   ├── PayloadTooLarge              413 batch over the configured limit
+    │   └── ValidationFailed             422 well-formed but invalid values
+    └── ServerError                      5xx — fyp or its environment is wrong
+        ├── ConfigError                  500 deployment config is invalid
+        ├── StorageError                 503 the store failed or is unavailable
+        └── ModelError                   503 no usable model artifact
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+
+class FypError(Exception):
+    """Base of every deliberate fyp error."""
+
+    status: ClassVar[int] = 500
+    code: ClassVar[str] = "error"
+
+    def __init__(self, message: str, **details: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details
+
+    def to_dict(self) -> dict[str, Any]:
+        """The one JSON error shape used by the API, the CLI's ``--json`` and batch results."""
+        return {
+            "code": self.code,
+            "message": self.message,
+            "status": self.status,
+            "details": self.details,
+        }
+
+
+class ClientError(FypError):
+    status = 400
+    code = "client_error"
+
+
+class InvalidRequest(ClientError):
+    status = 400
+    code = "invalid_request"
+
+
+class Unauthenticated(ClientError):
+    status = 401
+    code = "unauthenticated"
+
+
+class Forbidden(ClientError):
+    status = 403
+    code = "forbidden"
+
+
+class ResidencyViolation(Forbidden):
+    """A write or read that would move a user's data out of their home region."""
+
+    code = "residency_violation"
+
+
+class NotFound(ClientError):
+    status = 404
+    code = "not_found"
+
+
+class UnknownUser(NotFound):
+    code = "unknown_user"
+
+
+class UnknownVideo(NotFound):
+    code = "unknown_video"
+
+
+class UnknownRegion(NotFound):
+    code = "unknown_region"
+
+
+class AlreadyExists(ClientError):
+    status = 409
+    code = "already_exists"
+
+
+class PayloadTooLarge(ClientError):
+    status = 413
+    code = "payload_too_large"
+
+
+class ValidationFailed(ClientError):
+    status = 422
+    code = "validation_failed"
+
+
+class ServerError(FypError):
+    status = 500
+    code = "server_error"
+
+
+class ConfigError(ServerError):
+    status = 500
+    code = "config_error"
+
+
+class StorageError(ServerError):
+    status = 503
+    code = "storage_error"
+
+
+class ModelError(ServerError):
+    status = 503
+    code = "model_unavailable"
+
+
+def http_status(error: BaseException) -> int:
+    """HTTP status for any exception: the error's own for fyp errors, 500 otherwise."""
+    return error.status if isinstance(error, FypError) else 500
+
+
+def error_body(error: BaseException) -> dict[str, Any]:
+    """The JSON body for any exception; unexpected ones never leak internals."""
+    if isinstance(error, FypError):
+        return {"error": error.to_dict()}
+    return {
+        "error": {
+            "code": "internal_error",
+            "message": "internal server error",
+            "status": 500,
+            "details": {},
+        }
+    }

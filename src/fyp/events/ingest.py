@@ -1,0 +1,226 @@
+"""Event ingestion: validate, route to the home region, label, store exactly once.
+
+A batch is judged event by event: an invalid event is rejected with its reason while
+the valid ones beside it are stored. Nothing of a rejected event is written. An
+``event_id`` already stored (or repeated inside the batch) is reported as a duplicate
+and never stored twice. Subscribers (e.g. the feed's real-time user state) are told
+about every stored event after it is committed.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from pydantic import TypeAdapter, ValidationError
+
+from fyp.errors import (
+    ClientError,
+    FypError,
+    PayloadTooLarge,
+    ResidencyViolation,
+    UnknownUser,
+    UnknownVideo,
+    ValidationFailed,
+)
+from fyp.events.schema import EventIn, EventType, play_labels, to_ms
+from fyp.regions.deployment import Deployment
+from fyp.storage import EventRow
+
+Status = Literal["stored", "duplicate", "rejected"]
+EARLIEST_TS_MS = 946_684_800_000  # 2000-01-01: older timestamps are clock bugs
+WATCH_TYPES = frozenset({EventType.play, EventType.skip})
+_EVENT = TypeAdapter(EventIn)
+
+
+@dataclass(slots=True)
+class EventResult:
+    event_id: str | None
+    status: Status
+    region: str | None = None
+    error: FypError | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"event_id": self.event_id, "status": self.status}
+        if self.region is not None:
+            out["region"] = self.region
+        if self.error is not None:
+            out["error"] = self.error.to_dict()
+        return out
+
+
+@dataclass
+class BatchResult:
+    results: list[EventResult]
+    counts: dict[str, int] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        counts = {"stored": 0, "duplicate": 0, "rejected": 0}
+        for r in self.results:
+            counts[r.status] += 1
+        self.counts = counts
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**self.counts, "results": [r.to_dict() for r in self.results]}
+
+
+def _validation_error(exc: ValidationError) -> ValidationFailed:
+    problems = [
+        {"field": ".".join(str(p) for p in e["loc"]), "problem": e["msg"]} for e in exc.errors()
+    ]
+    summary = "; ".join(f"{p['field'] or 'event'}: {p['problem']}" for p in problems[:3])
+    return ValidationFailed(f"invalid event: {summary}", problems=problems)
+
+
+def _raw_id(raw: Any) -> str | None:
+    if isinstance(raw, EventIn):
+        return raw.event_id
+    if isinstance(raw, dict):
+        value = raw.get("event_id")
+        return value if isinstance(value, str) else None
+    return None
+
+
+StoredListener = Callable[[str, Sequence[EventRow]], None]
+
+
+class Ingestor:
+    """Validates and stores events for one deployment."""
+
+    def __init__(self, deployment: Deployment) -> None:
+        self.deployment = deployment
+        self.limits = deployment.config.limits
+        self.listeners: list[StoredListener] = []
+
+    def subscribe(self, listener: StoredListener) -> None:
+        """Call ``listener(region, rows)`` after each commit of newly stored events."""
+        self.listeners.append(listener)
+
+    def ingest(self, raw_events: Sequence[Any], region: str | None = None) -> BatchResult:
+        """Ingest a batch. ``region``, if given, is where the caller believes the users live."""
+        if len(raw_events) > self.limits.max_batch:
+            raise PayloadTooLarge(
+                f"batch of {len(raw_events)} events is over the limit of {self.limits.max_batch}",
+                limit=self.limits.max_batch,
+                size=len(raw_events),
+            )
+        if region is not None:
+            self.deployment.store(region)
+        results: list[EventResult] = [EventResult(_raw_id(r), "rejected") for r in raw_events]
+        parsed: dict[int, EventIn] = {}
+        seen_ids: set[str] = set()
+        for i, raw in enumerate(raw_events):
+            try:
+                event = _EVENT.validate_python(raw)
+            except ValidationError as exc:
+                results[i].error = _validation_error(exc)
+                continue
+            if event.event_id in seen_ids:
+                results[i].status = "duplicate"
+                continue
+            seen_ids.add(event.event_id)
+            parsed[i] = event
+
+        homes = self.deployment.locate_users(e.user_id for e in parsed.values())
+        by_region: dict[str, list[int]] = defaultdict(list)
+        for i, event in parsed.items():
+            home = homes.get(event.user_id)
+            claimed = event.region or region
+            if home is None:
+                results[i].error = UnknownUser(
+                    f"no user {event.user_id!r} in any region", user_id=event.user_id
+                )
+            elif claimed is not None and claimed != home:
+                results[i].error = ResidencyViolation(
+                    f"user {event.user_id!r} is homed in {home!r}; their events cannot be "
+                    f"written to {claimed!r}",
+                    user_id=event.user_id,
+                    home_region=home,
+                    region=claimed,
+                )
+            else:
+                results[i].region = home
+                by_region[home].append(i)
+
+        now = time.time_ns() // 1_000_000
+        for home, indices in by_region.items():
+            self._store_region(home, indices, parsed, results, now)
+        return BatchResult(results)
+
+    def _store_region(
+        self,
+        home: str,
+        indices: list[int],
+        parsed: dict[int, EventIn],
+        results: list[EventResult],
+        now: int,
+    ) -> None:
+        store = self.deployment.store(home)
+        durations = store.video_durations(parsed[i].video_id for i in indices)
+        rows: list[EventRow] = []
+        row_index: list[int] = []
+        for i in indices:
+            try:
+                rows.append(self._row(parsed[i], durations, home, now))
+                row_index.append(i)
+            except ClientError as exc:
+                results[i].error = exc
+        if not rows:
+            return
+        written = store.insert_events(rows)
+        for i, is_new in zip(row_index, written, strict=True):
+            results[i].status = "stored" if is_new else "duplicate"
+        fresh = [row for row, is_new in zip(rows, written, strict=True) if is_new]
+        if fresh:
+            for listener in self.listeners:
+                listener(home, fresh)
+
+    def _row(self, e: EventIn, durations: dict[str, int], home: str, now: int) -> EventRow:
+        duration = durations.get(e.video_id)
+        if duration is None:
+            raise UnknownVideo(
+                f"video {e.video_id!r} is not available in region {home!r}",
+                video_id=e.video_id,
+                region=home,
+            )
+        ts = now if e.ts is None else to_ms(e.ts)
+        if ts > now + self.limits.max_future_skew_s * 1000:
+            raise ValidationFailed(
+                f"timestamp is {(ts - now) / 1000:.0f} s in the future "
+                f"(limit {self.limits.max_future_skew_s} s)",
+                field="ts",
+            )
+        if ts < EARLIEST_TS_MS:
+            raise ValidationFailed("timestamp is before 2000-01-01", field="ts")
+        watch = e.watch_ms
+        if e.type == EventType.play and watch is None:
+            raise ValidationFailed("a play event needs watch_ms", field="watch_ms")
+        if watch is not None:
+            if e.type not in WATCH_TYPES:
+                raise ValidationFailed(
+                    f"watch_ms is only meaningful for play and skip events, not {e.type}",
+                    field="watch_ms",
+                )
+            if watch < 0:
+                raise ValidationFailed(f"watch_ms must be >= 0, got {watch}", field="watch_ms")
+            if watch > self.limits.max_watch_ms:
+                raise ValidationFailed(
+                    f"watch_ms {watch} is over the limit of {self.limits.max_watch_ms}",
+                    field="watch_ms",
+                )
+        labels = play_labels(watch, duration)
+        return EventRow(
+            e.event_id,
+            e.user_id,
+            e.video_id,
+            e.type.value,
+            ts,
+            watch,
+            labels.watch_ratio,
+            labels.valid_play,
+            labels.long_play,
+            labels.short_play,
+        )

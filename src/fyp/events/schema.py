@@ -1,0 +1,101 @@
+"""Typed behaviour events and the play labels derived from them.
+
+Play labels follow KuaiRec's definitions, so models trained here and results reported
+on KuaiRec speak the same language:
+
+- valid play: watched >= 7 s, or the whole video;
+- long play:  watched >= 18 s, or the whole video;
+- short play: watched < min(3 s, duration).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from fyp.catalog.models import Id, Region
+
+VALID_PLAY_MS = 7_000
+LONG_PLAY_MS = 18_000
+SHORT_PLAY_MS = 3_000
+
+
+class EventType(StrEnum):
+    impression = "impression"
+    play = "play"
+    like = "like"
+    share = "share"
+    comment = "comment"
+    follow = "follow"
+    skip = "skip"
+    not_interested = "not_interested"
+    report = "report"
+
+
+EVENT_TYPES: tuple[str, ...] = tuple(t.value for t in EventType)
+
+
+class EventIn(BaseModel):
+    """One event as a client sends it. ``event_id`` is the client's idempotency key."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    event_id: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.:\-]{1,128}$")]
+    user_id: Id
+    video_id: Id
+    type: EventType
+    watch_ms: Annotated[int, Field(strict=True)] | None = None
+    ts: datetime | None = None
+    region: Region | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PlayLabels:
+    watch_ratio: float | None
+    valid_play: bool
+    long_play: bool
+    short_play: bool
+
+
+NO_PLAY = PlayLabels(None, False, False, False)
+
+
+def play_labels(watch_ms: int | None, duration_ms: int) -> PlayLabels:
+    """Derive watch ratio and KuaiRec play labels; only plays with a watch time have them."""
+    if watch_ms is None:
+        return NO_PLAY
+    whole = watch_ms >= duration_ms
+    return PlayLabels(
+        watch_ratio=watch_ms / duration_ms,
+        valid_play=whole or watch_ms >= VALID_PLAY_MS,
+        long_play=whole or watch_ms >= LONG_PLAY_MS,
+        short_play=watch_ms < min(SHORT_PLAY_MS, duration_ms),
+    )
+
+
+def to_ms(ts: datetime) -> int:
+    """Epoch milliseconds; a naive timestamp is taken as UTC."""
+    if ts.tzinfo is None:
+        ts = ts.replace(tzinfo=UTC)
+    return int(ts.timestamp() * 1000)
+
+
+@dataclass(frozen=True, slots=True)
+class StoredEvent:
+    """An event as the store holds it: validated, routed, labelled."""
+
+    seq: int
+    event_id: str
+    user_id: str
+    video_id: str
+    type: str
+    ts_ms: int
+    watch_ms: int | None
+    watch_ratio: float | None
+    valid_play: bool
+    long_play: bool
+    short_play: bool

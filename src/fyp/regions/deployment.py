@@ -1,0 +1,120 @@
+"""An opened deployment: its config, one store per region, and the user router.
+
+The router is the only place that maps a user to a region. It keeps no global
+directory of users (that would itself be cross-region personal data): it asks each
+region's store whether it holds the user and caches the answer in memory.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable
+from pathlib import Path
+from types import TracebackType
+
+from fyp.config import DeploymentConfig, load_config, new_config, write_config
+from fyp.errors import AlreadyExists, ConfigError, UnknownUser
+from fyp.storage import Store, open_store
+
+_ROUTE_CACHE_MAX = 2_000_000
+
+
+class Deployment:
+    """A deployment directory opened for use; close it (or use ``with``) when done."""
+
+    def __init__(self, config: DeploymentConfig) -> None:
+        self.config = config
+        self.stores: dict[str, Store] = {}
+        self._routes: dict[str, str] = {}
+        self._routes_lock = threading.Lock()
+        try:
+            for name, region in config.regions.items():
+                self.stores[name] = open_store(config.resolve_url(region.store), name)
+        except BaseException:
+            self.close()
+            raise
+
+    @classmethod
+    def open(cls, root: str | Path) -> Deployment:
+        return cls(load_config(Path(root)))
+
+    @classmethod
+    def init(cls, root: str | Path, regions: list[str], name: str | None = None) -> Deployment:
+        """Create a new deployment directory with one embedded store per region."""
+        root = Path(root)
+        if (root / "fyp.toml").exists():
+            raise AlreadyExists(f"{root} already holds a deployment (fyp.toml exists)")
+        config = new_config(root, regions, name)
+        write_config(config)
+        for r in regions:
+            config.region_dir(r).mkdir(parents=True, exist_ok=True)
+        return cls(config)
+
+    def close(self) -> None:
+        for store in self.stores.values():
+            store.close()
+        self.stores = {}
+
+    def __enter__(self) -> Deployment:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    @property
+    def regions(self) -> list[str]:
+        return self.config.region_names
+
+    def store(self, region: str) -> Store:
+        self.config.region(region)  # raises UnknownRegion with the declared list
+        try:
+            return self.stores[region]
+        except KeyError:
+            raise ConfigError(f"store of region {region!r} is not open") from None
+
+    # -- routing ----------------------------------------------------------------
+    def locate_users(self, user_ids: Iterable[str]) -> dict[str, str]:
+        """Home region of each user that exists; unknown users are absent from the result."""
+        wanted = list(dict.fromkeys(user_ids))
+        found: dict[str, str] = {}
+        missing: list[str] = []
+        for uid in wanted:
+            region = self._routes.get(uid)
+            if region is None:
+                missing.append(uid)
+            else:
+                found[uid] = region
+        for region, store in self.stores.items():
+            if not missing:
+                break
+            hits = store.existing_users(missing)
+            if hits:
+                for uid in hits:
+                    found[uid] = region
+                missing = [u for u in missing if u not in hits]
+        with self._routes_lock:
+            if len(self._routes) > _ROUTE_CACHE_MAX:
+                self._routes.clear()
+            for uid in wanted:
+                if uid in found:
+                    self._routes[uid] = found[uid]
+        return found
+
+    def home_region(self, user_id: str) -> str:
+        region = self.locate_users([user_id]).get(user_id)
+        if region is None:
+            raise UnknownUser(f"no user {user_id!r} in any region", user_id=user_id)
+        return region
+
+    def forget_route(self, user_id: str) -> None:
+        with self._routes_lock:
+            self._routes.pop(user_id, None)
+
+    def locate_video(self, video_id: str) -> list[str]:
+        """Regions whose catalogue holds the video (in config order)."""
+        return [r for r, s in self.stores.items() if s.video_durations([video_id])]

@@ -1,0 +1,64 @@
+"""The HTTP API: ``create_app(deployment)`` returns a FastAPI app serving it.
+
+Handlers are ``async`` and call the (fast, synchronous) stores directly: one worker
+process serialises store access on its event loop, which keeps latency predictable.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from fastapi import Depends, FastAPI
+
+from fyp import __version__
+from fyp.catalog.service import Catalog
+from fyp.events.ingest import Ingestor
+from fyp.regions.deployment import Deployment
+from fyp.serving.dependencies import AppState, state
+from fyp.serving.errors import install_error_handlers
+from fyp.serving.routers import events, users, videos
+
+
+def create_app(deployment: Deployment | str | Path) -> FastAPI:
+    if not isinstance(deployment, Deployment):
+        deployment = Deployment.open(deployment)
+    app = FastAPI(
+        title="fyp",
+        version=__version__,
+        summary="For You feed engine with ringfenced regions",
+    )
+    app.state.fyp = AppState(
+        deployment=deployment, catalog=Catalog(deployment), ingestor=Ingestor(deployment)
+    )
+    install_error_handlers(app)
+    app.include_router(users.router)
+    app.include_router(videos.router)
+    app.include_router(events.router)
+
+    @app.get("/healthz", tags=["ops"])
+    async def healthz(s: AppState = Depends(state)) -> dict[str, Any]:
+        """Liveness and per-region store schema versions."""
+        return {
+            "status": "ok",
+            "version": __version__,
+            "regions": {
+                r: {"schema": st.schema_version()} for r, st in s.deployment.stores.items()
+            },
+        }
+
+    @app.get("/v1/regions", tags=["ops"])
+    async def regions(s: AppState = Depends(state)) -> dict[str, Any]:
+        """Declared regions with row counts of their stores."""
+        return {
+            "regions": {
+                r: {
+                    "users": st.count_users(),
+                    "videos": st.count_videos(),
+                    "events": st.count_events(),
+                }
+                for r, st in s.deployment.stores.items()
+            }
+        }
+
+    return app

@@ -1,0 +1,65 @@
+"""The one place where errors become HTTP responses.
+
+Every error response, including FastAPI's own (bad JSON, wrong types, unknown route),
+has the body ``{"error": {"code", "message", "status", "details"}}``.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from fyp.errors import FypError, InvalidRequest, ValidationFailed, error_body, http_status
+
+log = logging.getLogger("fyp.serving")
+
+_HTTP_CODES = {
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+}
+
+
+def _json(error: BaseException) -> JSONResponse:
+    return JSONResponse(error_body(error), status_code=http_status(error))
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(FypError)
+    async def _fyp(_: Request, exc: FypError) -> JSONResponse:
+        if http_status(exc) >= 500:
+            log.error("server error: %s", exc.message, extra={"details": exc.details})
+        return _json(exc)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = exc.errors()
+        if any(e.get("type") == "json_invalid" for e in errors):
+            return _json(InvalidRequest("request body is not valid JSON"))
+        problems = [
+            {"field": ".".join(str(p) for p in e["loc"]), "problem": e["msg"]} for e in errors
+        ]
+        summary = "; ".join(f"{p['field']}: {p['problem']}" for p in problems[:3])
+        return _json(ValidationFailed(f"invalid request: {summary}", problems=problems))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        body = {
+            "error": {
+                "code": _HTTP_CODES.get(exc.status_code, "http_error"),
+                "message": str(exc.detail),
+                "status": exc.status_code,
+                "details": {},
+            }
+        }
+        return JSONResponse(body, status_code=exc.status_code, headers=exc.headers)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
+        log.exception("unexpected error")
+        return _json(exc)

@@ -1,0 +1,44 @@
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import Any
+
+from fastapi import APIRouter, Depends, Query, status
+
+from fyp.catalog.models import User, UserIn, UserPatch
+from fyp.serving.dependencies import AppState, state
+
+router = APIRouter(prefix="/v1/users", tags=["users"])
+
+
+@router.post("", status_code=status.HTTP_201_CREATED, response_model=User)
+async def create_user(body: UserIn, s: AppState = Depends(state)) -> User:
+    """Create a user in their home region (fixed for life)."""
+    return s.catalog.create_user(body)
+
+
+@router.get("/{user_id}", response_model=User)
+async def get_user(user_id: str, s: AppState = Depends(state)) -> User:
+    return s.catalog.get_user(user_id)
+
+
+@router.patch("/{user_id}", response_model=User)
+async def update_user(user_id: str, body: UserPatch, s: AppState = Depends(state)) -> User:
+    return s.catalog.update_user(user_id, body)
+
+
+@router.delete("/{user_id}")
+async def delete_user(user_id: str, s: AppState = Depends(state)) -> dict[str, Any]:
+    """Delete the user's profile and every event and label held about them."""
+    counts = s.catalog.delete_user(user_id)
+    return {"user_id": user_id, "deleted": counts.__dict__}
+
+
+@router.get("/{user_id}/events")
+async def user_events(
+    user_id: str, limit: int = Query(50, ge=1, le=1000), s: AppState = Depends(state)
+) -> dict[str, Any]:
+    """The user's latest events, newest first, read from their home region."""
+    region = s.deployment.home_region(user_id)
+    events = s.deployment.store(region).user_events(user_id, limit)
+    return {"user_id": user_id, "region": region, "events": [asdict(e) for e in events]}

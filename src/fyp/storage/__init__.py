@@ -1,0 +1,28 @@
+"""Region stores, opened by URL: ``sqlite:///…`` (embedded default) or ``postgresql://…``."""
+
+from __future__ import annotations
+
+from fyp.errors import ConfigError
+from fyp.storage.base import ErasedCounts, EventRow, LabelRow, Store
+
+__all__ = ["ErasedCounts", "EventRow", "LabelRow", "Store", "open_store"]
+
+
+def open_store(url: str, region: str, *, migrate: bool = True) -> Store:
+    """Open (and by default migrate) the store of ``region`` at ``url``."""
+    scheme = url.split(":", 1)[0].lower()
+    store: Store
+    if scheme == "sqlite":
+        from fyp.storage.sqlite import SQLiteStore
+
+        store = SQLiteStore(url, region)
+    elif scheme in {"postgres", "postgresql"}:
+        raise ConfigError(
+            "the PostgreSQL store is not available in this version of fyp; use a sqlite:/// URL",
+            url=url,
+        )
+    else:
+        raise ConfigError(f"no store backend for URL scheme {scheme!r}", url=url)
+    if migrate:
+        store.migrate()
+    return store

@@ -1,0 +1,161 @@
+"""The store contract: everything a region keeps about its users, videos and events.
+
+A store belongs to exactly one region and refuses rows of any other region itself
+(a CHECK constraint, not just the code above it), so a routing bug cannot leak a user's
+data into a foreign cell. Every backend passes ``tests/contracts/store_contract.py``.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from typing import NamedTuple
+
+from fyp.catalog.models import User, Video
+from fyp.events.schema import StoredEvent
+
+
+class EventRow(NamedTuple):
+    """A validated, labelled event ready to be written (the fast path uses plain tuples)."""
+
+    event_id: str
+    user_id: str
+    video_id: str
+    type: str
+    ts_ms: int
+    watch_ms: int | None
+    watch_ratio: float | None
+    valid_play: bool
+    long_play: bool
+    short_play: bool
+
+
+class LabelRow(NamedTuple):
+    """A held-out ground-truth pair (e.g. a test positive) that is never an event."""
+
+    dataset: str
+    split: str
+    user_id: str
+    video_id: str
+
+
+@dataclass(frozen=True)
+class ErasedCounts:
+    users: int
+    events: int
+    labels: int
+
+
+class Store(ABC):
+    """One region's store. Methods are synchronous and thread-safe."""
+
+    region: str
+    url: str
+
+    # -- lifecycle ------------------------------------------------------------
+    @abstractmethod
+    def migrate(self) -> list[int]:
+        """Apply pending schema migrations; return the versions applied now."""
+
+    @abstractmethod
+    def schema_version(self) -> int: ...
+
+    @abstractmethod
+    def close(self) -> None: ...
+
+    @abstractmethod
+    def transaction(self) -> AbstractContextManager[None]:
+        """Group writes atomically; nested use joins the outer transaction."""
+
+    # -- users ----------------------------------------------------------------
+    @abstractmethod
+    def insert_user(self, user: User) -> None:
+        """Raise AlreadyExists if the id is taken, ResidencyViolation if not homed here."""
+
+    @abstractmethod
+    def get_user(self, user_id: str) -> User | None: ...
+
+    @abstractmethod
+    def update_user(self, user: User) -> None: ...
+
+    @abstractmethod
+    def delete_user(self, user_id: str) -> ErasedCounts: ...
+
+    @abstractmethod
+    def existing_users(self, user_ids: Iterable[str]) -> set[str]: ...
+
+    @abstractmethod
+    def count_users(self) -> int: ...
+
+    @abstractmethod
+    def iter_users(self) -> Iterator[User]: ...
+
+    @abstractmethod
+    def bulk_insert_users(self, users: Sequence[User]) -> int:
+        """Fast path for imports: insert many users, skipping ids already present."""
+
+    # -- videos ---------------------------------------------------------------
+    @abstractmethod
+    def insert_video(self, video: Video) -> None: ...
+
+    @abstractmethod
+    def get_video(self, video_id: str) -> Video | None: ...
+
+    @abstractmethod
+    def update_video(self, video: Video) -> None: ...
+
+    @abstractmethod
+    def delete_video(self, video_id: str) -> bool: ...
+
+    @abstractmethod
+    def video_durations(self, video_ids: Iterable[str]) -> dict[str, int]:
+        """Duration of each id that is in this region's catalogue (absent ones omitted)."""
+
+    @abstractmethod
+    def count_videos(self) -> int: ...
+
+    @abstractmethod
+    def iter_videos(self) -> Iterator[Video]: ...
+
+    @abstractmethod
+    def bulk_insert_videos(self, videos: Sequence[Video]) -> int: ...
+
+    # -- events ---------------------------------------------------------------
+    @abstractmethod
+    def existing_event_ids(self, event_ids: Iterable[str]) -> set[str]: ...
+
+    @abstractmethod
+    def insert_events(self, rows: Sequence[EventRow]) -> list[bool]:
+        """Insert validated events atomically; True per row written, False per duplicate.
+
+        An ``event_id`` already stored (or earlier in ``rows``) is never written twice;
+        the check and the write happen in one transaction."""
+
+    @abstractmethod
+    def get_event(self, event_id: str) -> StoredEvent | None: ...
+
+    @abstractmethod
+    def user_events(self, user_id: str, limit: int = 100) -> list[StoredEvent]:
+        """The user's latest events, newest first."""
+
+    @abstractmethod
+    def iter_events(self, after_seq: int = 0, batch: int = 10_000) -> Iterator[StoredEvent]:
+        """All events in ``seq`` (ingestion) order, from after ``after_seq``."""
+
+    @abstractmethod
+    def count_events(self) -> int: ...
+
+    @abstractmethod
+    def max_event_seq(self) -> int: ...
+
+    # -- held-out labels ------------------------------------------------------
+    @abstractmethod
+    def insert_labels(self, rows: Sequence[LabelRow]) -> int: ...
+
+    @abstractmethod
+    def iter_labels(self, dataset: str, split: str) -> Iterator[LabelRow]: ...
+
+    @abstractmethod
+    def count_labels(self, dataset: str | None = None) -> int: ...

@@ -1,0 +1,80 @@
+"""Schema migrations, recorded in the database they were applied to.
+
+Each migration is a version, a name and SQL with ``{region}`` placeholders: the region
+is baked into CHECK constraints, so the database itself refuses rows of other regions.
+Region names are validated (``fyp.config.check_region_name``) before they reach SQL.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    name: str
+    sql: str
+
+
+SQLITE_MIGRATIONS: tuple[Migration, ...] = (
+    Migration(
+        1,
+        "users, videos, events, held-out labels",
+        """
+        CREATE TABLE users (
+            user_id        TEXT PRIMARY KEY,
+            home_region    TEXT NOT NULL CHECK (home_region = '{region}'),
+            birth_year     INTEGER,
+            country        TEXT,
+            language       TEXT,
+            consents       TEXT NOT NULL DEFAULT '{{}}',
+            attributes     TEXT NOT NULL DEFAULT '{{}}',
+            created_at_ms  INTEGER NOT NULL,
+            updated_at_ms  INTEGER NOT NULL
+        ) WITHOUT ROWID;
+
+        CREATE TABLE videos (
+            video_id       TEXT PRIMARY KEY,
+            region         TEXT NOT NULL CHECK (region = '{region}'),
+            creator_id     TEXT,
+            caption        TEXT NOT NULL DEFAULT '',
+            hashtags       TEXT NOT NULL DEFAULT '[]',
+            categories     TEXT NOT NULL DEFAULT '[]',
+            tags           TEXT NOT NULL DEFAULT '[]',
+            duration_ms    INTEGER NOT NULL CHECK (duration_ms > 0),
+            regions        TEXT NOT NULL,
+            attributes     TEXT NOT NULL DEFAULT '{{}}',
+            created_at_ms  INTEGER NOT NULL,
+            updated_at_ms  INTEGER NOT NULL
+        ) WITHOUT ROWID;
+        CREATE INDEX videos_creator ON videos (creator_id);
+
+        CREATE TABLE events (
+            seq            INTEGER PRIMARY KEY,
+            event_id       TEXT NOT NULL UNIQUE,
+            region         TEXT NOT NULL DEFAULT '{region}' CHECK (region = '{region}'),
+            user_id        TEXT NOT NULL REFERENCES users (user_id) ON DELETE CASCADE,
+            video_id       TEXT NOT NULL,
+            type           TEXT NOT NULL,
+            ts_ms          INTEGER NOT NULL,
+            watch_ms       INTEGER CHECK (watch_ms IS NULL OR watch_ms >= 0),
+            watch_ratio    REAL,
+            valid_play     INTEGER NOT NULL DEFAULT 0,
+            long_play      INTEGER NOT NULL DEFAULT 0,
+            short_play     INTEGER NOT NULL DEFAULT 0
+        );
+        CREATE INDEX events_user ON events (user_id, seq);
+
+        CREATE TABLE labels (
+            dataset        TEXT NOT NULL,
+            split          TEXT NOT NULL,
+            region         TEXT NOT NULL DEFAULT '{region}' CHECK (region = '{region}'),
+            user_id        TEXT NOT NULL REFERENCES users (user_id) ON DELETE CASCADE,
+            video_id       TEXT NOT NULL,
+            PRIMARY KEY (dataset, split, user_id, video_id)
+        ) WITHOUT ROWID;
+        CREATE INDEX labels_user ON labels (user_id);
+        """,
+    ),
+)

@@ -1,0 +1,490 @@
+"""The embedded default store: one SQLite file per region, in WAL mode.
+
+Durability: every acknowledged write is committed to the WAL before the caller is
+answered. With ``synchronous=NORMAL`` (the default) a committed transaction survives
+a crash or ``kill -9`` of the process; ``?synchronous=full`` in the URL also survives
+power loss at some cost in write latency.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs
+
+from fyp.catalog.models import User, Video
+from fyp.config import check_region_name
+from fyp.errors import AlreadyExists, ResidencyViolation, StorageError, UnknownUser
+from fyp.events.schema import StoredEvent
+from fyp.storage.base import ErasedCounts, EventRow, LabelRow, Store
+from fyp.storage.migrations import SQLITE_MIGRATIONS
+
+_EVENT_COLS = (
+    "seq, event_id, user_id, video_id, type, ts_ms, watch_ms, watch_ratio, "
+    "valid_play, long_play, short_play"
+)
+_USER_COLS = (
+    "user_id, home_region, birth_year, country, language, consents, attributes, "
+    "created_at_ms, updated_at_ms"
+)
+_VIDEO_COLS = (
+    "video_id, creator_id, caption, hashtags, categories, tags, duration_ms, regions, "
+    "attributes, created_at_ms, updated_at_ms"
+)
+_CHUNK = 900  # stay under SQLite's bound-parameter limit in IN (...) lists
+_SYNC_MODES = {"off", "normal", "full", "extra"}
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+def _chunks(items: Sequence[str]) -> Iterator[Sequence[str]]:
+    for i in range(0, len(items), _CHUNK):
+        yield items[i : i + _CHUNK]
+
+
+def _event(row: sqlite3.Row | tuple[Any, ...]) -> StoredEvent:
+    return StoredEvent(
+        seq=row[0],
+        event_id=row[1],
+        user_id=row[2],
+        video_id=row[3],
+        type=row[4],
+        ts_ms=row[5],
+        watch_ms=row[6],
+        watch_ratio=row[7],
+        valid_play=bool(row[8]),
+        long_play=bool(row[9]),
+        short_play=bool(row[10]),
+    )
+
+
+def _user(row: tuple[Any, ...]) -> User:
+    return User(
+        user_id=row[0],
+        home_region=row[1],
+        birth_year=row[2],
+        country=row[3],
+        language=row[4],
+        consents=json.loads(row[5]),
+        attributes=json.loads(row[6]),
+        created_at_ms=row[7],
+        updated_at_ms=row[8],
+    )
+
+
+def _video(row: tuple[Any, ...]) -> Video:
+    return Video.model_construct(
+        video_id=row[0],
+        creator_id=row[1],
+        caption=row[2],
+        hashtags=json.loads(row[3]),
+        categories=json.loads(row[4]),
+        tags=json.loads(row[5]),
+        duration_ms=row[6],
+        regions=json.loads(row[7]),
+        attributes=json.loads(row[8]),
+        created_at_ms=row[9],
+        updated_at_ms=row[10],
+    )
+
+
+def _user_params(u: User) -> tuple[Any, ...]:
+    return (
+        u.user_id,
+        u.home_region,
+        u.birth_year,
+        u.country,
+        u.language,
+        _dumps(u.consents or {}),
+        _dumps(u.attributes or {}),
+        u.created_at_ms,
+        u.updated_at_ms,
+    )
+
+
+def _video_params(v: Video, region: str) -> tuple[Any, ...]:
+    return (
+        v.video_id,
+        region,
+        v.creator_id,
+        v.caption,
+        _dumps(v.hashtags),
+        _dumps(v.categories),
+        _dumps(v.tags),
+        v.duration_ms,
+        _dumps(v.regions),
+        _dumps(v.attributes),
+        v.created_at_ms,
+        v.updated_at_ms,
+    )
+
+
+class SQLiteStore(Store):
+    """A region's store in one SQLite file (``sqlite:///path/to/file.sqlite``)."""
+
+    def __init__(self, url: str, region: str) -> None:
+        self.url = url
+        self.region = check_region_name(region)
+        if not url.startswith("sqlite:///"):
+            raise StorageError(
+                f"not a sqlite URL: {url!r} (use sqlite:///relative.db or sqlite:////abs.db)"
+            )
+        # sqlite:///rel/path, sqlite:////abs/path, sqlite:///:memory: (SQLAlchemy's convention)
+        rest, _, query = url[len("sqlite:///") :].partition("?")
+        self.path = rest
+        options = {k: v[-1] for k, v in parse_qs(query).items()}
+        self.synchronous = options.get("synchronous", "normal").lower()
+        if self.synchronous not in _SYNC_MODES:
+            raise StorageError(f"unknown synchronous mode {self.synchronous!r} in {url!r}")
+        self._lock = threading.RLock()
+        self._depth = 0
+        self._conn = self._connect()
+
+    # -- lifecycle ------------------------------------------------------------
+    def _connect(self) -> sqlite3.Connection:
+        if self.path != ":memory:":
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        try:
+            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute(f"PRAGMA synchronous={self.synchronous.upper()}")
+            conn.execute("PRAGMA foreign_keys=ON")
+            conn.execute("PRAGMA busy_timeout=10000")
+            conn.execute("PRAGMA cache_size=-65536")
+        except sqlite3.Error as exc:
+            raise StorageError(f"cannot open SQLite store {self.path}: {exc}") from exc
+        return conn
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        with self._lock:
+            if self._depth:
+                self._depth += 1
+                try:
+                    yield
+                finally:
+                    self._depth -= 1
+                return
+            self._conn.execute("BEGIN IMMEDIATE")
+            self._depth = 1
+            try:
+                yield
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+            else:
+                self._conn.execute("COMMIT")
+            finally:
+                self._depth = 0
+
+    def migrate(self) -> list[int]:
+        applied: list[int] = []
+        with self.transaction():
+            c = self._conn
+            c.execute(
+                "CREATE TABLE IF NOT EXISTS schema_migrations ("
+                "version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at_ms INTEGER NOT NULL)"
+            )
+            c.execute(
+                "CREATE TABLE IF NOT EXISTS store_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)"
+            )
+            row = c.execute("SELECT value FROM store_meta WHERE key='region'").fetchone()
+            if row is None:
+                c.execute("INSERT INTO store_meta VALUES ('region', ?)", (self.region,))
+            elif row[0] != self.region:
+                raise StorageError(
+                    f"store {self.path} belongs to region {row[0]!r}, "
+                    f"not {self.region!r}: refusing to open it",
+                    store_region=row[0],
+                    region=self.region,
+                )
+            done = {v for (v,) in c.execute("SELECT version FROM schema_migrations")}
+            for m in SQLITE_MIGRATIONS:
+                if m.version in done:
+                    continue
+                for statement in m.sql.format(region=self.region).split(";"):
+                    if statement.strip():
+                        c.execute(statement)
+                c.execute(
+                    "INSERT INTO schema_migrations VALUES (?, ?, CAST(strftime('%s','now') AS "
+                    "INTEGER) * 1000)",
+                    (m.version, m.name),
+                )
+                applied.append(m.version)
+        return applied
+
+    def schema_version(self) -> int:
+        with self._lock:
+            row = self._conn.execute("SELECT MAX(version) FROM schema_migrations").fetchone()
+        return int(row[0] or 0)
+
+    def _query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        with self._lock:
+            return self._conn.execute(sql, params).fetchall()
+
+    def _in(self, sql: str, ids: Iterable[str]) -> list[tuple[Any, ...]]:
+        """Run ``sql`` (with one ``{marks}`` placeholder) over ids in bounded chunks."""
+        unique = list(dict.fromkeys(ids))
+        out: list[tuple[Any, ...]] = []
+        for part in _chunks(unique):
+            out.extend(self._query(sql.format(marks=",".join("?" * len(part))), part))
+        return out
+
+    # -- users ----------------------------------------------------------------
+    def _check_home(self, user: User) -> None:
+        if user.home_region != self.region:
+            raise ResidencyViolation(
+                f"user {user.user_id!r} is homed in {user.home_region!r}; "
+                f"the {self.region!r} store refuses it",
+                user_id=user.user_id,
+                home_region=user.home_region,
+                region=self.region,
+            )
+
+    def insert_user(self, user: User) -> None:
+        self._check_home(user)
+        try:
+            with self.transaction():
+                self._conn.execute(
+                    f"INSERT INTO users ({_USER_COLS}) VALUES (?,?,?,?,?,?,?,?,?)",
+                    _user_params(user),
+                )
+        except sqlite3.IntegrityError as exc:
+            if "UNIQUE" in str(exc) or "PRIMARY KEY" in str(exc):
+                raise AlreadyExists(
+                    f"user {user.user_id!r} already exists", user_id=user.user_id
+                ) from exc
+            raise ResidencyViolation(str(exc), user_id=user.user_id) from exc
+
+    def get_user(self, user_id: str) -> User | None:
+        rows = self._query(f"SELECT {_USER_COLS} FROM users WHERE user_id=?", (user_id,))
+        return _user(rows[0]) if rows else None
+
+    def update_user(self, user: User) -> None:
+        self._check_home(user)
+        with self.transaction():
+            cur = self._conn.execute(
+                "UPDATE users SET birth_year=?, country=?, language=?, consents=?, "
+                "attributes=?, updated_at_ms=? WHERE user_id=?",
+                (
+                    user.birth_year,
+                    user.country,
+                    user.language,
+                    _dumps(user.consents or {}),
+                    _dumps(user.attributes or {}),
+                    user.updated_at_ms,
+                    user.user_id,
+                ),
+            )
+            if cur.rowcount == 0:
+                raise UnknownUser(f"no user {user.user_id!r}", user_id=user.user_id)
+
+    def delete_user(self, user_id: str) -> ErasedCounts:
+        with self.transaction():
+            c = self._conn
+            events = c.execute("DELETE FROM events WHERE user_id=?", (user_id,)).rowcount
+            labels = c.execute("DELETE FROM labels WHERE user_id=?", (user_id,)).rowcount
+            users = c.execute("DELETE FROM users WHERE user_id=?", (user_id,)).rowcount
+        return ErasedCounts(users=users, events=events, labels=labels)
+
+    def existing_users(self, user_ids: Iterable[str]) -> set[str]:
+        return {
+            r[0] for r in self._in("SELECT user_id FROM users WHERE user_id IN ({marks})", user_ids)
+        }
+
+    def count_users(self) -> int:
+        return int(self._query("SELECT COUNT(*) FROM users")[0][0])
+
+    def iter_users(self) -> Iterator[User]:
+        for row in self._query(f"SELECT {_USER_COLS} FROM users ORDER BY user_id"):
+            yield _user(row)
+
+    def bulk_insert_users(self, users: Sequence[User]) -> int:
+        for u in users:
+            self._check_home(u)
+        with self.transaction():
+            before = self._conn.total_changes
+            self._conn.executemany(
+                f"INSERT OR IGNORE INTO users ({_USER_COLS}) VALUES (?,?,?,?,?,?,?,?,?)",
+                [_user_params(u) for u in users],
+            )
+            return self._conn.total_changes - before
+
+    # -- videos ---------------------------------------------------------------
+    def _check_published(self, video: Video) -> None:
+        if self.region not in video.regions:
+            raise ResidencyViolation(
+                f"video {video.video_id!r} is not published to {self.region!r}",
+                video_id=video.video_id,
+                regions=video.regions,
+                region=self.region,
+            )
+
+    def insert_video(self, video: Video) -> None:
+        self._check_published(video)
+        try:
+            with self.transaction():
+                self._conn.execute(
+                    f"INSERT INTO videos (video_id, region, {_VIDEO_COLS.split(', ', 1)[1]}) "
+                    "VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                    _video_params(video, self.region),
+                )
+        except sqlite3.IntegrityError as exc:
+            raise AlreadyExists(
+                f"video {video.video_id!r} already exists", video_id=video.video_id
+            ) from exc
+
+    def get_video(self, video_id: str) -> Video | None:
+        rows = self._query(f"SELECT {_VIDEO_COLS} FROM videos WHERE video_id=?", (video_id,))
+        return _video(rows[0]) if rows else None
+
+    def update_video(self, video: Video) -> None:
+        self._check_published(video)
+        with self.transaction():
+            cur = self._conn.execute(
+                "UPDATE videos SET creator_id=?, caption=?, hashtags=?, categories=?, tags=?, "
+                "duration_ms=?, regions=?, attributes=?, updated_at_ms=? WHERE video_id=?",
+                (
+                    video.creator_id,
+                    video.caption,
+                    _dumps(video.hashtags),
+                    _dumps(video.categories),
+                    _dumps(video.tags),
+                    video.duration_ms,
+                    _dumps(video.regions),
+                    _dumps(video.attributes),
+                    video.updated_at_ms,
+                    video.video_id,
+                ),
+            )
+            if cur.rowcount == 0:
+                self.insert_video(video)
+
+    def delete_video(self, video_id: str) -> bool:
+        with self.transaction():
+            return (
+                self._conn.execute("DELETE FROM videos WHERE video_id=?", (video_id,)).rowcount > 0
+            )
+
+    def video_durations(self, video_ids: Iterable[str]) -> dict[str, int]:
+        rows = self._in(
+            "SELECT video_id, duration_ms FROM videos WHERE video_id IN ({marks})", video_ids
+        )
+        return {r[0]: int(r[1]) for r in rows}
+
+    def count_videos(self) -> int:
+        return int(self._query("SELECT COUNT(*) FROM videos")[0][0])
+
+    def iter_videos(self) -> Iterator[Video]:
+        for row in self._query(f"SELECT {_VIDEO_COLS} FROM videos ORDER BY video_id"):
+            yield _video(row)
+
+    def bulk_insert_videos(self, videos: Sequence[Video]) -> int:
+        for v in videos:
+            self._check_published(v)
+        with self.transaction():
+            before = self._conn.total_changes
+            self._conn.executemany(
+                f"INSERT OR IGNORE INTO videos (video_id, region, {_VIDEO_COLS.split(', ', 1)[1]}) "
+                "VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                [_video_params(v, self.region) for v in videos],
+            )
+            return self._conn.total_changes - before
+
+    # -- events ---------------------------------------------------------------
+    def existing_event_ids(self, event_ids: Iterable[str]) -> set[str]:
+        return {
+            r[0]
+            for r in self._in("SELECT event_id FROM events WHERE event_id IN ({marks})", event_ids)
+        }
+
+    def insert_events(self, rows: Sequence[EventRow]) -> list[bool]:
+        try:
+            with self.transaction():
+                existing = self.existing_event_ids([r.event_id for r in rows])
+                written: list[bool] = []
+                fresh: list[EventRow] = []
+                for r in rows:
+                    is_new = r.event_id not in existing
+                    written.append(is_new)
+                    if is_new:
+                        existing.add(r.event_id)
+                        fresh.append(r)
+                self._conn.executemany(
+                    "INSERT INTO events (event_id, user_id, video_id, type, ts_ms, "
+                    "watch_ms, watch_ratio, valid_play, long_play, short_play) "
+                    "VALUES (?,?,?,?,?,?,?,?,?,?)",
+                    fresh,
+                )
+                return written
+        except sqlite3.IntegrityError as exc:
+            # Ids are checked above, so only the user foreign key can fail: not homed here.
+            raise UnknownUser(f"event for a user not in region {self.region!r}: {exc}") from exc
+
+    def get_event(self, event_id: str) -> StoredEvent | None:
+        rows = self._query(f"SELECT {_EVENT_COLS} FROM events WHERE event_id=?", (event_id,))
+        return _event(rows[0]) if rows else None
+
+    def user_events(self, user_id: str, limit: int = 100) -> list[StoredEvent]:
+        rows = self._query(
+            f"SELECT {_EVENT_COLS} FROM events WHERE user_id=? ORDER BY seq DESC LIMIT ?",
+            (user_id, limit),
+        )
+        return [_event(r) for r in rows]
+
+    def iter_events(self, after_seq: int = 0, batch: int = 10_000) -> Iterator[StoredEvent]:
+        last = after_seq
+        while True:
+            rows = self._query(
+                f"SELECT {_EVENT_COLS} FROM events WHERE seq > ? ORDER BY seq LIMIT ?",
+                (last, batch),
+            )
+            if not rows:
+                return
+            for r in rows:
+                yield _event(r)
+            last = rows[-1][0]
+
+    def count_events(self) -> int:
+        return int(self._query("SELECT COUNT(*) FROM events")[0][0])
+
+    def max_event_seq(self) -> int:
+        return int(self._query("SELECT COALESCE(MAX(seq), 0) FROM events")[0][0])
+
+    # -- held-out labels ------------------------------------------------------
+    def insert_labels(self, rows: Sequence[LabelRow]) -> int:
+        try:
+            with self.transaction():
+                before = self._conn.total_changes
+                self._conn.executemany(
+                    "INSERT OR IGNORE INTO labels (dataset, split, user_id, video_id) "
+                    "VALUES (?,?,?,?)",
+                    rows,
+                )
+                return self._conn.total_changes - before
+        except sqlite3.IntegrityError as exc:
+            raise UnknownUser(f"label for a user not in region {self.region!r}: {exc}") from exc
+
+    def iter_labels(self, dataset: str, split: str) -> Iterator[LabelRow]:
+        for r in self._query(
+            "SELECT dataset, split, user_id, video_id FROM labels WHERE dataset=? AND split=? "
+            "ORDER BY user_id, video_id",
+            (dataset, split),
+        ):
+            yield LabelRow(*r)
+
+    def count_labels(self, dataset: str | None = None) -> int:
+        if dataset is None:
+            return int(self._query("SELECT COUNT(*) FROM labels")[0][0])
+        return int(self._query("SELECT COUNT(*) FROM labels WHERE dataset=?", (dataset,))[0][0])
