@@ -134,6 +134,12 @@ class Store(ABC):
         the check and the write happen in one transaction."""
 
     @abstractmethod
+    def bulk_insert_events(self, rows: Sequence[EventRow]) -> int:
+        """Fast path for imports: one transaction, ids already stored are skipped.
+
+        Returns how many rows were written."""
+
+    @abstractmethod
     def get_event(self, event_id: str) -> StoredEvent | None: ...
 
     @abstractmethod

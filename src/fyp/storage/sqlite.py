@@ -432,6 +432,20 @@ class SQLiteStore(Store):
             # Ids are checked above, so only the user foreign key can fail: not homed here.
             raise UnknownUser(f"event for a user not in region {self.region!r}: {exc}") from exc
 
+    def bulk_insert_events(self, rows: Sequence[EventRow]) -> int:
+        try:
+            with self.transaction():
+                before = self._conn.total_changes
+                self._conn.executemany(
+                    "INSERT OR IGNORE INTO events (event_id, user_id, video_id, type, ts_ms, "
+                    "watch_ms, watch_ratio, valid_play, long_play, short_play) "
+                    "VALUES (?,?,?,?,?,?,?,?,?,?)",
+                    rows,
+                )
+                return self._conn.total_changes - before
+        except sqlite3.IntegrityError as exc:
+            raise UnknownUser(f"event for a user not in region {self.region!r}: {exc}") from exc
+
     def get_event(self, event_id: str) -> StoredEvent | None:
         rows = self._query(f"SELECT {_EVENT_COLS} FROM events WHERE event_id=?", (event_id,))
         return _event(rows[0]) if rows else None
