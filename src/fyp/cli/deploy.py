@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 from pathlib import Path
 
@@ -77,6 +78,8 @@ def serve_directory(directory: Path, host: str, port: int) -> None:
     from fyp.serving.app import create_app
 
     app = create_app(directory)
+    gc.collect()
+    gc.freeze()  # start-up objects never need collecting: shorter GC pauses while serving
     console.print(
         f"serving [bold]{directory}[/] on http://{host}:{port}  (API docs: http://{host}:{port}/docs)"
     )

@@ -410,26 +410,18 @@ class SQLiteStore(Store):
         }
 
     def insert_events(self, rows: Sequence[EventRow]) -> list[bool]:
+        sql = (
+            "INSERT OR IGNORE INTO events (event_id, user_id, video_id, type, ts_ms, "
+            "watch_ms, watch_ratio, valid_play, long_play, short_play) "
+            "VALUES (?,?,?,?,?,?,?,?,?,?)"
+        )
         try:
             with self.transaction():
-                existing = self.existing_event_ids([r.event_id for r in rows])
-                written: list[bool] = []
-                fresh: list[EventRow] = []
-                for r in rows:
-                    is_new = r.event_id not in existing
-                    written.append(is_new)
-                    if is_new:
-                        existing.add(r.event_id)
-                        fresh.append(r)
-                self._conn.executemany(
-                    "INSERT INTO events (event_id, user_id, video_id, type, ts_ms, "
-                    "watch_ms, watch_ratio, valid_play, long_play, short_play) "
-                    "VALUES (?,?,?,?,?,?,?,?,?,?)",
-                    fresh,
-                )
-                return written
+                execute = self._conn.execute
+                # The UNIQUE event_id makes a repeat a no-op; rowcount says which rows landed.
+                return [execute(sql, row).rowcount == 1 for row in rows]
         except sqlite3.IntegrityError as exc:
-            # Ids are checked above, so only the user foreign key can fail: not homed here.
+            # Ids cannot conflict (OR IGNORE), so only the user foreign key can fail.
             raise UnknownUser(f"event for a user not in region {self.region!r}: {exc}") from exc
 
     def bulk_insert_events(self, rows: Sequence[EventRow]) -> int:

@@ -1,0 +1,5 @@
+"""``python -m fyp`` is the ``fyp`` command."""
+
+from fyp.cli import main
+
+main()
