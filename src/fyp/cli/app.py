@@ -34,10 +34,11 @@ def fail(error: FypError) -> typer.Exit:
 
 
 def _register() -> None:
-    from fyp.cli import data, deploy
+    from fyp.cli import data, deploy, feed
 
     deploy.register(app)
     data.register(app)
+    feed.register(app)
 
 
 _register()

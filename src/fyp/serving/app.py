@@ -14,10 +14,11 @@ from fastapi import Depends, FastAPI
 from fyp import __version__
 from fyp.catalog.service import Catalog
 from fyp.events.ingest import Ingestor
+from fyp.feed.service import FeedService
 from fyp.regions.deployment import Deployment
 from fyp.serving.dependencies import AppState, state
 from fyp.serving.errors import install_error_handlers
-from fyp.serving.routers import events, users, videos
+from fyp.serving.routers import events, feed, users, videos
 
 
 def create_app(deployment: Deployment | str | Path) -> FastAPI:
@@ -29,12 +30,16 @@ def create_app(deployment: Deployment | str | Path) -> FastAPI:
         summary="For You feed engine with ringfenced regions",
     )
     app.state.fyp = AppState(
-        deployment=deployment, catalog=Catalog(deployment), ingestor=Ingestor(deployment)
+        deployment=deployment,
+        catalog=Catalog(deployment),
+        ingestor=Ingestor(deployment),
+        feed=FeedService(deployment),
     )
     install_error_handlers(app)
     app.include_router(users.router)
     app.include_router(videos.router)
     app.include_router(events.router)
+    app.include_router(feed.router)
 
     @app.get("/healthz", tags=["ops"])
     async def healthz(s: AppState = Depends(state)) -> dict[str, Any]:

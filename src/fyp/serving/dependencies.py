@@ -8,6 +8,7 @@ from fastapi import Request
 
 from fyp.catalog.service import Catalog
 from fyp.events.ingest import Ingestor
+from fyp.feed.service import FeedService
 from fyp.regions.deployment import Deployment
 
 
@@ -16,6 +17,7 @@ class AppState:
     deployment: Deployment
     catalog: Catalog
     ingestor: Ingestor
+    feed: FeedService
 
 
 def state(request: Request) -> AppState:

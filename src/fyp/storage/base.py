@@ -156,6 +156,15 @@ class Store(ABC):
     @abstractmethod
     def max_event_seq(self) -> int: ...
 
+    # -- served log -----------------------------------------------------------
+    @abstractmethod
+    def record_served(self, user_id: str, video_ids: Sequence[str], ts_ms: int) -> None:
+        """Remember that these videos were shown to the user (latest time wins)."""
+
+    @abstractmethod
+    def served_since(self, user_id: str, since_ms: int) -> list[str]:
+        """Videos shown to the user at or after ``since_ms``."""
+
     # -- held-out labels ------------------------------------------------------
     @abstractmethod
     def insert_labels(self, rows: Sequence[LabelRow]) -> int: ...

@@ -77,4 +77,17 @@ SQLITE_MIGRATIONS: tuple[Migration, ...] = (
         CREATE INDEX labels_user ON labels (user_id);
         """,
     ),
+    Migration(
+        2,
+        "served log: what each user's feed showed, so pages and sessions never repeat",
+        """
+        CREATE TABLE served (
+            user_id        TEXT NOT NULL REFERENCES users (user_id) ON DELETE CASCADE,
+            video_id       TEXT NOT NULL,
+            region         TEXT NOT NULL DEFAULT '{region}' CHECK (region = '{region}'),
+            served_at_ms   INTEGER NOT NULL,
+            PRIMARY KEY (user_id, video_id)
+        ) WITHOUT ROWID;
+        """,
+    ),
 )

@@ -295,6 +295,7 @@ class SQLiteStore(Store):
             c = self._conn
             events = c.execute("DELETE FROM events WHERE user_id=?", (user_id,)).rowcount
             labels = c.execute("DELETE FROM labels WHERE user_id=?", (user_id,)).rowcount
+            c.execute("DELETE FROM served WHERE user_id=?", (user_id,))
             users = c.execute("DELETE FROM users WHERE user_id=?", (user_id,)).rowcount
         return ErasedCounts(users=users, events=events, labels=labels)
 
@@ -467,6 +468,25 @@ class SQLiteStore(Store):
 
     def max_event_seq(self) -> int:
         return int(self._query("SELECT COALESCE(MAX(seq), 0) FROM events")[0][0])
+
+    # -- served log -----------------------------------------------------------
+    def record_served(self, user_id: str, video_ids: Sequence[str], ts_ms: int) -> None:
+        try:
+            with self.transaction():
+                self._conn.executemany(
+                    "INSERT INTO served (user_id, video_id, served_at_ms) VALUES (?,?,?) "
+                    "ON CONFLICT (user_id, video_id) "
+                    "DO UPDATE SET served_at_ms=excluded.served_at_ms",
+                    [(user_id, v, ts_ms) for v in video_ids],
+                )
+        except sqlite3.IntegrityError as exc:
+            raise UnknownUser(f"no user {user_id!r} in region {self.region!r}") from exc
+
+    def served_since(self, user_id: str, since_ms: int) -> list[str]:
+        rows = self._query(
+            "SELECT video_id FROM served WHERE user_id=? AND served_at_ms>=?", (user_id, since_ms)
+        )
+        return [r[0] for r in rows]
 
     # -- held-out labels ------------------------------------------------------
     def insert_labels(self, rows: Sequence[LabelRow]) -> int:

@@ -1,0 +1,102 @@
+"""Filters: each keeps some candidates and records every one it removes, with why.
+
+The eligibility filter is the moderation hook: it runs when candidates are gathered
+and again on the final page just before the response, so a takedown shows in the very
+next feed. A hook that raises removes everything it was asked about (fails closed).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+from fyp.feed.pool import Pool, Removed
+from fyp.feed.state import UserState
+from fyp.models.region_model import RegionModel
+
+# video ids -> {video_id: reason} for the ineligible ones
+EligibilityCheck = Callable[[Sequence[str], UserState], dict[str, str]]
+
+
+class Filter(ABC):
+    name: str = "filter"
+
+    @abstractmethod
+    def reasons(self, model: RegionModel, state: UserState, video_ids: list[str]) -> dict[int, str]:
+        """Row number -> reason for each row to remove."""
+
+    def apply(self, model: RegionModel, state: UserState, pool: Pool) -> Pool:
+        video_ids = [str(v) for v in model.video_ids[pool.items]]
+        drop = self.reasons(model, state, video_ids)
+        if not drop:
+            return pool
+        mask = np.ones(len(pool), bool)
+        for row, reason in drop.items():
+            mask[row] = False
+            pool.removed.append(Removed(video_ids[row], self.name, reason))
+        return pool.keep(mask)
+
+
+class AlreadySeen(Filter):
+    """No repeats: anything served to or watched by the user within the seen window."""
+
+    name = "already_seen"
+
+    def reasons(self, model: RegionModel, state: UserState, video_ids: list[str]) -> dict[int, str]:
+        return {n: "already seen" for n, v in enumerate(video_ids) if v in state.seen}
+
+
+class NotInterested(Filter):
+    name = "not_interested"
+
+    def reasons(self, model: RegionModel, state: UserState, video_ids: list[str]) -> dict[int, str]:
+        out: dict[int, str] = {}
+        for n, v in enumerate(video_ids):
+            item = model.video_index[v]
+            if v in state.not_interested_videos:
+                out[n] = "you marked this video not interested"
+            elif int(model.creator[item]) in state.not_interested_creators:
+                out[n] = "you marked this creator not interested"
+            elif int(model.category[item]) in state.not_interested_categories:
+                out[n] = "you marked this category not interested"
+        return out
+
+
+class Eligibility(Filter):
+    """Moderation hook; fails closed when the check itself fails."""
+
+    name = "eligibility"
+
+    def __init__(self, check: EligibilityCheck) -> None:
+        self.check = check
+
+    def reasons(self, model: RegionModel, state: UserState, video_ids: list[str]) -> dict[int, str]:
+        try:
+            verdicts = self.check(video_ids, state)
+        except Exception as exc:  # fail closed: an erroring check leaves content ineligible
+            return {
+                n: f"eligibility check failed: {type(exc).__name__}" for n in range(len(video_ids))
+            }
+        return {n: verdicts[v] for n, v in enumerate(video_ids) if v in verdicts}
+
+
+class Available(Filter):
+    """Still in the region's live catalogue (a video may be withdrawn after training)."""
+
+    name = "region_availability"
+
+    def __init__(self, live: Callable[[Sequence[str]], set[str]]) -> None:
+        self.live = live
+
+    def reasons(self, model: RegionModel, state: UserState, video_ids: list[str]) -> dict[int, str]:
+        present = self.live(video_ids)
+        return {
+            n: "not available in your region" for n, v in enumerate(video_ids) if v not in present
+        }
+
+
+def allow_all(video_ids: Sequence[str], state: UserState) -> dict[str, str]:
+    """The eligibility check used until moderation is configured: nothing is removed."""
+    return {}

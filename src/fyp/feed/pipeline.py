@@ -1,0 +1,100 @@
+"""The feed pipeline: sources -> filters -> scorer -> re-rankers, each stage named.
+
+``FeedPipeline.run`` is pure with respect to storage: it takes a loaded region model
+and a user state and returns the ordered page with its explanation. ``FeedService``
+(service.py) binds it to a deployment's stores; evaluation calls the same service.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from fyp.feed.candidates import Candidates, CandidateSource, default_sources
+from fyp.feed.filters import AlreadySeen, Filter, NotInterested
+from fyp.feed.pool import Pool, Removed, merge
+from fyp.feed.rerank import RerankParams, diversify, explore, separate_creators
+from fyp.feed.scoring import Scorer, ValueScorer
+from fyp.feed.state import UserState
+from fyp.models.region_model import RegionModel
+
+
+@dataclass
+class RankedPage:
+    pool: Pool
+    order: list[int]  # rows of ``pool``, in feed order (longer than the page: backfill)
+    scores: np.ndarray
+    timings_ms: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def removed(self) -> list[Removed]:
+        return self.pool.removed
+
+
+class Universe(CandidateSource):
+    """Restricts a feed to a fixed set of videos (evaluation protocols rank a known set)."""
+
+    name = "universe"
+
+    def __init__(self, items: np.ndarray) -> None:
+        super().__init__(len(items))
+        self.items = np.asarray(items, np.int64)
+
+    def fetch(self, model: RegionModel, state: UserState) -> Candidates:
+        return Candidates(
+            self.name,
+            self.items,
+            np.zeros(len(self.items), np.float32),
+            ["in the evaluated set"] * len(self.items),
+        )
+
+
+class FeedPipeline:
+    def __init__(
+        self,
+        sources: list[CandidateSource] | None = None,
+        filters: list[Filter] | None = None,
+        scorer: Scorer | None = None,
+        rerank: RerankParams | None = None,
+    ) -> None:
+        self.sources = sources if sources is not None else default_sources()
+        self.filters = filters if filters is not None else [AlreadySeen(), NotInterested()]
+        self.scorer = scorer or ValueScorer()
+        self.rerank = rerank or RerankParams()
+
+    def run(
+        self,
+        model: RegionModel,
+        state: UserState,
+        n: int,
+        rng: np.random.Generator,
+        universe: np.ndarray | None = None,
+        extra_filters: list[Filter] | None = None,
+        backfill: int = 2,
+    ) -> RankedPage:
+        candidates = [s.fetch(model, state) for s in self.sources]
+        if universe is not None:
+            allowed = np.zeros(model.n_items, bool)
+            allowed[universe] = True
+            candidates = [_restrict(c, allowed) for c in candidates]
+            candidates.append(Universe(universe).fetch(model, state))
+        pool = merge(candidates, model.n_items)
+        for f in [*self.filters, *(extra_filters or [])]:
+            pool = f.apply(model, state, pool)
+        scores = self.scorer.score(model, state, pool)
+        want = n * backfill
+        order = diversify(model, pool, scores, want, self.rerank)
+        order = explore(model, pool, order, want, self.rerank, rng)
+        order = separate_creators(model, pool, order)
+        return RankedPage(pool=pool, order=order, scores=scores)
+
+
+def _restrict(c: Candidates, allowed: np.ndarray) -> Candidates:
+    keep = allowed[c.items]
+    return Candidates(
+        c.source,
+        c.items[keep],
+        c.scores[keep],
+        [r for r, k in zip(c.reasons, keep, strict=True) if k],
+    )

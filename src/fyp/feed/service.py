@@ -1,0 +1,184 @@
+"""The feed of a deployment: route to the home region, build state, run the pipeline.
+
+Models are loaded per region and swapped without downtime: the service notices a new
+``current`` artifact (checked at most once a second) and loads it before switching.
+The final page is checked again against the live catalogue and the eligibility hook
+just before it is returned, so a withdrawal or takedown shows in the very next feed.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from fyp.errors import InvalidRequest, ModelError, ValidationFailed
+from fyp.feed.filters import Available, Eligibility, EligibilityCheck, allow_all
+from fyp.feed.pipeline import FeedPipeline
+from fyp.feed.state import UserState, build_state
+from fyp.models.artifacts import current_version
+from fyp.models.region_model import RegionModel
+from fyp.regions.deployment import Deployment
+
+SEEN_WINDOW_MS = 30 * 86_400_000
+RECENT_EVENTS = 300
+MAX_PAGE = 100
+RELOAD_CHECK_S = 1.0
+
+
+@dataclass
+class FeedItem:
+    video_id: str
+    position: int
+    score: float
+    source: str
+    reason: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.__dict__.copy()
+
+
+@dataclass
+class FeedPage:
+    user_id: str
+    region: str
+    model_version: str
+    items: list[FeedItem]
+    cursor: str
+    removed: list[dict[str, str]]
+
+    def to_dict(self, debug: bool = False) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "user_id": self.user_id,
+            "region": self.region,
+            "model_version": self.model_version,
+            "items": [i.to_dict() for i in self.items],
+            "next_cursor": self.cursor,
+        }
+        if debug:
+            out["removed"] = self.removed
+        return out
+
+
+def encode_cursor(page: int, session: int) -> str:
+    raw = json.dumps({"p": page, "s": session}, separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str | None) -> tuple[int, int]:
+    if not cursor:
+        return 0, int(time.time_ns() % 2**31)
+    try:
+        raw = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+        return int(raw["p"]), int(raw["s"])
+    except (ValueError, KeyError, TypeError, binascii.Error):
+        raise InvalidRequest("invalid feed cursor", cursor=cursor) from None
+
+
+class FeedService:
+    def __init__(
+        self,
+        deployment: Deployment,
+        pipeline: FeedPipeline | None = None,
+        eligibility: EligibilityCheck = allow_all,
+        seen_window_ms: int = SEEN_WINDOW_MS,
+    ) -> None:
+        self.deployment = deployment
+        self.pipeline = pipeline or FeedPipeline()
+        self.eligibility = Eligibility(eligibility)
+        self.seen_window_ms = seen_window_ms
+        self._models: dict[str, RegionModel] = {}
+        self._checked: dict[str, float] = {}
+        self._lock = threading.Lock()
+
+    def model(self, region: str) -> RegionModel:
+        now = time.monotonic()
+        model = self._models.get(region)
+        if model is not None and now - self._checked.get(region, 0.0) < RELOAD_CHECK_S:
+            return model
+        region_dir = self.deployment.config.region_dir(region)
+        version = current_version(region_dir)
+        self._checked[region] = now
+        if model is not None and model.manifest.version == version:
+            return model
+        with self._lock:
+            fresh = RegionModel.load(region_dir, version)
+            if fresh.manifest.region != region:
+                raise ModelError(
+                    f"artifact {fresh.manifest.version} was trained for region "
+                    f"{fresh.manifest.region!r}, not {region!r}: refusing to serve it"
+                )
+            self._models[region] = fresh
+            return fresh
+
+    def state(self, user_id: str, model: RegionModel) -> UserState:
+        region = self.deployment.home_region(user_id)
+        store = self.deployment.store(region)
+        user = store.get_user(user_id)
+        events = store.user_events(user_id, RECENT_EVENTS)
+        served = store.served_since(user_id, time.time_ns() // 1_000_000 - self.seen_window_ms)
+        age = user.age() if user is not None else None
+        return build_state(user_id, region, age, events, served, model)
+
+    def feed(
+        self,
+        user_id: str,
+        n: int = 10,
+        cursor: str | None = None,
+        record: bool = True,
+        universe: Sequence[str] | None = None,
+    ) -> FeedPage:
+        if not 1 <= n <= MAX_PAGE:
+            raise ValidationFailed(f"n must be between 1 and {MAX_PAGE}, got {n}", field="n")
+        page_no, session = decode_cursor(cursor)
+        region = self.deployment.home_region(user_id)
+        model = self.model(region)
+        state = self.state(user_id, model)
+        items = None
+        if universe is not None:
+            items = np.asarray([model.video_index[v] for v in universe if v in model.video_index])
+        rng = np.random.default_rng([session, page_no, len(state.seen)])
+        ranked = self.pipeline.run(
+            model, state, n, rng, universe=items, extra_filters=[self.eligibility]
+        )
+        store = self.deployment.store(region)
+        live = Available(lambda ids: set(store.video_durations(ids)))
+        on_page = np.zeros(len(ranked.pool), bool)
+        on_page[np.asarray(ranked.order, np.int64)] = True
+        final = ranked.pool.keep(on_page)  # shares the removed-log with the ranked pool
+        checked = self.eligibility.apply(model, state, live.apply(model, state, final))
+        allowed = {int(i) for i in checked.items}
+        page: list[FeedItem] = []
+        for row in ranked.order:
+            item = int(ranked.pool.items[row])
+            if item not in allowed:
+                continue
+            page.append(
+                FeedItem(
+                    video_id=str(model.video_ids[item]),
+                    position=len(page),
+                    score=round(float(ranked.scores[row]), 6),
+                    source=ranked.pool.source[row],
+                    reason=ranked.pool.reason[row],
+                )
+            )
+            if len(page) == n:
+                break
+        if record and page:
+            store.record_served(user_id, [p.video_id for p in page], time.time_ns() // 1_000_000)
+        removed = [r.__dict__ for r in ranked.removed]
+        return FeedPage(
+            user_id=user_id,
+            region=region,
+            model_version=model.manifest.version,
+            items=page,
+            cursor=encode_cursor(page_no + 1, session),
+            removed=removed,
+        )

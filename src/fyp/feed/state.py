@@ -1,0 +1,105 @@
+"""A user's state at feed time, read from their home region's store.
+
+Short-term state is the user's latest events, read on every feed request: an event
+acknowledged before the request always influences it (read-your-writes), whichever
+process ingested it. Long-term state is the user's learned vector in the region model.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from fyp.events.schema import EventType, StoredEvent
+from fyp.models.region_model import RegionModel
+from fyp.models.training import event_weight
+
+RECENT_POSITIVES = 30
+NEGATIVE_TYPES = frozenset({EventType.skip, EventType.not_interested, EventType.report})
+
+
+@dataclass
+class UserState:
+    user_id: str
+    region: str
+    age: int | None
+    positives: np.ndarray  # item indices, newest first
+    positive_weights: np.ndarray
+    seen: set[str] = field(default_factory=set)
+    not_interested_videos: set[str] = field(default_factory=set)
+    not_interested_creators: set[int] = field(default_factory=set)
+    not_interested_categories: set[int] = field(default_factory=set)
+    followed_creators: set[int] = field(default_factory=set)
+    category_affinity: dict[int, float] = field(default_factory=dict)
+    skipped: set[int] = field(default_factory=set)
+
+    @property
+    def is_new(self) -> bool:
+        return len(self.positives) == 0
+
+
+def build_state(
+    user_id: str,
+    region: str,
+    age: int | None,
+    events: Iterable[StoredEvent],
+    served: Iterable[str],
+    model: RegionModel,
+    category_block_after: int = 2,
+) -> UserState:
+    """Fold the user's recent events (newest first) and served videos into a state."""
+    positives: list[int] = []
+    weights: list[float] = []
+    seen = set(served)
+    ni_videos: set[str] = set()
+    ni_creators: set[int] = set()
+    ni_category_counts: dict[int, int] = {}
+    followed: set[int] = set()
+    affinity: dict[int, float] = {}
+    skipped: set[int] = set()
+    for e in events:
+        seen.add(e.video_id)
+        item = model.video_index.get(e.video_id)
+        creator = int(model.creator[item]) if item is not None else -1
+        category = int(model.category[item]) if item is not None else -1
+        if e.type == EventType.not_interested:
+            ni_videos.add(e.video_id)
+            if creator >= 0:
+                ni_creators.add(creator)
+            if category >= 0:
+                ni_category_counts[category] = ni_category_counts.get(category, 0) + 1
+            continue
+        if e.type == EventType.follow and creator >= 0:
+            followed.add(creator)
+        if item is None:
+            continue
+        if e.type in NEGATIVE_TYPES or (e.type == EventType.play and e.short_play):
+            skipped.add(item)
+            if category >= 0:
+                affinity[category] = affinity.get(category, 0.0) - 0.5
+            continue
+        weight = event_weight(e)
+        if weight > 0:
+            if len(positives) < RECENT_POSITIVES and item not in positives:
+                positives.append(item)
+                weights.append(weight)
+            if category >= 0:
+                affinity[category] = affinity.get(category, 0.0) + weight
+    return UserState(
+        user_id=user_id,
+        region=region,
+        age=age,
+        positives=np.asarray(positives, np.int64),
+        positive_weights=np.asarray(weights, np.float32),
+        seen=seen,
+        not_interested_videos=ni_videos,
+        not_interested_creators=ni_creators,
+        not_interested_categories={
+            c for c, n in ni_category_counts.items() if n >= category_block_after
+        },
+        followed_creators=followed,
+        category_affinity=affinity,
+        skipped=skipped,
+    )

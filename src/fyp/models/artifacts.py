@@ -1,0 +1,156 @@
+"""Versioned model artifacts with a manifest of exactly what they learned from.
+
+An artifact is a directory ``regions/<region>/models/<version>/`` holding arrays
+(``arrays.npz``) and ``manifest.json``. The manifest records the region, the data
+snapshot (event count, seq range, a content hash of the events), a hash of the set of
+user ids the models learned from (lineage), parameters and metrics. ``current`` — a
+small file naming the live version — is replaced atomically, so a server can switch
+to a new artifact without downtime and a half-written artifact is never live.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fyp.errors import ModelError
+
+MANIFEST = "manifest.json"
+ARRAYS = "arrays.npz"
+CURRENT = "current"
+FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """Which events a training run read: enough to say exactly what a model learned from."""
+
+    event_count: int
+    min_seq: int
+    max_seq: int
+    events_sha256: str
+    users_sha256: str
+    user_count: int
+
+
+@dataclass
+class Manifest:
+    region: str
+    version: str
+    created_at: str
+    snapshot: Snapshot
+    params: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, Any] = field(default_factory=dict)
+    format: int = FORMAT_VERSION
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2, ensure_ascii=False, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> Manifest:
+        raw = json.loads(text)
+        raw["snapshot"] = Snapshot(**raw["snapshot"])
+        return cls(**raw)
+
+
+def hash_ids(ids: Iterable[str]) -> str:
+    """Order-independent hash of a set of ids (sorted, newline-joined, sha256)."""
+    h = hashlib.sha256()
+    for uid in sorted(set(ids)):
+        h.update(uid.encode())
+        h.update(b"\n")
+    return h.hexdigest()
+
+
+class EventHasher:
+    """Incremental content hash over events in seq order (what was learned, byte for byte)."""
+
+    def __init__(self) -> None:
+        self._h = hashlib.sha256()
+        self.count = 0
+        self.min_seq = 0
+        self.max_seq = 0
+
+    def add(
+        self, seq: int, event_id: str, user_id: str, video_id: str, type_: str, ts_ms: int
+    ) -> None:
+        if self.count == 0:
+            self.min_seq = seq
+        self.max_seq = seq
+        self.count += 1
+        self._h.update(f"{seq}\t{event_id}\t{user_id}\t{video_id}\t{type_}\t{ts_ms}\n".encode())
+
+    def hexdigest(self) -> str:
+        return self._h.hexdigest()
+
+
+def models_dir(region_dir: Path) -> Path:
+    return region_dir / "models"
+
+
+def new_version() -> str:
+    """Sortable, unique enough for one writer per region: UTC time plus nanoseconds."""
+    ns = time.time_ns()
+    return time.strftime("%Y%m%dT%H%M%S", time.gmtime(ns / 1e9)) + f"-{ns % 1_000_000_000:09d}"
+
+
+def write_artifact(
+    region_dir: Path, manifest: Manifest, arrays: dict[str, np.ndarray], make_current: bool = True
+) -> Path:
+    """Write arrays and manifest to a new version directory, then (optionally) go live."""
+    root = models_dir(region_dir)
+    target = root / manifest.version
+    tmp = root / f".{manifest.version}.tmp"
+    tmp.mkdir(parents=True, exist_ok=False)
+    np.savez(tmp / ARRAYS, **arrays)  # type: ignore[arg-type]
+    (tmp / MANIFEST).write_text(manifest.to_json(), encoding="utf-8")
+    os.replace(tmp, target)
+    if make_current:
+        set_current(region_dir, manifest.version)
+    return target
+
+
+def set_current(region_dir: Path, version: str) -> None:
+    root = models_dir(region_dir)
+    if not (root / version / MANIFEST).is_file():
+        raise ModelError(f"no artifact {version!r} in {root}")
+    tmp = root / f".{CURRENT}.tmp"
+    tmp.write_text(version, encoding="utf-8")
+    os.replace(tmp, root / CURRENT)  # atomic: readers see the old or the new version
+
+
+def current_version(region_dir: Path) -> str | None:
+    path = models_dir(region_dir) / CURRENT
+    return path.read_text(encoding="utf-8").strip() if path.is_file() else None
+
+
+def list_versions(region_dir: Path) -> list[str]:
+    root = models_dir(region_dir)
+    if not root.is_dir():
+        return []
+    return sorted(p.name for p in root.iterdir() if (p / MANIFEST).is_file())
+
+
+def read_manifest(region_dir: Path, version: str) -> Manifest:
+    path = models_dir(region_dir) / version / MANIFEST
+    try:
+        return Manifest.from_json(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, TypeError, KeyError) as exc:
+        raise ModelError(f"cannot read manifest {path}: {exc}") from exc
+
+
+def read_arrays(region_dir: Path, version: str) -> dict[str, np.ndarray]:
+    path = models_dir(region_dir) / version / ARRAYS
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            return {k: data[k] for k in data.files}
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"cannot read model arrays {path}: {exc}") from exc

@@ -1,0 +1,103 @@
+"""A region's trained models, loaded for serving (read-only, shared by all requests)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from fyp.errors import ModelError
+from fyp.models.artifacts import Manifest, current_version, read_arrays, read_manifest
+
+FOLD_IN_REG = 0.1
+
+
+@dataclass
+class RegionModel:
+    manifest: Manifest
+    video_ids: np.ndarray
+    video_index: dict[str, int]
+    user_index: dict[str, int]
+    popularity: np.ndarray
+    trending_order: np.ndarray
+    nbr_idx: np.ndarray
+    nbr_sim: np.ndarray
+    user_factors: np.ndarray
+    item_factors: np.ndarray
+    fold_in_matrix: np.ndarray
+    impressions: np.ndarray
+    likes: np.ndarray
+    category: np.ndarray
+    category_names: np.ndarray
+    creator: np.ndarray
+    creator_ids: np.ndarray
+    created_at_ms: np.ndarray
+    tag_ptr: np.ndarray
+    tag_idx: np.ndarray
+    category_orders: dict[int, np.ndarray]
+    creator_index: dict[str, int]
+
+    @property
+    def n_items(self) -> int:
+        return len(self.video_ids)
+
+    @classmethod
+    def from_arrays(cls, manifest: Manifest, a: dict[str, np.ndarray]) -> RegionModel:
+        video_ids = a["video_ids"]
+        pop = a["popularity"].astype(np.float32)
+        item_factors = a["item_factors"].astype(np.float32)
+        k = item_factors.shape[1]
+        gram = item_factors.T @ item_factors + FOLD_IN_REG * np.eye(k, dtype=np.float32)
+        order = np.argsort(-pop, kind="stable").astype(np.int32)
+        category = a["category"]
+        category_orders = {
+            int(c): order[category[order] == c] for c in np.unique(category) if c >= 0
+        }
+        return cls(
+            manifest=manifest,
+            video_ids=video_ids,
+            video_index={str(v): n for n, v in enumerate(video_ids)},
+            user_index={str(u): n for n, u in enumerate(a["user_ids"])},
+            popularity=pop,
+            trending_order=order,
+            nbr_idx=a["nbr_idx"],
+            nbr_sim=a["nbr_sim"],
+            user_factors=a["user_factors"].astype(np.float32),
+            item_factors=item_factors,
+            fold_in_matrix=np.linalg.inv(gram).astype(np.float32),
+            impressions=a["impressions"],
+            likes=a["likes"],
+            category=category,
+            category_names=a["category_names"],
+            creator=a["creator"],
+            creator_ids=a["creator_ids"],
+            created_at_ms=a["created_at_ms"],
+            tag_ptr=a["tag_ptr"],
+            tag_idx=a["tag_idx"],
+            category_orders=category_orders,
+            creator_index={str(c): n for n, c in enumerate(a["creator_ids"])},
+        )
+
+    @classmethod
+    def load(cls, region_dir: Path, version: str | None = None) -> RegionModel:
+        version = version or current_version(region_dir)
+        if version is None:
+            raise ModelError(
+                f"region {region_dir.name!r} has no trained model: run `fyp train`",
+                region=region_dir.name,
+            )
+        return cls.from_arrays(read_manifest(region_dir, version), read_arrays(region_dir, version))
+
+    def user_vector(self, user_id: str, recent_items: np.ndarray) -> np.ndarray | None:
+        """The user's learned vector, moved towards (or, if new, folded in from) recent items."""
+        learned = self.user_index.get(user_id)
+        if len(recent_items) == 0:
+            return None if learned is None else np.asarray(self.user_factors[learned])
+        folded: np.ndarray = self.fold_in_matrix @ self.item_factors[recent_items].sum(axis=0)
+        if learned is None:
+            return folded
+        return np.asarray(0.5 * self.user_factors[learned] + 0.5 * folded)
+
+    def tags_of(self, item: int) -> np.ndarray:
+        return self.tag_idx[self.tag_ptr[item] : self.tag_ptr[item + 1]]

@@ -1,0 +1,263 @@
+"""Train every model of one region from that region's store only.
+
+What is learned (all arrays, indexed by the region's catalogue order):
+
+- ``popularity``: user-normalised engagement, sum over users of w(u,i) / n_u with a
+  time decay. Dividing by a user's activity stops a few heavy users from defining
+  what is popular; on the fully observed KuaiRec test this beats raw counts.
+- ``nbr_idx`` / ``nbr_sim``: top-K co-engagement neighbours of each video (cosine
+  over users), the item-to-item candidate source.
+- ``item_factors`` / ``user_factors``: implicit-feedback matrix factorisation (ALS,
+  the ``implicit`` library) for embedding retrieval; ``fold_in`` turns a brand-new
+  user's few recent positives into a vector without retraining.
+- per-video metadata (category, creator, tags, age, impressions, likes) for
+  filters, diversity and exploration.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+
+from fyp.events.schema import EventType, StoredEvent
+from fyp.models.artifacts import EventHasher, Manifest, Snapshot, hash_ids, new_version
+from fyp.storage import Store
+
+POSITIVE_WEIGHTS: dict[str, float] = {
+    EventType.like: 1.0,
+    EventType.share: 1.5,
+    EventType.comment: 1.0,
+    EventType.follow: 1.0,
+}
+LONG_PLAY_WEIGHT = 1.0
+
+
+@dataclass(frozen=True)
+class TrainParams:
+    half_life_days: float = 14.0
+    neighbours: int = 50
+    factors: int = 48
+    als_iterations: int = 12
+    als_regularization: float = 0.05
+    seed: int = 7
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+@dataclass
+class Interactions:
+    """Per-event arrays read from a store, in ingestion order."""
+
+    users: list[str] = field(default_factory=list)
+    user_index: dict[str, int] = field(default_factory=dict)
+    u: list[int] = field(default_factory=list)
+    i: list[int] = field(default_factory=list)
+    w: list[float] = field(default_factory=list)
+    ts: list[int] = field(default_factory=list)
+    impressions: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    likes: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+
+
+def event_weight(e: StoredEvent) -> float:
+    """How much an event says 'more like this' (0 for neutral or negative events)."""
+    if e.type == EventType.play:
+        return LONG_PLAY_WEIGHT if e.long_play else 0.0
+    return POSITIVE_WEIGHTS.get(e.type, 0.0)
+
+
+def read_interactions(
+    events: Iterable[StoredEvent], video_index: dict[str, int], hasher: EventHasher
+) -> Interactions:
+    out = Interactions(
+        impressions=np.zeros(len(video_index), np.int64),
+        likes=np.zeros(len(video_index), np.int64),
+    )
+    for e in events:
+        hasher.add(e.seq, e.event_id, e.user_id, e.video_id, e.type, e.ts_ms)
+        item = video_index.get(e.video_id)
+        if item is None:  # video withdrawn from this region since
+            continue
+        if e.type in (EventType.impression, EventType.play):
+            out.impressions[item] += 1
+        weight = event_weight(e)
+        if weight <= 0:
+            continue
+        out.likes[item] += 1
+        uid = out.user_index.get(e.user_id)
+        if uid is None:
+            uid = out.user_index[e.user_id] = len(out.users)
+            out.users.append(e.user_id)
+        out.u.append(uid)
+        out.i.append(item)
+        out.w.append(weight)
+        out.ts.append(e.ts_ms)
+    return out
+
+
+def user_normalised_popularity(x: sp.csr_matrix, decayed: sp.csr_matrix) -> np.ndarray:
+    """sum_u decayed[u,i] / sum_i x[u,i]: each user's engagement counts as one vote."""
+    activity = np.asarray(x.sum(axis=1)).ravel()
+    per_user = sp.diags(1.0 / np.maximum(activity, 1e-9))
+    return np.asarray((per_user @ decayed).sum(axis=0)).ravel().astype(np.float32)
+
+
+def decay_weights(ts: np.ndarray, now_ms: int, half_life_days: float) -> np.ndarray:
+    """Halve an event's weight every ``half_life_days`` before the newest event."""
+    return np.power(0.5, (now_ms - ts) / (half_life_days * 86_400_000.0))
+
+
+def cooccurrence_neighbours(x: sp.csr_matrix, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Top-k cosine neighbours of each item over binary user engagement."""
+    binary = x.copy()
+    binary.data[:] = 1.0
+    counts = np.asarray(binary.sum(axis=0)).ravel()
+    co = (binary.T @ binary).tocsr()
+    co.setdiag(0)
+    co.eliminate_zeros()
+    n = x.shape[1]
+    idx = np.full((n, k), -1, np.int32)
+    sim = np.zeros((n, k), np.float32)
+    norms = np.sqrt(np.maximum(counts, 1.0))
+    for item in range(n):
+        start, end = co.indptr[item], co.indptr[item + 1]
+        if start == end:
+            continue
+        cols = co.indices[start:end]
+        vals = co.data[start:end] / (norms[item] * norms[cols])
+        top = np.argsort(-vals, kind="stable")[:k]
+        idx[item, : len(top)] = cols[top]
+        sim[item, : len(top)] = vals[top]
+    return idx, sim
+
+
+def fit_als(x: sp.csr_matrix, params: TrainParams) -> tuple[np.ndarray, np.ndarray]:
+    """User and item factors from implicit ALS (single BLAS thread, seeded)."""
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+    from implicit.cpu.als import AlternatingLeastSquares
+
+    if x.nnz == 0:
+        return (
+            np.zeros((x.shape[0], params.factors), np.float32),
+            np.zeros((x.shape[1], params.factors), np.float32),
+        )
+    model = AlternatingLeastSquares(
+        factors=params.factors,
+        iterations=params.als_iterations,
+        regularization=params.als_regularization,
+        random_state=params.seed,
+        calculate_training_loss=False,
+    )
+    model.fit(x, show_progress=False)
+    return np.asarray(model.user_factors, np.float32), np.asarray(model.item_factors, np.float32)
+
+
+def catalogue_arrays(store: Store) -> tuple[list[str], dict[str, np.ndarray], dict[str, list[str]]]:
+    """Video ids in a stable order plus per-video metadata arrays and vocabularies."""
+    videos = list(store.iter_videos())
+    ids = [v.video_id for v in videos]
+    categories: dict[str, int] = {}
+    creators: dict[str, int] = {}
+    tags: dict[str, int] = {}
+    category = np.full(len(videos), -1, np.int32)
+    creator = np.full(len(videos), -1, np.int32)
+    created = np.zeros(len(videos), np.int64)
+    tag_ptr = [0]
+    tag_idx: list[int] = []
+    for n, v in enumerate(videos):
+        if v.categories:
+            category[n] = categories.setdefault(v.categories[0], len(categories))
+        if v.creator_id is not None:
+            creator[n] = creators.setdefault(v.creator_id, len(creators))
+        created[n] = v.created_at_ms
+        tag_idx.extend(tags.setdefault(t, len(tags)) for t in v.tags)
+        tag_ptr.append(len(tag_idx))
+    arrays: dict[str, np.ndarray] = {
+        "category": category,
+        "creator": creator,
+        "created_at_ms": created,
+        "tag_ptr": np.asarray(tag_ptr, np.int64),
+        "tag_idx": np.asarray(tag_idx, np.int32),
+    }
+    vocab = {"categories": list(categories), "creators": list(creators), "tags": list(tags)}
+    return ids, arrays, vocab
+
+
+def train_region(
+    store: Store, region_dir: Path, params: TrainParams | None = None
+) -> tuple[Manifest, dict[str, np.ndarray]]:
+    """Read one region's store and return the manifest and arrays of a new artifact."""
+    params = params or TrainParams()
+    started = time.perf_counter()
+    video_ids, meta, vocab = catalogue_arrays(store)
+    video_index = {v: n for n, v in enumerate(video_ids)}
+    hasher = EventHasher()
+    data = read_interactions(store.iter_events(), video_index, hasher)
+    n_users, n_items = len(data.users), len(video_ids)
+    rows, cols = np.asarray(data.u, np.int64), np.asarray(data.i, np.int64)
+    weights = np.asarray(data.w, np.float64)
+    ts = np.asarray(data.ts, np.int64)
+    now_ms = int(ts.max()) if len(ts) else 0
+    x = sp.csr_matrix((weights, (rows, cols)), shape=(n_users, n_items))
+    decayed = sp.csr_matrix(
+        (weights * decay_weights(ts, now_ms, params.half_life_days), (rows, cols)),
+        shape=(n_users, n_items),
+    )
+    popularity = user_normalised_popularity(x, decayed)
+    nbr_idx, nbr_sim = cooccurrence_neighbours(x, params.neighbours)
+    user_factors, item_factors = fit_als(x, params)
+    arrays: dict[str, np.ndarray] = {
+        "video_ids": np.asarray(video_ids, dtype=np.str_),
+        "user_ids": np.asarray(data.users, dtype=np.str_),
+        "popularity": popularity,
+        "nbr_idx": nbr_idx,
+        "nbr_sim": nbr_sim,
+        "user_factors": user_factors,
+        "item_factors": item_factors,
+        "impressions": data.impressions,
+        "likes": data.likes,
+        "category_names": np.asarray(vocab["categories"], dtype=np.str_),
+        "creator_ids": np.asarray(vocab["creators"], dtype=np.str_),
+        "tag_names": np.asarray(vocab["tags"], dtype=np.str_),
+        **meta,
+    }
+    snapshot = Snapshot(
+        event_count=hasher.count,
+        min_seq=hasher.min_seq,
+        max_seq=hasher.max_seq,
+        events_sha256=hasher.hexdigest(),
+        users_sha256=hash_ids(data.users),
+        user_count=n_users,
+    )
+    manifest = Manifest(
+        region=store.region,
+        version=new_version(),
+        created_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        snapshot=snapshot,
+        params=params.to_dict(),
+        metrics={
+            "videos": n_items,
+            "users_learned": n_users,
+            "positives": int(x.nnz),
+            "train_seconds": round(time.perf_counter() - started, 3),
+        },
+    )
+    return manifest, arrays
+
+
+def train_and_publish(
+    store: Store, region_dir: Path, params: TrainParams | None = None
+) -> Manifest:
+    """Train a region's models and make them the live artifact (atomic switch)."""
+    from fyp.models.artifacts import write_artifact
+
+    manifest, arrays = train_region(store, region_dir, params)
+    write_artifact(region_dir, manifest, arrays)
+    return manifest
