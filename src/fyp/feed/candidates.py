@@ -7,6 +7,7 @@ the user's state. Each returns item indices into the region catalogue.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -14,13 +15,26 @@ import numpy as np
 from fyp.feed.state import UserState
 from fyp.models.region_model import RegionModel
 
+Explain = Callable[[int], str]
+
 
 @dataclass
 class Candidates:
+    """What one source proposes. ``explain(row)`` writes the reason for ``items[row]``
+    lazily: only the few videos that reach the page are ever explained."""
+
     source: str
     items: np.ndarray  # int64 catalogue indices
     scores: np.ndarray  # float32, higher is better, comparable within a source only
-    reasons: list[str]
+    explain: Explain
+
+
+def _fixed(reason: str) -> Explain:
+    return lambda _row: reason
+
+
+def _empty(source: str) -> Candidates:
+    return Candidates(source, np.zeros(0, np.int64), np.zeros(0, np.float32), _fixed(""))
 
 
 def _top(scores: np.ndarray, k: int) -> np.ndarray:
@@ -30,10 +44,6 @@ def _top(scores: np.ndarray, k: int) -> np.ndarray:
         return np.zeros(0, np.int64)
     part = np.argpartition(-scores, k - 1)[:k]
     return part[np.lexsort((part, -scores[part]))]
-
-
-def _caption(model: RegionModel, item: int) -> str:
-    return str(model.video_ids[item])
 
 
 class CandidateSource(ABC):
@@ -55,7 +65,7 @@ class CoEngagement(CandidateSource):
 
     def fetch(self, model: RegionModel, state: UserState) -> Candidates:
         if state.is_new:
-            return Candidates(self.name, np.zeros(0, np.int64), np.zeros(0, np.float32), [])
+            return _empty(self.name)
         recency = 0.9 ** np.arange(len(state.positives), dtype=np.float32)
         weights = state.positive_weights * recency
         nbr = model.nbr_idx[state.positives]
@@ -68,12 +78,14 @@ class CoEngagement(CandidateSource):
         np.add.at(scores, cands, contrib)
         items = _top(scores, self.quota)
         items = items[scores[items] > 0]
-        # explain each candidate by the recent positive that contributed most to it
-        order = np.lexsort((-contrib, cands))
-        first = np.unique(cands[order], return_index=True)
-        best_anchor = dict(zip(first[0].tolist(), anchors[order][first[1]].tolist(), strict=True))
-        reasons = [f"because you liked video {_caption(model, best_anchor[int(i)])}" for i in items]
-        return Candidates(self.name, items, scores[items], reasons)
+
+        def explain(row: int) -> str:
+            # the recent positive that contributed most to this candidate
+            hits = np.nonzero(cands == items[row])[0]
+            anchor = int(anchors[hits[np.argmax(contrib[hits])]])
+            return f"because you liked video {model.video_ids[anchor]}"
+
+        return Candidates(self.name, items, scores[items], explain)
 
 
 class EmbeddingRetrieval(CandidateSource):
@@ -84,12 +96,10 @@ class EmbeddingRetrieval(CandidateSource):
     def fetch(self, model: RegionModel, state: UserState) -> Candidates:
         vector = model.user_vector(state.user_id, state.positives)
         if vector is None:
-            return Candidates(self.name, np.zeros(0, np.int64), np.zeros(0, np.float32), [])
+            return _empty(self.name)
         scores = model.item_factors @ vector
         items = _top(scores, self.quota)
-        return Candidates(
-            self.name, items, scores[items], ["similar to what you watch"] * len(items)
-        )
+        return Candidates(self.name, items, scores[items], _fixed("similar to what you watch"))
 
 
 class Trending(CandidateSource):
@@ -100,7 +110,7 @@ class Trending(CandidateSource):
     def fetch(self, model: RegionModel, state: UserState) -> Candidates:
         items = model.trending_order[: self.quota].astype(np.int64)
         return Candidates(
-            self.name, items, model.popularity[items], ["popular in your region"] * len(items)
+            self.name, items, model.popularity[items], _fixed("popular in your region")
         )
 
 
@@ -111,17 +121,18 @@ class Following(CandidateSource):
 
     def fetch(self, model: RegionModel, state: UserState) -> Candidates:
         if not state.followed_creators:
-            return Candidates(self.name, np.zeros(0, np.int64), np.zeros(0, np.float32), [])
+            return _empty(self.name)
         mask = np.isin(model.creator, list(state.followed_creators))
         items = np.nonzero(mask)[0]
         created = model.created_at_ms[items].astype(np.float64)
         order = np.argsort(-created, kind="stable")[: self.quota]
         items = items[order]
-        reasons = [
-            f"new from {model.creator_ids[model.creator[i]]}, a creator you follow" for i in items
-        ]
+
+        def explain(row: int) -> str:
+            return f"new from {model.creator_ids[model.creator[items[row]]]}, a creator you follow"
+
         return Candidates(
-            self.name, items.astype(np.int64), created[order].astype(np.float32), reasons
+            self.name, items.astype(np.int64), created[order].astype(np.float32), explain
         )
 
 
@@ -137,13 +148,11 @@ class Fresh(CandidateSource):
     def fetch(self, model: RegionModel, state: UserState) -> Candidates:
         few = np.nonzero(model.impressions <= self.max_impressions)[0]
         if len(few) == 0:
-            return Candidates(self.name, np.zeros(0, np.int64), np.zeros(0, np.float32), [])
+            return _empty(self.name)
         created = model.created_at_ms[few].astype(np.float64)
         order = _top(created, self.quota)
         items = few[order].astype(np.int64)
-        return Candidates(
-            self.name, items, created[order].astype(np.float32), ["new on fyp"] * len(items)
-        )
+        return Candidates(self.name, items, created[order].astype(np.float32), _fixed("new on fyp"))
 
 
 class CategoryInterest(CandidateSource):
@@ -160,16 +169,16 @@ class CategoryInterest(CandidateSource):
             : self.categories
         ]
         if not liked:
-            return Candidates(self.name, np.zeros(0, np.int64), np.zeros(0, np.float32), [])
+            return _empty(self.name)
         per = max(1, self.quota // len(liked))
-        items: list[np.ndarray] = []
-        reasons: list[str] = []
-        for _, c in liked:
-            top = model.category_orders.get(c, np.zeros(0, np.int32))[:per]
-            items.append(top.astype(np.int64))
-            reasons += [f"because you watch {model.category_names[c]}"] * len(top)
-        all_items = np.concatenate(items)
-        return Candidates(self.name, all_items, model.popularity[all_items], reasons)
+        items = np.concatenate(
+            [model.category_orders.get(c, np.zeros(0, np.int32))[:per] for _, c in liked]
+        ).astype(np.int64)
+
+        def explain(row: int) -> str:
+            return f"because you watch {model.category_names[model.category[items[row]]]}"
+
+        return Candidates(self.name, items, model.popularity[items], explain)
 
 
 def default_sources() -> list[CandidateSource]:

@@ -24,18 +24,17 @@ class Filter(ABC):
     name: str = "filter"
 
     @abstractmethod
-    def reasons(self, model: RegionModel, state: UserState, video_ids: list[str]) -> dict[int, str]:
-        """Row number -> reason for each row to remove."""
+    def reasons(self, model: RegionModel, state: UserState, items: np.ndarray) -> dict[int, str]:
+        """Row number -> reason, for each row of ``items`` (catalogue indices) to remove."""
 
     def apply(self, model: RegionModel, state: UserState, pool: Pool) -> Pool:
-        video_ids = [str(v) for v in model.video_ids[pool.items]]
-        drop = self.reasons(model, state, video_ids)
+        drop = self.reasons(model, state, pool.items)
         if not drop:
             return pool
         mask = np.ones(len(pool), bool)
         for row, reason in drop.items():
             mask[row] = False
-            pool.removed.append(Removed(video_ids[row], self.name, reason))
+            pool.removed.append(Removed(str(model.video_ids[pool.items[row]]), self.name, reason))
         return pool.keep(mask)
 
 
@@ -44,23 +43,33 @@ class AlreadySeen(Filter):
 
     name = "already_seen"
 
-    def reasons(self, model: RegionModel, state: UserState, video_ids: list[str]) -> dict[int, str]:
-        return {n: "already seen" for n, v in enumerate(video_ids) if v in state.seen}
+    def reasons(self, model: RegionModel, state: UserState, items: np.ndarray) -> dict[int, str]:
+        if not state.seen:
+            return {}
+        seen = [model.video_index[v] for v in state.seen if v in model.video_index]
+        rows = np.nonzero(np.isin(items, seen))[0]
+        return dict.fromkeys(rows.tolist(), "already seen")
 
 
 class NotInterested(Filter):
     name = "not_interested"
 
-    def reasons(self, model: RegionModel, state: UserState, video_ids: list[str]) -> dict[int, str]:
+    def reasons(self, model: RegionModel, state: UserState, items: np.ndarray) -> dict[int, str]:
         out: dict[int, str] = {}
-        for n, v in enumerate(video_ids):
-            item = model.video_index[v]
-            if v in state.not_interested_videos:
-                out[n] = "you marked this video not interested"
-            elif int(model.creator[item]) in state.not_interested_creators:
-                out[n] = "you marked this creator not interested"
-            elif int(model.category[item]) in state.not_interested_categories:
-                out[n] = "you marked this category not interested"
+        checks = (
+            (model.category[items], state.not_interested_categories, "category"),
+            (model.creator[items], state.not_interested_creators, "creator"),
+        )
+        for values, blocked, what in checks:
+            if blocked:
+                for row in np.nonzero(np.isin(values, list(blocked)))[0].tolist():
+                    out[row] = f"you marked this {what} not interested"
+        if state.not_interested_videos:
+            blocked_items = [
+                model.video_index[v] for v in state.not_interested_videos if v in model.video_index
+            ]
+            for row in np.nonzero(np.isin(items, blocked_items))[0].tolist():
+                out[row] = "you marked this video not interested"
         return out
 
 
@@ -72,7 +81,8 @@ class Eligibility(Filter):
     def __init__(self, check: EligibilityCheck) -> None:
         self.check = check
 
-    def reasons(self, model: RegionModel, state: UserState, video_ids: list[str]) -> dict[int, str]:
+    def reasons(self, model: RegionModel, state: UserState, items: np.ndarray) -> dict[int, str]:
+        video_ids = [str(v) for v in model.video_ids[items]]
         try:
             verdicts = self.check(video_ids, state)
         except Exception as exc:  # fail closed: an erroring check leaves content ineligible
@@ -90,7 +100,8 @@ class Available(Filter):
     def __init__(self, live: Callable[[Sequence[str]], set[str]]) -> None:
         self.live = live
 
-    def reasons(self, model: RegionModel, state: UserState, video_ids: list[str]) -> dict[int, str]:
+    def reasons(self, model: RegionModel, state: UserState, items: np.ndarray) -> dict[int, str]:
+        video_ids = [str(v) for v in model.video_ids[items]]
         present = self.live(video_ids)
         return {
             n: "not available in your region" for n, v in enumerate(video_ids) if v not in present

@@ -46,7 +46,7 @@ class Universe(CandidateSource):
             self.name,
             self.items,
             np.zeros(len(self.items), np.float32),
-            ["in the evaluated set"] * len(self.items),
+            lambda _row: "in the evaluated set",
         )
 
 
@@ -91,10 +91,5 @@ class FeedPipeline:
 
 
 def _restrict(c: Candidates, allowed: np.ndarray) -> Candidates:
-    keep = allowed[c.items]
-    return Candidates(
-        c.source,
-        c.items[keep],
-        c.scores[keep],
-        [r for r, k in zip(c.reasons, keep, strict=True) if k],
-    )
+    rows = np.nonzero(allowed[c.items])[0]
+    return Candidates(c.source, c.items[rows], c.scores[rows], lambda r: c.explain(int(rows[r])))

@@ -1,4 +1,4 @@
-"""The candidate pool: merged candidates with their per-source features and reasons."""
+"""The candidate pool: merged candidates, their per-source features, and provenance."""
 
 from __future__ import annotations
 
@@ -19,28 +19,40 @@ class Removed:
 @dataclass
 class Pool:
     items: np.ndarray  # int64 catalogue indices, unique
-    source: list[str]  # the source that proposed the item with the best rank
-    reason: list[str]
+    origin: np.ndarray  # index into ``candidates`` of the source that ranked the item best
+    position: np.ndarray  # the item's row in that source's candidates
+    candidates: list[Candidates]
     features: dict[str, np.ndarray] = field(default_factory=dict)  # source -> score, 0 if absent
     removed: list[Removed] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.items)
 
+    def source(self, row: int) -> str:
+        return self.candidates[int(self.origin[row])].source
+
+    def reason(self, row: int) -> str:
+        return self.candidates[int(self.origin[row])].explain(int(self.position[row]))
+
+    def is_from(self, source: str) -> np.ndarray:
+        names = np.asarray([c.source == source for c in self.candidates], bool)
+        return names[self.origin] if len(self.origin) else np.zeros(0, bool)
+
     def keep(self, mask: np.ndarray) -> Pool:
         """A pool of the rows where ``mask`` is True (removed rows are recorded by callers)."""
         idx = np.nonzero(mask)[0]
         return Pool(
             items=self.items[idx],
-            source=[self.source[i] for i in idx],
-            reason=[self.reason[i] for i in idx],
+            origin=self.origin[idx],
+            position=self.position[idx],
+            candidates=self.candidates,
             features={k: v[idx] for k, v in self.features.items()},
             removed=self.removed,
         )
 
 
 def merge(candidates: list[Candidates], n_items: int) -> Pool:
-    """Union of all sources; an item's source is the one that ranked it highest."""
+    """Union of all sources; an item's origin is the source that ranked it highest."""
     best_rank = np.full(n_items, np.inf)
     best_source = np.full(n_items, -1, np.int64)
     best_pos = np.zeros(n_items, np.int64)
@@ -48,19 +60,19 @@ def merge(candidates: list[Candidates], n_items: int) -> Pool:
     for s, c in enumerate(candidates):
         if len(c.items) == 0:
             continue
-        rank = np.arange(len(c.items), dtype=np.float64) / max(len(c.items), 1)
+        rank = np.arange(len(c.items), dtype=np.float64) / len(c.items)
         better = rank < best_rank[c.items]
         upd = c.items[better]
         best_rank[upd] = rank[better]
         best_source[upd] = s
         best_pos[upd] = np.nonzero(better)[0]
-        dense = np.zeros(n_items, np.float32)
-        dense[c.items] = c.scores
-        features[c.source] = dense
+        dense = features.setdefault(c.source, np.zeros(n_items, np.float32))
+        dense[c.items] = np.maximum(dense[c.items], c.scores)
     items = np.nonzero(best_source >= 0)[0]
     return Pool(
         items=items,
-        source=[candidates[best_source[i]].source for i in items],
-        reason=[candidates[best_source[i]].reasons[best_pos[i]] for i in items],
+        origin=best_source[items],
+        position=best_pos[items],
+        candidates=candidates,
         features={k: v[items] for k, v in features.items()},
     )

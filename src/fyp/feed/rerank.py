@@ -25,38 +25,31 @@ def diversify(
     (never below ``floor``); never two consecutive videos of one known creator."""
     if len(pool) == 0:
         return []
-    utility = scores - scores.min() + 1e-6
-    creators = model.creator[pool.items]
-    categories = model.category[pool.items]
-    creator_count: dict[int, int] = {}
-    category_count: dict[int, int] = {}
+    short = np.argsort(-scores, kind="stable")[: max(n * 8, 50)]
+    utility = scores[short] - scores[short].min() + 1e-6
+    creators = model.creator[pool.items[short]]
+    categories = model.category[pool.items[short]]
+    creator_pen = np.ones(len(short))
+    category_pen = np.ones(len(short))
+    open_ = np.ones(len(short), bool)
     chosen: list[int] = []
-    available = np.ones(len(pool), bool)
     last_creator = -1
-    shortlist = np.argsort(-utility, kind="stable")[: max(n * 8, 50)]
-    for _ in range(min(n, len(pool))):
-        best, best_u = -1, -1.0
-        for row in shortlist:
-            if not available[row]:
-                continue
-            c, g = int(creators[row]), int(categories[row])
-            if c >= 0 and c == last_creator:
-                continue
-            u = utility[row]
-            u *= max(p.floor, p.creator_decay ** creator_count.get(c, 0)) if c >= 0 else 1.0
-            u *= max(p.floor, p.category_decay ** category_count.get(g, 0)) if g >= 0 else 1.0
-            if u > best_u:
-                best, best_u = int(row), u
-        if best < 0:
+    for _ in range(min(n, len(short))):
+        u = np.where(open_, utility * creator_pen * category_pen, -1.0)
+        if last_creator >= 0:
+            u[creators == last_creator] = -1.0
+        best = int(np.argmax(u))
+        if u[best] < 0:
             break
-        chosen.append(best)
-        available[best] = False
-        c, g = int(creators[best]), int(categories[best])
-        last_creator = c
-        if c >= 0:
-            creator_count[c] = creator_count.get(c, 0) + 1
-        if g >= 0:
-            category_count[g] = category_count.get(g, 0) + 1
+        chosen.append(int(short[best]))
+        open_[best] = False
+        last_creator = int(creators[best])
+        if last_creator >= 0:
+            same = creators == last_creator
+            creator_pen[same] = np.maximum(p.floor, creator_pen[same] * p.creator_decay)
+        if categories[best] >= 0:
+            same = categories == categories[best]
+            category_pen[same] = np.maximum(p.floor, category_pen[same] * p.category_decay)
     return chosen
 
 
@@ -71,7 +64,8 @@ def explore(
     """Give ``exploration_share`` of the page to fresh videos picked by Thompson sampling
     on Beta(1 + engagements, 1 + impressions - engagements)."""
     slots = round(n * p.exploration_share)
-    fresh = [r for r in range(len(pool)) if pool.source[r] == "fresh" and r not in set(chosen)]
+    taken = set(chosen)
+    fresh = [int(r) for r in np.nonzero(pool.is_from("fresh"))[0] if int(r) not in taken]
     if slots == 0 or not fresh:
         return chosen
     items = pool.items[fresh]

@@ -165,8 +165,8 @@ class FeedService:
                     video_id=str(model.video_ids[item]),
                     position=len(page),
                     score=round(float(ranked.scores[row]), 6),
-                    source=ranked.pool.source[row],
-                    reason=ranked.pool.reason[row],
+                    source=ranked.pool.source(row),
+                    reason=ranked.pool.reason(row),
                 )
             )
             if len(page) == n:
