@@ -25,7 +25,7 @@ REGION_NAME = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
 
 def check_region_name(name: str) -> str:
     """Region names end up in SQL CHECK constraints and paths, so they are strict."""
-    if not REGION_NAME.match(name):
+    if not isinstance(name, str) or not REGION_NAME.fullmatch(name):
         raise ConfigError(
             f"invalid region name {name!r}: use 1-32 lowercase letters, digits or '_', "
             "starting with a letter",
@@ -49,11 +49,10 @@ class Limits:
         unknown = set(raw) - known
         if unknown:
             raise ConfigError(f"unknown keys in [limits]: {sorted(unknown)}")
-        values = {k: int(v) for k, v in raw.items()}
-        for k, v in values.items():
-            if v <= 0:
-                raise ConfigError(f"[limits] {k} must be positive, got {v}")
-        return cls(**values)
+        for k, v in raw.items():
+            if type(v) is not int or v <= 0:  # bool is not an int here
+                raise ConfigError(f"[limits] {k} must be positive (an integer), got {v!r}")
+        return cls(**raw)
 
 
 @dataclass(frozen=True)
@@ -169,11 +168,15 @@ def parse_config(root: Path, raw: dict[str, Any]) -> DeploymentConfig:
             name=name, store=str(body["store"]), backup_targets=tuple(targets), policy=policy
         )
     deployment = raw.get("deployment", {})
+    limits = raw.get("limits", {})
+    for section, value in (("deployment", deployment), ("limits", limits)):
+        if not isinstance(value, dict):
+            raise ConfigError(f"[{section}] must be a table, got {type(value).__name__}")
     return DeploymentConfig(
         root=root.resolve(),
         name=str(deployment.get("name", root.resolve().name)),
         regions=regions,
-        limits=Limits.from_dict(raw.get("limits", {})),
+        limits=Limits.from_dict(limits),
     )
 
 

@@ -26,11 +26,10 @@ class Catalog:
         if d.locate_users([data.user_id]):
             raise AlreadyExists(f"user {data.user_id!r} already exists", user_id=data.user_id)
         t = now_ms()
-        user = User(**data.model_dump(), created_at_ms=t, updated_at_ms=t)
-        if user.consents is None:
-            user.consents = {}
-        if user.attributes is None:
-            user.attributes = {}
+        fields = data.model_dump()
+        fields["consents"] = fields["consents"] or {}
+        fields["attributes"] = fields["attributes"] or {}
+        user = User(**fields, created_at_ms=t, updated_at_ms=t)
         store.insert_user(user)
         return user
 
@@ -45,6 +44,9 @@ class Catalog:
     def update_user(self, user_id: str, patch: UserPatch) -> User:
         user = self.get_user(user_id)
         changes = patch.model_dump(exclude_unset=True)
+        for key in ("consents", "attributes"):  # null clears them, stored as {}
+            if key in changes and changes[key] is None:
+                changes[key] = {}
         updated = user.model_copy(update={**changes, "updated_at_ms": now_ms()})
         self.deployment.store(user.home_region).update_user(updated)
         return updated

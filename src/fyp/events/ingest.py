@@ -111,69 +111,84 @@ class Ingestor:
             self.deployment.store(region)
         results: list[EventResult] = [EventResult(_raw_id(r), "rejected") for r in raw_events]
         parsed: dict[int, EventIn] = {}
-        seen_ids: set[str] = set()
         for i, raw in enumerate(raw_events):
             try:
-                event = _EVENT.validate_python(raw)
+                parsed[i] = _EVENT.validate_python(raw)
             except ValidationError as exc:
                 results[i].error = _validation_error(exc)
-                continue
-            if event.event_id in seen_ids:
-                results[i].status = "duplicate"
-                continue
-            seen_ids.add(event.event_id)
-            parsed[i] = event
 
         homes = self.deployment.locate_users(e.user_id for e in parsed.values())
         by_region: dict[str, list[int]] = defaultdict(list)
         for i, event in parsed.items():
             home = homes.get(event.user_id)
-            claimed = event.region or region
+            wrong = next((c for c in (event.region, region) if c is not None and c != home), None)
             if home is None:
                 results[i].error = UnknownUser(
                     f"no user {event.user_id!r} in any region", user_id=event.user_id
                 )
-            elif claimed is not None and claimed != home:
+            elif wrong is not None:
                 results[i].error = ResidencyViolation(
                     f"user {event.user_id!r} is homed in {home!r}; their events cannot be "
-                    f"written to {claimed!r}",
+                    f"written to {wrong!r}",
                     user_id=event.user_id,
                     home_region=home,
-                    region=claimed,
+                    region=wrong,
                 )
             else:
                 results[i].region = home
                 by_region[home].append(i)
 
+        # Judge every event fully before writing anything; then the first *valid* copy of
+        # a repeated event_id is the one written, and later copies are duplicates of it.
         now = time.time_ns() // 1_000_000
+        valid: list[tuple[int, str, EventRow]] = []
         for home, indices in by_region.items():
-            self._store_region(home, indices, parsed, results, now)
+            durations = self.deployment.store(home).video_durations(
+                parsed[i].video_id for i in indices
+            )
+            for i in indices:
+                try:
+                    valid.append((i, home, self._row(parsed[i], durations, home, now)))
+                except ClientError as exc:
+                    results[i].error = exc
+        to_write: dict[str, list[tuple[int, EventRow]]] = defaultdict(list)
+        first_copy: set[str] = set()
+        for i, home, row in sorted(valid, key=lambda t: t[0]):
+            if row.event_id in first_copy:
+                results[i].status = "duplicate"
+            else:
+                first_copy.add(row.event_id)
+                to_write[home].append((i, row))
+        for home, pairs in to_write.items():
+            self._write(home, pairs, results)
         return BatchResult(results)
 
-    def _store_region(
-        self,
-        home: str,
-        indices: list[int],
-        parsed: dict[int, EventIn],
-        results: list[EventResult],
-        now: int,
+    def _write(
+        self, home: str, pairs: list[tuple[int, EventRow]], results: list[EventResult]
     ) -> None:
         store = self.deployment.store(home)
-        durations = store.video_durations(parsed[i].video_id for i in indices)
-        rows: list[EventRow] = []
-        row_index: list[int] = []
-        for i in indices:
-            try:
-                rows.append(self._row(parsed[i], durations, home, now))
-                row_index.append(i)
-            except ClientError as exc:
-                results[i].error = exc
-        if not rows:
-            return
-        written = store.insert_events(rows)
-        for i, is_new in zip(row_index, written, strict=True):
+        try:
+            written = store.insert_events([row for _, row in pairs])
+        except UnknownUser:
+            # A cached route went stale (the user was deleted, e.g. by another process):
+            # reject that user's events and store everyone else's.
+            present = store.existing_users({row.user_id for _, row in pairs})
+            for _, row in pairs:
+                if row.user_id not in present:
+                    self.deployment.forget_route(row.user_id)
+            for i, row in pairs:
+                if row.user_id not in present:
+                    results[i].region = None
+                    results[i].error = UnknownUser(
+                        f"no user {row.user_id!r} in any region", user_id=row.user_id
+                    )
+            pairs = [(i, row) for i, row in pairs if row.user_id in present]
+            written = store.insert_events([row for _, row in pairs]) if pairs else []
+        fresh: list[EventRow] = []
+        for (i, row), is_new in zip(pairs, written, strict=True):
             results[i].status = "stored" if is_new else "duplicate"
-        fresh = [row for row, is_new in zip(rows, written, strict=True) if is_new]
+            if is_new:
+                fresh.append(row)
         if fresh:
             for listener in self.listeners:
                 listener(home, fresh)

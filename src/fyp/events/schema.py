@@ -11,7 +11,7 @@ on KuaiRec speak the same language:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Annotated
 
@@ -22,6 +22,7 @@ from fyp.catalog.models import Id, Region
 VALID_PLAY_MS = 7_000
 LONG_PLAY_MS = 18_000
 SHORT_PLAY_MS = 3_000
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 class EventType(StrEnum):
@@ -81,7 +82,7 @@ def to_ms(ts: datetime) -> int:
     """Epoch milliseconds; a naive timestamp is taken as UTC."""
     if ts.tzinfo is None:
         ts = ts.replace(tzinfo=UTC)
-    return int(ts.timestamp() * 1000)
+    return (ts - EPOCH) // timedelta(milliseconds=1)  # exact: no float rounding
 
 
 @dataclass(frozen=True, slots=True)

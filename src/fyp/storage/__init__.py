@@ -24,5 +24,9 @@ def open_store(url: str, region: str, *, migrate: bool = True) -> Store:
     else:
         raise ConfigError(f"no store backend for URL scheme {scheme!r}", url=url)
     if migrate:
-        store.migrate()
+        try:
+            store.migrate()
+        except BaseException:
+            store.close()
+            raise
     return store

@@ -138,6 +138,8 @@ class SQLiteStore(Store):
             )
         # sqlite:///rel/path, sqlite:////abs/path, sqlite:///:memory: (SQLAlchemy's convention)
         rest, _, query = url[len("sqlite:///") :].partition("?")
+        if not rest:
+            raise StorageError(f"no database path in {url!r}")
         self.path = rest
         options = {k: v[-1] for k, v in parse_qs(query).items()}
         self.synchronous = options.get("synchronous", "normal").lower()
@@ -149,16 +151,16 @@ class SQLiteStore(Store):
 
     # -- lifecycle ------------------------------------------------------------
     def _connect(self) -> sqlite3.Connection:
-        if self.path != ":memory:":
-            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         try:
+            if self.path != ":memory:":
+                Path(self.path).parent.mkdir(parents=True, exist_ok=True)
             conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute(f"PRAGMA synchronous={self.synchronous.upper()}")
             conn.execute("PRAGMA foreign_keys=ON")
             conn.execute("PRAGMA busy_timeout=10000")
             conn.execute("PRAGMA cache_size=-65536")
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, OSError) as exc:
             raise StorageError(f"cannot open SQLite store {self.path}: {exc}") from exc
         return conn
 
@@ -226,6 +228,11 @@ class SQLiteStore(Store):
 
     def schema_version(self) -> int:
         with self._lock:
+            exists = self._conn.execute(
+                "SELECT 1 FROM sqlite_master WHERE type='table' AND name='schema_migrations'"
+            ).fetchone()
+            if not exists:
+                return 0
             row = self._conn.execute("SELECT MAX(version) FROM schema_migrations").fetchone()
         return int(row[0] or 0)
 

@@ -1,0 +1,131 @@
+"""Peer recommenders, run in the same process on the same data as the engine.
+
+Every peer implements :class:`Recommender`: ``fit`` on a users x items positive
+matrix, then ``scores`` for one user over a set of candidate items. Constructors only
+store parameters; work happens in ``fit`` (scikit-learn's convention).
+"""
+
+from __future__ import annotations
+
+import os
+from abc import ABC, abstractmethod
+
+import numpy as np
+import scipy.sparse as sp
+
+
+class Recommender(ABC):
+    name: str = "recommender"
+
+    @abstractmethod
+    def fit(self, x: sp.csr_matrix) -> Recommender:
+        """Learn from a users x items matrix of positives (1.0 per positive)."""
+
+    @abstractmethod
+    def scores(self, user: int, items: np.ndarray) -> np.ndarray:
+        """Scores of ``items`` for ``user`` (a row of the fitted matrix); higher is better."""
+
+
+class RandomRecommender(Recommender):
+    name = "random"
+
+    def __init__(self, seed: int = 0) -> None:
+        self.seed = seed
+
+    def fit(self, x: sp.csr_matrix) -> RandomRecommender:
+        self._rng = np.random.default_rng(self.seed)
+        return self
+
+    def scores(self, user: int, items: np.ndarray) -> np.ndarray:
+        return np.asarray(self._rng.random(len(items)))
+
+
+class PopularityRecommender(Recommender):
+    """Count of positives per item: the classic non-personalised baseline."""
+
+    name = "popular"
+
+    def fit(self, x: sp.csr_matrix) -> PopularityRecommender:
+        self._counts = np.asarray(x.sum(axis=0)).ravel().astype(np.float64)
+        return self
+
+    def scores(self, user: int, items: np.ndarray) -> np.ndarray:
+        return self._counts[items]
+
+
+class EASERecommender(Recommender):
+    """EASE (Steck, 2019): closed-form item-item model B = I - P / diag(P), P = (X'X + λI)^-1."""
+
+    name = "ease"
+
+    def __init__(self, l2: float = 500.0) -> None:
+        self.l2 = l2
+
+    def fit(self, x: sp.csr_matrix) -> EASERecommender:
+        gram = (x.T @ x).toarray().astype(np.float32)
+        gram[np.diag_indices_from(gram)] += self.l2
+        p = np.linalg.inv(gram)
+        b = -p / np.diag(p)[None, :]
+        b[np.diag_indices_from(b)] = 0.0
+        self._b = b
+        self._x = x.tocsr()
+        return self
+
+    def scores(self, user: int, items: np.ndarray) -> np.ndarray:
+        row = self._x[user]
+        return np.asarray(row @ self._b[:, items]).ravel()
+
+
+class _ImplicitRecommender(Recommender):
+    """Shared fit/score for the ``implicit`` library's factor models."""
+
+    def __init__(self, factors: int = 64, iterations: int = 30, seed: int = 0) -> None:
+        self.factors = factors
+        self.iterations = iterations
+        self.seed = seed
+
+    def _model(self) -> object:
+        raise NotImplementedError
+
+    def fit(self, x: sp.csr_matrix) -> _ImplicitRecommender:
+        os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+        model = self._model()
+        model.fit(x.tocsr().astype(np.float32), show_progress=False)  # type: ignore[attr-defined]
+        self._users = np.asarray(model.user_factors)  # type: ignore[attr-defined]
+        self._items = np.asarray(model.item_factors)  # type: ignore[attr-defined]
+        return self
+
+    def scores(self, user: int, items: np.ndarray) -> np.ndarray:
+        return np.asarray(self._items[items] @ self._users[user])
+
+
+class ALSRecommender(_ImplicitRecommender):
+    name = "als"
+
+    def _model(self) -> object:
+        from implicit.cpu.als import AlternatingLeastSquares
+
+        return AlternatingLeastSquares(
+            factors=self.factors, iterations=self.iterations, random_state=self.seed
+        )
+
+
+class BPRRecommender(_ImplicitRecommender):
+    name = "bpr"
+
+    def _model(self) -> object:
+        from implicit.cpu.bpr import BayesianPersonalizedRanking
+
+        return BayesianPersonalizedRanking(
+            factors=self.factors, iterations=max(self.iterations, 100), random_state=self.seed
+        )
+
+
+def peers(seed: int = 0) -> list[Recommender]:
+    return [
+        RandomRecommender(seed),
+        PopularityRecommender(),
+        ALSRecommender(seed=seed),
+        BPRRecommender(seed=seed),
+        EASERecommender(),
+    ]

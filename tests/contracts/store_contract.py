@@ -1,0 +1,558 @@
+"""The behaviour every ``fyp.storage.base.Store`` backend must have.
+
+A backend's test module subclasses :class:`StoreContract` (the class has no ``Test``
+prefix, so pytest only collects it through subclasses) and provides:
+
+- a ``store`` fixture: a fresh, migrated store of region ``"us"``;
+- :meth:`StoreContract.open_database`: open a store on a named database of the test
+  (the same name means the same underlying database, so it can be re-opened);
+- :meth:`StoreContract.raw_insert`: write a row with the backend's own driver, bypassing
+  the ``Store`` API, so the contract can check the database itself refuses foreign rows;
+- ``integrity_errors``: the driver exceptions a refused raw write raises.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+import pytest
+
+from fyp.catalog.models import User, Video
+from fyp.errors import AlreadyExists, ResidencyViolation, StorageError, UnknownUser
+from fyp.events.schema import play_labels
+from fyp.storage.base import ErasedCounts, EventRow, LabelRow, Store
+
+T0 = 1_700_000_000_000  # a fixed epoch-ms base for event timestamps
+
+
+def make_user(user_id: str, home_region: str = "us", **fields: Any) -> User:
+    data: dict[str, Any] = {
+        "consents": {},
+        "attributes": {},
+        "created_at_ms": T0,
+        "updated_at_ms": T0,
+        **fields,
+    }
+    return User(user_id=user_id, home_region=home_region, **data)
+
+
+def make_video(
+    video_id: str, regions: Sequence[str] = ("us",), duration_ms: int = 10_000, **fields: Any
+) -> Video:
+    data: dict[str, Any] = {"created_at_ms": T0, "updated_at_ms": T0, **fields}
+    return Video(video_id=video_id, regions=list(regions), duration_ms=duration_ms, **data)
+
+
+def make_row(
+    event_id: str,
+    user_id: str = "u1",
+    video_id: str = "v1",
+    type: str = "play",
+    ts_ms: int = T0,
+    watch_ms: int | None = 5_000,
+    duration_ms: int = 10_000,
+) -> EventRow:
+    labels = play_labels(watch_ms, duration_ms)
+    return EventRow(
+        event_id,
+        user_id,
+        video_id,
+        type,
+        ts_ms,
+        watch_ms,
+        labels.watch_ratio,
+        labels.valid_play,
+        labels.long_play,
+        labels.short_play,
+    )
+
+
+class StoreContract:
+    """Contract tests; subclasses provide the ``store`` fixture and the hooks below."""
+
+    integrity_errors: ClassVar[tuple[type[BaseException], ...]] = ()
+
+    # -- hooks ------------------------------------------------------------------
+    def open_database(self, name: str, region: str = "us", *, migrate: bool = True) -> Store:
+        """Open a store on the test's database ``name`` (the fixture's is ``"main"``)."""
+        raise NotImplementedError
+
+    def raw_insert(self, store: Store, table: str, values: dict[str, Any]) -> None:
+        """Insert one row into ``table`` of ``store``'s database with the raw driver."""
+        raise NotImplementedError
+
+    # -- helpers ----------------------------------------------------------------
+    @staticmethod
+    def seed(store: Store, *user_ids: str, videos: Sequence[str] = ("v1",)) -> None:
+        for uid in user_ids:
+            store.insert_user(make_user(uid))
+        for vid in videos:
+            store.insert_video(make_video(vid))
+
+    # -- lifecycle --------------------------------------------------------------
+    def test_store_knows_its_region(self, store: Store) -> None:
+        assert store.region == "us"
+        assert isinstance(store.url, str) and store.url
+
+    def test_fresh_store_is_migrated_and_remigrate_applies_nothing(self, store: Store) -> None:
+        version = store.schema_version()
+        assert version >= 1
+        assert store.migrate() == []
+        assert store.migrate() == []
+        assert store.schema_version() == version
+
+    def test_migrate_applies_versions_once_and_records_them(self, store: Store) -> None:
+        fresh = self.open_database("fresh", migrate=False)
+        applied = fresh.migrate()
+        assert applied, "a fresh database needs at least one migration"
+        assert applied == sorted(set(applied))
+        assert fresh.schema_version() == max(applied) == store.schema_version()
+        assert fresh.migrate() == []
+        # Recorded in the database itself, not in the Python object.
+        again = self.open_database("fresh", migrate=False)
+        assert again.migrate() == []
+        assert again.schema_version() == max(applied)
+
+    def test_unmigrated_store_reports_schema_version_zero(self, store: Store) -> None:
+        fresh = self.open_database("unmigrated", migrate=False)
+        assert fresh.schema_version() == 0
+
+    def test_reopened_store_keeps_its_data(self, store: Store) -> None:
+        self.seed(store, "u1")
+        store.insert_events([make_row("e1")])
+        again = self.open_database("main")
+        assert again.get_user("u1") == store.get_user("u1")
+        assert again.get_video("v1") == store.get_video("v1")
+        assert again.get_event("e1") == store.get_event("e1")
+
+    def test_opening_with_the_wrong_region_is_refused(self, store: Store) -> None:
+        self.seed(store, "u1")
+        with pytest.raises(StorageError) as info:
+            self.open_database("main", region="eu")
+        assert info.value.details.get("store_region") == "us"
+        # The refusal changed nothing: the store still works as the us store.
+        assert store.get_user("u1") is not None
+        assert self.open_database("main", region="us").count_users() == 1
+
+    def test_transaction_rolls_back_everything_on_error(self, store: Store) -> None:
+        with pytest.raises(RuntimeError), store.transaction():
+            store.insert_user(make_user("u1"))
+            with store.transaction():  # nested use joins the outer transaction
+                store.insert_user(make_user("u2"))
+            raise RuntimeError("boom")
+        assert store.get_user("u1") is None
+        assert store.get_user("u2") is None
+        assert store.count_users() == 0
+
+    def test_nested_transactions_commit_with_the_outer_one(self, store: Store) -> None:
+        with store.transaction():
+            store.insert_user(make_user("u1"))
+            with store.transaction():
+                store.insert_user(make_user("u2"))
+        assert store.existing_users(["u1", "u2"]) == {"u1", "u2"}
+
+    # -- users ------------------------------------------------------------------
+    def test_user_round_trip(self, store: Store) -> None:
+        user = make_user(
+            "u1",
+            birth_year=1990,
+            country="US",
+            language="en",
+            consents={"personalised": True, "ads": False},
+            attributes={"nick": "雪 ❄", "tags": ["a", "b"], "n": 3},
+        )
+        store.insert_user(user)
+        assert store.get_user("u1") == user
+
+    def test_get_missing_user_is_none(self, store: Store) -> None:
+        assert store.get_user("nobody") is None
+
+    def test_duplicate_user_is_refused_and_original_kept(self, store: Store) -> None:
+        store.insert_user(make_user("u1", country="US"))
+        with pytest.raises(AlreadyExists):
+            store.insert_user(make_user("u1", country="CA"))
+        stored = store.get_user("u1")
+        assert stored is not None and stored.country == "US"
+        assert store.count_users() == 1
+
+    def test_update_user(self, store: Store) -> None:
+        store.insert_user(make_user("u1", country="US"))
+        changed = make_user("u1", country="CA", birth_year=2001, updated_at_ms=T0 + 5)
+        store.update_user(changed)
+        assert store.get_user("u1") == changed
+
+    def test_update_missing_user_raises_unknown_user(self, store: Store) -> None:
+        with pytest.raises(UnknownUser):
+            store.update_user(make_user("nobody"))
+        assert store.count_users() == 0
+
+    def test_user_homed_elsewhere_is_refused_and_nothing_written(self, store: Store) -> None:
+        with pytest.raises(ResidencyViolation):
+            store.insert_user(make_user("eve", home_region="eu"))
+        assert store.get_user("eve") is None
+        assert store.count_users() == 0
+
+    def test_update_cannot_move_a_user_elsewhere(self, store: Store) -> None:
+        store.insert_user(make_user("u1"))
+        with pytest.raises(ResidencyViolation):
+            store.update_user(make_user("u1", home_region="eu", country="FR"))
+        stored = store.get_user("u1")
+        assert stored is not None
+        assert stored.home_region == "us"
+        assert stored.country is None
+
+    def test_existing_count_and_iter_users(self, store: Store) -> None:
+        for uid in ("b", "a", "c"):
+            store.insert_user(make_user(uid))
+        assert store.existing_users(["a", "c", "zz", "a"]) == {"a", "c"}
+        assert store.existing_users([]) == set()
+        assert store.count_users() == 3
+        assert {u.user_id for u in store.iter_users()} == {"a", "b", "c"}
+
+    def test_existing_users_with_many_ids(self, store: Store) -> None:
+        users = [make_user(f"u{i}") for i in range(2_000)]
+        assert store.bulk_insert_users(users) == 2_000
+        asked = [f"u{i}" for i in range(0, 3_000, 3)]
+        assert store.existing_users(asked) == {f"u{i}" for i in range(0, 2_000, 3)}
+
+    def test_delete_user_counts_events_and_labels(self, store: Store) -> None:
+        self.seed(store, "u1", "u2")
+        store.insert_events([make_row("e1"), make_row("e2"), make_row("e3", user_id="u2")])
+        store.insert_labels(
+            [
+                LabelRow("ds", "test", "u1", "v1"),
+                LabelRow("ds", "test", "u1", "v2"),
+                LabelRow("ds", "val", "u1", "v1"),
+                LabelRow("ds", "test", "u2", "v1"),
+            ]
+        )
+        assert store.delete_user("u1") == ErasedCounts(users=1, events=2, labels=3)
+        assert store.get_user("u1") is None
+        assert store.user_events("u1") == []
+        assert store.get_event("e1") is None
+        assert store.count_labels() == 1
+        # The other user is untouched.
+        assert store.get_user("u2") is not None
+        assert [e.event_id for e in store.user_events("u2")] == ["e3"]
+        assert store.delete_user("u1") == ErasedCounts(users=0, events=0, labels=0)
+
+    def test_bulk_insert_users_is_idempotent(self, store: Store) -> None:
+        users = [make_user(f"u{i}") for i in range(5)]
+        assert store.bulk_insert_users(users[:3]) == 3
+        assert store.bulk_insert_users(users) == 2
+        assert store.bulk_insert_users(users) == 0
+        assert store.count_users() == 5
+
+    def test_bulk_insert_users_refuses_foreign_users_and_writes_nothing(self, store: Store) -> None:
+        users = [make_user("u1"), make_user("eve", home_region="eu"), make_user("u2")]
+        with pytest.raises(ResidencyViolation):
+            store.bulk_insert_users(users)
+        assert store.count_users() == 0
+
+    # -- videos -----------------------------------------------------------------
+    def test_video_round_trip(self, store: Store) -> None:
+        video = make_video(
+            "v1",
+            regions=["us", "eu"],
+            creator_id="c1",
+            caption="naïve café 搞笑",
+            hashtags=["搞笑", "fun"],
+            categories=["comedy"],
+            tags=["t"],
+            attributes={"fps": 30},
+        )
+        store.insert_video(video)
+        assert store.get_video("v1") == video
+
+    def test_get_missing_video_is_none(self, store: Store) -> None:
+        assert store.get_video("nope") is None
+
+    def test_duplicate_video_is_refused(self, store: Store) -> None:
+        store.insert_video(make_video("v1", caption="first"))
+        with pytest.raises(AlreadyExists):
+            store.insert_video(make_video("v1", caption="second"))
+        stored = store.get_video("v1")
+        assert stored is not None and stored.caption == "first"
+
+    def test_video_not_published_here_is_refused(self, store: Store) -> None:
+        with pytest.raises(ResidencyViolation):
+            store.insert_video(make_video("v1", regions=["eu"]))
+        assert store.get_video("v1") is None
+        assert store.count_videos() == 0
+        with pytest.raises(ResidencyViolation):
+            store.bulk_insert_videos([make_video("v2"), make_video("v3", regions=["eu"])])
+        assert store.count_videos() == 0
+
+    def test_update_video(self, store: Store) -> None:
+        store.insert_video(make_video("v1"))
+        changed = make_video("v1", caption="new", duration_ms=20_000, updated_at_ms=T0 + 1)
+        store.update_video(changed)
+        assert store.get_video("v1") == changed
+        assert store.video_durations(["v1"]) == {"v1": 20_000}
+
+    def test_update_video_refuses_a_video_not_published_here(self, store: Store) -> None:
+        store.insert_video(make_video("v1"))
+        with pytest.raises(ResidencyViolation):
+            store.update_video(make_video("v1", regions=["eu"], caption="moved"))
+        stored = store.get_video("v1")
+        assert stored is not None and stored.caption == ""
+
+    def test_delete_video(self, store: Store) -> None:
+        store.insert_video(make_video("v1"))
+        assert store.delete_video("v1") is True
+        assert store.get_video("v1") is None
+        assert store.delete_video("v1") is False
+
+    def test_video_durations_omit_absent_ids(self, store: Store) -> None:
+        store.insert_video(make_video("v1", duration_ms=1_234))
+        store.insert_video(make_video("v2", duration_ms=60_000))
+        assert store.video_durations(["v1", "v2", "nope", "v1"]) == {"v1": 1_234, "v2": 60_000}
+        assert store.video_durations([]) == {}
+
+    def test_video_durations_with_many_ids(self, store: Store) -> None:
+        videos = [make_video(f"v{i}", duration_ms=1_000 + i) for i in range(1_500)]
+        assert store.bulk_insert_videos(videos) == 1_500
+        asked = [f"v{i}" for i in range(0, 2_000, 2)]
+        assert store.video_durations(asked) == {f"v{i}": 1_000 + i for i in range(0, 1_500, 2)}
+
+    def test_count_and_iter_videos(self, store: Store) -> None:
+        for vid in ("b", "a"):
+            store.insert_video(make_video(vid))
+        assert store.count_videos() == 2
+        assert {v.video_id for v in store.iter_videos()} == {"a", "b"}
+
+    def test_bulk_insert_videos_is_idempotent(self, store: Store) -> None:
+        videos = [make_video(f"v{i}") for i in range(4)]
+        assert store.bulk_insert_videos(videos[:1]) == 1
+        assert store.bulk_insert_videos(videos) == 3
+        assert store.bulk_insert_videos(videos) == 0
+        assert store.count_videos() == 4
+
+    # -- events -----------------------------------------------------------------
+    def test_insert_events_reports_written_flags(self, store: Store) -> None:
+        self.seed(store, "u1")
+        assert store.insert_events([make_row("e1"), make_row("e2")]) == [True, True]
+        assert store.insert_events([make_row("e2"), make_row("e3"), make_row("e1")]) == [
+            False,
+            True,
+            False,
+        ]
+        assert store.count_events() == 3
+        assert store.existing_event_ids(["e1", "e3", "e9"]) == {"e1", "e3"}
+
+    def test_duplicates_inside_a_batch_are_stored_once(self, store: Store) -> None:
+        self.seed(store, "u1")
+        flags = store.insert_events(
+            [make_row("e1", ts_ms=T0), make_row("e1", ts_ms=T0 + 1), make_row("e2")]
+        )
+        assert flags == [True, False, True]
+        assert store.count_events() == 2
+        stored = store.get_event("e1")
+        assert stored is not None and stored.ts_ms == T0  # the first copy wins
+
+    def test_a_stored_duplicate_is_not_overwritten(self, store: Store) -> None:
+        self.seed(store, "u1")
+        store.insert_events([make_row("e1", watch_ms=1_000)])
+        assert store.insert_events([make_row("e1", watch_ms=9_000)]) == [False]
+        stored = store.get_event("e1")
+        assert stored is not None and stored.watch_ms == 1_000
+
+    def test_events_for_an_unknown_user_are_refused_and_nothing_written(self, store: Store) -> None:
+        self.seed(store, "u1")
+        with pytest.raises(UnknownUser):
+            store.insert_events([make_row("e1"), make_row("e2", user_id="ghost")])
+        assert store.count_events() == 0
+        assert store.get_event("e1") is None
+        # The refused batch left the ids free.
+        assert store.insert_events([make_row("e1")]) == [True]
+
+    def test_get_event_round_trip_with_labels(self, store: Store) -> None:
+        self.seed(store, "u1")
+        row = make_row("e1", watch_ms=18_000, duration_ms=10_000, ts_ms=T0 + 42)
+        store.insert_events([row])
+        stored = store.get_event("e1")
+        assert stored is not None
+        assert stored.seq >= 1
+        assert (stored.event_id, stored.user_id, stored.video_id, stored.type) == row[:4]
+        assert (stored.ts_ms, stored.watch_ms) == (row.ts_ms, row.watch_ms)
+        assert stored.watch_ratio == pytest.approx(1.8)
+        assert (stored.valid_play, stored.long_play, stored.short_play) == (True, True, False)
+        like = make_row("e2", type="like", watch_ms=None)
+        store.insert_events([like])
+        stored_like = store.get_event("e2")
+        assert stored_like is not None
+        assert stored_like.watch_ms is None and stored_like.watch_ratio is None
+        assert not (stored_like.valid_play or stored_like.long_play or stored_like.short_play)
+        assert store.get_event("nope") is None
+
+    def test_user_events_newest_first(self, store: Store) -> None:
+        self.seed(store, "u1", "u2")
+        for i in range(5):
+            store.insert_events([make_row(f"e{i}", ts_ms=T0 + i)])
+            store.insert_events([make_row(f"x{i}", user_id="u2", ts_ms=T0 + i)])
+        events = store.user_events("u1")
+        assert [e.event_id for e in events] == ["e4", "e3", "e2", "e1", "e0"]
+        assert [e.seq for e in events] == sorted((e.seq for e in events), reverse=True)
+        assert [e.event_id for e in store.user_events("u1", limit=2)] == ["e4", "e3"]
+        assert store.user_events("nobody") == []
+
+    def test_iter_events_in_seq_order_with_paging(self, store: Store) -> None:
+        self.seed(store, "u1", "u2")
+        ids = [f"e{i:02d}" for i in range(25)]
+        for i, eid in enumerate(ids):
+            store.insert_events([make_row(eid, user_id="u1" if i % 2 else "u2")])
+        events = list(store.iter_events(batch=4))
+        assert [e.event_id for e in events] == ids
+        seqs = [e.seq for e in events]
+        assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)
+        assert store.max_event_seq() == seqs[-1]
+        assert store.count_events() == 25
+        # Resuming after a seq yields exactly the rest, whatever the page size.
+        for cut in (0, 1, 7, 24):
+            rest = list(store.iter_events(after_seq=seqs[cut], batch=3))
+            assert [e.event_id for e in rest] == ids[cut + 1 :]
+        assert list(store.iter_events(after_seq=seqs[-1])) == []
+
+    def test_empty_store_event_counters(self, store: Store) -> None:
+        assert store.count_events() == 0
+        assert store.max_event_seq() == 0
+        assert list(store.iter_events()) == []
+
+    def test_bulk_insert_events_is_idempotent(self, store: Store) -> None:
+        self.seed(store, "u1")
+        rows = [make_row(f"e{i}") for i in range(6)]
+        assert store.bulk_insert_events(rows[:2]) == 2
+        assert store.bulk_insert_events(rows) == 4
+        assert store.bulk_insert_events(rows) == 0
+        assert store.bulk_insert_events([rows[0], make_row("e9"), make_row("e9")]) == 1
+        assert store.count_events() == 7
+        assert store.insert_events([make_row("e9")]) == [False]
+
+    def test_bulk_insert_events_for_an_unknown_user_writes_nothing(self, store: Store) -> None:
+        self.seed(store, "u1")
+        with pytest.raises(UnknownUser):
+            store.bulk_insert_events([make_row("e1"), make_row("e2", user_id="ghost")])
+        assert store.count_events() == 0
+
+    def test_concurrent_inserts_store_each_event_once(self, store: Store) -> None:
+        self.seed(store, "u1")
+        ids = [f"e{i}" for i in range(60)]
+        written: list[list[bool]] = []
+        errors: list[BaseException] = []
+
+        def worker(offset: int) -> None:
+            rotated = ids[offset:] + ids[:offset]  # every thread tries every id
+            try:
+                for start in range(0, len(rotated), 6):
+                    chunk = rotated[start : start + 6]
+                    written.append(store.insert_events([make_row(e) for e in chunk]))
+            except BaseException as exc:  # pragma: no cover - reported below
+                errors.append(exc)
+
+        threads = [threading.Thread(target=worker, args=(k * 7,)) for k in range(6)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert errors == []
+        assert {e.event_id for e in store.iter_events()} == set(ids)
+        assert store.count_events() == len(ids)
+        assert sum(flag for flags in written for flag in flags) == len(ids)
+
+    # -- held-out labels ----------------------------------------------------------
+    def test_labels_insert_iter_count(self, store: Store) -> None:
+        self.seed(store, "u1", "u2")
+        rows = [
+            LabelRow("kuairec", "test", "u2", "v1"),
+            LabelRow("kuairec", "test", "u1", "v2"),
+            LabelRow("kuairec", "val", "u1", "v1"),
+            LabelRow("other", "test", "u1", "v1"),
+        ]
+        assert store.insert_labels(rows) == 4
+        assert store.insert_labels(rows) == 0
+        assert store.insert_labels([*rows, LabelRow("other", "test", "u2", "v3")]) == 1
+        assert set(store.iter_labels("kuairec", "test")) == {rows[0], rows[1]}
+        assert list(store.iter_labels("kuairec", "val")) == [rows[2]]
+        assert list(store.iter_labels("nope", "test")) == []
+        assert store.count_labels() == 5
+        assert store.count_labels("kuairec") == 3
+        assert store.count_labels("other") == 2
+        assert store.count_labels("nope") == 0
+
+    def test_labels_for_an_unknown_user_are_refused(self, store: Store) -> None:
+        self.seed(store, "u1")
+        with pytest.raises(UnknownUser):
+            store.insert_labels(
+                [LabelRow("ds", "test", "u1", "v1"), LabelRow("ds", "test", "ghost", "v1")]
+            )
+        assert store.count_labels() == 0
+
+    # -- the database itself refuses foreign rows -----------------------------------
+    def test_raw_insert_hook_writes_to_the_store_database(self, store: Store) -> None:
+        self.raw_insert(
+            store,
+            "users",
+            {"user_id": "raw", "home_region": "us", "created_at_ms": T0, "updated_at_ms": T0},
+        )
+        assert store.existing_users(["raw"]) == {"raw"}
+
+    def test_database_refuses_a_foreign_user(self, store: Store) -> None:
+        assert self.integrity_errors, "the backend must name its integrity errors"
+        with pytest.raises(self.integrity_errors):
+            self.raw_insert(
+                store,
+                "users",
+                {"user_id": "eve", "home_region": "eu", "created_at_ms": T0, "updated_at_ms": T0},
+            )
+        assert store.count_users() == 0
+
+    def test_database_refuses_a_foreign_video(self, store: Store) -> None:
+        with pytest.raises(self.integrity_errors):
+            self.raw_insert(
+                store,
+                "videos",
+                {
+                    "video_id": "v1",
+                    "region": "eu",
+                    "duration_ms": 1_000,
+                    "regions": '["eu"]',
+                    "created_at_ms": T0,
+                    "updated_at_ms": T0,
+                },
+            )
+        assert store.count_videos() == 0
+
+    def test_database_refuses_a_foreign_event(self, store: Store) -> None:
+        self.seed(store, "u1")
+        with pytest.raises(self.integrity_errors):
+            self.raw_insert(
+                store,
+                "events",
+                {
+                    "event_id": "e1",
+                    "region": "eu",
+                    "user_id": "u1",
+                    "video_id": "v1",
+                    "type": "like",
+                    "ts_ms": T0,
+                },
+            )
+        assert store.count_events() == 0
+
+    def test_database_refuses_a_foreign_label(self, store: Store) -> None:
+        self.seed(store, "u1")
+        with pytest.raises(self.integrity_errors):
+            self.raw_insert(
+                store,
+                "labels",
+                {
+                    "dataset": "ds",
+                    "split": "test",
+                    "region": "eu",
+                    "user_id": "u1",
+                    "video_id": "v",
+                },
+            )
+        assert store.count_labels() == 0

@@ -1,0 +1,228 @@
+"""Every error response has the body {"error": {"code", "message", "status", "details"}}."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from fyp.errors import StorageError
+from fyp.regions.deployment import Deployment
+from fyp.serving.app import create_app
+
+JSON = {"content-type": "application/json"}
+EVENT = {"event_id": "e1", "user_id": "u1", "video_id": "v1", "type": "play", "watch_ms": 1}
+
+
+@pytest.fixture
+def api(client: TestClient) -> TestClient:
+    assert client.post("/v1/users", json={"user_id": "u1", "home_region": "us"}).status_code == 201
+    resp = client.post(
+        "/v1/videos", json={"video_id": "v1", "duration_ms": 1_000, "regions": ["us"]}
+    )
+    assert resp.status_code == 201
+    return client
+
+
+def assert_error_shape(resp: Any, status: int | None = None, code: str | None = None) -> None:
+    if status is not None:
+        assert resp.status_code == status, resp.text
+    assert resp.status_code >= 400
+    assert resp.headers["content-type"].startswith("application/json")
+    body = resp.json()
+    assert set(body) == {"error"}, body
+    error = body["error"]
+    assert set(error) == {"code", "message", "status", "details"}, error
+    assert error["status"] == resp.status_code
+    assert isinstance(error["code"], str) and error["code"]
+    assert isinstance(error["message"], str) and error["message"]
+    assert isinstance(error["details"], dict)
+    if code is not None:
+        assert error["code"] == code
+
+
+# (method, path, request kwargs, expected status, expected code)
+BAD_REQUESTS: list[tuple[str, str, dict[str, Any], int, str]] = [
+    ("get", "/nope", {}, 404, "not_found"),
+    ("get", "/", {}, 404, "not_found"),
+    ("get", "/v1/users/u1/nope", {}, 404, "not_found"),
+    ("put", "/v1/users/u1", {"json": {}}, 405, "method_not_allowed"),
+    ("get", "/v1/users", {}, 405, "method_not_allowed"),
+    ("delete", "/v1/events", {}, 405, "method_not_allowed"),
+    ("post", "/healthz", {}, 405, "method_not_allowed"),
+    ("post", "/v1/users", {"content": b"{bad", "headers": JSON}, 400, "invalid_request"),
+    ("post", "/v1/users", {"content": b"\xff\xfe", "headers": JSON}, 400, "invalid_request"),
+    ("patch", "/v1/users/u1", {"content": b"{bad", "headers": JSON}, 400, "invalid_request"),
+    ("post", "/v1/videos", {"content": b"{bad", "headers": JSON}, 400, "invalid_request"),
+    ("patch", "/v1/videos/v1", {"content": b"{bad", "headers": JSON}, 400, "invalid_request"),
+    ("post", "/v1/events", {"content": b"{bad", "headers": JSON}, 400, "invalid_request"),
+    ("post", "/v1/events/batch", {"content": b"{bad", "headers": JSON}, 400, "invalid_request"),
+    ("post", "/v1/users", {"json": {}}, 422, "validation_failed"),
+    ("post", "/v1/users", {"json": []}, 422, "validation_failed"),
+    (
+        "post",
+        "/v1/users",
+        {"json": {"user_id": "u2", "home_region": "us", "x": 1}},
+        422,
+        "validation_failed",
+    ),
+    ("patch", "/v1/users/u1", {"json": {"home_region": "eu"}}, 422, "validation_failed"),
+    ("get", "/v1/users/u1/events", {"params": {"limit": "0"}}, 422, "validation_failed"),
+    ("get", "/v1/users/u1/events", {"params": {"limit": "x"}}, 422, "validation_failed"),
+    (
+        "post",
+        "/v1/videos",
+        {"json": {"video_id": "v2", "duration_ms": 0, "regions": ["us"]}},
+        422,
+        "validation_failed",
+    ),
+    ("post", "/v1/events", {"json": {**EVENT, "type": "dance"}}, 422, "validation_failed"),
+    ("post", "/v1/events", {"json": {**EVENT, "watch_ms": -1}}, 422, "validation_failed"),
+    ("post", "/v1/events/batch", {"json": {"events": 1}}, 422, "validation_failed"),
+    ("get", "/v1/users/ghost", {}, 404, "unknown_user"),
+    ("delete", "/v1/users/ghost", {}, 404, "unknown_user"),
+    ("get", "/v1/users/ghost/events", {}, 404, "unknown_user"),
+    ("get", "/v1/videos/ghost", {}, 404, "unknown_video"),
+    ("delete", "/v1/videos/ghost", {}, 404, "unknown_video"),
+    ("post", "/v1/events", {"json": {**EVENT, "user_id": "ghost"}}, 404, "unknown_user"),
+    ("post", "/v1/events", {"json": {**EVENT, "video_id": "ghost"}}, 404, "unknown_video"),
+    ("get", "/v1/videos/v1", {"params": {"region": "mars"}}, 404, "unknown_region"),
+    (
+        "post",
+        "/v1/users",
+        {"json": {"user_id": "u9", "home_region": "mars"}},
+        404,
+        "unknown_region",
+    ),
+    ("post", "/v1/users", {"json": {"user_id": "u1", "home_region": "eu"}}, 409, "already_exists"),
+    (
+        "post",
+        "/v1/videos",
+        {"json": {"video_id": "v1", "duration_ms": 5, "regions": ["us"]}},
+        409,
+        "already_exists",
+    ),
+    (
+        "post",
+        "/v1/events",
+        {"json": EVENT, "headers": {"X-Fyp-Region": "eu"}},
+        403,
+        "residency_violation",
+    ),
+    ("post", "/v1/events", {"json": {**EVENT, "region": "eu"}}, 403, "residency_violation"),
+    ("post", "/v1/events/batch", {"json": {"events": [EVENT] * 1_001}}, 413, "payload_too_large"),
+]
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "kwargs", "status", "code"),
+    BAD_REQUESTS,
+    ids=[f"{m.upper()} {p} {s}" for m, p, _, s, _ in BAD_REQUESTS],
+)
+def test_every_error_has_the_one_json_shape(
+    api: TestClient, method: str, path: str, kwargs: dict[str, Any], status: int, code: str
+) -> None:
+    resp = api.request(method.upper(), path, **kwargs)
+    assert_error_shape(resp, status, code)
+
+
+def test_validation_errors_list_their_problems(api: TestClient) -> None:
+    resp = api.post("/v1/users", json={"user_id": "bad id", "home_region": "US"})
+    assert_error_shape(resp, 422, "validation_failed")
+    problems = resp.json()["error"]["details"]["problems"]
+    assert {p["field"] for p in problems} == {"body.user_id", "body.home_region"}
+    assert all(isinstance(p["problem"], str) and p["problem"] for p in problems)
+
+
+def test_405_says_which_methods_are_allowed(api: TestClient) -> None:
+    resp = api.get("/v1/users")
+    assert_error_shape(resp, 405, "method_not_allowed")
+    assert "POST" in resp.headers["allow"]
+
+
+@pytest.fixture
+def lenient(deployment: Deployment) -> Iterator[TestClient]:
+    """A client that returns 500 responses instead of re-raising server exceptions."""
+    with TestClient(create_app(deployment), raise_server_exceptions=False) as c:
+        yield c
+
+
+def test_unexpected_exception_is_500_without_leaking(
+    lenient: TestClient, deployment: Deployment, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def boom() -> int:
+        raise RuntimeError("password=hunter2 at /srv/secret/store.sqlite")
+
+    monkeypatch.setattr(deployment.store("us"), "count_users", boom)
+    resp = lenient.get("/v1/regions")
+    assert_error_shape(resp, 500, "internal_error")
+    assert resp.json()["error"] == {
+        "code": "internal_error",
+        "message": "internal server error",
+        "status": 500,
+        "details": {},
+    }
+    assert "hunter2" not in resp.text and "secret" not in resp.text
+
+
+def test_server_errors_keep_their_status(
+    lenient: TestClient, deployment: Deployment, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def unavailable() -> int:
+        raise StorageError("store is unavailable", region="us")
+
+    monkeypatch.setattr(deployment.store("us"), "count_users", unavailable)
+    resp = lenient.get("/v1/regions")
+    assert_error_shape(resp, 503, "storage_error")
+    assert resp.json()["error"]["details"] == {"region": "us"}
+
+
+# -- property: no request body makes the API answer 5xx or break the error shape ------------
+
+scalars = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(2**70), max_value=2**70),
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.text(max_size=5),
+    st.sampled_from(["us", "eu", "u1", "v1", "play", "like", "2024-01-01T00:00:00Z", "#x"]),
+)
+values = st.recursive(
+    scalars,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4), inner),
+    max_leaves=6,
+)
+KEYS = [
+    "user_id", "home_region", "birth_year", "country", "consents", "attributes", "video_id",
+    "creator_id", "caption", "hashtags", "duration_ms", "regions", "event_id", "type",
+    "watch_ms", "ts", "region", "events",
+]  # fmt: skip
+ROUTES = [
+    ("POST", "/v1/users"),
+    ("POST", "/v1/videos"),
+    ("POST", "/v1/events"),
+    ("POST", "/v1/events/batch"),
+    ("PATCH", "/v1/users/u1"),
+]
+
+
+@settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    route=st.sampled_from(ROUTES),
+    body=st.one_of(st.dictionaries(st.sampled_from(KEYS), values, max_size=6), values),
+)
+def test_random_bodies_never_break_the_error_shape(
+    api: TestClient, route: tuple[str, str], body: Any
+) -> None:
+    method, path = route
+    resp = api.request(method, path, content=json.dumps(body).encode(), headers=JSON)
+    assert resp.status_code < 500, resp.text
+    if resp.status_code >= 400:
+        assert_error_shape(resp)

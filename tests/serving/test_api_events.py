@@ -1,0 +1,244 @@
+"""HTTP API: /v1/events and /v1/events/batch."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+import pytest
+from fastapi.testclient import TestClient
+
+from fyp.config import Limits
+from fyp.regions.deployment import Deployment
+
+
+def assert_error(resp: httpx.Response, status: int, code: str) -> dict[str, Any]:
+    assert resp.status_code == status, resp.text
+    body = resp.json()
+    assert set(body) == {"error"}
+    error: dict[str, Any] = body["error"]
+    assert set(error) == {"code", "message", "status", "details"}
+    assert error["code"] == code
+    assert error["status"] == status
+    return error
+
+
+@pytest.fixture
+def api(client: TestClient) -> TestClient:
+    """The client with users alice (us) and bruno (eu), and videos in us, eu and both."""
+    for uid, region in (("alice", "us"), ("bruno", "eu")):
+        resp = client.post("/v1/users", json={"user_id": uid, "home_region": region})
+        assert resp.status_code == 201
+    for vid, regions in (("v_us", ["us"]), ("v_eu", ["eu"]), ("v_all", ["us", "eu"])):
+        resp = client.post(
+            "/v1/videos", json={"video_id": vid, "duration_ms": 10_000, "regions": regions}
+        )
+        assert resp.status_code == 201
+    return client
+
+
+def ev(event_id: str, user_id: str = "alice", video_id: str = "v_all", **kw: Any) -> Any:
+    return {
+        "event_id": event_id,
+        "user_id": user_id,
+        "video_id": video_id,
+        "type": "play",
+        "watch_ms": 8_000,
+        "ts": "2024-03-01T10:00:00Z",
+        **kw,
+    }
+
+
+def count_events(d: Deployment) -> int:
+    return sum(s.count_events() for s in d.stores.values())
+
+
+# -- single event --------------------------------------------------------------------------
+
+
+def test_single_event_201_then_200_for_the_repeat(api: TestClient, deployment: Deployment) -> None:
+    first = api.post("/v1/events", json=ev("e1"))
+    assert first.status_code == 201
+    assert first.json() == {"event_id": "e1", "status": "stored", "region": "us"}
+    again = api.post("/v1/events", json=ev("e1", watch_ms=1))
+    assert again.status_code == 200
+    assert again.json() == {"event_id": "e1", "status": "duplicate", "region": "us"}
+    assert count_events(deployment) == 1
+    stored = deployment.store("us").get_event("e1")
+    assert stored is not None and stored.watch_ms == 8_000
+
+
+def test_single_event_goes_to_the_home_region(api: TestClient, deployment: Deployment) -> None:
+    resp = api.post("/v1/events", json=ev("e1", user_id="bruno"))
+    assert resp.status_code == 201
+    assert resp.json()["region"] == "eu"
+    assert deployment.store("eu").get_event("e1") is not None
+    assert deployment.store("us").get_event("e1") is None
+
+
+@pytest.mark.parametrize(
+    ("event", "status", "code"),
+    [
+        (ev("x", type="dance"), 422, "validation_failed"),
+        (ev("x", watch_ms="abc"), 422, "validation_failed"),
+        (ev("x", watch_ms=-1), 422, "validation_failed"),
+        (ev("x", watch_ms=Limits().max_watch_ms + 1), 422, "validation_failed"),
+        (ev("x", type="like"), 422, "validation_failed"),  # watch_ms on a like
+        ({k: v for k, v in ev("x").items() if k != "watch_ms"}, 422, "validation_failed"),
+        (ev("x", ts="1999-01-01T00:00:00Z"), 422, "validation_failed"),
+        (ev("x", ts="2999-01-01T00:00:00Z"), 422, "validation_failed"),
+        (ev("x", user_id="ghost"), 404, "unknown_user"),
+        (ev("x", video_id="nope"), 404, "unknown_video"),
+        (ev("x", user_id="bruno", video_id="v_us"), 404, "unknown_video"),
+        (ev("x", region="eu"), 403, "residency_violation"),
+        ([ev("x")], 422, "validation_failed"),
+    ],
+)
+def test_single_event_errors(
+    api: TestClient, deployment: Deployment, event: Any, status: int, code: str
+) -> None:
+    assert_error(api.post("/v1/events", json=event), status, code)
+    assert count_events(deployment) == 0
+
+
+def test_single_event_malformed_json(api: TestClient) -> None:
+    resp = api.post("/v1/events", content=b"{bad", headers={"content-type": "application/json"})
+    assert_error(resp, 400, "invalid_request")
+
+
+def test_region_header_must_match(api: TestClient, deployment: Deployment) -> None:
+    error = assert_error(
+        api.post("/v1/events", json=ev("e1"), headers={"X-Fyp-Region": "eu"}),
+        403,
+        "residency_violation",
+    )
+    assert error["details"] == {"user_id": "alice", "home_region": "us", "region": "eu"}
+    assert count_events(deployment) == 0
+    resp = api.post("/v1/events", json=ev("e1"), headers={"X-Fyp-Region": "us"})
+    assert resp.status_code == 201
+    assert_error(
+        api.post("/v1/events", json=ev("e2"), headers={"X-Fyp-Region": "mars"}),
+        404,
+        "unknown_region",
+    )
+
+
+def test_event_shows_up_in_the_users_events(api: TestClient) -> None:
+    api.post("/v1/events", json=ev("e1", watch_ms=10_000))
+    events = api.get("/v1/users/alice/events").json()["events"]
+    assert [e["event_id"] for e in events] == ["e1"]
+    assert events[0]["valid_play"] is True and events[0]["long_play"] is True
+    assert events[0]["ts_ms"] == int(datetime(2024, 3, 1, 10, tzinfo=UTC).timestamp()) * 1000
+
+
+# -- batch ------------------------------------------------------------------------------
+
+
+def test_batch_results_are_per_event_in_input_order(
+    api: TestClient, deployment: Deployment
+) -> None:
+    future = (datetime.now(UTC) + timedelta(days=1)).isoformat()
+    batch = [
+        ev("b1", user_id="bruno"),
+        ev("a1"),
+        "not an event",
+        ev("x1", user_id="ghost"),
+        ev("a1"),
+        ev("x2", ts=future),
+        ev("b2", user_id="bruno", video_id="v_us"),
+        ev("a2", type="like", watch_ms=None),
+    ]
+    batch[-1] = {k: v for k, v in batch[-1].items() if v is not None}
+    resp = api.post("/v1/events/batch", json={"events": batch})
+    assert resp.status_code == 200
+    body = resp.json()
+    assert (body["stored"], body["duplicate"], body["rejected"]) == (3, 1, 4)
+    results = body["results"]
+    assert [r["event_id"] for r in results] == ["b1", "a1", None, "x1", "a1", "x2", "b2", "a2"]
+    assert [r["status"] for r in results] == [
+        "stored",
+        "stored",
+        "rejected",
+        "rejected",
+        "duplicate",
+        "rejected",
+        "rejected",
+        "stored",
+    ]
+    assert [r.get("error", {}).get("code") for r in results] == [
+        None,
+        None,
+        "validation_failed",
+        "unknown_user",
+        None,
+        "validation_failed",
+        "unknown_video",
+        None,
+    ]
+    assert results[0]["region"] == "eu" and results[1]["region"] == "us"
+    for r in results:
+        if "error" in r:
+            assert set(r["error"]) == {"code", "message", "status", "details"}
+    assert count_events(deployment) == 3
+
+
+def test_batch_repeat_is_duplicate(api: TestClient, deployment: Deployment) -> None:
+    api.post("/v1/events/batch", json={"events": [ev("e1"), ev("e2")]})
+    body = api.post("/v1/events/batch", json={"events": [ev("e2"), ev("e3")]}).json()
+    assert [r["status"] for r in body["results"]] == ["duplicate", "stored"]
+    assert count_events(deployment) == 3
+
+
+def test_empty_batch(api: TestClient) -> None:
+    resp = api.post("/v1/events/batch", json={"events": []})
+    assert resp.status_code == 200
+    assert resp.json() == {"stored": 0, "duplicate": 0, "rejected": 0, "results": []}
+
+
+def test_batch_over_the_limit_is_413_and_writes_nothing(
+    api: TestClient, deployment: Deployment
+) -> None:
+    limit = deployment.config.limits.max_batch
+    events = [ev(f"e{i}") for i in range(limit + 1)]
+    error = assert_error(
+        api.post("/v1/events/batch", json={"events": events}), 413, "payload_too_large"
+    )
+    assert error["details"] == {"limit": limit, "size": limit + 1}
+    assert count_events(deployment) == 0
+
+
+def test_batch_region_header_mismatch(api: TestClient, deployment: Deployment) -> None:
+    resp = api.post(
+        "/v1/events/batch",
+        json={"events": [ev("a1"), ev("b1", user_id="bruno")]},
+        headers={"X-Fyp-Region": "eu"},
+    )
+    assert resp.status_code == 200
+    results = resp.json()["results"]
+    assert results[0]["status"] == "rejected"
+    assert results[0]["error"]["code"] == "residency_violation"
+    assert results[0]["error"]["status"] == 403
+    assert results[1]["status"] == "stored"
+    assert deployment.store("us").count_events() == 0
+    assert deployment.store("eu").count_events() == 1
+
+
+def test_batch_unknown_region_header(api: TestClient) -> None:
+    assert_error(
+        api.post("/v1/events/batch", json={"events": [ev("a1")]}, headers={"X-Fyp-Region": "x"}),
+        404,
+        "unknown_region",
+    )
+
+
+@pytest.mark.parametrize("body", [[ev("e1")], {"events": "e1"}, {"evts": []}, {}])
+def test_batch_body_shape_is_validated(api: TestClient, body: Any) -> None:
+    assert_error(api.post("/v1/events/batch", json=body), 422, "validation_failed")
+
+
+def test_batch_malformed_json(api: TestClient) -> None:
+    resp = api.post(
+        "/v1/events/batch", content=b"{bad", headers={"content-type": "application/json"}
+    )
+    assert_error(resp, 400, "invalid_request")

@@ -1,0 +1,59 @@
+"""HTTP API: /healthz and /v1/regions."""
+
+from __future__ import annotations
+
+from fastapi.testclient import TestClient
+
+import fyp
+from fyp.regions.deployment import Deployment
+from fyp.serving.app import create_app
+
+
+def test_healthz(client: TestClient, deployment: Deployment) -> None:
+    resp = client.get("/healthz")
+    assert resp.status_code == 200
+    body = resp.json()
+    assert body["status"] == "ok"
+    assert body["version"] == fyp.__version__
+    assert list(body["regions"]) == ["us", "eu"]
+    for region, info in body["regions"].items():
+        assert info == {"schema": deployment.store(region).schema_version()}
+        assert info["schema"] >= 1
+
+
+def test_regions_counts(client: TestClient) -> None:
+    empty = client.get("/v1/regions")
+    assert empty.status_code == 200
+    assert empty.json() == {
+        "regions": {
+            "us": {"users": 0, "videos": 0, "events": 0},
+            "eu": {"users": 0, "videos": 0, "events": 0},
+        }
+    }
+    client.post("/v1/users", json={"user_id": "a", "home_region": "us"})
+    client.post("/v1/users", json={"user_id": "b", "home_region": "eu"})
+    client.post("/v1/users", json={"user_id": "c", "home_region": "eu"})
+    client.post("/v1/videos", json={"video_id": "v", "duration_ms": 9_000, "regions": ["us", "eu"]})
+    event = {"event_id": "e1", "user_id": "b", "video_id": "v", "type": "like"}
+    assert client.post("/v1/events", json=event).status_code == 201
+    assert client.get("/v1/regions").json() == {
+        "regions": {
+            "us": {"users": 1, "videos": 1, "events": 0},
+            "eu": {"users": 2, "videos": 1, "events": 1},
+        }
+    }
+
+
+def test_create_app_from_a_directory(deployment: Deployment) -> None:
+    with TestClient(create_app(deployment.config.root)) as c:
+        assert c.get("/healthz").json()["regions"].keys() == {"us", "eu"}
+        assert c.post("/v1/users", json={"user_id": "x", "home_region": "eu"}).status_code == 201
+    assert deployment.store("eu").get_user("x") is not None
+
+
+def test_openapi_is_published(client: TestClient) -> None:
+    resp = client.get("/openapi.json")
+    assert resp.status_code == 200
+    paths = resp.json()["paths"]
+    for path in ("/v1/users", "/v1/videos", "/v1/events", "/v1/events/batch", "/healthz"):
+        assert path in paths

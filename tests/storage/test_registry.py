@@ -1,0 +1,53 @@
+"""``fyp.storage.open_store``: choose a backend by URL scheme."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from fyp.errors import ConfigError, StorageError
+from fyp.storage import Store, open_store
+from fyp.storage.sqlite import SQLiteStore
+
+
+def test_sqlite_url_opens_a_migrated_sqlite_store(tmp_path: Path) -> None:
+    store = open_store(f"sqlite:///{tmp_path / 's.sqlite'}", "us")
+    try:
+        assert isinstance(store, SQLiteStore)
+        assert isinstance(store, Store)
+        assert store.region == "us"
+        assert store.url == f"sqlite:///{tmp_path / 's.sqlite'}"
+        assert store.schema_version() >= 1
+        assert store.migrate() == []
+    finally:
+        store.close()
+
+
+def test_migrate_false_leaves_the_schema_alone(tmp_path: Path) -> None:
+    store = open_store(f"sqlite:///{tmp_path / 's.sqlite'}", "us", migrate=False)
+    try:
+        assert store.migrate() != []  # nothing had been applied yet
+    finally:
+        store.close()
+
+
+def test_upper_case_scheme_reaches_the_sqlite_backend(tmp_path: Path) -> None:
+    # Dispatch ignores case; the SQLite backend then insists on the canonical prefix.
+    with pytest.raises(StorageError, match="not a sqlite URL"):
+        open_store(f"SQLITE:///{tmp_path / 's.sqlite'}", "us")
+
+
+@pytest.mark.parametrize("url", ["postgresql://localhost/fyp", "postgres://localhost/fyp"])
+def test_postgres_is_not_available_yet(url: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        open_store(url, "us")
+    assert info.value.details["url"] == url
+
+
+@pytest.mark.parametrize(
+    "url", ["mysql://localhost/fyp", "file:///tmp/x", "/tmp/store.sqlite", "", "s3://bucket/x"]
+)
+def test_unknown_scheme_is_a_config_error(url: str) -> None:
+    with pytest.raises(ConfigError, match="no store backend"):
+        open_store(url, "us")

@@ -1,0 +1,199 @@
+"""The embedded SQLite store: the store contract plus SQLite-specific behaviour."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from contracts.store_contract import T0, StoreContract, make_user
+from fyp.config import DeploymentConfig, new_config
+from fyp.errors import ConfigError, StorageError
+from fyp.storage import Store, open_store
+from fyp.storage.sqlite import SQLiteStore
+
+
+def sqlite_url(path: Path, query: str = "") -> str:
+    return f"sqlite:///{path}" + (f"?{query}" if query else "")
+
+
+def raw_connect(store: Store) -> sqlite3.Connection:
+    assert isinstance(store, SQLiteStore)
+    return sqlite3.connect(store.path)
+
+
+class TestSQLiteStore(StoreContract):
+    integrity_errors = (sqlite3.IntegrityError,)
+
+    @pytest.fixture
+    def store(self, tmp_path: Path) -> Iterator[Store]:
+        self.root = tmp_path
+        self.opened: list[Store] = []
+        store = self.open_database("main")
+        yield store
+        for s in self.opened:
+            s.close()
+
+    def open_database(self, name: str, region: str = "us", *, migrate: bool = True) -> Store:
+        store = open_store(sqlite_url(self.root / f"{name}.sqlite"), region, migrate=migrate)
+        self.opened.append(store)
+        return store
+
+    def raw_insert(self, store: Store, table: str, values: dict[str, Any]) -> None:
+        conn = raw_connect(store)
+        try:
+            cols = ", ".join(values)
+            marks = ", ".join("?" * len(values))
+            with conn:
+                conn.execute(
+                    f"INSERT INTO {table} ({cols}) VALUES ({marks})", list(values.values())
+                )
+        finally:
+            conn.close()
+
+    def test_unmigrated_store_reports_schema_version_zero(self, store: Store) -> None:
+        super().test_unmigrated_store_reports_schema_version_zero(store)
+
+    # -- SQLite specifics ---------------------------------------------------------
+    def test_the_refusal_is_a_check_constraint(self, store: Store) -> None:
+        with pytest.raises(sqlite3.IntegrityError, match="CHECK constraint failed"):
+            self.raw_insert(
+                store,
+                "users",
+                {"user_id": "eve", "home_region": "eu", "created_at_ms": T0, "updated_at_ms": T0},
+            )
+
+    def test_wal_mode_is_on(self, store: Store) -> None:
+        conn = raw_connect(store)
+        try:
+            assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        finally:
+            conn.close()
+
+    def test_foreign_keys_are_enforced(self, store: Store) -> None:
+        assert isinstance(store, SQLiteStore)
+        assert store._conn.execute("PRAGMA foreign_keys").fetchone()[0] == 1
+
+    def test_synchronous_defaults_to_normal(self, store: Store) -> None:
+        assert isinstance(store, SQLiteStore)
+        assert store.synchronous == "normal"
+        assert store._conn.execute("PRAGMA synchronous").fetchone()[0] == 1  # NORMAL
+
+    @pytest.mark.parametrize("mode", ["full", "FULL"])
+    def test_synchronous_from_the_url(self, tmp_path: Path, mode: str) -> None:
+        store = open_store(sqlite_url(tmp_path / "s.sqlite", f"synchronous={mode}"), "us")
+        try:
+            assert isinstance(store, SQLiteStore)
+            assert store.synchronous == "full"
+            assert store._conn.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+            # The query string is not part of the file name.
+            assert Path(store.path) == tmp_path / "s.sqlite"
+            assert (tmp_path / "s.sqlite").is_file()
+        finally:
+            store.close()
+
+    def test_unknown_synchronous_mode_is_refused(self, tmp_path: Path) -> None:
+        with pytest.raises(StorageError, match="synchronous"):
+            open_store(sqlite_url(tmp_path / "s.sqlite", "synchronous=sometimes"), "us")
+
+    @pytest.mark.parametrize("url", ["sqlite://two-slashes.db", "sqlite:relative.db", "sqlite:"])
+    def test_malformed_sqlite_url_is_refused(self, tmp_path: Path, url: str) -> None:
+        with pytest.raises(StorageError):
+            SQLiteStore(url, "us")
+
+    def test_unopenable_path_is_a_storage_error(self, tmp_path: Path) -> None:
+        with pytest.raises(StorageError):
+            open_store(sqlite_url(tmp_path), "us")  # a directory, not a database file
+
+    def test_path_under_a_regular_file_is_a_storage_error(self, tmp_path: Path) -> None:
+        (tmp_path / "afile").write_text("not a directory")
+        with pytest.raises(StorageError):
+            open_store(sqlite_url(tmp_path / "afile" / "store.sqlite"), "us")
+
+    def test_empty_path_is_refused(self) -> None:
+        with pytest.raises(StorageError):
+            SQLiteStore("sqlite:///", "us")
+
+    @pytest.mark.parametrize("region", ["US", "a b", "../x", "", "x'); DROP TABLE users; --"])
+    def test_bad_region_name_is_refused_before_reaching_sql(
+        self, tmp_path: Path, region: str
+    ) -> None:
+        with pytest.raises(ConfigError):
+            SQLiteStore(sqlite_url(tmp_path / "s.sqlite"), region)
+        assert not (tmp_path / "s.sqlite").exists()
+
+    def test_in_memory_store(self) -> None:
+        store = open_store("sqlite:///:memory:", "us")
+        try:
+            store.insert_user(make_user("u1"))
+            assert store.count_users() == 1
+            assert store.schema_version() >= 1
+        finally:
+            store.close()
+
+    def test_missing_parent_directories_are_created(self, tmp_path: Path) -> None:
+        path = tmp_path / "a" / "b" / "store.sqlite"
+        store = open_store(sqlite_url(path), "us")
+        store.close()
+        assert path.is_file()
+
+    def test_relative_url_is_relative_to_the_working_directory(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        monkeypatch.chdir(tmp_path)
+        store = open_store("sqlite:///rel/store.sqlite", "us")
+        store.close()
+        assert (tmp_path / "rel" / "store.sqlite").is_file()
+
+
+class TestResolveUrl:
+    """Relative store and backup URLs are resolved against the deployment root."""
+
+    @pytest.fixture
+    def config(self, tmp_path: Path) -> DeploymentConfig:
+        return new_config(tmp_path / "dep", ["us"])
+
+    def test_relative_sqlite_url_resolves_under_root(self, config: DeploymentConfig) -> None:
+        url = config.resolve_url("sqlite:///regions/us/store.sqlite")
+        assert url == f"sqlite:///{config.root / 'regions' / 'us' / 'store.sqlite'}"
+        assert url.startswith("sqlite:////")
+
+    def test_dotdot_is_normalised(self, config: DeploymentConfig) -> None:
+        url = config.resolve_url("sqlite:///regions/../other/x.sqlite")
+        assert url == f"sqlite:///{config.root / 'other' / 'x.sqlite'}"
+
+    @pytest.mark.parametrize(
+        "url",
+        [
+            "sqlite:////abs/path/store.sqlite",
+            "sqlite:///:memory:",
+            "file:///abs/backups",
+            "postgresql://db.example/fyp",
+            "s3://bucket/prefix",
+        ],
+    )
+    def test_absolute_and_foreign_urls_are_unchanged(
+        self, config: DeploymentConfig, url: str
+    ) -> None:
+        assert config.resolve_url(url) == url
+
+    def test_relative_file_url_resolves_under_root(self, config: DeploymentConfig) -> None:
+        assert config.resolve_url("file://backups/us") == f"file://{config.root / 'backups/us'}"
+
+    def test_query_string_survives_resolution(self, config: DeploymentConfig) -> None:
+        url = config.resolve_url("sqlite:///s.sqlite?synchronous=full")
+        assert url == f"sqlite:///{config.root / 's.sqlite'}?synchronous=full"
+
+    def test_resolved_url_does_not_depend_on_the_working_directory(
+        self, config: DeploymentConfig, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        elsewhere = tmp_path / "elsewhere"
+        elsewhere.mkdir()
+        monkeypatch.chdir(elsewhere)
+        store = open_store(config.resolve_url("sqlite:///regions/us/store.sqlite"), "us")
+        store.close()
+        assert (config.root / "regions" / "us" / "store.sqlite").is_file()
+        assert not (elsewhere / "regions").exists()

@@ -1,0 +1,228 @@
+"""Deployment configuration: parsing, validation and the fyp.toml round trip."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from fyp.config import (
+    CONFIG_FILE,
+    DeploymentConfig,
+    Limits,
+    RegionConfig,
+    check_region_name,
+    load_config,
+    new_config,
+    parse_config,
+    write_config,
+)
+from fyp.errors import ConfigError, UnknownRegion
+
+
+def minimal(**extra: Any) -> dict[str, Any]:
+    return {"regions": {"us": {"store": "sqlite:///regions/us/store.sqlite"}}, **extra}
+
+
+# -- loading -----------------------------------------------------------------------------
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(tmp_path)
+    assert info.value.details["path"] == str(tmp_path / CONFIG_FILE)
+    assert info.value.status == 500
+
+
+def test_invalid_toml(tmp_path: Path) -> None:
+    (tmp_path / CONFIG_FILE).write_text("[regions.us\nstore = ", encoding="utf-8")
+    with pytest.raises(ConfigError, match="invalid TOML"):
+        load_config(tmp_path)
+
+
+def test_config_file_that_is_a_directory(tmp_path: Path) -> None:
+    (tmp_path / CONFIG_FILE).mkdir()
+    with pytest.raises(ConfigError):
+        load_config(tmp_path)
+
+
+def test_load_minimal(tmp_path: Path) -> None:
+    (tmp_path / CONFIG_FILE).write_text(
+        '[regions.us]\nstore = "sqlite:///s.sqlite"\n', encoding="utf-8"
+    )
+    config = load_config(tmp_path)
+    assert config.root == tmp_path.resolve()
+    assert config.name == tmp_path.resolve().name
+    assert config.region_names == ["us"]
+    assert config.region("us") == RegionConfig(name="us", store="sqlite:///s.sqlite")
+    assert config.limits == Limits()
+
+
+# -- parse errors ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        {},
+        {"regions": {}},
+        {"regions": "us"},
+        {"regions": ["us"]},
+        {"deployment": {"name": "x"}},
+    ],
+)
+def test_no_regions(tmp_path: Path, raw: dict[str, Any]) -> None:
+    with pytest.raises(ConfigError, match="at least one"):
+        parse_config(tmp_path, raw)
+
+
+@pytest.mark.parametrize(
+    "name", ["US", "Us", "a b", "../x", "x/y", "", "1us", "_us", "us-east", "é", "a" * 33]
+)
+def test_bad_region_names(tmp_path: Path, name: str) -> None:
+    with pytest.raises(ConfigError, match="invalid region name") as info:
+        parse_config(tmp_path, {"regions": {name: {"store": "sqlite:///x.sqlite"}}})
+    assert info.value.details == {"region": name}
+    with pytest.raises(ConfigError):
+        check_region_name(name)
+
+
+@pytest.mark.parametrize("name", ["us", "eu_west", "a", "r2d2", "a" * 32])
+def test_good_region_names(name: str) -> None:
+    assert check_region_name(name) == name
+
+
+def test_region_name_with_a_trailing_newline_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError):
+        check_region_name("us\n")
+
+
+@pytest.mark.parametrize(
+    ("body", "match"),
+    [
+        ({}, "needs a store URL"),
+        ("sqlite:///x", "needs a store URL"),
+        ({"store": "sqlite:///x", "backup_targets": "file://b"}, "backup_targets"),
+        ({"store": "sqlite:///x", "backup_targets": [1]}, "backup_targets"),
+        ({"store": "sqlite:///x", "policy": "strict"}, "policy"),
+    ],
+)
+def test_bad_region_bodies(tmp_path: Path, body: Any, match: str) -> None:
+    with pytest.raises(ConfigError, match=match):
+        parse_config(tmp_path, {"regions": {"us": body}})
+
+
+@pytest.mark.parametrize(
+    "limits", [{"max_batchh": 10}, {"max_batch": 10, "colour": "red"}, {"unknown": 1}]
+)
+def test_unknown_limit_keys(tmp_path: Path, limits: dict[str, Any]) -> None:
+    with pytest.raises(ConfigError, match="unknown keys"):
+        parse_config(tmp_path, minimal(limits=limits))
+
+
+@pytest.mark.parametrize("key", sorted(Limits.__dataclass_fields__))
+@pytest.mark.parametrize("value", [0, -1])
+def test_non_positive_limits(tmp_path: Path, key: str, value: int) -> None:
+    with pytest.raises(ConfigError, match="must be positive"):
+        parse_config(tmp_path, minimal(limits={key: value}))
+
+
+@pytest.mark.parametrize("value", ["abc", [1], 1.5, True])
+def test_non_integer_limits(tmp_path: Path, value: Any) -> None:
+    with pytest.raises(ConfigError):
+        parse_config(tmp_path, minimal(limits={"max_batch": value}))
+
+
+@pytest.mark.parametrize("extra", [{"deployment": "x"}, {"limits": 5}])
+def test_sections_that_are_not_tables(tmp_path: Path, extra: dict[str, Any]) -> None:
+    with pytest.raises(ConfigError):
+        parse_config(tmp_path, minimal(**extra))
+
+
+def test_limits_are_read(tmp_path: Path) -> None:
+    config = parse_config(tmp_path, minimal(limits={"max_batch": 5, "max_watch_ms": 60_000}))
+    assert config.limits == Limits(max_batch=5, max_watch_ms=60_000)
+    assert config.limits.max_future_skew_s == Limits().max_future_skew_s
+
+
+def test_region_order_is_kept(tmp_path: Path) -> None:
+    raw = {"regions": {n: {"store": f"sqlite:///{n}.sqlite"} for n in ("zz", "aa", "mm")}}
+    assert parse_config(tmp_path, raw).region_names == ["zz", "aa", "mm"]
+
+
+def test_unknown_region_lookup(tmp_path: Path) -> None:
+    config = parse_config(tmp_path, minimal())
+    with pytest.raises(UnknownRegion) as info:
+        config.region("eu")
+    assert info.value.details == {"region": "eu", "regions": ["us"]}
+
+
+def test_region_dir(tmp_path: Path) -> None:
+    config = new_config(tmp_path, ["us"])
+    assert config.region_dir("us") == tmp_path.resolve() / "regions" / "us"
+    with pytest.raises(UnknownRegion):
+        config.region_dir("eu")
+
+
+# -- new_config and the round trip --------------------------------------------------------------
+
+
+def test_new_config_errors(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="at least one region"):
+        new_config(tmp_path, [])
+    with pytest.raises(ConfigError, match="duplicate"):
+        new_config(tmp_path, ["us", "eu", "us"])
+    with pytest.raises(ConfigError, match="invalid region name"):
+        new_config(tmp_path, ["us", "EU"])
+
+
+def test_new_config_defaults(tmp_path: Path) -> None:
+    config = new_config(tmp_path / "dep", ["us", "eu"])
+    assert config.name == "dep"
+    assert config.region_names == ["us", "eu"]
+    us = config.region("us")
+    assert us.store == "sqlite:///regions/us/store.sqlite"
+    assert us.backup_targets == ("file://backups/us",)
+    assert us.policy == {}
+    assert config.limits == Limits()
+
+
+def assert_same(a: DeploymentConfig, b: DeploymentConfig) -> None:
+    assert a.root == b.root
+    assert a.name == b.name
+    assert a.region_names == b.region_names
+    assert a.regions == b.regions
+    assert a.limits == b.limits
+
+
+def test_round_trip_new_config_to_toml_parse(tmp_path: Path) -> None:
+    config = new_config(tmp_path, ["us", "eu", "ap_south"], name="prod")
+    assert_same(parse_config(tmp_path, tomllib.loads(config.to_toml())), config)
+
+
+def test_round_trip_with_custom_limits_and_policy(tmp_path: Path) -> None:
+    config = DeploymentConfig(
+        root=tmp_path.resolve(),
+        name="custom",
+        regions={
+            "eu": RegionConfig(
+                name="eu",
+                store="sqlite:////abs/eu.sqlite?synchronous=full",
+                backup_targets=("file://b1", "s3://bucket/eu"),
+                policy={"min_age": 16, "moderation": {"blocklist": ["a", "b"]}},
+            ),
+            "us": RegionConfig(name="us", store="sqlite:///us.sqlite"),
+        },
+        limits=Limits(max_batch=10, max_future_skew_s=1, max_watch_ms=2, max_duration_ms=3),
+    )
+    write_config(config)
+    assert_same(load_config(tmp_path), config)
+
+
+def test_write_config_creates_the_directory(tmp_path: Path) -> None:
+    config = new_config(tmp_path / "a" / "b", ["us"])
+    path = write_config(config)
+    assert path == tmp_path.resolve() / "a" / "b" / CONFIG_FILE
+    assert_same(load_config(tmp_path / "a" / "b"), config)
