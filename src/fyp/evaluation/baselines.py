@@ -50,7 +50,7 @@ class PopularityRecommender(Recommender):
         return self
 
     def scores(self, user: int, items: np.ndarray) -> np.ndarray:
-        return self._counts[items]
+        return np.asarray(self._counts[items])
 
 
 class EASERecommender(Recommender):
