@@ -62,9 +62,18 @@ class EASERecommender(Recommender):
         self.l2 = l2
 
     def fit(self, x: sp.csr_matrix) -> EASERecommender:
+        from scipy.linalg import lapack
+
         gram = (x.T @ x).toarray().astype(np.float32)
         gram[np.diag_indices_from(gram)] += self.l2
-        p = np.linalg.inv(gram)
+        # The Gram matrix is symmetric positive definite: invert through Cholesky.
+        chol, info = lapack.spotrf(gram, lower=False, overwrite_a=True)
+        if info != 0:
+            raise np.linalg.LinAlgError(f"Cholesky failed (info={info})")
+        p, info = lapack.spotri(chol, lower=False, overwrite_c=True)
+        if info != 0:
+            raise np.linalg.LinAlgError(f"inverse failed (info={info})")
+        p = np.triu(p) + np.triu(p, 1).T
         b = -p / np.diag(p)[None, :]
         b[np.diag_indices_from(b)] = 0.0
         self._b = b
@@ -72,8 +81,8 @@ class EASERecommender(Recommender):
         return self
 
     def scores(self, user: int, items: np.ndarray) -> np.ndarray:
-        row = self._x[user]
-        return np.asarray(row @ self._b[:, items]).ravel()
+        history = self._x.indices[self._x.indptr[user] : self._x.indptr[user + 1]]
+        return np.asarray(self._b[history][:, items].sum(axis=0)).ravel()
 
 
 class _ImplicitRecommender(Recommender):
