@@ -7,11 +7,11 @@ store parameters; work happens in ``fit`` (scikit-learn's convention).
 
 from __future__ import annotations
 
-import os
 from abc import ABC, abstractmethod
 
 import numpy as np
 import scipy.sparse as sp
+from threadpoolctl import threadpool_limits
 
 
 class Recommender(ABC):
@@ -97,9 +97,9 @@ class _ImplicitRecommender(Recommender):
         raise NotImplementedError
 
     def fit(self, x: sp.csr_matrix) -> _ImplicitRecommender:
-        os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
         model = self._model()
-        model.fit(x.tocsr().astype(np.float32), show_progress=False)  # type: ignore[attr-defined]
+        with threadpool_limits(1, "blas"):
+            model.fit(x.tocsr().astype(np.float32), show_progress=False)  # type: ignore[attr-defined]
         self._users = np.asarray(model.user_factors)  # type: ignore[attr-defined]
         self._items = np.asarray(model.item_factors)  # type: ignore[attr-defined]
         return self

@@ -45,6 +45,8 @@ class ValueScorer(Scorer):
     def score(self, model: RegionModel, state: UserState, pool: Pool) -> np.ndarray:
         w = self.weights
         items = pool.items
+        if len(items) == 0:
+            return np.zeros(0, np.float64)
         s: np.ndarray = w.popularity * np.log(model.popularity[items].astype(np.float64) + 1e-6)
         co = pool.features.get("co_engagement")
         if co is not None:

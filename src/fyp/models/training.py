@@ -16,7 +16,6 @@ What is learned (all arrays, indexed by the region's catalogue order):
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -25,6 +24,7 @@ from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
+from threadpoolctl import threadpool_limits
 
 from fyp.events.schema import EventType, StoredEvent
 from fyp.models.artifacts import EventHasher, Manifest, Snapshot, hash_ids, new_version
@@ -140,7 +140,6 @@ def cooccurrence_neighbours(x: sp.csr_matrix, k: int) -> tuple[np.ndarray, np.nd
 
 def fit_als(x: sp.csr_matrix, params: TrainParams) -> tuple[np.ndarray, np.ndarray]:
     """User and item factors from implicit ALS (single BLAS thread, seeded)."""
-    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     from implicit.cpu.als import AlternatingLeastSquares
 
     if x.nnz == 0:
@@ -155,7 +154,8 @@ def fit_als(x: sp.csr_matrix, params: TrainParams) -> tuple[np.ndarray, np.ndarr
         random_state=params.seed,
         calculate_training_loss=False,
     )
-    model.fit(x, show_progress=False)
+    with threadpool_limits(1, "blas"):  # implicit's ALS is slower with threaded BLAS
+        model.fit(x, show_progress=False)
     return np.asarray(model.user_factors, np.float32), np.asarray(model.item_factors, np.float32)
 
 

@@ -1,0 +1,70 @@
+"""A small trained two-region deployment for feed tests."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from fyp.catalog.models import UserIn, VideoIn
+from fyp.catalog.service import Catalog
+from fyp.events.ingest import Ingestor
+from fyp.models.training import train_and_publish
+from fyp.regions.deployment import Deployment
+
+N_USERS = 60
+N_VIDEOS = 120
+N_CREATORS = 12
+
+
+def build(directory: Path) -> Deployment:
+    d = Deployment.init(directory, ["us", "eu"])
+    catalog = Catalog(d)
+    for u in range(N_USERS):
+        region = "us" if u % 2 == 0 else "eu"
+        catalog.create_user(UserIn(user_id=f"u{u}", home_region=region, birth_year=1995))
+    for v in range(N_VIDEOS):
+        catalog.create_video(
+            VideoIn(
+                video_id=f"v{v}",
+                creator_id=f"u{v % N_CREATORS}",
+                duration_ms=15_000,
+                regions=["us", "eu"],
+                categories=[f"cat{v % 6}"],
+                tags=[str(v % 5)],
+            )
+        )
+    rng = random.Random(3)
+    events = []
+    for k in range(3000):
+        u = rng.randrange(N_USERS)
+        # users prefer videos of their own "taste" (category = u % 6) most of the time
+        v = rng.randrange(N_VIDEOS)
+        if rng.random() < 0.7:
+            v = (v - v % 6) + u % 6
+        events.append(
+            {
+                "event_id": f"e{k}",
+                "user_id": f"u{u}",
+                "video_id": f"v{v % N_VIDEOS}",
+                "type": "play",
+                "watch_ms": rng.choice([1_000, 20_000, 30_000]),
+            }
+        )
+    ingestor = Ingestor(d)
+    for k in range(0, len(events), 500):
+        ingestor.ingest(events[k : k + 500])
+    for region in d.regions:
+        train_and_publish(d.store(region), d.config.region_dir(region))
+    return d
+
+
+@pytest.fixture
+def trained(tmp_path: Path) -> Iterator[Deployment]:
+    d = build(tmp_path / "dep")
+    try:
+        yield d
+    finally:
+        d.close()

@@ -1,0 +1,181 @@
+"""The feed service end to end on a small trained deployment."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+
+from fyp.catalog.models import UserIn
+from fyp.catalog.service import Catalog
+from fyp.errors import InvalidRequest, ModelError, UnknownUser, ValidationFailed
+from fyp.events.ingest import Ingestor
+from fyp.feed.service import FeedService
+from fyp.models.artifacts import hash_ids, read_manifest
+from fyp.models.training import train_and_publish
+from fyp.regions.deployment import Deployment
+
+
+def test_page_has_items_with_score_source_and_reason(trained: Deployment) -> None:
+    page = FeedService(trained).feed("u2", n=10)
+    assert len(page.items) == 10
+    assert page.region == "us"
+    assert [i.position for i in page.items] == list(range(10))
+    for item in page.items:
+        assert item.source in {
+            "co_engagement",
+            "embedding",
+            "trending",
+            "following",
+            "fresh",
+            "category_interest",
+        }
+        assert item.reason
+    assert len({i.video_id for i in page.items}) == 10
+
+
+def test_no_repeats_across_pages_and_sessions(trained: Deployment) -> None:
+    service = FeedService(trained)
+    shown: list[str] = []
+    cursor = None
+    for _ in range(5):
+        page = service.feed("u4", n=10, cursor=cursor)
+        shown += [i.video_id for i in page.items]
+        cursor = page.cursor
+    # a new session (no cursor, new service) still does not repeat
+    shown += [i.video_id for i in FeedService(trained).feed("u4", n=10).items]
+    assert len(shown) == len(set(shown)) == 60
+
+
+def test_not_interested_removes_the_creator_at_once(trained: Deployment) -> None:
+    service = FeedService(trained)
+    first = service.feed("u6", n=10, record=False)
+    video = first.items[0].video_id
+    creator = Catalog(trained).get_video(video).creator_id
+    Ingestor(trained).ingest(
+        [{"event_id": "ni-1", "user_id": "u6", "video_id": video, "type": "not_interested"}]
+    )
+    after = service.feed("u6", n=20, record=False)
+    catalog = Catalog(trained)
+    assert all(catalog.get_video(i.video_id).creator_id != creator for i in after.items)
+    removed = service.feed("u6", n=5, record=False).removed
+    blocked = [r for r in removed if r["stage"] == "not_interested"]
+    assert blocked, "the creator's other videos are removed with a reason"
+    assert all(catalog.get_video(r["video_id"]).creator_id == creator for r in blocked)
+    assert {r["reason"] for r in blocked} == {"you marked this creator not interested"}
+
+
+def test_new_user_gets_a_feed_and_a_few_likes_personalise_it(trained: Deployment) -> None:
+    Catalog(trained).create_user(UserIn(user_id="newbie", home_region="eu"))
+    service = FeedService(trained)
+    cold = service.feed("newbie", n=10, record=False)
+    assert len(cold.items) == 10
+    assert {i.source for i in cold.items} <= {"trending", "fresh"}
+    liked = [f"v{k}" for k in (3, 9, 15, 21)]  # all category cat3
+    Ingestor(trained).ingest(
+        [
+            {"event_id": f"like-{v}", "user_id": "newbie", "video_id": v, "type": "like"}
+            for v in liked
+        ]
+    )
+    warm = service.feed("newbie", n=10, record=False)
+    assert [i.video_id for i in warm.items] != [i.video_id for i in cold.items]
+    assert {i.source for i in warm.items} - {"trending", "fresh"}, "no personal source"
+    assert not {i.video_id for i in warm.items} & set(liked), "liked videos count as seen"
+
+
+def test_never_two_consecutive_videos_of_one_creator(trained: Deployment) -> None:
+    service = FeedService(trained)
+    catalog = Catalog(trained)
+    for u in range(0, 20):
+        page = service.feed(f"u{u}", n=15, record=False)
+        creators = [catalog.get_video(i.video_id).creator_id for i in page.items]
+        assert all(a != b for a, b in itertools.pairwise(creators))
+
+
+def test_eligibility_hook_applies_and_fails_closed(trained: Deployment) -> None:
+    banned = {f"v{k}" for k in range(0, 120, 2)}
+
+    def check(video_ids, state):  # type: ignore[no-untyped-def]
+        return {v: "test ban" for v in video_ids if v in banned}
+
+    page = FeedService(trained, eligibility=check).feed("u8", n=20, record=False)
+    assert page.items and not {i.video_id for i in page.items} & banned
+    assert any(r["stage"] == "eligibility" for r in page.removed)
+
+    def broken(video_ids, state):  # type: ignore[no-untyped-def]
+        raise RuntimeError("classifier down")
+
+    assert FeedService(trained, eligibility=broken).feed("u8", n=10, record=False).items == []
+
+
+def test_withdrawn_video_never_served(trained: Deployment) -> None:
+    service = FeedService(trained)
+    top = service.feed("u10", n=1, record=False).items[0].video_id
+    trained.store("us").delete_video(top)
+    assert top not in {i.video_id for i in service.feed("u10", n=20, record=False).items}
+
+
+def test_models_learn_only_from_their_region(trained: Deployment) -> None:
+    for region in trained.regions:
+        region_dir = trained.config.region_dir(region)
+        manifest = read_manifest(region_dir, (region_dir / "models" / "current").read_text())
+        assert manifest.region == region
+        homed = {u.user_id for u in trained.store(region).iter_users()}
+        learned = {e.user_id for e in trained.store(region).iter_events()}
+        assert learned <= homed
+        assert manifest.snapshot.event_count == trained.store(region).count_events()
+        assert manifest.snapshot.users_sha256 == hash_ids(
+            e.user_id
+            for e in trained.store(region).iter_events()
+            if e.type == "play" and e.long_play
+        )
+
+
+def test_new_artifact_is_picked_up_without_restart(trained: Deployment, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    import fyp.feed.service as service_module
+
+    monkeypatch.setattr(service_module, "RELOAD_CHECK_S", 0.0)
+    service = FeedService(trained)
+    before = service.feed("u12", n=5, record=False).model_version
+    train_and_publish(trained.store("us"), trained.config.region_dir("us"))
+    after = service.feed("u12", n=5, record=False).model_version
+    assert after != before
+
+
+def test_artifact_of_another_region_is_refused(trained: Deployment) -> None:
+    import shutil
+
+    us_dir = trained.config.region_dir("us")
+    eu_dir = trained.config.region_dir("eu")
+    version = (eu_dir / "models" / "current").read_text()
+    shutil.copytree(eu_dir / "models" / version, us_dir / "models" / "planted")
+    (us_dir / "models" / "current").write_text("planted")
+    with pytest.raises(ModelError, match="trained for region 'eu'"):
+        FeedService(trained).feed("u2", n=5)
+
+
+def test_bad_requests(trained: Deployment) -> None:
+    service = FeedService(trained)
+    with pytest.raises(UnknownUser):
+        service.feed("nobody")
+    with pytest.raises(ValidationFailed):
+        service.feed("u2", n=0)
+    with pytest.raises(InvalidRequest):
+        service.feed("u2", cursor="not-a-cursor!")
+
+
+def test_no_model_is_a_server_error(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    with Deployment.init(tmp_path / "d", ["us"]) as d:
+        Catalog(d).create_user(UserIn(user_id="a", home_region="us"))
+        with pytest.raises(ModelError):
+            FeedService(d).feed("a")
+
+
+def test_universe_restricts_the_feed(trained: Deployment) -> None:
+    universe = [f"v{k}" for k in range(40, 80)]
+    page = FeedService(trained).feed("u14", n=30, record=False, universe=universe)
+    assert {i.video_id for i in page.items} <= set(universe)
+    assert len(page.items) == 30
+    assert np.all(np.diff([i.position for i in page.items]) == 1)
