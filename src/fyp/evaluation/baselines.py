@@ -97,8 +97,8 @@ class _ImplicitRecommender(Recommender):
         raise NotImplementedError
 
     def fit(self, x: sp.csr_matrix) -> _ImplicitRecommender:
-        model = self._model()
         with threadpool_limits(1, "blas"):
+            model = self._model()
             model.fit(x.tocsr().astype(np.float32), show_progress=False)  # type: ignore[attr-defined]
         self._users = np.asarray(model.user_factors)  # type: ignore[attr-defined]
         self._items = np.asarray(model.item_factors)  # type: ignore[attr-defined]

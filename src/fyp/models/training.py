@@ -147,14 +147,14 @@ def fit_als(x: sp.csr_matrix, params: TrainParams) -> tuple[np.ndarray, np.ndarr
             np.zeros((x.shape[0], params.factors), np.float32),
             np.zeros((x.shape[1], params.factors), np.float32),
         )
-    model = AlternatingLeastSquares(
-        factors=params.factors,
-        iterations=params.als_iterations,
-        regularization=params.als_regularization,
-        random_state=params.seed,
-        calculate_training_loss=False,
-    )
     with threadpool_limits(1, "blas"):  # implicit's ALS is slower with threaded BLAS
+        model = AlternatingLeastSquares(
+            factors=params.factors,
+            iterations=params.als_iterations,
+            regularization=params.als_regularization,
+            random_state=params.seed,
+            calculate_training_loss=False,
+        )
         model.fit(x, show_progress=False)
     return np.asarray(model.user_factors, np.float32), np.asarray(model.item_factors, np.float32)
 
