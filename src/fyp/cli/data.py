@@ -147,7 +147,10 @@ def register(app: typer.Typer) -> None:
         directory: Path = DirArg,
         data: Path = typer.Option(..., "--data", help="Folder with kuairec-ear/ and kuairec/."),
         sequential: bool = typer.Option(
-            False, "--sequential", help="Write regions one after another (no worker processes)."
+            False,
+            "--sequential",
+            help="Write regions one after another, not one worker process per region "
+            "(faster when the machine's cores are already busy).",
         ),
     ) -> None:
         from fyp.datasets.kuairec_ear import import_kuairec_ear

@@ -8,6 +8,7 @@ store parameters; work happens in ``fit`` (scikit-learn's convention).
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 
 import numpy as np
 import scipy.sparse as sp
@@ -130,11 +131,11 @@ class BPRRecommender(_ImplicitRecommender):
         )
 
 
-def peers(seed: int = 0) -> list[Recommender]:
-    return [
-        RandomRecommender(seed),
-        PopularityRecommender(),
-        ALSRecommender(seed=seed),
-        BPRRecommender(seed=seed),
-        EASERecommender(),
-    ]
+PEERS: dict[str, Callable[[int], Recommender]] = {
+    "random": RandomRecommender,
+    "popular": lambda seed: PopularityRecommender(),
+    "als": lambda seed: ALSRecommender(seed=seed),
+    "bpr": lambda seed: BPRRecommender(seed=seed),
+    "ease": lambda seed: EASERecommender(),
+}
+"""Peer name -> factory taking a seed: a fresh model per region and per run."""

@@ -84,8 +84,8 @@ class FeedPipeline:
             pool = f.apply(model, state, pool)
         scores = self.scorer.score(model, state, pool)
         want = n * backfill
-        order = diversify(model, pool, scores, want, self.rerank)
-        order = explore(model, pool, order, want, self.rerank, rng)
+        order = diversify(model, pool, scores, want, self.rerank, state.recent)
+        order = explore(model, pool, order, n, self.rerank, rng)
         order = separate_creators(model, pool, order)
         return RankedPage(pool=pool, order=order, scores=scores)
 

@@ -15,14 +15,29 @@ class RerankParams:
     creator_decay: float = 0.5
     category_decay: float = 0.8
     floor: float = 0.2
-    exploration_share: float = 0.1
+    # a candidate sharing a tag with one of the last ``tag_window`` videos (shown on this
+    # page or watched just before) is multiplied by ``tag_decay``: no run of look-alikes
+    tag_window: int = 4
+    tag_decay: float = 0.5
+    exploration_share: float = 0.05
+
+
+def _tag_sets(model: RegionModel, items: np.ndarray) -> list[frozenset[int]]:
+    return [frozenset(model.tags_of(int(i)).tolist()) for i in items]
 
 
 def diversify(
-    model: RegionModel, pool: Pool, scores: np.ndarray, n: int, p: RerankParams
+    model: RegionModel,
+    pool: Pool,
+    scores: np.ndarray,
+    n: int,
+    p: RerankParams,
+    recent: np.ndarray | None = None,
 ) -> list[int]:
     """Greedy pick: each repeat of a creator/category multiplies utility by a decay
-    (never below ``floor``); never two consecutive videos of one known creator."""
+    (never below ``floor``); sharing a tag with the last few videos (``recent``: the
+    user's latest, newest first) costs ``tag_decay``; never two consecutive videos of
+    one known creator."""
     if len(pool) == 0:
         return []
     short = np.argsort(-scores, kind="stable")[: max(n * 8, 50)]
@@ -32,16 +47,26 @@ def diversify(
     creator_pen = np.ones(len(short))
     category_pen = np.ones(len(short))
     open_ = np.ones(len(short), bool)
+    tags = _tag_sets(model, pool.items[short])
+    window: list[frozenset[int]] = (
+        [] if recent is None else _tag_sets(model, recent[: p.tag_window])
+    )
+    window.reverse()  # oldest first; the newest is appended last
     chosen: list[int] = []
     last_creator = -1
     for _ in range(min(n, len(short))):
-        u = np.where(open_, utility * creator_pen * category_pen, -1.0)
+        recent_tags = frozenset().union(*window[-p.tag_window :]) if window else frozenset()
+        tag_pen = np.fromiter(
+            (p.tag_decay if t & recent_tags else 1.0 for t in tags), float, len(tags)
+        )
+        u = np.where(open_, utility * creator_pen * category_pen * tag_pen, -1.0)
         if last_creator >= 0:
             u[creators == last_creator] = -1.0
         best = int(np.argmax(u))
         if u[best] < 0:
             break
         chosen.append(int(short[best]))
+        window.append(tags[best])
         open_[best] = False
         last_creator = int(creators[best])
         if last_creator >= 0:
@@ -57,27 +82,38 @@ def explore(
     model: RegionModel,
     pool: Pool,
     chosen: list[int],
-    n: int,
+    page: int,
     p: RerankParams,
     rng: np.random.Generator,
 ) -> list[int]:
-    """Give ``exploration_share`` of the page to fresh videos picked by Thompson sampling
-    on Beta(1 + engagements, 1 + impressions - engagements)."""
-    slots = round(n * p.exploration_share)
+    """Give an ``exploration_share`` of each page to fresh videos picked by Thompson
+    sampling on Beta(1 + engagements, 1 + impressions - engagements).
+
+    A page of ``page`` videos gets floor(page * share + U) slots (U uniform), so the
+    share holds on average even for short pages; slots go in the second half of the
+    page: the first videos are the surest bets. ``chosen`` may run past the page
+    (backfill); slots are placed in each page-sized window."""
     taken = set(chosen)
     fresh = [int(r) for r in np.nonzero(pool.is_from("fresh"))[0] if int(r) not in taken]
-    if slots == 0 or not fresh:
+    if p.exploration_share <= 0 or not fresh or page <= 0:
         return chosen
-    items = pool.items[fresh]
-    likes = model.likes[items].astype(np.float64)
-    shows = np.maximum(model.impressions[items].astype(np.float64), likes)
-    draws = rng.beta(1.0 + likes, 1.0 + shows - likes)
-    picks = [fresh[i] for i in np.argsort(-draws)[:slots]]
     out = list(chosen)
-    for k, row in enumerate(picks):
-        position = min(len(out), (k + 1) * max(1, n // (slots + 1)))
-        out.insert(position, row)
-    return out[:n]
+    start = 0
+    while start < len(out) and fresh:
+        slots = int(page * p.exploration_share + rng.random())
+        if slots:
+            items = pool.items[fresh]
+            likes = model.likes[items].astype(np.float64)
+            shows = np.maximum(model.impressions[items].astype(np.float64), likes)
+            draws = rng.beta(1.0 + likes, 1.0 + shows - likes)
+            picks = [fresh[i] for i in np.argsort(-draws)[:slots]]
+            half = page // 2
+            positions = sorted(rng.choice(np.arange(half, page), size=len(picks), replace=False))
+            for row, offset in zip(picks, positions, strict=False):
+                out.insert(min(len(out), start + int(offset)), row)
+                fresh.remove(row)
+        start += page
+    return out
 
 
 def separate_creators(model: RegionModel, pool: Pool, order: list[int]) -> list[int]:

@@ -17,6 +17,7 @@ from fyp.models.region_model import RegionModel
 from fyp.models.training import event_weight
 
 RECENT_POSITIVES = 30
+RECENT_WINDOW = 8  # latest distinct videos, for look-alike avoidance
 NEGATIVE_TYPES = frozenset({EventType.skip, EventType.not_interested, EventType.report})
 
 
@@ -34,6 +35,7 @@ class UserState:
     followed_creators: set[int] = field(default_factory=set)
     category_affinity: dict[int, float] = field(default_factory=dict)
     skipped: set[int] = field(default_factory=set)
+    recent: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # newest first
 
     @property
     def is_new(self) -> bool:
@@ -59,9 +61,12 @@ def build_state(
     followed: set[int] = set()
     affinity: dict[int, float] = {}
     skipped: set[int] = set()
+    recent: list[int] = []
     for e in events:
         seen.add(e.video_id)
         item = model.video_index.get(e.video_id)
+        if item is not None and len(recent) < RECENT_WINDOW and item not in recent:
+            recent.append(item)
         creator = int(model.creator[item]) if item is not None else -1
         category = int(model.category[item]) if item is not None else -1
         if e.type == EventType.not_interested:
@@ -102,4 +107,5 @@ def build_state(
         followed_creators=followed,
         category_affinity=affinity,
         skipped=skipped,
+        recent=np.asarray(recent, np.int64),
     )
