@@ -199,6 +199,8 @@ def register(app: typer.Typer) -> None:
         with RichProgress() as progress:
             built = build_demo(directory, names, progress=progress)
         print_report(built.report)
+        for region, version in built.model_versions.items():
+            console.print(f"trained region {region}: model {version}")
         console.print(
             "data: KuaiRec (Gao et al., CIKM 2022), CC BY-SA 4.0; see "
             "fyp/datasets/sample/ATTRIBUTION.md"

@@ -23,6 +23,7 @@ from fyp.datasets.kuairec_ear import (
     import_kuairec_ear,
 )
 from fyp.errors import ConfigError
+from fyp.models.training import train_and_publish
 from fyp.regions.deployment import Deployment
 
 DEFAULT_REGIONS = ("us", "eu")
@@ -49,6 +50,7 @@ class Demo:
     directory: Path
     regions: list[str]
     report: ImportReport
+    model_versions: dict[str, str]
     example_user: str
     example_video: str
 
@@ -69,6 +71,10 @@ def build_demo(
         deployment = Deployment.init(directory, list(regions), name=DEMO_NAME)
     with deployment as d:
         report = import_kuairec_ear(d, sample, progress=progress, parallel=parallel)
+        # train every region so the demo serves feeds at once
+        versions = {
+            r: train_and_publish(d.store(r), d.config.region_dir(r)).version for r in d.regions
+        }
         first = d.regions[0]
         label = next(d.store(first).iter_labels(DATASET, "test"), None)
         video = next(d.store(first).iter_videos(), None)
@@ -76,6 +82,7 @@ def build_demo(
             directory=directory,
             regions=d.regions,
             report=report,
+            model_versions=versions,
             example_user=label.user_id if label else "0",
             example_video=video.video_id if video else "0",
         )

@@ -72,9 +72,8 @@ SQLITE_MIGRATIONS: tuple[Migration, ...] = (
             region         TEXT NOT NULL DEFAULT '{region}' CHECK (region = '{region}'),
             user_id        TEXT NOT NULL REFERENCES users (user_id) ON DELETE CASCADE,
             video_id       TEXT NOT NULL,
-            PRIMARY KEY (dataset, split, user_id, video_id)
+            PRIMARY KEY (user_id, dataset, split, video_id)
         ) WITHOUT ROWID;
-        CREATE INDEX labels_user ON labels (user_id);
         """,
     ),
     Migration(

@@ -40,8 +40,16 @@ _CHUNK = 900  # stay under SQLite's bound-parameter limit in IN (...) lists
 _SYNC_MODES = {"off", "normal", "full", "extra"}
 
 
+_ENCODE = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+
+
 def _dumps(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    # Bulk imports encode hundreds of thousands of mostly-empty fields: skip the work.
+    if not value:
+        return (
+            "[]" if isinstance(value, list) else "{}" if isinstance(value, dict) else _ENCODE(value)
+        )
+    return _ENCODE(value)
 
 
 def _chunks(items: Sequence[str]) -> Iterator[Sequence[str]]:
