@@ -82,7 +82,9 @@ class Eligibility(Filter):
         self.check = check
 
     def reasons(self, model: RegionModel, state: UserState, items: np.ndarray) -> dict[int, str]:
-        video_ids = [str(v) for v in model.video_ids[items]]
+        if self.check is allow_all:
+            return {}
+        video_ids: list[str] = model.video_ids[items].tolist()
         try:
             verdicts = self.check(video_ids, state)
         except Exception as exc:  # fail closed: an erroring check leaves content ineligible
@@ -101,7 +103,7 @@ class Available(Filter):
         self.live = live
 
     def reasons(self, model: RegionModel, state: UserState, items: np.ndarray) -> dict[int, str]:
-        video_ids = [str(v) for v in model.video_ids[items]]
+        video_ids: list[str] = model.video_ids[items].tolist()
         present = self.live(video_ids)
         return {
             n: "not available in your region" for n, v in enumerate(video_ids) if v not in present

@@ -22,10 +22,6 @@ class RerankParams:
     exploration_share: float = 0.05
 
 
-def _tag_sets(model: RegionModel, items: np.ndarray) -> list[frozenset[int]]:
-    return [frozenset(model.tags_of(int(i)).tolist()) for i in items]
-
-
 def diversify(
     model: RegionModel,
     pool: Pool,
@@ -47,18 +43,18 @@ def diversify(
     creator_pen = np.ones(len(short))
     category_pen = np.ones(len(short))
     open_ = np.ones(len(short), bool)
-    tags = _tag_sets(model, pool.items[short])
-    window: list[frozenset[int]] = (
-        [] if recent is None else _tag_sets(model, recent[: p.tag_window])
+    tags = model.tag_bits[pool.items[short]]
+    # tag masks of the last videos, oldest first; each pick is appended
+    window: list[int] = (
+        [] if recent is None else model.tag_bits[recent[: p.tag_window]][::-1].tolist()
     )
-    window.reverse()  # oldest first; the newest is appended last
     chosen: list[int] = []
     last_creator = -1
     for _ in range(min(n, len(short))):
-        recent_tags = frozenset().union(*window[-p.tag_window :]) if window else frozenset()
-        tag_pen = np.fromiter(
-            (p.tag_decay if t & recent_tags else 1.0 for t in tags), float, len(tags)
-        )
+        recent_tags = 0
+        for bits in window[-p.tag_window :]:
+            recent_tags |= bits
+        tag_pen = np.where((tags & np.uint64(recent_tags)) != 0, p.tag_decay, 1.0)
         u = np.where(open_, utility * creator_pen * category_pen * tag_pen, -1.0)
         if last_creator >= 0:
             u[creators == last_creator] = -1.0
@@ -66,7 +62,7 @@ def diversify(
         if u[best] < 0:
             break
         chosen.append(int(short[best]))
-        window.append(tags[best])
+        window.append(int(tags[best]))
         open_[best] = False
         last_creator = int(creators[best])
         if last_creator >= 0:

@@ -57,8 +57,10 @@ class ValueScorer(Scorer):
             s += w.embedding * emb / (np.abs(emb).max() + 1e-9)
         if state.category_affinity:
             total = sum(abs(v) for v in state.category_affinity.values()) or 1.0
-            cats = model.category[items]
-            aff = np.array([state.category_affinity.get(int(c), 0.0) / total for c in cats])
+            per_category = np.zeros(len(model.category_names) + 1)
+            for c, v in state.category_affinity.items():
+                per_category[c] = v / total
+            aff = per_category[model.category[items]]  # category -1 reads the spare 0 slot
             s += np.where(aff > 0, w.category * aff, w.skipped_category * aff)
         if state.followed_creators:
             s += w.following * np.isin(model.creator[items], list(state.followed_creators))

@@ -13,6 +13,16 @@ from fyp.models.artifacts import Manifest, current_version, read_arrays, read_ma
 FOLD_IN_REG = 0.1
 
 
+def tag_bitmasks(tag_ptr: np.ndarray, tag_idx: np.ndarray) -> np.ndarray:
+    """One 64-bit mask per video so "shares a tag" is a single AND. Tag vocabularies over
+    64 fold onto the same bits: a rare false "shared" only makes diversity stricter."""
+    bits = np.left_shift(np.uint64(1), (tag_idx % 64).astype(np.uint64))
+    owners = np.repeat(np.arange(len(tag_ptr) - 1), np.diff(tag_ptr))
+    out = np.zeros(len(tag_ptr) - 1, np.uint64)
+    np.bitwise_or.at(out, owners, bits)
+    return out
+
+
 @dataclass
 class RegionModel:
     manifest: Manifest
@@ -37,6 +47,7 @@ class RegionModel:
     tag_idx: np.ndarray
     category_orders: dict[int, np.ndarray]
     creator_index: dict[str, int]
+    tag_bits: np.ndarray  # uint64 per video: bit (tag % 64) set for each of its tags
 
     @property
     def n_items(self) -> int:
@@ -77,6 +88,7 @@ class RegionModel:
             tag_idx=a["tag_idx"],
             category_orders=category_orders,
             creator_index={str(c): n for n, c in enumerate(a["creator_ids"])},
+            tag_bits=tag_bitmasks(a["tag_ptr"], a["tag_idx"]),
         )
 
     @classmethod

@@ -1,0 +1,73 @@
+"""Feed serving and training on the real KuaiRec-EAR deployment.
+
+    python -m benchmarks.bench_feed [--data ../shared/data] [--seconds 10] [--repeats 3]
+
+Builds a two-region deployment (us, eu) with all of KuaiRec-EAR imported, times
+``fyp train`` for all regions, then serves it with one worker and drives
+``GET /v1/users/{random user}/feed?n=10`` with wrk at concurrency 8 (every request
+also records what it served). A FastAPI hello-world is measured in the same run as
+the ceiling. Medians over repeats.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from benchmarks.bench_ingest import median_of
+from benchmarks.machine import machine
+from benchmarks.server import free_port, running, wrk
+from fyp.datasets.kuairec_ear import import_kuairec_ear
+from fyp.regions.deployment import Deployment
+
+ROOT = Path(__file__).resolve().parents[1]
+LUA = Path(__file__).parent / "lua"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data")
+    parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    results: dict[str, Any] = {"machine": machine()}
+    with tempfile.TemporaryDirectory(prefix="fyp-bench-feed-") as tmp:
+        directory = Path(tmp) / "dep"
+        with Deployment.init(directory, ["us", "eu"]) as d:
+            import_kuairec_ear(d, args.data)
+        train_runs = []
+        for _ in range(args.repeats):
+            started = time.perf_counter()
+            subprocess.run(
+                [sys.executable, "-m", "fyp", "train", str(directory)],
+                check=True,
+                capture_output=True,
+            )
+            train_runs.append(time.perf_counter() - started)
+        results["train_all_regions_s"] = {
+            "median": round(statistics.median(train_runs), 2),
+            "runs": [round(t, 2) for t in train_runs],
+        }
+        port = free_port()
+        hello, feed = [], []
+        for _ in range(args.repeats):
+            with running([str(Path(__file__).parent / "hello_app.py"), str(port)], port) as url:
+                hello.append(wrk(url + "/healthz", None, args.seconds, 8))
+            serve = ["-m", "fyp", "serve", str(directory), "--port", str(port)]
+            with running(serve, port) as url:
+                wrk(url, LUA / "feed.lua", 2, 8)  # warm-up: load both regions' models
+                feed.append(wrk(url, LUA / "feed.lua", args.seconds, 8))
+    results["hello_world_get_c8"] = median_of(hello)
+    results["feed_get_n10_c8"] = median_of(feed)
+    print(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
