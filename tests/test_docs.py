@@ -1,0 +1,52 @@
+"""Docs stay in sync with the code: README commands, set-up, architecture references."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import typer
+
+from fyp.cli.app import app
+
+ROOT = Path(__file__).resolve().parents[1]
+README = (ROOT / "README.md").read_text(encoding="utf-8")
+ARCHITECTURE = (ROOT / "docs" / "architecture.md").read_text(encoding="utf-8")
+
+
+def _commands() -> set[str]:
+    group = typer.main.get_command(app)
+    names: set[str] = set()
+    for name, command in group.commands.items():  # type: ignore[attr-defined]
+        sub = getattr(command, "commands", None)
+        if sub:
+            names |= {f"{name} {s}" for s in sub}
+        else:
+            names.add(name)
+    return names
+
+
+def test_every_command_is_in_the_readme_table_and_back() -> None:
+    documented = set(re.findall(r"^\| `fyp ([a-z-]+(?: [a-z-]+)?)", README, re.M))
+    documented = {d if d.split()[0] == "import" else d.split()[0] for d in documented}
+    assert _commands() == documented
+
+
+def test_readme_setup_is_two_commands() -> None:
+    block = README.split("## Set-up: two commands", 1)[1].split("```")[1]
+    commands = [line.split("#")[0].strip() for line in block.strip().splitlines()[1:]]
+    assert commands == ["make demo", "make test"]
+    makefile = (ROOT / "Makefile").read_text(encoding="utf-8")
+    assert re.search(r"^demo:", makefile, re.M) and re.search(r"^test:", makefile, re.M)
+
+
+def test_architecture_names_real_modules() -> None:
+    for dotted in set(re.findall(r"`(fyp(?:\.[a-z_]+)+)", ARCHITECTURE)) - {"fyp.toml"}:
+        parts = dotted.split(".")
+        # the longest importable prefix must exist as a module file or package
+        for cut in range(len(parts), 1, -1):
+            path = ROOT / "src" / Path(*parts[:cut])
+            if path.with_suffix(".py").is_file() or (path / "__init__.py").is_file():
+                break
+        else:
+            raise AssertionError(f"docs/architecture.md names {dotted}, which does not exist")
