@@ -24,6 +24,8 @@ from fyp.serving.routers import events, feed, users, videos
 def create_app(deployment: Deployment | str | Path) -> FastAPI:
     if not isinstance(deployment, Deployment):
         deployment = Deployment.open(deployment)
+    for store in deployment.stores.values():
+        store.start_background_maintenance()
     app = FastAPI(
         title="fyp",
         version=__version__,

@@ -65,6 +65,9 @@ class Store(ABC):
     @abstractmethod
     def close(self) -> None: ...
 
+    def start_background_maintenance(self) -> None:  # noqa: B027 - optional hook
+        """Move housekeeping (e.g. WAL checkpoints) off the request path while serving."""
+
     @abstractmethod
     def transaction(self) -> AbstractContextManager[None]:
         """Group writes atomically; nested use joins the outer transaction."""

@@ -37,6 +37,8 @@ _VIDEO_COLS = (
     "attributes, created_at_ms, updated_at_ms"
 )
 _CHUNK = 900  # stay under SQLite's bound-parameter limit in IN (...) lists
+CHECKPOINT_INTERVAL_S = 1.0
+SERVING_AUTOCHECKPOINT_PAGES = 20_000  # safety cap when the background checkpointer lags
 _SYNC_MODES = {"off", "normal", "full", "extra"}
 
 
@@ -156,6 +158,8 @@ class SQLiteStore(Store):
         self._lock = threading.RLock()
         self._depth = 0
         self._conn = self._connect()
+        self._stop = threading.Event()
+        self._checkpointer: threading.Thread | None = None
 
     # -- lifecycle ------------------------------------------------------------
     def _connect(self) -> sqlite3.Connection:
@@ -173,8 +177,39 @@ class SQLiteStore(Store):
         return conn
 
     def close(self) -> None:
+        self._stop.set()
+        if self._checkpointer is not None:
+            self._checkpointer.join()
         with self._lock:
             self._conn.close()
+
+    def start_background_maintenance(self) -> None:
+        """Checkpoint the WAL from a background thread with its own connection.
+
+        SQLite's automatic checkpoint runs inside whichever commit crosses the threshold,
+        so every few hundred single-event writes one request paid for copying and syncing
+        the WAL. A PASSIVE checkpoint never blocks writers, and sqlite3 releases the GIL
+        while it runs, so the event loop keeps answering."""
+        if self._checkpointer is not None or self.path == ":memory:":
+            return
+        with self._lock:
+            self._conn.execute(f"PRAGMA wal_autocheckpoint={SERVING_AUTOCHECKPOINT_PAGES}")
+        self._checkpointer = threading.Thread(
+            target=self._checkpoint_loop, name=f"fyp-checkpoint-{self.region}", daemon=True
+        )
+        self._checkpointer.start()
+
+    def _checkpoint_loop(self) -> None:
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        try:
+            conn.execute("PRAGMA busy_timeout=1000")
+            while not self._stop.wait(CHECKPOINT_INTERVAL_S):
+                try:
+                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+                except sqlite3.Error:
+                    continue  # busy or locked: try again next interval
+        finally:
+            conn.close()
 
     @contextmanager
     def transaction(self) -> Iterator[None]:
