@@ -17,7 +17,7 @@ class Migration:
     sql: str
 
 
-SQLITE_MIGRATIONS: tuple[Migration, ...] = (
+CORE_MIGRATIONS: tuple[Migration, ...] = (
     Migration(
         1,
         "users, videos, events, held-out labels",
@@ -90,3 +90,16 @@ SQLITE_MIGRATIONS: tuple[Migration, ...] = (
         """,
     ),
 )
+
+
+def sqlite_migrations() -> tuple[Migration, ...]:
+    """Every migration, core first; capability packages add theirs by version number.
+
+    Versions 1-9 are core storage, 10-19 moderation and audit, 20-29 sovereignty."""
+    from fyp.storage.migrations_extra import EXTRA_MIGRATIONS
+
+    migrations = sorted((*CORE_MIGRATIONS, *EXTRA_MIGRATIONS), key=lambda m: m.version)
+    versions = [m.version for m in migrations]
+    if len(set(versions)) != len(versions):
+        raise RuntimeError(f"duplicate migration versions: {versions}")
+    return tuple(migrations)

@@ -22,7 +22,7 @@ from fyp.config import check_region_name
 from fyp.errors import AlreadyExists, ResidencyViolation, StorageError, UnknownUser
 from fyp.events.schema import StoredEvent
 from fyp.storage.base import ErasedCounts, EventRow, LabelRow, Store
-from fyp.storage.migrations import SQLITE_MIGRATIONS
+from fyp.storage.migrations import sqlite_migrations
 
 _EVENT_COLS = (
     "seq, event_id, user_id, video_id, type, ts_ms, watch_ms, watch_ratio, "
@@ -255,7 +255,7 @@ class SQLiteStore(Store):
                     region=self.region,
                 )
             done = {v for (v,) in c.execute("SELECT version FROM schema_migrations")}
-            for m in SQLITE_MIGRATIONS:
+            for m in sqlite_migrations():
                 if m.version in done:
                     continue
                 for statement in m.sql.format(region=self.region).split(";"):
@@ -282,6 +282,22 @@ class SQLiteStore(Store):
     def _query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         with self._lock:
             return self._conn.execute(sql, params).fetchall()
+
+    # -- for capability packages that keep their own tables in this store -------
+    def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        """Run a read and return all rows (thread-safe)."""
+        return self._query(sql, params)
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
+        """Run one write inside the current (or a new) transaction; return rowcount."""
+        with self.transaction():
+            return int(self._conn.execute(sql, params).rowcount)
+
+    def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> int:
+        with self.transaction():
+            before = self._conn.total_changes
+            self._conn.executemany(sql, rows)
+            return self._conn.total_changes - before
 
     def _in(self, sql: str, ids: Iterable[str]) -> list[tuple[Any, ...]]:
         """Run ``sql`` (with one ``{marks}`` placeholder) over ids in bounded chunks."""

@@ -1,0 +1,11 @@
+"""Migrations contributed by capability packages (moderation, audit, sovereignty).
+
+Each package keeps its SQL next to its code and is listed here, so the store applies
+everything in version order from one place.
+"""
+
+from __future__ import annotations
+
+from fyp.storage.migrations import Migration
+
+EXTRA_MIGRATIONS: tuple[Migration, ...] = ()
