@@ -55,6 +55,51 @@ class Limits:
         return cls(**raw)
 
 
+SCORERS = ("value_model", "multi_objective")
+OBJECTIVES = ("long_play", "like", "share", "follow", "skip")
+
+
+@dataclass(frozen=True)
+class RankingConfig:
+    """``[ranking]``: which scorer ranks feeds, and the value of each objective.
+
+    ``multi_objective`` ranks with the learned heads (sum of weight x P(objective));
+    ``value_model`` (default) with engagement estimates of the region model. On the
+    KuaiRec-EAR protocol the learned heads score lower (docs/benchmarks.md)."""
+
+    scorer: str = "value_model"
+    objective_weights: tuple[tuple[str, float], ...] = (
+        ("long_play", 1.0),
+        ("like", 1.0),
+        ("share", 2.0),
+        ("follow", 2.0),
+        ("skip", -0.5),
+    )
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> RankingConfig:
+        unknown = set(raw) - {"scorer", "objective_weights"}
+        if unknown:
+            raise ConfigError(f"unknown keys in [ranking]: {sorted(unknown)}")
+        scorer = raw.get("scorer", cls.scorer)
+        if scorer not in SCORERS:
+            raise ConfigError(f"[ranking] scorer must be one of {SCORERS}, got {scorer!r}")
+        weights = dict(cls.objective_weights)
+        given = raw.get("objective_weights", {})
+        if not isinstance(given, dict):
+            raise ConfigError("[ranking.objective_weights] must be a table")
+        for name, w in given.items():
+            if name not in OBJECTIVES:
+                raise ConfigError(f"unknown objective {name!r} in [ranking.objective_weights]")
+            if isinstance(w, bool) or not isinstance(w, int | float):
+                raise ConfigError(f"objective weight {name} must be a number, got {w!r}")
+            weights[name] = float(w)
+        return cls(scorer=scorer, objective_weights=tuple(weights.items()))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"scorer": self.scorer, "objective_weights": dict(self.objective_weights)}
+
+
 @dataclass(frozen=True)
 class RegionConfig:
     name: str
@@ -78,6 +123,7 @@ class DeploymentConfig:
     name: str
     regions: dict[str, RegionConfig]
     limits: Limits = Limits()
+    ranking: RankingConfig = RankingConfig()
 
     def region(self, name: str) -> RegionConfig:
         try:
@@ -112,6 +158,7 @@ class DeploymentConfig:
         doc: dict[str, Any] = {
             "deployment": {"name": self.name},
             "limits": self.limits.__dict__,
+            "ranking": self.ranking.to_dict(),
             "regions": {r.name: r.to_dict() for r in self.regions.values()},
         }
         return tomli_w.dumps(doc)
@@ -169,7 +216,8 @@ def parse_config(root: Path, raw: dict[str, Any]) -> DeploymentConfig:
         )
     deployment = raw.get("deployment", {})
     limits = raw.get("limits", {})
-    for section, value in (("deployment", deployment), ("limits", limits)):
+    ranking = raw.get("ranking", {})
+    for section, value in (("deployment", deployment), ("limits", limits), ("ranking", ranking)):
         if not isinstance(value, dict):
             raise ConfigError(f"[{section}] must be a table, got {type(value).__name__}")
     return DeploymentConfig(
@@ -177,6 +225,7 @@ def parse_config(root: Path, raw: dict[str, Any]) -> DeploymentConfig:
         name=str(deployment.get("name", root.resolve().name)),
         regions=regions,
         limits=Limits.from_dict(limits),
+        ranking=RankingConfig.from_dict(ranking),
     )
 
 

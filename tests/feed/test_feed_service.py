@@ -126,11 +126,8 @@ def test_models_learn_only_from_their_region(trained: Deployment) -> None:
         learned = {e.user_id for e in trained.store(region).iter_events()}
         assert learned <= homed
         assert manifest.snapshot.event_count == trained.store(region).count_events()
-        assert manifest.snapshot.users_sha256 == hash_ids(
-            e.user_id
-            for e in trained.store(region).iter_events()
-            if e.type == "play" and e.long_play
-        )
+        assert manifest.snapshot.users_sha256 == hash_ids(learned)
+        assert manifest.snapshot.user_count == len(learned)
 
 
 def test_new_artifact_is_picked_up_without_restart(trained: Deployment, monkeypatch) -> None:  # type: ignore[no-untyped-def]
@@ -179,3 +176,24 @@ def test_universe_restricts_the_feed(trained: Deployment) -> None:
     assert {i.video_id for i in page.items} <= set(universe)
     assert len(page.items) == 30
     assert np.all(np.diff([i.position for i in page.items]) == 1)
+
+
+def test_multi_objective_scorer_is_selectable_and_uses_trained_heads(
+    trained: Deployment, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from dataclasses import replace
+
+    import fyp.models.ranker as ranker
+    from fyp.config import RankingConfig
+    from fyp.feed.scoring import RankerScorer
+
+    monkeypatch.setattr(ranker, "MIN_POSITIVES", 5)  # the fixture is tiny
+    train_and_publish(trained.store("us"), trained.config.region_dir("us"))
+    config = replace(trained.config, ranking=RankingConfig(scorer="multi_objective"))
+    trained.config = config
+    service = FeedService(trained)
+    assert isinstance(service.pipeline.scorer, RankerScorer)
+    model = service.model("us")
+    assert model.heads is not None and "long_play" in model.heads.names
+    page = service.feed("u2", n=10, record=False)
+    assert len(page.items) == 10

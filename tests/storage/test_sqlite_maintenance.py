@@ -36,5 +36,7 @@ def test_background_checkpointer_checkpoints_and_stops(
     page = open_store(f"sqlite:///{path}", "us", migrate=False)
     assert page.count_events() == 50
     page.close()
+    thread = store._checkpointer  # type: ignore[attr-defined]
+    assert thread is not None and thread.is_alive()
     store.close()  # joins the checkpointer thread
-    assert not any(t.name.startswith("fyp-checkpoint") for t in __import__("threading").enumerate())
+    assert not thread.is_alive()

@@ -65,3 +65,67 @@ class ValueScorer(Scorer):
         if state.followed_creators:
             s += w.following * np.isin(model.creator[items], list(state.followed_creators))
         return s
+
+
+DEFAULT_OBJECTIVE_WEIGHTS: dict[str, float] = {
+    "long_play": 1.0,
+    "like": 1.0,
+    "share": 2.0,
+    "follow": 2.0,
+    "skip": -0.5,
+}
+
+
+class RankerScorer(Scorer):
+    """Two stages: the cheap value model shortlists, the multi-objective heads decide.
+
+    The final score of a shortlisted video is sum_h weight_h * P_h (the learned value
+    model); videos outside the shortlist keep their cheap score, placed below every
+    shortlisted one. Without trained heads (a region with too little data) the cheap
+    value model is the ranking."""
+
+    name = "multi_objective"
+
+    def __init__(
+        self,
+        objective_weights: dict[str, float] | None = None,
+        prior: ValueScorer | None = None,
+        shortlist: int = 200,
+    ) -> None:
+        self.objective_weights = objective_weights or dict(DEFAULT_OBJECTIVE_WEIGHTS)
+        self.prior = prior or ValueScorer()
+        self.shortlist = shortlist
+
+    def score(self, model: RegionModel, state: UserState, pool: Pool) -> np.ndarray:
+        cheap = self.prior.score(model, state, pool)
+        if model.heads is None or len(pool) == 0:
+            return cheap
+        from fyp.models.ranker import features, value
+        from fyp.models.ranker_training import inputs_for
+
+        top = np.argsort(-cheap, kind="stable")[: self.shortlist]
+        followed = np.asarray(sorted(state.followed_creators), np.int64)
+        inputs = inputs_for(
+            state.positives,
+            model.user_vector(state.user_id, state.positives),
+            model.category,
+            len(model.category_names),
+            followed,
+        )
+        x = features(
+            inputs,
+            pool.items[top],
+            model.popularity,
+            model.impressions,
+            model.likes,
+            model.nbr_idx,
+            model.nbr_sim,
+            model.item_factors,
+            model.category,
+            model.creator,
+            model.tag_bits,
+        )
+        learned: np.ndarray = value(model.heads.predict(x), self.objective_weights, len(top))
+        out: np.ndarray = cheap - cheap.max() - 1.0 - (learned.max() - learned.min())  # below top
+        out[top] = learned
+        return out

@@ -19,9 +19,11 @@ from typing import Any
 
 import numpy as np
 
+from fyp.config import RankingConfig
 from fyp.errors import InvalidRequest, ModelError, ValidationFailed
 from fyp.feed.filters import Available, Eligibility, EligibilityCheck, allow_all
 from fyp.feed.pipeline import FeedPipeline
+from fyp.feed.scoring import RankerScorer, Scorer, ValueScorer
 from fyp.feed.state import UserState, build_state
 from fyp.models.artifacts import current_version
 from fyp.models.region_model import RegionModel
@@ -82,6 +84,13 @@ def decode_cursor(cursor: str | None) -> tuple[int, int]:
         raise InvalidRequest("invalid feed cursor", cursor=cursor) from None
 
 
+def scorer_for(ranking: RankingConfig) -> Scorer:
+    """The scorer ``[ranking]`` asks for."""
+    if ranking.scorer == "multi_objective":
+        return RankerScorer(dict(ranking.objective_weights))
+    return ValueScorer()
+
+
 class FeedService:
     def __init__(
         self,
@@ -91,7 +100,7 @@ class FeedService:
         seen_window_ms: int = SEEN_WINDOW_MS,
     ) -> None:
         self.deployment = deployment
-        self.pipeline = pipeline or FeedPipeline()
+        self.pipeline = pipeline or FeedPipeline(scorer=scorer_for(deployment.config.ranking))
         self.eligibility = Eligibility(eligibility)
         self.seen_window_ms = seen_window_ms
         self._models: dict[str, RegionModel] = {}

@@ -75,6 +75,7 @@ class EventHasher:
 
     def __init__(self) -> None:
         self._h = hashlib.sha256()
+        self.users: set[str] = set()  # everyone whose events were read: the lineage
         self.count = 0
         self.min_seq = 0
         self.max_seq = 0
@@ -86,6 +87,7 @@ class EventHasher:
             self.min_seq = seq
         self.max_seq = seq
         self.count += 1
+        self.users.add(user_id)
         self._h.update(f"{seq}\t{event_id}\t{user_id}\t{video_id}\t{type_}\t{ts_ms}\n".encode())
 
     def hexdigest(self) -> str:

@@ -9,6 +9,7 @@ import numpy as np
 
 from fyp.errors import ModelError
 from fyp.models.artifacts import Manifest, current_version, read_arrays, read_manifest
+from fyp.models.ranker import Heads
 
 FOLD_IN_REG = 0.1
 
@@ -21,6 +22,13 @@ def tag_bitmasks(tag_ptr: np.ndarray, tag_idx: np.ndarray) -> np.ndarray:
     out = np.zeros(len(tag_ptr) - 1, np.uint64)
     np.bitwise_or.at(out, owners, bits)
     return out
+
+
+def _heads(arrays: dict[str, np.ndarray]) -> Heads | None:
+    texts = {
+        k.removeprefix("ranker_"): str(v) for k, v in arrays.items() if k.startswith("ranker_")
+    }
+    return Heads(texts) if texts else None
 
 
 @dataclass
@@ -48,6 +56,7 @@ class RegionModel:
     category_orders: dict[int, np.ndarray]
     creator_index: dict[str, int]
     tag_bits: np.ndarray  # uint64 per video: bit (tag % 64) set for each of its tags
+    heads: Heads | None = None  # the multi-objective ranker, when the region could train it
 
     @property
     def n_items(self) -> int:
@@ -89,6 +98,7 @@ class RegionModel:
             category_orders=category_orders,
             creator_index={str(c): n for n, c in enumerate(a["creator_ids"])},
             tag_bits=tag_bitmasks(a["tag_ptr"], a["tag_idx"]),
+            heads=_heads(a),
         )
 
     @classmethod

@@ -37,6 +37,7 @@ POSITIVE_WEIGHTS: dict[str, float] = {
     EventType.follow: 1.0,
 }
 LONG_PLAY_WEIGHT = 1.0
+IMPRESSION_TYPES = frozenset({EventType.impression, EventType.play, EventType.skip})
 
 
 @dataclass(frozen=True)
@@ -47,6 +48,7 @@ class TrainParams:
     als_iterations: int = 12
     als_regularization: float = 0.05
     seed: int = 7
+    ranker: bool = True
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -64,6 +66,15 @@ class Interactions:
     ts: list[int] = field(default_factory=list)
     impressions: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     likes: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    # every event that says something about an objective: (user, item, objective, ts)
+    obj_u: list[int] = field(default_factory=list)
+    obj_i: list[int] = field(default_factory=list)
+    obj_k: list[int] = field(default_factory=list)
+    obj_ts: list[int] = field(default_factory=list)
+    # every impression-type event (impression, play, skip): (user, item, ts)
+    imp_u: list[int] = field(default_factory=list)
+    imp_i: list[int] = field(default_factory=list)
+    imp_ts: list[int] = field(default_factory=list)
 
 
 def event_weight(e: StoredEvent) -> float:
@@ -71,6 +82,17 @@ def event_weight(e: StoredEvent) -> float:
     if e.type == EventType.play:
         return LONG_PLAY_WEIGHT if e.long_play else 0.0
     return POSITIVE_WEIGHTS.get(e.type, 0.0)
+
+
+def event_objective(e: StoredEvent) -> int | None:
+    """Index into ``ranker.OBJECTIVES`` of what this event is evidence of, if anything."""
+    if e.type == EventType.play:
+        if e.long_play:
+            return 0
+        return 4 if e.short_play else None
+    return {EventType.like: 1, EventType.share: 2, EventType.follow: 3, EventType.skip: 4}.get(
+        EventType(e.type)
+    )
 
 
 def read_interactions(
@@ -85,16 +107,28 @@ def read_interactions(
         item = video_index.get(e.video_id)
         if item is None:  # video withdrawn from this region since
             continue
-        if e.type in (EventType.impression, EventType.play):
-            out.impressions[item] += 1
+        shown = e.type in IMPRESSION_TYPES
+        objective = event_objective(e)
         weight = event_weight(e)
-        if weight <= 0:
+        if not shown and objective is None and weight <= 0:
             continue
-        out.likes[item] += 1
         uid = out.user_index.get(e.user_id)
         if uid is None:
             uid = out.user_index[e.user_id] = len(out.users)
             out.users.append(e.user_id)
+        if shown:
+            out.impressions[item] += 1
+            out.imp_u.append(uid)
+            out.imp_i.append(item)
+            out.imp_ts.append(e.ts_ms)
+        if objective is not None:
+            out.obj_u.append(uid)
+            out.obj_i.append(item)
+            out.obj_k.append(objective)
+            out.obj_ts.append(e.ts_ms)
+        if weight <= 0:
+            continue
+        out.likes[item] += 1
         out.u.append(uid)
         out.i.append(item)
         out.w.append(weight)
@@ -213,6 +247,12 @@ def train_region(
     popularity = user_normalised_popularity(x, decayed)
     nbr_idx, nbr_sim = cooccurrence_neighbours(x, params.neighbours)
     user_factors, item_factors = fit_als(x, params)
+    heads: dict[str, str] = {}
+    ranker_summary: dict[str, Any] = {"heads": []}
+    if params.ranker:
+        from fyp.models.ranker_training import fit_ranker
+
+        heads, ranker_summary = fit_ranker(data, meta, n_items, params)
     arrays: dict[str, np.ndarray] = {
         "video_ids": np.asarray(video_ids, dtype=np.str_),
         "user_ids": np.asarray(data.users, dtype=np.str_),
@@ -227,14 +267,15 @@ def train_region(
         "creator_ids": np.asarray(vocab["creators"], dtype=np.str_),
         "tag_names": np.asarray(vocab["tags"], dtype=np.str_),
         **meta,
+        **{f"ranker_{name}": np.asarray(text) for name, text in heads.items()},
     }
     snapshot = Snapshot(
         event_count=hasher.count,
         min_seq=hasher.min_seq,
         max_seq=hasher.max_seq,
         events_sha256=hasher.hexdigest(),
-        users_sha256=hash_ids(data.users),
-        user_count=n_users,
+        users_sha256=hash_ids(hasher.users),
+        user_count=len(hasher.users),
     )
     manifest = Manifest(
         region=store.region,
@@ -246,6 +287,7 @@ def train_region(
             "videos": n_items,
             "users_learned": n_users,
             "positives": int(x.nnz),
+            "ranker": ranker_summary,
             "train_seconds": round(time.perf_counter() - started, 3),
         },
     )

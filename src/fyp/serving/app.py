@@ -6,6 +6,8 @@ process serialises store access on its event loop, which keeps latency predictab
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -22,11 +24,22 @@ from fyp.serving.routers import events, feed, users, videos
 
 
 def create_app(deployment: Deployment | str | Path) -> FastAPI:
+    """An app serving ``deployment``; given a path, the app opens it and closes it on shutdown."""
+    owned = not isinstance(deployment, Deployment)
     if not isinstance(deployment, Deployment):
         deployment = Deployment.open(deployment)
     for store in deployment.stores.values():
         store.start_background_maintenance()
+    opened = deployment
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        yield
+        if owned:
+            opened.close()
+
     app = FastAPI(
+        lifespan=lifespan,
         title="fyp",
         version=__version__,
         summary="For You feed engine with ringfenced regions",
