@@ -4,22 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-import httpx
 import pytest
 from fastapi.testclient import TestClient
 
 from fyp.regions.deployment import Deployment
-
-
-def assert_error(resp: httpx.Response, status: int, code: str) -> dict[str, Any]:
-    assert resp.status_code == status, resp.text
-    body = resp.json()
-    assert set(body) == {"error"}
-    error: dict[str, Any] = body["error"]
-    assert set(error) == {"code", "message", "status", "details"}
-    assert error["code"] == code
-    assert error["status"] == status
-    return error
+from serving.errors import assert_error
 
 
 def create_user(client: TestClient, user_id: str, region: str = "us", **kw: Any) -> Any:

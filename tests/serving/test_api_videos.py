@@ -4,23 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-import httpx
 import pytest
 from fastapi.testclient import TestClient
 
 from fyp.catalog.models import Video
 from fyp.regions.deployment import Deployment
-
-
-def assert_error(resp: httpx.Response, status: int, code: str) -> dict[str, Any]:
-    assert resp.status_code == status, resp.text
-    body = resp.json()
-    assert set(body) == {"error"}
-    error: dict[str, Any] = body["error"]
-    assert set(error) == {"code", "message", "status", "details"}
-    assert error["code"] == code
-    assert error["status"] == status
-    return error
+from serving.errors import assert_error
 
 
 def video(video_id: str = "v1", regions: list[str] | None = None, **kw: Any) -> dict[str, Any]:
