@@ -17,6 +17,7 @@ BENCHMARKS = {
     "import": ["-m", "benchmarks.bench_import", "--repeats", "5"],
     "ingest": ["-m", "benchmarks.bench_ingest", "--seconds", "10", "--repeats", "3"],
     "feed": ["-m", "benchmarks.bench_feed", "--seconds", "10", "--repeats", "3"],
+    "eval": ["-m", "benchmarks.bench_eval"],
 }
 QUICK = {
     "import": ["-m", "benchmarks.bench_import", "--repeats", "1"],

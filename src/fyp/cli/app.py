@@ -34,11 +34,12 @@ def fail(error: FypError) -> typer.Exit:
 
 
 def _register() -> None:
-    from fyp.cli import data, deploy, feed
+    from fyp.cli import data, deploy, evaluate, feed
 
     deploy.register(app)
     data.register(app)
     feed.register(app)
+    evaluate.register(app)
 
 
 _register()

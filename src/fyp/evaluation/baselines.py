@@ -127,7 +127,10 @@ class BPRRecommender(_ImplicitRecommender):
         from implicit.cpu.bpr import BayesianPersonalizedRanking
 
         return BayesianPersonalizedRanking(
-            factors=self.factors, iterations=max(self.iterations, 100), random_state=self.seed
+            factors=self.factors,
+            iterations=max(self.iterations, 100),
+            random_state=self.seed,
+            num_threads=1,  # SGD with several threads is not reproducible
         )
 
 

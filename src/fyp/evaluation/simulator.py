@@ -35,13 +35,14 @@ from __future__ import annotations
 
 import time
 import zlib
-from abc import ABC, abstractmethod
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from fyp.errors import AlreadyExists, FypError, InvalidRequest, StorageError
 from fyp.evaluation.baselines import PEERS, Recommender
@@ -118,17 +119,19 @@ class Session:
         return sum(self.rewards)
 
 
-class Policy(ABC):
-    """Chooses the next video of a session and hears the user's reaction."""
+class Policy:
+    """Chooses the next video of a session and hears the user's reaction.
+
+    ``begin`` and ``react`` do nothing by default: a static policy needs neither."""
 
     name: str = "policy"
 
     def begin(self, user_id: str) -> None:
         """A new session of ``user_id`` starts."""
 
-    @abstractmethod
     def next_video(self, user_id: str, step: int) -> str | None:
         """The video to show at ``step`` (0-based); None when there is nothing left."""
+        raise NotImplementedError
 
     def react(self, user_id: str, step: int, video_id: str, positive: bool) -> None:
         """The user's reaction to the video shown at ``step``."""
@@ -155,6 +158,17 @@ class EnginePolicy(Policy):
         self._cursor: str | None = None
 
     def begin(self, user_id: str) -> None:
+        prefix = f"sim:{self.params.seed}:{user_id}:0"
+        store = self.deployment.store(self.deployment.home_region(user_id))
+        done = store.existing_event_ids([f"{prefix}:play", f"{prefix}:skip"])
+        if done:
+            raise AlreadyExists(
+                f"user {user_id!r} was already simulated with seed {self.params.seed} in this "
+                "deployment (its served log and events would skew a second run); simulate "
+                "on a fresh evaluation deployment",
+                user_id=user_id,
+                seed=self.params.seed,
+            )
         self._cursor = encode_cursor(0, session_seed(self.params.seed, user_id))
 
     def next_video(self, user_id: str, step: int) -> str | None:
@@ -330,18 +344,30 @@ def simulate(
     users: Sequence[str],
     params: SimParams,
     log: Log = print,
+    progress_s: float = 30.0,
 ) -> SimResult:
-    """One session per user, in the given order."""
-    started = time.perf_counter()
+    """One session per user, in the given order; says how far it got every ``progress_s``."""
+    started = last = time.perf_counter()
     sessions: list[Session] = []
-    every = max(250, len(users) // 4)
     for n, user in enumerate(users, 1):
         sessions.append(play_session(policy, env, user, params))
-        if n % every == 0 and n < len(users):
-            log(f"  {policy.name}: {n:,}/{len(users):,} users")
+        if n < len(users) and time.perf_counter() - last >= progress_s:
+            last = time.perf_counter()
+            log(f"{policy.name}: {n:,}/{len(users):,} users ({last - started:.0f} s)")
     seconds = time.perf_counter() - started
     stored = policy.events_stored if isinstance(policy, EnginePolicy) else 0
     return SimResult(policy.name, sessions, seconds, params, stored)
+
+
+@contextmanager
+def serving_threads(engine: bool) -> Iterator[None]:
+    """One BLAS thread while the engine serves, as ``fyp serve`` pins it: the feed's
+    small mat-vecs are ~8x slower when OpenBLAS wakes a second thread for each."""
+    if not engine:
+        yield
+        return
+    with threadpool_limits(1, "blas"):
+        yield
 
 
 def run_interactive(
@@ -368,7 +394,8 @@ def run_interactive(
             if name == "fyp"
             else PeerPolicy(name, protocol, env, PEERS[name], params.seed)
         )
-        result = simulate(policy, env, users, params, log)
+        with serving_threads(name == "fyp"):
+            result = simulate(policy, env, users, params, log)
         result.seconds = time.perf_counter() - started  # peers: fitting included
         out[name] = result
         s = result.summary()

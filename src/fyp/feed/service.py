@@ -106,6 +106,7 @@ class FeedService:
         self._models: dict[str, RegionModel] = {}
         self._checked: dict[str, float] = {}
         self._lock = threading.Lock()
+        self._universe: tuple[Sequence[str], RegionModel, np.ndarray] | None = None
 
     def model(self, region: str) -> RegionModel:
         now = time.monotonic()
@@ -126,6 +127,15 @@ class FeedService:
                 )
             self._models[region] = fresh
             return fresh
+
+    def _universe_items(self, model: RegionModel, universe: Sequence[str]) -> np.ndarray:
+        """Catalogue indices of a fixed evaluation set, resolved once per set and model."""
+        cached = self._universe
+        if cached is not None and cached[0] is universe and cached[1] is model:
+            return cached[2]
+        items = np.asarray([model.video_index[v] for v in universe if v in model.video_index])
+        self._universe = (universe, model, items)
+        return items
 
     def state(self, user_id: str, model: RegionModel) -> UserState:
         region = self.deployment.home_region(user_id)
@@ -150,9 +160,7 @@ class FeedService:
         region = self.deployment.home_region(user_id)
         model = self.model(region)
         state = self.state(user_id, model)
-        items = None
-        if universe is not None:
-            items = np.asarray([model.video_index[v] for v in universe if v in model.video_index])
+        items = None if universe is None else self._universe_items(model, universe)
         rng = np.random.default_rng([session, page_no, len(state.seen)])
         ranked = self.pipeline.run(
             model, state, n, rng, universe=items, extra_filters=[self.eligibility]

@@ -161,7 +161,9 @@ def fit_ranker(
     x = np.vstack(rows)
     y_all = np.vstack(labels)
     heads = train_heads(
-        x, {name: y_all[:, k] for k, name in enumerate(OBJECTIVES)}, seed=params.seed
+        x,
+        {name: np.ascontiguousarray(y_all[:, k]) for k, name in enumerate(OBJECTIVES)},
+        seed=params.seed,
     )
     summary.update(
         {

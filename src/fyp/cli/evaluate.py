@@ -1,0 +1,148 @@
+"""Evaluation commands: ``fyp eval kuairec-ear`` and ``fyp eval kuairec``."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.table import Table
+
+from fyp.cli.app import console, fail
+from fyp.errors import FypError
+
+EAR_HELP = "\n\n".join(
+    [
+        "Evaluate fyp and its peers on KuaiRec-EAR (offline and interactive).",
+        "Builds a fresh deployment in OUT/deployment, imports --data (the folder holding "
+        "kuairec-ear/ and kuairec/, e.g. ../shared/data) and trains the engine.",
+        "Offline: every test user gets all test videos ranked by fyp (its real feed path) "
+        "and by the peers random, popular, als, bpr and ease: NDCG@10, Recall@10/50, "
+        "coverage, diversity, novelty.",
+        "Interactive: every test user scrolls one video at a time (reward 1 for a test "
+        "positive) and leaves when a video shares a tag with one of the previous 4, or "
+        "after 30.",
+        "Writes OUT/results.json, OUT/report.html, OUT/interactive.json and "
+        "OUT/sessions.jsonl. The full run takes a few minutes.",
+    ]
+)
+
+OFFICIAL_HELP = "\n\n".join(
+    [
+        "Evaluate on KuaiRec 2.0 in its official layout (big_matrix.csv, small_matrix.csv).",
+        "Trains on the big matrix minus the pairs also in the small matrix and tests on the "
+        "fully observed small matrix (positive = watch_ratio >= 2).",
+        "Offline metrics as for kuairec-ear plus ndcg@10_graded (gain min(watch_ratio, 5) "
+        "over all of a user's small-matrix pairs), then the same interactive simulation. "
+        "Outputs as for kuairec-ear.",
+    ]
+)
+
+OFFLINE_COLUMNS = (
+    "ndcg@10",
+    "ndcg@10_graded",
+    "recall@10",
+    "recall@50",
+    "coverage@10",
+    "diversity@10",
+    "novelty@10",
+)
+INTERACTIVE_COLUMNS = ("reward", "length", "reward_per_step", "top_category_share")
+
+
+def results_tables(results: dict[str, Any]) -> list[Table]:
+    """The offline and interactive tables of a ``results.json``."""
+    tables = []
+    offline: dict[str, dict[str, Any]] = results.get("offline", {})
+    cols = [c for c in OFFLINE_COLUMNS if any(c in v for v in offline.values())]
+    if offline:
+        t = Table("method", *cols, title=f"offline ({results['protocol']})")
+        for method, values in offline.items():
+            style = "bold" if method == "fyp" else None
+            t.add_row(method, *(f"{values.get(c, 0.0):.4f}" for c in cols), style=style)
+        tables.append(t)
+    interactive: dict[str, dict[str, Any]] = results.get("interactive", {})
+    if interactive:
+        t = Table("method", *INTERACTIVE_COLUMNS, title=f"interactive ({results['protocol']})")
+        for method, values in interactive.items():
+            style = "bold" if method == "fyp" else None
+            t.add_row(method, *(f"{values[c]:.4f}" for c in INTERACTIVE_COLUMNS), style=style)
+        tables.append(t)
+    return tables
+
+
+def _run(
+    protocol: str,
+    data: Path,
+    out: Path,
+    regions: str,
+    seed: int,
+    users: int | None,
+    skip_interactive: bool,
+) -> None:
+    from fyp.evaluation.run import EvalConfig, run_evaluation
+
+    started = time.perf_counter()
+    config = EvalConfig(
+        protocol=protocol,
+        data=data,
+        out=out,
+        regions=tuple(r.strip() for r in regions.split(",") if r.strip()),
+        seed=seed,
+        users=users,
+        interactive=not skip_interactive,
+    )
+
+    def log(message: str) -> None:
+        console.print(message, markup=False, highlight=False, soft_wrap=True)
+
+    try:
+        outcome = run_evaluation(config, log=log)
+    except FypError as exc:
+        raise fail(exc) from None
+    for table in results_tables(outcome.results):
+        console.print(table)
+    for name, path in outcome.files.items():
+        console.print(f"{name}: {path}", markup=False, highlight=False, soft_wrap=True)
+    minutes = (time.perf_counter() - started) / 60
+    console.print(f"[bold]total wall time: {minutes:.2f} min[/]")
+
+
+def register(app: typer.Typer) -> None:
+    evaluate = typer.Typer(
+        name="eval",
+        help="Evaluate fyp and peer recommenders on real data (offline and interactive).",
+        no_args_is_help=True,
+    )
+    app.add_typer(evaluate, name="eval")
+
+    @evaluate.command("kuairec-ear", help=EAR_HELP)
+    def eval_ear(
+        data: Path = typer.Option(..., "--data", help="Folder with kuairec-ear/ and kuairec/."),
+        out: Path = typer.Option(..., "--out", help="Output folder (results, report, deployment)."),
+        regions: str = typer.Option("global", help="Comma-separated regions of the deployment."),
+        seed: int = typer.Option(0, help="Seed of peers, simulation and --users sampling."),
+        users: int | None = typer.Option(
+            None, help="Evaluate a seeded sample of this many test users (quick runs)."
+        ),
+        skip_interactive: bool = typer.Option(
+            False, "--skip-interactive", help="Offline metrics only."
+        ),
+    ) -> None:
+        _run("kuairec-ear", data, out, regions, seed, users, skip_interactive)
+
+    @evaluate.command("kuairec", help=OFFICIAL_HELP)
+    def eval_official(
+        data: Path = typer.Option(..., "--data", help="Folder with big/small_matrix.csv."),
+        out: Path = typer.Option(..., "--out", help="Output folder (results, report, deployment)."),
+        regions: str = typer.Option("global", help="Comma-separated regions of the deployment."),
+        seed: int = typer.Option(0, help="Seed of peers, simulation and --users sampling."),
+        users: int | None = typer.Option(
+            None, help="Evaluate a seeded sample of this many test users (quick runs)."
+        ),
+        skip_interactive: bool = typer.Option(
+            False, "--skip-interactive", help="Offline metrics only."
+        ),
+    ) -> None:
+        _run("kuairec", data, out, regions, seed, users, skip_interactive)

@@ -1,0 +1,324 @@
+"""One evaluation run, end to end: fresh deployment, import, train, offline, interactive.
+
+The order is the point. The offline protocol reads the training events and ranks with
+``record=False``, so it must run before the simulator, which writes simulated events
+and served rows into the same deployment. The deployment is the evaluation's own,
+built fresh under ``OUT/deployment`` and marked as such (``.fyp-eval``): a later run
+replaces it, and a directory without the marker (someone's real deployment) is never
+touched.
+
+Outputs in ``OUT``:
+
+- ``results.json``: ``{"protocol", "offline": {method: metrics}, "interactive":
+  {method: {"reward", "length", "reward_per_step", "top_category_share"}},
+  "seconds", "machine", "config"}``;
+- ``interactive.json``: per method, the curves behind the report (reward by session
+  position, sessions reaching each position, length histogram, repeats, end reasons);
+- ``sessions.jsonl``: every simulated session (videos, rewards, categories, why it
+  ended), one JSON object a line;
+- ``report.html``: the self-contained report (:mod:`fyp.evaluation.report`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import random
+import shutil
+import sqlite3
+import sys
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fyp.config import REGION_NAME
+from fyp.errors import AlreadyExists, InvalidRequest
+from fyp.evaluation.baselines import PEERS
+from fyp.evaluation.offline import Protocol, prepare, run_offline, train_engine
+from fyp.evaluation.simulator import SimParams, SimResult, run_interactive, serving_threads
+from fyp.regions.deployment import Deployment
+
+PROTOCOLS = ("kuairec-ear", "kuairec")
+METHODS: tuple[str, ...] = ("fyp", *PEERS)
+MARKER = ".fyp-eval"
+OUTPUTS = ("results.json", "interactive.json", "sessions.jsonl", "report.html")
+Log = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """What to evaluate and where to write it."""
+
+    protocol: str
+    data: Path
+    out: Path
+    regions: tuple[str, ...] = ("global",)
+    seed: int = 0
+    users: int | None = None  # a seeded subset of the test users, for quick runs
+    interactive: bool = True
+    methods: tuple[str, ...] = METHODS
+
+    def check(self) -> None:
+        """Refuse bad input before anything is written."""
+        if self.protocol not in PROTOCOLS:
+            raise InvalidRequest(f"unknown protocol {self.protocol!r}; known: {PROTOCOLS}")
+        if not self.regions:
+            raise InvalidRequest("at least one region is needed", field="regions")
+        bad = [r for r in self.regions if not REGION_NAME.fullmatch(r)]
+        if bad or len(set(self.regions)) != len(self.regions):
+            raise InvalidRequest(
+                f"invalid regions {list(self.regions)}: distinct names of 1-32 lowercase "
+                "letters, digits or '_', starting with a letter",
+                field="regions",
+            )
+        if self.users is not None and self.users < 1:
+            raise InvalidRequest(f"--users must be >= 1, got {self.users}", field="users")
+        unknown = [m for m in self.methods if m not in METHODS]
+        if unknown:
+            raise InvalidRequest(f"unknown methods {unknown}; known: {', '.join(METHODS)}")
+        if not Path(self.data).is_dir():
+            raise InvalidRequest(f"data folder {self.data} does not exist", path=str(self.data))
+        if self.protocol == "kuairec-ear":
+            from fyp.datasets.kuairec_ear import resolve as resolve_ear
+
+            resolve_ear(self.data)
+        else:
+            from fyp.datasets.official import SMALL
+            from fyp.datasets.official import resolve as resolve_official
+
+            _, small, _ = resolve_official(self.data)
+            if small is None:
+                raise InvalidRequest(
+                    f"{SMALL} is not in {self.data}: it is the official protocol's test set",
+                    path=str(self.data),
+                )
+
+
+@dataclass
+class EvalOutcome:
+    results: dict[str, Any]
+    details: dict[str, dict[str, Any]]
+    out: Path
+    files: dict[str, Path] = field(default_factory=dict)
+
+
+class Stages:
+    """Times each stage and says which one is running."""
+
+    def __init__(self, log: Log) -> None:
+        self.log = log
+        self.seconds: dict[str, float] = {}
+        self.started = time.perf_counter()
+
+    @contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        self.log(f"[{name}] started ({self.elapsed():.1f} s so far)")
+        t = time.perf_counter()
+        yield
+        self.seconds[name] = round(time.perf_counter() - t, 2)
+        self.log(f"[{name}] done in {self.seconds[name]:.1f} s")
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.started
+
+
+def machine_info() -> dict[str, Any]:
+    """Enough to compare timings across machines (mirrors benchmarks/machine.py)."""
+    cpu = platform.processor() or "unknown"
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            cpu = next(
+                (ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), cpu
+            )
+    except OSError:
+        pass
+    load = [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "numpy": np.__version__,
+        "sqlite": sqlite3.sqlite_version,
+        "load_average": load,
+    }
+
+
+def fresh_deployment(directory: Path, regions: list[str]) -> Deployment:
+    """A new deployment at ``directory``; only a previous evaluation's is replaced."""
+    directory = Path(directory)
+    if directory.exists():
+        if not (directory / MARKER).is_file():
+            if directory.is_dir() and not any(directory.iterdir()):
+                directory.rmdir()
+            else:
+                raise AlreadyExists(
+                    f"{directory} exists and is not an evaluation deployment (no {MARKER}): "
+                    "refusing to overwrite it; pick another --out",
+                    path=str(directory),
+                )
+        else:
+            shutil.rmtree(directory)
+    d = Deployment.init(directory, regions, name="fyp-eval")
+    (directory / MARKER).write_text(
+        "Built by fyp eval; replaced by the next run. Holds simulated events.\n",
+        encoding="utf-8",
+    )
+    return d
+
+
+def select_users(protocol: Protocol, n: int | None, seed: int) -> int:
+    """Keep a seeded sample of ``n`` test users (all when None); returns how many remain."""
+    everyone = sorted((u for r in protocol.regions for u in r.test), key=lambda u: (len(u), u))
+    if n is not None and n < len(everyone):
+        keep = set(random.Random(seed).sample(everyone, n))
+        for region in protocol.regions:
+            region.test = {u: v for u, v in region.test.items() if u in keep}
+        return n
+    return len(everyone)
+
+
+def _write_json(path: Path, value: Any) -> Path:
+    tmp = path.with_suffix(path.suffix + ".partial")
+    tmp.write_text(json.dumps(value, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    tmp.replace(path)
+    return path
+
+
+def _write_sessions(path: Path, sims: Mapping[str, SimResult]) -> Path:
+    tmp = path.with_suffix(path.suffix + ".partial")
+    with tmp.open("w", encoding="utf-8") as f:
+        for method, result in sims.items():
+            for s in result.sessions:
+                row = {
+                    "method": method,
+                    "user_id": s.user_id,
+                    "videos": s.videos,
+                    "rewards": s.rewards,
+                    "categories": s.categories,
+                    "end": s.end,
+                    "repeats": s.repeats,
+                }
+                f.write(json.dumps(row, ensure_ascii=False) + "\n")
+    tmp.replace(path)
+    return path
+
+
+def offline_ear(protocol: Protocol, seed: int, methods: list[str], log: Log) -> dict[str, Any]:
+    """``run_offline`` for the engine with one BLAS thread (as ``fyp serve`` runs it), then
+    for the peers with all of them (EASE's Cholesky uses both cores)."""
+    out: dict[str, Any] = {"metrics": {}, "seconds": {}}
+    engine = [m for m in methods if m == "fyp"]
+    peers = [m for m in methods if m != "fyp"]
+    for subset in (engine, peers):
+        if not subset:
+            continue
+        with serving_threads(subset == engine):
+            part = run_offline(protocol, seed, subset, log=lambda m: log(f"  offline {m}"))
+        out["metrics"].update(part["metrics"])
+        out["seconds"].update(part["seconds"])
+    return out
+
+
+def run_evaluation(config: EvalConfig, log: Log = print) -> EvalOutcome:
+    """Run the whole evaluation (see the module docstring) and write its outputs."""
+    config.check()
+    stages = Stages(log)
+    out = Path(config.out)
+    out.mkdir(parents=True, exist_ok=True)
+    for name in OUTPUTS:  # a failed run must not leave the last run's results behind
+        (out / name).unlink(missing_ok=True)
+    params = SimParams(seed=config.seed)
+    methods = list(config.methods)
+    with stages.stage("deployment"):
+        deployment = fresh_deployment(out / "deployment", list(config.regions))
+    with deployment as d:
+        with stages.stage("import"):
+            if config.protocol == "kuairec-ear":
+                from fyp.datasets.kuairec_ear import import_kuairec_ear
+
+                report = import_kuairec_ear(d, config.data)
+            else:
+                from fyp.datasets.official import import_kuairec
+
+                report = import_kuairec(d, config.data, split_protocol=True)
+            log(f"  {report.rows:,} rows in {report.seconds:.1f} s")
+        with stages.stage("train"):
+            per_region = train_engine(d)
+            log(f"  engine trained per region: {per_region} s")
+        gains: dict[str, dict[str, float]] = {}
+        with stages.stage("prepare"):
+            if config.protocol == "kuairec-ear":
+                protocol = prepare(d, log=lambda m: log(f"  {m}"))
+            else:
+                from fyp.evaluation.official_protocol import prepare_official
+
+                protocol, gains = prepare_official(d, log=lambda m: log(f"  {m}"))
+            n_users = select_users(protocol, config.users, config.seed)
+            log(f"  {n_users:,} test users, {len(protocol.universe):,} test videos")
+        if n_users == 0:
+            raise InvalidRequest(f"no test users in {config.data}", path=str(config.data))
+        # Offline first: it must never see the simulator's events.
+        with stages.stage("offline"):
+            if config.protocol == "kuairec-ear":
+                offline = offline_ear(protocol, config.seed, methods, log)
+            else:
+                from fyp.evaluation.official_protocol import run_official_offline
+
+                offline = run_official_offline(
+                    protocol, gains, config.seed, methods, log=lambda m: log(f"  offline {m}")
+                )
+        sims: dict[str, SimResult] = {}
+        if config.interactive:
+            with stages.stage("interactive"):
+                sims = run_interactive(protocol, params, methods, log=lambda m: log(f"  {m}"))
+        repeats = {m: sum(s.repeats for s in r.sessions) for m, r in sims.items()}
+        if any(repeats.values()):
+            log(f"  WARNING: videos shown twice in a session (no-repeat violations): {repeats}")
+
+    details = {m: r.details() for m, r in sims.items()}
+    results: dict[str, Any] = {
+        "protocol": config.protocol,
+        "offline": {m: offline["metrics"][m] for m in methods if m in offline["metrics"]},
+        "interactive": {m: sims[m].summary() for m in methods if m in sims},
+        "seconds": {},
+        "machine": machine_info(),
+        "config": {
+            "seed": config.seed,
+            "regions": list(config.regions),
+            "users": config.users,
+            "test_users": n_users,
+            "test_videos": len(protocol.universe),
+            "methods": methods,
+            "interactive": config.interactive,
+            "simulation": params.to_dict(),
+            "data": str(config.data),
+            "deployment": str(out / "deployment"),
+        },
+    }
+    files: dict[str, Path] = {}
+    with stages.stage("write"):
+        results["seconds"] = {
+            **stages.seconds,
+            "offline_methods": offline["seconds"],
+            "interactive_methods": {m: round(r.seconds, 2) for m, r in sims.items()},
+        }
+        results["seconds"]["total"] = round(stages.elapsed(), 2)
+        files["results"] = _write_json(out / "results.json", results)
+        files["interactive"] = _write_json(
+            out / "interactive.json", {"protocol": config.protocol, "methods": details}
+        )
+        files["sessions"] = _write_sessions(out / "sessions.jsonl", sims)
+        from fyp.evaluation.report import write_report
+
+        files["report"] = write_report(results, details, out / "report.html")
+    results["seconds"]["write"] = stages.seconds["write"]
+    results["seconds"]["total"] = round(stages.elapsed(), 2)
+    _write_json(out / "results.json", results)  # with the final timings
+    return EvalOutcome(results, details, out, files)

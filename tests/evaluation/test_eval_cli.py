@@ -1,0 +1,153 @@
+"""``fyp eval kuairec-ear`` through the real Typer app, and the results.json schema.
+
+A fresh clone has no KuaiRec-EAR data but the bundled sample, which has its layout:
+the test builds a tiny copy of it (every train/valid row, the test rows of 25 users).
+The run on the real data (../shared/data) is marked realdata and skips without it.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+
+from fyp.cli.app import app
+from fyp.datasets.demo import sample_dir
+from fyp.datasets.kuairec import SIDE_INFO_FILES
+from fyp.evaluation.run import MARKER
+
+runner = CliRunner()
+
+
+def flat(output: str) -> str:
+    """CLI output with Rich's line wrapping undone."""
+    return " ".join(output.split())
+
+
+METHODS = ["fyp", "random", "popular", "als", "bpr", "ease"]
+OFFLINE_KEYS = {"ndcg@10", "recall@10", "recall@50", "coverage@10", "diversity@10", "novelty@10"}
+INTERACTIVE_KEYS = {"reward", "length", "reward_per_step", "top_category_share"}
+
+
+def tiny_sample(target: Path, test_users: int = 25) -> Path:
+    """A KuaiRec-EAR-layout folder cut from the bundled sample."""
+    target.mkdir(parents=True)
+    source = sample_dir()
+    for name in SIDE_INFO_FILES:
+        shutil.copy(source / name, target / name)
+    header, *rows = (source / "interactions.csv").read_text(encoding="utf-8").splitlines()
+    keep: list[str] = []
+    for row in rows:
+        split, user, _ = row.split(",")
+        if split == "test" and user not in keep and len(keep) < test_users:
+            keep.append(user)
+    lines = [r for r in rows if not r.startswith("test,") or r.split(",")[1] in keep]
+    (target / "interactions.csv").write_text("\n".join([header, *lines]) + "\n", encoding="utf-8")
+    return target
+
+
+def check_schema(results: dict[str, Any], protocol: str, interactive: bool) -> None:
+    """results.json: exactly these top-level keys, every method, the promised metrics."""
+    assert set(results) == {"protocol", "offline", "interactive", "seconds", "machine", "config"}
+    assert results["protocol"] == protocol
+    assert list(results["offline"]) == METHODS
+    for metrics in results["offline"].values():
+        assert set(metrics) >= OFFLINE_KEYS
+        assert all(isinstance(metrics[k], float | int) for k in OFFLINE_KEYS)
+    if interactive:
+        assert list(results["interactive"]) == METHODS
+        for summary in results["interactive"].values():
+            assert set(summary) == INTERACTIVE_KEYS
+            assert all(isinstance(v, float) for v in summary.values())
+            assert 1.0 <= summary["length"] <= 30.0
+            assert 0.0 <= summary["reward_per_step"] <= 1.0
+    else:
+        assert results["interactive"] == {}
+    assert {"seed", "regions", "users"} <= set(results["config"])
+    assert {"import", "train", "offline", "total"} <= set(results["seconds"])
+    assert {"cpu", "cores", "python"} <= set(results["machine"])
+
+
+def test_eval_kuairec_ear_on_a_sample_cut(tmp_path: Path) -> None:
+    data = tiny_sample(tmp_path / "data")
+    out = tmp_path / "out"
+    args = ["eval", "kuairec-ear", "--data", str(data), "--out", str(out)]
+    result = runner.invoke(app, [*args, "--users", "12", "--seed", "1"])
+    assert result.exit_code == 0, result.output
+    for stage in ("[import]", "[train]", "[offline]", "[interactive]", "total wall time"):
+        assert stage in result.output
+    assert "interactive (kuairec-ear)" in flat(result.output)  # the Rich table
+
+    results = json.loads((out / "results.json").read_text(encoding="utf-8"))
+    check_schema(results, "kuairec-ear", interactive=True)
+    assert results["config"]["seed"] == 1
+    assert results["config"]["regions"] == ["global"]
+    assert results["config"]["users"] == results["config"]["test_users"] == 12
+    assert all(m["users"] == 12 for m in results["offline"].values())
+    details = json.loads((out / "interactive.json").read_text(encoding="utf-8"))["methods"]
+    assert all(d["repeats"] == 0 and d["users"] == 12 for d in details.values())
+    sessions = (out / "sessions.jsonl").read_text(encoding="utf-8").splitlines()
+    assert len(sessions) == 12 * 6
+    page = (out / "report.html").read_text(encoding="utf-8")
+    assert page.count('src="data:image/png;base64,') == 3
+    assert "http://" not in page and "https://" not in page
+    assert (out / "deployment" / MARKER).is_file()
+
+    # a second run replaces the evaluation's own deployment; offline only
+    again = runner.invoke(app, [*args, "--skip-interactive", "--regions", "us,eu"])
+    assert again.exit_code == 0, again.output
+    results = json.loads((out / "results.json").read_text(encoding="utf-8"))
+    check_schema(results, "kuairec-ear", interactive=False)
+    assert results["config"]["regions"] == ["us", "eu"]
+    assert results["config"]["test_users"] == 25
+    assert (out / "report.html").read_text(encoding="utf-8").count("data:image/png") == 1
+
+
+def test_eval_refuses_bad_input_before_writing(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    missing = runner.invoke(
+        app, ["eval", "kuairec-ear", "--data", str(tmp_path / "nope"), "--out", str(out)]
+    )
+    assert missing.exit_code == 2 and "does not exist" in flat(missing.output)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    result = runner.invoke(app, ["eval", "kuairec-ear", "--data", str(empty), "--out", str(out)])
+    assert result.exit_code == 2 and "interactions.csv" in flat(result.output)
+    bad = runner.invoke(
+        app,
+        ["eval", "kuairec-ear", "--data", str(sample_dir()), "--out", str(out), "--regions", "US"],
+    )
+    assert bad.exit_code == 2 and "invalid regions" in flat(bad.output)
+    assert not out.exists()
+
+    # someone's real deployment where the evaluation would build its own: untouched
+    (out / "deployment").mkdir(parents=True)
+    (out / "deployment" / "fyp.toml").write_text("# not an evaluation deployment\n")
+    refused = runner.invoke(
+        app, ["eval", "kuairec-ear", "--data", str(sample_dir()), "--out", str(out)]
+    )
+    assert refused.exit_code == 2 and "refusing to overwrite" in flat(refused.output)
+    assert (out / "deployment" / "fyp.toml").read_text() == "# not an evaluation deployment\n"
+
+
+@pytest.mark.realdata
+@pytest.mark.slow
+def test_eval_on_the_real_data(shared_data: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    result = runner.invoke(
+        app, ["eval", "kuairec-ear", "--data", str(shared_data), "--out", str(out), "--users", "50"]
+    )
+    assert result.exit_code == 0, result.output
+    results = json.loads((out / "results.json").read_text(encoding="utf-8"))
+    check_schema(results, "kuairec-ear", interactive=True)
+    assert results["config"]["test_users"] == 50
+    assert results["config"]["test_videos"] == 3_272
+    offline, interactive = results["offline"], results["interactive"]
+    # weak sanity on real data: chance is chance (random ~4.7 % positives per video)
+    assert offline["popular"]["ndcg@10"] > offline["random"]["ndcg@10"]
+    assert interactive["fyp"]["reward"] > interactive["random"]["reward"]
+    assert 0.0 < interactive["random"]["reward_per_step"] < 0.15
