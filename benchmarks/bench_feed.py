@@ -25,6 +25,7 @@ from benchmarks.bench_ingest import median_of
 from benchmarks.machine import machine
 from benchmarks.server import free_port, running, wrk
 from fyp.datasets.kuairec_ear import import_kuairec_ear
+from fyp.moderation import Moderator
 from fyp.regions.deployment import Deployment
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -42,6 +43,9 @@ def main() -> None:
         directory = Path(tmp) / "dep"
         with Deployment.init(directory, ["us", "eu"]) as d:
             import_kuairec_ear(d, args.data)
+            moderator = Moderator(d)
+            for region in d.regions:
+                moderator.run(region)
         train_runs = []
         for _ in range(args.repeats):
             started = time.perf_counter()

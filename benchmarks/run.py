@@ -18,6 +18,7 @@ BENCHMARKS = {
     "ingest": ["-m", "benchmarks.bench_ingest", "--seconds", "10", "--repeats", "3"],
     "feed": ["-m", "benchmarks.bench_feed", "--seconds", "10", "--repeats", "3"],
     "eval": ["-m", "benchmarks.bench_eval"],
+    "moderation": ["-m", "benchmarks.bench_moderation"],
 }
 QUICK = {
     "import": ["-m", "benchmarks.bench_import", "--repeats", "1"],

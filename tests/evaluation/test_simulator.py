@@ -30,6 +30,7 @@ from fyp.evaluation.simulator import (
     simulate,
 )
 from fyp.events.ingest import Ingestor
+from fyp.moderation import Moderator
 from fyp.regions.deployment import Deployment
 from fyp.storage import LabelRow
 
@@ -161,6 +162,7 @@ def build_world(directory: Path, tag_of: TagOf) -> Deployment:
                 regions=["us", "eu"],
                 categories=[f"cat{v % 3}"],
                 tags=tag_of(v),
+                attributes={"source": "test-import"},  # creator-less: allowed as imported
             )
         )
     rng = random.Random(5)
@@ -182,6 +184,9 @@ def build_world(directory: Path, tag_of: TagOf) -> Deployment:
     for u in range(N_USERS):
         store = d.store(("us", "eu")[u % 2])
         store.insert_labels([LabelRow("kuairec-ear", "test", f"u{u}", v) for v in positives_of(u)])
+    moderator = Moderator(d)  # API-created videos are pending until moderated
+    for region in d.regions:
+        moderator.run(region)
     train_engine(d)
     return d
 

@@ -12,6 +12,7 @@ from fyp.catalog.models import UserIn, VideoIn
 from fyp.catalog.service import Catalog
 from fyp.events.ingest import Ingestor
 from fyp.models.training import train_and_publish
+from fyp.moderation import Moderator
 from fyp.regions.deployment import Deployment
 
 N_USERS = 60
@@ -56,7 +57,9 @@ def build(directory: Path) -> Deployment:
     ingestor = Ingestor(d)
     for k in range(0, len(events), 500):
         ingestor.ingest(events[k : k + 500])
+    moderator = Moderator(d)  # new videos are pending until moderated
     for region in d.regions:
+        moderator.run(region)
         train_and_publish(d.store(region), d.config.region_dir(region))
     return d
 

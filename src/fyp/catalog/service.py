@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from fyp.catalog.models import User, UserIn, UserPatch, Video, VideoIn, VideoPatch, now_ms
 from fyp.errors import AlreadyExists, UnknownUser, UnknownVideo
+from fyp.moderation.service import video_changed
 from fyp.regions.deployment import Deployment
 from fyp.storage import ErasedCounts
 
@@ -77,6 +78,7 @@ class Catalog:
             for region in written:  # best effort: no half-published video
                 d.store(region).delete_video(video.video_id)
             raise
+        video_changed(d, video)  # pending until moderated (no row would mean pending too)
         return video
 
     def get_video(self, video_id: str, region: str | None = None) -> Video:
@@ -94,6 +96,8 @@ class Catalog:
         for region in changes.get("regions") or []:
             self.deployment.store(region)
         updated = current.model_copy(update={**changes, "updated_at_ms": now_ms()})
+        # pending before the new content is visible anywhere
+        video_changed(self.deployment, updated, changes.keys(), current.regions)
         for region in self.deployment.locate_video(video_id):
             if region not in updated.regions:
                 self.deployment.store(region).delete_video(video_id)

@@ -34,12 +34,13 @@ def fail(error: FypError) -> typer.Exit:
 
 
 def _register() -> None:
-    from fyp.cli import data, deploy, evaluate, feed
+    from fyp.cli import data, deploy, evaluate, feed, moderate
 
     deploy.register(app)
     data.register(app)
     feed.register(app)
     evaluate.register(app)
+    moderate.register(app)
 
 
 _register()

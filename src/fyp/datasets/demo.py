@@ -24,6 +24,7 @@ from fyp.datasets.kuairec_ear import (
 )
 from fyp.errors import ConfigError
 from fyp.models.training import train_and_publish
+from fyp.moderation import Moderator
 from fyp.regions.deployment import Deployment
 
 DEFAULT_REGIONS = ("us", "eu")
@@ -71,7 +72,10 @@ def build_demo(
         deployment = Deployment.init(directory, list(regions), name=DEMO_NAME)
     with deployment as d:
         report = import_kuairec_ear(d, sample, progress=progress, parallel=parallel)
-        # train every region so the demo serves feeds at once
+        # moderate (a fresh import is pending) and train every region: feeds work at once
+        moderator = Moderator(d)
+        for r in d.regions:
+            moderator.run(r)
         versions = {
             r: train_and_publish(d.store(r), d.config.region_dir(r)).version for r in d.regions
         }

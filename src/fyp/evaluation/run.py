@@ -249,6 +249,13 @@ def run_evaluation(config: EvalConfig, log: Log = print) -> EvalOutcome:
 
                 report = import_kuairec(d, config.data, split_protocol=True)
             log(f"  {report.rows:,} rows in {report.seconds:.1f} s")
+        with stages.stage("moderate"):
+            from fyp.moderation import Moderator
+
+            moderator = Moderator(d)  # a fresh import is pending: nothing unchecked is served
+            for region in d.regions:
+                summary = moderator.run(region).to_dict()
+                log(f"  moderated {region}: {summary.get('verdicts', summary)}")
         with stages.stage("train"):
             per_region = train_engine(d)
             log(f"  engine trained per region: {per_region} s")

@@ -21,7 +21,7 @@ import numpy as np
 
 from fyp.config import RankingConfig
 from fyp.errors import InvalidRequest, ModelError, ValidationFailed
-from fyp.feed.filters import Available, Eligibility, EligibilityCheck, allow_all
+from fyp.feed.filters import Available, Eligibility, EligibilityCheck
 from fyp.feed.pipeline import FeedPipeline
 from fyp.feed.scoring import RankerScorer, Scorer, ValueScorer
 from fyp.feed.state import UserState, build_state
@@ -96,9 +96,15 @@ class FeedService:
         self,
         deployment: Deployment,
         pipeline: FeedPipeline | None = None,
-        eligibility: EligibilityCheck = allow_all,
+        eligibility: EligibilityCheck | None = None,
         seen_window_ms: int = SEEN_WINDOW_MS,
     ) -> None:
+        """``eligibility`` defaults to the deployment's moderation state: nothing reaches
+        a feed unchecked. Pass ``allow_all`` only in tests of the ranking itself."""
+        if eligibility is None:
+            from fyp.moderation import ModerationEligibility
+
+            eligibility = ModerationEligibility(deployment)
         self.deployment = deployment
         self.pipeline = pipeline or FeedPipeline(scorer=scorer_for(deployment.config.ranking))
         self.eligibility = Eligibility(eligibility)

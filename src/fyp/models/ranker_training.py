@@ -129,7 +129,8 @@ def fit_ranker(
         # Adding held-out positives that no source proposes would teach the heads that
         # unpopular means good (the negatives are popular by construction).
         neighbours = nbr_idx[hist][:, :5].ravel()
-        nearest = np.argpartition(-(item_f @ vector), CANDIDATES_PER_SOURCE)[:CANDIDATES_PER_SOURCE]
+        k = min(CANDIDATES_PER_SOURCE, n_items - 1)
+        nearest = np.argpartition(-(item_f @ vector), k)[: k + 1]
         cands = np.unique(
             np.r_[trending, neighbours[neighbours >= 0][:CANDIDATES_PER_SOURCE], nearest]
         ).astype(np.int64)

@@ -17,10 +17,11 @@ from fyp import __version__
 from fyp.catalog.service import Catalog
 from fyp.events.ingest import Ingestor
 from fyp.feed.service import FeedService
+from fyp.moderation import ModerationEligibility, Moderator, Reviews
 from fyp.regions.deployment import Deployment
 from fyp.serving.dependencies import AppState, state
 from fyp.serving.errors import install_error_handlers
-from fyp.serving.routers import events, feed, users, videos
+from fyp.serving.routers import events, feed, moderation, users, videos
 
 
 def create_app(deployment: Deployment | str | Path) -> FastAPI:
@@ -44,17 +45,21 @@ def create_app(deployment: Deployment | str | Path) -> FastAPI:
         version=__version__,
         summary="For You feed engine with ringfenced regions",
     )
+    moderator = Moderator(deployment)  # a bad [regions.*.policy] fails here, at start-up
     app.state.fyp = AppState(
         deployment=deployment,
         catalog=Catalog(deployment),
         ingestor=Ingestor(deployment),
-        feed=FeedService(deployment),
+        feed=FeedService(deployment, eligibility=ModerationEligibility(deployment)),
+        moderator=moderator,
+        reviews=Reviews(moderator),
     )
     install_error_handlers(app)
     app.include_router(users.router)
     app.include_router(videos.router)
     app.include_router(events.router)
     app.include_router(feed.router)
+    app.include_router(moderation.router)
 
     @app.get("/healthz", tags=["ops"])
     async def healthz(s: AppState = Depends(state)) -> dict[str, Any]:

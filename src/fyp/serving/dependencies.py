@@ -9,6 +9,8 @@ from fastapi import Request
 from fyp.catalog.service import Catalog
 from fyp.events.ingest import Ingestor
 from fyp.feed.service import FeedService
+from fyp.moderation.review import Reviews
+from fyp.moderation.service import Moderator
 from fyp.regions.deployment import Deployment
 
 
@@ -18,6 +20,8 @@ class AppState:
     catalog: Catalog
     ingestor: Ingestor
     feed: FeedService
+    moderator: Moderator
+    reviews: Reviews
 
 
 def state(request: Request) -> AppState:

@@ -6,6 +6,8 @@ everything in version order from one place.
 
 from __future__ import annotations
 
+from fyp.audit.log import AUDIT_MIGRATION
+from fyp.moderation.store import MODERATION_MIGRATION
 from fyp.storage.migrations import Migration
 
-EXTRA_MIGRATIONS: tuple[Migration, ...] = ()
+EXTRA_MIGRATIONS: tuple[Migration, ...] = (MODERATION_MIGRATION, AUDIT_MIGRATION)

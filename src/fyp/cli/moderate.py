@@ -1,0 +1,109 @@
+"""Moderation commands: ``fyp moderate`` (automated checks) and ``fyp audit verify``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.table import Table
+
+from fyp.cli.app import console
+
+DirArg = typer.Argument(..., help="Deployment directory (holds fyp.toml).")
+EXIT_PROBLEM = 1
+
+
+def _summary_table(summary: dict[str, Any]) -> Table:
+    table = Table("counted", "what", "n", title=f"region {summary['region']}")
+    for state, n in summary["by_state"].items():
+        table.add_row("verdict", state, f"{n:,}")
+    for rule, n in summary["by_rule"].items():
+        table.add_row("rule", rule, f"{n:,}")
+    for rule, n in summary["rule_failures"].items():
+        table.add_row("rule failed", rule, f"{n:,}")
+    return table
+
+
+def register(app: typer.Typer) -> None:
+    @app.command()
+    def moderate(
+        directory: Path = DirArg,
+        region: str | None = typer.Option(None, help="Only this region (default: all)."),
+        limit: int | None = typer.Option(None, min=1, help="At most this many videos."),
+        recheck_creators: bool = typer.Option(
+            False, "--recheck-creators", help="Also re-check creator ages of judged videos."
+        ),
+        as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
+    ) -> None:
+        """Run the automated moderation checks over each region's pending videos.
+
+        A fresh import is pending (not in any For You feed) until this has run: clean
+        videos are approved, the rest rejected, restricted or queued for a human."""
+        from fyp.moderation import Moderator
+        from fyp.regions.deployment import Deployment
+
+        with Deployment.open(directory) as d:
+            moderator = Moderator(d)
+            regions = [region] if region else d.regions
+            for r in regions:
+                d.store(r)
+            summaries = []
+            for r in regions:
+                summary = moderator.run(r, limit).to_dict()
+                if recheck_creators:
+                    summary["creators_rechecked_changed"] = moderator.recheck_creators(r)
+                summary["totals"] = moderator.cell(r).mod.count_by_state()
+                summaries.append(summary)
+        if as_json:
+            typer.echo(json.dumps({"runs": summaries}, ensure_ascii=False, indent=2))
+            return
+        for s in summaries:
+            console.print(
+                f"region [bold]{s['region']}[/]: {s['written']:,} verdicts "
+                f"({s['examined']:,} pending examined, {s['skipped']:,} skipped, "
+                f"{s['review_jobs']:,} sent to human review) in {s['seconds']:.2f} s"
+            )
+            if s["written"]:
+                console.print(_summary_table(s))
+            totals = ", ".join(f"{k} {v:,}" for k, v in sorted(s["totals"].items()))
+            console.print(f"  catalogue now: {totals or 'empty'}")
+
+    audit = typer.Typer(name="audit", help="Check the per-region audit logs.", no_args_is_help=True)
+    app.add_typer(audit, name="audit")
+
+    @audit.command("verify")
+    def verify(
+        directory: Path = DirArg,
+        region: str | None = typer.Option(None, help="Only this region (default: all)."),
+        expect_head: str | None = typer.Option(
+            None, help="SEQ:HASH printed by an earlier verify; catches a cut-off tail."
+        ),
+        as_json: bool = typer.Option(False, "--json", help="Print the reports as JSON."),
+    ) -> None:
+        """Verify each region's audit hash chain; exit 1 on any edited, deleted or
+        reordered entry."""
+        from fyp.audit.log import AuditLog
+        from fyp.regions.deployment import Deployment
+
+        with Deployment.open(directory) as d:
+            regions = [region] if region else d.regions
+            reports = [
+                AuditLog(d.store(r), ensure_triggers=False).verify(expect_head) for r in regions
+            ]
+        if as_json:
+            typer.echo(json.dumps({"reports": [r.to_dict() for r in reports]}, indent=2))
+        else:
+            for rep in reports:
+                state = "[green]intact[/]" if rep.ok else f"[red]{len(rep.problems)} problem(s)[/]"
+                console.print(
+                    f"region [bold]{rep.region}[/]: {rep.entries:,} entries, chain {state}, "
+                    f"head {rep.head_seq}:{rep.head_hash}"
+                )
+                if not rep.triggers:
+                    console.print("  append-only triggers are missing (the chain still holds)")
+                for p in rep.problems:
+                    console.print(f"  entry {p.seq}: {p.kind}: {p.message}", markup=False)
+        if not all(r.ok for r in reports):
+            raise typer.Exit(EXIT_PROBLEM)

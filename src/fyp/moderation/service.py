@@ -1,0 +1,455 @@
+"""Moderation of a deployment: automated runs, the catalogue hook, For You eligibility.
+
+Each region moderates its own catalogue under its own policy: the verdict, the review
+jobs, the fingerprints and the audit entry of an action all live in the store of the
+region where it takes effect, written in one transaction.
+
+The creator's age is the one fact that lives elsewhere (in the creator's home region).
+It is looked up when a verdict is made, and only the age the creator has certainly
+reached, capped at 18, enters the verdict's input: the feed then needs no cross-region
+read (the eligibility check is one query on the viewer's own store). The cost: a
+creator who turns 16 stays out of For You until their videos are moderated again
+(``recheck_creators``), which errs on the safe side.
+
+For You eligibility (:class:`ModerationEligibility`, the check ``FeedService`` runs on
+candidates and again on the final page): a video is eligible for a viewer only if, in
+the viewer's region (the feed is served from the viewer's home region, whose store
+holds that region's verdicts), it is approved, or age_restricted and the viewer is
+certainly 18 (birth year known, 18 even if their birthday is on 31 December; unknown
+age fails closed); and its creator passed the creator rules. Pending (including never
+moderated), rejected, restricted and blocked videos are not eligible. The check reads
+the store on every call — one query over all the ids — so a takedown shows in the
+very next feed response; there is no cache to go stale.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+import weakref
+from collections import Counter
+from collections.abc import Collection, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
+
+from fyp.audit.log import AuditLog, canonical_json, now_ms, sql_store
+from fyp.catalog.models import Video
+from fyp.errors import UnknownVideo, ValidationFailed
+from fyp.moderation import dedup
+from fyp.moderation.classifier import Classifier, LexiconClassifier
+from fyp.moderation.dedup import Signature
+from fyp.moderation.engine import PolicyEngine, Replay
+from fyp.moderation.models import (
+    Match,
+    ModerationInput,
+    State,
+    Verdict,
+    certain_age,
+    certainly_at_least,
+)
+from fyp.moderation.policy import parse_policy
+from fyp.moderation.store import ModerationStore
+
+if TYPE_CHECKING:
+    from fyp.regions.deployment import Deployment
+
+CONTENT_FIELDS = frozenset({"caption", "hashtags", "categories", "attributes"})
+"""Fields whose change sends a video back to pending in every region it is in."""
+AUTOMATED = "fyp-moderation"
+CHUNK = 128
+ADULT_CAP = 18
+CreatorFact = int | bool | None
+"""A creator's certain age capped at 18; None: unknown age; False: no such account."""
+
+
+class Cell:
+    """One region's moderation tables and audit log. The audit log is opened on first
+    write (it ensures its triggers), so the feed's read-only check never writes."""
+
+    def __init__(self, store: object) -> None:
+        self.store = sql_store(store)
+        self.mod = ModerationStore(self.store)
+
+    @functools.cached_property
+    def audit(self) -> AuditLog:
+        return AuditLog(self.store)
+
+
+_cells: weakref.WeakKeyDictionary[object, Cell] = weakref.WeakKeyDictionary()
+
+
+def cell(store: object) -> Cell:
+    """The moderation view of a region store (created once per store object)."""
+    found = _cells.get(store)
+    if found is None:
+        found = _cells[store] = Cell(store)
+    return found
+
+
+def video_changed(
+    deployment: Deployment,
+    video: Video,
+    changed: Collection[str] | None = None,
+    previous_regions: Sequence[str] = (),
+    actor: str = "catalog",
+) -> list[str]:
+    """Catalogue hook: a new video, or one whose content or regions changed, becomes
+    pending where it must be judged again. Returns those regions.
+
+    New video: every region. Content changed (caption, hashtags, categories or
+    attributes, which hold the cover text, maturity and media hash): every region it
+    is in. Regions changed: the regions it was added to (the others' verdicts judged
+    the same content)."""
+    if changed is None:
+        regions, reason = list(video.regions), "new video"
+    elif CONTENT_FIELDS & set(changed):
+        fields = sorted(CONTENT_FIELDS & set(changed))
+        regions, reason = list(video.regions), f"changed {', '.join(fields)}"
+    else:
+        regions = [r for r in video.regions if r not in previous_regions]
+        reason = "published to a new region"
+    t = now_ms()
+    for region in regions:
+        store = deployment.store(region)
+        c = cell(store)
+        with store.transaction():
+            revision = c.mod.mark_pending(video.video_id, reason, actor, t)
+            entry = c.audit.append(
+                actor, "pending", video.video_id, {"reason": reason, "revision": revision}, t
+            )
+            c.mod.set_audit_seq(video.video_id, entry.seq)
+    return regions
+
+
+@dataclass
+class RunSummary:
+    """What one automated run over a region's pending videos did."""
+
+    region: str
+    examined: int = 0
+    written: int = 0
+    skipped: int = 0  # changed or decided by a human while the run was going
+    jobs: int = 0
+    by_state: Counter[str] = field(default_factory=Counter)
+    by_rule: Counter[str] = field(default_factory=Counter)  # "rule:action"
+    failures: Counter[str] = field(default_factory=Counter)
+    seconds: float = 0.0
+
+    def count(self, verdict: Verdict) -> None:
+        self.by_state[verdict.state.value] += 1
+        for f in verdict.findings:
+            self.by_rule[f"{f.rule}:{f.action.value}"] += 1
+        for failure in verdict.failures:
+            self.failures[failure.rule] += 1
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "region": self.region,
+            "examined": self.examined,
+            "written": self.written,
+            "skipped": self.skipped,
+            "review_jobs": self.jobs,
+            "by_state": dict(sorted(self.by_state.items())),
+            "by_rule": dict(sorted(self.by_rule.items())),
+            "rule_failures": dict(sorted(self.failures.items())),
+            "seconds": round(self.seconds, 3),
+        }
+
+
+class Moderator:
+    """Moderation of one deployment. Policies are validated here: a bad policy key
+    is a ConfigError when the server or CLI starts, not when a video arrives."""
+
+    def __init__(self, deployment: Deployment, classifier: Classifier | None = None) -> None:
+        self.deployment = deployment
+        self.classifier = classifier or LexiconClassifier()
+        self.engines = {
+            r: PolicyEngine(parse_policy(r, deployment.config.region(r).policy), self.classifier)
+            for r in deployment.regions
+        }
+        self.claim_lease_ms = 30 * 60 * 1000
+
+    def cell(self, region: str) -> Cell:
+        return cell(self.deployment.store(region))
+
+    # -- inputs ---------------------------------------------------------------
+    def creator_facts(self, creator_ids: Iterable[str]) -> dict[str, CreatorFact]:
+        """Creator id -> certain age capped at 18 (None: unknown), False if no account."""
+        wanted = sorted(set(creator_ids))
+        homes = self.deployment.locate_users(wanted)
+        year = time.gmtime().tm_year
+        out: dict[str, CreatorFact] = {}
+        for creator in wanted:
+            region = homes.get(creator)
+            user = self.deployment.store(region).get_user(creator) if region else None
+            if user is None:
+                out[creator] = False
+            else:
+                age = certain_age(user.birth_year, year)
+                out[creator] = None if age is None else min(age, ADULT_CAP)
+        return out
+
+    def build_input(
+        self,
+        video: Video,
+        region: str,
+        facts: dict[str, CreatorFact],
+        matches: tuple[Match, ...] = (),
+    ) -> ModerationInput:
+        attrs = video.attributes or {}
+        if video.creator_id is None:
+            source = attrs.get("source")
+            creator, age = ("imported" if isinstance(source, str) and source else "none"), None
+        else:
+            fact = facts.get(video.creator_id, False)
+            creator = "missing" if fact is False else "user"
+            age = None if isinstance(fact, bool) else fact
+        maturity = attrs.get("maturity")
+        return ModerationInput(
+            video_id=video.video_id,
+            region=region,
+            caption=video.caption,
+            cover_text=_text_attr(attrs.get("manual_cover_text", attrs.get("cover_text"))),
+            hashtags=tuple(video.hashtags),
+            categories=tuple(video.categories),
+            maturity=None if maturity is None else str(maturity),
+            media_sha256=_media(video),
+            creator=creator,
+            creator_age=age,
+            matches=matches,
+        )
+
+    # -- automated checks -----------------------------------------------------
+    def run(self, region: str, limit: int | None = None, actor: str = AUTOMATED) -> RunSummary:
+        """Automated checks over the region's pending videos (not those awaiting a
+        human), oldest first; a verdict of pending opens a review job."""
+        started = time.perf_counter()
+        store = self.deployment.store(region)
+        c = self.cell(region)
+        engine = self.engines[region]
+        summary = RunSummary(region)
+        pending = c.mod.pending(limit)
+        todo = {v for v, _ in pending}
+        index = dedup.DuplicateIndex(engine.policy.duplicate_threshold)
+        states = c.mod.all_states()
+        for vid, creator, blob, media in c.mod.signatures():
+            if vid not in todo:
+                sig = dedup.Signature.from_bytes(blob) if blob else None
+                index.add(vid, sig, media, states.get(vid, "pending"), creator)
+        for start in range(0, len(pending), CHUNK):
+            chunk = pending[start : start + CHUNK]
+            videos = [(store.get_video(vid), rev) for vid, rev in chunk]
+            facts = self.creator_facts(v.creator_id for v, _ in videos if v and v.creator_id)
+            judged: list[tuple[Video, int, Verdict, ModerationInput, Signature | None]] = []
+            for video, rev in videos:
+                if video is None:
+                    continue  # deleted since the run started
+                summary.examined += 1
+                sig = dedup.signature(video.caption, video.hashtags)
+                media = _media(video)
+                matches = index.matches(video.video_id, sig, media, video.creator_id)
+                item = self.build_input(video, region, facts, matches)
+                verdict = engine.evaluate(item)
+                judged.append((video, rev, verdict, item, sig))
+                index.add(video.video_id, sig, media, verdict.state.value, video.creator_id)
+            self._write(c, store, judged, actor, summary)
+        summary.seconds = time.perf_counter() - started
+        return summary
+
+    def _write(
+        self,
+        c: Cell,
+        store: object,
+        judged: list[tuple[Video, int, Verdict, ModerationInput, Signature | None]],
+        actor: str,
+        summary: RunSummary,
+    ) -> None:
+        """Write a chunk of verdicts in one transaction. A video edited (new revision)
+        or decided by a human since the run read it keeps what happened meanwhile."""
+        t = now_ms()
+        with sql_store(store).transaction():
+            now = c.mod.revisions([v.video_id for v, *_ in judged])
+            fresh = []
+            for video, rev, verdict, item, sig in judged:
+                current = now.get(video.video_id)
+                if (current is None and rev == 0) or current == (State.pending.value, rev):
+                    fresh.append((video, verdict, item, sig))
+                else:
+                    summary.skipped += 1
+            bodies = [(verdict.to_dict(), item.to_dict()) for _, verdict, item, _ in fresh]
+            entries = c.audit.append_many(
+                [
+                    (actor, "verdict", video.video_id, {**body, "input": given}, t)
+                    for (video, *_), (body, given) in zip(fresh, bodies, strict=True)
+                ]
+            )
+            c.mod.write_many(
+                [
+                    (
+                        video.video_id,
+                        verdict.state.value,
+                        int(verdict.creator_ok),
+                        verdict.reason,
+                        actor,
+                        t,
+                        canonical_json(body),
+                        canonical_json(given),
+                        entry.seq,
+                    )
+                    for (video, verdict, _, _), (body, given), entry in zip(
+                        fresh, bodies, entries, strict=True
+                    )
+                ]
+            )
+            c.mod.put_signatures(
+                [
+                    (
+                        video.video_id,
+                        video.creator_id,
+                        sig.to_bytes() if sig else None,
+                        item.media_sha256,
+                        t,
+                    )
+                    for video, _, item, sig in fresh
+                ]
+            )
+            for video, verdict, _, _ in fresh:
+                summary.written += 1
+                summary.count(verdict)
+                if verdict.state is State.pending:
+                    job = c.mod.create_job(video.video_id, "review", verdict.reason, t)
+                    c.audit.append(
+                        actor,
+                        "job.open",
+                        video.video_id,
+                        {"job_id": job.job_id, "reason": job.reason},
+                        t,
+                    )
+                    summary.jobs += 1
+
+    def recheck_creators(self, region: str, actor: str = AUTOMATED) -> int:
+        """Re-evaluate creator eligibility of every judged video in the region (a
+        creator who turned 16, a birth year added); returns how many changed."""
+        store = self.deployment.store(region)
+        c = self.cell(region)
+        engine = self.engines[region]
+        changed = 0
+        videos = list(store.iter_videos())
+        facts = self.creator_facts(v.creator_id for v in videos if v.creator_id)
+        t = now_ms()
+        with store.transaction():
+            for video in videos:
+                record = c.mod.get(video.video_id)
+                if record is None or record.state == State.pending.value:
+                    continue
+                ok, findings = engine.creator_ok(self.build_input(video, region, facts))
+                if ok == record.creator_ok:
+                    continue
+                c.mod.store.execute(
+                    "UPDATE moderation SET creator_ok = ? WHERE video_id = ?",
+                    (int(ok), video.video_id),
+                )
+                entry = c.audit.append(
+                    actor,
+                    "creator_recheck",
+                    video.video_id,
+                    {"creator_ok": ok, "findings": [f.to_dict() for f in findings]},
+                    t,
+                )
+                c.mod.set_audit_seq(video.video_id, entry.seq)
+                changed += 1
+        return changed
+
+    # -- status and replay ----------------------------------------------------
+    def status(self, video_id: str) -> dict[str, Any]:
+        """The video's moderation state in every region whose catalogue holds it."""
+        regions = self.deployment.locate_video(video_id)
+        if not regions:
+            raise UnknownVideo(f"no video {video_id!r}", video_id=video_id)
+        out: dict[str, Any] = {}
+        for region in regions:
+            record = self.cell(region).mod.get(video_id)
+            out[region] = (
+                record.to_dict()
+                if record
+                else {
+                    "video_id": video_id,
+                    "region": region,
+                    "state": "pending",
+                    "reason": "not moderated yet",
+                }
+            )
+        return {"video_id": video_id, "regions": out}
+
+    def replay(self, region: str, video_id: str) -> Replay:
+        """Evaluate the video's latest automated verdict again from its stored input."""
+        entries = [
+            e
+            for e in self.cell(region).audit.entries(subject=video_id, action="verdict")
+            if "input" in e.details  # automated verdicts; human ones have no input to replay
+        ]
+        if not entries:
+            raise ValidationFailed(
+                f"video {video_id!r} has no automated verdict in region {region!r} to replay",
+                video_id=video_id,
+                region=region,
+            )
+        details = dict(entries[-1].details)
+        stored_input = details.pop("input")
+        return self.engines[region].replay(stored_input, details)
+
+
+def _media(video: Video) -> str | None:
+    value = (video.attributes or {}).get("media_sha256")
+    return value.lower() if isinstance(value, str) and value else None
+
+
+def _text_attr(value: Any) -> str:
+    if not isinstance(value, str) or value == "UNKNOWN":  # KuaiRec writes UNKNOWN
+        return ""
+    return value
+
+
+# -- enforcement -------------------------------------------------------------------
+ADULT = 18
+REASONS = {
+    "pending": "pending moderation",
+    "rejected": "rejected by moderation",
+    "restricted": "restricted: not eligible for For You",
+    "blocked": "blocked in your region",
+}
+
+
+class Viewer(Protocol):
+    """What the check needs of ``fyp.feed.state.UserState``."""
+
+    @property
+    def region(self) -> str: ...
+
+    @property
+    def age(self) -> int | None: ...
+
+
+class ModerationEligibility:
+    """The ``EligibilityCheck`` for ``FeedService``: ids and viewer -> {id: reason} for
+    the ineligible ones (see the module docstring for the rule)."""
+
+    def __init__(self, deployment: Deployment) -> None:
+        self.deployment = deployment
+
+    def __call__(self, video_ids: Sequence[str], viewer: Viewer) -> dict[str, str]:
+        if not video_ids:
+            return {}
+        states = cell(self.deployment.store(viewer.region)).mod.states(video_ids)
+        adult = certainly_at_least(viewer.age, ADULT)
+        out: dict[str, str] = {}
+        for vid in video_ids:
+            state, creator_ok = states.get(vid, ("pending", False))
+            if state == "approved" or (state == "age_restricted" and adult):
+                if not creator_ok:
+                    out[vid] = "creator not eligible for For You (age under 16 or unknown)"
+            elif state == "age_restricted":
+                out[vid] = "age-restricted (18+) and you are not known to be 18"
+            else:
+                out[vid] = REASONS.get(state, f"moderation state {state}")
+        return out

@@ -1,0 +1,151 @@
+"""Moderation routes: automated runs, status, human review, appeals, takedowns, audit.
+
+Reviewer, appellant and actor ids travel in the request body; fyp has no API keys
+yet, so putting these routes behind the operator's authentication is the deployer's
+job (see docs/moderation.md). Every error uses the one JSON error shape.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, Query, status
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+from fyp.audit.log import AuditLog
+from fyp.serving.dependencies import AppState, state
+
+router = APIRouter(prefix="/v1/moderation", tags=["moderation"])
+
+PersonId = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=128)]
+Reason = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=2000)]
+RegionName = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{0,31}$")]
+Verdict = Literal["approved", "rejected", "restricted", "age_restricted", "blocked"]
+
+
+class RunIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    region: RegionName | None = None
+    limit: int | None = Field(default=None, ge=1, le=10_000_000)
+
+
+class ClaimIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    reviewer_id: PersonId
+    region: RegionName | None = None
+
+
+class DecisionIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    reviewer_id: PersonId
+    verdict: Verdict
+    reason: Reason
+
+
+class AppealIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    region: RegionName
+    appellant_id: PersonId
+    reason: Reason
+
+
+class TakedownIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    actor_id: PersonId
+    reason: Reason
+    verdict: Literal["blocked", "rejected"] = "blocked"
+    regions: list[RegionName] | None = Field(default=None, min_length=1)
+
+
+@router.post("/runs")
+async def run(body: RunIn, s: AppState = Depends(state)) -> dict[str, Any]:
+    """Run the automated checks over pending videos of a region (default: every region).
+
+    Large backlogs are better moderated with ``fyp moderate`` outside the server."""
+    regions = [body.region] if body.region else s.deployment.regions
+    for r in regions:
+        s.deployment.store(r)  # UnknownRegion before any work
+    return {"runs": [s.moderator.run(r, body.limit).to_dict() for r in regions]}
+
+
+@router.get("/videos/{video_id}")
+async def video_status(video_id: str, s: AppState = Depends(state)) -> dict[str, Any]:
+    """The video's moderation state in every region whose catalogue holds it."""
+    return s.moderator.status(video_id)
+
+
+@router.get("/videos/{video_id}/replay")
+async def replay(
+    video_id: str, region: RegionName = Query(...), s: AppState = Depends(state)
+) -> dict[str, Any]:
+    """Evaluate the latest automated verdict again from its audited input."""
+    s.deployment.store(region)
+    result = s.moderator.replay(region, video_id)
+    return {
+        "video_id": video_id,
+        "region": region,
+        "same_versions": result.same_versions,
+        "same_verdict": result.same_verdict,
+        "stored": result.stored,
+        "replayed": result.replayed,
+    }
+
+
+@router.post("/videos/{video_id}/takedown")
+async def takedown(video_id: str, body: TakedownIn, s: AppState = Depends(state)) -> dict[str, Any]:
+    """Block (or reject) a video in the given regions at once; the next feed shows it."""
+    records = s.reviews.takedown(video_id, body.actor_id, body.reason, body.regions, body.verdict)
+    return {"video_id": video_id, "regions": {r: rec.to_dict() for r, rec in records.items()}}
+
+
+@router.post("/videos/{video_id}/appeals", status_code=status.HTTP_201_CREATED)
+async def appeal(video_id: str, body: AppealIn, s: AppState = Depends(state)) -> dict[str, Any]:
+    """Appeal a verdict; the appeal goes to a reviewer who has not decided this video."""
+    return s.reviews.appeal(video_id, body.region, body.appellant_id, body.reason).to_dict()
+
+
+@router.post("/jobs/claim")
+async def claim(body: ClaimIn, s: AppState = Depends(state)) -> dict[str, Any]:
+    """Claim the oldest open review job; ``{"job": null}`` when there is none."""
+    if body.region:
+        s.deployment.store(body.region)
+    job = s.reviews.claim(body.reviewer_id, body.region)
+    return {"job": job.to_dict() if job else None}
+
+
+@router.get("/jobs")
+async def jobs(
+    region: RegionName = Query(...),
+    status: Literal["open", "claimed", "decided", "superseded"] | None = Query(None),
+    limit: int = Query(100, ge=1, le=1000),
+    s: AppState = Depends(state),
+) -> dict[str, Any]:
+    s.deployment.store(region)
+    return {"jobs": [j.to_dict() for j in s.reviews.jobs(region, status, limit)]}
+
+
+@router.get("/jobs/{job_id}")
+async def job(job_id: str, s: AppState = Depends(state)) -> dict[str, Any]:
+    return s.reviews.job(job_id).to_dict()
+
+
+@router.post("/jobs/{job_id}/decision")
+async def decide(job_id: str, body: DecisionIn, s: AppState = Depends(state)) -> dict[str, Any]:
+    """Decide a job you have claimed; the verdict takes effect in the next feed."""
+    return s.reviews.decide(job_id, body.reviewer_id, body.verdict, body.reason).to_dict()
+
+
+@router.get("/audit/{region}/verify")
+async def verify_audit(
+    region: str,
+    expect_head: str | None = Query(None, description="SEQ:HASH of an earlier head."),
+    s: AppState = Depends(state),
+) -> dict[str, Any]:
+    """Walk the region's audit hash chain; ``ok`` is false on any tampering."""
+    store = s.deployment.store(region)
+    return AuditLog(store, ensure_triggers=False).verify(expect_head).to_dict()
