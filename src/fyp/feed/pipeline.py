@@ -80,10 +80,21 @@ class FeedPipeline:
             candidates = [_restrict(c, allowed) for c in candidates]
             candidates.append(Universe(universe).fetch(model, state))
         pool = merge(candidates, model.n_items)
-        for f in [*self.filters, *(extra_filters or [])]:
+        for f in self.filters:
             pool = f.apply(model, state, pool)
         scores = self.scorer.score(model, state, pool)
         want = n * backfill
+        if extra_filters:
+            # Costly checks (moderation reads the store) run on what can reach the page:
+            # twice the re-ranker's shortlist, plus the exploration candidates.
+            reach = np.zeros(len(pool), bool)
+            reach[np.argsort(-scores, kind="stable")[: 2 * max(want * 8, 50)]] = True
+            reach |= pool.is_from("fresh")
+            pool, scores = pool.keep(reach), scores[reach]
+            for f in extra_filters:
+                before = pool.items  # ascending: merge() and keep() preserve that
+                pool = f.apply(model, state, pool)
+                scores = scores[np.searchsorted(before, pool.items)]
         order = diversify(model, pool, scores, want, self.rerank, state.recent)
         order = explore(model, pool, order, n, self.rerank, rng)
         order = separate_creators(model, pool, order)
