@@ -85,10 +85,11 @@ class FeedPipeline:
         scores = self.scorer.score(model, state, pool)
         want = n * backfill
         if extra_filters:
-            # Costly checks (moderation reads the store) run on what can reach the page:
-            # twice the re-ranker's shortlist, plus the exploration candidates.
+            # Costly checks (moderation reads the store) run on exactly what can reach
+            # the page: the re-ranker's shortlist (rerank.diversify) and the exploration
+            # candidates.
             reach = np.zeros(len(pool), bool)
-            reach[np.argsort(-scores, kind="stable")[: 2 * max(want * 8, 50)]] = True
+            reach[np.argsort(-scores, kind="stable")[: max(want * 8, 50)]] = True
             reach |= pool.is_from("fresh")
             pool, scores = pool.keep(reach), scores[reach]
             for f in extra_filters:
