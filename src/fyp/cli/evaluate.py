@@ -109,6 +109,14 @@ def _run(
     console.print(f"[bold]total wall time: {minutes:.2f} min[/]")
 
 
+# options shared by every ``fyp eval`` protocol
+OUT = typer.Option(..., "--out", help="Output folder (results, report, deployment).")
+REGIONS = typer.Option("global", help="Comma-separated regions of the deployment.")
+SEED = typer.Option(0, help="Seed of peers, simulation and --users sampling.")
+USERS = typer.Option(None, help="Evaluate a seeded sample of this many test users (quick runs).")
+SKIP_INTERACTIVE = typer.Option(False, "--skip-interactive", help="Offline metrics only.")
+
+
 def register(app: typer.Typer) -> None:
     evaluate = typer.Typer(
         name="eval",
@@ -120,29 +128,21 @@ def register(app: typer.Typer) -> None:
     @evaluate.command("kuairec-ear", help=EAR_HELP)
     def eval_ear(
         data: Path = typer.Option(..., "--data", help="Folder with kuairec-ear/ and kuairec/."),
-        out: Path = typer.Option(..., "--out", help="Output folder (results, report, deployment)."),
-        regions: str = typer.Option("global", help="Comma-separated regions of the deployment."),
-        seed: int = typer.Option(0, help="Seed of peers, simulation and --users sampling."),
-        users: int | None = typer.Option(
-            None, help="Evaluate a seeded sample of this many test users (quick runs)."
-        ),
-        skip_interactive: bool = typer.Option(
-            False, "--skip-interactive", help="Offline metrics only."
-        ),
+        out: Path = OUT,
+        regions: str = REGIONS,
+        seed: int = SEED,
+        users: int | None = USERS,
+        skip_interactive: bool = SKIP_INTERACTIVE,
     ) -> None:
         _run("kuairec-ear", data, out, regions, seed, users, skip_interactive)
 
     @evaluate.command("kuairec", help=OFFICIAL_HELP)
     def eval_official(
         data: Path = typer.Option(..., "--data", help="Folder with big/small_matrix.csv."),
-        out: Path = typer.Option(..., "--out", help="Output folder (results, report, deployment)."),
-        regions: str = typer.Option("global", help="Comma-separated regions of the deployment."),
-        seed: int = typer.Option(0, help="Seed of peers, simulation and --users sampling."),
-        users: int | None = typer.Option(
-            None, help="Evaluate a seeded sample of this many test users (quick runs)."
-        ),
-        skip_interactive: bool = typer.Option(
-            False, "--skip-interactive", help="Offline metrics only."
-        ),
+        out: Path = OUT,
+        regions: str = REGIONS,
+        seed: int = SEED,
+        users: int | None = USERS,
+        skip_interactive: bool = SKIP_INTERACTIVE,
     ) -> None:
         _run("kuairec", data, out, regions, seed, users, skip_interactive)
