@@ -28,9 +28,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import scipy.sparse as sp
-
 from fyp.datasets.official import DATASET, POSITIVE_RATIO, TEST_COLUMNS, TEST_FILE
 from fyp.errors import InvalidRequest
 from fyp.evaluation.baselines import PEERS
@@ -38,15 +35,15 @@ from fyp.evaluation.metrics import ndcg_at_k, summarise
 from fyp.evaluation.offline import (
     Log,
     Protocol,
-    RegionData,
+    build_protocol,
     rank_engine,
     rank_peer,
     score_lists,
 )
 from fyp.evaluation.simulator import serving_threads
 from fyp.feed.service import FeedService
-from fyp.models.training import event_weight
 from fyp.regions.deployment import Deployment
+from fyp.storage import Store
 
 MAX_GAIN = 5.0
 GRADED = "ndcg@10_graded"
@@ -95,57 +92,23 @@ def prepare_official(
 
     The universe is every small-matrix video; test users are small-matrix users with
     at least one positive (``watch_ratio >= 2``)."""
-    video_ids = sorted({v.video_id for s in deployment.stores.values() for v in s.iter_videos()})
-    video_index = {v: n for n, v in enumerate(video_ids)}
-    category: dict[str, str] = {}
-    for store in deployment.stores.values():
-        for v in store.iter_videos():
-            category.setdefault(v.video_id, v.categories[0] if v.categories else "")
-    regions: list[RegionData] = []
-    counts = np.zeros(len(video_ids))
-    n_users = 0
-    universe: set[str] = set()
     gains: dict[str, dict[str, float]] = {}
-    for name, store in deployment.stores.items():
-        ratios = read_test_set(small_matrix_path(deployment, name))
-        users: dict[str, int] = {}
-        rows: list[int] = []
-        cols: list[int] = []
-        for e in store.iter_events():
-            if event_weight(e) > 0 and e.video_id in video_index:
-                rows.append(users.setdefault(e.user_id, len(users)))
-                cols.append(video_index[e.video_id])
+
+    def read_test(region: str, store: Store) -> tuple[dict[str, set[str]], set[str]]:
+        ratios = read_test_set(small_matrix_path(deployment, region))
         test: dict[str, set[str]] = {}
         for user, pairs in ratios.items():
-            universe.update(v for v in pairs if v in video_index)
-            positives = {v for v, r in pairs.items() if r >= POSITIVE_RATIO and v in video_index}
+            positives = {v for v, r in pairs.items() if r >= POSITIVE_RATIO}
             if positives:
                 test[user] = positives
                 gains[user] = {v: graded_gain(r) for v, r in pairs.items() if r > 0}
-        for user in sorted(test, key=lambda u: (len(u), u)):
-            users.setdefault(user, len(users))
-        x = sp.csr_matrix(
-            (np.ones(len(rows), np.float32), (rows, cols)), shape=(len(users), len(video_ids))
-        )
-        x.data[:] = 1.0  # repeated positives count once
-        counts += np.asarray((x > 0).sum(axis=0)).ravel()
-        n_users += int((np.asarray(x.sum(axis=1)).ravel() > 0).sum())
-        regions.append(RegionData(name, list(users), users, x.tocsr(), test))
-        labels = store.count_labels(DATASET)
         log(
-            f"region {name}: {x.nnz:,} training positives, {len(test):,} test users, "
-            f"{sum(len(p) for p in ratios.values()):,} test pairs ({labels:,} positive labels)"
+            f"region {region}: {sum(len(p) for p in ratios.values()):,} test pairs "
+            f"({store.count_labels(DATASET):,} positive labels)"
         )
-    protocol = Protocol(
-        deployment=deployment,
-        video_ids=video_ids,
-        video_index=video_index,
-        universe=sorted(universe, key=lambda v: (len(v), v)),
-        regions=regions,
-        category=category,
-        train_counts={v: float(c) for v, c in zip(video_ids, counts, strict=True) if c > 0},
-        n_train_users=n_users,
-    )
+        return test, {v for pairs in ratios.values() for v in pairs}
+
+    protocol = build_protocol(deployment, read_test, log)
     return protocol, gains
 
 

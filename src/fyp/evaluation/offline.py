@@ -36,6 +36,7 @@ from fyp.evaluation.metrics import (
 from fyp.feed.service import FeedService
 from fyp.models.training import event_weight, train_and_publish
 from fyp.regions.deployment import Deployment
+from fyp.storage import Store
 
 TOP_K = 50
 Log = Callable[[str], None]
@@ -64,14 +65,20 @@ class Protocol:
     n_train_users: int
 
 
-def prepare(deployment: Deployment, log: Log = print) -> Protocol:
-    """Read the training matrices and held-out test labels back from the region stores."""
+TestReader = Callable[[str, Store], tuple[dict[str, set[str]], set[str]]]
+"""(region, store) -> (each test user's relevant videos, the region's test videos)."""
+
+
+def build_protocol(deployment: Deployment, read_test: TestReader, log: Log = print) -> Protocol:
+    """Training matrices read back from the region stores, plus each region's test set.
+
+    Protocols differ only in where their held-out test set lives (``read_test``)."""
     video_ids = sorted({v.video_id for s in deployment.stores.values() for v in s.iter_videos()})
     video_index = {v: n for n, v in enumerate(video_ids)}
     category: dict[str, str] = {}
     for store in deployment.stores.values():
         for v in store.iter_videos():
-            category[v.video_id] = v.categories[0] if v.categories else ""
+            category.setdefault(v.video_id, v.categories[0] if v.categories else "")
     regions: list[RegionData] = []
     counts = np.zeros(len(video_ids))
     n_users = 0
@@ -81,15 +88,12 @@ def prepare(deployment: Deployment, log: Log = print) -> Protocol:
         rows: list[int] = []
         cols: list[int] = []
         for e in store.iter_events():
-            if event_weight(e) <= 0:
-                continue
-            rows.append(users.setdefault(e.user_id, len(users)))
-            cols.append(video_index[e.video_id])
-        test: dict[str, set[str]] = {}
-        for label in store.iter_labels("kuairec-ear", "test"):
-            test.setdefault(label.user_id, set()).add(label.video_id)
-            universe.add(label.video_id)
-        for uid in test:
+            if event_weight(e) > 0 and e.video_id in video_index:
+                rows.append(users.setdefault(e.user_id, len(users)))
+                cols.append(video_index[e.video_id])
+        test, region_universe = read_test(name, store)
+        universe |= {v for v in region_universe if v in video_index}
+        for uid in sorted(test, key=lambda u: (len(u), u)):
             users.setdefault(uid, len(users))
         x = sp.csr_matrix(
             (np.ones(len(rows), np.float32), (rows, cols)), shape=(len(users), len(video_ids))
@@ -109,6 +113,18 @@ def prepare(deployment: Deployment, log: Log = print) -> Protocol:
         train_counts={v: float(c) for v, c in zip(video_ids, counts, strict=True) if c > 0},
         n_train_users=n_users,
     )
+
+
+def prepare(deployment: Deployment, log: Log = print) -> Protocol:
+    """KuaiRec-EAR: the test split is stored as held-out labels in each user's home store."""
+
+    def read_test(region: str, store: Store) -> tuple[dict[str, set[str]], set[str]]:
+        test: dict[str, set[str]] = {}
+        for label in store.iter_labels("kuairec-ear", "test"):
+            test.setdefault(label.user_id, set()).add(label.video_id)
+        return test, {v for videos in test.values() for v in videos}
+
+    return build_protocol(deployment, read_test, log)
 
 
 def score_lists(lists: dict[str, list[str]], protocol: Protocol) -> dict[str, float]:
