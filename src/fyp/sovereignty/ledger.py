@@ -1,0 +1,94 @@
+"""Each region's erasure ledger: which users were erased, and when, without naming them.
+
+Erasing a user must survive a restore from an older backup, so the record of the
+erasure cannot live in the store that the backup rolls back. The ledger is a separate
+append-only file, ``regions/<region>/erasures.jsonl``, never included in a backup and
+never rolled back. It holds no user id: each entry names its user by a keyed pseudonym,
+HMAC-SHA256 with the region's ``ledger`` secret, so the ledger is not itself personal
+data of the erased user, yet a restore can still recognise and re-erase them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import os
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from fyp.config import DeploymentConfig
+from fyp.errors import StorageError
+from fyp.sovereignty.region_keys import region_secret
+
+LEDGER_FILE = "erasures.jsonl"
+
+
+@dataclass(frozen=True)
+class LedgerEntry:
+    subject: str  # HMAC of the user id: the pseudonym, never the id itself
+    receipt_id: str
+    erased_at_ms: int
+
+
+class ErasureLedger:
+    """The erasure ledger of one region of a deployment."""
+
+    def __init__(self, config: DeploymentConfig, region: str) -> None:
+        self.config = config
+        self.region = config.region(region).name
+        self._key: bytes | None = None
+
+    @property
+    def path(self) -> Path:
+        return self.config.region_dir(self.region) / LEDGER_FILE
+
+    def subject(self, user_id: str) -> str:
+        """The pseudonym the ledger uses for ``user_id``."""
+        if self._key is None:
+            self._key = region_secret(self.config, self.region, "ledger")
+        return hmac.new(self._key, user_id.encode(), hashlib.sha256).hexdigest()
+
+    def record(self, user_id: str, receipt_id: str, erased_at_ms: int) -> LedgerEntry:
+        """Append an entry and fsync it before returning (an erasure is acknowledged after)."""
+        entry = LedgerEntry(self.subject(user_id), receipt_id, erased_at_ms)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        line = json.dumps(asdict(entry), sort_keys=True) + "\n"
+        fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        try:
+            os.write(fd, line.encode())
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        return entry
+
+    def entries(self) -> list[LedgerEntry]:
+        if not self.path.is_file():
+            return []
+        out: list[LedgerEntry] = []
+        with self.path.open(encoding="utf-8") as f:
+            for n, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                try:
+                    out.append(LedgerEntry(**json.loads(line)))
+                except (ValueError, TypeError) as exc:
+                    raise StorageError(f"{self.path}:{n}: damaged ledger entry: {exc}") from exc
+        return out
+
+    def erased_since(self, ts_ms: int) -> list[LedgerEntry]:
+        return [e for e in self.entries() if e.erased_at_ms >= ts_ms]
+
+    def find(self, user_id: str) -> LedgerEntry | None:
+        """The latest entry for ``user_id``, if the user was ever erased here."""
+        subject = self.subject(user_id)
+        hits = [e for e in self.entries() if e.subject == subject]
+        return hits[-1] if hits else None
+
+    def matching(self, user_ids: Iterable[str]) -> set[str]:
+        """Which of ``user_ids`` the ledger says were erased (what a restore must re-erase)."""
+        erased = {e.subject for e in self.entries()}
+        if not erased:
+            return set()
+        return {u for u in user_ids if self.subject(u) in erased}

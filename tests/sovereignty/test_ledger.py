@@ -1,0 +1,53 @@
+from __future__ import annotations
+
+import stat
+from pathlib import Path
+
+import pytest
+
+from fyp.config import new_config
+from fyp.errors import ConfigError, StorageError
+from fyp.sovereignty import ErasureLedger, region_secret
+
+
+def test_ledger_records_pseudonyms_and_finds_them(tmp_path: Path) -> None:
+    config = new_config(tmp_path, ["us", "eu"])
+    ledger = ErasureLedger(config, "us")
+    assert ledger.entries() == []
+    entry = ledger.record("alice", "rcpt-1", 1_000)
+    ledger.record("bob", "rcpt-2", 2_000)
+    assert "alice" not in ledger.path.read_text()
+    assert entry.subject == ledger.subject("alice") != ledger.subject("bob")
+    assert ledger.find("alice") == entry
+    assert ledger.find("carol") is None
+    assert ledger.matching(["alice", "carol", "bob"]) == {"alice", "bob"}
+    assert [e.receipt_id for e in ledger.erased_since(1_500)] == ["rcpt-2"]
+    # each region has its own key, so pseudonyms do not link users across regions
+    assert ErasureLedger(config, "eu").subject("alice") != entry.subject
+
+
+def test_region_secret_is_private_stable_and_env_overridable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = new_config(tmp_path, ["us"])
+    with pytest.raises(ConfigError):
+        region_secret(config, "us", "backup", create=False)
+    key = region_secret(config, "us", "backup")
+    assert len(key) == 32 and region_secret(config, "us", "backup") == key
+    path = config.region_dir("us") / "secrets" / "backup.key"
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    monkeypatch.setenv("FYP_SECRET_US_BACKUP", "ab" * 32)
+    assert region_secret(config, "us", "backup") == bytes.fromhex("ab" * 32)
+    monkeypatch.setenv("FYP_SECRET_US_BACKUP", "zz")
+    with pytest.raises(ConfigError):
+        region_secret(config, "us", "backup")
+
+
+def test_damaged_ledger_is_a_clear_error(tmp_path: Path) -> None:
+    config = new_config(tmp_path, ["us"])
+    ledger = ErasureLedger(config, "us")
+    ledger.record("alice", "r", 1)
+    with ledger.path.open("a") as f:
+        f.write("{not json\n")
+    with pytest.raises(StorageError, match="damaged"):
+        ledger.entries()
