@@ -51,3 +51,11 @@ def test_damaged_ledger_is_a_clear_error(tmp_path: Path) -> None:
         f.write("{not json\n")
     with pytest.raises(StorageError, match="damaged"):
         ledger.entries()
+
+
+from fyp.sovereignty import user_pseudonym
+
+
+def test_pseudonym_matches_ledger_subject(tmp_path: Path) -> None:
+    config = new_config(tmp_path, ["us"])
+    assert user_pseudonym(config, "us", "alice") == ErasureLedger(config, "us").subject("alice")

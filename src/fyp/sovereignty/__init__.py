@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fyp.sovereignty.ledger import ErasureLedger, LedgerEntry
+from fyp.sovereignty.ledger import ErasureLedger, LedgerEntry, user_pseudonym
 from fyp.sovereignty.region_keys import region_secret, secrets_dir
 
-__all__ = ["ErasureLedger", "LedgerEntry", "region_secret", "secrets_dir"]
+__all__ = ["ErasureLedger", "LedgerEntry", "region_secret", "secrets_dir", "user_pseudonym"]

@@ -25,6 +25,15 @@ from fyp.sovereignty.region_keys import region_secret
 LEDGER_FILE = "erasures.jsonl"
 
 
+def user_pseudonym(config: DeploymentConfig, region: str, user_id: str) -> str:
+    """How append-only records (ledger, audit log) name a user: HMAC with the region's key.
+
+    Records that can never be edited must not hold a user id, or erasing the user
+    would be impossible; anyone who knows an id can still find its records."""
+    key = region_secret(config, region, "ledger")
+    return hmac.new(key, user_id.encode(), hashlib.sha256).hexdigest()
+
+
 @dataclass(frozen=True)
 class LedgerEntry:
     subject: str  # HMAC of the user id: the pseudonym, never the id itself
@@ -48,7 +57,7 @@ class ErasureLedger:
         """The pseudonym the ledger uses for ``user_id``."""
         if self._key is None:
             self._key = region_secret(self.config, self.region, "ledger")
-        return hmac.new(self._key, user_id.encode(), hashlib.sha256).hexdigest()
+        return hmac.new(self._key, user_id.encode(), hashlib.sha256).hexdigest()  # = user_pseudonym
 
     def record(self, user_id: str, receipt_id: str, erased_at_ms: int) -> LedgerEntry:
         """Append an entry and fsync it before returning (an erasure is acknowledged after)."""
