@@ -7,7 +7,7 @@ import pytest
 
 from fyp.config import new_config
 from fyp.errors import ConfigError, StorageError
-from fyp.sovereignty import ErasureLedger, region_secret
+from fyp.sovereignty import ErasureLedger, region_secret, user_pseudonym
 
 
 def test_ledger_records_pseudonyms_and_finds_them(tmp_path: Path) -> None:
@@ -51,9 +51,6 @@ def test_damaged_ledger_is_a_clear_error(tmp_path: Path) -> None:
         f.write("{not json\n")
     with pytest.raises(StorageError, match="damaged"):
         ledger.entries()
-
-
-from fyp.sovereignty import user_pseudonym
 
 
 def test_pseudonym_matches_ledger_subject(tmp_path: Path) -> None:
