@@ -101,6 +101,24 @@ class RankingConfig:
 
 
 @dataclass(frozen=True)
+class ErasureConfig:
+    """``[erasure]``: how soon a retrain must remove an erased user's share of aggregates
+    (item vectors, co-engagement, popularity). ``fyp erasure process`` meets it."""
+
+    retrain_within_hours: float = 24.0
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> ErasureConfig:
+        unknown = set(raw) - {"retrain_within_hours"}
+        if unknown:
+            raise ConfigError(f"unknown keys in [erasure]: {sorted(unknown)}")
+        hours = raw.get("retrain_within_hours", cls.retrain_within_hours)
+        if isinstance(hours, bool) or not isinstance(hours, int | float) or hours <= 0:
+            raise ConfigError(f"[erasure] retrain_within_hours must be positive, got {hours!r}")
+        return cls(retrain_within_hours=float(hours))
+
+
+@dataclass(frozen=True)
 class RegionConfig:
     name: str
     store: str
@@ -124,6 +142,7 @@ class DeploymentConfig:
     regions: dict[str, RegionConfig]
     limits: Limits = Limits()
     ranking: RankingConfig = RankingConfig()
+    erasure: ErasureConfig = ErasureConfig()
 
     def region(self, name: str) -> RegionConfig:
         try:
@@ -159,6 +178,7 @@ class DeploymentConfig:
             "deployment": {"name": self.name},
             "limits": self.limits.__dict__,
             "ranking": self.ranking.to_dict(),
+            "erasure": self.erasure.__dict__,
             "regions": {r.name: r.to_dict() for r in self.regions.values()},
         }
         return tomli_w.dumps(doc)
@@ -217,7 +237,9 @@ def parse_config(root: Path, raw: dict[str, Any]) -> DeploymentConfig:
     deployment = raw.get("deployment", {})
     limits = raw.get("limits", {})
     ranking = raw.get("ranking", {})
-    for section, value in (("deployment", deployment), ("limits", limits), ("ranking", ranking)):
+    erasure = raw.get("erasure", {})
+    sections = {"deployment": deployment, "limits": limits, "ranking": ranking, "erasure": erasure}
+    for section, value in sections.items():
         if not isinstance(value, dict):
             raise ConfigError(f"[{section}] must be a table, got {type(value).__name__}")
     return DeploymentConfig(
@@ -226,6 +248,7 @@ def parse_config(root: Path, raw: dict[str, Any]) -> DeploymentConfig:
         regions=regions,
         limits=Limits.from_dict(limits),
         ranking=RankingConfig.from_dict(ranking),
+        erasure=ErasureConfig.from_dict(erasure),
     )
 
 

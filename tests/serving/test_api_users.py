@@ -130,7 +130,9 @@ def test_delete_user_erases_events(client: TestClient) -> None:
         assert resp.status_code == 201, resp.text
     resp = client.delete("/v1/users/u1")
     assert resp.status_code == 200
-    assert resp.json() == {"user_id": "u1", "deleted": {"users": 1, "events": 2, "labels": 0}}
+    body = resp.json()
+    assert body["deleted"] == {"users": 1, "events": 2, "labels": 0, "served": 0}
+    assert body["user_id"] == "u1" and body["receipt"]["region"] == "us"
     assert_error(client.get("/v1/users/u1"), 404, "unknown_user")
     assert_error(client.get("/v1/users/u1/events"), 404, "unknown_user")
     assert_error(client.delete("/v1/users/u1"), 404, "unknown_user")

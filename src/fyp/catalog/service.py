@@ -7,11 +7,16 @@ reference to a person is the creator's id.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from fyp.catalog.models import User, UserIn, UserPatch, Video, VideoIn, VideoPatch, now_ms
 from fyp.errors import AlreadyExists, UnknownUser, UnknownVideo
 from fyp.moderation.service import video_changed
 from fyp.regions.deployment import Deployment
 from fyp.storage import ErasedCounts
+
+if TYPE_CHECKING:
+    from fyp.sovereignty.erasure import Receipt
 
 
 class Catalog:
@@ -53,10 +58,19 @@ class Catalog:
         return updated
 
     def delete_user(self, user_id: str) -> ErasedCounts:
-        region = self.deployment.home_region(user_id)
-        counts = self.deployment.store(region).delete_user(user_id)
-        self.deployment.forget_route(user_id)
-        return counts
+        """Erase the user everywhere (see :meth:`erase_user`); the store row counts."""
+        removed = self.erase_user(user_id).removed
+        return ErasedCounts(
+            users=removed.get("users", 0),
+            events=removed.get("events", 0),
+            labels=removed.get("labels", 0),
+        )
+
+    def erase_user(self, user_id: str) -> Receipt:
+        """Erase every row, file and model row about the user; a signed receipt says what."""
+        from fyp.sovereignty.erasure import Eraser
+
+        return Eraser(self.deployment).erase(user_id)
 
     # -- videos ---------------------------------------------------------------
     def create_video(self, data: VideoIn) -> Video:

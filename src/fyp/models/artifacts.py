@@ -50,6 +50,9 @@ class Manifest:
     params: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, Any] = field(default_factory=dict)
     format: int = FORMAT_VERSION
+    # provenance beyond the snapshot: when the training read began ("read_started_ms"),
+    # and for an artifact rewritten by an erasure, its parent and the receipts applied
+    lineage: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, ensure_ascii=False, sort_keys=True)

@@ -230,6 +230,7 @@ def train_region(
     """Read one region's store and return the manifest and arrays of a new artifact."""
     params = params or TrainParams()
     started = time.perf_counter()
+    read_started_ms = time.time_ns() // 1_000_000  # an erasure before this is not learned
     video_ids, meta, vocab = catalogue_arrays(store)
     video_index = {v: n for n, v in enumerate(video_ids)}
     hasher = EventHasher()
@@ -256,6 +257,8 @@ def train_region(
     arrays: dict[str, np.ndarray] = {
         "video_ids": np.asarray(video_ids, dtype=np.str_),
         "user_ids": np.asarray(data.users, dtype=np.str_),
+        # everyone whose events were read, so the manifest's users hash can be recomputed
+        "lineage_user_ids": np.asarray(sorted(hasher.users), dtype=np.str_),
         "popularity": popularity,
         "nbr_idx": nbr_idx,
         "nbr_sim": nbr_sim,
@@ -290,6 +293,7 @@ def train_region(
             "ranker": ranker_summary,
             "train_seconds": round(time.perf_counter() - started, 3),
         },
+        lineage={"read_started_ms": read_started_ms},
     )
     return manifest, arrays
 

@@ -4,6 +4,8 @@ from dataclasses import asdict
 from typing import Any
 
 from fastapi import APIRouter, Depends, Query, status
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import StreamingResponse
 
 from fyp.catalog.models import User, UserIn, UserPatch
 from fyp.serving.dependencies import AppState, state
@@ -29,9 +31,24 @@ async def update_user(user_id: str, body: UserPatch, s: AppState = Depends(state
 
 @router.delete("/{user_id}")
 async def delete_user(user_id: str, s: AppState = Depends(state)) -> dict[str, Any]:
-    """Delete the user's profile and every event and label held about them."""
-    counts = s.catalog.delete_user(user_id)
-    return {"user_id": user_id, "deleted": counts.__dict__}
+    """Erase the user: profile, events, labels, served log, uploads, their vectors in
+    model artifacts (the share in aggregates by a retrain before the receipt's deadline).
+    Returns a signed deletion receipt."""
+    receipt = await run_in_threadpool(s.catalog.erase_user, user_id)  # rewrites artifacts
+    return {"user_id": user_id, "deleted": receipt.removed, "receipt": receipt.to_dict()}
+
+
+@router.get("/{user_id}/export")
+async def export_user(user_id: str, s: AppState = Depends(state)) -> StreamingResponse:
+    """Everything held about the user, as one JSON document streamed in sections."""
+    from fyp.sovereignty.export import UserExport
+
+    export = UserExport(s.deployment, user_id)  # 404 before the stream starts
+    return StreamingResponse(
+        export.chunks(),
+        media_type="application/json",
+        headers={"content-disposition": f'attachment; filename="{user_id}-export.json"'},
+    )
 
 
 @router.get("/{user_id}/events")

@@ -1,0 +1,355 @@
+"""Erase a user: every row, file and model row about them, and a signed receipt.
+
+``DELETE /v1/users/{id}`` (and :func:`reapply_erasures` after a restore) run
+:meth:`Eraser.erase`, which in one operation:
+
+1. records the erasure in the home region's ledger (fsync'd; it names the user by
+   pseudonym and survives restores),
+2. deletes the profile, events, labels and served log in the home store, withdraws the
+   user's uploads from every region's catalogue, and replaces the user's id wherever a
+   row must stay (a review job they appealed) — with SQLite's ``secure_delete`` on and
+   the WAL truncated afterwards, so deleted bytes do not linger in the files,
+3. removes the user's rows from held-out data files under ``regions/<r>/``,
+4. writes a new artifact version without the user's vector and id and makes it current;
+   older versions that name the user are deleted (models are never edited in place),
+5. appends an ``erase_user`` entry (by pseudonym) to the home region's audit log,
+6. tells in-process caches (:func:`add_erase_hook`) to drop the user.
+
+What the user contributed to aggregates (item vectors, co-engagement, popularity) is
+removed by a retrain within ``[erasure] retrain_within_hours``: the rewritten artifact
+lists the receipt as pending with its deadline, and ``fyp erasure process`` retrains
+(:mod:`fyp.sovereignty.erasure_process`).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import hmac
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fyp.audit.log import AuditLog, canonical_json, sql_store
+from fyp.errors import UnknownUser
+from fyp.models.artifacts import (
+    Manifest,
+    current_version,
+    hash_ids,
+    models_dir,
+    new_version,
+    read_arrays,
+    read_manifest,
+    write_artifact,
+)
+from fyp.regions.deployment import Deployment
+from fyp.sovereignty.ledger import ErasureLedger, user_pseudonym
+from fyp.sovereignty.region_keys import region_secret
+from fyp.sovereignty.remnants import (
+    artifacts_naming,
+    delete_created_videos,
+    region_files,
+    remove_version,
+    scrub_file,
+    scrub_store,
+    without_user,
+)
+
+EraseHook = Callable[[str, str], None]
+"""Called as ``hook(region, user_id)`` after a user is erased (drop in-process caches)."""
+
+_HOOKS: list[EraseHook] = []
+_LOCKS: dict[str, threading.Lock] = {}
+_LOCKS_GUARD = threading.Lock()
+RECEIPT_KEY = "receipts"
+AUDIT_ACTOR = "system:erasure"
+
+
+def add_erase_hook(hook: EraseHook) -> Callable[[], None]:
+    """Register a callback run after every erasure in this process; returns its remover."""
+    _HOOKS.append(hook)
+    return lambda: _HOOKS.remove(hook) if hook in _HOOKS else None
+
+
+@contextmanager
+def region_models_lock(region_dir: Path) -> Iterator[None]:
+    """One artifact writer per region across threads and processes (server and CLI):
+    two erasures rewriting the same current artifact would resurrect each other's user."""
+    root = models_dir(region_dir)
+    root.mkdir(parents=True, exist_ok=True)
+    key = str(root)
+    with _LOCKS_GUARD:
+        lock = _LOCKS.setdefault(key, threading.Lock())
+    with lock, (root / ".lock").open("a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def iso(ms: int) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ms / 1000))
+
+
+# -- receipts --------------------------------------------------------------------
+@dataclass(frozen=True)
+class Receipt:
+    """What was erased, signed with the region's ``receipts`` key so it can be checked
+    later. It names the user by pseudonym: a stored receipt is not itself their data."""
+
+    receipt_id: str
+    pseudonym: str
+    region: str
+    erased_at_ms: int
+    removed: dict[str, int]
+    artifacts: dict[str, list[str]]
+    retrain_required: bool
+    retrain_deadline_ms: int | None
+    reapplied: bool = False
+    signature: str = ""
+
+    def body(self) -> dict[str, Any]:
+        """Everything the signature covers."""
+        return {
+            "receipt_id": self.receipt_id,
+            "pseudonym": self.pseudonym,
+            "region": self.region,
+            "erased_at_ms": self.erased_at_ms,
+            "erased_at": iso(self.erased_at_ms),
+            "removed": dict(sorted(self.removed.items())),
+            "artifacts": self.artifacts,
+            "retrain_required": self.retrain_required,
+            "retrain_deadline_ms": self.retrain_deadline_ms,
+            "retrain_deadline": (
+                iso(self.retrain_deadline_ms) if self.retrain_deadline_ms is not None else None
+            ),
+            "reapplied": self.reapplied,
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**self.body(), "signature": self.signature}
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> Receipt:
+        return cls(
+            receipt_id=str(raw["receipt_id"]),
+            pseudonym=str(raw["pseudonym"]),
+            region=str(raw["region"]),
+            erased_at_ms=int(raw["erased_at_ms"]),
+            removed={str(k): int(v) for k, v in raw["removed"].items()},
+            artifacts={str(k): [str(x) for x in v] for k, v in raw["artifacts"].items()},
+            retrain_required=bool(raw["retrain_required"]),
+            retrain_deadline_ms=(
+                None if raw["retrain_deadline_ms"] is None else int(raw["retrain_deadline_ms"])
+            ),
+            reapplied=bool(raw.get("reapplied", False)),
+            signature=str(raw.get("signature", "")),
+        )
+
+
+def sign_receipt(deployment: Deployment, receipt: Receipt) -> Receipt:
+    key = region_secret(deployment.config, receipt.region, RECEIPT_KEY)
+    mac = hmac.new(key, canonical_json(receipt.body()).encode(), hashlib.sha256).hexdigest()
+    return replace(receipt, signature=mac)
+
+
+def receipt_signature_ok(deployment: Deployment, receipt: Receipt) -> bool:
+    """True when the receipt was signed by this deployment's region and not altered."""
+    if receipt.region not in deployment.regions:
+        return False
+    expected = sign_receipt(deployment, receipt).signature
+    return hmac.compare_digest(expected, receipt.signature)
+
+
+# -- the erasure -------------------------------------------------------------------
+@dataclass
+class Outcome:
+    removed: dict[str, int] = field(
+        default_factory=lambda: dict.fromkeys(("users", "events", "labels", "served"), 0)
+    )
+    rewritten: list[str] = field(default_factory=list)
+    deleted: list[str] = field(default_factory=list)
+    retrain_required: bool = False
+
+    def add(self, key: str, n: int) -> None:
+        if n:
+            self.removed[key] = self.removed.get(key, 0) + n
+
+
+class Eraser:
+    """Erases users from one opened deployment."""
+
+    def __init__(self, deployment: Deployment, hooks: list[EraseHook] | None = None) -> None:
+        self.deployment = deployment
+        self.hooks = hooks or []
+
+    @property
+    def retrain_within_ms(self) -> int:
+        return int(self.deployment.config.erasure.retrain_within_hours * 3_600_000)
+
+    def erase(self, user_id: str) -> Receipt:
+        """Erase a user homed anywhere in the deployment; UnknownUser if there is none."""
+        region = self.deployment.home_region(user_id)
+        receipt_id = "er_" + uuid.uuid4().hex
+        t = now_ms()
+        # the ledger first: a crash half-way leaves a ledger entry that `fyp erasure
+        # process` re-applies, never a half-erased user nobody knows about
+        ErasureLedger(self.deployment.config, region).record(user_id, receipt_id, t)
+        return self._erase(user_id, region, receipt_id, t, reapplied=False)
+
+    def reapply(self, user_id: str, region: str, receipt_id: str) -> Receipt:
+        """Erase again a user the ledger already records (after a restore or a crash)."""
+        return self._erase(user_id, region, receipt_id, now_ms(), reapplied=True)
+
+    def _erase(
+        self, user_id: str, region: str, receipt_id: str, t: int, reapplied: bool
+    ) -> Receipt:
+        d = self.deployment
+        out = Outcome()
+        pseudonym = user_pseudonym(d.config, region, user_id)
+        uploads: set[str] = set()
+        for r in d.regions:  # uploads first: their rows name the user as creator
+            store = d.store(r)
+            sql_store(store).query("PRAGMA secure_delete=ON")  # deleted bytes are zeroed
+            with store.transaction():
+                uploads.update(delete_created_videos(store, user_id))
+        out.add("videos", len(uploads))
+        home = d.store(region)
+        with home.transaction():
+            served = sql_store(home).query(
+                "SELECT COUNT(*) FROM served WHERE user_id=?", (user_id,)
+            )
+            counts = home.delete_user(user_id)
+            out.add("users", counts.users)
+            out.add("events", counts.events)
+            out.add("labels", counts.labels)
+            out.add("served", int(served[0][0]))
+            for key, n in scrub_store(home, user_id, skip={"users"}).items():
+                out.add(key, n)
+            AuditLog(home).append(
+                AUDIT_ACTOR,
+                "reapply_erasure" if reapplied else "erase_user",
+                pseudonym,
+                {"receipt_id": receipt_id},
+                t,
+            )
+        for r in d.regions:
+            if r != region:
+                store = d.store(r)
+                with store.transaction():
+                    for key, n in scrub_store(store, user_id).items():
+                        out.add(key, n)
+            for path in region_files(d.config.region_dir(r)):
+                out.add("file_rows", scrub_file(path, user_id))
+        for r in d.regions:
+            self.scrub_artifacts(r, user_id, receipt_id, t, primary=r == region, out=out)
+        for r in d.regions:
+            sql_store(d.store(r)).query("PRAGMA wal_checkpoint(TRUNCATE)")
+        d.forget_route(user_id)
+        for hook in [*_HOOKS, *self.hooks]:
+            hook(region, user_id)
+        receipt = Receipt(
+            receipt_id=receipt_id,
+            pseudonym=pseudonym,
+            region=region,
+            erased_at_ms=t,
+            removed=out.removed,
+            artifacts={"rewritten": out.rewritten, "deleted": out.deleted},
+            retrain_required=out.retrain_required,
+            retrain_deadline_ms=t + self.retrain_within_ms if out.retrain_required else None,
+            reapplied=reapplied,
+        )
+        return sign_receipt(d, receipt)
+
+    def scrub_artifacts(
+        self, region: str, user_id: str, receipt_id: str, t: int, primary: bool, out: Outcome
+    ) -> None:
+        region_dir = self.deployment.config.region_dir(region)
+        with region_models_lock(region_dir):
+            naming = artifacts_naming(region_dir, user_id)
+            if not naming:
+                return
+            current = current_version(region_dir)
+            for version in sorted(naming):
+                learned = {"user_ids", "lineage_user_ids"} & set(naming[version])
+                if version == current:
+                    new = self._rewrite(region_dir, version, user_id, receipt_id, t, learned, out)
+                    out.rewritten.append(f"{region}/{version}->{new}")
+                else:
+                    remove_version(region_dir, version)
+                    out.deleted.append(f"{region}/{version}")
+                out.retrain_required |= bool(learned) and primary
+
+    def _rewrite(
+        self,
+        region_dir: Path,
+        version: str,
+        user_id: str,
+        receipt_id: str,
+        t: int,
+        learned: set[str],
+        out: Outcome,
+    ) -> str:
+        """A new version of the current artifact without the user, made current."""
+        manifest = read_manifest(region_dir, version)
+        arrays, removed = without_user(read_arrays(region_dir, version), user_id)
+        out.add("artifact_rows", removed)
+        lineage = dict(manifest.lineage)
+        lineage["rewritten_from"] = version
+        lineage["erasures"] = [*lineage.get("erasures", []), receipt_id]
+        if learned:  # the user's share of aggregates stays until a retrain
+            pending = dict(lineage.get("pending_retrain", {}))
+            pending[receipt_id] = t + self.retrain_within_ms
+            lineage["pending_retrain"] = pending
+        learned_from = arrays.get("lineage_user_ids", arrays["user_ids"])
+        snapshot = replace(
+            manifest.snapshot,
+            users_sha256=hash_ids(str(u) for u in learned_from),
+            user_count=len(np.unique(learned_from)),
+        )
+        fresh = Manifest(
+            region=manifest.region,
+            version=new_version(),
+            created_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            snapshot=snapshot,
+            params=manifest.params,
+            metrics=manifest.metrics,
+            format=manifest.format,
+            lineage=lineage,
+        )
+        write_artifact(region_dir, fresh, arrays)  # then current, atomically
+        remove_version(region_dir, version)
+        out.deleted.append(f"{region_dir.name}/{version}")
+        return fresh.version
+
+
+def reapply_erasures(deployment: Deployment, region: str) -> list[str]:
+    """Erase again every user of ``region``'s store that its ledger records as erased.
+
+    Called after a restore (an older backup brings erased users back) and by
+    ``fyp erasure process``; adds no ledger entry. Returns the receipt ids re-applied."""
+    ledger = ErasureLedger(deployment.config, region)
+    store = deployment.store(region)
+    present = [str(r[0]) for r in sql_store(store).query("SELECT user_id FROM users")]
+    eraser = Eraser(deployment)
+    done: list[str] = []
+    for user_id in sorted(ledger.matching(present)):
+        entry = ledger.find(user_id)
+        if entry is None:  # pragma: no cover - matching() just found it
+            raise UnknownUser(f"ledger lost {user_id!r}")
+        deployment.forget_route(user_id)
+        eraser.reapply(user_id, region, entry.receipt_id)
+        done.append(entry.receipt_id)
+    return done

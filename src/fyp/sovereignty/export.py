@@ -1,0 +1,177 @@
+"""Everything held about a user, as one JSON document: ``GET /v1/users/{id}/export``.
+
+Portability means the user gets what fyp holds, in a form another service can read:
+the profile, every event, held-out labels, the served log, the videos they uploaded,
+the appeals they made, and what the live model of their home region learned about
+them (their vector). The document opens with a manifest of its sections and counts,
+and is produced as a stream of chunks — events are read a page at a time — so a long
+history never sits in memory at once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+
+from fyp.audit.log import SQLStore, sql_store
+from fyp.models.artifacts import ARRAYS, current_version, models_dir, read_manifest
+from fyp.regions.deployment import Deployment
+from fyp.sovereignty.erasure import iso, now_ms
+
+PAGE = 2000
+FORMAT = "fyp-user-export/1"
+
+
+def _columns(sql: SQLStore, table: str) -> list[str]:
+    return [str(r[1]) for r in sql.query(f'PRAGMA table_info("{table}")')]
+
+
+def _has_table(sql: SQLStore, table: str) -> bool:
+    return bool(sql.query("SELECT 1 FROM sqlite_master WHERE type='table' AND name=?", (table,)))
+
+
+def _decoded(row: dict[str, Any]) -> dict[str, Any]:
+    """JSON-in-TEXT columns (consents, hashtags, excluded, ...) as JSON, not strings."""
+    out = dict(row)
+    for k, v in row.items():
+        if isinstance(v, str) and v.startswith(("[", "{")):
+            with contextlib.suppress(ValueError):
+                out[k] = json.loads(v)
+    return out
+
+
+def _rows(sql: SQLStore, table: str, where: str, params: tuple[Any, ...]) -> list[dict[str, Any]]:
+    cols = _columns(sql, table)
+    names = ", ".join(f'"{c}"' for c in cols)
+    return [
+        _decoded(dict(zip(cols, r, strict=True)))
+        for r in sql.query(f'SELECT {names} FROM "{table}" WHERE {where}', params)
+    ]
+
+
+class UserExport:
+    """The export of one user; iterate :meth:`chunks` for the JSON text."""
+
+    def __init__(self, deployment: Deployment, user_id: str) -> None:
+        self.deployment = deployment
+        self.user_id = user_id
+        self.region = deployment.home_region(user_id)  # UnknownUser before any output
+
+    @property
+    def home(self) -> SQLStore:
+        return sql_store(self.deployment.store(self.region))
+
+    def counts(self) -> dict[str, int]:
+        sql, uid = self.home, self.user_id
+        n = {
+            t: int(sql.query(f"SELECT COUNT(*) FROM {t} WHERE user_id=?", (uid,))[0][0])
+            for t in ("events", "labels", "served")
+        }
+        return {
+            "profile": 1,
+            **n,
+            "videos": len(self.videos()),
+            "appeals": len(self.appeals()),
+            "model": 1,
+        }
+
+    def profile(self) -> dict[str, Any]:
+        return _rows(self.home, "users", "user_id=?", (self.user_id,))[0]
+
+    def events(self) -> Iterator[dict[str, Any]]:
+        sql = self.home
+        cols = [c for c in _columns(sql, "events") if c != "region"]
+        names = ", ".join(cols)
+        after = -1
+        while True:
+            page = sql.query(
+                f"SELECT {names} FROM events WHERE user_id=? AND seq>? ORDER BY seq LIMIT ?",
+                (self.user_id, after, PAGE),
+            )
+            for r in page:
+                yield dict(zip(cols, r, strict=True))
+            if len(page) < PAGE:
+                return
+            after = int(page[-1][0])
+
+    def videos(self) -> list[dict[str, Any]]:
+        """The user's uploads, once each, with every region that carries them."""
+        out: dict[str, dict[str, Any]] = {}
+        for r in self.deployment.regions:
+            for row in _rows(
+                sql_store(self.deployment.store(r)), "videos", "creator_id=?", (self.user_id,)
+            ):
+                row.pop("region", None)
+                out.setdefault(str(row["video_id"]), row)
+        return [out[k] for k in sorted(out)]
+
+    def appeals(self) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = []
+        for r in self.deployment.regions:
+            sql = sql_store(self.deployment.store(r))
+            if _has_table(sql, "moderation_jobs"):
+                out += _rows(sql, "moderation_jobs", "appellant=?", (self.user_id,))
+        return out
+
+    def model(self) -> dict[str, Any]:
+        """What the live artifact of the home region holds about the user."""
+        region_dir = self.deployment.config.region_dir(self.region)
+        version = current_version(region_dir)
+        if version is None:
+            return {"region": self.region, "version": None, "learned_from": False, "vector": None}
+        manifest = read_manifest(region_dir, version)
+        with np.load(models_dir(region_dir) / version / ARRAYS, allow_pickle=False) as data:
+            users = data["user_ids"]
+            hit = np.flatnonzero(users == self.user_id)
+            vector = data["user_factors"][int(hit[0])].tolist() if len(hit) else None
+            lineage = data["lineage_user_ids"] if "lineage_user_ids" in data.files else users
+            learned = bool(np.any(lineage == self.user_id))
+        return {
+            "region": self.region,
+            "version": version,
+            "trained_at": manifest.created_at,
+            "learned_from": learned,
+            "vector": vector,
+        }
+
+    def chunks(self) -> Iterator[str]:
+        """The JSON document, a section (or a page of events) at a time."""
+        t = now_ms()
+        head = {
+            "format": FORMAT,
+            "user_id": self.user_id,
+            "home_region": self.region,
+            "exported_at_ms": t,
+            "exported_at": iso(t),
+            "manifest": {"sections": self.counts()},
+        }
+        yield json.dumps(head, ensure_ascii=False)[:-1]
+        yield ', "profile": ' + json.dumps(self.profile(), ensure_ascii=False)
+        yield ', "events": ['
+        first = True
+        batch: list[str] = []
+        for e in self.events():
+            batch.append(json.dumps(e, ensure_ascii=False))
+            if len(batch) == PAGE:
+                yield ("" if first else ", ") + ", ".join(batch)
+                first, batch = False, []
+        if batch:
+            yield ("" if first else ", ") + ", ".join(batch)
+        yield "]"
+        for name, rows in (
+            ("labels", _rows(self.home, "labels", "user_id=?", (self.user_id,))),
+            ("served", _rows(self.home, "served", "user_id=?", (self.user_id,))),
+            ("videos", self.videos()),
+            ("appeals", self.appeals()),
+        ):
+            yield f', "{name}": ' + json.dumps(rows, ensure_ascii=False)
+        yield ', "model": ' + json.dumps(self.model(), ensure_ascii=False) + "}"
+
+    def document(self) -> dict[str, Any]:
+        """The whole export as one value (tests, the CLI)."""
+        doc: dict[str, Any] = json.loads("".join(self.chunks()))
+        return doc

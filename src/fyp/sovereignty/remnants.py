@@ -1,0 +1,233 @@
+"""Where a user can be named outside their profile row: store columns, artifacts, files.
+
+Erasure (:mod:`fyp.sovereignty.erasure`) and its verification share these finders, so
+what is removed and what is checked cannot drift apart. Store columns that name a
+person are found by their name (``user_id``, ``*_user_id``, ``creator_id``,
+``appellant``, ``actor``, ``*_by``), so a table added by a later capability is checked
+without being listed here; the erasure knows how to clean the tables fyp has today.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import re
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fyp.audit.log import SQLStore, sql_store
+from fyp.models.artifacts import ARRAYS, list_versions, models_dir
+
+PERSON_COLUMN = re.compile(r"^(user_id|.+_user_id|creator_id|appellant|actor|.+_by)$")
+ERASED_NAME = "[erased]"
+"""What replaces a user's id in a record that must keep its row (a review job)."""
+
+# columns whose rows are the user's own data and go with them; everything else that
+# names the user keeps its row and has the name replaced by ERASED_NAME
+OWNED_ROWS = {"users", "events", "labels", "served"}
+APPEND_ONLY = {"audit_log"}  # hash-chained: a row there can never be edited
+ARTIFACT_USER_ARRAYS = ("user_ids", "lineage_user_ids", "creator_ids")
+SCANNED_SUFFIXES = (".csv", ".jsonl", ".json")
+SKIPPED_FILES = {"erasures.jsonl"}  # the ledger names users by pseudonym only
+SKIPPED_DIRS = {"models", "secrets"}
+
+
+@dataclass(frozen=True)
+class ColumnHit:
+    table: str
+    column: str
+    rows: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"table": self.table, "column": self.column, "rows": self.rows}
+
+
+def person_columns(store: SQLStore) -> list[tuple[str, str]]:
+    """Every (table, column) of the store whose name says it holds a person's id."""
+    tables = [
+        str(r[0])
+        for r in store.query(
+            "SELECT name FROM sqlite_master WHERE type='table' AND name NOT LIKE 'sqlite_%' "
+            "ORDER BY name"
+        )
+    ]
+    out: list[tuple[str, str]] = []
+    for table in tables:
+        for row in store.query(f'PRAGMA table_info("{table}")'):
+            if PERSON_COLUMN.match(str(row[1])):
+                out.append((table, str(row[1])))
+    return out
+
+
+def store_hits(store: object, user_id: str) -> list[ColumnHit]:
+    """Rows of the store that name ``user_id`` in a person column."""
+    sql = sql_store(store)
+    hits: list[ColumnHit] = []
+    for table, column in person_columns(sql):
+        n = int(sql.query(f'SELECT COUNT(*) FROM "{table}" WHERE "{column}" = ?', (user_id,))[0][0])
+        if n:
+            hits.append(ColumnHit(table, column, n))
+    return hits
+
+
+def scrub_store(store: object, user_id: str, skip: set[str] | None = None) -> dict[str, int]:
+    """Delete rows the user owns and replace the user's name in other person columns.
+
+    Runs in the caller's transaction. Append-only tables are left alone (the audit log
+    names users by pseudonym; a raw id there is reported by the verifier)."""
+    sql = sql_store(store)
+    counts: dict[str, int] = {}
+    for table, column in person_columns(sql):
+        if table in APPEND_ONLY or table in (skip or set()):
+            continue
+        if table in OWNED_ROWS:
+            n = sql.execute(f'DELETE FROM "{table}" WHERE "{column}" = ?', (user_id,))
+        else:
+            n = sql.execute(
+                f'UPDATE "{table}" SET "{column}" = ? WHERE "{column}" = ?',
+                (ERASED_NAME, user_id),
+            )
+        if n:
+            counts[f"{table}.{column}"] = counts.get(f"{table}.{column}", 0) + n
+    return counts
+
+
+def delete_created_videos(store: object, user_id: str) -> list[str]:
+    """Withdraw the user's uploads from this store's catalogue, with their moderation rows.
+
+    A video carries its creator's id and is their content: erasing the account takes
+    it down everywhere (events of other users that name the video keep only its id)."""
+    sql = sql_store(store)
+    ids = [
+        str(r[0]) for r in sql.query("SELECT video_id FROM videos WHERE creator_id=?", (user_id,))
+    ]
+    if not ids:
+        return []
+    tables = {
+        str(r[0])
+        for r in sql.query("SELECT name FROM sqlite_master WHERE type='table'")
+        if str(r[0]).startswith("moderation")
+    }
+    for table in sorted(tables):
+        sql.executemany(f'DELETE FROM "{table}" WHERE video_id = ?', [(v,) for v in ids])
+    sql.executemany("DELETE FROM videos WHERE video_id = ?", [(v,) for v in ids])
+    return ids
+
+
+# -- artifacts -------------------------------------------------------------------
+def artifact_names(region_dir: Path, version: str, user_id: str) -> list[str]:
+    """Which of an artifact's id arrays name the user (reads only those arrays)."""
+    path = models_dir(region_dir) / version / ARRAYS
+    with np.load(path, allow_pickle=False) as data:
+        return [
+            name
+            for name in ARTIFACT_USER_ARRAYS
+            if name in data.files and bool(np.any(data[name] == user_id))
+        ]
+
+
+def artifacts_naming(region_dir: Path, user_id: str) -> dict[str, list[str]]:
+    """``{version: [arrays naming the user]}`` over every artifact version of a region."""
+    out: dict[str, list[str]] = {}
+    for version in list_versions(region_dir):
+        names = artifact_names(region_dir, version, user_id)
+        if names:
+            out[version] = names
+    return out
+
+
+def without_user(arrays: dict[str, np.ndarray], user_id: str) -> tuple[dict[str, np.ndarray], int]:
+    """A copy of an artifact's arrays with the user's rows gone; returns the rows removed.
+
+    The user's vector and id go; as a creator their id in the vocabulary becomes
+    empty (the index stays, so other videos keep their creators)."""
+    out = dict(arrays)
+    removed = 0
+    users = arrays["user_ids"]
+    keep = users != user_id
+    if not bool(keep.all()):
+        removed += int((~keep).sum())
+        out["user_ids"] = users[keep]
+        out["user_factors"] = arrays["user_factors"][keep]
+    if "lineage_user_ids" in arrays:
+        lineage = arrays["lineage_user_ids"]
+        out["lineage_user_ids"] = lineage[lineage != user_id]
+        removed += int((lineage == user_id).sum())
+    if "creator_ids" in arrays:
+        creators = arrays["creator_ids"]
+        hit = creators == user_id
+        if bool(hit.any()):
+            creators = creators.copy()
+            creators[hit] = ""
+            out["creator_ids"] = creators
+            removed += int(hit.sum())
+    return out, removed
+
+
+def remove_version(region_dir: Path, version: str) -> None:
+    """Delete an artifact version: renamed away first, so it vanishes atomically."""
+    root = models_dir(region_dir)
+    doomed = root / f".{version}.deleting"
+    os.replace(root / version, doomed)
+    shutil.rmtree(doomed)
+
+
+# -- files -----------------------------------------------------------------------
+def region_files(region_dir: Path) -> Iterator[Path]:
+    """Data files under a region's directory that may hold user ids (not store or models)."""
+    if not region_dir.is_dir():
+        return
+    for root, dirs, files in os.walk(region_dir):
+        if Path(root) == region_dir:
+            dirs[:] = [d for d in dirs if d not in SKIPPED_DIRS]
+        for name in sorted(files):
+            if name.endswith(SCANNED_SUFFIXES) and name not in SKIPPED_FILES:
+                yield Path(root) / name
+
+
+def _csv_user_column(header: list[str]) -> int | None:
+    return header.index("user_id") if "user_id" in header else None
+
+
+def file_hits(path: Path, user_id: str) -> int:
+    """Records of a CSV (``user_id`` column) or JSON-lines file that name the user."""
+    if path.suffix == ".csv":
+        with path.open(encoding="utf-8", newline="") as f:
+            reader = csv.reader(f)
+            col = _csv_user_column(next(reader, []))
+            if col is None:
+                return 0
+            return sum(1 for row in reader if len(row) > col and row[col] == user_id)
+    needle = f'"{user_id}"'
+    with path.open(encoding="utf-8", errors="replace") as f:
+        return sum(1 for line in f if needle in line)
+
+
+def scrub_file(path: Path, user_id: str) -> int:
+    """Rewrite a CSV without the user's rows (atomically); returns the rows removed."""
+    if path.suffix != ".csv" or not file_hits(path, user_id):
+        return 0
+    tmp = path.with_name(f".{path.name}.tmp")
+    removed = 0
+    with (
+        path.open(encoding="utf-8", newline="") as src,
+        tmp.open("w", encoding="utf-8", newline="") as dst,
+    ):
+        reader, writer = csv.reader(src), csv.writer(dst)
+        header = next(reader)
+        col = _csv_user_column(header)
+        writer.writerow(header)
+        for row in reader:
+            if col is not None and len(row) > col and row[col] == user_id:
+                removed += 1
+                continue
+            writer.writerow(row)
+        dst.flush()
+        os.fsync(dst.fileno())
+    os.replace(tmp, path)
+    return removed
