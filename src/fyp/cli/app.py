@@ -34,13 +34,14 @@ def fail(error: FypError) -> typer.Exit:
 
 
 def _register() -> None:
-    from fyp.cli import data, deploy, evaluate, feed, moderate
+    from fyp.cli import data, deploy, erasure, evaluate, feed, moderate
 
     deploy.register(app)
     data.register(app)
     feed.register(app)
     evaluate.register(app)
     moderate.register(app)
+    erasure.register(app)
 
 
 _register()

@@ -26,6 +26,7 @@ from fyp.errors import Forbidden, InvalidRequest, UnknownVideo, ValidationFailed
 from fyp.moderation.models import APPEALABLE, VERDICTS, Finding, State
 from fyp.moderation.service import Cell
 from fyp.moderation.store import Job, JobConflict, Record, UnknownJob, split_job_id
+from fyp.sovereignty.ledger import user_pseudonym
 
 if TYPE_CHECKING:
     from fyp.moderation.service import Moderator
@@ -209,8 +210,8 @@ class Reviews:
             job = c.mod.create_job(
                 video_id, "appeal", reason, t, excluded=excluded, appellant=appellant_id
             )
-            c.audit.append(
-                appellant_id,
+            c.audit.append(  # append-only: the appellant (a user) by pseudonym, erasable
+                "user:" + user_pseudonym(m.deployment.config, region, appellant_id),
                 "appeal",
                 video_id,
                 {

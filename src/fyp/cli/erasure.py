@@ -1,0 +1,168 @@
+"""Lineage and erasure commands: ``fyp lineage verify`` and ``fyp erasure ...``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+from rich.table import Table
+
+from fyp.cli.app import console
+from fyp.errors import InvalidRequest
+
+DirArg = typer.Argument(..., help="Deployment directory (holds fyp.toml).")
+EXIT_PROBLEM = 1
+JsonOpt = typer.Option(False, "--json", help="Print a machine-readable report.")
+
+
+def register(app: typer.Typer) -> None:
+    lineage = typer.Typer(
+        name="lineage", help="Check what model artifacts learned from.", no_args_is_help=True
+    )
+    erasure = typer.Typer(name="erasure", help="Erase users and prove it.", no_args_is_help=True)
+    app.add_typer(lineage, name="lineage")
+    app.add_typer(erasure, name="erasure")
+
+    @lineage.command("verify")
+    def lineage_verify(
+        directory: Path = DirArg,
+        region: str | None = typer.Option(None, help="Only this region (default: all)."),
+        as_json: bool = JsonOpt,
+    ) -> None:
+        """Check every artifact's region, users hash, that every user it learned from is
+        homed in its region, and its event snapshot; exit 1 on anything foreign."""
+        from fyp.regions.deployment import Deployment
+        from fyp.sovereignty.lineage import LineageVerifier
+
+        with Deployment.open(directory) as d:
+            reports = LineageVerifier(d).verify([region] if region else None)
+        ok = all(r.ok for r in reports)
+        if as_json:
+            typer.echo(
+                json.dumps({"ok": ok, "artifacts": [r.to_dict() for r in reports]}, indent=2)
+            )
+        else:
+            table = Table("region", "version", "served", "users", "snapshot", "lineage")
+            for r in reports:
+                verdict = "[green]clean[/]" if r.ok else f"[red]{len(r.problems)} problem(s)[/]"
+                table.add_row(
+                    r.region,
+                    r.version,
+                    "yes" if r.current else "",
+                    f"{r.users:,}",
+                    r.snapshot,
+                    verdict,
+                )
+            console.print(table)
+            for r in reports:
+                for p in r.problems:
+                    console.print(f"[red]{r.region}/{r.version}[/]: {p}", highlight=False)
+                for n in r.notes:
+                    console.print(f"{r.region}/{r.version}: {n}", markup=False)
+            if not reports:
+                console.print("no model artifacts")
+        if not ok:
+            raise typer.Exit(EXIT_PROBLEM)
+
+    @erasure.command("erase")
+    def erase(
+        directory: Path = DirArg,
+        user: str = typer.Argument(..., help="The user id to erase."),
+        receipt_out: Path | None = typer.Option(None, "--receipt", help="Write the receipt here."),
+    ) -> None:
+        """Erase a user (what DELETE /v1/users/{id} does) and print the signed receipt."""
+        from fyp.catalog.service import Catalog
+        from fyp.regions.deployment import Deployment
+
+        with Deployment.open(directory) as d:
+            receipt = Catalog(d).erase_user(user)
+        text = json.dumps(receipt.to_dict(), indent=2)
+        if receipt_out is not None:
+            receipt_out.write_text(text + "\n", encoding="utf-8")
+        typer.echo(text)
+
+    @erasure.command("process")
+    def process(
+        directory: Path = DirArg,
+        region: str | None = typer.Option(None, help="Only this region (default: all)."),
+        due_within: float | None = typer.Option(
+            None,
+            "--due-within",
+            help="Retrain only when the earliest deadline is this many hours away or less "
+            "(default: whenever an erasure is pending).",
+        ),
+        force: bool = typer.Option(False, help="Retrain even with nothing pending."),
+        as_json: bool = JsonOpt,
+    ) -> None:
+        """Re-apply recorded erasures, retrain regions whose models still hold erased
+        users' share of aggregates, and delete the versions that held it (cron this)."""
+        from fyp.regions.deployment import Deployment
+        from fyp.sovereignty.erasure_process import process as run
+
+        due_ms = None if due_within is None else int(due_within * 3_600_000)
+        with Deployment.open(directory) as d:
+            runs = run(d, [region] if region else None, due_ms, force)
+        if as_json:
+            typer.echo(json.dumps({"runs": [r.to_dict() for r in runs]}, indent=2))
+            return
+        for r in runs:
+            trained = f"retrained -> {r.retrained}" if r.retrained else "no retrain"
+            console.print(
+                f"region [bold]{r.region}[/]: {len(r.pending_before)} erasure(s) pending, "
+                f"{trained}, {len(r.pruned)} old version(s) deleted, {len(r.reapplied)} "
+                f"re-applied, {len(r.stripped)} stripped from artifacts, "
+                f"{len(r.pending_after)} still pending ({r.seconds:.2f} s)"
+            )
+
+    @erasure.command("verify")
+    def verify(
+        directory: Path = DirArg,
+        user: str = typer.Argument(..., help="The erased user's id."),
+        receipt: Path | None = typer.Option(None, help="A deletion receipt (JSON) to check."),
+        as_json: bool = JsonOpt,
+    ) -> None:
+        """Prove nothing of USER remains in any region (stores, artifacts, files) and the
+        retrain covering the erasure has finished; exit 1 otherwise (pending included)."""
+        from fyp.regions.deployment import Deployment
+        from fyp.sovereignty.erasure import Receipt
+        from fyp.sovereignty.erasure_verify import verify_erasure
+
+        parsed = None
+        if receipt is not None:
+            try:
+                parsed = Receipt.from_dict(json.loads(receipt.read_text(encoding="utf-8")))
+            except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+                raise InvalidRequest(f"cannot read receipt {receipt}: {exc}") from exc
+        with Deployment.open(directory) as d:
+            report = verify_erasure(d, user, parsed)
+        if as_json:
+            typer.echo(json.dumps(report.to_dict(), indent=2))
+        else:
+            colour = "green" if report.ok else "red"
+            console.print(f"user {user!r}: [{colour}]{report.status}[/]", highlight=False)
+            for region, entry in report.ledger.items():
+                console.print(
+                    f"  ledger {region}: {entry['receipt_id']} at {entry['erased_at']}",
+                    markup=False,
+                )
+            for rem in report.remnants:
+                console.print(
+                    f"  [red]remnant[/] {rem.region} {rem.kind} {rem.where}: {rem.count}",
+                    highlight=False,
+                )
+            for rid, info in report.to_dict()["pending_retrain"].items():
+                console.print(
+                    f"  pending retrain for {rid} (deadline {info['deadline']})", markup=False
+                )
+            if report.receipt is not None:
+                checks = ", ".join(
+                    f"{k} {'yes' if v else 'NO'}"
+                    for k, v in report.receipt.items()
+                    if k not in ("receipt_id", "ok")
+                )
+                console.print(f"  receipt {report.receipt['receipt_id']}: {checks}", markup=False)
+            for note in report.notes:
+                console.print(f"  note: {note}", markup=False)
+        if not report.ok:
+            raise typer.Exit(EXIT_PROBLEM)

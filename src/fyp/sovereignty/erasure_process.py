@@ -1,0 +1,141 @@
+"""Meet the erasure deadline: retrain regions whose models still hold erased users' share.
+
+An erasure removes a user's rows and vector at once, but what they contributed to
+aggregates (item vectors, co-engagement neighbours, popularity, ranker heads) is only
+gone after a retrain on the store without them. Each rewritten artifact lists the
+receipts still waiting for that retrain, with their deadlines
+(``manifest.lineage.pending_retrain``). :func:`process_region` — ``fyp erasure
+process``, meant for cron — re-applies erasures the ledger records but the store or an
+artifact does not reflect (a restore, a crash, a training run that raced an erasure),
+retrains when something is pending, and then deletes the older versions that still
+hold the erased users' contributions.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fyp.models.artifacts import (
+    ARRAYS,
+    list_versions,
+    models_dir,
+    read_manifest,
+    write_artifact,
+)
+from fyp.models.training import train_region
+from fyp.regions.deployment import Deployment
+from fyp.sovereignty.erasure import Eraser, Outcome, now_ms, reapply_erasures, region_models_lock
+from fyp.sovereignty.ledger import ErasureLedger
+from fyp.sovereignty.remnants import ARTIFACT_USER_ARRAYS, remove_version
+
+
+def pending_retrains(region_dir: Path) -> dict[str, int]:
+    """``{receipt_id: deadline_ms}`` of erasures some artifact version still holds."""
+    out: dict[str, int] = {}
+    for version in list_versions(region_dir):
+        for receipt, deadline in (
+            read_manifest(region_dir, version).lineage.get("pending_retrain", {}).items()
+        ):
+            out[str(receipt)] = min(int(deadline), out.get(str(receipt), int(deadline)))
+    return out
+
+
+def artifact_ids(region_dir: Path, version: str) -> set[str]:
+    """Every user id an artifact version names (learned from, vectors, creators)."""
+    with np.load(models_dir(region_dir) / version / ARRAYS, allow_pickle=False) as data:
+        return {str(u) for name in ARTIFACT_USER_ARRAYS if name in data.files for u in data[name]}
+
+
+def erased_in_artifacts(deployment: Deployment, region: str) -> dict[str, tuple[str, str]]:
+    """Users some artifact of ``region`` names although a ledger records them as erased:
+    ``{user_id: (home region, receipt id)}``. Creators may be homed in another region."""
+    region_dir = deployment.config.region_dir(region)
+    ids: set[str] = set()
+    for version in list_versions(region_dir):
+        ids |= artifact_ids(region_dir, version)
+    ids.discard("")
+    out: dict[str, tuple[str, str]] = {}
+    for home in deployment.regions:
+        ledger = ErasureLedger(deployment.config, home)
+        for user_id in ledger.matching(ids):
+            entry = ledger.find(user_id)
+            if entry is not None:
+                out[user_id] = (home, entry.receipt_id)
+    return out
+
+
+@dataclass
+class RegionRun:
+    region: str
+    reapplied: list[str] = field(default_factory=list)
+    stripped: list[str] = field(default_factory=list)  # receipts removed from artifacts now
+    pending_before: dict[str, int] = field(default_factory=dict)
+    retrained: str | None = None
+    pruned: list[str] = field(default_factory=list)
+    pending_after: dict[str, int] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def strip_erased(deployment: Deployment, region: str) -> list[str]:
+    """Rewrite or delete the artifacts of ``region`` that name ledger-erased users."""
+    eraser = Eraser(deployment)
+    out = Outcome()
+    receipts: list[str] = []
+    for user_id, (home, receipt) in sorted(erased_in_artifacts(deployment, region).items()):
+        eraser.scrub_artifacts(region, user_id, receipt, now_ms(), home == region, out)
+        receipts.append(receipt)
+    return receipts
+
+
+def process_region(
+    deployment: Deployment,
+    region: str,
+    due_within_ms: int | None = None,
+    force: bool = False,
+) -> RegionRun:
+    """Bring one region's erasures to completion; retrain when something is pending and
+    (unless ``force``) the earliest deadline is within ``due_within_ms`` (None: always)."""
+    started = time.perf_counter()
+    run = RegionRun(region)
+    run.reapplied = reapply_erasures(deployment, region)
+    run.stripped = strip_erased(deployment, region)
+    region_dir = deployment.config.region_dir(region)
+    run.pending_before = pending_retrains(region_dir)
+    due = bool(run.pending_before) and (
+        due_within_ms is None or min(run.pending_before.values()) - now_ms() <= due_within_ms
+    )
+    if force or due:
+        # training reads the store without holding the models lock, so erasures go on;
+        # one that lands meanwhile is caught by strip_erased below
+        manifest, arrays = train_region(deployment.store(region), region_dir)
+        with region_models_lock(region_dir):
+            write_artifact(region_dir, manifest, arrays)
+            run.retrained = manifest.version
+            for version in list_versions(region_dir):
+                lineage = read_manifest(region_dir, version).lineage
+                if version != manifest.version and lineage.get("pending_retrain"):
+                    remove_version(region_dir, version)
+                    run.pruned.append(version)
+        run.stripped += strip_erased(deployment, region)
+    run.pending_after = pending_retrains(region_dir)
+    run.seconds = round(time.perf_counter() - started, 3)
+    return run
+
+
+def process(
+    deployment: Deployment,
+    regions: list[str] | None = None,
+    due_within_ms: int | None = None,
+    force: bool = False,
+) -> list[RegionRun]:
+    return [
+        process_region(deployment, r, due_within_ms, force) for r in regions or deployment.regions
+    ]

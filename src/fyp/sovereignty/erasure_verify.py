@@ -1,0 +1,183 @@
+"""Prove that nothing of an erased user remains: ``fyp erasure verify DIR USER``.
+
+Checked in every region, not only the one the user was homed in:
+
+- every store column that names a person (:func:`fyp.sovereignty.remnants.person_columns`),
+  the audit log included (it must name users by pseudonym only);
+- the store files' raw bytes (``store.sqlite`` and its WAL), when the id is distinctive
+  enough that finding it means something (not all digits, at least 6 characters):
+  deleted rows must not linger in free pages;
+- every artifact version's id arrays (vectors, learned-from list, creators);
+- held-out data files under ``regions/<r>/`` (CSV ``user_id`` columns, JSON lines);
+- the retrain that removes the user's share of aggregates: while a receipt is still
+  pending in some artifact, the result is *pending* (exit 1) with its deadline.
+
+Encrypted backups are outside this check: they may still hold the user, and a restore
+re-applies every erasure in the ledger (:func:`fyp.sovereignty.erasure.reapply_erasures`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from fyp.regions.deployment import Deployment
+from fyp.sovereignty.erasure import Receipt, iso, now_ms, receipt_signature_ok
+from fyp.sovereignty.erasure_process import pending_retrains
+from fyp.sovereignty.ledger import ErasureLedger, user_pseudonym
+from fyp.sovereignty.remnants import artifacts_naming, file_hits, region_files, store_hits
+
+MIN_SCANNABLE_ID = 6
+SCAN_CHUNK = 1 << 22
+
+
+@dataclass(frozen=True)
+class Remnant:
+    region: str
+    kind: str  # store | store_bytes | artifact | file
+    where: str
+    count: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+@dataclass
+class ErasureReport:
+    user_id: str
+    remnants: list[Remnant] = field(default_factory=list)
+    ledger: dict[str, dict[str, Any]] = field(default_factory=dict)  # region -> entry
+    pending: dict[str, int] = field(default_factory=dict)  # receipt -> deadline
+    receipt: dict[str, Any] | None = None
+    notes: list[str] = field(default_factory=list)
+    checked_at_ms: int = field(default_factory=now_ms)
+
+    @property
+    def receipt_ok(self) -> bool:
+        return self.receipt is None or bool(self.receipt.get("ok"))
+
+    @property
+    def status(self) -> str:
+        if self.remnants:
+            return "remnants"
+        if not self.receipt_ok:
+            return "bad_receipt"
+        if self.pending:
+            overdue = min(self.pending.values()) < self.checked_at_ms
+            return "retrain_overdue" if overdue else "pending_retrain"
+        return "erased"
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "erased"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "user_id": self.user_id,
+            "status": self.status,
+            "ok": self.ok,
+            "remnants": [r.to_dict() for r in self.remnants],
+            "ledger": self.ledger,
+            "pending_retrain": {
+                k: {"deadline_ms": v, "deadline": iso(v)} for k, v in self.pending.items()
+            },
+            "receipt": self.receipt,
+            "notes": self.notes,
+        }
+
+
+def bytes_found(path: Path, needle: bytes) -> int:
+    """Occurrences of ``needle`` in a file, read in overlapping chunks."""
+    if not path.is_file():
+        return 0
+    found = 0
+    tail = b""
+    with path.open("rb") as f:
+        while chunk := f.read(SCAN_CHUNK):
+            block = tail + chunk
+            found += block.count(needle)
+            # shorter than the needle, so nothing counted here is counted again
+            tail = block[-(len(needle) - 1) :] if len(needle) > 1 else b""
+    return found
+
+
+def check_receipt(deployment: Deployment, user_id: str, receipt: Receipt) -> dict[str, Any]:
+    """Signature, pseudonym and ledger entry of a receipt, each checked on its own."""
+    signed = receipt_signature_ok(deployment, receipt)
+    names_user = (
+        receipt.region in deployment.regions
+        and user_pseudonym(deployment.config, receipt.region, user_id) == receipt.pseudonym
+    )
+    in_ledger = False
+    if receipt.region in deployment.regions:
+        ledger = ErasureLedger(deployment.config, receipt.region)
+        in_ledger = any(
+            e.receipt_id == receipt.receipt_id and e.subject == receipt.pseudonym
+            for e in ledger.entries()
+        )
+    return {
+        "receipt_id": receipt.receipt_id,
+        "signature_valid": signed,
+        "names_this_user": names_user,
+        "in_ledger": in_ledger,
+        "ok": signed and names_user and in_ledger,
+    }
+
+
+def verify_erasure(
+    deployment: Deployment, user_id: str, receipt: Receipt | None = None
+) -> ErasureReport:
+    report = ErasureReport(user_id)
+    config = deployment.config
+    receipts: set[str] = set()
+    for region in deployment.regions:
+        entry = ErasureLedger(config, region).find(user_id)
+        if entry is not None:
+            receipts.add(entry.receipt_id)
+            report.ledger[region] = {
+                "receipt_id": entry.receipt_id,
+                "erased_at_ms": entry.erased_at_ms,
+                "erased_at": iso(entry.erased_at_ms),
+            }
+    if not report.ledger:
+        report.notes.append("no erasure of this id is recorded in any region's ledger")
+    scannable = len(user_id) >= MIN_SCANNABLE_ID and not user_id.isdigit()
+    if not scannable:
+        report.notes.append(
+            f"store files not byte-scanned: the id {user_id!r} is too short or numeric "
+            "for a raw match to mean anything (the column checks still ran)"
+        )
+    for region in deployment.regions:
+        store = deployment.store(region)
+        for hit in store_hits(store, user_id):
+            report.remnants.append(Remnant(region, "store", f"{hit.table}.{hit.column}", hit.rows))
+        if scannable:
+            raw = getattr(store, "path", None)
+            files = [] if not isinstance(raw, str) or raw == ":memory:" else [Path(raw)]
+            for f in [*files, *(p.with_name(p.name + "-wal") for p in files)]:
+                n = bytes_found(f, user_id.encode())
+                if n:
+                    report.remnants.append(Remnant(region, "store_bytes", f.name, n))
+        region_dir = config.region_dir(region)
+        for version, arrays in artifacts_naming(region_dir, user_id).items():
+            report.remnants.append(
+                Remnant(region, "artifact", f"models/{version}: {', '.join(arrays)}", 1)
+            )
+        for path in region_files(region_dir):
+            n = file_hits(path, user_id)
+            if n:
+                report.remnants.append(
+                    Remnant(region, "file", str(path.relative_to(region_dir)), n)
+                )
+        for rid, deadline in pending_retrains(region_dir).items():
+            if rid in receipts:
+                report.pending[rid] = deadline
+    if receipt is not None:
+        report.receipt = check_receipt(deployment, user_id, receipt)
+    if (config.root / "backups").is_dir():
+        report.notes.append(
+            "backups/ may still hold the user (encrypted); a restore re-applies every erasure "
+            "in the ledger"
+        )
+    return report

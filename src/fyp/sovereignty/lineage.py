@@ -1,0 +1,255 @@
+"""Check what each model artifact learned from: ``fyp lineage verify DIR``.
+
+A manifest *says* which region an artifact belongs to and whom it learned from; this
+module checks it against the artifact's own arrays and the region's store, so a wrong
+or forged manifest is caught, not trusted:
+
+- the manifest's region is the region whose directory holds the artifact;
+- the hash of the users it learned from, recomputed from the ids the artifact holds
+  (``lineage_user_ids``), equals the manifest's ``users_sha256``; every user with a
+  vector is among them;
+- every one of those users is homed in the region (present in its store). A user homed
+  in another region, or in none, is foreign data. An erased user must not be named at
+  all: an erasure rewrites every artifact at once, so an erased id here means the
+  erasure was not applied (``fyp erasure process`` applies it). Their share of the
+  aggregates may remain until the retrain deadline (``lineage.pending_retrain``);
+  after it, that is a problem too, for every version, served or not;
+- the event snapshot (count, seq range, content hash, users) is recomputed from the
+  region's events up to the snapshot's last seq. If events were deleted since — an
+  erasure after the training read, or an artifact rewritten by one — the snapshot can
+  no longer be recomputed; the report says so instead of failing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from fyp.models.artifacts import (
+    EventHasher,
+    current_version,
+    hash_ids,
+    list_versions,
+    read_arrays,
+    read_manifest,
+)
+from fyp.regions.deployment import Deployment
+from fyp.sovereignty.ledger import ErasureLedger
+
+EXAMPLES = 5
+
+
+@dataclass
+class VersionReport:
+    region: str
+    version: str
+    current: bool
+    problems: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    users: int = 0
+    snapshot: str = "unchecked"  # verified | not_recomputable | mismatch | unchecked
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "region": self.region,
+            "version": self.version,
+            "current": self.current,
+            "ok": self.ok,
+            "users": self.users,
+            "snapshot": self.snapshot,
+            "problems": self.problems,
+            "notes": self.notes,
+        }
+
+
+@dataclass
+class _Snap:
+    count: int
+    min_seq: int
+    max_seq: int
+    events_sha256: str
+    users_sha256: str
+
+
+def snapshots_at(deployment: Deployment, region: str, max_seqs: set[int]) -> dict[int, _Snap]:
+    """The event snapshot a training run reading up to each seq would have recorded,
+    in one pass over the region's events."""
+    out: dict[int, _Snap] = {}
+    wanted = sorted(s for s in max_seqs if s > 0)
+    if not wanted:
+        return out
+    hasher = EventHasher()
+
+    def take(seq: int) -> None:
+        out[seq] = _Snap(
+            hasher.count,
+            hasher.min_seq,
+            hasher.max_seq,
+            hasher.hexdigest(),  # hashlib digests do not end the hash
+            hash_ids(hasher.users),
+        )
+
+    k = 0
+    for e in deployment.store(region).iter_events():
+        while k < len(wanted) and e.seq > wanted[k]:
+            take(wanted[k])
+            k += 1
+        if k == len(wanted):
+            break
+        hasher.add(e.seq, e.event_id, e.user_id, e.video_id, e.type, e.ts_ms)
+    while k < len(wanted):
+        take(wanted[k])
+        k += 1
+    return out
+
+
+def _examples(ids: list[str]) -> str:
+    shown = ", ".join(sorted(ids)[:EXAMPLES])
+    return shown + (f" and {len(ids) - EXAMPLES} more" if len(ids) > EXAMPLES else "")
+
+
+class LineageVerifier:
+    """Checks every artifact version of the deployment's regions."""
+
+    def __init__(self, deployment: Deployment, now_ms: int | None = None) -> None:
+        self.deployment = deployment
+        self.now_ms = now_ms
+
+    def verify(self, regions: list[str] | None = None) -> list[VersionReport]:
+        reports: list[VersionReport] = []
+        for region in regions or self.deployment.regions:
+            reports += self.verify_region(region)
+        return reports
+
+    def verify_region(self, region: str) -> list[VersionReport]:
+        from fyp.sovereignty.erasure import now_ms
+
+        d = self.deployment
+        region_dir = d.config.region_dir(region)
+        current = current_version(region_dir)
+        versions = list_versions(region_dir)
+        manifests = {v: read_manifest(region_dir, v) for v in versions}
+        snaps = snapshots_at(d, region, {m.snapshot.max_seq for m in manifests.values()})
+        ledger = ErasureLedger(d.config, region)
+        erasures = ledger.entries()
+        now = self.now_ms if self.now_ms is not None else now_ms()
+        reports = []
+        for version in versions:
+            rep = VersionReport(region, version, version == current)
+            manifest = manifests[version]
+            arrays = read_arrays(region_dir, version)
+            self._check_users(rep, manifest.snapshot.users_sha256, arrays, region, ledger)
+            if manifest.region != region:
+                rep.problems.append(
+                    f"manifest names region {manifest.region!r} but the artifact is served "
+                    f"from {region!r}"
+                )
+            for receipt, deadline in manifest.lineage.get("pending_retrain", {}).items():
+                if int(deadline) < now:
+                    rep.problems.append(
+                        f"still holds the share of erasure {receipt} in its aggregates, past "
+                        "its retrain deadline (run `fyp erasure process`)"
+                    )
+                else:
+                    rep.notes.append(f"erasure {receipt} awaits a retrain (deadline {deadline})")
+            self._check_snapshot(rep, manifest, snaps, erasures)
+            reports.append(rep)
+        if current is not None and current not in manifests:
+            rep = VersionReport(region, current, True)
+            rep.problems.append("models/current names a version that does not exist")
+            reports.append(rep)
+        return reports
+
+    def _check_users(
+        self,
+        rep: VersionReport,
+        users_sha256: str,
+        arrays: dict[str, np.ndarray],
+        region: str,
+        ledger: ErasureLedger,
+    ) -> None:
+        if "lineage_user_ids" not in arrays:
+            rep.problems.append(
+                "artifact does not list the users it learned from (trained before lineage "
+                "lists): retrain it"
+            )
+            learned = {str(u) for u in arrays["user_ids"]}
+        else:
+            learned = {str(u) for u in arrays["lineage_user_ids"]}
+            if hash_ids(learned) != users_sha256:
+                rep.problems.append(
+                    "users hash in the manifest does not match the users the artifact holds"
+                )
+        rep.users = len(learned)
+        vectors = {str(u) for u in arrays["user_ids"]}
+        outside = sorted(vectors - learned)
+        if outside:
+            rep.problems.append(
+                f"{len(outside)} user vector(s) of users not in the learned-from list: "
+                f"{_examples(outside)}"
+            )
+        everyone = learned | vectors
+        d = self.deployment
+        homed = d.store(region).existing_users(everyone)
+        rest = everyone - homed
+        if not rest:
+            return
+        erased = ledger.matching(rest)
+        if erased:
+            rep.problems.append(
+                f"{len(erased)} erased user(s) still named (erasure not applied; run "
+                f"`fyp erasure process`): {_examples(sorted(erased))}"
+            )
+        rest -= erased
+        for other in d.regions:
+            if other == region or not rest:
+                continue
+            foreign = d.store(other).existing_users(rest)
+            if foreign:
+                rep.problems.append(
+                    f"learned from {len(foreign)} user(s) homed in {other!r}: "
+                    f"{_examples(sorted(foreign))}"
+                )
+                rest -= foreign
+        if rest:
+            rep.problems.append(
+                f"learned from {len(rest)} user(s) homed in no region and never erased "
+                f"here: {_examples(sorted(rest))}"
+            )
+
+    def _check_snapshot(
+        self, rep: VersionReport, manifest: Any, snaps: dict[int, _Snap], erasures: list[Any]
+    ) -> None:
+        s = manifest.snapshot
+        if s.event_count == 0:
+            rep.snapshot = "verified" if s.max_seq == 0 else "mismatch"
+            return
+        got = snaps.get(s.max_seq)
+        if got is not None and (
+            got.count == s.event_count
+            and got.min_seq == s.min_seq
+            and got.events_sha256 == s.events_sha256
+            and got.users_sha256 == s.users_sha256
+        ):
+            rep.snapshot = "verified"
+            return
+        read_at = int(manifest.lineage.get("read_started_ms", 0))
+        later = [e for e in erasures if e.erased_at_ms >= read_at]  # all, when unknown
+        if later:
+            rep.snapshot = "not_recomputable"
+            rep.notes.append(
+                f"snapshot not recomputable: events may have been deleted since it was taken "
+                f"({len(later)} erasure(s) in this region after the training read)"
+            )
+            return
+        rep.snapshot = "mismatch"
+        rep.problems.append(
+            "event snapshot (count, seq range, content hash, users) does not match the "
+            f"region's events up to seq {s.max_seq}"
+        )

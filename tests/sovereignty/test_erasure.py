@@ -1,0 +1,253 @@
+"""Erasure end to end: DELETE, receipt, process (retrain), verify, remnants, reapply."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from erasure_helpers import build, plant_artifact, plant_event, train
+from fastapi.testclient import TestClient
+from typer.testing import CliRunner
+
+from fyp.audit.log import AuditLog
+from fyp.catalog.models import User
+from fyp.cli.app import app
+from fyp.config import load_config
+from fyp.models.artifacts import current_version, list_versions, read_arrays, read_manifest
+from fyp.regions.deployment import Deployment
+from fyp.serving.app import create_app
+from fyp.sovereignty.erasure import (
+    Eraser,
+    Receipt,
+    add_erase_hook,
+    reapply_erasures,
+    receipt_signature_ok,
+)
+from fyp.sovereignty.erasure_process import process
+from fyp.sovereignty.erasure_verify import verify_erasure
+from fyp.sovereignty.ledger import ErasureLedger, user_pseudonym
+from fyp.sovereignty.lineage import LineageVerifier
+
+ANA = "ana-erase-me"
+runner = CliRunner()
+
+
+@pytest.fixture
+def dep(tmp_path: Path) -> Iterator[Deployment]:
+    d = build(tmp_path / "dep", ANA)
+    try:
+        yield d
+    finally:
+        d.close()
+
+
+def cli(*args: str) -> tuple[int, str]:
+    result = runner.invoke(app, list(args))
+    return result.exit_code, result.output
+
+
+def verify_json(d: Deployment, *extra: str) -> tuple[int, dict[str, Any]]:
+    code, out = cli("erasure", "verify", str(d.config.root), ANA, "--json", *extra)
+    return code, json.loads(out)
+
+
+def test_delete_then_verify_is_pending_until_process_retrains(dep: Deployment) -> None:
+    us_dir = dep.config.region_dir("us")
+    before = current_version(us_dir)
+    with TestClient(create_app(dep)) as client:
+        resp = client.delete(f"/v1/users/{ANA}")
+        assert resp.status_code == 200, resp.text
+        body = resp.json()
+        assert client.get(f"/v1/users/{ANA}").status_code == 404
+        assert client.get("/v1/videos/v0").status_code == 404  # her uploads went too
+    receipt = body["receipt"]
+    assert body["deleted"]["users"] == 1 and body["deleted"]["events"] >= 5
+    assert receipt["removed"]["videos"] == 2 and receipt["retrain_required"]
+    assert receipt["pseudonym"] == user_pseudonym(dep.config, "us", ANA)
+    assert ANA not in json.dumps(receipt)  # the receipt names her by pseudonym only
+    # a new artifact version without her is live; the one holding her is gone
+    now = current_version(us_dir)
+    assert now != before and before not in list_versions(us_dir)
+    arrays = read_arrays(us_dir, now)
+    assert ANA not in set(arrays["user_ids"]) | set(arrays["lineage_user_ids"])
+    assert len(arrays["user_ids"]) == len(arrays["user_factors"])
+    assert receipt["receipt_id"] in read_manifest(us_dir, now).lineage["pending_retrain"]
+
+    receipt_file = dep.config.root / "receipt.json"
+    receipt_file.write_text(json.dumps(receipt), encoding="utf-8")
+    code, report = verify_json(dep, "--receipt", str(receipt_file))
+    assert code == 1 and report["status"] == "pending_retrain" and not report["remnants"]
+    assert receipt["receipt_id"] in report["pending_retrain"]
+    assert report["receipt"]["ok"]
+
+    code, out = cli("erasure", "process", str(dep.config.root), "--json")
+    assert code == 0, out
+    runs = {r["region"]: r for r in json.loads(out)["runs"]}
+    assert runs["us"]["retrained"] and not runs["us"]["pending_after"]
+    assert runs["eu"]["retrained"] is None  # nothing of hers was learned in eu
+
+    code, report = verify_json(dep, "--receipt", str(receipt_file))
+    assert code == 0 and report["status"] == "erased", report
+    code, text = cli("erasure", "verify", str(dep.config.root), ANA)
+    assert code == 0 and "erased" in text
+    assert all(r.ok for r in LineageVerifier(dep).verify())
+
+
+def test_verify_finds_planted_event_row_and_artifact_row(dep: Deployment) -> None:
+    Eraser(dep).erase(ANA)
+    process(dep)
+    assert verify_erasure(dep, ANA).ok
+    plant_event(dep, "us", ANA)
+    report = verify_erasure(dep, ANA)
+    assert report.status == "remnants"
+    assert {(r.region, r.kind, r.where) for r in report.remnants} >= {
+        ("us", "store", "events.user_id")
+    }
+    store: Any = dep.store("us")
+    store.execute("DELETE FROM events WHERE event_id='planted'")
+    # the row is gone, but its bytes are still in the write-ahead log: that counts too
+    assert [r.kind for r in verify_erasure(dep, ANA).remnants] == ["store_bytes"]
+    store.query("PRAGMA wal_checkpoint(TRUNCATE)")
+    assert verify_erasure(dep, ANA).ok
+    version = plant_artifact(dep, "eu", [ANA])
+    report = verify_erasure(dep, ANA)
+    assert [(r.region, r.kind) for r in report.remnants] == [("eu", "artifact")]
+    assert version in report.remnants[0].where
+    code, _ = verify_json(dep)
+    assert code == 1
+    # process strips a ledger-erased user from any artifact that names them
+    process(dep, ["eu"])
+    assert verify_erasure(dep, ANA).ok
+
+
+def test_deleted_bytes_do_not_linger_in_store_files(dep: Deployment) -> None:
+    Eraser(dep).erase(ANA)
+    process(dep)
+    for region in dep.regions:
+        path = Path(dep.store(region).path)  # type: ignore[attr-defined]
+        for f in (path, path.with_name(path.name + "-wal")):
+            if f.is_file():
+                assert ANA.encode() not in f.read_bytes(), f
+
+
+def test_receipt_signature_catches_tampering_and_other_users(dep: Deployment) -> None:
+    receipt = Eraser(dep).erase(ANA)
+    assert receipt_signature_ok(dep, receipt)
+    assert receipt_signature_ok(dep, Receipt.from_dict(json.loads(json.dumps(receipt.to_dict()))))
+    forged = replace(receipt, removed={**receipt.removed, "events": 0})
+    assert not receipt_signature_ok(dep, forged)
+    assert not receipt_signature_ok(dep, replace(receipt, region="eu"))
+    process(dep)
+    assert not verify_erasure(dep, ANA, forged).ok
+    other = verify_erasure(dep, "u2", receipt)  # u2 still exists, and is not the receipt's
+    assert other.receipt is not None and not other.receipt["names_this_user"]
+    assert other.status == "remnants"
+
+
+def test_ledger_audit_log_and_hooks_record_the_erasure(dep: Deployment) -> None:
+    seen: list[tuple[str, str]] = []
+    remove = add_erase_hook(lambda region, user: seen.append((region, user)))
+    try:
+        receipt = Eraser(dep).erase(ANA)
+    finally:
+        remove()
+    assert seen == [("us", ANA)]
+    entry = ErasureLedger(dep.config, "us").find(ANA)
+    assert entry is not None and entry.receipt_id == receipt.receipt_id
+    log = AuditLog(dep.store("us"))
+    erased = log.entries(subject=receipt.pseudonym, action="erase_user")
+    assert [e.details["receipt_id"] for e in erased] == [receipt.receipt_id]
+    assert log.verify().ok
+    assert ANA not in (dep.config.region_dir("us") / "erasures.jsonl").read_text()
+
+
+def test_reapply_after_a_restore_erases_again_without_a_new_ledger_entry(
+    dep: Deployment,
+) -> None:
+    receipt = Eraser(dep).erase(ANA)
+    process(dep)
+    # a restore from an older backup brings her profile and an event back
+    store = dep.store("us")
+    store.insert_user(User(user_id=ANA, home_region="us", created_at_ms=1, updated_at_ms=1))
+    plant_event(dep, "us", ANA)
+    assert not verify_erasure(dep, ANA).ok
+    assert reapply_erasures(dep, "us") == [receipt.receipt_id]
+    assert reapply_erasures(dep, "us") == []
+    assert len(ErasureLedger(dep.config, "us").entries()) == 1
+    assert verify_erasure(dep, ANA).ok
+    assert store.get_user(ANA) is None
+
+
+def test_training_that_raced_an_erasure_is_caught_and_fixed(dep: Deployment) -> None:
+    Eraser(dep).erase(ANA)
+    process(dep)
+    plant_artifact(dep, "us", [ANA], make_current=True)  # as if trained before the erasure
+    assert not verify_erasure(dep, ANA).ok
+    assert not all(r.ok for r in LineageVerifier(dep).verify(["us"]))
+    run = process(dep, ["us"])[0]
+    assert run.stripped and run.retrained
+    assert verify_erasure(dep, ANA).ok
+
+
+def test_due_within_batches_retrains_until_the_deadline_is_near(dep: Deployment) -> None:
+    receipt = Eraser(dep).erase(ANA)
+    assert receipt.retrain_deadline_ms is not None
+    run = process(dep, ["us"], due_within_ms=3_600_000)[0]  # deadline is 24 h away
+    assert run.retrained is None and receipt.receipt_id in run.pending_after
+    run = process(dep, ["us"], due_within_ms=25 * 3_600_000)[0]
+    assert run.retrained and not run.pending_after
+
+
+def test_a_missed_deadline_is_overdue_and_fails_lineage(tmp_path: Path) -> None:
+    d = build(tmp_path / "dep", ANA)
+    d.close()
+    toml = tmp_path / "dep" / "fyp.toml"
+    text = toml.read_text().replace("retrain_within_hours = 24.0", "retrain_within_hours = 1e-9")
+    toml.write_text(text)
+    assert load_config(tmp_path / "dep").erasure.retrain_within_hours == 1e-9
+    with Deployment.open(tmp_path / "dep") as d:
+        Eraser(d).erase(ANA)
+        assert verify_erasure(d, ANA).status == "retrain_overdue"
+        problems = [p for r in LineageVerifier(d).verify(["us"]) for p in r.problems]
+        assert any("past its retrain deadline" in p for p in problems)
+
+
+def test_older_versions_naming_the_user_are_deleted_others_kept(dep: Deployment) -> None:
+    us_dir = dep.config.region_dir("us")
+    old = current_version(us_dir)
+    train(dep, "us")  # a second version, also learned from her
+    eu_dir = dep.config.region_dir("eu")
+    eu_versions = list_versions(eu_dir)
+    receipt = Eraser(dep).erase(ANA)
+    assert old not in list_versions(us_dir) and len(list_versions(us_dir)) == 1
+    # eu models never learned from her, but name her as a creator: rewritten, not retrained
+    assert list_versions(eu_dir) != eu_versions
+    creators = read_arrays(eu_dir, current_version(eu_dir) or "")["creator_ids"]
+    assert ANA not in set(creators) and "" in set(creators)
+    assert any(r.startswith("eu/") for r in receipt.artifacts["rewritten"])
+
+
+def test_unknown_user_is_404_and_writes_nothing(dep: Deployment) -> None:
+    with TestClient(create_app(dep)) as client:
+        resp = client.delete("/v1/users/nobody")
+    assert resp.status_code == 404 and resp.json()["error"]["code"] == "unknown_user"
+    assert ErasureLedger(dep.config, "us").entries() == []
+
+
+def test_erasure_leaves_other_users_intact(dep: Deployment) -> None:
+    us_dir = dep.config.region_dir("us")
+    before = read_arrays(us_dir, current_version(us_dir) or "")
+    events_before = dep.store("us").count_events()
+    receipt = Eraser(dep).erase(ANA)
+    after = read_arrays(us_dir, current_version(us_dir) or "")
+    keep = before["user_ids"] != ANA
+    assert np.array_equal(after["user_ids"], before["user_ids"][keep])
+    assert np.array_equal(after["user_factors"], before["user_factors"][keep])
+    assert np.array_equal(after["item_factors"], before["item_factors"])
+    assert dep.store("us").count_events() == events_before - receipt.removed["events"]
+    assert dep.store("us").get_user("u0") is not None
