@@ -216,6 +216,39 @@ def load_config(root: Path) -> DeploymentConfig:
     return parse_config(root, raw)
 
 
+def backup_target_path(root: Path, url: str) -> Path | None:
+    """The directory a ``file://`` backup target names (relative to ``root``); None otherwise."""
+    if not url.startswith("file://"):
+        return None
+    rest = url[len("file://") :]
+    return Path(rest).resolve() if rest.startswith("/") else (root / rest).resolve()
+
+
+def check_backup_targets(root: Path, regions: dict[str, RegionConfig]) -> None:
+    """A backup target belongs to one region: two regions sharing one (or one nested in
+    the other's) would put each region's backups where the other's operators read."""
+    seen: list[tuple[str, str, Path | None]] = []
+    for name, region in regions.items():
+        for url in region.backup_targets:
+            path = backup_target_path(root, url)
+            for other, other_url, other_path in seen:
+                if other == name:
+                    continue
+                nested = (
+                    path is not None
+                    and other_path is not None
+                    and (path.is_relative_to(other_path) or other_path.is_relative_to(path))
+                )
+                if nested or url == other_url:
+                    raise ConfigError(
+                        f"backup target {url!r} of region {name!r} overlaps {other_url!r} of "
+                        f"region {other!r}: every region needs backup targets of its own",
+                        region=name,
+                        other_region=other,
+                    )
+            seen.append((name, url, path))
+
+
 def parse_config(root: Path, raw: dict[str, Any]) -> DeploymentConfig:
     regions_raw = raw.get("regions")
     if not isinstance(regions_raw, dict) or not regions_raw:
@@ -234,6 +267,7 @@ def parse_config(root: Path, raw: dict[str, Any]) -> DeploymentConfig:
         regions[name] = RegionConfig(
             name=name, store=str(body["store"]), backup_targets=tuple(targets), policy=policy
         )
+    check_backup_targets(root, regions)
     deployment = raw.get("deployment", {})
     limits = raw.get("limits", {})
     ranking = raw.get("ranking", {})

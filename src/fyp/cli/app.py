@@ -34,7 +34,7 @@ def fail(error: FypError) -> typer.Exit:
 
 
 def _register() -> None:
-    from fyp.cli import data, deploy, erasure, evaluate, feed, moderate
+    from fyp.cli import backup, data, deploy, erasure, evaluate, feed, moderate
 
     deploy.register(app)
     data.register(app)
@@ -42,6 +42,7 @@ def _register() -> None:
     evaluate.register(app)
     moderate.register(app)
     erasure.register(app)
+    backup.register(app)
 
 
 _register()

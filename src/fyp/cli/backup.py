@@ -1,0 +1,174 @@
+"""Sovereignty operations on whole regions: backup, restore, carve-out, residency scan."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.table import Table
+
+from fyp.cli.app import console
+
+DirArg = typer.Argument(..., help="Deployment directory (holds fyp.toml).")
+EXIT_PROBLEM = 1
+
+
+def _mb(n: int) -> str:
+    return f"{n / 1e6:,.1f} MB"
+
+
+def register(app: typer.Typer) -> None:
+    @app.command()
+    def backup(
+        directory: Path = DirArg,
+        region: str = typer.Option(..., help="The region to back up."),
+        to: str | None = typer.Option(
+            None, "--to", help="One of the region's backup_targets (default: all of them)."
+        ),
+        as_json: bool = typer.Option(False, "--json", help="Print the manifest as JSON."),
+    ) -> None:
+        """Write an encrypted, checksummed snapshot of a region to its allowed targets."""
+        from fyp.config import load_config
+        from fyp.sovereignty.backup import BackupWriter
+
+        config = load_config(directory)
+        done = BackupWriter(config, region).run(to)
+        m = done.manifest
+        if as_json:
+            typer.echo(json.dumps({"path": str(done.path), "manifest": m}, indent=2))
+            return
+        console.print(
+            f"region [bold]{region}[/]: backup [bold]{m['backup_id']}[/] in {m['seconds']:.2f} s"
+        )
+        console.print(
+            f"  {len(m['parts'])} parts, {_mb(m['plaintext_bytes'])} → "
+            f"{_mb(m['ciphertext']['size'])} encrypted; store schema "
+            f"{m['store']['schema_version']}, {m['store']['users']:,} users, "
+            f"{m['store']['events']:,} events (last seq {m['store']['max_event_seq']:,})"
+        )
+        console.print(f"  written to {done.path} (sha256 {m['ciphertext']['sha256'][:16]}…)")
+
+    @app.command()
+    def restore(
+        directory: Path = DirArg,
+        region: str = typer.Option(..., help="The region to restore."),
+        backup_id: str = typer.Option("latest", "--backup", help="Backup id, or 'latest'."),
+        source: str | None = typer.Option(
+            None, "--from", help="file:// location to read from (default: the region's targets)."
+        ),
+        as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
+    ) -> None:
+        """Verify and restore a region's backup, then re-erase users erased since.
+
+        Stop the server first: a store open in another process is refused."""
+        from fyp.config import load_config
+        from fyp.sovereignty.restore import Restorer
+
+        report = Restorer(load_config(directory), region).run(backup_id, source)
+        if as_json:
+            typer.echo(json.dumps(report.to_dict(), indent=2))
+            return
+        s = report.seconds
+        console.print(
+            f"region [bold]{region}[/]: restored backup [bold]{report.backup_id}[/] "
+            f"(taken {report.backup_created_at}) in {s['total']:.2f} s"
+        )
+        console.print(
+            f"  {report.verified_parts} parts verified, {_mb(report.restored_bytes)}; store "
+            f"{report.store['users']:,} users, {report.store['events']:,} events"
+        )
+        console.print(
+            f"  erasures re-applied: {len(report.reerased)} (users erased after the backup)"
+        )
+
+    region_app = typer.Typer(name="region", help="Whole-region operations.", no_args_is_help=True)
+    app.add_typer(region_app, name="region")
+
+    @region_app.command("export")
+    def export(
+        directory: Path = DirArg,
+        region: str = typer.Argument(..., help="The region to carve out."),
+        to: Path = typer.Option(..., "--to", help="New directory for the standalone deployment."),
+        backups: bool = typer.Option(
+            True, "--backups/--no-backups", help="Copy the region's backups under DIR too."
+        ),
+        as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
+    ) -> None:
+        """Carve a region out as a standalone deployment (config, store, models, keys)."""
+        from fyp.sovereignty.carve import carve_out
+
+        report = carve_out(directory, region, to, with_backups=backups)
+        if as_json:
+            typer.echo(json.dumps(report.to_dict(), indent=2))
+            return
+        console.print(
+            f"region [bold]{region}[/] carved out to [bold]{report.out}[/] in "
+            f"{report.seconds:.2f} s: {report.users:,} users, {report.events:,} events, "
+            f"{report.videos:,} videos, {report.files} files, audit log "
+            f"{report.audit_entries:,} entries ({'intact' if report.audit_ok else 'BROKEN'})"
+        )
+        for note in report.notes:
+            console.print(f"  {note}", markup=False)
+
+    residency = typer.Typer(
+        name="residency", help="Check where users' data lives.", no_args_is_help=True
+    )
+    app.add_typer(residency, name="residency")
+
+    @residency.command("check")
+    def check(
+        directory: Path = DirArg,
+        region: str | None = typer.Option(None, help="Scan only this region (default: all)."),
+        backups: bool = typer.Option(
+            True, "--backups/--no-backups", help="Also decrypt and scan every backup."
+        ),
+        as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
+    ) -> None:
+        """Scan every store, artifact, backup and file of each region for records of
+        users homed elsewhere (or nowhere); exit 1 if any is found."""
+        from fyp.sovereignty.residency import ResidencyScanner
+
+        report = ResidencyScanner(directory, scan_backups=backups).run([region] if region else None)
+        if as_json:
+            typer.echo(json.dumps(report.to_dict(), indent=2, ensure_ascii=False))
+        else:
+            _print_residency(report.to_dict())
+        if not report.ok:
+            raise typer.Exit(EXIT_PROBLEM)
+
+
+def _print_residency(r: dict[str, Any]) -> None:
+    for reg in r["regions"]:
+        scanned = reg["scanned"]
+        console.print(
+            f"region [bold]{reg['region']}[/]: {scanned['store_columns']} user columns in "
+            f"{scanned['store_tables']} tables, {scanned['artifacts']} model artifacts, "
+            f"{scanned['backups']} backups, {scanned['files']} other files"
+        )
+    absent = r["absent_regions"]
+    if absent:
+        console.print(f"regions without a store here (region-local scan): {', '.join(absent)}")
+    status = "green" if r["ok"] else "red"
+    console.print(
+        f"[{status}]{r['foreign_records']:,} foreign records[/], "
+        f"[{status}]{r['orphan_records']:,} orphan records[/] "
+        f"({r['erased_remnants']:,} of them of erased users)"
+    )
+    if r["findings"]:
+        table = Table("region", "kind", "where", "user", "home", "records")
+        for f in r["findings"][:200]:
+            table.add_row(
+                f["region"],
+                f["kind"],
+                f["location"],
+                f["user_id"],
+                f["home_region"] or "-",
+                f"{f['records']:,}",
+            )
+        console.print(table)
+        if len(r["findings"]) > 200:
+            console.print(f"... {len(r['findings']) - 200} more (use --json)")
+    for e in r["exceptions"]:
+        console.print(f"exception: {e['message']}", markup=False)

@@ -1,0 +1,190 @@
+"""Carve a region out of a deployment as a standalone deployment of its own.
+
+A region is a cell: everything it needs is its store (users, events, catalogue,
+moderation, audit log, API keys), its directory (model artifacts, data-set files,
+secrets, erasure ledger) and its block of ``fyp.toml``. ``carve_out`` copies exactly
+those — the store as a consistent snapshot, so the source may keep serving — into a
+new directory whose config declares that region alone. Nothing of any other region is
+read or copied, so the result starts and serves with every other region's files
+absent, and ``fyp residency check`` on it runs region-local.
+
+The new directory is built next to its final place and renamed into it at the end, so
+a failed carve leaves nothing that looks like a deployment.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from fyp.config import (
+    CONFIG_FILE,
+    DeploymentConfig,
+    RegionConfig,
+    backup_target_path,
+    load_config,
+    write_config,
+)
+from fyp.errors import AlreadyExists, InvalidRequest
+from fyp.sovereignty.backup import snapshot_store, store_companions, store_file
+from fyp.sovereignty.region_keys import secrets_dir
+
+
+@dataclass
+class CarveReport:
+    region: str
+    source: str
+    out: str
+    users: int = 0
+    events: int = 0
+    videos: int = 0
+    files: int = 0
+    backups: int = 0
+    audit_entries: int = 0
+    audit_ok: bool = False
+    seconds: float = 0.0
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _relative_store(config: DeploymentConfig, region: str) -> str:
+    """The carved store URL: the same relative URL, or the default one if it was absolute."""
+    url = config.region(region).store
+    rest = url[len("sqlite:///") :] if url.startswith("sqlite:///") else ""
+    if rest and not rest.startswith("/") and not rest.startswith(".."):
+        return url
+    return f"sqlite:///regions/{region}/store.sqlite"
+
+
+class Carver:
+    """Copies one region of ``config`` into a new standalone deployment at ``out``."""
+
+    def __init__(self, config: DeploymentConfig, region: str, out: Path) -> None:
+        self.config = config
+        self.region = config.region(region).name
+        self.out = out.resolve()
+
+    def check_out(self) -> None:
+        root = self.config.root.resolve()
+        if self.out.exists() and any(self.out.iterdir()):
+            raise AlreadyExists(f"{self.out} exists and is not empty", path=str(self.out))
+        if self.out.is_relative_to(root) or root.is_relative_to(self.out):
+            raise InvalidRequest(
+                f"{self.out} overlaps the source deployment {root}: carve out to a "
+                "directory outside it",
+                path=str(self.out),
+            )
+
+    def new_config(self, root: Path) -> DeploymentConfig:
+        cell = self.config.region(self.region)
+        region = RegionConfig(
+            name=self.region,
+            store=_relative_store(self.config, self.region),
+            backup_targets=cell.backup_targets,
+            policy=cell.policy,
+        )
+        return dataclasses.replace(
+            self.config,
+            root=root,
+            name=f"{self.config.name}-{self.region}",
+            regions={self.region: region},
+        )
+
+    def run(self, with_backups: bool = True) -> CarveReport:
+        started = time.perf_counter()
+        self.check_out()
+        report = CarveReport(self.region, str(self.config.root), str(self.out))
+        tmp = self.out.with_name(f".{self.out.name}.partial")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        try:
+            carved = self.new_config(tmp)
+            write_config(carved)
+            snapshot_store(store_file(self.config, self.region), store_file(carved, self.region))
+            report.files = self._copy_region_dir(carved)
+            if with_backups:
+                report.backups = self._copy_backups(carved, report.notes)
+            if self.out.exists():
+                self.out.rmdir()  # empty, checked above
+            os.replace(tmp, self.out)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        self._check(report)
+        if any(k.startswith(f"FYP_SECRET_{self.region.upper()}_") for k in os.environ):
+            report.notes.append(
+                f"some secrets of {self.region} come from FYP_SECRET_{self.region.upper()}_* "
+                "environment variables: the carved deployment needs them too"
+            )
+        report.seconds = round(time.perf_counter() - started, 3)
+        return report
+
+    def _copy_region_dir(self, carved: DeploymentConfig) -> int:
+        """Everything in the region's directory but the live store files and temporaries."""
+        src = self.config.region_dir(self.region)
+        dest = carved.region_dir(self.region)
+        live = {p.resolve() for p in store_companions(store_file(self.config, self.region))}
+        copied = 0
+        for dirpath, dirs, files in os.walk(src):
+            here = Path(dirpath)
+            dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+            target = dest / here.relative_to(src)
+            target.mkdir(parents=True, exist_ok=True)
+            shutil.copystat(here, target)
+            for name in sorted(files):
+                path = here / name
+                if name.startswith(".") or path.resolve() in live or path.is_symlink():
+                    continue
+                shutil.copy2(path, target / name)
+                copied += 1
+        keys = secrets_dir(carved, self.region)
+        if keys.is_dir():
+            os.chmod(keys, 0o700)
+        return copied
+
+    def _copy_backups(self, carved: DeploymentConfig, notes: list[str]) -> int:
+        """Backups in targets under the source deployment travel along (they stay sealed)."""
+        count = 0
+        root = self.config.root.resolve()
+        for url in self.config.region(self.region).backup_targets:
+            src = backup_target_path(root, url)
+            if src is None or not src.is_dir():
+                continue
+            if not src.is_relative_to(root):
+                notes.append(f"backups at {url} are outside the deployment: left where they are")
+                continue
+            dest = backup_target_path(carved.root, url)
+            assert dest is not None
+            shutil.copytree(src, dest, ignore=shutil.ignore_patterns(".*"))
+            count += sum(1 for p in dest.iterdir() if p.is_dir())
+        return count
+
+    def _check(self, report: CarveReport) -> None:
+        """Open the carved deployment on its own and read what it holds."""
+        from fyp.audit.log import AuditLog
+        from fyp.regions.deployment import Deployment
+
+        with Deployment.open(self.out) as d:
+            store = d.store(self.region)
+            log = AuditLog(store)
+            log.append("fyp region export", "carve_out", self.region, {"from": self.config.name})
+            verified = log.verify()
+            report.users = store.count_users()
+            report.events = store.count_events()
+            report.videos = store.count_videos()
+            report.audit_entries = verified.entries
+            report.audit_ok = verified.ok
+
+
+def carve_out(source: Path, region: str, out: Path, with_backups: bool = True) -> CarveReport:
+    """Carve ``region`` of the deployment at ``source`` out to ``out``."""
+    if (out / CONFIG_FILE).exists():
+        raise AlreadyExists(f"{out} already holds a deployment", path=str(out))
+    return Carver(load_config(source), region, out).run(with_backups)

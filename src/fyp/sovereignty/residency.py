@@ -1,0 +1,537 @@
+"""The residency scan: every record of a user found outside the user's home region.
+
+For each region R it reads every place R's files can name a user and checks each
+name against where users actually live (each region's ``users`` table):
+
+- **store**: every table and every column whose name says it holds a person
+  (:data:`USER_COLUMN`: ``user_id``, ``*_user_id``, ...; :data:`PERSON_COLUMN`:
+  ``actor``, ``appellant``, ``*_by``, ... which may also name staff), found from the
+  schema, so a table a later capability adds is covered without being listed; columns
+  named ``subject`` are matched against the keyed pseudonyms (``user_pseudonym``) of
+  other regions' users, as the audit log names users that way;
+- **artifacts**: every string array of every model version whose name mentions users;
+- **backups**: every backup in R's targets, decrypted with R's key and scanned the same
+  way (one that does not open with R's key is itself a finding);
+- **files**: anything else under ``regions/R/`` (caches, logs, exports, data sets):
+  SQLite files as stores, ``.npz``/``.npy`` as artifacts, CSV by a user column, other
+  text by ``user_id=…`` / ``"user_id": …`` style pairs; and files of the deployment
+  directory that belong to no region at all.
+
+A name homed in another region is **foreign**; a name homed nowhere in a user column is
+an **orphan**, and an orphan the erasure ledger recognises is an **erased** remnant.
+Erased users inside backups older than their erasure are counted, not findings: a
+restore erases them again, and they leave when the backup expires.
+Regions whose store is absent (a carved-out deployment) are simply not homes: then
+every name not homed in R is an orphan. ``creator_id`` in the public catalogue is the
+documented exception: a video published in several regions names its creator.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import re
+import shutil
+import sqlite3
+from collections.abc import Iterable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fyp.config import CONFIG_FILE, DeploymentConfig, backup_target_path, load_config
+from fyp.errors import ConfigError, FypError
+from fyp.models.artifacts import ARRAYS, list_versions, models_dir
+from fyp.sovereignty.backup import (
+    STORE_PART,
+    Backup,
+    iter_region_backups,
+    read_backup,
+    store_companions,
+    store_file,
+    unpack_backup,
+)
+from fyp.sovereignty.ledger import LEDGER_FILE, ErasureLedger
+
+USER_COLUMN = re.compile(r"^(user_id|.+_user_id|user_ids|reporter_id|owner_user_id)$")
+"""Columns that only ever hold user ids: an unknown value there is an orphan."""
+PERSON_COLUMN = re.compile(r"^(actor|appellant|reporter|owner|author_id|.+_by)$")
+"""Columns that name a person who may be staff: only a user homed elsewhere counts."""
+CREATOR_COLUMN = re.compile(r"^(creator_id|creator_ids)$")
+PSEUDONYM_COLUMN = re.compile(r"^subject$")
+USER_ARRAY = re.compile(r"user")
+TEXT_PAIR = re.compile(
+    r"""["']?\b(user_id|userid|user|uid|viewer_id)\b["']?\s*[:=]\s*["']?([\w.@:+-]{1,128})""",
+    re.IGNORECASE,
+)
+ERASED_NAMES = {"[erased]", ""}
+SKIPPED_IN_REGION = {"secrets", LEDGER_FILE}
+SCAN_STAGING = ".scan-"
+SQLITE_MAGIC = b"SQLite format 3\x00"
+
+
+@dataclass(frozen=True)
+class Finding:
+    region: str  # the region whose files hold the record ("-" if none)
+    kind: str  # foreign | orphan | erased | unreadable_backup | wrong_region_store
+    source: str  # store | artifact | backup | file
+    location: str
+    user_id: str
+    home_region: str | None
+    records: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class RegionScan:
+    region: str
+    scanned: dict[str, int] = field(
+        default_factory=lambda: {
+            "store_tables": 0,
+            "store_columns": 0,
+            "artifacts": 0,
+            "backups": 0,
+            "files": 0,
+        }
+    )
+    exempt_creators: int = 0
+    erased_in_backups: int = 0
+
+
+@dataclass
+class ResidencyReport:
+    deployment: str
+    regions: list[RegionScan]
+    absent_regions: list[str]
+    findings: list[Finding]
+
+    @property
+    def ok(self) -> bool:
+        return not self.findings
+
+    def count(self, *kinds: str) -> int:
+        return sum(f.records for f in self.findings if f.kind in kinds)
+
+    def to_dict(self) -> dict[str, Any]:
+        exceptions = [
+            {
+                "region": r.region,
+                "column": "creator_id",
+                "records": r.exempt_creators,
+                "message": f"{r.region}: {r.exempt_creators:,} catalogue records name a "
+                "creator homed in another region or nowhere (creator_id of the public "
+                "catalogue: a video published in several regions names its creator; "
+                "documented exception, not a finding)",
+            }
+            for r in self.regions
+            if r.exempt_creators
+        ] + [
+            {
+                "region": r.region,
+                "column": "backups",
+                "records": r.erased_in_backups,
+                "message": f"{r.region}: {r.erased_in_backups:,} records of erased users in "
+                "backups taken before their erasure (a restore erases them again from the "
+                "ledger; they leave when the backup expires)",
+            }
+            for r in self.regions
+            if r.erased_in_backups
+        ]
+        return {
+            "deployment": self.deployment,
+            "ok": self.ok,
+            "foreign_records": self.count("foreign"),
+            "orphan_records": self.count("orphan", "erased"),
+            "erased_remnants": self.count("erased"),
+            "other_problems": self.count("unreadable_backup", "wrong_region_store"),
+            "absent_regions": self.absent_regions,
+            "regions": [
+                {
+                    "region": r.region,
+                    "scanned": r.scanned,
+                    "exempt_creators": r.exempt_creators,
+                    "erased_in_backups": r.erased_in_backups,
+                }
+                for r in self.regions
+            ],
+            "findings": [f.to_dict() for f in self.findings],
+            "exceptions": exceptions,
+        }
+
+
+# -- readers: each yields (location, column class, {value: records}) ----------------
+Names = tuple[str, str, dict[str, int]]
+
+
+def _column_class(name: str) -> str | None:
+    lowered = name.lower()
+    for cls, pattern in (
+        ("creator", CREATOR_COLUMN),
+        ("user", USER_COLUMN),
+        ("person", PERSON_COLUMN),
+        ("pseudonym", PSEUDONYM_COLUMN),
+    ):
+        if pattern.match(lowered):
+            return cls
+    return None
+
+
+def sqlite_names(path: Path, counted: dict[str, int] | None = None) -> Iterator[Names]:
+    """Person columns of every table of a SQLite file, with each value's row count."""
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        conn.execute("PRAGMA busy_timeout=10000")
+        tables = [
+            str(r[0])
+            for r in conn.execute(
+                "SELECT name FROM sqlite_master WHERE type='table' AND name NOT LIKE 'sqlite_%'"
+            )
+        ]
+        for table in sorted(tables):
+            if counted is not None:
+                counted["store_tables"] += 1
+            for col in conn.execute(f'PRAGMA table_info("{table}")').fetchall():
+                cls = _column_class(str(col[1]))
+                if cls is None:
+                    continue
+                if counted is not None:
+                    counted["store_columns"] += 1
+                rows = conn.execute(
+                    f'SELECT "{col[1]}", COUNT(*) FROM "{table}" '
+                    f'WHERE "{col[1]}" IS NOT NULL GROUP BY "{col[1]}"'
+                ).fetchall()
+                yield f"{table}.{col[1]}", cls, {str(v): int(n) for v, n in rows}
+    except sqlite3.DatabaseError:
+        yield f"{path.name} (unreadable SQLite)", "user", {}
+    finally:
+        conn.close()
+
+
+def store_region(path: Path) -> str | None:
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        row = conn.execute("SELECT value FROM store_meta WHERE key='region'").fetchone()
+        return str(row[0]) if row else None
+    except sqlite3.DatabaseError:
+        return None
+    finally:
+        conn.close()
+
+
+def array_names(arrays: Iterable[tuple[str, np.ndarray]]) -> Iterator[Names]:
+    for name, arr in arrays:
+        if arr.dtype.kind not in "USO":
+            continue
+        if CREATOR_COLUMN.match(name):
+            cls = "creator"
+        elif USER_ARRAY.search(name.lower()):
+            cls = "user"
+        else:
+            continue
+        counts: dict[str, int] = {}
+        for v in arr.ravel().tolist():
+            counts[str(v)] = counts.get(str(v), 0) + 1
+        yield name, cls, counts
+
+
+def npz_names(path: Path) -> Iterator[Names]:
+    try:
+        if path.suffix == ".npy":
+            arrays = [(path.stem, np.load(path, allow_pickle=False))]
+        else:
+            with np.load(path, allow_pickle=False) as data:
+                arrays = [
+                    (k, data[k]) for k in data.files if USER_ARRAY.search(k) or "creator" in k
+                ]
+    except (OSError, ValueError):
+        return
+    yield from array_names(arrays)
+
+
+def text_names(path: Path) -> Iterator[Names]:
+    """User ids in a CSV user column, or in ``user_id=…`` / ``"user_id": …`` pairs."""
+    raw = path.read_bytes()
+    text = raw.decode("utf-8", errors="replace")
+    if path.suffix in {".csv", ".tsv"}:
+        dialect = "excel-tab" if path.suffix == ".tsv" else "excel"
+        reader = csv.reader(io.StringIO(text), dialect=dialect)
+        header = [h.strip().lower() for h in next(reader, [])]
+        cols = [(i, h) for i, h in enumerate(header) if _column_class(h) in {"user", "person"}]
+        for i, h in cols:
+            counts: dict[str, int] = {}
+            for row in csv.reader(io.StringIO(text), dialect=dialect):
+                if len(row) > i:
+                    counts[row[i]] = counts.get(row[i], 0) + 1
+            counts.pop(header[i], None)  # the header row itself
+            yield f"column {h}", _column_class(h) or "user", counts
+        if cols:
+            return
+    counts = {}
+    for m in TEXT_PAIR.finditer(text):
+        counts[m.group(2)] = counts.get(m.group(2), 0) + 1
+    if counts:
+        yield "user id pairs", "user", counts
+
+
+def file_names(path: Path, counted: dict[str, int] | None = None) -> Iterator[Names]:
+    """Dispatch a file to the reader for its kind."""
+    try:
+        with path.open("rb") as f:
+            head = f.read(16)
+        if head == SQLITE_MAGIC:
+            yield from sqlite_names(path, counted)
+        elif path.suffix in {".npz", ".npy"}:
+            yield from npz_names(path)
+        else:
+            yield from text_names(path)
+    except OSError:
+        return
+
+
+# -- the scanner ---------------------------------------------------------------------
+class ResidencyScanner:
+    """Scans one deployment directory; works region-local when other stores are absent."""
+
+    def __init__(self, root: Path, scan_backups: bool = True) -> None:
+        self.root = Path(root)
+        self.scan_backups = scan_backups
+        self.config: DeploymentConfig = load_config(self.root)
+        self.homes: dict[str, str] = {}
+        self.present: list[str] = []
+        self._pseudonyms: dict[str, dict[str, str]] = {}
+        self._ledgers: dict[str, ErasureLedger] = {}
+
+    def run(self, regions: list[str] | None = None) -> ResidencyReport:
+        cfg = self.config
+        absent: list[str] = []
+        for name in cfg.region_names:
+            path = store_file(cfg, name)
+            if not path.is_file():
+                absent.append(name)
+                continue
+            self.present.append(name)
+            conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+            try:  # a row whose home_region is not this store's is a finding, not a home
+                for (uid,) in conn.execute(
+                    "SELECT user_id FROM users WHERE home_region = ?", (name,)
+                ):
+                    self.homes.setdefault(str(uid), name)
+            except sqlite3.DatabaseError as exc:
+                raise ConfigError(f"cannot read the users of region {name!r}: {exc}") from exc
+            finally:
+                conn.close()
+        targets = [cfg.region(r).name for r in regions] if regions else self.present
+        findings: list[Finding] = []
+        scans: list[RegionScan] = []
+        for name in targets:
+            scan = RegionScan(name)
+            findings.extend(self._scan_region(scan))
+            scans.append(scan)
+        if regions is None:
+            findings.extend(self._scan_unowned())
+        findings.sort(key=lambda f: (f.region, f.kind, f.location, f.user_id))
+        return ResidencyReport(cfg.name, scans, absent, findings)
+
+    # -- classification ------------------------------------------------------------
+    def _pseudonyms_of(self, region: str) -> dict[str, str]:
+        """Pseudonym → user of every user homed elsewhere, keyed as ``region`` keys them."""
+        if region not in self._pseudonyms:
+            from fyp.sovereignty.ledger import user_pseudonym
+            from fyp.sovereignty.region_keys import region_secret
+
+            out: dict[str, str] = {}
+            try:
+                region_secret(self.config, region, "ledger", create=False)
+            except ConfigError:  # no key yet: nothing here was ever named by pseudonym
+                self._pseudonyms[region] = out
+                return out
+            for uid, home in self.homes.items():
+                if home != region:
+                    out[user_pseudonym(self.config, region, uid)] = uid
+            self._pseudonyms[region] = out
+        return self._pseudonyms[region]
+
+    def _erased(self, user_ids: set[str]) -> set[str]:
+        erased: set[str] = set()
+        for name in self.present:
+            ledger = self._ledgers.setdefault(name, ErasureLedger(self.config, name))
+            if ledger.path.is_file():
+                erased |= ledger.matching(user_ids)
+        return erased
+
+    def classify(
+        self, region: str, source: str, prefix: str, names: Iterable[Names], scan: RegionScan
+    ) -> list[Finding]:
+        """Findings among named users: ``region`` is where the names were found."""
+        out: list[Finding] = []
+        orphans: list[tuple[str, str, int]] = []
+        for location, cls, counts in names:
+            where = f"{prefix}{location}"
+            if cls in {"pseudonym", "person"}:  # append-only records name users by pseudonym
+                table = self._pseudonyms_of(region) if region != "-" else {}
+                for value, n in counts.items():
+                    uid = table.get(value)
+                    if uid is not None:
+                        out.append(
+                            Finding(region, "foreign", source, where, uid, self.homes[uid], n)
+                        )
+                if cls == "pseudonym":
+                    continue
+            for value, n in counts.items():
+                if value in ERASED_NAMES:
+                    continue
+                home = self.homes.get(value)
+                if home == region:
+                    continue
+                if cls == "creator":
+                    if source == "store":  # the live catalogue; copies elsewhere not again
+                        scan.exempt_creators += n
+                elif home is not None:
+                    out.append(Finding(region, "foreign", source, where, value, home, n))
+                elif cls == "user":
+                    orphans.append((where, value, n))
+        erased = self._erased({v for _, v, _ in orphans}) if orphans else set()
+        for where, value, n in orphans:
+            if value in erased and source == "backup":
+                # a backup older than the erasure: a restore erases them again (the
+                # ledger is never rolled back) and they leave when the backup expires
+                scan.erased_in_backups += n
+                continue
+            kind = "erased" if value in erased else "orphan"
+            out.append(Finding(region, kind, source, where, value, None, n))
+        return out
+
+    # -- places ----------------------------------------------------------------------
+    def _scan_region(self, scan: RegionScan) -> list[Finding]:
+        region = scan.region
+        cfg = self.config
+        found: list[Finding] = []
+        live = store_file(cfg, region)
+        owner = store_region(live)
+        if owner != region:
+            found.append(Finding(region, "wrong_region_store", "store", str(live), "-", owner, 1))
+        found += self.classify(region, "store", "", sqlite_names(live, scan.scanned), scan)
+        region_dir = cfg.region_dir(region)
+        found += self._scan_artifacts(region, region_dir, "", scan)
+        found += self._scan_files(
+            region, region_dir, {p.resolve() for p in store_companions(live)}, "", scan
+        )
+        if self.scan_backups:
+            found += self._scan_backups(scan)
+        return found
+
+    def _scan_artifacts(
+        self, region: str, region_dir: Path, prefix: str, scan: RegionScan, source: str = "artifact"
+    ) -> list[Finding]:
+        found: list[Finding] = []
+        for version in list_versions(region_dir):
+            if source == "artifact":  # what a backup holds is counted as the backup
+                scan.scanned["artifacts"] += 1
+            path = models_dir(region_dir) / version / ARRAYS
+            where = f"{prefix}models/{version}/{ARRAYS}:"
+            found += self.classify(region, source, where, npz_names(path), scan)
+        return found
+
+    def _scan_files(
+        self,
+        region: str,
+        region_dir: Path,
+        skip: set[Path],
+        prefix: str,
+        scan: RegionScan,
+        source: str = "file",
+    ) -> list[Finding]:
+        """Every file of the region's directory that is not the store, an artifact,
+        a secret or the (pseudonymous) erasure ledger."""
+        found: list[Finding] = []
+        artifacts = {(models_dir(region_dir) / v).resolve() for v in list_versions(region_dir)}
+        for dirpath, dirs, files in os.walk(region_dir):
+            here = Path(dirpath)
+            dirs[:] = sorted(
+                d
+                for d in dirs
+                if not d.startswith(SCAN_STAGING)
+                and not (here == region_dir and d in SKIPPED_IN_REGION)
+                and (here / d).resolve() not in artifacts
+            )
+            for name in sorted(files):
+                path = here / name
+                if (here == region_dir and name in SKIPPED_IN_REGION) or path.resolve() in skip:
+                    continue
+                if here == models_dir(region_dir) and name == "current":
+                    continue
+                if source == "file":
+                    scan.scanned["files"] += 1
+                where = f"{prefix}{path.relative_to(region_dir).as_posix()}: "
+                found += self.classify(region, source, where, file_names(path), scan)
+        return found
+
+    def _scan_backups(self, scan: RegionScan) -> list[Finding]:
+        region = scan.region
+        found: list[Finding] = []
+        try:
+            located = list(iter_region_backups(self.config, region))
+        except FypError as exc:
+            return [Finding(region, "unreadable_backup", "backup", exc.message, "-", None, 1)]
+        for _, path in located:
+            scan.scanned["backups"] += 1
+            staging = self.config.region_dir(region) / f"{SCAN_STAGING}{path.name}"
+            shutil.rmtree(staging, ignore_errors=True)
+            try:
+                backup: Backup = read_backup(path)
+                unpack_backup(self.config, region, backup, staging)
+            except FypError as exc:
+                found.append(
+                    Finding(
+                        region,
+                        "unreadable_backup",
+                        "backup",
+                        f"{path}: {exc.message}",
+                        "-",
+                        None,
+                        1,
+                    )
+                )
+                continue
+            try:
+                prefix = f"backup {path.name}: "
+                found += self.classify(
+                    region, "backup", prefix, sqlite_names(staging / STORE_PART), scan
+                )
+                files = staging / "files"
+                if files.is_dir():
+                    found += self._scan_artifacts(region, files, prefix, scan, "backup")
+                    found += self._scan_files(region, files, set(), prefix, scan, "backup")
+            finally:
+                shutil.rmtree(staging, ignore_errors=True)
+        return found
+
+    def _scan_unowned(self) -> list[Finding]:
+        """Files of the deployment directory that belong to no region: any user there
+        is outside their home region."""
+        cfg = self.config
+        root = cfg.root.resolve()
+        owned: set[Path] = {(root / CONFIG_FILE).resolve(), (root / "regions").resolve()}
+        for name in cfg.region_names:
+            owned.add(cfg.region_dir(name).resolve())
+            owned |= {p.resolve() for p in store_companions(store_file(cfg, name))}
+            for url in cfg.region(name).backup_targets:
+                path = backup_target_path(root, url)
+                if path is not None:
+                    owned.add(path)
+        found: list[Finding] = []
+        scan = RegionScan("-")
+        for dirpath, dirs, files in os.walk(root):
+            here = Path(dirpath)
+            dirs[:] = sorted(d for d in dirs if (here / d).resolve() not in owned)
+            for name in sorted(files):
+                path = here / name
+                if path.resolve() in owned:
+                    continue
+                where = f"{path.relative_to(root).as_posix()}: "
+                found += self.classify("-", "file", where, file_names(path), scan)
+        return found
