@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -15,9 +16,11 @@ from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
 from fyp.audit.log import AuditLog
-from fyp.catalog.models import User
+from fyp.catalog.models import User, UserIn
+from fyp.catalog.service import Catalog
 from fyp.cli.app import app
 from fyp.config import load_config
+from fyp.events.ingest import Ingestor
 from fyp.models.artifacts import current_version, list_versions, read_arrays, read_manifest
 from fyp.regions.deployment import Deployment
 from fyp.serving.app import create_app
@@ -251,3 +254,16 @@ def test_erasure_leaves_other_users_intact(dep: Deployment) -> None:
     assert np.array_equal(after["item_factors"], before["item_factors"])
     assert dep.store("us").count_events() == events_before - receipt.removed["events"]
     assert dep.store("us").get_user("u0") is not None
+
+
+def test_a_new_account_under_an_erased_id_is_not_erased_again(dep: Deployment) -> None:
+    Eraser(dep).erase(ANA)
+    time.sleep(0.005)  # created strictly after the erasure
+    Catalog(dep).create_user(UserIn(user_id=ANA, home_region="eu"))
+    assert reapply_erasures(dep, "eu") == [] and reapply_erasures(dep, "us") == []
+    Ingestor(dep).ingest([{"event_id": "new-1", "user_id": ANA, "video_id": "v5", "type": "like"}])
+    train(dep, "eu")  # the new account is learned in eu
+    process(dep)
+    assert dep.home_region(ANA) == "eu"
+    eu_dir = dep.config.region_dir("eu")
+    assert ANA in set(read_arrays(eu_dir, current_version(eu_dir) or "")["lineage_user_ids"])

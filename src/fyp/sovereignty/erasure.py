@@ -335,11 +335,20 @@ class Eraser:
         return fresh.version
 
 
+def recreated(deployment: Deployment, user_id: str, erased_at_ms: int) -> bool:
+    """True when the id belongs to a new account made after the erasure (ids may be
+    reused), not to a row a restore brought back: that user must not be erased."""
+    home = deployment.locate_users([user_id]).get(user_id)  # maybe homed elsewhere now
+    user = deployment.store(home).get_user(user_id) if home else None
+    return user is not None and user.created_at_ms > erased_at_ms
+
+
 def reapply_erasures(deployment: Deployment, region: str) -> list[str]:
     """Erase again every user of ``region``'s store that its ledger records as erased.
 
     Called after a restore (an older backup brings erased users back) and by
-    ``fyp erasure process``; adds no ledger entry. Returns the receipt ids re-applied."""
+    ``fyp erasure process``; adds no ledger entry. A new account created under an erased
+    id after the erasure is left alone. Returns the receipt ids re-applied."""
     ledger = ErasureLedger(deployment.config, region)
     store = deployment.store(region)
     present = [str(r[0]) for r in sql_store(store).query("SELECT user_id FROM users")]
@@ -349,6 +358,8 @@ def reapply_erasures(deployment: Deployment, region: str) -> list[str]:
         entry = ledger.find(user_id)
         if entry is None:  # pragma: no cover - matching() just found it
             raise UnknownUser(f"ledger lost {user_id!r}")
+        if recreated(deployment, user_id, entry.erased_at_ms):
+            continue
         deployment.forget_route(user_id)
         eraser.reapply(user_id, region, entry.receipt_id)
         done.append(entry.receipt_id)

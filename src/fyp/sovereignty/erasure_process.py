@@ -29,7 +29,14 @@ from fyp.models.artifacts import (
 )
 from fyp.models.training import train_region
 from fyp.regions.deployment import Deployment
-from fyp.sovereignty.erasure import Eraser, Outcome, now_ms, reapply_erasures, region_models_lock
+from fyp.sovereignty.erasure import (
+    Eraser,
+    Outcome,
+    now_ms,
+    reapply_erasures,
+    recreated,
+    region_models_lock,
+)
 from fyp.sovereignty.ledger import ErasureLedger
 from fyp.sovereignty.remnants import ARTIFACT_USER_ARRAYS, remove_version
 
@@ -64,7 +71,7 @@ def erased_in_artifacts(deployment: Deployment, region: str) -> dict[str, tuple[
         ledger = ErasureLedger(deployment.config, home)
         for user_id in ledger.matching(ids):
             entry = ledger.find(user_id)
-            if entry is not None:
+            if entry is not None and not recreated(deployment, user_id, entry.erased_at_ms):
                 out[user_id] = (home, entry.receipt_id)
     return out
 
