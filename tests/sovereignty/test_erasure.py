@@ -184,6 +184,15 @@ def test_reapply_after_a_restore_erases_again_without_a_new_ledger_entry(
     assert len(ErasureLedger(dep.config, "us").entries()) == 1
     assert verify_erasure(dep, ANA).ok
     assert store.get_user(ANA) is None
+    # the restore also brought back an old artifact and a held-out data file naming her
+    plant_artifact(dep, "us", [ANA])
+    data = dep.config.region_dir("us") / "datasets" / "held-out.csv"
+    data.parent.mkdir()
+    data.write_text(f"user_id,video_id\n{ANA},v1\nu0,v2\n")
+    assert {r.kind for r in verify_erasure(dep, ANA).remnants} == {"artifact", "file"}
+    assert reapply_erasures(dep, "us") == [receipt.receipt_id]
+    assert verify_erasure(dep, ANA).ok
+    assert data.read_bytes() == b"user_id,video_id\nu0,v2\n"
 
 
 def test_training_that_raced_an_erasure_is_caught_and_fixed(dep: Deployment) -> None:

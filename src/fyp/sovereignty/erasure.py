@@ -55,6 +55,7 @@ from fyp.sovereignty.region_keys import region_secret
 from fyp.sovereignty.remnants import (
     artifacts_naming,
     delete_created_videos,
+    file_user_ids,
     region_files,
     remove_version,
     scrub_file,
@@ -347,8 +348,10 @@ def reapply_erasures(deployment: Deployment, region: str) -> list[str]:
     """Erase again every user of ``region``'s store that its ledger records as erased.
 
     Called after a restore (an older backup brings erased users back) and by
-    ``fyp erasure process``; adds no ledger entry. A new account created under an erased
-    id after the erasure is left alone. Returns the receipt ids re-applied."""
+    ``fyp erasure process``; adds no ledger entry. Data files and model artifacts of the
+    region that name an erased user are cleaned too (a restore brings those back as
+    well). A new account created under an erased id after the erasure is left alone.
+    Returns the receipt ids re-applied."""
     ledger = ErasureLedger(deployment.config, region)
     store = deployment.store(region)
     present = [str(r[0]) for r in sql_store(store).query("SELECT user_id FROM users")]
@@ -363,4 +366,14 @@ def reapply_erasures(deployment: Deployment, region: str) -> list[str]:
         deployment.forget_route(user_id)
         eraser.reapply(user_id, region, entry.receipt_id)
         done.append(entry.receipt_id)
-    return done
+    # a restore may also bring back data files and model artifacts naming erased users
+    for path in region_files(deployment.config.region_dir(region)):
+        for user_id in sorted(ledger.matching(file_user_ids(path))):
+            entry = ledger.find(user_id)
+            if entry is not None and not recreated(deployment, user_id, entry.erased_at_ms):
+                scrub_file(path, user_id)
+                done.append(entry.receipt_id)
+    from fyp.sovereignty.erasure_process import strip_erased  # it builds on this module
+
+    done += strip_erased(deployment, region)
+    return list(dict.fromkeys(done))

@@ -208,6 +208,18 @@ def file_hits(path: Path, user_id: str) -> int:
         return sum(1 for line in f if needle in line)
 
 
+def file_user_ids(path: Path) -> set[str]:
+    """The user ids a CSV with a ``user_id`` column names (empty for other files)."""
+    if path.suffix != ".csv":
+        return set()
+    with path.open(encoding="utf-8", newline="") as f:
+        reader = csv.reader(f)
+        col = _csv_user_column(next(reader, []))
+        if col is None:
+            return set()
+        return {row[col] for row in reader if len(row) > col}
+
+
 def scrub_file(path: Path, user_id: str) -> int:
     """Rewrite a CSV without the user's rows (atomically); returns the rows removed."""
     if path.suffix != ".csv" or not file_hits(path, user_id):
@@ -218,7 +230,7 @@ def scrub_file(path: Path, user_id: str) -> int:
         path.open(encoding="utf-8", newline="") as src,
         tmp.open("w", encoding="utf-8", newline="") as dst,
     ):
-        reader, writer = csv.reader(src), csv.writer(dst)
+        reader, writer = csv.reader(src), csv.writer(dst, lineterminator="\n")
         header = next(reader)
         col = _csv_user_column(header)
         writer.writerow(header)
