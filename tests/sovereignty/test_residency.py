@@ -13,6 +13,7 @@ from region_helpers import built, cli, copy_of
 
 from fyp.catalog.service import Catalog
 from fyp.config import load_config
+from fyp.errors import NotFound
 from fyp.models.artifacts import current_version, read_arrays, read_manifest, write_artifact
 from fyp.regions.deployment import Deployment
 from fyp.sovereignty import user_pseudonym
@@ -219,3 +220,5 @@ def test_region_local_when_other_regions_are_absent(dep: Path) -> None:
         ("orphan", "events.user_id", "u1")  # homed nowhere this scan can see
     ]
     assert not (dep / "regions" / "eu").exists()  # the scan created nothing
+    with pytest.raises(NotFound):
+        ResidencyScanner(dep).run(["eu"])

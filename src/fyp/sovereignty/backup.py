@@ -101,6 +101,11 @@ def region_data_files(config: DeploymentConfig, region: str) -> list[Path]:
     return out
 
 
+def read_only(path: Path) -> sqlite3.Connection:
+    """A read-only connection (a URI, so any character in the path is quoted)."""
+    return sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+
+
 def snapshot_store(src: Path, dest: Path) -> None:
     """A consistent copy of a live SQLite store, taken in one read transaction.
 
@@ -109,7 +114,7 @@ def snapshot_store(src: Path, dest: Path) -> None:
     dest.parent.mkdir(parents=True, exist_ok=True)
     if not src.is_file():
         raise StorageError(f"store {src} does not exist")
-    source = sqlite3.connect(f"file:{src}?mode=ro", uri=True)
+    source = read_only(src)
     target = sqlite3.connect(dest)
     try:
         source.execute("PRAGMA busy_timeout=10000")
@@ -123,7 +128,7 @@ def snapshot_store(src: Path, dest: Path) -> None:
 
 def store_facts(path: Path) -> dict[str, Any]:
     """What a manifest says about a store snapshot (schema, last event, row counts)."""
-    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    conn = read_only(path)
     try:
 
         def one(sql: str) -> Any:

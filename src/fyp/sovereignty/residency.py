@@ -42,13 +42,14 @@ from typing import Any
 import numpy as np
 
 from fyp.config import CONFIG_FILE, DeploymentConfig, backup_target_path, load_config
-from fyp.errors import ConfigError, FypError
+from fyp.errors import ConfigError, FypError, NotFound
 from fyp.models.artifacts import ARRAYS, list_versions, models_dir
 from fyp.sovereignty.backup import (
     STORE_PART,
     Backup,
     iter_region_backups,
     read_backup,
+    read_only,
     store_companions,
     store_file,
     unpack_backup,
@@ -182,7 +183,7 @@ def _column_class(name: str) -> str | None:
 
 def sqlite_names(path: Path, counted: dict[str, int] | None = None) -> Iterator[Names]:
     """Person columns of every table of a SQLite file, with each value's row count."""
-    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    conn = read_only(path)
     try:
         conn.execute("PRAGMA busy_timeout=10000")
         tables = [
@@ -212,7 +213,7 @@ def sqlite_names(path: Path, counted: dict[str, int] | None = None) -> Iterator[
 
 
 def store_region(path: Path) -> str | None:
-    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    conn = read_only(path)
     try:
         row = conn.execute("SELECT value FROM store_meta WHERE key='region'").fetchone()
         return str(row[0]) if row else None
@@ -263,10 +264,11 @@ def text_names(path: Path) -> Iterator[Names]:
         cols = [(i, h) for i, h in enumerate(header) if _column_class(h) in {"user", "person"}]
         for i, h in cols:
             counts: dict[str, int] = {}
-            for row in csv.reader(io.StringIO(text), dialect=dialect):
+            rows = csv.reader(io.StringIO(text), dialect=dialect)
+            next(rows, None)  # the header
+            for row in rows:
                 if len(row) > i:
                     counts[row[i]] = counts.get(row[i], 0) + 1
-            counts.pop(header[i], None)  # the header row itself
             yield f"column {h}", _column_class(h) or "user", counts
         if cols:
             return
@@ -314,7 +316,7 @@ class ResidencyScanner:
                 absent.append(name)
                 continue
             self.present.append(name)
-            conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+            conn = read_only(path)
             try:  # a row whose home_region is not this store's is a finding, not a home
                 for (uid,) in conn.execute(
                     "SELECT user_id FROM users WHERE home_region = ?", (name,)
@@ -325,6 +327,9 @@ class ResidencyScanner:
             finally:
                 conn.close()
         targets = [cfg.region(r).name for r in regions] if regions else self.present
+        missing = [r for r in targets if r in absent]
+        if missing:
+            raise NotFound(f"region {missing[0]!r} has no store here", region=missing[0])
         findings: list[Finding] = []
         scans: list[RegionScan] = []
         for name in targets:
