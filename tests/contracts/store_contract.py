@@ -387,6 +387,28 @@ class StoreContract:
         assert not (stored_like.valid_play or stored_like.long_play or stored_like.short_play)
         assert store.get_event("nope") is None
 
+    def test_user_version_changes_with_everything_about_the_user(self, store: Store) -> None:
+        self.seed(store, "u1", "u2")
+        marks = [store.user_version("u1")]
+        if marks[0] is None:
+            pytest.skip("this backend does not offer user versions")
+        store.insert_events([make_row("e1")])
+        marks.append(store.user_version("u1"))
+        store.record_served("u1", ["v1"], T0)
+        marks.append(store.user_version("u1"))
+        store.record_served("u1", ["v1"], T0 + 5)  # the same video again, later
+        marks.append(store.user_version("u1"))
+        user = store.get_user("u1")
+        assert user is not None
+        store.update_user(user.model_copy(update={"updated_at_ms": user.updated_at_ms + 1}))
+        marks.append(store.user_version("u1"))
+        assert len(set(marks)) == len(marks)
+        before = store.user_version("u1")
+        store.insert_events([make_row("x1", user_id="u2")])  # someone else's event
+        store.record_served("u2", ["v1"], T0)
+        assert store.user_version("u1") == before
+        assert store.user_version("nobody") is None
+
     def test_user_events_newest_first(self, store: Store) -> None:
         self.seed(store, "u1", "u2")
         for i in range(5):

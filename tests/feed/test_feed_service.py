@@ -11,7 +11,7 @@ from fyp.catalog.models import UserIn
 from fyp.catalog.service import Catalog
 from fyp.errors import InvalidRequest, ModelError, UnknownUser, ValidationFailed
 from fyp.events.ingest import Ingestor
-from fyp.feed.service import FeedService
+from fyp.feed.service import FeedService, encode_cursor
 from fyp.models.artifacts import hash_ids, read_manifest
 from fyp.models.training import train_and_publish
 from fyp.regions.deployment import Deployment
@@ -197,3 +197,31 @@ def test_multi_objective_scorer_is_selectable_and_uses_trained_heads(
     assert model.heads is not None and "long_play" in model.heads.names
     page = service.feed("u2", n=10, record=False)
     assert len(page.items) == 10
+
+
+def test_writes_from_another_process_count_in_the_next_feed(trained: Deployment) -> None:
+    """The cached user state is checked against the store on every request."""
+    service = FeedService(trained)
+    same_page = encode_cursor(0, 7)  # same page and session: same exploration draws
+    first = service.feed("u6", n=10, cursor=same_page, record=False)
+    second = service.feed("u6", n=10, cursor=same_page, record=False)  # cached state
+    assert [i.video_id for i in second.items] == [i.video_id for i in first.items]
+    video = first.items[0].video_id
+    creator = Catalog(trained).get_video(video).creator_id
+    with Deployment.open(trained.config.root) as other:  # another process's connections
+        Ingestor(other).ingest(
+            [{"event_id": "ni-x", "user_id": "u6", "video_id": video, "type": "not_interested"}]
+        )
+    after = service.feed("u6", n=20, record=False)
+    assert all(Catalog(trained).get_video(i.video_id).creator_id != creator for i in after.items)
+
+
+def test_pages_never_repeat_while_the_state_is_cached(trained: Deployment) -> None:
+    service = FeedService(trained)
+    seen: list[str] = []
+    cursor = None
+    for _ in range(4):
+        page = service.feed("u3", n=5, cursor=cursor)
+        seen += [i.video_id for i in page.items]
+        cursor = page.cursor
+    assert len(seen) == len(set(seen)) == 20

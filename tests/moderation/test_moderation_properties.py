@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from moderation_helpers import plays, train, with_policies
 
-from fyp.catalog.models import CURRENT_YEAR, UserIn, VideoIn
+from fyp.catalog.models import CURRENT_YEAR, UserIn, Video, VideoIn
 from fyp.catalog.service import Catalog
 from fyp.feed.service import FeedService
 from fyp.feed.state import UserState
@@ -189,6 +189,12 @@ def test_the_check_admits_exactly_the_eligible(
     with tempfile.TemporaryDirectory() as tmp, with_policies(Path(tmp) / "d", {"us": {}}) as d:
         mod = cell(d.store("us")).mod
         ids = [f"v{k}" for k in range(len(rows))]
+        d.store("us").bulk_insert_videos(
+            [
+                Video(video_id=v, regions=["us"], duration_ms=1, created_at_ms=1, updated_at_ms=1)
+                for v in ids
+            ]
+        )
         for vid, (state, creator_ok) in zip(ids, rows, strict=True):
             if state is not None:  # None: never moderated
                 mod.write(vid, state, creator_ok, "generated", "review", "r", 1, {})

@@ -197,3 +197,15 @@ class TestResolveUrl:
         store.close()
         assert (config.root / "regions" / "us" / "store.sqlite").is_file()
         assert not (elsewhere / "regions").exists()
+
+
+def test_migration_statements_split_like_sqlite_parses_them() -> None:
+    from fyp.storage.sqlite import split_statements
+
+    script = """
+    CREATE TABLE a (x TEXT DEFAULT ';');
+    CREATE TRIGGER t AFTER INSERT ON a BEGIN INSERT INTO b VALUES (1); UPDATE c SET y = 1; END;
+    CREATE INDEX i ON a (x);
+    """
+    assert [s.split()[1] for s in split_statements(script)] == ["TABLE", "TRIGGER", "INDEX"]
+    assert split_statements("  ;\n") == []

@@ -104,7 +104,12 @@ class Available(Filter):
 
     def reasons(self, model: RegionModel, state: UserState, items: np.ndarray) -> dict[int, str]:
         video_ids: list[str] = model.video_ids[items].tolist()
-        present = self.live(video_ids)
+        try:
+            present = self.live(video_ids)
+        except Exception as exc:  # fail closed, like the eligibility hook
+            return {
+                n: f"availability check failed: {type(exc).__name__}" for n in range(len(video_ids))
+            }
         return {
             n: "not available in your region" for n, v in enumerate(video_ids) if v not in present
         }

@@ -24,9 +24,10 @@ from fyp.errors import InvalidRequest, ModelError, ValidationFailed
 from fyp.feed.filters import Available, Eligibility, EligibilityCheck
 from fyp.feed.pipeline import FeedPipeline
 from fyp.feed.scoring import RankerScorer, Scorer, ValueScorer
-from fyp.feed.state import UserState, build_state
+from fyp.feed.state import StateCache, UserState, build_state
 from fyp.models.artifacts import current_version
 from fyp.models.region_model import RegionModel
+from fyp.moderation.snapshot import snapshot_for
 from fyp.regions.deployment import Deployment
 
 SEEN_WINDOW_MS = 30 * 86_400_000
@@ -113,6 +114,7 @@ class FeedService:
         self._checked: dict[str, float] = {}
         self._lock = threading.Lock()
         self._universe: tuple[Sequence[str], RegionModel, np.ndarray] | None = None
+        self._states = StateCache()
 
     def model(self, region: str) -> RegionModel:
         now = time.monotonic()
@@ -144,13 +146,26 @@ class FeedService:
         return items
 
     def state(self, user_id: str, model: RegionModel) -> UserState:
+        """The user's state, rebuilt whenever the store says anything about them changed.
+
+        One indexed lookup (``Store.user_version``) per request keeps read-your-writes
+        exact, whichever process wrote: the profile, the latest event and the served log
+        are all part of the marker."""
         region = self.deployment.home_region(user_id)
         store = self.deployment.store(region)
+        marker = store.user_version(user_id)
+        if marker is not None:
+            hit = self._states.get(user_id, model, marker)
+            if hit is not None:
+                return hit
         user = store.get_user(user_id)
         events = store.user_events(user_id, RECENT_EVENTS)
         served = store.served_since(user_id, time.time_ns() // 1_000_000 - self.seen_window_ms)
         age = user.age() if user is not None else None
-        return build_state(user_id, region, age, events, served, model)
+        state = build_state(user_id, region, age, events, served, model)
+        if marker is not None:
+            self._states.put(user_id, model, marker, state)
+        return state
 
     def feed(
         self,
@@ -172,7 +187,8 @@ class FeedService:
             model, state, n, rng, universe=items, extra_filters=[self.eligibility]
         )
         store = self.deployment.store(region)
-        live = Available(lambda ids: set(store.video_durations(ids)))
+        catalog = snapshot_for(store)
+        live = Available(lambda ids: catalog.live_ids(ids))
         on_page = np.zeros(len(ranked.pool), bool)
         on_page[np.asarray(ranked.order, np.int64)] = True
         final = ranked.pool.keep(on_page)  # shares the removed-log with the ranked pool
@@ -195,7 +211,9 @@ class FeedService:
             if len(page) == n:
                 break
         if record and page:
-            store.record_served(user_id, [p.video_id for p in page], time.time_ns() // 1_000_000)
+            shown = [p.video_id for p in page]
+            store.record_served(user_id, shown, time.time_ns() // 1_000_000)
+            self._states.served(user_id, store.user_version(user_id), shown)
         removed = [r.__dict__ for r in ranked.removed]
         return FeedPage(
             user_id=user_id,

@@ -7,7 +7,10 @@ process ingested it. Long-term state is the user's learned vector in the region 
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -109,3 +112,59 @@ def build_state(
         skipped=skipped,
         recent=np.asarray(recent, np.int64),
     )
+
+
+STATE_CACHE_USERS = 100_000
+STATE_TTL_S = 60.0  # the seen window slides: rebuild now and then even if nothing changed
+
+
+class StateCache:
+    """Built user states, each valid while the store's marker for the user is unchanged
+    and the model is the one it was built against (least recently used evicted)."""
+
+    def __init__(self, max_users: int = STATE_CACHE_USERS, ttl_s: float = STATE_TTL_S) -> None:
+        self.max_users = max_users
+        self.ttl_s = ttl_s
+        self._entries: OrderedDict[str, tuple[tuple[int, ...], RegionModel, float, UserState]] = (
+            OrderedDict()
+        )
+        self._lock = threading.Lock()
+
+    def get(self, user_id: str, model: RegionModel, marker: tuple[int, ...]) -> UserState | None:
+        with self._lock:
+            hit = self._entries.get(user_id)
+            if hit is None:
+                return None
+            if hit[0] != marker or hit[1] is not model or time.monotonic() - hit[2] > self.ttl_s:
+                del self._entries[user_id]
+                return None
+            self._entries.move_to_end(user_id)
+            return hit[3]
+
+    def put(
+        self, user_id: str, model: RegionModel, marker: tuple[int, ...], state: UserState
+    ) -> None:
+        with self._lock:
+            self._entries[user_id] = (marker, model, time.monotonic(), state)
+            self._entries.move_to_end(user_id)
+            while len(self._entries) > self.max_users:
+                self._entries.popitem(last=False)
+
+    def served(
+        self, user_id: str, marker: tuple[int, ...] | None, video_ids: Sequence[str]
+    ) -> None:
+        """The feed recorded ``video_ids`` as served: keep the state if that is all that
+        changed (same profile and events), else drop it."""
+        with self._lock:
+            hit = self._entries.get(user_id)
+            if hit is None:
+                return
+            if marker is None or marker[:2] != hit[0][:2]:
+                del self._entries[user_id]
+                return
+            hit[3].seen.update(video_ids)
+            self._entries[user_id] = (marker, hit[1], hit[2], hit[3])
+
+    def drop(self, user_id: str) -> None:
+        with self._lock:
+            self._entries.pop(user_id, None)

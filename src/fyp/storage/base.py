@@ -159,6 +159,12 @@ class Store(ABC):
     @abstractmethod
     def max_event_seq(self) -> int: ...
 
+    def user_version(self, user_id: str) -> tuple[int, ...] | None:
+        """A marker that changes whenever the user's profile, events or served log change,
+        so a caller may keep derived state until it does. ``None``: the user is absent,
+        or the backend cannot tell (callers then read afresh every time)."""
+        return None
+
     # -- served log -----------------------------------------------------------
     @abstractmethod
     def record_served(self, user_id: str, video_ids: Sequence[str], ts_ms: int) -> None:

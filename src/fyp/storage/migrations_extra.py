@@ -7,7 +7,12 @@ everything in version order from one place.
 from __future__ import annotations
 
 from fyp.audit.log import AUDIT_MIGRATION
+from fyp.moderation.snapshot import CATALOG_CHANGES_MIGRATION
 from fyp.moderation.store import MODERATION_MIGRATION
 from fyp.storage.migrations import Migration
 
-EXTRA_MIGRATIONS: tuple[Migration, ...] = (MODERATION_MIGRATION, AUDIT_MIGRATION)
+EXTRA_MIGRATIONS: tuple[Migration, ...] = (
+    MODERATION_MIGRATION,
+    AUDIT_MIGRATION,
+    CATALOG_CHANGES_MIGRATION,
+)

@@ -136,6 +136,22 @@ def _video_params(v: Video, region: str) -> tuple[Any, ...]:
     )
 
 
+def split_statements(script: str) -> list[str]:
+    """Split a migration into statements the way SQLite parses them, so a trigger body
+    (``BEGIN ...; ...; END``) stays whole (``executescript`` would commit on its own)."""
+    out: list[str] = []
+    pending = ""
+    for piece in script.split(";"):
+        pending += piece + ";"
+        if sqlite3.complete_statement(pending):
+            if pending.strip(" \n\t;"):
+                out.append(pending.strip())
+            pending = ""
+    if pending.strip(" \n\t;"):
+        out.append(pending.strip())
+    return out
+
+
 class SQLiteStore(Store):
     """A region's store in one SQLite file (``sqlite:///path/to/file.sqlite``)."""
 
@@ -258,9 +274,8 @@ class SQLiteStore(Store):
             for m in sqlite_migrations():
                 if m.version in done:
                     continue
-                for statement in m.sql.format(region=self.region).split(";"):
-                    if statement.strip():
-                        c.execute(statement)
+                for statement in split_statements(m.sql.format(region=self.region)):
+                    c.execute(statement)
                 c.execute(
                     "INSERT INTO schema_migrations VALUES (?, ?, CAST(strftime('%s','now') AS "
                     "INTEGER) * 1000)",
@@ -295,9 +310,8 @@ class SQLiteStore(Store):
 
     def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> int:
         with self.transaction():
-            before = self._conn.total_changes
-            self._conn.executemany(sql, rows)
-            return self._conn.total_changes - before
+            cursor = self._conn.executemany(sql, rows)
+            return int(cursor.rowcount)  # this statement's rows, not triggers'
 
     def _in(self, sql: str, ids: Iterable[str]) -> list[tuple[Any, ...]]:
         """Run ``sql`` (with one ``{marks}`` placeholder) over ids in bounded chunks."""
@@ -381,12 +395,11 @@ class SQLiteStore(Store):
         for u in users:
             self._check_home(u)
         with self.transaction():
-            before = self._conn.total_changes
-            self._conn.executemany(
+            cursor = self._conn.executemany(
                 f"INSERT OR IGNORE INTO users ({_USER_COLS}) VALUES (?,?,?,?,?,?,?,?,?)",
                 [_user_params(u) for u in users],
             )
-            return self._conn.total_changes - before
+            return int(cursor.rowcount)  # this statement's rows, not triggers'
 
     # -- videos ---------------------------------------------------------------
     def _check_published(self, video: Video) -> None:
@@ -461,13 +474,12 @@ class SQLiteStore(Store):
         for v in videos:
             self._check_published(v)
         with self.transaction():
-            before = self._conn.total_changes
-            self._conn.executemany(
+            cursor = self._conn.executemany(
                 f"INSERT OR IGNORE INTO videos (video_id, region, {_VIDEO_COLS.split(', ', 1)[1]}) "
                 "VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
                 [_video_params(v, self.region) for v in videos],
             )
-            return self._conn.total_changes - before
+            return int(cursor.rowcount)  # this statement's rows, not triggers'
 
     # -- events ---------------------------------------------------------------
     def existing_event_ids(self, event_ids: Iterable[str]) -> set[str]:
@@ -494,14 +506,13 @@ class SQLiteStore(Store):
     def bulk_insert_events(self, rows: Sequence[EventRow]) -> int:
         try:
             with self.transaction():
-                before = self._conn.total_changes
-                self._conn.executemany(
+                cursor = self._conn.executemany(
                     "INSERT OR IGNORE INTO events (event_id, user_id, video_id, type, ts_ms, "
                     "watch_ms, watch_ratio, valid_play, long_play, short_play) "
                     "VALUES (?,?,?,?,?,?,?,?,?,?)",
                     rows,
                 )
-                return self._conn.total_changes - before
+                return int(cursor.rowcount)  # this statement's rows, not triggers'
         except sqlite3.IntegrityError as exc:
             raise UnknownUser(f"event for a user not in region {self.region!r}: {exc}") from exc
 
@@ -548,6 +559,19 @@ class SQLiteStore(Store):
         except sqlite3.IntegrityError as exc:
             raise UnknownUser(f"no user {user_id!r} in region {self.region!r}") from exc
 
+    def user_version(self, user_id: str) -> tuple[int, ...] | None:
+        rows = self._query(
+            "SELECT updated_at_ms, "
+            "(SELECT MAX(seq) FROM events WHERE user_id = ?1), "
+            "(SELECT MAX(served_at_ms) FROM served WHERE user_id = ?1), "
+            "(SELECT COUNT(*) FROM served WHERE user_id = ?1) "
+            "FROM users WHERE user_id = ?1",
+            (user_id,),
+        )
+        if not rows:
+            return None
+        return tuple(int(v) if v is not None else -1 for v in rows[0])
+
     def served_since(self, user_id: str, since_ms: int) -> list[str]:
         rows = self._query(
             "SELECT video_id FROM served WHERE user_id=? AND served_at_ms>=?", (user_id, since_ms)
@@ -558,13 +582,12 @@ class SQLiteStore(Store):
     def insert_labels(self, rows: Sequence[LabelRow]) -> int:
         try:
             with self.transaction():
-                before = self._conn.total_changes
-                self._conn.executemany(
+                cursor = self._conn.executemany(
                     "INSERT OR IGNORE INTO labels (dataset, split, user_id, video_id) "
                     "VALUES (?,?,?,?)",
                     rows,
                 )
-                return self._conn.total_changes - before
+                return int(cursor.rowcount)  # this statement's rows, not triggers'
         except sqlite3.IntegrityError as exc:
             raise UnknownUser(f"label for a user not in region {self.region!r}: {exc}") from exc
 

@@ -1,0 +1,157 @@
+"""A serving-time copy of what a region may show: live videos and their moderation state.
+
+Every feed checks eligibility twice (on the shortlist, and on the final page); asking
+the store each time cost two queries per feed. The snapshot answers from memory and
+stays exact: triggers in the store append the id of every video whose catalogue row
+or moderation row changes to ``catalog_changes``, whichever process wrote it, and
+each check first reads the head of that change feed (one indexed lookup) and re-reads
+just the changed videos. A takedown is therefore visible in the very next feed, as it
+was with direct queries. A reader too far behind (changes pruned) reloads in full.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import weakref
+from collections.abc import Sequence
+from typing import Any
+
+from fyp.audit.log import SQLStore, sql_store
+from fyp.storage.migrations import Migration
+
+CATALOG_CHANGES_MIGRATION = Migration(
+    20,
+    "catalogue change feed: ids of videos whose catalogue or moderation row changed",
+    """
+    CREATE TABLE catalog_changes (
+        seq            INTEGER PRIMARY KEY AUTOINCREMENT,
+        video_id       TEXT NOT NULL
+    );
+    CREATE TRIGGER catalog_changes_video_insert AFTER INSERT ON videos
+    BEGIN INSERT INTO catalog_changes (video_id) VALUES (NEW.video_id); END;
+    CREATE TRIGGER catalog_changes_video_update AFTER UPDATE ON videos
+    BEGIN INSERT INTO catalog_changes (video_id) VALUES (NEW.video_id); END;
+    CREATE TRIGGER catalog_changes_video_delete AFTER DELETE ON videos
+    BEGIN INSERT INTO catalog_changes (video_id) VALUES (OLD.video_id); END;
+    CREATE TRIGGER catalog_changes_moderation_insert AFTER INSERT ON moderation
+    BEGIN INSERT INTO catalog_changes (video_id) VALUES (NEW.video_id); END;
+    CREATE TRIGGER catalog_changes_moderation_update AFTER UPDATE ON moderation
+    BEGIN INSERT INTO catalog_changes (video_id) VALUES (NEW.video_id); END;
+    CREATE TRIGGER catalog_changes_moderation_delete AFTER DELETE ON moderation
+    BEGIN INSERT INTO catalog_changes (video_id) VALUES (OLD.video_id); END;
+    """,
+)
+
+KEEP_CHANGES = 100_000
+"""Changes kept for readers that are behind; older ones are pruned now and then."""
+
+State = tuple[str, bool]  # moderation state, creator eligible
+PENDING: State = ("pending", False)
+
+
+class CatalogSnapshot:
+    """Live video ids and moderation states of one region store, kept current."""
+
+    def __init__(self, store: object, keep_changes: int = KEEP_CHANGES) -> None:
+        self.store: SQLStore = sql_store(store)
+        self.keep_changes = keep_changes
+        self.seq: int | None = None
+        self.live: set[str] = set()
+        self.states: dict[str, State] = {}
+        self.reloads = 0
+        self._lock = threading.Lock()
+
+    def refresh(self) -> None:
+        """Catch up with the change feed (one small query when nothing changed)."""
+        with self._lock:
+            head = self._head()
+            if head == self.seq:
+                return
+            if self.seq is None or self._pruned_past(self.seq):
+                self._reload()
+                return
+            rows = self.store.query(
+                "SELECT seq, video_id FROM catalog_changes WHERE seq > ? ORDER BY seq",
+                (self.seq,),
+            )
+            if not rows:
+                return
+            self._apply(sorted({str(r[1]) for r in rows}))
+            self.seq = int(rows[-1][0])
+            if self.seq - self._oldest() > 2 * self.keep_changes:
+                self.store.execute(
+                    "DELETE FROM catalog_changes WHERE seq <= ?", (self.seq - self.keep_changes,)
+                )
+
+    def lookup(self, video_ids: Sequence[str]) -> dict[str, State | None]:
+        """Each id's moderation state, or None when it is not in the live catalogue."""
+        self.refresh()
+        live, states = self.live, self.states
+        return {v: (states.get(v, PENDING) if v in live else None) for v in video_ids}
+
+    def live_ids(self, video_ids: Sequence[str]) -> set[str]:
+        self.refresh()
+        return {v for v in video_ids if v in self.live}
+
+    # -- internals ----------------------------------------------------------------
+    def _head(self) -> int:
+        rows = self.store.query("SELECT seq FROM catalog_changes ORDER BY seq DESC LIMIT 1")
+        return int(rows[0][0]) if rows else 0
+
+    def _oldest(self) -> int:
+        rows = self.store.query("SELECT seq FROM catalog_changes ORDER BY seq LIMIT 1")
+        return int(rows[0][0]) if rows else 0
+
+    def _pruned_past(self, seq: int) -> bool:
+        oldest = self._oldest()
+        return oldest > seq + 1
+
+    def _reload(self) -> None:
+        # the head is read first: anything written after it is replayed next refresh
+        head = self._head()
+        self.live = {str(r[0]) for r in self.store.query("SELECT video_id FROM videos")}
+        self.states = {
+            str(r[0]): (str(r[1]), bool(r[2]))
+            for r in self.store.query("SELECT video_id, state, creator_ok FROM moderation")
+        }
+        self.seq = head
+        self.reloads += 1
+
+    def _apply(self, video_ids: list[str]) -> None:
+        ids = json.dumps(video_ids, ensure_ascii=False)
+        present = {
+            str(r[0])
+            for r in self.store.query(
+                "SELECT video_id FROM videos WHERE video_id IN (SELECT value FROM json_each(?))",
+                (ids,),
+            )
+        }
+        rows: list[tuple[Any, ...]] = self.store.query(
+            "SELECT video_id, state, creator_ok FROM moderation "
+            "WHERE video_id IN (SELECT value FROM json_each(?))",
+            (ids,),
+        )
+        found = {str(r[0]): (str(r[1]), bool(r[2])) for r in rows}
+        for v in video_ids:
+            if v in present:
+                self.live.add(v)
+            else:
+                self.live.discard(v)
+            if v in found:
+                self.states[v] = found[v]
+            else:
+                self.states.pop(v, None)
+
+
+_snapshots: weakref.WeakKeyDictionary[object, CatalogSnapshot] = weakref.WeakKeyDictionary()
+_snapshots_lock = threading.Lock()
+
+
+def snapshot_for(store: object) -> CatalogSnapshot:
+    """The one snapshot of a store object in this process (shared by every reader)."""
+    with _snapshots_lock:
+        found = _snapshots.get(store)
+        if found is None:
+            found = _snapshots[store] = CatalogSnapshot(store)
+        return found
