@@ -19,11 +19,13 @@ BENCHMARKS = {
     "feed": ["-m", "benchmarks.bench_feed", "--seconds", "10", "--repeats", "3"],
     "eval": ["-m", "benchmarks.bench_eval"],
     "moderation": ["-m", "benchmarks.bench_moderation"],
+    "backup": ["-m", "benchmarks.bench_backup", "--repeats", "5"],
 }
 QUICK = {
     "import": ["-m", "benchmarks.bench_import", "--repeats", "1"],
     "ingest": ["-m", "benchmarks.bench_ingest", "--seconds", "3", "--repeats", "1"],
     "feed": ["-m", "benchmarks.bench_feed", "--seconds", "3", "--repeats", "1"],
+    "backup": ["-m", "benchmarks.bench_backup", "--repeats", "1"],
 }
 
 
