@@ -25,6 +25,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import hmac
+import io
 import json
 import os
 import secrets
@@ -40,6 +41,7 @@ from typing import IO, Any, cast
 
 from fyp.config import DeploymentConfig, backup_target_path, check_backup_targets
 from fyp.errors import ConfigError, InvalidRequest, NotFound, ResidencyViolation, StorageError
+from fyp.models.artifacts import CURRENT, models_dir
 from fyp.sovereignty.ledger import LEDGER_FILE
 from fyp.sovereignty.region_keys import region_secret
 from fyp.sovereignty.sealed import OpenReader, SealBroken, SealWriter, derive_key
@@ -345,11 +347,34 @@ class BackupWriter:
     def _pack(
         self, snap: Path, out: Path, key: bytes, backup_id: str
     ) -> tuple[list[dict[str, Any]], SealWriter]:
+        from fyp.sovereignty.erasure import region_models_lock
+
         region_dir = self.config.region_dir(self.region)
-        entries = [(STORE_PART, snap)] + [
-            (FILES_PREFIX + rel.as_posix(), region_dir / rel)
-            for rel in region_data_files(self.config, self.region)
-        ]
+        # erasures neither rewrite nor delete artifacts while the files are read, and
+        # `current` is read before the versions are listed, so it names one of them
+        with region_models_lock(region_dir):
+            current = models_dir(region_dir) / CURRENT
+            pinned = current.read_bytes() if current.is_file() else None
+            entries = [(STORE_PART, snap)] + [
+                (FILES_PREFIX + rel.as_posix(), region_dir / rel)
+                for rel in region_data_files(self.config, self.region)
+            ]
+            try:
+                return self._write(entries, out, key, backup_id, current, pinned)
+            except OSError as exc:
+                raise StorageError(
+                    f"backup of {self.region!r} failed reading its files: {exc}"
+                ) from exc
+
+    def _write(
+        self,
+        entries: list[tuple[str, Path]],
+        out: Path,
+        key: bytes,
+        backup_id: str,
+        current: Path,
+        pinned: bytes | None,
+    ) -> tuple[list[dict[str, Any]], SealWriter]:
         parts: list[dict[str, Any]] = []
         with out.open("wb") as f:
             sealed = SealWriter(f, key, _context(backup_id, self.region))
@@ -363,9 +388,14 @@ class BackupWriter:
                     info = tar.gettarinfo(str(path), arcname=name)
                     info.uid = info.gid = 0
                     info.uname = info.gname = ""
-                    with path.open("rb") as src:
-                        reader = _Hashing(src)
+                    if path == current and pinned is not None:
+                        info.size = len(pinned)
+                        reader = _Hashing(io.BytesIO(pinned))
                         tar.addfile(info, reader)
+                    else:
+                        with path.open("rb") as src:
+                            reader = _Hashing(src)
+                            tar.addfile(info, reader)
                     parts.append({"path": name, "size": info.size, "sha256": reader.h.hexdigest()})
             sealed.close()
             f.flush()
