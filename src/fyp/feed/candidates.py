@@ -74,8 +74,7 @@ class CoEngagement(CandidateSource):
         cands = nbr[valid]
         contrib = sims[valid]
         anchors = np.broadcast_to(state.positives[:, None], nbr.shape)[valid]
-        scores = np.zeros(model.n_items, np.float32)
-        np.add.at(scores, cands, contrib)
+        scores = np.bincount(cands, weights=contrib, minlength=model.n_items).astype(np.float32)
         items = _top(scores, self.quota)
         items = items[scores[items] > 0]
 
@@ -144,15 +143,23 @@ class Fresh(CandidateSource):
     def __init__(self, quota: int, max_impressions: int = 50) -> None:
         super().__init__(quota)
         self.max_impressions = max_impressions
+        self._memo: tuple[RegionModel, Candidates] | None = None
 
     def fetch(self, model: RegionModel, state: UserState) -> Candidates:
+        memo = self._memo  # the same for every user of a model: computed once per model
+        if memo is not None and memo[0] is model:
+            return memo[1]
         few = np.nonzero(model.impressions <= self.max_impressions)[0]
         if len(few) == 0:
             return _empty(self.name)
         created = model.created_at_ms[few].astype(np.float64)
         order = _top(created, self.quota)
         items = few[order].astype(np.int64)
-        return Candidates(self.name, items, created[order].astype(np.float32), _fixed("new on fyp"))
+        found = Candidates(
+            self.name, items, created[order].astype(np.float32), _fixed("new on fyp")
+        )
+        self._memo = (model, found)
+        return found
 
 
 class CategoryInterest(CandidateSource):

@@ -46,8 +46,7 @@ class AlreadySeen(Filter):
     def reasons(self, model: RegionModel, state: UserState, items: np.ndarray) -> dict[int, str]:
         if not state.seen:
             return {}
-        seen = [model.video_index[v] for v in state.seen if v in model.video_index]
-        rows = np.nonzero(np.isin(items, seen))[0]
+        rows = np.nonzero(state.seen_mask(model)[items])[0]
         return dict.fromkeys(rows.tolist(), "already seen")
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import heapq
 from dataclasses import dataclass
 
 import numpy as np
@@ -33,44 +34,70 @@ def diversify(
     """Greedy pick: each repeat of a creator/category multiplies utility by a decay
     (never below ``floor``); sharing a tag with the last few videos (``recent``: the
     user's latest, newest first) costs ``tag_decay``; never two consecutive videos of
-    one known creator."""
+    one known creator.
+
+    Lazy greedy: penalties only ever shrink ``utility x creator x category``, so a heap
+    of those products, refreshed when popped, finds each step's best without scoring
+    the whole shortlist again (same picks, ties to the better-ranked, as a full scan)."""
     if len(pool) == 0:
         return []
     short = np.argsort(-scores, kind="stable")[: max(n * 8, 50)]
-    utility = scores[short] - scores[short].min() + 1e-6
-    creators = model.creator[pool.items[short]]
-    categories = model.category[pool.items[short]]
-    creator_pen = np.ones(len(short))
-    category_pen = np.ones(len(short))
-    open_ = np.ones(len(short), bool)
-    tags = model.tag_bits[pool.items[short]]
-    # tag masks of the last videos, oldest first; each pick is appended
+    top = scores[short]
+    utility: list[float] = (top - top.min() + 1e-6).tolist()
+    items = pool.items[short]
+    creators: list[int] = model.creator[items].tolist()
+    categories: list[int] = model.category[items].tolist()
+    tags: list[int] = model.tag_bits[items].tolist()
+    size = len(utility)
+    creator_pen = [1.0] * size
+    category_pen = [1.0] * size
+    by_creator: dict[int, list[int]] = {}
+    by_category: dict[int, list[int]] = {}
+    for i in range(size):
+        by_creator.setdefault(creators[i], []).append(i)
+        by_category.setdefault(categories[i], []).append(i)
     window: list[int] = (
         [] if recent is None else model.tag_bits[recent[: p.tag_window]][::-1].tolist()
     )
+    heap = [(-u, i) for i, u in enumerate(utility)]
+    heapq.heapify(heap)
     chosen: list[int] = []
     last_creator = -1
-    for _ in range(min(n, len(short))):
+    for _ in range(min(n, size)):
         recent_tags = 0
         for bits in window[-p.tag_window :]:
             recent_tags |= bits
-        tag_pen = np.where((tags & np.uint64(recent_tags)) != 0, p.tag_decay, 1.0)
-        u = np.where(open_, utility * creator_pen * category_pen * tag_pen, -1.0)
-        if last_creator >= 0:
-            u[creators == last_creator] = -1.0
-        best = int(np.argmax(u))
-        if u[best] < 0:
+        best, best_val = -1, -1.0
+        held: list[int] = []
+        while heap:
+            neg, i = heap[0]
+            if -neg < best_val or (-neg == best_val and i > best):
+                break  # nothing left can beat (or tie ahead of) the best so far
+            heapq.heappop(heap)
+            bound = utility[i] * creator_pen[i] * category_pen[i]
+            if bound < -neg:
+                heapq.heappush(heap, (-bound, i))  # a penalty landed since: re-file it
+                continue
+            held.append(i)
+            if last_creator >= 0 and creators[i] == last_creator:
+                continue
+            value = bound * (p.tag_decay if tags[i] & recent_tags else 1.0)
+            if value > best_val or (value == best_val and i < best):
+                best, best_val = i, value
+        for i in held:
+            if i != best:
+                heapq.heappush(heap, (-(utility[i] * creator_pen[i] * category_pen[i]), i))
+        if best < 0:
             break
         chosen.append(int(short[best]))
-        window.append(int(tags[best]))
-        open_[best] = False
-        last_creator = int(creators[best])
+        window.append(tags[best])
+        last_creator = creators[best]
         if last_creator >= 0:
-            same = creators == last_creator
-            creator_pen[same] = np.maximum(p.floor, creator_pen[same] * p.creator_decay)
+            for j in by_creator[last_creator]:
+                creator_pen[j] = max(p.floor, creator_pen[j] * p.creator_decay)
         if categories[best] >= 0:
-            same = categories == categories[best]
-            category_pen[same] = np.maximum(p.floor, category_pen[same] * p.category_decay)
+            for j in by_category[categories[best]]:
+                category_pen[j] = max(p.floor, category_pen[j] * p.category_decay)
     return chosen
 
 

@@ -40,9 +40,23 @@ class UserState:
     skipped: set[int] = field(default_factory=set)
     recent: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # newest first
 
+    _seen_mask: tuple[RegionModel, int, np.ndarray] | None = field(default=None, repr=False)
+
     @property
     def is_new(self) -> bool:
         return len(self.positives) == 0
+
+    def seen_mask(self, model: RegionModel) -> np.ndarray:
+        """``mask[item]`` is True for the catalogue items in ``seen`` (kept while unchanged:
+        ``seen`` only grows, so its size tells whether it changed)."""
+        memo = self._seen_mask
+        if memo is not None and memo[0] is model and memo[1] == len(self.seen):
+            return memo[2]
+        mask = np.zeros(model.n_items, bool)
+        index = model.video_index
+        mask[[index[v] for v in self.seen if v in index]] = True
+        self._seen_mask = (model, len(self.seen), mask)
+        return mask
 
 
 def build_state(
