@@ -7,6 +7,7 @@ import sqlite3
 from pathlib import Path
 
 import numpy as np
+from fastapi.testclient import TestClient
 
 from fyp.catalog.models import UserIn, VideoIn
 from fyp.catalog.service import Catalog
@@ -21,6 +22,7 @@ from fyp.models.artifacts import (
 )
 from fyp.models.training import TrainParams, train_and_publish
 from fyp.regions.deployment import Deployment
+from fyp.serving.app import create_app
 
 FAST = TrainParams(factors=8, als_iterations=2, neighbours=10, ranker=False)
 N_USERS = 24
@@ -69,6 +71,20 @@ def build(directory: Path, ana: str = "ana-erase-me") -> Deployment:
     for region in d.regions:
         train(d, region)
     return d
+
+
+def api_headers(d: Deployment) -> dict[str, str]:
+    """An all-regions admin key when the deployment has API keys (fyp.access)."""
+    try:
+        from fyp.access.keys import KeyStore
+    except ImportError:  # pragma: no cover - before API keys existed
+        return {}
+    token = KeyStore(d).create("erasure-tests", ["admin"])[1]
+    return {"Authorization": f"Bearer {token}", "X-Fyp-Reason": "tests"}
+
+
+def api_client(d: Deployment) -> TestClient:
+    return TestClient(create_app(d), headers=api_headers(d))
 
 
 def train(d: Deployment, region: str) -> str:

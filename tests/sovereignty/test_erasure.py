@@ -11,8 +11,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from erasure_helpers import build, plant_artifact, plant_event, train
-from fastapi.testclient import TestClient
+from erasure_helpers import api_client, build, plant_artifact, plant_event, train
 from typer.testing import CliRunner
 
 from fyp.audit.log import AuditLog
@@ -23,7 +22,6 @@ from fyp.config import load_config
 from fyp.events.ingest import Ingestor
 from fyp.models.artifacts import current_version, list_versions, read_arrays, read_manifest
 from fyp.regions.deployment import Deployment
-from fyp.serving.app import create_app
 from fyp.sovereignty.erasure import (
     Eraser,
     Receipt,
@@ -62,7 +60,7 @@ def verify_json(d: Deployment, *extra: str) -> tuple[int, dict[str, Any]]:
 def test_delete_then_verify_is_pending_until_process_retrains(dep: Deployment) -> None:
     us_dir = dep.config.region_dir("us")
     before = current_version(us_dir)
-    with TestClient(create_app(dep)) as client:
+    with api_client(dep) as client:
         resp = client.delete(f"/v1/users/{ANA}")
         assert resp.status_code == 200, resp.text
         body = resp.json()
@@ -245,7 +243,7 @@ def test_older_versions_naming_the_user_are_deleted_others_kept(dep: Deployment)
 
 
 def test_unknown_user_is_404_and_writes_nothing(dep: Deployment) -> None:
-    with TestClient(create_app(dep)) as client:
+    with api_client(dep) as client:
         resp = client.delete("/v1/users/nobody")
     assert resp.status_code == 404 and resp.json()["error"]["code"] == "unknown_user"
     assert ErasureLedger(dep.config, "us").entries() == []

@@ -9,12 +9,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from erasure_helpers import build
-from fastapi.testclient import TestClient
+from erasure_helpers import api_client, build
 
 from fyp.models.artifacts import current_version, read_arrays
 from fyp.regions.deployment import Deployment
-from fyp.serving.app import create_app
 from fyp.sovereignty import export as export_module
 from fyp.sovereignty.export import UserExport
 from fyp.storage import LabelRow
@@ -35,7 +33,7 @@ def dep(tmp_path: Path) -> Iterator[Deployment]:
 
 
 def test_export_round_trips_every_row_held_about_the_user(dep: Deployment) -> None:
-    with TestClient(create_app(dep)) as client:
+    with api_client(dep) as client:
         resp = client.get(f"/v1/users/{ANA}/export")
     assert resp.status_code == 200
     assert resp.headers["content-type"].startswith("application/json")
@@ -74,7 +72,7 @@ def test_export_streams_events_a_page_at_a_time(
 
 
 def test_export_of_a_user_without_data_or_model(tmp_path: Path) -> None:
-    with Deployment.init(tmp_path / "d", ["us", "eu"]) as d, TestClient(create_app(d)) as client:
+    with Deployment.init(tmp_path / "d", ["us", "eu"]) as d, api_client(d) as client:
         client.post("/v1/users", json={"user_id": "zoe", "home_region": "eu"})
         doc = client.get("/v1/users/zoe/export").json()
         assert doc["home_region"] == "eu" and doc["events"] == [] and doc["videos"] == []
