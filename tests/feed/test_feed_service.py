@@ -225,3 +225,13 @@ def test_pages_never_repeat_while_the_state_is_cached(trained: Deployment) -> No
         seen += [i.video_id for i in page.items]
         cursor = page.cursor
     assert len(seen) == len(set(seen)) == 20
+
+
+def test_an_erased_users_cached_state_leaves_memory_at_once(trained: Deployment) -> None:
+    from fyp.sovereignty.erasure import Eraser
+
+    service = FeedService(trained)
+    service.feed("u7", n=5, record=False)
+    assert "u7" in service._states._entries  # cached
+    Eraser(trained).erase("u7")
+    assert "u7" not in service._states._entries

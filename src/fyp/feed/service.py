@@ -13,7 +13,8 @@ import binascii
 import json
 import threading
 import time
-from collections.abc import Sequence
+import weakref
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -115,6 +116,7 @@ class FeedService:
         self._lock = threading.Lock()
         self._universe: tuple[Sequence[str], RegionModel, np.ndarray] | None = None
         self._states = StateCache()
+        _drop_on_erasure(self._states)
 
     def model(self, region: str) -> RegionModel:
         now = time.monotonic()
@@ -154,7 +156,9 @@ class FeedService:
         region = self.deployment.home_region(user_id)
         store = self.deployment.store(region)
         marker = store.user_version(user_id)
-        if marker is not None:
+        if marker is None:
+            self._states.drop(user_id)  # gone (erased), or a backend without versions
+        else:
             hit = self._states.get(user_id, model, marker)
             if hit is not None:
                 return hit
@@ -223,3 +227,20 @@ class FeedService:
             cursor=encode_cursor(page_no + 1, session),
             removed=removed,
         )
+
+
+def _drop_on_erasure(cache: StateCache) -> None:
+    """An erased user's state leaves memory with the erasure, not at eviction."""
+    from fyp.sovereignty.erasure import add_erase_hook
+
+    ref = weakref.ref(cache)
+    remove: list[Callable[[], None]] = []
+
+    def hook(_region: str, user_id: str) -> None:
+        alive = ref()
+        if alive is None:
+            remove[0]()  # the service is gone: unhook
+        else:
+            alive.drop(user_id)
+
+    remove.append(add_erase_hook(hook))
