@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -235,3 +236,19 @@ def test_an_erased_users_cached_state_leaves_memory_at_once(trained: Deployment)
     assert "u7" in service._states._entries  # cached
     Eraser(trained).erase("u7")
     assert "u7" not in service._states._entries
+
+
+def test_a_version_deleted_under_the_loader_is_retried(
+    trained: Deployment, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import fyp.feed.service as service_module
+
+    real = service_module.current_version
+    calls: list[int] = []
+
+    def vanishing(region_dir: Path) -> str | None:
+        calls.append(1)  # the first answer names a version deleted right after
+        return "19700101T000000-000000000" if len(calls) == 1 else real(region_dir)
+
+    monkeypatch.setattr(service_module, "current_version", vanishing)
+    assert FeedService(trained).feed("u2", n=3, record=False).items

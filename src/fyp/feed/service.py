@@ -129,7 +129,16 @@ class FeedService:
         if model is not None and model.manifest.version == version:
             return model
         with self._lock:
-            fresh = RegionModel.load(region_dir, version)
+            try:
+                fresh = RegionModel.load(region_dir, version)
+            except ModelError:
+                # the version named a moment ago may be gone already (an erasure deletes
+                # versions that name the user once the rewritten one is current): retry
+                # once with whatever is current now
+                again = current_version(region_dir)
+                if again == version:
+                    raise
+                fresh = RegionModel.load(region_dir, again)
             if fresh.manifest.region != region:
                 raise ModelError(
                     f"artifact {fresh.manifest.version} was trained for region "
