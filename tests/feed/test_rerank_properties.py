@@ -88,3 +88,29 @@ def test_lazy_greedy_equals_the_full_scan(
     assert diversify(model, sized, scores, n, p, recent) == full_scan(
         model, sized, scores, n, p, recent
     )  # type: ignore[arg-type]
+
+
+def test_exploration_slots_sit_in_the_second_half_at_the_configured_share() -> None:
+    from fyp.feed.candidates import Candidates
+    from fyp.feed.pool import merge
+    from fyp.feed.rerank import explore
+
+    n_items = 60
+    model = SimpleNamespace(
+        likes=np.zeros(n_items, np.int64), impressions=np.full(n_items, 3, np.int64)
+    )
+    ranked = Candidates("trending", np.arange(40), np.ones(40, np.float32), lambda _r: "")
+    fresh = Candidates("fresh", np.arange(40, 60), np.ones(20, np.float32), lambda _r: "")
+    pool = merge([ranked, fresh], n_items)
+    chosen = list(range(20))  # rows 0..19 of the pool: the trending videos
+    p = RerankParams(exploration_share=0.05)
+    inserted = 0
+    for seed in range(400):
+        out = explore(model, pool, chosen, 10, p, np.random.default_rng(seed))  # type: ignore[arg-type]
+        assert out == explore(model, pool, chosen, 10, p, np.random.default_rng(seed))  # type: ignore[arg-type]
+        assert [r for r in out if r < 40] == chosen  # the ranked order is kept
+        for pos, row in enumerate(out[:10]):
+            if row >= 40:
+                assert pos >= 5  # first half: the surest bets
+        inserted += sum(1 for r in out[:10] if r >= 40)
+    assert abs(inserted / (400 * 10) - 0.05) < 0.015  # the share holds on a short page

@@ -131,7 +131,9 @@ def explore(
             draws = rng.beta(1.0 + likes, 1.0 + shows - likes)
             picks = [fresh[i] for i in np.argsort(-draws)[:slots]]
             half = page // 2
-            positions = sorted(rng.choice(np.arange(half, page), size=len(picks), replace=False))
+            # distinct offsets in [half, page), uniformly (a permutation is far cheaper
+            # than Generator.choice without replacement on such small ranges)
+            positions = sorted((half + rng.permutation(page - half)[: len(picks)]).tolist())
             for row, offset in zip(picks, positions, strict=False):
                 out.insert(min(len(out), start + int(offset)), row)
                 fresh.remove(row)
