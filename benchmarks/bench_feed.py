@@ -24,6 +24,7 @@ from typing import Any
 from benchmarks.bench_ingest import median_of
 from benchmarks.machine import machine
 from benchmarks.server import free_port, running, wrk
+from fyp.access.keys import KeyStore
 from fyp.datasets.kuairec_ear import import_kuairec_ear
 from fyp.moderation import Moderator
 from fyp.regions.deployment import Deployment
@@ -46,6 +47,7 @@ def main() -> None:
             moderator = Moderator(d)
             for region in d.regions:
                 moderator.run(region)
+            key = KeyStore(d).create("bench-feed", ["feed"])[1]  # the app backend's key
         train_runs = []
         for _ in range(args.repeats):
             started = time.perf_counter()
@@ -66,8 +68,8 @@ def main() -> None:
                 hello.append(wrk(url + "/healthz", None, args.seconds, 8))
             serve = ["-m", "fyp", "serve", str(directory), "--port", str(port)]
             with running(serve, port) as url:
-                wrk(url, LUA / "feed.lua", 2, 8)  # warm-up: load both regions' models
-                feed.append(wrk(url, LUA / "feed.lua", args.seconds, 8))
+                wrk(url, LUA / "feed.lua", 2, 8, key)  # warm-up: load both regions' models
+                feed.append(wrk(url, LUA / "feed.lua", args.seconds, 8, key))
     results["hello_world_get_c8"] = median_of(hello)
     results["feed_get_n10_c8"] = median_of(feed)
     print(json.dumps(results, indent=2))

@@ -18,13 +18,15 @@ from typing import Any
 
 from benchmarks.machine import machine
 from benchmarks.server import free_port, running, wrk
+from fyp.access.keys import KeyStore
 from fyp.catalog.models import User, Video, now_ms
 from fyp.regions.deployment import Deployment
 
 LUA = Path(__file__).parent / "lua"
 
 
-def build(directory: Path) -> None:
+def build(directory: Path) -> str:
+    """The deployment, and an ingest key for every region (as a gateway would hold)."""
     t = now_ms()
     with Deployment.init(directory, ["us", "eu"]) as d:
         for i, region in enumerate(d.regions):
@@ -46,6 +48,7 @@ def build(directory: Path) -> None:
                     for v in range(1000)
                 ]
             )
+        return KeyStore(d).create("bench-ingest", ["ingest"])[1]
 
 
 def median_of(runs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -64,15 +67,15 @@ def main() -> None:
     results: dict[str, Any] = {"machine": machine()}
     with tempfile.TemporaryDirectory() as tmp:
         directory = Path(tmp) / "dep"
-        build(directory)
+        key = build(directory)
         port = free_port()
         single, batch, hello = [], [], []
         for _ in range(args.repeats):
             with running(["benchmarks/hello_app.py", str(port)], port) as url:
                 hello.append(wrk(url + "/healthz", None, args.seconds, 8))
             with running(["-m", "fyp", "serve", str(directory), "--port", str(port)], port) as url:
-                single.append(wrk(url, LUA / "single_event.lua", args.seconds, 8))
-                batch.append(wrk(url, LUA / "batch_events.lua", args.seconds, 8))
+                single.append(wrk(url, LUA / "single_event.lua", args.seconds, 8, key))
+                batch.append(wrk(url, LUA / "batch_events.lua", args.seconds, 8, key))
     results["hello_world_get"] = median_of(hello)
     results["single_event_post_c8"] = median_of(single)
     b = median_of(batch)

@@ -20,12 +20,14 @@ BENCHMARKS = {
     "eval": ["-m", "benchmarks.bench_eval"],
     "moderation": ["-m", "benchmarks.bench_moderation"],
     "backup": ["-m", "benchmarks.bench_backup", "--repeats", "5"],
+    "auth": ["-m", "benchmarks.bench_auth"],
 }
 QUICK = {
     "import": ["-m", "benchmarks.bench_import", "--repeats", "1"],
     "ingest": ["-m", "benchmarks.bench_ingest", "--seconds", "3", "--repeats", "1"],
     "feed": ["-m", "benchmarks.bench_feed", "--seconds", "3", "--repeats", "1"],
     "backup": ["-m", "benchmarks.bench_backup", "--repeats", "1"],
+    "auth": ["-m", "benchmarks.bench_auth", "--calls", "5000", "--repeats", "3"],
 }
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import socket
@@ -56,14 +57,19 @@ def _ms(text: str) -> float:
     return float(m.group(1)) * _UNITS[m.group(2)]
 
 
-def wrk(url: str, script: Path | None, seconds: int, connections: int) -> dict[str, Any]:
-    """Run wrk with one thread (the server keeps the other core) and parse its report."""
+def wrk(
+    url: str, script: Path | None, seconds: int, connections: int, key: str = ""
+) -> dict[str, Any]:
+    """Run wrk with one thread (the server keeps the other core) and parse its report.
+
+    ``key`` is the API key the Lua scripts send (as ``FYP_KEY``)."""
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is needed for HTTP benchmarks: apt-get install wrk")
     cmd = ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency"]
     if script is not None:
         cmd += ["-s", str(script)]
-    out = subprocess.run([*cmd, url], capture_output=True, text=True, check=True).stdout
+    env = {**os.environ, "FYP_KEY": key}
+    out = subprocess.run([*cmd, url], capture_output=True, text=True, check=True, env=env).stdout
     lat = dict(re.findall(r"^\s+(50|75|90|99)%\s+(\S+)$", out, re.M))
     non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     errors = re.search(r"Socket errors: (.*)$", out, re.M)

@@ -1,9 +1,9 @@
-"""Shared fixtures: a fresh two-region deployment, an API client, and the real data."""
+"""Shared fixtures: a fresh two-region deployment, an API client, keys, and the real data."""
 
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -23,13 +23,34 @@ def deployment(tmp_path: Path) -> Iterator[Deployment]:
         yield d
 
 
+MakeKey = Callable[..., str]
+
+
 @pytest.fixture
-def client(deployment: Deployment):  # type: ignore[no-untyped-def]
+def make_key(deployment: Deployment) -> MakeKey:
+    """``make_key("feed", regions=["us"])``: the token of a new key (default: every region)."""
+    from fyp.access.keys import KeyStore
+
+    def make(*roles: str, regions: list[str] | None = None, name: str = "test") -> str:
+        return KeyStore(deployment).create(name, roles, regions)[1]
+
+    return make
+
+
+@pytest.fixture
+def admin_headers(make_key: MakeKey) -> dict[str, str]:
+    """An admin key for every region, and a reason for the operator reads tests make."""
+    return {"Authorization": f"Bearer {make_key('admin', name='tests')}", "X-Fyp-Reason": "tests"}
+
+
+@pytest.fixture
+def client(deployment: Deployment, admin_headers: dict[str, str]):  # type: ignore[no-untyped-def]
+    """An API client sending an all-regions admin key (and X-Fyp-Reason) by default."""
     from fastapi.testclient import TestClient
 
     from fyp.serving.app import create_app
 
-    with TestClient(create_app(deployment)) as c:
+    with TestClient(create_app(deployment), headers=admin_headers) as c:
         yield c
 
 

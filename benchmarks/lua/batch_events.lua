@@ -1,4 +1,6 @@
 -- Batches of 500 events per POST with unique event ids.
+-- The API key comes from FYP_KEY (benchmarks/server.py sets it).
+wrk.headers["Authorization"] = "Bearer " .. os.getenv("FYP_KEY")
 local n = 0
 local prefix = tostring(math.random(1, 1e9))
 wrk.method = "POST"

@@ -1,4 +1,6 @@
 -- One event per POST, unique event ids, users and videos drawn from the benchmark set.
+-- The API key comes from FYP_KEY (benchmarks/server.py sets it).
+wrk.headers["Authorization"] = "Bearer " .. os.getenv("FYP_KEY")
 local n = 0
 local prefix = tostring(math.random(1, 1e9))
 wrk.method = "POST"

@@ -2,12 +2,15 @@ from __future__ import annotations
 
 from fastapi.testclient import TestClient
 
+from fyp.access.keys import KeyStore
 from fyp.regions.deployment import Deployment
 from fyp.serving.app import create_app
 
 
 def test_feed_route(trained: Deployment) -> None:
-    with TestClient(create_app(trained)) as client:
+    _, key = KeyStore(trained).create("tests", ["admin"])
+    headers = {"Authorization": f"Bearer {key}", "X-Fyp-Reason": "tests"}
+    with TestClient(create_app(trained), headers=headers) as client:
         r = client.get("/v1/users/u2/feed", params={"n": 5})
         assert r.status_code == 200
         body = r.json()

@@ -146,9 +146,10 @@ def test_405_says_which_methods_are_allowed(api: TestClient) -> None:
 
 
 @pytest.fixture
-def lenient(deployment: Deployment) -> Iterator[TestClient]:
+def lenient(deployment: Deployment, admin_headers: dict[str, str]) -> Iterator[TestClient]:
     """A client that returns 500 responses instead of re-raising server exceptions."""
-    with TestClient(create_app(deployment), raise_server_exceptions=False) as c:
+    app = create_app(deployment)
+    with TestClient(app, raise_server_exceptions=False, headers=admin_headers) as c:
         yield c
 
 

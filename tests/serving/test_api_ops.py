@@ -44,8 +44,8 @@ def test_regions_counts(client: TestClient) -> None:
     }
 
 
-def test_create_app_from_a_directory(deployment: Deployment) -> None:
-    with TestClient(create_app(deployment.config.root)) as c:
+def test_create_app_from_a_directory(deployment: Deployment, admin_headers: dict[str, str]) -> None:
+    with TestClient(create_app(deployment.config.root), headers=admin_headers) as c:
         assert c.get("/healthz").json()["regions"].keys() == {"us", "eu"}
         assert c.post("/v1/users", json={"user_id": "x", "home_region": "eu"}).status_code == 201
     assert deployment.store("eu").get_user("x") is not None

@@ -129,10 +129,13 @@ def test_patch_errors(client: TestClient) -> None:
 
 
 @pytest.mark.parametrize("field", ["caption", "hashtags", "attributes", "duration_ms", "regions"])
-def test_patch_with_null_never_breaks_the_video(deployment: Deployment, field: str) -> None:
+def test_patch_with_null_never_breaks_the_video(
+    deployment: Deployment, admin_headers: dict[str, str], field: str
+) -> None:
     from fyp.serving.app import create_app
 
-    with TestClient(create_app(deployment), raise_server_exceptions=False) as client:
+    app = create_app(deployment)
+    with TestClient(app, raise_server_exceptions=False, headers=admin_headers) as client:
         client.post("/v1/videos", json=video("v1", hashtags=["x"]))
         resp = client.patch("/v1/videos/v1", json={field: None})
         assert resp.status_code < 500, resp.text

@@ -15,6 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from fyp.access.keys import KeyStore
 from fyp.catalog.models import UserIn, VideoIn
 from fyp.catalog.service import Catalog
 from fyp.regions.deployment import Deployment
@@ -60,12 +61,12 @@ def _event(worker: int, n: int) -> dict[str, object]:
 
 
 def _client(
-    port: int, worker: int, acked: list[str], sent: list[str], stop: threading.Event
+    port: int, key: str, worker: int, acked: list[str], sent: list[str], stop: threading.Event
 ) -> None:
     """Alternate single events and batches of 20 until the server dies."""
     url = f"http://127.0.0.1:{port}"
     n = 0
-    with httpx.Client(timeout=2.0) as http:
+    with httpx.Client(timeout=2.0, headers={"Authorization": f"Bearer {key}"}) as http:
         while not stop.is_set():
             try:
                 if n % 3:
@@ -97,6 +98,7 @@ def test_acknowledged_events_survive_kill_9(tmp_path: Path) -> None:
         catalog.create_user(UserIn(user_id="alice", home_region="us"))
         catalog.create_user(UserIn(user_id="bruno", home_region="eu"))
         catalog.create_video(VideoIn(video_id="v1", duration_ms=20_000, regions=["us", "eu"]))
+        _, key = KeyStore(d).create("durability", ["ingest"])
 
     port = _free_port()
     server = _start(directory, port)
@@ -104,7 +106,8 @@ def test_acknowledged_events_survive_kill_9(tmp_path: Path) -> None:
     sent: list[list[str]] = [[] for _ in range(4)]
     stop = threading.Event()
     workers = [
-        threading.Thread(target=_client, args=(port, w, acked[w], sent[w], stop)) for w in range(4)
+        threading.Thread(target=_client, args=(port, key, w, acked[w], sent[w], stop))
+        for w in range(4)
     ]
     for w in workers:
         w.start()
@@ -122,7 +125,7 @@ def test_acknowledged_events_survive_kill_9(tmp_path: Path) -> None:
 
     server = _start(directory, port)  # restart: the stores recover from their WAL
     try:
-        with httpx.Client(timeout=5.0) as http:
+        with httpx.Client(timeout=5.0, headers={"Authorization": f"Bearer {key}"}) as http:
             resent = [
                 http.post(
                     f"http://127.0.0.1:{port}/v1/events",

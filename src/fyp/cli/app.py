@@ -35,12 +35,14 @@ def fail(error: FypError) -> typer.Exit:
 
 def _register() -> None:
     from fyp.cli import backup, data, deploy, erasure, evaluate, feed, moderate
+    from fyp.cli import keys as api_keys
 
     deploy.register(app)
     data.register(app)
     feed.register(app)
     evaluate.register(app)
     moderate.register(app)
+    api_keys.register(app)
     erasure.register(app)
     backup.register(app)
 

@@ -117,21 +117,30 @@ def print_examples(demo: Demo, host: str, port: int) -> None:
     home = demo.regions[0]
     console.print("\nTry it (in another terminal once the server is up):")
     console.print(
-        f"  curl -s -X POST {base}/v1/users -H 'content-type: application/json' \\\n"
+        f"  KEY=$(cat {demo.admin_key_file})   # the demo's admin key (mode 0600)",
+        markup=False,
+        soft_wrap=True,
+    )
+    auth = '-H "Authorization: Bearer $KEY"'
+    console.print(
+        f"  curl -s -X POST {base}/v1/users {auth} -H 'content-type: application/json' \\\n"
         f'       -d \'{{"user_id": "alice", "home_region": "{home}"}}\'',
         markup=False,
         soft_wrap=True,
     )
     console.print(
-        f"  curl -s -X POST {base}/v1/events -H 'content-type: application/json' \\\n"
+        f"  curl -s -X POST {base}/v1/events {auth} -H 'content-type: application/json' \\\n"
         f'       -d \'{{"event_id": "alice-1", "user_id": "alice", '
         f'"video_id": "{demo.example_video}", "type": "play", "watch_ms": 12000}}\'',
         markup=False,
         soft_wrap=True,
     )
-    console.print(f"  curl -s {base}/v1/users/alice", markup=False, soft_wrap=True)
+    why = "-H 'X-Fyp-Reason: trying the demo'"  # operator reads of user data are audited
+    console.print(f"  curl -s {base}/v1/users/alice {auth} {why}", markup=False, soft_wrap=True)
     console.print(
-        f"  curl -s {base}/v1/users/{demo.example_user}/feed?n=5", markup=False, soft_wrap=True
+        f"  curl -s '{base}/v1/users/{demo.example_user}/feed?n=5' {auth} {why}",
+        markup=False,
+        soft_wrap=True,
     )
     console.print(f"  API docs: {base}/docs", markup=False, soft_wrap=True)
 

@@ -33,14 +33,22 @@ def register(app: typer.Typer) -> None:
         regions: str = typer.Option("us,eu", help="Comma-separated region names."),
         name: str | None = typer.Option(None, help="Deployment name (default: dir name)."),
     ) -> None:
-        """Create a deployment: fyp.toml and one embedded SQLite store per region."""
+        """Create a deployment: fyp.toml, one embedded SQLite store per region, an admin key."""
+        from fyp.access.keys import ensure_admin_key
         from fyp.regions.deployment import Deployment
 
         names = [r.strip() for r in regions.split(",") if r.strip()]
         with Deployment.init(directory, names, name) as d:
+            key_file, _ = ensure_admin_key(d)
             console.print(f"created deployment [bold]{d.config.name}[/] in {directory}")
             for r in d.regions:
                 console.print(f"  region {r}: {d.config.resolve_url(d.config.region(r).store)}")
+            console.print(
+                f"  admin key (every region, mode 0600): {key_file}\n"
+                f'  send it as: -H "Authorization: Bearer $(cat {key_file})"',
+                markup=False,
+                soft_wrap=True,
+            )
 
     @app.command()
     def serve(

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from fyp.access.keys import ensure_admin_key
 from fyp.config import CONFIG_FILE
 from fyp.datasets.kuairec import SIDE_INFO_FILES
 from fyp.datasets.kuairec_ear import (
@@ -54,6 +55,7 @@ class Demo:
     model_versions: dict[str, str]
     example_user: str
     example_video: str
+    admin_key_file: Path
 
 
 def build_demo(
@@ -71,6 +73,7 @@ def build_demo(
     else:
         deployment = Deployment.init(directory, list(regions), name=DEMO_NAME)
     with deployment as d:
+        key_file, _ = ensure_admin_key(d)  # a deployment is never open to keyless calls
         report = import_kuairec_ear(d, sample, progress=progress, parallel=parallel)
         # moderate (a fresh import is pending) and train every region: feeds work at once
         moderator = Moderator(d)
@@ -89,4 +92,5 @@ def build_demo(
             model_versions=versions,
             example_user=label.user_id if label else "0",
             example_video=video.video_id if video else "0",
+            admin_key_file=key_file,
         )

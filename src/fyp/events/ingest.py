@@ -1,17 +1,19 @@
 """Event ingestion: validate, route to the home region, label, store exactly once.
 
 A batch is judged event by event: an invalid event is rejected with its reason while
-the valid ones beside it are stored. Nothing of a rejected event is written. An
-``event_id`` already stored (or repeated inside the batch) is reported as a duplicate
-and never stored twice. Subscribers (e.g. the feed's real-time user state) are told
-about every stored event after it is committed.
+the valid ones beside it are stored. So is an event whose user is outside the regions
+the caller's API key reaches (``forbidden``, the same 403 a single event gets): a
+gateway may batch users of several regions, and its in-scope events still land.
+Nothing of a rejected event is written. An ``event_id`` already stored (or repeated
+inside the batch) is reported as a duplicate and never stored twice. Subscribers (e.g.
+the feed's real-time user state) are told about every stored event after it is committed.
 """
 
 from __future__ import annotations
 
 import time
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -19,6 +21,7 @@ from pydantic import TypeAdapter, ValidationError
 
 from fyp.errors import (
     ClientError,
+    Forbidden,
     FypError,
     PayloadTooLarge,
     ResidencyViolation,
@@ -99,8 +102,16 @@ class Ingestor:
         """Call ``listener(region, rows)`` after each commit of newly stored events."""
         self.listeners.append(listener)
 
-    def ingest(self, raw_events: Sequence[Any], region: str | None = None) -> BatchResult:
-        """Ingest a batch. ``region``, if given, is where the caller believes the users live."""
+    def ingest(
+        self,
+        raw_events: Sequence[Any],
+        region: str | None = None,
+        allowed: Collection[str] | None = None,
+    ) -> BatchResult:
+        """Ingest a batch. ``region``, if given, is where the caller believes the users live;
+        ``allowed``, if given, the only regions whose users' events may be written (the
+        API key's scope). An event of any other user, unknown ones included, is rejected
+        as ``forbidden`` without saying where, or whether, the user lives."""
         if len(raw_events) > self.limits.max_batch:
             raise PayloadTooLarge(
                 f"batch of {len(raw_events)} events is over the limit of {self.limits.max_batch}",
@@ -122,7 +133,13 @@ class Ingestor:
         for i, event in parsed.items():
             home = homes.get(event.user_id)
             wrong = next((c for c in (event.region, region) if c is not None and c != home), None)
-            if home is None:
+            if allowed is not None and home not in allowed:
+                results[i].error = Forbidden(
+                    f"user {event.user_id!r} is not in a region this API key may write to "
+                    f"({', '.join(sorted(allowed))})",
+                    user_id=event.user_id,
+                )
+            elif home is None:
                 results[i].error = UnknownUser(
                     f"no user {event.user_id!r} in any region", user_id=event.user_id
                 )

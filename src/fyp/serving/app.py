@@ -11,9 +11,11 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-from fastapi import Depends, FastAPI
+from fastapi import Depends, FastAPI, Request
 
 from fyp import __version__
+from fyp.access.guard import install as install_access_control
+from fyp.access.guard import key_regions
 from fyp.catalog.service import Catalog
 from fyp.events.ingest import Ingestor
 from fyp.feed.service import FeedService
@@ -73,8 +75,9 @@ def create_app(deployment: Deployment | str | Path) -> FastAPI:
         }
 
     @app.get("/v1/regions", tags=["ops"])
-    async def regions(s: AppState = Depends(state)) -> dict[str, Any]:
-        """Declared regions with row counts of their stores."""
+    async def regions(request: Request, s: AppState = Depends(state)) -> dict[str, Any]:
+        """Row counts of the stores of the regions the key may see."""
+        visible = key_regions(request)
         return {
             "regions": {
                 r: {
@@ -83,7 +86,10 @@ def create_app(deployment: Deployment | str | Path) -> FastAPI:
                     "events": st.count_events(),
                 }
                 for r, st in s.deployment.stores.items()
+                if visible is None or r in visible
             }
         }
 
+    # Last, once every route exists: each one is checked against fyp.access.policy.
+    install_access_control(app, deployment)
     return app

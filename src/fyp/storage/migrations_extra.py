@@ -6,6 +6,7 @@ everything in version order from one place.
 
 from __future__ import annotations
 
+from fyp.access.keys import ACCESS_MIGRATION
 from fyp.audit.log import AUDIT_MIGRATION
 from fyp.moderation.snapshot import CATALOG_CHANGES_MIGRATION
 from fyp.moderation.store import MODERATION_MIGRATION
@@ -14,5 +15,6 @@ from fyp.storage.migrations import Migration
 EXTRA_MIGRATIONS: tuple[Migration, ...] = (
     MODERATION_MIGRATION,
     AUDIT_MIGRATION,
+    ACCESS_MIGRATION,
     CATALOG_CHANGES_MIGRATION,
 )

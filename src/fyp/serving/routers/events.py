@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
+from fyp.access.guard import key_regions
 from fyp.errors import InvalidRequest, ValidationFailed
 from fyp.events.schema import EventIn
 from fyp.serving.dependencies import AppState
@@ -80,7 +81,9 @@ async def ingest_event(request: Request) -> Response:
     """Ingest one event: 201 when stored, 200 when its event_id was already stored."""
     s: AppState = request.app.state.fyp
     event = _parse(await request.body(), _EVENT)
-    result = s.ingestor.ingest([event], region=request.headers.get(REGION_HEADER)).results[0]
+    result = s.ingestor.ingest(
+        [event], region=request.headers.get(REGION_HEADER), allowed=key_regions(request)
+    ).results[0]
     if result.error is not None:
         raise result.error
     return _json(result.to_dict(), 201 if result.status == "stored" else 200)
@@ -91,5 +94,7 @@ async def ingest_batch(request: Request) -> Response:
     """Ingest up to ``limits.max_batch`` events with one result per event, in order."""
     s: AppState = request.app.state.fyp
     batch = _parse(await request.body(), _BATCH)
-    result = s.ingestor.ingest(batch.events, region=request.headers.get(REGION_HEADER))
+    result = s.ingestor.ingest(
+        batch.events, region=request.headers.get(REGION_HEADER), allowed=key_regions(request)
+    )
     return _json(result.to_dict(), 200)

@@ -1,8 +1,8 @@
 """Moderation routes: automated runs, status, human review, appeals, takedowns, audit.
 
-Reviewer, appellant and actor ids travel in the request body; fyp has no API keys
-yet, so putting these routes behind the operator's authentication is the deployer's
-job (see docs/moderation.md). Every error uses the one JSON error shape.
+Reviewer, appellant and actor ids travel in the request body; who may call each route,
+and for which regions, is decided before it runs (``fyp.access.policy``). Every error
+uses the one JSON error shape.
 """
 
 from __future__ import annotations

@@ -1,0 +1,355 @@
+"""The one place every request is checked: key, role, regions, and operator reads.
+
+:func:`install` puts a pure ASGI middleware in front of the app. It finds the route's
+template and path parameters itself (``fyp.access.routes``), looks the rule up in the
+permission table (``fyp.access.policy``) and the key in memory (``fyp.access.ring``):
+a few microseconds for a cached key, where a FastAPI dependency on every route cost
+tens (``benchmarks/bench_auth.py`` measures both).
+
+A request is refused with 401 ``unauthenticated`` when its key is missing, malformed,
+unknown or revoked, and 403 ``forbidden`` when the key lacks the route's role or one of
+the regions the request touches (``fyp.access.policy`` says how they are found). A key
+for only some regions also gets 403, never 404, for a user or video that is in none of
+them, so it cannot learn whether the object exists elsewhere.
+
+When an operator (``admin``, ``moderator``, ``auditor``) reads a user's data (a GET on a
+route with ``{user_id}``, unless a service role of the key already grants it), the
+request must say why in ``X-Fyp-Reason``; an entry naming the key, the route, the
+user's pseudonym and the reason is appended to the audit log of the user's home region
+before the handler runs, so no such read goes unrecorded.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+from urllib.parse import parse_qsl
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+
+from fyp.access.policy import ADMIN_ONLY, Rule
+from fyp.access.ring import KeyRing, Principal
+from fyp.access.routes import Match, RouteIndex, Template
+from fyp.audit.log import AuditLog
+from fyp.errors import Forbidden, FypError, InvalidRequest, error_body, http_status
+from fyp.regions.deployment import Deployment
+from fyp.sovereignty.ledger import user_pseudonym
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+PRINCIPAL = "fyp.principal"
+"""Where the checked key is left in the ASGI scope for handlers."""
+REASON_HEADER = "X-Fyp-Reason"
+MAX_REASON = 500
+_FALSE = frozenset({"", "0", "off", "f", "false", "n", "no"})
+
+
+class Access:
+    """Checks requests against the keys and the permission table; writes operator reads."""
+
+    def __init__(self, deployment: Deployment, app: FastAPI) -> None:
+        self.deployment = deployment
+        self.keys = KeyRing(deployment)
+        self.routes = RouteIndex(app)
+        self.declared = frozenset(deployment.regions)
+        self._audit: dict[str, AuditLog] = {}
+
+    async def check(self, scope: Scope, receive: Receive) -> Receive:
+        """Raise 401/403/400, or leave the principal in ``scope`` and return ``receive``
+        (replaying the body when the check had to read it)."""
+        method: str = scope.get("method", "GET")
+        path = _route_path(scope)
+        matches = self.routes.match(method, path) or [_unknown_route(method, path)]
+        if len(matches) == 1 and matches[0].template.rule.public:
+            return receive
+        token, reason = _credentials(scope)
+        principal = self.keys.authenticate(token)
+        scope[PRINCIPAL] = principal
+        body: bytes | None = None
+        audit: tuple[Rule, str, str] | None = None
+        for template, params in matches:
+            rule, route = template.rule, template.path
+            if rule.public:
+                continue
+            # the role: a flag like ?debug=true makes the request an operator's
+            if rule.operator_flag and _flag(scope, rule.operator_flag):
+                allowed, operator, via = rule.operator_roles, True, f" with {rule.operator_flag}"
+            else:
+                allowed, via = rule.roles, ""
+                operator = principal.service_roles.isdisjoint(allowed)
+            if principal.roles.isdisjoint(allowed):
+                raise Forbidden(
+                    f"{method} {route}{via} needs one of the roles {sorted(allowed)}; "
+                    f"key {principal.key_id} has {sorted(principal.roles)}",
+                    key_id=principal.key_id,
+                )
+            if not principal.all_regions and not rule.unscoped:
+                if rule.body is not None and body is None:
+                    body = await _read_body(receive)
+                    receive = _replay(body, receive)
+                self._check_regions(principal, rule, method, route, scope, params, body)
+            if operator and audit is None and method in ("GET", "HEAD") and "user_id" in params:
+                audit = (rule, route, params["user_id"])
+        if audit is not None:
+            self._audit_read(principal, *audit, reason)
+        return receive
+
+    def _check_regions(
+        self,
+        principal: Principal,
+        rule: Rule,
+        method: str,
+        route: str,
+        scope: Scope,
+        params: dict[str, str],
+        body: bytes | None,
+    ) -> None:
+        """Refuse unless every region the request touches is one of the key's."""
+        d = self.deployment
+        regions: set[str] = set()
+        any_of: list[list[str]] = []
+        placed = True  # False: some input names no region (or an object in none)
+        explicit: set[str] = set()
+        if _maybe(scope, b"region"):
+            region = _query(scope).get("region")
+            if region is not None:
+                explicit.add(region)
+        if rule.body is not None:
+            named = _body_regions(body or b"", rule.body)
+            if isinstance(named, set):
+                explicit |= named
+            elif named is not None or not rule.body_optional:
+                placed = False  # unreadable, or absent where absent means every region
+        for name, value in params.items():
+            if name == "user_id":
+                home = d.locate_users((value,)).get(value)
+                placed = placed and home is not None
+                regions.add(home or "")
+            elif name == "video_id":
+                if rule.selects and explicit:
+                    continue  # the named region is the only one touched
+                held = d.locate_video(value)
+                placed = placed and bool(held)
+                if rule.video == "any":
+                    any_of.append(held)
+                else:
+                    regions.update(held)
+            elif name == "region":
+                regions.add(value)
+            elif name == "job_id":
+                region, dash, number = value.rpartition("-")
+                placed = placed and bool(dash) and number.isdigit()
+                regions.add(region)
+            else:
+                placed = False  # an id this table cannot place: fail closed
+        regions |= explicit
+        regions.discard("")
+        # a region outside the key's counts unless it is not declared (the handler 404s)
+        outside = not regions <= principal.regions and bool(
+            (regions - principal.regions) & self.declared
+        )
+        if (
+            not placed
+            or not (regions or any_of)  # nothing placed the request: every region
+            or outside
+            or (any_of and any(principal.regions.isdisjoint(held) for held in any_of))
+        ):
+            raise Forbidden(
+                f"key {principal.key_id} is scoped to {sorted(principal.regions)}; "
+                f"{method} {route} with these parameters touches data "
+                "outside them (or in no region it may see)",
+                key_id=principal.key_id,
+                key_regions=sorted(principal.regions),
+            )
+
+    # -- operator reads --------------------------------------------------------------
+    def _audit_read(
+        self, principal: Principal, rule: Rule, route: str, user_id: str, reason: str | None
+    ) -> None:
+        """Append the read to the audit log of the user's home region, or refuse it."""
+        why = (reason or "").strip()
+        if not why:
+            raise InvalidRequest(
+                f"reading a user's data as an operator needs a reason: send the "
+                f"{REASON_HEADER} header (e.g. '{REASON_HEADER}: support ticket 4411')",
+                header=REASON_HEADER,
+            )
+        if len(why) > MAX_REASON:
+            raise InvalidRequest(f"{REASON_HEADER} is over {MAX_REASON} characters")
+        region = self.deployment.locate_users((user_id,)).get(user_id)
+        if region is None:
+            return  # no such user: nothing is read (the handler answers 404)
+        log = self._audit.get(region)
+        if log is None:
+            log = self._audit[region] = AuditLog(self.deployment.store(region))
+        log.append(
+            f"key:{principal.key_id}",
+            "user_data.read",
+            user_pseudonym(self.deployment.config, region, user_id),
+            {
+                "key_id": principal.key_id,
+                "key_name": principal.name,
+                "roles": sorted(principal.roles & rule.operator_roles),
+                "route": f"GET {route}",
+                "reason": why,
+            },
+        )
+
+
+class AccessMiddleware:
+    """Pure ASGI, ahead of routing: an app-level dependency would cost far more per request."""
+
+    def __init__(self, app: ASGIApp, access: Access) -> None:
+        self.app = app
+        self.access = access
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] in ("http", "websocket"):
+            try:
+                receive = await self.access.check(scope, receive)
+            except FypError as exc:
+                await JSONResponse(error_body(exc), status_code=http_status(exc))(
+                    scope, receive, send
+                )
+                return
+        await self.app(scope, receive, send)
+
+
+def install(app: FastAPI, deployment: Deployment) -> Access:
+    """Check every request to ``app`` (call once, before the app starts)."""
+    access = Access(deployment, app)
+    access.routes.build()
+    app.state.access = access
+    app.add_middleware(AccessMiddleware, access=access)
+    _document_security(app)
+    return access
+
+
+def principal(request: Request) -> Principal | None:
+    """The checked key of this request (None on public routes)."""
+    found: Principal | None = request.scope.get(PRINCIPAL)
+    return found
+
+
+def key_regions(request: Request) -> frozenset[str] | None:
+    """The regions the request's key is limited to; None when it reaches every region."""
+    p = principal(request)
+    return None if p is None or p.all_regions else p.regions
+
+
+# -- request parsing (no more than the check needs) ------------------------------------
+def _credentials(scope: Scope) -> tuple[str | None, str | None]:
+    token = reason = None
+    for name, value in scope["headers"]:
+        if name == b"authorization":
+            scheme, _, rest = value.decode("latin-1").partition(" ")
+            if scheme.lower() == "bearer":
+                token = rest.strip()
+        elif name == b"x-api-key":
+            token = token or value.decode("latin-1").strip()
+        elif name == b"x-fyp-reason":
+            reason = value.decode("utf-8", "replace")
+    return token, reason
+
+
+def _route_path(scope: Scope) -> str:
+    """The path the router matches (Starlette's rule): without the root path it is under."""
+    path: str = scope["path"]
+    root: str = scope.get("root_path", "")
+    if not root or not path.startswith(root):
+        return path
+    if path == root:
+        return ""
+    return path[len(root) :] if path[len(root)] == "/" else path
+
+
+def _unknown_route(method: str, path: str) -> Match:
+    """No route serves this: the router answers 404/405, but only to an all-regions admin."""
+    return Match(Template(method, path, ADMIN_ONLY, re.compile(re.escape(path))), {})
+
+
+def _query(scope: Scope) -> dict[str, str]:
+    return dict(parse_qsl(scope.get("query_string", b"").decode("latin-1")))
+
+
+def _maybe(scope: Scope, name: bytes) -> bool:
+    """Cheap pre-test: can the query string hold ``name`` (also percent-encoded)?"""
+    query: bytes = scope.get("query_string", b"")
+    return name in query or b"%" in query
+
+
+def _flag(scope: Scope, name: str) -> bool:
+    """Whether a boolean query flag may be on; anything but a plain "off" counts as on,
+    so the check is never laxer than the handler's parsing."""
+    if not _maybe(scope, name.encode()):
+        return False
+    value = _query(scope).get(name)
+    return value is not None and value.strip().lower() not in _FALSE
+
+
+def _body_regions(body: bytes, field: str) -> set[str] | bool | None:
+    """Regions a JSON body names in ``field``: a set, None when absent, False when unreadable."""
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return None  # the handler refuses a body that is not JSON before doing anything
+    if not isinstance(data, dict) or data.get(field) is None:
+        return None
+    value = data[field]
+    if isinstance(value, str):
+        return {value}
+    if isinstance(value, list) and value and all(isinstance(v, str) for v in value):
+        return set(value)
+    return False
+
+
+async def _read_body(receive: Receive) -> bytes:
+    chunks: list[bytes] = []
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            break
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            break
+    return b"".join(chunks)
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    sent = False
+
+    async def replay() -> Message:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replay
+
+
+def _document_security(app: FastAPI) -> None:
+    """Publish the key headers in OpenAPI, so /docs can send them."""
+    if getattr(app.state, "security_documented", False):
+        return
+    app.state.security_documented = True
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = build()
+            schemes = schema.setdefault("components", {}).setdefault("securitySchemes", {})
+            schemes["bearer"] = {"type": "http", "scheme": "bearer", "bearerFormat": "fyp key"}
+            schemes["apiKey"] = {"type": "apiKey", "in": "header", "name": "X-Api-Key"}
+            schema["security"] = [{"bearer": []}, {"apiKey": []}]
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]

@@ -1,0 +1,234 @@
+"""Access control over HTTP: keys, the role matrix, scoped ingestion, audited operator reads."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from authz_world import World, build_world, headers, snapshot, user, video
+
+from fyp.access.keys import ROLES, KeyStore
+from fyp.access.policy import ADMIN_ONLY, PERMISSIONS, rule_for
+from fyp.access.routes import app_routes
+from fyp.audit.log import AuditLog
+from fyp.sovereignty import user_pseudonym
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+    yield from build_world(Path(tmp_path_factory.mktemp("authz")) / "dep")
+
+
+def test_every_route_has_an_explicit_entry_and_every_entry_a_route(world: World) -> None:
+    routes = {(m, p) for m, p in app_routes(world.client.app) if m != "HEAD"}  # type: ignore[arg-type]
+    missing = sorted(routes - PERMISSIONS.keys())
+    assert not missing, f"add these to fyp.access.policy.PERMISSIONS: {missing}"
+    assert not sorted(PERMISSIONS.keys() - routes), "entries for routes that do not exist"
+    assert rule_for("GET", "/v1/not-a-route") is ADMIN_ONLY
+    assert rule_for("HEAD", "/v1/users/{user_id}") is PERMISSIONS[("GET", "/v1/users/{user_id}")]
+
+
+def test_missing_malformed_unknown_and_revoked_keys_are_401(world: World) -> None:
+    c = world.client
+    key, token = KeyStore(world.deployment).create("soon revoked", ["feed"])
+    for sent in ({}, {"Authorization": "Bearer nope"}, {"Authorization": "Basic abc"}):
+        resp = c.get("/v1/videos/v-us", headers=sent)
+        assert resp.status_code == 401 and resp.json()["error"]["code"] == "unauthenticated"
+    assert c.get("/v1/videos/v-us", headers={"X-Api-Key": token}).status_code == 200
+    assert c.get("/v1/videos/v-us", headers=headers(token)).status_code == 200
+    world.client.app.state.access.keys.revoke(key.key_id)  # type: ignore[attr-defined]
+    resp = c.get("/v1/videos/v-us", headers=headers(token))
+    assert resp.status_code == 401 and "revoked" in resp.json()["error"]["message"]
+    # public: health, the spec and the docs; the spec says how to send a key
+    assert c.get("/healthz").status_code == 200 and c.get("/docs").status_code == 200
+    spec = c.get("/openapi.json").json()
+    assert set(spec["components"]["securitySchemes"]) == {"bearer", "apiKey"}
+    # an unknown route: 403 for a narrow key (no route map), 404 for an all-regions admin
+    assert c.get("/v1/nowhere", headers=headers(token)).status_code == 401
+    assert c.get("/v1/nowhere", headers=headers(world.key("feed"))).status_code == 403
+    assert c.get("/v1/nowhere", headers=headers(world.admin)).status_code == 404
+
+
+LIKE = {"event_id": "m1", "user_id": "u-us", "video_id": "v-both", "type": "like"}
+CLAIM = {"reviewer_id": "r", "region": "us"}
+TAKEDOWN = {"actor_id": "a", "reason": "r", "regions": ["us"]}
+# (method, path, body, the roles that may call it); every other role gets 403
+MATRIX: list[tuple[str, str, dict[str, object] | None, set[str]]] = [
+    ("POST", "/v1/events", LIKE, {"ingest", "admin"}),
+    ("POST", "/v1/events/batch", {"events": []}, {"ingest", "admin"}),
+    ("POST", "/v1/users", {"user_id": "m-new", "home_region": "us"}, {"ingest", "admin"}),
+    ("GET", "/v1/users/u-us/feed", None, {"feed", "admin", "auditor"}),
+    ("GET", "/v1/users/u-us/feed?debug=true", None, {"admin", "auditor"}),
+    ("GET", "/v1/users/u-us", None, {"admin", "auditor", "moderator"}),
+    ("GET", "/v1/users/u-us/events", None, {"admin", "auditor", "moderator"}),
+    ("GET", "/v1/users/u-us/export", None, {"admin", "auditor"}),
+    ("GET", "/v1/videos/v-us", None, set(ROLES)),
+    ("POST", "/v1/moderation/runs", {"region": "us"}, {"moderator", "admin"}),
+    ("GET", "/v1/moderation/jobs?region=us", None, {"moderator", "admin", "auditor"}),
+    ("POST", "/v1/moderation/jobs/claim", CLAIM, {"moderator", "admin"}),
+    ("POST", "/v1/moderation/videos/v-both/takedown", TAKEDOWN, {"moderator", "admin"}),
+    ("GET", "/v1/moderation/audit/us/verify", None, {"auditor", "admin"}),
+    ("GET", "/v1/regions", None, {"admin", "auditor", "moderator"}),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("role", ROLES)
+def test_the_role_matrix(world: World, role: str) -> None:
+    """A feed key cannot ingest or moderate; an auditor reads audit but writes nothing..."""
+    token = world.key(role, name=f"matrix-{role}")
+    for method, path, body, allowed in MATRIX:
+        before = snapshot(world.deployment) if role not in allowed else None
+        resp = world.client.request(method, path, json=body, headers=headers(token))
+        if role in allowed:
+            assert resp.status_code not in (401, 403), f"{role}: {method} {path}: {resp.text}"
+        else:
+            assert resp.status_code == 403, f"{role}: {method} {path}: {resp.text}"
+            assert snapshot(world.deployment) == before
+
+
+def test_the_table_is_what_is_enforced(world: World) -> None:
+    """For every route, a key of a role the table leaves out is refused."""
+    ids = {"user_id": "u-us", "video_id": "v-us", "region": "us", "job_id": world.jobs["us"]}
+    tokens = {role: world.key(role, name=f"table-{role}") for role in ROLES}
+    for (method, template), rule in PERMISSIONS.items():
+        if rule.public:
+            continue
+        path = template.format(**ids)
+        for role in set(ROLES) - rule.roles:
+            resp = world.client.request(method, path, json={}, headers=headers(tokens[role]))
+            assert resp.status_code == 403, f"{role}: {method} {template}: {resp.text}"
+
+
+def test_scoped_ingestion_rejects_out_of_scope_events_one_by_one(world: World) -> None:
+    token = world.key("ingest", regions=["us"], name="ingest-us")
+    c, eu = world.client, world.deployment.store("eu")
+    eu_events = eu.count_events()
+
+    def event(n: str, who: str) -> dict[str, str]:
+        return {"event_id": f"s-{n}", "user_id": who, "video_id": "v-both", "type": "like"}
+
+    batch = [event("1", "u-us"), event("2", "u-eu"), event("3", "nobody"), event("4", "u-us")]
+    resp = c.post("/v1/events/batch", json={"events": batch}, headers=headers(token))
+    assert resp.status_code == 200
+    results = resp.json()["results"]
+    assert [r["status"] for r in results] == ["stored", "rejected", "rejected", "stored"]
+    for r in results[1:3]:  # same answer for a user elsewhere and no user at all
+        error = r["error"]
+        assert error["code"] == "forbidden" and "home_region" not in error["details"]
+        assert "'eu'" not in error["message"] and "homed" not in error["message"]
+    single = c.post("/v1/events", json=event("5", "u-eu"), headers=headers(token))
+    assert single.status_code == 403 and single.json()["error"]["code"] == "forbidden"
+    assert eu.count_events() == eu_events and eu.get_event("s-2") is None
+    # an all-regions key still learns that a user does not exist
+    every = world.key("ingest", name="ingest-all")
+    resp = c.post("/v1/events", json=event("6", "nobody"), headers=headers(every))
+    assert resp.status_code == 404 and resp.json()["error"]["code"] == "unknown_user"
+
+
+def test_regions_lists_only_the_keys_regions(world: World) -> None:
+    token = world.key("auditor", regions=["eu"], name="auditor-eu")
+    assert world.client.get("/v1/regions", headers=headers(token)).json()["regions"].keys() == {
+        "eu"
+    }
+    everything = world.client.get("/v1/regions", headers=headers(world.admin)).json()
+    assert everything["regions"].keys() == {"us", "eu"}
+
+
+def _log(world: World, region: str) -> AuditLog:
+    return AuditLog(world.deployment.store(region), ensure_triggers=False)
+
+
+def test_an_operator_read_needs_a_reason_and_is_audited_in_the_home_region(world: World) -> None:
+    c, d = world.client, world.deployment
+    key, token = KeyStore(d).create("support: ana", ["auditor"], ["eu"])
+    eu_head, us_head = _log(world, "eu").head(), _log(world, "us").head()
+
+    missing = c.get("/v1/users/u-eu/events", headers=headers(token, reason=None))
+    assert missing.status_code == 400 and "X-Fyp-Reason" in missing.json()["error"]["message"]
+    blank = c.get("/v1/users/u-eu/events", headers=headers(token, reason="  "))
+    assert blank.status_code == 400
+    long = c.get("/v1/users/u-eu/events", headers=headers(token, reason="x" * 501))
+    assert long.status_code == 400
+    assert _log(world, "eu").head() == eu_head  # a refused read is not a read
+
+    resp = c.get("/v1/users/u-eu/events", headers=headers(token, reason="ticket 4411"))
+    assert resp.status_code == 200
+    entries = list(_log(world, "eu").entries(after_seq=eu_head[0]))
+    assert len(entries) == 1
+    e = entries[0]
+    assert (e.actor, e.action) == (f"key:{key.key_id}", "user_data.read")
+    assert e.subject == user_pseudonym(d.config, "eu", "u-eu")
+    assert e.details == {
+        "key_id": key.key_id,
+        "key_name": "support: ana",
+        "roles": ["auditor"],
+        "route": "GET /v1/users/{user_id}/events",
+        "reason": "ticket 4411",
+    }
+    assert "u-eu" not in json.dumps(e.to_dict())  # never the raw id
+    assert e.prev_hash == eu_head[1]  # chained onto the log
+    report = _log(world, "eu").verify()
+    assert report.ok and report.head_hash == e.hash
+    assert _log(world, "us").head() == us_head  # the other region learns nothing
+
+
+def test_service_traffic_is_not_audited_and_debug_is_an_operator_read(world: World) -> None:
+    c = world.client
+    feed = world.key("feed", name="feed-app")
+    head = _log(world, "us").head()
+    c.get("/v1/users/u-us/feed", headers=headers(feed, reason=None))
+    c.get("/v1/users/u-us/feed?debug=false", headers=headers(feed, reason=None))
+    event = {"event_id": "svc-1", "user_id": "u-us", "video_id": "v-both", "type": "like"}
+    c.post("/v1/events", json=event, headers=headers(world.key("ingest"), reason=None))
+    assert _log(world, "us").head() == head
+    for on in ("true", "1", "yes", "on", "TRUE"):  # never laxer than the handler's parsing
+        resp = c.get(f"/v1/users/u-us/feed?debug={on}", headers=headers(feed))
+        assert resp.status_code == 403, on
+    resp = c.get("/v1/users/u-us/feed?%64ebug=true", headers=headers(feed))  # encoded name
+    assert resp.status_code == 403
+    auditor = world.key("auditor", name="auditor")
+    c.get("/v1/users/u-us/feed?debug=true", headers=headers(auditor, reason="why it shows x"))
+    entries = list(_log(world, "us").entries(after_seq=head[0]))
+    assert [e.details["route"] for e in entries] == ["GET /v1/users/{user_id}/feed"]
+    # a key holding a service role the route grants reads as that service: no audit
+    both = world.key("feed", "admin", name="feed+admin")
+    c.get("/v1/users/u-us/feed", headers=headers(both, reason=None))
+    assert _log(world, "us").head()[0] == head[0] + 1
+
+
+def test_writes_are_checked_against_body_regions(world: World) -> None:
+    c = world.client
+    us = world.key("ingest", "moderator", regions=["us"], name="writer-us")
+    before = snapshot(world.deployment)
+    refused = [
+        c.post("/v1/users", json={"user_id": "w1", "home_region": "eu"}, headers=headers(us)),
+        c.post(
+            "/v1/videos",
+            json={"video_id": "w1", "duration_ms": 1000, "regions": ["us", "eu"]},
+            headers=headers(us),
+        ),
+        c.patch("/v1/videos/v-us", json={"regions": ["us", "eu"]}, headers=headers(us)),
+        c.post("/v1/moderation/runs", json={}, headers=headers(us)),  # every region
+        c.post("/v1/moderation/jobs/claim", json={"reviewer_id": "r"}, headers=headers(us)),
+        c.post(
+            "/v1/moderation/videos/v-both/takedown",
+            json={"actor_id": "a", "reason": "r"},  # default: every region holding it
+            headers=headers(us),
+        ),
+    ]
+    assert [r.status_code for r in refused] == [403] * len(refused)
+    assert snapshot(world.deployment) == before
+    # the same writes within the key's region pass the check
+    ok = c.post("/v1/users", json={"user_id": "w2", "home_region": "us"}, headers=headers(us))
+    assert ok.status_code == 201
+    down = c.post(
+        "/v1/moderation/videos/v-both/takedown",
+        json={"actor_id": "a", "reason": "r", "regions": ["us"]},
+        headers=headers(us),
+    )
+    assert down.status_code == 200 and set(down.json()["regions"]) == {"us"}
+    assert c.get(f"/v1/videos/{video('us')}", headers=headers(us)).status_code == 200
+    assert c.get("/v1/videos/v-both", headers=headers(us)).status_code == 200  # any copy
+    assert user("us") == "u-us"
