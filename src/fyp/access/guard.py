@@ -49,6 +49,7 @@ PRINCIPAL = "fyp.principal"
 REASON_HEADER = "X-Fyp-Reason"
 MAX_REASON = 500
 _FALSE = frozenset({"", "0", "off", "f", "false", "n", "no"})
+_NEVER = re.compile(r"(?!)")
 
 
 class Access:
@@ -272,7 +273,7 @@ def _route_path(scope: Scope) -> str:
 
 def _unknown_route(method: str, path: str) -> Match:
     """No route serves this: the router answers 404/405, but only to an all-regions admin."""
-    return Match(Template(method, path, ADMIN_ONLY, re.compile(re.escape(path))), {})
+    return Match(Template(method, path, ADMIN_ONLY, _NEVER), {})
 
 
 def _query(scope: Scope) -> dict[str, str]:

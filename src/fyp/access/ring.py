@@ -12,7 +12,7 @@ import time
 from collections import defaultdict
 from dataclasses import dataclass
 
-from fyp.access.keys import OPERATOR_ROLES, PREFIX, ApiKey, KeyStore
+from fyp.access.keys import OPERATOR_ROLES, ApiKey, KeyStore, split_token
 from fyp.errors import Unauthenticated
 from fyp.regions.deployment import Deployment
 
@@ -76,10 +76,10 @@ class KeyRing:
             self.load()
         if not token:
             raise Unauthenticated("this route needs an API key: send 'Authorization: Bearer <key>'")
-        prefix, _, rest = token.partition("_")
-        key_id, _, secret = rest.partition("_")
-        if prefix != PREFIX or not secret:
+        parts = split_token(token)
+        if parts is None:
             raise Unauthenticated("malformed API key (keys look like fyp_<key_id>_<secret>)")
+        key_id, secret = parts
         digest = hashlib.sha256(secret.encode()).digest()
         principal = self._by_digest.get(digest)
         if principal is None and KeyStore(self.deployment).holds(key_id, digest.hex()):
