@@ -1,0 +1,93 @@
+"""Carve-out: one region as a standalone deployment that serves with the others gone."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+from region_helpers import built, cli, copy_of
+
+from fyp.config import load_config
+from fyp.errors import AlreadyExists, InvalidRequest
+from fyp.regions.deployment import Deployment
+from fyp.serving.app import create_app
+from fyp.sovereignty import ErasureLedger
+from fyp.sovereignty.backup import BackupWriter
+from fyp.sovereignty.carve import carve_out
+from fyp.sovereignty.residency import ResidencyScanner
+
+__all__ = ["built"]
+
+
+@pytest.fixture
+def dep(built: Path, tmp_path: Path) -> Path:
+    return copy_of(built, tmp_path / "dep")
+
+
+def feed_token(root: Path) -> str:
+    """A feed key of region us, created in the whole deployment before the carve."""
+    from fyp.access.keys import KeyStore
+
+    with Deployment.open(root) as d:
+        return KeyStore(d).create("feed-app", ["feed"], ["us"])[1]
+
+
+def test_a_carved_region_serves_on_its_own(dep: Path, tmp_path: Path) -> None:
+    token = feed_token(dep)
+    config = load_config(dep)
+    BackupWriter(config, "us").run()
+    with Deployment.open(dep) as d:
+        from fyp.catalog.service import Catalog
+
+        Catalog(d).erase_user("u6")  # the ledger must travel with the region
+    out = tmp_path / "us-alone"
+    code, text = cli("region", "export", str(dep), "us", "--to", str(out))
+    assert code == 0, text
+    # every other region's files are gone: the source deployment is moved away whole
+    shutil.move(str(dep), str(tmp_path / "moved-away"))
+    shutil.rmtree(tmp_path / "moved-away")
+
+    carved = load_config(out)
+    assert carved.region_names == ["us"] and not (out / "regions" / "eu").exists()
+    assert (out / "regions" / "us" / "secrets" / "backup.key").is_file()
+    assert ErasureLedger(carved, "us").find("u6") is not None
+    assert len(list((out / "backups" / "us").iterdir())) == 1  # sealed, and restorable here
+    with TestClient(create_app(out)) as client:
+        r = client.get("/v1/users/u0/feed?n=5", headers={"Authorization": f"Bearer {token}"})
+        assert r.status_code == 200, r.text
+        assert len(r.json()["items"]) > 0
+        r = client.get("/v1/users/u1/feed", headers={"Authorization": f"Bearer {token}"})
+        assert r.status_code == 404  # an eu user does not exist here
+
+    report = ResidencyScanner(out).run()
+    assert report.ok and report.absent_regions == []
+    assert report.regions[0].erased_in_backups > 0  # u6 is in the older backup, as counted
+    code, text = cli("residency", "check", str(out))
+    assert code == 0 and "0 foreign records" in " ".join(text.split())
+    code, text = cli("audit", "verify", str(out), "--region", "us")
+    assert code == 0, text
+    # and it restores from its own backup without the original deployment
+    code, text = cli("restore", str(out), "--region", "us")
+    assert code == 0, text
+    with Deployment.open(out) as d:
+        assert d.locate_users(["u6"]) == {}  # re-erased from the carved ledger
+
+
+def test_the_carve_report_and_refusals(dep: Path, tmp_path: Path) -> None:
+    out = tmp_path / "eu-alone"
+    report = carve_out(dep, "eu", out, with_backups=False)
+    with Deployment.open(dep) as d:
+        assert report.users == d.store("eu").count_users()
+        assert report.events == d.store("eu").count_events()
+    assert report.audit_ok and report.audit_entries > 0
+    assert not (out / "backups").exists()
+    with pytest.raises(AlreadyExists):
+        carve_out(dep, "eu", out)
+    with pytest.raises(InvalidRequest, match="outside"):
+        carve_out(dep, "us", dep / "inside")
+    code, text = cli("region", "export", str(dep), "us", "--to", str(tmp_path / "j"), "--json")
+    assert code == 0 and json.loads(text)["region"] == "us"
+    assert load_config(tmp_path / "j").region("us").backup_targets == ("file://backups/us",)
