@@ -123,6 +123,11 @@ class Carver:
                 f"some secrets of {self.region} come from FYP_SECRET_{self.region.upper()}_* "
                 "environment variables: the carved deployment needs them too"
             )
+        report.notes.append(
+            "API keys of the region travel in its store; the deployment's admin.key does not "
+            f"(it reaches every region): make one with `fyp keys create {self.out} "
+            "--name admin --role admin`"
+        )
         report.seconds = round(time.perf_counter() - started, 3)
         return report
 
