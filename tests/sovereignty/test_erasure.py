@@ -200,7 +200,9 @@ def test_training_that_raced_an_erasure_is_caught_and_fixed(dep: Deployment) -> 
     assert not verify_erasure(dep, ANA).ok
     assert not all(r.ok for r in LineageVerifier(dep).verify(["us"]))
     run = process(dep, ["us"])[0]
-    assert run.stripped and run.retrained
+    # re-applying the ledger cleans the artifact (or stripping does); either way a
+    # retrain follows and nothing of the user is left
+    assert (run.stripped or run.reapplied) and run.retrained
     assert verify_erasure(dep, ANA).ok
 
 
