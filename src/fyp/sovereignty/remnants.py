@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import csv
 import os
-import re
 import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -22,8 +21,8 @@ import numpy as np
 
 from fyp.audit.log import SQLStore, sql_store
 from fyp.models.artifacts import ARRAYS, list_versions, models_dir
+from fyp.sovereignty.columns import names_a_person
 
-PERSON_COLUMN = re.compile(r"^(user_id|.+_user_id|creator_id|appellant|actor|.+_by)$")
 ERASED_NAME = "[erased]"
 """What replaces a user's id in a record that must keep its row (a review job)."""
 
@@ -59,7 +58,7 @@ def person_columns(store: SQLStore) -> list[tuple[str, str]]:
     out: list[tuple[str, str]] = []
     for table in tables:
         for row in store.query(f'PRAGMA table_info("{table}")'):
-            if PERSON_COLUMN.match(str(row[1])):
+            if names_a_person(str(row[1])):
                 out.append((table, str(row[1])))
     return out
 

@@ -54,13 +54,9 @@ from fyp.sovereignty.backup import (
     store_file,
     unpack_backup,
 )
+from fyp.sovereignty.columns import CREATOR_COLUMN, PERSON_COLUMN, USER_COLUMN
 from fyp.sovereignty.ledger import LEDGER_FILE, ErasureLedger
 
-USER_COLUMN = re.compile(r"^(user_id|.+_user_id|user_ids|reporter_id|owner_user_id)$")
-"""Columns that only ever hold user ids: an unknown value there is an orphan."""
-PERSON_COLUMN = re.compile(r"^(actor|appellant|reporter|owner|author_id|.+_by)$")
-"""Columns that name a person who may be staff: only a user homed elsewhere counts."""
-CREATOR_COLUMN = re.compile(r"^(creator_id|creator_ids)$")
 PSEUDONYM_COLUMN = re.compile(r"^subject$")
 USER_ARRAY = re.compile(r"user")
 TEXT_PAIR = re.compile(
