@@ -119,9 +119,7 @@ class Access:
         placed = True  # False: some input names no region (or an object in none)
         explicit: set[str] = set()
         if _maybe(scope, b"region"):
-            region = _query(scope).get("region")
-            if region is not None:
-                explicit.add(region)
+            explicit.update(_query(scope, "region"))
         if rule.body is not None:
             named = _body_regions(body or b"", rule.body)
             if isinstance(named, set):
@@ -276,8 +274,10 @@ def _unknown_route(method: str, path: str) -> Match:
     return Match(Template(method, path, ADMIN_ONLY, _NEVER), {})
 
 
-def _query(scope: Scope) -> dict[str, str]:
-    return dict(parse_qsl(scope.get("query_string", b"").decode("latin-1")))
+def _query(scope: Scope, name: str) -> list[str]:
+    """Every value of a query parameter (a repeated one counts each time)."""
+    pairs = parse_qsl(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True)
+    return [v for k, v in pairs if k == name]
 
 
 def _maybe(scope: Scope, name: bytes) -> bool:
@@ -291,8 +291,7 @@ def _flag(scope: Scope, name: str) -> bool:
     so the check is never laxer than the handler's parsing."""
     if not _maybe(scope, name.encode()):
         return False
-    value = _query(scope).get(name)
-    return value is not None and value.strip().lower() not in _FALSE
+    return any(v.strip().lower() not in _FALSE for v in _query(scope, name))
 
 
 def _body_regions(body: bytes, field: str) -> set[str] | bool | None:
