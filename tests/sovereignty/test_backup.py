@@ -111,6 +111,24 @@ def test_restore_never_brings_back_a_user_erased_after_the_backup(dep: Path) -> 
     assert "u2" not in users(dep, "us")
 
 
+def test_restore_never_brings_back_a_key_revoked_after_the_backup(dep: Path) -> None:
+    from fyp.access.keys import REVOCATIONS_FILE, KeyStore
+
+    config = load_config(dep)
+    with Deployment.open(dep) as d:
+        key, _token = KeyStore(d).create("app", ["feed"], ["us"])
+    backup = BackupWriter(config, "us").run()
+    assert REVOCATIONS_FILE not in {
+        p["path"].removeprefix("files/") for p in backup.manifest["parts"]
+    }
+    with Deployment.open(dep) as d:
+        KeyStore(d).revoke(key.key_id)
+    Restorer(config, "us").run()
+    with Deployment.open(dep) as d:
+        (restored,) = [k for k in KeyStore(d).rows("us") if k.key_id == key.key_id]
+        assert restored.revoked
+
+
 @pytest.mark.parametrize("where", ["start", "middle", "end"])
 def test_a_backup_with_one_changed_byte_is_refused_and_nothing_changes(
     dep: Path, where: str

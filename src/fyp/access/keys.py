@@ -199,17 +199,25 @@ class KeyStore:
         return sorted(merged.values(), key=lambda k: (k.created_at_ms, k.key_id))
 
     def revoke(self, key_id: str) -> ApiKey:
-        """Revoke the key in every region holding it; revoking twice keeps the first time."""
+        """Revoke the key in every region holding it; revoking twice keeps the first time.
+
+        Each region also appends the revocation to its revocation ledger (fsync'd first),
+        which no backup holds: restoring an older store re-applies it, so a revoked key
+        never comes back with a backup."""
         t = now_ms()
-        hit = False
-        for region in self.deployment.regions:
-            n = self._sql(region).execute(
+        holding = [
+            r
+            for r in self.deployment.regions
+            if self._sql(r).query("SELECT 1 FROM api_keys WHERE key_id = ?", (key_id,))
+        ]
+        if not holding:
+            raise NotFound(f"no API key {key_id!r}", key_id=key_id)
+        for region in holding:
+            record_revocation(self.deployment.config.region_dir(region), key_id, t)
+            self._sql(region).execute(
                 "UPDATE api_keys SET revoked_at_ms = COALESCE(revoked_at_ms, ?) WHERE key_id = ?",
                 (t, key_id),
             )
-            hit = hit or n > 0
-        if not hit:
-            raise NotFound(f"no API key {key_id!r}", key_id=key_id)
         return next(k for k in self.list() if k.key_id == key_id)
 
 
@@ -234,3 +242,39 @@ def ensure_admin_key(deployment: Deployment) -> tuple[Path, bool]:
     _, token = KeyStore(deployment).create("admin", ["admin"])
     write_key_file(path, token)
     return path, True
+
+
+REVOCATIONS_FILE = "revoked_keys.jsonl"
+"""Each region's append-only record of revoked keys, outside its store and its backups."""
+
+
+def record_revocation(region_dir: Path, key_id: str, revoked_at_ms: int) -> None:
+    region_dir.mkdir(parents=True, exist_ok=True)
+    line = json.dumps({"key_id": key_id, "revoked_at_ms": revoked_at_ms}) + "\n"
+    fd = os.open(region_dir / REVOCATIONS_FILE, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    try:
+        os.write(fd, line.encode())
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def reapply_revocations(store: object, region_dir: Path) -> list[str]:
+    """Revoke again, in a (restored) store, every key the region's ledger says was revoked;
+    returns the ids that had come back unrevoked."""
+    path = region_dir / REVOCATIONS_FILE
+    if not path.is_file():
+        return []
+    sql = sql_store(store)
+    again: list[str] = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if not line.strip():
+            continue
+        entry = json.loads(line)
+        n = sql.execute(
+            "UPDATE api_keys SET revoked_at_ms = ? WHERE key_id = ? AND revoked_at_ms IS NULL",
+            (int(entry["revoked_at_ms"]), str(entry["key_id"])),
+        )
+        if n:
+            again.append(str(entry["key_id"]))
+    return again

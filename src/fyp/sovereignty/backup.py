@@ -39,6 +39,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, cast
 
+from fyp.access.keys import REVOCATIONS_FILE
 from fyp.config import DeploymentConfig, backup_target_path, check_backup_targets
 from fyp.errors import ConfigError, InvalidRequest, NotFound, ResidencyViolation, StorageError
 from fyp.models.artifacts import CURRENT, models_dir
@@ -53,7 +54,7 @@ STORE_PART = "store.sqlite"
 FILES_PREFIX = "files/"
 FORMAT = 1
 COMPRESSLEVEL = 1  # the store compresses ~3x even at level 1; higher levels cost seconds
-NOT_BACKED_UP = {"secrets", LEDGER_FILE}
+NOT_BACKED_UP = {"secrets", LEDGER_FILE, REVOCATIONS_FILE}
 """Entries of a region directory a backup leaves out (besides the live store files)."""
 
 

@@ -173,17 +173,19 @@ class Restorer:
         _prune_empty_dirs(region_dir)
 
     def _reapply(self, backup_id: str) -> list[str]:
+        from fyp.access.keys import reapply_revocations
         from fyp.audit.log import AuditLog
         from fyp.regions.deployment import Deployment
         from fyp.sovereignty.erasure import reapply_erasures
 
         with Deployment(self.config) as d:
             reerased = reapply_erasures(d, self.region)
+            revoked = reapply_revocations(d.store(self.region), self.config.region_dir(self.region))
             AuditLog(d.store(self.region)).append(
                 "fyp restore",
                 "restore",
                 backup_id,
-                {"reerased": len(reerased)},
+                {"reerased": len(reerased), "rerevoked_keys": revoked},
             )
         return reerased
 
