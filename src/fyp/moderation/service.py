@@ -48,7 +48,7 @@ from fyp.moderation.models import (
     certainly_at_least,
 )
 from fyp.moderation.policy import parse_policy
-from fyp.moderation.snapshot import snapshot_for
+from fyp.moderation.snapshot import PENDING, snapshot_for
 from fyp.moderation.store import ModerationStore
 
 if TYPE_CHECKING:
@@ -441,15 +441,16 @@ class ModerationEligibility:
     def __call__(self, video_ids: Sequence[str], viewer: Viewer) -> dict[str, str]:
         if not video_ids:
             return {}
-        states = snapshot_for(self.deployment.store(viewer.region)).lookup(video_ids)
+        snapshot = snapshot_for(self.deployment.store(viewer.region))
+        snapshot.refresh()
+        live, states = snapshot.live, snapshot.states
         adult = certainly_at_least(viewer.age, ADULT)
         out: dict[str, str] = {}
         for vid in video_ids:
-            found = states[vid]
-            if found is None:
+            if vid not in live:
                 out[vid] = "not available in your region"
                 continue
-            state, creator_ok = found
+            state, creator_ok = states.get(vid, PENDING)
             if state == "approved" or (state == "age_restricted" and adult):
                 if not creator_ok:
                     out[vid] = "creator not eligible for For You (age under 16 or unknown)"
