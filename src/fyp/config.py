@@ -106,16 +106,22 @@ class ErasureConfig:
     (item vectors, co-engagement, popularity). ``fyp erasure process`` meets it."""
 
     retrain_within_hours: float = 24.0
+    # how often `fyp serve` checks for pending erasures and, when the earliest deadline
+    # is within half the window, retrains in a child process; 0 leaves it to cron
+    check_every_minutes: float = 10.0
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> ErasureConfig:
-        unknown = set(raw) - {"retrain_within_hours"}
+        unknown = set(raw) - {"retrain_within_hours", "check_every_minutes"}
         if unknown:
             raise ConfigError(f"unknown keys in [erasure]: {sorted(unknown)}")
         hours = raw.get("retrain_within_hours", cls.retrain_within_hours)
         if isinstance(hours, bool) or not isinstance(hours, int | float) or hours <= 0:
             raise ConfigError(f"[erasure] retrain_within_hours must be positive, got {hours!r}")
-        return cls(retrain_within_hours=float(hours))
+        every = raw.get("check_every_minutes", cls.check_every_minutes)
+        if isinstance(every, bool) or not isinstance(every, int | float) or every < 0:
+            raise ConfigError(f"[erasure] check_every_minutes must be >= 0, got {every!r}")
+        return cls(retrain_within_hours=float(hours), check_every_minutes=float(every))
 
 
 @dataclass(frozen=True)

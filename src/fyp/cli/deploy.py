@@ -83,12 +83,19 @@ def register(app: typer.Typer) -> None:
 def serve_directory(directory: Path, host: str, port: int) -> None:
     import uvicorn
 
+    from fyp.config import load_config
     from fyp.serving.app import create_app
+    from fyp.sovereignty.scheduler import ErasureScheduler
 
     app = create_app(directory)
+    erasures = ErasureScheduler(load_config(directory))
     gc.collect()
     gc.freeze()  # start-up objects never need collecting: shorter GC pauses while serving
     console.print(
         f"serving [bold]{directory}[/] on http://{host}:{port}  (API docs: http://{host}:{port}/docs)"
     )
-    uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
+    erasures.start()  # retrains in a child process before an erasure's deadline
+    try:
+        uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
+    finally:
+        erasures.stop()
