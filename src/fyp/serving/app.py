@@ -57,10 +57,12 @@ def create_app(deployment: Deployment | str | Path) -> FastAPI:
         reviews=Reviews(moderator),
     )
     install_error_handlers(app)
-    app.include_router(users.router)
-    app.include_router(videos.router)
+    # hot routes first: the router tries routes in order, and every event and feed
+    # request would otherwise first be matched against every users and videos route
     app.include_router(events.router)
     app.include_router(feed.router)
+    app.include_router(users.router)
+    app.include_router(videos.router)
     app.include_router(moderation.router)
 
     @app.get("/healthz", tags=["ops"])
