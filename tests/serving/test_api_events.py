@@ -231,3 +231,56 @@ def test_batch_malformed_json(api: TestClient) -> None:
         "/v1/events/batch", content=b"{bad", headers={"content-type": "application/json"}
     )
     assert_error(resp, 400, "invalid_request")
+
+
+SINGLE_EVENT_CASES: list[tuple[str, Any, dict[str, str]]] = [
+    ("stored", ev("f1"), {}),
+    ("duplicate", ev("f1"), {}),
+    ("eu user", ev("f2", user_id="bruno", video_id="v_eu"), {}),
+    ("unknown user", ev("f3", user_id="nobody"), {}),
+    ("unknown video", ev("f4", video_id="nope"), {}),
+    ("video not in the home region", ev("f5", video_id="v_eu"), {}),
+    ("negative watch", ev("f6", watch_ms=-1), {}),
+    ("future", ev("f7", ts="2999-01-01T00:00:00Z"), {}),
+    ("wrong type", ev("f8", type="teleport"), {}),
+    ("region header mismatch", ev("f9"), {"X-Fyp-Region": "eu"}),
+    ("unknown region header", ev("f10"), {"X-Fyp-Region": "mars"}),
+    ("not an object", [1, 2], {}),
+]
+
+
+def test_the_single_event_fast_path_answers_exactly_like_the_route(
+    api: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every case through the fast path, then (fast path off) through the FastAPI route."""
+    from fyp.serving.fastpath import SingleEventFastPath
+
+    def through(prefix: str) -> list[tuple[int, Any]]:
+        out = []
+        for _, body, headers in SINGLE_EVENT_CASES:
+            if isinstance(body, dict):
+                body = {**body, "event_id": prefix + body["event_id"]}
+            resp = api.post("/v1/events", json=body, headers=headers)
+            out.append((resp.status_code, resp.json()))
+        resp = api.post(
+            "/v1/events", content=b"{nope", headers={"content-type": "application/json"}
+        )
+        out.append((resp.status_code, resp.json()))
+        return out
+
+    fast = through("a-")
+
+    async def router_only(self: SingleEventFastPath, scope: Any, receive: Any, send: Any) -> None:
+        await self.app(scope, receive, send)
+
+    monkeypatch.setattr(SingleEventFastPath, "__call__", router_only)
+    slow = through("b-")
+
+    def normalise(answers: list[tuple[int, Any]], prefix: str) -> str:
+        import json
+
+        return json.dumps(answers).replace(f'"{prefix}f', '"f')
+
+    assert normalise(fast, "a-") == normalise(slow, "b-")
+    assert [status for status, _ in fast[:3]] == [201, 200, 201]
+    assert {status for status, _ in fast[3:]} <= {400, 403, 404, 413, 422}
