@@ -18,16 +18,21 @@ def register(app: typer.Typer) -> None:
     def train(
         directory: Path = DirArg,
         region: str | None = typer.Option(None, help="Train only this region (default: all)."),
+        keep: int = typer.Option(
+            3, min=1, help="Model versions to keep per region (older ones are deleted)."
+        ),
     ) -> None:
         """Train every model of each region from that region's store only; go live atomically."""
         from fyp.models.training import train_and_publish
         from fyp.regions.deployment import Deployment
+        from fyp.sovereignty.erasure_process import strip_erased
 
         with Deployment.open(directory) as d:
             regions = [region] if region else d.regions
             started = time.perf_counter()
             for r in regions:
-                m = train_and_publish(d.store(r), d.config.region_dir(r))
+                m = train_and_publish(d.store(r), d.config.region_dir(r), keep=keep)
+                strip_erased(d, r)  # a user erased while training ran leaves the new version
                 console.print(
                     f"region [bold]{r}[/]: version {m.version}, {m.snapshot.event_count:,} events "
                     f"(seq {m.snapshot.min_seq}..{m.snapshot.max_seq}), "

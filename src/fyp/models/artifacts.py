@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import time
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
@@ -159,3 +160,23 @@ def read_arrays(region_dir: Path, version: str) -> dict[str, np.ndarray]:
             return {k: data[k] for k in data.files}
     except (OSError, ValueError) as exc:
         raise ModelError(f"cannot read model arrays {path}: {exc}") from exc
+
+
+def remove_version(region_dir: Path, version: str) -> None:
+    """Delete an artifact version: renamed away first, so it vanishes atomically."""
+    root = models_dir(region_dir)
+    doomed = root / f".{version}.deleting"
+    os.replace(root / version, doomed)
+    shutil.rmtree(doomed)
+
+
+def prune_versions(region_dir: Path, keep: int) -> list[str]:
+    """Delete every version but the newest ``keep`` (never the live one): old artifacts
+    hold old users' vectors and lineage, so they should not outlive their use."""
+    if keep < 1:
+        raise ValueError("keep at least one version")
+    live = current_version(region_dir)
+    doomed = [v for v in list_versions(region_dir)[:-keep] if v != live]
+    for version in doomed:
+        remove_version(region_dir, version)
+    return doomed

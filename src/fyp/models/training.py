@@ -312,11 +312,19 @@ def train_region(
 
 
 def train_and_publish(
-    store: Store, region_dir: Path, params: TrainParams | None = None
+    store: Store, region_dir: Path, params: TrainParams | None = None, keep: int | None = None
 ) -> Manifest:
-    """Train a region's models and make them the live artifact (atomic switch)."""
-    from fyp.models.artifacts import write_artifact
+    """Train a region's models and make them the live artifact (atomic switch); with
+    ``keep``, delete all but the newest ``keep`` versions.
+
+    Training reads the store without the region's models lock (erasures go on); the
+    publish holds it, so it never interleaves with an erasure rewriting artifacts."""
+    from fyp.models.artifacts import prune_versions, write_artifact
+    from fyp.sovereignty.erasure import region_models_lock
 
     manifest, arrays = train_region(store, region_dir, params)
-    write_artifact(region_dir, manifest, arrays)
+    with region_models_lock(region_dir):
+        write_artifact(region_dir, manifest, arrays)
+        if keep is not None:
+            prune_versions(region_dir, keep)
     return manifest

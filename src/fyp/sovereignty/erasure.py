@@ -47,6 +47,7 @@ from fyp.models.artifacts import (
     new_version,
     read_arrays,
     read_manifest,
+    remove_version,
     write_artifact,
 )
 from fyp.regions.deployment import Deployment
@@ -57,7 +58,6 @@ from fyp.sovereignty.remnants import (
     delete_created_videos,
     file_user_ids,
     region_files,
-    remove_version,
     scrub_file,
     scrub_store,
     without_user,

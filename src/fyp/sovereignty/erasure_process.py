@@ -25,6 +25,7 @@ from fyp.models.artifacts import (
     list_versions,
     models_dir,
     read_manifest,
+    remove_version,
     write_artifact,
 )
 from fyp.models.training import train_region
@@ -38,7 +39,7 @@ from fyp.sovereignty.erasure import (
     region_models_lock,
 )
 from fyp.sovereignty.ledger import ErasureLedger
-from fyp.sovereignty.remnants import ARTIFACT_USER_ARRAYS, remove_version
+from fyp.sovereignty.remnants import ARTIFACT_USER_ARRAYS
 
 
 def pending_retrains(region_dir: Path) -> dict[str, int]:

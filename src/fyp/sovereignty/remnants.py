@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import csv
 import os
-import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -166,14 +165,6 @@ def without_user(arrays: dict[str, np.ndarray], user_id: str) -> tuple[dict[str,
             out["creator_ids"] = creators
             removed += int(hit.sum())
     return out, removed
-
-
-def remove_version(region_dir: Path, version: str) -> None:
-    """Delete an artifact version: renamed away first, so it vanishes atomically."""
-    root = models_dir(region_dir)
-    doomed = root / f".{version}.deleting"
-    os.replace(root / version, doomed)
-    shutil.rmtree(doomed)
 
 
 # -- files -----------------------------------------------------------------------
