@@ -11,6 +11,7 @@ on to the router, and the route itself stays the documented (OpenAPI) contract.
 from __future__ import annotations
 
 import json
+import logging
 from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -23,6 +24,7 @@ from fyp.serving.routers.events import _EVENT, REGION_HEADER, _parse
 PATH = "/v1/events"
 MAX_BODY = 1 << 20  # one event is a few hundred bytes; a batch has its own route
 _JSON = [(b"content-type", b"application/json")]
+log = logging.getLogger("fyp.serving")
 
 
 class SingleEventFastPath:
@@ -48,6 +50,8 @@ class SingleEventFastPath:
                 raise result.error
             await _respond(send, 201 if result.status == "stored" else 200, result.to_dict())
         except FypError as exc:
+            if http_status(exc) >= 500:  # logged as the app's FypError handler does
+                log.error("server error: %s", exc.message, extra={"details": exc.details})
             await _respond(send, http_status(exc), error_body(exc))
 
 
