@@ -360,3 +360,19 @@ def test_sealed_streams_refuse_cuts_reorders_and_other_contexts() -> None:
     ):
         with pytest.raises(SealBroken):
             unseal(broken)
+
+
+def test_keep_deletes_the_oldest_backups_of_the_region_only(dep: Path) -> None:
+    config = load_config(dep)
+    ids = [BackupWriter(config, "us").run().backup_id for _ in range(3)]
+    eu = BackupWriter(config, "eu").run().backup_id
+    code, out = cli("backup", str(dep), "--region", "us", "--keep", "2", "--json")
+    assert code == 0
+    report = json.loads(out)
+    assert report["pruned"] == ids[:2]
+    left = [b.backup_id for b in list_backups(dep / "backups" / "us")]
+    assert left == [ids[2], report["manifest"]["backup_id"]]
+    assert [b.backup_id for b in list_backups(dep / "backups" / "eu")] == [eu]
+    assert Restorer(config, "us").run().backup_id == left[-1]  # the kept ones still restore
+    code, message = cli("backup", str(dep), "--region", "us", "--keep", "0")
+    assert code == 2 and "--keep" in message

@@ -27,6 +27,9 @@ def register(app: typer.Typer) -> None:
         to: str | None = typer.Option(
             None, "--to", help="One of the region's backup_targets (default: all of them)."
         ),
+        keep: int | None = typer.Option(
+            None, "--keep", min=1, help="Then delete all but the newest N backups at the targets."
+        ),
         as_json: bool = typer.Option(False, "--json", help="Print the manifest as JSON."),
     ) -> None:
         """Write an encrypted, checksummed snapshot of a region to its allowed targets."""
@@ -34,10 +37,13 @@ def register(app: typer.Typer) -> None:
         from fyp.sovereignty.backup import BackupWriter
 
         config = load_config(directory)
-        done = BackupWriter(config, region).run(to)
+        writer = BackupWriter(config, region)
+        done = writer.run(to)
+        pruned = writer.prune(keep, to) if keep is not None else []
         m = done.manifest
         if as_json:
-            typer.echo(json.dumps({"path": str(done.path), "manifest": m}, indent=2))
+            out = {"path": str(done.path), "manifest": m, "pruned": pruned}
+            typer.echo(json.dumps(out, indent=2))
             return
         console.print(
             f"region [bold]{region}[/]: backup [bold]{m['backup_id']}[/] in {m['seconds']:.2f} s"
@@ -49,6 +55,8 @@ def register(app: typer.Typer) -> None:
             f"{m['store']['events']:,} events (last seq {m['store']['max_event_seq']:,})"
         )
         console.print(f"  written to {done.path} (sha256 {m['ciphertext']['sha256'][:16]}…)")
+        if pruned:
+            console.print(f"  deleted {len(pruned)} older backup(s): {', '.join(pruned)}")
 
     @app.command()
     def restore(

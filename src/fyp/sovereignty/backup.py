@@ -345,6 +345,21 @@ class BackupWriter:
             shutil.rmtree(partial, ignore_errors=True)
         return read_backup(first_dir / backup_id)
 
+    def prune(self, keep: int, to: str | None = None) -> list[str]:
+        """Delete all but the newest ``keep`` backups of this region at its targets: an
+        erased user lingers in older backups until they go (restores re-erase them)."""
+        if keep < 1:
+            raise InvalidRequest("--keep must be at least 1: a backup run keeps its backup")
+        removed: list[str] = []
+        for _, directory in self.targets(to):
+            mine = [b for b in list_backups(directory) if b.manifest.get("region") == self.region]
+            for old in mine[:-keep]:
+                doomed = old.path.with_name(f".{old.path.name}.deleting")
+                os.replace(old.path, doomed)  # gone at once, then removed
+                shutil.rmtree(doomed)
+                removed.append(old.backup_id)
+        return removed
+
     def _pack(
         self, snap: Path, out: Path, key: bytes, backup_id: str
     ) -> tuple[list[dict[str, Any]], SealWriter]:
