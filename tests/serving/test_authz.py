@@ -232,3 +232,19 @@ def test_writes_are_checked_against_body_regions(world: World) -> None:
     assert c.get(f"/v1/videos/{video('us')}", headers=headers(us)).status_code == 200
     assert c.get("/v1/videos/v-both", headers=headers(us)).status_code == 200  # any copy
     assert user("us") == "u-us"
+
+
+def test_a_trailing_slash_is_redirected_for_any_valid_key_and_checked_after(
+    world: World,
+) -> None:
+    c = world.client
+    feed_us = world.key("feed", regions=["us"])
+    slashed = c.get("/v1/users/u-us/feed/", headers=headers(feed_us), follow_redirects=False)
+    assert slashed.status_code == 307
+    assert slashed.headers["location"].endswith("/v1/users/u-us/feed")
+    assert c.get("/v1/users/u-us/feed/", follow_redirects=False).status_code == 401
+    followed = c.get("/v1/users/u-us/feed/", headers=headers(feed_us))
+    assert followed.status_code == 503  # passed the check; this world has no trained model
+    other = c.get("/v1/users/u-eu/feed/", headers=headers(feed_us))
+    assert other.status_code == 403  # the followed request is checked like any other
+    assert c.get("/v1/nowhere/", headers=headers(feed_us)).status_code == 403  # no such route

@@ -67,7 +67,18 @@ class Access:
         (replaying the body when the check had to read it)."""
         method: str = scope.get("method", "GET")
         path = _route_path(scope)
-        matches = self.routes.match(method, path) or [_unknown_route(method, path)]
+        found = self.routes.match(method, path)
+        if (
+            not found
+            and len(path) > 1
+            and path.endswith("/")
+            and self.routes.match(method, path.rstrip("/"))
+        ):
+            # the router answers with a redirect to the path without the slash (it names
+            # no data); the request that follows it is checked like any other
+            self.keys.authenticate(_credentials(scope)[0])
+            return receive
+        matches = found or [_unknown_route(method, path)]
         if len(matches) == 1 and matches[0].template.rule.public:
             return receive
         token, reason = _credentials(scope)
