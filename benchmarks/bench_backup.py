@@ -31,9 +31,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from benchmarks.deployments import kuairec_deployment
 from benchmarks.machine import machine
-from fyp.datasets.kuairec_ear import import_kuairec_ear
-from fyp.moderation import Moderator
 from fyp.regions.deployment import Deployment
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -66,11 +65,7 @@ def main() -> None:
     results: dict[str, Any] = {"machine": machine(), "region": REGION}
     with tempfile.TemporaryDirectory(prefix="fyp-bench-backup-") as tmp:
         directory = Path(tmp) / "dep"
-        with Deployment.init(directory, ["us", "eu"]) as d:
-            import_kuairec_ear(d, args.data)
-            moderator = Moderator(d)
-            for region in d.regions:
-                moderator.run(region)
+        kuairec_deployment(directory, args.data).close()
         fyp("train", str(directory))
         region_dir = directory / "regions" / REGION
         with Deployment.open(directory) as d:

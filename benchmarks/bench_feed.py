@@ -22,12 +22,10 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.bench_ingest import median_of
+from benchmarks.deployments import kuairec_deployment
 from benchmarks.machine import machine
 from benchmarks.server import free_port, running, wrk
 from fyp.access.keys import KeyStore
-from fyp.datasets.kuairec_ear import import_kuairec_ear
-from fyp.moderation import Moderator
-from fyp.regions.deployment import Deployment
 
 ROOT = Path(__file__).resolve().parents[1]
 LUA = Path(__file__).parent / "lua"
@@ -42,11 +40,7 @@ def main() -> None:
     results: dict[str, Any] = {"machine": machine()}
     with tempfile.TemporaryDirectory(prefix="fyp-bench-feed-") as tmp:
         directory = Path(tmp) / "dep"
-        with Deployment.init(directory, ["us", "eu"]) as d:
-            import_kuairec_ear(d, args.data)
-            moderator = Moderator(d)
-            for region in d.regions:
-                moderator.run(region)
+        with kuairec_deployment(directory, args.data) as d:
             key = KeyStore(d).create("bench-feed", ["feed"])[1]  # the app backend's key
         train_runs = []
         for _ in range(args.repeats):
