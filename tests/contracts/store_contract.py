@@ -503,6 +503,16 @@ class StoreContract:
         assert store.count_labels("other") == 2
         assert store.count_labels("nope") == 0
 
+    def test_a_label_set_grows_across_calls_and_counts_each_video_once(self, store: Store) -> None:
+        self.seed(store, "u1")
+        first = [LabelRow("ds", "test", "u1", v) for v in ("v1", "v2", "v1")]
+        assert store.insert_labels(first) == 2
+        assert store.insert_labels([LabelRow("ds", "test", "u1", v) for v in ("v2", "v3")]) == 1
+        assert [r.video_id for r in store.iter_labels("ds", "test")] == ["v1", "v2", "v3"]
+        assert store.count_labels("ds") == 3
+        assert store.delete_user("u1").labels == 3
+        assert store.count_labels() == 0
+
     def test_labels_for_an_unknown_user_are_refused(self, store: Store) -> None:
         self.seed(store, "u1")
         with pytest.raises(UnknownUser):
@@ -574,7 +584,7 @@ class StoreContract:
                     "split": "test",
                     "region": "eu",
                     "user_id": "u1",
-                    "video_id": "v",
+                    "video_ids": '["v"]',
                 },
             )
         assert store.count_labels() == 0

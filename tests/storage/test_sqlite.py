@@ -209,3 +209,45 @@ def test_migration_statements_split_like_sqlite_parses_them() -> None:
     """
     assert [s.split()[1] for s in split_statements(script)] == ["TABLE", "TRIGGER", "INDEX"]
     assert split_statements("  ;\n") == []
+
+
+def test_per_video_label_rows_migrate_into_one_set_per_user(tmp_path: Path) -> None:
+    """A store written before migration 3 keeps every held-out label."""
+    from fyp.storage.migrations import sqlite_migrations
+    from fyp.storage.sqlite import split_statements
+
+    path = tmp_path / "old.sqlite"
+    conn = sqlite3.connect(path)
+    for statement in split_statements(sqlite_migrations()[0].sql.format(region="us")):
+        conn.execute(statement)
+    conn.execute(
+        "CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, name TEXT, "
+        "applied_at_ms INTEGER)"
+    )
+    conn.execute("INSERT INTO schema_migrations VALUES (1, 'core', 0)")
+    conn.execute(
+        "INSERT INTO users (user_id, home_region, created_at_ms, updated_at_ms) "
+        "VALUES ('u1', 'us', 0, 0), ('u2', 'us', 0, 0)"
+    )
+    conn.executemany(
+        "INSERT INTO labels (dataset, split, user_id, video_id) VALUES (?,?,?,?)",
+        [
+            ("ds", "test", "u1", "v2"),
+            ("ds", "test", "u1", "v1"),
+            ("ds", "val", "u1", "v3"),
+            ("ds", "test", "u2", "v1"),
+        ],
+    )
+    conn.commit()
+    conn.close()
+    store = open_store(sqlite_url(path), "us")
+    try:
+        assert store.count_labels() == 4
+        assert [(r.user_id, r.video_id) for r in store.iter_labels("ds", "test")] == [
+            ("u1", "v1"),
+            ("u1", "v2"),
+            ("u2", "v1"),
+        ]
+        assert [r.video_id for r in store.iter_labels("ds", "val")] == ["v3"]
+    finally:
+        store.close()

@@ -69,8 +69,9 @@ class UserExport:
         sql, uid = self.home, self.user_id
         n = {
             t: int(sql.query(f"SELECT COUNT(*) FROM {t} WHERE user_id=?", (uid,))[0][0])
-            for t in ("events", "labels", "served")
+            for t in ("events", "served")
         }
+        n["labels"] = len(self.labels())
         return {
             "profile": 1,
             **n,
@@ -163,13 +164,21 @@ class UserExport:
             yield ("" if first else ", ") + ", ".join(batch)
         yield "]"
         for name, rows in (
-            ("labels", _rows(self.home, "labels", "user_id=?", (self.user_id,))),
+            ("labels", self.labels()),
             ("served", _rows(self.home, "served", "user_id=?", (self.user_id,))),
             ("videos", self.videos()),
             ("appeals", self.appeals()),
         ):
             yield f', "{name}": ' + json.dumps(rows, ensure_ascii=False)
         yield ', "model": ' + json.dumps(self.model(), ensure_ascii=False) + "}"
+
+    def labels(self) -> list[dict[str, Any]]:
+        """One entry per held-out label (the store keeps them as a set per user)."""
+        out: list[dict[str, Any]] = []
+        for row in _rows(self.home, "labels", "user_id=?", (self.user_id,)):
+            videos = row.pop("video_ids")
+            out.extend({**row, "video_id": v} for v in videos)
+        return out
 
     def document(self) -> dict[str, Any]:
         """The whole export as one value (tests, the CLI)."""

@@ -374,7 +374,14 @@ class SQLiteStore(Store):
         with self.transaction():
             c = self._conn
             events = c.execute("DELETE FROM events WHERE user_id=?", (user_id,)).rowcount
-            labels = c.execute("DELETE FROM labels WHERE user_id=?", (user_id,)).rowcount
+            labels = int(
+                c.execute(
+                    "SELECT COALESCE(SUM(json_array_length(video_ids)), 0) FROM labels "
+                    "WHERE user_id=?",
+                    (user_id,),
+                ).fetchone()[0]
+            )
+            c.execute("DELETE FROM labels WHERE user_id=?", (user_id,))
             c.execute("DELETE FROM served WHERE user_id=?", (user_id,))
             users = c.execute("DELETE FROM users WHERE user_id=?", (user_id,)).rowcount
         return ErasedCounts(users=users, events=events, labels=labels)
@@ -580,26 +587,56 @@ class SQLiteStore(Store):
 
     # -- held-out labels ------------------------------------------------------
     def insert_labels(self, rows: Sequence[LabelRow]) -> int:
+        """Add labels to each (user, dataset, split) set; returns how many were new."""
+        sets: dict[tuple[str, str, str], dict[str, None]] = {}
+        for dataset, split, user_id, video_id in rows:
+            sets.setdefault((user_id, dataset, split), {})[video_id] = None
+        if not sets:
+            return 0
         try:
             with self.transaction():
-                cursor = self._conn.executemany(
-                    "INSERT OR IGNORE INTO labels (dataset, split, user_id, video_id) "
-                    "VALUES (?,?,?,?)",
-                    rows,
+                held = self._label_sets(list({key[0] for key in sets}))
+                added = 0
+                changed: list[tuple[str, str, str, str]] = []
+                for (user_id, dataset, split), videos in sets.items():
+                    before = held.get((user_id, dataset, split), [])
+                    merged = dict.fromkeys(before)
+                    merged.update(videos)
+                    if len(merged) > len(before):
+                        added += len(merged) - len(before)
+                        changed.append((dataset, split, user_id, _dumps(list(merged))))
+                self._conn.executemany(
+                    "INSERT INTO labels (dataset, split, user_id, video_ids) VALUES (?,?,?,?) "
+                    "ON CONFLICT (user_id, dataset, split) DO UPDATE "
+                    "SET video_ids = excluded.video_ids",
+                    changed,
                 )
-                return int(cursor.rowcount)  # this statement's rows, not triggers'
+                return added
         except sqlite3.IntegrityError as exc:
             raise UnknownUser(f"label for a user not in region {self.region!r}: {exc}") from exc
 
+    def _label_sets(self, user_ids: list[str]) -> dict[tuple[str, str, str], list[str]]:
+        out: dict[tuple[str, str, str], list[str]] = {}
+        for i in range(0, len(user_ids), 500):
+            part = user_ids[i : i + 500]
+            for user_id, dataset, split, videos in self._conn.execute(
+                "SELECT user_id, dataset, split, video_ids FROM labels "
+                f"WHERE user_id IN ({','.join('?' * len(part))})",
+                part,
+            ):
+                out[(user_id, dataset, split)] = json.loads(videos)
+        return out
+
     def iter_labels(self, dataset: str, split: str) -> Iterator[LabelRow]:
-        for r in self._query(
-            "SELECT dataset, split, user_id, video_id FROM labels WHERE dataset=? AND split=? "
-            "ORDER BY user_id, video_id",
+        for user_id, videos in self._query(
+            "SELECT user_id, video_ids FROM labels WHERE dataset=? AND split=? ORDER BY user_id",
             (dataset, split),
         ):
-            yield LabelRow(*r)
+            for video_id in sorted(json.loads(videos)):
+                yield LabelRow(dataset, split, user_id, video_id)
 
     def count_labels(self, dataset: str | None = None) -> int:
+        total = "SELECT COALESCE(SUM(json_array_length(video_ids)), 0) FROM labels"
         if dataset is None:
-            return int(self._query("SELECT COUNT(*) FROM labels")[0][0])
-        return int(self._query("SELECT COUNT(*) FROM labels WHERE dataset=?", (dataset,))[0][0])
+            return int(self._query(total)[0][0])
+        return int(self._query(total + " WHERE dataset=?", (dataset,))[0][0])
