@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from fyp.feed.pool import Pool, Removed
+from fyp.feed.pool import Pool
 from fyp.feed.state import UserState
 from fyp.models.region_model import RegionModel
 
@@ -27,14 +27,21 @@ class Filter(ABC):
     def reasons(self, model: RegionModel, state: UserState, items: np.ndarray) -> dict[int, str]:
         """Row number -> reason, for each row of ``items`` (catalogue indices) to remove."""
 
+    def removals(
+        self, model: RegionModel, state: UserState, items: np.ndarray
+    ) -> tuple[np.ndarray, str | list[str]]:
+        """Rows of ``items`` to remove, and why: one reason for all or one per row.
+        Filters that remove many at once override this to stay vectorised."""
+        drop = self.reasons(model, state, items)
+        return np.fromiter(drop, np.int64, len(drop)), list(drop.values())
+
     def apply(self, model: RegionModel, state: UserState, pool: Pool) -> Pool:
-        drop = self.reasons(model, state, pool.items)
-        if not drop:
+        rows, why = self.removals(model, state, pool.items)
+        if len(rows) == 0:
             return pool
+        pool.removed.add(self.name, model.video_ids[pool.items[rows]], why)
         mask = np.ones(len(pool), bool)
-        for row, reason in drop.items():
-            mask[row] = False
-            pool.removed.append(Removed(str(model.video_ids[pool.items[row]]), self.name, reason))
+        mask[rows] = False
         return pool.keep(mask)
 
 
@@ -44,10 +51,15 @@ class AlreadySeen(Filter):
     name = "already_seen"
 
     def reasons(self, model: RegionModel, state: UserState, items: np.ndarray) -> dict[int, str]:
+        rows, why = self.removals(model, state, items)
+        return dict.fromkeys(rows.tolist(), str(why))
+
+    def removals(
+        self, model: RegionModel, state: UserState, items: np.ndarray
+    ) -> tuple[np.ndarray, str | list[str]]:
         if not state.seen:
-            return {}
-        rows = np.nonzero(state.seen_mask(model)[items])[0]
-        return dict.fromkeys(rows.tolist(), "already seen")
+            return np.zeros(0, np.int64), "already seen"
+        return np.nonzero(state.seen_mask(model)[items])[0], "already seen"
 
 
 class NotInterested(Filter):

@@ -13,7 +13,7 @@ import numpy as np
 
 from fyp.feed.candidates import Candidates, CandidateSource, default_sources
 from fyp.feed.filters import AlreadySeen, Filter, NotInterested
-from fyp.feed.pool import Pool, Removed, merge
+from fyp.feed.pool import Pool, RemovedLog, merge
 from fyp.feed.rerank import RerankParams, diversify, explore, separate_creators
 from fyp.feed.scoring import Scorer, ValueScorer
 from fyp.feed.state import UserState
@@ -28,7 +28,7 @@ class RankedPage:
     timings_ms: dict[str, float] = field(default_factory=dict)
 
     @property
-    def removed(self) -> list[Removed]:
+    def removed(self) -> RemovedLog:
         return self.pool.removed
 
 
@@ -71,8 +71,11 @@ class FeedPipeline:
         rng: np.random.Generator,
         universe: np.ndarray | None = None,
         extra_filters: list[Filter] | None = None,
-        backfill: int = 2,
+        backfill: int | None = None,
     ) -> RankedPage:
+        """``backfill``: videos ranked past the page, spares for what the final checks
+        (live catalogue, eligibility) may still drop; by default a quarter of the page,
+        at least 2. Every pick of the diversity re-ranker costs, so not a whole page."""
         candidates = [s.fetch(model, state) for s in self.sources]
         if universe is not None:
             allowed = np.zeros(model.n_items, bool)
@@ -83,7 +86,7 @@ class FeedPipeline:
         for f in self.filters:
             pool = f.apply(model, state, pool)
         scores = self.scorer.score(model, state, pool)
-        want = n * backfill
+        want = n + (max(2, n // 4) if backfill is None else backfill)
         if extra_filters:
             # Costly checks (moderation reads the store) run on exactly what can reach
             # the page: the re-ranker's shortlist (rerank.diversify) and the exploration

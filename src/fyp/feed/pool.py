@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -16,6 +17,33 @@ class Removed:
     reason: str
 
 
+class RemovedLog:
+    """What the filters removed and why, kept as arrays until someone reads it (a feed
+    asked for with ``debug``): a user's history alone can remove hundreds of candidates
+    per request, and most requests never look."""
+
+    def __init__(self) -> None:
+        self._parts: list[tuple[str, np.ndarray, str | list[str]]] = []
+
+    def add(self, stage: str, video_ids: np.ndarray, reasons: str | list[str]) -> None:
+        """``reasons``: one for every video, or one per video."""
+        if isinstance(reasons, list) and len(reasons) != len(video_ids):
+            raise ValueError(f"{len(video_ids)} videos but {len(reasons)} reasons")
+        self._parts.append((stage, video_ids, reasons))
+
+    def __len__(self) -> int:
+        return sum(len(ids) for _, ids, _ in self._parts)
+
+    def __iter__(self) -> Iterator[Removed]:
+        for stage, ids, reasons in self._parts:
+            for k, video_id in enumerate(ids.tolist()):
+                reason = reasons if isinstance(reasons, str) else reasons[k]
+                yield Removed(str(video_id), stage, reason)
+
+    def to_dicts(self) -> list[dict[str, str]]:
+        return [r.__dict__ for r in self]
+
+
 @dataclass
 class Pool:
     items: np.ndarray  # int64 catalogue indices, unique
@@ -23,7 +51,7 @@ class Pool:
     position: np.ndarray  # the item's row in that source's candidates
     candidates: list[Candidates]
     features: dict[str, np.ndarray] = field(default_factory=dict)  # source -> score, 0 if absent
-    removed: list[Removed] = field(default_factory=list)
+    removed: RemovedLog = field(default_factory=RemovedLog)
 
     def __len__(self) -> int:
         return len(self.items)

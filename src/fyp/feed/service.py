@@ -24,6 +24,7 @@ from fyp.config import RankingConfig
 from fyp.errors import InvalidRequest, ModelError, ValidationFailed
 from fyp.feed.filters import Available, Eligibility, EligibilityCheck
 from fyp.feed.pipeline import FeedPipeline
+from fyp.feed.pool import RemovedLog
 from fyp.feed.scoring import RankerScorer, Scorer, ValueScorer
 from fyp.feed.state import StateCache, UserState, build_state
 from fyp.models.artifacts import current_version
@@ -56,7 +57,12 @@ class FeedPage:
     model_version: str
     items: list[FeedItem]
     cursor: str
-    removed: list[dict[str, str]]
+    removed_log: RemovedLog
+
+    @property
+    def removed(self) -> list[dict[str, str]]:
+        """Every candidate a filter removed, with the stage and the reason."""
+        return self.removed_log.to_dicts()
 
     def to_dict(self, debug: bool = False) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -227,14 +233,13 @@ class FeedService:
             shown = [p.video_id for p in page]
             store.record_served(user_id, shown, time.time_ns() // 1_000_000)
             self._states.served(user_id, store.user_version(user_id), shown)
-        removed = [r.__dict__ for r in ranked.removed]
         return FeedPage(
             user_id=user_id,
             region=region,
             model_version=model.manifest.version,
             items=page,
             cursor=encode_cursor(page_no + 1, session),
-            removed=removed,
+            removed_log=ranked.removed,
         )
 
 

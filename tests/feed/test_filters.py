@@ -1,0 +1,97 @@
+"""Filters keep some candidates and log every one they remove, with the stage and why."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+import pytest
+
+from fyp.feed.candidates import Candidates
+from fyp.feed.filters import AlreadySeen, Eligibility, Filter
+from fyp.feed.pool import Pool, RemovedLog, merge
+from fyp.feed.state import UserState
+
+N_ITEMS = 8
+
+
+def model() -> Any:
+    ids = np.asarray([f"v{i}" for i in range(N_ITEMS)], dtype=np.str_)
+    return SimpleNamespace(
+        n_items=N_ITEMS, video_ids=ids, video_index={str(v): i for i, v in enumerate(ids)}
+    )
+
+
+def state(seen: set[str] | None = None) -> UserState:
+    return UserState(
+        user_id="u",
+        region="us",
+        age=None,
+        positives=np.zeros(0, np.int64),
+        positive_weights=np.zeros(0, np.float32),
+        seen=seen or set(),
+    )
+
+
+def pool_of(items: Sequence[int]) -> Pool:
+    found = Candidates(
+        "test", np.asarray(items, np.int64), np.ones(len(items), np.float32), lambda _r: ""
+    )
+    return merge([found], N_ITEMS)
+
+
+class OddOut(Filter):
+    """Removes odd items, each with its own reason (the dict form of a filter)."""
+
+    name = "odd_out"
+
+    def reasons(self, model: Any, state: UserState, items: np.ndarray) -> dict[int, str]:
+        return {row: f"item {int(i)} is odd" for row, i in enumerate(items) if i % 2}
+
+
+def test_already_seen_keeps_the_rest_and_logs_each_removal_with_one_reason() -> None:
+    m = model()
+    out = AlreadySeen().apply(m, state({"v1", "v4", "v9"}), pool_of(range(6)))
+    assert out.items.tolist() == [0, 2, 3, 5]
+    assert [r.__dict__ for r in out.removed] == [
+        {"video_id": "v1", "stage": "already_seen", "reason": "already seen"},
+        {"video_id": "v4", "stage": "already_seen", "reason": "already seen"},
+    ]
+
+
+def test_per_row_reasons_survive_and_later_stages_share_the_log() -> None:
+    m = model()
+    first = OddOut().apply(m, state(), pool_of(range(N_ITEMS)))
+    second = AlreadySeen().apply(m, state({"v2"}), first)
+    assert second.items.tolist() == [0, 4, 6]
+    assert second.removed is first.removed  # one log per feed request
+    assert [(r.video_id, r.stage, r.reason) for r in second.removed] == [
+        ("v1", "odd_out", "item 1 is odd"),
+        ("v3", "odd_out", "item 3 is odd"),
+        ("v5", "odd_out", "item 5 is odd"),
+        ("v7", "odd_out", "item 7 is odd"),
+        ("v2", "already_seen", "already seen"),
+    ]
+    assert len(second.removed) == 5
+
+
+def test_a_filter_that_removes_nothing_returns_the_pool_unchanged() -> None:
+    pool = pool_of([0, 2])
+    assert OddOut().apply(model(), state(), pool) is pool
+    assert len(pool.removed) == 0
+
+
+def test_an_eligibility_hook_that_raises_removes_everything_it_was_asked_about() -> None:
+    def broken(video_ids: Sequence[str], state: UserState) -> dict[str, str]:
+        raise RuntimeError("policy store unreachable")
+
+    out = Eligibility(broken).apply(model(), state(), pool_of([1, 2, 3]))
+    assert len(out) == 0
+    assert {r.reason for r in out.removed} == {"eligibility check failed: RuntimeError"}
+
+
+def test_the_log_refuses_a_reason_list_of_the_wrong_length() -> None:
+    with pytest.raises(ValueError, match="2 videos but 1 reasons"):
+        RemovedLog().add("stage", np.asarray(["a", "b"]), ["only one"])
