@@ -6,6 +6,7 @@ the user's state. Each returns item indices into the region catalogue.
 
 from __future__ import annotations
 
+import weakref
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -71,20 +72,18 @@ class CoEngagement(CandidateSource):
         nbr = model.nbr_idx[state.positives]
         sims = model.nbr_sim[state.positives] * weights[:, None]
         valid = nbr >= 0
-        cands = nbr[valid]
-        contrib = sims[valid]
-        anchors = np.broadcast_to(state.positives[:, None], nbr.shape)[valid]
-        scores = np.bincount(cands, weights=contrib, minlength=model.n_items).astype(np.float32)
-        items = _top(scores, self.quota)
+        scores = np.bincount(nbr[valid], weights=sims[valid], minlength=model.n_items)
+        items = _top(scores.astype(np.float32), self.quota)
         items = items[scores[items] > 0]
 
         def explain(row: int) -> str:
-            # the recent positive that contributed most to this candidate
-            hits = np.nonzero(cands == items[row])[0]
-            anchor = int(anchors[hits[np.argmax(contrib[hits])]])
+            # the recent positive that contributed most to this candidate (worked out
+            # again here: only the few videos on a page are explained)
+            contrib = np.where(nbr == items[row], sims, 0.0).max(axis=1)
+            anchor = int(state.positives[int(np.argmax(contrib))])
             return f"because you liked video {model.video_ids[anchor]}"
 
-        return Candidates(self.name, items, scores[items], explain)
+        return Candidates(self.name, items, scores[items].astype(np.float32), explain)
 
 
 class EmbeddingRetrieval(CandidateSource):
@@ -93,7 +92,7 @@ class EmbeddingRetrieval(CandidateSource):
     name = "embedding"
 
     def fetch(self, model: RegionModel, state: UserState) -> Candidates:
-        vector = model.user_vector(state.user_id, state.positives)
+        vector = state.vector(model)
         if vector is None:
             return _empty(self.name)
         scores = model.item_factors @ vector
@@ -143,12 +142,13 @@ class Fresh(CandidateSource):
     def __init__(self, quota: int, max_impressions: int = 50) -> None:
         super().__init__(quota)
         self.max_impressions = max_impressions
-        self._memo: tuple[RegionModel, Candidates] | None = None
+        # the same for every user of a model: computed once per model (one per region)
+        self._memo: weakref.WeakKeyDictionary[RegionModel, Candidates] = weakref.WeakKeyDictionary()
 
     def fetch(self, model: RegionModel, state: UserState) -> Candidates:
-        memo = self._memo  # the same for every user of a model: computed once per model
-        if memo is not None and memo[0] is model:
-            return memo[1]
+        memo = self._memo.get(model)
+        if memo is not None:
+            return memo
         few = np.nonzero(model.impressions <= self.max_impressions)[0]
         if len(few) == 0:
             return _empty(self.name)
@@ -158,7 +158,7 @@ class Fresh(CandidateSource):
         found = Candidates(
             self.name, items, created[order].astype(np.float32), _fixed("new on fyp")
         )
-        self._memo = (model, found)
+        self._memo[model] = found
         return found
 
 

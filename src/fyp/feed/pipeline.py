@@ -7,6 +7,10 @@ and a user state and returns the ordered page with its explanation. ``FeedServic
 
 from __future__ import annotations
 
+import threading
+import weakref
+from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -62,6 +66,7 @@ class FeedPipeline:
         self.filters = filters if filters is not None else [AlreadySeen(), NotInterested()]
         self.scorer = scorer or ValueScorer()
         self.rerank = rerank or RerankParams()
+        self._proposals = ProposalCache()
 
     def run(
         self,
@@ -76,7 +81,9 @@ class FeedPipeline:
         """``backfill``: videos ranked past the page, spares for what the final checks
         (live catalogue, eligibility) may still drop; by default a quarter of the page,
         at least 2. Every pick of the diversity re-ranker costs, so not a whole page."""
-        candidates = [s.fetch(model, state) for s in self.sources]
+        candidates = self._proposals.get(
+            state, model, lambda: [s.fetch(model, state) for s in self.sources]
+        )
         if universe is not None:
             allowed = np.zeros(model.n_items, bool)
             allowed[universe] = True
@@ -103,6 +110,38 @@ class FeedPipeline:
         order = explore(model, pool, order, n, self.rerank, rng)
         order = separate_creators(model, pool, order)
         return RankedPage(pool=pool, order=order, scores=scores)
+
+
+class ProposalCache:
+    """What the sources proposed for a user state, kept for the next pages of a session.
+
+    Proposals depend on the model and the user's events only, and a state never sees a
+    new event (one builds a new state), so a hit is exact; what was served since is
+    filtered later, on every request. Bounded: ~6 KB per user."""
+
+    def __init__(self, max_users: int = 10_000) -> None:
+        self.max_users = max_users
+        self._entries: OrderedDict[
+            int, tuple[weakref.ref[UserState], RegionModel, list[Candidates]]
+        ] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(
+        self, state: UserState, model: RegionModel, fetch: Callable[[], list[Candidates]]
+    ) -> list[Candidates]:
+        key = id(state)
+        with self._lock:
+            hit = self._entries.get(key)
+            if hit is not None and hit[0]() is state and hit[1] is model:
+                self._entries.move_to_end(key)
+                return list(hit[2])
+        found = fetch()
+        with self._lock:
+            self._entries[key] = (weakref.ref(state), model, found)
+            self._entries.move_to_end(key)
+            while len(self._entries) > self.max_users:
+                self._entries.popitem(last=False)
+        return list(found)
 
 
 def _restrict(c: Candidates, allowed: np.ndarray) -> Candidates:

@@ -51,7 +51,7 @@ class ValueScorer(Scorer):
         co = pool.features.get("co_engagement")
         if co is not None:
             s += w.co_engagement * np.log1p(100.0 * co)
-        vector = model.user_vector(state.user_id, state.positives)
+        vector = state.vector(model)
         if vector is not None:
             emb = model.item_factors[items] @ vector
             s += w.embedding * emb / (np.abs(emb).max() + 1e-9)
@@ -107,7 +107,7 @@ class RankerScorer(Scorer):
         followed = np.asarray(sorted(state.followed_creators), np.int64)
         inputs = inputs_for(
             state.positives,
-            model.user_vector(state.user_id, state.positives),
+            state.vector(model),
             model.category,
             len(model.category_names),
             followed,

@@ -31,7 +31,7 @@ def _heads(arrays: dict[str, np.ndarray]) -> Heads | None:
     return Heads(texts) if texts else None
 
 
-@dataclass
+@dataclass(eq=False)  # identity: models key per-model caches (arrays cannot compare)
 class RegionModel:
     manifest: Manifest
     video_ids: np.ndarray

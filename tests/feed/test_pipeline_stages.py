@@ -1,4 +1,4 @@
-"""Filters keep some candidates and log every one they remove, with the stage and why."""
+"""Pipeline stages: filters log each removal and why; proposals are cached per state."""
 
 from __future__ import annotations
 
@@ -95,3 +95,29 @@ def test_an_eligibility_hook_that_raises_removes_everything_it_was_asked_about()
 def test_the_log_refuses_a_reason_list_of_the_wrong_length() -> None:
     with pytest.raises(ValueError, match="2 videos but 1 reasons"):
         RemovedLog().add("stage", np.asarray(["a", "b"]), ["only one"])
+
+
+def test_proposals_are_fetched_once_per_user_state_and_model() -> None:
+    from fyp.feed.pipeline import ProposalCache
+
+    calls: list[int] = []
+
+    def fetch() -> list[Candidates]:
+        calls.append(1)
+        return [pool_of([1]).candidates[0]]
+
+    cache = ProposalCache(max_users=2)
+    m, other_model = model(), model()
+    first, second, third = state(), state(), state()
+    cache.get(first, m, fetch)
+    cache.get(first, m, fetch)
+    assert len(calls) == 1  # the next page of the same state
+    cache.get(first, other_model, fetch)  # a new model: fetched again
+    cache.get(second, other_model, fetch)  # a new event builds a new state: fetched again
+    assert len(calls) == 3
+    cache.get(third, m, fetch)  # bounded: the least recently used entry goes
+    cache.get(first, other_model, fetch)
+    assert len(calls) == 5
+    got = cache.get(third, m, fetch)
+    got.append(got[0])  # callers get their own list
+    assert len(cache.get(third, m, fetch)) == 1
