@@ -5,8 +5,10 @@
 Builds a two-region deployment (us, eu) with all of KuaiRec-EAR imported, times
 ``fyp train`` for all regions, then serves it with one worker and drives
 ``GET /v1/users/{random user}/feed?n=10`` with wrk at concurrency 8 (every request
-also records what it served). A FastAPI hello-world is measured in the same run as
-the ceiling. Medians over repeats.
+also records what it served): mostly first requests of users the server has not seen,
+the costliest case. A second scenario has each user scroll 5 pages in a row
+(``lua/feed_sessions.lua``). A FastAPI hello-world is measured in the same run as the
+ceiling. Medians over repeats.
 """
 
 from __future__ import annotations
@@ -56,7 +58,7 @@ def main() -> None:
             "runs": [round(t, 2) for t in train_runs],
         }
         port = free_port()
-        hello, feed = [], []
+        hello, feed, sessions = [], [], []
         for _ in range(args.repeats):
             with running([str(Path(__file__).parent / "hello_app.py"), str(port)], port) as url:
                 hello.append(wrk(url + "/healthz", None, args.seconds, 8))
@@ -64,8 +66,12 @@ def main() -> None:
             with running(serve, port) as url:
                 wrk(url, LUA / "feed.lua", 2, 8, key)  # warm-up: load both regions' models
                 feed.append(wrk(url, LUA / "feed.lua", args.seconds, 8, key))
+            with running(serve, port) as url:  # a fresh server: no user seen yet
+                wrk(url, LUA / "feed.lua", 2, 8, key)
+                sessions.append(wrk(url, LUA / "feed_sessions.lua", args.seconds, 8, key))
     results["hello_world_get_c8"] = median_of(hello)
     results["feed_get_n10_c8"] = median_of(feed)
+    results["feed_sessions_of_5_pages_c8"] = median_of(sessions)
     print(json.dumps(results, indent=2))
 
 

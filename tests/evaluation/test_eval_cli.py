@@ -106,6 +106,17 @@ def test_eval_kuairec_ear_on_a_sample_cut(tmp_path: Path) -> None:
     assert results["config"]["test_users"] == 25
     assert (out / "report.html").read_text(encoding="utf-8").count("data:image/png") == 1
 
+    # the engine's lists are repeatable: exploration draws from the seed's session
+    from fyp.evaluation.offline import prepare, rank_engine
+    from fyp.feed.service import FeedService
+    from fyp.regions.deployment import Deployment
+
+    with Deployment.open(out / "deployment") as d:
+        protocol = prepare(d, log=lambda _: None)
+        first = rank_engine(protocol, FeedService(d), seed=3)
+        assert rank_engine(protocol, FeedService(d), seed=3) == first
+        assert len(first) == 25 and all(len(v) == len(set(v)) for v in first.values())
+
 
 def test_eval_refuses_bad_input_before_writing(tmp_path: Path) -> None:
     out = tmp_path / "out"

@@ -139,7 +139,7 @@ def run_official_offline(
     if methods is None or "fyp" in methods:
         started = time.perf_counter()
         with serving_threads(True):  # one BLAS thread, as fyp serve runs the feed
-            lists = rank_engine(protocol, FeedService(protocol.deployment))
+            lists = rank_engine(protocol, FeedService(protocol.deployment), seed)
         results["fyp"] = score_official(lists, protocol, gains)
         timings["fyp"] = round(time.perf_counter() - started, 2)
         log(f"fyp: {results['fyp']}")

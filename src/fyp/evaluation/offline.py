@@ -33,7 +33,7 @@ from fyp.evaluation.metrics import (
     recall_at_k,
     summarise,
 )
-from fyp.feed.service import FeedService
+from fyp.feed.service import FeedService, encode_cursor
 from fyp.models.training import event_weight, train_and_publish
 from fyp.regions.deployment import Deployment
 from fyp.storage import Store
@@ -150,11 +150,17 @@ def score_lists(lists: dict[str, list[str]], protocol: Protocol) -> dict[str, fl
     }
 
 
-def rank_engine(protocol: Protocol, service: FeedService) -> dict[str, list[str]]:
+def rank_engine(protocol: Protocol, service: FeedService, seed: int = 0) -> dict[str, list[str]]:
+    """Each test user's top-K from the served feed. The cursor of a session numbered
+    ``seed`` makes exploration's draws repeatable (a feed without a cursor starts a
+    session numbered from the clock)."""
+    cursor = encode_cursor(0, seed)
     lists: dict[str, list[str]] = {}
     for region in protocol.regions:
         for user in sorted(region.test):
-            page = service.feed(user, n=TOP_K, record=False, universe=protocol.universe)
+            page = service.feed(
+                user, n=TOP_K, cursor=cursor, record=False, universe=protocol.universe
+            )
             lists[user] = [item.video_id for item in page.items]
     return lists
 
@@ -191,7 +197,7 @@ def run_offline(
     started = time.perf_counter()
     service = FeedService(protocol.deployment)
     if methods is None or "fyp" in methods:
-        results["fyp"] = score_lists(rank_engine(protocol, service), protocol)
+        results["fyp"] = score_lists(rank_engine(protocol, service, seed), protocol)
         timings["fyp"] = round(time.perf_counter() - started, 2)
         log(f"fyp: {results['fyp']}")
     for name, factory in PEERS.items():
