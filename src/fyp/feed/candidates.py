@@ -69,7 +69,8 @@ class CoEngagement(CandidateSource):
             return _empty(self.name)
         recency = 0.9 ** np.arange(len(state.positives), dtype=np.float32)
         weights = state.positive_weights * recency
-        nbr = model.nbr_idx[state.positives]
+        positives = state.positives  # not the state: cached proposals must not keep it
+        nbr = model.nbr_idx[positives]
         sims = model.nbr_sim[state.positives] * weights[:, None]
         valid = nbr >= 0
         scores = np.bincount(nbr[valid], weights=sims[valid], minlength=model.n_items)
@@ -80,7 +81,7 @@ class CoEngagement(CandidateSource):
             # the recent positive that contributed most to this candidate (worked out
             # again here: only the few videos on a page are explained)
             contrib = np.where(nbr == items[row], sims, 0.0).max(axis=1)
-            anchor = int(state.positives[int(np.argmax(contrib))])
+            anchor = int(positives[int(np.argmax(contrib))])
             return f"because you liked video {model.video_ids[anchor]}"
 
         return Candidates(self.name, items, scores[items].astype(np.float32), explain)
