@@ -40,6 +40,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
+from itertools import chain
 from multiprocessing.connection import Connection, wait
 from pathlib import Path
 from typing import Any, Protocol, TypeVar, cast
@@ -176,13 +177,24 @@ def new_videos(
     durations: dict[str, int] | None = None,
 ) -> list[Video]:
     """Videos not yet in this store's catalogue, published to every region."""
-    present = store.video_durations(videos)
+    present = _present(store, videos)
     known = durations or {}
     return [
         build_video(info, regions, t, known.get(vid), source)
         for vid, info in videos.items()
         if vid not in present
     ]
+
+
+def missing_videos(store: Store, catalogue: Sequence[Video]) -> list[Video]:
+    """The videos of a catalogue built once for every region that this store lacks."""
+    present = _present(store, [v.video_id for v in catalogue])
+    return [v for v in catalogue if v.video_id not in present]
+
+
+def _present(store: Store, video_ids: Iterable[str]) -> set[str] | dict[str, int]:
+    # a first import finds an empty catalogue: one count instead of 10,000 lookups
+    return set() if store.count_videos() == 0 else store.video_durations(video_ids)
 
 
 def write_batch(
@@ -499,23 +511,28 @@ def import_kuairec_ear(
         t = now_ms()
         read: list[int] = []  # rows in the file, set by produce()
 
+        # the catalogue is the same in every region: built once, before the writers fork
+        catalogue = [build_video(info, regions, t, None, DATASET) for info in videos.values()]
+
         def first(region: str, store: Store) -> RegionBatch:
             mine = [u for u in users if u in fresh and homes[u] == region]
             return RegionBatch(
                 users=[build_user(u, region, users[u], t) for u in mine],
-                videos=new_videos(store, videos, regions, t, DATASET),
+                videos=missing_videos(store, catalogue),
             )
 
         def produce() -> tuple[dict[str, RegionRows], int]:
             splits = read_interactions(interactions)
-            extra_users: dict[str, None] = {}
-            extra_videos: dict[str, None] = {}
-            for pairs in splits.values():
-                for user_id, video_id in pairs:
-                    if user_id not in users:
-                        extra_users[check_user_id(user_id, interactions)] = None
-                    if video_id not in videos:
-                        extra_videos[check_id(video_id, "video_id", interactions)] = None
+            # ids in no side table, in file order (unzipping and de-duplicating in C)
+            columns = [tuple(zip(*pairs, strict=True)) for pairs in splits.values() if pairs]
+            seen_users = dict.fromkeys(chain.from_iterable(c[0] for c in columns))
+            seen_videos = dict.fromkeys(chain.from_iterable(c[1] for c in columns))
+            extra_users = {
+                check_user_id(u, interactions): None for u in seen_users if u not in users
+            }
+            extra_videos = {
+                check_id(v, "video_id", interactions): None for v in seen_videos if v not in videos
+            }
             more_homes, more_fresh = assign_homes(deployment, extra_users)
             homes.update(more_homes)
             new_users = [u for u in extra_users if u in more_fresh]
