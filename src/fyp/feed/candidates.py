@@ -68,10 +68,10 @@ class CoEngagement(CandidateSource):
         if state.is_new:
             return _empty(self.name)
         recency = 0.9 ** np.arange(len(state.positives), dtype=np.float32)
-        weights = state.positive_weights * recency
-        positives = state.positives  # not the state: cached proposals must not keep it
-        nbr = model.nbr_idx[positives]
-        sims = model.nbr_sim[state.positives] * weights[:, None]
+        # the explanation below keeps these two small arrays, never the state or the
+        # neighbour rows: proposals are cached (fyp.feed.pipeline.ProposalCache)
+        positives, weights = state.positives, state.positive_weights * recency
+        nbr, sims = _neighbours(model, positives, weights)
         valid = nbr >= 0
         scores = np.bincount(nbr[valid], weights=sims[valid], minlength=model.n_items)
         items = _top(scores.astype(np.float32), self.quota)
@@ -80,11 +80,19 @@ class CoEngagement(CandidateSource):
         def explain(row: int) -> str:
             # the recent positive that contributed most to this candidate (worked out
             # again here: only the few videos on a page are explained)
+            nbr, sims = _neighbours(model, positives, weights)
             contrib = np.where(nbr == items[row], sims, 0.0).max(axis=1)
             anchor = int(positives[int(np.argmax(contrib))])
             return f"because you liked video {model.video_ids[anchor]}"
 
         return Candidates(self.name, items, scores[items].astype(np.float32), explain)
+
+
+def _neighbours(
+    model: RegionModel, positives: np.ndarray, weights: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Each positive's neighbour videos and their similarity times the positive's weight."""
+    return model.nbr_idx[positives], model.nbr_sim[positives] * weights[:, None]
 
 
 class EmbeddingRetrieval(CandidateSource):
@@ -106,11 +114,18 @@ class Trending(CandidateSource):
 
     name = "trending"
 
+    def __init__(self, quota: int) -> None:
+        super().__init__(quota)
+        self._memo: weakref.WeakKeyDictionary[RegionModel, Candidates] = weakref.WeakKeyDictionary()
+
     def fetch(self, model: RegionModel, state: UserState) -> Candidates:
-        items = model.trending_order[: self.quota].astype(np.int64)
-        return Candidates(
-            self.name, items, model.popularity[items], _fixed("popular in your region")
-        )
+        found = self._memo.get(model)  # the same for every user: one per model
+        if found is None:
+            items = model.trending_order[: self.quota].astype(np.int64)
+            found = self._memo[model] = Candidates(
+                self.name, items, model.popularity[items], _fixed("popular in your region")
+            )
+        return found
 
 
 class Following(CandidateSource):

@@ -117,7 +117,8 @@ class ProposalCache:
 
     Proposals depend on the model and the user's events only, and a state never sees a
     new event (one builds a new state), so a hit is exact; what was served since is
-    filtered later, on every request. Bounded: ~6 KB per user."""
+    filtered later, on every request. Bounded: ~9 KB per state on KuaiRec-EAR, ~90 MB
+    at the default 10,000."""
 
     def __init__(self, max_users: int = 10_000) -> None:
         self.max_users = max_users
