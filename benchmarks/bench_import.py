@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import statistics
 import tempfile
 from pathlib import Path
@@ -29,13 +30,26 @@ ROOT = Path(__file__).resolve().parents[1]
 WRITERS = {"auto": None, "processes": True, "sequential": False}
 
 
+def cpu_seconds() -> tuple[float, float]:
+    """CPU time (user + system) of this process and of its finished children."""
+    me = resource.getrusage(resource.RUSAGE_SELF)
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime, kids.ru_utime + kids.ru_stime
+
+
 def run_once(data: Path, parallel: bool | None) -> dict[str, Any]:
+    """One import; with its CPU time, which shows whether a slow run did more work or
+    only got less of a machine whose speed drifts."""
     with tempfile.TemporaryDirectory(prefix="fyp-bench-import-") as tmp:
         with Deployment.init(Path(tmp) / "dep", ["us", "eu"]) as d:
+            before = cpu_seconds()
             report = import_kuairec_ear(d, data, parallel=parallel)
+            after = cpu_seconds()
         return {
             "rows": report.rows,
             "seconds": round(report.seconds, 4),
+            "cpu_s_parent": round(after[0] - before[0], 3),
+            "cpu_s_writers": round(after[1] - before[1], 3),
             "writers": report.notes[-1].removeprefix("writers: "),
         }
 
