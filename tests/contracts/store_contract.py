@@ -513,6 +513,23 @@ class StoreContract:
         assert store.delete_user("u1").labels == 3
         assert store.count_labels() == 0
 
+    def test_label_sets_count_new_labels_and_refuse_an_unknown_user_whole(
+        self, store: Store
+    ) -> None:
+        self.seed(store, "u1", "u2")
+        assert store.insert_label_sets("ds", "test", {"u1": ["a", "b", "a"], "u2": ["c"]}) == 3
+        assert store.insert_label_sets("ds", "test", {"u1": ["b", "d"]}) == 1
+        assert store.insert_label_sets("ds", "val", {"u1": ["a"]}) == 1
+        with pytest.raises(UnknownUser):
+            store.insert_label_sets("ds", "test", {"u2": ["e"], "ghost": ["x"]})
+        assert store.count_labels("ds") == 5
+        assert [(r.user_id, r.video_id) for r in store.iter_labels("ds", "test")] == [
+            ("u1", "a"),
+            ("u1", "b"),
+            ("u1", "d"),
+            ("u2", "c"),
+        ]
+
     def test_labels_for_an_unknown_user_are_refused(self, store: Store) -> None:
         self.seed(store, "u1")
         with pytest.raises(UnknownUser):

@@ -65,7 +65,7 @@ from fyp.datasets.kuairec import (
 from fyp.errors import FypError, InvalidRequest, StorageError, ValidationFailed
 from fyp.events.schema import play_labels
 from fyp.regions.deployment import Deployment
-from fyp.storage import EventRow, LabelRow, Store, open_store
+from fyp.storage import EventRow, Store, open_store
 
 DATASET = "kuairec-ear"
 INTERACTIONS = "interactions.csv"
@@ -154,7 +154,8 @@ class RegionBatch:
     users: list[User] = field(default_factory=list)
     videos: list[Video] = field(default_factory=list)
     events: list[tuple[Any, ...]] = field(default_factory=list)  # EventRow-shaped
-    labels: list[tuple[str, str, str, str]] = field(default_factory=list)  # LabelRow-shaped
+    # (dataset, split) -> user -> held-out videos: a store keeps one set per user
+    label_sets: dict[tuple[str, str], dict[str, list[str]]] = field(default_factory=dict)
 
 
 def assign_homes(
@@ -211,11 +212,16 @@ def write_batch(
         part = events[i : i + chunk]
         counts.events += store.bulk_insert_events(part)
         advance(len(part))
-    labels = cast(Sequence[LabelRow], batch.labels)
-    for i in range(0, len(labels), chunk):
-        held = labels[i : i + chunk]
-        counts.labels += store.insert_labels(held)
-        advance(len(held))
+    for (dataset, split), sets in batch.label_sets.items():
+        some: dict[str, list[str]] = {}
+        size = 0
+        for n, (user_id, videos) in enumerate(sets.items(), 1):
+            some[user_id] = videos
+            size += len(videos)
+            if size >= chunk or n == len(sets):
+                counts.labels += store.insert_label_sets(dataset, split, some)
+                advance(size)
+                some, size = {}, 0
     return counts
 
 
@@ -465,8 +471,8 @@ def _route(
     }
 
 
-def _expand(rows: RegionRows) -> tuple[list[tuple[Any, ...]], list[tuple[str, str, str, str]]]:
-    """EventRow- and LabelRow-shaped tuples of a region's rows."""
+def _expand(rows: RegionRows) -> tuple[list[tuple[Any, ...]], dict[str, list[str]]]:
+    """EventRow-shaped tuples of a region's rows, and each user's test videos."""
     play = play_labels(WATCH_MS, PLACEHOLDER_DURATION_MS)
     # ints, not bools: sqlite3 binds exact ints directly but sends bools via adapters.
     tail = (
@@ -480,10 +486,10 @@ def _expand(rows: RegionRows) -> tuple[list[tuple[Any, ...]], list[tuple[str, st
         events.append(
             (f"{DATASET}:{split}:{user_id}:{video_id}", user_id, video_id, "play", int(ts), *tail)
         )
-    labels = []
+    labels: dict[str, list[str]] = {}
     for line in rows.labels.split("\n") if rows.labels else ():
         user_id, video_id = line.split(",")
-        labels.append((DATASET, "test", user_id, video_id))
+        labels.setdefault(user_id, []).append(video_id)
     return events, labels
 
 
@@ -546,7 +552,7 @@ def import_kuairec_ear(
                 users=[build_user(u, region, {}, t) for u in rows.users],
                 videos=[build_video(VideoInfo(v), regions, t, None, DATASET) for v in rows.videos],
                 events=events,
-                labels=labels,
+                label_sets={(DATASET, "test"): labels},
             )
 
         workers = use_parallel(parallel, len(regions))

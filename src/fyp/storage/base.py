@@ -8,7 +8,7 @@ data into a foreign cell. Every backend passes ``tests/contracts/store_contract.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -176,7 +176,17 @@ class Store(ABC):
 
     # -- held-out labels ------------------------------------------------------
     @abstractmethod
-    def insert_labels(self, rows: Sequence[LabelRow]) -> int: ...
+    def insert_label_sets(self, dataset: str, split: str, sets: Mapping[str, Sequence[str]]) -> int:
+        """Add each user's videos to their (dataset, split) label set, atomically;
+        returns how many labels were new. UnknownUser for a user not in this store."""
+
+    def insert_labels(self, rows: Sequence[LabelRow]) -> int:
+        """:meth:`insert_label_sets` for loose rows, all of them or none."""
+        groups: dict[tuple[str, str], dict[str, list[str]]] = {}
+        for dataset, split, user_id, video_id in rows:
+            groups.setdefault((dataset, split), {}).setdefault(user_id, []).append(video_id)
+        with self.transaction():
+            return sum(self.insert_label_sets(d, s, sets) for (d, s), sets in groups.items())
 
     @abstractmethod
     def iter_labels(self, dataset: str, split: str) -> Iterator[LabelRow]: ...

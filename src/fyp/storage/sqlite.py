@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -586,22 +586,18 @@ class SQLiteStore(Store):
         return [r[0] for r in rows]
 
     # -- held-out labels ------------------------------------------------------
-    def insert_labels(self, rows: Sequence[LabelRow]) -> int:
-        """Add labels to each (user, dataset, split) set; returns how many were new."""
-        sets: dict[tuple[str, str, str], dict[str, None]] = {}
-        for dataset, split, user_id, video_id in rows:
-            sets.setdefault((user_id, dataset, split), {})[video_id] = None
+    def insert_label_sets(self, dataset: str, split: str, sets: Mapping[str, Sequence[str]]) -> int:
         if not sets:
             return 0
         try:
             with self.transaction():
-                held = self._label_sets(list({key[0] for key in sets}))
+                held = self._label_sets(list(sets), dataset, split)
                 added = 0
                 changed: list[tuple[str, str, str, str]] = []
-                for (user_id, dataset, split), videos in sets.items():
-                    before = held.get((user_id, dataset, split), [])
+                for user_id, videos in sets.items():
+                    before = held.get(user_id, [])
                     merged = dict.fromkeys(before)
-                    merged.update(videos)
+                    merged.update(dict.fromkeys(videos))
                     if len(merged) > len(before):
                         added += len(merged) - len(before)
                         changed.append((dataset, split, user_id, _dumps(list(merged))))
@@ -615,16 +611,16 @@ class SQLiteStore(Store):
         except sqlite3.IntegrityError as exc:
             raise UnknownUser(f"label for a user not in region {self.region!r}: {exc}") from exc
 
-    def _label_sets(self, user_ids: list[str]) -> dict[tuple[str, str, str], list[str]]:
-        out: dict[tuple[str, str, str], list[str]] = {}
+    def _label_sets(self, user_ids: list[str], dataset: str, split: str) -> dict[str, list[str]]:
+        out: dict[str, list[str]] = {}
         for i in range(0, len(user_ids), 500):
             part = user_ids[i : i + 500]
-            for user_id, dataset, split, videos in self._conn.execute(
-                "SELECT user_id, dataset, split, video_ids FROM labels "
-                f"WHERE user_id IN ({','.join('?' * len(part))})",
-                part,
+            for user_id, videos in self._conn.execute(
+                "SELECT user_id, video_ids FROM labels WHERE dataset=? AND split=? "
+                f"AND user_id IN ({','.join('?' * len(part))})",
+                (dataset, split, *part),
             ):
-                out[(user_id, dataset, split)] = json.loads(videos)
+                out[user_id] = json.loads(videos)
         return out
 
     def iter_labels(self, dataset: str, split: str) -> Iterator[LabelRow]:
