@@ -398,6 +398,8 @@ class StoreContract:
         marks.append(store.user_version("u1"))
         store.record_served("u1", ["v1"], T0 + 5)  # the same video again, later
         marks.append(store.user_version("u1"))
+        store.record_served("u1", ["v1"], T0 + 5)  # and again in the same millisecond
+        marks.append(store.user_version("u1"))
         user = store.get_user("u1")
         assert user is not None
         store.update_user(user.model_copy(update={"updated_at_ms": user.updated_at_ms + 1}))
@@ -408,6 +410,16 @@ class StoreContract:
         store.record_served("u2", ["v1"], T0)
         assert store.user_version("u1") == before
         assert store.user_version("nobody") is None
+
+    def test_the_served_log_forgets_what_is_older_than_asked(self, store: Store) -> None:
+        self.seed(store, "u1", "u2")
+        store.record_served("u1", ["old", "again"], T0)
+        store.record_served("u2", ["old"], T0)
+        store.record_served("u1", ["again", "new"], T0 + 100, forget_before_ms=T0 + 50)
+        assert sorted(store.served_since("u1", 0)) == ["again", "new"]
+        assert store.served_since("u2", 0) == ["old"]  # only that user's log is pruned
+        with pytest.raises(UnknownUser):
+            store.record_served("ghost", ["v"], T0)
 
     def test_user_events_newest_first(self, store: Store) -> None:
         self.seed(store, "u1", "u2")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import time
 from pathlib import Path
 
 import numpy as np
@@ -252,3 +253,15 @@ def test_a_version_deleted_under_the_loader_is_retried(
 
     monkeypatch.setattr(service_module, "current_version", vanishing)
     assert FeedService(trained).feed("u2", n=3, record=False).items
+
+
+def test_the_served_log_keeps_only_the_seen_window(trained: Deployment) -> None:
+    """What was shown before the window may be shown again, and is no longer kept."""
+    store = trained.store(trained.home_region("u6"))
+    long_ago = time.time_ns() // 1_000_000 - 10 * 86_400_000
+    store.record_served("u6", ["old-1", "old-2"], long_ago)
+    service = FeedService(trained, seen_window_ms=86_400_000)
+    page = service.feed("u6", n=5)
+    kept = set(store.served_since("u6", 0))
+    assert {"old-1", "old-2"}.isdisjoint(kept)
+    assert {i.video_id for i in page.items} <= kept

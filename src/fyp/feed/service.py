@@ -231,7 +231,8 @@ class FeedService:
                 break
         if record and page:
             shown = [p.video_id for p in page]
-            store.record_served(user_id, shown, time.time_ns() // 1_000_000)
+            now = time.time_ns() // 1_000_000
+            store.record_served(user_id, shown, now, forget_before_ms=now - self.seen_window_ms)
             self._states.served(user_id, store.user_version(user_id), shown)
         return FeedPage(
             user_id=user_id,

@@ -167,8 +167,16 @@ class Store(ABC):
 
     # -- served log -----------------------------------------------------------
     @abstractmethod
-    def record_served(self, user_id: str, video_ids: Sequence[str], ts_ms: int) -> None:
-        """Remember that these videos were shown to the user (latest time wins)."""
+    def record_served(
+        self,
+        user_id: str,
+        video_ids: Sequence[str],
+        ts_ms: int,
+        forget_before_ms: int | None = None,
+    ) -> None:
+        """Remember that these videos were shown to the user (latest time wins); with
+        ``forget_before_ms``, also drop what was shown to them before it (the served log
+        is kept only as long as the feed needs it)."""
 
     @abstractmethod
     def served_since(self, user_id: str, since_ms: int) -> list[str]:

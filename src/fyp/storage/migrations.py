@@ -111,6 +111,18 @@ CORE_MIGRATIONS: tuple[Migration, ...] = (
         ALTER TABLE label_sets RENAME TO labels;
         """,
     ),
+    Migration(
+        4,
+        "served log: a per-user change counter and a time index",
+        # The feed checks on every request whether anything about the user changed;
+        # with MAX/COUNT over the served log that cost grew with everything the user
+        # was ever shown (2.7 ms at 20,000 rows). The counter makes it one row read;
+        # the index keeps the seen-window scan and its pruning to the window.
+        """
+        ALTER TABLE users ADD COLUMN served_seq INTEGER NOT NULL DEFAULT 0;
+        CREATE INDEX served_user_time ON served (user_id, served_at_ms);
+        """,
+    ),
 )
 
 

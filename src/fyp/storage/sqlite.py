@@ -554,25 +554,37 @@ class SQLiteStore(Store):
         return int(self._query("SELECT COALESCE(MAX(seq), 0) FROM events")[0][0])
 
     # -- served log -----------------------------------------------------------
-    def record_served(self, user_id: str, video_ids: Sequence[str], ts_ms: int) -> None:
-        try:
-            with self.transaction():
-                self._conn.executemany(
-                    "INSERT INTO served (user_id, video_id, served_at_ms) VALUES (?,?,?) "
-                    "ON CONFLICT (user_id, video_id) "
-                    "DO UPDATE SET served_at_ms=excluded.served_at_ms",
-                    [(user_id, v, ts_ms) for v in video_ids],
+    def record_served(
+        self,
+        user_id: str,
+        video_ids: Sequence[str],
+        ts_ms: int,
+        forget_before_ms: int | None = None,
+    ) -> None:
+        with self.transaction():
+            c = self._conn
+            # the counter is what user_version reads: every record changes it
+            if not c.execute(
+                "UPDATE users SET served_seq = served_seq + 1 WHERE user_id=?", (user_id,)
+            ).rowcount:
+                raise UnknownUser(f"no user {user_id!r} in region {self.region!r}")
+            c.executemany(
+                "INSERT INTO served (user_id, video_id, served_at_ms) VALUES (?,?,?) "
+                "ON CONFLICT (user_id, video_id) "
+                "DO UPDATE SET served_at_ms=excluded.served_at_ms",
+                [(user_id, v, ts_ms) for v in video_ids],
+            )
+            if forget_before_ms is not None:
+                c.execute(
+                    "DELETE FROM served WHERE user_id=? AND served_at_ms<?",
+                    (user_id, forget_before_ms),
                 )
-        except sqlite3.IntegrityError as exc:
-            raise UnknownUser(f"no user {user_id!r} in region {self.region!r}") from exc
 
     def user_version(self, user_id: str) -> tuple[int, ...] | None:
         rows = self._query(
             "SELECT updated_at_ms, "
             "(SELECT MAX(seq) FROM events WHERE user_id = ?1), "
-            "(SELECT MAX(served_at_ms) FROM served WHERE user_id = ?1), "
-            "(SELECT COUNT(*) FROM served WHERE user_id = ?1) "
-            "FROM users WHERE user_id = ?1",
+            "served_seq FROM users WHERE user_id = ?1",
             (user_id,),
         )
         if not rows:
