@@ -400,6 +400,8 @@ class StoreContract:
         marks.append(store.user_version("u1"))
         store.record_served("u1", ["v1"], T0 + 5)  # and again in the same millisecond
         marks.append(store.user_version("u1"))
+        # the served counter: one up per record, the rest of the marker unchanged
+        assert marks[-1] == (*marks[-2][:2], marks[-2][2] + 1)  # type: ignore[index]
         user = store.get_user("u1")
         assert user is not None
         store.update_user(user.model_copy(update={"updated_at_ms": user.updated_at_ms + 1}))

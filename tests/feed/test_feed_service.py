@@ -265,3 +265,40 @@ def test_the_served_log_keeps_only_the_seen_window(trained: Deployment) -> None:
     kept = set(store.served_since("u6", 0))
     assert {"old-1", "old-2"}.isdisjoint(kept)
     assert {i.video_id for i in page.items} <= kept
+
+
+def test_a_new_event_rebuilds_the_state_without_rereading_the_served_log(
+    trained: Deployment, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Heavy users have long served logs: an events-only change reuses the cached part."""
+    service = FeedService(trained)
+    store = trained.store(trained.home_region("u5"))
+    first = service.feed("u5", n=5)
+    monkeypatch.setattr(
+        store, "served_since", lambda *a: pytest.fail("the served log was read again")
+    )
+    Ingestor(trained).ingest(
+        [
+            {
+                "event_id": "like-u5",
+                "user_id": "u5",
+                "video_id": first.items[0].video_id,
+                "type": "like",
+            }
+        ]
+    )
+    second = service.feed("u5", n=10)
+    assert {i.video_id for i in first.items}.isdisjoint(i.video_id for i in second.items)
+
+
+def test_videos_served_by_another_process_count_in_the_next_feed(trained: Deployment) -> None:
+    service = FeedService(trained)
+    service.feed("u4", n=5)  # the state is cached now
+    same_page = encode_cursor(1, 3)
+    upcoming = [i.video_id for i in service.feed("u4", n=5, cursor=same_page, record=False).items]
+    with Deployment.open(trained.config.root) as other:  # another worker shows two of them
+        other.store(other.home_region("u4")).record_served(
+            "u4", upcoming[:2], time.time_ns() // 1_000_000
+        )
+    shown = [i.video_id for i in service.feed("u4", n=5, cursor=same_page).items]
+    assert set(upcoming[:2]).isdisjoint(shown)

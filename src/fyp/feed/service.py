@@ -179,7 +179,10 @@ class FeedService:
                 return hit
         user = store.get_user(user_id)
         events = store.user_events(user_id, RECENT_EVENTS)
-        served = store.served_since(user_id, time.time_ns() // 1_000_000 - self.seen_window_ms)
+        served = None if marker is None else self._states.served_part(user_id, marker)
+        if served is None:  # a heavy user's window can hold tens of thousands of rows
+            since = time.time_ns() // 1_000_000 - self.seen_window_ms
+            served = set(store.served_since(user_id, since))
         age = user.age() if user is not None else None
         state = build_state(user_id, region, age, events, served, model)
         if marker is not None:

@@ -33,7 +33,8 @@ class UserState:
     age: int | None
     positives: np.ndarray  # item indices, newest first
     positive_weights: np.ndarray
-    seen: set[str] = field(default_factory=set)
+    seen: set[str] = field(default_factory=set)  # served in the window, or acted on
+    served: set[str] = field(default_factory=set)  # the served log's part of ``seen``
     not_interested_videos: set[str] = field(default_factory=set)
     not_interested_creators: set[int] = field(default_factory=set)
     not_interested_categories: set[int] = field(default_factory=set)
@@ -137,6 +138,7 @@ def build_state(
         positives=np.asarray(positives, np.int64),
         positive_weights=np.asarray(weights, np.float32),
         seen=seen,
+        served=set(served),
         not_interested_videos=ni_videos,
         not_interested_creators=ni_creators,
         not_interested_categories={
@@ -168,13 +170,23 @@ class StateCache:
     def get(self, user_id: str, model: RegionModel, marker: tuple[int, ...]) -> UserState | None:
         with self._lock:
             hit = self._entries.get(user_id)
-            if hit is None:
-                return None
-            if hit[0] != marker or hit[1] is not model or time.monotonic() - hit[2] > self.ttl_s:
-                del self._entries[user_id]
+            if hit is None or hit[0] != marker or hit[1] is not model or self._expired(hit[2]):
                 return None
             self._entries.move_to_end(user_id)
             return hit[3]
+
+    def served_part(self, user_id: str, marker: tuple[int, ...]) -> set[str] | None:
+        """The cached served-log part of the user's state, if the served log has not
+        changed since (same served counter, ``marker[2:]``): a new event then rebuilds
+        the state without reading the whole seen window again."""
+        with self._lock:
+            hit = self._entries.get(user_id)
+            if hit is None or hit[0][2:] != marker[2:] or self._expired(hit[2]):
+                return None
+            return hit[3].served
+
+    def _expired(self, built: float) -> bool:
+        return time.monotonic() - built > self.ttl_s
 
     def put(
         self, user_id: str, model: RegionModel, marker: tuple[int, ...], state: UserState
@@ -189,15 +201,17 @@ class StateCache:
         self, user_id: str, marker: tuple[int, ...] | None, video_ids: Sequence[str]
     ) -> None:
         """The feed recorded ``video_ids`` as served: keep the state if that is all that
-        changed (same profile and events), else drop it."""
+        changed (same profile and events, and the served counter one up: no other
+        process showed the user anything in between), else drop it."""
         with self._lock:
             hit = self._entries.get(user_id)
             if hit is None:
                 return
-            if marker is None or marker[:2] != hit[0][:2]:
+            if marker is None or marker[:2] != hit[0][:2] or marker[2:] != (hit[0][2] + 1,):
                 del self._entries[user_id]
                 return
             hit[3].seen.update(video_ids)
+            hit[3].served.update(video_ids)
             self._entries[user_id] = (marker, hit[1], hit[2], hit[3])
 
     def drop(self, user_id: str) -> None:

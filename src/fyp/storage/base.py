@@ -161,8 +161,10 @@ class Store(ABC):
 
     def user_version(self, user_id: str) -> tuple[int, ...] | None:
         """A marker that changes whenever the user's profile, events or served log change,
-        so a caller may keep derived state until it does. ``None``: the user is absent,
-        or the backend cannot tell (callers then read afresh every time)."""
+        so a caller may keep derived state until it does: ``(profile version, latest
+        event seq, served counter)``, where the counter goes up by one per
+        ``record_served``. ``None``: the user is absent, or the backend cannot tell
+        (callers then read afresh every time)."""
         return None
 
     # -- served log -----------------------------------------------------------
