@@ -278,8 +278,12 @@ def test_the_single_event_fast_path_answers_exactly_like_the_route(
 
     def normalise(answers: list[tuple[int, Any]], prefix: str) -> str:
         import json
+        import re
 
-        return json.dumps(answers).replace(f'"{prefix}f', '"f')
+        text = json.dumps(answers).replace(f'"{prefix}f', '"f')
+        # "... N s in the future" counts from the clock at the request: the two passes
+        # may straddle a second
+        return re.sub(r"\d+ s in the", "N s in the", text)
 
     assert normalise(fast, "a-") == normalise(slow, "b-")
     assert [status for status, _ in fast[:3]] == [201, 200, 201]
