@@ -11,6 +11,7 @@ import pytest
 from fyp.config import (
     CONFIG_FILE,
     DeploymentConfig,
+    FeedConfig,
     Limits,
     RegionConfig,
     check_region_name,
@@ -226,3 +227,29 @@ def test_write_config_creates_the_directory(tmp_path: Path) -> None:
     path = write_config(config)
     assert path == tmp_path.resolve() / "a" / "b" / CONFIG_FILE
     assert_same(load_config(tmp_path / "a" / "b"), config)
+
+
+# -- [feed] ------------------------------------------------------------------------------
+def test_feed_section_is_read_and_round_trips(tmp_path: Path) -> None:
+    raw = {"seen_window_days": 7, "state_cache_users": 500, "proposal_cache_users": 0}
+    config = parse_config(tmp_path, minimal(feed=raw))
+    assert config.feed == FeedConfig(7.0, 500, 0)
+    assert config.feed.seen_window_ms == 7 * 86_400_000
+    assert parse_config(tmp_path, tomllib.loads(config.to_toml())).feed == config.feed
+    assert parse_config(tmp_path, minimal()).feed == FeedConfig()
+
+
+@pytest.mark.parametrize(
+    ("feed", "match"),
+    [
+        ({"window": 3}, "unknown keys in \\[feed\\]"),
+        ({"seen_window_days": 0}, "seen_window_days must be positive"),
+        ({"seen_window_days": True}, "seen_window_days must be positive"),
+        ({"state_cache_users": -1}, "state_cache_users must be an integer >= 0"),
+        ({"proposal_cache_users": 2.5}, "proposal_cache_users must be an integer >= 0"),
+        ({"proposal_cache_users": False}, "proposal_cache_users must be an integer >= 0"),
+    ],
+)
+def test_bad_feed_settings_are_refused(tmp_path: Path, feed: dict[str, Any], match: str) -> None:
+    with pytest.raises(ConfigError, match=match):
+        parse_config(tmp_path, minimal(feed=feed))

@@ -125,6 +125,39 @@ class ErasureConfig:
 
 
 @dataclass(frozen=True)
+class FeedConfig:
+    """``[feed]``: how long a video shown to a user stays out of their feed (and how long
+    the served log is kept), and how many users a serving process keeps in memory: built
+    states (a few KB each) and the candidate sources' proposals (~9 KB each). 0 turns a
+    cache off."""
+
+    seen_window_days: float = 30.0
+    state_cache_users: int = 100_000
+    proposal_cache_users: int = 10_000
+
+    @property
+    def seen_window_ms(self) -> int:
+        return int(self.seen_window_days * 86_400_000)
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> FeedConfig:
+        known = {"seen_window_days", "state_cache_users", "proposal_cache_users"}
+        unknown = set(raw) - known
+        if unknown:
+            raise ConfigError(f"unknown keys in [feed]: {sorted(unknown)}")
+        days = raw.get("seen_window_days", cls.seen_window_days)
+        if isinstance(days, bool) or not isinstance(days, int | float) or days <= 0:
+            raise ConfigError(f"[feed] seen_window_days must be positive, got {days!r}")
+        sizes: dict[str, int] = {}
+        for key in ("state_cache_users", "proposal_cache_users"):
+            value = raw.get(key, getattr(cls, key))
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ConfigError(f"[feed] {key} must be an integer >= 0, got {value!r}")
+            sizes[key] = value
+        return cls(seen_window_days=float(days), **sizes)
+
+
+@dataclass(frozen=True)
 class RegionConfig:
     name: str
     store: str
@@ -149,6 +182,7 @@ class DeploymentConfig:
     limits: Limits = Limits()
     ranking: RankingConfig = RankingConfig()
     erasure: ErasureConfig = ErasureConfig()
+    feed: FeedConfig = FeedConfig()
 
     def region(self, name: str) -> RegionConfig:
         try:
@@ -185,6 +219,7 @@ class DeploymentConfig:
             "limits": self.limits.__dict__,
             "ranking": self.ranking.to_dict(),
             "erasure": self.erasure.__dict__,
+            "feed": self.feed.__dict__,
             "regions": {r.name: r.to_dict() for r in self.regions.values()},
         }
         return tomli_w.dumps(doc)
@@ -278,7 +313,14 @@ def parse_config(root: Path, raw: dict[str, Any]) -> DeploymentConfig:
     limits = raw.get("limits", {})
     ranking = raw.get("ranking", {})
     erasure = raw.get("erasure", {})
-    sections = {"deployment": deployment, "limits": limits, "ranking": ranking, "erasure": erasure}
+    feed = raw.get("feed", {})
+    sections = {
+        "deployment": deployment,
+        "limits": limits,
+        "ranking": ranking,
+        "erasure": erasure,
+        "feed": feed,
+    }
     for section, value in sections.items():
         if not isinstance(value, dict):
             raise ConfigError(f"[{section}] must be a table, got {type(value).__name__}")
@@ -289,6 +331,7 @@ def parse_config(root: Path, raw: dict[str, Any]) -> DeploymentConfig:
         limits=Limits.from_dict(limits),
         ranking=RankingConfig.from_dict(ranking),
         erasure=ErasureConfig.from_dict(erasure),
+        feed=FeedConfig.from_dict(feed),
     )
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +12,7 @@ import pytest
 
 from fyp.catalog.models import UserIn
 from fyp.catalog.service import Catalog
+from fyp.config import FeedConfig
 from fyp.errors import InvalidRequest, ModelError, UnknownUser, ValidationFailed
 from fyp.events.ingest import Ingestor
 from fyp.feed.service import FeedService, encode_cursor
@@ -302,3 +304,15 @@ def test_videos_served_by_another_process_count_in_the_next_feed(trained: Deploy
         )
     shown = [i.video_id for i in service.feed("u4", n=5, cursor=same_page).items]
     assert set(upcoming[:2]).isdisjoint(shown)
+
+
+def test_the_feed_section_of_the_config_sets_the_window_and_the_caches(
+    trained: Deployment, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    feed = FeedConfig(seen_window_days=2, state_cache_users=0, proposal_cache_users=3)
+    monkeypatch.setattr(trained, "config", replace(trained.config, feed=feed))
+    service = FeedService(trained)
+    assert service.seen_window_ms == 2 * 86_400_000
+    assert service._states.max_users == 0 and service.pipeline._proposals.max_users == 3
+    assert len(service.feed("u5", n=5).items) == 5  # no caches at all still serves
+    assert FeedService(trained, seen_window_ms=1000).seen_window_ms == 1000

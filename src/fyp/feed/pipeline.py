@@ -61,12 +61,13 @@ class FeedPipeline:
         filters: list[Filter] | None = None,
         scorer: Scorer | None = None,
         rerank: RerankParams | None = None,
+        proposal_cache_users: int = 10_000,
     ) -> None:
         self.sources = sources if sources is not None else default_sources()
         self.filters = filters if filters is not None else [AlreadySeen(), NotInterested()]
         self.scorer = scorer or ValueScorer()
         self.rerank = rerank or RerankParams()
-        self._proposals = ProposalCache()
+        self._proposals = ProposalCache(proposal_cache_users)
 
     def run(
         self,

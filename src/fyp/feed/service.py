@@ -32,7 +32,6 @@ from fyp.models.region_model import RegionModel
 from fyp.moderation.snapshot import snapshot_for
 from fyp.regions.deployment import Deployment
 
-SEEN_WINDOW_MS = 30 * 86_400_000
 RECENT_EVENTS = 300
 MAX_PAGE = 100
 RELOAD_CHECK_S = 1.0
@@ -105,7 +104,7 @@ class FeedService:
         deployment: Deployment,
         pipeline: FeedPipeline | None = None,
         eligibility: EligibilityCheck | None = None,
-        seen_window_ms: int = SEEN_WINDOW_MS,
+        seen_window_ms: int | None = None,
     ) -> None:
         """``eligibility`` defaults to the deployment's moderation state: nothing reaches
         a feed unchecked. Pass ``allow_all`` only in tests of the ranking itself."""
@@ -114,14 +113,18 @@ class FeedService:
 
             eligibility = ModerationEligibility(deployment)
         self.deployment = deployment
-        self.pipeline = pipeline or FeedPipeline(scorer=scorer_for(deployment.config.ranking))
+        feed = deployment.config.feed  # [feed]: the seen window and the cache sizes
+        self.pipeline = pipeline or FeedPipeline(
+            scorer=scorer_for(deployment.config.ranking),
+            proposal_cache_users=feed.proposal_cache_users,
+        )
         self.eligibility = Eligibility(eligibility)
-        self.seen_window_ms = seen_window_ms
+        self.seen_window_ms = feed.seen_window_ms if seen_window_ms is None else seen_window_ms
         self._models: dict[str, RegionModel] = {}
         self._checked: dict[str, float] = {}
         self._lock = threading.Lock()
         self._universe: tuple[Sequence[str], RegionModel, np.ndarray] | None = None
-        self._states = StateCache()
+        self._states = StateCache(max_users=feed.state_cache_users)
         _drop_on_erasure(self._states)
 
     def model(self, region: str) -> RegionModel:
