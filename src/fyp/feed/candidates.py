@@ -109,23 +109,34 @@ class EmbeddingRetrieval(CandidateSource):
         return Candidates(self.name, items, scores[items], _fixed("similar to what you watch"))
 
 
-class Trending(CandidateSource):
-    """The region's most engaged-with videos, decayed by age, normalised per user."""
-
-    name = "trending"
+class ModelWideSource(CandidateSource):
+    """A source that proposes the same videos to every user of a model: worked out
+    once per model (one per region) and shared."""
 
     def __init__(self, quota: int) -> None:
         super().__init__(quota)
         self._memo: weakref.WeakKeyDictionary[RegionModel, Candidates] = weakref.WeakKeyDictionary()
 
+    @abstractmethod
+    def propose(self, model: RegionModel) -> Candidates: ...
+
     def fetch(self, model: RegionModel, state: UserState) -> Candidates:
-        found = self._memo.get(model)  # the same for every user: one per model
+        found = self._memo.get(model)
         if found is None:
-            items = model.trending_order[: self.quota].astype(np.int64)
-            found = self._memo[model] = Candidates(
-                self.name, items, model.popularity[items], _fixed("popular in your region")
-            )
+            found = self._memo[model] = self.propose(model)
         return found
+
+
+class Trending(ModelWideSource):
+    """The region's most engaged-with videos, decayed by age, normalised per user."""
+
+    name = "trending"
+
+    def propose(self, model: RegionModel) -> Candidates:
+        items = model.trending_order[: self.quota].astype(np.int64)
+        return Candidates(
+            self.name, items, model.popularity[items], _fixed("popular in your region")
+        )
 
 
 class Following(CandidateSource):
@@ -150,7 +161,7 @@ class Following(CandidateSource):
         )
 
 
-class Fresh(CandidateSource):
+class Fresh(ModelWideSource):
     """Recent videos with few impressions: exploration so new videos get a chance."""
 
     name = "fresh"
@@ -158,24 +169,15 @@ class Fresh(CandidateSource):
     def __init__(self, quota: int, max_impressions: int = 50) -> None:
         super().__init__(quota)
         self.max_impressions = max_impressions
-        # the same for every user of a model: computed once per model (one per region)
-        self._memo: weakref.WeakKeyDictionary[RegionModel, Candidates] = weakref.WeakKeyDictionary()
 
-    def fetch(self, model: RegionModel, state: UserState) -> Candidates:
-        memo = self._memo.get(model)
-        if memo is not None:
-            return memo
+    def propose(self, model: RegionModel) -> Candidates:
         few = np.nonzero(model.impressions <= self.max_impressions)[0]
         if len(few) == 0:
             return _empty(self.name)
         created = model.created_at_ms[few].astype(np.float64)
         order = _top(created, self.quota)
         items = few[order].astype(np.int64)
-        found = Candidates(
-            self.name, items, created[order].astype(np.float32), _fixed("new on fyp")
-        )
-        self._memo[model] = found
-        return found
+        return Candidates(self.name, items, created[order].astype(np.float32), _fixed("new on fyp"))
 
 
 class CategoryInterest(CandidateSource):

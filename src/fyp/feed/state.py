@@ -10,9 +10,8 @@ from __future__ import annotations
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypeVar, cast
 
 import numpy as np
 
@@ -20,7 +19,6 @@ from fyp.events.schema import EventType, StoredEvent
 from fyp.models.region_model import RegionModel
 from fyp.models.training import event_weight
 
-T = TypeVar("T")
 RECENT_POSITIVES = 30
 RECENT_WINDOW = 8  # latest distinct videos, for look-alike avoidance
 NEGATIVE_TYPES = frozenset({EventType.skip, EventType.not_interested, EventType.report})
@@ -44,29 +42,20 @@ class UserState:
     recent: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # newest first
 
     _seen_mask: tuple[RegionModel, int, np.ndarray] | None = field(default=None, repr=False)
-    _derived: dict[int, tuple[object, RegionModel, Any]] = field(default_factory=dict, repr=False)
+    _vector: tuple[RegionModel, np.ndarray | None] | None = field(default=None, repr=False)
 
     @property
     def is_new(self) -> bool:
         return len(self.positives) == 0
 
-    def derived(self, owner: object, model: RegionModel, compute: Callable[[], T]) -> T:
-        """``compute()`` once per ``owner`` and model for this state. For what depends
-        only on the model and the user's events, which never change within a state (a
-        new event builds a new state); ``seen`` grows in place, so nothing derived from
-        it belongs here."""
-        hit = self._derived.get(id(owner))
-        if hit is not None and hit[0] is owner and hit[1] is model:
-            return cast(T, hit[2])
-        value = compute()
-        self._derived[id(owner)] = (owner, model, value)
-        return value
-
     def vector(self, model: RegionModel) -> np.ndarray | None:
-        """The user's vector in ``model`` (learned, moved towards recent positives)."""
-        return self.derived(
-            RegionModel.user_vector, model, lambda: model.user_vector(self.user_id, self.positives)
-        )
+        """The user's vector in ``model`` (learned, moved towards recent positives);
+        worked out once: a state's positives never change (a new event builds a new
+        state)."""
+        memo = self._vector
+        if memo is None or memo[0] is not model:
+            memo = self._vector = (model, model.user_vector(self.user_id, self.positives))
+        return memo[1]
 
     def seen_mask(self, model: RegionModel) -> np.ndarray:
         """``mask[item]`` is True for the catalogue items in ``seen`` (kept while unchanged:
