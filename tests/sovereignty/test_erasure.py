@@ -40,11 +40,8 @@ runner = CliRunner()
 
 @pytest.fixture
 def dep(tmp_path: Path) -> Iterator[Deployment]:
-    d = build(tmp_path / "dep", ANA)
-    try:
+    with build(tmp_path / "dep", ANA) as d:
         yield d
-    finally:
-        d.close()
 
 
 def cli(*args: str) -> tuple[int, str]:

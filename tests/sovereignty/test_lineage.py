@@ -24,11 +24,8 @@ runner = CliRunner()
 
 @pytest.fixture
 def dep(tmp_path: Path) -> Iterator[Deployment]:
-    d = build(tmp_path / "dep")
-    try:
+    with build(tmp_path / "dep") as d:
         yield d
-    finally:
-        d.close()
 
 
 def lineage(d: Deployment) -> tuple[int, dict[str, dict[str, object]]]:

@@ -22,11 +22,8 @@ ANA = "ana-erase-me"
 
 @pytest.fixture
 def dep(tmp_path: Path) -> Iterator[Deployment]:
-    d = build(tmp_path / "dep", ANA)
-    try:
+    with build(tmp_path / "dep", ANA) as d:
         yield d
-    finally:
-        d.close()
 
 
 def test_nothing_pending_means_nothing_runs(dep: Deployment) -> None:
