@@ -231,9 +231,14 @@ def test_write_config_creates_the_directory(tmp_path: Path) -> None:
 
 # -- [feed] ------------------------------------------------------------------------------
 def test_feed_section_is_read_and_round_trips(tmp_path: Path) -> None:
-    raw = {"seen_window_days": 7, "state_cache_users": 500, "proposal_cache_users": 0}
+    raw = {
+        "seen_window_days": 7,
+        "state_cache_users": 500,
+        "proposal_cache_users": 0,
+        "rank_ahead": 30,
+    }
     config = parse_config(tmp_path, minimal(feed=raw))
-    assert config.feed == FeedConfig(7.0, 500, 0)
+    assert config.feed == FeedConfig(7.0, 500, 0, 30)
     assert config.feed.seen_window_ms == 7 * 86_400_000
     assert parse_config(tmp_path, tomllib.loads(config.to_toml())).feed == config.feed
     assert parse_config(tmp_path, minimal()).feed == FeedConfig()
@@ -248,6 +253,7 @@ def test_feed_section_is_read_and_round_trips(tmp_path: Path) -> None:
         ({"state_cache_users": -1}, "state_cache_users must be an integer >= 0"),
         ({"proposal_cache_users": 2.5}, "proposal_cache_users must be an integer >= 0"),
         ({"proposal_cache_users": False}, "proposal_cache_users must be an integer >= 0"),
+        ({"rank_ahead": -5}, "rank_ahead must be an integer >= 0"),
     ],
 )
 def test_bad_feed_settings_are_refused(tmp_path: Path, feed: dict[str, Any], match: str) -> None:

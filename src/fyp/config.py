@@ -127,13 +127,17 @@ class ErasureConfig:
 @dataclass(frozen=True)
 class FeedConfig:
     """``[feed]``: how long a video shown to a user stays out of their feed (and how long
-    the served log is kept), and how many users a serving process keeps in memory: built
-    states (a few KB each) and the candidate sources' proposals (~9 KB each). 0 turns a
-    cache off."""
+    the served log is kept); how many videos the pipeline ranks ahead per run (the next
+    pages are served from that order while the user's events are unchanged; ``fyp
+    train`` ranks every user ahead; 0 ranks only the page asked for); and how many users
+    a serving process keeps in memory: built states (a few KB each), and the candidate
+    sources' proposals with the order ranked from them (~10 KB each). 0 turns a cache
+    off."""
 
     seen_window_days: float = 30.0
     state_cache_users: int = 100_000
     proposal_cache_users: int = 10_000
+    rank_ahead: int = 50
 
     @property
     def seen_window_ms(self) -> int:
@@ -141,7 +145,7 @@ class FeedConfig:
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> FeedConfig:
-        known = {"seen_window_days", "state_cache_users", "proposal_cache_users"}
+        known = {"seen_window_days", "rank_ahead", "state_cache_users", "proposal_cache_users"}
         unknown = set(raw) - known
         if unknown:
             raise ConfigError(f"unknown keys in [feed]: {sorted(unknown)}")
@@ -149,7 +153,7 @@ class FeedConfig:
         if isinstance(days, bool) or not isinstance(days, int | float) or days <= 0:
             raise ConfigError(f"[feed] seen_window_days must be positive, got {days!r}")
         sizes: dict[str, int] = {}
-        for key in ("state_cache_users", "proposal_cache_users"):
+        for key in ("rank_ahead", "state_cache_users", "proposal_cache_users"):
             value = raw.get(key, getattr(cls, key))
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise ConfigError(f"[feed] {key} must be an integer >= 0, got {value!r}")

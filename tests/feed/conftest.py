@@ -11,6 +11,7 @@ import pytest
 from fyp.catalog.models import UserIn, VideoIn
 from fyp.catalog.service import Catalog
 from fyp.events.ingest import Ingestor
+from fyp.feed.ahead import ranks_ahead
 from fyp.models.training import train_and_publish
 from fyp.moderation import Moderator
 from fyp.regions.deployment import Deployment
@@ -60,7 +61,10 @@ def build(directory: Path) -> Deployment:
     moderator = Moderator(d)  # new videos are pending until moderated
     for region in d.regions:
         moderator.run(region)
-        train_and_publish(d.store(region), d.config.region_dir(region))
+        # as `fyp train` does: every user's feed is ranked ahead with the new models
+        train_and_publish(
+            d.store(region), d.config.region_dir(region), augment=ranks_ahead(d, region)
+        )
     return d
 
 

@@ -63,7 +63,7 @@ def test_not_interested_removes_the_creator_at_once(trained: Deployment) -> None
     after = service.feed("u6", n=20, record=False)
     catalog = Catalog(trained)
     assert all(catalog.get_video(i.video_id).creator_id != creator for i in after.items)
-    removed = service.feed("u6", n=5, record=False).removed
+    removed = service.feed("u6", n=5, record=False, debug=True).removed
     blocked = [r for r in removed if r["stage"] == "not_interested"]
     assert blocked, "the creator's other videos are removed with a reason"
     assert all(catalog.get_video(r["video_id"]).creator_id == creator for r in blocked)
@@ -235,10 +235,11 @@ def test_an_erased_users_cached_state_leaves_memory_at_once(trained: Deployment)
     from fyp.sovereignty.erasure import Eraser
 
     service = FeedService(trained)
-    service.feed("u7", n=5, record=False)
-    assert "u7" in service._states._entries  # cached
+    service.feed("u7", n=5, record=False, debug=True)  # runs the pipeline: a built state
+    service.feed("u7", n=5, record=False)  # from the order ranked at training
+    assert "u7" in service._states._entries and "u7" in service._ahead._slots  # cached
     Eraser(trained).erase("u7")
-    assert "u7" not in service._states._entries
+    assert "u7" not in service._states._entries and "u7" not in service._ahead._slots
 
 
 def test_a_version_deleted_under_the_loader_is_retried(
@@ -275,22 +276,21 @@ def test_a_new_event_rebuilds_the_state_without_rereading_the_served_log(
     """Heavy users have long served logs: an events-only change reuses the cached part."""
     service = FeedService(trained)
     store = trained.store(trained.home_region("u5"))
-    first = service.feed("u5", n=5)
+
+    def like(video_id: str, n: int) -> None:
+        event = {"event_id": f"like-u5-{n}", "user_id": "u5", "video_id": video_id}
+        Ingestor(trained).ingest([{**event, "type": "like"}])
+
+    first = service.feed("u5", n=5)  # from the order ranked at training: no state built
+    like(first.items[0].video_id, 1)
+    second = service.feed("u5", n=5)  # builds the state: reads the served log once
     monkeypatch.setattr(
         store, "served_since", lambda *a: pytest.fail("the served log was read again")
     )
-    Ingestor(trained).ingest(
-        [
-            {
-                "event_id": "like-u5",
-                "user_id": "u5",
-                "video_id": first.items[0].video_id,
-                "type": "like",
-            }
-        ]
-    )
-    second = service.feed("u5", n=10)
-    assert {i.video_id for i in first.items}.isdisjoint(i.video_id for i in second.items)
+    like(second.items[0].video_id, 2)
+    third = service.feed("u5", n=10)
+    shown = [i.video_id for page in (first, second, third) for i in page.items]
+    assert len(shown) == len(set(shown)) == 20
 
 
 def test_videos_served_by_another_process_count_in_the_next_feed(trained: Deployment) -> None:

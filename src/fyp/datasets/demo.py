@@ -24,6 +24,7 @@ from fyp.datasets.kuairec_ear import (
     import_kuairec_ear,
 )
 from fyp.errors import ConfigError
+from fyp.feed.ahead import ranks_ahead
 from fyp.models.training import train_and_publish
 from fyp.moderation import Moderator
 from fyp.regions.deployment import Deployment
@@ -80,7 +81,12 @@ def build_demo(
         for r in d.regions:
             moderator.run(r)
         versions = {
-            r: train_and_publish(d.store(r), d.config.region_dir(r)).version for r in d.regions
+            r: train_and_publish(
+                d.store(r),
+                d.config.region_dir(r),
+                augment=ranks_ahead(d, r),
+            ).version
+            for r in d.regions
         }
         first = d.regions[0]
         label = next(d.store(first).iter_labels(DATASET, "test"), None)

@@ -77,12 +77,19 @@ class CoEngagement(CandidateSource):
         items = _top(scores.astype(np.float32), self.quota)
         items = items[scores[items] > 0]
 
+        anchors: list[np.ndarray] = []  # worked out on the first explanation asked for
+
         def explain(row: int) -> str:
-            # the recent positive that contributed most to this candidate (worked out
-            # again here: only the few videos on a page are explained)
-            nbr, sims = _neighbours(model, positives, weights)
-            contrib = np.where(nbr == items[row], sims, 0.0).max(axis=1)
-            anchor = int(positives[int(np.argmax(contrib))])
+            # the recent positive that contributed most to each candidate: one pass
+            # for all of them (an order ranked ahead explains dozens), ties to the newest
+            if not anchors:
+                nbr, sims = _neighbours(model, positives, weights)
+                best_first = np.argsort(-sims, axis=None, kind="stable")
+                # each neighbour's first (strongest) appearance, and whose neighbour it is
+                found, at = np.unique(nbr.ravel()[best_first], return_index=True)
+                owner = best_first[at] // nbr.shape[1]
+                anchors.append(owner[np.searchsorted(found, items)])
+            anchor = int(positives[int(anchors[0][row])])
             return f"because you liked video {model.video_ids[anchor]}"
 
         return Candidates(self.name, items, scores[items].astype(np.float32), explain)
@@ -153,11 +160,13 @@ class Following(CandidateSource):
         order = np.argsort(-created, kind="stable")[: self.quota]
         items = items[order]
 
-        def explain(row: int) -> str:
-            return f"new from {model.creator_ids[model.creator[items[row]]]}, a creator you follow"
-
         return Candidates(
-            self.name, items.astype(np.int64), created[order].astype(np.float32), explain
+            self.name,
+            items.astype(np.int64),
+            created[order].astype(np.float32),
+            # no creator id in the text: reasons are stored ahead (fyp.models.ahead) and
+            # must not name a user
+            _fixed("new from a creator you follow"),
         )
 
 

@@ -18,7 +18,13 @@ import numpy as np
 from fyp.feed.candidates import Candidates, CandidateSource, default_sources
 from fyp.feed.filters import AlreadySeen, Filter, NotInterested
 from fyp.feed.pool import Pool, RemovedLog, merge
-from fyp.feed.rerank import RerankParams, diversify, explore, separate_creators
+from fyp.feed.rerank import (
+    RerankParams,
+    diversify,
+    explore,
+    separate_creators,
+    shortlist_size,
+)
 from fyp.feed.scoring import Scorer, ValueScorer
 from fyp.feed.state import UserState
 from fyp.models.region_model import RegionModel
@@ -100,7 +106,7 @@ class FeedPipeline:
             # the page: the re-ranker's shortlist (rerank.diversify) and the exploration
             # candidates.
             reach = np.zeros(len(pool), bool)
-            reach[np.argsort(-scores, kind="stable")[: max(want * 8, 50)]] = True
+            reach[np.argsort(-scores, kind="stable")[: shortlist_size(want)]] = True
             reach |= pool.is_from("fresh")
             pool, scores = pool.keep(reach), scores[reach]
             for f in extra_filters:

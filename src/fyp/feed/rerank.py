@@ -26,6 +26,13 @@ class RerankParams:
     exploration_share: float = 0.05
 
 
+def shortlist_size(n: int) -> int:
+    """How many of the best-scored candidates the greedy re-ranker considers for ``n``
+    picks: plenty for a page, capped for long orders ranked ahead (every candidate
+    costs on every pick that penalises its creator or category)."""
+    return min(max(n * 8, 50), 200)
+
+
 def diversify(
     model: RegionModel,
     pool: Pool,
@@ -44,7 +51,7 @@ def diversify(
     the whole shortlist again (same picks, ties to the better-ranked, as a full scan)."""
     if len(pool) == 0:
         return []
-    short = np.argsort(-scores, kind="stable")[: max(n * 8, 50)]
+    short = np.argsort(-scores, kind="stable")[: shortlist_size(n)]
     top = scores[short]
     utility: list[float] = (top - top.min() + 1e-6).tolist()
     items = pool.items[short]

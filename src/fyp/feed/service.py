@@ -22,18 +22,24 @@ import numpy as np
 
 from fyp.config import RankingConfig
 from fyp.errors import InvalidRequest, ModelError, ValidationFailed
+from fyp.feed.ahead import AheadCache, next_rows
 from fyp.feed.filters import Available, Eligibility, EligibilityCheck
-from fyp.feed.pipeline import FeedPipeline
-from fyp.feed.pool import RemovedLog
+from fyp.feed.pipeline import FeedPipeline, RankedPage
+from fyp.feed.pool import Pool, RemovedLog
+from fyp.feed.rerank import separate_creators
 from fyp.feed.scoring import RankerScorer, Scorer, ValueScorer
 from fyp.feed.state import StateCache, UserState, build_state
+from fyp.models.ahead import RankedAhead
 from fyp.models.artifacts import current_version
 from fyp.models.region_model import RegionModel
 from fyp.moderation.snapshot import snapshot_for
 from fyp.regions.deployment import Deployment
+from fyp.storage.base import Store
 
 RECENT_EVENTS = 300
 MAX_PAGE = 100
+DEFAULT_PAGE = 10
+_NONE, _NONE_F = np.zeros(0, np.int64), np.zeros(0, np.float32)
 RELOAD_CHECK_S = 1.0
 
 
@@ -105,27 +111,32 @@ class FeedService:
         pipeline: FeedPipeline | None = None,
         eligibility: EligibilityCheck | None = None,
         seen_window_ms: int | None = None,
+        cache_users: int | None = None,
     ) -> None:
         """``eligibility`` defaults to the deployment's moderation state: nothing reaches
-        a feed unchecked. Pass ``allow_all`` only in tests of the ranking itself."""
+        a feed unchecked. Pass ``allow_all`` only in tests of the ranking itself.
+        ``cache_users`` overrides every per-user cache size of ``[feed]`` (0: none)."""
         if eligibility is None:
             from fyp.moderation import ModerationEligibility
 
             eligibility = ModerationEligibility(deployment)
         self.deployment = deployment
         feed = deployment.config.feed  # [feed]: the seen window and the cache sizes
+        states = feed.state_cache_users if cache_users is None else cache_users
+        proposals = feed.proposal_cache_users if cache_users is None else cache_users
         self.pipeline = pipeline or FeedPipeline(
-            scorer=scorer_for(deployment.config.ranking),
-            proposal_cache_users=feed.proposal_cache_users,
+            scorer=scorer_for(deployment.config.ranking), proposal_cache_users=proposals
         )
         self.eligibility = Eligibility(eligibility)
         self.seen_window_ms = feed.seen_window_ms if seen_window_ms is None else seen_window_ms
+        self.ahead_length = feed.rank_ahead
         self._models: dict[str, RegionModel] = {}
         self._checked: dict[str, float] = {}
         self._lock = threading.Lock()
         self._universe: tuple[Sequence[str], RegionModel, np.ndarray] | None = None
-        self._states = StateCache(max_users=feed.state_cache_users)
-        _drop_on_erasure(self._states)
+        self._states = StateCache(max_users=states)
+        self._ahead = AheadCache(max_users=proposals)  # orders share the proposals' arrays
+        _drop_on_erasure(self._states, self._ahead)
 
     def model(self, region: str) -> RegionModel:
         now = time.monotonic()
@@ -173,7 +184,16 @@ class FeedService:
         are all part of the marker."""
         region = self.deployment.home_region(user_id)
         store = self.deployment.store(region)
-        marker = store.user_version(user_id)
+        return self._state(user_id, region, store, model, store.user_version(user_id))
+
+    def _state(
+        self,
+        user_id: str,
+        region: str,
+        store: Store,
+        model: RegionModel,
+        marker: tuple[int, ...] | None,
+    ) -> UserState:
         if marker is None:
             self._states.drop(user_id)  # gone (erased), or a backend without versions
         else:
@@ -192,6 +212,29 @@ class FeedService:
             self._states.put(user_id, model, marker, state)
         return state
 
+    def rank_ahead(
+        self,
+        model: RegionModel,
+        state: UserState,
+        marker: tuple[int, ...],
+        ranked_at_ms: int,
+        rng: np.random.Generator,
+        page: int = DEFAULT_PAGE,
+    ) -> RankedAhead:
+        """Run the pipeline for ``[feed] rank_ahead`` videos (exploration slots placed
+        per ``page``) and keep the order: the next pages come from it while the user's
+        profile and events stay as they are in ``marker``."""
+        ranked = self._rank_long(model, state, rng, page)
+        return _as_order(ranked, marker, ranked_at_ms, state.age, ranked.order)
+
+    def _rank_long(
+        self, model: RegionModel, state: UserState, rng: np.random.Generator, page: int
+    ) -> RankedPage:
+        backfill = max(self.ahead_length - page, 0)
+        return self.pipeline.run(
+            model, state, page, rng, extra_filters=[self.eligibility], backfill=backfill
+        )
+
     def feed(
         self,
         user_id: str,
@@ -199,62 +242,157 @@ class FeedService:
         cursor: str | None = None,
         record: bool = True,
         universe: Sequence[str] | None = None,
+        debug: bool = False,
     ) -> FeedPage:
+        """The user's next page. ``universe`` restricts it to a fixed set (evaluation);
+        ``debug`` runs the whole pipeline so the page lists what each filter removed."""
         if not 1 <= n <= MAX_PAGE:
             raise ValidationFailed(f"n must be between 1 and {MAX_PAGE}, got {n}", field="n")
+        started_ms = time.time_ns() // 1_000_000
         page_no, session = decode_cursor(cursor)
         region = self.deployment.home_region(user_id)
         model = self.model(region)
-        state = self.state(user_id, model)
-        items = None if universe is None else self._universe_items(model, universe)
-        rng = np.random.default_rng([session, page_no, len(state.seen)])
-        ranked = self.pipeline.run(
-            model, state, n, rng, universe=items, extra_filters=[self.eligibility]
-        )
         store = self.deployment.store(region)
-        catalog = snapshot_for(store)
-        live = Available(lambda ids: catalog.live_ids(ids))
-        on_page = np.zeros(len(ranked.pool), bool)
-        on_page[np.asarray(ranked.order, np.int64)] = True
-        final = ranked.pool.keep(on_page)  # shares the removed-log with the ranked pool
-        checked = self.eligibility.apply(model, state, live.apply(model, state, final))
-        allowed = {int(i) for i in checked.items}
-        page: list[FeedItem] = []
-        for row in ranked.order:
-            item = int(ranked.pool.items[row])
-            if item not in allowed:
-                continue
-            page.append(
-                FeedItem(
-                    video_id=str(model.video_ids[item]),
-                    position=len(page),
-                    score=round(float(ranked.scores[row]), 6),
-                    source=ranked.pool.source(row),
-                    reason=ranked.pool.reason(row),
+        marker = store.user_version(user_id)
+        want = n + max(2, n // 4)  # spares for what the final checks may still drop
+        ahead = universe is None and not debug and marker is not None and self.ahead_length > n
+        order, rows, state = None, [], None
+        if ahead and marker is not None:
+            order = self._ahead.order(user_id, model, marker)
+            if order is not None:
+                served = self._ahead.served_since(
+                    user_id, model, order, marker[2], lambda ms: store.served_since(user_id, ms)
                 )
-            )
-            if len(page) == n:
-                break
+                rows = next_rows(order, served, len(order.items))
+                if len(rows) < n:  # used up: rank again
+                    order = None
+        removed = RemovedLog()
+        if order is None:
+            state = self._state(user_id, region, store, model, marker)
+            rng = np.random.default_rng([session, page_no, len(state.seen)])
+            if ahead and marker is not None:
+                ranked = self._rank_long(model, state, rng, n)
+                removed = ranked.removed
+                order = _as_order(ranked, marker, started_ms, state.age, ranked.order)
+                self._ahead.keep(user_id, model, order)
+                rows = list(range(len(order.items)))
+            else:
+                items = None if universe is None else self._universe_items(model, universe)
+                ranked = self.pipeline.run(
+                    model, state, n, rng, universe=items, extra_filters=[self.eligibility]
+                )
+                removed = ranked.removed
+                order = _as_order(ranked, marker or (0, 0, 0), started_ms, state.age, ranked.order)
+                rows = list(range(len(order.items)))
+                ahead = False
+        viewer = state or UserState(user_id, region, order.age, _NONE, _NONE_F)
+        page = self._final_page(model, store, viewer, order, rows, n, want, removed)
         if record and page:
             shown = [p.video_id for p in page]
             now = time.time_ns() // 1_000_000
-            store.record_served(user_id, shown, now, forget_before_ms=now - self.seen_window_ms)
-            self._states.served(user_id, store.user_version(user_id), shown)
+            counter = store.record_served(
+                user_id, shown, now, forget_before_ms=now - self.seen_window_ms
+            )
+            if marker is not None:
+                # profile and events as read at the start: if another process changed
+                # them meanwhile, the next request's marker differs and rebuilds
+                self._states.served(user_id, (*marker[:2], counter), shown)
+                if ahead:
+                    index = model.video_index
+                    self._ahead.recorded(
+                        user_id, order, marker[2], counter, [index[v] for v in shown]
+                    )
         return FeedPage(
             user_id=user_id,
             region=region,
             model_version=model.manifest.version,
             items=page,
             cursor=encode_cursor(page_no + 1, session),
-            removed_log=ranked.removed,
+            removed_log=removed,
         )
 
+    def _final_page(
+        self,
+        model: RegionModel,
+        store: Store,
+        viewer: UserState,
+        order: RankedAhead,
+        rows: list[int],
+        n: int,
+        want: int,
+        removed: RemovedLog,
+    ) -> list[FeedItem]:
+        """Check candidates for the page (``rows`` of ``order``, ``want`` at a time, until
+        ``n`` pass) against the live catalogue and the eligibility hook once more, keep
+        creators apart, and explain the first ``n``."""
+        catalog = snapshot_for(store)
+        live = Available(lambda ids: catalog.live_ids(ids))
+        passed: list[int] = []  # positions in ``order``
+        for start in range(0, len(rows), want):
+            positions = np.asarray(rows[start : start + want], np.int64)
+            pool = Pool(
+                items=order.items[positions],
+                origin=np.zeros(len(positions), np.int64),
+                position=positions,
+                candidates=[],
+                removed=removed,
+            )
+            checked = self.eligibility.apply(model, viewer, live.apply(model, viewer, pool))
+            passed += checked.position.tolist()
+            if len(passed) >= want:  # the page and its spares: creators can be kept apart
+                break
+        final = Pool(
+            items=order.items[np.asarray(passed, np.int64)],
+            origin=np.zeros(len(passed), np.int64),
+            position=np.asarray(passed, np.int64),
+            candidates=[],
+        )
+        kept = separate_creators(model, final, list(range(len(final))))
+        page: list[FeedItem] = []
+        for row in kept[:n]:
+            k = passed[row]
+            page.append(
+                FeedItem(
+                    video_id=str(model.video_ids[int(order.items[k])]),
+                    position=len(page),
+                    score=round(float(order.scores[k]), 6),
+                    source=order.source_of(k),
+                    reason=order.reason_of(k),
+                )
+            )
+        return page
 
-def _drop_on_erasure(cache: StateCache) -> None:
-    """An erased user's state leaves memory with the erasure, not at eviction."""
+
+def _as_order(
+    ranked: RankedPage,
+    marker: tuple[int, ...],
+    ranked_at_ms: int,
+    age: int | None,
+    rows: list[int],
+) -> RankedAhead:
+    """A ranked page as an order: keeps only the rows' items and how to explain them
+    (the pool's candidates are shared with the proposal cache)."""
+    pool = ranked.pool
+    idx = np.asarray(rows, np.int64)
+    candidates, origin, position = pool.candidates, pool.origin[idx], pool.position[idx]
+    return RankedAhead(
+        profile_ms=marker[0],
+        event_seq=marker[1],
+        served_seq=marker[2],
+        ranked_at_ms=ranked_at_ms,
+        age=age,
+        items=pool.items[idx],
+        scores=ranked.scores[idx].astype(np.float32),
+        source_of=lambda k: candidates[int(origin[k])].source,
+        reason_of=lambda k: candidates[int(origin[k])].explain(int(position[k])),
+    )
+
+
+def _drop_on_erasure(cache: StateCache, ahead: AheadCache) -> None:
+    """An erased user's state and order leave memory with the erasure, not at eviction."""
     from fyp.sovereignty.erasure import add_erase_hook
 
-    ref = weakref.ref(cache)
+    ref, ahead_ref = weakref.ref(cache), weakref.ref(ahead)
     remove: list[Callable[[], None]] = []
 
     def hook(_region: str, user_id: str) -> None:
@@ -263,5 +401,8 @@ def _drop_on_erasure(cache: StateCache) -> None:
             remove[0]()  # the service is gone: unhook
         else:
             alive.drop(user_id)
+            orders = ahead_ref()
+            if orders is not None:
+                orders.drop(user_id)
 
     remove.append(add_erase_hook(hook))

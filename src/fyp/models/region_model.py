@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from fyp.errors import ModelError
+from fyp.models.ahead import AheadTable
 from fyp.models.artifacts import Manifest, current_version, read_arrays, read_manifest
 from fyp.models.ranker import Heads
 
@@ -57,6 +58,7 @@ class RegionModel:
     creator_index: dict[str, int]
     tag_bits: np.ndarray  # uint64 per video: bit (tag % 64) set for each of its tags
     heads: Heads | None = None  # the multi-objective ranker, when the region could train it
+    ahead: AheadTable | None = None  # every user's order, ranked by ``fyp train``
 
     @property
     def n_items(self) -> int:
@@ -99,6 +101,7 @@ class RegionModel:
             creator_index={str(c): n for n, c in enumerate(a["creator_ids"])},
             tag_bits=tag_bitmasks(a["tag_ptr"], a["tag_idx"]),
             heads=_heads(a),
+            ahead=AheadTable.from_arrays(a),
         )
 
     @classmethod

@@ -23,7 +23,7 @@ What is learned (all arrays, indexed by the region's catalogue order):
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -311,11 +311,20 @@ def train_region(
     return manifest, arrays
 
 
+Augment = Callable[[Manifest, dict[str, np.ndarray]], dict[str, np.ndarray]]
+
+
 def train_and_publish(
-    store: Store, region_dir: Path, params: TrainParams | None = None, keep: int | None = None
+    store: Store,
+    region_dir: Path,
+    params: TrainParams | None = None,
+    keep: int | None = None,
+    augment: Augment | None = None,
 ) -> Manifest:
     """Train a region's models and make them the live artifact (atomic switch); with
-    ``keep``, delete all but the newest ``keep`` versions.
+    ``keep``, delete all but the newest ``keep`` versions. ``augment`` adds arrays
+    worked out with the new models before they go live (the feed's orders ranked ahead,
+    ``fyp.feed.ahead.rank_region``); its seconds go in the manifest's metrics.
 
     Training reads the store without the region's models lock (erasures go on); the
     publish holds it, so it never interleaves with an erasure rewriting artifacts."""
@@ -323,6 +332,10 @@ def train_and_publish(
     from fyp.sovereignty.erasure import region_models_lock
 
     manifest, arrays = train_region(store, region_dir, params)
+    if augment is not None:
+        started = time.perf_counter()
+        arrays = {**arrays, **augment(manifest, arrays)}
+        manifest.metrics["augment_seconds"] = round(time.perf_counter() - started, 3)
     with region_models_lock(region_dir):
         write_artifact(region_dir, manifest, arrays)
         if keep is not None:

@@ -19,6 +19,8 @@ from typing import Any
 import numpy as np
 
 from fyp.audit.log import SQLStore, sql_store
+from fyp.models.ahead import USER_IDS as AHEAD_USERS
+from fyp.models.ahead import without_user as drop_ranked_ahead
 from fyp.models.artifacts import ARRAYS, list_versions, models_dir
 from fyp.sovereignty.columns import names_a_person
 
@@ -29,7 +31,7 @@ ERASED_NAME = "[erased]"
 # names the user keeps its row and has the name replaced by ERASED_NAME
 OWNED_ROWS = {"users", "events", "labels", "served"}
 APPEND_ONLY = {"audit_log"}  # hash-chained: a row there can never be edited
-ARTIFACT_USER_ARRAYS = ("user_ids", "lineage_user_ids", "creator_ids")
+ARTIFACT_USER_ARRAYS = ("user_ids", "lineage_user_ids", "creator_ids", AHEAD_USERS)
 SCANNED_SUFFIXES = (".csv", ".jsonl", ".json")
 SKIPPED_FILES = {"erasures.jsonl"}  # the ledger names users by pseudonym only
 SKIPPED_DIRS = {"models", "secrets"}
@@ -142,10 +144,9 @@ def artifacts_naming(region_dir: Path, user_id: str) -> dict[str, list[str]]:
 def without_user(arrays: dict[str, np.ndarray], user_id: str) -> tuple[dict[str, np.ndarray], int]:
     """A copy of an artifact's arrays with the user's rows gone; returns the rows removed.
 
-    The user's vector and id go; as a creator their id in the vocabulary becomes
-    empty (the index stays, so other videos keep their creators)."""
-    out = dict(arrays)
-    removed = 0
+    The user's vector, id and feed ranked ahead go; as a creator their id in the
+    vocabulary becomes empty (the index stays, so other videos keep their creators)."""
+    out, removed = drop_ranked_ahead(arrays, user_id)
     users = arrays["user_ids"]
     keep = users != user_id
     if not bool(keep.all()):

@@ -175,10 +175,11 @@ class Store(ABC):
         video_ids: Sequence[str],
         ts_ms: int,
         forget_before_ms: int | None = None,
-    ) -> None:
+    ) -> int:
         """Remember that these videos were shown to the user (latest time wins); with
         ``forget_before_ms``, also drop what was shown to them before it (the served log
-        is kept only as long as the feed needs it)."""
+        is kept only as long as the feed needs it). Returns the user's served counter
+        after the record (the last part of ``user_version``)."""
 
     @abstractmethod
     def served_since(self, user_id: str, since_ms: int) -> list[str]:

@@ -152,6 +152,9 @@ def split_statements(script: str) -> list[str]:
     return out
 
 
+SERVED_ROWS_PER_STATEMENT = 300  # a page is at most 100: one statement, well under 32766 ?s
+
+
 class SQLiteStore(Store):
     """A region's store in one SQLite file (``sqlite:///path/to/file.sqlite``)."""
 
@@ -560,25 +563,32 @@ class SQLiteStore(Store):
         video_ids: Sequence[str],
         ts_ms: int,
         forget_before_ms: int | None = None,
-    ) -> None:
+    ) -> int:
+        unique = list(dict.fromkeys(video_ids))  # one statement: a row may appear once
         with self.transaction():
             c = self._conn
             # the counter is what user_version reads: every record changes it
-            if not c.execute(
-                "UPDATE users SET served_seq = served_seq + 1 WHERE user_id=?", (user_id,)
-            ).rowcount:
+            row = c.execute(
+                "UPDATE users SET served_seq = served_seq + 1 WHERE user_id=? RETURNING served_seq",
+                (user_id,),
+            ).fetchone()
+            if row is None:
                 raise UnknownUser(f"no user {user_id!r} in region {self.region!r}")
-            c.executemany(
-                "INSERT INTO served (user_id, video_id, served_at_ms) VALUES (?,?,?) "
-                "ON CONFLICT (user_id, video_id) "
-                "DO UPDATE SET served_at_ms=excluded.served_at_ms",
-                [(user_id, v, ts_ms) for v in video_ids],
-            )
+            for start in range(0, len(unique), SERVED_ROWS_PER_STATEMENT):
+                part = unique[start : start + SERVED_ROWS_PER_STATEMENT]
+                c.execute(
+                    "INSERT INTO served (user_id, video_id, served_at_ms) VALUES "
+                    + ",".join(["(?,?,?)"] * len(part))
+                    + " ON CONFLICT (user_id, video_id) "
+                    "DO UPDATE SET served_at_ms=excluded.served_at_ms",
+                    [x for v in part for x in (user_id, v, ts_ms)],
+                )
             if forget_before_ms is not None:
                 c.execute(
                     "DELETE FROM served WHERE user_id=? AND served_at_ms<?",
                     (user_id, forget_before_ms),
                 )
+        return int(row[0])
 
     def user_version(self, user_id: str) -> tuple[int, ...] | None:
         rows = self._query(

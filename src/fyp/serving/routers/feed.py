@@ -24,6 +24,6 @@ async def feed(
 
     Learned only from the user's home region; videos on earlier pages never repeat."""
     s: AppState = request.app.state.fyp
-    page = s.feed.feed(user_id, n=n, cursor=cursor).to_dict(debug=debug)
+    page = s.feed.feed(user_id, n=n, cursor=cursor, debug=debug).to_dict(debug=debug)
     body = json.dumps(page, ensure_ascii=False, separators=(",", ":")).encode()
     return Response(body, media_type="application/json")

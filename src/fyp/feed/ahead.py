@@ -1,0 +1,172 @@
+"""Serving from orders ranked ahead (``fyp.models.ahead``): the next page of a user whose
+profile and events are unchanged since their order was ranked is its next videos not
+served since, after the same final checks as any page.
+
+Orders come from two places: the artifact (``fyp train`` ranks every user of the region
+with the new model, ``rank_region``), and the serving process itself, which ranks
+``[feed] rank_ahead`` videos whenever it runs the pipeline and keeps the order for the
+next pages (``AheadCache``). What was served since an order was ranked is read from the
+store once (rows newer than the order, a handful) and then kept in step with what this
+process records; the served counter in ``Store.user_version`` tells when another process
+served the user meanwhile.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from fyp.models.ahead import RankedAhead, to_arrays
+from fyp.models.artifacts import Manifest
+from fyp.models.region_model import RegionModel
+from fyp.storage.base import Store
+
+if TYPE_CHECKING:
+    from fyp.regions.deployment import Deployment
+
+CLOCK_SLACK_MS = 1_000  # serves this close before ranking are re-read too (harmless)
+
+
+@dataclass
+class _Slot:
+    model: RegionModel
+    order: RankedAhead | None  # the user's latest order (ranked here or by training)
+    served_seq: int = -1  # the served counter ``served`` is in step with
+    served_for: RankedAhead | None = None  # the order ``served`` was read for
+    served: set[int] = field(default_factory=set)  # items served since it was ranked
+
+
+class AheadCache:
+    """Per user: the order this process ranked last, and what was served since an order
+    was ranked (bounded, least recently used evicted)."""
+
+    def __init__(self, max_users: int) -> None:
+        self.max_users = max_users
+        self._slots: OrderedDict[str, _Slot] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def order(
+        self, user_id: str, model: RegionModel, marker: tuple[int, ...]
+    ) -> RankedAhead | None:
+        """The freshest order for the user's current state: this process's, else the
+        artifact's; None when neither was ranked from the state the user is in."""
+        with self._lock:
+            slot = self._slots.get(user_id)
+            if slot is not None and slot.model is model:
+                self._slots.move_to_end(user_id)
+                if slot.order is not None and slot.order.fresh_for(marker):
+                    return slot.order
+        stored = model.ahead.get(user_id) if model.ahead is not None else None
+        if stored is None or not stored.fresh_for(marker):
+            return None
+        self.keep(user_id, model, stored)  # the same object next time: in step with it
+        return stored
+
+    def keep(self, user_id: str, model: RegionModel, order: RankedAhead) -> None:
+        with self._lock:
+            self._slots[user_id] = _Slot(model, order)
+            self._slots.move_to_end(user_id)
+            while len(self._slots) > self.max_users:
+                self._slots.popitem(last=False)
+
+    def served_since(
+        self,
+        user_id: str,
+        model: RegionModel,
+        order: RankedAhead,
+        served_seq: int,
+        read: Callable[[int], Sequence[str]],
+    ) -> set[int]:
+        """Catalogue items served to the user since ``order`` was ranked. ``read(ms)``
+        reads the served log from a time; it runs only when the served counter moved
+        since the order was ranked and this process is not in step with it."""
+        with self._lock:
+            slot = self._slots.get(user_id)
+            if (
+                slot is not None
+                and slot.model is model
+                and slot.served_for is order
+                and slot.served_seq == served_seq
+            ):
+                return slot.served
+        served: set[int] = set()
+        if served_seq != order.served_seq:
+            index = model.video_index
+            served = {index[v] for v in read(order.ranked_at_ms - CLOCK_SLACK_MS) if v in index}
+        with self._lock:
+            slot = self._slots.get(user_id)
+            if slot is None or slot.model is not model:
+                slot = self._slots[user_id] = _Slot(model, None)
+            slot.served_for, slot.served_seq, slot.served = order, served_seq, served
+            self._slots.move_to_end(user_id)
+            while len(self._slots) > self.max_users:
+                self._slots.popitem(last=False)
+        return served
+
+    def recorded(
+        self, user_id: str, order: RankedAhead, before: int, after: int | None, items: Sequence[int]
+    ) -> None:
+        """This process recorded ``items`` as served; counter ``before`` -> ``after``.
+        In step only if the counter went up by exactly one (no other process served)."""
+        with self._lock:
+            slot = self._slots.get(user_id)
+            if slot is None or slot.served_for is not order:
+                return
+            if slot.served_seq == before and after == before + 1:
+                slot.served.update(items)
+                slot.served_seq = after
+            else:
+                slot.served_for = None
+
+    def drop(self, user_id: str) -> None:
+        with self._lock:
+            self._slots.pop(user_id, None)
+
+
+def next_rows(order: RankedAhead, served: set[int], want: int) -> list[int]:
+    """The first ``want`` positions of ``order`` whose video was not served since."""
+    out: list[int] = []
+    for k, item in enumerate(order.items.tolist()):
+        if item not in served:
+            out.append(k)
+            if len(out) == want:
+                break
+    return out
+
+
+def rank_region(
+    deployment: Deployment, region: str, manifest: Manifest, arrays: dict[str, np.ndarray]
+) -> dict[str, np.ndarray]:
+    """Rank every user of ``region`` with the model in ``arrays`` (not yet live) through
+    the feed pipeline, and return the ``ahead_*`` arrays to ship in its artifact."""
+    from fyp.feed.service import FeedService
+
+    length = deployment.config.feed.rank_ahead
+    if length <= 0:
+        return {}
+    model = RegionModel.from_arrays(manifest, arrays)
+    service = FeedService(deployment, cache_users=0)
+    store: Store = deployment.store(region)
+    orders: dict[str, RankedAhead] = {}
+    for n, user in enumerate(store.iter_users()):
+        ranked_at = time.time_ns() // 1_000_000
+        marker = store.user_version(user.user_id)
+        if marker is None:
+            continue
+        state = service.state(user.user_id, model)
+        rng = np.random.default_rng([n, len(state.seen)])
+        orders[user.user_id] = service.rank_ahead(model, state, marker, ranked_at, rng)
+    return to_arrays(orders)
+
+
+def ranks_ahead(
+    deployment: Deployment, region: str
+) -> Callable[[Manifest, dict[str, np.ndarray]], dict[str, np.ndarray]]:
+    """``rank_region`` for ``train_and_publish(augment=...)``."""
+    return lambda manifest, arrays: rank_region(deployment, region, manifest, arrays)
