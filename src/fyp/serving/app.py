@@ -23,7 +23,7 @@ from fyp.moderation import ModerationEligibility, Moderator, Reviews
 from fyp.regions.deployment import Deployment
 from fyp.serving.dependencies import AppState, state
 from fyp.serving.errors import install_error_handlers
-from fyp.serving.fastpath import SingleEventFastPath
+from fyp.serving.fastpath import FeedFastPath, SingleEventFastPath
 from fyp.serving.routers import events, feed, moderation, users, videos
 
 
@@ -95,6 +95,7 @@ def create_app(deployment: Deployment | str | Path) -> FastAPI:
 
     # Inside the access check (middleware added later wraps what was added before).
     app.add_middleware(SingleEventFastPath, ingestor=app.state.fyp.ingestor)
+    app.add_middleware(FeedFastPath, feed=app.state.fyp.feed)
     # Last, once every route exists: each one is checked against fyp.access.policy.
     install_access_control(app, deployment)
     return app

@@ -1,24 +1,29 @@
-"""``POST /v1/events`` without the router: the single-event route is the hottest one.
+"""The two hottest routes without the router: ``POST /v1/events`` (one event) and
+``GET /v1/users/{id}/feed``.
 
-A single event costs the store a few tens of microseconds; FastAPI's routing and request
-machinery around it cost several times that. This pure ASGI layer sits just inside the
-access check (which has already authenticated the key and placed its regions in the
-scope) and answers exactly what the route in ``fyp.serving.routers.events`` answers,
-with the same validation, ingestion call and JSON error shape; every other request goes
-on to the router, and the route itself stays the documented (OpenAPI) contract.
+A single event costs the store a few tens of microseconds, and a feed page served from
+an order ranked ahead a few hundred; FastAPI's routing and request machinery around
+them cost a large share of that. These pure ASGI layers sit just inside the access
+check (which has already authenticated the key, checked the user's region and placed
+the key in the scope) and answer exactly what the routes in ``fyp.serving.routers``
+answer, with the same validation, service call and JSON error shape; every other
+request goes on to the router, and the routes stay the documented (OpenAPI) contract.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import re
 from typing import Any
+from urllib.parse import parse_qsl
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from fyp.access.guard import PRINCIPAL
 from fyp.errors import FypError, PayloadTooLarge, error_body, http_status
 from fyp.events.ingest import Ingestor
+from fyp.feed.service import MAX_PAGE, FeedService
 from fyp.serving.routers.events import _EVENT, REGION_HEADER, _parse
 
 PATH = "/v1/events"
@@ -53,6 +58,53 @@ class SingleEventFastPath:
             if http_status(exc) >= 500:  # logged as the app's FypError handler does
                 log.error("server error: %s", exc.message, extra={"details": exc.details})
             await _respond(send, http_status(exc), error_body(exc))
+
+
+class FeedFastPath:
+    """``GET /v1/users/{id}/feed`` without the router, for the plain case only: at most
+    ``n`` (digits, 1..100) and ``cursor``, each once. Anything else (``debug``, an
+    invalid or repeated parameter, another method) goes on to the route in
+    ``fyp.serving.routers.feed``, which validates and answers it."""
+
+    def __init__(self, app: ASGIApp, feed: FeedService) -> None:
+        self.app = app
+        self.feed = feed
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        plain = scope["type"] == "http" and scope["method"] == "GET"
+        match = _FEED_PATH.fullmatch(scope["path"]) if plain else None
+        params = _plain_feed_params(scope.get("query_string", b"")) if match else None
+        if match is None or params is None:
+            await self.app(scope, receive, send)
+            return
+        n, cursor = params
+        try:
+            page = self.feed.feed(match.group(1), n=n, cursor=cursor).to_dict()
+            await _respond(send, 200, page)
+        except FypError as exc:
+            if http_status(exc) >= 500:
+                log.error("server error: %s", exc.message, extra={"details": exc.details})
+            await _respond(send, http_status(exc), error_body(exc))
+
+
+_FEED_PATH = re.compile(r"/v1/users/([^/]+)/feed")
+
+
+def _plain_feed_params(query: bytes) -> tuple[int, str | None] | None:
+    """``(n, cursor)`` when the query is plain enough for the fast path, else None."""
+    n, cursor = 10, None
+    seen: set[str] = set()
+    for name, value in parse_qsl(query.decode("latin-1"), keep_blank_values=True):
+        if name in seen:
+            return None
+        seen.add(name)
+        if name == "n" and value.isascii() and value.isdigit() and 1 <= int(value) <= MAX_PAGE:
+            n = int(value)
+        elif name == "cursor":
+            cursor = value
+        else:
+            return None
+    return n, cursor
 
 
 async def _body(receive: Receive) -> bytes:
