@@ -166,3 +166,23 @@ def test_an_order_older_than_a_served_record_skips_what_was_served(
     store.record_served("u18", order[:3], time.time_ns() // 1_000_000)  # another worker
     page = FeedService(trained).feed("u18", n=10)
     assert set(order[:3]).isdisjoint(i.video_id for i in page.items)
+
+
+def test_fyp_train_ranks_ahead_in_one_process_per_region(trained: Deployment) -> None:
+    from typer.testing import CliRunner
+
+    from fyp.cli.app import app
+
+    root = trained.config.root
+    before = {r: current_version(trained.config.region_dir(r)) for r in trained.regions}
+    result = CliRunner().invoke(app, ["train", str(root), "--jobs", "2"])
+    assert result.exit_code == 0, result.output
+    assert "feeds ranked ahead in" in result.output and "trained 2 region(s)" in result.output
+    for region in trained.regions:
+        region_dir = trained.config.region_dir(region)
+        after = current_version(region_dir)
+        assert after is not None and after != before[region]
+        users = {u.user_id for u in trained.store(region).iter_users()}
+        assert set(read_arrays(region_dir, after)["ahead_user_ids"].tolist()) == users
+    refused = CliRunner().invoke(app, ["train", str(root), "--region", "mars"])
+    assert refused.exit_code != 0 and "mars" in str(refused.exception)  # main() prints it
