@@ -88,6 +88,9 @@ def test_delete_then_verify_is_pending_until_process_retrains(dep: Deployment) -
     runs = {r["region"]: r for r in json.loads(out)["runs"]}
     assert runs["us"]["retrained"] and not runs["us"]["pending_after"]
     assert runs["eu"]["retrained"] is None  # nothing of hers was learned in eu
+    retrained = read_arrays(us_dir, runs["us"]["retrained"])
+    assert len(retrained["ahead_user_ids"]) > 0  # feeds ranked ahead, as `fyp train` does
+    assert ANA not in set(retrained["ahead_user_ids"])
 
     code, report = verify_json(dep, "--receipt", str(receipt_file))
     assert code == 0 and report["status"] == "erased", report

@@ -123,7 +123,10 @@ def process_region(
     if force or due:
         # training reads the store without holding the models lock, so erasures go on;
         # one that lands meanwhile is caught by strip_erased below
+        from fyp.feed.ahead import rank_region
+
         manifest, arrays = train_region(deployment.store(region), region_dir)
+        arrays = {**arrays, **rank_region(deployment, region, manifest, arrays)}  # as `fyp train`
         with region_models_lock(region_dir):
             write_artifact(region_dir, manifest, arrays)
             run.retrained = manifest.version
