@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import sqlite3
+import tempfile
 import time
 from pathlib import Path
 
 import pytest
+import test_sqlite as sqlite_tests
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import fyp.storage.sqlite as sqlite_module
 from fyp.catalog.models import User
-from fyp.storage import EventRow, open_store
+from fyp.storage import EventRow, Store, open_store
 
 
 def test_background_checkpointer_checkpoints_and_stops(
@@ -40,3 +44,104 @@ def test_background_checkpointer_checkpoints_and_stops(
     assert thread is not None and thread.is_alive()
     store.close()  # joins the checkpointer thread
     assert not thread.is_alive()
+
+
+class TestSQLiteStoreWhileServing(sqlite_tests.TestSQLiteStore):
+    """The whole store contract again with the serving-time maintenance on: the served
+    log is then written behind by a thread, and must read the same."""
+
+    def open_database(self, name: str, region: str = "us", *, migrate: bool = True) -> Store:
+        store = super().open_database(name, region, migrate=migrate)
+        store.start_background_maintenance()
+        return store
+
+
+def serving_store(path: Path) -> Store:
+    store = open_store(f"sqlite:///{path}", "us")
+    for user in ("a", "b"):
+        store.insert_user(User(user_id=user, home_region="us", created_at_ms=1, updated_at_ms=1))
+    store.start_background_maintenance()
+    return store
+
+
+def committed(path: Path, user: str) -> tuple[int, list[str]]:
+    """What another process sees: the counter and the served rows, committed."""
+    other = open_store(f"sqlite:///{path}", "us", migrate=False)
+    try:
+        version = other.user_version(user)
+        assert version is not None
+        return version[2], sorted(other.served_since(user, 0))
+    finally:
+        other.close()
+
+
+def test_the_served_log_is_committed_behind_and_read_at_once(tmp_path: Path) -> None:
+    path = tmp_path / "us.sqlite"
+    store = serving_store(path)
+    assert store.record_served("a", ["v1", "v2"], 1_000) == 1
+    assert store.record_served("a", ["v3"], 2_000) == 2
+    # this process sees its records at once, whether committed yet or not
+    assert store.user_version("a") == (1, -1, 2)
+    assert sorted(store.served_since("a", 0)) == ["v1", "v2", "v3"]
+    assert store.served_since("a", 1_500) == ["v3"]
+    deadline = time.monotonic() + 5
+    while committed(path, "a") != (2, ["v1", "v2", "v3"]) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert committed(path, "a") == (2, ["v1", "v2", "v3"])  # others see them shortly after
+    assert store.user_version("a") == (1, -1, 2)  # and counted once, not twice
+    store.close()
+
+
+def test_closing_commits_what_is_queued_and_a_gone_user_is_skipped(tmp_path: Path) -> None:
+    path = tmp_path / "us.sqlite"
+    store = serving_store(path)
+    writer = store._served_writer  # type: ignore[attr-defined]
+    with writer.lock:  # queued together, as the writer would find them
+        writer.submit("a", sqlite_module.ServedRecord(("v1",), 10, None))
+        writer.submit("ghost", sqlite_module.ServedRecord(("v9",), 10, None))  # erased since
+    store.close()  # commits the queue: a's record lands, the ghost's is dropped
+    assert committed(path, "a") == (1, ["v1"])
+    check = sqlite3.connect(path)
+    assert check.execute("SELECT COUNT(*) FROM served WHERE user_id='ghost'").fetchone()[0] == 0
+    check.close()
+
+
+RECORDS = st.lists(
+    st.tuples(
+        st.sampled_from(["a", "b"]),
+        st.lists(st.sampled_from(["v1", "v2", "v3", "v4"]), max_size=3),
+        st.integers(0, 100),  # time step
+        st.one_of(st.none(), st.integers(0, 60)),  # forget what is older than (now - x)
+    ),
+    max_size=12,
+)
+
+
+@settings(max_examples=25, deadline=None)
+@given(RECORDS, st.integers(0, 400))
+def test_written_behind_reads_exactly_like_written_at_once(
+    records: list[tuple[str, list[str], int, int | None]], since: int
+) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        behind, at_once = serving_store(Path(tmp) / "b.sqlite"), serving_store_off(Path(tmp))
+        now = 0
+        for user, videos, step, forget in records:
+            now += step
+            cut = None if forget is None else now - forget
+            assert behind.record_served(user, videos, now, cut) == at_once.record_served(
+                user, videos, now, cut
+            )
+            for u in ("a", "b"):
+                assert behind.user_version(u) == at_once.user_version(u)
+                assert sorted(behind.served_since(u, since)) == sorted(
+                    at_once.served_since(u, since)
+                )
+        behind.close()
+        at_once.close()
+
+
+def serving_store_off(directory: Path) -> Store:
+    store = open_store(f"sqlite:///{directory / 'a.sqlite'}", "us")
+    for user in ("a", "b"):
+        store.insert_user(User(user_id=user, home_region="us", created_at_ms=1, updated_at_ms=1))
+    return store

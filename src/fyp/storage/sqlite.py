@@ -23,6 +23,7 @@ from fyp.errors import AlreadyExists, ResidencyViolation, StorageError, UnknownU
 from fyp.events.schema import StoredEvent
 from fyp.storage.base import ErasedCounts, EventRow, LabelRow, Store
 from fyp.storage.migrations import sqlite_migrations
+from fyp.storage.served_writer import ServedRecord, ServedWriter, write_records
 
 _EVENT_COLS = (
     "seq, event_id, user_id, video_id, type, ts_ms, watch_ms, watch_ratio, "
@@ -152,9 +153,6 @@ def split_statements(script: str) -> list[str]:
     return out
 
 
-SERVED_ROWS_PER_STATEMENT = 300  # a page is at most 100: one statement, well under 32766 ?s
-
-
 class SQLiteStore(Store):
     """A region's store in one SQLite file (``sqlite:///path/to/file.sqlite``)."""
 
@@ -179,6 +177,7 @@ class SQLiteStore(Store):
         self._conn = self._connect()
         self._stop = threading.Event()
         self._checkpointer: threading.Thread | None = None
+        self._served_writer: ServedWriter | None = None
 
     # -- lifecycle ------------------------------------------------------------
     def _connect(self) -> sqlite3.Connection:
@@ -196,6 +195,8 @@ class SQLiteStore(Store):
         return conn
 
     def close(self) -> None:
+        if self._served_writer is not None:
+            self._served_writer.close()  # commits what is still queued
         self._stop.set()
         if self._checkpointer is not None:
             self._checkpointer.join()
@@ -203,7 +204,9 @@ class SQLiteStore(Store):
             self._conn.close()
 
     def start_background_maintenance(self) -> None:
-        """Checkpoint the WAL from a background thread with its own connection.
+        """For a serving process: checkpoint the WAL from a background thread, and write
+        the served log behind the response (``fyp.storage.served_writer``), each with
+        its own connection.
 
         SQLite's automatic checkpoint runs inside whichever commit crosses the threshold,
         so every few hundred single-event writes one request paid for copying and syncing
@@ -211,6 +214,8 @@ class SQLiteStore(Store):
         while it runs, so the event loop keeps answering."""
         if self._checkpointer is not None or self.path == ":memory:":
             return
+        self._served_writer = ServedWriter(self.path, self.synchronous)
+        self._served_writer.start()
         with self._lock:
             self._conn.execute(f"PRAGMA wal_autocheckpoint={SERVING_AUTOCHECKPOINT_PAGES}")
         self._checkpointer = threading.Thread(
@@ -564,48 +569,48 @@ class SQLiteStore(Store):
         ts_ms: int,
         forget_before_ms: int | None = None,
     ) -> int:
-        unique = list(dict.fromkeys(video_ids))  # one statement: a row may appear once
+        record = ServedRecord(tuple(video_ids), ts_ms, forget_before_ms)
+        writer = self._served_writer
+        if writer is not None:  # serving: committed behind the response (served_writer.py)
+            with writer.lock:
+                rows = self._query("SELECT served_seq FROM users WHERE user_id=?", (user_id,))
+                if not rows:
+                    raise UnknownUser(f"no user {user_id!r} in region {self.region!r}")
+                return int(rows[0][0]) + writer.submit(user_id, record)
         with self.transaction():
-            c = self._conn
             # the counter is what user_version reads: every record changes it
-            row = c.execute(
-                "UPDATE users SET served_seq = served_seq + 1 WHERE user_id=? RETURNING served_seq",
-                (user_id,),
-            ).fetchone()
-            if row is None:
-                raise UnknownUser(f"no user {user_id!r} in region {self.region!r}")
-            for start in range(0, len(unique), SERVED_ROWS_PER_STATEMENT):
-                part = unique[start : start + SERVED_ROWS_PER_STATEMENT]
-                c.execute(
-                    "INSERT INTO served (user_id, video_id, served_at_ms) VALUES "
-                    + ",".join(["(?,?,?)"] * len(part))
-                    + " ON CONFLICT (user_id, video_id) "
-                    "DO UPDATE SET served_at_ms=excluded.served_at_ms",
-                    [x for v in part for x in (user_id, v, ts_ms)],
-                )
-            if forget_before_ms is not None:
-                c.execute(
-                    "DELETE FROM served WHERE user_id=? AND served_at_ms<?",
-                    (user_id, forget_before_ms),
-                )
-        return int(row[0])
+            counter = write_records(self._conn, user_id, [record])
+        if counter is None:
+            raise UnknownUser(f"no user {user_id!r} in region {self.region!r}")
+        return counter
 
     def user_version(self, user_id: str) -> tuple[int, ...] | None:
-        rows = self._query(
-            "SELECT updated_at_ms, "
-            "(SELECT MAX(seq) FROM events WHERE user_id = ?1), "
-            "served_seq FROM users WHERE user_id = ?1",
-            (user_id,),
+        sql = (
+            "SELECT updated_at_ms, (SELECT MAX(seq) FROM events WHERE user_id = ?1), "
+            "served_seq FROM users WHERE user_id = ?1"
         )
+        writer = self._served_writer
+        if writer is None:
+            rows = self._query(sql, (user_id,))
+            pending = 0
+        else:
+            with writer.lock:  # committed and pending records, each counted once
+                rows = self._query(sql, (user_id,))
+                pending = writer.pending_count(user_id)
         if not rows:
             return None
-        return tuple(int(v) if v is not None else -1 for v in rows[0])
+        profile, event, served = (int(v) if v is not None else -1 for v in rows[0])
+        return (profile, event, served + pending)
 
     def served_since(self, user_id: str, since_ms: int) -> list[str]:
-        rows = self._query(
-            "SELECT video_id FROM served WHERE user_id=? AND served_at_ms>=?", (user_id, since_ms)
-        )
-        return [r[0] for r in rows]
+        sql = "SELECT video_id FROM served WHERE user_id=? AND served_at_ms>=?"
+        writer = self._served_writer
+        if writer is None:
+            return [r[0] for r in self._query(sql, (user_id, since_ms))]
+        sql = "SELECT video_id, served_at_ms FROM served WHERE user_id=? AND served_at_ms>=?"
+        with writer.lock:
+            stored = [(str(v), int(t)) for v, t in self._query(sql, (user_id, since_ms))]
+            return writer.served_since(user_id, stored, since_ms)
 
     # -- held-out labels ------------------------------------------------------
     def insert_label_sets(self, dataset: str, split: str, sets: Mapping[str, Sequence[str]]) -> int:
