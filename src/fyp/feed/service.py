@@ -224,13 +224,13 @@ class FeedService:
         """Run the pipeline for ``[feed] rank_ahead`` videos (exploration slots placed
         per ``page``) and keep the order: the next pages come from it while the user's
         profile and events stay as they are in ``marker``."""
-        ranked = self._rank_long(model, state, rng, page)
+        ranked = self._rank_long(model, state, rng, page, self.ahead_length)
         return _as_order(ranked, marker, ranked_at_ms, state.age, ranked.order)
 
     def _rank_long(
-        self, model: RegionModel, state: UserState, rng: np.random.Generator, page: int
+        self, model: RegionModel, state: UserState, rng: np.random.Generator, page: int, length: int
     ) -> RankedPage:
-        backfill = max(self.ahead_length - page, 0)
+        backfill = max(length - page, max(2, page // 4))
         return self.pipeline.run(
             model, state, page, rng, extra_filters=[self.eligibility], backfill=backfill
         )
@@ -271,7 +271,9 @@ class FeedService:
             state = self._state(user_id, region, store, model, marker)
             rng = np.random.default_rng([session, page_no, len(state.seen)])
             if ahead and marker is not None:
-                ranked = self._rank_long(model, state, rng, n)
+                # one page ahead, not rank_ahead: a user's events (plays, skips) between
+                # pages usually make an order stale before its second page is asked for
+                ranked = self._rank_long(model, state, rng, n, min(self.ahead_length, 2 * n))
                 removed = ranked.removed
                 order = _as_order(ranked, marker, started_ms, state.age, ranked.order)
                 self._ahead.keep(user_id, model, order)
