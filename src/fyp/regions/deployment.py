@@ -106,6 +106,9 @@ class Deployment:
         return found
 
     def home_region(self, user_id: str) -> str:
+        region = self._routes.get(user_id)  # a home region never changes: cached is exact
+        if region is not None:
+            return region
         region = self.locate_users([user_id]).get(user_id)
         if region is None:
             raise UnknownUser(f"no user {user_id!r} in any region", user_id=user_id)

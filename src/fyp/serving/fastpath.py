@@ -12,12 +12,12 @@ request goes on to the router, and the routes stay the documented (OpenAPI) cont
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 from typing import Any
 from urllib.parse import parse_qsl
 
+from pydantic_core import to_json
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from fyp.access.guard import PRINCIPAL
@@ -122,7 +122,7 @@ async def _body(receive: Receive) -> bytes:
 
 
 async def _respond(send: Send, status: int, content: dict[str, Any]) -> None:
-    body = json.dumps(content, ensure_ascii=False, separators=(",", ":")).encode()
+    body = to_json(content)  # pydantic-core's encoder: compact UTF-8, a few times json's speed
     headers = [*_JSON, (b"content-length", str(len(body)).encode())]
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
