@@ -254,56 +254,27 @@ class FeedService:
         model = self.model(region)
         store = self.deployment.store(region)
         marker = store.user_version(user_id)
-        want = n + max(2, n // 4)  # spares for what the final checks may still drop
-        ahead = universe is None and not debug and marker is not None and self.ahead_length > n
-        order, rows, state = None, [], None
-        if ahead and marker is not None:
-            order = self._ahead.order(user_id, model, marker)
-            if order is not None:
-                served = self._ahead.served_since(
-                    user_id, model, order, marker[2], lambda ms: store.served_since(user_id, ms)
-                )
-                rows = next_rows(order, served, len(order.items))
-                if len(rows) < n:  # used up: rank again
-                    order = None
-        removed = RemovedLog()
-        if order is None:
+        use_orders = universe is None and not debug and self.ahead_length > n and marker is not None
+        found = None
+        if use_orders and marker is not None:
+            found = self._from_order(user_id, model, store, marker, n)
+        removed, state = RemovedLog(), None
+        if found is not None:
+            order, rows = found
+        else:
             state = self._state(user_id, region, store, model, marker)
             rng = np.random.default_rng([session, page_no, len(state.seen)])
-            if ahead and marker is not None:
-                # one page ahead, not rank_ahead: a user's events (plays, skips) between
-                # pages usually make an order stale before its second page is asked for
-                ranked = self._rank_long(model, state, rng, n, min(self.ahead_length, 2 * n))
-                removed = ranked.removed
-                order = _as_order(ranked, marker, started_ms, state.age, ranked.order)
+            ranked = self._rank(model, state, rng, n, universe, use_orders)
+            removed = ranked.removed
+            order = _as_order(ranked, marker or (0, 0, 0), started_ms, state.age, ranked.order)
+            rows = list(range(len(order.items)))
+            if use_orders:
                 self._ahead.keep(user_id, model, order)
-                rows = list(range(len(order.items)))
-            else:
-                items = None if universe is None else self._universe_items(model, universe)
-                ranked = self.pipeline.run(
-                    model, state, n, rng, universe=items, extra_filters=[self.eligibility]
-                )
-                removed = ranked.removed
-                order = _as_order(ranked, marker or (0, 0, 0), started_ms, state.age, ranked.order)
-                rows = list(range(len(order.items)))
-                ahead = False
         viewer = state or UserState(user_id, region, order.age, _NONE, _NONE_F)
+        want = n + max(2, n // 4)  # the final checks' batch: the page and its spares
         page = self._final_page(model, store, viewer, order, rows, n, want, removed)
         if record and page:
-            shown = [p.video_id for p in page]
-            now = time.time_ns() // 1_000_000
-            counter = store.record_served(
-                user_id, shown, now, forget_before_ms=now - self.seen_window_ms
-            )
-            if marker is not None:
-                # profile and events as read at the start: if another process changed
-                # them meanwhile, the next request's marker differs and rebuilds
-                self._states.served(user_id, (*marker[:2], counter), shown)
-                if ahead:
-                    index = model.video_index
-                    self._ahead.recorded(
-                        user_id, order, marker[2], counter, [index[v] for v in shown]
-                    )
+            self._record(user_id, store, model, marker, order if use_orders else None, page)
         return FeedPage(
             user_id=user_id,
             region=region,
@@ -312,6 +283,62 @@ class FeedService:
             cursor=encode_cursor(page_no + 1, session),
             removed_log=removed,
         )
+
+    def _from_order(
+        self, user_id: str, model: RegionModel, store: Store, marker: tuple[int, ...], n: int
+    ) -> tuple[RankedAhead, list[int]] | None:
+        """The user's fresh order and its positions not served since; None when there
+        is no fresh order or fewer than ``n`` videos are left in it (rank again)."""
+        order = self._ahead.order(user_id, model, marker)
+        if order is None:
+            return None
+        served = self._ahead.served_since(
+            user_id, model, order, marker[2], lambda ms: store.served_since(user_id, ms)
+        )
+        rows = next_rows(order, served, len(order.items))
+        return (order, rows) if len(rows) >= n else None
+
+    def _rank(
+        self,
+        model: RegionModel,
+        state: UserState,
+        rng: np.random.Generator,
+        n: int,
+        universe: Sequence[str] | None,
+        ahead: bool,
+    ) -> RankedPage:
+        if ahead:
+            # one page ahead, not rank_ahead: a user's events (plays, skips) between
+            # pages usually make an order stale before its second page is asked for
+            return self._rank_long(model, state, rng, n, min(self.ahead_length, 2 * n))
+        items = None if universe is None else self._universe_items(model, universe)
+        return self.pipeline.run(
+            model, state, n, rng, universe=items, extra_filters=[self.eligibility]
+        )
+
+    def _record(
+        self,
+        user_id: str,
+        store: Store,
+        model: RegionModel,
+        marker: tuple[int, ...] | None,
+        order: RankedAhead | None,
+        page: list[FeedItem],
+    ) -> None:
+        """Write the page to the served log and keep the caches in step with it."""
+        shown = [p.video_id for p in page]
+        now = time.time_ns() // 1_000_000
+        counter = store.record_served(
+            user_id, shown, now, forget_before_ms=now - self.seen_window_ms
+        )
+        if marker is None:
+            return
+        # profile and events as read at the start: if another process changed them
+        # meanwhile, the next request's marker differs and rebuilds
+        self._states.served(user_id, (*marker[:2], counter), shown)
+        if order is not None:
+            index = model.video_index
+            self._ahead.recorded(user_id, order, marker[2], counter, [index[v] for v in shown])
 
     def _final_page(
         self,
