@@ -96,9 +96,8 @@ def test_closing_commits_what_is_queued_and_a_gone_user_is_skipped(tmp_path: Pat
     path = tmp_path / "us.sqlite"
     store = serving_store(path)
     writer = store._served_writer  # type: ignore[attr-defined]
-    with writer.lock:  # queued together, as the writer would find them
-        writer.submit("a", sqlite_module.ServedRecord(("v1",), 10, None))
-        writer.submit("ghost", sqlite_module.ServedRecord(("v9",), 10, None))  # erased since
+    writer.submit("a", sqlite_module.ServedRecord(("v1",), 10, None))
+    writer.submit("ghost", sqlite_module.ServedRecord(("v9",), 10, None))  # erased since
     store.close()  # commits the queue: a's record lands, the ghost's is dropped
     assert committed(path, "a") == (1, ["v1"])
     check = sqlite3.connect(path)

@@ -20,11 +20,14 @@ import logging
 import sqlite3
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 ROWS_PER_STATEMENT = 300  # a page is at most 100 videos: one statement, well under 32766 ?s
 RETRIES = 3
+READ_ATTEMPTS = 3
+T = TypeVar("T")
 BATCH_WINDOW_S = 0.005
 log = logging.getLogger("fyp.storage")
 
@@ -69,8 +72,10 @@ def write_records(
 class ServedWriter:
     """Queued served records of one store, committed by a background thread.
 
-    ``lock`` guards the queue, and the writer holds it across its commit: a reader that
-    takes it sees every record either committed or pending, never both or neither."""
+    ``lock`` guards the queue. ``generation`` is odd while a commit is under way and goes
+    up again once its records have left the queue, so a reader that saw the same even
+    generation before and after reading the store saw every record exactly once:
+    committed or queued (``read``)."""
 
     def __init__(self, path: str, synchronous: str) -> None:
         self.path = path
@@ -78,35 +83,47 @@ class ServedWriter:
         self.lock = threading.Lock()
         self._wake = threading.Condition(self.lock)
         self._pending: dict[str, list[ServedRecord]] = {}
+        self._generation = 0
         self._stopping = False
         self._thread = threading.Thread(target=self._run, name="fyp-served-writer", daemon=True)
 
     def start(self) -> None:
         self._thread.start()
 
-    def submit(self, user_id: str, record: ServedRecord) -> int:
-        """Queue a record (caller holds ``lock``); returns the user's pending count."""
-        queued = self._pending.setdefault(user_id, [])
-        queued.append(record)
-        self._wake.notify()
-        return len(queued)
+    def read(self, user_id: str, query: Callable[[], T]) -> tuple[T, list[ServedRecord]]:
+        """``query()`` of the store and the user's queued records, consistent: each
+        record is in exactly one of them. Lock-free while no commit lands meanwhile (the
+        store read never waits on a commit); else it waits for the commit to finish."""
+        for _ in range(READ_ATTEMPTS):
+            with self.lock:
+                generation = self._generation
+                queued = list(self._pending.get(user_id, ()))
+            if generation % 2 == 0:
+                value = query()
+                with self.lock:
+                    if self._generation == generation:
+                        return value, queued
+        with self.lock:
+            while self._generation % 2:
+                self._wake.wait()
+            return query(), list(self._pending.get(user_id, ()))
 
-    def pending_count(self, user_id: str) -> int:
-        """Records of the user not yet committed (caller holds ``lock``)."""
-        return len(self._pending.get(user_id, ()))
+    def submit(self, user_id: str, record: ServedRecord) -> None:
+        with self.lock:
+            self._pending.setdefault(user_id, []).append(record)
+            self._wake.notify_all()
 
+    @staticmethod
     def served_since(
-        self, user_id: str, stored: Sequence[tuple[str, int]], since_ms: int
+        stored: Sequence[tuple[str, int]], queued: Sequence[ServedRecord], since_ms: int
     ) -> list[str]:
-        """The user's served videos at or after ``since_ms`` once their uncommitted
-        records land on ``stored`` (committed rows from ``since_ms`` on, with their
-        times): later times win, and each record's pruning applies in turn (caller
-        holds ``lock``)."""
-        records = self._pending.get(user_id, ())
-        if not records:
+        """The served videos at or after ``since_ms`` once the user's ``queued`` records
+        land on ``stored`` (committed rows from ``since_ms`` on, with their times): later
+        times win, and each record's pruning applies in turn."""
+        if not queued:
             return [v for v, _ in stored]
         latest = dict(stored)
-        for record in records:
+        for record in queued:
             latest.update(dict.fromkeys(record.video_ids, record.ts_ms))
             if record.forget_before_ms is not None:
                 latest = {v: t for v, t in latest.items() if t >= record.forget_before_ms}
@@ -143,13 +160,22 @@ class ServedWriter:
 
     def _commit(self, conn: sqlite3.Connection, batch: dict[str, list[ServedRecord]]) -> None:
         for attempt in range(1, RETRIES + 1):
+            committed = False
             try:
                 conn.execute("BEGIN IMMEDIATE")
                 for user_id, records in batch.items():
                     write_records(conn, user_id, records)  # a user erased meanwhile: skipped
                 with self.lock:
+                    self._generation += 1  # odd: readers cannot tell which side they saw
+                try:
                     conn.execute("COMMIT")
-                    self._forget(batch)
+                    committed = True
+                finally:
+                    with self.lock:
+                        if committed or attempt == RETRIES:
+                            self._forget(batch)
+                        self._generation += 1
+                        self._wake.notify_all()
                 return
             except sqlite3.Error as exc:
                 if conn.in_transaction:

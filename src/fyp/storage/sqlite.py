@@ -572,11 +572,14 @@ class SQLiteStore(Store):
         record = ServedRecord(tuple(video_ids), ts_ms, forget_before_ms)
         writer = self._served_writer
         if writer is not None:  # serving: committed behind the response (served_writer.py)
-            with writer.lock:
-                rows = self._query("SELECT served_seq FROM users WHERE user_id=?", (user_id,))
-                if not rows:
-                    raise UnknownUser(f"no user {user_id!r} in region {self.region!r}")
-                return int(rows[0][0]) + writer.submit(user_id, record)
+            rows, queued = writer.read(
+                user_id,
+                lambda: self._query("SELECT served_seq FROM users WHERE user_id=?", (user_id,)),
+            )
+            if not rows:
+                raise UnknownUser(f"no user {user_id!r} in region {self.region!r}")
+            writer.submit(user_id, record)
+            return int(rows[0][0]) + len(queued) + 1
         with self.transaction():
             # the counter is what user_version reads: every record changes it
             counter = write_records(self._conn, user_id, [record])
@@ -590,17 +593,15 @@ class SQLiteStore(Store):
             "served_seq FROM users WHERE user_id = ?1"
         )
         writer = self._served_writer
+        queued: list[ServedRecord] = []
         if writer is None:
             rows = self._query(sql, (user_id,))
-            pending = 0
-        else:
-            with writer.lock:  # committed and pending records, each counted once
-                rows = self._query(sql, (user_id,))
-                pending = writer.pending_count(user_id)
+        else:  # committed and queued records, each counted once
+            rows, queued = writer.read(user_id, lambda: self._query(sql, (user_id,)))
         if not rows:
             return None
         profile, event, served = (int(v) if v is not None else -1 for v in rows[0])
-        return (profile, event, served + pending)
+        return (profile, event, served + len(queued))
 
     def served_since(self, user_id: str, since_ms: int) -> list[str]:
         sql = "SELECT video_id FROM served WHERE user_id=? AND served_at_ms>=?"
@@ -608,9 +609,8 @@ class SQLiteStore(Store):
         if writer is None:
             return [r[0] for r in self._query(sql, (user_id, since_ms))]
         sql = "SELECT video_id, served_at_ms FROM served WHERE user_id=? AND served_at_ms>=?"
-        with writer.lock:
-            stored = [(str(v), int(t)) for v, t in self._query(sql, (user_id, since_ms))]
-            return writer.served_since(user_id, stored, since_ms)
+        rows, queued = writer.read(user_id, lambda: self._query(sql, (user_id, since_ms)))
+        return writer.served_since([(str(v), int(t)) for v, t in rows], queued, since_ms)
 
     # -- held-out labels ------------------------------------------------------
     def insert_label_sets(self, dataset: str, split: str, sets: Mapping[str, Sequence[str]]) -> int:
