@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
 
+from pydantic_core import to_json
+
 from fyp.catalog.models import User, Video
 from fyp.config import check_region_name
 from fyp.errors import AlreadyExists, ResidencyViolation, StorageError, UnknownUser
@@ -43,16 +45,12 @@ SERVING_AUTOCHECKPOINT_PAGES = 20_000  # safety cap when the background checkpoi
 _SYNC_MODES = {"off", "normal", "full", "extra"}
 
 
-_ENCODE = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
-
-
 def _dumps(value: Any) -> str:
-    # Bulk imports encode hundreds of thousands of mostly-empty fields: skip the work.
-    if not value:
-        return (
-            "[]" if isinstance(value, list) else "{}" if isinstance(value, dict) else _ENCODE(value)
-        )
-    return _ENCODE(value)
+    """Compact JSON with non-ASCII kept, which ``json.loads`` reads back to the same values.
+
+    pydantic-core's encoder is 2-4x faster than the json module's; that matters to bulk
+    imports (five JSON fields per video, in every region's catalogue)."""
+    return to_json(value).decode()
 
 
 def _chunks(items: Sequence[str]) -> Iterator[Sequence[str]]:
