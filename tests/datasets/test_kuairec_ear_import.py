@@ -12,6 +12,7 @@ import pytest
 
 from fyp.catalog.models import UserIn
 from fyp.catalog.service import Catalog
+from fyp.datasets.bulk import can_fork
 from fyp.datasets.demo import sample_dir
 from fyp.datasets.kuairec import PLACEHOLDER_DURATION_MS
 from fyp.datasets.kuairec_ear import (
@@ -19,8 +20,8 @@ from fyp.datasets.kuairec_ear import (
     DATASET,
     WATCH_MS,
     ImportReport,
-    can_fork,
     import_kuairec_ear,
+    read_interactions,
 )
 from fyp.errors import InvalidRequest, ValidationFailed
 from fyp.regions.deployment import Deployment
@@ -215,3 +216,30 @@ def test_ids_missing_from_the_side_tables(tmp_path: Path, parallel: bool) -> Non
             video = store.get_video("99999")
             assert video is not None and video.caption == "" and video.regions == REGIONS
         assert sum(c.users for c in report.totals.values()) == 1001
+
+
+def test_every_layout_reads_the_same_rows(tmp_path: Path) -> None:
+    """The fast reader (pyarrow) and the general one agree: LF, CRLF, BOM, quoting."""
+    lines = (SAMPLE / "interactions.csv").read_text(encoding="utf-8").splitlines()[:200]
+    quoted = [lines[0], *(f'"{s}",{u},{v}' for s, u, v in (ln.split(",") for ln in lines[1:]))]
+    layouts = {
+        "lf": "\n".join(lines) + "\n",
+        "crlf": "\r\n".join(lines),
+        "bom": "\ufeff" + "\n".join(lines) + "\n\n",
+        "quoted": "\n".join(quoted) + "\n",
+    }
+    tables = {}
+    for name, text in layouts.items():
+        (tmp_path / name).write_bytes(text.encode("utf-8"))
+        tables[name] = read_interactions(tmp_path / name).to_pydict()
+    assert all(t == tables["lf"] for t in tables.values())
+    assert tables["lf"]["split"] == [s for s, _, _ in ROWS[:199]]
+    assert tables["lf"]["video_id"] == [v for _, _, v in ROWS[:199]]
+
+    (tmp_path / "bad").write_text("split,user_id,video_id\ntrain,1,2\ntrain,3,4,5\n")
+    with pytest.raises(ValidationFailed, match="record 2 has 4 fields"):
+        read_interactions(tmp_path / "bad")
+    # a bare CR is inside a field, not a line end (pyarrow would see two good rows)
+    (tmp_path / "cr").write_bytes(b"split,user_id,video_id\ntrain,1,2\rtrain,3,4\n")
+    with pytest.raises(ValidationFailed, match="record 1 has 5 fields"):
+        read_interactions(tmp_path / "cr")

@@ -25,6 +25,7 @@ the catalogue's normalisation themselves: NFC, stripped, de-duplicated labels.
 
 from __future__ import annotations
 
+import codecs
 import csv
 import io
 import re
@@ -82,6 +83,17 @@ def read_text(path: Path) -> str:
     if text.partition("\n")[0].endswith("\r"):
         text = text.replace("\r\n", "\n")  # a CRLF file (by its header): CR-LF ends lines
     return text
+
+
+def read_bytes(path: Path) -> bytes:
+    """A file's bytes without a UTF-8 byte-order mark (for parsers that decode themselves)."""
+    if not path.is_file():
+        raise InvalidRequest(f"{path}: file not found", path=str(path))
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise InvalidRequest(f"{path}: cannot read: {exc}", path=str(path)) from exc
+    return data.removeprefix(codecs.BOM_UTF8)
 
 
 def read_table(path: Path, required: Sequence[str]) -> tuple[list[str], list[list[str]]]:

@@ -42,15 +42,7 @@ from typing import Any, TextIO, cast
 import numpy as np
 
 from fyp.catalog.models import now_ms
-from fyp.datasets.kuairec import (
-    VideoInfo,
-    build_user,
-    check_user_id,
-    find_side_info,
-    read_users,
-    read_videos,
-)
-from fyp.datasets.kuairec_ear import (
+from fyp.datasets.bulk import (
     CHUNK,
     ImportReport,
     NoProgress,
@@ -62,6 +54,14 @@ from fyp.datasets.kuairec_ear import (
     new_videos,
     store_totals,
     write_batch,
+)
+from fyp.datasets.kuairec import (
+    VideoInfo,
+    build_user,
+    check_user_id,
+    find_side_info,
+    read_users,
+    read_videos,
 )
 from fyp.errors import InvalidRequest, ValidationFailed
 from fyp.events.schema import play_labels
