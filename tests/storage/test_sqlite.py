@@ -9,11 +9,11 @@ from typing import Any
 
 import pytest
 
-from contracts.store_contract import T0, StoreContract, make_user
+from contracts.store_contract import T0, StoreContract, make_row, make_user
 from fyp.config import DeploymentConfig, new_config
-from fyp.errors import ConfigError, StorageError
+from fyp.errors import ConfigError, StorageError, UnknownUser
 from fyp.storage import Store, open_store
-from fyp.storage.sqlite import SQLiteStore
+from fyp.storage.sqlite import BULK_REINDEX_ROWS, SQLiteStore
 
 
 def sqlite_url(path: Path, query: str = "") -> str:
@@ -76,6 +76,23 @@ class TestSQLiteStore(StoreContract):
     def test_foreign_keys_are_enforced(self, store: Store) -> None:
         assert isinstance(store, SQLiteStore)
         assert store._conn.execute("PRAGMA foreign_keys").fetchone()[0] == 1
+
+    def test_a_bulk_load_into_an_empty_table_indexes_afterwards(self, store: Store) -> None:
+        """The secondary index is dropped for the load and rebuilt in the same transaction;
+        a load that fails (a foreign row) rolls back with the index in place."""
+        assert isinstance(store, SQLiteStore)
+        n = BULK_REINDEX_ROWS
+        store.bulk_insert_users([make_user("u1")])
+        index = "SELECT sql FROM sqlite_master WHERE name = 'events_user'"
+        before = store.query(index)
+        with pytest.raises(UnknownUser):
+            store.bulk_insert_events([make_row(f"e{i}", "u1" if i else "nobody") for i in range(n)])
+        assert store.query(index) == before and store.count_events() == 0
+        assert store.bulk_insert_events([make_row(f"e{i}", ts_ms=T0 + i) for i in range(n)]) == n
+        assert store.query(index) == before
+        plan = store.query("EXPLAIN QUERY PLAN SELECT seq FROM events WHERE user_id = 'u1'")
+        assert "events_user" in str(plan)
+        assert [e.event_id for e in store.user_events("u1", limit=2)] == [f"e{n - 1}", f"e{n - 2}"]
 
     def test_synchronous_defaults_to_normal(self, store: Store) -> None:
         assert isinstance(store, SQLiteStore)

@@ -23,7 +23,9 @@ from fyp.errors import FypError, StorageError
 from fyp.regions.deployment import Deployment
 from fyp.storage import EventRow, Store, open_store
 
-CHUNK = 50_000
+CHUNK = 100_000
+"""Rows per bulk write: a progress step; a region's events in one go let the store index
+them after the load (see SQLiteStore.bulk_insert_events)."""
 
 
 # -- reporting ------------------------------------------------------------------
