@@ -282,27 +282,38 @@ def read_item_categories(path: Path) -> dict[str, list[str]]:
 def read_captions(path: Path) -> dict[str, VideoInfo]:
     """``kuairec_caption_category.csv`` → ``{video_id: VideoInfo}`` without tags."""
     header, rows = read_table(path, CAPTION_COLUMNS)
-    col = {name: header.index(name) for name in CAPTION_COLUMNS}
-    levels = ("first", "second", "third")
+    vid, cover_at, caption_at, topic_at = map(
+        header.index, ("video_id", "manual_cover_text", "caption", "topic_tag")
+    )
+    # (attribute name, id column, name column) of each category level, looked up once
+    levels = [
+        (
+            f"{lv}_level_category_id",
+            header.index(f"{lv}_level_category_id"),
+            header.index(f"{lv}_level_category_name"),
+        )
+        for lv in ("first", "second", "third")
+    ]
     out: dict[str, VideoInfo] = {}
     for r in rows:
-        video_id = check_id(r[col["video_id"]].strip(), "video_id", path)
+        video_id = check_id(r[vid].strip(), "video_id", path)
         names: list[str] = []
         attrs: dict[str, Any] = {}
-        for level in levels:
-            cid = r[col[f"{level}_level_category_id"]].strip()
-            name = r[col[f"{level}_level_category_name"]].strip()
+        for key, id_at, name_at in levels:
+            cid = r[id_at].strip()
+            name = r[name_at].strip()
             if cid and cid != UNKNOWN_ID:
-                attrs[f"{level}_level_category_id"] = _number(cid)
+                attrs[key] = _number(cid)
             if name and name != UNKNOWN:
                 names.append(name)
-        cover = _nfc(r[col["manual_cover_text"]]).strip()
+        cover = _nfc(r[cover_at]).strip()
         if cover and cover != UNKNOWN:
             attrs["manual_cover_text"] = cover[:MAX_CAPTION]
+        topic = r[topic_at]
         out[video_id] = VideoInfo(
             video_id=video_id,
-            caption=_nfc(r[col["caption"]])[:MAX_CAPTION],
-            hashtags=parse_topic_tag(r[col["topic_tag"]]),
+            caption=_nfc(r[caption_at])[:MAX_CAPTION],
+            hashtags=[] if topic == "[]" else parse_topic_tag(topic),  # "[]": 43 % of rows
             categories=clean_labels(names),
             attributes=attrs,
         )
