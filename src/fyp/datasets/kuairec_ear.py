@@ -231,9 +231,11 @@ def _expand(rows: RegionRows) -> tuple[list[tuple[Any, ...]], dict[str, list[str
         ids = pc.binary_join_element_wise(f"{DATASET}:{split}", users, videos, ":")
         columns = (ids.to_pylist(), users.to_pylist(), videos.to_pylist())
         events += zip(*columns, repeat("play"), ts.tolist(), *map(repeat, tail))
-    labels: dict[str, list[str]] = {}
-    for user_id, video_id in zip(*(c.to_pylist() for c in rows.labels), strict=True):
-        labels.setdefault(user_id, []).append(video_id)
+    # each user's test videos in file order: single-threaded, group_by keeps the order
+    users, videos = rows.labels
+    sets = pa.table({"u": users, "v": videos}).group_by("u", use_threads=False)
+    sets = sets.aggregate([("v", "list")])
+    labels = dict(zip(sets["u"].to_pylist(), sets["v_list"].to_pylist(), strict=True))
     return events, labels
 
 
