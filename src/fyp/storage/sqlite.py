@@ -17,8 +17,6 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
 
-from pydantic_core import to_json
-
 from fyp.catalog.models import User, Video
 from fyp.config import check_region_name
 from fyp.errors import AlreadyExists, ResidencyViolation, StorageError, UnknownUser
@@ -26,19 +24,18 @@ from fyp.events.schema import StoredEvent
 from fyp.storage.base import ErasedCounts, EventRow, LabelRow, Store
 from fyp.storage.migrations import sqlite_migrations
 from fyp.storage.served_writer import ServedRecord, ServedWriter, write_records
+from fyp.storage.sqlite_rows import (
+    EVENT_COLS,
+    USER_COLS,
+    VIDEO_COLS,
+    dumps,
+    event_from_row,
+    user_from_row,
+    user_params,
+    video_from_row,
+    video_params,
+)
 
-_EVENT_COLS = (
-    "seq, event_id, user_id, video_id, type, ts_ms, watch_ms, watch_ratio, "
-    "valid_play, long_play, short_play"
-)
-_USER_COLS = (
-    "user_id, home_region, birth_year, country, language, consents, attributes, "
-    "created_at_ms, updated_at_ms"
-)
-_VIDEO_COLS = (
-    "video_id, creator_id, caption, hashtags, categories, tags, duration_ms, regions, "
-    "attributes, created_at_ms, updated_at_ms"
-)
 _CHUNK = 900  # stay under SQLite's bound-parameter limit in IN (...) lists
 CHECKPOINT_INTERVAL_S = 1.0
 SERVING_AUTOCHECKPOINT_PAGES = 20_000  # safety cap when the background checkpointer lags
@@ -46,94 +43,9 @@ _SYNC_MODES = {"off", "normal", "full", "extra"}
 BULK_REINDEX_ROWS = 10_000  # a bulk insert this large into an empty table indexes afterwards
 
 
-def _dumps(value: Any) -> str:
-    """Compact JSON with non-ASCII kept, which ``json.loads`` reads back to the same values.
-
-    pydantic-core's encoder is 2-4x faster than the json module's; that matters to bulk
-    imports (five JSON fields per video, in every region's catalogue)."""
-    return to_json(value).decode()
-
-
 def _chunks(items: Sequence[str]) -> Iterator[Sequence[str]]:
     for i in range(0, len(items), _CHUNK):
         yield items[i : i + _CHUNK]
-
-
-def _event(row: sqlite3.Row | tuple[Any, ...]) -> StoredEvent:
-    return StoredEvent(
-        seq=row[0],
-        event_id=row[1],
-        user_id=row[2],
-        video_id=row[3],
-        type=row[4],
-        ts_ms=row[5],
-        watch_ms=row[6],
-        watch_ratio=row[7],
-        valid_play=bool(row[8]),
-        long_play=bool(row[9]),
-        short_play=bool(row[10]),
-    )
-
-
-def _user(row: tuple[Any, ...]) -> User:
-    return User(
-        user_id=row[0],
-        home_region=row[1],
-        birth_year=row[2],
-        country=row[3],
-        language=row[4],
-        consents=json.loads(row[5]),
-        attributes=json.loads(row[6]),
-        created_at_ms=row[7],
-        updated_at_ms=row[8],
-    )
-
-
-def _video(row: tuple[Any, ...]) -> Video:
-    return Video.model_construct(
-        video_id=row[0],
-        creator_id=row[1],
-        caption=row[2],
-        hashtags=json.loads(row[3]),
-        categories=json.loads(row[4]),
-        tags=json.loads(row[5]),
-        duration_ms=row[6],
-        regions=json.loads(row[7]),
-        attributes=json.loads(row[8]),
-        created_at_ms=row[9],
-        updated_at_ms=row[10],
-    )
-
-
-def _user_params(u: User) -> tuple[Any, ...]:
-    return (
-        u.user_id,
-        u.home_region,
-        u.birth_year,
-        u.country,
-        u.language,
-        _dumps(u.consents or {}),
-        _dumps(u.attributes or {}),
-        u.created_at_ms,
-        u.updated_at_ms,
-    )
-
-
-def _video_params(v: Video, region: str) -> tuple[Any, ...]:
-    return (
-        v.video_id,
-        region,
-        v.creator_id,
-        v.caption,
-        _dumps(v.hashtags),
-        _dumps(v.categories),
-        _dumps(v.tags),
-        v.duration_ms,
-        _dumps(v.regions),
-        _dumps(v.attributes),
-        v.created_at_ms,
-        v.updated_at_ms,
-    )
 
 
 def split_statements(script: str) -> list[str]:
@@ -344,8 +256,8 @@ class SQLiteStore(Store):
         try:
             with self.transaction():
                 self._conn.execute(
-                    f"INSERT INTO users ({_USER_COLS}) VALUES (?,?,?,?,?,?,?,?,?)",
-                    _user_params(user),
+                    f"INSERT INTO users ({USER_COLS}) VALUES (?,?,?,?,?,?,?,?,?)",
+                    user_params(user),
                 )
         except sqlite3.IntegrityError as exc:
             if "UNIQUE" in str(exc) or "PRIMARY KEY" in str(exc):
@@ -355,8 +267,8 @@ class SQLiteStore(Store):
             raise ResidencyViolation(str(exc), user_id=user.user_id) from exc
 
     def get_user(self, user_id: str) -> User | None:
-        rows = self._query(f"SELECT {_USER_COLS} FROM users WHERE user_id=?", (user_id,))
-        return _user(rows[0]) if rows else None
+        rows = self._query(f"SELECT {USER_COLS} FROM users WHERE user_id=?", (user_id,))
+        return user_from_row(rows[0]) if rows else None
 
     def update_user(self, user: User) -> None:
         self._check_home(user)
@@ -368,8 +280,8 @@ class SQLiteStore(Store):
                     user.birth_year,
                     user.country,
                     user.language,
-                    _dumps(user.consents or {}),
-                    _dumps(user.attributes or {}),
+                    dumps(user.consents or {}),
+                    dumps(user.attributes or {}),
                     user.updated_at_ms,
                     user.user_id,
                 ),
@@ -402,16 +314,16 @@ class SQLiteStore(Store):
         return int(self._query("SELECT COUNT(*) FROM users")[0][0])
 
     def iter_users(self) -> Iterator[User]:
-        for row in self._query(f"SELECT {_USER_COLS} FROM users ORDER BY user_id"):
-            yield _user(row)
+        for row in self._query(f"SELECT {USER_COLS} FROM users ORDER BY user_id"):
+            yield user_from_row(row)
 
     def bulk_insert_users(self, users: Sequence[User]) -> int:
         for u in users:
             self._check_home(u)
         with self.transaction():
             cursor = self._conn.executemany(
-                f"INSERT OR IGNORE INTO users ({_USER_COLS}) VALUES (?,?,?,?,?,?,?,?,?)",
-                [_user_params(u) for u in users],
+                f"INSERT OR IGNORE INTO users ({USER_COLS}) VALUES (?,?,?,?,?,?,?,?,?)",
+                [user_params(u) for u in users],
             )
             return int(cursor.rowcount)  # this statement's rows, not triggers'
 
@@ -430,9 +342,9 @@ class SQLiteStore(Store):
         try:
             with self.transaction():
                 self._conn.execute(
-                    f"INSERT INTO videos (video_id, region, {_VIDEO_COLS.split(', ', 1)[1]}) "
+                    f"INSERT INTO videos (video_id, region, {VIDEO_COLS.split(', ', 1)[1]}) "
                     "VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
-                    _video_params(video, self.region),
+                    video_params(video, self.region),
                 )
         except sqlite3.IntegrityError as exc:
             raise AlreadyExists(
@@ -440,8 +352,8 @@ class SQLiteStore(Store):
             ) from exc
 
     def get_video(self, video_id: str) -> Video | None:
-        rows = self._query(f"SELECT {_VIDEO_COLS} FROM videos WHERE video_id=?", (video_id,))
-        return _video(rows[0]) if rows else None
+        rows = self._query(f"SELECT {VIDEO_COLS} FROM videos WHERE video_id=?", (video_id,))
+        return video_from_row(rows[0]) if rows else None
 
     def update_video(self, video: Video) -> None:
         self._check_published(video)
@@ -452,12 +364,12 @@ class SQLiteStore(Store):
                 (
                     video.creator_id,
                     video.caption,
-                    _dumps(video.hashtags),
-                    _dumps(video.categories),
-                    _dumps(video.tags),
+                    dumps(video.hashtags),
+                    dumps(video.categories),
+                    dumps(video.tags),
                     video.duration_ms,
-                    _dumps(video.regions),
-                    _dumps(video.attributes),
+                    dumps(video.regions),
+                    dumps(video.attributes),
                     video.updated_at_ms,
                     video.video_id,
                 ),
@@ -481,17 +393,17 @@ class SQLiteStore(Store):
         return int(self._query("SELECT COUNT(*) FROM videos")[0][0])
 
     def iter_videos(self) -> Iterator[Video]:
-        for row in self._query(f"SELECT {_VIDEO_COLS} FROM videos ORDER BY video_id"):
-            yield _video(row)
+        for row in self._query(f"SELECT {VIDEO_COLS} FROM videos ORDER BY video_id"):
+            yield video_from_row(row)
 
     def bulk_insert_videos(self, videos: Sequence[Video]) -> int:
         for v in videos:
             self._check_published(v)
         with self.transaction():
             cursor = self._conn.executemany(
-                f"INSERT OR IGNORE INTO videos (video_id, region, {_VIDEO_COLS.split(', ', 1)[1]}) "
+                f"INSERT OR IGNORE INTO videos (video_id, region, {VIDEO_COLS.split(', ', 1)[1]}) "
                 "VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
-                [_video_params(v, self.region) for v in videos],
+                [video_params(v, self.region) for v in videos],
             )
             return int(cursor.rowcount)  # this statement's rows, not triggers'
 
@@ -553,27 +465,27 @@ class SQLiteStore(Store):
         return [sql for _, sql in found]
 
     def get_event(self, event_id: str) -> StoredEvent | None:
-        rows = self._query(f"SELECT {_EVENT_COLS} FROM events WHERE event_id=?", (event_id,))
-        return _event(rows[0]) if rows else None
+        rows = self._query(f"SELECT {EVENT_COLS} FROM events WHERE event_id=?", (event_id,))
+        return event_from_row(rows[0]) if rows else None
 
     def user_events(self, user_id: str, limit: int = 100) -> list[StoredEvent]:
         rows = self._query(
-            f"SELECT {_EVENT_COLS} FROM events WHERE user_id=? ORDER BY seq DESC LIMIT ?",
+            f"SELECT {EVENT_COLS} FROM events WHERE user_id=? ORDER BY seq DESC LIMIT ?",
             (user_id, limit),
         )
-        return [_event(r) for r in rows]
+        return [event_from_row(r) for r in rows]
 
     def iter_events(self, after_seq: int = 0, batch: int = 10_000) -> Iterator[StoredEvent]:
         last = after_seq
         while True:
             rows = self._query(
-                f"SELECT {_EVENT_COLS} FROM events WHERE seq > ? ORDER BY seq LIMIT ?",
+                f"SELECT {EVENT_COLS} FROM events WHERE seq > ? ORDER BY seq LIMIT ?",
                 (last, batch),
             )
             if not rows:
                 return
             for r in rows:
-                yield _event(r)
+                yield event_from_row(r)
             last = rows[-1][0]
 
     def count_events(self) -> int:
@@ -648,7 +560,7 @@ class SQLiteStore(Store):
                     merged.update(dict.fromkeys(videos))
                     if len(merged) > len(before):
                         added += len(merged) - len(before)
-                        changed.append((dataset, split, user_id, _dumps(list(merged))))
+                        changed.append((dataset, split, user_id, dumps(list(merged))))
                 self._conn.executemany(
                     "INSERT INTO labels (dataset, split, user_id, video_ids) VALUES (?,?,?,?) "
                     "ON CONFLICT (user_id, dataset, split) DO UPDATE "
