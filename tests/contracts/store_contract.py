@@ -22,7 +22,7 @@ import pytest
 from fyp.catalog.models import User, Video
 from fyp.errors import AlreadyExists, ResidencyViolation, StorageError, UnknownUser
 from fyp.events.schema import play_labels
-from fyp.storage.base import ErasedCounts, EventRow, LabelRow, Store
+from fyp.storage.base import ErasedCounts, EventRow, LabelRow, Store, VideoRow
 
 T0 = 1_700_000_000_000  # a fixed epoch-ms base for event timestamps
 
@@ -329,6 +329,22 @@ class StoreContract:
         assert store.bulk_insert_videos(videos) == 3
         assert store.bulk_insert_videos(videos) == 0
         assert store.count_videos() == 4
+
+    def test_bulk_insert_takes_encoded_video_rows(self, store: Store) -> None:
+        """What an import sends: rows encoded once for every region, read back as Videos."""
+        video = make_video(
+            "v1",
+            regions=["eu", "us"],
+            caption="晚饭后",
+            hashtags=["#健身"],
+            attributes={"k": [1, 2.5, None], "t": "é"},
+        )
+        assert store.bulk_insert_videos([VideoRow.of(video), make_video("v2")]) == 2
+        assert store.get_video("v1") == video
+        assert store.bulk_insert_videos([VideoRow.of(video)]) == 0
+        with pytest.raises(ResidencyViolation):
+            store.bulk_insert_videos([VideoRow.of(make_video("v3", regions=["eu"]))])
+        assert store.count_videos() == 2
 
     # -- events -----------------------------------------------------------------
     def test_insert_events_reports_written_flags(self, store: Store) -> None:

@@ -21,7 +21,7 @@ from fyp.catalog.models import User, Video
 from fyp.datasets.kuairec import VideoInfo, build_video, home_region
 from fyp.errors import FypError, StorageError
 from fyp.regions.deployment import Deployment
-from fyp.storage import EventRow, Store, open_store
+from fyp.storage import EventRow, Store, VideoRow, open_store
 
 CHUNK = 100_000
 """Rows per bulk write: a progress step; a region's events in one go let the store index
@@ -103,7 +103,7 @@ class RegionBatch:
     """Everything one region's store receives from an import."""
 
     users: list[User] = field(default_factory=list)
-    videos: list[Video] = field(default_factory=list)
+    videos: Sequence[Video | VideoRow] = field(default_factory=list)
     events: list[tuple[Any, ...]] = field(default_factory=list)  # EventRow-shaped
     # (dataset, split) -> user -> held-out videos: a store keeps one set per user
     label_sets: dict[tuple[str, str], dict[str, list[str]]] = field(default_factory=dict)
@@ -138,7 +138,7 @@ def new_videos(
     ]
 
 
-def missing_videos(store: Store, catalogue: Sequence[Video]) -> list[Video]:
+def missing_videos(store: Store, catalogue: Sequence[VideoRow]) -> list[VideoRow]:
     """The videos of a catalogue built once for every region that this store lacks."""
     present = _present(store, [v.video_id for v in catalogue])
     return [v for v in catalogue if v.video_id not in present]

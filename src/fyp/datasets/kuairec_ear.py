@@ -65,6 +65,7 @@ from fyp.datasets.kuairec import (
     VideoInfo,
     build_user,
     build_video,
+    build_video_row,
     check_id,
     check_user_id,
     find_side_info,
@@ -263,8 +264,8 @@ def import_kuairec_ear(
         t = now_ms()
         read: list[int] = []  # rows in the file, set by produce()
 
-        # the catalogue is the same in every region: built once, before the writers fork
-        catalogue = [build_video(info, regions, t, None, DATASET) for info in videos.values()]
+        # the catalogue is the same in every region: built and encoded once, before the fork
+        catalogue = [build_video_row(v, regions, t, None, DATASET) for v in videos.values()]
 
         def first(region: str, store: Store) -> RegionBatch:
             mine = [u for u in users if u in fresh and homes[u] == region]

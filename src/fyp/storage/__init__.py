@@ -3,9 +3,17 @@
 from __future__ import annotations
 
 from fyp.errors import ConfigError
-from fyp.storage.base import ErasedCounts, EventRow, LabelRow, Store
+from fyp.storage.base import ErasedCounts, EventRow, LabelRow, Store, VideoRow, json_text
 
-__all__ = ["ErasedCounts", "EventRow", "LabelRow", "Store", "open_store"]
+__all__ = [
+    "ErasedCounts",
+    "EventRow",
+    "LabelRow",
+    "Store",
+    "VideoRow",
+    "json_text",
+    "open_store",
+]
 
 
 def open_store(url: str, region: str, *, migrate: bool = True) -> Store:

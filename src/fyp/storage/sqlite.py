@@ -21,7 +21,7 @@ from fyp.catalog.models import User, Video
 from fyp.config import check_region_name
 from fyp.errors import AlreadyExists, ResidencyViolation, StorageError, UnknownUser
 from fyp.events.schema import StoredEvent
-from fyp.storage.base import ErasedCounts, EventRow, LabelRow, Store
+from fyp.storage.base import ErasedCounts, EventRow, LabelRow, Store, VideoRow
 from fyp.storage.migrations import sqlite_migrations
 from fyp.storage.served_writer import ServedRecord, ServedWriter, write_records
 from fyp.storage.sqlite_rows import (
@@ -329,11 +329,14 @@ class SQLiteStore(Store):
 
     # -- videos ---------------------------------------------------------------
     def _check_published(self, video: Video) -> None:
-        if self.region not in video.regions:
+        self._refuse_unpublished(video.video_id, video.regions)
+
+    def _refuse_unpublished(self, video_id: str, regions: list[str]) -> None:
+        if self.region not in regions:
             raise ResidencyViolation(
-                f"video {video.video_id!r} is not published to {self.region!r}",
-                video_id=video.video_id,
-                regions=video.regions,
+                f"video {video_id!r} is not published to {self.region!r}",
+                video_id=video_id,
+                regions=regions,
                 region=self.region,
             )
 
@@ -396,9 +399,16 @@ class SQLiteStore(Store):
         for row in self._query(f"SELECT {VIDEO_COLS} FROM videos ORDER BY video_id"):
             yield video_from_row(row)
 
-    def bulk_insert_videos(self, videos: Sequence[Video]) -> int:
+    def bulk_insert_videos(self, videos: Sequence[Video | VideoRow]) -> int:
+        published: dict[str, list[str]] = {}  # a catalogue's rows share a few region lists
         for v in videos:
-            self._check_published(v)
+            if isinstance(v, VideoRow):
+                regions = published.get(v.regions)
+                if regions is None:
+                    regions = published[v.regions] = json.loads(v.regions)
+                self._refuse_unpublished(v.video_id, regions)
+            else:
+                self._check_published(v)
         with self.transaction():
             cursor = self._conn.executemany(
                 f"INSERT OR IGNORE INTO videos (video_id, region, {VIDEO_COLS.split(', ', 1)[1]}) "
