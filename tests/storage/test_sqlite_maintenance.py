@@ -95,13 +95,18 @@ def test_the_served_log_is_committed_behind_and_read_at_once(tmp_path: Path) -> 
 def test_closing_commits_what_is_queued_and_a_gone_user_is_skipped(tmp_path: Path) -> None:
     path = tmp_path / "us.sqlite"
     store = serving_store(path)
-    writer = store._served_writer  # type: ignore[attr-defined]
-    writer.submit("a", sqlite_module.ServedRecord(("v1",), 10, None))
-    writer.submit("ghost", sqlite_module.ServedRecord(("v9",), 10, None))  # erased since
-    store.close()  # commits the queue: a's record lands, the ghost's is dropped
+    store._served.max_age_s = 60  # type: ignore[attr-defined]  # no request commits it
+    with store._lock:  # type: ignore[attr-defined]  # nor the sweep, until b is gone
+        store.record_served("a", ["v1"], 10)
+        store.record_served("b", ["v9"], 10)
+        raw = sqlite3.connect(path)  # b is erased by another process before the commit
+        raw.execute("DELETE FROM users WHERE user_id='b'")
+        raw.commit()
+        raw.close()
+    store.close()  # commits the group: a's record lands, the gone user's is skipped
     assert committed(path, "a") == (1, ["v1"])
     check = sqlite3.connect(path)
-    assert check.execute("SELECT COUNT(*) FROM served WHERE user_id='ghost'").fetchone()[0] == 0
+    assert check.execute("SELECT COUNT(*) FROM served WHERE user_id='b'").fetchone()[0] == 0
     check.close()
 
 

@@ -1,11 +1,11 @@
-"""The served log, written behind the feed's response in batches from a thread of its own.
+"""The served log, committed in groups: one transaction for the pages of a few ms.
 
-Recording a page is the one write on the feed's path, and committing it cost a serving
-process about as much as the rest of a page served from an order ranked ahead. In a
-serving process (``SQLiteStore.start_background_maintenance``) a record goes to a queue
-instead, and a writer thread with its own connection commits whatever has queued up in
-one transaction; sqlite3 releases the GIL while it works, so the event loop goes on
-answering on the other core.
+Recording a page is the one write on the feed's path, and committing each page on its
+own cost a serving process about as much as the rest of a page served from an order
+ranked ahead. In a serving process (``SQLiteStore.start_background_maintenance``) a
+record joins a buffer instead, and the buffer is committed as one transaction when it is
+``MAX_AGE_S`` old or holds ``MAX_RECORDS`` (by the request that finds it due, or by the
+store's maintenance thread when traffic stops).
 
 Until a record is committed this process still sees it: ``SQLiteStore.user_version``
 counts it and ``served_since`` returns it, so the next page never repeats it. Other
@@ -18,17 +18,14 @@ from __future__ import annotations
 
 import logging
 import sqlite3
-import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TypeVar
 
 ROWS_PER_STATEMENT = 300  # a page is at most 100 videos: one statement, well under 32766 ?s
-RETRIES = 3
-READ_ATTEMPTS = 3
-T = TypeVar("T")
-BATCH_WINDOW_S = 0.005
+MAX_AGE_S = 0.005
+MAX_RECORDS = 64
+ATTEMPTS = 3  # a group that failed this often is dropped (and logged)
 log = logging.getLogger("fyp.storage")
 
 
@@ -69,57 +66,66 @@ def write_records(
     return int(row[0])
 
 
-class ServedWriter:
-    """Queued served records of one store, committed by a background thread.
+class ServedBuffer:
+    """Served records not committed yet, per user, oldest first. Not thread-safe: the
+    store guards it with the lock of its connection, so a reader sees every record
+    either committed or buffered, never both or neither."""
 
-    ``lock`` guards the queue. ``generation`` is odd while a commit is under way and goes
-    up again once its records have left the queue, so a reader that saw the same even
-    generation before and after reading the store saw every record exactly once:
-    committed or queued (``read``)."""
+    def __init__(self, max_age_s: float = MAX_AGE_S, max_records: int = MAX_RECORDS) -> None:
+        self.max_age_s = max_age_s
+        self.max_records = max_records
+        self.pending: dict[str, list[ServedRecord]] = {}
+        self._count = 0
+        self._since: float | None = None  # when the oldest buffered record came
+        self._failures = 0
 
-    def __init__(self, path: str, synchronous: str) -> None:
-        self.path = path
-        self.synchronous = synchronous
-        self.lock = threading.Lock()
-        self._wake = threading.Condition(self.lock)
-        self._pending: dict[str, list[ServedRecord]] = {}
-        self._generation = 0
-        self._stopping = False
-        self._thread = threading.Thread(target=self._run, name="fyp-served-writer", daemon=True)
+    def add(self, user_id: str, record: ServedRecord) -> None:
+        self.pending.setdefault(user_id, []).append(record)
+        self._count += 1
+        if self._since is None:
+            self._since = time.monotonic()
 
-    def start(self) -> None:
-        self._thread.start()
+    def queued(self, user_id: str) -> Sequence[ServedRecord]:
+        return self.pending.get(user_id, ())
 
-    def read(self, user_id: str, query: Callable[[], T]) -> tuple[T, list[ServedRecord]]:
-        """``query()`` of the store and the user's queued records, consistent: each
-        record is in exactly one of them. Lock-free while no commit lands meanwhile (the
-        store read never waits on a commit); else it waits for the commit to finish."""
-        for _ in range(READ_ATTEMPTS):
-            with self.lock:
-                generation = self._generation
-                queued = list(self._pending.get(user_id, ()))
-            if generation % 2 == 0:
-                value = query()
-                with self.lock:
-                    if self._generation == generation:
-                        return value, queued
-        with self.lock:
-            while self._generation % 2:
-                self._wake.wait()
-            return query(), list(self._pending.get(user_id, ()))
+    def due(self, age_s: float | None = None) -> bool:
+        """Time to commit: full, or its oldest record older than ``age_s`` (default
+        ``max_age_s``)."""
+        if self._since is None:
+            return False
+        limit = self.max_age_s if age_s is None else age_s
+        return self._count >= self.max_records or time.monotonic() - self._since >= limit
 
-    def submit(self, user_id: str, record: ServedRecord) -> None:
-        with self.lock:
-            self._pending.setdefault(user_id, []).append(record)
-            self._wake.notify_all()
+    def commit(self, conn: sqlite3.Connection) -> None:
+        """Write everything buffered in one transaction on ``conn`` (the caller holds the
+        connection's lock); a user erased meanwhile is skipped. On failure the records
+        stay for the next attempt, and after ``ATTEMPTS`` they are dropped and logged:
+        serving goes on either way."""
+        if not self.pending:
+            return
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                for user_id, records in self.pending.items():
+                    write_records(conn, user_id, records)
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+        except sqlite3.Error as exc:
+            self._failures += 1
+            if self._failures < ATTEMPTS:
+                return
+            log.error("served log: %d users' records dropped: %s", len(self.pending), exc)
+        self.pending, self._count, self._since, self._failures = {}, 0, None, 0
 
     @staticmethod
     def served_since(
         stored: Sequence[tuple[str, int]], queued: Sequence[ServedRecord], since_ms: int
     ) -> list[str]:
-        """The served videos at or after ``since_ms`` once the user's ``queued`` records
-        land on ``stored`` (committed rows from ``since_ms`` on, with their times): later
-        times win, and each record's pruning applies in turn."""
+        """The served videos at or after ``since_ms`` once ``queued`` records land on
+        ``stored`` (committed rows from ``since_ms`` on, with their times): later times
+        win, and each record's pruning applies in turn."""
         if not queued:
             return [v for v, _ in stored]
         latest = dict(stored)
@@ -128,69 +134,3 @@ class ServedWriter:
             if record.forget_before_ms is not None:
                 latest = {v: t for v, t in latest.items() if t >= record.forget_before_ms}
         return [v for v, t in latest.items() if t >= since_ms]
-
-    def close(self) -> None:
-        """Commit everything queued, then stop the thread."""
-        with self.lock:
-            self._stopping = True
-            self._wake.notify()
-        if self._thread.is_alive():
-            self._thread.join()
-
-    def _run(self) -> None:
-        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        try:
-            conn.execute(f"PRAGMA synchronous={self.synchronous.upper()}")
-            conn.execute("PRAGMA foreign_keys=ON")
-            conn.execute("PRAGMA busy_timeout=10000")
-            while True:
-                with self.lock:
-                    while not self._pending and not self._stopping:
-                        self._wake.wait()
-                    if not self._pending:
-                        return  # stopping, and everything is committed
-                    stopping = self._stopping
-                if not stopping:
-                    time.sleep(BATCH_WINDOW_S)  # let a few more pages join this commit
-                with self.lock:
-                    batch = {u: list(records) for u, records in self._pending.items()}
-                self._commit(conn, batch)
-        finally:
-            conn.close()
-
-    def _commit(self, conn: sqlite3.Connection, batch: dict[str, list[ServedRecord]]) -> None:
-        for attempt in range(1, RETRIES + 1):
-            committed = False
-            try:
-                conn.execute("BEGIN IMMEDIATE")
-                for user_id, records in batch.items():
-                    write_records(conn, user_id, records)  # a user erased meanwhile: skipped
-                with self.lock:
-                    self._generation += 1  # odd: readers cannot tell which side they saw
-                try:
-                    conn.execute("COMMIT")
-                    committed = True
-                finally:
-                    with self.lock:
-                        if committed or attempt == RETRIES:
-                            self._forget(batch)
-                        self._generation += 1
-                        self._wake.notify_all()
-                return
-            except sqlite3.Error as exc:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                if attempt == RETRIES:
-                    log.error("served log: %d users' records dropped: %s", len(batch), exc)
-                    with self.lock:
-                        self._forget(batch)
-
-    def _forget(self, batch: dict[str, list[ServedRecord]]) -> None:
-        """Drop the committed (or abandoned) records from the queue (caller holds lock)."""
-        for user_id, records in batch.items():
-            queued = self._pending.get(user_id)
-            if queued is None:
-                continue
-            del queued[: len(records)]
-            if not queued:
-                del self._pending[user_id]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
+import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -23,7 +24,7 @@ from fyp.errors import AlreadyExists, ResidencyViolation, StorageError, UnknownU
 from fyp.events.schema import StoredEvent
 from fyp.storage.base import ErasedCounts, EventRow, LabelRow, Store, VideoRow
 from fyp.storage.migrations import sqlite_migrations
-from fyp.storage.served_writer import ServedRecord, ServedWriter, write_records
+from fyp.storage.served_writer import ServedBuffer, ServedRecord, write_records
 from fyp.storage.sqlite_rows import (
     EVENT_COLS,
     USER_COLS,
@@ -38,6 +39,7 @@ from fyp.storage.sqlite_rows import (
 
 _CHUNK = 900  # stay under SQLite's bound-parameter limit in IN (...) lists
 CHECKPOINT_INTERVAL_S = 1.0
+SERVED_SWEEP_S = 0.05  # a served group left behind by traffic waits at most this
 SERVING_AUTOCHECKPOINT_PAGES = 20_000  # safety cap when the background checkpointer lags
 _SYNC_MODES = {"off", "normal", "full", "extra"}
 BULK_REINDEX_ROWS = 10_000  # a bulk insert this large into an empty table indexes afterwards
@@ -88,7 +90,7 @@ class SQLiteStore(Store):
         self._conn = self._connect()
         self._stop = threading.Event()
         self._checkpointer: threading.Thread | None = None
-        self._served_writer: ServedWriter | None = None
+        self._served: ServedBuffer | None = None  # serving: the served log in groups
 
     # -- lifecycle ------------------------------------------------------------
     def _connect(self) -> sqlite3.Connection:
@@ -106,12 +108,11 @@ class SQLiteStore(Store):
         return conn
 
     def close(self) -> None:
-        if self._served_writer is not None:
-            self._served_writer.close()  # commits what is still queued
         self._stop.set()
         if self._checkpointer is not None:
             self._checkpointer.join()
         with self._lock:
+            self._commit_served()  # what is still buffered
             self._conn.close()
 
     def start_background_maintenance(self) -> None:
@@ -125,8 +126,8 @@ class SQLiteStore(Store):
         while it runs, so the event loop keeps answering."""
         if self._checkpointer is not None or self.path == ":memory:":
             return
-        self._served_writer = ServedWriter(self.path, self.synchronous)
-        self._served_writer.start()
+        with self._lock:
+            self._served = ServedBuffer()
         with self._lock:
             self._conn.execute(f"PRAGMA wal_autocheckpoint={SERVING_AUTOCHECKPOINT_PAGES}")
         self._checkpointer = threading.Thread(
@@ -136,15 +137,28 @@ class SQLiteStore(Store):
 
     def _checkpoint_loop(self) -> None:
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        last_checkpoint = time.monotonic()
         try:
             conn.execute("PRAGMA busy_timeout=1000")
-            while not self._stop.wait(CHECKPOINT_INTERVAL_S):
+            while not self._stop.wait(SERVED_SWEEP_S):
+                with self._lock:  # a group no request came to commit
+                    if self._served is not None and self._served.due(SERVED_SWEEP_S):
+                        self._commit_served()
+                if time.monotonic() - last_checkpoint < CHECKPOINT_INTERVAL_S:
+                    continue
+                last_checkpoint = time.monotonic()
                 try:
                     conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
                 except sqlite3.Error:
                     continue  # busy or locked: try again next interval
         finally:
             conn.close()
+
+    def _commit_served(self) -> None:
+        """Commit the buffered served records (caller holds ``_lock``), unless a
+        transaction is open on the connection: then the next call does."""
+        if self._served is not None and not self._depth:
+            self._served.commit(self._conn)
 
     @contextmanager
     def transaction(self) -> Iterator[None]:
@@ -513,47 +527,47 @@ class SQLiteStore(Store):
         forget_before_ms: int | None = None,
     ) -> int:
         record = ServedRecord(tuple(video_ids), ts_ms, forget_before_ms)
-        writer = self._served_writer
-        if writer is not None:  # serving: committed behind the response (served_writer.py)
-            rows, queued = writer.read(
-                user_id,
-                lambda: self._query("SELECT served_seq FROM users WHERE user_id=?", (user_id,)),
-            )
+        with self._lock:
+            served = self._served
+            if served is None:
+                with self.transaction():
+                    # the counter is what user_version reads: every record changes it
+                    counter = write_records(self._conn, user_id, [record])
+                if counter is None:
+                    raise UnknownUser(f"no user {user_id!r} in region {self.region!r}")
+                return counter
+            # serving: committed with the group it joins (served_writer.py)
+            rows = self._query("SELECT served_seq FROM users WHERE user_id=?", (user_id,))
             if not rows:
                 raise UnknownUser(f"no user {user_id!r} in region {self.region!r}")
-            writer.submit(user_id, record)
-            return int(rows[0][0]) + len(queued) + 1
-        with self.transaction():
-            # the counter is what user_version reads: every record changes it
-            counter = write_records(self._conn, user_id, [record])
-        if counter is None:
-            raise UnknownUser(f"no user {user_id!r} in region {self.region!r}")
-        return counter
+            served.add(user_id, record)
+            counter = int(rows[0][0]) + len(served.queued(user_id))
+            if served.due():
+                self._commit_served()
+            return counter
 
     def user_version(self, user_id: str) -> tuple[int, ...] | None:
-        sql = (
-            "SELECT updated_at_ms, (SELECT MAX(seq) FROM events WHERE user_id = ?1), "
-            "served_seq FROM users WHERE user_id = ?1"
-        )
-        writer = self._served_writer
-        queued: list[ServedRecord] = []
-        if writer is None:
-            rows = self._query(sql, (user_id,))
-        else:  # committed and queued records, each counted once
-            rows, queued = writer.read(user_id, lambda: self._query(sql, (user_id,)))
+        with self._lock:  # committed and buffered records, each counted once
+            rows = self._query(
+                "SELECT updated_at_ms, (SELECT MAX(seq) FROM events WHERE user_id = ?1), "
+                "served_seq FROM users WHERE user_id = ?1",
+                (user_id,),
+            )
+            buffered = 0 if self._served is None else len(self._served.queued(user_id))
         if not rows:
             return None
         profile, event, served = (int(v) if v is not None else -1 for v in rows[0])
-        return (profile, event, served + len(queued))
+        return (profile, event, served + buffered)
 
     def served_since(self, user_id: str, since_ms: int) -> list[str]:
-        sql = "SELECT video_id FROM served WHERE user_id=? AND served_at_ms>=?"
-        writer = self._served_writer
-        if writer is None:
-            return [r[0] for r in self._query(sql, (user_id, since_ms))]
-        sql = "SELECT video_id, served_at_ms FROM served WHERE user_id=? AND served_at_ms>=?"
-        rows, queued = writer.read(user_id, lambda: self._query(sql, (user_id, since_ms)))
-        return writer.served_since([(str(v), int(t)) for v, t in rows], queued, since_ms)
+        with self._lock:
+            if self._served is None:
+                sql = "SELECT video_id FROM served WHERE user_id=? AND served_at_ms>=?"
+                return [r[0] for r in self._query(sql, (user_id, since_ms))]
+            sql = "SELECT video_id, served_at_ms FROM served WHERE user_id=? AND served_at_ms>=?"
+            rows = self._query(sql, (user_id, since_ms))
+            queued = list(self._served.queued(user_id))
+        return ServedBuffer.served_since([(str(v), int(t)) for v, t in rows], queued, since_ms)
 
     # -- held-out labels ------------------------------------------------------
     def insert_label_sets(self, dataset: str, split: str, sets: Mapping[str, Sequence[str]]) -> int:
