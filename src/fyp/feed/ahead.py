@@ -71,9 +71,7 @@ class AheadCache:
     def keep(self, user_id: str, model: RegionModel, order: RankedAhead) -> None:
         with self._lock:
             self._slots[user_id] = _Slot(model, order)
-            self._slots.move_to_end(user_id)
-            while len(self._slots) > self.max_users:
-                self._slots.popitem(last=False)
+            self._touch(user_id)
 
     def served_since(
         self,
@@ -104,10 +102,15 @@ class AheadCache:
             if slot is None or slot.model is not model:
                 slot = self._slots[user_id] = _Slot(model, None)
             slot.served_for, slot.served_seq, slot.served = order, served_seq, served
-            self._slots.move_to_end(user_id)
-            while len(self._slots) > self.max_users:
-                self._slots.popitem(last=False)
+            self._touch(user_id)
         return served
+
+    def _touch(self, user_id: str) -> None:
+        """Mark the user's slot most recently used and evict beyond the bound (caller
+        holds the lock)."""
+        self._slots.move_to_end(user_id)
+        while len(self._slots) > self.max_users:
+            self._slots.popitem(last=False)
 
     def recorded(
         self, user_id: str, order: RankedAhead, before: int, after: int | None, items: Sequence[int]

@@ -225,7 +225,7 @@ class FeedService:
         per ``page``) and keep the order: the next pages come from it while the user's
         profile and events stay as they are in ``marker``."""
         ranked = self._rank_long(model, state, rng, page, self.ahead_length)
-        return _as_order(ranked, marker, ranked_at_ms, state.age, ranked.order)
+        return _as_order(ranked, marker, ranked_at_ms, state.age)
 
     def _rank_long(
         self, model: RegionModel, state: UserState, rng: np.random.Generator, page: int, length: int
@@ -266,7 +266,7 @@ class FeedService:
             rng = np.random.default_rng([session, page_no, len(state.seen)])
             ranked = self._rank(model, state, rng, n, universe, use_orders)
             removed = ranked.removed
-            order = _as_order(ranked, marker or (0, 0, 0), started_ms, state.age, ranked.order)
+            order = _as_order(ranked, marker or (0, 0, 0), started_ms, state.age)
             rows = list(range(len(order.items)))
             if use_orders:
                 self._ahead.keep(user_id, model, order)
@@ -397,12 +397,11 @@ def _as_order(
     marker: tuple[int, ...],
     ranked_at_ms: int,
     age: int | None,
-    rows: list[int],
 ) -> RankedAhead:
-    """A ranked page as an order: keeps only the rows' items and how to explain them
+    """A ranked page as an order: keeps only its rows' items and how to explain them
     (the pool's candidates are shared with the proposal cache)."""
     pool = ranked.pool
-    idx = np.asarray(rows, np.int64)
+    idx = np.asarray(ranked.order, np.int64)
     candidates, origin, position = pool.candidates, pool.origin[idx], pool.position[idx]
     return RankedAhead(
         profile_ms=marker[0],

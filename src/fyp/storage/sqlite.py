@@ -24,7 +24,7 @@ from fyp.errors import AlreadyExists, ResidencyViolation, StorageError, UnknownU
 from fyp.events.schema import StoredEvent
 from fyp.storage.base import ErasedCounts, EventRow, LabelRow, Store, VideoRow
 from fyp.storage.migrations import sqlite_migrations
-from fyp.storage.served_writer import ServedBuffer, ServedRecord, write_records
+from fyp.storage.served_log import ServedBuffer, ServedRecord, write_records
 from fyp.storage.sqlite_rows import (
     EVENT_COLS,
     USER_COLS,
@@ -116,9 +116,9 @@ class SQLiteStore(Store):
             self._conn.close()
 
     def start_background_maintenance(self) -> None:
-        """For a serving process: checkpoint the WAL from a background thread, and write
-        the served log behind the response (``fyp.storage.served_writer``), each with
-        its own connection.
+        """For a serving process: commit the served log in groups of a few milliseconds
+        (``fyp.storage.served_log``), and checkpoint the WAL from a background thread
+        with its own connection, which also commits a group that traffic left behind.
 
         SQLite's automatic checkpoint runs inside whichever commit crosses the threshold,
         so every few hundred single-event writes one request paid for copying and syncing
@@ -128,7 +128,6 @@ class SQLiteStore(Store):
             return
         with self._lock:
             self._served = ServedBuffer()
-        with self._lock:
             self._conn.execute(f"PRAGMA wal_autocheckpoint={SERVING_AUTOCHECKPOINT_PAGES}")
         self._checkpointer = threading.Thread(
             target=self._checkpoint_loop, name=f"fyp-checkpoint-{self.region}", daemon=True
@@ -536,7 +535,7 @@ class SQLiteStore(Store):
                 if counter is None:
                     raise UnknownUser(f"no user {user_id!r} in region {self.region!r}")
                 return counter
-            # serving: committed with the group it joins (served_writer.py)
+            # serving: committed with the group it joins (served_log.py)
             rows = self._query("SELECT served_seq FROM users WHERE user_id=?", (user_id,))
             if not rows:
                 raise UnknownUser(f"no user {user_id!r} in region {self.region!r}")
