@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 import scipy.sparse as sp
 
 from fyp.catalog.models import UserIn, VideoIn
@@ -66,3 +67,53 @@ def test_train_keeps_only_the_newest_versions_and_never_the_live_one(tmp_path: P
     set_current(region_dir, versions[0])  # an operator rolled back to the older one
     assert prune_versions(region_dir, 1) == []  # the live version is never deleted
     assert list_versions(region_dir) == versions
+
+
+def test_serving_popularity_normalises_by_activity_and_halves_per_half_life() -> None:
+    from fyp.models.training import serving_popularity
+
+    day = 86_400_000
+    users = np.array([0, 1, 1, 1, 1])
+    items = np.array([0, 1, 2, 3, 4])
+    weights = np.ones(5)
+    ts = np.array([14 * day, 0, 14 * day, 14 * day, 14 * day])  # user 1's video 1 is old
+    pop = serving_popularity(users, items, weights, ts, (2, 5), TrainParams())
+    assert np.isclose(pop[0], 1.0)  # a selective user's fresh vote
+    assert np.isclose(pop[1], 0.5 / 4**1.5)  # one half-life old, from a user of 4
+    assert np.isclose(pop[2], 1 / 4**1.5)
+
+
+def test_ranker_features_use_the_serving_popularity(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The heads must learn on the feature serving gives them (same exponent, decay)."""
+    from fyp.models import training
+    from fyp.models.ranker_training import fit_ranker
+
+    calls: list[TrainParams] = []
+    real = training.serving_popularity
+
+    def spy(*args: object, **kwargs: object) -> np.ndarray:
+        calls.append(args[5])  # type: ignore[arg-type]
+        return real(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(training, "serving_popularity", spy)
+    rng = np.random.default_rng(0)
+    data = training.Interactions(users=[f"u{u}" for u in range(40)])
+    for u in range(40):
+        for k, i in enumerate(rng.choice(30, 10, replace=False)):
+            data.u.append(u)
+            data.i.append(int(i))
+            data.w.append(1.0)
+            data.ts.append(k)
+            data.obj_u.append(u)
+            data.obj_i.append(int(i))
+            data.obj_k.append(0)
+            data.obj_ts.append(k)
+    meta = {
+        "category": np.zeros(30, np.int64),
+        "creator": np.full(30, -1, np.int64),
+        "tag_ptr": np.zeros(31, np.int64),
+        "tag_idx": np.zeros(0, np.int64),
+    }
+    params = TrainParams(activity_exponent=1.25, half_life_days=3.0)
+    fit_ranker(data, meta, 30, params)
+    assert calls and all(c is params for c in calls)

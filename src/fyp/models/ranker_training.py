@@ -70,7 +70,7 @@ def fit_ranker(
     data: Interactions, meta: dict[str, np.ndarray], n_items: int, params: TrainParams
 ) -> tuple[dict[str, str], dict[str, Any]]:
     """Heads (LightGBM model text per objective) and a summary of what they saw."""
-    from fyp.models.training import cooccurrence_neighbours, fit_als, user_normalised_popularity
+    from fyp.models.training import cooccurrence_neighbours, fit_als, serving_popularity
 
     started = time.perf_counter()
     users = np.asarray(data.u, np.int64)
@@ -87,7 +87,12 @@ def fit_ranker(
     hx = sp.csr_matrix(
         (weights[history], (users[history], items[history])), shape=(n_users, n_items)
     )
-    popularity = user_normalised_popularity(hx, hx)
+    # the serving definition (activity exponent, decay); a plain count here taught the
+    # heads thresholds that serving's values never cross (KuaiRec-EAR test NDCG@10 of
+    # the heads 0.591 -> 0.606)
+    popularity = serving_popularity(
+        users[history], items[history], weights[history], ts[history], hx.shape, params
+    )
     nbr_idx, nbr_sim = cooccurrence_neighbours(hx, params.neighbours)
     user_f, item_f = fit_als(hx, replace(params, als_iterations=max(4, params.als_iterations // 2)))
     trending = np.argsort(-popularity, kind="stable")[:CANDIDATES_PER_SOURCE]

@@ -156,6 +156,25 @@ def user_normalised_popularity(
     return np.asarray((per_user @ decayed).sum(axis=0)).ravel().astype(np.float32)
 
 
+def serving_popularity(
+    users: np.ndarray,
+    items: np.ndarray,
+    weights: np.ndarray,
+    ts: np.ndarray,
+    shape: tuple[int, int],
+    params: TrainParams,
+) -> np.ndarray:
+    """The popularity the feed serves: user-normalised (``activity_exponent``) and
+    decayed (``half_life_days`` before the newest event). One definition, so the
+    ranker's heads learn on the very feature that serving feeds them."""
+    x = sp.csr_matrix((weights, (users, items)), shape=shape)
+    now_ms = int(ts.max()) if len(ts) else 0
+    decayed = sp.csr_matrix(
+        (weights * decay_weights(ts, now_ms, params.half_life_days), (users, items)), shape=shape
+    )
+    return user_normalised_popularity(x, decayed, params.activity_exponent)
+
+
 def decay_weights(ts: np.ndarray, now_ms: int, half_life_days: float) -> np.ndarray:
     """Halve an event's weight every ``half_life_days`` before the newest event."""
     return np.power(0.5, (now_ms - ts) / (half_life_days * 86_400_000.0))
@@ -252,13 +271,8 @@ def train_region(
     rows, cols = np.asarray(data.u, np.int64), np.asarray(data.i, np.int64)
     weights = np.asarray(data.w, np.float64)
     ts = np.asarray(data.ts, np.int64)
-    now_ms = int(ts.max()) if len(ts) else 0
     x = sp.csr_matrix((weights, (rows, cols)), shape=(n_users, n_items))
-    decayed = sp.csr_matrix(
-        (weights * decay_weights(ts, now_ms, params.half_life_days), (rows, cols)),
-        shape=(n_users, n_items),
-    )
-    popularity = user_normalised_popularity(x, decayed, params.activity_exponent)
+    popularity = serving_popularity(rows, cols, weights, ts, (n_users, n_items), params)
     nbr_idx, nbr_sim = cooccurrence_neighbours(x, params.neighbours)
     user_factors, item_factors = fit_als(x, params)
     heads: dict[str, str] = {}
