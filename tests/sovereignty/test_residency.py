@@ -82,8 +82,8 @@ def test_store_rows_of_a_foreign_user_are_found_in_any_table(dep: Path) -> None:
         ),
         ("INSERT INTO reports (reporter_id, reported_user_id) VALUES ('u0', 'u5')", ()),
         (
-            "INSERT INTO served (user_id, video_id, region, served_at_ms) "
-            "VALUES ('ghost', 'v1', 'us', 1)",
+            "INSERT INTO served_pages (user_id, page_seq, region, served_at_ms, video_ids) "
+            "VALUES ('ghost', 1, 'us', 1, '[\"v1\"]')",
             (),
         ),
     )
@@ -96,7 +96,7 @@ def test_store_rows_of_a_foreign_user_are_found_in_any_table(dep: Path) -> None:
     }
     assert all(f.home_region == "eu" and f.region == US for f in only(findings, kind="foreign"))
     assert [(f.location, f.user_id) for f in only(findings, kind="orphan")] == [
-        ("served.user_id", "ghost")
+        ("served_pages.user_id", "ghost")
     ]
     code, out = cli("residency", "check", str(dep), "--json")
     assert code == 1

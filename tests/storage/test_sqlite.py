@@ -228,20 +228,29 @@ def test_migration_statements_split_like_sqlite_parses_them() -> None:
     assert split_statements("  ;\n") == []
 
 
-def test_per_video_label_rows_migrate_into_one_set_per_user(tmp_path: Path) -> None:
-    """A store written before migration 3 keeps every held-out label."""
+def _store_at(path: Path, version: int) -> sqlite3.Connection:
+    """A raw store with the core migrations up to ``version`` applied, as an older fyp
+    left it."""
     from fyp.storage.migrations import sqlite_migrations
     from fyp.storage.sqlite import split_statements
 
-    path = tmp_path / "old.sqlite"
     conn = sqlite3.connect(path)
-    for statement in split_statements(sqlite_migrations()[0].sql.format(region="us")):
-        conn.execute(statement)
     conn.execute(
         "CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, name TEXT, "
         "applied_at_ms INTEGER)"
     )
-    conn.execute("INSERT INTO schema_migrations VALUES (1, 'core', 0)")
+    for m in sqlite_migrations():
+        if m.version <= version:
+            for statement in split_statements(m.sql.format(region="us")):
+                conn.execute(statement)
+            conn.execute("INSERT INTO schema_migrations VALUES (?, ?, 0)", (m.version, m.name))
+    return conn
+
+
+def test_per_video_label_rows_migrate_into_one_set_per_user(tmp_path: Path) -> None:
+    """A store written before migration 3 keeps every held-out label."""
+    path = tmp_path / "old.sqlite"
+    conn = _store_at(path, 1)
     conn.execute(
         "INSERT INTO users (user_id, home_region, created_at_ms, updated_at_ms) "
         "VALUES ('u1', 'us', 0, 0), ('u2', 'us', 0, 0)"
@@ -266,5 +275,45 @@ def test_per_video_label_rows_migrate_into_one_set_per_user(tmp_path: Path) -> N
             ("u2", "v1"),
         ]
         assert [r.video_id for r in store.iter_labels("ds", "val")] == ["v3"]
+    finally:
+        store.close()
+
+
+def test_per_video_served_rows_migrate_into_pages(tmp_path: Path) -> None:
+    """A store written before migration 5 keeps its served log and counters: each
+    (user, time) becomes one page, numbered down to 0 below the counter's future pages."""
+    path = tmp_path / "old.sqlite"
+    conn = _store_at(path, 4)
+    conn.execute(
+        "INSERT INTO users (user_id, home_region, created_at_ms, updated_at_ms, served_seq) "
+        "VALUES ('u1', 'us', 0, 0, 2), ('u2', 'us', 0, 0, 0)"
+    )
+    conn.executemany(
+        "INSERT INTO served (user_id, video_id, served_at_ms) VALUES (?,?,?)",
+        [("u1", "v1", 100), ("u1", "v2", 100), ("u1", "v3", 200), ("u2", "v1", 50)],
+    )
+    conn.commit()
+    conn.close()
+    store = open_store(sqlite_url(path), "us")
+    try:
+        assert sorted(store.served_since("u1", 0)) == ["v1", "v2", "v3"]
+        assert store.served_since("u1", 150) == ["v3"]
+        assert store.served_since("u2", 0) == ["v1"]
+        assert store.user_version("u1") == (0, -1, 2)  # the counter is untouched
+        assert store.record_served("u1", ["v2", "v4"], 300) == 3
+        assert sorted(store.served_since("u1", 150)) == ["v2", "v3", "v4"]
+        raw = raw_connect(store)
+        pages = raw.execute(
+            "SELECT user_id, page_seq, served_at_ms, video_ids FROM served_pages ORDER BY 1, 2"
+        ).fetchall()
+        view = raw.execute("SELECT COUNT(*) FROM served WHERE user_id='u1'").fetchone()[0]
+        raw.close()
+        assert pages == [
+            ("u1", -1, 100, '["v1","v2"]'),
+            ("u1", 0, 200, '["v3"]'),
+            ("u1", 3, 300, '["v2","v4"]'),
+            ("u2", 0, 50, '["v1"]'),
+        ]
+        assert view == 5  # the old shape, one row per video served
     finally:
         store.close()

@@ -29,7 +29,7 @@ ERASED_NAME = "[erased]"
 
 # columns whose rows are the user's own data and go with them; everything else that
 # names the user keeps its row and has the name replaced by ERASED_NAME
-OWNED_ROWS = {"users", "events", "labels", "served"}
+OWNED_ROWS = {"users", "events", "labels", "served_pages"}
 APPEND_ONLY = {"audit_log"}  # hash-chained: a row there can never be edited
 ARTIFACT_USER_ARRAYS = ("user_ids", "lineage_user_ids", "creator_ids", AHEAD_USERS)
 SCANNED_SUFFIXES = (".csv", ".jsonl", ".json")

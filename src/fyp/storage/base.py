@@ -221,14 +221,14 @@ class Store(ABC):
         ts_ms: int,
         forget_before_ms: int | None = None,
     ) -> int:
-        """Remember that these videos were shown to the user (latest time wins); with
+        """Remember that these videos were shown to the user at ``ts_ms``; with
         ``forget_before_ms``, also drop what was shown to them before it (the served log
         is kept only as long as the feed needs it). Returns the user's served counter
         after the record (the last part of ``user_version``)."""
 
     @abstractmethod
     def served_since(self, user_id: str, since_ms: int) -> list[str]:
-        """Videos shown to the user at or after ``since_ms``."""
+        """Videos shown to the user at any time at or after ``since_ms``, each once."""
 
     # -- held-out labels ------------------------------------------------------
     @abstractmethod

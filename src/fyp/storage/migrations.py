@@ -123,6 +123,40 @@ CORE_MIGRATIONS: tuple[Migration, ...] = (
         CREATE INDEX served_user_time ON served (user_id, served_at_ms);
         """,
     ),
+    Migration(
+        5,
+        "served log: one row per page served, not per video",
+        # Recording a page is the one write on the feed's path. A row per video cost ten
+        # inserts into two B-trees per page, and the WAL pages they dirtied (~27 KB a
+        # page) were what the checkpointer then copied and synced; a row per page costs
+        # one insert (~11 KB). ``page_seq`` is the user's served counter after the page
+        # (users.served_seq); pages migrated from the old table count down from 0. The
+        # view keeps the old shape (a row per video served) for export and erasure
+        # counts.
+        """
+        CREATE TABLE served_pages (
+            user_id        TEXT NOT NULL REFERENCES users (user_id) ON DELETE CASCADE,
+            page_seq       INTEGER NOT NULL,
+            region         TEXT NOT NULL DEFAULT '{region}' CHECK (region = '{region}'),
+            served_at_ms   INTEGER NOT NULL,
+            video_ids      TEXT NOT NULL,
+            PRIMARY KEY (user_id, page_seq)
+        ) WITHOUT ROWID;
+        INSERT INTO served_pages (user_id, page_seq, served_at_ms, video_ids)
+            SELECT user_id,
+                   1 - ROW_NUMBER() OVER (PARTITION BY user_id ORDER BY served_at_ms DESC),
+                   served_at_ms, video_ids
+            FROM (
+                SELECT user_id, served_at_ms, json_group_array(video_id) AS video_ids
+                FROM (SELECT * FROM served ORDER BY user_id, served_at_ms, video_id)
+                GROUP BY user_id, served_at_ms
+            );
+        DROP TABLE served;
+        CREATE VIEW served (user_id, video_id, region, served_at_ms) AS
+            SELECT p.user_id, j.value, p.region, p.served_at_ms
+            FROM served_pages AS p, json_each(p.video_ids) AS j;
+        """,
+    ),
 )
 
 

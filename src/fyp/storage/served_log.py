@@ -22,7 +22,8 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-ROWS_PER_STATEMENT = 300  # a page is at most 100 videos: one statement, well under 32766 ?s
+from pydantic_core import from_json, to_json
+
 MAX_AGE_S = 0.005
 MAX_RECORDS = 64
 ATTEMPTS = 3  # a group that failed this often is dropped (and logged)
@@ -39,31 +40,45 @@ class ServedRecord:
 def write_records(
     conn: sqlite3.Connection, user_id: str, records: Sequence[ServedRecord]
 ) -> int | None:
-    """Apply a user's records inside the caller's transaction: the served counter goes
-    up by one per record. Returns the new counter, or None if the user is gone."""
+    """Apply a user's records inside the caller's transaction: one ``served_pages`` row
+    each, numbered by the served counter, which goes up by one per record. Returns the
+    new counter, or None if the user is gone."""
     row = conn.execute(
         "UPDATE users SET served_seq = served_seq + ? WHERE user_id=? RETURNING served_seq",
         (len(records), user_id),
     ).fetchone()
     if row is None:
         return None
-    for record in records:
-        unique = list(dict.fromkeys(record.video_ids))  # one statement: a row appears once
-        for start in range(0, len(unique), ROWS_PER_STATEMENT):
-            part = unique[start : start + ROWS_PER_STATEMENT]
-            conn.execute(
-                "INSERT INTO served (user_id, video_id, served_at_ms) VALUES "
-                + ",".join(["(?,?,?)"] * len(part))
-                + " ON CONFLICT (user_id, video_id) "
-                "DO UPDATE SET served_at_ms=excluded.served_at_ms",
-                [x for v in part for x in (user_id, v, record.ts_ms)],
-            )
+    counter = int(row[0])
+    for k, record in enumerate(records):
+        conn.execute(
+            "INSERT INTO served_pages (user_id, page_seq, served_at_ms, video_ids) "
+            "VALUES (?,?,?,?)",
+            (
+                user_id,
+                counter - len(records) + 1 + k,
+                record.ts_ms,
+                to_json(list(dict.fromkeys(record.video_ids))).decode(),
+            ),
+        )
         if record.forget_before_ms is not None:
             conn.execute(
-                "DELETE FROM served WHERE user_id=? AND served_at_ms<?",
+                "DELETE FROM served_pages WHERE user_id=? AND served_at_ms<?",
                 (user_id, record.forget_before_ms),
             )
-    return int(row[0])
+    return counter
+
+
+def read_pages(
+    conn: sqlite3.Connection, user_id: str, since_ms: int
+) -> list[tuple[list[str], int]]:
+    """The user's pages served at or after ``since_ms``: (video ids, time), oldest first."""
+    rows = conn.execute(
+        "SELECT video_ids, served_at_ms FROM served_pages "
+        "WHERE user_id=? AND served_at_ms>=? ORDER BY page_seq",
+        (user_id, since_ms),
+    ).fetchall()
+    return [(from_json(ids), int(ts)) for ids, ts in rows]
 
 
 class ServedBuffer:
@@ -121,16 +136,16 @@ class ServedBuffer:
 
     @staticmethod
     def served_since(
-        stored: Sequence[tuple[str, int]], queued: Sequence[ServedRecord], since_ms: int
+        stored: Sequence[tuple[Sequence[str], int]],
+        queued: Sequence[ServedRecord],
+        since_ms: int,
     ) -> list[str]:
-        """The served videos at or after ``since_ms`` once ``queued`` records land on
-        ``stored`` (committed rows from ``since_ms`` on, with their times): later times
-        win, and each record's pruning applies in turn."""
-        if not queued:
-            return [v for v, _ in stored]
-        latest = dict(stored)
+        """The videos served at or after ``since_ms`` once ``queued`` records land on
+        ``stored`` (the committed pages from ``since_ms`` on, with their times): each
+        record's pruning applies in turn, as its commit would."""
+        pages = list(stored)
         for record in queued:
-            latest.update(dict.fromkeys(record.video_ids, record.ts_ms))
+            pages.append((record.video_ids, record.ts_ms))
             if record.forget_before_ms is not None:
-                latest = {v: t for v, t in latest.items() if t >= record.forget_before_ms}
-        return [v for v, t in latest.items() if t >= since_ms]
+                pages = [(ids, t) for ids, t in pages if t >= record.forget_before_ms]
+        return list(dict.fromkeys(v for ids, t in pages if t >= since_ms for v in ids))

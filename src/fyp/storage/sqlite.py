@@ -24,7 +24,7 @@ from fyp.errors import AlreadyExists, ResidencyViolation, StorageError, UnknownU
 from fyp.events.schema import StoredEvent
 from fyp.storage.base import ErasedCounts, EventRow, LabelRow, Store, VideoRow
 from fyp.storage.migrations import sqlite_migrations
-from fyp.storage.served_log import ServedBuffer, ServedRecord, write_records
+from fyp.storage.served_log import ServedBuffer, ServedRecord, read_pages, write_records
 from fyp.storage.sqlite_rows import (
     EVENT_COLS,
     USER_COLS,
@@ -314,7 +314,7 @@ class SQLiteStore(Store):
                 ).fetchone()[0]
             )
             c.execute("DELETE FROM labels WHERE user_id=?", (user_id,))
-            c.execute("DELETE FROM served WHERE user_id=?", (user_id,))
+            c.execute("DELETE FROM served_pages WHERE user_id=?", (user_id,))
             users = c.execute("DELETE FROM users WHERE user_id=?", (user_id,)).rowcount
         return ErasedCounts(users=users, events=events, labels=labels)
 
@@ -559,14 +559,10 @@ class SQLiteStore(Store):
         return (profile, event, served + buffered)
 
     def served_since(self, user_id: str, since_ms: int) -> list[str]:
-        with self._lock:
-            if self._served is None:
-                sql = "SELECT video_id FROM served WHERE user_id=? AND served_at_ms>=?"
-                return [r[0] for r in self._query(sql, (user_id, since_ms))]
-            sql = "SELECT video_id, served_at_ms FROM served WHERE user_id=? AND served_at_ms>=?"
-            rows = self._query(sql, (user_id, since_ms))
-            queued = list(self._served.queued(user_id))
-        return ServedBuffer.served_since([(str(v), int(t)) for v, t in rows], queued, since_ms)
+        with self._lock:  # committed and buffered records, each counted once
+            pages = read_pages(self._conn, user_id, since_ms)
+            queued = () if self._served is None else list(self._served.queued(user_id))
+        return ServedBuffer.served_since(pages, queued, since_ms)
 
     # -- held-out labels ------------------------------------------------------
     def insert_label_sets(self, dataset: str, split: str, sets: Mapping[str, Sequence[str]]) -> int:
