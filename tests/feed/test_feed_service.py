@@ -9,6 +9,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from fyp.catalog.models import UserIn
 from fyp.catalog.service import Catalog
@@ -316,3 +318,15 @@ def test_the_feed_section_of_the_config_sets_the_window_and_the_caches(
     assert service._states.max_users == 0 and service.pipeline._proposals.max_users == 3
     assert len(service.feed("u5", n=5).items) == 5  # no caches at all still serves
     assert FeedService(trained, seen_window_ms=1000).seen_window_ms == 1000
+
+
+@given(page=st.integers(0, 2**40), session=st.integers(0, 2**31))
+def test_cursor_is_the_json_it_always_was_and_round_trips(page: int, session: int) -> None:
+    import base64
+    import json
+
+    from fyp.feed.service import decode_cursor
+
+    as_json = json.dumps({"p": page, "s": session}, separators=(",", ":")).encode()
+    assert encode_cursor(page, session) == base64.urlsafe_b64encode(as_json).decode().rstrip("=")
+    assert decode_cursor(encode_cursor(page, session)) == (page, session)

@@ -135,6 +135,8 @@ class AheadCache:
 def next_rows(order: RankedAhead, served: set[int], want: int) -> list[int]:
     """The first ``want`` positions of ``order`` whose video was not served since."""
     out: list[int] = []
+    if not served:
+        return list(range(min(want, len(order.items))))
     for k, item in enumerate(order.items.tolist()):
         if item not in served:
             out.append(k)

@@ -153,13 +153,15 @@ def explore(
 
 def separate_creators(model: RegionModel, pool: Pool, order: list[int]) -> list[int]:
     """Move a video away from a same-creator neighbour, dropping it if nothing fits."""
-    creators = model.creator[pool.items]
+    creators: list[int] = model.creator[pool.items].tolist()
+    if all(c < 0 for c in creators):
+        return list(order)  # no known creators (e.g. KuaiRec): nothing to keep apart
     out: list[int] = []
     pending = list(order)
     while pending:
-        last = int(creators[out[-1]]) if out else -1
+        last = creators[out[-1]] if out else -1
         for k, row in enumerate(pending):
-            c = int(creators[row])
+            c = creators[row]
             if c < 0 or c != last:
                 out.append(pending.pop(k))
                 break

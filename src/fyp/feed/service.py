@@ -83,7 +83,9 @@ class FeedPage:
 
 
 def encode_cursor(page: int, session: int) -> str:
-    raw = json.dumps({"p": page, "s": session}, separators=(",", ":")).encode()
+    # what json.dumps({"p": page, "s": session}, separators=(",", ":")) writes, at a
+    # fraction of its cost on every page
+    raw = f'{{"p":{int(page)},"s":{int(session)}}}'.encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
@@ -376,20 +378,20 @@ class FeedService:
             position=np.asarray(passed, np.int64),
             candidates=[],
         )
-        kept = separate_creators(model, final, list(range(len(final))))
-        page: list[FeedItem] = []
-        for row in kept[:n]:
-            k = passed[row]
-            page.append(
-                FeedItem(
-                    video_id=str(model.video_ids[int(order.items[k])]),
-                    position=len(page),
-                    score=round(float(order.scores[k]), 6),
-                    source=order.source_of(k),
-                    reason=order.reason_of(k),
-                )
+        kept = [passed[row] for row in separate_creators(model, final, list(range(len(final))))]
+        chosen = np.asarray(kept[:n], np.int64)
+        ids: list[str] = model.video_ids[order.items[chosen]].tolist()
+        scores: list[float] = order.scores[chosen].tolist()
+        return [
+            FeedItem(
+                video_id=video_id,
+                position=position,
+                score=round(score, 6),
+                source=order.source_of(k),
+                reason=order.reason_of(k),
             )
-        return page
+            for position, (k, video_id, score) in enumerate(zip(kept, ids, scores, strict=False))
+        ]
 
 
 def _as_order(
