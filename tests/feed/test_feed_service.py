@@ -330,3 +330,55 @@ def test_cursor_is_the_json_it_always_was_and_round_trips(page: int, session: in
     as_json = json.dumps({"p": page, "s": session}, separators=(",", ":")).encode()
     assert encode_cursor(page, session) == base64.urlsafe_b64encode(as_json).decode().rstrip("=")
     assert decode_cursor(encode_cursor(page, session)) == (page, session)
+
+
+def test_a_serving_process_loads_a_new_artifact_while_the_old_one_serves(
+    trained: Deployment, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import threading
+
+    import fyp.feed.service as service_module
+    from fyp.models.region_model import RegionModel
+
+    monkeypatch.setattr(service_module, "RELOAD_CHECK_S", 0.0)
+    service = FeedService(trained, reload_in_background=True)
+    assert service.warm() == ["us", "eu"]  # both trained: loaded before any request
+    before = service.model("us").manifest.version
+    release = threading.Event()
+    real_load = RegionModel.load.__func__  # type: ignore[attr-defined]
+
+    def slow_load(cls: type[RegionModel], *args: object) -> RegionModel:
+        release.wait(10)
+        return real_load(cls, *args)  # type: ignore[no-any-return]
+
+    monkeypatch.setattr(RegionModel, "load", classmethod(slow_load))
+    new = train_and_publish(trained.store("us"), trained.config.region_dir("us")).version
+    # while the new artifact loads, requests keep the loaded model instead of waiting
+    assert service.feed("u12", n=5, record=False).model_version == before
+    assert service.feed("u12", n=5, record=False).model_version == before
+    release.set()
+    deadline = time.monotonic() + 10
+    while service.model("us").manifest.version != new and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert service.feed("u12", n=5, record=False).model_version == new
+
+
+def test_a_failed_background_load_keeps_the_loaded_model(
+    trained: Deployment, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import shutil
+
+    import fyp.feed.service as service_module
+
+    monkeypatch.setattr(service_module, "RELOAD_CHECK_S", 0.0)
+    service = FeedService(trained, reload_in_background=True)
+    before = service.model("us").manifest.version
+    us_dir = trained.config.region_dir("us")
+    eu_dir = trained.config.region_dir("eu")
+    version = (eu_dir / "models" / "current").read_text()
+    shutil.copytree(eu_dir / "models" / version, us_dir / "models" / "planted")
+    (us_dir / "models" / "current").write_text("planted")  # another region's artifact
+    for _ in range(20):
+        assert service.feed("u12", n=5, record=False).model_version == before
+        time.sleep(0.01)
+    assert service.model("us").manifest.region == "us"

@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import logging
 import threading
 import time
 import weakref
@@ -41,6 +42,7 @@ MAX_PAGE = 100
 DEFAULT_PAGE = 10
 _NONE, _NONE_F = np.zeros(0, np.int64), np.zeros(0, np.float32)
 RELOAD_CHECK_S = 1.0
+log = logging.getLogger("fyp.feed")
 
 
 @dataclass
@@ -114,10 +116,14 @@ class FeedService:
         eligibility: EligibilityCheck | None = None,
         seen_window_ms: int | None = None,
         cache_users: int | None = None,
+        reload_in_background: bool = False,
     ) -> None:
         """``eligibility`` defaults to the deployment's moderation state: nothing reaches
         a feed unchecked. Pass ``allow_all`` only in tests of the ranking itself.
-        ``cache_users`` overrides every per-user cache size of ``[feed]`` (0: none)."""
+        ``cache_users`` overrides every per-user cache size of ``[feed]`` (0: none).
+        ``reload_in_background`` (serving processes): a newly published artifact is
+        loaded by a thread while the loaded one keeps serving, so no request waits the
+        ~0.1-0.3 s a load takes; otherwise the request that notices it loads it."""
         if eligibility is None:
             from fyp.moderation import ModerationEligibility
 
@@ -135,6 +141,9 @@ class FeedService:
         self._models: dict[str, RegionModel] = {}
         self._checked: dict[str, float] = {}
         self._lock = threading.Lock()
+        self.reload_in_background = reload_in_background
+        self._loading: set[str] = set()  # regions a background load is running for
+        self._loading_lock = threading.Lock()
         self._universe: tuple[Sequence[str], RegionModel, np.ndarray] | None = None
         self._states = StateCache(max_users=states)
         self._ahead = AheadCache(max_users=proposals)  # orders share the proposals' arrays
@@ -150,6 +159,45 @@ class FeedService:
         self._checked[region] = now
         if model is not None and model.manifest.version == version:
             return model
+        if model is not None and self.reload_in_background:
+            self._load_later(region)
+            return model
+        return self._load(region, version)
+
+    def warm(self) -> list[str]:
+        """Load every trained region's model and catalogue snapshot now (a serving
+        process, before its first request); returns the regions with a model."""
+        loaded: list[str] = []
+        for region in self.deployment.regions:
+            snapshot_for(self.deployment.store(region)).refresh()
+            try:
+                self.model(region)
+            except ModelError:
+                continue  # not trained yet: its feeds fail until it is
+            loaded.append(region)
+        return loaded
+
+    def _load_later(self, region: str) -> None:
+        """Load the region's current artifact in a thread (one at a time per region);
+        on failure the loaded model keeps serving and the next check tries again."""
+        with self._loading_lock:
+            if region in self._loading:
+                return
+            self._loading.add(region)
+
+        def run() -> None:
+            try:
+                self._load(region, current_version(self.deployment.config.region_dir(region)))
+            except Exception:
+                log.exception("loading the new model of region %s failed", region)
+            finally:
+                with self._loading_lock:
+                    self._loading.discard(region)
+
+        threading.Thread(target=run, name=f"fyp-model-{region}", daemon=True).start()
+
+    def _load(self, region: str, version: str | None) -> RegionModel:
+        region_dir = self.deployment.config.region_dir(region)
         with self._lock:
             try:
                 fresh = RegionModel.load(region_dir, version)

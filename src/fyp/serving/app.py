@@ -53,10 +53,13 @@ def create_app(deployment: Deployment | str | Path) -> FastAPI:
         deployment=deployment,
         catalog=Catalog(deployment),
         ingestor=Ingestor(deployment),
-        feed=FeedService(deployment, eligibility=ModerationEligibility(deployment)),
+        feed=FeedService(
+            deployment, eligibility=ModerationEligibility(deployment), reload_in_background=True
+        ),
         moderator=moderator,
         reviews=Reviews(moderator),
     )
+    app.state.fyp.feed.warm()  # models and catalogue snapshots in memory before any request
     install_error_handlers(app)
     # hot routes first: the router tries routes in order, and every event and feed
     # request would otherwise first be matched against every users and videos route
