@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import heapq
 from dataclasses import dataclass
 
 import numpy as np
@@ -44,70 +43,51 @@ def diversify(
     """Greedy pick: each repeat of a creator/category multiplies utility by a decay
     (never below ``floor``); sharing a tag with the last few videos (``recent``: the
     user's latest, newest first) costs ``tag_decay``; never two consecutive videos of
-    one known creator.
+    one known creator; ties go to the better-ranked.
 
-    Lazy greedy: penalties only ever shrink ``utility x creator x category``, so a heap
-    of those products, refreshed when popped, finds each step's best without scoring
-    the whole shortlist again (same picks, ties to the better-ranked, as a full scan)."""
+    Each step rescores the whole shortlist in a few array operations, penalties kept
+    per creator and per category. (A lazy heap that re-scored only what could win was
+    slower on real shortlists: the tag window changes every step, so most of the top of
+    the heap was popped and pushed back each time; 0.76 against 0.43 ms for 20 picks.)"""
     if len(pool) == 0:
         return []
     short = np.argsort(-scores, kind="stable")[: shortlist_size(n)]
-    top = scores[short]
-    utility: list[float] = (top - top.min() + 1e-6).tolist()
+    top = scores[short].astype(np.float64)
+    utility = top - top.min() + 1e-6
     items = pool.items[short]
-    creators: list[int] = model.creator[items].tolist()
-    categories: list[int] = model.category[items].tolist()
-    tags: list[int] = model.tag_bits[items].tolist()
-    size = len(utility)
-    creator_pen = [1.0] * size
-    category_pen = [1.0] * size
-    by_creator: dict[int, list[int]] = {}
-    by_category: dict[int, list[int]] = {}
-    for i in range(size):
-        by_creator.setdefault(creators[i], []).append(i)
-        by_category.setdefault(categories[i], []).append(i)
+    creators, creator_of = np.unique(model.creator[items], return_inverse=True)
+    categories, category_of = np.unique(model.category[items], return_inverse=True)
+    tags = model.tag_bits[items]
+    creator_pen = np.ones(len(creators))
+    category_pen = np.ones(len(categories))
     window: list[int] = (
         [] if recent is None else model.tag_bits[recent[: p.tag_window]][::-1].tolist()
     )
-    heap = [(-u, i) for i, u in enumerate(utility)]
-    heapq.heapify(heap)
+    taken = np.zeros(len(short), bool)
     chosen: list[int] = []
-    last_creator = -1
-    for _ in range(min(n, size)):
+    last = -1  # index into ``creators`` of the previous pick's known creator
+    for _ in range(min(n, len(short))):
         recent_tags = 0
         for bits in window[-p.tag_window :]:
             recent_tags |= bits
-        best, best_val = -1, -1.0
-        held: list[int] = []
-        while heap:
-            neg, i = heap[0]
-            if -neg < best_val or (-neg == best_val and i > best):
-                break  # nothing left can beat (or tie ahead of) the best so far
-            heapq.heappop(heap)
-            bound = utility[i] * creator_pen[i] * category_pen[i]
-            if bound < -neg:
-                heapq.heappush(heap, (-bound, i))  # a penalty landed since: re-file it
-                continue
-            held.append(i)
-            if last_creator >= 0 and creators[i] == last_creator:
-                continue
-            value = bound * (p.tag_decay if tags[i] & recent_tags else 1.0)
-            if value > best_val or (value == best_val and i < best):
-                best, best_val = i, value
-        for i in held:
-            if i != best:
-                heapq.heappush(heap, (-(utility[i] * creator_pen[i] * category_pen[i]), i))
-        if best < 0:
+        value = utility * creator_pen[creator_of] * category_pen[category_of]
+        if recent_tags:
+            value[(tags & np.uint64(recent_tags)) != 0] *= p.tag_decay
+        value[taken] = -1.0
+        if last >= 0:
+            value[creator_of == last] = -1.0
+        best = int(np.argmax(value))  # the first of equals: the better-ranked
+        if value[best] < 0:
             break
+        taken[best] = True
         chosen.append(int(short[best]))
-        window.append(tags[best])
-        last_creator = creators[best]
-        if last_creator >= 0:
-            for j in by_creator[last_creator]:
-                creator_pen[j] = max(p.floor, creator_pen[j] * p.creator_decay)
-        if categories[best] >= 0:
-            for j in by_category[categories[best]]:
-                category_pen[j] = max(p.floor, category_pen[j] * p.category_decay)
+        window.append(int(tags[best]))
+        c, k = creator_of[best], category_of[best]
+        last = int(c) if creators[c] >= 0 else -1
+        if creators[c] >= 0:
+            creator_pen[c] = max(p.floor, creator_pen[c] * p.creator_decay)
+        if categories[k] >= 0:
+            category_pen[k] = max(p.floor, category_pen[k] * p.category_decay)
     return chosen
 
 
