@@ -288,7 +288,7 @@ class FeedService:
     def feed(
         self,
         user_id: str,
-        n: int = 10,
+        n: int = DEFAULT_PAGE,
         cursor: str | None = None,
         record: bool = True,
         universe: Sequence[str] | None = None,

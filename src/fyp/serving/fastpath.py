@@ -23,7 +23,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from fyp.access.guard import PRINCIPAL
 from fyp.errors import FypError, PayloadTooLarge, error_body, http_status
 from fyp.events.ingest import Ingestor
-from fyp.feed.service import MAX_PAGE, FeedService
+from fyp.feed.service import DEFAULT_PAGE, MAX_PAGE, FeedService
 from fyp.serving.routers.events import _EVENT, REGION_HEADER, _parse
 
 PATH = "/v1/events"
@@ -92,7 +92,7 @@ _FEED_PATH = re.compile(r"/v1/users/([^/]+)/feed")
 
 def _plain_feed_params(query: bytes) -> tuple[int, str | None] | None:
     """``(n, cursor)`` when the query is plain enough for the fast path, else None."""
-    n, cursor = 10, None
+    n, cursor = DEFAULT_PAGE, None
     seen: set[str] = set()
     for name, value in parse_qsl(query.decode("latin-1"), keep_blank_values=True):
         if name in seen:

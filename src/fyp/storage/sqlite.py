@@ -374,20 +374,21 @@ class SQLiteStore(Store):
     def update_video(self, video: Video) -> None:
         self._check_published(video)
         with self.transaction():
+            row = VideoRow.of(video)  # the one place a video's columns are encoded
             cur = self._conn.execute(
                 "UPDATE videos SET creator_id=?, caption=?, hashtags=?, categories=?, tags=?, "
                 "duration_ms=?, regions=?, attributes=?, updated_at_ms=? WHERE video_id=?",
                 (
-                    video.creator_id,
-                    video.caption,
-                    dumps(video.hashtags),
-                    dumps(video.categories),
-                    dumps(video.tags),
-                    video.duration_ms,
-                    dumps(video.regions),
-                    dumps(video.attributes),
-                    video.updated_at_ms,
-                    video.video_id,
+                    row.creator_id,
+                    row.caption,
+                    row.hashtags,
+                    row.categories,
+                    row.tags,
+                    row.duration_ms,
+                    row.regions,
+                    row.attributes,
+                    row.updated_at_ms,
+                    row.video_id,
                 ),
             )
             if cur.rowcount == 0:

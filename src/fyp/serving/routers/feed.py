@@ -7,6 +7,7 @@ import json
 
 from fastapi import APIRouter, Query, Request, Response
 
+from fyp.feed.service import DEFAULT_PAGE, MAX_PAGE
 from fyp.serving.dependencies import AppState
 
 router = APIRouter(prefix="/v1/users", tags=["feed"])
@@ -16,7 +17,7 @@ router = APIRouter(prefix="/v1/users", tags=["feed"])
 async def feed(
     request: Request,
     user_id: str,
-    n: int = Query(10, ge=1, le=100, description="How many videos."),
+    n: int = Query(DEFAULT_PAGE, ge=1, le=MAX_PAGE, description="How many videos."),
     cursor: str | None = Query(None, description="next_cursor of the previous page."),
     debug: bool = Query(False, description="Include what each filter removed and why."),
 ) -> Response:
