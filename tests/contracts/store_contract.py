@@ -433,9 +433,16 @@ class StoreContract:
         self.seed(store, "u1", "u2")
         store.record_served("u1", ["old", "again"], T0)
         store.record_served("u2", ["old"], T0)
-        store.record_served("u1", ["again", "new"], T0 + 100, forget_before_ms=T0 + 50)
+        store.record_served("u1", ["again", "new"], T0 + 100)
+        before = store.user_version("u2")
+        assert store.forget_served_before(T0 + 50) == 2  # a page of each user
         assert sorted(store.served_since("u1", 0)) == ["again", "new"]
-        assert store.served_since("u2", 0) == ["old"]  # only that user's log is pruned
+        assert store.served_since("u2", 0) == []
+        assert store.forget_served_before(T0 + 50) == 0
+        # u2's last page is gone, and their counter did not go back with it
+        assert store.user_version("u2") == before
+        counter = store.record_served("u2", ["later"], T0 + 200)
+        assert before is None or counter == before[2] + 1
         with pytest.raises(UnknownUser):
             store.record_served("ghost", ["v"], T0)
 

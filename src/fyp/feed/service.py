@@ -378,9 +378,7 @@ class FeedService:
         """Write the page to the served log and keep the caches in step with it."""
         shown = [p.video_id for p in page]
         now = time.time_ns() // 1_000_000
-        counter = store.record_served(
-            user_id, shown, now, forget_before_ms=now - self.seen_window_ms
-        )
+        counter = store.record_served(user_id, shown, now)
         if marker is None:
             return
         # profile and events as read at the start: if another process changed them

@@ -32,8 +32,9 @@ def create_app(deployment: Deployment | str | Path) -> FastAPI:
     owned = not isinstance(deployment, Deployment)
     if not isinstance(deployment, Deployment):
         deployment = Deployment.open(deployment)
+    window_ms = deployment.config.feed.seen_window_ms
     for store in deployment.stores.values():
-        store.start_background_maintenance()
+        store.start_background_maintenance(served_window_ms=window_ms)
     opened = deployment
 
     @asynccontextmanager

@@ -108,8 +108,11 @@ class Store(ABC):
     @abstractmethod
     def close(self) -> None: ...
 
-    def start_background_maintenance(self) -> None:  # noqa: B027 - optional hook
-        """Move housekeeping (e.g. WAL checkpoints) off the request path while serving."""
+    def start_background_maintenance(  # noqa: B027 - optional hook
+        self, served_window_ms: int | None = None
+    ) -> None:
+        """Move housekeeping (e.g. WAL checkpoints) off the request path while serving,
+        and with ``served_window_ms`` forget served pages older than that now and then."""
 
     @abstractmethod
     def transaction(self) -> AbstractContextManager[None]:
@@ -214,17 +217,15 @@ class Store(ABC):
 
     # -- served log -----------------------------------------------------------
     @abstractmethod
-    def record_served(
-        self,
-        user_id: str,
-        video_ids: Sequence[str],
-        ts_ms: int,
-        forget_before_ms: int | None = None,
-    ) -> int:
-        """Remember that these videos were shown to the user at ``ts_ms``; with
-        ``forget_before_ms``, also drop what was shown to them before it (the served log
-        is kept only as long as the feed needs it). Returns the user's served counter
-        after the record (the last part of ``user_version``)."""
+    def record_served(self, user_id: str, video_ids: Sequence[str], ts_ms: int) -> int:
+        """Remember that these videos were shown to the user at ``ts_ms``. Returns the
+        user's served counter after the record (the last part of ``user_version``)."""
+
+    @abstractmethod
+    def forget_served_before(self, before_ms: int) -> int:
+        """Forget every user's pages shown before ``before_ms`` (the served log is kept
+        only as long as the feed needs it) and return how many; the served counters do
+        not go back. Runs in transactions of its own."""
 
     @abstractmethod
     def served_since(self, user_id: str, since_ms: int) -> list[str]:

@@ -157,6 +157,18 @@ CORE_MIGRATIONS: tuple[Migration, ...] = (
             FROM served_pages AS p, json_each(p.video_ids) AS j;
         """,
     ),
+    Migration(
+        6,
+        "served log: the counter is the newest page; old pages are forgotten by time",
+        # Rewriting the users row (the counter) and deleting the user's old pages on every
+        # page served were two thirds of the served log's cost per page. The counter is
+        # now the newest page's number (users.served_seq keeps it only for a user whose
+        # pages were all forgotten), and pages older than the seen window are deleted in
+        # bulk by the serving process's maintenance thread, by this index on time.
+        """
+        CREATE INDEX served_pages_time ON served_pages (served_at_ms);
+        """,
+    ),
 )
 
 

@@ -9,6 +9,7 @@ power loss at some cost in write latency.
 from __future__ import annotations
 
 import json
+import logging
 import sqlite3
 import threading
 import time
@@ -24,7 +25,15 @@ from fyp.errors import AlreadyExists, ResidencyViolation, StorageError, UnknownU
 from fyp.events.schema import StoredEvent
 from fyp.storage.base import ErasedCounts, EventRow, LabelRow, Store, VideoRow
 from fyp.storage.migrations import sqlite_migrations
-from fyp.storage.served_log import ServedBuffer, ServedRecord, read_pages, write_records
+from fyp.storage.served_log import (
+    COUNTER,
+    COUNTER_SQL,
+    ServedBuffer,
+    ServedRecord,
+    forget_before,
+    read_pages,
+    write_records,
+)
 from fyp.storage.sqlite_rows import (
     EVENT_COLS,
     USER_COLS,
@@ -41,8 +50,11 @@ _CHUNK = 900  # stay under SQLite's bound-parameter limit in IN (...) lists
 CHECKPOINT_INTERVAL_S = 1.0
 SERVED_SWEEP_S = 0.05  # a served group left behind by traffic waits at most this
 SERVING_AUTOCHECKPOINT_PAGES = 20_000  # safety cap when the background checkpointer lags
+SERVED_FORGET_S = 60.0  # how often a serving store forgets pages older than the window
+SERVED_FORGET_CHUNK = 2_000  # pages per forgetting transaction: short write locks
 _SYNC_MODES = {"off", "normal", "full", "extra"}
 BULK_REINDEX_ROWS = 10_000  # a bulk insert this large into an empty table indexes afterwards
+log = logging.getLogger("fyp.storage")
 
 
 def _chunks(items: Sequence[str]) -> Iterator[Sequence[str]]:
@@ -91,6 +103,7 @@ class SQLiteStore(Store):
         self._stop = threading.Event()
         self._checkpointer: threading.Thread | None = None
         self._served: ServedBuffer | None = None  # serving: the served log in groups
+        self._served_window_ms: int | None = None  # serving: forget pages older than this
 
     # -- lifecycle ------------------------------------------------------------
     def _connect(self) -> sqlite3.Connection:
@@ -115,10 +128,11 @@ class SQLiteStore(Store):
             self._commit_served()  # what is still buffered
             self._conn.close()
 
-    def start_background_maintenance(self) -> None:
+    def start_background_maintenance(self, served_window_ms: int | None = None) -> None:
         """For a serving process: commit the served log in groups of a few milliseconds
         (``fyp.storage.served_log``), and checkpoint the WAL from a background thread
-        with its own connection, which also commits a group that traffic left behind.
+        with its own connection, which also commits a group that traffic left behind
+        and, given ``served_window_ms``, forgets pages older than that once a minute.
 
         SQLite's automatic checkpoint runs inside whichever commit crosses the threshold,
         so every few hundred single-event writes one request paid for copying and syncing
@@ -128,6 +142,7 @@ class SQLiteStore(Store):
             return
         with self._lock:
             self._served = ServedBuffer()
+            self._served_window_ms = served_window_ms
             self._conn.execute(f"PRAGMA wal_autocheckpoint={SERVING_AUTOCHECKPOINT_PAGES}")
         self._checkpointer = threading.Thread(
             target=self._checkpoint_loop, name=f"fyp-checkpoint-{self.region}", daemon=True
@@ -136,22 +151,38 @@ class SQLiteStore(Store):
 
     def _checkpoint_loop(self) -> None:
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        last_checkpoint = time.monotonic()
+        last_checkpoint = last_forget = time.monotonic()
         try:
             conn.execute("PRAGMA busy_timeout=1000")
+            conn.execute("PRAGMA foreign_keys=ON")
             while not self._stop.wait(SERVED_SWEEP_S):
                 with self._lock:  # a group no request came to commit
                     if self._served is not None and self._served.due(SERVED_SWEEP_S):
                         self._commit_served()
-                if time.monotonic() - last_checkpoint < CHECKPOINT_INTERVAL_S:
+                now = time.monotonic()
+                if self._served_window_ms is not None and now - last_forget >= SERVED_FORGET_S:
+                    last_forget = now
+                    self._forget_served(conn, self._served_window_ms)
+                if now - last_checkpoint < CHECKPOINT_INTERVAL_S:
                     continue
-                last_checkpoint = time.monotonic()
+                last_checkpoint = now
                 try:
                     conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
                 except sqlite3.Error:
                     continue  # busy or locked: try again next interval
         finally:
             conn.close()
+
+    def _forget_served(self, conn: sqlite3.Connection, window_ms: int) -> None:
+        """Forget pages older than the window, a chunk per transaction; a failure is
+        logged and retried at the next pass (the feed never reads past the window)."""
+        before = time.time_ns() // 1_000_000 - window_ms
+        try:
+            while not self._stop.is_set():
+                if forget_before(conn, before, SERVED_FORGET_CHUNK) < SERVED_FORGET_CHUNK:
+                    return
+        except sqlite3.Error as exc:
+            log.warning("served log: forgetting old pages failed, retrying later: %s", exc)
 
     def _commit_served(self) -> None:
         """Commit the buffered served records (caller holds ``_lock``), unless a
@@ -519,25 +550,18 @@ class SQLiteStore(Store):
         return int(self._query("SELECT COALESCE(MAX(seq), 0) FROM events")[0][0])
 
     # -- served log -----------------------------------------------------------
-    def record_served(
-        self,
-        user_id: str,
-        video_ids: Sequence[str],
-        ts_ms: int,
-        forget_before_ms: int | None = None,
-    ) -> int:
-        record = ServedRecord(tuple(video_ids), ts_ms, forget_before_ms)
+    def record_served(self, user_id: str, video_ids: Sequence[str], ts_ms: int) -> int:
+        record = ServedRecord(tuple(video_ids), ts_ms)
         with self._lock:
             served = self._served
             if served is None:
                 with self.transaction():
                     # the counter is what user_version reads: every record changes it
-                    counter = write_records(self._conn, user_id, [record])
-                if counter is None:
-                    raise UnknownUser(f"no user {user_id!r} in region {self.region!r}")
-                return counter
+                    if not write_records(self._conn, user_id, [record]):
+                        raise UnknownUser(f"no user {user_id!r} in region {self.region!r}")
+                    return int(self._conn.execute(COUNTER_SQL, (user_id,)).fetchone()[0])
             # serving: committed with the group it joins (served_log.py)
-            rows = self._query("SELECT served_seq FROM users WHERE user_id=?", (user_id,))
+            rows = self._query(COUNTER_SQL, (user_id,))
             if not rows:
                 raise UnknownUser(f"no user {user_id!r} in region {self.region!r}")
             served.add(user_id, record)
@@ -546,11 +570,22 @@ class SQLiteStore(Store):
                 self._commit_served()
             return counter
 
+    def forget_served_before(self, before_ms: int) -> int:
+        with self._lock:
+            if self._depth:
+                raise StorageError("forget_served_before runs in transactions of its own")
+            self._commit_served()
+            gone, chunk = 0, SERVED_FORGET_CHUNK
+            while chunk == SERVED_FORGET_CHUNK:
+                chunk = forget_before(self._conn, before_ms, SERVED_FORGET_CHUNK)
+                gone += chunk
+        return gone
+
     def user_version(self, user_id: str) -> tuple[int, ...] | None:
         with self._lock:  # committed and buffered records, each counted once
             rows = self._query(
                 "SELECT updated_at_ms, (SELECT MAX(seq) FROM events WHERE user_id = ?1), "
-                "served_seq FROM users WHERE user_id = ?1",
+                f"{COUNTER} FROM users WHERE user_id = ?1",
                 (user_id,),
             )
             buffered = 0 if self._served is None else len(self._served.queued(user_id))
