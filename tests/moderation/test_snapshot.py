@@ -61,3 +61,34 @@ def test_one_snapshot_per_store_object(tmp_path: Path) -> None:
     with Deployment.init(tmp_path / "d", ["us", "eu"]) as d:
         assert snapshot_for(d.store("us")) is snapshot_for(d.store("us"))
         assert snapshot_for(d.store("us")) is not snapshot_for(d.store("eu"))
+
+
+def test_held_checks_share_one_version_of_the_catalogue(tmp_path: Path) -> None:
+    with Deployment.init(tmp_path / "d", ["us"]) as d:
+        store = d.store("us")
+        store.bulk_insert_videos([video("a")])
+        snap = CatalogSnapshot(store)
+        with snap.held():
+            store.bulk_insert_videos([video("b")])  # lands while a page is checked
+            assert snap.live_ids(["a", "b"]) == {"a"}
+            with snap.held():  # nested: still the same version
+                assert snap.live_ids(["a", "b"]) == {"a"}
+        assert snap.live_ids(["a", "b"]) == {"a", "b"}  # the next page sees it
+
+
+def test_a_failing_refresh_is_not_held(tmp_path: Path) -> None:
+    """Each check then refreshes itself, and fails closed on its own."""
+    with Deployment.init(tmp_path / "d", ["us"]) as d:
+        snap = CatalogSnapshot(d.store("us"))
+        fail = [True]
+
+        def head() -> int:
+            if fail[0]:
+                raise RuntimeError("disk on fire")
+            return 0
+
+        snap._head = head  # type: ignore[method-assign]
+        with snap.held():
+            fail[0] = False
+            assert snap.live_ids(["a"]) == set()  # refreshed inside, not skipped
+            assert snap.seq == 0

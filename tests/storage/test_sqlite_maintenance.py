@@ -176,3 +176,17 @@ def serving_store_off(directory: Path) -> Store:
     for user in ("a", "b"):
         store.insert_user(User(user_id=user, home_region="us", created_at_ms=1, updated_at_ms=1))
     return store
+
+
+def test_erasing_a_user_drops_their_records_not_committed_yet(tmp_path: Path) -> None:
+    path = tmp_path / "us.sqlite"
+    store = serving_store(path)
+    store._served.max_age_s = 60  # type: ignore[attr-defined]  # nothing commits on its own
+    store.record_served("a", ["v1"], 10)
+    store.record_served("b", ["v2"], 10)
+    store.delete_user("a")
+    store.insert_user(User(user_id="a", home_region="us", created_at_ms=2, updated_at_ms=2))
+    assert store.served_since("a", 0) == []  # the new "a" was shown nothing
+    store.close()
+    assert committed(path, "a") == (0, [])
+    assert committed(path, "b") == (1, ["v2"])

@@ -322,9 +322,9 @@ class FeedService:
                 self._ahead.keep(user_id, model, order)
         viewer = state or UserState(user_id, region, order.age, _NONE, _NONE_F)
         want = n + max(2, n // 4)  # the final checks' batch: the page and its spares
-        page = self._final_page(model, store, viewer, order, rows, n, want, removed)
+        page, items = self._final_page(model, store, viewer, order, rows, n, want, removed)
         if record and page:
-            self._record(user_id, store, model, marker, order if use_orders else None, page)
+            self._record(user_id, store, marker, order if use_orders else None, page, items)
         return FeedPage(
             user_id=user_id,
             region=region,
@@ -370,10 +370,10 @@ class FeedService:
         self,
         user_id: str,
         store: Store,
-        model: RegionModel,
         marker: tuple[int, ...] | None,
         order: RankedAhead | None,
         page: list[FeedItem],
+        items: list[int],
     ) -> None:
         """Write the page to the served log and keep the caches in step with it."""
         shown = [p.video_id for p in page]
@@ -385,8 +385,7 @@ class FeedService:
         # meanwhile, the next request's marker differs and rebuilds
         self._states.served(user_id, (*marker[:2], counter), shown)
         if order is not None:
-            index = model.video_index
-            self._ahead.recorded(user_id, order, marker[2], counter, [index[v] for v in shown])
+            self._ahead.recorded(user_id, order, marker[2], counter, items)
 
     def _final_page(
         self,
@@ -398,26 +397,28 @@ class FeedService:
         n: int,
         want: int,
         removed: RemovedLog,
-    ) -> list[FeedItem]:
+    ) -> tuple[list[FeedItem], list[int]]:
         """Check candidates for the page (``rows`` of ``order``, ``want`` at a time, until
         ``n`` pass) against the live catalogue and the eligibility hook once more, keep
-        creators apart, and explain the first ``n``."""
+        creators apart, and explain the first ``n``. Returns them and their catalogue
+        items."""
         catalog = snapshot_for(store)
         live = Available(lambda ids: catalog.live_ids(ids))
         passed: list[int] = []  # positions in ``order``
-        for start in range(0, len(rows), want):
-            positions = np.asarray(rows[start : start + want], np.int64)
-            pool = Pool(
-                items=order.items[positions],
-                origin=np.zeros(len(positions), np.int64),
-                position=positions,
-                candidates=[],
-                removed=removed,
-            )
-            checked = self.eligibility.apply(model, viewer, live.apply(model, viewer, pool))
-            passed += checked.position.tolist()
-            if len(passed) >= want:  # the page and its spares: creators can be kept apart
-                break
+        with catalog.held():  # both checks, every batch: one version of the catalogue
+            for start in range(0, len(rows), want):
+                positions = np.asarray(rows[start : start + want], np.int64)
+                pool = Pool(
+                    items=order.items[positions],
+                    origin=np.zeros(len(positions), np.int64),
+                    position=positions,
+                    candidates=[],
+                    removed=removed,
+                )
+                checked = self.eligibility.apply(model, viewer, live.apply(model, viewer, pool))
+                passed += checked.position.tolist()
+                if len(passed) >= want:  # the page and its spares: creators can be kept apart
+                    break
         final = Pool(
             items=order.items[np.asarray(passed, np.int64)],
             origin=np.zeros(len(passed), np.int64),
@@ -426,7 +427,8 @@ class FeedService:
         )
         kept = [passed[row] for row in separate_creators(model, final, list(range(len(final))))]
         chosen = np.asarray(kept[:n], np.int64)
-        ids: list[str] = model.video_ids[order.items[chosen]].tolist()
+        items = order.items[chosen]
+        ids: list[str] = model.video_ids[items].tolist()
         scores: list[float] = order.scores[chosen].tolist()
         return [
             FeedItem(
@@ -437,7 +439,7 @@ class FeedService:
                 reason=order.reason_of(k),
             )
             for position, (k, video_id, score) in enumerate(zip(kept, ids, scores, strict=False))
-        ]
+        ], items.tolist()
 
 
 def _as_order(

@@ -105,7 +105,7 @@ class AheadTable:
         self._source = arrays["ahead_source"]
         self._reason = arrays["ahead_reason"]
         self._source_names: list[str] = arrays["ahead_source_names"].tolist()
-        self._reasons = arrays["ahead_reasons"]
+        self._reasons: list[str] = arrays["ahead_reasons"].tolist()  # plain str, once
 
     @classmethod
     def from_arrays(cls, arrays: Mapping[str, np.ndarray]) -> AheadTable | None:
@@ -125,7 +125,7 @@ class AheadTable:
         start, end = int(self._ptr[row]), int(self._ptr[row + 1])
         profile_ms, event_seq, served_seq, ranked_at_ms, age = self._meta[row].tolist()
         names, texts = self._source_names, self._reasons
-        source, reason = self._source[start:end], self._reason[start:end]
+        source, reason = self._source[start:end].tolist(), self._reason[start:end].tolist()
         return RankedAhead(
             profile_ms=profile_ms,
             event_seq=event_seq,
@@ -134,8 +134,8 @@ class AheadTable:
             age=None if age == _NO_AGE else age,
             items=self._items[start:end],
             scores=self._scores[start:end],
-            source_of=lambda k: names[int(source[k])],
-            reason_of=lambda k: str(texts[int(reason[k])]),
+            source_of=lambda k: names[source[k]],
+            reason_of=lambda k: texts[reason[k]],
         )
 
 

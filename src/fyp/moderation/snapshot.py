@@ -7,6 +7,8 @@ or moderation row changes to ``catalog_changes``, whichever process wrote it, an
 each check first reads the head of that change feed (one indexed lookup) and re-reads
 just the changed videos. A takedown is therefore visible in the very next feed, as it
 was with direct queries. A reader too far behind (changes pruned) reloads in full.
+Within ``held()`` the checks of one feed page share one refresh, so they see one
+version of the catalogue (and pay one query, not one per check).
 """
 
 from __future__ import annotations
@@ -14,7 +16,8 @@ from __future__ import annotations
 import json
 import threading
 import weakref
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 from fyp.audit.log import SQLStore, sql_store
@@ -61,9 +64,29 @@ class CatalogSnapshot:
         self.states: dict[str, State] = {}
         self.reloads = 0
         self._lock = threading.Lock()
+        self._held = threading.local()  # this thread's held() depth
+
+    @contextmanager
+    def held(self) -> Iterator[None]:
+        """Refresh now, and make the refreshes this thread asks for inside a no-op: what
+        one feed page checks comes from one version of the catalogue."""
+        depth = getattr(self._held, "depth", 0)
+        if not depth:
+            try:
+                self.refresh()
+            except Exception:  # not held: each check refreshes, and fails closed, itself
+                yield
+                return
+        self._held.depth = depth + 1
+        try:
+            yield
+        finally:
+            self._held.depth = depth
 
     def refresh(self) -> None:
         """Catch up with the change feed (one small query when nothing changed)."""
+        if getattr(self._held, "depth", 0):
+            return
         with self._lock:
             head = self._head()
             if head == self.seq:

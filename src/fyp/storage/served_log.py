@@ -127,6 +127,12 @@ class ServedBuffer:
         if self._since is None:
             self._since = time.monotonic()
 
+    def drop(self, user_id: str) -> None:
+        """Forget the user's records (they are being erased)."""
+        self._count -= len(self.pending.pop(user_id, ()))
+        if not self.pending:
+            self._count, self._since = 0, None
+
     def queued(self, user_id: str) -> Sequence[ServedRecord]:
         return self.pending.get(user_id, ())
 

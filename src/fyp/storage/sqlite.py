@@ -52,6 +52,7 @@ SERVED_SWEEP_S = 0.05  # a served group left behind by traffic waits at most thi
 SERVING_AUTOCHECKPOINT_PAGES = 20_000  # safety cap when the background checkpointer lags
 SERVED_FORGET_S = 60.0  # how often a serving store forgets pages older than the window
 SERVED_FORGET_CHUNK = 2_000  # pages per forgetting transaction: short write locks
+COUNTER_CACHE_USERS = 100_000  # committed served counters kept between version and record
 _SYNC_MODES = {"off", "normal", "full", "extra"}
 BULK_REINDEX_ROWS = 10_000  # a bulk insert this large into an empty table indexes afterwards
 log = logging.getLogger("fyp.storage")
@@ -104,6 +105,9 @@ class SQLiteStore(Store):
         self._checkpointer: threading.Thread | None = None
         self._served: ServedBuffer | None = None  # serving: the served log in groups
         self._served_window_ms: int | None = None  # serving: forget pages older than this
+        # serving: each user's committed served counter as user_version last read it, so
+        # recording the page that follows needs no query (dropped when it may be stale)
+        self._committed: dict[str, int] = {}
 
     # -- lifecycle ------------------------------------------------------------
     def _connect(self) -> sqlite3.Connection:
@@ -188,6 +192,8 @@ class SQLiteStore(Store):
         """Commit the buffered served records (caller holds ``_lock``), unless a
         transaction is open on the connection: then the next call does."""
         if self._served is not None and not self._depth:
+            for user_id in self._served.pending:
+                self._committed.pop(user_id, None)
             self._served.commit(self._conn)
 
     @contextmanager
@@ -335,6 +341,9 @@ class SQLiteStore(Store):
 
     def delete_user(self, user_id: str) -> ErasedCounts:
         with self.transaction():
+            if self._served is not None:  # records not committed yet go with the rest
+                self._served.drop(user_id)
+            self._committed.pop(user_id, None)
             c = self._conn
             events = c.execute("DELETE FROM events WHERE user_id=?", (user_id,)).rowcount
             labels = int(
@@ -560,12 +569,16 @@ class SQLiteStore(Store):
                     if not write_records(self._conn, user_id, [record]):
                         raise UnknownUser(f"no user {user_id!r} in region {self.region!r}")
                     return int(self._conn.execute(COUNTER_SQL, (user_id,)).fetchone()[0])
-            # serving: committed with the group it joins (served_log.py)
-            rows = self._query(COUNTER_SQL, (user_id,))
-            if not rows:
-                raise UnknownUser(f"no user {user_id!r} in region {self.region!r}")
+            # serving: committed with the group it joins (served_log.py); a user erased
+            # by another process meanwhile is skipped there
+            committed = self._committed.get(user_id)
+            if committed is None:
+                rows = self._query(COUNTER_SQL, (user_id,))
+                if not rows:
+                    raise UnknownUser(f"no user {user_id!r} in region {self.region!r}")
+                committed = int(rows[0][0])
             served.add(user_id, record)
-            counter = int(rows[0][0]) + len(served.queued(user_id))
+            counter = committed + len(served.queued(user_id))
             if served.due():
                 self._commit_served()
             return counter
@@ -588,7 +601,16 @@ class SQLiteStore(Store):
                 f"{COUNTER} FROM users WHERE user_id = ?1",
                 (user_id,),
             )
-            buffered = 0 if self._served is None else len(self._served.queued(user_id))
+            if self._served is None:
+                buffered = 0
+            else:
+                buffered = len(self._served.queued(user_id))
+                if len(self._committed) >= COUNTER_CACHE_USERS:
+                    self._committed.clear()
+                if rows:
+                    self._committed[user_id] = int(rows[0][2])
+                else:
+                    self._committed.pop(user_id, None)
         if not rows:
             return None
         profile, event, served = (int(v) if v is not None else -1 for v in rows[0])
