@@ -115,7 +115,7 @@ class FeedPipeline:
                 scores = scores[np.searchsorted(before, pool.items)]
         order = diversify(model, pool, scores, want, self.rerank, state.recent)
         order = explore(model, pool, order, n, self.rerank, rng)
-        order = separate_creators(model, pool, order)
+        order = separate_creators(model.creator[pool.items].tolist(), order)
         return RankedPage(pool=pool, order=order, scores=scores)
 
 

@@ -131,9 +131,9 @@ def explore(
     return out
 
 
-def separate_creators(model: RegionModel, pool: Pool, order: list[int]) -> list[int]:
-    """Move a video away from a same-creator neighbour, dropping it if nothing fits."""
-    creators: list[int] = model.creator[pool.items].tolist()
+def separate_creators(creators: list[int], order: list[int]) -> list[int]:
+    """Move a video away from a same-creator neighbour, dropping it if nothing fits
+    (``creators``: each row's creator index, -1 when unknown)."""
     if all(c < 0 for c in creators):
         return list(order)  # no known creators (e.g. KuaiRec): nothing to keep apart
     out: list[int] = []

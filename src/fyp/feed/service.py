@@ -419,25 +419,15 @@ class FeedService:
                 passed += checked.position.tolist()
                 if len(passed) >= want:  # the page and its spares: creators can be kept apart
                     break
-        final = Pool(
-            items=order.items[np.asarray(passed, np.int64)],
-            origin=np.zeros(len(passed), np.int64),
-            position=np.asarray(passed, np.int64),
-            candidates=[],
-        )
-        kept = [passed[row] for row in separate_creators(model, final, list(range(len(final))))]
+        creators: list[int] = model.creator[order.items[passed]].tolist()
+        kept = [passed[row] for row in separate_creators(creators, list(range(len(passed))))]
         chosen = np.asarray(kept[:n], np.int64)
         items = order.items[chosen]
         ids: list[str] = model.video_ids[items].tolist()
         scores: list[float] = order.scores[chosen].tolist()
+        source_of, reason_of = order.source_of, order.reason_of
         return [
-            FeedItem(
-                video_id=video_id,
-                position=position,
-                score=round(score, 6),
-                source=order.source_of(k),
-                reason=order.reason_of(k),
-            )
+            FeedItem(video_id, position, round(score, 6), source_of(k), reason_of(k))
             for position, (k, video_id, score) in enumerate(zip(kept, ids, scores, strict=False))
         ], items.tolist()
 
@@ -452,7 +442,9 @@ def _as_order(
     (the pool's candidates are shared with the proposal cache)."""
     pool = ranked.pool
     idx = np.asarray(ranked.order, np.int64)
-    candidates, origin, position = pool.candidates, pool.origin[idx], pool.position[idx]
+    candidates = pool.candidates
+    origin: list[int] = pool.origin[idx].tolist()
+    position: list[int] = pool.position[idx].tolist()
     return RankedAhead(
         profile_ms=marker[0],
         event_seq=marker[1],
@@ -461,8 +453,8 @@ def _as_order(
         age=age,
         items=pool.items[idx],
         scores=ranked.scores[idx].astype(np.float32),
-        source_of=lambda k: candidates[int(origin[k])].source,
-        reason_of=lambda k: candidates[int(origin[k])].explain(int(position[k])),
+        source_of=lambda k: candidates[origin[k]].source,
+        reason_of=lambda k: candidates[origin[k]].explain(position[k]),
     )
 
 
