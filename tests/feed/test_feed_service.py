@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import time
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
@@ -17,7 +18,9 @@ from fyp.catalog.service import Catalog
 from fyp.config import FeedConfig
 from fyp.errors import InvalidRequest, ModelError, UnknownUser, ValidationFailed
 from fyp.events.ingest import Ingestor
+from fyp.feed.filters import EligibilityCheck
 from fyp.feed.service import FeedService, encode_cursor
+from fyp.feed.state import UserState
 from fyp.models.artifacts import hash_ids, read_manifest
 from fyp.models.training import train_and_publish
 from fyp.regions.deployment import Deployment
@@ -121,6 +124,24 @@ def test_withdrawn_video_never_served(trained: Deployment) -> None:
     top = service.feed("u10", n=1, record=False).items[0].video_id
     trained.store("us").delete_video(top)
     assert top not in {i.video_id for i in service.feed("u10", n=20, record=False).items}
+
+
+def _permissive(video_ids: Sequence[str], state: UserState) -> dict[str, str]:
+    return {}  # an eligibility hook that does not look at the live catalogue
+
+
+@pytest.mark.parametrize("hook", [None, _permissive], ids=["moderation", "custom hook"])
+def test_the_final_check_drops_a_video_withdrawn_after_ranking(
+    trained: Deployment, hook: EligibilityCheck | None
+) -> None:
+    """Moderation's hook covers the live catalogue itself; any other hook gets the
+    separate availability check."""
+    service = FeedService(trained, eligibility=hook)
+    first = [i.video_id for i in service.feed("u10", n=5, record=False).items]
+    trained.store("us").delete_video(first[0])
+    again = service.feed("u10", n=5, record=False)  # from the order kept
+    assert first[0] not in {i.video_id for i in again.items}
+    assert [i.video_id for i in again.items][:3] == first[1:4]
 
 
 def test_models_learn_only_from_their_region(trained: Deployment) -> None:

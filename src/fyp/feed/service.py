@@ -136,6 +136,9 @@ class FeedService:
             scorer=scorer_for(deployment.config.ranking), proposal_cache_users=proposals
         )
         self.eligibility = Eligibility(eligibility)
+        # a hook that also removes what left the live catalogue (moderation's does, from
+        # the same snapshot) makes a separate availability check on the page redundant
+        self._final_checks_live = bool(getattr(eligibility, "checks_availability", False))
         self.seen_window_ms = feed.seen_window_ms if seen_window_ms is None else seen_window_ms
         self.ahead_length = feed.rank_ahead
         self._models: dict[str, RegionModel] = {}
@@ -403,7 +406,7 @@ class FeedService:
         creators apart, and explain the first ``n``. Returns them and their catalogue
         items."""
         catalog = snapshot_for(store)
-        live = Available(lambda ids: catalog.live_ids(ids))
+        live = None if self._final_checks_live else Available(catalog.live_ids)
         passed: list[int] = []  # positions in ``order``
         with catalog.held():  # both checks, every batch: one version of the catalogue
             for start in range(0, len(rows), want):
@@ -415,7 +418,9 @@ class FeedService:
                     candidates=[],
                     removed=removed,
                 )
-                checked = self.eligibility.apply(model, viewer, live.apply(model, viewer, pool))
+                if live is not None:
+                    pool = live.apply(model, viewer, pool)
+                checked = self.eligibility.apply(model, viewer, pool)
                 passed += checked.position.tolist()
                 if len(passed) >= want:  # the page and its spares: creators can be kept apart
                     break

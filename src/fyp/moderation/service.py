@@ -433,7 +433,10 @@ class Viewer(Protocol):
 
 class ModerationEligibility:
     """The ``EligibilityCheck`` for ``FeedService``: ids and viewer -> {id: reason} for
-    the ineligible ones (see the module docstring for the rule)."""
+    the ineligible ones (see the module docstring for the rule). A video not in the live
+    catalogue is one of them, so the feed's final check needs no separate one."""
+
+    checks_availability = True
 
     def __init__(self, deployment: Deployment) -> None:
         self.deployment = deployment
