@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import replace
+from typing import Any
 
 import pytest
 
@@ -65,6 +66,28 @@ def test_the_orders_are_used_up_and_then_ranked_again_without_repeats(
     stored = len(stored_order(trained, "u4"))
     shown = [i.video_id for _ in range(9) for i in service.feed("u4", n=10).items]
     assert len(shown) == len(set(shown)) > stored + 10
+
+
+def test_paging_through_an_order_without_events_ranks_further_ahead(
+    trained: Deployment, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After an event the next order is one page ahead (the next event usually makes it
+    stale); a user who then pages through it without one gets ``rank_ahead`` videos."""
+    service = FeedService(trained)
+    lengths: list[int] = []
+    rank = service._rank_long
+
+    def counting(*args: Any) -> Any:
+        lengths.append(args[-1])
+        return rank(*args)
+
+    monkeypatch.setattr(service, "_rank_long", counting)
+    liked = stored_order(trained, "u3")[-1]
+    event = {"event_id": "p-1", "user_id": "u3", "video_id": liked, "type": "like"}
+    assert Ingestor(trained).ingest([event]).results[0].status == "stored"
+    shown = [i.video_id for _ in range(4) for i in service.feed("u3", n=5).items]
+    assert len(shown) == len(set(shown)) == 20
+    assert lengths == [10, trained.config.feed.rank_ahead]  # pages 1-2, then 3-4 and on
 
 
 def test_an_event_makes_the_order_stale_at_once(trained: Deployment) -> None:

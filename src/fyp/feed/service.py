@@ -308,16 +308,18 @@ class FeedService:
         store = self.deployment.store(region)
         marker = store.user_version(user_id)
         use_orders = universe is None and not debug and self.ahead_length > n and marker is not None
-        found = None
+        fresh: RankedAhead | None = None
+        rows: list[int] = []
         if use_orders and marker is not None:
-            found = self._from_order(user_id, model, store, marker, n)
+            fresh, rows = self._from_order(user_id, model, store, marker, n)
         removed, state = RemovedLog(), None
-        if found is not None:
-            order, rows = found
+        if fresh is not None and len(rows) >= n:
+            order = fresh
         else:
             state = self._state(user_id, region, store, model, marker)
             rng = np.random.default_rng([session, page_no, len(state.seen)])
-            ranked = self._rank(model, state, rng, n, universe, use_orders)
+            # a fresh order used up: the user pages on without events, so rank further
+            ranked = self._rank(model, state, rng, n, universe, use_orders, fresh is not None)
             removed = ranked.removed
             order = _as_order(ranked, marker or (0, 0, 0), started_ms, state.age)
             rows = list(range(len(order.items)))
@@ -339,17 +341,16 @@ class FeedService:
 
     def _from_order(
         self, user_id: str, model: RegionModel, store: Store, marker: tuple[int, ...], n: int
-    ) -> tuple[RankedAhead, list[int]] | None:
-        """The user's fresh order and its positions not served since; None when there
-        is no fresh order or fewer than ``n`` videos are left in it (rank again)."""
+    ) -> tuple[RankedAhead | None, list[int]]:
+        """The user's fresh order and its positions not served since (the caller ranks
+        again when there is no fresh order or fewer than ``n`` are left in it)."""
         order = self._ahead.order(user_id, model, marker)
         if order is None:
-            return None
+            return None, []
         served = self._ahead.served_since(
             user_id, model, order, marker[2], lambda ms: store.served_since(user_id, ms)
         )
-        rows = next_rows(order, served, len(order.items))
-        return (order, rows) if len(rows) >= n else None
+        return order, next_rows(order, served, len(order.items))
 
     def _rank(
         self,
@@ -359,11 +360,14 @@ class FeedService:
         n: int,
         universe: Sequence[str] | None,
         ahead: bool,
+        paged_through: bool = False,
     ) -> RankedPage:
         if ahead:
             # one page ahead, not rank_ahead: a user's events (plays, skips) between
-            # pages usually make an order stale before its second page is asked for
-            return self._rank_long(model, state, rng, n, min(self.ahead_length, 2 * n))
+            # pages usually make an order stale before its second page is asked for;
+            # a user who paged through a whole order without one gets rank_ahead
+            length = self.ahead_length if paged_through else min(self.ahead_length, 2 * n)
+            return self._rank_long(model, state, rng, n, length)
         items = None if universe is None else self._universe_items(model, universe)
         return self.pipeline.run(
             model, state, n, rng, universe=items, extra_filters=[self.eligibility]
