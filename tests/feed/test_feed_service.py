@@ -7,6 +7,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -389,7 +390,7 @@ def test_a_serving_process_loads_a_new_artifact_while_the_old_one_serves(
 
 
 def test_a_failed_background_load_keeps_the_loaded_model(
-    trained: Deployment, monkeypatch: pytest.MonkeyPatch
+    trained: Deployment, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     import shutil
 
@@ -403,7 +404,24 @@ def test_a_failed_background_load_keeps_the_loaded_model(
     version = (eu_dir / "models" / "current").read_text()
     shutil.copytree(eu_dir / "models" / version, us_dir / "models" / "planted")
     (us_dir / "models" / "current").write_text("planted")  # another region's artifact
+    loads: list[str | None] = []
+    load = service._load
+
+    def counting(region: str, version: str | None) -> Any:
+        loads.append(version)
+        return load(region, version)
+
+    monkeypatch.setattr(service, "_load", counting)
     for _ in range(20):
         assert service.feed("u12", n=5, record=False).model_version == before
         time.sleep(0.01)
     assert service.model("us").manifest.region == "us"
+    # tried once, logged once: not every check of the next minute
+    assert loads == ["planted"]
+    assert sum("planted" in r.getMessage() for r in caplog.records) == 1
+    monkeypatch.setattr(service_module, "RETRY_FAILED_LOAD_S", 0.0)
+    service.model("us")
+    deadline = time.monotonic() + 5
+    while len(loads) < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert loads == ["planted", "planted"]  # retried once the backoff is over

@@ -42,6 +42,7 @@ MAX_PAGE = 100
 DEFAULT_PAGE = 10
 _NONE, _NONE_F = np.zeros(0, np.int64), np.zeros(0, np.float32)
 RELOAD_CHECK_S = 1.0
+RETRY_FAILED_LOAD_S = 60.0  # a version that failed to load in the background is retried this late
 log = logging.getLogger("fyp.feed")
 
 
@@ -146,6 +147,7 @@ class FeedService:
         self._lock = threading.Lock()
         self.reload_in_background = reload_in_background
         self._loading: set[str] = set()  # regions a background load is running for
+        self._failed: dict[str, tuple[str | None, float]] = {}  # region -> version, when
         self._loading_lock = threading.Lock()
         self._universe: tuple[Sequence[str], RegionModel, np.ndarray] | None = None
         self._states = StateCache(max_users=states)
@@ -163,7 +165,7 @@ class FeedService:
         if model is not None and model.manifest.version == version:
             return model
         if model is not None and self.reload_in_background:
-            self._load_later(region)
+            self._load_later(region, version)
             return model
         return self._load(region, version)
 
@@ -180,19 +182,25 @@ class FeedService:
             loaded.append(region)
         return loaded
 
-    def _load_later(self, region: str) -> None:
-        """Load the region's current artifact in a thread (one at a time per region);
-        on failure the loaded model keeps serving and the next check tries again."""
+    def _load_later(self, region: str, version: str | None) -> None:
+        """Load the region's current artifact in a thread (one at a time per region).
+        On failure the loaded model keeps serving, the failure is logged once, and the
+        same version is tried again only after ``RETRY_FAILED_LOAD_S`` (a new one at once)."""
         with self._loading_lock:
-            if region in self._loading:
+            failed = self._failed.get(region)
+            recent = failed is not None and time.monotonic() - failed[1] < RETRY_FAILED_LOAD_S
+            if region in self._loading or (recent and failed is not None and failed[0] == version):
                 return
             self._loading.add(region)
 
         def run() -> None:
             try:
-                self._load(region, current_version(self.deployment.config.region_dir(region)))
+                self._load(region, version)
+                self._failed.pop(region, None)
             except Exception:
-                log.exception("loading the new model of region %s failed", region)
+                if failed is None or failed[0] != version:
+                    log.exception("loading model %s of region %s failed", version, region)
+                self._failed[region] = (version, time.monotonic())
             finally:
                 with self._loading_lock:
                     self._loading.discard(region)
