@@ -8,6 +8,8 @@ from typing import Any
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from fyp.feed.candidates import Candidates
 from fyp.feed.filters import AlreadySeen, Eligibility, Filter
@@ -121,3 +123,38 @@ def test_proposals_are_fetched_once_per_user_state_and_model() -> None:
     got = cache.get(third, m, fetch)
     got.append(got[0])  # callers get their own list
     assert len(cache.get(third, m, fetch)) == 1
+
+
+STEPS = st.lists(
+    st.tuples(
+        st.sampled_from(["serve", "event"]),  # record a page, or an event (a new state)
+        st.lists(st.sampled_from([f"v{i}" for i in range(N_ITEMS + 2)]), max_size=4),
+    ),
+    max_size=10,
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.sampled_from([f"v{i}" for i in range(N_ITEMS + 2)]), max_size=5), STEPS)
+def test_the_seen_mask_kept_across_states_is_the_mask_of_seen(
+    served: list[str], steps: list[tuple[str, list[str]]]
+) -> None:
+    """States built on the served part of the one before share its mask; pages served
+    meanwhile and events in between never leave it stale (v8, v9: not in the model)."""
+    m = model()
+    current = state(set(served))
+    current.served = set(served)
+    acted: set[str] = set()
+    for kind, videos in steps:
+        current.seen_mask(m)  # memoise at every step, as the feed would
+        if kind == "serve":
+            current.add_served(videos)
+        else:
+            acted |= set(videos)
+            nxt = state(current.served | acted)
+            nxt.served, nxt.served_mask = set(current.served), current.served_mask
+            nxt.acted = set(acted) if len(acted) % 2 else None  # known, or worked out
+            current = nxt
+        want = np.zeros(N_ITEMS, bool)
+        want[[i for i in range(N_ITEMS) if f"v{i}" in current.seen]] = True
+        assert current.seen_mask(m).tolist() == want.tolist()

@@ -263,12 +263,14 @@ class FeedService:
                 return hit
         user = store.get_user(user_id)
         events = store.user_events(user_id, RECENT_EVENTS)
-        served = None if marker is None else self._states.served_part(user_id, marker)
-        if served is None:  # a heavy user's window can hold tens of thousands of rows
+        part = None if marker is None else self._states.served_part(user_id, marker)
+        if part is not None:  # a heavy user's window can hold tens of thousands of rows
+            served, mask = part
+        else:
             since = time.time_ns() // 1_000_000 - self.seen_window_ms
-            served = set(store.served_since(user_id, since))
+            served, mask = set(store.served_since(user_id, since)), None
         age = user.age() if user is not None else None
-        state = build_state(user_id, region, age, events, served, model)
+        state = build_state(user_id, region, age, events, served, model, served_mask=mask)
         if marker is not None:
             self._states.put(user_id, model, marker, state)
         return state

@@ -24,6 +24,36 @@ RECENT_WINDOW = 8  # latest distinct videos, for look-alike avoidance
 NEGATIVE_TYPES = frozenset({EventType.skip, EventType.not_interested, EventType.report})
 
 
+class ServedMask:
+    """``mask[item]`` for the items of a served set, shared by the states built on the
+    same served part: an event builds a new state but keeps that part (StateCache), so a
+    heavy user's thousands of served ids are not turned into items again per event.
+    Valid while its size matches: the sets that share one only grow, from one another."""
+
+    def __init__(self) -> None:
+        self._memo: tuple[RegionModel, int, np.ndarray] | None = None
+
+    def get(self, model: RegionModel, served: set[str]) -> np.ndarray:
+        memo = self._memo
+        if memo is not None and memo[0] is model and memo[1] == len(served):
+            return memo[2]
+        mask = np.zeros(model.n_items, bool)
+        index = model.video_index
+        mask[[index[v] for v in served if v in index]] = True
+        self._memo = (model, len(served), mask)
+        return mask
+
+    def grew(self, before: int, added: Iterable[str], after: int) -> None:
+        """The set went from ``before`` to ``after`` ids by ``added``: keep up if in step."""
+        memo = self._memo
+        if memo is None or memo[1] != before:
+            return
+        model, _, mask = memo
+        index = model.video_index
+        mask[[index[v] for v in added if v in index]] = True
+        self._memo = (model, after, mask)
+
+
 @dataclass
 class UserState:
     user_id: str
@@ -41,6 +71,8 @@ class UserState:
     skipped: set[int] = field(default_factory=set)
     recent: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # newest first
 
+    acted: set[str] | None = None  # acted on (events); ``seen`` is served | acted, if known
+    served_mask: ServedMask = field(default_factory=ServedMask, repr=False)
     _seen_mask: tuple[RegionModel, int, np.ndarray] | None = field(default=None, repr=False)
     _vector: tuple[RegionModel, np.ndarray | None] | None = field(default=None, repr=False)
 
@@ -63,11 +95,19 @@ class UserState:
         memo = self._seen_mask
         if memo is not None and memo[0] is model and memo[1] == len(self.seen):
             return memo[2]
-        mask = np.zeros(model.n_items, bool)
+        mask = self.served_mask.get(model, self.served).copy()
         index = model.video_index
-        mask[[index[v] for v in self.seen if v in index]] = True
+        rest = self.seen.difference(self.served) if self.acted is None else self.acted
+        mask[[index[v] for v in rest if v in index]] = True
         self._seen_mask = (model, len(self.seen), mask)
         return mask
+
+    def add_served(self, video_ids: Sequence[str]) -> None:
+        """Videos this process just served: seen and served now (masks kept in step)."""
+        before = len(self.served)
+        self.seen.update(video_ids)
+        self.served.update(video_ids)
+        self.served_mask.grew(before, video_ids, len(self.served))
 
 
 def build_state(
@@ -78,11 +118,14 @@ def build_state(
     served: Iterable[str],
     model: RegionModel,
     category_block_after: int = 2,
+    served_mask: ServedMask | None = None,
 ) -> UserState:
-    """Fold the user's recent events (newest first) and served videos into a state."""
+    """Fold the user's recent events (newest first) and served videos into a state;
+    ``served_mask``: the one of the state whose served part this is, if any."""
+    served_set = set(served)
     positives: list[int] = []
     weights: list[float] = []
-    seen = set(served)
+    acted: set[str] = set()
     ni_videos: set[str] = set()
     ni_creators: set[int] = set()
     ni_category_counts: dict[int, int] = {}
@@ -91,7 +134,7 @@ def build_state(
     skipped: set[int] = set()
     recent: list[int] = []
     for e in events:
-        seen.add(e.video_id)
+        acted.add(e.video_id)
         item = model.video_index.get(e.video_id)
         if item is not None and len(recent) < RECENT_WINDOW and item not in recent:
             recent.append(item)
@@ -126,8 +169,9 @@ def build_state(
         age=age,
         positives=np.asarray(positives, np.int64),
         positive_weights=np.asarray(weights, np.float32),
-        seen=seen,
-        served=set(served),
+        seen=served_set | acted,
+        served=served_set,
+        acted=acted,
         not_interested_videos=ni_videos,
         not_interested_creators=ni_creators,
         not_interested_categories={
@@ -137,6 +181,7 @@ def build_state(
         category_affinity=affinity,
         skipped=skipped,
         recent=np.asarray(recent, np.int64),
+        served_mask=served_mask or ServedMask(),
     )
 
 
@@ -164,15 +209,17 @@ class StateCache:
             self._entries.move_to_end(user_id)
             return hit[3]
 
-    def served_part(self, user_id: str, marker: tuple[int, ...]) -> set[str] | None:
-        """The cached served-log part of the user's state, if the served log has not
-        changed since (same served counter, ``marker[2:]``): a new event then rebuilds
-        the state without reading the whole seen window again."""
+    def served_part(
+        self, user_id: str, marker: tuple[int, ...]
+    ) -> tuple[set[str], ServedMask] | None:
+        """The cached served-log part of the user's state and its mask, if the served
+        log has not changed since (same served counter, ``marker[2:]``): a new event
+        then rebuilds the state without reading the whole seen window again."""
         with self._lock:
             hit = self._entries.get(user_id)
             if hit is None or hit[0][2:] != marker[2:] or self._expired(hit[2]):
                 return None
-            return hit[3].served
+            return hit[3].served, hit[3].served_mask
 
     def _expired(self, built: float) -> bool:
         return time.monotonic() - built > self.ttl_s
@@ -199,8 +246,7 @@ class StateCache:
             if marker is None or marker[:2] != hit[0][:2] or marker[2:] != (hit[0][2] + 1,):
                 del self._entries[user_id]
                 return
-            hit[3].seen.update(video_ids)
-            hit[3].served.update(video_ids)
+            hit[3].add_served(video_ids)
             self._entries[user_id] = (marker, hit[1], hit[2], hit[3])
 
     def drop(self, user_id: str) -> None:
