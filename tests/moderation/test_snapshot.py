@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
+from typing import Any
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from fyp.catalog.models import Video
 from fyp.moderation.service import cell
-from fyp.moderation.snapshot import CatalogSnapshot, snapshot_for
+from fyp.moderation.snapshot import PENDING, CatalogSnapshot, barred_reason, snapshot_for
 from fyp.regions.deployment import Deployment
 from fyp.storage import open_store
 
@@ -92,3 +97,48 @@ def test_a_failing_refresh_is_not_held(tmp_path: Path) -> None:
             fail[0] = False
             assert snap.live_ids(["a"]) == set()  # refreshed inside, not skipped
             assert snap.seq == 0
+
+
+MOD_STATES = ["approved", "age_restricted", "pending", "rejected", "restricted", "blocked"]
+CHANGES = st.lists(
+    st.tuples(
+        st.sampled_from(["a", "b", "c", "d"]),
+        st.one_of(
+            st.none(),  # the video is deleted
+            st.tuples(st.sampled_from(MOD_STATES), st.booleans()),  # (re)moderated
+            st.just("upload"),  # (re)inserted, without a moderation row of its own
+        ),
+    ),
+    max_size=8,
+)
+
+
+@settings(max_examples=30, deadline=None)
+@given(CHANGES)
+def test_the_barred_videos_kept_in_step_match_a_fresh_snapshot(
+    changes: list[tuple[str, Any]],
+) -> None:
+    with tempfile.TemporaryDirectory() as tmp, Deployment.init(Path(tmp) / "d", ["us"]) as d:
+        store = d.store("us")
+        store.bulk_insert_videos([video("a"), video("b")])
+        kept = CatalogSnapshot(store)
+        for adult in (True, False):
+            kept.barred(adult)  # worked out now, then only kept in step
+        for k, (vid, change) in enumerate(changes):
+            if change is None:
+                store.delete_video(vid)
+            elif change == "upload":
+                if store.get_video(vid) is None:
+                    store.bulk_insert_videos([video(vid)])
+            else:
+                cell(store).mod.write(vid, change[0], change[1], "r", "auto", "t", k, {})
+            kept.refresh()
+            fresh = CatalogSnapshot(store)
+            for adult in (True, False):
+                assert kept.barred(adult) == fresh.barred(adult)
+                want = {
+                    v: reason
+                    for v in fresh.live
+                    if (reason := barred_reason(fresh.states.get(v, PENDING), adult))
+                }
+                assert fresh.barred(adult) == want

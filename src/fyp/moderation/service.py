@@ -48,7 +48,7 @@ from fyp.moderation.models import (
     certainly_at_least,
 )
 from fyp.moderation.policy import parse_policy
-from fyp.moderation.snapshot import PENDING, snapshot_for
+from fyp.moderation.snapshot import NOT_LIVE, snapshot_for
 from fyp.moderation.store import ModerationStore
 
 if TYPE_CHECKING:
@@ -413,12 +413,6 @@ def _text_attr(value: Any) -> str:
 
 # -- enforcement -------------------------------------------------------------------
 ADULT = 18
-REASONS = {
-    "pending": "pending moderation",
-    "rejected": "rejected by moderation",
-    "restricted": "restricted: not eligible for For You",
-    "blocked": "blocked in your region",
-}
 
 
 class Viewer(Protocol):
@@ -445,20 +439,6 @@ class ModerationEligibility:
         if not video_ids:
             return {}
         snapshot = snapshot_for(self.deployment.store(viewer.region))
-        snapshot.refresh()
-        live, states = snapshot.live, snapshot.states
-        adult = certainly_at_least(viewer.age, ADULT)
-        out: dict[str, str] = {}
-        for vid in video_ids:
-            if vid not in live:
-                out[vid] = "not available in your region"
-                continue
-            state, creator_ok = states.get(vid, PENDING)
-            if state == "approved" or (state == "age_restricted" and adult):
-                if not creator_ok:
-                    out[vid] = "creator not eligible for For You (age under 16 or unknown)"
-            elif state == "age_restricted":
-                out[vid] = "age-restricted (18+) and you are not known to be 18"
-            else:
-                out[vid] = REASONS.get(state, f"moderation state {state}")
-        return out
+        barred = snapshot.barred(certainly_at_least(viewer.age, ADULT))  # refreshes first
+        live = snapshot.live
+        return {v: barred.get(v, NOT_LIVE) for v in video_ids if v in barred or v not in live}

@@ -51,6 +51,24 @@ KEEP_CHANGES = 100_000
 
 State = tuple[str, bool]  # moderation state, creator eligible
 PENDING: State = ("pending", False)
+NOT_LIVE = "not available in your region"
+REASONS = {
+    "pending": "pending moderation",
+    "rejected": "rejected by moderation",
+    "restricted": "restricted: not eligible for For You",
+    "blocked": "blocked in your region",
+}
+
+
+def barred_reason(state: State, adult: bool) -> str | None:
+    """Why a live video in ``state`` may not reach the feed of a viewer who is (or is not
+    known to be) an adult; None when it may."""
+    name, creator_ok = state
+    if name == "approved" or (name == "age_restricted" and adult):
+        return None if creator_ok else "creator not eligible for For You (age under 16 or unknown)"
+    if name == "age_restricted":
+        return "age-restricted (18+) and you are not known to be 18"
+    return REASONS.get(name, f"moderation state {name}")
 
 
 class CatalogSnapshot:
@@ -65,6 +83,9 @@ class CatalogSnapshot:
         self.reloads = 0
         self._lock = threading.Lock()
         self._held = threading.local()  # this thread's held() depth
+        # per viewer kind (adult or not): each barred live video and why, worked out
+        # once and kept in step with the changes (the feed checks hundreds per request)
+        self._barred: dict[bool, dict[str, str]] = {}
 
     @contextmanager
     def held(self) -> Iterator[None]:
@@ -113,6 +134,22 @@ class CatalogSnapshot:
         live, states = self.live, self.states
         return {v: (states.get(v, PENDING) if v in live else None) for v in video_ids}
 
+    def barred(self, adult: bool) -> dict[str, str]:
+        """Every live video an adult (or a viewer not known to be one) may not be
+        shown, with the reason (``barred_reason``); what is not live is not in it."""
+        self.refresh()
+        found = self._barred.get(adult)
+        if found is None:
+            with self._lock:
+                states = self.states
+                found = {}
+                for v in self.live:
+                    reason = barred_reason(states.get(v, PENDING), adult)
+                    if reason is not None:
+                        found[v] = reason
+                self._barred[adult] = found
+        return found
+
     def live_ids(self, video_ids: Sequence[str]) -> set[str]:
         self.refresh()
         return {v for v in video_ids if v in self.live}
@@ -138,6 +175,7 @@ class CatalogSnapshot:
             str(r[0]): (str(r[1]), bool(r[2]))
             for r in self.store.query("SELECT video_id, state, creator_ok FROM moderation")
         }
+        self._barred = {}  # worked out again when next asked for
         self.seq = head
         self.reloads += 1
 
@@ -165,6 +203,12 @@ class CatalogSnapshot:
                 self.states[v] = found[v]
             else:
                 self.states.pop(v, None)
+            for adult, barred in self._barred.items():
+                reason = barred_reason(self.states.get(v, PENDING), adult) if v in present else None
+                if reason is None:
+                    barred.pop(v, None)
+                else:
+                    barred[v] = reason
 
 
 _snapshots: weakref.WeakKeyDictionary[object, CatalogSnapshot] = weakref.WeakKeyDictionary()
