@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import time
+
+import pytest
 from fastapi.testclient import TestClient
 
 import fyp
+import fyp.storage.sqlite as sqlite_module
+from fyp.catalog.models import User
 from fyp.regions.deployment import Deployment
 from fyp.serving.app import create_app
 
@@ -57,3 +62,20 @@ def test_openapi_is_published(client: TestClient) -> None:
     paths = resp.json()["paths"]
     for path in ("/v1/users", "/v1/videos", "/v1/events", "/v1/events/batch", "/healthz"):
         assert path in paths
+
+
+def test_a_server_forgets_served_pages_older_than_the_seen_window(
+    deployment: Deployment, admin_headers: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sqlite_module, "SERVED_FORGET_S", 0.05)
+    store = deployment.store("us")
+    store.insert_user(User(user_id="old", home_region="us", created_at_ms=1, updated_at_ms=1))
+    now = time.time_ns() // 1_000_000
+    window = deployment.config.feed.seen_window_ms
+    store.record_served("old", ["v-before"], now - window - 60_000)
+    store.record_served("old", ["v-within"], now - window + 60_000)
+    with TestClient(create_app(deployment.config.root), headers=admin_headers):
+        deadline = time.monotonic() + 5
+        while len(store.served_since("old", 0)) > 1 and time.monotonic() < deadline:
+            time.sleep(0.02)
+    assert store.served_since("old", 0) == ["v-within"]
