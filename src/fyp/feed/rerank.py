@@ -63,23 +63,25 @@ def diversify(
     window: list[int] = (
         [] if recent is None else model.tag_bits[recent[: p.tag_window]][::-1].tolist()
     )
-    taken = np.zeros(len(short), bool)
+    any_creator = bool(creators[-1] >= 0)  # unique() sorts: -1 (unknown) comes first
     chosen: list[int] = []
     last = -1  # index into ``creators`` of the previous pick's known creator
     for _ in range(min(n, len(short))):
         recent_tags = 0
         for bits in window[-p.tag_window :]:
             recent_tags |= bits
-        value = utility * creator_pen[creator_of] * category_pen[category_of]
+        if any_creator:
+            value = utility * creator_pen[creator_of] * category_pen[category_of]
+        else:  # every creator penalty is 1: the same floats without that product
+            value = utility * category_pen[category_of]
         if recent_tags:
             value[(tags & np.uint64(recent_tags)) != 0] *= p.tag_decay
-        value[taken] = -1.0
         if last >= 0:
             value[creator_of == last] = -1.0
         best = int(np.argmax(value))  # the first of equals: the better-ranked
         if value[best] < 0:
             break
-        taken[best] = True
+        utility[best] = -1.0  # taken: negative whatever the penalties
         chosen.append(int(short[best]))
         window.append(int(tags[best]))
         c, k = creator_of[best], category_of[best]
