@@ -198,9 +198,17 @@ def test_fyp_train_ranks_ahead_in_one_process_per_region(trained: Deployment) ->
 
     root = trained.config.root
     before = {r: current_version(trained.config.region_dir(r)) for r in trained.regions}
+    store = trained.store(trained.home_region("u18"))
+    long_ago = time.time_ns() // 1_000_000 - trained.config.feed.seen_window_ms - 60_000
+    store.record_served("u18", ["v-long-ago"], long_ago)
+    counter = store.user_version("u18")
     result = CliRunner().invoke(app, ["train", str(root), "--jobs", "2"])
     assert result.exit_code == 0, result.output
     assert "feeds ranked ahead in" in result.output and "trained 2 region(s)" in result.output
+    # pages older than the seen window are forgotten, the served counter stays
+    assert "forgot 1 served pages" in result.output
+    assert "v-long-ago" not in store.served_since("u18", 0)
+    assert store.user_version("u18") == counter
     for region in trained.regions:
         region_dir = trained.config.region_dir(region)
         after = current_version(region_dir)

@@ -59,13 +59,20 @@ def register(app: typer.Typer) -> None:
         ),
     ) -> None:
         """Train every model of each region from that region's store only, rank every
-        user's feed ahead with them ([feed] rank_ahead), and go live atomically."""
+        user's feed ahead with them ([feed] rank_ahead), and go live atomically. First,
+        forget the served pages older than the seen window (a serving process also does,
+        once a minute): a deployment that is trained but not served keeps no more."""
         from fyp.regions.deployment import Deployment
 
         with Deployment.open(directory) as d:  # checks the config and the region name
             regions = [region] if region else d.regions
-            if region is not None:
-                d.store(region)
+            before = time.time_ns() // 1_000_000 - d.config.feed.seen_window_ms
+            for name in regions:
+                forgotten = d.store(name).forget_served_before(before)
+                if forgotten:
+                    console.print(
+                        f"{name}: forgot {forgotten:,} served pages older than the window"
+                    )
         started = time.perf_counter()
         workers = min(len(regions), jobs or os.cpu_count() or 1)
         if workers <= 1:
