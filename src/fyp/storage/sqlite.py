@@ -51,7 +51,8 @@ CHECKPOINT_INTERVAL_S = 1.0
 SERVED_SWEEP_S = 0.05  # a served group left behind by traffic waits at most this
 SERVING_AUTOCHECKPOINT_PAGES = 20_000  # safety cap when the background checkpointer lags
 SERVED_FORGET_S = 60.0  # how often a serving store forgets pages older than the window
-SERVED_FORGET_CHUNK = 2_000  # pages per forgetting transaction: short write locks
+SERVED_FORGET_CHUNK = 250  # pages per forgetting transaction: ~6 ms of write lock each
+SERVED_FORGET_PAUSE_S = 0.02  # between two such transactions
 COUNTER_CACHE_USERS = 100_000  # committed served counters kept between version and record
 _SYNC_MODES = {"off", "normal", "full", "extra"}
 BULK_REINDEX_ROWS = 10_000  # a bulk insert this large into an empty table indexes afterwards
@@ -182,8 +183,10 @@ class SQLiteStore(Store):
         logged and retried at the next pass (the feed never reads past the window)."""
         before = time.time_ns() // 1_000_000 - window_ms
         try:
-            while not self._stop.is_set():
-                if forget_before(conn, before, SERVED_FORGET_CHUNK) < SERVED_FORGET_CHUNK:
+            # a pause between chunks leaves the write lock to the served log's group
+            # commits while a backlog (say, the first pass after an upgrade) goes
+            while forget_before(conn, before, SERVED_FORGET_CHUNK) == SERVED_FORGET_CHUNK:
+                if self._stop.wait(SERVED_FORGET_PAUSE_S):
                     return
         except sqlite3.Error as exc:
             log.warning("served log: forgetting old pages failed, retrying later: %s", exc)
