@@ -24,6 +24,12 @@ RECENT_WINDOW = 8  # latest distinct videos, for look-alike avoidance
 NEGATIVE_TYPES = frozenset({EventType.skip, EventType.not_interested, EventType.report})
 
 
+def _mark(mask: np.ndarray, model: RegionModel, video_ids: Iterable[str]) -> None:
+    """Set ``mask[item]`` for the videos of ``video_ids`` in the model's catalogue."""
+    index = model.video_index
+    mask[[index[v] for v in video_ids if v in index]] = True
+
+
 class ServedMask:
     """``mask[item]`` for the items of a served set, shared by the states built on the
     same served part: an event builds a new state but keeps that part (StateCache), so a
@@ -38,8 +44,7 @@ class ServedMask:
         if memo is not None and memo[0] is model and memo[1] == len(served):
             return memo[2]
         mask = np.zeros(model.n_items, bool)
-        index = model.video_index
-        mask[[index[v] for v in served if v in index]] = True
+        _mark(mask, model, served)
         self._memo = (model, len(served), mask)
         return mask
 
@@ -49,8 +54,7 @@ class ServedMask:
         if memo is None or memo[1] != before:
             return
         model, _, mask = memo
-        index = model.video_index
-        mask[[index[v] for v in added if v in index]] = True
+        _mark(mask, model, added)
         self._memo = (model, after, mask)
 
 
@@ -96,9 +100,7 @@ class UserState:
         if memo is not None and memo[0] is model and memo[1] == len(self.seen):
             return memo[2]
         mask = self.served_mask.get(model, self.served).copy()
-        index = model.video_index
-        rest = self.seen.difference(self.served) if self.acted is None else self.acted
-        mask[[index[v] for v in rest if v in index]] = True
+        _mark(mask, model, self.seen.difference(self.served) if self.acted is None else self.acted)
         self._seen_mask = (model, len(self.seen), mask)
         return mask
 

@@ -185,9 +185,7 @@ class SQLiteStore(Store):
         try:
             # a pause between chunks leaves the write lock to the served log's group
             # commits while a backlog (say, the first pass after an upgrade) goes
-            while forget_before(conn, before, SERVED_FORGET_CHUNK) == SERVED_FORGET_CHUNK:
-                if self._stop.wait(SERVED_FORGET_PAUSE_S):
-                    return
+            self._forget_in_chunks(conn, before, SERVED_FORGET_PAUSE_S)
         except sqlite3.Error as exc:
             log.warning("served log: forgetting old pages failed, retrying later: %s", exc)
 
@@ -591,11 +589,17 @@ class SQLiteStore(Store):
             if self._depth:
                 raise StorageError("forget_served_before runs in transactions of its own")
             self._commit_served()
-            gone, chunk = 0, SERVED_FORGET_CHUNK
-            while chunk == SERVED_FORGET_CHUNK:
-                chunk = forget_before(self._conn, before_ms, SERVED_FORGET_CHUNK)
-                gone += chunk
-        return gone
+            return self._forget_in_chunks(self._conn, before_ms, 0.0)
+
+    def _forget_in_chunks(self, conn: sqlite3.Connection, before_ms: int, pause_s: float) -> int:
+        """Forget pages served before ``before_ms``, ``SERVED_FORGET_CHUNK`` per
+        transaction, ``pause_s`` apart (until the store closes); returns how many."""
+        gone = 0
+        while True:
+            chunk = forget_before(conn, before_ms, SERVED_FORGET_CHUNK)
+            gone += chunk
+            if chunk < SERVED_FORGET_CHUNK or (pause_s and self._stop.wait(pause_s)):
+                return gone
 
     def user_version(self, user_id: str) -> tuple[int, ...] | None:
         with self._lock:  # committed and buffered records, each counted once
