@@ -6,9 +6,11 @@ from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from fyp.errors import ConfigError
 from fyp.feed.rerank import RerankParams, diversify
 
 
@@ -58,10 +60,12 @@ def full_scan(
     n=st.integers(1, 25),
     creators=st.integers(1, 6),
     categories=st.integers(1, 5),
+    scan_depth=st.sampled_from([0, 1, 3, 64, 10_000]),
 )
 def test_greedy_equals_the_full_scan(
-    data: st.DataObject, size: int, n: int, creators: int, categories: int
+    data: st.DataObject, size: int, n: int, creators: int, categories: int, scan_depth: int
 ) -> None:
+    """Whether picks are scanned, done over arrays, or switch from one to the other."""
     catalogue = size + 5
     levels = st.sampled_from([0.0, 0.5, 1.0, 2.0, 2.5, 7.0])  # few levels: many ties
     model = SimpleNamespace(
@@ -78,16 +82,30 @@ def test_greedy_equals_the_full_scan(
     )
     scores = np.asarray(data.draw(st.lists(levels, min_size=size, max_size=size)), np.float32)
     recent = np.asarray(data.draw(st.lists(st.integers(0, catalogue - 1), max_size=6)), np.int64)
-    p = RerankParams()
+    factor = st.sampled_from([0.0, 0.2, 0.5, 0.9, 1.0])
+    p = RerankParams(
+        creator_decay=data.draw(factor),
+        category_decay=data.draw(factor),
+        floor=data.draw(factor),
+        tag_decay=data.draw(factor),
+        tag_window=data.draw(st.integers(0, 5)),
+    )
 
     class Sized(SimpleNamespace):
         def __len__(self) -> int:
             return size
 
     sized = Sized(items=np.arange(size, dtype=np.int64))
-    assert diversify(model, sized, scores, n, p, recent) == full_scan(
+    assert diversify(model, sized, scores, n, p, recent, scan_depth) == full_scan(
         model, sized, scores, n, p, recent
     )  # type: ignore[arg-type]
+
+
+def test_penalties_must_be_factors_of_at_most_one() -> None:
+    with pytest.raises(ConfigError, match="tag_decay"):
+        RerankParams(tag_decay=1.5)
+    with pytest.raises(ConfigError, match="floor"):
+        RerankParams(floor=-0.1)
 
 
 def test_exploration_slots_sit_in_the_second_half_at_the_configured_share() -> None:

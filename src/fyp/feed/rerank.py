@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from fyp.errors import ConfigError
 from fyp.feed.pool import Pool
 from fyp.models.region_model import RegionModel
 
@@ -24,6 +25,19 @@ class RerankParams:
     tag_decay: float = 0.5
     exploration_share: float = 0.05
 
+    def __post_init__(self) -> None:
+        # penalties are factors of at most 1: the re-ranker's scan relies on it
+        for name in ("creator_decay", "category_decay", "floor", "tag_decay", "exploration_share"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ConfigError(f"{name} must be between 0 and 1, got {getattr(self, name)}")
+        if self.tag_window < 0:
+            raise ConfigError(f"tag_window must be at least 0, got {self.tag_window}")
+
+
+# how many videos one pick of the re-ranker may scan before the rest go to arrays:
+# a scanned video costs ~0.3 us, a pick over arrays ~13 us whatever the depth
+SCAN_DEPTH = 64
+
 
 def shortlist_size(n: int) -> int:
     """How many of the best-scored candidates the greedy re-ranker considers for ``n``
@@ -39,58 +53,156 @@ def diversify(
     n: int,
     p: RerankParams,
     recent: np.ndarray | None = None,
+    scan_depth: int = SCAN_DEPTH,
 ) -> list[int]:
     """Greedy pick: each repeat of a creator/category multiplies utility by a decay
     (never below ``floor``); sharing a tag with the last few videos (``recent``: the
     user's latest, newest first) costs ``tag_decay``; never two consecutive videos of
     one known creator; ties go to the better-ranked.
 
-    Each step rescores the whole shortlist in a few array operations, penalties kept
-    per creator and per category. (A lazy heap that re-scored only what could win was
-    slower on real shortlists: the tag window changes every step, so most of the top of
-    the heap was popped and pushed back each time; 0.76 against 0.43 ms for 20 picks.)"""
+    A pick scans the shortlist best-first and stops at the first video whose unpenalised
+    utility cannot beat the best found (every penalty is a factor of at most 1), which
+    on real shortlists is a few dozen videos. A pick that would scan more than
+    ``scan_depth`` hands this and every later pick to array operations over the whole
+    shortlist, which cost the same whatever the depth. (On 1,302 real KuaiRec-EAR
+    rankings: 0.40 -> 0.17 ms per call, identical picks. A lazy heap was slower: the
+    tag window changes every step, so most of its top was popped and pushed back.)"""
     if len(pool) == 0:
         return []
     short = np.argsort(-scores, kind="stable")[: shortlist_size(n)]
     top = scores[short].astype(np.float64)
-    utility = top - top.min() + 1e-6
-    items = pool.items[short]
-    creators, creator_of = np.unique(model.creator[items], return_inverse=True)
-    categories, category_of = np.unique(model.category[items], return_inverse=True)
-    tags = model.tag_bits[items]
-    creator_pen = np.ones(len(creators))
-    category_pen = np.ones(len(categories))
-    window: list[int] = (
-        [] if recent is None else model.tag_bits[recent[: p.tag_window]][::-1].tolist()
-    )
-    any_creator = bool(creators[-1] >= 0)  # unique() sorts: -1 (unknown) comes first
+    greedy = _Greedy(model, pool.items[short], top - top.min() + 1e-6, p, recent)
+    if not np.isfinite(greedy.utility).all():
+        scan_depth = 0  # the scan's bound needs real numbers
     chosen: list[int] = []
-    last = -1  # index into ``creators`` of the previous pick's known creator
     for _ in range(min(n, len(short))):
-        recent_tags = 0
-        for bits in window[-p.tag_window :]:
-            recent_tags |= bits
-        if any_creator:
-            value = utility * creator_pen[creator_of] * category_pen[category_of]
-        else:  # every creator penalty is 1: the same floats without that product
-            value = utility * category_pen[category_of]
-        if recent_tags:
-            value[(tags & np.uint64(recent_tags)) != 0] *= p.tag_decay
-        if last >= 0:
-            value[creator_of == last] = -1.0
-        best = int(np.argmax(value))  # the first of equals: the better-ranked
-        if value[best] < 0:
+        best = greedy.scan_pick(scan_depth) if greedy.arrays is None else None
+        if best is None:
+            best = greedy.array_pick()
+        if best < 0:
             break
-        utility[best] = -1.0  # taken: negative whatever the penalties
+        greedy.take(best)
         chosen.append(int(short[best]))
-        window.append(int(tags[best]))
-        c, k = creator_of[best], category_of[best]
-        last = int(c) if creators[c] >= 0 else -1
-        if creators[c] >= 0:
-            creator_pen[c] = max(p.floor, creator_pen[c] * p.creator_decay)
-        if categories[k] >= 0:
-            category_pen[k] = max(p.floor, category_pen[k] * p.category_decay)
     return chosen
+
+
+class _Greedy:
+    """The re-ranker's state between picks: penalties per creator and category, the
+    tag window, what is left. Kept as Python values for the scan; turned into arrays
+    once, if a pick is too deep for it."""
+
+    def __init__(
+        self,
+        model: RegionModel,
+        items: np.ndarray,
+        utility: np.ndarray,
+        p: RerankParams,
+        recent: np.ndarray | None,
+    ) -> None:
+        self.model, self.items, self.utility, self.p = model, items, utility, p
+        self.values: list[float] = utility.tolist()
+        self.creator: list[int] = model.creator[items].tolist()
+        self.category: list[int] = model.category[items].tolist()
+        self.tags: list[int] = model.tag_bits[items].tolist()
+        self.any_creator = max(self.creator) >= 0
+        self.creator_pen: dict[int, float] = {}
+        self.category_pen: dict[int, float] = {}
+        self.window: list[int] = (
+            [] if recent is None else model.tag_bits[recent[: p.tag_window]][::-1].tolist()
+        )
+        self.remaining = list(range(len(self.values)))  # best first
+        self.last = -1  # the previous pick's creator, when known
+        self.arrays: _Arrays | None = None
+
+    def recent_tags(self) -> int:
+        bits = 0
+        for b in self.window[-self.p.tag_window :]:
+            bits |= b
+        return bits
+
+    def scan_pick(self, depth: int) -> int | None:
+        """The best remaining index (-1: none may follow), or None past ``depth``."""
+        recent, decay, last = self.recent_tags(), self.p.tag_decay, self.last
+        values, creator, category, tags = self.values, self.creator, self.category, self.tags
+        creator_pen, category_pen = self.creator_pen, self.category_pen
+        any_creator = self.any_creator
+        best_value, best_at = -2.0, -1
+        for at, i in enumerate(self.remaining):
+            u = values[i]
+            if u <= best_value:  # nothing further on can beat it: penalties only shrink
+                break
+            if at == depth:
+                return None
+            c = creator[i]
+            if last >= 0 and c == last:
+                value = -1.0
+            else:
+                # the same products, in the same order, as array_pick: the same ties
+                if any_creator:
+                    value = u * creator_pen.get(c, 1.0) * category_pen.get(category[i], 1.0)
+                else:
+                    value = u * category_pen.get(category[i], 1.0)
+                if recent and tags[i] & recent:
+                    value *= decay
+            if value > best_value:
+                best_value, best_at = value, at
+        return -1 if best_value < 0 else self.remaining[best_at]
+
+    def array_pick(self) -> int:
+        """The best remaining index (-1: none may follow), rescoring the whole shortlist."""
+        a = self.arrays or self._to_arrays()
+        if self.any_creator:
+            value = a.utility * a.creator_pen[a.creator_of] * a.category_pen[a.category_of]
+        else:  # every creator penalty is 1: the same floats without that product
+            value = a.utility * a.category_pen[a.category_of]
+        recent = self.recent_tags()
+        if recent:
+            value[(a.tags & np.uint64(recent)) != 0] *= self.p.tag_decay
+        if self.last >= 0:
+            value[a.creator == self.last] = -1.0
+        value[a.taken] = -1.0  # a zero penalty leaves a taken video at -0.0, not below 0
+        best = int(np.argmax(value))  # the first of equals: the better-ranked
+        return -1 if value[best] < 0 else best
+
+    def take(self, i: int) -> None:
+        p = self.p
+        self.remaining.remove(i)
+        self.window.append(self.tags[i])
+        c, k = self.creator[i], self.category[i]
+        self.last = c if c >= 0 else -1
+        if c >= 0:
+            self.creator_pen[c] = max(p.floor, self.creator_pen.get(c, 1.0) * p.creator_decay)
+        if k >= 0:
+            self.category_pen[k] = max(p.floor, self.category_pen.get(k, 1.0) * p.category_decay)
+        if self.arrays is not None:
+            self.arrays.update(self, i)
+
+    def _to_arrays(self) -> _Arrays:
+        self.arrays = _Arrays(self)
+        return self.arrays
+
+
+class _Arrays:
+    """The greedy state as arrays over the shortlist (for array_pick)."""
+
+    def __init__(self, g: _Greedy) -> None:
+        self.creator = g.model.creator[g.items]
+        self.creators, self.creator_of = np.unique(self.creator, return_inverse=True)
+        self.categories, self.category_of = np.unique(
+            g.model.category[g.items], return_inverse=True
+        )
+        self.creator_pen = np.asarray([g.creator_pen.get(int(c), 1.0) for c in self.creators])
+        self.category_pen = np.asarray([g.category_pen.get(int(k), 1.0) for k in self.categories])
+        self.tags = g.model.tag_bits[g.items]
+        self.utility = g.utility
+        self.taken = np.ones(len(self.utility), bool)
+        self.taken[g.remaining] = False
+
+    def update(self, g: _Greedy, i: int) -> None:
+        self.taken[i] = True
+        c, k = self.creator_of[i], self.category_of[i]
+        self.creator_pen[c] = g.creator_pen.get(int(self.creators[c]), 1.0)
+        self.category_pen[k] = g.category_pen.get(int(self.categories[k]), 1.0)
 
 
 def explore(
