@@ -19,7 +19,8 @@ def full_scan(
 ) -> list[int]:
     """The straightforward greedy: rescore the whole shortlist at every step."""
     short = np.argsort(-scores, kind="stable")[: min(max(n * 8, 50), 200)]
-    utility = scores[short] - scores[short].min() + 1e-6
+    top = scores[short].astype(np.float64)  # as the re-ranker: ties must tie the same
+    utility = top - top.min() + 1e-6
     creators = model.creator[pool.items[short]]
     categories = model.category[pool.items[short]]
     creator_pen = np.ones(len(short))
