@@ -190,3 +190,70 @@ def test_erasing_a_user_drops_their_records_not_committed_yet(tmp_path: Path) ->
     store.close()
     assert committed(path, "a") == (0, [])
     assert committed(path, "b") == (1, ["v2"])
+
+
+WRITES = st.lists(
+    st.tuples(
+        st.sampled_from(["serve", "event", "profile", "commit"]),
+        st.sampled_from(["here", "other"]),  # this serving store, or another connection
+        st.sampled_from(["a", "b"]),
+    ),
+    max_size=14,
+)
+
+
+@settings(max_examples=40, deadline=None)
+@given(WRITES)
+def test_user_version_stays_exact_whichever_connection_writes(
+    writes: list[tuple[str, str, str]],
+) -> None:
+    """A serving store keeps what user_version read while only its served log writes;
+    anything else, here or by another process, must show in the next call."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "us.sqlite"
+        store = serving_store(path)
+        store._served.max_age_s = 60  # type: ignore[attr-defined]  # commits only when told
+        other = open_store(f"sqlite:///{path}", "us", migrate=False)
+        try:
+            for k, (kind, where, user) in enumerate(writes):
+                writer = store if where == "here" else other
+                if kind == "serve":
+                    writer.record_served(user, [f"v{k}"], 1_000 + k)
+                elif kind == "event":
+                    writer.insert_events(
+                        [EventRow(f"e{k}", user, "v", "like", k, None, None, 0, 0, 0)]
+                    )
+                elif kind == "profile":
+                    writer.update_user(
+                        User(user_id=user, home_region="us", created_at_ms=1, updated_at_ms=10 + k)
+                    )
+                else:
+                    with store._lock:  # type: ignore[attr-defined]
+                        store._commit_served()  # type: ignore[attr-defined]
+                for u in ("a", "b"):
+                    truth = other.user_version(u)  # committed: a connection of its own
+                    assert truth is not None
+                    queued = len(store._served.queued(u))  # type: ignore[attr-defined]
+                    assert store.user_version(u) == (truth[0], truth[1], truth[2] + queued)
+        finally:
+            other.close()
+            store.close()
+
+
+def test_the_change_token_ignores_only_the_served_log(tmp_path: Path) -> None:
+    path = tmp_path / "us.sqlite"
+    store = serving_store(path)
+    token = store.change_token()  # type: ignore[attr-defined]
+    store.record_served("a", ["v1"], 1)
+    with store._lock:  # type: ignore[attr-defined]
+        store._commit_served()  # type: ignore[attr-defined]
+    assert store.change_token() == token  # type: ignore[attr-defined]
+    store.insert_events([EventRow("e1", "a", "v", "like", 1, None, None, 0, 0, 0)])
+    assert store.change_token() != token  # type: ignore[attr-defined]
+    token = store.change_token()  # type: ignore[attr-defined]
+    raw = sqlite3.connect(path)  # another process
+    raw.execute("UPDATE users SET updated_at_ms = 99 WHERE user_id = 'b'")
+    raw.commit()
+    raw.close()
+    assert store.change_token() != token  # type: ignore[attr-defined]
+    store.close()

@@ -54,16 +54,20 @@ class ServedRecord:
     ts_ms: int
 
 
-def write_records(conn: sqlite3.Connection, user_id: str, records: Sequence[ServedRecord]) -> bool:
+def write_records(conn: sqlite3.Connection, user_id: str, records: Sequence[ServedRecord]) -> int:
     """Apply a user's records inside the caller's transaction: one ``served_pages`` row
     each, numbered on from the served counter (one statement per page; the users row is
-    only read). False if the user is gone."""
-    inserted = conn.executemany(
-        "INSERT INTO served_pages (user_id, page_seq, served_at_ms, video_ids) "
-        f"SELECT ?1, {COUNTER} + 1, ?2, ?3 FROM users WHERE user_id = ?1",
-        [(user_id, r.ts_ms, to_json(list(dict.fromkeys(r.video_ids))).decode()) for r in records],
-    ).rowcount
-    return inserted > 0
+    only read). Returns how many were written: 0 if the user is gone."""
+    return int(
+        conn.executemany(
+            "INSERT INTO served_pages (user_id, page_seq, served_at_ms, video_ids) "
+            f"SELECT ?1, {COUNTER} + 1, ?2, ?3 FROM users WHERE user_id = ?1",
+            [
+                (user_id, r.ts_ms, to_json(list(dict.fromkeys(r.video_ids))).decode())
+                for r in records
+            ],
+        ).rowcount
+    )
 
 
 def forget_before(conn: sqlite3.Connection, before_ms: int, limit: int) -> int:
@@ -146,28 +150,31 @@ class ServedBuffer:
         limit = self.max_age_s if age_s is None else age_s
         return self._count >= self.max_records or time.monotonic() - self._since >= limit
 
-    def commit(self, conn: sqlite3.Connection) -> None:
+    def commit(self, conn: sqlite3.Connection) -> dict[str, int]:
         """Write everything buffered in one transaction on ``conn`` (the caller holds the
-        connection's lock); a user erased meanwhile is skipped. On failure the records
-        stay for the next attempt, and after ``ATTEMPTS`` they are dropped and logged:
-        serving goes on either way."""
+        connection's lock); a user erased meanwhile is skipped. Returns the pages written
+        per user. On failure the records stay for the next attempt, and after
+        ``ATTEMPTS`` they are dropped and logged: serving goes on either way."""
+        written: dict[str, int] = {}
         if not self.pending:
-            return
+            return written
         try:
             conn.execute("BEGIN IMMEDIATE")
             try:
                 for user_id, records in self.pending.items():
-                    write_records(conn, user_id, records)
+                    written[user_id] = write_records(conn, user_id, records)
                 conn.execute("COMMIT")
             except BaseException:
+                written = {}
                 conn.execute("ROLLBACK")
                 raise
         except sqlite3.Error as exc:
             self._failures += 1
             if self._failures < ATTEMPTS:
-                return
+                return written
             log.error("served log: %d users' records dropped: %s", len(self.pending), exc)
         self.pending, self._count, self._since, self._failures = {}, 0, None, 0
+        return written
 
     @staticmethod
     def served_since(

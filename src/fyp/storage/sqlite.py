@@ -106,9 +106,13 @@ class SQLiteStore(Store):
         self._checkpointer: threading.Thread | None = None
         self._served: ServedBuffer | None = None  # serving: the served log in groups
         self._served_window_ms: int | None = None  # serving: forget pages older than this
-        # serving: each user's committed served counter as user_version last read it, so
-        # recording the page that follows needs no query (dropped when it may be stale)
-        self._committed: dict[str, int] = {}
+        # what user_version last read per user (profile, latest event, committed served
+        # counter), kept while nothing but this store's served log wrote: the served log's
+        # commits are added in, and any other write, here (``_writes``) or by another
+        # connection (``PRAGMA data_version``), drops them all (``change_token``)
+        self._versions: dict[str, tuple[int, int, int]] = {}
+        self._versions_token: tuple[int, int] | None = None
+        self._writes = 0  # transactions begun through this store
 
     # -- lifecycle ------------------------------------------------------------
     def _connect(self) -> sqlite3.Connection:
@@ -193,9 +197,11 @@ class SQLiteStore(Store):
         """Commit the buffered served records (caller holds ``_lock``), unless a
         transaction is open on the connection: then the next call does."""
         if self._served is not None and not self._depth:
-            for user_id in self._served.pending:
-                self._committed.pop(user_id, None)
-            self._served.commit(self._conn)
+            versions = self._versions
+            for user_id, pages in self._served.commit(self._conn).items():
+                known = versions.get(user_id)
+                if known is not None:
+                    versions[user_id] = (known[0], known[1], known[2] + pages)
 
     @contextmanager
     def transaction(self) -> Iterator[None]:
@@ -207,6 +213,7 @@ class SQLiteStore(Store):
                 finally:
                     self._depth -= 1
                 return
+            self._writes += 1  # before anything is written: change_token moves on
             self._conn.execute("BEGIN IMMEDIATE")
             self._depth = 1
             try:
@@ -344,7 +351,7 @@ class SQLiteStore(Store):
         with self.transaction():
             if self._served is not None:  # records not committed yet go with the rest
                 self._served.drop(user_id)
-            self._committed.pop(user_id, None)
+            self._versions.pop(user_id, None)
             c = self._conn
             events = c.execute("DELETE FROM events WHERE user_id=?", (user_id,)).rowcount
             labels = int(
@@ -572,12 +579,14 @@ class SQLiteStore(Store):
                     return int(self._conn.execute(COUNTER_SQL, (user_id,)).fetchone()[0])
             # serving: committed with the group it joins (served_log.py); a user erased
             # by another process meanwhile is skipped there
-            committed = self._committed.get(user_id)
-            if committed is None:
+            known = self._current_versions().get(user_id)
+            if known is None:
                 rows = self._query(COUNTER_SQL, (user_id,))
                 if not rows:
                     raise UnknownUser(f"no user {user_id!r} in region {self.region!r}")
                 committed = int(rows[0][0])
+            else:
+                committed = known[2]
             served.add(user_id, record)
             counter = committed + len(served.queued(user_id))
             if served.due():
@@ -589,6 +598,7 @@ class SQLiteStore(Store):
             if self._depth:
                 raise StorageError("forget_served_before runs in transactions of its own")
             self._commit_served()
+            self._writes += 1
             return self._forget_in_chunks(self._conn, before_ms, 0.0)
 
     def _forget_in_chunks(self, conn: sqlite3.Connection, before_ms: int, pause_s: float) -> int:
@@ -603,25 +613,40 @@ class SQLiteStore(Store):
 
     def user_version(self, user_id: str) -> tuple[int, ...] | None:
         with self._lock:  # committed and buffered records, each counted once
-            rows = self._query(
-                "SELECT updated_at_ms, (SELECT MAX(seq) FROM events WHERE user_id = ?1), "
-                f"{COUNTER} FROM users WHERE user_id = ?1",
-                (user_id,),
-            )
-            if self._served is None:
-                buffered = 0
-            else:
-                buffered = len(self._served.queued(user_id))
-                if len(self._committed) >= COUNTER_CACHE_USERS:
-                    self._committed.clear()
-                if rows:
-                    self._committed[user_id] = int(rows[0][2])
-                else:
-                    self._committed.pop(user_id, None)
-        if not rows:
-            return None
-        profile, event, served = (int(v) if v is not None else -1 for v in rows[0])
-        return (profile, event, served + buffered)
+            versions = self._current_versions()
+            known = versions.get(user_id)
+            if known is None:
+                rows = self._query(
+                    "SELECT updated_at_ms, (SELECT MAX(seq) FROM events WHERE user_id = ?1), "
+                    f"{COUNTER} FROM users WHERE user_id = ?1",
+                    (user_id,),
+                )
+                if not rows:
+                    return None
+                profile, event, served = (int(v) if v is not None else -1 for v in rows[0])
+                known = (profile, event, served)
+                if len(versions) >= COUNTER_CACHE_USERS:
+                    versions.clear()
+                versions[user_id] = known
+            buffered = 0 if self._served is None else len(self._served.queued(user_id))
+        return (known[0], known[1], known[2] + buffered)
+
+    def change_token(self) -> tuple[int, int]:
+        """Equal between two calls only if nothing was written to the database meanwhile
+        except this store's served log: SQLite's ``data_version`` (commits by other
+        connections) and the transactions begun here."""
+        with self._lock:
+            version = self._conn.execute("PRAGMA data_version").fetchone()[0]
+            return (int(version), self._writes)
+
+    def _current_versions(self) -> dict[str, tuple[int, int, int]]:
+        """``_versions``, emptied first if anything else was written since they were read
+        (caller holds ``_lock``)."""
+        token = self.change_token()
+        if token != self._versions_token:
+            self._versions.clear()
+            self._versions_token = token
+        return self._versions
 
     def served_since(self, user_id: str, since_ms: int) -> list[str]:
         with self._lock:  # committed and buffered records, each counted once
