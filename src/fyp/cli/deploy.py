@@ -85,6 +85,7 @@ def serve_directory(directory: Path, host: str, port: int) -> None:
 
     from fyp.config import load_config
     from fyp.serving.app import create_app
+    from fyp.serving.transport import CoalescingHttpToolsProtocol
     from fyp.sovereignty.scheduler import ErasureScheduler
 
     app = create_app(directory)
@@ -96,6 +97,13 @@ def serve_directory(directory: Path, host: str, port: int) -> None:
     )
     erasures.start()  # retrains in a child process before an erasure's deadline
     try:
-        uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
+        uvicorn.run(
+            app,
+            host=host,
+            port=port,
+            log_level="warning",
+            access_log=False,
+            http=CoalescingHttpToolsProtocol,  # one write per response (fyp.serving.transport)
+        )
     finally:
         erasures.stop()
