@@ -30,6 +30,9 @@ class FakeTransport:
     def close(self) -> None:
         self.closed = True
 
+    def write_eof(self) -> None:
+        self.writes.append(b"<eof>")
+
     def get_extra_info(self, name: str) -> str:
         return f"info:{name}"
 
@@ -51,6 +54,10 @@ def test_writes_within_one_turn_leave_as_one() -> None:
         await asyncio.sleep(0)  # the scheduled flush finds nothing left
         assert len(real.writes) == 3
         assert t.get_extra_info("peername") == "info:peername"  # the rest goes through
+        again = CoalescingTransport(FakeTransport(), asyncio.get_running_loop())  # type: ignore[arg-type]
+        again.write(b"tail")
+        again.write_eof()  # what is held goes before the end of the stream
+        assert again._transport.writes == [b"tail", b"<eof>"]  # type: ignore[attr-defined]
         return real
 
     asyncio.run(scenario())

@@ -257,3 +257,14 @@ def test_the_change_token_ignores_only_the_served_log(tmp_path: Path) -> None:
     raw.close()
     assert store.change_token() != token  # type: ignore[attr-defined]
     store.close()
+
+
+def test_nothing_read_inside_a_rolled_back_transaction_is_kept(tmp_path: Path) -> None:
+    store = serving_store(tmp_path / "us.sqlite")
+    before = store.user_version("a")
+    with pytest.raises(RuntimeError), store.transaction():  # type: ignore[attr-defined]
+        store.insert_events([EventRow("e1", "a", "v", "like", 1, None, None, 0, 0, 0)])
+        assert store.user_version("a") != before  # seen inside the transaction
+        raise RuntimeError("rolled back")
+    assert store.user_version("a") == before
+    store.close()

@@ -22,8 +22,8 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol  # uvicorn[s
 class CoalescingTransport:
     """A transport whose writes within one turn of the event loop become one write.
 
-    Everything but ``write`` and ``close`` goes to the real transport (flow control,
-    peer name, reading), and ``close`` writes what is held first."""
+    Everything but the writes goes to the real transport (flow control, peer name,
+    reading, ``abort``); ``close`` and ``write_eof`` write what is held first."""
 
     __slots__ = ("_held", "_loop", "_transport")
 
@@ -51,6 +51,10 @@ class CoalescingTransport:
     def close(self) -> None:
         self.flush()
         self._transport.close()
+
+    def write_eof(self) -> None:
+        self.flush()
+        self._transport.write_eof()
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._transport, name)

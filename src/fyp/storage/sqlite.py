@@ -225,6 +225,7 @@ class SQLiteStore(Store):
                 self._conn.execute("COMMIT")
             finally:
                 self._depth = 0
+                self._writes += 1  # and after: nothing read inside is kept past it
 
     def migrate(self) -> list[int]:
         applied: list[int] = []
