@@ -32,7 +32,7 @@ def full_scan(
     last_creator = -1
     for _ in range(min(n, len(short))):
         recent_tags = 0
-        for bits in window[-p.tag_window :]:
+        for bits in window[-p.tag_window :] if p.tag_window else []:
             recent_tags |= bits
         tag_pen = np.where((tags & np.uint64(recent_tags)) != 0, p.tag_decay, 1.0)
         u = np.where(open_, utility * creator_pen * category_pen * tag_pen, -1.0)
@@ -100,6 +100,26 @@ def test_greedy_equals_the_full_scan(
     assert diversify(model, sized, scores, n, p, recent, scan_depth) == full_scan(
         model, sized, scores, n, p, recent
     )  # type: ignore[arg-type]
+
+
+def test_a_tag_window_of_zero_keeps_no_look_alikes_apart() -> None:
+    model = SimpleNamespace(
+        creator=np.full(4, -1),
+        category=np.full(4, -1),
+        tag_bits=np.asarray([1, 1, 2, 4], np.uint64),
+    )
+
+    class Sized(SimpleNamespace):
+        def __len__(self) -> int:
+            return 4
+
+    pool = Sized(items=np.arange(4, dtype=np.int64))
+    scores = np.asarray([3.0, 2.5, 2.4, 0.0])
+    for depth in (0, 64):  # over arrays, and scanned
+        window_4 = diversify(model, pool, scores, 2, RerankParams(), None, depth)  # type: ignore[arg-type]
+        window_0 = diversify(model, pool, scores, 2, RerankParams(tag_window=0), None, depth)  # type: ignore[arg-type]
+        assert window_4 == [0, 2]  # the second of tag 1 waits
+        assert window_0 == [0, 1]  # by score alone
 
 
 def test_penalties_must_be_factors_of_at_most_one() -> None:

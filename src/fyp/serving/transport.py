@@ -3,12 +3,13 @@
 uvicorn writes a response's status line and headers as soon as the app sends
 ``http.response.start``, and the body in a second write when it sends
 ``http.response.body``. With uvloop each write is its own ``send`` syscall and, with
-``TCP_NODELAY``, its own TCP segment: on a feed page of ~1.5 KB the second syscall and
-segment were ~7 % of the server's time per request (py-spy, docs/benchmarks.md), and
-the client reads twice. Here the protocol's transport holds what a task writes until
-the event loop's next turn and writes it in one piece: headers and body of a response
-leave together, a streamed body still leaves chunk by chunk (each chunk is written in a
-turn of its own), and nothing is held across a wait for the network.
+``TCP_NODELAY``, its own TCP segment, so a client gets a ~1.5 KB feed page in two
+packets. (py-spy put uvicorn's two writes at ~7 % of a feed request; the interleaved
+A/B of docs/benchmarks.md could not tell the saving from this machine's noise.) Here
+the protocol's transport holds what a task writes until the event loop's next turn and
+writes it in one piece: headers and body of a response leave together, a streamed body
+still leaves chunk by chunk (each chunk is written in a turn of its own), and nothing is
+held across a wait for the network.
 """
 
 from __future__ import annotations
