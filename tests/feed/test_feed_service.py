@@ -358,6 +358,17 @@ def test_cursor_is_the_json_it_always_was_and_round_trips(page: int, session: in
     assert decode_cursor(encode_cursor(page, session)) == (page, session)
 
 
+def test_warming_up_leaves_the_first_request_nothing_to_load(trained: Deployment) -> None:
+    from fyp.moderation.snapshot import snapshot_for
+
+    service = FeedService(trained)
+    assert service.warm() == ["us", "eu"]
+    for region in ("us", "eu"):
+        snapshot = snapshot_for(trained.store(region))
+        assert snapshot.seq is not None  # the catalogue is read
+        assert set(snapshot._barred) == {False, True}  # and what each kind of viewer may not see
+
+
 def test_a_serving_process_loads_a_new_artifact_while_the_old_one_serves(
     trained: Deployment, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -174,7 +174,10 @@ class FeedService:
         process, before its first request); returns the regions with a model."""
         loaded: list[str] = []
         for region in self.deployment.regions:
-            snapshot_for(self.deployment.store(region)).refresh()
+            snapshot = snapshot_for(self.deployment.store(region))
+            snapshot.refresh()
+            for adult in (False, True):  # the barred videos per viewer kind: ~6 ms each
+                snapshot.barred(adult)
             try:
                 self.model(region)
             except ModelError:
