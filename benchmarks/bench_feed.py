@@ -9,6 +9,10 @@ ahead), then serves it with one worker and drives
 also records what it served): users the server has not seen yet, two or three pages
 each per run. A second scenario, on a fresh server, has each user scroll 5 pages in a
 row (``lua/feed_sessions.lua``): it uses orders up, so later pages run the pipeline.
+A third, on a fresh server again, is what an app's users do: a page, then an event about
+its first video, and the next page only once the event is acknowledged
+(``lua/feed_with_events.lua``), so every page after a session's first is ranked afresh
+(read-your-writes); wrk counts its 4 events and 5 pages of a session together.
 A FastAPI hello-world is measured in the same run as the ceiling. Medians over repeats.
 
 Most of those pages come from the orders ``fyp train`` ranked ahead. The cost when an
@@ -50,9 +54,11 @@ def main() -> None:
         directory = Path(tmp) / "dep"
         with kuairec_deployment(directory, args.data) as d:
             key = KeyStore(d).create("bench-feed", ["feed"])[1]  # the app backend's key
+            # an app backend that also forwards its users' events
+            app_key = KeyStore(d).create("bench-app", ["feed", "ingest"])[1]
         port = free_port()
         train_runs: list[float] = []
-        hello, feed, sessions = [], [], []
+        hello, feed, sessions, with_events = [], [], [], []
         for _ in range(args.repeats):
             # each repeat starts from a training run, as a deployment does after each
             # `fyp train`: every user's order is ranked ahead again; the scenarios then
@@ -73,6 +79,11 @@ def main() -> None:
             with running(serve, port) as url:  # a fresh server: no user seen yet
                 wrk(url, LUA / "feed.lua", 2, 8, key)
                 sessions.append(wrk(url, LUA / "feed_sessions.lua", args.seconds, 8, key))
+            with running(serve, port) as url:  # again, with an event before each next page
+                wrk(url, LUA / "feed.lua", 2, 8, key)
+                run = wrk(url, LUA / "feed_with_events.lua", args.seconds, 8, app_key)
+                run["feeds_per_s"] = round(run["requests_per_s"] * 5 / 9, 1)  # 5 pages, 4 events
+                with_events.append(run)
         results["train_all_regions_s"] = {
             "median": round(statistics.median(train_runs), 2),
             "runs": [round(t, 2) for t in train_runs],
@@ -81,6 +92,7 @@ def main() -> None:
     results["hello_world_get_c8"] = median_of(hello)
     results["feed_get_n10_c8"] = median_of(feed)
     results["feed_sessions_of_5_pages_c8"] = median_of(sessions)
+    results["feed_sessions_with_events_c8"] = median_of(with_events)
     print(json.dumps(results, indent=2))
 
 
