@@ -104,6 +104,30 @@ def test_store_rows_of_a_foreign_user_are_found_in_any_table(dep: Path) -> None:
     assert report["foreign_records"] == 3 and report["orphan_records"] == 1
 
 
+def test_person_fields_inside_json_objects_are_found(dep: Path) -> None:
+    """``users.attributes`` holds what the app sends: other users' ids may sit in it."""
+    attributes = {
+        "invited_by": "u1",  # a person field naming an eu user
+        "circle": {"user_ids": ["u3", "u0"], "note": "u5"},  # nested, in an array
+        "user_id": "ghost",  # homed nowhere
+        "favourite": "u7",  # not a person field: not read as one
+    }
+    raw_sql(
+        dep,
+        US,
+        ("UPDATE users SET attributes = ? WHERE user_id = 'u0'", (json.dumps(attributes),)),
+    )
+    findings = scan(dep)
+    foreign = {(f.location, f.user_id) for f in only(findings, kind="foreign", source="store")}
+    assert foreign == {
+        ("users.attributes.invited_by", "u1"),
+        ("users.attributes.user_ids", "u3"),
+    }
+    assert [(f.location, f.user_id) for f in only(findings, kind="orphan")] == [
+        ("users.attributes.user_id", "ghost")
+    ]
+
+
 def test_a_pseudonym_of_a_foreign_user_in_the_audit_log_is_found(dep: Path) -> None:
     config = load_config(dep)
     subject = user_pseudonym(config, US, "u7")  # keyed as us would name a user

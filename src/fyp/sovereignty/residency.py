@@ -6,7 +6,9 @@ name against where users actually live (each region's ``users`` table):
 - **store**: every table and every column whose name says it holds a person
   (:data:`USER_COLUMN`: ``user_id``, ``*_user_id``, ...; :data:`PERSON_COLUMN`:
   ``actor``, ``appellant``, ``*_by``, ... which may also name staff), found from the
-  schema, so a table a later capability adds is covered without being listed; columns
+  schema, so a table a later capability adds is covered without being listed; so are
+  the fields of JSON objects kept in other columns, by the same names, at any depth
+  (``users.attributes`` holds what the app sends: ``{"invited_by": ...}``); columns
   named ``subject`` are matched against the keyed pseudonyms (``user_pseudonym``) of
   other regions' users, as the audit log names users that way;
 - **artifacts**: every string array of every model version whose name mentions users;
@@ -67,6 +69,20 @@ ERASED_NAMES = {"[erased]", ""}
 SKIPPED_IN_REGION = {"secrets", LEDGER_FILE}
 SCAN_STAGING = ".scan-"
 SQLITE_MAGIC = b"SQLite format 3\x00"
+# every name the column patterns match contains one of these (a cheap test per row)
+JSON_FIELD_NEEDLES = (
+    "user_id",
+    "_by",
+    "actor",
+    "appellant",
+    "reporter",
+    "owner",
+    "author_id",
+    "creator_id",
+    "subject",
+)
+NUMERIC_TYPE = re.compile(r"INT|REAL|FLOA|DOUB|NUM|BOOL", re.IGNORECASE)  # SQLite affinity
+JSON_PATH_END = re.compile(r'\.(?:"([^"]+)"|([^."\[\]]+))$')  # the last name of a JSON path
 
 
 @dataclass(frozen=True)
@@ -178,7 +194,8 @@ def _column_class(name: str) -> str | None:
 
 
 def sqlite_names(path: Path, counted: dict[str, int] | None = None) -> Iterator[Names]:
-    """Person columns of every table of a SQLite file, with each value's row count."""
+    """Person columns of every table of a SQLite file, with each value's row count, and
+    the person fields inside JSON objects stored in its other columns (``json_names``)."""
     conn = read_only(path)
     try:
         conn.execute("PRAGMA busy_timeout=10000")
@@ -194,6 +211,8 @@ def sqlite_names(path: Path, counted: dict[str, int] | None = None) -> Iterator[
             for col in conn.execute(f'PRAGMA table_info("{table}")').fetchall():
                 cls = _column_class(str(col[1]))
                 if cls is None:
+                    if not NUMERIC_TYPE.search(str(col[2])):  # JSON is text
+                        yield from json_names(conn, table, str(col[1]), counted)
                     continue
                 if counted is not None:
                     counted["store_columns"] += 1
@@ -206,6 +225,61 @@ def sqlite_names(path: Path, counted: dict[str, int] | None = None) -> Iterator[
         yield f"{path.name} (unreadable SQLite)", "user", {}
     finally:
         conn.close()
+
+
+def _field_of(key: object, path: str) -> str:
+    """The JSON field an atom sits under: its key, or for an array element the name
+    that ends its parent's path (``$.invited_by`` -> ``invited_by``)."""
+    if isinstance(key, str):
+        return key
+    found = JSON_PATH_END.search(path)
+    return found.group(1) or found.group(2) if found else ""
+
+
+def json_names(
+    conn: sqlite3.Connection, table: str, column: str, counted: dict[str, int] | None = None
+) -> Iterator[Names]:
+    """Person fields inside the JSON objects of one column (``users.attributes`` is the
+    client's own: an app may keep ``{"invited_by": ...}`` there), classified by field
+    name as columns are, at any depth and in arrays; each yields
+    ``table.column.field``. Only values that start like a JSON object and contain one
+    of :data:`JSON_FIELD_NEEDLES` are parsed (field names written with JSON escapes,
+    ``"user\\u005fid"``, are not found)."""
+    col = f'"{table}"."{column}"'
+    # only objects whose text holds a person field's name are taken apart
+    named = " OR ".join(f"instr({col}, '{needle}') > 0" for needle in JSON_FIELD_NEEDLES)
+    candidates = f"substr({col}, 1, 1) = '{{' AND ({named})"
+    source = (
+        f'FROM "{table}", json_tree({col}) AS j WHERE {candidates} AND json_valid({col}) '
+        f"AND json_type({col}) = 'object' AND j.type IN ('text', 'integer')"
+    )
+    try:
+        has_object = conn.execute(f'SELECT 1 FROM "{table}" WHERE {candidates} LIMIT 1').fetchone()
+        if not has_object:
+            return
+        fields: dict[str, list[tuple[object, str]]] = {}
+        for key, path in conn.execute(f"SELECT DISTINCT j.key, j.path {source}").fetchall():
+            fields.setdefault(_field_of(key, str(path)), []).append((key, str(path)))
+    except sqlite3.DatabaseError:
+        return  # not JSON this SQLite can read: the column scan above is what there is
+    for name, places in sorted(fields.items()):
+        cls = _column_class(name)
+        if cls is None:
+            continue
+        if counted is not None:
+            counted["store_columns"] += 1
+        counts: dict[str, int] = {}
+        for key, path in places:
+            where = (
+                "j.key = ?" if isinstance(key, str) else "typeof(j.key) = 'integer' AND j.path = ?"
+            )
+            rows = conn.execute(
+                f"SELECT j.atom, COUNT(*) {source} AND {where} GROUP BY j.atom",
+                (key if isinstance(key, str) else path,),
+            ).fetchall()
+            for value, n in rows:
+                counts[str(value)] = counts.get(str(value), 0) + int(n)
+        yield f"{table}.{column}.{name}", cls, counts
 
 
 def store_region(path: Path) -> str | None:
