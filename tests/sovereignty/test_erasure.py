@@ -276,3 +276,39 @@ def test_a_new_account_under_an_erased_id_is_not_erased_again(dep: Deployment) -
     assert dep.home_region(ANA) == "eu"
     eu_dir = dep.config.region_dir("eu")
     assert ANA in set(read_arrays(eu_dir, current_version(eu_dir) or "")["lineage_user_ids"])
+
+
+def test_a_name_inside_another_users_json_attributes_is_erased_too(dep: Deployment) -> None:
+    """``users.attributes`` holds what the app sends; it may name other users."""
+    planted = {
+        "us": ("u0", {"invited_by": ANA, "circle": {"user_ids": [ANA, "u2"]}, "level": 3}),
+        "eu": ("u1", {"reported_by": ANA}),  # another region's user naming ana
+    }
+    for region, (user, attributes) in planted.items():
+        store: Any = dep.store(region)
+        store.execute(
+            "UPDATE users SET attributes = ? WHERE user_id = ?", (json.dumps(attributes), user)
+        )
+    from fyp.sovereignty.remnants import store_hits
+
+    assert {h.column for h in store_hits(dep.store("us"), ANA)} >= {
+        "attributes.invited_by",
+        "attributes.circle.user_ids[0]",
+    }
+    receipt = Eraser(dep).erase(ANA)
+    assert receipt.removed["users.attributes.invited_by"] == 1
+    assert receipt.removed["users.attributes.reported_by"] == 1
+    us_user = dep.store("us").get_user("u0")
+    eu_user = dep.store("eu").get_user("u1")
+    assert us_user is not None and eu_user is not None
+    assert us_user.attributes == {
+        "invited_by": "[erased]",
+        "circle": {"user_ids": ["[erased]", "u2"]},  # the others are kept
+        "level": 3,
+    }
+    assert eu_user.attributes == {"reported_by": "[erased]"}
+    process(dep)
+    assert verify_erasure(dep, ANA).ok
+    from fyp.sovereignty.residency import ResidencyScanner
+
+    assert not [f for f in ResidencyScanner(dep.config.root).run().findings if f.kind == "erased"]

@@ -22,7 +22,7 @@ from fyp.audit.log import SQLStore, sql_store
 from fyp.models.ahead import USER_IDS as AHEAD_USERS
 from fyp.models.ahead import without_user as drop_ranked_ahead
 from fyp.models.artifacts import ARRAYS, list_versions, models_dir
-from fyp.sovereignty.columns import names_a_person
+from fyp.sovereignty.columns import NUMERIC_TYPE, json_field, json_objects_sql, names_a_person
 
 ERASED_NAME = "[erased]"
 """What replaces a user's id in a record that must keep its row (a review job)."""
@@ -64,19 +64,58 @@ def person_columns(store: SQLStore) -> list[tuple[str, str]]:
     return out
 
 
+def text_columns(store: SQLStore) -> list[tuple[str, str]]:
+    """Every (table, column) that may hold JSON objects: text, not named for a person."""
+    out: list[tuple[str, str]] = []
+    for (table,) in store.query(
+        "SELECT name FROM sqlite_master WHERE type='table' AND name NOT LIKE 'sqlite_%' "
+        "ORDER BY name"
+    ):
+        for row in store.query(f'PRAGMA table_info("{table}")'):
+            if not names_a_person(str(row[1])) and not NUMERIC_TYPE.search(str(row[2])):
+                out.append((str(table), str(row[1])))
+    return out
+
+
+def json_paths(store: SQLStore, table: str, column: str, user_id: str) -> dict[str, int]:
+    """Where ``user_id`` sits under a person field inside the column's JSON objects:
+    JSON path -> rows (``{"invited_by": "u1"}`` -> ``$.invited_by``)."""
+    found: dict[str, int] = {}
+    rows = store.query(
+        f"SELECT j.fullkey, j.key, j.path, COUNT(*) {json_objects_sql(table, column, True)} "
+        "AND CAST(j.atom AS TEXT) = ?1 GROUP BY j.fullkey",
+        (user_id,),
+    )
+    for fullkey, key, path, n in rows:
+        if names_a_person(json_field(key, str(path))):
+            found[str(fullkey)] = int(n)
+    return found
+
+
+def _json_place(column: str, path: str) -> str:
+    """``attributes`` and ``$."invited_by"`` -> ``attributes.invited_by`` (for people)."""
+    return column + path[1:].replace('"', "")
+
+
 def store_hits(store: object, user_id: str) -> list[ColumnHit]:
-    """Rows of the store that name ``user_id`` in a person column."""
+    """Rows of the store that name ``user_id`` in a person column, or in a person field
+    of a JSON object kept in another column (reported as ``column.field``)."""
     sql = sql_store(store)
     hits: list[ColumnHit] = []
     for table, column in person_columns(sql):
         n = int(sql.query(f'SELECT COUNT(*) FROM "{table}" WHERE "{column}" = ?', (user_id,))[0][0])
         if n:
             hits.append(ColumnHit(table, column, n))
+    for table, column in text_columns(sql):
+        for path, n in json_paths(sql, table, column, user_id).items():
+            hits.append(ColumnHit(table, _json_place(column, path), n))
     return hits
 
 
 def scrub_store(store: object, user_id: str, skip: set[str] | None = None) -> dict[str, int]:
-    """Delete rows the user owns and replace the user's name in other person columns.
+    """Delete rows the user owns and replace the user's name in other person columns,
+    and in the person fields of JSON objects kept in other columns (someone else's
+    ``users.attributes`` naming the user as ``invited_by``).
 
     Runs in the caller's transaction. Append-only tables are left alone (the audit log
     names users by pseudonym; a raw id there is reported by the verifier)."""
@@ -94,6 +133,20 @@ def scrub_store(store: object, user_id: str, skip: set[str] | None = None) -> di
             )
         if n:
             counts[f"{table}.{column}"] = counts.get(f"{table}.{column}", 0) + n
+    for table, column in text_columns(sql):
+        if table in APPEND_ONLY:  # ``skip`` names tables whose own rows go elsewhere
+            continue
+        for path in json_paths(sql, table, column, user_id):
+            # the row stays (it is someone else's); the name in it goes
+            n = sql.execute(
+                f'UPDATE "{table}" SET "{column}" = json_set("{column}", ?, ?) '
+                f'WHERE instr("{column}", ?) > 0 AND json_valid("{column}") '
+                f'AND CAST(json_extract("{column}", ?) AS TEXT) = ?',
+                (path, ERASED_NAME, user_id, path, user_id),
+            )
+            if n:
+                key = f"{table}.{_json_place(column, path)}"
+                counts[key] = counts.get(key, 0) + n
     return counts
 
 

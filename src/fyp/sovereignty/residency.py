@@ -56,7 +56,14 @@ from fyp.sovereignty.backup import (
     store_file,
     unpack_backup,
 )
-from fyp.sovereignty.columns import CREATOR_COLUMN, PERSON_COLUMN, USER_COLUMN
+from fyp.sovereignty.columns import (
+    CREATOR_COLUMN,
+    NUMERIC_TYPE,
+    PERSON_COLUMN,
+    USER_COLUMN,
+    json_field,
+    json_objects_sql,
+)
 from fyp.sovereignty.ledger import LEDGER_FILE, ErasureLedger
 
 PSEUDONYM_COLUMN = re.compile(r"^subject$")
@@ -69,20 +76,6 @@ ERASED_NAMES = {"[erased]", ""}
 SKIPPED_IN_REGION = {"secrets", LEDGER_FILE}
 SCAN_STAGING = ".scan-"
 SQLITE_MAGIC = b"SQLite format 3\x00"
-# every name the column patterns match contains one of these (a cheap test per row)
-JSON_FIELD_NEEDLES = (
-    "user_id",
-    "_by",
-    "actor",
-    "appellant",
-    "reporter",
-    "owner",
-    "author_id",
-    "creator_id",
-    "subject",
-)
-NUMERIC_TYPE = re.compile(r"INT|REAL|FLOA|DOUB|NUM|BOOL", re.IGNORECASE)  # SQLite affinity
-JSON_PATH_END = re.compile(r'\.(?:"([^"]+)"|([^."\[\]]+))$')  # the last name of a JSON path
 
 
 @dataclass(frozen=True)
@@ -227,15 +220,6 @@ def sqlite_names(path: Path, counted: dict[str, int] | None = None) -> Iterator[
         conn.close()
 
 
-def _field_of(key: object, path: str) -> str:
-    """The JSON field an atom sits under: its key, or for an array element the name
-    that ends its parent's path (``$.invited_by`` -> ``invited_by``)."""
-    if isinstance(key, str):
-        return key
-    found = JSON_PATH_END.search(path)
-    return found.group(1) or found.group(2) if found else ""
-
-
 def json_names(
     conn: sqlite3.Connection, table: str, column: str, counted: dict[str, int] | None = None
 ) -> Iterator[Names]:
@@ -243,23 +227,12 @@ def json_names(
     client's own: an app may keep ``{"invited_by": ...}`` there), classified by field
     name as columns are, at any depth and in arrays; each yields
     ``table.column.field``. Only values that start like a JSON object and contain one
-    of :data:`JSON_FIELD_NEEDLES` are parsed (field names written with JSON escapes,
-    ``"user\\u005fid"``, are not found)."""
-    col = f'"{table}"."{column}"'
-    # only objects whose text holds a person field's name are taken apart
-    named = " OR ".join(f"instr({col}, '{needle}') > 0" for needle in JSON_FIELD_NEEDLES)
-    candidates = f"substr({col}, 1, 1) = '{{' AND ({named})"
-    source = (
-        f'FROM "{table}", json_tree({col}) AS j WHERE {candidates} AND json_valid({col}) '
-        f"AND json_type({col}) = 'object' AND j.type IN ('text', 'integer')"
-    )
+    of ``fyp.sovereignty.columns.JSON_FIELD_NEEDLES`` are parsed."""
+    source = json_objects_sql(table, column)
     try:
-        has_object = conn.execute(f'SELECT 1 FROM "{table}" WHERE {candidates} LIMIT 1').fetchone()
-        if not has_object:
-            return
         fields: dict[str, list[tuple[object, str]]] = {}
         for key, path in conn.execute(f"SELECT DISTINCT j.key, j.path {source}").fetchall():
-            fields.setdefault(_field_of(key, str(path)), []).append((key, str(path)))
+            fields.setdefault(json_field(key, str(path)), []).append((key, str(path)))
     except sqlite3.DatabaseError:
         return  # not JSON this SQLite can read: the column scan above is what there is
     for name, places in sorted(fields.items()):
