@@ -321,6 +321,38 @@ def test_a_new_event_rebuilds_the_state_without_rereading_the_served_log(
     assert len(shown) == len(set(shown)) == 20
 
 
+def test_a_new_event_rebuilds_the_state_without_rereading_an_unchanged_profile(
+    trained: Deployment, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from fyp.catalog.models import User
+
+    service = FeedService(trained)
+    store = trained.store(trained.home_region("u5"))
+    model = service.model(trained.home_region("u5"))
+    profile = store.get_user("u5")  # read before the counting starts
+    assert profile is not None
+    store.update_user(profile.model_copy(update={"birth_year": 2000, "updated_at_ms": 10}))
+    before = service.state("u5", model)
+    assert before.age == profile.model_copy(update={"birth_year": 2000}).age()
+    reads: list[str] = []
+    real = store.get_user
+
+    def counting(user_id: str) -> User | None:
+        reads.append(user_id)
+        return real(user_id)
+
+    monkeypatch.setattr(store, "get_user", counting)
+    Ingestor(trained).ingest(
+        [{"event_id": "u5-like", "user_id": "u5", "video_id": "v1", "type": "like"}]
+    )
+    after_event = service.state("u5", model)
+    assert after_event is not before and len(after_event.acted) > len(before.acted or ())
+    assert reads == [] and after_event.age == before.age
+    store.update_user(profile.model_copy(update={"birth_year": 1980, "updated_at_ms": 20}))
+    assert service.state("u5", model).age == profile.model_copy(update={"birth_year": 1980}).age()
+    assert reads == ["u5"]  # the profile changed: read again
+
+
 def test_videos_served_by_another_process_count_in_the_next_feed(trained: Deployment) -> None:
     service = FeedService(trained)
     service.feed("u4", n=5)  # the state is cached now

@@ -264,7 +264,10 @@ class FeedService:
             hit = self._states.get(user_id, model, marker)
             if hit is not None:
                 return hit
-        user = store.get_user(user_id)
+        known = None if marker is None else self._states.profile_age(user_id, marker)
+        if known is None:
+            user = store.get_user(user_id)
+            known = (user.age() if user is not None else None,)
         events = store.user_events(user_id, RECENT_EVENTS)
         part = None if marker is None else self._states.served_part(user_id, marker)
         if part is not None:  # a heavy user's window can hold tens of thousands of rows
@@ -272,8 +275,7 @@ class FeedService:
         else:
             since = time.time_ns() // 1_000_000 - self.seen_window_ms
             served, mask = set(store.served_since(user_id, since)), None
-        age = user.age() if user is not None else None
-        state = build_state(user_id, region, age, events, served, model, served_mask=mask)
+        state = build_state(user_id, region, known[0], events, served, model, served_mask=mask)
         if marker is not None:
             self._states.put(user_id, model, marker, state)
         return state

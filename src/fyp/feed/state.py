@@ -223,6 +223,16 @@ class StateCache:
                 return None
             return hit[3].served, hit[3].served_mask
 
+    def profile_age(self, user_id: str, marker: tuple[int, ...]) -> tuple[int | None] | None:
+        """``(age,)`` of the cached state if the profile has not changed since (same
+        profile version, ``marker[0]``): an event rebuilds the state without reading
+        the profile again. None when not known."""
+        with self._lock:
+            hit = self._entries.get(user_id)
+            if hit is None or hit[0][0] != marker[0] or self._expired(hit[2]):
+                return None
+            return (hit[3].age,)
+
     def _expired(self, built: float) -> bool:
         return time.monotonic() - built > self.ttl_s
 
