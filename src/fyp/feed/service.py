@@ -29,7 +29,7 @@ from fyp.feed.pipeline import FeedPipeline, RankedPage
 from fyp.feed.pool import Pool, RemovedLog
 from fyp.feed.rerank import separate_creators
 from fyp.feed.scoring import RankerScorer, Scorer, ValueScorer
-from fyp.feed.state import StateCache, UserState, build_state
+from fyp.feed.state import ServedMask, StateCache, UserState, build_state
 from fyp.models.ahead import RankedAhead
 from fyp.models.artifacts import current_version
 from fyp.models.region_model import RegionModel
@@ -258,24 +258,31 @@ class FeedService:
         model: RegionModel,
         marker: tuple[int, ...] | None,
     ) -> UserState:
+        age: int | None = None
+        age_known = False
+        served: set[str] | None = None
+        mask: ServedMask | None = None
         if marker is None:
             self._states.drop(user_id)  # gone (erased), or a backend without versions
         else:
             hit = self._states.get(user_id, model, marker)
             if hit is not None:
                 return hit
-        known = None if marker is None else self._states.profile_age(user_id, marker)
-        if known is None:
+            previous = self._states.previous(user_id)
+            if previous is not None:  # a new event: keep what has not changed since
+                built_at, kept = previous
+                if built_at[0] == marker[0]:  # the same profile
+                    age, age_known = kept.age, True
+                if built_at[2:] == marker[2:]:  # the same served log
+                    served, mask = kept.served, kept.served_mask
+        if not age_known:
             user = store.get_user(user_id)
-            known = (user.age() if user is not None else None,)
+            age = user.age() if user is not None else None
         events = store.user_events(user_id, RECENT_EVENTS)
-        part = None if marker is None else self._states.served_part(user_id, marker)
-        if part is not None:  # a heavy user's window can hold tens of thousands of rows
-            served, mask = part
-        else:
+        if served is None:
             since = time.time_ns() // 1_000_000 - self.seen_window_ms
-            served, mask = set(store.served_since(user_id, since)), None
-        state = build_state(user_id, region, known[0], events, served, model, served_mask=mask)
+            served = set(store.served_since(user_id, since))
+        state = build_state(user_id, region, age, events, served, model, served_mask=mask)
         if marker is not None:
             self._states.put(user_id, model, marker, state)
         return state

@@ -211,27 +211,16 @@ class StateCache:
             self._entries.move_to_end(user_id)
             return hit[3]
 
-    def served_part(
-        self, user_id: str, marker: tuple[int, ...]
-    ) -> tuple[set[str], ServedMask] | None:
-        """The cached served-log part of the user's state and its mask, if the served
-        log has not changed since (same served counter, ``marker[2:]``): a new event
-        then rebuilds the state without reading the whole seen window again."""
+    def previous(self, user_id: str) -> tuple[tuple[int, ...], UserState] | None:
+        """The user's cached state and the marker it was built at, whatever the marker
+        is now: what has not changed since (the profile, ``marker[0]``; the served log,
+        ``marker[2:]``) need not be read again when a new event rebuilds the state, and
+        a heavy user's seen window can hold tens of thousands of rows."""
         with self._lock:
             hit = self._entries.get(user_id)
-            if hit is None or hit[0][2:] != marker[2:] or self._expired(hit[2]):
+            if hit is None or self._expired(hit[2]):
                 return None
-            return hit[3].served, hit[3].served_mask
-
-    def profile_age(self, user_id: str, marker: tuple[int, ...]) -> tuple[int | None] | None:
-        """``(age,)`` of the cached state if the profile has not changed since (same
-        profile version, ``marker[0]``): an event rebuilds the state without reading
-        the profile again. None when not known."""
-        with self._lock:
-            hit = self._entries.get(user_id)
-            if hit is None or hit[0][0] != marker[0] or self._expired(hit[2]):
-                return None
-            return (hit[3].age,)
+            return hit[0], hit[3]
 
     def _expired(self, built: float) -> bool:
         return time.monotonic() - built > self.ttl_s

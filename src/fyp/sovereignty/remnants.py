@@ -47,34 +47,28 @@ class ColumnHit:
         return {"table": self.table, "column": self.column, "rows": self.rows}
 
 
-def person_columns(store: SQLStore) -> list[tuple[str, str]]:
-    """Every (table, column) of the store whose name says it holds a person's id."""
-    tables = [
-        str(r[0])
-        for r in store.query(
-            "SELECT name FROM sqlite_master WHERE type='table' AND name NOT LIKE 'sqlite_%' "
-            "ORDER BY name"
-        )
-    ]
-    out: list[tuple[str, str]] = []
-    for table in tables:
-        for row in store.query(f'PRAGMA table_info("{table}")'):
-            if names_a_person(str(row[1])):
-                out.append((table, str(row[1])))
-    return out
-
-
-def text_columns(store: SQLStore) -> list[tuple[str, str]]:
-    """Every (table, column) that may hold JSON objects: text, not named for a person."""
-    out: list[tuple[str, str]] = []
+def _columns(store: SQLStore) -> Iterator[tuple[str, str, str]]:
+    """(table, column, declared type) of every table of the store, found from the schema."""
     for (table,) in store.query(
         "SELECT name FROM sqlite_master WHERE type='table' AND name NOT LIKE 'sqlite_%' "
         "ORDER BY name"
     ):
         for row in store.query(f'PRAGMA table_info("{table}")'):
-            if not names_a_person(str(row[1])) and not NUMERIC_TYPE.search(str(row[2])):
-                out.append((str(table), str(row[1])))
-    return out
+            yield str(table), str(row[1]), str(row[2])
+
+
+def person_columns(store: SQLStore) -> list[tuple[str, str]]:
+    """Every (table, column) of the store whose name says it holds a person's id."""
+    return [(t, c) for t, c, _ in _columns(store) if names_a_person(c)]
+
+
+def text_columns(store: SQLStore) -> list[tuple[str, str]]:
+    """Every (table, column) that may hold JSON objects: text, not named for a person."""
+    return [
+        (t, c)
+        for t, c, kind in _columns(store)
+        if not names_a_person(c) and not NUMERIC_TYPE.search(kind)
+    ]
 
 
 def json_paths(store: SQLStore, table: str, column: str, user_id: str) -> dict[str, int]:

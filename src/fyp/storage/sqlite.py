@@ -352,7 +352,6 @@ class SQLiteStore(Store):
         with self.transaction():
             if self._served is not None:  # records not committed yet go with the rest
                 self._served.drop(user_id)
-            self._versions.pop(user_id, None)
             c = self._conn
             events = c.execute("DELETE FROM events WHERE user_id=?", (user_id,)).rowcount
             labels = int(
