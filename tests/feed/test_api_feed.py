@@ -51,7 +51,7 @@ def test_the_feed_fast_path_answers_like_the_route(
 ) -> None:
     """Every case through the fast path, then (fast path off) through the FastAPI route:
     same statuses, same errors, pages of the same shape and size."""
-    from fyp.serving.fastpath import FeedFastPath
+    from fyp.serving.fastpath import HotRoutes
 
     _, key = KeyStore(trained).create("tests", ["admin"])
     headers = {"Authorization": f"Bearer {key}", "X-Fyp-Reason": "tests"}
@@ -74,13 +74,49 @@ def test_the_feed_fast_path_answers_like_the_route(
 
     fast = through()
 
-    async def router_only(self: FeedFastPath, scope: Any, receive: Any, send: Any) -> None:
-        await self.app(scope, receive, send)
+    async def router_only(self: HotRoutes, scope: Any, receive: Any, send: Any) -> bool:
+        return False
 
-    monkeypatch.setattr(FeedFastPath, "__call__", router_only)
+    monkeypatch.setattr(HotRoutes, "__call__", router_only)
     slow = through()
     assert fast == slow
     assert [status for status, _ in fast] == [200, 200, 200, 422, 422, 422, 200, 400, 404, 200, 200]
+
+
+def test_the_feed_fast_path_fails_like_the_route(
+    trained: Deployment, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A request the access check refuses, and a bug in the service: the same status
+    and JSON error body with and without the fast path."""
+    from fyp.feed.service import FeedService
+    from fyp.serving.fastpath import HotRoutes
+
+    _, key = KeyStore(trained).create("tests", ["admin"])
+
+    def broken(*_: Any, **__: Any) -> None:
+        raise RuntimeError("a bug")
+
+    def through() -> list[tuple[int, Any]]:
+        app = create_app(trained)
+        with TestClient(app, raise_server_exceptions=False) as client:
+            refused = client.get("/v1/users/u2/feed", headers={"Authorization": "Bearer nope"})
+            with monkeypatch.context() as m:
+                m.setattr(FeedService, "feed", broken)
+                failed = client.get(
+                    "/v1/users/u2/feed",
+                    headers={"Authorization": f"Bearer {key}", "X-Fyp-Reason": "tests"},
+                )
+            return [(r.status_code, r.json()) for r in (refused, failed)]
+
+    fast = through()
+
+    async def router_only(self: HotRoutes, scope: Any, receive: Any, send: Any) -> bool:
+        return False
+
+    monkeypatch.setattr(HotRoutes, "__call__", router_only)
+    assert fast == through()
+    assert [status for status, _ in fast] == [401, 500]
+    assert fast[1][1]["error"]["status"] == 500
 
 
 def test_only_plain_feed_queries_take_the_fast_path() -> None:

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import Depends, FastAPI, Request
+from starlette.types import Receive, Scope, Send
 
 from fyp import __version__
 from fyp.access.guard import install as install_access_control
@@ -23,8 +24,18 @@ from fyp.moderation import ModerationEligibility, Moderator, Reviews
 from fyp.regions.deployment import Deployment
 from fyp.serving.dependencies import AppState, state
 from fyp.serving.errors import install_error_handlers
-from fyp.serving.fastpath import FeedFastPath, SingleEventFastPath
+from fyp.serving.fastpath import HotRoutes
 from fyp.serving.routers import events, feed, moderation, users, videos
+
+
+class FypApp(FastAPI):
+    """FastAPI, with the hot routes (``fyp.serving.fastpath``) answered before its stack."""
+
+    hot: HotRoutes | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.hot is None or not await self.hot(scope, receive, send):
+            await super().__call__(scope, receive, send)
 
 
 def create_app(deployment: Deployment | str | Path) -> FastAPI:
@@ -43,7 +54,7 @@ def create_app(deployment: Deployment | str | Path) -> FastAPI:
         if owned:
             opened.close()
 
-    app = FastAPI(
+    app = FypApp(
         lifespan=lifespan,
         title="fyp",
         version=__version__,
@@ -97,9 +108,7 @@ def create_app(deployment: Deployment | str | Path) -> FastAPI:
             }
         }
 
-    # Inside the access check (middleware added later wraps what was added before).
-    app.add_middleware(SingleEventFastPath, ingestor=app.state.fyp.ingestor)
-    app.add_middleware(FeedFastPath, feed=app.state.fyp.feed)
     # Last, once every route exists: each one is checked against fyp.access.policy.
-    install_access_control(app, deployment)
+    access = install_access_control(app, deployment)
+    app.hot = HotRoutes(access, app.state.fyp.feed, app.state.fyp.ingestor)
     return app

@@ -1,26 +1,28 @@
-"""The two hottest routes without the router: ``POST /v1/events`` (one event) and
+"""The two hottest routes without the framework: ``POST /v1/events`` (one event) and
 ``GET /v1/users/{id}/feed``.
 
 A single event costs the store a few tens of microseconds, and a feed page served from
 an order ranked ahead a few hundred; FastAPI's routing and request machinery around
-them cost a large share of that. These pure ASGI layers sit just inside the access
-check (which has already authenticated the key, checked the user's region and placed
-the key in the scope) and answer exactly what the routes in ``fyp.serving.routers``
-answer, with the same validation, service call and JSON error shape; every other
-request goes on to the router, and the routes stay the documented (OpenAPI) contract.
+them cost a large share of that. The app (``fyp.serving.app``) hands every request to
+:class:`HotRoutes` first, which runs the same access check as the rest of the app and
+answers exactly what the routes in ``fyp.serving.routers`` answer, with the same
+validation, service call and JSON error shape; every other request goes on through
+Starlette's middleware to the router, and the routes stay the documented (OpenAPI)
+contract.
 """
 
 from __future__ import annotations
 
 import logging
 import re
+from functools import partial
 from typing import Any
 from urllib.parse import parse_qsl
 
 from pydantic_core import to_json
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 
-from fyp.access.guard import PRINCIPAL
+from fyp.access.guard import PRINCIPAL, Access
 from fyp.errors import FypError, PayloadTooLarge, error_body, http_status
 from fyp.events.ingest import Ingestor
 from fyp.feed.service import DEFAULT_PAGE, MAX_PAGE, FeedService
@@ -30,61 +32,68 @@ PATH = "/v1/events"
 MAX_BODY = 1 << 20  # one event is a few hundred bytes; a batch has its own route
 _JSON = [(b"content-type", b"application/json")]
 log = logging.getLogger("fyp.serving")
+_REGION_HEADER = REGION_HEADER.encode()
 
 
-class SingleEventFastPath:
-    def __init__(self, app: ASGIApp, ingestor: Ingestor) -> None:
-        self.app = app
+class HotRoutes:
+    """Answers ``POST /v1/events`` (one event) and the plain ``GET /v1/users/{id}/feed``
+    ahead of the whole Starlette stack (its error, telemetry and body-limit middleware
+    and the router), after the same access check the rest of the app gets.
+
+    The feed's fast path takes at most ``n`` (digits, 1..100) and ``cursor``, each
+    once; anything else (``debug``, an invalid or repeated parameter, another method)
+    is left to the route in ``fyp.serving.routers.feed``, which validates and answers
+    it. ``__call__`` returns False, having done nothing, for any request it leaves to
+    the app."""
+
+    def __init__(self, access: Access, feed: FeedService, ingestor: Ingestor) -> None:
+        self.access = access
+        self.feed = feed
         self.ingestor = ingestor
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] != "POST" or scope["path"] != PATH:
-            await self.app(scope, receive, send)
-            return
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> bool:
+        if scope["type"] != "http":
+            return False
+        method, path = scope["method"], scope["path"]
+        if method == "POST" and path == PATH:
+            answer = self._event
+        elif method == "GET" and (match := _FEED_PATH.fullmatch(path)) is not None:
+            params = _plain_feed_params(scope.get("query_string", b""))
+            if params is None:
+                return False
+            answer = partial(self._feed, match.group(1), *params)
+        else:
+            return False
         try:
-            raw = await _body(receive)
-            event = _parse(raw, _EVENT)
-            region = None
-            for name, value in scope["headers"]:
-                if name == REGION_HEADER.encode():
-                    region = value.decode("latin-1")
-            principal = scope.get(PRINCIPAL)
-            allowed = None if principal is None or principal.all_regions else principal.regions
-            result = self.ingestor.ingest([event], region=region, allowed=allowed).results[0]
-            if result.error is not None:
-                raise result.error
-            await _respond(send, 201 if result.status == "stored" else 200, result.to_dict())
+            receive = await self.access.check(scope, receive)
+            status, content = await answer(scope, receive)
         except FypError as exc:
             if http_status(exc) >= 500:  # logged as the app's FypError handler does
                 log.error("server error: %s", exc.message, extra={"details": exc.details})
-            await _respond(send, http_status(exc), error_body(exc))
+            status, content = http_status(exc), error_body(exc)
+        except Exception as exc:  # what the app's handler of unexpected errors answers
+            log.exception("unexpected error")
+            status, content = http_status(exc), error_body(exc)
+        await _respond(send, status, content)
+        return True
 
+    async def _event(self, scope: Scope, receive: Receive) -> tuple[int, dict[str, Any]]:
+        event = _parse(await _body(receive), _EVENT)
+        region = None
+        for name, value in scope["headers"]:
+            if name == _REGION_HEADER:
+                region = value.decode("latin-1")
+        principal = scope.get(PRINCIPAL)
+        allowed = None if principal is None or principal.all_regions else principal.regions
+        result = self.ingestor.ingest([event], region=region, allowed=allowed).results[0]
+        if result.error is not None:
+            raise result.error
+        return 201 if result.status == "stored" else 200, result.to_dict()
 
-class FeedFastPath:
-    """``GET /v1/users/{id}/feed`` without the router, for the plain case only: at most
-    ``n`` (digits, 1..100) and ``cursor``, each once. Anything else (``debug``, an
-    invalid or repeated parameter, another method) goes on to the route in
-    ``fyp.serving.routers.feed``, which validates and answers it."""
-
-    def __init__(self, app: ASGIApp, feed: FeedService) -> None:
-        self.app = app
-        self.feed = feed
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        plain = scope["type"] == "http" and scope["method"] == "GET"
-        match = _FEED_PATH.fullmatch(scope["path"]) if plain else None
-        params = _plain_feed_params(scope.get("query_string", b"")) if match else None
-        if match is None or params is None:
-            await self.app(scope, receive, send)
-            return
-        n, cursor = params
-        try:
-            page = self.feed.feed(match.group(1), n=n, cursor=cursor).to_dict()
-            await _respond(send, 200, page)
-        except FypError as exc:
-            if http_status(exc) >= 500:
-                log.error("server error: %s", exc.message, extra={"details": exc.details})
-            await _respond(send, http_status(exc), error_body(exc))
+    async def _feed(
+        self, user_id: str, n: int, cursor: str | None, scope: Scope, receive: Receive
+    ) -> tuple[int, dict[str, Any]]:
+        return 200, self.feed.feed(user_id, n=n, cursor=cursor).to_dict()
 
 
 _FEED_PATH = re.compile(r"/v1/users/([^/]+)/feed")
