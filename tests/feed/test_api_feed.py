@@ -119,6 +119,34 @@ def test_the_feed_fast_path_fails_like_the_route(
     assert fast[1][1]["error"]["status"] == 500
 
 
+def test_the_fast_path_steps_aside_when_fastapi_telemetry_is_on(
+    trained: Deployment, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With OpenTelemetry on, hot routes go through FastAPI's stack to get their spans."""
+    from fyp.serving.fastpath import HotRoutes
+
+    _, key = KeyStore(trained).create("tests", ["admin"])
+    headers = {"Authorization": f"Bearer {key}", "X-Fyp-Reason": "tests"}
+    taken: list[str] = []
+    hot_call = HotRoutes.__call__
+
+    async def counted(self: HotRoutes, scope: Any, receive: Any, send: Any) -> bool:
+        taken.append(scope["path"])
+        return await hot_call(self, scope, receive, send)
+
+    monkeypatch.setattr(HotRoutes, "__call__", counted)
+    for on in (False, True):
+        app = create_app(trained)
+        telemetry = getattr(app, "_native_telemetry", None)
+        if telemetry is None:
+            pytest.skip("this FastAPI has no OpenTelemetry support of its own")
+        monkeypatch.setattr(telemetry, "enabled", lambda on=on: on)
+        taken.clear()
+        with TestClient(app, headers=headers) as client:
+            assert client.get("/v1/users/u2/feed?n=2").status_code == 200
+        assert taken == ([] if on else ["/v1/users/u2/feed"])
+
+
 def test_only_plain_feed_queries_take_the_fast_path() -> None:
     from fyp.serving.fastpath import _plain_feed_params
 
