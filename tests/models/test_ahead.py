@@ -9,8 +9,18 @@ from hypothesis import strategies as st
 from fyp.models.ahead import AheadTable, RankedAhead, to_arrays, without_user
 
 
+class Texts:
+    def __init__(self, items: list[int], tag: str) -> None:
+        self.items, self.tag = items, tag
+
+    def sources(self, rows: np.ndarray) -> list[str]:
+        return [["trending", "fresh", "embedding"][k % 3] for k in rows.tolist()]
+
+    def reasons(self, rows: np.ndarray) -> list[str]:
+        return [f"reason {self.tag}{self.items[k]}" for k in rows.tolist()]
+
+
 def order(items: list[int], *, age: int | None = 30, tag: str = "") -> RankedAhead:
-    sources = ["trending", "fresh", "embedding"]
     return RankedAhead(
         profile_ms=1000,
         event_seq=7,
@@ -19,8 +29,7 @@ def order(items: list[int], *, age: int | None = 30, tag: str = "") -> RankedAhe
         age=age,
         items=np.asarray(items, np.int64),
         scores=np.linspace(1.0, 0.0, len(items)).astype(np.float32),
-        source_of=lambda k: sources[k % 3],
-        reason_of=lambda k: f"reason {tag}{items[k]}",
+        explains=Texts(items, tag),
     )
 
 
@@ -28,8 +37,8 @@ def as_lists(o: RankedAhead) -> tuple[list[int], list[str], list[str]]:
     n = len(o.items)
     return (
         o.items.tolist(),
-        [o.source_of(k) for k in range(n)],
-        [o.reason_of(k) for k in range(n)],
+        o.explains.sources(np.arange(n)),
+        o.explains.reasons(np.arange(n)),
     )
 
 
@@ -50,6 +59,37 @@ def test_orders_round_trip_through_the_arrays() -> None:
             original.age,
         )
     assert table.get("nobody") is None
+
+
+def collector_work(root: object, shared: object) -> tuple[int, int]:
+    """What a full collection visits for ``root`` beyond ``shared``: the objects it
+    tracks, and the references it follows from them."""
+    import gc
+
+    seen = {id(o) for o in gc.get_referents(shared)} | {id(shared)}
+    todo, objects, references = [root], 0, 0
+    while todo:
+        o = todo.pop()
+        if id(o) in seen or not gc.is_tracked(o) or isinstance(o, type):
+            continue  # classes (and all they lead to) are shared by every order
+        seen.add(id(o))
+        held = gc.get_referents(o)
+        objects, references = objects + 1, references + len(held)
+        todo.extend(held)
+    return objects, references
+
+
+def test_an_order_from_the_artifact_holds_a_few_objects_whatever_its_length() -> None:
+    """A server keeps thousands of orders, and every full collection walks all they
+    hold: per-video lists or closures would make that pause grow with the order."""
+    table = AheadTable.from_arrays(
+        to_arrays({"short": order([1, 2]), "long": order(list(range(500)))})
+    )
+    assert table is not None
+    short, long = table.get("short"), table.get("long")
+    assert short is not None and long is not None
+    work = collector_work(short, table)
+    assert work == collector_work(long, table) and work[0] <= 3 and work[1] <= 20
 
 
 def test_an_order_is_fresh_only_for_the_profile_and_events_it_was_ranked_from() -> None:

@@ -33,13 +33,17 @@ if TYPE_CHECKING:
 CLOCK_SLACK_MS = 1_000  # serves this close before ranking are re-read too (harmless)
 
 
-@dataclass
+@dataclass(slots=True)
 class _Slot:
+    """A few objects around arrays: a serving process keeps thousands, and each full
+    pass of the garbage collector visits all they hold (docs/benchmarks.md)."""
+
     model: RegionModel
     order: RankedAhead | None  # the user's latest order (ranked here or by training)
     served_seq: int = -1  # the served counter ``served`` is in step with
     served_for: RankedAhead | None = None  # the order ``served`` was read for
-    served: set[int] = field(default_factory=set)  # items served since it was ranked
+    # per position of ``served_for``: served since it was ranked
+    served: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))
 
 
 class AheadCache:
@@ -80,10 +84,11 @@ class AheadCache:
         order: RankedAhead,
         served_seq: int,
         read: Callable[[int], Sequence[str]],
-    ) -> set[int]:
-        """Catalogue items served to the user since ``order`` was ranked. ``read(ms)``
-        reads the served log from a time; it runs only when the served counter moved
-        since the order was ranked and this process is not in step with it."""
+    ) -> np.ndarray:
+        """Which positions of ``order`` were served to the user since it was ranked
+        (bools). ``read(ms)`` reads the served log from a time; it runs only when the
+        served counter moved since the order was ranked and this process is not in step
+        with it."""
         with self._lock:
             slot = self._slots.get(user_id)
             if (
@@ -93,10 +98,12 @@ class AheadCache:
                 and slot.served_seq == served_seq
             ):
                 return slot.served
-        served: set[int] = set()
+        served = np.zeros(len(order.items), bool)
         if served_seq != order.served_seq:
             index = model.video_index
-            served = {index[v] for v in read(order.ranked_at_ms - CLOCK_SLACK_MS) if v in index}
+            ids = read(order.ranked_at_ms - CLOCK_SLACK_MS)
+            items = np.asarray([index[v] for v in ids if v in index], np.int64)
+            served |= (order.items[:, None] == items[None, :]).any(axis=1)
         with self._lock:
             slot = self._slots.get(user_id)
             if slot is None or slot.model is not model:
@@ -113,16 +120,17 @@ class AheadCache:
             self._slots.popitem(last=False)
 
     def recorded(
-        self, user_id: str, order: RankedAhead, before: int, after: int | None, items: Sequence[int]
+        self, user_id: str, order: RankedAhead, before: int, after: int | None, rows: list[int]
     ) -> None:
-        """This process recorded ``items`` as served; counter ``before`` -> ``after``.
-        In step only if the counter went up by exactly one (no other process served)."""
+        """This process recorded positions ``rows`` of ``order`` as served; counter
+        ``before`` -> ``after``. In step only if the counter went up by exactly one (no
+        other process served)."""
         with self._lock:
             slot = self._slots.get(user_id)
             if slot is None or slot.served_for is not order:
                 return
             if slot.served_seq == before and after == before + 1:
-                slot.served.update(items)
+                slot.served[rows] = True
                 slot.served_seq = after
             else:
                 slot.served_for = None
@@ -132,17 +140,11 @@ class AheadCache:
             self._slots.pop(user_id, None)
 
 
-def next_rows(order: RankedAhead, served: set[int], want: int) -> list[int]:
-    """The first ``want`` positions of ``order`` whose video was not served since."""
-    out: list[int] = []
-    if not served:
-        return list(range(min(want, len(order.items))))
-    for k, item in enumerate(order.items.tolist()):
-        if item not in served:
-            out.append(k)
-            if len(out) == want:
-                break
-    return out
+def next_rows(served: np.ndarray, want: int) -> list[int]:
+    """The first ``want`` positions of an order not served since (``served``: per
+    position, from ``AheadCache.served_since``)."""
+    rows: list[int] = np.flatnonzero(~served)[:want].tolist()
+    return rows
 
 
 def rank_region(

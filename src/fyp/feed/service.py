@@ -24,6 +24,7 @@ import numpy as np
 from fyp.config import RankingConfig
 from fyp.errors import InvalidRequest, ModelError, ValidationFailed
 from fyp.feed.ahead import AheadCache, next_rows
+from fyp.feed.candidates import Candidates
 from fyp.feed.filters import Available, Eligibility, EligibilityCheck
 from fyp.feed.pipeline import FeedPipeline, RankedPage
 from fyp.feed.pool import Pool, RemovedLog
@@ -349,9 +350,9 @@ class FeedService:
                 self._ahead.keep(user_id, model, order)
         viewer = state or UserState(user_id, region, order.age, _NONE, _NONE_F)
         want = n + max(2, n // 4)  # the final checks' batch: the page and its spares
-        page, items = self._final_page(model, store, viewer, order, rows, n, want, removed)
+        page, rows = self._final_page(model, store, viewer, order, rows, n, want, removed)
         if record and page:
-            self._record(user_id, store, marker, order if use_orders else None, page, items)
+            self._record(user_id, store, marker, order if use_orders else None, page, rows)
         return FeedPage(
             user_id=user_id,
             region=region,
@@ -372,7 +373,7 @@ class FeedService:
         served = self._ahead.served_since(
             user_id, model, order, marker[2], lambda ms: store.served_since(user_id, ms)
         )
-        return order, next_rows(order, served, len(order.items))
+        return order, next_rows(served, len(order.items))
 
     def _rank(
         self,
@@ -402,9 +403,10 @@ class FeedService:
         marker: tuple[int, ...] | None,
         order: RankedAhead | None,
         page: list[FeedItem],
-        items: list[int],
+        rows: list[int],
     ) -> None:
-        """Write the page to the served log and keep the caches in step with it."""
+        """Write the page (``rows`` of ``order``) to the served log and keep the caches
+        in step with it."""
         shown = [p.video_id for p in page]
         now = time.time_ns() // 1_000_000
         counter = store.record_served(user_id, shown, now)
@@ -414,7 +416,7 @@ class FeedService:
         # meanwhile, the next request's marker differs and rebuilds
         self._states.served(user_id, (*marker[:2], counter), shown)
         if order is not None:
-            self._ahead.recorded(user_id, order, marker[2], counter, items)
+            self._ahead.recorded(user_id, order, marker[2], counter, rows)
 
     def _final_page(
         self,
@@ -452,15 +454,17 @@ class FeedService:
                     break
         creators: list[int] = model.creator[order.items[passed]].tolist()
         kept = [passed[row] for row in separate_creators(creators, list(range(len(passed))))]
-        chosen = np.asarray(kept[:n], np.int64)
-        items = order.items[chosen]
-        ids: list[str] = model.video_ids[items].tolist()
+        rows = kept[:n]
+        chosen = np.asarray(rows, np.int64)
+        ids: list[str] = model.video_ids[order.items[chosen]].tolist()
         scores: list[float] = order.scores[chosen].tolist()
-        source_of, reason_of = order.source_of, order.reason_of
+        sources, reasons = order.explains.sources(chosen), order.explains.reasons(chosen)
         return [
-            FeedItem(video_id, position, round(score, 6), source_of(k), reason_of(k))
-            for position, (k, video_id, score) in enumerate(zip(kept, ids, scores, strict=False))
-        ], items.tolist()
+            FeedItem(video_id, position, round(score, 6), source, reason)
+            for position, (video_id, score, source, reason) in enumerate(
+                zip(ids, scores, sources, reasons, strict=True)
+            )
+        ], rows
 
 
 def _as_order(
@@ -473,9 +477,6 @@ def _as_order(
     (the pool's candidates are shared with the proposal cache)."""
     pool = ranked.pool
     idx = np.asarray(ranked.order, np.int64)
-    candidates = pool.candidates
-    origin: list[int] = pool.origin[idx].tolist()
-    position: list[int] = pool.position[idx].tolist()
     return RankedAhead(
         profile_ms=marker[0],
         event_seq=marker[1],
@@ -484,9 +485,28 @@ def _as_order(
         age=age,
         items=pool.items[idx],
         scores=ranked.scores[idx].astype(np.float32),
-        source_of=lambda k: candidates[origin[k]].source,
-        reason_of=lambda k: candidates[origin[k]].explain(position[k]),
+        explains=_FromPool(pool.candidates, pool.origin[idx], pool.position[idx]),
     )
+
+
+class _FromPool:
+    """A ranked page's sources and reasons: its rows' candidates, explained on demand."""
+
+    __slots__ = ("_candidates", "_origin", "_position")
+
+    def __init__(
+        self, candidates: Sequence[Candidates], origin: np.ndarray, position: np.ndarray
+    ) -> None:
+        self._candidates, self._origin, self._position = candidates, origin, position
+
+    def sources(self, rows: np.ndarray) -> list[str]:
+        candidates = self._candidates
+        return [candidates[o].source for o in self._origin[rows].tolist()]
+
+    def reasons(self, rows: np.ndarray) -> list[str]:
+        candidates = self._candidates
+        pairs = zip(self._origin[rows].tolist(), self._position[rows].tolist(), strict=True)
+        return [candidates[o].explain(p) for o, p in pairs]
 
 
 def _drop_on_erasure(cache: StateCache, ahead: AheadCache) -> None:

@@ -15,8 +15,9 @@ drop the erased user's own slice (``without_user``).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 
@@ -26,10 +27,24 @@ _NO_AGE = -1
 _META_COLUMNS = 5  # profile_ms, event_seq, served_seq, ranked_at_ms, age
 
 
+class Explains(Protocol):
+    """The sources and reasons of an order's positions ``rows`` (int64), worked out
+    only for the videos that reach a page."""
+
+    def sources(self, rows: np.ndarray) -> list[str]: ...
+
+    def reasons(self, rows: np.ndarray) -> list[str]: ...
+
+
 @dataclass(frozen=True)
 class RankedAhead:
     """One user's order: catalogue items in feed order, each with its score, source and
-    reason (looked up only for the videos that reach a page)."""
+    reason.
+
+    A serving process keeps thousands of orders, so an order is a few objects around
+    arrays (``explains`` holds arrays too, not per-video lists or closures): every
+    object it holds is one more for each of the garbage collector's full passes, which
+    stop the event loop (see docs/benchmarks.md)."""
 
     profile_ms: int  # the user's ``updated_at_ms`` when ranked
     event_seq: int  # the seq of their latest event then (-1: none)
@@ -38,8 +53,7 @@ class RankedAhead:
     age: int | None
     items: np.ndarray  # int64 catalogue indices
     scores: np.ndarray  # float32
-    source_of: Callable[[int], str]
-    reason_of: Callable[[int], str]
+    explains: Explains
 
     def fresh_for(self, marker: tuple[int, ...]) -> bool:
         """True while the user's profile and events are what they were when ranked
@@ -59,9 +73,12 @@ def to_arrays(orders: Mapping[str, RankedAhead]) -> dict[str, np.ndarray]:
     reason_idx = np.zeros(int(ptr[-1]), np.int32)
     for u, start in zip(users, ptr[:-1].tolist(), strict=True):
         o = orders[u]
-        for k in range(len(o.items)):
-            source_idx[start + k] = sources.setdefault(o.source_of(k), len(sources))
-            reason_idx[start + k] = reasons.setdefault(o.reason_of(k), len(reasons))
+        rows = np.arange(len(o.items))
+        for k, (source, reason) in enumerate(
+            zip(o.explains.sources(rows), o.explains.reasons(rows), strict=True)
+        ):
+            source_idx[start + k] = sources.setdefault(source, len(sources))
+            reason_idx[start + k] = reasons.setdefault(reason, len(reasons))
     meta = np.asarray(
         [
             (
@@ -124,8 +141,6 @@ class AheadTable:
             return None
         start, end = int(self._ptr[row]), int(self._ptr[row + 1])
         profile_ms, event_seq, served_seq, ranked_at_ms, age = self._meta[row].tolist()
-        names, texts = self._source_names, self._reasons
-        source, reason = self._source[start:end].tolist(), self._reason[start:end].tolist()
         return RankedAhead(
             profile_ms=profile_ms,
             event_seq=event_seq,
@@ -134,9 +149,32 @@ class AheadTable:
             age=None if age == _NO_AGE else age,
             items=self._items[start:end],
             scores=self._scores[start:end],
-            source_of=lambda k: names[source[k]],
-            reason_of=lambda k: texts[reason[k]],
+            explains=_Coded(
+                self._source_names,
+                self._reasons,
+                self._source[start:end],
+                self._reason[start:end],
+            ),
         )
+
+
+class _Coded:
+    """An artifact order's sources and reasons: codes into the artifact's texts."""
+
+    __slots__ = ("_names", "_reason", "_source", "_texts")
+
+    def __init__(
+        self, names: list[str], texts: list[str], source: np.ndarray, reason: np.ndarray
+    ) -> None:
+        self._names, self._texts, self._source, self._reason = names, texts, source, reason
+
+    def sources(self, rows: np.ndarray) -> list[str]:
+        names = self._names
+        return [names[c] for c in self._source[rows].tolist()]
+
+    def reasons(self, rows: np.ndarray) -> list[str]:
+        texts = self._texts
+        return [texts[c] for c in self._reason[rows].tolist()]
 
 
 def without_user(
