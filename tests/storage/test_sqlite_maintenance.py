@@ -268,3 +268,56 @@ def test_nothing_read_inside_a_rolled_back_transaction_is_kept(tmp_path: Path) -
         raise RuntimeError("rolled back")
     assert store.user_version("a") == before
     store.close()
+
+
+def _wal_resets(path: Path) -> int:
+    """The WAL header's checkpoint sequence number: SQLite adds one each time it starts
+    the WAL over (https://www.sqlite.org/fileformat.html, "WAL File Format")."""
+    with open(f"{path}-wal", "rb") as f:
+        return int.from_bytes(f.read(16)[12:16], "big")
+
+
+def test_the_served_log_waits_while_the_wal_is_checkpointed(tmp_path: Path) -> None:
+    """A due group stays buffered (still seen by this process) while any checkpoint
+    runs, and is committed right after this store's checkpoint."""
+    path = tmp_path / "us.sqlite"
+    store = open_store(f"sqlite:///{path}", "us")
+    store.insert_user(User(user_id="a", home_region="us", created_at_ms=1, updated_at_ms=1))
+    store.start_background_maintenance()
+    other = sqlite3.connect(path)
+    try:
+        sqlite_module._Checkpoints.running = True  # another store's checkpoint, say
+        store.record_served("a", ["v1"], 1)
+        time.sleep(3 * sqlite_module.SERVED_SWEEP_S)  # due, and the sweep has passed too
+        assert store.record_served("a", ["v2"], 2) == 2
+        assert sorted(store.served_since("a", 0)) == ["v1", "v2"]
+        assert other.execute("SELECT COUNT(*) FROM served_pages").fetchone()[0] == 0
+        sqlite_module._Checkpoints.running = False
+        store._checkpoint(other)  # type: ignore[attr-defined]
+        assert other.execute("SELECT COUNT(*) FROM served_pages").fetchone()[0] == 2
+    finally:
+        sqlite_module._Checkpoints.running = False
+        other.close()
+        store.close()
+
+
+def test_the_wal_starts_over_under_steady_served_traffic(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With group commits every few ms, a checkpoint that let them run never found the
+    whole WAL copied when a write began, so the WAL was never started over and grew with
+    every page served."""
+    monkeypatch.setattr(sqlite_module, "CHECKPOINT_INTERVAL_S", 0.05)
+    path = tmp_path / "us.sqlite"
+    store = open_store(f"sqlite:///{path}", "us")
+    users = [f"u{k}" for k in range(200)]
+    for u in users:
+        store.insert_user(User(user_id=u, home_region="us", created_at_ms=1, updated_at_ms=1))
+    store.start_background_maintenance()
+    first = _wal_resets(path)
+    deadline, k = time.monotonic() + 1.0, 0
+    while time.monotonic() < deadline:
+        store.record_served(users[k % len(users)], [f"v{k}"], k)
+        k += 1
+    assert _wal_resets(path) >= first + 3  # ~20 checkpoints in the second
+    store.close()

@@ -9,9 +9,10 @@ store's maintenance thread when traffic stops).
 
 Until a record is committed this process still sees it: ``SQLiteStore.user_version``
 counts it and ``served_since`` returns it, so the next page never repeats it. Other
-processes see it at the commit, a few milliseconds later. A crash loses what was not
-committed yet: the user may be shown those videos again. Nothing else is deferred;
-events are acknowledged only once committed.
+processes see it at the commit, a few milliseconds later, or right after a WAL
+checkpoint that was running (groups wait for it: ``SQLiteStore._checkpoint``). A crash
+loses what was not committed yet: the user may be shown those videos again. Nothing else
+is deferred; events are acknowledged only once committed.
 
 A page is one insert into ``served_pages`` and nothing else: the served counter is the
 newest page's number, so no users row is rewritten per page. That, and pruning each
