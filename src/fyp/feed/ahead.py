@@ -102,8 +102,7 @@ class AheadCache:
         if served_seq != order.served_seq:
             index = model.video_index
             ids = read(order.ranked_at_ms - CLOCK_SLACK_MS)
-            items = np.asarray([index[v] for v in ids if v in index], np.int64)
-            served |= (order.items[:, None] == items[None, :]).any(axis=1)
+            served = np.isin(order.items, [index[v] for v in ids if v in index])
         with self._lock:
             slot = self._slots.get(user_id)
             if slot is None or slot.model is not model:

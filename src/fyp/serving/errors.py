@@ -7,6 +7,7 @@ has the body ``{"error": {"code", "message", "status", "details"}}``.
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -29,12 +30,23 @@ def _json(error: BaseException) -> JSONResponse:
     return JSONResponse(error_body(error), status_code=http_status(error))
 
 
+def failure(exc: BaseException) -> tuple[int, dict[str, Any]]:
+    """The status and body an error is answered with, logged if it is the server's:
+    for the app's handlers below and for the routes answered outside the app's stack
+    (``fyp.serving.fastpath``)."""
+    if isinstance(exc, FypError):
+        if http_status(exc) >= 500:
+            log.error("server error: %s", exc.message, extra={"details": exc.details})
+    else:
+        log.error("unexpected error", exc_info=exc)
+    return http_status(exc), error_body(exc)
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(FypError)
     async def _fyp(_: Request, exc: FypError) -> JSONResponse:
-        if http_status(exc) >= 500:
-            log.error("server error: %s", exc.message, extra={"details": exc.details})
-        return _json(exc)
+        status, body = failure(exc)
+        return JSONResponse(body, status_code=status)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -61,5 +73,5 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
-        log.exception("unexpected error")
-        return _json(exc)
+        status, body = failure(exc)
+        return JSONResponse(body, status_code=status)

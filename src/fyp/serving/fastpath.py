@@ -13,7 +13,6 @@ contract.
 
 from __future__ import annotations
 
-import logging
 import re
 from functools import partial
 from typing import Any
@@ -23,15 +22,15 @@ from pydantic_core import to_json
 from starlette.types import Message, Receive, Scope, Send
 
 from fyp.access.guard import PRINCIPAL, Access
-from fyp.errors import FypError, PayloadTooLarge, error_body, http_status
+from fyp.errors import PayloadTooLarge
 from fyp.events.ingest import Ingestor
 from fyp.feed.service import DEFAULT_PAGE, MAX_PAGE, FeedService
+from fyp.serving.errors import failure
 from fyp.serving.routers.events import _EVENT, REGION_HEADER, _parse
 
 PATH = "/v1/events"
 MAX_BODY = 1 << 20  # one event is a few hundred bytes; a batch has its own route
 _JSON = [(b"content-type", b"application/json")]
-log = logging.getLogger("fyp.serving")
 _REGION_HEADER = REGION_HEADER.encode()
 
 
@@ -67,13 +66,8 @@ class HotRoutes:
         try:
             receive = await self.access.check(scope, receive)
             status, content = await answer(scope, receive)
-        except FypError as exc:
-            if http_status(exc) >= 500:  # logged as the app's FypError handler does
-                log.error("server error: %s", exc.message, extra={"details": exc.details})
-            status, content = http_status(exc), error_body(exc)
-        except Exception as exc:  # what the app's handler of unexpected errors answers
-            log.exception("unexpected error")
-            status, content = http_status(exc), error_body(exc)
+        except Exception as exc:  # answered and logged as the app's handlers do
+            status, content = failure(exc)
         await _respond(send, status, content)
         return True
 

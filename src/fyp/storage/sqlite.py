@@ -173,11 +173,8 @@ class SQLiteStore(Store):
             conn.execute("PRAGMA busy_timeout=1000")
             conn.execute("PRAGMA foreign_keys=ON")
             while not self._stop.wait(SERVED_SWEEP_S):
-                with self._lock:  # a group no request came to commit (while a
-                    # checkpoint runs, the next pass does)
-                    due = self._served is not None and self._served.due(SERVED_SWEEP_S)
-                    if due and not _Checkpoints.running:
-                        self._commit_served()
+                with self._lock:  # a group no request came to commit
+                    self._commit_if_due(SERVED_SWEEP_S)
                 now = time.monotonic()
                 if self._served_window_ms is not None and now - last_forget >= SERVED_FORGET_S:
                     last_forget = now
@@ -209,8 +206,7 @@ class SQLiteStore(Store):
             finally:
                 _Checkpoints.running = False
         with self._lock:
-            if self._served is not None and self._served.due():
-                self._commit_served()
+            self._commit_if_due()
 
     def _forget_served(self, conn: sqlite3.Connection, window_ms: int) -> None:
         """Forget pages older than the window, a chunk per transaction; a failure is
@@ -222,6 +218,13 @@ class SQLiteStore(Store):
             self._forget_in_chunks(conn, before, SERVED_FORGET_PAUSE_S)
         except sqlite3.Error as exc:
             log.warning("served log: forgetting old pages failed, retrying later: %s", exc)
+
+    def _commit_if_due(self, age_s: float | None = None) -> None:
+        """Commit the served log's group if it is due (``ServedBuffer.due``) and no
+        checkpoint of this process is running: else a later call does (caller holds
+        ``_lock``)."""
+        if self._served is not None and self._served.due(age_s) and not _Checkpoints.running:
+            self._commit_served()
 
     def _commit_served(self) -> None:
         """Commit the buffered served records (caller holds ``_lock``), unless a
@@ -619,8 +622,7 @@ class SQLiteStore(Store):
                 committed = known[2]
             served.add(user_id, record)
             counter = committed + len(served.queued(user_id))
-            if served.due() and not _Checkpoints.running:
-                self._commit_served()
+            self._commit_if_due()
             return counter
 
     def forget_served_before(self, before_ms: int) -> int:
