@@ -54,6 +54,32 @@ def client(deployment: Deployment, admin_headers: dict[str, str]):  # type: igno
         yield c
 
 
+CollectorWork = Callable[[object, object], tuple[int, int]]
+
+
+@pytest.fixture
+def collector_work() -> CollectorWork:
+    """``collector_work(root, shared)``: what a full collection visits for ``root`` beyond
+    ``shared`` (the objects it tracks, and the references it follows from them). A server
+    caches thousands of states and orders; what each holds sets the collector's pauses."""
+    import gc
+
+    def work(root: object, shared: object) -> tuple[int, int]:
+        seen = {id(o) for o in gc.get_referents(shared)} | {id(shared)}
+        todo, objects, references = [root], 0, 0
+        while todo:
+            o = todo.pop()
+            if id(o) in seen or not gc.is_tracked(o) or isinstance(o, type):
+                continue  # classes (and all they lead to) are shared by every order
+            seen.add(id(o))
+            held = gc.get_referents(o)
+            objects, references = objects + 1, references + len(held)
+            todo.extend(held)
+        return objects, references
+
+    return work
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     """../shared/data when present (CI); tests that need it skip on a fresh clone."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import itertools
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -295,7 +295,7 @@ def test_what_was_served_before_the_seen_window_counts_as_unseen(trained: Deploy
     page = service.feed("u6", n=5)
     assert {i.video_id for i in page.items} <= service.state(
         "u6", service.model(trained.home_region("u6"))
-    ).seen
+    ).seen.keys()
 
 
 def test_a_new_event_rebuilds_the_state_without_rereading_the_served_log(
@@ -319,6 +319,35 @@ def test_a_new_event_rebuilds_the_state_without_rereading_the_served_log(
     third = service.feed("u5", n=10)
     shown = [i.video_id for page in (first, second, third) for i in page.items]
     assert len(shown) == len(set(shown)) == 20
+
+
+def test_a_cached_state_costs_the_collector_the_same_whatever_the_user_has_seen(
+    trained: Deployment, collector_work: Callable[[object, object], tuple[int, int]]
+) -> None:
+    """A server caches thousands of states, and a full collection visits everything they
+    track: ids kept in tracked sets made those pauses grow with every page served."""
+    service = FeedService(trained)
+    region = trained.home_region("u7")
+    model = service.model(region)
+    work = []
+    for round_no in range(3):
+        for _ in range(round_no + 1):
+            page = service.feed("u7", n=5)
+        Ingestor(trained).ingest(
+            [
+                {"event_id": f"u7-{round_no}-{kind}", "user_id": "u7", "type": kind, **item}
+                for kind, item in (
+                    ("like", {"video_id": page.items[0].video_id}),
+                    ("skip", {"video_id": page.items[1].video_id}),
+                    ("follow", {"video_id": page.items[2].video_id}),
+                )
+            ]
+        )
+        service.feed("u7", n=5)  # builds the state
+        state = service.state("u7", model)
+        work.append((len(state.seen), collector_work(state, model)))
+    assert work[0][0] < work[1][0] < work[2][0]  # more seen each round,
+    assert work[0][1] == work[1][1] == work[2][1]  # the same for the collector
 
 
 def test_a_new_event_rebuilds_the_state_without_rereading_an_unchanged_profile(

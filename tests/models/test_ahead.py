@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 from hypothesis import given
 from hypothesis import strategies as st
@@ -61,25 +63,9 @@ def test_orders_round_trip_through_the_arrays() -> None:
     assert table.get("nobody") is None
 
 
-def collector_work(root: object, shared: object) -> tuple[int, int]:
-    """What a full collection visits for ``root`` beyond ``shared``: the objects it
-    tracks, and the references it follows from them."""
-    import gc
-
-    seen = {id(o) for o in gc.get_referents(shared)} | {id(shared)}
-    todo, objects, references = [root], 0, 0
-    while todo:
-        o = todo.pop()
-        if id(o) in seen or not gc.is_tracked(o) or isinstance(o, type):
-            continue  # classes (and all they lead to) are shared by every order
-        seen.add(id(o))
-        held = gc.get_referents(o)
-        objects, references = objects + 1, references + len(held)
-        todo.extend(held)
-    return objects, references
-
-
-def test_an_order_from_the_artifact_holds_a_few_objects_whatever_its_length() -> None:
+def test_an_order_from_the_artifact_holds_a_few_objects_whatever_its_length(
+    collector_work: Callable[[object, object], tuple[int, int]],
+) -> None:
     """A server keeps thousands of orders, and every full collection walks all they
     hold: per-video lists or closures would make that pause grow with the order."""
     table = AheadTable.from_arrays(

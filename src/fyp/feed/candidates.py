@@ -6,6 +6,7 @@ the user's state. Each returns item indices into the region catalogue.
 
 from __future__ import annotations
 
+import functools
 import weakref
 from abc import ABC, abstractmethod
 from collections.abc import Callable
@@ -19,10 +20,14 @@ from fyp.models.region_model import RegionModel
 Explain = Callable[[int], str]
 
 
-@dataclass
+@dataclass(slots=True)
 class Candidates:
     """What one source proposes. ``explain(row)`` writes the reason for ``items[row]``
-    lazily: only the few videos that reach the page are ever explained."""
+    lazily: only the few videos that reach the page are ever explained.
+
+    Proposals are cached for thousands of users (fyp.feed.pipeline.ProposalCache) and a
+    full collection visits every object they hold, so an ``explain`` is one small object
+    (or a function shared by every proposal), not a closure with a cell per variable."""
 
     source: str
     items: np.ndarray  # int64 catalogue indices
@@ -30,11 +35,15 @@ class Candidates:
     explain: Explain
 
 
+@functools.cache
 def _fixed(reason: str) -> Explain:
+    """The same reason for every row: one function per text, shared."""
     return lambda _row: reason
 
 
+@functools.cache
 def _empty(source: str) -> Candidates:
+    """Nothing proposed (shared: candidates are never changed in place)."""
     return Candidates(source, np.zeros(0, np.int64), np.zeros(0, np.float32), _fixed(""))
 
 
@@ -77,22 +86,34 @@ class CoEngagement(CandidateSource):
         items = _top(scores.astype(np.float32), self.quota)
         items = items[scores[items] > 0]
 
-        anchors: list[np.ndarray] = []  # worked out on the first explanation asked for
-
-        def explain(row: int) -> str:
-            # the recent positive that contributed most to each candidate: one pass
-            # for all of them (an order ranked ahead explains dozens), ties to the newest
-            if not anchors:
-                nbr, sims = _neighbours(model, positives, weights)
-                best_first = np.argsort(-sims, axis=None, kind="stable")
-                # each neighbour's first (strongest) appearance, and whose neighbour it is
-                found, at = np.unique(nbr.ravel()[best_first], return_index=True)
-                owner = best_first[at] // nbr.shape[1]
-                anchors.append(owner[np.searchsorted(found, items)])
-            anchor = int(positives[int(anchors[0][row])])
-            return f"because you liked video {model.video_ids[anchor]}"
-
+        explain = _BecauseYouLiked(model, positives, weights, items)
         return Candidates(self.name, items, scores[items].astype(np.float32), explain)
+
+
+class _BecauseYouLiked:
+    """Names, for each co-engagement candidate, the recent positive that contributed most
+    to it: one pass for all of them on the first reason asked for (an order ranked ahead
+    explains dozens), ties to the newest."""
+
+    __slots__ = ("_anchors", "_items", "_model", "_positives", "_weights")
+
+    def __init__(
+        self, model: RegionModel, positives: np.ndarray, weights: np.ndarray, items: np.ndarray
+    ) -> None:
+        self._model, self._positives, self._weights, self._items = model, positives, weights, items
+        self._anchors: np.ndarray | None = None
+
+    def __call__(self, row: int) -> str:
+        model, positives = self._model, self._positives
+        if self._anchors is None:
+            nbr, sims = _neighbours(model, positives, self._weights)
+            best_first = np.argsort(-sims, axis=None, kind="stable")
+            # each neighbour's first (strongest) appearance, and whose neighbour it is
+            found, at = np.unique(nbr.ravel()[best_first], return_index=True)
+            owner = best_first[at] // nbr.shape[1]
+            self._anchors = owner[np.searchsorted(found, self._items)]
+        anchor = int(positives[int(self._anchors[row])])
+        return f"because you liked video {model.video_ids[anchor]}"
 
 
 def _neighbours(
@@ -209,10 +230,20 @@ class CategoryInterest(CandidateSource):
             [model.category_orders.get(c, np.zeros(0, np.int32))[:per] for _, c in liked]
         ).astype(np.int64)
 
-        def explain(row: int) -> str:
-            return f"because you watch {model.category_names[model.category[items[row]]]}"
+        return Candidates(self.name, items, model.popularity[items], _BecauseYouWatch(model, items))
 
-        return Candidates(self.name, items, model.popularity[items], explain)
+
+class _BecauseYouWatch:
+    """Names each category-interest candidate's category."""
+
+    __slots__ = ("_items", "_model")
+
+    def __init__(self, model: RegionModel, items: np.ndarray) -> None:
+        self._model, self._items = model, items
+
+    def __call__(self, row: int) -> str:
+        model = self._model
+        return f"because you watch {model.category_names[model.category[self._items[row]]]}"
 
 
 def default_sources() -> list[CandidateSource]:

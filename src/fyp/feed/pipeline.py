@@ -94,8 +94,8 @@ class FeedPipeline:
         if universe is not None:
             allowed = np.zeros(model.n_items, bool)
             allowed[universe] = True
-            candidates = [_restrict(c, allowed) for c in candidates]
-            candidates.append(Universe(universe).fetch(model, state))
+            restricted = [_restrict(c, allowed) for c in candidates]
+            candidates = (*restricted, Universe(universe).fetch(model, state))
         pool = merge(candidates, model.n_items)
         for f in self.filters:
             pool = f.apply(model, state, pool)
@@ -125,31 +125,32 @@ class ProposalCache:
     Proposals depend on the model and the user's events only, and a state never sees a
     new event (one builds a new state), so a hit is exact; what was served since is
     filtered later, on every request. Bounded: ~9 KB per state on KuaiRec-EAR, ~90 MB
-    at the default 10,000."""
+    at the default 10,000. What ``get`` returns is shared with the pages and orders
+    ranked from it."""
 
     def __init__(self, max_users: int = 10_000) -> None:
         self.max_users = max_users
         self._entries: OrderedDict[
-            int, tuple[weakref.ref[UserState], RegionModel, list[Candidates]]
+            int, tuple[weakref.ref[UserState], RegionModel, tuple[Candidates, ...]]
         ] = OrderedDict()
         self._lock = threading.Lock()
 
     def get(
         self, state: UserState, model: RegionModel, fetch: Callable[[], list[Candidates]]
-    ) -> list[Candidates]:
+    ) -> tuple[Candidates, ...]:
         key = id(state)
         with self._lock:
             hit = self._entries.get(key)
             if hit is not None and hit[0]() is state and hit[1] is model:
                 self._entries.move_to_end(key)
-                return list(hit[2])
-        found = fetch()
+                return hit[2]
+        found = tuple(fetch())
         with self._lock:
             self._entries[key] = (weakref.ref(state), model, found)
             self._entries.move_to_end(key)
             while len(self._entries) > self.max_users:
                 self._entries.popitem(last=False)
-        return list(found)
+        return found
 
 
 def _restrict(c: Candidates, allowed: np.ndarray) -> Candidates:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -49,7 +49,7 @@ class Pool:
     items: np.ndarray  # int64 catalogue indices, unique
     origin: np.ndarray  # index into ``candidates`` of the source that ranked the item best
     position: np.ndarray  # the item's row in that source's candidates
-    candidates: list[Candidates]
+    candidates: Sequence[Candidates]
     features: dict[str, np.ndarray] = field(default_factory=dict)  # source -> score, 0 if absent
     removed: RemovedLog = field(default_factory=RemovedLog)
 
@@ -79,7 +79,7 @@ class Pool:
         )
 
 
-def merge(candidates: list[Candidates], n_items: int) -> Pool:
+def merge(candidates: Sequence[Candidates], n_items: int) -> Pool:
     """Union of all sources; an item's origin is the source that ranked it highest."""
     best_rank = np.full(n_items, np.inf)
     best_source = np.full(n_items, -1, np.int64)

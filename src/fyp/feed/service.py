@@ -15,7 +15,7 @@ import logging
 import threading
 import time
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -261,7 +261,7 @@ class FeedService:
     ) -> UserState:
         age: int | None = None
         age_known = False
-        served: set[str] | None = None
+        served: Iterable[str] | None = None
         mask: ServedMask | None = None
         if marker is None:
             self._states.drop(user_id)  # gone (erased), or a backend without versions
@@ -282,7 +282,7 @@ class FeedService:
         events = store.user_events(user_id, RECENT_EVENTS)
         if served is None:
             since = time.time_ns() // 1_000_000 - self.seen_window_ms
-            served = set(store.served_since(user_id, since))
+            served = store.served_since(user_id, since)
         state = build_state(user_id, region, age, events, served, model, served_mask=mask)
         if marker is not None:
             self._states.put(user_id, model, marker, state)

@@ -23,6 +23,14 @@ RECENT_POSITIVES = 30
 RECENT_WINDOW = 8  # latest distinct videos, for look-alike avoidance
 NEGATIVE_TYPES = frozenset({EventType.skip, EventType.not_interested, EventType.report})
 
+# A state's sets of ids are a dict's keys (values None): the collector leaves a dict of
+# atomic keys and values untracked (see ``gc.is_tracked``), where it tracks every set and
+# visits each of its members on a full collection. A server caches thousands of states
+# of hundreds of ids each; as sets they made full collections ~250 ms long after 40 s of
+# serving (docs/benchmarks.md).
+Ids = dict[str, None]
+Codes = dict[int, None]
+
 
 def _mark(mask: np.ndarray, model: RegionModel, video_ids: Iterable[str]) -> None:
     """Set ``mask[item]`` for the videos of ``video_ids`` in the model's catalogue."""
@@ -39,7 +47,7 @@ class ServedMask:
     def __init__(self) -> None:
         self._memo: tuple[RegionModel, int, np.ndarray] | None = None
 
-    def get(self, model: RegionModel, served: set[str]) -> np.ndarray:
+    def get(self, model: RegionModel, served: Ids) -> np.ndarray:
         memo = self._memo
         if memo is not None and memo[0] is model and memo[1] == len(served):
             return memo[2]
@@ -65,17 +73,17 @@ class UserState:
     age: int | None
     positives: np.ndarray  # item indices, newest first
     positive_weights: np.ndarray
-    seen: set[str] = field(default_factory=set)  # served in the window, or acted on
-    served: set[str] = field(default_factory=set)  # the served log's part of ``seen``
-    not_interested_videos: set[str] = field(default_factory=set)
-    not_interested_creators: set[int] = field(default_factory=set)
-    not_interested_categories: set[int] = field(default_factory=set)
-    followed_creators: set[int] = field(default_factory=set)
+    seen: Ids = field(default_factory=dict)  # served in the window, or acted on
+    served: Ids = field(default_factory=dict)  # the served log's part of ``seen``
+    not_interested_videos: Ids = field(default_factory=dict)
+    not_interested_creators: Codes = field(default_factory=dict)
+    not_interested_categories: Codes = field(default_factory=dict)
+    followed_creators: Codes = field(default_factory=dict)
     category_affinity: dict[int, float] = field(default_factory=dict)
-    skipped: set[int] = field(default_factory=set)
+    skipped: Codes = field(default_factory=dict)
     recent: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # newest first
 
-    acted: set[str] | None = None  # acted on (events); ``seen`` is served | acted, if known
+    acted: Ids | None = None  # acted on (events); ``seen`` is served | acted, if known
     served_mask: ServedMask = field(default_factory=ServedMask, repr=False)
     _seen_mask: tuple[RegionModel, int, np.ndarray] | None = field(default=None, repr=False)
     _vector: tuple[RegionModel, np.ndarray | None] | None = field(default=None, repr=False)
@@ -100,15 +108,21 @@ class UserState:
         if memo is not None and memo[0] is model and memo[1] == len(self.seen):
             return memo[2]
         mask = self.served_mask.get(model, self.served).copy()
-        _mark(mask, model, self.seen.difference(self.served) if self.acted is None else self.acted)
+        served = self.served
+        _mark(
+            mask,
+            model,
+            (v for v in self.seen if v not in served) if self.acted is None else self.acted,
+        )
         self._seen_mask = (model, len(self.seen), mask)
         return mask
 
     def add_served(self, video_ids: Sequence[str]) -> None:
         """Videos this process just served: seen and served now (masks kept in step)."""
         before = len(self.served)
-        self.seen.update(video_ids)
-        self.served.update(video_ids)
+        added = dict.fromkeys(video_ids)
+        self.seen.update(added)
+        self.served.update(added)
         self.served_mask.grew(before, video_ids, len(self.served))
 
 
@@ -124,37 +138,37 @@ def build_state(
 ) -> UserState:
     """Fold the user's recent events (newest first) and served videos into a state;
     ``served_mask``: the one of the state whose served part this is, if any."""
-    served_set = set(served)
+    served_ids: Ids = dict.fromkeys(served)
     positives: list[int] = []
     weights: list[float] = []
-    acted: set[str] = set()
-    ni_videos: set[str] = set()
-    ni_creators: set[int] = set()
+    acted: Ids = {}
+    ni_videos: Ids = {}
+    ni_creators: Codes = {}
     ni_category_counts: dict[int, int] = {}
-    followed: set[int] = set()
+    followed: Codes = {}
     affinity: dict[int, float] = {}
-    skipped: set[int] = set()
+    skipped: Codes = {}
     recent: list[int] = []
     for e in events:
-        acted.add(e.video_id)
+        acted[e.video_id] = None
         item = model.video_index.get(e.video_id)
         if item is not None and len(recent) < RECENT_WINDOW and item not in recent:
             recent.append(item)
         creator = int(model.creator[item]) if item is not None else -1
         category = int(model.category[item]) if item is not None else -1
         if e.type == EventType.not_interested:
-            ni_videos.add(e.video_id)
+            ni_videos[e.video_id] = None
             if creator >= 0:
-                ni_creators.add(creator)
+                ni_creators[creator] = None
             if category >= 0:
                 ni_category_counts[category] = ni_category_counts.get(category, 0) + 1
             continue
         if e.type == EventType.follow and creator >= 0:
-            followed.add(creator)
+            followed[creator] = None
         if item is None:
             continue
         if e.type in NEGATIVE_TYPES or (e.type == EventType.play and e.short_play):
-            skipped.add(item)
+            skipped[item] = None
             if category >= 0:
                 affinity[category] = affinity.get(category, 0.0) - 0.5
             continue
@@ -171,13 +185,13 @@ def build_state(
         age=age,
         positives=np.asarray(positives, np.int64),
         positive_weights=np.asarray(weights, np.float32),
-        seen=served_set | acted,
-        served=served_set,
+        seen=served_ids | acted,
+        served=served_ids,
         acted=acted,
         not_interested_videos=ni_videos,
         not_interested_creators=ni_creators,
         not_interested_categories={
-            c for c, n in ni_category_counts.items() if n >= category_block_after
+            c: None for c, n in ni_category_counts.items() if n >= category_block_after
         },
         followed_creators=followed,
         category_affinity=affinity,
