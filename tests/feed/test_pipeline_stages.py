@@ -94,6 +94,50 @@ def test_an_eligibility_hook_that_raises_removes_everything_it_was_asked_about()
     assert {r.reason for r in out.removed} == {"eligibility check failed: RuntimeError"}
 
 
+class ByItem:
+    """A check that also answers per catalogue item (as moderation's does)."""
+
+    def __init__(self, blocked: set[int], verdicts: dict[str, str], fail: bool = False) -> None:
+        self.blocked, self.verdicts, self.fail, self.asked = blocked, verdicts, fail, []
+
+    def __call__(self, video_ids: Sequence[str], state: UserState) -> dict[str, str]:
+        self.asked.append(list(video_ids))
+        return {v: self.verdicts[v] for v in video_ids if v in self.verdicts}
+
+    def ineligible_items(self, model: Any, state: UserState) -> np.ndarray:
+        if self.fail:
+            raise RuntimeError("policy store unreachable")
+        return np.isin(np.arange(model.n_items), list(self.blocked))
+
+
+def test_a_check_by_item_is_asked_only_about_what_it_removes_and_fails_closed() -> None:
+    check = ByItem({2, 5}, {"v2": "rejected by moderation"})
+    out = Eligibility(check).apply(model(), state(), pool_of([1, 2, 3, 5]))
+    assert out.items.tolist() == [1, 3] and check.asked == [["v2", "v5"]]
+    # v5: blocked by the lookup, cleared by a verdict read later: it stays removed
+    assert [(r.video_id, r.reason) for r in out.removed] == [
+        ("v2", "rejected by moderation"),
+        ("v5", "eligibility changed while checking"),
+    ]
+    broken = Eligibility(ByItem(set(), {}, fail=True)).apply(model(), state(), pool_of([1, 2]))
+    assert len(broken) == 0
+    assert {r.reason for r in broken.removed} == {"eligibility check failed: RuntimeError"}
+
+
+def test_proposals_leave_the_cache_with_their_state() -> None:
+    """A new event replaces a user's state; its proposals (~9 KB) go with it, not when
+    10,000 later states push them out."""
+    from fyp.feed.pipeline import ProposalCache
+
+    cache, m = ProposalCache(max_users=100), model()
+    kept, replaced = state(), state()
+    cache.get(kept, m, lambda: [pool_of([1]).candidates[0]])
+    cache.get(replaced, m, lambda: [pool_of([2]).candidates[0]])
+    del replaced  # the last reference: freed now
+    cache.get(kept, m, lambda: pytest.fail("kept's proposals were cached"))
+    assert [ref() is kept for ref, _, _ in cache._entries.values()] == [True]
+
+
 def test_the_log_refuses_a_reason_list_of_the_wrong_length() -> None:
     with pytest.raises(ValueError, match="2 videos but 1 reasons"):
         RemovedLog().add("stage", np.asarray(["a", "b"]), ["only one"])

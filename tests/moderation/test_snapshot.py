@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -99,6 +101,14 @@ def test_a_failing_refresh_is_not_held(tmp_path: Path) -> None:
             assert snap.seq == 0
 
 
+@dataclass(eq=False)
+class Catalogue:
+    """A model's catalogue, as ``blocked_items`` reads it."""
+
+    video_ids: np.ndarray
+    video_index: dict[str, int]
+
+
 MOD_STATES = ["approved", "age_restricted", "pending", "rejected", "restricted", "blocked"]
 CHANGES = st.lists(
     st.tuples(
@@ -118,12 +128,15 @@ CHANGES = st.lists(
 def test_the_barred_videos_kept_in_step_match_a_fresh_snapshot(
     changes: list[tuple[str, Any]],
 ) -> None:
+    """Also per item of a model's catalogue (``blocked_items``): "c" is not in it."""
+    model = Catalogue(np.asarray(["b", "z", "a"]), {"b": 0, "z": 1, "a": 2})
     with tempfile.TemporaryDirectory() as tmp, Deployment.init(Path(tmp) / "d", ["us"]) as d:
         store = d.store("us")
         store.bulk_insert_videos([video("a"), video("b")])
         kept = CatalogSnapshot(store)
         for adult in (True, False):
             kept.barred(adult)  # worked out now, then only kept in step
+            kept.blocked_items(model, adult)
         for k, (vid, change) in enumerate(changes):
             if change is None:
                 store.delete_video(vid)
@@ -142,3 +155,6 @@ def test_the_barred_videos_kept_in_step_match_a_fresh_snapshot(
                     if (reason := barred_reason(fresh.states.get(v, PENDING), adult))
                 }
                 assert fresh.barred(adult) == want
+                blocked = [v not in fresh.live or v in want for v in model.video_ids]
+                assert kept.blocked_items(model, adult).tolist() == blocked
+                assert fresh.blocked_items(model, adult).tolist() == blocked

@@ -85,7 +85,11 @@ class NotInterested(Filter):
 
 
 class Eligibility(Filter):
-    """Moderation hook; fails closed when the check itself fails."""
+    """Moderation hook; fails closed when the check itself fails.
+
+    A check may also offer ``ineligible_items(model, viewer)``: one bool per item of the
+    model's catalogue (moderation's does). The filter then looks candidates up in it and
+    asks the check itself only about the ones it removes, for the reasons."""
 
     name = "eligibility"
 
@@ -103,6 +107,24 @@ class Eligibility(Filter):
                 n: f"eligibility check failed: {type(exc).__name__}" for n in range(len(video_ids))
             }
         return {n: verdicts[v] for n, v in enumerate(video_ids) if v in verdicts}
+
+    def removals(
+        self, model: RegionModel, state: UserState, items: np.ndarray
+    ) -> tuple[np.ndarray, str | list[str]]:
+        by_item = getattr(self.check, "ineligible_items", None)
+        if by_item is None:
+            return super().removals(model, state, items)
+        try:
+            rows = np.flatnonzero(by_item(model, state)[items])
+            if len(rows) == 0:
+                return rows, []
+            video_ids: list[str] = model.video_ids[items[rows]].tolist()
+            verdicts = self.check(video_ids, state)
+        except Exception as exc:  # fail closed, as above
+            return np.arange(len(items)), f"eligibility check failed: {type(exc).__name__}"
+        # a verdict read after the lookup may have seen a newer catalogue: what the lookup
+        # removed stays removed (a change the other way is caught by the page's final check)
+        return rows, [verdicts.get(v, "eligibility changed while checking") for v in video_ids]
 
 
 class Available(Filter):

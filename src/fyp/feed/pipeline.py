@@ -126,31 +126,57 @@ class ProposalCache:
     new event (one builds a new state), so a hit is exact; what was served since is
     filtered later, on every request. Bounded: ~9 KB per state on KuaiRec-EAR, ~90 MB
     at the default 10,000. What ``get`` returns is shared with the pages and orders
-    ranked from it."""
+    ranked from it. An entry goes as soon as its state is gone (a new event replaced it
+    in the state cache), not only when the bound pushes it out."""
 
     def __init__(self, max_users: int = 10_000) -> None:
         self.max_users = max_users
-        self._entries: OrderedDict[
-            int, tuple[weakref.ref[UserState], RegionModel, tuple[Candidates, ...]]
-        ] = OrderedDict()
+        self._entries: OrderedDict[int, tuple[_StateRef, RegionModel, tuple[Candidates, ...]]] = (
+            OrderedDict()
+        )
         self._lock = threading.Lock()
+        self._gone: list[int] = []  # keys whose state was freed (appended by the refs)
+        self._on_gone = self._state_gone  # one callback object, shared by every ref
 
     def get(
         self, state: UserState, model: RegionModel, fetch: Callable[[], list[Candidates]]
     ) -> tuple[Candidates, ...]:
         key = id(state)
         with self._lock:
+            self._forget_gone()
             hit = self._entries.get(key)
             if hit is not None and hit[0]() is state and hit[1] is model:
                 self._entries.move_to_end(key)
                 return hit[2]
         found = tuple(fetch())
         with self._lock:
-            self._entries[key] = (weakref.ref(state), model, found)
+            ref = _StateRef(state, self._on_gone)
+            ref.key = key
+            self._entries[key] = (ref, model, found)
             self._entries.move_to_end(key)
             while len(self._entries) > self.max_users:
                 self._entries.popitem(last=False)
         return found
+
+    def _state_gone(self, ref: _StateRef) -> None:
+        """Called when a state is freed: may run at any point, even with the lock held by
+        this thread, so it only notes the key (list.append is atomic)."""
+        self._gone.append(ref.key)
+
+    def _forget_gone(self) -> None:
+        """Drop the entries of freed states (caller holds the lock)."""
+        while self._gone:
+            key = self._gone.pop()
+            hit = self._entries.get(key)
+            if hit is not None and hit[0]() is None:  # not a new state at the same id
+                del self._entries[key]
+
+
+class _StateRef(weakref.ref[UserState]):
+    """A weak reference to a cached state, carrying its cache key for the callback."""
+
+    __slots__ = ("key",)
+    key: int
 
 
 def _restrict(c: Candidates, allowed: np.ndarray) -> Candidates:

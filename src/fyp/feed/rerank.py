@@ -250,7 +250,7 @@ def explore(
 def separate_creators(creators: list[int], order: list[int]) -> list[int]:
     """Move a video away from a same-creator neighbour, dropping it if nothing fits
     (``creators``: each row's creator index, -1 when unknown)."""
-    if all(c < 0 for c in creators):
+    if max(creators, default=-1) < 0:
         return list(order)  # no known creators (e.g. KuaiRec): nothing to keep apart
     out: list[int] = []
     pending = list(order)

@@ -207,7 +207,9 @@ STATE_TTL_S = 60.0  # the seen window slides: rebuild now and then even if nothi
 
 class StateCache:
     """Built user states, each valid while the store's marker for the user is unchanged
-    and the model is the one it was built against (least recently used evicted)."""
+    and the model is the one it was built against (least recently used evicted, and
+    expired ones too as they reach the front: a state past ``ttl_s`` is never used, and
+    kept it would only cost memory and every full collection)."""
 
     def __init__(self, max_users: int = STATE_CACHE_USERS, ttl_s: float = STATE_TTL_S) -> None:
         self.max_users = max_users
@@ -245,8 +247,11 @@ class StateCache:
         with self._lock:
             self._entries[user_id] = (marker, model, time.monotonic(), state)
             self._entries.move_to_end(user_id)
-            while len(self._entries) > self.max_users:
-                self._entries.popitem(last=False)
+            entries = self._entries
+            while len(entries) > self.max_users or (
+                entries and self._expired(next(iter(entries.values()))[2])
+            ):
+                entries.popitem(last=False)
 
     def served(
         self, user_id: str, marker: tuple[int, ...] | None, video_ids: Sequence[str]

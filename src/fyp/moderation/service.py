@@ -32,6 +32,8 @@ from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
+import numpy as np
+
 from fyp.audit.log import AuditLog, canonical_json, now_ms, sql_store
 from fyp.catalog.models import Video
 from fyp.errors import UnknownVideo, ValidationFailed
@@ -48,7 +50,7 @@ from fyp.moderation.models import (
     certainly_at_least,
 )
 from fyp.moderation.policy import parse_policy
-from fyp.moderation.snapshot import NOT_LIVE, snapshot_for
+from fyp.moderation.snapshot import NOT_LIVE, ItemCatalogue, snapshot_for
 from fyp.moderation.store import ModerationStore
 
 if TYPE_CHECKING:
@@ -442,3 +444,9 @@ class ModerationEligibility:
         barred = snapshot.barred(certainly_at_least(viewer.age, ADULT))  # refreshes first
         live = snapshot.live
         return {v: barred.get(v, NOT_LIVE) for v in video_ids if v in barred or v not in live}
+
+    def ineligible_items(self, model: ItemCatalogue, viewer: Viewer) -> np.ndarray:
+        """The same rule per item of ``model``'s catalogue, as bools (read only): the feed
+        looks its candidates up in it and asks ``__call__`` only for those removed."""
+        snapshot = snapshot_for(self.deployment.store(viewer.region))
+        return snapshot.blocked_items(model, certainly_at_least(viewer.age, ADULT))
