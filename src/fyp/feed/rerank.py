@@ -168,7 +168,8 @@ class _Greedy:
 
     def take(self, i: int) -> None:
         p = self.p
-        self.remaining.remove(i)
+        if self.arrays is None:  # only the scan reads what remains, in order
+            self.remaining.remove(i)
         self.window.append(self.tags[i])
         c, k = self.creator[i], self.category[i]
         self.last = c if c >= 0 else -1
