@@ -382,6 +382,26 @@ def test_a_new_event_rebuilds_the_state_without_rereading_an_unchanged_profile(
     assert reads == ["u5"]  # the profile changed: read again
 
 
+def test_paging_past_an_order_ranked_ahead_does_not_read_the_profile_again(
+    trained: Deployment, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The order the user used up was ranked from the profile the marker still names,
+    so the state built to rank further takes the age from it."""
+    service = FeedService(trained)
+    store = trained.store(trained.home_region("u9"))
+    ranked: list[int] = []
+    real_rank = FeedService._rank
+    monkeypatch.setattr(
+        FeedService, "_rank", lambda self, *a, **k: ranked.append(1) or real_rank(self, *a, **k)
+    )
+    monkeypatch.setattr(store, "get_user", lambda *a: pytest.fail("the profile was read"))
+    cursor = None
+    for _ in range(8):  # past the 50 videos ranked at training
+        page = service.feed("u9", n=10, cursor=cursor)
+        cursor = page.cursor
+    assert ranked  # the pipeline ran, without reading the profile
+
+
 def test_videos_served_by_another_process_count_in_the_next_feed(trained: Deployment) -> None:
     service = FeedService(trained)
     service.feed("u4", n=5)  # the state is cached now

@@ -258,11 +258,16 @@ class FeedService:
         store: Store,
         model: RegionModel,
         marker: tuple[int, ...] | None,
+        used_up: RankedAhead | None = None,
     ) -> UserState:
+        """``used_up``: the order the user just paged through, if any (its age was read
+        from the profile the marker names)."""
         age: int | None = None
         age_known = False
         served: Iterable[str] | None = None
         mask: ServedMask | None = None
+        if used_up is not None and marker is not None and used_up.profile_ms == marker[0]:
+            age, age_known = used_up.age, True
         if marker is None:
             self._states.drop(user_id)  # gone (erased), or a backend without versions
         else:
@@ -339,7 +344,7 @@ class FeedService:
         if fresh is not None and len(rows) >= n:
             order = fresh
         else:
-            state = self._state(user_id, region, store, model, marker)
+            state = self._state(user_id, region, store, model, marker, fresh)
             rng = np.random.default_rng([session, page_no, len(state.seen)])
             # a fresh order used up: the user pages on without events, so rank further
             ranked = self._rank(model, state, rng, n, universe, use_orders, fresh is not None)

@@ -34,8 +34,7 @@ Codes = dict[int, None]
 
 def _mark(mask: np.ndarray, model: RegionModel, video_ids: Iterable[str]) -> None:
     """Set ``mask[item]`` for the videos of ``video_ids`` in the model's catalogue."""
-    index = model.video_index
-    mask[[index[v] for v in video_ids if v in index]] = True
+    mask[[i for i in map(model.video_index.get, video_ids) if i is not None]] = True
 
 
 class ServedMask:
