@@ -41,28 +41,31 @@ class ServedMask:
     """``mask[item]`` for the items of a served set, shared by the states built on the
     same served part: an event builds a new state but keeps that part (StateCache), so a
     heavy user's thousands of served ids are not turned into items again per event.
-    Valid while its size matches: the sets that share one only grow, from one another."""
+    Valid while its size matches: the sets that share one only grow, from one another.
+    (The memo is three slots, not a tuple: one object less per cached state for every
+    full collection to visit.)"""
+
+    __slots__ = ("_mask", "_model", "_size")
 
     def __init__(self) -> None:
-        self._memo: tuple[RegionModel, int, np.ndarray] | None = None
+        self._model: RegionModel | None = None
+        self._size = -1
+        self._mask = np.zeros(0, bool)
 
     def get(self, model: RegionModel, served: Ids) -> np.ndarray:
-        memo = self._memo
-        if memo is not None and memo[0] is model and memo[1] == len(served):
-            return memo[2]
+        if self._model is model and self._size == len(served):
+            return self._mask
         mask = np.zeros(model.n_items, bool)
         _mark(mask, model, served)
-        self._memo = (model, len(served), mask)
+        self._model, self._size, self._mask = model, len(served), mask
         return mask
 
     def grew(self, before: int, added: Iterable[str], after: int) -> None:
         """The set went from ``before`` to ``after`` ids by ``added``: keep up if in step."""
-        memo = self._memo
-        if memo is None or memo[1] != before:
+        if self._model is None or self._size != before:
             return
-        model, _, mask = memo
-        _mark(mask, model, added)
-        self._memo = (model, after, mask)
+        _mark(self._mask, self._model, added)
+        self._size = after
 
 
 @dataclass
@@ -84,8 +87,13 @@ class UserState:
 
     acted: Ids | None = None  # acted on (events); ``seen`` is served | acted, if known
     served_mask: ServedMask = field(default_factory=ServedMask, repr=False)
-    _seen_mask: tuple[RegionModel, int, np.ndarray] | None = field(default=None, repr=False)
-    _vector: tuple[RegionModel, np.ndarray | None] | None = field(default=None, repr=False)
+    # memos, each for the model it was worked out with (fields, not tuples: a server
+    # caches thousands of states, and every full collection visits each tuple)
+    _seen_mask_for: RegionModel | None = field(default=None, repr=False)
+    _seen_mask_size: int = field(default=-1, repr=False)  # of ``seen`` it was worked out at
+    _seen_mask: np.ndarray | None = field(default=None, repr=False)
+    _vector_for: RegionModel | None = field(default=None, repr=False)
+    _vector: np.ndarray | None = field(default=None, repr=False)
 
     @property
     def is_new(self) -> bool:
@@ -95,17 +103,17 @@ class UserState:
         """The user's vector in ``model`` (learned, moved towards recent positives);
         worked out once: a state's positives never change (a new event builds a new
         state)."""
-        memo = self._vector
-        if memo is None or memo[0] is not model:
-            memo = self._vector = (model, model.user_vector(self.user_id, self.positives))
-        return memo[1]
+        if self._vector_for is not model:
+            self._vector = model.user_vector(self.user_id, self.positives)
+            self._vector_for = model
+        return self._vector
 
     def seen_mask(self, model: RegionModel) -> np.ndarray:
         """``mask[item]`` is True for the catalogue items in ``seen`` (kept while unchanged:
         ``seen`` only grows, so its size tells whether it changed)."""
-        memo = self._seen_mask
-        if memo is not None and memo[0] is model and memo[1] == len(self.seen):
-            return memo[2]
+        kept, size = self._seen_mask, self._seen_mask_size
+        if kept is not None and self._seen_mask_for is model and size == len(self.seen):
+            return kept
         mask = self.served_mask.get(model, self.served).copy()
         served = self.served
         _mark(
@@ -113,7 +121,7 @@ class UserState:
             model,
             (v for v in self.seen if v not in served) if self.acted is None else self.acted,
         )
-        self._seen_mask = (model, len(self.seen), mask)
+        self._seen_mask_for, self._seen_mask_size, self._seen_mask = model, len(self.seen), mask
         return mask
 
     def add_served(self, video_ids: Sequence[str]) -> None:
