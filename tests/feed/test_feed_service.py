@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import time
+import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -11,7 +12,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from fyp.catalog.models import UserIn
@@ -262,8 +263,10 @@ def test_an_erased_users_cached_state_leaves_memory_at_once(trained: Deployment)
     service.feed("u7", n=5, record=False, debug=True)  # runs the pipeline: a built state
     service.feed("u7", n=5, record=False)  # from the order ranked at training
     assert "u7" in service._states._entries and "u7" in service._ahead._slots  # cached
+    assert "u7" in service.pipeline._proposals._entries
     Eraser(trained).erase("u7")
     assert "u7" not in service._states._entries and "u7" not in service._ahead._slots
+    assert "u7" not in service.pipeline._proposals._entries
 
 
 def test_a_version_deleted_under_the_loader_is_retried(
@@ -380,6 +383,44 @@ def test_a_new_event_rebuilds_the_state_without_rereading_an_unchanged_profile(
     store.update_user(profile.model_copy(update={"birth_year": 1980, "updated_at_ms": 20}))
     assert service.state("u5", model).age == profile.model_copy(update={"birth_year": 1980}).age()
     assert reads == ["u5"]  # the profile changed: read again
+
+
+@settings(
+    max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    st.lists(
+        st.sampled_from(["skip", "like", "share", "follow", "not_interested", "play"]), max_size=8
+    )
+)
+@example(["play", "skip", "share"])  # the share is about the played video: its weight changes
+def test_proposals_reused_after_an_event_are_those_fetched_afresh(
+    trained: Deployment, kinds: list[str]
+) -> None:
+    """A source's proposal is reused while what it reads of the state is unchanged
+    (``CandidateSource.inputs``): it must then be exactly what fetching gives."""
+    service = FeedService(trained)
+    user = f"u{len(kinds) % 4 + 20}"
+    model = service.model(trained.home_region(user))
+    page = service.feed(user, n=6, record=False, debug=True)
+    targets: list[str] = []
+    for k, kind in enumerate(kinds):
+        watch = {"watch_ms": 500 if k % 2 else 40_000} if kind == "play" else {}
+        event = {"event_id": f"p-{uuid.uuid4()}", "user_id": user, "type": kind, **watch}
+        # every third event is about the first video acted on (its weight changes)
+        video = targets[0] if k % 3 == 2 else page.items[k % len(page.items)].video_id
+        targets.append(video)
+        Ingestor(trained).ingest([{**event, "video_id": video}])
+        state = service.state(user, model)
+        kept = service.pipeline._proposals.get(state, model, service.pipeline.sources)
+        for got, source in zip(kept, service.pipeline.sources, strict=True):
+            want = source.fetch(model, state)
+            assert got.items.tolist() == want.items.tolist() and got.source == want.source
+            assert got.scores.tolist() == want.scores.tolist()
+            assert [got.explain(r) for r in range(len(got.items))] == [
+                want.explain(r) for r in range(len(want.items))
+            ]
+        page = service.feed(user, n=6, record=False, debug=True)
 
 
 def test_paging_past_an_order_ranked_ahead_does_not_read_the_profile_again(

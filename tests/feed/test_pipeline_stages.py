@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Hashable, Iterable, Sequence
 from types import SimpleNamespace
 from typing import Any
 
@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fyp.feed.candidates import Candidates
+from fyp.feed.candidates import Candidates, CandidateSource
 from fyp.feed.filters import AlreadySeen, Eligibility, Filter
 from fyp.feed.pool import Pool, RemovedLog, merge
 from fyp.feed.state import UserState
@@ -124,47 +124,59 @@ def test_a_check_by_item_is_asked_only_about_what_it_removes_and_fails_closed() 
     assert {r.reason for r in broken.removed} == {"eligibility check failed: RuntimeError"}
 
 
-def test_proposals_leave_the_cache_with_their_state() -> None:
-    """A new event replaces a user's state; its proposals (~9 KB) go with it, not when
-    10,000 later states push them out."""
-    from fyp.feed.pipeline import ProposalCache
-
-    cache, m = ProposalCache(max_users=100), model()
-    kept, replaced = state(), state()
-    cache.get(kept, m, lambda: [pool_of([1]).candidates[0]])
-    cache.get(replaced, m, lambda: [pool_of([2]).candidates[0]])
-    del replaced  # the last reference: freed now
-    cache.get(kept, m, lambda: pytest.fail("kept's proposals were cached"))
-    assert [ref() is kept for ref, _, _ in cache._entries.values()] == [True]
-
-
 def test_the_log_refuses_a_reason_list_of_the_wrong_length() -> None:
     with pytest.raises(ValueError, match="2 videos but 1 reasons"):
         RemovedLog().add("stage", np.asarray(["a", "b"]), ["only one"])
 
 
-def test_proposals_are_fetched_once_per_user_state_and_model() -> None:
+class Counted(CandidateSource):
+    """Proposes item 1 and counts its fetches; reads ``positives`` only (``inputs``), or
+    nothing it declares (``reads=False``: fetched for every new state)."""
+
+    def __init__(self, reads: bool = True) -> None:
+        super().__init__(1)
+        self.reads, self.fetches = reads, 0
+
+    def inputs(self, state: UserState) -> Hashable | None:
+        return state.positives.tobytes() if self.reads else None
+
+    def fetch(self, model: Any, state: UserState) -> Candidates:
+        self.fetches += 1
+        return pool_of([1]).candidates[0]
+
+
+def with_positives(*items: int) -> UserState:
+    s = state()
+    s.positives = np.asarray(items, np.int64)
+    return s
+
+
+def test_proposals_are_fetched_once_per_state_and_reused_while_what_they_read_holds() -> None:
     from fyp.feed.pipeline import ProposalCache
 
-    calls: list[int] = []
-
-    def fetch() -> list[Candidates]:
-        calls.append(1)
-        return [pool_of([1]).candidates[0]]
-
-    cache = ProposalCache(max_users=2)
-    m, other_model = model(), model()
-    first, second, third = state(), state(), state()
-    cache.get(first, m, fetch)
-    cache.get(first, m, fetch)
-    assert len(calls) == 1  # the next page of the same state
-    cache.get(first, other_model, fetch)  # a new model: fetched again
-    cache.get(second, other_model, fetch)  # a new event builds a new state: fetched again
-    assert len(calls) == 3
-    cache.get(third, m, fetch)  # bounded: the least recently used entry goes
-    cache.get(first, other_model, fetch)
-    assert len(calls) == 5
-    assert cache.get(third, m, fetch) is cache.get(third, m, fetch)  # shared, and a tuple
+    cache, m, other_model = ProposalCache(max_users=2), model(), model()
+    costly, cheap = Counted(), Counted(reads=False)
+    sources = [costly, cheap]
+    first = with_positives(3)
+    assert cache.get(first, m, sources) is cache.get(first, m, sources)  # shared, a tuple
+    assert (costly.fetches, cheap.fetches) == (1, 1)  # the next page of the same state
+    cache.get(with_positives(3), m, sources)  # a skip: a new state, the same positives
+    assert (costly.fetches, cheap.fetches) == (1, 2)
+    cache.get(with_positives(4, 3), m, sources)  # a like: new positives
+    assert (costly.fetches, cheap.fetches) == (2, 3)
+    cache.get(with_positives(4, 3), other_model, sources)  # a new model: all fetched again
+    assert (costly.fetches, cheap.fetches) == (3, 4)
+    other = with_positives(3)
+    other.user_id = "someone else"
+    cache.get(other, m, sources)  # per user; bounded at 2 users
+    third = with_positives(3)
+    third.user_id = "a third"
+    cache.get(third, m, sources)  # "u" was the least recently used: gone
+    cache.get(with_positives(4, 3), other_model, sources)
+    assert (costly.fetches, cheap.fetches) == (6, 7)
+    cache.drop("a third")  # an erasure
+    cache.get(third, m, sources)
+    assert (costly.fetches, cheap.fetches) == (7, 8)
 
 
 STEPS = st.lists(

@@ -9,7 +9,7 @@ from __future__ import annotations
 import functools
 import weakref
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 
 import numpy as np
@@ -67,11 +67,20 @@ class CandidateSource(ABC):
     @abstractmethod
     def fetch(self, model: RegionModel, state: UserState) -> Candidates: ...
 
+    def inputs(self, state: UserState) -> Hashable | None:
+        """All that ``fetch`` reads of ``state``, comparable between two states of one user
+        (the model aside): where equal, so are the proposals, and a cache may reuse them
+        (fyp.feed.pipeline.ProposalCache). None: fetch every time."""
+        return None
+
 
 class CoEngagement(CandidateSource):
     """Videos engaged with by the same people as the user's recent positives (item-CF)."""
 
     name = "co_engagement"
+
+    def inputs(self, state: UserState) -> Hashable | None:
+        return state.positives.tobytes(), state.positive_weights.tobytes()
 
     def fetch(self, model: RegionModel, state: UserState) -> Candidates:
         if state.is_new:
@@ -128,6 +137,9 @@ class EmbeddingRetrieval(CandidateSource):
 
     name = "embedding"
 
+    def inputs(self, state: UserState) -> Hashable | None:
+        return state.user_id, state.positives.tobytes()  # the vector (RegionModel.user_vector)
+
     def fetch(self, model: RegionModel, state: UserState) -> Candidates:
         vector = state.vector(model)
         if vector is None:
@@ -147,6 +159,9 @@ class ModelWideSource(CandidateSource):
 
     @abstractmethod
     def propose(self, model: RegionModel) -> Candidates: ...
+
+    def inputs(self, state: UserState) -> Hashable | None:
+        return ()  # nothing of the state
 
     def fetch(self, model: RegionModel, state: UserState) -> Candidates:
         found = self._memo.get(model)
@@ -171,6 +186,9 @@ class Following(CandidateSource):
     """Newest videos from creators the user follows."""
 
     name = "following"
+
+    def inputs(self, state: UserState) -> Hashable | None:
+        return tuple(sorted(state.followed_creators))
 
     def fetch(self, model: RegionModel, state: UserState) -> Candidates:
         if not state.followed_creators:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import threading
 import weakref
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -75,6 +75,10 @@ class FeedPipeline:
         self.rerank = rerank or RerankParams()
         self._proposals = ProposalCache(proposal_cache_users)
 
+    def forget(self, user_id: str) -> None:
+        """Drop what is kept for the user (proposals name their videos): an erasure."""
+        self._proposals.drop(user_id)
+
     def run(
         self,
         model: RegionModel,
@@ -88,9 +92,7 @@ class FeedPipeline:
         """``backfill``: videos ranked past the page, spares for what the final checks
         (live catalogue, eligibility) may still drop; by default a quarter of the page,
         at least 2. Every pick of the diversity re-ranker costs, so not a whole page."""
-        candidates = self._proposals.get(
-            state, model, lambda: [s.fetch(model, state) for s in self.sources]
-        )
+        candidates = self._proposals.get(state, model, self.sources)
         if universe is not None:
             allowed = np.zeros(model.n_items, bool)
             allowed[universe] = True
@@ -120,63 +122,59 @@ class FeedPipeline:
 
 
 class ProposalCache:
-    """What the sources proposed for a user state, kept for the next pages of a session.
+    """What the sources proposed for a user, kept for the user's next pages and states.
 
-    Proposals depend on the model and the user's events only, and a state never sees a
-    new event (one builds a new state), so a hit is exact; what was served since is
-    filtered later, on every request. Bounded: ~9 KB per state on KuaiRec-EAR, ~90 MB
-    at the default 10,000. What ``get`` returns is shared with the pages and orders
-    ranked from it. An entry goes as soon as its state is gone (a new event replaced it
-    in the state cache), not only when the bound pushes it out."""
+    A proposal depends on the model and on what its source reads of the state
+    (``CandidateSource.inputs``), so reusing it while both are unchanged is exact; what
+    was served since is filtered later, on every request. A new event builds a new
+    state, but a skip leaves the positives as they were, and with them the costly
+    proposals (co-engagement, embedding): only the others are fetched again. Bounded: ~9
+    KB per user on KuaiRec-EAR, ~90 MB at the default 10,000 (least recently used
+    evicted; an erased user's at once, ``drop``). What ``get`` returns is shared with the
+    pages and orders ranked from it."""
 
     def __init__(self, max_users: int = 10_000) -> None:
         self.max_users = max_users
-        self._entries: OrderedDict[int, tuple[_StateRef, RegionModel, tuple[Candidates, ...]]] = (
-            OrderedDict()
-        )
+        self._entries: OrderedDict[str, _Proposed] = OrderedDict()
         self._lock = threading.Lock()
-        self._gone: list[int] = []  # keys whose state was freed (appended by the refs)
-        self._on_gone = self._state_gone  # one callback object, shared by every ref
 
     def get(
-        self, state: UserState, model: RegionModel, fetch: Callable[[], list[Candidates]]
+        self, state: UserState, model: RegionModel, sources: Sequence[CandidateSource]
     ) -> tuple[Candidates, ...]:
-        key = id(state)
+        user_id, sources = state.user_id, tuple(sources)
         with self._lock:
-            self._forget_gone()
-            hit = self._entries.get(key)
-            if hit is not None and hit[0]() is state and hit[1] is model:
-                self._entries.move_to_end(key)
-                return hit[2]
-        found = tuple(fetch())
+            before = self._entries.get(user_id)
+            if before is not None and (before.model is not model or before.sources != sources):
+                before = None
+            if before is not None and before.state() is state:
+                self._entries.move_to_end(user_id)
+                return before.found
+        inputs = tuple(s.inputs(state) for s in sources)
+        found = tuple(
+            before.found[k]
+            if before is not None and key is not None and before.inputs[k] == key
+            else s.fetch(model, state)
+            for k, (s, key) in enumerate(zip(sources, inputs, strict=True))
+        )
         with self._lock:
-            ref = _StateRef(state, self._on_gone)
-            ref.key = key
-            self._entries[key] = (ref, model, found)
-            self._entries.move_to_end(key)
+            self._entries[user_id] = _Proposed(weakref.ref(state), model, sources, inputs, found)
+            self._entries.move_to_end(user_id)
             while len(self._entries) > self.max_users:
                 self._entries.popitem(last=False)
         return found
 
-    def _state_gone(self, ref: _StateRef) -> None:
-        """Called when a state is freed: may run at any point, even with the lock held by
-        this thread, so it only notes the key (list.append is atomic)."""
-        self._gone.append(ref.key)
-
-    def _forget_gone(self) -> None:
-        """Drop the entries of freed states (caller holds the lock)."""
-        while self._gone:
-            key = self._gone.pop()
-            hit = self._entries.get(key)
-            if hit is not None and hit[0]() is None:  # not a new state at the same id
-                del self._entries[key]
+    def drop(self, user_id: str) -> None:
+        with self._lock:
+            self._entries.pop(user_id, None)
 
 
-class _StateRef(weakref.ref[UserState]):
-    """A weak reference to a cached state, carrying its cache key for the callback."""
-
-    __slots__ = ("key",)
-    key: int
+@dataclass(slots=True)
+class _Proposed:
+    state: weakref.ref[UserState]  # the state ``found`` was fetched or last reused for
+    model: RegionModel
+    sources: tuple[CandidateSource, ...]
+    inputs: tuple[Hashable | None, ...]  # per source, what it read of that state
+    found: tuple[Candidates, ...]
 
 
 def _restrict(c: Candidates, allowed: np.ndarray) -> Candidates:

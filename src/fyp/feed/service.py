@@ -153,7 +153,7 @@ class FeedService:
         self._universe: tuple[Sequence[str], RegionModel, np.ndarray] | None = None
         self._states = StateCache(max_users=states)
         self._ahead = AheadCache(max_users=proposals)  # orders share the proposals' arrays
-        _drop_on_erasure(self._states, self._ahead)
+        _drop_on_erasure(self._states, self._ahead, self.pipeline)
 
     def model(self, region: str) -> RegionModel:
         now = time.monotonic()
@@ -514,11 +514,12 @@ class _FromPool:
         return [candidates[o].explain(p) for o, p in pairs]
 
 
-def _drop_on_erasure(cache: StateCache, ahead: AheadCache) -> None:
-    """An erased user's state and order leave memory with the erasure, not at eviction."""
+def _drop_on_erasure(cache: StateCache, ahead: AheadCache, pipeline: FeedPipeline) -> None:
+    """An erased user's state, order and proposals leave memory with the erasure, not at
+    eviction."""
     from fyp.sovereignty.erasure import add_erase_hook
 
-    ref, ahead_ref = weakref.ref(cache), weakref.ref(ahead)
+    ref, ahead_ref, pipeline_ref = weakref.ref(cache), weakref.ref(ahead), weakref.ref(pipeline)
     remove: list[Callable[[], None]] = []
 
     def hook(_region: str, user_id: str) -> None:
@@ -530,5 +531,8 @@ def _drop_on_erasure(cache: StateCache, ahead: AheadCache) -> None:
             orders = ahead_ref()
             if orders is not None:
                 orders.drop(user_id)
+            proposals = pipeline_ref()
+            if proposals is not None:
+                proposals.forget(user_id)
 
     remove.append(add_erase_hook(hook))
