@@ -46,6 +46,36 @@ def test_background_checkpointer_checkpoints_and_stops(
     assert not thread.is_alive()
 
 
+def test_a_burst_of_writes_is_checkpointed_before_the_interval_is_up(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """At ~10,000 single-event writes a second, a second's WAL went past the safety cap,
+    and the request whose commit crossed it ran the checkpoint itself."""
+    monkeypatch.setattr(sqlite_module, "CHECKPOINT_INTERVAL_S", 3600.0)
+    monkeypatch.setattr(sqlite_module, "CHECKPOINT_AFTER_WRITES", 40)
+    checkpoints: list[float] = []
+    real = sqlite_module.SQLiteStore._checkpoint
+    monkeypatch.setattr(
+        sqlite_module.SQLiteStore,
+        "_checkpoint",
+        lambda self, conn: checkpoints.append(time.monotonic()) or real(self, conn),
+    )
+    store = open_store(f"sqlite:///{tmp_path / 'us.sqlite'}", "us")
+    store.insert_user(User(user_id="a", home_region="us", created_at_ms=1, updated_at_ms=1))
+    store.start_background_maintenance()
+    for k in range(15):  # 30 writes: not yet
+        store.insert_events([EventRow(f"e{k}", "a", "v", "like", 1, None, None, 0, 0, 0)])
+    time.sleep(3 * sqlite_module.SERVED_SWEEP_S)
+    assert checkpoints == []
+    for k in range(15, 30):
+        store.insert_events([EventRow(f"e{k}", "a", "v", "like", 1, None, None, 0, 0, 0)])
+    deadline = time.monotonic() + 5
+    while not checkpoints and time.monotonic() < deadline:
+        time.sleep(0.01)
+    store.close()
+    assert len(checkpoints) == 1
+
+
 def test_a_serving_store_forgets_pages_older_than_the_window(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -48,6 +48,11 @@ from fyp.storage.sqlite_rows import (
 
 _CHUNK = 900  # stay under SQLite's bound-parameter limit in IN (...) lists
 CHECKPOINT_INTERVAL_S = 1.0
+# ... or sooner, once this many transactions were written since the last one (about two
+# per transaction: ``_writes``): ~1,000 single-event writes add a few thousand WAL pages,
+# where a second of them at ~10,000 events/s went past the safety cap below, and the
+# request whose commit crossed it ran the checkpoint itself (p99 35-59 ms)
+CHECKPOINT_AFTER_WRITES = 2_000
 SERVED_SWEEP_S = 0.05  # a served group left behind by traffic waits at most this
 SERVING_AUTOCHECKPOINT_PAGES = 20_000  # safety cap when the background checkpointer lags
 SERVED_FORGET_S = 60.0  # how often a serving store forgets pages older than the window
@@ -148,8 +153,9 @@ class SQLiteStore(Store):
     def start_background_maintenance(self, served_window_ms: int | None = None) -> None:
         """For a serving process: commit the served log in groups of a few milliseconds
         (``fyp.storage.served_log``), and checkpoint the WAL from a background thread
-        with its own connection, which also commits a group that traffic left behind
-        and, given ``served_window_ms``, forgets pages older than that once a minute.
+        with its own connection (every second, or sooner after a burst of writes), which
+        also commits a group that traffic left behind and, given ``served_window_ms``,
+        forgets pages older than that once a minute.
 
         SQLite's automatic checkpoint runs inside whichever commit crosses the threshold,
         so every few hundred single-event writes one request paid for copying and syncing
@@ -169,6 +175,7 @@ class SQLiteStore(Store):
     def _checkpoint_loop(self) -> None:
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         last_checkpoint = last_forget = time.monotonic()
+        written = self._writes  # at the last checkpoint
         try:
             conn.execute("PRAGMA busy_timeout=1000")
             conn.execute("PRAGMA foreign_keys=ON")
@@ -179,9 +186,11 @@ class SQLiteStore(Store):
                 if self._served_window_ms is not None and now - last_forget >= SERVED_FORGET_S:
                     last_forget = now
                     self._forget_served(conn, self._served_window_ms)
-                if now - last_checkpoint < CHECKPOINT_INTERVAL_S:
+                writes = self._writes
+                due = writes - written >= CHECKPOINT_AFTER_WRITES
+                if not due and now - last_checkpoint < CHECKPOINT_INTERVAL_S:
                     continue
-                last_checkpoint = now
+                last_checkpoint, written = now, writes
                 self._checkpoint(conn)
         finally:
             conn.close()
