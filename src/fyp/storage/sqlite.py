@@ -168,14 +168,17 @@ class SQLiteStore(Store):
             self._served_window_ms = served_window_ms
             self._conn.execute(f"PRAGMA wal_autocheckpoint={SERVING_AUTOCHECKPOINT_PAGES}")
         self._checkpointer = threading.Thread(
-            target=self._checkpoint_loop, name=f"fyp-checkpoint-{self.region}", daemon=True
+            target=self._checkpoint_loop,
+            args=(self._writes,),  # counted from now, however late the thread starts
+            name=f"fyp-checkpoint-{self.region}",
+            daemon=True,
         )
         self._checkpointer.start()
 
-    def _checkpoint_loop(self) -> None:
+    def _checkpoint_loop(self, written: int) -> None:
+        """``written``: ``_writes`` at the last checkpoint (at the start, when none ran)."""
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         last_checkpoint = last_forget = time.monotonic()
-        written = self._writes  # at the last checkpoint
         try:
             conn.execute("PRAGMA busy_timeout=1000")
             conn.execute("PRAGMA foreign_keys=ON")
