@@ -137,11 +137,16 @@ class ProposalCache:
         self.max_users = max_users
         self._entries: OrderedDict[str, _Proposed] = OrderedDict()
         self._lock = threading.Lock()
+        self._sources: tuple[CandidateSource, ...] = ()
 
     def get(
         self, state: UserState, model: RegionModel, sources: Sequence[CandidateSource]
     ) -> tuple[Candidates, ...]:
         user_id, sources = state.user_id, tuple(sources)
+        if sources == self._sources:
+            sources = self._sources  # one tuple for all entries, not one each
+        else:
+            self._sources = sources
         with self._lock:
             before = self._entries.get(user_id)
             if before is not None and (before.model is not model or before.sources != sources):
