@@ -531,8 +531,8 @@ def _drop_on_erasure(cache: StateCache, ahead: AheadCache, pipeline: FeedPipelin
             orders = ahead_ref()
             if orders is not None:
                 orders.drop(user_id)
-            proposals = pipeline_ref()
-            if proposals is not None:
-                proposals.forget(user_id)
+            feed_pipeline = pipeline_ref()
+            if feed_pipeline is not None:
+                feed_pipeline.forget(user_id)
 
     remove.append(add_erase_hook(hook))

@@ -240,8 +240,11 @@ class CatalogSnapshot:
                 self.states[v] = found[v]
             else:
                 self.states.pop(v, None)
+            # why it is barred, per viewer kind (adult or not); None: not live at all
+            state = self.states.get(v, PENDING)
+            why = {a: barred_reason(state, a) for a in (False, True)} if v in present else None
             for adult, barred in self._barred.items():
-                reason = barred_reason(self.states.get(v, PENDING), adult) if v in present else None
+                reason = None if why is None else why[adult]
                 if reason is None:
                     barred.pop(v, None)
                 else:
@@ -251,8 +254,7 @@ class CatalogSnapshot:
                 if item is None:
                     continue  # not in that model's catalogue: never one of its candidates
                 for adult, mask in per_kind.items():
-                    state = self.states.get(v, PENDING)
-                    mask[item] = v not in present or barred_reason(state, adult) is not None
+                    mask[item] = why is None or why[adult] is not None
 
 
 _snapshots: weakref.WeakKeyDictionary[object, CatalogSnapshot] = weakref.WeakKeyDictionary()
