@@ -135,15 +135,24 @@ class ALSRecommender(_ImplicitRecommender):
 
 class BPRRecommender(_ImplicitRecommender):
     """Implicit BPR, single-threaded (its SGD with several threads is not reproducible).
-    The defaults won the same validation grid as ALS's."""
+    The defaults were chosen on the same train->valid split as ALS's, averaged over 4
+    seeds (one BPR fit varies by ~20 % between seeds): 8 factors, 200 iterations, learning
+    rate 0.005, regularisation 0.001 (valid NDCG@10 0.0202) beat implicit's 100 at 0.01
+    with 64 factors (0.0167) and every larger or longer-trained setting tried."""
 
     name = "bpr"
 
     def __init__(
-        self, factors: int = 64, iterations: int = 100, seed: int = 0, learning_rate: float = 0.01
+        self,
+        factors: int = 8,
+        iterations: int = 200,
+        seed: int = 0,
+        learning_rate: float = 0.005,
+        regularization: float = 0.001,
     ) -> None:
         super().__init__(factors, iterations, seed)
         self.learning_rate = learning_rate
+        self.regularization = regularization
 
     def _model(self) -> object:
         from implicit.cpu.bpr import BayesianPersonalizedRanking
@@ -152,6 +161,7 @@ class BPRRecommender(_ImplicitRecommender):
             factors=self.factors,
             iterations=self.iterations,
             learning_rate=self.learning_rate,
+            regularization=self.regularization,
             random_state=self.seed,
             num_threads=1,
         )
