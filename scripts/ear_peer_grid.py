@@ -1,4 +1,4 @@
-"""Choose the ALS and BPR peers' settings on KuaiRec-EAR's train->valid split.
+"""Choose the ALS, BPR and EASE peers' settings on KuaiRec-EAR's train->valid split.
 
 A peer with careless settings makes the engine look better than it is, so the peers'
 settings are chosen the way the engine's are: on validation data, never on the test
@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import scipy.sparse as sp
 
-from fyp.evaluation.baselines import ALSRecommender, BPRRecommender, Recommender
+from fyp.evaluation.baselines import ALSRecommender, BPRRecommender, EASERecommender, Recommender
 from fyp.evaluation.metrics import ndcg_at_k
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -92,6 +92,8 @@ def grid() -> list[tuple[str, Callable[..., Recommender]]]:
                 ),
             )
         )
+    for l2 in (50.0, 200.0, 500.0, 1000.0, 5000.0):
+        out.append((f"ease l2={l2:g}", lambda r=l2, seed=0: EASERecommender(r)))
     return out
 
 

@@ -55,7 +55,9 @@ class PopularityRecommender(Recommender):
 
 
 class EASERecommender(Recommender):
-    """EASE (Steck, 2019): closed-form item-item model B = I - P / diag(P), P = (X'X + λI)^-1."""
+    """EASE (Steck, 2019): closed-form item-item model B = I - P / diag(P), P = (X'X + λI)^-1.
+    On KuaiRec-EAR's train->valid split (``scripts/ear_peer_grid.py``) λ from 200 to
+    20,000 ties (valid NDCG@10 0.0184-0.0192; 50: 0.0179), so the default stays 500."""
 
     name = "ease"
 
