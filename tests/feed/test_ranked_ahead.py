@@ -90,6 +90,26 @@ def test_paging_through_an_order_without_events_ranks_further_ahead(
     assert lengths == [10, trained.config.feed.rank_ahead]  # pages 1-2, then 3-4 and on
 
 
+def test_pages_of_an_order_are_tracked_without_reading_the_served_log(
+    trained: Deployment, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What this process serves from an order (stored, or ranked here when one is used
+    up) is kept in step as it is recorded: the served log is read again only when
+    another process served the user (the test above)."""
+    service = FeedService(trained)
+    reads: list[int] = []
+    served_since = service._ahead.served_since
+
+    def counting(user: str, model: Any, order: Any, seq: int, read: Any) -> Any:
+        return served_since(user, model, order, seq, lambda ms: reads.append(ms) or read(ms))
+
+    monkeypatch.setattr(service._ahead, "served_since", counting)
+    stored = len(stored_order(trained, "u5"))
+    shown = [i.video_id for _ in range(12) for i in service.feed("u5", n=10).items]
+    assert len(shown) == len(set(shown)) > stored + 20  # two orders ranked here
+    assert reads == []
+
+
 def test_an_event_makes_the_order_stale_at_once(trained: Deployment) -> None:
     """Read-your-writes: "not interested" removes the creator from the very next page,
     though the stored order was ranked before it and holds the creator's videos."""

@@ -73,8 +73,16 @@ class AheadCache:
         return stored
 
     def keep(self, user_id: str, model: RegionModel, order: RankedAhead) -> None:
+        """Make ``order`` the user's latest. Nothing of an order was served at the counter
+        it was ranked at, so what is served from it is tracked from there on without
+        reading the served log (``served_since``) unless another process serves too."""
         with self._lock:
-            self._slots[user_id] = _Slot(model, order)
+            slot = self._slots.get(user_id)
+            if slot is None or slot.model is not model or slot.served_for is not order:
+                slot = self._slots[user_id] = _Slot(model, order)
+                slot.served_for, slot.served_seq = order, order.served_seq
+                slot.served = np.zeros(len(order.items), bool)
+            slot.order = order
             self._touch(user_id)
 
     def served_since(
