@@ -5,10 +5,10 @@ served since, after the same final checks as any page.
 Orders come from two places: the artifact (``fyp train`` ranks every user of the region
 with the new model, ``rank_region``), and the serving process itself, which ranks
 ``[feed] rank_ahead`` videos whenever it runs the pipeline and keeps the order for the
-next pages (``AheadCache``). What was served since an order was ranked is read from the
-store once (rows newer than the order, a handful) and then kept in step with what this
-process records; the served counter in ``Store.user_version`` tells when another process
-served the user meanwhile.
+next pages (``AheadCache``). What was served from an order is tracked from the served
+counter it was ranked at and kept in step with what this process records; when the
+counter says another process served the user meanwhile (``Store.user_version``), what
+was served since the order was ranked is read from the store once (a handful of rows).
 """
 
 from __future__ import annotations
