@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -41,7 +40,7 @@ def test_export_round_trips_every_row_held_about_the_user(dep: Deployment) -> No
     store = dep.store("us")
     assert doc["user_id"] == ANA and doc["home_region"] == "us"
     assert doc["profile"]["country"] == "PT" and doc["profile"]["consents"] == {}
-    stored = [asdict(e) for e in reversed(store.user_events(ANA, limit=10_000))]
+    stored = [e._asdict() for e in reversed(store.user_events(ANA, limit=10_000))]
     assert doc["events"] == stored
     assert sorted(r["video_id"] for r in doc["labels"]) == ["v0", "v1", "v2"]
     assert sorted(r["video_id"] for r in doc["served"]) == ["v7", "v8"]

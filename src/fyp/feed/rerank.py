@@ -224,26 +224,29 @@ def explore(
     page: the first videos are the surest bets. ``chosen`` may run past the page
     (backfill); slots are placed in each page-sized window."""
     taken = set(chosen)
-    fresh = [int(r) for r in np.nonzero(pool.is_from("fresh"))[0] if int(r) not in taken]
+    fresh = [r for r in np.flatnonzero(pool.is_from("fresh")).tolist() if r not in taken]
     if p.exploration_share <= 0 or not fresh or page <= 0:
         return chosen
+    # per fresh video, once: its Beta parameters; each window draws for those still left
+    items = pool.items[fresh]
+    likes = model.likes[items].astype(np.float64)
+    alpha = 1.0 + likes
+    beta = 1.0 + np.maximum(model.impressions[items].astype(np.float64), likes) - likes
+    left = np.ones(len(fresh), bool)
     out = list(chosen)
-    start = 0
-    while start < len(out) and fresh:
+    start, half = 0, page // 2
+    while start < len(out) and left.any():
         slots = int(page * p.exploration_share + rng.random())
         if slots:
-            items = pool.items[fresh]
-            likes = model.likes[items].astype(np.float64)
-            shows = np.maximum(model.impressions[items].astype(np.float64), likes)
-            draws = rng.beta(1.0 + likes, 1.0 + shows - likes)
-            picks = [fresh[i] for i in np.argsort(-draws)[:slots]]
-            half = page // 2
+            rows = np.flatnonzero(left)
+            draws = rng.beta(alpha[rows], beta[rows])
+            picks = rows[np.argsort(-draws)[:slots]].tolist()
             # distinct offsets in [half, page), uniformly (a permutation is far cheaper
             # than Generator.choice without replacement on such small ranges)
             positions = sorted((half + rng.permutation(page - half)[: len(picks)]).tolist())
-            for row, offset in zip(picks, positions, strict=False):
-                out.insert(min(len(out), start + int(offset)), row)
-                fresh.remove(row)
+            for k, offset in zip(picks, positions, strict=False):
+                out.insert(min(len(out), start + int(offset)), fresh[k])
+                left[k] = False
         start += page
     return out
 

@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-from dataclasses import asdict
 from typing import Any
 
 from fastapi import APIRouter, Depends, Query, status
@@ -58,4 +57,4 @@ async def user_events(
     """The user's latest events, newest first, read from their home region."""
     region = s.deployment.home_region(user_id)
     events = s.deployment.store(region).user_events(user_id, limit)
-    return {"user_id": user_id, "region": region, "events": [asdict(e) for e in events]}
+    return {"user_id": user_id, "region": region, "events": [e._asdict() for e in events]}
