@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from bisect import bisect_left, insort
 from dataclasses import dataclass
 
 import numpy as np
@@ -61,12 +62,16 @@ def diversify(
     one known creator; ties go to the better-ranked.
 
     A pick scans the shortlist best-first and stops at the first video whose unpenalised
-    utility cannot beat the best found (every penalty is a factor of at most 1), which
-    on real shortlists is a few dozen videos. A pick that would scan more than
-    ``scan_depth`` hands this and every later pick to array operations over the whole
-    shortlist, which cost the same whatever the depth. (On 1,302 real KuaiRec-EAR
-    rankings: 0.42-0.46 -> 0.20-0.22 ms per call, identical picks. A lazy heap was slower: the
-    tag window changes every step, so most of its top was popped and pushed back.)"""
+    utility cannot beat the best found (every penalty is a factor of at most 1). It
+    visits only the best remaining video of each group sharing creator, category and
+    tags: the rest of a group carry the same penalties, so they can neither beat it nor
+    win a tie. A pick that would visit more than ``scan_depth`` groups hands this and
+    every later pick to array operations over the whole shortlist, which cost the same
+    whatever the depth. (On 1,302 real KuaiRec-EAR rankings: 0.42-0.46 -> 0.20-0.22 ms
+    per call, identical picks. A lazy heap was slower: the tag window changes every
+    step, so most of its top was popped and pushed back. Visiting groups, not videos,
+    session 10: 454 -> 255 µs per 50-video order for users with 16 pages of history,
+    whose flatter shortlists had sent every order to the arrays; 185 -> 179 µs without.)"""
     if len(pool) == 0:
         return []
     short = np.argsort(-scores, kind="stable")[: shortlist_size(n)]
@@ -110,7 +115,21 @@ class _Greedy:
         self.window: list[int] = (
             [] if recent is None else model.tag_bits[recent[: p.tag_window]][::-1].tolist()
         )
-        self.remaining = list(range(len(self.values)))  # best first
+        # Videos of one creator, category and tag set always carry the same penalty, so
+        # only the best remaining of each such group can be picked: the scan visits the
+        # groups' heads, best first (``heads``, ascending shortlist rows, which are in
+        # utility order), and a pick's successor in its group (``after``) takes its place.
+        self.after: list[int] = [-1] * len(self.values)
+        self.heads: list[int] = []
+        tail: dict[tuple[int, int, int], int] = {}
+        for i, key in enumerate(zip(self.creator, self.category, self.tags, strict=True)):
+            before = tail.get(key)
+            if before is None:
+                self.heads.append(i)
+            else:
+                self.after[before] = i
+            tail[key] = i
+        self.taken = [False] * len(self.values)
         self.last = -1  # the previous pick's creator, when known
         self.arrays: _Arrays | None = None
 
@@ -123,13 +142,14 @@ class _Greedy:
         return bits
 
     def scan_pick(self, depth: int) -> int | None:
-        """The best remaining index (-1: none may follow), or None past ``depth``."""
+        """The best remaining index (-1: none may follow), or None past ``depth`` groups."""
         recent, decay, last = self.recent_tags(), self.p.tag_decay, self.last
         values, creator, category, tags = self.values, self.creator, self.category, self.tags
         creator_pen, category_pen = self.creator_pen, self.category_pen
         any_creator = self.any_creator
         best_value, best_at = -2.0, -1
-        for at, i in enumerate(self.remaining):
+        heads = self.heads
+        for at, i in enumerate(heads):
             u = values[i]
             if u <= best_value:  # nothing further on can beat it: penalties only shrink
                 break
@@ -148,7 +168,7 @@ class _Greedy:
                     value *= decay
             if value > best_value:
                 best_value, best_at = value, at
-        return -1 if best_value < 0 else self.remaining[best_at]
+        return -1 if best_value < 0 else heads[best_at]
 
     def array_pick(self) -> int:
         """The best remaining index (-1: none may follow), rescoring the whole shortlist."""
@@ -168,8 +188,12 @@ class _Greedy:
 
     def take(self, i: int) -> None:
         p = self.p
-        if self.arrays is None:  # only the scan reads what remains, in order
-            self.remaining.remove(i)
+        self.taken[i] = True
+        if self.arrays is None:  # only the scan reads the heads
+            heads = self.heads
+            del heads[bisect_left(heads, i)]
+            if self.after[i] >= 0:
+                insort(heads, self.after[i])
         self.window.append(self.tags[i])
         c, k = self.creator[i], self.category[i]
         self.last = c if c >= 0 else -1
@@ -198,8 +222,7 @@ class _Arrays:
         self.category_pen = np.asarray([g.category_pen.get(int(k), 1.0) for k in self.categories])
         self.tags = g.model.tag_bits[g.items]
         self.utility = g.utility
-        self.taken = np.ones(len(self.utility), bool)
-        self.taken[g.remaining] = False
+        self.taken = np.asarray(g.taken, bool)
 
     def update(self, g: _Greedy, i: int) -> None:
         self.taken[i] = True
