@@ -147,6 +147,44 @@ def test_the_fast_path_steps_aside_when_fastapi_telemetry_is_on(
         assert taken == ([] if on else ["/v1/users/u2/feed"])
 
 
+def test_the_fast_path_serves_under_a_root_path(
+    trained: Deployment, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Behind a proxy that mounts the API under a prefix (``--root-path``), the hot routes
+    still answer, and what they answer is what the routes would."""
+    from fyp.serving.fastpath import HotRoutes
+
+    _, key = KeyStore(trained).create("tests", ["admin"])
+    headers = {"Authorization": f"Bearer {key}", "X-Fyp-Reason": "tests"}
+    answered: list[bool] = []
+    hot_call = HotRoutes.__call__
+
+    async def counted(self: HotRoutes, scope: Any, receive: Any, send: Any) -> bool:
+        answered.append(await hot_call(self, scope, receive, send))
+        return answered[-1]
+
+    monkeypatch.setattr(HotRoutes, "__call__", counted)
+
+    def through() -> list[tuple[int, Any]]:
+        with TestClient(create_app(trained), headers=headers, root_path="/api") as client:
+            page = client.get("/api/v1/users/u2/feed?n=2")
+            unknown = client.get("/api/v1/users/nobody/feed")
+        return [
+            (page.status_code, len(page.json()["items"])),
+            (unknown.status_code, unknown.json()),
+        ]
+
+    fast = through()
+    assert answered == [True, True]
+    assert fast[0] == (200, 2) and fast[1][1]["error"]["code"] == "unknown_user"
+
+    async def router_only(self: HotRoutes, scope: Any, receive: Any, send: Any) -> bool:
+        return False
+
+    monkeypatch.setattr(HotRoutes, "__call__", router_only)
+    assert through() == fast
+
+
 def test_only_plain_feed_queries_take_the_fast_path() -> None:
     from fyp.serving.fastpath import _plain_feed_params
 

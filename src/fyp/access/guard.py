@@ -66,7 +66,7 @@ class Access:
         """Raise 401/403/400, or leave the principal in ``scope`` and return ``receive``
         (replaying the body when the check had to read it)."""
         method: str = scope.get("method", "GET")
-        path = _route_path(scope)
+        path = route_path(scope)
         found = self.routes.match(method, path)
         if (
             not found
@@ -269,7 +269,7 @@ def _credentials(scope: Scope) -> tuple[str | None, str | None]:
     return token, reason
 
 
-def _route_path(scope: Scope) -> str:
+def route_path(scope: Scope) -> str:
     """The path the router matches (Starlette's rule): without the root path it is under."""
     path: str = scope["path"]
     root: str = scope.get("root_path", "")

@@ -21,7 +21,7 @@ from urllib.parse import parse_qsl
 from pydantic_core import to_json
 from starlette.types import Message, Receive, Scope, Send
 
-from fyp.access.guard import PRINCIPAL, Access
+from fyp.access.guard import PRINCIPAL, Access, route_path
 from fyp.errors import PayloadTooLarge
 from fyp.events.ingest import Ingestor
 from fyp.feed.service import DEFAULT_PAGE, MAX_PAGE, FeedService
@@ -53,7 +53,7 @@ class HotRoutes:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> bool:
         if scope["type"] != "http":
             return False
-        method, path = scope["method"], scope["path"]
+        method, path = scope["method"], route_path(scope)  # under a proxy's prefix too
         if method == "POST" and path == PATH:
             answer = self._event
         elif method == "GET" and (match := _FEED_PATH.fullmatch(path)) is not None:
