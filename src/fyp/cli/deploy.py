@@ -55,10 +55,18 @@ def register(app: typer.Typer) -> None:
         directory: Path = DirArg,
         host: str = typer.Option("127.0.0.1", help="Interface to bind."),
         port: int = typer.Option(8000, help="Port to bind."),
+        root_path: str = typer.Option(
+            "", help="Path prefix a reverse proxy serves the API under (e.g. /fyp)."
+        ),
     ) -> None:
         """Serve the HTTP API (OpenAPI docs at /docs)."""
+        if root_path and (not root_path.startswith("/") or root_path.endswith("/")):
+            raise typer.BadParameter(
+                f"a root path starts with / and does not end with one, got {root_path!r}",
+                param_hint="--root-path",
+            )
         pin_blas_threads()
-        serve_directory(directory, host, port)
+        serve_directory(directory, host, port, root_path)
 
     @app.command()
     def status(directory: Path = DirArg) -> None:
@@ -80,7 +88,7 @@ def register(app: typer.Typer) -> None:
             console.print(table)
 
 
-def serve_directory(directory: Path, host: str, port: int) -> None:
+def serve_directory(directory: Path, host: str, port: int, root_path: str = "") -> None:
     import uvicorn
 
     from fyp.config import load_config
@@ -93,7 +101,8 @@ def serve_directory(directory: Path, host: str, port: int) -> None:
     gc.collect()
     gc.freeze()  # start-up objects never need collecting: shorter GC pauses while serving
     console.print(
-        f"serving [bold]{directory}[/] on http://{host}:{port}  (API docs: http://{host}:{port}/docs)"
+        f"serving [bold]{directory}[/] on http://{host}:{port}{root_path}  "
+        f"(API docs: http://{host}:{port}{root_path}/docs)"
     )
     erasures.start()  # retrains in a child process before an erasure's deadline
     try:
@@ -101,6 +110,7 @@ def serve_directory(directory: Path, host: str, port: int) -> None:
             app,
             host=host,
             port=port,
+            root_path=root_path,  # the hot routes and the router both match below it
             log_level="warning",
             access_log=False,
             http=CoalescingHttpToolsProtocol,  # one write per response (fyp.serving.transport)
