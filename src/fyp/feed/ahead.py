@@ -79,9 +79,8 @@ class AheadCache:
         with self._lock:
             slot = self._slots.get(user_id)
             if slot is None or slot.model is not model or slot.served_for is not order:
-                slot = self._slots[user_id] = _Slot(model, order)
-                slot.served_for, slot.served_seq = order, order.served_seq
-                slot.served = np.zeros(len(order.items), bool)
+                served = np.zeros(len(order.items), bool)
+                slot = self._slots[user_id] = _Slot(model, order, order.served_seq, order, served)
             slot.order = order
             self._touch(user_id)
 
