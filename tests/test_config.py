@@ -14,6 +14,7 @@ from fyp.config import (
     FeedConfig,
     Limits,
     RegionConfig,
+    TrainingConfig,
     check_region_name,
     load_config,
     new_config,
@@ -259,3 +260,34 @@ def test_feed_section_is_read_and_round_trips(tmp_path: Path) -> None:
 def test_bad_feed_settings_are_refused(tmp_path: Path, feed: dict[str, Any], match: str) -> None:
     with pytest.raises(ConfigError, match=match):
         parse_config(tmp_path, minimal(feed=feed))
+
+
+# -- [training] and unknown sections ------------------------------------------------------
+def test_training_section_is_read_and_round_trips(tmp_path: Path) -> None:
+    config = parse_config(tmp_path, minimal(training={"every_minutes": 15}))
+    assert config.training == TrainingConfig(15.0)
+    assert parse_config(tmp_path, tomllib.loads(config.to_toml())).training == config.training
+    assert parse_config(tmp_path, minimal()).training == TrainingConfig(60.0)
+    off = parse_config(tmp_path, minimal(training={"every_minutes": 0}))
+    assert off.training.every_minutes == 0
+
+
+@pytest.mark.parametrize(
+    ("training", "match"),
+    [
+        ({"every": 3}, "unknown keys in \\[training\\]"),
+        ({"every_minutes": -1}, "every_minutes must be >= 0"),
+        ({"every_minutes": True}, "every_minutes must be >= 0"),
+        ({"every_minutes": "hourly"}, "every_minutes must be >= 0"),
+    ],
+)
+def test_bad_training_settings_are_refused(
+    tmp_path: Path, training: dict[str, Any], match: str
+) -> None:
+    with pytest.raises(ConfigError, match=match):
+        parse_config(tmp_path, minimal(training=training))
+
+
+def test_a_misspelt_section_is_refused_not_ignored(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"unknown sections in fyp\.toml: \['trainig'\]"):
+        parse_config(tmp_path, minimal(trainig={"every_minutes": 5}))

@@ -125,6 +125,25 @@ class ErasureConfig:
 
 
 @dataclass(frozen=True)
+class TrainingConfig:
+    """``[training]``: how often ``fyp serve`` retrains, in a child process, each region
+    whose events or catalogue changed since its live model (``fyp train --if-changed``):
+    until then a video uploaded after training reaches no feed. 0 leaves it to cron."""
+
+    every_minutes: float = 60.0
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> TrainingConfig:
+        unknown = set(raw) - {"every_minutes"}
+        if unknown:
+            raise ConfigError(f"unknown keys in [training]: {sorted(unknown)}")
+        every = raw.get("every_minutes", cls.every_minutes)
+        if isinstance(every, bool) or not isinstance(every, int | float) or every < 0:
+            raise ConfigError(f"[training] every_minutes must be >= 0, got {every!r}")
+        return cls(every_minutes=float(every))
+
+
+@dataclass(frozen=True)
 class FeedConfig:
     """``[feed]``: how long a video shown to a user stays out of their feed (and how long
     the served log is kept); how many videos the pipeline ranks ahead per run (the next
@@ -186,6 +205,7 @@ class DeploymentConfig:
     limits: Limits = Limits()
     ranking: RankingConfig = RankingConfig()
     erasure: ErasureConfig = ErasureConfig()
+    training: TrainingConfig = TrainingConfig()
     feed: FeedConfig = FeedConfig()
 
     def region(self, name: str) -> RegionConfig:
@@ -223,6 +243,7 @@ class DeploymentConfig:
             "limits": self.limits.__dict__,
             "ranking": self.ranking.to_dict(),
             "erasure": self.erasure.__dict__,
+            "training": self.training.__dict__,
             "feed": self.feed.__dict__,
             "regions": {r.name: r.to_dict() for r in self.regions.values()},
         }
@@ -317,14 +338,22 @@ def parse_config(root: Path, raw: dict[str, Any]) -> DeploymentConfig:
     limits = raw.get("limits", {})
     ranking = raw.get("ranking", {})
     erasure = raw.get("erasure", {})
+    training = raw.get("training", {})
     feed = raw.get("feed", {})
     sections = {
         "deployment": deployment,
         "limits": limits,
         "ranking": ranking,
         "erasure": erasure,
+        "training": training,
         "feed": feed,
     }
+    unknown = set(raw) - {*sections, "regions"}
+    if unknown:  # a misspelt section would otherwise be ignored without a word
+        raise ConfigError(
+            f"unknown sections in fyp.toml: {sorted(unknown)} "
+            f"(known: {sorted({*sections, 'regions'})})"
+        )
     for section, value in sections.items():
         if not isinstance(value, dict):
             raise ConfigError(f"[{section}] must be a table, got {type(value).__name__}")
@@ -335,6 +364,7 @@ def parse_config(root: Path, raw: dict[str, Any]) -> DeploymentConfig:
         limits=Limits.from_dict(limits),
         ranking=RankingConfig.from_dict(ranking),
         erasure=ErasureConfig.from_dict(erasure),
+        training=TrainingConfig.from_dict(training),
         feed=FeedConfig.from_dict(feed),
     )
 

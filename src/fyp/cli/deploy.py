@@ -92,19 +92,22 @@ def serve_directory(directory: Path, host: str, port: int, root_path: str = "") 
     import uvicorn
 
     from fyp.config import load_config
+    from fyp.models.schedule import TrainingScheduler
     from fyp.serving.app import create_app
     from fyp.serving.transport import CoalescingHttpToolsProtocol
     from fyp.sovereignty.scheduler import ErasureScheduler
 
     app = create_app(directory)
-    erasures = ErasureScheduler(load_config(directory))
+    config = load_config(directory)
+    schedules = [ErasureScheduler(config), TrainingScheduler(config)]
     gc.collect()
     gc.freeze()  # start-up objects never need collecting: shorter GC pauses while serving
     console.print(
         f"serving [bold]{directory}[/] on http://{host}:{port}{root_path}  "
         f"(API docs: http://{host}:{port}{root_path}/docs)"
     )
-    erasures.start()  # retrains in a child process before an erasure's deadline
+    for schedule in schedules:  # child processes: erasure deadlines, what changed
+        schedule.start()
     try:
         uvicorn.run(
             app,
@@ -116,4 +119,5 @@ def serve_directory(directory: Path, host: str, port: int, root_path: str = "") 
             http=CoalescingHttpToolsProtocol,  # one write per response (fyp.serving.transport)
         )
     finally:
-        erasures.stop()
+        for schedule in schedules:
+            schedule.stop()

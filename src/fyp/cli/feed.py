@@ -8,12 +8,15 @@ import time
 from collections.abc import Iterable
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.table import Table
 
 from fyp.cli.app import console
+
+if TYPE_CHECKING:
+    from fyp.regions.deployment import Deployment
 
 DirArg = typer.Argument(..., help="Deployment directory (holds fyp.toml).")
 
@@ -57,6 +60,11 @@ def register(app: typer.Typer) -> None:
         jobs: int = typer.Option(
             0, min=0, help="Regions trained at once, each in its own process (0: one per CPU)."
         ),
+        if_changed: bool = typer.Option(
+            False,
+            "--if-changed",
+            help="Skip regions whose events and catalogue are unchanged since the live model.",
+        ),
     ) -> None:
         """Train every model of each region from that region's store only, rank every
         user's feed ahead with them ([feed] rank_ahead), and go live atomically. First,
@@ -66,6 +74,8 @@ def register(app: typer.Typer) -> None:
 
         with Deployment.open(directory) as d:  # checks the config and the region name
             regions = [region] if region else d.regions
+            if if_changed:
+                regions = _changed(d, regions)
             before = time.time_ns() // 1_000_000 - d.config.feed.seen_window_ms
             for name in regions:
                 forgotten = d.store(name).forget_served_before(before)
@@ -73,6 +83,8 @@ def register(app: typer.Typer) -> None:
                     console.print(
                         f"{name}: forgot {forgotten:,} served pages older than the window"
                     )
+        if not regions:
+            return
         started = time.perf_counter()
         workers = min(len(regions), jobs or os.cpu_count() or 1)
         if workers <= 1:
@@ -112,6 +124,19 @@ def register(app: typer.Typer) -> None:
                     item.reason,
                 )
             console.print(table)
+
+
+def _changed(d: Deployment, regions: list[str]) -> list[str]:
+    """The regions whose live model is behind their store, each said why."""
+    from fyp.models.schedule import retrain_reason
+
+    out = []
+    for name in regions:
+        reason = retrain_reason(d.store(name), d.config.region_dir(name))
+        console.print(f"{name}: {reason or 'unchanged since the live model; not trained'}")
+        if reason is not None:
+            out.append(name)
+    return out
 
 
 def _print_trained(summaries: Iterable[dict[str, Any]]) -> None:

@@ -256,6 +256,14 @@ def catalogue_arrays(store: Store) -> tuple[list[str], dict[str, np.ndarray], di
     return ids, arrays, vocab
 
 
+def catalogue_mark(store: Store) -> int | None:
+    """Where the store's catalogue change feed stands (None for a store without one)."""
+    from fyp.audit.log import SQLStore
+    from fyp.moderation.snapshot import change_head
+
+    return change_head(store) if isinstance(store, SQLStore) else None
+
+
 def train_region(
     store: Store, region_dir: Path, params: TrainParams | None = None
 ) -> tuple[Manifest, dict[str, np.ndarray]]:
@@ -263,6 +271,7 @@ def train_region(
     params = params or TrainParams()
     started = time.perf_counter()
     read_started_ms = time.time_ns() // 1_000_000  # an erasure before this is not learned
+    catalog_seq = catalogue_mark(store)  # before the read: a change during it is not learned
     video_ids, meta, vocab = catalogue_arrays(store)
     video_index = {v: n for n, v in enumerate(video_ids)}
     hasher = EventHasher()
@@ -320,7 +329,7 @@ def train_region(
             "ranker": ranker_summary,
             "train_seconds": round(time.perf_counter() - started, 3),
         },
-        lineage={"read_started_ms": read_started_ms},
+        lineage={"read_started_ms": read_started_ms, "catalog_seq": catalog_seq},
     )
     return manifest, arrays
 

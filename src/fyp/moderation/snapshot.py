@@ -86,6 +86,14 @@ class ItemCatalogue(Protocol):
     def video_index(self) -> dict[str, int]: ...
 
 
+def change_head(store: SQLStore) -> int:
+    """The newest entry of the region's catalogue change feed (0 before any change): it
+    moves whenever a video or its moderation changes, so training records it and a
+    retrain is due once it has moved (``fyp.models.schedule``)."""
+    rows = store.query("SELECT seq FROM catalog_changes ORDER BY seq DESC LIMIT 1")
+    return int(rows[0][0]) if rows else 0
+
+
 class CatalogSnapshot:
     """Live video ids and moderation states of one region store, kept current."""
 
@@ -192,8 +200,7 @@ class CatalogSnapshot:
 
     # -- internals ----------------------------------------------------------------
     def _head(self) -> int:
-        rows = self.store.query("SELECT seq FROM catalog_changes ORDER BY seq DESC LIMIT 1")
-        return int(rows[0][0]) if rows else 0
+        return change_head(self.store)
 
     def _oldest(self) -> int:
         rows = self.store.query("SELECT seq FROM catalog_changes ORDER BY seq LIMIT 1")

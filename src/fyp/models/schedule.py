@@ -1,0 +1,61 @@
+"""Keep each region's models current without an operator: retrain what changed.
+
+A model is a snapshot of its region. A video uploaded (or re-tagged) after it was
+trained reaches no feed, and trending, co-engagement and the embeddings learn nothing
+from new events, until the next training run. Users' own events count at once (the
+feed's user state), but the catalogue and the aggregates wait for a retrain.
+
+``fyp train --if-changed`` trains only the regions whose store moved since the live
+model: its events (count and newest seq, against the manifest's snapshot) or its
+catalogue (the head of the catalogue change feed, recorded in the manifest's lineage
+as ``catalog_seq``). ``fyp serve`` runs that every ``[training] every_minutes`` in a
+child process (:class:`TrainingScheduler`), one region at a time at a lower CPU
+priority, and switches to what it publishes as it does to any new version.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fyp.config import DeploymentConfig
+from fyp.errors import ModelError
+from fyp.models.artifacts import current_version, read_manifest
+from fyp.models.training import catalogue_mark
+from fyp.regions.background import ChildScheduler
+from fyp.storage import Store
+
+
+def retrain_reason(store: Store, region_dir: Path) -> str | None:
+    """Why the region's live model is behind its store, or None if it is not."""
+    version = current_version(region_dir)
+    if version is None:
+        return "no model yet"
+    try:
+        manifest = read_manifest(region_dir, version)
+    except ModelError as exc:
+        return f"the live model's manifest is unreadable ({exc})"
+    learned = manifest.snapshot
+    count, newest = store.count_events(), store.max_event_seq()
+    if (count, newest) != (learned.event_count, learned.max_seq):
+        return (
+            f"events changed since version {version} "
+            f"({learned.event_count:,} learned, {count:,} now)"
+        )
+    mark = catalogue_mark(store)
+    if mark is not None and manifest.lineage.get("catalog_seq") != mark:
+        return f"the catalogue changed since version {version}"
+    return None
+
+
+class TrainingScheduler(ChildScheduler):
+    """Every ``[training] every_minutes``, ``fyp train --if-changed`` in a child process
+    (one region at a time: the other CPUs keep serving)."""
+
+    name = "fyp-training"
+
+    def __init__(self, config: DeploymentConfig) -> None:
+        super().__init__(config.training.every_minutes * 60.0)
+        self.config = config
+
+    def tick(self) -> bool:
+        return self.run_child("train", str(self.config.root), "--if-changed", "--jobs", "1")

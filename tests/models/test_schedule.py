@@ -1,0 +1,152 @@
+"""A region's models catch up with its store on a schedule: a video uploaded after
+training reaches feeds once the serving process's training child has run."""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from fyp.catalog.models import UserIn, VideoIn
+from fyp.catalog.service import Catalog
+from fyp.cli.app import app
+from fyp.config import TrainingConfig
+from fyp.events.ingest import Ingestor
+from fyp.feed.ahead import ranks_ahead
+from fyp.feed.service import FeedService
+from fyp.models.artifacts import current_version
+from fyp.models.schedule import TrainingScheduler, retrain_reason
+from fyp.models.training import train_and_publish
+from fyp.moderation import Moderator
+from fyp.regions.deployment import Deployment
+
+USERS, VIDEOS = 30, 40
+
+
+def video(video_id: str, n: int) -> VideoIn:
+    return VideoIn(
+        video_id=video_id,
+        creator_id=f"u{n % 8}",
+        duration_ms=15_000,
+        regions=["us"],
+        categories=[f"cat{n % 5}"],
+        tags=[str(n % 7)],
+    )
+
+
+@pytest.fixture
+def dep(tmp_path: Path) -> Iterator[Deployment]:
+    d = Deployment.init(tmp_path / "dep", ["us"])
+    catalog = Catalog(d)
+    for u in range(USERS):
+        catalog.create_user(UserIn(user_id=f"u{u}", home_region="us", birth_year=1990))
+    for v in range(VIDEOS):
+        catalog.create_video(video(f"v{v}", v))
+    rng = random.Random(5)
+    Ingestor(d).ingest(
+        [
+            {
+                "event_id": f"e{k}",
+                "user_id": f"u{rng.randrange(USERS)}",
+                "video_id": f"v{rng.randrange(VIDEOS)}",
+                "type": "play",
+                "watch_ms": rng.choice([1_000, 30_000]),
+            }
+            for k in range(600)
+        ]
+    )
+    Moderator(d).run("us")
+    train_and_publish(d.store("us"), d.config.region_dir("us"), augment=ranks_ahead(d, "us"))
+    try:
+        yield d
+    finally:
+        d.close()
+
+
+def shown_everywhere(d: Deployment) -> set[str]:
+    service = FeedService(d)
+    return {i.video_id for u in range(USERS) for i in service.feed(f"u{u}", n=10).items}
+
+
+def reason(d: Deployment) -> str | None:
+    return retrain_reason(d.store("us"), d.config.region_dir("us"))
+
+
+def test_a_freshly_trained_region_is_not_behind(dep: Deployment) -> None:
+    assert reason(dep) is None
+
+
+def test_no_model_and_new_events_are_reasons_to_train(tmp_path: Path, dep: Deployment) -> None:
+    with Deployment.init(tmp_path / "empty", ["us"]) as empty:
+        assert retrain_reason(empty.store("us"), empty.config.region_dir("us")) == "no model yet"
+    Ingestor(dep).ingest([{"event_id": "late", "user_id": "u1", "video_id": "v2", "type": "like"}])
+    assert reason(dep) == (
+        f"events changed since version {current_version(dep.config.region_dir('us'))} "
+        "(600 learned, 601 now)"
+    )
+
+
+def test_an_upload_after_training_reaches_feeds_once_the_scheduled_child_ran(
+    dep: Deployment,
+) -> None:
+    region_dir = dep.config.region_dir("us")
+    before = current_version(region_dir)
+    Catalog(dep).create_video(video("new-upload", 3))
+    Moderator(dep).run("us")  # approved: eligible, but the live model has never seen it
+    assert reason(dep) == f"the catalogue changed since version {before}"
+    assert "new-upload" not in shown_everywhere(dep)
+
+    scheduler = TrainingScheduler(dep.config)
+    assert scheduler.tick() and (scheduler.runs, scheduler.failures) == (1, 0)
+    after = current_version(region_dir)
+    assert after != before and reason(dep) is None
+    service = FeedService(dep)
+    new = [
+        i
+        for u in range(USERS)
+        for i in service.feed(f"u{u}", n=10, record=False).items
+        if i.video_id == "new-upload"
+    ]
+    assert new and {(i.source, i.reason) for i in new} == {("fresh", "new on fyp")}
+
+    assert scheduler.tick()  # nothing changed since: the child trains nothing
+    assert current_version(region_dir) == after and scheduler.runs == 2
+
+
+def test_a_failing_child_is_counted_and_logged(
+    dep: Deployment, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    gone = replace(dep.config, root=tmp_path / "not-a-deployment")
+    scheduler = TrainingScheduler(gone)
+    with caplog.at_level(logging.ERROR, logger="fyp.background"):
+        assert not scheduler.tick()
+    assert (scheduler.runs, scheduler.failures) == (1, 1)
+    assert "fyp-training: `fyp train" in caplog.text and "not found" in caplog.text
+
+
+def test_every_zero_leaves_training_to_cron(dep: Deployment) -> None:
+    off = TrainingScheduler(replace(dep.config, training=TrainingConfig(every_minutes=0)))
+    off.start()
+    assert off._thread is None
+
+
+def test_train_if_changed_says_what_it_skips_and_why(dep: Deployment) -> None:
+    root = str(dep.config.root)
+    before = current_version(dep.config.region_dir("us"))
+    skipped = CliRunner().invoke(app, ["train", root, "--if-changed"])
+    assert skipped.exit_code == 0, skipped.output
+    assert "us: unchanged since the live model; not trained" in skipped.output
+    assert current_version(dep.config.region_dir("us")) == before
+    Ingestor(dep).ingest([{"event_id": "late", "user_id": "u1", "video_id": "v2", "type": "like"}])
+    trained = CliRunner().invoke(app, ["train", root, "--if-changed", "--jobs", "1"])
+    assert trained.exit_code == 0, trained.output
+    assert (
+        "us: events changed since version" in trained.output
+        and "trained 1 region" in trained.output
+    )
+    assert current_version(dep.config.region_dir("us")) != before
