@@ -376,3 +376,44 @@ def test_keep_deletes_the_oldest_backups_of_the_region_only(dep: Path) -> None:
     assert Restorer(config, "us").run().backup_id == left[-1]  # the kept ones still restore
     code, message = cli("backup", str(dep), "--region", "us", "--keep", "0")
     assert code == 2 and "--keep" in message
+
+
+def test_restoring_one_region_never_brings_back_a_user_erased_in_another(dep: Path) -> None:
+    """u1 lives in eu, but the us store names them too: as the creator of videos
+    published to both regions, and in a us user's attributes."""
+    from fyp.sovereignty.remnants import store_hits
+
+    with Deployment.open(dep) as d:
+        us = d.store("us")
+        u4 = us.get_user("u4")
+        assert u4 is not None
+        us.update_user(u4.model_copy(update={"attributes": {"invited_by": "u1"}}))
+        created = {v.video_id for v in us.iter_videos() if v.creator_id == "u1"}
+        assert created
+    config = load_config(dep)
+    BackupWriter(config, "us").run()
+    with Deployment.open(dep) as d:
+        receipt = Catalog(d).erase_user("u1")
+        assert store_hits(d.store("us"), "u1") == []
+    report = Restorer(config, "us").run()
+    assert report.reerased == [receipt.receipt_id]
+    with Deployment.open(dep) as d:
+        us = d.store("us")
+        assert store_hits(us, "u1") == []
+        assert not created & {v.video_id for v in us.iter_videos()}
+        u4 = us.get_user("u4")
+        assert u4 is not None and "u1" not in json.dumps(u4.attributes)
+
+
+def test_a_late_restore_keeps_the_retrain_deadline_of_the_erasure(dep: Path) -> None:
+    from fyp.sovereignty.erasure_process import pending_retrains
+
+    config = load_config(dep)
+    BackupWriter(config, "us").run()
+    with Deployment.open(dep) as d:
+        receipt = Catalog(d).erase_user("u2")
+    assert receipt.retrain_deadline_ms is not None
+    Restorer(config, "us").run()
+    assert pending_retrains(dep / "regions" / "us") == {
+        receipt.receipt_id: receipt.retrain_deadline_ms
+    }

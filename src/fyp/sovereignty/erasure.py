@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 
 from fyp.audit.log import AuditLog, canonical_json, sql_store
-from fyp.errors import UnknownUser
+from fyp.errors import ConfigError, UnknownUser
 from fyp.models.artifacts import (
     Manifest,
     current_version,
@@ -210,9 +210,14 @@ class Eraser:
         ErasureLedger(self.deployment.config, region).record(user_id, receipt_id, t)
         return self._erase(user_id, region, receipt_id, t, reapplied=False)
 
-    def reapply(self, user_id: str, region: str, receipt_id: str) -> Receipt:
-        """Erase again a user the ledger already records (after a restore or a crash)."""
-        return self._erase(user_id, region, receipt_id, now_ms(), reapplied=True)
+    def reapply(
+        self, user_id: str, region: str, receipt_id: str, erased_at_ms: int | None = None
+    ) -> Receipt:
+        """Erase again a user the ledger already records (after a restore or a crash).
+        Given the original ``erased_at_ms``, the retrain deadline stays what the first
+        erasure promised: a late restore does not stretch it."""
+        t = now_ms() if erased_at_ms is None else erased_at_ms
+        return self._erase(user_id, region, receipt_id, t, reapplied=True)
 
     def _erase(
         self, user_id: str, region: str, receipt_id: str, t: int, reapplied: bool
@@ -244,7 +249,7 @@ class Eraser:
                 "reapply_erasure" if reapplied else "erase_user",
                 pseudonym,
                 {"receipt_id": receipt_id},
-                t,
+                now_ms() if reapplied else t,
             )
         for r in d.regions:
             if r != region:
@@ -345,34 +350,41 @@ def recreated(deployment: Deployment, user_id: str, erased_at_ms: int) -> bool:
 
 
 def reapply_erasures(deployment: Deployment, region: str) -> list[str]:
-    """Erase again every user of ``region``'s store that its ledger records as erased.
+    """Erase again every user that ``region``'s store, data files or artifacts name
+    although some region's ledger records them as erased.
 
     Called after a restore (an older backup brings erased users back) and by
-    ``fyp erasure process``; adds no ledger entry. Data files and model artifacts of the
-    region that name an erased user are cleaned too (a restore brings those back as
-    well). A new account created under an erased id after the erasure is left alone.
-    Returns the receipt ids re-applied."""
-    ledger = ErasureLedger(deployment.config, region)
-    store = deployment.store(region)
-    present = [str(r[0]) for r in sql_store(store).query("SELECT user_id FROM users")]
+    ``fyp erasure process``; adds no ledger entry. Every ledger is asked, not only the
+    region's own: a user homed elsewhere may come back in this region's data as a
+    video's creator or in a person field of another user's attributes. A new account
+    created under an erased id after the erasure is left alone. Returns the receipt ids
+    re-applied."""
+    from fyp.sovereignty.backup import store_file
+    from fyp.sovereignty.residency import sqlite_names
+
+    named = {
+        str(r[0]) for r in sql_store(deployment.store(region)).query("SELECT user_id FROM users")
+    }
+    try:
+        for _, _, values in sqlite_names(store_file(deployment.config, region)):
+            named.update(values)
+    except ConfigError:
+        pass  # not a SQLite file: its users table (above) is what can be read
+    for path in region_files(deployment.config.region_dir(region)):
+        named |= file_user_ids(path)
     eraser = Eraser(deployment)
     done: list[str] = []
-    for user_id in sorted(ledger.matching(present)):
-        entry = ledger.find(user_id)
-        if entry is None:  # pragma: no cover - matching() just found it
-            raise UnknownUser(f"ledger lost {user_id!r}")
-        if recreated(deployment, user_id, entry.erased_at_ms):
-            continue
-        deployment.forget_route(user_id)
-        eraser.reapply(user_id, region, entry.receipt_id)
-        done.append(entry.receipt_id)
-    # a restore may also bring back data files and model artifacts naming erased users
-    for path in region_files(deployment.config.region_dir(region)):
-        for user_id in sorted(ledger.matching(file_user_ids(path))):
+    for home in deployment.regions:
+        ledger = ErasureLedger(deployment.config, home)
+        for user_id in sorted(ledger.matching(named)):
             entry = ledger.find(user_id)
-            if entry is not None and not recreated(deployment, user_id, entry.erased_at_ms):
-                scrub_file(path, user_id)
-                done.append(entry.receipt_id)
+            if entry is None:  # pragma: no cover - matching() just found it
+                raise UnknownUser(f"ledger lost {user_id!r}")
+            if recreated(deployment, user_id, entry.erased_at_ms):
+                continue
+            deployment.forget_route(user_id)
+            eraser.reapply(user_id, home, entry.receipt_id, entry.erased_at_ms)
+            done.append(entry.receipt_id)
     from fyp.sovereignty.erasure_process import strip_erased  # it builds on this module
 
     done += strip_erased(deployment, region)
