@@ -417,3 +417,35 @@ def test_a_late_restore_keeps_the_retrain_deadline_of_the_erasure(dep: Path) -> 
     assert pending_retrains(dep / "regions" / "us") == {
         receipt.receipt_id: receipt.retrain_deadline_ms
     }
+
+
+def test_a_restore_keeps_the_audit_entries_written_after_the_backup(dep: Path) -> None:
+    from fyp.audit.log import AuditLog
+
+    config = load_config(dep)
+    BackupWriter(config, "us").run()
+    with Deployment.open(dep) as d:
+        read = AuditLog(d.store("us")).append("key:ops", "read_user", "p-123", {"reason": "t 777"})
+    report = Restorer(config, "us").run()
+    assert report.carried_audit_entries == 1
+    with Deployment.open(dep) as d:
+        log = AuditLog(d.store("us"))
+        assert log.verify().ok
+        *_, carried, restore = list(log.entries())
+        assert (carried.actor, carried.action, carried.subject, carried.ts_ms) == (
+            "key:ops",
+            "read_user",
+            "p-123",
+            read.ts_ms,
+        )
+        assert carried.details == {
+            "reason": "t 777",
+            "carried_from": {"seq": read.seq, "hash": read.hash},
+        }
+        assert restore.action == "restore" and restore.details["carried_audit_entries"] == 1
+    # a second restore of the same backup carries the whole story since, once each
+    Restorer(config, "us").run()
+    with Deployment.open(dep) as d:
+        actions = [e.action for e in AuditLog(d.store("us")).entries()]
+    assert actions[-3:] == ["read_user", "restore", "restore"]
+    assert actions.count("read_user") == 1

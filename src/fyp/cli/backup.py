@@ -90,6 +90,15 @@ def register(app: typer.Typer) -> None:
         console.print(
             f"  erasures re-applied: {len(report.reerased)} (users erased after the backup)"
         )
+        carried = report.carried_audit_entries
+        console.print(
+            "  audit entries written after the backup: "
+            + (
+                "[bold red]unreadable in the replaced store[/]"
+                if carried is None
+                else f"{carried} carried into the restored log"
+            )
+        )
 
     region_app = typer.Typer(name="region", help="Whole-region operations.", no_args_is_help=True)
     app.add_typer(region_app, name="region")

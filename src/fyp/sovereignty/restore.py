@@ -6,7 +6,10 @@ before the live region is touched, so a damaged or tampered backup changes nothi
 Then the live store and data files are swapped for the restored ones (each by an
 atomic rename), and :func:`fyp.sovereignty.erasure.reapply_erasures` erases every
 restored user that the region's erasure ledger — never part of a backup, never rolled
-back — says was erased: an erased user never comes back.
+back — says was erased: an erased user never comes back. The audit log is not rolled
+back either: the entries the replaced store holds beyond the backup (an operator's read,
+a moderation decision) are read before the swap and appended to the restored log with
+their original time, actor and subject (:func:`carry_audit_history`).
 
 The store must not be in use: a server holding it open would keep writing to the
 replaced file. SQLite holds a shared lock on its ``-shm`` file for as long as a
@@ -17,13 +20,14 @@ refuses while another process holds it. (Stop ``fyp serve`` first.)
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 import shutil
 import sqlite3
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fyp.config import DeploymentConfig
 from fyp.errors import AlreadyExists, StorageError
@@ -37,6 +41,9 @@ from fyp.sovereignty.backup import (
     store_file,
     unpack_backup,
 )
+
+if TYPE_CHECKING:
+    from fyp.audit.log import AuditLog
 
 _SHM_DMS_BYTE = 128  # SQLite's "dead man switch" lock in the -shm file of a WAL database
 
@@ -78,6 +85,9 @@ class RestoreReport:
     restored_bytes: int
     store: dict[str, Any]
     reerased: list[str] = field(default_factory=list)
+    # audit entries written after the backup, carried into the restored log; None when
+    # the replaced store's log could not be read (the restore entry says so)
+    carried_audit_entries: int | None = 0
     seconds: dict[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -119,12 +129,13 @@ class Restorer:
         shutil.rmtree(staging, ignore_errors=True)
         unpack_backup(self.config, self.region, backup, staging)  # raises; nothing touched
         t_verified = time.perf_counter()
+        history = audit_history(live)  # before the swap: the log must survive the restore
         try:
             self._swap(staging, live, region_dir)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
         t_swapped = time.perf_counter()
-        reerased = self._reapply(backup.backup_id)
+        reerased, carried = self._reapply(backup.backup_id, history)
         t_done = time.perf_counter()
         m = backup.manifest
         return RestoreReport(
@@ -136,6 +147,7 @@ class Restorer:
             restored_bytes=int(m["plaintext_bytes"]),
             store=dict(m["store"]),
             reerased=reerased,
+            carried_audit_entries=carried,
             seconds={
                 "verify_unpack": round(t_verified - t0, 3),
                 "swap": round(t_swapped - t_verified, 3),
@@ -172,22 +184,70 @@ class Restorer:
             (region_dir / rel).unlink(missing_ok=True)
         _prune_empty_dirs(region_dir)
 
-    def _reapply(self, backup_id: str) -> list[str]:
+    def _reapply(
+        self, backup_id: str, history: list[tuple[Any, ...]] | None
+    ) -> tuple[list[str], int | None]:
         from fyp.access.keys import reapply_revocations
         from fyp.audit.log import AuditLog
         from fyp.regions.deployment import Deployment
         from fyp.sovereignty.erasure import reapply_erasures
 
         with Deployment(self.config) as d:
+            log = AuditLog(d.store(self.region))
+            carried = None if history is None else carry_audit_history(log, history)
             reerased = reapply_erasures(d, self.region)
             revoked = reapply_revocations(d.store(self.region), self.config.region_dir(self.region))
-            AuditLog(d.store(self.region)).append(
+            log.append(
                 "fyp restore",
                 "restore",
                 backup_id,
-                {"reerased": len(reerased), "rerevoked_keys": revoked},
+                {
+                    "reerased": len(reerased),
+                    "rerevoked_keys": revoked,
+                    "carried_audit_entries": "unreadable" if carried is None else carried,
+                },
             )
-        return reerased
+        return reerased, carried
+
+
+_HISTORY_COLS = "seq, ts_ms, actor, action, subject, details, hash"
+
+
+def audit_history(path: Path) -> list[tuple[Any, ...]] | None:
+    """Every entry of the audit log in the store file about to be replaced, or None if
+    it cannot be read (a damaged store is a reason to restore)."""
+    if not path.exists():
+        return []
+    try:
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        try:
+            return conn.execute(f"SELECT {_HISTORY_COLS} FROM audit_log ORDER BY seq").fetchall()
+        finally:
+            conn.close()
+    except sqlite3.DatabaseError:
+        return None
+
+
+def carry_audit_history(log: AuditLog, history: list[tuple[Any, ...]]) -> int:
+    """Append to the restored log, in order, every entry of the replaced one that the
+    backup does not hold (same seq and hash): what happened after the backup was taken
+    (an operator's read, a decision, an erasure) stays on record, with its original
+    time, actor and subject and, in ``details.carried_from``, where it was. The chain
+    goes on from the backup's head, so ``fyp audit verify`` checks the result whole."""
+    restored = {int(seq): str(h) for seq, h in log.store.query("SELECT seq, hash FROM audit_log")}
+    records = [
+        (
+            str(actor),
+            str(action),
+            str(subject),
+            {**json.loads(details), "carried_from": {"seq": int(seq), "hash": str(h)}},
+            int(ts),
+        )
+        for seq, ts, actor, action, subject, details, h in history
+        if restored.get(int(seq)) != str(h)
+    ]
+    log.append_many(records)
+    return len(records)
 
 
 def _prune_empty_dirs(root: Path) -> None:
