@@ -36,7 +36,11 @@ def feed_token(root: Path) -> str:
 
 
 def test_a_carved_region_serves_on_its_own(dep: Path, tmp_path: Path) -> None:
+    from fyp.access.keys import KeyStore
+
     token = feed_token(dep)
+    with Deployment.open(dep) as d:  # an operator key of the whole deployment
+        wide = {"Authorization": f"Bearer {KeyStore(d).create('ops', ['admin'])[1]}"}
     config = load_config(dep)
     BackupWriter(config, "us").run()
     with Deployment.open(dep) as d:
@@ -61,6 +65,9 @@ def test_a_carved_region_serves_on_its_own(dep: Path, tmp_path: Path) -> None:
         assert len(r.json()["items"]) > 0
         r = client.get("/v1/users/u1/feed", headers={"Authorization": f"Bearer {token}"})
         assert r.status_code == 404  # an eu user does not exist here
+        # the whole deployment's operators are not the carved cell's
+        r = client.get("/v1/users/u0/feed?n=5", headers={**wide, "X-Fyp-Reason": "test"})
+        assert r.status_code == 401, r.text
 
     report = ResidencyScanner(out).run()
     assert report.ok and report.absent_regions == []
@@ -74,6 +81,9 @@ def test_a_carved_region_serves_on_its_own(dep: Path, tmp_path: Path) -> None:
     assert code == 0, text
     with Deployment.open(out) as d:
         assert d.locate_users(["u6"]) == {}  # re-erased from the carved ledger
+    with TestClient(create_app(out)) as client:  # the backup's copy of the key stays revoked
+        r = client.get("/v1/users/u0/feed?n=5", headers={**wide, "X-Fyp-Reason": "test"})
+        assert r.status_code == 401, r.text
 
 
 def test_the_carve_report_and_refusals(dep: Path, tmp_path: Path) -> None:

@@ -47,6 +47,7 @@ class CarveReport:
     backups: int = 0
     audit_entries: int = 0
     audit_ok: bool = False
+    revoked_keys: int = 0  # keys that also reached other regions, revoked in the copy
     seconds: float = 0.0
     notes: list[str] = field(default_factory=list)
 
@@ -124,9 +125,10 @@ class Carver:
                 "environment variables: the carved deployment needs them too"
             )
         report.notes.append(
-            "API keys of the region travel in its store; the deployment's admin.key does not "
-            f"(it reaches every region): make one with `fyp keys create {self.out} "
-            "--name admin --role admin`"
+            "API keys of this region alone travel in its store and still work; keys that "
+            f"also reached other regions ({report.revoked_keys}, the deployment's admin.key "
+            f"among them) are revoked in the copy: make an admin key with `fyp keys create "
+            f"{self.out} --name admin --role admin`"
         )
         report.seconds = round(time.perf_counter() - started, 3)
         return report
@@ -173,13 +175,31 @@ class Carver:
 
     def _check(self, report: CarveReport) -> None:
         """Open the carved deployment on its own and read what it holds."""
+        from fyp.access.keys import KeyStore
         from fyp.audit.log import AuditLog
         from fyp.regions.deployment import Deployment
 
         with Deployment.open(self.out) as d:
             store = d.store(self.region)
+            keys = KeyStore(d)
+            # a key that reached other regions belongs to the whole deployment's operators,
+            # not to the carved cell's (revoked through the region's revocation ledger too,
+            # so a restore of an older backup in the copy does not bring it back)
+            wider = [
+                k.key_id
+                for k in keys.rows(self.region)
+                if not k.revoked and set(k.regions) != {self.region}
+            ]
+            for key_id in wider:
+                keys.revoke(key_id)
+            report.revoked_keys = len(wider)
             log = AuditLog(store)
-            log.append("fyp region export", "carve_out", self.region, {"from": self.config.name})
+            log.append(
+                "fyp region export",
+                "carve_out",
+                self.region,
+                {"from": self.config.name, "revoked_keys": wider},
+            )
             verified = log.verify()
             report.users = store.count_users()
             report.events = store.count_events()
