@@ -97,6 +97,29 @@ def test_delete_then_verify_is_pending_until_process_retrains(dep: Deployment) -
     code, text = cli("erasure", "verify", str(dep.config.root), ANA)
     assert code == 0 and "erased" in text
     assert all(r.ok for r in LineageVerifier(dep).verify())
+    # the whole body of the DELETE answer is accepted as the receipt too
+    receipt_file.write_text(json.dumps(body), encoding="utf-8")
+    code, report = verify_json(dep, "--receipt", str(receipt_file))
+    assert code == 0 and report["receipt"]["ok"], report
+
+
+def test_verify_never_proves_an_erasure_nobody_made(dep: Deployment) -> None:
+    code, out = cli("erasure", "verify", str(dep.config.root), "nobody-xyz1", "--json")
+    report = json.loads(out)
+    assert code == 1 and report["status"] == "not_erased" and not report["remnants"]
+
+
+def test_a_data_file_with_a_long_field_is_scanned_and_scrubbed(dep: Deployment) -> None:
+    datasets = dep.config.region_dir("us") / "datasets"
+    datasets.mkdir(parents=True, exist_ok=True)
+    blob = "x" * 200_000  # past the csv module's default field limit of 128 KiB
+    (datasets / "x.csv").write_text(
+        f"user_id,blob\n{ANA},{blob}\nsomeone-else,{blob}\n", encoding="utf-8"
+    )
+    Eraser(dep).erase(ANA)
+    assert ANA not in (datasets / "x.csv").read_text(encoding="utf-8")
+    assert "someone-else" in (datasets / "x.csv").read_text(encoding="utf-8")
+    assert not verify_erasure(dep, ANA).remnants
 
 
 def test_verify_finds_planted_event_row_and_artifact_row(dep: Deployment) -> None:

@@ -131,7 +131,10 @@ def register(app: typer.Typer) -> None:
         parsed = None
         if receipt is not None:
             try:
-                parsed = Receipt.from_dict(json.loads(receipt.read_text(encoding="utf-8")))
+                raw = json.loads(receipt.read_text(encoding="utf-8"))
+                if isinstance(raw, dict) and isinstance(raw.get("receipt"), dict):
+                    raw = raw["receipt"]  # the body DELETE /v1/users/{id} answers with
+                parsed = Receipt.from_dict(raw)
             except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
                 raise InvalidRequest(f"cannot read receipt {receipt}: {exc}") from exc
         with Deployment.open(directory) as d:

@@ -7,7 +7,13 @@ own terms (a catalogue entry names its creator in every region it is published t
 
 from __future__ import annotations
 
+import csv
 import re
+
+# The scans read data files with the csv module, whose default 128 KiB field limit made
+# a file with one long field (a caption, a JSON blob) fail the residency scan and stop an
+# erasure half-way; a field is bounded by the file instead.
+csv.field_size_limit(2**31 - 1)
 
 USER_COLUMN = re.compile(r"^(user_id|.+_user_id|user_ids|reporter_id)$")
 """Columns that only ever hold user ids: an unknown value there is an orphan."""

@@ -63,6 +63,8 @@ class ErasureReport:
             return "remnants"
         if not self.receipt_ok:
             return "bad_receipt"
+        if not self.ledger:  # nothing left, but no erasure to prove either (a typo?)
+            return "not_erased"
         if self.pending:
             overdue = min(self.pending.values()) < self.checked_at_ms
             return "retrain_overdue" if overdue else "pending_retrain"
