@@ -174,6 +174,27 @@ def test_an_operator_read_needs_a_reason_and_is_audited_in_the_home_region(world
     assert _log(world, "us").head() == us_head  # the other region learns nothing
 
 
+def test_an_operators_profile_update_answers_with_the_profile_so_it_is_audited(
+    world: World,
+) -> None:
+    c = world.client
+    admin = world.key("admin", name="ops")
+    head = _log(world, "us").head()
+    patch = {"country": "US"}
+    missing = c.patch("/v1/users/u-us", json=patch, headers=headers(admin, reason=None))
+    assert missing.status_code == 400 and "X-Fyp-Reason" in missing.json()["error"]["message"]
+    assert _log(world, "us").head() == head
+    resp = c.patch("/v1/users/u-us", json=patch, headers=headers(admin, reason="ticket 9"))
+    assert resp.status_code == 200 and resp.json()["user_id"] == "u-us"
+    (e,) = list(_log(world, "us").entries(after_seq=head[0]))
+    assert e.action == "user_data.update"
+    assert (e.details["route"], e.details["reason"]) == ("PATCH /v1/users/{user_id}", "ticket 9")
+    # the app's own ingestion key updates profiles as a service: no reason, no entry
+    app_key = world.key("ingest", name="app")
+    assert c.patch("/v1/users/u-us", json={}, headers=headers(app_key, reason=None)).is_success
+    assert _log(world, "us").head()[0] == head[0] + 1
+
+
 def test_service_traffic_is_not_audited_and_debug_is_an_operator_read(world: World) -> None:
     c = world.client
     feed = world.key("feed", name="feed-app")

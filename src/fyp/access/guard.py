@@ -12,8 +12,9 @@ the regions the request touches (``fyp.access.policy`` says how they are found).
 for only some regions also gets 403, never 404, for a user or video that is in none of
 them, so it cannot learn whether the object exists elsewhere.
 
-When an operator (``admin``, ``moderator``, ``auditor``) reads a user's data (a GET on a
-route with ``{user_id}``, unless a service role of the key already grants it), the
+When an operator (``admin``, ``moderator``, ``auditor``) reads or changes a user's data
+(a GET or PATCH on a route with ``{user_id}``, unless a service role of the key already
+grants it), the
 request must say why in ``X-Fyp-Reason``; an entry naming the key, the route, the
 user's pseudonym and the reason is appended to the audit log of the user's home region
 before the handler runs, so no such read goes unrecorded.
@@ -107,10 +108,10 @@ class Access:
                     body = await _read_body(receive)
                     receive = _replay(body, receive)
                 self._check_regions(principal, rule, method, route, scope, params, body)
-            if operator and audit is None and method in ("GET", "HEAD") and "user_id" in params:
+            if operator and audit is None and method in AUDITED and "user_id" in params:
                 audit = (rule, route, params["user_id"])
         if audit is not None:
-            self._audit_read(principal, *audit, reason)
+            self._audit_read(principal, method, *audit, reason)
         return receive
 
     def _check_regions(
@@ -181,9 +182,15 @@ class Access:
 
     # -- operator reads --------------------------------------------------------------
     def _audit_read(
-        self, principal: Principal, rule: Rule, route: str, user_id: str, reason: str | None
+        self,
+        principal: Principal,
+        method: str,
+        rule: Rule,
+        route: str,
+        user_id: str,
+        reason: str | None,
     ) -> None:
-        """Append the read to the audit log of the user's home region, or refuse it."""
+        """Append the access to the audit log of the user's home region, or refuse it."""
         why = (reason or "").strip()
         if not why:
             raise InvalidRequest(
@@ -201,16 +208,21 @@ class Access:
             log = self._audit[region] = AuditLog(self.deployment.store(region))
         log.append(
             f"key:{principal.key_id}",
-            "user_data.read",
+            AUDITED[method],
             user_pseudonym(self.deployment.config, region, user_id),
             {
                 "key_id": principal.key_id,
                 "key_name": principal.name,
                 "roles": sorted(principal.roles & rule.operator_roles),
-                "route": f"GET {route}",
+                "route": f"{method} {route}",
                 "reason": why,
             },
         )
+
+
+AUDITED = {"GET": "user_data.read", "HEAD": "user_data.read", "PATCH": "user_data.update"}
+"""Methods on a user's routes that an operator must give a reason for: a PATCH answers
+with the whole profile, so it is a read as well as a change."""
 
 
 class AccessMiddleware:
