@@ -216,6 +216,53 @@ def test_caches_logs_and_stray_files_are_scanned(dep: Path) -> None:
     }
 
 
+def test_compressed_json_numeric_and_undeclared_places_are_scanned_too(dep: Path) -> None:
+    import gzip
+
+    region_dir = dep / "regions" / US
+    (region_dir / "datasets").mkdir()
+    (region_dir / "datasets" / "old.csv.gz").write_bytes(
+        gzip.compress(b"user_id,video_id\nu0,v1\nu19,v2\n")
+    )
+    (region_dir / "datasets" / "circle.json").write_text(
+        json.dumps({"owner": "u0", "members": {"user_ids": ["u0", "u21"]}})
+    )
+    np.savez(region_dir / "datasets" / "shadow.npz", shadow_user_ids=np.array([7, 8]))
+    (region_dir / "datasets" / "broken.npz").write_bytes(b"PK\x03\x04 not really")
+    old = dep / "regions" / "old"  # a region the config no longer declares
+    old.mkdir()
+    shutil.copy(dep / "regions" / "eu" / "store.sqlite", old / "store.sqlite")
+    findings = scan(dep)
+    got = {(f.region, f.kind, f.location.split(":")[0], f.user_id) for f in findings}
+    assert {
+        (US, "foreign", "datasets/old.csv.gz", "u19"),
+        (US, "foreign", "datasets/circle.json", "u21"),
+        (US, "orphan", "datasets/shadow.npz", "7"),
+        (US, "unreadable", "datasets/broken.npz", "-"),
+        ("-", "foreign", "regions/old/store.sqlite", "u1"),
+    } <= got
+    assert not only(findings, user_id="u0", region=US)  # us's own user, where it belongs
+    code, text = cli("residency", "check", str(dep))
+    assert code == 1 and "other findings" in " ".join(text.split())
+
+
+def test_a_user_in_two_regions_users_tables_is_named_in_both(dep: Path) -> None:
+    raw_sql(
+        dep,
+        US,
+        (
+            "INSERT INTO users (user_id, home_region, created_at_ms, updated_at_ms) "
+            "VALUES ('u1', 'us', 0, 0)",
+            (),
+        ),
+    )
+    findings = scan(dep)
+    assert {(f.region, f.kind, f.user_id, f.home_region) for f in findings} == {
+        ("eu", "several_homes", "u1", "us|eu"),
+        (US, "several_homes", "u1", "us|eu"),
+    }  # not eu's own rows of u1 blamed as foreign
+
+
 def test_a_remnant_of_an_erased_user_is_reported_as_such(dep: Path) -> None:
     with Deployment.open(dep) as d:
         Catalog(d).erase_user("u4")

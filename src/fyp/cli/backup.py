@@ -172,6 +172,7 @@ def _print_residency(r: dict[str, Any]) -> None:
         f"[{status}]{r['foreign_records']:,} foreign records[/], "
         f"[{status}]{r['orphan_records']:,} orphan records[/] "
         f"({r['erased_remnants']:,} of them of erased users)"
+        + (f", [red]{r['other_findings']:,} other findings[/]" if r["other_findings"] else "")
     )
     if r["findings"]:
         table = Table("region", "kind", "where", "user", "home", "records")

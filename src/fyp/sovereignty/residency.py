@@ -31,11 +31,14 @@ documented exception: a video published in several regions names its creator.
 from __future__ import annotations
 
 import csv
+import gzip
 import io
+import json
 import os
 import re
 import shutil
 import sqlite3
+import zipfile
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -68,6 +71,7 @@ from fyp.sovereignty.ledger import LEDGER_FILE, ErasureLedger
 
 PSEUDONYM_COLUMN = re.compile(r"^subject$")
 USER_ARRAY = re.compile(r"user")
+ID_ARRAY = re.compile(r"(user|creator)_?ids?$")
 TEXT_PAIR = re.compile(
     r"""["']?\b(user_id|userid|user|uid|viewer_id)\b["']?\s*[:=]\s*["']?([\w.@:+-]{1,128})""",
     re.IGNORECASE,
@@ -81,7 +85,10 @@ SQLITE_MAGIC = b"SQLite format 3\x00"
 @dataclass(frozen=True)
 class Finding:
     region: str  # the region whose files hold the record ("-" if none)
-    kind: str  # foreign | orphan | erased | unreadable_backup | wrong_region_store
+    # foreign | orphan | erased | unreadable (a file the scan cannot read) |
+    # several_homes (a user in the users table of more than one region) |
+    # unreadable_backup | wrong_region_store
+    kind: str
     source: str  # store | artifact | backup | file
     location: str
     user_id: str
@@ -153,6 +160,11 @@ class ResidencyReport:
             "foreign_records": self.count("foreign"),
             "orphan_records": self.count("orphan", "erased"),
             "erased_remnants": self.count("erased"),
+            # unreadable files and backups, a user several stores call their own, a store
+            # of another region: each a finding of its own
+            "other_findings": sum(
+                1 for f in self.findings if f.kind not in {"foreign", "orphan", "erased"}
+            ),
             "other_problems": self.count("unreadable_backup", "wrong_region_store"),
             "absent_regions": self.absent_regions,
             "regions": [
@@ -215,7 +227,7 @@ def sqlite_names(path: Path, counted: dict[str, int] | None = None) -> Iterator[
                 ).fetchall()
                 yield f"{table}.{col[1]}", cls, {str(v): int(n) for v, n in rows}
     except sqlite3.DatabaseError:
-        yield f"{path.name} (unreadable SQLite)", "user", {}
+        yield f"{path.name} (unreadable SQLite)", "unreadable", {}
     finally:
         conn.close()
 
@@ -268,8 +280,9 @@ def store_region(path: Path) -> str | None:
 
 def array_names(arrays: Iterable[tuple[str, np.ndarray]]) -> Iterator[Names]:
     for name, arr in arrays:
-        if arr.dtype.kind not in "USO":
-            continue
+        numeric_ids = arr.dtype.kind in "iu" and ID_ARRAY.search(name.lower())
+        if arr.dtype.kind not in "USO" and not numeric_ids:
+            continue  # an integer array is an index (``creator``) unless named as ids
         if CREATOR_COLUMN.match(name):
             cls = "creator"
         elif USER_ARRAY.search(name.lower()):
@@ -291,17 +304,58 @@ def npz_names(path: Path) -> Iterator[Names]:
                 arrays = [
                     (k, data[k]) for k in data.files if USER_ARRAY.search(k) or "creator" in k
                 ]
-    except (OSError, ValueError):
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile):
+        yield f"{path.name} (unreadable arrays)", "unreadable", {}
         return
     yield from array_names(arrays)
 
 
+def json_file_names(value: object) -> dict[str, tuple[str, dict[str, int]]]:
+    """Person fields of a parsed JSON document, at any depth and in arrays, classified
+    by field name as columns are: ``{"field NAME": (class, {value: count})}``."""
+    out: dict[str, tuple[str, dict[str, int]]] = {}
+
+    def walk(node: object, field_name: str | None) -> None:
+        if isinstance(node, dict):
+            for key, child in node.items():
+                walk(child, str(key))
+        elif isinstance(node, list):
+            for child in node:
+                walk(child, field_name)
+        elif field_name is not None and isinstance(node, str | int) and not isinstance(node, bool):
+            cls = _column_class(field_name)
+            if cls in {"user", "person", "creator"}:
+                counts = out.setdefault(f"field {field_name}", (cls, {}))[1]
+                counts[str(node)] = counts.get(str(node), 0) + 1
+
+    walk(value, None)
+    return out
+
+
 def text_names(path: Path) -> Iterator[Names]:
-    """User ids in a CSV user column, or in ``user_id=…`` / ``"user_id": …`` pairs."""
+    """User ids in a CSV user column, in the person fields of a JSON document, or in
+    ``user_id=…`` / ``"user_id": …`` pairs; a ``.gz`` file is read decompressed."""
     raw = path.read_bytes()
+    suffix = path.suffix
+    if suffix == ".gz":
+        try:
+            raw = gzip.decompress(raw)
+        except (OSError, EOFError):
+            yield f"{path.name} (unreadable gzip)", "unreadable", {}
+            return
+        suffix = Path(path.stem).suffix
     text = raw.decode("utf-8", errors="replace")
-    if path.suffix in {".csv", ".tsv"}:
-        dialect = "excel-tab" if path.suffix == ".tsv" else "excel"
+    if suffix == ".json":
+        try:
+            fields = json_file_names(json.loads(text))
+        except ValueError:
+            fields = {}  # not one document (JSON lines?): the pairs below
+        for location, (cls, found) in sorted(fields.items()):
+            yield location, cls, found
+        if fields:
+            return
+    if suffix in {".csv", ".tsv"}:
+        dialect = "excel-tab" if suffix == ".tsv" else "excel"
         reader = csv.reader(io.StringIO(text), dialect=dialect)
         header = [h.strip().lower() for h in next(reader, [])]
         cols = [(i, h) for i, h in enumerate(header) if _column_class(h) in {"user", "person"}]
@@ -346,6 +400,7 @@ class ResidencyScanner:
         self.scan_backups = scan_backups
         self.config: DeploymentConfig = load_config(self.root)
         self.homes: dict[str, str] = {}
+        self.twice: dict[str, list[str]] = {}  # users whom several stores call their own
         self.present: list[str] = []
         self._pseudonyms: dict[str, dict[str, str]] = {}
         self._ledgers: dict[str, ErasureLedger] = {}
@@ -364,7 +419,9 @@ class ResidencyScanner:
                 for (uid,) in conn.execute(
                     "SELECT user_id FROM users WHERE home_region = ?", (name,)
                 ):
-                    self.homes.setdefault(str(uid), name)
+                    first = self.homes.setdefault(str(uid), name)
+                    if first != name:
+                        self.twice.setdefault(str(uid), [first]).append(name)
             except sqlite3.DatabaseError as exc:
                 raise ConfigError(f"cannot read the users of region {name!r}: {exc}") from exc
             finally:
@@ -373,7 +430,13 @@ class ResidencyScanner:
         missing = [r for r in targets if r in absent]
         if missing:
             raise NotFound(f"region {missing[0]!r} has no store here", region=missing[0])
-        findings: list[Finding] = []
+        findings: list[Finding] = [
+            # which copy is the planted one cannot be told from here: both are named
+            Finding(region, "several_homes", "store", "users", uid, "|".join(homes), 1)
+            for uid, homes in self.twice.items()
+            for region in homes
+            if region in targets
+        ]
         scans: list[RegionScan] = []
         for name in targets:
             scan = RegionScan(name)
@@ -419,6 +482,9 @@ class ResidencyScanner:
         orphans: list[tuple[str, str, int]] = []
         for location, cls, counts in names:
             where = f"{prefix}{location}"
+            if cls == "unreadable":  # what cannot be read cannot be vouched for
+                out.append(Finding(region, "unreadable", source, where, "-", None, 1))
+                continue
             if cls in {"pseudonym", "person"}:  # append-only records name users by pseudonym
                 table = self._pseudonyms_of(region) if region != "-" else {}
                 for value, n in counts.items():
@@ -433,8 +499,8 @@ class ResidencyScanner:
                 if value in ERASED_NAMES:
                     continue
                 home = self.homes.get(value)
-                if home == region:
-                    continue
+                if home == region or region in self.twice.get(value, ()):
+                    continue  # (a user of several homes is one finding: several_homes)
                 if cls == "creator":
                     if source == "store":  # the live catalogue; copies elsewhere not again
                         scan.exempt_creators += n
@@ -563,7 +629,9 @@ class ResidencyScanner:
         is outside their home region."""
         cfg = self.config
         root = cfg.root.resolve()
-        owned: set[Path] = {(root / CONFIG_FILE).resolve(), (root / "regions").resolve()}
+        # declared regions own their directories; anything else under regions/ (a
+        # directory of a region the config no longer declares) is scanned as unowned
+        owned: set[Path] = {(root / CONFIG_FILE).resolve()}
         for name in cfg.region_names:
             owned.add(cfg.region_dir(name).resolve())
             owned |= {p.resolve() for p in store_companions(store_file(cfg, name))}
