@@ -229,17 +229,24 @@ def test_compressed_json_numeric_and_undeclared_places_are_scanned_too(dep: Path
     )
     np.savez(region_dir / "datasets" / "shadow.npz", shadow_user_ids=np.array([7, 8]))
     (region_dir / "datasets" / "broken.npz").write_bytes(b"PK\x03\x04 not really")
+    (region_dir / "secrets").mkdir(exist_ok=True)  # keys are skipped, nothing else
+    shutil.copy(dep / "regions" / "eu" / "store.sqlite", region_dir / "secrets" / "dump.sqlite")
+    backups = dep / "backups" / US
+    backups.mkdir(parents=True, exist_ok=True)  # a file beside the backups, not one
+    (backups / "dump.csv").write_text("user_id\nu23\n")
     old = dep / "regions" / "old"  # a region the config no longer declares
     old.mkdir()
     shutil.copy(dep / "regions" / "eu" / "store.sqlite", old / "store.sqlite")
     findings = scan(dep)
-    got = {(f.region, f.kind, f.location.split(":")[0], f.user_id) for f in findings}
+    got = {(f.region, f.kind, f.location.split(": ")[0], f.user_id) for f in findings}
     assert {
         (US, "foreign", "datasets/old.csv.gz", "u19"),
         (US, "foreign", "datasets/circle.json", "u21"),
         (US, "orphan", "datasets/shadow.npz", "7"),
         (US, "unreadable", "datasets/broken.npz", "-"),
         ("-", "foreign", "regions/old/store.sqlite", "u1"),
+        (US, "foreign", "secrets/dump.sqlite", "u1"),
+        (US, "foreign", "file://backups/us/dump.csv", "u23"),
     } <= got
     assert not only(findings, user_id="u0", region=US)  # us's own user, where it belongs
     code, text = cli("residency", "check", str(dep))

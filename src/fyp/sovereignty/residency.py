@@ -52,6 +52,7 @@ from fyp.models.artifacts import ARRAYS, list_versions, models_dir
 from fyp.sovereignty.backup import (
     STORE_PART,
     Backup,
+    allowed_target_dirs,
     iter_region_backups,
     read_backup,
     read_only,
@@ -77,7 +78,8 @@ TEXT_PAIR = re.compile(
     re.IGNORECASE,
 )
 ERASED_NAMES = {"[erased]", ""}
-SKIPPED_IN_REGION = {"secrets", LEDGER_FILE}
+SKIPPED_IN_REGION = {LEDGER_FILE}  # pseudonymous by design
+SECRETS_DIR = "secrets"  # only its keys (NAME.key) are skipped: anything else is scanned
 SCAN_STAGING = ".scan-"
 SQLITE_MAGIC = b"SQLite format 3\x00"
 
@@ -576,6 +578,8 @@ class ResidencyScanner:
                 path = here / name
                 if (here == region_dir and name in SKIPPED_IN_REGION) or path.resolve() in skip:
                     continue
+                if here == region_dir / SECRETS_DIR and name.endswith(".key"):
+                    continue
                 if here == models_dir(region_dir) and name == "current":
                     continue
                 if source == "file":
@@ -622,6 +626,15 @@ class ResidencyScanner:
                     found += self._scan_files(region, files, set(), prefix, scan, "backup")
             finally:
                 shutil.rmtree(staging, ignore_errors=True)
+        for url, directory in allowed_target_dirs(self.config, region):
+            # a backup is a directory; a file dropped beside them is read as it is
+            loose = (
+                sorted(p for p in directory.iterdir() if p.is_file()) if directory.is_dir() else []
+            )
+            for path in loose:
+                scan.scanned["files"] += 1
+                where = f"{url}/{path.name}: "
+                found += self.classify(region, "file", where, file_names(path), scan)
         return found
 
     def _scan_unowned(self) -> list[Finding]:
