@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import shutil
 import subprocess
 import sys
 import threading
@@ -166,13 +167,19 @@ def test_a_backup_of_another_region_cannot_be_restored(dep: Path) -> None:
     config = load_config(dep)
     BackupWriter(config, "us").run()
     eu = BackupWriter(config, "eu").run()
+    with pytest.raises(ResidencyViolation):  # eu's target is not a place us reads from
+        Restorer(config, "us").run(source="file://backups/eu")
+    with pytest.raises(ResidencyViolation):  # nor is any place outside us's policy
+        Restorer(config, "us").run(source="file:///tmp")
+    moved = dep / "backups" / "us" / eu.path.name  # copied among us's backups
+    shutil.copytree(eu.path, moved)
     with pytest.raises(NotFound):  # eu's manifest says eu: not a backup of us
-        Restorer(config, "us").run(source="file://backups/eu")
-    manifest = json.loads((eu.path / MANIFEST_FILE).read_text())
+        Restorer(config, "us").run(eu.backup_id)
+    manifest = json.loads((moved / MANIFEST_FILE).read_text())
     manifest["region"] = "us"
-    (eu.path / MANIFEST_FILE).write_text(json.dumps(manifest))
+    (moved / MANIFEST_FILE).write_text(json.dumps(manifest))
     with pytest.raises(BackupCorrupt):  # relabelled: us's key does not open it
-        Restorer(config, "us").run(source="file://backups/eu")
+        Restorer(config, "us").run(eu.backup_id, source="file://backups/us")
 
 
 def test_only_the_regions_own_targets_are_accepted(dep: Path, tmp_path: Path) -> None:

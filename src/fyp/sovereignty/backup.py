@@ -528,13 +528,15 @@ def unpack_backup(config: DeploymentConfig, region: str, backup: Backup, dest: P
 def find_backup(
     config: DeploymentConfig, region: str, backup_id: str = "latest", source: str | None = None
 ) -> Backup:
-    """A backup of ``region`` by id (or the latest) in ``source`` or its allowed targets."""
+    """A backup of ``region`` by id (or the latest) in ``source`` or its allowed targets.
+    ``source`` must be one of the region's allowed targets, as for writing: a region's
+    data is read back only from where its policy lets it be (copy a backup kept
+    elsewhere into a target first)."""
     dirs: list[Path]
     if source is not None:
-        path = backup_target_path(config.root, source)
-        if path is None:
+        if backup_target_path(config.root, source) is None:
             raise InvalidRequest(f"unsupported backup location {source!r} (use file://)")
-        dirs = [path]
+        dirs = [target_dir(config, region, source)]
     else:
         dirs = [p for _, p in allowed_target_dirs(config, region)]
     found = [b for d in dirs for b in list_backups(d) if b.manifest.get("region") == region]
