@@ -14,6 +14,7 @@ import pytest
 from erasure_helpers import api_client, build, plant_artifact, plant_event, train
 from typer.testing import CliRunner
 
+from fyp.access.keys import KeyStore
 from fyp.audit.log import AuditLog
 from fyp.catalog.models import User, UserIn
 from fyp.catalog.service import Catalog
@@ -65,6 +66,9 @@ def test_delete_then_verify_is_pending_until_process_retrains(dep: Deployment) -
         assert client.get("/v1/videos/v0").status_code == 404  # her uploads went too
     receipt = body["receipt"]
     assert body["deleted"]["users"] == 1 and body["deleted"]["events"] >= 5
+    (entry,) = AuditLog(dep.store("us")).entries(action="erase_user")
+    key_id = next(k.key_id for k in KeyStore(dep).list() if k.name == "erasure-tests")
+    assert entry.actor == f"key:{key_id}"  # who asked, not the machinery
     assert receipt["removed"]["videos"] == 2 and receipt["retrain_required"]
     assert receipt["pseudonym"] == user_pseudonym(dep.config, "us", ANA)
     assert ANA not in json.dumps(receipt)  # the receipt names her by pseudonym only

@@ -66,11 +66,12 @@ class Catalog:
             labels=removed.get("labels", 0),
         )
 
-    def erase_user(self, user_id: str) -> Receipt:
-        """Erase every row, file and model row about the user; a signed receipt says what."""
-        from fyp.sovereignty.erasure import Eraser
+    def erase_user(self, user_id: str, actor: str | None = None) -> Receipt:
+        """Erase every row, file and model row about the user; a signed receipt says what.
+        ``actor``: who asked, as the audit log names them (default: the erasure itself)."""
+        from fyp.sovereignty.erasure import AUDIT_ACTOR, Eraser
 
-        return Eraser(self.deployment).erase(user_id)
+        return Eraser(self.deployment).erase(user_id, actor or AUDIT_ACTOR)
 
     # -- videos ---------------------------------------------------------------
     def create_video(self, data: VideoIn) -> Video:

@@ -76,7 +76,7 @@ def register(app: typer.Typer) -> None:
         from fyp.regions.deployment import Deployment
 
         with Deployment.open(directory) as d:
-            receipt = Catalog(d).erase_user(user)
+            receipt = Catalog(d).erase_user(user, "cli:fyp erasure erase")
         text = json.dumps(receipt.to_dict(), indent=2)
         if receipt_out is not None:
             receipt_out.write_text(text + "\n", encoding="utf-8")

@@ -200,15 +200,17 @@ class Eraser:
     def retrain_within_ms(self) -> int:
         return int(self.deployment.config.erasure.retrain_within_hours * 3_600_000)
 
-    def erase(self, user_id: str) -> Receipt:
-        """Erase a user homed anywhere in the deployment; UnknownUser if there is none."""
+    def erase(self, user_id: str, actor: str = AUDIT_ACTOR) -> Receipt:
+        """Erase a user homed anywhere in the deployment; UnknownUser if there is none.
+        ``actor`` is who asked, for the audit log (``key:<id>`` over HTTP, the command
+        line's ``fyp erasure erase``)."""
         region = self.deployment.home_region(user_id)
         receipt_id = "er_" + uuid.uuid4().hex
         t = now_ms()
         # the ledger first: a crash half-way leaves a ledger entry that `fyp erasure
         # process` re-applies, never a half-erased user nobody knows about
         ErasureLedger(self.deployment.config, region).record(user_id, receipt_id, t)
-        return self._erase(user_id, region, receipt_id, t, reapplied=False)
+        return self._erase(user_id, region, receipt_id, t, reapplied=False, actor=actor)
 
     def reapply(
         self, user_id: str, region: str, receipt_id: str, erased_at_ms: int | None = None
@@ -220,7 +222,13 @@ class Eraser:
         return self._erase(user_id, region, receipt_id, t, reapplied=True)
 
     def _erase(
-        self, user_id: str, region: str, receipt_id: str, t: int, reapplied: bool
+        self,
+        user_id: str,
+        region: str,
+        receipt_id: str,
+        t: int,
+        reapplied: bool,
+        actor: str = AUDIT_ACTOR,
     ) -> Receipt:
         d = self.deployment
         out = Outcome()
@@ -245,7 +253,7 @@ class Eraser:
             for key, n in scrub_store(home, user_id, skip={"users"}).items():
                 out.add(key, n)
             AuditLog(home).append(
-                AUDIT_ACTOR,
+                actor,
                 "reapply_erasure" if reapplied else "erase_user",
                 pseudonym,
                 {"receipt_id": receipt_id},

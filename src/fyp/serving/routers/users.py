@@ -2,10 +2,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Depends, Query, status
+from fastapi import APIRouter, Depends, Query, Request, status
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 
+from fyp.access.guard import principal
 from fyp.catalog.models import User, UserIn, UserPatch
 from fyp.serving.dependencies import AppState, state
 
@@ -29,11 +30,15 @@ async def update_user(user_id: str, body: UserPatch, s: AppState = Depends(state
 
 
 @router.delete("/{user_id}")
-async def delete_user(user_id: str, s: AppState = Depends(state)) -> dict[str, Any]:
+async def delete_user(
+    user_id: str, request: Request, s: AppState = Depends(state)
+) -> dict[str, Any]:
     """Erase the user: profile, events, labels, served log, uploads, their vectors in
     model artifacts (the share in aggregates by a retrain before the receipt's deadline).
     Returns a signed deletion receipt."""
-    receipt = await run_in_threadpool(s.catalog.erase_user, user_id)  # rewrites artifacts
+    caller = principal(request)
+    actor = None if caller is None else f"key:{caller.key_id}"  # the audit log names them
+    receipt = await run_in_threadpool(s.catalog.erase_user, user_id, actor)  # rewrites artifacts
     return {"user_id": user_id, "deleted": receipt.removed, "receipt": receipt.to_dict()}
 
 
