@@ -29,7 +29,15 @@ def flat(output: str) -> str:
 
 
 METHODS = ["fyp", "random", "popular", "als", "bpr", "ease"]
-OFFLINE_KEYS = {"ndcg@10", "recall@10", "recall@50", "coverage@10", "diversity@10", "novelty@10"}
+OFFLINE_KEYS = {
+    "ndcg@10",
+    "recall@10",
+    "recall@50",
+    "recall@50_of_all",
+    "coverage@10",
+    "diversity@10",
+    "novelty@10",
+}
 INTERACTIVE_KEYS = {"reward", "length", "reward_per_step", "top_category_share"}
 
 
@@ -52,7 +60,15 @@ def tiny_sample(target: Path, test_users: int = 25) -> Path:
 
 def check_schema(results: dict[str, Any], protocol: str, interactive: bool) -> None:
     """results.json: exactly these top-level keys, every method, the promised metrics."""
-    assert set(results) == {"protocol", "offline", "interactive", "seconds", "machine", "config"}
+    assert set(results) == {
+        "protocol",
+        "offline",
+        "interactive",
+        "interactive_ablations",
+        "seconds",
+        "machine",
+        "config",
+    }
     assert results["protocol"] == protocol
     assert list(results["offline"]) == METHODS
     for metrics in results["offline"].values():
@@ -65,8 +81,10 @@ def check_schema(results: dict[str, Any], protocol: str, interactive: bool) -> N
             assert all(isinstance(v, float) for v in summary.values())
             assert 1.0 <= summary["length"] <= 30.0
             assert 0.0 <= summary["reward_per_step"] <= 1.0
+        assert list(results["interactive_ablations"]) == ["popular_lookalike"]
+        assert set(results["interactive_ablations"]["popular_lookalike"]) == INTERACTIVE_KEYS
     else:
-        assert results["interactive"] == {}
+        assert results["interactive"] == results["interactive_ablations"] == {}
     assert {"seed", "regions", "users"} <= set(results["config"])
     assert {"import", "train", "offline", "total"} <= set(results["seconds"])
     assert {"cpu", "cores", "python"} <= set(results["machine"])
@@ -91,7 +109,7 @@ def test_eval_kuairec_ear_on_a_sample_cut(tmp_path: Path) -> None:
     details = json.loads((out / "interactive.json").read_text(encoding="utf-8"))["methods"]
     assert all(d["repeats"] == 0 and d["users"] == 12 for d in details.values())
     sessions = (out / "sessions.jsonl").read_text(encoding="utf-8").splitlines()
-    assert len(sessions) == 12 * 6
+    assert len(sessions) == 12 * 7  # six methods and the popular_lookalike ablation
     page = (out / "report.html").read_text(encoding="utf-8")
     assert page.count('src="data:image/png;base64,') == 3
     assert "http://" not in page and "https://" not in page

@@ -57,6 +57,24 @@ def test_recall_divides_by_min_k_relevant() -> None:
     assert recall_at_k(["a"], set(), 10) == 0.0
 
 
+def test_recall_of_all_divides_by_every_relevant_video() -> None:
+    # 60 relevant, 30 of them in the top 50: 30 / min(50, 60) = 0.6, 30 / 60 = 0.5
+    relevant = {f"r{i}" for i in range(60)}
+    ranked = [f"r{i}" for i in range(30)] + [f"x{i}" for i in range(20)]
+    assert recall_at_k(ranked, relevant, 50) == pytest.approx(0.6)
+    assert recall_at_k(ranked, relevant, 50, of_all=True) == pytest.approx(0.5)
+    # fewer relevant than k: both are hits / |relevant|
+    assert recall_at_k(["a", "x"], {"a", "b"}, 50, of_all=True) == pytest.approx(0.5)
+
+
+def test_a_list_naming_a_video_twice_is_refused() -> None:
+    with pytest.raises(ValueError, match="twice"):
+        ndcg_at_k(["a", "a"], {"a": 1.0}, 10)  # would score 1.63 otherwise
+    with pytest.raises(ValueError, match="twice"):
+        recall_at_k(["a", "b", "a"], {"a"}, 10)
+    assert ndcg_at_k(["a", "b", "a"], {"a": 1.0}, 2) == 1.0  # beyond k is not scored
+
+
 def test_coverage_diversity_novelty_hand_computed() -> None:
     assert coverage([["a", "b"], ["b", "c"]], 10, 2) == pytest.approx(0.3)
     cats = {"a": "x", "b": "x", "c": "y"}
@@ -77,6 +95,7 @@ def test_metrics_are_bounded(ranked: list[str], relevant: set[str], k: int) -> N
     gains = dict.fromkeys(relevant, 1.0)
     assert 0.0 <= ndcg_at_k(ranked, gains, k) <= 1.0 + 1e-12
     assert 0.0 <= recall_at_k(ranked, relevant, k) <= 1.0
+    assert recall_at_k(ranked, relevant, k, of_all=True) <= recall_at_k(ranked, relevant, k)
 
 
 @given(st.lists(st.text(min_size=1, max_size=3), min_size=1, max_size=20, unique=True))

@@ -144,7 +144,7 @@ def test_cli_end_to_end(tmp_path: Path) -> None:
     for summary in results["interactive"].values():
         assert 1.0 <= summary["length"] <= 4.0
     sessions = [json.loads(line) for line in (out / "sessions.jsonl").read_text().splitlines()]
-    assert len(sessions) == 3 * 6
+    assert len(sessions) == 3 * 7  # six methods and the popular_lookalike ablation
     for s in sessions:
         assert s["rewards"] == [int(v in POSITIVES[s["user_id"]]) for v in s["videos"]]
         assert len(set(s["videos"])) == len(s["videos"])

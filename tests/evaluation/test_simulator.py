@@ -17,7 +17,7 @@ import pytest
 
 from fyp.catalog.models import UserIn, VideoIn
 from fyp.catalog.service import Catalog
-from fyp.errors import AlreadyExists
+from fyp.errors import AlreadyExists, InvalidRequest
 from fyp.evaluation.offline import Protocol, prepare, train_engine
 from fyp.evaluation.simulator import (
     Environment,
@@ -286,3 +286,24 @@ def test_simulate_reports_progress() -> None:
     result = simulate(Scripted(["v0"]), env, ["u"] * 3, SimParams(), lines.append, progress_s=0)
     assert len(result.sessions) == 3
     assert [line.split(" (")[0] for line in lines] == ["scripted: 1/3 users", "scripted: 2/3 users"]
+
+
+def test_the_lookalike_ablation_shows_a_peer_under_the_engines_rule(tmp_path: Path) -> None:
+    with build_world(tmp_path / "w", lambda v: [f"t{v % 7}"]) as d:
+        protocol = prepare(d, log=lambda _m: None)
+        results = run_interactive(
+            protocol, SimParams(), ["popular"], log=lambda _m: None, ablations=["popular_lookalike"]
+        )
+        env = Environment.from_protocol(protocol)
+    plain, ruled = results["popular"], results["popular_lookalike"]
+    assert [s.user_id for s in ruled.sessions] == [s.user_id for s in plain.sessions]
+    for p, r in zip(plain.sessions, ruled.sessions, strict=True):
+        assert r.videos[0] == p.videos[0]  # popular's best video opens both
+        assert r.repeats == 0
+        # 7 tags and a window of 4: an unshown video unlike the last 4 is always there
+        assert r.end in {"max_length", "exhausted"}
+        for k, video in enumerate(r.videos):
+            assert not env.leaves(r.videos[:k], video, 4)
+    assert any(s.end == "tag_repeat" for s in plain.sessions)
+    with pytest.raises(InvalidRequest, match="unknown methods"):
+        run_interactive(protocol, SimParams(), ["popular"], ablations=["nope"])

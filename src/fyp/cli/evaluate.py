@@ -44,6 +44,7 @@ OFFLINE_COLUMNS = (
     "ndcg@10_graded",
     "recall@10",
     "recall@50",
+    "recall@50_of_all",
     "coverage@10",
     "diversity@10",
     "novelty@10",
@@ -68,6 +69,12 @@ def results_tables(results: dict[str, Any]) -> list[Table]:
         for method, values in interactive.items():
             style = "bold" if method == "fyp" else None
             t.add_row(method, *(f"{values[c]:.4f}" for c in INTERACTIVE_COLUMNS), style=style)
+        tables.append(t)
+    ablations: dict[str, dict[str, Any]] = results.get("interactive_ablations", {})
+    if ablations:
+        t = Table("ablation", *INTERACTIVE_COLUMNS, title="interactive, a peer under fyp's rule")
+        for method, values in ablations.items():
+            t.add_row(method, *(f"{values[c]:.4f}" for c in INTERACTIVE_COLUMNS))
         tables.append(t)
     return tables
 

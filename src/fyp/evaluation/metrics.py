@@ -5,7 +5,10 @@
   1/log2(rank+1); normalised by the ideal DCG of the user's best min(k, |relevant|)
   gains.
 - Recall@k: hits in the top k divided by min(k, |relevant|), so a perfect ranking
-  scores 1 even when a user has more than k relevant videos.
+  scores 1 even when a user has more than k relevant videos (the protocol's rule for
+  Recall@10, kept for Recall@50). Most KuaiRec-EAR test users have more than 50
+  positives, so Recall@50 is mostly hits/50; ``recall@50_of_all`` divides by
+  |relevant| as textbook recall does, and is reported beside it.
 - coverage, intra-list category diversity and novelty describe the lists themselves.
 """
 
@@ -23,6 +26,7 @@ def dcg(gains: Sequence[float]) -> float:
 
 def ndcg_at_k(ranked: Sequence[str], gains: Mapping[str, float], k: int) -> float:
     """NDCG@k of one ranked list; ``gains`` maps each relevant video to its gain (> 0)."""
+    _unique(ranked, k)
     if not gains:
         return 0.0
     actual = dcg([gains.get(v, 0.0) for v in ranked[:k]])
@@ -30,11 +34,24 @@ def ndcg_at_k(ranked: Sequence[str], gains: Mapping[str, float], k: int) -> floa
     return actual / ideal if ideal > 0 else 0.0
 
 
-def recall_at_k(ranked: Sequence[str], relevant: set[str] | Mapping[str, float], k: int) -> float:
+def recall_at_k(
+    ranked: Sequence[str],
+    relevant: set[str] | Mapping[str, float],
+    k: int,
+    of_all: bool = False,
+) -> float:
+    """Hits in the top k over min(k, |relevant|), or over |relevant| with ``of_all``."""
+    _unique(ranked, k)
     if not relevant:
         return 0.0
     hits = sum(1 for v in ranked[:k] if v in relevant)
-    return hits / min(k, len(relevant))
+    return hits / (len(relevant) if of_all else min(k, len(relevant)))
+
+
+def _unique(ranked: Sequence[str], k: int) -> None:
+    """A list that names a video twice would be counted twice: a caller's bug, refused."""
+    if len(set(ranked[:k])) != len(ranked[:k]):
+        raise ValueError(f"a ranked list names a video twice in its top {k}")
 
 
 def coverage(lists: Sequence[Sequence[str]], catalogue_size: int, k: int) -> float:
@@ -54,9 +71,8 @@ def intra_list_diversity(ranked: Sequence[str], category: Mapping[str, str], k: 
 
 
 def novelty(ranked: Sequence[str], popularity: Mapping[str, float], n_users: int, k: int) -> float:
-    """Mean self-information -log2(p(v)) of the top k, p(v) = share of users who engaged.
-
-    Videos nobody engaged with count as p = 1/(n_users + 1)."""
+    """Mean self-information -log2(p(v)) of the top k, p(v) = (users who engaged) /
+    (n_users + 1), smoothed so that a video nobody engaged with counts as one user."""
     if not ranked[:k] or n_users <= 0:
         return 0.0
     info = [-math.log2(max(popularity.get(v, 0.0), 1.0) / (n_users + 1)) for v in ranked[:k]]

@@ -130,19 +130,21 @@ def prepare(deployment: Deployment, log: Log = print) -> Protocol:
 def score_lists(lists: dict[str, list[str]], protocol: Protocol) -> dict[str, float]:
     """Every offline metric over the ranked top-50 lists of the test users."""
     truth = {u: rel for r in protocol.regions for u, rel in r.test.items()}
-    ndcg, r10, r50, ild, nov = [], [], [], [], []
+    ndcg, r10, r50, r50_all, ild, nov = [], [], [], [], [], []
     for user, ranked in lists.items():
         relevant = truth[user]
         gains = dict.fromkeys(relevant, 1.0)
         ndcg.append(ndcg_at_k(ranked, gains, 10))
         r10.append(recall_at_k(ranked, relevant, 10))
         r50.append(recall_at_k(ranked, relevant, 50))
+        r50_all.append(recall_at_k(ranked, relevant, 50, of_all=True))
         ild.append(intra_list_diversity(ranked, protocol.category, 10))
         nov.append(novelty(ranked, protocol.train_counts, protocol.n_train_users, 10))
     return {
         "ndcg@10": round(summarise(ndcg), 4),
         "recall@10": round(summarise(r10), 4),
         "recall@50": round(summarise(r50), 4),
+        "recall@50_of_all": round(summarise(r50_all), 4),
         "coverage@10": round(coverage(list(lists.values()), len(protocol.universe), 10), 4),
         "diversity@10": round(summarise(ild), 4),
         "novelty@10": round(summarise(nov), 4),

@@ -26,6 +26,7 @@ OFFLINE_ORDER = (
     "ndcg@10_graded",
     "recall@10",
     "recall@50",
+    "recall@50_of_all",
     "coverage@10",
     "diversity@10",
     "novelty@10",
@@ -237,6 +238,15 @@ def render_html(results: Mapping[str, Any], details: Mapping[str, Mapping[str, A
         if figures and shown:
             parts.append(_img(position_figure(shown), "reward by session position"))
             parts.append(_img(length_figure(shown), "session length distribution"))
+        ablations: Mapping[str, Mapping[str, Any]] = results.get("interactive_ablations", {})
+        if ablations:
+            parts.append(
+                "<h3>Ablation</h3>"
+                "<p class=\"note\">A peer's ranking shown under fyp's look-alike rule (its "
+                "best unshown video that shares no tag with the last 4 shown): how much of "
+                "fyp's interactive lead the rule alone explains.</p>"
+            )
+            parts.append(table(ablations, list(INTERACTIVE_ORDER)))
     else:
         parts.append('<p class="note">not run</p>')
     seconds = results.get("seconds", {})

@@ -41,7 +41,13 @@ from fyp.config import REGION_NAME
 from fyp.errors import AlreadyExists, InvalidRequest
 from fyp.evaluation.baselines import PEERS
 from fyp.evaluation.offline import Protocol, prepare, run_offline, train_engine
-from fyp.evaluation.simulator import SimParams, SimResult, run_interactive, serving_threads
+from fyp.evaluation.simulator import (
+    ABLATIONS,
+    SimParams,
+    SimResult,
+    run_interactive,
+    serving_threads,
+)
 from fyp.regions.deployment import Deployment
 
 PROTOCOLS = ("kuairec-ear", "kuairec")
@@ -284,7 +290,10 @@ def run_evaluation(config: EvalConfig, log: Log = print) -> EvalOutcome:
         sims: dict[str, SimResult] = {}
         if config.interactive:
             with stages.stage("interactive"):
-                sims = run_interactive(protocol, params, methods, log=lambda m: log(f"  {m}"))
+                ablations = [a for a, peer in ABLATIONS.items() if peer in methods]
+                sims = run_interactive(
+                    protocol, params, methods, log=lambda m: log(f"  {m}"), ablations=ablations
+                )
         repeats = {m: sum(s.repeats for s in r.sessions) for m, r in sims.items()}
         if any(repeats.values()):
             log(f"  WARNING: videos shown twice in a session (no-repeat violations): {repeats}")
@@ -294,6 +303,8 @@ def run_evaluation(config: EvalConfig, log: Log = print) -> EvalOutcome:
         "protocol": config.protocol,
         "offline": {m: offline["metrics"][m] for m in methods if m in offline["metrics"]},
         "interactive": {m: sims[m].summary() for m in methods if m in sims},
+        # a peer shown under the engine's look-alike rule (fyp.evaluation.simulator)
+        "interactive_ablations": {a: sims[a].summary() for a in ABLATIONS if a in sims},
         "seconds": {},
         "machine": machine_info(),
         "config": {

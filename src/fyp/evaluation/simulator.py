@@ -48,6 +48,7 @@ from fyp.errors import AlreadyExists, FypError, InvalidRequest, StorageError
 from fyp.evaluation.baselines import PEERS, Recommender
 from fyp.evaluation.offline import Protocol
 from fyp.events.ingest import Ingestor
+from fyp.feed.rerank import RerankParams
 from fyp.feed.service import FeedService, encode_cursor
 from fyp.regions.deployment import Deployment
 
@@ -256,6 +257,55 @@ class PeerPolicy(Policy):
         return video
 
 
+class LookAlikeAvoidingPeer(PeerPolicy):
+    """A peer's static ranking shown under the engine's look-alike rule: at each step its
+    best unshown video that shares no tag with the last ``window`` shown (the best
+    unshown one if every one does). An ablation, not a peer: how much of the engine's
+    interactive lead the rule alone explains, and how much its learning adds."""
+
+    def __init__(
+        self,
+        name: str,
+        protocol: Protocol,
+        env: Environment,
+        make: Callable[[int], Recommender],
+        seed: int,
+        window: int,
+    ) -> None:
+        super().__init__(name, protocol, env, make, seed)
+        self.window = window
+        self._shown: list[str] = []
+        self._taken = np.zeros(0, bool)
+
+    def begin(self, user_id: str) -> None:
+        super().begin(user_id)
+        self._shown = []
+        self._taken = np.zeros(len(self._order), bool)
+
+    def next_video(self, user_id: str, step: int) -> str | None:
+        unshown = np.flatnonzero(~self._taken).tolist()
+        if not unshown:
+            return None
+        pos = next(
+            (
+                p
+                for p in unshown
+                if not self.env.leaves(
+                    self._shown, self.env.universe[int(self._order[p])], self.window
+                )
+            ),
+            unshown[0],  # every unshown video looks like a recent one: the best of them
+        )
+        self._taken[pos] = True
+        video = self.env.universe[int(self._order[pos])]
+        self._shown.append(video)
+        return video
+
+
+ABLATIONS: dict[str, str] = {"popular_lookalike": "popular"}
+"""Interactive ablations and the peer each starts from (``LookAlikeAvoidingPeer``)."""
+
+
 @dataclass
 class SimResult:
     """Every session of one policy, and the summaries the report shows."""
@@ -375,8 +425,10 @@ def run_interactive(
     params: SimParams,
     methods: Sequence[str] | None = None,
     log: Log = print,
+    ablations: Sequence[str] = (),
 ) -> dict[str, SimResult]:
-    """Simulate every method on the protocol's test users.
+    """Simulate every method (then every ablation, ``ABLATIONS``) on the protocol's
+    test users.
 
     The engine (``"fyp"``) writes events and served rows into ``protocol.deployment``:
     run this after the offline part, on the evaluation's own deployment only."""
@@ -384,16 +436,23 @@ def run_interactive(
     users = sorted(env.truth, key=lambda u: (len(u), u))
     wanted = list(methods) if methods is not None else ["fyp", *PEERS]
     unknown = [m for m in wanted if m != "fyp" and m not in PEERS]
+    unknown += [a for a in ablations if a not in ABLATIONS]
     if unknown:
-        raise InvalidRequest(f"unknown methods {unknown}; known: fyp, {', '.join(PEERS)}")
-    out: dict[str, SimResult] = {}
-    for name in wanted:
-        started = time.perf_counter()
-        policy: Policy = (
-            EnginePolicy(protocol.deployment, env, params)
-            if name == "fyp"
-            else PeerPolicy(name, protocol, env, PEERS[name], params.seed)
+        raise InvalidRequest(
+            f"unknown methods {unknown}; known: fyp, {', '.join([*PEERS, *ABLATIONS])}"
         )
+    window = RerankParams().tag_window  # the engine's rule, not the simulated user's
+    out: dict[str, SimResult] = {}
+    for name in [*wanted, *ablations]:
+        started = time.perf_counter()
+        policy: Policy
+        if name == "fyp":
+            policy = EnginePolicy(protocol.deployment, env, params)
+        elif name in ABLATIONS:
+            peer = ABLATIONS[name]
+            policy = LookAlikeAvoidingPeer(name, protocol, env, PEERS[peer], params.seed, window)
+        else:
+            policy = PeerPolicy(name, protocol, env, PEERS[name], params.seed)
         with serving_threads(name == "fyp"):
             result = simulate(policy, env, users, params, log)
         result.seconds = time.perf_counter() - started  # peers: fitting included
