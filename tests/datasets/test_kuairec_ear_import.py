@@ -243,3 +243,27 @@ def test_every_layout_reads_the_same_rows(tmp_path: Path) -> None:
     (tmp_path / "cr").write_bytes(b"split,user_id,video_id\ntrain,1,2\rtrain,3,4\n")
     with pytest.raises(ValidationFailed, match="record 1 has 5 fields"):
         read_interactions(tmp_path / "cr")
+
+
+@pytest.mark.parametrize("parallel", [False, True])
+def test_a_reimport_never_brings_back_an_erased_user(tmp_path: Path, parallel: bool) -> None:
+    if parallel and not can_fork():
+        pytest.skip("no fork here")
+    from fyp.sovereignty.erasure_verify import verify_erasure
+
+    train_user = next(u for s, u, _ in ROWS if s == "train")
+    test_user = next(u for s, u, _ in ROWS if s == "test")
+    with Deployment.init(tmp_path / "dep", REGIONS) as d:
+        import_kuairec_ear(d, SAMPLE, parallel=parallel)
+        for user in (train_user, test_user):
+            Catalog(d).erase_user(user)
+        report = import_kuairec_ear(d, SAMPLE, parallel=parallel)
+        assert "2 users skipped with all their rows" in " ".join(report.notes)
+        for user in (train_user, test_user):
+            assert d.locate_users([user]) == {}
+            home = d.store(_home(user))
+            assert home.user_events(user) == []
+            assert not [
+                lab for lab in home.iter_labels("kuairec-ear", "test") if lab.user_id == user
+            ]
+            assert not verify_erasure(d, user).remnants

@@ -119,3 +119,18 @@ def test_bad_layouts(deployment: Deployment, tmp_path: Path) -> None:
     (tmp_path / "big_matrix.csv").write_text("user_id,video_id,watch\n1,2,3\n")
     with pytest.raises(ValidationFailed, match="expected columns user_id,video_id,play_duration"):
         import_kuairec(deployment, tmp_path)
+
+
+def test_a_reimport_never_brings_back_an_erased_user(deployment: Deployment) -> None:
+    from fyp.catalog.service import Catalog
+
+    import_kuairec(deployment, FIXTURE, split_protocol=True)
+    Catalog(deployment).erase_user("1")  # in both matrices, homed in eu
+    report = import_kuairec(deployment, FIXTURE, split_protocol=True)
+    assert "1 users skipped with all their rows" in " ".join(report.notes)
+    assert deployment.locate_users(["1"]) == {}
+    assert not [e for e in deployment.store("eu").iter_events() if e.user_id == "1"]
+    labels = deployment.store("eu").iter_labels(DATASET, "test")
+    assert not [lab for lab in labels if lab.user_id == "1"]
+    test_file = deployment.config.root / "regions" / "eu" / "datasets" / TEST_FILE
+    assert not [r for r in csv.DictReader(test_file.open(newline="")) if r["user_id"] == "1"]

@@ -21,6 +21,7 @@ from fyp.catalog.models import User, Video
 from fyp.datasets.kuairec import VideoInfo, build_video, home_region
 from fyp.errors import FypError, StorageError
 from fyp.regions.deployment import Deployment
+from fyp.sovereignty.ledger import ErasureLedger
 from fyp.storage import EventRow, Store, VideoRow, open_store
 
 CHUNK = 100_000
@@ -107,6 +108,25 @@ class RegionBatch:
     events: list[tuple[Any, ...]] = field(default_factory=list)  # EventRow-shaped
     # (dataset, split) -> user -> held-out videos: a store keeps one set per user
     label_sets: dict[tuple[str, str], dict[str, list[str]]] = field(default_factory=dict)
+
+
+def erased_users(deployment: Deployment, user_ids: Iterable[str]) -> set[str]:
+    """Which of ``user_ids`` some region's erasure ledger records as erased. An import
+    skips them and every row of theirs: the data predates the erasure, and importing it
+    again must not bring an erased user back."""
+    wanted = set(user_ids)
+    out: set[str] = set()
+    for region in deployment.regions:
+        ledger = ErasureLedger(deployment.config, region)
+        if ledger.path.is_file():
+            out |= ledger.matching(wanted)
+    return out
+
+
+def erased_note(erased: set[str]) -> list[str]:
+    if not erased:
+        return []
+    return [f"{len(erased):,} users skipped with all their rows: an erasure ledger names them"]
 
 
 def assign_homes(

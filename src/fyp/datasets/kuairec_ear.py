@@ -52,6 +52,8 @@ from fyp.datasets.bulk import (
     RegionBatch,
     RegionCounts,
     assign_homes,
+    erased_note,
+    erased_users,
     gc_paused,
     missing_videos,
     store_totals,
@@ -259,6 +261,8 @@ def import_kuairec_ear(
         interactions, side = resolve(data)
         assert side.users and side.categories and side.captions  # resolve() checked
         users = read_users(side.users)
+        erased = erased_users(deployment, users)
+        users = {u: a for u, a in users.items() if u not in erased}
         videos = read_videos(side.categories, side.captions)
         homes, fresh = assign_homes(deployment, users)
         t = now_ms()
@@ -276,6 +280,9 @@ def import_kuairec_ear(
 
         def produce() -> tuple[dict[str, RegionRows], int]:
             table = read_interactions(interactions)
+            erased.update(erased_users(deployment, table["user_id"].unique().to_pylist()))
+            if erased:
+                table = table.filter(pc.invert(pc.is_in(table["user_id"], pa.array(erased))))
             # ids in no side table, in first-seen order
             seen_users = table["user_id"].unique().to_pylist()
             seen_videos = table["video_id"].unique().to_pylist()
@@ -325,5 +332,6 @@ def import_kuairec_ear(
             f"train/valid rows are long plays of watch_ms={WATCH_MS}",
             "test rows are labels (dataset kuairec-ear, split test), never events",
             f"writers: {'one process per region' if workers else 'this process'}",
+            *erased_note(erased),
         ],
     )

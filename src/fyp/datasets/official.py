@@ -50,6 +50,8 @@ from fyp.datasets.bulk import (
     RegionBatch,
     RegionCounts,
     assign_homes,
+    erased_note,
+    erased_users,
     gc_paused,
     new_videos,
     store_totals,
@@ -247,6 +249,8 @@ def import_kuairec(
         users: dict[str, dict[str, Any]] = read_users(side.users) if side.users else {}
         for u in sorted(scan.users - users.keys(), key=int):
             users[check_user_id(u, big or small or Path(data))] = {}
+        erased = erased_users(deployment, users)
+        users = {u: a for u, a in users.items() if u not in erased}
         videos = read_videos(side.categories, side.captions)
         for v in scan.durations:
             videos.setdefault(v, VideoInfo(v))
@@ -267,11 +271,12 @@ def import_kuairec(
             written[region].users, written[region].videos = c.users, c.videos
 
         progress.start(f"importing {DATASET}", scan.rows)
-        writer = _EventWriter(deployment, homes, written, progress, chunk)
+        writer = _EventWriter(deployment, homes, written, progress, chunk, erased)
         skipped = 0
         if big is not None:
             skipped += writer.play_events(big, scan if split_protocol else None)
         notes = [f"home region = regions[user_id % {len(regions)}] over {regions}"]
+        notes += erased_note(erased)
         if small is not None and split_protocol:
             notes += writer.test_set(small)
         elif small is not None:
@@ -301,9 +306,11 @@ class _EventWriter:
         written: dict[str, RegionCounts],
         progress: Progress,
         chunk: int,
+        erased: set[str] | None = None,
     ) -> None:
         self.deployment = deployment
         self.homes = homes
+        self.erased = erased or set()  # their rows are skipped (``erased_users``)
         self.written = written
         self.progress = progress
         self.chunk = chunk
@@ -336,7 +343,7 @@ class _EventWriter:
         self.rows += len(block)
         self.progress.advance(len(block))
         for i, r in enumerate(block):
-            if keep is not None and not keep[i]:
+            if (keep is not None and not keep[i]) or r[_U] in self.erased:
                 continue
             ts, watch, dur = ts_ms(r), _int(r[_PLAY]), _int(r[_DUR])
             if ts is None or watch is None or watch < 0 or dur is None or dur <= 0:
@@ -382,6 +389,8 @@ class _EventWriter:
             n = 0
             for r in _rows(path):
                 n += 1
+                if r[_U] in self.erased:
+                    continue
                 home = self.homes[r[_U]]
                 writers[home].writerow((r[_U], r[_V], r[_RATIO]))
                 counts[home] += 1
