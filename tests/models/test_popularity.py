@@ -83,6 +83,22 @@ def test_serving_popularity_normalises_by_activity_and_halves_per_half_life() ->
     assert np.isclose(pop[2], 1 / 4**1.5)
 
 
+def test_old_popularity_never_collapses_behind_one_new_event() -> None:
+    """Six years of data and one event of today: the old videos keep their order."""
+    from fyp.models.training import decay_weights, serving_popularity
+
+    day = 86_400_000
+    # videos 0, 1, 2 liked by 3, 2 and 1 of users 0-2 in 2020; user 3 likes video 3 today
+    users = np.array([0, 1, 2, 0, 1, 0, 3])
+    items = np.array([0, 0, 0, 1, 1, 2, 3])
+    ts = np.array([0, 0, 0, 0, 0, 0, 6 * 365 * day])
+    pop = serving_popularity(users, items, np.ones(7), ts, (4, 4), TrainParams())
+    assert pop[0] > pop[1] > pop[2] > 0  # the long-run order, at 1 % weight
+    assert pop[3] > pop[0]  # and today's engagement still trends above it
+    assert decay_weights(np.array([0]), 6 * 365 * day, 14.0, 0.01)[0] == 0.01
+    assert decay_weights(np.array([0]), 14 * day, 14.0, 0.01)[0] == 0.5  # no floor yet
+
+
 def test_ranker_features_use_the_serving_popularity(monkeypatch: pytest.MonkeyPatch) -> None:
     """The heads must learn on the feature serving gives them (same exponent, decay)."""
     from fyp.models import training

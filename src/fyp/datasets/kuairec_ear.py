@@ -16,8 +16,11 @@ existing deployment. The rules, all deterministic so a re-import changes nothing
   ``kuairec-ear:{split}:{user_id}:{video_id}``. The rows are positives (KuaiRec's
   ``watch_ratio >= 2``), so each is a long play: ``watch_ms = 2 x`` the placeholder
   duration, labelled with :func:`fyp.events.schema.play_labels`. The data has no
-  timestamps; synthetic ones keep the file order: train row *i* at
-  ``BASE_TS_MS + i`` seconds, valid rows after all train rows.
+  timestamps; synthetic ones keep the file order, one second apart, train rows then
+  valid rows, the last one second before the import: the data counts as recent, so
+  live events that follow it do not make it look years old to the time decay of
+  popularity (it was dated 2020, when KuaiRec was collected, until session 11: one
+  live like then halved every imported event 156 times at the next training).
 - **Labels**: ``test`` rows are never events (nothing may train on them). They are
   stored as ``LabelRow("kuairec-ear", "test", user_id, video_id)`` in the user's home.
 
@@ -82,7 +85,6 @@ from fyp.regions.deployment import Deployment
 from fyp.storage import Store
 
 __all__ = [
-    "BASE_TS_MS",
     "DATASET",
     "WATCH_MS",
     "ImportReport",
@@ -95,7 +97,6 @@ DATASET = "kuairec-ear"
 INTERACTIONS = "interactions.csv"
 COLUMNS = ("split", "user_id", "video_id")
 SPLITS = ("train", "valid", "test")
-BASE_TS_MS = 1_593_907_200_000  # 2020-07-05 00:00 UTC, when KuaiRec's collection began
 WATCH_MS = 2 * PLACEHOLDER_DURATION_MS
 _SCHEMA = pa.schema([(c, pa.string()) for c in COLUMNS])
 _NONE = (pa.array([], pa.string()), pa.array([], pa.string()))
@@ -188,9 +189,13 @@ def _route(
     new_users: list[str],
     new_videos: list[str],
     regions: list[str],
+    now_ms: int,
 ) -> dict[str, RegionRows]:
     """Send each row to its user's home; train then valid rows get one second each,
-    in file order. Vectorised: Python looks at each distinct user, never at a row."""
+    in file order, the last one second before ``now_ms``. Vectorised: Python looks at
+    each distinct user, never at a row."""
+    played = int(pc.sum(pc.invert(pc.equal(table["split"], "test"))).as_py() or 0)
+    base_ts = now_ms - 1000 * played
     users, splits = (_encoded(table[c]) for c in ("user_id", "split"))
     index = {r: i for i, r in enumerate(regions)}
     home = np.array([index[homes[u]] for u in users.dictionary.to_pylist()], dtype=np.intp)
@@ -211,7 +216,7 @@ def _route(
             if name == "test":
                 out[region].labels = columns
             else:
-                out[region].events[name] = (*columns, BASE_TS_MS + 1000 * (first + at))
+                out[region].events[name] = (*columns, base_ts + 1000 * (first + at))
         first += len(rows)
     return out
 
@@ -295,7 +300,7 @@ def import_kuairec_ear(
             more_homes, more_fresh = assign_homes(deployment, extra_users)
             homes.update(more_homes)
             new_users = [u for u in extra_users if u in more_fresh]
-            routed = _route(table, homes, new_users, list(extra_videos), regions)
+            routed = _route(table, homes, new_users, list(extra_videos), regions, t)
             read.append(table.num_rows)
             return routed, read[0]
 
