@@ -482,6 +482,19 @@ def test_cursor_is_the_json_it_always_was_and_round_trips(page: int, session: in
     assert decode_cursor(encode_cursor(page, session)) == (page, session)
 
 
+@pytest.mark.parametrize(
+    "raw",
+    [b'{"p":1e999,"s":1}', b'{"p":-1,"s":1}', b'{"p":true,"s":1}', b'{"p":"1","s":1}', b"[1]"],
+)
+def test_a_crafted_cursor_is_a_client_error(raw: bytes) -> None:
+    import base64
+
+    from fyp.feed.service import decode_cursor
+
+    with pytest.raises(InvalidRequest, match="invalid feed cursor"):
+        decode_cursor(base64.urlsafe_b64encode(raw).decode().rstrip("="))
+
+
 def test_warming_up_leaves_the_first_request_nothing_to_load(trained: Deployment) -> None:
     from fyp.moderation.snapshot import snapshot_for
 

@@ -98,9 +98,15 @@ def decode_cursor(cursor: str | None) -> tuple[int, int]:
         return 0, int(time.time_ns() % 2**31)
     try:
         raw = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
-        return int(raw["p"]), int(raw["s"])
-    except (ValueError, KeyError, TypeError, binascii.Error):
-        raise InvalidRequest("invalid feed cursor", cursor=cursor) from None
+        page, session = raw["p"], raw["s"]
+        # only what encode_cursor writes: ints in range (1e999 overflowed int() into a 500)
+        if type(page) is not int or type(session) is not int:
+            raise TypeError
+        if not (0 <= page < 2**53 and 0 <= session < 2**53):
+            raise ValueError
+        return page, session
+    except (ValueError, KeyError, TypeError, binascii.Error, OverflowError):
+        raise InvalidRequest("invalid feed cursor", cursor=cursor[:200]) from None
 
 
 def scorer_for(ranking: RankingConfig) -> Scorer:
