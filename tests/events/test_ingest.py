@@ -288,6 +288,19 @@ def test_configured_watch_limit_applies(small: Deployment) -> None:
 # -- exactly once ------------------------------------------------------------------------
 
 
+def test_a_retry_after_the_video_went_is_still_a_duplicate(
+    ingestor: Ingestor, world: Deployment
+) -> None:
+    assert ingestor.ingest([ev("kept")]).results[0].status == "stored"
+    for region in world.regions:  # the video is withdrawn everywhere after the event
+        world.store(region).delete_video("v_all")
+    again = ingestor.ingest([ev("kept"), ev("new-one")])
+    assert again.results[0].status == "duplicate" and again.results[0].error is None
+    err = again.results[1].error
+    assert again.results[1].status == "rejected" and err is not None
+    assert err.code == "unknown_video"
+
+
 def test_repeat_across_batches_is_a_duplicate(ingestor: Ingestor, world: Deployment) -> None:
     first = ingestor.ingest([ev("e1", watch_ms=1_000)])
     again = ingestor.ingest([ev("e1", watch_ms=9_000), ev("e2")])

@@ -163,11 +163,24 @@ class Ingestor:
             durations = self.deployment.store(home).video_durations(
                 parsed[i].video_id for i in indices
             )
+            failed: dict[int, ClientError] = {}
             for i in indices:
                 try:
                     valid.append((i, home, self._row(parsed[i], durations, home, now)))
                 except ClientError as exc:
-                    results[i].error = exc
+                    failed[i] = exc
+            # a retry of an event already stored is a duplicate, even if its video has
+            # gone since (or a limit changed): the client must not be told it was lost
+            stored = (
+                self.deployment.store(home).existing_event_ids(parsed[i].event_id for i in failed)
+                if failed
+                else set()
+            )
+            for i, error in failed.items():
+                if parsed[i].event_id in stored:
+                    results[i].status = "duplicate"
+                else:
+                    results[i].error = error
         to_write: dict[str, list[tuple[int, EventRow]]] = defaultdict(list)
         first_copy: set[str] = set()
         for i, home, row in sorted(valid, key=lambda t: t[0]):
