@@ -136,7 +136,9 @@ def test_exploration_slots_sit_in_the_second_half_at_the_configured_share() -> N
 
     n_items = 60
     model = SimpleNamespace(
-        likes=np.zeros(n_items, np.int64), impressions=np.full(n_items, 3, np.int64)
+        likes=np.zeros(n_items, np.int64),
+        impressions=np.full(n_items, 3, np.int64),
+        tag_bits=np.zeros(n_items, np.uint64),  # untagged: nothing is a look-alike
     )
     ranked = Candidates("trending", np.arange(40), np.ones(40, np.float32), lambda _r: "")
     fresh = Candidates("fresh", np.arange(40, 60), np.ones(20, np.float32), lambda _r: "")
@@ -153,3 +155,37 @@ def test_exploration_slots_sit_in_the_second_half_at_the_configured_share() -> N
                 assert pos >= 5  # first half: the surest bets
         inserted += sum(1 for r in out[:10] if r >= 40)
     assert abs(inserted / (400 * 10) - 0.05) < 0.015  # the share holds on a short page
+
+
+def test_an_exploration_pick_is_never_a_look_alike_of_its_neighbours() -> None:
+    from fyp.feed.candidates import Candidates
+    from fyp.feed.pool import merge
+    from fyp.feed.rerank import explore
+
+    n_items = 60
+    # ranked videos carry tags 1, 2 or 4; half the fresh ones share tag 1, half have 8
+    bits = [1 << (i % 3) for i in range(40)] + [1 if i % 2 else 8 for i in range(20)]
+    model = SimpleNamespace(
+        likes=np.zeros(n_items, np.int64),
+        impressions=np.full(n_items, 3, np.int64),
+        tag_bits=np.asarray(bits, np.uint64),
+    )
+    ranked = Candidates("trending", np.arange(40), np.ones(40, np.float32), lambda _r: "")
+    fresh = Candidates("fresh", np.arange(40, 60), np.ones(20, np.float32), lambda _r: "")
+    pool = merge([ranked, fresh], n_items)
+    recent = np.asarray([41, 0], np.int64)  # the user just watched tags 1 (fresh) and 1
+    p = RerankParams(exploration_share=0.3)
+    inserted = 0
+    for seed in range(200):
+        for page, chosen in ((10, list(range(20))), (1, [2])):  # a page, and one video
+            out = explore(model, pool, chosen, page, p, np.random.default_rng(seed), recent)  # type: ignore[arg-type]
+            assert [r for r in out if r < 40] == chosen
+            shown = [*[int(i) for i in recent[::-1]], *(int(pool.items[r]) for r in out)]
+            for pos, row in enumerate(out):
+                if row < 40:
+                    continue
+                inserted += 1
+                at = pos + len(recent)
+                near = shown[max(0, at - 4) : at] + shown[at + 1 : at + 5]
+                assert not any(bits[int(pool.items[row])] & bits[v] for v in near)
+    assert inserted > 100  # the fresh videos of tag 8 still get their slots

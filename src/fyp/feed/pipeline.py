@@ -116,7 +116,7 @@ class FeedPipeline:
                 pool = f.apply(model, state, pool)
                 scores = scores[np.searchsorted(before, pool.items)]
         order = diversify(model, pool, scores, want, self.rerank, state.recent)
-        order = explore(model, pool, order, n, self.rerank, rng)
+        order = explore(model, pool, order, n, self.rerank, rng, state.recent)
         order = separate_creators(model.creator[pool.items].tolist(), order)
         return RankedPage(pool=pool, order=order, scores=scores)
 

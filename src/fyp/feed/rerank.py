@@ -238,6 +238,7 @@ def explore(
     page: int,
     p: RerankParams,
     rng: np.random.Generator,
+    recent: np.ndarray | None = None,
 ) -> list[int]:
     """Give an ``exploration_share`` of each page to fresh videos picked by Thompson
     sampling on Beta(1 + engagements, 1 + impressions - engagements).
@@ -245,7 +246,11 @@ def explore(
     A page of ``page`` videos gets floor(page * share + U) slots (U uniform), so the
     share holds on average even for short pages; slots go in the second half of the
     page: the first videos are the surest bets. ``chosen`` may run past the page
-    (backfill); slots are placed in each page-sized window."""
+    (backfill); slots are placed in each page-sized window. A slot takes the best-drawn
+    fresh video that shares no tag with the ``tag_window`` videos on either side of it
+    (``recent``, the user's latest, newest first, before the page), or stays empty: an
+    exploration pick that ignored the look-alike rule ended 127 of 193 simulated
+    sessions that closed on a look-alike (KuaiRec-EAR, 300 users, session 11)."""
     taken = set(chosen)
     fresh = [r for r in np.flatnonzero(pool.is_from("fresh")).tolist() if r not in taken]
     if p.exploration_share <= 0 or not fresh or page <= 0:
@@ -257,19 +262,37 @@ def explore(
     beta = 1.0 + np.maximum(model.impressions[items].astype(np.float64), likes) - likes
     left = np.ones(len(fresh), bool)
     out = list(chosen)
+    w = p.tag_window
+    bits = model.tag_bits
+    fresh_bits = bits[items].tolist()
+    row_bits = bits[pool.items].tolist()  # per pool row
+    before = [] if recent is None or not w else bits[recent[:w]][::-1].tolist()
+
+    def fits(tags: int, at: int) -> bool:
+        if not tags or not w:
+            return True
+        near = [row_bits[r] for r in out[max(0, at - w) : at + w]]
+        if at < w:
+            near += before[len(before) - (w - at) :]
+        return not any(tags & b for b in near)
+
     start, half = 0, page // 2
     while start < len(out) and left.any():
         slots = int(page * p.exploration_share + rng.random())
         if slots:
             rows = np.flatnonzero(left)
             draws = rng.beta(alpha[rows], beta[rows])
-            picks = rows[np.argsort(-draws)[:slots]].tolist()
+            ranked = rows[np.argsort(-draws)].tolist()
             # distinct offsets in [half, page), uniformly (a permutation is far cheaper
             # than Generator.choice without replacement on such small ranges)
-            positions = sorted((half + rng.permutation(page - half)[: len(picks)]).tolist())
-            for k, offset in zip(picks, positions, strict=False):
-                out.insert(min(len(out), start + int(offset)), fresh[k])
-                left[k] = False
+            taking = min(slots, len(ranked))
+            positions = sorted((half + rng.permutation(page - half)[:taking]).tolist())
+            for offset in positions:
+                at = min(len(out), start + int(offset))
+                k = next((k for k in ranked if left[k] and fits(fresh_bits[k], at)), None)
+                if k is not None:
+                    out.insert(at, fresh[k])
+                    left[k] = False
         start += page
     return out
 
