@@ -265,13 +265,12 @@ def explore(
     w = p.tag_window
     bits = model.tag_bits
     fresh_bits = bits[items].tolist()
-    row_bits = bits[pool.items].tolist()  # per pool row
     before = [] if recent is None or not w else bits[recent[:w]][::-1].tolist()
 
     def fits(tags: int, at: int) -> bool:
         if not tags or not w:
             return True
-        near = [row_bits[r] for r in out[max(0, at - w) : at + w]]
+        near = bits[pool.items[out[max(0, at - w) : at + w]]].tolist()
         if at < w:
             near += before[len(before) - (w - at) :]
         return not any(tags & b for b in near)
