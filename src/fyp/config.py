@@ -39,6 +39,7 @@ class Limits:
     """Input limits that protect the store from absurd or hostile requests."""
 
     max_batch: int = 1000
+    max_body_bytes: int = 1024 * 1024  # a request body over this is a 413, unread
     max_future_skew_s: int = 300
     max_watch_ms: int = 4 * 3600 * 1000
     max_duration_ms: int = 24 * 3600 * 1000

@@ -227,3 +227,36 @@ def test_random_bodies_never_break_the_error_shape(
     assert resp.status_code < 500, resp.text
     if resp.status_code >= 400:
         assert_error_shape(resp)
+
+
+def test_a_body_over_the_limit_is_413_unread(client: TestClient) -> None:
+    from serving.errors import assert_error
+
+    big = json.dumps({"user_id": "u1", "home_region": "us", "attributes": {"x": "y" * 1_100_000}})
+    error = assert_error(
+        client.post("/v1/users", content=big, headers={"content-type": "application/json"}),
+        413,
+        "payload_too_large",
+    )
+    assert error["details"]["limit"] == 1024 * 1024
+    assert client.get("/v1/users/u1").status_code == 404
+
+    def chunks() -> Iterator[bytes]:  # no content-length: counted as it arrives
+        for part in range(0, len(big), 65_536):
+            yield big[part : part + 65_536].encode()
+
+    resp = client.post("/v1/users", content=chunks(), headers={"content-type": "application/json"})
+    assert_error(resp, 413, "payload_too_large")
+    assert client.get("/v1/users/u1").status_code == 404
+    event = {"event_id": "e-big", "user_id": "nobody", "video_id": "v", "type": "like"}
+    padded = json.dumps({**event, "pad": "x" * 1_100_000})
+    resp = client.post("/v1/events", content=padded, headers={"content-type": "application/json"})
+    assert_error(resp, 413, "payload_too_large")  # the hot route too
+
+
+def test_an_unreadable_body_is_invalid_request_on_every_route(client: TestClient) -> None:
+    from serving.errors import assert_error
+
+    for path in ("/v1/users", "/v1/events"):
+        resp = client.post(path, content=b"\xff\xfe{", headers={"content-type": "application/json"})
+        assert_error(resp, 400, "invalid_request")

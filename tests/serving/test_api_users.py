@@ -78,6 +78,38 @@ def test_invalid_user_is_422(client: TestClient, body: dict[str, Any], field: st
     assert field in error["message"]
 
 
+def _nested(depth: int) -> dict[str, Any]:
+    node: dict[str, Any] = {"leaf": 1}
+    for _ in range(depth - 1):
+        node = {"a": node}
+    return node
+
+
+@pytest.mark.parametrize(
+    ("attributes", "why"),
+    [
+        (_nested(300), "deeper than 16 levels"),  # was a 500 from the JSON encoder
+        ({"x": "y" * 70_000}, "over 65,536"),  # was stored
+    ],
+)
+def test_unbounded_attributes_are_422(client: TestClient, attributes: Any, why: str) -> None:
+    body = {"user_id": "u1", "home_region": "us", "attributes": attributes}
+    error = assert_error(client.post("/v1/users", json=body), 422, "validation_failed")
+    assert why in error["message"]
+    create_user(client, "u2", attributes=_nested(16))  # within bounds
+    error = assert_error(
+        client.patch("/v1/users/u2", json={"attributes": attributes}), 422, "validation_failed"
+    )
+    assert why in error["message"]
+
+
+def test_a_non_finite_attribute_is_422_not_null(client: TestClient) -> None:
+    raw = b'{"user_id": "u1", "home_region": "us", "attributes": {"score": Infinity}}'
+    resp = client.post("/v1/users", content=raw, headers={"content-type": "application/json"})
+    assert resp.status_code in (400, 422), resp.text
+    assert client.get("/v1/users/u1").status_code == 404
+
+
 def test_malformed_json_is_400(client: TestClient) -> None:
     resp = client.post("/v1/users", content=b"{bad", headers={"content-type": "application/json"})
     assert_error(resp, 400, "invalid_request")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 import unicodedata
 from typing import Annotated, Any
@@ -14,6 +15,7 @@ from pydantic import (
     StringConstraints,
     model_validator,
 )
+from pydantic_core import to_json
 
 Id = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.:\-]{1,64}$")]
 Region = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{0,31}$")]
@@ -46,6 +48,32 @@ def _hashtags(values: list[str]) -> list[str]:
     return _unique([v.strip().lstrip("#＃") for v in values])
 
 
+MAX_ATTRIBUTES_DEPTH = 16
+MAX_ATTRIBUTES_BYTES = 64 * 1024
+
+
+def _attributes(value: dict[str, Any]) -> dict[str, Any]:
+    """What the app keeps about a user or video, as given, within bounds: a 300-deep
+    object broke the JSON encoder (a 500) and a 60 MB one was stored; a non-finite
+    number would have been stored as null."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()  # depth: objects and arrays around this node, itself too
+        if isinstance(node, dict | list) and depth > MAX_ATTRIBUTES_DEPTH:
+            raise ValueError(f"attributes nest deeper than {MAX_ATTRIBUTES_DEPTH} levels")
+        if isinstance(node, dict):
+            stack.extend((v, depth + 1) for v in node.values())
+        elif isinstance(node, list):
+            stack.extend((v, depth + 1) for v in node)
+        elif isinstance(node, float) and not math.isfinite(node):
+            raise ValueError("attributes may not hold NaN or Infinity")
+    size = len(to_json(value))
+    if size > MAX_ATTRIBUTES_BYTES:
+        raise ValueError(f"attributes take {size:,} bytes of JSON, over {MAX_ATTRIBUTES_BYTES:,}")
+    return value
+
+
+Attributes = Annotated[dict[str, Any], AfterValidator(_attributes)]
 Label = Annotated[str, StringConstraints(max_length=100)]
 Labels = Annotated[list[Label], AfterValidator(_unique)]
 Hashtags = Annotated[list[Label], AfterValidator(_hashtags)]
@@ -62,7 +90,7 @@ class UserPatch(BaseModel):
     country: Short | None = None
     language: Short | None = None
     consents: dict[Short, bool] | None = None
-    attributes: dict[str, Any] | None = None
+    attributes: Attributes | None = None
 
 
 class UserIn(UserPatch):
@@ -98,7 +126,7 @@ class VideoPatch(BaseModel):
     tags: Labels | None = None
     duration_ms: DurationMs | None = None
     regions: Regions | None = None
-    attributes: dict[str, Any] | None = None
+    attributes: Attributes | None = None
 
 
 class VideoIn(BaseModel):
@@ -112,7 +140,7 @@ class VideoIn(BaseModel):
     tags: Labels = []
     duration_ms: DurationMs
     regions: Regions
-    attributes: dict[str, Any] = {}
+    attributes: Attributes = {}
 
 
 class Video(VideoIn):

@@ -12,12 +12,14 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import Depends, FastAPI, Request
-from starlette.types import Receive, Scope, Send
+from fastapi.responses import JSONResponse
+from starlette.types import Message, Receive, Scope, Send
 
 from fyp import __version__
 from fyp.access.guard import install as install_access_control
 from fyp.access.guard import key_regions
 from fyp.catalog.service import Catalog
+from fyp.errors import PayloadTooLarge, error_body, http_status
 from fyp.events.ingest import Ingestor
 from fyp.feed.service import FeedService
 from fyp.moderation import ModerationEligibility, Moderator, Reviews
@@ -36,14 +38,64 @@ class FypApp(FastAPI):
 
     hot: HotRoutes | None = None
     _hot_on: bool | None = None
+    max_body_bytes: int = 1024 * 1024
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if self._hot_on is None and scope["type"] == "http":
             telemetry = getattr(self, "_native_telemetry", None)  # not in older FastAPI
             self._hot_on = not (telemetry is not None and telemetry.enabled())
+        if scope["type"] == "http":
+            declared = _content_length(scope)
+            if declared is not None and declared > self.max_body_bytes:
+                await _too_large(declared, self.max_body_bytes, scope, receive, send)
+                return
+            if declared is None and scope["method"] in _BODY_METHODS:  # chunked: counted
+                receive = _capped(receive, self.max_body_bytes)
         hot = self.hot if self._hot_on else None
         if hot is None or not await hot(scope, receive, send):
             await super().__call__(scope, receive, send)
+
+
+_BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+
+def _content_length(scope: Scope) -> int | None:
+    for name, value in scope.get("headers", ()):
+        if name == b"content-length":
+            try:
+                return int(value)
+            except ValueError:
+                return None
+    return None
+
+
+async def _too_large(size: int, limit: int, scope: Scope, receive: Receive, send: Send) -> None:
+    error = PayloadTooLarge(
+        f"request body of {size:,} bytes is over the limit of {limit:,} ([limits] max_body_bytes)",
+        limit=limit,
+        size=size,
+    )
+    await JSONResponse(error_body(error), status_code=http_status(error))(scope, receive, send)
+
+
+def _capped(receive: Receive, limit: int) -> Receive:
+    """``receive`` for a body of undeclared length: past ``limit`` bytes it raises
+    PayloadTooLarge, which the error handlers answer with a 413."""
+    seen = 0
+
+    async def capped() -> Message:
+        nonlocal seen
+        message = await receive()
+        if message["type"] == "http.request":
+            seen += len(message.get("body", b""))
+            if seen > limit:
+                raise PayloadTooLarge(
+                    f"request body is over the limit of {limit:,} bytes ([limits] max_body_bytes)",
+                    limit=limit,
+                )
+        return message
+
+    return capped
 
 
 def create_app(deployment: Deployment | str | Path) -> FastAPI:
@@ -68,6 +120,7 @@ def create_app(deployment: Deployment | str | Path) -> FastAPI:
         version=__version__,
         summary="For You feed engine with ringfenced regions",
     )
+    app.max_body_bytes = deployment.config.limits.max_body_bytes
     moderator = Moderator(deployment)  # a bad [regions.*.policy] fails here, at start-up
     app.state.fyp = AppState(
         deployment=deployment,

@@ -61,6 +61,10 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if isinstance(exc.__cause__, FypError):  # raised while FastAPI read the body
+            return _json(exc.__cause__)
+        if exc.status_code == 400:  # FastAPI could not read or decode the body
+            return _json(InvalidRequest(f"request body could not be read: {exc.detail}"))
         body = {
             "error": {
                 "code": _HTTP_CODES.get(exc.status_code, "http_error"),
