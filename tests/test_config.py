@@ -21,7 +21,7 @@ from fyp.config import (
     parse_config,
     write_config,
 )
-from fyp.errors import ConfigError, UnknownRegion
+from fyp.errors import ConfigError, NotADeployment, UnknownRegion
 
 
 def minimal(**extra: Any) -> dict[str, Any]:
@@ -32,10 +32,10 @@ def minimal(**extra: Any) -> dict[str, Any]:
 
 
 def test_missing_file(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError) as info:
+    with pytest.raises(NotADeployment) as info:  # a path the caller gave: a client error
         load_config(tmp_path)
     assert info.value.details["path"] == str(tmp_path / CONFIG_FILE)
-    assert info.value.status == 500
+    assert info.value.status == 404
 
 
 def test_invalid_toml(tmp_path: Path) -> None:
@@ -46,7 +46,7 @@ def test_invalid_toml(tmp_path: Path) -> None:
 
 def test_config_file_that_is_a_directory(tmp_path: Path) -> None:
     (tmp_path / CONFIG_FILE).mkdir()
-    with pytest.raises(ConfigError):
+    with pytest.raises(NotADeployment):
         load_config(tmp_path)
 
 

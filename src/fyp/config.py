@@ -17,7 +17,7 @@ from typing import Any
 
 import tomli_w
 
-from fyp.errors import ConfigError, UnknownRegion
+from fyp.errors import ConfigError, NotADeployment, UnknownRegion
 
 CONFIG_FILE = "fyp.toml"
 REGION_NAME = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
@@ -271,8 +271,8 @@ def new_config(root: Path, regions: list[str], name: str | None = None) -> Deplo
 
 def load_config(root: Path) -> DeploymentConfig:
     path = root / CONFIG_FILE
-    if not path.is_file():
-        raise ConfigError(
+    if not path.is_file():  # a path the caller gave: their mistake, not a broken deployment
+        raise NotADeployment(
             f"{path} not found: is {root} a fyp deployment? create one with `fyp init {root}`",
             path=str(path),
         )

@@ -15,9 +15,10 @@ always ``{"error": {"code", "message", "status", "details"}}``.
     │   ├── NotFound                     404
     │   │   ├── UnknownUser
     │   │   ├── UnknownVideo
-    │   │   └── UnknownRegion
+    │   │   ├── UnknownRegion
+    │   │   └── NotADeployment           (a directory without fyp.toml)
     │   ├── AlreadyExists                409
-    │   ├── PayloadTooLarge              413 batch over the configured limit
+    │   ├── PayloadTooLarge              413 batch or body over the configured limit
     │   └── ValidationFailed             422 well-formed but invalid values
     └── ServerError                      5xx — fyp or its environment is wrong
         ├── ConfigError                  500 deployment config is invalid
@@ -80,6 +81,12 @@ class ResidencyViolation(Forbidden):
 class NotFound(ClientError):
     status = 404
     code = "not_found"
+
+
+class NotADeployment(NotFound):
+    """The directory given holds no fyp.toml (a CLI argument, exit 2)."""
+
+    code = "not_a_deployment"
 
 
 class UnknownUser(NotFound):

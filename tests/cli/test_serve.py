@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -18,3 +20,24 @@ def test_a_malformed_root_path_is_refused(tmp_path: Path, root_path: str) -> Non
     assert result.exit_code == 2
     words = " ".join(result.output.replace("│", " ").split())  # unwrap rich's error panel
     assert "a root path starts with / and does not end with one" in words
+
+
+def test_bad_input_to_init_serve_and_status_exits_2_in_one_line(tmp_path: Path) -> None:
+    for args in (
+        ["status", str(tmp_path / "nowhere")],
+        ["init", str(tmp_path / "x"), "--regions", "US"],
+        ["serve", str(tmp_path), "--port", "99999"],
+    ):
+        done = subprocess.run(
+            [sys.executable, "-m", "fyp", *args], capture_output=True, text=True, check=False
+        )
+        assert done.returncode == 2, (args, done.stderr)
+        assert "Traceback" not in done.stderr
+    assert not (tmp_path / "x").exists()  # nothing created for a bad region name
+    done = subprocess.run(
+        [sys.executable, "-m", "fyp", "status", str(tmp_path / ("a-rather-long-name" * 6))],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1  # no wrapping

@@ -10,7 +10,14 @@ import pytest
 from fyp.catalog.models import UserIn, VideoIn
 from fyp.catalog.service import Catalog
 from fyp.config import CONFIG_FILE, load_config
-from fyp.errors import AlreadyExists, ConfigError, StorageError, UnknownRegion, UnknownUser
+from fyp.errors import (
+    AlreadyExists,
+    ConfigError,
+    NotADeployment,
+    StorageError,
+    UnknownRegion,
+    UnknownUser,
+)
 from fyp.regions.deployment import Deployment
 from fyp.storage import open_store
 from fyp.storage.sqlite import SQLiteStore
@@ -78,7 +85,7 @@ def test_init_with_bad_regions_writes_nothing(tmp_path: Path, regions: list[str]
 
 
 def test_open_a_directory_without_config(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="fyp init"):
+    with pytest.raises(NotADeployment, match="fyp init"):
         Deployment.open(tmp_path)
 
 

@@ -29,7 +29,10 @@ EXIT_SERVER = 3
 
 def fail(error: FypError) -> typer.Exit:
     """Print an error the same way for every command and return the exit to raise."""
-    err_console.print(f"[bold red]error[/] ({error.code}): {error.message}")
+    # one line however narrow the terminal, or none (a log file, a CI job)
+    err_console.print(
+        f"[bold red]error[/] ({error.code}): {error.message}", soft_wrap=True, highlight=False
+    )
     return typer.Exit(EXIT_CLIENT if isinstance(error, ClientError) else EXIT_SERVER)
 
 

@@ -10,6 +10,7 @@ import typer
 from rich.table import Table
 
 from fyp.cli.app import console
+from fyp.config import REGION_NAME
 
 DirArg = typer.Argument(..., help="Deployment directory (holds fyp.toml).")
 
@@ -38,6 +39,13 @@ def register(app: typer.Typer) -> None:
         from fyp.regions.deployment import Deployment
 
         names = [r.strip() for r in regions.split(",") if r.strip()]
+        for region in names:  # the user's input: a client error (2), not a broken config
+            if not REGION_NAME.fullmatch(region):
+                raise typer.BadParameter(
+                    f"{region!r}: use 1-32 lowercase letters, digits or '_', starting with a "
+                    "letter",
+                    param_hint="--regions",
+                )
         with Deployment.init(directory, names, name) as d:
             key_file, _ = ensure_admin_key(d)
             console.print(f"created deployment [bold]{d.config.name}[/] in {directory}")
@@ -54,7 +62,7 @@ def register(app: typer.Typer) -> None:
     def serve(
         directory: Path = DirArg,
         host: str = typer.Option("127.0.0.1", help="Interface to bind."),
-        port: int = typer.Option(8000, help="Port to bind."),
+        port: int = typer.Option(8000, min=1, max=65535, help="Port to bind."),
         root_path: str = typer.Option(
             "", help="Path prefix a reverse proxy serves the API under (e.g. /fyp)."
         ),

@@ -89,6 +89,7 @@ def register(app: typer.Typer) -> None:
         due_within: float | None = typer.Option(
             None,
             "--due-within",
+            min=0,
             help="Retrain only when the earliest deadline is this many hours away or less "
             "(default: whenever an erasure is pending).",
         ),
