@@ -57,6 +57,21 @@ def test_export_round_trips_every_row_held_about_the_user(dep: Deployment) -> No
         assert sections[name] == len(doc[name]), name
 
 
+def test_an_export_right_after_a_feed_page_holds_that_page(dep: Deployment) -> None:
+    from fyp.storage.served_log import ServedBuffer
+
+    store = dep.store("us")
+    # as in a serving process, pages are buffered and committed in groups; nothing
+    # commits this group on its own
+    store._served = ServedBuffer(max_age_s=3600.0, max_records=10_000)  # type: ignore[attr-defined]
+    store.record_served(ANA, ["v0", "v1"], 1_700_000_100_000)
+    assert store._served.pending  # type: ignore[attr-defined]
+    doc = json.loads("".join(UserExport(dep, ANA).chunks()))
+    served = sorted(r["video_id"] for r in doc["served"])
+    assert served == ["v0", "v1", "v7", "v8"]  # the page just served is not left out
+    assert doc["manifest"]["sections"]["served"] == 4
+
+
 def test_export_streams_events_a_page_at_a_time(
     dep: Deployment, monkeypatch: pytest.MonkeyPatch
 ) -> None:

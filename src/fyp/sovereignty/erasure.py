@@ -241,6 +241,7 @@ class Eraser:
                 uploads.update(delete_created_videos(store, user_id))
         out.add("videos", len(uploads))
         home = d.store(region)
+        home.flush_served()  # pages still buffered are counted, then deleted with the rest
         with home.transaction():
             served = sql_store(home).query(
                 "SELECT COUNT(*) FROM served WHERE user_id=?", (user_id,)

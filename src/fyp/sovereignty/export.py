@@ -60,6 +60,8 @@ class UserExport:
         self.deployment = deployment
         self.user_id = user_id
         self.region = deployment.home_region(user_id)  # UnknownUser before any output
+        # pages served a few milliseconds ago may still be buffered (fyp.storage.served_log)
+        deployment.store(self.region).flush_served()
 
     @property
     def home(self) -> SQLStore:

@@ -114,6 +114,10 @@ class Store(ABC):
         """Move housekeeping (e.g. WAL checkpoints) off the request path while serving,
         and with ``served_window_ms`` forget served pages older than that now and then."""
 
+    def flush_served(self) -> None:  # noqa: B027 - optional hook
+        """Commit served records a serving process still holds in memory, so a reader
+        of the table (an export, an erasure's count) sees every page served so far."""
+
     @abstractmethod
     def transaction(self) -> AbstractContextManager[None]:
         """Group writes atomically; nested use joins the outer transaction."""

@@ -238,6 +238,10 @@ class SQLiteStore(Store):
         if self._served is not None and self._served.due(age_s) and not _Checkpoints.running:
             self._commit_served()
 
+    def flush_served(self) -> None:
+        with self._lock:
+            self._commit_served()
+
     def _commit_served(self) -> None:
         """Commit the buffered served records (caller holds ``_lock``), unless a
         transaction is open on the connection: then the next call does."""
