@@ -573,3 +573,21 @@ def test_a_failed_background_load_keeps_the_loaded_model(
     while len(loads) < 2 and time.monotonic() < deadline:
         time.sleep(0.01)
     assert loads == ["planted", "planted"]  # retried once the backoff is over
+
+
+def test_a_user_who_has_seen_every_source_s_quota_still_gets_full_pages(
+    trained: Deployment,
+) -> None:
+    from fyp.feed.candidates import Fresh, Trending
+
+    service = FeedService(trained)
+    service.pipeline.sources = [Trending(12), Fresh(3)]  # quotas far below the catalogue
+    service.pipeline._proposals.max_users = 0
+    shown: list[str] = []
+    for _ in range(6):
+        page = service.feed("u4", n=10)
+        assert len(page.items) == 10  # trending goes deeper instead of running dry
+        shown += [i.video_id for i in page.items]
+    assert len(set(shown)) == 60
+    deep = [i for i in page.items if i.source == "trending"]
+    assert deep and {i.reason for i in deep} == {"popular in your region"}

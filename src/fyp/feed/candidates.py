@@ -266,6 +266,18 @@ class _BecauseYouWatch:
         return f"because you watch {model.category_names[model.category[self._items[row]]]}"
 
 
+def deeper_trending(model: RegionModel, state: UserState, count: int) -> Candidates:
+    """The region's popularity order past what the sources proposed, skipping what the
+    user has seen: for a user who has seen what every source's quota holds (~350 videos
+    on KuaiRec-EAR), whose feed would otherwise run dry while the region has thousands
+    of videos they have never been shown."""
+    order = model.trending_order
+    unseen = order[~state.seen_mask(model)[order]][:count].astype(np.int64)
+    return Candidates(
+        Trending.name, unseen, model.popularity[unseen], _fixed("popular in your region")
+    )
+
+
 def default_sources() -> list[CandidateSource]:
     return [
         CoEngagement(200),

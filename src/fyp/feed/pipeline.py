@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from fyp.feed.candidates import Candidates, CandidateSource, default_sources
+from fyp.feed.candidates import Candidates, CandidateSource, deeper_trending, default_sources
 from fyp.feed.filters import AlreadySeen, Filter, NotInterested
 from fyp.feed.pool import Pool, RemovedLog, merge
 from fyp.feed.rerank import (
@@ -40,6 +40,12 @@ class RankedPage:
     @property
     def removed(self) -> RemovedLog:
         return self.pool.removed
+
+
+# when fewer than REFILL_BELOW x (page + spares) candidates survive the filters, trending
+# past the sources' quotas adds REFILL_BY x that many unseen videos
+REFILL_BELOW = 4
+REFILL_BY = 8
 
 
 class Universe(CandidateSource):
@@ -75,6 +81,14 @@ class FeedPipeline:
         self.rerank = rerank or RerankParams()
         self._proposals = ProposalCache(proposal_cache_users)
 
+    def _filtered(
+        self, model: RegionModel, state: UserState, candidates: Sequence[Candidates]
+    ) -> Pool:
+        pool = merge(candidates, model.n_items)
+        for f in self.filters:
+            pool = f.apply(model, state, pool)
+        return pool
+
     def forget(self, user_id: str) -> None:
         """Drop what is kept for the user (proposals name their videos): an erasure."""
         self._proposals.drop(user_id)
@@ -98,11 +112,13 @@ class FeedPipeline:
             allowed[universe] = True
             restricted = [_restrict(c, allowed) for c in candidates]
             candidates = (*restricted, Universe(universe).fetch(model, state))
-        pool = merge(candidates, model.n_items)
-        for f in self.filters:
-            pool = f.apply(model, state, pool)
-        scores = self.scorer.score(model, state, pool)
         want = n + (max(2, n // 4) if backfill is None else backfill)
+        pool = self._filtered(model, state, candidates)
+        if universe is None and len(pool) < REFILL_BELOW * want:
+            # the user has seen most of what the sources hold: go deeper into trending
+            candidates = (*candidates, deeper_trending(model, state, REFILL_BY * want))
+            pool = self._filtered(model, state, candidates)
+        scores = self.scorer.score(model, state, pool)
         if extra_filters:
             # Costly checks (moderation reads the store) run on exactly what can reach
             # the page: the re-ranker's shortlist (rerank.diversify) and the exploration
