@@ -263,19 +263,9 @@ class LookAlikeAvoidingPeer(PeerPolicy):
     unshown one if every one does). An ablation, not a peer: how much of the engine's
     interactive lead the rule alone explains, and how much its learning adds."""
 
-    def __init__(
-        self,
-        name: str,
-        protocol: Protocol,
-        env: Environment,
-        make: Callable[[int], Recommender],
-        seed: int,
-        window: int,
-    ) -> None:
-        super().__init__(name, protocol, env, make, seed)
-        self.window = window
-        self._shown: list[str] = []
-        self._taken = np.zeros(0, bool)
+    window = RerankParams().tag_window  # the engine's rule, not the simulated user's
+    _shown: list[str]
+    _taken: np.ndarray
 
     def begin(self, user_id: str) -> None:
         super().begin(user_id)
@@ -441,7 +431,6 @@ def run_interactive(
         raise InvalidRequest(
             f"unknown methods {unknown}; known: fyp, {', '.join([*PEERS, *ABLATIONS])}"
         )
-    window = RerankParams().tag_window  # the engine's rule, not the simulated user's
     out: dict[str, SimResult] = {}
     for name in [*wanted, *ablations]:
         started = time.perf_counter()
@@ -450,7 +439,7 @@ def run_interactive(
             policy = EnginePolicy(protocol.deployment, env, params)
         elif name in ABLATIONS:
             peer = ABLATIONS[name]
-            policy = LookAlikeAvoidingPeer(name, protocol, env, PEERS[peer], params.seed, window)
+            policy = LookAlikeAvoidingPeer(name, protocol, env, PEERS[peer], params.seed)
         else:
             policy = PeerPolicy(name, protocol, env, PEERS[name], params.seed)
         with serving_threads(name == "fyp"):
