@@ -269,14 +269,14 @@ def _sessions(protocol: Protocol, seed: int) -> list[tuple[str, ...]]:
 
 def test_fixed_seeds_give_the_same_sessions(tmp_path: Path) -> None:
     # Two copies of one trained deployment (a rebuild would differ in creation times).
-    build_world(tmp_path / "a", lambda v: [f"t{v % 7}"]).close()
+    build_world(tmp_path / "a", lambda v: [f"t{v % 4}"]).close()
     shutil.copytree(tmp_path / "a", tmp_path / "b")
     runs = []
     for name in ("a", "b"):
         with Deployment.open(tmp_path / name) as d:
             runs.append(_sessions(prepare(d, log=lambda _m: None), seed=1))
     assert runs[0] == runs[1]
-    assert any(len(s) < 30 for s in runs[0])  # tags repeat every 7 videos: some leave
+    assert any(len(s) < 30 for s in runs[0])  # 4 tags, a window of 4: the 5th video repeats one
     assert session_seed(1, "u1") == session_seed(1, "u1") != session_seed(2, "u1")
 
 

@@ -21,11 +21,14 @@ from fyp.config import FeedConfig
 from fyp.errors import InvalidRequest, ModelError, UnknownUser, ValidationFailed
 from fyp.events.ingest import Ingestor
 from fyp.feed.filters import EligibilityCheck
+from fyp.feed.scoring import ValueScorer, ValueWeights
 from fyp.feed.service import FeedService, encode_cursor
 from fyp.feed.state import UserState
 from fyp.models.artifacts import hash_ids, read_manifest
 from fyp.models.training import train_and_publish
 from fyp.regions.deployment import Deployment
+
+N_VIDEOS = 120  # the trained fixture's catalogue (tests/feed/conftest.py)
 
 
 def test_page_has_items_with_score_source_and_reason(trained: Deployment) -> None:
@@ -94,6 +97,44 @@ def test_new_user_gets_a_feed_and_a_few_likes_personalise_it(trained: Deployment
     assert [i.video_id for i in warm.items] != [i.video_id for i in cold.items]
     assert {i.source for i in warm.items} - {"trending", "fresh"}, "no personal source"
     assert not {i.video_id for i in warm.items} & set(liked), "liked videos count as seen"
+
+
+def test_a_few_likes_show_on_the_first_page_itself(trained: Deployment) -> None:
+    """The model has not learned them yet, so they weigh as this session's intent
+    (UserState.fresh_affinity): the category a new user liked appears on page 1."""
+    catalog = Catalog(trained)
+    catalog.create_user(UserIn(user_id="newbie", home_region="eu"))
+    service = FeedService(trained)
+
+    def category(video_id: str) -> str:
+        return catalog.get_video(video_id).categories[0]
+
+    cold = [category(i.video_id) for i in service.feed("newbie", n=10, record=False).items]
+    rare = min((f"cat{c}" for c in range(6)), key=lambda c: (cold.count(c), c))
+    liked = [f"v{k}" for k in range(N_VIDEOS) if category(f"v{k}") == rare][:3]
+    Ingestor(trained).ingest(
+        [
+            {"event_id": f"like-{v}", "user_id": "newbie", "video_id": v, "type": "like"}
+            for v in liked
+        ]
+    )
+    warm = [category(i.video_id) for i in service.feed("newbie", n=10, record=False).items]
+    without = FeedService(trained)  # the same, with this session's likes weighed as old
+    without.pipeline.scorer = ValueScorer(ValueWeights(fresh_category=0.0))
+    plain = [category(i.video_id) for i in without.feed("newbie", n=10, record=False).items]
+    assert warm.count(rare) > max(cold.count(rare), plain.count(rare)), (cold, plain, warm)
+
+
+def test_events_the_model_learned_from_are_not_fresh_intent(trained: Deployment) -> None:
+    from fyp.feed.state import build_state
+
+    service = FeedService(trained)
+    model = service.model("us")
+    store = trained.store("us")
+    old = store.user_events("u2", limit=300)
+    assert old and max(e.seq for e in old) <= model.manifest.snapshot.max_seq
+    state = build_state("u2", "us", None, old, [], model)
+    assert state.category_affinity and not state.fresh_affinity
 
 
 def test_never_two_consecutive_videos_of_one_creator(trained: Deployment) -> None:

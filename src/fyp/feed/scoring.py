@@ -34,6 +34,10 @@ class ValueWeights:
     category: float = 0.05
     following: float = 1.0
     skipped_category: float = 0.2
+    # per share of the user's positives the model has not learned yet (this session's
+    # likes), by category: a new user's likes show on page 1 (5 likes of pets: 2 pet
+    # videos on the demo's first page, none at 0). Offline protocols never have any
+    fresh_category: float = 1.0
 
 
 class ValueScorer(Scorer):
@@ -62,6 +66,12 @@ class ValueScorer(Scorer):
                 per_category[c] = v / total
             aff = per_category[model.category[items]]  # category -1 reads the spare 0 slot
             s += np.where(aff > 0, w.category * aff, w.skipped_category * aff)
+        if state.fresh_affinity:
+            total = sum(state.fresh_affinity.values()) or 1.0
+            fresh = np.zeros(len(model.category_names) + 1)
+            for c, v in state.fresh_affinity.items():
+                fresh[c] = v / total
+            s += w.fresh_category * fresh[model.category[items]]
         if state.followed_creators:
             s += w.following * np.isin(model.creator[items], list(state.followed_creators))
         return s

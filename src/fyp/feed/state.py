@@ -82,6 +82,9 @@ class UserState:
     not_interested_categories: Codes = field(default_factory=dict)
     followed_creators: Codes = field(default_factory=dict)
     category_affinity: dict[int, float] = field(default_factory=dict)
+    # the same, from events newer than the model (what it has not learned: this
+    # session's likes), which the scorer weighs more: a new user's few likes show at once
+    fresh_affinity: dict[int, float] = field(default_factory=dict)
     skipped: Codes = field(default_factory=dict)
     recent: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # newest first
 
@@ -156,6 +159,8 @@ def build_state(
     affinity: dict[int, float] = {}
     skipped: Codes = {}
     recent: list[int] = []
+    fresh: dict[int, float] = {}
+    learned = model.manifest.snapshot.max_seq  # events up to this seq are in the model
     for e in events:
         acted[e.video_id] = None
         item = model.video_index.get(e.video_id)
@@ -186,6 +191,8 @@ def build_state(
                 weights.append(weight)
             if category >= 0:
                 affinity[category] = affinity.get(category, 0.0) + weight
+                if e.seq > learned:
+                    fresh[category] = fresh.get(category, 0.0) + weight
     return UserState(
         user_id=user_id,
         region=region,
@@ -202,6 +209,7 @@ def build_state(
         },
         followed_creators=followed,
         category_affinity=affinity,
+        fresh_affinity=fresh,
         skipped=skipped,
         recent=np.asarray(recent, np.int64),
         served_mask=served_mask or ServedMask(),
