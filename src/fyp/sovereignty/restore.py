@@ -36,6 +36,7 @@ from fyp.sovereignty.backup import (
     NOT_BACKED_UP,
     STORE_PART,
     find_backup,
+    read_only,
     region_data_files,
     store_companions,
     store_file,
@@ -214,17 +215,23 @@ _HISTORY_COLS = "seq, ts_ms, actor, action, subject, details, hash"
 
 
 def audit_history(path: Path) -> list[tuple[Any, ...]] | None:
-    """Every entry of the audit log in the store file about to be replaced, or None if
-    it cannot be read (a damaged store is a reason to restore)."""
+    """Every entry of the audit log in the store file about to be replaced, parsed, or
+    None if it cannot be read (a damaged store is a reason to restore). Read and parsed
+    before the swap, so nothing after it can fail on a damaged entry."""
     if not path.exists():
         return []
     try:
-        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        conn = read_only(path)
         try:
-            return conn.execute(f"SELECT {_HISTORY_COLS} FROM audit_log ORDER BY seq").fetchall()
+            rows = conn.execute(f"SELECT {_HISTORY_COLS} FROM audit_log ORDER BY seq").fetchall()
         finally:
             conn.close()
-    except sqlite3.DatabaseError:
+        return [
+            # (an empty actor or action, which the log refuses, cannot stop a restore)
+            (int(seq), int(ts), str(a) or "?", str(act) or "?", str(sub), json.loads(det), str(h))
+            for seq, ts, a, act, sub, det, h in rows
+        ]
+    except (sqlite3.DatabaseError, ValueError, TypeError):
         return None
 
 
@@ -237,14 +244,17 @@ def carry_audit_history(log: AuditLog, history: list[tuple[Any, ...]]) -> int:
     restored = {int(seq): str(h) for seq, h in log.store.query("SELECT seq, hash FROM audit_log")}
     records = [
         (
-            str(actor),
-            str(action),
-            str(subject),
-            {**json.loads(details), "carried_from": {"seq": int(seq), "hash": str(h)}},
-            int(ts),
+            actor,
+            action,
+            subject,
+            {
+                **(details if isinstance(details, dict) else {"details": details}),
+                "carried_from": {"seq": seq, "hash": h},
+            },
+            ts,
         )
         for seq, ts, actor, action, subject, details, h in history
-        if restored.get(int(seq)) != str(h)
+        if restored.get(seq) != h
     ]
     log.append_many(records)
     return len(records)
