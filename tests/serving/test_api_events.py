@@ -185,6 +185,15 @@ def test_empty_batch(api: TestClient) -> None:
     assert resp.json() == {"stored": 0, "duplicate": 0, "rejected": 0, "results": []}
 
 
+def test_a_batch_with_an_unknown_field_is_refused_like_a_single_event(
+    api: TestClient, deployment: Deployment
+) -> None:
+    resp = api.post("/v1/events/batch", json={"events": [ev("e1")], "dry_run": True})
+    error = assert_error(resp, 422, "validation_failed")
+    assert "dry_run" in error["message"]
+    assert count_events(deployment) == 0
+
+
 def test_batch_over_the_limit_is_413_and_writes_nothing(
     api: TestClient, deployment: Deployment
 ) -> None:

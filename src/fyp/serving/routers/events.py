@@ -12,7 +12,7 @@ import json
 from typing import Any, TypeVar
 
 from fastapi import APIRouter, Request, Response
-from pydantic import BaseModel, TypeAdapter, ValidationError
+from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
 
 from fyp.access.guard import key_regions
 from fyp.errors import InvalidRequest, ValidationFailed
@@ -32,7 +32,11 @@ _REGION_PARAM = {
 
 
 class EventBatchIn(BaseModel):
-    """Items are validated one by one, so one bad event does not sink the batch."""
+    """Items are validated one by one, so one bad event does not sink the batch. An
+    unknown field beside ``events`` is refused, as on a single event (a misspelt option
+    would otherwise be ignored)."""
+
+    model_config = ConfigDict(extra="forbid")
 
     events: list[Any]
 
