@@ -632,3 +632,20 @@ def test_a_user_who_has_seen_every_source_s_quota_still_gets_full_pages(
     assert len(set(shown)) == 60
     deep = [i for i in page.items if i.source == "trending"]
     assert deep and {i.reason for i in deep} == {"popular in your region"}
+
+
+def test_fyp_recommend_prints_the_feed_and_audits_the_read(trained: Deployment) -> None:
+    from typer.testing import CliRunner
+
+    from fyp.audit.log import AuditLog
+    from fyp.cli.app import app
+    from fyp.sovereignty.ledger import user_pseudonym
+
+    root = str(trained.config.root)
+    done = CliRunner().invoke(app, ["recommend", root, "u2", "--n", "5", "--reason", "ticket 12"])
+    assert done.exit_code == 0, done.output
+    assert "feed of u2 (us)" in done.output
+    (entry,) = AuditLog(trained.store("us")).entries(action="user_data.read")
+    assert entry.actor == "cli:fyp recommend"
+    assert entry.subject == user_pseudonym(trained.config, "us", "u2")
+    assert entry.details == {"route": "fyp recommend", "reason": "ticket 12"}

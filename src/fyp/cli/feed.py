@@ -105,13 +105,26 @@ def register(app: typer.Typer) -> None:
         record: bool = typer.Option(
             False, help="Record the videos as served (the next call then shows new ones)."
         ),
+        reason: str = typer.Option(
+            "fyp recommend on the command line",
+            help="Why you read this user's feed: it goes in their region's audit log.",
+        ),
     ) -> None:
-        """Print a user's For You feed with the reason for each video."""
+        """Print a user's For You feed with the reason for each video (an operator read,
+        recorded in the user's region's audit log like one over the API)."""
+        from fyp.audit.log import AuditLog
         from fyp.feed.service import FeedService
         from fyp.regions.deployment import Deployment
+        from fyp.sovereignty.ledger import user_pseudonym
 
         with Deployment.open(directory) as d:
             page = FeedService(d).feed(user, n=n, record=record)
+            AuditLog(d.store(page.region)).append(
+                "cli:fyp recommend",
+                "user_data.read",
+                user_pseudonym(d.config, page.region, user),
+                {"route": "fyp recommend", "reason": reason.strip() or "(none given)"},
+            )
             table = Table(
                 "#", "video", "score", "source", "reason", title=f"feed of {user} ({page.region})"
             )
