@@ -11,7 +11,7 @@ from moderation_helpers import video
 from fyp.audit.log import AuditLog
 from fyp.catalog.models import VideoPatch
 from fyp.catalog.service import Catalog
-from fyp.errors import Forbidden, InvalidRequest, UnknownVideo, ValidationFailed
+from fyp.errors import Forbidden, InvalidRequest, UnknownUser, UnknownVideo, ValidationFailed
 from fyp.moderation import Moderator, Reviews
 from fyp.moderation.service import cell
 from fyp.moderation.store import JobConflict, UnknownJob
@@ -162,6 +162,16 @@ def test_appeals_of_automated_verdicts(
         reviews.appeal("ok", "us", "a1", "why")
     with pytest.raises(UnknownVideo):
         reviews.appeal("nope", "us", "a1", "why")
+
+
+def test_an_appeal_by_an_id_nobody_holds_is_refused(
+    policed: Deployment, moderator: Moderator, reviews: Reviews
+) -> None:
+    Catalog(policed).create_video(video("g", "一起来赌博吧朋友们快来", regions=["us"]))
+    moderator.run("us")
+    with pytest.raises(UnknownUser):  # it would block the creator's own appeal
+        reviews.appeal("g", "us", "ghost", "spite")
+    assert reviews.appeal("g", "us", "a1", "it is a film quote").appellant == "a1"
 
 
 def test_a_lapsed_claim_can_be_taken_over(

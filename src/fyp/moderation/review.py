@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from fyp.audit.log import now_ms
-from fyp.errors import Forbidden, InvalidRequest, UnknownVideo, ValidationFailed
+from fyp.errors import Forbidden, InvalidRequest, UnknownUser, UnknownVideo, ValidationFailed
 from fyp.moderation.models import APPEALABLE, VERDICTS, Finding, State
 from fyp.moderation.service import Cell
 from fyp.moderation.store import Job, JobConflict, Record, UnknownJob, split_job_id
@@ -190,6 +190,10 @@ class Reviews:
         record = c.mod.get(video_id)
         if store.get_video(video_id) is None:
             raise UnknownVideo(f"no video {video_id!r} in region {region!r}", video_id=video_id)
+        if not m.deployment.locate_users([appellant_id]):
+            # an appeal by an id nobody holds would block the creator's own appeal (one
+            # open appeal per video) and leave a "remnant" of a user who never existed
+            raise UnknownUser(f"no user {appellant_id!r} in any region", user_id=appellant_id)
         if record is None or record.state not in {s.value for s in APPEALABLE}:
             state = record.state if record else "pending"
             raise JobConflict(
