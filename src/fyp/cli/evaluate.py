@@ -11,6 +11,7 @@ from rich.table import Table
 
 from fyp.cli.app import console, fail
 from fyp.errors import FypError
+from fyp.evaluation.report import INTERACTIVE_ORDER, OFFLINE_ORDER
 
 EAR_HELP = "\n\n".join(
     [
@@ -39,24 +40,12 @@ OFFICIAL_HELP = "\n\n".join(
     ]
 )
 
-OFFLINE_COLUMNS = (
-    "ndcg@10",
-    "ndcg@10_graded",
-    "recall@10",
-    "recall@50",
-    "recall@50_of_all",
-    "coverage@10",
-    "diversity@10",
-    "novelty@10",
-)
-INTERACTIVE_COLUMNS = ("reward", "length", "reward_per_step", "top_category_share")
-
 
 def results_tables(results: dict[str, Any]) -> list[Table]:
     """The offline and interactive tables of a ``results.json``."""
     tables = []
     offline: dict[str, dict[str, Any]] = results.get("offline", {})
-    cols = [c for c in OFFLINE_COLUMNS if any(c in v for v in offline.values())]
+    cols = [c for c in OFFLINE_ORDER if any(c in v for v in offline.values())]
     if offline:
         t = Table("method", *cols, title=f"offline ({results['protocol']})")
         for method, values in offline.items():
@@ -65,16 +54,16 @@ def results_tables(results: dict[str, Any]) -> list[Table]:
         tables.append(t)
     interactive: dict[str, dict[str, Any]] = results.get("interactive", {})
     if interactive:
-        t = Table("method", *INTERACTIVE_COLUMNS, title=f"interactive ({results['protocol']})")
+        t = Table("method", *INTERACTIVE_ORDER, title=f"interactive ({results['protocol']})")
         for method, values in interactive.items():
             style = "bold" if method == "fyp" else None
-            t.add_row(method, *(f"{values[c]:.4f}" for c in INTERACTIVE_COLUMNS), style=style)
+            t.add_row(method, *(f"{values[c]:.4f}" for c in INTERACTIVE_ORDER), style=style)
         tables.append(t)
     ablations: dict[str, dict[str, Any]] = results.get("interactive_ablations", {})
     if ablations:
-        t = Table("ablation", *INTERACTIVE_COLUMNS, title="interactive, a peer under fyp's rule")
+        t = Table("ablation", *INTERACTIVE_ORDER, title="interactive, a peer under fyp's rule")
         for method, values in ablations.items():
-            t.add_row(method, *(f"{values[c]:.4f}" for c in INTERACTIVE_COLUMNS))
+            t.add_row(method, *(f"{values[c]:.4f}" for c in INTERACTIVE_ORDER))
         tables.append(t)
     return tables
 

@@ -271,13 +271,17 @@ def explore(
     fresh_bits = bits[items].tolist()
     before = [] if recent is None or not w else bits[recent[:w]][::-1].tolist()
 
-    def fits(tags: int, at: int) -> bool:
-        if not tags or not w:
-            return True
+    def near_tags(at: int) -> int:
+        """The tags of the ``w`` videos on either side of position ``at``, as one mask."""
+        if not w:
+            return 0
         near = bits[pool.items[out[max(0, at - w) : at + w]]].tolist()
         if at < w:
             near += before[len(before) - (w - at) :]
-        return not any(tags & b for b in near)
+        mask = 0
+        for b in near:
+            mask |= b
+        return mask
 
     start, half = 0, page // 2
     while start < len(out) and left.any():
@@ -292,7 +296,8 @@ def explore(
             positions = sorted((half + rng.permutation(page - half)[:taking]).tolist())
             for offset in positions:
                 at = min(len(out), start + int(offset))
-                k = next((k for k in ranked if left[k] and fits(fresh_bits[k], at)), None)
+                near = near_tags(at)
+                k = next((k for k in ranked if left[k] and not fresh_bits[k] & near), None)
                 if k is not None:
                     out.insert(at, fresh[k])
                     left[k] = False

@@ -60,21 +60,24 @@ class ValueScorer(Scorer):
             emb = model.item_factors[items] @ vector
             s += w.embedding * emb / (np.abs(emb).max() + 1e-9)
         if state.category_affinity:
-            total = sum(abs(v) for v in state.category_affinity.values()) or 1.0
-            per_category = np.zeros(len(model.category_names) + 1)
-            for c, v in state.category_affinity.items():
-                per_category[c] = v / total
-            aff = per_category[model.category[items]]  # category -1 reads the spare 0 slot
+            aff = _shares(model, state.category_affinity, items)
             s += np.where(aff > 0, w.category * aff, w.skipped_category * aff)
         if state.fresh_affinity:
-            total = sum(state.fresh_affinity.values()) or 1.0
-            fresh = np.zeros(len(model.category_names) + 1)
-            for c, v in state.fresh_affinity.items():
-                fresh[c] = v / total
-            s += w.fresh_category * fresh[model.category[items]]
+            s += w.fresh_category * _shares(model, state.fresh_affinity, items)
         if state.followed_creators:
             s += w.following * np.isin(model.creator[items], list(state.followed_creators))
         return s
+
+
+def _shares(model: RegionModel, affinity: dict[int, float], items: np.ndarray) -> np.ndarray:
+    """Each item's category's share of the user's affinity (signed, over the sum of its
+    magnitudes); an item without a category reads the spare last slot, 0."""
+    total = sum(abs(v) for v in affinity.values()) or 1.0
+    per_category = np.zeros(len(model.category_names) + 1)
+    for c, v in affinity.items():
+        per_category[c] = v / total
+    shares: np.ndarray = per_category[model.category[items]]
+    return shares
 
 
 DEFAULT_OBJECTIVE_WEIGHTS: dict[str, float] = {

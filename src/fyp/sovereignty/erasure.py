@@ -371,14 +371,13 @@ def reapply_erasures(deployment: Deployment, region: str) -> list[str]:
     from fyp.sovereignty.backup import store_file
     from fyp.sovereignty.residency import sqlite_names
 
-    named = {
-        str(r[0]) for r in sql_store(deployment.store(region)).query("SELECT user_id FROM users")
-    }
-    try:
+    named: set[str] = set()
+    try:  # every person field of the store, its users table among them
         for _, _, values in sqlite_names(store_file(deployment.config, region)):
             named.update(values)
-    except ConfigError:
-        pass  # not a SQLite file: its users table (above) is what can be read
+    except ConfigError:  # not a SQLite file: its users table is what can be read
+        rows = sql_store(deployment.store(region)).query("SELECT user_id FROM users")
+        named = {str(r[0]) for r in rows}
     for path in region_files(deployment.config.region_dir(region)):
         named |= file_user_ids(path)
     eraser = Eraser(deployment)
