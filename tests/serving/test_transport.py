@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
 import threading
 import time
@@ -137,3 +138,27 @@ def test_headers_and_body_leave_in_one_write(url: str, monkeypatch: pytest.Monke
         r = client.get("/json")
     assert len(written) == 1  # one write: status line, headers and body
     assert written[0].startswith(b"HTTP/1.1 200 OK") and written[0].endswith(r.content)
+
+
+def _raw(url: str, request: bytes) -> bytes:
+    host, port = url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as raw:
+        raw.sendall(request)
+        reply = b""
+        while chunk := raw.recv(65536):
+            reply += chunk
+    return reply
+
+
+def test_a_request_uvicorn_cannot_parse_gets_the_json_error_body(url: str) -> None:
+    """llhttp refuses a request line over ~64 KiB before the app sees it; uvicorn's own
+    answer was a plain-text line, unlike every other 4xx."""
+    long_line = b"GET /json?q=" + b"x" * 100_000 + b" HTTP/1.1\r\nhost: t\r\n\r\n"
+    for request in (long_line, b"NOT HTTP AT ALL\r\n\r\n"):
+        head, _, body = _raw(url, request).partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 400 ")
+        assert b"content-type: application/json" in head and b"connection: close" in head
+        assert f"content-length: {len(body)}".encode() in head
+        error = json.loads(body)["error"]
+        assert error["code"] == "invalid_request" and error["status"] == 400
+        assert "64 KiB" in error["message"] and error["details"] == {}

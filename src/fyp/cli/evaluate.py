@@ -108,7 +108,9 @@ def _run(
 # options shared by every ``fyp eval`` protocol
 OUT = typer.Option(..., "--out", help="Output folder (results, report, deployment).")
 REGIONS = typer.Option("global", help="Comma-separated regions of the deployment.")
-SEED = typer.Option(0, help="Seed of peers, simulation and --users sampling.")
+SEED = typer.Option(
+    0, help="Seed of the engine's training, peers, simulation and --users sampling."
+)
 USERS = typer.Option(None, help="Evaluate a seeded sample of this many test users (quick runs).")
 SKIP_INTERACTIVE = typer.Option(False, "--skip-interactive", help="Offline metrics only.")
 

@@ -34,7 +34,7 @@ from fyp.evaluation.metrics import (
     summarise,
 )
 from fyp.feed.service import FeedService, encode_cursor
-from fyp.models.training import event_weight, train_and_publish
+from fyp.models.training import TrainParams, event_weight, train_and_publish
 from fyp.regions.deployment import Deployment
 from fyp.storage import Store
 
@@ -181,11 +181,16 @@ def rank_peer(
     return lists
 
 
-def train_engine(deployment: Deployment) -> dict[str, float]:
+def train_engine(deployment: Deployment, seed: int = 0) -> dict[str, float]:
+    """Train every region with ``fyp train``'s settings but the seed (ALS's start, the
+    ranker's sample of users): ``fyp eval --seed`` seeds the engine as it seeds the peers."""
     seconds: dict[str, float] = {}
+    params = TrainParams(seed=seed)
     for region in deployment.regions:
         started = time.perf_counter()
-        train_and_publish(deployment.store(region), deployment.config.region_dir(region))
+        train_and_publish(
+            deployment.store(region), deployment.config.region_dir(region), params=params
+        )
         seconds[region] = round(time.perf_counter() - started, 2)
     return seconds
 

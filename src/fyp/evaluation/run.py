@@ -263,7 +263,7 @@ def run_evaluation(config: EvalConfig, log: Log = print) -> EvalOutcome:
                 summary = moderator.run(region).to_dict()
                 log(f"  moderated {region}: {summary.get('verdicts', summary)}")
         with stages.stage("train"):
-            per_region = train_engine(d)
+            per_region = train_engine(d, config.seed)
             log(f"  engine trained per region: {per_region} s")
         gains: dict[str, dict[str, float]] = {}
         with stages.stage("prepare"):

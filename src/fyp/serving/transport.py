@@ -15,9 +15,18 @@ held across a wait for the network.
 from __future__ import annotations
 
 import asyncio
+import json
 from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol  # uvicorn[standard]
+
+from fyp.errors import InvalidRequest, error_body
+
+# what llhttp refuses before the app sees a request: a request line or headers over its
+# limit (~64 KiB together), or bytes that are not HTTP/1.1
+UNPARSABLE = InvalidRequest(
+    "the request is not valid HTTP/1.1, or its request line and headers exceed 64 KiB"
+)
 
 
 class CoalescingTransport:
@@ -68,3 +77,15 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         loop = asyncio.get_running_loop()
         super().connection_made(CoalescingTransport(transport, loop))  # type: ignore[arg-type]
+
+    def send_400_response(self, msg: str) -> None:
+        """uvicorn's answer to a request it cannot parse, with the API's JSON error body
+        instead of a plain-text line (every 4xx has the same shape)."""
+        body = json.dumps(error_body(UNPARSABLE)).encode()
+        head = [b"HTTP/1.1 400 Bad Request\r\n"]
+        head += [
+            name + b": " + value + b"\r\n" for name, value in self.server_state.default_headers
+        ]
+        head.append(b"content-type: application/json\r\ncontent-length: %d\r\n" % len(body))
+        self.transport.write(b"".join(head) + b"connection: close\r\n\r\n" + body)
+        self.transport.close()
