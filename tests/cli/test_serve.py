@@ -41,3 +41,28 @@ def test_bad_input_to_init_serve_and_status_exits_2_in_one_line(tmp_path: Path) 
         check=False,
     )
     assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1  # no wrapping
+
+
+def test_an_error_message_keeps_its_brackets(tmp_path: Path) -> None:
+    """rich read ``[regions.eu.policy]`` in a message as markup and dropped it, so a
+    config error no longer said where the mistake was."""
+    done = subprocess.run(
+        [sys.executable, "-m", "fyp", "init", str(tmp_path / "d"), "--regions", "us,eu"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    toml = tmp_path / "d" / "fyp.toml"
+    text = toml.read_text(encoding="utf-8")
+    assert "[regions.eu.policy]\n" in text
+    text = text.replace("[regions.eu.policy]\n", '[regions.eu.policy]\nbanned_term = ["x"]\n')
+    toml.write_text(text, encoding="utf-8")
+    done = subprocess.run(
+        [sys.executable, "-m", "fyp", "moderate", str(tmp_path / "d")],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 3
+    assert "[regions.eu.policy]" in done.stderr, done.stderr

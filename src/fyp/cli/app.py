@@ -10,6 +10,7 @@ import sys
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from fyp.errors import ClientError, FypError
 
@@ -31,7 +32,9 @@ def fail(error: FypError) -> typer.Exit:
     """Print an error the same way for every command and return the exit to raise."""
     # one line however narrow the terminal, or none (a log file, a CI job)
     err_console.print(
-        f"[bold red]error[/] ({error.code}): {error.message}", soft_wrap=True, highlight=False
+        f"[bold red]error[/] ({error.code}): {escape(error.message)}",
+        soft_wrap=True,
+        highlight=False,
     )
     return typer.Exit(EXIT_CLIENT if isinstance(error, ClientError) else EXIT_SERVER)
 

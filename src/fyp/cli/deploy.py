@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from fyp.cli.app import console
@@ -48,7 +49,9 @@ def register(app: typer.Typer) -> None:
                 )
         with Deployment.init(directory, names, name) as d:
             key_file, _ = ensure_admin_key(d)
-            console.print(f"created deployment [bold]{d.config.name}[/] in {directory}")
+            console.print(
+                f"created deployment [bold]{escape(d.config.name)}[/] in {escape(str(directory))}"
+            )
             for r in d.regions:
                 console.print(f"  region {r}: {d.config.resolve_url(d.config.region(r).store)}")
             console.print(

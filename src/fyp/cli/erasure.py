@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from fyp.cli.app import console
@@ -57,7 +58,7 @@ def register(app: typer.Typer) -> None:
             console.print(table)
             for r in reports:
                 for p in r.problems:
-                    console.print(f"[red]{r.region}/{r.version}[/]: {p}", highlight=False)
+                    console.print(f"[red]{r.region}/{r.version}[/]: {escape(p)}", highlight=False)
                 for n in r.notes:
                     console.print(f"{r.region}/{r.version}: {n}", markup=False)
             if not reports:
@@ -144,7 +145,9 @@ def register(app: typer.Typer) -> None:
             typer.echo(json.dumps(report.to_dict(), indent=2))
         else:
             colour = "green" if report.ok else "red"
-            console.print(f"user {user!r}: [{colour}]{report.status}[/]", highlight=False)
+            console.print(
+                f"user {escape(repr(user))}: [{colour}]{report.status}[/]", highlight=False
+            )
             for region, entry in report.ledger.items():
                 console.print(
                     f"  ledger {region}: {entry['receipt_id']} at {entry['erased_at']}",
