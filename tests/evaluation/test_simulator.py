@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from fyp.catalog.models import UserIn, VideoIn
+from fyp.catalog.models import UserIn, Video
 from fyp.catalog.service import Catalog
 from fyp.errors import AlreadyExists, InvalidRequest
 from fyp.evaluation.offline import Protocol, prepare, train_engine
@@ -154,17 +154,21 @@ def build_world(directory: Path, tag_of: TagOf) -> Deployment:
         catalog.create_user(UserIn(user_id=f"u{u}", home_region=("us", "eu")[u % 2]))
         # training-only users: they engage with every video, test videos included
         catalog.create_user(UserIn(user_id=f"w{u}", home_region=("us", "eu")[u % 2]))
-    for v in range(N_VIDEOS):
-        catalog.create_video(
-            VideoIn(
-                video_id=f"v{v}",
-                duration_ms=10_000,
-                regions=["us", "eu"],
-                categories=[f"cat{v % 3}"],
-                tags=tag_of(v),
-                attributes={"source": "test-import"},  # creator-less: allowed as imported
-            )
+    videos = [
+        Video(
+            video_id=f"v{v}",
+            duration_ms=10_000,
+            regions=["us", "eu"],
+            categories=[f"cat{v % 3}"],
+            tags=tag_of(v),
+            attributes={"source": "test-import"},  # creator-less: allowed as imported
+            created_at_ms=v,
+            updated_at_ms=v,
         )
+        for v in range(N_VIDEOS)
+    ]
+    for region in ("us", "eu"):  # the importers' path (an upload may not claim "source")
+        d.store(region).bulk_insert_videos(videos)
     rng = random.Random(5)
     events = []
     for k in range(600):

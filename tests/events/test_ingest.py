@@ -303,7 +303,7 @@ def test_a_retry_after_the_video_went_is_still_a_duplicate(
 
 def test_repeat_across_batches_is_a_duplicate(ingestor: Ingestor, world: Deployment) -> None:
     first = ingestor.ingest([ev("e1", watch_ms=1_000)])
-    again = ingestor.ingest([ev("e1", watch_ms=9_000), ev("e2")])
+    again = ingestor.ingest([ev("e1", watch_ms=1_000), ev("e2")])
     assert first.results[0].status == "stored"
     assert [r.status for r in again.results] == ["duplicate", "stored"]
     assert again.results[0].region == "us"
@@ -311,6 +311,27 @@ def test_repeat_across_batches_is_a_duplicate(ingestor: Ingestor, world: Deploym
     stored = world.store("us").get_event("e1")
     assert stored is not None and stored.watch_ms == 1_000
     assert total_events(world) == 2
+
+
+def test_an_id_reused_for_another_event_is_a_conflict(
+    ingestor: Ingestor, world: Deployment
+) -> None:
+    """A client whose ids clash (per-device counters) was told 'duplicate' and lost the
+    second event without knowing (acceptance review): now 409, nothing overwritten."""
+    assert ingestor.ingest([ev("c1", watch_ms=1_000)]).results[0].status == "stored"
+    others = [
+        ev("c1", watch_ms=9_000),  # another watch time
+        ev("c1", type="like", watch_ms=None),
+        {**ev("c1", watch_ms=1_000), "ts": "2024-01-01T00:00:00Z"},  # a time it did not have
+    ]
+    for other in others:
+        result = ingestor.ingest([other]).results[0]
+        assert result.status == "rejected" and result.error is not None, other
+        assert result.error.code == "already_exists" and result.error.status == 409
+    within = ingestor.ingest([ev("c2", watch_ms=5), ev("c2", watch_ms=6), ev("c2", watch_ms=5)])
+    assert [r.status for r in within.results] == ["stored", "rejected", "duplicate"]
+    stored = world.store("us").get_event("c1")
+    assert stored is not None and stored.watch_ms == 1_000 and stored.type == "play"
 
 
 def test_repeat_inside_a_batch_is_stored_once(ingestor: Ingestor, world: Deployment) -> None:

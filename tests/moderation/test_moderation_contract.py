@@ -50,6 +50,7 @@ CORPUS = [
     ModerationInput(
         "v9", "us", creator="none", matches=(Match("v2", "caption", 0.6, "approved", True),)
     ),
+    ModerationInput("v10", "us", caption="改过的标题", held="rejected by a human (takedown)"),
 ]
 RULES = default_rules(POLICY, LexiconClassifier())
 

@@ -177,9 +177,11 @@ def test_creator_recheck(policed: Deployment, moderator: Moderator) -> None:
     assert moderator.recheck_creators("eu") == 0
     from fyp.catalog.models import UserPatch
 
-    Catalog(policed).update_user("m1", UserPatch(birth_year=2000))
-    assert moderator.recheck_creators("eu") == 1
+    Catalog(policed).update_user("m1", UserPatch(birth_year=2000))  # rechecked at once
     assert cell(policed.store("eu")).mod.get("young").creator_ok is True  # type: ignore[union-attr]
+    assert moderator.recheck_creators("eu") == 0
+    Catalog(policed).update_user("m1", UserPatch(birth_year=2015))  # corrected to a minor
+    assert cell(policed.store("eu")).mod.get("young").creator_ok is False  # type: ignore[union-attr]
 
 
 def test_status_of_a_video(policed: Deployment, moderator: Moderator) -> None:

@@ -50,9 +50,11 @@ def test_single_event_201_then_200_for_the_repeat(api: TestClient, deployment: D
     first = api.post("/v1/events", json=ev("e1"))
     assert first.status_code == 201
     assert first.json() == {"event_id": "e1", "status": "stored", "region": "us"}
-    again = api.post("/v1/events", json=ev("e1", watch_ms=1))
+    again = api.post("/v1/events", json=ev("e1"))
     assert again.status_code == 200
     assert again.json() == {"event_id": "e1", "status": "duplicate", "region": "us"}
+    clash = api.post("/v1/events", json=ev("e1", watch_ms=1))
+    assert clash.status_code == 409 and clash.json()["error"]["code"] == "already_exists"
     assert count_events(deployment) == 1
     stored = deployment.store("us").get_event("e1")
     assert stored is not None and stored.watch_ms == 8_000

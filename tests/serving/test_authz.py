@@ -34,12 +34,12 @@ def test_missing_malformed_unknown_and_revoked_keys_are_401(world: World) -> Non
     c = world.client
     key, token = KeyStore(world.deployment).create("soon revoked", ["feed"])
     for sent in ({}, {"Authorization": "Bearer nope"}, {"Authorization": "Basic abc"}):
-        resp = c.get("/v1/videos/v-us", headers=sent)
+        resp = c.get("/v1/videos/v-both", headers=sent)
         assert resp.status_code == 401 and resp.json()["error"]["code"] == "unauthenticated"
-    assert c.get("/v1/videos/v-us", headers={"X-Api-Key": token}).status_code == 200
-    assert c.get("/v1/videos/v-us", headers=headers(token)).status_code == 200
+    assert c.get("/v1/videos/v-both", headers={"X-Api-Key": token}).status_code == 200
+    assert c.get("/v1/videos/v-both", headers=headers(token)).status_code == 200
     world.client.app.state.access.keys.revoke(key.key_id)  # type: ignore[attr-defined]
-    resp = c.get("/v1/videos/v-us", headers=headers(token))
+    resp = c.get("/v1/videos/v-both", headers=headers(token))
     assert resp.status_code == 401 and "revoked" in resp.json()["error"]["message"]
     # public: health, the spec and the docs; the spec says how to send a key
     assert c.get("/healthz").status_code == 200 and c.get("/docs").status_code == 200
@@ -269,3 +269,21 @@ def test_a_trailing_slash_is_redirected_for_any_valid_key_and_checked_after(
     other = c.get("/v1/users/u-eu/feed/", headers=headers(feed_us))
     assert other.status_code == 403  # the followed request is checked like any other
     assert c.get("/v1/nowhere/", headers=headers(feed_us)).status_code == 403  # no such route
+
+
+def test_a_feed_key_reads_only_videos_a_feed_may_show(world: World) -> None:
+    """A video taken down in us: the app's us key gets a 404 (as for no video), as the
+    feed would never show it; operators still read it."""
+    _, token = KeyStore(world.deployment).create("app", ["feed"], ["us"])
+    c, admin = world.client, headers(world.admin)
+    for vid in ("fk-ok", "fk-down"):
+        body = {"video_id": vid, "duration_ms": 9000, "regions": ["us"]}
+        assert c.post("/v1/videos", json=body, headers=admin).status_code == 201
+    assert c.get("/v1/videos/fk-ok", headers=headers(token)).status_code == 404  # pending
+    assert c.post("/v1/moderation/runs", json={}, headers=admin).status_code == 200
+    down = {"actor_id": "mod-1", "reason": "test", "regions": ["us"]}
+    assert c.post("/v1/moderation/videos/fk-down/takedown", json=down, headers=admin).is_success
+    assert c.get("/v1/videos/fk-ok", headers=headers(token)).status_code == 200
+    hidden = c.get("/v1/videos/fk-down", headers=headers(token))
+    assert hidden.status_code == 404 and hidden.json()["error"]["code"] == "unknown_video"
+    assert c.get("/v1/videos/fk-down", headers=admin).status_code == 200

@@ -278,6 +278,22 @@ class AuditLog:
         for row in rows:
             yield self._parse(row)
 
+    def entries_of(self, subjects: Sequence[str], action: str | None = None) -> list[AuditEntry]:
+        """Entries of any of ``subjects`` (optionally of one action), in chain order: one
+        indexed query per chunk of subjects."""
+        out: list[AuditEntry] = []
+        wanted = sorted(set(subjects))
+        for start in range(0, len(wanted), 500):
+            chunk = wanted[start : start + 500]
+            marks = ", ".join("?" * len(chunk))
+            sql = f"SELECT {_COLS} FROM audit_log WHERE subject IN ({marks})"
+            params: list[Any] = list(chunk)
+            if action is not None:
+                sql += " AND action = ?"
+                params.append(action)
+            out += [self._parse(row) for row in self.store.query(sql, params)]
+        return sorted(out, key=lambda e: e.seq)
+
     def head(self) -> tuple[int, str]:
         rows = self.store.query("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1")
         return (int(rows[0][0]), str(rows[0][1])) if rows else (0, GENESIS)

@@ -7,11 +7,11 @@ reference to a person is the creator's id.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from fyp.catalog.models import User, UserIn, UserPatch, Video, VideoIn, VideoPatch, now_ms
-from fyp.errors import AlreadyExists, UnknownUser, UnknownVideo
-from fyp.moderation.service import video_changed
+from fyp.errors import AlreadyExists, UnknownUser, UnknownVideo, ValidationFailed
+from fyp.moderation.service import video_changed, video_removed
 from fyp.regions.deployment import Deployment
 from fyp.storage import ErasedCounts
 
@@ -55,6 +55,12 @@ class Catalog:
                 changes[key] = {}
         updated = user.model_copy(update={**changes, "updated_at_ms": now_ms()})
         self.deployment.store(user.home_region).update_user(updated)
+        if updated.birth_year != user.birth_year:  # a creator corrected to a minor: at once
+            from fyp.moderation.service import Moderator
+
+            moderator = Moderator(self.deployment)
+            for region in self.deployment.regions:
+                moderator.recheck_creators(region, "catalog", creators={user_id})
         return updated
 
     def delete_user(self, user_id: str) -> ErasedCounts:
@@ -75,6 +81,7 @@ class Catalog:
 
     # -- videos ---------------------------------------------------------------
     def create_video(self, data: VideoIn) -> Video:
+        _no_import_marker(data.attributes)
         d = self.deployment
         for region in data.regions:
             d.store(region)
@@ -108,14 +115,25 @@ class Catalog:
     def update_video(self, video_id: str, patch: VideoPatch) -> Video:
         current = self.get_video(video_id)
         changes = patch.model_dump(exclude_unset=True)
+        if "attributes" in changes:  # an imported video stays one; nothing else becomes one
+            marker = {k: v for k, v in current.attributes.items() if k == "source"}
+            _no_import_marker(
+                {
+                    k: v
+                    for k, v in changes["attributes"].items()
+                    if k not in marker or v != marker[k]
+                }
+            )
+            changes["attributes"] = {**changes["attributes"], **marker}
         for region in changes.get("regions") or []:
             self.deployment.store(region)
         updated = current.model_copy(update={**changes, "updated_at_ms": now_ms()})
         # pending before the new content is visible anywhere
         video_changed(self.deployment, updated, changes.keys(), current.regions)
-        for region in self.deployment.locate_video(video_id):
-            if region not in updated.regions:
-                self.deployment.store(region).delete_video(video_id)
+        dropped = [r for r in self.deployment.locate_video(video_id) if r not in updated.regions]
+        for region in dropped:
+            self.deployment.store(region).delete_video(video_id)
+        video_removed(self.deployment, video_id, dropped)
         for region in updated.regions:
             self.deployment.store(region).update_video(updated)
         return updated
@@ -126,4 +144,15 @@ class Catalog:
             raise UnknownVideo(f"no video {video_id!r}", video_id=video_id)
         for region in regions:
             self.deployment.store(region).delete_video(video_id)
+        video_removed(self.deployment, video_id, regions)
         return regions
+
+
+def _no_import_marker(attributes: dict[str, Any]) -> None:
+    """``attributes.source`` marks a video an operator imported (moderation then accepts
+    it without a creator account); an upload may not claim it."""
+    if "source" in attributes:
+        raise ValidationFailed(
+            "attributes.source is set by operator imports only",
+            problems=[{"field": "attributes.source", "problem": "reserved"}],
+        )

@@ -20,6 +20,7 @@ from typing import Any, Literal
 from pydantic import TypeAdapter, ValidationError
 
 from fyp.errors import (
+    AlreadyExists,
     ClientError,
     Forbidden,
     FypError,
@@ -172,29 +173,37 @@ class Ingestor:
             # a retry of an event already stored is a duplicate, even if its video has
             # gone since (or a limit changed): the client must not be told it was lost
             stored = (
-                self.deployment.store(home).existing_event_ids(parsed[i].event_id for i in failed)
+                self.deployment.store(home).stored_events(parsed[i].event_id for i in failed)
                 if failed
-                else set()
+                else {}
             )
             for i, error in failed.items():
-                if parsed[i].event_id in stored:
-                    results[i].status = "duplicate"
-                else:
+                if parsed[i].event_id not in stored:
                     results[i].error = error
+                elif (other := _other_event(parsed[i], stored[parsed[i].event_id])) is not None:
+                    results[i].error = other
+                else:
+                    results[i].status = "duplicate"
         to_write: dict[str, list[tuple[int, EventRow]]] = defaultdict(list)
-        first_copy: set[str] = set()
+        first_copy: dict[str, EventRow] = {}
         for i, home, row in sorted(valid, key=lambda t: t[0]):
-            if row.event_id in first_copy:
-                results[i].status = "duplicate"
-            else:
-                first_copy.add(row.event_id)
+            if row.event_id not in first_copy:
+                first_copy[row.event_id] = row
                 to_write[home].append((i, row))
+            elif (other := _other_event(parsed[i], first_copy[row.event_id])) is not None:
+                results[i].error = other
+            else:
+                results[i].status = "duplicate"
         for home, pairs in to_write.items():
-            self._write(home, pairs, results)
+            self._write(home, pairs, results, parsed)
         return BatchResult(results)
 
     def _write(
-        self, home: str, pairs: list[tuple[int, EventRow]], results: list[EventResult]
+        self,
+        home: str,
+        pairs: list[tuple[int, EventRow]],
+        results: list[EventResult],
+        given: dict[int, EventIn],
     ) -> None:
         store = self.deployment.store(home)
         try:
@@ -219,6 +228,14 @@ class Ingestor:
             results[i].status = "stored" if is_new else "duplicate"
             if is_new:
                 fresh.append(row)
+        repeats = [row.event_id for (_, row), new in zip(pairs, written, strict=True) if not new]
+        if repeats:  # a retry must be the same event, or a client id clash lost data silently
+            earlier = store.stored_events(repeats)
+            for (i, row), is_new in zip(pairs, written, strict=True):
+                if not is_new and row.event_id in earlier:
+                    clash = _other_event(given[i], earlier[row.event_id])
+                    if clash is not None:
+                        results[i].status, results[i].error = "rejected", clash
         if fresh:
             for listener in self.listeners:
                 listener(home, fresh)
@@ -269,3 +286,19 @@ class Ingestor:
             labels.long_play,
             labels.short_play,
         )
+
+
+def _other_event(new: EventIn, stored: EventRow) -> AlreadyExists | None:
+    """The conflict when ``new`` reuses the id of a different event (None: a retry). A
+    retry is the same user, video, type and watch time, and the same time when the
+    client gave one (an event without ``ts`` is stamped on arrival, so a retry's differs)."""
+    same = (new.user_id, new.video_id, new.type.value, new.watch_ms)
+    if same == (stored.user_id, stored.video_id, stored.type, stored.watch_ms) and (
+        new.ts is None or to_ms(new.ts) == stored.ts_ms
+    ):
+        return None
+    return AlreadyExists(
+        f"event_id {stored.event_id!r} already names a different event; a retry must repeat "
+        "the event exactly, and a new event needs a new id (e.g. a UUID)",
+        event_id=stored.event_id,
+    )

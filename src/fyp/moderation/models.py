@@ -81,7 +81,10 @@ class ModerationInput:
     account), ``"imported"`` (no creator id; brought in by an operator import, which
     sets ``attributes.source``) or ``"none"`` (no creator id otherwise).
     ``creator_age`` is the age the creator has certainly reached, capped at 18: the
-    verdict needs no more of a person's birth date than that."""
+    verdict needs no more of a person's birth date than that. ``held`` describes a
+    standing human verdict other than approved on this video in this region (its
+    content changed since, or it was published here again): automation may not undo
+    it (rule ``human_hold``)."""
 
     video_id: str
     region: str
@@ -94,9 +97,12 @@ class ModerationInput:
     creator: str = "none"
     creator_age: int | None = None
     matches: tuple[Match, ...] = ()
+    held: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
+        held = {} if self.held is None else {"held": self.held}  # older inputs: no key
         return {
+            **held,
             "video_id": self.video_id,
             "region": self.region,
             "caption": self.caption,

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 from fyp.audit.log import now_ms
 from fyp.errors import Forbidden, InvalidRequest, UnknownUser, UnknownVideo, ValidationFailed
 from fyp.moderation.models import APPEALABLE, VERDICTS, Finding, State
-from fyp.moderation.service import Cell
+from fyp.moderation.service import HUMAN_SOURCES, Cell
 from fyp.moderation.store import Job, JobConflict, Record, UnknownJob, split_job_id
 from fyp.sovereignty.ledger import user_pseudonym
 
@@ -32,7 +32,6 @@ if TYPE_CHECKING:
     from fyp.moderation.service import Moderator
 
 TAKEDOWN_STATES = (State.rejected, State.blocked)
-HUMAN_SOURCES = ("review", "appeal", "takedown")
 
 
 def _check_id(value: str, what: str) -> str:

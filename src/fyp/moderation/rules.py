@@ -295,6 +295,20 @@ class CreatorAge(Rule):
         return self.finding(hold, f"no creator ({video.creator}; unknown_creator policy)")
 
 
+class HumanHold(Rule):
+    """A video a human rejected, blocked or restricted here that changed since (or came
+    back to the region) goes to a human again: an edit of one character must not let
+    automation undo a takedown."""
+
+    name = "human_hold"
+    version = "1"
+
+    def evaluate(self, video: ModerationInput) -> Finding | None:
+        if video.held is None:
+            return None
+        return self.finding(Action.review, f"{video.held}; a human decides again")
+
+
 def default_rules(policy: RegionPolicy, classifier: Classifier) -> list[Rule]:
     """The region's rules, in evaluation order (the order does not change a verdict)."""
     return [
@@ -307,4 +321,5 @@ def default_rules(policy: RegionPolicy, classifier: Classifier) -> list[Rule]:
         Reupload(),
         ClassifierRule(classifier, policy.classifier_threshold),
         CreatorAge(policy.min_creator_age, policy.creator_age_unknown, policy.unknown_creator),
+        HumanHold(),
     ]

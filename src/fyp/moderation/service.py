@@ -28,7 +28,7 @@ import functools
 import time
 import weakref
 from collections import Counter
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -59,6 +59,8 @@ if TYPE_CHECKING:
 CONTENT_FIELDS = frozenset({"caption", "hashtags", "categories", "attributes"})
 """Fields whose change sends a video back to pending in every region it is in."""
 AUTOMATED = "fyp-moderation"
+HUMAN_SOURCES = ("review", "appeal", "takedown", "restore")
+"""Verdict sources of a person's decision ("restore": one re-applied after a restore)."""
 CHUNK = 128
 ADULT_CAP = 18
 CreatorFact = int | bool | None
@@ -124,6 +126,105 @@ def video_changed(
     return regions
 
 
+def video_removed(
+    deployment: Deployment, video_id: str, regions: Sequence[str], actor: str = "catalog"
+) -> None:
+    """Catalogue hook: a video deleted from ``regions`` keeps no verdict there. Whatever
+    puts it back (an upload, an import, a region added) finds it pending, never under a
+    verdict that judged other content."""
+    t = now_ms()
+    for region in regions:
+        store = deployment.store(region)
+        c = cell(store)
+        with store.transaction():
+            revision = c.mod.mark_pending(video_id, "removed from the catalogue", actor, t)
+            entry = c.audit.append(
+                actor, "pending", video_id, {"reason": "removed", "revision": revision}, t
+            )
+            c.mod.set_audit_seq(video_id, entry.seq)
+
+
+def human_holds(c: Cell, video_ids: Sequence[str]) -> dict[str, str]:
+    """Video id -> what a standing human verdict other than approved says, for those of
+    ``video_ids`` whose latest human verdict in this region is one (from the audit log,
+    which keeps it through edits, deletions and restores)."""
+    latest: dict[str, tuple[int, dict[str, Any], str]] = {}
+    for e in c.audit.entries_of(video_ids, action="verdict"):
+        if e.details.get("source") in HUMAN_SOURCES:
+            latest[e.subject] = (e.seq, e.details, e.actor)
+    out: dict[str, str] = {}
+    for vid, (_, details, actor) in latest.items():
+        state = details.get("state")
+        if state != State.approved.value:
+            why = str(details.get("reason", ""))[:200]
+            out[vid] = f"{state} by a human ({details.get('source')} by {actor}: {why})"
+    return out
+
+
+def reapply_moderation(
+    deployment: Deployment,
+    region: str,
+    carried: Sequence[tuple[str, str, str, Mapping[str, Any] | None, int | None]],
+    backup_id: str,
+) -> int:
+    """After a restore: the moderation decisions made since the backup, as the audit
+    entries carried into the restored log record them (actor, action, subject, details,
+    time). A video whose latest such decision is a human removal gets it back at once
+    (a takedown is not undone by a restore); any other video with a decision or an edit
+    since the backup goes back to pending, to be judged again with that history in view
+    (rule ``human_hold``). Returns how many videos it changed."""
+    last: dict[str, Mapping[str, Any]] = {}
+    for _, action, subject, details, _ in carried:
+        if action in ("verdict", "pending", "creator_recheck") and details is not None:
+            last[subject] = {**details, "_action": action}
+    store = deployment.store(region)
+    c = cell(store)
+    t = now_ms()
+    changed = 0
+    with store.transaction():
+        for video_id, details in sorted(last.items()):
+            if store.get_video(video_id) is None:
+                continue  # not in the restored catalogue: nothing to serve
+            state = details.get("state")
+            removal = state in {s.value for s in REMOVALS}
+            if (
+                details["_action"] == "verdict"
+                and details.get("source") in HUMAN_SOURCES
+                and removal
+            ):
+                reason = f"re-applied after restoring {backup_id}: {details.get('reason', '')}"
+                verdict = {
+                    "state": state,
+                    "creator_ok": False,
+                    "reason": reason,
+                    "decided_by": "fyp restore",
+                    "reapplied": {"source": details.get("source"), "backup": backup_id},
+                }
+                c.mod.write(
+                    video_id, str(state), False, reason, "restore", "fyp restore", t, verdict
+                )
+                entry = c.audit.append(
+                    "fyp restore", "verdict", video_id, {"source": "restore", **verdict}, t
+                )
+            else:
+                reason = f"decided or changed after backup {backup_id}: judged again"
+                revision = c.mod.mark_pending(video_id, reason, "fyp restore", t)
+                entry = c.audit.append(
+                    "fyp restore", "pending", video_id, {"reason": reason, "revision": revision}, t
+                )
+            c.mod.set_audit_seq(video_id, entry.seq)
+            changed += 1
+    return changed
+
+
+Todo = tuple[str, int, str, str]
+"""A video to judge: id, the revision and state its row must still have when the verdict
+is written, and the source of the verdict it replaces ("" for pending)."""
+Judged = tuple[Video, Todo, Verdict, ModerationInput, "Signature | None"]
+POLICY_CHECKED = "policy.recheck"
+REMOVALS = frozenset({State.rejected, State.blocked, State.restricted})
+
+
 @dataclass
 class RunSummary:
     """What one automated run over a region's pending videos did."""
@@ -136,6 +237,7 @@ class RunSummary:
     by_state: Counter[str] = field(default_factory=Counter)
     by_rule: Counter[str] = field(default_factory=Counter)  # "rule:action"
     failures: Counter[str] = field(default_factory=Counter)
+    policy_rechecked: int = 0  # verdicts re-judged because the policy changed
     seconds: float = 0.0
 
     def count(self, verdict: Verdict) -> None:
@@ -155,6 +257,7 @@ class RunSummary:
             "by_state": dict(sorted(self.by_state.items())),
             "by_rule": dict(sorted(self.by_rule.items())),
             "rule_failures": dict(sorted(self.failures.items())),
+            "policy_rechecked": self.policy_rechecked,
             "seconds": round(self.seconds, 3),
         }
 
@@ -198,6 +301,7 @@ class Moderator:
         region: str,
         facts: dict[str, CreatorFact],
         matches: tuple[Match, ...] = (),
+        held: str | None = None,
     ) -> ModerationInput:
         attrs = video.attributes or {}
         if video.creator_id is None:
@@ -220,65 +324,94 @@ class Moderator:
             creator=creator,
             creator_age=age,
             matches=matches,
+            held=held,
         )
 
     # -- automated checks -----------------------------------------------------
     def run(self, region: str, limit: int | None = None, actor: str = AUTOMATED) -> RunSummary:
         """Automated checks over the region's pending videos (not those awaiting a
-        human), oldest first; a verdict of pending opens a review job."""
+        human), oldest first; a verdict of pending opens a review job. A run without a
+        ``limit`` also re-judges every verdict if the region's policy changed since the
+        last such recheck (:meth:`_policy_recheck`)."""
         started = time.perf_counter()
         store = self.deployment.store(region)
         c = self.cell(region)
         engine = self.engines[region]
         summary = RunSummary(region)
-        pending = c.mod.pending(limit)
-        todo = {v for v, _ in pending}
+        todo: list[Todo] = [
+            (vid, rev, State.pending.value, "") for vid, rev in c.mod.pending(limit)
+        ]
+        digest = engine.versions["policy"]
+        recheck = limit is None and self.policy_checked(region) != digest
+        if recheck:
+            todo += c.mod.judged()
         index = dedup.DuplicateIndex(engine.policy.duplicate_threshold)
         states = c.mod.all_states()
+        waiting = {vid for vid, _, expect, _ in todo if expect == State.pending.value}
         for vid, creator, blob, media in c.mod.signatures():
-            if vid not in todo:
+            if vid not in waiting:
                 sig = dedup.Signature.from_bytes(blob) if blob else None
                 index.add(vid, sig, media, states.get(vid, "pending"), creator)
-        for start in range(0, len(pending), CHUNK):
-            chunk = pending[start : start + CHUNK]
-            videos = [(store.get_video(vid), rev) for vid, rev in chunk]
+        for start in range(0, len(todo), CHUNK):
+            chunk = todo[start : start + CHUNK]
+            videos = [(store.get_video(t[0]), t) for t in chunk]
             facts = self.creator_facts(v.creator_id for v, _ in videos if v and v.creator_id)
-            judged: list[tuple[Video, int, Verdict, ModerationInput, Signature | None]] = []
-            for video, rev in videos:
+            holds = human_holds(c, [t[0] for t in chunk])
+            judged: list[Judged] = []
+            for video, todo_item in videos:
                 if video is None:
                     continue  # deleted since the run started
                 summary.examined += 1
                 sig = dedup.signature(video.caption, video.hashtags)
                 media = _media(video)
                 matches = index.matches(video.video_id, sig, media, video.creator_id)
-                item = self.build_input(video, region, facts, matches)
+                item = self.build_input(video, region, facts, matches, holds.get(video.video_id))
                 verdict = engine.evaluate(item)
-                judged.append((video, rev, verdict, item, sig))
+                judged.append((video, todo_item, verdict, item, sig))
                 index.add(video.video_id, sig, media, verdict.state.value, video.creator_id)
             self._write(c, store, judged, actor, summary)
+        if recheck:
+            with store.transaction():
+                c.audit.append(actor, POLICY_CHECKED, f"policy:{region}", {"digest": digest})
+            summary.policy_rechecked = len(todo) - len(waiting)
         summary.seconds = time.perf_counter() - started
         return summary
+
+    def policy_checked(self, region: str) -> str | None:
+        """The digest of the policy every verdict of the region was last re-judged under
+        (None: never): a run re-judges them all when the policy is another."""
+        last = None
+        for e in self.cell(region).audit.entries(subject=f"policy:{region}", action=POLICY_CHECKED):
+            last = e.details.get("digest")
+        return None if last is None else str(last)
 
     def _write(
         self,
         c: Cell,
         store: object,
-        judged: list[tuple[Video, int, Verdict, ModerationInput, Signature | None]],
+        judged: list[Judged],
         actor: str,
         summary: RunSummary,
     ) -> None:
         """Write a chunk of verdicts in one transaction. A video edited (new revision)
-        or decided by a human since the run read it keeps what happened meanwhile."""
+        or decided by a human since the run read it keeps what happened meanwhile. A
+        re-judged human verdict (policy recheck) changes only to a removal: a new policy
+        may take down what a person approved, never approve what a person removed."""
         t = now_ms()
         with sql_store(store).transaction():
             now = c.mod.revisions([v.video_id for v, *_ in judged])
             fresh = []
-            for video, rev, verdict, item, sig in judged:
+            for video, (_, rev, expect, source), verdict, item, sig in judged:
                 current = now.get(video.video_id)
-                if (current is None and rev == 0) or current == (State.pending.value, rev):
-                    fresh.append((video, verdict, item, sig))
-                else:
+                still = current == (expect, rev) or (current is None and rev == 0)
+                if not still:
                     summary.skipped += 1
+                elif source in HUMAN_SOURCES and verdict.state not in REMOVALS:
+                    pass  # the person's verdict stands
+                elif expect != State.pending.value and verdict.state.value == expect:
+                    pass  # re-judged, same state: nothing to write
+                else:
+                    fresh.append((video, verdict, item, sig))
             bodies = [(verdict.to_dict(), item.to_dict()) for _, verdict, item, _ in fresh]
             entries = c.audit.append_many(
                 [
@@ -330,14 +463,17 @@ class Moderator:
                     )
                     summary.jobs += 1
 
-    def recheck_creators(self, region: str, actor: str = AUTOMATED) -> int:
+    def recheck_creators(
+        self, region: str, actor: str = AUTOMATED, creators: Collection[str] | None = None
+    ) -> int:
         """Re-evaluate creator eligibility of every judged video in the region (a
-        creator who turned 16, a birth year added); returns how many changed."""
+        creator who turned 16, a birth year added or corrected), or only of the videos
+        of ``creators``; returns how many changed."""
         store = self.deployment.store(region)
         c = self.cell(region)
         engine = self.engines[region]
         changed = 0
-        videos = list(store.iter_videos())
+        videos = [v for v in store.iter_videos() if creators is None or v.creator_id in creators]
         facts = self.creator_facts(v.creator_id for v in videos if v.creator_id)
         t = now_ms()
         with store.transaction():

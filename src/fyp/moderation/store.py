@@ -222,6 +222,16 @@ class ModerationStore:
         )
         return [(str(r[0]), int(r[1])) for r in rows]
 
+    def judged(self) -> list[tuple[str, int, str, str]]:
+        """Catalogue videos with a verdict: id, revision, state and the verdict's source
+        (a policy recheck re-judges them)."""
+        rows = self.store.query(
+            "SELECT m.video_id, m.revision, m.state, m.source FROM moderation m "
+            "JOIN videos v ON v.video_id = m.video_id WHERE m.state != 'pending' "
+            "ORDER BY v.created_at_ms, v.video_id"
+        )
+        return [(str(r[0]), int(r[1]), str(r[2]), str(r[3])) for r in rows]
+
     def count_by_state(self) -> dict[str, int]:
         rows = self.store.query(
             "SELECT COALESCE(m.state, 'pending'), COUNT(*) FROM videos v "

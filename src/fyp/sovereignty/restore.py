@@ -44,7 +44,7 @@ from fyp.sovereignty.backup import (
 )
 
 if TYPE_CHECKING:
-    from fyp.audit.log import AuditLog
+    from fyp.audit.log import AuditLog, Record
 
 _SHM_DMS_BYTE = 128  # SQLite's "dead man switch" lock in the -shm file of a WAL database
 
@@ -190,12 +190,17 @@ class Restorer:
     ) -> tuple[list[str], int | None]:
         from fyp.access.keys import reapply_revocations
         from fyp.audit.log import AuditLog
+        from fyp.moderation.service import reapply_moderation
         from fyp.regions.deployment import Deployment
         from fyp.sovereignty.erasure import reapply_erasures
 
         with Deployment(self.config) as d:
             log = AuditLog(d.store(self.region))
-            carried = None if history is None else carry_audit_history(log, history)
+            records = None if history is None else carry_audit_history(log, history)
+            carried = None if records is None else len(records)
+            # decisions made after the backup: removals stand again, the rest is judged
+            # again (before the erasures, which may delete some of those videos)
+            remoderated = reapply_moderation(d, self.region, records or [], backup_id)
             reerased = reapply_erasures(d, self.region)
             revoked = reapply_revocations(d.store(self.region), self.config.region_dir(self.region))
             log.append(
@@ -205,6 +210,7 @@ class Restorer:
                 {
                     "reerased": len(reerased),
                     "rerevoked_keys": revoked,
+                    "remoderated_videos": remoderated,
                     "carried_audit_entries": "unreadable" if carried is None else carried,
                 },
             )
@@ -235,14 +241,14 @@ def audit_history(path: Path) -> list[tuple[Any, ...]] | None:
         return None
 
 
-def carry_audit_history(log: AuditLog, history: list[tuple[Any, ...]]) -> int:
+def carry_audit_history(log: AuditLog, history: list[tuple[Any, ...]]) -> list[Record]:
     """Append to the restored log, in order, every entry of the replaced one that the
     backup does not hold (same seq and hash): what happened after the backup was taken
     (an operator's read, a decision, an erasure) stays on record, with its original
     time, actor and subject and, in ``details.carried_from``, where it was. The chain
     goes on from the backup's head, so ``fyp audit verify`` checks the result whole."""
     restored = {int(seq): str(h) for seq, h in log.store.query("SELECT seq, hash FROM audit_log")}
-    records = [
+    records: list[Record] = [
         (
             actor,
             action,
@@ -257,7 +263,7 @@ def carry_audit_history(log: AuditLog, history: list[tuple[Any, ...]]) -> int:
         if restored.get(seq) != h
     ]
     log.append_many(records)
-    return len(records)
+    return records
 
 
 def _prune_empty_dirs(root: Path) -> None:

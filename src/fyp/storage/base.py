@@ -182,6 +182,10 @@ class Store(ABC):
     def existing_event_ids(self, event_ids: Iterable[str]) -> set[str]: ...
 
     @abstractmethod
+    def stored_events(self, event_ids: Iterable[str]) -> dict[str, EventRow]:
+        """The stored events of these ids (ids not stored are left out)."""
+
+    @abstractmethod
     def insert_events(self, rows: Sequence[EventRow]) -> list[bool]:
         """Insert validated events atomically; True per row written, False per duplicate.
 

@@ -535,6 +535,17 @@ class SQLiteStore(Store):
             for r in self._in("SELECT event_id FROM events WHERE event_id IN ({marks})", event_ids)
         }
 
+    def stored_events(self, event_ids: Iterable[str]) -> dict[str, EventRow]:
+        rows = self._in(
+            "SELECT event_id, user_id, video_id, type, ts_ms, watch_ms, watch_ratio, "
+            "valid_play, long_play, short_play FROM events WHERE event_id IN ({marks})",
+            event_ids,
+        )
+        return {
+            r[0]: EventRow(r[0], r[1], r[2], r[3], r[4], r[5], r[6], *map(bool, r[7:10]))
+            for r in rows
+        }
+
     def insert_events(self, rows: Sequence[EventRow]) -> list[bool]:
         sql = (
             "INSERT OR IGNORE INTO events (event_id, user_id, video_id, type, ts_ms, "

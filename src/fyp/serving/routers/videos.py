@@ -2,9 +2,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Depends, Query, status
+from fastapi import APIRouter, Depends, Query, Request, status
 
+from fyp.access.guard import principal
 from fyp.catalog.models import Video, VideoIn, VideoPatch
+from fyp.errors import UnknownVideo
+from fyp.moderation.models import State
+from fyp.moderation.service import cell
 from fyp.serving.dependencies import AppState, state
 
 router = APIRouter(prefix="/v1/videos", tags=["videos"])
@@ -18,9 +22,25 @@ async def create_video(body: VideoIn, s: AppState = Depends(state)) -> Video:
 
 @router.get("/{video_id}", response_model=Video)
 async def get_video(
-    video_id: str, region: str | None = Query(None), s: AppState = Depends(state)
+    request: Request,
+    video_id: str,
+    region: str | None = Query(None),
+    s: AppState = Depends(state),
 ) -> Video:
-    return s.catalog.get_video(video_id, region)
+    """A feed key (the app showing videos to people) gets only a video that is
+    approved or age-restricted in one of its regions: a rejected caption is not
+    served to a client by another route."""
+    video = s.catalog.get_video(video_id, region)
+    key = principal(request)
+    if key is not None and key.roles <= {"feed"}:
+        shown = (State.approved.value, State.age_restricted.value)
+        regions = [r for r in video.regions if key.all_regions or r in key.regions]
+        if not any(
+            cell(s.deployment.store(r)).mod.states([video_id]).get(video_id, ("",))[0] in shown
+            for r in regions
+        ):
+            raise UnknownVideo(f"no video {video_id!r}", video_id=video_id)
+    return video
 
 
 @router.patch("/{video_id}", response_model=Video)
