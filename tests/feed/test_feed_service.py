@@ -80,6 +80,43 @@ def test_not_interested_removes_the_creator_at_once(trained: Deployment) -> None
     assert {r["reason"] for r in blocked} == {"you marked this creator not interested"}
 
 
+def test_not_interested_in_a_video_newer_than_the_model_still_reaches_its_creator(
+    trained: Deployment,
+) -> None:
+    """The video was uploaded after training (a shared link, a profile): the model has
+    no row for it, and its creator's other videos stayed in the feed (acceptance review)."""
+    from fyp.catalog.models import VideoIn
+
+    service = FeedService(trained)
+    first = service.feed("u7", n=10, record=False)
+    creator = Catalog(trained).get_video(first.items[0].video_id).creator_id
+    assert creator is not None
+    Catalog(trained).create_video(
+        VideoIn(
+            video_id="after-training",
+            creator_id=creator,
+            duration_ms=9_000,
+            regions=["us", "eu"],
+        )
+    )
+    stored = Ingestor(trained).ingest(
+        [
+            {
+                "event_id": "ni-new",
+                "user_id": "u7",
+                "video_id": "after-training",
+                "type": "not_interested",
+            }
+        ]
+    )
+    assert stored.results[0].status == "stored"
+    after = service.feed("u7", n=30, record=False)
+    catalog = Catalog(trained)
+    assert after.items and all(
+        catalog.get_video(i.video_id).creator_id != creator for i in after.items
+    )
+
+
 def test_new_user_gets_a_feed_and_a_few_likes_personalise_it(trained: Deployment) -> None:
     Catalog(trained).create_user(UserIn(user_id="newbie", home_region="eu"))
     service = FeedService(trained)

@@ -145,9 +145,18 @@ def test_an_appeal_goes_to_a_different_reviewer(
     # another appeal cannot go to alice or bob; approved verdicts are not appealable
     with pytest.raises(JobConflict, match="only a verdict"):
         reviews.appeal("r0", "us", "a1", "more")
-    reviews.takedown("r0", "legal", "court order", ["us"])
+    reviews.takedown("r0", "legal", "court order", ["us"], via="key:k1")
     third = reviews.appeal("r0", "us", "a1", "overturn")
     assert set(third.excluded) == {"alice", "bob", "legal"}
+    # retyping a name is not a different reviewer (acceptance review): no claim, no decision
+    assert reviews.claim("Alice") is None and reviews.claim("ＢＯＢ ") is None
+    assert reviews.claim("LEGAL") is None
+    carol = reviews.claim("carol", via="key:k2")
+    assert carol is not None and carol.job_id == third.job_id
+    reviews.decide(carol.job_id, "carol", "approved", "overturned", via="key:k2")
+    log = AuditLog(policed.store("us"))
+    verdicts = [e for e in log.entries(subject="r0", action="verdict")]
+    assert verdicts[-1].details["via"] == "key:k2" and verdicts[-2].details["via"] == "key:k1"
 
 
 def test_appeals_of_automated_verdicts(

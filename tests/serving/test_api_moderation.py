@@ -176,6 +176,10 @@ def test_takedown_reaches_the_next_feed(client: TestClient, deployment: Deployme
         json={"actor_id": "legal", "reason": "court order", "regions": ["us"]},
     )
     assert done.status_code == 200 and done.json()["regions"]["us"]["state"] == "blocked"
+    from fyp.audit.log import AuditLog
+
+    entry = list(AuditLog(deployment.store("us")).entries(subject=target, action="verdict"))[-1]
+    assert entry.actor == "legal" and entry.details["via"].startswith("key:")  # the credential
     client.post("/v1/users", json={"user_id": "bea", "home_region": "us", "birth_year": 1990})
     nxt = client.get("/v1/users/bea/feed", params={"n": 5, "debug": True}).json()  # cold like ana
     assert target not in [i["video_id"] for i in nxt["items"]]

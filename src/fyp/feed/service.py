@@ -30,7 +30,7 @@ from fyp.feed.pipeline import FeedPipeline, RankedPage
 from fyp.feed.pool import Pool, RemovedLog
 from fyp.feed.rerank import separate_creators
 from fyp.feed.scoring import RankerScorer, Scorer, ValueScorer
-from fyp.feed.state import ServedMask, StateCache, UserState, build_state
+from fyp.feed.state import CREATOR_ACTIONS, ServedMask, StateCache, UserState, build_state
 from fyp.models.ahead import RankedAhead
 from fyp.models.artifacts import current_version
 from fyp.models.region_model import RegionModel
@@ -294,7 +294,19 @@ class FeedService:
         if served is None:
             since = time.time_ns() // 1_000_000 - self.seen_window_ms
             served = store.served_since(user_id, since)
-        state = build_state(user_id, region, age, events, served, model, served_mask=mask)
+        outside = {
+            e.video_id: None
+            for e in events
+            if e.type in CREATOR_ACTIONS and e.video_id not in model.video_index
+        }
+        codes: dict[str, tuple[int, int]] = {}
+        for video_id in outside:  # rare: a video uploaded since training, acted on
+            video = store.get_video(video_id)
+            if video is not None:
+                codes[video_id] = model.codes_of(video.creator_id, video.categories)
+        state = build_state(
+            user_id, region, age, events, served, model, served_mask=mask, outside=codes
+        )
         if marker is not None:
             self._states.put(user_id, model, marker, state)
         return state

@@ -10,7 +10,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -22,6 +22,9 @@ from fyp.models.training import event_weight
 RECENT_POSITIVES = 30
 RECENT_WINDOW = 8  # latest distinct videos, for look-alike avoidance
 NEGATIVE_TYPES = frozenset({EventType.skip, EventType.not_interested, EventType.report})
+CREATOR_ACTIONS = frozenset({EventType.not_interested, EventType.follow})
+"""Events that act on a video's creator (and category), whether or not the model knows
+the video: the feed looks those up in the catalogue."""
 
 # A state's sets of ids are a dict's keys (values None): the collector leaves a dict of
 # atomic keys and values untracked (see ``gc.is_tracked``), where it tracks every set and
@@ -145,9 +148,14 @@ def build_state(
     model: RegionModel,
     category_block_after: int = 2,
     served_mask: ServedMask | None = None,
+    outside: Mapping[str, tuple[int, int]] | None = None,
 ) -> UserState:
     """Fold the user's recent events (newest first) and served videos into a state;
-    ``served_mask``: the one of the state whose served part this is, if any."""
+    ``served_mask``: the one of the state whose served part this is, if any;
+    ``outside``: creator and category codes of videos the model has not learned that
+    the user said "not interested" in or followed the creator of (see
+    :data:`CREATOR_ACTIONS`)."""
+    outside = outside or {}
     served_ids: Ids = dict.fromkeys(served)
     positives: list[int] = []
     weights: list[float] = []
@@ -166,8 +174,10 @@ def build_state(
         item = model.video_index.get(e.video_id)
         if item is not None and len(recent) < RECENT_WINDOW and item not in recent:
             recent.append(item)
-        creator = int(model.creator[item]) if item is not None else -1
-        category = int(model.category[item]) if item is not None else -1
+        if item is not None:
+            creator, category = int(model.creator[item]), int(model.category[item])
+        else:
+            creator, category = outside.get(e.video_id, (-1, -1))
         if e.type == EventType.not_interested:
             ni_videos[e.video_id] = None
             if creator >= 0:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -63,6 +64,16 @@ class RegionModel:
     @property
     def n_items(self) -> int:
         return len(self.video_ids)
+
+    def codes_of(self, creator_id: str | None, categories: Sequence[str]) -> tuple[int, int]:
+        """The model's creator and category codes (-1: unknown to it) of a video it has
+        not learned: a "not interested" in a video uploaded after training still
+        reaches its creator's other videos."""
+        creator = -1 if creator_id is None else self.creator_index.get(creator_id, -1)
+        if not categories:
+            return creator, -1
+        names = list(map(str, self.category_names))
+        return creator, names.index(categories[0]) if categories[0] in names else -1
 
     @classmethod
     def from_arrays(cls, manifest: Manifest, a: dict[str, np.ndarray]) -> RegionModel:

@@ -18,6 +18,7 @@ creator rules, never granted by a reviewer.
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -97,8 +98,11 @@ class Reviews:
         return record
 
     # -- jobs -----------------------------------------------------------------
-    def claim(self, reviewer_id: str, region: str | None = None) -> Job | None:
-        """The oldest claimable job (in ``region``, or any region in config order)."""
+    def claim(
+        self, reviewer_id: str, region: str | None = None, via: str | None = None
+    ) -> Job | None:
+        """The oldest claimable job (in ``region``, or any region in config order);
+        ``via``: the credential the request came through (``key:<id>``), audited."""
         _check_id(reviewer_id, "reviewer_id")
         m = self.moderator
         regions = [region] if region else m.deployment.regions
@@ -107,10 +111,14 @@ class Reviews:
             c = m.cell(r)
             t = now_ms()
             with store.transaction():
-                job = c.mod.claim(reviewer_id, t, m.claim_lease_ms)
+                job = c.mod.claim(reviewer_id, t, m.claim_lease_ms, _person(reviewer_id))
                 if job is not None:
                     c.audit.append(
-                        reviewer_id, "job.claim", job.video_id, {"job_id": job.job_id}, t
+                        reviewer_id,
+                        "job.claim",
+                        job.video_id,
+                        {"job_id": job.job_id, **_via(via)},
+                        t,
                     )
                     return job
         return None
@@ -129,8 +137,13 @@ class Reviews:
             raise ValidationFailed(f"unknown job status {status!r}", field="status")
         return self.moderator.cell(region).mod.jobs(status, limit)
 
-    def decide(self, job_id: str, reviewer_id: str, verdict: str, reason: str) -> Record:
-        """Decide a job the reviewer holds; the verdict takes effect at once."""
+    def decide(
+        self, job_id: str, reviewer_id: str, verdict: str, reason: str, via: str | None = None
+    ) -> Record:
+        """Decide a job the reviewer holds; the verdict takes effect at once. An appeal
+        refuses anyone who decided the video before, by name compared without case or
+        width. (Not by API key: a review tool may serve all its reviewers through one;
+        the key is recorded with each decision, ``details.via``.)"""
         _check_id(reviewer_id, "reviewer_id")
         if not reason or not reason.strip():
             raise ValidationFailed("a decision needs a reason", field="reason")
@@ -157,7 +170,7 @@ class Reviews:
                 )
             if current.claimed_by != reviewer_id:
                 raise Forbidden(f"job {job_id} is claimed by another reviewer", job_id=job_id)
-            if reviewer_id in current.excluded:
+            if _person(reviewer_id) in {_person(x) for x in current.excluded}:
                 raise Forbidden(
                     f"reviewer {reviewer_id!r} already decided this video: an appeal goes to "
                     "a different reviewer",
@@ -174,7 +187,7 @@ class Reviews:
                 reviewer_id,
                 reason,
                 source,
-                {"job_id": job_id, "claimed_at_ms": current.claimed_at_ms},
+                {"job_id": job_id, "claimed_at_ms": current.claimed_at_ms, **_via(via)},
                 t,
             )
 
@@ -204,7 +217,7 @@ class Reviews:
         # everyone who ever decided on this video here: reviewers, appeal reviewers and
         # takedown actors, from the audit log (the one complete record)
         excluded = {
-            e.actor
+            _person(e.actor)
             for e in c.audit.entries(subject=video_id, action="verdict")
             if e.details.get("source") in HUMAN_SOURCES
         }
@@ -234,6 +247,7 @@ class Reviews:
         reason: str,
         regions: Sequence[str] | None = None,
         verdict: str = State.blocked.value,
+        via: str | None = None,
     ) -> dict[str, Record]:
         """Reject or block a video in the given regions (default: all it is in) now."""
         _check_id(actor_id, "actor_id")
@@ -266,7 +280,17 @@ class Reviews:
                     actor_id,
                     reason,
                     "takedown",
-                    {"regions": targets},
+                    {"regions": targets, **_via(via)},
                     t,
                 )
         return out
+
+
+def _via(via: str | None) -> dict[str, str]:
+    return {} if via is None else {"via": via}
+
+
+def _person(name: str) -> str:
+    """A reviewer id as compared for "a different reviewer": "Alice" and "ａｌｉｃｅ" are
+    alice."""
+    return unicodedata.normalize("NFKC", name).casefold().strip()

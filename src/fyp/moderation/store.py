@@ -413,10 +413,13 @@ class ModerationStore:
         )
         return [self._job(r) for r in rows]
 
-    def claim(self, reviewer: str, ts_ms: int, lease_ms: int) -> Job | None:
+    def claim(
+        self, reviewer: str, ts_ms: int, lease_ms: int, person: str | None = None
+    ) -> Job | None:
         """Atomically hand the oldest claimable job to ``reviewer``: an open one, or one
         whose claim lapsed; never one the reviewer is excluded from (an appeal of their
-        own decision). One UPDATE in a write transaction, so no two reviewers get it."""
+        own decision; ``person``: the form of their id that ``excluded`` holds). One
+        UPDATE in a write transaction, so no two reviewers get it."""
         with self.store.transaction():
             rows = self.store.query(
                 "UPDATE moderation_jobs SET status = 'claimed', claimed_by = ?, "
@@ -424,7 +427,7 @@ class ModerationStore:
                 "WHERE (j.status = 'open' OR (j.status = 'claimed' AND j.claimed_at_ms < ?)) "
                 "AND NOT EXISTS (SELECT 1 FROM json_each(j.excluded) WHERE value = ?) "
                 f"ORDER BY job_no LIMIT 1) RETURNING {_JOB_COLS}",
-                (reviewer, ts_ms, ts_ms - lease_ms, reviewer),
+                (reviewer, ts_ms, ts_ms - lease_ms, reviewer if person is None else person),
             )
         return self._job(rows[0]) if rows else None
 

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Query, status
+from fastapi import APIRouter, Depends, Query, Request, status
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
+from fyp.access.guard import principal
 from fyp.audit.log import AuditLog
 from fyp.serving.dependencies import AppState, state
 
@@ -97,9 +98,13 @@ async def replay(
 
 
 @router.post("/videos/{video_id}/takedown")
-async def takedown(video_id: str, body: TakedownIn, s: AppState = Depends(state)) -> dict[str, Any]:
+async def takedown(
+    request: Request, video_id: str, body: TakedownIn, s: AppState = Depends(state)
+) -> dict[str, Any]:
     """Block (or reject) a video in the given regions at once; the next feed shows it."""
-    records = s.reviews.takedown(video_id, body.actor_id, body.reason, body.regions, body.verdict)
+    records = s.reviews.takedown(
+        video_id, body.actor_id, body.reason, body.regions, body.verdict, via=_via(request)
+    )
     return {"video_id": video_id, "regions": {r: rec.to_dict() for r, rec in records.items()}}
 
 
@@ -110,11 +115,11 @@ async def appeal(video_id: str, body: AppealIn, s: AppState = Depends(state)) ->
 
 
 @router.post("/jobs/claim")
-async def claim(body: ClaimIn, s: AppState = Depends(state)) -> dict[str, Any]:
+async def claim(request: Request, body: ClaimIn, s: AppState = Depends(state)) -> dict[str, Any]:
     """Claim the oldest open review job; ``{"job": null}`` when there is none."""
     if body.region:
         s.deployment.store(body.region)
-    job = s.reviews.claim(body.reviewer_id, body.region)
+    job = s.reviews.claim(body.reviewer_id, body.region, via=_via(request))
     return {"job": job.to_dict() if job else None}
 
 
@@ -135,9 +140,20 @@ async def job(job_id: str, s: AppState = Depends(state)) -> dict[str, Any]:
 
 
 @router.post("/jobs/{job_id}/decision")
-async def decide(job_id: str, body: DecisionIn, s: AppState = Depends(state)) -> dict[str, Any]:
+async def decide(
+    request: Request, job_id: str, body: DecisionIn, s: AppState = Depends(state)
+) -> dict[str, Any]:
     """Decide a job you have claimed; the verdict takes effect in the next feed."""
-    return s.reviews.decide(job_id, body.reviewer_id, body.verdict, body.reason).to_dict()
+    return s.reviews.decide(
+        job_id, body.reviewer_id, body.verdict, body.reason, via=_via(request)
+    ).to_dict()
+
+
+def _via(request: Request) -> str | None:
+    """The API key a person's decision came through, for the audit log (ids in the body
+    are the person's word; the key is the credential)."""
+    key = principal(request)
+    return None if key is None else f"key:{key.key_id}"
 
 
 @router.get("/audit/{region}/verify")
