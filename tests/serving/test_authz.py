@@ -51,6 +51,34 @@ def test_missing_malformed_unknown_and_revoked_keys_are_401(world: World) -> Non
     assert c.get("/v1/nowhere", headers=headers(world.admin)).status_code == 404
 
 
+@pytest.mark.parametrize("fast_path", [True, False], ids=["fast path", "router"])
+def test_a_401_names_the_bearer_scheme(
+    world: World, fast_path: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """RFC 7235: a 401 says how to authenticate, on the hot routes' fast path too."""
+    from fyp.serving.fastpath import HotRoutes
+
+    if not fast_path:
+
+        async def router_only(self: HotRoutes, *_: object) -> bool:
+            return False
+
+        monkeypatch.setattr(HotRoutes, "__call__", router_only)
+    event = {"event_id": "a401", "user_id": "u-us", "video_id": "v-us", "type": "like"}
+    for sent in ({}, {"Authorization": "Bearer nope"}):
+        for method, path, body in (
+            ("POST", "/v1/events", event),
+            ("GET", "/v1/users/u-us/feed", None),
+            ("GET", "/v1/videos/v-us", None),
+            ("GET", "/v1/nowhere", None),
+        ):
+            resp = world.client.request(method, path, json=body, headers=sent)
+            assert resp.status_code == 401, (method, path, resp.text)
+            assert resp.headers["www-authenticate"] == "Bearer"
+    resp = world.client.get("/v1/videos/v-us", headers=headers(world.key("feed")))
+    assert resp.status_code == 200 and "www-authenticate" not in resp.headers
+
+
 LIKE = {"event_id": "m1", "user_id": "u-us", "video_id": "v-both", "type": "like"}
 CLAIM = {"reviewer_id": "r", "region": "us"}
 TAKEDOWN = {"actor_id": "a", "reason": "r", "regions": ["us"]}

@@ -29,14 +29,14 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
 
 from fyp.access.policy import ADMIN_ONLY, Rule
 from fyp.access.ring import KeyRing, Principal
 from fyp.access.routes import Match, RouteIndex, Template
 from fyp.audit.log import AuditLog
-from fyp.errors import Forbidden, FypError, InvalidRequest, error_body, http_status
+from fyp.errors import Forbidden, FypError, InvalidRequest
 from fyp.regions.deployment import Deployment
+from fyp.serving.errors import error_response
 from fyp.sovereignty.ledger import user_pseudonym
 
 Scope = MutableMapping[str, Any]
@@ -237,9 +237,7 @@ class AccessMiddleware:
             try:
                 receive = await self.access.check(scope, receive)
             except FypError as exc:
-                await JSONResponse(error_body(exc), status_code=http_status(exc))(
-                    scope, receive, send
-                )
+                await error_response(exc)(scope, receive, send)
                 return
         await self.app(scope, receive, send)
 

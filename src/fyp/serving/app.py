@@ -12,20 +12,19 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import Depends, FastAPI, Request
-from fastapi.responses import JSONResponse
 from starlette.types import Message, Receive, Scope, Send
 
 from fyp import __version__
 from fyp.access.guard import install as install_access_control
 from fyp.access.guard import key_regions
 from fyp.catalog.service import Catalog
-from fyp.errors import PayloadTooLarge, error_body, http_status
+from fyp.errors import PayloadTooLarge
 from fyp.events.ingest import Ingestor
 from fyp.feed.service import FeedService
 from fyp.moderation import ModerationEligibility, Moderator, Reviews
 from fyp.regions.deployment import Deployment
 from fyp.serving.dependencies import AppState, state
-from fyp.serving.errors import install_error_handlers
+from fyp.serving.errors import error_response, install_error_handlers
 from fyp.serving.fastpath import HotRoutes
 from fyp.serving.routers import events, feed, moderation, users, videos
 
@@ -75,7 +74,7 @@ async def _too_large(size: int, limit: int, scope: Scope, receive: Receive, send
         limit=limit,
         size=size,
     )
-    await JSONResponse(error_body(error), status_code=http_status(error))(scope, receive, send)
+    await error_response(error)(scope, receive, send)
 
 
 def _capped(receive: Receive, limit: int) -> Receive:

@@ -63,12 +63,13 @@ class HotRoutes:
             answer = partial(self._feed, match.group(1), *params)
         else:
             return False
+        headers: dict[str, str] = {}
         try:
             receive = await self.access.check(scope, receive)
             status, content = await answer(scope, receive)
         except Exception as exc:  # answered and logged as the app's handlers do
-            status, content = failure(exc)
-        await _respond(send, status, content)
+            status, content, headers = failure(exc)
+        await _respond(send, status, content, headers)
         return True
 
     async def _event(self, scope: Scope, receive: Receive) -> tuple[int, dict[str, Any]]:
@@ -124,8 +125,9 @@ async def _body(receive: Receive) -> bytes:
             return b"".join(chunks)
 
 
-async def _respond(send: Send, status: int, content: dict[str, Any]) -> None:
+async def _respond(send: Send, status: int, content: dict[str, Any], extra: dict[str, str]) -> None:
     body = to_json(content)  # pydantic-core's encoder: compact UTF-8, a few times json's speed
     headers = [*_JSON, (b"content-length", str(len(body)).encode())]
+    headers += [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in extra.items()]
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
