@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from authz_world import World, build_world, headers, snapshot, user, video
+from errors import assert_error
 
 from fyp.access.keys import ROLES, KeyStore
 from fyp.access.policy import ADMIN_ONLY, PERMISSIONS, rule_for
@@ -45,10 +46,22 @@ def test_missing_malformed_unknown_and_revoked_keys_are_401(world: World) -> Non
     assert c.get("/healthz").status_code == 200 and c.get("/docs").status_code == 200
     spec = c.get("/openapi.json").json()
     assert set(spec["components"]["securitySchemes"]) == {"bearer", "apiKey"}
-    # an unknown route: 403 for a narrow key (no route map), 404 for an all-regions admin
+    # an unknown route: 401 without a valid key, else 404 (405 for a known path with
+    # another method) whatever the key's roles and regions: it names no data
     assert c.get("/v1/nowhere", headers=headers(token)).status_code == 401
-    assert c.get("/v1/nowhere", headers=headers(world.key("feed"))).status_code == 403
-    assert c.get("/v1/nowhere", headers=headers(world.admin)).status_code == 404
+    assert c.options("/v1/users/u-us/feed").status_code == 401
+    narrow = world.key("feed", regions=["eu"])
+    for key in (world.key("feed"), narrow, world.key("auditor"), world.admin):
+        assert_error(c.get("/v1/nope", headers=headers(key)), 404, "not_found")
+        assert_error(c.get("/v1/users/u-us/nope", headers=headers(key)), 404, "not_found")
+        resp = c.options("/v1/users/u-us/feed", headers=headers(key))
+        assert_error(resp, 405, "method_not_allowed")
+        assert resp.headers["allow"] == "GET"
+        assert_error(c.put("/v1/users/ghost", headers=headers(key)), 405, "method_not_allowed")
+    # a path that only misses the trailing slash: redirected (no data), then checked
+    resp = c.get("/v1/users/u-us/", headers=headers(narrow), follow_redirects=False)
+    assert resp.status_code == 307
+    assert c.get("/v1/users/u-us/", headers=headers(narrow)).status_code == 403
 
 
 @pytest.mark.parametrize("fast_path", [True, False], ids=["fast path", "router"])
@@ -296,4 +309,4 @@ def test_a_trailing_slash_is_redirected_for_any_valid_key_and_checked_after(
     assert followed.status_code == 503  # passed the check; this world has no trained model
     other = c.get("/v1/users/u-eu/feed/", headers=headers(feed_us))
     assert other.status_code == 403  # the followed request is checked like any other
-    assert c.get("/v1/nowhere/", headers=headers(feed_us)).status_code == 403  # no such route
+    assert c.get("/v1/nowhere/", headers=headers(feed_us)).status_code == 404  # no such route

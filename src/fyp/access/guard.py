@@ -10,7 +10,8 @@ A request is refused with 401 ``unauthenticated`` when its key is missing, malfo
 unknown or revoked, and 403 ``forbidden`` when the key lacks the route's role or one of
 the regions the request touches (``fyp.access.policy`` says how they are found). A key
 for only some regions also gets 403, never 404, for a user or video that is in none of
-them, so it cannot learn whether the object exists elsewhere.
+them, so it cannot learn whether the object exists elsewhere. A request no route serves
+needs only a valid key: the router's 404 or 405 says nothing about data.
 
 When an operator (``admin``, ``moderator``, ``auditor``) reads or changes a user's data
 (a GET or PATCH on a route with ``{user_id}``, unless a service role of the key already
@@ -23,16 +24,15 @@ before the handler runs, so no such read goes unrecorded.
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 from urllib.parse import parse_qsl
 
 from fastapi import FastAPI, Request
 
-from fyp.access.policy import ADMIN_ONLY, Rule
+from fyp.access.policy import Rule
 from fyp.access.ring import KeyRing, Principal
-from fyp.access.routes import Match, RouteIndex, Template
+from fyp.access.routes import RouteIndex
 from fyp.audit.log import AuditLog
 from fyp.errors import Forbidden, FypError, InvalidRequest
 from fyp.regions.deployment import Deployment
@@ -50,7 +50,6 @@ PRINCIPAL = "fyp.principal"
 REASON_HEADER = "X-Fyp-Reason"
 MAX_REASON = 500
 _FALSE = frozenset({"", "0", "off", "f", "false", "n", "no"})
-_NEVER = re.compile(r"(?!)")
 
 
 class Access:
@@ -68,18 +67,13 @@ class Access:
         (replaying the body when the check had to read it)."""
         method: str = scope.get("method", "GET")
         path = route_path(scope)
-        found = self.routes.match(method, path)
-        if (
-            not found
-            and len(path) > 1
-            and path.endswith("/")
-            and self.routes.match(method, path.rstrip("/"))
-        ):
-            # the router answers with a redirect to the path without the slash (it names
-            # no data); the request that follows it is checked like any other
+        matches = self.routes.match(method, path)
+        if not matches:
+            # no route serves this: the router answers 404, 405 (the path with another
+            # method) or a redirect to the path without its trailing slash, whatever the
+            # key's roles. None of these names any data; only a valid key learns them
             self.keys.authenticate(_credentials(scope)[0])
             return receive
-        matches = found or [_unknown_route(method, path)]
         if len(matches) == 1 and matches[0].template.rule.public:
             return receive
         token, reason = _credentials(scope)
@@ -288,11 +282,6 @@ def route_path(scope: Scope) -> str:
     if path == root:
         return ""
     return path[len(root) :] if path[len(root)] == "/" else path
-
-
-def _unknown_route(method: str, path: str) -> Match:
-    """No route serves this: the router answers 404/405, but only to an all-regions admin."""
-    return Match(Template(method, path, ADMIN_ONLY, _NEVER), {})
 
 
 def _query(scope: Scope, name: str) -> list[str]:
