@@ -118,6 +118,7 @@ def create_app(deployment: Deployment | str | Path) -> FastAPI:
         title="fyp",
         version=__version__,
         summary="For You feed engine with ringfenced regions",
+        strict_content_type=False,  # a body without a Content-Type is read as JSON
     )
     app.max_body_bytes = deployment.config.limits.max_body_bytes
     moderator = Moderator(deployment)  # a bad [regions.*.policy] fails here, at start-up

@@ -7,6 +7,7 @@ has the body ``{"error": {"code", "message", "status", "details"}}``.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -56,6 +57,42 @@ def error_response(exc: BaseException) -> JSONResponse:
     return JSONResponse(body, status_code=status, headers=headers)
 
 
+def invalid(errors: Sequence[Mapping[str, Any]], *root: str | int) -> FypError:
+    """The error for pydantic's (or FastAPI's) validation errors, their ``loc`` under
+    ``root``: 400 ``invalid_request`` when the body is not JSON at all, else 422."""
+    if any(e.get("type") == "json_invalid" for e in errors):
+        return InvalidRequest("request body is not valid JSON")
+    return failed([{"field": _path(*root, *e["loc"]), "problem": e["msg"]} for e in errors])
+
+
+def failed(problems: list[dict[str, str]], **details: Any) -> ValidationFailed:
+    """422 ``validation_failed`` listing each problem as ``{"field", "problem"}``, where
+    ``field`` is the value's path from the request's root: ``body.<field>`` (list items
+    by index: ``body.events.3.ts``), ``query.<name>``, ``path.<name>`` or
+    ``header.<name>`` (lower case), as FastAPI names them."""
+    summary = "; ".join(f"{p['field']}: {p['problem']}" for p in problems[:3])
+    return ValidationFailed(f"invalid request: {summary}", problems=problems, **details)
+
+
+def located(error: FypError, root: str) -> FypError:
+    """``error``, judged on the part of the request at ``root`` (e.g. ``body.events.3``,
+    by the ingestor), with its field paths from the request's root; a single ``field``
+    in its details becomes the one problem. Rewrites the error in place."""
+    details = error.details
+    if isinstance(details.get("problems"), list):
+        moved = [{**p, "field": _path(root, p.get("field"))} for p in details["problems"]]
+        error.details = {**details, "problems": moved}
+    elif isinstance(error, ValidationFailed) and "field" in details:
+        rest = {k: v for k, v in details.items() if k != "field"}
+        problem = {"field": _path(root, details["field"]), "problem": error.message}
+        error.details = {"problems": [problem], **rest}
+    return error
+
+
+def _path(*parts: object) -> str:
+    return ".".join(str(p) for p in parts if p not in (None, ""))
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(FypError)
     async def _fyp(_: Request, exc: FypError) -> JSONResponse:
@@ -63,14 +100,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
-        errors = exc.errors()
-        if any(e.get("type") == "json_invalid" for e in errors):
-            return error_response(InvalidRequest("request body is not valid JSON"))
-        problems = [
-            {"field": ".".join(str(p) for p in e["loc"]), "problem": e["msg"]} for e in errors
-        ]
-        summary = "; ".join(f"{p['field']}: {p['problem']}" for p in problems[:3])
-        return error_response(ValidationFailed(f"invalid request: {summary}", problems=problems))
+        return error_response(invalid(exc.errors()))
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:

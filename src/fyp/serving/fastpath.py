@@ -26,7 +26,7 @@ from fyp.errors import PayloadTooLarge
 from fyp.events.ingest import Ingestor
 from fyp.feed.service import DEFAULT_PAGE, MAX_PAGE, FeedService
 from fyp.serving.errors import failure
-from fyp.serving.routers.events import _EVENT, REGION_HEADER, _parse
+from fyp.serving.routers.events import REGION_HEADER, ingest_one
 
 PATH = "/v1/events"
 MAX_BODY = 1 << 20  # one event is a few hundred bytes; a batch has its own route
@@ -73,17 +73,16 @@ class HotRoutes:
         return True
 
     async def _event(self, scope: Scope, receive: Receive) -> tuple[int, dict[str, Any]]:
-        event = _parse(await _body(receive), _EVENT)
-        region = None
+        body = await _body(receive)
+        region = content_type = None
         for name, value in scope["headers"]:
             if name == _REGION_HEADER:
                 region = value.decode("latin-1")
+            elif name == b"content-type":
+                content_type = value.decode("latin-1")
         principal = scope.get(PRINCIPAL)
         allowed = None if principal is None or principal.all_regions else principal.regions
-        result = self.ingestor.ingest([event], region=region, allowed=allowed).results[0]
-        if result.error is not None:
-            raise result.error
-        return 201 if result.status == "stored" else 200, result.to_dict()
+        return ingest_one(self.ingestor, body, content_type, region, allowed)
 
     async def _feed(
         self, user_id: str, n: int, cursor: str | None, scope: Scope, receive: Receive

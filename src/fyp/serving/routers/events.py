@@ -9,17 +9,19 @@ schemas are still published in OpenAPI.
 from __future__ import annotations
 
 import json
-from typing import Any, TypeVar
+from collections.abc import Collection
+from typing import Any
 
 from fastapi import APIRouter, Request, Response
-from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
+from pydantic import BaseModel, ConfigDict, TypeAdapter
 
 from fyp.access.guard import key_regions
-from fyp.errors import InvalidRequest, ValidationFailed
+from fyp.events.ingest import Ingestor
 from fyp.events.schema import EventIn
 from fyp.serving.dependencies import AppState
+from fyp.serving.errors import located
+from fyp.serving.inputs import enumerated, parse_json
 
-M = TypeVar("M", bound=BaseModel)
 router = APIRouter(prefix="/v1/events", tags=["events"])
 REGION_HEADER = "x-fyp-region"
 _REGION_PARAM = {
@@ -59,20 +61,23 @@ def _json(content: dict[str, Any], status: int) -> Response:
     return Response(body, status_code=status, media_type="application/json")
 
 
-def _parse(raw: bytes, adapter: TypeAdapter[M]) -> M:
-    try:
-        return adapter.validate_json(raw)
-    except ValidationError as exc:
-        if any(e["type"] == "json_invalid" for e in exc.errors()):
-            raise InvalidRequest("request body is not valid JSON") from None
-        problems = [
-            {"field": ".".join(str(p) for p in e["loc"]), "problem": e["msg"]} for e in exc.errors()
-        ]
-        summary = "; ".join(f"{p['field'] or 'body'}: {p['problem']}" for p in problems[:3])
-        raise ValidationFailed(f"invalid request: {summary}", problems=problems) from None
-
-
 _EVENT = TypeAdapter(EventIn)
+
+
+def ingest_one(
+    ingestor: Ingestor,
+    body: bytes,
+    content_type: str | None,
+    region: str | None,
+    allowed: Collection[str] | None,
+) -> tuple[int, dict[str, Any]]:
+    """One event as both its route and the fast path (``fyp.serving.fastpath``) answer
+    it: 201 stored, 200 already stored, else the event's error is raised."""
+    event = parse_json(body, content_type, _EVENT)
+    result = ingestor.ingest([event], region=region, allowed=allowed).results[0]
+    if result.error is not None:
+        raise located(result.error, "body")
+    return 201 if result.status == "stored" else 200, result.to_dict()
 
 
 @router.post(
@@ -84,21 +89,25 @@ _EVENT = TypeAdapter(EventIn)
 async def ingest_event(request: Request) -> Response:
     """Ingest one event: 201 when stored, 200 when its event_id was already stored."""
     s: AppState = request.app.state.fyp
-    event = _parse(await request.body(), _EVENT)
-    result = s.ingestor.ingest(
-        [event], region=request.headers.get(REGION_HEADER), allowed=key_regions(request)
-    ).results[0]
-    if result.error is not None:
-        raise result.error
-    return _json(result.to_dict(), 201 if result.status == "stored" else 200)
+    headers = request.headers
+    status, content = ingest_one(
+        s.ingestor,
+        await request.body(),
+        headers.get("content-type"),
+        headers.get(REGION_HEADER),
+        key_regions(request),
+    )
+    return _json(content, status)
 
 
 @router.post("/batch", openapi_extra=_body_schema(EventBatchIn))
 async def ingest_batch(request: Request) -> Response:
     """Ingest up to ``limits.max_batch`` events with one result per event, in order."""
     s: AppState = request.app.state.fyp
-    batch = _parse(await request.body(), _BATCH)
-    result = s.ingestor.ingest(
-        batch.events, region=request.headers.get(REGION_HEADER), allowed=key_regions(request)
-    )
+    batch = parse_json(await request.body(), request.headers.get("content-type"), _BATCH)
+    region = request.headers.get(REGION_HEADER)
+    result = s.ingestor.ingest(batch.events, region=region, allowed=key_regions(request))
+    for path, each in enumerated("body.events", result.results):
+        if each.error is not None:
+            each.error = located(each.error, path)
     return _json(result.to_dict(), 200)

@@ -14,8 +14,9 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from fyp.audit.log import AuditLog
 from fyp.serving.dependencies import AppState, state
+from fyp.serving.inputs import JsonBodyRoute
 
-router = APIRouter(prefix="/v1/moderation", tags=["moderation"])
+router = APIRouter(prefix="/v1/moderation", tags=["moderation"], route_class=JsonBodyRoute)
 
 PersonId = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=128)]
 Reason = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=2000)]

@@ -9,8 +9,9 @@ from fastapi.responses import StreamingResponse
 from fyp.access.guard import principal
 from fyp.catalog.models import User, UserIn, UserPatch
 from fyp.serving.dependencies import AppState, state
+from fyp.serving.inputs import JsonBodyRoute
 
-router = APIRouter(prefix="/v1/users", tags=["users"])
+router = APIRouter(prefix="/v1/users", tags=["users"], route_class=JsonBodyRoute)
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=User)

@@ -6,8 +6,9 @@ from fastapi import APIRouter, Depends, Query, status
 
 from fyp.catalog.models import Video, VideoIn, VideoPatch
 from fyp.serving.dependencies import AppState, state
+from fyp.serving.inputs import JsonBodyRoute
 
-router = APIRouter(prefix="/v1/videos", tags=["videos"])
+router = APIRouter(prefix="/v1/videos", tags=["videos"], route_class=JsonBodyRoute)
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=Video)
