@@ -106,11 +106,14 @@ def test_region_header_must_match(api: TestClient, deployment: Deployment) -> No
     assert count_events(deployment) == 0
     resp = api.post("/v1/events", json=ev("e1"), headers={"X-Fyp-Region": "us"})
     assert resp.status_code == 201
-    assert_error(
-        api.post("/v1/events", json=ev("e2"), headers={"X-Fyp-Region": "mars"}),
-        404,
-        "unknown_region",
-    )
+    for header in ("mars", "US", ""):
+        error = assert_error(
+            api.post("/v1/events", json=ev("e2"), headers={"X-Fyp-Region": header}),
+            422,
+            "validation_failed",
+        )
+        assert error["details"]["problems"][0]["field"] == "header.x-fyp-region"
+    assert count_events(deployment) == 1
 
 
 def test_event_shows_up_in_the_users_events(api: TestClient) -> None:
@@ -225,8 +228,8 @@ def test_batch_region_header_mismatch(api: TestClient, deployment: Deployment) -
 def test_batch_unknown_region_header(api: TestClient) -> None:
     assert_error(
         api.post("/v1/events/batch", json={"events": [ev("a1")]}, headers={"X-Fyp-Region": "x"}),
-        404,
-        "unknown_region",
+        422,
+        "validation_failed",
     )
 
 

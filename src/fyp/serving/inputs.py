@@ -6,6 +6,10 @@
   Content-Type is read as JSON: the key in a header, not a cookie, already keeps
   browsers' cross-site forms out.
 - An empty body is 400 ``invalid_request``, as a body that is not JSON is.
+- A region named in a body, a query or a header (``home_region``, ``regions``,
+  ``region``, ``X-Fyp-Region``) must be one the deployment declares, else 422
+  ``validation_failed`` naming the field: a 404 ``unknown_region`` is only for a region
+  in the URL's path, whose resource then does not exist.
 """
 
 from __future__ import annotations
@@ -18,7 +22,8 @@ from fastapi.routing import APIRoute
 from pydantic import TypeAdapter, ValidationError
 
 from fyp.errors import InvalidRequest, UnsupportedMediaType
-from fyp.serving.errors import invalid
+from fyp.regions.deployment import Deployment
+from fyp.serving.errors import failed, invalid
 
 T = TypeVar("T")
 JSON_TYPES = ("application/json", "application/*+json")
@@ -57,6 +62,21 @@ def parse_json(body: bytes, content_type: str | None, adapter: TypeAdapter[T]) -
         return adapter.validate_json(body)
     except ValidationError as exc:
         raise invalid(exc.errors(), "body") from None
+
+
+def check_regions(deployment: Deployment, field: str, named: str | Sequence[str] | None) -> None:
+    """422 naming ``field`` (``field.i`` for a list's item) for an undeclared region."""
+    if named is None:
+        return
+    declared = deployment.config.regions
+    pairs = [(field, named)] if isinstance(named, str) else enumerated(field, named)
+    problems = [
+        {"field": f, "problem": f"region {r!r} is not declared in this deployment"}
+        for f, r in pairs
+        if r not in declared
+    ]
+    if problems:
+        raise failed(problems, regions=sorted(declared))
 
 
 def enumerated(field: str, values: Sequence[T]) -> list[tuple[str, T]]:

@@ -20,10 +20,11 @@ from fyp.events.ingest import Ingestor
 from fyp.events.schema import EventIn
 from fyp.serving.dependencies import AppState
 from fyp.serving.errors import located
-from fyp.serving.inputs import enumerated, parse_json
+from fyp.serving.inputs import check_regions, enumerated, parse_json
 
 router = APIRouter(prefix="/v1/events", tags=["events"])
 REGION_HEADER = "x-fyp-region"
+REGION_FIELD = f"header.{REGION_HEADER}"
 _REGION_PARAM = {
     "name": "X-Fyp-Region",
     "in": "header",
@@ -74,6 +75,7 @@ def ingest_one(
     """One event as both its route and the fast path (``fyp.serving.fastpath``) answer
     it: 201 stored, 200 already stored, else the event's error is raised."""
     event = parse_json(body, content_type, _EVENT)
+    check_regions(ingestor.deployment, REGION_FIELD, region)
     result = ingestor.ingest([event], region=region, allowed=allowed).results[0]
     if result.error is not None:
         raise located(result.error, "body")
@@ -106,6 +108,7 @@ async def ingest_batch(request: Request) -> Response:
     s: AppState = request.app.state.fyp
     batch = parse_json(await request.body(), request.headers.get("content-type"), _BATCH)
     region = request.headers.get(REGION_HEADER)
+    check_regions(s.deployment, REGION_FIELD, region)
     result = s.ingestor.ingest(batch.events, region=region, allowed=key_regions(request))
     for path, each in enumerated("body.events", result.results):
         if each.error is not None:

@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from fyp.audit.log import AuditLog
 from fyp.serving.dependencies import AppState, state
-from fyp.serving.inputs import JsonBodyRoute
+from fyp.serving.inputs import JsonBodyRoute, check_regions
 
 router = APIRouter(prefix="/v1/moderation", tags=["moderation"], route_class=JsonBodyRoute)
 
@@ -68,9 +68,8 @@ async def run(body: RunIn, s: AppState = Depends(state)) -> dict[str, Any]:
     """Run the automated checks over pending videos of a region (default: every region).
 
     Large backlogs are better moderated with ``fyp moderate`` outside the server."""
+    check_regions(s.deployment, "body.region", body.region)  # before any work
     regions = [body.region] if body.region else s.deployment.regions
-    for r in regions:
-        s.deployment.store(r)  # UnknownRegion before any work
     return {"runs": [s.moderator.run(r, body.limit).to_dict() for r in regions]}
 
 
@@ -85,7 +84,7 @@ async def replay(
     video_id: str, region: RegionName = Query(...), s: AppState = Depends(state)
 ) -> dict[str, Any]:
     """Evaluate the latest automated verdict again from its audited input."""
-    s.deployment.store(region)
+    check_regions(s.deployment, "query.region", region)
     result = s.moderator.replay(region, video_id)
     return {
         "video_id": video_id,
@@ -100,6 +99,7 @@ async def replay(
 @router.post("/videos/{video_id}/takedown")
 async def takedown(video_id: str, body: TakedownIn, s: AppState = Depends(state)) -> dict[str, Any]:
     """Block (or reject) a video in the given regions at once; the next feed shows it."""
+    check_regions(s.deployment, "body.regions", body.regions)
     records = s.reviews.takedown(video_id, body.actor_id, body.reason, body.regions, body.verdict)
     return {"video_id": video_id, "regions": {r: rec.to_dict() for r, rec in records.items()}}
 
@@ -107,14 +107,14 @@ async def takedown(video_id: str, body: TakedownIn, s: AppState = Depends(state)
 @router.post("/videos/{video_id}/appeals", status_code=status.HTTP_201_CREATED)
 async def appeal(video_id: str, body: AppealIn, s: AppState = Depends(state)) -> dict[str, Any]:
     """Appeal a verdict; the appeal goes to a reviewer who has not decided this video."""
+    check_regions(s.deployment, "body.region", body.region)
     return s.reviews.appeal(video_id, body.region, body.appellant_id, body.reason).to_dict()
 
 
 @router.post("/jobs/claim")
 async def claim(body: ClaimIn, s: AppState = Depends(state)) -> dict[str, Any]:
     """Claim the oldest open review job; ``{"job": null}`` when there is none."""
-    if body.region:
-        s.deployment.store(body.region)
+    check_regions(s.deployment, "body.region", body.region)
     job = s.reviews.claim(body.reviewer_id, body.region)
     return {"job": job.to_dict() if job else None}
 
@@ -126,7 +126,7 @@ async def jobs(
     limit: int = Query(100, ge=1, le=1000),
     s: AppState = Depends(state),
 ) -> dict[str, Any]:
-    s.deployment.store(region)
+    check_regions(s.deployment, "query.region", region)
     return {"jobs": [j.to_dict() for j in s.reviews.jobs(region, status, limit)]}
 
 

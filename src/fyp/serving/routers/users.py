@@ -9,7 +9,7 @@ from fastapi.responses import StreamingResponse
 from fyp.access.guard import principal
 from fyp.catalog.models import User, UserIn, UserPatch
 from fyp.serving.dependencies import AppState, state
-from fyp.serving.inputs import JsonBodyRoute
+from fyp.serving.inputs import JsonBodyRoute, check_regions
 
 router = APIRouter(prefix="/v1/users", tags=["users"], route_class=JsonBodyRoute)
 
@@ -17,6 +17,7 @@ router = APIRouter(prefix="/v1/users", tags=["users"], route_class=JsonBodyRoute
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=User)
 async def create_user(body: UserIn, s: AppState = Depends(state)) -> User:
     """Create a user in their home region (fixed for life)."""
+    check_regions(s.deployment, "body.home_region", body.home_region)
     return s.catalog.create_user(body)
 
 

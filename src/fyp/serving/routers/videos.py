@@ -6,7 +6,7 @@ from fastapi import APIRouter, Depends, Query, status
 
 from fyp.catalog.models import Video, VideoIn, VideoPatch
 from fyp.serving.dependencies import AppState, state
-from fyp.serving.inputs import JsonBodyRoute
+from fyp.serving.inputs import JsonBodyRoute, check_regions
 
 router = APIRouter(prefix="/v1/videos", tags=["videos"], route_class=JsonBodyRoute)
 
@@ -14,6 +14,7 @@ router = APIRouter(prefix="/v1/videos", tags=["videos"], route_class=JsonBodyRou
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=Video)
 async def create_video(body: VideoIn, s: AppState = Depends(state)) -> Video:
     """Publish a video to one or more regions' catalogues."""
+    check_regions(s.deployment, "body.regions", body.regions)
     return s.catalog.create_video(body)
 
 
@@ -21,11 +22,13 @@ async def create_video(body: VideoIn, s: AppState = Depends(state)) -> Video:
 async def get_video(
     video_id: str, region: str | None = Query(None), s: AppState = Depends(state)
 ) -> Video:
+    check_regions(s.deployment, "query.region", region)
     return s.catalog.get_video(video_id, region)
 
 
 @router.patch("/{video_id}", response_model=Video)
 async def update_video(video_id: str, body: VideoPatch, s: AppState = Depends(state)) -> Video:
+    check_regions(s.deployment, "body.regions", body.regions)
     return s.catalog.update_video(video_id, body)
 
 
