@@ -30,7 +30,7 @@ from urllib.parse import parse_qsl
 
 from fastapi import FastAPI, Request
 
-from fyp.access.policy import Rule
+from fyp.access.policy import Rule, rule_for
 from fyp.access.ring import KeyRing, Principal
 from fyp.access.routes import RouteIndex
 from fyp.audit.log import AuditLog
@@ -242,7 +242,6 @@ def install(app: FastAPI, deployment: Deployment) -> Access:
     access.routes.build()
     app.state.access = access
     app.add_middleware(AccessMiddleware, access=access)
-    _document_security(app)
     return access
 
 
@@ -345,21 +344,30 @@ def _replay(body: bytes, receive: Receive) -> Receive:
     return replay
 
 
-def _document_security(app: FastAPI) -> None:
-    """Publish the key headers in OpenAPI, so /docs can send them."""
-    if getattr(app.state, "security_documented", False):
-        return
-    app.state.security_documented = True
-    build = app.openapi
+_REASON_PARAM = {
+    "name": REASON_HEADER,
+    "in": "header",
+    "required": False,
+    "schema": {"type": "string", "maxLength": MAX_REASON},
+    "description": "Why an operator reads or changes this user's data, e.g. a support "
+    "ticket. Required (else 400) when the key acts as an operator: its roles that grant "
+    "the route are only admin, moderator or auditor (on the feed, always with "
+    "`debug=true`). Recorded in the audit log of the user's home region; service keys "
+    "(feed, ingest) need not send it.",
+}
 
-    def openapi() -> dict[str, Any]:
-        if app.openapi_schema is None:
-            schema = build()
-            schemes = schema.setdefault("components", {}).setdefault("securitySchemes", {})
-            schemes["bearer"] = {"type": "http", "scheme": "bearer", "bearerFormat": "fyp key"}
-            schemes["apiKey"] = {"type": "apiKey", "in": "header", "name": "X-Api-Key"}
-            schema["security"] = [{"bearer": []}, {"apiKey": []}]
-            app.openapi_schema = schema
-        return app.openapi_schema
 
-    app.openapi = openapi  # type: ignore[method-assign]
+def document_access(schema: dict[str, Any]) -> None:
+    """Put the checks above in an OpenAPI document: how to send a key (and that public
+    routes need none), and where an operator read needs ``X-Fyp-Reason``."""
+    schemes = schema.setdefault("components", {}).setdefault("securitySchemes", {})
+    schemes["bearer"] = {"type": "http", "scheme": "bearer", "bearerFormat": "fyp key"}
+    schemes["apiKey"] = {"type": "apiKey", "in": "header", "name": "X-Api-Key"}
+    schema["security"] = [{"bearer": []}, {"apiKey": []}]
+    for path, operations in schema.get("paths", {}).items():
+        for method, operation in operations.items():
+            rule = rule_for(method.upper(), path)
+            if rule.public:
+                operation["security"] = []
+            elif method.upper() in AUDITED and "{user_id}" in path and rule.operator_roles:
+                operation.setdefault("parameters", []).append(_REASON_PARAM)

@@ -26,6 +26,8 @@ from fyp.regions.deployment import Deployment
 from fyp.serving.dependencies import AppState, state
 from fyp.serving.errors import error_response, install_error_handlers
 from fyp.serving.fastpath import HotRoutes
+from fyp.serving.openapi import answers, install_openapi
+from fyp.serving.responses import Health, Regions
 from fyp.serving.routers import events, feed, moderation, users, videos
 
 
@@ -134,6 +136,7 @@ def create_app(deployment: Deployment | str | Path) -> FastAPI:
     )
     app.state.fyp.feed.warm()  # models and catalogue snapshots in memory before any request
     install_error_handlers(app)
+    install_openapi(app)
     # hot routes first: the router tries routes in order, and every event and feed
     # request would otherwise first be matched against every users and videos route
     app.include_router(events.router)
@@ -142,7 +145,7 @@ def create_app(deployment: Deployment | str | Path) -> FastAPI:
     app.include_router(videos.router)
     app.include_router(moderation.router)
 
-    @app.get("/healthz", tags=["ops"])
+    @app.get("/healthz", tags=["ops"], response_model=None, responses={200: {"model": Health}})
     async def healthz(s: AppState = Depends(state)) -> dict[str, Any]:
         """Liveness and per-region store schema versions."""
         return {
@@ -153,7 +156,12 @@ def create_app(deployment: Deployment | str | Path) -> FastAPI:
             },
         }
 
-    @app.get("/v1/regions", tags=["ops"])
+    @app.get(
+        "/v1/regions",
+        tags=["ops"],
+        response_model=None,
+        responses=answers(ok=Regions),
+    )
     async def regions(request: Request, s: AppState = Depends(state)) -> dict[str, Any]:
         """Row counts of the stores of the regions the key may see."""
         visible = key_regions(request)

@@ -21,6 +21,8 @@ from fyp.events.schema import EventIn
 from fyp.serving.dependencies import AppState
 from fyp.serving.errors import located
 from fyp.serving.inputs import check_regions, enumerated, parse_json
+from fyp.serving.openapi import BODY, answers, json_body
+from fyp.serving.responses import BatchResult, EventResult
 
 router = APIRouter(prefix="/v1/events", tags=["events"])
 REGION_HEADER = "x-fyp-region"
@@ -30,7 +32,8 @@ _REGION_PARAM = {
     "in": "header",
     "required": False,
     "schema": {"type": "string"},
-    "description": "Region the client believes the users live in; a mismatch is refused.",
+    "description": "Region the client believes the users live in: a user homed elsewhere "
+    "is refused (403 `residency_violation`), an undeclared region is a 422.",
 }
 
 
@@ -48,13 +51,7 @@ _BATCH = TypeAdapter(EventBatchIn)
 
 
 def _body_schema(model: type[BaseModel]) -> dict[str, Any]:
-    return {
-        "parameters": [_REGION_PARAM],
-        "requestBody": {
-            "required": True,
-            "content": {"application/json": {"schema": model.model_json_schema()}},
-        },
-    }
+    return {"parameters": [_REGION_PARAM], "requestBody": json_body(model)}
 
 
 def _json(content: dict[str, Any], status: int) -> Response:
@@ -86,7 +83,11 @@ def ingest_one(
     "",
     status_code=201,
     openapi_extra=_body_schema(EventIn),
-    responses={200: {"description": "Duplicate: this event_id was already stored."}},
+    responses={
+        201: {"model": EventResult, "description": "Stored."},
+        200: {"model": EventResult, "description": "Duplicate: this event_id was already stored."},
+        **answers(404, *BODY),
+    },
 )
 async def ingest_event(request: Request) -> Response:
     """Ingest one event: 201 when stored, 200 when its event_id was already stored."""
@@ -102,7 +103,11 @@ async def ingest_event(request: Request) -> Response:
     return _json(content, status)
 
 
-@router.post("/batch", openapi_extra=_body_schema(EventBatchIn))
+@router.post(
+    "/batch",
+    openapi_extra=_body_schema(EventBatchIn),
+    responses=answers(*BODY, ok=BatchResult),
+)
 async def ingest_batch(request: Request) -> Response:
     """Ingest up to ``limits.max_batch`` events with one result per event, in order."""
     s: AppState = request.app.state.fyp

@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 from fyp.audit.log import AuditLog
 from fyp.serving.dependencies import AppState, state
 from fyp.serving.inputs import JsonBodyRoute, check_regions
+from fyp.serving.openapi import BODY, answers
 
 router = APIRouter(prefix="/v1/moderation", tags=["moderation"], route_class=JsonBodyRoute)
 
@@ -63,7 +64,7 @@ class TakedownIn(BaseModel):
     regions: list[RegionName] | None = Field(default=None, min_length=1)
 
 
-@router.post("/runs")
+@router.post("/runs", responses=answers(*BODY))
 async def run(body: RunIn, s: AppState = Depends(state)) -> dict[str, Any]:
     """Run the automated checks over pending videos of a region (default: every region).
 
@@ -73,13 +74,13 @@ async def run(body: RunIn, s: AppState = Depends(state)) -> dict[str, Any]:
     return {"runs": [s.moderator.run(r, body.limit).to_dict() for r in regions]}
 
 
-@router.get("/videos/{video_id}")
+@router.get("/videos/{video_id}", responses=answers(404))
 async def video_status(video_id: str, s: AppState = Depends(state)) -> dict[str, Any]:
     """The video's moderation state in every region whose catalogue holds it."""
     return s.moderator.status(video_id)
 
 
-@router.get("/videos/{video_id}/replay")
+@router.get("/videos/{video_id}/replay", responses=answers(404))
 async def replay(
     video_id: str, region: RegionName = Query(...), s: AppState = Depends(state)
 ) -> dict[str, Any]:
@@ -96,7 +97,7 @@ async def replay(
     }
 
 
-@router.post("/videos/{video_id}/takedown")
+@router.post("/videos/{video_id}/takedown", responses=answers(404, *BODY))
 async def takedown(video_id: str, body: TakedownIn, s: AppState = Depends(state)) -> dict[str, Any]:
     """Block (or reject) a video in the given regions at once; the next feed shows it."""
     check_regions(s.deployment, "body.regions", body.regions)
@@ -104,14 +105,18 @@ async def takedown(video_id: str, body: TakedownIn, s: AppState = Depends(state)
     return {"video_id": video_id, "regions": {r: rec.to_dict() for r, rec in records.items()}}
 
 
-@router.post("/videos/{video_id}/appeals", status_code=status.HTTP_201_CREATED)
+@router.post(
+    "/videos/{video_id}/appeals",
+    status_code=status.HTTP_201_CREATED,
+    responses=answers(404, 409, *BODY),
+)
 async def appeal(video_id: str, body: AppealIn, s: AppState = Depends(state)) -> dict[str, Any]:
     """Appeal a verdict; the appeal goes to a reviewer who has not decided this video."""
     check_regions(s.deployment, "body.region", body.region)
     return s.reviews.appeal(video_id, body.region, body.appellant_id, body.reason).to_dict()
 
 
-@router.post("/jobs/claim")
+@router.post("/jobs/claim", responses=answers(*BODY))
 async def claim(body: ClaimIn, s: AppState = Depends(state)) -> dict[str, Any]:
     """Claim the oldest open review job; ``{"job": null}`` when there is none."""
     check_regions(s.deployment, "body.region", body.region)
@@ -119,7 +124,7 @@ async def claim(body: ClaimIn, s: AppState = Depends(state)) -> dict[str, Any]:
     return {"job": job.to_dict() if job else None}
 
 
-@router.get("/jobs")
+@router.get("/jobs", responses=answers())
 async def jobs(
     region: RegionName = Query(...),
     status: Literal["open", "claimed", "decided", "superseded"] | None = Query(None),
@@ -130,18 +135,18 @@ async def jobs(
     return {"jobs": [j.to_dict() for j in s.reviews.jobs(region, status, limit)]}
 
 
-@router.get("/jobs/{job_id}")
+@router.get("/jobs/{job_id}", responses=answers(404))
 async def job(job_id: str, s: AppState = Depends(state)) -> dict[str, Any]:
     return s.reviews.job(job_id).to_dict()
 
 
-@router.post("/jobs/{job_id}/decision")
+@router.post("/jobs/{job_id}/decision", responses=answers(404, 409, *BODY))
 async def decide(job_id: str, body: DecisionIn, s: AppState = Depends(state)) -> dict[str, Any]:
     """Decide a job you have claimed; the verdict takes effect in the next feed."""
     return s.reviews.decide(job_id, body.reviewer_id, body.verdict, body.reason).to_dict()
 
 
-@router.get("/audit/{region}/verify")
+@router.get("/audit/{region}/verify", responses=answers(404))
 async def verify_audit(
     region: str,
     expect_head: str | None = Query(None, description="SEQ:HASH of an earlier head."),
