@@ -1,5 +1,6 @@
 """Every JSON route reads its body alike: media type (415), empty body (400), and the
-paths of invalid fields (``body.…``, ``query.…``, ``header.…``), on the fast path too."""
+paths of invalid fields (``body.…``, ``query.…``, ``header.…``), an undeclared region
+among them (422, not 404), on the fast path too."""
 
 from __future__ import annotations
 
@@ -137,6 +138,26 @@ FIELD_CASES: list[tuple[str, str, dict[str, Any], set[str]]] = [
     ("GET", "/v1/users/u1/feed", {"params": {"n": "0"}}, {"query.n"}),
     ("GET", "/v1/users/u1/events", {"params": {"limit": "x"}}, {"query.limit"}),
     ("GET", "/v1/moderation/jobs", {}, {"query.region"}),
+    # a region the deployment does not declare, named outside the URL's path: a bad value
+    # (422), not a missing resource (404)
+    ("POST", "/v1/users", {"json": {"user_id": "u9", "home_region": "zz"}}, {"body.home_region"}),
+    ("POST", "/v1/videos", {"json": {"video_id": "v9", "duration_ms": 5, "regions": ["us", "zz"]}},
+     {"body.regions.1"}),
+    ("PATCH", "/v1/videos/v1", {"json": {"regions": ["zz"]}}, {"body.regions.0"}),
+    ("GET", "/v1/videos/v1", {"params": {"region": "zz"}}, {"query.region"}),
+    ("POST", "/v1/events", {"json": EVENT, "headers": {"X-Fyp-Region": "ZZ"}},
+     {"header.x-fyp-region"}),
+    ("POST", "/v1/events/batch", {"json": {"events": [EVENT]}, "headers": {"X-Fyp-Region": "zz"}},
+     {"header.x-fyp-region"}),
+    ("POST", "/v1/moderation/runs", {"json": {"region": "zz"}}, {"body.region"}),
+    ("POST", "/v1/moderation/jobs/claim", {"json": {"reviewer_id": "r", "region": "zz"}},
+     {"body.region"}),
+    ("GET", "/v1/moderation/jobs", {"params": {"region": "zz"}}, {"query.region"}),
+    ("GET", "/v1/moderation/videos/v1/replay", {"params": {"region": "zz"}}, {"query.region"}),
+    ("POST", "/v1/moderation/videos/v1/takedown",
+     {"json": {"actor_id": "a", "reason": "r", "regions": ["zz"]}}, {"body.regions.0"}),
+    ("POST", "/v1/moderation/videos/v1/appeals",
+     {"json": {"region": "zz", "appellant_id": "u1", "reason": "r"}}, {"body.region"}),
 ]  # fmt: skip
 
 

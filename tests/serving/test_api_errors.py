@@ -99,20 +99,6 @@ BAD_REQUESTS: list[tuple[str, str, dict[str, Any], int, str]] = [
         422,
         "validation_failed",
     ),
-    (
-        "post",
-        "/v1/videos",
-        {"json": {"video_id": "v9", "duration_ms": 5, "regions": ["zz"]}},
-        422,
-        "validation_failed",
-    ),
-    (
-        "post",
-        "/v1/events",
-        {"json": EVENT, "headers": {"X-Fyp-Region": "ZZ"}},
-        422,
-        "validation_failed",
-    ),
     ("get", "/v1/moderation/audit/mars/verify", {}, 404, "unknown_region"),
     (
         "post",
@@ -285,45 +271,6 @@ def test_an_unreadable_body_is_invalid_request_on_every_route(client: TestClient
         assert_error(resp, 400, "invalid_request")
 
 
-# (method, path, request kwargs, the field named): a region outside the URL's path
-UNDECLARED_REGION = [
-    ("post", "/v1/users", {"json": {"user_id": "u9", "home_region": "zz"}}, "body.home_region"),
-    ("post", "/v1/videos", {"json": {"video_id": "v9", "duration_ms": 5, "regions": ["us", "zz"]}},
-     "body.regions.1"),
-    ("patch", "/v1/videos/v1", {"json": {"regions": ["zz"]}}, "body.regions.0"),
-    ("get", "/v1/videos/v1", {"params": {"region": "zz"}}, "query.region"),
-    ("post", "/v1/events", {"json": EVENT, "headers": {"X-Fyp-Region": "ZZ"}},
-     "header.x-fyp-region"),
-    ("post", "/v1/events/batch", {"json": {"events": [EVENT]}, "headers": {"X-Fyp-Region": "zz"}},
-     "header.x-fyp-region"),
-    ("post", "/v1/moderation/runs", {"json": {"region": "zz"}}, "body.region"),
-    ("post", "/v1/moderation/jobs/claim", {"json": {"reviewer_id": "r", "region": "zz"}},
-     "body.region"),
-    ("get", "/v1/moderation/jobs", {"params": {"region": "zz"}}, "query.region"),
-    ("get", "/v1/moderation/videos/v1/replay", {"params": {"region": "zz"}}, "query.region"),
-    ("post", "/v1/moderation/videos/v1/takedown",
-     {"json": {"actor_id": "a", "reason": "r", "regions": ["zz"]}}, "body.regions.0"),
-    ("post", "/v1/moderation/videos/v1/appeals",
-     {"json": {"region": "zz", "appellant_id": "u1", "reason": "r"}}, "body.region"),
-]  # fmt: skip
-
-
-@pytest.mark.parametrize(
-    ("method", "path", "kwargs", "field"),
-    UNDECLARED_REGION,
-    ids=[f"{m.upper()} {p} {f}" for m, p, _, f in UNDECLARED_REGION],
-)
-def test_an_undeclared_region_outside_the_path_is_422_naming_it(
-    api: TestClient, method: str, path: str, kwargs: dict[str, Any], field: str
-) -> None:
-    """A 404 says the URL's resource does not exist; a bad region value is the client's."""
-    resp = api.request(method.upper(), path, **kwargs)
-    assert_error_shape(resp, 422, "validation_failed")
-    details = resp.json()["error"]["details"]
-    assert [p["field"] for p in details["problems"]] == [field]
-    assert details["regions"] == ["eu", "us"]
-
-
 def test_a_region_in_the_path_that_does_not_exist_is_404(api: TestClient) -> None:
     assert_error_shape(api.get("/v1/moderation/audit/zz/verify"), 404, "unknown_region")
 
@@ -331,8 +278,10 @@ def test_a_region_in_the_path_that_does_not_exist_is_404(api: TestClient) -> Non
 def test_a_scoped_key_gets_the_same_422_for_an_undeclared_region(
     api: TestClient, make_key: Any
 ) -> None:
+    """(``tests/serving/test_api_bodies.py`` has every place a region can be named.)"""
     us_only = {"Authorization": f"Bearer {make_key('ingest', regions=['us'])}"}
     resp = api.post("/v1/users", json={"user_id": "u9", "home_region": "zz"}, headers=us_only)
     assert_error_shape(resp, 422, "validation_failed")
+    assert resp.json()["error"]["details"]["regions"] == ["eu", "us"]
     resp = api.post("/v1/users", json={"user_id": "u9", "home_region": "eu"}, headers=us_only)
     assert_error_shape(resp, 403, "forbidden")

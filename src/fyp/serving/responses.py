@@ -9,9 +9,12 @@ answers against them, field for field.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, get_type_hints
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, create_model
+
+from fyp.events import schema
+from fyp.sovereignty.erasure import Receipt
 
 
 class Error(BaseModel):
@@ -75,41 +78,33 @@ class BatchResult(BaseModel):
     results: list[EventResult] = Field(description="One per event, in the order sent.")
 
 
-class StoredEvent(BaseModel):
-    seq: int
-    event_id: str
-    user_id: str
-    video_id: str
-    type: str
-    ts_ms: int
-    watch_ms: int | None
-    watch_ratio: float | None
-    valid_play: bool
-    long_play: bool
-    short_play: bool
+def _fields_of(name: str, kind: type, doc: str, **more: Any) -> type[BaseModel]:
+    """A model with the fields of a named tuple or dataclass (and ``more``), so the
+    document follows the type the answer is made from."""
+    fields: dict[str, Any] = {k: (v, ...) for k, v in get_type_hints(kind).items()}
+    return create_model(name, __doc__=doc, **fields, **more)
+
+
+if TYPE_CHECKING:
+    StoredEvent = BaseModel
+    DeletionReceipt = BaseModel
+else:
+    StoredEvent = _fields_of(
+        "StoredEvent", schema.StoredEvent, "An event as stored, with its play labels."
+    )
+    DeletionReceipt = _fields_of(
+        "DeletionReceipt",
+        Receipt,
+        "Signed by the home region's receipts key; names the user only by pseudonym.",
+        erased_at=(str, ...),
+        retrain_deadline=(str | None, ...),
+    )
 
 
 class UserEvents(BaseModel):
     user_id: str
     region: str
     events: list[StoredEvent] = Field(description="Newest first.")
-
-
-class DeletionReceipt(BaseModel):
-    """Signed by the home region's receipts key; names the user only by pseudonym."""
-
-    receipt_id: str
-    pseudonym: str
-    region: str
-    erased_at_ms: int
-    erased_at: str
-    removed: dict[str, int]
-    artifacts: dict[str, list[str]]
-    retrain_required: bool
-    retrain_deadline_ms: int | None
-    retrain_deadline: str | None
-    reapplied: bool
-    signature: str
 
 
 class UserErasure(BaseModel):
