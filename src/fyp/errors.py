@@ -19,6 +19,7 @@ always ``{"error": {"code", "message", "status", "details"}}``.
     │   │   └── NotADeployment           (a directory without fyp.toml)
     │   ├── AlreadyExists                409
     │   ├── PayloadTooLarge              413 batch or body over the configured limit
+    │   ├── UnsupportedMediaType         415 a body that is not declared as JSON
     │   └── ValidationFailed             422 well-formed but invalid values
     └── ServerError                      5xx — fyp or its environment is wrong
         ├── ConfigError                  500 deployment config is invalid
@@ -109,6 +110,11 @@ class AlreadyExists(ClientError):
 class PayloadTooLarge(ClientError):
     status = 413
     code = "payload_too_large"
+
+
+class UnsupportedMediaType(ClientError):
+    status = 415
+    code = "unsupported_media_type"
 
 
 class ValidationFailed(ClientError):

@@ -91,14 +91,23 @@ BAD_REQUESTS: list[tuple[str, str, dict[str, Any], int, str]] = [
     ("delete", "/v1/videos/ghost", {}, 404, "unknown_video"),
     ("post", "/v1/events", {"json": {**EVENT, "user_id": "ghost"}}, 404, "unknown_user"),
     ("post", "/v1/events", {"json": {**EVENT, "video_id": "ghost"}}, 404, "unknown_video"),
-    ("get", "/v1/videos/v1", {"params": {"region": "mars"}}, 404, "unknown_region"),
+    ("get", "/v1/videos/v1", {"params": {"region": "mars"}}, 422, "validation_failed"),
     (
         "post",
         "/v1/users",
         {"json": {"user_id": "u9", "home_region": "mars"}},
-        404,
-        "unknown_region",
+        422,
+        "validation_failed",
     ),
+    ("get", "/v1/moderation/audit/mars/verify", {}, 404, "unknown_region"),
+    (
+        "post",
+        "/v1/users",
+        {"content": b"{}", "headers": {"content-type": "text/plain"}},
+        415,
+        "unsupported_media_type",
+    ),
+    ("post", "/v1/events", {"content": b"", "headers": JSON}, 400, "invalid_request"),
     ("post", "/v1/users", {"json": {"user_id": "u1", "home_region": "eu"}}, 409, "already_exists"),
     (
         "post",
@@ -260,3 +269,19 @@ def test_an_unreadable_body_is_invalid_request_on_every_route(client: TestClient
     for path in ("/v1/users", "/v1/events"):
         resp = client.post(path, content=b"\xff\xfe{", headers={"content-type": "application/json"})
         assert_error(resp, 400, "invalid_request")
+
+
+def test_a_region_in_the_path_that_does_not_exist_is_404(api: TestClient) -> None:
+    assert_error_shape(api.get("/v1/moderation/audit/zz/verify"), 404, "unknown_region")
+
+
+def test_a_scoped_key_gets_the_same_422_for_an_undeclared_region(
+    api: TestClient, make_key: Any
+) -> None:
+    """(``tests/serving/test_api_bodies.py`` has every place a region can be named.)"""
+    us_only = {"Authorization": f"Bearer {make_key('ingest', regions=['us'])}"}
+    resp = api.post("/v1/users", json={"user_id": "u9", "home_region": "zz"}, headers=us_only)
+    assert_error_shape(resp, 422, "validation_failed")
+    assert resp.json()["error"]["details"]["regions"] == ["eu", "us"]
+    resp = api.post("/v1/users", json={"user_id": "u9", "home_region": "eu"}, headers=us_only)
+    assert_error_shape(resp, 403, "forbidden")

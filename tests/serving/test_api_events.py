@@ -108,11 +108,14 @@ def test_region_header_must_match(api: TestClient, deployment: Deployment) -> No
     assert count_events(deployment) == 0
     resp = api.post("/v1/events", json=ev("e1"), headers={"X-Fyp-Region": "us"})
     assert resp.status_code == 201
-    assert_error(
-        api.post("/v1/events", json=ev("e2"), headers={"X-Fyp-Region": "mars"}),
-        404,
-        "unknown_region",
-    )
+    for header in ("mars", "US", ""):
+        error = assert_error(
+            api.post("/v1/events", json=ev("e2"), headers={"X-Fyp-Region": header}),
+            422,
+            "validation_failed",
+        )
+        assert error["details"]["problems"][0]["field"] == "header.x-fyp-region"
+    assert count_events(deployment) == 1
 
 
 def test_event_shows_up_in_the_users_events(api: TestClient) -> None:
@@ -227,8 +230,8 @@ def test_batch_region_header_mismatch(api: TestClient, deployment: Deployment) -
 def test_batch_unknown_region_header(api: TestClient) -> None:
     assert_error(
         api.post("/v1/events/batch", json={"events": [ev("a1")]}, headers={"X-Fyp-Region": "x"}),
-        404,
-        "unknown_region",
+        422,
+        "validation_failed",
     )
 
 
@@ -257,6 +260,8 @@ SINGLE_EVENT_CASES: list[tuple[str, Any, dict[str, str]]] = [
     ("region header mismatch", ev("f9"), {"X-Fyp-Region": "eu"}),
     ("unknown region header", ev("f10"), {"X-Fyp-Region": "mars"}),
     ("not an object", [1, 2], {}),
+    ("a form", ev("f11"), {"content-type": "application/x-www-form-urlencoded"}),
+    ("no key", ev("f12"), {"Authorization": ""}),
 ]
 
 
@@ -273,10 +278,9 @@ def test_the_single_event_fast_path_answers_exactly_like_the_route(
                 body = {**body, "event_id": prefix + body["event_id"]}
             resp = api.post("/v1/events", json=body, headers=headers)
             out.append((resp.status_code, resp.json()))
-        resp = api.post(
-            "/v1/events", content=b"{nope", headers={"content-type": "application/json"}
-        )
-        out.append((resp.status_code, resp.json()))
+        for raw in (b"{nope", b""):
+            resp = api.post("/v1/events", content=raw, headers={"content-type": "application/json"})
+            out.append((resp.status_code, resp.json()))
         return out
 
     fast = through("a-")
@@ -298,4 +302,4 @@ def test_the_single_event_fast_path_answers_exactly_like_the_route(
 
     assert normalise(fast, "a-") == normalise(slow, "b-")
     assert [status for status, _ in fast[:3]] == [201, 200, 201]
-    assert {status for status, _ in fast[3:]} <= {400, 403, 404, 413, 422}
+    assert {status for status, _ in fast[3:]} <= {400, 401, 403, 404, 413, 415, 422}

@@ -54,7 +54,7 @@ def test_run_and_status(client: TestClient) -> None:
     replay = client.get("/v1/moderation/videos/spam/replay", params={"region": "us"}).json()
     assert replay["same_versions"] and replay["same_verdict"]
     error(client.get("/v1/moderation/videos/nope"), 404, "unknown_video")
-    error(client.post("/v1/moderation/runs", json={"region": "mars"}), 404, "unknown_region")
+    error(client.post("/v1/moderation/runs", json={"region": "mars"}), 422, "validation_failed")
     error(client.post("/v1/moderation/runs", json={"limit": 0}), 422, "validation_failed")
     no_verdict = client.get("/v1/moderation/videos/nope/replay", params={"region": "us"})
     error(no_verdict, 422, "validation_failed")

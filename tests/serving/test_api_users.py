@@ -55,10 +55,11 @@ def test_duplicate_user_is_409_in_any_region(client: TestClient, region: str) ->
 def test_unknown_home_region(client: TestClient) -> None:
     error = assert_error(
         client.post("/v1/users", json={"user_id": "u1", "home_region": "mars"}),
-        404,
-        "unknown_region",
+        422,
+        "validation_failed",
     )
     assert error["details"]["regions"] == ["eu", "us"]
+    assert [p["field"] for p in error["details"]["problems"]] == ["body.home_region"]
 
 
 @pytest.mark.parametrize(

@@ -46,7 +46,10 @@ def test_video_is_only_where_it_is_published(client: TestClient) -> None:
 
 def test_get_unknown_video(client: TestClient) -> None:
     assert_error(client.get("/v1/videos/nope"), 404, "unknown_video")
-    assert_error(client.get("/v1/videos/nope", params={"region": "mars"}), 404, "unknown_region")
+    error = assert_error(
+        client.get("/v1/videos/nope", params={"region": "mars"}), 422, "validation_failed"
+    )
+    assert error["details"]["problems"][0]["field"] == "query.region"
 
 
 def test_duplicate_video_is_409(client: TestClient) -> None:
@@ -54,8 +57,16 @@ def test_duplicate_video_is_409(client: TestClient) -> None:
     assert_error(client.post("/v1/videos", json=video("v1", ["eu"])), 409, "already_exists")
 
 
-def test_unknown_region_is_404(client: TestClient, deployment: Deployment) -> None:
-    assert_error(client.post("/v1/videos", json=video("v1", ["us", "mars"])), 404, "unknown_region")
+def test_an_undeclared_region_is_a_validation_error(
+    client: TestClient, deployment: Deployment
+) -> None:
+    """A bad value in the body, not a missing resource: 422 naming the item."""
+    resp = client.post("/v1/videos", json=video("v1", ["us", "mars"]))
+    error = assert_error(resp, 422, "validation_failed")
+    assert error["details"]["problems"] == [
+        {"field": "body.regions.1", "problem": "region 'mars' is not declared in this deployment"}
+    ]
+    assert error["details"]["regions"] == ["eu", "us"]
     assert holders(deployment, "v1") == []
 
 
@@ -124,7 +135,8 @@ def test_patch_regions_moves_the_video(client: TestClient, deployment: Deploymen
 def test_patch_errors(client: TestClient) -> None:
     assert_error(client.patch("/v1/videos/nope", json={"caption": "x"}), 404, "unknown_video")
     client.post("/v1/videos", json=video("v1"))
-    assert_error(client.patch("/v1/videos/v1", json={"regions": ["mars"]}), 404, "unknown_region")
+    resp = client.patch("/v1/videos/v1", json={"regions": ["mars"]})
+    assert_error(resp, 422, "validation_failed")
     assert_error(client.patch("/v1/videos/v1", json={"video_id": "v2"}), 422, "validation_failed")
 
 

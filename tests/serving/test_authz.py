@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from authz_world import World, build_world, headers, snapshot, user, video
+from errors import assert_error
 
 from fyp.access.keys import ROLES, KeyStore
 from fyp.access.policy import ADMIN_ONLY, PERMISSIONS, rule_for
@@ -45,10 +46,50 @@ def test_missing_malformed_unknown_and_revoked_keys_are_401(world: World) -> Non
     assert c.get("/healthz").status_code == 200 and c.get("/docs").status_code == 200
     spec = c.get("/openapi.json").json()
     assert set(spec["components"]["securitySchemes"]) == {"bearer", "apiKey"}
-    # an unknown route: 403 for a narrow key (no route map), 404 for an all-regions admin
+    # an unknown route: 401 without a valid key, else 404 (405 for a known path with
+    # another method) whatever the key's roles and regions: it names no data
     assert c.get("/v1/nowhere", headers=headers(token)).status_code == 401
-    assert c.get("/v1/nowhere", headers=headers(world.key("feed"))).status_code == 403
-    assert c.get("/v1/nowhere", headers=headers(world.admin)).status_code == 404
+    assert c.options("/v1/users/u-us/feed").status_code == 401
+    narrow = world.key("feed", regions=["eu"])
+    for key in (world.key("feed"), narrow, world.key("auditor"), world.admin):
+        assert_error(c.get("/v1/nope", headers=headers(key)), 404, "not_found")
+        assert_error(c.get("/v1/users/u-us/nope", headers=headers(key)), 404, "not_found")
+        resp = c.options("/v1/users/u-us/feed", headers=headers(key))
+        assert_error(resp, 405, "method_not_allowed")
+        assert resp.headers["allow"] == "GET"
+        assert_error(c.put("/v1/users/ghost", headers=headers(key)), 405, "method_not_allowed")
+    # a path that only misses the trailing slash: redirected (no data), then checked
+    resp = c.get("/v1/users/u-us/", headers=headers(narrow), follow_redirects=False)
+    assert resp.status_code == 307
+    assert c.get("/v1/users/u-us/", headers=headers(narrow)).status_code == 403
+
+
+@pytest.mark.parametrize("fast_path", [True, False], ids=["fast path", "router"])
+def test_a_401_names_the_bearer_scheme(
+    world: World, fast_path: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """RFC 7235: a 401 says how to authenticate, on the hot routes' fast path too."""
+    from fyp.serving.fastpath import HotRoutes
+
+    if not fast_path:
+
+        async def router_only(self: HotRoutes, *_: object) -> bool:
+            return False
+
+        monkeypatch.setattr(HotRoutes, "__call__", router_only)
+    event = {"event_id": "a401", "user_id": "u-us", "video_id": "v-us", "type": "like"}
+    for sent in ({}, {"Authorization": "Bearer nope"}):
+        for method, path, body in (
+            ("POST", "/v1/events", event),
+            ("GET", "/v1/users/u-us/feed", None),
+            ("GET", "/v1/videos/v-us", None),
+            ("GET", "/v1/nowhere", None),
+        ):
+            resp = world.client.request(method, path, json=body, headers=sent)
+            assert resp.status_code == 401, (method, path, resp.text)
+            assert resp.headers["www-authenticate"] == "Bearer"
+    resp = world.client.get("/v1/videos/v-us", headers=headers(world.key("moderator")))
+    assert resp.status_code == 200 and "www-authenticate" not in resp.headers
 
 
 LIKE = {"event_id": "m1", "user_id": "u-us", "video_id": "v-both", "type": "like"}
@@ -268,7 +309,7 @@ def test_a_trailing_slash_is_redirected_for_any_valid_key_and_checked_after(
     assert followed.status_code == 503  # passed the check; this world has no trained model
     other = c.get("/v1/users/u-eu/feed/", headers=headers(feed_us))
     assert other.status_code == 403  # the followed request is checked like any other
-    assert c.get("/v1/nowhere/", headers=headers(feed_us)).status_code == 403  # no such route
+    assert c.get("/v1/nowhere/", headers=headers(feed_us)).status_code == 404  # no such route
 
 
 def test_a_feed_key_reads_only_videos_a_feed_may_show(world: World) -> None:

@@ -10,7 +10,8 @@ A request is refused with 401 ``unauthenticated`` when its key is missing, malfo
 unknown or revoked, and 403 ``forbidden`` when the key lacks the route's role or one of
 the regions the request touches (``fyp.access.policy`` says how they are found). A key
 for only some regions also gets 403, never 404, for a user or video that is in none of
-them, so it cannot learn whether the object exists elsewhere.
+them, so it cannot learn whether the object exists elsewhere. A request no route serves
+needs only a valid key: the router's 404 or 405 says nothing about data.
 
 When an operator (``admin``, ``moderator``, ``auditor``) reads or changes a user's data
 (a GET or PATCH on a route with ``{user_id}``, unless a service role of the key already
@@ -23,20 +24,19 @@ before the handler runs, so no such read goes unrecorded.
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 from urllib.parse import parse_qsl
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
 
-from fyp.access.policy import ADMIN_ONLY, Rule
+from fyp.access.policy import Rule, rule_for
 from fyp.access.ring import KeyRing, Principal
-from fyp.access.routes import Match, RouteIndex, Template
+from fyp.access.routes import RouteIndex
 from fyp.audit.log import AuditLog
-from fyp.errors import Forbidden, FypError, InvalidRequest, error_body, http_status
+from fyp.errors import Forbidden, FypError, InvalidRequest
 from fyp.regions.deployment import Deployment
+from fyp.serving.errors import error_response
 from fyp.sovereignty.ledger import user_pseudonym
 
 Scope = MutableMapping[str, Any]
@@ -50,7 +50,6 @@ PRINCIPAL = "fyp.principal"
 REASON_HEADER = "X-Fyp-Reason"
 MAX_REASON = 500
 _FALSE = frozenset({"", "0", "off", "f", "false", "n", "no"})
-_NEVER = re.compile(r"(?!)")
 
 
 class Access:
@@ -68,18 +67,13 @@ class Access:
         (replaying the body when the check had to read it)."""
         method: str = scope.get("method", "GET")
         path = route_path(scope)
-        found = self.routes.match(method, path)
-        if (
-            not found
-            and len(path) > 1
-            and path.endswith("/")
-            and self.routes.match(method, path.rstrip("/"))
-        ):
-            # the router answers with a redirect to the path without the slash (it names
-            # no data); the request that follows it is checked like any other
+        matches = self.routes.match(method, path)
+        if not matches:
+            # no route serves this: the router answers 404, 405 (the path with another
+            # method) or a redirect to the path without its trailing slash, whatever the
+            # key's roles. None of these names any data; only a valid key learns them
             self.keys.authenticate(_credentials(scope)[0])
             return receive
-        matches = found or [_unknown_route(method, path)]
         if len(matches) == 1 and matches[0].template.rule.public:
             return receive
         token, reason = _credentials(scope)
@@ -237,9 +231,7 @@ class AccessMiddleware:
             try:
                 receive = await self.access.check(scope, receive)
             except FypError as exc:
-                await JSONResponse(error_body(exc), status_code=http_status(exc))(
-                    scope, receive, send
-                )
+                await error_response(exc)(scope, receive, send)
                 return
         await self.app(scope, receive, send)
 
@@ -250,7 +242,6 @@ def install(app: FastAPI, deployment: Deployment) -> Access:
     access.routes.build()
     app.state.access = access
     app.add_middleware(AccessMiddleware, access=access)
-    _document_security(app)
     return access
 
 
@@ -290,11 +281,6 @@ def route_path(scope: Scope) -> str:
     if path == root:
         return ""
     return path[len(root) :] if path[len(root)] == "/" else path
-
-
-def _unknown_route(method: str, path: str) -> Match:
-    """No route serves this: the router answers 404/405, but only to an all-regions admin."""
-    return Match(Template(method, path, ADMIN_ONLY, _NEVER), {})
 
 
 def _query(scope: Scope, name: str) -> list[str]:
@@ -358,21 +344,30 @@ def _replay(body: bytes, receive: Receive) -> Receive:
     return replay
 
 
-def _document_security(app: FastAPI) -> None:
-    """Publish the key headers in OpenAPI, so /docs can send them."""
-    if getattr(app.state, "security_documented", False):
-        return
-    app.state.security_documented = True
-    build = app.openapi
+_REASON_PARAM = {
+    "name": REASON_HEADER,
+    "in": "header",
+    "required": False,
+    "schema": {"type": "string", "maxLength": MAX_REASON},
+    "description": "Why an operator reads or changes this user's data, e.g. a support "
+    "ticket. Required (else 400) when the key acts as an operator: its roles that grant "
+    "the route are only admin, moderator or auditor (on the feed, always with "
+    "`debug=true`). Recorded in the audit log of the user's home region; service keys "
+    "(feed, ingest) need not send it.",
+}
 
-    def openapi() -> dict[str, Any]:
-        if app.openapi_schema is None:
-            schema = build()
-            schemes = schema.setdefault("components", {}).setdefault("securitySchemes", {})
-            schemes["bearer"] = {"type": "http", "scheme": "bearer", "bearerFormat": "fyp key"}
-            schemes["apiKey"] = {"type": "apiKey", "in": "header", "name": "X-Api-Key"}
-            schema["security"] = [{"bearer": []}, {"apiKey": []}]
-            app.openapi_schema = schema
-        return app.openapi_schema
 
-    app.openapi = openapi  # type: ignore[method-assign]
+def document_access(schema: dict[str, Any]) -> None:
+    """Put the checks above in an OpenAPI document: how to send a key (and that public
+    routes need none), and where an operator read needs ``X-Fyp-Reason``."""
+    schemes = schema.setdefault("components", {}).setdefault("securitySchemes", {})
+    schemes["bearer"] = {"type": "http", "scheme": "bearer", "bearerFormat": "fyp key"}
+    schemes["apiKey"] = {"type": "apiKey", "in": "header", "name": "X-Api-Key"}
+    schema["security"] = [{"bearer": []}, {"apiKey": []}]
+    for path, operations in schema.get("paths", {}).items():
+        for method, operation in operations.items():
+            rule = rule_for(method.upper(), path)
+            if rule.public:
+                operation["security"] = []
+            elif method.upper() in AUDITED and "{user_id}" in path and rule.operator_roles:
+                operation.setdefault("parameters", []).append(_REASON_PARAM)

@@ -4,8 +4,8 @@ The index is built from the app's own routes (their path templates, compiled wit
 Starlette's ``compile_path``, the regex the router itself matches with) and bucketed
 by method, number of segments and literal last segment, so a lookup tries few regexes. It is never
 laxer than the router: when several templates match, the request must pass the rule of
-each; when none does, the router has no handler for it either, and the rule is the
-admin-only default.
+each; when none does, the router has no handler for it either (it answers 404 or 405,
+which the check lets through once the key is valid).
 """
 
 from __future__ import annotations

@@ -12,21 +12,22 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import Depends, FastAPI, Request
-from fastapi.responses import JSONResponse
 from starlette.types import Message, Receive, Scope, Send
 
 from fyp import __version__
 from fyp.access.guard import install as install_access_control
 from fyp.access.guard import key_regions
 from fyp.catalog.service import Catalog
-from fyp.errors import PayloadTooLarge, error_body, http_status
+from fyp.errors import PayloadTooLarge
 from fyp.events.ingest import Ingestor
 from fyp.feed.service import FeedService
 from fyp.moderation import ModerationEligibility, Moderator, Reviews
 from fyp.regions.deployment import Deployment
 from fyp.serving.dependencies import AppState, state
-from fyp.serving.errors import install_error_handlers
+from fyp.serving.errors import error_response, install_error_handlers
 from fyp.serving.fastpath import HotRoutes
+from fyp.serving.openapi import answers, install_openapi
+from fyp.serving.responses import Health, Regions
 from fyp.serving.routers import events, feed, moderation, users, videos
 
 
@@ -75,7 +76,7 @@ async def _too_large(size: int, limit: int, scope: Scope, receive: Receive, send
         limit=limit,
         size=size,
     )
-    await JSONResponse(error_body(error), status_code=http_status(error))(scope, receive, send)
+    await error_response(error)(scope, receive, send)
 
 
 def _capped(receive: Receive, limit: int) -> Receive:
@@ -119,6 +120,7 @@ def create_app(deployment: Deployment | str | Path) -> FastAPI:
         title="fyp",
         version=__version__,
         summary="For You feed engine with ringfenced regions",
+        strict_content_type=False,  # a body without a Content-Type is read as JSON
     )
     app.max_body_bytes = deployment.config.limits.max_body_bytes
     moderator = Moderator(deployment)  # a bad [regions.*.policy] fails here, at start-up
@@ -134,6 +136,7 @@ def create_app(deployment: Deployment | str | Path) -> FastAPI:
     )
     app.state.fyp.feed.warm()  # models and catalogue snapshots in memory before any request
     install_error_handlers(app)
+    install_openapi(app)
     # hot routes first: the router tries routes in order, and every event and feed
     # request would otherwise first be matched against every users and videos route
     app.include_router(events.router)
@@ -142,7 +145,7 @@ def create_app(deployment: Deployment | str | Path) -> FastAPI:
     app.include_router(videos.router)
     app.include_router(moderation.router)
 
-    @app.get("/healthz", tags=["ops"])
+    @app.get("/healthz", tags=["ops"], response_model=None, responses={200: {"model": Health}})
     async def healthz(s: AppState = Depends(state)) -> dict[str, Any]:
         """Liveness and per-region store schema versions."""
         return {
@@ -153,7 +156,12 @@ def create_app(deployment: Deployment | str | Path) -> FastAPI:
             },
         }
 
-    @app.get("/v1/regions", tags=["ops"])
+    @app.get(
+        "/v1/regions",
+        tags=["ops"],
+        response_model=None,
+        responses=answers(ok=Regions),
+    )
     async def regions(request: Request, s: AppState = Depends(state)) -> dict[str, Any]:
         """Row counts of the stores of the regions the key may see."""
         visible = key_regions(request)

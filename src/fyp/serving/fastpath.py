@@ -26,7 +26,7 @@ from fyp.errors import PayloadTooLarge
 from fyp.events.ingest import Ingestor
 from fyp.feed.service import DEFAULT_PAGE, MAX_PAGE, FeedService
 from fyp.serving.errors import failure
-from fyp.serving.routers.events import _EVENT, REGION_HEADER, _parse
+from fyp.serving.routers.events import REGION_HEADER, ingest_one
 
 PATH = "/v1/events"
 MAX_BODY = 1 << 20  # one event is a few hundred bytes; a batch has its own route
@@ -63,26 +63,26 @@ class HotRoutes:
             answer = partial(self._feed, match.group(1), *params)
         else:
             return False
+        headers: dict[str, str] = {}
         try:
             receive = await self.access.check(scope, receive)
             status, content = await answer(scope, receive)
         except Exception as exc:  # answered and logged as the app's handlers do
-            status, content = failure(exc)
-        await _respond(send, status, content)
+            status, content, headers = failure(exc)
+        await _respond(send, status, content, headers)
         return True
 
     async def _event(self, scope: Scope, receive: Receive) -> tuple[int, dict[str, Any]]:
-        event = _parse(await _body(receive), _EVENT)
-        region = None
+        body = await _body(receive)
+        region = content_type = None
         for name, value in scope["headers"]:
             if name == _REGION_HEADER:
                 region = value.decode("latin-1")
+            elif name == b"content-type":
+                content_type = value.decode("latin-1")
         principal = scope.get(PRINCIPAL)
         allowed = None if principal is None or principal.all_regions else principal.regions
-        result = self.ingestor.ingest([event], region=region, allowed=allowed).results[0]
-        if result.error is not None:
-            raise result.error
-        return 201 if result.status == "stored" else 200, result.to_dict()
+        return ingest_one(self.ingestor, body, content_type, region, allowed)
 
     async def _feed(
         self, user_id: str, n: int, cursor: str | None, scope: Scope, receive: Receive
@@ -124,8 +124,9 @@ async def _body(receive: Receive) -> bytes:
             return b"".join(chunks)
 
 
-async def _respond(send: Send, status: int, content: dict[str, Any]) -> None:
+async def _respond(send: Send, status: int, content: dict[str, Any], extra: dict[str, str]) -> None:
     body = to_json(content)  # pydantic-core's encoder: compact UTF-8, a few times json's speed
     headers = [*_JSON, (b"content-length", str(len(body)).encode())]
+    headers += [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in extra.items()]
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})

@@ -9,25 +9,31 @@ schemas are still published in OpenAPI.
 from __future__ import annotations
 
 import json
-from typing import Any, TypeVar
+from collections.abc import Collection
+from typing import Any
 
 from fastapi import APIRouter, Request, Response
-from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
+from pydantic import BaseModel, ConfigDict, TypeAdapter
 
 from fyp.access.guard import key_regions
-from fyp.errors import InvalidRequest, ValidationFailed
+from fyp.events.ingest import Ingestor
 from fyp.events.schema import EventIn
 from fyp.serving.dependencies import AppState
+from fyp.serving.errors import located
+from fyp.serving.inputs import check_regions, enumerated, parse_json
+from fyp.serving.openapi import BODY, answers, json_body
+from fyp.serving.responses import BatchResult, EventResult
 
-M = TypeVar("M", bound=BaseModel)
 router = APIRouter(prefix="/v1/events", tags=["events"])
 REGION_HEADER = "x-fyp-region"
+REGION_FIELD = f"header.{REGION_HEADER}"
 _REGION_PARAM = {
     "name": "X-Fyp-Region",
     "in": "header",
     "required": False,
     "schema": {"type": "string"},
-    "description": "Region the client believes the users live in; a mismatch is refused.",
+    "description": "Region the client believes the users live in: a user homed elsewhere "
+    "is refused (403 `residency_violation`), an undeclared region is a 422.",
 }
 
 
@@ -45,13 +51,7 @@ _BATCH = TypeAdapter(EventBatchIn)
 
 
 def _body_schema(model: type[BaseModel]) -> dict[str, Any]:
-    return {
-        "parameters": [_REGION_PARAM],
-        "requestBody": {
-            "required": True,
-            "content": {"application/json": {"schema": model.model_json_schema()}},
-        },
-    }
+    return {"parameters": [_REGION_PARAM], "requestBody": json_body(model)}
 
 
 def _json(content: dict[str, Any], status: int) -> Response:
@@ -59,46 +59,63 @@ def _json(content: dict[str, Any], status: int) -> Response:
     return Response(body, status_code=status, media_type="application/json")
 
 
-def _parse(raw: bytes, adapter: TypeAdapter[M]) -> M:
-    try:
-        return adapter.validate_json(raw)
-    except ValidationError as exc:
-        if any(e["type"] == "json_invalid" for e in exc.errors()):
-            raise InvalidRequest("request body is not valid JSON") from None
-        problems = [
-            {"field": ".".join(str(p) for p in e["loc"]), "problem": e["msg"]} for e in exc.errors()
-        ]
-        summary = "; ".join(f"{p['field'] or 'body'}: {p['problem']}" for p in problems[:3])
-        raise ValidationFailed(f"invalid request: {summary}", problems=problems) from None
-
-
 _EVENT = TypeAdapter(EventIn)
+
+
+def ingest_one(
+    ingestor: Ingestor,
+    body: bytes,
+    content_type: str | None,
+    region: str | None,
+    allowed: Collection[str] | None,
+) -> tuple[int, dict[str, Any]]:
+    """One event as both its route and the fast path (``fyp.serving.fastpath``) answer
+    it: 201 stored, 200 already stored, else the event's error is raised."""
+    event = parse_json(body, content_type, _EVENT)
+    check_regions(ingestor.deployment, REGION_FIELD, region)
+    result = ingestor.ingest([event], region=region, allowed=allowed).results[0]
+    if result.error is not None:
+        raise located(result.error, "body")
+    return 201 if result.status == "stored" else 200, result.to_dict()
 
 
 @router.post(
     "",
     status_code=201,
     openapi_extra=_body_schema(EventIn),
-    responses={200: {"description": "Duplicate: this event_id was already stored."}},
+    responses={
+        201: {"model": EventResult, "description": "Stored."},
+        200: {"model": EventResult, "description": "Duplicate: this event_id was already stored."},
+        **answers(404, *BODY),
+    },
 )
 async def ingest_event(request: Request) -> Response:
     """Ingest one event: 201 when stored, 200 when its event_id was already stored."""
     s: AppState = request.app.state.fyp
-    event = _parse(await request.body(), _EVENT)
-    result = s.ingestor.ingest(
-        [event], region=request.headers.get(REGION_HEADER), allowed=key_regions(request)
-    ).results[0]
-    if result.error is not None:
-        raise result.error
-    return _json(result.to_dict(), 201 if result.status == "stored" else 200)
+    headers = request.headers
+    status, content = ingest_one(
+        s.ingestor,
+        await request.body(),
+        headers.get("content-type"),
+        headers.get(REGION_HEADER),
+        key_regions(request),
+    )
+    return _json(content, status)
 
 
-@router.post("/batch", openapi_extra=_body_schema(EventBatchIn))
+@router.post(
+    "/batch",
+    openapi_extra=_body_schema(EventBatchIn),
+    responses=answers(*BODY, ok=BatchResult),
+)
 async def ingest_batch(request: Request) -> Response:
     """Ingest up to ``limits.max_batch`` events with one result per event, in order."""
     s: AppState = request.app.state.fyp
-    batch = _parse(await request.body(), _BATCH)
-    result = s.ingestor.ingest(
-        batch.events, region=request.headers.get(REGION_HEADER), allowed=key_regions(request)
-    )
+    batch = parse_json(await request.body(), request.headers.get("content-type"), _BATCH)
+    region = request.headers.get(REGION_HEADER)
+    check_regions(s.deployment, REGION_FIELD, region)
+    result = s.ingestor.ingest(batch.events, region=region, allowed=key_regions(request))
+    for path, each in enumerated("body.events", result.results):
+        if each.error is not None:
+            each.error = located(each.error, path)
     return _json(result.to_dict(), 200)

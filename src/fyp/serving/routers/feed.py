@@ -9,11 +9,13 @@ from fastapi import APIRouter, Query, Request, Response
 
 from fyp.feed.service import DEFAULT_PAGE, MAX_PAGE
 from fyp.serving.dependencies import AppState
+from fyp.serving.openapi import answers
+from fyp.serving.responses import FeedPage
 
 router = APIRouter(prefix="/v1/users", tags=["feed"])
 
 
-@router.get("/{user_id}/feed")
+@router.get("/{user_id}/feed", responses=answers(404, 503, ok=FeedPage))
 async def feed(
     request: Request,
     user_id: str,

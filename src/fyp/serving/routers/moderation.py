@@ -15,8 +15,10 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 from fyp.access.guard import principal
 from fyp.audit.log import AuditLog
 from fyp.serving.dependencies import AppState, state
+from fyp.serving.inputs import JsonBodyRoute, check_regions
+from fyp.serving.openapi import BODY, answers
 
-router = APIRouter(prefix="/v1/moderation", tags=["moderation"])
+router = APIRouter(prefix="/v1/moderation", tags=["moderation"], route_class=JsonBodyRoute)
 
 PersonId = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=128)]
 Reason = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=2000)]
@@ -63,29 +65,28 @@ class TakedownIn(BaseModel):
     regions: list[RegionName] | None = Field(default=None, min_length=1)
 
 
-@router.post("/runs")
+@router.post("/runs", responses=answers(*BODY))
 async def run(body: RunIn, s: AppState = Depends(state)) -> dict[str, Any]:
     """Run the automated checks over pending videos of a region (default: every region).
 
     Large backlogs are better moderated with ``fyp moderate`` outside the server."""
+    check_regions(s.deployment, "body.region", body.region)  # before any work
     regions = [body.region] if body.region else s.deployment.regions
-    for r in regions:
-        s.deployment.store(r)  # UnknownRegion before any work
     return {"runs": [s.moderator.run(r, body.limit).to_dict() for r in regions]}
 
 
-@router.get("/videos/{video_id}")
+@router.get("/videos/{video_id}", responses=answers(404))
 async def video_status(video_id: str, s: AppState = Depends(state)) -> dict[str, Any]:
     """The video's moderation state in every region whose catalogue holds it."""
     return s.moderator.status(video_id)
 
 
-@router.get("/videos/{video_id}/replay")
+@router.get("/videos/{video_id}/replay", responses=answers(404))
 async def replay(
     video_id: str, region: RegionName = Query(...), s: AppState = Depends(state)
 ) -> dict[str, Any]:
     """Evaluate the latest automated verdict again from its audited input."""
-    s.deployment.store(region)
+    check_regions(s.deployment, "query.region", region)
     result = s.moderator.replay(region, video_id)
     return {
         "video_id": video_id,
@@ -97,49 +98,54 @@ async def replay(
     }
 
 
-@router.post("/videos/{video_id}/takedown")
+@router.post("/videos/{video_id}/takedown", responses=answers(404, *BODY))
 async def takedown(
     request: Request, video_id: str, body: TakedownIn, s: AppState = Depends(state)
 ) -> dict[str, Any]:
     """Block (or reject) a video in the given regions at once; the next feed shows it."""
+    check_regions(s.deployment, "body.regions", body.regions)
     records = s.reviews.takedown(
         video_id, body.actor_id, body.reason, body.regions, body.verdict, via=_via(request)
     )
     return {"video_id": video_id, "regions": {r: rec.to_dict() for r, rec in records.items()}}
 
 
-@router.post("/videos/{video_id}/appeals", status_code=status.HTTP_201_CREATED)
+@router.post(
+    "/videos/{video_id}/appeals",
+    status_code=status.HTTP_201_CREATED,
+    responses=answers(404, 409, *BODY),
+)
 async def appeal(video_id: str, body: AppealIn, s: AppState = Depends(state)) -> dict[str, Any]:
     """Appeal a verdict; the appeal goes to a reviewer who has not decided this video."""
+    check_regions(s.deployment, "body.region", body.region)
     return s.reviews.appeal(video_id, body.region, body.appellant_id, body.reason).to_dict()
 
 
-@router.post("/jobs/claim")
+@router.post("/jobs/claim", responses=answers(*BODY))
 async def claim(request: Request, body: ClaimIn, s: AppState = Depends(state)) -> dict[str, Any]:
     """Claim the oldest open review job; ``{"job": null}`` when there is none."""
-    if body.region:
-        s.deployment.store(body.region)
+    check_regions(s.deployment, "body.region", body.region)
     job = s.reviews.claim(body.reviewer_id, body.region, via=_via(request))
     return {"job": job.to_dict() if job else None}
 
 
-@router.get("/jobs")
+@router.get("/jobs", responses=answers())
 async def jobs(
     region: RegionName = Query(...),
     status: Literal["open", "claimed", "decided", "superseded"] | None = Query(None),
     limit: int = Query(100, ge=1, le=1000),
     s: AppState = Depends(state),
 ) -> dict[str, Any]:
-    s.deployment.store(region)
+    check_regions(s.deployment, "query.region", region)
     return {"jobs": [j.to_dict() for j in s.reviews.jobs(region, status, limit)]}
 
 
-@router.get("/jobs/{job_id}")
+@router.get("/jobs/{job_id}", responses=answers(404))
 async def job(job_id: str, s: AppState = Depends(state)) -> dict[str, Any]:
     return s.reviews.job(job_id).to_dict()
 
 
-@router.post("/jobs/{job_id}/decision")
+@router.post("/jobs/{job_id}/decision", responses=answers(404, 409, *BODY))
 async def decide(
     request: Request, job_id: str, body: DecisionIn, s: AppState = Depends(state)
 ) -> dict[str, Any]:
@@ -156,7 +162,7 @@ def _via(request: Request) -> str | None:
     return None if key is None else f"key:{key.key_id}"
 
 
-@router.get("/audit/{region}/verify")
+@router.get("/audit/{region}/verify", responses=answers(404))
 async def verify_audit(
     region: str,
     expect_head: str | None = Query(None, description="SEQ:HASH of an earlier head."),

@@ -9,27 +9,33 @@ from fastapi.responses import StreamingResponse
 from fyp.access.guard import principal
 from fyp.catalog.models import User, UserIn, UserPatch
 from fyp.serving.dependencies import AppState, state
+from fyp.serving.inputs import JsonBodyRoute, check_regions
+from fyp.serving.openapi import BODY, answers
+from fyp.serving.responses import UserErasure, UserEvents, UserExport
 
-router = APIRouter(prefix="/v1/users", tags=["users"])
+router = APIRouter(prefix="/v1/users", tags=["users"], route_class=JsonBodyRoute)
 
 
-@router.post("", status_code=status.HTTP_201_CREATED, response_model=User)
+@router.post(
+    "", status_code=status.HTTP_201_CREATED, response_model=User, responses=answers(409, *BODY)
+)
 async def create_user(body: UserIn, s: AppState = Depends(state)) -> User:
     """Create a user in their home region (fixed for life)."""
+    check_regions(s.deployment, "body.home_region", body.home_region)
     return s.catalog.create_user(body)
 
 
-@router.get("/{user_id}", response_model=User)
+@router.get("/{user_id}", response_model=User, responses=answers(404))
 async def get_user(user_id: str, s: AppState = Depends(state)) -> User:
     return s.catalog.get_user(user_id)
 
 
-@router.patch("/{user_id}", response_model=User)
+@router.patch("/{user_id}", response_model=User, responses=answers(404, *BODY))
 async def update_user(user_id: str, body: UserPatch, s: AppState = Depends(state)) -> User:
     return s.catalog.update_user(user_id, body)
 
 
-@router.delete("/{user_id}")
+@router.delete("/{user_id}", response_model=None, responses=answers(404, ok=UserErasure))
 async def delete_user(
     user_id: str, request: Request, s: AppState = Depends(state)
 ) -> dict[str, Any]:
@@ -42,7 +48,7 @@ async def delete_user(
     return {"user_id": user_id, "deleted": receipt.removed, "receipt": receipt.to_dict()}
 
 
-@router.get("/{user_id}/export")
+@router.get("/{user_id}/export", responses=answers(404, ok=UserExport))
 async def export_user(user_id: str, s: AppState = Depends(state)) -> StreamingResponse:
     """Everything held about the user, as one JSON document streamed in sections."""
     from fyp.sovereignty.export import UserExport
@@ -55,7 +61,7 @@ async def export_user(user_id: str, s: AppState = Depends(state)) -> StreamingRe
     )
 
 
-@router.get("/{user_id}/events")
+@router.get("/{user_id}/events", response_model=None, responses=answers(404, ok=UserEvents))
 async def user_events(
     user_id: str, limit: int = Query(50, ge=1, le=1000), s: AppState = Depends(state)
 ) -> dict[str, Any]:

@@ -1,0 +1,87 @@
+"""The OpenAPI document says what the server does: its error body, the errors each
+route can answer, the bodies of routes that encode their own answers, and (from
+``fyp.access``) who may call what.
+
+FastAPI would document every route's 422 as its own ``{"detail": [...]}``; each route
+here lists its errors with :func:`answers` instead, all with :class:`ErrorBody`, so that
+default never appears. Routes that read their body themselves name it with
+:func:`json_body`, whose model joins ``components`` (pydantic's ``$defs`` would not
+resolve from inside an operation).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI
+from pydantic import BaseModel
+from pydantic.json_schema import models_json_schema
+
+from fyp.access.guard import document_access
+from fyp.serving.inputs import JSON_TYPES
+from fyp.serving.responses import ErrorBody
+
+REF = "#/components/schemas/{model}"
+AUTHED = (400, 401, 403, 422)
+"""What any route that needs a key can answer."""
+BODY = (413, 415)
+"""What a route that reads a JSON body can answer besides."""
+
+_MEANING = {
+    400: "`invalid_request`: the body is not JSON or is empty, a parameter is malformed, "
+    "or an operator's read of a user's data lacks `X-Fyp-Reason`.",
+    401: "`unauthenticated`: the API key is missing, malformed, unknown or revoked.",
+    403: "`forbidden`: the key lacks the route's role, or a region the request touches "
+    "(`residency_violation`: the data would leave its home region).",
+    404: "The resource the URL names does not exist (`unknown_user`, `unknown_video`, "
+    "`unknown_region`, `unknown_job`).",
+    409: "`already_exists`: the id is taken, or the state changed under the request.",
+    413: "`payload_too_large`: the body or the batch is over the configured limit.",
+    415: "`unsupported_media_type`: the body is not declared as JSON "
+    f"({', '.join(JSON_TYPES)}, UTF-8); a body without a Content-Type is read as JSON.",
+    422: "`validation_failed`: well-formed but invalid values (an undeclared region "
+    "too); `details.problems` names each field by its path from the request's root.",
+    503: "`storage_error` or `model_unavailable`: the server cannot answer now.",
+}
+_CHALLENGE = {
+    "WWW-Authenticate": {"description": "`Bearer`", "schema": {"type": "string"}},
+}
+_BODIES: dict[str, type[BaseModel]] = {}
+
+
+def answers(*statuses: int, ok: type[BaseModel] | None = None) -> dict[int | str, dict[str, Any]]:
+    """``responses=`` for a route: the errors of :data:`AUTHED` and ``statuses``, each an
+    :class:`ErrorBody`, and ``ok``, the 200 body of a route that builds its own."""
+    out: dict[int | str, dict[str, Any]] = {} if ok is None else {200: {"model": ok}}
+    for status in sorted({*AUTHED, *statuses}):
+        out[status] = {"model": ErrorBody, "description": _MEANING[status]}
+    out[401]["headers"] = _CHALLENGE
+    return out
+
+
+def json_body(model: type[BaseModel]) -> dict[str, Any]:
+    """The ``requestBody`` of a route that validates its body itself."""
+    _BODIES[model.__name__] = model
+    schema = {"$ref": REF.format(model=model.__name__)}
+    return {"required": True, "content": {"application/json": {"schema": schema}}}
+
+
+def install_openapi(app: FastAPI) -> None:
+    """Build the app's document once, on first request, with everything above."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = build()
+            components = schema.setdefault("components", {}).setdefault("schemas", {})
+            if _BODIES:
+                pairs = [(m, "validation") for m in _BODIES.values()]
+                _, defs = models_json_schema(pairs, ref_template=REF)  # type: ignore[arg-type]
+                for name, definition in defs.get("$defs", {}).items():
+                    components.setdefault(name, definition)
+                schema["components"]["schemas"] = dict(sorted(components.items()))
+            document_access(schema)
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]

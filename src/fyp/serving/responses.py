@@ -1,0 +1,168 @@
+"""The bodies the API answers with, as models for its OpenAPI document.
+
+The routes that return these build their dicts (or pre-encoded JSON) themselves: a
+``response_model`` would validate and re-encode every answer, a noticeable share of a
+feed request. So the models are only documentation, published with
+``responses={200: {"model": ...}}``; ``tests/serving/test_openapi.py`` checks real
+answers against them, field for field.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Literal, get_type_hints
+
+from pydantic import BaseModel, Field, create_model
+
+from fyp.events import schema
+from fyp.sovereignty.erasure import Receipt
+
+
+class Error(BaseModel):
+    """What went wrong; ``code`` is stable, ``message`` is for people."""
+
+    code: str = Field(description="Stable machine-readable code, e.g. `unknown_user`.")
+    message: str
+    status: int = Field(description="The HTTP status, repeated.")
+    details: dict[str, Any] = Field(
+        description="Context for the code. A 422 lists `problems`: `{field, problem}` "
+        "each, `field` the value's path from the request's root: `body.<field>` (list "
+        "items by index, e.g. `body.events.3.ts`), `query.<name>`, `path.<name>` or "
+        "`header.<name>` (lower case)."
+    )
+
+
+class ErrorBody(BaseModel):
+    """Every error the API answers with, 4xx and 5xx alike."""
+
+    error: Error
+
+
+class FeedItem(BaseModel):
+    video_id: str
+    position: int = Field(description="0-based position on the page.")
+    score: float
+    source: str = Field(description="The candidate source that proposed the video.")
+    reason: str = Field(description="Why the video is here, for people.")
+
+
+class Removed(BaseModel):
+    video_id: str
+    stage: str = Field(description="The filter that removed the candidate.")
+    reason: str
+
+
+class FeedPage(BaseModel):
+    user_id: str
+    region: str = Field(description="The user's home region, the only one the feed learns from.")
+    model_version: str
+    items: list[FeedItem]
+    next_cursor: str = Field(description="Pass as `cursor` for the next page.")
+    removed: list[Removed] | None = Field(
+        default=None, description="Only with `debug=true`: what each filter removed."
+    )
+
+
+class EventResult(BaseModel):
+    event_id: str | None = Field(description="As sent; null when it was not a string.")
+    status: Literal["stored", "duplicate", "rejected"]
+    region: str | None = Field(
+        default=None, description="The user's home region, where the event is stored."
+    )
+    error: Error | None = Field(default=None, description="Why the event was rejected.")
+
+
+class BatchResult(BaseModel):
+    stored: int
+    duplicate: int
+    rejected: int
+    results: list[EventResult] = Field(description="One per event, in the order sent.")
+
+
+def _fields_of(name: str, kind: type, doc: str, **more: Any) -> type[BaseModel]:
+    """A model with the fields of a named tuple or dataclass (and ``more``), so the
+    document follows the type the answer is made from."""
+    fields: dict[str, Any] = {k: (v, ...) for k, v in get_type_hints(kind).items()}
+    return create_model(name, __doc__=doc, **fields, **more)
+
+
+if TYPE_CHECKING:
+    StoredEvent = BaseModel
+    DeletionReceipt = BaseModel
+else:
+    StoredEvent = _fields_of(
+        "StoredEvent", schema.StoredEvent, "An event as stored, with its play labels."
+    )
+    DeletionReceipt = _fields_of(
+        "DeletionReceipt",
+        Receipt,
+        "Signed by the home region's receipts key; names the user only by pseudonym.",
+        erased_at=(str, ...),
+        retrain_deadline=(str | None, ...),
+    )
+
+
+class UserEvents(BaseModel):
+    user_id: str
+    region: str
+    events: list[StoredEvent] = Field(description="Newest first.")
+
+
+class UserErasure(BaseModel):
+    user_id: str
+    deleted: dict[str, int] = Field(description="Rows removed, per kind.")
+    receipt: DeletionReceipt
+
+
+class VideoDeletion(BaseModel):
+    video_id: str
+    deleted_from: list[str] = Field(description="The regions whose catalogues held it.")
+
+
+class ExportManifest(BaseModel):
+    sections: dict[str, int] = Field(description="How many entries each section holds.")
+
+
+class ExportedModel(BaseModel):
+    region: str
+    version: str | None
+    trained_at: str | None = None
+    learned_from: bool
+    vector: list[float] | None
+
+
+class UserExport(BaseModel):
+    """Everything held about the user (rows as their stores hold them)."""
+
+    format: str
+    user_id: str
+    home_region: str
+    exported_at_ms: int
+    exported_at: str
+    manifest: ExportManifest
+    profile: dict[str, Any]
+    events: list[dict[str, Any]]
+    labels: list[dict[str, Any]]
+    served: list[dict[str, Any]]
+    videos: list[dict[str, Any]]
+    appeals: list[dict[str, Any]]
+    model: ExportedModel
+
+
+class RegionCounts(BaseModel):
+    users: int
+    videos: int
+    events: int
+
+
+class Regions(BaseModel):
+    regions: dict[str, RegionCounts] = Field(description="The regions the key may see.")
+
+
+class StoreVersion(BaseModel):
+    schema_: int = Field(alias="schema", description="The store's schema version.")
+
+
+class Health(BaseModel):
+    status: Literal["ok"]
+    version: str
+    regions: dict[str, StoreVersion]

@@ -1,0 +1,215 @@
+"""The OpenAPI document says what the server does: every ``$ref`` resolves, each route
+documents the errors it answers with the one error body, who needs a key and a reason,
+and real answers match the schemas documented for their status, field for field."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from pydantic import BaseModel
+
+from feed.conftest import build
+from fyp.access.keys import KeyStore
+from fyp.catalog.models import User, Video
+from fyp.regions.deployment import Deployment
+from fyp.serving import responses
+from fyp.serving.app import create_app
+
+MODELS: dict[str, type[BaseModel]] = {
+    name: cls
+    for name, cls in vars(responses).items()
+    if isinstance(cls, type) and issubclass(cls, BaseModel) and cls is not BaseModel
+} | {"User": User, "Video": Video}
+WHY = {"X-Fyp-Reason": "openapi tests"}
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[TestClient, Deployment]]:
+    """A trained deployment (feeds answer) and an admin client."""
+    d = build(Path(tmp_path_factory.mktemp("openapi")) / "dep")
+    _, key = KeyStore(d).create("openapi", ["admin"])
+    try:
+        with TestClient(create_app(d), headers={"Authorization": f"Bearer {key}", **WHY}) as c:
+            yield c, d
+    finally:
+        d.close()
+
+
+@pytest.fixture(scope="module")
+def spec(world: tuple[TestClient, Deployment]) -> dict[str, Any]:
+    resp = world[0].get("/openapi.json", headers={"Authorization": ""})
+    assert resp.status_code == 200
+    document: dict[str, Any] = resp.json()
+    return document
+
+
+def operations(spec: dict[str, Any]) -> Iterator[tuple[str, str, dict[str, Any]]]:
+    for path, ops in spec["paths"].items():
+        for method, op in ops.items():
+            yield method.upper(), path, op
+
+
+def refs(node: Any) -> Iterator[str]:
+    if isinstance(node, dict):
+        if isinstance(node.get("$ref"), str):
+            yield node["$ref"]
+        for value in node.values():
+            yield from refs(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from refs(value)
+
+
+def resolve(document: dict[str, Any], ref: str) -> Any:
+    """A local JSON pointer (RFC 6901), or a KeyError."""
+    assert ref.startswith("#/"), ref
+    node: Any = document
+    for part in ref[2:].split("/"):
+        node = node[part.replace("~1", "/").replace("~0", "~")]
+    return node
+
+
+def test_every_ref_resolves(spec: dict[str, Any]) -> None:
+    found = list(refs(spec))
+    assert len(found) > 50
+    for ref in found:
+        try:
+            resolve(spec, ref)
+        except KeyError:
+            pytest.fail(f"$ref {ref} does not resolve")
+    assert "$defs" not in json.dumps(spec)
+
+
+def test_the_error_body_replaces_fastapis_422(spec: dict[str, Any]) -> None:
+    schemas = spec["components"]["schemas"]
+    assert "HTTPValidationError" not in schemas and "ValidationError" not in schemas
+    assert set(schemas["ErrorBody"]["properties"]) == {"error"}
+    assert set(schemas["Error"]["required"]) == {"code", "message", "status", "details"}
+    for method, path, op in operations(spec):
+        for status, answer in op["responses"].items():
+            if int(status) >= 400:
+                schema = answer["content"]["application/json"]["schema"]
+                assert schema == {"$ref": "#/components/schemas/ErrorBody"}, (method, path)
+
+
+def test_each_route_documents_the_errors_it_can_answer(spec: dict[str, Any]) -> None:
+    for method, path, op in operations(spec):
+        statuses = {int(s) for s in op["responses"]}
+        if path == "/healthz":
+            assert statuses == {200}
+            continue
+        assert {400, 401, 403, 422} <= statuses, (method, path)
+        assert op["responses"]["401"]["headers"]["WWW-Authenticate"]
+        if "requestBody" in op:
+            assert {413, 415} <= statuses, (method, path)
+        if "{" in path or path == "/v1/events":  # names an object (events: their user)
+            assert 404 in statuses, (method, path)
+    assert 409 in {int(s) for s in spec["paths"]["/v1/users"]["post"]["responses"]}
+    assert 409 in {int(s) for s in spec["paths"]["/v1/videos"]["post"]["responses"]}
+
+
+def test_only_healthz_is_open(spec: dict[str, Any]) -> None:
+    assert spec["security"] == [{"bearer": []}, {"apiKey": []}]
+    opened = {(m, p) for m, p, op in operations(spec) if op.get("security") == []}
+    assert opened == {("GET", "/healthz")}
+    assert all("security" not in op for m, p, op in operations(spec) if (m, p) not in opened)
+
+
+def test_x_fyp_reason_is_documented_where_an_operator_read_needs_it(
+    spec: dict[str, Any], world: tuple[TestClient, Deployment]
+) -> None:
+    documented = {
+        (m, p)
+        for m, p, op in operations(spec)
+        for param in op.get("parameters", [])
+        if param["name"] == "X-Fyp-Reason"
+    }
+    assert documented == {
+        ("GET", "/v1/users/{user_id}"),
+        ("PATCH", "/v1/users/{user_id}"),
+        ("GET", "/v1/users/{user_id}/events"),
+        ("GET", "/v1/users/{user_id}/export"),
+        ("GET", "/v1/users/{user_id}/feed"),
+    }
+    param = next(
+        p
+        for p in spec["paths"]["/v1/users/{user_id}"]["get"]["parameters"]
+        if p["name"] == "X-Fyp-Reason"
+    )
+    assert param["in"] == "header" and param["required"] is False
+    resp = world[0].get("/v1/users/u2", headers={"X-Fyp-Reason": ""})
+    assert resp.status_code == 400  # as documented: an admin's read needs it
+
+
+def check(spec: dict[str, Any], template: str, resp: Any) -> None:
+    """The answer is documented for its status, and is exactly what the schema says."""
+    op = spec["paths"][template][resp.request.method.lower()]
+    answer = op["responses"].get(str(resp.status_code))
+    assert answer is not None, f"{resp.status_code} not documented for {template}: {resp.text}"
+    ref = answer["content"]["application/json"]["schema"]["$ref"]
+    model = MODELS[ref.rsplit("/", 1)[1]]
+    body = resp.json()
+    parsed = model.model_validate(body)  # raises on a missing or mistyped field
+    # ... and nothing undocumented: every field of the answer survives the round trip
+    assert parsed.model_dump(mode="json", by_alias=True, exclude_unset=True) == body
+
+
+def test_real_answers_match_their_documented_schemas(
+    spec: dict[str, Any], world: tuple[TestClient, Deployment], make_key: Any
+) -> None:
+    c, _ = world
+    feed = "/v1/users/{user_id}/feed"
+    check(spec, feed, c.get("/v1/users/u2/feed", params={"n": 5}))  # the fast path
+    check(spec, feed, c.get("/v1/users/u4/feed", params={"n": 3, "debug": "true"}))
+    check(spec, feed, c.get("/v1/users/ghost/feed"))
+    check(spec, feed, c.get("/v1/users/u2/feed", params={"n": 0}))
+    check(spec, feed, c.get("/v1/users/u2/feed", headers={"Authorization": "Bearer x"}))
+
+    check(spec, "/v1/users", c.post("/v1/users", json={"user_id": "oa", "home_region": "us"}))
+    check(spec, "/v1/users", c.post("/v1/users", json={"user_id": "oa", "home_region": "us"}))
+    check(spec, "/v1/users", c.post("/v1/users", content=b"x", headers={"content-type": "a/b"}))
+    check(spec, "/v1/users", c.post("/v1/users", json={"user_id": "ob", "home_region": "zz"}))
+    one = "/v1/users/{user_id}"
+    check(spec, one, c.get("/v1/users/oa"))
+    check(spec, one, c.patch("/v1/users/oa", json={"country": "PT"}))
+    check(spec, one, c.get("/v1/users/ghost"))
+
+    video = {"video_id": "ov", "duration_ms": 9_000, "regions": ["us", "eu"], "creator_id": "oa"}
+    check(spec, "/v1/videos", c.post("/v1/videos", json=video))
+    check(spec, "/v1/videos/{video_id}", c.get("/v1/videos/ov"))
+    check(spec, "/v1/videos/{video_id}", c.patch("/v1/videos/ov", json={"caption": "hi"}))
+
+    event = {"event_id": "oe1", "user_id": "oa", "video_id": "ov", "type": "like"}
+    check(spec, "/v1/events", c.post("/v1/events", json=event))  # 201
+    check(spec, "/v1/events", c.post("/v1/events", json=event))  # 200 duplicate
+    check(spec, "/v1/events", c.post("/v1/events", json={**event, "user_id": "ghost"}))
+    check(spec, "/v1/events", c.post("/v1/events", content=b"", headers={}))
+    batch = {"events": [{**event, "event_id": "oe2"}, {**event, "event_id": "oe3", "ts": "x"}]}
+    check(spec, "/v1/events/batch", c.post("/v1/events/batch", json=batch))
+    us_only = {"Authorization": f"Bearer {make_key('ingest', regions=['us'])}"}
+    eu_event = {**event, "event_id": "oe4", "user_id": "u1"}
+    check(spec, "/v1/events", c.post("/v1/events", json=eu_event, headers=us_only))
+
+    check(spec, "/v1/users/{user_id}/events", c.get("/v1/users/oa/events"))
+    check(spec, "/v1/users/{user_id}/events", c.get("/v1/users/u2/events", params={"limit": 3}))
+    check(spec, "/v1/users/{user_id}/export", c.get("/v1/users/u2/export"))
+    check(spec, "/v1/users/{user_id}/export", c.get("/v1/users/oa/export"))
+    check(spec, "/v1/regions", c.get("/v1/regions"))
+    check(spec, "/healthz", c.get("/healthz", headers={"Authorization": ""}))
+    check(spec, "/v1/videos/{video_id}", c.delete("/v1/videos/ov"))
+    check(spec, "/v1/users/{user_id}", c.delete("/v1/users/oa"))
+    check(spec, "/v1/users/{user_id}", c.delete("/v1/users/oa"))
+
+
+def test_the_documented_models_are_the_ones_checked(spec: dict[str, Any]) -> None:
+    """``check`` validates with the class a $ref names: it must be that class's schema."""
+    schemas = spec["components"]["schemas"]
+    for name, model in MODELS.items():
+        assert name in schemas, f"{name} is not in the document"
+        documented = set(schemas[name].get("properties", {}))
+        assert documented == {f.alias or n for n, f in model.model_fields.items()}, name
