@@ -29,6 +29,25 @@ def test_feed_route(trained: Deployment) -> None:
         assert client.get("/v1/users/u2/feed", params={"n": 0}).status_code == 422
         bad = client.get("/v1/users/u2/feed", params={"cursor": "@@"})
         assert bad.status_code == 400 and bad.json()["error"]["code"] == "invalid_request"
+        assert body["end_of_feed"] is False
+
+
+def test_a_feed_shown_whole_says_so(trained: Deployment) -> None:
+    """A client that has shown everything gets an empty page marked end_of_feed, not an
+    endless run of empty pages that look like a glitch (acceptance review)."""
+    _, key = KeyStore(trained).create("tests", ["admin"])
+    headers = {"Authorization": f"Bearer {key}", "X-Fyp-Reason": "tests"}
+    with TestClient(create_app(trained), headers=headers) as client:
+        cursor, shown = None, 0
+        for _ in range(20):
+            params: dict[str, Any] = {"n": 100} | ({"cursor": cursor} if cursor else {})
+            page = client.get("/v1/users/u3/feed", params=params).json()
+            if page["end_of_feed"]:
+                break
+            assert page["items"]
+            shown += len(page["items"])
+            cursor = page["next_cursor"]
+        assert page["end_of_feed"] and page["items"] == [] and shown > 50
 
 
 FEED_CASES = [

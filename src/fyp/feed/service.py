@@ -80,6 +80,8 @@ class FeedPage:
             "model_version": self.model_version,
             "items": [i.to_dict() for i in self.items],
             "next_cursor": self.cursor,
+            # nothing eligible is left that the user has not seen in the seen window
+            "end_of_feed": not self.items,
         }
         if debug:
             out["removed"] = self.removed

@@ -57,6 +57,11 @@ class FeedPage(BaseModel):
     model_version: str
     items: list[FeedItem]
     next_cursor: str = Field(description="Pass as `cursor` for the next page.")
+    end_of_feed: bool = Field(
+        description="True when the page is empty: every eligible video was shown to the user "
+        "within the seen window (`[feed] seen_window_days`); new uploads and events may refill "
+        "it later."
+    )
     removed: list[Removed] | None = Field(
         default=None, description="Only with `debug=true`: what each filter removed."
     )
