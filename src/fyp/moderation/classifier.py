@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from typing import ClassVar
 
 from fyp.moderation.models import ModerationInput
-from fyp.moderation.text import TermMatcher, tokens
+from fyp.moderation.text import TermMatcher
 
 
 class Classifier(ABC):
@@ -93,7 +93,7 @@ class LexiconClassifier(Classifier):
     """Weighted keywords per label over caption and cover text (see the module doc)."""
 
     name = "lexicon"
-    version = "1"
+    version = "2"
     labels = tuple(sorted(LEXICON))
 
     def __init__(self) -> None:
@@ -102,11 +102,10 @@ class LexiconClassifier(Classifier):
 
     def predict(self, video: ModerationInput) -> dict[str, float]:
         text = f"{video.caption}\n{video.cover_text}"
-        toks = tokens(text)
         scores: dict[str, float] = {}
         for label in self.labels:
             weights = self._lexicon[label]
-            found = self._matchers[label].find(text, toks)
+            found = self._matchers[label].find(text)
             total = sum(weights[t] for t in found)
             scores[label] = round(1.0 - math.exp(-total), 6)
         return scores

@@ -25,8 +25,8 @@ from fyp.moderation.text import (
     normalise,
     squeeze,
     strip_mentions,
-    tokens,
 )
+from fyp.moderation.textfold import NORMALISATION, opencc_version
 
 _POLICY_ACTION = {
     "approve": None,
@@ -67,7 +67,16 @@ def _quote(items: Iterable[str]) -> str:
     return ", ".join(repr(i) for i in items)
 
 
-class TermRule(Rule):
+class FoldingRule(Rule):
+    """A rule that matches folded text (``fyp.moderation.textfold``): what the text
+    folds to is part of its version, and so are OpenCC's dictionaries."""
+
+    @property
+    def rule_version(self) -> str:
+        return f"{self.version}+fold{NORMALISATION}+opencc-{opencc_version()}"
+
+
+class TermRule(FoldingRule):
     """Caption or cover text contains one of a list of terms -> an action."""
 
     action: ClassVar[Action] = Action.reject
@@ -77,8 +86,7 @@ class TermRule(Rule):
         self.matcher = TermMatcher(terms)
 
     def evaluate(self, video: ModerationInput) -> Finding | None:
-        text = _text(video)
-        found = self.matcher.matches(text, tokens(text))
+        found = self.matcher.matches(_text(video))
         if not found:
             return None
         listed = ", ".join(f"{term!r} ({how})" for term, how in found.items())
@@ -87,12 +95,12 @@ class TermRule(Rule):
 
 class BannedTerms(TermRule):
     name = "banned_terms"
-    version = "1"
+    version = "2"
 
 
 class ReviewTerms(TermRule):
     name = "review_terms"
-    version = "1"
+    version = "2"
     action = Action.review
     what = "sensitive"
 
@@ -139,12 +147,12 @@ class Categories(Rule):
         return None
 
 
-class Maturity(Rule):
+class Maturity(FoldingRule):
     """Content maturity: the declared level (``attributes.maturity``), raised to
     "mature" by the region's mature terms; the policy maps the level to an action."""
 
     name = "maturity"
-    version = "1"
+    version = "2"
 
     def __init__(self, mature_terms: Iterable[str], actions: Mapping[str, str]) -> None:
         self.matcher = TermMatcher(mature_terms)
@@ -155,8 +163,7 @@ class Maturity(Rule):
         if level not in MATURITY_LEVELS:
             raise ValueError(f"unknown maturity level {level!r}; expected {MATURITY_LEVELS}")
         why = f"declared {level}" if video.maturity else "general"
-        text = _text(video)
-        found = self.matcher.find(text, tokens(text))
+        found = self.matcher.find(_text(video))
         if found and MATURITY_LEVELS.index(level) < MATURITY_LEVELS.index("mature"):
             level, why = "mature", f"mature term(s) {_quote(found)}"
         action = _POLICY_ACTION[self.actions[level]]
