@@ -56,7 +56,7 @@ def checks_once(data: Path) -> dict[str, Any]:
     started = time.perf_counter()
     from fyp.datasets.kuairec import read_captions
     from fyp.moderation import PolicyEngine, dedup, parse_policy
-    from fyp.moderation.models import ModerationInput
+    from fyp.moderation.models import ModerationInput, cover_texts
     from fyp.moderation.text import tokens
 
     videos = sorted(read_captions(captions_file(data)).values(), key=lambda v: int(v.video_id))
@@ -69,13 +69,12 @@ def checks_once(data: Path) -> dict[str, Any]:
     states: dict[str, int] = {}
     checked = time.perf_counter()
     for info in videos:
-        cover = info.attributes.get("manual_cover_text", "")
         sig = dedup.signature(info.caption, info.hashtags)
         item = ModerationInput(
             info.video_id,
             "us",
             caption=info.caption,
-            cover_text=cover if isinstance(cover, str) and cover != "UNKNOWN" else "",
+            cover_texts=cover_texts(info.attributes),
             hashtags=tuple(info.hashtags),
             categories=tuple(info.categories),
             creator="imported",

@@ -29,7 +29,9 @@ CORPUS = [
     ModerationInput(
         "v2", "us", caption="今天天气很好我们去公园散步", creator="user", creator_age=18
     ),
-    ModerationInput("v3", "us", caption="来赌博吧 casino", cover_text="性感", creator="user"),
+    ModerationInput(
+        "v3", "us", caption="来赌博吧 casino", cover_texts={"cover_text": "性感"}, creator="user"
+    ),
     ModerationInput("v4", "us", caption="#a #b #c #d 加vx：abc12345", hashtags=("约炮",)),
     ModerationInput("v5", "us", categories=("博彩", "营销售卖"), maturity="explicit"),
     ModerationInput("v6", "us", caption="整容 色情 网赌 砍人 毒品", creator="imported"),

@@ -136,7 +136,7 @@ def test_replaying_the_same_input_with_the_same_versions_gives_the_same_verdict(
             "v",
             "us",
             caption="来赌博 #整容 ＃热门",
-            cover_text="UNKNOWN",
+            cover_texts={"manual_cover_text": "封面"},
             hashtags=("a", "b"),
             categories=("营销售卖",),
             maturity="mature",

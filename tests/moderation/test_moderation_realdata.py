@@ -42,18 +42,17 @@ def test_a_fresh_import_is_pending_until_fyp_moderate(tmp_path: Path) -> None:
 def test_real_captions_moderate_without_rule_failures(shared_data: Path) -> None:
     videos = read_captions(shared_data / "kuairec" / CAPTIONS)
     from fyp.moderation import PolicyEngine, parse_policy
-    from fyp.moderation.models import ModerationInput
+    from fyp.moderation.models import ModerationInput, cover_texts
 
     engine = PolicyEngine(parse_policy("us", {"banned_terms": ["赌博"]}))
     sample = sorted(videos.values(), key=lambda v: int(v.video_id))[::5]
     states: dict[str, int] = {}
     for info in sample:
-        cover = info.attributes.get("manual_cover_text", "")
         item = ModerationInput(
             info.video_id,
             "us",
             caption=info.caption,
-            cover_text=cover if isinstance(cover, str) else "",
+            cover_texts=cover_texts(info.attributes),
             hashtags=tuple(info.hashtags),
             categories=tuple(info.categories),
             creator="imported",

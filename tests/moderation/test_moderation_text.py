@@ -14,11 +14,14 @@ from fyp.moderation.text import (
     TermMatcher,
     all_hashtags,
     inline_hashtags,
+    keys,
     normalise,
+    prepare,
     squeeze,
     strip_tags,
     tokens,
 )
+from fyp.moderation.textfold import fold, is_ignorable, visual
 
 
 def test_normalise_folds_width_case_and_invisible_characters() -> None:
@@ -62,11 +65,74 @@ def test_tokens() -> None:
         ("a class act", {}),
         ("FREE  money!", {"free money": "phrase"}),
         ("无关的内容", {}),
+        ("c.a.s.i.n.o", {"casino": "spelled"}),
+        ("play c a s i n o now", {"casino": "spelled"}),
+        ("c - a - s - i - n - o", {"casino": "spelled"}),
+        ("f r e e m o n e y", {"free money": "spelled"}),
+        ("music a sinologist", {}),  # only single letters join: no word is split or merged
+        ("ca s i n o", {}),
+        ("c a s i n o s", {}),  # a spelled-out run is one word: "casinos" is not "casino"
     ],
 )
 def test_terms_match_on_tokens_and_cjk_substrings(text: str, expected: dict[str, str]) -> None:
     matcher = TermMatcher(["赌博", "网赌", "casino", "ass", "free money"])
     assert matcher.matches(text) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "folded"),
+    [
+        ("ＣＡＳＩＮＯ", "casino"),  # NFKC: full-width
+        ("𝐜𝐚𝐬𝐢𝐧𝐨 ⓒⓐⓢⓘⓝⓞ", "casino casino"),  # mathematical and circled letters
+        ("ca\u00adsi\u200bn\ufeffo\u2060", "casino"),  # soft hyphen, zero width, BOM
+        ("赌\u3164博 约\u115f炮 网\u1160赌 赌\uffa0博", "赌博 约炮 网赌 赌博"),  # Hangul fillers
+        ("cas\U000e0041ino\ufe0f\u034f\u180e\u0600", "casino"),  # tag, VS16, CGJ, Cf
+        ("c\u0301asi\u0308no\u20dd", "casino"),  # combining and enclosing marks
+        ("play саsino", "play casino"),  # Cyrillic а
+        ("cΑsino ΗΟΤΕΙ", "casino hotei"),  # Greek capitals (capital iota reads as I)
+        ("網上賭博贏大錢 約炮", "网上赌博赢大钱 约炮"),  # traditional -> simplified
+        ("한국어 カジノ", "한국어 カシノ"),  # Hangul recomposes; kana lose their voicing marks
+    ],
+)
+def test_fold(text: str, folded: str) -> None:
+    assert fold(text) == folded
+
+
+@pytest.mark.parametrize(
+    ("text", "shown"),
+    [
+        ("\u202eonisac\u202c", "casino"),  # RLO ... PDF
+        ("play \u202eonisac\u202c now", "play casino now"),
+        ("\u2067onisac\u2069!", "casino!"),  # RLI ... PDI
+        ("\u202eonisac", "casino"),  # unclosed: to the end of the line
+        ("\u202eon\u202easi\u202cc\u202c", "casino"),  # nested: the inner run turns twice
+        ("\u202eab\ncd", "ba\ncd"),  # a new line ends every run
+        ("\u202dcasino\u202c", "\u202dcasino\u202c"),  # left-to-right only: unchanged
+    ],
+)
+def test_visual_order_of_right_to_left_runs(text: str, shown: str) -> None:
+    assert fold(visual(text)) == fold(shown)
+
+
+def test_a_reversed_term_matches_in_either_order() -> None:
+    matcher = TermMatcher(["casino", "赌博"])
+    assert matcher.find("\u202eonisac\u202c") == ["casino"]
+    assert matcher.find("\u202e博赌\u202c") == ["赌博"]
+    assert matcher.find("cas\u202eino") == ["casino"]  # the logical order still counts
+    assert prepare("plain").forms == ("plain",)
+
+
+def test_ignorable_characters() -> None:
+    for char in "\u00ad\u034f\u115f\u1160\u200b\u200d\u202e\u2066\u3164\ufe0f\uffa0\U000e0041":
+        assert is_ignorable(char), hex(ord(char))
+    for char in "a 赌\u0301":
+        assert not is_ignorable(char)
+
+
+def test_hashtag_and_category_keys_ignore_separators_and_emoji() -> None:
+    assert keys("#约 炮🔥") == keys("約炮") == keys("约\u3164炮") == {"约炮"}
+    assert keys("博 彩") == {"博彩"}
+    assert keys("🔥 #") == frozenset()
 
 
 def test_hashtags_inline_and_field() -> None:

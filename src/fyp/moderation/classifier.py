@@ -9,7 +9,8 @@ makes a verdict replayable. A learned model plugs in by subclassing
 :class:`LexiconClassifier` is a weighted keyword model: each label has a small lexicon
 of Chinese and English terms with weights; a label's score is ``1 - exp(-sum of the
 weights of the distinct terms found)``, so one strong term scores about 0.8 and weak
-terms add up. Terms are matched like banned terms (:mod:`fyp.moderation.text`).
+terms add up. Terms are matched like banned terms (:mod:`fyp.moderation.text`), in the
+same texts: caption, cover texts and hashtags.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from collections.abc import Mapping
 from typing import ClassVar
 
 from fyp.moderation.models import ModerationInput
-from fyp.moderation.text import TermMatcher, tokens
+from fyp.moderation.text import TermMatcher
 
 
 class Classifier(ABC):
@@ -90,10 +91,11 @@ LEXICON: Mapping[str, Mapping[str, float]] = {
 
 
 class LexiconClassifier(Classifier):
-    """Weighted keywords per label over caption and cover text (see the module doc)."""
+    """Weighted keywords per label over caption, cover texts and hashtags (see the
+    module doc)."""
 
     name = "lexicon"
-    version = "1"
+    version = "2"
     labels = tuple(sorted(LEXICON))
 
     def __init__(self) -> None:
@@ -101,12 +103,11 @@ class LexiconClassifier(Classifier):
         self._matchers = {label: TermMatcher(terms) for label, terms in self._lexicon.items()}
 
     def predict(self, video: ModerationInput) -> dict[str, float]:
-        text = f"{video.caption}\n{video.cover_text}"
-        toks = tokens(text)
+        texts = video.texts()
         scores: dict[str, float] = {}
         for label in self.labels:
             weights = self._lexicon[label]
-            found = self._matchers[label].find(text, toks)
+            found = self._matchers[label].find(*texts)
             total = sum(weights[t] for t in found)
             scores[label] = round(1.0 - math.exp(-total), 6)
         return scores

@@ -73,10 +73,29 @@ class Match:
     same_creator: bool
 
 
+COVER_TEXT_ATTRIBUTES = ("cover_text", "manual_cover_text")
+_NO_COVER = ("", "UNKNOWN")  # KuaiRec writes UNKNOWN for a video without cover text
+
+
+def cover_texts(attributes: dict[str, Any] | None) -> dict[str, Any]:
+    """Every cover-text attribute that is present and not empty, as given.
+
+    Values are kept whatever their type: a cover text that is not a string cannot be
+    checked, so the text rules fail on it (closed) rather than skipping it."""
+    out: dict[str, Any] = {}
+    for name in COVER_TEXT_ATTRIBUTES:
+        value = (attributes or {}).get(name)
+        if value is None or (isinstance(value, str) and value.strip() in _NO_COVER):
+            continue
+        out[name] = value
+    return out
+
+
 @dataclass(frozen=True)
 class ModerationInput:
     """Everything the rules may look at; nothing else may influence a verdict.
 
+    ``cover_texts`` holds every cover-text attribute present (:func:`cover_texts`).
     ``creator`` is ``"user"`` (a known account), ``"missing"`` (an id that is no
     account), ``"imported"`` (no creator id; brought in by an operator import, which
     sets ``attributes.source``) or ``"none"`` (no creator id otherwise).
@@ -89,7 +108,7 @@ class ModerationInput:
     video_id: str
     region: str
     caption: str = ""
-    cover_text: str = ""
+    cover_texts: dict[str, Any] = field(default_factory=dict)
     hashtags: tuple[str, ...] = ()
     categories: tuple[str, ...] = ()
     maturity: str | None = None
@@ -106,7 +125,7 @@ class ModerationInput:
             "video_id": self.video_id,
             "region": self.region,
             "caption": self.caption,
-            "cover_text": self.cover_text,
+            "cover_texts": dict(sorted(self.cover_texts.items())),
             "hashtags": list(self.hashtags),
             "categories": list(self.categories),
             "maturity": self.maturity,
@@ -119,10 +138,26 @@ class ModerationInput:
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> ModerationInput:
         data = dict(raw)
+        legacy = data.pop("cover_text", None)  # inputs recorded with one cover text
+        data.setdefault("cover_texts", {"cover_text": legacy} if legacy else {})
         data["hashtags"] = tuple(data.get("hashtags", ()))
         data["categories"] = tuple(data.get("categories", ()))
         data["matches"] = tuple(Match(**m) for m in data.get("matches", ()))
         return cls(**data)
+
+    def texts(self, hashtags: bool = True) -> tuple[str, ...]:
+        """The caption, the cover texts and (unless told not to) the hashtag field:
+        every text the text rules read, each to be matched on its own. A cover text
+        that is not a string raises TypeError, so the rule reading it fails closed."""
+        covers: list[str] = []
+        for name, value in sorted(self.cover_texts.items()):
+            if not isinstance(value, str):
+                raise TypeError(
+                    f"cover text attribute {name!r} is {type(value).__name__}, not text: "
+                    "it cannot be checked"
+                )
+            covers.append(value)
+        return (self.caption, *covers, *(self.hashtags if hashtags else ()))
 
     def digest(self) -> str:
         return hashlib.sha256(canonical_json(self.to_dict()).encode("utf-8")).hexdigest()

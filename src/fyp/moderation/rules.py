@@ -9,6 +9,7 @@ trusted to have passed: the engine records the error and the video fails closed.
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from abc import ABC, abstractmethod
@@ -22,11 +23,13 @@ from fyp.moderation.policy import MATURITY_LEVELS, RegionPolicy
 from fyp.moderation.text import (
     TermMatcher,
     all_hashtags,
+    keys,
     normalise,
+    raw_hashtags,
     squeeze,
     strip_mentions,
-    tokens,
 )
+from fyp.moderation.textfold import NORMALISATION, opencc_version
 
 _POLICY_ACTION = {
     "approve": None,
@@ -59,16 +62,21 @@ class Rule(ABC):
         return Finding(self.name, self.rule_version, action, reason)
 
 
-def _text(video: ModerationInput) -> str:
-    return f"{video.caption}\n{video.cover_text}"
-
-
 def _quote(items: Iterable[str]) -> str:
     return ", ".join(repr(i) for i in items)
 
 
-class TermRule(Rule):
-    """Caption or cover text contains one of a list of terms -> an action."""
+class FoldingRule(Rule):
+    """A rule that matches folded text (``fyp.moderation.textfold``): what the text
+    folds to is part of its version, and so are OpenCC's dictionaries."""
+
+    @property
+    def rule_version(self) -> str:
+        return f"{self.version}+fold{NORMALISATION}+opencc-{opencc_version()}"
+
+
+class TermRule(FoldingRule):
+    """Caption, cover texts or hashtags contain one of a list of terms -> an action."""
 
     action: ClassVar[Action] = Action.reject
     what: ClassVar[str] = "banned"
@@ -77,8 +85,7 @@ class TermRule(Rule):
         self.matcher = TermMatcher(terms)
 
     def evaluate(self, video: ModerationInput) -> Finding | None:
-        text = _text(video)
-        found = self.matcher.matches(text, tokens(text))
+        found = self.matcher.matches(*video.texts())
         if not found:
             return None
         listed = ", ".join(f"{term!r} ({how})" for term, how in found.items())
@@ -87,50 +94,73 @@ class TermRule(Rule):
 
 class BannedTerms(TermRule):
     name = "banned_terms"
-    version = "1"
+    version = "2"
 
 
 class ReviewTerms(TermRule):
     name = "review_terms"
-    version = "1"
+    version = "2"
     action = Action.review
     what = "sensitive"
 
 
-class BannedHashtags(Rule):
+def _by_key(values: Iterable[str]) -> dict[str, str]:
+    """Folded key (``text.keys``) -> the value as configured."""
+    out: dict[str, str] = {}
+    for value in values:
+        for key in sorted(keys(value)):
+            out.setdefault(key, value)
+    return out
+
+
+def _found(configured: dict[str, str], values: Iterable[str]) -> list[str]:
+    return sorted({configured[k] for v in values for k in keys(v) if k in configured})
+
+
+class BannedHashtags(FoldingRule):
+    """A hashtag (field or inline ``#tag``) that folds to a banned one, ignoring
+    spaces, punctuation and emoji inside it ("约 炮", "约炮🔥")."""
+
     name = "banned_hashtags"
-    version = "1"
+    version = "2"
 
     def __init__(self, hashtags: Iterable[str]) -> None:
-        self.banned = {normalise(h).strip().lstrip("#＃"): h for h in hashtags}
+        self.hashtags = tuple(hashtags)
+
+    @functools.cached_property
+    def banned(self) -> dict[str, str]:  # folded on first use: see TermMatcher
+        return _by_key(self.hashtags)
 
     def evaluate(self, video: ModerationInput) -> Finding | None:
-        tags = all_hashtags(video.caption, video.hashtags)
-        found = sorted({self.banned[t] for t in tags if t in self.banned})
+        found = _found(self.banned, raw_hashtags(video.caption, video.hashtags))
         if not found:
             return None
         return self.finding(Action.reject, f"uses banned hashtag(s) {_quote(found)}")
 
 
-class Categories(Rule):
-    """Categories blocked in the region (blocked) or not For You eligible (restricted)."""
+class Categories(FoldingRule):
+    """Categories blocked in the region (blocked) or not For You eligible (restricted),
+    compared folded and without spaces or punctuation ("博 彩" is "博彩")."""
 
     name = "categories"
-    version = "1"
+    version = "2"
 
     def __init__(self, region: str, blocked: Iterable[str], ineligible: Iterable[str]) -> None:
         self.region = region
-        self.blocked = {normalise(c): c for c in blocked}
-        self.ineligible = {normalise(c): c for c in ineligible}
+        self.lists = (tuple(blocked), tuple(ineligible))
+
+    @functools.cached_property
+    def _keys(self) -> tuple[dict[str, str], dict[str, str]]:
+        return _by_key(self.lists[0]), _by_key(self.lists[1])
 
     def evaluate(self, video: ModerationInput) -> Finding | None:
-        cats = [normalise(c) for c in video.categories]
-        blocked = sorted({self.blocked[c] for c in cats if c in self.blocked})
+        blocked_keys, ineligible_keys = self._keys
+        blocked = _found(blocked_keys, video.categories)
         if blocked:
             return self.finding(
                 Action.block, f"category {_quote(blocked)} is blocked in region {self.region}"
             )
-        ineligible = sorted({self.ineligible[c] for c in cats if c in self.ineligible})
+        ineligible = _found(ineligible_keys, video.categories)
         if ineligible:
             return self.finding(
                 Action.restrict,
@@ -139,12 +169,12 @@ class Categories(Rule):
         return None
 
 
-class Maturity(Rule):
+class Maturity(FoldingRule):
     """Content maturity: the declared level (``attributes.maturity``), raised to
     "mature" by the region's mature terms; the policy maps the level to an action."""
 
     name = "maturity"
-    version = "1"
+    version = "2"
 
     def __init__(self, mature_terms: Iterable[str], actions: Mapping[str, str]) -> None:
         self.matcher = TermMatcher(mature_terms)
@@ -155,8 +185,7 @@ class Maturity(Rule):
         if level not in MATURITY_LEVELS:
             raise ValueError(f"unknown maturity level {level!r}; expected {MATURITY_LEVELS}")
         why = f"declared {level}" if video.maturity else "general"
-        text = _text(video)
-        found = self.matcher.find(text, tokens(text))
+        found = self.matcher.find(*video.texts())
         if found and MATURITY_LEVELS.index(level) < MATURITY_LEVELS.index("mature"):
             level, why = "mature", f"mature term(s) {_quote(found)}"
         action = _POLICY_ACTION[self.actions[level]]
@@ -180,7 +209,7 @@ class Spam(Rule):
     details (messaging ids, phone numbers) -> restricted."""
 
     name = "spam"
-    version = "1"
+    version = "2"
 
     def __init__(self, max_hashtags: int) -> None:
         self.max_hashtags = max_hashtags
@@ -192,7 +221,9 @@ class Spam(Rule):
             signals.append(
                 f"hashtag stuffing ({len(tags)} hashtags, more than {self.max_hashtags})"
             )
-        text = normalise(strip_mentions(_text(video)))  # @name(O123) ids are not phone numbers
+        text = normalise(
+            strip_mentions("\n".join(video.texts(hashtags=False)))
+        )  # @name(O123) ids are not phone numbers
         if _REPEAT.search(squeeze(text)) or _REPEAT_SEQ.search(squeeze(text)):
             signals.append("a character or phrase repeated many times")
         if _URL.search(text):

@@ -48,6 +48,7 @@ from fyp.moderation.models import (
     Verdict,
     certain_age,
     certainly_at_least,
+    cover_texts,
 )
 from fyp.moderation.policy import parse_policy
 from fyp.moderation.snapshot import NOT_LIVE, ItemCatalogue, snapshot_for
@@ -316,7 +317,7 @@ class Moderator:
             video_id=video.video_id,
             region=region,
             caption=video.caption,
-            cover_text=_text_attr(attrs.get("manual_cover_text", attrs.get("cover_text"))),
+            cover_texts=cover_texts(attrs),
             hashtags=tuple(video.hashtags),
             categories=tuple(video.categories),
             maturity=None if maturity is None else str(maturity),
@@ -541,12 +542,6 @@ class Moderator:
 def _media(video: Video) -> str | None:
     value = (video.attributes or {}).get("media_sha256")
     return value.lower() if isinstance(value, str) and value else None
-
-
-def _text_attr(value: Any) -> str:
-    if not isinstance(value, str) or value == "UNKNOWN":  # KuaiRec writes UNKNOWN
-        return ""
-    return value
 
 
 # -- enforcement -------------------------------------------------------------------
