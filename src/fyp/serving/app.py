@@ -27,7 +27,7 @@ from fyp.regions.deployment import Deployment
 from fyp.serving.dependencies import AppState, state
 from fyp.serving.errors import install_error_handlers
 from fyp.serving.fastpath import HotRoutes
-from fyp.serving.routers import events, feed, moderation, users, videos
+from fyp.serving.routers import events, feed, moderation, ops, users, videos
 
 
 class FypApp(FastAPI):
@@ -141,10 +141,11 @@ def create_app(deployment: Deployment | str | Path) -> FastAPI:
     app.include_router(users.router)
     app.include_router(videos.router)
     app.include_router(moderation.router)
+    app.include_router(ops.router)  # /readyz
 
     @app.get("/healthz", tags=["ops"])
     async def healthz(s: AppState = Depends(state)) -> dict[str, Any]:
-        """Liveness and per-region store schema versions."""
+        """Liveness and per-region store schema versions (readiness: ``/readyz``)."""
         return {
             "status": "ok",
             "version": __version__,

@@ -154,6 +154,19 @@ class SQLiteStore(Store):
             raise StorageError(f"cannot open SQLite store {self.path}: {exc}") from exc
         return conn
 
+    def check(self) -> None:
+        """Also fails once the file was moved or deleted under the open store: its
+        writes would go to a file no one will open again."""
+        if self.path != ":memory:" and not Path(self.path).exists():
+            raise StorageError(
+                f"the store file of region {self.region!r} is gone: {self.path}",
+                region=self.region,
+            )
+        try:
+            super().check()
+        except sqlite3.Error as exc:
+            raise StorageError(f"the store of region {self.region!r} failed: {exc}") from exc
+
     def close(self) -> None:
         self._stop.set()
         if self._checkpointer is not None:
