@@ -9,15 +9,18 @@ moved or carved out as a whole.
 
 from __future__ import annotations
 
+import difflib
+import math
 import re
 import tomllib
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import tomli_w
 
-from fyp.errors import ConfigError, NotADeployment, UnknownRegion
+from fyp.errors import ConfigError, InvalidRequest, NotADeployment, UnknownRegion
 
 CONFIG_FILE = "fyp.toml"
 REGION_NAME = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
@@ -34,6 +37,58 @@ def check_region_name(name: str) -> str:
     return name
 
 
+def did_you_mean(key: str, known: Collection[str]) -> str:
+    """``; did you mean 'x'?`` for the known key closest to a misspelt one, or ''."""
+    close = difflib.get_close_matches(key, list(known), n=1, cutoff=0.6)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
+def check_keys(section: str, raw: dict[str, Any], known: Collection[str]) -> None:
+    """A misspelt key would silently leave its setting at the default (a backup target
+    nobody backs up to, a limit that is not one): every unknown key is a ConfigError."""
+    for key in raw:
+        if key not in known:
+            raise ConfigError(
+                f"unknown key {key!r} in [{section}]{did_you_mean(key, known)} "
+                f"(known keys: {', '.join(sorted(known))})",
+                section=section,
+                key=key,
+            )
+
+
+def number(section: str, key: str, value: Any, low: float, high: float, *, open_low: bool) -> float:
+    """A float setting: a TOML int or float, finite (``nan`` and ``inf`` parse as floats
+    and pass every ``<`` check the wrong way) and in range."""
+    ok = not isinstance(value, bool) and isinstance(value, int | float) and math.isfinite(value)
+    if not ok or not (low < value if open_low else low <= value) or value > high:
+        bounds = f"{'over' if open_low else 'at least'} {low:g} and at most {high:g}"
+        raise ConfigError(
+            f"[{section}] {key} must be a number {bounds}, got {value!r}",
+            section=section,
+            key=key,
+        )
+    return float(value)
+
+
+def region_list(text: str, option: str = "--regions") -> list[str]:
+    """Region names as a user typed them (``us,eu``): a mistake there is theirs to fix
+    (a client error, exit 2), not a broken deployment config."""
+    names = [r.strip() for r in text.split(",") if r.strip()]
+    if not names:
+        raise InvalidRequest(f"{option} names no region: give one or more, e.g. us,eu")
+    for name in names:
+        if not REGION_NAME.fullmatch(name):
+            raise InvalidRequest(
+                f"{option}: invalid region name {name!r}: use 1-32 lowercase letters, digits "
+                "or '_', starting with a letter",
+                region=name,
+            )
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise InvalidRequest(f"{option} names {', '.join(repeated)} more than once")
+    return names
+
+
 @dataclass(frozen=True)
 class Limits:
     """Input limits that protect the store from absurd or hostile requests."""
@@ -46,10 +101,7 @@ class Limits:
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> Limits:
-        known = {f for f in cls.__dataclass_fields__}
-        unknown = set(raw) - known
-        if unknown:
-            raise ConfigError(f"unknown keys in [limits]: {sorted(unknown)}")
+        check_keys("limits", raw, cls.__dataclass_fields__)
         for k, v in raw.items():
             if type(v) is not int or v <= 0:  # bool is not an int here
                 raise ConfigError(f"[limits] {k} must be positive (an integer), got {v!r}")
@@ -57,6 +109,10 @@ class Limits:
 
 
 SCORERS = ("value_model", "multi_objective")
+MAX_WEIGHT = 1000.0
+MAX_RETRAIN_HOURS = 24.0 * 365  # an erasure's retrain deadline: a year at most
+MAX_EVERY_MINUTES = 60.0 * 24 * 30  # a background schedule: a month at most
+MAX_SEEN_WINDOW_DAYS = 3650.0
 OBJECTIVES = ("long_play", "like", "share", "follow", "skip")
 
 
@@ -79,9 +135,7 @@ class RankingConfig:
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> RankingConfig:
-        unknown = set(raw) - {"scorer", "objective_weights"}
-        if unknown:
-            raise ConfigError(f"unknown keys in [ranking]: {sorted(unknown)}")
+        check_keys("ranking", raw, ("scorer", "objective_weights"))
         scorer = raw.get("scorer", cls.scorer)
         if scorer not in SCORERS:
             raise ConfigError(f"[ranking] scorer must be one of {SCORERS}, got {scorer!r}")
@@ -89,12 +143,11 @@ class RankingConfig:
         given = raw.get("objective_weights", {})
         if not isinstance(given, dict):
             raise ConfigError("[ranking.objective_weights] must be a table")
+        check_keys("ranking.objective_weights", given, OBJECTIVES)
         for name, w in given.items():
-            if name not in OBJECTIVES:
-                raise ConfigError(f"unknown objective {name!r} in [ranking.objective_weights]")
-            if isinstance(w, bool) or not isinstance(w, int | float):
-                raise ConfigError(f"objective weight {name} must be a number, got {w!r}")
-            weights[name] = float(w)
+            weights[name] = number(
+                "ranking.objective_weights", name, w, -MAX_WEIGHT, MAX_WEIGHT, open_low=False
+            )
         return cls(scorer=scorer, objective_weights=tuple(weights.items()))
 
     def to_dict(self) -> dict[str, Any]:
@@ -113,16 +166,17 @@ class ErasureConfig:
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> ErasureConfig:
-        unknown = set(raw) - {"retrain_within_hours", "check_every_minutes"}
-        if unknown:
-            raise ConfigError(f"unknown keys in [erasure]: {sorted(unknown)}")
+        check_keys("erasure", raw, ("retrain_within_hours", "check_every_minutes"))
         hours = raw.get("retrain_within_hours", cls.retrain_within_hours)
-        if isinstance(hours, bool) or not isinstance(hours, int | float) or hours <= 0:
-            raise ConfigError(f"[erasure] retrain_within_hours must be positive, got {hours!r}")
         every = raw.get("check_every_minutes", cls.check_every_minutes)
-        if isinstance(every, bool) or not isinstance(every, int | float) or every < 0:
-            raise ConfigError(f"[erasure] check_every_minutes must be >= 0, got {every!r}")
-        return cls(retrain_within_hours=float(hours), check_every_minutes=float(every))
+        return cls(
+            retrain_within_hours=number(
+                "erasure", "retrain_within_hours", hours, 0, MAX_RETRAIN_HOURS, open_low=True
+            ),
+            check_every_minutes=number(
+                "erasure", "check_every_minutes", every, 0, MAX_EVERY_MINUTES, open_low=False
+            ),
+        )
 
 
 @dataclass(frozen=True)
@@ -135,13 +189,13 @@ class TrainingConfig:
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> TrainingConfig:
-        unknown = set(raw) - {"every_minutes"}
-        if unknown:
-            raise ConfigError(f"unknown keys in [training]: {sorted(unknown)}")
+        check_keys("training", raw, ("every_minutes",))
         every = raw.get("every_minutes", cls.every_minutes)
-        if isinstance(every, bool) or not isinstance(every, int | float) or every < 0:
-            raise ConfigError(f"[training] every_minutes must be >= 0, got {every!r}")
-        return cls(every_minutes=float(every))
+        return cls(
+            every_minutes=number(
+                "training", "every_minutes", every, 0, MAX_EVERY_MINUTES, open_low=False
+            )
+        )
 
 
 @dataclass(frozen=True)
@@ -165,20 +219,20 @@ class FeedConfig:
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> FeedConfig:
-        known = {"seen_window_days", "rank_ahead", "state_cache_users", "proposal_cache_users"}
-        unknown = set(raw) - known
-        if unknown:
-            raise ConfigError(f"unknown keys in [feed]: {sorted(unknown)}")
+        sized = ("rank_ahead", "state_cache_users", "proposal_cache_users")
+        check_keys("feed", raw, ("seen_window_days", *sized))
         days = raw.get("seen_window_days", cls.seen_window_days)
-        if isinstance(days, bool) or not isinstance(days, int | float) or days <= 0:
-            raise ConfigError(f"[feed] seen_window_days must be positive, got {days!r}")
+        days = number("feed", "seen_window_days", days, 0, MAX_SEEN_WINDOW_DAYS, open_low=True)
         sizes: dict[str, int] = {}
-        for key in ("rank_ahead", "state_cache_users", "proposal_cache_users"):
+        for key in sized:
             value = raw.get(key, getattr(cls, key))
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise ConfigError(f"[feed] {key} must be an integer >= 0, got {value!r}")
             sizes[key] = value
-        return cls(seen_window_days=float(days), **sizes)
+        return cls(seen_window_days=days, **sizes)
+
+
+REGION_KEYS = ("store", "backup_targets", "policy")
 
 
 @dataclass(frozen=True)
@@ -325,6 +379,7 @@ def parse_config(root: Path, raw: dict[str, Any]) -> DeploymentConfig:
         check_region_name(name)
         if not isinstance(body, dict) or "store" not in body:
             raise ConfigError(f"[regions.{name}] needs a store URL")
+        check_keys(f"regions.{name}", body, REGION_KEYS)
         targets = body.get("backup_targets", [])
         if not isinstance(targets, list) or not all(isinstance(t, str) for t in targets):
             raise ConfigError(f"[regions.{name}] backup_targets must be a list of URLs")
@@ -358,6 +413,7 @@ def parse_config(root: Path, raw: dict[str, Any]) -> DeploymentConfig:
     for section, value in sections.items():
         if not isinstance(value, dict):
             raise ConfigError(f"[{section}] must be a table, got {type(value).__name__}")
+    check_keys("deployment", deployment, ("name",))
     return DeploymentConfig(
         root=root.resolve(),
         name=str(deployment.get("name", root.resolve().name)),

@@ -1,9 +1,13 @@
-"""``fyp serve`` checks its options before it opens anything."""
+"""``fyp init``, ``serve`` and ``status``: their input, a missing store, a busy port, shutdown."""
 
 from __future__ import annotations
 
+import os
+import signal
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -66,3 +70,109 @@ def test_an_error_message_keeps_its_brackets(tmp_path: Path) -> None:
     )
     assert done.returncode == 3
     assert "[regions.eu.policy]" in done.stderr, done.stderr
+
+
+def _fyp(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "fyp", *args], capture_output=True, text=True, check=False
+    )
+
+
+def _one_line(done: subprocess.CompletedProcess[str], code: int, *words: str) -> str:
+    assert done.returncode == code, done.stderr
+    line = done.stderr.strip()
+    assert "Traceback" not in line and len(line.splitlines()) == 1, line
+    for word in words:
+        assert word in line, line
+    return line
+
+
+def test_init_refuses_a_file_and_bad_region_lists_with_exit_2(tmp_path: Path) -> None:
+    (tmp_path / "afile").write_text("x")
+    _one_line(_fyp("init", str(tmp_path / "afile")), 2, "is a file, not a directory")
+    _one_line(_fyp("init", str(tmp_path / "d"), "--regions", "us,us"), 2, "us more than once")
+    _one_line(_fyp("init", str(tmp_path / "d"), "--regions", ""), 2, "names no region")
+    _one_line(_fyp("init", str(tmp_path / "d"), "--regions", " , "), 2, "names no region")
+    assert not (tmp_path / "d").exists()
+
+
+def test_a_missing_store_stops_every_command_but_region_add(tmp_path: Path) -> None:
+    """``mv store.sqlite elsewhere; fyp status`` showed the region with 0 users (a new
+    empty file) and ``fyp serve`` served it: now both refuse, naming region and path."""
+    dep = tmp_path / "d"
+    assert _fyp("init", str(dep), "--regions", "us,eu").returncode == 0
+    store = dep / "regions" / "us" / "store.sqlite"
+    store.rename(tmp_path / "moved.sqlite")
+    for args in (["status", str(dep)], ["serve", str(dep), "--port", "18503"]):
+        _one_line(_fyp(*args), 3, "storage_error", "region 'us'", str(store))
+        assert not store.exists()
+    _one_line(_fyp("region", "add", str(dep), "eu"), 2, "region 'eu' already has a store")
+    done = _fyp("region", "add", str(dep), "us")
+    assert done.returncode == 0, done.stderr
+    assert store.is_file() and "fyp keys create" in done.stdout
+    assert _fyp("status", str(dep)).returncode == 0
+
+
+def test_a_busy_port_is_one_line_before_anything_says_serving(tmp_path: Path) -> None:
+    dep = tmp_path / "d"
+    assert _fyp("init", str(dep), "--regions", "us").returncode == 0
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 18504))
+        busy.listen()
+        done = _fyp("serve", str(dep), "--port", "18504")
+    _one_line(done, 3, "cannot listen on 127.0.0.1:18504")
+    assert "serving" not in done.stdout
+
+
+def test_sigterm_ends_the_training_child_the_server_started(tmp_path: Path) -> None:
+    """``kill -TERM`` to ``fyp serve`` left its scheduled ``fyp train`` child running (it
+    published a model 9 s later). The child here stands in for a long training run."""
+    dep = tmp_path / "d"
+    assert _fyp("init", str(dep), "--regions", "us").returncode == 0
+    toml = dep / "fyp.toml"
+    text = toml.read_text(encoding="utf-8")
+    text = text.replace("every_minutes = 60.0", "every_minutes = 0.005")
+    text = text.replace("check_every_minutes = 10.0", "check_every_minutes = 0")
+    toml.write_text(text, encoding="utf-8")
+    marker = tmp_path / "child.pid"
+    child = (
+        "import os, pathlib, time\n"
+        f"pathlib.Path({str(marker)!r}).write_text(str(os.getpid()))\n"
+        "time.sleep(60)\n"
+    )
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys\n"
+            "from fyp.regions.background import ChildScheduler\n"
+            f"ChildScheduler.program = (sys.executable, '-c', {child!r})\n"
+            f"sys.argv = ['fyp', 'serve', {str(dep)!r}, '--port', '18505']\n"
+            "from fyp.cli.app import main\n"
+            "main()\n",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    pid = None
+    try:
+        deadline = time.monotonic() + 30
+        while not (marker.exists() and marker.read_text()):
+            assert server.poll() is None, server.communicate()
+            assert time.monotonic() < deadline, "no child started"
+            time.sleep(0.05)
+        pid = int(marker.read_text())
+        server.send_signal(signal.SIGTERM)
+        server.wait(timeout=20)
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            pid = None  # gone with the server
+        assert pid is None, "the child outlived the server"
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.wait()
+        if pid is not None:  # the old behaviour: clean up the child this test started
+            os.kill(pid, signal.SIGKILL)

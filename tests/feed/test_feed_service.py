@@ -248,7 +248,9 @@ def test_new_artifact_is_picked_up_without_restart(trained: Deployment, monkeypa
     assert after != before
 
 
-def test_artifact_of_another_region_is_refused(trained: Deployment) -> None:
+def test_artifact_of_another_region_is_refused(
+    trained: Deployment, caplog: pytest.LogCaptureFixture
+) -> None:
     import shutil
 
     us_dir = trained.config.region_dir("us")
@@ -256,8 +258,9 @@ def test_artifact_of_another_region_is_refused(trained: Deployment) -> None:
     version = (eu_dir / "models" / "current").read_text()
     shutil.copytree(eu_dir / "models" / version, us_dir / "models" / "planted")
     (us_dir / "models" / "current").write_text("planted")
-    with pytest.raises(ModelError, match="trained for region 'eu'"):
+    with pytest.raises(ModelError, match="the model of region 'us' is unavailable"):
         FeedService(trained).feed("u2", n=5)
+    assert "trained for region 'eu'" in caplog.text  # the server's log says why
 
 
 def test_bad_requests(trained: Deployment) -> None:

@@ -13,12 +13,13 @@ from fyp.config import CONFIG_FILE, load_config
 from fyp.errors import (
     AlreadyExists,
     ConfigError,
+    InvalidRequest,
     NotADeployment,
     StorageError,
     UnknownRegion,
     UnknownUser,
 )
-from fyp.regions.deployment import Deployment
+from fyp.regions.deployment import Deployment, add_region
 from fyp.storage import open_store
 from fyp.storage.sqlite import SQLiteStore
 
@@ -205,3 +206,61 @@ def test_a_store_file_moved_to_another_region_is_refused(tmp_path: Path) -> None
     _rewrite(root, "@@", "regions/us/store.sqlite")
     with pytest.raises(StorageError):
         Deployment.open(root)
+
+
+@pytest.mark.parametrize("how", ["moved", "typo"])
+def test_a_missing_store_file_is_an_error_not_a_new_empty_store(tmp_path: Path, how: str) -> None:
+    """A store moved away (or on a volume not mounted, or a misspelt URL) came back as a
+    new empty file: `fyp status` showed the region with 0 users, `fyp serve` served it."""
+    root = tmp_path / "dep"
+    with Deployment.init(root, ["us", "eu"]) as d:
+        Catalog(d).create_user(UserIn(user_id="u1", home_region="us"))
+    store = root / "regions" / "us" / "store.sqlite"
+    if how == "moved":
+        store.rename(tmp_path / "elsewhere.sqlite")
+        missing = store
+    else:
+        _rewrite(root, "regions/us/store.sqlite", "regions/us/stor.sqlite")
+        missing = store.with_name("stor.sqlite")
+    with pytest.raises(StorageError, match="store of region 'us' is missing") as info:
+        Deployment.open(root)
+    assert info.value.details == {"region": "us", "path": str(missing)}
+    assert str(missing) in info.value.message
+    assert not missing.exists()
+
+
+def test_region_add_creates_the_store_of_a_new_region(tmp_path: Path) -> None:
+    root = tmp_path / "dep"
+    Deployment.init(root, ["us"]).close()
+    text = (root / CONFIG_FILE).read_text(encoding="utf-8")
+    (root / CONFIG_FILE).write_text("# ours\n" + text, encoding="utf-8")
+    config = add_region(root, "eu")
+    assert config.region_names == ["us", "eu"]
+    assert (root / CONFIG_FILE).read_text(encoding="utf-8").startswith("# ours\n")
+    with Deployment.open(root) as d:
+        assert d.regions == ["us", "eu"]
+        assert d.store("eu").count_users() == 0
+        assert d.config.region("eu").backup_targets == ("file://backups/eu",)
+    with pytest.raises(AlreadyExists, match="region 'eu' already has a store"):
+        add_region(root, "eu")
+
+
+def test_region_add_creates_the_store_an_operator_declared(tmp_path: Path) -> None:
+    root = tmp_path / "dep"
+    Deployment.init(root, ["us"]).close()
+    with (root / CONFIG_FILE).open("a", encoding="utf-8") as out:
+        out.write('\n[regions.asia]\nstore = "sqlite:///cells/asia.sqlite"\n')
+    with pytest.raises(StorageError, match="store of region 'asia' is missing"):
+        Deployment.open(root)
+    add_region(root, "asia")
+    assert (root / "cells" / "asia.sqlite").is_file()
+    with Deployment.open(root) as d:
+        assert d.regions == ["us", "asia"]
+
+
+def test_init_on_a_file_is_a_client_error(tmp_path: Path) -> None:
+    (tmp_path / "f").write_text("x")
+    with pytest.raises(InvalidRequest, match="is a file, not a directory"):
+        Deployment.init(tmp_path / "f", ["us"])
+    with pytest.raises(InvalidRequest, match="cannot create a deployment"):
+        Deployment.init(tmp_path / "f" / "dep", ["us"])

@@ -20,7 +20,7 @@ from authz_world import World, build_world, headers, snapshot, user, video
 
 from fyp.access.keys import ROLES
 
-NO_OBJECT = {("GET", "/healthz"), ("GET", "/v1/regions")}
+NO_OBJECT = {("GET", "/healthz"), ("GET", "/readyz"), ("GET", "/v1/regions")}
 """Operations that name no object (/v1/regions answers for the key's regions only)."""
 REGION_FIELDS = {"region", "regions", "home_region"}
 OTHER = {"us": "eu", "eu": "us"}

@@ -12,7 +12,7 @@ from fyp.storage.sqlite import SQLiteStore
 
 
 def test_sqlite_url_opens_a_migrated_sqlite_store(tmp_path: Path) -> None:
-    store = open_store(f"sqlite:///{tmp_path / 's.sqlite'}", "us")
+    store = open_store(f"sqlite:///{tmp_path / 's.sqlite'}", "us", create=True)
     try:
         assert isinstance(store, SQLiteStore)
         assert isinstance(store, Store)
@@ -25,7 +25,7 @@ def test_sqlite_url_opens_a_migrated_sqlite_store(tmp_path: Path) -> None:
 
 
 def test_migrate_false_leaves_the_schema_alone(tmp_path: Path) -> None:
-    store = open_store(f"sqlite:///{tmp_path / 's.sqlite'}", "us", migrate=False)
+    store = open_store(f"sqlite:///{tmp_path / 's.sqlite'}", "us", migrate=False, create=True)
     try:
         assert store.migrate() != []  # nothing had been applied yet
     finally:

@@ -38,7 +38,9 @@ class TestSQLiteStore(StoreContract):
             s.close()
 
     def open_database(self, name: str, region: str = "us", *, migrate: bool = True) -> Store:
-        store = open_store(sqlite_url(self.root / f"{name}.sqlite"), region, migrate=migrate)
+        store = open_store(
+            sqlite_url(self.root / f"{name}.sqlite"), region, migrate=migrate, create=True
+        )
         self.opened.append(store)
         return store
 
@@ -101,7 +103,9 @@ class TestSQLiteStore(StoreContract):
 
     @pytest.mark.parametrize("mode", ["full", "FULL"])
     def test_synchronous_from_the_url(self, tmp_path: Path, mode: str) -> None:
-        store = open_store(sqlite_url(tmp_path / "s.sqlite", f"synchronous={mode}"), "us")
+        store = open_store(
+            sqlite_url(tmp_path / "s.sqlite", f"synchronous={mode}"), "us", create=True
+        )
         try:
             assert isinstance(store, SQLiteStore)
             assert store.synchronous == "full"
@@ -128,7 +132,7 @@ class TestSQLiteStore(StoreContract):
     def test_path_under_a_regular_file_is_a_storage_error(self, tmp_path: Path) -> None:
         (tmp_path / "afile").write_text("not a directory")
         with pytest.raises(StorageError):
-            open_store(sqlite_url(tmp_path / "afile" / "store.sqlite"), "us")
+            open_store(sqlite_url(tmp_path / "afile" / "store.sqlite"), "us", create=True)
 
     def test_empty_path_is_refused(self) -> None:
         with pytest.raises(StorageError):
@@ -151,9 +155,18 @@ class TestSQLiteStore(StoreContract):
         finally:
             store.close()
 
+    def test_a_missing_store_file_is_not_created_unless_asked(self, tmp_path: Path) -> None:
+        """A store moved away, a volume not mounted or a misspelt URL must not come back
+        as a new empty store (the region would serve as if it had no users)."""
+        path = tmp_path / "gone" / "store.sqlite"
+        with pytest.raises(StorageError, match=r"store of region 'us' is missing") as info:
+            open_store(sqlite_url(path), "us")
+        assert str(path) in info.value.message
+        assert not path.exists() and not path.parent.exists()
+
     def test_missing_parent_directories_are_created(self, tmp_path: Path) -> None:
         path = tmp_path / "a" / "b" / "store.sqlite"
-        store = open_store(sqlite_url(path), "us")
+        store = open_store(sqlite_url(path), "us", create=True)
         store.close()
         assert path.is_file()
 
@@ -161,7 +174,7 @@ class TestSQLiteStore(StoreContract):
         self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     ) -> None:
         monkeypatch.chdir(tmp_path)
-        store = open_store("sqlite:///rel/store.sqlite", "us")
+        store = open_store("sqlite:///rel/store.sqlite", "us", create=True)
         store.close()
         assert (tmp_path / "rel" / "store.sqlite").is_file()
 
@@ -210,7 +223,9 @@ class TestResolveUrl:
         elsewhere = tmp_path / "elsewhere"
         elsewhere.mkdir()
         monkeypatch.chdir(elsewhere)
-        store = open_store(config.resolve_url("sqlite:///regions/us/store.sqlite"), "us")
+        store = open_store(
+            config.resolve_url("sqlite:///regions/us/store.sqlite"), "us", create=True
+        )
         store.close()
         assert (config.root / "regions" / "us" / "store.sqlite").is_file()
         assert not (elsewhere / "regions").exists()
@@ -266,7 +281,7 @@ def test_per_video_label_rows_migrate_into_one_set_per_user(tmp_path: Path) -> N
     )
     conn.commit()
     conn.close()
-    store = open_store(sqlite_url(path), "us")
+    store = open_store(sqlite_url(path), "us", create=True)
     try:
         assert store.count_labels() == 4
         assert [(r.user_id, r.video_id) for r in store.iter_labels("ds", "test")] == [
@@ -294,7 +309,7 @@ def test_per_video_served_rows_migrate_into_pages(tmp_path: Path) -> None:
     )
     conn.commit()
     conn.close()
-    store = open_store(sqlite_url(path), "us")
+    store = open_store(sqlite_url(path), "us", create=True)
     try:
         assert sorted(store.served_since("u1", 0)) == ["v1", "v2", "v3"]
         assert store.served_since("u1", 150) == ["v3"]

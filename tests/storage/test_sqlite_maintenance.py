@@ -22,7 +22,7 @@ def test_background_checkpointer_checkpoints_and_stops(
 ) -> None:
     monkeypatch.setattr(sqlite_module, "CHECKPOINT_INTERVAL_S", 0.05)
     path = tmp_path / "us.sqlite"
-    store = open_store(f"sqlite:///{path}", "us")
+    store = open_store(f"sqlite:///{path}", "us", create=True)
     store.insert_user(User(user_id="a", home_region="us", created_at_ms=1, updated_at_ms=1))
     store.start_background_maintenance()
     store.start_background_maintenance()  # idempotent
@@ -37,7 +37,7 @@ def test_background_checkpointer_checkpoints_and_stops(
         time.sleep(0.05)
     probe.close()
     assert busy == 0 and log == done
-    page = open_store(f"sqlite:///{path}", "us", migrate=False)
+    page = open_store(f"sqlite:///{path}", "us", migrate=False, create=True)
     assert page.count_events() == 50
     page.close()
     thread = store._checkpointer  # type: ignore[attr-defined]
@@ -60,7 +60,7 @@ def test_a_burst_of_writes_is_checkpointed_before_the_interval_is_up(
         "_checkpoint",
         lambda self, conn: checkpoints.append(time.monotonic()) or real(self, conn),
     )
-    store = open_store(f"sqlite:///{tmp_path / 'us.sqlite'}", "us")
+    store = open_store(f"sqlite:///{tmp_path / 'us.sqlite'}", "us", create=True)
     store.insert_user(User(user_id="a", home_region="us", created_at_ms=1, updated_at_ms=1))
     store.start_background_maintenance()
     for k in range(15):  # 30 writes: not yet
@@ -82,7 +82,7 @@ def test_a_serving_store_forgets_pages_older_than_the_window(
     monkeypatch.setattr(sqlite_module, "SERVED_FORGET_S", 0.05)
     monkeypatch.setattr(sqlite_module, "SERVED_FORGET_CHUNK", 3)  # several transactions
     path = tmp_path / "us.sqlite"
-    store = open_store(f"sqlite:///{path}", "us")
+    store = open_store(f"sqlite:///{path}", "us", create=True)
     for user in ("a", "b"):
         store.insert_user(User(user_id=user, home_region="us", created_at_ms=1, updated_at_ms=1))
     now = time.time_ns() // 1_000_000
@@ -111,7 +111,7 @@ class TestSQLiteStoreWhileServing(sqlite_tests.TestSQLiteStore):
 
 
 def serving_store(path: Path) -> Store:
-    store = open_store(f"sqlite:///{path}", "us")
+    store = open_store(f"sqlite:///{path}", "us", create=True)
     for user in ("a", "b"):
         store.insert_user(User(user_id=user, home_region="us", created_at_ms=1, updated_at_ms=1))
     store.start_background_maintenance()
@@ -120,7 +120,7 @@ def serving_store(path: Path) -> Store:
 
 def committed(path: Path, user: str) -> tuple[int, list[str]]:
     """What another process sees: the counter and the served rows, committed."""
-    other = open_store(f"sqlite:///{path}", "us", migrate=False)
+    other = open_store(f"sqlite:///{path}", "us", migrate=False, create=True)
     try:
         version = other.user_version(user)
         assert version is not None
@@ -202,7 +202,7 @@ def test_written_behind_reads_exactly_like_written_at_once(
 
 
 def serving_store_off(directory: Path) -> Store:
-    store = open_store(f"sqlite:///{directory / 'a.sqlite'}", "us")
+    store = open_store(f"sqlite:///{directory / 'a.sqlite'}", "us", create=True)
     for user in ("a", "b"):
         store.insert_user(User(user_id=user, home_region="us", created_at_ms=1, updated_at_ms=1))
     return store
@@ -243,7 +243,7 @@ def test_user_version_stays_exact_whichever_connection_writes(
         path = Path(tmp) / "us.sqlite"
         store = serving_store(path)
         store._served.max_age_s = 60  # type: ignore[attr-defined]  # commits only when told
-        other = open_store(f"sqlite:///{path}", "us", migrate=False)
+        other = open_store(f"sqlite:///{path}", "us", migrate=False, create=True)
         try:
             for k, (kind, where, user) in enumerate(writes):
                 writer = store if where == "here" else other
@@ -311,7 +311,7 @@ def test_the_served_log_waits_while_the_wal_is_checkpointed(tmp_path: Path) -> N
     """A due group stays buffered (still seen by this process) while any checkpoint
     runs, and is committed right after this store's checkpoint."""
     path = tmp_path / "us.sqlite"
-    store = open_store(f"sqlite:///{path}", "us")
+    store = open_store(f"sqlite:///{path}", "us", create=True)
     store.insert_user(User(user_id="a", home_region="us", created_at_ms=1, updated_at_ms=1))
     store.start_background_maintenance()
     other = sqlite3.connect(path)
@@ -339,7 +339,7 @@ def test_the_wal_starts_over_under_steady_served_traffic(
     every page served."""
     monkeypatch.setattr(sqlite_module, "CHECKPOINT_INTERVAL_S", 0.05)
     path = tmp_path / "us.sqlite"
-    store = open_store(f"sqlite:///{path}", "us")
+    store = open_store(f"sqlite:///{path}", "us", create=True)
     users = [f"u{k}" for k in range(200)]
     for u in users:
         store.insert_user(User(user_id=u, home_region="us", created_at_ms=1, updated_at_ms=1))

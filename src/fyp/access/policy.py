@@ -62,6 +62,7 @@ READERS = ("admin", "auditor", "moderator")
 PERMISSIONS: dict[tuple[str, str], Rule] = {
     # ops and docs
     ("GET", "/healthz"): PUBLIC,
+    ("GET", "/readyz"): PUBLIC,
     ("GET", "/openapi.json"): PUBLIC,
     ("GET", "/docs"): PUBLIC,
     ("GET", "/docs/oauth2-redirect"): PUBLIC,

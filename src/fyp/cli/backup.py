@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from fyp.cli.app import console
@@ -102,6 +103,27 @@ def register(app: typer.Typer) -> None:
 
     region_app = typer.Typer(name="region", help="Whole-region operations.", no_args_is_help=True)
     app.add_typer(region_app, name="region")
+
+    @region_app.command("add")
+    def add(
+        directory: Path = DirArg,
+        names: str = typer.Argument(..., help="The new region (or regions: us,eu)."),
+    ) -> None:
+        """Create a new region's empty store, declaring it in fyp.toml unless it is already
+        (the only way, besides init and restore, that a region's store is created)."""
+        from fyp.config import region_list
+        from fyp.regions.deployment import add_region
+
+        for name in region_list(names, option="REGION"):
+            config = add_region(directory, name)
+            url = config.resolve_url(config.region(name).store)
+            console.print(f"region [bold]{name}[/]: created its empty store {escape(url)}")
+        console.print(
+            "  no API key reaches a new region yet: create some with `fyp keys create "
+            f"{directory} ... --region NAME`; restart the server to serve it",
+            markup=False,
+            soft_wrap=True,
+        )
 
     @region_app.command("export")
     def export(

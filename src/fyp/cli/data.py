@@ -17,6 +17,7 @@ from rich.progress import (
 from rich.table import Table
 
 from fyp.cli.app import console
+from fyp.config import region_list
 
 if TYPE_CHECKING:
     from fyp.datasets.demo import Demo
@@ -204,7 +205,7 @@ def register(app: typer.Typer) -> None:
 
         if serve:
             pin_blas_threads()
-        names = [r.strip() for r in regions.split(",") if r.strip()]
+        names = region_list(regions)
         with RichProgress() as progress:
             built = build_demo(directory, names, progress=progress)
         print_report(built.report)

@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import os
+import socket
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.markup import escape
 from rich.table import Table
 
 from fyp.cli.app import console
-from fyp.config import REGION_NAME
+from fyp.config import region_list
+from fyp.errors import ServerError
+
+if TYPE_CHECKING:
+    from fyp.regions.background import ChildScheduler
 
 DirArg = typer.Argument(..., help="Deployment directory (holds fyp.toml).")
 
@@ -39,15 +46,7 @@ def register(app: typer.Typer) -> None:
         from fyp.access.keys import ensure_admin_key
         from fyp.regions.deployment import Deployment
 
-        names = [r.strip() for r in regions.split(",") if r.strip()]
-        for region in names:  # the user's input: a client error (2), not a broken config
-            if not REGION_NAME.fullmatch(region):
-                raise typer.BadParameter(
-                    f"{region!r}: use 1-32 lowercase letters, digits or '_', starting with a "
-                    "letter",
-                    param_hint="--regions",
-                )
-        with Deployment.init(directory, names, name) as d:
+        with Deployment.init(directory, region_list(regions), name) as d:
             key_file, _ = ensure_admin_key(d)
             console.print(
                 f"created deployment [bold]{escape(d.config.name)}[/] in {escape(str(directory))}"
@@ -99,6 +98,23 @@ def register(app: typer.Typer) -> None:
             console.print(table)
 
 
+def bind(host: str, port: int) -> socket.socket:
+    """The listening socket, bound before anything says the server is up: a busy port
+    is one line (exit 3), not a "serving on" followed by uvicorn's error."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))  # uvicorn listens on it once the app is ready
+    except OSError as exc:
+        sock.close()
+        raise ServerError(
+            f"cannot listen on {host}:{port}: {exc.strerror or exc}", host=host, port=port
+        ) from exc
+    sock.set_inheritable(True)
+    return sock
+
+
 def serve_directory(directory: Path, host: str, port: int, root_path: str = "") -> None:
     import uvicorn
 
@@ -108,19 +124,29 @@ def serve_directory(directory: Path, host: str, port: int, root_path: str = "") 
     from fyp.serving.transport import CoalescingHttpToolsProtocol
     from fyp.sovereignty.scheduler import ErasureScheduler
 
-    app = create_app(directory)
-    config = load_config(directory)
-    schedules = [ErasureScheduler(config), TrainingScheduler(config)]
-    gc.collect()
-    gc.freeze()  # start-up objects never need collecting: shorter GC pauses while serving
-    console.print(
-        f"serving [bold]{directory}[/] on http://{host}:{port}{root_path}  "
-        f"(API docs: http://{host}:{port}{root_path}/docs)"
-    )
-    for schedule in schedules:  # child processes: erasure deadlines, what changed
-        schedule.start()
+    class Server(uvicorn.Server):
+        """Ends the schedules' children as part of shutdown: after a SIGTERM uvicorn
+        raises the signal again once it is done, and the process ends right there."""
+
+        def __init__(self, config: uvicorn.Config, schedules: list[ChildScheduler]) -> None:
+            super().__init__(config)
+            self.schedules = schedules
+
+        async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+            await super().shutdown(sockets)
+            await asyncio.to_thread(stop_all, self.schedules)
+
+    sock = bind(host, port)  # first: a busy port fails before the models are loaded
     try:
-        uvicorn.run(
+        app = create_app(directory)
+    except BaseException:
+        sock.close()
+        raise
+    config = load_config(directory)
+    # child processes: erasure deadlines, what changed
+    schedules: list[ChildScheduler] = [ErasureScheduler(config), TrainingScheduler(config)]
+    server = Server(
+        uvicorn.Config(
             app,
             host=host,
             port=port,
@@ -128,7 +154,24 @@ def serve_directory(directory: Path, host: str, port: int, root_path: str = "") 
             log_level="warning",
             access_log=False,
             http=CoalescingHttpToolsProtocol,  # one write per response (fyp.serving.transport)
-        )
+        ),
+        schedules,
+    )
+    gc.collect()
+    gc.freeze()  # start-up objects never need collecting: shorter GC pauses while serving
+    console.print(
+        f"serving [bold]{directory}[/] on http://{host}:{port}{root_path}  "
+        f"(API docs: http://{host}:{port}{root_path}/docs)"
+    )
+    for schedule in schedules:
+        schedule.start()
+    try:
+        server.run(sockets=[sock])
     finally:
-        for schedule in schedules:
-            schedule.stop()
+        stop_all(schedules)
+        sock.close()
+
+
+def stop_all(schedules: list[ChildScheduler]) -> None:
+    for schedule in schedules:
+        schedule.stop()

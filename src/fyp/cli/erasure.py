@@ -58,9 +58,13 @@ def register(app: typer.Typer) -> None:
             console.print(table)
             for r in reports:
                 for p in r.problems:
-                    console.print(f"[red]{r.region}/{r.version}[/]: {escape(p)}", highlight=False)
+                    console.print(
+                        f"[red]{r.region}/{r.version}[/]: {escape(p)}",
+                        highlight=False,
+                        soft_wrap=True,  # one line per finding
+                    )
                 for n in r.notes:
-                    console.print(f"{r.region}/{r.version}: {n}", markup=False)
+                    console.print(f"{r.region}/{r.version}: {n}", markup=False, soft_wrap=True)
             if not reports:
                 console.print("no model artifacts")
         if not ok:

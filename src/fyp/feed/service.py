@@ -176,7 +176,7 @@ class FeedService:
         if model is not None and self.reload_in_background:
             self._load_later(region, version)
             return model
-        return self._load(region, version)
+        return self._load_now(region, version)
 
     def warm(self) -> list[str]:
         """Load every trained region's model and catalogue snapshot now (a serving
@@ -218,6 +218,27 @@ class FeedService:
                     self._loading.discard(region)
 
         threading.Thread(target=run, name=f"fyp-model-{region}", daemon=True).start()
+
+    def _load_now(self, region: str, version: str | None) -> RegionModel:
+        """Load for the request that asks. A damaged artifact makes only its region
+        unavailable (503): the client is told that much, the server's log which file
+        and why, once per version; the same version is retried after
+        ``RETRY_FAILED_LOAD_S`` (a new one at once)."""
+        failed = self._failed.get(region)
+        recent = failed is not None and time.monotonic() - failed[1] < RETRY_FAILED_LOAD_S
+        if recent and failed is not None and failed[0] == version:
+            raise unavailable(region)
+        try:
+            fresh = self._load(region, version)
+        except ModelError as exc:
+            if version is None:
+                raise  # not trained yet: the error says so, and names no file
+            if failed is None or failed[0] != version:
+                log.error("region %s: model %s cannot be served: %s", region, version, exc)
+            self._failed[region] = (version, time.monotonic())
+            raise unavailable(region) from exc
+        self._failed.pop(region, None)
+        return fresh
 
     def _load(self, region: str, version: str | None) -> RegionModel:
         region_dir = self.deployment.config.region_dir(region)
@@ -490,6 +511,15 @@ class FeedService:
                 zip(ids, scores, sources, reasons, strict=True)
             )
         ], rows
+
+
+def unavailable(region: str) -> ModelError:
+    """What a client is told about a region whose live model cannot be loaded: no file
+    names, no server paths (the server's log has them)."""
+    return ModelError(
+        f"the model of region {region!r} is unavailable; the server's log says why",
+        region=region,
+    )
 
 
 def _as_order(

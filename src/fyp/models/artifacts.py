@@ -158,8 +158,10 @@ def read_arrays(region_dir: Path, version: str) -> dict[str, np.ndarray]:
     try:
         with np.load(path, allow_pickle=False) as data:
             return {k: data[k] for k in data.files}
-    except (OSError, ValueError) as exc:
-        raise ModelError(f"cannot read model arrays {path}: {exc}") from exc
+    except Exception as exc:  # a damaged file fails in zipfile, zlib or numpy
+        raise ModelError(
+            f"cannot read model arrays {path}: {type(exc).__name__}: {exc}", version=version
+        ) from exc
 
 
 def remove_version(region_dir: Path, version: str) -> None:

@@ -123,7 +123,15 @@ class RegionModel:
                 f"region {region_dir.name!r} has no trained model: run `fyp train`",
                 region=region_dir.name,
             )
-        return cls.from_arrays(read_manifest(region_dir, version), read_arrays(region_dir, version))
+        manifest = read_manifest(region_dir, version)
+        try:
+            return cls.from_arrays(manifest, read_arrays(region_dir, version))
+        except (KeyError, ValueError, TypeError, IndexError, np.linalg.LinAlgError) as exc:
+            raise ModelError(
+                f"model arrays of {region_dir.name}/{version} are incomplete or inconsistent: "
+                f"{type(exc).__name__}: {exc}",
+                version=version,
+            ) from exc
 
     def user_vector(self, user_id: str, recent_items: np.ndarray) -> np.ndarray | None:
         """The user's learned vector, moved towards (or, if new, folded in from) recent items."""

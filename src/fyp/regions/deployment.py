@@ -7,13 +7,25 @@ region's store whether it holds the user and caches the answer in memory.
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from collections.abc import Iterable
 from pathlib import Path
 from types import TracebackType
 
-from fyp.config import DeploymentConfig, load_config, new_config, write_config
-from fyp.errors import AlreadyExists, ConfigError, UnknownUser
+import tomli_w
+
+from fyp.config import (
+    CONFIG_FILE,
+    DeploymentConfig,
+    check_backup_targets,
+    check_region_name,
+    default_region,
+    load_config,
+    new_config,
+    write_config,
+)
+from fyp.errors import AlreadyExists, ConfigError, InvalidRequest, StorageError, UnknownUser
 from fyp.storage import Store, open_store
 
 _ROUTE_CACHE_MAX = 2_000_000
@@ -22,14 +34,17 @@ _ROUTE_CACHE_MAX = 2_000_000
 class Deployment:
     """A deployment directory opened for use; close it (or use ``with``) when done."""
 
-    def __init__(self, config: DeploymentConfig) -> None:
+    def __init__(self, config: DeploymentConfig, *, create: bool = False) -> None:
+        """``create`` makes missing region stores (``init``); any other open of a
+        deployment whose store file is missing fails (``fyp.storage.open_store``)."""
         self.config = config
         self.stores: dict[str, Store] = {}
         self._routes: dict[str, str] = {}
         self._routes_lock = threading.Lock()
         try:
             for name, region in config.regions.items():
-                self.stores[name] = open_store(config.resolve_url(region.store), name)
+                url = config.resolve_url(region.store)
+                self.stores[name] = open_store(url, name, create=create)
         except BaseException:
             self.close()
             raise
@@ -44,11 +59,18 @@ class Deployment:
         root = Path(root)
         if (root / "fyp.toml").exists():
             raise AlreadyExists(f"{root} already holds a deployment (fyp.toml exists)")
+        if root.exists() and not root.is_dir():
+            raise InvalidRequest(f"{root} is a file, not a directory", path=str(root))
         config = new_config(root, regions, name)
-        write_config(config)
-        for r in regions:
-            config.region_dir(r).mkdir(parents=True, exist_ok=True)
-        return cls(config)
+        try:
+            write_config(config)
+            for r in regions:
+                config.region_dir(r).mkdir(parents=True, exist_ok=True)
+        except OSError as exc:  # a parent that is a file, no permission: the path given
+            raise InvalidRequest(
+                f"cannot create a deployment in {root}: {exc.strerror}", path=str(root)
+            ) from exc
+        return cls(config, create=True)
 
     def close(self) -> None:
         for store in self.stores.values():
@@ -121,3 +143,31 @@ class Deployment:
     def locate_video(self, video_id: str) -> list[str]:
         """Regions whose catalogue holds the video (in config order)."""
         return [r for r, s in self.stores.items() if s.video_durations([video_id])]
+
+
+def add_region(root: str | Path, name: str) -> DeploymentConfig:
+    """Create the empty store of region ``name``, declaring it in fyp.toml (with the
+    default store URL and backup target) unless an operator already has. Besides
+    ``init`` and a restore, the one way a region's store comes to exist: any other open
+    of a missing store file fails."""
+    config = load_config(Path(root))
+    declare = name not in config.regions
+    if declare:
+        check_region_name(name)
+        regions = {**config.regions, name: default_region(name)}
+        check_backup_targets(config.root, regions)
+        config = dataclasses.replace(config, regions=regions)
+    url = config.resolve_url(config.region(name).store)
+    try:
+        open_store(url, name).close()
+    except StorageError:
+        pass  # missing (or unopenable: creating it says why)
+    else:
+        raise AlreadyExists(f"region {name!r} already has a store ({url})", region=name)
+    config.region_dir(name).mkdir(parents=True, exist_ok=True)
+    open_store(url, name, create=True).close()
+    if declare:  # appended: the operator's comments and layout in fyp.toml stay
+        block = {"regions": {name: config.region(name).to_dict()}}
+        with (config.root / CONFIG_FILE).open("a", encoding="utf-8") as out:
+            out.write("\n" + tomli_w.dumps(block))
+    return config

@@ -28,7 +28,7 @@ from fyp.serving.errors import error_response, install_error_handlers
 from fyp.serving.fastpath import HotRoutes
 from fyp.serving.openapi import answers, install_openapi
 from fyp.serving.responses import Health, Regions
-from fyp.serving.routers import events, feed, moderation, users, videos
+from fyp.serving.routers import events, feed, moderation, ops, users, videos
 
 
 class FypApp(FastAPI):
@@ -144,10 +144,11 @@ def create_app(deployment: Deployment | str | Path) -> FastAPI:
     app.include_router(users.router)
     app.include_router(videos.router)
     app.include_router(moderation.router)
+    app.include_router(ops.router)  # /readyz
 
     @app.get("/healthz", tags=["ops"], response_model=None, responses={200: {"model": Health}})
     async def healthz(s: AppState = Depends(state)) -> dict[str, Any]:
-        """Liveness and per-region store schema versions."""
+        """Liveness and per-region store schema versions (readiness: ``/readyz``)."""
         return {
             "status": "ok",
             "version": __version__,

@@ -27,8 +27,10 @@ from typing import Any
 
 import numpy as np
 
+from fyp.errors import ModelError
 from fyp.models.artifacts import (
     EventHasher,
+    Manifest,
     current_version,
     hash_ids,
     list_versions,
@@ -134,7 +136,13 @@ class LineageVerifier:
         region_dir = d.config.region_dir(region)
         current = current_version(region_dir)
         versions = list_versions(region_dir)
-        manifests = {v: read_manifest(region_dir, v) for v in versions}
+        manifests: dict[str, Manifest] = {}
+        unreadable: dict[str, str] = {}  # a damaged artifact is a finding, not a crash
+        for v in versions:
+            try:
+                manifests[v] = read_manifest(region_dir, v)
+            except ModelError as exc:
+                unreadable[v] = exc.message
         snaps = snapshots_at(d, region, {m.snapshot.max_seq for m in manifests.values()})
         ledger = ErasureLedger(d.config, region)
         erasures = ledger.entries()
@@ -142,8 +150,16 @@ class LineageVerifier:
         reports = []
         for version in versions:
             rep = VersionReport(region, version, version == current)
+            reports.append(rep)
+            if version in unreadable:
+                rep.problems.append(unreadable[version])
+                continue
             manifest = manifests[version]
-            arrays = read_arrays(region_dir, version)
+            try:
+                arrays = read_arrays(region_dir, version)
+            except ModelError as exc:
+                rep.problems.append(exc.message)
+                continue
             self._check_users(rep, manifest.snapshot.users_sha256, arrays, region, ledger)
             if manifest.region != region:
                 rep.problems.append(
@@ -159,8 +175,7 @@ class LineageVerifier:
                 else:
                     rep.notes.append(f"erasure {receipt} awaits a retrain (deadline {deadline})")
             self._check_snapshot(rep, manifest, snaps, erasures)
-            reports.append(rep)
-        if current is not None and current not in manifests:
+        if current is not None and current not in versions:
             rep = VersionReport(region, current, True)
             rep.problems.append("models/current names a version that does not exist")
             reports.append(rep)

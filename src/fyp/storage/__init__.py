@@ -16,14 +16,15 @@ __all__ = [
 ]
 
 
-def open_store(url: str, region: str, *, migrate: bool = True) -> Store:
-    """Open (and by default migrate) the store of ``region`` at ``url``."""
+def open_store(url: str, region: str, *, migrate: bool = True, create: bool = False) -> Store:
+    """Open (and by default migrate) the store of ``region`` at ``url``. A store that
+    does not exist is an error unless ``create`` (what makes a region's store)."""
     scheme = url.split(":", 1)[0].lower()
     store: Store
     if scheme == "sqlite":
         from fyp.storage.sqlite import SQLiteStore
 
-        store = SQLiteStore(url, region)
+        store = SQLiteStore(url, region, create=create)
     elif scheme in {"postgres", "postgresql"}:
         raise ConfigError(
             "the PostgreSQL store is not available in this version of fyp; use a sqlite:/// URL",

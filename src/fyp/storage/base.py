@@ -108,6 +108,10 @@ class Store(ABC):
     @abstractmethod
     def close(self) -> None: ...
 
+    def check(self) -> None:
+        """Raise (a StorageError) if the store cannot serve now: for readiness probes."""
+        self.schema_version()
+
     def start_background_maintenance(  # noqa: B027 - optional hook
         self, served_window_ms: int | None = None
     ) -> None:

@@ -96,7 +96,11 @@ def split_statements(script: str) -> list[str]:
 class SQLiteStore(Store):
     """A region's store in one SQLite file (``sqlite:///path/to/file.sqlite``)."""
 
-    def __init__(self, url: str, region: str) -> None:
+    def __init__(self, url: str, region: str, *, create: bool = False) -> None:
+        """``create``: make the file if it is missing. Only what deliberately makes a
+        region's store passes it: a missing file otherwise means a store moved away, a
+        volume not mounted or a misspelt URL, and an empty store in its place would
+        serve that region as if it had no users."""
         self.url = url
         self.region = check_region_name(region)
         if not url.startswith("sqlite:///"):
@@ -112,6 +116,14 @@ class SQLiteStore(Store):
         self.synchronous = options.get("synchronous", "normal").lower()
         if self.synchronous not in _SYNC_MODES:
             raise StorageError(f"unknown synchronous mode {self.synchronous!r} in {url!r}")
+        if not create and rest != ":memory:" and not Path(rest).exists():
+            raise StorageError(
+                f"the store of region {region!r} is missing: no file {rest} (moved, on a "
+                "volume not mounted, or a wrong store URL in fyp.toml?); only `fyp init`, "
+                "`fyp region add` and `fyp restore` create a store",
+                region=region,
+                path=rest,
+            )
         self._lock = threading.RLock()
         self._depth = 0
         self._conn = self._connect()
@@ -141,6 +153,19 @@ class SQLiteStore(Store):
         except (sqlite3.Error, OSError) as exc:
             raise StorageError(f"cannot open SQLite store {self.path}: {exc}") from exc
         return conn
+
+    def check(self) -> None:
+        """Also fails once the file was moved or deleted under the open store: its
+        writes would go to a file no one will open again."""
+        if self.path != ":memory:" and not Path(self.path).exists():
+            raise StorageError(
+                f"the store file of region {self.region!r} is gone: {self.path}",
+                region=self.region,
+            )
+        try:
+            super().check()
+        except sqlite3.Error as exc:
+            raise StorageError(f"the store of region {self.region!r} failed: {exc}") from exc
 
     def close(self) -> None:
         self._stop.set()

@@ -1,0 +1,69 @@
+"""Readiness: ``GET /readyz``. ``/healthz`` says the process is alive; this says whether
+every region can serve, so a load balancer or an orchestrator does not send feeds to a
+server whose region lost its store or its model (each such feed would be a 503)."""
+
+from __future__ import annotations
+
+import logging
+from typing import Literal
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
+
+from fyp.errors import ModelError
+from fyp.feed.service import unavailable
+from fyp.serving.dependencies import AppState
+
+router = APIRouter(tags=["ops"])
+log = logging.getLogger("fyp.serving")
+
+
+class RegionReadiness(BaseModel):
+    ready: bool
+    store: Literal["ok", "unavailable"]
+    model: str | None = Field(description="The live model version served, if one is loaded.")
+    problems: list[str] = Field(
+        default_factory=list,
+        description="What keeps the region from serving; no file names (the server log has them).",
+    )
+
+
+class Readiness(BaseModel):
+    status: Literal["ready", "not_ready"]
+    regions: dict[str, RegionReadiness]
+
+
+@router.get(
+    "/readyz",
+    response_model=Readiness,
+    responses={503: {"model": Readiness, "description": "Some region cannot serve."}},
+)
+async def readyz(request: Request) -> JSONResponse:
+    """Readiness: 200 when every region's store answers and its live model is loaded,
+    else 503 with what is wrong per region. No API key needed (like ``/healthz``)."""
+    s: AppState = request.app.state.fyp
+    regions = {r: _region(s, r) for r in s.deployment.regions}
+    ready = all(r.ready for r in regions.values())
+    body = Readiness(status="ready" if ready else "not_ready", regions=regions)
+    return JSONResponse(body.model_dump(), status_code=200 if ready else 503)
+
+
+def _region(s: AppState, region: str) -> RegionReadiness:
+    problems: list[str] = []
+    store: Literal["ok", "unavailable"] = "ok"
+    try:
+        s.deployment.store(region).check()
+    except Exception as exc:  # whatever it is, the region cannot serve
+        log.error("readiness: the store of region %s: %s", region, exc)
+        store = "unavailable"
+        problems.append(f"the store of region {region!r} is unavailable")
+    version = None
+    try:
+        version = s.feed.model(region).manifest.version
+    except ModelError as exc:  # FeedService's: names the region, never a file
+        problems.append(exc.message)
+    except Exception as exc:
+        log.error("readiness: the model of region %s: %s", region, exc)
+        problems.append(unavailable(region).message)
+    return RegionReadiness(ready=not problems, store=store, model=version, problems=problems)
