@@ -46,6 +46,7 @@ from fyp.models.artifacts import CURRENT, models_dir
 from fyp.sovereignty.ledger import LEDGER_FILE
 from fyp.sovereignty.region_keys import region_secret
 from fyp.sovereignty.sealed import OpenReader, SealBroken, SealWriter, derive_key
+from fyp.sovereignty.staging import Staging, is_live, remove_stale
 
 BACKUP_SECRET = "backup"
 MANIFEST_FILE = "manifest.json"
@@ -53,6 +54,9 @@ SNAPSHOT_FILE = "snapshot.enc"
 STORE_PART = "store.sqlite"
 FILES_PREFIX = "files/"
 FORMAT = 1
+STAGING = ".backup-"  # + backup id, in the region's directory: the store's snapshot
+PARTIAL = ".partial"  # .<backup id>.partial in a target: being written
+DELETING = ".deleting"  # .<backup id>.deleting in a target: being pruned
 COMPRESSLEVEL = 1  # the store compresses ~3x even at level 1; higher levels cost seconds
 NOT_BACKED_UP = {"secrets", LEDGER_FILE, REVOCATIONS_FILE}
 """Entries of a region directory a backup leaves out (besides the live store files)."""
@@ -299,50 +303,62 @@ class BackupWriter:
         return targets
 
     def run(self, to: str | None = None) -> Backup:
-        """Snapshot, pack, seal and write; every target gets the same verified bytes."""
+        """Snapshot, pack, seal and write; every target gets the same verified bytes.
+
+        First removes what killed runs left: plaintext staging directories in the
+        region's directory and half-written backups in the targets."""
         started = time.perf_counter()
         targets = self.targets(to)  # refusals happen before anything is written
+        region_dir = self.config.region_dir(self.region)
+        remove_stale(region_dir)
+        for _, directory in targets:
+            remove_stale_partials(region_dir, directory)
         backup_id = new_backup_id(self.region)
         seal_key, mac_key = backup_keys(self.config, self.region, create=True)
-        staging = self.config.region_dir(self.region) / f".backup-{backup_id}"
         first_dir = targets[0][1]
-        partial = first_dir / f".{backup_id}.partial"
-        try:
-            staging.mkdir(parents=True)
-            snap = staging / STORE_PART
-            created_at_ms = time.time_ns() // 1_000_000
-            snapshot_store(store_file(self.config, self.region), snap)
-            facts = store_facts(snap)
-            if facts["region"] != self.region:
-                raise StorageError(
-                    f"store of region {self.region!r} says it is {facts['region']!r}"
-                )
-            partial.mkdir(parents=True)
-            parts, sealed = self._pack(snap, partial / SNAPSHOT_FILE, seal_key, backup_id)
-            manifest: dict[str, Any] = {
-                "format": FORMAT,
-                "backup_id": backup_id,
-                "region": self.region,
-                "deployment": self.config.name,
-                "created_at_ms": created_at_ms,
-                "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(created_at_ms / 1e3)),
-                "store": facts,
-                "parts": parts,
-                "plaintext_bytes": sum(p["size"] for p in parts),
-                "packed_bytes": sealed.plain_size,
-                "ciphertext": {"file": SNAPSHOT_FILE, "size": sealed.size, "sha256": sealed.sha256},
-                "packing": f"tar+gzip-{COMPRESSLEVEL}",
-                "cipher": "AES-256-GCM, HKDF-SHA256 sub-key of the region's backup secret",
-                "seconds": round(time.perf_counter() - started, 3),
-            }
-            manifest["mac"] = _mac(mac_key, manifest)
-            _write_durable(partial / MANIFEST_FILE, json.dumps(manifest, indent=2).encode())
-            os.replace(partial, first_dir / backup_id)
-            for _, other in targets[1:]:
-                self._copy(first_dir / backup_id, other / backup_id)
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
-            shutil.rmtree(partial, ignore_errors=True)
+        partial = first_dir / f".{backup_id}{PARTIAL}"
+        # the lock on the staging directory also marks this run's .partial dirs as live
+        with Staging(region_dir / f"{STAGING}{backup_id}") as staging:
+            try:
+                snap = staging.path / STORE_PART
+                created_at_ms = time.time_ns() // 1_000_000
+                snapshot_store(store_file(self.config, self.region), snap)
+                facts = store_facts(snap)
+                if facts["region"] != self.region:
+                    raise StorageError(
+                        f"store of region {self.region!r} says it is {facts['region']!r}"
+                    )
+                partial.mkdir(parents=True)
+                parts, sealed = self._pack(snap, partial / SNAPSHOT_FILE, seal_key, backup_id)
+                manifest: dict[str, Any] = {
+                    "format": FORMAT,
+                    "backup_id": backup_id,
+                    "region": self.region,
+                    "deployment": self.config.name,
+                    "created_at_ms": created_at_ms,
+                    "created_at": time.strftime(
+                        "%Y-%m-%dT%H:%M:%SZ", time.gmtime(created_at_ms / 1e3)
+                    ),
+                    "store": facts,
+                    "parts": parts,
+                    "plaintext_bytes": sum(p["size"] for p in parts),
+                    "packed_bytes": sealed.plain_size,
+                    "ciphertext": {
+                        "file": SNAPSHOT_FILE,
+                        "size": sealed.size,
+                        "sha256": sealed.sha256,
+                    },
+                    "packing": f"tar+gzip-{COMPRESSLEVEL}",
+                    "cipher": "AES-256-GCM, HKDF-SHA256 sub-key of the region's backup secret",
+                    "seconds": round(time.perf_counter() - started, 3),
+                }
+                manifest["mac"] = _mac(mac_key, manifest)
+                _write_durable(partial / MANIFEST_FILE, json.dumps(manifest, indent=2).encode())
+                os.replace(partial, first_dir / backup_id)
+                for _, other in targets[1:]:
+                    self._copy(first_dir / backup_id, other / backup_id)
+            finally:
+                shutil.rmtree(partial, ignore_errors=True)
         return read_backup(first_dir / backup_id)
 
     def prune(self, keep: int, to: str | None = None) -> list[str]:
@@ -354,9 +370,9 @@ class BackupWriter:
         for _, directory in self.targets(to):
             mine = [b for b in list_backups(directory) if b.manifest.get("region") == self.region]
             for old in mine[:-keep]:
-                doomed = old.path.with_name(f".{old.path.name}.deleting")
+                doomed = old.path.with_name(f".{old.path.name}{DELETING}")
                 os.replace(old.path, doomed)  # gone at once, then removed
-                shutil.rmtree(doomed)
+                _remove(doomed)
                 removed.append(old.backup_id)
         return removed
 
@@ -419,11 +435,39 @@ class BackupWriter:
         return parts, sealed
 
     def _copy(self, src: Path, dest: Path) -> None:
-        tmp = dest.with_name(f".{dest.name}.partial")
+        tmp = dest.with_name(f".{dest.name}{PARTIAL}")
         shutil.rmtree(tmp, ignore_errors=True)
         shutil.copytree(src, tmp)
         verify_backup(self.config, self.region, read_backup(tmp))
         os.replace(tmp, dest)
+
+
+def remove_stale_partials(region_dir: Path, directory: Path) -> list[Path]:
+    """Delete what dead runs left in a target: half-written backups (``.<id>.partial``,
+    kept while the backup run of that id holds its staging lock) and backups a prune
+    was deleting (``.<id>.deleting``)."""
+    removed: list[Path] = []
+    if not directory.is_dir():
+        return removed
+    for child in sorted(directory.iterdir()):
+        name = child.name
+        if not (name.startswith(".") and child.is_dir()):
+            continue
+        if name.endswith(PARTIAL):
+            if is_live(region_dir / f"{STAGING}{name[1 : -len(PARTIAL)]}"):
+                continue
+        elif not name.endswith(DELETING):
+            continue
+        _remove(child)
+        removed.append(child)
+    return removed
+
+
+def _remove(path: Path) -> None:
+    """rmtree that tolerates another cleaner removing the same tree meanwhile."""
+    shutil.rmtree(path, ignore_errors=True)
+    if path.exists():
+        raise StorageError(f"cannot remove {path}")
 
 
 def _write_durable(path: Path, data: bytes) -> None:

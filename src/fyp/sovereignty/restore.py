@@ -2,11 +2,12 @@
 
 Order matters: the backup is verified and unpacked completely (every checksum, the
 seal, the manifest's MAC) into a staging directory inside the region's directory
-before the live region is touched, so a damaged or tampered backup changes nothing.
-Then the live store and data files are swapped for the restored ones (each by an
-atomic rename), and :func:`fyp.sovereignty.erasure.reapply_erasures` erases every
-restored user that the region's erasure ledger — never part of a backup, never rolled
-back — says was erased: an erased user never comes back. The audit log is not rolled
+(:mod:`fyp.sovereignty.staging`) before the live region is touched, so a damaged or
+tampered backup changes nothing. Then the live store and data files are swapped for
+the restored ones (each by an atomic rename), and
+:func:`fyp.sovereignty.erasure.reapply_erasures` erases every restored user that the
+region's erasure ledger — never part of a backup, never rolled back — says was erased:
+an erased user never comes back. The audit log is not rolled
 back either: the entries the replaced store holds beyond the backup (an operator's read,
 a moderation decision) are read before the swap and appended to the restored log with
 their original time, actor and subject (:func:`carry_audit_history`).
@@ -22,7 +23,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
-import shutil
+import secrets
 import sqlite3
 import time
 from dataclasses import asdict, dataclass, field
@@ -42,11 +43,14 @@ from fyp.sovereignty.backup import (
     store_file,
     unpack_backup,
 )
+from fyp.sovereignty.staging import Staging, remove_stale
 
 if TYPE_CHECKING:
     from fyp.audit.log import AuditLog, Record
 
 _SHM_DMS_BYTE = 128  # SQLite's "dead man switch" lock in the -shm file of a WAL database
+STAGING = ".restore-"  # + backup id + a nonce, in the region's directory
+UNPACKED = "backup"  # the unpacked backup inside the staging directory
 
 
 class StoreInUse(AlreadyExists):
@@ -126,15 +130,14 @@ class Restorer:
                 region=self.region,
             )
         region_dir = self.config.region_dir(self.region)
-        staging = region_dir / f".restore-{backup.backup_id}"
-        shutil.rmtree(staging, ignore_errors=True)
-        unpack_backup(self.config, self.region, backup, staging)  # raises; nothing touched
-        t_verified = time.perf_counter()
-        history = audit_history(live)  # before the swap: the log must survive the restore
-        try:
-            self._swap(staging, live, region_dir)
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
+        remove_stale(region_dir)
+        name = f"{STAGING}{backup.backup_id}-{secrets.token_hex(3)}"
+        with Staging(region_dir / name) as staging:
+            unpacked = staging.path / UNPACKED
+            unpack_backup(self.config, self.region, backup, unpacked)  # nothing touched
+            t_verified = time.perf_counter()
+            history = audit_history(live)  # before the swap: the log must survive the restore
+            self._swap(unpacked, live, region_dir)
         t_swapped = time.perf_counter()
         reerased, carried = self._reapply(backup.backup_id, history)
         t_done = time.perf_counter()
