@@ -99,6 +99,8 @@ def register(app: typer.Typer) -> None:
                 else f"{carried} carried into the restored log"
             )
         )
+        for note in report.notes:
+            console.print(f"  note: {note}", markup=False)
 
     region_app = typer.Typer(name="region", help="Whole-region operations.", no_args_is_help=True)
     app.add_typer(region_app, name="region")

@@ -14,6 +14,7 @@ from types import TracebackType
 
 from fyp.config import DeploymentConfig, load_config, new_config, write_config
 from fyp.errors import AlreadyExists, ConfigError, UnknownUser
+from fyp.sovereignty.staging import PENDING_RESTORE
 from fyp.storage import Store, open_store
 
 _ROUTE_CACHE_MAX = 2_000_000
@@ -22,14 +23,26 @@ _ROUTE_CACHE_MAX = 2_000_000
 class Deployment:
     """A deployment directory opened for use; close it (or use ``with``) when done."""
 
-    def __init__(self, config: DeploymentConfig) -> None:
+    def __init__(self, config: DeploymentConfig, finish_restores: bool = True) -> None:
+        """Opens every region's store; unless told not to (a restore doing it itself),
+        first finishes any restore that stopped before re-applying erasures, so restored
+        data with erased users in it is never served (:mod:`fyp.sovereignty.restore`)."""
         self.config = config
         self.stores: dict[str, Store] = {}
         self._routes: dict[str, str] = {}
         self._routes_lock = threading.Lock()
+        pending = finish_restores and any(
+            (config.region_dir(r) / PENDING_RESTORE).exists() for r in config.regions
+        )
         try:
+            if pending:
+                from fyp.sovereignty import restore
+
+                restore.finish_pending_swaps(config)  # before any store file is open
             for name, region in config.regions.items():
                 self.stores[name] = open_store(config.resolve_url(region.store), name)
+            if pending:
+                restore.finish_pending_restores(self)
         except BaseException:
             self.close()
             raise

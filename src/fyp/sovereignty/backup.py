@@ -46,7 +46,7 @@ from fyp.models.artifacts import CURRENT, models_dir
 from fyp.sovereignty.ledger import LEDGER_FILE
 from fyp.sovereignty.region_keys import region_secret
 from fyp.sovereignty.sealed import OpenReader, SealBroken, SealWriter, derive_key
-from fyp.sovereignty.staging import Staging, is_live, remove_stale
+from fyp.sovereignty.staging import Staging, is_live, refuse_while_restoring, remove_stale
 
 BACKUP_SECRET = "backup"
 MANIFEST_FILE = "manifest.json"
@@ -310,6 +310,7 @@ class BackupWriter:
         started = time.perf_counter()
         targets = self.targets(to)  # refusals happen before anything is written
         region_dir = self.config.region_dir(self.region)
+        refuse_while_restoring(region_dir, self.region, "backed up")
         remove_stale(region_dir)
         for _, directory in targets:
             remove_stale_partials(region_dir, directory)

@@ -10,12 +10,16 @@ So each directory holds a lock file that its run keeps locked (``flock``) from t
 moment it exists until it is removed: a directory whose lock nobody holds belongs to a
 dead run and is *stale*. :func:`remove_stale` deletes stale ones (the next backup or
 restore, and ``fyp erasure process``, call it); one a live run holds is never touched.
+The one exception is the staging directory of a restore that was interrupted while
+swapping its files in (named by the region's pending-restore marker, see
+:mod:`fyp.sovereignty.restore`): finishing that restore still needs it.
 """
 
 from __future__ import annotations
 
 import errno
 import fcntl
+import json
 import os
 import shutil
 from pathlib import Path
@@ -24,6 +28,8 @@ from fyp.errors import StorageError
 
 PREFIXES = (".backup-", ".restore-", ".scan-")
 LOCK_FILE = ".lock"
+PENDING_RESTORE = ".pending-restore.json"
+"""The marker of a restore whose erasures are not re-applied yet (in the region's dir)."""
 
 
 class Staging:
@@ -109,12 +115,27 @@ def is_live(path: Path) -> bool:
         os.close(fd)
 
 
+def pending_restore_staging(region_dir: Path) -> str | None:
+    """The staging directory an interrupted restore still needs, if any."""
+    try:
+        marker = json.loads((region_dir / PENDING_RESTORE).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError):
+        return ".restore-"  # unreadable marker: keep every restore staging directory
+    staging = marker.get("staging") if isinstance(marker, dict) else None
+    return str(staging) if staging else None
+
+
 def remove_stale(region_dir: Path) -> list[Path]:
     """Delete the staging directories of dead runs; returns what was deleted.
 
     Each is locked before it goes, so a run starting meanwhile cannot lose its own."""
+    needed = pending_restore_staging(region_dir)
     removed: list[Path] = []
     for path in staging_dirs(region_dir):
+        if needed is not None and path.name.startswith(needed):
+            continue
         try:
             fd = os.open(path / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
         except FileNotFoundError:  # removed meanwhile
@@ -129,3 +150,15 @@ def remove_stale(region_dir: Path) -> list[Path]:
         finally:
             os.close(fd)
     return removed
+
+
+def refuse_while_restoring(region_dir: Path, region: str, what: str) -> None:
+    """Refuse to copy a region whose restore did not finish: its store may hold users
+    erased since the backup again, until the restore's re-application has run."""
+    if (region_dir / PENDING_RESTORE).exists():
+        raise StorageError(
+            f"region {region!r} cannot be {what}: a restore of it did not finish, so erasures "
+            "made since its backup may not be re-applied yet; open the deployment (any fyp "
+            "command, e.g. `fyp erasure process`) or run `fyp restore` again to finish it",
+            region=region,
+        )
