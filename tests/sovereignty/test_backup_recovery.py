@@ -17,7 +17,7 @@ from fyp.audit.log import AuditLog
 from fyp.config import load_config
 from fyp.errors import StorageError
 from fyp.regions.deployment import Deployment
-from fyp.sovereignty.backup import BackupWriter, remove_stale_partials, store_file
+from fyp.sovereignty.backup import MANIFEST_FILE, BackupWriter, remove_stale_partials, store_file
 from fyp.sovereignty.restore import Restorer
 from fyp.sovereignty.staging import PENDING_RESTORE, Staging, remove_stale
 
@@ -233,3 +233,31 @@ def test_restoring_over_a_damaged_store_replaces_it_with_a_note(dep: Path) -> No
         log = AuditLog(d.store("us"))
         assert log.verify().ok
         assert list(log.entries())[-1].details["carried_audit_entries"] == "unreadable"
+
+
+def test_a_damaged_newest_backup_is_never_passed_over(dep: Path) -> None:
+    config = load_config(dep)
+    older = BackupWriter(config, "us").run()
+    newer = BackupWriter(config, "us").run()
+    (newer.path / MANIFEST_FILE).write_text('{"backup_id": ', encoding="utf-8")
+    code, message = cli("restore", str(dep), "--region", "us")
+    assert code == 3 and message.startswith(f"backup {newer.backup_id} of region 'us' is damaged")
+    assert f"the newest readable backup is {older.backup_id}" in message
+    code, message = cli("restore", str(dep), "--region", "us", "--backup", newer.backup_id)
+    assert code == 3 and "damaged" in message and "cannot read backup manifest" in message
+    code, out = cli("restore", str(dep), "--region", "us", "--backup", older.backup_id)
+    assert code == 0 and older.backup_id in out
+    code, out = cli("backups", str(dep), "--region", "us", "--json")
+    listed = json.loads(out)
+    assert code == 1
+    assert [b["manifest"]["backup_id"] for b in listed["backups"]] == [older.backup_id]
+    assert [d["backup_id"] for d in listed["damaged"]] == [newer.backup_id]
+    code, out = cli("backups", str(dep), "--region", "us")
+    assert code == 1 and f"DAMAGED backup {newer.backup_id}" in out
+    code, out = cli("backup", str(dep), "--region", "us", "--keep", "1", "--json")
+    report = json.loads(out)
+    assert code == 0 and report["pruned"] == [older.backup_id]
+    assert [d["backup_id"] for d in report["damaged"]] == [newer.backup_id]
+    assert newer.path.is_dir()  # kept for a person to look at
+    code, out = cli("backup", str(dep), "--region", "us", "--keep", "1")
+    assert code == 0 and f"DAMAGED backup {newer.backup_id}" in out

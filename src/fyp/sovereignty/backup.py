@@ -28,6 +28,7 @@ import hmac
 import io
 import json
 import os
+import re
 import secrets
 import shutil
 import sqlite3
@@ -35,7 +36,7 @@ import tarfile
 import time
 import zlib
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, cast
 
@@ -248,19 +249,66 @@ def read_backup(path: Path) -> Backup:
     return Backup(path, manifest)
 
 
-def list_backups(directory: Path) -> list[Backup]:
-    """Backups in one target directory, oldest first (unreadable ones are skipped)."""
-    found: list[Backup] = []
-    if not directory.is_dir():
-        return found
-    for child in sorted(directory.iterdir()):
-        if child.name.startswith(".") or not (child / MANIFEST_FILE).is_file():
+@dataclass(frozen=True)
+class Damaged:
+    """A directory of a backup target that is not a readable backup (no manifest, or
+    one that does not parse): listed and reported, never chosen, never pruned."""
+
+    path: Path
+    reason: str
+
+    @property
+    def backup_id(self) -> str:
+        return self.path.name
+
+    def to_dict(self) -> dict[str, str]:
+        return {"backup_id": self.backup_id, "path": str(self.path), "reason": self.reason}
+
+
+@dataclass
+class Listing:
+    """What one or more target directories hold: readable backups, oldest first, and
+    damaged ones (which a listing must show: one may be the newest)."""
+
+    backups: list[Backup] = field(default_factory=list)
+    damaged: list[Damaged] = field(default_factory=list)
+
+    def of_region(self, region: str) -> Listing:
+        """Backups of ``region`` only; damaged ones stay (their region cannot be read)."""
+        mine = [b for b in self.backups if b.manifest.get("region") == region]
+        return Listing(mine, list(self.damaged))
+
+    def newer_damaged(self, region: str) -> list[Damaged]:
+        """Damaged backups that may be newer than the newest readable one: named as a
+        later backup of ``region``, or named so that it cannot be told."""
+        newest = self.backups[-1].backup_id if self.backups else None
+        return [
+            d
+            for d in self.damaged
+            if BACKUP_ID.fullmatch(d.backup_id) is None
+            or (d.backup_id.startswith(f"{region}-") and (newest is None or d.backup_id > newest))
+        ]
+
+
+BACKUP_ID = re.compile(r"[a-z][a-z0-9_]*-\d{8}T\d{9}Z-[0-9a-f]{6}")
+"""How :func:`new_backup_id` names a backup: ids of one region sort by time."""
+
+
+def list_backups(*directories: Path) -> Listing:
+    """Backups in target directories, oldest first, and the damaged directories there."""
+    out = Listing()
+    for directory in directories:
+        if not directory.is_dir():
             continue
-        try:
-            found.append(read_backup(child))
-        except BackupCorrupt:
-            continue
-    return sorted(found, key=lambda b: (b.created_at_ms, b.backup_id))
+        for child in sorted(directory.iterdir()):
+            if child.name.startswith(".") or not child.is_dir():
+                continue
+            try:
+                out.backups.append(read_backup(child))
+            except BackupCorrupt as exc:
+                out.damaged.append(Damaged(child, exc.message))
+    out.backups.sort(key=lambda b: (b.created_at_ms, b.backup_id))
+    return out
 
 
 # -- writing -------------------------------------------------------------------------
@@ -362,20 +410,25 @@ class BackupWriter:
                 shutil.rmtree(partial, ignore_errors=True)
         return read_backup(first_dir / backup_id)
 
-    def prune(self, keep: int, to: str | None = None) -> list[str]:
+    def prune(self, keep: int, to: str | None = None) -> tuple[list[str], list[Damaged]]:
         """Delete all but the newest ``keep`` backups of this region at its targets: an
-        erased user lingers in older backups until they go (restores re-erase them)."""
+        erased user lingers in older backups until they go (restores re-erase them).
+
+        Damaged backups are neither counted nor deleted, but returned: one may be the
+        newest, and what it is can only be told by a person."""
         if keep < 1:
             raise InvalidRequest("--keep must be at least 1: a backup run keeps its backup")
         removed: list[str] = []
+        damaged: list[Damaged] = []
         for _, directory in self.targets(to):
-            mine = [b for b in list_backups(directory) if b.manifest.get("region") == self.region]
-            for old in mine[:-keep]:
+            listing = list_backups(directory).of_region(self.region)
+            damaged += listing.damaged
+            for old in listing.backups[:-keep]:
                 doomed = old.path.with_name(f".{old.path.name}{DELETING}")
                 os.replace(old.path, doomed)  # gone at once, then removed
                 _remove(doomed)
                 removed.append(old.backup_id)
-        return removed
+        return removed, damaged
 
     def _pack(
         self, snap: Path, out: Path, key: bytes, backup_id: str
@@ -576,7 +629,8 @@ def find_backup(
     """A backup of ``region`` by id (or the latest) in ``source`` or its allowed targets.
     ``source`` must be one of the region's allowed targets, as for writing: a region's
     data is read back only from where its policy lets it be (copy a backup kept
-    elsewhere into a target first)."""
+    elsewhere into a target first). A damaged backup is never passed over: "latest"
+    is refused while one may be newer than the newest readable backup."""
     dirs: list[Path]
     if source is not None:
         if backup_target_path(config.root, source) is None:
@@ -584,9 +638,29 @@ def find_backup(
         dirs = [target_dir(config, region, source)]
     else:
         dirs = [p for _, p in allowed_target_dirs(config, region)]
-    found = [b for d in dirs for b in list_backups(d) if b.manifest.get("region") == region]
+    listing = list_backups(*dirs).of_region(region)
+    found = listing.backups
     if backup_id != "latest":
         found = [b for b in found if b.backup_id == backup_id]
+        broken = [d for d in listing.damaged if d.backup_id == backup_id]
+    else:
+        broken = listing.newer_damaged(region)
+    if broken and (backup_id == "latest" or not found):
+        bad = broken[-1]
+        if backup_id == "latest":
+            older = f"{found[-1].backup_id}" if found else "none"
+            why = (
+                "may be the latest, so 'latest' is not chosen (the newest readable backup "
+                f"is {older}: pass --backup ID to restore it)"
+            )
+        else:
+            why = "cannot be restored"
+        raise BackupCorrupt(
+            f"backup {bad.backup_id} of region {region!r} is damaged ({bad.reason}) and {why}",
+            region=region,
+            backup_id=bad.backup_id,
+            damaged=[d.to_dict() for d in broken],
+        )
     if not found:
         where = ", ".join(str(d) for d in dirs) or "no target"
         raise NotFound(f"no backup {backup_id!r} of region {region!r} in {where}", region=region)
