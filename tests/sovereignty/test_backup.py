@@ -229,11 +229,11 @@ def test_every_allowed_target_gets_the_same_backup(dep: Path, tmp_path: Path) ->
     _with_targets(dep, ["file://backups/us", f"file://{offsite}"], ["file://backups/eu"])
     config = load_config(dep)
     backup = BackupWriter(config, "us").run()
-    copies = list_backups(offsite)
+    copies = list_backups(offsite).backups
     assert [b.backup_id for b in copies] == [backup.backup_id]
     assert sha(copies[0].path / SNAPSHOT_FILE) == sha(backup.path / SNAPSHOT_FILE)
     code, _ = cli("backup", str(dep), "--region", "us", "--to", f"file://{offsite}")
-    assert code == 0 and len(list_backups(offsite)) == 2
+    assert code == 0 and len(list_backups(offsite).backups) == 2
 
 
 def test_a_backup_taken_while_the_store_is_written_is_one_consistent_instant(
@@ -377,9 +377,9 @@ def test_keep_deletes_the_oldest_backups_of_the_region_only(dep: Path) -> None:
     assert code == 0
     report = json.loads(out)
     assert report["pruned"] == ids[:2]
-    left = [b.backup_id for b in list_backups(dep / "backups" / "us")]
+    left = [b.backup_id for b in list_backups(dep / "backups" / "us").backups]
     assert left == [ids[2], report["manifest"]["backup_id"]]
-    assert [b.backup_id for b in list_backups(dep / "backups" / "eu")] == [eu]
+    assert [b.backup_id for b in list_backups(dep / "backups" / "eu").backups] == [eu]
     assert Restorer(config, "us").run().backup_id == left[-1]  # the kept ones still restore
     code, message = cli("backup", str(dep), "--region", "us", "--keep", "0")
     assert code == 2 and "--keep" in message

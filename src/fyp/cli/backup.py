@@ -40,10 +40,15 @@ def register(app: typer.Typer) -> None:
         config = load_config(directory)
         writer = BackupWriter(config, region)
         done = writer.run(to)
-        pruned = writer.prune(keep, to) if keep is not None else []
+        pruned, damaged = writer.prune(keep, to) if keep is not None else ([], [])
         m = done.manifest
         if as_json:
-            out = {"path": str(done.path), "manifest": m, "pruned": pruned}
+            out = {
+                "path": str(done.path),
+                "manifest": m,
+                "pruned": pruned,
+                "damaged": [d.to_dict() for d in damaged],
+            }
             typer.echo(json.dumps(out, indent=2))
             return
         console.print(
@@ -58,6 +63,36 @@ def register(app: typer.Typer) -> None:
         console.print(f"  written to {done.path} (sha256 {m['ciphertext']['sha256'][:16]}…)")
         if pruned:
             console.print(f"  deleted {len(pruned)} older backup(s): {', '.join(pruned)}")
+        _print_damaged(damaged, "neither counted nor deleted by --keep")
+
+    @app.command("backups")
+    def backups(
+        directory: Path = DirArg,
+        region: str = typer.Option(..., help="The region whose backups to list."),
+        as_json: bool = typer.Option(False, "--json", help="Print the list as JSON."),
+    ) -> None:
+        """List a region's backups at its targets, oldest first, damaged ones included;
+        exit 1 if any is damaged (its manifest cannot be read)."""
+        from fyp.config import load_config
+        from fyp.sovereignty.backup import allowed_target_dirs, list_backups
+
+        config = load_config(directory)
+        dirs = [p for _, p in allowed_target_dirs(config, config.region(region).name)]
+        listing = list_backups(*dirs).of_region(region)
+        if as_json:
+            out = {
+                "backups": [{"path": str(b.path), "manifest": b.manifest} for b in listing.backups],
+                "damaged": [d.to_dict() for d in listing.damaged],
+            }
+            typer.echo(json.dumps(out, indent=2))
+        else:
+            for b in listing.backups:
+                console.print(f"{b.backup_id}  {b.manifest.get('created_at')}  {b.path}")
+            if not listing.backups:
+                console.print(f"no readable backups of region {region}", markup=False)
+            _print_damaged(listing.damaged, "never taken for latest")
+        if listing.damaged:
+            raise typer.Exit(EXIT_PROBLEM)
 
     @app.command()
     def restore(
@@ -100,6 +135,8 @@ def register(app: typer.Typer) -> None:
                 else f"{carried} carried into the restored log"
             )
         )
+        for note in report.notes:
+            console.print(f"  note: {note}", markup=False)
 
     region_app = typer.Typer(name="region", help="Whole-region operations.", no_args_is_help=True)
     app.add_typer(region_app, name="region")
@@ -176,6 +213,11 @@ def register(app: typer.Typer) -> None:
             _print_residency(report.to_dict())
         if not report.ok:
             raise typer.Exit(EXIT_PROBLEM)
+
+
+def _print_damaged(damaged: list[Any], what: str) -> None:
+    for d in damaged:
+        console.print(f"  DAMAGED backup {d.backup_id} ({what}): {d.reason}", markup=False)
 
 
 def _print_residency(r: dict[str, Any]) -> None:

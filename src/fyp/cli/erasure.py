@@ -120,6 +120,12 @@ def register(app: typer.Typer) -> None:
                 f"re-applied, {len(r.stripped)} stripped from artifacts, "
                 f"{len(r.pending_after)} still pending ({r.seconds:.2f} s)"
             )
+            if r.stale_copies:
+                console.print(
+                    f"  removed {len(r.stale_copies)} plaintext staging copies left by killed "
+                    f"runs: {', '.join(r.stale_copies)}",
+                    markup=False,
+                )
 
     @erasure.command("verify")
     def verify(
@@ -159,7 +165,7 @@ def register(app: typer.Typer) -> None:
                 )
             for rem in report.remnants:
                 console.print(
-                    f"  [red]remnant[/] {rem.region} {rem.kind} {rem.where}: {rem.count}",
+                    f"  [red]remnant[/] {rem.region} {rem.kind} {escape(rem.where)}: {rem.count}",
                     highlight=False,
                 )
             for rid, info in report.to_dict()["pending_retrain"].items():

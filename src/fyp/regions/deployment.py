@@ -26,6 +26,7 @@ from fyp.config import (
     write_config,
 )
 from fyp.errors import AlreadyExists, ConfigError, InvalidRequest, StorageError, UnknownUser
+from fyp.sovereignty.staging import PENDING_RESTORE
 from fyp.storage import Store, open_store
 
 _ROUTE_CACHE_MAX = 2_000_000
@@ -34,17 +35,31 @@ _ROUTE_CACHE_MAX = 2_000_000
 class Deployment:
     """A deployment directory opened for use; close it (or use ``with``) when done."""
 
-    def __init__(self, config: DeploymentConfig, *, create: bool = False) -> None:
-        """``create`` makes missing region stores (``init``); any other open of a
-        deployment whose store file is missing fails (``fyp.storage.open_store``)."""
+    def __init__(
+        self, config: DeploymentConfig, *, create: bool = False, finish_restores: bool = True
+    ) -> None:
+        """Opens every region's store. ``create`` makes missing region stores (``init``);
+        any other open of a deployment whose store file is missing fails
+        (``fyp.storage.open_store``). Unless told not to (a restore doing it itself),
+        first finishes any restore that stopped before re-applying erasures, so restored
+        data with erased users in it is never served (:mod:`fyp.sovereignty.restore`)."""
         self.config = config
         self.stores: dict[str, Store] = {}
         self._routes: dict[str, str] = {}
         self._routes_lock = threading.Lock()
+        pending = finish_restores and any(
+            (config.region_dir(r) / PENDING_RESTORE).exists() for r in config.regions
+        )
         try:
+            if pending:
+                from fyp.sovereignty import restore
+
+                restore.finish_pending_swaps(config)  # before any store file is open
             for name, region in config.regions.items():
                 url = config.resolve_url(region.store)
                 self.stores[name] = open_store(url, name, create=create)
+            if pending:
+                restore.finish_pending_restores(self)
         except BaseException:
             self.close()
             raise

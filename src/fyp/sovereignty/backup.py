@@ -28,6 +28,7 @@ import hmac
 import io
 import json
 import os
+import re
 import secrets
 import shutil
 import sqlite3
@@ -35,7 +36,7 @@ import tarfile
 import time
 import zlib
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, cast
 
@@ -46,6 +47,7 @@ from fyp.models.artifacts import CURRENT, models_dir
 from fyp.sovereignty.ledger import LEDGER_FILE
 from fyp.sovereignty.region_keys import region_secret
 from fyp.sovereignty.sealed import OpenReader, SealBroken, SealWriter, derive_key
+from fyp.sovereignty.staging import Staging, is_live, refuse_while_restoring, remove_stale
 
 BACKUP_SECRET = "backup"
 MANIFEST_FILE = "manifest.json"
@@ -53,6 +55,9 @@ SNAPSHOT_FILE = "snapshot.enc"
 STORE_PART = "store.sqlite"
 FILES_PREFIX = "files/"
 FORMAT = 1
+STAGING = ".backup-"  # + backup id, in the region's directory: the store's snapshot
+PARTIAL = ".partial"  # .<backup id>.partial in a target: being written
+DELETING = ".deleting"  # .<backup id>.deleting in a target: being pruned
 COMPRESSLEVEL = 1  # the store compresses ~3x even at level 1; higher levels cost seconds
 NOT_BACKED_UP = {"secrets", LEDGER_FILE, REVOCATIONS_FILE}
 """Entries of a region directory a backup leaves out (besides the live store files)."""
@@ -244,19 +249,66 @@ def read_backup(path: Path) -> Backup:
     return Backup(path, manifest)
 
 
-def list_backups(directory: Path) -> list[Backup]:
-    """Backups in one target directory, oldest first (unreadable ones are skipped)."""
-    found: list[Backup] = []
-    if not directory.is_dir():
-        return found
-    for child in sorted(directory.iterdir()):
-        if child.name.startswith(".") or not (child / MANIFEST_FILE).is_file():
+@dataclass(frozen=True)
+class Damaged:
+    """A directory of a backup target that is not a readable backup (no manifest, or
+    one that does not parse): listed and reported, never chosen, never pruned."""
+
+    path: Path
+    reason: str
+
+    @property
+    def backup_id(self) -> str:
+        return self.path.name
+
+    def to_dict(self) -> dict[str, str]:
+        return {"backup_id": self.backup_id, "path": str(self.path), "reason": self.reason}
+
+
+@dataclass
+class Listing:
+    """What one or more target directories hold: readable backups, oldest first, and
+    damaged ones (which a listing must show: one may be the newest)."""
+
+    backups: list[Backup] = field(default_factory=list)
+    damaged: list[Damaged] = field(default_factory=list)
+
+    def of_region(self, region: str) -> Listing:
+        """Backups of ``region`` only; damaged ones stay (their region cannot be read)."""
+        mine = [b for b in self.backups if b.manifest.get("region") == region]
+        return Listing(mine, list(self.damaged))
+
+    def newer_damaged(self, region: str) -> list[Damaged]:
+        """Damaged backups that may be newer than the newest readable one: named as a
+        later backup of ``region``, or named so that it cannot be told."""
+        newest = self.backups[-1].backup_id if self.backups else None
+        return [
+            d
+            for d in self.damaged
+            if BACKUP_ID.fullmatch(d.backup_id) is None
+            or (d.backup_id.startswith(f"{region}-") and (newest is None or d.backup_id > newest))
+        ]
+
+
+BACKUP_ID = re.compile(r"[a-z][a-z0-9_]*-\d{8}T\d{9}Z-[0-9a-f]{6}")
+"""How :func:`new_backup_id` names a backup: ids of one region sort by time."""
+
+
+def list_backups(*directories: Path) -> Listing:
+    """Backups in target directories, oldest first, and the damaged directories there."""
+    out = Listing()
+    for directory in directories:
+        if not directory.is_dir():
             continue
-        try:
-            found.append(read_backup(child))
-        except BackupCorrupt:
-            continue
-    return sorted(found, key=lambda b: (b.created_at_ms, b.backup_id))
+        for child in sorted(directory.iterdir()):
+            if child.name.startswith(".") or not child.is_dir():
+                continue
+            try:
+                out.backups.append(read_backup(child))
+            except BackupCorrupt as exc:
+                out.damaged.append(Damaged(child, exc.message))
+    out.backups.sort(key=lambda b: (b.created_at_ms, b.backup_id))
+    return out
 
 
 # -- writing -------------------------------------------------------------------------
@@ -299,66 +351,84 @@ class BackupWriter:
         return targets
 
     def run(self, to: str | None = None) -> Backup:
-        """Snapshot, pack, seal and write; every target gets the same verified bytes."""
+        """Snapshot, pack, seal and write; every target gets the same verified bytes.
+
+        First removes what killed runs left: plaintext staging directories in the
+        region's directory and half-written backups in the targets."""
         started = time.perf_counter()
         targets = self.targets(to)  # refusals happen before anything is written
+        region_dir = self.config.region_dir(self.region)
+        refuse_while_restoring(region_dir, self.region, "backed up")
+        remove_stale(region_dir)
+        for _, directory in targets:
+            remove_stale_partials(region_dir, directory)
         backup_id = new_backup_id(self.region)
         seal_key, mac_key = backup_keys(self.config, self.region, create=True)
-        staging = self.config.region_dir(self.region) / f".backup-{backup_id}"
         first_dir = targets[0][1]
-        partial = first_dir / f".{backup_id}.partial"
-        try:
-            staging.mkdir(parents=True)
-            snap = staging / STORE_PART
-            created_at_ms = time.time_ns() // 1_000_000
-            snapshot_store(store_file(self.config, self.region), snap)
-            facts = store_facts(snap)
-            if facts["region"] != self.region:
-                raise StorageError(
-                    f"store of region {self.region!r} says it is {facts['region']!r}"
-                )
-            partial.mkdir(parents=True)
-            parts, sealed = self._pack(snap, partial / SNAPSHOT_FILE, seal_key, backup_id)
-            manifest: dict[str, Any] = {
-                "format": FORMAT,
-                "backup_id": backup_id,
-                "region": self.region,
-                "deployment": self.config.name,
-                "created_at_ms": created_at_ms,
-                "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(created_at_ms / 1e3)),
-                "store": facts,
-                "parts": parts,
-                "plaintext_bytes": sum(p["size"] for p in parts),
-                "packed_bytes": sealed.plain_size,
-                "ciphertext": {"file": SNAPSHOT_FILE, "size": sealed.size, "sha256": sealed.sha256},
-                "packing": f"tar+gzip-{COMPRESSLEVEL}",
-                "cipher": "AES-256-GCM, HKDF-SHA256 sub-key of the region's backup secret",
-                "seconds": round(time.perf_counter() - started, 3),
-            }
-            manifest["mac"] = _mac(mac_key, manifest)
-            _write_durable(partial / MANIFEST_FILE, json.dumps(manifest, indent=2).encode())
-            os.replace(partial, first_dir / backup_id)
-            for _, other in targets[1:]:
-                self._copy(first_dir / backup_id, other / backup_id)
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
-            shutil.rmtree(partial, ignore_errors=True)
+        partial = first_dir / f".{backup_id}{PARTIAL}"
+        # the lock on the staging directory also marks this run's .partial dirs as live
+        with Staging(region_dir / f"{STAGING}{backup_id}") as staging:
+            try:
+                snap = staging.path / STORE_PART
+                created_at_ms = time.time_ns() // 1_000_000
+                snapshot_store(store_file(self.config, self.region), snap)
+                facts = store_facts(snap)
+                if facts["region"] != self.region:
+                    raise StorageError(
+                        f"store of region {self.region!r} says it is {facts['region']!r}"
+                    )
+                partial.mkdir(parents=True)
+                parts, sealed = self._pack(snap, partial / SNAPSHOT_FILE, seal_key, backup_id)
+                manifest: dict[str, Any] = {
+                    "format": FORMAT,
+                    "backup_id": backup_id,
+                    "region": self.region,
+                    "deployment": self.config.name,
+                    "created_at_ms": created_at_ms,
+                    "created_at": time.strftime(
+                        "%Y-%m-%dT%H:%M:%SZ", time.gmtime(created_at_ms / 1e3)
+                    ),
+                    "store": facts,
+                    "parts": parts,
+                    "plaintext_bytes": sum(p["size"] for p in parts),
+                    "packed_bytes": sealed.plain_size,
+                    "ciphertext": {
+                        "file": SNAPSHOT_FILE,
+                        "size": sealed.size,
+                        "sha256": sealed.sha256,
+                    },
+                    "packing": f"tar+gzip-{COMPRESSLEVEL}",
+                    "cipher": "AES-256-GCM, HKDF-SHA256 sub-key of the region's backup secret",
+                    "seconds": round(time.perf_counter() - started, 3),
+                }
+                manifest["mac"] = _mac(mac_key, manifest)
+                _write_durable(partial / MANIFEST_FILE, json.dumps(manifest, indent=2).encode())
+                os.replace(partial, first_dir / backup_id)
+                for _, other in targets[1:]:
+                    self._copy(first_dir / backup_id, other / backup_id)
+            finally:
+                shutil.rmtree(partial, ignore_errors=True)
         return read_backup(first_dir / backup_id)
 
-    def prune(self, keep: int, to: str | None = None) -> list[str]:
+    def prune(self, keep: int, to: str | None = None) -> tuple[list[str], list[Damaged]]:
         """Delete all but the newest ``keep`` backups of this region at its targets: an
-        erased user lingers in older backups until they go (restores re-erase them)."""
+        erased user lingers in older backups until they go (restores re-erase them).
+
+        Damaged backups are neither counted nor deleted, but returned: one may be the
+        newest, and what it is can only be told by a person."""
         if keep < 1:
             raise InvalidRequest("--keep must be at least 1: a backup run keeps its backup")
         removed: list[str] = []
+        damaged: list[Damaged] = []
         for _, directory in self.targets(to):
-            mine = [b for b in list_backups(directory) if b.manifest.get("region") == self.region]
-            for old in mine[:-keep]:
-                doomed = old.path.with_name(f".{old.path.name}.deleting")
+            listing = list_backups(directory).of_region(self.region)
+            damaged += listing.damaged
+            for old in listing.backups[:-keep]:
+                doomed = old.path.with_name(f".{old.path.name}{DELETING}")
                 os.replace(old.path, doomed)  # gone at once, then removed
-                shutil.rmtree(doomed)
+                _remove(doomed)
                 removed.append(old.backup_id)
-        return removed
+        return removed, damaged
 
     def _pack(
         self, snap: Path, out: Path, key: bytes, backup_id: str
@@ -419,11 +489,39 @@ class BackupWriter:
         return parts, sealed
 
     def _copy(self, src: Path, dest: Path) -> None:
-        tmp = dest.with_name(f".{dest.name}.partial")
+        tmp = dest.with_name(f".{dest.name}{PARTIAL}")
         shutil.rmtree(tmp, ignore_errors=True)
         shutil.copytree(src, tmp)
         verify_backup(self.config, self.region, read_backup(tmp))
         os.replace(tmp, dest)
+
+
+def remove_stale_partials(region_dir: Path, directory: Path) -> list[Path]:
+    """Delete what dead runs left in a target: half-written backups (``.<id>.partial``,
+    kept while the backup run of that id holds its staging lock) and backups a prune
+    was deleting (``.<id>.deleting``)."""
+    removed: list[Path] = []
+    if not directory.is_dir():
+        return removed
+    for child in sorted(directory.iterdir()):
+        name = child.name
+        if not (name.startswith(".") and child.is_dir()):
+            continue
+        if name.endswith(PARTIAL):
+            if is_live(region_dir / f"{STAGING}{name[1 : -len(PARTIAL)]}"):
+                continue
+        elif not name.endswith(DELETING):
+            continue
+        _remove(child)
+        removed.append(child)
+    return removed
+
+
+def _remove(path: Path) -> None:
+    """rmtree that tolerates another cleaner removing the same tree meanwhile."""
+    shutil.rmtree(path, ignore_errors=True)
+    if path.exists():
+        raise StorageError(f"cannot remove {path}")
 
 
 def _write_durable(path: Path, data: bytes) -> None:
@@ -531,7 +629,8 @@ def find_backup(
     """A backup of ``region`` by id (or the latest) in ``source`` or its allowed targets.
     ``source`` must be one of the region's allowed targets, as for writing: a region's
     data is read back only from where its policy lets it be (copy a backup kept
-    elsewhere into a target first)."""
+    elsewhere into a target first). A damaged backup is never passed over: "latest"
+    is refused while one may be newer than the newest readable backup."""
     dirs: list[Path]
     if source is not None:
         if backup_target_path(config.root, source) is None:
@@ -539,9 +638,29 @@ def find_backup(
         dirs = [target_dir(config, region, source)]
     else:
         dirs = [p for _, p in allowed_target_dirs(config, region)]
-    found = [b for d in dirs for b in list_backups(d) if b.manifest.get("region") == region]
+    listing = list_backups(*dirs).of_region(region)
+    found = listing.backups
     if backup_id != "latest":
         found = [b for b in found if b.backup_id == backup_id]
+        broken = [d for d in listing.damaged if d.backup_id == backup_id]
+    else:
+        broken = listing.newer_damaged(region)
+    if broken and (backup_id == "latest" or not found):
+        bad = broken[-1]
+        if backup_id == "latest":
+            older = f"{found[-1].backup_id}" if found else "none"
+            why = (
+                "may be the latest, so 'latest' is not chosen (the newest readable backup "
+                f"is {older}: pass --backup ID to restore it)"
+            )
+        else:
+            why = "cannot be restored"
+        raise BackupCorrupt(
+            f"backup {bad.backup_id} of region {region!r} is damaged ({bad.reason}) and {why}",
+            region=region,
+            backup_id=bad.backup_id,
+            damaged=[d.to_dict() for d in broken],
+        )
     if not found:
         where = ", ".join(str(d) for d in dirs) or "no target"
         raise NotFound(f"no backup {backup_id!r} of region {region!r} in {where}", region=region)

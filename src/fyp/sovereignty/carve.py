@@ -33,6 +33,7 @@ from fyp.config import (
 from fyp.errors import AlreadyExists, InvalidRequest
 from fyp.sovereignty.backup import snapshot_store, store_companions, store_file
 from fyp.sovereignty.region_keys import secrets_dir
+from fyp.sovereignty.staging import refuse_while_restoring
 
 
 @dataclass
@@ -101,6 +102,7 @@ class Carver:
     def run(self, with_backups: bool = True) -> CarveReport:
         started = time.perf_counter()
         self.check_out()
+        refuse_while_restoring(self.config.region_dir(self.region), self.region, "carved out")
         report = CarveReport(self.region, str(self.config.root), str(self.out))
         tmp = self.out.with_name(f".{self.out.name}.partial")
         shutil.rmtree(tmp, ignore_errors=True)

@@ -5,10 +5,11 @@ aggregates (item vectors, co-engagement neighbours, popularity, ranker heads) is
 gone after a retrain on the store without them. Each rewritten artifact lists the
 receipts still waiting for that retrain, with their deadlines
 (``manifest.lineage.pending_retrain``). :func:`process_region` — ``fyp erasure
-process``, meant for cron — re-applies erasures the ledger records but the store or an
-artifact does not reflect (a restore, a crash, a training run that raced an erasure),
-retrains when something is pending, and then deletes the older versions that still
-hold the erased users' contributions.
+process``, meant for cron — removes the plaintext staging copies that killed backups,
+restores or scans left (:mod:`fyp.sovereignty.staging`), re-applies erasures the
+ledger records but the store or an artifact does not reflect (a restore, a crash, a
+training run that raced an erasure), retrains when something is pending, and then
+deletes the older versions that still hold the erased users' contributions.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from fyp.sovereignty.erasure import (
 )
 from fyp.sovereignty.ledger import ErasureLedger
 from fyp.sovereignty.remnants import ARTIFACT_USER_ARRAYS
+from fyp.sovereignty.staging import remove_stale
 
 
 def pending_retrains(region_dir: Path) -> dict[str, int]:
@@ -80,6 +82,7 @@ def erased_in_artifacts(deployment: Deployment, region: str) -> dict[str, tuple[
 @dataclass
 class RegionRun:
     region: str
+    stale_copies: list[str] = field(default_factory=list)  # staging dirs of killed runs
     reapplied: list[str] = field(default_factory=list)
     stripped: list[str] = field(default_factory=list)  # receipts removed from artifacts now
     pending_before: dict[str, int] = field(default_factory=dict)
@@ -113,9 +116,10 @@ def process_region(
     (unless ``force``) the earliest deadline is within ``due_within_ms`` (None: always)."""
     started = time.perf_counter()
     run = RegionRun(region)
+    region_dir = deployment.config.region_dir(region)
+    run.stale_copies = [p.name for p in remove_stale(region_dir)]  # plaintext, erased users in it
     run.reapplied = reapply_erasures(deployment, region)
     run.stripped = strip_erased(deployment, region)
-    region_dir = deployment.config.region_dir(region)
     run.pending_before = pending_retrains(region_dir)
     due = bool(run.pending_before) and (
         due_within_ms is None or min(run.pending_before.values()) - now_ms() <= due_within_ms

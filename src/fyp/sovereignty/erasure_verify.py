@@ -9,6 +9,10 @@ Checked in every region, not only the one the user was homed in:
   deleted rows must not linger in free pages;
 - every artifact version's id arrays (vectors, learned-from list, creators);
 - held-out data files under ``regions/<r>/`` (CSV ``user_id`` columns, JSON lines);
+- plaintext copies under ``regions/<r>/``: any other SQLite file (person columns, and
+  its bytes as above) and ``.npz`` arrays outside ``models/`` — the staging directories
+  of backups, restores and residency scans among them: a run killed mid-way leaves its
+  copy of the whole store until ``fyp erasure process`` or the next backup removes it;
 - the retrain that removes the user's share of aggregates: while a receipt is still
   pending in some artifact, the result is *pending* (exit 1) with its deadline.
 
@@ -23,10 +27,18 @@ from pathlib import Path
 from typing import Any
 
 from fyp.regions.deployment import Deployment
+from fyp.sovereignty.backup import store_companions
 from fyp.sovereignty.erasure import Receipt, iso, now_ms, receipt_signature_ok
 from fyp.sovereignty.erasure_process import pending_retrains
 from fyp.sovereignty.ledger import ErasureLedger, user_pseudonym
-from fyp.sovereignty.remnants import artifacts_naming, file_hits, region_files, store_hits
+from fyp.sovereignty.remnants import (
+    artifacts_naming,
+    copies,
+    copy_hits,
+    file_hits,
+    region_files,
+    store_hits,
+)
 
 MIN_SCANNABLE_ID = 6
 SCAN_CHUNK = 1 << 22
@@ -35,7 +47,7 @@ SCAN_CHUNK = 1 << 22
 @dataclass(frozen=True)
 class Remnant:
     region: str
-    kind: str  # store | store_bytes | artifact | file
+    kind: str  # store | store_bytes | artifact | file | copy (| copy_bytes)
     where: str
     count: int
 
@@ -154,14 +166,22 @@ def verify_erasure(
         store = deployment.store(region)
         for hit in store_hits(store, user_id):
             report.remnants.append(Remnant(region, "store", f"{hit.table}.{hit.column}", hit.rows))
+        raw = getattr(store, "path", None)
+        files = [] if not isinstance(raw, str) or raw == ":memory:" else [Path(raw)]
         if scannable:
-            raw = getattr(store, "path", None)
-            files = [] if not isinstance(raw, str) or raw == ":memory:" else [Path(raw)]
             for f in [*files, *(p.with_name(p.name + "-wal") for p in files)]:
                 n = bytes_found(f, user_id.encode())
                 if n:
                     report.remnants.append(Remnant(region, "store_bytes", f.name, n))
         region_dir = config.region_dir(region)
+        live = {p.resolve() for f in files for p in store_companions(f)}
+        for path in copies(region_dir, live):
+            rel = path.relative_to(region_dir).as_posix()
+            for where, n in copy_hits(path, user_id).items():
+                report.remnants.append(Remnant(region, "copy", f"{rel}: {where}", n))
+            n = bytes_found(path, user_id.encode()) if scannable else 0
+            if n and path.suffix != ".npz":
+                report.remnants.append(Remnant(region, "copy_bytes", rel, n))
         for version, arrays in artifacts_naming(region_dir, user_id).items():
             report.remnants.append(
                 Remnant(region, "artifact", f"models/{version}: {', '.join(arrays)}", 1)

@@ -216,16 +216,59 @@ def without_user(arrays: dict[str, np.ndarray], user_id: str) -> tuple[dict[str,
 
 
 # -- files -----------------------------------------------------------------------
-def region_files(region_dir: Path) -> Iterator[Path]:
-    """Data files under a region's directory that may hold user ids (not store or models)."""
+def _walk(region_dir: Path) -> Iterator[Path]:
+    """Every file under a region's directory but its models and secrets."""
     if not region_dir.is_dir():
         return
     for root, dirs, files in os.walk(region_dir):
         if Path(root) == region_dir:
             dirs[:] = [d for d in dirs if d not in SKIPPED_DIRS]
         for name in sorted(files):
-            if name.endswith(SCANNED_SUFFIXES) and name not in SKIPPED_FILES:
-                yield Path(root) / name
+            yield Path(root) / name
+
+
+def region_files(region_dir: Path) -> Iterator[Path]:
+    """Data files under a region's directory that may hold user ids (not store or models)."""
+    for path in _walk(region_dir):
+        if path.name.endswith(SCANNED_SUFFIXES) and path.name not in SKIPPED_FILES:
+            yield path
+
+
+SQLITE_MAGIC = b"SQLite format 3\x00"
+
+
+def copies(region_dir: Path, live: set[Path]) -> Iterator[Path]:
+    """Copies of a region's store or artifacts outside their places: SQLite files other
+    than the live store (``live``: its files, resolved) and ``.npz`` arrays outside
+    ``models/`` — a backup's, restore's or scan's staging directory (a killed run's stays
+    until the next backup or ``fyp erasure process`` removes it), or a copy left by hand."""
+    for path in _walk(region_dir):
+        if path.resolve() in live or path.is_symlink():
+            continue
+        if path.suffix == ".npz":
+            yield path
+            continue
+        try:
+            with path.open("rb") as f:
+                if f.read(len(SQLITE_MAGIC)) == SQLITE_MAGIC:
+                    yield path
+        except OSError:
+            continue
+
+
+def copy_hits(path: Path, user_id: str) -> dict[str, int]:
+    """Where a copy names the user (as the residency scan reads it, pseudonyms aside):
+    ``{table.column or array: records}``; an unreadable copy counts (nothing vouches)."""
+    from fyp.sovereignty.residency import npz_names, sqlite_names  # it builds on this module
+
+    names = npz_names(path) if path.suffix == ".npz" else sqlite_names(path)
+    out: dict[str, int] = {}
+    for where, cls, counts in names:
+        if cls == "unreadable":
+            out[where] = 1
+        elif cls != "pseudonym" and counts.get(user_id):
+            out[where] = counts[user_id]
+    return out
 
 
 def _csv_user_column(header: list[str]) -> int | None:

@@ -36,7 +36,7 @@ import io
 import json
 import os
 import re
-import shutil
+import secrets
 import sqlite3
 import zipfile
 from collections.abc import Iterable, Iterator
@@ -69,6 +69,8 @@ from fyp.sovereignty.columns import (
     json_objects_sql,
 )
 from fyp.sovereignty.ledger import LEDGER_FILE, ErasureLedger
+from fyp.sovereignty.remnants import SQLITE_MAGIC
+from fyp.sovereignty.staging import Staging, is_live
 
 PSEUDONYM_COLUMN = re.compile(r"^subject$")
 USER_ARRAY = re.compile(r"user")
@@ -81,7 +83,6 @@ ERASED_NAMES = {"[erased]", ""}
 SKIPPED_IN_REGION = {LEDGER_FILE}  # pseudonymous by design
 SECRETS_DIR = "secrets"  # only its keys (NAME.key) are skipped: anything else is scanned
 SCAN_STAGING = ".scan-"
-SQLITE_MAGIC = b"SQLite format 3\x00"
 
 
 @dataclass(frozen=True)
@@ -570,7 +571,7 @@ class ResidencyScanner:
             dirs[:] = sorted(
                 d
                 for d in dirs
-                if not d.startswith(SCAN_STAGING)
+                if not (d.startswith(SCAN_STAGING) and is_live(here / d))  # another scan's
                 and not (here == region_dir and d in SKIPPED_IN_REGION)
                 and (here / d).resolve() not in artifacts
             )
@@ -597,25 +598,25 @@ class ResidencyScanner:
             return [Finding(region, "unreadable_backup", "backup", exc.message, "-", None, 1)]
         for _, path in located:
             scan.scanned["backups"] += 1
-            staging = self.config.region_dir(region) / f"{SCAN_STAGING}{path.name}"
-            shutil.rmtree(staging, ignore_errors=True)
-            try:
-                backup: Backup = read_backup(path)
-                unpack_backup(self.config, region, backup, staging)
-            except FypError as exc:
-                found.append(
-                    Finding(
-                        region,
-                        "unreadable_backup",
-                        "backup",
-                        f"{path}: {exc.message}",
-                        "-",
-                        None,
-                        1,
+            name = f"{SCAN_STAGING}{path.name}-{secrets.token_hex(3)}"
+            with Staging(self.config.region_dir(region) / name) as stage:
+                staging = stage.path / "backup"
+                try:
+                    backup: Backup = read_backup(path)
+                    unpack_backup(self.config, region, backup, staging)
+                except FypError as exc:
+                    found.append(
+                        Finding(
+                            region,
+                            "unreadable_backup",
+                            "backup",
+                            f"{path}: {exc.message}",
+                            "-",
+                            None,
+                            1,
+                        )
                     )
-                )
-                continue
-            try:
+                    continue
                 prefix = f"backup {path.name}: "
                 found += self.classify(
                     region, "backup", prefix, sqlite_names(staging / STORE_PART), scan
@@ -624,8 +625,6 @@ class ResidencyScanner:
                 if files.is_dir():
                     found += self._scan_artifacts(region, files, prefix, scan, "backup")
                     found += self._scan_files(region, files, set(), prefix, scan, "backup")
-            finally:
-                shutil.rmtree(staging, ignore_errors=True)
         for url, directory in allowed_target_dirs(self.config, region):
             # a backup is a directory; a file dropped beside them is read as it is
             loose = (
