@@ -164,3 +164,33 @@ def test_lineage_verify_reports_a_damaged_artifact_as_a_finding(trained: Deploym
     artifacts = json.loads(report.stdout)["artifacts"]
     bad = [a for a in artifacts if not a["ok"]]
     assert [(a["region"], a["version"]) for a in bad] == [("eu", live.name)]
+
+
+def test_readyz_is_not_ready_while_a_changed_policy_has_not_been_applied(
+    trained: Deployment,
+) -> None:
+    """Videos approved under the old policy are served until a run re-judges them
+    (docs/moderation.md), so until then the region is not ready."""
+    from dataclasses import replace
+
+    from fyp.config import load_config, write_config
+    from fyp.moderation import Moderator
+
+    root = trained.config.root
+    config = load_config(root)
+    eu = config.regions["eu"]
+    write_config(
+        replace(
+            config, regions={**config.regions, "eu": replace(eu, policy={"banned_terms": ["x"]})}
+        )
+    )
+    with Deployment.open(root) as d:
+        client, _ = _client(d)
+        with client:
+            resp = client.get("/readyz")
+            assert resp.status_code == 503
+            eu_state = resp.json()["regions"]["eu"]
+            assert not eu_state["ready"] and "run `fyp moderate`" in eu_state["problems"][0]
+            assert resp.json()["regions"]["us"]["ready"]
+            Moderator(d).run("eu")
+            assert client.get("/readyz").status_code == 200

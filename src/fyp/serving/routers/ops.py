@@ -66,4 +66,15 @@ def _region(s: AppState, region: str) -> RegionReadiness:
     except Exception as exc:
         log.error("readiness: the model of region %s: %s", region, exc)
         problems.append(unavailable(region).message)
+    if store == "ok":
+        try:
+            if s.moderator.policy_checked(region) != s.moderator.engines[region].versions["policy"]:
+                problems.append(
+                    f"the moderation policy of region {region!r} changed since its verdicts were "
+                    "last re-judged: run `fyp moderate` (videos approved under the old policy "
+                    "are served until then)"
+                )
+        except Exception as exc:  # an unreadable audit log: cannot tell, so not ready
+            log.error("readiness: the moderation state of region %s: %s", region, exc)
+            problems.append(f"the moderation state of region {region!r} cannot be read")
     return RegionReadiness(ready=not problems, store=store, model=version, problems=problems)
