@@ -170,3 +170,14 @@ def test_an_upload_cannot_claim_to_be_an_import(policed: Deployment) -> None:
         catalog.update_video("imp", VideoPatch(attributes={"source": "other"}))
     kept = catalog.update_video("imp", VideoPatch(attributes={"maturity": "general"}))
     assert kept.attributes == {"maturity": "general", "source": "kuairec"}
+
+
+def test_a_policy_is_stale_only_while_verdicts_judged_under_another_exist(
+    policed: Deployment, moderator: Moderator
+) -> None:
+    assert not moderator.policy_stale("us")  # nothing judged yet: nothing to re-judge
+    Catalog(policed).create_video(video("p1", regions=["us"]))
+    moderator.run("us", limit=1)  # a limited run judges but does not re-judge
+    assert moderator.policy_stale("us")
+    moderator.run("us")
+    assert not moderator.policy_stale("us")

@@ -378,6 +378,16 @@ class Moderator:
         summary.seconds = time.perf_counter() - started
         return summary
 
+    def policy_stale(self, region: str) -> bool:
+        """Whether some verdict of the region may have been made under another policy than
+        its current one (a run without a limit re-judges them)."""
+        if self.policy_checked(region) == self.engines[region].versions["policy"]:
+            return False
+        judged = self.cell(region).store.query(
+            "SELECT 1 FROM moderation WHERE state != 'pending' LIMIT 1"
+        )
+        return bool(judged)
+
     def policy_checked(self, region: str) -> str | None:
         """The digest of the policy every verdict of the region was last re-judged under
         (None: never): a run re-judges them all when the policy is another."""

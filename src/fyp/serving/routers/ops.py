@@ -68,7 +68,7 @@ def _region(s: AppState, region: str) -> RegionReadiness:
         problems.append(unavailable(region).message)
     if store == "ok":
         try:
-            if s.moderator.policy_checked(region) != s.moderator.engines[region].versions["policy"]:
+            if s.moderator.policy_stale(region):
                 problems.append(
                     f"the moderation policy of region {region!r} changed since its verdicts were "
                     "last re-judged: run `fyp moderate` (videos approved under the old policy "
