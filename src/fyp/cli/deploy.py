@@ -68,15 +68,27 @@ def register(app: typer.Typer) -> None:
         root_path: str = typer.Option(
             "", help="Path prefix a reverse proxy serves the API under (e.g. /fyp)."
         ),
+        log_level: str = typer.Option(
+            "info", help="debug, info, warning or error (records go to stderr, timestamped)."
+        ),
+        access_log: bool = typer.Option(
+            False, "--access-log", help="Also log one line per request (costs throughput)."
+        ),
     ) -> None:
         """Serve the HTTP API (OpenAPI docs at /docs)."""
+        from fyp.serving.logs import LEVELS
+
+        if log_level not in LEVELS:
+            raise typer.BadParameter(
+                f"one of {', '.join(LEVELS)}, got {log_level!r}", param_hint="--log-level"
+            )
         if root_path and (not root_path.startswith("/") or root_path.endswith("/")):
             raise typer.BadParameter(
                 f"a root path starts with / and does not end with one, got {root_path!r}",
                 param_hint="--root-path",
             )
         pin_blas_threads()
-        serve_directory(directory, host, port, root_path)
+        serve_directory(directory, host, port, root_path, log_level, access_log)
 
     @app.command()
     def status(directory: Path = DirArg) -> None:
@@ -115,9 +127,19 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-def serve_directory(directory: Path, host: str, port: int, root_path: str = "") -> None:
+def serve_directory(
+    directory: Path,
+    host: str,
+    port: int,
+    root_path: str = "",
+    log_level: str = "info",
+    access_log: bool = False,
+) -> None:
     import uvicorn
 
+    from fyp.serving import logs
+
+    logs.configure(log_level)
     from fyp.config import load_config
     from fyp.models.schedule import TrainingScheduler
     from fyp.serving.app import create_app
@@ -151,8 +173,8 @@ def serve_directory(directory: Path, host: str, port: int, root_path: str = "") 
             host=host,
             port=port,
             root_path=root_path,  # the hot routes and the router both match below it
-            log_level="warning",
-            access_log=False,
+            log_config=None,  # fyp.serving.logs configured uvicorn's loggers too
+            access_log=access_log,
             http=CoalescingHttpToolsProtocol,  # one write per response (fyp.serving.transport)
         ),
         schedules,

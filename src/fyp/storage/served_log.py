@@ -167,7 +167,8 @@ class ServedBuffer:
                 conn.execute("COMMIT")
             except BaseException:
                 written = {}
-                conn.execute("ROLLBACK")
+                if conn.in_transaction:  # SQLite rolls back by itself on some errors
+                    conn.execute("ROLLBACK")  # (a full disk): ROLLBACK then masked the cause
                 raise
         except sqlite3.Error as exc:
             self._failures += 1

@@ -1,0 +1,78 @@
+"""The server's log: timestamped lines, and a failure repeated per request is one line."""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from fyp.serving.logs import FORMAT, RepeatFilter, configure
+from fyp.storage import served_log
+from fyp.storage.served_log import ATTEMPTS, ServedBuffer, ServedRecord
+
+
+def record(msg: str, exc: type[BaseException] | None = None) -> logging.LogRecord:
+    info = (exc, exc(), None) if exc else None
+    return logging.LogRecord("fyp.serving", logging.ERROR, __file__, 1, msg, (), info)
+
+
+def test_a_repeated_record_is_held_back_and_counted(monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = [100.0]
+    monkeypatch.setattr("fyp.serving.logs.time.monotonic", lambda: clock[0])
+    f = RepeatFilter(window_s=10)
+    assert f.filter(record("disk full: %s", OSError))
+    assert not any(f.filter(record("disk full: %s", OSError)) for _ in range(999))
+    assert f.filter(record("disk full: %s", ValueError))  # another exception: its own run
+    assert f.filter(record("another message"))
+    clock[0] += 10.5
+    again = record("disk full: %s", OSError)
+    assert f.filter(again) and "[999 like it in the last 10 s not shown]" in again.msg
+
+
+def test_configure_formats_fyp_records_and_refuses_unknown_levels() -> None:
+    handler = configure("warning")
+    try:
+        assert logging.getLogger("fyp").level == logging.WARNING
+        assert handler.formatter is not None and handler.formatter._fmt == FORMAT
+        assert any(isinstance(f, RepeatFilter) for f in handler.filters)
+        with pytest.raises(ValueError, match="log level"):
+            configure("loud")
+    finally:
+        for name in ("fyp", "uvicorn", "uvicorn.error", "uvicorn.access"):
+            logging.getLogger(name).handlers.clear()
+            logging.getLogger(name).propagate = True
+            logging.getLogger(name).setLevel(logging.NOTSET)
+
+
+def test_serve_refuses_an_unknown_log_level(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "fyp", "serve", str(tmp_path), "--log-level", "loud"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 2 and "debug, info, warning, error" in done.stderr
+
+
+def test_a_failed_served_log_commit_reports_its_own_cause(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """SQLite ends the transaction itself on a full disk; the ROLLBACK that followed
+    raised 'cannot rollback - no transaction is active' and hid the cause."""
+    conn = sqlite3.connect(":memory:", isolation_level=None)
+
+    def full(c: sqlite3.Connection, user_id: str, records: object) -> int:
+        c.execute("ROLLBACK")  # what SQLite does on SQLITE_FULL
+        raise sqlite3.OperationalError("database or disk is full")
+
+    monkeypatch.setattr(served_log, "write_records", full)
+    buffer = ServedBuffer()
+    buffer.add("u1", ServedRecord(("v1",), 1))
+    with caplog.at_level(logging.ERROR, logger="fyp"):
+        for _ in range(ATTEMPTS):
+            assert buffer.commit(conn) == {}
+    assert "database or disk is full" in caplog.text and "cannot rollback" not in caplog.text
