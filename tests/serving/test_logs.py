@@ -76,3 +76,13 @@ def test_a_failed_served_log_commit_reports_its_own_cause(
         for _ in range(ATTEMPTS):
             assert buffer.commit(conn) == {}
     assert "database or disk is full" in caplog.text and "cannot rollback" not in caplog.text
+
+
+def test_a_full_disk_is_a_503_storage_error_not_a_500() -> None:
+    from fyp.serving.errors import failure
+
+    status, body, _ = failure(sqlite3.OperationalError("database or disk is full"))
+    assert status == 503 and body["error"]["code"] == "storage_error"
+    assert "retry later" in body["error"]["message"]
+    status, body, _ = failure(sqlite3.OperationalError("no such column: x"))  # a bug: 500
+    assert status == 500 and body["error"]["code"] == "internal_error"
