@@ -40,3 +40,19 @@ def test_version_matches_pyproject() -> None:
     project = tomllib.loads(PYPROJECT.read_text(encoding="utf-8"))["project"]
     assert fyp.__version__ == project["version"]
     assert "__version__" in fyp.__all__
+
+
+def test_the_whole_error_tree_is_public() -> None:
+    """A library caller must be able to catch every documented error from ``fyp``."""
+    import inspect
+
+    from fyp import errors
+
+    tree = {
+        name
+        for name, obj in vars(errors).items()
+        if inspect.isclass(obj)
+        and issubclass(obj, errors.FypError)
+        and obj.__module__ == errors.__name__
+    }
+    assert tree <= set(fyp.__all__), sorted(tree - set(fyp.__all__))

@@ -285,3 +285,20 @@ def test_a_scoped_key_gets_the_same_422_for_an_undeclared_region(
     assert resp.json()["error"]["details"]["regions"] == ["eu", "us"]
     resp = api.post("/v1/users", json={"user_id": "u9", "home_region": "eu"}, headers=us_only)
     assert_error_shape(resp, 403, "forbidden")
+
+
+def test_the_hot_route_takes_the_configured_body_limit(
+    deployment: Deployment, admin_headers: dict[str, str]
+) -> None:
+    """The fast path capped a single event at 1 MiB whatever [limits] max_body_bytes said,
+    so with the limit raised it answered 413 where the route answered otherwise."""
+    from serving.errors import assert_error
+
+    app = create_app(deployment)
+    app.max_body_bytes = 2 * 1024 * 1024  # what [limits] max_body_bytes = 2 MiB sets
+    event = {"event_id": "e-big", "user_id": "nobody", "video_id": "v", "type": "like"}
+    padded = json.dumps({**event, "pad": "x" * 1_500_000})
+    with TestClient(app, headers=admin_headers) as c:
+        resp = c.post("/v1/events", content=padded, headers={"content-type": "application/json"})
+        assert resp.status_code != 413
+        assert_error(resp, 422, "validation_failed")  # "pad" is not a field: as the route says

@@ -15,11 +15,9 @@ says which heads exist.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-import scipy.sparse as sp
 
 OBJECTIVES: tuple[str, ...] = ("long_play", "like", "share", "follow", "skip")
 FEATURES: tuple[str, ...] = (
@@ -175,7 +173,3 @@ def sample_rows(n_users: int, cap: int, seed: int) -> np.ndarray:
     if n_users <= cap:
         return np.arange(n_users)
     return np.sort(np.random.default_rng(seed).choice(n_users, cap, replace=False))
-
-
-def positives_by_user(x: sp.csr_matrix) -> Sequence[np.ndarray]:
-    return [x.indices[x.indptr[u] : x.indptr[u + 1]] for u in range(x.shape[0])]

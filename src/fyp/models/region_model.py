@@ -142,6 +142,3 @@ class RegionModel:
         if learned is None:
             return folded
         return np.asarray(0.5 * self.user_factors[learned] + 0.5 * folded)
-
-    def tags_of(self, item: int) -> np.ndarray:
-        return self.tag_idx[self.tag_ptr[item] : self.tag_ptr[item + 1]]

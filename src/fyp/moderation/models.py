@@ -201,11 +201,6 @@ class Verdict:
     versions: dict[str, str] = field(default_factory=dict)
     input_hash: str = ""
 
-    @property
-    def needs_review(self) -> bool:
-        """Pending after automated checks: a human must decide."""
-        return self.state is State.pending
-
     def to_dict(self) -> dict[str, Any]:
         return {
             "state": self.state.value,

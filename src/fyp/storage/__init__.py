@@ -1,4 +1,5 @@
-"""Region stores, opened by URL: ``sqlite:///…`` (embedded default) or ``postgresql://…``."""
+"""Region stores, opened by URL: ``sqlite:///…`` (the embedded backend, the only one so
+far; a ``postgresql://`` URL is refused with a clear error until that backend ships)."""
 
 from __future__ import annotations
 

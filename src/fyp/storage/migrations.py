@@ -175,7 +175,8 @@ CORE_MIGRATIONS: tuple[Migration, ...] = (
 def sqlite_migrations() -> tuple[Migration, ...]:
     """Every migration, core first; capability packages add theirs by version number.
 
-    Versions 1-9 are core storage, 10-19 moderation and audit, 20-29 sovereignty."""
+    Versions 1-9 are core storage; capabilities take the next free number (10
+    moderation, 11 audit log, 12 API keys, 20 moderation's catalogue change feed)."""
     from fyp.storage.migrations_extra import EXTRA_MIGRATIONS
 
     migrations = sorted((*CORE_MIGRATIONS, *EXTRA_MIGRATIONS), key=lambda m: m.version)
