@@ -214,7 +214,7 @@ def test_round_trip_with_custom_limits_and_policy(tmp_path: Path) -> None:
                 name="eu",
                 store="sqlite:////abs/eu.sqlite?synchronous=full",
                 backup_targets=("file://b1", "s3://bucket/eu"),
-                policy={"min_age": 16, "moderation": {"blocklist": ["a", "b"]}},
+                policy={"min_creator_age": 16, "moderation": {"blocklist": ["a", "b"]}},
             ),
             "us": RegionConfig(name="us", store="sqlite:///us.sqlite"),
         },
@@ -365,3 +365,17 @@ def test_a_float_setting_must_be_in_range(
     )
     with pytest.raises(ConfigError, match="at most"):
         load_config(tmp_path)
+
+
+def test_a_misspelt_policy_key_stops_every_command(tmp_path: Path) -> None:
+    """It was found only by commands that moderate; `fyp train` or `fyp backup` ran on."""
+    from fyp.regions.deployment import Deployment
+
+    Deployment.init(tmp_path / "d", ["us"]).close()
+    toml = tmp_path / "d" / "fyp.toml"
+    text = toml.read_text(encoding="utf-8").replace(
+        "[regions.us.policy]\n", '[regions.us.policy]\nbanned_term = ["x"]\n'
+    )
+    toml.write_text(text, encoding="utf-8")
+    with pytest.raises(ConfigError, match="banned_terms"):
+        load_config(tmp_path / "d")

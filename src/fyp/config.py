@@ -386,6 +386,9 @@ def parse_config(root: Path, raw: dict[str, Any]) -> DeploymentConfig:
         policy = body.get("policy", {})
         if not isinstance(policy, dict):
             raise ConfigError(f"[regions.{name}.policy] must be a table")
+        from fyp.moderation.policy import parse_policy
+
+        parse_policy(name, policy)  # a misspelt policy key stops every command, not only moderation
         regions[name] = RegionConfig(
             name=name, store=str(body["store"]), backup_targets=tuple(targets), policy=policy
         )

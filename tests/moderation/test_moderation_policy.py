@@ -9,7 +9,7 @@ import pytest
 from moderation_helpers import with_policies
 
 from fyp.errors import ConfigError
-from fyp.moderation import Moderator, parse_policy
+from fyp.moderation import parse_policy
 from fyp.moderation.policy import DEFAULT_MATURITY, KNOWN_KEYS
 
 
@@ -71,11 +71,7 @@ def test_unknown_key_message_lists_known_keys() -> None:
     assert err.value.details == {"region": "us", "key": "bogus"}
 
 
-def test_a_bad_fyp_toml_fails_when_moderation_starts(tmp_path: Path) -> None:
-    with with_policies(tmp_path / "d", {"us": {"banned_terms": ["x"], "typo_key": 1}}) as d:
-        with pytest.raises(ConfigError, match="typo_key"):
-            Moderator(d)
-        from fyp.serving.app import create_app
-
-        with pytest.raises(ConfigError, match="typo_key"):
-            create_app(d)
+def test_a_bad_fyp_toml_fails_when_the_deployment_opens(tmp_path: Path) -> None:
+    """Before anything runs (moderation, the server, or any other command)."""
+    with pytest.raises(ConfigError, match="typo_key"):
+        with_policies(tmp_path / "d", {"us": {"banned_terms": ["x"], "typo_key": 1}})

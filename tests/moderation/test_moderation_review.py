@@ -151,6 +151,11 @@ def test_an_appeal_goes_to_a_different_reviewer(
     # retyping a name is not a different reviewer (acceptance review): no claim, no decision
     assert reviews.claim("Alice") is None and reviews.claim("ＢＯＢ ") is None
     assert reviews.claim("LEGAL") is None
+    disguised = ("al\u200bice", "alice\u00ad", "alic\u0435", "a\u0301lice", "alice\u3164")
+    disguised += ("\u202eecila\u202c", "Alice\u2060", "alice\ufe0f", "ALİCE", "b o b")
+    assert all(
+        reviews.claim(name) is None for name in disguised
+    )  # the second review goes to someone else
     carol = reviews.claim("carol", via="key:k2")
     assert carol is not None and carol.job_id == third.job_id
     reviews.decide(carol.job_id, "carol", "approved", "overturned", via="key:k2")

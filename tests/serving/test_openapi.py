@@ -114,6 +114,7 @@ def test_each_route_documents_the_errors_it_can_answer(spec: dict[str, Any]) -> 
             assert 404 in statuses, (method, path)
     assert 409 in {int(s) for s in spec["paths"]["/v1/users"]["post"]["responses"]}
     assert 409 in {int(s) for s in spec["paths"]["/v1/videos"]["post"]["responses"]}
+    assert 409 in {int(s) for s in spec["paths"]["/v1/events"]["post"]["responses"]}
 
 
 def test_only_healthz_and_readyz_are_open(spec: dict[str, Any]) -> None:

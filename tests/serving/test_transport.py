@@ -154,7 +154,10 @@ def test_a_request_uvicorn_cannot_parse_gets_the_json_error_body(url: str) -> No
     """llhttp refuses a request line over ~64 KiB before the app sees it; uvicorn's own
     answer was a plain-text line, unlike every other 4xx."""
     long_line = b"GET /json?q=" + b"x" * 100_000 + b" HTTP/1.1\r\nhost: t\r\n\r\n"
-    for request in (long_line, b"NOT HTTP AT ALL\r\n\r\n"):
+    big_header = b"GET /json HTTP/1.1\r\nhost: t\r\nx-big: " + b"y" * 100_000 + b"\r\n\r\n"
+    many = b"".join(b"x-h%d: %s\r\n" % (k, b"z" * 400) for k in range(200))
+    many_headers = b"GET /json HTTP/1.1\r\nhost: t\r\n" + many + b"\r\n"
+    for request in (long_line, big_header, many_headers, b"NOT HTTP AT ALL\r\n\r\n"):
         head, _, body = _raw(url, request).partition(b"\r\n\r\n")
         assert head.startswith(b"HTTP/1.1 400 ")
         assert b"content-type: application/json" in head and b"connection: close" in head

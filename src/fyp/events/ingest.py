@@ -12,7 +12,7 @@ the feed's real-time user state) are told about every stored event after it is c
 from __future__ import annotations
 
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -186,6 +186,15 @@ class Ingestor:
                     results[i].status = "duplicate"
         to_write: dict[str, list[tuple[int, EventRow]]] = defaultdict(list)
         first_copy: dict[str, EventRow] = {}
+        # an id repeated in the batch and already stored: each copy is judged against the
+        # stored event (a retry among clashing copies is still a retry)
+        copies = Counter(row.event_id for _, _, row in valid)
+        repeated: dict[str, set[str]] = defaultdict(set)
+        for _, home, row in valid:
+            if copies[row.event_id] > 1:
+                repeated[home].add(row.event_id)
+        for home, ids in repeated.items():
+            first_copy |= self.deployment.store(home).stored_events(ids)
         for i, home, row in sorted(valid, key=lambda t: t[0]):
             if row.event_id not in first_copy:
                 first_copy[row.event_id] = row

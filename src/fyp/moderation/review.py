@@ -27,6 +27,7 @@ from fyp.errors import Forbidden, InvalidRequest, UnknownUser, UnknownVideo, Val
 from fyp.moderation.models import APPEALABLE, VERDICTS, Finding, State
 from fyp.moderation.service import HUMAN_SOURCES, Cell
 from fyp.moderation.store import Job, JobConflict, Record, UnknownJob, split_job_id
+from fyp.moderation.textfold import fold, visual
 from fyp.sovereignty.ledger import user_pseudonym
 
 if TYPE_CHECKING:
@@ -191,7 +192,9 @@ class Reviews:
                 t,
             )
 
-    def appeal(self, video_id: str, region: str, appellant_id: str, reason: str) -> Job:
+    def appeal(
+        self, video_id: str, region: str, appellant_id: str, reason: str, via: str | None = None
+    ) -> Job:
         """Open an appeal of the video's verdict in ``region`` for a different reviewer."""
         _check_id(appellant_id, "appellant_id")
         if not reason or not reason.strip():
@@ -235,6 +238,7 @@ class Reviews:
                     "reason": reason,
                     "against": record.state,
                     "excluded": sorted(excluded),
+                    **_via(via),
                 },
                 t,
             )
@@ -291,6 +295,11 @@ def _via(via: str | None) -> dict[str, str]:
 
 
 def _person(name: str) -> str:
-    """A reviewer id as compared for "a different reviewer": "Alice" and "ａｌｉｃｅ" are
-    alice."""
-    return unicodedata.normalize("NFKC", name).casefold().strip()
+    """A reviewer id as compared for "a different reviewer", in the spelling the text
+    rules match terms in (``fyp.moderation.textfold``): "Alice", "ａｌｉｃｅ",
+    "al\u200bice", "alic\u0435" (Cyrillic) and "a\u0301lice" are all alice."""
+    try:
+        folded = fold(visual(name))
+    except Exception:  # OpenCC missing for a CJK name: compare it without t2s
+        folded = unicodedata.normalize("NFKC", name).casefold()
+    return "".join(c for c in folded if not c.isspace())

@@ -22,8 +22,11 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol  # uvicorn[s
 
 from fyp.errors import InvalidRequest, error_body
 
-# what llhttp refuses before the app sees a request: a request line or headers over its
-# limit (~64 KiB together), or bytes that are not HTTP/1.1
+MAX_HEAD = 64 * 1024
+"""Bytes of request line and headers a request may send: llhttp caps the request line
+near this but not the headers (an 8 MB header reached the app), so the protocol counts."""
+# what is refused before the app sees a request: a request line and headers over
+# MAX_HEAD, or bytes that are not HTTP/1.1
 UNPARSABLE = InvalidRequest(
     "the request is not valid HTTP/1.1, or its request line and headers exceed 64 KiB"
 )
@@ -74,9 +77,21 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
     """uvicorn's httptools protocol writing through a :class:`CoalescingTransport`
     (``uvicorn.run(app, http=CoalescingHttpToolsProtocol)``)."""
 
+    _head = 0  # bytes of the current request's headers so far
+
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         loop = asyncio.get_running_loop()
         super().connection_made(CoalescingTransport(transport, loop))  # type: ignore[arg-type]
+
+    def on_message_begin(self) -> None:
+        self._head = 0
+        super().on_message_begin()
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._head += len(name) + len(value) + 4
+        if self._head + len(self.url) > MAX_HEAD:  # raised in the parser: a 400 below
+            raise ValueError(f"request line and headers over {MAX_HEAD} bytes")
+        super().on_header(name, value)
 
     def send_400_response(self, msg: str) -> None:
         """uvicorn's answer to a request it cannot parse, with the API's JSON error body

@@ -86,11 +86,12 @@ def ingest_one(
     responses={
         201: {"model": EventResult, "description": "Stored."},
         200: {"model": EventResult, "description": "Duplicate: this event_id was already stored."},
-        **answers(404, *BODY),
+        **answers(404, 409, *BODY),
     },
 )
 async def ingest_event(request: Request) -> Response:
-    """Ingest one event: 201 when stored, 200 when its event_id was already stored."""
+    """Ingest one event: 201 when stored, 200 when this very event was already stored
+    (a retry), 409 when its event_id already names a different event."""
     s: AppState = request.app.state.fyp
     headers = request.headers
     status, content = ingest_one(

@@ -115,10 +115,13 @@ async def takedown(
     status_code=status.HTTP_201_CREATED,
     responses=answers(404, 409, *BODY),
 )
-async def appeal(video_id: str, body: AppealIn, s: AppState = Depends(state)) -> dict[str, Any]:
+async def appeal(
+    request: Request, video_id: str, body: AppealIn, s: AppState = Depends(state)
+) -> dict[str, Any]:
     """Appeal a verdict; the appeal goes to a reviewer who has not decided this video."""
     check_regions(s.deployment, "body.region", body.region)
-    return s.reviews.appeal(video_id, body.region, body.appellant_id, body.reason).to_dict()
+    job = s.reviews.appeal(video_id, body.region, body.appellant_id, body.reason, via=_via(request))
+    return job.to_dict()
 
 
 @router.post("/jobs/claim", responses=answers(*BODY))
