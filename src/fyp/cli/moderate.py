@@ -61,9 +61,11 @@ def register(app: typer.Typer) -> None:
             return
         for s in summaries:
             console.print(
-                f"region [bold]{s['region']}[/]: {s['written']:,} verdicts "
-                f"({s['examined']:,} pending examined, {s['skipped']:,} skipped, "
-                f"{s['review_jobs']:,} sent to human review) in {s['seconds']:.2f} s"
+                f"region [bold]{s['region']}[/]: {s['written']:,} verdicts written "
+                f"({s['examined'] - s['policy_rechecked']:,} pending examined, "
+                f"{s['policy_rechecked']:,} verdicts re-judged under a changed policy, "
+                f"{s['skipped']:,} skipped, {s['review_jobs']:,} sent to human review) "
+                f"in {s['seconds']:.2f} s"
             )
             if s["written"]:
                 console.print(_summary_table(s))
