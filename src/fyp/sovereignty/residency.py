@@ -55,9 +55,6 @@ from fyp.sovereignty.backup import (
     allowed_target_dirs,
     iter_region_backups,
     read_backup,
-    read_only,
-    store_companions,
-    store_file,
     unpack_backup,
 )
 from fyp.sovereignty.columns import (
@@ -69,6 +66,7 @@ from fyp.sovereignty.columns import (
     json_objects_sql,
 )
 from fyp.sovereignty.ledger import LEDGER_FILE, ErasureLedger
+from fyp.sovereignty.region_data import read_only, store_companions, store_file
 from fyp.sovereignty.remnants import SQLITE_MAGIC
 from fyp.sovereignty.staging import Staging, is_live
 
