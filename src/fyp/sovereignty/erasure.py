@@ -369,7 +369,7 @@ def reapply_erasures(deployment: Deployment, region: str) -> list[str]:
     created under an erased id after the erasure is left alone. Returns the receipt ids
     re-applied."""
     from fyp.sovereignty.region_data import store_file
-    from fyp.sovereignty.residency import sqlite_names
+    from fyp.sovereignty.residency_readers import sqlite_names
 
     named: set[str] = set()
     try:  # every person field of the store, its users table among them
