@@ -18,7 +18,7 @@ from fyp.errors import ValidationFailed
 from fyp.moderation import Moderator, Reviews
 from fyp.moderation.service import cell
 from fyp.regions.deployment import Deployment
-from fyp.sovereignty.backup import BackupWriter
+from fyp.sovereignty.backup_writer import BackupWriter
 from fyp.sovereignty.restore import Restorer
 
 

@@ -8,7 +8,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 import fyp
-import fyp.storage.sqlite as sqlite_module
+import fyp.storage.sqlite_served_log as served_log_module
 from fyp.catalog.models import User
 from fyp.regions.deployment import Deployment
 from fyp.serving.app import create_app
@@ -67,7 +67,7 @@ def test_openapi_is_published(client: TestClient) -> None:
 def test_a_server_forgets_served_pages_older_than_the_seen_window(
     deployment: Deployment, admin_headers: dict[str, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(sqlite_module, "SERVED_FORGET_S", 0.05)
+    monkeypatch.setattr(served_log_module, "SERVED_FORGET_S", 0.05)
     store = deployment.store("us")
     store.insert_user(User(user_id="old", home_region="us", created_at_ms=1, updated_at_ms=1))
     now = time.time_ns() // 1_000_000

@@ -23,14 +23,9 @@ from fyp.errors import ConfigError, NotFound, ResidencyViolation
 from fyp.models.artifacts import current_version, read_arrays
 from fyp.regions.deployment import Deployment
 from fyp.sovereignty import ErasureLedger
-from fyp.sovereignty.backup import (
-    MANIFEST_FILE,
-    SNAPSHOT_FILE,
-    BackupCorrupt,
-    BackupWriter,
-    list_backups,
-    store_file,
-)
+from fyp.sovereignty.backup import MANIFEST_FILE, SNAPSHOT_FILE, BackupCorrupt, list_backups
+from fyp.sovereignty.backup_writer import BackupWriter
+from fyp.sovereignty.region_data import store_file
 from fyp.sovereignty.restore import Restorer, StoreInUse
 from fyp.sovereignty.sealed import CHUNK, OpenReader, SealBroken, SealWriter
 from fyp.storage.base import EventRow

@@ -17,7 +17,9 @@ from fyp.audit.log import AuditLog
 from fyp.config import load_config
 from fyp.errors import StorageError
 from fyp.regions.deployment import Deployment
-from fyp.sovereignty.backup import MANIFEST_FILE, BackupWriter, remove_stale_partials, store_file
+from fyp.sovereignty.backup import MANIFEST_FILE
+from fyp.sovereignty.backup_writer import BackupWriter, remove_stale_partials
+from fyp.sovereignty.region_data import store_file
 from fyp.sovereignty.restore import Restorer
 from fyp.sovereignty.staging import PENDING_RESTORE, Staging, remove_stale
 
@@ -25,7 +27,7 @@ __all__ = ["built"]
 
 KILLED_MID_BACKUP = """
 import os, signal, sys
-from fyp.sovereignty.backup import BackupWriter
+from fyp.sovereignty.backup_writer import BackupWriter
 BackupWriter._pack = lambda *a, **k: os.kill(os.getpid(), signal.SIGKILL)
 sys.argv = ["fyp", *sys.argv[1:]]
 from fyp.cli import main

@@ -15,7 +15,7 @@ from fyp.errors import AlreadyExists, InvalidRequest
 from fyp.regions.deployment import Deployment
 from fyp.serving.app import create_app
 from fyp.sovereignty import ErasureLedger
-from fyp.sovereignty.backup import BackupWriter
+from fyp.sovereignty.backup_writer import BackupWriter
 from fyp.sovereignty.carve import carve_out
 from fyp.sovereignty.residency import ResidencyScanner
 

@@ -17,7 +17,7 @@ from fyp.errors import NotFound
 from fyp.models.artifacts import current_version, read_arrays, read_manifest, write_artifact
 from fyp.regions.deployment import Deployment
 from fyp.sovereignty import user_pseudonym
-from fyp.sovereignty.backup import BackupWriter
+from fyp.sovereignty.backup_writer import BackupWriter
 from fyp.sovereignty.residency import Finding, ResidencyScanner
 
 __all__ = ["built"]

@@ -232,7 +232,7 @@ class TestResolveUrl:
 
 
 def test_migration_statements_split_like_sqlite_parses_them() -> None:
-    from fyp.storage.sqlite import split_statements
+    from fyp.storage.migrations import split_statements
 
     script = """
     CREATE TABLE a (x TEXT DEFAULT ';');
@@ -246,8 +246,7 @@ def test_migration_statements_split_like_sqlite_parses_them() -> None:
 def _store_at(path: Path, version: int) -> sqlite3.Connection:
     """A raw store with the core migrations up to ``version`` applied, as an older fyp
     left it."""
-    from fyp.storage.migrations import sqlite_migrations
-    from fyp.storage.sqlite import split_statements
+    from fyp.storage.migrations import split_statements, sqlite_migrations
 
     conn = sqlite3.connect(path)
     conn.execute(

@@ -12,7 +12,7 @@ import test_sqlite as sqlite_tests
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import fyp.storage.sqlite as sqlite_module
+import fyp.storage.sqlite_served_log as served_log_module
 from fyp.catalog.models import User
 from fyp.storage import EventRow, Store, open_store
 
@@ -20,7 +20,7 @@ from fyp.storage import EventRow, Store, open_store
 def test_background_checkpointer_checkpoints_and_stops(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(sqlite_module, "CHECKPOINT_INTERVAL_S", 0.05)
+    monkeypatch.setattr(served_log_module, "CHECKPOINT_INTERVAL_S", 0.05)
     path = tmp_path / "us.sqlite"
     store = open_store(f"sqlite:///{path}", "us", create=True)
     store.insert_user(User(user_id="a", home_region="us", created_at_ms=1, updated_at_ms=1))
@@ -51,12 +51,12 @@ def test_a_burst_of_writes_is_checkpointed_before_the_interval_is_up(
 ) -> None:
     """At ~10,000 single-event writes a second, a second's WAL went past the safety cap,
     and the request whose commit crossed it ran the checkpoint itself."""
-    monkeypatch.setattr(sqlite_module, "CHECKPOINT_INTERVAL_S", 3600.0)
-    monkeypatch.setattr(sqlite_module, "CHECKPOINT_AFTER_WRITES", 40)
+    monkeypatch.setattr(served_log_module, "CHECKPOINT_INTERVAL_S", 3600.0)
+    monkeypatch.setattr(served_log_module, "CHECKPOINT_AFTER_WRITES", 40)
     checkpoints: list[float] = []
-    real = sqlite_module.SQLiteStore._checkpoint
+    real = served_log_module.SQLiteServedLog._checkpoint
     monkeypatch.setattr(
-        sqlite_module.SQLiteStore,
+        served_log_module.SQLiteServedLog,
         "_checkpoint",
         lambda self, conn: checkpoints.append(time.monotonic()) or real(self, conn),
     )
@@ -65,7 +65,7 @@ def test_a_burst_of_writes_is_checkpointed_before_the_interval_is_up(
     store.start_background_maintenance()
     for k in range(15):  # 30 writes: not yet
         store.insert_events([EventRow(f"e{k}", "a", "v", "like", 1, None, None, 0, 0, 0)])
-    time.sleep(3 * sqlite_module.SERVED_SWEEP_S)
+    time.sleep(3 * served_log_module.SERVED_SWEEP_S)
     assert checkpoints == []
     for k in range(15, 30):
         store.insert_events([EventRow(f"e{k}", "a", "v", "like", 1, None, None, 0, 0, 0)])
@@ -79,8 +79,8 @@ def test_a_burst_of_writes_is_checkpointed_before_the_interval_is_up(
 def test_a_serving_store_forgets_pages_older_than_the_window(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(sqlite_module, "SERVED_FORGET_S", 0.05)
-    monkeypatch.setattr(sqlite_module, "SERVED_FORGET_CHUNK", 3)  # several transactions
+    monkeypatch.setattr(served_log_module, "SERVED_FORGET_S", 0.05)
+    monkeypatch.setattr(served_log_module, "SERVED_FORGET_CHUNK", 3)  # several transactions
     path = tmp_path / "us.sqlite"
     store = open_store(f"sqlite:///{path}", "us", create=True)
     for user in ("a", "b"):
@@ -316,17 +316,17 @@ def test_the_served_log_waits_while_the_wal_is_checkpointed(tmp_path: Path) -> N
     store.start_background_maintenance()
     other = sqlite3.connect(path)
     try:
-        sqlite_module._Checkpoints.running = True  # another store's checkpoint, say
+        served_log_module._Checkpoints.running = True  # another store's checkpoint, say
         store.record_served("a", ["v1"], 1)
-        time.sleep(3 * sqlite_module.SERVED_SWEEP_S)  # due, and the sweep has passed too
+        time.sleep(3 * served_log_module.SERVED_SWEEP_S)  # due, and the sweep has passed too
         assert store.record_served("a", ["v2"], 2) == 2
         assert sorted(store.served_since("a", 0)) == ["v1", "v2"]
         assert other.execute("SELECT COUNT(*) FROM served_pages").fetchone()[0] == 0
-        sqlite_module._Checkpoints.running = False
+        served_log_module._Checkpoints.running = False
         store._checkpoint(other)  # type: ignore[attr-defined]
         assert other.execute("SELECT COUNT(*) FROM served_pages").fetchone()[0] == 2
     finally:
-        sqlite_module._Checkpoints.running = False
+        served_log_module._Checkpoints.running = False
         other.close()
         store.close()
 
@@ -337,7 +337,7 @@ def test_the_wal_starts_over_under_steady_served_traffic(
     """With group commits every few ms, a checkpoint that let them run never found the
     whole WAL copied when a write began, so the WAL was never started over and grew with
     every page served."""
-    monkeypatch.setattr(sqlite_module, "CHECKPOINT_INTERVAL_S", 0.05)
+    monkeypatch.setattr(served_log_module, "CHECKPOINT_INTERVAL_S", 0.05)
     path = tmp_path / "us.sqlite"
     store = open_store(f"sqlite:///{path}", "us", create=True)
     users = [f"u{k}" for k in range(200)]

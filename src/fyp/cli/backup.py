@@ -35,7 +35,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Write an encrypted, checksummed snapshot of a region to its allowed targets."""
         from fyp.config import load_config
-        from fyp.sovereignty.backup import BackupWriter
+        from fyp.sovereignty.backup_writer import BackupWriter
 
         config = load_config(directory)
         writer = BackupWriter(config, region)

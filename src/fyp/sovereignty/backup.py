@@ -1,19 +1,15 @@
-"""Encrypted, checksummed backups of one region, written only where that region allows.
-
-``create_backup`` takes a consistent snapshot of the region's store with SQLite's
-online backup API (one read transaction, so a server may keep writing), packs it with
-the region's other data files (model artifacts, data-set files) into a gzip'd tar, and
-seals the stream with the region's ``backup`` secret (:mod:`fyp.sovereignty.sealed`)
-straight into the target: plaintext exists only inside the region's own directory.
-
-Not in a backup: the region's secrets (a backup must not carry its own key) and the
-erasure ledger (it must never be rolled back, :mod:`fyp.sovereignty.ledger`).
+"""Encrypted, checksummed backups of one region, kept only where that region allows:
+what a backup is, where it may be, and reading one back (verified, then unpacked).
 
 A backup is a directory ``<target>/<backup id>/`` with ``snapshot.enc`` and
 ``manifest.json``: region, time of the snapshot, sizes, sha256 of the ciphertext and of
 every plaintext part, the store's schema version and last event seq. The manifest is
-MAC'd with a sub-key of the same secret, so it cannot be edited to fit a changed
-snapshot, and a backup cannot be passed off as another region's.
+MAC'd with a sub-key of the region's ``backup`` secret, so it cannot be edited to fit a
+changed snapshot, and a backup cannot be passed off as another region's. Written by
+:mod:`fyp.sovereignty.backup_writer`; what it carries of the region's directory:
+:mod:`fyp.sovereignty.region_data` (never the region's secrets, since a backup must
+not carry its own key, nor the erasure ledger, which must never be rolled back,
+:mod:`fyp.sovereignty.ledger`).
 
 Targets: ``file://`` URLs from the region's ``backup_targets`` only; a target inside a
 region's directory or overlapping another region's targets is refused even when the
@@ -25,29 +21,21 @@ from __future__ import annotations
 import gzip
 import hashlib
 import hmac
-import io
 import json
-import os
 import re
-import secrets
 import shutil
-import sqlite3
 import tarfile
-import time
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, cast
 
-from fyp.access.keys import REVOCATIONS_FILE
 from fyp.config import DeploymentConfig, backup_target_path, check_backup_targets
-from fyp.errors import ConfigError, InvalidRequest, NotFound, ResidencyViolation, StorageError
-from fyp.models.artifacts import CURRENT, models_dir
-from fyp.sovereignty.ledger import LEDGER_FILE
+from fyp.errors import ConfigError, InvalidRequest, NotFound, ResidencyViolation
+from fyp.sovereignty.region_data import store_file
 from fyp.sovereignty.region_keys import region_secret
-from fyp.sovereignty.sealed import OpenReader, SealBroken, SealWriter, derive_key
-from fyp.sovereignty.staging import Staging, is_live, refuse_while_restoring, remove_stale
+from fyp.sovereignty.sealed import OpenReader, SealBroken, derive_key
 
 BACKUP_SECRET = "backup"
 MANIFEST_FILE = "manifest.json"
@@ -55,104 +43,10 @@ SNAPSHOT_FILE = "snapshot.enc"
 STORE_PART = "store.sqlite"
 FILES_PREFIX = "files/"
 FORMAT = 1
-STAGING = ".backup-"  # + backup id, in the region's directory: the store's snapshot
-PARTIAL = ".partial"  # .<backup id>.partial in a target: being written
-DELETING = ".deleting"  # .<backup id>.deleting in a target: being pruned
-COMPRESSLEVEL = 1  # the store compresses ~3x even at level 1; higher levels cost seconds
-NOT_BACKED_UP = {"secrets", LEDGER_FILE, REVOCATIONS_FILE}
-"""Entries of a region directory a backup leaves out (besides the live store files)."""
 
 
 class BackupCorrupt(SealBroken):
     """A backup whose checksums, MAC or seal do not hold: nothing is restored from it."""
-
-
-# -- where things are ----------------------------------------------------------------
-def store_file(config: DeploymentConfig, region: str) -> Path:
-    """The SQLite file of a region's store (backups and carve-outs copy SQLite stores)."""
-    url = config.resolve_url(config.region(region).store)
-    if not url.startswith("sqlite:///"):
-        raise ConfigError(f"region {region!r}: only SQLite stores can be backed up ({url})")
-    path = url[len("sqlite:///") :].partition("?")[0]
-    if not path or path == ":memory:":
-        raise ConfigError(f"region {region!r}: an in-memory store cannot be backed up")
-    return Path(path)
-
-
-def store_companions(path: Path) -> list[Path]:
-    """The live store file and SQLite's side files next to it."""
-    return [path, *(path.with_name(path.name + s) for s in ("-wal", "-shm", "-journal"))]
-
-
-def region_data_files(config: DeploymentConfig, region: str) -> list[Path]:
-    """Files of the region's directory that are region data, relative to it.
-
-    Leaves out the live store files (snapshotted instead), secrets, the erasure ledger
-    and dot-entries (temporaries: half-written artifacts, staging directories)."""
-    root = config.region_dir(region)
-    live = {p.resolve() for p in store_companions(store_file(config, region))}
-    out: list[Path] = []
-    if not root.is_dir():
-        return out
-    for dirpath, dirs, files in os.walk(root):
-        here = Path(dirpath)
-        dirs[:] = sorted(
-            d for d in dirs if not d.startswith(".") and not (here == root and d in NOT_BACKED_UP)
-        )
-        for name in sorted(files):
-            path = here / name
-            if name.startswith(".") or (here == root and name in NOT_BACKED_UP):
-                continue
-            if path.resolve() in live or path.is_symlink():
-                continue
-            out.append(path.relative_to(root))
-    return out
-
-
-def read_only(path: Path) -> sqlite3.Connection:
-    """A read-only connection (a URI, so any character in the path is quoted)."""
-    return sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
-
-
-def snapshot_store(src: Path, dest: Path) -> None:
-    """A consistent copy of a live SQLite store, taken in one read transaction.
-
-    In WAL mode the read does not block the server's writers; the copy is what the
-    store held at one instant (every transaction committed before it, none after)."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    if not src.is_file():
-        raise StorageError(f"store {src} does not exist")
-    source = read_only(src)
-    target = sqlite3.connect(dest)
-    try:
-        source.execute("PRAGMA busy_timeout=10000")
-        source.backup(target)
-    except sqlite3.Error as exc:
-        raise StorageError(f"cannot snapshot store {src}: {exc}") from exc
-    finally:
-        target.close()
-        source.close()
-
-
-def store_facts(path: Path) -> dict[str, Any]:
-    """What a manifest says about a store snapshot (schema, last event, row counts)."""
-    conn = read_only(path)
-    try:
-
-        def one(sql: str) -> Any:
-            return conn.execute(sql).fetchone()[0]
-
-        return {
-            "region": one("SELECT value FROM store_meta WHERE key='region'"),
-            "schema_version": int(one("SELECT MAX(version) FROM schema_migrations") or 0),
-            "max_event_seq": int(one("SELECT COALESCE(MAX(seq), 0) FROM events")),
-            "users": int(one("SELECT COUNT(*) FROM users")),
-            "events": int(one("SELECT COUNT(*) FROM events")),
-        }
-    except sqlite3.Error as exc:
-        raise StorageError(f"cannot read store snapshot {path}: {exc}") from exc
-    finally:
-        conn.close()
 
 
 # -- targets -------------------------------------------------------------------------
@@ -208,7 +102,7 @@ def allowed_target_dirs(config: DeploymentConfig, region: str) -> list[tuple[str
 
 
 # -- manifest ------------------------------------------------------------------------
-def _mac(key: bytes, body: dict[str, Any]) -> str:
+def manifest_mac(key: bytes, body: dict[str, Any]) -> str:
     text = json.dumps({k: v for k, v in body.items() if k != "mac"}, sort_keys=True)
     return hmac.new(key, text.encode(), hashlib.sha256).hexdigest()
 
@@ -219,7 +113,7 @@ def backup_keys(config: DeploymentConfig, region: str, create: bool = False) -> 
     return derive_key(secret, "backup/seal"), derive_key(secret, "backup/manifest")
 
 
-def _context(backup_id: str, region: str) -> bytes:
+def seal_context(backup_id: str, region: str) -> bytes:
     return f"fyp-backup\0{region}\0{backup_id}\0".encode()
 
 
@@ -311,226 +205,6 @@ def list_backups(*directories: Path) -> Listing:
     return out
 
 
-# -- writing -------------------------------------------------------------------------
-class _Hashing:
-    """Reads a file while hashing it, so a part's checksum is of the bytes packed."""
-
-    def __init__(self, f: IO[bytes]) -> None:
-        self.f = f
-        self.h = hashlib.sha256()
-
-    def read(self, n: int = -1) -> bytes:
-        data = self.f.read(n)
-        self.h.update(data)
-        return data
-
-
-def new_backup_id(region: str) -> str:
-    ns = time.time_ns()
-    stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime(ns / 1e9)) + f"{ns // 1_000_000 % 1000:03d}Z"
-    return f"{region}-{stamp}-{secrets.token_hex(3)}"
-
-
-class BackupWriter:
-    """Writes one backup of one region to its allowed targets."""
-
-    def __init__(self, config: DeploymentConfig, region: str) -> None:
-        self.config = config
-        self.region = config.region(region).name
-
-    def targets(self, to: str | None) -> list[tuple[str, Path]]:
-        if to is not None:
-            return [(to, target_dir(self.config, self.region, to))]
-        targets = allowed_target_dirs(self.config, self.region)
-        if not targets:
-            raise InvalidRequest(
-                f"region {self.region!r} allows no backup targets: set backup_targets in "
-                f"[regions.{self.region}] of fyp.toml",
-                region=self.region,
-            )
-        return targets
-
-    def run(self, to: str | None = None) -> Backup:
-        """Snapshot, pack, seal and write; every target gets the same verified bytes.
-
-        First removes what killed runs left: plaintext staging directories in the
-        region's directory and half-written backups in the targets."""
-        started = time.perf_counter()
-        targets = self.targets(to)  # refusals happen before anything is written
-        region_dir = self.config.region_dir(self.region)
-        refuse_while_restoring(region_dir, self.region, "backed up")
-        remove_stale(region_dir)
-        for _, directory in targets:
-            remove_stale_partials(region_dir, directory)
-        backup_id = new_backup_id(self.region)
-        seal_key, mac_key = backup_keys(self.config, self.region, create=True)
-        first_dir = targets[0][1]
-        partial = first_dir / f".{backup_id}{PARTIAL}"
-        # the lock on the staging directory also marks this run's .partial dirs as live
-        with Staging(region_dir / f"{STAGING}{backup_id}") as staging:
-            try:
-                snap = staging.path / STORE_PART
-                created_at_ms = time.time_ns() // 1_000_000
-                snapshot_store(store_file(self.config, self.region), snap)
-                facts = store_facts(snap)
-                if facts["region"] != self.region:
-                    raise StorageError(
-                        f"store of region {self.region!r} says it is {facts['region']!r}"
-                    )
-                partial.mkdir(parents=True)
-                parts, sealed = self._pack(snap, partial / SNAPSHOT_FILE, seal_key, backup_id)
-                manifest: dict[str, Any] = {
-                    "format": FORMAT,
-                    "backup_id": backup_id,
-                    "region": self.region,
-                    "deployment": self.config.name,
-                    "created_at_ms": created_at_ms,
-                    "created_at": time.strftime(
-                        "%Y-%m-%dT%H:%M:%SZ", time.gmtime(created_at_ms / 1e3)
-                    ),
-                    "store": facts,
-                    "parts": parts,
-                    "plaintext_bytes": sum(p["size"] for p in parts),
-                    "packed_bytes": sealed.plain_size,
-                    "ciphertext": {
-                        "file": SNAPSHOT_FILE,
-                        "size": sealed.size,
-                        "sha256": sealed.sha256,
-                    },
-                    "packing": f"tar+gzip-{COMPRESSLEVEL}",
-                    "cipher": "AES-256-GCM, HKDF-SHA256 sub-key of the region's backup secret",
-                    "seconds": round(time.perf_counter() - started, 3),
-                }
-                manifest["mac"] = _mac(mac_key, manifest)
-                _write_durable(partial / MANIFEST_FILE, json.dumps(manifest, indent=2).encode())
-                os.replace(partial, first_dir / backup_id)
-                for _, other in targets[1:]:
-                    self._copy(first_dir / backup_id, other / backup_id)
-            finally:
-                shutil.rmtree(partial, ignore_errors=True)
-        return read_backup(first_dir / backup_id)
-
-    def prune(self, keep: int, to: str | None = None) -> tuple[list[str], list[Damaged]]:
-        """Delete all but the newest ``keep`` backups of this region at its targets: an
-        erased user lingers in older backups until they go (restores re-erase them).
-
-        Damaged backups are neither counted nor deleted, but returned: one may be the
-        newest, and what it is can only be told by a person."""
-        if keep < 1:
-            raise InvalidRequest("--keep must be at least 1: a backup run keeps its backup")
-        removed: list[str] = []
-        damaged: list[Damaged] = []
-        for _, directory in self.targets(to):
-            listing = list_backups(directory).of_region(self.region)
-            damaged += listing.damaged
-            for old in listing.backups[:-keep]:
-                doomed = old.path.with_name(f".{old.path.name}{DELETING}")
-                os.replace(old.path, doomed)  # gone at once, then removed
-                _remove(doomed)
-                removed.append(old.backup_id)
-        return removed, damaged
-
-    def _pack(
-        self, snap: Path, out: Path, key: bytes, backup_id: str
-    ) -> tuple[list[dict[str, Any]], SealWriter]:
-        from fyp.sovereignty.erasure import region_models_lock
-
-        region_dir = self.config.region_dir(self.region)
-        # erasures neither rewrite nor delete artifacts while the files are read, and
-        # `current` is read before the versions are listed, so it names one of them
-        with region_models_lock(region_dir):
-            current = models_dir(region_dir) / CURRENT
-            pinned = current.read_bytes() if current.is_file() else None
-            entries = [(STORE_PART, snap)] + [
-                (FILES_PREFIX + rel.as_posix(), region_dir / rel)
-                for rel in region_data_files(self.config, self.region)
-            ]
-            try:
-                return self._write(entries, out, key, backup_id, current, pinned)
-            except OSError as exc:
-                raise StorageError(
-                    f"backup of {self.region!r} failed reading its files: {exc}"
-                ) from exc
-
-    def _write(
-        self,
-        entries: list[tuple[str, Path]],
-        out: Path,
-        key: bytes,
-        backup_id: str,
-        current: Path,
-        pinned: bytes | None,
-    ) -> tuple[list[dict[str, Any]], SealWriter]:
-        parts: list[dict[str, Any]] = []
-        with out.open("wb") as f:
-            sealed = SealWriter(f, key, _context(backup_id, self.region))
-            with (
-                gzip.GzipFile(
-                    fileobj=cast(IO[bytes], sealed), mode="wb", compresslevel=COMPRESSLEVEL, mtime=0
-                ) as packed,
-                tarfile.open(fileobj=packed, mode="w|", format=tarfile.PAX_FORMAT) as tar,
-            ):
-                for name, path in entries:
-                    info = tar.gettarinfo(str(path), arcname=name)
-                    info.uid = info.gid = 0
-                    info.uname = info.gname = ""
-                    if path == current and pinned is not None:
-                        info.size = len(pinned)
-                        reader = _Hashing(io.BytesIO(pinned))
-                        tar.addfile(info, reader)
-                    else:
-                        with path.open("rb") as src:
-                            reader = _Hashing(src)
-                            tar.addfile(info, reader)
-                    parts.append({"path": name, "size": info.size, "sha256": reader.h.hexdigest()})
-            sealed.close()
-            f.flush()
-            os.fsync(f.fileno())
-        return parts, sealed
-
-    def _copy(self, src: Path, dest: Path) -> None:
-        tmp = dest.with_name(f".{dest.name}{PARTIAL}")
-        shutil.rmtree(tmp, ignore_errors=True)
-        shutil.copytree(src, tmp)
-        verify_backup(self.config, self.region, read_backup(tmp))
-        os.replace(tmp, dest)
-
-
-def remove_stale_partials(region_dir: Path, directory: Path) -> list[Path]:
-    """Delete what dead runs left in a target: half-written backups (``.<id>.partial``,
-    kept while the backup run of that id holds its staging lock) and backups a prune
-    was deleting (``.<id>.deleting``)."""
-    removed: list[Path] = []
-    if not directory.is_dir():
-        return removed
-    for child in sorted(directory.iterdir()):
-        name = child.name
-        if not (name.startswith(".") and child.is_dir()):
-            continue
-        if name.endswith(PARTIAL):
-            if is_live(region_dir / f"{STAGING}{name[1 : -len(PARTIAL)]}"):
-                continue
-        elif not name.endswith(DELETING):
-            continue
-        _remove(child)
-        removed.append(child)
-    return removed
-
-
-def _remove(path: Path) -> None:
-    """rmtree that tolerates another cleaner removing the same tree meanwhile."""
-    shutil.rmtree(path, ignore_errors=True)
-    if path.exists():
-        raise StorageError(f"cannot remove {path}")
-
-
-def _write_durable(path: Path, data: bytes) -> None:
-    with path.open("wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-
-
 # -- reading -------------------------------------------------------------------------
 def verify_backup(config: DeploymentConfig, region: str, backup: Backup) -> dict[str, Any]:
     """Check the manifest's MAC and region and the ciphertext's size and sha256.
@@ -539,7 +213,7 @@ def verify_backup(config: DeploymentConfig, region: str, backup: Backup) -> dict
     checksum are checked again while unpacking (:func:`unpack_backup`)."""
     m = backup.manifest
     _, mac_key = backup_keys(config, region)
-    if not hmac.compare_digest(str(m.get("mac", "")), _mac(mac_key, m)):
+    if not hmac.compare_digest(str(m.get("mac", "")), manifest_mac(mac_key, m)):
         raise BackupCorrupt(
             f"backup {backup.backup_id}: manifest MAC does not match: edited, or not a "
             f"backup of region {region!r} made with its key",
@@ -582,7 +256,7 @@ def unpack_backup(config: DeploymentConfig, region: str, backup: Backup, dest: P
     dest.mkdir(parents=True, exist_ok=False)
     try:
         with (backup.path / SNAPSHOT_FILE).open("rb") as f:
-            reader = OpenReader(f, seal_key, _context(backup.backup_id, region))
+            reader = OpenReader(f, seal_key, seal_context(backup.backup_id, region))
             packed = gzip.GzipFile(fileobj=cast(IO[bytes], reader), mode="rb")
             with tarfile.open(fileobj=packed, mode="r|") as tar:
                 for info in tar:

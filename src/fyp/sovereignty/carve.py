@@ -31,7 +31,7 @@ from fyp.config import (
     write_config,
 )
 from fyp.errors import AlreadyExists, InvalidRequest
-from fyp.sovereignty.backup import snapshot_store, store_companions, store_file
+from fyp.sovereignty.region_data import snapshot_store, store_companions, store_file
 from fyp.sovereignty.region_keys import secrets_dir
 from fyp.sovereignty.staging import refuse_while_restoring
 

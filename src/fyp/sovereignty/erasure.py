@@ -368,8 +368,8 @@ def reapply_erasures(deployment: Deployment, region: str) -> list[str]:
     video's creator or in a person field of another user's attributes. A new account
     created under an erased id after the erasure is left alone. Returns the receipt ids
     re-applied."""
-    from fyp.sovereignty.backup import store_file
-    from fyp.sovereignty.residency import sqlite_names
+    from fyp.sovereignty.region_data import store_file
+    from fyp.sovereignty.residency_readers import sqlite_names
 
     named: set[str] = set()
     try:  # every person field of the store, its users table among them

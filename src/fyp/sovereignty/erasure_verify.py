@@ -27,10 +27,10 @@ from pathlib import Path
 from typing import Any
 
 from fyp.regions.deployment import Deployment
-from fyp.sovereignty.backup import store_companions
 from fyp.sovereignty.erasure import Receipt, iso, now_ms, receipt_signature_ok
 from fyp.sovereignty.erasure_process import pending_retrains
 from fyp.sovereignty.ledger import ErasureLedger, user_pseudonym
+from fyp.sovereignty.region_data import store_companions
 from fyp.sovereignty.remnants import (
     artifacts_naming,
     copies,

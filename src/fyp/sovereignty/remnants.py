@@ -259,7 +259,7 @@ def copies(region_dir: Path, live: set[Path]) -> Iterator[Path]:
 def copy_hits(path: Path, user_id: str) -> dict[str, int]:
     """Where a copy names the user (as the residency scan reads it, pseudonyms aside):
     ``{table.column or array: records}``; an unreadable copy counts (nothing vouches)."""
-    from fyp.sovereignty.residency import npz_names, sqlite_names  # it builds on this module
+    from fyp.sovereignty.residency_readers import npz_names, sqlite_names  # builds on this module
 
     names = npz_names(path) if path.suffix == ".npz" else sqlite_names(path)
     out: dict[str, int] = {}

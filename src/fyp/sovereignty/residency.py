@@ -30,21 +30,13 @@ documented exception: a video published in several regions names its creator.
 
 from __future__ import annotations
 
-import csv
-import gzip
-import io
-import json
 import os
-import re
 import secrets
 import sqlite3
-import zipfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
-
-import numpy as np
 
 from fyp.config import CONFIG_FILE, DeploymentConfig, backup_target_path, load_config
 from fyp.errors import ConfigError, FypError, NotFound
@@ -55,30 +47,19 @@ from fyp.sovereignty.backup import (
     allowed_target_dirs,
     iter_region_backups,
     read_backup,
-    read_only,
-    store_companions,
-    store_file,
     unpack_backup,
 )
-from fyp.sovereignty.columns import (
-    CREATOR_COLUMN,
-    NUMERIC_TYPE,
-    PERSON_COLUMN,
-    USER_COLUMN,
-    json_field,
-    json_objects_sql,
-)
 from fyp.sovereignty.ledger import LEDGER_FILE, ErasureLedger
-from fyp.sovereignty.remnants import SQLITE_MAGIC
+from fyp.sovereignty.region_data import read_only, store_companions, store_file
+from fyp.sovereignty.residency_readers import (
+    Names,
+    file_names,
+    npz_names,
+    sqlite_names,
+    store_region,
+)
 from fyp.sovereignty.staging import Staging, is_live
 
-PSEUDONYM_COLUMN = re.compile(r"^subject$")
-USER_ARRAY = re.compile(r"user")
-ID_ARRAY = re.compile(r"(user|creator)_?ids?$")
-TEXT_PAIR = re.compile(
-    r"""["']?\b(user_id|userid|user|uid|viewer_id)\b["']?\s*[:=]\s*["']?([\w.@:+-]{1,128})""",
-    re.IGNORECASE,
-)
 ERASED_NAMES = {"[erased]", ""}
 SKIPPED_IN_REGION = {LEDGER_FILE}  # pseudonymous by design
 SECRETS_DIR = "secrets"  # only its keys (NAME.key) are skipped: anything else is scanned
@@ -182,216 +163,6 @@ class ResidencyReport:
             "findings": [f.to_dict() for f in self.findings],
             "exceptions": exceptions,
         }
-
-
-# -- readers: each yields (location, column class, {value: records}) ----------------
-Names = tuple[str, str, dict[str, int]]
-
-
-def _column_class(name: str) -> str | None:
-    lowered = name.lower()
-    for cls, pattern in (
-        ("creator", CREATOR_COLUMN),
-        ("user", USER_COLUMN),
-        ("person", PERSON_COLUMN),
-        ("pseudonym", PSEUDONYM_COLUMN),
-    ):
-        if pattern.match(lowered):
-            return cls
-    return None
-
-
-def sqlite_names(path: Path, counted: dict[str, int] | None = None) -> Iterator[Names]:
-    """Person columns of every table of a SQLite file, with each value's row count, and
-    the person fields inside JSON objects stored in its other columns (``json_names``)."""
-    conn = read_only(path)
-    try:
-        conn.execute("PRAGMA busy_timeout=10000")
-        tables = [
-            str(r[0])
-            for r in conn.execute(
-                "SELECT name FROM sqlite_master WHERE type='table' AND name NOT LIKE 'sqlite_%'"
-            )
-        ]
-        for table in sorted(tables):
-            if counted is not None:
-                counted["store_tables"] += 1
-            for col in conn.execute(f'PRAGMA table_info("{table}")').fetchall():
-                cls = _column_class(str(col[1]))
-                if cls is None:
-                    if not NUMERIC_TYPE.search(str(col[2])):  # JSON is text
-                        yield from json_names(conn, table, str(col[1]), counted)
-                    continue
-                if counted is not None:
-                    counted["store_columns"] += 1
-                rows = conn.execute(
-                    f'SELECT "{col[1]}", COUNT(*) FROM "{table}" '
-                    f'WHERE "{col[1]}" IS NOT NULL GROUP BY "{col[1]}"'
-                ).fetchall()
-                yield f"{table}.{col[1]}", cls, {str(v): int(n) for v, n in rows}
-    except sqlite3.DatabaseError:
-        yield f"{path.name} (unreadable SQLite)", "unreadable", {}
-    finally:
-        conn.close()
-
-
-def json_names(
-    conn: sqlite3.Connection, table: str, column: str, counted: dict[str, int] | None = None
-) -> Iterator[Names]:
-    """Person fields inside the JSON objects of one column (``users.attributes`` is the
-    client's own: an app may keep ``{"invited_by": ...}`` there), classified by field
-    name as columns are, at any depth and in arrays; each yields
-    ``table.column.field``. Only values that start like a JSON object and contain one
-    of ``fyp.sovereignty.columns.JSON_FIELD_NEEDLES`` are parsed."""
-    source = json_objects_sql(table, column)
-    try:
-        fields: dict[str, list[tuple[object, str]]] = {}
-        for key, path in conn.execute(f"SELECT DISTINCT j.key, j.path {source}").fetchall():
-            fields.setdefault(json_field(key, str(path)), []).append((key, str(path)))
-    except sqlite3.DatabaseError:
-        return  # not JSON this SQLite can read: the column scan above is what there is
-    for name, places in sorted(fields.items()):
-        cls = _column_class(name)
-        if cls is None:
-            continue
-        if counted is not None:
-            counted["store_columns"] += 1
-        counts: dict[str, int] = {}
-        for key, path in places:
-            where = (
-                "j.key = ?" if isinstance(key, str) else "typeof(j.key) = 'integer' AND j.path = ?"
-            )
-            rows = conn.execute(
-                f"SELECT j.atom, COUNT(*) {source} AND {where} GROUP BY j.atom",
-                (key if isinstance(key, str) else path,),
-            ).fetchall()
-            for value, n in rows:
-                counts[str(value)] = counts.get(str(value), 0) + int(n)
-        yield f"{table}.{column}.{name}", cls, counts
-
-
-def store_region(path: Path) -> str | None:
-    conn = read_only(path)
-    try:
-        row = conn.execute("SELECT value FROM store_meta WHERE key='region'").fetchone()
-        return str(row[0]) if row else None
-    except sqlite3.DatabaseError:
-        return None
-    finally:
-        conn.close()
-
-
-def array_names(arrays: Iterable[tuple[str, np.ndarray]]) -> Iterator[Names]:
-    for name, arr in arrays:
-        numeric_ids = arr.dtype.kind in "iu" and ID_ARRAY.search(name.lower())
-        if arr.dtype.kind not in "USO" and not numeric_ids:
-            continue  # an integer array is an index (``creator``) unless named as ids
-        if CREATOR_COLUMN.match(name):
-            cls = "creator"
-        elif USER_ARRAY.search(name.lower()):
-            cls = "user"
-        else:
-            continue
-        counts: dict[str, int] = {}
-        for v in arr.ravel().tolist():
-            counts[str(v)] = counts.get(str(v), 0) + 1
-        yield name, cls, counts
-
-
-def npz_names(path: Path) -> Iterator[Names]:
-    try:
-        if path.suffix == ".npy":
-            arrays = [(path.stem, np.load(path, allow_pickle=False))]
-        else:
-            with np.load(path, allow_pickle=False) as data:
-                arrays = [
-                    (k, data[k]) for k in data.files if USER_ARRAY.search(k) or "creator" in k
-                ]
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile):
-        yield f"{path.name} (unreadable arrays)", "unreadable", {}
-        return
-    yield from array_names(arrays)
-
-
-def json_file_names(value: object) -> dict[str, tuple[str, dict[str, int]]]:
-    """Person fields of a parsed JSON document, at any depth and in arrays, classified
-    by field name as columns are: ``{"field NAME": (class, {value: count})}``."""
-    out: dict[str, tuple[str, dict[str, int]]] = {}
-
-    def walk(node: object, field_name: str | None) -> None:
-        if isinstance(node, dict):
-            for key, child in node.items():
-                walk(child, str(key))
-        elif isinstance(node, list):
-            for child in node:
-                walk(child, field_name)
-        elif field_name is not None and isinstance(node, str | int) and not isinstance(node, bool):
-            cls = _column_class(field_name)
-            if cls in {"user", "person", "creator"}:
-                counts = out.setdefault(f"field {field_name}", (cls, {}))[1]
-                counts[str(node)] = counts.get(str(node), 0) + 1
-
-    walk(value, None)
-    return out
-
-
-def text_names(path: Path) -> Iterator[Names]:
-    """User ids in a CSV user column, in the person fields of a JSON document, or in
-    ``user_id=…`` / ``"user_id": …`` pairs; a ``.gz`` file is read decompressed."""
-    raw = path.read_bytes()
-    suffix = path.suffix
-    if suffix == ".gz":
-        try:
-            raw = gzip.decompress(raw)
-        except (OSError, EOFError):
-            yield f"{path.name} (unreadable gzip)", "unreadable", {}
-            return
-        suffix = Path(path.stem).suffix
-    text = raw.decode("utf-8", errors="replace")
-    if suffix == ".json":
-        try:
-            fields = json_file_names(json.loads(text))
-        except ValueError:
-            fields = {}  # not one document (JSON lines?): the pairs below
-        for location, (cls, found) in sorted(fields.items()):
-            yield location, cls, found
-        if fields:
-            return
-    if suffix in {".csv", ".tsv"}:
-        dialect = "excel-tab" if suffix == ".tsv" else "excel"
-        reader = csv.reader(io.StringIO(text), dialect=dialect)
-        header = [h.strip().lower() for h in next(reader, [])]
-        cols = [(i, h) for i, h in enumerate(header) if _column_class(h) in {"user", "person"}]
-        for i, h in cols:
-            counts: dict[str, int] = {}
-            rows = csv.reader(io.StringIO(text), dialect=dialect)
-            next(rows, None)  # the header
-            for row in rows:
-                if len(row) > i:
-                    counts[row[i]] = counts.get(row[i], 0) + 1
-            yield f"column {h}", _column_class(h) or "user", counts
-        if cols:
-            return
-    counts = {}
-    for m in TEXT_PAIR.finditer(text):
-        counts[m.group(2)] = counts.get(m.group(2), 0) + 1
-    if counts:
-        yield "user id pairs", "user", counts
-
-
-def file_names(path: Path, counted: dict[str, int] | None = None) -> Iterator[Names]:
-    """Dispatch a file to the reader for its kind."""
-    try:
-        with path.open("rb") as f:
-            head = f.read(16)
-        if head == SQLITE_MAGIC:
-            yield from sqlite_names(path, counted)
-        elif path.suffix in {".npz", ".npy"}:
-            yield from npz_names(path)
-        else:
-            yield from text_names(path)
-    except OSError:
-        return
 
 
 # -- the scanner ---------------------------------------------------------------------

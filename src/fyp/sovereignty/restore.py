@@ -48,16 +48,13 @@ from fyp.audit.log import now_ms
 from fyp.config import DeploymentConfig
 from fyp.errors import AlreadyExists, FypError, StorageError
 from fyp.regions.deployment import Deployment
-from fyp.sovereignty.backup import (
-    FILES_PREFIX,
+from fyp.sovereignty.backup import FILES_PREFIX, STORE_PART, find_backup, unpack_backup
+from fyp.sovereignty.region_data import (
     NOT_BACKED_UP,
-    STORE_PART,
-    find_backup,
     read_only,
     region_data_files,
     store_companions,
     store_file,
-    unpack_backup,
 )
 from fyp.sovereignty.staging import PENDING_RESTORE, Staging, remove_stale
 

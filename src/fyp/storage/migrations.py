@@ -7,6 +7,7 @@ Region names are validated (``fyp.config.check_region_name``) before they reach 
 
 from __future__ import annotations
 
+import sqlite3
 from dataclasses import dataclass
 
 
@@ -184,3 +185,19 @@ def sqlite_migrations() -> tuple[Migration, ...]:
     if len(set(versions)) != len(versions):
         raise RuntimeError(f"duplicate migration versions: {versions}")
     return tuple(migrations)
+
+
+def split_statements(script: str) -> list[str]:
+    """Split a migration into statements the way SQLite parses them, so a trigger body
+    (``BEGIN ...; ...; END``) stays whole (``executescript`` would commit on its own)."""
+    out: list[str] = []
+    pending = ""
+    for piece in script.split(";"):
+        pending += piece + ";"
+        if sqlite3.complete_statement(pending):
+            if pending.strip(" \n\t;"):
+                out.append(pending.strip())
+            pending = ""
+    if pending.strip(" \n\t;"):
+        out.append(pending.strip())
+    return out

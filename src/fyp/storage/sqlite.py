@@ -4,15 +4,16 @@ Durability: every acknowledged write is committed to the WAL before the caller i
 answered. With ``synchronous=NORMAL`` (the default) a committed transaction survives
 a crash or ``kill -9`` of the process; ``?synchronous=full`` in the URL also survives
 power loss at some cost in write latency.
+
+The served log, and what a serving process runs beside it (group commits, the WAL
+checkpointer), are the class this one builds on: ``fyp.storage.sqlite_served_log``.
 """
 
 from __future__ import annotations
 
 import json
-import logging
 import sqlite3
 import threading
-import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -23,17 +24,9 @@ from fyp.catalog.models import User, Video
 from fyp.config import check_region_name
 from fyp.errors import AlreadyExists, ResidencyViolation, StorageError, UnknownUser
 from fyp.events.schema import StoredEvent
-from fyp.storage.base import ErasedCounts, EventRow, LabelRow, Store, VideoRow
-from fyp.storage.migrations import sqlite_migrations
-from fyp.storage.served_log import (
-    COUNTER,
-    COUNTER_SQL,
-    ServedBuffer,
-    ServedRecord,
-    forget_before,
-    read_pages,
-    write_records,
-)
+from fyp.storage.base import ErasedCounts, EventRow, LabelRow, VideoRow
+from fyp.storage.migrations import split_statements, sqlite_migrations
+from fyp.storage.served_log import ServedBuffer
 from fyp.storage.sqlite_rows import (
     EVENT_COLS,
     USER_COLS,
@@ -45,31 +38,11 @@ from fyp.storage.sqlite_rows import (
     video_from_row,
     video_params,
 )
+from fyp.storage.sqlite_served_log import SQLiteServedLog
 
 _CHUNK = 900  # stay under SQLite's bound-parameter limit in IN (...) lists
-CHECKPOINT_INTERVAL_S = 1.0
-# ... or sooner, once this many transactions were written since the last one (about two
-# per transaction: ``_writes``): ~1,000 single-event writes add a few thousand WAL pages,
-# where a second of them at ~10,000 events/s went past the safety cap below, and the
-# request whose commit crossed it ran the checkpoint itself (p99 35-59 ms)
-CHECKPOINT_AFTER_WRITES = 2_000
-SERVED_SWEEP_S = 0.05  # a served group left behind by traffic waits at most this
-SERVING_AUTOCHECKPOINT_PAGES = 20_000  # safety cap when the background checkpointer lags
-SERVED_FORGET_S = 60.0  # how often a serving store forgets pages older than the window
-SERVED_FORGET_CHUNK = 250  # pages per forgetting transaction: ~6 ms of write lock each
-SERVED_FORGET_PAUSE_S = 0.02  # between two such transactions
-COUNTER_CACHE_USERS = 100_000  # user versions kept (user_version); emptied when full
 _SYNC_MODES = {"off", "normal", "full", "extra"}
 BULK_REINDEX_ROWS = 10_000  # a bulk insert this large into an empty table indexes afterwards
-log = logging.getLogger("fyp.storage")
-
-
-class _Checkpoints:
-    """The serving stores of a process checkpoint one at a time, and the served log's
-    groups of every store wait while one does: they share the disk."""
-
-    lock = threading.Lock()
-    running = False
 
 
 def _chunks(items: Sequence[str]) -> Iterator[Sequence[str]]:
@@ -77,23 +50,7 @@ def _chunks(items: Sequence[str]) -> Iterator[Sequence[str]]:
         yield items[i : i + _CHUNK]
 
 
-def split_statements(script: str) -> list[str]:
-    """Split a migration into statements the way SQLite parses them, so a trigger body
-    (``BEGIN ...; ...; END``) stays whole (``executescript`` would commit on its own)."""
-    out: list[str] = []
-    pending = ""
-    for piece in script.split(";"):
-        pending += piece + ";"
-        if sqlite3.complete_statement(pending):
-            if pending.strip(" \n\t;"):
-                out.append(pending.strip())
-            pending = ""
-    if pending.strip(" \n\t;"):
-        out.append(pending.strip())
-    return out
-
-
-class SQLiteStore(Store):
+class SQLiteStore(SQLiteServedLog):
     """A region's store in one SQLite file (``sqlite:///path/to/file.sqlite``)."""
 
     def __init__(self, url: str, region: str, *, create: bool = False) -> None:
@@ -174,108 +131,6 @@ class SQLiteStore(Store):
         with self._lock:
             self._commit_served()  # what is still buffered
             self._conn.close()
-
-    def start_background_maintenance(self, served_window_ms: int | None = None) -> None:
-        """For a serving process: commit the served log in groups of a few milliseconds
-        (``fyp.storage.served_log``), and checkpoint the WAL from a background thread
-        with its own connection (every second, or sooner after a burst of writes), which
-        also commits a group that traffic left behind and, given ``served_window_ms``,
-        forgets pages older than that once a minute.
-
-        SQLite's automatic checkpoint runs inside whichever commit crosses the threshold,
-        so every few hundred single-event writes one request paid for copying and syncing
-        the WAL. A PASSIVE checkpoint never blocks writers, and sqlite3 releases the GIL
-        while it runs, so the event loop keeps answering."""
-        if self._checkpointer is not None or self.path == ":memory:":
-            return
-        with self._lock:
-            self._served = ServedBuffer()
-            self._served_window_ms = served_window_ms
-            self._conn.execute(f"PRAGMA wal_autocheckpoint={SERVING_AUTOCHECKPOINT_PAGES}")
-        self._checkpointer = threading.Thread(
-            target=self._checkpoint_loop,
-            args=(self._writes,),  # counted from now, however late the thread starts
-            name=f"fyp-checkpoint-{self.region}",
-            daemon=True,
-        )
-        self._checkpointer.start()
-
-    def _checkpoint_loop(self, written: int) -> None:
-        """``written``: ``_writes`` at the last checkpoint (at the start, when none ran)."""
-        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        last_checkpoint = last_forget = time.monotonic()
-        try:
-            conn.execute("PRAGMA busy_timeout=1000")
-            conn.execute("PRAGMA foreign_keys=ON")
-            while not self._stop.wait(SERVED_SWEEP_S):
-                with self._lock:  # a group no request came to commit
-                    self._commit_if_due(SERVED_SWEEP_S)
-                now = time.monotonic()
-                if self._served_window_ms is not None and now - last_forget >= SERVED_FORGET_S:
-                    last_forget = now
-                    self._forget_served(conn, self._served_window_ms)
-                writes = self._writes
-                due = writes - written >= CHECKPOINT_AFTER_WRITES
-                if not due and now - last_checkpoint < CHECKPOINT_INTERVAL_S:
-                    continue
-                last_checkpoint, written = now, writes
-                self._checkpoint(conn)
-        finally:
-            conn.close()
-
-    def _checkpoint(self, conn: sqlite3.Connection) -> None:
-        """Copy the WAL into the database while the served log's groups wait (they stay
-        buffered, and visible to this process), then commit this store's group.
-
-        A group committed during a checkpoint (of this store or another on the same
-        disk) waited 8-26 ms on the disk, and, worse, kept the WAL from ever being
-        restarted: SQLite starts the WAL over only when a write begins with every frame
-        copied, so under steady traffic the WAL grew by every second's pages (70 MB in
-        20 s of wrk) and each checkpoint took longer. Other writes (events, profiles)
-        do not wait: they are acknowledged only once committed."""
-        with _Checkpoints.lock:
-            with self._lock:  # no group of this store is being committed
-                _Checkpoints.running = True
-            try:
-                conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
-            except sqlite3.Error:
-                pass  # busy or locked: try again next interval
-            finally:
-                _Checkpoints.running = False
-        with self._lock:
-            self._commit_if_due()
-
-    def _forget_served(self, conn: sqlite3.Connection, window_ms: int) -> None:
-        """Forget pages older than the window, a chunk per transaction; a failure is
-        logged and retried at the next pass (the feed never reads past the window)."""
-        before = time.time_ns() // 1_000_000 - window_ms
-        try:
-            # a pause between chunks leaves the write lock to the served log's group
-            # commits while a backlog (say, the first pass after an upgrade) goes
-            self._forget_in_chunks(conn, before, SERVED_FORGET_PAUSE_S)
-        except sqlite3.Error as exc:
-            log.warning("served log: forgetting old pages failed, retrying later: %s", exc)
-
-    def _commit_if_due(self, age_s: float | None = None) -> None:
-        """Commit the served log's group if it is due (``ServedBuffer.due``) and no
-        checkpoint of this process is running: else a later call does (caller holds
-        ``_lock``)."""
-        if self._served is not None and self._served.due(age_s) and not _Checkpoints.running:
-            self._commit_served()
-
-    def flush_served(self) -> None:
-        with self._lock:
-            self._commit_served()
-
-    def _commit_served(self) -> None:
-        """Commit the buffered served records (caller holds ``_lock``), unless a
-        transaction is open on the connection: then the next call does."""
-        if self._served is not None and not self._depth:
-            versions = self._versions
-            for user_id, pages in self._served.commit(self._conn).items():
-                known = versions.get(user_id)
-                if known is not None:
-                    versions[user_id] = (known[0], known[1], known[2] + pages)
 
     @contextmanager
     def transaction(self) -> Iterator[None]:
@@ -650,93 +505,6 @@ class SQLiteStore(Store):
 
     def max_event_seq(self) -> int:
         return int(self._query("SELECT COALESCE(MAX(seq), 0) FROM events")[0][0])
-
-    # -- served log -----------------------------------------------------------
-    def record_served(self, user_id: str, video_ids: Sequence[str], ts_ms: int) -> int:
-        record = ServedRecord(tuple(video_ids), ts_ms)
-        with self._lock:
-            served = self._served
-            if served is None:
-                with self.transaction():
-                    # the counter is what user_version reads: every record changes it
-                    if not write_records(self._conn, user_id, [record]):
-                        raise UnknownUser(f"no user {user_id!r} in region {self.region!r}")
-                    return int(self._conn.execute(COUNTER_SQL, (user_id,)).fetchone()[0])
-            # serving: committed with the group it joins (served_log.py); a user erased
-            # by another process meanwhile is skipped there
-            known = self._current_versions().get(user_id)
-            if known is None:
-                rows = self._query(COUNTER_SQL, (user_id,))
-                if not rows:
-                    raise UnknownUser(f"no user {user_id!r} in region {self.region!r}")
-                committed = int(rows[0][0])
-            else:
-                committed = known[2]
-            served.add(user_id, record)
-            counter = committed + len(served.queued(user_id))
-            self._commit_if_due()
-            return counter
-
-    def forget_served_before(self, before_ms: int) -> int:
-        with self._lock:
-            if self._depth:
-                raise StorageError("forget_served_before runs in transactions of its own")
-            self._commit_served()
-            self._writes += 1
-            return self._forget_in_chunks(self._conn, before_ms, 0.0)
-
-    def _forget_in_chunks(self, conn: sqlite3.Connection, before_ms: int, pause_s: float) -> int:
-        """Forget pages served before ``before_ms``, ``SERVED_FORGET_CHUNK`` per
-        transaction, ``pause_s`` apart (until the store closes); returns how many."""
-        gone = 0
-        while True:
-            chunk = forget_before(conn, before_ms, SERVED_FORGET_CHUNK)
-            gone += chunk
-            if chunk < SERVED_FORGET_CHUNK or (pause_s and self._stop.wait(pause_s)):
-                return gone
-
-    def user_version(self, user_id: str) -> tuple[int, ...] | None:
-        with self._lock:  # committed and buffered records, each counted once
-            versions = self._current_versions()
-            known = versions.get(user_id)
-            if known is None:
-                rows = self._query(
-                    "SELECT updated_at_ms, (SELECT MAX(seq) FROM events WHERE user_id = ?1), "
-                    f"{COUNTER} FROM users WHERE user_id = ?1",
-                    (user_id,),
-                )
-                if not rows:
-                    return None
-                profile, event, served = (int(v) if v is not None else -1 for v in rows[0])
-                known = (profile, event, served)
-                if len(versions) >= COUNTER_CACHE_USERS:
-                    versions.clear()
-                versions[user_id] = known
-            buffered = 0 if self._served is None else len(self._served.queued(user_id))
-        return (known[0], known[1], known[2] + buffered)
-
-    def change_token(self) -> tuple[int, int]:
-        """Equal between two calls only if nothing was written to the database meanwhile
-        except this store's served log: SQLite's ``data_version`` (commits by other
-        connections) and the transactions begun here."""
-        with self._lock:
-            version = self._conn.execute("PRAGMA data_version").fetchone()[0]
-            return (int(version), self._writes)
-
-    def _current_versions(self) -> dict[str, tuple[int, int, int]]:
-        """``_versions``, emptied first if anything else was written since they were read
-        (caller holds ``_lock``)."""
-        token = self.change_token()
-        if token != self._versions_token:
-            self._versions.clear()
-            self._versions_token = token
-        return self._versions
-
-    def served_since(self, user_id: str, since_ms: int) -> list[str]:
-        with self._lock:  # committed and buffered records, each counted once
-            pages = read_pages(self._conn, user_id, since_ms)
-            queued = () if self._served is None else list(self._served.queued(user_id))
-        return ServedBuffer.served_since(pages, queued, since_ms)
 
     # -- held-out labels ------------------------------------------------------
     def insert_label_sets(self, dataset: str, split: str, sets: Mapping[str, Sequence[str]]) -> int:
