@@ -263,3 +263,21 @@ def test_a_damaged_newest_backup_is_never_passed_over(dep: Path) -> None:
     assert newer.path.is_dir()  # kept for a person to look at
     code, out = cli("backup", str(dep), "--region", "us", "--keep", "1")
     assert code == 0 and f"DAMAGED backup {newer.backup_id}" in out
+
+
+@pytest.mark.parametrize("edit", [{"created_at_ms": 1}, {"region": "eu"}])
+def test_a_newest_manifest_edited_but_parsable_is_damaged(
+    dep: Path, edit: dict[str, object]
+) -> None:
+    """A changed created_at_ms or region used to be trusted before the MAC was checked:
+    "latest" then quietly restored the older backup (acceptance review)."""
+    config = load_config(dep)
+    older = BackupWriter(config, "us").run()
+    newer = BackupWriter(config, "us").run()
+    path = newer.path / MANIFEST_FILE
+    path.write_text(json.dumps({**json.loads(path.read_text("utf-8")), **edit}), "utf-8")
+    code, message = cli("restore", str(dep), "--region", "us")
+    assert code == 3 and message.startswith(f"backup {newer.backup_id} of region 'us' is damaged")
+    assert "MAC" in message and older.backup_id in message
+    code, out = cli("backups", str(dep), "--region", "us", "--json")
+    assert code == 1 and [d["backup_id"] for d in json.loads(out)["damaged"]] == [newer.backup_id]

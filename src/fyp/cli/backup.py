@@ -78,7 +78,7 @@ def register(app: typer.Typer) -> None:
 
         config = load_config(directory)
         dirs = [p for _, p in allowed_target_dirs(config, config.region(region).name)]
-        listing = list_backups(*dirs).of_region(region)
+        listing = list_backups(*dirs).of_region(config, region)
         if as_json:
             out = {
                 "backups": [{"path": str(b.path), "manifest": b.manifest} for b in listing.backups],

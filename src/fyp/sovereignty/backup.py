@@ -167,10 +167,21 @@ class Listing:
     backups: list[Backup] = field(default_factory=list)
     damaged: list[Damaged] = field(default_factory=list)
 
-    def of_region(self, region: str) -> Listing:
-        """Backups of ``region`` only; damaged ones stay (their region cannot be read)."""
-        mine = [b for b in self.backups if b.manifest.get("region") == region]
-        return Listing(mine, list(self.damaged))
+    def of_region(self, config: DeploymentConfig, region: str) -> Listing:
+        """Backups of ``region`` whose manifest its MAC key authenticates; any other is
+        damaged. A manifest's fields are not trusted before that: an edited
+        ``created_at_ms`` or ``region`` made "latest" quietly pick an older backup."""
+        _, mac_key = backup_keys(config, region)
+        mine: list[Backup] = []
+        damaged = list(self.damaged)
+        for b in self.backups:
+            if not hmac.compare_digest(
+                str(b.manifest.get("mac", "")), manifest_mac(mac_key, b.manifest)
+            ):
+                damaged.append(Damaged(b.path, "its manifest fails its MAC check (edited?)"))
+            elif b.manifest.get("region") == region:
+                mine.append(b)
+        return Listing(mine, damaged)
 
     def newer_damaged(self, region: str) -> list[Damaged]:
         """Damaged backups that may be newer than the newest readable one: named as a
@@ -312,7 +323,7 @@ def find_backup(
         dirs = [target_dir(config, region, source)]
     else:
         dirs = [p for _, p in allowed_target_dirs(config, region)]
-    listing = list_backups(*dirs).of_region(region)
+    listing = list_backups(*dirs).of_region(config, region)
     found = listing.backups
     if backup_id != "latest":
         found = [b for b in found if b.backup_id == backup_id]

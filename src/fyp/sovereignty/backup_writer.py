@@ -164,7 +164,7 @@ class BackupWriter:
         removed: list[str] = []
         damaged: list[Damaged] = []
         for _, directory in self.targets(to):
-            listing = list_backups(directory).of_region(self.region)
+            listing = list_backups(directory).of_region(self.config, self.region)
             damaged += listing.damaged
             for old in listing.backups[:-keep]:
                 doomed = old.path.with_name(f".{old.path.name}{DELETING}")
