@@ -19,7 +19,7 @@ from region_helpers import built, cli, copy_of
 
 from fyp.catalog.service import Catalog
 from fyp.config import load_config, parse_config
-from fyp.errors import ConfigError, NotFound, ResidencyViolation
+from fyp.errors import ConfigError, ResidencyViolation
 from fyp.models.artifacts import current_version, read_arrays
 from fyp.regions.deployment import Deployment
 from fyp.sovereignty import ErasureLedger
@@ -168,7 +168,7 @@ def test_a_backup_of_another_region_cannot_be_restored(dep: Path) -> None:
         Restorer(config, "us").run(source="file:///tmp")
     moved = dep / "backups" / "us" / eu.path.name  # copied among us's backups
     shutil.copytree(eu.path, moved)
-    with pytest.raises(NotFound):  # eu's manifest says eu: not a backup of us
+    with pytest.raises(BackupCorrupt, match="MAC"):  # us's key does not authenticate it
         Restorer(config, "us").run(eu.backup_id)
     manifest = json.loads((moved / MANIFEST_FILE).read_text())
     manifest["region"] = "us"
