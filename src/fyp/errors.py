@@ -16,15 +16,24 @@ always ``{"error": {"code", "message", "status", "details"}}``.
     │   │   ├── UnknownUser
     │   │   ├── UnknownVideo
     │   │   ├── UnknownRegion
+    │   │   ├── UnknownJob               (a review job id)
     │   │   └── NotADeployment           (a directory without fyp.toml)
-    │   ├── AlreadyExists                409
+    │   ├── Conflict                     409 the current state does not allow it
+    │   │   ├── AlreadyExists            the id is taken (or names another event)
+    │   │   ├── JobConflict              a review job not in a state to claim or decide
+    │   │   └── StoreInUse               a restore while the store is open elsewhere
     │   ├── PayloadTooLarge              413 batch or body over the configured limit
     │   ├── UnsupportedMediaType         415 a body that is not declared as JSON
     │   └── ValidationFailed             422 well-formed but invalid values
     └── ServerError                      5xx — fyp or its environment is wrong
         ├── ConfigError                  500 deployment config is invalid
         ├── StorageError                 503 the store failed or is unavailable
+        │   └── SealBroken               a sealed stream does not open (key, bytes)
+        │       └── BackupCorrupt        a backup's checksums, MAC or seal do not hold
         └── ModelError                   503 no usable model artifact
+
+Every class is defined here (tests/test_errors.py checks codes and this tree against
+them), so one ``except`` of a branch catches all of it.
 """
 
 from __future__ import annotations
@@ -102,9 +111,29 @@ class UnknownRegion(NotFound):
     code = "unknown_region"
 
 
-class AlreadyExists(ClientError):
+class UnknownJob(NotFound):
+    code = "unknown_job"
+
+
+class Conflict(ClientError):
     status = 409
+    code = "conflict"
+
+
+class AlreadyExists(Conflict):
     code = "already_exists"
+
+
+class JobConflict(Conflict):
+    """The job or video is not in a state that allows the request."""
+
+    code = "moderation_conflict"
+
+
+class StoreInUse(Conflict):
+    """The region's store is open in another process: stop the server first."""
+
+    code = "store_in_use"
 
 
 class PayloadTooLarge(ClientError):
@@ -135,6 +164,18 @@ class ConfigError(ServerError):
 class StorageError(ServerError):
     status = 503
     code = "storage_error"
+
+
+class SealBroken(StorageError):
+    """A sealed stream failed to open: wrong key, or changed, reordered or cut bytes."""
+
+    code = "seal_broken"
+
+
+class BackupCorrupt(SealBroken):
+    """A backup whose checksums, MAC or seal do not hold: nothing is restored from it."""
+
+    code = "backup_corrupt"
 
 
 class ModelError(ServerError):

@@ -11,10 +11,17 @@ from moderation_helpers import video
 from fyp.audit.log import AuditLog
 from fyp.catalog.models import VideoPatch
 from fyp.catalog.service import Catalog
-from fyp.errors import Forbidden, InvalidRequest, UnknownUser, UnknownVideo, ValidationFailed
+from fyp.errors import (
+    Forbidden,
+    InvalidRequest,
+    JobConflict,
+    UnknownJob,
+    UnknownUser,
+    UnknownVideo,
+    ValidationFailed,
+)
 from fyp.moderation import Moderator, Reviews
 from fyp.moderation.service import cell
-from fyp.moderation.store import JobConflict, UnknownJob
 from fyp.regions.deployment import Deployment
 
 

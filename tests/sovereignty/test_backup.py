@@ -19,15 +19,15 @@ from region_helpers import built, cli, copy_of
 
 from fyp.catalog.service import Catalog
 from fyp.config import load_config, parse_config
-from fyp.errors import ConfigError, ResidencyViolation
+from fyp.errors import BackupCorrupt, ConfigError, ResidencyViolation, SealBroken, StoreInUse
 from fyp.models.artifacts import current_version, read_arrays
 from fyp.regions.deployment import Deployment
 from fyp.sovereignty import ErasureLedger
-from fyp.sovereignty.backup import MANIFEST_FILE, SNAPSHOT_FILE, BackupCorrupt, list_backups
+from fyp.sovereignty.backup import MANIFEST_FILE, SNAPSHOT_FILE, list_backups
 from fyp.sovereignty.backup_writer import BackupWriter
 from fyp.sovereignty.region_data import store_file
-from fyp.sovereignty.restore import Restorer, StoreInUse
-from fyp.sovereignty.sealed import CHUNK, OpenReader, SealBroken, SealWriter
+from fyp.sovereignty.restore import Restorer
+from fyp.sovereignty.sealed import CHUNK, OpenReader, SealWriter
 from fyp.storage.base import EventRow
 
 __all__ = ["built"]

@@ -23,10 +23,18 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from fyp.audit.log import now_ms
-from fyp.errors import Forbidden, InvalidRequest, UnknownUser, UnknownVideo, ValidationFailed
+from fyp.errors import (
+    Forbidden,
+    InvalidRequest,
+    JobConflict,
+    UnknownJob,
+    UnknownUser,
+    UnknownVideo,
+    ValidationFailed,
+)
 from fyp.moderation.models import APPEALABLE, VERDICTS, Finding, State
 from fyp.moderation.service import HUMAN_SOURCES, Cell
-from fyp.moderation.store import Job, JobConflict, Record, UnknownJob, split_job_id
+from fyp.moderation.store import Job, Record, split_job_id
 from fyp.moderation.textfold import fold, visual
 from fyp.sovereignty.ledger import user_pseudonym
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from fyp.audit.log import SQLStore, canonical_json
-from fyp.errors import AlreadyExists, NotFound
+from fyp.errors import JobConflict, UnknownJob
 from fyp.storage.migrations import Migration
 
 MODERATION_MIGRATION = Migration(
@@ -82,16 +82,6 @@ _JOB_COLS = (
     "job_no, region, video_id, kind, status, reason, created_at_ms, excluded, appellant, "
     "claimed_by, claimed_at_ms, decided_by, decided_at_ms, verdict, note"
 )
-
-
-class JobConflict(AlreadyExists):
-    """The job or video is not in a state that allows the request (409)."""
-
-    code = "moderation_conflict"
-
-
-class UnknownJob(NotFound):
-    code = "unknown_job"
 
 
 @dataclass(frozen=True)

@@ -32,10 +32,16 @@ from pathlib import Path
 from typing import IO, Any, cast
 
 from fyp.config import DeploymentConfig, backup_target_path, check_backup_targets
-from fyp.errors import ConfigError, InvalidRequest, NotFound, ResidencyViolation
+from fyp.errors import (
+    BackupCorrupt,
+    ConfigError,
+    InvalidRequest,
+    NotFound,
+    ResidencyViolation,
+)
 from fyp.sovereignty.region_data import store_file
 from fyp.sovereignty.region_keys import region_secret
-from fyp.sovereignty.sealed import OpenReader, SealBroken, derive_key
+from fyp.sovereignty.sealed import OpenReader, derive_key
 
 BACKUP_SECRET = "backup"
 MANIFEST_FILE = "manifest.json"
@@ -43,10 +49,6 @@ SNAPSHOT_FILE = "snapshot.enc"
 STORE_PART = "store.sqlite"
 FILES_PREFIX = "files/"
 FORMAT = 1
-
-
-class BackupCorrupt(SealBroken):
-    """A backup whose checksums, MAC or seal do not hold: nothing is restored from it."""
 
 
 # -- targets -------------------------------------------------------------------------

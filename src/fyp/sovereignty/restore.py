@@ -46,7 +46,7 @@ from typing import TYPE_CHECKING, Any
 
 from fyp.audit.log import now_ms
 from fyp.config import DeploymentConfig
-from fyp.errors import AlreadyExists, FypError, StorageError
+from fyp.errors import FypError, StorageError, StoreInUse
 from fyp.regions.deployment import Deployment
 from fyp.sovereignty.backup import FILES_PREFIX, STORE_PART, find_backup, unpack_backup
 from fyp.sovereignty.region_data import (
@@ -64,12 +64,6 @@ if TYPE_CHECKING:
 _SHM_DMS_BYTE = 128  # SQLite's "dead man switch" lock in the -shm file of a WAL database
 STAGING = ".restore-"  # + backup id + a nonce, in the region's directory
 UNPACKED = "backup"  # the unpacked backup inside the staging directory
-
-
-class StoreInUse(AlreadyExists):
-    """The region's store is open in another process (409): stop the server first."""
-
-    code = "store_in_use"
 
 
 def store_in_use(path: Path) -> bool:

@@ -24,19 +24,13 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from fyp.errors import StorageError
+from fyp.errors import SealBroken
 
 MAGIC = b"FYPSEAL1"
 CHUNK = 4 * 1024 * 1024
 NONCE = 12
 TAG = 16
 _LEN = struct.Struct(">I")
-
-
-class SealBroken(StorageError):
-    """A sealed stream failed to open: wrong key, or changed, reordered or cut bytes."""
-
-    code = "backup_corrupt"
 
 
 def derive_key(secret: bytes, purpose: str) -> bytes:
