@@ -96,8 +96,9 @@ class _ImplicitRecommender(Recommender):
         self.iterations = iterations
         self.seed = seed
 
+    @abstractmethod
     def _model(self) -> object:
-        raise NotImplementedError
+        """A new, unfitted model of the library, with this recommender's parameters."""
 
     def fit(self, x: sp.csr_matrix) -> _ImplicitRecommender:
         with threadpool_limits(1, "blas"):
