@@ -5,6 +5,9 @@ entry as the evaluation builds it."""
 from __future__ import annotations
 
 import inspect
+import os
+import subprocess
+import sys
 from collections.abc import Callable
 from typing import ClassVar
 
@@ -30,6 +33,24 @@ MAKERS = [
 def test_the_walk_finds_every_peer() -> None:
     built = {type(make(0)) for make in PEERS.values()}
     assert built <= set(implementations(Recommender))
+
+
+def test_the_first_implicit_fit_of_a_process_runs_on_one_blas_thread() -> None:
+    """implicit loads a BLAS of its own on import, and warns when a fit may use several
+    threads: the fit's limit must cover that BLAS too (it did not, in a fresh process)."""
+    script = (
+        "import scipy.sparse as sp\n"
+        "from fyp.evaluation.baselines import ALSRecommender\n"
+        "ALSRecommender(iterations=1).fit(sp.random(5, 5, density=0.5, format='csr'))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-W", "error::RuntimeWarning", "-c", script],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "OPENBLAS_NUM_THREADS": "2"},  # several, even on one core
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
 
 
 class TestRecommenders(RecommenderContract):
