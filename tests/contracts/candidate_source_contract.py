@@ -14,45 +14,14 @@ own events, and checks:
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import numpy as np
 import pytest
 
-from fyp.catalog.models import UserIn
-from fyp.catalog.service import Catalog
-from fyp.events.ingest import Ingestor
+from contracts.stage_contract import contract_user, user_states
 from fyp.feed.candidates import Candidates, CandidateSource
-from fyp.feed.service import FeedService
 from fyp.feed.state import UserState
 from fyp.models.region_model import RegionModel
 from fyp.regions.deployment import Deployment
-
-# each user's events, one at a time, about the videos of their latest page
-EVENTS = [
-    ("play", {"watch_ms": 500}),  # a skip: nothing the costly sources read changes
-    ("play", {"watch_ms": 40_000}),
-    ("skip", {}),
-    ("like", {}),
-    ("share", {}),  # about the video just liked: the same positives, another weight
-    ("follow", {}),
-    ("not_interested", {}),
-]
-
-
-def user_states(d: Deployment, user_id: str) -> Iterator[tuple[RegionModel, UserState]]:
-    """The user's state before and after each of ``EVENTS``."""
-    service, ingestor = FeedService(d), Ingestor(d)
-    model = service.model(d.home_region(user_id))
-    acted: list[str] = []
-    for k, (kind, extra) in enumerate([("", {}), *EVENTS]):
-        if kind:
-            page = service.feed(user_id, n=5, record=False, debug=True)
-            video = acted[-1] if kind == "share" else page.items[0].video_id
-            acted.append(video)
-            event = {"event_id": f"contract-{user_id}-{k}", "user_id": user_id, "type": kind}
-            ingestor.ingest([{**event, "video_id": video, **extra}])
-        yield model, service.state(user_id, model)
 
 
 def same(a: Candidates, b: Candidates) -> bool:
@@ -74,10 +43,7 @@ class CandidateSourceContract:
     def states(
         self, request: pytest.FixtureRequest, trained: Deployment
     ) -> list[tuple[RegionModel, UserState]]:
-        user_id = "u5"
-        if request.param == "brand new":
-            user_id = "contract-new"
-            Catalog(trained).create_user(UserIn(user_id=user_id, home_region="us", birth_year=1990))
+        user_id = contract_user(trained, with_history=request.param == "with history")
         return list(user_states(trained, user_id))
 
     def test_proposes_distinct_catalogue_items_each_with_a_score_and_a_reason(

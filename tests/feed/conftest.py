@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from contracts.stage_contract import RegionInputs, feed_inputs
 from fyp.catalog.models import UserIn, VideoIn
 from fyp.catalog.service import Catalog
 from fyp.events.ingest import Ingestor
@@ -75,3 +76,19 @@ def trained(tmp_path: Path) -> Iterator[Deployment]:
         yield d
     finally:
         d.close()
+
+
+@pytest.fixture(scope="module")
+def trained_once(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
+    """The same, built once for a module: its tests share it (and what they change)."""
+    d = build(tmp_path_factory.mktemp("dep") / "dep")
+    try:
+        yield d
+    finally:
+        d.close()
+
+
+@pytest.fixture(scope="module")
+def stage_inputs(trained_once: Deployment) -> list[RegionInputs]:
+    """Region models and users' states for the contracts of the feed's stages."""
+    return feed_inputs(trained_once)

@@ -6,6 +6,7 @@ import math
 
 import pytest
 
+from contracts.implementations import implementations
 from fyp.moderation import rules as rules_module
 from fyp.moderation.classifier import Classifier, LexiconClassifier
 from fyp.moderation.models import Action, Match, ModerationInput
@@ -57,18 +58,8 @@ CORPUS = [
 RULES = default_rules(POLICY, LexiconClassifier())
 
 
-def _concrete(cls: type) -> set[type]:
-    out: set[type] = set()
-    subclasses: list[type] = cls.__subclasses__()
-    for sub in subclasses:
-        out |= _concrete(sub)
-        if not getattr(sub, "__abstractmethods__", None):
-            out.add(sub)
-    return out
-
-
 def test_every_built_in_rule_is_under_contract() -> None:
-    built_in = {c for c in _concrete(Rule) if c.__module__ == rules_module.__name__}
+    built_in = {c for c in implementations(Rule) if c.__module__ == rules_module.__name__}
     assert built_in - {TermRule} == {type(r) for r in RULES}
 
 
@@ -100,7 +91,7 @@ def test_rules_are_independent_of_instance() -> None:
         assert [a.evaluate(i) for i in CORPUS] == [b.evaluate(i) for i in CORPUS]
 
 
-CLASSIFIERS = [c() for c in _concrete(Classifier)]
+CLASSIFIERS = [c() for c in implementations(Classifier)]
 
 
 def test_every_classifier_is_under_contract() -> None:

@@ -96,10 +96,15 @@ class _ImplicitRecommender(Recommender):
         self.iterations = iterations
         self.seed = seed
 
+    @abstractmethod
     def _model(self) -> object:
-        raise NotImplementedError
+        """A new, unfitted model of the library, with this recommender's parameters."""
 
     def fit(self, x: sp.csr_matrix) -> _ImplicitRecommender:
+        # implicit loads a BLAS of its own on import: loaded first, the limit covers it
+        # (entered before, it left the first fit of a process on every core)
+        import implicit  # noqa: F401
+
         with threadpool_limits(1, "blas"):
             model = self._model()
             model.fit(x.tocsr().astype(np.float32), show_progress=False)  # type: ignore[attr-defined]
