@@ -85,6 +85,19 @@ def test_logs_are_per_region(deployment: Deployment) -> None:
     assert AuditLog(deployment.store("eu")).head()[0] == 2
 
 
+def test_a_new_store_is_append_only_before_anything_is_audited(tmp_path: Path) -> None:
+    """The triggers came with the first AuditLog opened for writing; a store nobody had
+    audited yet had none. Now a migration creates them."""
+    with Deployment.init(tmp_path / "d", ["us"]) as d:
+        path = d.config.region_dir("us") / "store.sqlite"
+    conn = sqlite3.connect(path)
+    try:
+        names = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='trigger'")}
+        assert {"audit_log_no_update", "audit_log_no_delete"} <= names
+    finally:
+        conn.close()
+
+
 def test_triggers_refuse_update_and_delete(deployment: Deployment) -> None:
     filled(deployment)
     conn = sqlite3.connect(store_path(deployment, "us"))

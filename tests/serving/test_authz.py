@@ -178,7 +178,7 @@ def test_regions_lists_only_the_keys_regions(world: World) -> None:
 
 
 def _log(world: World, region: str) -> AuditLog:
-    return AuditLog(world.deployment.store(region), ensure_triggers=False)
+    return AuditLog(world.deployment.store(region))
 
 
 def test_an_operator_read_needs_a_reason_and_is_audited_in_the_home_region(world: World) -> None:

@@ -56,14 +56,19 @@ AUDIT_MIGRATION = Migration(
     """,
 )
 
-# Trigger bodies contain ';', which the migration runner splits statements on, so the
-# triggers are created (idempotently) when a log is opened for writing instead.
 TRIGGERS = {
     "audit_log_no_update": "CREATE TRIGGER IF NOT EXISTS audit_log_no_update "
     "BEFORE UPDATE ON audit_log BEGIN SELECT RAISE(ABORT, 'audit_log is append-only'); END",
     "audit_log_no_delete": "CREATE TRIGGER IF NOT EXISTS audit_log_no_delete "
     "BEFORE DELETE ON audit_log BEGIN SELECT RAISE(ABORT, 'audit_log is append-only'); END",
 }
+AUDIT_TRIGGERS_MIGRATION = Migration(
+    13,
+    "audit log: append-only triggers, in every store from its migration on",
+    "\n".join(f"{sql};" for sql in TRIGGERS.values()),
+)
+"""Until this migration a log got its triggers when first opened for writing, so a
+store nobody had audited yet had none."""
 _COLS = "seq, region, ts_ms, actor, action, subject, details, prev_hash, hash"
 
 
@@ -177,13 +182,9 @@ class VerifyReport:
 class AuditLog:
     """The audit log of one region store. Appends join the caller's transaction."""
 
-    def __init__(self, store: object, *, ensure_triggers: bool = True) -> None:
+    def __init__(self, store: object) -> None:
         self.store = sql_store(store)
         self.region = self.store.region
-        if ensure_triggers:
-            with self.store.transaction():
-                for sql in TRIGGERS.values():
-                    self.store.execute(sql)
 
     def _parse(self, row: tuple[Any, ...]) -> AuditEntry:
         return AuditEntry(

@@ -91,9 +91,7 @@ def register(app: typer.Typer) -> None:
 
         with Deployment.open(directory) as d:
             regions = [region] if region else d.regions
-            reports = [
-                AuditLog(d.store(r), ensure_triggers=False).verify(expect_head) for r in regions
-            ]
+            reports = [AuditLog(d.store(r)).verify(expect_head) for r in regions]
         if as_json:
             typer.echo(json.dumps({"reports": [r.to_dict() for r in reports]}, indent=2))
         else:

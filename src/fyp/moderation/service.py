@@ -69,8 +69,7 @@ CreatorFact = int | bool | None
 
 
 class Cell:
-    """One region's moderation tables and audit log. The audit log is opened on first
-    write (it ensures its triggers), so the feed's read-only check never writes."""
+    """One region's moderation tables and audit log (opened on first use)."""
 
     def __init__(self, store: object) -> None:
         self.store = sql_store(store)

@@ -177,7 +177,8 @@ def sqlite_migrations() -> tuple[Migration, ...]:
     """Every migration, core first; capability packages add theirs by version number.
 
     Versions 1-9 are core storage; capabilities take the next free number (10
-    moderation, 11 audit log, 12 API keys, 20 moderation's catalogue change feed)."""
+    moderation, 11 audit log, 12 API keys, 13 the audit log's append-only triggers, 20
+    moderation's catalogue change feed)."""
     from fyp.storage.migrations_extra import EXTRA_MIGRATIONS
 
     migrations = sorted((*CORE_MIGRATIONS, *EXTRA_MIGRATIONS), key=lambda m: m.version)

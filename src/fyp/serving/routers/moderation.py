@@ -173,4 +173,4 @@ async def verify_audit(
 ) -> dict[str, Any]:
     """Walk the region's audit hash chain; ``ok`` is false on any tampering."""
     store = s.deployment.store(region)
-    return AuditLog(store, ensure_triggers=False).verify(expect_head).to_dict()
+    return AuditLog(store).verify(expect_head).to_dict()
