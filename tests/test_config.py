@@ -379,3 +379,38 @@ def test_a_misspelt_policy_key_stops_every_command(tmp_path: Path) -> None:
     toml.write_text(text, encoding="utf-8")
     with pytest.raises(ConfigError, match="banned_terms"):
         load_config(tmp_path / "d")
+
+
+def test_the_settings_table_of_the_architecture_doc_is_every_setting() -> None:
+    """docs/architecture.md lists each fyp.toml setting with its default: a setting added
+    to fyp.config, or one removed, fails here until the table says so."""
+    from fyp.config import OBJECTIVES, REGION_KEYS, ErasureConfig, RankingConfig
+
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "architecture.md").read_text("utf-8")
+    rows = re.findall(r"^\| `\[([a-z_.A-Z]+)\] ([a-z_]+)`([^|]*)\| ([^|]+) \|", doc, re.M)
+    listed = {(table, key) for table, key, _, _ in rows}
+    for table, _key, more, _ in rows:  # "`[t] a`, `b`, `c`" lists several keys of one table
+        listed |= {(table, k) for k in re.findall(r"`([a-z_]+)`", more)}
+    expected = {("deployment", "name")} | {("regions.NAME", k) for k in REGION_KEYS}
+    for table, cls in (
+        ("limits", Limits),
+        ("erasure", ErasureConfig),
+        ("training", TrainingConfig),
+        ("feed", FeedConfig),
+    ):
+        expected |= {(table, k) for k in cls.__dataclass_fields__}
+    expected |= {("ranking", "scorer")} | {("ranking.objective_weights", k) for k in OBJECTIVES}
+    assert listed == expected, (sorted(listed - expected), sorted(expected - listed))
+    defaults = {(t, k): d.strip() for t, k, _, d in rows}
+    sections = (
+        ("limits", Limits),
+        ("feed", FeedConfig),
+        ("erasure", ErasureConfig),
+        ("training", TrainingConfig),
+    )
+    for table, cls in sections:
+        for key in cls.__dataclass_fields__:
+            value = getattr(cls, key)
+            shown = f"{value:g}" if isinstance(value, float) else str(value)
+            assert defaults[table, key] == shown, (table, key, defaults[table, key], shown)
+    assert defaults["ranking", "scorer"] == f"`{RankingConfig.scorer}`"
