@@ -52,3 +52,32 @@ def test_architecture_names_real_modules() -> None:
                 break
         else:
             raise AssertionError(f"docs/architecture.md names {dotted}, which does not exist")
+
+
+def _options() -> dict[str, list[tuple[str, ...]]]:
+    """Each command's long options (``--help`` aside), a flag with its ``--no-`` twin as
+    one entry (naming either documents it)."""
+    group = typer.main.get_command(app)
+    out: dict[str, list[tuple[str, ...]]] = {}
+    for name, command in group.commands.items():  # type: ignore[attr-defined]
+        subs = getattr(command, "commands", None) or {None: command}
+        for sub_name, sub in subs.items():
+            out[name if sub_name is None else f"{name} {sub_name}"] = [
+                names
+                for p in sub.params
+                if (names := tuple(o for o in (*p.opts, *p.secondary_opts) if o.startswith("--")))
+                and "--help" not in names
+            ]
+    return out
+
+
+def test_every_option_is_in_its_commands_readme_row() -> None:
+    rows = {
+        m.group(1): m.group(0)
+        for m in re.finditer(r"^\| `fyp ([a-z-]+(?: [a-z-]+)?).*$", README, re.M)
+    }
+    missing = {
+        command: [names for names in options if not any(n in rows[command] for n in names)]
+        for command, options in _options().items()
+    }
+    assert not {c: m for c, m in missing.items() if m}
