@@ -116,15 +116,12 @@ class Catalog:
         current = self.get_video(video_id)
         changes = patch.model_dump(exclude_unset=True)
         if "attributes" in changes:  # an imported video stays one; nothing else becomes one
-            marker = {k: v for k, v in current.attributes.items() if k == "source"}
-            _no_import_marker(
-                {
-                    k: v
-                    for k, v in changes["attributes"].items()
-                    if k not in marker or v != marker[k]
+            _no_import_marker(changes["attributes"], current.attributes)
+            if "source" in current.attributes:
+                changes["attributes"] = {
+                    **changes["attributes"],
+                    "source": current.attributes["source"],
                 }
-            )
-            changes["attributes"] = {**changes["attributes"], **marker}
         for region in changes.get("regions") or []:
             self.deployment.store(region)
         updated = current.model_copy(update={**changes, "updated_at_ms": now_ms()})
@@ -148,10 +145,14 @@ class Catalog:
         return regions
 
 
-def _no_import_marker(attributes: dict[str, Any]) -> None:
+_NONE = object()  # no source kept: any given one is refused
+
+
+def _no_import_marker(attributes: dict[str, Any], kept: dict[str, Any] | None = None) -> None:
     """``attributes.source`` marks a video an operator imported (moderation then accepts
-    it without a creator account); an upload may not claim it."""
-    if "source" in attributes:
+    it without a creator account); an upload may not claim it, nor an edit change the
+    ``kept`` one."""
+    if "source" in attributes and attributes["source"] != (kept or {}).get("source", _NONE):
         raise ValidationFailed(
             "attributes.source is set by operator imports only",
             problems=[{"field": "attributes.source", "problem": "reserved"}],

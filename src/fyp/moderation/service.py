@@ -118,12 +118,16 @@ def video_changed(
         store = deployment.store(region)
         c = cell(store)
         with store.transaction():
-            revision = c.mod.mark_pending(video.video_id, reason, actor, t)
-            entry = c.audit.append(
-                actor, "pending", video.video_id, {"reason": reason, "revision": revision}, t
-            )
-            c.mod.set_audit_seq(video.video_id, entry.seq)
+            _pend(c, video.video_id, reason, actor, t)
     return regions
+
+
+def _pend(c: Cell, video_id: str, reason: str, actor: str, t: int, audited: str = "") -> None:
+    """Back to pending and audited (``audited``: the reason the entry records, if shorter);
+    the caller holds the transaction."""
+    revision = c.mod.mark_pending(video_id, reason, actor, t)
+    details = {"reason": audited or reason, "revision": revision}
+    c.mod.set_audit_seq(video_id, c.audit.append(actor, "pending", video_id, details, t).seq)
 
 
 def video_removed(
@@ -137,11 +141,7 @@ def video_removed(
         store = deployment.store(region)
         c = cell(store)
         with store.transaction():
-            revision = c.mod.mark_pending(video_id, "removed from the catalogue", actor, t)
-            entry = c.audit.append(
-                actor, "pending", video_id, {"reason": "removed", "revision": revision}, t
-            )
-            c.mod.set_audit_seq(video_id, entry.seq)
+            _pend(c, video_id, "removed from the catalogue", actor, t, audited="removed")
 
 
 def human_holds(c: Cell, video_ids: Sequence[str]) -> dict[str, str]:
@@ -206,13 +206,10 @@ def reapply_moderation(
                 entry = c.audit.append(
                     "fyp restore", "verdict", video_id, {"source": "restore", **verdict}, t
                 )
+                c.mod.set_audit_seq(video_id, entry.seq)
             else:
                 reason = f"decided or changed after backup {backup_id}: judged again"
-                revision = c.mod.mark_pending(video_id, reason, "fyp restore", t)
-                entry = c.audit.append(
-                    "fyp restore", "pending", video_id, {"reason": reason, "revision": revision}, t
-                )
-            c.mod.set_audit_seq(video_id, entry.seq)
+                _pend(c, video_id, reason, "fyp restore", t)
             changed += 1
     return changed
 
