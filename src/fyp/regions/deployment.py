@@ -32,6 +32,23 @@ from fyp.storage import Store, open_store
 _ROUTE_CACHE_MAX = 2_000_000
 
 
+def _refuse_partial_backend(url: str, region: str) -> None:
+    """A region whose backend cannot hold every capability's tables is refused up front:
+    moderation that cannot store its verdicts must not leave content servable."""
+    if not url.lower().startswith(("postgres:", "postgresql:")):
+        return
+    from fyp.storage.postgres_schema import missing_capabilities
+
+    missing = missing_capabilities()
+    if missing:
+        raise ConfigError(
+            f"region {region!r}: a PostgreSQL store holds users, videos, events and the "
+            f"served log, but not yet these capabilities' tables: {'; '.join(missing)}. "
+            "Use a sqlite:/// store for a deployment's regions",
+            region=region,
+        )
+
+
 class Deployment:
     """A deployment directory opened for use; close it (or use ``with``) when done."""
 
@@ -57,6 +74,7 @@ class Deployment:
                 restore.finish_pending_swaps(config)  # before any store file is open
             for name, region in config.regions.items():
                 url = config.resolve_url(region.store)
+                _refuse_partial_backend(url, name)
                 self.stores[name] = open_store(url, name, create=create)
             if pending:
                 restore.finish_pending_restores(self)

@@ -1,5 +1,6 @@
-"""Region stores, opened by URL: ``sqlite:///…`` (the embedded backend, the only one so
-far; a ``postgresql://`` URL is refused with a clear error until that backend ships)."""
+"""Region stores, opened by URL: ``sqlite:///…`` (the embedded default, a file per
+region) or ``postgresql://…`` (a database, or with ``?schema=`` a schema, per region on a
+PostgreSQL server; needs the ``postgres`` extra)."""
 
 from __future__ import annotations
 
@@ -27,10 +28,9 @@ def open_store(url: str, region: str, *, migrate: bool = True, create: bool = Fa
 
         store = SQLiteStore(url, region, create=create)
     elif scheme in {"postgres", "postgresql"}:
-        raise ConfigError(
-            "the PostgreSQL store is not available in this version of fyp; use a sqlite:/// URL",
-            url=url,
-        )
+        from fyp.storage.postgres import PostgresStore
+
+        store = PostgresStore(url, region, create=create)
     else:
         raise ConfigError(f"no store backend for URL scheme {scheme!r}", url=url)
     if migrate:

@@ -13,9 +13,13 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class Migration:
+    """``sql`` is SQLite's; ``postgres`` the same change for the PostgreSQL store (None:
+    not ported, and the capability cannot run on that backend yet)."""
+
     version: int
     name: str
     sql: str
+    postgres: str | None = None
 
 
 CORE_MIGRATIONS: tuple[Migration, ...] = (

@@ -1,0 +1,82 @@
+"""What the PostgreSQL store needs to speak to the server: the driver, URLs, and the
+few SQLite idioms of the capability packages' SQL translated (:func:`to_postgres`)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from fyp.errors import StorageError
+
+_SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
+
+
+def driver() -> Any:
+    try:
+        import psycopg
+    except ImportError as exc:  # pragma: no cover - depends on the install
+        raise StorageError(
+            "the PostgreSQL store needs psycopg: pip install 'fyp[postgres]'"
+        ) from exc
+    return psycopg
+
+
+def redact(url: str) -> str:
+    """The URL without its password, for messages and logs."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.hostname or ""
+    netloc = f"{parts.username}:***@{host}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def split_url(url: str) -> tuple[str, str | None]:
+    """(what the driver connects with, the schema fyp keeps the region in)."""
+    parts = urlsplit(url)
+    if parts.scheme not in {"postgres", "postgresql"}:
+        raise StorageError(f"not a PostgreSQL URL: {redact(url)!r}")
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    schema = next((v for k, v in query if k == "schema"), None)
+    if schema is not None and not _SCHEMA_NAME.fullmatch(schema):
+        raise StorageError(
+            f"schema {schema!r} in {redact(url)!r}: use lower-case letters, digits and _"
+        )
+    rest = urlencode([(k, v) for k, v in query if k != "schema"])
+    conninfo = urlunsplit(parts._replace(scheme="postgresql", query=rest))
+    return conninfo, schema
+
+
+_PLACEHOLDER = re.compile(r"'(?:[^']|'')*'|\?(\d*)|%")
+_JSON_EACH = re.compile(r"json_each\(([^()]*)\)")
+_OR_IGNORE = re.compile(r"^\s*INSERT\s+OR\s+IGNORE\s+INTO", re.IGNORECASE)
+
+
+def to_postgres(sql: str, params: Sequence[Any] = ()) -> tuple[str, Sequence[Any] | dict[str, Any]]:
+    """SQLite SQL of the capability packages in PostgreSQL's dialect: ``?`` and ``?N``
+    placeholders, ``INSERT OR IGNORE``, ``json_each(x)`` over a JSON array; a literal
+    ``%`` is escaped for the driver. Anything else must already be common SQL."""
+    numbered = False
+
+    def swap(m: re.Match[str]) -> str:
+        nonlocal numbered
+        token = m.group(0)
+        if token.startswith("'"):
+            return token.replace("%", "%%")
+        if token == "%":
+            return "%%"
+        if m.group(1):
+            numbered = True
+            return f"%(p{m.group(1)})s"
+        return "%s"
+
+    out = _JSON_EACH.sub(r"json_array_elements_text((\1)::json)", sql)
+    if _OR_IGNORE.match(out):
+        out = _OR_IGNORE.sub("INSERT INTO", out, count=1).rstrip().rstrip(";")
+        out += " ON CONFLICT DO NOTHING"
+    out = _PLACEHOLDER.sub(swap, out)
+    if numbered:
+        return out, {f"p{n}": v for n, v in enumerate(params, start=1)}
+    return out, params

@@ -1,0 +1,84 @@
+"""The PostgreSQL store: the store contract, run when ``FYP_TEST_POSTGRES_URL`` names a
+server (CI starts one: ``.ci/run``), plus what is particular to this backend.
+
+Each test gets schemas of its own (``?schema=``), dropped afterwards, so tests can run in
+parallel on one database.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from contracts.store_contract import T0, StoreContract, make_row, make_user
+from fyp.errors import StorageError
+from fyp.storage import Store, open_store
+from fyp.storage.postgres import PostgresStore
+
+SERVER = os.environ.get("FYP_TEST_POSTGRES_URL", "")
+psycopg = pytest.importorskip("psycopg") if SERVER else None
+pytestmark = pytest.mark.skipif(not SERVER, reason="FYP_TEST_POSTGRES_URL is not set")
+
+
+def schema_url(schema: str) -> str:
+    return f"{SERVER}{'&' if '?' in SERVER else '?'}schema={schema}"
+
+
+class TestPostgresStore(StoreContract):
+    integrity_errors = (psycopg.IntegrityError,) if psycopg else ()
+
+    @pytest.fixture
+    def store(self) -> Iterator[Store]:
+        self.prefix = f"t{uuid.uuid4().hex[:12]}"
+        self.opened: list[Store] = []
+        store = self.open_database("main")
+        yield store
+        for s in self.opened:
+            s.close()
+        assert psycopg is not None
+        with psycopg.connect(SERVER, autocommit=True) as conn:
+            schemas = conn.execute(
+                "SELECT nspname FROM pg_namespace WHERE nspname LIKE %s", (f"{self.prefix}%",)
+            ).fetchall()
+            for (name,) in schemas:
+                conn.execute(f'DROP SCHEMA "{name}" CASCADE')
+
+    def open_database(self, name: str, region: str = "us", *, migrate: bool = True) -> Store:
+        store = open_store(
+            schema_url(f"{self.prefix}_{name}"), region, migrate=migrate, create=True
+        )
+        self.opened.append(store)
+        return store
+
+    def raw_insert(self, store: Store, table: str, values: dict[str, Any]) -> None:
+        assert psycopg is not None
+        assert isinstance(store, PostgresStore)
+        schema = store.schema
+        with psycopg.connect(SERVER, autocommit=True) as conn:
+            cols = ", ".join(values)
+            marks = ", ".join(["%s"] * len(values))
+            conn.execute(
+                f'INSERT INTO "{schema}".{table} ({cols}) VALUES ({marks})',
+                list(values.values()),
+            )
+
+    # -- PostgreSQL specifics -------------------------------------------------------
+    def test_a_missing_schema_is_an_error_unless_creating(self, store: Store) -> None:
+        with pytest.raises(StorageError, match="missing"):
+            open_store(schema_url(f"{self.prefix}_absent"), "us")
+
+    def test_the_password_never_appears_in_errors(self) -> None:
+        with pytest.raises(StorageError) as info:
+            open_store("postgresql://fyp:s3cret@127.0.0.1:1/nowhere", "us")
+        assert "s3cret" not in str(info.value) and "***" in str(info.value)
+
+    def test_bulk_events_keep_their_order_and_skip_stored_ids(self, store: Store) -> None:
+        store.bulk_insert_users([make_user("u1")])
+        assert store.bulk_insert_events([make_row(f"e{i}", ts_ms=T0 + i) for i in range(50)]) == 50
+        again = [make_row(f"e{i}", ts_ms=T0 + i) for i in range(40, 60)]
+        assert store.bulk_insert_events(again) == 10
+        assert [e.event_id for e in store.iter_events()] == [f"e{i}" for i in range(60)]
