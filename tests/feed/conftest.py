@@ -22,8 +22,9 @@ N_VIDEOS = 120
 N_CREATORS = 12
 
 
-def build(directory: Path) -> Deployment:
-    d = Deployment.init(directory, ["us", "eu"])
+def build(directory: Path, store: str | None = None) -> Deployment:
+    """``store``: a store URL with {region} in it (default: a SQLite file per region)."""
+    d = Deployment.init(directory, ["us", "eu"], store=store)
     catalog = Catalog(d)
     for u in range(N_USERS):
         region = "us" if u % 2 == 0 else "eu"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import tomllib
 from pathlib import Path
 
@@ -10,7 +9,7 @@ import pytest
 
 from fyp.catalog.models import UserIn, VideoIn
 from fyp.catalog.service import Catalog
-from fyp.config import CONFIG_FILE, load_config, new_config
+from fyp.config import CONFIG_FILE, load_config
 from fyp.errors import (
     AlreadyExists,
     ConfigError,
@@ -265,17 +264,3 @@ def test_init_on_a_file_is_a_client_error(tmp_path: Path) -> None:
         Deployment.init(tmp_path / "f", ["us"])
     with pytest.raises(InvalidRequest, match="cannot create a deployment"):
         Deployment.init(tmp_path / "f" / "dep", ["us"])
-
-
-def test_a_postgresql_region_is_refused_while_capabilities_lack_its_tables(tmp_path: Path) -> None:
-    """Until moderation, audit and keys have PostgreSQL tables, a deployment on such a
-    store would serve unmoderated content: it is refused before anything opens."""
-    from fyp.storage.postgres_schema import missing_capabilities
-
-    if not missing_capabilities():
-        pytest.skip("every capability has its PostgreSQL tables")
-    config = new_config(tmp_path, ["eu"])
-    region = dataclasses.replace(config.regions["eu"], store="postgresql://fyp@127.0.0.1:1/x")
-    config = dataclasses.replace(config, regions={"eu": region})
-    with pytest.raises(ConfigError, match="moderation"):
-        Deployment(config)

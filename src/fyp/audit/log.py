@@ -54,6 +54,26 @@ AUDIT_MIGRATION = Migration(
         hash           TEXT NOT NULL
     ) WITHOUT ROWID;
     """,
+    postgres="""
+    CREATE TABLE audit_log (
+        seq            BIGINT PRIMARY KEY,
+        region         TEXT NOT NULL CHECK (region = '{region}'),
+        ts_ms          BIGINT NOT NULL,
+        actor          TEXT NOT NULL,
+        action         TEXT NOT NULL,
+        subject        TEXT NOT NULL,
+        details        TEXT NOT NULL,
+        prev_hash      TEXT NOT NULL,
+        hash           TEXT NOT NULL UNIQUE
+    );
+    CREATE INDEX audit_log_subject ON audit_log (subject, seq);
+
+    CREATE TABLE audit_head (
+        region         TEXT PRIMARY KEY CHECK (region = '{region}'),
+        seq            BIGINT NOT NULL,
+        hash           TEXT NOT NULL
+    );
+    """,
 )
 
 TRIGGERS = {
@@ -66,6 +86,15 @@ AUDIT_TRIGGERS_MIGRATION = Migration(
     13,
     "audit log: append-only triggers, in every store from its migration on",
     "\n".join(f"{sql};" for sql in TRIGGERS.values()),
+    postgres="""
+    CREATE FUNCTION audit_log_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN RAISE EXCEPTION 'audit_log is append-only'; END $$;
+    """
+    + "\n".join(
+        f"CREATE TRIGGER {name} BEFORE {name.rsplit('_', 1)[1].upper()} ON audit_log "
+        "FOR EACH ROW EXECUTE FUNCTION audit_log_append_only();"
+        for name in TRIGGERS
+    ),
 )
 """Until this migration a log got its triggers when first opened for writing, so a
 store nobody had audited yet had none."""
@@ -85,6 +114,8 @@ class SQLStore(Protocol):
     def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> int: ...
 
     def transaction(self) -> AbstractContextManager[None]: ...
+
+    def trigger_names(self, table: str) -> set[str]: ...
 
 
 def sql_store(store: object) -> SQLStore:
@@ -300,13 +331,7 @@ class AuditLog:
         return (int(rows[0][0]), str(rows[0][1])) if rows else (0, GENESIS)
 
     def triggers_present(self) -> bool:
-        names = {
-            r[0]
-            for r in self.store.query(
-                "SELECT name FROM sqlite_master WHERE type='trigger' AND tbl_name='audit_log'"
-            )
-        }
-        return set(TRIGGERS) <= names
+        return set(TRIGGERS) <= self.store.trigger_names("audit_log")
 
     def verify(self, expect_head: str | None = None) -> VerifyReport:
         """Walk the chain; every edited, deleted or reordered entry becomes a problem.

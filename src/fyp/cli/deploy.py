@@ -41,12 +41,17 @@ def register(app: typer.Typer) -> None:
         directory: Path = DirArg,
         regions: str = typer.Option("us,eu", help="Comma-separated region names."),
         name: str | None = typer.Option(None, help="Deployment name (default: dir name)."),
+        store: str | None = typer.Option(
+            None,
+            help="Store URL with {region} in it, e.g. "
+            "postgresql://fyp@db/fyp?schema=fyp_{region} (default: a SQLite file per region).",
+        ),
     ) -> None:
-        """Create a deployment: fyp.toml, one embedded SQLite store per region, an admin key."""
+        """Create a deployment: fyp.toml, one store per region, an admin key."""
         from fyp.access.keys import ensure_admin_key
         from fyp.regions.deployment import Deployment
 
-        with Deployment.init(directory, region_list(regions), name) as d:
+        with Deployment.init(directory, region_list(regions), name, store) as d:
             key_file, _ = ensure_admin_key(d)
             console.print(
                 f"created deployment [bold]{escape(d.config.name)}[/] in {escape(str(directory))}"

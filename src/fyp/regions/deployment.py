@@ -32,23 +32,6 @@ from fyp.storage import Store, open_store
 _ROUTE_CACHE_MAX = 2_000_000
 
 
-def _refuse_partial_backend(url: str, region: str) -> None:
-    """A region whose backend cannot hold every capability's tables is refused up front:
-    moderation that cannot store its verdicts must not leave content servable."""
-    if not url.lower().startswith(("postgres:", "postgresql:")):
-        return
-    from fyp.storage.postgres_schema import missing_capabilities
-
-    missing = missing_capabilities()
-    if missing:
-        raise ConfigError(
-            f"region {region!r}: a PostgreSQL store holds users, videos, events and the "
-            f"served log, but not yet these capabilities' tables: {'; '.join(missing)}. "
-            "Use a sqlite:/// store for a deployment's regions",
-            region=region,
-        )
-
-
 class Deployment:
     """A deployment directory opened for use; close it (or use ``with``) when done."""
 
@@ -74,7 +57,6 @@ class Deployment:
                 restore.finish_pending_swaps(config)  # before any store file is open
             for name, region in config.regions.items():
                 url = config.resolve_url(region.store)
-                _refuse_partial_backend(url, name)
                 self.stores[name] = open_store(url, name, create=create)
             if pending:
                 restore.finish_pending_restores(self)
@@ -87,14 +69,35 @@ class Deployment:
         return cls(load_config(Path(root)))
 
     @classmethod
-    def init(cls, root: str | Path, regions: list[str], name: str | None = None) -> Deployment:
-        """Create a new deployment directory with one embedded store per region."""
+    def init(
+        cls,
+        root: str | Path,
+        regions: list[str],
+        name: str | None = None,
+        store: str | None = None,
+    ) -> Deployment:
+        """Create a new deployment directory with one store per region: embedded SQLite
+        files, or ``store``, a URL with ``{region}`` in it (say
+        ``postgresql://fyp@db/fyp?schema=fyp_{region}``) naming each region's own."""
         root = Path(root)
+        if store is not None and "{region}" not in store:
+            raise InvalidRequest(
+                "--store needs {region} in the URL: every region has a store of its own",
+                store=store,
+            )
         if (root / "fyp.toml").exists():
             raise AlreadyExists(f"{root} already holds a deployment (fyp.toml exists)")
         if root.exists() and not root.is_dir():
             raise InvalidRequest(f"{root} is a file, not a directory", path=str(root))
         config = new_config(root, regions, name)
+        if store is not None:
+            config = dataclasses.replace(
+                config,
+                regions={
+                    r: dataclasses.replace(cell, store=store.replace("{region}", r))
+                    for r, cell in config.regions.items()
+                },
+            )
         try:
             write_config(config)
             for r in regions:

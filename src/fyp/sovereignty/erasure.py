@@ -52,6 +52,7 @@ from fyp.models.artifacts import (
 )
 from fyp.regions.deployment import Deployment
 from fyp.sovereignty.ledger import ErasureLedger, user_pseudonym
+from fyp.sovereignty.region_data import require_sqlite_stores
 from fyp.sovereignty.region_keys import region_secret
 from fyp.sovereignty.remnants import (
     artifacts_naming,
@@ -204,6 +205,7 @@ class Eraser:
         """Erase a user homed anywhere in the deployment; UnknownUser if there is none.
         ``actor`` is who asked, for the audit log (``key:<id>`` over HTTP, the command
         line's ``fyp erasure erase``)."""
+        require_sqlite_stores(self.deployment.config, "erasure")
         region = self.deployment.home_region(user_id)
         receipt_id = "er_" + uuid.uuid4().hex
         t = now_ms()
@@ -218,6 +220,7 @@ class Eraser:
         """Erase again a user the ledger already records (after a restore or a crash).
         Given the original ``erased_at_ms``, the retrain deadline stays what the first
         erasure promised: a late restore does not stretch it."""
+        require_sqlite_stores(self.deployment.config, "erasure")
         t = now_ms() if erased_at_ms is None else erased_at_ms
         return self._erase(user_id, region, receipt_id, t, reapplied=True)
 

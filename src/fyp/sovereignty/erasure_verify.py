@@ -30,7 +30,7 @@ from fyp.regions.deployment import Deployment
 from fyp.sovereignty.erasure import Receipt, iso, now_ms, receipt_signature_ok
 from fyp.sovereignty.erasure_process import pending_retrains
 from fyp.sovereignty.ledger import ErasureLedger, user_pseudonym
-from fyp.sovereignty.region_data import store_companions
+from fyp.sovereignty.region_data import require_sqlite_stores, store_companions
 from fyp.sovereignty.remnants import (
     artifacts_naming,
     copies,
@@ -142,6 +142,7 @@ def check_receipt(deployment: Deployment, user_id: str, receipt: Receipt) -> dic
 def verify_erasure(
     deployment: Deployment, user_id: str, receipt: Receipt | None = None
 ) -> ErasureReport:
+    require_sqlite_stores(deployment.config, "erasure verification")
     report = ErasureReport(user_id)
     config = deployment.config
     receipts: set[str] = set()

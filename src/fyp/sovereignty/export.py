@@ -21,6 +21,7 @@ from fyp.audit.log import SQLStore, sql_store
 from fyp.models.artifacts import ARRAYS, current_version, models_dir, read_manifest
 from fyp.regions.deployment import Deployment
 from fyp.sovereignty.erasure import iso, now_ms
+from fyp.sovereignty.region_data import require_sqlite_stores
 
 PAGE = 2000
 FORMAT = "fyp-user-export/1"
@@ -59,6 +60,7 @@ class UserExport:
     def __init__(self, deployment: Deployment, user_id: str) -> None:
         self.deployment = deployment
         self.user_id = user_id
+        require_sqlite_stores(deployment.config, "a user's data export")
         self.region = deployment.home_region(user_id)  # UnknownUser before any output
         # pages served a few milliseconds ago may still be buffered (fyp.storage.served_log)
         deployment.store(self.region).flush_served()

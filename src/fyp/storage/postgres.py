@@ -23,7 +23,9 @@ differences they use.
 from __future__ import annotations
 
 import json
+import logging
 import threading
+import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -32,7 +34,9 @@ from fyp.catalog.models import User, Video
 from fyp.config import check_region_name
 from fyp.errors import AlreadyExists, ResidencyViolation, StorageError, UnknownUser
 from fyp.events.schema import StoredEvent
+from fyp.storage import sqlite_served_log as upkeep
 from fyp.storage.base import ErasedCounts, EventRow, LabelRow, Store, VideoRow
+from fyp.storage.postgres_dialect import bool_as_int as _bool_as_int
 from fyp.storage.postgres_dialect import driver as _driver
 from fyp.storage.postgres_dialect import redact, split_url, to_postgres
 from fyp.storage.postgres_schema import META_SQL, postgres_migrations
@@ -59,6 +63,8 @@ _COUNTER = (
     "WHERE user_id = %(u)s), served_seq))"
 )
 _FORGET_CHUNK = 1_000
+log = logging.getLogger("fyp.storage")
+_WRITER_LOCK = "SELECT pg_advisory_xact_lock(hashtext(current_schema() || '.fyp-writer'))"
 
 
 class PostgresStore(Store):
@@ -75,6 +81,8 @@ class PostgresStore(Store):
         self._lock = threading.RLock()
         self._depth = 0
         self._conn = self._connect()
+        self._stop = threading.Event()
+        self._upkeep: threading.Thread | None = None
 
     # -- lifecycle ------------------------------------------------------------
     def _connect(self) -> Any:
@@ -87,6 +95,7 @@ class PostgresStore(Store):
                 f"{redact(self.url)}: {str(exc).strip()}",
                 region=self.region,
             ) from exc
+        conn.adapters.register_dumper(bool, _bool_as_int(psycopg))
         try:
             if self.schema is not None:
                 if self._create:
@@ -109,6 +118,14 @@ class PostgresStore(Store):
         row = conn.execute("SELECT to_regclass(%s)", (name,)).fetchone()
         return row is not None and row[0] is not None
 
+    def trigger_names(self, table: str) -> set[str]:
+        """Names of the triggers on ``table`` (the audit log checks its own are there)."""
+        rows = self._all(
+            "SELECT tgname FROM pg_trigger WHERE NOT tgisinternal AND tgrelid = to_regclass(%s)",
+            (table,),
+        )
+        return {str(r[0]) for r in rows}
+
     def check(self) -> None:
         try:
             super().check()
@@ -116,8 +133,34 @@ class PostgresStore(Store):
             raise StorageError(f"the store of region {self.region!r} failed: {exc}") from exc
 
     def close(self) -> None:
+        self._stop.set()
+        if self._upkeep is not None:
+            self._upkeep.join()
         with self._lock:
             self._conn.close()
+
+    def start_background_maintenance(self, served_window_ms: int | None = None) -> None:
+        """For a serving process, given ``served_window_ms``: forget pages older than the
+        window now and then (as the SQLite store's maintenance thread does, at the same
+        interval, ``SERVED_FORGET_S``). The server needs no checkpoints."""
+        if served_window_ms is None or self._upkeep is not None:
+            return
+        self._upkeep = threading.Thread(
+            target=self._forget_loop,
+            args=(served_window_ms,),
+            name=f"fyp-served-upkeep-{self.region}",
+            daemon=True,
+        )
+        self._upkeep.start()
+
+    def _forget_loop(self, window_ms: int) -> None:
+        while not self._stop.is_set():
+            try:
+                self.forget_served_before(time.time_ns() // 1_000_000 - window_ms)
+            except (StorageError, _driver().Error) as exc:
+                log.warning("served log: forgetting old pages failed, retrying later: %s", exc)
+            if self._stop.wait(upkeep.SERVED_FORGET_S):
+                return
 
     @contextmanager
     def transaction(self) -> Iterator[None]:
@@ -132,6 +175,10 @@ class PostgresStore(Store):
             self._depth = 1
             try:
                 with self._conn.transaction():
+                    # writers of a region take turns, as SQLite's one writer does: event
+                    # and change-feed numbers then follow commit order, and a
+                    # read-then-write (the audit chain's head) is never interleaved
+                    self._conn.execute(_WRITER_LOCK)
                     yield
             except _driver().OperationalError as exc:
                 raise StorageError(f"the store of region {self.region!r} failed: {exc}") from exc
@@ -141,8 +188,6 @@ class PostgresStore(Store):
     def migrate(self) -> list[int]:
         applied: list[int] = []
         with self.transaction():
-            # one migrator at a time per schema, as SQLite's write lock gives
-            self._exec("SELECT pg_advisory_xact_lock(hashtext(current_schema() || '.migrate'))")
             for statement in META_SQL:
                 self._exec(statement)
             row = self._one("SELECT value FROM store_meta WHERE key = 'region'")
@@ -379,8 +424,6 @@ class PostgresStore(Store):
         if not rows:
             return 0
         with self.transaction():
-            if table == "events":  # sequence numbers in commit order
-                self._lock_events()
             self._exec(
                 f"CREATE TEMP TABLE IF NOT EXISTS fyp_copy_{table} ON COMMIT DELETE ROWS AS "
                 f"SELECT {cols}, 0::bigint AS fyp_ord FROM {table} WITH NO DATA"
@@ -396,9 +439,6 @@ class PostgresStore(Store):
             return int(written)
 
     # -- events ---------------------------------------------------------------
-    def _lock_events(self) -> None:
-        self._exec("SELECT pg_advisory_xact_lock(hashtext(current_schema() || '.events'))")
-
     def existing_event_ids(self, event_ids: Iterable[str]) -> set[str]:
         return {
             r[0]
@@ -418,7 +458,6 @@ class PostgresStore(Store):
         )
         try:
             with self.transaction():
-                self._lock_events()
                 return [self._exec(sql, tuple(row)).rowcount == 1 for row in rows]
         except _driver().errors.IntegrityError as exc:
             raise UnknownUser(f"event for a user not in region {self.region!r}: {exc}") from exc
@@ -475,15 +514,14 @@ class PostgresStore(Store):
     def record_served(self, user_id: str, video_ids: Sequence[str], ts_ms: int) -> int:
         ids = dumps(list(dict.fromkeys(video_ids)))
         with self.transaction():
-            # the user's row locked: one page number per page across processes
-            if self._one("SELECT 1 FROM users WHERE user_id = %s FOR UPDATE", (user_id,)) is None:
-                raise UnknownUser(f"no user {user_id!r} in region {self.region!r}")
             row = self._one(
                 "INSERT INTO served_pages (user_id, page_seq, served_at_ms, video_ids) "
                 f"SELECT %(u)s, {_COUNTER} + 1, %(t)s, %(v)s FROM users WHERE user_id = %(u)s "
                 "RETURNING page_seq",
                 {"u": user_id, "t": ts_ms, "v": ids},
             )
+        if row is None:
+            raise UnknownUser(f"no user {user_id!r} in region {self.region!r}")
         return int(row[0])
 
     def forget_served_before(self, before_ms: int) -> int:
@@ -531,7 +569,7 @@ class PostgresStore(Store):
                     user_id: json.loads(videos)
                     for user_id, videos in self._all(
                         "SELECT user_id, video_ids FROM labels WHERE dataset = %s AND "
-                        "split = %s AND user_id = ANY(%s) FOR UPDATE",
+                        "split = %s AND user_id = ANY(%s)",
                         (dataset, split, list(sets)),
                     )
                 }
@@ -555,7 +593,7 @@ class PostgresStore(Store):
     def iter_labels(self, dataset: str, split: str) -> Iterator[LabelRow]:
         for user_id, videos in self._all(
             "SELECT user_id, video_ids FROM labels WHERE dataset = %s AND split = %s "
-            'ORDER BY user_id COLLATE "C"',
+            "ORDER BY user_id",
             (dataset, split),
         ):
             for video_id in sorted(json.loads(videos)):

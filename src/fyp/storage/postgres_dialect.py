@@ -80,3 +80,16 @@ def to_postgres(sql: str, params: Sequence[Any] = ()) -> tuple[str, Sequence[Any
     if numbered:
         return out, {f"p{n}": v for n, v in enumerate(params, start=1)}
     return out, params
+
+
+def bool_as_int(psycopg: Any) -> type:
+    """A dumper sending Python booleans as 0/1: flags are integer columns, as in SQLite,
+    and capability packages pass ``True``/``False`` for them."""
+
+    class BoolAsInt(psycopg.adapt.Dumper):  # type: ignore[misc]
+        oid = psycopg.postgres.types["int4"].oid
+
+        def dump(self, obj: bool) -> bytes:
+            return b"1" if obj else b"0"
+
+    return BoolAsInt

@@ -6,14 +6,17 @@ at the end of that history, so its core is one migration. Versions line up with 
 SQLite store's where they mean the same thing, and capability packages add theirs
 under the same numbers (``Migration.postgres``).
 
-Types: millisecond times and sequence numbers are BIGINT (they overflow INTEGER), the
-play labels BOOLEAN, JSON stays TEXT holding exactly what the SQLite store holds
-(``fyp.storage.base.json_text``), so rows read back identically on both backends. As in
-SQLite, the region is baked into CHECK constraints: the database itself refuses rows of
-another region.
+Types: millisecond times and sequence numbers are BIGINT (they overflow INTEGER), flags
+0/1 integers as in SQLite (the store sends Python booleans as integers), JSON stays TEXT
+holding exactly what the SQLite store holds (``fyp.storage.base.json_text``), and every
+TEXT column compares bytewise (``COLLATE "C"``, SQLite's order), so rows read back and
+sort identically on both backends. As in SQLite, the region is baked into CHECK
+constraints: the database itself refuses rows of another region.
 """
 
 from __future__ import annotations
+
+import re
 
 from fyp.storage.migrations import Migration
 
@@ -61,9 +64,9 @@ POSTGRES_CORE: tuple[Migration, ...] = (
             ts_ms          BIGINT NOT NULL,
             watch_ms       BIGINT CHECK (watch_ms IS NULL OR watch_ms >= 0),
             watch_ratio    DOUBLE PRECISION,
-            valid_play     BOOLEAN NOT NULL DEFAULT FALSE,
-            long_play      BOOLEAN NOT NULL DEFAULT FALSE,
-            short_play     BOOLEAN NOT NULL DEFAULT FALSE
+            valid_play     SMALLINT NOT NULL DEFAULT 0 CHECK (valid_play IN (0, 1)),
+            long_play      SMALLINT NOT NULL DEFAULT 0 CHECK (long_play IN (0, 1)),
+            short_play     SMALLINT NOT NULL DEFAULT 0 CHECK (short_play IN (0, 1))
         );
         CREATE INDEX events_user ON events (user_id, seq);
 
@@ -100,9 +103,12 @@ META_SQL = (
 )
 
 
+_TEXT = re.compile(r"\bTEXT\b(?!\s+COLLATE)")
+
+
 def postgres_migrations() -> tuple[Migration, ...]:
     """The core schema, then every capability package's migration that has a PostgreSQL
-    form (``Migration.postgres``), in version order."""
+    form (``Migration.postgres``), in version order; TEXT columns compare bytewise."""
     from fyp.storage.migrations import sqlite_migrations
 
     extra = tuple(
@@ -110,12 +116,7 @@ def postgres_migrations() -> tuple[Migration, ...]:
         for m in sqlite_migrations()
         if m.version >= 10 and m.postgres is not None
     )
-    return tuple(sorted((*POSTGRES_CORE, *extra), key=lambda m: m.version))
-
-
-def missing_capabilities() -> list[str]:
-    """Capability migrations with no PostgreSQL form yet (their packages cannot run on a
-    PostgreSQL store)."""
-    from fyp.storage.migrations import sqlite_migrations
-
-    return [m.name for m in sqlite_migrations() if m.version >= 10 and m.postgres is None]
+    return tuple(
+        Migration(m.version, m.name, _TEXT.sub('TEXT COLLATE "C"', m.sql))
+        for m in sorted((*POSTGRES_CORE, *extra), key=lambda m: m.version)
+    )

@@ -215,6 +215,13 @@ class SQLiteStore(SQLiteServedLog):
         with self.transaction():
             return int(self._conn.execute(sql, params).rowcount)
 
+    def trigger_names(self, table: str) -> set[str]:
+        """Names of the triggers on ``table`` (the audit log checks its own are there)."""
+        rows = self._query(
+            "SELECT name FROM sqlite_master WHERE type = 'trigger' AND tbl_name = ?", (table,)
+        )
+        return {str(r[0]) for r in rows}
+
     def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> int:
         with self.transaction():
             cursor = self._conn.executemany(sql, rows)
