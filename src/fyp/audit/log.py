@@ -117,6 +117,24 @@ class SQLStore(Protocol):
 
     def trigger_names(self, table: str) -> set[str]: ...
 
+    def table_names(self) -> list[str]:
+        """The store's tables (not views), by name."""
+        ...
+
+    def table_columns(self, table: str) -> list[tuple[str, str]]:
+        """(name, declared type) of each column of ``table``, in order."""
+        ...
+
+    def prepare_erasure(self) -> None:
+        """Before an erasure deletes: have the backend destroy deleted rows, not only
+        unlink them, where it can."""
+        ...
+
+    def purge_deleted(self) -> None:
+        """Make rows deleted so far unrecoverable from the store's own files as far as
+        the backend allows (an erasure's last step)."""
+        ...
+
 
 def sql_store(store: object) -> SQLStore:
     """The store as an :class:`SQLStore`, or a ConfigError naming what is missing."""

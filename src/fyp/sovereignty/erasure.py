@@ -52,7 +52,6 @@ from fyp.models.artifacts import (
 )
 from fyp.regions.deployment import Deployment
 from fyp.sovereignty.ledger import ErasureLedger, user_pseudonym
-from fyp.sovereignty.region_data import require_sqlite_stores
 from fyp.sovereignty.region_keys import region_secret
 from fyp.sovereignty.remnants import (
     artifacts_naming,
@@ -205,7 +204,6 @@ class Eraser:
         """Erase a user homed anywhere in the deployment; UnknownUser if there is none.
         ``actor`` is who asked, for the audit log (``key:<id>`` over HTTP, the command
         line's ``fyp erasure erase``)."""
-        require_sqlite_stores(self.deployment.config, "erasure")
         region = self.deployment.home_region(user_id)
         receipt_id = "er_" + uuid.uuid4().hex
         t = now_ms()
@@ -220,7 +218,6 @@ class Eraser:
         """Erase again a user the ledger already records (after a restore or a crash).
         Given the original ``erased_at_ms``, the retrain deadline stays what the first
         erasure promised: a late restore does not stretch it."""
-        require_sqlite_stores(self.deployment.config, "erasure")
         t = now_ms() if erased_at_ms is None else erased_at_ms
         return self._erase(user_id, region, receipt_id, t, reapplied=True)
 
@@ -239,7 +236,7 @@ class Eraser:
         uploads: set[str] = set()
         for r in d.regions:  # uploads first: their rows name the user as creator
             store = d.store(r)
-            sql_store(store).query("PRAGMA secure_delete=ON")  # deleted bytes are zeroed
+            sql_store(store).prepare_erasure()  # SQLite: deleted bytes are zeroed
             with store.transaction():
                 uploads.update(delete_created_videos(store, user_id))
         out.add("videos", len(uploads))
@@ -274,7 +271,7 @@ class Eraser:
         for r in d.regions:
             self.scrub_artifacts(r, user_id, receipt_id, t, primary=r == region, out=out)
         for r in d.regions:
-            sql_store(d.store(r)).query("PRAGMA wal_checkpoint(TRUNCATE)")
+            sql_store(d.store(r)).purge_deleted()
         d.forget_route(user_id)
         for hook in [*_HOOKS, *self.hooks]:
             hook(region, user_id)

@@ -21,18 +21,17 @@ from fyp.audit.log import SQLStore, sql_store
 from fyp.models.artifacts import ARRAYS, current_version, models_dir, read_manifest
 from fyp.regions.deployment import Deployment
 from fyp.sovereignty.erasure import iso, now_ms
-from fyp.sovereignty.region_data import require_sqlite_stores
 
 PAGE = 2000
 FORMAT = "fyp-user-export/1"
 
 
 def _columns(sql: SQLStore, table: str) -> list[str]:
-    return [str(r[1]) for r in sql.query(f'PRAGMA table_info("{table}")')]
+    return [name for name, _ in sql.table_columns(table)]
 
 
 def _has_table(sql: SQLStore, table: str) -> bool:
-    return bool(sql.query("SELECT 1 FROM sqlite_master WHERE type='table' AND name=?", (table,)))
+    return table in sql.table_names()
 
 
 def _decoded(row: dict[str, Any]) -> dict[str, Any]:
@@ -60,7 +59,6 @@ class UserExport:
     def __init__(self, deployment: Deployment, user_id: str) -> None:
         self.deployment = deployment
         self.user_id = user_id
-        require_sqlite_stores(deployment.config, "a user's data export")
         self.region = deployment.home_region(user_id)  # UnknownUser before any output
         # pages served a few milliseconds ago may still be buffered (fyp.storage.served_log)
         deployment.store(self.region).flush_served()

@@ -33,20 +33,6 @@ def store_file(config: DeploymentConfig, region: str) -> Path:
     return Path(path)
 
 
-def require_sqlite_stores(config: DeploymentConfig, what: str) -> None:
-    """Refuse, before anything is changed, an operation that reads or rewrites SQLite
-    files directly while a region keeps its store elsewhere (PostgreSQL): erasure,
-    export, residency scans and backups are not ported to that backend yet."""
-    for region in config.region_names:
-        url = config.resolve_url(config.region(region).store)
-        if not url.startswith("sqlite:///"):
-            raise ConfigError(
-                f"{what} is not available yet for a region whose store is not SQLite: "
-                f"region {region!r} (see docs/architecture.md, Storage)",
-                region=region,
-            )
-
-
 def store_companions(path: Path) -> list[Path]:
     """The live store file and SQLite's side files next to it."""
     return [path, *(path.with_name(path.name + s) for s in ("-wal", "-shm", "-journal"))]

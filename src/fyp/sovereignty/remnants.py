@@ -10,7 +10,9 @@ without being listed here; the erasure knows how to clean the tables fyp has tod
 from __future__ import annotations
 
 import csv
+import json
 import os
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +24,8 @@ from fyp.audit.log import SQLStore, sql_store
 from fyp.models.ahead import USER_IDS as AHEAD_USERS
 from fyp.models.ahead import without_user as drop_ranked_ahead
 from fyp.models.artifacts import ARRAYS, list_versions, models_dir
-from fyp.sovereignty.columns import NUMERIC_TYPE, json_field, json_objects_sql, names_a_person
+from fyp.sovereignty.columns import NUMERIC_TYPE, names_a_person
+from fyp.storage.base import json_text
 
 ERASED_NAME = "[erased]"
 """What replaces a user's id in a record that must keep its row (a review job)."""
@@ -35,6 +38,8 @@ ARTIFACT_USER_ARRAYS = ("user_ids", "lineage_user_ids", "creator_ids", AHEAD_USE
 SCANNED_SUFFIXES = (".csv", ".jsonl", ".json")
 SKIPPED_FILES = {"erasures.jsonl"}  # the ledger names users by pseudonym only
 SKIPPED_DIRS = {"models", "secrets"}
+_BYTES = re.compile(r"BLOB|BYTEA", re.IGNORECASE)  # signatures, never JSON
+_PLAIN_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")  # written unquoted in a JSON path
 
 
 @dataclass(frozen=True)
@@ -49,12 +54,9 @@ class ColumnHit:
 
 def _columns(store: SQLStore) -> Iterator[tuple[str, str, str]]:
     """(table, column, declared type) of every table of the store, found from the schema."""
-    for (table,) in store.query(
-        "SELECT name FROM sqlite_master WHERE type='table' AND name NOT LIKE 'sqlite_%' "
-        "ORDER BY name"
-    ):
-        for row in store.query(f'PRAGMA table_info("{table}")'):
-            yield str(table), str(row[1]), str(row[2])
+    for table in store.table_names():
+        for column, kind in store.table_columns(table):
+            yield table, column, kind
 
 
 def person_columns(store: SQLStore) -> list[tuple[str, str]]:
@@ -67,23 +69,82 @@ def text_columns(store: SQLStore) -> list[tuple[str, str]]:
     return [
         (t, c)
         for t, c, kind in _columns(store)
-        if not names_a_person(c) and not NUMERIC_TYPE.search(kind)
+        if not names_a_person(c) and not NUMERIC_TYPE.search(kind) and not _BYTES.search(kind)
     ]
+
+
+def _atoms(value: Any, path: str = "$", field: str = "") -> Iterator[tuple[str, str, Any]]:
+    """(JSON path, the field it sits under, value) of each scalar inside ``value``; an
+    array's elements sit under the array's field (``{"friends": ["u1"]}``: ``friends``)."""
+    if isinstance(value, dict):
+        items: Iterator[tuple[str, str, Any]] = (
+            (f"{path}.{k}" if _PLAIN_KEY.fullmatch(k) else f'{path}."{k}"', k, v)
+            for k, v in value.items()
+        )
+    elif isinstance(value, list):
+        items = ((f"{path}[{i}]", field, v) for i, v in enumerate(value))
+    else:
+        return
+    for at, name, v in items:
+        if isinstance(v, dict | list):
+            yield from _atoms(v, at, name)
+        else:
+            yield at, name, v
+
+
+def _names(value: Any, user_id: str) -> bool:
+    """Is this JSON scalar the user's id (as text, or as a whole number)?"""
+    if isinstance(value, bool):
+        return False
+    return (isinstance(value, str) and value == user_id) or (
+        isinstance(value, int) and str(value) == user_id
+    )
+
+
+def _json_objects(store: SQLStore, table: str, column: str, user_id: str) -> list[Any]:
+    """The column's distinct values that contain the user's id and parse as JSON objects."""
+    out: list[Any] = []
+    for (text,) in store.query(
+        f'SELECT DISTINCT "{column}" FROM "{table}" WHERE instr("{column}", ?) > 0',
+        (user_id,),
+    ):
+        if isinstance(text, str) and text.startswith("{"):
+            try:
+                out.append((text, json.loads(text)))
+            except ValueError:
+                continue
+    return [(t, v) for t, v in out if isinstance(v, dict)]
 
 
 def json_paths(store: SQLStore, table: str, column: str, user_id: str) -> dict[str, int]:
     """Where ``user_id`` sits under a person field inside the column's JSON objects:
     JSON path -> rows (``{"invited_by": "u1"}`` -> ``$.invited_by``)."""
     found: dict[str, int] = {}
-    rows = store.query(
-        f"SELECT j.fullkey, j.key, j.path, COUNT(*) {json_objects_sql(table, column, True)} "
-        "AND CAST(j.atom AS TEXT) = ?1 GROUP BY j.fullkey",
-        (user_id,),
-    )
-    for fullkey, key, path, n in rows:
-        if names_a_person(json_field(key, str(path))):
-            found[str(fullkey)] = int(n)
+    for text, value in _json_objects(store, table, column, user_id):
+        paths = {p for p, name, v in _atoms(value) if names_a_person(name) and _names(v, user_id)}
+        if not paths:
+            continue
+        rows = int(
+            store.query(f'SELECT COUNT(*) FROM "{table}" WHERE "{column}" = ?', (text,))[0][0]
+        )
+        for path in paths:
+            found[path] = found.get(path, 0) + rows
     return found
+
+
+def _without_user(value: Any, user_id: str, field: str = "") -> tuple[Any, list[str]]:
+    """``value`` with the user's id replaced by ERASED_NAME under person fields, and the
+    paths replaced (as :func:`_atoms` names them)."""
+    hits = [p for p, name, v in _atoms(value) if names_a_person(name) and _names(v, user_id)]
+
+    def walk(v: Any, name: str) -> Any:
+        if isinstance(v, dict):
+            return {k: walk(x, k) for k, x in v.items()}
+        if isinstance(v, list):
+            return [walk(x, name) for x in v]
+        return ERASED_NAME if names_a_person(name) and _names(v, user_id) else v
+
+    return (walk(value, field) if hits else value), hits
 
 
 def _json_place(column: str, path: str) -> str:
@@ -130,15 +191,16 @@ def scrub_store(store: object, user_id: str, skip: set[str] | None = None) -> di
     for table, column in text_columns(sql):
         if table in APPEND_ONLY:  # ``skip`` names tables whose own rows go elsewhere
             continue
-        for path in json_paths(sql, table, column, user_id):
+        for text, value in _json_objects(sql, table, column, user_id):
+            cleaned, paths = _without_user(value, user_id)
+            if not paths:
+                continue
             # the row stays (it is someone else's); the name in it goes
             n = sql.execute(
-                f'UPDATE "{table}" SET "{column}" = json_set("{column}", ?, ?) '
-                f'WHERE instr("{column}", ?) > 0 AND json_valid("{column}") '
-                f'AND CAST(json_extract("{column}", ?) AS TEXT) = ?',
-                (path, ERASED_NAME, user_id, path, user_id),
+                f'UPDATE "{table}" SET "{column}" = ? WHERE "{column}" = ?',
+                (json_text(cleaned), text),
             )
-            if n:
+            for path in paths:
                 key = f"{table}.{_json_place(column, path)}"
                 counts[key] = counts.get(key, 0) + n
     return counts
@@ -155,11 +217,7 @@ def delete_created_videos(store: object, user_id: str) -> list[str]:
     ]
     if not ids:
         return []
-    tables = {
-        str(r[0])
-        for r in sql.query("SELECT name FROM sqlite_master WHERE type='table'")
-        if str(r[0]).startswith("moderation")
-    }
+    tables = {t for t in sql.table_names() if t.startswith("moderation")}
     for table in sorted(tables):
         sql.executemany(f'DELETE FROM "{table}" WHERE video_id = ?', [(v,) for v in ids])
     sql.executemany("DELETE FROM videos WHERE video_id = ?", [(v,) for v in ids])

@@ -126,6 +126,34 @@ class PostgresStore(Store):
         )
         return {str(r[0]) for r in rows}
 
+    def table_names(self) -> list[str]:
+        rows = self._all(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = "
+            "current_schema() AND table_type = 'BASE TABLE' ORDER BY table_name"
+        )
+        return [str(r[0]) for r in rows]
+
+    def table_columns(self, table: str) -> list[tuple[str, str]]:
+        rows = self._all(
+            "SELECT column_name, upper(data_type) FROM information_schema.columns WHERE "
+            "table_schema = current_schema() AND table_name = %s ORDER BY ordinal_position",
+            (table,),
+        )
+        return [(str(r[0]), str(r[1])) for r in rows]
+
+    def prepare_erasure(self) -> None:
+        """Nothing to switch on: PostgreSQL has no secure delete (see purge_deleted)."""
+
+    def purge_deleted(self) -> None:
+        """VACUUM every table, so deleted rows' space is reclaimed and reused; the server's
+        WAL and free space may hold the bytes until PostgreSQL recycles them (encrypt the
+        server's disks: docs/architecture.md, Storage)."""
+        with self._lock:
+            if self._depth:
+                raise StorageError("purge_deleted runs outside transactions")
+            for table in self.table_names():
+                self._exec(f'VACUUM "{table}"')
+
     def check(self) -> None:
         try:
             super().check()
@@ -154,13 +182,11 @@ class PostgresStore(Store):
         self._upkeep.start()
 
     def _forget_loop(self, window_ms: int) -> None:
-        while not self._stop.is_set():
+        while not self._stop.wait(upkeep.SERVED_FORGET_S):
             try:
                 self.forget_served_before(time.time_ns() // 1_000_000 - window_ms)
             except (StorageError, _driver().Error) as exc:
                 log.warning("served log: forgetting old pages failed, retrying later: %s", exc)
-            if self._stop.wait(upkeep.SERVED_FORGET_S):
-                return
 
     @contextmanager
     def transaction(self) -> Iterator[None]:

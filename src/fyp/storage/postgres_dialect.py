@@ -51,12 +51,13 @@ def split_url(url: str) -> tuple[str, str | None]:
 
 _PLACEHOLDER = re.compile(r"'(?:[^']|'')*'|\?(\d*)|%")
 _JSON_EACH = re.compile(r"json_each\(([^()]*)\)")
+_INSTR = re.compile(r"\binstr\(", re.IGNORECASE)
 _OR_IGNORE = re.compile(r"^\s*INSERT\s+OR\s+IGNORE\s+INTO", re.IGNORECASE)
 
 
 def to_postgres(sql: str, params: Sequence[Any] = ()) -> tuple[str, Sequence[Any] | dict[str, Any]]:
     """SQLite SQL of the capability packages in PostgreSQL's dialect: ``?`` and ``?N``
-    placeholders, ``INSERT OR IGNORE``, ``json_each(x)`` over a JSON array; a literal
+    placeholders, ``INSERT OR IGNORE``, ``json_each(x)`` over a JSON array, ``instr``; a literal
     ``%`` is escaped for the driver. Anything else must already be common SQL."""
     numbered = False
 
@@ -73,6 +74,7 @@ def to_postgres(sql: str, params: Sequence[Any] = ()) -> tuple[str, Sequence[Any
         return "%s"
 
     out = _JSON_EACH.sub(r"json_array_elements_text((\1)::json)", sql)
+    out = _INSTR.sub("strpos(", out)  # the same (text, needle) order
     if _OR_IGNORE.match(out):
         out = _OR_IGNORE.sub("INSERT INTO", out, count=1).rstrip().rstrip(";")
         out += " ON CONFLICT DO NOTHING"

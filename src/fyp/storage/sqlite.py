@@ -222,6 +222,24 @@ class SQLiteStore(SQLiteServedLog):
         )
         return {str(r[0]) for r in rows}
 
+    def table_names(self) -> list[str]:
+        rows = self._query(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' "
+            "ORDER BY name"
+        )
+        return [str(r[0]) for r in rows]
+
+    def table_columns(self, table: str) -> list[tuple[str, str]]:
+        return [(str(r[1]), str(r[2])) for r in self._query(f'PRAGMA table_info("{table}")')]
+
+    def prepare_erasure(self) -> None:
+        self._query("PRAGMA secure_delete=ON")  # deleted bytes are zeroed in the pages
+
+    def purge_deleted(self) -> None:
+        """Deleted rows were zeroed in the pages (``secure_delete``, set for erasures);
+        this copies the WAL, which still holds them, into the file and empties it."""
+        self._query("PRAGMA wal_checkpoint(TRUNCATE)")
+
     def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> int:
         with self.transaction():
             cursor = self._conn.executemany(sql, rows)
