@@ -138,9 +138,10 @@ def test_a_restore_that_cannot_reapply_erasures_is_finished_before_anything_is_s
     assert code == 3 and "did not finish" in message  # a copy with u8 in it: refused
     code, message = cli("region", "export", str(dep), "us", "--to", str(dep.parent / "cut"))
     assert code == 3 and "cannot be carved out" in message
-    # the damaged region is restored in turn; the next open finishes us
-    code, _ = cli("restore", str(dep), "--region", "eu")
-    assert code == 0
+    # the damaged region is restored in turn (exit 1: what eu's damaged store held since
+    # its backup cannot be read); the next open finishes us
+    code, out = cli("restore", str(dep), "--region", "eu")
+    assert code == 1 and "WARNING" in out
     assert "u8" not in users(dep, "us")
     assert not (dep / "regions" / "us" / PENDING_RESTORE).exists()
     with Deployment.open(dep) as d:
@@ -218,23 +219,33 @@ def test_a_restore_cut_short_in_its_swap_is_completed_at_the_next_open(
     assert code == 0, out
 
 
-def test_restoring_over_a_damaged_store_replaces_it_with_a_note(dep: Path) -> None:
+def test_restoring_over_a_damaged_store_moves_it_aside_and_says_what_is_lost(dep: Path) -> None:
     config = load_config(dep)
     backup = BackupWriter(config, "us").run()
     before = users(dep, "us")
-    with store_file(config, "us").open("r+b") as f:
+    damaged = store_file(config, "us")
+    with damaged.open("r+b") as f:
         f.truncate(100_000)
+    kept = damaged.read_bytes()
     code, out = cli("restore", str(dep), "--region", "us")
-    assert code == 0, out
+    assert code == 1, out  # restored, but what the damaged store held since is lost
     text = " ".join(out.split())
     assert f"restored backup {backup.backup_id}" in text
     assert "unreadable in the replaced store" in text
     assert "note: the replaced store was damaged (database disk image is malformed)" in text
+    (aside,) = (dep / "regions" / "us" / ".quarantine").iterdir()
+    assert f"moved aside to regions/us/.quarantine/{aside.name}, not deleted" in text
+    assert (aside / damaged.name).read_bytes() == kept  # untouched
+    assert "WARNING: an unknown number of audit entries written since the backup" in text
+    assert "WARNING: moderation decisions made since the backup" in text
     assert users(dep, "us") == before
     with Deployment.open(dep) as d:
         log = AuditLog(d.store("us"))
         assert log.verify().ok
-        assert list(log.entries())[-1].details["carried_audit_entries"] == "unreadable"
+        details = list(log.entries())[-1].details
+    assert details["carried_audit_entries"] == "unreadable"
+    assert details["replaced_store"]["quarantined"] == f"regions/us/.quarantine/{aside.name}"
+    assert details["moderation_since_backup"] == "unconfirmed"
 
 
 def test_a_damaged_newest_backup_is_never_passed_over(dep: Path) -> None:
@@ -281,3 +292,4 @@ def test_a_newest_manifest_edited_but_parsable_is_damaged(
     assert "MAC" in message and older.backup_id in message
     code, out = cli("backups", str(dep), "--region", "us", "--json")
     assert code == 1 and [d["backup_id"] for d in json.loads(out)["damaged"]] == [newer.backup_id]
+
