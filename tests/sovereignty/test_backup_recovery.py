@@ -17,7 +17,7 @@ from fyp.audit.log import AuditLog
 from fyp.config import load_config
 from fyp.errors import StorageError
 from fyp.regions.deployment import Deployment
-from fyp.sovereignty.backup import MANIFEST_FILE
+from fyp.sovereignty.backup import MANIFEST_FILE, SNAPSHOT_FILE
 from fyp.sovereignty.backup_writer import BackupWriter, remove_stale_partials
 from fyp.sovereignty.region_data import store_file
 from fyp.sovereignty.restore import Restorer
@@ -293,3 +293,23 @@ def test_a_newest_manifest_edited_but_parsable_is_damaged(
     code, out = cli("backups", str(dep), "--region", "us", "--json")
     assert code == 1 and [d["backup_id"] for d in json.loads(out)["damaged"]] == [newer.backup_id]
 
+
+def test_prune_never_deletes_the_last_backup_that_verifies(dep: Path) -> None:
+    """--keep counted a backup whose manifest reads but whose snapshot rotted, and
+    deleted the older one that was the only backup left to restore from."""
+    config = load_config(dep)
+    writer = BackupWriter(config, "us")
+    older = writer.run()
+    newer = writer.run()
+    snapshot = newer.path / SNAPSHOT_FILE
+    data = bytearray(snapshot.read_bytes())
+    data[len(data) // 2] ^= 1
+    snapshot.write_bytes(bytes(data))
+    removed, damaged = writer.prune(1)
+    assert removed == [] and older.path.is_dir()
+    assert [d.backup_id for d in damaged] == [newer.backup_id]
+    code, out = cli("restore", str(dep), "--region", "us", "--backup", older.backup_id)
+    assert code == 0, out
+    good = writer.run()  # once a newer backup verifies, the older ones go as asked
+    removed, _ = writer.prune(1)
+    assert removed == [older.backup_id, newer.backup_id] and good.path.is_dir()
