@@ -262,3 +262,28 @@ def test_only_entries_whose_hash_holds_are_salvaged(dep: Path, tmp_path: Path) -
     assert found.history is not None and last not in {row[0] for row in found.history}
     assert "mallory" not in {row[2] for row in found.history}
     assert found.audit_lost == 0  # the backup holds every entry that could not be read
+
+
+def test_entries_under_a_damaged_root_page_are_read_from_the_leaf_pages(dep: Path) -> None:
+    """SQLite cannot reach any row of a table whose root page is damaged; the leaf pages
+    still hold them, and their hashes say they are intact."""
+    config = load_config(dep)
+    backup_then_takedown(dep)
+    live = store_file(config, "us")
+    leaf_pages(live, "audit_log")  # (folds the WAL in)
+    with closing(sqlite3.connect(live)) as conn:
+        (root,) = conn.execute(
+            "SELECT rootpage FROM sqlite_master WHERE name = 'audit_log'"
+        ).fetchone()
+        entries = conn.execute("SELECT COUNT(*) FROM audit_log").fetchone()[0]
+    smash(live, [root])
+    code, out = cli("restore", str(dep), "--region", "us", "--json")
+    report = json.loads(out)
+    assert code == 0 and report["warnings"] == []
+    assert report["replaced_store"]["audit_log"] == "complete"
+    assert state(dep, "us", TAKEN_DOWN) == "rejected"
+    with Deployment.open(dep) as d:
+        carried = [e for e in AuditLog(d.store("us")).entries() if "carried_from" in e.details]
+    # what the backup holds was recognised, not carried again: only the takedown since
+    assert [e.actor for e in carried if e.action == "verdict"] == ["tslead"]
+    assert len(carried) < entries

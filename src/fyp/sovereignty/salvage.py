@@ -9,7 +9,9 @@ and is salvaged table by table:
 
 - the audit log in windows of seqs, each window that fails read again one seq at a time,
   both through SQLite's normal read-only open and with ``immutable=1`` (which ignores a
-  broken ``-wal``/``-shm``); only rows whose hash still matches their content are kept;
+  broken ``-wal``/``-shm``); then, if entries are still missing, straight from the
+  file's pages (:mod:`fyp.sovereignty.page_scan`, for a damaged root or interior page);
+  only rows whose hash still matches their content are kept;
 - the moderation verdicts of every video the backup holds, in chunks and then one by
   one, compared with the backup's: each one that differs is a decision made since.
 
@@ -31,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from fyp.audit.log import entry_hash
+from fyp.sovereignty.page_scan import scan_audit_rows
 from fyp.sovereignty.region_data import read_only
 
 COMPLETE, PARTIAL, UNREADABLE = "complete", "partial", "unreadable"
@@ -143,7 +146,8 @@ def _lost(history: list[HistoryRow], top: int | None, restored: Path) -> int | N
         held = {}
     got = {int(row[0]): str(row[6]) for row in history}
     same = all(held.get(seq, digest) == digest for seq, digest in got.items())
-    return sum(1 for seq in range(1, top + 1) if seq not in got and not (same and seq in held))
+    covered = set(got) | (set(held) if same else set())
+    return top - sum(1 for seq in covered if 1 <= seq <= top)
 
 
 def _quick_check(path: Path) -> str | None:
@@ -201,9 +205,15 @@ def _salvage_history(path: Path) -> tuple[list[HistoryRow] | None, str, int | No
             found.setdefault(int(row[0]), row)
         if end is not None:
             top = max(top or 0, end, max(found, default=0))
-        if clean and sorted(found) == list(range(1, len(found) + 1)):
+        if clean and top == len(found) and sorted(found) == list(range(1, len(found) + 1)):
             complete = True
             break
+    if not complete:  # what the b-trees cannot reach may still be on intact pages
+        for row in scan_audit_rows(path):
+            verified = _verified(row)
+            if verified is not None:
+                found.setdefault(int(verified[0]), verified)
+        complete = top is not None and sorted(found) == list(range(1, top + 1))
     history = [found[s] for s in sorted(found)]
     if complete:
         return history, COMPLETE, top
@@ -223,8 +233,9 @@ def _read_audit(conn: sqlite3.Connection) -> tuple[list[HistoryRow], bool, int |
                 f"SELECT {_AUDIT_COLS} FROM audit_log WHERE seq BETWEEN ? AND ? ORDER BY seq",
                 (start, end),
             ).fetchall()
+            failed = False
         except sqlite3.DatabaseError:
-            rows, clean = _one_by_one(conn, start, end), False
+            rows, clean, failed = _one_by_one(conn, start, end), False, True
         for row in rows:
             verified = _verified(row)
             if verified is None:
@@ -234,13 +245,23 @@ def _read_audit(conn: sqlite3.Connection) -> tuple[list[HistoryRow], bool, int |
         if top is None and not rows:
             break  # (an unknown end: the first window with nothing in it)
         start = end + 1
+        if not rows and not failed:  # a gap, or past the end: on to the next entry
+            try:
+                nxt = conn.execute(
+                    "SELECT MIN(seq) FROM audit_log WHERE seq > ?", (end,)
+                ).fetchone()
+            except sqlite3.DatabaseError:
+                continue
+            if nxt is None or nxt[0] is None:
+                break
+            start = int(nxt[0])
     if top is not None:  # anything past what the table's end said
         try:
             rest = conn.execute(
                 f"SELECT {_AUDIT_COLS} FROM audit_log WHERE seq > ? ORDER BY seq", (end,)
             ).fetchall()
-        except sqlite3.DatabaseError:
-            rest, clean, top = [], False, None
+        except sqlite3.DatabaseError:  # (the head is written with every append: trusted)
+            rest, clean = [], False
         for row in rest:
             verified = _verified(row)
             clean = clean and verified is not None
