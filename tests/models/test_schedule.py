@@ -3,6 +3,7 @@ training reaches feeds once the serving process's training child has run."""
 
 from __future__ import annotations
 
+import json
 import logging
 import random
 from collections.abc import Iterator
@@ -19,7 +20,7 @@ from fyp.config import TrainingConfig
 from fyp.events.ingest import Ingestor
 from fyp.feed.ahead import ranks_ahead
 from fyp.feed.service import FeedService
-from fyp.models.artifacts import current_version
+from fyp.models.artifacts import ARRAYS, MANIFEST, current_version, models_dir
 from fyp.models.schedule import TrainingScheduler, retrain_reason
 from fyp.models.training import train_and_publish
 from fyp.moderation import Moderator
@@ -150,3 +151,38 @@ def test_train_if_changed_says_what_it_skips_and_why(dep: Deployment) -> None:
         and "trained 1 region" in trained.output
     )
     assert current_version(dep.config.region_dir("us")) != before
+
+
+def test_train_if_changed_retrains_a_live_model_whose_arrays_are_damaged(dep: Deployment) -> None:
+    """The review's case: arrays.npz damaged under an unchanged manifest was "unchanged
+    since the live model", so the region went on without a usable model."""
+    root, region_dir = str(dep.config.root), dep.config.region_dir("us")
+    before = current_version(region_dir)
+    assert before is not None
+    arrays = models_dir(region_dir) / before / ARRAYS
+    data = bytearray(arrays.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # one flipped bit's worth of rot, size unchanged
+    arrays.write_bytes(bytes(data))
+    why = f"the live model {before} is damaged ({ARRAYS} does not match its manifest's sha256"
+    assert (reason(dep) or "").startswith(why)
+    trained = CliRunner().invoke(app, ["train", root, "--if-changed", "--jobs", "1"])
+    assert trained.exit_code == 0, trained.output
+    assert f"us: {why}" in " ".join(trained.output.split()) and "trained 1 region" in trained.output
+    assert current_version(region_dir) != before and reason(dep) is None
+
+
+def test_a_manifest_without_an_arrays_hash_is_checked_by_loading_the_arrays(
+    dep: Deployment,
+) -> None:
+    region_dir = dep.config.region_dir("us")
+    version = current_version(region_dir)
+    assert version is not None
+    path = models_dir(region_dir) / version / MANIFEST
+    older = {k: v for k, v in json.loads(path.read_text("utf-8")).items() if k != "arrays_sha256"}
+    path.write_text(json.dumps(older), "utf-8")  # as written before the hash was recorded
+    assert reason(dep) is None
+    arrays = models_dir(region_dir) / version / ARRAYS
+    arrays.write_bytes(arrays.read_bytes()[: arrays.stat().st_size // 2])
+    assert (reason(dep) or "").startswith(
+        f"the live model {version} is damaged (cannot read model arrays"
+    )

@@ -17,7 +17,7 @@ from fyp.audit.log import AuditLog
 from fyp.config import load_config
 from fyp.errors import StorageError
 from fyp.regions.deployment import Deployment
-from fyp.sovereignty.backup import MANIFEST_FILE
+from fyp.sovereignty.backup import MANIFEST_FILE, SNAPSHOT_FILE
 from fyp.sovereignty.backup_writer import BackupWriter, remove_stale_partials
 from fyp.sovereignty.region_data import store_file
 from fyp.sovereignty.restore import Restorer
@@ -138,9 +138,10 @@ def test_a_restore_that_cannot_reapply_erasures_is_finished_before_anything_is_s
     assert code == 3 and "did not finish" in message  # a copy with u8 in it: refused
     code, message = cli("region", "export", str(dep), "us", "--to", str(dep.parent / "cut"))
     assert code == 3 and "cannot be carved out" in message
-    # the damaged region is restored in turn; the next open finishes us
-    code, _ = cli("restore", str(dep), "--region", "eu")
-    assert code == 0
+    # the damaged region is restored in turn (exit 1: what eu's damaged store held since
+    # its backup cannot be read); the next open finishes us
+    code, out = cli("restore", str(dep), "--region", "eu")
+    assert code == 1 and "WARNING" in out
     assert "u8" not in users(dep, "us")
     assert not (dep / "regions" / "us" / PENDING_RESTORE).exists()
     with Deployment.open(dep) as d:
@@ -218,23 +219,33 @@ def test_a_restore_cut_short_in_its_swap_is_completed_at_the_next_open(
     assert code == 0, out
 
 
-def test_restoring_over_a_damaged_store_replaces_it_with_a_note(dep: Path) -> None:
+def test_restoring_over_a_damaged_store_moves_it_aside_and_says_what_is_lost(dep: Path) -> None:
     config = load_config(dep)
     backup = BackupWriter(config, "us").run()
     before = users(dep, "us")
-    with store_file(config, "us").open("r+b") as f:
+    damaged = store_file(config, "us")
+    with damaged.open("r+b") as f:
         f.truncate(100_000)
+    kept = damaged.read_bytes()
     code, out = cli("restore", str(dep), "--region", "us")
-    assert code == 0, out
+    assert code == 1, out  # restored, but what the damaged store held since is lost
     text = " ".join(out.split())
     assert f"restored backup {backup.backup_id}" in text
     assert "unreadable in the replaced store" in text
     assert "note: the replaced store was damaged (database disk image is malformed)" in text
+    (aside,) = (dep / "regions" / "us" / ".quarantine").iterdir()
+    assert f"moved aside to regions/us/.quarantine/{aside.name}, not deleted" in text
+    assert (aside / damaged.name).read_bytes() == kept  # untouched
+    assert "WARNING: an unknown number of audit entries written since the backup" in text
+    assert "WARNING: moderation decisions made since the backup" in text
     assert users(dep, "us") == before
     with Deployment.open(dep) as d:
         log = AuditLog(d.store("us"))
         assert log.verify().ok
-        assert list(log.entries())[-1].details["carried_audit_entries"] == "unreadable"
+        details = list(log.entries())[-1].details
+    assert details["carried_audit_entries"] == "unreadable"
+    assert details["replaced_store"]["quarantined"] == f"regions/us/.quarantine/{aside.name}"
+    assert details["moderation_since_backup"] == "unconfirmed"
 
 
 def test_a_damaged_newest_backup_is_never_passed_over(dep: Path) -> None:
@@ -281,3 +292,24 @@ def test_a_newest_manifest_edited_but_parsable_is_damaged(
     assert "MAC" in message and older.backup_id in message
     code, out = cli("backups", str(dep), "--region", "us", "--json")
     assert code == 1 and [d["backup_id"] for d in json.loads(out)["damaged"]] == [newer.backup_id]
+
+
+def test_prune_never_deletes_the_last_backup_that_verifies(dep: Path) -> None:
+    """--keep counted a backup whose manifest reads but whose snapshot rotted, and
+    deleted the older one that was the only backup left to restore from."""
+    config = load_config(dep)
+    writer = BackupWriter(config, "us")
+    older = writer.run()
+    newer = writer.run()
+    snapshot = newer.path / SNAPSHOT_FILE
+    data = bytearray(snapshot.read_bytes())
+    data[len(data) // 2] ^= 1
+    snapshot.write_bytes(bytes(data))
+    removed, damaged = writer.prune(1)
+    assert removed == [] and older.path.is_dir()
+    assert [d.backup_id for d in damaged] == [newer.backup_id]
+    code, out = cli("restore", str(dep), "--region", "us", "--backup", older.backup_id)
+    assert code == 0, out
+    good = writer.run()  # once a newer backup verifies, the older ones go as asked
+    removed, _ = writer.prune(1)
+    assert removed == [older.backup_id, newer.backup_id] and good.path.is_dir()

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.markup import escape
 from rich.table import Table
 
 from fyp.cli.app import console
+
+if TYPE_CHECKING:
+    from fyp.sovereignty.restore import RestoreReport
 
 DirArg = typer.Argument(..., help="Deployment directory (holds fyp.toml).")
 EXIT_PROBLEM = 1
@@ -106,37 +109,19 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Verify and restore a region's backup, then re-erase users erased since.
 
-        Stop the server first: a store open in another process is refused."""
+        Stop the server first: a store open in another process is refused. A damaged
+        store is moved aside, never deleted; exit 1 when something made since the backup
+        could not be put back (each warning says what, and what to do)."""
         from fyp.config import load_config
         from fyp.sovereignty.restore import Restorer
 
         report = Restorer(load_config(directory), region).run(backup_id, source)
         if as_json:
             typer.echo(json.dumps(report.to_dict(), indent=2))
-            return
-        s = report.seconds
-        console.print(
-            f"region [bold]{region}[/]: restored backup [bold]{report.backup_id}[/] "
-            f"(taken {report.backup_created_at}) in {s['total']:.2f} s"
-        )
-        console.print(
-            f"  {report.verified_parts} parts verified, {_mb(report.restored_bytes)}; store "
-            f"{report.store['users']:,} users, {report.store['events']:,} events"
-        )
-        console.print(
-            f"  erasures re-applied: {len(report.reerased)} (users erased after the backup)"
-        )
-        carried = report.carried_audit_entries
-        console.print(
-            "  audit entries written after the backup: "
-            + (
-                "[bold red]unreadable in the replaced store[/]"
-                if carried is None
-                else f"{carried} carried into the restored log"
-            )
-        )
-        for note in report.notes:
-            console.print(f"  note: {note}", markup=False)
+        else:
+            _print_restore(report)
+        if report.warnings:
+            raise typer.Exit(EXIT_PROBLEM)
 
     region_app = typer.Typer(name="region", help="Whole-region operations.", no_args_is_help=True)
     app.add_typer(region_app, name="region")
@@ -213,6 +198,36 @@ def register(app: typer.Typer) -> None:
             _print_residency(report.to_dict())
         if not report.ok:
             raise typer.Exit(EXIT_PROBLEM)
+
+
+def _print_restore(report: RestoreReport) -> None:
+    s = report.seconds
+    console.print(
+        f"region [bold]{report.region}[/]: restored backup [bold]{report.backup_id}[/] "
+        f"(taken {report.backup_created_at}) in {s['total']:.2f} s"
+    )
+    console.print(
+        f"  {report.verified_parts} parts verified, {_mb(report.restored_bytes)}; store "
+        f"{report.store['users']:,} users, {report.store['events']:,} events"
+    )
+    console.print(f"  erasures re-applied: {len(report.reerased)} (users erased after the backup)")
+    carried = report.carried_audit_entries
+    console.print(
+        "  audit entries written after the backup: "
+        + (
+            "[bold red]unreadable in the replaced store[/]"
+            if carried is None
+            else f"{carried} carried into the restored log"
+        )
+    )
+    console.print(
+        f"  moderation decisions since the backup re-applied: {report.remoderated_videos} videos"
+        + (f", {report.held_for_recheck} held for re-check" if report.held_for_recheck else "")
+    )
+    for note in report.notes:
+        console.print(f"  note: {note}", markup=False, soft_wrap=True)
+    for warning in report.warnings:
+        console.print(f"[bold red]WARNING[/]: {escape(warning)}", soft_wrap=True)
 
 
 def _print_damaged(damaged: list[Any], what: str) -> None:

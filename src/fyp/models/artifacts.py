@@ -3,9 +3,12 @@
 An artifact is a directory ``regions/<region>/models/<version>/`` holding arrays
 (``arrays.npz``) and ``manifest.json``. The manifest records the region, the data
 snapshot (event count, seq range, a content hash of the events), a hash of the set of
-user ids the models learned from (lineage), parameters and metrics. ``current`` — a
+user ids the models learned from (lineage), parameters and metrics, and the sha256 of
+the arrays file as written (``arrays_sha256``), so a damaged file is told from a good
+one without trusting numpy to notice (:func:`artifact_problem`). ``current`` — a
 small file naming the live version — is replaced atomically, so a server can switch
-to a new artifact without downtime and a half-written artifact is never live.
+to a new artifact without downtime and a half-written artifact is never live; both
+files are on disk (fsync) before the version takes its name.
 """
 
 from __future__ import annotations
@@ -54,6 +57,8 @@ class Manifest:
     # provenance beyond the snapshot: when the training read began ("read_started_ms"),
     # and for an artifact rewritten by an erasure, its parent and the receipts applied
     lineage: dict[str, Any] = field(default_factory=dict)
+    # sha256 of arrays.npz, set by write_artifact (None in manifests written before it)
+    arrays_sha256: str | None = None
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, ensure_ascii=False, sort_keys=True)
@@ -111,17 +116,57 @@ def new_version() -> str:
 def write_artifact(
     region_dir: Path, manifest: Manifest, arrays: dict[str, np.ndarray], make_current: bool = True
 ) -> Path:
-    """Write arrays and manifest to a new version directory, then (optionally) go live."""
+    """Write arrays and manifest (which gets the arrays' sha256) to a new version
+    directory, durably, then (optionally) go live."""
     root = models_dir(region_dir)
     target = root / manifest.version
     tmp = root / f".{manifest.version}.tmp"
     tmp.mkdir(parents=True, exist_ok=False)
     np.savez(tmp / ARRAYS, **arrays)  # type: ignore[arg-type]
+    manifest.arrays_sha256 = file_sha256(tmp / ARRAYS)
     (tmp / MANIFEST).write_text(manifest.to_json(), encoding="utf-8")
+    for name in (ARRAYS, MANIFEST):
+        _fsync(tmp / name)
     os.replace(tmp, target)
+    _fsync(root)
     if make_current:
         set_current(region_dir, manifest.version)
     return target
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        while block := f.read(1 << 20):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def artifact_problem(region_dir: Path, version: str, manifest: Manifest) -> str | None:
+    """Why a version's arrays cannot be used (None: they can): not the bytes its
+    manifest's sha256 names, or, for a manifest without one, arrays that do not load."""
+    path = models_dir(region_dir) / version / ARRAYS
+    if manifest.arrays_sha256 is not None:
+        try:
+            digest = file_sha256(path)
+        except OSError as exc:
+            return f"cannot read {ARRAYS}: {exc}"
+        if digest != manifest.arrays_sha256:
+            return f"{ARRAYS} does not match its manifest's sha256 (damaged or changed)"
+        return None
+    try:
+        read_arrays(region_dir, version)
+    except ModelError as exc:
+        return exc.message
+    return None
 
 
 def set_current(region_dir: Path, version: str) -> None:

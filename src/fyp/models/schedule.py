@@ -8,9 +8,12 @@ feed's user state), but the catalogue and the aggregates wait for a retrain.
 ``fyp train --if-changed`` trains only the regions whose store moved since the live
 model: its events (count and newest seq, against the manifest's snapshot) or its
 catalogue (the head of the catalogue change feed, recorded in the manifest's lineage
-as ``catalog_seq``). ``fyp serve`` runs that every ``[training] every_minutes`` in a
-child process (:class:`TrainingScheduler`), one region at a time at a lower CPU
-priority, and switches to what it publishes as it does to any new version.
+as ``catalog_seq``); and any region whose live model cannot be used as it is: no
+model, a manifest that does not read, or arrays that are not the bytes the manifest's
+sha256 names (or, for a manifest older than that hash, that do not load). ``fyp serve``
+runs that every ``[training] every_minutes`` in a child process
+(:class:`TrainingScheduler`), one region at a time at a lower CPU priority, and switches
+to what it publishes as it does to any new version.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from pathlib import Path
 
 from fyp.config import DeploymentConfig
 from fyp.errors import ModelError
-from fyp.models.artifacts import current_version, read_manifest
+from fyp.models.artifacts import artifact_problem, current_version, read_manifest
 from fyp.models.training import catalogue_mark
 from fyp.regions.background import ChildScheduler
 from fyp.storage import Store
@@ -34,6 +37,9 @@ def retrain_reason(store: Store, region_dir: Path) -> str | None:
         manifest = read_manifest(region_dir, version)
     except ModelError as exc:
         return f"the live model's manifest is unreadable ({exc})"
+    problem = artifact_problem(region_dir, version, manifest)
+    if problem is not None:
+        return f"the live model {version} is damaged ({problem})"
     learned = manifest.snapshot
     count, newest = store.count_events(), store.max_event_seq()
     if (count, newest) != (learned.event_count, learned.max_seq):

@@ -28,7 +28,7 @@ import functools
 import time
 import weakref
 from collections import Counter
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -159,59 +159,6 @@ def human_holds(c: Cell, video_ids: Sequence[str]) -> dict[str, str]:
             why = str(details.get("reason", ""))[:200]
             out[vid] = f"{state} by a human ({details.get('source')} by {actor}: {why})"
     return out
-
-
-def reapply_moderation(
-    deployment: Deployment,
-    region: str,
-    carried: Sequence[tuple[str, str, str, Mapping[str, Any] | None, int | None]],
-    backup_id: str,
-) -> int:
-    """After a restore: the moderation decisions made since the backup, as the audit
-    entries carried into the restored log record them (actor, action, subject, details,
-    time). A video whose latest such decision is a human removal gets it back at once
-    (a takedown is not undone by a restore); any other video with a decision or an edit
-    since the backup goes back to pending, to be judged again with that history in view
-    (rule ``human_hold``). Returns how many videos it changed."""
-    last: dict[str, Mapping[str, Any]] = {}
-    for _, action, subject, details, _ in carried:
-        if action in ("verdict", "pending", "creator_recheck") and details is not None:
-            last[subject] = {**details, "_action": action}
-    store = deployment.store(region)
-    c = cell(store)
-    t = now_ms()
-    changed = 0
-    with store.transaction():
-        for video_id, details in sorted(last.items()):
-            if store.get_video(video_id) is None:
-                continue  # not in the restored catalogue: nothing to serve
-            state = details.get("state")
-            removal = state in {s.value for s in REMOVALS}
-            if (
-                details["_action"] == "verdict"
-                and details.get("source") in HUMAN_SOURCES
-                and removal
-            ):
-                reason = f"re-applied after restoring {backup_id}: {details.get('reason', '')}"
-                verdict = {
-                    "state": state,
-                    "creator_ok": False,
-                    "reason": reason,
-                    "decided_by": "fyp restore",
-                    "reapplied": {"source": details.get("source"), "backup": backup_id},
-                }
-                c.mod.write(
-                    video_id, str(state), False, reason, "restore", "fyp restore", t, verdict
-                )
-                entry = c.audit.append(
-                    "fyp restore", "verdict", video_id, {"source": "restore", **verdict}, t
-                )
-                c.mod.set_audit_seq(video_id, entry.seq)
-            else:
-                reason = f"decided or changed after backup {backup_id}: judged again"
-                _pend(c, video_id, reason, "fyp restore", t)
-            changed += 1
-    return changed
 
 
 Todo = tuple[str, int, str, str]

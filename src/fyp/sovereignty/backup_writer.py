@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import IO, Any, cast
 
 from fyp.config import DeploymentConfig
-from fyp.errors import InvalidRequest, StorageError
+from fyp.errors import BackupCorrupt, InvalidRequest, StorageError
 from fyp.models.artifacts import CURRENT, models_dir
 from fyp.sovereignty.backup import (
     FILES_PREFIX,
@@ -146,7 +146,9 @@ class BackupWriter:
                 }
                 manifest["mac"] = manifest_mac(mac_key, manifest)
                 _write_durable(partial / MANIFEST_FILE, json.dumps(manifest, indent=2).encode())
+                _fsync(partial)
                 os.replace(partial, first_dir / backup_id)
+                _fsync(first_dir)  # the backup's name too is on disk before it is reported
                 for _, other in targets[1:]:
                     self._copy(first_dir / backup_id, other / backup_id)
             finally:
@@ -158,7 +160,11 @@ class BackupWriter:
         erased user lingers in older backups until they go (restores re-erase them).
 
         Damaged backups are neither counted nor deleted, but returned: one may be the
-        newest, and what it is can only be told by a person."""
+        newest, and what it is can only be told by a person. Nor is the newest backup
+        whose ciphertext verifies (:func:`fyp.sovereignty.backup.verify_backup`) ever
+        deleted: the kept ones are checked newest first until one does, and if none
+        does, the newest older one that does stays too (with the kept one that failed
+        reported damaged), so a target never loses its last restorable backup."""
         if keep < 1:
             raise InvalidRequest("--keep must be at least 1: a backup run keeps its backup")
         removed: list[str] = []
@@ -166,12 +172,30 @@ class BackupWriter:
         for _, directory in self.targets(to):
             listing = list_backups(directory).of_region(self.config, self.region)
             damaged += listing.damaged
-            for old in listing.backups[:-keep]:
-                doomed = old.path.with_name(f".{old.path.name}{DELETING}")
-                os.replace(old.path, doomed)  # gone at once, then removed
-                _remove(doomed)
+            doomed = listing.backups[:-keep]
+            kept_bad: list[Damaged] = []
+            good = self._newest_good(listing.backups[-keep:], kept_bad)
+            damaged += kept_bad
+            if good is None:
+                spared = self._newest_good(doomed, [])
+                doomed = [b for b in doomed if b is not spared]
+            for old in doomed:
+                gone = old.path.with_name(f".{old.path.name}{DELETING}")
+                os.replace(old.path, gone)  # gone at once, then removed
+                _remove(gone)
                 removed.append(old.backup_id)
         return removed, damaged
+
+    def _newest_good(self, backups: list[Backup], bad: list[Damaged]) -> Backup | None:
+        """The newest of ``backups`` that verifies; those newer that do not go in ``bad``."""
+        for backup in reversed(backups):
+            try:
+                verify_backup(self.config, self.region, backup)
+            except BackupCorrupt as exc:
+                bad.append(Damaged(backup.path, exc.message))
+                continue
+            return backup
+        return None
 
     def _pack(
         self, snap: Path, out: Path, key: bytes, backup_id: str
@@ -232,11 +256,16 @@ class BackupWriter:
         return parts, sealed
 
     def _copy(self, src: Path, dest: Path) -> None:
+        """A copy to a further target, on disk and verified before it takes its name."""
         tmp = dest.with_name(f".{dest.name}{PARTIAL}")
         shutil.rmtree(tmp, ignore_errors=True)
         shutil.copytree(src, tmp)
+        for path in tmp.iterdir():
+            _fsync(path)
+        _fsync(tmp)
         verify_backup(self.config, self.region, read_backup(tmp))
         os.replace(tmp, dest)
+        _fsync(dest.parent)
 
 
 def remove_stale_partials(region_dir: Path, directory: Path) -> list[Path]:
@@ -272,3 +301,12 @@ def _write_durable(path: Path, data: bytes) -> None:
         f.write(data)
         f.flush()
         os.fsync(f.fileno())
+
+
+def _fsync(path: Path) -> None:
+    """A file's bytes, or a directory's entries, on disk."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

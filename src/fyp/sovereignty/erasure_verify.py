@@ -13,6 +13,12 @@ Checked in every region, not only the one the user was homed in:
   its bytes as above) and ``.npz`` arrays outside ``models/`` — the staging directories
   of backups, restores and residency scans among them: a run killed mid-way leaves its
   copy of the whole store until ``fyp erasure process`` or the next backup removes it;
+- damaged stores a restore moved aside (``regions/<r>/.quarantine/``,
+  :mod:`fyp.sovereignty.quarantine`), as ``quarantine`` remnants: a store file the user
+  is named in, or that cannot be read (nothing can vouch for it), and any of its files
+  (WAL included) whose bytes hold the id. Nothing removes them but the operator, so a
+  quarantined store keeps every erasure verified after it at ``remnants`` until it is
+  deleted: it must not outlive its use;
 - the retrain that removes the user's share of aggregates: while a receipt is still
   pending in some artifact, the result is *pending* (exit 1) with its deadline.
 
@@ -30,8 +36,10 @@ from fyp.regions.deployment import Deployment
 from fyp.sovereignty.erasure import Receipt, iso, now_ms, receipt_signature_ok
 from fyp.sovereignty.erasure_process import pending_retrains
 from fyp.sovereignty.ledger import ErasureLedger, user_pseudonym
+from fyp.sovereignty.quarantine import WHY, in_quarantine, quarantined, why
 from fyp.sovereignty.region_data import store_companions
 from fyp.sovereignty.remnants import (
+    SQLITE_MAGIC,
     artifacts_naming,
     copies,
     copy_hits,
@@ -47,7 +55,7 @@ SCAN_CHUNK = 1 << 22
 @dataclass(frozen=True)
 class Remnant:
     region: str
-    kind: str  # store | store_bytes | artifact | file | copy (| copy_bytes)
+    kind: str  # store | store_bytes | artifact | file | copy (| copy_bytes) | quarantine
     where: str
     count: int
 
@@ -116,6 +124,28 @@ def bytes_found(path: Path, needle: bytes) -> int:
     return found
 
 
+def quarantine_remnants(
+    region: str, region_dir: Path, entry: Path, user_id: str, scannable: bool
+) -> list[Remnant]:
+    """What of ``user_id`` a quarantined store may hold: its store file read as any copy
+    (one that does not read counts: nothing vouches for it), every file's bytes."""
+    out: list[Remnant] = []
+    for path in sorted(p for p in entry.rglob("*") if p.is_file() and p.name != WHY):
+        rel = path.relative_to(region_dir).as_posix()
+        side = path.name.endswith(("-wal", "-shm", "-journal"))
+        with path.open("rb") as f:
+            is_sqlite = f.read(len(SQLITE_MAGIC)) == SQLITE_MAGIC
+        if is_sqlite:
+            for where, n in copy_hits(path, user_id).items():
+                out.append(Remnant(region, "quarantine", f"{rel}: {where}", n))
+        elif not side:
+            out.append(Remnant(region, "quarantine", f"{rel}: not a readable SQLite file", 1))
+        n = bytes_found(path, user_id.encode()) if scannable else 0
+        if n:
+            out.append(Remnant(region, "quarantine", f"{rel}: raw bytes", n))
+    return out
+
+
 def check_receipt(deployment: Deployment, user_id: str, receipt: Receipt) -> dict[str, Any]:
     """Signature, pseudonym and ledger entry of a receipt, each checked on its own."""
     signed = receipt_signature_ok(deployment, receipt)
@@ -181,12 +211,21 @@ def verify_erasure(
         region_dir = config.region_dir(region)
         live = {p.resolve() for f in files for p in store_companions(f)}
         for path in copies(region_dir, live):
+            if in_quarantine(region_dir, path):
+                continue  # below
             rel = path.relative_to(region_dir).as_posix()
             for where, n in copy_hits(path, user_id).items():
                 report.remnants.append(Remnant(region, "copy", f"{rel}: {where}", n))
             n = bytes_found(path, user_id.encode()) if scannable else 0
             if n and path.suffix != ".npz":
                 report.remnants.append(Remnant(region, "copy_bytes", rel, n))
+        for aside in quarantined(region_dir):
+            report.remnants += quarantine_remnants(region, region_dir, aside, user_id, scannable)
+            report.notes.append(
+                f"regions/{region}/{aside.relative_to(region_dir).as_posix()}: a damaged store "
+                f"fyp restore moved aside ({why(aside).get('damage', 'damaged')}); only its "
+                "operator deletes it, once nothing more is to be salvaged from it"
+            )
         for version, arrays in artifacts_naming(region_dir, user_id).items():
             report.remnants.append(
                 Remnant(region, "artifact", f"models/{version}: {', '.join(arrays)}", 1)

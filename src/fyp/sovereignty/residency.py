@@ -17,7 +17,10 @@ name against where users actually live (each region's ``users`` table):
 - **files**: anything else under ``regions/R/`` (caches, logs, exports, data sets):
   SQLite files as stores, ``.npz``/``.npy`` as artifacts, CSV by a user column, other
   text by ``user_id=…`` / ``"user_id": …`` style pairs; and files of the deployment
-  directory that belong to no region at all.
+  directory that belong to no region at all. Damaged stores a restore moved aside
+  (``regions/R/.quarantine/``, :mod:`fyp.sovereignty.quarantine`) are read the same
+  way, as source **quarantine**: in their own region they are no residency problem, but
+  an erased user or a file that cannot be read there is a finding like anywhere else.
 
 A name homed in another region is **foreign**; a name homed nowhere in a user column is
 an **orphan**, and an orphan the erasure ledger recognises is an **erased** remnant.
@@ -50,6 +53,7 @@ from fyp.sovereignty.backup import (
     unpack_backup,
 )
 from fyp.sovereignty.ledger import LEDGER_FILE, ErasureLedger
+from fyp.sovereignty.quarantine import in_quarantine
 from fyp.sovereignty.region_data import read_only, store_companions, store_file
 from fyp.sovereignty.residency_readers import (
     Names,
@@ -73,7 +77,7 @@ class Finding:
     # several_homes (a user in the users table of more than one region) |
     # unreadable_backup | wrong_region_store
     kind: str
-    source: str  # store | artifact | backup | file
+    source: str  # store | artifact | backup | file | quarantine
     location: str
     user_id: str
     home_region: str | None
@@ -357,7 +361,8 @@ class ResidencyScanner:
                 if source == "file":
                     scan.scanned["files"] += 1
                 where = f"{prefix}{path.relative_to(region_dir).as_posix()}: "
-                found += self.classify(region, source, where, file_names(path), scan)
+                kind = "quarantine" if in_quarantine(region_dir, path) else source
+                found += self.classify(region, kind, where, file_names(path), scan)
         return found
 
     def _scan_backups(self, scan: RegionScan) -> list[Finding]:

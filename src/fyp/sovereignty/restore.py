@@ -3,25 +3,31 @@
 Order matters: the backup is verified and unpacked completely (every checksum, the
 seal, the manifest's MAC) into a staging directory inside the region's directory
 (:mod:`fyp.sovereignty.staging`) before the live region is touched, so a damaged or
-tampered backup changes nothing. Then the live store and data files are swapped for the
-restored ones (each by an atomic rename), and what happened since the backup is put
-back on top (:func:`_reapply`): the audit entries the replaced store holds beyond the
-backup (read before the swap) are appended to the restored log with their original
-time, actor and subject (:func:`carry_audit_history`); moderation decisions since the
-backup are re-applied; :func:`fyp.sovereignty.erasure.reapply_erasures` erases every
-restored user that a region's erasure ledger — never part of a backup, never rolled
-back — says was erased; and keys revoked since are revoked again.
+tampered backup changes nothing. The store about to be replaced is read before the
+swap (:func:`fyp.sovereignty.salvage.assess`): its audit history, and for a damaged
+store whatever can still be salvaged of its log and its moderation verdicts. Then the
+live store and data files are swapped for the restored ones (each by an atomic rename,
+each file fsynced first), and what happened since the backup is put back on top
+(:mod:`fyp.sovereignty.restore_reapply`: audit entries, moderation decisions,
+erasures, key revocations).
+
+A damaged replaced store (the usual reason to restore) is never deleted: it is moved
+aside untouched, with its WAL, into ``regions/<r>/.quarantine/``
+(:mod:`fyp.sovereignty.quarantine`). What could not be read of it is said: the
+report's ``warnings`` (``fyp restore`` exits 1 on any), the restore's audit entry
+(``details.replaced_store``), and when no moderation decision since the backup can be
+confirmed, the restored videos approved only by the automated checks go back to pending
+(:mod:`fyp.moderation.restored`).
 
 Erasures are never lost on the way: before the swap, a durable marker
-(``regions/<r>/.pending-restore.json``: the backup, the replaced store's audit history
-and the files to put in place) records that the region holds, or is about to hold,
-restored data with erased users in it. Until the re-application has succeeded and
-removed the marker, every open of the deployment (:class:`fyp.regions.deployment.Deployment`:
-``fyp serve`` and every CLI command that reads the stores) first finishes it — the swap
-too, if it was cut short — and refuses to open, naming the region, while it fails;
-``fyp backup`` and ``fyp region export`` refuse the region. A damaged replaced store
-(the usual reason to restore) is replaced as it is, with a note; its audit history is
-then reported unreadable.
+(``regions/<r>/.pending-restore.json``, :mod:`fyp.sovereignty.restore_marker`: the
+backup, the replaced store's audit history and what was salvaged of it, the files to put
+in place) records that the region holds, or is about to hold, restored data with erased
+users in it. Until the re-application has succeeded and removed the marker, every open
+of the deployment (:class:`fyp.regions.deployment.Deployment`: ``fyp serve`` and every
+CLI command that reads the stores) first finishes it — the swap too, if it was cut
+short — and refuses to open, naming the region, while it fails; ``fyp backup`` and
+``fyp region export`` refuse the region.
 
 The store must not be in use: a server holding it open would keep writing to the
 replaced file. SQLite holds a shared lock on its ``-shm`` file for as long as a
@@ -32,34 +38,42 @@ refuses while another process holds it. (Stop ``fyp serve`` first.)
 from __future__ import annotations
 
 import fcntl
-import json
+import logging
 import os
 import secrets
 import shutil
 import sqlite3
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from fyp.audit.log import now_ms
 from fyp.config import DeploymentConfig
 from fyp.errors import FypError, StorageError, StoreInUse
 from fyp.regions.deployment import Deployment
 from fyp.sovereignty.backup import FILES_PREFIX, STORE_PART, find_backup, unpack_backup
+from fyp.sovereignty.quarantine import move_aside, new_quarantine
 from fyp.sovereignty.region_data import (
     NOT_BACKED_UP,
-    read_only,
     region_data_files,
     store_companions,
     store_file,
 )
+from fyp.sovereignty.restore_marker import (
+    Pending,
+    fsync_dir,
+    fsync_file,
+    read_pending,
+    write_pending,
+)
+from fyp.sovereignty.restore_reapply import reapply, restore_warnings
+from fyp.sovereignty.salvage import Assessment, assess, reassess
 from fyp.sovereignty.staging import PENDING_RESTORE, Staging, remove_stale
 
-if TYPE_CHECKING:
-    from fyp.audit.log import AuditLog, Record
+log = logging.getLogger("fyp.restore")
 
 _SHM_DMS_BYTE = 128  # SQLite's "dead man switch" lock in the -shm file of a WAL database
 STAGING = ".restore-"  # + backup id + a nonce, in the region's directory
@@ -96,11 +110,17 @@ class RestoreReport:
     verified_parts: int
     restored_bytes: int
     store: dict[str, Any]
+    restore_id: str = ""
     reerased: list[str] = field(default_factory=list)
     # audit entries written after the backup, carried into the restored log; None when
     # the replaced store's log could not be read (the restore entry says so)
     carried_audit_entries: int | None = 0
+    remoderated_videos: int = 0
+    held_for_recheck: int = 0  # pending again: nothing confirms their verdict
+    # a damaged replaced store: what was wrong, where it is now, what could be read
+    replaced_store: dict[str, Any] | None = None
     notes: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)  # what since the backup is lost
     seconds: dict[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -111,65 +131,18 @@ class RestoreReport:
 
 def _checkpoint_and_close(path: Path) -> str | None:
     """Fold the WAL into the old store file, so no stale -wal can meet the new one.
-    Returns why not, for a store too damaged to open (it is replaced as it is)."""
+    Returns why not, for a store too damaged to open (it is moved aside instead)."""
     if not path.exists():
         return None
     try:
         conn = sqlite3.connect(path, isolation_level=None)
         try:
-            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            busy, _, _ = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
         finally:
             conn.close()
     except sqlite3.Error as exc:
         return str(exc)
-    return None
-
-
-@dataclass
-class Pending:
-    """What a restore that has begun to swap still has to do (the marker's content)."""
-
-    backup_id: str
-    started_at_ms: int
-    staging: str  # the staging directory's name; gone once the swap is complete
-    files: list[str]  # the backup's data files, relative to the region's directory
-    history: list[Sequence[Any]] | None  # the replaced store's audit log (None: unreadable)
-
-
-def read_pending(region_dir: Path) -> Pending | None:
-    path = region_dir / PENDING_RESTORE
-    try:
-        return Pending(**json.loads(path.read_text(encoding="utf-8")))
-    except FileNotFoundError:
-        return None
-    except (OSError, ValueError, TypeError) as exc:
-        raise StorageError(f"cannot read the pending-restore marker {path}: {exc}") from exc
-
-
-def _write_pending(region_dir: Path, pending: Pending) -> None:
-    """Durably: the file, then its name in the directory."""
-    path = region_dir / PENDING_RESTORE
-    tmp = path.with_name(path.name + ".tmp")
-    text = json.dumps(vars(pending))  # (asdict would deep-copy the history first)
-    with tmp.open("w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    _fsync_dir(region_dir)
-
-
-def _remove_pending(region_dir: Path) -> None:
-    (region_dir / PENDING_RESTORE).unlink(missing_ok=True)
-    _fsync_dir(region_dir)
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    return "its WAL could not be folded in (busy)" if busy else None
 
 
 @contextmanager
@@ -206,7 +179,6 @@ class Restorer:
         live = store_file(self.config, self.region)
         _refuse_in_use(live, self.region)
         region_dir = self.config.region_dir(self.region)
-        notes: list[str] = []
         with _restore_lock(region_dir):
             remove_stale(region_dir)
             earlier = read_pending(region_dir)
@@ -215,31 +187,44 @@ class Restorer:
                 unpacked = staging.path / UNPACKED
                 unpack_backup(self.config, self.region, backup, unpacked)  # nothing touched
                 t_verified = time.perf_counter()
-                # the log of the store last served: an unfinished restore's marker has it
-                history = audit_history(live) if earlier is None else earlier.history
+                found = self._replaced(live, unpacked / STORE_PART, earlier)
+                started = now_ms()
                 pending = Pending(
-                    backup.backup_id, now_ms(), name, _restored_files(unpacked), history
+                    backup.backup_id,
+                    started,
+                    name,
+                    _restored_files(unpacked),
+                    found.history,
+                    restore_id=secrets.token_hex(8),
+                    quarantine=earlier.quarantine if earlier else new_quarantine(started),
+                    salvage=found.to_dict(),
                 )
                 _refuse_in_use(live, self.region)  # checked again right before the swap
-                _write_pending(region_dir, pending)
+                write_pending(region_dir, pending)
                 if earlier is not None:
                     shutil.rmtree(region_dir / earlier.staging, ignore_errors=True)
                 try:
-                    damaged = _swap(self.config, self.region, pending, staging)
+                    _swap(self.config, self.region, pending, staging)
                 except Exception as exc:
                     raise _unfinished(
                         self.region, pending, "was swapped in only partly", exc
                     ) from exc
-            if damaged is not None:
-                notes.append(f"the replaced store was damaged ({damaged}): replaced as it was")
             t_swapped = time.perf_counter()
             try:
                 with Deployment(self.config, finish_restores=False) as d:
-                    reerased, carried = _reapply(d, self.region, pending)
+                    done = reapply(d, self.region, pending)
             except Exception as exc:
                 raise _unfinished(self.region, pending, "is in place", exc) from exc
         t_done = time.perf_counter()
         m = backup.manifest
+        notes = []
+        if done.replaced is not None:
+            notes.append(
+                f"the replaced store was damaged ({done.replaced['damage']}): moved aside to "
+                f"{done.replaced['quarantined']}, not deleted; delete that directory once "
+                "nothing more is to be salvaged from it (until then `fyp erasure verify` and "
+                "`fyp residency check` report it: it holds the region's users as they were)"
+            )
         return RestoreReport(
             region=self.region,
             backup_id=backup.backup_id,
@@ -248,9 +233,14 @@ class Restorer:
             verified_parts=len(m["parts"]),
             restored_bytes=int(m["plaintext_bytes"]),
             store=dict(m["store"]),
-            reerased=reerased,
-            carried_audit_entries=carried,
+            restore_id=pending.restore_id,
+            reerased=done.reerased,
+            carried_audit_entries=done.carried,
+            remoderated_videos=done.remoderated,
+            held_for_recheck=done.held,
+            replaced_store=done.replaced,
             notes=notes,
+            warnings=restore_warnings(self.config, self.region, str(m["created_at"]), done),
             seconds={
                 "verify_unpack": round(t_verified - t0, 3),
                 "swap": round(t_swapped - t_verified, 3),
@@ -258,6 +248,18 @@ class Restorer:
                 "total": round(t_done - t0, 3),
             },
         )
+
+    def _replaced(self, live: Path, restored: Path, earlier: Pending | None) -> Assessment:
+        """The store last served, as the restore must know it: read now, or as an
+        unfinished restore's marker describes it (that store may be gone, or aside)."""
+        if earlier is None:
+            return assess(live, restored)
+        found = earlier.assessment
+        if found.damage is None:
+            return found
+        # another backup than the unfinished restore's: its verdicts are compared anew
+        aside = self.config.region_dir(self.region) / earlier.quarantine / live.name
+        return reassess(found, aside if aside.exists() else live, restored)
 
 
 def _restored_files(unpacked: Path) -> list[str]:
@@ -272,36 +274,59 @@ def _restored_files(unpacked: Path) -> list[str]:
     return [rel.as_posix() for rel in rels]
 
 
-def swap_in(config: DeploymentConfig, region: str, pending: Pending) -> str | None:
-    """Replace the live store and data files with the unpacked ones; returns why the
-    replaced store could not be read, if it could not.
+def swap_in(config: DeploymentConfig, region: str, pending: Pending) -> None:
+    """Replace the live store and data files with the unpacked ones.
 
-    The restored store goes in by one rename once the old one's WAL is folded in and
-    its side files are gone; the data files are replaced as a set (everything the
-    backup covers that is not in it is removed: a backup is the whole region). What is
-    in place has left the staging directory, so running it again finishes a swap that
-    was cut short."""
+    A healthy replaced store has its WAL folded in and its side files removed; a damaged
+    one (the marker says so, or its WAL cannot be folded in) is moved aside as it is,
+    side files included, into the marker's quarantine directory. Then the restored store
+    goes in by one rename; the data files are replaced as a set (everything the backup
+    covers that is not in it is removed: a backup is the whole region). Each file is on
+    disk before it takes its name. What is in place has left the staging directory, so
+    running it again finishes a swap that was cut short."""
     region_dir = config.region_dir(region)
     unpacked = region_dir / pending.staging / UNPACKED
     live = store_file(config, region)
-    damaged = None
     if (unpacked / STORE_PART).exists():
-        damaged = _checkpoint_and_close(live)
-        for side in store_companions(live)[1:]:
-            side.unlink(missing_ok=True)
+        aside = region_dir / pending.quarantine
+        damage = pending.assessment.damage
+        if damage is None and not aside.exists():
+            damage = _checkpoint_and_close(live)
+        if damage is not None or aside.exists():  # (a run cut short began to move it)
+            move_aside(store_companions(live), aside, _why(region, pending, live, damage))
+        else:
+            for side in store_companions(live)[1:]:
+                side.unlink(missing_ok=True)
         live.parent.mkdir(parents=True, exist_ok=True)
+        fsync_file(unpacked / STORE_PART)
         os.replace(unpacked / STORE_PART, live)
+        fsync_dir(live.parent)
     restored_root = unpacked / FILES_PREFIX.rstrip("/")
     new = {Path(rel) for rel in pending.files}
     for rel in sorted(new):
         if (restored_root / rel).exists():
             dest = region_dir / rel
             dest.parent.mkdir(parents=True, exist_ok=True)
+            fsync_file(restored_root / rel)
             os.replace(restored_root / rel, dest)
     for rel in sorted(set(region_data_files(config, region)) - new):
         (region_dir / rel).unlink(missing_ok=True)
     _prune_empty_dirs(region_dir)
-    return damaged
+    for directory in sorted({(region_dir / rel).parent for rel in new}):
+        if directory.is_dir():
+            fsync_dir(directory)
+
+
+def _why(region: str, pending: Pending, live: Path, damage: str | None) -> dict[str, Any]:
+    """What ``why.json`` of a quarantined store says (nothing about any user)."""
+    return {
+        "region": region,
+        "store": str(live),
+        "damage": damage or "moved aside by a restore that was cut short",
+        "quarantined_at_ms": now_ms(),
+        "restore_id": pending.restore_id,
+        "replaced_by_backup": pending.backup_id,
+    }
 
 
 def _unfinished(region: str, pending: Pending, state: str, exc: Exception) -> StorageError:
@@ -342,115 +367,25 @@ def finish_pending_swaps(config: DeploymentConfig) -> None:
 
 def finish_pending_restores(deployment: Deployment) -> None:
     """Re-apply what happened since the backup in every region whose restore stopped
-    before doing so (called on every open); while it fails, the open is refused."""
+    before doing so (called on every open); while it fails, the open is refused. What
+    it could not put back is logged as a warning (and is in the restore's audit entry)."""
     for region, region_dir in _marked(deployment.config):
         with _restore_lock(region_dir):
             pending = read_pending(region_dir)
             if pending is None:
                 continue  # another process finished it meanwhile
             try:
-                _reapply(deployment, region, pending, late=True)
+                done = reapply(deployment, region, pending, late=True)
             except Exception as exc:
                 raise _unfinished(region, pending, "is in place", exc) from exc
+            for warning in restore_warnings(deployment.config, region, None, done):
+                log.warning("restore of region %r finished at open: %s", region, warning)
 
 
-def _swap(config: DeploymentConfig, region: str, pending: Pending, staging: Staging) -> str | None:
+def _swap(config: DeploymentConfig, region: str, pending: Pending, staging: Staging) -> None:
     staging.keep = True  # until the swap is complete: finishing it needs these files
-    damaged = swap_in(config, region, pending)
+    swap_in(config, region, pending)
     staging.keep = False
-    return damaged
-
-
-def _reapply(
-    deployment: Deployment, region: str, pending: Pending, late: bool = False
-) -> tuple[list[str], int | None]:
-    """Put back on the restored region what happened since the backup, then remove the
-    marker. Each step may run again after a crash: audit entries already carried are
-    not carried twice, and the rest finds nothing left to do."""
-    from fyp.access.keys import reapply_revocations
-    from fyp.audit.log import AuditLog
-    from fyp.moderation.service import reapply_moderation
-    from fyp.sovereignty.erasure import reapply_erasures
-
-    log = AuditLog(deployment.store(region))
-    history = pending.history
-    records = None if history is None else carry_audit_history(log, history)
-    carried = None if records is None else len(records)
-    # decisions made after the backup: removals stand again, the rest is judged
-    # again (before the erasures, which may delete some of those videos)
-    remoderated = reapply_moderation(deployment, region, records or [], pending.backup_id)
-    reerased = reapply_erasures(deployment, region)
-    region_dir = deployment.config.region_dir(region)
-    revoked = reapply_revocations(deployment.store(region), region_dir)
-    details: dict[str, Any] = {
-        "reerased": len(reerased),
-        "rerevoked_keys": revoked,
-        "remoderated_videos": remoderated,
-        "carried_audit_entries": "unreadable" if carried is None else carried,
-    }
-    if late:  # the restore itself stopped before this point
-        details["finished_at_open"] = True
-    log.append("fyp restore", "restore", pending.backup_id, details)
-    _remove_pending(region_dir)
-    return reerased, carried
-
-
-_HISTORY_COLS = "seq, ts_ms, actor, action, subject, details, hash"
-
-
-def audit_history(path: Path) -> list[Sequence[Any]] | None:
-    """Every entry of the audit log in the store file about to be replaced, parsed, or
-    None if it cannot be read (a damaged store is a reason to restore). Read and parsed
-    before the swap, so nothing after it can fail on a damaged entry."""
-    if not path.exists():
-        return []
-    try:
-        conn = read_only(path)
-        try:
-            rows = conn.execute(f"SELECT {_HISTORY_COLS} FROM audit_log ORDER BY seq").fetchall()
-        finally:
-            conn.close()
-        return [
-            # (an empty actor or action, which the log refuses, cannot stop a restore)
-            (int(seq), int(ts), str(a) or "?", str(act) or "?", str(sub), json.loads(det), str(h))
-            for seq, ts, a, act, sub, det, h in rows
-        ]
-    except (sqlite3.DatabaseError, ValueError, TypeError):
-        return None
-
-
-def carry_audit_history(log: AuditLog, history: list[Sequence[Any]]) -> list[Record]:
-    """Append to the restored log, in order, every entry of the replaced one that the
-    backup does not hold (same seq and hash): what happened after the backup was taken
-    (an operator's read, a decision, an erasure) stays on record, with its original
-    time, actor and subject and, in ``details.carried_from``, where it was. The chain
-    goes on from the backup's head, so ``fyp audit verify`` checks the result whole."""
-    restored = {int(seq): str(h) for seq, h in log.store.query("SELECT seq, hash FROM audit_log")}
-    already = {  # carried by a run of this restore that stopped before its end
-        (int(seq), str(h))
-        for seq, h in log.store.query(
-            "SELECT json_extract(details, '$.carried_from.seq'), "
-            "json_extract(details, '$.carried_from.hash') FROM audit_log "
-            "WHERE instr(details, 'carried_from') > 0"
-        )
-        if seq is not None
-    }
-    since = [e for e in history if restored.get(int(e[0])) != e[6]]
-    records: list[Record] = [
-        (
-            actor,
-            action,
-            subject,
-            {
-                **(details if isinstance(details, dict) else {"details": details}),
-                "carried_from": {"seq": seq, "hash": h},
-            },
-            ts,
-        )
-        for seq, ts, actor, action, subject, details, h in since
-    ]
-    log.append_many([r for r, e in zip(records, since, strict=True) if (e[0], e[6]) not in already])
-    return records
 
 
 def _prune_empty_dirs(root: Path) -> None:

@@ -1,0 +1,112 @@
+"""Damaged stores a restore moved aside instead of deleting them.
+
+A restore over a damaged store (:mod:`fyp.sovereignty.restore`) never deletes it: what
+SQLite could not read, a person with better tools may, and what happened after the
+backup is only in there. The store file goes with its ``-wal``, ``-journal`` and
+``-shm`` (never checkpointed: the damaged file is not written to) into
+``regions/<r>/.quarantine/store-<UTC time>-<nonce>/``, inside the region's own
+directory (its data stays in its region), with ``why.json`` (when, which restore and
+backup, what was wrong: no user's data).
+
+A quarantined store is a plaintext copy of the region as it was, erased users of later
+erasures included, so it is never forgotten: no backup or carve-out carries it (it is a
+dot-directory), ``fyp erasure verify`` reports it as a ``quarantine`` remnant of any
+user it names or cannot vouch for (a damaged store cannot be vouched for), and
+``fyp residency check`` scans it as its own source. Nothing deletes it but the operator,
+once nothing more is to be salvaged from it: ``rm -r`` the directory the restore named.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import secrets
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+QUARANTINE = ".quarantine"
+WHY = "why.json"
+
+
+def new_quarantine(started_at_ms: int, nonce: str | None = None) -> str:
+    """A quarantine directory's path (relative to the region's directory), named for the
+    restore's start; ``nonce`` makes it the same each time it is worked out again."""
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(started_at_ms / 1000))
+    return f"{QUARANTINE}/store-{stamp}-{nonce or secrets.token_hex(3)}"
+
+
+def quarantined(region_dir: Path) -> list[Path]:
+    """Every quarantined store directory of a region, oldest first."""
+    root = region_dir / QUARANTINE
+    if not root.is_dir():
+        return []
+    return sorted(p for p in root.iterdir() if p.is_dir())
+
+
+def in_quarantine(region_dir: Path, path: Path) -> bool:
+    try:
+        return path.relative_to(region_dir).parts[:1] == (QUARANTINE,)
+    except ValueError:
+        return False
+
+
+def why(entry: Path) -> dict[str, Any]:
+    """What ``why.json`` says (empty if it cannot be read)."""
+    try:
+        raw = json.loads((entry / WHY).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return raw if isinstance(raw, dict) else {}
+
+
+def move_aside(files: list[Path], dest: Path, reason: dict[str, Any]) -> list[Path]:
+    """Move ``files`` (a store and its side files, those that exist) into ``dest``,
+    durably; returns where they are now. The store file goes last, so a run cut short
+    leaves it behind for the next run to see (and move with whatever is left)."""
+    dest.mkdir(parents=True, exist_ok=True)
+    note = dest / WHY
+    if not note.exists():
+        _write_durable(note, json.dumps(reason, indent=2, sort_keys=True).encode())
+    moved: list[Path] = []
+    for path in [*files[1:], files[0]]:
+        if path.exists():
+            target = dest / path.name
+            _move(path, target)
+            moved.append(target)
+    _fsync_dir(dest)
+    for parent in {p.parent for p in files}:
+        _fsync_dir(parent)
+    return moved
+
+
+def _move(src: Path, dest: Path) -> None:
+    """Rename, or across file systems copy (fsynced) and then remove."""
+    try:
+        os.replace(src, dest)
+    except OSError as exc:
+        if exc.errno != errno.EXDEV:
+            raise
+        tmp = dest.with_name(f".{dest.name}.tmp")
+        shutil.copyfile(src, tmp)
+        with tmp.open("rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, dest)
+        src.unlink()
+
+
+def _write_durable(path: Path, data: bytes) -> None:
+    with path.open("wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

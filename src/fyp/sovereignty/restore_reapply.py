@@ -1,0 +1,188 @@
+"""After a restore's swap: what happened since the backup is put back on the restored region.
+
+The audit entries the replaced store holds beyond the backup (read before the swap,
+:mod:`fyp.sovereignty.salvage`) are appended to the restored log with their original
+time, actor and subject (:func:`carry_audit_history`);
+:func:`fyp.sovereignty.erasure.reapply_erasures` erases every restored user that a
+region's erasure ledger — never part of a backup, never rolled back — says was erased;
+keys revoked since are revoked again; and the moderation decisions made since stand
+again (:mod:`fyp.moderation.restored`). Then the restore's own audit entry is appended
+and the pending-restore marker removed.
+
+Each step may run again after a crash: carried entries are not carried twice, erasures
+and revocations find nothing left to do, and the moderation decisions and the restore's
+entry are one transaction, written once per restore (the entry carries the restore's id
+from the marker; a run that finds it only removes the marker).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from fyp.config import DeploymentConfig
+from fyp.sovereignty.quarantine import why
+from fyp.sovereignty.restore_marker import Pending, remove_pending
+from fyp.sovereignty.salvage import Assessment
+
+if TYPE_CHECKING:
+    from fyp.audit.log import AuditEntry, AuditLog, Record
+    from fyp.regions.deployment import Deployment
+
+
+@dataclass
+class Reapplied:
+    """What the re-application did (read back from the restore's audit entry when an
+    earlier run of the same restore got that far)."""
+
+    assessment: Assessment
+    reerased: list[str] = field(default_factory=list)
+    carried: int | None = 0  # None: the replaced store's log could not be read at all
+    remoderated: int = 0
+    held: int = 0  # pending again: nothing confirms their verdict
+    replaced: dict[str, Any] | None = None  # a damaged replaced store (as the entry says)
+
+
+def reapply(deployment: Deployment, region: str, pending: Pending, late: bool = False) -> Reapplied:
+    """Put back on the restored region what happened since the backup, then remove the
+    marker (``late``: the restore itself stopped before this point)."""
+    from fyp.access.keys import reapply_revocations
+    from fyp.audit.log import AuditLog
+    from fyp.moderation.restored import reapply_moderation
+    from fyp.sovereignty.erasure import reapply_erasures
+
+    store = deployment.store(region)
+    log = AuditLog(store)
+    found = pending.assessment
+    records = None if found.history is None else carry_audit_history(log, found.history)
+    done = Reapplied(found, carried=None if records is None else len(records))
+    # (erasures first: decisions about the videos they delete have nothing to act on)
+    done.reerased = reapply_erasures(deployment, region)
+    region_dir = deployment.config.region_dir(region)
+    revoked = reapply_revocations(store, region_dir)
+    with store.transaction():
+        entry = restore_entry(log, pending)
+        if entry is not None:  # written by a run that stopped before the marker went
+            done.remoderated = int(entry.details.get("remoderated_videos", 0))
+            done.held = int(entry.details.get("held_for_recheck", 0))
+            done.replaced = entry.details.get("replaced_store")
+        else:
+            moderated = reapply_moderation(
+                deployment,
+                region,
+                records or [],
+                pending.backup_id,
+                found.decisions,
+                found.confirmed,
+            )
+            done.remoderated, done.held = moderated.changed, moderated.held
+            done.replaced = replaced_store(deployment.config, region, pending)
+            details: dict[str, Any] = {
+                "restore_id": pending.restore_id,
+                "reerased": len(done.reerased),
+                "rerevoked_keys": revoked,
+                "remoderated_videos": done.remoderated,
+                "carried_audit_entries": "unreadable" if done.carried is None else done.carried,
+            }
+            if done.replaced is not None:
+                details["replaced_store"] = done.replaced
+            if not found.confirmed:
+                details["moderation_since_backup"] = "unconfirmed"
+                details["held_for_recheck"] = done.held
+            if late:
+                details["finished_at_open"] = True
+            log.append("fyp restore", "restore", pending.backup_id, details)
+    remove_pending(region_dir)
+    return done
+
+
+def restore_entry(log: AuditLog, pending: Pending) -> AuditEntry | None:
+    """This restore's own audit entry, if a run of it already wrote one."""
+    for entry in log.entries(subject=pending.backup_id, action="restore"):
+        if entry.details.get("restore_id") == pending.restore_id:
+            return entry
+    return None
+
+
+def replaced_store(
+    config: DeploymentConfig, region: str, pending: Pending
+) -> dict[str, Any] | None:
+    """What the restore's entry says of a damaged replaced store (None: it was healthy,
+    and replaced)."""
+    aside = config.region_dir(region) / pending.quarantine
+    if not aside.is_dir():
+        return None
+    found = pending.assessment
+    try:
+        where = aside.relative_to(config.root).as_posix()
+    except ValueError:
+        where = str(aside)
+    return {
+        "damage": found.damage or why(aside).get("damage", "?"),
+        "quarantined": where,
+        "audit_log": found.audit,
+        "audit_entries_lost": "unknown" if found.audit_lost is None else found.audit_lost,
+        "moderation": found.moderation,
+        "salvaged_decisions": len(found.decisions),
+    }
+
+
+def restore_warnings(
+    config: DeploymentConfig, region: str, taken: str | None, done: Reapplied
+) -> list[str]:
+    """What a restore could not put back, each said with what the operator can do."""
+    found = done.assessment
+    since = f"since the backup (taken {taken})" if taken else "since the backup"
+    out: list[str] = []
+    if found.audit_lost != 0:
+        lost = "an unknown number of" if found.audit_lost is None else str(found.audit_lost)
+        out.append(
+            f"{lost} audit entries written {since} could not be read from the damaged "
+            f"store and are lost ({done.carried or 0} could be, and were carried into the "
+            "restored log; the damaged store is kept: see the note)"
+        )
+    if not found.confirmed:
+        out.append(
+            f"moderation decisions made {since} cannot be confirmed (neither the damaged "
+            "store's audit log nor its verdicts could be read whole): takedowns made since "
+            f"may be lost. {done.held} restored videos approved only by the automated checks "
+            "went back to pending, out of For You: re-apply the takedowns made since from "
+            f"your own records, then run `fyp moderate {config.root} --region {region}` to "
+            "judge them again"
+        )
+    return out
+
+
+def carry_audit_history(log: AuditLog, history: list[Sequence[Any]]) -> list[Record]:
+    """Append to the restored log, in order, every entry of the replaced one that the
+    backup does not hold (same seq and hash): what happened after the backup was taken
+    (an operator's read, a decision, an erasure) stays on record, with its original
+    time, actor and subject and, in ``details.carried_from``, where it was. The chain
+    goes on from the backup's head, so ``fyp audit verify`` checks the result whole."""
+    restored = {int(seq): str(h) for seq, h in log.store.query("SELECT seq, hash FROM audit_log")}
+    already = {  # carried by a run of this restore that stopped before its end
+        (int(seq), str(h))
+        for seq, h in log.store.query(
+            "SELECT json_extract(details, '$.carried_from.seq'), "
+            "json_extract(details, '$.carried_from.hash') FROM audit_log "
+            "WHERE instr(details, 'carried_from') > 0"
+        )
+        if seq is not None
+    }
+    since = [e for e in history if restored.get(int(e[0])) != e[6]]
+    records: list[Record] = [
+        (
+            actor,
+            action,
+            subject,
+            {
+                **(details if isinstance(details, dict) else {"details": details}),
+                "carried_from": {"seq": seq, "hash": h},
+            },
+            ts,
+        )
+        for seq, ts, actor, action, subject, details, h in since
+    ]
+    log.append_many([r for r, e in zip(records, since, strict=True) if (e[0], e[6]) not in already])
+    return records
