@@ -23,9 +23,7 @@ differences they use.
 from __future__ import annotations
 
 import json
-import logging
 import threading
-import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -34,12 +32,12 @@ from fyp.catalog.models import User, Video
 from fyp.config import check_region_name
 from fyp.errors import AlreadyExists, ResidencyViolation, StorageError, UnknownUser
 from fyp.events.schema import StoredEvent
-from fyp.storage import sqlite_served_log as upkeep
-from fyp.storage.base import ErasedCounts, EventRow, LabelRow, Store, VideoRow
+from fyp.storage.base import ErasedCounts, EventRow, LabelRow, VideoRow
 from fyp.storage.postgres_dialect import bool_as_int as _bool_as_int
 from fyp.storage.postgres_dialect import driver as _driver
 from fyp.storage.postgres_dialect import redact, split_url, to_postgres
 from fyp.storage.postgres_schema import META_SQL, postgres_migrations
+from fyp.storage.postgres_served_log import PostgresServedLog
 from fyp.storage.sqlite_rows import (
     EVENT_COLS,
     USER_COLS,
@@ -58,16 +56,10 @@ _EVENT_INSERT_COLS = (
 )
 # the served counter: the newest page's number, or the floor kept in the users row once
 # the pages are forgotten, whichever is greater (as in fyp.storage.served_log)
-_COUNTER = (
-    "GREATEST(served_seq, COALESCE((SELECT MAX(page_seq) FROM served_pages "
-    "WHERE user_id = %(u)s), served_seq))"
-)
-_FORGET_CHUNK = 1_000
-log = logging.getLogger("fyp.storage")
 _WRITER_LOCK = "SELECT pg_advisory_xact_lock(hashtext(current_schema() || '.fyp-writer'))"
 
 
-class PostgresStore(Store):
+class PostgresStore(PostgresServedLog):
     """A region's store in a PostgreSQL database (or one schema of it)."""
 
     def __init__(self, url: str, region: str, *, create: bool = False) -> None:
@@ -166,27 +158,6 @@ class PostgresStore(Store):
             self._upkeep.join()
         with self._lock:
             self._conn.close()
-
-    def start_background_maintenance(self, served_window_ms: int | None = None) -> None:
-        """For a serving process, given ``served_window_ms``: forget pages older than the
-        window now and then (as the SQLite store's maintenance thread does, at the same
-        interval, ``SERVED_FORGET_S``). The server needs no checkpoints."""
-        if served_window_ms is None or self._upkeep is not None:
-            return
-        self._upkeep = threading.Thread(
-            target=self._forget_loop,
-            args=(served_window_ms,),
-            name=f"fyp-served-upkeep-{self.region}",
-            daemon=True,
-        )
-        self._upkeep.start()
-
-    def _forget_loop(self, window_ms: int) -> None:
-        while not self._stop.wait(upkeep.SERVED_FORGET_S):
-            try:
-                self.forget_served_before(time.time_ns() // 1_000_000 - window_ms)
-            except (StorageError, _driver().Error) as exc:
-                log.warning("served log: forgetting old pages failed, retrying later: %s", exc)
 
     @contextmanager
     def transaction(self) -> Iterator[None]:
@@ -525,65 +496,6 @@ class PostgresStore(Store):
 
     def max_event_seq(self) -> int:
         return int(self._one("SELECT COALESCE(MAX(seq), 0) FROM events")[0])
-
-    def user_version(self, user_id: str) -> tuple[int, ...] | None:
-        row = self._one(
-            "SELECT updated_at_ms, (SELECT MAX(seq) FROM events WHERE user_id = %(u)s), "
-            f"{_COUNTER} FROM users WHERE user_id = %(u)s",
-            {"u": user_id},
-        )
-        if row is None:
-            return None
-        return tuple(int(v) if v is not None else -1 for v in row)
-
-    # -- served log -----------------------------------------------------------
-    def record_served(self, user_id: str, video_ids: Sequence[str], ts_ms: int) -> int:
-        ids = dumps(list(dict.fromkeys(video_ids)))
-        with self.transaction():
-            row = self._one(
-                "INSERT INTO served_pages (user_id, page_seq, served_at_ms, video_ids) "
-                f"SELECT %(u)s, {_COUNTER} + 1, %(t)s, %(v)s FROM users WHERE user_id = %(u)s "
-                "RETURNING page_seq",
-                {"u": user_id, "t": ts_ms, "v": ids},
-            )
-        if row is None:
-            raise UnknownUser(f"no user {user_id!r} in region {self.region!r}")
-        return int(row[0])
-
-    def forget_served_before(self, before_ms: int) -> int:
-        gone = 0
-        while True:
-            with self.transaction():
-                doomed = self._all(
-                    "SELECT user_id, page_seq FROM served_pages WHERE served_at_ms < %s "
-                    "ORDER BY served_at_ms LIMIT %s FOR UPDATE SKIP LOCKED",
-                    (before_ms, _FORGET_CHUNK),
-                )
-                if doomed:
-                    users = sorted({u for u, _ in doomed})
-                    # each user touched keeps their counter in the users row first
-                    self._exec(
-                        "UPDATE users SET served_seq = GREATEST(served_seq, (SELECT "
-                        "MAX(page_seq) FROM served_pages AS p WHERE p.user_id = users.user_id)) "
-                        "WHERE user_id = ANY(%s)",
-                        (users,),
-                    )
-                    self._exec(
-                        "DELETE FROM served_pages WHERE (user_id, page_seq) IN "
-                        "(SELECT * FROM unnest(%s::text[], %s::bigint[]))",
-                        ([u for u, _ in doomed], [s for _, s in doomed]),
-                    )
-            gone += len(doomed)
-            if len(doomed) < _FORGET_CHUNK:
-                return gone
-
-    def served_since(self, user_id: str, since_ms: int) -> list[str]:
-        rows = self._all(
-            "SELECT video_ids FROM served_pages WHERE user_id = %s AND served_at_ms >= %s "
-            "ORDER BY page_seq",
-            (user_id, since_ms),
-        )
-        return list(dict.fromkeys(v for (ids,) in rows for v in json.loads(ids)))
 
     # -- held-out labels ------------------------------------------------------
     def insert_label_sets(self, dataset: str, split: str, sets: Mapping[str, Sequence[str]]) -> int:
