@@ -47,17 +47,6 @@ ACCESS_MIGRATION = Migration(
         revoked_at_ms  INTEGER
     ) WITHOUT ROWID;
     """,
-    postgres="""
-    CREATE TABLE api_keys (
-        key_id         TEXT PRIMARY KEY,
-        secret_sha256  TEXT NOT NULL,
-        name           TEXT NOT NULL,
-        roles          TEXT NOT NULL,
-        regions        TEXT NOT NULL CHECK (strpos(regions, '"{region}"') > 0),
-        created_at_ms  BIGINT NOT NULL,
-        revoked_at_ms  BIGINT
-    );
-    """,
 )
 _COLS = "key_id, secret_sha256, name, roles, regions, created_at_ms, revoked_at_ms"
 

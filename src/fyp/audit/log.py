@@ -54,26 +54,6 @@ AUDIT_MIGRATION = Migration(
         hash           TEXT NOT NULL
     ) WITHOUT ROWID;
     """,
-    postgres="""
-    CREATE TABLE audit_log (
-        seq            BIGINT PRIMARY KEY,
-        region         TEXT NOT NULL CHECK (region = '{region}'),
-        ts_ms          BIGINT NOT NULL,
-        actor          TEXT NOT NULL,
-        action         TEXT NOT NULL,
-        subject        TEXT NOT NULL,
-        details        TEXT NOT NULL,
-        prev_hash      TEXT NOT NULL,
-        hash           TEXT NOT NULL UNIQUE
-    );
-    CREATE INDEX audit_log_subject ON audit_log (subject, seq);
-
-    CREATE TABLE audit_head (
-        region         TEXT PRIMARY KEY CHECK (region = '{region}'),
-        seq            BIGINT NOT NULL,
-        hash           TEXT NOT NULL
-    );
-    """,
 )
 
 TRIGGERS = {

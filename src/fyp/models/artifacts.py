@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from fyp.durable import fsync_path
 from fyp.errors import ModelError
 
 MANIFEST = "manifest.json"
@@ -126,9 +127,9 @@ def write_artifact(
     manifest.arrays_sha256 = file_sha256(tmp / ARRAYS)
     (tmp / MANIFEST).write_text(manifest.to_json(), encoding="utf-8")
     for name in (ARRAYS, MANIFEST):
-        _fsync(tmp / name)
+        fsync_path(tmp / name)
     os.replace(tmp, target)
-    _fsync(root)
+    fsync_path(root)
     if make_current:
         set_current(region_dir, manifest.version)
     return target
@@ -140,14 +141,6 @@ def file_sha256(path: Path) -> str:
         while block := f.read(1 << 20):
             h.update(block)
     return h.hexdigest()
-
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def artifact_problem(region_dir: Path, version: str, manifest: Manifest) -> str | None:

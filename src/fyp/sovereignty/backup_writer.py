@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import IO, Any, cast
 
 from fyp.config import DeploymentConfig
+from fyp.durable import fsync_path, write_durable
 from fyp.errors import BackupCorrupt, InvalidRequest, StorageError
 from fyp.models.artifacts import CURRENT, models_dir
 from fyp.sovereignty.backup import (
@@ -145,10 +146,10 @@ class BackupWriter:
                     "seconds": round(time.perf_counter() - started, 3),
                 }
                 manifest["mac"] = manifest_mac(mac_key, manifest)
-                _write_durable(partial / MANIFEST_FILE, json.dumps(manifest, indent=2).encode())
-                _fsync(partial)
+                write_durable(partial / MANIFEST_FILE, json.dumps(manifest, indent=2).encode())
+                fsync_path(partial)
                 os.replace(partial, first_dir / backup_id)
-                _fsync(first_dir)  # the backup's name too is on disk before it is reported
+                fsync_path(first_dir)  # the backup's name too is on disk before it is reported
                 for _, other in targets[1:]:
                     self._copy(first_dir / backup_id, other / backup_id)
             finally:
@@ -261,11 +262,11 @@ class BackupWriter:
         shutil.rmtree(tmp, ignore_errors=True)
         shutil.copytree(src, tmp)
         for path in tmp.iterdir():
-            _fsync(path)
-        _fsync(tmp)
+            fsync_path(path)
+        fsync_path(tmp)
         verify_backup(self.config, self.region, read_backup(tmp))
         os.replace(tmp, dest)
-        _fsync(dest.parent)
+        fsync_path(dest.parent)
 
 
 def remove_stale_partials(region_dir: Path, directory: Path) -> list[Path]:
@@ -294,19 +295,3 @@ def _remove(path: Path) -> None:
     shutil.rmtree(path, ignore_errors=True)
     if path.exists():
         raise StorageError(f"cannot remove {path}")
-
-
-def _write_durable(path: Path, data: bytes) -> None:
-    with path.open("wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-
-
-def _fsync(path: Path) -> None:
-    """A file's bytes, or a directory's entries, on disk."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -27,6 +27,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from fyp.durable import fsync_path, write_durable
+
 QUARANTINE = ".quarantine"
 WHY = "why.json"
 
@@ -69,16 +71,16 @@ def move_aside(files: list[Path], dest: Path, reason: dict[str, Any]) -> list[Pa
     dest.mkdir(parents=True, exist_ok=True)
     note = dest / WHY
     if not note.exists():
-        _write_durable(note, json.dumps(reason, indent=2, sort_keys=True).encode())
+        write_durable(note, json.dumps(reason, indent=2, sort_keys=True).encode())
     moved: list[Path] = []
     for path in [*files[1:], files[0]]:
         if path.exists():
             target = dest / path.name
             _move(path, target)
             moved.append(target)
-    _fsync_dir(dest)
+    fsync_path(dest)
     for parent in {p.parent for p in files}:
-        _fsync_dir(parent)
+        fsync_path(parent)
     return moved
 
 
@@ -95,18 +97,3 @@ def _move(src: Path, dest: Path) -> None:
             os.fsync(f.fileno())
         os.replace(tmp, dest)
         src.unlink()
-
-
-def _write_durable(path: Path, data: bytes) -> None:
-    with path.open("wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

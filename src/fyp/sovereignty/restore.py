@@ -52,6 +52,7 @@ from typing import Any
 
 from fyp.audit.log import now_ms
 from fyp.config import DeploymentConfig
+from fyp.durable import fsync_path
 from fyp.errors import FypError, StorageError, StoreInUse
 from fyp.regions.deployment import Deployment
 from fyp.sovereignty.backup import FILES_PREFIX, STORE_PART, find_backup, unpack_backup
@@ -64,8 +65,6 @@ from fyp.sovereignty.region_data import (
 )
 from fyp.sovereignty.restore_marker import (
     Pending,
-    fsync_dir,
-    fsync_file,
     read_pending,
     write_pending,
 )
@@ -298,23 +297,23 @@ def swap_in(config: DeploymentConfig, region: str, pending: Pending) -> None:
             for side in store_companions(live)[1:]:
                 side.unlink(missing_ok=True)
         live.parent.mkdir(parents=True, exist_ok=True)
-        fsync_file(unpacked / STORE_PART)
+        fsync_path(unpacked / STORE_PART)
         os.replace(unpacked / STORE_PART, live)
-        fsync_dir(live.parent)
+        fsync_path(live.parent)
     restored_root = unpacked / FILES_PREFIX.rstrip("/")
     new = {Path(rel) for rel in pending.files}
     for rel in sorted(new):
         if (restored_root / rel).exists():
             dest = region_dir / rel
             dest.parent.mkdir(parents=True, exist_ok=True)
-            fsync_file(restored_root / rel)
+            fsync_path(restored_root / rel)
             os.replace(restored_root / rel, dest)
     for rel in sorted(set(region_data_files(config, region)) - new):
         (region_dir / rel).unlink(missing_ok=True)
     _prune_empty_dirs(region_dir)
     for directory in sorted({(region_dir / rel).parent for rel in new}):
         if directory.is_dir():
-            fsync_dir(directory)
+            fsync_path(directory)
 
 
 def _why(region: str, pending: Pending, live: Path, damage: str | None) -> dict[str, Any]:

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from fyp.durable import fsync_path
 from fyp.errors import StorageError
 from fyp.sovereignty.quarantine import new_quarantine
 from fyp.sovereignty.salvage import Assessment
@@ -66,26 +67,9 @@ def write_pending(region_dir: Path, pending: Pending) -> None:
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
-    fsync_dir(region_dir)
+    fsync_path(region_dir)
 
 
 def remove_pending(region_dir: Path) -> None:
     (region_dir / PENDING_RESTORE).unlink(missing_ok=True)
-    fsync_dir(region_dir)
-
-
-def fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def fsync_file(path: Path) -> None:
-    """A file's bytes on disk before it takes a name that is acknowledged."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    fsync_path(region_dir)

@@ -16,6 +16,7 @@ from typing import Any, NamedTuple
 from pydantic_core import to_json
 
 from fyp.catalog.models import User, Video
+from fyp.errors import ResidencyViolation
 from fyp.events.schema import StoredEvent
 
 
@@ -125,6 +126,26 @@ class Store(ABC):
     @abstractmethod
     def transaction(self) -> AbstractContextManager[None]:
         """Group writes atomically; nested use joins the outer transaction."""
+
+    # -- the region's own rows only (every backend refuses the rest) ----------------
+    def _check_home(self, user: User) -> None:
+        if user.home_region != self.region:
+            raise ResidencyViolation(
+                f"user {user.user_id!r} is homed in {user.home_region!r}; "
+                f"the {self.region!r} store refuses it",
+                user_id=user.user_id,
+                home_region=user.home_region,
+                region=self.region,
+            )
+
+    def _refuse_unpublished(self, video_id: str, regions: list[str]) -> None:
+        if self.region not in regions:
+            raise ResidencyViolation(
+                f"video {video_id!r} is not published to {self.region!r}",
+                video_id=video_id,
+                regions=regions,
+                region=self.region,
+            )
 
     # -- users ----------------------------------------------------------------
     @abstractmethod
@@ -262,3 +283,20 @@ class Store(ABC):
 
     @abstractmethod
     def count_labels(self, dataset: str | None = None) -> int: ...
+
+
+def merge_label_sets(
+    held: Mapping[str, list[str]], sets: Mapping[str, Sequence[str]]
+) -> tuple[int, list[tuple[str, list[str]]]]:
+    """Each user's new label set (held ones first, in order, new videos after): how many
+    labels are new, and (user, merged set) for the users whose set grew."""
+    added = 0
+    changed: list[tuple[str, list[str]]] = []
+    for user_id, videos in sets.items():
+        before = held.get(user_id, [])
+        merged = dict.fromkeys(before)
+        merged.update(dict.fromkeys(videos))
+        if len(merged) > len(before):
+            added += len(merged) - len(before)
+            changed.append((user_id, list(merged)))
+    return added, changed

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class Migration:
-    """``sql`` is SQLite's; ``postgres`` the same change for the PostgreSQL store (None:
-    not ported, and the capability cannot run on that backend yet)."""
+    """``sql`` is SQLite's; ``postgres`` the same change for the PostgreSQL store where
+    it cannot be translated (``fyp.storage.postgres_schema.postgres_ddl``): triggers."""
 
     version: int
     name: str

@@ -32,7 +32,7 @@ from fyp.catalog.models import User, Video
 from fyp.config import check_region_name
 from fyp.errors import AlreadyExists, ResidencyViolation, StorageError, UnknownUser
 from fyp.events.schema import StoredEvent
-from fyp.storage.base import ErasedCounts, EventRow, LabelRow, VideoRow
+from fyp.storage.base import ErasedCounts, EventRow, LabelRow, VideoRow, merge_label_sets
 from fyp.storage.postgres_dialect import bool_as_int as _bool_as_int
 from fyp.storage.postgres_dialect import driver as _driver
 from fyp.storage.postgres_dialect import redact, split_url, to_postgres
@@ -253,15 +253,6 @@ class PostgresStore(PostgresServedLog):
         return self._all(sql, (unique,)) if unique else []
 
     # -- users ----------------------------------------------------------------
-    def _check_home(self, user: User) -> None:
-        if user.home_region != self.region:
-            raise ResidencyViolation(
-                f"user {user.user_id!r} is homed in {user.home_region!r}; "
-                f"the {self.region!r} store refuses it",
-                user_id=user.user_id,
-                home_region=user.home_region,
-                region=self.region,
-            )
 
     def insert_user(self, user: User) -> None:
         self._check_home(user)
@@ -335,14 +326,6 @@ class PostgresStore(PostgresServedLog):
         )
 
     # -- videos ---------------------------------------------------------------
-    def _refuse_unpublished(self, video_id: str, regions: list[str]) -> None:
-        if self.region not in regions:
-            raise ResidencyViolation(
-                f"video {video_id!r} is not published to {self.region!r}",
-                video_id=video_id,
-                regions=regions,
-                region=self.region,
-            )
 
     def insert_video(self, video: Video) -> None:
         self._refuse_unpublished(video.video_id, video.regions)
@@ -511,19 +494,14 @@ class PostgresStore(PostgresServedLog):
                         (dataset, split, list(sets)),
                     )
                 }
-                added = 0
-                for user_id, videos in sets.items():
-                    before = held.get(user_id, [])
-                    merged = dict.fromkeys(before)
-                    merged.update(dict.fromkeys(videos))
-                    if len(merged) > len(before):
-                        added += len(merged) - len(before)
-                        self._exec(
-                            "INSERT INTO labels (dataset, split, user_id, video_ids) "
-                            "VALUES (%s, %s, %s, %s) ON CONFLICT (user_id, dataset, split) "
-                            "DO UPDATE SET video_ids = excluded.video_ids",
-                            (dataset, split, user_id, dumps(list(merged))),
-                        )
+                added, changed = merge_label_sets(held, sets)
+                for user_id, ids in changed:
+                    self._exec(
+                        "INSERT INTO labels (dataset, split, user_id, video_ids) "
+                        "VALUES (%s, %s, %s, %s) ON CONFLICT (user_id, dataset, split) "
+                        "DO UPDATE SET video_ids = excluded.video_ids",
+                        (dataset, split, user_id, dumps(ids)),
+                    )
                 return added
         except _driver().errors.IntegrityError as exc:
             raise UnknownUser(f"label for a user not in region {self.region!r}: {exc}") from exc

@@ -24,7 +24,7 @@ from fyp.catalog.models import User, Video
 from fyp.config import check_region_name
 from fyp.errors import AlreadyExists, ResidencyViolation, StorageError, UnknownUser
 from fyp.events.schema import StoredEvent
-from fyp.storage.base import ErasedCounts, EventRow, LabelRow, VideoRow
+from fyp.storage.base import ErasedCounts, EventRow, LabelRow, VideoRow, merge_label_sets
 from fyp.storage.migrations import split_statements, sqlite_migrations
 from fyp.storage.served_log import ServedBuffer
 from fyp.storage.sqlite_rows import (
@@ -254,15 +254,6 @@ class SQLiteStore(SQLiteServedLog):
         return out
 
     # -- users ----------------------------------------------------------------
-    def _check_home(self, user: User) -> None:
-        if user.home_region != self.region:
-            raise ResidencyViolation(
-                f"user {user.user_id!r} is homed in {user.home_region!r}; "
-                f"the {self.region!r} store refuses it",
-                user_id=user.user_id,
-                home_region=user.home_region,
-                region=self.region,
-            )
 
     def insert_user(self, user: User) -> None:
         self._check_home(user)
@@ -345,15 +336,6 @@ class SQLiteStore(SQLiteServedLog):
     # -- videos ---------------------------------------------------------------
     def _check_published(self, video: Video) -> None:
         self._refuse_unpublished(video.video_id, video.regions)
-
-    def _refuse_unpublished(self, video_id: str, regions: list[str]) -> None:
-        if self.region not in regions:
-            raise ResidencyViolation(
-                f"video {video_id!r} is not published to {self.region!r}",
-                video_id=video_id,
-                regions=regions,
-                region=self.region,
-            )
 
     def insert_video(self, video: Video) -> None:
         self._check_published(video)
@@ -538,20 +520,12 @@ class SQLiteStore(SQLiteServedLog):
         try:
             with self.transaction():
                 held = self._label_sets(list(sets), dataset, split)
-                added = 0
-                changed: list[tuple[str, str, str, str]] = []
-                for user_id, videos in sets.items():
-                    before = held.get(user_id, [])
-                    merged = dict.fromkeys(before)
-                    merged.update(dict.fromkeys(videos))
-                    if len(merged) > len(before):
-                        added += len(merged) - len(before)
-                        changed.append((dataset, split, user_id, dumps(list(merged))))
+                added, changed = merge_label_sets(held, sets)
                 self._conn.executemany(
                     "INSERT INTO labels (dataset, split, user_id, video_ids) VALUES (?,?,?,?) "
                     "ON CONFLICT (user_id, dataset, split) DO UPDATE "
                     "SET video_ids = excluded.video_ids",
-                    changed,
+                    [(dataset, split, user_id, dumps(ids)) for user_id, ids in changed],
                 )
                 return added
         except sqlite3.IntegrityError as exc:
