@@ -72,3 +72,52 @@ def on_postgres(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
         ).fetchall()
         for (schema,) in made:
             conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
+
+
+# -- the residency scan reads a region's PostgreSQL store through its connection ----------
+def _scanned(tmp_path: Path) -> Deployment:
+    from fyp.catalog.models import UserIn, VideoIn
+    from fyp.catalog.service import Catalog
+    from fyp.moderation import Moderator
+
+    d = Deployment.init(tmp_path / "dep", ["us", "eu"])
+    catalog = Catalog(d)
+    for u in range(6):
+        catalog.create_user(UserIn(user_id=f"u{u}", home_region=("us", "eu")[u % 2]))
+    catalog.create_video(
+        VideoIn(video_id="v0", creator_id="u1", duration_ms=9_000, regions=["us", "eu"])
+    )
+    for region in d.regions:
+        Moderator(d).run(region)
+    return d
+
+
+def test_residency_check_reads_postgres_stores(tmp_path: Path) -> None:
+    import json
+
+    from fyp.catalog.models import User
+    from fyp.sovereignty.residency import ResidencyScanner
+    from sovereignty.region_helpers import cli
+
+    d = _scanned(tmp_path)
+    try:
+        report = ResidencyScanner(d.config.root).run()
+        assert report.ok and report.findings == []
+        us = next(r for r in report.to_dict()["regions"] if r["region"] == "us")
+        assert us["scanned"]["store_columns"] >= 4 and us["exempt_creators"] > 0
+        # what an app sent about u0 names an eu user, a ghost, and a non-person field
+        store = d.store("us")
+        u0 = store.get_user("u0")
+        assert u0 is not None
+        attributes = {"invited_by": "u1", "circle": {"user_ids": ["u3", "u0"]}, "user_id": "x9"}
+        store.update_user(User(**{**u0.model_dump(), "attributes": {**attributes, "pet": "u5"}}))
+        code, out = cli("residency", "check", str(d.config.root), "--json")
+        assert code == 1
+        found = {(f["kind"], f["location"], f["user_id"]) for f in json.loads(out)["findings"]}
+        assert found == {
+            ("foreign", "users.attributes.invited_by", "u1"),
+            ("foreign", "users.attributes.user_ids", "u3"),
+            ("orphan", "users.attributes.user_id", "x9"),
+        }
+    finally:
+        d.close()

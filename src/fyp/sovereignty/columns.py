@@ -47,6 +47,7 @@ JSON_FIELD_NEEDLES = (
     "subject",
 )
 NUMERIC_TYPE = re.compile(r"INT|REAL|FLOA|DOUB|NUM|BOOL", re.IGNORECASE)  # no JSON there
+BYTES_TYPE = re.compile(r"BLOB|BYTEA", re.IGNORECASE)  # signatures: no JSON there either
 _PATH_END = re.compile(r'\.(?:"([^"]+)"|([^."\[\]]+))$')
 
 

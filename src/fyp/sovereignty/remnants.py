@@ -24,7 +24,7 @@ from fyp.audit.log import SQLStore, sql_store
 from fyp.models.ahead import USER_IDS as AHEAD_USERS
 from fyp.models.ahead import without_user as drop_ranked_ahead
 from fyp.models.artifacts import ARRAYS, list_versions, models_dir
-from fyp.sovereignty.columns import NUMERIC_TYPE, names_a_person
+from fyp.sovereignty.columns import BYTES_TYPE, NUMERIC_TYPE, names_a_person
 from fyp.storage.base import json_text
 
 ERASED_NAME = "[erased]"
@@ -38,7 +38,6 @@ ARTIFACT_USER_ARRAYS = ("user_ids", "lineage_user_ids", "creator_ids", AHEAD_USE
 SCANNED_SUFFIXES = (".csv", ".jsonl", ".json")
 SKIPPED_FILES = {"erasures.jsonl"}  # the ledger names users by pseudonym only
 SKIPPED_DIRS = {"models", "secrets"}
-_BYTES = re.compile(r"BLOB|BYTEA", re.IGNORECASE)  # signatures, never JSON
 _PLAIN_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")  # written unquoted in a JSON path
 
 
@@ -69,7 +68,7 @@ def text_columns(store: SQLStore) -> list[tuple[str, str]]:
     return [
         (t, c)
         for t, c, kind in _columns(store)
-        if not names_a_person(c) and not NUMERIC_TYPE.search(kind) and not _BYTES.search(kind)
+        if not names_a_person(c) and not NUMERIC_TYPE.search(kind) and not BYTES_TYPE.search(kind)
     ]
 
 

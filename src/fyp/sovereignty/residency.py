@@ -41,8 +41,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from fyp.audit.log import sql_store
 from fyp.config import CONFIG_FILE, DeploymentConfig, backup_target_path, load_config
-from fyp.errors import ConfigError, FypError, NotFound
+from fyp.errors import ConfigError, FypError, NotFound, StorageError
 from fyp.models.artifacts import ARRAYS, list_versions, models_dir
 from fyp.sovereignty.backup import (
     STORE_PART,
@@ -59,10 +60,13 @@ from fyp.sovereignty.residency_readers import (
     Names,
     file_names,
     npz_names,
+    server_names,
     sqlite_names,
     store_region,
 )
 from fyp.sovereignty.staging import Staging, is_live
+from fyp.storage import Store, open_store
+from fyp.storage.postgres_dialect import redact
 
 ERASED_NAMES = {"[erased]", ""}
 SKIPPED_IN_REGION = {LEDGER_FILE}  # pseudonymous by design
@@ -182,28 +186,29 @@ class ResidencyScanner:
         self.present: list[str] = []
         self._pseudonyms: dict[str, dict[str, str]] = {}
         self._ledgers: dict[str, ErasureLedger] = {}
+        self._servers: dict[str, Store] = {}  # stores on database servers, opened by run
 
     def run(self, regions: list[str] | None = None) -> ResidencyReport:
+        try:
+            return self._run(regions)
+        finally:
+            for store in self._servers.values():
+                store.close()
+            self._servers = {}
+
+    def _run(self, regions: list[str] | None) -> ResidencyReport:
         cfg = self.config
         absent: list[str] = []
         for name in cfg.region_names:
-            path = store_file(cfg, name)
-            if not path.is_file():
+            users = self._homed_users(name)
+            if users is None:
                 absent.append(name)
                 continue
             self.present.append(name)
-            conn = read_only(path)
-            try:  # a row whose home_region is not this store's is a finding, not a home
-                for (uid,) in conn.execute(
-                    "SELECT user_id FROM users WHERE home_region = ?", (name,)
-                ):
-                    first = self.homes.setdefault(str(uid), name)
-                    if first != name:
-                        self.twice.setdefault(str(uid), [first]).append(name)
-            except sqlite3.DatabaseError as exc:
-                raise ConfigError(f"cannot read the users of region {name!r}: {exc}") from exc
-            finally:
-                conn.close()
+            for uid in users:  # a row homed elsewhere is a finding, not a home
+                first = self.homes.setdefault(uid, name)
+                if first != name:
+                    self.twice.setdefault(uid, [first]).append(name)
         targets = [cfg.region(r).name for r in regions] if regions else self.present
         missing = [r for r in targets if r in absent]
         if missing:
@@ -224,6 +229,34 @@ class ResidencyScanner:
             findings.extend(self._scan_unowned())
         findings.sort(key=lambda f: (f.region, f.kind, f.location, f.user_id))
         return ResidencyReport(cfg.name, scans, absent, findings)
+
+    def _homed_users(self, region: str) -> list[str] | None:
+        """The users the region's store homes there; None if the store is absent here
+        (a SQLite file not in this directory, a database server that does not answer)."""
+        url = self.config.resolve_url(self.config.region(region).store)
+        if not url.startswith("sqlite:"):
+            try:
+                store = self._servers.get(region) or open_store(url, region, migrate=False)
+            except StorageError:
+                return None
+            self._servers[region] = store
+            rows = sql_store(store).query(
+                "SELECT user_id FROM users WHERE home_region = ?", (region,)
+            )
+            return [str(r[0]) for r in rows]
+        path = store_file(self.config, region)
+        if not path.is_file():
+            return None
+        conn = read_only(path)
+        try:
+            return [
+                str(r[0])
+                for r in conn.execute("SELECT user_id FROM users WHERE home_region = ?", (region,))
+            ]
+        except sqlite3.DatabaseError as exc:
+            raise ConfigError(f"cannot read the users of region {region!r}: {exc}") from exc
+        finally:
+            conn.close()
 
     # -- classification ------------------------------------------------------------
     def _pseudonyms_of(self, region: str) -> dict[str, str]:
@@ -302,16 +335,23 @@ class ResidencyScanner:
         region = scan.region
         cfg = self.config
         found: list[Finding] = []
-        live = store_file(cfg, region)
-        owner = store_region(live)
+        server = self._servers.get(region)
+        if server is not None:  # a store on a database server, read through the store
+            sql = sql_store(server)
+            rows = sql.query("SELECT value FROM store_meta WHERE key = 'region'")
+            owner = str(rows[0][0]) if rows else None
+            where, names, live_files = redact(server.url), server_names(sql, scan.scanned), set()
+        else:
+            live = store_file(cfg, region)
+            owner = store_region(live)
+            where, names = str(live), sqlite_names(live, scan.scanned)
+            live_files = {p.resolve() for p in store_companions(live)}
         if owner != region:
-            found.append(Finding(region, "wrong_region_store", "store", str(live), "-", owner, 1))
-        found += self.classify(region, "store", "", sqlite_names(live, scan.scanned), scan)
+            found.append(Finding(region, "wrong_region_store", "store", where, "-", owner, 1))
+        found += self.classify(region, "store", "", names, scan)
         region_dir = cfg.region_dir(region)
         found += self._scan_artifacts(region, region_dir, "", scan)
-        found += self._scan_files(
-            region, region_dir, {p.resolve() for p in store_companions(live)}, "", scan
-        )
+        found += self._scan_files(region, region_dir, live_files, "", scan)
         if self.scan_backups:
             found += self._scan_backups(scan)
         return found
@@ -422,7 +462,8 @@ class ResidencyScanner:
         owned: set[Path] = {(root / CONFIG_FILE).resolve()}
         for name in cfg.region_names:
             owned.add(cfg.region_dir(name).resolve())
-            owned |= {p.resolve() for p in store_companions(store_file(cfg, name))}
+            if name not in self._servers:
+                owned |= {p.resolve() for p in store_companions(store_file(cfg, name))}
             for url in cfg.region(name).backup_targets:
                 path = backup_target_path(root, url)
                 if path is not None:

@@ -23,8 +23,11 @@ from pathlib import Path
 
 import numpy as np
 
+from fyp.audit.log import SQLStore
 from fyp.sovereignty.columns import (
+    BYTES_TYPE,
     CREATOR_COLUMN,
+    JSON_FIELD_NEEDLES,
     NUMERIC_TYPE,
     PERSON_COLUMN,
     USER_COLUMN,
@@ -125,6 +128,54 @@ def json_names(
             ).fetchall()
             for value, n in rows:
                 counts[str(value)] = counts.get(str(value), 0) + int(n)
+        yield f"{table}.{column}.{name}", cls, counts
+
+
+def server_names(sql: SQLStore, counted: dict[str, int] | None = None) -> Iterator[Names]:
+    """:func:`sqlite_names` for a store on a database server (PostgreSQL), read through
+    its own connection; JSON objects are taken apart here (``json_file_names``), one
+    distinct value at a time, only those starting like an object and holding a needle."""
+    for table in sql.table_names():
+        if counted is not None:
+            counted["store_tables"] += 1
+        for column, kind in sql.table_columns(table):
+            cls = _column_class(column)
+            if cls is None:
+                if not NUMERIC_TYPE.search(kind) and not BYTES_TYPE.search(kind):
+                    yield from _server_json_names(sql, table, column, counted)
+                continue
+            if counted is not None:
+                counted["store_columns"] += 1
+            rows = sql.query(
+                f'SELECT "{column}", COUNT(*) FROM "{table}" '
+                f'WHERE "{column}" IS NOT NULL GROUP BY "{column}"'
+            )
+            yield f"{table}.{column}", cls, {str(v): int(n) for v, n in rows}
+
+
+def _server_json_names(
+    sql: SQLStore, table: str, column: str, counted: dict[str, int] | None
+) -> Iterator[Names]:
+    col = f'"{column}"'
+    named = " OR ".join(f"instr({col}, '{needle}') > 0" for needle in JSON_FIELD_NEEDLES)
+    fields: dict[str, tuple[str, dict[str, int]]] = {}
+    for text, rows in sql.query(
+        f"SELECT {col}, COUNT(*) FROM \"{table}\" WHERE substr({col}, 1, 1) = '{{' "
+        f"AND ({named}) GROUP BY {col}"
+    ):
+        try:
+            value = json.loads(str(text))
+        except ValueError:
+            continue
+        if not isinstance(value, dict):
+            continue
+        for location, (cls, found) in json_file_names(value).items():
+            counts = fields.setdefault(location.removeprefix("field "), (cls, {}))[1]
+            for v, n in found.items():
+                counts[v] = counts.get(v, 0) + n * int(rows)
+    for name, (cls, counts) in sorted(fields.items()):
+        if counted is not None:
+            counted["store_columns"] += 1
         yield f"{table}.{column}.{name}", cls, counts
 
 
