@@ -1,6 +1,7 @@
 """Feed serving and training on the real KuaiRec-EAR deployment.
 
     python -m benchmarks.bench_feed [--data ../shared/data] [--seconds 10] [--repeats 3]
+        [--store 'postgresql://…?schema=bench_{region}']
 
 Builds a two-region deployment (us, eu) with all of KuaiRec-EAR imported; each repeat
 times ``fyp train`` for all regions (which also ranks every user's next 50 videos
@@ -48,11 +49,17 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data")
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument(
+        "--store",
+        default=None,
+        help="store URL with {region} (e.g. postgresql://fyp@127.0.0.1/fyp?schema=bench_{region};"
+        " its schemas must not exist yet); default: a SQLite file per region",
+    )
     args = parser.parse_args()
-    results: dict[str, Any] = {"machine": machine()}
+    results: dict[str, Any] = {"machine": machine(), "store": args.store or "sqlite"}
     with tempfile.TemporaryDirectory(prefix="fyp-bench-feed-") as tmp:
         directory = Path(tmp) / "dep"
-        with kuairec_deployment(directory, args.data) as d:
+        with kuairec_deployment(directory, args.data, args.store) as d:
             key = KeyStore(d).create("bench-feed", ["feed"])[1]  # the app backend's key
             # an app backend that also forwards its users' events
             app_key = KeyStore(d).create("bench-app", ["feed", "ingest"])[1]

@@ -9,10 +9,10 @@ from fyp.moderation import Moderator
 from fyp.regions.deployment import Deployment
 
 
-def kuairec_deployment(directory: Path, data: Path) -> Deployment:
+def kuairec_deployment(directory: Path, data: Path, store: str | None = None) -> Deployment:
     """A new two-region (us, eu) deployment with all of KuaiRec-EAR, every video moderated;
-    the caller closes it."""
-    d = Deployment.init(directory, ["us", "eu"])
+    the caller closes it. ``store``: a store URL with {region} (default: SQLite files)."""
+    d = Deployment.init(directory, ["us", "eu"], store=store)
     try:
         import_kuairec_ear(d, data)
         moderator = Moderator(d)
