@@ -8,6 +8,7 @@ parallel on one database.
 from __future__ import annotations
 
 import os
+import threading
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -82,3 +83,24 @@ class TestPostgresStore(StoreContract):
         again = [make_row(f"e{i}", ts_ms=T0 + i) for i in range(40, 60)]
         assert store.bulk_insert_events(again) == 10
         assert [e.event_id for e in store.iter_events()] == [f"e{i}" for i in range(60)]
+
+    def test_two_processes_serving_one_user_never_share_a_page_number(self, store: Store) -> None:
+        """Two stores (two serving processes) record pages of one user at once: every
+        page lands, numbered 1..n without gaps or repeats."""
+        store.insert_user(make_user("u1"))
+        other = self.open_database("main")
+        per_thread = 40
+
+        def serve(s: Store, tag: str) -> None:
+            for k in range(per_thread):
+                s.record_served("u1", [f"{tag}{k}"], T0 + k)
+
+        threads = [
+            threading.Thread(target=serve, args=(s, t)) for s, t in ((store, "a"), (other, "b"))
+        ]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert len(store.served_since("u1", 0)) == 2 * per_thread
+        assert store.user_version("u1")[2] == 2 * per_thread  # type: ignore[index]

@@ -1,11 +1,12 @@
 """The served log of a PostgreSQL store, and the upkeep a serving process runs beside it.
 
 ``PostgresStore`` builds on this class (as the SQLite store on
-``fyp.storage.sqlite_served_log``). A page is committed when it is recorded: the server
-takes concurrent writers, so there is no group commit to wait for, and its counter is
-numbered under the region's writer lock (``PostgresStore.transaction``), so two serving
-processes never give two pages one number. Pages older than the feed's window are
-forgotten by a maintenance thread, at the SQLite store's interval (``SERVED_FORGET_S``).
+``fyp.storage.sqlite_served_log``). A page is committed when it is recorded, in one
+statement that numbers it from the user's counter (the server takes concurrent writers,
+so there is no group commit to wait for): two serving processes that give a user's
+pages the same number at once are told so by the key, and the later one numbers again.
+Pages older than the feed's window are forgotten by a maintenance thread, at the SQLite
+store's interval (``SERVED_FORGET_S``).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ _COUNTER = (
     "WHERE user_id = %(u)s), served_seq))"
 )
 _FORGET_CHUNK = 1_000
+_NUMBERING_ATTEMPTS = 20  # pages of one user numbered by other processes at once
 log = logging.getLogger("fyp.storage")
 
 
@@ -83,17 +85,22 @@ class PostgresServedLog(Store):
 
     # -- served log -----------------------------------------------------------
     def record_served(self, user_id: str, video_ids: Sequence[str], ts_ms: int) -> int:
+        """One statement, its own transaction, no region lock: a page is numbered from
+        the user's counter, and if another process numbered one the same meanwhile the
+        key refuses it and the page is numbered again (rare: users are routed stickily)."""
         ids = json_text(list(dict.fromkeys(video_ids)))
-        with self.transaction():
+        for _ in range(_NUMBERING_ATTEMPTS):
             row = self._one(
                 "INSERT INTO served_pages (user_id, page_seq, served_at_ms, video_ids) "
                 f"SELECT %(u)s, {_COUNTER} + 1, %(t)s, %(v)s FROM users WHERE user_id = %(u)s "
-                "RETURNING page_seq",
+                "ON CONFLICT (user_id, page_seq) DO NOTHING RETURNING page_seq",
                 {"u": user_id, "t": ts_ms, "v": ids},
             )
-        if row is None:
-            raise UnknownUser(f"no user {user_id!r} in region {self.region!r}")
-        return int(row[0])
+            if row is not None:
+                return int(row[0])
+            if self._one("SELECT 1 FROM users WHERE user_id = %s", (user_id,)) is None:
+                raise UnknownUser(f"no user {user_id!r} in region {self.region!r}")
+        raise StorageError(f"could not number a served page of {user_id!r}: too many writers")
 
     def forget_served_before(self, before_ms: int) -> int:
         gone = 0
