@@ -38,7 +38,7 @@ from typing import Any
 
 from fyp.moderation.confusables import LATIN_SKELETON
 
-NORMALISATION = "2"  # bump when fold() or visual() change what they return
+NORMALISATION = "3"  # bump when fold() or visual() change what they return
 
 # Default_Ignorable_Code_Point (Unicode DerivedCoreProperties.txt). Python's unicodedata
 # has no such property; the format (Cf) characters are added from its categories.
