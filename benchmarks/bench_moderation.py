@@ -135,7 +135,7 @@ def end_to_end(data: Path) -> dict[str, Any]:
             summary = Moderator(d).run("us").to_dict()
             run_s = time.perf_counter() - started
             started = time.perf_counter()
-            report = AuditLog(d.store("us"), ensure_triggers=False).verify()
+            report = AuditLog(d.store("us")).verify()
             verify_s = time.perf_counter() - started
             check = ModerationEligibility(d)
             ids = [v.video_id for v in videos]

@@ -95,7 +95,7 @@ class LexiconClassifier(Classifier):
     module doc)."""
 
     name = "lexicon"
-    version = "2"
+    version = "3"  # 3: terms matched as text.TermMatcher does since fold 3 (hashtags, leet)
     labels = tuple(sorted(LEXICON))
 
     def __init__(self) -> None:
@@ -103,11 +103,11 @@ class LexiconClassifier(Classifier):
         self._matchers = {label: TermMatcher(terms) for label, terms in self._lexicon.items()}
 
     def predict(self, video: ModerationInput) -> dict[str, float]:
-        texts = video.texts()
+        texts = video.texts(hashtags=False)
         scores: dict[str, float] = {}
         for label in self.labels:
             weights = self._lexicon[label]
-            found = self._matchers[label].find(*texts)
+            found = self._matchers[label].find(*texts, hashtags=video.hashtags)
             total = sum(weights[t] for t in found)
             scores[label] = round(1.0 - math.exp(-total), 6)
         return scores

@@ -85,7 +85,7 @@ class TermRule(FoldingRule):
         self.matcher = TermMatcher(terms)
 
     def evaluate(self, video: ModerationInput) -> Finding | None:
-        found = self.matcher.matches(*video.texts())
+        found = self.matcher.matches(*video.texts(hashtags=False), hashtags=video.hashtags)
         if not found:
             return None
         listed = ", ".join(f"{term!r} ({how})" for term, how in found.items())
@@ -113,13 +113,14 @@ def _by_key(values: Iterable[str]) -> dict[str, str]:
     return out
 
 
-def _found(configured: dict[str, str], values: Iterable[str]) -> list[str]:
-    return sorted({configured[k] for v in values for k in keys(v) if k in configured})
+def _found(configured: dict[str, str], values: Iterable[str], leet: bool = False) -> list[str]:
+    return sorted({configured[k] for v in values for k in keys(v, leet) if k in configured})
 
 
 class BannedHashtags(FoldingRule):
     """A hashtag (field or inline ``#tag``) that folds to a banned one, ignoring
-    spaces, punctuation and emoji inside it ("约 炮", "约炮🔥")."""
+    spaces, punctuation and emoji inside it ("约 炮", "约炮🔥"), as written or with
+    leetspeak read as letters ("#s3x")."""
 
     name = "banned_hashtags"
     version = "2"
@@ -132,7 +133,7 @@ class BannedHashtags(FoldingRule):
         return _by_key(self.hashtags)
 
     def evaluate(self, video: ModerationInput) -> Finding | None:
-        found = _found(self.banned, raw_hashtags(video.caption, video.hashtags))
+        found = _found(self.banned, raw_hashtags(video.caption, video.hashtags), leet=True)
         if not found:
             return None
         return self.finding(Action.reject, f"uses banned hashtag(s) {_quote(found)}")
@@ -185,7 +186,7 @@ class Maturity(FoldingRule):
         if level not in MATURITY_LEVELS:
             raise ValueError(f"unknown maturity level {level!r}; expected {MATURITY_LEVELS}")
         why = f"declared {level}" if video.maturity else "general"
-        found = self.matcher.find(*video.texts())
+        found = self.matcher.find(*video.texts(hashtags=False), hashtags=video.hashtags)
         if found and MATURITY_LEVELS.index(level) < MATURITY_LEVELS.index("mature"):
             level, why = "mature", f"mature term(s) {_quote(found)}"
         action = _POLICY_ACTION[self.actions[level]]

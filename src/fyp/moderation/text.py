@@ -1,9 +1,10 @@
 """Text for moderation: Chinese tokens (jieba), hashtags and term matching.
 
-Text is first folded into one spelling (:mod:`fyp.moderation.textfold`: compatibility
-forms, invisible characters, combining marks, look-alike letters, case, traditional
-Chinese), in its logical order and, when bidi controls reverse part of it, in display
-order too. Terms are then matched several ways:
+Text is first folded into one spelling (:mod:`fyp.moderation.textfold`: enclosed and
+compatibility forms, invisible characters, combining marks, look-alike letters, case,
+traditional Chinese), in its logical order and, when bidi controls reverse part of it,
+in display order too; when it holds regional-indicator symbols, also with them read as
+letters. Terms are then matched several ways:
 
 - **Tokens** (jieba for Chinese, words elsewhere) give whole-word matches: a Latin
   term must not fire inside a longer word ("ass" in "class", the Scunthorpe problem).
@@ -13,6 +14,16 @@ order too. Terms are then matched several ways:
   one to three characters that are neither ("c.a.s.i.n.o", "c a s i n o"), is one more
   word, the letters joined. Only single letters join, so "music a sinologist" is never
   "casino".
+- **Hashtags** (the hashtag field and inline ``#tags``): a hashtag body is also cut into
+  words at CamelCase humps and between letters and digits ("#CasinoNight" holds the
+  word "casino": ``camelcase``), and a Latin term of at least :data:`GLUED_MIN` letters
+  is also found anywhere inside a body written in one piece ("#casinonight":
+  ``glued``). Running text never gets either: "class" does not contain "ass" there, and
+  "McDonald" is one word.
+- **Leetspeak**: digits and ``@$!`` inside a Latin word read as letters ("c4sino",
+  "ca$ino", "k1ll"; :func:`fyp.moderation.textfold.deleet`), and the words, phrases,
+  spelled-out runs and hashtags are matched again in that reading (``leet``). Both
+  readings count, so a term with digits ("3p") still matches as written.
 - **Substrings** for CJK terms: Chinese is written without spaces, and jieba's
   segmentation depends on context and its dictionary. A banned term that is not a
   dictionary word is split into pieces ("网赌" may come out as 网 / 赌), or swallowed by
@@ -22,8 +33,8 @@ order too. Terms are then matched several ways:
 
 Substrings can over-match across a word boundary in Chinese too (a term "中共"
 inside "集中共享"), so every match records how it was found — ``word``, ``phrase``,
-``spelled`` or ``substring`` — and the finding's reason shows it to reviewers and
-appeals.
+``spelled``, ``camelcase``, ``glued``, ``leet`` or ``substring`` — and the finding's
+reason shows it to reviewers and appeals.
 
 jieba loads its dictionary (about a second) on first use, without network access, and
 its log output is silenced; the tokenizer is a private instance so a term list never
@@ -41,7 +52,18 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from fyp.moderation.textfold import CJK_RANGES, fold, has_cjk, visual
+from fyp.moderation.textfold import (
+    CJK_RANGES,
+    deleet,
+    fold,
+    fold_keep_case,
+    has_cjk,
+    has_regional,
+    may_hold_enclosed,
+    regional_letters,
+    visual,
+    without_enclosed,
+)
 
 _ZERO_WIDTH = dict.fromkeys(map(ord, "\u200b\u200c\u200d\u2060\ufeff\u00ad\u180e"), None)
 _NOT_WORD = re.compile(r"[\W_]+")
@@ -52,6 +74,11 @@ _TOKEN_OK = re.compile(r"\w", re.UNICODE)
 _SINGLE = rf"(?<![^\W_])[^\W_{CJK_RANGES}](?![^\W_])"
 _SPELLED = re.compile(rf"{_SINGLE}(?:(?:[^\w\n]|_){{1,3}}{_SINGLE})+")
 _LATIN_WORD = re.compile(rf"[^\W_{CJK_RANGES}]+")  # a word of any script but CJK
+# a Latin term is found inside a glued hashtag body ("#casinonight") from this many letters:
+# among the 30,000 most frequent English words, 3-letter terms are inside 58 others each
+# ("ass": class, pass, ...), 4-letter ones inside 6 ("kill": skill; "meth": method), 5 and
+# more inside 2, mostly their own inflections ("casinos", "murdered")
+GLUED_MIN = 5
 
 _lock = threading.Lock()
 _tokenizer: Any = None
@@ -136,14 +163,73 @@ def tokens(text: str) -> tuple[str, ...]:
     return _jieba_words(fold(text))
 
 
+def camel_words(text: str) -> list[str]:
+    """A hashtag body cut into words: at non-letters, CamelCase humps ("CasinoNight",
+    "HTMLParser") and between letters and digits ("Casino2024"), case-folded."""
+    words: list[str] = []
+    for run in _LATIN_WORD.findall(text):
+        start = 0
+        for i in range(1, len(run)):
+            before, char, after = run[i - 1], run[i], run[i + 1 : i + 2]
+            if (
+                before.isdigit() != char.isdigit()
+                or (before.islower() and char.isupper())
+                or (before.isupper() and char.isupper() and after.islower())
+            ):
+                words.append(run[start:i])
+                start = i
+        words.append(run[start:])
+    return [w.casefold() for w in words]
+
+
+@dataclass(frozen=True)
+class Spelling:
+    """The Latin words of a text in one reading: as folded, or with leetspeak undone."""
+
+    forms: tuple[str, ...]  # the text, folded (and in its other orders and readings)
+    words: frozenset[str]  # runs of letters and digits other than CJK, in every form
+    spelled: frozenset[str]  # single letters spelled out with separators, joined
+    tag_words: frozenset[str]  # hashtag bodies cut at CamelCase humps and digits
+    tag_lines: tuple[str, ...]  # those words of each body, with spaces (for phrases)
+    tag_glued: tuple[str, ...]  # each hashtag body with only letters and digits left
+
+
+@functools.lru_cache(maxsize=8192)
+def _bodies(raw: str) -> tuple[str, ...]:
+    """A hashtag body folded but for case (and again with regional indicators as letters)."""
+    kept = fold_keep_case(raw)
+    return (kept, regional_letters(kept)) if has_regional(kept) else (kept,)
+
+
+@functools.lru_cache(maxsize=8192)
+def _tag_parts(body: str) -> tuple[tuple[str, ...], str]:
+    """A folded hashtag body's CamelCase words, and the body glued (letters and digits)."""
+    return tuple(camel_words(body)), _NOT_WORD.sub("", body.casefold())
+
+
+def _spelling(forms: Iterable[str], bodies: Iterable[str], spelled: Iterable[str] = ()) -> Spelling:
+    forms = tuple(dict.fromkeys(forms))
+    parts = [_tag_parts(b) for b in dict.fromkeys(bodies)]
+    return Spelling(
+        forms,
+        frozenset(w for form in forms for w in _LATIN_WORD.findall(form)),
+        frozenset(
+            _NOT_WORD.sub("", m.group()) for form in forms for m in _SPELLED.finditer(form)
+        ).union(spelled),
+        frozenset(w for words, _ in parts for w in words),
+        tuple(" ".join(words) for words, _ in parts if len(words) > 1),
+        tuple(glued for _, glued in parts if glued),
+    )
+
+
 @dataclass(frozen=True)
 class Prepared:
     """One text in every form the matcher reads, computed once per text."""
 
-    forms: tuple[str, ...]  # folded; then the display order, when bidi controls change it
-    words: frozenset[str]  # runs of letters and digits other than CJK, in every form
-    flat: str  # each form with only letters and digits left, a line each
-    spelled: frozenset[str]  # single letters spelled out with separators, joined
+    forms: tuple[str, ...]  # folded; then the display order, regional indicators as letters
+    flat: str  # each form with only letters and digits left, a line each (and see prepare)
+    exact: Spelling  # the forms' Latin words
+    leet: Spelling | None  # the same with leetspeak read as letters, when that changes any
 
     @functools.cached_property
     def cjk_words(self) -> frozenset[str]:
@@ -152,20 +238,51 @@ class Prepared:
 
 
 @functools.lru_cache(maxsize=8192)
-def prepare(text: str) -> Prepared:
-    """Cached: every rule of a verdict reads the same caption, and tags repeat."""
-    forms = tuple(dict.fromkeys(fold(v) for v in (text, visual(text))))
-    spelled = frozenset(
-        _NOT_WORD.sub("", m.group()) for form in forms for m in _SPELLED.finditer(form)
+def prepare(text: str, tag: bool = False) -> Prepared:
+    """Cached: every rule of a verdict reads the same caption, and tags repeat. ``tag``:
+    the whole text is a hashtag body (the hashtag field); otherwise its inline ``#tags``
+    are."""
+    shown = visual(text)
+    views = (text,) if shown == text else (text, shown)
+    forms = [fold(v) for v in views]
+    unenclosed: list[str] = []
+    if may_hold_enclosed(text):
+        if has_regional(text):
+            forms += [regional_letters(f) for f in forms]
+        # CJK terms are also looked for with enclosed letters and digits left out, as
+        # emoji: 赌🅰博 and 赌①博 are 赌博 (fold reads them as letters: 赌a博, 赌1博)
+        unenclosed = [fold(without_enclosed(v)) for v in views]
+    if tag:
+        raw: Iterable[str] = (text.strip().lstrip("#＃"),)
+    elif "#" in text or "＃" in text:
+        raw = dict.fromkeys(b for v in views for b in _HASHTAG.findall(v))
+    else:
+        raw = ()
+    bodies = [b for r in raw for b in _bodies(r)]
+    exact = _spelling(forms, bodies)
+    leet_forms = [s for form in exact.forms for s in deleet(form)]
+    # a body is part of a form: no leetspeak in the forms, none in the bodies
+    leet_bodies = [s for body in bodies for s in deleet(body)] if leet_forms else []
+    leet_spelled = [s for word in exact.spelled for s in deleet(word)]
+    leet = (
+        _spelling(leet_forms, leet_bodies, leet_spelled)
+        if leet_forms or leet_bodies or leet_spelled
+        else None
     )
-    words = frozenset(w for form in forms for w in _LATIN_WORD.findall(form))
-    return Prepared(forms, words, "\n".join(_NOT_WORD.sub("", f) for f in forms), spelled)
+    flat = "\n".join(dict.fromkeys(_NOT_WORD.sub("", f) for f in [*exact.forms, *unenclosed]))
+    return Prepared(exact.forms, flat, exact, leet)
 
 
-def keys(text: str) -> frozenset[str]:
+@functools.lru_cache(maxsize=8192)
+def keys(text: str, leet: bool = False) -> frozenset[str]:
     """A hashtag's or a category's folded spellings without separators or emoji
-    ("约 炮🔥" is "约炮"); empty when nothing but them."""
-    return frozenset(f for f in prepare(text.strip().lstrip("#＃")).flat.split("\n") if f)
+    ("约 炮🔥" is "约炮"); empty when nothing but them. ``leet``: also with leetspeak
+    read as letters ("#s3x" is "sex"), for the hashtags of a video, not configured ones."""
+    p = prepare(text, tag=True)  # the cache entry the term rules made for this hashtag
+    flat = p.flat.split("\n")
+    if leet and p.leet is not None:
+        flat += [_NOT_WORD.sub("", f) for f in p.leet.forms]
+    return frozenset(f for f in flat if f)
 
 
 def _phrase(term: str) -> re.Pattern[str]:
@@ -177,6 +294,7 @@ class _Index:
     words: dict[str, str]  # folded Latin term -> as configured
     phrases: list[tuple[re.Pattern[str], str]]  # multi-word Latin terms ("free money")
     spelled: dict[str, str]  # Latin term without separators -> as configured
+    glued: dict[str, str]  # the same, GLUED_MIN letters or more: found inside hashtags
     cjk: dict[str, tuple[str, str]]  # without separators -> (folded, as configured)
 
 
@@ -203,36 +321,61 @@ class TermMatcher:
             words=latin,
             phrases=[(_phrase(t), c) for t, c in latin.items() if len(t.split()) > 1],
             spelled={k: c for t, c in latin.items() if len(k := _NOT_WORD.sub("", t)) > 1},
+            glued={k: c for t, c in latin.items() if len(k := _NOT_WORD.sub("", t)) >= GLUED_MIN},
             cjk={
                 k: (t, c) for t, c in folded.items() if has_cjk(t) and (k := _NOT_WORD.sub("", t))
             },
         )
 
-    def matches(self, *texts: str) -> dict[str, str]:
-        """Configured term -> how it matched (``word``, ``phrase``, ``spelled`` or
-        ``substring``), over all the texts (each matched on its own)."""
+    def matches(self, *texts: str, hashtags: Iterable[str] = ()) -> dict[str, str]:
+        """Configured term -> how it matched (``word``, ``phrase``, ``spelled``,
+        ``camelcase``, ``glued``, ``leet`` or ``substring``), over all the texts and
+        the hashtag field's hashtags (each matched on its own)."""
         found: dict[str, str] = {}
         if not self.terms:
             return found
         index = self._index
-        for text in texts:
-            if not text:
-                continue
-            p = prepare(text)
-            for word in p.words & index.words.keys():
-                found.setdefault(index.words[word], "word")
-            for rx, term in index.phrases:
-                if any(rx.search(form) for form in p.forms):
-                    found.setdefault(term, "phrase")
-            for key, term in index.spelled.items():
-                if key in p.spelled:
-                    found.setdefault(term, "spelled")
+        prepared = [prepare(t) for t in texts if t]
+        prepared += [prepare(t, tag=True) for t in hashtags if t]
+        for p in prepared:
+            if index.words:
+                self._latin(p.exact, found, leet=False)
             # every term on its own: overlapping terms ("网赌", "赌博" in "网赌博") all count
             for key, (norm, term) in index.cjk.items():
                 if key in p.flat:
                     found.setdefault(term, "word" if norm in p.cjk_words else "substring")
+        if index.words:
+            for p in prepared:  # leetspeak only for what did not match as written
+                if p.leet is not None:
+                    self._latin(p.leet, found, leet=True)
         return dict(sorted(found.items()))
 
-    def find(self, *texts: str) -> list[str]:
+    def _latin(self, s: Spelling, found: dict[str, str], leet: bool) -> None:
+        """Latin terms in one reading of a text; the first way found wins (setdefault)."""
+        index = self._index
+        if s.words:
+            how = "leet" if leet else "word"
+            for word in s.words & index.words.keys():
+                found.setdefault(index.words[word], how)
+            for rx, term in index.phrases:
+                if any(rx.search(form) for form in s.forms):
+                    found.setdefault(term, "leet" if leet else "phrase")
+        if s.spelled:
+            how = "leet" if leet else "spelled"
+            for key in s.spelled & index.spelled.keys():
+                found.setdefault(index.spelled[key], how)
+        if s.tag_glued:
+            how = "leet" if leet else "camelcase"
+            for word in s.tag_words & index.words.keys():
+                found.setdefault(index.words[word], how)
+            for rx, term in index.phrases:
+                if any(rx.search(line) for line in s.tag_lines):
+                    found.setdefault(term, how)
+            how = "leet" if leet else "glued"
+            for key, term in index.glued.items():
+                if any(key in body for body in s.tag_glued):
+                    found.setdefault(term, how)
+
+    def find(self, *texts: str, hashtags: Iterable[str] = ()) -> list[str]:
         """Configured spellings of the terms found, sorted (deterministic)."""
-        return list(self.matches(*texts))
+        return list(self.matches(*texts, hashtags=hashtags))
