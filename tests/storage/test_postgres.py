@@ -7,26 +7,21 @@ parallel on one database.
 
 from __future__ import annotations
 
-import os
 import threading
 import uuid
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from postgres_server import SERVER, drop_schemas, schema_url
 
 from contracts.store_contract import T0, StoreContract, make_row, make_user
 from fyp.errors import StorageError
 from fyp.storage import Store, open_store
 from fyp.storage.postgres import PostgresStore
 
-SERVER = os.environ.get("FYP_TEST_POSTGRES_URL", "")
 psycopg = pytest.importorskip("psycopg") if SERVER else None
 pytestmark = pytest.mark.skipif(not SERVER, reason="FYP_TEST_POSTGRES_URL is not set")
-
-
-def schema_url(schema: str) -> str:
-    return f"{SERVER}{'&' if '?' in SERVER else '?'}schema={schema}"
 
 
 class TestPostgresStore(StoreContract):
@@ -40,13 +35,7 @@ class TestPostgresStore(StoreContract):
         yield store
         for s in self.opened:
             s.close()
-        assert psycopg is not None
-        with psycopg.connect(SERVER, autocommit=True) as conn:
-            schemas = conn.execute(
-                "SELECT nspname FROM pg_namespace WHERE nspname LIKE %s", (f"{self.prefix}%",)
-            ).fetchall()
-            for (name,) in schemas:
-                conn.execute(f'DROP SCHEMA "{name}" CASCADE')
+        drop_schemas(self.prefix)
 
     def open_database(self, name: str, region: str = "us", *, migrate: bool = True) -> Store:
         store = open_store(

@@ -6,7 +6,6 @@ server (``Deployment.init`` is given a ``--store`` URL). Runs when
 from __future__ import annotations
 
 import itertools
-import os
 import sys
 import uuid
 from collections.abc import Iterator
@@ -14,10 +13,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from postgres_server import SERVER, drop_schemas, schema_url
 
 from fyp.regions.deployment import Deployment
 
-SERVER = os.environ.get("FYP_TEST_POSTGRES_URL", "")
 pytestmark = pytest.mark.skipif(not SERVER, reason="FYP_TEST_POSTGRES_URL is not set")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "sovereignty"))  # its helpers
 
@@ -47,11 +46,9 @@ for _name in (
 def on_postgres(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """Every deployment a test makes keeps its stores in schemas of its own, dropped
     afterwards."""
-    import psycopg
 
     prefix = f"d{uuid.uuid4().hex[:12]}"
     numbers = itertools.count()
-    sep = "&" if "?" in SERVER else "?"
     real = Deployment.init.__func__  # type: ignore[attr-defined]
 
     def init(
@@ -61,17 +58,12 @@ def on_postgres(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
         name: str | None = None,
         store: str | None = None,
     ) -> Deployment:
-        template = f"{SERVER}{sep}schema={prefix}_{next(numbers)}_{{region}}"
+        template = schema_url(f"{prefix}_{next(numbers)}_{{region}}")
         return real(cls, root, regions, name, store or template)  # type: ignore[no-any-return]
 
     monkeypatch.setattr(Deployment, "init", classmethod(init))
     yield
-    with psycopg.connect(SERVER, autocommit=True) as conn:
-        made = conn.execute(
-            "SELECT nspname FROM pg_namespace WHERE nspname LIKE %s", (f"{prefix}%",)
-        ).fetchall()
-        for (schema,) in made:
-            conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
+    drop_schemas(prefix)
 
 
 # -- the residency scan reads a region's PostgreSQL store through its connection ----------
