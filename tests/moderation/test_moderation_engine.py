@@ -114,7 +114,21 @@ def test_a_misbehaving_classifier_fails_closed() -> None:
     e = PolicyEngine(parse_policy("us", {}), classifier=Wild())
     verdict = e.evaluate(ModerationInput("v", "us", **ADULT))  # type: ignore[arg-type]
     assert verdict.state is State.pending and verdict.failures[0].rule == "classifier"
-    assert e.versions["rule:classifier"] == "1+lexicon@wild"
+    version = e.versions["rule:classifier"]
+    assert version.startswith("1+fold") and version.endswith("+lexicon@wild")
+
+
+def test_the_classifier_rules_version_moves_with_the_text_folding(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A classifier built on the term matcher changes when folding does, whatever its id:
+    the verdicts it gave are then re-judged, not kept under a version that lies."""
+    import fyp.moderation.rules as rules
+
+    before = PolicyEngine(parse_policy("us", {})).versions["rule:classifier"]
+    monkeypatch.setattr(rules, "NORMALISATION", "999")
+    after = PolicyEngine(parse_policy("us", {})).versions["rule:classifier"]
+    assert before != after and "fold999" in after
 
 
 def test_verdicts_record_versions_and_the_input_hash() -> None:

@@ -264,8 +264,11 @@ class Reupload(Rule):
         return None
 
 
-class ClassifierRule(Rule):
-    """Any classifier score at or above the region's threshold -> a human decides."""
+class ClassifierRule(FoldingRule):
+    """Any classifier score at or above the region's threshold -> a human decides.
+
+    Its version carries the folding's too: a classifier built on the text matcher
+    changes with it even when its own id does not."""
 
     name = "classifier"
     version = "1"
@@ -276,7 +279,7 @@ class ClassifierRule(Rule):
 
     @property
     def rule_version(self) -> str:
-        return f"{self.version}+{self.classifier.id}"
+        return f"{super().rule_version}+{self.classifier.id}"
 
     def evaluate(self, video: ModerationInput) -> Finding | None:
         scores = self.classifier.predict(video)
