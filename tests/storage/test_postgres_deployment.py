@@ -113,3 +113,25 @@ def test_residency_check_reads_postgres_stores(tmp_path: Path) -> None:
         }
     finally:
         d.close()
+
+
+def test_a_region_declared_on_postgres_is_created_by_region_add(tmp_path: Path) -> None:
+    """The documented way to add a region whose store is on a server: declare it in
+    fyp.toml with its URL, then `fyp region add` makes the schema and its tables."""
+    from fyp.config import CONFIG_FILE
+    from sovereignty.region_helpers import cli
+
+    Deployment.init(tmp_path / "dep", ["us"]).close()
+    prefix = f"ra{uuid.uuid4().hex[:10]}"
+    url = schema_url(f"{prefix}_apac")
+    config = tmp_path / "dep" / CONFIG_FILE
+    config.write_text(config.read_text() + f'\n[regions.apac]\nstore = "{url}"\n')
+    try:
+        code, out = cli("region", "add", str(tmp_path / "dep"), "apac")
+        assert code == 0, out
+        with Deployment.open(tmp_path / "dep") as d:
+            assert d.regions == ["us", "apac"] and d.store("apac").schema_version() >= 20
+        code, out = cli("region", "add", str(tmp_path / "dep"), "apac")
+        assert code != 0 and "already has a store" in out
+    finally:
+        drop_schemas(prefix)
