@@ -229,19 +229,29 @@ class PeerPolicy(Policy):
         make: Callable[[int], Recommender],
         seed: int,
     ) -> None:
+        """Stores what to fit; :meth:`fit` fits (the constructor does no work)."""
         self.name = name
         self.protocol = protocol
         self.env = env
-        self.universe = np.asarray([protocol.video_index[v] for v in env.universe], np.int64)
+        self.make = make
+        self.seed = seed
         self.models: dict[str, Recommender] = {}
         self.home: dict[str, int] = {}
-        for n, region in enumerate(protocol.regions):
-            # per region, like offline.rank_peer: peers respect residency too
-            self.models[region.region] = make(seed).fit(region.x)
-            for user in region.test:
-                self.home[user] = n
+        self.universe: np.ndarray = np.zeros(0, np.int64)
         self._order: np.ndarray = np.zeros(0, np.int64)
         self._next = 0
+
+    def fit(self) -> PeerPolicy:
+        """Fit the peer on each region's training data (per region, like
+        ``offline.rank_peer``: peers respect residency too)."""
+        self.universe = np.asarray(
+            [self.protocol.video_index[v] for v in self.env.universe], np.int64
+        )
+        for n, region in enumerate(self.protocol.regions):
+            self.models[region.region] = self.make(self.seed).fit(region.x)
+            for user in region.test:
+                self.home[user] = n
+        return self
 
     def begin(self, user_id: str) -> None:
         region = self.protocol.regions[self.home[user_id]]
@@ -439,9 +449,9 @@ def run_interactive(
             policy = EnginePolicy(protocol.deployment, env, params)
         elif name in ABLATIONS:
             peer = ABLATIONS[name]
-            policy = LookAlikeAvoidingPeer(name, protocol, env, PEERS[peer], params.seed)
+            policy = LookAlikeAvoidingPeer(name, protocol, env, PEERS[peer], params.seed).fit()
         else:
-            policy = PeerPolicy(name, protocol, env, PEERS[name], params.seed)
+            policy = PeerPolicy(name, protocol, env, PEERS[name], params.seed).fit()
         with serving_threads(name == "fyp"):
             result = simulate(policy, env, users, params, log)
         result.seconds = time.perf_counter() - started  # peers: fitting included
