@@ -227,6 +227,29 @@ def test_batch_region_header_mismatch(api: TestClient, deployment: Deployment) -
     assert deployment.store("eu").count_events() == 1
 
 
+def test_a_body_naming_an_undeclared_region_is_422_not_403(
+    api: TestClient, deployment: Deployment
+) -> None:
+    """An undeclared region is a mistake in the event, not a residency question: 422
+    naming the field, as anywhere else; a declared region not the user's stays 403."""
+    error = assert_error(
+        api.post("/v1/events", json={**ev("e1"), "region": "mars"}), 422, "validation_failed"
+    )
+    assert error["details"]["problems"][0]["field"] == "body.region"
+    assert error["details"]["regions"] == ["eu", "us"]
+    assert_error(
+        api.post("/v1/events", json={**ev("e1"), "region": "eu"}), 403, "residency_violation"
+    )
+    batch = api.post(
+        "/v1/events/batch", json={"events": [{**ev("e2"), "region": "mars"}, ev("e3")]}
+    )
+    assert batch.status_code == 200
+    first, second = batch.json()["results"]
+    assert first["status"] == "rejected" and first["error"]["code"] == "validation_failed"
+    assert second["status"] == "stored"
+    assert count_events(deployment) == 1
+
+
 def test_batch_unknown_region_header(api: TestClient) -> None:
     assert_error(
         api.post("/v1/events/batch", json={"events": [ev("a1")]}, headers={"X-Fyp-Region": "x"}),

@@ -130,11 +130,20 @@ class Ingestor:
                 results[i].error = _validation_error(exc)
 
         homes = self.deployment.locate_users(e.user_id for e in parsed.values())
+        declared = self.deployment.config.regions
         by_region: dict[str, list[int]] = defaultdict(list)
         for i, event in parsed.items():
             home = homes.get(event.user_id)
             wrong = next((c for c in (event.region, region) if c is not None and c != home), None)
-            if allowed is not None and home not in allowed:
+            if event.region is not None and event.region not in declared:
+                # a region no deployment of this config has: the event is wrong, not a
+                # residency question (422, as an undeclared region is anywhere else)
+                results[i].error = ValidationFailed(
+                    f"region {event.region!r} is not declared in this deployment",
+                    field="region",
+                    regions=sorted(declared),
+                )
+            elif allowed is not None and home not in allowed:
                 results[i].error = Forbidden(
                     f"user {event.user_id!r} is not in a region this API key may write to "
                     f"({', '.join(sorted(allowed))})",
