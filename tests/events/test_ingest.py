@@ -175,7 +175,7 @@ BAD_INPUTS: list[tuple[str, Any, str]] = [
     ("ts before 2000", ev("x", ts="1999-12-31T23:59:59Z"), "validation_failed"),
     ("ts far in the future", ev("x", ts="2999-01-01T00:00:00Z"), "validation_failed"),
     ("wrong explicit region", ev("x", region="eu"), "residency_violation"),
-    ("undeclared explicit region", ev("x", region="mars"), "residency_violation"),
+    ("undeclared explicit region", ev("x", region="mars"), "validation_failed"),
 ]
 
 
