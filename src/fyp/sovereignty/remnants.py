@@ -100,41 +100,48 @@ def _names(value: Any, user_id: str) -> bool:
     )
 
 
-def _json_objects(store: SQLStore, table: str, column: str, user_id: str) -> list[Any]:
-    """The column's distinct values that contain the user's id and parse as JSON objects."""
-    out: list[Any] = []
-    for (text,) in store.query(
-        f'SELECT DISTINCT "{column}" FROM "{table}" WHERE instr("{column}", ?) > 0',
+def _json_objects(
+    store: SQLStore, table: str, column: str, user_id: str
+) -> list[tuple[str, dict[str, Any], int]]:
+    """The column's distinct values that contain the user's id and parse as JSON
+    objects: (text, parsed, how many rows hold it)."""
+    out: list[tuple[str, dict[str, Any], int]] = []
+    for text, rows in store.query(
+        f'SELECT "{column}", COUNT(*) FROM "{table}" WHERE instr("{column}", ?) > 0 '
+        f'GROUP BY "{column}"',
         (user_id,),
     ):
-        if isinstance(text, str) and text.startswith("{"):
-            try:
-                out.append((text, json.loads(text)))
-            except ValueError:
-                continue
-    return [(t, v) for t, v in out if isinstance(v, dict)]
+        if not (isinstance(text, str) and text.startswith("{")):
+            continue
+        try:
+            value = json.loads(text)
+        except ValueError:
+            continue
+        if isinstance(value, dict):
+            out.append((text, value, int(rows)))
+    return out
+
+
+def _paths_naming(value: Any, user_id: str) -> list[str]:
+    """The paths where the user's id sits under a person field (as :func:`_atoms` names
+    them)."""
+    return [p for p, name, v in _atoms(value) if names_a_person(name) and _names(v, user_id)]
 
 
 def json_paths(store: SQLStore, table: str, column: str, user_id: str) -> dict[str, int]:
     """Where ``user_id`` sits under a person field inside the column's JSON objects:
     JSON path -> rows (``{"invited_by": "u1"}`` -> ``$.invited_by``)."""
     found: dict[str, int] = {}
-    for text, value in _json_objects(store, table, column, user_id):
-        paths = {p for p, name, v in _atoms(value) if names_a_person(name) and _names(v, user_id)}
-        if not paths:
-            continue
-        rows = int(
-            store.query(f'SELECT COUNT(*) FROM "{table}" WHERE "{column}" = ?', (text,))[0][0]
-        )
-        for path in paths:
+    for _, value, rows in _json_objects(store, table, column, user_id):
+        for path in _paths_naming(value, user_id):
             found[path] = found.get(path, 0) + rows
     return found
 
 
-def _without_user(value: Any, user_id: str, field: str = "") -> tuple[Any, list[str]]:
+def _without_user(value: Any, user_id: str) -> tuple[Any, list[str]]:
     """``value`` with the user's id replaced by ERASED_NAME under person fields, and the
-    paths replaced (as :func:`_atoms` names them)."""
-    hits = [p for p, name, v in _atoms(value) if names_a_person(name) and _names(v, user_id)]
+    paths replaced."""
+    hits = _paths_naming(value, user_id)
 
     def walk(v: Any, name: str) -> Any:
         if isinstance(v, dict):
@@ -143,7 +150,7 @@ def _without_user(value: Any, user_id: str, field: str = "") -> tuple[Any, list[
             return [walk(x, name) for x in v]
         return ERASED_NAME if names_a_person(name) and _names(v, user_id) else v
 
-    return (walk(value, field) if hits else value), hits
+    return (walk(value, "") if hits else value), hits
 
 
 def _json_place(column: str, path: str) -> str:
@@ -190,7 +197,7 @@ def scrub_store(store: object, user_id: str, skip: set[str] | None = None) -> di
     for table, column in text_columns(sql):
         if table in APPEND_ONLY:  # ``skip`` names tables whose own rows go elsewhere
             continue
-        for text, value in _json_objects(sql, table, column, user_id):
+        for text, value, _ in _json_objects(sql, table, column, user_id):
             cleaned, paths = _without_user(value, user_id)
             if not paths:
                 continue

@@ -3,6 +3,7 @@ few SQLite idioms of the capability packages' SQL translated (:func:`to_postgres
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Sequence
 from typing import Any
@@ -84,6 +85,7 @@ def to_postgres(sql: str, params: Sequence[Any] = ()) -> tuple[str, Sequence[Any
     return out, params
 
 
+@functools.cache
 def bool_as_int(psycopg: Any) -> type:
     """A dumper sending Python booleans as 0/1: flags are integer columns, as in SQLite,
     and capability packages pass ``True``/``False`` for them."""
