@@ -14,6 +14,7 @@ from fyp.config import (
     DeploymentConfig,
     FeedConfig,
     Limits,
+    ModerationConfig,
     RegionConfig,
     TrainingConfig,
     check_region_name,
@@ -269,6 +270,9 @@ def test_training_section_is_read_and_round_trips(tmp_path: Path) -> None:
     assert config.training == TrainingConfig(15.0)
     assert parse_config(tmp_path, tomllib.loads(config.to_toml())).training == config.training
     assert parse_config(tmp_path, minimal()).training == TrainingConfig(60.0)
+    moderation = parse_config(tmp_path, minimal(moderation={"every_seconds": 5}))
+    assert moderation.moderation == ModerationConfig(5.0)
+    assert parse_config(tmp_path, tomllib.loads(moderation.to_toml())) == moderation
     off = parse_config(tmp_path, minimal(training={"every_minutes": 0}))
     assert off.training.every_minutes == 0
 
@@ -287,6 +291,21 @@ def test_bad_training_settings_are_refused(
 ) -> None:
     with pytest.raises(ConfigError, match=match):
         parse_config(tmp_path, minimal(training=training))
+
+
+@pytest.mark.parametrize(
+    ("moderation", "match"),
+    [
+        ({"every_second": 3}, "'every_second' in \\[moderation\\]; did you mean 'every_seconds'"),
+        ({"every_seconds": -1}, "every_seconds must be a number at least 0"),
+        ({"every_seconds": float("nan")}, "every_seconds must be a number at least 0"),
+    ],
+)
+def test_bad_moderation_settings_are_refused(
+    tmp_path: Path, moderation: dict[str, Any], match: str
+) -> None:
+    with pytest.raises(ConfigError, match=match):
+        parse_config(tmp_path, minimal(moderation=moderation))
 
 
 def test_a_misspelt_section_is_refused_not_ignored(tmp_path: Path) -> None:
@@ -392,22 +411,18 @@ def test_the_settings_table_of_the_architecture_doc_is_every_setting() -> None:
     for table, _key, more, _ in rows:  # "`[t] a`, `b`, `c`" lists several keys of one table
         listed |= {(table, k) for k in re.findall(r"`([a-z_]+)`", more)}
     expected = {("deployment", "name")} | {("regions.NAME", k) for k in REGION_KEYS}
-    for table, cls in (
-        ("limits", Limits),
-        ("erasure", ErasureConfig),
-        ("training", TrainingConfig),
-        ("feed", FeedConfig),
-    ):
-        expected |= {(table, k) for k in cls.__dataclass_fields__}
-    expected |= {("ranking", "scorer")} | {("ranking.objective_weights", k) for k in OBJECTIVES}
-    assert listed == expected, (sorted(listed - expected), sorted(expected - listed))
-    defaults = {(t, k): d.strip() for t, k, _, d in rows}
     sections = (
         ("limits", Limits),
         ("feed", FeedConfig),
         ("erasure", ErasureConfig),
         ("training", TrainingConfig),
+        ("moderation", ModerationConfig),
     )
+    for table, cls in sections:
+        expected |= {(table, k) for k in cls.__dataclass_fields__}
+    expected |= {("ranking", "scorer")} | {("ranking.objective_weights", k) for k in OBJECTIVES}
+    assert listed == expected, (sorted(listed - expected), sorted(expected - listed))
+    defaults = {(t, k): d.strip() for t, k, _, d in rows}
     for table, cls in sections:
         for key in cls.__dataclass_fields__:
             value = getattr(cls, key)

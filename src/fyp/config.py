@@ -199,6 +199,26 @@ class TrainingConfig:
 
 
 @dataclass(frozen=True)
+class ModerationConfig:
+    """``[moderation]``: how often ``fyp serve`` looks for videos no check has judged
+    yet (new uploads, edits) or verdicts made under an older policy, and runs ``fyp
+    moderate`` for those regions in a child process. Until then an upload stays pending,
+    out of every feed. 0 leaves it to cron."""
+
+    every_seconds: float = 30.0
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> ModerationConfig:
+        check_keys("moderation", raw, ("every_seconds",))
+        every = raw.get("every_seconds", cls.every_seconds)
+        return cls(
+            every_seconds=number(
+                "moderation", "every_seconds", every, 0, MAX_EVERY_MINUTES * 60, open_low=False
+            )
+        )
+
+
+@dataclass(frozen=True)
 class FeedConfig:
     """``[feed]``: how long a video shown to a user stays out of their feed (and how long
     the served log is kept); how many videos the pipeline ranks ahead per run (the next
@@ -261,6 +281,7 @@ class DeploymentConfig:
     ranking: RankingConfig = RankingConfig()
     erasure: ErasureConfig = ErasureConfig()
     training: TrainingConfig = TrainingConfig()
+    moderation: ModerationConfig = ModerationConfig()
     feed: FeedConfig = FeedConfig()
 
     def region(self, name: str) -> RegionConfig:
@@ -299,6 +320,7 @@ class DeploymentConfig:
             "ranking": self.ranking.to_dict(),
             "erasure": self.erasure.__dict__,
             "training": self.training.__dict__,
+            "moderation": self.moderation.__dict__,
             "feed": self.feed.__dict__,
             "regions": {r.name: r.to_dict() for r in self.regions.values()},
         }
@@ -398,6 +420,7 @@ def parse_config(root: Path, raw: dict[str, Any]) -> DeploymentConfig:
     ranking = raw.get("ranking", {})
     erasure = raw.get("erasure", {})
     training = raw.get("training", {})
+    moderation = raw.get("moderation", {})
     feed = raw.get("feed", {})
     sections = {
         "deployment": deployment,
@@ -405,6 +428,7 @@ def parse_config(root: Path, raw: dict[str, Any]) -> DeploymentConfig:
         "ranking": ranking,
         "erasure": erasure,
         "training": training,
+        "moderation": moderation,
         "feed": feed,
     }
     unknown = set(raw) - {*sections, "regions"}
@@ -425,6 +449,7 @@ def parse_config(root: Path, raw: dict[str, Any]) -> DeploymentConfig:
         ranking=RankingConfig.from_dict(ranking),
         erasure=ErasureConfig.from_dict(erasure),
         training=TrainingConfig.from_dict(training),
+        moderation=ModerationConfig.from_dict(moderation),
         feed=FeedConfig.from_dict(feed),
     )
 

@@ -176,3 +176,44 @@ def test_sigterm_ends_the_training_child_the_server_started(tmp_path: Path) -> N
             server.wait()
         if pid is not None:  # the old behaviour: clean up the child this test started
             os.kill(pid, signal.SIGKILL)
+
+
+def test_the_server_moderates_an_upload_without_an_operator(tmp_path: Path) -> None:
+    """An upload made while ``fyp serve`` runs is judged by the server's moderation
+    child (``[moderation] every_seconds``), with no ``fyp moderate`` from anyone."""
+    from fyp.catalog.models import UserIn, VideoIn
+    from fyp.catalog.service import Catalog
+    from fyp.moderation.service import cell
+    from fyp.regions.deployment import Deployment
+
+    dep = tmp_path / "d"
+    assert _fyp("init", str(dep), "--regions", "us").returncode == 0
+    toml = dep / "fyp.toml"
+    text = toml.read_text(encoding="utf-8")
+    text = text.replace("every_minutes = 60.0", "every_minutes = 0")
+    text = text.replace("check_every_minutes = 10.0", "check_every_minutes = 0")
+    text = text.replace("every_seconds = 30.0", "every_seconds = 0.2")
+    toml.write_text(text, encoding="utf-8")
+    server = subprocess.Popen(
+        [sys.executable, "-m", "fyp", "serve", str(dep), "--port", "18506"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        with Deployment.open(dep) as d:
+            catalog = Catalog(d)
+            catalog.create_user(UserIn(user_id="c1", home_region="us", birth_year=1990))
+            catalog.create_video(
+                VideoIn(video_id="up1", creator_id="c1", duration_ms=9_000, regions=["us"])
+            )
+            mod = cell(d.store("us")).mod
+            deadline = time.monotonic() + 60
+            while (record := mod.get("up1")) is None or record.state == "pending":
+                assert server.poll() is None, server.communicate()
+                assert time.monotonic() < deadline, "the upload was never judged"
+                time.sleep(0.1)
+            assert record.state == "approved" and record.decided_by != "catalog"
+    finally:
+        server.send_signal(signal.SIGTERM)
+        server.wait(timeout=20)

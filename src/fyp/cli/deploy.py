@@ -147,6 +147,7 @@ def serve_directory(
     logs.configure(log_level)
     from fyp.config import load_config
     from fyp.models.schedule import TrainingScheduler
+    from fyp.moderation.schedule import ModerationScheduler
     from fyp.serving.app import create_app
     from fyp.serving.transport import CoalescingHttpToolsProtocol
     from fyp.sovereignty.scheduler import ErasureScheduler
@@ -170,8 +171,12 @@ def serve_directory(
         sock.close()
         raise
     config = load_config(directory)
-    # child processes: erasure deadlines, what changed
-    schedules: list[ChildScheduler] = [ErasureScheduler(config), TrainingScheduler(config)]
+    # child processes: erasure deadlines, what changed, what no check has judged yet
+    schedules: list[ChildScheduler] = [
+        ErasureScheduler(config),
+        TrainingScheduler(config),
+        ModerationScheduler(config, app.state.fyp.moderator.run_reason),
+    ]
     server = Server(
         uvicorn.Config(
             app,

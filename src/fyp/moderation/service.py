@@ -331,6 +331,15 @@ class Moderator:
         )
         return bool(judged)
 
+    def run_reason(self, region: str) -> str | None:
+        """Why the region needs a moderation run now (videos no check has judged yet, or
+        verdicts made under another policy), or None: what a server's schedule asks."""
+        if self.cell(region).mod.has_pending():
+            return "videos are waiting for the automated checks"
+        if self.policy_stale(region):
+            return "the policy changed since its verdicts were made"
+        return None
+
     def policy_checked(self, region: str) -> str | None:
         """The digest of the policy every verdict of the region was last re-judged under
         (None: never): a run re-judges them all when the policy is another."""

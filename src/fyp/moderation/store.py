@@ -212,6 +212,18 @@ class ModerationStore:
         )
         return [(str(r[0]), int(r[1])) for r in rows]
 
+    def has_pending(self) -> bool:
+        """Whether :meth:`pending` would return anything: one row, in no order (a server
+        asks every few seconds, so it must not sort the catalogue)."""
+        return bool(
+            self.store.query(
+                "SELECT 1 FROM videos v LEFT JOIN moderation m ON m.video_id = v.video_id "
+                "WHERE (m.state IS NULL OR m.state = 'pending') AND NOT EXISTS ("
+                "  SELECT 1 FROM moderation_jobs j WHERE j.video_id = v.video_id "
+                "  AND j.status IN ('open', 'claimed')) LIMIT 1"
+            )
+        )
+
     def judged(self) -> list[tuple[str, int, str, str]]:
         """Catalogue videos with a verdict: id, revision, state and the verdict's source
         (a policy recheck re-judges them)."""

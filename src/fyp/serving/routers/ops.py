@@ -71,8 +71,9 @@ def _region(s: AppState, region: str) -> RegionReadiness:
             if s.moderator.policy_stale(region):
                 problems.append(
                     f"the moderation policy of region {region!r} changed since its verdicts were "
-                    "last re-judged: run `fyp moderate` (videos approved under the old policy "
-                    "are served until then)"
+                    "last re-judged: the server re-judges them within [moderation] "
+                    "every_seconds, or run `fyp moderate` (videos approved under the old "
+                    "policy are served until then)"
                 )
         except Exception as exc:  # an unreadable audit log: cannot tell, so not ready
             log.error("readiness: the moderation state of region %s: %s", region, exc)
