@@ -25,8 +25,9 @@ from fyp.storage.migrations import Migration
 if TYPE_CHECKING:
     from fyp.regions.deployment import Deployment
 
-ROLES: tuple[str, ...] = ("ingest", "feed", "moderator", "admin", "auditor")
-"""``ingest`` and ``feed`` are services; ``moderator``, ``admin`` and ``auditor`` are people."""
+ROLES: tuple[str, ...] = ("ingest", "feed", "moderator", "admin", "auditor", "metrics")
+"""``ingest`` and ``feed`` are services; ``moderator``, ``admin`` and ``auditor`` are people;
+``metrics`` is a Prometheus scraper (``GET /metrics`` only)."""
 OPERATOR_ROLES = frozenset({"moderator", "admin", "auditor"})
 PREFIX = "fyp"
 ADMIN_KEY_FILE = "admin.key"

@@ -68,6 +68,7 @@ PERMISSIONS: dict[tuple[str, str], Rule] = {
     ("GET", "/docs/oauth2-redirect"): PUBLIC,
     ("GET", "/redoc"): PUBLIC,
     ("GET", "/v1/regions"): allow("admin", "auditor", "moderator", unscoped=True),
+    ("GET", "/metrics"): allow("metrics", "admin", unscoped=True),
     # users
     ("POST", "/v1/users"): allow("ingest", "admin", body="home_region"),
     ("GET", "/v1/users/{user_id}"): allow(*READERS),

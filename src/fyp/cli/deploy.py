@@ -177,6 +177,7 @@ def serve_directory(
         TrainingScheduler(config),
         ModerationScheduler(config, app.state.fyp.moderator.run_reason),
     ]
+    app.state.fyp.schedules = schedules  # their counts go to /metrics
     server = Server(
         uvicorn.Config(
             app,

@@ -241,6 +241,10 @@ class ModerationStore:
         )
         return {str(r[0]): int(r[1]) for r in rows}
 
+    def count_jobs_by_status(self) -> dict[str, int]:
+        rows = self.store.query("SELECT status, COUNT(*) FROM moderation_jobs GROUP BY status")
+        return {str(r[0]): int(r[1]) for r in rows}
+
     def mark_pending(self, video_id: str, reason: str, actor: str, ts_ms: int) -> int:
         """Back to pending (new revision) and any open review of old content superseded."""
         with self.store.transaction():

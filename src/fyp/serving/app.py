@@ -6,6 +6,7 @@ process serialises store access on its event loop, which keeps latency predictab
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -26,6 +27,7 @@ from fyp.regions.deployment import Deployment
 from fyp.serving.dependencies import AppState, state
 from fyp.serving.errors import error_response, install_error_handlers
 from fyp.serving.fastpath import HotRoutes
+from fyp.serving.metrics import ServerMetrics
 from fyp.serving.openapi import answers, install_openapi
 from fyp.serving.responses import Health, Regions
 from fyp.serving.routers import events, feed, moderation, ops, users, videos
@@ -38,6 +40,7 @@ class FypApp(FastAPI):
     decided at the first request, so a telemetry provider is set up before serving."""
 
     hot: HotRoutes | None = None
+    metrics: ServerMetrics | None = None
     _hot_on: bool | None = None
     max_body_bytes: int = 1024 * 1024
 
@@ -53,8 +56,31 @@ class FypApp(FastAPI):
             if declared is None and scope["method"] in _BODY_METHODS:  # chunked: counted
                 receive = _capped(receive, self.max_body_bytes)
         hot = self.hot if self._hot_on else None
-        if hot is None or not await hot(scope, receive, send):
+        if hot is not None and await hot(scope, receive, send):
+            return  # counted by HotRoutes
+        if scope["type"] != "http" or self.metrics is None:
             await super().__call__(scope, receive, send)
+            return
+        await self._counted(scope, receive, send, self.metrics)
+
+    async def _counted(
+        self, scope: Scope, receive: Receive, send: Send, metrics: ServerMetrics
+    ) -> None:
+        """The app's answer, counted by route template (never the raw path: it holds
+        user ids) and status."""
+        started, status = time.perf_counter(), 500
+
+        async def sending(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await super().__call__(scope, receive, sending)
+        finally:
+            route = getattr(scope.get("route"), "path", "other")
+            metrics.request(route, scope["method"], status, time.perf_counter() - started)
 
 
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
@@ -180,5 +206,7 @@ def create_app(deployment: Deployment | str | Path) -> FastAPI:
 
     # Last, once every route exists: each one is checked against fyp.access.policy.
     access = install_access_control(app, deployment)
-    app.hot = HotRoutes(access, app.state.fyp.feed, app.state.fyp.ingestor)
+    app.metrics = app.state.fyp.metrics
+    app.metrics.app = app.state.fyp
+    app.hot = HotRoutes(access, app.state.fyp.feed, app.state.fyp.ingestor, app.metrics)
     return app

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from fastapi import Request
 
@@ -11,7 +11,9 @@ from fyp.events.ingest import Ingestor
 from fyp.feed.service import FeedService
 from fyp.moderation.review import Reviews
 from fyp.moderation.service import Moderator
+from fyp.regions.background import ChildScheduler
 from fyp.regions.deployment import Deployment
+from fyp.serving.metrics import ServerMetrics
 
 
 @dataclass
@@ -22,6 +24,9 @@ class AppState:
     feed: FeedService
     moderator: Moderator
     reviews: Reviews
+    metrics: ServerMetrics = field(default_factory=ServerMetrics)
+    schedules: list[ChildScheduler] = field(default_factory=list)
+    """The background children ``fyp serve`` started (their counts go to /metrics)."""
 
 
 def state(request: Request) -> AppState:

@@ -14,6 +14,7 @@ contract.
 from __future__ import annotations
 
 import re
+import time
 from functools import partial
 from typing import Any
 from urllib.parse import parse_qsl
@@ -25,6 +26,7 @@ from fyp.access.guard import PRINCIPAL, Access, route_path
 from fyp.events.ingest import Ingestor
 from fyp.feed.service import DEFAULT_PAGE, MAX_PAGE, FeedService
 from fyp.serving.errors import failure
+from fyp.serving.metrics import ServerMetrics
 from fyp.serving.routers.events import REGION_HEADER, ingest_one
 
 PATH = "/v1/events"
@@ -43,22 +45,26 @@ class HotRoutes:
     it. ``__call__`` returns False, having done nothing, for any request it leaves to
     the app."""
 
-    def __init__(self, access: Access, feed: FeedService, ingestor: Ingestor) -> None:
+    def __init__(
+        self, access: Access, feed: FeedService, ingestor: Ingestor, metrics: ServerMetrics
+    ) -> None:
         self.access = access
         self.feed = feed
         self.ingestor = ingestor
+        self.metrics = metrics
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> bool:
         if scope["type"] != "http":
             return False
         method, path = scope["method"], route_path(scope)  # under a proxy's prefix too
+        started = time.perf_counter()
         if method == "POST" and path == PATH:
-            answer = self._event
+            answer, route = self._event, PATH
         elif method == "GET" and (match := _FEED_PATH.fullmatch(path)) is not None:
             params = _plain_feed_params(scope.get("query_string", b""))
             if params is None:
                 return False
-            answer = partial(self._feed, match.group(1), *params)
+            answer, route = partial(self._feed, match.group(1), *params), FEED_ROUTE
         else:
             return False
         headers: dict[str, str] = {}
@@ -68,6 +74,7 @@ class HotRoutes:
         except Exception as exc:  # answered and logged as the app's handlers do
             status, content, headers = failure(exc)
         await _respond(send, status, content, headers)
+        self.metrics.request(route, method, status, time.perf_counter() - started)
         return True
 
     async def _event(self, scope: Scope, receive: Receive) -> tuple[int, dict[str, Any]]:
@@ -85,10 +92,13 @@ class HotRoutes:
     async def _feed(
         self, user_id: str, n: int, cursor: str | None, scope: Scope, receive: Receive
     ) -> tuple[int, dict[str, Any]]:
-        return 200, self.feed.feed(user_id, n=n, cursor=cursor).to_dict()
+        page = self.feed.feed(user_id, n=n, cursor=cursor)
+        self.metrics.page(page.region, page.items)
+        return 200, page.to_dict()
 
 
 _FEED_PATH = re.compile(r"/v1/users/([^/]+)/feed")
+FEED_ROUTE = "/v1/users/{user_id}/feed"  # the route's template: the metrics' label
 
 
 def _plain_feed_params(query: bytes) -> tuple[int, str | None] | None:

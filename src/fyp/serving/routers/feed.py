@@ -27,6 +27,7 @@ async def feed(
 
     Learned only from the user's home region; videos on earlier pages never repeat."""
     s: AppState = request.app.state.fyp
-    page = s.feed.feed(user_id, n=n, cursor=cursor, debug=debug).to_dict(debug=debug)
-    body = json.dumps(page, ensure_ascii=False, separators=(",", ":")).encode()
+    page = s.feed.feed(user_id, n=n, cursor=cursor, debug=debug)
+    s.metrics.page(page.region, page.items)
+    body = json.dumps(page.to_dict(debug=debug), ensure_ascii=False, separators=(",", ":")).encode()
     return Response(body, media_type="application/json")

@@ -8,12 +8,15 @@ import logging
 from typing import Literal
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
 
+from fyp.access.guard import key_regions
 from fyp.errors import ModelError
 from fyp.feed.service import unavailable
 from fyp.serving.dependencies import AppState
+from fyp.serving.metrics import CONTENT_TYPE
+from fyp.serving.openapi import answers
 
 router = APIRouter(tags=["ops"])
 log = logging.getLogger("fyp.serving")
@@ -79,3 +82,19 @@ def _region(s: AppState, region: str) -> RegionReadiness:
             log.error("readiness: the moderation state of region %s: %s", region, exc)
             problems.append(f"the moderation state of region {region!r} cannot be read")
     return RegionReadiness(ready=not problems, store=store, model=version, problems=problems)
+
+
+@router.get(
+    "/metrics",
+    response_class=Response,
+    responses={
+        **answers(),
+        200: {"content": {CONTENT_TYPE: {}}, "description": "Prometheus text format."},
+    },
+)
+async def metrics(request: Request) -> Response:
+    """Prometheus metrics of this process and of the regions the key may see
+    (``fyp.serving.metrics``): no user or video is named. Needs a key with the
+    ``metrics`` (a scraper's) or ``admin`` role."""
+    s: AppState = request.app.state.fyp
+    return Response(s.metrics.exposition(key_regions(request)), media_type=CONTENT_TYPE)

@@ -1,0 +1,203 @@
+"""Prometheus metrics of a serving process: ``GET /metrics``.
+
+What an operator graphs and alerts on: requests and their latency by route and status,
+the feed's items by candidate source, and, read from each region when scraped, the live
+model (version, age), the moderation backlog (videos by state, review jobs by status)
+and the server's background children (runs, failures).
+
+Requests only bump plain counters (a dict entry and a histogram bucket, ~1 µs): the
+metric families are built when Prometheus scrapes, never on a request's path. Nothing
+here names a user or a video: labels are routes, regions, sources and states.
+"""
+
+from __future__ import annotations
+
+import bisect
+import logging
+import time
+from collections import Counter
+from collections.abc import Collection, Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.registry import Collector
+
+if TYPE_CHECKING:
+    from fyp.feed.service import FeedItem
+    from fyp.regions.background import ChildScheduler
+    from fyp.serving.dependencies import AppState
+
+log = logging.getLogger("fyp.serving")
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0)
+"""Request latency buckets (seconds): a feed page is ~3 ms, a batch of events ~10 ms."""
+
+
+class _Histogram:
+    __slots__ = ("counts", "total")
+
+    def __init__(self) -> None:
+        self.counts = [0] * (len(BUCKETS) + 1)  # the last: above every bound
+        self.total = 0.0
+
+    def observe(self, seconds: float) -> None:
+        self.counts[bisect.bisect_left(BUCKETS, seconds)] += 1
+        self.total += seconds
+
+    def cumulative(self) -> list[tuple[str, float]]:
+        out, running = [], 0
+        for bound, n in zip((*map(str, BUCKETS), "+Inf"), self.counts, strict=True):
+            running += n
+            out.append((bound, float(running)))
+        return out
+
+
+class ServerMetrics(Collector):
+    """The process's counters, and a collector that reads the regions when scraped."""
+
+    def __init__(self) -> None:
+        self.requests: Counter[tuple[str, str, int]] = Counter()
+        self.latency: dict[str, _Histogram] = {}
+        self.items: Counter[tuple[str, str]] = Counter()
+        self.started = time.time()
+        self.app: AppState | None = None  # set once the app exists
+
+    def request(self, route: str, method: str, status: int, seconds: float) -> None:
+        self.requests[route, method, status] += 1
+        histogram = self.latency.get(route)
+        if histogram is None:
+            histogram = self.latency[route] = _Histogram()
+        histogram.observe(seconds)
+
+    def page(self, region: str, items: Iterable[FeedItem]) -> None:
+        for item in items:
+            self.items[region, item.source] += 1
+
+    def exposition(self, regions: Collection[str] | None = None) -> bytes:
+        """The text a scrape gets: the process's counts, and those of ``regions`` (None:
+        every region) — a key for one region sees nothing labelled with another."""
+        registry = CollectorRegistry(auto_describe=False)
+        registry.register(_View(self, regions))
+        return generate_latest(registry)
+
+    def collect(self) -> Iterator[Metric]:
+        return _View(self, None).collect()
+
+
+class _View(Collector):
+    """The metrics as one key may see them."""
+
+    def __init__(self, metrics: ServerMetrics, regions: Collection[str] | None) -> None:
+        self.metrics = metrics
+        self.regions = regions
+
+    def visible(self, region: str) -> bool:
+        return self.regions is None or region in self.regions
+
+    def collect(self) -> Iterator[Metric]:
+        yield from self._process()
+        app = self.metrics.app
+        if app is not None:
+            yield from _regions(app, [r for r in app.deployment.regions if self.visible(r)])
+            yield from _schedules(app.schedules)
+
+    def _process(self) -> Iterator[Metric]:
+        m = self.metrics
+        requests = CounterMetricFamily(
+            "fyp_http_requests", "HTTP requests answered", labels=["route", "method", "status"]
+        )
+        for (route, method, status), n in sorted(m.requests.items()):
+            requests.add_metric([route, method, str(status)], n)
+        yield requests
+        latency = HistogramMetricFamily(
+            "fyp_http_request_duration_seconds",
+            "Time from a request's start to its response, by route",
+            labels=["route"],
+        )
+        for route, h in sorted(m.latency.items()):
+            latency.add_metric([route], h.cumulative(), h.total)
+        yield latency
+        items = CounterMetricFamily(
+            "fyp_feed_items",
+            "Videos served in feed pages, by candidate source",
+            labels=["region", "source"],
+        )
+        for (region, source), n in sorted(m.items.items()):
+            if self.visible(region):
+                items.add_metric([region, source], n)
+        yield items
+        yield GaugeMetricFamily(
+            "fyp_process_start_time_seconds", "When this serving process started", m.started
+        )
+
+
+def _regions(app: AppState, regions: Sequence[str]) -> Iterator[Metric]:
+    """Per-region state, read now. A region that cannot be read reports ``fyp_region_up
+    0`` (logged) and nothing else: a scrape never fails for one region."""
+    up = GaugeMetricFamily(
+        "fyp_region_up", "1 if the region's store answered this scrape", labels=["region"]
+    )
+    model = GaugeMetricFamily(
+        "fyp_model_info", "The live model version served", labels=["region", "version"]
+    )
+    age = GaugeMetricFamily(
+        "fyp_model_trained_timestamp_seconds", "When the live model was trained", labels=["region"]
+    )
+    videos = GaugeMetricFamily(
+        "fyp_moderation_videos", "Catalogue videos by moderation state", labels=["region", "state"]
+    )
+    jobs = GaugeMetricFamily(
+        "fyp_moderation_review_jobs", "Human review jobs by status", labels=["region", "status"]
+    )
+    for region in regions:
+        try:
+            mod = app.moderator.cell(region).mod
+            states, by_status = mod.count_by_state(), mod.count_jobs_by_status()
+        except Exception as exc:  # whatever it is, the region is not answering
+            log.error("metrics: the store of region %s: %s", region, exc)
+            up.add_metric([region], 0)
+            continue
+        up.add_metric([region], 1)
+        for state, n in sorted(states.items()):
+            videos.add_metric([region, state], n)
+        for status, n in sorted(by_status.items()):
+            jobs.add_metric([region, status], n)
+        try:
+            manifest = app.feed.model(region).manifest
+        except Exception:  # no model: readiness says why; here it is just absent
+            continue
+        model.add_metric([region, manifest.version], 1)
+        trained = _timestamp(manifest.created_at)
+        if trained is not None:
+            age.add_metric([region], trained)
+    yield from (up, model, age, videos, jobs)
+
+
+def _schedules(schedules: Sequence[ChildScheduler]) -> Iterator[Metric]:
+    runs = CounterMetricFamily(
+        "fyp_background_runs", "Child processes the server's schedules ran", labels=["schedule"]
+    )
+    failures = CounterMetricFamily(
+        "fyp_background_failures",
+        "Of those, the ones that exited non-zero or could not start",
+        labels=["schedule"],
+    )
+    for s in schedules:
+        runs.add_metric([s.name], s.runs)
+        failures.add_metric([s.name], s.failures)
+    yield from (runs, failures)
+
+
+def _timestamp(iso: str) -> float | None:
+    from datetime import datetime
+
+    try:
+        return datetime.fromisoformat(iso).timestamp()
+    except ValueError:
+        return None

@@ -1,0 +1,178 @@
+"""``GET /metrics``: Prometheus counts that match what the server answered, read by a
+scraper's key, naming no user or video."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+from fastapi.testclient import TestClient
+from prometheus_client.parser import text_string_to_metric_families
+
+from conftest import MakeKey
+from fyp.models.training import TrainParams, train_and_publish
+from fyp.moderation.schedule import ModerationScheduler
+from fyp.moderation.service import cell
+from fyp.regions.deployment import Deployment
+from fyp.serving.app import create_app
+
+Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
+
+
+def scrape(client: TestClient, token: str) -> tuple[str, Samples]:
+    resp = client.get("/metrics", headers={"Authorization": f"Bearer {token}"})
+    assert resp.status_code == 200, resp.text
+    assert resp.headers["content-type"].startswith("text/plain; version=0.0.4")
+    samples = {
+        (s.name, frozenset(s.labels.items())): s.value
+        for family in text_string_to_metric_families(resp.text)
+        for s in family.samples
+    }
+    return resp.text, samples
+
+
+def value(samples: Samples, name: str, **labels: str) -> float:
+    return samples.get((name, frozenset(labels.items())), 0.0)
+
+
+@pytest.fixture
+def served(client: TestClient, deployment: Deployment) -> TestClient:
+    """Region us: 8 users, 30 moderated videos, a trained model."""
+    rng = random.Random(3)
+    for k in range(8):
+        client.post("/v1/users", json={"user_id": f"u{k}", "home_region": "us", "birth_year": 1990})
+    for k in range(30):
+        body = {
+            "video_id": f"v{k}",
+            "creator_id": f"u{k % 8}",
+            "caption": f"第{k}个视频，今天天气很好",
+            "duration_ms": 15_000,
+            "regions": ["us"],
+            "tags": [str(k % 5)],
+        }
+        assert client.post("/v1/videos", json=body).status_code == 201
+    events = [
+        {
+            "event_id": f"e{k}",
+            "user_id": f"u{k % 8}",
+            "video_id": f"v{rng.randrange(30)}",
+            "type": "play",
+            "watch_ms": rng.choice([1_000, 20_000]),
+        }
+        for k in range(200)
+    ]
+    assert client.post("/v1/events/batch", json={"events": events}).status_code == 200
+    assert client.post("/v1/moderation/runs", json={"region": "us"}).status_code == 200
+    train_and_publish(
+        deployment.store("us"), deployment.config.region_dir("us"), TrainParams(ranker=False)
+    )
+    return client
+
+
+def test_counts_match_what_was_answered(
+    served: TestClient, deployment: Deployment, make_key: MakeKey
+) -> None:
+    scraper = make_key("metrics", name="prometheus")
+    _, before = scrape(served, scraper)
+    items: dict[str, int] = {}
+    for k in range(5):
+        page = served.get(f"/v1/users/u{k}/feed", params={"n": 4})
+        assert page.status_code == 200
+        for item in page.json()["items"]:
+            items[item["source"]] = items.get(item["source"], 0) + 1
+    debug = served.get("/v1/users/u5/feed", params={"n": 3, "debug": True})  # the router's path
+    for item in debug.json()["items"]:
+        items[item["source"]] = items.get(item["source"], 0) + 1
+    assert served.get("/v1/users/nobody/feed").status_code == 404
+    event = {"event_id": "x1", "user_id": "u1", "video_id": "v1", "type": "like"}
+    assert served.post("/v1/events", json=event).status_code == 201
+    assert served.get("/v1/users/u1").status_code == 200
+
+    _, after = scrape(served, scraper)
+    feed = "/v1/users/{user_id}/feed"
+    requests = "fyp_http_requests_total"
+    assert (
+        value(after, requests, route=feed, method="GET", status="200")
+        - value(before, requests, route=feed, method="GET", status="200")
+        == 6
+    )
+    assert value(after, requests, route=feed, method="GET", status="404") == 1
+    assert value(after, requests, route="/v1/events", method="POST", status="201") == 1
+    assert value(after, requests, route="/v1/users/{user_id}", method="GET", status="200") == 1
+    assert value(after, requests, route="/v1/events/batch", method="POST", status="200") == 1
+    assert value(after, "fyp_http_request_duration_seconds_count", route=feed) == 7 + value(
+        before, "fyp_http_request_duration_seconds_count", route=feed
+    )
+    for source, n in items.items():
+        assert value(after, "fyp_feed_items_total", region="us", source=source) == n
+    assert sum(v for (name, _), v in after.items() if name == "fyp_feed_items_total") == sum(
+        items.values()
+    )
+    assert value(after, "fyp_region_up", region="us") == 1
+    assert value(after, "fyp_region_up", region="eu") == 1
+    states = cell(deployment.store("us")).mod.count_by_state()
+    for state, n in states.items():
+        assert value(after, "fyp_moderation_videos", region="us", state=state) == n
+    version = served.get("/v1/users/u1/feed").json()["model_version"]
+    assert value(after, "fyp_model_info", region="us", version=version) == 1
+    ids = {"nobody", "x1"} | {f"u{k}" for k in range(8)} | {f"v{k}" for k in range(30)}
+    labels = {v for _, pairs in after for _, v in pairs}
+    assert not labels & ids and not any(i in v for v in labels for i in ("nobody", "u1/"))
+
+
+def test_only_a_scraper_or_an_admin_reads_metrics(
+    deployment: Deployment, make_key: MakeKey
+) -> None:
+    with TestClient(create_app(deployment)) as anonymous:
+        assert anonymous.get("/metrics").status_code == 401
+        feed_key = make_key("feed")
+        denied = anonymous.get("/metrics", headers={"Authorization": f"Bearer {feed_key}"})
+        assert denied.status_code == 403 and denied.json()["error"]["code"] == "forbidden"
+        scrape(anonymous, make_key("admin"))
+
+
+def test_a_region_that_cannot_be_read_is_down_and_the_scrape_still_answers(
+    client: TestClient, deployment: Deployment, make_key: MakeKey, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    mod = type(cell(deployment.store("eu")).mod)
+    real = mod.count_by_state
+
+    def failing(self: object) -> dict[str, int]:
+        if self is cell(deployment.store("eu")).mod:
+            raise OSError("disk I/O error")
+        return real(self)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(mod, "count_by_state", failing)
+    _, samples = scrape(client, make_key("metrics"))
+    assert value(samples, "fyp_region_up", region="eu") == 0
+    assert value(samples, "fyp_region_up", region="us") == 1
+
+
+def test_background_children_are_counted(
+    client: TestClient, deployment: Deployment, make_key: MakeKey
+) -> None:
+    s = client.app.state.fyp  # type: ignore[attr-defined]
+    schedule = ModerationScheduler(deployment.config, s.moderator.run_reason)
+    client.post("/v1/videos", json={"video_id": "w", "duration_ms": 9_000, "regions": ["us"]})
+    assert schedule.tick()
+    s.schedules = [schedule]
+    _, samples = scrape(client, make_key("metrics"))
+    assert value(samples, "fyp_background_runs_total", schedule="fyp-moderation") == 1
+    assert value(samples, "fyp_background_failures_total", schedule="fyp-moderation") == 0
+
+
+def test_a_key_for_one_region_sees_only_that_region(served: TestClient, make_key: MakeKey) -> None:
+    served.get("/v1/users/u1/feed")
+    _, samples = scrape(served, make_key("metrics", regions=["eu"]))
+    regions = {v for (_, pairs), _ in samples.items() for k, v in pairs if k == "region"}
+    assert regions == {"eu"}
+    assert (
+        value(
+            samples,
+            "fyp_http_requests_total",
+            route="/v1/users/{user_id}/feed",
+            method="GET",
+            status="200",
+        )
+        >= 1
+    )
