@@ -29,7 +29,8 @@ from sovereignty.test_erasure import *  # noqa: E402, F403
 from sovereignty.test_export import *  # noqa: E402, F403
 
 # What these check reads or writes SQLite files (planted rows, deleted bytes, buffered
-# pages, backups, residency scans of store files): not ported to PostgreSQL yet.
+# pages, residency scans of store files): not ported to PostgreSQL yet. (Backups,
+# restores and carve-outs of PostgreSQL regions: test_postgres_backups.py.)
 for _name in (
     "test_deleted_bytes_do_not_linger_in_store_files",
     "test_verify_finds_planted_event_row_and_artifact_row",

@@ -291,17 +291,19 @@ class Restorer:
         if found.damage is None:
             return found
         # another backup than the unfinished restore's: its verdicts are compared anew
-        if server is not None:  # what was read of the damaged region: aside, or still staged
-            name = restore_server.STORE_NAME
-            places = [
-                region_dir / earlier.quarantine / name,
-                restore_server.replaced_copy(region_dir, earlier.staging),
-            ]
-        else:
+        if server is None:
             live = store_file(self.config, self.region)
-            places = [region_dir / earlier.quarantine / live.name, live]
-        damaged = next((p for p in places if p.exists()), None)
-        return found if damaged is None else reassess(found, damaged, restored)
+            aside = region_dir / earlier.quarantine / live.name
+            return reassess(found, aside if aside.exists() else live, restored)
+        # what was read of a damaged server store: aside, or still in the unfinished
+        # restore's staging directory (copied to this one's, whose swap puts it aside)
+        damaged = region_dir / earlier.quarantine / restore_server.STORE_NAME
+        staged = restore_server.replaced_copy(region_dir, earlier.staging)
+        if not damaged.exists() and staged.exists():
+            damaged = restore_server.replaced_copy(region_dir, staging)
+            damaged.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(staged, damaged)
+        return reassess(found, damaged, restored) if damaged.exists() else found
 
 
 def _restored_files(unpacked: Path) -> list[str]:
