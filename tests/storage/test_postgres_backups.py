@@ -200,6 +200,32 @@ def test_a_load_that_fails_midway_changes_nothing(
     assert not [p for p in (dep / "regions" / US).iterdir() if p.name.startswith(".")]
 
 
+def test_a_snapshot_of_another_schema_or_region_is_refused_before_anything_is_written(
+    dep: Path, tmp_path: Path
+) -> None:
+    import sqlite3
+
+    from fyp.sovereignty.region_data import open_server_store, snapshot_region
+
+    config = load_config(dep)
+    before = rows(dep, US)
+    newer, eu = tmp_path / "newer.sqlite", tmp_path / "eu.sqlite"
+    snapshot_region(config, US, newer)
+    with sqlite3.connect(newer) as conn:
+        conn.execute("CREATE TABLE from_a_later_version (x TEXT)")
+    snapshot_region(config, "eu", eu)
+    store = open_server_store(config, US)
+    try:
+        with pytest.raises(StorageError, match="different tables"):
+            store.import_sqlite(newer, "r1")
+        with pytest.raises(StorageError, match="of region 'eu', not 'us'"):
+            store.import_sqlite(eu, "r2")
+        assert store.restored_by() is None
+    finally:
+        store.close()
+    assert rows(dep, US) == before
+
+
 HOLDER = """
 import sys
 from fyp.storage import open_store
