@@ -1,6 +1,7 @@
 """Backup and restore of a region of the real KuaiRec-EAR deployment (RPO / RTO).
 
     python -m benchmarks.bench_backup [--data ../shared/data] [--repeats 5]
+        [--store 'postgresql://…?schema=bench_{region}']
 
 Builds a two-region deployment (us, eu) with all of KuaiRec-EAR imported, moderated and
 trained (``fyp train``), then for region us, ``--repeats`` times each:
@@ -15,7 +16,9 @@ trained (``fyp train``), then for region us, ``--repeats`` times each:
    ``fyp region export DIR us --to OUT``, once per repeat as well.
 
 RPO is the backup interval plus one backup's duration; RTO is the restore time.
-Medians over repeats, with sizes and the machine.
+Medians over repeats, with sizes and the machine. ``--store``: the regions' stores on a
+PostgreSQL server (its schemas must not exist yet; they are left there): the backup then
+copies the region's tables into a SQLite snapshot and the restore loads it back.
 """
 
 from __future__ import annotations
@@ -61,11 +64,21 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data")
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument(
+        "--store",
+        default=None,
+        help="store URL with {region} (e.g. postgresql://fyp@127.0.0.1/fyp?schema=bench_{region};"
+        " its schemas must not exist yet); default: a SQLite file per region",
+    )
     args = parser.parse_args()
-    results: dict[str, Any] = {"machine": machine(), "region": REGION}
+    results: dict[str, Any] = {
+        "machine": machine(),
+        "region": REGION,
+        "store": args.store or "sqlite",
+    }
     with tempfile.TemporaryDirectory(prefix="fyp-bench-backup-") as tmp:
         directory = Path(tmp) / "dep"
-        kuairec_deployment(directory, args.data).close()
+        kuairec_deployment(directory, args.data, args.store).close()
         fyp("train", str(directory))
         region_dir = directory / "regions" / REGION
         with Deployment.open(directory) as d:
@@ -76,7 +89,9 @@ def main() -> None:
                 "events": store.count_events(),
                 "labels": store.count_labels(),
                 "videos": store.count_videos(),
-                "store_bytes": (region_dir / "store.sqlite").stat().st_size,
+                "store_bytes": (region_dir / "store.sqlite").stat().st_size
+                if args.store is None
+                else None,
                 "models_bytes": dir_bytes(region_dir / "models"),
             }
 

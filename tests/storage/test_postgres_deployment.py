@@ -5,15 +5,13 @@ server (``Deployment.init`` is given a ``--store`` URL). Runs when
 
 from __future__ import annotations
 
-import itertools
 import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
-from postgres_server import SERVER, drop_schemas, schema_url
+from postgres_server import SERVER, deployments_on_postgres, drop_schemas, schema_url
 
 from fyp.regions.deployment import Deployment
 
@@ -31,7 +29,8 @@ from sovereignty.test_erasure import *  # noqa: E402, F403
 from sovereignty.test_export import *  # noqa: E402, F403
 
 # What these check reads or writes SQLite files (planted rows, deleted bytes, buffered
-# pages, backups, residency scans of store files): not ported to PostgreSQL yet.
+# pages, residency scans of store files): not ported to PostgreSQL yet. (Backups,
+# restores and carve-outs of PostgreSQL regions: test_postgres_backups.py.)
 for _name in (
     "test_deleted_bytes_do_not_linger_in_store_files",
     "test_verify_finds_planted_event_row_and_artifact_row",
@@ -46,24 +45,8 @@ for _name in (
 def on_postgres(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """Every deployment a test makes keeps its stores in schemas of its own, dropped
     afterwards."""
-
-    prefix = f"d{uuid.uuid4().hex[:12]}"
-    numbers = itertools.count()
-    real = Deployment.init.__func__  # type: ignore[attr-defined]
-
-    def init(
-        cls: type[Deployment],
-        root: Any,
-        regions: list[str],
-        name: str | None = None,
-        store: str | None = None,
-    ) -> Deployment:
-        template = schema_url(f"{prefix}_{next(numbers)}_{{region}}")
-        return real(cls, root, regions, name, store or template)  # type: ignore[no-any-return]
-
-    monkeypatch.setattr(Deployment, "init", classmethod(init))
-    yield
-    drop_schemas(prefix)
+    with deployments_on_postgres(monkeypatch):
+        yield
 
 
 # -- the residency scan reads a region's PostgreSQL store through its connection ----------

@@ -155,12 +155,18 @@ def register(app: typer.Typer) -> None:
         backups: bool = typer.Option(
             True, "--backups/--no-backups", help="Copy the region's backups under DIR too."
         ),
+        store: str | None = typer.Option(
+            None,
+            "--store",
+            help="Store URL of the carved region (e.g. postgresql://…?schema=fyp_{region}; "
+            "new or empty); default: a SQLite file in the new directory.",
+        ),
         as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
     ) -> None:
         """Carve a region out as a standalone deployment (config, store, models, keys)."""
         from fyp.sovereignty.carve import carve_out
 
-        report = carve_out(directory, region, to, with_backups=backups)
+        report = carve_out(directory, region, to, with_backups=backups, store=store)
         if as_json:
             typer.echo(json.dumps(report.to_dict(), indent=2))
             return

@@ -1,7 +1,9 @@
 """Writing a region's backups: snapshot, pack, seal, verify, and prune old ones.
 
-``BackupWriter.run`` takes a consistent snapshot of the region's store with SQLite's
-online backup API (one read transaction, so a server may keep writing), packs it with
+``BackupWriter.run`` takes a consistent snapshot of the region's store as a SQLite store
+file (:func:`fyp.sovereignty.region_data.snapshot_region`: SQLite's online backup API,
+or for a store on PostgreSQL a copy of its tables in one REPEATABLE READ transaction;
+either is one read transaction, so a server may keep writing), packs it with
 the region's other data files (model artifacts, data-set files,
 :func:`fyp.sovereignty.region_data.region_data_files`) into a gzip'd tar, and seals
 the stream with the region's ``backup`` secret (:mod:`fyp.sovereignty.sealed`) straight
@@ -46,7 +48,12 @@ from fyp.sovereignty.backup import (
     target_dir,
     verify_backup,
 )
-from fyp.sovereignty.region_data import region_data_files, snapshot_store, store_facts, store_file
+from fyp.sovereignty.region_data import (
+    region_data_files,
+    snapshot_region,
+    store_backend,
+    store_facts,
+)
 from fyp.sovereignty.sealed import SealWriter
 from fyp.sovereignty.staging import Staging, is_live, refuse_while_restoring, remove_stale
 
@@ -115,7 +122,7 @@ class BackupWriter:
             try:
                 snap = staging.path / STORE_PART
                 created_at_ms = time.time_ns() // 1_000_000
-                snapshot_store(store_file(self.config, self.region), snap)
+                snapshot_region(self.config, self.region, snap)
                 facts = store_facts(snap)
                 if facts["region"] != self.region:
                     raise StorageError(
@@ -133,6 +140,7 @@ class BackupWriter:
                         "%Y-%m-%dT%H:%M:%SZ", time.gmtime(created_at_ms / 1e3)
                     ),
                     "store": facts,
+                    "store_backend": store_backend(self.config, self.region),
                     "parts": parts,
                     "plaintext_bytes": sum(p["size"] for p in parts),
                     "packed_bytes": sealed.plain_size,

@@ -10,6 +10,12 @@ absent, and ``fyp residency check`` on it runs region-local.
 
 The new directory is built next to its final place and renamed into it at the end, so
 a failed carve leaves nothing that looks like a deployment.
+
+The carved store is a SQLite file (``regions/<r>/store.sqlite``, or the source's own
+relative SQLite URL) whatever keeps the source region's store: a cell that runs on its
+own anywhere. ``store`` names another place for it instead, such as a schema on the
+carved cell's own PostgreSQL server; the snapshot is loaded there in one transaction,
+into a store that must not exist yet or be empty.
 """
 
 from __future__ import annotations
@@ -31,9 +37,16 @@ from fyp.config import (
     write_config,
 )
 from fyp.errors import AlreadyExists, InvalidRequest
-from fyp.sovereignty.region_data import snapshot_store, store_companions, store_file
+from fyp.sovereignty.region_data import (
+    live_store_files,
+    open_server_store,
+    server_url,
+    snapshot_region,
+    store_file,
+)
 from fyp.sovereignty.region_keys import secrets_dir
 from fyp.sovereignty.staging import refuse_while_restoring
+from fyp.storage.postgres_dialect import redact
 
 
 @dataclass
@@ -68,10 +81,15 @@ def _relative_store(config: DeploymentConfig, region: str) -> str:
 class Carver:
     """Copies one region of ``config`` into a new standalone deployment at ``out``."""
 
-    def __init__(self, config: DeploymentConfig, region: str, out: Path) -> None:
+    def __init__(
+        self, config: DeploymentConfig, region: str, out: Path, store: str | None = None
+    ) -> None:
+        """``store``: the carved region's store URL (``{region}`` may stand for its name;
+        default: a SQLite file in the carved directory)."""
         self.config = config
         self.region = config.region(region).name
         self.out = out.resolve()
+        self.store = None if store is None else store.replace("{region}", self.region)
 
     def check_out(self) -> None:
         root = self.config.root.resolve()
@@ -88,7 +106,7 @@ class Carver:
         cell = self.config.region(self.region)
         region = RegionConfig(
             name=self.region,
-            store=_relative_store(self.config, self.region),
+            store=self.store or _relative_store(self.config, self.region),
             backup_targets=cell.backup_targets,
             policy=cell.policy,
         )
@@ -102,6 +120,7 @@ class Carver:
     def run(self, with_backups: bool = True) -> CarveReport:
         started = time.perf_counter()
         self.check_out()
+        self._check_target_store()
         refuse_while_restoring(self.config.region_dir(self.region), self.region, "carved out")
         report = CarveReport(self.region, str(self.config.root), str(self.out))
         tmp = self.out.with_name(f".{self.out.name}.partial")
@@ -110,10 +129,14 @@ class Carver:
         try:
             carved = self.new_config(tmp)
             write_config(carved)
-            snapshot_store(store_file(self.config, self.region), store_file(carved, self.region))
+            target = server_url(carved, self.region)
+            if target is None:
+                snapshot_region(self.config, self.region, store_file(carved, self.region))
             report.files = self._copy_region_dir(carved)
             if with_backups:
                 report.backups = self._copy_backups(carved, report.notes)
+            if target is not None:
+                self._load_into_server(carved)
             if self.out.exists():
                 self.out.rmdir()  # empty, checked above
             os.replace(tmp, self.out)
@@ -139,7 +162,7 @@ class Carver:
         """Everything in the region's directory but the live store files and temporaries."""
         src = self.config.region_dir(self.region)
         dest = carved.region_dir(self.region)
-        live = {p.resolve() for p in store_companions(store_file(self.config, self.region))}
+        live = live_store_files(self.config, self.region)
         copied = 0
         for dirpath, dirs, files in os.walk(src):
             here = Path(dirpath)
@@ -157,6 +180,47 @@ class Carver:
         if keys.is_dir():
             os.chmod(keys, 0o700)
         return copied
+
+    def _check_target_store(self) -> None:
+        """A store named for the carved region must be new (a server's may be empty: a
+        carve that failed after making it is run again)."""
+        if self.store is None:
+            return
+        url = self.store
+        if url.startswith("sqlite:"):  # (a relative path is inside the new directory)
+            path = Path(url[len("sqlite:///") :].partition("?")[0])
+            if path.is_absolute() and path.exists():
+                raise AlreadyExists(f"{path} exists: carve out to a new store", path=str(path))
+            return
+        from fyp.audit.log import sql_store
+        from fyp.storage import open_store
+        from fyp.storage.postgres_snapshot import OWN_TABLES
+
+        store = open_store(url, self.region, create=True)
+        try:
+            sql = sql_store(store)
+            tables = [t for t in sql.table_names() if t not in OWN_TABLES]
+            if any(sql.query(f'SELECT 1 FROM "{t}" LIMIT 1') for t in tables):
+                raise AlreadyExists(
+                    f"the store at {redact(url)} already holds data: carve out to a new store",
+                    store=redact(url),
+                )
+        finally:
+            store.close()
+
+    def _load_into_server(self, carved: DeploymentConfig) -> None:
+        """The region's snapshot, loaded into the carved store on its server."""
+        snapshot = carved.region_dir(self.region) / ".carve-snapshot.sqlite"
+        try:
+            snapshot_region(self.config, self.region, snapshot)
+            store = open_server_store(carved, self.region, create=True)
+            try:
+                store.import_sqlite(snapshot, f"carve-out of {self.config.name}")
+            finally:
+                store.close()
+        finally:
+            for path in snapshot.parent.glob(f"{snapshot.name}*"):
+                path.unlink()
 
     def _copy_backups(self, carved: DeploymentConfig, notes: list[str]) -> int:
         """Backups in targets under the source deployment travel along (they stay sealed)."""
@@ -210,8 +274,11 @@ class Carver:
             report.audit_ok = verified.ok
 
 
-def carve_out(source: Path, region: str, out: Path, with_backups: bool = True) -> CarveReport:
-    """Carve ``region`` of the deployment at ``source`` out to ``out``."""
+def carve_out(
+    source: Path, region: str, out: Path, with_backups: bool = True, store: str | None = None
+) -> CarveReport:
+    """Carve ``region`` of the deployment at ``source`` out to ``out`` (its store at
+    ``store``, by default a SQLite file there)."""
     if (out / CONFIG_FILE).exists():
         raise AlreadyExists(f"{out} already holds a deployment", path=str(out))
-    return Carver(load_config(source), region, out).run(with_backups)
+    return Carver(load_config(source), region, out, store).run(with_backups)

@@ -369,15 +369,15 @@ def reapply_erasures(deployment: Deployment, region: str) -> list[str]:
     created under an erased id after the erasure is left alone. Returns the receipt ids
     re-applied."""
     from fyp.sovereignty.region_data import store_file
-    from fyp.sovereignty.residency_readers import sqlite_names
+    from fyp.sovereignty.residency_readers import server_names, sqlite_names
 
     named: set[str] = set()
     try:  # every person field of the store, its users table among them
         for _, _, values in sqlite_names(store_file(deployment.config, region)):
             named.update(values)
-    except ConfigError:  # not a SQLite file: its users table is what can be read
-        rows = sql_store(deployment.store(region)).query("SELECT user_id FROM users")
-        named = {str(r[0]) for r in rows}
+    except ConfigError:  # on a database server: the same fields, read through the store
+        for _, _, values in server_names(sql_store(deployment.store(region))):
+            named.update(values)
     for path in region_files(deployment.config.region_dir(region)):
         named |= file_user_ids(path)
     eraser = Eraser(deployment)

@@ -32,7 +32,9 @@ short — and refuses to open, naming the region, while it fails; ``fyp backup``
 The store must not be in use: a server holding it open would keep writing to the
 replaced file. SQLite holds a shared lock on its ``-shm`` file for as long as a
 connection is open in WAL mode; :func:`store_in_use` probes that lock and a restore
-refuses while another process holds it. (Stop ``fyp serve`` first.)
+refuses while another process holds it. (Stop ``fyp serve`` first.) A region whose store
+is on a database server is restored the same way but for the store itself: its rows are
+replaced in one transaction (:mod:`fyp.sovereignty.restore_server`).
 """
 
 from __future__ import annotations
@@ -55,22 +57,26 @@ from fyp.config import DeploymentConfig
 from fyp.durable import fsync_path
 from fyp.errors import FypError, StorageError, StoreInUse
 from fyp.regions.deployment import Deployment
+from fyp.sovereignty import restore_server
 from fyp.sovereignty.backup import FILES_PREFIX, STORE_PART, find_backup, unpack_backup
 from fyp.sovereignty.quarantine import move_aside, new_quarantine
 from fyp.sovereignty.region_data import (
     NOT_BACKED_UP,
     region_data_files,
+    server_url,
     store_companions,
     store_file,
 )
 from fyp.sovereignty.restore_marker import (
     Pending,
     read_pending,
+    remove_pending,
     write_pending,
 )
 from fyp.sovereignty.restore_reapply import reapply, restore_warnings
 from fyp.sovereignty.salvage import Assessment, assess, reassess
 from fyp.sovereignty.staging import PENDING_RESTORE, Staging, remove_stale
+from fyp.storage.postgres_dialect import redact
 
 log = logging.getLogger("fyp.restore")
 
@@ -145,6 +151,19 @@ def _checkpoint_and_close(path: Path) -> str | None:
 
 
 @contextmanager
+def _claimed(config: DeploymentConfig, region: str) -> Iterator[Any]:
+    """The claimed store of a region on a database server (None for a SQLite file)."""
+    if server_url(config, region) is None:
+        yield None
+        return
+    server = restore_server.claim(config, region)
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+@contextmanager
 def _restore_lock(region_dir: Path) -> Iterator[None]:
     """One restore (or finisher of one) per region at a time, across processes."""
     region_dir.mkdir(parents=True, exist_ok=True)
@@ -156,7 +175,12 @@ def _restore_lock(region_dir: Path) -> Iterator[None]:
         os.close(fd)
 
 
-def _refuse_in_use(live: Path, region: str) -> None:
+def _refuse_in_use(config: DeploymentConfig, region: str) -> None:
+    """Refused while another process has a SQLite store open (a store on a server is
+    claimed instead, :func:`fyp.sovereignty.restore_server.claim`)."""
+    if server_url(config, region) is not None:
+        return
+    live = store_file(config, region)
     if store_in_use(live):
         raise StoreInUse(
             f"the store of region {region!r} ({live}) is open in another process: "
@@ -175,8 +199,7 @@ class Restorer:
     def run(self, backup_id: str = "latest", source: str | None = None) -> RestoreReport:
         t0 = time.perf_counter()
         backup = find_backup(self.config, self.region, backup_id, source)
-        live = store_file(self.config, self.region)
-        _refuse_in_use(live, self.region)
+        _refuse_in_use(self.config, self.region)
         region_dir = self.config.region_dir(self.region)
         with _restore_lock(region_dir):
             remove_stale(region_dir)
@@ -186,28 +209,32 @@ class Restorer:
                 unpacked = staging.path / UNPACKED
                 unpack_backup(self.config, self.region, backup, unpacked)  # nothing touched
                 t_verified = time.perf_counter()
-                found = self._replaced(live, unpacked / STORE_PART, earlier)
-                started = now_ms()
-                pending = Pending(
-                    backup.backup_id,
-                    started,
-                    name,
-                    _restored_files(unpacked),
-                    found.history,
-                    restore_id=secrets.token_hex(8),
-                    quarantine=earlier.quarantine if earlier else new_quarantine(started),
-                    salvage=found.to_dict(),
-                )
-                _refuse_in_use(live, self.region)  # checked again right before the swap
-                write_pending(region_dir, pending)
+                with _claimed(self.config, self.region) as server:  # held till swapped
+                    found = self._replaced(unpacked / STORE_PART, earlier, server, name)
+                    started = now_ms()
+                    pending = Pending(
+                        backup.backup_id,
+                        started,
+                        name,
+                        _restored_files(unpacked),
+                        found.history,
+                        restore_id=secrets.token_hex(8),
+                        quarantine=earlier.quarantine if earlier else new_quarantine(started),
+                        salvage=found.to_dict(),
+                    )
+                    _refuse_in_use(self.config, self.region)  # again right before the swap
+                    write_pending(region_dir, pending)
+                    try:
+                        _swap(self.config, self.region, pending, staging, server)
+                    except Exception as exc:
+                        if server is not None and restore_server.loaded(server, pending) is False:
+                            _nothing_changed(region_dir, earlier, staging)
+                            raise _refused(self.region, pending, exc) from exc
+                        raise _unfinished(
+                            self.region, pending, "was swapped in only partly", exc
+                        ) from exc
                 if earlier is not None:
                     shutil.rmtree(region_dir / earlier.staging, ignore_errors=True)
-                try:
-                    _swap(self.config, self.region, pending, staging)
-                except Exception as exc:
-                    raise _unfinished(
-                        self.region, pending, "was swapped in only partly", exc
-                    ) from exc
             t_swapped = time.perf_counter()
             try:
                 with Deployment(self.config, finish_restores=False) as d:
@@ -248,17 +275,35 @@ class Restorer:
             },
         )
 
-    def _replaced(self, live: Path, restored: Path, earlier: Pending | None) -> Assessment:
+    def _replaced(
+        self, restored: Path, earlier: Pending | None, server: Any, staging: str
+    ) -> Assessment:
         """The store last served, as the restore must know it: read now, or as an
-        unfinished restore's marker describes it (that store may be gone, or aside)."""
+        unfinished restore's marker describes it (that store may be gone, or aside).
+        ``server``: the claimed store of a region on a database server."""
+        region_dir = self.config.region_dir(self.region)
         if earlier is None:
-            return assess(live, restored)
+            if server is not None:
+                copy = restore_server.replaced_copy(region_dir, staging)
+                return restore_server.assess_server(server, restored, copy)
+            return assess(store_file(self.config, self.region), restored)
         found = earlier.assessment
         if found.damage is None:
             return found
         # another backup than the unfinished restore's: its verdicts are compared anew
-        aside = self.config.region_dir(self.region) / earlier.quarantine / live.name
-        return reassess(found, aside if aside.exists() else live, restored)
+        if server is None:
+            live = store_file(self.config, self.region)
+            aside = region_dir / earlier.quarantine / live.name
+            return reassess(found, aside if aside.exists() else live, restored)
+        # what was read of a damaged server store: aside, or still in the unfinished
+        # restore's staging directory (copied to this one's, whose swap puts it aside)
+        damaged = region_dir / earlier.quarantine / restore_server.STORE_NAME
+        staged = restore_server.replaced_copy(region_dir, earlier.staging)
+        if not damaged.exists() and staged.exists():
+            damaged = restore_server.replaced_copy(region_dir, staging)
+            damaged.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(staged, damaged)
+        return reassess(found, damaged, restored) if damaged.exists() else found
 
 
 def _restored_files(unpacked: Path) -> list[str]:
@@ -273,7 +318,7 @@ def _restored_files(unpacked: Path) -> list[str]:
     return [rel.as_posix() for rel in rels]
 
 
-def swap_in(config: DeploymentConfig, region: str, pending: Pending) -> None:
+def swap_in(config: DeploymentConfig, region: str, pending: Pending, server: Any = None) -> None:
     """Replace the live store and data files with the unpacked ones.
 
     A healthy replaced store has its WAL folded in and its side files removed; a damaged
@@ -282,17 +327,26 @@ def swap_in(config: DeploymentConfig, region: str, pending: Pending) -> None:
     goes in by one rename; the data files are replaced as a set (everything the backup
     covers that is not in it is removed: a backup is the whole region). Each file is on
     disk before it takes its name. What is in place has left the staging directory, so
-    running it again finishes a swap that was cut short."""
+    running it again finishes a swap that was cut short. A store on a database server is
+    loaded in one transaction instead (``server``: the restore's claimed store)."""
     region_dir = config.region_dir(region)
     unpacked = region_dir / pending.staging / UNPACKED
-    live = store_file(config, region)
-    if (unpacked / STORE_PART).exists():
+    if server_url(config, region) is not None:
+        if (unpacked / STORE_PART).exists():
+            url = redact(config.resolve_url(config.region(region).store))
+
+            def why(damage: str | None) -> dict[str, Any]:
+                return _why(region, pending, url, damage)
+
+            restore_server.load(config, region, pending, unpacked / STORE_PART, why, server)
+    elif (unpacked / STORE_PART).exists():
+        live = store_file(config, region)
         aside = region_dir / pending.quarantine
         damage = pending.assessment.damage
         if damage is None and not aside.exists():
             damage = _checkpoint_and_close(live)
         if damage is not None or aside.exists():  # (a run cut short began to move it)
-            move_aside(store_companions(live), aside, _why(region, pending, live, damage))
+            move_aside(store_companions(live), aside, _why(region, pending, str(live), damage))
         else:
             for side in store_companions(live)[1:]:
                 side.unlink(missing_ok=True)
@@ -316,11 +370,11 @@ def swap_in(config: DeploymentConfig, region: str, pending: Pending) -> None:
             fsync_path(directory)
 
 
-def _why(region: str, pending: Pending, live: Path, damage: str | None) -> dict[str, Any]:
+def _why(region: str, pending: Pending, live: str, damage: str | None) -> dict[str, Any]:
     """What ``why.json`` of a quarantined store says (nothing about any user)."""
     return {
         "region": region,
-        "store": str(live),
+        "store": live,
         "damage": damage or "moved aside by a restore that was cut short",
         "quarantined_at_ms": now_ms(),
         "restore_id": pending.restore_id,
@@ -342,6 +396,26 @@ def _unfinished(region: str, pending: Pending, state: str, exc: Exception) -> St
     )
 
 
+def _refused(region: str, pending: Pending, exc: Exception) -> StorageError:
+    why = exc.message if isinstance(exc, FypError) else f"{type(exc).__name__}: {exc}"
+    return StorageError(
+        f"restore of region {region!r} from backup {pending.backup_id} failed before its "
+        f"store was replaced, and changed nothing ({why})",
+        region=region,
+        backup_id=pending.backup_id,
+    )
+
+
+def _nothing_changed(region_dir: Path, earlier: Pending | None, staging: Staging) -> None:
+    """A server store's load rolled back: the region is as it was, and so is its marker
+    (an earlier restore's, if that one is still to be finished)."""
+    if earlier is not None:
+        write_pending(region_dir, earlier)
+    else:
+        remove_pending(region_dir)
+    staging.keep = False
+
+
 def _marked(config: DeploymentConfig) -> Iterator[tuple[str, Path]]:
     for region in config.region_names:
         region_dir = config.region_dir(region)
@@ -357,7 +431,7 @@ def finish_pending_swaps(config: DeploymentConfig) -> None:
             if pending is None or not (region_dir / pending.staging).is_dir():
                 continue  # finished meanwhile, or the swap was complete
             try:
-                _refuse_in_use(store_file(config, region), region)
+                _refuse_in_use(config, region)
                 with Staging(region_dir / pending.staging, create=False) as staging:
                     _swap(config, region, pending, staging)
             except Exception as exc:
@@ -381,9 +455,11 @@ def finish_pending_restores(deployment: Deployment) -> None:
                 log.warning("restore of region %r finished at open: %s", region, warning)
 
 
-def _swap(config: DeploymentConfig, region: str, pending: Pending, staging: Staging) -> None:
+def _swap(
+    config: DeploymentConfig, region: str, pending: Pending, staging: Staging, server: Any = None
+) -> None:
     staging.keep = True  # until the swap is complete: finishing it needs these files
-    swap_in(config, region, pending)
+    swap_in(config, region, pending, server)
     staging.keep = False
 
 

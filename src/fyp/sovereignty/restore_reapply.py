@@ -17,6 +17,7 @@ from the marker; a run that finds it only removes the marker).
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -162,13 +163,11 @@ def carry_audit_history(log: AuditLog, history: list[Sequence[Any]]) -> list[Rec
     goes on from the backup's head, so ``fyp audit verify`` checks the result whole."""
     restored = {int(seq): str(h) for seq, h in log.store.query("SELECT seq, hash FROM audit_log")}
     already = {  # carried by a run of this restore that stopped before its end
-        (int(seq), str(h))
-        for seq, h in log.store.query(
-            "SELECT json_extract(details, '$.carried_from.seq'), "
-            "json_extract(details, '$.carried_from.hash') FROM audit_log "
-            "WHERE instr(details, 'carried_from') > 0"
+        (int(c["seq"]), str(c["hash"]))
+        for (details,) in log.store.query(
+            "SELECT details FROM audit_log WHERE instr(details, 'carried_from') > 0"
         )
-        if seq is not None
+        if isinstance(c := json.loads(details).get("carried_from"), dict) and "seq" in c
     }
     since = [e for e in history if restored.get(int(e[0])) != e[6]]
     records: list[Record] = [

@@ -46,7 +46,7 @@ Decision = list[Any]
 """A verdict of the replaced store that the backup does not hold:
 [video_id, state, source, decided_by, decided_at_ms, reason]."""
 
-_HISTORY_COLS = "seq, ts_ms, actor, action, subject, details, hash"
+HISTORY_COLS = "seq, ts_ms, actor, action, subject, details, hash"
 _AUDIT_COLS = "seq, region, ts_ms, actor, action, subject, details, prev_hash, hash"
 _MOD_COLS = "video_id, state, source, decided_by, decided_at_ms, reason, revision, creator_ok"
 
@@ -169,14 +169,19 @@ def audit_history(path: Path) -> list[HistoryRow] | None:
         return []
     try:
         with closing(read_only(path)) as conn:
-            rows = conn.execute(f"SELECT {_HISTORY_COLS} FROM audit_log ORDER BY seq").fetchall()
-        return [
-            # (an empty actor or action, which the log refuses, cannot stop a restore)
-            (int(seq), int(ts), str(a) or "?", str(act) or "?", str(sub), json.loads(det), str(h))
-            for seq, ts, a, act, sub, det, h in rows
-        ]
+            rows = conn.execute(f"SELECT {HISTORY_COLS} FROM audit_log ORDER BY seq").fetchall()
+        return parse_history(rows)
     except (sqlite3.DatabaseError, ValueError, TypeError):
         return None
+
+
+def parse_history(rows: Sequence[Sequence[Any]]) -> list[HistoryRow]:
+    """Audit rows read as ``HISTORY_COLS``, parsed (ValueError or TypeError if one is not)."""
+    return [
+        # (an empty actor or action, which the log refuses, cannot stop a restore)
+        (int(seq), int(ts), str(a) or "?", str(act) or "?", str(sub), json.loads(det), str(h))
+        for seq, ts, a, act, sub, det, h in rows
+    ]
 
 
 def _connections(path: Path) -> Iterator[sqlite3.Connection]:

@@ -38,6 +38,7 @@ from fyp.storage.postgres_dialect import driver as _driver
 from fyp.storage.postgres_dialect import redact, split_url, to_postgres
 from fyp.storage.postgres_schema import META_SQL, postgres_migrations
 from fyp.storage.postgres_served_log import PostgresServedLog
+from fyp.storage.postgres_snapshot import OPEN_LOCK, PostgresSnapshots
 from fyp.storage.sqlite_rows import (
     EVENT_COLS,
     USER_COLS,
@@ -56,10 +57,11 @@ _EVENT_INSERT_COLS = (
 )
 # the served counter: the newest page's number, or the floor kept in the users row once
 # the pages are forgotten, whichever is greater (as in fyp.storage.served_log)
+_OPEN_LOCK_SHARED = f"SELECT pg_advisory_lock_shared({OPEN_LOCK})"
 _WRITER_LOCK = "SELECT pg_advisory_xact_lock(hashtext(current_schema() || '.fyp-writer'))"
 
 
-class PostgresStore(PostgresServedLog):
+class PostgresStore(PostgresSnapshots, PostgresServedLog):
     """A region's store in a PostgreSQL database (or one schema of it)."""
 
     def __init__(self, url: str, region: str, *, create: bool = False) -> None:
@@ -100,6 +102,9 @@ class PostgresStore(PostgresServedLog):
                     "`fyp init`, `fyp region add` and `fyp restore` create a store",
                     region=self.region,
                 )
+            # held shared while this store is open: a restore takes it exclusively
+            # (PostgresSnapshots.claim_exclusive), so it sees who else has the store open
+            conn.execute(_OPEN_LOCK_SHARED)
         except BaseException:
             conn.close()
             raise
