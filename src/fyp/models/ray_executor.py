@@ -40,6 +40,7 @@ if TYPE_CHECKING:
     from types import ModuleType
 
 RECHECK_S = 5.0  # how often the nodes are read again while tasks wait or run
+CONNECT_TIMEOUT_S = 5.0
 
 
 def import_ray() -> ModuleType:
@@ -50,6 +51,22 @@ def import_ray() -> ModuleType:
             f"training on Ray needs the ray package: pip install 'fyp[ray]' ({exc})"
         ) from exc
     return ray
+
+
+def reachable(address: str) -> None:
+    """Refuse at once an address nobody answers at: Ray itself retries a dead one for
+    minutes, printing a warning every few seconds. (``auto`` and ``local`` are Ray's.)"""
+    hostport = address.removeprefix("ray://")
+    host, _, port = hostport.rpartition(":")
+    if not host or not port.isdigit():
+        return
+    try:
+        socket.create_connection((host, int(port)), timeout=CONNECT_TIMEOUT_S).close()
+    except OSError as exc:
+        raise ClusterError(
+            f"cannot reach the Ray cluster at {address!r}: {exc} (is its head node started, "
+            "`ray start --head`, and the address its GCS or client port?)"
+        ) from exc
 
 
 def live_nodes(ray: ModuleType) -> list[dict[str, Any]]:
@@ -125,6 +142,7 @@ class RayExecutor(TrainingExecutor):
         ray = import_ray()
         connect = not ray.is_initialized()
         if connect:
+            reachable(self.address)
             try:
                 ray.init(address=self.address, logging_level=logging.WARNING, log_to_driver=False)
             except Exception as exc:  # ConnectionError, ValueError, RuntimeError, ...
