@@ -26,9 +26,10 @@ from fyp.sovereignty.lineage import LineageVerifier
 USERS, VIDEOS, EVENTS = 16, 24, 300
 
 
-def small_deployment(directory: Path, regions: list[str]) -> Path:
-    """Users homed round-robin, every video in every region, random plays and likes."""
-    with Deployment.init(directory, regions) as d:
+def small_deployment(directory: Path, regions: list[str], store: str | None = None) -> Path:
+    """Users homed round-robin, every video in every region, random plays and likes
+    (``store``: a store URL with {region}; default SQLite files)."""
+    with Deployment.init(directory, regions, store=store) as d:
         catalog = Catalog(d)
         homes = {f"u{n}": regions[n % len(regions)] for n in range(USERS)}
         for user, home in homes.items():

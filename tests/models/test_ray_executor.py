@@ -10,6 +10,7 @@ import logging
 import socket
 import subprocess
 import sys
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -28,6 +29,7 @@ from fyp.models.executors import TrainingExecutor
 from fyp.models.ray_executor import RayExecutor, node_placement, train_on_node
 from fyp.regions.deployment import Deployment
 from fyp.sovereignty.lineage import LineageVerifier
+from storage.postgres_server import SERVER, drop_schemas, schema_url
 
 ray = pytest.importorskip("ray")
 pytestmark = pytest.mark.slow
@@ -164,3 +166,20 @@ def test_fyp_train_connects_to_the_cluster_as_its_own_driver(cluster: str, tmp_p
     assert unreachable.returncode == 3
     assert unreachable.stderr.startswith("error (cluster_error): cannot reach the Ray cluster")
     assert "Traceback" not in unreachable.stderr
+
+
+@pytest.mark.skipif(not SERVER, reason="FYP_TEST_POSTGRES_URL is not set")
+def test_regions_on_postgresql_train_on_ray(cluster: str, tmp_path: Path) -> None:
+    """The task reads the region's store by its URL: here a PostgreSQL schema each."""
+    prefix = f"t{uuid.uuid4().hex[:12]}"
+    try:
+        store = schema_url(prefix + "_{region}")
+        dep = small_deployment(tmp_path / "pg", ["us", "eu"], store=store)
+        done = outcomes(RayExecutor(cluster), dep, ["us", "eu"])
+        assert all(o.summary is not None for o in done.values()), [o.error for o in done.values()]
+        with Deployment.open(dep) as d:
+            reports = LineageVerifier(d).verify()
+        assert len(reports) == 2 and all(r.ok and r.snapshot == "verified" for r in reports)
+        assert {r.trained_on["executor"] for r in reports if r.trained_on} == {"ray"}
+    finally:
+        drop_schemas(prefix)

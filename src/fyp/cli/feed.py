@@ -42,7 +42,7 @@ def register(app: typer.Typer) -> None:
             metavar="ADDRESS",
             help="Train each region as a task on this Ray cluster (auto, HOST:6379, "
             "ray://HOST:10001), only on a node labelled fyp-region:<region>; "
-            "default: [training] ray, else local processes.",
+            "default: [training] ray; empty (--ray ''): local processes.",
         ),
     ) -> None:
         """Train every model of each region from that region's store only, rank every
