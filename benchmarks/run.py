@@ -21,6 +21,7 @@ BENCHMARKS = {
     "moderation": ["-m", "benchmarks.bench_moderation"],
     "backup": ["-m", "benchmarks.bench_backup", "--repeats", "5"],
     "auth": ["-m", "benchmarks.bench_auth"],
+    "train": ["-m", "benchmarks.bench_train", "--repeats", "3"],
 }
 QUICK = {
     "import": ["-m", "benchmarks.bench_import", "--repeats", "1"],
@@ -28,6 +29,7 @@ QUICK = {
     "feed": ["-m", "benchmarks.bench_feed", "--seconds", "3", "--repeats", "1"],
     "backup": ["-m", "benchmarks.bench_backup", "--repeats", "1"],
     "auth": ["-m", "benchmarks.bench_auth", "--calls", "5000", "--repeats", "3"],
+    "train": ["-m", "benchmarks.bench_train", "--repeats", "1"],
 }
 
 

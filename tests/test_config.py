@@ -426,6 +426,6 @@ def test_the_settings_table_of_the_architecture_doc_is_every_setting() -> None:
     for table, cls in sections:
         for key in cls.__dataclass_fields__:
             value = getattr(cls, key)
-            shown = f"{value:g}" if isinstance(value, float) else str(value)
+            shown = f"{value:g}" if isinstance(value, float) else str(value) or '`""`'
             assert defaults[table, key] == shown, (table, key, defaults[table, key], shown)
     assert defaults["ranking", "scorer"] == f"`{RankingConfig.scorer}`"

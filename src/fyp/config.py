@@ -183,18 +183,31 @@ class ErasureConfig:
 class TrainingConfig:
     """``[training]``: how often ``fyp serve`` retrains, in a child process, each region
     whose events or catalogue changed since its live model (``fyp train --if-changed``):
-    until then a video uploaded after training reaches no feed. 0 leaves it to cron."""
+    until then a video uploaded after training reaches no feed. 0 leaves it to cron.
+    ``ray``: the address of a Ray cluster that trains each region on a node labelled for
+    it (``fyp.models.ray_executor``), for ``fyp train`` and so for that child too;
+    empty: local processes."""
 
     every_minutes: float = 60.0
+    ray: str = ""
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> TrainingConfig:
-        check_keys("training", raw, ("every_minutes",))
+        check_keys("training", raw, ("every_minutes", "ray"))
         every = raw.get("every_minutes", cls.every_minutes)
+        ray = raw.get("ray", cls.ray)
+        if not isinstance(ray, str) or ray != ray.strip():
+            raise ConfigError(
+                "[training] ray must be a Ray address (auto, HOST:PORT, ray://HOST:PORT) or "
+                f"empty, got {ray!r}",
+                section="training",
+                key="ray",
+            )
         return cls(
             every_minutes=number(
                 "training", "every_minutes", every, 0, MAX_EVERY_MINUTES, open_low=False
-            )
+            ),
+            ray=ray,
         )
 
 

@@ -30,7 +30,9 @@ always ``{"error": {"code", "message", "status", "details"}}``.
         ├── StorageError                 503 the store failed or is unavailable
         │   └── SealBroken               a sealed stream does not open (key, bytes)
         │       └── BackupCorrupt        a backup's checksums, MAC or seal do not hold
-        └── ModelError                   503 no usable model artifact
+        ├── ModelError                   503 no usable model artifact
+        └── ClusterError                 503 the training cluster (Ray) is unreachable or failed
+            └── PlacementRefused         no live node may process the region's data
 
 Every class is defined here (tests/test_errors.py checks codes and this tree against
 them), so one ``except`` of a branch catches all of it.
@@ -181,6 +183,18 @@ class BackupCorrupt(SealBroken):
 class ModelError(ServerError):
     status = 503
     code = "model_unavailable"
+
+
+class ClusterError(ServerError):
+    status = 503
+    code = "cluster_error"
+
+
+class PlacementRefused(ClusterError):
+    """No live cluster node is labelled for the region: its training is refused, never
+    run elsewhere (fail closed)."""
+
+    code = "placement_refused"
 
 
 def http_status(error: BaseException) -> int:

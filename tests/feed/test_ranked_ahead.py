@@ -226,7 +226,7 @@ def test_fyp_train_ranks_ahead_in_one_process_per_region(trained: Deployment) ->
     assert result.exit_code == 0, result.output
     assert "feeds ranked ahead in" in result.output and "trained 2 region(s)" in result.output
     # pages older than the seen window are forgotten, the served counter stays
-    assert "forgot 1 served pages" in result.output
+    assert "forgot 1 served pages beyond the window" in result.output
     assert "v-long-ago" not in store.served_since("u18", 0)
     assert store.user_version("u18") == counter
     for region in trained.regions:

@@ -28,15 +28,26 @@ EXIT_CLIENT = 2
 EXIT_SERVER = 3
 
 
-def fail(error: FypError) -> typer.Exit:
-    """Print an error the same way for every command and return the exit to raise."""
+def print_error(error: FypError, context: str = "") -> None:
+    """Print an error the same way for every command (``context``: what it is about,
+    e.g. ``region eu: `` when a command goes on with other regions)."""
     # one line however narrow the terminal, or none (a log file, a CI job)
     err_console.print(
-        f"[bold red]error[/] ({error.code}): {escape(error.message)}",
+        f"[bold red]error[/] ({error.code}): {escape(context + error.message)}",
         soft_wrap=True,
         highlight=False,
     )
-    return typer.Exit(EXIT_CLIENT if isinstance(error, ClientError) else EXIT_SERVER)
+
+
+def exit_code(errors: list[FypError]) -> int:
+    """2 when every error is the caller's to fix, else 3."""
+    return EXIT_CLIENT if all(isinstance(e, ClientError) for e in errors) else EXIT_SERVER
+
+
+def fail(error: FypError) -> typer.Exit:
+    """Print an error and return the exit to raise."""
+    print_error(error)
+    return typer.Exit(exit_code([error]))
 
 
 def _register() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import typer
 from rich.markup import escape
@@ -44,7 +45,9 @@ def register(app: typer.Typer) -> None:
                 json.dumps({"ok": ok, "artifacts": [r.to_dict() for r in reports]}, indent=2)
             )
         else:
-            table = Table("region", "version", "served", "users", "snapshot", "lineage")
+            table = Table(
+                "region", "version", "served", "users", "snapshot", "trained on", "lineage"
+            )
             for r in reports:
                 verdict = "[green]clean[/]" if r.ok else f"[red]{len(r.problems)} problem(s)[/]"
                 table.add_row(
@@ -53,6 +56,7 @@ def register(app: typer.Typer) -> None:
                     "yes" if r.current else "",
                     f"{r.users:,}",
                     r.snapshot,
+                    _where(r.trained_on),
                     verdict,
                 )
             console.print(table)
@@ -183,3 +187,13 @@ def register(app: typer.Typer) -> None:
                 console.print(f"  note: {note}", markup=False)
         if not report.ok:
             raise typer.Exit(EXIT_PROBLEM)
+
+
+def _where(trained_on: dict[str, Any] | None) -> str:
+    """Where a manifest says its artifact was trained, in a table cell."""
+    if not trained_on:
+        return "?"
+    host = str(trained_on.get("host", "?"))
+    if trained_on.get("executor") == "ray":
+        return f"ray {str(trained_on.get('ray_node_id', '?'))[:8]} ({host})"
+    return host

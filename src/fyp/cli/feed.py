@@ -2,51 +2,20 @@
 
 from __future__ import annotations
 
-import multiprocessing
-import os
 import time
-from collections.abc import Iterable
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.table import Table
 
-from fyp.cli.app import console
+from fyp.cli.app import console, exit_code, print_error
 
 if TYPE_CHECKING:
+    from fyp.errors import FypError
     from fyp.regions.deployment import Deployment
 
 DirArg = typer.Argument(..., help="Deployment directory (holds fyp.toml).")
-
-
-def train_region(directory: str, region: str, keep: int) -> dict[str, Any]:
-    """Train one region, rank its users' feeds ahead, go live; a summary to print. Runs
-    in a worker process when regions train in parallel (regions share nothing)."""
-    from threadpoolctl import threadpool_limits
-
-    from fyp.feed.ahead import ranks_ahead
-    from fyp.models.training import train_and_publish
-    from fyp.regions.deployment import Deployment
-    from fyp.sovereignty.erasure_process import strip_erased
-
-    # one thread per region process: threaded BLAS on these small products only spins
-    with threadpool_limits(1, "blas"), Deployment.open(directory) as d:
-        m = train_and_publish(
-            d.store(region), d.config.region_dir(region), keep=keep, augment=ranks_ahead(d, region)
-        )
-        strip_erased(d, region)  # a user erased while training ran leaves the new version
-    return {
-        "region": region,
-        "version": m.version,
-        "events": m.snapshot.event_count,
-        "seq": (m.snapshot.min_seq, m.snapshot.max_seq),
-        "users": m.metrics["users_learned"],
-        "videos": m.metrics["videos"],
-        "train_seconds": m.metrics["train_seconds"],
-        "ahead_seconds": m.metrics.get("augment_seconds", 0),
-    }
 
 
 def register(app: typer.Typer) -> None:
@@ -58,44 +27,56 @@ def register(app: typer.Typer) -> None:
             3, min=1, help="Model versions to keep per region (older ones are deleted)."
         ),
         jobs: int = typer.Option(
-            0, min=0, help="Regions trained at once, each in its own process (0: one per CPU)."
+            0,
+            min=0,
+            help="Regions trained at once, each in its own process (0: one per CPU); local only.",
         ),
         if_changed: bool = typer.Option(
             False,
             "--if-changed",
             help="Skip regions whose events and catalogue are unchanged since the live model.",
         ),
+        ray: str | None = typer.Option(
+            None,
+            "--ray",
+            metavar="ADDRESS",
+            help="Train each region as a task on this Ray cluster (auto, HOST:6379, "
+            "ray://HOST:10001), only on a node labelled fyp-region:<region>; "
+            "default: [training] ray; empty (--ray ''): local processes.",
+        ),
     ) -> None:
         """Train every model of each region from that region's store only, rank every
         user's feed ahead with them ([feed] rank_ahead), and go live atomically. First,
         forget the served pages older than the seen window (a serving process also does,
-        once a minute): a deployment that is trained but not served keeps no more."""
+        once a minute): a deployment that is trained but not served keeps no more. A
+        region that fails (or that no Ray node may train) is reported and the others
+        still train; the exit is then non-zero."""
+        from fyp.models.executors import executor_for
         from fyp.regions.deployment import Deployment
 
         with Deployment.open(directory) as d:  # checks the config and the region name
-            regions = [region] if region else d.regions
+            regions = [d.config.region(region).name] if region else d.regions
             if if_changed:
                 regions = _changed(d, regions)
-            before = time.time_ns() // 1_000_000 - d.config.feed.seen_window_ms
-            for name in regions:
-                forgotten = d.store(name).forget_served_before(before)
-                if forgotten:
-                    console.print(
-                        f"{name}: forgot {forgotten:,} served pages older than the window"
-                    )
+            address = d.config.training.ray if ray is None else ray
         if not regions:
             return
         started = time.perf_counter()
-        workers = min(len(regions), jobs or os.cpu_count() or 1)
-        if workers <= 1:
-            summaries = (train_region(str(directory), r, keep) for r in regions)
-            _print_trained(summaries)
-        else:
-            spawn = multiprocessing.get_context("spawn")  # no SQLite handle crosses a fork
-            with ProcessPoolExecutor(workers, mp_context=spawn) as pool:
-                futures = [pool.submit(train_region, str(directory), r, keep) for r in regions]
-                _print_trained(f.result() for f in futures)
-        console.print(f"trained {len(regions)} region(s) in {time.perf_counter() - started:.1f} s")
+        failed: list[FypError] = []
+        for outcome in executor_for(address, jobs).run(directory, regions, keep):
+            if outcome.error is None:
+                assert outcome.summary is not None
+                _print_trained(outcome.summary)
+            else:
+                failed.append(outcome.error)
+                print_error(outcome.error, f"region {outcome.region}: ")
+        trained = len(regions) - len(failed)
+        console.print(
+            f"trained {trained} region(s) in {time.perf_counter() - started:.1f} s"
+            + (f"; {len(failed)} failed" if failed else "")
+        )
+        if failed:
+            raise typer.Exit(exit_code(failed))
 
     @app.command()
     def recommend(
@@ -152,11 +133,16 @@ def _changed(d: Deployment, regions: list[str]) -> list[str]:
     return out
 
 
-def _print_trained(summaries: Iterable[dict[str, Any]]) -> None:
-    for m in summaries:
-        low, high = m["seq"]
-        console.print(
-            f"region [bold]{m['region']}[/]: version {m['version']}, {m['events']:,} events "
-            f"(seq {low}..{high}), {m['users']:,} users, {m['videos']:,} videos, "
-            f"{m['train_seconds']} s, feeds ranked ahead in {m['ahead_seconds']} s"
-        )
+def _print_trained(m: dict[str, Any]) -> None:
+    low, high = m["seq"]
+    if m["forgotten"]:
+        console.print(f"{m['region']}: forgot {m['forgotten']:,} served pages beyond the window")
+    where = m["trained_on"]
+    on = f"on {where['host']}"
+    if where["executor"] == "ray":
+        on = f"on Ray node {where['ray_node_id'][:12]} ({where['host']})"
+    console.print(
+        f"region [bold]{m['region']}[/]: version {m['version']}, {m['events']:,} events "
+        f"(seq {low}..{high}), {m['users']:,} users, {m['videos']:,} videos, "
+        f"{m['train_seconds']} s, feeds ranked ahead in {m['ahead_seconds']} s, {on}"
+    )

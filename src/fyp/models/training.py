@@ -277,9 +277,16 @@ def catalogue_mark(store: Store) -> int | None:
 
 
 def train_region(
-    store: Store, region_dir: Path, params: TrainParams | None = None
+    store: Store,
+    region_dir: Path,
+    params: TrainParams | None = None,
+    trained_on: dict[str, Any] | None = None,
 ) -> tuple[Manifest, dict[str, np.ndarray]]:
-    """Read one region's store and return the manifest and arrays of a new artifact."""
+    """Read one region's store and return the manifest and arrays of a new artifact.
+    ``trained_on``: where this runs, for the manifest's lineage (default: this host,
+    ``fyp.models.placement.local_placement``; a Ray task passes its node's record)."""
+    from fyp.models.placement import local_placement
+
     params = params or TrainParams()
     started = time.perf_counter()
     read_started_ms = time.time_ns() // 1_000_000  # an erasure before this is not learned
@@ -341,7 +348,11 @@ def train_region(
             "ranker": ranker_summary,
             "train_seconds": round(time.perf_counter() - started, 3),
         },
-        lineage={"read_started_ms": read_started_ms, "catalog_seq": catalog_seq},
+        lineage={
+            "read_started_ms": read_started_ms,
+            "catalog_seq": catalog_seq,
+            "trained_on": trained_on or local_placement(),
+        },
     )
     return manifest, arrays
 
@@ -355,18 +366,20 @@ def train_and_publish(
     params: TrainParams | None = None,
     keep: int | None = None,
     augment: Augment | None = None,
+    trained_on: dict[str, Any] | None = None,
 ) -> Manifest:
     """Train a region's models and make them the live artifact (atomic switch); with
     ``keep``, delete all but the newest ``keep`` versions. ``augment`` adds arrays
     worked out with the new models before they go live (the feed's orders ranked ahead,
     ``fyp.feed.ahead.rank_region``); its seconds go in the manifest's metrics.
+    ``trained_on``: as for :func:`train_region`.
 
     Training reads the store without the region's models lock (erasures go on); the
     publish holds it, so it never interleaves with an erasure rewriting artifacts."""
     from fyp.models.artifacts import prune_versions, write_artifact
     from fyp.sovereignty.erasure import region_models_lock
 
-    manifest, arrays = train_region(store, region_dir, params)
+    manifest, arrays = train_region(store, region_dir, params, trained_on)
     if augment is not None:
         started = time.perf_counter()
         arrays = {**arrays, **augment(manifest, arrays)}

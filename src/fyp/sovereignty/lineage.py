@@ -14,6 +14,9 @@ or forged manifest is caught, not trusted:
   erasure was not applied (``fyp erasure process`` applies it). Their share of the
   aggregates may remain until the retrain deadline (``lineage.pending_retrain``);
   after it, that is a problem too, for every version, served or not;
+- where it was trained (``lineage.trained_on``): an artifact trained on Ray must have
+  been trained on a node labelled for its region, with the label assigned to its task
+  (``fyp.models.placement``); local training is the deployment's own host;
 - the event snapshot (count, seq range, content hash, users) is recomputed from the
   region's events up to the snapshot's last seq. If events were deleted since — an
   erasure after the training read, or an artifact rewritten by one — the snapshot can
@@ -37,6 +40,7 @@ from fyp.models.artifacts import (
     read_arrays,
     read_manifest,
 )
+from fyp.models.placement import placement_problem
 from fyp.regions.deployment import Deployment
 from fyp.sovereignty.ledger import ErasureLedger
 
@@ -52,6 +56,7 @@ class VersionReport:
     notes: list[str] = field(default_factory=list)
     users: int = 0
     snapshot: str = "unchecked"  # verified | not_recomputable | mismatch | unchecked
+    trained_on: dict[str, Any] | None = None  # the manifest's record, as it says it
 
     @property
     def ok(self) -> bool:
@@ -65,6 +70,7 @@ class VersionReport:
             "ok": self.ok,
             "users": self.users,
             "snapshot": self.snapshot,
+            "trained_on": self.trained_on,
             "problems": self.problems,
             "notes": self.notes,
         }
@@ -174,6 +180,7 @@ class LineageVerifier:
                     )
                 else:
                     rep.notes.append(f"erasure {receipt} awaits a retrain (deadline {deadline})")
+            self._check_placement(rep, manifest)
             self._check_snapshot(rep, manifest, snaps, erasures)
         if current is not None and current not in versions:
             rep = VersionReport(region, current, True)
@@ -237,6 +244,17 @@ class LineageVerifier:
                 f"learned from {len(rest)} user(s) homed in no region and never erased "
                 f"here: {_examples(sorted(rest))}"
             )
+
+    @staticmethod
+    def _check_placement(rep: VersionReport, manifest: Manifest) -> None:
+        trained_on = manifest.lineage.get("trained_on")
+        if trained_on is None:
+            rep.notes.append("manifest does not say where it was trained (trained before it did)")
+            return
+        rep.trained_on = trained_on if isinstance(trained_on, dict) else None
+        problem = placement_problem(rep.region, trained_on)
+        if problem is not None:
+            rep.problems.append(problem)
 
     def _check_snapshot(
         self, rep: VersionReport, manifest: Any, snaps: dict[int, _Snap], erasures: list[Any]
