@@ -1,0 +1,163 @@
+"""What is particular to the Redis served log (the contract runs in test_served_logs.py):
+keys that name the region and the user, pages that expire with the seen window, a
+counter that starts from the store's, nothing left of a user erased mid-write, and
+clear errors from a server that is down. Against a real server (``FYP_TEST_REDIS_URL``)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from contracts.store_contract import make_user
+from fyp.config import served_log_url
+from fyp.errors import ConfigError, StorageError, UnknownUser
+from fyp.storage import Store, open_store
+from fyp.storage.redis_served_log import RedisServedLog, parse_key, redact
+from fyp.storage.served_logs import open_served_log
+from redis_server import OwnServer
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[Store]:
+    s = open_store(f"sqlite:///{tmp_path / 's.sqlite'}", "us", create=True)
+    s.insert_user(make_user("ana"))
+    s.insert_user(make_user("a:b.c-1"))  # every character an id may hold
+    yield s
+    s.close()
+
+
+@pytest.fixture
+def url(redis_urls: list[str]) -> str:
+    return redis_urls[0]
+
+
+def opened(url: str, store: Store, window_ms: int = 600_000) -> RedisServedLog:
+    log = open_served_log(url, "us", store, window_ms)
+    assert isinstance(log, RedisServedLog)
+    return log
+
+
+def test_keys_name_the_region_and_the_user(url: str, store: Store) -> None:
+    log = opened(url, store)
+    t = now_ms()
+    log.record_served("ana", ["v1"], t)
+    log.record_served("a:b.c-1", ["v2"], t)
+    keys = sorted(k for k, _ in log.user_keys())
+    assert keys == [
+        "fyp:served:us:{a:b.c-1}:n",
+        "fyp:served:us:{a:b.c-1}:p:1",
+        "fyp:served:us:{ana}:n",
+        "fyp:served:us:{ana}:p:1",
+    ]
+    assert {u for _, u in log.user_keys()} == {"ana", "a:b.c-1"}
+    assert parse_key("fyp:served:eu:{x}:p:12") == ("eu", "x")
+    assert parse_key("fyp:served:eu:x:n") is None
+    assert log.keys_naming("ana") == ["fyp:served:us:{ana}:n", "fyp:served:us:{ana}:p:1"]
+    log.close()
+
+
+def test_pages_expire_with_the_seen_window_and_the_counter_stays(url: str, store: Store) -> None:
+    import redis
+
+    log = opened(url, store, window_ms=400)
+    t = now_ms()
+    assert log.record_served("ana", ["v1"], t) == 1
+    ttl = redis.Redis.from_url(url).pttl("fyp:served:us:{ana}:p:1")
+    assert 0 < ttl <= 400
+    assert log.served_since("ana", t - 1_000) == ["v1"]
+    time.sleep(0.6)
+    assert log.served_since("ana", 0) == []  # Redis forgot it: no sweeper ran
+    assert log.pages("ana") == []
+    version = log.user_version("ana")
+    assert version is not None and version[2] == 1
+    assert log.record_served("ana", ["v2"], now_ms()) == 2
+    assert log.forgets_by_itself
+    log.close()
+
+
+def test_the_counter_starts_from_the_stores(url: str, store: Store) -> None:
+    """A region whose served log moves from its store to Redis does not count from 0
+    again (the state cache and the orders ranked ahead key on the counter)."""
+    t = now_ms()
+    for k in range(3):
+        store.record_served("ana", [f"old{k}"], t - 100 + k)
+    assert store.user_version("ana") == (*store.user_version("ana")[:2], 3)  # type: ignore[index]
+    log = opened(url, store)
+    assert log.user_version("ana") == store.user_version("ana")
+    assert log.record_served("ana", ["new"], t) == 4
+    assert [p.page_seq for p in log.pages("ana")] == [4]
+    log.close()
+
+
+def test_a_user_erased_while_their_page_is_written_keeps_nothing(url: str, store: Store) -> None:
+    """The page goes in after the check that the user exists, and the user leaves the
+    store before the erasure clears Redis: the recording process itself removes it."""
+
+    class ErasedMidWrite(RedisServedLog):
+        def _script(self, name: str, keys: list[str], args: list[object]) -> object:
+            out = super()._script(name, keys, args)
+            if name == "_record":
+                self.store.delete_user("ana")  # the erasure's store part, just now
+            return out
+
+    log = ErasedMidWrite(url, "us", store, 600_000)
+    with pytest.raises(UnknownUser):
+        log.record_served("ana", ["v1"], now_ms())
+    assert log.keys_naming("ana") == []
+    log.close()
+
+
+def test_erase_removes_every_key_of_the_user(url: str, store: Store) -> None:
+    log = opened(url, store)
+    t = now_ms()
+    log.record_served("ana", ["v1", "v2"], t)
+    log.record_served("ana", ["v3"], t + 1)
+    log.record_served("a:b.c-1", ["v1"], t)
+    assert log.erase("ana") == (3, 3)  # three videos; two pages and the counter
+    assert log.keys_naming("ana") == []
+    assert log.served_since("a:b.c-1", 0) == ["v1"]
+    assert log.erase("ana") == (0, 0)
+    log.close()
+
+
+def test_a_stopped_server_is_a_storage_error_naming_region_and_server(
+    own_redis: OwnServer, store: Store
+) -> None:
+    log = opened(own_redis.url, store)
+    log.record_served("ana", ["v1"], now_ms())
+    own_redis.stop()
+    for call in (
+        lambda: log.user_version("ana"),
+        lambda: log.record_served("ana", ["v2"], now_ms()),
+        lambda: log.served_since("ana", 0),
+        log.check,
+    ):
+        with pytest.raises(StorageError) as info:
+            call()
+        assert info.value.status == 503
+        assert "'us'" in info.value.message and own_redis.url in info.value.message
+    own_redis.start()  # back (empty: it kept nothing on disk): serving goes on
+    assert log.record_served("ana", ["v3"], now_ms()) == 1
+    log.close()
+
+
+def test_passwords_never_show_and_bad_urls_are_config_errors(store: Store) -> None:
+    assert redact("redis://:s3cret@host:6379/0") == "redis://:***@host:6379/0"
+    assert redact("rediss://u:s3cret@host/1") == "rediss://u:***@host/1"
+    log = opened("redis://:s3cret@127.0.0.1:1/0", store)
+    with pytest.raises(StorageError) as info:
+        log.check()
+    assert "s3cret" not in info.value.message and "***" in info.value.message
+    with pytest.raises(ConfigError, match="served log"):
+        open_served_log("memcached://x", "us", store, 1)
+    for bad in ("redis://127.0.0.1:1/notanumber", "redis:///0", "redis://h:port/0", "http://h"):
+        with pytest.raises(ConfigError, match="served_log"):
+            served_log_url("us", bad)
+    assert served_log_url("eu", "redis://r-{region}:6379/2") == "redis://r-eu:6379/2"
