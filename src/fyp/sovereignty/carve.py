@@ -33,6 +33,7 @@ from fyp.config import (
 from fyp.errors import AlreadyExists, InvalidRequest
 from fyp.sovereignty.region_data import snapshot_store, store_companions, store_file
 from fyp.sovereignty.region_keys import secrets_dir
+from fyp.sovereignty.served_data import carve_into
 from fyp.sovereignty.staging import refuse_while_restoring
 
 
@@ -111,6 +112,7 @@ class Carver:
             carved = self.new_config(tmp)
             write_config(carved)
             snapshot_store(store_file(self.config, self.region), store_file(carved, self.region))
+            report.notes += carve_into(self.config, self.region, carved)  # Redis -> store
             report.files = self._copy_region_dir(carved)
             if with_backups:
                 report.backups = self._copy_backups(carved, report.notes)

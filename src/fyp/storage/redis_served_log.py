@@ -34,7 +34,7 @@ from pydantic_core import from_json, to_json
 
 from fyp.errors import ConfigError, StorageError, UnknownUser
 from fyp.storage.base import Store
-from fyp.storage.served_logs import ExternalServedLog, ServedPage
+from fyp.storage.served_logs import ExternalServedLog, ServedLogData, ServedPage
 
 if TYPE_CHECKING:
     import redis
@@ -99,16 +99,15 @@ def _page(seq: Any, raw: Any) -> ServedPage:
     return ServedPage(int(seq), int(ms), tuple(from_json(ids)))
 
 
-class RedisServedLog(ExternalServedLog):
-    """One region's served log on a Redis server (see the module's docstring)."""
+class RedisKeys(ServedLogData):
+    """The keys of one region's served log on a Redis server: the connection, reading
+    and erasing (all a scan needs; see the module's docstring)."""
 
     kind = "redis"
 
-    def __init__(self, url: str, region: str, store: Store, window_ms: int) -> None:
+    def __init__(self, url: str, region: str) -> None:
         self.url = url
         self.region = region
-        self.store = store
-        self.window_ms = window_ms
         self._client: redis.Redis | None = None
         self._record: Any = None
         self._read: Any = None
@@ -172,30 +171,10 @@ class RedisServedLog(ExternalServedLog):
             self._client.close()
             self._client = None
 
-    # -- the feed's side ---------------------------------------------------------
+    # -- the data's side ---------------------------------------------------------
     def _counter(self, user_id: str) -> int | None:
         raw = self._call(self._redis().get, user_prefix(self.region, user_id) + "n")
         return None if raw is None else int(raw)
-
-    def user_version(self, user_id: str) -> tuple[int, ...] | None:
-        marker = self.store.user_version(user_id)
-        if marker is None:
-            return None
-        counter = self._counter(user_id)
-        return marker if counter is None else (*marker[:2], max(counter, marker[2]))
-
-    def record_served(self, user_id: str, video_ids: Sequence[str], ts_ms: int) -> int:
-        before = self.store.user_version(user_id)
-        if before is None:
-            raise UnknownUser(f"no user {user_id!r} in region {self.region!r}")
-        prefix = user_prefix(self.region, user_id)
-        ids = to_json(list(dict.fromkeys(video_ids))).decode()
-        args = [prefix + "p:", before[2], ts_ms, ids, ts_ms + self.window_ms]
-        counter = int(self._script("_record", [prefix + "n"], args))
-        if self.store.user_version(user_id) is None:  # erased meanwhile: leave nothing
-            self._call(self._redis().delete, prefix + "n", f"{prefix}p:{counter}")
-            raise UnknownUser(f"no user {user_id!r} in region {self.region!r}")
-        return counter
 
     def _pages(self, user_id: str, stop_ms: int) -> list[ServedPage]:
         prefix = user_prefix(self.region, user_id)
@@ -203,29 +182,6 @@ class RedisServedLog(ExternalServedLog):
         pages = [_page(flat[i], flat[i + 1]) for i in range(0, len(flat), 2)]
         return pages[::-1]
 
-    def served_since(self, user_id: str, since_ms: int) -> list[str]:
-        pages = self._pages(user_id, since_ms - CLOCK_SLACK_MS)
-        recent = (p.video_ids for p in pages if p.served_at_ms >= since_ms)
-        return list(dict.fromkeys(v for ids in recent for v in ids))
-
-    def forget_served_before(self, before_ms: int) -> int:
-        """Pages expire by themselves (``PXAT``); this deletes those served before
-        ``before_ms`` now (a scan of the region's keys, for the contract and tests)."""
-        client = self._redis()
-        doomed: list[str] = []
-        for key in self._scan(f"{PREFIX}{self.region}:*:p:*"):
-            raw = self._call(client.get, key)
-            if raw is not None and _page(0, raw).served_at_ms < before_ms:
-                doomed.append(key)
-        if doomed:
-            self._call(client.delete, *doomed)
-        return len(doomed)
-
-    @property
-    def forgets_by_itself(self) -> bool:
-        return True
-
-    # -- the sovereignty side ----------------------------------------------------
     def _scan(self, match: str) -> Iterator[str]:
         client = self._redis()
         cursor = 0
@@ -263,3 +219,55 @@ class RedisServedLog(ExternalServedLog):
         )
         removed = int(self._call(client.delete, *keys))
         return videos, removed
+
+
+class RedisServedLog(RedisKeys, ExternalServedLog):
+    """One region's served log on a Redis server: the feed's side, beside the region's
+    store (which says who its users are)."""
+
+    def __init__(self, url: str, region: str, store: Store, window_ms: int) -> None:
+        super().__init__(url, region)
+        self.store = store
+        self.window_ms = window_ms
+
+    def user_version(self, user_id: str) -> tuple[int, ...] | None:
+        marker = self.store.user_version(user_id)
+        if marker is None:
+            return None
+        counter = self._counter(user_id)
+        return marker if counter is None else (*marker[:2], max(counter, marker[2]))
+
+    def record_served(self, user_id: str, video_ids: Sequence[str], ts_ms: int) -> int:
+        before = self.store.user_version(user_id)
+        if before is None:
+            raise UnknownUser(f"no user {user_id!r} in region {self.region!r}")
+        prefix = user_prefix(self.region, user_id)
+        ids = to_json(list(dict.fromkeys(video_ids))).decode()
+        args = [prefix + "p:", before[2], ts_ms, ids, ts_ms + self.window_ms]
+        counter = int(self._script("_record", [prefix + "n"], args))
+        if self.store.user_version(user_id) is None:  # erased meanwhile: leave nothing
+            self._call(self._redis().delete, prefix + "n", f"{prefix}p:{counter}")
+            raise UnknownUser(f"no user {user_id!r} in region {self.region!r}")
+        return counter
+
+    def served_since(self, user_id: str, since_ms: int) -> list[str]:
+        pages = self._pages(user_id, since_ms - CLOCK_SLACK_MS)
+        recent = (p.video_ids for p in pages if p.served_at_ms >= since_ms)
+        return list(dict.fromkeys(v for ids in recent for v in ids))
+
+    def forget_served_before(self, before_ms: int) -> int:
+        """Pages expire by themselves (``PXAT``); this deletes those served before
+        ``before_ms`` now (a scan of the region's keys, for the contract and tests)."""
+        client = self._redis()
+        doomed: list[str] = []
+        for key in self._scan(f"{PREFIX}{self.region}:*:p:*"):
+            raw = self._call(client.get, key)
+            if raw is not None and _page(0, raw).served_at_ms < before_ms:
+                doomed.append(key)
+        if doomed:
+            self._call(client.delete, *doomed)
+        return len(doomed)
+
+    @property
+    def forgets_by_itself(self) -> bool:
+        return True

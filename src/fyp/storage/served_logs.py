@@ -101,12 +101,14 @@ class StoreServedLog(ServedLog):
         self.store.flush_served()
 
 
-class ExternalServedLog(ServedLog):
-    """A served log on a server of its own: what erasure, export, the residency scan,
-    restore and carve-out need to reach its data. A failure to reach the server is a
-    ``StorageError`` (503 over HTTP) saying which region and server, never the password."""
+class ServedLogData(ABC):
+    """What erasure, export, the residency scan, restore and carve-out need of a served
+    log on a server of its own: its data, reached by URL alone (a scan opens no store).
+    A failure to reach the server is a ``StorageError`` (503 over HTTP) saying which
+    region and server, never the password."""
 
     kind: str  # the backend's name, as receipts and reports say it ("redis")
+    region: str
 
     @property
     @abstractmethod
@@ -122,24 +124,47 @@ class ExternalServedLog(ServedLog):
         """The user's pages still held, oldest first."""
 
     @abstractmethod
-    def user_keys(self) -> Iterator[tuple[str, str | None]]:
-        """Every key of the served log on the server, as (key, the user it names); the
-        user is None for a key of this log's shape whose user cannot be read from it.
-        Keys of other regions (``fyp:served:<other>:…``) are included: they name their
-        user the same way, and have no business on this region's server."""
+    def counter(self, user_id: str) -> int | None:
+        """The user's served counter here (None: nothing was served to them here)."""
 
     @abstractmethod
-    def erase(self, user_id: str) -> tuple[int, int]:
-        """Delete everything of the user: returns (videos in the pages removed, keys
-        removed)."""
+    def user_keys(self) -> Iterator[tuple[str, str | None]]:
+        """Every served log key on the server, as (key, the user it names); the user is
+        None for a key under the log's prefix whose user cannot be read from it. Keys of
+        other regions' layout are included: they have no business on this server."""
 
     @abstractmethod
     def keys_naming(self, user_id: str) -> list[str]:
-        """Every key on the server that names the user, in any region's layout."""
+        """Every served log key on the server that names the user, in any region's layout."""
 
     @abstractmethod
-    def counter(self, user_id: str) -> int | None:
-        """The user's served counter in this log (None: nothing served to them here)."""
+    def erase(self, user_id: str) -> tuple[int, int]:
+        """Delete every key naming the user: (videos in the pages removed, keys removed)."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release connections."""
+
+
+class ExternalServedLog(ServedLog, ServedLogData):
+    """A served log on a server of its own: the feed's side and the data's side."""
+
+
+def open_served_data(url: str, region: str) -> ServedLogData:
+    """The data of ``region``'s served log at ``url``, for scans (no store needed)."""
+    _check_scheme(url, region)
+    from fyp.storage.redis_served_log import RedisKeys
+
+    return RedisKeys(url, region)
+
+
+def _check_scheme(url: str, region: str) -> None:
+    scheme = url.split(":", 1)[0].lower()
+    if scheme not in SCHEMES:
+        raise ConfigError(
+            f"no served log backend for URL scheme {scheme!r} (served_log of region "
+            f"{region!r}: redis://… or rediss://…, or no served_log for the store's own)",
+            region=region,
+        )
 
 
 def open_served_log(url: str | None, region: str, store: Store, window_ms: int) -> ServedLog:
@@ -148,13 +173,7 @@ def open_served_log(url: str | None, region: str, store: Store, window_ms: int) 
     itself. Opening connects to nothing: the first use does, and fails as a StorageError."""
     if url is None:
         return StoreServedLog(store)
-    scheme = url.split(":", 1)[0].lower()
-    if scheme in SCHEMES:
-        from fyp.storage.redis_served_log import RedisServedLog
+    _check_scheme(url, region)
+    from fyp.storage.redis_served_log import RedisServedLog
 
-        return RedisServedLog(url, region, store, window_ms)
-    raise ConfigError(
-        f"no served log backend for URL scheme {scheme!r} (served_log of region {region!r}: "
-        "redis://… or rediss://…, or no served_log for the store's own)",
-        region=region,
-    )
+    return RedisServedLog(url, region, store, window_ms)
