@@ -14,7 +14,7 @@ from urllib.parse import urlsplit, urlunsplit
 import pytest
 
 SERVER = os.environ.get("FYP_TEST_REDIS_URL", "")
-PER_WORKER = 3  # databases a test may use at once (a deployment's regions, say)
+PER_WORKER = 4  # databases a test may use at once (two deployments of two regions)
 needs_redis = pytest.mark.skipif(not SERVER, reason="FYP_TEST_REDIS_URL is not set")
 
 

@@ -47,19 +47,19 @@ def opened(url: str, store: Store, window_ms: int = 600_000) -> RedisServedLog:
 def test_keys_name_the_region_and_the_user(url: str, store: Store) -> None:
     log = opened(url, store)
     t = now_ms()
-    log.record_served("ana", ["v1"], t)
-    log.record_served("a:b.c-1", ["v2"], t)
+    a = log.record_served("ana", ["v1"], t)
+    b = log.record_served("a:b.c-1", ["v2"], t)
     keys = sorted(k for k, _ in log.user_keys())
     assert keys == [
         "fyp:served:us:{a:b.c-1}:n",
-        "fyp:served:us:{a:b.c-1}:p:1",
+        f"fyp:served:us:{{a:b.c-1}}:p:{b}",
         "fyp:served:us:{ana}:n",
-        "fyp:served:us:{ana}:p:1",
+        f"fyp:served:us:{{ana}}:p:{a}",
     ]
     assert {u for _, u in log.user_keys()} == {"ana", "a:b.c-1"}
     assert parse_key("fyp:served:eu:{x}:p:12") == ("eu", "x")
     assert parse_key("fyp:served:eu:x:n") is None
-    assert log.keys_naming("ana") == ["fyp:served:us:{ana}:n", "fyp:served:us:{ana}:p:1"]
+    assert log.keys_naming("ana") == ["fyp:served:us:{ana}:n", f"fyp:served:us:{{ana}}:p:{a}"]
     log.close()
 
 
@@ -68,16 +68,16 @@ def test_pages_expire_with_the_seen_window_and_the_counter_stays(url: str, store
 
     log = opened(url, store, window_ms=400)
     t = now_ms()
-    assert log.record_served("ana", ["v1"], t) == 1
-    ttl = redis.Redis.from_url(url).pttl("fyp:served:us:{ana}:p:1")
+    first = log.record_served("ana", ["v1"], t)
+    ttl = redis.Redis.from_url(url).pttl(f"fyp:served:us:{{ana}}:p:{first}")
     assert 0 < ttl <= 400
     assert log.served_since("ana", t - 1_000) == ["v1"]
     time.sleep(0.6)
     assert log.served_since("ana", 0) == []  # Redis forgot it: no sweeper ran
     assert log.pages("ana") == []
     version = log.user_version("ana")
-    assert version is not None and version[2] == 1
-    assert log.record_served("ana", ["v2"], now_ms()) == 2
+    assert version is not None and version[2] == first
+    assert log.record_served("ana", ["v2"], now_ms()) == first + 1
     assert log.forgets_by_itself
     log.close()
 
@@ -91,8 +91,25 @@ def test_the_counter_starts_from_the_stores(url: str, store: Store) -> None:
     assert store.user_version("ana") == (*store.user_version("ana")[:2], 3)  # type: ignore[index]
     log = opened(url, store)
     assert log.user_version("ana") == store.user_version("ana")
-    assert log.record_served("ana", ["new"], t) == 4
-    assert [p.page_seq for p in log.pages("ana")] == [4]
+    first = log.record_served("ana", ["new"], t)
+    assert first > 3 and log.record_served("ana", ["newer"], t) == first + 1
+    assert [p.page_seq for p in log.pages("ana")] == [first, first + 1]
+    log.close()
+
+
+def test_a_server_that_lost_its_data_never_counts_the_same_again(
+    own_redis: OwnServer, store: Store
+) -> None:
+    """A restart without persistence empties Redis: the counter starts again above
+    anything it handed out (the state cache and orders ranked ahead key on it)."""
+    log = opened(own_redis.url, store)
+    seen = [log.record_served("ana", ["v1"], now_ms()) for _ in range(3)]
+    own_redis.stop()
+    own_redis.start()
+    assert log.served_since("ana", 0) == []  # the pages are lost with it
+    version = log.user_version("ana")
+    assert version is not None and version[2] == 0  # the store's: nothing Redis holds
+    assert log.record_served("ana", ["v2"], now_ms()) > max(seen)
     log.close()
 
 
@@ -144,7 +161,8 @@ def test_a_stopped_server_is_a_storage_error_naming_region_and_server(
         assert info.value.status == 503
         assert "'us'" in info.value.message and own_redis.url in info.value.message
     own_redis.start()  # back (empty: it kept nothing on disk): serving goes on
-    assert log.record_served("ana", ["v3"], now_ms()) == 1
+    assert log.record_served("ana", ["v3"], now_ms()) > 0
+    assert log.served_since("ana", 0) == ["v3"]
     log.close()
 
 

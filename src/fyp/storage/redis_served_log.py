@@ -5,14 +5,16 @@ Keys name the region and the user, so a scan can judge them (``{…}`` is a Redi
 hash tag: all of a user's keys share a slot; tested on a standalone server):
 
 - ``fyp:served:<region>:{<user id>}:n`` — the user's served counter (a number, no TTL:
-  like ``users.served_seq`` in a store it outlives the pages, so it never goes back);
+  like ``users.served_seq`` in a store it outlives the pages, so it never goes back; it
+  starts from the server's clock in microseconds, so even a server that lost its data —
+  a restart without persistence — never hands out a number it handed out before);
 - ``fyp:served:<region>:{<user id>}:p:<page seq>`` — one page: ``<ms>|<JSON video ids>``,
   expiring (``PXAT``) exactly ``[feed] seen_window_days`` after it was served, so Redis
   forgets old pages itself and no maintenance thread sweeps them.
 
 A page is one script run (``EVALSHA``): the counter goes up by one and the page is
 written with it, atomically, so two processes serving one user never share a number and
-each sees the other's page at once. The counter starts from the store's (a region whose
+each sees the other's page at once. The counter starts above the store's (a region whose
 served log moves from the store to Redis does not count again from 0). A user must be in
 the region's store: checked before the page is written, and again after it — an erasure
 deletes the user from the store first and their keys second, so a page written between
@@ -46,13 +48,21 @@ TIMEOUT_S = 2.0  # a server that does not answer fails the request (503) after t
 SCAN_COUNT = 1_000
 
 # KEYS[1]: the counter. ARGV: page key prefix, the store's counter, ms, ids, expiry (ms).
+# A counter Redis does not hold starts from its clock in microseconds (or the store's, if
+# that is higher): above any it held before, should it have lost its data.
 _RECORD = """
-local n = tonumber(redis.call('GET', KEYS[1]) or '0')
+local held = redis.call('GET', KEYS[1])
 local floor = tonumber(ARGV[2])
-if n < floor then n = floor end
-n = n + 1
-redis.call('SET', KEYS[1], n)
-redis.call('SET', ARGV[1] .. n, ARGV[3] .. '|' .. ARGV[4], 'PXAT', ARGV[5])
+if not held then
+  local t = redis.call('TIME')
+  local clock = tonumber(t[1]) * 1000000 + tonumber(t[2])
+  if clock > floor then floor = clock end
+  redis.call('SET', KEYS[1], string.format('%.0f', floor))
+elseif tonumber(held) < floor then
+  redis.call('SET', KEYS[1], ARGV[2])
+end
+local n = redis.call('INCR', KEYS[1])
+redis.call('SET', ARGV[1] .. string.format('%.0f', n), ARGV[3] .. '|' .. ARGV[4], 'PXAT', ARGV[5])
 return n
 """
 # KEYS[1]: the counter. ARGV: page key prefix, stop below this ms. Returns seq, page, ...
@@ -61,7 +71,7 @@ local n = tonumber(redis.call('GET', KEYS[1]) or '0')
 local stop = tonumber(ARGV[2])
 local out = {}
 for seq = n, 1, -1 do
-  local page = redis.call('GET', ARGV[1] .. seq)
+  local page = redis.call('GET', ARGV[1] .. string.format('%.0f', seq))
   if not page then break end
   local bar = string.find(page, '|', 1, true)
   if tonumber(string.sub(page, 1, bar - 1)) < stop then break end
