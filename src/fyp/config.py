@@ -9,6 +9,7 @@ moved or carved out as a whole.
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import math
 import re
@@ -411,6 +412,21 @@ def check_served_logs(regions: dict[str, RegionConfig]) -> None:
                 region=name,
                 other_region=other,
             )
+
+
+def with_served_logs(config: DeploymentConfig, urls: dict[str, str]) -> DeploymentConfig:
+    """``config`` with the regions of ``urls`` keeping their served log there (checked as
+    when ``fyp.toml`` is loaded); write it with :func:`write_config`."""
+    regions = {
+        name: (
+            cell
+            if name not in urls
+            else dataclasses.replace(cell, served_log=served_log_url(name, urls[name]))
+        )
+        for name, cell in config.regions.items()
+    }
+    check_served_logs(regions)
+    return dataclasses.replace(config, regions=regions)
 
 
 def parse_config(root: Path, raw: dict[str, Any]) -> DeploymentConfig:

@@ -29,15 +29,9 @@ from sovereignty.test_export import *  # noqa: E402, F403
 
 def with_served_logs(root: Path, urls: dict[str, str]) -> None:
     """Give each region of the deployment at ``root`` its served log (fyp.toml)."""
-    import tomllib
+    from fyp import config
 
-    import tomli_w
-
-    path = root / "fyp.toml"
-    raw = tomllib.loads(path.read_text(encoding="utf-8"))
-    for region, url in urls.items():
-        raw["regions"][region]["served_log"] = url
-    path.write_text(tomli_w.dumps(raw), encoding="utf-8")
+    config.write_config(config.with_served_logs(config.load_config(root), urls))
 
 
 @pytest.fixture(autouse=True)

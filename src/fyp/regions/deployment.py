@@ -20,11 +20,10 @@ from fyp.config import (
     DeploymentConfig,
     check_backup_targets,
     check_region_name,
-    check_served_logs,
     default_region,
     load_config,
     new_config,
-    served_log_url,
+    with_served_logs,
     write_config,
 )
 from fyp.errors import AlreadyExists, ConfigError, InvalidRequest, StorageError, UnknownUser
@@ -101,17 +100,14 @@ class Deployment:
         if root.exists() and not root.is_dir():
             raise InvalidRequest(f"{root} is a file, not a directory", path=str(root))
         config = new_config(root, regions, name)
-        if store is not None or served_log is not None:
+        if store is not None:
             cells = {
-                r: dataclasses.replace(
-                    cell,
-                    store=cell.store if store is None else store.replace("{region}", r),
-                    served_log=served_log_url(r, served_log),
-                )
+                r: dataclasses.replace(cell, store=store.replace("{region}", r))
                 for r, cell in config.regions.items()
             }
-            check_served_logs(cells)
             config = dataclasses.replace(config, regions=cells)
+        if served_log is not None:
+            config = with_served_logs(config, dict.fromkeys(config.regions, served_log))
         try:
             write_config(config)
             for r in regions:
