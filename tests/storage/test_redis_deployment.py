@@ -67,8 +67,9 @@ def _redis(deployment: Deployment, region: str) -> Any:
     return redis.Redis.from_url(url, decode_responses=True)
 
 
-def _small(tmp_path: Path) -> Deployment:
-    """Two regions, users ana (us) and bo (eu), a few approved videos, no model."""
+def _small(tmp_path: Path, us_served_log: str | None = None) -> Deployment:
+    """Two regions, users ana (us) and bo (eu), a few videos, no model; ``us_served_log``
+    puts the served log of us on another server than the test's."""
     from fyp.catalog.models import UserIn, VideoIn
     from fyp.catalog.service import Catalog
 
@@ -78,7 +79,11 @@ def _small(tmp_path: Path) -> Deployment:
     catalog.create_user(UserIn(user_id="bo", home_region="eu"))
     for v in range(4):
         catalog.create_video(VideoIn(video_id=f"v{v}", duration_ms=9_000, regions=["us", "eu"]))
-    return d
+    if us_served_log is None:
+        return d
+    d.close()
+    with_served_logs(d.config.root, {"us": us_served_log})
+    return Deployment.open(d.config.root)
 
 
 def _now() -> int:
@@ -150,10 +155,7 @@ def test_an_erasure_with_its_served_log_down_finishes_with_erasure_process(
     from fyp.sovereignty.erasure_process import process_region
     from fyp.sovereignty.erasure_verify import verify_erasure
 
-    d = _small(tmp_path)
-    d.close()
-    with_served_logs(d.config.root, {"us": own_redis.url})
-    with Deployment.open(d.config.root) as d:
+    with _small(tmp_path, own_redis.url) as d:
         d.served_log("us").record_served("ana", ["v0"], _now())
         own_redis.stop()
         with pytest.raises(StorageError, match="fyp erasure process"):
@@ -194,11 +196,9 @@ def test_the_residency_scan_says_a_served_log_does_not_answer(
 ) -> None:
     from fyp.sovereignty.residency import ResidencyScanner
 
-    d = _small(tmp_path)
-    d.close()
-    with_served_logs(d.config.root, {"us": own_redis.url})
+    _small(tmp_path, own_redis.url).close()
     own_redis.stop()
-    report = ResidencyScanner(d.config.root, scan_backups=False).run()
+    report = ResidencyScanner(tmp_path / "small", scan_backups=False).run()
     assert not report.ok
     [finding] = report.findings
     assert (finding.kind, finding.source, finding.region) == ("unreadable", "served_log", "us")

@@ -28,6 +28,7 @@ older than asked (by more than ``CLOCK_SLACK_MS``, as serving hosts' clocks diff
 from __future__ import annotations
 
 import re
+import threading
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
@@ -121,6 +122,7 @@ class RedisKeys(ServedLogData):
         self._client: redis.Redis | None = None
         self._record: Any = None
         self._read: Any = None
+        self._opening = threading.Lock()  # one client (and its pool) per log
 
     # -- the connection ----------------------------------------------------------
     @property
@@ -128,6 +130,12 @@ class RedisKeys(ServedLogData):
         return redact(self.url)
 
     def _redis(self) -> redis.Redis:
+        if self._client is not None:
+            return self._client
+        with self._opening:
+            return self._open()
+
+    def _open(self) -> redis.Redis:
         if self._client is None:
             try:
                 import redis
