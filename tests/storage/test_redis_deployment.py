@@ -125,7 +125,7 @@ def test_two_api_instances_sharing_one_redis_never_repeat_a_video(
 
 
 def test_erasure_deletes_the_served_log_and_verify_scans_redis(tmp_path: Path) -> None:
-    from fyp.sovereignty.erasure import Eraser
+    from fyp.sovereignty.erasure import Eraser, Receipt, receipt_signature_ok
     from fyp.sovereignty.erasure_verify import verify_erasure
 
     with _small(tmp_path) as d:
@@ -135,6 +135,8 @@ def test_erasure_deletes_the_served_log_and_verify_scans_redis(tmp_path: Path) -
         body = receipt.body()
         assert body["served_log"] == "redis"
         assert body["removed"]["served"] == 3 and body["removed"]["served_log_keys"] == 3
+        again = Receipt.from_dict(receipt.to_dict())  # as `fyp erasure verify --receipt`
+        assert again.served_log == "redis" and receipt_signature_ok(d, again)
         assert _redis(d, "us").keys("*ana*") == []
         report = verify_erasure(d, "ana", receipt)
         assert report.ok, report.to_dict()

@@ -146,7 +146,8 @@ class Receipt:
         }
 
     def to_dict(self) -> dict[str, Any]:
-        return {**self.body(), "signature": self.signature}
+        # served_log always, null when in the store (signed only when set: see body)
+        return {**self.body(), "served_log": self.served_log, "signature": self.signature}
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> Receipt:
