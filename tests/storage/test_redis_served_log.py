@@ -179,3 +179,59 @@ def test_passwords_never_show_and_bad_urls_are_config_errors(store: Store) -> No
         with pytest.raises(ConfigError, match="served_log"):
             served_log_url("us", bad)
     assert served_log_url("eu", "redis://r-{region}:6379/2") == "redis://r-eu:6379/2"
+
+
+# -- configuration: [regions.R] served_log, fyp init --served-log ---------------------------
+def test_served_log_in_fyp_toml(tmp_path: Path) -> None:
+    from fyp.config import CONFIG_FILE, load_config
+
+    def config(body: str) -> None:
+        (tmp_path / CONFIG_FILE).write_text(body, encoding="utf-8")
+
+    config(
+        '[regions.us]\nstore = "sqlite:///us.sqlite"\nserved_log = "redis://r-{region}:6379/1"\n'
+        '[regions.eu]\nstore = "sqlite:///eu.sqlite"\n'
+    )
+    loaded = load_config(tmp_path)
+    assert loaded.region("us").served_log == "redis://r-us:6379/1"
+    assert loaded.region("eu").served_log is None
+    assert "served_log" not in loaded.region("eu").to_dict()  # absent: in the store
+    config(
+        '[regions.us]\nstore = "sqlite:///us.sqlite"\nserved_log = "redis://r:6379/1"\n'
+        '[regions.eu]\nstore = "sqlite:///eu.sqlite"\nserved_log = "redis://r:6379/1"\n'
+    )
+    with pytest.raises(ConfigError, match="served log of its own"):
+        load_config(tmp_path)
+    config('[regions.us]\nstore = "sqlite:///us.sqlite"\nserved_log = "memcached://r"\n')
+    with pytest.raises(ConfigError, match="redis://"):
+        load_config(tmp_path)
+    config('[regions.us]\nstore = "sqlite:///us.sqlite"\nserved_logs = "redis://r"\n')
+    with pytest.raises(ConfigError, match="served_log"):  # a misspelt key names the right one
+        load_config(tmp_path)
+
+
+def test_fyp_init_with_a_served_log_per_region(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from typer.testing import CliRunner
+
+    from fyp.cli.app import app
+    from fyp.config import load_config
+
+    runner = CliRunner()
+    url = "redis://:s3cret@redis-{region}.internal:6379/0"
+    out = runner.invoke(app, ["init", str(tmp_path / "d"), "--served-log", url])
+    assert out.exit_code == 0, out.output
+    assert "served log: redis://:***@redis-us.internal:6379/0" in out.output
+    assert "s3cret" not in out.output
+    config = load_config(tmp_path / "d")
+    assert config.region("eu").served_log == "redis://:s3cret@redis-eu.internal:6379/0"
+    done = subprocess.run(  # the command line's error handling: one line, exit 2
+        [sys.executable, "-m", "fyp", "init", str(tmp_path / "e"), "--served-log", "redis://r"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 2 and "{region}" in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr and not (tmp_path / "e").exists()
