@@ -107,8 +107,10 @@ def test_two_api_instances_sharing_one_redis_never_repeat_a_video(
     token = KeyStore(trained).create("feed", ["feed"], None)[1]
     headers = {"Authorization": f"Bearer {token}"}
     with (
-        TestClient(create_app(Deployment.open(root)), headers=headers) as a,
-        TestClient(create_app(Deployment.open(root)), headers=headers) as b,
+        # given the path, each app opens the deployment and closes it (its background
+        # threads with it) at shutdown
+        TestClient(create_app(root), headers=headers) as a,
+        TestClient(create_app(root), headers=headers) as b,
     ):
         shown: list[str] = []
         cursor = None
