@@ -94,6 +94,9 @@ def test_the_counter_starts_from_the_stores(url: str, store: Store) -> None:
     first = log.record_served("ana", ["new"], t)
     assert first > 3 and log.record_served("ana", ["newer"], t) == first + 1
     assert [p.page_seq for p in log.pages("ana")] == [first, first + 1]
+    # the pages the store holds from before still count, until they age out there
+    assert log.served_since("ana", 0) == ["old0", "old1", "old2", "new", "newer"]
+    assert log.served_since("ana", t - 99) == ["old1", "old2", "new", "newer"]
     log.close()
 
 
@@ -110,6 +113,22 @@ def test_a_server_that_lost_its_data_never_counts_the_same_again(
     version = log.user_version("ana")
     assert version is not None and version[2] == 0  # the store's: nothing Redis holds
     assert log.record_served("ana", ["v2"], now_ms()) > max(seen)
+    log.close()
+
+
+def test_a_counter_below_the_stores_is_numbered_again_above_it(url: str, store: Store) -> None:
+    """A counter Redis held from before the store counted on (the served log moved to
+    the store and back): the page is numbered above the store's counter."""
+    import redis
+
+    redis.Redis.from_url(url).set("fyp:served:us:{ana}:n", 2)
+    for k in range(5):
+        store.record_served("ana", [f"old{k}"], now_ms())
+    log = opened(url, store)
+    assert log.user_version("ana") == store.user_version("ana")  # 5, not 2
+    assert log.record_served("ana", ["new"], now_ms()) == 6
+    assert [p.page_seq for p in log.pages("ana")] == [6]
+    assert log.keys_naming("ana") == ["fyp:served:us:{ana}:n", "fyp:served:us:{ana}:p:6"]
     log.close()
 
 

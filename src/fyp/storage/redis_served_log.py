@@ -15,11 +15,12 @@ hash tag: all of a user's keys share a slot; tested on a standalone server):
 A page is one script run (``EVALSHA``): the counter goes up by one and the page is
 written with it, atomically, so two processes serving one user never share a number and
 each sees the other's page at once. The counter starts above the store's (a region whose
-served log moves from the store to Redis does not count again from 0). A user must be in
-the region's store: checked before the page is written, and again after it — an erasure
-deletes the user from the store first and their keys second, so a page written between
-the two checks is either deleted by the erasure or by the recording process itself,
-never left behind.
+served log moves from the store to Redis does not count again from 0), and the pages the
+store still holds from before count as served until they age out there. A user must be
+in the region's store: looked up right after the page is written — an erasure deletes
+the user from the store first and their keys second, so a page written before that
+lookup sees the user gone is deleted by the erasure, and one that sees it gone is
+deleted by the recording process itself: never left behind.
 
 Reading a user's pages walks back from the counter until a page is missing (expired) or
 older than asked (by more than ``CLOCK_SLACK_MS``, as serving hosts' clocks differ).
@@ -256,22 +257,36 @@ class RedisServedLog(RedisKeys, ExternalServedLog):
         return marker if counter is None else (*marker[:2], max(counter, marker[2]))
 
     def record_served(self, user_id: str, video_ids: Sequence[str], ts_ms: int) -> int:
-        before = self.store.user_version(user_id)
-        if before is None:
-            raise UnknownUser(f"no user {user_id!r} in region {self.region!r}")
+        """The page is written, then the user is looked up in the store (one read, not
+        two: nothing of a user who is not there stays, see the module's docstring). A
+        number not above the store's counter (a counter Redis held from before the
+        store's last pages, or a clock behind) is taken back and the page numbered again."""
         prefix = user_prefix(self.region, user_id)
         ids = to_json(list(dict.fromkeys(video_ids))).decode()
-        args = [prefix + "p:", before[2], ts_ms, ids, ts_ms + self.window_ms]
-        counter = int(self._script("_record", [prefix + "n"], args))
-        if self.store.user_version(user_id) is None:  # erased meanwhile: leave nothing
-            self._call(self._redis().delete, prefix + "n", f"{prefix}p:{counter}")
-            raise UnknownUser(f"no user {user_id!r} in region {self.region!r}")
-        return counter
+        floor = 0
+        for _ in range(2):
+            args = [prefix + "p:", floor, ts_ms, ids, ts_ms + self.window_ms]
+            counter = int(self._script("_record", [prefix + "n"], args))
+            page = f"{prefix}p:{counter}"
+            after = self.store.user_version(user_id)
+            if after is None:  # not (or no longer) in the store: leave nothing
+                self._call(self._redis().delete, prefix + "n", page)
+                raise UnknownUser(f"no user {user_id!r} in region {self.region!r}")
+            if counter > after[2]:
+                return counter
+            self._call(self._redis().delete, page)
+            floor = after[2]
+        raise StorageError(  # pragma: no cover - the second number is above the floor
+            f"region {self.region!r}: could not number a served page of {user_id!r}"
+        )
 
     def served_since(self, user_id: str, since_ms: int) -> list[str]:
+        """Pages in Redis and, first, any the store still holds from before the served
+        log moved here (they age out of the store as before)."""
         pages = self._pages(user_id, since_ms - CLOCK_SLACK_MS)
         recent = (p.video_ids for p in pages if p.served_at_ms >= since_ms)
-        return list(dict.fromkeys(v for ids in recent for v in ids))
+        stored = self.store.served_since(user_id, since_ms)
+        return list(dict.fromkeys([*stored, *(v for ids in recent for v in ids)]))
 
     def forget_served_before(self, before_ms: int) -> int:
         """Pages expire by themselves (``PXAT``); this deletes those served before
