@@ -276,6 +276,10 @@ def test_feeds_are_503_while_the_served_log_is_down(
 
     root = trained.config.root
     token = KeyStore(trained).create("feed", ["feed"], None)[1]
+    admin = {
+        "Authorization": f"Bearer {KeyStore(trained).create('ops', ['admin'], None)[1]}",
+        "X-Fyp-Reason": "test",
+    }
     trained.close()
     with_served_logs(root, {"us": own_redis.url})
     headers = {"Authorization": f"Bearer {token}"}
@@ -294,6 +298,11 @@ def test_feeds_are_503_while_the_served_log_is_down(
             "the served log of region 'us' is unavailable"
         ]
         assert ready.json()["regions"]["eu"]["ready"]
+        # the export and the erasure fail as clearly, before any output or receipt
+        r = client.get("/v1/users/u4/export", headers=admin)
+        assert r.status_code == 503 and r.json()["error"]["code"] == "storage_error"
+        r = client.delete("/v1/users/u6", headers=admin)
+        assert r.status_code == 503 and "fyp erasure process" in r.json()["error"]["message"]
         own_redis.start()
         assert client.get("/v1/users/u4/feed?n=3").status_code == 200
         assert client.get("/readyz").status_code == 200

@@ -63,7 +63,9 @@ class UserExport:
         self.region = deployment.home_region(user_id)  # UnknownUser before any output
         # pages served a few milliseconds ago may still be buffered (fyp.storage.served_log)
         deployment.store(self.region).flush_served()
-        self._served: list[dict[str, Any]] | None = None
+        # a served log on Redis is read now: a server that does not answer is a 503
+        # before any output, not a document cut short
+        self._served = served_data.export_rows(deployment, self.region, user_id)
 
     @property
     def home(self) -> SQLStore:
@@ -182,9 +184,7 @@ class UserExport:
 
     def served_log(self) -> list[dict[str, Any]]:
         """The pages the home region's served log holds outside the store (Redis), a row
-        per video like the store's ``served`` view (read once per export)."""
-        if self._served is None:
-            self._served = served_data.export_rows(self.deployment, self.region, self.user_id)
+        per video like the store's ``served`` view."""
         return self._served
 
     def labels(self) -> list[dict[str, Any]]:
