@@ -2,6 +2,7 @@
 
     python -m benchmarks.bench_feed [--data ../shared/data] [--seconds 10] [--repeats 3]
         [--store 'postgresql://…?schema=bench_{region}']
+        [--served-log redis://127.0.0.1:PORT/1 redis://127.0.0.1:PORT/2]
 
 Builds a two-region deployment (us, eu) with all of KuaiRec-EAR imported; each repeat
 times ``fyp train`` for all regions (which also ranks every user's next 50 videos
@@ -55,11 +56,22 @@ def main() -> None:
         help="store URL with {region} (e.g. postgresql://fyp@127.0.0.1/fyp?schema=bench_{region};"
         " its schemas must not exist yet); default: a SQLite file per region",
     )
+    parser.add_argument(
+        "--served-log",
+        nargs="+",
+        default=None,
+        help="each region's served log on Redis, us then eu (one URL with {region} for both);"
+        " its databases should be empty; default: in the store",
+    )
     args = parser.parse_args()
-    results: dict[str, Any] = {"machine": machine(), "store": args.store or "sqlite"}
+    results: dict[str, Any] = {
+        "machine": machine(),
+        "store": args.store or "sqlite",
+        "served_log": "redis" if args.served_log else "store",
+    }
     with tempfile.TemporaryDirectory(prefix="fyp-bench-feed-") as tmp:
         directory = Path(tmp) / "dep"
-        with kuairec_deployment(directory, args.data, args.store) as d:
+        with kuairec_deployment(directory, args.data, args.store, args.served_log) as d:
             key = KeyStore(d).create("bench-feed", ["feed"])[1]  # the app backend's key
             # an app backend that also forwards its users' events
             app_key = KeyStore(d).create("bench-app", ["feed", "ingest"])[1]

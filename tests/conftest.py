@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from fyp.regions.deployment import Deployment
+from redis_server import own_redis, redis_urls  # noqa: F401 - fixtures for every test
 
 warnings.filterwarnings("ignore", message=".*httpx2.*")
 

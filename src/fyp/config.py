@@ -9,6 +9,7 @@ moved or carved out as a whole.
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import math
 import re
@@ -17,6 +18,7 @@ from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import tomli_w
 
@@ -265,7 +267,7 @@ class FeedConfig:
         return cls(seen_window_days=days, **sizes)
 
 
-REGION_KEYS = ("store", "backup_targets", "policy")
+REGION_KEYS = ("store", "backup_targets", "served_log", "policy")
 
 
 @dataclass(frozen=True)
@@ -274,13 +276,13 @@ class RegionConfig:
     store: str
     backup_targets: tuple[str, ...] = ()
     policy: dict[str, Any] = field(default_factory=dict)
+    served_log: str | None = None  # None: the served log is in the store
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "store": self.store,
-            "backup_targets": list(self.backup_targets),
-            "policy": self.policy,
-        }
+        out: dict[str, Any] = {"store": self.store, "backup_targets": list(self.backup_targets)}
+        if self.served_log is not None:
+            out["served_log"] = self.served_log
+        return {**out, "policy": self.policy}
 
 
 @dataclass(frozen=True)
@@ -405,6 +407,63 @@ def check_backup_targets(root: Path, regions: dict[str, RegionConfig]) -> None:
             seen.append((name, url, path))
 
 
+def served_log_url(name: str, raw: Any) -> str | None:
+    """A region's ``served_log`` URL (``{region}`` in it names the region), or None."""
+    if raw is None:
+        return None
+    if not isinstance(raw, str) or not raw.lower().startswith(("redis://", "rediss://")):
+        raise ConfigError(
+            f"[regions.{name}] served_log must be a redis:// or rediss:// URL, got {raw!r} "
+            "(leave it out to keep the served log in the region's store)",
+            region=name,
+        )
+    url = raw.replace("{region}", name)
+    parts = urlsplit(url)
+    try:
+        parts.port  # noqa: B018 - raises on a port that is not a number
+        db_ok = parts.path in {"", "/"} or parts.path[1:].isdigit()
+    except ValueError:
+        db_ok = False
+    if not parts.hostname or not db_ok:
+        raise ConfigError(
+            f"[regions.{name}] served_log needs a host, a numeric port and at most a database "
+            f"number: redis://HOST[:PORT][/DB] (got {parts.scheme}://{parts.hostname or ''}…)",
+            region=name,
+        )
+    return url
+
+
+def check_served_logs(regions: dict[str, RegionConfig]) -> None:
+    """A served log server (database) belongs to one region, like its store."""
+    owners: dict[str, str] = {}
+    for name, region in regions.items():
+        if region.served_log is None:
+            continue
+        other = owners.setdefault(region.served_log, name)
+        if other != name:
+            raise ConfigError(
+                f"served_log of region {name!r} is the one of region {other!r}: every "
+                "region needs a served log of its own (another server or database number)",
+                region=name,
+                other_region=other,
+            )
+
+
+def with_served_logs(config: DeploymentConfig, urls: dict[str, str]) -> DeploymentConfig:
+    """``config`` with the regions of ``urls`` keeping their served log there (checked as
+    when ``fyp.toml`` is loaded); write it with :func:`write_config`."""
+    regions = {
+        name: (
+            cell
+            if name not in urls
+            else dataclasses.replace(cell, served_log=served_log_url(name, urls[name]))
+        )
+        for name, cell in config.regions.items()
+    }
+    check_served_logs(regions)
+    return dataclasses.replace(config, regions=regions)
+
+
 def parse_config(root: Path, raw: dict[str, Any]) -> DeploymentConfig:
     regions_raw = raw.get("regions")
     if not isinstance(regions_raw, dict) or not regions_raw:
@@ -425,9 +484,14 @@ def parse_config(root: Path, raw: dict[str, Any]) -> DeploymentConfig:
 
         parse_policy(name, policy)  # a misspelt policy key stops every command, not only moderation
         regions[name] = RegionConfig(
-            name=name, store=str(body["store"]), backup_targets=tuple(targets), policy=policy
+            name=name,
+            store=str(body["store"]),
+            backup_targets=tuple(targets),
+            policy=policy,
+            served_log=served_log_url(name, body.get("served_log")),
         )
     check_backup_targets(root, regions)
+    check_served_logs(regions)
     deployment = raw.get("deployment", {})
     limits = raw.get("limits", {})
     ranking = raw.get("ranking", {})

@@ -532,7 +532,7 @@ def test_videos_served_by_another_process_count_in_the_next_feed(trained: Deploy
     same_page = encode_cursor(1, 3)
     upcoming = [i.video_id for i in service.feed("u4", n=5, cursor=same_page, record=False).items]
     with Deployment.open(trained.config.root) as other:  # another worker shows two of them
-        other.store(other.home_region("u4")).record_served(
+        other.served_log(other.home_region("u4")).record_served(
             "u4", upcoming[:2], time.time_ns() // 1_000_000
         )
     shown = [i.video_id for i in service.feed("u4", n=5, cursor=same_page).items]

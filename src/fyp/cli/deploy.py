@@ -46,18 +46,28 @@ def register(app: typer.Typer) -> None:
             help="Store URL with {region} in it, e.g. "
             "postgresql://fyp@db/fyp?schema=fyp_{region} (default: a SQLite file per region).",
         ),
+        served_log: str | None = typer.Option(
+            None,
+            "--served-log",
+            help="Redis URL with {region} in it for each region's served log, e.g. "
+            "redis://redis-{region}.internal:6379/0 (default: in the region's store).",
+        ),
     ) -> None:
         """Create a deployment: fyp.toml, one store per region, an admin key."""
         from fyp.access.keys import ensure_admin_key
         from fyp.regions.deployment import Deployment
+        from fyp.storage.redis_served_log import redact
 
-        with Deployment.init(directory, region_list(regions), name, store) as d:
+        with Deployment.init(directory, region_list(regions), name, store, served_log) as d:
             key_file, _ = ensure_admin_key(d)
             console.print(
                 f"created deployment [bold]{escape(d.config.name)}[/] in {escape(str(directory))}"
             )
             for r in d.regions:
                 console.print(f"  region {r}: {d.config.resolve_url(d.config.region(r).store)}")
+                log = d.config.region(r).served_log
+                if log is not None:
+                    console.print(f"    served log: {redact(log)}", markup=False)
             console.print(
                 f"  admin key (every region, mode 0600): {key_file}\n"
                 f'  send it as: -H "Authorization: Bearer $(cat {key_file})"',

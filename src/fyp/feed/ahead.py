@@ -8,7 +8,8 @@ with the new model, ``rank_region``), and the serving process itself, which rank
 next pages (``AheadCache``). What was served from an order is tracked from the served
 counter it was ranked at and kept in step with what this process records; when the
 counter says another process served the user meanwhile (``Store.user_version``), what
-was served since the order was ranked is read from the store once (a handful of rows).
+was served since the order was ranked is read from the served log once (a handful of
+pages).
 """
 
 from __future__ import annotations
@@ -166,10 +167,11 @@ def rank_region(
     model = RegionModel.from_arrays(manifest, arrays)
     service = FeedService(deployment, cache_users=0)
     store: Store = deployment.store(region)
+    served_log = deployment.served_log(region)
     orders: dict[str, RankedAhead] = {}
     for n, user in enumerate(store.iter_users()):
         ranked_at = time.time_ns() // 1_000_000
-        marker = store.user_version(user.user_id)
+        marker = served_log.user_version(user.user_id)
         if marker is None:
             continue
         state = service.state(user.user_id, model)

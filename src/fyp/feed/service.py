@@ -37,6 +37,7 @@ from fyp.models.region_model import RegionModel
 from fyp.moderation.snapshot import snapshot_for
 from fyp.regions.deployment import Deployment
 from fyp.storage.base import Store
+from fyp.storage.served_logs import ServedLog
 
 RECENT_EVENTS = 300
 MAX_PAGE = 100
@@ -277,14 +278,15 @@ class FeedService:
         exact, whichever process wrote: the profile, the latest event and the served log
         are all part of the marker."""
         region = self.deployment.home_region(user_id)
-        store = self.deployment.store(region)
-        return self._state(user_id, region, store, model, store.user_version(user_id))
+        store, served = self.deployment.store(region), self.deployment.served_log(region)
+        return self._state(user_id, region, store, served, model, served.user_version(user_id))
 
     def _state(
         self,
         user_id: str,
         region: str,
         store: Store,
+        served_log: ServedLog,
         model: RegionModel,
         marker: tuple[int, ...] | None,
         used_up: RankedAhead | None = None,
@@ -316,7 +318,7 @@ class FeedService:
         events = store.user_events(user_id, RECENT_EVENTS)
         if served is None:
             since = time.time_ns() // 1_000_000 - self.seen_window_ms
-            served = store.served_since(user_id, since)
+            served = served_log.served_since(user_id, since)
         outside = {
             e.video_id: None
             for e in events
@@ -375,17 +377,18 @@ class FeedService:
         region = self.deployment.home_region(user_id)
         model = self.model(region)
         store = self.deployment.store(region)
-        marker = store.user_version(user_id)
+        served_log = self.deployment.served_log(region)  # the store's own, or Redis
+        marker = served_log.user_version(user_id)
         use_orders = universe is None and not debug and self.ahead_length > n and marker is not None
         fresh: RankedAhead | None = None
         rows: list[int] = []
         if use_orders and marker is not None:
-            fresh, rows = self._from_order(user_id, model, store, marker, n)
+            fresh, rows = self._from_order(user_id, model, served_log, marker, n)
         removed, state = RemovedLog(), None
         if fresh is not None and len(rows) >= n:
             order = fresh
         else:
-            state = self._state(user_id, region, store, model, marker, fresh)
+            state = self._state(user_id, region, store, served_log, model, marker, fresh)
             rng = np.random.default_rng([session, page_no, len(state.seen)])
             # a fresh order used up: the user pages on without events, so rank further
             ranked = self._rank(model, state, rng, n, universe, use_orders, fresh is not None)
@@ -398,7 +401,7 @@ class FeedService:
         want = n + max(2, n // 4)  # the final checks' batch: the page and its spares
         page, rows = self._final_page(model, store, viewer, order, rows, n, want, removed)
         if record and page:
-            self._record(user_id, store, marker, order if use_orders else None, page, rows)
+            self._record(user_id, served_log, marker, order if use_orders else None, page, rows)
         return FeedPage(
             user_id=user_id,
             region=region,
@@ -409,7 +412,12 @@ class FeedService:
         )
 
     def _from_order(
-        self, user_id: str, model: RegionModel, store: Store, marker: tuple[int, ...], n: int
+        self,
+        user_id: str,
+        model: RegionModel,
+        served_log: ServedLog,
+        marker: tuple[int, ...],
+        n: int,
     ) -> tuple[RankedAhead | None, list[int]]:
         """The user's fresh order and its positions not served since (the caller ranks
         again when there is no fresh order or fewer than ``n`` are left in it)."""
@@ -417,7 +425,7 @@ class FeedService:
         if order is None:
             return None, []
         served = self._ahead.served_since(
-            user_id, model, order, marker[2], lambda ms: store.served_since(user_id, ms)
+            user_id, model, order, marker[2], lambda ms: served_log.served_since(user_id, ms)
         )
         return order, next_rows(served, len(order.items))
 
@@ -445,7 +453,7 @@ class FeedService:
     def _record(
         self,
         user_id: str,
-        store: Store,
+        served_log: ServedLog,
         marker: tuple[int, ...] | None,
         order: RankedAhead | None,
         page: list[FeedItem],
@@ -455,7 +463,7 @@ class FeedService:
         in step with it."""
         shown = [p.video_id for p in page]
         now = time.time_ns() // 1_000_000
-        counter = store.record_served(user_id, shown, now)
+        counter = served_log.record_served(user_id, shown, now)
         if marker is None:
             return
         # profile and events as read at the start: if another process changed them

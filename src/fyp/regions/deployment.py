@@ -23,11 +23,13 @@ from fyp.config import (
     default_region,
     load_config,
     new_config,
+    with_served_logs,
     write_config,
 )
 from fyp.errors import AlreadyExists, ConfigError, InvalidRequest, StorageError, UnknownUser
 from fyp.sovereignty.staging import PENDING_RESTORE
 from fyp.storage import Store, open_store
+from fyp.storage.served_logs import ServedLog, open_served_log
 
 _ROUTE_CACHE_MAX = 2_000_000
 
@@ -45,6 +47,7 @@ class Deployment:
         data with erased users in it is never served (:mod:`fyp.sovereignty.restore`)."""
         self.config = config
         self.stores: dict[str, Store] = {}
+        self.served_logs: dict[str, ServedLog] = {}
         self._routes: dict[str, str] = {}
         self._routes_lock = threading.Lock()
         pending = finish_restores and any(
@@ -58,6 +61,9 @@ class Deployment:
             for name, region in config.regions.items():
                 url = config.resolve_url(region.store)
                 self.stores[name] = open_store(url, name, create=create)
+                self.served_logs[name] = open_served_log(
+                    region.served_log, name, self.stores[name], config.feed.seen_window_ms
+                )
             if pending:
                 restore.finish_pending_restores(self)
         except BaseException:
@@ -75,29 +81,33 @@ class Deployment:
         regions: list[str],
         name: str | None = None,
         store: str | None = None,
+        served_log: str | None = None,
     ) -> Deployment:
         """Create a new deployment directory with one store per region: embedded SQLite
         files, or ``store``, a URL with ``{region}`` in it (say
-        ``postgresql://fyp@db/fyp?schema=fyp_{region}``) naming each region's own."""
+        ``postgresql://fyp@db/fyp?schema=fyp_{region}``) naming each region's own.
+        ``served_log``: likewise a Redis URL per region for the served log (default: in
+        the store)."""
         root = Path(root)
-        if store is not None and "{region}" not in store:
-            raise InvalidRequest(
-                "--store needs {region} in the URL: every region has a store of its own",
-                store=store,
-            )
+        for option, url in (("--store", store), ("--served-log", served_log)):
+            if url is not None and "{region}" not in url:
+                raise InvalidRequest(
+                    f"{option} needs {{region}} in the URL: every region has its own",
+                    url=url,
+                )
         if (root / "fyp.toml").exists():
             raise AlreadyExists(f"{root} already holds a deployment (fyp.toml exists)")
         if root.exists() and not root.is_dir():
             raise InvalidRequest(f"{root} is a file, not a directory", path=str(root))
         config = new_config(root, regions, name)
         if store is not None:
-            config = dataclasses.replace(
-                config,
-                regions={
-                    r: dataclasses.replace(cell, store=store.replace("{region}", r))
-                    for r, cell in config.regions.items()
-                },
-            )
+            cells = {
+                r: dataclasses.replace(cell, store=store.replace("{region}", r))
+                for r, cell in config.regions.items()
+            }
+            config = dataclasses.replace(config, regions=cells)
+        if served_log is not None:
+            config = with_served_logs(config, dict.fromkeys(config.regions, served_log))
         try:
             write_config(config)
             for r in regions:
@@ -109,6 +119,9 @@ class Deployment:
         return cls(config, create=True)
 
     def close(self) -> None:
+        for log in self.served_logs.values():
+            log.close()
+        self.served_logs = {}
         for store in self.stores.values():
             store.close()
         self.stores = {}
@@ -134,6 +147,12 @@ class Deployment:
             return self.stores[region]
         except KeyError:
             raise ConfigError(f"store of region {region!r} is not open") from None
+
+    def served_log(self, region: str) -> ServedLog:
+        """Where the region's feed records what it showed (``[regions.R] served_log``:
+        the region's store by default, or a Redis server of its own)."""
+        self.store(region)  # an undeclared or closed region says so
+        return self.served_logs[region]
 
     # -- routing ----------------------------------------------------------------
     def locate_users(self, user_ids: Iterable[str]) -> dict[str, str]:

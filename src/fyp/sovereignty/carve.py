@@ -45,6 +45,7 @@ from fyp.sovereignty.region_data import (
     store_file,
 )
 from fyp.sovereignty.region_keys import secrets_dir
+from fyp.sovereignty.served_data import carve_into
 from fyp.sovereignty.staging import refuse_while_restoring
 from fyp.storage.postgres_dialect import redact
 
@@ -137,6 +138,7 @@ class Carver:
                 report.backups = self._copy_backups(carved, report.notes)
             if target is not None:
                 self._load_into_server(carved)
+            report.notes += carve_into(self.config, self.region, carved)  # Redis -> store
             if self.out.exists():
                 self.out.rmdir()  # empty, checked above
             os.replace(tmp, self.out)

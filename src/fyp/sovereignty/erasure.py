@@ -5,7 +5,8 @@
 
 1. records the erasure in the home region's ledger (fsync'd; it names the user by
    pseudonym and survives restores),
-2. deletes the profile, events, labels and served log in the home store, withdraws the
+2. deletes the profile, events, labels and served log in the home store (and the served
+   log's keys on Redis, when the region keeps it there), withdraws the
    user's uploads from every region's catalogue, and replaces the user's id wherever a
    row must stay (a review job they appealed) — with SQLite's ``secure_delete`` on and
    the WAL truncated afterwards, so deleted bytes do not linger in the files,
@@ -38,7 +39,7 @@ from typing import Any
 import numpy as np
 
 from fyp.audit.log import AuditLog, canonical_json, sql_store
-from fyp.errors import ConfigError, UnknownUser
+from fyp.errors import ConfigError, StorageError, UnknownUser
 from fyp.models.artifacts import (
     Manifest,
     current_version,
@@ -51,6 +52,7 @@ from fyp.models.artifacts import (
     write_artifact,
 )
 from fyp.regions.deployment import Deployment
+from fyp.sovereignty import served_data
 from fyp.sovereignty.ledger import ErasureLedger, user_pseudonym
 from fyp.sovereignty.region_keys import region_secret
 from fyp.sovereignty.remnants import (
@@ -62,6 +64,7 @@ from fyp.sovereignty.remnants import (
     scrub_store,
     without_user,
 )
+from fyp.storage.served_logs import ExternalServedLog
 
 EraseHook = Callable[[str, str], None]
 """Called as ``hook(region, user_id)`` after a user is erased (drop in-process caches)."""
@@ -120,6 +123,7 @@ class Receipt:
     retrain_deadline_ms: int | None
     reapplied: bool = False
     signature: str = ""
+    served_log: str | None = None  # the backend of the served log erased beside the store
 
     def body(self) -> dict[str, Any]:
         """Everything the signature covers."""
@@ -137,10 +141,13 @@ class Receipt:
                 iso(self.retrain_deadline_ms) if self.retrain_deadline_ms is not None else None
             ),
             "reapplied": self.reapplied,
+            # only when the served log is on a server of its own (older receipts have none)
+            **({"served_log": self.served_log} if self.served_log else {}),
         }
 
     def to_dict(self) -> dict[str, Any]:
-        return {**self.body(), "signature": self.signature}
+        # served_log always, null when in the store (signed only when set: see body)
+        return {**self.body(), "served_log": self.served_log, "signature": self.signature}
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> Receipt:
@@ -157,6 +164,7 @@ class Receipt:
             ),
             reapplied=bool(raw.get("reapplied", False)),
             signature=str(raw.get("signature", "")),
+            served_log=None if raw.get("served_log") is None else str(raw["served_log"]),
         )
 
 
@@ -260,6 +268,10 @@ class Eraser:
                 {"receipt_id": receipt_id},
                 now_ms() if reapplied else t,
             )
+        # after the store: a page recorded meanwhile is deleted here or by its recorder
+        videos, keys, unreachable = served_data.erase_everywhere(d, user_id)
+        out.add("served", videos)
+        out.add("served_log_keys", keys)
         for r in d.regions:
             if r != region:
                 store = d.store(r)
@@ -275,6 +287,14 @@ class Eraser:
         d.forget_route(user_id)
         for hook in [*_HOOKS, *self.hooks]:
             hook(region, user_id)
+        if unreachable is not None:  # everything else is erased; the ledger holds the rest
+            raise StorageError(
+                f"user erased from every store, model and file, but not yet from a served "
+                f"log: {unreachable.message}. The erasure is recorded: run `fyp erasure "
+                "process` once the server answers",
+                region=region,
+            )
+        home_log = d.served_log(region)
         receipt = Receipt(
             receipt_id=receipt_id,
             pseudonym=pseudonym,
@@ -285,6 +305,7 @@ class Eraser:
             retrain_required=out.retrain_required,
             retrain_deadline_ms=t + self.retrain_within_ms if out.retrain_required else None,
             reapplied=reapplied,
+            served_log=home_log.kind if isinstance(home_log, ExternalServedLog) else None,
         )
         return sign_receipt(d, receipt)
 
@@ -380,6 +401,7 @@ def reapply_erasures(deployment: Deployment, region: str) -> list[str]:
             named.update(values)
     for path in region_files(deployment.config.region_dir(region)):
         named |= file_user_ids(path)
+    named |= served_data.named_users(deployment, region)  # a served log on Redis
     eraser = Eraser(deployment)
     done: list[str] = []
     for home in deployment.regions:

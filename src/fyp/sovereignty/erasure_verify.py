@@ -19,6 +19,8 @@ Checked in every region, not only the one the user was homed in:
   (WAL included) whose bytes hold the id. Nothing removes them but the operator, so a
   quarantined store keeps every erasure verified after it at ``remnants`` until it is
   deleted: it must not outlive its use;
+- every region's served log kept on a server of its own (Redis): any key naming the
+  user, and a server that cannot be scanned (a ``served_log`` remnant either way);
 - the retrain that removes the user's share of aggregates: while a receipt is still
   pending in some artifact, the result is *pending* (exit 1) with its deadline.
 
@@ -33,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from fyp.regions.deployment import Deployment
+from fyp.sovereignty import served_data
 from fyp.sovereignty.erasure import Receipt, iso, now_ms, receipt_signature_ok
 from fyp.sovereignty.erasure_process import pending_retrains
 from fyp.sovereignty.ledger import ErasureLedger, user_pseudonym
@@ -55,7 +58,8 @@ SCAN_CHUNK = 1 << 22
 @dataclass(frozen=True)
 class Remnant:
     region: str
-    kind: str  # store | store_bytes | artifact | file | copy (| copy_bytes) | quarantine
+    # store | store_bytes | artifact | file | copy (| copy_bytes) | quarantine | served_log
+    kind: str
     where: str
     count: int
 
@@ -239,6 +243,8 @@ def verify_erasure(
         for rid, deadline in pending_retrains(region_dir).items():
             if rid in receipts:
                 report.pending[rid] = deadline
+    for region, where, keys in served_data.remnants(deployment, user_id):
+        report.remnants.append(Remnant(region, "served_log", where, keys))
     if receipt is not None:
         report.receipt = check_receipt(deployment, user_id, receipt)
     if (config.root / "backups").is_dir():

@@ -20,6 +20,7 @@ import numpy as np
 from fyp.audit.log import SQLStore, sql_store
 from fyp.models.artifacts import ARRAYS, current_version, models_dir, read_manifest
 from fyp.regions.deployment import Deployment
+from fyp.sovereignty import served_data
 from fyp.sovereignty.erasure import iso, now_ms
 
 PAGE = 2000
@@ -62,6 +63,9 @@ class UserExport:
         self.region = deployment.home_region(user_id)  # UnknownUser before any output
         # pages served a few milliseconds ago may still be buffered (fyp.storage.served_log)
         deployment.store(self.region).flush_served()
+        # a served log on Redis is read now: a server that does not answer is a 503
+        # before any output, not a document cut short
+        self._served = served_data.export_rows(deployment, self.region, user_id)
 
     @property
     def home(self) -> SQLStore:
@@ -73,6 +77,7 @@ class UserExport:
             t: int(sql.query(f"SELECT COUNT(*) FROM {t} WHERE user_id=?", (uid,))[0][0])
             for t in ("events", "served")
         }
+        n["served"] += len(self.served_log())
         n["labels"] = len(self.labels())
         return {
             "profile": 1,
@@ -167,12 +172,20 @@ class UserExport:
         yield "]"
         for name, rows in (
             ("labels", self.labels()),
-            ("served", _rows(self.home, "served", "user_id=?", (self.user_id,))),
+            (
+                "served",
+                _rows(self.home, "served", "user_id=?", (self.user_id,)) + self.served_log(),
+            ),
             ("videos", self.videos()),
             ("appeals", self.appeals()),
         ):
             yield f', "{name}": ' + json.dumps(rows, ensure_ascii=False)
         yield ', "model": ' + json.dumps(self.model(), ensure_ascii=False) + "}"
+
+    def served_log(self) -> list[dict[str, Any]]:
+        """The pages the home region's served log holds outside the store (Redis), a row
+        per video like the store's ``served`` view."""
+        return self._served
 
     def labels(self) -> list[dict[str, Any]]:
         """One entry per held-out label (the store keeps them as a set per user)."""

@@ -11,6 +11,9 @@ name against where users actually live (each region's ``users`` table):
   (``users.attributes`` holds what the app sends: ``{"invited_by": ...}``); columns
   named ``subject`` are matched against the keyed pseudonyms (``user_pseudonym``) of
   other regions' users, as the audit log names users that way;
+- **served log**: when the region keeps it on a Redis server of its own
+  (``served_log``), the user every key names (``fyp:served:<region>:{<user>}:…``); a
+  server that does not answer is ``unreadable``;
 - **artifacts**: every string array of every model version whose name mentions users;
 - **backups**: every backup in R's targets, decrypted with R's key and scanned the same
   way (one that does not open with R's key is itself a finding);
@@ -64,6 +67,8 @@ from fyp.sovereignty.residency_readers import (
     sqlite_names,
     store_region,
 )
+from fyp.sovereignty.served_data import SOURCE as SERVED_SOURCE
+from fyp.sovereignty.served_data import open_data, residency_names
 from fyp.sovereignty.staging import Staging, is_live
 from fyp.storage import Store, open_store
 from fyp.storage.postgres_dialect import redact
@@ -81,7 +86,7 @@ class Finding:
     # several_homes (a user in the users table of more than one region) |
     # unreadable_backup | wrong_region_store
     kind: str
-    source: str  # store | artifact | backup | file | quarantine
+    source: str  # store | served_log | artifact | backup | file | quarantine
     location: str
     user_id: str
     home_region: str | None
@@ -349,12 +354,24 @@ class ResidencyScanner:
         if owner != region:
             found.append(Finding(region, "wrong_region_store", "store", where, "-", owner, 1))
         found += self.classify(region, "store", "", names, scan)
+        found += self._scan_served_log(region, scan)
         region_dir = cfg.region_dir(region)
         found += self._scan_artifacts(region, region_dir, "", scan)
         found += self._scan_files(region, region_dir, live_files, "", scan)
         if self.scan_backups:
             found += self._scan_backups(scan)
         return found
+
+    def _scan_served_log(self, region: str, scan: RegionScan) -> list[Finding]:
+        """The region's served log on a server of its own (Redis): every key's user."""
+        log = open_data(self.config, region)
+        if log is None:
+            return []
+        try:
+            scan.scanned["served_log_servers"] = 1
+            return self.classify(region, SERVED_SOURCE, "", residency_names(log), scan)
+        finally:
+            log.close()
 
     def _scan_artifacts(
         self, region: str, region_dir: Path, prefix: str, scan: RegionScan, source: str = "artifact"

@@ -43,6 +43,7 @@ class Reapplied:
     remoderated: int = 0
     held: int = 0  # pending again: nothing confirms their verdict
     replaced: dict[str, Any] | None = None  # a damaged replaced store (as the entry says)
+    served_keys_dropped: int = 0  # served log keys (Redis) of users the backup lacks
 
 
 def reapply(deployment: Deployment, region: str, pending: Pending, late: bool = False) -> Reapplied:
@@ -52,6 +53,7 @@ def reapply(deployment: Deployment, region: str, pending: Pending, late: bool = 
     from fyp.audit.log import AuditLog
     from fyp.moderation.restored import reapply_moderation
     from fyp.sovereignty.erasure import reapply_erasures
+    from fyp.sovereignty.served_data import drop_absent_users
 
     store = deployment.store(region)
     log = AuditLog(store)
@@ -60,6 +62,9 @@ def reapply(deployment: Deployment, region: str, pending: Pending, late: bool = 
     done = Reapplied(found, carried=None if records is None else len(records))
     # (erasures first: decisions about the videos they delete have nothing to act on)
     done.reerased = reapply_erasures(deployment, region)
+    # a served log outside the store (Redis) is not in backups: keys of users the
+    # restored store does not hold go (fyp.sovereignty.served_data)
+    done.served_keys_dropped = drop_absent_users(deployment, region)
     region_dir = deployment.config.region_dir(region)
     revoked = reapply_revocations(store, region_dir)
     with store.transaction():

@@ -17,6 +17,7 @@ from fyp.feed.service import unavailable
 from fyp.serving.dependencies import AppState
 from fyp.serving.metrics import CONTENT_TYPE
 from fyp.serving.openapi import answers
+from fyp.storage.served_logs import ExternalServedLog
 
 router = APIRouter(tags=["ops"])
 log = logging.getLogger("fyp.serving")
@@ -43,8 +44,9 @@ class Readiness(BaseModel):
     responses={503: {"model": Readiness, "description": "Some region cannot serve."}},
 )
 async def readyz(request: Request) -> JSONResponse:
-    """Readiness: 200 when every region's store answers and its live model is loaded,
-    else 503 with what is wrong per region. No API key needed (like ``/healthz``)."""
+    """Readiness: 200 when every region's store (and served log, when it is on a server
+    of its own) answers and its live model is loaded, else 503 with what is wrong per
+    region. No API key needed (like ``/healthz``)."""
     s: AppState = request.app.state.fyp
     regions = {r: _region(s, r) for r in s.deployment.regions}
     ready = all(r.ready for r in regions.values())
@@ -61,6 +63,13 @@ def _region(s: AppState, region: str) -> RegionReadiness:
         log.error("readiness: the store of region %s: %s", region, exc)
         store = "unavailable"
         problems.append(f"the store of region {region!r} is unavailable")
+    served_log = s.deployment.served_log(region)
+    if isinstance(served_log, ExternalServedLog):
+        try:
+            served_log.check()
+        except Exception as exc:  # feeds of the region fail (503) until it answers
+            log.error("readiness: the served log of region %s: %s", region, exc)
+            problems.append(f"the served log of region {region!r} is unavailable")
     version = None
     try:
         version = s.feed.model(region).manifest.version

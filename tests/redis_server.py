@@ -1,0 +1,136 @@
+"""The Redis server the Redis served log's tests use (``FYP_TEST_REDIS_URL``; CI starts
+one: ``.ci/run``), and a database of it per test.
+
+Tests run in parallel (pytest-xdist): each worker gets databases of its own, emptied
+before and after each test, so one test's keys never show in another's scans.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from urllib.parse import urlsplit, urlunsplit
+
+import pytest
+
+SERVER = os.environ.get("FYP_TEST_REDIS_URL", "")
+PER_WORKER = 4  # databases a test may use at once (two deployments of two regions)
+needs_redis = pytest.mark.skipif(not SERVER, reason="FYP_TEST_REDIS_URL is not set")
+
+
+def database_url(db: int) -> str:
+    """The test server's URL naming database ``db``."""
+    return urlunsplit(urlsplit(SERVER)._replace(path=f"/{db}"))
+
+
+def _worker() -> int:
+    name = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+    return int(name[2:]) if name[2:].isdigit() else 0
+
+
+def flush(url: str) -> None:
+    import redis
+
+    client = redis.Redis.from_url(url)
+    try:
+        client.flushdb()
+    finally:
+        client.close()
+
+
+@pytest.fixture
+def redis_urls() -> Iterator[list[str]]:
+    """``PER_WORKER`` empty databases of the test server (skips without one)."""
+    if not SERVER:
+        pytest.skip("FYP_TEST_REDIS_URL is not set")
+    pytest.importorskip("redis")
+    first = 1 + PER_WORKER * _worker()
+    if first + PER_WORKER > 16:
+        pytest.skip("more pytest workers than the test server has databases")
+    urls = [database_url(db) for db in range(first, first + PER_WORKER)]
+    for url in urls:
+        flush(url)
+    yield urls
+    for url in urls:
+        flush(url)
+
+
+def stopped_server_url() -> str:
+    """A URL no Redis server answers at (a port just closed on loopback)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    return f"redis://127.0.0.1:{port}/0"
+
+
+class OwnServer:
+    """A Redis server of the test's own, to stop and start again (``redis-server``
+    from Debian's package, on loopback, nothing on disk)."""
+
+    def __init__(self, directory: str) -> None:
+        self.directory = directory
+        self.url = stopped_server_url()
+        self.port = int(urlsplit(self.url).port or 0)
+        self.process: object | None = None
+
+    def start(self) -> None:
+        import shutil
+        import subprocess
+        import time
+
+        import redis
+
+        binary = shutil.which("redis-server")
+        if binary is None:
+            pytest.skip("redis-server is not installed (.ci/redis.sh installs it)")
+        self.process = subprocess.Popen(
+            [
+                binary,
+                "--bind",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                self.directory,
+            ],
+            stdout=subprocess.DEVNULL,
+        )
+        client = redis.Redis.from_url(self.url)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                client.ping()
+                break
+            except redis.ConnectionError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+            finally:
+                client.close()
+
+    def stop(self) -> None:
+        import subprocess
+
+        process = self.process
+        if isinstance(process, subprocess.Popen):
+            process.terminate()
+            process.wait(10)
+        self.process = None
+
+
+@pytest.fixture
+def own_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OwnServer]:
+    """A Redis server of this test's own, started (stop it to see what fails)."""
+    if not SERVER:
+        pytest.skip("FYP_TEST_REDIS_URL is not set")
+    pytest.importorskip("redis")
+    server = OwnServer(str(tmp_path_factory.mktemp("redis")))
+    server.start()
+    yield server
+    server.stop()

@@ -1,0 +1,96 @@
+"""The served log contract against every backend: the region's store (SQLite always,
+PostgreSQL when ``FYP_TEST_POSTGRES_URL`` is set) and Redis (``FYP_TEST_REDIS_URL``),
+the latter beside a SQLite store and beside a PostgreSQL one."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from postgres_server import SERVER as POSTGRES
+from postgres_server import drop_schemas, schema_url
+
+from contracts.served_log_contract import WINDOW_MS, ServedLogContract
+from fyp.storage import Store, open_store
+from fyp.storage.served_logs import ServedLog, StoreServedLog, open_served_log
+
+needs_postgres = pytest.mark.skipif(not POSTGRES, reason="FYP_TEST_POSTGRES_URL is not set")
+
+
+class _Opened:
+    """What a test opened, closed at its end."""
+
+    @pytest.fixture(autouse=True)
+    def _close_opened(self) -> Iterator[None]:
+        self.stores: list[Store] = []
+        self.logs: list[ServedLog] = []
+        yield
+        for log in self.logs:
+            log.close()
+        for store in self.stores:
+            store.close()
+
+    def sqlite_store(self, name: str) -> Store:
+        path = self.tmp / f"{name}.sqlite"
+        store = open_store(f"sqlite:///{path}", "us", create=not path.exists())
+        self.stores.append(store)
+        return store
+
+    def postgres_store(self, name: str) -> Store:
+        store = open_store(schema_url(f"{self.prefix}_{name}"), "us", create=True)
+        self.stores.append(store)
+        return store
+
+    def keep(self, log: ServedLog) -> ServedLog:
+        self.logs.append(log)
+        return log
+
+
+class TestSQLiteStoreServedLog(_Opened, ServedLogContract):
+    @pytest.fixture(autouse=True)
+    def _dir(self, tmp_path: Path) -> None:
+        self.tmp = tmp_path
+
+    def open_log(self, name: str = "main") -> ServedLog:
+        return StoreServedLog(self.sqlite_store(name))
+
+
+@needs_postgres
+class TestPostgresStoreServedLog(_Opened, ServedLogContract):
+    @pytest.fixture(autouse=True)
+    def _schemas(self) -> Iterator[None]:
+        self.prefix = f"t{uuid.uuid4().hex[:12]}"
+        yield
+        drop_schemas(self.prefix)
+
+    def open_log(self, name: str = "main") -> ServedLog:
+        return StoreServedLog(self.postgres_store(name))
+
+
+class TestRedisServedLog(_Opened, ServedLogContract):
+    """Redis beside a SQLite store."""
+
+    @pytest.fixture(autouse=True)
+    def _server(self, tmp_path: Path, redis_urls: list[str]) -> None:
+        self.tmp, self.url = tmp_path, redis_urls[0]
+
+    def open_log(self, name: str = "main") -> ServedLog:
+        store = self.sqlite_store(name)
+        return self.keep(open_served_log(self.url, "us", store, WINDOW_MS))
+
+
+@needs_postgres
+class TestRedisServedLogOnPostgres(_Opened, ServedLogContract):
+    """Redis beside a PostgreSQL store."""
+
+    @pytest.fixture(autouse=True)
+    def _server(self, redis_urls: list[str]) -> Iterator[None]:
+        self.prefix, self.url = f"t{uuid.uuid4().hex[:12]}", redis_urls[0]
+        yield
+        drop_schemas(self.prefix)
+
+    def open_log(self, name: str = "main") -> ServedLog:
+        store = self.postgres_store(name)
+        return self.keep(open_served_log(self.url, "us", store, WINDOW_MS))
