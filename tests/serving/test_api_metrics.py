@@ -4,18 +4,19 @@ scraper's key, naming no user or video."""
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 
 import pytest
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
-from conftest import MakeKey
 from fyp.models.training import TrainParams, train_and_publish
 from fyp.moderation.schedule import ModerationScheduler
 from fyp.moderation.service import cell
 from fyp.regions.deployment import Deployment
 from fyp.serving.app import create_app
 
+MakeKey = Callable[..., str]
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
 
