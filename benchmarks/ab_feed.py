@@ -1,7 +1,7 @@
 """Interleaved A/B of the feed between two revisions, on one trained deployment.
 
     python -m benchmarks.ab_feed BASE [HEAD] [--data ../shared/data] [--pairs 3]
-                                 [--seconds 8] [--deployment DIR]
+                                 [--seconds 8] [--deployment DIR] [--script feed.lua]
 
 This machine's speed drifts by ~10 % from one minute to the next, more than most
 changes to the feed are worth, so a change is judged against its base in alternating
@@ -38,7 +38,7 @@ from benchmarks.machine import machine
 from benchmarks.server import free_port, wrk
 
 ROOT = Path(__file__).resolve().parents[1]
-LUA = Path(__file__).parent / "lua" / "feed.lua"
+LUA = Path(__file__).parent / "lua"
 _TICK = os.sysconf("SC_CLK_TCK")
 
 
@@ -50,6 +50,11 @@ def main() -> None:
     parser.add_argument("--pairs", type=int, default=3)
     parser.add_argument("--seconds", type=int, default=8)
     parser.add_argument("--deployment", type=Path, default=None, help="a trained deployment")
+    parser.add_argument(
+        "--script",
+        default="feed.lua",
+        help="the wrk script in benchmarks/lua measured (feed_sessions.lua: 5 pages a user)",
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="fyp-ab-") as tmp_name:
         tmp = Path(tmp_name)
@@ -63,7 +68,10 @@ def main() -> None:
                 for side in order:
                     copy = tmp / f"run-{pair}-{side}"
                     shutil.copytree(pristine, copy)
-                    runs[side].append(serve_and_measure(sides[side], copy, key, args.seconds))
+                    measured = serve_and_measure(
+                        sides[side], copy, key, args.seconds, LUA / args.script
+                    )
+                    runs[side].append(measured)
                     shutil.rmtree(copy)
     print(json.dumps(summary(args.base, args.head, runs), indent=2))
 
@@ -104,7 +112,9 @@ def create_key(src: Path, directory: Path) -> str:
     return str(json.loads(out)["key"])
 
 
-def serve_and_measure(src: Path, directory: Path, key: str, seconds: int) -> dict[str, Any]:
+def serve_and_measure(
+    src: Path, directory: Path, key: str, seconds: int, script: Path
+) -> dict[str, Any]:
     port = free_port()
     env = {**os.environ, "PYTHONPATH": str(src)}
     command = [sys.executable, "-m", "fyp", "serve", str(directory), "--port", str(port)]
@@ -112,9 +122,9 @@ def serve_and_measure(src: Path, directory: Path, key: str, seconds: int) -> dic
     url = f"http://127.0.0.1:{port}"
     try:
         wait_until_up(proc, url)
-        wrk(url, LUA, 2, 8, key)  # warm-up
+        wrk(url, LUA / "feed.lua", 2, 8, key)  # warm-up: load both regions' models
         cpu_before = cpu_ticks(proc.pid)
-        out = wrk(url, LUA, seconds, 8, key)
+        out = wrk(url, script, seconds, 8, key)
         cpu = (cpu_ticks(proc.pid) - cpu_before) / _TICK
         out["server_cpu_ms_per_request"] = round(cpu * 1000 / (out["requests_per_s"] * seconds), 3)
         return out
