@@ -7,7 +7,14 @@ import json
 from pathlib import Path
 
 from fyp.audit.log import sql_store
-from fyp.sovereignty.remnants import ERASED_NAME, _atoms, _without_user, json_paths, scrub_store
+from fyp.sovereignty.remnants import (
+    ERASED_NAME,
+    _may_name_a_person,
+    _paths_naming,
+    _without_user,
+    json_paths,
+    scrub_store,
+)
 from fyp.storage import open_store
 
 DOC = {
@@ -19,18 +26,23 @@ DOC = {
 }
 
 
-def test_atoms_name_each_scalar_with_its_path_and_field() -> None:
-    assert list(_atoms(DOC)) == [
-        ("$.invited_by", "invited_by", "u1"),
-        ("$.note", "note", "u1"),
-        ("$.user_ids[0]", "user_ids", "u2"),
-        ("$.user_ids[1]", "user_ids", "u1"),
-        ("$.user_ids[2]", "user_ids", 7),
-        ("$.team.owner", "owner", 7),
-        ("$.team.reviewed_by", "reviewed_by", True),
-        ("$.team.approved_by", "approved_by", "u1x"),
-        ('$."we.ird".creator_id', "creator_id", "u1"),
+def test_paths_name_each_hit_with_its_path_under_its_field() -> None:
+    assert _paths_naming(DOC, "u1") == [
+        "$.invited_by",
+        "$.user_ids[1]",  # an array's element sits under the array's field
+        '$."we.ird".creator_id',  # a key that is not plain is quoted
     ]
+    assert _paths_naming(DOC, "7") == ["$.user_ids[2]", "$.team.owner"]
+    assert _paths_naming([{"owner": "u1"}], "u1") == ["$[0].owner"]
+    assert _paths_naming("u1", "u1") == []  # a bare scalar sits under no field
+
+
+def test_only_texts_that_can_hold_a_person_field_are_parsed() -> None:
+    assert not _may_name_a_person('{"rule": "spam", "score": 0}')
+    assert _may_name_a_person('{"invited_by": "u1"}')
+    escaped = '{"invited\\u005fby": "u1"}'  # the field's name written with an escape
+    assert _may_name_a_person(escaped)
+    assert _paths_naming(json.loads(escaped), "u1") == ["$.invited_by"]
 
 
 def test_the_user_is_blanked_under_person_fields_only() -> None:

@@ -10,6 +10,7 @@ without being listed here; the erasure knows how to clean the tables fyp has tod
 from __future__ import annotations
 
 import csv
+import functools
 import json
 import os
 import re
@@ -24,7 +25,12 @@ from fyp.audit.log import SQLStore, sql_store
 from fyp.models.ahead import USER_IDS as AHEAD_USERS
 from fyp.models.ahead import without_user as drop_ranked_ahead
 from fyp.models.artifacts import ARRAYS, list_versions, models_dir
-from fyp.sovereignty.columns import BYTES_TYPE, NUMERIC_TYPE, names_a_person
+from fyp.sovereignty.columns import (
+    BYTES_TYPE,
+    JSON_FIELD_NEEDLES,
+    NUMERIC_TYPE,
+    names_a_person,
+)
 from fyp.storage.base import json_text
 
 ERASED_NAME = "[erased]"
@@ -72,23 +78,20 @@ def text_columns(store: SQLStore) -> list[tuple[str, str]]:
     ]
 
 
-def _atoms(value: Any, path: str = "$", field: str = "") -> Iterator[tuple[str, str, Any]]:
-    """(JSON path, the field it sits under, value) of each scalar inside ``value``; an
-    array's elements sit under the array's field (``{"friends": ["u1"]}``: ``friends``)."""
-    if isinstance(value, dict):
-        items: Iterator[tuple[str, str, Any]] = (
-            (f"{path}.{k}" if _PLAIN_KEY.fullmatch(k) else f'{path}."{k}"', k, v)
-            for k, v in value.items()
-        )
-    elif isinstance(value, list):
-        items = ((f"{path}[{i}]", field, v) for i, v in enumerate(value))
-    else:
-        return
-    for at, name, v in items:
-        if isinstance(v, dict | list):
-            yield from _atoms(v, at, name)
-        else:
-            yield at, name, v
+_person_field = functools.lru_cache(maxsize=4096)(names_a_person)
+"""``names_a_person`` of a JSON field name: a store's JSON repeats a few dozen names."""
+
+
+def _key_path(path: str, key: str) -> str:
+    return f"{path}.{key}" if _PLAIN_KEY.fullmatch(key) else f'{path}."{key}"'
+
+
+def _may_name_a_person(text: str) -> bool:
+    """Whether a JSON text can hold a person field at all: every such name contains one
+    of ``JSON_FIELD_NEEDLES``; a text with escapes is taken apart whatever it holds (a
+    name may be written ``"user\\u005fid"``). Most values of a store (verdicts, model
+    inputs) fail this and are never parsed."""
+    return "\\" in text or any(needle in text for needle in JSON_FIELD_NEEDLES)
 
 
 def _names(value: Any, user_id: str) -> bool:
@@ -111,7 +114,7 @@ def _json_objects(
         f'GROUP BY "{column}"',
         (user_id,),
     ):
-        if not (isinstance(text, str) and text.startswith("{")):
+        if not (isinstance(text, str) and text.startswith("{") and _may_name_a_person(text)):
             continue
         try:
             value = json.loads(text)
@@ -123,9 +126,23 @@ def _json_objects(
 
 
 def _paths_naming(value: Any, user_id: str) -> list[str]:
-    """The paths where the user's id sits under a person field (as :func:`_atoms` names
-    them)."""
-    return [p for p, name, v in _atoms(value) if names_a_person(name) and _names(v, user_id)]
+    """The JSON paths where the user's id sits under a person field; an array's elements
+    sit under the array's field (``{"friends": ["u1"]}``: ``$.friends[0]``). Paths are
+    built only for containers and hits: a store's objects hold thousands of scalars."""
+    found: list[str] = []
+
+    def walk(v: Any, path: str, field: str) -> None:
+        items = v.items() if isinstance(v, dict) else enumerate(v)
+        for k, x in items:
+            name = k if isinstance(k, str) else field
+            if isinstance(x, dict | list):
+                walk(x, _key_path(path, k) if isinstance(k, str) else f"{path}[{k}]", name)
+            elif _names(x, user_id) and _person_field(name):
+                found.append(_key_path(path, k) if isinstance(k, str) else f"{path}[{k}]")
+
+    if isinstance(value, dict | list):
+        walk(value, "$", "")
+    return found
 
 
 def json_paths(store: SQLStore, table: str, column: str, user_id: str) -> dict[str, int]:
@@ -148,7 +165,7 @@ def _without_user(value: Any, user_id: str) -> tuple[Any, list[str]]:
             return {k: walk(x, k) for k, x in v.items()}
         if isinstance(v, list):
             return [walk(x, name) for x in v]
-        return ERASED_NAME if names_a_person(name) and _names(v, user_id) else v
+        return ERASED_NAME if _names(v, user_id) and _person_field(name) else v
 
     return (walk(value, "") if hits else value), hits
 
