@@ -47,6 +47,9 @@ def test_redact_hides_only_the_password() -> None:
         "postgresql://fyp:***@db.eu:5432/fyp?schema=eu"
     )
     assert redact("postgresql://fyp@db.eu/fyp") == "postgresql://fyp@db.eu/fyp"
+    assert redact("postgresql://:s3cret@db.eu/fyp") == "postgresql://:***@db.eu/fyp"  # no user
+    assert redact("redis://:s3cret@[::1]:6379/0") == "redis://:***@[::1]:6379/0"
+    assert redact("postgresql://fyp:p@ss@db/fyp") == "postgresql://fyp:***@db/fyp"
 
 
 def test_schema_is_taken_out_of_what_the_driver_sees() -> None:

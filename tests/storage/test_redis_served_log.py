@@ -15,7 +15,8 @@ from contracts.store_contract import make_user
 from fyp.config import served_log_url
 from fyp.errors import ConfigError, StorageError, UnknownUser
 from fyp.storage import Store, open_store
-from fyp.storage.redis_served_log import RedisServedLog, parse_key, redact
+from fyp.storage.postgres_dialect import redact
+from fyp.storage.redis_served_log import RedisServedLog, parse_key
 from fyp.storage.served_logs import open_served_log
 from redis_server import OwnServer
 

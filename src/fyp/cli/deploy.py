@@ -56,7 +56,7 @@ def register(app: typer.Typer) -> None:
         """Create a deployment: fyp.toml, one store per region, an admin key."""
         from fyp.access.keys import ensure_admin_key
         from fyp.regions.deployment import Deployment
-        from fyp.storage.redis_served_log import redact
+        from fyp.storage.postgres_dialect import redact
 
         with Deployment.init(directory, region_list(regions), name, store, served_log) as d:
             key_file, _ = ensure_admin_key(d)

@@ -25,13 +25,14 @@ def driver() -> Any:
 
 
 def redact(url: str) -> str:
-    """The URL without its password, for messages and logs."""
+    """A server URL (PostgreSQL, Redis) without its password, for messages and logs.
+    The host part is kept as written (an IPv6 address keeps its brackets)."""
     parts = urlsplit(url)
     if parts.password is None:
         return url
-    host = parts.hostname or ""
-    netloc = f"{parts.username}:***@{host}" + (f":{parts.port}" if parts.port else "")
-    return urlunsplit(parts._replace(netloc=netloc))
+    userinfo, _, host = parts.netloc.rpartition("@")
+    user = userinfo.partition(":")[0]
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
 
 
 def split_url(url: str) -> tuple[str, str | None]:

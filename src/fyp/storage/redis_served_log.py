@@ -32,12 +32,12 @@ import re
 import threading
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit, urlunsplit
 
 from pydantic_core import from_json, to_json
 
 from fyp.errors import ConfigError, StorageError, UnknownUser
 from fyp.storage.base import Store
+from fyp.storage.postgres_dialect import redact
 from fyp.storage.served_logs import ExternalServedLog, ServedLogData, ServedPage
 
 if TYPE_CHECKING:
@@ -82,17 +82,6 @@ for seq = n, 1, -1 do
 end
 return out
 """
-
-
-def redact(url: str) -> str:
-    """The URL without its password."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = f"{parts.username or ''}:***@{parts.hostname or ''}"
-    if parts.port:
-        netloc += f":{parts.port}"
-    return urlunsplit(parts._replace(netloc=netloc))
 
 
 def user_prefix(region: str, user_id: str) -> str:
