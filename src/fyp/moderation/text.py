@@ -49,6 +49,7 @@ import re
 import threading
 import unicodedata
 from collections.abc import Iterable, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from typing import Any
 
@@ -355,26 +356,35 @@ class TermMatcher:
         index = self._index
         if s.words:
             how = "leet" if leet else "word"
-            for word in s.words & index.words.keys():
-                found.setdefault(index.words[word], how)
-            for rx, term in index.phrases:
-                if any(rx.search(form) for form in s.forms):
-                    found.setdefault(term, "leet" if leet else "phrase")
+            self._words(s.words, s.forms, found, how, "leet" if leet else "phrase")
         if s.spelled:
             how = "leet" if leet else "spelled"
             for key in s.spelled & index.spelled.keys():
                 found.setdefault(index.spelled[key], how)
         if s.tag_glued:
             how = "leet" if leet else "camelcase"
-            for word in s.tag_words & index.words.keys():
-                found.setdefault(index.words[word], how)
-            for rx, term in index.phrases:
-                if any(rx.search(line) for line in s.tag_lines):
-                    found.setdefault(term, how)
+            self._words(s.tag_words, s.tag_lines, found, how, how)
             how = "leet" if leet else "glued"
             for key, term in index.glued.items():
                 if any(key in body for body in s.tag_glued):
                     found.setdefault(term, how)
+
+    def _words(
+        self,
+        words: AbstractSet[str],
+        lines: Iterable[str],
+        found: dict[str, str],
+        how_word: str,
+        how_phrase: str,
+    ) -> None:
+        """Terms among ``words``, and phrases in any of ``lines``: the same matching for a
+        text's own words and for the words a glued hashtag splits into."""
+        index = self._index
+        for word in words & index.words.keys():
+            found.setdefault(index.words[word], how_word)
+        for rx, term in index.phrases:
+            if any(rx.search(line) for line in lines):
+                found.setdefault(term, how_phrase)
 
     def find(self, *texts: str, hashtags: Iterable[str] = ()) -> list[str]:
         """Configured spellings of the terms found, sorted (deterministic)."""
