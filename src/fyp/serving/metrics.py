@@ -58,8 +58,9 @@ class _Histogram:
         return out
 
 
-class ServerMetrics(Collector):
-    """The process's counters, and a collector that reads the regions when scraped."""
+class ServerMetrics:
+    """The process's counters; a scrape reads them, and the regions, through a view
+    (:class:`_View`) limited to the regions the key may see."""
 
     def __init__(self) -> None:
         self.requests: Counter[tuple[str, str, int]] = Counter()
@@ -85,9 +86,6 @@ class ServerMetrics(Collector):
         registry = CollectorRegistry(auto_describe=False)
         registry.register(_View(self, regions))
         return generate_latest(registry)
-
-    def collect(self) -> Iterator[Metric]:
-        return _View(self, None).collect()
 
 
 class _View(Collector):
