@@ -177,3 +177,20 @@ def test_a_key_for_one_region_sees_only_that_region(served: TestClient, make_key
         )
         >= 1
     )
+
+
+def test_a_body_refused_before_routing_is_counted_by_its_route(
+    client: TestClient, make_key: MakeKey
+) -> None:
+    """A declared body over ``[limits] max_body_bytes`` is answered 413 before routing
+    (and before the access check): it was not counted at all."""
+    scraper = make_key("metrics")
+    big = b"x" * (client.app.max_body_bytes + 1)  # type: ignore[attr-defined]
+    headers = {"content-type": "application/json"}
+    assert client.post("/v1/events/batch", content=big, headers=headers).status_code == 413
+    assert client.post("/v1/nowhere", content=big, headers=headers).status_code == 413
+    _, after = scrape(client, scraper)
+    requests = "fyp_http_requests_total"
+    assert value(after, requests, route="/v1/events/batch", method="POST", status="413") == 1
+    assert value(after, requests, route="other", method="POST", status="413") == 1
+    assert value(after, "fyp_http_request_duration_seconds_count", route="/v1/events/batch") == 1

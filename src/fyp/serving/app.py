@@ -17,7 +17,8 @@ from starlette.types import Message, Receive, Scope, Send
 
 from fyp import __version__
 from fyp.access.guard import install as install_access_control
-from fyp.access.guard import key_regions
+from fyp.access.guard import key_regions, route_path
+from fyp.access.routes import RouteIndex
 from fyp.catalog.service import Catalog
 from fyp.errors import PayloadTooLarge
 from fyp.events.ingest import Ingestor
@@ -42,6 +43,7 @@ class FypApp(FastAPI):
     hot: HotRoutes | None = None
     metrics: ServerMetrics | None = None
     _hot_on: bool | None = None
+    _routes: RouteIndex | None = None  # built at the first request refused before routing
     max_body_bytes: int = 1024 * 1024
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -51,7 +53,12 @@ class FypApp(FastAPI):
         if scope["type"] == "http":
             declared = _content_length(scope)
             if declared is not None and declared > self.max_body_bytes:
+                started = time.perf_counter()
                 await _too_large(declared, self.max_body_bytes, scope, receive, send)
+                if self.metrics is not None:  # answered before routing: matched here
+                    route = self._template(scope)
+                    elapsed = time.perf_counter() - started
+                    self.metrics.request(route, scope["method"], 413, elapsed)
                 return
             if declared is None and scope["method"] in _BODY_METHODS:  # chunked: counted
                 receive = _capped(receive, self.max_body_bytes)
@@ -62,6 +69,14 @@ class FypApp(FastAPI):
             await super().__call__(scope, receive, send)
             return
         await self._counted(scope, receive, send, self.metrics)
+
+    def _template(self, scope: Scope) -> str:
+        """The route template a request would reach ("other" if none): what metrics
+        label it by, never the raw path."""
+        if self._routes is None:
+            self._routes = RouteIndex(self)
+        matches = self._routes.match(scope["method"], route_path(scope))
+        return matches[0].template.path if matches else "other"
 
     async def _counted(
         self, scope: Scope, receive: Receive, send: Send, metrics: ServerMetrics
