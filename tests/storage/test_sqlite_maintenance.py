@@ -315,18 +315,22 @@ def test_the_served_log_waits_while_the_wal_is_checkpointed(tmp_path: Path) -> N
     store.insert_user(User(user_id="a", home_region="us", created_at_ms=1, updated_at_ms=1))
     store.start_background_maintenance()
     other = sqlite3.connect(path)
+    checkpoints = served_log_module._Checkpoints
     try:
-        served_log_module._Checkpoints.running = True  # another store's checkpoint, say
-        store.record_served("a", ["v1"], 1)
-        time.sleep(3 * served_log_module.SERVED_SWEEP_S)  # due, and the sweep has passed too
-        assert store.record_served("a", ["v2"], 2) == 2
-        assert sorted(store.served_since("a", 0)) == ["v1", "v2"]
-        assert other.execute("SELECT COUNT(*) FROM served_pages").fetchone()[0] == 0
-        served_log_module._Checkpoints.running = False
+        # holding the lock, as a running checkpoint does: no other store's checkpoint
+        # in this process (a leaked one of another test, say) can clear the flag
+        with checkpoints.lock:
+            checkpoints.running = True  # another store's checkpoint, say
+            store.record_served("a", ["v1"], 1)
+            time.sleep(3 * served_log_module.SERVED_SWEEP_S)  # due, and the sweep has passed
+            assert store.record_served("a", ["v2"], 2) == 2
+            assert sorted(store.served_since("a", 0)) == ["v1", "v2"]
+            assert other.execute("SELECT COUNT(*) FROM served_pages").fetchone()[0] == 0
+            checkpoints.running = False
         store._checkpoint(other)  # type: ignore[attr-defined]
         assert other.execute("SELECT COUNT(*) FROM served_pages").fetchone()[0] == 2
     finally:
-        served_log_module._Checkpoints.running = False
+        checkpoints.running = False
         other.close()
         store.close()
 
