@@ -18,8 +18,9 @@ import json
 import re
 import sqlite3
 import zipfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -74,26 +75,48 @@ def sqlite_names(path: Path, counted: dict[str, int] | None = None) -> Iterator[
                 "SELECT name FROM sqlite_master WHERE type='table' AND name NOT LIKE 'sqlite_%'"
             )
         ]
-        for table in sorted(tables):
-            if counted is not None:
-                counted["store_tables"] += 1
-            for col in conn.execute(f'PRAGMA table_info("{table}")').fetchall():
-                cls = _column_class(str(col[1]))
-                if cls is None:
-                    if not NUMERIC_TYPE.search(str(col[2])):  # JSON is text
-                        yield from json_names(conn, table, str(col[1]), counted)
-                    continue
-                if counted is not None:
-                    counted["store_columns"] += 1
-                rows = conn.execute(
-                    f'SELECT "{col[1]}", COUNT(*) FROM "{table}" '
-                    f'WHERE "{col[1]}" IS NOT NULL GROUP BY "{col[1]}"'
-                ).fetchall()
-                yield f"{table}.{col[1]}", cls, {str(v): int(n) for v, n in rows}
+
+        def columns(table: str) -> list[tuple[str, str]]:
+            info = conn.execute(f'PRAGMA table_info("{table}")').fetchall()
+            return [(str(col[1]), str(col[2])) for col in info]
+
+        def in_json(table: str, column: str, kind: str) -> Iterator[Names]:
+            if not NUMERIC_TYPE.search(kind):  # JSON is text
+                yield from json_names(conn, table, column, counted)
+
+        yield from _table_names(
+            sorted(tables), columns, lambda sql: conn.execute(sql).fetchall(), in_json, counted
+        )
     except sqlite3.DatabaseError:
         yield f"{path.name} (unreadable SQLite)", "unreadable", {}
     finally:
         conn.close()
+
+
+def _table_names(
+    tables: Iterable[str],
+    columns: Callable[[str], Iterable[tuple[str, str]]],
+    query: Callable[[str], Iterable[Sequence[Any]]],
+    in_json: Callable[[str, str, str], Iterator[Names]],
+    counted: dict[str, int] | None,
+) -> Iterator[Names]:
+    """The column walk both kinds of store share: ``columns(table)`` gives ``(name,
+    declared type)``, ``in_json(table, column, type)`` reads a column no name classes."""
+    for table in tables:
+        if counted is not None:
+            counted["store_tables"] += 1
+        for column, kind in columns(table):
+            cls = _column_class(column)
+            if cls is None:
+                yield from in_json(table, column, kind)
+                continue
+            if counted is not None:
+                counted["store_columns"] += 1
+            rows = query(
+                f'SELECT "{column}", COUNT(*) FROM "{table}" '
+                f'WHERE "{column}" IS NOT NULL GROUP BY "{column}"'
+            )
+            yield f"{table}.{column}", cls, {str(v): int(n) for v, n in rows}
 
 
 def json_names(
@@ -135,22 +158,12 @@ def server_names(sql: SQLStore, counted: dict[str, int] | None = None) -> Iterat
     """:func:`sqlite_names` for a store on a database server (PostgreSQL), read through
     its own connection; JSON objects are taken apart here (``json_file_names``), one
     distinct value at a time, only those starting like an object and holding a needle."""
-    for table in sql.table_names():
-        if counted is not None:
-            counted["store_tables"] += 1
-        for column, kind in sql.table_columns(table):
-            cls = _column_class(column)
-            if cls is None:
-                if not NUMERIC_TYPE.search(kind) and not BYTES_TYPE.search(kind):
-                    yield from _server_json_names(sql, table, column, counted)
-                continue
-            if counted is not None:
-                counted["store_columns"] += 1
-            rows = sql.query(
-                f'SELECT "{column}", COUNT(*) FROM "{table}" '
-                f'WHERE "{column}" IS NOT NULL GROUP BY "{column}"'
-            )
-            yield f"{table}.{column}", cls, {str(v): int(n) for v, n in rows}
+
+    def in_json(table: str, column: str, kind: str) -> Iterator[Names]:
+        if not NUMERIC_TYPE.search(kind) and not BYTES_TYPE.search(kind):
+            yield from _server_json_names(sql, table, column, counted)
+
+    yield from _table_names(sql.table_names(), sql.table_columns, sql.query, in_json, counted)
 
 
 def _server_json_names(
