@@ -552,14 +552,18 @@ def test_a_user_erased_by_another_process_gets_no_page_and_leaves_memory(
     assert trained.locate_users(["u9"]) == {}  # the route is forgotten
 
 
-def test_videos_served_by_another_process_count_in_the_next_feed(trained: Deployment) -> None:
+@pytest.mark.parametrize("behind_ms", [0, 5_000])
+def test_videos_served_by_another_process_count_in_the_next_feed(
+    trained: Deployment, behind_ms: int
+) -> None:
+    """``behind_ms``: the other process is on a host whose clock is that far behind."""
     service = FeedService(trained)
     service.feed("u4", n=5)  # the state is cached now
     same_page = encode_cursor(1, 3)
     upcoming = [i.video_id for i in service.feed("u4", n=5, cursor=same_page, record=False).items]
     with Deployment.open(trained.config.root) as other:  # another worker shows two of them
         other.served_log(other.home_region("u4")).record_served(
-            "u4", upcoming[:2], time.time_ns() // 1_000_000
+            "u4", upcoming[:2], time.time_ns() // 1_000_000 - behind_ms
         )
     shown = [i.video_id for i in service.feed("u4", n=5, cursor=same_page).items]
     assert set(upcoming[:2]).isdisjoint(shown)
