@@ -5,9 +5,10 @@ sticky routing sends them (docs/architecture.md, "Several serving hosts").
 The PostgreSQL deployment keeps both regions' stores on the test server
 (``FYP_TEST_POSTGRES_URL``), the served log of us on Redis (``FYP_TEST_REDIS_URL``) and
 that of eu in its store, so both kinds of served log are shared; host b's clock is 5 s
-behind host a's, as two machines' clocks may be. Even users live in us,
-odd ones in eu; each test uses users of its own. The servers are shared by the module's
-tests, in file order (the takedown and erasure tests come after the training run).
+behind host a's, as two machines' clocks may be. Even users live in us, odd ones in eu.
+The servers are shared by the module's tests; each test uses users of its own, so none
+depends on another having run (pytest-xdist may split the module between workers: each
+then builds its own deployment, schemas and Redis database).
 """
 
 from __future__ import annotations
@@ -153,7 +154,9 @@ def _served_pages(d: Deployment, region: str, user: str) -> list[tuple[int, list
     return [(int(seq), json.loads(ids)) for seq, ids in rows]
 
 
-def _alternate_pages(clients: list[httpx.Client], user: str, pages: int, pause_s: float = 0):
+def _alternate_pages(
+    clients: list[httpx.Client], user: str, pages: int, pause_s: float = 0
+) -> list[list[str]]:
     """``pages`` pages of 5 for the user, asked of each host in turn, following the cursor."""
     shown: list[list[str]] = []
     cursor = None
@@ -218,14 +221,22 @@ class Traffic:
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
+        clients = [httpx.Client(base_url=c.base_url, headers=c.headers) for c in self.hosts.clients]
         k = 0
         while not self._stop.is_set():
-            host, user = k % len(self.hosts.clients), self.users[k % len(self.users)]
-            r = self.hosts.clients[host].get(f"/v1/users/{user}/feed", params={"n": 5})
-            self.statuses.append(r.status_code)
-            if r.status_code == 200:
-                self.versions.append((host, r.json()["model_version"]))
+            host = k % len(clients)
+            user = self.users[k // len(clients) % len(self.users)]  # each user on each host
+            try:
+                r = clients[host].get(f"/v1/users/{user}/feed", params={"n": 5})
+            except httpx.HTTPError:
+                self.statuses.append(0)  # no answer
+            else:
+                self.statuses.append(r.status_code)
+                if r.status_code == 200:
+                    self.versions.append((host, r.json()["model_version"]))
             k += 1
+        for client in clients:
+            client.close()
 
     def __enter__(self) -> Traffic:
         self._thread.start()
@@ -391,8 +402,12 @@ def test_a_host_killed_mid_traffic_loses_nothing_it_acknowledged(
                     pages[user] += _ids(r.json())
 
     def on_a() -> None:
-        while not stop.is_set():
-            a_statuses.append(hosts.a.get("/v1/users/u20/feed", params={"n": 3}).status_code)
+        with httpx.Client(base_url=hosts.a.base_url, headers=headers, timeout=5) as c:
+            while not stop.is_set():
+                try:
+                    a_statuses.append(c.get("/v1/users/u20/feed", params={"n": 3}).status_code)
+                except httpx.HTTPError:
+                    a_statuses.append(0)  # no answer
 
     threads = [
         threading.Thread(target=events, args=("u16",)),
