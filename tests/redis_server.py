@@ -55,6 +55,21 @@ def redis_urls() -> Iterator[list[str]]:
         flush(url)
 
 
+def module_database_url() -> str:
+    """A database of the test server for a module-scoped fixture (skips without one):
+    13 + the pytest worker's number, never one that :func:`redis_urls` empties, emptied
+    now (the fixture empties it again when done)."""
+    if not SERVER:
+        pytest.skip("FYP_TEST_REDIS_URL is not set")
+    pytest.importorskip("redis")
+    db = 1 + PER_WORKER * 3 + _worker()  # redis_urls takes 1-12 (three workers at most)
+    if db >= 16:
+        pytest.skip("more pytest workers than the test server has databases")
+    url = database_url(db)
+    flush(url)
+    return url
+
+
 def stopped_server_url() -> str:
     """A URL no Redis server answers at (a port just closed on loopback)."""
     import socket

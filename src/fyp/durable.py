@@ -6,6 +6,7 @@ no name at all. One copy of these few lines for every module that needs them."""
 
 from __future__ import annotations
 
+import fcntl
 import os
 from pathlib import Path
 
@@ -25,3 +26,16 @@ def write_durable(path: Path, data: bytes) -> None:
         f.write(data)
         f.flush()
         os.fsync(f.fileno())
+
+
+def append_durable(path: Path, line: str) -> None:
+    """Append ``line`` to ``path`` (made mode 0600) and fsync it. Under a lock: hosts
+    sharing the directory over NFS append to the same ledgers, and O_APPEND alone is not
+    atomic across machines there (a lock makes the client see the file's current end)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    try:
+        fcntl.lockf(fd, fcntl.LOCK_EX)
+        os.write(fd, line.encode())
+        os.fsync(fd)
+    finally:
+        os.close(fd)  # releases the lock

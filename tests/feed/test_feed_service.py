@@ -526,14 +526,44 @@ def test_paging_past_an_order_ranked_ahead_does_not_read_the_profile_again(
     assert ranked  # the pipeline ran, without reading the profile
 
 
-def test_videos_served_by_another_process_count_in_the_next_feed(trained: Deployment) -> None:
+def test_a_user_erased_by_another_process_gets_no_page_and_leaves_memory(
+    trained: Deployment, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another serving host erased u9: this one's route, state and order are stale. The
+    next request is a 404 that ranks nothing and writes nothing to the served log (a
+    page written and deleted again would still have been written)."""
+    from fyp.sovereignty import erasure
+
+    service = FeedService(trained)
+    service.feed("u9", n=5)
+    service.feed("u9", n=5, record=False, debug=True)  # a state built at the latest marker
+    with Deployment.open(trained.config.root) as other, monkeypatch.context() as elsewhere:
+        elsewhere.setattr(erasure, "_HOOKS", [])  # another process: no hook of this one runs
+        erasure.Eraser(other).erase("u9")
+    assert "u9" in service._states._entries
+    log = trained.served_log("eu")
+    written: list[str] = []
+    monkeypatch.setattr(log, "record_served", lambda user, *_: written.append(user))
+    with pytest.raises(UnknownUser, match="in any region"):
+        service.feed("u9", n=5)
+    assert written == []
+    assert "u9" not in service._states._entries and "u9" not in service._ahead._slots
+    assert "u9" not in service.pipeline._proposals._entries
+    assert trained.locate_users(["u9"]) == {}  # the route is forgotten
+
+
+@pytest.mark.parametrize("behind_ms", [0, 5_000])
+def test_videos_served_by_another_process_count_in_the_next_feed(
+    trained: Deployment, behind_ms: int
+) -> None:
+    """``behind_ms``: the other process is on a host whose clock is that far behind."""
     service = FeedService(trained)
     service.feed("u4", n=5)  # the state is cached now
     same_page = encode_cursor(1, 3)
     upcoming = [i.video_id for i in service.feed("u4", n=5, cursor=same_page, record=False).items]
     with Deployment.open(trained.config.root) as other:  # another worker shows two of them
         other.served_log(other.home_region("u4")).record_served(
-            "u4", upcoming[:2], time.time_ns() // 1_000_000
+            "u4", upcoming[:2], time.time_ns() // 1_000_000 - behind_ms
         )
     shown = [i.video_id for i in service.feed("u4", n=5, cursor=same_page).items]
     assert set(upcoming[:2]).isdisjoint(shown)

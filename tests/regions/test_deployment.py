@@ -152,6 +152,40 @@ def test_forget_route(users: Deployment) -> None:
     users.forget_route("never-seen")  # forgetting an unknown route is harmless
 
 
+def test_a_route_cached_before_another_process_erased_the_user(
+    users: Deployment, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another process (a second serving host) erases ann and cat, and takes cat's id
+    again in us. This process's cached routes are trusted only where the store is read
+    anyway: they must not make the id look taken, nor erase or export nobody."""
+    from fyp.sovereignty import erasure
+    from fyp.sovereignty.export import UserExport
+    from fyp.sovereignty.ledger import ErasureLedger
+
+    assert users.locate_users(["ann", "ben", "cat"]) == {"ann": "us", "ben": "eu", "cat": "eu"}
+    with Deployment.open(users.config.root) as other, monkeypatch.context() as elsewhere:
+        elsewhere.setattr(erasure, "_HOOKS", [])  # another process: no hook of this one runs
+        Catalog(other).erase_user("ann")
+        Catalog(other).erase_user("cat")
+    assert users.home_region("ann") == "us"  # trusted where the store is read anyway
+    for act in (
+        lambda: UserExport(users, "ann"),
+        lambda: Catalog(users).erase_user("ann"),  # no receipt and ledger entry for nobody
+        lambda: users.home_region("ann", verify=True),
+    ):
+        users._routes["ann"] = "us"  # the stale route, each time
+        with pytest.raises(UnknownUser):
+            act()
+        assert "ann" not in users._routes  # forgotten
+    assert len(ErasureLedger(users.config, "us").entries()) == 1
+    Catalog(users).create_user(UserIn(user_id="cat", home_region="us"))  # not taken
+    assert users.home_region("cat", verify=True) == "us"
+    users.store("eu").delete_user("ben")  # behind the router's back
+    assert users.locate_users(["ben"]) == {"ben": "eu"}  # cached
+    assert users.locate_users(["ben"], fresh=True) == {}  # asked, and forgotten
+    assert users.locate_users(["ben"]) == {}
+
+
 def test_locate_video_in_config_order(deployment: Deployment) -> None:
     Catalog(deployment).create_video(
         VideoIn(video_id="v1", duration_ms=1_000, regions=["eu", "us"])

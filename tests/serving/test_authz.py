@@ -14,6 +14,7 @@ from fyp.access.keys import ROLES, KeyStore
 from fyp.access.policy import ADMIN_ONLY, PERMISSIONS, rule_for
 from fyp.access.routes import app_routes
 from fyp.audit.log import AuditLog
+from fyp.regions.deployment import Deployment
 from fyp.sovereignty import user_pseudonym
 
 
@@ -328,3 +329,29 @@ def test_a_feed_key_reads_only_videos_a_feed_may_show(world: World) -> None:
     hidden = c.get("/v1/videos/fk-down", headers=headers(token))
     assert hidden.status_code == 404 and hidden.json()["error"]["code"] == "unknown_video"
     assert c.get("/v1/videos/fk-down", headers=admin).status_code == 200
+
+
+def test_a_route_cached_before_another_process_erased_the_user_keeps_no_key_out(
+    deployment: Deployment, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another serving host erased mo and took the id again in eu: this server's cached
+    route (us) must not keep eu's keys out, and us's get nothing of the new mo."""
+    from fastapi.testclient import TestClient
+
+    from fyp.catalog.models import UserIn
+    from fyp.catalog.service import Catalog
+    from fyp.serving.app import create_app
+    from fyp.sovereignty import erasure
+
+    Catalog(deployment).create_user(UserIn(user_id="mo", home_region="us"))
+    keys = KeyStore(deployment)
+    as_us, as_eu = (headers(keys.create(r, ["auditor"], [r])[1]) for r in ("us", "eu"))
+    with TestClient(create_app(deployment)) as client:
+        assert client.get("/v1/users/mo", headers=as_us).status_code == 200  # route cached
+        with Deployment.open(deployment.config.root) as other, monkeypatch.context() as m:
+            m.setattr(erasure, "_HOOKS", [])  # another process: no hook of this one runs
+            Catalog(other).erase_user("mo")
+            Catalog(other).create_user(UserIn(user_id="mo", home_region="eu"))
+        r = client.get("/v1/users/mo", headers=as_eu)
+        assert r.status_code == 200 and r.json()["home_region"] == "eu"
+        assert_error(client.get("/v1/users/mo", headers=as_us), 403, "forbidden")

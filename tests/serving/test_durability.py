@@ -2,12 +2,7 @@
 
 from __future__ import annotations
 
-import os
-import signal
-import socket
 import sqlite3
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -19,35 +14,9 @@ from fyp.access.keys import KeyStore
 from fyp.catalog.models import UserIn, VideoIn
 from fyp.catalog.service import Catalog
 from fyp.regions.deployment import Deployment
+from serving.servers import Server
 
 pytestmark = pytest.mark.slow
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _start(directory: Path, port: int) -> subprocess.Popen[bytes]:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "fyp", "serve", str(directory), "--port", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(
-                f"server exited: {proc.stderr.read().decode() if proc.stderr else ''}"
-            )
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=0.5).status_code == 200:
-                return proc
-        except httpx.HTTPError:
-            time.sleep(0.05)
-    proc.kill()
-    raise RuntimeError("server did not become healthy")
 
 
 def _event(worker: int, n: int) -> dict[str, object]:
@@ -100,8 +69,8 @@ def test_acknowledged_events_survive_kill_9(tmp_path: Path) -> None:
         catalog.create_video(VideoIn(video_id="v1", duration_ms=20_000, regions=["us", "eu"]))
         _, key = KeyStore(d).create("durability", ["ingest"])
 
-    port = _free_port()
-    server = _start(directory, port)
+    server = Server(directory, tmp_path / "serve.log").start().wait()
+    port = server.port
     acked: list[list[str]] = [[] for _ in range(4)]
     sent: list[list[str]] = [[] for _ in range(4)]
     stop = threading.Event()
@@ -114,8 +83,7 @@ def test_acknowledged_events_survive_kill_9(tmp_path: Path) -> None:
     deadline = time.monotonic() + 20
     while sum(map(len, acked)) < 600 and time.monotonic() < deadline:
         time.sleep(0.01)
-    os.kill(server.pid, signal.SIGKILL)  # mid-ingestion: the clients are still sending
-    server.wait()
+    server.kill()  # mid-ingestion: the clients are still sending
     stop.set()
     for w in workers:
         w.join()
@@ -123,7 +91,7 @@ def test_acknowledged_events_survive_kill_9(tmp_path: Path) -> None:
     all_sent = [e for s in sent for e in s]
     assert len(all_acked) >= 600
 
-    server = _start(directory, port)  # restart: the stores recover from their WAL
+    server = Server(directory, tmp_path / "serve.log", port).start().wait()  # recovers from the WAL
     try:
         with httpx.Client(timeout=5.0, headers={"Authorization": f"Bearer {key}"}) as http:
             resent = [
@@ -136,7 +104,6 @@ def test_acknowledged_events_survive_kill_9(tmp_path: Path) -> None:
         assert all(r.status_code == 200 and r.json()["status"] == "duplicate" for r in resent)
     finally:
         server.kill()
-        server.wait()
 
     stored: dict[str, int] = {}
     for region in ("us", "eu"):

@@ -56,3 +56,46 @@ def test_damaged_ledger_is_a_clear_error(tmp_path: Path) -> None:
 def test_pseudonym_matches_ledger_subject(tmp_path: Path) -> None:
     config = new_config(tmp_path, ["us"])
     assert user_pseudonym(config, "us", "alice") == ErasureLedger(config, "us").subject("alice")
+
+
+_MAKE_SECRET = """
+import sys
+from pathlib import Path
+from fyp.config import load_config
+from fyp.sovereignty.region_keys import region_secret
+config, go = load_config(Path(sys.argv[1])), Path(sys.argv[2])
+print("ready", flush=True)
+while not go.exists():
+    pass
+print(region_secret(config, "us", "ledger").hex())
+"""
+
+
+def test_processes_making_a_region_secret_at_once_all_get_the_same_one(tmp_path: Path) -> None:
+    """Serving hosts share the region's directory and make its secrets on first use: the
+    first two operator reads on two hosts at once made one fail (the key file existed
+    by then) or read a key half written."""
+    import subprocess
+    import sys
+
+    from fyp.config import write_config
+
+    write_config(new_config(tmp_path, ["us"]))
+    go = tmp_path / "go"
+    children = [
+        subprocess.Popen(
+            [sys.executable, "-c", _MAKE_SECRET, str(tmp_path), str(go)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(6)
+    ]
+    for child in children:
+        assert child.stdout is not None and child.stdout.readline() == "ready\n"
+    go.touch()  # all at once
+    outputs = [child.communicate(timeout=30) for child in children]
+    assert all(child.returncode == 0 for child in children), [err for _, err in outputs]
+    keys = {out.strip() for out, _ in outputs}
+    assert keys == {region_secret(new_config(tmp_path, ["us"]), "us", "ledger").hex()}
+    assert [p.name for p in (tmp_path / "regions" / "us" / "secrets").iterdir()] == ["ledger.key"]

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from fyp.audit.log import SQLStore, now_ms, sql_store
+from fyp.durable import append_durable
 from fyp.errors import InvalidRequest, NotFound
 from fyp.storage.migrations import Migration
 
@@ -252,12 +253,7 @@ REVOCATIONS_FILE = "revoked_keys.jsonl"
 def record_revocation(region_dir: Path, key_id: str, revoked_at_ms: int) -> None:
     region_dir.mkdir(parents=True, exist_ok=True)
     line = json.dumps({"key_id": key_id, "revoked_at_ms": revoked_at_ms}) + "\n"
-    fd = os.open(region_dir / REVOCATIONS_FILE, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-    try:
-        os.write(fd, line.encode())
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    append_durable(region_dir / REVOCATIONS_FILE, line)
 
 
 def reapply_revocations(store: object, region_dir: Path) -> list[str]:

@@ -29,7 +29,7 @@ class Catalog:
     def create_user(self, data: UserIn) -> User:
         d = self.deployment
         store = d.store(data.home_region)  # UnknownRegion if not declared
-        if d.locate_users([data.user_id]):
+        if d.locate_users([data.user_id], fresh=True):  # not a route to a user erased since
             raise AlreadyExists(f"user {data.user_id!r} already exists", user_id=data.user_id)
         t = now_ms()
         fields = data.model_dump()
@@ -87,7 +87,7 @@ class Catalog:
             d.store(region)
         if d.locate_video(data.video_id):
             raise AlreadyExists(f"video {data.video_id!r} already exists", video_id=data.video_id)
-        if data.creator_id is not None and not d.locate_users([data.creator_id]):
+        if data.creator_id is not None and not d.locate_users([data.creator_id], fresh=True):
             raise UnknownUser(f"creator {data.creator_id!r} is not a user", user_id=data.creator_id)
         t = now_ms()
         video = Video(**data.model_dump(), created_at_ms=t, updated_at_ms=t)

@@ -27,11 +27,10 @@ from fyp.models.ahead import RankedAhead, to_arrays
 from fyp.models.artifacts import Manifest
 from fyp.models.region_model import RegionModel
 from fyp.storage.base import Store
+from fyp.storage.served_logs import CLOCK_SLACK_MS
 
 if TYPE_CHECKING:
     from fyp.regions.deployment import Deployment
-
-CLOCK_SLACK_MS = 1_000  # serves this close before ranking are re-read too (harmless)
 
 
 @dataclass(slots=True)

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from fyp.config import RankingConfig
-from fyp.errors import InvalidRequest, ModelError, ValidationFailed
+from fyp.errors import InvalidRequest, ModelError, UnknownUser, ValidationFailed
 from fyp.feed.ahead import AheadCache, next_rows
 from fyp.feed.candidates import Candidates
 from fyp.feed.filters import Available, Eligibility, EligibilityCheck
@@ -379,6 +379,9 @@ class FeedService:
         store = self.deployment.store(region)
         served_log = self.deployment.served_log(region)  # the store's own, or Redis
         marker = served_log.user_version(user_id)
+        if marker is None and not store.existing_users([user_id]):
+            self._forget(user_id)  # erased by another process since the route was cached
+            raise UnknownUser(f"no user {user_id!r} in any region", user_id=user_id)
         use_orders = universe is None and not debug and self.ahead_length > n and marker is not None
         fresh: RankedAhead | None = None
         rows: list[int] = []
@@ -410,6 +413,14 @@ class FeedService:
             cursor=encode_cursor(page_no + 1, session),
             removed_log=removed,
         )
+
+    def _forget(self, user_id: str) -> None:
+        """Drop the route and everything cached of a user the store no longer holds: no
+        page is ranked or recorded for them, and the next request is routed afresh."""
+        self.deployment.forget_route(user_id)
+        self._states.drop(user_id)
+        self._ahead.drop(user_id)
+        self.pipeline.forget(user_id)
 
     def _from_order(
         self,

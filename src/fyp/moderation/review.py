@@ -213,7 +213,7 @@ class Reviews:
         record = c.mod.get(video_id)
         if store.get_video(video_id) is None:
             raise UnknownVideo(f"no video {video_id!r} in region {region!r}", video_id=video_id)
-        if not m.deployment.locate_users([appellant_id]):
+        if not m.deployment.locate_users([appellant_id], fresh=True):
             # an appeal by an id nobody holds would block the creator's own appeal (one
             # open appeal per video) and leave a "remnant" of a user who never existed
             raise UnknownUser(f"no user {appellant_id!r} in any region", user_id=appellant_id)

@@ -2,7 +2,12 @@
 
 The router is the only place that maps a user to a region. It keeps no global
 directory of users (that would itself be cross-region personal data): it asks each
-region's store whether it holds the user and caches the answer in memory.
+region's store whether it holds the user and caches the answer in memory. A home region
+never changes while the user exists, but another process (another serving host) may
+erase the user, and the id may then be taken again in another region: a cached route is
+trusted where the store is read anyway (a user it does not hold is unknown there, and the
+route is forgotten), and checked afresh where a stale one would decide something (an id
+taken, a user to erase or export; see ``locate_users(fresh=True)``, ``home_region(verify=True)``).
 """
 
 from __future__ import annotations
@@ -155,13 +160,15 @@ class Deployment:
         return self.served_logs[region]
 
     # -- routing ----------------------------------------------------------------
-    def locate_users(self, user_ids: Iterable[str]) -> dict[str, str]:
-        """Home region of each user that exists; unknown users are absent from the result."""
+    def locate_users(self, user_ids: Iterable[str], fresh: bool = False) -> dict[str, str]:
+        """Home region of each user that exists; unknown users are absent from the result.
+        ``fresh``: ask the stores about cached users too (another process may have erased
+        them since), and forget the routes of those no store holds."""
         wanted = list(dict.fromkeys(user_ids))
         found: dict[str, str] = {}
         missing: list[str] = []
         for uid in wanted:
-            region = self._routes.get(uid)
+            region = None if fresh else self._routes.get(uid)
             if region is None:
                 missing.append(uid)
             else:
@@ -180,13 +187,21 @@ class Deployment:
             for uid in wanted:
                 if uid in found:
                     self._routes[uid] = found[uid]
+                else:
+                    self._routes.pop(uid, None)
         return found
 
-    def home_region(self, user_id: str) -> str:
-        region = self._routes.get(user_id)  # a home region never changes: cached is exact
-        if region is not None:
-            return region
-        region = self.locate_users([user_id]).get(user_id)
+    def home_region(self, user_id: str, verify: bool = False) -> str:
+        """The user's home region (UnknownUser if none). A cached route is trusted unless
+        ``verify``: then the region's store must still hold the user (one read), else the
+        route is forgotten and the user is unknown to this request, never looked up
+        elsewhere (the access check judged the request by that route)."""
+        region = self._routes.get(user_id)
+        if region is None:
+            region = self.locate_users([user_id]).get(user_id)
+        elif verify and not self.stores[region].existing_users([user_id]):
+            self.forget_route(user_id)
+            region = None
         if region is None:
             raise UnknownUser(f"no user {user_id!r} in any region", user_id=user_id)
         return region

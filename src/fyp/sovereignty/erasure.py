@@ -212,7 +212,7 @@ class Eraser:
         """Erase a user homed anywhere in the deployment; UnknownUser if there is none.
         ``actor`` is who asked, for the audit log (``key:<id>`` over HTTP, the command
         line's ``fyp erasure erase``)."""
-        region = self.deployment.home_region(user_id)
+        region = self.deployment.home_region(user_id, verify=True)  # erased elsewhere since?
         receipt_id = "er_" + uuid.uuid4().hex
         t = now_ms()
         # the ledger first: a crash half-way leaves a ledger entry that `fyp erasure
@@ -374,7 +374,7 @@ class Eraser:
 def recreated(deployment: Deployment, user_id: str, erased_at_ms: int) -> bool:
     """True when the id belongs to a new account made after the erasure (ids may be
     reused), not to a row a restore brought back: that user must not be erased."""
-    home = deployment.locate_users([user_id]).get(user_id)  # maybe homed elsewhere now
+    home = deployment.locate_users([user_id], fresh=True).get(user_id)  # maybe elsewhere now
     user = deployment.store(home).get_user(user_id) if home else None
     return user is not None and user.created_at_ms > erased_at_ms
 

@@ -13,12 +13,12 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import os
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from fyp.config import DeploymentConfig
+from fyp.durable import append_durable
 from fyp.errors import StorageError
 from fyp.sovereignty.region_keys import region_secret
 
@@ -63,13 +63,7 @@ class ErasureLedger:
         """Append an entry and fsync it before returning (an erasure is acknowledged after)."""
         entry = LedgerEntry(self.subject(user_id), receipt_id, erased_at_ms)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        line = json.dumps(asdict(entry), sort_keys=True) + "\n"
-        fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-        try:
-            os.write(fd, line.encode())
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        append_durable(self.path, json.dumps(asdict(entry), sort_keys=True) + "\n")
         return entry
 
     def entries(self) -> list[LedgerEntry]:

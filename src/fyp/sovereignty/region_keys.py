@@ -50,10 +50,20 @@ def region_secret(config: DeploymentConfig, region: str, name: str, create: bool
     path.parent.mkdir(parents=True, exist_ok=True)
     os.chmod(path.parent, 0o700)
     key = secrets.token_bytes(KEY_BYTES)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    # written aside, then linked into place: the name appears with the whole key or not
+    # at all, and of processes (serving hosts) making it at the same moment one wins and
+    # the others read its key (a link is atomic on NFS too)
+    draft = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
+    fd = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
-        os.write(fd, key)
-        os.fsync(fd)
+        try:
+            os.write(fd, key)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.link(draft, path)
+    except FileExistsError:
+        return region_secret(config, region, name, create=False)
     finally:
-        os.close(fd)
+        draft.unlink()
     return key

@@ -87,7 +87,8 @@ class PostgresServedLog(Store):
     def record_served(self, user_id: str, video_ids: Sequence[str], ts_ms: int) -> int:
         """One statement, its own transaction, no region lock: a page is numbered from
         the user's counter, and if another process numbered one the same meanwhile the
-        key refuses it and the page is numbered again (rare: users are routed stickily)."""
+        key refuses it and the page is numbered again (rare: one user's pages asked of two
+        hosts at the same moment)."""
         ids = json_text(list(dict.fromkeys(video_ids)))
         for _ in range(_NUMBERING_ATTEMPTS):
             row = self._one(

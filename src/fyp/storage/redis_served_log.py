@@ -38,14 +38,18 @@ from pydantic_core import from_json, to_json
 from fyp.errors import ConfigError, StorageError, UnknownUser
 from fyp.storage.base import Store
 from fyp.storage.postgres_dialect import redact
-from fyp.storage.served_logs import ExternalServedLog, ServedLogData, ServedPage
+from fyp.storage.served_logs import (
+    CLOCK_SLACK_MS,
+    ExternalServedLog,
+    ServedLogData,
+    ServedPage,
+)
 
 if TYPE_CHECKING:
     import redis
 
 PREFIX = "fyp:served:"
 KEY = re.compile(r"^fyp:served:([^:]*):\{([^{}]*)\}:(n|p:[0-9]+)$")
-CLOCK_SLACK_MS = 60_000  # pages this much older than asked are still read past
 TIMEOUT_S = 2.0  # a server that does not answer fails the request (503) after this
 SCAN_COUNT = 1_000
 

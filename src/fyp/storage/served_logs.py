@@ -29,6 +29,10 @@ from fyp.errors import ConfigError
 from fyp.storage.base import Store
 
 SCHEMES = ("redis", "rediss")
+CLOCK_SLACK_MS = 60_000
+"""How far the clocks of a region's serving hosts (and training nodes) may differ: a page
+is stamped with its server's clock, so whoever reads pages served since a time of its
+own reads from this much earlier too (a page read needlessly was still served)."""
 
 
 @dataclass(frozen=True)

@@ -66,6 +66,6 @@ async def user_events(
     user_id: str, limit: int = Query(50, ge=1, le=1000), s: AppState = Depends(state)
 ) -> dict[str, Any]:
     """The user's latest events, newest first, read from their home region."""
-    region = s.deployment.home_region(user_id)
+    region = s.deployment.home_region(user_id, verify=True)
     events = s.deployment.store(region).user_events(user_id, limit)
     return {"user_id": user_id, "region": region, "events": [e._asdict() for e in events]}
