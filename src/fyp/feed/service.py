@@ -375,10 +375,16 @@ class FeedService:
         started_ms = time.time_ns() // 1_000_000
         page_no, session = decode_cursor(cursor)
         region = self.deployment.home_region(user_id)
-        model = self.model(region)
         store = self.deployment.store(region)
         served_log = self.deployment.served_log(region)  # the store's own, or Redis
         marker = served_log.user_version(user_id)
+        if marker is None and not store.existing_users([user_id]):
+            # the cached route is stale: moved (or erased) by another process
+            region = self.deployment.relocate(user_id)
+            store = self.deployment.store(region)
+            served_log = self.deployment.served_log(region)
+            marker = served_log.user_version(user_id)
+        model = self.model(region)
         use_orders = universe is None and not debug and self.ahead_length > n and marker is not None
         fresh: RankedAhead | None = None
         rows: list[int] = []

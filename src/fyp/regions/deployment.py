@@ -2,14 +2,18 @@
 
 The router is the only place that maps a user to a region. It keeps no global
 directory of users (that would itself be cross-region personal data): it asks each
-region's store whether it holds the user and caches the answer in memory.
+region's store whether it holds the user and caches the answer in memory. A user may
+move their home region (:mod:`fyp.sovereignty.move`), possibly in another process: code
+that finds a user absent from the cached region calls :meth:`Deployment.relocate`,
+which forgets the route and locates the user once more.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import threading
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
+from contextvars import ContextVar
 from pathlib import Path
 from types import TracebackType
 
@@ -26,12 +30,25 @@ from fyp.config import (
     with_served_logs,
     write_config,
 )
-from fyp.errors import AlreadyExists, ConfigError, InvalidRequest, StorageError, UnknownUser
+from fyp.errors import (
+    AlreadyExists,
+    ConfigError,
+    Forbidden,
+    InvalidRequest,
+    StorageError,
+    UnknownUser,
+)
+from fyp.sovereignty.move_journal import JOURNAL_DIR
 from fyp.sovereignty.staging import PENDING_RESTORE
 from fyp.storage import Store, open_store
 from fyp.storage.served_logs import ServedLog, open_served_log
 
 _ROUTE_CACHE_MAX = 2_000_000
+REQUEST_REGIONS: ContextVar[Collection[str] | None] = ContextVar(
+    "fyp_request_regions", default=None
+)
+"""The regions the current request's API key may touch (None: any). The access check
+sets it; :meth:`Deployment.relocate` refuses a user who turns out to live outside them."""
 
 
 class Deployment:
@@ -66,6 +83,12 @@ class Deployment:
                 )
             if pending:
                 restore.finish_pending_restores(self)
+            if finish_restores and any(
+                (config.region_dir(r) / JOURNAL_DIR).is_dir() for r in config.regions
+            ):
+                from fyp.sovereignty.move import finish_moves
+
+                finish_moves(self)  # moves a killed process left unfinished
         except BaseException:
             self.close()
             raise
@@ -183,7 +206,8 @@ class Deployment:
         return found
 
     def home_region(self, user_id: str) -> str:
-        region = self._routes.get(user_id)  # a home region never changes: cached is exact
+        # cached, so it may be stale after a move by another process: see relocate
+        region = self._routes.get(user_id)
         if region is not None:
             return region
         region = self.locate_users([user_id]).get(user_id)
@@ -194,6 +218,29 @@ class Deployment:
     def forget_route(self, user_id: str) -> None:
         with self._routes_lock:
             self._routes.pop(user_id, None)
+
+    def relocate(self, user_id: str) -> str:
+        """The cached home region said the user is there but they are not (moved or
+        erased since, maybe by another process): forget the route and locate them once
+        more (UnknownUser if nowhere). A request whose key may not touch the region they
+        live in now is refused, as the access check would have refused it."""
+        self.forget_route(user_id)
+        region = self.home_region(user_id)
+        allowed = REQUEST_REGIONS.get()
+        if allowed is not None and region not in allowed:
+            raise Forbidden(
+                f"user {user_id!r} is not in a region this API key may touch",
+                user_id=user_id,
+            )
+        return region
+
+    def homed_region(self, user_id: str) -> str:
+        """The user's home region, checked against its store (one indexed read): a
+        cached route gone stale is located again (:meth:`relocate`)."""
+        region = self.home_region(user_id)
+        if self.stores[region].existing_users([user_id]):
+            return region
+        return self.relocate(user_id)
 
     def locate_video(self, video_id: str) -> list[str]:
         """Regions whose catalogue holds the video (in config order)."""
