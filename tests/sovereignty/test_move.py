@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -10,6 +13,7 @@ from move_helpers import CLASH, MOVER, allow_moves, plant_mover
 from region_helpers import built, cli, copy_of
 
 from fyp.audit.log import AuditLog
+from fyp.config import load_config
 from fyp.errors import MoveNotAllowed
 from fyp.events.ingest import Ingestor
 from fyp.events.schema import moved_event_id
@@ -18,6 +22,7 @@ from fyp.sovereignty.ledger import MOVE, ErasureLedger, user_pseudonym
 from fyp.sovereignty.move import Mover, receipt_signature_ok
 from fyp.sovereignty.move_verify import verify_move
 from fyp.sovereignty.residency import ResidencyScanner
+from fyp.storage import open_store
 
 __all__ = ["built"]
 
@@ -105,3 +110,105 @@ def test_the_cli_moves_and_verify_proves_it_after_the_retrain(dep: Path) -> None
     assert json.loads(out)["status"] == "moved"
     code, out = cli("residency", "check", str(dep))
     assert code == 0, out
+
+
+KILLED_MOVE = """
+import os, signal, sys
+from fyp.sovereignty import move, erasure, ledger
+point = sys.argv.pop(1)
+die = lambda *a, **k: os.kill(os.getpid(), signal.SIGKILL)
+if point == "after_copy":  # the destination holds the user; no ledger entry yet
+    real = ledger.ErasureLedger.record
+    ledger.ErasureLedger.record = lambda self, *a, **k: die() if self.region == "us" else real(self, *a, **k)
+elif point == "before_removal":  # ledger written, the journal says remove
+    move.Mover.remove_source = die
+elif point == "mid_removal":  # the store part done, the artifacts not yet
+    erasure.Eraser.scrub_artifacts = die
+sys.argv = ["fyp", *sys.argv[1:]]
+from fyp.cli import main
+main()
+"""
+
+
+def kill_a_move(dep: Path, point: str) -> None:
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            KILLED_MOVE,
+            point,
+            "user",
+            "move",
+            str(dep),
+            MOVER,
+            "--to",
+            "eu",
+            "--reason",
+            "moved to Lisbon",
+        ],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+        timeout=120,
+    )
+    assert run.returncode == -9, run.stdout + run.stderr
+
+
+def homes(dep: Path) -> list[str]:
+    config = load_config(dep)
+    out = []
+    for region in config.region_names:
+        store = open_store(config.resolve_url(config.region(region).store), region)
+        try:
+            if store.existing_users([MOVER]):
+                out.append(region)
+        finally:
+            store.close()
+    return out
+
+
+@pytest.mark.parametrize("point", ["after_copy", "before_removal", "mid_removal"])
+def test_a_killed_move_is_reported_and_finished_by_running_it_again(dep: Path, point: str) -> None:
+    kill_a_move(dep, point)
+    # never without a home: the destination holds the user from the copy on
+    assert "eu" in homes(dep)
+    scan = ResidencyScanner(dep).run()
+    unfinished = [f for f in scan.findings if f.kind == "unfinished_move"]
+    assert len(unfinished) == 1 and unfinished[0].user_id == MOVER
+    assert "fyp user move" in unfinished[0].location
+    with Deployment.open(dep, finish_moves=False) as d:
+        assert verify_move(d, MOVER).status == "unfinished"
+    code, out = cli("user", "move", str(dep), MOVER, "--to", "eu", "--reason", "again", "--json")
+    assert code == 0, out
+    assert json.loads(out)["moved"]["events"] == 9
+    assert homes(dep) == ["eu"]
+    with Deployment.open(dep) as d:
+        assert len(d.store("eu").user_events(MOVER, 100)) == 9  # nothing lost, nothing twice
+        assert verify_move(d, MOVER).status == "pending_retrain"
+    assert ResidencyScanner(dep).run().ok
+
+
+def test_a_killed_move_is_finished_by_the_next_open(dep: Path) -> None:
+    kill_a_move(dep, "before_removal")
+    with Deployment.open(dep) as d:  # fyp serve and every command open it so
+        assert not d.store("us").existing_users([MOVER])
+        assert d.home_region(MOVER) == "eu"
+    assert ResidencyScanner(dep).run().ok
+
+
+def test_a_restore_of_the_source_from_before_the_move_removes_the_user_again(dep: Path) -> None:
+    code, out = cli("backup", str(dep), "--region", "us")
+    assert code == 0, out
+    code, out = cli("user", "move", str(dep), MOVER, "--to", "eu", "--reason", "moved")
+    assert code == 0, out
+    scan = ResidencyScanner(dep).run()
+    assert scan.ok, [f.to_dict() for f in scan.findings]  # the old backup: counted, not found
+    assert any(r.moved_away for r in scan.regions)
+    code, out = cli("restore", str(dep), "--region", "us")
+    assert code in (0, 1), out
+    assert homes(dep) == ["eu"]  # not two homes
+    with Deployment.open(dep) as d:
+        assert len(d.store("eu").user_events(MOVER, 100)) == 9
+        report = verify_move(d, MOVER)
+        assert not report.remnants, report.to_dict()
+    assert ResidencyScanner(dep, scan_backups=False).run().ok

@@ -33,7 +33,7 @@ def register(app: typer.Typer) -> None:
         from fyp.regions.deployment import Deployment
         from fyp.sovereignty.move import Mover
 
-        with Deployment.open(directory) as d:
+        with Deployment.open(directory, finish_moves=False) as d:  # finished here, if any
             receipt = Mover(d).move(user_id, to, reason)
         body = receipt.to_dict()
         if as_json:

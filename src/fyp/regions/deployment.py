@@ -55,13 +55,20 @@ class Deployment:
     """A deployment directory opened for use; close it (or use ``with``) when done."""
 
     def __init__(
-        self, config: DeploymentConfig, *, create: bool = False, finish_restores: bool = True
+        self,
+        config: DeploymentConfig,
+        *,
+        create: bool = False,
+        finish_restores: bool = True,
+        finish_moves: bool = True,
     ) -> None:
         """Opens every region's store. ``create`` makes missing region stores (``init``);
         any other open of a deployment whose store file is missing fails
         (``fyp.storage.open_store``). Unless told not to (a restore doing it itself),
         first finishes any restore that stopped before re-applying erasures, so restored
-        data with erased users in it is never served (:mod:`fyp.sovereignty.restore`)."""
+        data with erased users in it is never served (:mod:`fyp.sovereignty.restore`);
+        then finishes the moves a killed process left (unless told not to: ``fyp user
+        move`` finishes its own, to print the receipt)."""
         self.config = config
         self.stores: dict[str, Store] = {}
         self.served_logs: dict[str, ServedLog] = {}
@@ -83,7 +90,7 @@ class Deployment:
                 )
             if pending:
                 restore.finish_pending_restores(self)
-            if finish_restores and any(
+            if finish_moves and any(
                 (config.region_dir(r) / JOURNAL_DIR).is_dir() for r in config.regions
             ):
                 from fyp.sovereignty.move import finish_moves
@@ -94,8 +101,8 @@ class Deployment:
             raise
 
     @classmethod
-    def open(cls, root: str | Path) -> Deployment:
-        return cls(load_config(Path(root)))
+    def open(cls, root: str | Path, finish_moves: bool = True) -> Deployment:
+        return cls(load_config(Path(root)), finish_moves=finish_moves)
 
     @classmethod
     def init(

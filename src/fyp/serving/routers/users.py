@@ -59,7 +59,13 @@ async def move_user(
     body: MoveIn,
     request: Request,
     s: AppState = Depends(state),
-    reason: str | None = Header(None, alias=REASON_HEADER),
+    reason: str | None = Header(
+        None,
+        alias=REASON_HEADER,
+        max_length=500,
+        description="Why the user moves (required, else 400): kept in the audit logs of "
+        "both regions.",
+    ),
 ) -> dict[str, Any]:
     """Move the user's home region to ``to``: everything about them is copied there and
     removed from the region they leave (as completely as an erasure), under the source
