@@ -16,8 +16,8 @@ from fyp.serving.app import create_app
 from fyp.sovereignty.move import Mover, receipt_signature_ok
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "sovereignty"))
-from move_helpers import MOVER, allow_moves, plant_mover  # noqa: E402
-from region_helpers import built, copy_of  # noqa: E402
+from move_helpers import MOVER, allow_moves, plant_mover
+from region_helpers import built, copy_of
 
 __all__ = ["built"]
 WHY = {"X-Fyp-Reason": "ticket 77: moved to Lisbon"}

@@ -119,7 +119,9 @@ point = sys.argv.pop(1)
 die = lambda *a, **k: os.kill(os.getpid(), signal.SIGKILL)
 if point == "after_copy":  # the destination holds the user; no ledger entry yet
     real = ledger.ErasureLedger.record
-    ledger.ErasureLedger.record = lambda self, *a, **k: die() if self.region == "us" else real(self, *a, **k)
+    def record(self, *a, **k):
+        return die() if self.region == "us" else real(self, *a, **k)
+    ledger.ErasureLedger.record = record
 elif point == "before_removal":  # ledger written, the journal says remove
     move.Mover.remove_source = die
 elif point == "mid_removal":  # the store part done, the artifacts not yet

@@ -16,6 +16,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "sovereignty"))  # 
 
 from move_helpers import allow_moves, plant_mover  # noqa: E402
 from region_helpers import build  # noqa: E402
+
 from sovereignty import test_move  # noqa: E402
 
 globals().update(  # the move tests but one (a SQLite copy of `built`)

@@ -18,6 +18,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "sovereignty"))  # 
 
 from move_helpers import allow_moves, plant_mover  # noqa: E402
 from region_helpers import built, copy_of  # noqa: E402
+
 from sovereignty import test_move  # noqa: E402
 from storage.test_redis_deployment import with_served_logs  # noqa: E402
 
@@ -41,10 +42,11 @@ def dep(built: Path, tmp_path: Path, redis_urls: list[str]) -> Iterator[Path]:
 
 
 def test_the_pages_move_to_the_destinations_redis(dep: Path) -> None:
+    from move_helpers import MOVER
+
     from fyp.regions.deployment import Deployment
     from fyp.sovereignty.move import Mover
     from fyp.sovereignty.served_data import external
-    from move_helpers import MOVER
 
     with Deployment.open(dep) as d:
         logs = external(d)

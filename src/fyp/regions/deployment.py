@@ -93,9 +93,9 @@ class Deployment:
             if finish_moves and any(
                 (config.region_dir(r) / JOURNAL_DIR).is_dir() for r in config.regions
             ):
-                from fyp.sovereignty.move import finish_moves
+                from fyp.sovereignty import move
 
-                finish_moves(self)  # moves a killed process left unfinished
+                move.finish_moves(self)  # moves a killed process left unfinished
         except BaseException:
             self.close()
             raise
