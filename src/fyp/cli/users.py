@@ -9,6 +9,7 @@ import typer
 from rich.markup import escape
 
 from fyp.cli.app import console
+from fyp.cli.erasure import print_remnants
 
 DirArg = typer.Argument(..., help="Deployment directory (holds fyp.toml).")
 JsonOpt = typer.Option(False, "--json", help="Print a machine-readable report.")
@@ -88,15 +89,7 @@ def register(app: typer.Typer) -> None:
                     f"{escape(report.unfinished['finish_with'])}",
                     highlight=False,
                 )
-            for rem in report.remnants:
-                console.print(
-                    f"  [red]remnant[/] {rem.region} {rem.kind} {escape(rem.where)}: {rem.count}",
-                    highlight=False,
-                )
-            for rid, info in report.to_dict()["pending_retrain"].items():
-                console.print(
-                    f"  pending retrain for {rid} (deadline {info['deadline']})", markup=False
-                )
+            print_remnants(report.remnants, report.to_dict()["pending_retrain"])
             for note in report.notes:
                 console.print(f"  note: {note}", markup=False)
         if not report.ok:

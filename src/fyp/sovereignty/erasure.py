@@ -109,6 +109,15 @@ def iso(ms: int) -> str:
 
 
 # -- receipts --------------------------------------------------------------------
+def retrain_fields(required: bool, deadline_ms: int | None) -> dict[str, Any]:
+    """What a receipt (an erasure's, a move's) says of the retrain it waits for."""
+    return {
+        "retrain_required": required,
+        "retrain_deadline_ms": deadline_ms,
+        "retrain_deadline": iso(deadline_ms) if deadline_ms is not None else None,
+    }
+
+
 @dataclass(frozen=True)
 class Receipt:
     """What was erased, signed with the region's ``receipts`` key so it can be checked
@@ -136,11 +145,7 @@ class Receipt:
             "erased_at": iso(self.erased_at_ms),
             "removed": dict(sorted(self.removed.items())),
             "artifacts": self.artifacts,
-            "retrain_required": self.retrain_required,
-            "retrain_deadline_ms": self.retrain_deadline_ms,
-            "retrain_deadline": (
-                iso(self.retrain_deadline_ms) if self.retrain_deadline_ms is not None else None
-            ),
+            **retrain_fields(self.retrain_required, self.retrain_deadline_ms),
             "reapplied": self.reapplied,
             # only when the served log is on a server of its own (older receipts have none)
             **({"served_log": self.served_log} if self.served_log else {}),

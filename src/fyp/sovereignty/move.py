@@ -60,6 +60,7 @@ from fyp.sovereignty.erasure import (
     Outcome,
     iso,
     now_ms,
+    retrain_fields,
     sign_body,
 )
 from fyp.sovereignty.ledger import MOVE, ErasureLedger, user_pseudonym
@@ -121,11 +122,7 @@ class MoveReceipt:
             "moved": dict(sorted(self.moved.items())),
             "removed": dict(sorted(self.removed.items())),
             "artifacts": self.artifacts,
-            "retrain_required": self.retrain_required,
-            "retrain_deadline_ms": self.retrain_deadline_ms,
-            "retrain_deadline": (
-                iso(self.retrain_deadline_ms) if self.retrain_deadline_ms is not None else None
-            ),
+            **retrain_fields(self.retrain_required, self.retrain_deadline_ms),
         }
 
     def to_dict(self) -> dict[str, Any]:

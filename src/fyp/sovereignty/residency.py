@@ -79,6 +79,28 @@ ERASED_NAMES = {ERASED_NAME, ELSEWHERE_NAME, ""}
 SKIPPED_IN_REGION = {LEDGER_FILE}  # pseudonymous by design
 SECRETS_DIR = "secrets"  # only its keys (NAME.key) are skipped: anything else is scanned
 SCAN_STAGING = ".scan-"
+EXCEPTIONS = (  # (column, RegionScan field, what its records are): counted, not findings
+    (
+        "creator_id",
+        "exempt_creators",
+        "catalogue records name a creator homed in another region or nowhere (creator_id "
+        "of the public catalogue: a video published in several regions names its creator; "
+        "documented exception, not a finding)",
+    ),
+    (
+        "backups",
+        "erased_in_backups",
+        "records of erased users in backups taken before their erasure (a restore erases "
+        "them again from the ledger; they leave when the backup expires)",
+    ),
+    (
+        "moved_away",
+        "moved_away",
+        "records of users who moved their home away from it, in its append-only audit log "
+        "(by pseudonym) or in backups taken before the move (a restore removes them again: "
+        "the ledger records it)",
+    ),
+)
 
 
 @dataclass(frozen=True)
@@ -130,45 +152,17 @@ class ResidencyReport:
         return sum(f.records for f in self.findings if f.kind in kinds)
 
     def to_dict(self) -> dict[str, Any]:
-        exceptions = (
-            [
-                {
-                    "region": r.region,
-                    "column": "creator_id",
-                    "records": r.exempt_creators,
-                    "message": f"{r.region}: {r.exempt_creators:,} catalogue records name a "
-                    "creator homed in another region or nowhere (creator_id of the public "
-                    "catalogue: a video published in several regions names its creator; "
-                    "documented exception, not a finding)",
-                }
-                for r in self.regions
-                if r.exempt_creators
-            ]
-            + [
-                {
-                    "region": r.region,
-                    "column": "backups",
-                    "records": r.erased_in_backups,
-                    "message": f"{r.region}: {r.erased_in_backups:,} records of erased users in "
-                    "backups taken before their erasure (a restore erases them again from the "
-                    "ledger; they leave when the backup expires)",
-                }
-                for r in self.regions
-                if r.erased_in_backups
-            ]
-            + [
-                {
-                    "region": r.region,
-                    "column": "moved_away",
-                    "records": r.moved_away,
-                    "message": f"{r.region}: {r.moved_away:,} records of users who moved their "
-                    "home away from it, in its append-only audit log (by pseudonym) or in backups "
-                    "taken before the move (a restore removes them again: the ledger records it)",
-                }
-                for r in self.regions
-                if r.moved_away
-            ]
-        )
+        exceptions = [
+            {
+                "region": r.region,
+                "column": column,
+                "records": n,
+                "message": f"{r.region}: {n:,} {what}",
+            }
+            for column, attr, what in EXCEPTIONS
+            for r in self.regions
+            if (n := getattr(r, attr))
+        ]
         return {
             "deployment": self.deployment,
             "ok": self.ok,
