@@ -208,6 +208,9 @@ class Mover:
             journal.step = REMOVE
             write_journal(d.config, journal)
         if not d.store(dest).existing_users([user]):
+            if not d.store(source).existing_users([user]):  # erased meanwhile: nothing to do
+                remove_journal(d.config, journal)
+                raise UnknownUser(f"no user {user!r} to move (erased?)", user_id=user)
             # the copy is gone (the destination restored meanwhile?): keep the source's
             raise StorageError(
                 f"the destination {dest!r} no longer holds user {user!r}: the source "
