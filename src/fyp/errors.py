@@ -11,7 +11,8 @@ always ``{"error": {"code", "message", "status", "details"}}``.
     │   ├── InvalidRequest               400 malformed body, bad parameter
     │   ├── Unauthenticated              401 missing or unknown API key
     │   ├── Forbidden                    403 key lacks the scope
-    │   │   └── ResidencyViolation       403 would put data outside its home region
+    │   │   ├── ResidencyViolation       403 would put data outside its home region
+    │   │   └── MoveNotAllowed           403 the region's policy does not allow that move
     │   ├── NotFound                     404
     │   │   ├── UnknownUser
     │   │   ├── UnknownVideo
@@ -21,6 +22,7 @@ always ``{"error": {"code", "message", "status", "details"}}``.
     │   ├── Conflict                     409 the current state does not allow it
     │   │   ├── AlreadyExists            the id is taken (or names another event)
     │   │   ├── JobConflict              a review job not in a state to claim or decide
+    │   │   ├── MoveInProgress           another move of the user is unfinished
     │   │   └── StoreInUse               a restore while the store is open elsewhere
     │   ├── PayloadTooLarge              413 batch or body over the configured limit
     │   ├── UnsupportedMediaType         415 a body that is not declared as JSON
@@ -90,6 +92,13 @@ class ResidencyViolation(Forbidden):
     code = "residency_violation"
 
 
+class MoveNotAllowed(Forbidden):
+    """The source region's policy (``[regions.R.policy.moves] allow_to``) does not allow
+    moving users to that region."""
+
+    code = "move_not_allowed"
+
+
 class NotFound(ClientError):
     status = 404
     code = "not_found"
@@ -130,6 +139,13 @@ class JobConflict(Conflict):
     """The job or video is not in a state that allows the request."""
 
     code = "moderation_conflict"
+
+
+class MoveInProgress(Conflict):
+    """An unfinished move of the user to another region: finish it first (running the
+    move again finishes it)."""
+
+    code = "move_in_progress"
 
 
 class StoreInUse(Conflict):

@@ -171,7 +171,7 @@ def test_a_route_cached_before_another_process_erased_the_user(
     for act in (
         lambda: UserExport(users, "ann"),
         lambda: Catalog(users).erase_user("ann"),  # no receipt and ledger entry for nobody
-        lambda: users.home_region("ann", verify=True),
+        lambda: users.homed_region("ann"),
     ):
         users._routes["ann"] = "us"  # the stale route, each time
         with pytest.raises(UnknownUser):
@@ -179,7 +179,7 @@ def test_a_route_cached_before_another_process_erased_the_user(
         assert "ann" not in users._routes  # forgotten
     assert len(ErasureLedger(users.config, "us").entries()) == 1
     Catalog(users).create_user(UserIn(user_id="cat", home_region="us"))  # not taken
-    assert users.home_region("cat", verify=True) == "us"
+    assert users.homed_region("cat") == "us"
     users.store("eu").delete_user("ben")  # behind the router's back
     assert users.locate_users(["ben"]) == {"ben": "eu"}  # cached
     assert users.locate_users(["ben"], fresh=True) == {}  # asked, and forgotten

@@ -17,6 +17,7 @@ EVENT = {"event_id": "e1", "user_id": "u1", "video_id": "v1", "type": "like"}
 JSON_ROUTES = [
     ("POST", "/v1/users", "/v1/users"),
     ("PATCH", "/v1/users/{user_id}", "/v1/users/u1"),
+    ("POST", "/v1/users/{user_id}/move", "/v1/users/u1/move"),
     ("POST", "/v1/videos", "/v1/videos"),
     ("PATCH", "/v1/videos/{video_id}", "/v1/videos/v1"),
     ("POST", "/v1/events", "/v1/events"),

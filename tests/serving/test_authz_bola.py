@@ -23,7 +23,7 @@ from fyp.access.keys import ROLES
 NO_OBJECT = {("GET", "/healthz"), ("GET", "/readyz"), ("GET", "/v1/regions"), ("GET", "/metrics")}
 """Operations that name no object (/v1/regions and /metrics answer for the key's regions
 only)."""
-REGION_FIELDS = {"region", "regions", "home_region"}
+REGION_FIELDS = {"region", "regions", "home_region", "to"}
 OTHER = {"us": "eu", "eu": "us"}
 
 
@@ -57,7 +57,7 @@ def _resolve(spec: dict[str, Any], schema: dict[str, Any]) -> dict[str, Any]:
 def _value(spec: dict[str, Any], name: str, schema: dict[str, Any], region: str, w: World) -> Any:
     """A valid-looking value, pointing at ``region``'s objects where the name says so."""
     schema = _resolve(spec, schema)
-    if name in ("region", "home_region"):
+    if name in ("region", "home_region", "to"):  # "to": where a user moves
         return region
     if name == "regions":
         return [region]

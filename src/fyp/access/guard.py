@@ -35,7 +35,7 @@ from fyp.access.ring import KeyRing, Principal
 from fyp.access.routes import RouteIndex
 from fyp.audit.log import AuditLog
 from fyp.errors import Forbidden, FypError, InvalidRequest
-from fyp.regions.deployment import Deployment
+from fyp.regions.deployment import REQUEST_REGIONS, Deployment
 from fyp.serving.errors import error_response
 from fyp.sovereignty.ledger import user_pseudonym
 
@@ -79,6 +79,8 @@ class Access:
         token, reason = _credentials(scope)
         principal = self.keys.authenticate(token)
         scope[PRINCIPAL] = principal
+        # a route found stale later (a user moved meanwhile) is re-checked against it
+        REQUEST_REGIONS.set(None if principal.all_regions else frozenset(principal.regions))
         body: bytes | None = None
         audit: tuple[Rule, str, str] | None = None
         for template, params in matches:

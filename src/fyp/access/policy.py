@@ -74,6 +74,8 @@ PERMISSIONS: dict[tuple[str, str], Rule] = {
     ("GET", "/v1/users/{user_id}"): allow(*READERS),
     ("PATCH", "/v1/users/{user_id}"): allow("ingest", "admin"),
     ("DELETE", "/v1/users/{user_id}"): allow("admin"),
+    # a move touches the user's home region and the destination (the body's "to")
+    ("POST", "/v1/users/{user_id}/move"): allow("admin", body="to"),
     ("GET", "/v1/users/{user_id}/events"): allow(*READERS),
     ("GET", "/v1/users/{user_id}/export"): allow("admin", "auditor"),
     ("GET", "/v1/users/{user_id}/feed"): allow("feed", "admin", "auditor", operator_flag="debug"),

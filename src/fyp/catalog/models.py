@@ -81,8 +81,17 @@ Regions = Annotated[list[Region], AfterValidator(_unique), Field(min_length=1)]
 DurationMs = Annotated[int, Field(gt=0, le=MAX_DURATION_MS)]
 
 
+class MoveIn(BaseModel):
+    """Where to move a user's home region (``POST /v1/users/{id}/move``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    to: Region
+
+
 class UserPatch(BaseModel):
-    """Fields a user may change; the home region is fixed at creation."""
+    """Fields a user may change; the home region changes only by a move
+    (``POST /v1/users/{id}/move``)."""
 
     model_config = ConfigDict(extra="forbid")
 

@@ -42,6 +42,9 @@ class Catalog:
     def get_user(self, user_id: str) -> User:
         region = self.deployment.home_region(user_id)
         user = self.deployment.store(region).get_user(user_id)
+        if user is None:  # a stale route: moved or erased since (UnknownUser if gone)
+            region = self.deployment.relocate(user_id)
+            user = self.deployment.store(region).get_user(user_id)
         if user is None:
             self.deployment.forget_route(user_id)
             raise UnknownUser(f"no user {user_id!r}", user_id=user_id)

@@ -51,7 +51,7 @@ def fail(error: FypError) -> typer.Exit:
 
 
 def _register() -> None:
-    from fyp.cli import backup, data, deploy, erasure, evaluate, feed, moderate
+    from fyp.cli import backup, data, deploy, erasure, evaluate, feed, moderate, users
     from fyp.cli import keys as api_keys
 
     deploy.register(app)
@@ -62,6 +62,7 @@ def _register() -> None:
     api_keys.register(app)
     erasure.register(app)
     backup.register(app)
+    users.register(app)
 
 
 _register()

@@ -167,15 +167,7 @@ def register(app: typer.Typer) -> None:
                     f"  ledger {region}: {entry['receipt_id']} at {entry['erased_at']}",
                     markup=False,
                 )
-            for rem in report.remnants:
-                console.print(
-                    f"  [red]remnant[/] {rem.region} {rem.kind} {escape(rem.where)}: {rem.count}",
-                    highlight=False,
-                )
-            for rid, info in report.to_dict()["pending_retrain"].items():
-                console.print(
-                    f"  pending retrain for {rid} (deadline {info['deadline']})", markup=False
-                )
+            print_remnants(report.remnants, report.to_dict()["pending_retrain"])
             if report.receipt is not None:
                 checks = ", ".join(
                     f"{k} {'yes' if v else 'NO'}"
@@ -187,6 +179,17 @@ def register(app: typer.Typer) -> None:
                 console.print(f"  note: {note}", markup=False)
         if not report.ok:
             raise typer.Exit(EXIT_PROBLEM)
+
+
+def print_remnants(remnants: list[Any], pending: dict[str, dict[str, Any]]) -> None:
+    """The remnants and pending retrains of an erasure's or a move's verification."""
+    for rem in remnants:
+        console.print(
+            f"  [red]remnant[/] {rem.region} {rem.kind} {escape(rem.where)}: {rem.count}",
+            highlight=False,
+        )
+    for rid, info in pending.items():
+        console.print(f"  pending retrain for {rid} (deadline {info['deadline']})", markup=False)
 
 
 def _where(trained_on: dict[str, Any] | None) -> str:

@@ -21,7 +21,7 @@ from fyp.catalog.models import User, Video
 from fyp.datasets.kuairec import VideoInfo, build_video, home_region
 from fyp.errors import FypError, StorageError
 from fyp.regions.deployment import Deployment
-from fyp.sovereignty.ledger import ErasureLedger
+from fyp.sovereignty.ledger import ERASURE, ErasureLedger
 from fyp.storage import EventRow, Store, VideoRow, open_store
 
 CHUNK = 100_000
@@ -119,7 +119,7 @@ def erased_users(deployment: Deployment, user_ids: Iterable[str]) -> set[str]:
     for region in deployment.regions:
         ledger = ErasureLedger(deployment.config, region)
         if ledger.path.is_file():
-            out |= ledger.matching(wanted)
+            out |= ledger.matching(wanted, ERASURE)  # a user moved away lives on elsewhere
     return out
 
 

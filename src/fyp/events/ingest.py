@@ -30,7 +30,7 @@ from fyp.errors import (
     UnknownVideo,
     ValidationFailed,
 )
-from fyp.events.schema import EventIn, EventType, play_labels, to_ms
+from fyp.events.schema import EventIn, EventType, moved_event_id, play_labels, to_ms
 from fyp.regions.deployment import Deployment
 from fyp.storage import EventRow
 
@@ -108,11 +108,14 @@ class Ingestor:
         raw_events: Sequence[Any],
         region: str | None = None,
         allowed: Collection[str] | None = None,
+        relocate: bool = True,
     ) -> BatchResult:
         """Ingest a batch. ``region``, if given, is where the caller believes the users live;
         ``allowed``, if given, the only regions whose users' events may be written (the
         API key's scope). An event of any other user, unknown ones included, is rejected
-        as ``forbidden`` without saying where, or whether, the user lives."""
+        as ``forbidden`` without saying where, or whether, the user lives. An event whose
+        user is gone from the region the router had cached (moved by another process) is
+        judged once more against where they live now (``relocate``)."""
         if len(raw_events) > self.limits.max_batch:
             raise PayloadTooLarge(
                 f"batch of {len(raw_events)} events is over the limit of {self.limits.max_batch}",
@@ -212,8 +215,13 @@ class Ingestor:
                 results[i].error = other
             else:
                 results[i].status = "duplicate"
+        stale: list[int] = []
         for home, pairs in to_write.items():
-            self._write(home, pairs, results, parsed)
+            stale += self._write(home, pairs, results, parsed)
+        if stale and relocate:  # the users' routes are forgotten: locate them once more
+            again = self.ingest([raw_events[i] for i in stale], region, allowed, relocate=False)
+            for i, result in zip(stale, again.results, strict=True):
+                results[i] = result
         return BatchResult(results)
 
     def _write(
@@ -222,8 +230,11 @@ class Ingestor:
         pairs: list[tuple[int, EventRow]],
         results: list[EventResult],
         given: dict[int, EventIn],
-    ) -> None:
+    ) -> list[int]:
+        """Write one region's events; returns the indices of events whose user is not in
+        the region's store (a stale route, forgotten now), rejected as unknown for now."""
         store = self.deployment.store(home)
+        stale: list[int] = []
         try:
             written = store.insert_events([row for _, row in pairs])
         except UnknownUser:
@@ -235,6 +246,7 @@ class Ingestor:
                     self.deployment.forget_route(row.user_id)
             for i, row in pairs:
                 if row.user_id not in present:
+                    stale.append(i)
                     results[i].region = None
                     results[i].error = UnknownUser(
                         f"no user {row.user_id!r} in any region", user_id=row.user_id
@@ -249,14 +261,25 @@ class Ingestor:
         repeats = [row.event_id for (_, row), new in zip(pairs, written, strict=True) if not new]
         if repeats:  # a retry must be the same event, or a client id clash lost data silently
             earlier = store.stored_events(repeats)
+            # an event that moved here with its user under another id (its own was taken)
+            others = [
+                moved_event_id(row.event_id, row.user_id)
+                for _, row in pairs
+                if row.event_id in earlier and earlier[row.event_id].user_id != row.user_id
+            ]
+            moved = store.stored_events(others) if others else {}
             for (i, row), is_new in zip(pairs, written, strict=True):
                 if not is_new and row.event_id in earlier:
                     clash = _other_event(given[i], earlier[row.event_id])
+                    alias = moved.get(moved_event_id(row.event_id, row.user_id))
+                    if clash is not None and alias is not None:
+                        clash = _other_event(given[i], alias._replace(event_id=row.event_id))
                     if clash is not None:
                         results[i].status, results[i].error = "rejected", clash
         if fresh:
             for listener in self.listeners:
                 listener(home, fresh)
+        return stale
 
     def _row(self, e: EventIn, durations: dict[str, int], home: str, now: int) -> EventRow:
         duration = durations.get(e.video_id)

@@ -10,6 +10,7 @@ on KuaiRec speak the same language:
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
@@ -102,3 +103,13 @@ class StoredEvent(NamedTuple):
     valid_play: bool
     long_play: bool
     short_play: bool
+
+
+def moved_event_id(event_id: str, user_id: str) -> str:
+    """The id a user's event takes when their home region moves to one that already
+    holds its id for another user (ids are unique per region). Client ids are
+    ``[A-Za-z0-9_.:-]``, so one with ``@`` is never a client's; the hash of the user makes
+    it the same every time, so a client's retry of the event is still recognised
+    (:class:`fyp.events.ingest.Ingestor`)."""
+    digest = hashlib.sha256(user_id.encode()).hexdigest()[:12]
+    return f"{event_id}@moved-{digest}"

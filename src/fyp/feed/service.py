@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from fyp.config import RankingConfig
-from fyp.errors import InvalidRequest, ModelError, UnknownUser, ValidationFailed
+from fyp.errors import InvalidRequest, ModelError, ValidationFailed
 from fyp.feed.ahead import AheadCache, next_rows
 from fyp.feed.candidates import Candidates
 from fyp.feed.filters import Available, Eligibility, EligibilityCheck
@@ -375,13 +375,17 @@ class FeedService:
         started_ms = time.time_ns() // 1_000_000
         page_no, session = decode_cursor(cursor)
         region = self.deployment.home_region(user_id)
-        model = self.model(region)
         store = self.deployment.store(region)
         served_log = self.deployment.served_log(region)  # the store's own, or Redis
         marker = served_log.user_version(user_id)
         if marker is None and not store.existing_users([user_id]):
-            self._forget(user_id)  # erased by another process since the route was cached
-            raise UnknownUser(f"no user {user_id!r} in any region", user_id=user_id)
+            # the cached route is stale: moved or erased by another process since
+            self._forget(user_id)
+            region = self.deployment.relocate(user_id)  # UnknownUser if erased
+            store = self.deployment.store(region)
+            served_log = self.deployment.served_log(region)
+            marker = served_log.user_version(user_id)
+        model = self.model(region)
         use_orders = universe is None and not debug and self.ahead_length > n and marker is not None
         fresh: RankedAhead | None = None
         rows: list[int] = []

@@ -2,19 +2,22 @@
 
 The router is the only place that maps a user to a region. It keeps no global
 directory of users (that would itself be cross-region personal data): it asks each
-region's store whether it holds the user and caches the answer in memory. A home region
-never changes while the user exists, but another process (another serving host) may
-erase the user, and the id may then be taken again in another region: a cached route is
-trusted where the store is read anyway (a user it does not hold is unknown there, and the
-route is forgotten), and checked afresh where a stale one would decide something (an id
-taken, a user to erase or export; see ``locate_users(fresh=True)``, ``home_region(verify=True)``).
+region's store whether it holds the user and caches the answer in memory. A cached
+route goes stale when another process (another serving host) moves the user
+(:mod:`fyp.sovereignty.move`) or erases them, and the id may then be taken again in
+another region: code that finds a user absent from the cached region calls
+:meth:`Deployment.relocate` (forget the route, locate once more, refuse a region the
+request's key may not touch), and where a stale route would decide something (an id
+taken, a user to erase or export) it is checked afresh (``locate_users(fresh=True)``,
+:meth:`Deployment.homed_region`).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import threading
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
+from contextvars import ContextVar
 from pathlib import Path
 from types import TracebackType
 
@@ -31,25 +34,45 @@ from fyp.config import (
     with_served_logs,
     write_config,
 )
-from fyp.errors import AlreadyExists, ConfigError, InvalidRequest, StorageError, UnknownUser
+from fyp.errors import (
+    AlreadyExists,
+    ConfigError,
+    Forbidden,
+    InvalidRequest,
+    StorageError,
+    UnknownUser,
+)
+from fyp.sovereignty.move_journal import JOURNAL_DIR
 from fyp.sovereignty.staging import PENDING_RESTORE
 from fyp.storage import Store, open_store
 from fyp.storage.served_logs import ServedLog, open_served_log
 
 _ROUTE_CACHE_MAX = 2_000_000
+REQUEST_REGIONS: ContextVar[Collection[str] | None] = ContextVar(
+    "fyp_request_regions", default=None
+)
+"""The regions the current request's API key may touch (None: any). The access check
+sets it; :meth:`Deployment.relocate` refuses a user who turns out to live outside them."""
 
 
 class Deployment:
     """A deployment directory opened for use; close it (or use ``with``) when done."""
 
     def __init__(
-        self, config: DeploymentConfig, *, create: bool = False, finish_restores: bool = True
+        self,
+        config: DeploymentConfig,
+        *,
+        create: bool = False,
+        finish_restores: bool = True,
+        finish_moves: bool = True,
     ) -> None:
         """Opens every region's store. ``create`` makes missing region stores (``init``);
         any other open of a deployment whose store file is missing fails
         (``fyp.storage.open_store``). Unless told not to (a restore doing it itself),
         first finishes any restore that stopped before re-applying erasures, so restored
-        data with erased users in it is never served (:mod:`fyp.sovereignty.restore`)."""
+        data with erased users in it is never served (:mod:`fyp.sovereignty.restore`);
+        then finishes the moves a killed process left (unless told not to: ``fyp user
+        move`` finishes its own, to print the receipt)."""
         self.config = config
         self.stores: dict[str, Store] = {}
         self.served_logs: dict[str, ServedLog] = {}
@@ -71,13 +94,19 @@ class Deployment:
                 )
             if pending:
                 restore.finish_pending_restores(self)
+            if finish_moves and any(
+                (config.region_dir(r) / JOURNAL_DIR).is_dir() for r in config.regions
+            ):
+                from fyp.sovereignty import move
+
+                move.finish_moves(self)  # moves a killed process left unfinished
         except BaseException:
             self.close()
             raise
 
     @classmethod
-    def open(cls, root: str | Path) -> Deployment:
-        return cls(load_config(Path(root)))
+    def open(cls, root: str | Path, finish_moves: bool = True) -> Deployment:
+        return cls(load_config(Path(root)), finish_moves=finish_moves)
 
     @classmethod
     def init(
@@ -191,17 +220,12 @@ class Deployment:
                     self._routes.pop(uid, None)
         return found
 
-    def home_region(self, user_id: str, verify: bool = False) -> str:
-        """The user's home region (UnknownUser if none). A cached route is trusted unless
-        ``verify``: then the region's store must still hold the user (one read), else the
-        route is forgotten and the user is unknown to this request, never looked up
-        elsewhere (the access check judged the request by that route)."""
+    def home_region(self, user_id: str) -> str:
+        # cached, so it may be stale after a move by another process: see relocate
         region = self._routes.get(user_id)
-        if region is None:
-            region = self.locate_users([user_id]).get(user_id)
-        elif verify and not self.stores[region].existing_users([user_id]):
-            self.forget_route(user_id)
-            region = None
+        if region is not None:
+            return region
+        region = self.locate_users([user_id]).get(user_id)
         if region is None:
             raise UnknownUser(f"no user {user_id!r} in any region", user_id=user_id)
         return region
@@ -209,6 +233,29 @@ class Deployment:
     def forget_route(self, user_id: str) -> None:
         with self._routes_lock:
             self._routes.pop(user_id, None)
+
+    def relocate(self, user_id: str) -> str:
+        """The cached home region said the user is there but they are not (moved or
+        erased since, maybe by another process): forget the route and locate them once
+        more (UnknownUser if nowhere). A request whose key may not touch the region they
+        live in now is refused, as the access check would have refused it."""
+        self.forget_route(user_id)
+        region = self.home_region(user_id)
+        allowed = REQUEST_REGIONS.get()
+        if allowed is not None and region not in allowed:
+            raise Forbidden(
+                f"user {user_id!r} is not in a region this API key may touch",
+                user_id=user_id,
+            )
+        return region
+
+    def homed_region(self, user_id: str) -> str:
+        """The user's home region, checked against its store (one indexed read): a
+        cached route gone stale is located again (:meth:`relocate`)."""
+        region = self.home_region(user_id)
+        if self.stores[region].existing_users([user_id]):
+            return region
+        return self.relocate(user_id)
 
     def locate_video(self, video_id: str) -> list[str]:
         """Regions whose catalogue holds the video (in config order)."""

@@ -118,6 +118,31 @@ class UserErasure(BaseModel):
     receipt: DeletionReceipt
 
 
+class MoveReceiptBody(BaseModel):
+    """Signed by the source region's receipts key; names the user only by the source's
+    pseudonym. ``moved``: what the destination holds of the user, per kind; ``removed``:
+    what this run removed from the source."""
+
+    move_id: str
+    pseudonym: str
+    from_: str = Field(alias="from")
+    to: str
+    moved_at_ms: int
+    moved_at: str
+    moved: dict[str, int]
+    removed: dict[str, int]
+    artifacts: dict[str, list[str]]
+    retrain_required: bool
+    retrain_deadline_ms: int | None
+    retrain_deadline: str | None
+    signature: str
+
+
+class UserMove(BaseModel):
+    user_id: str
+    receipt: MoveReceiptBody
+
+
 class VideoDeletion(BaseModel):
     video_id: str
     deleted_from: list[str] = Field(description="The regions whose catalogues held it.")

@@ -38,7 +38,7 @@ from typing import Any
 
 import numpy as np
 
-from fyp.audit.log import AuditLog, canonical_json, sql_store
+from fyp.audit.log import AuditLog, Record, canonical_json, sql_store
 from fyp.errors import ConfigError, StorageError, UnknownUser
 from fyp.models.artifacts import (
     Manifest,
@@ -53,9 +53,10 @@ from fyp.models.artifacts import (
 )
 from fyp.regions.deployment import Deployment
 from fyp.sovereignty import served_data
-from fyp.sovereignty.ledger import ErasureLedger, user_pseudonym
+from fyp.sovereignty.ledger import MOVE, ErasureLedger, user_pseudonym
 from fyp.sovereignty.region_keys import region_secret
 from fyp.sovereignty.remnants import (
+    ERASED_NAME,
     artifacts_naming,
     delete_created_videos,
     file_user_ids,
@@ -108,6 +109,15 @@ def iso(ms: int) -> str:
 
 
 # -- receipts --------------------------------------------------------------------
+def retrain_fields(required: bool, deadline_ms: int | None) -> dict[str, Any]:
+    """What a receipt (an erasure's, a move's) says of the retrain it waits for."""
+    return {
+        "retrain_required": required,
+        "retrain_deadline_ms": deadline_ms,
+        "retrain_deadline": iso(deadline_ms) if deadline_ms is not None else None,
+    }
+
+
 @dataclass(frozen=True)
 class Receipt:
     """What was erased, signed with the region's ``receipts`` key so it can be checked
@@ -135,11 +145,7 @@ class Receipt:
             "erased_at": iso(self.erased_at_ms),
             "removed": dict(sorted(self.removed.items())),
             "artifacts": self.artifacts,
-            "retrain_required": self.retrain_required,
-            "retrain_deadline_ms": self.retrain_deadline_ms,
-            "retrain_deadline": (
-                iso(self.retrain_deadline_ms) if self.retrain_deadline_ms is not None else None
-            ),
+            **retrain_fields(self.retrain_required, self.retrain_deadline_ms),
             "reapplied": self.reapplied,
             # only when the served log is on a server of its own (older receipts have none)
             **({"served_log": self.served_log} if self.served_log else {}),
@@ -168,10 +174,15 @@ class Receipt:
         )
 
 
+def sign_body(deployment: Deployment, region: str, body: dict[str, Any]) -> str:
+    """The HMAC of a receipt's body with the region's ``receipts`` key (erasure and move
+    receipts are signed alike)."""
+    key = region_secret(deployment.config, region, RECEIPT_KEY)
+    return hmac.new(key, canonical_json(body).encode(), hashlib.sha256).hexdigest()
+
+
 def sign_receipt(deployment: Deployment, receipt: Receipt) -> Receipt:
-    key = region_secret(deployment.config, receipt.region, RECEIPT_KEY)
-    mac = hmac.new(key, canonical_json(receipt.body()).encode(), hashlib.sha256).hexdigest()
-    return replace(receipt, signature=mac)
+    return replace(receipt, signature=sign_body(deployment, receipt.region, receipt.body()))
 
 
 def receipt_signature_ok(deployment: Deployment, receipt: Receipt) -> bool:
@@ -212,7 +223,7 @@ class Eraser:
         """Erase a user homed anywhere in the deployment; UnknownUser if there is none.
         ``actor`` is who asked, for the audit log (``key:<id>`` over HTTP, the command
         line's ``fyp erasure erase``)."""
-        region = self.deployment.home_region(user_id, verify=True)  # erased elsewhere since?
+        region = self.deployment.homed_region(user_id)  # moved or erased elsewhere since?
         receipt_id = "er_" + uuid.uuid4().hex
         t = now_ms()
         # the ledger first: a crash half-way leaves a ledger entry that `fyp erasure
@@ -248,26 +259,18 @@ class Eraser:
             with store.transaction():
                 uploads.update(delete_created_videos(store, user_id))
         out.add("videos", len(uploads))
-        home = d.store(region)
-        home.flush_served()  # pages still buffered are counted, then deleted with the rest
-        with home.transaction():
-            served = sql_store(home).query(
-                "SELECT COUNT(*) FROM served WHERE user_id=?", (user_id,)
-            )
-            counts = home.delete_user(user_id)
-            out.add("users", counts.users)
-            out.add("events", counts.events)
-            out.add("labels", counts.labels)
-            out.add("served", int(served[0][0]))
-            for key, n in scrub_store(home, user_id, skip={"users"}).items():
-                out.add(key, n)
-            AuditLog(home).append(
+        self.remove_from_store(
+            user_id,
+            region,
+            out,
+            (
                 actor,
                 "reapply_erasure" if reapplied else "erase_user",
                 pseudonym,
                 {"receipt_id": receipt_id},
                 now_ms() if reapplied else t,
-            )
+            ),
+        )
         # after the store: a page recorded meanwhile is deleted here or by its recorder
         videos, keys, unreachable = served_data.erase_everywhere(d, user_id)
         out.add("served", videos)
@@ -308,6 +311,38 @@ class Eraser:
             served_log=home_log.kind if isinstance(home_log, ExternalServedLog) else None,
         )
         return sign_receipt(d, receipt)
+
+    def remove_from_store(
+        self,
+        user_id: str,
+        region: str,
+        out: Outcome,
+        audit: Record,
+        before: Callable[[], None] | None = None,
+        replacement: str = ERASED_NAME,
+    ) -> None:
+        """In one transaction of ``region``'s store: delete the user's profile, events,
+        labels and served pages, replace their name where a row must stay, and append
+        ``audit`` (actor, action, subject, details, time) to the region's log. Where a
+        row must stay, the user's name becomes ``replacement``. ``before`` runs first
+        inside the transaction (a
+        move copies what arrived since its copy while the region's writers wait)."""
+        home = self.deployment.store(region)
+        home.flush_served()  # pages still buffered are counted, then deleted with the rest
+        with home.transaction():
+            if before is not None:
+                before()
+            served = sql_store(home).query(
+                "SELECT COUNT(*) FROM served WHERE user_id=?", (user_id,)
+            )
+            counts = home.delete_user(user_id)
+            out.add("users", counts.users)
+            out.add("events", counts.events)
+            out.add("labels", counts.labels)
+            out.add("served", int(served[0][0]))
+            for key, n in scrub_store(home, user_id, {"users"}, replacement).items():
+                out.add(key, n)
+            AuditLog(home).append(*audit)
 
     def scrub_artifacts(
         self, region: str, user_id: str, receipt_id: str, t: int, primary: bool, out: Outcome
@@ -410,12 +445,16 @@ def reapply_erasures(deployment: Deployment, region: str) -> list[str]:
             entry = ledger.find(user_id)
             if entry is None:  # pragma: no cover - matching() just found it
                 raise UnknownUser(f"ledger lost {user_id!r}")
+            if entry.kind == MOVE:  # moved away, alive elsewhere: below, for this region
+                continue
             if recreated(deployment, user_id, entry.erased_at_ms):
                 continue
             deployment.forget_route(user_id)
             eraser.reapply(user_id, home, entry.receipt_id, entry.erased_at_ms)
             done.append(entry.receipt_id)
     from fyp.sovereignty.erasure_process import strip_erased  # it builds on this module
+    from fyp.sovereignty.move import reapply_moves
 
+    done += reapply_moves(deployment, region, named)  # users moved away from this region
     done += strip_erased(deployment, region)
     return list(dict.fromkeys(done))

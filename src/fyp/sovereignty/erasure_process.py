@@ -39,7 +39,7 @@ from fyp.sovereignty.erasure import (
     recreated,
     region_models_lock,
 )
-from fyp.sovereignty.ledger import ErasureLedger
+from fyp.sovereignty.ledger import MOVE, ErasureLedger, moved_into
 from fyp.sovereignty.remnants import ARTIFACT_USER_ARRAYS
 from fyp.sovereignty.staging import remove_stale
 
@@ -55,26 +55,40 @@ def pending_retrains(region_dir: Path) -> dict[str, int]:
     return out
 
 
-def artifact_ids(region_dir: Path, version: str) -> set[str]:
-    """Every user id an artifact version names (learned from, vectors, creators)."""
+def artifact_ids(region_dir: Path, version: str, creators: bool = True) -> set[str]:
+    """Every user id an artifact version names (learned from, vectors, feeds ranked
+    ahead, and unless told not to, creators)."""
+    names = [n for n in ARTIFACT_USER_ARRAYS if creators or n != "creator_ids"]
     with np.load(models_dir(region_dir) / version / ARRAYS, allow_pickle=False) as data:
-        return {str(u) for name in ARTIFACT_USER_ARRAYS if name in data.files for u in data[name]}
+        return {str(u) for name in names if name in data.files for u in data[name]}
 
 
 def erased_in_artifacts(deployment: Deployment, region: str) -> dict[str, tuple[str, str]]:
-    """Users some artifact of ``region`` names although a ledger records them as erased:
-    ``{user_id: (home region, receipt id)}``. Creators may be homed in another region."""
+    """Users some artifact of ``region`` names although a ledger records them as erased
+    (or ``region``'s own ledger as moved away): ``{user_id: (home region, receipt id)}``.
+    Creators may be homed in another region."""
     region_dir = deployment.config.region_dir(region)
     ids: set[str] = set()
+    users: set[str] = set()  # not as creators: the catalogue names creators wherever they live
     for version in list_versions(region_dir):
         ids |= artifact_ids(region_dir, version)
+        users |= artifact_ids(region_dir, version, creators=False)
     ids.discard("")
     out: dict[str, tuple[str, str]] = {}
     for home in deployment.regions:
         ledger = ErasureLedger(deployment.config, home)
         for user_id in ledger.matching(ids):
             entry = ledger.find(user_id)
-            if entry is not None and not recreated(deployment, user_id, entry.erased_at_ms):
+            if entry is None:
+                continue
+            if entry.kind == MOVE:  # only the region they left must not hold them
+                if (
+                    user_id in users
+                    and home == region
+                    and not moved_into(deployment.config, user_id, region, entry.erased_at_ms)
+                ):
+                    out[user_id] = (home, entry.receipt_id)
+            elif not recreated(deployment, user_id, entry.erased_at_ms):
                 out[user_id] = (home, entry.receipt_id)
     return out
 

@@ -38,7 +38,7 @@ from fyp.regions.deployment import Deployment
 from fyp.sovereignty import served_data
 from fyp.sovereignty.erasure import Receipt, iso, now_ms, receipt_signature_ok
 from fyp.sovereignty.erasure_process import pending_retrains
-from fyp.sovereignty.ledger import ErasureLedger, user_pseudonym
+from fyp.sovereignty.ledger import ERASURE, MOVE, ErasureLedger, user_pseudonym
 from fyp.sovereignty.quarantine import WHY, in_quarantine, quarantined, why
 from fyp.sovereignty.region_data import store_companions
 from fyp.sovereignty.remnants import (
@@ -173,6 +173,75 @@ def check_receipt(deployment: Deployment, user_id: str, receipt: Receipt) -> dic
     }
 
 
+def region_remnants(
+    deployment: Deployment,
+    region: str,
+    user_id: str,
+    notes: list[str],
+    creators: bool = True,
+) -> list[Remnant]:
+    """What of ``user_id`` one region still holds: store rows, store bytes, copies,
+    quarantined stores, artifacts and data files (``notes`` gets what was not checked).
+    ``creators=False`` leaves out the public catalogue's creator ids (a user who moved
+    away stays the creator of their uploads), and the store bytes when those name them."""
+    config = deployment.config
+    scannable = len(user_id) >= MIN_SCANNABLE_ID and not user_id.isdigit()
+    out: list[Remnant] = []
+    store = deployment.store(region)
+    hits = store_hits(store, user_id)
+    if not creators:
+        uploads = [h for h in hits if h.column == "creator_id"]
+        hits = [h for h in hits if h.column != "creator_id"]
+        if uploads and scannable:
+            scannable = False
+            notes.append(
+                f"region {region!r}: store bytes not scanned: its catalogue names the user "
+                "as a creator (uploads stay when a user moves)"
+            )
+    for hit in hits:
+        out.append(Remnant(region, "store", f"{hit.table}.{hit.column}", hit.rows))
+    raw = getattr(store, "path", None)
+    files = [] if not isinstance(raw, str) or raw == ":memory:" else [Path(raw)]
+    if raw is None and scannable:
+        notes.append(
+            f"region {region!r}: its store is on a database server, whose files are "
+            "not byte-scanned here (its rows were checked)"
+        )
+    if scannable:
+        for f in [*files, *(p.with_name(p.name + "-wal") for p in files)]:
+            n = bytes_found(f, user_id.encode())
+            if n:
+                out.append(Remnant(region, "store_bytes", f.name, n))
+    region_dir = config.region_dir(region)
+    live = {p.resolve() for f in files for p in store_companions(f)}
+    for path in copies(region_dir, live):
+        if in_quarantine(region_dir, path):
+            continue  # below
+        rel = path.relative_to(region_dir).as_posix()
+        for where, n in copy_hits(path, user_id).items():
+            out.append(Remnant(region, "copy", f"{rel}: {where}", n))
+        n = bytes_found(path, user_id.encode()) if scannable else 0
+        if n and path.suffix != ".npz":
+            out.append(Remnant(region, "copy_bytes", rel, n))
+    for aside in quarantined(region_dir):
+        out += quarantine_remnants(region, region_dir, aside, user_id, scannable)
+        notes.append(
+            f"regions/{region}/{aside.relative_to(region_dir).as_posix()}: a damaged store "
+            f"fyp restore moved aside ({why(aside).get('damage', 'damaged')}); only its "
+            "operator deletes it, once nothing more is to be salvaged from it"
+        )
+    for version, arrays in artifacts_naming(region_dir, user_id).items():
+        if not creators:
+            arrays = [a for a in arrays if a != "creator_ids"]
+        if arrays:
+            out.append(Remnant(region, "artifact", f"models/{version}: {', '.join(arrays)}", 1))
+    for path in region_files(region_dir):
+        n = file_hits(path, user_id)
+        if n:
+            out.append(Remnant(region, "file", str(path.relative_to(region_dir)), n))
+    return out
+
+
 def verify_erasure(
     deployment: Deployment, user_id: str, receipt: Receipt | None = None
 ) -> ErasureReport:
@@ -180,7 +249,13 @@ def verify_erasure(
     config = deployment.config
     receipts: set[str] = set()
     for region in deployment.regions:
-        entry = ErasureLedger(config, region).find(user_id)
+        ledger = ErasureLedger(config, region)
+        entry = ledger.find(user_id, ERASURE)  # a move away is no erasure
+        if ledger.find(user_id, MOVE) is not None:
+            report.notes.append(
+                f"region {region!r} recorded a move of this user away from it: `fyp user "
+                "verify-move` proves that move"
+            )
         if entry is not None:
             receipts.add(entry.receipt_id)
             report.ledger[region] = {
@@ -197,50 +272,8 @@ def verify_erasure(
             "for a raw match to mean anything (the column checks still ran)"
         )
     for region in deployment.regions:
-        store = deployment.store(region)
-        for hit in store_hits(store, user_id):
-            report.remnants.append(Remnant(region, "store", f"{hit.table}.{hit.column}", hit.rows))
-        raw = getattr(store, "path", None)
-        files = [] if not isinstance(raw, str) or raw == ":memory:" else [Path(raw)]
-        if raw is None and scannable:
-            report.notes.append(
-                f"region {region!r}: its store is on a database server, whose files are "
-                "not byte-scanned here (its rows were checked)"
-            )
-        if scannable:
-            for f in [*files, *(p.with_name(p.name + "-wal") for p in files)]:
-                n = bytes_found(f, user_id.encode())
-                if n:
-                    report.remnants.append(Remnant(region, "store_bytes", f.name, n))
-        region_dir = config.region_dir(region)
-        live = {p.resolve() for f in files for p in store_companions(f)}
-        for path in copies(region_dir, live):
-            if in_quarantine(region_dir, path):
-                continue  # below
-            rel = path.relative_to(region_dir).as_posix()
-            for where, n in copy_hits(path, user_id).items():
-                report.remnants.append(Remnant(region, "copy", f"{rel}: {where}", n))
-            n = bytes_found(path, user_id.encode()) if scannable else 0
-            if n and path.suffix != ".npz":
-                report.remnants.append(Remnant(region, "copy_bytes", rel, n))
-        for aside in quarantined(region_dir):
-            report.remnants += quarantine_remnants(region, region_dir, aside, user_id, scannable)
-            report.notes.append(
-                f"regions/{region}/{aside.relative_to(region_dir).as_posix()}: a damaged store "
-                f"fyp restore moved aside ({why(aside).get('damage', 'damaged')}); only its "
-                "operator deletes it, once nothing more is to be salvaged from it"
-            )
-        for version, arrays in artifacts_naming(region_dir, user_id).items():
-            report.remnants.append(
-                Remnant(region, "artifact", f"models/{version}: {', '.join(arrays)}", 1)
-            )
-        for path in region_files(region_dir):
-            n = file_hits(path, user_id)
-            if n:
-                report.remnants.append(
-                    Remnant(region, "file", str(path.relative_to(region_dir)), n)
-                )
-        for rid, deadline in pending_retrains(region_dir).items():
+        report.remnants += region_remnants(deployment, region, user_id, report.notes)
+        for rid, deadline in pending_retrains(config.region_dir(region)).items():
             if rid in receipts:
                 report.pending[rid] = deadline
     for region, where, keys in served_data.remnants(deployment, user_id):

@@ -60,7 +60,7 @@ class UserExport:
     def __init__(self, deployment: Deployment, user_id: str) -> None:
         self.deployment = deployment
         self.user_id = user_id
-        self.region = deployment.home_region(user_id, verify=True)  # 404 before any output
+        self.region = deployment.homed_region(user_id)  # UnknownUser before any output
         # pages served a few milliseconds ago may still be buffered (fyp.storage.served_log)
         deployment.store(self.region).flush_served()
         # a served log on Redis is read now: a server that does not answer is a 503

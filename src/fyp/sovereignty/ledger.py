@@ -6,6 +6,11 @@ append-only file, ``regions/<region>/erasures.jsonl``, never included in a backu
 never rolled back. It holds no user id: each entry names its user by a keyed pseudonym,
 HMAC-SHA256 with the region's ``ledger`` secret, so the ledger is not itself personal
 data of the erased user, yet a restore can still recognise and re-erase them.
+
+A user who moved their home region away (:mod:`fyp.sovereignty.move`) is recorded here
+too, as ``kind: "move"`` with the destination in ``to``: the region must never hold them
+again (a restore of an older backup removes them again, as it erases an erased user),
+but they live on in the destination, so only this region's copy goes.
 """
 
 from __future__ import annotations
@@ -34,11 +39,23 @@ def user_pseudonym(config: DeploymentConfig, region: str, user_id: str) -> str:
     return hmac.new(key, user_id.encode(), hashlib.sha256).hexdigest()
 
 
+ERASURE = "erasure"
+MOVE = "move"
+
+
 @dataclass(frozen=True)
 class LedgerEntry:
     subject: str  # HMAC of the user id: the pseudonym, never the id itself
-    receipt_id: str
-    erased_at_ms: int
+    receipt_id: str  # the erasure's receipt, or the move's id
+    erased_at_ms: int  # when the user left the region (erased, or moved away)
+    kind: str = ERASURE  # erasure | move (entries older than moves have no kind)
+    to: str | None = None  # a move's destination region
+
+    def to_dict(self) -> dict[str, object]:
+        out = asdict(self)
+        if self.kind == ERASURE:  # an erasure's line is as it always was
+            del out["kind"], out["to"]
+        return out
 
 
 class ErasureLedger:
@@ -59,11 +76,18 @@ class ErasureLedger:
             self._key = region_secret(self.config, self.region, "ledger")
         return hmac.new(self._key, user_id.encode(), hashlib.sha256).hexdigest()  # = user_pseudonym
 
-    def record(self, user_id: str, receipt_id: str, erased_at_ms: int) -> LedgerEntry:
+    def record(
+        self,
+        user_id: str,
+        receipt_id: str,
+        erased_at_ms: int,
+        kind: str = ERASURE,
+        to: str | None = None,
+    ) -> LedgerEntry:
         """Append an entry and fsync it before returning (an erasure is acknowledged after)."""
-        entry = LedgerEntry(self.subject(user_id), receipt_id, erased_at_ms)
+        entry = LedgerEntry(self.subject(user_id), receipt_id, erased_at_ms, kind, to)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        append_durable(self.path, json.dumps(asdict(entry), sort_keys=True) + "\n")
+        append_durable(self.path, json.dumps(entry.to_dict(), sort_keys=True) + "\n")
         return entry
 
     def entries(self) -> list[LedgerEntry]:
@@ -83,15 +107,35 @@ class ErasureLedger:
     def erased_since(self, ts_ms: int) -> list[LedgerEntry]:
         return [e for e in self.entries() if e.erased_at_ms >= ts_ms]
 
-    def find(self, user_id: str) -> LedgerEntry | None:
-        """The latest entry for ``user_id``, if the user was ever erased here."""
+    def find(self, user_id: str, kind: str | None = None) -> LedgerEntry | None:
+        """The latest entry for ``user_id`` (of ``kind``, if given), if the user was ever
+        erased here or moved away from here."""
         subject = self.subject(user_id)
-        hits = [e for e in self.entries() if e.subject == subject]
+        hits = [e for e in self.entries() if e.subject == subject and kind in (None, e.kind)]
         return hits[-1] if hits else None
 
-    def matching(self, user_ids: Iterable[str]) -> set[str]:
-        """Which of ``user_ids`` the ledger says were erased (what a restore must re-erase)."""
-        erased = {e.subject for e in self.entries()}
+    def matching(self, user_ids: Iterable[str], kind: str | None = None) -> set[str]:
+        """Which of ``user_ids`` the ledger says were erased or moved away (of ``kind``,
+        if given): what a restore must remove again."""
+        erased = {e.subject for e in self.entries() if kind in (None, e.kind)}
         if not erased:
             return set()
         return {u for u in user_ids if self.subject(u) in erased}
+
+
+def moved_into(config: DeploymentConfig, user_id: str, region: str, after_ms: int) -> bool:
+    """True when some region's ledger records a move of the user *into* ``region`` after
+    ``after_ms``: they came back, and ``region``'s own record of their leaving is spent."""
+    for name in config.region_names:
+        if name == region:
+            continue
+        ledger = ErasureLedger(config, name)
+        if not ledger.path.is_file():
+            continue
+        subject = ledger.subject(user_id)
+        if any(
+            e.kind == MOVE and e.to == region and e.subject == subject and e.erased_at_ms > after_ms
+            for e in ledger.entries()
+        ):
+            return True
+    return False

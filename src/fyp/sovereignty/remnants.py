@@ -35,6 +35,10 @@ from fyp.storage.base import json_text
 
 ERASED_NAME = "[erased]"
 """What replaces a user's id in a record that must keep its row (a review job)."""
+ELSEWHERE_NAME = "[elsewhere]"
+"""What replaces, in a region's records, the id of a user who lives in another region
+(a user who moved away, or the inviter of a user who moved in): the region must not
+name them, but they were not erased."""
 
 # columns whose rows are the user's own data and go with them; everything else that
 # names the user keeps its row and has the name replaced by ERASED_NAME
@@ -155,9 +159,11 @@ def json_paths(store: SQLStore, table: str, column: str, user_id: str) -> dict[s
     return found
 
 
-def _without_user(value: Any, user_id: str) -> tuple[Any, list[str]]:
-    """``value`` with the user's id replaced by ERASED_NAME under person fields, and the
-    paths replaced."""
+def _without_user(
+    value: Any, user_id: str, replacement: str = ERASED_NAME
+) -> tuple[Any, list[str]]:
+    """``value`` with the user's id replaced by ``replacement`` under person fields, and
+    the paths replaced."""
     hits = _paths_naming(value, user_id)
 
     def walk(v: Any, name: str) -> Any:
@@ -165,7 +171,7 @@ def _without_user(value: Any, user_id: str) -> tuple[Any, list[str]]:
             return {k: walk(x, k) for k, x in v.items()}
         if isinstance(v, list):
             return [walk(x, name) for x in v]
-        return ERASED_NAME if _names(v, user_id) and _person_field(name) else v
+        return replacement if _names(v, user_id) and _person_field(name) else v
 
     return (walk(value, "") if hits else value), hits
 
@@ -190,7 +196,37 @@ def store_hits(store: object, user_id: str) -> list[ColumnHit]:
     return hits
 
 
-def scrub_store(store: object, user_id: str, skip: set[str] | None = None) -> dict[str, int]:
+def person_names(value: Any) -> set[str]:
+    """Every id a JSON value holds under a person field (``{"invited_by": "u1"}``)."""
+    found: set[str] = set()
+
+    def walk(v: Any, field: str) -> None:
+        items = v.items() if isinstance(v, dict) else enumerate(v)
+        for k, x in items:
+            name = k if isinstance(k, str) else field
+            if isinstance(x, dict | list):
+                walk(x, name)
+            elif isinstance(x, str) and x and _person_field(name):
+                found.add(x)
+
+    if isinstance(value, dict | list):
+        walk(value, "")
+    return found
+
+
+def without_names(value: Any, names: set[str], replacement: str) -> Any:
+    """``value`` with each of ``names`` replaced under person fields."""
+    for name in sorted(names):
+        value, _ = _without_user(value, name, replacement)
+    return value
+
+
+def scrub_store(
+    store: object,
+    user_id: str,
+    skip: set[str] | None = None,
+    replacement: str = ERASED_NAME,
+) -> dict[str, int]:
     """Delete rows the user owns and replace the user's name in other person columns,
     and in the person fields of JSON objects kept in other columns (someone else's
     ``users.attributes`` naming the user as ``invited_by``).
@@ -207,7 +243,7 @@ def scrub_store(store: object, user_id: str, skip: set[str] | None = None) -> di
         else:
             n = sql.execute(
                 f'UPDATE "{table}" SET "{column}" = ? WHERE "{column}" = ?',
-                (ERASED_NAME, user_id),
+                (replacement, user_id),
             )
         if n:
             counts[f"{table}.{column}"] = counts.get(f"{table}.{column}", 0) + n
@@ -215,7 +251,7 @@ def scrub_store(store: object, user_id: str, skip: set[str] | None = None) -> di
         if table in APPEND_ONLY:  # ``skip`` names tables whose own rows go elsewhere
             continue
         for text, value, _ in _json_objects(sql, table, column, user_id):
-            cleaned, paths = _without_user(value, user_id)
+            cleaned, paths = _without_user(value, user_id, replacement)
             if not paths:
                 continue
             # the row stays (it is someone else's); the name in it goes

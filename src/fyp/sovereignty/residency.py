@@ -56,9 +56,11 @@ from fyp.sovereignty.backup import (
     read_backup,
     unpack_backup,
 )
-from fyp.sovereignty.ledger import LEDGER_FILE, ErasureLedger
+from fyp.sovereignty.ledger import ERASURE, LEDGER_FILE, MOVE, ErasureLedger, moved_into
+from fyp.sovereignty.move_journal import JOURNAL_DIR, pending_moves
 from fyp.sovereignty.quarantine import in_quarantine
 from fyp.sovereignty.region_data import read_only, store_companions, store_file
+from fyp.sovereignty.remnants import ELSEWHERE_NAME, ERASED_NAME
 from fyp.sovereignty.residency_readers import (
     Names,
     file_names,
@@ -73,10 +75,32 @@ from fyp.sovereignty.staging import Staging, is_live
 from fyp.storage import Store, open_store
 from fyp.storage.postgres_dialect import redact
 
-ERASED_NAMES = {"[erased]", ""}
+ERASED_NAMES = {ERASED_NAME, ELSEWHERE_NAME, ""}
 SKIPPED_IN_REGION = {LEDGER_FILE}  # pseudonymous by design
 SECRETS_DIR = "secrets"  # only its keys (NAME.key) are skipped: anything else is scanned
 SCAN_STAGING = ".scan-"
+EXCEPTIONS = (  # (column, RegionScan field, what its records are): counted, not findings
+    (
+        "creator_id",
+        "exempt_creators",
+        "catalogue records name a creator homed in another region or nowhere (creator_id "
+        "of the public catalogue: a video published in several regions names its creator; "
+        "documented exception, not a finding)",
+    ),
+    (
+        "backups",
+        "erased_in_backups",
+        "records of erased users in backups taken before their erasure (a restore erases "
+        "them again from the ledger; they leave when the backup expires)",
+    ),
+    (
+        "moved_away",
+        "moved_away",
+        "records of users who moved their home away from it, in its append-only audit log "
+        "(by pseudonym) or in backups taken before the move (a restore removes them again: "
+        "the ledger records it)",
+    ),
+)
 
 
 @dataclass(frozen=True)
@@ -110,6 +134,7 @@ class RegionScan:
     )
     exempt_creators: int = 0
     erased_in_backups: int = 0
+    moved_away: int = 0  # pseudonymous audit records and older backups of users who moved
 
 
 @dataclass
@@ -130,26 +155,13 @@ class ResidencyReport:
         exceptions = [
             {
                 "region": r.region,
-                "column": "creator_id",
-                "records": r.exempt_creators,
-                "message": f"{r.region}: {r.exempt_creators:,} catalogue records name a "
-                "creator homed in another region or nowhere (creator_id of the public "
-                "catalogue: a video published in several regions names its creator; "
-                "documented exception, not a finding)",
+                "column": column,
+                "records": n,
+                "message": f"{r.region}: {n:,} {what}",
             }
+            for column, attr, what in EXCEPTIONS
             for r in self.regions
-            if r.exempt_creators
-        ] + [
-            {
-                "region": r.region,
-                "column": "backups",
-                "records": r.erased_in_backups,
-                "message": f"{r.region}: {r.erased_in_backups:,} records of erased users in "
-                "backups taken before their erasure (a restore erases them again from the "
-                "ledger; they leave when the backup expires)",
-            }
-            for r in self.regions
-            if r.erased_in_backups
+            if (n := getattr(r, attr))
         ]
         return {
             "deployment": self.deployment,
@@ -170,6 +182,7 @@ class ResidencyReport:
                     "scanned": r.scanned,
                     "exempt_creators": r.exempt_creators,
                     "erased_in_backups": r.erased_in_backups,
+                    "moved_away": r.moved_away,
                 }
                 for r in self.regions
             ],
@@ -218,12 +231,27 @@ class ResidencyScanner:
         missing = [r for r in targets if r in absent]
         if missing:
             raise NotFound(f"region {missing[0]!r} has no store here", region=missing[0])
+        unfinished = {j.user_id: j for j in pending_moves(cfg)}
         findings: list[Finding] = [
             # which copy is the planted one cannot be told from here: both are named
             Finding(region, "several_homes", "store", "users", uid, "|".join(homes), 1)
             for uid, homes in self.twice.items()
             for region in homes
-            if region in targets
+            if region in targets and uid not in unfinished
+        ]
+        findings += [  # the user may have two homes until it is finished
+            Finding(
+                j.source,
+                "unfinished_move",
+                "move_journal",
+                f"move {j.move_id} from {j.source} to {j.dest} stopped at its {j.step} step: "
+                f"finish it with `{j.finish_command(cfg)}` (or any open of the deployment)",
+                j.user_id,
+                "|".join(self.twice.get(j.user_id, [self.homes.get(j.user_id, "-")])),
+                1,
+            )
+            for j in unfinished.values()
+            if j.source in targets
         ]
         scans: list[RegionScan] = []
         for name in targets:
@@ -282,12 +310,22 @@ class ResidencyScanner:
             self._pseudonyms[region] = out
         return self._pseudonyms[region]
 
+    def _moved_away(self, region: str, user_id: str) -> bool:
+        """Whether ``region``'s ledger records the user moving away (not back since)."""
+        ledger = self._ledgers.setdefault(region, ErasureLedger(self.config, region))
+        if not ledger.path.is_file():
+            return False
+        entry = ledger.find(user_id, MOVE)
+        return entry is not None and not moved_into(
+            self.config, user_id, region, entry.erased_at_ms
+        )
+
     def _erased(self, user_ids: set[str]) -> set[str]:
         erased: set[str] = set()
         for name in self.present:
             ledger = self._ledgers.setdefault(name, ErasureLedger(self.config, name))
             if ledger.path.is_file():
-                erased |= ledger.matching(user_ids)
+                erased |= ledger.matching(user_ids, ERASURE)
         return erased
 
     def classify(
@@ -305,7 +343,9 @@ class ResidencyScanner:
                 table = self._pseudonyms_of(region) if region != "-" else {}
                 for value, n in counts.items():
                     uid = table.get(value)
-                    if uid is not None:
+                    if uid is not None and self._moved_away(region, uid):
+                        scan.moved_away += n  # the log is append-only: it keeps their history
+                    elif uid is not None:
                         out.append(
                             Finding(region, "foreign", source, where, uid, self.homes[uid], n)
                         )
@@ -320,6 +360,8 @@ class ResidencyScanner:
                 if cls == "creator":
                     if source == "store":  # the live catalogue; copies elsewhere not again
                         scan.exempt_creators += n
+                elif home is not None and source == "backup" and self._moved_away(region, value):
+                    scan.moved_away += n  # older than the move: a restore removes them again
                 elif home is not None:
                     out.append(Finding(region, "foreign", source, where, value, home, n))
                 elif cls == "user":
@@ -405,6 +447,7 @@ class ResidencyScanner:
                 for d in dirs
                 if not (d.startswith(SCAN_STAGING) and is_live(here / d))  # another scan's
                 and not (here == region_dir and d in SKIPPED_IN_REGION)
+                and not (here == region_dir and d == JOURNAL_DIR)  # reported as unfinished moves
                 and (here / d).resolve() not in artifacts
             )
             for name in sorted(files):

@@ -22,6 +22,7 @@
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from collections.abc import Iterator
 from typing import Any
@@ -31,7 +32,12 @@ from fyp.config import DeploymentConfig
 from fyp.errors import StorageError
 from fyp.regions.deployment import Deployment
 from fyp.storage.base import Store, json_text
-from fyp.storage.served_logs import ExternalServedLog, ServedLogData, open_served_data
+from fyp.storage.served_logs import (
+    ExternalServedLog,
+    ServedLogData,
+    ServedPage,
+    open_served_data,
+)
 
 SOURCE = "served_log"
 
@@ -126,6 +132,29 @@ def export_rows(deployment: Deployment, region: str, user_id: str) -> list[dict[
         for page in log.pages(user_id)
         for v in page.video_ids
     ]
+
+
+# -- move -------------------------------------------------------------------------------
+def user_pages(
+    deployment: Deployment, region: str, user_id: str, since_ms: int
+) -> list[ServedPage]:
+    """The user's pages served at or after ``since_ms`` in the region's served log: the
+    store's (a log moved to Redis keeps its older pages there until they age out) and
+    the Redis server's, oldest first."""
+    store = deployment.store(region)
+    store.flush_served()
+    pages = [
+        ServedPage(int(seq), int(ts), tuple(ids if isinstance(ids, list) else json.loads(ids)))
+        for seq, ts, ids in sql_store(store).query(
+            "SELECT page_seq, served_at_ms, video_ids FROM served_pages "
+            "WHERE user_id=? AND served_at_ms>=? ORDER BY page_seq",
+            (user_id, since_ms),
+        )
+    ]
+    log = external(deployment).get(region)
+    if log is not None:
+        pages += [p for p in log.pages(user_id) if p.served_at_ms >= since_ms]
+    return sorted(pages, key=lambda p: (p.served_at_ms, p.page_seq))
 
 
 # -- restore -----------------------------------------------------------------------------

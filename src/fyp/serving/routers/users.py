@@ -2,16 +2,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Depends, Query, Request, status
+from fastapi import APIRouter, Depends, Header, Query, Request, status
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 
-from fyp.access.guard import principal
-from fyp.catalog.models import User, UserIn, UserPatch
+from fyp.access.guard import REASON_HEADER, principal
+from fyp.catalog.models import MoveIn, User, UserIn, UserPatch
+from fyp.errors import InvalidRequest
 from fyp.serving.dependencies import AppState, state
 from fyp.serving.inputs import JsonBodyRoute, check_regions
 from fyp.serving.openapi import BODY, answers
-from fyp.serving.responses import UserErasure, UserEvents, UserExport
+from fyp.serving.responses import UserErasure, UserEvents, UserExport, UserMove
 
 router = APIRouter(prefix="/v1/users", tags=["users"], route_class=JsonBodyRoute)
 
@@ -48,6 +49,44 @@ async def delete_user(
     return {"user_id": user_id, "deleted": receipt.removed, "receipt": receipt.to_dict()}
 
 
+@router.post(
+    "/{user_id}/move",
+    response_model=None,
+    responses=answers(404, 409, *BODY, ok=UserMove),
+)
+async def move_user(
+    user_id: str,
+    body: MoveIn,
+    request: Request,
+    s: AppState = Depends(state),
+    reason: str | None = Header(
+        None,
+        alias=REASON_HEADER,
+        max_length=500,
+        description="Why the user moves (required, else 400): kept in the audit logs of "
+        "both regions.",
+    ),
+) -> dict[str, Any]:
+    """Move the user's home region to ``to``: everything about them is copied there and
+    removed from the region they leave (as completely as an erasure), under the source
+    region's policy (``[regions.R.policy.moves] allow_to``; else 403 ``move_not_allowed``).
+    Needs ``X-Fyp-Reason`` (kept in both regions' audit logs) and a key for both regions.
+    Returns the signed move receipt; an unfinished move of the user is finished."""
+    from fyp.sovereignty.move import Mover
+
+    check_regions(s.deployment, "body.to", body.to)
+    why = (reason or "").strip()
+    if not why:
+        raise InvalidRequest(
+            f"moving a user needs a reason: send the {REASON_HEADER} header",
+            header=REASON_HEADER,
+        )
+    caller = principal(request)
+    actor = "api" if caller is None else f"key:{caller.key_id}"
+    receipt = await run_in_threadpool(Mover(s.deployment).move, user_id, body.to, why, actor)
+    return {"user_id": user_id, "receipt": receipt.to_dict()}
+
+
 @router.get("/{user_id}/export", responses=answers(404, ok=UserExport))
 async def export_user(user_id: str, s: AppState = Depends(state)) -> StreamingResponse:
     """Everything held about the user, as one JSON document streamed in sections."""
@@ -66,6 +105,6 @@ async def user_events(
     user_id: str, limit: int = Query(50, ge=1, le=1000), s: AppState = Depends(state)
 ) -> dict[str, Any]:
     """The user's latest events, newest first, read from their home region."""
-    region = s.deployment.home_region(user_id, verify=True)
+    region = s.deployment.homed_region(user_id)  # a stale route is located again
     events = s.deployment.store(region).user_events(user_id, limit)
     return {"user_id": user_id, "region": region, "events": [e._asdict() for e in events]}

@@ -1,0 +1,96 @@
+"""User commands: ``fyp user move`` and ``fyp user verify-move``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+from rich.markup import escape
+
+from fyp.cli.app import console
+from fyp.cli.erasure import print_remnants
+
+DirArg = typer.Argument(..., help="Deployment directory (holds fyp.toml).")
+JsonOpt = typer.Option(False, "--json", help="Print a machine-readable report.")
+EXIT_PROBLEM = 1
+
+
+def register(app: typer.Typer) -> None:
+    user = typer.Typer(name="user", help="Move users between regions.", no_args_is_help=True)
+    app.add_typer(user, name="user")
+
+    @user.command("move")
+    def move(
+        directory: Path = DirArg,
+        user_id: str = typer.Argument(..., metavar="USER", help="The user to move."),
+        to: str = typer.Option(..., "--to", help="The destination region."),
+        reason: str = typer.Option(..., "--reason", help="Why (kept in both regions' audit logs)."),
+        as_json: bool = JsonOpt,
+    ) -> None:
+        """Move USER's home region to --to (the source region's policy must allow it:
+        [regions.R.policy.moves] allow_to), or finish their unfinished move there; print
+        the signed move receipt."""
+        from fyp.regions.deployment import Deployment
+        from fyp.sovereignty.move import Mover
+
+        with Deployment.open(directory, finish_moves=False) as d:  # finished here, if any
+            receipt = Mover(d).move(user_id, to, reason)
+        body = receipt.to_dict()
+        if as_json:
+            typer.echo(json.dumps(body, indent=2))
+            return
+        moved = ", ".join(f"{k} {v:,}" for k, v in body["moved"].items())
+        console.print(
+            f"moved user {escape(repr(user_id))} from [bold]{receipt.source}[/] to "
+            f"[bold]{receipt.dest}[/] ({receipt.move_id}): {moved}",
+            highlight=False,
+        )
+        if receipt.retrain_deadline_ms is not None:
+            console.print(
+                f"  their share of {receipt.source}'s aggregates goes with a retrain before "
+                f"{body['retrain_deadline']} (`fyp erasure process`)",
+                markup=False,
+            )
+        typer.echo(json.dumps(body, indent=2))
+
+    @user.command("verify-move")
+    def verify_move(
+        directory: Path = DirArg,
+        user_id: str = typer.Argument(..., metavar="USER", help="The user who moved."),
+        as_json: bool = JsonOpt,
+    ) -> None:
+        """Prove nothing of USER remains in the regions they moved away from (stores,
+        served logs, artifacts, files, copies) while they live in exactly one region, and
+        the retrain of the source finished; exit 1 otherwise (unfinished, pending)."""
+        from fyp.regions.deployment import Deployment
+        from fyp.sovereignty.move_verify import verify_move as check
+
+        with Deployment.open(directory) as d:
+            report = check(d, user_id)
+        if as_json:
+            typer.echo(json.dumps(report.to_dict(), indent=2))
+        else:
+            colour = "green" if report.ok else "red"
+            console.print(
+                f"user {escape(repr(user_id))}: [{colour}]{report.status}[/], homed in "
+                f"{', '.join(report.homes) or 'no region'}",
+                highlight=False,
+            )
+            for m in report.moves:
+                back = " (moved back since)" if m["moved_back_since"] else ""
+                console.print(
+                    f"  ledger {m['from']}: {m['move_id']} to {m['to']} at {m['moved_at']}{back}",
+                    markup=False,
+                )
+            if report.unfinished is not None:
+                console.print(
+                    f"  [red]unfinished[/] move {report.unfinished['move_id']}: finish it with "
+                    f"{escape(report.unfinished['finish_with'])}",
+                    highlight=False,
+                )
+            print_remnants(report.remnants, report.to_dict()["pending_retrain"])
+            for note in report.notes:
+                console.print(f"  note: {note}", markup=False)
+        if not report.ok:
+            raise typer.Exit(EXIT_PROBLEM)

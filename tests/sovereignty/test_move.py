@@ -1,0 +1,216 @@
+"""Moving a user's home region: policy, what moves, removal at the source, receipts."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from move_helpers import CLASH, MOVER, allow_moves, plant_mover
+from region_helpers import built, cli, copy_of
+
+from fyp.audit.log import AuditLog
+from fyp.config import load_config
+from fyp.errors import MoveNotAllowed
+from fyp.events.ingest import Ingestor
+from fyp.events.schema import moved_event_id
+from fyp.regions.deployment import Deployment
+from fyp.sovereignty.ledger import MOVE, ErasureLedger, user_pseudonym
+from fyp.sovereignty.move import Mover, receipt_signature_ok
+from fyp.sovereignty.move_verify import verify_move
+from fyp.sovereignty.residency import ResidencyScanner
+from fyp.storage import open_store
+
+__all__ = ["built"]
+
+
+@pytest.fixture
+def dep(built: Path, tmp_path: Path) -> Path:
+    root = copy_of(built, tmp_path / "dep")
+    allow_moves(root)
+    plant_mover(root)
+    return root
+
+
+def test_without_a_policy_no_move_is_allowed(built: Path, tmp_path: Path) -> None:
+    root = copy_of(built, tmp_path / "dep")
+    plant_mover(root)
+    with Deployment.open(root) as d, pytest.raises(MoveNotAllowed):
+        Mover(d).move(MOVER, "eu", "moved to Lisbon")
+    code, out = cli("user", "move", str(root), MOVER, "--to", "eu", "--reason", "moved")
+    assert code == 2 and "does not allow" in out
+    with Deployment.open(root) as d:
+        assert d.home_region(MOVER) == "us"
+
+
+def test_a_move_copies_everything_and_removes_the_source(dep: Path) -> None:
+    with Deployment.open(dep) as d:
+        before = {e.event_id for e in d.store("us").user_events(MOVER, 100)}
+        receipt = Mover(d).move(MOVER, "eu", "moved to Lisbon", actor="test")
+        assert receipt_signature_ok(d, receipt.to_dict())
+        assert receipt.source == "us" and receipt.dest == "eu"
+        assert receipt.moved["events"] == len(before) == 9
+        assert receipt.moved["labels"] == 2 and receipt.moved["served"] == 3
+        assert receipt.removed["users"] == 1 and receipt.removed["events"] == 9
+        assert receipt.retrain_required  # the us model learned from them
+        d.forget_route(MOVER)
+        assert d.home_region(MOVER) == "eu"
+        user = d.store("eu").get_user(MOVER)
+        assert user is not None and user.home_region == "eu" and user.country == "US"
+        moved = {e.event_id for e in d.store("eu").user_events(MOVER, 100)}
+        # the clashing id went under the moved id; every other id kept
+        assert moved == (before - {CLASH}) | {moved_event_id(CLASH, MOVER)}
+        assert {e.type for e in d.store("eu").user_events(MOVER, 100)} >= {
+            "follow",
+            "not_interested",
+        }
+        assert sorted(r.video_id for r in d.store("eu").iter_labels("kuairec", "test")) == [
+            "v20",
+            "v21",
+        ]
+        assert set(d.served_log("eu").served_since(MOVER, 0)) == {"v30", "v31", "v32"}
+        assert not d.store("us").existing_users([MOVER])
+        assert ErasureLedger(d.config, "us").find(MOVER, MOVE) is not None
+        # both audit logs say so, by each region's pseudonym
+        for region, action in (("us", "move_user_out"), ("eu", "move_user_in")):
+            entries = list(
+                AuditLog(d.store(region)).entries(
+                    subject=user_pseudonym(d.config, region, MOVER), action=action
+                )
+            )
+            assert len(entries) == 1 and entries[0].details["move_id"] == receipt.move_id
+        # a retry of an event sent before the move is still a duplicate in eu
+        retry = Ingestor(d).ingest(
+            [
+                {"event_id": f"{MOVER}-f", "user_id": MOVER, "video_id": "v7", "type": "follow"},
+                {"event_id": CLASH, "user_id": MOVER, "video_id": "v9", "type": "like"},
+            ]
+        )
+        assert [r.status for r in retry.results] == ["duplicate", "duplicate"]
+        report = verify_move(d, MOVER)
+        assert report.status == "pending_retrain", report.to_dict()
+    scan = ResidencyScanner(dep).run()
+    assert scan.ok, [f.to_dict() for f in scan.findings]
+
+
+def test_the_cli_moves_and_verify_proves_it_after_the_retrain(dep: Path) -> None:
+    code, out = cli("user", "move", str(dep), MOVER, "--to", "eu", "--reason", "moved", "--json")
+    assert code == 0, out
+    receipt = json.loads(out)
+    assert receipt["from"] == "us" and receipt["to"] == "eu" and receipt["signature"]
+    code, out = cli("user", "verify-move", str(dep), MOVER)
+    assert code == 1 and "pending_retrain" in out
+    code, out = cli("erasure", "process", str(dep), "--region", "us")
+    assert code == 0, out
+    code, out = cli("user", "verify-move", str(dep), MOVER, "--json")
+    assert code == 0, out
+    assert json.loads(out)["status"] == "moved"
+    code, out = cli("residency", "check", str(dep))
+    assert code == 0, out
+
+
+KILLED_MOVE = """
+import os, signal, sys
+from fyp.sovereignty import move, erasure, ledger
+point = sys.argv.pop(1)
+die = lambda *a, **k: os.kill(os.getpid(), signal.SIGKILL)
+if point == "after_copy":  # the destination holds the user; no ledger entry yet
+    real = ledger.ErasureLedger.record
+    def record(self, *a, **k):
+        return die() if self.region == "us" else real(self, *a, **k)
+    ledger.ErasureLedger.record = record
+elif point == "before_removal":  # ledger written, the journal says remove
+    move.Mover.remove_source = die
+elif point == "mid_removal":  # the store part done, the artifacts not yet
+    erasure.Eraser.scrub_artifacts = die
+sys.argv = ["fyp", *sys.argv[1:]]
+from fyp.cli import main
+main()
+"""
+
+
+def kill_a_move(dep: Path, point: str) -> None:
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            KILLED_MOVE,
+            point,
+            "user",
+            "move",
+            str(dep),
+            MOVER,
+            "--to",
+            "eu",
+            "--reason",
+            "moved to Lisbon",
+        ],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+        timeout=120,
+    )
+    assert run.returncode == -9, run.stdout + run.stderr
+
+
+def homes(dep: Path) -> list[str]:
+    config = load_config(dep)
+    out = []
+    for region in config.region_names:
+        store = open_store(config.resolve_url(config.region(region).store), region)
+        try:
+            if store.existing_users([MOVER]):
+                out.append(region)
+        finally:
+            store.close()
+    return out
+
+
+@pytest.mark.parametrize("point", ["after_copy", "before_removal", "mid_removal"])
+def test_a_killed_move_is_reported_and_finished_by_running_it_again(dep: Path, point: str) -> None:
+    kill_a_move(dep, point)
+    # never without a home: the destination holds the user from the copy on
+    assert "eu" in homes(dep)
+    scan = ResidencyScanner(dep).run()
+    unfinished = [f for f in scan.findings if f.kind == "unfinished_move"]
+    assert len(unfinished) == 1 and unfinished[0].user_id == MOVER
+    assert "fyp user move" in unfinished[0].location
+    with Deployment.open(dep, finish_moves=False) as d:
+        assert verify_move(d, MOVER).status == "unfinished"
+    code, out = cli("user", "move", str(dep), MOVER, "--to", "eu", "--reason", "again", "--json")
+    assert code == 0, out
+    assert json.loads(out)["moved"]["events"] == 9
+    assert homes(dep) == ["eu"]
+    with Deployment.open(dep) as d:
+        assert len(d.store("eu").user_events(MOVER, 100)) == 9  # nothing lost, nothing twice
+        assert verify_move(d, MOVER).status == "pending_retrain"
+    assert ResidencyScanner(dep).run().ok
+
+
+def test_a_killed_move_is_finished_by_the_next_open(dep: Path) -> None:
+    kill_a_move(dep, "before_removal")
+    with Deployment.open(dep) as d:  # fyp serve and every command open it so
+        assert not d.store("us").existing_users([MOVER])
+        assert d.home_region(MOVER) == "eu"
+    assert ResidencyScanner(dep).run().ok
+
+
+def test_a_restore_of_the_source_from_before_the_move_removes_the_user_again(dep: Path) -> None:
+    code, out = cli("backup", str(dep), "--region", "us")
+    assert code == 0, out
+    code, out = cli("user", "move", str(dep), MOVER, "--to", "eu", "--reason", "moved")
+    assert code == 0, out
+    scan = ResidencyScanner(dep).run()
+    assert scan.ok, [f.to_dict() for f in scan.findings]  # the old backup: counted, not found
+    assert any(r.moved_away for r in scan.regions)
+    code, out = cli("restore", str(dep), "--region", "us")
+    assert code in (0, 1), out
+    assert homes(dep) == ["eu"]  # not two homes
+    with Deployment.open(dep) as d:
+        assert len(d.store("eu").user_events(MOVER, 100)) == 9
+        report = verify_move(d, MOVER)
+        assert not report.remnants, report.to_dict()
+    assert ResidencyScanner(dep, scan_backups=False).run().ok
