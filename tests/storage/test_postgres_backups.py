@@ -9,6 +9,7 @@ server (CI starts one: ``.ci/run``)."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import uuid
@@ -38,6 +39,7 @@ from fyp.sovereignty.backup import SNAPSHOT_FILE  # noqa: E402
 from fyp.sovereignty.backup_writer import BackupWriter  # noqa: E402
 from fyp.sovereignty.restore import Restorer  # noqa: E402
 from fyp.sovereignty.staging import PENDING_RESTORE  # noqa: E402
+from fyp.storage import open_store  # noqa: E402
 from fyp.storage.postgres_snapshot import OWN_TABLES, PostgresSnapshots  # noqa: E402
 
 # the SQLite regions' tests that hold on PostgreSQL as they are
@@ -83,12 +85,16 @@ def dep(built: Path, tmp_path: Path) -> Path:
 def rows(root: Path, region: str) -> dict[str, list[str]]:
     """Every row of every table of the region's store on the server."""
     with Deployment.open(root) as d:
-        sql = sql_store(d.store(region))
-        return {
-            t: sorted(repr(r) for r in sql.query(f'SELECT * FROM "{t}"'))
-            for t in sql.table_names()
-            if t not in OWN_TABLES
-        }
+        return store_rows(d.store(region))
+
+
+def store_rows(store: object) -> dict[str, list[str]]:
+    sql = sql_store(store)
+    return {
+        t: sorted(repr(r) for r in sql.query(f'SELECT * FROM "{t}"'))
+        for t in sql.table_names()
+        if t not in OWN_TABLES
+    }
 
 
 def change_everything(root: Path) -> None:
@@ -198,6 +204,76 @@ def test_a_load_that_fails_midway_changes_nothing(
     assert not (dep / "regions" / US / PENDING_RESTORE).exists()
     assert rows(dep, US) == before  # (and the deployment opens: no restore is pending)
     assert not [p for p in (dep / "regions" / US).iterdir() if p.name.startswith(".")]
+
+
+KILLED_MID_LOAD = """
+import os, signal, sys
+from fyp.storage.postgres_snapshot import PostgresSnapshots
+real = PostgresSnapshots._copy_in_rows
+def copy_then_die(self, file, table, cols):
+    real(self, file, table, cols)
+    if table == "events":  # users and videos are in by then, in the load's transaction
+        os.kill(os.getpid(), signal.SIGKILL)
+PostgresSnapshots._copy_in_rows = copy_then_die
+sys.argv = ["fyp", *sys.argv[1:]]
+from fyp.cli import main
+main()
+"""
+
+
+def test_a_killed_load_changes_no_row_and_the_open_that_finishes_it_says_so(
+    dep: Path,
+) -> None:
+    """``fyp restore`` killed (SIGKILL) in the middle of its load: the server rolls the
+    load back whole, so while the next open cannot finish it (the store is held by
+    another process here) its error says the store is unchanged, not "swapped in only
+    partly"; once it can, the open loads the backup and re-applies what came since."""
+    config = load_config(dep)
+    backup = BackupWriter(config, US).run()
+    change_everything(dep)
+    before = rows(dep, US)
+    run = subprocess.run(
+        [sys.executable, "-c", KILLED_MID_LOAD, "restore", str(dep), "--region", US],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+        timeout=120,
+    )
+    assert run.returncode == -9, run.stderr
+    assert (dep / "regions" / US / PENDING_RESTORE).exists()
+    url = config.resolve_url(config.region(US).store)
+    store = open_store(url, US)  # (waits until the killed load's session is gone)
+    try:
+        assert store_rows(store) == before  # not one row of the backup's
+    finally:
+        store.close()
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, url],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "open"
+        code, message = cli("status", str(dep))
+    finally:
+        assert holder.stdin is not None
+        holder.stdin.close()
+        holder.wait(timeout=10)
+    text = " ".join(message.split())
+    assert code == 3 and "stop the server" in text, text
+    assert f"region 'us' is not changed yet: backup {backup.backup_id} is not loaded" in text
+    assert "rolled back whole" in text and "the region is marked restore-incomplete" in text
+    assert "swapped in only partly" not in text and "was changed" not in text
+    assert (dep / "regions" / US / PENDING_RESTORE).exists()
+    after = rows(dep, US)  # this open finishes the restore
+    assert not (dep / "regions" / US / PENDING_RESTORE).exists()
+    assert after["users"] != before["users"] and not any("'late'" in r for r in after["users"])
+    with Deployment.open(dep) as d:
+        log = AuditLog(d.store(US))
+        assert log.verify().ok
+        last = list(log.entries())[-1]
+    assert last.action == "restore" and last.details["finished_at_open"] is True
 
 
 def test_a_snapshot_of_another_schema_or_region_is_refused_before_anything_is_written(
