@@ -25,7 +25,13 @@ import pytest
 
 from fyp.audit.log import AuditLog
 from fyp.catalog.models import User, Video
-from fyp.errors import AlreadyExists, ResidencyViolation, StorageError, UnknownUser
+from fyp.errors import (
+    AlreadyExists,
+    ResidencyViolation,
+    ServerError,
+    StorageError,
+    UnknownUser,
+)
 from fyp.events.schema import play_labels
 from fyp.storage.base import ErasedCounts, EventRow, LabelRow, Store, VideoRow
 
@@ -443,6 +449,26 @@ class StoreContract:
         store.record_served("u2", ["v1"], T0)
         assert store.user_version("u1") == before
         assert store.user_version("nobody") is None
+
+    def test_a_store_whose_served_log_is_elsewhere_refuses_its_own(self, store: Store) -> None:
+        """Once the region's served log is kept elsewhere (a Redis server), a page
+        recorded in the store, or a read of the store's pages alone, would go past the
+        log the feed reads: both are refused, loudly; the pages left from before stay
+        readable to that log (``left_here``) and still age out."""
+        self.seed(store, "u1")
+        store.record_served("u1", ["before"], T0)
+        store.flush_served()
+        store.hand_served_log_to("redis://redis-us.internal:6379/0")
+        for attempt in (
+            lambda: store.record_served("u1", ["after"], T0 + 1),
+            lambda: store.served_since("u1", 0),
+        ):
+            with pytest.raises(ServerError, match=r"Deployment.served_log\('us'\)") as info:
+                attempt()
+            assert "redis://redis-us.internal:6379/0" in info.value.message
+            assert not isinstance(info.value, StorageError)  # a bug, not "retry later"
+        assert store.served_since("u1", 0, left_here=True) == ["before"]
+        assert store.forget_served_before(T0 + 1) == 1
 
     def test_the_served_log_forgets_what_is_older_than_asked(self, store: Store) -> None:
         self.seed(store, "u1", "u2")

@@ -174,6 +174,32 @@ def test_an_erasure_with_its_served_log_down_finishes_with_erasure_process(
         assert verify_erasure(d, "ana").remnants == []
 
 
+def test_a_regions_store_refuses_its_own_served_log_while_the_log_is_on_redis(
+    tmp_path: Path,
+) -> None:
+    """Code that goes to the store, not through Deployment.served_log, would write pages
+    the feed never reads (and read only half of what was shown): a clear server error,
+    naming where the log is, without its password; nothing is written."""
+    from fyp.errors import ServerError
+
+    with _small(tmp_path, "redis://:s3cret@127.0.0.1:1/0") as d:  # (never reached here)
+        store = d.store("us")
+        for attempt in (
+            lambda: store.record_served("ana", ["v0"], _now()),
+            lambda: store.served_since("ana", 0),
+        ):
+            with pytest.raises(ServerError) as info:
+                attempt()
+            text = info.value.message
+            assert "redis://:***@127.0.0.1:1/0" in text and "s3cret" not in text, text
+            assert "[regions.us] served_log" in text and "Deployment.served_log('us')" in text
+            assert info.value.status == 500
+        assert store.query("SELECT COUNT(*) FROM served_pages") == [(0,)]
+        eu = d.served_log("eu")
+        assert eu.record_served("bo", ["v1"], _now()) > 0  # the way in: the region's log
+        assert eu.served_since("bo", 0) == ["v1"]
+
+
 def test_the_residency_scan_reads_each_regions_redis(tmp_path: Path) -> None:
     from fyp.sovereignty.residency import ResidencyScanner
 

@@ -12,7 +12,10 @@ page and never goes back (not when pages are forgotten, not when the log moves f
 store to Redis), and a user who is not in the region's store gets nothing written.
 
 The feed, ranking ahead and ``fyp recommend`` reach the served log only through
-``Deployment.served_log(region)``. A log kept outside the store is an
+``Deployment.served_log(region)``; while it is kept elsewhere, the store refuses its own
+``record_served`` and ``served_since`` (a ServerError naming where the log is:
+``Store.hand_served_log_to``), so code that goes to the store directly fails loudly
+instead of writing pages the feed never reads. A log kept outside the store is an
 :class:`ExternalServedLog`: the sovereignty commands (erasure, its verification, the
 residency scan, the user export, restore and carve-out) reach its data through the few
 methods it adds, as they reach the store's tables through the store
@@ -176,4 +179,6 @@ def open_served_log(url: str | None, region: str, store: Store, window_ms: int) 
     _check_scheme(url, region)
     from fyp.storage.redis_served_log import RedisServedLog
 
-    return RedisServedLog(url, region, store, window_ms)
+    log = RedisServedLog(url, region, store, window_ms)
+    store.hand_served_log_to(log.where)  # the store's own served log is refused from now
+    return log
