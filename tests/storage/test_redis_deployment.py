@@ -200,6 +200,36 @@ def test_a_regions_store_refuses_its_own_served_log_while_the_log_is_on_redis(
         assert eu.served_since("bo", 0) == ["v1"]
 
 
+def test_fyp_status_says_where_each_served_log_is_and_whether_it_answers(
+    tmp_path: Path, own_redis: OwnServer
+) -> None:
+    from typer.testing import CliRunner
+
+    from fyp.cli.app import app
+
+    with _small(tmp_path, own_redis.url) as d:
+        root, eu = d.config.root, d.config.region("eu").served_log
+
+    def status() -> str:
+        done = CliRunner().invoke(app, ["status", str(root)])
+        assert done.exit_code == 0, done.output  # a report: /readyz is the health check
+        return done.output
+
+    out = status()
+    assert f"us: store sqlite:///{root / 'regions' / 'us' / 'store.sqlite'}" in out
+    assert f"served log on {own_redis.url}, reachable" in out
+    assert f"served log on {eu}, reachable" in out
+    own_redis.stop()
+    out = status()
+    assert "redis (unreachable)" in out
+    assert f"served log on {own_redis.url}, UNREACHABLE: region 'us': its served log" in out
+    assert f"served log on {eu}, reachable" in out
+    with_served_logs(root, {"us": "redis://:s3cret@127.0.0.1:1/0"})
+    out = status()
+    assert "served log on redis://:***@127.0.0.1:1/0, UNREACHABLE" in out
+    assert "s3cret" not in out
+
+
 def test_the_residency_scan_reads_each_regions_redis(tmp_path: Path) -> None:
     from fyp.sovereignty.residency import ResidencyScanner
 

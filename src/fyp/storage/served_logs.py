@@ -28,7 +28,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
-from fyp.errors import ConfigError
+from fyp.errors import ConfigError, FypError
 from fyp.storage.base import Store
 
 SCHEMES = ("redis", "rediss")
@@ -150,6 +150,17 @@ class ServedLogData(ABC):
 
 class ExternalServedLog(ServedLog, ServedLogData):
     """A served log on a server of its own: the feed's side and the data's side."""
+
+
+def served_log_state(log: ServedLog) -> tuple[str, str | None]:
+    """Where a region's served log is (``"store"``, or its server's URL without
+    credentials) and why it does not answer now (None: it answers), for ``fyp status``."""
+    where = log.where if isinstance(log, ExternalServedLog) else "store"
+    try:
+        log.check() if isinstance(log, ExternalServedLog) else log.store.check()
+    except Exception as exc:  # whatever it is, the region's feeds cannot use it now
+        return where, exc.message if isinstance(exc, FypError) else f"{type(exc).__name__}: {exc}"
+    return where, None
 
 
 def open_served_data(url: str, region: str) -> ServedLogData:
