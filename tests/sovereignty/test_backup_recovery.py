@@ -6,12 +6,10 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-from region_helpers import built, cli, copy_of
+from region_helpers import built, cli, copy_of, run_killed
 
 from fyp.audit.log import AuditLog
 from fyp.config import load_config
@@ -47,14 +45,7 @@ def users(root: Path, region: str) -> set[str]:
 
 def kill_a_backup(dep: Path, region: str) -> None:
     """``fyp backup`` killed with SIGKILL once its snapshot is written."""
-    run = subprocess.run(
-        [sys.executable, "-c", KILLED_MID_BACKUP, "backup", str(dep), "--region", region],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
-        timeout=120,
-    )
-    assert run.returncode == -9, run.stderr
+    run_killed(KILLED_MID_BACKUP, "backup", str(dep), "--region", region)
 
 
 def leftovers(dep: Path, region: str) -> list[str]:

@@ -9,11 +9,11 @@ server (CI starts one: ``.ci/run``)."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -22,7 +22,7 @@ from postgres_server import SERVER, deployments_on_postgres, drop_schemas, schem
 pytestmark = pytest.mark.skipif(not SERVER, reason="FYP_TEST_POSTGRES_URL is not set")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "sovereignty"))  # its helpers
 
-from region_helpers import build, cli, copy_of  # noqa: E402
+from region_helpers import build, cli, copy_of, run_killed  # noqa: E402
 
 import sovereignty.test_backup as _backup  # noqa: E402
 import sovereignty.test_backup_recovery as _recovery  # noqa: E402
@@ -232,14 +232,7 @@ def test_a_killed_load_changes_no_row_and_the_open_that_finishes_it_says_so(
     backup = BackupWriter(config, US).run()
     change_everything(dep)
     before = rows(dep, US)
-    run = subprocess.run(
-        [sys.executable, "-c", KILLED_MID_LOAD, "restore", str(dep), "--region", US],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
-        timeout=120,
-    )
-    assert run.returncode == -9, run.stderr
+    run_killed(KILLED_MID_LOAD, "restore", str(dep), "--region", US)
     assert (dep / "regions" / US / PENDING_RESTORE).exists()
     url = config.resolve_url(config.region(US).store)
     store = open_store(url, US)  # (waits until the killed load's session is gone)
@@ -247,19 +240,8 @@ def test_a_killed_load_changes_no_row_and_the_open_that_finishes_it_says_so(
         assert store_rows(store) == before  # not one row of the backup's
     finally:
         store.close()
-    holder = subprocess.Popen(
-        [sys.executable, "-c", HOLDER, url],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert holder.stdout is not None and holder.stdout.readline().strip() == "open"
+    with held_open(url):
         code, message = cli("status", str(dep))
-    finally:
-        assert holder.stdin is not None
-        holder.stdin.close()
-        holder.wait(timeout=10)
     text = " ".join(message.split())
     assert code == 3 and "stop the server" in text, text
     assert f"region 'us' is not changed yet: backup {backup.backup_id} is not loaded" in text
@@ -311,10 +293,9 @@ sys.stdin.read()
 """
 
 
-def test_restore_refuses_a_store_open_in_another_process(dep: Path) -> None:
-    config = load_config(dep)
-    BackupWriter(config, US).run()
-    url = config.resolve_url(config.region(US).store)
+@contextmanager
+def held_open(url: str) -> Iterator[None]:
+    """The store at ``url`` open in another process (a server) meanwhile."""
     holder = subprocess.Popen(
         [sys.executable, "-c", HOLDER, url],
         stdin=subprocess.PIPE,
@@ -323,14 +304,22 @@ def test_restore_refuses_a_store_open_in_another_process(dep: Path) -> None:
     )
     try:
         assert holder.stdout is not None and holder.stdout.readline().strip() == "open"
-        with pytest.raises(StoreInUse):
-            Restorer(config, US).run()
-        code, message = cli("restore", str(dep), "--region", US)
-        assert code == 2 and "stop the server" in message
+        yield
     finally:
         assert holder.stdin is not None
         holder.stdin.close()
         holder.wait(timeout=10)
+
+
+def test_restore_refuses_a_store_open_in_another_process(dep: Path) -> None:
+    config = load_config(dep)
+    BackupWriter(config, US).run()
+    url = config.resolve_url(config.region(US).store)
+    with held_open(url):
+        with pytest.raises(StoreInUse):
+            Restorer(config, US).run()
+        code, message = cli("restore", str(dep), "--region", US)
+        assert code == 2 and "stop the server" in message
     assert not (dep / "regions" / US / PENDING_RESTORE).exists()
     assert Restorer(config, US).run().region == US
 
