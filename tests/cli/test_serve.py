@@ -113,6 +113,21 @@ def test_a_missing_store_stops_every_command_but_region_add(tmp_path: Path) -> N
     assert _fyp("status", str(dep)).returncode == 0
 
 
+def test_status_counts_rows_and_says_where_each_regions_store_and_served_log_are(
+    tmp_path: Path,
+) -> None:
+    dep = tmp_path / "d"
+    assert _fyp("init", str(dep), "--regions", "us,eu").returncode == 0
+    done = runner.invoke(app, ["status", str(dep)])
+    assert done.exit_code == 0, done.output
+    for region in ("us", "eu"):
+        store = dep.resolve() / "regions" / region / "store.sqlite"
+        assert f"  {region}: store sqlite:///{store}\n    served log in the store, reachable" in (
+            done.output
+        )
+    assert "served log" in done.output.splitlines()[1]  # the table's column
+
+
 def test_a_busy_port_is_one_line_before_anything_says_serving(tmp_path: Path) -> None:
     dep = tmp_path / "d"
     assert _fyp("init", str(dep), "--regions", "us").returncode == 0

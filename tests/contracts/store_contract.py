@@ -8,7 +8,11 @@ prefix, so pytest only collects it through subclasses) and provides:
   (the same name means the same underlying database, so it can be re-opened);
 - :meth:`StoreContract.raw_insert`: write a row with the backend's own driver, bypassing
   the ``Store`` API, so the contract can check the database itself refuses foreign rows;
-- ``integrity_errors``: the driver exceptions a refused raw write raises.
+- :meth:`StoreContract.raw_execute`: run one statement with the raw driver (as someone
+  with SQL access would), for the guards the database itself keeps;
+- ``integrity_errors``: the driver exceptions a refused raw write raises;
+- ``audit_log_edits``: raw statements that would edit the audit log and must be refused
+  (the base class's hold for every backend; a backend adds its own, e.g. TRUNCATE).
 """
 
 from __future__ import annotations
@@ -19,8 +23,15 @@ from typing import Any, ClassVar
 
 import pytest
 
+from fyp.audit.log import AuditLog
 from fyp.catalog.models import User, Video
-from fyp.errors import AlreadyExists, ResidencyViolation, StorageError, UnknownUser
+from fyp.errors import (
+    AlreadyExists,
+    ResidencyViolation,
+    ServerError,
+    StorageError,
+    UnknownUser,
+)
 from fyp.events.schema import play_labels
 from fyp.storage.base import ErasedCounts, EventRow, LabelRow, Store, VideoRow
 
@@ -73,6 +84,11 @@ class StoreContract:
     """Contract tests; subclasses provide the ``store`` fixture and the hooks below."""
 
     integrity_errors: ClassVar[tuple[type[BaseException], ...]] = ()
+    audit_log_edits: ClassVar[tuple[str, ...]] = (
+        "UPDATE audit_log SET actor = 'someone else' WHERE seq = 1",
+        "DELETE FROM audit_log WHERE seq = 2",
+        "DELETE FROM audit_log",  # SQLite's TRUNCATE
+    )
 
     # -- hooks ------------------------------------------------------------------
     def open_database(self, name: str, region: str = "us", *, migrate: bool = True) -> Store:
@@ -81,6 +97,11 @@ class StoreContract:
 
     def raw_insert(self, store: Store, table: str, values: dict[str, Any]) -> None:
         """Insert one row into ``table`` of ``store``'s database with the raw driver."""
+        raise NotImplementedError
+
+    def raw_execute(self, store: Store, sql: str) -> None:
+        """Run ``sql`` on ``store``'s database with the raw driver, in a transaction of
+        its own (committed if it succeeds)."""
         raise NotImplementedError
 
     # -- helpers ----------------------------------------------------------------
@@ -429,6 +450,26 @@ class StoreContract:
         assert store.user_version("u1") == before
         assert store.user_version("nobody") is None
 
+    def test_a_store_whose_served_log_is_elsewhere_refuses_its_own(self, store: Store) -> None:
+        """Once the region's served log is kept elsewhere (a Redis server), a page
+        recorded in the store, or a read of the store's pages alone, would go past the
+        log the feed reads: both are refused, loudly; the pages left from before stay
+        readable to that log (``left_here``) and still age out."""
+        self.seed(store, "u1")
+        store.record_served("u1", ["before"], T0)
+        store.flush_served()
+        store.hand_served_log_to("redis://redis-us.internal:6379/0")
+        for attempt in (
+            lambda: store.record_served("u1", ["after"], T0 + 1),
+            lambda: store.served_since("u1", 0),
+        ):
+            with pytest.raises(ServerError, match=r"Deployment.served_log\('us'\)") as info:
+                attempt()
+            assert "redis://redis-us.internal:6379/0" in info.value.message
+            assert not isinstance(info.value, StorageError)  # a bug, not "retry later"
+        assert store.served_since("u1", 0, left_here=True) == ["before"]
+        assert store.forget_served_before(T0 + 1) == 1
+
     def test_the_served_log_forgets_what_is_older_than_asked(self, store: Store) -> None:
         self.seed(store, "u1", "u2")
         store.record_served("u1", ["old", "again"], T0)
@@ -642,3 +683,15 @@ class StoreContract:
                 },
             )
         assert store.count_labels() == 0
+
+    # -- the database itself keeps the audit log append-only -------------------------
+    def test_the_audit_log_refuses_every_edit(self, store: Store) -> None:
+        log = AuditLog(store)
+        entries = [log.append("reviewer", "verdict", f"v{k}", {"k": k}) for k in range(3)]
+        head = f"{entries[-1].seq}:{entries[-1].hash}"
+        for sql in self.audit_log_edits:
+            with pytest.raises(Exception, match="append-only"):
+                self.raw_execute(store, sql)
+        assert [e.hash for e in log.entries()] == [e.hash for e in entries]
+        report = log.verify(expect_head=head)
+        assert report.ok and report.entries == 3 and report.triggers

@@ -219,7 +219,8 @@ def test_engine_sessions_run_through_the_real_feed_and_ingestion(unique_tags: De
         assert (s.length, s.end, s.repeats) == (30, "max_length", 0)
         assert len(set(s.videos)) == 30 and set(s.videos) <= set(TEST_VIDEOS)
         assert s.rewards == [int(v in positives_of(u)) for v in s.videos]
-        assert set(store.served_since(s.user_id, 0)) == set(s.videos)
+        served_log = d.served_log(("us", "eu")[u % 2])
+        assert set(served_log.served_since(s.user_id, 0)) == set(s.videos)
         for step, (video, reward) in enumerate(zip(s.videos, s.rewards, strict=True)):
             prefix = f"sim:3:{s.user_id}:{step}"
             if reward:

@@ -369,9 +369,9 @@ def test_a_version_deleted_under_the_loader_is_retried(
 def test_what_was_served_before_the_seen_window_counts_as_unseen(trained: Deployment) -> None:
     """What was shown before the window may be shown again (the serving store's
     maintenance forgets it: tests/storage/test_sqlite_maintenance.py)."""
-    store = trained.store(trained.home_region("u6"))
+    served_log = trained.served_log(trained.home_region("u6"))
     long_ago = time.time_ns() // 1_000_000 - 10 * 86_400_000
-    store.record_served("u6", ["old-1", "old-2"], long_ago)
+    served_log.record_served("u6", ["old-1", "old-2"], long_ago)
     service = FeedService(trained, seen_window_ms=86_400_000)
     assert {"old-1", "old-2"}.isdisjoint(
         service.state("u6", service.model(trained.home_region("u6"))).seen
@@ -387,7 +387,7 @@ def test_a_new_event_rebuilds_the_state_without_rereading_the_served_log(
 ) -> None:
     """Heavy users have long served logs: an events-only change reuses the cached part."""
     service = FeedService(trained)
-    store = trained.store(trained.home_region("u5"))
+    served_log = trained.served_log(trained.home_region("u5"))
 
     def like(video_id: str, n: int) -> None:
         event = {"event_id": f"like-u5-{n}", "user_id": "u5", "video_id": video_id}
@@ -397,7 +397,7 @@ def test_a_new_event_rebuilds_the_state_without_rereading_the_served_log(
     like(first.items[0].video_id, 1)
     second = service.feed("u5", n=5)  # builds the state: reads the served log once
     monkeypatch.setattr(
-        store, "served_since", lambda *a: pytest.fail("the served log was read again")
+        served_log, "served_since", lambda *a: pytest.fail("the served log was read again")
     )
     like(second.items[0].video_id, 2)
     third = service.feed("u5", n=10)

@@ -205,8 +205,8 @@ def test_an_order_older_than_a_served_record_skips_what_was_served(
     trained: Deployment,
 ) -> None:
     order = stored_order(trained, "u18")
-    store = trained.store(trained.home_region("u18"))
-    store.record_served("u18", order[:3], time.time_ns() // 1_000_000)  # another worker
+    served_log = trained.served_log(trained.home_region("u18"))
+    served_log.record_served("u18", order[:3], time.time_ns() // 1_000_000)  # another worker
     page = FeedService(trained).feed("u18", n=10)
     assert set(order[:3]).isdisjoint(i.video_id for i in page.items)
 
@@ -218,17 +218,17 @@ def test_fyp_train_ranks_ahead_in_one_process_per_region(trained: Deployment) ->
 
     root = trained.config.root
     before = {r: current_version(trained.config.region_dir(r)) for r in trained.regions}
-    store = trained.store(trained.home_region("u18"))
+    served_log = trained.served_log(trained.home_region("u18"))
     long_ago = time.time_ns() // 1_000_000 - trained.config.feed.seen_window_ms - 60_000
-    store.record_served("u18", ["v-long-ago"], long_ago)
-    counter = store.user_version("u18")
+    served_log.record_served("u18", ["v-long-ago"], long_ago)
+    counter = served_log.user_version("u18")
     result = CliRunner().invoke(app, ["train", str(root), "--jobs", "2"])
     assert result.exit_code == 0, result.output
     assert "feeds ranked ahead in" in result.output and "trained 2 region(s)" in result.output
     # pages older than the seen window are forgotten, the served counter stays
     assert "forgot 1 served pages beyond the window" in result.output
-    assert "v-long-ago" not in store.served_since("u18", 0)
-    assert store.user_version("u18") == counter
+    assert "v-long-ago" not in served_log.served_since("u18", 0)
+    assert served_log.user_version("u18") == counter
     for region in trained.regions:
         region_dir = trained.config.region_dir(region)
         after = current_version(region_dir)

@@ -3,8 +3,11 @@ models, built once per session and copied per test; and a CLI runner with exit c
 
 from __future__ import annotations
 
+import os
 import random
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -62,6 +65,19 @@ def build(directory: Path) -> Path:
 def copy_of(built: Path, dest: Path) -> Path:
     shutil.copytree(built, dest)
     return dest
+
+
+def run_killed(script: str, *args: str) -> None:
+    """Run ``python -c script ARGS`` (a fyp command with a step patched to SIGKILL the
+    process) and check it was killed, not that it finished or failed."""
+    run = subprocess.run(
+        [sys.executable, "-c", script, *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+        timeout=120,
+    )
+    assert run.returncode == -9, run.stderr
 
 
 def cli(*args: str) -> tuple[int, str]:

@@ -16,6 +16,7 @@ import pytest
 from postgres_server import SERVER, drop_schemas, schema_url
 
 from contracts.store_contract import T0, StoreContract, make_row, make_user
+from fyp.audit.log import AUDIT_TRUNCATE_MIGRATION, RESTORE_LOAD, TRUNCATE_GUARD, AuditLog
 from fyp.errors import StorageError
 from fyp.storage import Store, open_store
 from fyp.storage.postgres import PostgresStore
@@ -56,6 +57,15 @@ class TestPostgresStore(StoreContract):
                 list(values.values()),
             )
 
+    def raw_execute(self, store: Store, sql: str) -> None:
+        assert psycopg is not None
+        assert isinstance(store, PostgresStore)
+        with psycopg.connect(SERVER) as conn:  # one transaction, committed on success
+            conn.execute(f'SET LOCAL search_path TO "{store.schema}"')
+            conn.execute(sql)
+
+    audit_log_edits = (*StoreContract.audit_log_edits, "TRUNCATE audit_log")
+
     # -- PostgreSQL specifics -------------------------------------------------------
     def test_a_missing_schema_is_an_error_unless_creating(self, store: Store) -> None:
         with pytest.raises(StorageError, match="missing"):
@@ -65,6 +75,42 @@ class TestPostgresStore(StoreContract):
         with pytest.raises(StorageError) as info:
             open_store("postgresql://fyp:s3cret@127.0.0.1:1/nowhere", "us")
         assert "s3cret" not in str(info.value) and "***" in str(info.value)
+
+    def test_only_a_transaction_that_says_it_is_a_restore_load_truncates_the_audit_log(
+        self, store: Store
+    ) -> None:
+        """The guard lets TRUNCATE through under ``SET LOCAL fyp.restore_load`` (what a
+        restore's load sets), and the setting ends with that transaction: the next
+        TRUNCATE on the same connection is refused again."""
+        assert psycopg is not None and isinstance(store, PostgresStore)
+        AuditLog(store).append("reviewer", "verdict", "v1")
+        with psycopg.connect(SERVER, autocommit=True) as conn:
+            conn.execute(f'SET search_path TO "{store.schema}"')
+            with conn.transaction():
+                conn.execute(f"SET LOCAL {RESTORE_LOAD} = 'on'")
+                conn.execute("TRUNCATE audit_log")
+            assert conn.execute("SELECT COUNT(*) FROM audit_log").fetchone() == (0,)
+            AuditLog(store).append("reviewer", "verdict", "v2")
+            with pytest.raises(psycopg.Error, match="append-only"):
+                conn.execute("TRUNCATE audit_log")
+            with pytest.raises(psycopg.Error, match="append-only"):  # a session SET
+                conn.execute(f"SET {RESTORE_LOAD} = 'off'")  # is not 'on' either
+                conn.execute("TRUNCATE audit_log")
+        assert [e.subject for e in AuditLog(store).entries()] == ["v2"]
+
+    def test_a_store_made_before_the_truncate_guard_gets_it_when_opened(self, store: Store) -> None:
+        assert psycopg is not None and isinstance(store, PostgresStore)
+        self.raw_execute(
+            store,
+            f"DROP TRIGGER {TRUNCATE_GUARD} ON audit_log; DROP FUNCTION {TRUNCATE_GUARD}(); "
+            f"DELETE FROM schema_migrations WHERE version = {AUDIT_TRUNCATE_MIGRATION.version}",
+        )
+        assert not AuditLog(store).triggers_present()
+        again = self.open_database("main", migrate=False)
+        assert again.migrate() == [AUDIT_TRUNCATE_MIGRATION.version]
+        assert AuditLog(again).triggers_present()
+        with pytest.raises(psycopg.Error, match="append-only"):
+            self.raw_execute(again, "TRUNCATE audit_log")
 
     def test_bulk_events_keep_their_order_and_skip_stored_ids(self, store: Store) -> None:
         store.bulk_insert_users([make_user("u1")])

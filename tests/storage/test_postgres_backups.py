@@ -13,6 +13,7 @@ import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -21,7 +22,7 @@ from postgres_server import SERVER, deployments_on_postgres, drop_schemas, schem
 pytestmark = pytest.mark.skipif(not SERVER, reason="FYP_TEST_POSTGRES_URL is not set")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "sovereignty"))  # its helpers
 
-from region_helpers import build, cli, copy_of  # noqa: E402
+from region_helpers import build, cli, copy_of, run_killed  # noqa: E402
 
 import sovereignty.test_backup as _backup  # noqa: E402
 import sovereignty.test_backup_recovery as _recovery  # noqa: E402
@@ -38,6 +39,7 @@ from fyp.sovereignty.backup import SNAPSHOT_FILE  # noqa: E402
 from fyp.sovereignty.backup_writer import BackupWriter  # noqa: E402
 from fyp.sovereignty.restore import Restorer  # noqa: E402
 from fyp.sovereignty.staging import PENDING_RESTORE  # noqa: E402
+from fyp.storage import open_store  # noqa: E402
 from fyp.storage.postgres_snapshot import OWN_TABLES, PostgresSnapshots  # noqa: E402
 
 # the SQLite regions' tests that hold on PostgreSQL as they are
@@ -83,12 +85,16 @@ def dep(built: Path, tmp_path: Path) -> Path:
 def rows(root: Path, region: str) -> dict[str, list[str]]:
     """Every row of every table of the region's store on the server."""
     with Deployment.open(root) as d:
-        sql = sql_store(d.store(region))
-        return {
-            t: sorted(repr(r) for r in sql.query(f'SELECT * FROM "{t}"'))
-            for t in sql.table_names()
-            if t not in OWN_TABLES
-        }
+        return store_rows(d.store(region))
+
+
+def store_rows(store: object) -> dict[str, list[str]]:
+    sql = sql_store(store)
+    return {
+        t: sorted(repr(r) for r in sql.query(f'SELECT * FROM "{t}"'))
+        for t in sql.table_names()
+        if t not in OWN_TABLES
+    }
 
 
 def change_everything(root: Path) -> None:
@@ -200,6 +206,58 @@ def test_a_load_that_fails_midway_changes_nothing(
     assert not [p for p in (dep / "regions" / US).iterdir() if p.name.startswith(".")]
 
 
+KILLED_MID_LOAD = """
+import os, signal, sys
+from fyp.storage.postgres_snapshot import PostgresSnapshots
+real = PostgresSnapshots._copy_in_rows
+def copy_then_die(self, file, table, cols):
+    real(self, file, table, cols)
+    if table == "events":  # users and videos are in by then, in the load's transaction
+        os.kill(os.getpid(), signal.SIGKILL)
+PostgresSnapshots._copy_in_rows = copy_then_die
+sys.argv = ["fyp", *sys.argv[1:]]
+from fyp.cli import main
+main()
+"""
+
+
+def test_a_killed_load_changes_no_row_and_the_open_that_finishes_it_says_so(
+    dep: Path,
+) -> None:
+    """``fyp restore`` killed (SIGKILL) in the middle of its load: the server rolls the
+    load back whole, so while the next open cannot finish it (the store is held by
+    another process here) its error says the store is unchanged, not "swapped in only
+    partly"; once it can, the open loads the backup and re-applies what came since."""
+    config = load_config(dep)
+    backup = BackupWriter(config, US).run()
+    change_everything(dep)
+    before = rows(dep, US)
+    run_killed(KILLED_MID_LOAD, "restore", str(dep), "--region", US)
+    assert (dep / "regions" / US / PENDING_RESTORE).exists()
+    url = config.resolve_url(config.region(US).store)
+    store = open_store(url, US)  # (waits until the killed load's session is gone)
+    try:
+        assert store_rows(store) == before  # not one row of the backup's
+    finally:
+        store.close()
+    with held_open(url):
+        code, message = cli("status", str(dep))
+    text = " ".join(message.split())
+    assert code == 3 and "stop the server" in text, text
+    assert f"region 'us' is not changed yet: backup {backup.backup_id} is not loaded" in text
+    assert "rolled back whole" in text and "the region is marked restore-incomplete" in text
+    assert "swapped in only partly" not in text and "was changed" not in text
+    assert (dep / "regions" / US / PENDING_RESTORE).exists()
+    after = rows(dep, US)  # this open finishes the restore
+    assert not (dep / "regions" / US / PENDING_RESTORE).exists()
+    assert after["users"] != before["users"] and not any("'late'" in r for r in after["users"])
+    with Deployment.open(dep) as d:
+        log = AuditLog(d.store(US))
+        assert log.verify().ok
+        last = list(log.entries())[-1]
+    assert last.action == "restore" and last.details["finished_at_open"] is True
+
+
 def test_a_snapshot_of_another_schema_or_region_is_refused_before_anything_is_written(
     dep: Path, tmp_path: Path
 ) -> None:
@@ -235,10 +293,9 @@ sys.stdin.read()
 """
 
 
-def test_restore_refuses_a_store_open_in_another_process(dep: Path) -> None:
-    config = load_config(dep)
-    BackupWriter(config, US).run()
-    url = config.resolve_url(config.region(US).store)
+@contextmanager
+def held_open(url: str) -> Iterator[None]:
+    """The store at ``url`` open in another process (a server) meanwhile."""
     holder = subprocess.Popen(
         [sys.executable, "-c", HOLDER, url],
         stdin=subprocess.PIPE,
@@ -247,14 +304,22 @@ def test_restore_refuses_a_store_open_in_another_process(dep: Path) -> None:
     )
     try:
         assert holder.stdout is not None and holder.stdout.readline().strip() == "open"
-        with pytest.raises(StoreInUse):
-            Restorer(config, US).run()
-        code, message = cli("restore", str(dep), "--region", US)
-        assert code == 2 and "stop the server" in message
+        yield
     finally:
         assert holder.stdin is not None
         holder.stdin.close()
         holder.wait(timeout=10)
+
+
+def test_restore_refuses_a_store_open_in_another_process(dep: Path) -> None:
+    config = load_config(dep)
+    BackupWriter(config, US).run()
+    url = config.resolve_url(config.region(US).store)
+    with held_open(url):
+        with pytest.raises(StoreInUse):
+            Restorer(config, US).run()
+        code, message = cli("restore", str(dep), "--region", US)
+        assert code == 2 and "stop the server" in message
     assert not (dep / "regions" / US / PENDING_RESTORE).exists()
     assert Restorer(config, US).run().region == US
 

@@ -174,6 +174,62 @@ def test_an_erasure_with_its_served_log_down_finishes_with_erasure_process(
         assert verify_erasure(d, "ana").remnants == []
 
 
+def test_a_regions_store_refuses_its_own_served_log_while_the_log_is_on_redis(
+    tmp_path: Path,
+) -> None:
+    """Code that goes to the store, not through Deployment.served_log, would write pages
+    the feed never reads (and read only half of what was shown): a clear server error,
+    naming where the log is, without its password; nothing is written."""
+    from fyp.errors import ServerError
+
+    with _small(tmp_path, "redis://:s3cret@127.0.0.1:1/0") as d:  # (never reached here)
+        store = d.store("us")
+        for attempt in (
+            lambda: store.record_served("ana", ["v0"], _now()),
+            lambda: store.served_since("ana", 0),
+        ):
+            with pytest.raises(ServerError) as info:
+                attempt()
+            text = info.value.message
+            assert "redis://:***@127.0.0.1:1/0" in text and "s3cret" not in text, text
+            assert "[regions.us] served_log" in text and "Deployment.served_log('us')" in text
+            assert info.value.status == 500
+        assert store.query("SELECT COUNT(*) FROM served_pages") == [(0,)]
+        eu = d.served_log("eu")
+        assert eu.record_served("bo", ["v1"], _now()) > 0  # the way in: the region's log
+        assert eu.served_since("bo", 0) == ["v1"]
+
+
+def test_fyp_status_says_where_each_served_log_is_and_whether_it_answers(
+    tmp_path: Path, own_redis: OwnServer
+) -> None:
+    from typer.testing import CliRunner
+
+    from fyp.cli.app import app
+
+    with _small(tmp_path, own_redis.url) as d:
+        root, eu = d.config.root, d.config.region("eu").served_log
+
+    def status() -> str:
+        done = CliRunner().invoke(app, ["status", str(root)])
+        assert done.exit_code == 0, done.output  # a report: /readyz is the health check
+        return done.output
+
+    out = status()
+    assert f"us: store sqlite:///{root / 'regions' / 'us' / 'store.sqlite'}" in out
+    assert f"served log on {own_redis.url}, reachable" in out
+    assert f"served log on {eu}, reachable" in out
+    own_redis.stop()
+    out = status()
+    assert "redis (unreachable)" in out
+    assert f"served log on {own_redis.url}, UNREACHABLE: region 'us': its served log" in out
+    assert f"served log on {eu}, reachable" in out
+    with_served_logs(root, {"us": "redis://:s3cret@127.0.0.1:1/0"})
+    out = status()
+    assert "served log on redis://:***@127.0.0.1:1/0, UNREACHABLE" in out
+    assert "s3cret" not in out
+
+
 def test_the_residency_scan_reads_each_regions_redis(tmp_path: Path) -> None:
     from fyp.sovereignty.residency import ResidencyScanner
 

@@ -56,6 +56,14 @@ class TestSQLiteStore(StoreContract):
         finally:
             conn.close()
 
+    def raw_execute(self, store: Store, sql: str) -> None:
+        conn = raw_connect(store)
+        try:
+            with conn:
+                conn.execute(sql)
+        finally:
+            conn.close()
+
     def test_unmigrated_store_reports_schema_version_zero(self, store: Store) -> None:
         super().test_unmigrated_store_reports_schema_version_zero(store)
 

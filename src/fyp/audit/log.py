@@ -8,8 +8,9 @@ actor, action, subject, details and that previous hash). Editing, deleting or
 reordering any entry breaks the chain at that point, which :meth:`AuditLog.verify`
 finds.
 
-SQLite triggers refuse UPDATE and DELETE on the table, but they only stop mistakes:
-anyone holding the file can drop them. The hash chain is the real guarantee, and
+Triggers refuse UPDATE and DELETE on the table (and, on PostgreSQL, TRUNCATE but in a
+restore's load), but they only stop mistakes: anyone holding the file, or SQL access
+to the server, can drop them. The hash chain is the real guarantee, and
 cutting entries off the end is only caught against a head (sequence number and hash)
 recorded elsewhere: the ``audit_head`` row catches a careless truncation, and
 ``verify(expect_head=...)`` checks a head that was exported earlier.
@@ -78,6 +79,36 @@ AUDIT_TRIGGERS_MIGRATION = Migration(
 )
 """Until this migration a log got its triggers when first opened for writing, so a
 store nobody had audited yet had none."""
+
+TRUNCATE_GUARD = "audit_log_no_truncate"
+RESTORE_LOAD = "fyp.restore_load"
+"""The transaction-local setting (``SET LOCAL fyp.restore_load = 'on'``) under which
+the PostgreSQL guard lets ``TRUNCATE audit_log`` through: only a restore's (or a
+carve-out's) load into the region sets it (``PostgresSnapshots.import_sqlite``)."""
+AUDIT_TRUNCATE_MIGRATION = Migration(
+    21,
+    "audit log: TRUNCATE refused but for a restore's load (PostgreSQL)",
+    # SQLite has no TRUNCATE: its analogue, DELETE without WHERE, is refused by
+    # migration 13's DELETE trigger (SQLite's truncate optimisation is off for a table
+    # with a DELETE trigger), so there is nothing to add; the version is recorded there
+    # too, so both backends' versions keep meaning the same schema.
+    "",
+    # Row triggers do not fire on TRUNCATE; this statement trigger does. Like the others
+    # it stops mistakes, not someone with SQL access (who can drop it or set the
+    # setting): the hash chain and ``fyp audit verify --expect-head`` catch that.
+    postgres=f"""
+    CREATE FUNCTION {TRUNCATE_GUARD}() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        IF coalesce(current_setting('{RESTORE_LOAD}', true), '') <> 'on' THEN
+            RAISE EXCEPTION USING MESSAGE = 'audit_log is append-only: TRUNCATE is '
+                || 'refused (only a restore''s load replaces its rows)';
+        END IF;
+        RETURN NULL;
+    END $$;
+    CREATE TRIGGER {TRUNCATE_GUARD} BEFORE TRUNCATE ON audit_log
+        FOR EACH STATEMENT EXECUTE FUNCTION {TRUNCATE_GUARD}();
+    """,
+)
 _COLS = "seq, region, ts_ms, actor, action, subject, details, prev_hash, hash"
 
 
@@ -329,7 +360,12 @@ class AuditLog:
         return (int(rows[0][0]), str(rows[0][1])) if rows else (0, GENESIS)
 
     def triggers_present(self) -> bool:
-        return set(TRIGGERS) <= self.store.trigger_names("audit_log")
+        """Whether the guards the store's migrations gave the table are all there (on
+        PostgreSQL also the TRUNCATE guard; SQLite has no TRUNCATE)."""
+        wanted = set(TRIGGERS)
+        if not getattr(self.store, "url", "sqlite:").startswith("sqlite:"):
+            wanted.add(TRUNCATE_GUARD)
+        return wanted <= self.store.trigger_names("audit_log")
 
     def verify(self, expect_head: str | None = None) -> VerifyReport:
         """Walk the chain; every edited, deleted or reordered entry becomes a problem.

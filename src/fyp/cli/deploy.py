@@ -64,7 +64,8 @@ def register(app: typer.Typer) -> None:
                 f"created deployment [bold]{escape(d.config.name)}[/] in {escape(str(directory))}"
             )
             for r in d.regions:
-                console.print(f"  region {r}: {d.config.resolve_url(d.config.region(r).store)}")
+                url = redact(d.config.resolve_url(d.config.region(r).store))
+                console.print(f"  region {r}: {url}", markup=False)
                 log = d.config.region(r).served_log
                 if log is not None:
                     console.print(f"    served log: {redact(log)}", markup=False)
@@ -107,22 +108,33 @@ def register(app: typer.Typer) -> None:
 
     @app.command()
     def status(directory: Path = DirArg) -> None:
-        """Row counts and schema version of every region's store."""
+        """Row counts and schema version of every region's store, where the store and
+        the served log are, and whether the served log answers."""
         from fyp.regions.deployment import Deployment
+        from fyp.storage.postgres_dialect import redact
+        from fyp.storage.served_logs import served_log_state
 
         with Deployment.open(directory) as d:
-            table = Table("region", "store", "schema", "users", "videos", "events", "labels")
+            table = Table("region", "schema", "users", "videos", "events", "labels", "served log")
+            lines = []
             for r, s in d.stores.items():
+                where, problem = served_log_state(d.served_log(r))
+                kind = "store" if where == "store" else where.split(":", 1)[0]
                 table.add_row(
                     r,
-                    s.url,
                     str(s.schema_version()),
                     f"{s.count_users():,}",
                     f"{s.count_videos():,}",
                     f"{s.count_events():,}",
                     f"{s.count_labels():,}",
+                    kind if problem is None else f"{kind} (unreachable)",
                 )
+                place = "in the store" if where == "store" else f"on {where}"
+                state = "reachable" if problem is None else f"UNREACHABLE: {problem}"
+                lines += [f"  {r}: store {redact(s.url)}", f"    served log {place}, {state}"]
             console.print(table)
+            for line in lines:  # whole URLs and reasons, which a table cell would cut
+                console.print(line, markup=False, soft_wrap=True)
 
 
 def bind(host: str, port: int) -> socket.socket:

@@ -60,6 +60,8 @@ def train_region_summary(
     with threadpool_limits(1, "blas"), Deployment.open(directory) as d:
         store = d.store(region)
         window_start = time.time_ns() // 1_000_000 - d.config.feed.seen_window_ms
+        # the store's own pages (with the served log on Redis: those left from before it
+        # moved there; Redis expires its own), as a serving process's maintenance does
         forgotten = store.forget_served_before(window_start)
         m = train_and_publish(
             store,

@@ -132,13 +132,14 @@ class Carver:
             write_config(carved)
             target = server_url(carved, self.region)
             if target is None:
-                snapshot_region(self.config, self.region, store_file(carved, self.region))
+                file = store_file(carved, self.region)
+                snapshot_region(self.config, self.region, file)
+                report.notes += carve_into(self.config, self.region, f"sqlite:///{file}")
             report.files = self._copy_region_dir(carved)
             if with_backups:
                 report.backups = self._copy_backups(carved, report.notes)
             if target is not None:
-                self._load_into_server(carved)
-            report.notes += carve_into(self.config, self.region, carved)  # Redis -> store
+                report.notes += self._load_into_server(carved)
             if self.out.exists():
                 self.out.rmdir()  # empty, checked above
             os.replace(tmp, self.out)
@@ -210,11 +211,14 @@ class Carver:
         finally:
             store.close()
 
-    def _load_into_server(self, carved: DeploymentConfig) -> None:
-        """The region's snapshot, loaded into the carved store on its server."""
+    def _load_into_server(self, carved: DeploymentConfig) -> list[str]:
+        """The region's snapshot, with its served log if that is on Redis, loaded into
+        the carved store on its server in one transaction: whatever fails before leaves
+        that store empty, so the carve-out can be run again. Returns the notes."""
         snapshot = carved.region_dir(self.region) / ".carve-snapshot.sqlite"
         try:
             snapshot_region(self.config, self.region, snapshot)
+            notes = carve_into(self.config, self.region, f"sqlite:///{snapshot}")
             store = open_server_store(carved, self.region, create=True)
             try:
                 store.import_sqlite(snapshot, f"carve-out of {self.config.name}")
@@ -223,6 +227,7 @@ class Carver:
         finally:
             for path in snapshot.parent.glob(f"{snapshot.name}*"):
                 path.unlink()
+        return notes
 
     def _copy_backups(self, carved: DeploymentConfig, notes: list[str]) -> int:
         """Backups in targets under the source deployment travel along (they stay sealed)."""

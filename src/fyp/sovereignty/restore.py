@@ -230,9 +230,8 @@ class Restorer:
                         if server is not None and restore_server.loaded(server, pending) is False:
                             _nothing_changed(region_dir, earlier, staging)
                             raise _refused(self.region, pending, exc) from exc
-                        raise _unfinished(
-                            self.region, pending, "was swapped in only partly", exc
-                        ) from exc
+                        state = _swap_cut_short(self.config, self.region, pending, server)
+                        raise _unfinished(self.region, state, pending, exc) from exc
                 if earlier is not None:
                     shutil.rmtree(region_dir / earlier.staging, ignore_errors=True)
             t_swapped = time.perf_counter()
@@ -240,7 +239,7 @@ class Restorer:
                 with Deployment(self.config, finish_restores=False) as d:
                     done = reapply(d, self.region, pending)
             except Exception as exc:
-                raise _unfinished(self.region, pending, "is in place", exc) from exc
+                raise _unfinished(self.region, _in_place(pending), pending, exc) from exc
         t_done = time.perf_counter()
         m = backup.manifest
         notes = []
@@ -382,15 +381,53 @@ def _why(region: str, pending: Pending, live: str, damage: str | None) -> dict[s
     }
 
 
-def _unfinished(region: str, pending: Pending, state: str, exc: Exception) -> StorageError:
+_NOT_REAPPLIED = (
+    "erasures, key revocations and moderation decisions made since the backup are not "
+    "re-applied yet"
+)
+
+
+def _in_place(pending: Pending) -> str:
+    return f"was changed: backup {pending.backup_id} is in place, but {_NOT_REAPPLIED}"
+
+
+def _swap_cut_short(
+    config: DeploymentConfig, region: str, pending: Pending, server: Any = None
+) -> str:
+    """What a swap that stopped left, as it is for the region's kind of store: a SQLite
+    file and data files are renamed in one by one; a store on a server is loaded in one
+    transaction, whole or not at all, before the data files (``server``: the restore's
+    claimed store; else one is opened to ask)."""
+    backup = pending.backup_id
+    if server_url(config, region) is None:
+        return f"was changed: backup {backup} was swapped in only partly, and {_NOT_REAPPLIED}"
+    loaded = restore_server.load_state(config, region, pending, server)
+    if loaded is None:
+        return (
+            f"may have been changed: whether backup {backup} is loaded into its store cannot "
+            "be told now (the load is one transaction: the store holds either all of the "
+            f"backup's rows or none of them), and {_NOT_REAPPLIED}"
+        )
+    if loaded:
+        return (
+            f"was changed: backup {backup} is loaded into its store (whole, in one "
+            f"transaction), but its data files are not all in place yet, and {_NOT_REAPPLIED}"
+        )
+    return (
+        f"is not changed yet: backup {backup} is not loaded into its store (the load is one "
+        "transaction and the one cut short rolled back whole: the store holds its rows from "
+        "before the restore, and the region's files are as they were)"
+    )
+
+
+def _unfinished(region: str, state: str, pending: Pending, exc: Exception) -> StorageError:
+    """``state``: what the region holds now (:func:`_swap_cut_short`, :func:`_in_place`)."""
     why = exc.message if isinstance(exc, FypError) else f"{type(exc).__name__}: {exc}"
     return StorageError(
-        f"region {region!r} was changed: backup {pending.backup_id} {state}, but erasures, "
-        f"key revocations and moderation decisions made since the backup are not re-applied "
-        f"yet ({why}); the region is marked restore-incomplete ({PENDING_RESTORE}): every "
-        "fyp command that opens the deployment, fyp serve included, finishes the restore "
-        "first and refuses to run until that succeeds; fix the cause, then run any of them "
-        "or fyp restore again",
+        f"region {region!r} {state} ({why}); the region is marked restore-incomplete "
+        f"({PENDING_RESTORE}): every fyp command that opens the deployment, fyp serve "
+        "included, finishes the restore first and refuses to run until that succeeds; fix "
+        "the cause, then run any of them or fyp restore again",
         region=region,
         backup_id=pending.backup_id,
     )
@@ -435,7 +472,8 @@ def finish_pending_swaps(config: DeploymentConfig) -> None:
                 with Staging(region_dir / pending.staging, create=False) as staging:
                     _swap(config, region, pending, staging)
             except Exception as exc:
-                raise _unfinished(region, pending, "was swapped in only partly", exc) from exc
+                state = _swap_cut_short(config, region, pending)
+                raise _unfinished(region, state, pending, exc) from exc
 
 
 def finish_pending_restores(deployment: Deployment) -> None:
@@ -450,7 +488,7 @@ def finish_pending_restores(deployment: Deployment) -> None:
             try:
                 done = reapply(deployment, region, pending, late=True)
             except Exception as exc:
-                raise _unfinished(region, pending, "is in place", exc) from exc
+                raise _unfinished(region, _in_place(pending), pending, exc) from exc
             for warning in restore_warnings(deployment.config, region, None, done):
                 log.warning("restore of region %r finished at open: %s", region, warning)
 

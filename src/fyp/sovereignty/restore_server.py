@@ -119,3 +119,20 @@ def loaded(store: Any, pending: Pending) -> bool | None:
         return bool(store.restored_by() == pending.restore_id)
     except Exception:  # a StorageError, or the driver's own: cannot tell
         return None
+
+
+def load_state(
+    config: DeploymentConfig, region: str, pending: Pending, store: Any = None
+) -> bool | None:
+    """:func:`loaded`, asking ``store`` (a restore's claimed store) or, without one, the
+    region's store opened for the question (None also when it cannot be opened)."""
+    if store is not None:
+        return loaded(store, pending)
+    try:
+        store = open_server_store(config, region)
+    except Exception:  # a StorageError, or the driver's own: cannot tell
+        return None
+    try:
+        return loaded(store, pending)
+    finally:
+        store.close()

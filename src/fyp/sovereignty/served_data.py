@@ -199,16 +199,18 @@ def copy_into_store(log: ServedLogData, store: Store) -> int:
     return copied
 
 
-def carve_into(config: DeploymentConfig, region: str, carved: DeploymentConfig) -> list[str]:
+def carve_into(config: DeploymentConfig, region: str, store_url: str) -> list[str]:
     """The carved deployment of ``region`` keeps its served log in its store (its config
     names no served_log: it must not point at this region's server): copy the pages and
-    counters there. Returns the notes for the carve-out's report."""
+    counters into the store at ``store_url`` (the carved SQLite file, or the snapshot a
+    server store is loaded from, so they go in with the rest in its one load). Returns
+    the notes for the carve-out's report."""
     log = open_data(config, region)
     if log is None:
         return []
     from fyp.storage import open_store
 
-    store = open_store(carved.resolve_url(carved.region(region).store), region)
+    store = open_store(store_url, region)
     try:
         copied = copy_into_store(log, store)
     finally:

@@ -16,7 +16,7 @@ from typing import Any, NamedTuple
 from pydantic_core import to_json
 
 from fyp.catalog.models import User, Video
-from fyp.errors import ResidencyViolation
+from fyp.errors import ResidencyViolation, ServerError
 from fyp.events.schema import StoredEvent
 
 
@@ -97,6 +97,11 @@ class Store(ABC):
 
     region: str
     url: str
+    served_log_elsewhere: str | None = None
+    """Where the region's served log is kept when not in this store (its URL without
+    credentials), set by the log that keeps it (``fyp.storage.served_logs``): a page
+    recorded here, or a read of this store's pages alone, would miss it, so both are
+    refused (:meth:`_refuse_served_elsewhere`)."""
 
     # -- lifecycle ------------------------------------------------------------
     @abstractmethod
@@ -249,10 +254,30 @@ class Store(ABC):
         return None
 
     # -- served log -----------------------------------------------------------
+    def hand_served_log_to(self, where: str) -> None:
+        """The region's served log is kept at ``where`` (a URL without credentials) from
+        now on: :meth:`record_served` is refused here, and :meth:`served_since` but for
+        the pages left from before (what that log itself reads)."""
+        self.served_log_elsewhere = where
+
+    def _refuse_served_elsewhere(self, what: str) -> None:
+        """A ServerError when the served log is kept elsewhere: code that reaches the
+        store's served log directly, not through ``Deployment.served_log``, is a bug."""
+        if self.served_log_elsewhere is not None:
+            raise ServerError(
+                f"{what} in the store of region {self.region!r} is refused: the region's "
+                f"served log is at {self.served_log_elsewhere} ([regions.{self.region}] "
+                "served_log), which the feed reads; reach it through "
+                f"Deployment.served_log({self.region!r})",
+                region=self.region,
+                served_log=self.served_log_elsewhere,
+            )
+
     @abstractmethod
     def record_served(self, user_id: str, video_ids: Sequence[str], ts_ms: int) -> int:
         """Remember that these videos were shown to the user at ``ts_ms``. Returns the
-        user's served counter after the record (the last part of ``user_version``)."""
+        user's served counter after the record (the last part of ``user_version``).
+        A ServerError while the served log is elsewhere (:meth:`hand_served_log_to`)."""
 
     @abstractmethod
     def forget_served_before(self, before_ms: int) -> int:
@@ -261,8 +286,10 @@ class Store(ABC):
         not go back. Runs in transactions of its own."""
 
     @abstractmethod
-    def served_since(self, user_id: str, since_ms: int) -> list[str]:
-        """Videos shown to the user at any time at or after ``since_ms``, each once."""
+    def served_since(self, user_id: str, since_ms: int, *, left_here: bool = False) -> list[str]:
+        """Videos shown to the user at any time at or after ``since_ms``, each once.
+        While the served log is elsewhere (:meth:`hand_served_log_to`) a ServerError,
+        unless ``left_here``: then the pages this store still holds from before."""
 
     # -- held-out labels ------------------------------------------------------
     @abstractmethod

@@ -7,7 +7,7 @@ everything in version order from one place.
 from __future__ import annotations
 
 from fyp.access.keys import ACCESS_MIGRATION
-from fyp.audit.log import AUDIT_MIGRATION, AUDIT_TRIGGERS_MIGRATION
+from fyp.audit.log import AUDIT_MIGRATION, AUDIT_TRIGGERS_MIGRATION, AUDIT_TRUNCATE_MIGRATION
 from fyp.moderation.snapshot import CATALOG_CHANGES_MIGRATION
 from fyp.moderation.store import MODERATION_MIGRATION
 from fyp.storage.migrations import Migration
@@ -18,4 +18,5 @@ EXTRA_MIGRATIONS: tuple[Migration, ...] = (
     ACCESS_MIGRATION,
     AUDIT_TRIGGERS_MIGRATION,
     CATALOG_CHANGES_MIGRATION,
+    AUDIT_TRUNCATE_MIGRATION,
 )

@@ -89,6 +89,7 @@ class PostgresServedLog(Store):
         the user's counter, and if another process numbered one the same meanwhile the
         key refuses it and the page is numbered again (rare: one user's pages asked of two
         hosts at the same moment)."""
+        self._refuse_served_elsewhere("recording a served page")
         ids = json_text(list(dict.fromkeys(video_ids)))
         for _ in range(_NUMBERING_ATTEMPTS):
             row = self._one(
@@ -130,7 +131,9 @@ class PostgresServedLog(Store):
             if len(doomed) < _FORGET_CHUNK:
                 return gone
 
-    def served_since(self, user_id: str, since_ms: int) -> list[str]:
+    def served_since(self, user_id: str, since_ms: int, *, left_here: bool = False) -> list[str]:
+        if not left_here:
+            self._refuse_served_elsewhere("reading served pages")
         rows = self._all(
             "SELECT video_ids FROM served_pages WHERE user_id = %s AND served_at_ms >= %s "
             "ORDER BY page_seq",

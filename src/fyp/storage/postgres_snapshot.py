@@ -30,6 +30,7 @@ from contextlib import closing
 from pathlib import Path
 from typing import Any
 
+from fyp.audit.log import RESTORE_LOAD
 from fyp.errors import StorageError
 from fyp.storage.base import Store
 from fyp.storage.postgres_dialect import driver as _driver
@@ -204,10 +205,12 @@ class PostgresSnapshots(Store):
         in one transaction that also records ``restore_id`` (:meth:`restored_by`).
 
         Checked first, before anything is written: the file belongs to this region and
-        has the server's tables and columns. The audit log's append-only triggers
-        refuse UPDATE and DELETE, not TRUNCATE: its rows are replaced like the rest, as
-        a SQLite restore replaces the file holding them (the replaced entries are carried
-        back on top, :mod:`fyp.sovereignty.restore_reapply`). Triggers that fire on
+        has the server's tables and columns. The audit log's guards refuse UPDATE,
+        DELETE and TRUNCATE; this load alone sets the transaction-local setting its
+        TRUNCATE guard lets through (``fyp.audit.log.RESTORE_LOAD``): its rows are
+        replaced like the rest, as a SQLite restore replaces the file holding them (the
+        replaced entries are carried back on top,
+        :mod:`fyp.sovereignty.restore_reapply`). Triggers that fire on
         INSERT (the catalogue change feed's) are off while the rows go in, so the change
         feed holds the file's rows, not new ones."""
         with closing(sqlite3.connect(f"{src.resolve().as_uri()}?mode=ro", uri=True)) as file:
@@ -223,6 +226,7 @@ class PostgresSnapshots(Store):
                 triggers = self._all(_INSERT_TRIGGERS)
                 for table, name in triggers:
                     self._exec(f"ALTER TABLE {_q(table)} DISABLE TRIGGER {_q(name)}")
+                self._exec(f"SET LOCAL {RESTORE_LOAD} = 'on'")  # (ends with the load)
                 self._exec(f"TRUNCATE {', '.join(_q(t) for t in tables)}")
                 for table in self._parents_first(tables):
                     self._copy_in_rows(file, table, columns[table])

@@ -278,7 +278,7 @@ class RedisServedLog(RedisKeys, ExternalServedLog):
         log moved here (they age out of the store as before)."""
         pages = self._pages(user_id, since_ms - CLOCK_SLACK_MS)
         recent = (p.video_ids for p in pages if p.served_at_ms >= since_ms)
-        stored = self.store.served_since(user_id, since_ms)
+        stored = self.store.served_since(user_id, since_ms, left_here=True)
         return list(dict.fromkeys([*stored, *(v for ids in recent for v in ids)]))
 
     def forget_served_before(self, before_ms: int) -> int:

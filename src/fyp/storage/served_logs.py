@@ -12,7 +12,10 @@ page and never goes back (not when pages are forgotten, not when the log moves f
 store to Redis), and a user who is not in the region's store gets nothing written.
 
 The feed, ranking ahead and ``fyp recommend`` reach the served log only through
-``Deployment.served_log(region)``. A log kept outside the store is an
+``Deployment.served_log(region)``; while it is kept elsewhere, the store refuses its own
+``record_served`` and ``served_since`` (a ServerError naming where the log is:
+``Store.hand_served_log_to``), so code that goes to the store directly fails loudly
+instead of writing pages the feed never reads. A log kept outside the store is an
 :class:`ExternalServedLog`: the sovereignty commands (erasure, its verification, the
 residency scan, the user export, restore and carve-out) reach its data through the few
 methods it adds, as they reach the store's tables through the store
@@ -25,7 +28,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
-from fyp.errors import ConfigError
+from fyp.errors import ConfigError, FypError
 from fyp.storage.base import Store
 
 SCHEMES = ("redis", "rediss")
@@ -153,6 +156,17 @@ class ExternalServedLog(ServedLog, ServedLogData):
     """A served log on a server of its own: the feed's side and the data's side."""
 
 
+def served_log_state(log: ServedLog) -> tuple[str, str | None]:
+    """Where a region's served log is (``"store"``, or its server's URL without
+    credentials) and why it does not answer now (None: it answers), for ``fyp status``."""
+    where = log.where if isinstance(log, ExternalServedLog) else "store"
+    try:
+        log.check() if isinstance(log, ExternalServedLog) else log.store.check()
+    except Exception as exc:  # whatever it is, the region's feeds cannot use it now
+        return where, exc.message if isinstance(exc, FypError) else f"{type(exc).__name__}: {exc}"
+    return where, None
+
+
 def open_served_data(url: str, region: str) -> ServedLogData:
     """The data of ``region``'s served log at ``url``, for scans (no store needed)."""
     _check_scheme(url, region)
@@ -180,4 +194,6 @@ def open_served_log(url: str | None, region: str, store: Store, window_ms: int) 
     _check_scheme(url, region)
     from fyp.storage.redis_served_log import RedisServedLog
 
-    return RedisServedLog(url, region, store, window_ms)
+    log = RedisServedLog(url, region, store, window_ms)
+    store.hand_served_log_to(log.where)  # the store's own served log is refused from now
+    return log

@@ -183,6 +183,7 @@ class SQLiteServedLog(Store):
 
     # -- served log -----------------------------------------------------------
     def record_served(self, user_id: str, video_ids: Sequence[str], ts_ms: int) -> int:
+        self._refuse_served_elsewhere("recording a served page")
         record = ServedRecord(tuple(video_ids), ts_ms)
         with self._lock:
             served = self._served
@@ -262,7 +263,9 @@ class SQLiteServedLog(Store):
             self._versions_token = token
         return self._versions
 
-    def served_since(self, user_id: str, since_ms: int) -> list[str]:
+    def served_since(self, user_id: str, since_ms: int, *, left_here: bool = False) -> list[str]:
+        if not left_here:
+            self._refuse_served_elsewhere("reading served pages")
         with self._lock:  # committed and buffered records, each counted once
             pages = read_pages(self._conn, user_id, since_ms)
             queued = () if self._served is None else list(self._served.queued(user_id))
