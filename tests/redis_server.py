@@ -2,7 +2,8 @@
 one: ``.ci/run``), and a database of it per test.
 
 Tests run in parallel (pytest-xdist): each worker gets databases of its own, emptied
-before and after each test, so one test's keys never show in another's scans.
+before and after each test, so one test's keys never show in another's scans. The
+server is the tests' own: databases 1-15 are emptied whatever database the URL names.
 """
 
 from __future__ import annotations
