@@ -116,7 +116,9 @@ class RankerScorer(Scorer):
         from fyp.models.ranker import features, value
         from fyp.models.ranker_training import inputs_for
 
-        top = np.argsort(-cheap, kind="stable")[: self.shortlist]
+        # ties broken by video, not by the pool's order: the same candidates make the
+        # same shortlist however the sources listed them
+        top = np.lexsort((pool.items, -cheap))[: self.shortlist]
         followed = np.asarray(sorted(state.followed_creators), np.int64)
         inputs = inputs_for(
             state.positives,
