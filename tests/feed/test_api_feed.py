@@ -1,9 +1,12 @@
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import parse_qsl
 
 import pytest
 from fastapi.testclient import TestClient
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from fyp.access.keys import KeyStore
 from fyp.regions.deployment import Deployment
@@ -225,3 +228,12 @@ def test_only_plain_feed_queries_take_the_fast_path() -> None:
         "debug": False,
     }
     assert _plain_feed_params(b"n=%31%30") == (10, None)  # decoded like the router does
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.text(alphabet="n=&%+;cursor01aé ", max_size=30))
+def test_the_fast_paths_query_pairs_are_parse_qsls(query: str) -> None:
+    """Split directly when there is nothing to decode, the pairs are still parse_qsl's."""
+    from fyp.serving.fastpath import _pairs
+
+    assert _pairs(query) == parse_qsl(query, keep_blank_values=True)

@@ -47,15 +47,48 @@ def _empty(source: str) -> Candidates:
     return Candidates(source, np.zeros(0, np.int64), np.zeros(0, np.float32), _fixed(""))
 
 
-def _top(scores: np.ndarray, k: int) -> np.ndarray:
+def _top(scores: np.ndarray, k: int, narrow: bool = False) -> np.ndarray:
     """Indices of the k highest scores, best first, ties by index. Which of several
     videos tied at the cut make it in is ``argpartition``'s (deterministic) choice, not
-    necessarily the lowest indices: making it so cost 9 µs a call (session 10)."""
+    necessarily the lowest indices: making it so cost 9 µs a call (session 10).
+    ``narrow``: the scores seldom tie (dot products), so first try the same selection
+    among the few above a sampled threshold (``_narrowed_top``)."""
     k = min(k, len(scores))
     if k <= 0:
         return np.zeros(0, np.int64)
-    part = np.argpartition(-scores, k - 1)[:k]
+    part = _narrowed_top(scores, k) if narrow else None
+    if part is None:
+        part = np.argpartition(-scores, k - 1)[:k]
     return part[np.lexsort((part, -scores[part]))]
+
+
+SAMPLE_EVERY = 16  # a narrowed top-k reads every 16th score for its threshold
+
+
+def _narrowed_top(scores: np.ndarray, k: int) -> np.ndarray | None:
+    """The k highest scores' indices, as a set exactly those ``argpartition(-scores,
+    k - 1)[:k]`` selects, found among the few scores above a threshold read off a
+    sample (~2k of them) instead of the whole catalogue: a fifth of the time for the
+    embedding's 200 of ~10,000 (every page ranked afresh asks for them). None when that
+    cannot be sure of the same set, and the caller selects from all: too few above the
+    threshold, or scores tied at the cut (which of them make it in is then
+    argpartition's choice over the whole array; co-engagement's sums of similarities
+    tie there for most users, so it does not try)."""
+    sample = scores[::SAMPLE_EVERY]
+    m = 2 * k // SAMPLE_EVERY + 1
+    if len(scores) < SAMPLE_EVERY * k:
+        return None
+    threshold = np.partition(sample, len(sample) - m)[len(sample) - m]
+    above = np.flatnonzero(scores >= threshold)  # NaN is never above: argpartition puts it last
+    if len(above) < k:
+        return None
+    sub = scores[above]
+    picked = np.argpartition(-sub, k - 1)[:k]
+    cut = sub[picked].min()
+    if np.count_nonzero(sub == cut) != np.count_nonzero(sub[picked] == cut):
+        return None
+    found: np.ndarray = above[picked]
+    return found
 
 
 class CandidateSource(ABC):
@@ -147,7 +180,7 @@ class EmbeddingRetrieval(CandidateSource):
         if vector is None:
             return _empty(self.name)
         scores = model.item_factors @ vector
-        items = _top(scores, self.quota)
+        items = _top(scores, self.quota, narrow=True)
         return Candidates(self.name, items, scores[items], _fixed("similar to what you watch"))
 
 

@@ -521,8 +521,10 @@ class FeedService:
                 passed += checked.position.tolist()
                 if len(passed) >= want:  # the page and its spares: creators can be kept apart
                     break
-        creators: list[int] = model.creator[order.items[passed]].tolist()
-        kept = [passed[row] for row in separate_creators(creators, list(range(len(passed))))]
+        kept = passed
+        if model.knows_creators:
+            creators: list[int] = model.creator[order.items[passed]].tolist()
+            kept = [passed[row] for row in separate_creators(creators, list(range(len(passed))))]
         rows = kept[:n]
         chosen = np.asarray(rows, np.int64)
         ids: list[str] = model.video_ids[order.items[chosen]].tolist()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -64,6 +65,12 @@ class RegionModel:
     @property
     def n_items(self) -> int:
         return len(self.video_ids)
+
+    @cached_property
+    def knows_creators(self) -> bool:
+        """Whether any video's creator is known (KuaiRec names none): where none is,
+        the feed has no creators to keep apart, and skips looking them up per page."""
+        return bool((self.creator >= 0).any())
 
     def codes_of(self, creator_id: str | None, categories: Sequence[str]) -> tuple[int, int]:
         """The model's creator and category codes (-1: unknown to it) of a video it has

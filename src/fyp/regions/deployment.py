@@ -176,17 +176,22 @@ class Deployment:
         return self.config.region_names
 
     def store(self, region: str) -> Store:
-        self.config.region(region)  # raises UnknownRegion with the declared list
+        # every feed asks for its region's store and served log: an open store is a
+        # declared region, so only a miss needs the config to say which error it is
         try:
             return self.stores[region]
         except KeyError:
+            self.config.region(region)  # raises UnknownRegion with the declared list
             raise ConfigError(f"store of region {region!r} is not open") from None
 
     def served_log(self, region: str) -> ServedLog:
         """Where the region's feed records what it showed (``[regions.R] served_log``:
         the region's store by default, or a Redis server of its own)."""
-        self.store(region)  # an undeclared or closed region says so
-        return self.served_logs[region]
+        try:
+            return self.served_logs[region]
+        except KeyError:
+            self.store(region)  # an undeclared or closed region says so
+            raise ConfigError(f"served log of region {region!r} is not open") from None
 
     # -- routing ----------------------------------------------------------------
     def locate_users(self, user_ids: Iterable[str], fresh: bool = False) -> dict[str, str]:

@@ -228,23 +228,39 @@ class SQLiteServedLog(Store):
 
     def user_version(self, user_id: str) -> tuple[int, ...] | None:
         with self._lock:  # committed and buffered records, each counted once
-            versions = self._current_versions()
-            known = versions.get(user_id)
-            if known is None:
-                rows = self._query(
-                    "SELECT updated_at_ms, (SELECT MAX(seq) FROM events WHERE user_id = ?1), "
-                    f"{COUNTER} FROM users WHERE user_id = ?1",
-                    (user_id,),
-                )
-                if not rows:
+            known = self._versions.get(user_id)
+            if known is None or self.change_token() != self._versions_token:
+                found = self._read_version(user_id)
+                if found is None:
                     return None
-                profile, event, served = (int(v) if v is not None else -1 for v in rows[0])
-                known = (profile, event, served)
-                if len(versions) >= COUNTER_CACHE_USERS:
-                    versions.clear()
-                versions[user_id] = known
+                known = found
             buffered = 0 if self._served is None else len(self._served.queued(user_id))
         return (known[0], known[1], known[2] + buffered)
+
+    def _read_version(self, user_id: str) -> tuple[int, int, int] | None:
+        """Read the user's version and the change token in one statement (one read
+        transaction: a user not seen since the last write costs one, not two), keep it,
+        and drop every kept version if the token moved (caller holds ``_lock``)."""
+        rows = self._query(
+            "SELECT d.data_version, u.user_id, u.updated_at_ms, "
+            f"(SELECT MAX(seq) FROM events WHERE user_id = ?1), {COUNTER} "
+            "FROM pragma_data_version() AS d LEFT JOIN users AS u ON u.user_id = ?1",
+            (user_id,),
+        )
+        data_version, found, *version = rows[0]
+        versions = self._versions
+        token = (int(data_version), self._writes)
+        if token != self._versions_token:
+            versions.clear()
+            self._versions_token = token
+        if found is None:
+            return None
+        profile, event, served = (int(v) if v is not None else -1 for v in version)
+        known = (profile, event, served)
+        if len(versions) >= COUNTER_CACHE_USERS:
+            versions.clear()
+        versions[user_id] = known
+        return known
 
     def change_token(self) -> tuple[int, int]:
         """Equal between two calls only if nothing was written to the database meanwhile
