@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import random
 import threading
 import time
 from abc import abstractmethod
@@ -91,7 +92,7 @@ class PostgresServedLog(Store):
         hosts at the same moment)."""
         self._refuse_served_elsewhere("recording a served page")
         ids = json_text(list(dict.fromkeys(video_ids)))
-        for _ in range(_NUMBERING_ATTEMPTS):
+        for attempt in range(_NUMBERING_ATTEMPTS):
             row = self._one(
                 "INSERT INTO served_pages (user_id, page_seq, served_at_ms, video_ids) "
                 f"SELECT %(u)s, {_COUNTER} + 1, %(t)s, %(v)s FROM users WHERE user_id = %(u)s "
@@ -102,6 +103,9 @@ class PostgresServedLog(Store):
                 return int(row[0])
             if self._one("SELECT 1 FROM users WHERE user_id = %s", (user_id,)) is None:
                 raise UnknownUser(f"no user {user_id!r} in region {self.region!r}")
+            # lost the race: a pause of random length, growing, so that a writer in a
+            # tight loop (another host paging the same user) cannot win every time
+            time.sleep(random.uniform(0, 0.001 * (attempt + 1)))
         raise StorageError(f"could not number a served page of {user_id!r}: too many writers")
 
     def forget_served_before(self, before_ms: int) -> int:
