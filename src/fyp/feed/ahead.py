@@ -126,7 +126,7 @@ class AheadCache:
             self._slots.popitem(last=False)
 
     def recorded(
-        self, user_id: str, order: RankedAhead, before: int, after: int | None, rows: list[int]
+        self, user_id: str, order: RankedAhead, before: int, after: int | None, rows: np.ndarray
     ) -> None:
         """This process recorded positions ``rows`` of ``order`` as served; counter
         ``before`` -> ``after``. In step only if the counter went up by exactly one (no
@@ -146,10 +146,10 @@ class AheadCache:
             self._slots.pop(user_id, None)
 
 
-def next_rows(served: np.ndarray, want: int) -> list[int]:
-    """The first ``want`` positions of an order not served since (``served``: per
-    position, from ``AheadCache.served_since``)."""
-    rows: list[int] = np.flatnonzero(~served)[:want].tolist()
+def next_rows(served: np.ndarray) -> np.ndarray:
+    """The positions of an order not served since, in order (``served``: per position,
+    from ``AheadCache.served_since``)."""
+    rows: np.ndarray = (~served).nonzero()[0]
     return rows
 
 

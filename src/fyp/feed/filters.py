@@ -115,7 +115,7 @@ class Eligibility(Filter):
         if by_item is None:
             return super().removals(model, state, items)
         try:
-            rows = np.flatnonzero(by_item(model, state)[items])
+            rows = by_item(model, state)[items].nonzero()[0]
             if len(rows) == 0:
                 return rows, []
             video_ids: list[str] = model.video_ids[items[rows]].tolist()

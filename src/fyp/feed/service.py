@@ -388,7 +388,7 @@ class FeedService:
         model = self.model(region)
         use_orders = universe is None and not debug and self.ahead_length > n and marker is not None
         fresh: RankedAhead | None = None
-        rows: list[int] = []
+        rows = _NONE
         if use_orders and marker is not None:
             fresh, rows = self._from_order(user_id, model, served_log, marker, n)
         removed, state = RemovedLog(), None
@@ -401,7 +401,7 @@ class FeedService:
             ranked = self._rank(model, state, rng, n, universe, use_orders, fresh is not None)
             removed = ranked.removed
             order = _as_order(ranked, marker or (0, 0, 0), started_ms, state.age)
-            rows = list(range(len(order.items)))
+            rows = np.arange(len(order.items))
             if use_orders:
                 self._ahead.keep(user_id, model, order)
         viewer = state or UserState(user_id, region, order.age, _NONE, _NONE_F)
@@ -433,16 +433,16 @@ class FeedService:
         served_log: ServedLog,
         marker: tuple[int, ...],
         n: int,
-    ) -> tuple[RankedAhead | None, list[int]]:
+    ) -> tuple[RankedAhead | None, np.ndarray]:
         """The user's fresh order and its positions not served since (the caller ranks
         again when there is no fresh order or fewer than ``n`` are left in it)."""
         order = self._ahead.order(user_id, model, marker)
         if order is None:
-            return None, []
+            return None, _NONE
         served = self._ahead.served_since(
             user_id, model, order, marker[2], lambda ms: served_log.served_since(user_id, ms)
         )
-        return order, next_rows(served, len(order.items))
+        return order, next_rows(served)
 
     def _rank(
         self,
@@ -472,7 +472,7 @@ class FeedService:
         marker: tuple[int, ...] | None,
         order: RankedAhead | None,
         page: list[FeedItem],
-        rows: list[int],
+        rows: np.ndarray,
     ) -> None:
         """Write the page (``rows`` of ``order``) to the served log and keep the caches
         in step with it."""
@@ -493,21 +493,22 @@ class FeedService:
         store: Store,
         viewer: UserState,
         order: RankedAhead,
-        rows: list[int],
+        rows: np.ndarray,
         n: int,
         want: int,
         removed: RemovedLog,
-    ) -> tuple[list[FeedItem], list[int]]:
+    ) -> tuple[list[FeedItem], np.ndarray]:
         """Check candidates for the page (``rows`` of ``order``, ``want`` at a time, until
         ``n`` pass) against the live catalogue and the eligibility hook once more, keep
-        creators apart, and explain the first ``n``. Returns them and their catalogue
-        items."""
+        creators apart, and explain the first ``n``. Returns them and their positions in
+        ``order``."""
         catalog = snapshot_for(store)
         live = None if self._final_checks_live else Available(catalog.live_ids)
-        passed: list[int] = []  # positions in ``order``
+        batches: list[np.ndarray] = []  # positions in ``order`` that passed
+        found = 0
         with catalog.held():  # both checks, every batch: one version of the catalogue
             for start in range(0, len(rows), want):
-                positions = np.asarray(rows[start : start + want], np.int64)
+                positions = rows[start : start + want]
                 pool = Pool(
                     items=order.items[positions],
                     origin=np.zeros(len(positions), np.int64),
@@ -518,15 +519,15 @@ class FeedService:
                 if live is not None:
                     pool = live.apply(model, viewer, pool)
                 checked = self.eligibility.apply(model, viewer, pool)
-                passed += checked.position.tolist()
-                if len(passed) >= want:  # the page and its spares: creators can be kept apart
+                batches.append(checked.position)
+                found += len(checked)
+                if found >= want:  # the page and its spares: creators can be kept apart
                     break
-        kept = passed
+        kept = batches[0] if len(batches) == 1 else np.concatenate([_NONE, *batches])
         if model.knows_creators:
-            creators: list[int] = model.creator[order.items[passed]].tolist()
-            kept = [passed[row] for row in separate_creators(creators, list(range(len(passed))))]
-        rows = kept[:n]
-        chosen = np.asarray(rows, np.int64)
+            creators: list[int] = model.creator[order.items[kept]].tolist()
+            kept = kept[separate_creators(creators, list(range(len(kept))))]
+        chosen = kept[:n]
         ids: list[str] = model.video_ids[order.items[chosen]].tolist()
         scores: list[float] = order.scores[chosen].tolist()
         sources, reasons = order.explains.sources(chosen), order.explains.reasons(chosen)
@@ -535,7 +536,7 @@ class FeedService:
             for position, (video_id, score, source, reason) in enumerate(
                 zip(ids, scores, sources, reasons, strict=True)
             )
-        ], rows
+        ], chosen
 
 
 def unavailable(region: str) -> ModelError:

@@ -18,8 +18,7 @@ from __future__ import annotations
 import json
 import threading
 import weakref
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from typing import Any, Protocol
 
 import numpy as np
@@ -132,22 +131,10 @@ class CatalogSnapshot:
             weakref.WeakKeyDictionary()
         )
 
-    @contextmanager
-    def held(self) -> Iterator[None]:
+    def held(self) -> _Held:
         """Refresh now, and make the refreshes this thread asks for inside a no-op: what
         one feed page checks comes from one version of the catalogue."""
-        depth = getattr(self._held, "depth", 0)
-        if not depth:
-            try:
-                self.refresh()
-            except Exception:  # not held: each check refreshes, and fails closed, itself
-                yield
-                return
-        self._held.depth = depth + 1
-        try:
-            yield
-        finally:
-            self._held.depth = depth
+        return _Held(self)
 
     def refresh(self) -> None:
         """Catch up with the change feed (one small query when nothing changed)."""
@@ -280,6 +267,31 @@ class CatalogSnapshot:
                     continue  # not in that model's catalogue: never one of its candidates
                 for adult, mask in per_kind.items():
                     mask[item] = why is None or why[adult] is not None
+
+
+class _Held:
+    """``CatalogSnapshot.held()`` (a class, not a generator: every feed page enters one)."""
+
+    __slots__ = ("_depth", "_snapshot")
+
+    def __init__(self, snapshot: CatalogSnapshot) -> None:
+        self._snapshot = snapshot
+        self._depth: int | None = None  # the depth to go back to; None: not held
+
+    def __enter__(self) -> None:
+        snapshot = self._snapshot
+        depth = getattr(snapshot._held, "depth", 0)
+        if not depth:
+            try:
+                snapshot.refresh()
+            except Exception:  # not held: each check refreshes, and fails closed, itself
+                return
+        snapshot._held.depth = depth + 1
+        self._depth = depth
+
+    def __exit__(self, *exc: object) -> None:
+        if self._depth is not None:
+            self._snapshot._held.depth = self._depth
 
 
 _snapshots: weakref.WeakKeyDictionary[object, CatalogSnapshot] = weakref.WeakKeyDictionary()

@@ -29,7 +29,7 @@ from __future__ import annotations
 import logging
 import sqlite3
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from pydantic_core import from_json, to_json
@@ -55,20 +55,34 @@ class ServedRecord:
     ts_ms: int
 
 
-def write_records(conn: sqlite3.Connection, user_id: str, records: Sequence[ServedRecord]) -> int:
-    """Apply a user's records inside the caller's transaction: one ``served_pages`` row
-    each, numbered on from the served counter (one statement per page; the users row is
-    only read). Returns how many were written: 0 if the user is gone."""
-    return int(
-        conn.executemany(
-            "INSERT INTO served_pages (user_id, page_seq, served_at_ms, video_ids) "
-            f"SELECT ?1, {COUNTER} + 1, ?2, ?3 FROM users WHERE user_id = ?1",
-            [
-                (user_id, r.ts_ms, to_json(list(dict.fromkeys(r.video_ids))).decode())
-                for r in records
-            ],
-        ).rowcount
-    )
+def write_records(
+    conn: sqlite3.Connection, pending: Mapping[str, Sequence[ServedRecord]]
+) -> dict[str, int]:
+    """Apply users' records inside the caller's transaction: one ``served_pages`` row
+    each, numbered on from the user's served counter (one statement for the whole group;
+    the users rows are only read). Returns how many were written per user: 0 for a user
+    who is gone (then every record of theirs wrote nothing)."""
+    rows = [
+        (user_id, r.ts_ms, to_json(list(dict.fromkeys(r.video_ids))).decode())
+        for user_id, records in pending.items()
+        for r in records
+    ]
+    done = conn.executemany(
+        "INSERT INTO served_pages (user_id, page_seq, served_at_ms, video_ids) "
+        f"SELECT ?1, {COUNTER} + 1, ?2, ?3 FROM users WHERE user_id = ?1",
+        rows,
+    ).rowcount
+    if done == len(rows):
+        return {user_id: len(records) for user_id, records in pending.items()}
+    users = to_json(list(pending)).decode()
+    present = {
+        str(r[0])
+        for r in conn.execute(
+            "SELECT user_id FROM users WHERE user_id IN (SELECT value FROM json_each(?))",
+            (users,),
+        )
+    }
+    return {u: len(records) if u in present else 0 for u, records in pending.items()}
 
 
 def forget_before(conn: sqlite3.Connection, before_ms: int, limit: int) -> int:
@@ -162,8 +176,7 @@ class ServedBuffer:
         try:
             conn.execute("BEGIN IMMEDIATE")
             try:
-                for user_id, records in self.pending.items():
-                    written[user_id] = write_records(conn, user_id, records)
+                written = write_records(conn, self.pending)
                 conn.execute("COMMIT")
             except BaseException:
                 written = {}

@@ -312,9 +312,12 @@ class SQLiteStore(SQLiteServedLog):
         return ErasedCounts(users=users, events=events, labels=labels)
 
     def existing_users(self, user_ids: Iterable[str]) -> set[str]:
-        return {
-            r[0] for r in self._in("SELECT user_id FROM users WHERE user_id IN ({marks})", user_ids)
-        }
+        unique = list(dict.fromkeys(user_ids))
+        if len(unique) == 1:  # the router placing a user it has not seen yet (a feed)
+            rows = self._query("SELECT user_id FROM users WHERE user_id = ?", unique)
+        else:
+            rows = self._in("SELECT user_id FROM users WHERE user_id IN ({marks})", unique)
+        return {r[0] for r in rows}
 
     def count_users(self) -> int:
         return int(self._query("SELECT COUNT(*) FROM users")[0][0])

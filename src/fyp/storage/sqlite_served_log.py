@@ -190,7 +190,7 @@ class SQLiteServedLog(Store):
             if served is None:
                 with self.transaction():
                     # the counter is what user_version reads: every record changes it
-                    if not write_records(self._conn, user_id, [record]):
+                    if not write_records(self._conn, {user_id: [record]})[user_id]:
                         raise UnknownUser(f"no user {user_id!r} in region {self.region!r}")
                     return int(self._conn.execute(COUNTER_SQL, (user_id,)).fetchone()[0])
             # serving: committed with the group it joins (served_log.py); a user erased
