@@ -65,7 +65,7 @@ def test_a_failed_served_log_commit_reports_its_own_cause(
     raised 'cannot rollback - no transaction is active' and hid the cause."""
     conn = sqlite3.connect(":memory:", isolation_level=None)
 
-    def full(c: sqlite3.Connection, user_id: str, records: object) -> int:
+    def full(c: sqlite3.Connection, pending: object) -> dict[str, int]:
         c.execute("ROLLBACK")  # what SQLite does on SQLITE_FULL
         raise sqlite3.OperationalError("database or disk is full")
 
