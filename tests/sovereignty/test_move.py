@@ -214,3 +214,33 @@ def test_a_restore_of_the_source_from_before_the_move_removes_the_user_again(dep
         report = verify_move(d, MOVER)
         assert not report.remnants, report.to_dict()
     assert ResidencyScanner(dep, scan_backups=False).run().ok
+
+
+def test_a_restore_of_the_destination_from_before_the_move_says_whom_it_lost(dep: Path) -> None:
+    code, out = cli("backup", str(dep), "--region", "eu")
+    assert code == 0, out
+    code, out = cli("user", "move", str(dep), MOVER, "--to", "eu", "--reason", "moved", "--json")
+    assert code == 0, out
+    move_id = json.loads(out)["move_id"]
+    code, out = cli("restore", str(dep), "--region", "eu", "--json")
+    assert code == 1, out  # a warning: the user's only copy was in the replaced store
+    report = json.loads(out)
+    lost = [w for w in report["warnings"] if move_id in w]
+    assert len(lost) == 1 and "from us" in lost[0] and "gone from every region" in lost[0]
+    assert homes(dep) == []
+    with Deployment.open(dep) as d:
+        entry = list(AuditLog(d.store("eu")).entries(action="restore"))[-1]
+        assert entry.details["lost_arrivals"] == [move_id]
+
+
+def test_a_restore_of_the_destination_after_the_user_moved_on_loses_no_one(dep: Path) -> None:
+    allow_moves(dep, "eu", "us")
+    code, out = cli("backup", str(dep), "--region", "eu")
+    assert code == 0, out
+    for to in ("eu", "us"):  # in and out again after the backup
+        code, out = cli("user", "move", str(dep), MOVER, "--to", to, "--reason", "moved")
+        assert code == 0, out
+    code, out = cli("restore", str(dep), "--region", "eu", "--json")
+    assert code in (0, 1), out
+    assert not [w for w in json.loads(out)["warnings"] if "moved into" in w]
+    assert homes(dep) == ["us"]

@@ -44,6 +44,8 @@ class Reapplied:
     held: int = 0  # pending again: nothing confirms their verdict
     replaced: dict[str, Any] | None = None  # a damaged replaced store (as the entry says)
     served_keys_dropped: int = 0  # served log keys (Redis) of users the backup lacks
+    # moves into the region since the backup whose user it lacks: (move id, from region)
+    lost_arrivals: list[tuple[str, str]] = field(default_factory=list)
 
 
 def reapply(deployment: Deployment, region: str, pending: Pending, late: bool = False) -> Reapplied:
@@ -65,6 +67,7 @@ def reapply(deployment: Deployment, region: str, pending: Pending, late: bool = 
     # a served log outside the store (Redis) is not in backups: keys of users the
     # restored store does not hold go (fyp.sovereignty.served_data)
     done.served_keys_dropped = drop_absent_users(deployment, region)
+    done.lost_arrivals = lost_arrivals(deployment, region, records or [])
     region_dir = deployment.config.region_dir(region)
     revoked = reapply_revocations(store, region_dir)
     with store.transaction():
@@ -93,6 +96,8 @@ def reapply(deployment: Deployment, region: str, pending: Pending, late: bool = 
             }
             if done.replaced is not None:
                 details["replaced_store"] = done.replaced
+            if done.lost_arrivals:
+                details["lost_arrivals"] = [m for m, _ in done.lost_arrivals]
             if not found.confirmed:
                 details["moderation_since_backup"] = "unconfirmed"
                 details["held_for_recheck"] = done.held
@@ -101,6 +106,30 @@ def reapply(deployment: Deployment, region: str, pending: Pending, late: bool = 
             log.append("fyp restore", "restore", pending.backup_id, details)
     remove_pending(region_dir)
     return done
+
+
+def lost_arrivals(
+    deployment: Deployment, region: str, since: Sequence[Record]
+) -> list[tuple[str, str]]:
+    """The moves into ``region`` recorded after the backup (``since``: the carried audit
+    entries) whose user the restored store lacks and who has not left since (erased or
+    moved on: the region's ledger): the move removed the source's copy, so the restore
+    took their only one. Returns (move id, from region) per such move."""
+    from fyp.audit.log import sql_store
+    from fyp.sovereignty.ledger import ErasureLedger
+
+    arrived = {
+        subject: (str(details.get("move_id", "?")), str(details.get("from", "?")))
+        for _, action, subject, details, _ in since
+        if action == "move_user_in" and details is not None
+    }
+    if not arrived:
+        return []
+    ledger = ErasureLedger(deployment.config, region)  # names users as the audit log does
+    gone = {e.subject for e in ledger.entries()}
+    users = sql_store(deployment.store(region)).query("SELECT user_id FROM users")
+    present = {ledger.subject(str(user_id)) for (user_id,) in users}
+    return sorted(move for subject, move in arrived.items() if subject not in present | gone)
 
 
 def restore_entry(log: AuditLog, pending: Pending) -> AuditEntry | None:
@@ -156,6 +185,14 @@ def restore_warnings(
             "went back to pending, out of For You: re-apply the takedowns made since from "
             f"your own records, then run `fyp moderate {config.root} --region {region}` to "
             "judge them again"
+        )
+    for move_id, source in done.lost_arrivals:
+        out.append(
+            f"a user moved into {region} from {source} {since} (move {move_id}) is not in "
+            "the backup, and the move removed the source's copy: their profile, events and "
+            "labels are gone from every region but backups of "
+            f"{source} taken before the move. Its `move_user_in` audit entry (carried into "
+            "the restored log) and the move's receipt name them"
         )
     return out
 
