@@ -9,6 +9,7 @@ server (CI starts one: ``.ci/run``)."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import uuid
@@ -404,5 +405,42 @@ def test_a_region_is_carved_out_to_a_store_on_a_server(dep: Path, tmp_path: Path
             "region", "export", str(dep), US, "--to", str(tmp_path / "again"), "--store", url
         )
         assert code == 2 and "already holds data" in text
+    finally:
+        drop_schemas(prefix)
+
+
+def test_a_carve_that_failed_after_loading_its_server_store_can_be_run_again(
+    dep: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The load is the last step before the carved directory is put in place; a failure
+    there left the store loaded, and every later carve to it was refused."""
+    from fyp.sovereignty import carve
+
+    prefix = f"cv{uuid.uuid4().hex[:10]}"
+    url = schema_url(f"{prefix}_{{region}}")
+    out = tmp_path / "us-alone"
+    real_replace = os.replace
+
+    def fail_at_rename(src: object, dst: object) -> None:
+        if Path(str(dst)) == out:
+            raise OSError("disk gone")
+        real_replace(src, dst)  # type: ignore[arg-type]
+
+    try:
+        monkeypatch.setattr(carve.os, "replace", fail_at_rename)
+        with pytest.raises(OSError, match="disk gone"):
+            carve.carve_out(dep, US, out, store=url)
+        assert not out.exists()
+        monkeypatch.setattr(carve.os, "replace", real_replace)
+        code, text = cli("region", "export", str(dep), US, "--to", str(out), "--store", url)
+        assert code == 0, text
+        with Deployment.open(dep) as d:
+            users = {u.user_id for u in d.store(US).iter_users()}
+        with Deployment.open(out) as d:
+            assert {u.user_id for u in d.store(US).iter_users()} == users
+        code, text = cli(
+            "region", "export", str(dep), US, "--to", str(tmp_path / "again"), "--store", url
+        )
+        assert code == 2 and "already holds data" in text  # a finished carve's store
     finally:
         drop_schemas(prefix)

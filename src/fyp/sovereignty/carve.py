@@ -185,8 +185,10 @@ class Carver:
         return copied
 
     def _check_target_store(self) -> None:
-        """A store named for the carved region must be new (a server's may be empty: a
-        carve that failed after making it is run again)."""
+        """A store named for the carved region must be new. A server's may be empty (a
+        carve that failed after making it is run again), or hold what the same carve
+        (same deployment, same target directory, where no deployment is yet) loaded
+        before it failed: the load replaces every row, in one transaction."""
         if self.store is None:
             return
         url = self.store
@@ -203,13 +205,27 @@ class Carver:
         try:
             sql = sql_store(store)
             tables = [t for t in sql.table_names() if t not in OWN_TABLES]
-            if any(sql.query(f'SELECT 1 FROM "{t}" LIMIT 1') for t in tables):
+            held = any(sql.query(f'SELECT 1 FROM "{t}" LIMIT 1') for t in tables)
+            if held and not self._failed_carve(store):
                 raise AlreadyExists(
                     f"the store at {redact(url)} already holds data: carve out to a new store",
                     store=redact(url),
                 )
         finally:
             store.close()
+
+    def _load_label(self) -> str:
+        return f"carve-out of {self.config.name} to {self.out.resolve()}"
+
+    def _failed_carve(self, store: Any) -> bool:
+        """The store holds what this carve (this deployment, this target directory)
+        loaded on an earlier run that failed before the directory was put in place."""
+        loaded_by = getattr(store, "restored_by", None)
+        return (
+            loaded_by is not None
+            and loaded_by() == self._load_label()
+            and not (self.out / CONFIG_FILE).exists()
+        )
 
     def _load_into_server(self, carved: DeploymentConfig) -> list[str]:
         """The region's snapshot, with its served log if that is on Redis, loaded into
@@ -221,7 +237,7 @@ class Carver:
             notes = carve_into(self.config, self.region, f"sqlite:///{snapshot}")
             store = open_server_store(carved, self.region, create=True)
             try:
-                store.import_sqlite(snapshot, f"carve-out of {self.config.name}")
+                store.import_sqlite(snapshot, self._load_label())
             finally:
                 store.close()
         finally:
