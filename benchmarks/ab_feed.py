@@ -53,7 +53,8 @@ def main() -> None:
     parser.add_argument(
         "--script",
         default="feed.lua",
-        help="the wrk script in benchmarks/lua measured (feed_sessions.lua: 5 pages a user)",
+        help="the wrk script in benchmarks/lua measured (feed_sessions.lua: 5 pages a user;"
+        " feed_with_events.lua: an event before each next page)",
     )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="fyp-ab-") as tmp_name:
@@ -108,7 +109,20 @@ def build(src: Path, directory: Path, data: Path) -> Path:
 
 
 def create_key(src: Path, directory: Path) -> str:
-    out = fyp(src, "keys", "create", str(directory), "--name", "ab", "--role", "feed", "--json")
+    # feed and ingest: feed_with_events.lua sends events between pages, as an app does
+    out = fyp(
+        src,
+        "keys",
+        "create",
+        str(directory),
+        "--name",
+        "ab",
+        "--role",
+        "feed",
+        "--role",
+        "ingest",
+        "--json",
+    )
     return str(json.loads(out)["key"])
 
 
