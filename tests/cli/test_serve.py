@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -139,9 +140,11 @@ def test_a_busy_port_is_one_line_before_anything_says_serving(tmp_path: Path) ->
     assert "serving" not in done.stdout
 
 
-def test_sigterm_ends_the_training_child_the_server_started(tmp_path: Path) -> None:
-    """``kill -TERM`` to ``fyp serve`` left its scheduled ``fyp train`` child running (it
-    published a model 9 s later). The child here stands in for a long training run."""
+def _serve_training_often(
+    tmp_path: Path, port: int, child: str, *args: str
+) -> subprocess.Popen[str]:
+    """``fyp serve`` of a new deployment that trains every 0.3 s, each run being
+    ``python -c CHILD`` in place of ``fyp train``."""
     dep = tmp_path / "d"
     assert _fyp("init", str(dep), "--regions", "us").returncode == 0
     toml = dep / "fyp.toml"
@@ -149,20 +152,14 @@ def test_sigterm_ends_the_training_child_the_server_started(tmp_path: Path) -> N
     text = text.replace("every_minutes = 60.0", "every_minutes = 0.005")
     text = text.replace("check_every_minutes = 10.0", "check_every_minutes = 0")
     toml.write_text(text, encoding="utf-8")
-    marker = tmp_path / "child.pid"
-    child = (
-        "import os, pathlib, time\n"
-        f"pathlib.Path({str(marker)!r}).write_text(str(os.getpid()))\n"
-        "time.sleep(60)\n"
-    )
-    server = subprocess.Popen(
+    return subprocess.Popen(
         [
             sys.executable,
             "-c",
             "import sys\n"
             "from fyp.regions.background import ChildScheduler\n"
             f"ChildScheduler.program = (sys.executable, '-c', {child!r})\n"
-            f"sys.argv = ['fyp', 'serve', {str(dep)!r}, '--port', '18505']\n"
+            f"sys.argv = ['fyp', 'serve', {str(dep)!r}, '--port', '{port}', *{args!r}]\n"
             "from fyp.cli.app import main\n"
             "main()\n",
         ],
@@ -170,6 +167,18 @@ def test_sigterm_ends_the_training_child_the_server_started(tmp_path: Path) -> N
         stderr=subprocess.PIPE,
         text=True,
     )
+
+
+def test_sigterm_ends_the_training_child_the_server_started(tmp_path: Path) -> None:
+    """``kill -TERM`` to ``fyp serve`` left its scheduled ``fyp train`` child running (it
+    published a model 9 s later). The child here stands in for a long training run."""
+    marker = tmp_path / "child.pid"
+    child = (
+        "import os, pathlib, time\n"
+        f"pathlib.Path({str(marker)!r}).write_text(str(os.getpid()))\n"
+        "time.sleep(60)\n"
+    )
+    server = _serve_training_often(tmp_path, 18505, child)
     pid = None
     try:
         deadline = time.monotonic() + 30
@@ -191,6 +200,31 @@ def test_sigterm_ends_the_training_child_the_server_started(tmp_path: Path) -> N
             server.wait()
         if pid is not None:  # the old behaviour: clean up the child this test started
             os.kill(pid, signal.SIGKILL)
+
+
+def test_no_schedules_runs_no_child_on_this_host(tmp_path: Path) -> None:
+    """``--no-schedules`` pins background work to other hosts: training due every
+    0.3 s starts no child here in 1.5 s of serving."""
+    marker = tmp_path / "ran"
+    server = _serve_training_often(
+        tmp_path, 18507, f"open({str(marker)!r}, 'a').write('x')", "--no-schedules"
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while True:  # up: answering
+            assert server.poll() is None, server.communicate()
+            assert time.monotonic() < deadline, "the server never answered"
+            try:
+                with urllib.request.urlopen("http://127.0.0.1:18507/healthz", timeout=1):
+                    break
+            except OSError:
+                time.sleep(0.05)
+        time.sleep(1.5)
+        assert not marker.exists()
+    finally:
+        server.send_signal(signal.SIGTERM)
+        _, err = server.communicate(timeout=20)
+    assert "--no-schedules: this host runs no training" in err
 
 
 def test_the_server_moderates_an_upload_without_an_operator(tmp_path: Path) -> None:

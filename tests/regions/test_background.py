@@ -21,8 +21,12 @@ def _sleeper(marker: Path, ignore_term: bool) -> tuple[str, ...]:
 
 
 class Sleeper(ChildScheduler):
+    def __init__(self, interval_s: float, lock: Path) -> None:
+        super().__init__(interval_s)
+        self.lock = lock
+
     def tick(self) -> bool:
-        return self.run_child()
+        return self.run_child(lock=self.lock)
 
 
 def _started(marker: Path) -> None:
@@ -42,7 +46,7 @@ def _gone(pid: int) -> bool:
 
 def _run(tmp_path: Path, ignore_term: bool, grace_s: float) -> tuple[float, int]:
     marker = tmp_path / "ready"
-    scheduler = Sleeper(0.01)
+    scheduler = Sleeper(0.01, tmp_path / ".lock")
     scheduler.program = _sleeper(marker, ignore_term)
     scheduler.start()
     _started(marker)
@@ -73,8 +77,8 @@ def test_a_child_that_ignores_sigterm_is_killed_after_the_grace_period(tmp_path:
 
 
 def test_no_child_starts_once_stopped(tmp_path: Path) -> None:
-    scheduler = Sleeper(0.01)
+    scheduler = Sleeper(0.01, tmp_path / ".lock")
     scheduler.program = _sleeper(tmp_path / "ready", ignore_term=False)
     scheduler.stop()
-    assert scheduler.run_child() is False
+    assert scheduler.tick() is False
     assert scheduler.runs == 0 and not (tmp_path / "ready").exists()

@@ -10,9 +10,11 @@ import pytest
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
+from fyp.filelock import open_locked, unlock
 from fyp.models.training import TrainParams, train_and_publish
 from fyp.moderation.schedule import ModerationScheduler
 from fyp.moderation.service import cell
+from fyp.regions.background import schedule_lock
 from fyp.regions.deployment import Deployment
 from fyp.serving.app import create_app
 
@@ -156,10 +158,17 @@ def test_background_children_are_counted(
     schedule = ModerationScheduler(deployment.config, s.moderator.run_reason)
     client.post("/v1/videos", json={"video_id": "w", "duration_ms": 9_000, "regions": ["us"]})
     assert schedule.tick()
+    client.post("/v1/videos", json={"video_id": "w2", "duration_ms": 9_000, "regions": ["us"]})
+    fd = open_locked(schedule_lock(deployment.config.region_dir("us"), "moderation"))
+    try:  # another host moderates us right now
+        assert not schedule.tick()
+    finally:
+        unlock(fd)
     s.schedules = [schedule]
     _, samples = scrape(client, make_key("metrics"))
     assert value(samples, "fyp_background_runs_total", schedule="fyp-moderation") == 1
     assert value(samples, "fyp_background_failures_total", schedule="fyp-moderation") == 0
+    assert value(samples, "fyp_background_skipped_total", schedule="fyp-moderation") == 1
 
 
 def test_a_key_for_one_region_sees_only_that_region(served: TestClient, make_key: MakeKey) -> None:

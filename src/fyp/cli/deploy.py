@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import logging
 import os
 import socket
 from pathlib import Path
@@ -90,6 +91,12 @@ def register(app: typer.Typer) -> None:
         access_log: bool = typer.Option(
             False, "--access-log", help="Also log one line per request (costs throughput)."
         ),
+        schedules: bool = typer.Option(
+            True,
+            "--schedules/--no-schedules",
+            help="Run the background schedules (training, erasure retrains, moderation) "
+            "on this host; with several hosts, --no-schedules on all but the chosen ones.",
+        ),
     ) -> None:
         """Serve the HTTP API (OpenAPI docs at /docs)."""
         from fyp.serving.logs import LEVELS
@@ -104,7 +111,7 @@ def register(app: typer.Typer) -> None:
                 param_hint="--root-path",
             )
         pin_blas_threads()
-        serve_directory(directory, host, port, root_path, log_level, access_log)
+        serve_directory(directory, host, port, root_path, log_level, access_log, schedules)
 
     @app.command()
     def status(directory: Path = DirArg) -> None:
@@ -161,6 +168,7 @@ def serve_directory(
     root_path: str = "",
     log_level: str = "info",
     access_log: bool = False,
+    run_schedules: bool = True,
 ) -> None:
     import uvicorn
 
@@ -194,11 +202,18 @@ def serve_directory(
         raise
     config = load_config(directory)
     # child processes: erasure deadlines, what changed, what no check has judged yet
-    schedules: list[ChildScheduler] = [
-        ErasureScheduler(config),
-        TrainingScheduler(config),
-        ModerationScheduler(config, app.state.fyp.moderator.run_reason),
-    ]
+    schedules: list[ChildScheduler] = []
+    if run_schedules:
+        schedules = [
+            ErasureScheduler(config),
+            TrainingScheduler(config),
+            ModerationScheduler(config, app.state.fyp.moderator.run_reason),
+        ]
+    else:
+        logging.getLogger("fyp.background").info(
+            "--no-schedules: this host runs no training, erasure retrain or moderation; "
+            "another host (or cron) must"
+        )
     app.state.fyp.schedules = schedules  # their counts go to /metrics
     server = Server(
         uvicorn.Config(

@@ -13,7 +13,8 @@ model, a manifest that does not read, or arrays that are not the bytes the manif
 sha256 names (or, for a manifest older than that hash, that do not load). ``fyp serve``
 runs that every ``[training] every_minutes`` in a child process
 (:class:`TrainingScheduler`), one region at a time at a lower CPU priority, and switches
-to what it publishes as it does to any new version.
+to what it publishes as it does to any new version. The run holds the deployment's
+``.schedule-training.lock``: of several hosts, one trains at a time.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from fyp.config import DeploymentConfig
 from fyp.errors import ModelError
 from fyp.models.artifacts import artifact_problem, current_version, read_manifest
 from fyp.models.training import catalogue_mark
-from fyp.regions.background import ChildScheduler
+from fyp.regions.background import ChildScheduler, schedule_lock
 from fyp.storage import Store
 
 
@@ -64,4 +65,6 @@ class TrainingScheduler(ChildScheduler):
         self.config = config
 
     def tick(self) -> bool:
-        return self.run_child("train", str(self.config.root), "--if-changed", "--jobs", "1")
+        root = self.config.root
+        lock = schedule_lock(root, "training")  # one run trains every region
+        return self.run_child("train", str(root), "--if-changed", "--jobs", "1", lock=lock)

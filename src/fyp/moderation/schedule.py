@@ -6,9 +6,10 @@ policy in force until a run re-judges them. ``fyp serve`` starts a
 :class:`ModerationScheduler`: every ``[moderation] every_seconds`` it asks each region,
 in the serving process (one ``LIMIT 1`` query, plus the audit log's policy entries),
 whether a run is needed, and runs ``fyp moderate --region R`` for those in a child
-process at a lower CPU priority (``fyp.regions.background``). The run writes through
-the region's writer lock like any other writer; the feed reads the new verdicts from
-the store on its next request.
+process at a lower CPU priority (``fyp.regions.background``), holding the region's
+``.schedule-moderation.lock``: of several hosts, one moderates a region at a time. The
+run writes through the region's writer lock like any other writer; the feed reads the
+new verdicts from the store on its next request.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import logging
 from collections.abc import Callable
 
 from fyp.config import DeploymentConfig
-from fyp.regions.background import ChildScheduler
+from fyp.regions.background import ChildScheduler, schedule_lock
 
 log = logging.getLogger("fyp.moderation")
 
@@ -53,6 +54,15 @@ class ModerationScheduler(ChildScheduler):
     def tick(self) -> bool:
         """Run ``fyp moderate`` for each region that needs it; True if all that ran
         succeeded (False when none was due)."""
-        due = self.due()
-        ok = [self.run_child("moderate", str(self.config.root), "--region", r) for r in due]
+        cfg = self.config
+        ok = [  # a lock per region: hosts may moderate different regions at once
+            self.run_child(
+                "moderate",
+                str(cfg.root),
+                "--region",
+                region,
+                lock=schedule_lock(cfg.region_dir(region), "moderation"),
+            )
+            for region in self.due()
+        ]
         return bool(ok) and all(ok)

@@ -6,6 +6,25 @@ crash there cannot take the server down, and the server picks up what they publi
 way it picks up any new model version. A child must not outlive the server that started
 it (a training run would publish a model after the operator stopped the service):
 :meth:`ChildScheduler.stop` ends it, and whatever it started, at shutdown.
+
+Several hosts serving one deployment directory each run the same schedules; each run
+takes an exclusive file lock there first (:func:`schedule_lock`, with ``fyp.filelock``,
+the machinery of the models lock), and a host whose tick finds it held skips that tick
+(counted in :attr:`ChildScheduler.skipped`): a schedule's work runs on one host at a
+time. Which process holds the lock: the serving process takes it, without waiting,
+just before it starts the child, and passes the locked descriptor on to the child. The
+lock belongs to that one open file, so it is held while *either* process lives:
+
+- the serving process holds it until the child has exited, then unlocks it (for
+  anything the child left running, too), so a child that crashes or is stopped at
+  shutdown frees the schedule at once;
+- a server killed with ``kill -9`` cannot stop its child (in a session of its own, it
+  runs on and may publish): the child still holds the lock, so no other host starts a
+  second run beside it, and the kernel releases the lock when the child exits.
+
+Taking the lock in the child command instead would start a Python process, with all
+of fyp's imports, on every host at every tick only to find the lock taken, and a skip
+would look like any other exit. The lock files stay (see ``fyp.filelock``).
 """
 
 from __future__ import annotations
@@ -17,9 +36,18 @@ import subprocess
 import sys
 import threading
 from abc import ABC, abstractmethod
+from pathlib import Path
+
+from fyp.filelock import try_open_locked, unlock
 
 log = logging.getLogger("fyp.background")
 STOP_GRACE_S = 5.0  # a child asked to stop (SIGTERM) is killed (SIGKILL) after this
+
+
+def schedule_lock(directory: Path, kind: str) -> Path:
+    """The lock file of a schedule's runs: in the deployment directory for one that
+    runs for the whole deployment, in the region's directory for one run per region."""
+    return directory / f".schedule-{kind}.lock"
 
 
 class ChildScheduler(ABC):
@@ -35,6 +63,7 @@ class ChildScheduler(ABC):
         self.interval_s = interval_s
         self.runs = 0  # child processes run
         self.failures = 0  # of which exited non-zero or could not start
+        self.skipped = 0  # ticks that found another run holding the lock: no child
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._child: subprocess.Popen[str] | None = None
@@ -44,12 +73,25 @@ class ChildScheduler(ABC):
     def tick(self) -> bool:
         """Do one round of the schedule; True if a child ran and succeeded."""
 
-    def run_child(self, *args: str) -> bool:
-        """Run ``python -m fyp ARGS`` to completion at a lower priority; a failure is
-        logged with the end of what the child wrote to stderr. In a process group of
-        its own, so :meth:`stop` ends whatever the child started too."""
+    def run_child(self, *args: str, lock: Path) -> bool:
+        """Run ``python -m fyp ARGS`` to completion at a lower priority, holding
+        ``lock`` (see the module's docstring), or skip it when another run holds it; a
+        failure is logged with the end of what the child wrote to stderr. In a process
+        group of its own, so :meth:`stop` ends whatever the child started too."""
+        command = " ".join(args)
         with self._child_lock:
             if self._stop.is_set():
+                return False
+            try:
+                fd = try_open_locked(lock)
+            except OSError as exc:  # cannot tell whether another host runs it: do not
+                self.runs += 1
+                self.failures += 1
+                log.error("%s: could not lock %s for `fyp %s`: %s", self.name, lock, command, exc)
+                return False
+            if fd is None:
+                self.skipped += 1
+                log.info("%s: `fyp %s` skipped: another run holds %s", self.name, command, lock)
                 return False
             self.runs += 1
             try:
@@ -60,10 +102,12 @@ class ChildScheduler(ABC):
                     text=True,
                     preexec_fn=_lower_priority if os.name == "posix" else None,
                     start_new_session=True,
+                    pass_fds=(fd,),  # the child holds the lock too: it outlives a killed server
                 )
             except OSError as exc:
+                unlock(fd)
                 self.failures += 1
-                log.error("%s: could not start `fyp %s`: %s", self.name, " ".join(args), exc)
+                log.error("%s: could not start `fyp %s`: %s", self.name, command, exc)
                 return False
             self._child = child
         try:
@@ -71,12 +115,13 @@ class ChildScheduler(ABC):
         finally:
             with self._child_lock:
                 self._child = None
+            unlock(fd)
         if child.returncode != 0:
             self.failures += 1
             log.error(
                 "%s: `fyp %s` exited %d: %s",
                 self.name,
-                " ".join(args),
+                command,
                 child.returncode,
                 "stopped with the server" if self._stop.is_set() else stderr.strip()[-2000:],
             )

@@ -185,10 +185,16 @@ def _schedules(schedules: Sequence[ChildScheduler]) -> Iterator[Metric]:
         "Of those, the ones that exited non-zero or could not start",
         labels=["schedule"],
     )
+    skipped = CounterMetricFamily(
+        "fyp_background_skipped",
+        "Runs left to another host or process that held the schedule's lock",
+        labels=["schedule"],
+    )
     for s in schedules:
         runs.add_metric([s.name], s.runs)
         failures.add_metric([s.name], s.failures)
-    yield from (runs, failures)
+        skipped.add_metric([s.name], s.skipped)
+    yield from (runs, failures, skipped)
 
 
 def _timestamp(iso: str) -> float | None:

@@ -24,7 +24,6 @@ lists the receipt as pending with its deadline, and ``fyp erasure process`` retr
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import hmac
 import threading
@@ -40,6 +39,7 @@ import numpy as np
 
 from fyp.audit.log import AuditLog, Record, canonical_json, sql_store
 from fyp.errors import ConfigError, StorageError, UnknownUser
+from fyp.filelock import open_locked, unlock
 from fyp.models.artifacts import (
     Manifest,
     current_version,
@@ -92,12 +92,12 @@ def region_models_lock(region_dir: Path) -> Iterator[None]:
     key = str(root)
     with _LOCKS_GUARD:
         lock = _LOCKS.setdefault(key, threading.Lock())
-    with lock, (root / ".lock").open("a") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
+    with lock:
+        fd = open_locked(root / ".lock")
         try:
             yield
         finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
+            unlock(fd)
 
 
 def now_ms() -> int:

@@ -18,7 +18,6 @@ the deployment that finds it held leaves the journals to their owner.
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 from collections.abc import Iterator
@@ -28,6 +27,7 @@ from pathlib import Path
 from fyp.config import DeploymentConfig
 from fyp.durable import fsync_path
 from fyp.errors import MoveInProgress, StorageError
+from fyp.filelock import open_locked, try_open_locked
 
 JOURNAL_DIR = ".moves"
 LOCK_FILE = ".lock"
@@ -111,17 +111,13 @@ class MovesLock:
         self._fd: int | None = None
 
     def __enter__(self) -> MovesLock:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | (0 if self.wait else fcntl.LOCK_NB))
-        except BlockingIOError:
-            os.close(fd)
+        fd = open_locked(self.path) if self.wait else try_open_locked(self.path)
+        if fd is None:
             raise MoveInProgress(
                 f"a move of a user of region {self.region!r} is being run by another "
                 "process right now",
                 region=self.region,
-            ) from None
+            )
         self._fd = fd
         return self
 

@@ -4,7 +4,8 @@
 check_every_minutes`` it reads the pending retrains the region's artifacts record (a
 manifest read per version, no store access) and, when the earliest deadline is within
 half of ``retrain_within_hours``, runs ``fyp erasure process`` in a child process at a
-lower CPU priority (``fyp.regions.background``).
+lower CPU priority (``fyp.regions.background``), holding the deployment's
+``.schedule-erasure.lock``: of several hosts, one runs it at a time.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 import time
 
 from fyp.config import DeploymentConfig
-from fyp.regions.background import ChildScheduler
+from fyp.regions.background import ChildScheduler, schedule_lock
 from fyp.sovereignty.erasure_process import pending_retrains
 
 
@@ -40,4 +41,6 @@ class ErasureScheduler(ChildScheduler):
         if not self.due():
             return False
         hours = str(self.config.erasure.retrain_within_hours)  # everything pending
-        return self.run_child("erasure", "process", str(self.config.root), "--due-within", hours)
+        root = self.config.root
+        lock = schedule_lock(root, "erasure")  # one run processes every region
+        return self.run_child("erasure", "process", str(root), "--due-within", hours, lock=lock)

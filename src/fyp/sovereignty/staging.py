@@ -17,7 +17,6 @@ swapping its files in (named by the region's pending-restore marker, see
 
 from __future__ import annotations
 
-import errno
 import fcntl
 import json
 import os
@@ -25,6 +24,7 @@ import shutil
 from pathlib import Path
 
 from fyp.errors import StorageError
+from fyp.filelock import try_lock
 
 PREFIXES = (".backup-", ".restore-", ".scan-")
 LOCK_FILE = ".lock"
@@ -54,7 +54,7 @@ class Staging:
         except OSError as exc:
             raise StorageError(f"cannot lock staging directory {self.path}: {exc}") from exc
         self._fd = fd
-        if not _try_lock(fd):
+        if not try_lock(fd):
             self._close()
             raise StorageError(f"staging directory {self.path} is in use by another process")
         # a cleaner may have removed the directory between its creation and the lock
@@ -74,16 +74,6 @@ class Staging:
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
-
-
-def _try_lock(fd: int) -> bool:
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError as exc:
-        if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-            return False
-        raise
-    return True
 
 
 def _same_file(fd: int, path: Path) -> bool:
@@ -107,7 +97,7 @@ def is_live(path: Path) -> bool:
     except FileNotFoundError:
         return False
     try:
-        if _try_lock(fd):
+        if try_lock(fd):
             fcntl.flock(fd, fcntl.LOCK_UN)
             return False
         return True
@@ -141,7 +131,7 @@ def remove_stale(region_dir: Path) -> list[Path]:
         except FileNotFoundError:  # removed meanwhile
             continue
         try:
-            if not _try_lock(fd):
+            if not try_lock(fd):
                 continue  # a live run's
             shutil.rmtree(path, ignore_errors=True)
             if path.exists():
