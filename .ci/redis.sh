@@ -111,7 +111,15 @@ EOF
 stop) # the Sentinels first (else they fail over while the servers stop)
     for pidfile in "$dir"/sentinel-*.pid "$dir"/redis-*.pid; do
         [ -f "$pidfile" ] || continue
-        kill "$(cat "$pidfile")" 2>/dev/null || continue # (killed by a test)
+        pid=$(cat "$pidfile")
+        port=${pidfile##*-}
+        port=${port%.pid}
+        # only the server it names (one killed by a test leaves its file; pids are reused)
+        if ! { tr '\0' ' ' <"/proc/$pid/cmdline"; } 2>/dev/null | grep -q "redis-server .*:$port"; then
+            rm -f "$pidfile"
+            continue
+        fi
+        kill "$pid" 2>/dev/null || continue
         for _ in $(seq 50); do # gone when it removed its pid file (not reaped yet, maybe)
             [ -f "$pidfile" ] || break
             sleep 0.05

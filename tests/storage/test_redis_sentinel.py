@@ -112,8 +112,11 @@ class Servers:
         return redis.Redis(port=port, decode_responses=True)
 
     def kill(self, port: int) -> None:
-        """SIGKILL: no shutdown, nothing handed to the replica on the way out."""
-        os.kill(int((self.directory / f"redis-{port}.pid").read_text()), signal.SIGKILL)
+        """SIGKILL: no shutdown, nothing handed to the replica on the way out (its pid
+        file goes too: ``redis.sh stop`` must not signal whoever gets the pid next)."""
+        pidfile = self.directory / f"redis-{port}.pid"
+        os.kill(int(pidfile.read_text()), signal.SIGKILL)
+        pidfile.unlink()
 
     def wait(self, what: str, ok: Any, timeout_s: float = 20) -> Any:
         import redis
