@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from fyp.regions.deployment import Deployment
-from redis_server import own_redis, redis_urls  # noqa: F401 - fixtures for every test
+from redis_server import own_redis, redis_urls, sentinel_urls  # noqa: F401 - fixtures for all
 
 warnings.filterwarnings("ignore", message=".*httpx2.*")
 

@@ -1,27 +1,34 @@
-"""The Redis server the Redis served log's tests use (``FYP_TEST_REDIS_URL``; CI starts
-one: ``.ci/run``), and a database of it per test.
+"""The Redis servers the Redis served log's tests use, and a database of them per test:
+one server (``FYP_TEST_REDIS_URL``) and a master behind Redis Sentinel
+(``FYP_TEST_REDIS_SENTINEL_URL``, ``redis+sentinel://HOST:PORT,…/SERVICE/DB``); CI starts
+both (``.ci/run``, ``.ci/redis.sh``).
 
 Tests run in parallel (pytest-xdist): each worker gets databases of its own, emptied
 before and after each test, so one test's keys never show in another's scans. The
-server is the tests' own: databases 1-15 are emptied whatever database the URL names.
+servers are the tests' own: databases 1-15 are emptied whatever database the URL names.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
 SERVER = os.environ.get("FYP_TEST_REDIS_URL", "")
+SENTINEL = os.environ.get("FYP_TEST_REDIS_SENTINEL_URL", "")
 PER_WORKER = 4  # databases a test may use at once (two deployments of two regions)
 needs_redis = pytest.mark.skipif(not SERVER, reason="FYP_TEST_REDIS_URL is not set")
+needs_sentinel = pytest.mark.skipif(not SENTINEL, reason="FYP_TEST_REDIS_SENTINEL_URL is not set")
 
 
-def database_url(db: int) -> str:
-    """The test server's URL naming database ``db``."""
-    return urlunsplit(urlsplit(SERVER)._replace(path=f"/{db}"))
+def database_url(db: int, server: str = SERVER) -> str:
+    """The test server's URL (or the Sentinel's, ``server``) naming database ``db``."""
+    if server.startswith("redis+sentinel://"):  # …/SERVICE/DB
+        return f"{server.split('?')[0].rsplit('/', 1)[0]}/{db}"
+    return urlunsplit(urlsplit(server)._replace(path=f"/{db}"))
 
 
 def _worker() -> int:
@@ -29,31 +36,49 @@ def _worker() -> int:
     return int(name[2:]) if name[2:].isdigit() else 0
 
 
+def client(url: str, **kwargs: object) -> Any:
+    """A redis-py client of the server (or Sentinel master) at ``url``, as fyp makes one."""
+    from fyp.storage.redis_url import connect, parse_redis_url
+
+    return connect(parse_redis_url(url), 2.0, **kwargs)
+
+
 def flush(url: str) -> None:
-    import redis
+    from fyp.storage.redis_url import disconnect
 
-    client = redis.Redis.from_url(url)
+    c = client(url)
     try:
-        client.flushdb()
+        c.flushdb()
     finally:
-        client.close()
+        disconnect(c)
 
 
-@pytest.fixture
-def redis_urls() -> Iterator[list[str]]:
-    """``PER_WORKER`` empty databases of the test server (skips without one)."""
-    if not SERVER:
-        pytest.skip("FYP_TEST_REDIS_URL is not set")
+def _databases(server: str, variable: str) -> Iterator[list[str]]:
+    if not server:
+        pytest.skip(f"{variable} is not set")
     pytest.importorskip("redis")
     first = 1 + PER_WORKER * _worker()
     if first + PER_WORKER > 16:
         pytest.skip("more pytest workers than the test server has databases")
-    urls = [database_url(db) for db in range(first, first + PER_WORKER)]
+    urls = [database_url(db, server) for db in range(first, first + PER_WORKER)]
     for url in urls:
         flush(url)
     yield urls
     for url in urls:
         flush(url)
+
+
+@pytest.fixture
+def redis_urls() -> Iterator[list[str]]:
+    """``PER_WORKER`` empty databases of the test server (skips without one)."""
+    yield from _databases(SERVER, "FYP_TEST_REDIS_URL")
+
+
+@pytest.fixture
+def sentinel_urls() -> Iterator[list[str]]:
+    """``PER_WORKER`` empty databases of the Sentinel's master, as ``redis+sentinel://``
+    URLs (skips without ``FYP_TEST_REDIS_SENTINEL_URL``)."""
+    yield from _databases(SENTINEL, "FYP_TEST_REDIS_SENTINEL_URL")
 
 
 def module_database_url() -> str:

@@ -18,7 +18,6 @@ from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import tomli_w
 
@@ -411,42 +410,40 @@ def served_log_url(name: str, raw: Any) -> str | None:
     """A region's ``served_log`` URL (``{region}`` in it names the region), or None."""
     if raw is None:
         return None
-    if not isinstance(raw, str) or not raw.lower().startswith(("redis://", "rediss://")):
+    if not isinstance(raw, str):
         raise ConfigError(
-            f"[regions.{name}] served_log must be a redis:// or rediss:// URL, got {raw!r} "
+            f"[regions.{name}] served_log must be a Redis URL, got {raw!r} "
             "(leave it out to keep the served log in the region's store)",
             region=name,
         )
+    from fyp.storage.redis_url import parse_redis_url
+
     url = raw.replace("{region}", name)
-    parts = urlsplit(url)
     try:
-        parts.port  # noqa: B018 - raises on a port that is not a number
-        db_ok = parts.path in {"", "/"} or parts.path[1:].isdigit()
-    except ValueError:
-        db_ok = False
-    if not parts.hostname or not db_ok:
-        raise ConfigError(
-            f"[regions.{name}] served_log needs a host, a numeric port and at most a database "
-            f"number: redis://HOST[:PORT][/DB] (got {parts.scheme}://{parts.hostname or ''}…)",
-            region=name,
-        )
+        parse_redis_url(url)
+    except ConfigError as exc:
+        raise ConfigError(f"[regions.{name}] served_log: {exc.message}", region=name) from exc
     return url
 
 
 def check_served_logs(regions: dict[str, RegionConfig]) -> None:
-    """A served log server (database) belongs to one region, like its store."""
-    owners: dict[str, str] = {}
+    """A served log server (database) belongs to one region, like its store: two URLs
+    naming one host and port (or one Sentinel), service and database are one."""
+    from fyp.storage.redis_url import parse_redis_url
+
+    owners: dict[tuple[str, str, int, str, int], str] = {}
     for name, region in regions.items():
         if region.served_log is None:
             continue
-        other = owners.setdefault(region.served_log, name)
-        if other != name:
-            raise ConfigError(
-                f"served_log of region {name!r} is the one of region {other!r}: every "
-                "region needs a served log of its own (another server or database number)",
-                region=name,
-                other_region=other,
-            )
+        for place in parse_redis_url(region.served_log).places():
+            other = owners.setdefault(place, name)
+            if other != name:
+                raise ConfigError(
+                    f"served_log of region {name!r} is the one of region {other!r}: every "
+                    "region needs a served log of its own (another server or database number)",
+                    region=name,
+                    other_region=other,
+                )
 
 
 def with_served_logs(config: DeploymentConfig, urls: dict[str, str]) -> DeploymentConfig:

@@ -50,6 +50,17 @@ def test_redact_hides_only_the_password() -> None:
     assert redact("postgresql://:s3cret@db.eu/fyp") == "postgresql://:***@db.eu/fyp"  # no user
     assert redact("redis://:s3cret@[::1]:6379/0") == "redis://:***@[::1]:6379/0"
     assert redact("postgresql://fyp:p@ss@db/fyp") == "postgresql://fyp:***@db/fyp"
+    assert redact("redis://:pa?ss@h/0") == "redis://:***@h/0"  # ? or # in it, unencoded
+
+
+def test_redact_hides_password_options() -> None:
+    """redis-py and libpq both take a password as an option too: it was shown."""
+    assert redact("redis://h:6379/0?password=s3cret") == "redis://h:6379/0?password=***"
+    assert redact("postgresql://db/fyp?sslmode=require&PASSWORD=s3cret&sslpassword=k3y") == (
+        "postgresql://db/fyp?sslmode=require&PASSWORD=***&sslpassword=***"
+    )
+    assert redact("redis://h?password=s3cret#x") == "redis://h?password=***#x"
+    assert redact("redis://h/0?passwords_policy=1") == "redis://h/0?passwords_policy=1"
 
 
 def test_schema_is_taken_out_of_what_the_driver_sees() -> None:

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from fyp.regions.deployment import Deployment
-from redis_server import SERVER, OwnServer
+from redis_server import SERVER, OwnServer, client
 
 pytestmark = pytest.mark.skipif(not SERVER, reason="FYP_TEST_REDIS_URL is not set")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "sovereignty"))  # its helpers
@@ -38,7 +38,13 @@ def with_served_logs(root: Path, urls: dict[str, str]) -> None:
 def on_redis(monkeypatch: pytest.MonkeyPatch, redis_urls: list[str]) -> Iterator[None]:
     """Every deployment a test makes keeps each region's served log in a database of
     its own on the test server."""
-    databases = itertools.cycle(redis_urls)
+    served_logs_on(monkeypatch, redis_urls)
+    yield
+
+
+def served_logs_on(monkeypatch: pytest.MonkeyPatch, urls: list[str]) -> None:
+    """Make every deployment a test inits keep each region's served log at one of ``urls``."""
+    databases = itertools.cycle(urls)
     real = Deployment.init.__func__  # type: ignore[attr-defined]
 
     def init(
@@ -49,7 +55,6 @@ def on_redis(monkeypatch: pytest.MonkeyPatch, redis_urls: list[str]) -> Iterator
         return Deployment.open(root)
 
     monkeypatch.setattr(Deployment, "init", classmethod(init))
-    yield
 
 
 def test_the_deployment_under_test_is_on_redis(trained: Deployment) -> None:  # noqa: F811
@@ -60,11 +65,9 @@ def test_the_deployment_under_test_is_on_redis(trained: Deployment) -> None:  # 
 
 # -- what only a served log outside the store shows --------------------------------------
 def _redis(deployment: Deployment, region: str) -> Any:
-    import redis
-
     url = deployment.config.region(region).served_log
     assert url is not None
-    return redis.Redis.from_url(url, decode_responses=True)
+    return client(url, decode_responses=True)  # a server, or a Sentinel's master
 
 
 def _small(tmp_path: Path, us_served_log: str | None = None) -> Deployment:

@@ -34,11 +34,17 @@ globals().update(  # the move tests but one (nothing of Redis in it)
 
 @pytest.fixture
 def dep(built: Path, tmp_path: Path, redis_urls: list[str]) -> Iterator[Path]:
+    yield deployment_on(built, tmp_path, redis_urls)
+
+
+def deployment_on(built: Path, tmp_path: Path, urls: list[str]) -> Path:
+    """A copy of the move tests' deployment, the served log of us at ``urls[0]`` and of
+    eu at ``urls[1]``."""
     root = copy_of(built, tmp_path / "dep")
-    with_served_logs(root, {"us": redis_urls[0], "eu": redis_urls[1]})
+    with_served_logs(root, {"us": urls[0], "eu": urls[1]})
     allow_moves(root)
     plant_mover(root)
-    yield root
+    return root
 
 
 def test_the_pages_move_to_the_destinations_redis(dep: Path) -> None:

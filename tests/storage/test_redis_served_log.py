@@ -201,6 +201,17 @@ def test_passwords_never_show_and_bad_urls_are_config_errors(store: Store) -> No
     assert served_log_url("eu", "redis://r-{region}:6379/2") == "redis://r-eu:6379/2"
 
 
+def test_a_write_waiting_for_a_replica_the_server_lacks_is_refused(url: str, store: Store) -> None:
+    """``wait_replicas=1`` on a server without replicas: nothing is acknowledged that a
+    failover would lose (a 503 naming the shortfall), reads go on."""
+    log = opened(url + "?wait_replicas=1", store)
+    with pytest.raises(StorageError, match="0 of the 1 replicas") as info:
+        log.record_served("ana", ["v1"], now_ms())
+    assert info.value.status == 503 and "wait_replicas" in info.value.message
+    assert log.user_version("ana") is not None
+    log.close()
+
+
 # -- configuration: [regions.R] served_log, fyp init --served-log ---------------------------
 def test_served_log_in_fyp_toml(tmp_path: Path) -> None:
     from fyp.config import CONFIG_FILE, load_config

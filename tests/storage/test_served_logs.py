@@ -1,6 +1,8 @@
 """The served log contract against every backend: the region's store (SQLite always,
 PostgreSQL when ``FYP_TEST_POSTGRES_URL`` is set) and Redis (``FYP_TEST_REDIS_URL``),
-the latter beside a SQLite store and beside a PostgreSQL one."""
+the latter beside a SQLite store and beside a PostgreSQL one, and a Redis master found
+through Sentinel (``FYP_TEST_REDIS_SENTINEL_URL``), with and without waiting for its
+replica on every write."""
 
 from __future__ import annotations
 
@@ -94,3 +96,23 @@ class TestRedisServedLogOnPostgres(_Opened, ServedLogContract):
     def open_log(self, name: str = "main") -> ServedLog:
         store = self.postgres_store(name)
         return self.keep(open_served_log(self.url, "us", store, WINDOW_MS))
+
+
+class TestSentinelServedLog(_Opened, ServedLogContract):
+    """Redis through Sentinel (``redis+sentinel://``) beside a SQLite store."""
+
+    options = ""
+
+    @pytest.fixture(autouse=True)
+    def _server(self, tmp_path: Path, sentinel_urls: list[str]) -> None:
+        self.tmp, self.url = tmp_path, sentinel_urls[0] + self.options
+
+    def open_log(self, name: str = "main") -> ServedLog:
+        store = self.sqlite_store(name)
+        return self.keep(open_served_log(self.url, "us", store, WINDOW_MS))
+
+
+class TestSentinelServedLogWaitingForItsReplica(TestSentinelServedLog):
+    """Every write followed by ``WAIT 1`` (a pipeline, ``EVAL``: another code path)."""
+
+    options = "?wait_replicas=1"

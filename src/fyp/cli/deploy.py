@@ -51,7 +51,8 @@ def register(app: typer.Typer) -> None:
             None,
             "--served-log",
             help="Redis URL with {region} in it for each region's served log, e.g. "
-            "redis://redis-{region}.internal:6379/0 (default: in the region's store).",
+            "redis://redis-{region}.internal:6379/0, or its Sentinels' "
+            "redis+sentinel://s1:26379,s2:26379/fyp-{region}/0 (default: in the region's store).",
         ),
     ) -> None:
         """Create a deployment: fyp.toml, one store per region, an admin key."""
@@ -69,7 +70,7 @@ def register(app: typer.Typer) -> None:
                 console.print(f"  region {r}: {url}", markup=False)
                 log = d.config.region(r).served_log
                 if log is not None:
-                    console.print(f"    served log: {redact(log)}", markup=False)
+                    console.print(f"    served log: {redact(log)}", markup=False, soft_wrap=True)
             console.print(
                 f"  admin key (every region, mode 0600): {key_file}\n"
                 f'  send it as: -H "Authorization: Bearer $(cat {key_file})"',

@@ -24,15 +24,24 @@ def driver() -> Any:
     return psycopg
 
 
+_SECRET_OPTION = re.compile(r"([?&][A-Za-z_]*password=)[^&#]*", re.IGNORECASE)
+
+
 def redact(url: str) -> str:
-    """A server URL (PostgreSQL, Redis) without its password, for messages and logs.
-    The host part is kept as written (an IPv6 address keeps its brackets)."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    userinfo, _, host = parts.netloc.rpartition("@")
-    user = userinfo.partition(":")[0]
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
+    """A server URL (PostgreSQL, Redis, Redis Sentinel) without its passwords, for
+    messages and logs: the one after ``USER:`` and any option named ``…password``
+    (``?password=``, ``?sentinel_password=``). The rest is kept as written (an IPv6
+    address keeps its brackets, a list of hosts its commas). Read by hand, not with
+    ``urlsplit`` (which refuses some host lists): the user part ends at the last ``@``
+    before the path, so a password holding ``?`` or ``#`` is hidden too."""
+    head, sep, rest = url.partition("://")
+    if sep:
+        end = rest.find("/")
+        end = len(rest) if end < 0 else end
+        userinfo, at, host = rest[:end].rpartition("@")
+        if at and ":" in userinfo:
+            rest = f"{userinfo.partition(':')[0]}:***@{host}{rest[end:]}"
+    return _SECRET_OPTION.sub(r"\1***", head + sep + rest)
 
 
 def split_url(url: str) -> tuple[str, str | None]:

@@ -1,5 +1,6 @@
 """The served log on a Redis server of the region's own (``[regions.R] served_log =
-"redis://host:6379/0"``; the ``redis`` extra).
+"redis://host:6379/0"``, or ``"redis+sentinel://…"`` for the master Redis Sentinel points
+at, followed through a failover: :mod:`fyp.storage.redis_url`; the ``redis`` extra).
 
 Keys name the region and the user, so a scan can judge them (``{…}`` is a Redis Cluster
 hash tag: all of a user's keys share a slot; tested on a standalone server):
@@ -24,6 +25,10 @@ deleted by the recording process itself: never left behind.
 
 Reading a user's pages walks back from the counter until a page is missing (expired) or
 older than asked (by more than ``CLOCK_SLACK_MS``, as serving hosts' clocks differ).
+
+With ``wait_replicas=N`` in the URL every write (a page, a delete) is followed by
+``WAIT N`` on the same connection and fails unless N replicas hold it, so what was
+acknowledged survives a failover to one of them.
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ from pydantic_core import from_json, to_json
 from fyp.errors import ConfigError, StorageError, UnknownUser
 from fyp.storage.base import Store
 from fyp.storage.postgres_dialect import redact
+from fyp.storage.redis_url import WAIT_TIMEOUT_MS, connect, disconnect, parse_redis_url
 from fyp.storage.served_logs import (
     CLOCK_SLACK_MS,
     ExternalServedLog,
@@ -114,6 +120,7 @@ class RedisKeys(ServedLogData):
         self.url = url
         self.region = region
         self._client: redis.Redis | None = None
+        self._wait_replicas = 0
         self._record: Any = None
         self._read: Any = None
         self._opening = threading.Lock()  # one client (and its pool) per log
@@ -132,7 +139,6 @@ class RedisKeys(ServedLogData):
     def _open(self) -> redis.Redis:
         if self._client is None:
             try:
-                import redis
                 from redis.backoff import NoBackoff
                 from redis.retry import Retry
             except ImportError as exc:  # pragma: no cover - the extra is in dev/all
@@ -140,13 +146,9 @@ class RedisKeys(ServedLogData):
                     f"served_log of region {self.region!r} is on Redis: install the "
                     "`redis` extra (pip install 'fyp[redis]')"
                 ) from exc
-            try:
-                client = redis.Redis.from_url(
-                    self.url,
-                    socket_timeout=TIMEOUT_S,
-                    socket_connect_timeout=TIMEOUT_S,
-                    retry=Retry(NoBackoff(), 1),  # a dropped idle connection, once
-                )
+            target = parse_redis_url(self.url)
+            try:  # a dropped idle connection (or one to a demoted master) is retried once
+                client = connect(target, TIMEOUT_S, retry=Retry(NoBackoff(), 1))
             except ValueError as exc:
                 raise ConfigError(
                     f"served_log of region {self.region!r}: {exc} ({self.where})",
@@ -154,6 +156,7 @@ class RedisKeys(ServedLogData):
                 ) from exc
             self._record = client.register_script(_RECORD)
             self._read = client.register_script(_READ)
+            self._wait_replicas = target.wait_replicas
             self._client = client
         return self._client
 
@@ -173,14 +176,50 @@ class RedisKeys(ServedLogData):
 
     def _script(self, name: str, keys: list[str], args: list[Any]) -> Any:
         self._redis()  # registers the scripts
-        return self._call(getattr(self, name), keys=keys, args=args)
+        script = getattr(self, name)
+        if name == "_record" and self._wait_replicas:
+            # EVAL, not EVALSHA: one round trip, and no NOSCRIPT from a master just promoted
+            return self._write("eval", script.script, len(keys), *keys, *args)
+        return self._call(script, keys=keys, args=args)
+
+    def _write(self, command: str, *args: Any) -> Any:
+        """A write command; with ``wait_replicas`` in the URL, followed by a WAIT on the
+        same connection (a pipeline: a WAIT on another of the pool's connections would
+        wait for that one's writes), which fails unless enough replicas hold it. Short
+        of replicas on a master the Sentinels no longer name (a failover left it none),
+        the write goes again to the one they name."""
+        client = self._redis()
+        if not self._wait_replicas:
+            return self._call(getattr(client, command), *args)
+        for again in (True, False):
+            pipe = client.pipeline(transaction=False)
+            getattr(pipe, command)(*args)
+            pipe.wait(self._wait_replicas, WAIT_TIMEOUT_MS)
+            result, held = self._call(pipe.execute)
+            if int(held) >= self._wait_replicas:
+                return result
+            if not (again and self._master_moved()):
+                break
+        raise StorageError(
+            f"region {self.region!r}: its served log on Redis ({self.where}) has a write "
+            f"on {held} of the {self._wait_replicas} replicas it waits for "
+            f"(wait_replicas) after {WAIT_TIMEOUT_MS} ms; it may be lost in a failover",
+            region=self.region,
+        )
+
+    def _master_moved(self) -> bool:
+        """Whether the Sentinels name another master than the one the client writes to
+        (asking them makes the pool drop its idle connections to the old one)."""
+        pool: Any = self._redis().connection_pool
+        before = getattr(pool, "master_address", None)  # None: not through Sentinel
+        return before is not None and self._call(pool.get_master_address) != before
 
     def check(self) -> None:
         self._call(self._redis().ping)
 
     def close(self) -> None:
         if self._client is not None:
-            self._client.close()
+            disconnect(self._client)
             self._client = None
 
     # -- the data's side ---------------------------------------------------------
@@ -229,7 +268,7 @@ class RedisKeys(ServedLogData):
             for k, v in zip(keys, values, strict=True)
             if v is not None and k.rpartition("}")[2].startswith(":p:")
         )
-        removed = int(self._call(client.delete, *keys))
+        removed = int(self._write("delete", *keys))
         return videos, removed
 
 
@@ -263,11 +302,11 @@ class RedisServedLog(RedisKeys, ExternalServedLog):
             page = f"{prefix}p:{counter}"
             after = self.store.user_version(user_id)
             if after is None:  # not (or no longer) in the store: leave nothing
-                self._call(self._redis().delete, prefix + "n", page)
+                self._write("delete", prefix + "n", page)
                 raise UnknownUser(f"no user {user_id!r} in region {self.region!r}")
             if counter > after[2]:
                 return counter
-            self._call(self._redis().delete, page)
+            self._write("delete", page)
             floor = after[2]
         raise StorageError(  # pragma: no cover - the second number is above the floor
             f"region {self.region!r}: could not number a served page of {user_id!r}"
@@ -291,7 +330,7 @@ class RedisServedLog(RedisKeys, ExternalServedLog):
             if raw is not None and _page(0, raw).served_at_ms < before_ms:
                 doomed.append(key)
         if doomed:
-            self._call(client.delete, *doomed)
+            self._write("delete", *doomed)
         return len(doomed)
 
     @property

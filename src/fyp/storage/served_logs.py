@@ -1,5 +1,6 @@
 """Where a region keeps its served log, chosen by URL: the region's store (the default)
-or a Redis server of the region's own (``[regions.R] served_log = "redis://…"``).
+or a Redis server of the region's own (``[regions.R] served_log = "redis://…"``, or
+``"redis+sentinel://…"`` for the master Redis Sentinel points at: :mod:`fyp.storage.redis_url`).
 
 The served log is what the feed showed each user (``Store.record_served``): the "already
 seen" filter reads it so no video repeats across pages and sessions within
@@ -31,7 +32,6 @@ from dataclasses import dataclass
 from fyp.errors import ConfigError, FypError
 from fyp.storage.base import Store
 
-SCHEMES = ("redis", "rediss")
 CLOCK_SLACK_MS = 60_000
 """How far the clocks of a region's serving hosts (and training nodes) may differ: a page
 is stamped with its server's clock, so whoever reads pages served since a time of its
@@ -169,20 +169,23 @@ def served_log_state(log: ServedLog) -> tuple[str, str | None]:
 
 def open_served_data(url: str, region: str) -> ServedLogData:
     """The data of ``region``'s served log at ``url``, for scans (no store needed)."""
-    _check_scheme(url, region)
+    _check_url(url, region)
     from fyp.storage.redis_served_log import RedisKeys
 
     return RedisKeys(url, region)
 
 
-def _check_scheme(url: str, region: str) -> None:
-    scheme = url.split(":", 1)[0].lower()
-    if scheme not in SCHEMES:
+def _check_url(url: str, region: str) -> None:
+    from fyp.storage.redis_url import parse_redis_url
+
+    try:
+        parse_redis_url(url)
+    except ConfigError as exc:
         raise ConfigError(
-            f"no served log backend for URL scheme {scheme!r} (served_log of region "
-            f"{region!r}: redis://… or rediss://…, or no served_log for the store's own)",
+            f"no served log at that URL for region {region!r} (or leave served_log out "
+            f"for the store's own): {exc.message}",
             region=region,
-        )
+        ) from exc
 
 
 def open_served_log(url: str | None, region: str, store: Store, window_ms: int) -> ServedLog:
@@ -191,7 +194,7 @@ def open_served_log(url: str | None, region: str, store: Store, window_ms: int) 
     itself. Opening connects to nothing: the first use does, and fails as a StorageError."""
     if url is None:
         return StoreServedLog(store)
-    _check_scheme(url, region)
+    _check_url(url, region)
     from fyp.storage.redis_served_log import RedisServedLog
 
     log = RedisServedLog(url, region, store, window_ms)
