@@ -424,6 +424,10 @@ def test_the_settings_table_of_the_architecture_doc_is_every_setting() -> None:
     for table, cls in sections:
         expected |= {(table, k) for k in cls.__dataclass_fields__}
     expected |= {("ranking", "scorer")} | {("ranking.objective_weights", k) for k in OBJECTIVES}
+    from fyp.experiments.config import EXPERIMENT_KEYS, VARIANT_KEYS
+
+    expected |= {("experiments.NAME", k) for k in EXPERIMENT_KEYS if k != "variants"}
+    expected |= {("experiments.NAME.variants.VARIANT", k) for k in VARIANT_KEYS}
     assert listed == expected, (sorted(listed - expected), sorted(expected - listed))
     defaults = {(t, k): d.strip() for t, k, _, d in rows}
     for table, cls in sections:

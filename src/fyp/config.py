@@ -17,11 +17,14 @@ import tomllib
 from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import tomli_w
 
 from fyp.errors import ConfigError, InvalidRequest, NotADeployment, UnknownRegion
+
+if TYPE_CHECKING:
+    from fyp.experiments.config import Experiment
 
 CONFIG_FILE = "fyp.toml"
 REGION_NAME = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
@@ -117,6 +120,18 @@ MAX_SEEN_WINDOW_DAYS = 3650.0
 OBJECTIVES = ("long_play", "like", "share", "follow", "skip")
 
 
+def objective_weights(section: str, given: Any) -> dict[str, float]:
+    """A table of objective weights (``[ranking.objective_weights]``, or an experiment
+    variant's partial one): known objectives, finite, within ±``MAX_WEIGHT``."""
+    if not isinstance(given, dict):
+        raise ConfigError(f"[{section}] must be a table", section=section)
+    check_keys(section, given, OBJECTIVES)
+    return {
+        name: number(section, name, w, -MAX_WEIGHT, MAX_WEIGHT, open_low=False)
+        for name, w in given.items()
+    }
+
+
 @dataclass(frozen=True)
 class RankingConfig:
     """``[ranking]``: which scorer ranks feeds, and the value of each objective.
@@ -141,14 +156,9 @@ class RankingConfig:
         if scorer not in SCORERS:
             raise ConfigError(f"[ranking] scorer must be one of {SCORERS}, got {scorer!r}")
         weights = dict(cls.objective_weights)
-        given = raw.get("objective_weights", {})
-        if not isinstance(given, dict):
-            raise ConfigError("[ranking.objective_weights] must be a table")
-        check_keys("ranking.objective_weights", given, OBJECTIVES)
-        for name, w in given.items():
-            weights[name] = number(
-                "ranking.objective_weights", name, w, -MAX_WEIGHT, MAX_WEIGHT, open_low=False
-            )
+        weights.update(
+            objective_weights("ranking.objective_weights", raw.get("objective_weights", {}))
+        )
         return cls(scorer=scorer, objective_weights=tuple(weights.items()))
 
     def to_dict(self) -> dict[str, Any]:
@@ -297,6 +307,11 @@ class DeploymentConfig:
     training: TrainingConfig = TrainingConfig()
     moderation: ModerationConfig = ModerationConfig()
     feed: FeedConfig = FeedConfig()
+    experiments: tuple[Experiment, ...] = ()  # at most one per region
+
+    def experiment_in(self, region: str) -> Experiment | None:
+        """The experiment running in ``region``, if any."""
+        return next((e for e in self.experiments if region in e.regions), None)
 
     def region(self, name: str) -> RegionConfig:
         try:
@@ -338,6 +353,8 @@ class DeploymentConfig:
             "feed": self.feed.__dict__,
             "regions": {r.name: r.to_dict() for r in self.regions.values()},
         }
+        if self.experiments:
+            doc["experiments"] = {e.name: e.to_dict() for e in self.experiments}
         return tomli_w.dumps(doc)
 
 
@@ -509,26 +526,30 @@ def parse_config(root: Path, raw: dict[str, Any]) -> DeploymentConfig:
         "moderation": moderation,
         "feed": feed,
     }
-    unknown = set(raw) - {*sections, "regions"}
+    unknown = set(raw) - {*sections, "regions", "experiments"}
     if unknown:  # a misspelt section would otherwise be ignored without a word
         raise ConfigError(
             f"unknown sections in fyp.toml: {sorted(unknown)} "
-            f"(known: {sorted({*sections, 'regions'})})"
+            f"(known: {sorted({*sections, 'regions', 'experiments'})})"
         )
     for section, value in sections.items():
         if not isinstance(value, dict):
             raise ConfigError(f"[{section}] must be a table, got {type(value).__name__}")
     check_keys("deployment", deployment, ("name",))
+    ranked = RankingConfig.from_dict(ranking)
+    from fyp.experiments.config import parse_experiments
+
     return DeploymentConfig(
         root=root.resolve(),
         name=str(deployment.get("name", root.resolve().name)),
         regions=regions,
         limits=Limits.from_dict(limits),
-        ranking=RankingConfig.from_dict(ranking),
+        ranking=ranked,
         erasure=ErasureConfig.from_dict(erasure),
         training=TrainingConfig.from_dict(training),
         moderation=ModerationConfig.from_dict(moderation),
         feed=FeedConfig.from_dict(feed),
+        experiments=parse_experiments(raw.get("experiments", {}), regions, ranked),
     )
 
 

@@ -51,7 +51,7 @@ def fail(error: FypError) -> typer.Exit:
 
 
 def _register() -> None:
-    from fyp.cli import backup, data, deploy, erasure, evaluate, feed, moderate, users
+    from fyp.cli import backup, data, deploy, erasure, evaluate, experiments, feed, moderate, users
     from fyp.cli import keys as api_keys
 
     deploy.register(app)
@@ -63,6 +63,7 @@ def _register() -> None:
     erasure.register(app)
     backup.register(app)
     users.register(app)
+    experiments.register(app)
 
 
 _register()

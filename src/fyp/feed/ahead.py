@@ -56,21 +56,24 @@ class AheadCache:
         self._lock = threading.Lock()
 
     def order(
-        self, user_id: str, model: RegionModel, marker: tuple[int, ...]
+        self, user_id: str, model: RegionModel, marker: tuple[int, ...], stored: bool = True
     ) -> RankedAhead | None:
         """The freshest order for the user's current state: this process's, else the
-        artifact's; None when neither was ranked from the state the user is in."""
+        artifact's (unless not ``stored``); None when neither was ranked from the state
+        the user is in."""
         with self._lock:
             slot = self._slots.get(user_id)
             if slot is not None and slot.model is model:
                 self._slots.move_to_end(user_id)
                 if slot.order is not None and slot.order.fresh_for(marker):
                     return slot.order
-        stored = model.ahead.get(user_id) if model.ahead is not None else None
-        if stored is None or not stored.fresh_for(marker):
+        if not stored or model.ahead is None:
             return None
-        self.keep(user_id, model, stored)  # the same object next time: in step with it
-        return stored
+        ranked = model.ahead.get(user_id)
+        if ranked is None or not ranked.fresh_for(marker):
+            return None
+        self.keep(user_id, model, ranked)  # the same object next time: in step with it
+        return ranked
 
     def keep(self, user_id: str, model: RegionModel, order: RankedAhead) -> None:
         """Make ``order`` the user's latest. Nothing of an order was served at the counter
@@ -173,6 +176,9 @@ def rank_region(
         marker = served_log.user_version(user.user_id)
         if marker is None:
             continue
+        arm = service.arm(user.user_id, region)
+        if arm is not None and not arm.stored_orders:
+            continue  # an experiment's variant: its user's pages are ranked live
         state = service.state(user.user_id, model)
         rng = np.random.default_rng([n, len(state.seen)])
         orders[user.user_id] = service.rank_ahead(model, state, marker, ranked_at, rng)

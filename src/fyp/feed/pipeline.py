@@ -7,6 +7,7 @@ and a user state and returns the ordered page with its explanation. ``FeedServic
 
 from __future__ import annotations
 
+import copy
 import threading
 import weakref
 from collections import OrderedDict
@@ -88,6 +89,13 @@ class FeedPipeline:
         for f in self.filters:
             pool = f.apply(model, state, pool)
         return pool
+
+    def variant(self, scorer: Scorer, rerank: RerankParams) -> FeedPipeline:
+        """This pipeline with another scorer and re-ranker (an experiment's variant): the
+        same sources, filters and proposal cache, whose proposals do not depend on either."""
+        twin = copy.copy(self)
+        twin.scorer, twin.rerank = scorer, rerank
+        return twin
 
     def forget(self, user_id: str) -> None:
         """Drop what is kept for the user (proposals name their videos): an erasure."""

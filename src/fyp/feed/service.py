@@ -17,7 +17,7 @@ import time
 import weakref
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -38,6 +38,9 @@ from fyp.moderation.snapshot import snapshot_for
 from fyp.regions.deployment import Deployment
 from fyp.storage.base import Store
 from fyp.storage.served_logs import ServedLog
+
+if TYPE_CHECKING:
+    from fyp.experiments.arms import Arm
 
 RECENT_EVENTS = 300
 MAX_PAGE = 100
@@ -68,6 +71,7 @@ class FeedPage:
     items: list[FeedItem]
     cursor: str
     removed_log: RemovedLog
+    experiment: Arm | None = None  # None: the user's home region runs no experiment
 
     @property
     def removed(self) -> list[dict[str, str]]:
@@ -84,6 +88,8 @@ class FeedPage:
             # nothing eligible is left that the user has not seen in the seen window
             "end_of_feed": not self.items,
         }
+        if self.experiment is not None:
+            out["experiment"] = self.experiment.to_dict()
         if debug:
             out["removed"] = self.removed
         return out
@@ -162,6 +168,10 @@ class FeedService:
         self._universe: tuple[Sequence[str], RegionModel, np.ndarray] | None = None
         self._states = StateCache(max_users=states)
         self._ahead = AheadCache(max_users=proposals)  # orders share the proposals' arrays
+        from fyp.experiments.arms import build_arms
+
+        # [experiments]: a pipeline per variant, sharing the proposal cache; None without
+        self._arms = build_arms(deployment.config, self.pipeline, scorer_for)
         _drop_on_erasure(self._states, self._ahead, self.pipeline)
 
     def model(self, region: str) -> RegionModel:
@@ -348,14 +358,24 @@ class FeedService:
         """Run the pipeline for ``[feed] rank_ahead`` videos (exploration slots placed
         per ``page``) and keep the order: the next pages come from it while the user's
         profile and events stay as they are in ``marker``."""
-        ranked = self._rank_long(model, state, rng, page, self.ahead_length)
+        ranked = self._rank_long(self.pipeline, model, state, rng, page, self.ahead_length)
         return _as_order(ranked, marker, ranked_at_ms, state.age)
 
+    def arm(self, user_id: str, region: str) -> Arm | None:
+        """The user's arm of the experiment running in ``region`` (their home), if any."""
+        return None if self._arms is None else self._arms.of(user_id, region)
+
     def _rank_long(
-        self, model: RegionModel, state: UserState, rng: np.random.Generator, page: int, length: int
+        self,
+        pipeline: FeedPipeline,
+        model: RegionModel,
+        state: UserState,
+        rng: np.random.Generator,
+        page: int,
+        length: int,
     ) -> RankedPage:
         backfill = max(length - page, max(2, page // 4))
-        return self.pipeline.run(
+        return pipeline.run(
             model, state, page, rng, extra_filters=[self.eligibility], backfill=backfill
         )
 
@@ -386,11 +406,14 @@ class FeedService:
             served_log = self.deployment.served_log(region)
             marker = served_log.user_version(user_id)
         model = self.model(region)
+        arm = None if self._arms is None else self._arms.of(user_id, region)
+        pipeline = self.pipeline if arm is None else arm.pipeline
         use_orders = universe is None and not debug and self.ahead_length > n and marker is not None
         fresh: RankedAhead | None = None
         rows = _NONE
         if use_orders and marker is not None:
-            fresh, rows = self._from_order(user_id, model, served_log, marker, n)
+            stored = arm is None or arm.stored_orders
+            fresh, rows = self._from_order(user_id, model, served_log, marker, n, stored)
         removed, state = RemovedLog(), None
         if fresh is not None and len(rows) >= n:
             order = fresh
@@ -398,7 +421,8 @@ class FeedService:
             state = self._state(user_id, region, store, served_log, model, marker, fresh)
             rng = np.random.default_rng([session, page_no, len(state.seen)])
             # a fresh order used up: the user pages on without events, so rank further
-            ranked = self._rank(model, state, rng, n, universe, use_orders, fresh is not None)
+            paged_through = fresh is not None
+            ranked = self._rank(pipeline, model, state, rng, n, universe, use_orders, paged_through)
             removed = ranked.removed
             order = _as_order(ranked, marker or (0, 0, 0), started_ms, state.age)
             rows = np.arange(len(order.items))
@@ -416,6 +440,7 @@ class FeedService:
             items=page,
             cursor=encode_cursor(page_no + 1, session),
             removed_log=removed,
+            experiment=arm,
         )
 
     def _forget(self, user_id: str) -> None:
@@ -433,10 +458,12 @@ class FeedService:
         served_log: ServedLog,
         marker: tuple[int, ...],
         n: int,
+        stored: bool = True,
     ) -> tuple[RankedAhead | None, np.ndarray]:
         """The user's fresh order and its positions not served since (the caller ranks
-        again when there is no fresh order or fewer than ``n`` are left in it)."""
-        order = self._ahead.order(user_id, model, marker)
+        again when there is no fresh order or fewer than ``n`` are left in it).
+        ``stored``: the artifact's order may be the one (not for a variant's user)."""
+        order = self._ahead.order(user_id, model, marker, stored)
         if order is None:
             return None, _NONE
         served = self._ahead.served_since(
@@ -446,6 +473,7 @@ class FeedService:
 
     def _rank(
         self,
+        pipeline: FeedPipeline,
         model: RegionModel,
         state: UserState,
         rng: np.random.Generator,
@@ -459,11 +487,9 @@ class FeedService:
             # pages usually make an order stale before its second page is asked for;
             # a user who paged through a whole order without one gets rank_ahead
             length = self.ahead_length if paged_through else min(self.ahead_length, 2 * n)
-            return self._rank_long(model, state, rng, n, length)
+            return self._rank_long(pipeline, model, state, rng, n, length)
         items = None if universe is None else self._universe_items(model, universe)
-        return self.pipeline.run(
-            model, state, n, rng, universe=items, extra_filters=[self.eligibility]
-        )
+        return pipeline.run(model, state, n, rng, universe=items, extra_filters=[self.eligibility])
 
     def _record(
         self,

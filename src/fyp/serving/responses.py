@@ -51,6 +51,13 @@ class Removed(BaseModel):
     reason: str
 
 
+class Experiment(BaseModel):
+    name: str = Field(description="The experiment (`[experiments.NAME]` of fyp.toml).")
+    variant: str = Field(
+        description="The user's variant; `control` is served as without the experiment."
+    )
+
+
 class FeedPage(BaseModel):
     user_id: str
     region: str = Field(description="The user's home region, the only one the feed learns from.")
@@ -61,6 +68,11 @@ class FeedPage(BaseModel):
         description="True when the page is empty: every eligible video was shown to the user "
         "within the seen window (`[feed] seen_window_days`); new uploads and events may refill "
         "it later."
+    )
+    experiment: Experiment | None = Field(
+        default=None,
+        description="Only when the user's home region runs an experiment: which one, and "
+        "the variant that ranked this page.",
     )
     removed: list[Removed] | None = Field(
         default=None, description="Only with `debug=true`: what each filter removed."

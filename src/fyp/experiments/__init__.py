@@ -1,0 +1,1 @@
+"""Online experiments (A/B tests) of the feed's ranking configuration."""
