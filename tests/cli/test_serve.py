@@ -133,10 +133,11 @@ def test_a_busy_port_is_one_line_before_anything_says_serving(tmp_path: Path) ->
     dep = tmp_path / "d"
     assert _fyp("init", str(dep), "--regions", "us").returncode == 0
     with socket.socket() as busy:
-        busy.bind(("127.0.0.1", 18504))
+        busy.bind(("127.0.0.1", 0))  # a port nothing else holds, then busy: ours
         busy.listen()
-        done = _fyp("serve", str(dep), "--port", "18504")
-    _one_line(done, 3, "cannot listen on 127.0.0.1:18504")
+        port = busy.getsockname()[1]
+        done = _fyp("serve", str(dep), "--port", str(port))
+    _one_line(done, 3, f"cannot listen on 127.0.0.1:{port}")
     assert "serving" not in done.stdout
 
 
