@@ -136,19 +136,22 @@ class ChildScheduler(ABC):
 
     def stop(self, grace_s: float = STOP_GRACE_S) -> None:
         """Stop the schedule and end a child still running: SIGTERM to its process
-        group, SIGKILL after ``grace_s``. Returns once the child is gone."""
+        group, SIGKILL after ``grace_s``. Returns once the child is gone and the
+        schedule's thread has let go of its lock (``run_child`` unlocks after the child)."""
         with self._child_lock:
             self._stop.set()
             child = self._child
-        if child is None or child.poll() is not None:
-            return
-        _signal_group(child, signal.SIGTERM)
-        try:
-            child.wait(grace_s)
-        except subprocess.TimeoutExpired:
-            log.warning("%s: child %d ignored SIGTERM: killed", self.name, child.pid)
-            _signal_group(child, signal.SIGKILL)
-            child.wait()
+        if child is not None and child.poll() is None:
+            _signal_group(child, signal.SIGTERM)
+            try:
+                child.wait(grace_s)
+            except subprocess.TimeoutExpired:
+                log.warning("%s: child %d ignored SIGTERM: killed", self.name, child.pid)
+                _signal_group(child, signal.SIGKILL)
+                child.wait()
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(grace_s)
 
     def _loop(self) -> None:
         while not self._stop.wait(self.interval_s):
