@@ -442,5 +442,10 @@ def test_a_carve_that_failed_after_loading_its_server_store_can_be_run_again(
             "region", "export", str(dep), US, "--to", str(tmp_path / "again"), "--store", url
         )
         assert code == 2 and "already holds data" in text  # a finished carve's store
+        # the finished cell moved elsewhere to run: the same carve again must not reload
+        # (replace) the store it runs on
+        out.rename(tmp_path / "moved-away")
+        code, text = cli("region", "export", str(dep), US, "--to", str(out), "--store", url)
+        assert code == 2 and "already holds data" in text
     finally:
         drop_schemas(prefix)

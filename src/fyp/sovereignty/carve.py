@@ -219,7 +219,8 @@ class Carver:
 
     def _failed_carve(self, store: Any) -> bool:
         """The store holds what this carve (this deployment, this target directory)
-        loaded on an earlier run that failed before the directory was put in place."""
+        loaded on an earlier run that failed before the directory was put in place (a
+        finished carve marks its store done: ``_check``)."""
         loaded_by = getattr(store, "restored_by", None)
         return (
             loaded_by is not None
@@ -265,8 +266,9 @@ class Carver:
     def _check(self, report: CarveReport) -> None:
         """Open the carved deployment on its own and read what it holds."""
         from fyp.access.keys import KeyStore
-        from fyp.audit.log import AuditLog
+        from fyp.audit.log import AuditLog, sql_store
         from fyp.regions.deployment import Deployment
+        from fyp.storage.postgres_snapshot import RESTORED_KEY
 
         with Deployment.open(self.out) as d:
             store = d.store(self.region)
@@ -289,6 +291,13 @@ class Carver:
                 self.region,
                 {"from": self.config.name, "revoked_keys": wider},
             )
+            if getattr(store, "restored_by", None) is not None:
+                # the carve is done: a rerun to the same directory, after the cell was
+                # moved elsewhere to run, must not reload (replace) the store it runs on
+                sql_store(store).execute(
+                    "UPDATE store_meta SET value = ? WHERE key = ?",
+                    (f"{self._load_label()}: done", RESTORED_KEY),
+                )
             verified = log.verify()
             report.users = store.count_users()
             report.events = store.count_events()
