@@ -87,27 +87,80 @@ def test_a_variant_is_ranked_with_its_weights_and_control_as_without_it(
     assert variant.pipeline._proposals is service.pipeline._proposals  # one cache
 
 
-def test_a_variant_user_is_ranked_live_not_from_the_stored_order(heads: Deployment) -> None:
-    """`fyp train` ranks control's pipeline ahead: it skips the variant's users, and
-    serving never uses an order stored before the experiment for them."""
+def ranked_live(
+    service: FeedService, users: list[str], monkeypatch: pytest.MonkeyPatch
+) -> set[str]:
+    """Which of ``users``' first pages ran the pipeline (the rest came from their stored
+    order ranked ahead)."""
+    ran: list[str] = []
+    real = FeedService._rank
+
+    def spy(self: FeedService, pipeline: Any, model: Any, state: Any, *rest: Any) -> Any:
+        ran.append(state.user_id)
+        return real(self, pipeline, model, state, *rest)
+
+    monkeypatch.setattr(FeedService, "_rank", spy)
+    for user in users:
+        service.feed(user, n=5, record=False)
+    monkeypatch.setattr(FeedService, "_rank", real)
+    return set(ran)
+
+
+def test_stored_orders_serve_the_users_whose_arm_they_were_ranked_for(
+    heads: Deployment, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An order ranked ahead before the experiment fits control's users only; after a
+    training run with it, every user's; after a share changes, the users whose arm did
+    not. The rest are ranked live, and `fyp train --if-changed` retrains."""
+    from fyp.experiments.arms import RANKED_FOR, region_record
+    from fyp.models.schedule import retrain_reason
+
     with_experiment(heads, {"share": 0.5, "objective_weights": INVERTED}, ["us"])
     arms = arms_of(heads)
     service = FeedService(heads)
     model = service.model("us")
-    stored = model.ahead
-    assert stored is not None and all(stored.get(u) is not None for u in arms["heads"])
+    assert RANKED_FOR not in model.manifest.lineage  # trained before the experiment
+    assert ranked_live(service, US_USERS, monkeypatch) == set(arms["heads"])
     user = arms["heads"][0]
-    page = service.feed(user, n=5, record=False)
-    order = stored.get(user)
-    assert order is not None
+    page = FeedService(heads).feed(user, n=5, record=False)
+    order = model.ahead.get(user) if model.ahead is not None else None
+    assert order is not None  # control's order: not what the variant ranks
     assert [i.video_id for i in page.items] != model.video_ids[order.items[:5]].tolist()
-    train_and_publish(
-        heads.store("us"), heads.config.region_dir("us"), augment=ranks_ahead(heads, "us")
-    )
-    retrained = FeedService(heads).model("us").ahead
-    assert retrained is not None
-    assert all(retrained.get(u) is None for u in arms["heads"])
-    assert all(retrained.get(u) is not None for u in arms[CONTROL])
+    store, region_dir = heads.store("us"), heads.config.region_dir("us")
+    record = region_record(heads.config, "us")
+    assert retrain_reason(store, region_dir, record) is not None  # the experiment started
+
+    pipelines: dict[str, Any] = {}
+    real_ahead = FeedService.rank_ahead
+
+    def spy(self: FeedService, model: Any, state: Any, *rest: Any) -> Any:
+        pipelines[state.user_id] = rest[3] if len(rest) > 3 else None
+        return real_ahead(self, model, state, *rest)
+
+    monkeypatch.setattr(FeedService, "rank_ahead", spy)
+    train_and_publish(store, region_dir, augment=ranks_ahead(heads, "us"))
+    monkeypatch.setattr(FeedService, "rank_ahead", real_ahead)
+    experiment = heads.config.experiments[0]
+    for ranked, pipeline in pipelines.items():  # each with their arm's pipeline
+        in_variant = variant_of(experiment, ranked) == "heads"
+        weights = getattr(pipeline.scorer, "objective_weights", None) if pipeline else None
+        assert (weights == INVERTED) == in_variant, ranked
+    assert set(arms["heads"]) <= set(pipelines)
+    assert retrain_reason(store, region_dir, record) is None
+    service = FeedService(heads)
+    assert service.model("us").manifest.lineage[RANKED_FOR] == record
+    assert ranked_live(service, US_USERS, monkeypatch) == set()  # each ranked for its arm
+    retrained = service.model("us")
+    stored = retrained.ahead.get(user) if retrained.ahead is not None else None
+    assert stored is not None  # ranked with the variant's weights: served as it is
+    served = FeedService(heads).feed(user, n=5, record=False)
+    assert [i.video_id for i in served.items] == retrained.video_ids[stored.items[:5]].tolist()
+
+    with_experiment(heads, {"share": 0.25, "objective_weights": INVERTED}, ["us"])
+    moved = set(arms["heads"]) - set(arms_of(heads)["heads"])  # variant then, control now
+    assert moved
+    assert ranked_live(FeedService(heads), US_USERS, monkeypatch) == moved
+    assert retrain_reason(store, region_dir, region_record(heads.config, "us")) is not None
 
 
 def test_read_your_writes_holds_for_a_variant_user(trained: Deployment) -> None:

@@ -122,11 +122,13 @@ def register(app: typer.Typer) -> None:
 
 def _changed(d: Deployment, regions: list[str]) -> list[str]:
     """The regions whose live model is behind their store, each said why."""
+    from fyp.experiments.arms import region_record
     from fyp.models.schedule import retrain_reason
 
     out = []
     for name in regions:
-        reason = retrain_reason(d.store(name), d.config.region_dir(name))
+        experiment = region_record(d.config, name)
+        reason = retrain_reason(d.store(name), d.config.region_dir(name), experiment)
         console.print(f"{name}: {reason or 'unchanged since the live model; not trained'}")
         if reason is not None:
             out.append(name)

@@ -1,11 +1,23 @@
 """How a feed request picks its variant: per region, the experiment running there and one
-pipeline per arm, built once when the feed service is."""
+pipeline per arm, built once when the feed service is.
+
+``fyp train`` ranks every user's order ahead with their arm's pipeline and records the
+experiment it ranked for in the manifest (``lineage.ranked_ahead_for``: name, salt and
+each variant's share and overrides). A stored order is served to a user only when the
+arm it was ranked with ranks the same way as the user's arm now (:func:`orders_fit`): an
+artifact trained before the experiment started, or before its shares or overrides
+changed, is still used for the users it fits (control users before a start), and the
+others' pages are ranked live until the next training, which ``fyp train --if-changed``
+runs for a changed experiment.
+"""
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+import json
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from fyp.config import DeploymentConfig, RankingConfig
 from fyp.experiments.assignment import pick, position
@@ -21,12 +33,47 @@ class Arm:
     experiment: str
     variant: str
     pipeline: FeedPipeline
-    # orders ``fyp train`` ranked ahead were ranked with control's pipeline: a variant
-    # user's pages are ranked live (then from this process's own orders, ranked with theirs)
-    stored_orders: bool
+    ranks_as: str  # what its pipeline ranks with (``ranking_key``): equal, same orders
 
     def to_dict(self) -> dict[str, str]:
         return {"name": self.experiment, "variant": self.variant}
+
+
+RANKED_FOR = "ranked_ahead_for"  # the manifest's lineage key: the experiment ranked for
+
+
+def ranking_key(variant: str, overrides: Mapping[str, Any] | None) -> str:
+    """What an arm ranks with: control's config, or a variant's overrides of it."""
+    if variant == CONTROL or overrides is None:
+        return CONTROL
+    return json.dumps({k: v for k, v in overrides.items() if k != "share"}, sort_keys=True)
+
+
+def experiment_record(experiment: Experiment) -> dict[str, Any]:
+    """What the manifest keeps of the experiment its orders were ranked for."""
+    return {
+        "name": experiment.name,
+        "salt": experiment.salt,
+        "variants": {v.name: v.to_dict() for v in experiment.variants},
+    }
+
+
+def region_record(config: DeploymentConfig, region: str) -> dict[str, Any] | None:
+    """The record of the experiment running in ``region`` (None: none runs there)."""
+    experiment = config.experiment_in(region)
+    return None if experiment is None else experiment_record(experiment)
+
+
+def orders_fit(recorded: Mapping[str, Any] | None, user_id: str, arm: Arm | None) -> bool:
+    """Whether an order ranked ahead for ``recorded`` (None: no experiment) ranks as the
+    user's arm now does."""
+    now = CONTROL if arm is None else arm.ranks_as
+    if recorded is None:
+        return now == CONTROL
+    variants: Mapping[str, Mapping[str, Any]] = recorded.get("variants", {})
+    shares = [(name, float(variants[name].get("share", 0))) for name in sorted(variants)]
+    then = pick(position(str(recorded.get("salt", "")), user_id), shares)
+    return ranking_key(then, variants.get(then)) == now
 
 
 class Arms:
@@ -54,12 +101,12 @@ def build_arms(
         return None
     regions: dict[str, tuple[Experiment, Shares, dict[str, Arm]]] = {}
     for experiment in config.experiments:
-        arms = {CONTROL: Arm(experiment.name, CONTROL, control, stored_orders=True)}
+        arms = {CONTROL: Arm(experiment.name, CONTROL, control, CONTROL)}
         for v in experiment.variants:
             rerank = control.rerank
             if v.exploration_share is not None:
                 rerank = dataclasses.replace(rerank, exploration_share=v.exploration_share)
             pipeline = control.variant(scorer_for(v.ranking(config.ranking)), rerank)
-            arms[v.name] = Arm(experiment.name, v.name, pipeline, stored_orders=False)
+            arms[v.name] = Arm(experiment.name, v.name, pipeline, ranking_key(v.name, v.to_dict()))
         regions.update(dict.fromkeys(experiment.regions, (experiment, experiment.shares, arms)))
     return Arms(regions)

@@ -161,8 +161,12 @@ def rank_region(
 ) -> dict[str, np.ndarray]:
     """Rank every user of ``region`` with the model in ``arrays`` (not yet live) through
     the feed pipeline, and return the ``ahead_*`` arrays to ship in its artifact."""
+    from fyp.experiments.arms import RANKED_FOR, region_record
     from fyp.feed.service import FeedService
 
+    record = region_record(deployment.config, region)
+    if record is not None:  # written with the manifest, after this
+        manifest.lineage[RANKED_FOR] = record
     length = deployment.config.feed.rank_ahead
     if length <= 0:
         return {}
@@ -176,12 +180,11 @@ def rank_region(
         marker = served_log.user_version(user.user_id)
         if marker is None:
             continue
-        arm = service.arm(user.user_id, region)
-        if arm is not None and not arm.stored_orders:
-            continue  # an experiment's variant: its user's pages are ranked live
+        arm = service.arm(user.user_id, region)  # an experiment's: ranked as the arm ranks
         state = service.state(user.user_id, model)
         rng = np.random.default_rng([n, len(state.seen)])
-        orders[user.user_id] = service.rank_ahead(model, state, marker, ranked_at, rng)
+        pipeline = None if arm is None else arm.pipeline
+        orders[user.user_id] = service.rank_ahead(model, state, marker, ranked_at, rng, pipeline)
     return to_arrays(orders)
 
 

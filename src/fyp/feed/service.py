@@ -17,12 +17,13 @@ import time
 import weakref
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from fyp.config import RankingConfig
 from fyp.errors import InvalidRequest, ModelError, ValidationFailed
+from fyp.experiments.arms import RANKED_FOR, Arm, build_arms, orders_fit
 from fyp.feed.ahead import AheadCache, next_rows
 from fyp.feed.candidates import Candidates
 from fyp.feed.filters import Available, Eligibility, EligibilityCheck
@@ -38,9 +39,6 @@ from fyp.moderation.snapshot import snapshot_for
 from fyp.regions.deployment import Deployment
 from fyp.storage.base import Store
 from fyp.storage.served_logs import ServedLog
-
-if TYPE_CHECKING:
-    from fyp.experiments.arms import Arm
 
 RECENT_EVENTS = 300
 MAX_PAGE = 100
@@ -168,8 +166,6 @@ class FeedService:
         self._universe: tuple[Sequence[str], RegionModel, np.ndarray] | None = None
         self._states = StateCache(max_users=states)
         self._ahead = AheadCache(max_users=proposals)  # orders share the proposals' arrays
-        from fyp.experiments.arms import build_arms
-
         # [experiments]: a pipeline per variant, sharing the proposal cache; None without
         self._arms = build_arms(deployment.config, self.pipeline, scorer_for)
         _drop_on_erasure(self._states, self._ahead, self.pipeline)
@@ -353,12 +349,16 @@ class FeedService:
         marker: tuple[int, ...],
         ranked_at_ms: int,
         rng: np.random.Generator,
+        pipeline: FeedPipeline | None = None,
         page: int = DEFAULT_PAGE,
     ) -> RankedAhead:
-        """Run the pipeline for ``[feed] rank_ahead`` videos (exploration slots placed
-        per ``page``) and keep the order: the next pages come from it while the user's
-        profile and events stay as they are in ``marker``."""
-        ranked = self._rank_long(self.pipeline, model, state, rng, page, self.ahead_length)
+        """Run the pipeline (``pipeline``: an experiment arm's, else the service's) for
+        ``[feed] rank_ahead`` videos (exploration slots placed per ``page``) and keep the
+        order: the next pages come from it while the user's profile and events stay as
+        they are in ``marker``."""
+        ranked = self._rank_long(
+            pipeline or self.pipeline, model, state, rng, page, self.ahead_length
+        )
         return _as_order(ranked, marker, ranked_at_ms, state.age)
 
     def arm(self, user_id: str, region: str) -> Arm | None:
@@ -412,7 +412,8 @@ class FeedService:
         fresh: RankedAhead | None = None
         rows = _NONE
         if use_orders and marker is not None:
-            stored = arm is None or arm.stored_orders
+            ranked_for = model.manifest.lineage.get(RANKED_FOR)  # an experiment's, if any
+            stored = (ranked_for is None and arm is None) or orders_fit(ranked_for, user_id, arm)
             fresh, rows = self._from_order(user_id, model, served_log, marker, n, stored)
         removed, state = RemovedLog(), None
         if fresh is not None and len(rows) >= n:

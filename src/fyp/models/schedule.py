@@ -10,7 +10,9 @@ model: its events (count and newest seq, against the manifest's snapshot) or its
 catalogue (the head of the catalogue change feed, recorded in the manifest's lineage
 as ``catalog_seq``); and any region whose live model cannot be used as it is: no
 model, a manifest that does not read, or arrays that are not the bytes the manifest's
-sha256 names (or, for a manifest older than that hash, that do not load). ``fyp serve``
+sha256 names (or, for a manifest older than that hash, that do not load); and any
+region whose experiment is not the one its live model ranked orders ahead for
+(``fyp.experiments.arms``). ``fyp serve``
 runs that every ``[training] every_minutes`` in a child process
 (:class:`TrainingScheduler`), one region at a time at a lower CPU priority, and switches
 to what it publishes as it does to any new version. The run holds the deployment's
@@ -19,18 +21,26 @@ to what it publishes as it does to any new version. The run holds the deployment
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from fyp.config import DeploymentConfig
 from fyp.errors import ModelError
+from fyp.experiments.arms import RANKED_FOR
 from fyp.models.artifacts import artifact_problem, current_version, read_manifest
 from fyp.models.training import catalogue_mark
 from fyp.regions.background import ChildScheduler, schedule_lock
 from fyp.storage import Store
 
 
-def retrain_reason(store: Store, region_dir: Path) -> str | None:
-    """Why the region's live model is behind its store, or None if it is not."""
+def retrain_reason(
+    store: Store, region_dir: Path, experiment: Mapping[str, Any] | None = None
+) -> str | None:
+    """Why the region's live model is behind its store, or None if it is not.
+    ``experiment``: the record of the experiment running in the region now
+    (``fyp.experiments.arms.region_record``): orders ranked for another one are served
+    only to the users they still fit, so a changed experiment is a reason too."""
     version = current_version(region_dir)
     if version is None:
         return "no model yet"
@@ -51,6 +61,8 @@ def retrain_reason(store: Store, region_dir: Path) -> str | None:
     mark = catalogue_mark(store)
     if mark is not None and manifest.lineage.get("catalog_seq") != mark:
         return f"the catalogue changed since version {version}"
+    if manifest.lineage.get(RANKED_FOR) != experiment:
+        return f"the experiment running in the region changed since version {version}"
     return None
 
 
