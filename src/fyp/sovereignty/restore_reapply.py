@@ -126,10 +126,10 @@ def lost_arrivals(
     if not arrived:
         return []
     ledger = ErasureLedger(deployment.config, region)  # names users as the audit log does
-    gone = {e.subject for e in ledger.entries()}
+    accounted = {e.subject for e in ledger.entries()}  # left again: erased or moved on
     users = sql_store(deployment.store(region)).query("SELECT user_id FROM users")
-    present = {ledger.subject(str(user_id)) for (user_id,) in users}
-    return sorted(move for subject, move in arrived.items() if subject not in present | gone)
+    accounted.update(ledger.subject(str(user_id)) for (user_id,) in users)  # restored
+    return sorted(move for subject, move in arrived.items() if subject not in accounted)
 
 
 def restore_entry(log: AuditLog, pending: Pending) -> AuditEntry | None:
