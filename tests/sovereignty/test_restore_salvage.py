@@ -287,3 +287,28 @@ def test_entries_under_a_damaged_root_page_are_read_from_the_leaf_pages(dep: Pat
     # what the backup holds was recognised, not carried again: only the takedown since
     assert [e.actor for e in carried if e.action == "verdict"] == ["tslead"]
     assert len(carried) < entries
+
+
+def test_a_dry_run_over_a_damaged_store_says_so_and_what_only_it_holds(dep: Path) -> None:
+    from fyp.catalog.models import UserIn
+    from fyp.catalog.service import Catalog
+
+    config = load_config(dep)
+    backup_then_takedown(dep)
+    with Deployment.open(dep) as d:
+        Catalog(d).create_user(UserIn(user_id="late", home_region="us"))
+    live = store_file(config, "us")
+    first, *_ = leaf_pages(live, "audit_log")
+    smash(live, [first])
+    untouched = live.read_bytes()
+    code, out = cli("restore", str(dep), "--region", "us", "--dry-run", "--json")
+    assert code == 0, out
+    preview = json.loads(out)
+    assert preview["replaced_store_damage"]  # SQLite's own complaint
+    assert preview["dropped_since_backup"] == {"users": 1, "events": 0, "videos": 0}
+    assert live.read_bytes() == untouched and not (dep / "regions" / "us" / ".quarantine").exists()
+    code, out = cli("restore", str(dep), "--region", "us", "--json")
+    assert code == 1
+    (warning,) = json.loads(out)["warnings"]
+    assert warning.startswith("1 user, 0 events, 0 videos added since the backup")
+    assert "only in the damaged store kept aside" in warning

@@ -16,6 +16,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 from postgres_server import SERVER, deployments_on_postgres, drop_schemas, schema_url
@@ -29,6 +30,7 @@ import sovereignty.test_backup as _backup  # noqa: E402
 import sovereignty.test_backup_recovery as _recovery  # noqa: E402
 import sovereignty.test_carve as _carve  # noqa: E402
 import sovereignty.test_residency as _residency  # noqa: E402
+import sovereignty.test_restore_preview as _preview  # noqa: E402
 from fyp.audit.log import AuditLog, sql_store  # noqa: E402
 from fyp.catalog.models import UserIn, VideoIn  # noqa: E402
 from fyp.catalog.service import Catalog  # noqa: E402
@@ -52,7 +54,7 @@ SQLITE_ONLY = {  # what these check is a SQLite file's: ported below where it ma
     "test_sealed_streams_round_trip_and_any_changed_byte_fails",  # no store involved
     "test_sealed_streams_refuse_cuts_reorders_and_other_contexts",
 }
-for _module in (_backup, _recovery, _carve):
+for _module in (_backup, _recovery, _carve, _preview):
     globals().update(
         {k: v for k, v in vars(_module).items() if k.startswith("test_") and k not in SQLITE_ONLY}
     )
@@ -87,6 +89,11 @@ def rows(root: Path, region: str) -> dict[str, list[str]]:
     """Every row of every table of the region's store on the server."""
     with Deployment.open(root) as d:
         return store_rows(d.store(region))
+
+
+def _log_entries(root: Path) -> list[Any]:
+    with Deployment.open(root) as d:
+        return list(AuditLog(d.store(US)).entries())
 
 
 def store_rows(store: object) -> dict[str, list[str]]:
@@ -129,7 +136,13 @@ def test_a_restore_puts_back_exactly_what_the_backup_holds(dep: Path) -> None:
     change_everything(dep)
     assert rows(dep, US) != before
     report = Restorer(config, US).run()
-    assert report.reerased == [] and report.warnings == []
+    # what change_everything added has no record outside the store: said, and counted
+    (warning,) = report.warnings
+    assert warning.startswith("1 user, 5 events, 1 video added since the backup")
+    assert "overwritten, so they are gone" in warning
+    assert report.reerased == []
+    (entry,) = [e for e in _log_entries(dep) if e.action == "restore"]
+    assert entry.details["dropped_since_backup"] == {"users": 1, "events": 5, "videos": 1}
     after = rows(dep, US)
     log_before, log_after = before.pop("audit_log"), after.pop("audit_log")
     before.pop("audit_head"), after.pop("audit_head")

@@ -14,6 +14,7 @@ from fyp.cli.app import console
 
 if TYPE_CHECKING:
     from fyp.sovereignty.restore import RestoreReport
+    from fyp.sovereignty.restore_preview import RestorePreview
 
 DirArg = typer.Argument(..., help="Deployment directory (holds fyp.toml).")
 EXIT_PROBLEM = 1
@@ -105,17 +106,31 @@ def register(app: typer.Typer) -> None:
         source: str | None = typer.Option(
             None, "--from", help="file:// location to read from (default: the region's targets)."
         ),
+        dry_run: bool = typer.Option(
+            False,
+            "--dry-run",
+            help="Verify the backup and say what a restore would drop; change nothing.",
+        ),
         as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
     ) -> None:
         """Verify and restore a region's backup, then re-erase users erased since.
 
         Stop the server first: a store open in another process is refused. A damaged
         store is moved aside, never deleted; exit 1 when something made since the backup
-        could not be put back (each warning says what, and what to do)."""
+        could not be put back (each warning says what, and what to do). --dry-run counts
+        what would be dropped (the server may keep running)."""
         from fyp.config import load_config
         from fyp.sovereignty.restore import Restorer
 
-        report = Restorer(load_config(directory), region).run(backup_id, source)
+        restorer = Restorer(load_config(directory), region)
+        if dry_run:
+            preview = restorer.preview(backup_id, source)
+            if as_json:
+                typer.echo(json.dumps(preview.to_dict(), indent=2))
+            else:
+                _print_preview(preview)
+            return
+        report = restorer.run(backup_id, source)
         if as_json:
             typer.echo(json.dumps(report.to_dict(), indent=2))
         else:
@@ -234,6 +249,44 @@ def _print_restore(report: RestoreReport) -> None:
         console.print(f"  note: {note}", markup=False, soft_wrap=True)
     for warning in report.warnings:
         console.print(f"[bold red]WARNING[/]: {escape(warning)}", soft_wrap=True)
+
+
+def _print_preview(p: RestorePreview) -> None:
+    console.print(
+        f"region [bold]{p.region}[/]: dry run of restoring backup [bold]{p.backup_id}[/] "
+        f"(taken {p.backup_created_at}); nothing was changed"
+    )
+    console.print(
+        f"  {p.verified_parts} parts verified; its store: {p.store['users']:,} users, "
+        f"{p.store['events']:,} events"
+    )
+    if p.replaced_store_damage is None:
+        console.print("  the store it would replace is healthy: it would be overwritten")
+    else:
+        console.print(
+            f"  the store it would replace is damaged ({escape(p.replaced_store_damage)}): "
+            "it would be moved aside, not deleted"
+        )
+    from fyp.sovereignty.restore_preview import plural
+
+    dropped = p.dropped_since_backup
+    console.print(
+        "  added since the backup, not in it: "
+        + (
+            "[bold red]cannot be counted[/]"
+            if dropped is None
+            else ", ".join(plural(n, kind) for kind, n in dropped.items())
+        )
+    )
+    carry = p.audit_entries_to_carry
+    console.print(
+        "  audit entries to carry over: "
+        + ("[bold red]unreadable[/]" if carry is None else f"{carry:,}")
+    )
+    console.print(
+        f"  users of the backup erased or moved away since (removed again): at most "
+        f"{p.users_to_remove_again:,}"
+    )
 
 
 def _print_damaged(damaged: list[Any], what: str) -> None:

@@ -55,13 +55,14 @@ from typing import Any
 from fyp.audit.log import now_ms
 from fyp.config import DeploymentConfig
 from fyp.durable import fsync_path
-from fyp.errors import FypError, StorageError, StoreInUse
+from fyp.errors import Conflict, FypError, StorageError, StoreInUse
 from fyp.regions.deployment import Deployment
 from fyp.sovereignty import restore_server
 from fyp.sovereignty.backup import FILES_PREFIX, STORE_PART, find_backup, unpack_backup
 from fyp.sovereignty.quarantine import move_aside, new_quarantine
 from fyp.sovereignty.region_data import (
     NOT_BACKED_UP,
+    open_server_store,
     region_data_files,
     server_url,
     store_companions,
@@ -72,6 +73,12 @@ from fyp.sovereignty.restore_marker import (
     read_pending,
     remove_pending,
     write_pending,
+)
+from fyp.sovereignty.restore_preview import (
+    RestorePreview,
+    count_dropped,
+    removed_again,
+    to_carry_count,
 )
 from fyp.sovereignty.restore_reapply import reapply, restore_warnings
 from fyp.sovereignty.salvage import Assessment, assess, reassess
@@ -211,6 +218,10 @@ class Restorer:
                 t_verified = time.perf_counter()
                 with _claimed(self.config, self.region) as server:  # held till swapped
                     found = self._replaced(unpacked / STORE_PART, earlier, server, name)
+                    if earlier is None:  # (an unfinished restore's marker has its count)
+                        found.since_backup = count_dropped(
+                            self.config, self.region, unpacked / STORE_PART, server
+                        )
                     started = now_ms()
                     pending = Pending(
                         backup.backup_id,
@@ -272,6 +283,48 @@ class Restorer:
                 "reapply_erasures": round(t_done - t_swapped, 3),
                 "total": round(t_done - t0, 3),
             },
+        )
+
+    def preview(self, backup_id: str = "latest", source: str | None = None) -> RestorePreview:
+        """What :meth:`run` would do with the backup, found without changing anything:
+        the backup is verified and unpacked into a staging directory (removed after) and
+        the store it would replace is read, not claimed (the server may keep running)."""
+        backup = find_backup(self.config, self.region, backup_id, source)
+        region_dir = self.config.region_dir(self.region)
+        with _restore_lock(region_dir):
+            remove_stale(region_dir)
+            if (region_dir / PENDING_RESTORE).exists():
+                raise Conflict(
+                    f"region {self.region!r} has an unfinished restore: run `fyp restore` "
+                    "again (or open the deployment) to finish it first"
+                )
+            name = f"{STAGING}{backup.backup_id}-{secrets.token_hex(3)}"
+            with Staging(region_dir / name) as staging:
+                unpacked = staging.path / UNPACKED
+                unpack_backup(self.config, self.region, backup, unpacked)
+                restored = unpacked / STORE_PART
+                server = None
+                if server_url(self.config, self.region) is not None:
+                    server = open_server_store(self.config, self.region)
+                try:
+                    found = self._replaced(restored, None, server, name)
+                    dropped = count_dropped(self.config, self.region, restored, server)
+                finally:
+                    if server is not None:
+                        server.close()
+                to_carry = to_carry_count(found.history, restored)
+                to_remove = removed_again(self.config, restored)
+        m = backup.manifest
+        return RestorePreview(
+            region=self.region,
+            backup_id=backup.backup_id,
+            backup_created_at=str(m["created_at"]),
+            verified_parts=len(m["parts"]),
+            store=dict(m["store"]),
+            replaced_store_damage=found.damage,
+            dropped_since_backup=dropped,
+            audit_entries_to_carry=to_carry,
+            users_to_remove_again=to_remove,
         )
 
     def _replaced(

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 from fyp.config import DeploymentConfig
 from fyp.sovereignty.quarantine import why
 from fyp.sovereignty.restore_marker import Pending, remove_pending
+from fyp.sovereignty.restore_preview import KINDS, plural
 from fyp.sovereignty.salvage import Assessment
 
 if TYPE_CHECKING:
@@ -98,6 +99,8 @@ def reapply(deployment: Deployment, region: str, pending: Pending, late: bool = 
                 details["replaced_store"] = done.replaced
             if done.lost_arrivals:
                 details["lost_arrivals"] = [m for m, _ in done.lost_arrivals]
+            if found.since_backup is None or any(found.since_backup.values()):
+                details["dropped_since_backup"] = found.since_backup or "uncounted"
             if not found.confirmed:
                 details["moderation_since_backup"] = "unconfirmed"
                 details["held_for_recheck"] = done.held
@@ -186,6 +189,7 @@ def restore_warnings(
             f"your own records, then run `fyp moderate {config.root} --region {region}` to "
             "judge them again"
         )
+    out.extend(_dropped(found, since, len(done.lost_arrivals)))
     for move_id, source in done.lost_arrivals:
         out.append(
             f"a user moved into {region} from {source} {since} (move {move_id}) is not in "
@@ -195,6 +199,31 @@ def restore_warnings(
             "the restored log) and the move's receipt name them"
         )
     return out
+
+
+def _dropped(found: Assessment, since: str, arrivals: int) -> list[str]:
+    """What the replaced store held that the backup lacks, had no record outside it, and
+    is not in the restored region (:mod:`fyp.sovereignty.restore_preview`)."""
+    counts = found.since_backup
+    if counts is None:  # a damaged store's tables: the quarantine note says where it is
+        if found.damage is not None:
+            return []
+        return [
+            f"the users, events and videos added {since} could not be counted (the replaced "
+            "store could not be read) and are not in the restored store"
+        ]
+    if not any(counts.values()):
+        return []
+    what = ", ".join(plural(counts.get(kind, 0), kind) for kind in KINDS)
+    moved = f" ({arrivals} of the users moved in: see below)" if arrivals else ""
+    where = (
+        "they are only in the damaged store kept aside (see the note)"
+        if found.damage is not None
+        else "the replaced store was healthy and is overwritten, so they are gone: sign-ups, "
+        "events and uploads have no record outside the store to put them back from "
+        "(`fyp restore --dry-run` counts them before a restore)"
+    )
+    return [f"{what}{moved} added {since} are not in the backup: {where}"]
 
 
 def carry_audit_history(log: AuditLog, history: list[Sequence[Any]]) -> list[Record]:

@@ -63,6 +63,9 @@ class Assessment:
     audit_lost: int | None = 0
     moderation: str = COMPLETE
     decisions: list[Decision] = field(default_factory=list)
+    # users, events and videos it holds that the backup does not (None: unreadable;
+    # :func:`fyp.sovereignty.restore_preview.dropped_since`)
+    since_backup: dict[str, int] | None = field(default_factory=dict)
 
     @property
     def confirmed(self) -> bool:
@@ -79,6 +82,7 @@ class Assessment:
             "audit_lost": self.audit_lost,
             "moderation": self.moderation,
             "decisions": self.decisions,
+            "since_backup": self.since_backup,
         }
 
     @classmethod
@@ -95,6 +99,7 @@ class Assessment:
             audit_lost=raw.get("audit_lost"),
             moderation=str(raw.get("moderation", UNREADABLE)),
             decisions=[list(d) for d in raw.get("decisions", [])],
+            since_backup=raw.get("since_backup", {}),
         )
 
 
