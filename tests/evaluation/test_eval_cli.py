@@ -65,10 +65,12 @@ def check_schema(results: dict[str, Any], protocol: str, interactive: bool) -> N
         "offline",
         "interactive",
         "interactive_ablations",
+        "uncertainty",
         "seconds",
         "machine",
         "config",
     }
+    check_uncertainty(results, interactive)
     assert results["protocol"] == protocol
     assert list(results["offline"]) == METHODS
     for metrics in results["offline"].values():
@@ -88,6 +90,36 @@ def check_schema(results: dict[str, Any], protocol: str, interactive: bool) -> N
     assert {"seed", "regions", "users"} <= set(results["config"])
     assert {"import", "train", "offline", "total"} <= set(results["seconds"])
     assert {"cpu", "cores", "python"} <= set(results["machine"])
+
+
+def check_uncertainty(results: dict[str, Any], interactive: bool) -> None:
+    """Every figure that is a mean over users has an interval around the very figure
+    results.json reports, and fyp is compared with every peer on each of them."""
+    u = results["uncertainty"]
+    assert "bootstrap" in u["method"]
+    kinds = [("offline", results["offline"])]
+    if interactive:
+        kinds.append(
+            ("interactive", {**results["interactive"], **results["interactive_ablations"]})
+        )
+    else:
+        assert u["interactive"] == {"intervals": {}, "fyp_vs": {}}
+    for kind, reported in kinds:
+        intervals, versus = u[kind]["intervals"], u[kind]["fyp_vs"]
+        assert set(intervals) == set(reported)
+        assert set(versus) == set(reported) - {"fyp"}
+        for method, figures in intervals.items():
+            assert "coverage@10" not in figures and "top_category_share" not in figures
+            for name, f in figures.items():
+                assert f["mean"] == pytest.approx(reported[method][name], abs=1e-4)
+                low, high = f["ci95"]
+                assert low - 1e-4 <= f["mean"] <= high + 1e-4
+        for peer, figures in versus.items():
+            assert set(figures) == set(intervals["fyp"])
+            for name, f in figures.items():
+                diff = intervals["fyp"][name]["mean"] - intervals[peer][name]["mean"]
+                assert f["diff"] == pytest.approx(diff, abs=2e-4)
+                assert f["p"] is None or 0.0 <= f["p"] <= 1.0
 
 
 def test_eval_kuairec_ear_on_a_sample_cut(tmp_path: Path) -> None:

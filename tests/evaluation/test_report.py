@@ -87,3 +87,22 @@ def test_report_without_interactive_has_only_the_offline_figure() -> None:
 
 def test_sparse_positions_are_not_plotted() -> None:
     assert min_sessions(10) == 5 and min_sessions(1411) == 14
+
+
+def test_the_report_shows_intervals_and_fyp_against_each_peer() -> None:
+    from fyp.evaluation.uncertainty import figures
+
+    results, details = fake_results()
+    per_user = {
+        m: {"ndcg@10": [0.1 * (n + 1) + 0.01 * k for k in range(-2, 3)]}
+        for n, m in enumerate(METHODS)
+    }
+    results["uncertainty"] = {"offline": figures(per_user, seed=0), "interactive": {}}
+    page = render_html(results, details)
+    fyp = results["uncertainty"]["offline"]["intervals"]["fyp"]["ndcg@10"]
+    low, high = fyp["ci95"]
+    assert f"0.1000 [{low:.4f}, {high:.4f}]" in page
+    versus = results["uncertainty"]["offline"]["fyp_vs"]["popular"]["ndcg@10"]
+    assert versus["diff"] == -0.2 and "fyp − popular" in page
+    assert f"{versus['diff']:+.4f} [" in page and "p=" in page
+    assert len(images(page)) == 3  # the offline figure drew its error bars

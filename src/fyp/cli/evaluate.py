@@ -65,7 +65,33 @@ def results_tables(results: dict[str, Any]) -> list[Table]:
         for method, values in ablations.items():
             t.add_row(method, *(f"{values[c]:.4f}" for c in INTERACTIVE_ORDER))
         tables.append(t)
+    versus = _versus(results.get("uncertainty", {}))
+    if versus:
+        t = Table("fyp against", *versus[0][1], title="fyp - peer per user: mean [95 % interval] p")
+        for peer, cells in versus:
+            t.add_row(peer, *cells.values())
+        tables.append(t)
     return tables
+
+
+HEADLINE = (("offline", "ndcg@10"), ("interactive", "reward"))
+
+
+def _versus(uncertainty: dict[str, Any]) -> list[tuple[str, dict[str, str]]]:
+    """The headline figures' paired differences, one row per peer."""
+    from fyp.evaluation.uncertainty import p_text
+
+    rows: dict[str, dict[str, str]] = {}
+    for kind, figure in HEADLINE:
+        for peer, figures in uncertainty.get(kind, {}).get("fyp_vs", {}).items():
+            f = figures.get(figure)
+            if f is not None:
+                low, high = f["ci95"]
+                p = "" if f["p"] is None else f" p={p_text(f['p'])}"
+                cell = f"{f['diff']:+.4f} [{low:+.4f}, {high:+.4f}]{p}"
+                rows.setdefault(peer, {})[f"{kind} {figure}"] = cell
+    columns = [f"{k} {f}" for k, f in HEADLINE]
+    return [(peer, {c: cells.get(c, "-") for c in columns}) for peer, cells in rows.items()]
 
 
 def _run(

@@ -35,7 +35,9 @@ from fyp.evaluation.metrics import ndcg_at_k, summarise
 from fyp.evaluation.offline import (
     Log,
     Protocol,
+    Scored,
     build_protocol,
+    per_user,
     rank_engine,
     rank_peer,
     score_lists,
@@ -114,15 +116,25 @@ def prepare_official(
 
 def graded_ndcg(lists: dict[str, list[str]], gains: dict[str, dict[str, float]], k: int) -> float:
     """Mean NDCG@k over the ranked users, gains = min(watch_ratio, 5) of their pairs."""
-    return summarise([ndcg_at_k(ranked, gains.get(u, {}), k) for u, ranked in lists.items()])
+    return summarise(graded_per_user(lists, gains, k))
+
+
+def graded_per_user(
+    lists: dict[str, list[str]], gains: dict[str, dict[str, float]], k: int
+) -> list[float]:
+    return [ndcg_at_k(ranked, gains.get(u, {}), k) for u, ranked in lists.items()]
 
 
 def score_official(
     lists: dict[str, list[str]], protocol: Protocol, gains: dict[str, dict[str, float]]
 ) -> dict[str, float]:
-    metrics = score_lists(lists, protocol)
-    metrics[GRADED] = round(graded_ndcg(lists, gains, 10), 4)
-    return metrics
+    return score_lists(lists, protocol, {**per_user(lists, protocol), **_graded(lists, gains)})
+
+
+def _graded(
+    lists: dict[str, list[str]], gains: dict[str, dict[str, float]]
+) -> dict[str, list[float]]:
+    return {GRADED: graded_per_user(lists, gains, 10)}
 
 
 def run_official_offline(
@@ -132,22 +144,17 @@ def run_official_offline(
     methods: Sequence[str] | None = None,
     log: Log = print,
 ) -> dict[str, Any]:
-    """Rank with the engine and each peer; metrics per method plus timings (as
-    :func:`fyp.evaluation.offline.run_offline` returns them)."""
-    results: dict[str, dict[str, float]] = {}
-    timings: dict[str, float] = {}
+    """Rank with the engine and each peer; metrics per method, per-user values and
+    timings (as :func:`fyp.evaluation.offline.run_offline` returns them)."""
+    out = Scored(extra=lambda lists: _graded(lists, gains))
     if methods is None or "fyp" in methods:
         started = time.perf_counter()
         with serving_threads(True):  # one BLAS thread, as fyp serve runs the feed
             lists = rank_engine(protocol, FeedService(protocol.deployment), seed)
-        results["fyp"] = score_official(lists, protocol, gains)
-        timings["fyp"] = round(time.perf_counter() - started, 2)
-        log(f"fyp: {results['fyp']}")
+        out.add("fyp", lists, protocol, started, log)
     for name, factory in PEERS.items():
         if methods is not None and name not in methods:
             continue
         started = time.perf_counter()
-        results[name] = score_official(rank_peer(protocol, factory, seed), protocol, gains)
-        timings[name] = round(time.perf_counter() - started, 2)
-        log(f"{name}: {results[name]}")
-    return {"metrics": results, "seconds": timings}
+        out.add(name, rank_peer(protocol, factory, seed), protocol, started, log)
+    return out.to_dict()

@@ -127,27 +127,38 @@ def prepare(deployment: Deployment, log: Log = print) -> Protocol:
     return build_protocol(deployment, read_test, log)
 
 
-def score_lists(lists: dict[str, list[str]], protocol: Protocol) -> dict[str, float]:
-    """Every offline metric over the ranked top-50 lists of the test users."""
+PER_USER = ("ndcg@10", "recall@10", "recall@50", "recall@50_of_all", "diversity@10", "novelty@10")
+"""The offline figures that are a mean over users (each has a value per user)."""
+
+
+def per_user(lists: dict[str, list[str]], protocol: Protocol) -> dict[str, list[float]]:
+    """Each per-user figure (``PER_USER``) of every ranked top-50 list, in ``lists``'
+    order (the users' order is the same for every method: :func:`rank_engine`)."""
     truth = {u: rel for r in protocol.regions for u, rel in r.test.items()}
-    ndcg, r10, r50, r50_all, ild, nov = [], [], [], [], [], []
+    out: dict[str, list[float]] = {k: [] for k in PER_USER}
     for user, ranked in lists.items():
         relevant = truth[user]
-        gains = dict.fromkeys(relevant, 1.0)
-        ndcg.append(ndcg_at_k(ranked, gains, 10))
-        r10.append(recall_at_k(ranked, relevant, 10))
-        r50.append(recall_at_k(ranked, relevant, 50))
-        r50_all.append(recall_at_k(ranked, relevant, 50, of_all=True))
-        ild.append(intra_list_diversity(ranked, protocol.category, 10))
-        nov.append(novelty(ranked, protocol.train_counts, protocol.n_train_users, 10))
+        out["ndcg@10"].append(ndcg_at_k(ranked, dict.fromkeys(relevant, 1.0), 10))
+        out["recall@10"].append(recall_at_k(ranked, relevant, 10))
+        out["recall@50"].append(recall_at_k(ranked, relevant, 50))
+        out["recall@50_of_all"].append(recall_at_k(ranked, relevant, 50, of_all=True))
+        out["diversity@10"].append(intra_list_diversity(ranked, protocol.category, 10))
+        out["novelty@10"].append(novelty(ranked, protocol.train_counts, protocol.n_train_users, 10))
+    return out
+
+
+def score_lists(
+    lists: dict[str, list[str]], protocol: Protocol, values: dict[str, list[float]] | None = None
+) -> dict[str, float]:
+    """Every offline metric over the ranked top-50 lists of the test users (``values``:
+    their :func:`per_user` figures, if already computed)."""
+    values = per_user(lists, protocol) if values is None else values
+    mean = {k: round(summarise(v), 4) for k, v in values.items()}
     return {
-        "ndcg@10": round(summarise(ndcg), 4),
-        "recall@10": round(summarise(r10), 4),
-        "recall@50": round(summarise(r50), 4),
-        "recall@50_of_all": round(summarise(r50_all), 4),
+        **{k: mean[k] for k in PER_USER[:4]},
         "coverage@10": round(coverage(list(lists.values()), len(protocol.universe), 10), 4),
-        "diversity@10": round(summarise(ild), 4),
-        "novelty@10": round(summarise(nov), 4),
+        **{k: mean[k] for k in PER_USER[4:]},
+        **{k: v for k, v in mean.items() if k not in PER_USER},
         "users": len(lists),
     }
 
@@ -198,20 +209,47 @@ def train_engine(deployment: Deployment, seed: int = 0) -> dict[str, float]:
 def run_offline(
     protocol: Protocol, seed: int = 0, methods: list[str] | None = None, log: Log = print
 ) -> dict[str, Any]:
-    """Rank with the engine and each peer; return metrics per method plus timings."""
-    results: dict[str, dict[str, float]] = {}
-    timings: dict[str, float] = {}
+    """Rank with the engine and each peer; return metrics per method, their per-user
+    values (``per_user``, for :mod:`fyp.evaluation.uncertainty`) and timings."""
+    out = Scored()
     started = time.perf_counter()
     service = FeedService(protocol.deployment)
     if methods is None or "fyp" in methods:
-        results["fyp"] = score_lists(rank_engine(protocol, service, seed), protocol)
-        timings["fyp"] = round(time.perf_counter() - started, 2)
-        log(f"fyp: {results['fyp']}")
+        out.add("fyp", rank_engine(protocol, service, seed), protocol, started, log)
     for name, factory in PEERS.items():
         if methods is not None and name not in methods:
             continue
         started = time.perf_counter()
-        results[name] = score_lists(rank_peer(protocol, factory, seed), protocol)
-        timings[name] = round(time.perf_counter() - started, 2)
-        log(f"{name}: {results[name]}")
-    return {"metrics": results, "seconds": timings}
+        out.add(name, rank_peer(protocol, factory, seed), protocol, started, log)
+    return out.to_dict()
+
+
+class Scored:
+    """Metrics, per-user values and timings of the methods an offline run ranked."""
+
+    def __init__(
+        self, extra: Callable[[dict[str, list[str]]], dict[str, list[float]]] | None = None
+    ) -> None:
+        self.extra = extra  # more per-user figures (the official protocol's graded NDCG)
+        self.metrics: dict[str, dict[str, float]] = {}
+        self.per_user: dict[str, dict[str, list[float]]] = {}
+        self.seconds: dict[str, float] = {}
+
+    def add(
+        self,
+        method: str,
+        lists: dict[str, list[str]],
+        protocol: Protocol,
+        started: float,
+        log: Log,
+    ) -> None:
+        values = per_user(lists, protocol)
+        if self.extra is not None:
+            values.update(self.extra(lists))
+        self.metrics[method] = score_lists(lists, protocol, values)
+        self.per_user[method] = values
+        self.seconds[method] = round(time.perf_counter() - started, 2)
+        log(f"{method}: {self.metrics[method]}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"metrics": self.metrics, "per_user": self.per_user, "seconds": self.seconds}

@@ -67,8 +67,12 @@ def _png(fig: Any) -> str:
     return base64.b64encode(buf.getvalue()).decode("ascii")
 
 
-def offline_figure(offline: Mapping[str, Mapping[str, Any]]) -> str:
-    """One bar chart per offline metric, one bar per method."""
+def offline_figure(
+    offline: Mapping[str, Mapping[str, Any]],
+    intervals: Mapping[str, Mapping[str, Any]] | None = None,
+) -> str:
+    """One bar chart per offline metric, one bar per method (with its 95 % interval
+    where ``intervals`` has one)."""
     from matplotlib.figure import Figure
 
     methods = list(offline)
@@ -79,7 +83,14 @@ def offline_figure(offline: Mapping[str, Mapping[str, Any]]) -> str:
     for n, metric in enumerate(metrics):
         ax = fig.add_subplot(rows, cols, n + 1)
         values = [float(offline[m].get(metric, 0.0)) for m in methods]
-        bars = ax.bar(methods, values, color=[_colour(m, i) for i, m in enumerate(methods)])
+        errors = _errors(values, [(intervals or {}).get(m, {}).get(metric) for m in methods])
+        bars = ax.bar(
+            methods,
+            values,
+            color=[_colour(m, i) for i, m in enumerate(methods)],
+            yerr=errors,
+            error_kw={"elinewidth": 0.8, "capsize": 2},
+        )
         ax.bar_label(bars, fmt="%.3f", fontsize=7)
         ax.set_title(metric, fontsize=10)
         ax.tick_params(axis="x", labelrotation=45, labelsize=8)
@@ -88,6 +99,50 @@ def offline_figure(offline: Mapping[str, Mapping[str, Any]]) -> str:
     fig.suptitle("Offline metrics (test users, all test videos ranked)")
     fig.tight_layout()
     return _png(fig)
+
+
+def _errors(values: Sequence[float], found: Sequence[Mapping[str, Any] | None]) -> Any:
+    """matplotlib's asymmetric error bars (below, above) from intervals; None if any
+    method has none (an older results.json)."""
+    if any(f is None for f in found):
+        return None
+    below = [max(0.0, v - float(f["ci95"][0])) for v, f in zip(values, found, strict=True) if f]
+    above = [max(0.0, float(f["ci95"][1]) - v) for v, f in zip(values, found, strict=True) if f]
+    return [below, above]
+
+
+def uncertainty_tables(part: Mapping[str, Any], order: Sequence[str]) -> str:
+    """The intervals per method, and fyp against each peer, as two HTML tables."""
+    intervals: Mapping[str, Mapping[str, Any]] = part.get("intervals", {})
+    versus: Mapping[str, Mapping[str, Any]] = part.get("fyp_vs", {})
+    if not intervals:
+        return ""
+    rows = {m: {k: _interval(f) for k, f in figs.items()} for m, figs in intervals.items()}
+    out = [table(rows, _columns(rows, order))]
+    if versus:
+        vs = {
+            f"fyp − {m}": {k: _difference(f) for k, f in figs.items()} for m, figs in versus.items()
+        }
+        out += [
+            '<p class="note">fyp against each peer on the same users: the mean per-user '
+            "difference, its 95 % interval and the paired t-test's p (an interval that "
+            "excludes 0 is a difference this sample of users supports).</p>",
+            table(vs, _columns(vs, order)),
+        ]
+    return "\n".join(out)
+
+
+def _interval(f: Mapping[str, Any]) -> str:
+    low, high = f["ci95"]
+    return f"{f['mean']:.4f} [{low:.4f}, {high:.4f}]"
+
+
+def _difference(f: Mapping[str, Any]) -> str:
+    from fyp.evaluation.uncertainty import p_text
+
+    low, high = f["ci95"]
+    p = "" if f.get("p") is None else f" p={p_text(f['p'])}"
+    return f"{f['diff']:+.4f} [{low:+.4f}, {high:+.4f}]{p}"
 
 
 def min_sessions(users: int) -> int:
@@ -210,11 +265,17 @@ def render_html(results: Mapping[str, Any], details: Mapping[str, Mapping[str, A
             '<p class="note">matplotlib is not installed (pip install "fyp[report]"): '
             "tables only.</p>"
         )
+    uncertainty: Mapping[str, Any] = results.get("uncertainty", {})
     parts.append("<h2>Offline</h2>")
     if offline:
+        found = uncertainty.get("offline", {})
         if figures:
-            parts.append(_img(offline_figure(offline), "offline metrics per method"))
+            parts.append(
+                _img(offline_figure(offline, found.get("intervals")), "offline metrics per method")
+            )
         parts.append(table(offline, _columns(offline, OFFLINE_ORDER)))
+        if found:
+            parts += ["<h3>95 % intervals</h3>", uncertainty_tables(found, OFFLINE_ORDER)]
     else:
         parts.append('<p class="note">not run</p>')
     parts.append("<h2>Interactive</h2>")
@@ -234,6 +295,9 @@ def render_html(results: Mapping[str, Any], details: Mapping[str, Mapping[str, A
             for m in interactive
         }
         parts.append(table(rows, [*INTERACTIVE_ORDER, "repeats", "users"]))
+        found = uncertainty.get("interactive", {})
+        if found:
+            parts += ["<h3>95 % intervals</h3>", uncertainty_tables(found, INTERACTIVE_ORDER)]
         shown = {m: d for m, d in details.items() if m in interactive}
         if figures and shown:
             parts.append(_img(position_figure(shown), "reward by session position"))

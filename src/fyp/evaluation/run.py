@@ -11,7 +11,10 @@ Outputs in ``OUT``:
 
 - ``results.json``: ``{"protocol", "offline": {method: metrics}, "interactive":
   {method: {"reward", "length", "reward_per_step", "top_category_share"}},
-  "seconds", "machine", "config"}``;
+  "uncertainty", "seconds", "machine", "config"}``; ``uncertainty`` holds a 95 %
+  interval for every figure that is a mean over users (``{"offline"|"interactive":
+  {"intervals": {method: {figure: {"mean", "ci95"}}}, "fyp_vs": {peer: {figure:
+  {"diff", "ci95", "p"}}}}}``, :mod:`fyp.evaluation.uncertainty`);
 - ``interactive.json``: per method, the curves behind the report (reward by session
   position, sessions reaching each position, length histogram, repeats, end reasons);
 - ``sessions.jsonl``: every simulated session (videos, rewards, categories, why it
@@ -48,6 +51,7 @@ from fyp.evaluation.simulator import (
     run_interactive,
     serving_threads,
 )
+from fyp.evaluation.uncertainty import METHOD, RATIO, figures
 from fyp.regions.deployment import Deployment
 
 PROTOCOLS = ("kuairec-ear", "kuairec")
@@ -216,10 +220,22 @@ def _write_sessions(path: Path, sims: Mapping[str, SimResult]) -> Path:
     return path
 
 
+def session_values(sims: Mapping[str, SimResult]) -> dict[str, dict[str, list[float]]]:
+    """Each method's sessions' reward and length, in one user order for all (paired)."""
+    out: dict[str, dict[str, list[float]]] = {}
+    for method, result in sims.items():
+        sessions = sorted(result.sessions, key=lambda s: s.user_id)
+        out[method] = {
+            "reward": [float(s.reward) for s in sessions],
+            "length": [float(s.length) for s in sessions],
+        }
+    return out
+
+
 def offline_ear(protocol: Protocol, seed: int, methods: list[str], log: Log) -> dict[str, Any]:
     """``run_offline`` for the engine with one BLAS thread (as ``fyp serve`` runs it), then
     for the peers with all of them (EASE's Cholesky uses both cores)."""
-    out: dict[str, Any] = {"metrics": {}, "seconds": {}}
+    out: dict[str, Any] = {"metrics": {}, "per_user": {}, "seconds": {}}
     engine = [m for m in methods if m == "fyp"]
     peers = [m for m in methods if m != "fyp"]
     for subset in (engine, peers):
@@ -227,8 +243,8 @@ def offline_ear(protocol: Protocol, seed: int, methods: list[str], log: Log) -> 
             continue
         with serving_threads(subset == engine):
             part = run_offline(protocol, seed, subset, log=lambda m: log(f"  offline {m}"))
-        out["metrics"].update(part["metrics"])
-        out["seconds"].update(part["seconds"])
+        for key in out:
+            out[key].update(part[key])
     return out
 
 
@@ -298,6 +314,18 @@ def run_evaluation(config: EvalConfig, log: Log = print) -> EvalOutcome:
         if any(repeats.values()):
             log(f"  WARNING: videos shown twice in a session (no-repeat violations): {repeats}")
 
+        with stages.stage("uncertainty"):
+            uncertainty = {
+                "method": METHOD,
+                "offline": figures(
+                    {m: offline["per_user"][m] for m in methods if m in offline["per_user"]},
+                    config.seed,
+                ),
+                "interactive": figures(
+                    session_values(sims), config.seed, ratios={RATIO: ("reward", "length")}
+                ),
+            }
+
     details = {m: r.details() for m, r in sims.items()}
     results: dict[str, Any] = {
         "protocol": config.protocol,
@@ -305,6 +333,8 @@ def run_evaluation(config: EvalConfig, log: Log = print) -> EvalOutcome:
         "interactive": {m: sims[m].summary() for m in methods if m in sims},
         # a peer shown under the engine's look-alike rule (fyp.evaluation.simulator)
         "interactive_ablations": {a: sims[a].summary() for a in ABLATIONS if a in sims},
+        # 95 % intervals, and fyp against each peer on the same users (uncertainty.py)
+        "uncertainty": uncertainty,
         "seconds": {},
         "machine": machine_info(),
         "config": {
