@@ -6,7 +6,6 @@ audit entry writes that entry once (acceptance review)."""
 from __future__ import annotations
 
 import json
-import shutil
 import sqlite3
 from contextlib import closing
 from pathlib import Path
@@ -177,8 +176,16 @@ def test_a_quarantined_store_is_never_backed_up_or_forgotten(dep: Path) -> None:
     code, out = cli("residency", "check", str(dep), "--no-backups", "--json")
     findings = json.loads(out)["findings"]
     assert code == 1 and {f["source"] for f in findings} == {"quarantine"}
-    shutil.rmtree(aside)  # the operator's call, once nothing more is to be salvaged
+    # the operator's call, once nothing more is to be salvaged: removed on record
+    reason = "salvaged what was readable (ticket 42)"
+    code, out = cli(
+        "quarantine", "remove", str(dep), aside.name, "--region", "us", "--reason", reason
+    )
+    assert code == 0, out
+    assert not aside.exists()
     code, out = cli("erasure", "verify", str(dep), "u2")
+    assert code == 0, out
+    code, out = cli("residency", "check", str(dep), "--no-backups")
     assert code == 0, out
 
 

@@ -371,6 +371,12 @@ def test_a_region_whose_audit_log_cannot_be_read_is_quarantined_and_salvaged(
     assert restore.details["replaced_store"]["quarantined"].startswith("regions/us/.quarantine/")
     code, out = cli("residency", "check", str(dep), "--json")
     assert code == 0 and json.loads(out)["foreign_records"] == 0
+    # removed on record, in the region's log on the server
+    code, out = cli("quarantine", "remove", str(dep), aside.name, "--region", US, "--reason", "t")
+    assert code == 0, out
+    assert not aside.exists()
+    (removal,) = [e for e in _log_entries(dep) if e.action == "quarantine.remove"]
+    assert removal.subject == f".quarantine/{aside.name}" and removal.details["reason"] == "t"
 
 
 # -- the residency scan reads PostgreSQL regions' backups ------------------------------

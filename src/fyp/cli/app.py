@@ -51,7 +51,18 @@ def fail(error: FypError) -> typer.Exit:
 
 
 def _register() -> None:
-    from fyp.cli import backup, data, deploy, erasure, evaluate, experiments, feed, moderate, users
+    from fyp.cli import (
+        backup,
+        data,
+        deploy,
+        erasure,
+        evaluate,
+        experiments,
+        feed,
+        moderate,
+        quarantine,
+        users,
+    )
     from fyp.cli import keys as api_keys
 
     deploy.register(app)
@@ -64,6 +75,7 @@ def _register() -> None:
     backup.register(app)
     users.register(app)
     experiments.register(app)
+    quarantine.register(app)
 
 
 _register()

@@ -228,7 +228,8 @@ def region_remnants(
         notes.append(
             f"regions/{region}/{aside.relative_to(region_dir).as_posix()}: a damaged store "
             f"fyp restore moved aside ({why(aside).get('damage', 'damaged')}); only its "
-            "operator deletes it, once nothing more is to be salvaged from it"
+            "operator removes it (`fyp quarantine remove`, on record), once nothing more is "
+            "to be salvaged from it"
         )
     for version, arrays in artifacts_naming(region_dir, user_id).items():
         if not creators:

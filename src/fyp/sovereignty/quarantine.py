@@ -13,7 +13,11 @@ erasures included, so it is never forgotten: no backup or carve-out carries it (
 dot-directory), ``fyp erasure verify`` reports it as a ``quarantine`` remnant of any
 user it names or cannot vouch for (a damaged store cannot be vouched for), and
 ``fyp residency check`` scans it as its own source. Nothing deletes it but the operator,
-once nothing more is to be salvaged from it: ``rm -r`` the directory the restore named.
+once nothing more is to be salvaged from it: ``fyp quarantine remove`` (:func:`remove`),
+which records who removed it, when and why in the region's audit log before it deletes
+the files (a removal cut short is finished by running it again, recorded once), so the
+deletion of the last copy of erased users' data is on the record like their erasure.
+``fyp quarantine list`` (:func:`entries`) shows what is kept, how large, since when and why.
 """
 
 from __future__ import annotations
@@ -25,12 +29,16 @@ import secrets
 import shutil
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fyp.durable import fsync_path, write_durable
 
+if TYPE_CHECKING:
+    from fyp.regions.deployment import Deployment
+
 QUARANTINE = ".quarantine"
 WHY = "why.json"
+REMOVED = "quarantine.remove"  # the audit action of a removal
 
 
 def new_quarantine(started_at_ms: int, nonce: str | None = None) -> str:
@@ -97,3 +105,58 @@ def _move(src: Path, dest: Path) -> None:
             os.fsync(f.fileno())
         os.replace(tmp, dest)
         src.unlink()
+
+
+def entries(region_dir: Path) -> list[dict[str, Any]]:
+    """Each quarantined store of a region: its name, size, and what ``why.json`` says
+    (when, the damage, the restore and backup); nothing about any user."""
+    out = []
+    for entry in quarantined(region_dir):
+        files = [p for p in entry.rglob("*") if p.is_file()]
+        note = why(entry)
+        out.append(
+            {
+                "name": entry.name,
+                "path": f"{QUARANTINE}/{entry.name}",  # in the region's directory
+                "bytes": sum(p.stat().st_size for p in files),
+                "files": len(files),
+                "quarantined_at_ms": note.get("quarantined_at_ms"),
+                "damage": note.get("damage"),
+                "restore_id": note.get("restore_id"),
+                "replaced_by_backup": note.get("replaced_by_backup"),
+            }
+        )
+    return out
+
+
+def remove(
+    deployment: Deployment, region: str, name: str, reason: str, actor: str
+) -> dict[str, Any]:
+    """Delete the quarantined store ``name`` of ``region``, recorded first in the region's
+    audit log (``quarantine.remove``, subject ``.quarantine/<name>``, with its size, its
+    ``why.json`` and ``reason``). A name that is not one of the region's quarantined
+    stores is refused (no path outside ``.quarantine/`` can be named). Running it again
+    after a removal was cut short finishes it without a second entry."""
+    from fyp.audit.log import AuditLog
+    from fyp.errors import InvalidRequest, NotFound
+
+    if not reason.strip():
+        raise InvalidRequest("say why the quarantined store may go (--reason)", field="reason")
+    region_dir = deployment.config.region_dir(region)
+    found = {e["name"]: e for e in entries(region_dir)}
+    if name not in found:
+        raise NotFound(
+            f"region {region!r} has no quarantined store {name!r}"
+            + (f" (it has: {', '.join(sorted(found))})" if found else " (it has none)")
+        )
+    log = AuditLog(deployment.store(region))
+    subject = f"{QUARANTINE}/{name}"
+    recorded = list(log.entries(action=REMOVED, subject=subject))
+    if recorded:
+        entry = recorded[-1]  # a removal cut short: its entry stands
+    else:
+        details = {k: v for k, v in found[name].items() if k not in ("name", "path")}
+        entry = log.append(actor, REMOVED, subject, {**details, "reason": reason.strip()})
+    shutil.rmtree(region_dir / QUARANTINE / name)
+    fsync_path(region_dir / QUARANTINE)
+    return {"region": region, **found[name], "audit_seq": entry.seq}

@@ -257,8 +257,9 @@ class Restorer:
         if done.replaced is not None:
             notes.append(
                 f"the replaced store was damaged ({done.replaced['damage']}): moved aside to "
-                f"{done.replaced['quarantined']}, not deleted; delete that directory once "
-                "nothing more is to be salvaged from it (until then `fyp erasure verify` and "
+                f"{done.replaced['quarantined']}, not deleted; remove it with `fyp quarantine "
+                "remove` (recorded in the audit log) once nothing more is to be salvaged from "
+                "it (until then `fyp erasure verify` and "
                 "`fyp residency check` report it: it holds the region's users as they were)"
             )
         return RestoreReport(
