@@ -1,7 +1,7 @@
 """Whole deployments on PostgreSQL: the API's, feeds' (experiment exposures among them),
 erasure's and export's own tests run again with every store of every deployment they
-make in a schema of a PostgreSQL server (``Deployment.init`` is given a ``--store`` URL). Runs when
-``FYP_TEST_POSTGRES_URL`` names a server (CI starts one: ``.ci/run``)."""
+make in a schema of a PostgreSQL server (``Deployment.init`` is given a ``--store``
+URL). Runs when ``FYP_TEST_POSTGRES_URL`` names a server (CI starts one: ``.ci/run``)."""
 
 from __future__ import annotations
 

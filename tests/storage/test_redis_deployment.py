@@ -1,9 +1,8 @@
 """Whole deployments whose served log is on Redis: the feed's (experiment exposures among
 them, kept in the store), erasure's and export's own tests run again with every region's
 ``served_log`` on a database of the test server (``FYP_TEST_REDIS_URL``; CI starts one:
-``.ci/run``), and what only a served log
-outside the store can show: two serving instances sharing one Redis, keys of users
-homed elsewhere, a server that stops."""
+``.ci/run``), and what only a served log outside the store can show: two serving
+instances sharing one Redis, keys of users homed elsewhere, a server that stops."""
 
 from __future__ import annotations
 
