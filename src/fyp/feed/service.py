@@ -198,7 +198,8 @@ class FeedService:
             for adult in (False, True):  # the barred videos per viewer kind: ~6 ms each
                 snapshot.barred(adult)
             experiment = self.deployment.config.experiment_in(region)
-            if self._exposures is not None and experiment is not None:
+            now = time.time_ns() // 1_000_000
+            if self._exposures is not None and experiment and not experiment.ended(now):
                 self._exposures.load(region, experiment.name)  # who was exposed already
             try:
                 self.model(region)
