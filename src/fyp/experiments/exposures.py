@@ -40,11 +40,11 @@ EXPOSURES_MIGRATION = Migration(
     "experiments: each user's first exposure to an experiment, and its arm",
     """
     CREATE TABLE experiment_exposures (
-        user_id        TEXT NOT NULL REFERENCES users (user_id) ON DELETE CASCADE,
         experiment     TEXT NOT NULL,
-        region         TEXT NOT NULL DEFAULT '{region}' CHECK (region = '{region}'),
         variant        TEXT NOT NULL,
+        user_id        TEXT NOT NULL REFERENCES users (user_id) ON DELETE CASCADE,
         exposed_at_ms  INTEGER NOT NULL,
+        region         TEXT NOT NULL DEFAULT '{region}' CHECK (region = '{region}'),
         PRIMARY KEY (user_id, experiment)
     ) WITHOUT ROWID;
     """,
