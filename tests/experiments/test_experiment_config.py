@@ -82,11 +82,29 @@ def test_a_toml_date_time_is_a_start_too(tmp_path: Path) -> None:
     assert config.experiments[0].start == datetime(2025, 3, 1, 8, tzinfo=UTC)
 
 
+def test_end_is_optional_and_read_like_start(tmp_path: Path) -> None:
+    config = parse_config(tmp_path, deployment(one({"b": {"share": 0.5}})))
+    (exp,) = config.experiments
+    assert exp.end is None and exp.end_ms is None and not exp.ended(2**62)
+    raw = one({"b": {"share": 0.5}}, end="2025-03-08T12:00:00+02:00")
+    (exp,) = parse_config(tmp_path, deployment(raw)).experiments
+    assert exp.end == datetime(2025, 3, 8, 10, tzinfo=UTC)
+    assert exp.end_ms == 1_741_428_000_000  # 2025-03-08T10:00:00Z
+    assert not exp.ended(exp.end_ms - 1) and exp.ended(exp.end_ms)  # over from end on
+    text = (
+        '[regions.us]\nstore = "sqlite:///x"\n[experiments.exp]\nstart = 2025-03-01\n'
+        "end = 2025-03-15\n[experiments.exp.variants.b]\nshare = 0.5\n"
+    )
+    (exp,) = parse_config(tmp_path, tomllib.loads(text)).experiments
+    assert exp.end == datetime(2025, 3, 15, tzinfo=UTC)
+
+
 def test_round_trip(tmp_path: Path) -> None:
     raw = one(
         {"b": {"share": 0.3, **MO, "objective_weights": {"skip": -2}, "exploration_share": 0}},
         regions=["eu"],
         salt="x",
+        end="2025-04-01T06:00:00Z",
     )
     raw |= {"other": {"start": "2025-01-01T00:00:00+00:00", "regions": ["us"], "variants": {}}}
     raw["other"]["variants"] = {"c": {"share": 1.0}}
@@ -108,6 +126,14 @@ def test_a_deployment_without_experiments_has_none(tmp_path: Path) -> None:
     [
         ({"exp": {"variants": {"b": {"share": 0.5}}}}, r"\[experiments\.exp\] needs a start"),
         (one({"b": {"share": 0.5}}, start="soon"), r"start must be a date or date-time"),
+        (one({"b": {"share": 0.5}}, end="later"), r"\] end must be a date or date-time"),
+        (
+            one({"b": {"share": 0.5}}, end="2025-03-01"),
+            r"end \(2025-03-01T00:00:00\+00:00\) "
+            r"must be after start \(2025-03-01T00:00:00\+00:00\)",
+        ),
+        (one({"b": {"share": 0.5}}, end="2025-03-01T01:00:00+02:00"), r"must be after start"),
+        (one({"b": {"share": 0.5}}, ends="2025-04-01"), r"unknown key 'ends'.*did you mean 'end'"),
         (one({"b": {"share": 0.5}}, strat=1), r"unknown key 'strat'.*did you mean 'start'"),
         (one({"b": {"share": 0.5}}, regions=["mars"]), r"'mars', which is not a declared region"),
         (one({"b": {"share": 0.5}}, regions=[]), r"regions must be a list of region names"),

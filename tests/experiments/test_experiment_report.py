@@ -18,6 +18,7 @@ from fyp.cli import app
 from fyp.errors import InvalidRequest, NotFound
 from fyp.events.ingest import Ingestor
 from fyp.experiments.assignment import variant_of
+from fyp.experiments.exposures import record_exposure
 from fyp.experiments.report import report, welch
 from fyp.regions.deployment import Deployment
 
@@ -32,6 +33,7 @@ share = 0.5
 exploration_share = 0.2
 """
 AFTER, BEFORE = "2025-02-01T10:00:00Z", "2024-12-01T10:00:00Z"
+EXPOSED_MS = 1_736_899_200_000  # 2025-01-15T00:00:00Z: after the start, before AFTER
 runner = CliRunner()
 
 
@@ -43,8 +45,8 @@ def ids(d: Deployment, variant: str, n: int) -> list[str]:
 
 @pytest.fixture(scope="module")
 def planted(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, str]]:
-    """Control users c1-c3, variant users v1-v2 (v3 acted only before the start), in us;
-    videos of 10 s."""
+    """Control users c1-c3, variant users v1-v2, exposed (v3 acted only before the start
+    and was never exposed), in us; videos of 10 s."""
     root = tmp_path_factory.mktemp("report") / "dep"
     Deployment.init(root, ["us", "eu"]).close()
     with (root / "fyp.toml").open("a", encoding="utf-8") as f:
@@ -57,6 +59,9 @@ def planted(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, s
         for user in names.values():
             catalog.create_user(UserIn(user_id=user, home_region="us", birth_year=1990))
         catalog.create_user(UserIn(user_id="eu1", home_region="eu", birth_year=1990))
+        for key in ("c1", "c2", "c3", "v1", "v2"):
+            arm = "control" if key.startswith("c") else "b"
+            assert record_exposure(d.store("us"), "exp", arm, names[key], EXPOSED_MS)
         for v in range(1, 6):
             catalog.create_video(
                 VideoIn(video_id=f"x{v}", creator_id=c1, duration_ms=10_000, regions=["us", "eu"])
@@ -100,7 +105,7 @@ def test_per_arm_means_by_hand(planted: tuple[Path, dict[str, str]]) -> None:
     assert found["experiment"] == "exp" and found["variants"] == {"b": 0.5}
     assert [r["region"] for r in found["regions"]] == ["us"]
     control, b = metrics(found, "control"), metrics(found, "b")
-    assert control["users"] == 3 and b["users"] == 2  # v3: no event since the start
+    assert control["users"] == 3 and b["users"] == 2  # v3: never exposed
     means = {k: v["mean"] for k, v in control["m"].items()}
     assert means == pytest.approx(
         {

@@ -9,12 +9,13 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
+from experiment_helpers import US_USERS, arms_of, ranked_live, with_experiment
 from fyp.access.keys import KeyStore
 from fyp.catalog.service import Catalog
 from fyp.config import RankingConfig
 from fyp.events.ingest import Ingestor
 from fyp.experiments.assignment import variant_of
-from fyp.experiments.config import CONTROL, parse_experiments
+from fyp.experiments.config import CONTROL
 from fyp.feed.ahead import ranks_ahead
 from fyp.feed.scoring import RankerScorer
 from fyp.feed.service import FeedService, encode_cursor
@@ -23,14 +24,7 @@ from fyp.regions.deployment import Deployment
 from fyp.serving import responses
 from fyp.serving.app import create_app
 
-US_USERS = [f"u{k}" for k in range(0, 60, 2)]  # the trained fixture's (tests/feed/conftest.py)
 INVERTED = {"long_play": -5.0, "like": 0.0, "share": 0.0, "follow": 0.0, "skip": 5.0}
-
-
-def with_experiment(d: Deployment, variant: dict[str, Any], regions: list[str]) -> None:
-    raw = {"exp": {"start": "2025-01-01", "regions": regions, "variants": {"heads": variant}}}
-    experiments = parse_experiments(raw, d.config.regions, d.config.ranking)
-    d.config = replace(d.config, experiments=experiments)
 
 
 @pytest.fixture
@@ -44,14 +38,6 @@ def heads(trained: Deployment, monkeypatch: pytest.MonkeyPatch) -> Deployment:
     store, region_dir = trained.store("us"), trained.config.region_dir("us")
     train_and_publish(store, region_dir, augment=ranks_ahead(trained, "us"))
     return trained
-
-
-def arms_of(d: Deployment) -> dict[str, list[str]]:
-    experiment = d.config.experiments[0]
-    out: dict[str, list[str]] = {}
-    for user in US_USERS:
-        out.setdefault(variant_of(experiment, user), []).append(user)
-    return out
 
 
 def test_a_variant_is_ranked_with_its_weights_and_control_as_without_it(
@@ -85,25 +71,6 @@ def test_a_variant_is_ranked_with_its_weights_and_control_as_without_it(
     assert variant is not None and isinstance(variant.pipeline.scorer, RankerScorer)
     assert variant.pipeline.scorer.objective_weights == INVERTED
     assert variant.pipeline._proposals is service.pipeline._proposals  # one cache
-
-
-def ranked_live(
-    service: FeedService, users: list[str], monkeypatch: pytest.MonkeyPatch
-) -> set[str]:
-    """Which of ``users``' first pages ran the pipeline (the rest came from their stored
-    order ranked ahead)."""
-    ran: list[str] = []
-    real = FeedService._rank
-
-    def spy(self: FeedService, pipeline: Any, model: Any, state: Any, *rest: Any) -> Any:
-        ran.append(state.user_id)
-        return real(self, pipeline, model, state, *rest)
-
-    monkeypatch.setattr(FeedService, "_rank", spy)
-    for user in users:
-        service.feed(user, n=5, record=False)
-    monkeypatch.setattr(FeedService, "_rank", real)
-    return set(ran)
 
 
 def test_stored_orders_serve_the_users_whose_arm_they_were_ranked_for(

@@ -14,6 +14,7 @@ import pytest
 from erasure_helpers import api_client, build, plant_artifact, plant_event, train
 from typer.testing import CliRunner
 
+from experiment_helpers import with_experiment
 from fyp.access.keys import KeyStore
 from fyp.audit.log import AuditLog
 from fyp.catalog.models import User, UserIn
@@ -21,6 +22,7 @@ from fyp.catalog.service import Catalog
 from fyp.cli.app import app
 from fyp.config import load_config
 from fyp.events.ingest import Ingestor
+from fyp.experiments.exposures import exposures
 from fyp.models.artifacts import current_version, list_versions, read_arrays, read_manifest
 from fyp.regions.deployment import Deployment
 from fyp.sovereignty.erasure import (
@@ -269,6 +271,33 @@ def test_older_versions_naming_the_user_are_deleted_others_kept(dep: Deployment)
     creators = read_arrays(eu_dir, current_version(eu_dir) or "")["creator_ids"]
     assert ANA not in set(creators) and "" in set(creators)
     assert any(r.startswith("eu/") for r in receipt.artifacts["rewritten"])
+
+
+def test_erasure_removes_the_users_experiment_exposures(dep: Deployment) -> None:
+    """Served a page under an experiment, erased: the exposure goes with the rest, the
+    receipt counts it, the serving process forgets it, and nothing of it remains."""
+    from fyp.moderation import Moderator
+
+    for region in dep.regions:  # the videos are pending until moderated: no page without
+        Moderator(dep).run(region)
+    with_experiment(dep, {"share": 0.5}, ["us", "eu"])
+    with api_client(dep) as client:
+        for user in (ANA, "u0"):
+            resp = client.get(f"/v1/users/{user}/feed", params={"n": 3})
+            assert resp.status_code == 200 and resp.json()["items"], resp.text
+        assert set(exposures(dep.store("us"), "exp")) == {ANA, "u0"}
+        resp = client.delete(f"/v1/users/{ANA}")
+        assert resp.status_code == 200, resp.text
+        assert resp.json()["receipt"]["removed"]["experiment_exposures"] == 1
+        assert set(exposures(dep.store("us"), "exp")) == {"u0"}  # only hers
+        # the id made anew, homed in us again: a new user, exposed afresh by this server
+        client.post("/v1/users", json={"user_id": ANA, "home_region": "us"})
+        assert client.get(f"/v1/users/{ANA}/feed", params={"n": 3}).status_code == 200
+    assert set(exposures(dep.store("us"), "exp")) == {ANA, "u0"}
+    Eraser(dep).erase(ANA)
+    process(dep)
+    report = verify_erasure(dep, ANA)
+    assert report.ok, report.to_dict()
 
 
 def test_unknown_user_is_404_and_writes_nothing(dep: Deployment) -> None:

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from erasure_helpers import api_client, build
 
+from experiment_helpers import with_experiment
 from fyp.models.artifacts import current_version, read_arrays
 from fyp.regions.deployment import Deployment
 from fyp.sovereignty import export as export_module
@@ -54,9 +55,28 @@ def test_export_round_trips_every_row_held_about_the_user(dep: Deployment) -> No
     assert doc["model"]["learned_from"] and np.allclose(
         doc["model"]["vector"], arrays["user_factors"][row]
     )
+    assert doc["experiment_exposures"] == []  # never served under an experiment
     sections = doc["manifest"]["sections"]
-    for name in ("events", "labels", "served", "videos", "appeals"):
+    for name in ("events", "labels", "served", "experiment_exposures", "videos", "appeals"):
         assert sections[name] == len(doc[name]), name
+
+
+def test_the_export_holds_the_experiments_the_user_was_served_under(dep: Deployment) -> None:
+    from fyp.moderation import Moderator
+
+    for region in dep.regions:  # pending videos are never served
+        Moderator(dep).run(region)
+    with_experiment(dep, {"share": 0.5}, ["us"])
+    before = time.time_ns() // 1_000_000
+    with api_client(dep) as client:
+        page = client.get(f"/v1/users/{ANA}/feed", params={"n": 3}).json()
+        client.get(f"/v1/users/{ANA}/feed", params={"n": 3, "cursor": page["next_cursor"]})
+        doc = client.get(f"/v1/users/{ANA}/export").json()
+    (exposure,) = doc["experiment_exposures"]
+    assert exposure["experiment"] == "exp" and exposure["user_id"] == ANA
+    assert exposure["variant"] == page["experiment"]["variant"]
+    assert before <= exposure["exposed_at_ms"] <= time.time_ns() // 1_000_000
+    assert doc["manifest"]["sections"]["experiment_exposures"] == 1
 
 
 def test_an_export_right_after_a_feed_page_holds_that_page(dep: Deployment) -> None:

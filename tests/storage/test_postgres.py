@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 from postgres_server import SERVER, drop_schemas, schema_url
 
+from contracts.exposure_contract import ExposureContract
 from contracts.store_contract import T0, StoreContract, make_row, make_user
 from fyp.audit.log import AUDIT_TRUNCATE_MIGRATION, RESTORE_LOAD, TRUNCATE_GUARD, AuditLog
 from fyp.errors import StorageError
@@ -25,7 +26,7 @@ psycopg = pytest.importorskip("psycopg") if SERVER else None
 pytestmark = pytest.mark.skipif(not SERVER, reason="FYP_TEST_POSTGRES_URL is not set")
 
 
-class TestPostgresStore(StoreContract):
+class TestPostgresStore(ExposureContract):
     integrity_errors = (psycopg.IntegrityError,) if psycopg else ()
 
     @pytest.fixture

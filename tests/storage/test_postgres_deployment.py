@@ -1,7 +1,7 @@
-"""Whole deployments on PostgreSQL: the API's, feeds', erasure's and export's own tests
-run again with every store of every deployment they make in a schema of a PostgreSQL
-server (``Deployment.init`` is given a ``--store`` URL). Runs when
-``FYP_TEST_POSTGRES_URL`` names a server (CI starts one: ``.ci/run``)."""
+"""Whole deployments on PostgreSQL: the API's, feeds' (experiment exposures among them),
+erasure's and export's own tests run again with every store of every deployment they
+make in a schema of a PostgreSQL server (``Deployment.init`` is given a ``--store``
+URL). Runs when ``FYP_TEST_POSTGRES_URL`` names a server (CI starts one: ``.ci/run``)."""
 
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "sovereignty"))  # 
 
 from feed.conftest import trained  # noqa: E402, F401
 from feed.test_api_feed import *  # noqa: E402, F403
+from feed.test_experiment_exposures import *  # noqa: E402, F403
 from serving.test_api_events import *  # noqa: E402, F403
 from serving.test_api_moderation import *  # noqa: E402, F403
 from serving.test_api_ops import *  # noqa: E402, F403

@@ -1,8 +1,8 @@
-"""Whole deployments whose served log is on Redis: the feed's, erasure's and export's
-own tests run again with every region's ``served_log`` on a database of the test
-server (``FYP_TEST_REDIS_URL``; CI starts one: ``.ci/run``), and what only a served log
-outside the store can show: two serving instances sharing one Redis, keys of users
-homed elsewhere, a server that stops."""
+"""Whole deployments whose served log is on Redis: the feed's (experiment exposures among
+them, kept in the store), erasure's and export's own tests run again with every region's
+``served_log`` on a database of the test server (``FYP_TEST_REDIS_URL``; CI starts one:
+``.ci/run``), and what only a served log outside the store can show: two serving
+instances sharing one Redis, keys of users homed elsewhere, a server that stops."""
 
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "sovereignty"))  # 
 
 from feed.conftest import trained  # noqa: E402, F401
 from feed.test_api_feed import *  # noqa: E402, F403
+from feed.test_experiment_exposures import *  # noqa: E402, F403
 from feed.test_feed_service import *  # noqa: E402, F403
 from sovereignty.test_erasure import *  # noqa: E402, F403
 from sovereignty.test_export import *  # noqa: E402, F403

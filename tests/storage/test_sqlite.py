@@ -9,7 +9,8 @@ from typing import Any
 
 import pytest
 
-from contracts.store_contract import T0, StoreContract, make_row, make_user
+from contracts.exposure_contract import ExposureContract
+from contracts.store_contract import T0, make_row, make_user
 from fyp.config import DeploymentConfig, new_config
 from fyp.errors import ConfigError, StorageError, UnknownUser
 from fyp.storage import Store, open_store
@@ -25,7 +26,7 @@ def raw_connect(store: Store) -> sqlite3.Connection:
     return sqlite3.connect(store.path)
 
 
-class TestSQLiteStore(StoreContract):
+class TestSQLiteStore(ExposureContract):
     integrity_errors = (sqlite3.IntegrityError,)
 
     @pytest.fixture

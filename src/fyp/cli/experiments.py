@@ -46,6 +46,20 @@ def _table(region: dict[str, Any]) -> Table:
     return table
 
 
+def _srm_line(srm: dict[str, Any]) -> str:
+    """The sample-ratio check under a region's table: exposed users per arm against
+    what the shares expect, the p-value, and a warning under the threshold."""
+    arms = ", ".join(
+        f"{arm} {n} (expected {srm['expected'][arm]:.1f})" for arm, n in srm["observed"].items()
+    )
+    p = "n/a" if srm["p_value"] is None else f"{srm['p_value']:.4g}"
+    chi2 = "" if srm["chi2"] is None else f"chi2 = {srm['chi2']:.4f}, "
+    line = f"sample ratio: {arms}; {chi2}p = {p}"
+    if srm["warning"]:
+        line += f"\n[bold red]WARNING: {srm['warning']}[/]"
+    return line
+
+
 def register(app: typer.Typer) -> None:
     experiments = typer.Typer(
         name="experiments",
@@ -61,8 +75,9 @@ def register(app: typer.Typer) -> None:
         region: str | None = typer.Option(None, help="Only this region of the experiment."),
         as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
     ) -> None:
-        """Per region and arm: users with events since the start, per-user rates, and
-        each variant against control (difference, 95% CI, Welch's p-value)."""
+        """Per region and arm: the users first exposed in it, their per-user rates from
+        then on, each variant against control (difference, 95% CI, Welch's p-value),
+        and the sample-ratio check of the arms' sizes against the shares."""
         from fyp.experiments.report import report as experiment_report
         from fyp.regions.deployment import Deployment
 
@@ -75,6 +90,10 @@ def register(app: typer.Typer) -> None:
             typer.echo(json.dumps(found, indent=2))
             return
         shares = ", ".join(f"{v} {s:g}" for v, s in found["variants"].items())
-        console.print(f"experiment [bold]{found['experiment']}[/] since {found['start']}: {shares}")
+        until = f" until {found['end']}" if found["end"] else ""
+        console.print(
+            f"experiment [bold]{found['experiment']}[/] since {found['start']}{until}: {shares}"
+        )
         for r in found["regions"]:
             console.print(_table(r))
+            console.print(_srm_line(r["srm"]), highlight=False)

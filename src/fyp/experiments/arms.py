@@ -8,13 +8,16 @@ arm it was ranked with ranks the same way as the user's arm now (:func:`orders_f
 artifact trained before the experiment started, or before its shares or overrides
 changed, is still used for the users it fits (control users before a start), and the
 others' pages are ranked live until the next training, which ``fyp train --if-changed``
-runs for a changed experiment.
+runs for a changed experiment. After its ``end`` a region's experiment has no arms: its
+users are served (and ranked ahead) as control, and a model ranked for it is retrained
+by ``--if-changed`` (control's users keep their orders meanwhile).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -58,10 +61,16 @@ def experiment_record(experiment: Experiment) -> dict[str, Any]:
     }
 
 
-def region_record(config: DeploymentConfig, region: str) -> dict[str, Any] | None:
-    """The record of the experiment running in ``region`` (None: none runs there)."""
+def region_record(
+    config: DeploymentConfig, region: str, now_ms: int | None = None
+) -> dict[str, Any] | None:
+    """The record of the experiment running in ``region`` at ``now_ms`` (default: now;
+    None: none runs there, or it has ended and everyone is ranked as control)."""
     experiment = config.experiment_in(region)
-    return None if experiment is None else experiment_record(experiment)
+    when = time.time_ns() // 1_000_000 if now_ms is None else now_ms
+    if experiment is None or experiment.ended(when):
+        return None
+    return experiment_record(experiment)
 
 
 def orders_fit(recorded: Mapping[str, Any] | None, user_id: str, arm: Arm | None) -> bool:
@@ -82,12 +91,16 @@ class Arms:
     def __init__(self, regions: dict[str, tuple[Experiment, Shares, dict[str, Arm]]]) -> None:
         self.regions = regions  # per region: its experiment, its shares, an arm per variant
 
-    def of(self, user_id: str, region: str) -> Arm | None:
-        """The user's arm, or None when their home region runs no experiment."""
+    def of(self, user_id: str, region: str, now_ms: int | None = None) -> Arm | None:
+        """The user's arm at ``now_ms`` (default: now), or None when their home region
+        runs no experiment, or runs one that has ended (everyone is control then)."""
         found = self.regions.get(region)
         if found is None:
             return None
         experiment, shares, arms = found
+        end = experiment.end_ms
+        if end is not None and (time.time_ns() // 1_000_000 if now_ms is None else now_ms) >= end:
+            return None
         return arms[pick(position(experiment.salt, user_id), shares)]
 
 

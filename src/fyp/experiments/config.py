@@ -28,7 +28,7 @@ from fyp.errors import ConfigError
 
 CONTROL = "control"
 NAME = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
-EXPERIMENT_KEYS = ("start", "regions", "salt", "variants")
+EXPERIMENT_KEYS = ("start", "end", "regions", "salt", "variants")
 VARIANT_KEYS = ("share", "scorer", "objective_weights", "exploration_share")
 Shares = tuple[tuple[str, float], ...]
 
@@ -69,10 +69,20 @@ class Experiment:
     salt: str
     variants: tuple[Variant, ...]  # in name order: they take consecutive hash ranges
     all_regions: bool = False  # ``regions`` left out (written back that way)
+    end: datetime | None = None  # aware, UTC: from then everyone is served as control
 
     @property
     def start_ms(self) -> int:
         return int(self.start.timestamp() * 1000)
+
+    @property
+    def end_ms(self) -> int | None:
+        return None if self.end is None else int(self.end.timestamp() * 1000)
+
+    def ended(self, now_ms: int) -> bool:
+        """Whether the experiment is over at ``now_ms``: no arm, no new exposures."""
+        end = self.end_ms
+        return end is not None and now_ms >= end
 
     @property
     def shares(self) -> Shares:
@@ -86,6 +96,8 @@ class Experiment:
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"start": self.start.isoformat()}
+        if self.end is not None:
+            out["end"] = self.end.isoformat()
         if not self.all_regions:
             out["regions"] = list(self.regions)
         if self.salt != self.name:
@@ -103,7 +115,7 @@ def _name(what: str, value: str) -> str:
     return value
 
 
-def _start(section: str, value: Any) -> datetime:
+def _moment(section: str, key: str, value: Any) -> datetime:
     """A TOML date or date-time, or an ISO string of one; without an offset it is UTC."""
     if isinstance(value, str):
         try:
@@ -114,9 +126,9 @@ def _start(section: str, value: Any) -> datetime:
         value = datetime.combine(value, time())
     if not isinstance(value, datetime):
         raise ConfigError(
-            f"[{section}] start must be a date or date-time (e.g. 2025-03-01T00:00:00Z)",
+            f"[{section}] {key} must be a date or date-time (e.g. 2025-03-01T00:00:00Z)",
             section=section,
-            key="start",
+            key=key,
         )
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
@@ -148,7 +160,14 @@ def _experiment(
     check_keys(section, raw, EXPERIMENT_KEYS)
     if "start" not in raw:
         raise ConfigError(f"[{section}] needs a start (the date the report counts from)")
-    start = _start(section, raw["start"])
+    start = _moment(section, "start", raw["start"])
+    end = None if raw.get("end") is None else _moment(section, "end", raw["end"])
+    if end is not None and end <= start:
+        raise ConfigError(
+            f"[{section}] end ({end.isoformat()}) must be after start ({start.isoformat()})",
+            section=section,
+            key="end",
+        )
     named = raw.get("regions")
     if named is not None and (
         not isinstance(named, list) or not named or not all(isinstance(r, str) for r in named)
@@ -190,6 +209,7 @@ def _experiment(
         salt=salt,
         variants=tuple(variants),
         all_regions=named is None,
+        end=end,
     )
 
 

@@ -1,34 +1,45 @@
-"""An experiment's report: per region and arm, per-user engagement since its start, and
-each variant against control (Welch's t on the per-user values).
+"""An experiment's report: per region and arm, per-user engagement from each user's first
+exposure, each variant against control (Welch's t on the per-user values), and a
+sample-ratio check of the arms' sizes.
 
-Each region's events are read in that region's store and only aggregates leave it: no
-user id is in the report. A user counts in their arm when they have at least one event
-since the start. Per user, over the distinct videos they have an event for since then
-("videos"), a rate is the share of those videos with the outcome: long play, like,
-share, follow and skip as the learned heads' labels define them
+Each region's exposures and events are read in that region's store and only aggregates
+leave it: no user id is in the report. A user counts in the arm of their first exposure
+(:mod:`fyp.experiments.exposures`: intent-to-treat, whatever the config assigns now), with
+their events from that exposure (and not before ``start``) until ``end``; users never
+exposed are not counted. Per user, over the distinct videos they have an event for in
+that window ("videos"), a rate is the share of those videos with the outcome: long play,
+like, share, follow and skip as the learned heads' labels define them
 (:func:`fyp.models.training.event_objective`: a skip is a skip event or a short play),
-not interested by its event. ``plays`` counts play events; ``watch_ratio`` is the mean
+not interested by its event. ``plays`` counts play events (0 for an exposed user with no
+event); a user without videos is left out of the rates, and ``watch_ratio`` is the mean
 over the user's plays with a watch time (users without one are left out of it).
+
+The sample-ratio check (SRM) tests the exposed users per arm against the shares the
+config gives now with a chi-square goodness-of-fit test: a p-value under
+:data:`SRM_ALPHA` says the split is not what the shares promise (a broken assignment,
+arms that lose users differently, or shares changed mid-test), and the arms' comparison
+is not to be trusted.
 """
 
 from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from fyp.errors import InvalidRequest, NotFound
 from fyp.events.schema import EventType, StoredEvent
-from fyp.experiments.assignment import variant_of
 from fyp.experiments.config import CONTROL, Experiment
+from fyp.experiments.exposures import Exposure, exposures
 from fyp.models.ranker import OBJECTIVES
 from fyp.models.training import event_objective
 from fyp.regions.deployment import Deployment
 
 OUTCOMES = (*OBJECTIVES, "not_interested")  # long_play, like, share, follow, skip, ...
 METRICS = ("plays", *(f"{o}_rate" for o in OUTCOMES), "watch_ratio")
+SRM_ALPHA = 0.001  # the usual threshold of a sample-ratio mismatch
 
 
 @dataclass
@@ -53,20 +64,68 @@ class _User:
 
     def values(self) -> dict[str, float]:
         out = {"plays": float(self.plays)}
-        for o in OUTCOMES:
-            out[f"{o}_rate"] = len(self.outcomes.get(o, ())) / len(self.videos)
+        if self.videos:
+            for o in OUTCOMES:
+                out[f"{o}_rate"] = len(self.outcomes.get(o, ())) / len(self.videos)
         if self.ratios:
             out["watch_ratio"] = sum(self.ratios) / len(self.ratios)
         return out
 
 
-def per_user(events: Iterable[StoredEvent], since_ms: int) -> dict[str, dict[str, float]]:
-    """Each user's metric values over their events from ``since_ms`` on."""
-    users: dict[str, _User] = {}
+def per_user(
+    events: Iterable[StoredEvent],
+    exposed: Mapping[str, Exposure],
+    start_ms: int,
+    end_ms: int | None,
+) -> dict[str, dict[str, float]]:
+    """Each exposed user's metric values over their events from their exposure (not
+    before ``start_ms``) until ``end_ms``; every exposed user has values."""
+    users = {user_id: _User() for user_id in exposed}
+    since = {user_id: max(start_ms, x.exposed_at_ms) for user_id, x in exposed.items()}
+    until = math.inf if end_ms is None else end_ms
     for e in events:
-        if e.ts_ms >= since_ms:
-            users.setdefault(e.user_id, _User()).add(e)
+        user = users.get(e.user_id)
+        if user is not None and since[e.user_id] <= e.ts_ms < until:
+            user.add(e)
     return {user_id: u.values() for user_id, u in users.items()}
+
+
+def srm(observed: Mapping[str, int], shares: Mapping[str, float]) -> dict[str, Any]:
+    """The sample-ratio check: exposed users per arm (``observed``) against each arm's
+    share (``shares``, summing to 1), by a chi-square goodness-of-fit test with one
+    degree of freedom fewer than the arms. An arm with users but no share (a variant
+    since removed) is a mismatch outright; no users, or one arm with a share, test
+    nothing (``p_value`` None)."""
+    from scipy import stats
+
+    total = sum(observed.values())
+    arms = sorted({*observed, *shares}, key=lambda a: (a != CONTROL, a))
+    expected = {arm: total * shares.get(arm, 0.0) for arm in arms}
+    out: dict[str, Any] = {
+        "observed": {arm: observed.get(arm, 0) for arm in arms},
+        "expected": expected,
+        "chi2": None,
+        "p_value": None,
+        "mismatch": False,
+        "warning": None,
+    }
+    tested = [arm for arm in arms if expected[arm] > 0]
+    if any(observed.get(arm, 0) for arm in arms if expected[arm] <= 0):
+        out["p_value"] = 0.0  # no finite statistic: chi2 stays None (JSON has no inf)
+    elif total and len(tested) > 1:
+        result = stats.chisquare(
+            [observed.get(arm, 0) for arm in tested], [expected[arm] for arm in tested]
+        )
+        out |= {"chi2": float(result.statistic), "p_value": float(result.pvalue)}
+    if out["p_value"] is not None and out["p_value"] < SRM_ALPHA:
+        out["mismatch"] = True
+        out["warning"] = (
+            f"sample-ratio mismatch (p = {out['p_value']:.2g} < {SRM_ALPHA:g}): the arms' "
+            "exposed users do not split as the shares say; do not trust the comparison "
+            "before finding why (assignment, arms losing users differently, shares "
+            "changed mid-test)"
+        )
+    return out
 
 
 def welch(variant: list[float], control: list[float]) -> dict[str, Any]:
@@ -106,10 +165,17 @@ def experiment_named(deployment: Deployment, name: str) -> Experiment:
 
 def region_report(deployment: Deployment, experiment: Experiment, region: str) -> dict[str, Any]:
     """One region's arms, read from its own store."""
-    values = per_user(deployment.store(region).iter_events(), experiment.start_ms)
+    store = deployment.store(region)
+    end = experiment.end_ms
+    exposed = {
+        user_id: x
+        for user_id, x in exposures(store, experiment.name).items()
+        if end is None or x.exposed_at_ms < end
+    }
+    values = per_user(store.iter_events(), exposed, experiment.start_ms, end)
     arms: dict[str, list[dict[str, float]]] = {arm: [] for arm in experiment.arms}
-    for user_id, user in values.items():
-        arms[variant_of(experiment, user_id)].append(user)
+    for user_id, user in values.items():  # a variant removed since is reported too
+        arms.setdefault(exposed[user_id].variant, []).append(user)
     control = arms[CONTROL]
     out = []
     for arm, users in arms.items():
@@ -121,7 +187,10 @@ def region_report(deployment: Deployment, experiment: Experiment, region: str) -
                 entry |= welch(mine, [u[metric] for u in control if metric in u])
             metrics[metric] = entry
         out.append({"variant": arm, "users": len(users), "metrics": metrics})
-    return {"region": region, "arms": out}
+    shares = {CONTROL: max(0.0, round(1 - sum(s for _, s in experiment.shares), 12))}
+    shares |= dict(experiment.shares)
+    sizes = {arm: len(users) for arm, users in arms.items()}
+    return {"region": region, "arms": out, "srm": srm(sizes, shares)}
 
 
 def report(deployment: Deployment, name: str, region: str | None = None) -> dict[str, Any]:
@@ -140,6 +209,7 @@ def report(deployment: Deployment, name: str, region: str | None = None) -> dict
     return {
         "experiment": name,
         "start": experiment.start.isoformat(),
+        "end": None if experiment.end is None else experiment.end.isoformat(),
         "variants": {v.name: v.share for v in experiment.variants},
         "regions": [region_report(deployment, experiment, r) for r in regions],
     }

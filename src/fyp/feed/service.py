@@ -24,6 +24,7 @@ import numpy as np
 from fyp.config import RankingConfig
 from fyp.errors import InvalidRequest, ModelError, ValidationFailed
 from fyp.experiments.arms import RANKED_FOR, Arm, build_arms, orders_fit
+from fyp.experiments.exposures import ExposureLog
 from fyp.feed.ahead import AheadCache, next_rows
 from fyp.feed.candidates import Candidates
 from fyp.feed.filters import Available, Eligibility, EligibilityCheck
@@ -166,9 +167,11 @@ class FeedService:
         self._universe: tuple[Sequence[str], RegionModel, np.ndarray] | None = None
         self._states = StateCache(max_users=states)
         self._ahead = AheadCache(max_users=proposals)  # orders share the proposals' arrays
-        # [experiments]: a pipeline per variant, sharing the proposal cache; None without
+        # [experiments]: a pipeline per variant, sharing the proposal cache, and who was
+        # served under one (fyp.experiments.exposures); None without
         self._arms = build_arms(deployment.config, self.pipeline, scorer_for)
-        _drop_on_erasure(self._states, self._ahead, self.pipeline)
+        self._exposures = None if self._arms is None else ExposureLog(deployment)
+        _drop_on_erasure(self._states, self._ahead, self.pipeline, self._exposures)
 
     def model(self, region: str) -> RegionModel:
         now = time.monotonic()
@@ -194,6 +197,10 @@ class FeedService:
             snapshot.refresh()
             for adult in (False, True):  # the barred videos per viewer kind: ~6 ms each
                 snapshot.barred(adult)
+            experiment = self.deployment.config.experiment_in(region)
+            now = time.time_ns() // 1_000_000
+            if self._exposures is not None and experiment and not experiment.ended(now):
+                self._exposures.load(region, experiment.name)  # who was exposed already
             try:
                 self.model(region)
             except ModelError:
@@ -406,7 +413,7 @@ class FeedService:
             served_log = self.deployment.served_log(region)
             marker = served_log.user_version(user_id)
         model = self.model(region)
-        arm = None if self._arms is None else self._arms.of(user_id, region)
+        arm = None if self._arms is None else self._arms.of(user_id, region, started_ms)
         pipeline = self.pipeline if arm is None else arm.pipeline
         use_orders = universe is None and not debug and self.ahead_length > n and marker is not None
         fresh: RankedAhead | None = None
@@ -433,6 +440,8 @@ class FeedService:
         want = n + max(2, n // 4)  # the final checks' batch: the page and its spares
         page, rows = self._final_page(model, store, viewer, order, rows, n, want, removed)
         if record and page:
+            if arm is not None and self._exposures is not None:  # first: a set lookup
+                self._exposures.expose(region, arm.experiment, arm.variant, user_id, started_ms)
             self._record(user_id, served_log, marker, order if use_orders else None, page, rows)
         return FeedPage(
             user_id=user_id,
@@ -451,6 +460,8 @@ class FeedService:
         self._states.drop(user_id)
         self._ahead.drop(user_id)
         self.pipeline.forget(user_id)
+        if self._exposures is not None:
+            self._exposures.forget(user_id)
 
     def _from_order(
         self,
@@ -617,25 +628,23 @@ class _FromPool:
         return [candidates[o].explain(p) for o, p in pairs]
 
 
-def _drop_on_erasure(cache: StateCache, ahead: AheadCache, pipeline: FeedPipeline) -> None:
-    """An erased user's state, order and proposals leave memory with the erasure, not at
-    eviction."""
+def _drop_on_erasure(
+    cache: StateCache, ahead: AheadCache, pipeline: FeedPipeline, exposures: ExposureLog | None
+) -> None:
+    """An erased (or moved) user's state, order, proposals and known exposure leave memory
+    with the erasure, not at eviction."""
     from fyp.sovereignty.erasure import add_erase_hook
 
-    ref, ahead_ref, pipeline_ref = weakref.ref(cache), weakref.ref(ahead), weakref.ref(pipeline)
+    drops = [cache.drop, ahead.drop, pipeline.forget]
+    refs = [weakref.WeakMethod(m) for m in [*drops, *([exposures.forget] if exposures else [])]]
     remove: list[Callable[[], None]] = []
 
     def hook(_region: str, user_id: str) -> None:
-        alive = ref()
-        if alive is None:
+        if refs[0]() is None:
             remove[0]()  # the service is gone: unhook
-        else:
-            alive.drop(user_id)
-            orders = ahead_ref()
-            if orders is not None:
-                orders.drop(user_id)
-            feed_pipeline = pipeline_ref()
-            if feed_pipeline is not None:
-                feed_pipeline.forget(user_id)
+        for ref in refs:
+            drop = ref()
+            if drop is not None:
+                drop(user_id)
 
     remove.append(add_erase_hook(hook))

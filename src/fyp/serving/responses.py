@@ -185,6 +185,10 @@ class UserExport(BaseModel):
     events: list[dict[str, Any]]
     labels: list[dict[str, Any]]
     served: list[dict[str, Any]]
+    experiment_exposures: list[dict[str, Any]] = Field(
+        description="Each experiment the user was served under: its arm (`variant`) and "
+        "the first page's time (`exposed_at_ms`)."
+    )
     videos: list[dict[str, Any]]
     appeals: list[dict[str, Any]]
     model: ExportedModel

@@ -5,8 +5,8 @@
 
 1. records the erasure in the home region's ledger (fsync'd; it names the user by
    pseudonym and survives restores),
-2. deletes the profile, events, labels and served log in the home store (and the served
-   log's keys on Redis, when the region keeps it there), withdraws the
+2. deletes the profile, events, labels, served log and experiment exposures in the home
+   store (and the served log's keys on Redis, when the region keeps it there), withdraws the
    user's uploads from every region's catalogue, and replaces the user's id wherever a
    row must stay (a review job they appealed) — with SQLite's ``secure_delete`` on and
    the WAL truncated afterwards, so deleted bytes do not linger in the files,
@@ -322,24 +322,27 @@ class Eraser:
         replacement: str = ERASED_NAME,
     ) -> None:
         """In one transaction of ``region``'s store: delete the user's profile, events,
-        labels and served pages, replace their name where a row must stay, and append
-        ``audit`` (actor, action, subject, details, time) to the region's log. Where a
-        row must stay, the user's name becomes ``replacement``. ``before`` runs first
-        inside the transaction (a
-        move copies what arrived since its copy while the region's writers wait)."""
+        labels, served pages and experiment exposures, replace their name where a row
+        must stay, and append ``audit`` (actor, action, subject, details, time) to the
+        region's log. Where a row must stay, the user's name becomes ``replacement``.
+        ``before`` runs first inside the transaction (a move copies what arrived since
+        its copy while the region's writers wait)."""
         home = self.deployment.store(region)
         home.flush_served()  # pages still buffered are counted, then deleted with the rest
         with home.transaction():
             if before is not None:
                 before()
-            served = sql_store(home).query(
-                "SELECT COUNT(*) FROM served WHERE user_id=?", (user_id,)
-            )
-            counts = home.delete_user(user_id)
+            served, exposures = sql_store(home).query(
+                "SELECT (SELECT COUNT(*) FROM served WHERE user_id=?1), "
+                "(SELECT COUNT(*) FROM experiment_exposures WHERE user_id=?1)",
+                (user_id,),
+            )[0]
+            counts = home.delete_user(user_id)  # exposures go with the profile (cascade)
             out.add("users", counts.users)
             out.add("events", counts.events)
             out.add("labels", counts.labels)
-            out.add("served", int(served[0][0]))
+            out.add("served", int(served))
+            out.add("experiment_exposures", int(exposures))
             for key, n in scrub_store(home, user_id, {"users"}, replacement).items():
                 out.add(key, n)
             AuditLog(home).append(*audit)

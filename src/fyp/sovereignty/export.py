@@ -1,7 +1,8 @@
 """Everything held about a user, as one JSON document: ``GET /v1/users/{id}/export``.
 
 Portability means the user gets what fyp holds, in a form another service can read:
-the profile, every event, held-out labels, the served log, the videos they uploaded,
+the profile, every event, held-out labels, the served log, the experiments they were
+served under (arm and first exposure), the videos they uploaded,
 the appeals they made, and what the live model of their home region learned about
 them (their vector). The document opens with a manifest of its sections and counts,
 and is produced as a stream of chunks — events are read a page at a time — so a long
@@ -82,6 +83,7 @@ class UserExport:
         return {
             "profile": 1,
             **n,
+            "experiment_exposures": len(self.exposures()),
             "videos": len(self.videos()),
             "appeals": len(self.appeals()),
             "model": 1,
@@ -176,6 +178,7 @@ class UserExport:
                 "served",
                 _rows(self.home, "served", "user_id=?", (self.user_id,)) + self.served_log(),
             ),
+            ("experiment_exposures", self.exposures()),
             ("videos", self.videos()),
             ("appeals", self.appeals()),
         ):
@@ -186,6 +189,11 @@ class UserExport:
         """The pages the home region's served log holds outside the store (Redis), a row
         per video like the store's ``served`` view."""
         return self._served
+
+    def exposures(self) -> list[dict[str, Any]]:
+        """The experiments the user was served under: each one's arm and first page."""
+        rows = _rows(self.home, "experiment_exposures", "user_id=?", (self.user_id,))
+        return sorted(rows, key=lambda r: (r["exposed_at_ms"], r["experiment"]))
 
     def labels(self) -> list[dict[str, Any]]:
         """One entry per held-out label (the store keeps them as a set per user)."""

@@ -42,7 +42,7 @@ name them, but they were not erased."""
 
 # columns whose rows are the user's own data and go with them; everything else that
 # names the user keeps its row and has the name replaced by ERASED_NAME
-OWNED_ROWS = {"users", "events", "labels", "served_pages"}
+OWNED_ROWS = {"users", "events", "labels", "served_pages", "experiment_exposures"}
 APPEND_ONLY = {"audit_log"}  # hash-chained: a row there can never be edited
 ARTIFACT_USER_ARRAYS = ("user_ids", "lineage_user_ids", "creator_ids", AHEAD_USERS)
 SCANNED_SUFFIXES = (".csv", ".jsonl", ".json")

@@ -1,0 +1,111 @@
+"""Exposures: when each user was first served a feed page under an experiment, and in
+which arm, kept in the user's home region's store (table ``experiment_exposures``).
+
+The report counts a user in the arm of their first exposure (intent-to-treat) and only
+their events from then on, so the arm must be the one that served them, not the one the
+config assigns now (a share changed mid-test moves users between arms). Why a table of
+the store rather than something derived from the served log:
+
+- the served log forgets pages after ``[feed] seen_window_days`` (its Redis backend by
+  TTL), and an experiment may run longer; a page does not say which arm ranked it;
+- the store is where every other per-user row lives, so the promises made for those
+  hold for exposures without new code paths: the region is baked into a CHECK, the row
+  references the user (``ON DELETE CASCADE``: erasure and a move's removal from the
+  source take it with the profile), the erasure, its verifier and the residency scan
+  find it by its ``user_id`` column, and backups, restores and carve-outs copy every
+  table, on SQLite and PostgreSQL alike, wherever the served log is kept.
+
+The feed's hot path pays a set lookup per page: :class:`ExposureLog` keeps, per region
+and experiment, the users known to be exposed (read from the store once, the first time
+the process needs them, or by ``FeedService.warm``) and writes only for a user not in it:
+one ``INSERT ... ON CONFLICT DO NOTHING`` per user and experiment per process, so the
+first write wins across processes and hosts and a repeat changes nothing.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from fyp.audit.log import sql_store
+from fyp.storage.migrations import Migration
+
+if TYPE_CHECKING:  # the store's migrations import this module
+    from fyp.regions.deployment import Deployment
+
+TABLE = "experiment_exposures"
+EXPOSURES_MIGRATION = Migration(
+    22,
+    "experiments: each user's first exposure to an experiment, and its arm",
+    """
+    CREATE TABLE experiment_exposures (
+        experiment     TEXT NOT NULL,
+        variant        TEXT NOT NULL,
+        user_id        TEXT NOT NULL REFERENCES users (user_id) ON DELETE CASCADE,
+        exposed_at_ms  INTEGER NOT NULL,
+        region         TEXT NOT NULL DEFAULT '{region}' CHECK (region = '{region}'),
+        PRIMARY KEY (user_id, experiment)
+    ) WITHOUT ROWID;
+    """,
+)
+# a user gone meanwhile (erased, moved by another process) writes nothing
+_INSERT = (
+    f"INSERT OR IGNORE INTO {TABLE} (user_id, experiment, variant, exposed_at_ms) "
+    "SELECT user_id, ?, ?, ? FROM users WHERE user_id = ?"
+)
+
+
+@dataclass(frozen=True)
+class Exposure:
+    variant: str
+    exposed_at_ms: int
+
+
+def record_exposure(store: object, experiment: str, variant: str, user_id: str, ts_ms: int) -> bool:
+    """Remember the user's exposure unless one is held already (the first stays); True
+    when this call wrote it."""
+    return sql_store(store).execute(_INSERT, (experiment, variant, ts_ms, user_id)) > 0
+
+
+def exposures(store: object, experiment: str) -> dict[str, Exposure]:
+    """Every exposure of ``experiment`` the store holds, by user."""
+    rows = sql_store(store).query(
+        f"SELECT user_id, variant, exposed_at_ms FROM {TABLE} WHERE experiment = ?",
+        (experiment,),
+    )
+    return {str(u): Exposure(str(v), int(t)) for u, v, t in rows}
+
+
+class ExposureLog:
+    """A serving process's record of exposures: what it knows is stored, per region and
+    experiment, and the write for a user first served under one."""
+
+    def __init__(self, deployment: Deployment) -> None:
+        self.deployment = deployment
+        self._known: dict[tuple[str, str], set[str]] = {}
+        self._lock = threading.Lock()
+
+    def expose(self, region: str, experiment: str, variant: str, user_id: str, ts_ms: int) -> None:
+        """Record the user's first exposure in their home ``region``, unless known."""
+        known = self._known.get((region, experiment))
+        if known is None:
+            known = self.load(region, experiment)
+        if user_id in known:
+            return
+        record_exposure(self.deployment.store(region), experiment, variant, user_id, ts_ms)
+        known.add(user_id)  # written now, or by another process before
+
+    def load(self, region: str, experiment: str) -> set[str]:
+        """The users the store holds as exposed, read once per region and experiment."""
+        with self._lock:
+            known = self._known.get((region, experiment))
+            if known is None:
+                known = set(exposures(self.deployment.store(region), experiment))
+                self._known[(region, experiment)] = known
+            return known
+
+    def forget(self, user_id: str) -> None:
+        """The user left a region (erased, moved): a later exposure is recorded afresh."""
+        for known in list(self._known.values()):
+            known.discard(user_id)
