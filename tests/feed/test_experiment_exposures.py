@@ -201,3 +201,29 @@ def test_the_end_is_checked_per_request(trained: Deployment) -> None:
     page = service.feed(user, n=3)
     assert page.experiment is not None and page.experiment.variant == "heads"
     assert exposures(trained.store("us"), "exp")[user].variant == "heads"
+
+
+def test_before_the_start_everyone_is_control_and_nothing_is_recorded(
+    trained: Deployment, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A declared experiment waits for its start: no variant is served, no exposure is
+    recorded and training ranks everyone as control; from the start it runs."""
+    later = now_ms() + 3_600_000
+    start = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(later // 1000)) + "Z"
+    with_experiment(trained, {"share": 1.0, "exploration_share": 0.3}, ["us"], start=start)
+    store, region_dir = trained.store("us"), trained.config.region_dir("us")
+    written = count_writes(monkeypatch)
+    service = FeedService(trained)
+    for user in US_USERS[:4]:
+        page = service.feed(user, n=5)
+        assert page.experiment is None and "experiment" not in page.to_dict()
+    assert written == [] and exposures(store, "exp") == {}
+    assert region_record(trained.config, "us") is None  # trained as control meanwhile
+    experiment = trained.config.experiments[0]
+    arms = service._arms
+    assert arms is not None
+    user = US_USERS[0]
+    assert arms.of(user, "us", experiment.start_ms - 1) is None
+    assert arms.of(user, "us", experiment.start_ms) is not None  # the variant, from then
+    assert region_record(trained.config, "us", experiment.start_ms) is not None
+    assert retrain_reason(store, region_dir, None) is None  # nothing to retrain for yet

@@ -8,9 +8,10 @@ arm it was ranked with ranks the same way as the user's arm now (:func:`orders_f
 artifact trained before the experiment started, or before its shares or overrides
 changed, is still used for the users it fits (control users before a start), and the
 others' pages are ranked live until the next training, which ``fyp train --if-changed``
-runs for a changed experiment. After its ``end`` a region's experiment has no arms: its
-users are served (and ranked ahead) as control, and a model ranked for it is retrained
-by ``--if-changed`` (control's users keep their orders meanwhile).
+runs for a changed experiment. Before its ``start`` and from its ``end`` a region's
+experiment has no arms: its users are served (and ranked ahead) as control, and
+``--if-changed`` retrains when it starts and when it ends (control's users keep their
+orders meanwhile).
 """
 
 from __future__ import annotations
@@ -65,10 +66,10 @@ def region_record(
     config: DeploymentConfig, region: str, now_ms: int | None = None
 ) -> dict[str, Any] | None:
     """The record of the experiment running in ``region`` at ``now_ms`` (default: now;
-    None: none runs there, or it has ended and everyone is ranked as control)."""
+    None: none runs there, or it has not started or has ended: everyone is control)."""
     experiment = config.experiment_in(region)
     when = time.time_ns() // 1_000_000 if now_ms is None else now_ms
-    if experiment is None or experiment.ended(when):
+    if experiment is None or not experiment.running(when):
         return None
     return experiment_record(experiment)
 
@@ -93,13 +94,13 @@ class Arms:
 
     def of(self, user_id: str, region: str, now_ms: int | None = None) -> Arm | None:
         """The user's arm at ``now_ms`` (default: now), or None when their home region
-        runs no experiment, or runs one that has ended (everyone is control then)."""
+        runs no experiment, or its experiment is not running (before ``start``, from ``end``:
+        everyone is control then)."""
         found = self.regions.get(region)
         if found is None:
             return None
         experiment, shares, arms = found
-        end = experiment.end_ms
-        if end is not None and (time.time_ns() // 1_000_000 if now_ms is None else now_ms) >= end:
+        if not experiment.running(time.time_ns() // 1_000_000 if now_ms is None else now_ms):
             return None
         return arms[pick(position(experiment.salt, user_id), shares)]
 

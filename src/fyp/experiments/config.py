@@ -84,6 +84,11 @@ class Experiment:
         end = self.end_ms
         return end is not None and now_ms >= end
 
+    def running(self, now_ms: int) -> bool:
+        """Whether its variants are served at ``now_ms``: from ``start`` until ``end``.
+        Before and after, everyone is served (and ranked ahead) as control."""
+        return self.start_ms <= now_ms and not self.ended(now_ms)
+
     @property
     def shares(self) -> Shares:
         """(variant, share) in name order: what ``assignment.pick`` splits by."""

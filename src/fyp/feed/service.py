@@ -199,7 +199,7 @@ class FeedService:
                 snapshot.barred(adult)
             experiment = self.deployment.config.experiment_in(region)
             now = time.time_ns() // 1_000_000
-            if self._exposures is not None and experiment and not experiment.ended(now):
+            if self._exposures is not None and experiment and experiment.running(now):
                 self._exposures.load(region, experiment.name)  # who was exposed already
             try:
                 self.model(region)
