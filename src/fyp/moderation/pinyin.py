@@ -148,12 +148,21 @@ def _pattern(term: str, positions: tuple[tuple[str, ...], ...]) -> re.Pattern[st
     return re.compile(_SEP.join(parts))
 
 
+@functools.lru_cache(maxsize=65536)
+def _sounds(char: str) -> frozenset[str]:
+    return frozenset(readings(char))
+
+
 @dataclass(frozen=True)
 class _Term:
     key: str  # folded, letters and digits only
     configured: str
     positions: tuple[tuple[str, ...], ...]
     pattern: re.Pattern[str]
+
+    @functools.cached_property
+    def sounds(self) -> tuple[frozenset[str], ...]:
+        return tuple(frozenset(p) for p in self.positions)
 
 
 class PinyinTerms:
@@ -188,13 +197,13 @@ class PinyinTerms:
         return tuple(out)
 
     @functools.cached_property
-    def _by_first(self) -> dict[str, tuple[_Term, ...]]:
-        """A first syllable -> the terms that can start with it (for homophones)."""
-        index: dict[str, list[_Term]] = {}
+    def _holding(self) -> dict[str, tuple[tuple[_Term, int], ...]]:
+        """A character -> the terms holding it, and where."""
+        index: dict[str, list[tuple[_Term, int]]] = {}
         for term in self._terms:
-            for reading in term.positions[0]:
-                index.setdefault(reading, []).append(term)
-        return {k: tuple(v) for k, v in index.items()}
+            for j, char in enumerate(term.key):
+                index.setdefault(char, []).append((term, j))
+        return {char: tuple(v) for char, v in index.items()}
 
     def in_latin(self, lines: Iterable[str]) -> list[str]:
         """Terms written in pinyin (at least one syllable in Latin letters) in any of the
@@ -220,13 +229,19 @@ class PinyinTerms:
     def _windows(self, line: str) -> list[tuple[int, _Term]]:
         """Where a term is written with homophones in ``line``: its reading matches, then
         every character of it must be a word of its own (``words``)."""
-        by_first = self._by_first
-        hits = [
-            (start, term)
-            for start, char in enumerate(line)
-            for term in dict.fromkeys(t for r in readings(char) for t in by_first.get(r, ()))
-            if _homophone(term, line, start, self.anchored)
-        ]
+        if self.anchored:  # only the runs around one of the term's own characters
+            starts = {
+                (at - j, term)
+                for at, char in enumerate(line)
+                for term, j in self._holding.get(char, ())
+                if at >= j
+            }
+        else:
+            starts = {(at, term) for at in range(len(line)) for term in self._terms}
+        hits = sorted(
+            ((at, term) for at, term in starts if _homophone(term, line, at, self.anchored)),
+            key=lambda hit: (hit[0], hit[1].key),
+        )
         if not hits or self.words is None:
             return hits
         alone: set[int] = set()
@@ -261,10 +276,10 @@ def _homophone(term: _Term, text: str, start: int, anchored: bool) -> bool:
     window = text[start : start + len(term.key)]
     if len(window) != len(term.key):
         return False
-    own = sum(a == b for a, b in zip(window, term.key, strict=True))
-    if own == len(window) or (anchored and own == 0):
-        return False
-    return all(
-        a == b or not set(readings(a)).isdisjoint(options)
-        for a, b, options in zip(window, term.key, term.positions, strict=True)
-    )
+    own = 0
+    for a, b, sounds in zip(window, term.key, term.sounds, strict=True):
+        if a == b:
+            own += 1
+        elif sounds.isdisjoint(_sounds(a)):
+            return False
+    return own < len(window) and (own > 0 or not anchored)
