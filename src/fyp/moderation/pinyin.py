@@ -221,6 +221,8 @@ class PinyinTerms:
         """Terms written with homophones in a letters-only folded text, a line at a time
         (see the module docstring)."""
         found: dict[str, None] = {}
+        if self.anchored and self._holding.keys().isdisjoint(flat):
+            return []  # none of the terms' characters: the usual case, found in one pass
         for line in flat.split("\n"):
             for _, term in self._windows(line):
                 found.setdefault(term.configured, None)
