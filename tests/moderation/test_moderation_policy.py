@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -75,3 +76,21 @@ def test_a_bad_fyp_toml_fails_when_the_deployment_opens(tmp_path: Path) -> None:
     """Before anything runs (moderation, the server, or any other command)."""
     with pytest.raises(ConfigError, match="typo_key"):
         with_policies(tmp_path / "d", {"us": {"banned_terms": ["x"], "typo_key": 1}})
+
+
+def test_every_policy_key_is_in_the_docs_policy_example() -> None:
+    """docs/moderation.md ("Policy") and the module docstring show every key a policy
+    table may hold, and no other: a key added to RegionPolicy fails here until both do."""
+    import fyp.moderation.policy as module
+
+    root = Path(__file__).resolve().parents[2]
+    doc = (root / "docs" / "moderation.md").read_text("utf-8")
+    block = doc.split("## Policy", 1)[1].split("```toml", 1)[1].split("```", 1)[0]
+    for text in (block, module.__doc__ or ""):
+        shown = set(re.findall(r"^\s*([a-z_]+) = ", text, re.M))
+        shown |= {"maturity"} if "policy.maturity]" in text else set()
+        shown -= set(DEFAULT_MATURITY)  # the [...policy.maturity] table's own keys
+        assert shown == set(KNOWN_KEYS), (
+            sorted(shown - set(KNOWN_KEYS)),
+            sorted(set(KNOWN_KEYS) - shown),
+        )

@@ -16,6 +16,8 @@
     duplicate_threshold = 0.5                # caption MinHash Jaccard for a re-upload
     classifier_threshold = 0.8               # any classifier score >= -> human review
     auto_approve = true                      # clean videos approved without a human
+    match_pinyin = false                     # true, or some of the four text lists:
+                                             # CJK terms also in pinyin and homophones
 
     [regions.eu.policy.maturity]             # maturity level -> action
     general = "approve"
@@ -23,6 +25,14 @@
     explicit = "reject"
 
 A misspelt key would silently disable a rule, so unknown keys are a ConfigError.
+
+``match_pinyin`` is off by default: pinyin and homophones over-match (a pinyin syllable
+pair can be a name, a homophone an ordinary word; docs/moderation.md, "Measurements"),
+so a region opts in. ``true`` turns it on for every list matched in text (banned, review
+and mature terms, banned hashtags); a list of those names for only some, because a
+false positive costs differently per list: a review term sends the video to a person,
+a banned term or hashtag rejects it with nobody looking, so an operator may want the
+sound-alikes only where a human decides.
 Other capabilities share the policy table: they keep their settings in a sub-table of
 their own (``[regions.eu.policy.retention]``), which moderation leaves alone.
 """
@@ -53,6 +63,7 @@ _TERM_LISTS = (
     "ineligible_categories",
     "blocked_categories",
 )
+PINYIN_LISTS = _TERM_LISTS[:4]  # the lists matched in the text an uploader writes
 
 
 @dataclass(frozen=True)
@@ -72,10 +83,16 @@ class RegionPolicy:
     classifier_threshold: float = 0.8
     auto_approve: bool = True
     maturity: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_MATURITY))
+    match_pinyin: tuple[str, ...] = ()  # the lists (of PINYIN_LISTS) matched by sound too
 
     def to_dict(self) -> dict[str, Any]:
+        """The effective policy; ``match_pinyin`` only when on, so that the digest of a
+        policy that does not use it is what it was before the key existed (no upgrade
+        re-judges a catalogue for nothing)."""
         out = asdict(self)
         out.pop("region")
+        if not out["match_pinyin"]:
+            out.pop("match_pinyin")
         return out
 
     def digest(self) -> str:
@@ -134,6 +151,21 @@ def _maturity(region: str, value: Any) -> dict[str, str]:
     return out
 
 
+def _pinyin_lists(region: str, value: Any) -> tuple[str, ...]:
+    if isinstance(value, bool):
+        return PINYIN_LISTS if value else ()
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        unknown = sorted(set(value) - set(PINYIN_LISTS))
+        if not unknown:
+            return tuple(k for k in PINYIN_LISTS if k in value)
+    raise ConfigError(
+        f"{_where(region, 'match_pinyin')} must be true, false or a list of some of "
+        f"{list(PINYIN_LISTS)}, got {value!r}",
+        region=region,
+        key="match_pinyin",
+    )
+
+
 def _check_keys(region: str, raw: dict[str, Any]) -> None:
     for key, value in raw.items():
         if key in KNOWN_KEYS:
@@ -183,4 +215,6 @@ def parse_policy(region: str, raw: dict[str, Any] | None) -> RegionPolicy:
         values["auto_approve"] = raw["auto_approve"]
     if "maturity" in raw:
         values["maturity"] = _maturity(region, raw["maturity"])
+    if "match_pinyin" in raw:
+        values["match_pinyin"] = _pinyin_lists(region, raw["match_pinyin"])
     return RegionPolicy(region=region, **values)

@@ -19,6 +19,8 @@ from typing import ClassVar
 from fyp.moderation import dedup
 from fyp.moderation.classifier import Classifier
 from fyp.moderation.models import Action, Finding, ModerationInput
+from fyp.moderation.pinyin import PinyinTerms
+from fyp.moderation.pinyin import version as pinyin_version
 from fyp.moderation.policy import MATURITY_LEVELS, RegionPolicy
 from fyp.moderation.text import (
     TermMatcher,
@@ -26,6 +28,7 @@ from fyp.moderation.text import (
     keys,
     normalise,
     raw_hashtags,
+    segment,
     squeeze,
     strip_mentions,
 )
@@ -68,11 +71,16 @@ def _quote(items: Iterable[str]) -> str:
 
 class FoldingRule(Rule):
     """A rule that matches folded text (``fyp.moderation.textfold``): what the text
-    folds to is part of its version, and so are OpenCC's dictionaries."""
+    folds to is part of its version, and so are OpenCC's dictionaries; with ``pinyin``
+    (the region's ``match_pinyin``) also the pinyin matcher's and pypinyin's. Without
+    it the version is what it was before pinyin matching existed: nothing changed."""
+
+    pinyin: bool = False
 
     @property
     def rule_version(self) -> str:
-        return f"{self.version}+fold{NORMALISATION}+opencc-{opencc_version()}"
+        folded = f"{self.version}+fold{NORMALISATION}+opencc-{opencc_version()}"
+        return f"{folded}+{pinyin_version()}" if self.pinyin else folded
 
 
 class TermRule(FoldingRule):
@@ -81,8 +89,9 @@ class TermRule(FoldingRule):
     action: ClassVar[Action] = Action.reject
     what: ClassVar[str] = "banned"
 
-    def __init__(self, terms: Iterable[str]) -> None:
-        self.matcher = TermMatcher(terms)
+    def __init__(self, terms: Iterable[str], pinyin: bool = False) -> None:
+        self.pinyin = pinyin
+        self.matcher = TermMatcher(terms, pinyin)
 
     def evaluate(self, video: ModerationInput) -> Finding | None:
         found = self.matcher.matches(*video.texts(hashtags=False), hashtags=video.hashtags)
@@ -120,23 +129,38 @@ def _found(configured: dict[str, str], values: Iterable[str], leet: bool = False
 class BannedHashtags(FoldingRule):
     """A hashtag (field or inline ``#tag``) that folds to a banned one, ignoring
     spaces, punctuation and emoji inside it ("约 炮", "约炮🔥"), as written or with
-    leetspeak read as letters ("#s3x")."""
+    leetspeak read as letters ("#s3x"); with ``pinyin``, also a whole hashtag that is a
+    banned CJK one in pinyin or homophones ("#yuepao", "#约泡")."""
 
     name = "banned_hashtags"
     version = "2"
 
-    def __init__(self, hashtags: Iterable[str]) -> None:
+    def __init__(self, hashtags: Iterable[str], pinyin: bool = False) -> None:
         self.hashtags = tuple(hashtags)
+        self.pinyin = pinyin
 
     @functools.cached_property
     def banned(self) -> dict[str, str]:  # folded on first use: see TermMatcher
         return _by_key(self.hashtags)
 
+    @functools.cached_property
+    def _sounds(self) -> PinyinTerms:
+        return PinyinTerms(self.banned, words=segment)
+
     def evaluate(self, video: ModerationInput) -> Finding | None:
-        found = _found(self.banned, raw_hashtags(video.caption, video.hashtags), leet=True)
-        if not found:
+        tags = raw_hashtags(video.caption, video.hashtags)
+        found = _found(self.banned, tags, leet=True)
+        listed = [repr(t) for t in found]
+        if self.pinyin:
+            sounds: dict[str, str] = {}
+            for key in sorted({k for tag in tags for k in keys(tag)}):
+                hit = self._sounds.whole(key)
+                if hit is not None and hit[0] not in found:
+                    sounds.setdefault(*hit)
+            listed += [f"{term!r} ({how})" for term, how in sorted(sounds.items())]
+        if not listed:
             return None
-        return self.finding(Action.reject, f"uses banned hashtag(s) {_quote(found)}")
+        return self.finding(Action.reject, f"uses banned hashtag(s) {', '.join(listed)}")
 
 
 class Categories(FoldingRule):
@@ -177,8 +201,11 @@ class Maturity(FoldingRule):
     name = "maturity"
     version = "2"
 
-    def __init__(self, mature_terms: Iterable[str], actions: Mapping[str, str]) -> None:
-        self.matcher = TermMatcher(mature_terms)
+    def __init__(
+        self, mature_terms: Iterable[str], actions: Mapping[str, str], pinyin: bool = False
+    ) -> None:
+        self.pinyin = pinyin
+        self.matcher = TermMatcher(mature_terms, pinyin)
         self.actions = dict(actions)
 
     def evaluate(self, video: ModerationInput) -> Finding | None:
@@ -346,12 +373,13 @@ class HumanHold(Rule):
 
 def default_rules(policy: RegionPolicy, classifier: Classifier) -> list[Rule]:
     """The region's rules, in evaluation order (the order does not change a verdict)."""
+    by_sound = set(policy.match_pinyin)
     return [
-        BannedTerms(policy.banned_terms),
-        BannedHashtags(policy.banned_hashtags),
-        ReviewTerms(policy.review_terms),
+        BannedTerms(policy.banned_terms, "banned_terms" in by_sound),
+        BannedHashtags(policy.banned_hashtags, "banned_hashtags" in by_sound),
+        ReviewTerms(policy.review_terms, "review_terms" in by_sound),
         Categories(policy.region, policy.blocked_categories, policy.ineligible_categories),
-        Maturity(policy.mature_terms, policy.maturity),
+        Maturity(policy.mature_terms, policy.maturity, "mature_terms" in by_sound),
         Spam(policy.max_hashtags),
         Reupload(),
         ClassifierRule(classifier, policy.classifier_threshold),

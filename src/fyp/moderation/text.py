@@ -30,11 +30,14 @@ letters. Terms are then matched several ways:
   a longer word ("赌博网站"), and evasions insert punctuation, spaces or emoji between
   characters ("赌.博", "赌 🎲 博"). So CJK terms are also looked up in the folded text
   with everything that is not a letter or digit removed.
+- **Pinyin and homophones**, only for a matcher made with ``pinyin=True`` (a region's
+  ``match_pinyin``): a CJK term written in pinyin ("du bo", "dubo", "#DuBo") or with
+  characters that sound the same ("堵博"; :mod:`fyp.moderation.pinyin`).
 
 Substrings can over-match across a word boundary in Chinese too (a term "中共"
 inside "集中共享"), so every match records how it was found — ``word``, ``phrase``,
-``spelled``, ``camelcase``, ``glued``, ``leet`` or ``substring`` — and the finding's
-reason shows it to reviewers and appeals.
+``spelled``, ``camelcase``, ``glued``, ``leet``, ``substring``, ``pinyin`` or
+``homophone`` — and the finding's reason shows it to reviewers and appeals.
 
 jieba loads its dictionary (about a second) on first use, without network access, and
 its log output is silenced; the tokenizer is a private instance so a term list never
@@ -53,6 +56,7 @@ from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from typing import Any
 
+from fyp.moderation.pinyin import PinyinTerms
 from fyp.moderation.textfold import (
     CJK_RANGES,
     deleet,
@@ -140,6 +144,12 @@ def tokenizer() -> Any:
                 tok.initialize()
                 _tokenizer = tok
     return _tokenizer
+
+
+def segment(text: str) -> list[str]:
+    """jieba's words of a text, every character kept (no HMM: see :func:`tokens`)."""
+    words: list[str] = tokenizer().lcut(text, HMM=False)
+    return words
 
 
 def _jieba_words(folded: str) -> tuple[str, ...]:
@@ -303,11 +313,13 @@ class TermMatcher:
     """Finds which of a list of terms a text contains (see the module docstring).
 
     Terms are folded on first use, not at construction: a rule whose folding cannot
-    run (OpenCC missing) fails when it evaluates a video, which fails closed, instead
-    of stopping the server from starting."""
+    run (OpenCC or pypinyin missing) fails when it evaluates a video, which fails
+    closed, instead of stopping the server from starting. ``pinyin``: CJK terms also
+    match in pinyin and with homophones."""
 
-    def __init__(self, terms: Iterable[str]) -> None:
+    def __init__(self, terms: Iterable[str], pinyin: bool = False) -> None:
         self.terms = tuple(dict.fromkeys(t for t in terms if t.strip()))
+        self.pinyin = pinyin
 
     def __bool__(self) -> bool:
         return bool(self.terms)
@@ -328,10 +340,14 @@ class TermMatcher:
             },
         )
 
+    @functools.cached_property
+    def _sounds(self) -> PinyinTerms:
+        return PinyinTerms({key: term for key, (_, term) in self._index.cjk.items()}, words=segment)
+
     def matches(self, *texts: str, hashtags: Iterable[str] = ()) -> dict[str, str]:
         """Configured term -> how it matched (``word``, ``phrase``, ``spelled``,
-        ``camelcase``, ``glued``, ``leet`` or ``substring``), over all the texts and
-        the hashtag field's hashtags (each matched on its own)."""
+        ``camelcase``, ``glued``, ``leet``, ``substring``, ``pinyin`` or ``homophone``),
+        over all the texts and the hashtag field's hashtags (each matched on its own)."""
         found: dict[str, str] = {}
         if not self.terms:
             return found
@@ -349,6 +365,13 @@ class TermMatcher:
             for p in prepared:  # leetspeak only for what did not match as written
                 if p.leet is not None:
                     self._latin(p.leet, found, leet=True)
+        if self.pinyin and index.cjk:  # the loosest ways last: the others say more
+            for p in prepared:
+                s = p.exact
+                for term in self._sounds.in_latin((*s.forms, *s.tag_lines, *s.spelled)):
+                    found.setdefault(term, "pinyin")
+                for term in self._sounds.in_chinese(p.flat):
+                    found.setdefault(term, "homophone")
         return dict(sorted(found.items()))
 
     def _latin(self, s: Spelling, found: dict[str, str], leet: bool) -> None:
