@@ -106,7 +106,20 @@ def test_homophones_inside_ordinary_words_or_without_the_terms_characters_are_no
     assert shipped.in_chinese("大爷大妈们") == []
     assert shipped.in_chinese("黑头杜泊") == []
     assert PinyinTerms(terms, anchored=False, words=segment).in_chinese("黑头杜泊") == ["赌博"]
-    assert PinyinTerms(terms).in_chinese("新冠病毒溯源") == ["冰毒"]  # without the word rule
+    # without the word rule a run inside words matches (拥堵 + 博物馆: du3 bo2)
+    assert PinyinTerms(terms).in_chinese("拥堵博物馆") == ["赌博"]
+    assert shipped.in_chinese("拥堵博物馆") == []
+
+
+def test_a_homophone_must_read_with_the_terms_tones() -> None:
+    """Every toneless homophone on KuaiRec was 大码 (da4 ma3, plus size) read as 大麻
+    (da4 ma2); tones tell them apart, and 病毒 (bing4) is not 冰毒 (bing1)."""
+    terms = {"冰毒": "冰毒", "大麻": "大麻", "赌博": "赌博"}
+    bare = PinyinTerms(terms)  # no word rule: only the tones decide
+    assert bare.in_chinese("大码女装") == []
+    assert bare.in_chinese("新冠病毒溯源") == []
+    assert bare.in_chinese("网上堵博") == ["赌博"]  # du3 bo2, as 赌博
+    assert bare.in_chinese("网上读博") == []  # du2: another tone
 
 
 def test_the_reading_of_a_hashtag_field_and_banned_hashtags() -> None:

@@ -11,9 +11,11 @@ Chinese-speaking uploaders who want a banned term through write how it *sounds*:
   stand for its syllable (``赌bo``, ``du博``), but at least one syllable is Latin (the
   Chinese spelling is the CJK substring match). Text is folded first
   (:func:`fyp.moderation.textfold.fold`), which drops tone marks and case;
-- **homophones** in Chinese: a run of Han characters that reads like the term without
-  tones, e.g. 堵博 or 赌搏 for 赌博 (``homophone``). Only when at least one character is
-  the term's own (:data:`ANCHORED`): on the 10,728 real KuaiRec captions, homophones
+- **homophones** in Chinese: a run of Han characters that reads like the term, tones
+  included, e.g. 堵博 or 赌搏 for 赌博 (``homophone``). Tones count here (not in Latin
+  text, where they are rarely written): on the KuaiRec captions every toneless match was
+  an ordinary word, 大码 (dà mǎ, plus size) read as 大麻 (dà má). Only when at least one
+  character is the term's own (:data:`ANCHORED`): on the 10,728 real KuaiRec captions, homophones
   with none of the term's characters were almost all ordinary words (docs/moderation.md,
   "Measurements"). The run is read in the same letters-only text as the CJK substring
   match, so punctuation between the characters does not hide it.
@@ -54,6 +56,7 @@ _HAN_TERM = re.compile(f"[{HAN}]{{2,}}")
 _LATIN = rf"[^\W_{CJK_RANGES}]"  # a letter or digit of a Latin-like word
 _SEP = r"(?:[^\w\n]|_){0,3}"  # between syllables: the spelled-out rule's separators
 _SYLLABLE = re.compile("[a-z]+")
+_TONED = re.compile("[a-z]+[1-5]")
 _ASCII_LETTER = re.compile("[a-z]")
 
 _lock = threading.Lock()
@@ -90,14 +93,19 @@ def version() -> str:
 
 
 @functools.lru_cache(maxsize=65536)
-def readings(char: str) -> tuple[str, ...]:
-    """A Han character's readings without tones (``ü`` as ``v``), pypinyin's order;
-    empty for anything else."""
+def readings(char: str, tones: bool = False) -> tuple[str, ...]:
+    """A Han character's readings (``ü`` as ``v``), pypinyin's order, without tones or,
+    with ``tones``, ending in the tone's digit (5: neutral); empty for anything else."""
     if not _HAN_CHAR.fullmatch(char):
         return ()
     py = _pypinyin()
-    found = py.pinyin(char, style=py.Style.NORMAL, heteronym=True, errors="ignore")
-    out = [r for r in (found[0] if found else []) if _SYLLABLE.fullmatch(r)]
+    if tones:
+        style = {"style": py.Style.TONE3, "neutral_tone_with_five": True}
+    else:
+        style = {"style": py.Style.NORMAL}
+    found = py.pinyin(char, heteronym=True, errors="ignore", **style)
+    spelled = _TONED if tones else _SYLLABLE
+    out = [r for r in (found[0] if found else []) if spelled.fullmatch(r)]
     return tuple(dict.fromkeys(out))
 
 
@@ -150,7 +158,8 @@ def _pattern(term: str, positions: tuple[tuple[str, ...], ...]) -> re.Pattern[st
 
 @functools.lru_cache(maxsize=65536)
 def _sounds(char: str) -> frozenset[str]:
-    return frozenset(readings(char))
+    """Every reading of a character, tones included: what a homophone must share."""
+    return frozenset(readings(char, tones=True))
 
 
 @dataclass(frozen=True)
@@ -162,7 +171,8 @@ class _Term:
 
     @functools.cached_property
     def sounds(self) -> tuple[frozenset[str], ...]:
-        return tuple(frozenset(p) for p in self.positions)
+        """Each position's readings with tones (every reading of its character)."""
+        return tuple(_sounds(c) for c in self.key)
 
 
 class PinyinTerms:
