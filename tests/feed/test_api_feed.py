@@ -21,7 +21,8 @@ def test_feed_route(trained: Deployment) -> None:
         assert r.status_code == 200
         body = r.json()
         assert body["region"] == "us" and len(body["items"]) == 5
-        assert set(body["items"][0]) == {"video_id", "position", "score", "source", "reason"}
+        item = set(body["items"][0])
+        assert item == {"video_id", "position", "score", "source", "reason", "explanation"}
         nxt = client.get("/v1/users/u2/feed", params={"n": 5, "cursor": body["next_cursor"]})
         assert not {i["video_id"] for i in nxt.json()["items"]} & {
             i["video_id"] for i in body["items"]
@@ -227,7 +228,7 @@ def test_only_plain_feed_queries_take_the_fast_path() -> None:
         "unknown parameter": False,
         "debug": False,
     }
-    assert _plain_feed_params(b"n=%31%30") == (10, None)  # decoded like the router does
+    assert _plain_feed_params(b"n=%31%30") == (10, None, None)  # decoded like the router does
 
 
 @settings(max_examples=500, deadline=None)
