@@ -66,6 +66,9 @@ FEED_CASES = [
     ("unknown user", "/v1/users/nobody/feed"),
     ("unknown parameter", "/v1/users/u8/feed?colour=red"),
     ("debug", "/v1/users/u10/feed?n=2&debug=true"),
+    ("lang", "/v1/users/u12/feed?n=3&lang=zh-Hant"),
+    ("lang tag", "/v1/users/u14/feed?lang=zh-TW&n=2"),
+    ("lang unsupported", "/v1/users/u2/feed?lang=fr"),
 ]
 
 
@@ -103,7 +106,22 @@ def test_the_feed_fast_path_answers_like_the_route(
     monkeypatch.setattr(HotRoutes, "__call__", router_only)
     slow = through()
     assert fast == slow
-    assert [status for status, _ in fast] == [200, 200, 200, 422, 422, 422, 200, 400, 404, 200, 200]
+    assert [status for status, _ in fast] == [
+        200,
+        200,
+        200,
+        422,
+        422,
+        422,
+        200,
+        400,
+        404,
+        200,
+        200,
+        200,
+        200,
+        422,
+    ]
 
 
 def test_the_feed_fast_path_fails_like_the_route(
@@ -227,6 +245,9 @@ def test_only_plain_feed_queries_take_the_fast_path() -> None:
         "unknown user": True,
         "unknown parameter": False,
         "debug": False,
+        "lang": True,
+        "lang tag": True,
+        "lang unsupported": False,  # the route answers its 422
     }
     assert _plain_feed_params(b"n=%31%30") == (10, None, None)  # decoded like the router does
 

@@ -221,8 +221,9 @@ _converted: dict[str, str] = {}
 
 
 def traditional(text: str) -> str:
-    """Simplified Chinese to Traditional (OpenCC ``s2t``), cached. Without OpenCC the
-    text stays Simplified, and the operator is told once in the log."""
+    """Simplified Chinese to Traditional (OpenCC ``s2tw``: the character forms Taiwan
+    and Hong Kong write, 為 not 爲), cached. Without OpenCC the text stays Simplified,
+    and the operator is told once in the log."""
     found = _converted.get(text)
     if found is not None:
         return found
@@ -247,7 +248,7 @@ def _converter() -> Any:
                         "reasons asked for in zh-Hant are served in Simplified Chinese"
                     )
                     return None
-                _s2t = opencc.OpenCC("s2t.json")
+                _s2t = opencc.OpenCC("s2tw.json")
     return _s2t
 
 
