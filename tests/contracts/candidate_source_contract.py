@@ -19,6 +19,7 @@ import pytest
 
 from contracts.stage_contract import contract_user, user_states
 from fyp.feed.candidates import Candidates, CandidateSource
+from fyp.feed.reasons import LANGS, Reason
 from fyp.feed.state import UserState
 from fyp.models.region_model import RegionModel
 from fyp.regions.deployment import Deployment
@@ -56,7 +57,9 @@ class CandidateSourceContract:
             assert len(set(items.tolist())) == len(items)
             assert ((items >= 0) & (items < model.n_items)).all()
             assert len(found.scores) == len(items) and np.isfinite(found.scores).all()
-            assert all(isinstance(found.explain(r), str) for r in range(len(items)))
+            reasons = [found.explain(r) for r in range(len(items))]
+            assert all(isinstance(r, Reason) for r in reasons)
+            assert all(r.text(lang) for r in reasons for lang in LANGS)  # in every language
 
     def test_equal_inputs_give_equal_proposals(
         self, source: CandidateSource, states: list[tuple[RegionModel, UserState]]

@@ -22,8 +22,12 @@ N_VIDEOS = 120
 N_CREATORS = 12
 
 
-def build(directory: Path, store: str | None = None) -> Deployment:
-    """``store``: a store URL with {region} in it (default: a SQLite file per region)."""
+def build(
+    directory: Path, store: str | None = None, categories: tuple[str, ...] | None = None
+) -> Deployment:
+    """``store``: a store URL with {region} in it (default: a SQLite file per region);
+    ``categories``: the six categories' names (default ``cat0``..``cat5``)."""
+    names = categories or tuple(f"cat{k}" for k in range(6))
     d = Deployment.init(directory, ["us", "eu"], store=store)
     catalog = Catalog(d)
     for u in range(N_USERS):
@@ -36,7 +40,7 @@ def build(directory: Path, store: str | None = None) -> Deployment:
                 creator_id=f"u{v % N_CREATORS}",
                 duration_ms=15_000,
                 regions=["us", "eu"],
-                categories=[f"cat{v % 6}"],
+                categories=[names[v % 6]],
                 tags=[str(v % 5)],
             )
         )

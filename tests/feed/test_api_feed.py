@@ -21,7 +21,8 @@ def test_feed_route(trained: Deployment) -> None:
         assert r.status_code == 200
         body = r.json()
         assert body["region"] == "us" and len(body["items"]) == 5
-        assert set(body["items"][0]) == {"video_id", "position", "score", "source", "reason"}
+        item = set(body["items"][0])
+        assert item == {"video_id", "position", "score", "source", "reason", "explanation"}
         nxt = client.get("/v1/users/u2/feed", params={"n": 5, "cursor": body["next_cursor"]})
         assert not {i["video_id"] for i in nxt.json()["items"]} & {
             i["video_id"] for i in body["items"]
@@ -65,6 +66,9 @@ FEED_CASES = [
     ("unknown user", "/v1/users/nobody/feed"),
     ("unknown parameter", "/v1/users/u8/feed?colour=red"),
     ("debug", "/v1/users/u10/feed?n=2&debug=true"),
+    ("lang", "/v1/users/u12/feed?n=3&lang=zh-Hant"),
+    ("lang tag", "/v1/users/u14/feed?lang=zh-TW&n=2"),
+    ("lang unsupported", "/v1/users/u2/feed?lang=fr"),
 ]
 
 
@@ -102,7 +106,22 @@ def test_the_feed_fast_path_answers_like_the_route(
     monkeypatch.setattr(HotRoutes, "__call__", router_only)
     slow = through()
     assert fast == slow
-    assert [status for status, _ in fast] == [200, 200, 200, 422, 422, 422, 200, 400, 404, 200, 200]
+    assert [status for status, _ in fast] == [
+        200,
+        200,
+        200,
+        422,
+        422,
+        422,
+        200,
+        400,
+        404,
+        200,
+        200,
+        200,
+        200,
+        422,
+    ]
 
 
 def test_the_feed_fast_path_fails_like_the_route(
@@ -226,8 +245,11 @@ def test_only_plain_feed_queries_take_the_fast_path() -> None:
         "unknown user": True,
         "unknown parameter": False,
         "debug": False,
+        "lang": True,
+        "lang tag": True,
+        "lang unsupported": False,  # the route answers its 422
     }
-    assert _plain_feed_params(b"n=%31%30") == (10, None)  # decoded like the router does
+    assert _plain_feed_params(b"n=%31%30") == (10, None, None)  # decoded like the router does
 
 
 @settings(max_examples=500, deadline=None)

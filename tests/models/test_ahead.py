@@ -8,6 +8,7 @@ import numpy as np
 from hypothesis import given
 from hypothesis import strategies as st
 
+from fyp.feed.reasons import Reason, category_interest, fixed, liked_similar, other
 from fyp.models.ahead import AheadTable, RankedAhead, to_arrays, without_user
 
 
@@ -18,8 +19,13 @@ class Texts:
     def sources(self, rows: np.ndarray) -> list[str]:
         return [["trending", "fresh", "embedding"][k % 3] for k in rows.tolist()]
 
-    def reasons(self, rows: np.ndarray) -> list[str]:
-        return [f"reason {self.tag}{self.items[k]}" for k in rows.tolist()]
+    def reasons(self, rows: np.ndarray) -> list[Reason]:
+        out = []
+        for k in rows.tolist():
+            mark = f"{self.tag}{self.items[k]}"
+            kinds = [liked_similar(mark), fixed("trending_region"), category_interest(f"类{mark}")]
+            out.append([*kinds, other(f"reason {mark}")][k % 4])
+        return out
 
 
 def order(items: list[int], *, age: int | None = 30, tag: str = "") -> RankedAhead:
@@ -35,7 +41,7 @@ def order(items: list[int], *, age: int | None = 30, tag: str = "") -> RankedAhe
     )
 
 
-def as_lists(o: RankedAhead) -> tuple[list[int], list[str], list[str]]:
+def as_lists(o: RankedAhead) -> tuple[list[int], list[str], list[Reason]]:
     n = len(o.items)
     return (
         o.items.tolist(),

@@ -90,14 +90,19 @@ def register(app: typer.Typer) -> None:
             "fyp recommend on the command line",
             help="Why you read this user's feed: it goes in their region's audit log.",
         ),
+        lang: str = typer.Option(
+            "en", help="Language of the reasons: en, zh-Hans or zh-Hant (as the API's ?lang=)."
+        ),
     ) -> None:
         """Print a user's For You feed with the reason for each video (an operator read,
         recorded in the user's region's audit log like one over the API)."""
         from fyp.audit.log import AuditLog
+        from fyp.feed.reasons import request_lang
         from fyp.feed.service import FeedService
         from fyp.regions.deployment import Deployment
         from fyp.sovereignty.ledger import user_pseudonym
 
+        language = request_lang(lang, None, field="--lang")  # before the feed is read
         with Deployment.open(directory) as d:
             page = FeedService(d).feed(user, n=n, record=record)
             AuditLog(d.store(page.region)).append(
@@ -115,7 +120,7 @@ def register(app: typer.Typer) -> None:
                     item.video_id,
                     f"{item.score:.3f}",
                     item.source,
-                    item.reason,
+                    item.why.text(language),
                 )
             console.print(table)
 

@@ -14,10 +14,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from fyp.feed.reasons import Reason, category_interest, fixed, liked_similar, other
 from fyp.feed.state import UserState
 from fyp.models.region_model import RegionModel
 
-Explain = Callable[[int], str]
+Explain = Callable[[int], Reason]
 
 
 @dataclass(slots=True)
@@ -36,8 +37,9 @@ class Candidates:
 
 
 @functools.cache
-def _fixed(reason: str) -> Explain:
-    """The same reason for every row: one function per text, shared."""
+def _fixed(code: str) -> Explain:
+    """The same reason for every row: one function per code, shared."""
+    reason = fixed(code) if code else other("")
     return lambda _row: reason
 
 
@@ -147,7 +149,7 @@ class _BecauseYouLiked:
         self._model, self._positives, self._weights, self._items = model, positives, weights, items
         self._anchors: np.ndarray | None = None
 
-    def __call__(self, row: int) -> str:
+    def __call__(self, row: int) -> Reason:
         model, positives = self._model, self._positives
         if self._anchors is None:
             nbr, sims = _neighbours(model, positives, self._weights)
@@ -157,7 +159,7 @@ class _BecauseYouLiked:
             owner = best_first[at] // nbr.shape[1]
             self._anchors = owner[np.searchsorted(found, self._items)]
         anchor = int(positives[int(self._anchors[row])])
-        return f"because you liked video {model.video_ids[anchor]}"
+        return liked_similar(str(model.video_ids[anchor]))
 
 
 def _neighbours(
@@ -181,7 +183,7 @@ class EmbeddingRetrieval(CandidateSource):
             return _empty(self.name)
         scores = model.item_factors @ vector
         items = _top(scores, self.quota, narrow=True)
-        return Candidates(self.name, items, scores[items], _fixed("similar to what you watch"))
+        return Candidates(self.name, items, scores[items], _fixed("similar_to_watched"))
 
 
 class ModelWideSource(CandidateSource):
@@ -212,9 +214,7 @@ class Trending(ModelWideSource):
 
     def propose(self, model: RegionModel) -> Candidates:
         items = model.trending_order[: self.quota].astype(np.int64)
-        return Candidates(
-            self.name, items, model.popularity[items], _fixed("popular in your region")
-        )
+        return Candidates(self.name, items, model.popularity[items], _fixed("trending_region"))
 
 
 class Following(CandidateSource):
@@ -238,9 +238,9 @@ class Following(CandidateSource):
             self.name,
             items.astype(np.int64),
             created[order].astype(np.float32),
-            # no creator id in the text: reasons are stored ahead (fyp.models.ahead) and
+            # no creator id in the reason: reasons are stored ahead (fyp.models.ahead) and
             # must not name a user
-            _fixed("new from a creator you follow"),
+            _fixed("followed_creator"),
         )
 
 
@@ -260,7 +260,7 @@ class Fresh(ModelWideSource):
         created = model.created_at_ms[few].astype(np.float64)
         order = _top(created, self.quota)
         items = few[order].astype(np.int64)
-        return Candidates(self.name, items, created[order].astype(np.float32), _fixed("new on fyp"))
+        return Candidates(self.name, items, created[order].astype(np.float32), _fixed("new_on_fyp"))
 
 
 class CategoryInterest(CandidateSource):
@@ -294,9 +294,9 @@ class _BecauseYouWatch:
     def __init__(self, model: RegionModel, items: np.ndarray) -> None:
         self._model, self._items = model, items
 
-    def __call__(self, row: int) -> str:
+    def __call__(self, row: int) -> Reason:
         model = self._model
-        return f"because you watch {model.category_names[model.category[self._items[row]]]}"
+        return category_interest(str(model.category_names[model.category[self._items[row]]]))
 
 
 def deeper_trending(model: RegionModel, state: UserState, count: int) -> Candidates:
@@ -306,9 +306,7 @@ def deeper_trending(model: RegionModel, state: UserState, count: int) -> Candida
     of videos they have never been shown."""
     order = model.trending_order
     unseen = order[~state.seen_mask(model)[order]][:count].astype(np.int64)
-    return Candidates(
-        Trending.name, unseen, model.popularity[unseen], _fixed("popular in your region")
-    )
+    return Candidates(Trending.name, unseen, model.popularity[unseen], _fixed("trending_region"))
 
 
 def default_sources() -> list[CandidateSource]:

@@ -19,6 +19,7 @@ import numpy as np
 from fyp.feed.candidates import Candidates, CandidateSource, deeper_trending, default_sources
 from fyp.feed.filters import AlreadySeen, Filter, NotInterested
 from fyp.feed.pool import Pool, RemovedLog, merge
+from fyp.feed.reasons import fixed
 from fyp.feed.rerank import (
     RerankParams,
     diversify,
@@ -63,7 +64,7 @@ class Universe(CandidateSource):
             self.name,
             self.items,
             np.zeros(len(self.items), np.float32),
-            lambda _row: "in the evaluated set",
+            lambda _row: fixed("evaluated_set"),
         )
 
 

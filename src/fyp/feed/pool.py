@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from fyp.feed.candidates import Candidates
+from fyp.feed.reasons import Reason
 
 
 @dataclass
@@ -59,7 +60,7 @@ class Pool:
     def source(self, row: int) -> str:
         return self.candidates[int(self.origin[row])].source
 
-    def reason(self, row: int) -> str:
+    def reason(self, row: int) -> Reason:
         return self.candidates[int(self.origin[row])].explain(int(self.position[row]))
 
     def is_from(self, source: str) -> np.ndarray:

@@ -16,8 +16,6 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
@@ -28,8 +26,10 @@ from fyp.experiments.exposures import ExposureLog
 from fyp.feed.ahead import AheadCache, next_rows
 from fyp.feed.candidates import Candidates
 from fyp.feed.filters import Available, Eligibility, EligibilityCheck
+from fyp.feed.page import FeedItem, FeedPage
 from fyp.feed.pipeline import FeedPipeline, RankedPage
 from fyp.feed.pool import Pool, RemovedLog
+from fyp.feed.reasons import Reason
 from fyp.feed.rerank import separate_creators
 from fyp.feed.scoring import RankerScorer, Scorer, ValueScorer
 from fyp.feed.state import CREATOR_ACTIONS, ServedMask, StateCache, UserState, build_state
@@ -48,50 +48,6 @@ _NONE, _NONE_F = np.zeros(0, np.int64), np.zeros(0, np.float32)
 RELOAD_CHECK_S = 1.0
 RETRY_FAILED_LOAD_S = 60.0  # a version that failed to load in the background is retried this late
 log = logging.getLogger("fyp.feed")
-
-
-@dataclass
-class FeedItem:
-    video_id: str
-    position: int
-    score: float
-    source: str
-    reason: str
-
-    def to_dict(self) -> dict[str, Any]:
-        return self.__dict__.copy()
-
-
-@dataclass
-class FeedPage:
-    user_id: str
-    region: str
-    model_version: str
-    items: list[FeedItem]
-    cursor: str
-    removed_log: RemovedLog
-    experiment: Arm | None = None  # None: the user's home region runs no experiment
-
-    @property
-    def removed(self) -> list[dict[str, str]]:
-        """Every candidate a filter removed, with the stage and the reason."""
-        return self.removed_log.to_dicts()
-
-    def to_dict(self, debug: bool = False) -> dict[str, Any]:
-        out: dict[str, Any] = {
-            "user_id": self.user_id,
-            "region": self.region,
-            "model_version": self.model_version,
-            "items": [i.to_dict() for i in self.items],
-            "next_cursor": self.cursor,
-            # nothing eligible is left that the user has not seen in the seen window
-            "end_of_feed": not self.items,
-        }
-        if self.experiment is not None:
-            out["experiment"] = self.experiment.to_dict()
-        if debug:
-            out["removed"] = self.removed
-        return out
 
 
 def encode_cursor(page: int, session: int) -> str:
@@ -622,7 +578,7 @@ class _FromPool:
         candidates = self._candidates
         return [candidates[o].source for o in self._origin[rows].tolist()]
 
-    def reasons(self, rows: np.ndarray) -> list[str]:
+    def reasons(self, rows: np.ndarray) -> list[Reason]:
         candidates = self._candidates
         pairs = zip(self._origin[rows].tolist(), self._position[rows].tolist(), strict=True)
         return [candidates[o].explain(p) for o, p in pairs]

@@ -8,18 +8,25 @@ as flat arrays, one slice per user. An order is only good for the user state it 
 ranked from: it records the user's profile version and latest event, and the feed uses
 it only while both are unchanged (``RankedAhead.fresh_for``), so read-your-writes holds.
 
-Reasons are stored as text. None names a user: candidate sources explain with video
-ids, categories and fixed phrases (``fyp.feed.candidates``), so an erasure only has to
-drop the erased user's own slice (``without_user``).
+Reasons are stored coded (``fyp.feed.reasons``: a code and its parameters, rendered in
+the viewer's language when a page is answered), with their English text beside them for
+fyp versions before codes; an artifact of those versions holds the texts only, which
+are mapped back to codes once when it loads (``reasons.from_text``). None names a user:
+candidate sources explain with video ids, categories and fixed phrases
+(``fyp.feed.candidates``), so an erasure only has to drop the erased user's own slice
+(``without_user``).
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
+
+from fyp.feed.reasons import CODES, Reason, from_text
 
 PREFIX = "ahead_"
 USER_IDS = "ahead_user_ids"
@@ -33,7 +40,7 @@ class Explains(Protocol):
 
     def sources(self, rows: np.ndarray) -> list[str]: ...
 
-    def reasons(self, rows: np.ndarray) -> list[str]: ...
+    def reasons(self, rows: np.ndarray) -> list[Reason]: ...
 
 
 @dataclass(frozen=True)
@@ -68,7 +75,7 @@ def to_arrays(orders: Mapping[str, RankedAhead]) -> dict[str, np.ndarray]:
     ptr = np.zeros(len(users) + 1, np.int64)
     np.cumsum(sizes, out=ptr[1:])
     sources: dict[str, int] = {}
-    reasons: dict[str, int] = {}
+    reasons: dict[Reason, int] = {}
     source_idx = np.zeros(int(ptr[-1]), np.int16)
     reason_idx = np.zeros(int(ptr[-1]), np.int32)
     for u, start in zip(users, ptr[:-1].tolist(), strict=True):
@@ -106,7 +113,13 @@ def to_arrays(orders: Mapping[str, RankedAhead]) -> dict[str, np.ndarray]:
         "ahead_source": source_idx,
         "ahead_reason": reason_idx,
         "ahead_source_names": np.asarray(list(sources) or [""], dtype=np.str_),
-        "ahead_reasons": np.asarray(list(reasons) or [""], dtype=np.str_),
+        # English, for fyp versions before codes (they read only this)
+        "ahead_reasons": np.asarray([r.text() for r in reasons] or [""], dtype=np.str_),
+        "ahead_reason_codes": np.asarray([r.code for r in reasons] or [""], dtype=np.str_),
+        "ahead_reason_params": np.asarray(
+            [json.dumps(r.params, ensure_ascii=False, sort_keys=True) for r in reasons] or ["{}"],
+            dtype=np.str_,
+        ),
     }
 
 
@@ -122,7 +135,7 @@ class AheadTable:
         self._source = arrays["ahead_source"]
         self._reason = arrays["ahead_reason"]
         self._source_names: list[str] = arrays["ahead_source_names"].tolist()
-        self._reasons: list[str] = arrays["ahead_reasons"].tolist()  # plain str, once
+        self._reasons = _stored_reasons(arrays)  # once per artifact
 
     @classmethod
     def from_arrays(cls, arrays: Mapping[str, np.ndarray]) -> AheadTable | None:
@@ -158,23 +171,39 @@ class AheadTable:
         )
 
 
-class _Coded:
-    """An artifact order's sources and reasons: codes into the artifact's texts."""
+def _stored_reasons(arrays: Mapping[str, np.ndarray]) -> list[Reason]:
+    """The artifact's table of reasons. Codes where it has them; else (trained before
+    codes, or a code this version does not know) the English text mapped back."""
+    texts: list[str] = arrays["ahead_reasons"].tolist()  # plain str
+    if "ahead_reason_codes" not in arrays:
+        return [from_text(t) for t in texts]
+    out: list[Reason] = []
+    codes, params = arrays["ahead_reason_codes"].tolist(), arrays["ahead_reason_params"].tolist()
+    for text, code, given in zip(texts, codes, params, strict=True):
+        try:
+            out.append(Reason(code, json.loads(given)) if code in CODES else from_text(text))
+        except (ValueError, TypeError):  # parameters this version does not take
+            out.append(from_text(text))
+    return out
 
-    __slots__ = ("_names", "_reason", "_source", "_texts")
+
+class _Coded:
+    """An artifact order's sources and reasons: codes into the artifact's tables."""
+
+    __slots__ = ("_names", "_reason", "_source", "_table")
 
     def __init__(
-        self, names: list[str], texts: list[str], source: np.ndarray, reason: np.ndarray
+        self, names: list[str], table: list[Reason], source: np.ndarray, reason: np.ndarray
     ) -> None:
-        self._names, self._texts, self._source, self._reason = names, texts, source, reason
+        self._names, self._table, self._source, self._reason = names, table, source, reason
 
     def sources(self, rows: np.ndarray) -> list[str]:
         names = self._names
         return [names[c] for c in self._source[rows].tolist()]
 
-    def reasons(self, rows: np.ndarray) -> list[str]:
-        texts = self._texts
-        return [texts[c] for c in self._reason[rows].tolist()]
+    def reasons(self, rows: np.ndarray) -> list[Reason]:
+        table = self._table
+        return [table[c] for c in self._reason[rows].tolist()]
 
 
 def without_user(

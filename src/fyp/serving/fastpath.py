@@ -24,10 +24,12 @@ from starlette.types import Message, Receive, Scope, Send
 
 from fyp.access.guard import PRINCIPAL, Access, route_path
 from fyp.events.ingest import Ingestor
+from fyp.feed.reasons import DEFAULT_LANG, LANGS, accepted_lang, match_lang
 from fyp.feed.service import DEFAULT_PAGE, MAX_PAGE, FeedService
 from fyp.serving.errors import failure
 from fyp.serving.metrics import ServerMetrics
 from fyp.serving.routers.events import REGION_HEADER, ingest_one
+from fyp.serving.routers.feed import language_headers
 
 PATH = "/v1/events"
 _JSON = [(b"content-type", b"application/json")]
@@ -39,11 +41,11 @@ class HotRoutes:
     ahead of the whole Starlette stack (its error, telemetry and body-limit middleware
     and the router), after the same access check the rest of the app gets.
 
-    The feed's fast path takes at most ``n`` (digits, 1..100) and ``cursor``, each
-    once; anything else (``debug``, an invalid or repeated parameter, another method)
-    is left to the route in ``fyp.serving.routers.feed``, which validates and answers
-    it. ``__call__`` returns False, having done nothing, for any request it leaves to
-    the app."""
+    The feed's fast path takes at most ``n`` (digits, 1..100), ``cursor`` and a
+    supported ``lang``, each once, and reads ``Accept-Language``; anything else
+    (``debug``, an invalid or repeated parameter, another method) is left to the route
+    in ``fyp.serving.routers.feed``, which validates and answers it. ``__call__``
+    returns False, having done nothing, for any request it leaves to the app."""
 
     def __init__(
         self, access: Access, feed: FeedService, ingestor: Ingestor, metrics: ServerMetrics
@@ -58,19 +60,24 @@ class HotRoutes:
             return False
         method, path = scope["method"], route_path(scope)  # under a proxy's prefix too
         started = time.perf_counter()
+        answered: dict[str, str] = {}  # the headers of a successful answer
         if method == "POST" and path == PATH:
             answer, route = self._event, PATH
         elif method == "GET" and (match := _FEED_PATH.fullmatch(path)) is not None:
             params = _plain_feed_params(scope.get("query_string", b""))
             if params is None:
                 return False
-            answer, route = partial(self._feed, match.group(1), *params), FEED_ROUTE
+            n, cursor, lang = params
+            lang = lang or _accepted(scope)
+            answer, route = partial(self._feed, match.group(1), n, cursor, lang), FEED_ROUTE
+            answered = _LANGUAGE_HEADERS[lang]
         else:
             return False
         headers: dict[str, str] = {}
         try:
             receive = await self.access.check(scope, receive)
             status, content = await answer(scope, receive)
+            headers = answered
         except Exception as exc:  # answered and logged as the app's handlers do
             status, content, headers = failure(exc)
         await _respond(send, status, content, headers)
@@ -90,20 +97,32 @@ class HotRoutes:
         return ingest_one(self.ingestor, body, content_type, region, allowed)
 
     async def _feed(
-        self, user_id: str, n: int, cursor: str | None, scope: Scope, receive: Receive
+        self, user_id: str, n: int, cursor: str | None, lang: str, scope: Scope, receive: Receive
     ) -> tuple[int, dict[str, Any]]:
         page = self.feed.feed(user_id, n=n, cursor=cursor)
         self.metrics.page(page.region, page.items)
-        return 200, page.to_dict()
+        return 200, page.to_dict(lang=lang)
 
 
 _FEED_PATH = re.compile(r"/v1/users/([^/]+)/feed")
 FEED_ROUTE = "/v1/users/{user_id}/feed"  # the route's template: the metrics' label
+_ACCEPT_LANGUAGE = b"accept-language"
+_LANGUAGE_HEADERS = {lang: language_headers(lang) for lang in LANGS}
 
 
-def _plain_feed_params(query: bytes) -> tuple[int, str | None] | None:
-    """``(n, cursor)`` when the query is plain enough for the fast path, else None."""
-    n, cursor = DEFAULT_PAGE, None
+def _accepted(scope: Scope) -> str:
+    """The language ``Accept-Language`` prefers (``en`` without one); the route reads
+    only the first of repeated headers, and so does this."""
+    for name, value in scope["headers"]:
+        if name == _ACCEPT_LANGUAGE:
+            return accepted_lang(value.decode("latin-1"))
+    return DEFAULT_LANG
+
+
+def _plain_feed_params(query: bytes) -> tuple[int, str | None, str | None] | None:
+    """``(n, cursor, lang)`` when the query is plain enough for the fast path, else None
+    (an unsupported ``lang`` too: the route answers its 422)."""
+    n, cursor, lang = DEFAULT_PAGE, None, None
     seen: set[str] = set()
     for name, value in _pairs(query.decode("latin-1")):
         if name in seen:
@@ -113,9 +132,11 @@ def _plain_feed_params(query: bytes) -> tuple[int, str | None] | None:
             n = int(value)
         elif name == "cursor":
             cursor = value
+        elif name == "lang" and match_lang(value) is not None:
+            lang = match_lang(value)  # cached
         else:
             return None
-    return n, cursor
+    return n, cursor, lang
 
 
 def _pairs(query: str) -> list[tuple[str, str]]:

@@ -29,7 +29,7 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 if TYPE_CHECKING:
-    from fyp.feed.service import FeedItem
+    from fyp.feed.page import FeedItem
     from fyp.regions.background import ChildScheduler
     from fyp.serving.dependencies import AppState
 

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Literal, get_type_hints
 from pydantic import BaseModel, Field, create_model
 
 from fyp.events import schema
+from fyp.feed.reasons import CODES, LANGS
 from fyp.sovereignty.erasure import Receipt
 
 
@@ -37,12 +38,35 @@ class ErrorBody(BaseModel):
     error: Error
 
 
+def _codes() -> str:
+    return "; ".join(
+        f"`{c.name}`"
+        + (f" ({', '.join(f'`{p}`' for p in c.params)})" if c.params else "")
+        + f': {c.about}, e.g. "{c.en}"'
+        for c in CODES.values()
+    )
+
+
+class Explanation(BaseModel):
+    """Why the video is here, for clients that localise it themselves: a stable code
+    and its parameters (strings). A client that does not know a code shows `reason`."""
+
+    code: str = Field(description=f"One of: {_codes()}.")
+    params: dict[str, str] = Field(
+        description="The code's parameters, by name (empty for a code without any)."
+    )
+
+
 class FeedItem(BaseModel):
     video_id: str
     position: int = Field(description="0-based position on the page.")
     score: float
     source: str = Field(description="The candidate source that proposed the video.")
-    reason: str = Field(description="Why the video is here, for people.")
+    reason: str = Field(
+        description="Why the video is here, for people, in the page's `lang` (in `en` the "
+        "text fyp always served)."
+    )
+    explanation: Explanation
 
 
 class Removed(BaseModel):
@@ -62,6 +86,10 @@ class FeedPage(BaseModel):
     user_id: str
     region: str = Field(description="The user's home region, the only one the feed learns from.")
     model_version: str
+    lang: Literal[LANGS] = Field(  # type: ignore[valid-type]
+        description="The language of the items' `reason` (from `lang`, else "
+        "`Accept-Language`, else `en`); also the `Content-Language` header."
+    )
     items: list[FeedItem]
     next_cursor: str = Field(description="Pass as `cursor` for the next page.")
     end_of_feed: bool = Field(

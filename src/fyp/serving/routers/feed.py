@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import json
 
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, Header, Query, Request, Response
 
+from fyp.feed.reasons import LANGS, request_lang
 from fyp.feed.service import DEFAULT_PAGE, MAX_PAGE
 from fyp.serving.dependencies import AppState
 from fyp.serving.openapi import answers
@@ -22,12 +23,32 @@ async def feed(
     n: int = Query(DEFAULT_PAGE, ge=1, le=MAX_PAGE, description="How many videos."),
     cursor: str | None = Query(None, description="next_cursor of the previous page."),
     debug: bool = Query(False, description="Include what each filter removed and why."),
+    lang: str | None = Query(
+        None,
+        description=f"Language of each item's `reason`: one of {', '.join(LANGS)}, or a tag "
+        "that falls back to one (`en-GB`: `en`; `zh-CN`, `zh-SG`, `zh`: `zh-Hans`; `zh-TW`, "
+        "`zh-HK`, `zh-MO`: `zh-Hant`); case-insensitive. Any other value: 422. Without it, "
+        "the `Accept-Language` header's most preferred supported language (q-values), "
+        "else `en`.",
+    ),
+    accept_language: str | None = Header(
+        None, description="Used when `lang` is absent; an unsupported one means `en`."
+    ),
 ) -> Response:
     """The next videos for the user, each with its score, source and reason.
 
-    Learned only from the user's home region; videos on earlier pages never repeat."""
+    Learned only from the user's home region; videos on earlier pages never repeat.
+    Each reason comes as text in the page's `lang` (`reason`) and as a stable code with
+    parameters (`explanation`) for clients that localise it themselves."""
     s: AppState = request.app.state.fyp
+    language = request_lang(lang, accept_language)  # before a page is served and recorded
     page = s.feed.feed(user_id, n=n, cursor=cursor, debug=debug)
     s.metrics.page(page.region, page.items)
-    body = json.dumps(page.to_dict(debug=debug), ensure_ascii=False, separators=(",", ":")).encode()
-    return Response(body, media_type="application/json")
+    answer = page.to_dict(debug=debug, lang=language)
+    body = json.dumps(answer, ensure_ascii=False, separators=(",", ":")).encode()
+    return Response(body, media_type="application/json", headers=language_headers(language))
+
+
+def language_headers(lang: str) -> dict[str, str]:
+    """A feed's headers: the reasons' language, and that it varies with the request's."""
+    return {"Content-Language": lang, "Vary": "Accept-Language"}
