@@ -225,5 +225,7 @@ def test_before_the_start_everyone_is_control_and_nothing_is_recorded(
     user = US_USERS[0]
     assert arms.of(user, "us", experiment.start_ms - 1) is None
     assert arms.of(user, "us", experiment.start_ms) is not None  # the variant, from then
-    assert region_record(trained.config, "us", experiment.start_ms) is not None
     assert retrain_reason(store, region_dir, None) is None  # nothing to retrain for yet
+    # from the start `fyp train --if-changed` (which asks with the record of now) retrains
+    started = region_record(trained.config, "us", experiment.start_ms)
+    assert started is not None and retrain_reason(store, region_dir, started) is not None
