@@ -229,3 +229,24 @@ def test_before_the_start_everyone_is_control_and_nothing_is_recorded(
     # from the start `fyp train --if-changed` (which asks with the record of now) retrains
     started = region_record(trained.config, "us", experiment.start_ms)
     assert started is not None and retrain_reason(store, region_dir, started) is not None
+
+
+def test_a_serving_store_writes_the_exposure_with_the_served_logs_group(
+    trained: Deployment, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No transaction of its own (it cost ~9 % of a page's CPU while users met the
+    experiment): the exposure joins the served log's group commit, and the store's
+    cache of user versions is not emptied by it."""
+    with_experiment(trained, {"share": 1.0, "exploration_share": 0.3}, ["us"])
+    store = trained.store("us")
+    store.start_background_maintenance()  # as `fyp serve` runs it
+    written = count_writes(monkeypatch)
+    service = FeedService(trained)
+    service.feed(US_USERS[0], n=3)  # models, snapshots and exposures loaded
+    token = store.change_token()  # type: ignore[attr-defined]
+    page = service.feed(US_USERS[1], n=3)
+    assert page.experiment is not None and page.experiment.variant == "heads"
+    assert written == []  # not written on its own
+    assert store.change_token() == token  # type: ignore[attr-defined]
+    held = exposures(store, "exp")  # a reader flushes this process's group first
+    assert set(held) == set(US_USERS[:2]) and held[US_USERS[1]].variant == "heads"

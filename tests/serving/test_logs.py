@@ -86,3 +86,18 @@ def test_a_full_disk_is_a_503_storage_error_not_a_500() -> None:
     assert "retry later" in body["error"]["message"]
     status, body, _ = failure(sqlite3.OperationalError("no such column: x"))  # a bug: 500
     assert status == 500 and body["error"]["code"] == "internal_error"
+
+
+def test_rows_deferred_to_the_served_logs_group_commit_with_it_or_alone() -> None:
+    conn = sqlite3.connect(":memory:", isolation_level=None)
+    conn.execute("CREATE TABLE t (k TEXT PRIMARY KEY)")
+    buffer = ServedBuffer(max_age_s=3600.0, max_records=3)
+    buffer.defer("INSERT OR IGNORE INTO t (k) VALUES (?)", ("a",))
+    buffer.drop("someone")  # an erasure of another user keeps the deferred row due
+    assert not buffer.due() and buffer.due(age_s=0.0)
+    buffer.defer("INSERT OR IGNORE INTO t (k) VALUES (?)", ("b",))
+    buffer.defer("INSERT OR IGNORE INTO t (k) VALUES (?)", ("a",))
+    assert buffer.due()  # deferred rows count towards a full group
+    assert buffer.commit(conn) == {}  # no page in the group: the rows alone
+    assert [r[0] for r in conn.execute("SELECT k FROM t ORDER BY k")] == ["a", "b"]
+    assert buffer.extras == [] and not buffer.due(age_s=0.0)

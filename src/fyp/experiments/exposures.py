@@ -19,7 +19,12 @@ The feed's hot path pays a set lookup per page: :class:`ExposureLog` keeps, per 
 and experiment, the users known to be exposed (read from the store once, the first time
 the process needs them, or by ``FeedService.warm``) and writes only for a user not in it:
 one ``INSERT ... ON CONFLICT DO NOTHING`` per user and experiment per process, so the
-first write wins across processes and hosts and a repeat changes nothing.
+first write wins across processes and hosts and a repeat changes nothing. A serving
+SQLite store writes it with the served log's group commit (``Store.defer_write``), not
+in a transaction of its own: that cost ~9 % of a page's CPU while users met an
+experiment for the first time (docs/benchmarks.md, session 18). Like a page in that
+group, it is visible to other processes a few ms later and lost with a crash before the
+commit (the user's next page records it then).
 """
 
 from __future__ import annotations
@@ -69,7 +74,12 @@ def record_exposure(store: object, experiment: str, variant: str, user_id: str, 
 
 
 def exposures(store: object, experiment: str) -> dict[str, Exposure]:
-    """Every exposure of ``experiment`` the store holds, by user."""
+    """Every exposure of ``experiment`` the store holds, by user (this process's own
+    still waiting for the served log's group commit included: flushed first)."""
+    from fyp.storage.base import Store
+
+    if isinstance(store, Store):
+        store.flush_served()
     rows = sql_store(store).query(
         f"SELECT user_id, variant, exposed_at_ms FROM {TABLE} WHERE experiment = ?",
         (experiment,),
@@ -93,8 +103,10 @@ class ExposureLog:
             known = self.load(region, experiment)
         if user_id in known:
             return
-        record_exposure(self.deployment.store(region), experiment, variant, user_id, ts_ms)
-        known.add(user_id)  # written now, or by another process before
+        store = self.deployment.store(region)
+        if not store.defer_write(_INSERT, (experiment, variant, ts_ms, user_id)):
+            record_exposure(store, experiment, variant, user_id, ts_ms)
+        known.add(user_id)  # written (or to be, with the group), or by another process
 
     def load(self, region: str, experiment: str) -> set[str]:
         """The users the store holds as exposed, read once per region and experiment."""

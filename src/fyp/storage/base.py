@@ -124,6 +124,12 @@ class Store(ABC):
         """Move housekeeping (e.g. WAL checkpoints) off the request path while serving,
         and with ``served_window_ms`` forget served pages older than that now and then."""
 
+    def defer_write(self, sql: str, params: tuple[Any, ...]) -> bool:
+        """Write one row (SQLite's spelling) with the served log's next group commit, when
+        the store commits it in groups (a serving SQLite store); False: not deferred,
+        the caller writes it now."""
+        return False
+
     def flush_served(self) -> None:  # noqa: B027 - optional hook
         """Commit served records a serving process still holds in memory, so a reader
         of the table (an export, an erasure's count) sees every page served so far."""

@@ -31,6 +31,7 @@ import sqlite3
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from pydantic_core import from_json, to_json
 
@@ -138,6 +139,8 @@ class ServedBuffer:
         self.max_age_s = max_age_s
         self.max_records = max_records
         self.pending: dict[str, list[ServedRecord]] = {}
+        # other rows written with the group (``defer``): statement, parameters
+        self.extras: list[tuple[str, tuple[Any, ...]]] = []
         self._count = 0
         self._since: float | None = None  # when the oldest buffered record came
         self._failures = 0
@@ -148,10 +151,20 @@ class ServedBuffer:
         if self._since is None:
             self._since = time.monotonic()
 
+    def defer(self, sql: str, params: tuple[Any, ...]) -> None:
+        """Write a row of another table with the next group (an experiment exposure),
+        with the same promise as a served page: seen by this process's readers once they
+        flush (``flush_served``), lost only with a crash before the commit. The statement
+        must be harmless for a user gone meanwhile (write nothing for them)."""
+        self.extras.append((sql, params))
+        self._count += 1
+        if self._since is None:
+            self._since = time.monotonic()
+
     def drop(self, user_id: str) -> None:
         """Forget the user's records (they are being erased)."""
         self._count -= len(self.pending.pop(user_id, ()))
-        if not self.pending:
+        if not self.pending and not self.extras:
             self._count, self._since = 0, None
 
     def queued(self, user_id: str) -> Sequence[ServedRecord]:
@@ -171,12 +184,14 @@ class ServedBuffer:
         per user. On failure the records stay for the next attempt, and after
         ``ATTEMPTS`` they are dropped and logged: serving goes on either way."""
         written: dict[str, int] = {}
-        if not self.pending:
+        if not self.pending and not self.extras:
             return written
         try:
             conn.execute("BEGIN IMMEDIATE")
             try:
-                written = write_records(conn, self.pending)
+                written = write_records(conn, self.pending) if self.pending else {}
+                for sql, params in self.extras:
+                    conn.execute(sql, params)
                 conn.execute("COMMIT")
             except BaseException:
                 written = {}
@@ -187,8 +202,14 @@ class ServedBuffer:
             self._failures += 1
             if self._failures < ATTEMPTS:
                 return written
-            log.error("served log: %d users' records dropped: %s", len(self.pending), exc)
+            log.error(
+                "served log: %d users' records and %d other rows dropped: %s",
+                len(self.pending),
+                len(self.extras),
+                exc,
+            )
         self.pending, self._count, self._since, self._failures = {}, 0, None, 0
+        self.extras = []
         return written
 
     @staticmethod

@@ -171,6 +171,17 @@ class SQLiteServedLog(Store):
         with self._lock:
             self._commit_served()
 
+    def defer_write(self, sql: str, params: tuple[Any, ...]) -> bool:
+        """In a serving process, write the row with the served log's next group (one
+        transaction for the pages and these of a few ms: no commit of its own, and the
+        cache of user versions stays); elsewhere False, and the caller writes it."""
+        with self._lock:
+            if self._served is None:
+                return False
+            self._served.defer(sql, params)
+            self._commit_if_due()
+            return True
+
     def _commit_served(self) -> None:
         """Commit the buffered served records (caller holds ``_lock``), unless a
         transaction is open on the connection: then the next call does."""
