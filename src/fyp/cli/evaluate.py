@@ -79,17 +79,14 @@ HEADLINE = (("offline", "ndcg@10"), ("interactive", "reward"))
 
 def _versus(uncertainty: dict[str, Any]) -> list[tuple[str, dict[str, str]]]:
     """The headline figures' paired differences, one row per peer."""
-    from fyp.evaluation.uncertainty import p_text
+    from fyp.evaluation.uncertainty import difference_text
 
     rows: dict[str, dict[str, str]] = {}
     for kind, figure in HEADLINE:
         for peer, figures in uncertainty.get(kind, {}).get("fyp_vs", {}).items():
             f = figures.get(figure)
             if f is not None:
-                low, high = f["ci95"]
-                p = "" if f["p"] is None else f" p={p_text(f['p'])}"
-                cell = f"{f['diff']:+.4f} [{low:+.4f}, {high:+.4f}]{p}"
-                rows.setdefault(peer, {})[f"{kind} {figure}"] = cell
+                rows.setdefault(peer, {})[f"{kind} {figure}"] = difference_text(f)
     columns = [f"{k} {f}" for k, f in HEADLINE]
     return [(peer, {c: cells.get(c, "-") for c in columns}) for peer, cells in rows.items()]
 

@@ -120,8 +120,11 @@ def uncertainty_tables(part: Mapping[str, Any], order: Sequence[str]) -> str:
     rows = {m: {k: _interval(f) for k, f in figs.items()} for m, figs in intervals.items()}
     out = [table(rows, _columns(rows, order))]
     if versus:
+        from fyp.evaluation.uncertainty import difference_text
+
         vs = {
-            f"fyp − {m}": {k: _difference(f) for k, f in figs.items()} for m, figs in versus.items()
+            f"fyp − {m}": {k: difference_text(f) for k, f in figs.items()}
+            for m, figs in versus.items()
         }
         out += [
             '<p class="note">fyp against each peer on the same users: the mean per-user '
@@ -135,14 +138,6 @@ def uncertainty_tables(part: Mapping[str, Any], order: Sequence[str]) -> str:
 def _interval(f: Mapping[str, Any]) -> str:
     low, high = f["ci95"]
     return f"{f['mean']:.4f} [{low:.4f}, {high:.4f}]"
-
-
-def _difference(f: Mapping[str, Any]) -> str:
-    from fyp.evaluation.uncertainty import p_text
-
-    low, high = f["ci95"]
-    p = "" if f.get("p") is None else f" p={p_text(f['p'])}"
-    return f"{f['diff']:+.4f} [{low:+.4f}, {high:+.4f}]{p}"
 
 
 def min_sessions(users: int) -> int:

@@ -116,6 +116,13 @@ def figures(
     return out
 
 
+def difference_text(f: Mapping[str, Any]) -> str:
+    """A comparison of :func:`compare` for people: ``+0.0395 [+0.0348, +0.0442] p=4.6e-55``."""
+    low, high = f["ci95"]
+    p = "" if f.get("p") is None else f" p={p_text(f['p'])}"
+    return f"{f['diff']:+.4f} [{low:+.4f}, {high:+.4f}]{p}"
+
+
 def p_text(p: float) -> str:
     """A p-value for people: 2 significant digits; one below double precision is said so."""
     return "<1e-300" if p == 0 else f"{p:.2g}"
