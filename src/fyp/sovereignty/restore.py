@@ -218,10 +218,6 @@ class Restorer:
                 t_verified = time.perf_counter()
                 with _claimed(self.config, self.region) as server:  # held till swapped
                     found = self._replaced(unpacked / STORE_PART, earlier, server, name)
-                    if earlier is None:  # (an unfinished restore's marker has its count)
-                        found.since_backup = count_dropped(
-                            self.config, self.region, unpacked / STORE_PART, server
-                        )
                     started = now_ms()
                     pending = Pending(
                         backup.backup_id,
@@ -309,7 +305,6 @@ class Restorer:
                     server = open_server_store(self.config, self.region)
                 try:
                     found = self._replaced(restored, None, server, name)
-                    dropped = count_dropped(self.config, self.region, restored, server)
                 finally:
                     if server is not None:
                         server.close()
@@ -323,7 +318,7 @@ class Restorer:
             verified_parts=len(m["parts"]),
             store=dict(m["store"]),
             replaced_store_damage=found.damage,
-            dropped_since_backup=dropped,
+            dropped_since_backup=found.since_backup,
             audit_entries_to_carry=to_carry,
             users_to_remove_again=to_remove,
         )
@@ -338,8 +333,12 @@ class Restorer:
         if earlier is None:
             if server is not None:
                 copy = restore_server.replaced_copy(region_dir, staging)
-                return restore_server.assess_server(server, restored, copy)
-            return assess(store_file(self.config, self.region), restored)
+                found = restore_server.assess_server(server, restored, copy)
+            else:
+                found = assess(store_file(self.config, self.region), restored)
+            # what it holds that the backup lacks (an unfinished restore's marker has it)
+            found.since_backup = count_dropped(self.config, self.region, restored, server)
+            return found
         found = earlier.assessment
         if found.damage is None:
             return found
