@@ -1,7 +1,7 @@
 """What a restore drops: counted by ``fyp restore --dry-run`` before, and by the restore.
 
-Sign-ups, events and uploads since a backup have no record outside the store, so a
-restore cannot put them back; these tests check the counts against what each test added
+Sign-ups, events, uploads and profile edits since a backup have no record outside the
+store, so a restore cannot put them back; these tests check the counts against what each test added
 since its backup, that a dry run changes nothing, and that a restore says the same in
 its warning and its audit entry. The PostgreSQL suite runs them again on a server store.
 """
@@ -15,7 +15,7 @@ import pytest
 from region_helpers import built, cli, copy_of
 
 from fyp.audit.log import AuditLog, sql_store
-from fyp.catalog.models import UserIn, VideoIn
+from fyp.catalog.models import UserIn, UserPatch, VideoIn
 from fyp.catalog.service import Catalog
 from fyp.config import load_config
 from fyp.errors import Conflict
@@ -77,7 +77,12 @@ def test_a_dry_run_counts_what_a_restore_drops_and_changes_nothing(dep: Path) ->
     code, out = cli("restore", str(dep), "--region", US, "--dry-run", "--json")
     assert code == 0, out
     preview = json.loads(out)
-    assert preview["dropped_since_backup"] == {"users": 2, "events": 3, "videos": 1}
+    assert preview["dropped_since_backup"] == {
+        "users": 2,
+        "events": 3,
+        "videos": 1,
+        "profile_edits": 0,
+    }
     assert preview["replaced_store_damage"] is None
     assert preview["audit_entries_to_carry"] == 1  # the upload's automated verdict
     assert preview["users_to_remove_again"] == 0
@@ -90,17 +95,57 @@ def test_a_dry_run_counts_what_a_restore_drops_and_changes_nothing(dep: Path) ->
     (warning,) = json.loads(out)["warnings"]
     assert warning.startswith("2 users, 3 events, 1 video added since the backup")
     (details,) = restore_details(dep)
-    assert details["dropped_since_backup"] == {"users": 2, "events": 3, "videos": 1}
+    assert details["dropped_since_backup"] == {
+        "users": 2,
+        "events": 3,
+        "videos": 1,
+        "profile_edits": 0,
+    }
 
 
 def test_a_restore_with_nothing_added_since_drops_nothing(dep: Path) -> None:
     BackupWriter(load_config(dep), US).run()
     code, out = cli("restore", str(dep), "--region", US, "--dry-run", "--json")
-    assert json.loads(out)["dropped_since_backup"] == {"users": 0, "events": 0, "videos": 0}
+    assert json.loads(out)["dropped_since_backup"] == {
+        "users": 0,
+        "events": 0,
+        "videos": 0,
+        "profile_edits": 0,
+    }
     code, out = cli("restore", str(dep), "--region", US, "--json")
     assert code == 0 and json.loads(out)["warnings"] == []
     (details,) = restore_details(dep)
     assert "dropped_since_backup" not in details
+
+
+def test_profile_edits_since_the_backup_are_counted_as_undone(dep: Path) -> None:
+    BackupWriter(load_config(dep), US).run()
+    with Deployment.open(dep) as d:
+        catalog = Catalog(d)
+        catalog.update_user("u0", UserPatch(language="zh"))
+        catalog.update_user("u2", UserPatch(country="DE"))
+        catalog.update_user("u2", UserPatch(country="FR"))  # one user, edited twice
+        catalog.update_user("u1", UserPatch(country="FR"))  # in eu: not this restore's
+    add(dep, users=1)  # a sign-up is added, not edited
+    code, out = cli("restore", str(dep), "--region", US, "--dry-run", "--json")
+    assert json.loads(out)["dropped_since_backup"] == {
+        "users": 1,
+        "events": 0,
+        "videos": 0,
+        "profile_edits": 2,
+    }
+    code, out = cli("restore", str(dep), "--region", US, "--dry-run")
+    assert "profiles edited since the backup (the edits undone): 2 users" in out
+    code, out = cli("restore", str(dep), "--region", US, "--json")
+    assert code == 1
+    added, edited = json.loads(out)["warnings"]
+    assert added.startswith("1 user, 0 events, 0 videos added since the backup")
+    assert edited.startswith("the profile edits of 2 users made since the backup")
+    assert "are undone" in edited
+    with Deployment.open(dep) as d:
+        assert Catalog(d).get_user("u0").language != "zh"  # the backup's profile is back
+    (details,) = restore_details(dep)
+    assert details["dropped_since_backup"]["profile_edits"] == 2
 
 
 def test_erased_users_are_removed_again_not_counted_as_dropped(dep: Path) -> None:
@@ -110,7 +155,12 @@ def test_erased_users_are_removed_again_not_counted_as_dropped(dep: Path) -> Non
         Eraser(d).erase("u2")
     preview = Restorer(config, US).preview()
     assert preview.users_to_remove_again == 1  # u2 is in the backup; the ledger says gone
-    assert preview.dropped_since_backup == {"users": 0, "events": 0, "videos": 0}
+    assert preview.dropped_since_backup == {
+        "users": 0,
+        "events": 0,
+        "videos": 0,
+        "profile_edits": 0,
+    }
     assert preview.audit_entries_to_carry is not None and preview.audit_entries_to_carry >= 1
     report = Restorer(config, US).run()
     assert len(report.reerased) == 1 and report.warnings == []
@@ -126,7 +176,12 @@ def test_events_are_compared_by_id_once_the_numbering_went_apart(dep: Path) -> N
     Restorer(config, US).run(older.backup_id)  # back to before them
     add(dep, events=2, tag="b")  # the same numbers as two of the three, other events
     preview = Restorer(config, US).preview()  # latest: the newer backup
-    assert preview.dropped_since_backup == {"users": 0, "events": 2, "videos": 0}
+    assert preview.dropped_since_backup == {
+        "users": 0,
+        "events": 2,
+        "videos": 0,
+        "profile_edits": 0,
+    }
 
 
 def test_a_dry_run_is_refused_while_a_restore_is_unfinished(dep: Path) -> None:

@@ -312,7 +312,12 @@ def test_a_dry_run_over_a_damaged_store_says_so_and_what_only_it_holds(dep: Path
     assert code == 0, out
     preview = json.loads(out)
     assert preview["replaced_store_damage"]  # SQLite's own complaint
-    assert preview["dropped_since_backup"] == {"users": 1, "events": 0, "videos": 0}
+    assert preview["dropped_since_backup"] == {
+        "users": 1,
+        "events": 0,
+        "videos": 0,
+        "profile_edits": 0,
+    }
     assert live.read_bytes() == untouched and not (dep / "regions" / "us" / ".quarantine").exists()
     code, out = cli("restore", str(dep), "--region", "us", "--json")
     assert code == 1

@@ -142,7 +142,12 @@ def test_a_restore_puts_back_exactly_what_the_backup_holds(dep: Path) -> None:
     assert "overwritten, so they are gone" in warning
     assert report.reerased == []
     (entry,) = [e for e in _log_entries(dep) if e.action == "restore"]
-    assert entry.details["dropped_since_backup"] == {"users": 1, "events": 5, "videos": 1}
+    assert entry.details["dropped_since_backup"] == {
+        "users": 1,
+        "events": 5,
+        "videos": 1,
+        "profile_edits": 0,
+    }
     after = rows(dep, US)
     log_before, log_after = before.pop("audit_log"), after.pop("audit_log")
     before.pop("audit_head"), after.pop("audit_head")

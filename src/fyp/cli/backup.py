@@ -267,17 +267,18 @@ def _print_preview(p: RestorePreview) -> None:
             f"  the store it would replace is damaged ({escape(p.replaced_store_damage)}): "
             "it would be moved aside, not deleted"
         )
-    from fyp.sovereignty.restore_preview import plural
+    from fyp.sovereignty.restore_preview import EDITS, added_text, plural
 
     dropped = p.dropped_since_backup
     console.print(
         "  added since the backup, not in it: "
-        + (
-            "[bold red]cannot be counted[/]"
-            if dropped is None
-            else ", ".join(plural(n, kind) for kind, n in dropped.items())
-        )
+        + ("[bold red]cannot be counted[/]" if dropped is None else added_text(dropped))
     )
+    if dropped is not None:
+        console.print(
+            "  profiles edited since the backup (the edits undone): "
+            + plural(dropped.get(EDITS, 0), "users")
+        )
     carry = p.audit_entries_to_carry
     console.print(
         "  audit entries to carry over: "

@@ -6,7 +6,9 @@ ledger), audit entries, moderation decisions and key revocations
 (:mod:`fyp.sovereignty.restore_reapply`). Sign-ups, events and uploads since the backup
 have no such record: the replaced store alone holds them. A healthy replaced store is
 overwritten, so they are gone; a damaged one is kept in the quarantine, so they are
-there only. :func:`dropped_since` counts them before the swap (the restore warns and
+there only. Profile edits since the backup are undone the same way: the backup's
+version of each profile comes back. :func:`dropped_since` counts them all before the
+swap (the restore warns and
 its audit entry records the counts), and :func:`preview` runs everything a restore
 runs before its swap (verify and unpack the backup, read the store it would replace)
 and changes nothing. Counts only: no user or video id is in either.
@@ -30,24 +32,30 @@ from fyp.config import DeploymentConfig
 Query = Callable[[str, Sequence[Any]], Sequence[Sequence[Any]]]
 """Runs a statement on the replaced store (``?`` placeholders) and returns its rows."""
 
-KINDS = ("users", "events", "videos")
+KINDS = ("users", "events", "videos")  # added since the backup
+EDITS = "profile_edits"  # users in both whose profile changed since the backup
 _CHUNK = 500  # event ids compared at once with the backup's, for a store that diverged
 
 
 def dropped_since(live: Query, restored: Path) -> dict[str, int] | None:
     """How many users, events and videos the replaced store (``live``) holds that the
-    backup's store (``restored``, unpacked) does not; None when the replaced store cannot
-    be read (it is damaged: what it holds is kept aside)."""
+    backup's store (``restored``, unpacked) does not, and how many users both hold whose
+    profile the replaced store has from a later edit (``profile_edits``); None when the
+    replaced store cannot be read (it is damaged: what it holds is kept aside)."""
     from fyp.sovereignty.region_data import read_only
 
     with closing(read_only(restored)) as backup:
-        users = {str(u) for (u,) in backup.execute("SELECT user_id FROM users")}
+        users = {
+            str(u): int(t) for u, t in backup.execute("SELECT user_id, updated_at_ms FROM users")
+        }
         videos = {str(v) for (v,) in backup.execute("SELECT video_id FROM videos")}
         top, last = backup.execute(
             "SELECT seq, event_id FROM events ORDER BY seq DESC LIMIT 1"
         ).fetchone() or (0, None)
         try:
-            new_users = _not_in(live("SELECT user_id FROM users", ()), users)
+            profiles = live("SELECT user_id, updated_at_ms FROM users", ())
+            new_users = sum(1 for u, _ in profiles if str(u) not in users)
+            edited = sum(1 for u, t in profiles if int(t) > users.get(str(u), int(t)))
             new_videos = _not_in(live("SELECT video_id FROM videos", ()), videos)
             shared = live("SELECT event_id FROM events WHERE seq = ?", (int(top),))
             if last is None or [str(r[0]) for r in shared] == [str(last)]:
@@ -56,12 +64,17 @@ def dropped_since(live: Query, restored: Path) -> dict[str, int] | None:
                 events = _missing_events(live, backup)
         except Exception:  # whatever stops the read of a damaged store
             return None
-    return {"users": new_users, "events": events, "videos": new_videos}
+    return {"users": new_users, "events": events, "videos": new_videos, EDITS: edited}
 
 
 def plural(n: int, kind: str) -> str:
     """``1 user``, ``2 users`` (``kind``: one of :data:`KINDS`)."""
     return f"{n:,} {kind if n != 1 else kind[:-1]}"
+
+
+def added_text(counts: dict[str, int]) -> str:
+    """``2 users, 3 events, 1 video``: what was added since the backup."""
+    return ", ".join(plural(counts.get(kind, 0), kind) for kind in KINDS)
 
 
 def _not_in(rows: Sequence[Sequence[Any]], held: set[str]) -> int:

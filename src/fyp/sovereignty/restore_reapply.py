@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 from fyp.config import DeploymentConfig
 from fyp.sovereignty.quarantine import why
 from fyp.sovereignty.restore_marker import Pending, remove_pending
-from fyp.sovereignty.restore_preview import KINDS, plural
+from fyp.sovereignty.restore_preview import EDITS, KINDS, added_text, plural
 from fyp.sovereignty.salvage import Assessment
 
 if TYPE_CHECKING:
@@ -212,18 +212,24 @@ def _dropped(found: Assessment, since: str, arrivals: int) -> list[str]:
             f"the users, events and videos added {since} could not be counted (the replaced "
             "store could not be read) and are not in the restored store"
         ]
-    if not any(counts.values()):
-        return []
-    what = ", ".join(plural(counts.get(kind, 0), kind) for kind in KINDS)
-    moved = f" ({arrivals} of the users moved in: see below)" if arrivals else ""
     where = (
         "they are only in the damaged store kept aside (see the note)"
         if found.damage is not None
         else "the replaced store was healthy and is overwritten, so they are gone: sign-ups, "
-        "events and uploads have no record outside the store to put them back from "
-        "(`fyp restore --dry-run` counts them before a restore)"
+        "events, uploads and profile edits have no record outside the store to put them "
+        "back from (`fyp restore --dry-run` counts them before a restore)"
     )
-    return [f"{what}{moved} added {since} are not in the backup: {where}"]
+    out = []
+    if any(counts.get(kind, 0) for kind in KINDS):
+        moved = f" ({arrivals} of the users moved in: see below)" if arrivals else ""
+        out.append(f"{added_text(counts)}{moved} added {since} are not in the backup: {where}")
+    edited = counts.get(EDITS, 0)
+    if edited:
+        out.append(
+            f"the profile edits of {plural(edited, 'users')} made {since} are undone (the "
+            f"restored store has their profiles as the backup holds them): {where}"
+        )
+    return out
 
 
 def carry_audit_history(log: AuditLog, history: list[Sequence[Any]]) -> list[Record]:
