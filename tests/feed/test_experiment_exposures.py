@@ -84,14 +84,40 @@ def test_the_first_page_is_recorded_once_in_the_home_region(
     assert set(exposures(trained.store("eu"), "exp")) == {eu_user}
     assert set(exposures(trained.store("us"), "exp")) == {us_user}
 
-    # another serving process reads who is exposed once and writes only for new users
+    # another serving process writes once for each user it has not recorded itself:
+    # for one exposed already, a write that changes nothing (the first stays)
     other = FeedService(trained)
     other.warm()
     written.clear()
     for user in (us_user, eu_user, us_user, unserved, unserved):
         other.feed(user, n=3)
-    assert written == [unserved]
+    assert written == [us_user, eu_user, unserved]
     assert exposures(trained.store("us"), "exp")[us_user] == held[us_user]  # the first stays
+    assert set(exposures(trained.store("us"), "exp")) == {us_user, unserved}
+
+
+def test_a_process_remembers_a_bounded_number_of_exposed_users(
+    trained: Deployment, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Memory per region and experiment is bounded: the least recently served are
+    forgotten first, and a forgotten user's next page writes again without moving
+    their first exposure."""
+    with_experiment(trained, {"share": 0.5}, ["us"])
+    written = count_writes(monkeypatch)
+    service = FeedService(trained)
+    assert service._exposures is not None
+    service._exposures.capacity = 2
+    a, b, c = US_USERS[:3]
+    for user in (a, b, a, c):  # c pushes out b, the least recently served
+        service.feed(user, n=3)
+    assert written == [a, b, c]
+    assert service._exposures.known("us", "exp") == 2
+    first = exposures(trained.store("us"), "exp")
+    written.clear()
+    for user in (a, c, b):  # a and c remembered; b written again, a no-op
+        service.feed(user, n=3)
+    assert written == [b]
+    assert exposures(trained.store("us"), "exp") == first
 
 
 def test_a_share_change_keeps_exposed_users_in_their_first_arm(trained: Deployment) -> None:

@@ -15,11 +15,12 @@ the store rather than something derived from the served log:
   find it by its ``user_id`` column, and backups, restores and carve-outs copy every
   table, on SQLite and PostgreSQL alike, wherever the served log is kept.
 
-The feed's hot path pays a set lookup per page: :class:`ExposureLog` keeps, per region
-and experiment, the users known to be exposed (read from the store once, the first time
-the process needs them, or by ``FeedService.warm``) and writes only for a user not in it:
-one ``INSERT ... ON CONFLICT DO NOTHING`` per user and experiment per process, so the
-first write wins across processes and hosts and a repeat changes nothing. A serving
+The feed's hot path pays a dict lookup per page: :class:`ExposureLog` keeps, per region
+and experiment, the users this process has recorded as exposed, the most recently served
+``KNOWN_USERS`` of them (~100 bytes each: a bound, not the region's whole population),
+and writes only for a user not among them: an ``INSERT ... ON CONFLICT DO NOTHING``, so
+the first write wins across processes and hosts and a repeat (a user forgotten by the
+bound, or first served by this process after a restart) changes nothing. A serving
 SQLite store writes it with the served log's group commit (``Store.defer_write``), not
 in a transaction of its own: that cost ~9 % of a page's CPU while users met an
 experiment for the first time (docs/benchmarks.md, session 18). Like a page in that
@@ -30,6 +31,7 @@ commit (the user's next page records it then).
 from __future__ import annotations
 
 import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -40,6 +42,9 @@ if TYPE_CHECKING:  # the store's migrations import this module
     from fyp.regions.deployment import Deployment
 
 TABLE = "experiment_exposures"
+KNOWN_USERS = 500_000
+"""Exposed users a serving process remembers per region and experiment (~50 MB at most):
+the least recently served are forgotten first, and their next page writes a no-op."""
 EXPOSURES_MIGRATION = Migration(
     22,
     "experiments: each user's first exposure to an experiment, and its arm",
@@ -88,36 +93,37 @@ def exposures(store: object, experiment: str) -> dict[str, Exposure]:
 
 
 class ExposureLog:
-    """A serving process's record of exposures: what it knows is stored, per region and
-    experiment, and the write for a user first served under one."""
+    """A serving process's record of exposures: the users it has recorded, per region
+    and experiment (at most ``capacity`` each, the least recently served forgotten
+    first), and the write for a user not among them."""
 
-    def __init__(self, deployment: Deployment) -> None:
+    def __init__(self, deployment: Deployment, capacity: int = KNOWN_USERS) -> None:
         self.deployment = deployment
-        self._known: dict[tuple[str, str], set[str]] = {}
+        self.capacity = capacity
+        self._known: dict[tuple[str, str], OrderedDict[str, None]] = {}
         self._lock = threading.Lock()
 
     def expose(self, region: str, experiment: str, variant: str, user_id: str, ts_ms: int) -> None:
         """Record the user's first exposure in their home ``region``, unless known."""
-        known = self._known.get((region, experiment))
-        if known is None:
-            known = self.load(region, experiment)
-        if user_id in known:
-            return
+        with self._lock:
+            known = self._known.setdefault((region, experiment), OrderedDict())
+            if user_id in known:
+                known.move_to_end(user_id)
+                return
         store = self.deployment.store(region)
         if not store.defer_write(_INSERT, (experiment, variant, ts_ms, user_id)):
             record_exposure(store, experiment, variant, user_id, ts_ms)
-        known.add(user_id)  # written (or to be, with the group), or by another process
+        with self._lock:  # written (or to be, with the group), or by another process
+            known[user_id] = None
+            if len(known) > self.capacity:
+                known.popitem(last=False)
 
-    def load(self, region: str, experiment: str) -> set[str]:
-        """The users the store holds as exposed, read once per region and experiment."""
-        with self._lock:
-            known = self._known.get((region, experiment))
-            if known is None:
-                known = set(exposures(self.deployment.store(region), experiment))
-                self._known[(region, experiment)] = known
-            return known
+    def known(self, region: str, experiment: str) -> int:
+        """How many users this process remembers as exposed (for tests and metrics)."""
+        return len(self._known.get((region, experiment), ()))
 
     def forget(self, user_id: str) -> None:
         """The user left a region (erased, moved): a later exposure is recorded afresh."""
-        for known in list(self._known.values()):
-            known.discard(user_id)
+        with self._lock:
+            for known in self._known.values():
+                known.pop(user_id, None)

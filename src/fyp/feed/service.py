@@ -153,10 +153,6 @@ class FeedService:
             snapshot.refresh()
             for adult in (False, True):  # the barred videos per viewer kind: ~6 ms each
                 snapshot.barred(adult)
-            experiment = self.deployment.config.experiment_in(region)
-            now = time.time_ns() // 1_000_000
-            if self._exposures is not None and experiment and experiment.running(now):
-                self._exposures.load(region, experiment.name)  # who was exposed already
             try:
                 self.model(region)
             except ModelError:
@@ -396,7 +392,7 @@ class FeedService:
         want = n + max(2, n // 4)  # the final checks' batch: the page and its spares
         page, rows = self._final_page(model, store, viewer, order, rows, n, want, removed)
         if record and page:
-            if arm is not None and self._exposures is not None:  # first: a set lookup
+            if arm is not None and self._exposures is not None:  # first: a dict lookup
                 self._exposures.expose(region, arm.experiment, arm.variant, user_id, started_ms)
             self._record(user_id, served_log, marker, order if use_orders else None, page, rows)
         return FeedPage(
