@@ -17,7 +17,7 @@ the store rather than something derived from the served log:
 
 The feed's hot path pays a dict lookup per page: :class:`ExposureLog` keeps, per region
 and experiment, the users this process has recorded as exposed, the most recently served
-``KNOWN_USERS`` of them (~100 bytes each: a bound, not the region's whole population),
+``KNOWN_USERS`` of them (~140 bytes each: a bound, not the region's whole population),
 and writes only for a user not among them: an ``INSERT ... ON CONFLICT DO NOTHING``, so
 the first write wins across processes and hosts and a repeat (a user forgotten by the
 bound, or first served by this process after a restart) changes nothing. A serving
@@ -43,7 +43,7 @@ if TYPE_CHECKING:  # the store's migrations import this module
 
 TABLE = "experiment_exposures"
 KNOWN_USERS = 500_000
-"""Exposed users a serving process remembers per region and experiment (~50 MB at most):
+"""Exposed users a serving process remembers per region and experiment (~70 MB at most):
 the least recently served are forgotten first, and their next page writes a no-op."""
 EXPOSURES_MIGRATION = Migration(
     22,
