@@ -53,6 +53,7 @@ def train_region_summary(
 
     from fyp.feed.ahead import ranks_ahead
     from fyp.models.training import train_and_publish
+    from fyp.regions.consent import consent_policy
     from fyp.regions.deployment import Deployment
     from fyp.sovereignty.erasure_process import strip_erased
 
@@ -69,6 +70,7 @@ def train_region_summary(
             keep=keep,
             augment=ranks_ahead(d, region),
             trained_on=trained_on,
+            consent=consent_policy(d.config, region),
         )
         strip_erased(d, region)  # a user erased while training ran leaves the new version
     return {

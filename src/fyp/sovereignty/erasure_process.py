@@ -30,6 +30,7 @@ from fyp.models.artifacts import (
     write_artifact,
 )
 from fyp.models.training import train_region
+from fyp.regions.consent import consent_policy
 from fyp.regions.deployment import Deployment
 from fyp.sovereignty.erasure import (
     Eraser,
@@ -143,7 +144,11 @@ def process_region(
         # one that lands meanwhile is caught by strip_erased below
         from fyp.feed.ahead import rank_region
 
-        manifest, arrays = train_region(deployment.store(region), region_dir)
+        manifest, arrays = train_region(
+            deployment.store(region),
+            region_dir,
+            consent=consent_policy(deployment.config, region),
+        )
         arrays = {**arrays, **rank_region(deployment, region, manifest, arrays)}  # as `fyp train`
         with region_models_lock(region_dir):
             write_artifact(region_dir, manifest, arrays)

@@ -82,7 +82,7 @@ class _Snap:
     min_seq: int
     max_seq: int
     events_sha256: str
-    users_sha256: str
+    users: frozenset[str]  # everyone whose events were read: the learned and the excluded
 
 
 def snapshots_at(deployment: Deployment, region: str, max_seqs: set[int]) -> dict[int, _Snap]:
@@ -100,7 +100,7 @@ def snapshots_at(deployment: Deployment, region: str, max_seqs: set[int]) -> dic
             hasher.min_seq,
             hasher.max_seq,
             hasher.hexdigest(),  # hashlib digests do not end the hash
-            hash_ids(hasher.users),
+            frozenset(hasher.users),
         )
 
     k = 0
@@ -166,7 +166,7 @@ class LineageVerifier:
             except ModelError as exc:
                 rep.problems.append(exc.message)
                 continue
-            self._check_users(rep, manifest.snapshot.users_sha256, arrays, region, ledger)
+            learned = self._check_users(rep, manifest.snapshot.users_sha256, arrays, region, ledger)
             if manifest.region != region:
                 rep.problems.append(
                     f"manifest names region {manifest.region!r} but the artifact is served "
@@ -181,7 +181,7 @@ class LineageVerifier:
                 else:
                     rep.notes.append(f"erasure {receipt} awaits a retrain (deadline {deadline})")
             self._check_placement(rep, manifest)
-            self._check_snapshot(rep, manifest, snaps, erasures)
+            self._check_snapshot(rep, manifest, snaps, erasures, learned)
         if current is not None and current not in versions:
             rep = VersionReport(region, current, True)
             rep.problems.append("models/current names a version that does not exist")
@@ -195,7 +195,8 @@ class LineageVerifier:
         arrays: dict[str, np.ndarray],
         region: str,
         ledger: ErasureLedger,
-    ) -> None:
+    ) -> set[str]:
+        """The users the artifact says it learned from, each checked to be the region's."""
         if "lineage_user_ids" not in arrays:
             rep.problems.append(
                 "artifact does not list the users it learned from (trained before lineage "
@@ -221,7 +222,7 @@ class LineageVerifier:
         homed = d.store(region).existing_users(everyone)
         rest = everyone - homed
         if not rest:
-            return
+            return learned
         erased = ledger.matching(rest)
         if erased:
             rep.problems.append(
@@ -244,6 +245,7 @@ class LineageVerifier:
                 f"learned from {len(rest)} user(s) homed in no region and never erased "
                 f"here: {_examples(sorted(rest))}"
             )
+        return learned
 
     @staticmethod
     def _check_placement(rep: VersionReport, manifest: Manifest) -> None:
@@ -257,18 +259,31 @@ class LineageVerifier:
             rep.problems.append(problem)
 
     def _check_snapshot(
-        self, rep: VersionReport, manifest: Any, snaps: dict[int, _Snap], erasures: list[Any]
+        self,
+        rep: VersionReport,
+        manifest: Any,
+        snaps: dict[int, _Snap],
+        erasures: list[Any],
+        learned: set[str],
     ) -> None:
+        """Recompute what the training read; the users it read but did not learn from
+        must be exactly those the manifest says it left out for lack of consent."""
         s = manifest.snapshot
         if s.event_count == 0:
             rep.snapshot = "verified" if s.max_seq == 0 else "mismatch"
             return
         got = snaps.get(s.max_seq)
+        consent = manifest.lineage.get("consent")
         if got is not None and (
             got.count == s.event_count
             and got.min_seq == s.min_seq
             and got.events_sha256 == s.events_sha256
-            and got.users_sha256 == s.users_sha256
+            and (
+                hash_ids(got.users) == s.users_sha256  # trained before consent was honoured
+                if consent is None
+                else learned <= got.users
+                and hash_ids(got.users - learned) == consent.get("excluded_sha256")
+            )
         ):
             rep.snapshot = "verified"
             return
