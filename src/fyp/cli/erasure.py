@@ -33,7 +33,9 @@ def register(app: typer.Typer) -> None:
         as_json: bool = JsonOpt,
     ) -> None:
         """Check every artifact's region, users hash, that every user it learned from is
-        homed in its region, and its event snapshot; exit 1 on anything foreign."""
+        homed in its region and consented to model training at its snapshot (a withdrawal
+        since: pending until the retrain deadline), and its event snapshot; exit 1 on
+        anything foreign, unconsented or overdue."""
         from fyp.regions.deployment import Deployment
         from fyp.sovereignty.lineage import LineageVerifier
 
@@ -46,7 +48,14 @@ def register(app: typer.Typer) -> None:
             )
         else:
             table = Table(
-                "region", "version", "served", "users", "snapshot", "trained on", "lineage"
+                "region",
+                "version",
+                "served",
+                "users",
+                "snapshot",
+                "trained on",
+                "consent",
+                "lineage",
             )
             for r in reports:
                 verdict = "[green]clean[/]" if r.ok else f"[red]{len(r.problems)} problem(s)[/]"
@@ -57,6 +66,7 @@ def register(app: typer.Typer) -> None:
                     f"{r.users:,}",
                     r.snapshot,
                     _where(r.trained_on),
+                    r.consent,
                     verdict,
                 )
             console.print(table)

@@ -17,8 +17,12 @@ or forged manifest is caught, not trusted:
 - where it was trained (``lineage.trained_on``): an artifact trained on Ray must have
   been trained on a node labelled for its region, with the label assigned to its task
   (``fyp.models.placement``); local training is the deployment's own host;
+- every user it learned from consented to model training when it read the store, and
+  a user who withdrew since is out of the live version before the deadline
+  (``fyp.sovereignty.consent_log.check_consent``);
 - the event snapshot (count, seq range, content hash, users) is recomputed from the
-  region's events up to the snapshot's last seq. If events were deleted since — an
+  region's events up to the snapshot's last seq; the users read but not learned from
+  must be those the manifest says it left out for lack of consent. If events were deleted since — an
   erasure after the training read, or an artifact rewritten by one — the snapshot can
   no longer be recomputed; the report says so instead of failing.
 """
@@ -42,6 +46,7 @@ from fyp.models.artifacts import (
 )
 from fyp.models.placement import placement_problem
 from fyp.regions.deployment import Deployment
+from fyp.sovereignty.consent_log import check_consent
 from fyp.sovereignty.ledger import ErasureLedger
 
 EXAMPLES = 5
@@ -57,6 +62,8 @@ class VersionReport:
     users: int = 0
     snapshot: str = "unchecked"  # verified | not_recomputable | mismatch | unchecked
     trained_on: dict[str, Any] | None = None  # the manifest's record, as it says it
+    consent: str = "unchecked"  # verified | pending | violation | unchecked
+    consent_pending: list[dict[str, Any]] = field(default_factory=list)  # {"users", "due_ms"}
 
     @property
     def ok(self) -> bool:
@@ -71,6 +78,8 @@ class VersionReport:
             "users": self.users,
             "snapshot": self.snapshot,
             "trained_on": self.trained_on,
+            "consent": self.consent,
+            "consent_pending": self.consent_pending,
             "problems": self.problems,
             "notes": self.notes,
         }
@@ -182,6 +191,10 @@ class LineageVerifier:
                     rep.notes.append(f"erasure {receipt} awaits a retrain (deadline {deadline})")
             self._check_placement(rep, manifest)
             self._check_snapshot(rep, manifest, snaps, erasures, learned)
+            found = check_consent(d, region, manifest.lineage, learned, rep.current, now)
+            rep.consent, rep.consent_pending = found.status, found.pending
+            rep.problems += found.problems
+            rep.notes += found.notes
         if current is not None and current not in versions:
             rep = VersionReport(region, current, True)
             rep.problems.append("models/current names a version that does not exist")
