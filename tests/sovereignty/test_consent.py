@@ -206,3 +206,55 @@ def test_creating_a_user_with_a_consent_records_it(tmp_path: Path) -> None:
         )
         (entry,) = consent_entries(d)
         assert entry.actor == "cli:test" and entry.details["new"] is True
+
+
+def test_erasure_process_retrains_a_withdrawal_before_its_deadline(
+    tmp_path: Path, backend: str
+) -> None:
+    """`fyp erasure process --due-within H` (cron, or a deployment not served) meets the
+    deadline as it does an erasure's."""
+    from fyp.sovereignty.erasure_process import process_region
+
+    d = build(tmp_path / "d")
+    try:
+        first = train(d).version
+        assert process_region(d, "us", due_within_ms=0).retrained is None  # nothing pending
+        Catalog(d).update_user(OBJECTOR, WITHDRAW)
+        waiting = process_region(d, "us", due_within_ms=3_600_000)  # due in 24 h: not yet
+        assert waiting.retrained is None and waiting.consent_due is not None
+        run = process_region(d, "us", due_within_ms=25 * 3_600_000)
+        assert run.retrained not in (None, first) and run.consent_due is None
+        _, arrays = live(d)
+        assert OBJECTOR not in {str(u) for u in arrays["lineage_user_ids"]}
+        assert live_report(d).consent == "verified"
+    finally:
+        d.close()
+
+
+def test_a_restore_never_brings_back_a_consent_withdrawn_after_the_backup(
+    tmp_path: Path, backend: str
+) -> None:
+    from fyp.config import load_config
+    from fyp.sovereignty.backup_writer import BackupWriter
+    from fyp.sovereignty.restore import Restorer
+
+    root = tmp_path / "d"
+    with build(root) as d:
+        train(d)
+    BackupWriter(load_config(root), "us").run()
+    with Deployment.open(root) as d:
+        Catalog(d).update_user(OBJECTOR, WITHDRAW)
+    Restorer(load_config(root), "us").run()
+    with Deployment.open(root) as d:
+        user = d.store("us").get_user(OBJECTOR)
+        assert user is not None and user.consents == {"model_training": False}
+        log = AuditLog(d.store("us"))
+        (restore,) = log.entries(action="restore")
+        assert restore.details["reapplied_consents"] == 1
+        assert log.verify().ok
+        # the model from before the withdrawal is pending a retrain, as before the restore
+        assert live_report(d).consent == "pending"
+        retrain = retrain_reason(
+            d.store("us"), d.config.region_dir("us"), None, consent_policy(d.config, "us")
+        )
+        assert retrain is not None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -116,7 +117,8 @@ def register(app: typer.Typer) -> None:
         as_json: bool = JsonOpt,
     ) -> None:
         """Re-apply recorded erasures, retrain regions whose models still hold erased
-        users' share of aggregates, and delete the versions that held it (cron this)."""
+        users' share of aggregates or users who withdrew consent to model training, and
+        delete the versions that held erased users (cron this)."""
         from fyp.regions.deployment import Deployment
         from fyp.sovereignty.erasure_process import process as run
 
@@ -134,6 +136,12 @@ def register(app: typer.Typer) -> None:
                 f"re-applied, {len(r.stripped)} stripped from artifacts, "
                 f"{len(r.pending_after)} still pending ({r.seconds:.2f} s)"
             )
+            if r.consent_due is not None:
+                console.print(
+                    f"  withdrawals of consent to model training await a retrain, due by "
+                    f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime(r.consent_due / 1000))}",
+                    markup=False,
+                )
             if r.stale_copies:
                 console.print(
                     f"  removed {len(r.stale_copies)} plaintext staging copies left by killed "

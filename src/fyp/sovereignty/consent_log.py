@@ -24,11 +24,11 @@ schedule) retrains a region whose consents changed since its live model
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from fyp.audit.log import AuditEntry, AuditLog
+from fyp.audit.log import AuditEntry, AuditLog, Record
 from fyp.config import CONFIG_FILE
 from fyp.regions.consent import (
     KEYS,
@@ -97,6 +97,65 @@ def training_consent_changes(store: Store, audit_seq: int) -> int:
     ``audit_seq`` (a training run's read)."""
     entries = AuditLog(store).entries(action=ACTION, after_seq=audit_seq)
     return sum(1 for e in entries if e.details.get("key") == MODEL_TRAINING)
+
+
+def reapply_consents(deployment: Deployment, region: str, since: Sequence[Record]) -> int:
+    """After a restore: the consents users recorded after the backup (``since``: the
+    carried audit entries, in order) stand again on the restored profiles, so a restore
+    never brings back a consent that was withdrawn. Returns the profiles changed; running
+    it again changes nothing."""
+    from fyp.catalog.models import now_ms
+
+    last: dict[str, dict[str, Any]] = {}  # pseudonym -> key -> value recorded last
+    for _, action, subject, details, _ in since:
+        if action == ACTION and details is not None and details.get("key") in KEYS:
+            last.setdefault(subject, {})[str(details["key"])] = details.get("new_recorded")
+    if not last:
+        return 0
+    store = deployment.store(region)
+    changed = 0
+    with store.transaction():
+        for user in store.iter_users():
+            wanted = last.get(user_pseudonym(deployment.config, region, user.user_id))
+            if wanted is None:
+                continue
+            consents = {**(user.consents or {}), **wanted}
+            consents = {k: v for k, v in consents.items() if v is not None}
+            if consents != (user.consents or {}):
+                store.update_user(
+                    user.model_copy(update={"consents": consents, "updated_at_ms": now_ms()})
+                )
+                changed += 1
+    return changed
+
+
+def withdrawal_deadline(deployment: Deployment, region: str) -> int | None:
+    """When the region's live model must be retrained by for the withdrawals of consent
+    to model training since it read the store (the earliest withdrawal, or a policy
+    turned opt-in since, plus ``[erasure] retrain_within_hours``); None if none is due.
+    Cheap (no pseudonyms): it counts withdrawals of users it may not have learned from."""
+    from fyp.models.artifacts import current_version, read_manifest
+
+    region_dir = deployment.config.region_dir(region)
+    version = current_version(region_dir)
+    if version is None:
+        return None
+    recorded = read_manifest(region_dir, version).lineage.get("consent")
+    if recorded is None:  # trained before consent was honoured: `--if-changed` retrains it
+        return None
+    window = int(deployment.config.erasure.retrain_within_hours * 3_600_000)
+    starts: list[int] = []
+    if recorded.get("policy") != consent_policy(deployment.config, region).to_dict():
+        starts.append(int((deployment.config.root / CONFIG_FILE).stat().st_mtime * 1000))
+    entries = AuditLog(deployment.store(region)).entries(
+        action=ACTION, after_seq=int(recorded.get("audit_seq", 0))
+    )
+    starts += [
+        e.ts_ms
+        for e in entries
+        if e.details.get("key") == MODEL_TRAINING and e.details.get("new") is False
+    ]
+    return min(starts) + window if starts else None
 
 
 @dataclass
