@@ -150,8 +150,10 @@ def _print_trained(m: dict[str, Any]) -> None:
     on = f"on {where['host']}"
     if where["executor"] == "ray":
         on = f"on Ray node {where['ray_node_id'][:12]} ({where['host']})"
+    excluded = m.get("excluded", 0)
+    left_out = f" ({excluded:,} left out: no consent to model training)" if excluded else ""
     console.print(
         f"region [bold]{m['region']}[/]: version {m['version']}, {m['events']:,} events "
-        f"(seq {low}..{high}), {m['users']:,} users, {m['videos']:,} videos, "
+        f"(seq {low}..{high}), {m['users']:,} users{left_out}, {m['videos']:,} videos, "
         f"{m['train_seconds']} s, feeds ranked ahead in {m['ahead_seconds']} s, {on}"
     )

@@ -79,6 +79,7 @@ def train_region_summary(
         "events": m.snapshot.event_count,
         "seq": (m.snapshot.min_seq, m.snapshot.max_seq),
         "users": m.metrics["users_learned"],
+        "excluded": m.lineage["consent"]["excluded_users"],  # no consent to model training
         "videos": m.metrics["videos"],
         "train_seconds": m.metrics["train_seconds"],
         "ahead_seconds": m.metrics.get("augment_seconds", 0),

@@ -84,7 +84,7 @@ def _consent_reason(
     recorded = lineage.get("consent")
     if recorded is None:
         return f"version {version} was trained before training honoured consent"
-    if recorded.get("policy") != policy.to_dict():
+    if recorded.get("policy") != policy.training_record():
         return f"the region's consent policy changed since version {version}"
     changes = training_consent_changes(store, int(recorded.get("audit_seq", 0)))
     if changes:

@@ -385,7 +385,7 @@ def train_region(
             "catalog_seq": catalog_seq,
             "trained_on": trained_on or local_placement(),
             "consent": {
-                "policy": consent.to_dict(),
+                "policy": consent.training_record(),
                 "audit_seq": audit_seq,
                 "excluded_users": len(data.excluded),
                 "excluded_sha256": hash_ids(data.excluded),

@@ -24,7 +24,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from fyp.config import did_you_mean
+from fyp.config import check_keys
 from fyp.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -50,6 +50,11 @@ class ConsentPolicy:
     def to_dict(self) -> dict[str, bool]:
         return {key: self.default(key) for key in KEYS}
 
+    def training_record(self) -> dict[str, bool]:
+        """What a model's lineage records of the policy: the model-training default only
+        (another key's default changing is no reason to retrain)."""
+        return {MODEL_TRAINING: self.default(MODEL_TRAINING)}
+
 
 def parse_consent(region: str, policy: Mapping[str, Any]) -> ConsentPolicy:
     """The region's consent defaults; a ConfigError for anything but known boolean keys."""
@@ -57,14 +62,8 @@ def parse_consent(region: str, policy: Mapping[str, Any]) -> ConsentPolicy:
     where = f"[regions.{region}.policy.{TABLE}]"
     if not isinstance(raw, dict):
         raise ConfigError(f"{where} must be a table", region=region)
+    check_keys(f"regions.{region}.policy.{TABLE}", raw, KEYS)
     for key, value in raw.items():
-        if key not in DEFAULTS:
-            raise ConfigError(
-                f"unknown key {key!r} in {where}{did_you_mean(key, KEYS)} "
-                f"(known keys: {', '.join(KEYS)})",
-                region=region,
-                key=key,
-            )
         if not isinstance(value, bool):
             raise ConfigError(
                 f"{where} {key} must be true or false, got {value!r}", region=region, key=key

@@ -145,7 +145,7 @@ def withdrawal_deadline(deployment: Deployment, region: str) -> int | None:
         return None
     window = int(deployment.config.erasure.retrain_within_hours * 3_600_000)
     starts: list[int] = []
-    if recorded.get("policy") != consent_policy(deployment.config, region).to_dict():
+    if recorded.get("policy") != consent_policy(deployment.config, region).training_record():
         starts.append(int((deployment.config.root / CONFIG_FILE).stat().st_mtime * 1000))
     entries = AuditLog(deployment.store(region)).entries(
         action=ACTION, after_seq=int(recorded.get("audit_seq", 0))
