@@ -414,6 +414,9 @@ def test_the_settings_table_of_the_architecture_doc_is_every_setting() -> None:
 
     expected = {("deployment", "name")} | {("regions.NAME", k) for k in REGION_KEYS}
     expected |= {("regions.NAME.policy.moves", k) for k in MOVE_KEYS}
+    from fyp.regions.consent import KEYS as CONSENT_KEYS
+
+    expected |= {("regions.NAME.policy.consent", k) for k in CONSENT_KEYS}
     sections = (
         ("limits", Limits),
         ("feed", FeedConfig),
@@ -436,3 +439,51 @@ def test_the_settings_table_of_the_architecture_doc_is_every_setting() -> None:
             shown = f"{value:g}" if isinstance(value, float) else str(value) or '`""`'
             assert defaults[table, key] == shown, (table, key, defaults[table, key], shown)
     assert defaults["ranking", "scorer"] == f"`{RankingConfig.scorer}`"
+
+
+def _with_consent_table(tmp_path: Path, body: str) -> Path:
+    from fyp.regions.deployment import Deployment
+
+    Deployment.init(tmp_path / "d", ["us"]).close()
+    toml = tmp_path / "d" / "fyp.toml"
+    toml.write_text(toml.read_text("utf-8") + f"\n[regions.us.policy.consent]\n{body}\n", "utf-8")
+    return tmp_path / "d"
+
+
+def test_the_consent_table_sets_each_keys_default(tmp_path: Path) -> None:
+    from fyp.regions.consent import consent_policy, effective
+
+    config = load_config(_with_consent_table(tmp_path, "model_training = false"))
+    policy = consent_policy(config, "us")
+    assert policy.to_dict() == {"model_training": False}
+    assert effective({}, policy, "model_training") is False  # opt-in: not without a yes
+    assert effective({"model_training": True}, policy, "model_training") is True
+    assert (
+        effective(None, consent_policy(load_config(tmp_path / "d"), "us"), "model_training")
+        is False
+    )
+
+
+def test_without_a_consent_table_users_are_learned_from_unless_they_object(
+    tmp_path: Path,
+) -> None:
+    from fyp.regions.consent import consent_policy, effective
+    from fyp.regions.deployment import Deployment
+
+    Deployment.init(tmp_path / "d", ["us"]).close()
+    policy = consent_policy(load_config(tmp_path / "d"), "us")
+    assert effective({}, policy, "model_training") is True
+    assert effective({"model_training": False}, policy, "model_training") is False
+
+
+@pytest.mark.parametrize(
+    ("body", "match"),
+    [
+        ("model_trainig = false", "did you mean 'model_training'"),
+        ('model_training = "no"', "must be true or false"),
+        ("model_training = 0", "must be true or false"),
+    ],
+)
+def test_a_bad_consent_table_stops_every_command(tmp_path: Path, body: str, match: str) -> None:
+    with pytest.raises(ConfigError, match=match):
+        load_config(_with_consent_table(tmp_path, body))

@@ -47,6 +47,7 @@ from fyp.feed.service import FeedService
 from fyp.feed.state import UserState, build_state
 from fyp.models.region_model import RegionModel
 from fyp.models.training import train_and_publish
+from fyp.regions.consent import ConsentPolicy
 from fyp.regions.deployment import Deployment
 
 # each user's events, one at a time, about the videos of their latest page
@@ -102,7 +103,7 @@ def feed_inputs(d: Deployment) -> list[RegionInputs]:
     """Each region's model with the states of a user of its region (changes ``d``)."""
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(ranker, "MIN_POSITIVES", 5)  # the fixture is tiny
-        train_and_publish(d.store("us"), d.config.region_dir("us"))
+        train_and_publish(d.store("us"), d.config.region_dir("us"), consent=ConsentPolicy())
     out = []
     for with_history in (True, False):
         found = list(user_states(d, contract_user(d, with_history)))

@@ -15,6 +15,7 @@ from fyp.events.ingest import Ingestor
 from fyp.feed.ahead import ranks_ahead
 from fyp.models.training import train_and_publish
 from fyp.moderation import Moderator
+from fyp.regions.consent import ConsentPolicy
 from fyp.regions.deployment import Deployment
 
 N_USERS = 60
@@ -69,7 +70,10 @@ def build(
         moderator.run(region)
         # as `fyp train` does: every user's feed is ranked ahead with the new models
         train_and_publish(
-            d.store(region), d.config.region_dir(region), augment=ranks_ahead(d, region)
+            d.store(region),
+            d.config.region_dir(region),
+            augment=ranks_ahead(d, region),
+            consent=ConsentPolicy(),
         )
     return d
 

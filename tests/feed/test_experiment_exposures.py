@@ -25,6 +25,7 @@ from fyp.feed.ahead import ranks_ahead
 from fyp.feed.service import FeedService
 from fyp.models.schedule import retrain_reason
 from fyp.models.training import train_and_publish
+from fyp.regions.consent import ConsentPolicy
 from fyp.regions.deployment import Deployment
 from fyp.serving.app import create_app
 
@@ -186,7 +187,9 @@ def test_after_the_end_everyone_is_control_and_nothing_is_recorded(
 ) -> None:
     with_experiment(trained, {"share": 0.5, "exploration_share": 0.3}, ["us"])
     store, region_dir = trained.store("us"), trained.config.region_dir("us")
-    train_and_publish(store, region_dir, augment=ranks_ahead(trained, "us"))  # for the arms
+    train_and_publish(
+        store, region_dir, augment=ranks_ahead(trained, "us"), consent=ConsentPolicy()
+    )  # for the arms
     arms = arms_of(trained)
     ended = "2025-02-01T00:00:00Z"
     with_experiment(trained, {"share": 0.5, "exploration_share": 0.3}, ["us"], end=ended)
@@ -206,7 +209,9 @@ def test_after_the_end_everyone_is_control_and_nothing_is_recorded(
     # and `fyp train --if-changed` ranks everyone as control again
     assert region_record(trained.config, "us") is None
     assert retrain_reason(store, region_dir, None) is not None
-    train_and_publish(store, region_dir, augment=ranks_ahead(trained, "us"))
+    train_and_publish(
+        store, region_dir, augment=ranks_ahead(trained, "us"), consent=ConsentPolicy()
+    )
     assert retrain_reason(store, region_dir, None) is None
     assert ranked_live(FeedService(trained), US_USERS, monkeypatch) == set()
 

@@ -20,6 +20,7 @@ from fyp.feed.ahead import ranks_ahead
 from fyp.feed.scoring import RankerScorer
 from fyp.feed.service import FeedService, encode_cursor
 from fyp.models.training import train_and_publish
+from fyp.regions.consent import ConsentPolicy
 from fyp.regions.deployment import Deployment
 from fyp.serving import responses
 from fyp.serving.app import create_app
@@ -36,7 +37,9 @@ def heads(trained: Deployment, monkeypatch: pytest.MonkeyPatch) -> Deployment:
     monkeypatch.setattr(ranker, "MIN_POSITIVES", 5)
     trained.config = replace(trained.config, ranking=RankingConfig(scorer="multi_objective"))
     store, region_dir = trained.store("us"), trained.config.region_dir("us")
-    train_and_publish(store, region_dir, augment=ranks_ahead(trained, "us"))
+    train_and_publish(
+        store, region_dir, augment=ranks_ahead(trained, "us"), consent=ConsentPolicy()
+    )
     return trained
 
 
@@ -105,7 +108,7 @@ def test_stored_orders_serve_the_users_whose_arm_they_were_ranked_for(
         return real_ahead(self, model, state, *rest)
 
     monkeypatch.setattr(FeedService, "rank_ahead", spy)
-    train_and_publish(store, region_dir, augment=ranks_ahead(heads, "us"))
+    train_and_publish(store, region_dir, augment=ranks_ahead(heads, "us"), consent=ConsentPolicy())
     monkeypatch.setattr(FeedService, "rank_ahead", real_ahead)
     experiment = heads.config.experiments[0]
     for ranked, pipeline in pipelines.items():  # each with their arm's pipeline

@@ -26,6 +26,7 @@ from fyp.feed.service import FeedService, encode_cursor
 from fyp.feed.state import UserState
 from fyp.models.artifacts import hash_ids, read_manifest
 from fyp.models.training import train_and_publish
+from fyp.regions.consent import ConsentPolicy
 from fyp.regions.deployment import Deployment
 
 N_VIDEOS = 120  # the trained fixture's catalogue (tests/feed/conftest.py)
@@ -243,7 +244,7 @@ def test_new_artifact_is_picked_up_without_restart(trained: Deployment, monkeypa
     monkeypatch.setattr(service_module, "RELOAD_CHECK_S", 0.0)
     service = FeedService(trained)
     before = service.feed("u12", n=5, record=False).model_version
-    train_and_publish(trained.store("us"), trained.config.region_dir("us"))
+    train_and_publish(trained.store("us"), trained.config.region_dir("us"), consent=ConsentPolicy())
     after = service.feed("u12", n=5, record=False).model_version
     assert after != before
 
@@ -298,7 +299,7 @@ def test_multi_objective_scorer_is_selectable_and_uses_trained_heads(
     from fyp.feed.scoring import RankerScorer
 
     monkeypatch.setattr(ranker, "MIN_POSITIVES", 5)  # the fixture is tiny
-    train_and_publish(trained.store("us"), trained.config.region_dir("us"))
+    train_and_publish(trained.store("us"), trained.config.region_dir("us"), consent=ConsentPolicy())
     config = replace(trained.config, ranking=RankingConfig(scorer="multi_objective"))
     trained.config = config
     service = FeedService(trained)
@@ -637,7 +638,9 @@ def test_a_serving_process_loads_a_new_artifact_while_the_old_one_serves(
         return real_load(cls, *args)  # type: ignore[no-any-return]
 
     monkeypatch.setattr(RegionModel, "load", classmethod(slow_load))
-    new = train_and_publish(trained.store("us"), trained.config.region_dir("us")).version
+    new = train_and_publish(
+        trained.store("us"), trained.config.region_dir("us"), consent=ConsentPolicy()
+    ).version
     # while the new artifact loads, requests keep the loaded model instead of waiting
     assert service.feed("u12", n=5, record=False).model_version == before
     assert service.feed("u12", n=5, record=False).model_version == before

@@ -16,6 +16,7 @@ from fyp.feed.ahead import ranks_ahead
 from fyp.feed.service import FeedService
 from fyp.models.artifacts import current_version, read_arrays
 from fyp.models.training import train_and_publish
+from fyp.regions.consent import ConsentPolicy
 from fyp.regions.deployment import Deployment
 from fyp.sovereignty.remnants import artifact_names
 
@@ -185,7 +186,9 @@ def test_rank_ahead_zero_ranks_only_the_page(
     feed = replace(trained.config.feed, rank_ahead=0)
     monkeypatch.setattr(trained, "config", replace(trained.config, feed=feed))
     store, region_dir = trained.store("us"), trained.config.region_dir("us")
-    train_and_publish(store, region_dir, augment=ranks_ahead(trained, "us"))
+    train_and_publish(
+        store, region_dir, augment=ranks_ahead(trained, "us"), consent=ConsentPolicy()
+    )
     service = FeedService(trained)
     assert service.model("us").ahead is None
     shown = [i.video_id for _ in range(3) for i in service.feed("u2", n=10).items]

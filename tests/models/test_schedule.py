@@ -24,6 +24,7 @@ from fyp.models.artifacts import ARRAYS, MANIFEST, current_version, models_dir
 from fyp.models.schedule import TrainingScheduler, retrain_reason
 from fyp.models.training import train_and_publish
 from fyp.moderation import Moderator
+from fyp.regions.consent import ConsentPolicy
 from fyp.regions.deployment import Deployment
 
 USERS, VIDEOS = 30, 40
@@ -62,7 +63,12 @@ def dep(tmp_path: Path) -> Iterator[Deployment]:
         ]
     )
     Moderator(d).run("us")
-    train_and_publish(d.store("us"), d.config.region_dir("us"), augment=ranks_ahead(d, "us"))
+    train_and_publish(
+        d.store("us"),
+        d.config.region_dir("us"),
+        augment=ranks_ahead(d, "us"),
+        consent=ConsentPolicy(),
+    )
     try:
         yield d
     finally:

@@ -8,6 +8,7 @@ from typing import Any
 
 from fyp.catalog.models import VideoIn
 from fyp.config import load_config, write_config
+from fyp.regions.consent import ConsentPolicy
 from fyp.regions.deployment import Deployment
 
 POLICIES: dict[str, dict[str, Any]] = {
@@ -82,4 +83,6 @@ def train(d: Deployment) -> None:
 
     params = TrainParams(ranker=False, als_iterations=4)
     for region in d.regions:
-        train_and_publish(d.store(region), d.config.region_dir(region), params)
+        train_and_publish(
+            d.store(region), d.config.region_dir(region), params, consent=ConsentPolicy()
+        )

@@ -15,6 +15,7 @@ from fyp.models.training import TrainParams, train_and_publish
 from fyp.moderation.schedule import ModerationScheduler
 from fyp.moderation.service import cell
 from fyp.regions.background import schedule_lock
+from fyp.regions.consent import ConsentPolicy
 from fyp.regions.deployment import Deployment
 from fyp.serving.app import create_app
 
@@ -67,7 +68,10 @@ def served(client: TestClient, deployment: Deployment) -> TestClient:
     assert client.post("/v1/events/batch", json={"events": events}).status_code == 200
     assert client.post("/v1/moderation/runs", json={"region": "us"}).status_code == 200
     train_and_publish(
-        deployment.store("us"), deployment.config.region_dir("us"), TrainParams(ranker=False)
+        deployment.store("us"),
+        deployment.config.region_dir("us"),
+        TrainParams(ranker=False),
+        consent=ConsentPolicy(),
     )
     return client
 

@@ -6,6 +6,7 @@ from typing import Any
 
 from fastapi.testclient import TestClient
 
+from fyp.regions.consent import ConsentPolicy
 from fyp.regions.deployment import Deployment
 
 
@@ -165,7 +166,9 @@ def test_takedown_reaches_the_next_feed(client: TestClient, deployment: Deployme
     ]
     assert client.post("/v1/events/batch", json={"events": events}).status_code == 200
     params = TrainParams(ranker=False)
-    train_and_publish(deployment.store("us"), deployment.config.region_dir("us"), params)
+    train_and_publish(
+        deployment.store("us"), deployment.config.region_dir("us"), params, consent=ConsentPolicy()
+    )
     assert client.get("/v1/users/u1/feed", params={"n": 5}).json()["items"] == []  # all pending
     client.post("/v1/moderation/runs", json={"region": "us"})
     page = client.get("/v1/users/ana/feed", params={"n": 5}).json()["items"]

@@ -21,6 +21,7 @@ from fyp.models.artifacts import (
     write_artifact,
 )
 from fyp.models.training import TrainParams, train_and_publish
+from fyp.regions.consent import consent_policy
 from fyp.regions.deployment import Deployment
 from fyp.serving.app import create_app
 
@@ -88,7 +89,9 @@ def api_client(d: Deployment) -> TestClient:
 
 
 def train(d: Deployment, region: str) -> str:
-    return train_and_publish(d.store(region), d.config.region_dir(region), FAST).version
+    return train_and_publish(
+        d.store(region), d.config.region_dir(region), FAST, consent=consent_policy(d.config, region)
+    ).version
 
 
 def plant_artifact(

@@ -10,6 +10,7 @@ from fyp.catalog.models import UserIn
 from fyp.catalog.service import Catalog
 from fyp.events.ingest import Ingestor
 from fyp.models.training import train_and_publish
+from fyp.regions.consent import consent_policy
 from fyp.regions.deployment import Deployment
 
 MOVER = "mona-moves"
@@ -65,4 +66,8 @@ def plant_mover(root: Path, user: str = MOVER, region: str = "us", train: bool =
         log.record_served(user, ["v32"], now - 1_000)
         log.flush_served()
         if train:  # the region's model learns from them (an artifact to scrub at the move)
-            train_and_publish(d.store(region), d.config.region_dir(region))
+            train_and_publish(
+                d.store(region),
+                d.config.region_dir(region),
+                consent=consent_policy(d.config, region),
+            )

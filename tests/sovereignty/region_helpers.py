@@ -19,6 +19,7 @@ from fyp.errors import FypError
 from fyp.events.ingest import Ingestor
 from fyp.models.training import train_and_publish
 from fyp.moderation import Moderator
+from fyp.regions.consent import consent_policy
 from fyp.regions.deployment import Deployment
 
 N_USERS = 24
@@ -58,7 +59,11 @@ def build(directory: Path) -> Path:
         moderator = Moderator(d)
         for region in d.regions:
             moderator.run(region)
-            train_and_publish(d.store(region), d.config.region_dir(region))
+            train_and_publish(
+                d.store(region),
+                d.config.region_dir(region),
+                consent=consent_policy(d.config, region),
+            )
     return directory
 
 

@@ -13,10 +13,14 @@ from fyp.catalog.models import User, UserIn, UserPatch, Video, VideoIn, VideoPat
 from fyp.errors import AlreadyExists, UnknownUser, UnknownVideo, ValidationFailed
 from fyp.moderation.service import video_changed, video_removed
 from fyp.regions.deployment import Deployment
+from fyp.sovereignty.consent_log import record_consent_changes
 from fyp.storage import ErasedCounts
 
 if TYPE_CHECKING:
     from fyp.sovereignty.erasure import Receipt
+
+API_ACTOR = "api"
+"""Who the audit log names for a change made without an API key (library use)."""
 
 
 class Catalog:
@@ -26,7 +30,9 @@ class Catalog:
         self.deployment = deployment
 
     # -- users ----------------------------------------------------------------
-    def create_user(self, data: UserIn) -> User:
+    def create_user(self, data: UserIn, actor: str = API_ACTOR) -> User:
+        """A new user in their home region; consents given with it are on record in the
+        region's audit log (``consent.change``, by ``actor``) in the same transaction."""
         d = self.deployment
         store = d.store(data.home_region)  # UnknownRegion if not declared
         if d.locate_users([data.user_id], fresh=True):  # not a route to a user erased since
@@ -36,7 +42,11 @@ class Catalog:
         fields["consents"] = fields["consents"] or {}
         fields["attributes"] = fields["attributes"] or {}
         user = User(**fields, created_at_ms=t, updated_at_ms=t)
-        store.insert_user(user)
+        with store.transaction():
+            store.insert_user(user)
+            record_consent_changes(
+                d, user.home_region, user.user_id, None, user.consents, actor, created=True
+            )
         return user
 
     def get_user(self, user_id: str) -> User:
@@ -50,14 +60,24 @@ class Catalog:
             raise UnknownUser(f"no user {user_id!r}", user_id=user_id)
         return user
 
-    def update_user(self, user_id: str, patch: UserPatch) -> User:
+    def update_user(self, user_id: str, patch: UserPatch, actor: str = API_ACTOR) -> User:
+        """Apply ``patch``; a change of consents is on record in the home region's audit
+        log (``consent.change``, by ``actor``), written with the profile in one
+        transaction (the profile is read again inside it, so the entry's old value is
+        the one replaced)."""
         user = self.get_user(user_id)
         changes = patch.model_dump(exclude_unset=True)
         for key in ("consents", "attributes"):  # null clears them, stored as {}
             if key in changes and changes[key] is None:
                 changes[key] = {}
-        updated = user.model_copy(update={**changes, "updated_at_ms": now_ms()})
-        self.deployment.store(user.home_region).update_user(updated)
+        store = self.deployment.store(user.home_region)
+        with store.transaction():
+            user = store.get_user(user_id) or user  # gone since: update_user says so
+            updated = user.model_copy(update={**changes, "updated_at_ms": now_ms()})
+            store.update_user(updated)
+            record_consent_changes(
+                self.deployment, user.home_region, user_id, user.consents, updated.consents, actor
+            )
         if updated.birth_year != user.birth_year:  # a creator corrected to a minor: at once
             from fyp.moderation.service import Moderator
 

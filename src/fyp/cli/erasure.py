@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +34,9 @@ def register(app: typer.Typer) -> None:
         as_json: bool = JsonOpt,
     ) -> None:
         """Check every artifact's region, users hash, that every user it learned from is
-        homed in its region, and its event snapshot; exit 1 on anything foreign."""
+        homed in its region and consented to model training at its snapshot (a withdrawal
+        since: pending until the retrain deadline), and its event snapshot; exit 1 on
+        anything foreign, unconsented or overdue."""
         from fyp.regions.deployment import Deployment
         from fyp.sovereignty.lineage import LineageVerifier
 
@@ -46,7 +49,14 @@ def register(app: typer.Typer) -> None:
             )
         else:
             table = Table(
-                "region", "version", "served", "users", "snapshot", "trained on", "lineage"
+                "region",
+                "version",
+                "served",
+                "users",
+                "snapshot",
+                "trained on",
+                "consent",
+                "lineage",
             )
             for r in reports:
                 verdict = "[green]clean[/]" if r.ok else f"[red]{len(r.problems)} problem(s)[/]"
@@ -57,6 +67,7 @@ def register(app: typer.Typer) -> None:
                     f"{r.users:,}",
                     r.snapshot,
                     _where(r.trained_on),
+                    r.consent,
                     verdict,
                 )
             console.print(table)
@@ -106,7 +117,8 @@ def register(app: typer.Typer) -> None:
         as_json: bool = JsonOpt,
     ) -> None:
         """Re-apply recorded erasures, retrain regions whose models still hold erased
-        users' share of aggregates, and delete the versions that held it (cron this)."""
+        users' share of aggregates or users who withdrew consent to model training, and
+        delete the versions that held erased users (cron this)."""
         from fyp.regions.deployment import Deployment
         from fyp.sovereignty.erasure_process import process as run
 
@@ -124,6 +136,12 @@ def register(app: typer.Typer) -> None:
                 f"re-applied, {len(r.stripped)} stripped from artifacts, "
                 f"{len(r.pending_after)} still pending ({r.seconds:.2f} s)"
             )
+            if r.consent_due is not None:
+                console.print(
+                    f"  withdrawals of consent to model training await a retrain, due by "
+                    f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime(r.consent_due / 1000))}",
+                    markup=False,
+                )
             if r.stale_copies:
                 console.print(
                     f"  removed {len(r.stale_copies)} plaintext staging copies left by killed "

@@ -129,11 +129,13 @@ def _changed(d: Deployment, regions: list[str]) -> list[str]:
     """The regions whose live model is behind their store, each said why."""
     from fyp.experiments.arms import region_record
     from fyp.models.schedule import retrain_reason
+    from fyp.regions.consent import consent_policy
 
     out = []
     for name in regions:
         experiment = region_record(d.config, name)
-        reason = retrain_reason(d.store(name), d.config.region_dir(name), experiment)
+        consent = consent_policy(d.config, name)
+        reason = retrain_reason(d.store(name), d.config.region_dir(name), experiment, consent)
         console.print(f"{name}: {reason or 'unchanged since the live model; not trained'}")
         if reason is not None:
             out.append(name)
@@ -148,8 +150,10 @@ def _print_trained(m: dict[str, Any]) -> None:
     on = f"on {where['host']}"
     if where["executor"] == "ray":
         on = f"on Ray node {where['ray_node_id'][:12]} ({where['host']})"
+    excluded = m.get("excluded", 0)
+    left_out = f" ({excluded:,} left out: no consent to model training)" if excluded else ""
     console.print(
         f"region [bold]{m['region']}[/]: version {m['version']}, {m['events']:,} events "
-        f"(seq {low}..{high}), {m['users']:,} users, {m['videos']:,} videos, "
+        f"(seq {low}..{high}), {m['users']:,} users{left_out}, {m['videos']:,} videos, "
         f"{m['train_seconds']} s, feeds ranked ahead in {m['ahead_seconds']} s, {on}"
     )

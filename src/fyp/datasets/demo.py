@@ -27,6 +27,7 @@ from fyp.errors import ConfigError
 from fyp.feed.ahead import ranks_ahead
 from fyp.models.training import train_and_publish
 from fyp.moderation import Moderator
+from fyp.regions.consent import consent_policy
 from fyp.regions.deployment import Deployment
 
 DEFAULT_REGIONS = ("us", "eu")
@@ -85,6 +86,7 @@ def build_demo(
                 d.store(r),
                 d.config.region_dir(r),
                 augment=ranks_ahead(d, r),
+                consent=consent_policy(d.config, r),
             ).version
             for r in d.regions
         }

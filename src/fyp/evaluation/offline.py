@@ -35,6 +35,7 @@ from fyp.evaluation.metrics import (
 )
 from fyp.feed.service import FeedService, encode_cursor
 from fyp.models.training import TrainParams, event_weight, train_and_publish
+from fyp.regions.consent import consent_policy
 from fyp.regions.deployment import Deployment
 from fyp.storage import Store
 
@@ -200,7 +201,10 @@ def train_engine(deployment: Deployment, seed: int = 0) -> dict[str, float]:
     for region in deployment.regions:
         started = time.perf_counter()
         train_and_publish(
-            deployment.store(region), deployment.config.region_dir(region), params=params
+            deployment.store(region),
+            deployment.config.region_dir(region),
+            params=params,
+            consent=consent_policy(deployment.config, region),
         )
         seconds[region] = round(time.perf_counter() - started, 2)
     return seconds

@@ -53,6 +53,7 @@ def train_region_summary(
 
     from fyp.feed.ahead import ranks_ahead
     from fyp.models.training import train_and_publish
+    from fyp.regions.consent import consent_policy
     from fyp.regions.deployment import Deployment
     from fyp.sovereignty.erasure_process import strip_erased
 
@@ -69,6 +70,7 @@ def train_region_summary(
             keep=keep,
             augment=ranks_ahead(d, region),
             trained_on=trained_on,
+            consent=consent_policy(d.config, region),
         )
         strip_erased(d, region)  # a user erased while training ran leaves the new version
     return {
@@ -77,6 +79,7 @@ def train_region_summary(
         "events": m.snapshot.event_count,
         "seq": (m.snapshot.min_seq, m.snapshot.max_seq),
         "users": m.metrics["users_learned"],
+        "excluded": m.lineage["consent"]["excluded_users"],  # no consent to model training
         "videos": m.metrics["videos"],
         "train_seconds": m.metrics["train_seconds"],
         "ahead_seconds": m.metrics.get("augment_seconds", 0),

@@ -12,7 +12,10 @@ as ``catalog_seq``); and any region whose live model cannot be used as it is: no
 model, a manifest that does not read, or arrays that are not the bytes the manifest's
 sha256 names (or, for a manifest older than that hash, that do not load); and any
 region whose experiment is not the one its live model ranked orders ahead for
-(``fyp.experiments.arms``). ``fyp serve``
+(``fyp.experiments.arms``); and any region where a user's consent to model training,
+or the region's consent policy, changed since its live model read them
+(``fyp.sovereignty.consent_log``: a withdrawal must leave the live model within
+``[erasure] retrain_within_hours``). ``fyp serve``
 runs that every ``[training] every_minutes`` in a child process
 (:class:`TrainingScheduler`), one region at a time at a lower CPU priority, and switches
 to what it publishes as it does to any new version. The run holds the deployment's
@@ -31,16 +34,23 @@ from fyp.experiments.arms import RANKED_FOR
 from fyp.models.artifacts import artifact_problem, current_version, read_manifest
 from fyp.models.training import catalogue_mark
 from fyp.regions.background import ChildScheduler, schedule_lock
+from fyp.regions.consent import ConsentPolicy
 from fyp.storage import Store
 
 
 def retrain_reason(
-    store: Store, region_dir: Path, experiment: Mapping[str, Any] | None = None
+    store: Store,
+    region_dir: Path,
+    experiment: Mapping[str, Any] | None = None,
+    consent: ConsentPolicy | None = None,
 ) -> str | None:
     """Why the region's live model is behind its store, or None if it is not.
     ``experiment``: the record of the experiment running in the region now
     (``fyp.experiments.arms.region_record``): orders ranked for another one are served
-    only to the users they still fit, so a changed experiment is a reason too."""
+    only to the users they still fit, so a changed experiment is a reason too.
+    ``consent``: the region's consent policy now; with it, a change of a user's consent
+    to model training since the live model's read (a withdrawal must leave the models
+    before its deadline), or of the policy, is a reason too."""
     version = current_version(region_dir)
     if version is None:
         return "no model yet"
@@ -63,6 +73,22 @@ def retrain_reason(
         return f"the catalogue changed since version {version}"
     if manifest.lineage.get(RANKED_FOR) != experiment:
         return f"the experiment running in the region changed since version {version}"
+    return None if consent is None else _consent_reason(store, manifest.lineage, version, consent)
+
+
+def _consent_reason(
+    store: Store, lineage: Mapping[str, Any], version: str, policy: ConsentPolicy
+) -> str | None:
+    from fyp.sovereignty.consent_log import training_consent_changes
+
+    recorded = lineage.get("consent")
+    if recorded is None:
+        return f"version {version} was trained before training honoured consent"
+    if recorded.get("policy") != policy.training_record():
+        return f"the region's consent policy changed since version {version}"
+    changes = training_consent_changes(store, int(recorded.get("audit_seq", 0)))
+    if changes:
+        return f"{changes} consent change(s) to model training since version {version}"
     return None
 
 

@@ -18,6 +18,13 @@ What is learned (all arrays, indexed by the region's catalogue order):
   user's few recent positives into a vector without retraining.
 - per-video metadata (category, creator, tags, age, impressions, likes) for
   filters, diversity and exploration.
+
+Nothing is learned from a user whose effective ``model_training`` consent is false
+when the training reads the store (``fyp.regions.consent``): their events are hashed
+into the snapshot (what was read) but enter no count, matrix or label, so every model
+above is as if they had no events. The manifest's ``lineage.consent`` says how many
+users that left out, a digest of their ids, the policy in force and the audit log's
+head at the read, so ``fyp lineage verify`` can check it.
 """
 
 from __future__ import annotations
@@ -34,6 +41,7 @@ from threadpoolctl import threadpool_limits
 
 from fyp.events.schema import EventType, StoredEvent
 from fyp.models.artifacts import EventHasher, Manifest, Snapshot, hash_ids, new_version
+from fyp.regions.consent import ConsentPolicy, training_snapshot
 from fyp.storage import Store
 
 POSITIVE_WEIGHTS: dict[str, float] = {
@@ -87,6 +95,8 @@ class Interactions:
     imp_u: list[int] = field(default_factory=list)
     imp_i: list[int] = field(default_factory=list)
     imp_ts: list[int] = field(default_factory=list)
+    # users whose events were read but not learned from (no consent to model training)
+    excluded: set[str] = field(default_factory=set)
 
 
 def event_weight(e: StoredEvent) -> float:
@@ -108,14 +118,28 @@ def event_objective(e: StoredEvent) -> int | None:
 
 
 def read_interactions(
-    events: Iterable[StoredEvent], video_index: dict[str, int], hasher: EventHasher
+    events: Iterable[StoredEvent],
+    video_index: dict[str, int],
+    hasher: EventHasher,
+    learns: Callable[[str], bool] | None = None,
 ) -> Interactions:
+    """The interactions to learn from; ``learns(user_id)`` False leaves a user's events
+    out of everything (they are still hashed: the snapshot is what was read)."""
     out = Interactions(
         impressions=np.zeros(len(video_index), np.int64),
         likes=np.zeros(len(video_index), np.int64),
     )
+    allowed: dict[str, bool] = {}
     for e in events:
         hasher.add(e.seq, e.event_id, e.user_id, e.video_id, e.type, e.ts_ms)
+        if learns is not None:
+            ok = allowed.get(e.user_id)
+            if ok is None:
+                ok = allowed[e.user_id] = learns(e.user_id)
+                if not ok:
+                    out.excluded.add(e.user_id)
+            if not ok:
+                continue
         item = video_index.get(e.video_id)
         if item is None:  # video withdrawn from this region since
             continue
@@ -281,20 +305,27 @@ def train_region(
     region_dir: Path,
     params: TrainParams | None = None,
     trained_on: dict[str, Any] | None = None,
+    *,
+    consent: ConsentPolicy,
 ) -> tuple[Manifest, dict[str, np.ndarray]]:
     """Read one region's store and return the manifest and arrays of a new artifact.
     ``trained_on``: where this runs, for the manifest's lineage (default: this host,
-    ``fyp.models.placement.local_placement``; a Ray task passes its node's record)."""
+    ``fyp.models.placement.local_placement``; a Ray task passes its node's record).
+    ``consent``: the region's consent policy (``fyp.regions.consent.consent_policy``),
+    required so no caller can learn from users a default-false region did not ask."""
     from fyp.models.placement import local_placement
 
     params = params or TrainParams()
     started = time.perf_counter()
     read_started_ms = time.time_ns() // 1_000_000  # an erasure before this is not learned
     catalog_seq = catalogue_mark(store)  # before the read: a change during it is not learned
+    # consents as of this instant: a withdrawal committed after it is a pending retrain
+    consents, audit_seq = training_snapshot(store, consent)
     video_ids, meta, vocab = catalogue_arrays(store)
     video_index = {v: n for n, v in enumerate(video_ids)}
     hasher = EventHasher()
-    data = read_interactions(store.iter_events(), video_index, hasher)
+    data = read_interactions(store.iter_events(), video_index, hasher, consents.allows)
+    learned_from = hasher.users - data.excluded
     n_users, n_items = len(data.users), len(video_ids)
     rows, cols = np.asarray(data.u, np.int64), np.asarray(data.i, np.int64)
     weights = np.asarray(data.w, np.float64)
@@ -312,8 +343,9 @@ def train_region(
     arrays: dict[str, np.ndarray] = {
         "video_ids": np.asarray(video_ids, dtype=np.str_),
         "user_ids": np.asarray(data.users, dtype=np.str_),
-        # everyone whose events were read, so the manifest's users hash can be recomputed
-        "lineage_user_ids": np.asarray(sorted(hasher.users), dtype=np.str_),
+        # everyone learned from (whose events were read, less those without consent),
+        # so the manifest's users hash can be recomputed
+        "lineage_user_ids": np.asarray(sorted(learned_from), dtype=np.str_),
         "popularity": popularity,
         "nbr_idx": nbr_idx,
         "nbr_sim": nbr_sim,
@@ -332,8 +364,8 @@ def train_region(
         min_seq=hasher.min_seq,
         max_seq=hasher.max_seq,
         events_sha256=hasher.hexdigest(),
-        users_sha256=hash_ids(hasher.users),
-        user_count=len(hasher.users),
+        users_sha256=hash_ids(learned_from),
+        user_count=len(learned_from),
     )
     manifest = Manifest(
         region=store.region,
@@ -352,6 +384,12 @@ def train_region(
             "read_started_ms": read_started_ms,
             "catalog_seq": catalog_seq,
             "trained_on": trained_on or local_placement(),
+            "consent": {
+                "policy": consent.training_record(),
+                "audit_seq": audit_seq,
+                "excluded_users": len(data.excluded),
+                "excluded_sha256": hash_ids(data.excluded),
+            },
         },
     )
     return manifest, arrays
@@ -367,19 +405,21 @@ def train_and_publish(
     keep: int | None = None,
     augment: Augment | None = None,
     trained_on: dict[str, Any] | None = None,
+    *,
+    consent: ConsentPolicy,
 ) -> Manifest:
     """Train a region's models and make them the live artifact (atomic switch); with
     ``keep``, delete all but the newest ``keep`` versions. ``augment`` adds arrays
     worked out with the new models before they go live (the feed's orders ranked ahead,
     ``fyp.feed.ahead.rank_region``); its seconds go in the manifest's metrics.
-    ``trained_on``: as for :func:`train_region`.
+    ``trained_on``, ``consent``: as for :func:`train_region`.
 
     Training reads the store without the region's models lock (erasures go on); the
     publish holds it, so it never interleaves with an erasure rewriting artifacts."""
     from fyp.models.artifacts import prune_versions, write_artifact
     from fyp.sovereignty.erasure import region_models_lock
 
-    manifest, arrays = train_region(store, region_dir, params, trained_on)
+    manifest, arrays = train_region(store, region_dir, params, trained_on, consent=consent)
     if augment is not None:
         started = time.perf_counter()
         arrays = {**arrays, **augment(manifest, arrays)}

@@ -8,7 +8,9 @@ receipts still waiting for that retrain, with their deadlines
 process``, meant for cron — removes the plaintext staging copies that killed backups,
 restores or scans left (:mod:`fyp.sovereignty.staging`), re-applies erasures the
 ledger records but the store or an artifact does not reflect (a restore, a crash, a
-training run that raced an erasure), retrains when something is pending, and then
+training run that raced an erasure), retrains when something is pending — an erasure's
+share of aggregates, or a withdrawal of consent to model training since the live model
+read the store (``fyp.sovereignty.consent_log.withdrawal_deadline``) — and then
 deletes the older versions that still hold the erased users' contributions.
 """
 
@@ -30,7 +32,9 @@ from fyp.models.artifacts import (
     write_artifact,
 )
 from fyp.models.training import train_region
+from fyp.regions.consent import consent_policy
 from fyp.regions.deployment import Deployment
+from fyp.sovereignty.consent_log import withdrawal_deadline
 from fyp.sovereignty.erasure import (
     Eraser,
     Outcome,
@@ -103,6 +107,8 @@ class RegionRun:
     retrained: str | None = None
     pruned: list[str] = field(default_factory=list)
     pending_after: dict[str, int] = field(default_factory=dict)
+    # the deadline of withdrawals of consent to model training the live model predates
+    consent_due: int | None = None
     seconds: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
@@ -135,15 +141,20 @@ def process_region(
     run.reapplied = reapply_erasures(deployment, region)
     run.stripped = strip_erased(deployment, region)
     run.pending_before = pending_retrains(region_dir)
-    due = bool(run.pending_before) and (
-        due_within_ms is None or min(run.pending_before.values()) - now_ms() <= due_within_ms
-    )
+    run.consent_due = withdrawal_deadline(deployment, region)
+    deadlines = [*run.pending_before.values()]
+    deadlines += [] if run.consent_due is None else [run.consent_due]
+    due = bool(deadlines) and (due_within_ms is None or min(deadlines) - now_ms() <= due_within_ms)
     if force or due:
         # training reads the store without holding the models lock, so erasures go on;
         # one that lands meanwhile is caught by strip_erased below
         from fyp.feed.ahead import rank_region
 
-        manifest, arrays = train_region(deployment.store(region), region_dir)
+        manifest, arrays = train_region(
+            deployment.store(region),
+            region_dir,
+            consent=consent_policy(deployment.config, region),
+        )
         arrays = {**arrays, **rank_region(deployment, region, manifest, arrays)}  # as `fyp train`
         with region_models_lock(region_dir):
             write_artifact(region_dir, manifest, arrays)
@@ -155,6 +166,8 @@ def process_region(
                     run.pruned.append(version)
         run.stripped += strip_erased(deployment, region)
     run.pending_after = pending_retrains(region_dir)
+    if run.retrained:
+        run.consent_due = withdrawal_deadline(deployment, region)
     run.seconds = round(time.perf_counter() - started, 3)
     return run
 

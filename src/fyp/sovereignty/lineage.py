@@ -17,8 +17,12 @@ or forged manifest is caught, not trusted:
 - where it was trained (``lineage.trained_on``): an artifact trained on Ray must have
   been trained on a node labelled for its region, with the label assigned to its task
   (``fyp.models.placement``); local training is the deployment's own host;
+- every user it learned from consented to model training when it read the store, and
+  a user who withdrew since is out of the live version before the deadline
+  (``fyp.sovereignty.consent_log.check_consent``);
 - the event snapshot (count, seq range, content hash, users) is recomputed from the
-  region's events up to the snapshot's last seq. If events were deleted since — an
+  region's events up to the snapshot's last seq; the users read but not learned from
+  must be those the manifest says it left out for lack of consent. If events were deleted since — an
   erasure after the training read, or an artifact rewritten by one — the snapshot can
   no longer be recomputed; the report says so instead of failing.
 """
@@ -42,6 +46,7 @@ from fyp.models.artifacts import (
 )
 from fyp.models.placement import placement_problem
 from fyp.regions.deployment import Deployment
+from fyp.sovereignty.consent_log import check_consent
 from fyp.sovereignty.ledger import ErasureLedger
 
 EXAMPLES = 5
@@ -57,6 +62,8 @@ class VersionReport:
     users: int = 0
     snapshot: str = "unchecked"  # verified | not_recomputable | mismatch | unchecked
     trained_on: dict[str, Any] | None = None  # the manifest's record, as it says it
+    consent: str = "unchecked"  # verified | pending | violation | unchecked
+    consent_pending: list[dict[str, Any]] = field(default_factory=list)  # {"users", "due_ms"}
 
     @property
     def ok(self) -> bool:
@@ -71,6 +78,8 @@ class VersionReport:
             "users": self.users,
             "snapshot": self.snapshot,
             "trained_on": self.trained_on,
+            "consent": self.consent,
+            "consent_pending": self.consent_pending,
             "problems": self.problems,
             "notes": self.notes,
         }
@@ -82,7 +91,7 @@ class _Snap:
     min_seq: int
     max_seq: int
     events_sha256: str
-    users_sha256: str
+    users: frozenset[str]  # everyone whose events were read: the learned and the excluded
 
 
 def snapshots_at(deployment: Deployment, region: str, max_seqs: set[int]) -> dict[int, _Snap]:
@@ -100,7 +109,7 @@ def snapshots_at(deployment: Deployment, region: str, max_seqs: set[int]) -> dic
             hasher.min_seq,
             hasher.max_seq,
             hasher.hexdigest(),  # hashlib digests do not end the hash
-            hash_ids(hasher.users),
+            frozenset(hasher.users),
         )
 
     k = 0
@@ -166,7 +175,7 @@ class LineageVerifier:
             except ModelError as exc:
                 rep.problems.append(exc.message)
                 continue
-            self._check_users(rep, manifest.snapshot.users_sha256, arrays, region, ledger)
+            learned = self._check_users(rep, manifest.snapshot.users_sha256, arrays, region, ledger)
             if manifest.region != region:
                 rep.problems.append(
                     f"manifest names region {manifest.region!r} but the artifact is served "
@@ -181,7 +190,11 @@ class LineageVerifier:
                 else:
                     rep.notes.append(f"erasure {receipt} awaits a retrain (deadline {deadline})")
             self._check_placement(rep, manifest)
-            self._check_snapshot(rep, manifest, snaps, erasures)
+            self._check_snapshot(rep, manifest, snaps, erasures, learned)
+            found = check_consent(d, region, manifest.lineage, learned, rep.current, now)
+            rep.consent, rep.consent_pending = found.status, found.pending
+            rep.problems += found.problems
+            rep.notes += found.notes
         if current is not None and current not in versions:
             rep = VersionReport(region, current, True)
             rep.problems.append("models/current names a version that does not exist")
@@ -195,7 +208,8 @@ class LineageVerifier:
         arrays: dict[str, np.ndarray],
         region: str,
         ledger: ErasureLedger,
-    ) -> None:
+    ) -> set[str]:
+        """The users the artifact says it learned from, each checked to be the region's."""
         if "lineage_user_ids" not in arrays:
             rep.problems.append(
                 "artifact does not list the users it learned from (trained before lineage "
@@ -221,7 +235,7 @@ class LineageVerifier:
         homed = d.store(region).existing_users(everyone)
         rest = everyone - homed
         if not rest:
-            return
+            return learned
         erased = ledger.matching(rest)
         if erased:
             rep.problems.append(
@@ -244,6 +258,7 @@ class LineageVerifier:
                 f"learned from {len(rest)} user(s) homed in no region and never erased "
                 f"here: {_examples(sorted(rest))}"
             )
+        return learned
 
     @staticmethod
     def _check_placement(rep: VersionReport, manifest: Manifest) -> None:
@@ -257,18 +272,31 @@ class LineageVerifier:
             rep.problems.append(problem)
 
     def _check_snapshot(
-        self, rep: VersionReport, manifest: Any, snaps: dict[int, _Snap], erasures: list[Any]
+        self,
+        rep: VersionReport,
+        manifest: Any,
+        snaps: dict[int, _Snap],
+        erasures: list[Any],
+        learned: set[str],
     ) -> None:
+        """Recompute what the training read; the users it read but did not learn from
+        must be exactly those the manifest says it left out for lack of consent."""
         s = manifest.snapshot
         if s.event_count == 0:
             rep.snapshot = "verified" if s.max_seq == 0 else "mismatch"
             return
         got = snaps.get(s.max_seq)
+        consent = manifest.lineage.get("consent")
         if got is not None and (
             got.count == s.event_count
             and got.min_seq == s.min_seq
             and got.events_sha256 == s.events_sha256
-            and got.users_sha256 == s.users_sha256
+            and (
+                hash_ids(got.users) == s.users_sha256  # trained before consent was honoured
+                if consent is None
+                else learned <= got.users
+                and hash_ids(got.users - learned) == consent.get("excluded_sha256")
+            )
         ):
             rep.snapshot = "verified"
             return

@@ -5,8 +5,9 @@ The audit entries the replaced store holds beyond the backup (read before the sw
 time, actor and subject (:func:`carry_audit_history`);
 :func:`fyp.sovereignty.erasure.reapply_erasures` erases every restored user that a
 region's erasure ledger — never part of a backup, never rolled back — says was erased;
-keys revoked since are revoked again; and the moderation decisions made since stand
-again (:mod:`fyp.moderation.restored`). Then the restore's own audit entry is appended
+keys revoked since are revoked again; the consents users recorded since stand again
+(``fyp.sovereignty.consent_log.reapply_consents``); and the moderation decisions made
+since stand again (:mod:`fyp.moderation.restored`). Then the restore's own audit entry is appended
 and the pending-restore marker removed.
 
 Each step may run again after a crash: carried entries are not carried twice, erasures
@@ -47,6 +48,7 @@ class Reapplied:
     served_keys_dropped: int = 0  # served log keys (Redis) of users the backup lacks
     # moves into the region since the backup whose user it lacks: (move id, from region)
     lost_arrivals: list[tuple[str, str]] = field(default_factory=list)
+    reconsented: int = 0  # profiles whose consents recorded since the backup were put back
 
 
 def reapply(deployment: Deployment, region: str, pending: Pending, late: bool = False) -> Reapplied:
@@ -55,6 +57,7 @@ def reapply(deployment: Deployment, region: str, pending: Pending, late: bool = 
     from fyp.access.keys import reapply_revocations
     from fyp.audit.log import AuditLog
     from fyp.moderation.restored import reapply_moderation
+    from fyp.sovereignty.consent_log import reapply_consents
     from fyp.sovereignty.erasure import reapply_erasures
     from fyp.sovereignty.served_data import drop_absent_users
 
@@ -69,6 +72,8 @@ def reapply(deployment: Deployment, region: str, pending: Pending, late: bool = 
     # restored store does not hold go (fyp.sovereignty.served_data)
     done.served_keys_dropped = drop_absent_users(deployment, region)
     done.lost_arrivals = lost_arrivals(deployment, region, records or [])
+    # consents recorded since the backup stand again (a withdrawal is never rolled back)
+    done.reconsented = reapply_consents(deployment, region, records or [])
     region_dir = deployment.config.region_dir(region)
     revoked = reapply_revocations(store, region_dir)
     with store.transaction():
@@ -93,6 +98,7 @@ def reapply(deployment: Deployment, region: str, pending: Pending, late: bool = 
                 "reerased": len(done.reerased),
                 "rerevoked_keys": revoked,
                 "remoderated_videos": done.remoderated,
+                "reapplied_consents": done.reconsented,
                 "carried_audit_entries": "unreadable" if done.carried is None else done.carried,
             }
             if done.replaced is not None:

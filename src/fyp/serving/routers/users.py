@@ -8,6 +8,7 @@ from fastapi.responses import StreamingResponse
 
 from fyp.access.guard import REASON_HEADER, principal
 from fyp.catalog.models import MoveIn, User, UserIn, UserPatch
+from fyp.catalog.service import API_ACTOR
 from fyp.errors import InvalidRequest
 from fyp.serving.dependencies import AppState, state
 from fyp.serving.inputs import JsonBodyRoute, check_regions
@@ -20,10 +21,10 @@ router = APIRouter(prefix="/v1/users", tags=["users"], route_class=JsonBodyRoute
 @router.post(
     "", status_code=status.HTTP_201_CREATED, response_model=User, responses=answers(409, *BODY)
 )
-async def create_user(body: UserIn, s: AppState = Depends(state)) -> User:
+async def create_user(body: UserIn, request: Request, s: AppState = Depends(state)) -> User:
     """Create a user in their home region (fixed for life)."""
     check_regions(s.deployment, "body.home_region", body.home_region)
-    return s.catalog.create_user(body)
+    return s.catalog.create_user(body, _actor(request))
 
 
 @router.get("/{user_id}", response_model=User, responses=answers(404))
@@ -32,8 +33,18 @@ async def get_user(user_id: str, s: AppState = Depends(state)) -> User:
 
 
 @router.patch("/{user_id}", response_model=User, responses=answers(404, *BODY))
-async def update_user(user_id: str, body: UserPatch, s: AppState = Depends(state)) -> User:
-    return s.catalog.update_user(user_id, body)
+async def update_user(
+    user_id: str, body: UserPatch, request: Request, s: AppState = Depends(state)
+) -> User:
+    """Change the user's profile; a change of ``consents`` is recorded in their home
+    region's audit log (``consent.change``)."""
+    return s.catalog.update_user(user_id, body, _actor(request))
+
+
+def _actor(request: Request) -> str:
+    """The caller as the audit log names them."""
+    caller = principal(request)
+    return API_ACTOR if caller is None else f"key:{caller.key_id}"
 
 
 @router.delete("/{user_id}", response_model=None, responses=answers(404, ok=UserErasure))
