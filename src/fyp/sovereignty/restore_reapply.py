@@ -233,7 +233,8 @@ def _dropped(found: Assessment, since: str, arrivals: int) -> list[str]:
     if edited:
         out.append(
             f"the profile edits of {plural(edited, 'users')} made {since} are undone (the "
-            f"restored store has their profiles as the backup holds them): {where}"
+            "restored store has their profiles as the backup holds them, but for consents, "
+            f"which their audit entries put back): {where}"
         )
     return out
 
