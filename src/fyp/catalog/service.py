@@ -56,7 +56,10 @@ class Catalog:
         for key in ("consents", "attributes"):  # null clears them, stored as {}
             if key in changes and changes[key] is None:
                 changes[key] = {}
-        updated = user.model_copy(update={**changes, "updated_at_ms": now_ms()})
+        # a new profile version even within the same millisecond (or after a clock step
+        # back): what caches by it (the feed's profile, states, orders) sees the change
+        version = max(now_ms(), user.updated_at_ms + 1)
+        updated = user.model_copy(update={**changes, "updated_at_ms": version})
         self.deployment.store(user.home_region).update_user(updated)
         if updated.birth_year != user.birth_year:  # a creator corrected to a minor: at once
             from fyp.moderation.service import Moderator

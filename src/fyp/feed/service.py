@@ -26,9 +26,11 @@ from fyp.experiments.exposures import ExposureLog
 from fyp.feed.ahead import AheadCache, next_rows
 from fyp.feed.candidates import Candidates
 from fyp.feed.filters import Available, Eligibility, EligibilityCheck
+from fyp.feed.impersonal import impersonal_pipeline, impersonal_state
 from fyp.feed.page import FeedItem, FeedPage
 from fyp.feed.pipeline import FeedPipeline, RankedPage
 from fyp.feed.pool import Pool, RemovedLog
+from fyp.feed.profile import ProfileCache
 from fyp.feed.reasons import Reason
 from fyp.feed.rerank import separate_creators
 from fyp.feed.scoring import RankerScorer, Scorer, ValueScorer
@@ -122,12 +124,22 @@ class FeedService:
         self._loading_lock = threading.Lock()
         self._universe: tuple[Sequence[str], RegionModel, np.ndarray] | None = None
         self._states = StateCache(max_users=states)
+        self._profiles = ProfileCache(deployment.config, max_users=states)
+        # users whose personalised_feed consent is off (fyp.feed.impersonal)
+        self._impersonal = impersonal_pipeline(self.pipeline.rerank)
         self._ahead = AheadCache(max_users=proposals)  # orders share the proposals' arrays
         # [experiments]: a pipeline per variant, sharing the proposal cache, and who was
         # served under one (fyp.experiments.exposures); None without
         self._arms = build_arms(deployment.config, self.pipeline, scorer_for)
         self._exposures = None if self._arms is None else ExposureLog(deployment)
-        _drop_on_erasure(self._states, self._ahead, self.pipeline, self._exposures)
+        # what is kept of a user, each dropped with them (an erasure; _forget)
+        self._drops: list[Callable[[str], None]] = [
+            self._states.drop,
+            self._ahead.drop,
+            self.pipeline.forget,
+        ]
+        self._drops += [self._profiles.drop, *([self._exposures.forget] if self._exposures else [])]
+        _drop_on_erasure(self._drops)
 
     def model(self, region: str) -> RegionModel:
         now = time.monotonic()
@@ -282,8 +294,7 @@ class FeedService:
                 if built_at[2:] == marker[2:]:  # the same served log
                     served, mask = kept.served, kept.served_mask
         if not age_known:
-            user = store.get_user(user_id)
-            age = user.age() if user is not None else None
+            age = self._profiles.get(user_id, region, store, marker).age
         events = store.user_events(user_id, RECENT_EVENTS)
         if served is None:
             since = time.time_ns() // 1_000_000 - self.seen_window_ms
@@ -369,15 +380,19 @@ class FeedService:
             served_log = self.deployment.served_log(region)
             marker = served_log.user_version(user_id)
         model = self.model(region)
-        arm = None if self._arms is None else self._arms.of(user_id, region, started_ms)
-        pipeline = self.pipeline if arm is None else arm.pipeline
+        profile = self._profiles.get(user_id, region, store, marker)
+        personal = profile.personalised  # else no arm, no exposure: the non-profiled feed
+        arm = None
+        if self._arms is not None and personal:
+            arm = self._arms.of(user_id, region, started_ms)
+        pipeline = self._impersonal if not personal else arm.pipeline if arm else self.pipeline
         use_orders = universe is None and not debug and self.ahead_length > n and marker is not None
         fresh: RankedAhead | None = None
         rows = _NONE
         if use_orders and marker is not None:
             ranked_for = model.manifest.lineage.get(RANKED_FOR)  # an experiment's, if any
             stored = (ranked_for is None and arm is None) or orders_fit(ranked_for, user_id, arm)
-            fresh, rows = self._from_order(user_id, model, served_log, marker, n, stored)
+            fresh, rows = self._from_order(user_id, model, served_log, marker, n, stored, personal)
         removed, state = RemovedLog(), None
         if fresh is not None and len(rows) >= n:
             order = fresh
@@ -386,9 +401,10 @@ class FeedService:
             rng = np.random.default_rng([session, page_no, len(state.seen)])
             # a fresh order used up: the user pages on without events, so rank further
             paged_through = fresh is not None
-            ranked = self._rank(pipeline, model, state, rng, n, universe, use_orders, paged_through)
+            shown = state if personal else impersonal_state(state)  # what ranking may read
+            ranked = self._rank(pipeline, model, shown, rng, n, universe, use_orders, paged_through)
             removed = ranked.removed
-            order = _as_order(ranked, marker or (0, 0, 0), started_ms, state.age)
+            order = _as_order(ranked, marker or (0, 0, 0), started_ms, state.age, personal)
             rows = np.arange(len(order.items))
             if use_orders:
                 self._ahead.keep(user_id, model, order)
@@ -407,17 +423,16 @@ class FeedService:
             cursor=encode_cursor(page_no + 1, session),
             removed_log=removed,
             experiment=arm,
+            personalised=personal,
+            profile_lang=profile.lang,
         )
 
     def _forget(self, user_id: str) -> None:
         """Drop the route and everything cached of a user the store no longer holds: no
         page is ranked or recorded for them, and the next request is routed afresh."""
         self.deployment.forget_route(user_id)
-        self._states.drop(user_id)
-        self._ahead.drop(user_id)
-        self.pipeline.forget(user_id)
-        if self._exposures is not None:
-            self._exposures.forget(user_id)
+        for drop in self._drops:
+            drop(user_id)
 
     def _from_order(
         self,
@@ -427,11 +442,13 @@ class FeedService:
         marker: tuple[int, ...],
         n: int,
         stored: bool = True,
+        personalised: bool = True,
     ) -> tuple[RankedAhead | None, np.ndarray]:
         """The user's fresh order and its positions not served since (the caller ranks
         again when there is no fresh order or fewer than ``n`` are left in it).
-        ``stored``: the artifact's order may be the one (not for a variant's user)."""
-        order = self._ahead.order(user_id, model, marker, stored)
+        ``stored``: the artifact's order may be the one (not for a variant's user);
+        ``personalised``: only an order ranked so (the artifact's are) may be served."""
+        order = self._ahead.order(user_id, model, marker, stored, personalised)
         if order is None:
             return None, _NONE
         served = self._ahead.served_since(
@@ -547,6 +564,7 @@ def _as_order(
     marker: tuple[int, ...],
     ranked_at_ms: int,
     age: int | None,
+    personalised: bool = True,
 ) -> RankedAhead:
     """A ranked page as an order: keeps only its rows' items and how to explain them
     (the pool's candidates are shared with the proposal cache)."""
@@ -561,6 +579,7 @@ def _as_order(
         items=pool.items[idx],
         scores=ranked.scores[idx].astype(np.float32),
         explains=_FromPool(pool.candidates, pool.origin[idx], pool.position[idx]),
+        personalised=personalised,
     )
 
 
@@ -584,15 +603,12 @@ class _FromPool:
         return [candidates[o].explain(p) for o, p in pairs]
 
 
-def _drop_on_erasure(
-    cache: StateCache, ahead: AheadCache, pipeline: FeedPipeline, exposures: ExposureLog | None
-) -> None:
-    """An erased (or moved) user's state, order, proposals and known exposure leave memory
-    with the erasure, not at eviction."""
+def _drop_on_erasure(drops: list[Callable[[str], None]]) -> None:
+    """An erased (or moved) user's state, order, proposals, profile and known exposure
+    leave memory with the erasure, not at eviction (``drops``: bound methods)."""
     from fyp.sovereignty.erasure import add_erase_hook
 
-    drops = [cache.drop, ahead.drop, pipeline.forget]
-    refs = [weakref.WeakMethod(m) for m in [*drops, *([exposures.forget] if exposures else [])]]
+    refs = [weakref.WeakMethod(m) for m in drops]
     remove: list[Callable[[], None]] = []
 
     def hook(_region: str, user_id: str) -> None:
