@@ -410,10 +410,12 @@ def test_the_settings_table_of_the_architecture_doc_is_every_setting() -> None:
     listed = {(table, key) for table, key, _, _ in rows}
     for table, _key, more, _ in rows:  # "`[t] a`, `b`, `c`" lists several keys of one table
         listed |= {(table, k) for k in re.findall(r"`([a-z_]+)`", more)}
+    from fyp.regions.consent import KEYS as CONSENT_KEYS
     from fyp.sovereignty.move_policy import KEYS as MOVE_KEYS
 
     expected = {("deployment", "name")} | {("regions.NAME", k) for k in REGION_KEYS}
     expected |= {("regions.NAME.policy.moves", k) for k in MOVE_KEYS}
+    expected |= {("regions.NAME.policy.consent", k) for k in CONSENT_KEYS}
     sections = (
         ("limits", Limits),
         ("feed", FeedConfig),
