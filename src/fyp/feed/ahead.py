@@ -23,6 +23,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from fyp.feed.candidates import Candidates
+from fyp.feed.pipeline import RankedPage
+from fyp.feed.reasons import Reason
 from fyp.models.ahead import RankedAhead, to_arrays
 from fyp.models.artifacts import Manifest
 from fyp.models.region_model import RegionModel
@@ -159,6 +162,50 @@ class AheadCache:
     def drop(self, user_id: str) -> None:
         with self._lock:
             self._slots.pop(user_id, None)
+
+
+def as_order(
+    ranked: RankedPage,
+    marker: tuple[int, ...],
+    ranked_at_ms: int,
+    age: int | None,
+    personalised: bool = True,
+) -> RankedAhead:
+    """A ranked page as an order: keeps only its rows' items and how to explain them
+    (the pool's candidates are shared with the proposal cache)."""
+    pool = ranked.pool
+    idx = np.asarray(ranked.order, np.int64)
+    return RankedAhead(
+        profile_ms=marker[0],
+        event_seq=marker[1],
+        served_seq=marker[2],
+        ranked_at_ms=ranked_at_ms,
+        age=age,
+        items=pool.items[idx],
+        scores=ranked.scores[idx].astype(np.float32),
+        explains=_FromPool(pool.candidates, pool.origin[idx], pool.position[idx]),
+        personalised=personalised,
+    )
+
+
+class _FromPool:
+    """A ranked page's sources and reasons: its rows' candidates, explained on demand."""
+
+    __slots__ = ("_candidates", "_origin", "_position")
+
+    def __init__(
+        self, candidates: Sequence[Candidates], origin: np.ndarray, position: np.ndarray
+    ) -> None:
+        self._candidates, self._origin, self._position = candidates, origin, position
+
+    def sources(self, rows: np.ndarray) -> list[str]:
+        candidates = self._candidates
+        return [candidates[o].source for o in self._origin[rows].tolist()]
+
+    def reasons(self, rows: np.ndarray) -> list[Reason]:
+        candidates = self._candidates
+        pairs = zip(self._origin[rows].tolist(), self._position[rows].tolist(), strict=True)
+        return [candidates[o].explain(p) for o, p in pairs]
 
 
 def next_rows(served: np.ndarray) -> np.ndarray:

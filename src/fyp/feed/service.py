@@ -23,15 +23,13 @@ from fyp.config import RankingConfig
 from fyp.errors import InvalidRequest, ModelError, ValidationFailed
 from fyp.experiments.arms import RANKED_FOR, Arm, build_arms, orders_fit
 from fyp.experiments.exposures import ExposureLog
-from fyp.feed.ahead import AheadCache, next_rows
-from fyp.feed.candidates import Candidates
+from fyp.feed.ahead import AheadCache, as_order, next_rows
 from fyp.feed.filters import Available, Eligibility, EligibilityCheck
 from fyp.feed.impersonal import impersonal_pipeline, impersonal_state
 from fyp.feed.page import FeedItem, FeedPage
 from fyp.feed.pipeline import FeedPipeline, RankedPage
 from fyp.feed.pool import Pool, RemovedLog
 from fyp.feed.profile import ProfileCache
-from fyp.feed.reasons import Reason
 from fyp.feed.rerank import separate_creators
 from fyp.feed.scoring import RankerScorer, Scorer, ValueScorer
 from fyp.feed.state import CREATOR_ACTIONS, ServedMask, StateCache, UserState, build_state
@@ -333,7 +331,7 @@ class FeedService:
         ranked = self._rank_long(
             pipeline or self.pipeline, model, state, rng, page, self.ahead_length
         )
-        return _as_order(ranked, marker, ranked_at_ms, state.age)
+        return as_order(ranked, marker, ranked_at_ms, state.age)
 
     def arm(self, user_id: str, region: str) -> Arm | None:
         """The user's arm of the experiment running in ``region`` (their home), if any."""
@@ -404,7 +402,7 @@ class FeedService:
             shown = state if personal else impersonal_state(state)  # what ranking may read
             ranked = self._rank(pipeline, model, shown, rng, n, universe, use_orders, paged_through)
             removed = ranked.removed
-            order = _as_order(ranked, marker or (0, 0, 0), started_ms, state.age, personal)
+            order = as_order(ranked, marker or (0, 0, 0), started_ms, state.age, personal)
             rows = np.arange(len(order.items))
             if use_orders:
                 self._ahead.keep(user_id, model, order)
@@ -557,50 +555,6 @@ def unavailable(region: str) -> ModelError:
         f"the model of region {region!r} is unavailable; the server's log says why",
         region=region,
     )
-
-
-def _as_order(
-    ranked: RankedPage,
-    marker: tuple[int, ...],
-    ranked_at_ms: int,
-    age: int | None,
-    personalised: bool = True,
-) -> RankedAhead:
-    """A ranked page as an order: keeps only its rows' items and how to explain them
-    (the pool's candidates are shared with the proposal cache)."""
-    pool = ranked.pool
-    idx = np.asarray(ranked.order, np.int64)
-    return RankedAhead(
-        profile_ms=marker[0],
-        event_seq=marker[1],
-        served_seq=marker[2],
-        ranked_at_ms=ranked_at_ms,
-        age=age,
-        items=pool.items[idx],
-        scores=ranked.scores[idx].astype(np.float32),
-        explains=_FromPool(pool.candidates, pool.origin[idx], pool.position[idx]),
-        personalised=personalised,
-    )
-
-
-class _FromPool:
-    """A ranked page's sources and reasons: its rows' candidates, explained on demand."""
-
-    __slots__ = ("_candidates", "_origin", "_position")
-
-    def __init__(
-        self, candidates: Sequence[Candidates], origin: np.ndarray, position: np.ndarray
-    ) -> None:
-        self._candidates, self._origin, self._position = candidates, origin, position
-
-    def sources(self, rows: np.ndarray) -> list[str]:
-        candidates = self._candidates
-        return [candidates[o].source for o in self._origin[rows].tolist()]
-
-    def reasons(self, rows: np.ndarray) -> list[Reason]:
-        candidates = self._candidates
-        pairs = zip(self._origin[rows].tolist(), self._position[rows].tolist(), strict=True)
-        return [candidates[o].explain(p) for o, p in pairs]
 
 
 def _drop_on_erasure(drops: list[Callable[[str], None]]) -> None:

@@ -21,7 +21,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from fyp.config import DeploymentConfig, did_you_mean
+from fyp.config import DeploymentConfig, check_keys
 from fyp.errors import ConfigError
 
 TABLE = "consent"
@@ -48,16 +48,12 @@ def parse_consent(region: str, policy: Mapping[str, Any]) -> ConsentPolicy:
     """The region's ``[regions.<region>.policy.consent]`` (every key at its default
     without it)."""
     raw = policy.get(TABLE, {})
-    where = f"[regions.{region}.policy.{TABLE}]"
+    section = f"regions.{region}.policy.{TABLE}"
+    where = f"[{section}]"
     if not isinstance(raw, dict):
         raise ConfigError(f"{where} must be a table", region=region)
+    check_keys(section, raw, KEYS)
     for key, value in raw.items():
-        if key not in DEFAULTS:
-            raise ConfigError(
-                f"unknown key {key!r} in {where}{did_you_mean(key, KEYS)} "
-                f"(known keys: {', '.join(KEYS)})",
-                region=region,
-            )
         if not isinstance(value, bool):
             raise ConfigError(
                 f"{where} {key} must be true or false, got {value!r}", region=region, key=key
