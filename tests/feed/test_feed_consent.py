@@ -6,6 +6,7 @@ Run again on PostgreSQL by tests/storage/test_postgres_deployment.py."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -243,3 +244,25 @@ def test_fyp_recommend_honours_consent_and_the_profile_language(trained: Deploym
     assert "co_engagement" not in out.output and "embedding" not in out.output
     en = CliRunner().invoke(cli, ["recommend", root, "u18", "--lang", "en", "--reason", "t"])
     assert en.exit_code == 0 and "popular in your region" in en.output
+
+
+def test_a_patch_through_another_process_is_seen_by_its_next_page(trained: Deployment) -> None:
+    """Another process (here: another deployment object, its own store connections)
+    turns the consent off and on: this process's next page honours each change."""
+    service = FeedService(trained)
+    assert service.feed("u20", n=10, record=False).personalised is True  # profile cached
+    with Deployment.open(trained.config.root) as other:
+        consent(other, "u20", OFF)
+        assert_not_personal(service.feed("u20", n=10, record=False))
+        consent(other, "u20", ON)
+        assert service.feed("u20", n=10, record=False).personalised is True
+
+
+def test_the_openapi_document_describes_personalised_and_consents(tmp_path: Path) -> None:
+    with Deployment.init(tmp_path / "d", ["us"]) as d:
+        spec = create_app(d).openapi()
+    page = spec["components"]["schemas"]["FeedPage"]
+    assert "personalised" in page["required"]
+    assert "not based on profiling" in page["properties"]["personalised"]["description"]
+    patch = spec["components"]["schemas"]["UserPatch"]["properties"]["consents"]
+    assert "personalised_feed" in patch["description"]
