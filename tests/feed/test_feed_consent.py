@@ -57,7 +57,8 @@ def assert_not_personal(page: FeedPage) -> None:
 
 
 @pytest.fixture
-def client(trained: Deployment) -> Iterator[TestClient]:
+def consent_client(trained: Deployment) -> Iterator[TestClient]:
+    """(Not ``client``: tests/conftest.py's, which test_postgres_deployment.py imports too.)"""
     _, key = KeyStore(trained).create("tests", ["admin"])
     headers = {"Authorization": f"Bearer {key}", "X-Fyp-Reason": "tests"}
     with TestClient(create_app(trained), headers=headers) as c:
@@ -119,8 +120,9 @@ def test_a_like_does_not_move_an_opted_out_users_feed(trained: Deployment) -> No
 
 @pytest.mark.parametrize("route", [False, True])  # the fast path, and the route (debug)
 def test_patching_consent_off_and_on_changes_the_very_next_page(
-    client: TestClient, route: bool
+    consent_client: TestClient, route: bool
 ) -> None:
+    client = consent_client
     params: dict[str, Any] = {"n": 10} | ({"debug": True} if route else {})
 
     def page() -> dict[str, Any]:
@@ -216,13 +218,14 @@ def test_not_interested_still_removes_from_the_non_profiled_feed(trained: Deploy
 )
 @pytest.mark.parametrize("route", [False, True])
 def test_the_profile_language_is_the_default_language(
-    client: TestClient,
+    consent_client: TestClient,
     profile: str | None,
     query: str | None,
     header: str | None,
     want: str,
     route: bool,
 ) -> None:
+    client = consent_client
     r = client.patch("/v1/users/u16", json={"language": profile})
     assert r.status_code == 200, r.text
     params: dict[str, Any] = {"n": 5} | ({"lang": query} if query else {})

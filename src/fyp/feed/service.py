@@ -131,12 +131,10 @@ class FeedService:
         self._arms = build_arms(deployment.config, self.pipeline, scorer_for)
         self._exposures = None if self._arms is None else ExposureLog(deployment)
         # what is kept of a user, each dropped with them (an erasure; _forget)
-        self._drops: list[Callable[[str], None]] = [
-            self._states.drop,
-            self._ahead.drop,
-            self.pipeline.forget,
-        ]
-        self._drops += [self._profiles.drop, *([self._exposures.forget] if self._exposures else [])]
+        self._drops: list[Callable[[str], None]] = [self._states.drop, self._ahead.drop]
+        self._drops += [self.pipeline.forget, self._profiles.drop]
+        if self._exposures is not None:
+            self._drops.append(self._exposures.forget)
         _drop_on_erasure(self._drops)
 
     def model(self, region: str) -> RegionModel:
