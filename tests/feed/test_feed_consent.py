@@ -13,11 +13,13 @@ import pytest
 from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
+from experiment_helpers import with_experiment
 from fyp.access.keys import KeyStore
 from fyp.catalog.models import UserIn, UserPatch
 from fyp.catalog.service import Catalog
 from fyp.cli.app import app as cli
 from fyp.events.ingest import Ingestor
+from fyp.experiments.exposures import exposures
 from fyp.feed.ahead import ranks_ahead
 from fyp.feed.impersonal import PERSONAL_SOURCES, REASONS
 from fyp.feed.page import FeedPage
@@ -269,3 +271,26 @@ def test_the_openapi_document_describes_personalised_and_consents(tmp_path: Path
     assert "not based on profiling" in page["properties"]["personalised"]["description"]
     patch = spec["components"]["schemas"]["UserPatch"]["properties"]["consents"]
     assert "personalised_feed" in patch["description"]
+
+
+def test_an_experiment_neither_changes_nor_exposes_an_opted_out_user(
+    trained: Deployment,
+) -> None:
+    """Everyone of us in a variant with another exploration share: an opted-out user's
+    page is what it is without the experiment, carries no arm, and records no exposure;
+    opted in, their next page is the variant's and exposes them."""
+    consent(trained, "u22", OFF)
+    plain = FeedService(trained).feed("u22", n=10, cursor=CURSOR, record=False, debug=True)
+    with_experiment(trained, {"share": 1.0, "exploration_share": 0.5}, ["us"])
+    service = FeedService(trained)
+    page = service.feed("u22", n=10, cursor=CURSOR, record=False, debug=True)
+    assert_not_personal(page)
+    assert ranking(page) == ranking(plain)
+    served = service.feed("u22", n=10)
+    assert_not_personal(served)
+    assert "u22" not in exposures(trained.store("us"), "exp")
+    consent(trained, "u22", ON)
+    again = service.feed("u22", n=10)
+    assert again.personalised and again.experiment is not None
+    assert again.experiment.variant == "heads"
+    assert exposures(trained.store("us"), "exp")["u22"].variant == "heads"
