@@ -2,6 +2,7 @@
 
     python -m benchmarks.ab_feed BASE [HEAD] [--data ../shared/data] [--pairs 3]
                                  [--seconds 8] [--deployment DIR] [--script feed.lua]
+                                 [--personalised-feed-off]
 
 This machine's speed drifts by ~10 % from one minute to the next, more than most
 changes to the feed are worth, so a change is judged against its base in alternating
@@ -13,7 +14,10 @@ tree), each checked out into a temporary worktree and run with its own ``src`` f
 BASE's command line, so HEAD opens it as it would open an older deployment (migrating
 it); ``--deployment`` reuses one built before. Prints JSON: each run (feeds/s, p50 /
 p90 / p99, server CPU per request), each side's medians, and the per-pair ratios
-HEAD / BASE with their median.
+HEAD / BASE with their median. ``--personalised-feed-off`` sets every region's
+``[regions.R.policy.consent] personalised_feed = false`` in each run's copy: a revision
+that honours it serves the feed not based on profiling to every user (one from before
+it ignores the table and serves the profiled feed).
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import tomllib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -56,6 +61,11 @@ def main() -> None:
         help="the wrk script in benchmarks/lua measured (feed_sessions.lua: 5 pages a user;"
         " feed_with_events.lua: an event before each next page)",
     )
+    parser.add_argument(
+        "--personalised-feed-off",
+        action="store_true",
+        help="every region's default personalised_feed consent false in each run's copy",
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="fyp-ab-") as tmp_name:
         tmp = Path(tmp_name)
@@ -69,6 +79,8 @@ def main() -> None:
                 for side in order:
                     copy = tmp / f"run-{pair}-{side}"
                     shutil.copytree(pristine, copy)
+                    if args.personalised_feed_off:
+                        personalised_feed_off(copy)
                     measured = serve_and_measure(
                         sides[side], copy, key, args.seconds, LUA / args.script
                     )
@@ -106,6 +118,16 @@ def build(src: Path, directory: Path, data: Path) -> Path:
     fyp(src, "moderate", str(directory))
     fyp(src, "train", str(directory))
     return directory
+
+
+def personalised_feed_off(directory: Path) -> None:
+    """Every region of the deployment serves the feed not based on profiling to users who
+    recorded no consent (all of an imported data set's)."""
+    toml = directory / "fyp.toml"
+    regions = tomllib.loads(toml.read_text(encoding="utf-8"))["regions"]
+    with toml.open("a", encoding="utf-8") as f:
+        for name in regions:
+            f.write(f"\n[regions.{name}.policy.consent]\npersonalised_feed = false\n")
 
 
 def create_key(src: Path, directory: Path) -> str:

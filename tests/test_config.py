@@ -410,12 +410,11 @@ def test_the_settings_table_of_the_architecture_doc_is_every_setting() -> None:
     listed = {(table, key) for table, key, _, _ in rows}
     for table, _key, more, _ in rows:  # "`[t] a`, `b`, `c`" lists several keys of one table
         listed |= {(table, k) for k in re.findall(r"`([a-z_]+)`", more)}
+    from fyp.regions.consent import KEYS as CONSENT_KEYS
     from fyp.sovereignty.move_policy import KEYS as MOVE_KEYS
 
     expected = {("deployment", "name")} | {("regions.NAME", k) for k in REGION_KEYS}
     expected |= {("regions.NAME.policy.moves", k) for k in MOVE_KEYS}
-    from fyp.regions.consent import KEYS as CONSENT_KEYS
-
     expected |= {("regions.NAME.policy.consent", k) for k in CONSENT_KEYS}
     sections = (
         ("limits", Limits),
@@ -455,7 +454,7 @@ def test_the_consent_table_sets_each_keys_default(tmp_path: Path) -> None:
 
     config = load_config(_with_consent_table(tmp_path, "model_training = false"))
     policy = consent_policy(config, "us")
-    assert policy.to_dict() == {"model_training": False}
+    assert policy.to_dict() == {"personalised_feed": True, "model_training": False}
     assert effective({}, policy, "model_training") is False  # opt-in: not without a yes
     assert effective({"model_training": True}, policy, "model_training") is True
     assert (

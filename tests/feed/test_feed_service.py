@@ -511,7 +511,9 @@ def test_paging_past_an_order_ranked_ahead_does_not_read_the_profile_again(
     trained: Deployment, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The order the user used up was ranked from the profile the marker still names,
-    so the state built to rank further takes the age from it."""
+    so the state built to rank further takes the age from it. The profile is read once
+    per process and profile version (the consent and language its first page needs:
+    fyp.feed.profile), never again while the marker names it."""
     service = FeedService(trained)
     store = trained.store(trained.home_region("u9"))
     ranked: list[int] = []
@@ -519,12 +521,15 @@ def test_paging_past_an_order_ranked_ahead_does_not_read_the_profile_again(
     monkeypatch.setattr(
         FeedService, "_rank", lambda self, *a, **k: ranked.append(1) or real_rank(self, *a, **k)
     )
-    monkeypatch.setattr(store, "get_user", lambda *a: pytest.fail("the profile was read"))
+    reads: list[str] = []
+    real_get_user = store.get_user
+    monkeypatch.setattr(store, "get_user", lambda u: reads.append(u) or real_get_user(u))
     cursor = None
     for _ in range(8):  # past the 50 videos ranked at training
         page = service.feed("u9", n=10, cursor=cursor)
         cursor = page.cursor
-    assert ranked  # the pipeline ran, without reading the profile
+    assert ranked  # the pipeline ran, without reading the profile again
+    assert reads == ["u9"]
 
 
 def test_a_user_erased_by_another_process_gets_no_page_and_leaves_memory(

@@ -76,6 +76,21 @@ ZH_HANT = {
     "category_interest": "因為你常看{category}",
     "evaluated_set": "屬於評測集",
 }
+# the non-profiled feed's reasons (fyp.feed.impersonal), new with it
+NOT_PERSONALISED = {
+    "en": {
+        "not_personalised": "popular in your region (personalisation is off)",
+        "new_not_personalised": "new on fyp (personalisation is off)",
+    },
+    "zh-Hans": {
+        "not_personalised": "你所在地区的热门（个性化推荐已关闭）",
+        "new_not_personalised": "新发布（个性化推荐已关闭）",
+    },
+    "zh-Hant": {
+        "not_personalised": "你所在地區的熱門（個性化推薦已關閉）",
+        "new_not_personalised": "新發布（個性化推薦已關閉）",
+    },
+}
 TRADITIONAL = {
     "美食": "美食",
     "旅行": "旅行",
@@ -194,7 +209,8 @@ def test_every_reason_renders_in_every_language(video: str, category: str, code:
     for why in made:
         for lang in LANGS:
             assert isinstance(why.text(lang), str)
-        assert why.text("en") == OLD_EN.get(why.code, "{text}").format_map(why.params)
+        english = OLD_EN | NOT_PERSONALISED["en"]
+        assert why.text("en") == english.get(why.code, "{text}").format_map(why.params)
         assert from_text(why.text("en")) == why  # an old artifact's text maps back
 
 

@@ -1,4 +1,5 @@
-"""Whole deployments on PostgreSQL: the API's, feeds' (experiment exposures among them),
+"""Whole deployments on PostgreSQL: the API's, feeds' (experiment exposures and the
+feed not based on profiling among them),
 erasure's and export's own tests run again with every store of every deployment they
 make in a schema of a PostgreSQL server (``Deployment.init`` is given a ``--store``
 URL). Runs when ``FYP_TEST_POSTGRES_URL`` names a server (CI starts one: ``.ci/run``)."""
@@ -21,6 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "sovereignty"))  # 
 from feed.conftest import trained  # noqa: E402, F401
 from feed.test_api_feed import *  # noqa: E402, F403
 from feed.test_experiment_exposures import *  # noqa: E402, F403
+from feed.test_feed_consent import *  # noqa: E402, F403
 from serving.test_api_events import *  # noqa: E402, F403
 from serving.test_api_moderation import *  # noqa: E402, F403
 from serving.test_api_ops import *  # noqa: E402, F403

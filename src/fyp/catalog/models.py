@@ -98,7 +98,13 @@ class UserPatch(BaseModel):
     birth_year: int | None = Field(default=None, ge=1900, le=CURRENT_YEAR)
     country: Short | None = None
     language: Short | None = None
-    consents: dict[Short, bool] | None = None
+    consents: dict[Short, bool] | None = Field(
+        default=None,
+        description="What the user consented to (true) or refused (false), by key; a key "
+        "not recorded takes the home region's default (`[regions.NAME.policy.consent]`). "
+        "`personalised_feed`: false serves the feed not based on profiling (the page says "
+        "`personalised: false`), from the very next page. null clears every key.",
+    )
     attributes: Attributes | None = None
 
 

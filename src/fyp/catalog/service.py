@@ -73,7 +73,10 @@ class Catalog:
         store = self.deployment.store(user.home_region)
         with store.transaction():
             user = store.get_user(user_id) or user  # gone since: update_user says so
-            updated = user.model_copy(update={**changes, "updated_at_ms": now_ms()})
+            # a new profile version even within the same millisecond (or after a clock
+            # step back): what caches by it (the feed's profile, states, orders) sees it
+            version = max(now_ms(), user.updated_at_ms + 1)
+            updated = user.model_copy(update={**changes, "updated_at_ms": version})
             store.update_user(updated)
             record_consent_changes(
                 self.deployment, user.home_region, user_id, user.consents, updated.consents, actor

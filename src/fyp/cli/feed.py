@@ -90,19 +90,22 @@ def register(app: typer.Typer) -> None:
             "fyp recommend on the command line",
             help="Why you read this user's feed: it goes in their region's audit log.",
         ),
-        lang: str = typer.Option(
-            "en", help="Language of the reasons: en, zh-Hans or zh-Hant (as the API's ?lang=)."
+        lang: str | None = typer.Option(
+            None,
+            help="Language of the reasons: en, zh-Hans or zh-Hant (as the API's ?lang=); "
+            "default: the user's profile language if supported, else en.",
         ),
     ) -> None:
         """Print a user's For You feed with the reason for each video (an operator read,
-        recorded in the user's region's audit log like one over the API)."""
+        recorded in the user's region's audit log like one over the API); the feed not
+        based on profiling when the user's personalised_feed consent is off."""
         from fyp.audit.log import AuditLog
-        from fyp.feed.reasons import request_lang
+        from fyp.feed.reasons import asked_lang
         from fyp.feed.service import FeedService
         from fyp.regions.deployment import Deployment
         from fyp.sovereignty.ledger import user_pseudonym
 
-        language = request_lang(lang, None, field="--lang")  # before the feed is read
+        asked = asked_lang(lang, None, field="--lang")  # before the feed is read
         with Deployment.open(directory) as d:
             page = FeedService(d).feed(user, n=n, record=record)
             AuditLog(d.store(page.region)).append(
@@ -111,8 +114,15 @@ def register(app: typer.Typer) -> None:
                 user_pseudonym(d.config, page.region, user),
                 {"route": "fyp recommend", "reason": reason.strip() or "(none given)"},
             )
+            language = page.language(asked)
+            kind = "" if page.personalised else ", not personalised"
             table = Table(
-                "#", "video", "score", "source", "reason", title=f"feed of {user} ({page.region})"
+                "#",
+                "video",
+                "score",
+                "source",
+                "reason",
+                title=f"feed of {user} ({page.region}{kind})",
             )
             for item in page.items:
                 table.add_row(

@@ -23,6 +23,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from fyp.feed.candidates import Candidates
+from fyp.feed.pipeline import RankedPage
+from fyp.feed.reasons import Reason
 from fyp.models.ahead import RankedAhead, to_arrays
 from fyp.models.artifacts import Manifest
 from fyp.models.region_model import RegionModel
@@ -56,21 +59,33 @@ class AheadCache:
         self._lock = threading.Lock()
 
     def order(
-        self, user_id: str, model: RegionModel, marker: tuple[int, ...], stored: bool = True
+        self,
+        user_id: str,
+        model: RegionModel,
+        marker: tuple[int, ...],
+        stored: bool = True,
+        personalised: bool = True,
     ) -> RankedAhead | None:
         """The freshest order for the user's current state: this process's, else the
         artifact's (unless not ``stored``); None when neither was ranked from the state
-        the user is in."""
+        the user is in, or ranked otherwise than ``personalised`` says (an order ranked
+        on the user's profile is never served once their consent is off, nor the
+        non-profiled one once it is on)."""
         with self._lock:
             slot = self._slots.get(user_id)
             if slot is not None and slot.model is model:
                 self._slots.move_to_end(user_id)
-                if slot.order is not None and slot.order.fresh_for(marker):
-                    return slot.order
+                order = slot.order
+                if (
+                    order is not None
+                    and order.fresh_for(marker)
+                    and order.personalised is personalised
+                ):
+                    return order
         if not stored or model.ahead is None:
             return None
         ranked = model.ahead.get(user_id)
-        if ranked is None or not ranked.fresh_for(marker):
+        if ranked is None or not (ranked.fresh_for(marker) and ranked.personalised is personalised):
             return None
         self.keep(user_id, model, ranked)  # the same object next time: in step with it
         return ranked
@@ -149,6 +164,50 @@ class AheadCache:
             self._slots.pop(user_id, None)
 
 
+def as_order(
+    ranked: RankedPage,
+    marker: tuple[int, ...],
+    ranked_at_ms: int,
+    age: int | None,
+    personalised: bool = True,
+) -> RankedAhead:
+    """A ranked page as an order: keeps only its rows' items and how to explain them
+    (the pool's candidates are shared with the proposal cache)."""
+    pool = ranked.pool
+    idx = np.asarray(ranked.order, np.int64)
+    return RankedAhead(
+        profile_ms=marker[0],
+        event_seq=marker[1],
+        served_seq=marker[2],
+        ranked_at_ms=ranked_at_ms,
+        age=age,
+        items=pool.items[idx],
+        scores=ranked.scores[idx].astype(np.float32),
+        explains=_FromPool(pool.candidates, pool.origin[idx], pool.position[idx]),
+        personalised=personalised,
+    )
+
+
+class _FromPool:
+    """A ranked page's sources and reasons: its rows' candidates, explained on demand."""
+
+    __slots__ = ("_candidates", "_origin", "_position")
+
+    def __init__(
+        self, candidates: Sequence[Candidates], origin: np.ndarray, position: np.ndarray
+    ) -> None:
+        self._candidates, self._origin, self._position = candidates, origin, position
+
+    def sources(self, rows: np.ndarray) -> list[str]:
+        candidates = self._candidates
+        return [candidates[o].source for o in self._origin[rows].tolist()]
+
+    def reasons(self, rows: np.ndarray) -> list[Reason]:
+        candidates = self._candidates
+        pairs = zip(self._origin[rows].tolist(), self._position[rows].tolist(), strict=True)
+        return [candidates[o].explain(p) for o, p in pairs]
+
+
 def next_rows(served: np.ndarray) -> np.ndarray:
     """The positions of an order not served since, in order (``served``: per position,
     from ``AheadCache.served_since``)."""
@@ -163,6 +222,7 @@ def rank_region(
     the feed pipeline, and return the ``ahead_*`` arrays to ship in its artifact."""
     from fyp.experiments.arms import RANKED_FOR, region_record
     from fyp.feed.service import FeedService
+    from fyp.regions.consent import PERSONALISED_FEED, consent_policy, effective
 
     record = region_record(deployment.config, region)
     if record is not None:  # written with the manifest, after this
@@ -175,7 +235,10 @@ def rank_region(
     store: Store = deployment.store(region)
     served_log = deployment.served_log(region)
     orders: dict[str, RankedAhead] = {}
+    consent = consent_policy(deployment.config, region)
     for n, user in enumerate(store.iter_users()):
+        if not effective(user.consents, consent, PERSONALISED_FEED):
+            continue  # no profiled order: served the non-profiled feed, ranked when asked
         ranked_at = time.time_ns() // 1_000_000
         marker = served_log.user_version(user.user_id)
         if marker is None:

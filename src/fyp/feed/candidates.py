@@ -211,10 +211,11 @@ class Trending(ModelWideSource):
     """The region's most engaged-with videos, decayed by age, normalised per user."""
 
     name = "trending"
+    reason = "trending_region"  # the code of every proposal's reason (and of the refill's)
 
     def propose(self, model: RegionModel) -> Candidates:
         items = model.trending_order[: self.quota].astype(np.int64)
-        return Candidates(self.name, items, model.popularity[items], _fixed("trending_region"))
+        return Candidates(self.name, items, model.popularity[items], _fixed(self.reason))
 
 
 class Following(CandidateSource):
@@ -248,6 +249,7 @@ class Fresh(ModelWideSource):
     """Recent videos with few impressions: exploration so new videos get a chance."""
 
     name = "fresh"
+    reason = "new_on_fyp"
 
     def __init__(self, quota: int, max_impressions: int = 50) -> None:
         super().__init__(quota)
@@ -260,7 +262,7 @@ class Fresh(ModelWideSource):
         created = model.created_at_ms[few].astype(np.float64)
         order = _top(created, self.quota)
         items = few[order].astype(np.int64)
-        return Candidates(self.name, items, created[order].astype(np.float32), _fixed("new_on_fyp"))
+        return Candidates(self.name, items, created[order].astype(np.float32), _fixed(self.reason))
 
 
 class CategoryInterest(CandidateSource):
@@ -299,14 +301,17 @@ class _BecauseYouWatch:
         return category_interest(str(model.category_names[model.category[self._items[row]]]))
 
 
-def deeper_trending(model: RegionModel, state: UserState, count: int) -> Candidates:
+def deeper_trending(
+    model: RegionModel, state: UserState, count: int, reason: str = Trending.reason
+) -> Candidates:
     """The region's popularity order past what the sources proposed, skipping what the
     user has seen: for a user who has seen what every source's quota holds (~350 videos
     on KuaiRec-EAR), whose feed would otherwise run dry while the region has thousands
-    of videos they have never been shown."""
+    of videos they have never been shown. ``reason``: the code each explains with (the
+    pipeline's trending source's)."""
     order = model.trending_order
     unseen = order[~state.seen_mask(model)[order]][:count].astype(np.int64)
-    return Candidates(Trending.name, unseen, model.popularity[unseen], _fixed("trending_region"))
+    return Candidates(Trending.name, unseen, model.popularity[unseen], _fixed(reason))
 
 
 def default_sources() -> list[CandidateSource]:

@@ -45,14 +45,24 @@ class FeedPage:
     cursor: str
     removed_log: RemovedLog
     experiment: Arm | None = None  # None: the user's home region runs no experiment
+    # False: the non-profiled feed (the user's personalised_feed consent is off)
+    personalised: bool = True
+    profile_lang: str | None = None  # the supported language of the user's profile, if any
 
     @property
     def removed(self) -> list[dict[str, str]]:
         """Every candidate a filter removed, with the stage and the reason."""
         return self.removed_log.to_dicts()
 
-    def to_dict(self, debug: bool = False, lang: str = DEFAULT_LANG) -> dict[str, Any]:
-        """The answer, reasons in ``lang`` (one of ``fyp.feed.reasons.LANGS``)."""
+    def language(self, asked: str | None) -> str:
+        """The reasons' language: the one the request asked for (``?lang=``, else
+        ``Accept-Language``), else the profile's, else ``en``."""
+        return asked or self.profile_lang or DEFAULT_LANG
+
+    def to_dict(self, debug: bool = False, lang: str | None = None) -> dict[str, Any]:
+        """The answer, reasons in ``lang`` (one of ``fyp.feed.reasons.LANGS``; None:
+        the profile's language, else ``en``)."""
+        lang = self.language(lang)
         out: dict[str, Any] = {
             "user_id": self.user_id,
             "region": self.region,
@@ -62,6 +72,7 @@ class FeedPage:
             "next_cursor": self.cursor,
             # nothing eligible is left that the user has not seen in the seen window
             "end_of_feed": not self.items,
+            "personalised": self.personalised,
         }
         if self.experiment is not None:
             out["experiment"] = self.experiment.to_dict()

@@ -16,7 +16,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from fyp.feed.candidates import Candidates, CandidateSource, deeper_trending, default_sources
+from fyp.feed.candidates import (
+    Candidates,
+    CandidateSource,
+    Trending,
+    deeper_trending,
+    default_sources,
+)
 from fyp.feed.filters import AlreadySeen, Filter, NotInterested
 from fyp.feed.pool import Pool, RemovedLog, merge
 from fyp.feed.reasons import fixed
@@ -82,6 +88,10 @@ class FeedPipeline:
         self.scorer = scorer or ValueScorer()
         self.rerank = rerank or RerankParams()
         self._proposals = ProposalCache(proposal_cache_users)
+        # the refill past the quotas explains as the pipeline's trending source does
+        self._refill_reason = next(
+            (s.reason for s in self.sources if isinstance(s, Trending)), Trending.reason
+        )
 
     def _filtered(
         self, model: RegionModel, state: UserState, candidates: Sequence[Candidates]
@@ -125,7 +135,8 @@ class FeedPipeline:
         pool = self._filtered(model, state, candidates)
         if universe is None and len(pool) < REFILL_BELOW * want:
             # the user has seen most of what the sources hold: go deeper into trending
-            candidates = (*candidates, deeper_trending(model, state, REFILL_BY * want))
+            deeper = deeper_trending(model, state, REFILL_BY * want, self._refill_reason)
+            candidates = (*candidates, deeper)
             pool = self._filtered(model, state, candidates)
         scores = self.scorer.score(model, state, pool)
         if extra_filters:

@@ -97,6 +97,22 @@ CODES: dict[str, Code] = {
             words=("category",),
         ),
         Code(
+            "not_personalised",
+            (),
+            "popular in your region (personalisation is off)",
+            "你所在地区的热门（个性化推荐已关闭）",
+            "among the most engaged-with videos of the user's home region, on the feed that "
+            "is not based on profiling (the user's `personalised_feed` consent is off)",
+        ),
+        Code(
+            "new_not_personalised",
+            (),
+            "new on fyp (personalisation is off)",
+            "新发布（个性化推荐已关闭）",
+            "a recent video with few impressions yet (exploration), on the feed that is not "
+            "based on profiling",
+        ),
+        Code(
             "evaluated_set",
             (),
             "in the evaluated set",
@@ -306,6 +322,13 @@ def accepted_lang(header: str) -> str:
 def request_lang(lang: str | None, accept: str | None, field: str = "query.lang") -> str:
     """``lang`` if given (422 naming ``field`` and the supported languages when none
     matches), else what ``accept`` prefers, else ``en``."""
+    return asked_lang(lang, accept, field) or DEFAULT_LANG
+
+
+def asked_lang(lang: str | None, accept: str | None, field: str = "query.lang") -> str | None:
+    """As ``request_lang``, but None when the request says nothing (neither ``lang`` nor
+    a non-blank ``accept``): the feed then answers in the user's profile language
+    (``FeedPage.language``)."""
     if lang is not None:
         found = match_lang(lang)
         if found is None:
@@ -316,4 +339,4 @@ def request_lang(lang: str | None, accept: str | None, field: str = "query.lang"
                 supported=list(LANGS),
             )
         return found
-    return DEFAULT_LANG if accept is None else accepted_lang(accept)
+    return None if accept is None or not accept.strip() else accepted_lang(accept)

@@ -23,13 +23,13 @@ from fyp.config import RankingConfig
 from fyp.errors import InvalidRequest, ModelError, ValidationFailed
 from fyp.experiments.arms import RANKED_FOR, Arm, build_arms, orders_fit
 from fyp.experiments.exposures import ExposureLog
-from fyp.feed.ahead import AheadCache, next_rows
-from fyp.feed.candidates import Candidates
+from fyp.feed.ahead import AheadCache, as_order, next_rows
 from fyp.feed.filters import Available, Eligibility, EligibilityCheck
+from fyp.feed.impersonal import impersonal_pipeline, impersonal_state
 from fyp.feed.page import FeedItem, FeedPage
 from fyp.feed.pipeline import FeedPipeline, RankedPage
 from fyp.feed.pool import Pool, RemovedLog
-from fyp.feed.reasons import Reason
+from fyp.feed.profile import ProfileCache
 from fyp.feed.rerank import separate_creators
 from fyp.feed.scoring import RankerScorer, Scorer, ValueScorer
 from fyp.feed.state import CREATOR_ACTIONS, ServedMask, StateCache, UserState, build_state
@@ -122,12 +122,20 @@ class FeedService:
         self._loading_lock = threading.Lock()
         self._universe: tuple[Sequence[str], RegionModel, np.ndarray] | None = None
         self._states = StateCache(max_users=states)
+        self._profiles = ProfileCache(deployment.config, max_users=states)
+        # users whose personalised_feed consent is off (fyp.feed.impersonal)
+        self._impersonal = impersonal_pipeline(self.pipeline.rerank)
         self._ahead = AheadCache(max_users=proposals)  # orders share the proposals' arrays
         # [experiments]: a pipeline per variant, sharing the proposal cache, and who was
         # served under one (fyp.experiments.exposures); None without
         self._arms = build_arms(deployment.config, self.pipeline, scorer_for)
         self._exposures = None if self._arms is None else ExposureLog(deployment)
-        _drop_on_erasure(self._states, self._ahead, self.pipeline, self._exposures)
+        # what is kept of a user, each dropped with them (an erasure; _forget)
+        self._drops: list[Callable[[str], None]] = [self._states.drop, self._ahead.drop]
+        self._drops += [self.pipeline.forget, self._profiles.drop]
+        if self._exposures is not None:
+            self._drops.append(self._exposures.forget)
+        _drop_on_erasure(self._drops)
 
     def model(self, region: str) -> RegionModel:
         now = time.monotonic()
@@ -278,8 +286,7 @@ class FeedService:
                 if built_at[2:] == marker[2:]:  # the same served log
                     served, mask = kept.served, kept.served_mask
         if not age_known:
-            user = store.get_user(user_id)
-            age = user.age() if user is not None else None
+            age = self._profiles.get(user_id, region, store, marker).age
         events = store.user_events(user_id, RECENT_EVENTS)
         if served is None:
             since = time.time_ns() // 1_000_000 - self.seen_window_ms
@@ -318,7 +325,7 @@ class FeedService:
         ranked = self._rank_long(
             pipeline or self.pipeline, model, state, rng, page, self.ahead_length
         )
-        return _as_order(ranked, marker, ranked_at_ms, state.age)
+        return as_order(ranked, marker, ranked_at_ms, state.age)
 
     def arm(self, user_id: str, region: str) -> Arm | None:
         """The user's arm of the experiment running in ``region`` (their home), if any."""
@@ -365,15 +372,19 @@ class FeedService:
             served_log = self.deployment.served_log(region)
             marker = served_log.user_version(user_id)
         model = self.model(region)
-        arm = None if self._arms is None else self._arms.of(user_id, region, started_ms)
-        pipeline = self.pipeline if arm is None else arm.pipeline
+        profile = self._profiles.get(user_id, region, store, marker)
+        personal = profile.personalised  # else no arm, no exposure: the non-profiled feed
+        arm = None
+        if self._arms is not None and personal:
+            arm = self._arms.of(user_id, region, started_ms)
+        pipeline = self._impersonal if not personal else arm.pipeline if arm else self.pipeline
         use_orders = universe is None and not debug and self.ahead_length > n and marker is not None
         fresh: RankedAhead | None = None
         rows = _NONE
         if use_orders and marker is not None:
             ranked_for = model.manifest.lineage.get(RANKED_FOR)  # an experiment's, if any
             stored = (ranked_for is None and arm is None) or orders_fit(ranked_for, user_id, arm)
-            fresh, rows = self._from_order(user_id, model, served_log, marker, n, stored)
+            fresh, rows = self._from_order(user_id, model, served_log, marker, n, stored, personal)
         removed, state = RemovedLog(), None
         if fresh is not None and len(rows) >= n:
             order = fresh
@@ -382,9 +393,10 @@ class FeedService:
             rng = np.random.default_rng([session, page_no, len(state.seen)])
             # a fresh order used up: the user pages on without events, so rank further
             paged_through = fresh is not None
-            ranked = self._rank(pipeline, model, state, rng, n, universe, use_orders, paged_through)
+            shown = state if personal else impersonal_state(state)  # what ranking may read
+            ranked = self._rank(pipeline, model, shown, rng, n, universe, use_orders, paged_through)
             removed = ranked.removed
-            order = _as_order(ranked, marker or (0, 0, 0), started_ms, state.age)
+            order = as_order(ranked, marker or (0, 0, 0), started_ms, state.age, personal)
             rows = np.arange(len(order.items))
             if use_orders:
                 self._ahead.keep(user_id, model, order)
@@ -403,17 +415,16 @@ class FeedService:
             cursor=encode_cursor(page_no + 1, session),
             removed_log=removed,
             experiment=arm,
+            personalised=personal,
+            profile_lang=profile.lang,
         )
 
     def _forget(self, user_id: str) -> None:
         """Drop the route and everything cached of a user the store no longer holds: no
         page is ranked or recorded for them, and the next request is routed afresh."""
         self.deployment.forget_route(user_id)
-        self._states.drop(user_id)
-        self._ahead.drop(user_id)
-        self.pipeline.forget(user_id)
-        if self._exposures is not None:
-            self._exposures.forget(user_id)
+        for drop in self._drops:
+            drop(user_id)
 
     def _from_order(
         self,
@@ -423,11 +434,13 @@ class FeedService:
         marker: tuple[int, ...],
         n: int,
         stored: bool = True,
+        personalised: bool = True,
     ) -> tuple[RankedAhead | None, np.ndarray]:
         """The user's fresh order and its positions not served since (the caller ranks
         again when there is no fresh order or fewer than ``n`` are left in it).
-        ``stored``: the artifact's order may be the one (not for a variant's user)."""
-        order = self._ahead.order(user_id, model, marker, stored)
+        ``stored``: the artifact's order may be the one (not for a variant's user);
+        ``personalised``: only an order ranked so (the artifact's are) may be served."""
+        order = self._ahead.order(user_id, model, marker, stored, personalised)
         if order is None:
             return None, _NONE
         served = self._ahead.served_since(
@@ -538,57 +551,12 @@ def unavailable(region: str) -> ModelError:
     )
 
 
-def _as_order(
-    ranked: RankedPage,
-    marker: tuple[int, ...],
-    ranked_at_ms: int,
-    age: int | None,
-) -> RankedAhead:
-    """A ranked page as an order: keeps only its rows' items and how to explain them
-    (the pool's candidates are shared with the proposal cache)."""
-    pool = ranked.pool
-    idx = np.asarray(ranked.order, np.int64)
-    return RankedAhead(
-        profile_ms=marker[0],
-        event_seq=marker[1],
-        served_seq=marker[2],
-        ranked_at_ms=ranked_at_ms,
-        age=age,
-        items=pool.items[idx],
-        scores=ranked.scores[idx].astype(np.float32),
-        explains=_FromPool(pool.candidates, pool.origin[idx], pool.position[idx]),
-    )
-
-
-class _FromPool:
-    """A ranked page's sources and reasons: its rows' candidates, explained on demand."""
-
-    __slots__ = ("_candidates", "_origin", "_position")
-
-    def __init__(
-        self, candidates: Sequence[Candidates], origin: np.ndarray, position: np.ndarray
-    ) -> None:
-        self._candidates, self._origin, self._position = candidates, origin, position
-
-    def sources(self, rows: np.ndarray) -> list[str]:
-        candidates = self._candidates
-        return [candidates[o].source for o in self._origin[rows].tolist()]
-
-    def reasons(self, rows: np.ndarray) -> list[Reason]:
-        candidates = self._candidates
-        pairs = zip(self._origin[rows].tolist(), self._position[rows].tolist(), strict=True)
-        return [candidates[o].explain(p) for o, p in pairs]
-
-
-def _drop_on_erasure(
-    cache: StateCache, ahead: AheadCache, pipeline: FeedPipeline, exposures: ExposureLog | None
-) -> None:
-    """An erased (or moved) user's state, order, proposals and known exposure leave memory
-    with the erasure, not at eviction."""
+def _drop_on_erasure(drops: list[Callable[[str], None]]) -> None:
+    """An erased (or moved) user's state, order, proposals, profile and known exposure
+    leave memory with the erasure, not at eviction (``drops``: bound methods)."""
     from fyp.sovereignty.erasure import add_erase_hook
 
-    drops = [cache.drop, ahead.drop, pipeline.forget]
-    refs = [weakref.WeakMethod(m) for m in [*drops, *([exposures.forget] if exposures else [])]]
+    refs = [weakref.WeakMethod(m) for m in drops]
     remove: list[Callable[[], None]] = []
 
     def hook(_region: str, user_id: str) -> None:

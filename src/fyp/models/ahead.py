@@ -61,6 +61,9 @@ class RankedAhead:
     items: np.ndarray  # int64 catalogue indices
     scores: np.ndarray  # float32
     explains: Explains
+    # ranked by the profiled pipeline; False: the non-profiled one (fyp.feed.impersonal),
+    # for a user whose personalised_feed consent is off. Training ranks only the former
+    personalised: bool = True
 
     def fresh_for(self, marker: tuple[int, ...]) -> bool:
         """True while the user's profile and events are what they were when ranked

@@ -3,18 +3,25 @@
 ::
 
     [regions.eu.policy.consent]
+    personalised_feed = false  # users who said nothing get the feed not based on profiling
     model_training = false     # opt-in: learn only from users who said yes
 
 A user's *recorded* consents are the ``consents`` object of their profile (``PATCH
 /v1/users/{id}``); a key they never set takes its region's default from
-``[regions.R.policy.consent]``, and a key the table does not set defaults to ``true``
-(learn unless the user objects). Setting a default to ``false`` makes the key opt-in,
-as some regions' law demands. The *effective* value (:func:`effective`) is what every
-capability honours.
+``[regions.R.policy.consent]``, and a key the table does not set defaults to ``true``.
+Setting a default to ``false`` makes the key opt-in, as some regions' law demands. The
+*effective* value (:func:`effective`) is what every capability honours:
 
-This module is the one place that parses the table (each capability adds its key to
-:data:`DEFAULTS`); it is checked whole when ``fyp.toml`` is loaded: an unknown key
-names the closest known one, and every value must be a boolean.
+- ``personalised_feed``: a feed based on the user's profile and history; without it the
+  feed not based on profiling (EU Digital Services Act, Art. 38): ``fyp.feed.impersonal``;
+- ``model_training``: being learned from by the region's models (``fyp.models.training``,
+  checked by ``fyp lineage verify``: ``fyp.sovereignty.consent_log``).
+
+This module is the one place that knows the keys and parses the table (a capability
+that honours a consent adds its key to :data:`DEFAULTS`); it is checked whole when
+``fyp.toml`` is loaded: an unknown key names the closest known one, and every value
+must be a boolean. Every change of a recorded consent is on record in the home region's
+audit log (``consent.change``), and a restore puts back those made since its backup.
 """
 
 from __future__ import annotations
@@ -32,8 +39,11 @@ if TYPE_CHECKING:
     from fyp.storage import Store
 
 TABLE = "consent"
+PERSONALISED_FEED = "personalised_feed"
+"""A feed based on the user's profile and history (the For You feed as it always was)."""
 MODEL_TRAINING = "model_training"
-DEFAULTS: dict[str, bool] = {MODEL_TRAINING: True}
+"""Being learned from by the region's models."""
+DEFAULTS: dict[str, bool] = {PERSONALISED_FEED: True, MODEL_TRAINING: True}
 """Every consent key and its default when the region's table does not set it."""
 KEYS = tuple(DEFAULTS)
 

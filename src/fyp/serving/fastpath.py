@@ -24,7 +24,7 @@ from starlette.types import Message, Receive, Scope, Send
 
 from fyp.access.guard import PRINCIPAL, Access, route_path
 from fyp.events.ingest import Ingestor
-from fyp.feed.reasons import DEFAULT_LANG, LANGS, accepted_lang, match_lang
+from fyp.feed.reasons import LANGS, accepted_lang, match_lang
 from fyp.feed.service import DEFAULT_PAGE, MAX_PAGE, FeedService
 from fyp.serving.errors import failure
 from fyp.serving.metrics import ServerMetrics
@@ -68,9 +68,9 @@ class HotRoutes:
             if params is None:
                 return False
             n, cursor, lang = params
-            lang = lang or _accepted(scope)
-            answer, route = partial(self._feed, match.group(1), n, cursor, lang), FEED_ROUTE
-            answered = _LANGUAGE_HEADERS[lang]
+            lang = lang or _accepted(scope)  # None: the profile's language, else en
+            feed = partial(self._feed, match.group(1), n, cursor, lang, answered)
+            answer, route = feed, FEED_ROUTE
         else:
             return False
         headers: dict[str, str] = {}
@@ -97,10 +97,20 @@ class HotRoutes:
         return ingest_one(self.ingestor, body, content_type, region, allowed)
 
     async def _feed(
-        self, user_id: str, n: int, cursor: str | None, lang: str, scope: Scope, receive: Receive
+        self,
+        user_id: str,
+        n: int,
+        cursor: str | None,
+        asked: str | None,
+        answered: dict[str, str],
+        scope: Scope,
+        receive: Receive,
     ) -> tuple[int, dict[str, Any]]:
+        """``answered``: filled with the page's headers (its language)."""
         page = self.feed.feed(user_id, n=n, cursor=cursor)
         self.metrics.page(page.region, page.items)
+        lang = page.language(asked)
+        answered.update(_LANGUAGE_HEADERS[lang])
         return 200, page.to_dict(lang=lang)
 
 
@@ -110,13 +120,14 @@ _ACCEPT_LANGUAGE = b"accept-language"
 _LANGUAGE_HEADERS = {lang: language_headers(lang) for lang in LANGS}
 
 
-def _accepted(scope: Scope) -> str:
-    """The language ``Accept-Language`` prefers (``en`` without one); the route reads
-    only the first of repeated headers, and so does this."""
+def _accepted(scope: Scope) -> str | None:
+    """The language ``Accept-Language`` prefers (None without one, or a blank one: as
+    ``reasons.asked_lang``); the route reads only the first of repeated headers, and so
+    does this."""
     for name, value in scope["headers"]:
         if name == _ACCEPT_LANGUAGE:
-            return accepted_lang(value.decode("latin-1"))
-    return DEFAULT_LANG
+            return accepted_lang(value.decode("latin-1")) if value.strip() else None
+    return None
 
 
 def _plain_feed_params(query: bytes) -> tuple[int, str | None, str | None] | None:

@@ -88,7 +88,8 @@ class FeedPage(BaseModel):
     model_version: str
     lang: Literal[LANGS] = Field(  # type: ignore[valid-type]
         description="The language of the items' `reason` (from `lang`, else "
-        "`Accept-Language`, else `en`); also the `Content-Language` header."
+        "`Accept-Language`, else the user's profile `language` when it falls back to a "
+        "supported one, else `en`); also the `Content-Language` header."
     )
     items: list[FeedItem]
     next_cursor: str = Field(description="Pass as `cursor` for the next page.")
@@ -96,6 +97,15 @@ class FeedPage(BaseModel):
         description="True when the page is empty: every eligible video was shown to the user "
         "within the seen window (`[feed] seen_window_days`); new uploads and events may refill "
         "it later."
+    )
+    personalised: bool = Field(
+        description="False: the feed not based on profiling (EU DSA Art. 38), served because "
+        "the user's `personalised_feed` consent is off (`consents` of the profile; where the "
+        "user recorded none, their home region's default, `[regions.NAME.policy.consent]`). "
+        "Its videos are the region's popular and new ones, scored by regional popularity "
+        "alone (reasons `not_personalised`, `new_not_personalised`); only what the user was "
+        "shown or acted on in the seen window, what they marked not interested, and their "
+        "region and age (availability, age gates) are read. No experiment variant applies."
     )
     experiment: Experiment | None = Field(
         default=None,

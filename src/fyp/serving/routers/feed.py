@@ -7,7 +7,7 @@ import json
 
 from fastapi import APIRouter, Header, Query, Request, Response
 
-from fyp.feed.reasons import LANGS, request_lang
+from fyp.feed.reasons import LANGS, asked_lang
 from fyp.feed.service import DEFAULT_PAGE, MAX_PAGE
 from fyp.serving.dependencies import AppState
 from fyp.serving.openapi import answers
@@ -29,21 +29,26 @@ async def feed(
         "that falls back to one (`en-GB`: `en`; `zh-CN`, `zh-SG`, `zh`: `zh-Hans`; `zh-TW`, "
         "`zh-HK`, `zh-MO`: `zh-Hant`); case-insensitive. Any other value: 422. Without it, "
         "the `Accept-Language` header's most preferred supported language (q-values), "
-        "else `en`.",
+        "else the user's profile `language` if it falls back to a supported one, else `en`.",
     ),
     accept_language: str | None = Header(
-        None, description="Used when `lang` is absent; an unsupported one means `en`."
+        None,
+        description="Used when `lang` is absent; an unsupported one means `en` (not the "
+        "profile's language).",
     ),
 ) -> Response:
     """The next videos for the user, each with its score, source and reason.
 
     Learned only from the user's home region; videos on earlier pages never repeat.
     Each reason comes as text in the page's `lang` (`reason`) and as a stable code with
-    parameters (`explanation`) for clients that localise it themselves."""
+    parameters (`explanation`) for clients that localise it themselves. A user whose
+    `personalised_feed` consent is off (their own, else their home region's default) gets
+    the feed not based on profiling (`personalised: false`)."""
     s: AppState = request.app.state.fyp
-    language = request_lang(lang, accept_language)  # before a page is served and recorded
+    asked = asked_lang(lang, accept_language)  # before a page is served and recorded
     page = s.feed.feed(user_id, n=n, cursor=cursor, debug=debug)
     s.metrics.page(page.region, page.items)
+    language = page.language(asked)
     answer = page.to_dict(debug=debug, lang=language)
     body = json.dumps(answer, ensure_ascii=False, separators=(",", ":")).encode()
     return Response(body, media_type="application/json", headers=language_headers(language))

@@ -1,0 +1,84 @@
+"""What the feed reads of a user's profile on every request: their age (moderation's age
+gates), whether their feed may be personalised (``fyp.regions.consent``) and their
+language (the reasons' language when the request names none).
+
+Read once per process and profile version: the store's marker for the user
+(``Store.user_version``, read on every feed request anyway) starts with the profile's
+``updated_at_ms``, which every change of the profile moves (``Catalog.update_user``, a
+move), so a cached profile is used only while it is the one the store holds. A
+``PATCH`` through any process or host is seen by the very next feed request anywhere;
+the cost is a dict lookup, and one row read per user and profile change.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+
+from fyp.catalog.models import User
+from fyp.config import DeploymentConfig
+from fyp.feed.reasons import match_lang
+from fyp.regions.consent import PERSONALISED_FEED, ConsentPolicy, consent_policy, effective
+from fyp.storage.base import Store
+
+
+@dataclass(frozen=True, slots=True)
+class Profile:
+    version: int  # the profile's updated_at_ms: the first part of the user's marker
+    age: int | None
+    personalised: bool  # the effective ``personalised_feed`` consent
+    lang: str | None  # the supported language the profile's falls back to, if any
+
+
+class ProfileCache:
+    """Per user, the profile fields the feed reads (bounded, least recently used
+    evicted; an erased user's dropped at once)."""
+
+    def __init__(self, config: DeploymentConfig, max_users: int) -> None:
+        self.config = config
+        self.max_users = max_users
+        self._policies: dict[str, ConsentPolicy] = {}
+        self._entries: OrderedDict[str, tuple[str, Profile]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(
+        self, user_id: str, region: str, store: Store, marker: tuple[int, ...] | None
+    ) -> Profile:
+        """The user's profile as ``store`` (their home region's) holds it now; ``marker``
+        is what ``user_version`` just said (None: read afresh). A user the store no
+        longer holds is not personalised (fail closed) and nothing is kept."""
+        if marker is not None:
+            with self._lock:
+                hit = self._entries.get(user_id)
+                if hit is not None and hit[0] == region and hit[1].version == marker[0]:
+                    self._entries.move_to_end(user_id)
+                    return hit[1]
+        user = store.get_user(user_id)
+        if user is None:
+            return Profile(-1, None, False, None)
+        profile = self.of(user)
+        if marker is not None and self.max_users > 0:
+            with self._lock:
+                self._entries[user_id] = (region, profile)
+                self._entries.move_to_end(user_id)
+                while len(self._entries) > self.max_users:
+                    self._entries.popitem(last=False)
+        return profile
+
+    def of(self, user: User) -> Profile:
+        policy = self._policies.get(user.home_region)
+        if policy is None:
+            policy = self._policies[user.home_region] = consent_policy(
+                self.config, user.home_region
+            )
+        return Profile(
+            version=user.updated_at_ms,
+            age=user.age(),
+            personalised=effective(user.consents, policy, PERSONALISED_FEED),
+            lang=None if user.language is None else match_lang(user.language),
+        )
+
+    def drop(self, user_id: str) -> None:
+        with self._lock:
+            self._entries.pop(user_id, None)
