@@ -103,9 +103,9 @@ def test_stored_orders_serve_the_users_whose_arm_they_were_ranked_for(
     pipelines: dict[str, Any] = {}
     real_ahead = FeedService.rank_ahead
 
-    def spy(self: FeedService, model: Any, state: Any, *rest: Any) -> Any:
+    def spy(self: FeedService, model: Any, state: Any, *rest: Any, **named: Any) -> Any:
         pipelines[state.user_id] = rest[3] if len(rest) > 3 else None
-        return real_ahead(self, model, state, *rest)
+        return real_ahead(self, model, state, *rest, **named)
 
     monkeypatch.setattr(FeedService, "rank_ahead", spy)
     train_and_publish(store, region_dir, augment=ranks_ahead(heads, "us"), consent=ConsentPolicy())

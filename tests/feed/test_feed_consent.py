@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 from typer.testing import CliRunner
@@ -178,15 +179,49 @@ def test_a_region_default_off_is_personal_only_for_who_opted_in(trained: Deploym
         assert_not_personal(service.feed("newbie", n=10))
 
 
-def test_training_ranks_no_profiled_order_for_an_opted_out_user(trained: Deployment) -> None:
+def test_training_ranks_a_non_profiled_order_for_an_opted_out_user(trained: Deployment) -> None:
+    """An opted-out user's pages come from an order ranked ahead like everyone's (no
+    pipeline run per page), ranked the non-profiled way, and served only while the
+    consent stays off."""
     consent(trained, "u10", OFF)
     store, region_dir = trained.store("us"), trained.config.region_dir("us")
     policy = consent_policy(trained.config, "us")
     train_and_publish(store, region_dir, augment=ranks_ahead(trained, "us"), consent=policy)
     model = RegionModel.load(region_dir)
     assert model.ahead is not None
-    assert model.ahead.get("u10") is None and model.ahead.get("u12") is not None
-    assert_not_personal(FeedService(trained).feed("u10", n=10))
+    off, on = model.ahead.get("u10"), model.ahead.get("u12")
+    assert off is not None and off.personalised is False
+    assert on is not None and on.personalised is True
+    rows = np.arange(len(off.items))
+    assert set(off.explains.sources(rows)) <= {"trending", "fresh"}
+    assert {r.code for r in off.explains.reasons(rows)} <= REASONS
+    service = FeedService(trained)
+    page = service.feed("u10", n=10)
+    assert_not_personal(page)
+    assert [i.video_id for i in page.items] == model.video_ids[off.items[:10]].tolist()
+    consent(trained, "u10", ON)  # the non-profiled order is not served to a profiled user
+    assert service.feed("u10", n=10).personalised is True
+
+
+def test_an_erasure_keeps_the_orders_kinds_in_step(trained: Deployment) -> None:
+    """Erasing a user removes their order's flag with it: the users after them keep
+    their own kind (a flag out of step would serve a profiled order to an opted-out
+    user)."""
+    from fyp.sovereignty.erasure import Eraser
+
+    consent(trained, "u12", OFF)
+    store, region_dir = trained.store("us"), trained.config.region_dir("us")
+    policy = consent_policy(trained.config, "us")
+    train_and_publish(store, region_dir, augment=ranks_ahead(trained, "us"), consent=policy)
+    before = RegionModel.load(region_dir).ahead
+    assert before is not None
+    kinds = {u: o.personalised for u in ("u10", "u12", "u14") if (o := before.get(u))}
+    assert kinds == {"u10": True, "u12": False, "u14": True}
+    Eraser(trained).erase("u10")  # sorts before u12: every later row moves up one
+    after = RegionModel.load(region_dir).ahead
+    assert after is not None and after.get("u10") is None
+    kinds = {u: o.personalised for u in ("u12", "u14") if (o := after.get(u))}
+    assert kinds == {"u12": False, "u14": True}
 
 
 def test_not_interested_still_removes_from_the_non_profiled_feed(trained: Deployment) -> None:

@@ -237,17 +237,19 @@ def rank_region(
     orders: dict[str, RankedAhead] = {}
     consent = consent_policy(deployment.config, region)
     for n, user in enumerate(store.iter_users()):
-        if not effective(user.consents, consent, PERSONALISED_FEED):
-            continue  # no profiled order: served the non-profiled feed, ranked when asked
         ranked_at = time.time_ns() // 1_000_000
         marker = served_log.user_version(user.user_id)
         if marker is None:
             continue
-        arm = service.arm(user.user_id, region)  # an experiment's: ranked as the arm ranks
+        # consent off: the non-profiled order (no arm: they are in no experiment)
+        personal = effective(user.consents, consent, PERSONALISED_FEED)
+        arm = service.arm(user.user_id, region) if personal else None  # ranked as it ranks
         state = service.state(user.user_id, model)
         rng = np.random.default_rng([n, len(state.seen)])
         pipeline = None if arm is None else arm.pipeline
-        orders[user.user_id] = service.rank_ahead(model, state, marker, ranked_at, rng, pipeline)
+        orders[user.user_id] = service.rank_ahead(
+            model, state, marker, ranked_at, rng, pipeline, personalised=personal
+        )
     return to_arrays(orders)
 
 

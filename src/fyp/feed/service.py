@@ -317,15 +317,19 @@ class FeedService:
         rng: np.random.Generator,
         pipeline: FeedPipeline | None = None,
         page: int = DEFAULT_PAGE,
+        personalised: bool = True,
     ) -> RankedAhead:
-        """Run the pipeline (``pipeline``: an experiment arm's, else the service's) for
+        """Run the pipeline (``pipeline``: an experiment arm's, else the service's; not
+        ``personalised``: the non-profiled one on what it may read of ``state``) for
         ``[feed] rank_ahead`` videos (exploration slots placed per ``page``) and keep the
         order: the next pages come from it while the user's profile and events stay as
         they are in ``marker``."""
+        if not personalised:
+            pipeline, state = self._impersonal, impersonal_state(state)
         ranked = self._rank_long(
             pipeline or self.pipeline, model, state, rng, page, self.ahead_length
         )
-        return as_order(ranked, marker, ranked_at_ms, state.age)
+        return as_order(ranked, marker, ranked_at_ms, state.age, personalised)
 
     def arm(self, user_id: str, region: str) -> Arm | None:
         """The user's arm of the experiment running in ``region`` (their home), if any."""

@@ -30,6 +30,7 @@ from fyp.feed.reasons import CODES, Reason, from_text
 
 PREFIX = "ahead_"
 USER_IDS = "ahead_user_ids"
+PERSONALISED = "ahead_personalised"
 _NO_AGE = -1
 _META_COLUMNS = 5  # profile_ms, event_seq, served_seq, ranked_at_ms, age
 
@@ -62,7 +63,7 @@ class RankedAhead:
     scores: np.ndarray  # float32
     explains: Explains
     # ranked by the profiled pipeline; False: the non-profiled one (fyp.feed.impersonal),
-    # for a user whose personalised_feed consent is off. Training ranks only the former
+    # for a user whose personalised_feed consent is off. Training ranks each user's kind
     personalised: bool = True
 
     def fresh_for(self, marker: tuple[int, ...]) -> bool:
@@ -113,6 +114,8 @@ def to_arrays(orders: Mapping[str, RankedAhead]) -> dict[str, np.ndarray]:
         "ahead_scores": np.concatenate([orders[u].scores for u in users] or [empty_f]).astype(
             np.float32
         ),
+        # per user: ranked profiled (absent in artifacts from before consents: all were)
+        PERSONALISED: np.asarray([orders[u].personalised for u in users], np.bool_),
         "ahead_source": source_idx,
         "ahead_reason": reason_idx,
         "ahead_source_names": np.asarray(list(sources) or [""], dtype=np.str_),
@@ -139,6 +142,10 @@ class AheadTable:
         self._reason = arrays["ahead_reason"]
         self._source_names: list[str] = arrays["ahead_source_names"].tolist()
         self._reasons = _stored_reasons(arrays)  # once per artifact
+        personal = arrays.get(PERSONALISED)
+        self._personal = (
+            np.ones(len(self._row), np.bool_) if personal is None else personal.astype(np.bool_)
+        )
 
     @classmethod
     def from_arrays(cls, arrays: Mapping[str, np.ndarray]) -> AheadTable | None:
@@ -146,6 +153,9 @@ class AheadTable:
         of fyp whose layout differs: the feed then ranks every request)."""
         if USER_IDS not in arrays or arrays["ahead_meta"].shape[1:] != (_META_COLUMNS,):
             return None
+        personal = arrays.get(PERSONALISED)
+        if personal is not None and len(personal) != len(arrays[USER_IDS]):
+            return None  # never guess who may be served a profiled order: rank live
         return cls(arrays)
 
     def __len__(self) -> int:
@@ -171,6 +181,7 @@ class AheadTable:
                 self._source[start:end],
                 self._reason[start:end],
             ),
+            personalised=bool(self._personal[row]),
         )
 
 
@@ -231,6 +242,8 @@ def without_user(
     np.cumsum(sizes, out=new_ptr[1:])
     out[USER_IDS] = users[keep_users]
     out["ahead_meta"] = arrays["ahead_meta"][keep_users]
+    if PERSONALISED in arrays:
+        out[PERSONALISED] = arrays[PERSONALISED][keep_users]
     out["ahead_ptr"] = new_ptr
     for name in ("ahead_items", "ahead_scores", "ahead_source", "ahead_reason"):
         out[name] = arrays[name][keep]
