@@ -17,7 +17,10 @@ p90 / p99, server CPU per request), each side's medians, and the per-pair ratios
 HEAD / BASE with their median. ``--personalised-feed-off`` sets every region's
 ``[regions.R.policy.consent] personalised_feed = false`` in each run's copy: a revision
 that honours it serves the feed not based on profiling to every user (one from before
-it ignores the table and serves the profiled feed).
+it ignores the table and serves the profiled feed). The copy's orders were ranked before
+the switch, so each page then runs the pipeline (what a policy changed after training
+costs until the next); for a deployment trained with the policy, set it in its
+``fyp.toml``, run ``fyp train`` and pass it with ``--deployment``.
 """
 
 from __future__ import annotations
