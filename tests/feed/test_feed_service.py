@@ -439,6 +439,7 @@ def test_a_new_event_rebuilds_the_state_without_rereading_an_unchanged_profile(
     trained: Deployment, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from fyp.catalog.models import User
+    from fyp.feed import profile as profile_module
 
     service = FeedService(trained)
     store = trained.store(trained.home_region("u5"))
@@ -450,12 +451,18 @@ def test_a_new_event_rebuilds_the_state_without_rereading_an_unchanged_profile(
     assert before.age == profile.model_copy(update={"birth_year": 2000}).age()
     reads: list[str] = []
     real = store.get_user
+    real_row = profile_module.profile_row
 
     def counting(user_id: str) -> User | None:
         reads.append(user_id)
         return real(user_id)
 
+    def counting_row(on: Any, user_id: str) -> tuple[Any, ...] | None:
+        reads.append(user_id)
+        return real_row(on, user_id)
+
     monkeypatch.setattr(store, "get_user", counting)
+    monkeypatch.setattr(profile_module, "profile_row", counting_row)
     Ingestor(trained).ingest(
         [{"event_id": "u5-like", "user_id": "u5", "video_id": "v1", "type": "like"}]
     )
@@ -524,6 +531,12 @@ def test_paging_past_an_order_ranked_ahead_does_not_read_the_profile_again(
     reads: list[str] = []
     real_get_user = store.get_user
     monkeypatch.setattr(store, "get_user", lambda u: reads.append(u) or real_get_user(u))
+    from fyp.feed import profile as profile_module
+
+    real_row = profile_module.profile_row
+    monkeypatch.setattr(
+        profile_module, "profile_row", lambda on, u: reads.append(u) or real_row(on, u)
+    )
     cursor = None
     for _ in range(8):  # past the 50 videos ranked at training
         page = service.feed("u9", n=10, cursor=cursor)

@@ -118,7 +118,12 @@ class User(UserIn):
     updated_at_ms: int
 
     def age(self, at_year: int = CURRENT_YEAR) -> int | None:
-        return None if self.birth_year is None else at_year - self.birth_year
+        return age_of(self.birth_year, at_year)
+
+
+def age_of(birth_year: int | None, at_year: int = CURRENT_YEAR) -> int | None:
+    """A user's age from their birth year (None: not given)."""
+    return None if birth_year is None else at_year - birth_year
 
 
 class VideoPatch(BaseModel):
