@@ -203,6 +203,30 @@ def test_training_ranks_a_non_profiled_order_for_an_opted_out_user(trained: Depl
     assert service.feed("u10", n=10).personalised is True
 
 
+def test_a_changed_default_is_a_reason_to_rank_the_orders_again(trained: Deployment) -> None:
+    """Orders ranked under one ``personalised_feed`` default are of the wrong kind for
+    users who recorded nothing once it changes: ``fyp train --if-changed`` ranks again."""
+    from fyp.models.schedule import retrain_reason
+
+    store, region_dir = trained.store("us"), trained.config.region_dir("us")
+    policy = consent_policy(trained.config, "us")
+    train_and_publish(store, region_dir, augment=ranks_ahead(trained, "us"), consent=policy)
+    assert retrain_reason(store, region_dir, None, policy) is None
+    text = (trained.config.root / "fyp.toml").read_text(encoding="utf-8")
+    text += "\n[regions.us.policy.consent]\npersonalised_feed = false\n"
+    (trained.config.root / "fyp.toml").write_text(text, encoding="utf-8")
+    with Deployment.open(trained.config.root) as d:
+        store, off = d.store("us"), consent_policy(d.config, "us")
+        reason = retrain_reason(store, region_dir, None, off)
+        assert reason is not None and "personalised_feed default changed" in reason
+        train_and_publish(store, region_dir, augment=ranks_ahead(d, "us"), consent=off)
+        assert retrain_reason(store, region_dir, None, off) is None
+        model = RegionModel.load(region_dir)
+        assert model.ahead is not None
+        order = model.ahead.get("u2")
+        assert order is not None and order.personalised is False
+
+
 def test_an_erasure_keeps_the_orders_kinds_in_step(trained: Deployment) -> None:
     """Erasing a user removes their order's flag with it: the users after them keep
     their own kind (a flag out of step would serve a profiled order to an opted-out

@@ -26,7 +26,7 @@ import numpy as np
 from fyp.feed.candidates import Candidates
 from fyp.feed.pipeline import RankedPage
 from fyp.feed.reasons import Reason
-from fyp.models.ahead import RankedAhead, to_arrays
+from fyp.models.ahead import RANKED_PERSONALISED, RankedAhead, to_arrays
 from fyp.models.artifacts import Manifest
 from fyp.models.region_model import RegionModel
 from fyp.storage.base import Store
@@ -230,12 +230,15 @@ def rank_region(
     length = deployment.config.feed.rank_ahead
     if length <= 0:
         return {}
+    consent = consent_policy(deployment.config, region)
+    # the kind of order a user who recorded nothing got: a changed default is a reason
+    # to rank again (fyp.models.schedule.retrain_reason)
+    manifest.lineage[RANKED_PERSONALISED] = consent.default(PERSONALISED_FEED)
     model = RegionModel.from_arrays(manifest, arrays)
     service = FeedService(deployment, cache_users=0)
     store: Store = deployment.store(region)
     served_log = deployment.served_log(region)
     orders: dict[str, RankedAhead] = {}
-    consent = consent_policy(deployment.config, region)
     for n, user in enumerate(store.iter_users()):
         ranked_at = time.time_ns() // 1_000_000
         marker = served_log.user_version(user.user_id)

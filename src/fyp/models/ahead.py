@@ -31,6 +31,9 @@ from fyp.feed.reasons import CODES, Reason, from_text
 PREFIX = "ahead_"
 USER_IDS = "ahead_user_ids"
 PERSONALISED = "ahead_personalised"
+RANKED_PERSONALISED = "ranked_ahead_personalised_default"
+"""The manifest's lineage key: the region's ``personalised_feed`` default its orders
+were ranked under (``fyp.models.schedule.retrain_reason`` ranks again when it changes)."""
 _NO_AGE = -1
 _META_COLUMNS = 5  # profile_ms, event_seq, served_seq, ranked_at_ms, age
 

@@ -31,10 +31,11 @@ from typing import Any
 from fyp.config import DeploymentConfig
 from fyp.errors import ModelError
 from fyp.experiments.arms import RANKED_FOR
+from fyp.models.ahead import RANKED_PERSONALISED
 from fyp.models.artifacts import artifact_problem, current_version, read_manifest
 from fyp.models.training import catalogue_mark
 from fyp.regions.background import ChildScheduler, schedule_lock
-from fyp.regions.consent import ConsentPolicy
+from fyp.regions.consent import PERSONALISED_FEED, ConsentPolicy
 from fyp.storage import Store
 
 
@@ -50,7 +51,9 @@ def retrain_reason(
     only to the users they still fit, so a changed experiment is a reason too.
     ``consent``: the region's consent policy now; with it, a change of a user's consent
     to model training since the live model's read (a withdrawal must leave the models
-    before its deadline), or of the policy, is a reason too."""
+    before its deadline), or of the policy, is a reason too, and so is a change of the
+    ``personalised_feed`` default (the orders ranked ahead for users who recorded
+    nothing would be of the wrong kind: each of their pages would run the pipeline)."""
     version = current_version(region_dir)
     if version is None:
         return "no model yet"
@@ -73,7 +76,15 @@ def retrain_reason(
         return f"the catalogue changed since version {version}"
     if manifest.lineage.get(RANKED_FOR) != experiment:
         return f"the experiment running in the region changed since version {version}"
-    return None if consent is None else _consent_reason(store, manifest.lineage, version, consent)
+    if consent is None:
+        return None
+    ranked = manifest.lineage.get(RANKED_PERSONALISED)  # absent: ranked before consents
+    if ranked is not None and ranked != consent.default(PERSONALISED_FEED):
+        return (
+            f"the region's personalised_feed default changed since version {version} "
+            "(its orders ranked ahead are of the other kind)"
+        )
+    return _consent_reason(store, manifest.lineage, version, consent)
 
 
 def _consent_reason(
