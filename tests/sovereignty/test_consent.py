@@ -233,6 +233,37 @@ def test_erasure_process_retrains_a_withdrawal_before_its_deadline(
         d.close()
 
 
+def test_the_servers_erasure_schedule_meets_a_withdrawals_deadline(
+    tmp_path: Path, backend: str
+) -> None:
+    """`fyp serve` hands its erasure schedule the withdrawal deadlines, so a deployment
+    whose training schedule is off still retrains in time; a hook that fails is logged
+    and asked again next round, never a crash of the schedule."""
+    from functools import partial
+
+    from fyp.sovereignty.consent_log import withdrawal_deadline
+    from fyp.sovereignty.scheduler import ErasureScheduler
+
+    d = build(tmp_path / "d")
+    try:
+        train(d)
+        scheduler = ErasureScheduler(d.config, partial(withdrawal_deadline, d))
+        assert not scheduler.due()
+        Catalog(d).update_user(OBJECTOR, WITHDRAW)
+        due = withdrawal_deadline(d, "us")
+        assert due is not None and not scheduler.due()  # 24 h away: not yet
+        late = due - 11 * 3_600_000  # within the last half of the window
+        assert scheduler.due(now_ms=late)
+        assert not ErasureScheduler(d.config).due(now_ms=late)  # manifests alone: blind to it
+
+        def broken(region: str) -> int | None:
+            raise RuntimeError("store down")
+
+        assert not ErasureScheduler(d.config, broken).due(now_ms=late)
+    finally:
+        d.close()
+
+
 def test_a_restore_never_brings_back_a_consent_withdrawn_after_the_backup(
     tmp_path: Path, backend: str
 ) -> None:

@@ -7,6 +7,7 @@ import gc
 import logging
 import os
 import socket
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -181,6 +182,7 @@ def serve_directory(
     from fyp.moderation.schedule import ModerationScheduler
     from fyp.serving.app import create_app
     from fyp.serving.transport import CoalescingHttpToolsProtocol
+    from fyp.sovereignty.consent_log import withdrawal_deadline
     from fyp.sovereignty.scheduler import ErasureScheduler
 
     class Server(uvicorn.Server):
@@ -206,7 +208,7 @@ def serve_directory(
     schedules: list[ChildScheduler] = []
     if run_schedules:
         schedules = [
-            ErasureScheduler(config),
+            ErasureScheduler(config, partial(withdrawal_deadline, app.state.fyp.deployment)),
             TrainingScheduler(config),
             ModerationScheduler(config, app.state.fyp.moderator.run_reason),
         ]
