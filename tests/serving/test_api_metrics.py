@@ -76,6 +76,30 @@ def served(client: TestClient, deployment: Deployment) -> TestClient:
     return client
 
 
+def test_pages_are_counted_by_whether_they_were_profiled(
+    served: TestClient, make_key: MakeKey
+) -> None:
+    """An operator sees how much of the feed is the one not based on profiling."""
+    scraper = make_key("metrics", name="prometheus")
+    _, before = scrape(served, scraper)
+    off = {"consents": {"personalised_feed": False}}
+    reason = {"X-Fyp-Reason": "tests"}
+    assert served.patch("/v1/users/u6", json=off, headers=reason).status_code == 200
+    for user in ("u6", "u7"):  # the fast path
+        assert served.get(f"/v1/users/{user}/feed", params={"n": 3}).status_code == 200
+    debug = served.get("/v1/users/u6/feed", params={"n": 3, "debug": True})  # the route
+    assert debug.json()["personalised"] is False
+    _, after = scrape(served, scraper)
+
+    def pages(profiled: str) -> float:
+        name, region = "fyp_feed_pages_total", "us"
+        return value(after, name, region=region, personalised=profiled) - value(
+            before, name, region=region, personalised=profiled
+        )
+
+    assert pages("false") == 2 and pages("true") == 1
+
+
 def test_counts_match_what_was_answered(
     served: TestClient, deployment: Deployment, make_key: MakeKey
 ) -> None:

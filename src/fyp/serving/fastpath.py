@@ -108,7 +108,7 @@ class HotRoutes:
     ) -> tuple[int, dict[str, Any]]:
         """``answered``: filled with the page's headers (its language)."""
         page = self.feed.feed(user_id, n=n, cursor=cursor)
-        self.metrics.page(page.region, page.items)
+        self.metrics.page(page.region, page.items, page.personalised)
         lang = page.language(asked)
         answered.update(_LANGUAGE_HEADERS[lang])
         return 200, page.to_dict(lang=lang)

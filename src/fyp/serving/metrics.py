@@ -66,6 +66,7 @@ class ServerMetrics:
         self.requests: Counter[tuple[str, str, int]] = Counter()
         self.latency: dict[str, _Histogram] = {}
         self.items: Counter[tuple[str, str]] = Counter()
+        self.pages: Counter[tuple[str, bool]] = Counter()  # (region, profiled)
         self.started = time.time()
         self.app: AppState | None = None  # set once the app exists
 
@@ -76,8 +77,9 @@ class ServerMetrics:
             histogram = self.latency[route] = _Histogram()
         histogram.observe(seconds)
 
-    def page(self, region: str, items: Iterable[FeedItem]) -> None:
+    def page(self, region: str, items: Iterable[FeedItem], personalised: bool = True) -> None:
         self.items.update([(region, item.source) for item in items])  # counted in C
+        self.pages[region, personalised] += 1
 
     def exposition(self, regions: Collection[str] | None = None) -> bytes:
         """The text a scrape gets: the process's counts, and those of ``regions`` (None:
@@ -129,6 +131,16 @@ class _View(Collector):
             if self.visible(region):
                 items.add_metric([region, source], n)
         yield items
+        pages = CounterMetricFamily(
+            "fyp_feed_pages",
+            "Feed pages served, by whether they were profiled (false: the user's "
+            "personalised_feed consent is off)",
+            labels=["region", "personalised"],
+        )
+        for (region, profiled), n in sorted(m.pages.items()):
+            if self.visible(region):
+                pages.add_metric([region, "true" if profiled else "false"], n)
+        yield pages
         yield GaugeMetricFamily(
             "fyp_process_start_time_seconds", "When this serving process started", m.started
         )

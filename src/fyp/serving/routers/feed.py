@@ -47,7 +47,7 @@ async def feed(
     s: AppState = request.app.state.fyp
     asked = asked_lang(lang, accept_language)  # before a page is served and recorded
     page = s.feed.feed(user_id, n=n, cursor=cursor, debug=debug)
-    s.metrics.page(page.region, page.items)
+    s.metrics.page(page.region, page.items, page.personalised)
     language = page.language(asked)
     answer = page.to_dict(debug=debug, lang=language)
     body = json.dumps(answer, ensure_ascii=False, separators=(",", ":")).encode()
