@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from fyp.audit.log import sql_store
-from fyp.catalog.models import User, age_of
+from fyp.catalog.models import age_of
 from fyp.config import DeploymentConfig
 from fyp.feed.reasons import match_lang
 from fyp.regions.consent import PERSONALISED_FEED, ConsentPolicy, consent_policy, effective
@@ -78,11 +78,6 @@ class ProfileCache:
                 while len(self._entries) > self.max_users:
                     self._entries.popitem(last=False)
         return profile
-
-    def of(self, user: User) -> Profile:
-        return self._profile(
-            user.home_region, user.birth_year, user.language, user.consents, user.updated_at_ms
-        )
 
     def _profile(
         self,
