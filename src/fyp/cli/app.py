@@ -20,6 +20,8 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    # help texts name config sections like [feed]: not Rich markup, and paragraphs reflow
+    rich_markup_mode="markdown",
 )
 console = Console()
 err_console = Console(stderr=True)

@@ -46,7 +46,7 @@ date,timestamp,watch_ratio) and optionally the side tables (there or in a siblin
 kuairec/). Every row is a play event with its real watch time and timestamp; users are
 homed by regions\\[int(user_id) % len(regions)]. With --split-protocol, big-matrix pairs
 that are in the small matrix are left out, and the small matrix becomes the test set:
-regions/<region>/datasets/kuairec-small.csv (user_id,video_id,watch_ratio) per home
+regions/REGION/datasets/kuairec-small.csv (user_id,video_id,watch_ratio) per home
 region, with its positives (watch_ratio >= 2) also stored as labels (dataset kuairec).
 """
 

@@ -41,7 +41,7 @@ def register(app: typer.Typer) -> None:
             "--ray",
             metavar="ADDRESS",
             help="Train each region as a task on this Ray cluster (auto, HOST:6379, "
-            "ray://HOST:10001), only on a node labelled fyp-region:<region>; "
+            "ray://HOST:10001), only on a node labelled fyp-region:REGION; "
             "default: [training] ray; empty (--ray ''): local processes.",
         ),
     ) -> None:
