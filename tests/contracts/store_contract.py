@@ -232,6 +232,34 @@ class StoreContract:
         assert store.count_users() == 3
         assert {u.user_id for u in store.iter_users()} == {"a", "b", "c"}
 
+    @pytest.mark.parametrize("page_rows", [1, 3, 7, 100])
+    def test_iterators_page_in_key_order_and_survive_writes_between_pages(
+        self, store: Store, page_rows: int, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        # pages of page_rows rows (1: every row its own page; 3: 9 rows, an exact multiple)
+        monkeypatch.setattr("fyp.storage.sqlite_rows.PAGE_ROWS", page_rows)
+        ids = [f"u{i}" for i in range(9)]
+        store.bulk_insert_users([make_user(u) for u in reversed(ids)])
+        store.bulk_insert_videos([make_video(f"v{i}") for i in range(9)])
+        store.insert_label_sets("ds", "test", {u: ["b", "a"] for u in ids})
+        assert [u.user_id for u in store.iter_users()] == ids
+        assert [v.video_id for v in store.iter_videos()] == [f"v{i}" for i in range(9)]
+        labels = [(r.user_id, r.video_id) for r in store.iter_labels("ds", "test")]
+        assert labels == [(u, v) for u in ids for v in ("a", "b")]
+        # the caller writes between rows (as a rank-ahead or a consent re-apply does):
+        # no cursor is held across them, each row comes once, and a row deleted before
+        # its page is read does not come (u7 is on a later page than u2 unless one page
+        # holds them all)
+        seen = []
+        for user in store.iter_users():
+            seen.append(user.user_id)
+            if user.user_id != "u7":  # gone by the time it is read on a one-page run
+                store.update_user(user.model_copy(update={"country": "US"}))
+            if user.user_id == "u2":
+                store.delete_user("u7")
+        assert seen == [u for u in ids if u != "u7" or page_rows > 7]
+        assert {u.country for u in store.iter_users()} == {"US"}
+
     def test_existing_users_with_many_ids(self, store: Store) -> None:
         users = [make_user(f"u{i}") for i in range(2_000)]
         assert store.bulk_insert_users(users) == 2_000

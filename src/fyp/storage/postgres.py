@@ -45,6 +45,7 @@ from fyp.storage.sqlite_rows import (
     VIDEO_COLS,
     dumps,
     event_from_row,
+    keyset_pages,
     user_from_row,
     user_params,
     video_from_row,
@@ -320,8 +321,9 @@ class PostgresStore(PostgresSnapshots, PostgresServedLog):
         return int(self._one("SELECT COUNT(*) FROM users")[0])
 
     def iter_users(self) -> Iterator[User]:
-        for row in self._all(f'SELECT {USER_COLS} FROM users ORDER BY user_id COLLATE "C"'):
-            yield user_from_row(row)
+        sql = f"SELECT {USER_COLS} FROM users WHERE user_id > %s ORDER BY user_id LIMIT %s"
+        for row in keyset_pages(lambda after, n: self._all(sql, (after, n)), ""):
+            yield user_from_row(tuple(row))
 
     def bulk_insert_users(self, users: Sequence[User]) -> int:
         for u in users:
@@ -388,8 +390,9 @@ class PostgresStore(PostgresSnapshots, PostgresServedLog):
         return int(self._one("SELECT COUNT(*) FROM videos")[0])
 
     def iter_videos(self) -> Iterator[Video]:
-        for row in self._all(f'SELECT {VIDEO_COLS} FROM videos ORDER BY video_id COLLATE "C"'):
-            yield video_from_row(row)
+        sql = f"SELECT {VIDEO_COLS} FROM videos WHERE video_id > %s ORDER BY video_id LIMIT %s"
+        for row in keyset_pages(lambda after, n: self._all(sql, (after, n)), ""):
+            yield video_from_row(tuple(row))
 
     def bulk_insert_videos(self, videos: Sequence[Video | VideoRow]) -> int:
         for v in videos:
@@ -467,17 +470,9 @@ class PostgresStore(PostgresSnapshots, PostgresServedLog):
         return [event_from_row(r) for r in rows]
 
     def iter_events(self, after_seq: int = 0, batch: int = 10_000) -> Iterator[StoredEvent]:
-        last = after_seq
-        while True:
-            rows = self._all(
-                f"SELECT {EVENT_COLS} FROM events WHERE seq > %s ORDER BY seq LIMIT %s",
-                (last, batch),
-            )
-            if not rows:
-                return
-            for r in rows:
-                yield event_from_row(r)
-            last = rows[-1][0]
+        sql = f"SELECT {EVENT_COLS} FROM events WHERE seq > %s ORDER BY seq LIMIT %s"
+        for row in keyset_pages(lambda after, n: self._all(sql, (after, n)), after_seq, batch):
+            yield event_from_row(tuple(row))
 
     def count_events(self) -> int:
         return int(self._one("SELECT COUNT(*) FROM events")[0])
@@ -512,11 +507,15 @@ class PostgresStore(PostgresSnapshots, PostgresServedLog):
             raise UnknownUser(f"label for a user not in region {self.region!r}: {exc}") from exc
 
     def iter_labels(self, dataset: str, split: str) -> Iterator[LabelRow]:
-        for user_id, videos in self._all(
+        sql = (
             "SELECT user_id, video_ids FROM labels WHERE dataset = %s AND split = %s "
-            "ORDER BY user_id",
-            (dataset, split),
-        ):
+            "AND user_id > %s ORDER BY user_id LIMIT %s"
+        )
+
+        def page(after: str, n: int) -> list[Any]:
+            return self._all(sql, (dataset, split, after, n))
+
+        for user_id, videos in keyset_pages(page, ""):
             for video_id in sorted(json.loads(videos)):
                 yield LabelRow(dataset, split, user_id, video_id)
 

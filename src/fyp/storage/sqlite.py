@@ -33,6 +33,7 @@ from fyp.storage.sqlite_rows import (
     VIDEO_COLS,
     dumps,
     event_from_row,
+    keyset_pages,
     user_from_row,
     user_params,
     video_from_row,
@@ -323,8 +324,9 @@ class SQLiteStore(SQLiteServedLog):
         return int(self._query("SELECT COUNT(*) FROM users")[0][0])
 
     def iter_users(self) -> Iterator[User]:
-        for row in self._query(f"SELECT {USER_COLS} FROM users ORDER BY user_id"):
-            yield user_from_row(row)
+        sql = f"SELECT {USER_COLS} FROM users WHERE user_id > ? ORDER BY user_id LIMIT ?"
+        for row in keyset_pages(lambda after, n: self._query(sql, (after, n)), ""):
+            yield user_from_row(tuple(row))
 
     def bulk_insert_users(self, users: Sequence[User]) -> int:
         for u in users:
@@ -397,8 +399,9 @@ class SQLiteStore(SQLiteServedLog):
         return int(self._query("SELECT COUNT(*) FROM videos")[0][0])
 
     def iter_videos(self) -> Iterator[Video]:
-        for row in self._query(f"SELECT {VIDEO_COLS} FROM videos ORDER BY video_id"):
-            yield video_from_row(row)
+        sql = f"SELECT {VIDEO_COLS} FROM videos WHERE video_id > ? ORDER BY video_id LIMIT ?"
+        for row in keyset_pages(lambda after, n: self._query(sql, (after, n)), ""):
+            yield video_from_row(tuple(row))
 
     def bulk_insert_videos(self, videos: Sequence[Video | VideoRow]) -> int:
         published: dict[str, list[str]] = {}  # a catalogue's rows share a few region lists
@@ -498,17 +501,9 @@ class SQLiteStore(SQLiteServedLog):
         return [event_from_row(r) for r in rows]
 
     def iter_events(self, after_seq: int = 0, batch: int = 10_000) -> Iterator[StoredEvent]:
-        last = after_seq
-        while True:
-            rows = self._query(
-                f"SELECT {EVENT_COLS} FROM events WHERE seq > ? ORDER BY seq LIMIT ?",
-                (last, batch),
-            )
-            if not rows:
-                return
-            for r in rows:
-                yield event_from_row(r)
-            last = rows[-1][0]
+        sql = f"SELECT {EVENT_COLS} FROM events WHERE seq > ? ORDER BY seq LIMIT ?"
+        for row in keyset_pages(lambda after, n: self._query(sql, (after, n)), after_seq, batch):
+            yield event_from_row(tuple(row))
 
     def count_events(self) -> int:
         return int(self._query("SELECT COUNT(*) FROM events")[0][0])
@@ -547,10 +542,15 @@ class SQLiteStore(SQLiteServedLog):
         return out
 
     def iter_labels(self, dataset: str, split: str) -> Iterator[LabelRow]:
-        for user_id, videos in self._query(
-            "SELECT user_id, video_ids FROM labels WHERE dataset=? AND split=? ORDER BY user_id",
-            (dataset, split),
-        ):
+        sql = (
+            "SELECT user_id, video_ids FROM labels WHERE dataset=? AND split=? AND user_id > ? "
+            "ORDER BY user_id LIMIT ?"
+        )
+
+        def page(after: str, n: int) -> list[Any]:
+            return self._query(sql, (dataset, split, after, n))
+
+        for user_id, videos in keyset_pages(page, ""):
             for video_id in sorted(json.loads(videos)):
                 yield LabelRow(dataset, split, user_id, video_id)
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from fyp.catalog.models import User, Video
@@ -29,6 +30,25 @@ VIDEO_COLS = (
 
 
 dumps = json_text
+
+
+PAGE_ROWS = 10_000  # rows per keyset page of the store's iterators
+
+
+def keyset_pages(
+    page: Callable[[Any, int], Sequence[Sequence[Any]]], after: Any, batch: int | None = None
+) -> Iterator[Sequence[Any]]:
+    """Rows of a table in key order, ``batch`` at a time (``page(after, batch)``: the
+    rows whose key, their first column, sorts after ``after``). An iterator over a
+    region's users or events must not hold the whole table in memory, nor a cursor
+    open across the caller's own writes."""
+    batch = batch or PAGE_ROWS
+    while True:
+        rows = page(after, batch)
+        yield from rows
+        if len(rows) < batch:
+            return
+        after = rows[-1][0]
 
 
 def event_from_row(row: sqlite3.Row | tuple[Any, ...]) -> StoredEvent:
