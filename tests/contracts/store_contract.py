@@ -372,6 +372,19 @@ class StoreContract:
         assert store.count_videos() == 2
         assert {v.video_id for v in store.iter_videos()} == {"a", "b"}
 
+    def test_get_videos_reads_many_at_once_and_omits_absent_ones(self, store: Store) -> None:
+        videos = [
+            make_video(f"v{i}", caption=f"第{i}个 #舞蹈", hashtags=["舞蹈"]) for i in range(3)
+        ]
+        for v in videos:
+            store.insert_video(v)
+        got = store.get_videos(["v2", "v0", "ghost", "v2"])
+        assert got == {"v2": videos[2], "v0": videos[0]}
+        assert store.get_videos([]) == {}
+        many = [make_video(f"m{i}") for i in range(1_200)]  # past SQLite's chunk of ids
+        store.bulk_insert_videos(many)
+        assert len(store.get_videos(v.video_id for v in many)) == 1_200
+
     def test_bulk_insert_videos_is_idempotent(self, store: Store) -> None:
         videos = [make_video(f"v{i}") for i in range(4)]
         assert store.bulk_insert_videos(videos[:1]) == 1

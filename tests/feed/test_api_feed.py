@@ -36,6 +36,36 @@ def test_feed_route(trained: Deployment) -> None:
         assert body["end_of_feed"] is False
 
 
+def test_a_feed_page_can_carry_its_videos(trained: Deployment) -> None:
+    """With include=video each item holds its video as GET /v1/videos/{id} gives it, so
+    an app needs no request per video; without it the items stay as they were."""
+    _, key = KeyStore(trained).create("tests", ["admin"])
+    headers = {"Authorization": f"Bearer {key}", "X-Fyp-Reason": "tests"}
+    with TestClient(create_app(trained), headers=headers) as client:
+        page = client.get("/v1/users/u5/feed", params={"n": 6, "include": "video"})
+        assert page.status_code == 200
+        items = page.json()["items"]
+        assert len(items) == 6
+        for item in items:
+            assert item["video"] == client.get(f"/v1/videos/{item['video_id']}").json()
+        # the same user's next page, without: no video key, and nothing repeated
+        plain = client.get("/v1/users/u5/feed", params={"n": 6}).json()["items"]
+        assert all("video" not in i for i in plain)
+        assert not {i["video_id"] for i in plain} & {i["video_id"] for i in items}
+        bad = client.get("/v1/users/u5/feed", params={"include": "creator"})
+        assert bad.status_code == 422 and bad.json()["error"]["code"] == "validation_failed"
+
+
+def test_a_video_gone_since_the_page_was_ranked_is_null(trained: Deployment) -> None:
+    from fyp.serving.routers.feed import with_videos
+
+    store = trained.store("us")
+    real = next(iter(store.iter_videos())).video_id
+    items: list[dict[str, Any]] = [{"video_id": real}, {"video_id": "deleted-since"}]
+    with_videos(items, store)
+    assert items[0]["video"]["video_id"] == real and items[1]["video"] is None
+
+
 def test_a_feed_shown_whole_says_so(trained: Deployment) -> None:
     """A client that has shown everything gets an empty page marked end_of_feed, not an
     endless run of empty pages that look like a glitch (acceptance review)."""
@@ -66,6 +96,7 @@ FEED_CASES = [
     ("unknown user", "/v1/users/nobody/feed"),
     ("unknown parameter", "/v1/users/u8/feed?colour=red"),
     ("debug", "/v1/users/u10/feed?n=2&debug=true"),
+    ("include video", "/v1/users/u16/feed?n=2&include=video"),
     ("lang", "/v1/users/u12/feed?n=3&lang=zh-Hant"),
     ("lang tag", "/v1/users/u14/feed?lang=zh-TW&n=2"),
     ("lang unsupported", "/v1/users/u2/feed?lang=fr"),
@@ -116,6 +147,7 @@ def test_the_feed_fast_path_answers_like_the_route(
         200,
         400,
         404,
+        200,
         200,
         200,
         200,
@@ -245,6 +277,7 @@ def test_only_plain_feed_queries_take_the_fast_path() -> None:
         "unknown user": True,
         "unknown parameter": False,
         "debug": False,
+        "include video": False,  # the route reads the videos
         "lang": True,
         "lang tag": True,
         "lang unsupported": False,  # the route answers its 422

@@ -733,9 +733,19 @@ def test_fyp_recommend_prints_the_feed_and_audits_the_read(trained: Deployment) 
     from fyp.sovereignty.ledger import user_pseudonym
 
     root = str(trained.config.root)
-    done = CliRunner().invoke(app, ["recommend", root, "u2", "--n", "5", "--reason", "ticket 12"])
+    store = trained.store("us")
+    for video in list(store.iter_videos()):  # captions, as the store holds them
+        store.update_video(video.model_copy(update={"caption": f"标题{video.video_id} #舞蹈"}))
+    done = CliRunner().invoke(
+        app, ["recommend", root, "u2", "--n", "5", "--reason", "ticket 12"], env={"COLUMNS": "200"}
+    )
     assert done.exit_code == 0, done.output
     assert "feed of u2 (us)" in done.output
+    rows = [line for line in done.output.splitlines() if line.startswith("│")]
+    assert len(rows) == 5
+    for row in rows:  # each video's caption beside its id
+        video_id = row.split("│")[2].strip()
+        assert f"标题{video_id} #舞蹈" in row
     (entry,) = AuditLog(trained.store("us")).entries(action="user_data.read")
     assert entry.actor == "cli:fyp recommend"
     assert entry.subject == user_pseudonym(trained.config, "us", "u2")

@@ -7,7 +7,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import typer
-from rich.table import Table
+from rich.markup import escape
+from rich.table import Column, Table
 
 from fyp.cli.app import console, exit_code, print_error
 
@@ -115,22 +116,26 @@ def register(app: typer.Typer) -> None:
                 {"route": "fyp recommend", "reason": reason.strip() or "(none given)"},
             )
             language = page.language(asked)
+            videos = d.store(page.region).get_videos(i.video_id for i in page.items)
             kind = "" if page.personalised else ", not personalised"
             table = Table(
                 "#",
                 "video",
+                Column("caption", max_width=40, no_wrap=True, overflow="ellipsis"),
                 "score",
                 "source",
                 "reason",
                 title=f"feed of {user} ({page.region}{kind})",
             )
             for item in page.items:
+                video = videos.get(item.video_id)
                 table.add_row(
                     str(item.position + 1),
                     item.video_id,
+                    escape(" ".join(video.caption.split())) if video else "",
                     f"{item.score:.3f}",
                     item.source,
-                    item.why.text(language),
+                    escape(item.why.text(language)),
                 )
             console.print(table)
 

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, Literal, get_type_hints
 
 from pydantic import BaseModel, Field, create_model
 
+from fyp.catalog.models import Video
 from fyp.events import schema
 from fyp.feed.reasons import CODES, LANGS
 from fyp.sovereignty.erasure import Receipt
@@ -67,6 +68,11 @@ class FeedItem(BaseModel):
         "text fyp always served)."
     )
     explanation: Explanation
+    video: Video | None = Field(
+        default=None,
+        description="Only with `include=video`: the video, as `GET /v1/videos/{video_id}` "
+        "gives it (`null` if it was deleted after the page was ranked).",
+    )
 
 
 class Removed(BaseModel):

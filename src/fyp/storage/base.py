@@ -203,6 +203,11 @@ class Store(ABC):
         """Duration of each id that is in this region's catalogue (absent ones omitted)."""
 
     @abstractmethod
+    def get_videos(self, video_ids: Iterable[str]) -> dict[str, Video]:
+        """Each id that is in this region's catalogue (absent ones omitted): one read for
+        a page's videos, not one per video."""
+
+    @abstractmethod
     def count_videos(self) -> int: ...
 
     @abstractmethod

@@ -386,6 +386,10 @@ class PostgresStore(PostgresSnapshots, PostgresServedLog):
         )
         return {r[0]: int(r[1]) for r in rows}
 
+    def get_videos(self, video_ids: Iterable[str]) -> dict[str, Video]:
+        rows = self._in(f"SELECT {VIDEO_COLS} FROM videos WHERE video_id = ANY(%s)", video_ids)
+        return {r[0]: video_from_row(tuple(r)) for r in rows}
+
     def count_videos(self) -> int:
         return int(self._one("SELECT COUNT(*) FROM videos")[0])
 
