@@ -14,7 +14,7 @@ import difflib
 import math
 import re
 import tomllib
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -45,6 +45,18 @@ def did_you_mean(key: str, known: Collection[str]) -> str:
     """``; did you mean 'x'?`` for the known key closest to a misspelt one, or ''."""
     close = difflib.get_close_matches(key, list(known), n=1, cutoff=0.6)
     return f"; did you mean {close[0]!r}?" if close else ""
+
+
+def policy_table(
+    region: str, policy: Mapping[str, Any], table: str, known: Collection[str]
+) -> dict[str, Any]:
+    """A capability's sub-table of a region's policy (``[regions.R.policy.TABLE]``,
+    empty when absent), checked to be a table of known keys."""
+    raw = policy.get(table, {})
+    if not isinstance(raw, dict):
+        raise ConfigError(f"[regions.{region}.policy.{table}] must be a table", region=region)
+    check_keys(f"regions.{region}.policy.{table}", raw, known)
+    return raw
 
 
 def check_keys(section: str, raw: dict[str, Any], known: Collection[str]) -> None:
@@ -508,10 +520,12 @@ def parse_config(root: Path, raw: dict[str, Any]) -> DeploymentConfig:
     check_served_logs(regions)
     from fyp.regions.consent import parse_consent
     from fyp.sovereignty.move_policy import parse_moves
+    from fyp.sovereignty.retention import parse_retention
 
     for name, cell in regions.items():  # a move to a region nobody declared stops every command
         parse_moves(name, cell.policy, regions)
         parse_consent(name, cell.policy)
+        parse_retention(name, cell.policy)
     deployment = raw.get("deployment", {})
     limits = raw.get("limits", {})
     ranking = raw.get("ranking", {})

@@ -511,6 +511,21 @@ class StoreContract:
         assert store.served_since("u1", 0, left_here=True) == ["before"]
         assert store.forget_served_before(T0 + 1) == 1
 
+    def test_events_expire_oldest_first_in_bounded_chunks(self, store: Store) -> None:
+        self.seed(store, "u1", "u2")
+        # times out of seq order, as clients' timestamps come
+        times = [T0 + 50, T0 + 10, T0 + 90, T0 + 30, T0 + 70, T0 + 20]
+        store.insert_events(
+            [make_row(f"e{n}", f"u{n % 2 + 1}", ts_ms=t) for n, t in enumerate(times)]
+        )
+        assert store.count_events_before(T0 + 60) == 4
+        assert store.expire_events_before(T0 + 60, limit=3) == 3  # the 3 oldest
+        assert {e.event_id for e in store.iter_events()} == {"e0", "e2", "e4"}
+        assert store.expire_events_before(T0 + 60, limit=3) == 1
+        assert store.expire_events_before(T0 + 60, limit=3) == 0
+        assert store.count_events_before(T0 + 60) == 0
+        assert sorted(e.ts_ms for e in store.iter_events()) == [T0 + 70, T0 + 90]
+
     def test_the_served_log_forgets_what_is_older_than_asked(self, store: Store) -> None:
         self.seed(store, "u1", "u2")
         store.record_served("u1", ["old", "again"], T0)

@@ -63,6 +63,7 @@ def _register() -> None:
         feed,
         moderate,
         quarantine,
+        retention,
         users,
     )
     from fyp.cli import keys as api_keys
@@ -78,6 +79,7 @@ def _register() -> None:
     users.register(app)
     experiments.register(app)
     quarantine.register(app)
+    retention.register(app)
 
 
 _register()

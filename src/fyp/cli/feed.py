@@ -15,6 +15,7 @@ from fyp.cli.app import console, exit_code, print_error
 if TYPE_CHECKING:
     from fyp.errors import FypError
     from fyp.regions.deployment import Deployment
+    from fyp.sovereignty.retention import Expired
 
 DirArg = typer.Argument(..., help="Deployment directory (holds fyp.toml).")
 
@@ -49,14 +50,18 @@ def register(app: typer.Typer) -> None:
         """Train every model of each region from that region's store only, rank every
         user's feed ahead with them ([feed] rank_ahead), and go live atomically. First,
         forget the served pages older than the seen window (a serving process also does,
-        once a minute): a deployment that is trained but not served keeps no more. A
+        once a minute): a deployment that is trained but not served keeps no more; and
+        delete the events past each region's retention limit, so no model learns them. A
         region that fails (or that no Ray node may train) is reported and the others
         still train; the exit is then non-zero."""
         from fyp.models.executors import executor_for
         from fyp.regions.deployment import Deployment
+        from fyp.sovereignty.retention import expire_region
 
         with Deployment.open(directory) as d:  # checks the config and the region name
             regions = [d.config.region(region).name] if region else d.regions
+            for name in regions:  # first, so a region whose events expired retrains
+                _print_expired(expire_region(d, name))
             if if_changed:
                 regions = _changed(d, regions)
             address = d.config.training.ray if ray is None else ray
@@ -155,6 +160,15 @@ def _changed(d: Deployment, regions: list[str]) -> list[str]:
         if reason is not None:
             out.append(name)
     return out
+
+
+def _print_expired(expired: Expired) -> None:
+    if expired.events:
+        console.print(
+            f"{expired.region}: deleted {expired.events:,} events past the region's retention "
+            "limit ([regions.R.policy.retention] events_days)",
+            markup=False,
+        )
 
 
 def _print_trained(m: dict[str, Any]) -> None:

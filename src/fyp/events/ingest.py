@@ -32,6 +32,7 @@ from fyp.errors import (
 )
 from fyp.events.schema import EventIn, EventType, moved_event_id, play_labels, to_ms
 from fyp.regions.deployment import Deployment
+from fyp.sovereignty.retention import DAY_MS, retention_policy
 from fyp.storage import EventRow
 
 Status = Literal["stored", "duplicate", "rejected"]
@@ -98,6 +99,13 @@ class Ingestor:
         self.deployment = deployment
         self.limits = deployment.config.limits
         self.listeners: list[StoredListener] = []
+        # [regions.R.policy.retention]: an event already past its region's limit is refused
+        self.keep_ms = {
+            r: None
+            if (days := retention_policy(deployment.config, r).events_days) is None
+            else days * DAY_MS
+            for r in deployment.config.regions
+        }
 
     def subscribe(self, listener: StoredListener) -> None:
         """Call ``listener(region, rows)`` after each commit of newly stored events."""
@@ -298,6 +306,13 @@ class Ingestor:
             )
         if ts < EARLIEST_TS_MS:
             raise ValidationFailed("timestamp is before 2000-01-01", field="ts")
+        keep = self.keep_ms.get(home)
+        if keep is not None and ts < now - keep:
+            raise ValidationFailed(
+                f"timestamp is older than region {home!r} keeps events "
+                f"({keep // DAY_MS} days, [regions.{home}.policy.retention] events_days)",
+                field="ts",
+            )
         watch = e.watch_ms
         if e.type == EventType.play and watch is None:
             raise ValidationFailed("a play event needs watch_ms", field="watch_ms")

@@ -89,6 +89,7 @@ class EventHasher:
         self.count = 0
         self.min_seq = 0
         self.max_seq = 0
+        self.oldest_ms: int | None = None  # the oldest event's time (a retention limit's check)
 
     def add(
         self, seq: int, event_id: str, user_id: str, video_id: str, type_: str, ts_ms: int
@@ -96,6 +97,8 @@ class EventHasher:
         if self.count == 0:
             self.min_seq = seq
         self.max_seq = seq
+        if self.oldest_ms is None or ts_ms < self.oldest_ms:
+            self.oldest_ms = ts_ms
         self.count += 1
         self.users.add(user_id)
         self._h.update(f"{seq}\t{event_id}\t{user_id}\t{video_id}\t{type_}\t{ts_ms}\n".encode())

@@ -56,6 +56,7 @@ def train_region_summary(
     from fyp.regions.consent import consent_policy
     from fyp.regions.deployment import Deployment
     from fyp.sovereignty.erasure_process import strip_erased
+    from fyp.sovereignty.retention import expire_region
 
     # one thread per region process: threaded BLAS on these small products only spins
     with threadpool_limits(1, "blas"), Deployment.open(directory) as d:
@@ -64,6 +65,8 @@ def train_region_summary(
         # the store's own pages (with the served log on Redis: those left from before it
         # moved there; Redis expires its own), as a serving process's maintenance does
         forgotten = store.forget_served_before(window_start)
+        # and the events past the region's retention limit: a model never learns from one
+        expired = expire_region(d, region)
         m = train_and_publish(
             store,
             d.config.region_dir(region),
@@ -84,6 +87,7 @@ def train_region_summary(
         "train_seconds": m.metrics["train_seconds"],
         "ahead_seconds": m.metrics.get("augment_seconds", 0),
         "forgotten": forgotten,
+        "expired": expired.events,
         "trained_on": m.lineage["trained_on"],
     }
 

@@ -382,6 +382,7 @@ def train_region(
         },
         lineage={
             "read_started_ms": read_started_ms,
+            "oldest_event_ms": hasher.oldest_ms,  # None: no events
             "catalog_seq": catalog_seq,
             "trained_on": trained_on or local_placement(),
             "consent": {

@@ -31,7 +31,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from fyp.config import check_keys
+from fyp.config import policy_table
 from fyp.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -68,11 +68,8 @@ class ConsentPolicy:
 
 def parse_consent(region: str, policy: Mapping[str, Any]) -> ConsentPolicy:
     """The region's consent defaults; a ConfigError for anything but known boolean keys."""
-    raw = policy.get(TABLE, {})
+    raw = policy_table(region, policy, TABLE, KEYS)
     where = f"[regions.{region}.policy.{TABLE}]"
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{where} must be a table", region=region)
-    check_keys(f"regions.{region}.policy.{TABLE}", raw, KEYS)
     for key, value in raw.items():
         if not isinstance(value, bool):
             raise ConfigError(

@@ -34,6 +34,7 @@ from typing import Any
 
 import numpy as np
 
+from fyp.audit.log import AuditLog
 from fyp.errors import ModelError
 from fyp.models.artifacts import (
     EventHasher,
@@ -161,6 +162,9 @@ class LineageVerifier:
         snaps = snapshots_at(d, region, {m.snapshot.max_seq for m in manifests.values()})
         ledger = ErasureLedger(d.config, region)
         erasures = ledger.entries()
+        expiries = [  # deletions by the region's retention limit: events gone since a read
+            e.ts_ms for e in AuditLog(d.store(region)).entries(action="retention.expire")
+        ]
         now = self.now_ms if self.now_ms is not None else now_ms()
         reports = []
         for version in versions:
@@ -190,7 +194,7 @@ class LineageVerifier:
                 else:
                     rep.notes.append(f"erasure {receipt} awaits a retrain (deadline {deadline})")
             self._check_placement(rep, manifest)
-            self._check_snapshot(rep, manifest, snaps, erasures, learned)
+            self._check_snapshot(rep, manifest, snaps, erasures, expiries, learned)
             found = check_consent(d, region, manifest.lineage, learned, rep.current, now)
             rep.consent, rep.consent_pending = found.status, found.pending
             rep.problems += found.problems
@@ -277,6 +281,7 @@ class LineageVerifier:
         manifest: Any,
         snaps: dict[int, _Snap],
         erasures: list[Any],
+        expiries: list[int],
         learned: set[str],
     ) -> None:
         """Recompute what the training read; the users it read but did not learn from
@@ -302,11 +307,14 @@ class LineageVerifier:
             return
         read_at = int(manifest.lineage.get("read_started_ms", 0))
         later = [e for e in erasures if e.erased_at_ms >= read_at]  # all, when unknown
-        if later:
+        expired = [t for t in expiries if t >= read_at]
+        if later or expired:
+            why = [f"{len(later)} erasure(s)"] if later else []
+            why += [f"{len(expired)} deletion(s) by the retention limit"] if expired else []
             rep.snapshot = "not_recomputable"
             rep.notes.append(
                 f"snapshot not recomputable: events may have been deleted since it was taken "
-                f"({len(later)} erasure(s) in this region after the training read)"
+                f"({' and '.join(why)} in this region after the training read)"
             )
             return
         rep.snapshot = "mismatch"

@@ -49,6 +49,7 @@ class Reapplied:
     # moves into the region since the backup whose user it lacks: (move id, from region)
     lost_arrivals: list[tuple[str, str]] = field(default_factory=list)
     reconsented: int = 0  # profiles whose consents recorded since the backup were put back
+    expired: int = 0  # events the backup held past the region's retention limit, deleted
 
 
 def reapply(deployment: Deployment, region: str, pending: Pending, late: bool = False) -> Reapplied:
@@ -59,6 +60,7 @@ def reapply(deployment: Deployment, region: str, pending: Pending, late: bool = 
     from fyp.moderation.restored import reapply_moderation
     from fyp.sovereignty.consent_log import reapply_consents
     from fyp.sovereignty.erasure import reapply_erasures
+    from fyp.sovereignty.retention import expire_region
     from fyp.sovereignty.served_data import drop_absent_users
 
     store = deployment.store(region)
@@ -74,6 +76,8 @@ def reapply(deployment: Deployment, region: str, pending: Pending, late: bool = 
     done.lost_arrivals = lost_arrivals(deployment, region, records or [])
     # consents recorded since the backup stand again (a withdrawal is never rolled back)
     done.reconsented = reapply_consents(deployment, region, records or [])
+    # events that passed the retention limit since the backup was taken go again
+    done.expired = expire_region(deployment, region).events
     region_dir = deployment.config.region_dir(region)
     revoked = reapply_revocations(store, region_dir)
     with store.transaction():
@@ -99,6 +103,7 @@ def reapply(deployment: Deployment, region: str, pending: Pending, late: bool = 
                 "rerevoked_keys": revoked,
                 "remoderated_videos": done.remoderated,
                 "reapplied_consents": done.reconsented,
+                "expired_events": done.expired,
                 "carried_audit_entries": "unreadable" if done.carried is None else done.carried,
             }
             if done.replaced is not None:

@@ -254,6 +254,14 @@ class Store(ABC):
     def count_events(self) -> int: ...
 
     @abstractmethod
+    def expire_events_before(self, before_ms: int, limit: int) -> int:
+        """Delete at most ``limit`` of the events whose time is before ``before_ms``
+        (oldest first), in one transaction: the region's retention limit. How many went."""
+
+    @abstractmethod
+    def count_events_before(self, before_ms: int) -> int: ...
+
+    @abstractmethod
     def max_event_seq(self) -> int: ...
 
     def user_version(self, user_id: str) -> tuple[int, ...] | None:

@@ -174,6 +174,15 @@ CORE_MIGRATIONS: tuple[Migration, ...] = (
         CREATE INDEX served_pages_time ON served_pages (served_at_ms);
         """,
     ),
+    Migration(
+        7,
+        "events by time, for the region's retention limit",
+        # A region's [policy.retention] events_days deletes events older than the limit
+        # in chunks, and `fyp retention check` counts those overdue: both by this index.
+        """
+        CREATE INDEX events_time ON events (ts_ms);
+        """,
+    ),
 )
 
 

@@ -481,6 +481,19 @@ class PostgresStore(PostgresSnapshots, PostgresServedLog):
     def count_events(self) -> int:
         return int(self._one("SELECT COUNT(*) FROM events")[0])
 
+    def expire_events_before(self, before_ms: int, limit: int) -> int:
+        with self.transaction():
+            return int(
+                self._exec(
+                    "DELETE FROM events WHERE seq IN "
+                    "(SELECT seq FROM events WHERE ts_ms < %s ORDER BY ts_ms LIMIT %s)",
+                    (before_ms, limit),
+                ).rowcount
+            )
+
+    def count_events_before(self, before_ms: int) -> int:
+        return int(self._one("SELECT COUNT(*) FROM events WHERE ts_ms < %s", (before_ms,))[0])
+
     def max_event_seq(self) -> int:
         return int(self._one("SELECT COALESCE(MAX(seq), 0) FROM events")[0])
 

@@ -94,6 +94,11 @@ POSTGRES_CORE: tuple[Migration, ...] = (
             FROM served_pages AS p, json_array_elements_text(p.video_ids::json) AS j (value);
         """,
     ),
+    Migration(
+        7,
+        "events by time, for the region's retention limit",
+        "CREATE INDEX events_time ON events (ts_ms);",
+    ),
 )
 
 META_SQL = (

@@ -512,6 +512,19 @@ class SQLiteStore(SQLiteServedLog):
     def count_events(self) -> int:
         return int(self._query("SELECT COUNT(*) FROM events")[0][0])
 
+    def expire_events_before(self, before_ms: int, limit: int) -> int:
+        with self.transaction():
+            return int(
+                self._conn.execute(
+                    "DELETE FROM events WHERE seq IN "
+                    "(SELECT seq FROM events WHERE ts_ms < ? ORDER BY ts_ms LIMIT ?)",
+                    (before_ms, limit),
+                ).rowcount
+            )
+
+    def count_events_before(self, before_ms: int) -> int:
+        return int(self._query("SELECT COUNT(*) FROM events WHERE ts_ms < ?", (before_ms,))[0][0])
+
     def max_event_seq(self) -> int:
         return int(self._query("SELECT COALESCE(MAX(seq), 0) FROM events")[0][0])
 

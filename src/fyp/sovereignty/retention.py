@@ -1,0 +1,200 @@
+"""How long a region keeps its users' events: ``[regions.R.policy.retention]``.
+
+::
+
+    [regions.eu.policy.retention]
+    events_days = 365   # events older than a year are deleted (absent: kept until erased)
+
+Behaviour (watch time, likes, skips, follows) is personal data, and many regions' law
+allows it to be kept only as long as it is needed. With a limit set:
+
+- ingestion refuses an event whose time is already past the limit (it would be deleted
+  at once); the client gets 422 ``validation_failed`` naming ``ts``;
+- :func:`expire_events` deletes the older events (oldest first, in chunks, pausing
+  between them so writers get the store's lock), and records how many went in the
+  region's audit log (``retention.expire``). ``fyp train`` runs it before it reads the
+  store, so a model never learns from an expired event, and ``fyp serve``'s training
+  schedule trains (and so expires) every hour; ``fyp retention apply`` does it by hand
+  or from cron;
+- :func:`check_retention` (``fyp retention check``) proves it: no event of the region is
+  older than the limit by more than ``[erasure] retrain_within_hours``, the live model
+  learned from none, and no backup at the region's targets is older than the limit by
+  more than that (a backup holds the events of its day).
+
+A restore expires what the backup held past the limit before the region serves again.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from fyp.config import policy_table
+from fyp.errors import ConfigError
+
+if TYPE_CHECKING:
+    from fyp.config import DeploymentConfig
+    from fyp.regions.deployment import Deployment
+    from fyp.storage import Store
+
+TABLE = "retention"
+KEYS = ("events_days",)
+MAX_DAYS = 100 * 366
+DAY_MS = 86_400_000
+CHUNK = 5_000  # events deleted per transaction
+PAUSE_S = 0.02  # between chunks: the serving process's writers take their turn
+ACTOR = "system:retention"
+
+
+@dataclass(frozen=True)
+class RetentionPolicy:
+    """A region's limits (None: kept until the user is erased)."""
+
+    events_days: int | None = None
+
+    def events_cutoff_ms(self, now_ms: int) -> int | None:
+        """Events before this time are past the limit (None: no limit)."""
+        return None if self.events_days is None else now_ms - self.events_days * DAY_MS
+
+
+def parse_retention(region: str, policy: Mapping[str, Any]) -> RetentionPolicy:
+    raw = policy_table(region, policy, TABLE, KEYS)
+    where = f"[regions.{region}.policy.{TABLE}]"
+    days = raw.get("events_days")
+    if days is not None and (
+        isinstance(days, bool) or not isinstance(days, int) or not 1 <= days <= MAX_DAYS
+    ):
+        raise ConfigError(
+            f"{where} events_days must be a whole number of days from 1 to {MAX_DAYS}, "
+            f"got {days!r}",
+            region=region,
+            key="events_days",
+        )
+    return RetentionPolicy(events_days=days)
+
+
+def retention_policy(config: DeploymentConfig, region: str) -> RetentionPolicy:
+    return parse_retention(region, config.region(region).policy)
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+@dataclass(frozen=True)
+class Expired:
+    region: str
+    events: int
+    before_ms: int | None  # None: the region has no limit
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"region": self.region, "events": self.events, "before_ms": self.before_ms}
+
+
+def expire_events(
+    store: Store, policy: RetentionPolicy, at_ms: int | None = None, pause_s: float = PAUSE_S
+) -> Expired:
+    """Delete the region's events past its limit, oldest first, a chunk per
+    transaction; an audit entry says how many went (none when nothing did)."""
+    from fyp.audit.log import AuditLog
+
+    cutoff = policy.events_cutoff_ms(now_ms() if at_ms is None else at_ms)
+    if cutoff is None:
+        return Expired(store.region, 0, None)
+    total = 0
+    while True:
+        gone = store.expire_events_before(cutoff, CHUNK)
+        total += gone
+        if gone < CHUNK:
+            break
+        time.sleep(pause_s)
+    if total:
+        AuditLog(store).append(
+            ACTOR,
+            "retention.expire",
+            f"region:{store.region}",
+            {"events": total, "before_ms": cutoff, "events_days": policy.events_days},
+        )
+    return Expired(store.region, total, cutoff)
+
+
+def expire_region(d: Deployment, region: str, at_ms: int | None = None) -> Expired:
+    return expire_events(d.store(region), retention_policy(d.config, region), at_ms)
+
+
+@dataclass
+class RetentionReport:
+    region: str
+    events_days: int | None
+    deadline_ms: int | None = None  # data older than this must be gone by now
+    overdue_events: int = 0
+    problems: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "region": self.region,
+            "events_days": self.events_days,
+            "deadline_ms": self.deadline_ms,
+            "overdue_events": self.overdue_events,
+            "problems": self.problems,
+            "notes": self.notes,
+        }
+
+
+def check_retention(d: Deployment, region: str, at_ms: int | None = None) -> RetentionReport:
+    """Whether the region keeps to its limit: its store, its live model and its backups
+    hold nothing past the limit by more than ``[erasure] retrain_within_hours``."""
+    from fyp.models.artifacts import current_version, read_manifest
+    from fyp.sovereignty.backup import allowed_target_dirs, list_backups
+
+    policy = retention_policy(d.config, region)
+    report = RetentionReport(region, policy.events_days)
+    cutoff = policy.events_cutoff_ms(now_ms() if at_ms is None else at_ms)
+    if cutoff is None:
+        report.notes.append("no limit: events are kept until their user is erased")
+        return report
+    grace_h = d.config.erasure.retrain_within_hours
+    deadline = report.deadline_ms = cutoff - int(grace_h * 3_600_000)
+    store = d.store(region)
+    report.overdue_events = store.count_events_before(deadline)
+    if report.overdue_events:
+        report.problems.append(
+            f"{report.overdue_events:,} event(s) older than the {policy.events_days}-day limit "
+            f"by more than {grace_h:g} h are still stored (fyp retention apply deletes them)"
+        )
+    pending = store.count_events_before(cutoff) - report.overdue_events
+    if pending:
+        report.notes.append(
+            f"{pending:,} event(s) past the limit, due for deletion within {grace_h:g} h"
+        )
+    region_dir = d.config.region_dir(region)
+    version = current_version(region_dir)
+    if version is not None:
+        manifest = read_manifest(region_dir, version)
+        oldest = manifest.lineage.get("oldest_event_ms")
+        if manifest.snapshot.event_count and oldest is None:
+            report.problems.append(
+                f"live model {version} does not record its oldest event (trained before fyp "
+                "recorded it): retrain (fyp train) so its data can be checked"
+            )
+        elif oldest is not None and int(oldest) < deadline:
+            report.problems.append(
+                f"live model {version} learned from events past the limit by more than "
+                f"{grace_h:g} h: retrain (fyp train)"
+            )
+    found = list_backups(*[p for _, p in allowed_target_dirs(d.config, region)])
+    if not (found.backups or found.damaged):
+        return report  # none taken yet (and no backup key to read one with)
+    listing = found.of_region(d.config, region)
+    for damaged in listing.damaged:
+        report.notes.append(f"backup at {damaged.path} is damaged, its age unknown (fyp backups)")
+    for backup in listing.backups:
+        if backup.created_at_ms < deadline:
+            report.problems.append(
+                f"backup {backup.backup_id} at {backup.path} was taken before the limit's "
+                f"deadline, so it holds expired events (keep fewer: fyp backup --keep N)"
+            )
+    return report
