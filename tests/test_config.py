@@ -412,9 +412,11 @@ def test_the_settings_table_of_the_architecture_doc_is_every_setting() -> None:
         listed |= {(table, k) for k in re.findall(r"`([a-z_]+)`", more)}
     from fyp.regions.consent import KEYS as CONSENT_KEYS
     from fyp.sovereignty.move_policy import KEYS as MOVE_KEYS
+    from fyp.sovereignty.retention import KEYS as RETENTION_KEYS
 
     expected = {("deployment", "name")} | {("regions.NAME", k) for k in REGION_KEYS}
     expected |= {("regions.NAME.policy.moves", k) for k in MOVE_KEYS}
+    expected |= {("regions.NAME.policy.retention", k) for k in RETENTION_KEYS}
     expected |= {("regions.NAME.policy.consent", k) for k in CONSENT_KEYS}
     sections = (
         ("limits", Limits),
