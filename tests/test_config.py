@@ -215,7 +215,7 @@ def test_round_trip_with_custom_limits_and_policy(tmp_path: Path) -> None:
                 name="eu",
                 store="sqlite:////abs/eu.sqlite?synchronous=full",
                 backup_targets=("file://b1", "s3://bucket/eu"),
-                policy={"min_creator_age": 16, "moderation": {"blocklist": ["a", "b"]}},
+                policy={"min_creator_age": 16, "retention": {"events_days": 90}},
             ),
             "us": RegionConfig(name="us", store="sqlite:///us.sqlite"),
         },

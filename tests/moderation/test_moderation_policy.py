@@ -31,7 +31,7 @@ def test_values_are_read_and_deduplicated() -> None:
             "duplicate_threshold": 1,
             "maturity": {"mature": "restrict"},
             "auto_approve": False,
-            "retention": {"days": 30},  # another capability's sub-table is left alone
+            "retention": {"days": 30},  # another capability's sub-table: its own keys
         },
     )
     assert p.banned_terms == ("赌博", "casino")
@@ -46,6 +46,11 @@ def test_values_are_read_and_deduplicated() -> None:
         ({"banned_term": ["x"]}, "did you mean 'banned_terms'"),
         ({"blocklist": ["x"]}, "unknown moderation policy key 'blocklist'"),
         ({"maturty": {"mature": "reject"}}, "did you mean 'maturity'"),
+        # a misspelt capability sub-table would silently leave its settings off
+        ({"retension": {"events_days": 30}}, "did you mean 'retention'"),
+        ({"consents": {"model_training": False}}, "did you mean 'consent'"),
+        ({"privacy": {"x": 1}}, "unknown moderation policy key 'privacy'"),
+        ({"retention": 30}, "unknown moderation policy key 'retention'"),
         ({"banned_terms": "赌博"}, "must be a list of non-empty strings"),
         ({"banned_terms": [""]}, "must be a list of non-empty strings"),
         ({"min_creator_age": 13}, "between 16 and 120"),

@@ -101,6 +101,10 @@ class RegionPolicy:
 
 
 KNOWN_KEYS = tuple(f for f in RegionPolicy.__dataclass_fields__ if f != "region")
+CAPABILITY_TABLES = ("consent", "moves", "retention")
+"""Sub-tables of a region's policy that other capabilities own (``fyp.regions.consent``,
+``fyp.sovereignty.move_policy``, ``fyp.sovereignty.retention``): any other sub-table is
+a misspelling (``[regions.eu.policy.retension]`` would silently set no limit)."""
 
 
 def _where(region: str, key: str | None = None) -> str:
@@ -168,16 +172,15 @@ def _pinyin_lists(region: str, value: Any) -> tuple[str, ...]:
 
 def _check_keys(region: str, raw: dict[str, Any]) -> None:
     for key, value in raw.items():
-        if key in KNOWN_KEYS:
-            continue
-        close = difflib.get_close_matches(key, KNOWN_KEYS, n=1, cutoff=0.75)
-        if isinstance(value, dict) and not close:
-            continue  # another capability's namespaced settings
+        if key in KNOWN_KEYS or (key in CAPABILITY_TABLES and isinstance(value, dict)):
+            continue  # a capability's sub-table checks its own keys
+        known = KNOWN_KEYS + CAPABILITY_TABLES if isinstance(value, dict) else KNOWN_KEYS
+        close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
         hint = f"; did you mean {close[0]!r}?" if close else ""
         raise ConfigError(
             f"unknown moderation policy key {key!r} in {_where(region)}{hint} "
-            f"Known keys: {', '.join(KNOWN_KEYS)}. Settings of other capabilities belong "
-            f"in their own sub-table ([regions.{region}.policy.<capability>]).",
+            f"Known keys: {', '.join(KNOWN_KEYS)}; sub-tables of other capabilities: "
+            f"{', '.join(f'[regions.{region}.policy.{t}]' for t in CAPABILITY_TABLES)}.",
             region=region,
             key=key,
         )
