@@ -43,7 +43,7 @@ TABLE = "retention"
 KEYS = ("events_days",)
 MAX_DAYS = 100 * 366
 DAY_MS = 86_400_000
-CHUNK = 5_000  # events deleted per transaction
+CHUNK = 1_000  # events deleted per transaction: ~2.4 ms of write lock on SQLite
 PAUSE_S = 0.02  # between chunks: the serving process's writers take their turn
 ACTOR = "system:retention"
 
