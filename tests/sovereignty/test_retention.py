@@ -196,14 +196,17 @@ def test_an_event_already_past_the_limit_is_refused_at_ingestion(tmp_path: Path)
 
 
 def test_an_expiry_after_training_is_pending_then_a_problem_until_a_retrain(
-    tmp_path: Path,
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     root = build(tmp_path / "d")
     assert cli("train", str(root))[0] == 0
     grace_ms = 24 * 3_600_000  # [erasure] retrain_within_hours
+    monkeypatch.setattr("fyp.sovereignty.retention.CHUNK", 7)  # 80 events: 12 transactions
     with Deployment.open(root) as d:
         later = now_ms() + LIMIT_DAYS * DAY_MS  # every event of us is past the limit then
         assert expire_region(d, "us", at_ms=later).events == N_NEW
+        (_, entry) = AuditLog(d.store("us")).entries(action="retention.expire")  # one more
+        assert entry.details["events"] == N_NEW
         live = next(r for r in LineageVerifier(d).verify(["us"]) if r.current)
         # the model's events are gone: not recomputable, said why, and not a problem
         assert live.snapshot == "not_recomputable" and live.problems == []
