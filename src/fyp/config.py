@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import hashlib
 import math
 import re
 import tomllib
@@ -276,6 +277,26 @@ class FeedConfig:
         return cls(seen_window_days=days, **sizes)
 
 
+@dataclass(frozen=True)
+class ServingConfig:
+    """``[serving]``: how often each ``fyp serve`` process looks at ``fyp.toml`` for an
+    edit (its content's sha256; the deployment directory is shared, so one edit reaches
+    every host) and applies what can change while it serves
+    (:mod:`fyp.serving.reload`). 0 turns the watch off (SIGHUP still reloads)."""
+
+    config_check_seconds: float = 5.0
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> ServingConfig:
+        check_keys("serving", raw, ("config_check_seconds",))
+        every = raw.get("config_check_seconds", cls.config_check_seconds)
+        return cls(
+            config_check_seconds=number(
+                "serving", "config_check_seconds", every, 0, MAX_EVERY_MINUTES * 60, open_low=False
+            )
+        )
+
+
 REGION_KEYS = ("store", "backup_targets", "served_log", "policy")
 
 
@@ -307,6 +328,7 @@ class DeploymentConfig:
     training: TrainingConfig = TrainingConfig()
     moderation: ModerationConfig = ModerationConfig()
     feed: FeedConfig = FeedConfig()
+    serving: ServingConfig = ServingConfig()
     experiments: tuple[Experiment, ...] = ()  # at most one per region
 
     def experiment_in(self, region: str) -> Experiment | None:
@@ -351,6 +373,7 @@ class DeploymentConfig:
             "training": self.training.__dict__,
             "moderation": self.moderation.__dict__,
             "feed": self.feed.__dict__,
+            "serving": self.serving.__dict__,
             "regions": {r.name: r.to_dict() for r in self.regions.values()},
         }
         if self.experiments:
@@ -377,14 +400,29 @@ def new_config(root: Path, regions: list[str], name: str | None = None) -> Deplo
 
 
 def load_config(root: Path) -> DeploymentConfig:
+    return read_config(root)[0]
+
+
+def read_config(root: Path) -> tuple[DeploymentConfig, str]:
+    """The parsed ``fyp.toml`` and the sha256 of the bytes parsed: what a serving
+    process has in force, and how it tells an edit (:mod:`fyp.serving.reload`)."""
     path = root / CONFIG_FILE
     if not path.is_file():  # a path the caller gave: their mistake, not a broken deployment
         raise NotADeployment(
             f"{path} not found: is {root} a fyp deployment? create one with `fyp init {root}`",
             path=str(path),
         )
+    data = path.read_bytes()
+    return parse_config_bytes(root, data), hashlib.sha256(data).hexdigest()
+
+
+def parse_config_bytes(root: Path, data: bytes) -> DeploymentConfig:
+    """``fyp.toml``'s content parsed and checked whole (a ConfigError otherwise)."""
+    path = root / CONFIG_FILE
     try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+        raw = tomllib.loads(data.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text: {exc}", path=str(path)) from exc
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: invalid TOML: {exc}", path=str(path)) from exc
     return parse_config(root, raw)
@@ -519,6 +557,7 @@ def parse_config(root: Path, raw: dict[str, Any]) -> DeploymentConfig:
     training = raw.get("training", {})
     moderation = raw.get("moderation", {})
     feed = raw.get("feed", {})
+    serving = raw.get("serving", {})
     sections = {
         "deployment": deployment,
         "limits": limits,
@@ -527,6 +566,7 @@ def parse_config(root: Path, raw: dict[str, Any]) -> DeploymentConfig:
         "training": training,
         "moderation": moderation,
         "feed": feed,
+        "serving": serving,
     }
     unknown = set(raw) - {*sections, "regions", "experiments"}
     if unknown:  # a misspelt section would otherwise be ignored without a word
@@ -551,6 +591,7 @@ def parse_config(root: Path, raw: dict[str, Any]) -> DeploymentConfig:
         training=TrainingConfig.from_dict(training),
         moderation=ModerationConfig.from_dict(moderation),
         feed=FeedConfig.from_dict(feed),
+        serving=ServingConfig.from_dict(serving),
         experiments=parse_experiments(raw.get("experiments", {}), regions, ranked),
     )
 
