@@ -181,15 +181,11 @@ class ConfigReloader:
             self.results["applied"] += 1
 
         self._on_loop(swap)
+        audited = f"; recorded in the audit log of {', '.join(recorded)}" if recorded else ""
+        # each edit's own line: the log's repeat filter holds back lines of one text
         log.info(
-            "%s: applied %s (sha256 %s): %s%s",
-            self.name,
-            CONFIG_FILE,
-            sha256[:12],
-            ", ".join(changed) or "no setting changed",
-            f"; policy change recorded in the audit log of {', '.join(recorded)}"
-            if recorded
-            else "",
+            f"{self.name}: applied {CONFIG_FILE} (sha256 {sha256[:12]}): "
+            f"{', '.join(changed) or 'no setting changed'}{audited}"
         )
         for listener in self.listeners:
             try:
@@ -201,13 +197,8 @@ class ConfigReloader:
     def _refuse(self, result: str, sha256: str, why: str) -> str:
         self.results[result] += 1
         log.error(
-            "%s: %s changed (sha256 %s) but was not applied: %s; the config in force "
-            "(sha256 %s) stays",
-            self.name,
-            CONFIG_FILE,
-            sha256[:12],
-            why,
-            self.in_force[:12],
+            f"{self.name}: {CONFIG_FILE} changed (sha256 {sha256[:12]}) but was not applied "
+            f"({result}): {why}; the config in force (sha256 {self.in_force[:12]}) stays"
         )
         return result
 
