@@ -15,6 +15,7 @@ from fyp.config import (
     FeedConfig,
     Limits,
     ModerationConfig,
+    ServingConfig,
     RegionConfig,
     TrainingConfig,
     check_region_name,
@@ -422,6 +423,7 @@ def test_the_settings_table_of_the_architecture_doc_is_every_setting() -> None:
         ("erasure", ErasureConfig),
         ("training", TrainingConfig),
         ("moderation", ModerationConfig),
+        ("serving", ServingConfig),
     )
     for table, cls in sections:
         expected |= {(table, k) for k in cls.__dataclass_fields__}

@@ -78,7 +78,7 @@ def app(built: Path, tmp_path: Path) -> Iterator[App]:
 def test_the_live_keys_are_the_ones_the_architecture_doc_lists() -> None:
     doc = (ROOT / "docs" / "architecture.md").read_text("utf-8")
     section = doc.split("## Editing fyp.toml while serving", 1)[1].split("\n## ", 1)[0]
-    listed = re.search(r"Applied live: (.*?)\.", section, re.S)
+    listed = re.search(r"Applied live: (.*?)\.\s", section, re.S)
     assert listed is not None
     named = re.findall(r"`\[([a-zA-Z_.]+)\]`", listed.group(1))
     assert tuple(named) == LIVE_KEYS

@@ -7,7 +7,8 @@ Read once per process and profile version: the store's marker for the user
 ``updated_at_ms``, which every change of the profile moves (``Catalog.update_user``, a
 move), so a cached profile is used only while it is the one the store holds. A
 ``PATCH`` through any process or host is seen by the very next feed request anywhere;
-the cost is a dict lookup, and one row read per user and profile change.
+the cost is a dict lookup, and one row read per user and profile change (and per
+user after the region consent defaults change, applied live: ``fyp.serving.reload``).
 """
 
 from __future__ import annotations
