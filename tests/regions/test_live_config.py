@@ -217,3 +217,63 @@ def test_a_policy_change_is_audited_once_whichever_host_applies_it(app: App) -> 
         edit(root, lambda raw: raw["regions"]["us"]["policy"].pop("banned_terms"))
         assert app.reloader.check() == "applied" and second.check() == "applied"
         assert len(list(AuditLog(app.d.store("us")).entries(action=POLICY_CHANGED))) == 2
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def two_opens(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[list[Deployment]]:
+    """One deployment opened twice (two hosts), on SQLite or PostgreSQL."""
+    import uuid
+
+    from storage.postgres_server import SERVER, drop_schemas, schema_url
+
+    store, prefix = None, f"lc{uuid.uuid4().hex[:10]}"
+    if request.param == "postgres":
+        if not SERVER:
+            pytest.skip("FYP_TEST_POSTGRES_URL is not set")
+        store = schema_url(f"{prefix}_{{region}}")
+    Deployment.init(tmp_path / "d", ["us", "eu"], store=store).close()
+    opened = [Deployment.open(tmp_path / "d"), Deployment.open(tmp_path / "d")]
+    try:
+        yield opened
+    finally:
+        for d in opened:
+            d.close()
+        if store is not None:
+            drop_schemas(prefix)
+
+
+def test_hosts_recording_one_policy_change_at_once_write_one_entry(
+    two_opens: list[Deployment],
+) -> None:
+    import threading
+
+    from fyp.regions.live_config import record_policy_changes
+
+    old = two_opens[0].config
+    root = old.root
+    edit(
+        root,
+        lambda raw: (
+            raw["regions"]["eu"]
+            .setdefault("policy", {})
+            .update(consent={"model_training": False}, banned_terms=["x"])
+        ),
+    )
+    new = load_config(root)
+    start = threading.Barrier(len(two_opens) * 2)
+    wrote: list[list[str]] = []
+
+    def host(d: Deployment) -> None:
+        start.wait()
+        wrote.append(record_policy_changes(d, old, new, "sha"))
+
+    threads = [threading.Thread(target=host, args=(d,)) for d in two_opens * 2]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(wrote) == [[], [], [], ["eu"]]
+    (entry,) = AuditLog(two_opens[0].store("eu")).entries(action=POLICY_CHANGED)
+    assert entry.details["changed"] == ["banned_terms", "consent"]
+    assert entry.actor == "fyp-config-reload"
+    assert AuditLog(two_opens[1].store("eu")).verify().ok
