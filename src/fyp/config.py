@@ -75,6 +75,11 @@ def number(section: str, key: str, value: Any, low: float, high: float, *, open_
     return float(value)
 
 
+def seconds(section: str, key: str, raw: dict[str, Any], default: float) -> float:
+    """A schedule's interval in seconds (0: off), a month at most."""
+    return number(section, key, raw.get(key, default), 0, MAX_EVERY_MINUTES * 60, open_low=False)
+
+
 def region_list(text: str, option: str = "--regions") -> list[str]:
     """Region names as a user typed them (``us,eu``): a mistake there is theirs to fix
     (a client error, exit 2), not a broken deployment config."""
@@ -235,12 +240,7 @@ class ModerationConfig:
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> ModerationConfig:
         check_keys("moderation", raw, ("every_seconds",))
-        every = raw.get("every_seconds", cls.every_seconds)
-        return cls(
-            every_seconds=number(
-                "moderation", "every_seconds", every, 0, MAX_EVERY_MINUTES * 60, open_low=False
-            )
-        )
+        return cls(every_seconds=seconds("moderation", "every_seconds", raw, cls.every_seconds))
 
 
 @dataclass(frozen=True)
@@ -289,12 +289,8 @@ class ServingConfig:
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> ServingConfig:
         check_keys("serving", raw, ("config_check_seconds",))
-        every = raw.get("config_check_seconds", cls.config_check_seconds)
-        return cls(
-            config_check_seconds=number(
-                "serving", "config_check_seconds", every, 0, MAX_EVERY_MINUTES * 60, open_low=False
-            )
-        )
+        every = seconds("serving", "config_check_seconds", raw, cls.config_check_seconds)
+        return cls(config_check_seconds=every)
 
 
 REGION_KEYS = ("store", "backup_targets", "served_log", "policy")

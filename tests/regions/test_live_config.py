@@ -277,3 +277,35 @@ def test_hosts_recording_one_policy_change_at_once_write_one_entry(
     assert entry.details["changed"] == ["banned_terms", "consent"]
     assert entry.actor == "fyp-config-reload"
     assert AuditLog(two_opens[1].store("eu")).verify().ok
+
+
+def test_the_schedules_wake_for_what_a_reload_makes_due(built: Path) -> None:
+    from fyp.models.schedule import TrainingScheduler
+    from fyp.moderation.schedule import ModerationScheduler
+
+    old = load_config(built)
+    text = (built / CONFIG_FILE).read_text("utf-8")
+
+    def changed(change: Callable[[Raw], None]) -> tuple[bool, bool]:
+        raw = tomllib.loads(text)
+        change(raw)
+        from fyp.config import parse_config
+
+        new = parse_config(built, raw)
+        moderation, training = ModerationScheduler(old, lambda _: None), TrainingScheduler(old)
+        for schedule in (moderation, training):
+            schedule.config_changed(old, new)
+            assert schedule.config is new
+        return moderation._wake.is_set(), training._wake.is_set()
+
+    assert changed(lambda r: r["regions"]["us"]["policy"].update(banned_terms=["x"])) == (
+        True,
+        False,
+    )
+    assert changed(consent("eu", personalised_feed=False)) == (False, True)
+    assert changed(lambda r: r["regions"]["eu"]["policy"].update(moves={"allow_to": ["us"]})) == (
+        False,
+        False,
+    )
+    experiment = {"start": "2025-01-01", "variants": {"b": {"share": 0.5}}}
+    assert changed(lambda r: r.update(experiments={"e": experiment})) == (False, True)

@@ -147,6 +147,9 @@ class ConfigReloader:
             return self._refuse(
                 "invalid", sha256, f"it is invalid: {exc.message}; fix it and save again"
             )
+        except Exception as exc:  # a check that failed otherwise: refused all the same
+            log.exception("%s: reading %s failed", self.name, CONFIG_FILE)
+            return self._refuse("invalid", sha256, f"it could not be read: {exc!r}")
         restart = restart_keys(old, new)
         if restart:
             return self._refuse(
