@@ -309,3 +309,19 @@ def test_the_schedules_wake_for_what_a_reload_makes_due(built: Path) -> None:
     )
     experiment = {"start": "2025-01-01", "variants": {"b": {"share": 0.5}}}
     assert changed(lambda r: r.update(experiments={"e": experiment})) == (False, True)
+
+
+def test_a_region_allowing_moves_live_lets_the_next_move_through(app: App) -> None:
+    url = "/v1/users/u1/move"  # eu, whose policy allows no move
+    r = app.client.post(url, json={"to": "us"})
+    assert r.status_code == 403 and r.json()["error"]["code"] == "move_not_allowed"
+    edit(
+        app.d.config.root,
+        lambda raw: (
+            raw["regions"]["eu"].setdefault("policy", {}).update(moves={"allow_to": ["us"]})
+        ),
+    )
+    assert app.reloader.check() == "applied"
+    r = app.client.post(url, json={"to": "us"})
+    assert r.status_code == 200, r.text
+    assert r.json()["receipt"]["to"] == "us"
