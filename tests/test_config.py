@@ -16,6 +16,7 @@ from fyp.config import (
     Limits,
     ModerationConfig,
     RegionConfig,
+    ServingConfig,
     TrainingConfig,
     check_region_name,
     load_config,
@@ -424,6 +425,7 @@ def test_the_settings_table_of_the_architecture_doc_is_every_setting() -> None:
         ("erasure", ErasureConfig),
         ("training", TrainingConfig),
         ("moderation", ModerationConfig),
+        ("serving", ServingConfig),
     )
     for table, cls in sections:
         expected |= {(table, k) for k in cls.__dataclass_fields__}

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import hashlib
 import math
 import re
 import tomllib
@@ -84,6 +85,11 @@ def number(section: str, key: str, value: Any, low: float, high: float, *, open_
             key=key,
         )
     return float(value)
+
+
+def seconds(section: str, key: str, raw: dict[str, Any], default: float) -> float:
+    """A schedule's interval in seconds (0: off), a month at most."""
+    return number(section, key, raw.get(key, default), 0, MAX_EVERY_MINUTES * 60, open_low=False)
 
 
 def region_list(text: str, option: str = "--regions") -> list[str]:
@@ -246,12 +252,7 @@ class ModerationConfig:
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> ModerationConfig:
         check_keys("moderation", raw, ("every_seconds",))
-        every = raw.get("every_seconds", cls.every_seconds)
-        return cls(
-            every_seconds=number(
-                "moderation", "every_seconds", every, 0, MAX_EVERY_MINUTES * 60, open_low=False
-            )
-        )
+        return cls(every_seconds=seconds("moderation", "every_seconds", raw, cls.every_seconds))
 
 
 @dataclass(frozen=True)
@@ -288,6 +289,22 @@ class FeedConfig:
         return cls(seen_window_days=days, **sizes)
 
 
+@dataclass(frozen=True)
+class ServingConfig:
+    """``[serving]``: how often each ``fyp serve`` process looks at ``fyp.toml`` for an
+    edit (its content's sha256; the deployment directory is shared, so one edit reaches
+    every host) and applies what can change while it serves
+    (:mod:`fyp.serving.reload`). 0 turns the watch off (SIGHUP still reloads)."""
+
+    config_check_seconds: float = 5.0
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> ServingConfig:
+        check_keys("serving", raw, ("config_check_seconds",))
+        every = seconds("serving", "config_check_seconds", raw, cls.config_check_seconds)
+        return cls(config_check_seconds=every)
+
+
 REGION_KEYS = ("store", "backup_targets", "served_log", "policy")
 
 
@@ -319,6 +336,7 @@ class DeploymentConfig:
     training: TrainingConfig = TrainingConfig()
     moderation: ModerationConfig = ModerationConfig()
     feed: FeedConfig = FeedConfig()
+    serving: ServingConfig = ServingConfig()
     experiments: tuple[Experiment, ...] = ()  # at most one per region
 
     def experiment_in(self, region: str) -> Experiment | None:
@@ -363,6 +381,7 @@ class DeploymentConfig:
             "training": self.training.__dict__,
             "moderation": self.moderation.__dict__,
             "feed": self.feed.__dict__,
+            "serving": self.serving.__dict__,
             "regions": {r.name: r.to_dict() for r in self.regions.values()},
         }
         if self.experiments:
@@ -389,14 +408,29 @@ def new_config(root: Path, regions: list[str], name: str | None = None) -> Deplo
 
 
 def load_config(root: Path) -> DeploymentConfig:
+    return read_config(root)[0]
+
+
+def read_config(root: Path) -> tuple[DeploymentConfig, str]:
+    """The parsed ``fyp.toml`` and the sha256 of the bytes parsed: what a serving
+    process has in force, and how it tells an edit (:mod:`fyp.serving.reload`)."""
     path = root / CONFIG_FILE
     if not path.is_file():  # a path the caller gave: their mistake, not a broken deployment
         raise NotADeployment(
             f"{path} not found: is {root} a fyp deployment? create one with `fyp init {root}`",
             path=str(path),
         )
+    data = path.read_bytes()
+    return parse_config_bytes(root, data), hashlib.sha256(data).hexdigest()
+
+
+def parse_config_bytes(root: Path, data: bytes) -> DeploymentConfig:
+    """``fyp.toml``'s content parsed and checked whole (a ConfigError otherwise)."""
+    path = root / CONFIG_FILE
     try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+        raw = tomllib.loads(data.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text: {exc}", path=str(path)) from exc
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: invalid TOML: {exc}", path=str(path)) from exc
     return parse_config(root, raw)
@@ -533,6 +567,7 @@ def parse_config(root: Path, raw: dict[str, Any]) -> DeploymentConfig:
     training = raw.get("training", {})
     moderation = raw.get("moderation", {})
     feed = raw.get("feed", {})
+    serving = raw.get("serving", {})
     sections = {
         "deployment": deployment,
         "limits": limits,
@@ -541,6 +576,7 @@ def parse_config(root: Path, raw: dict[str, Any]) -> DeploymentConfig:
         "training": training,
         "moderation": moderation,
         "feed": feed,
+        "serving": serving,
     }
     unknown = set(raw) - {*sections, "regions", "experiments"}
     if unknown:  # a misspelt section would otherwise be ignored without a word
@@ -565,6 +601,7 @@ def parse_config(root: Path, raw: dict[str, Any]) -> DeploymentConfig:
         training=TrainingConfig.from_dict(training),
         moderation=ModerationConfig.from_dict(moderation),
         feed=FeedConfig.from_dict(feed),
+        serving=ServingConfig.from_dict(serving),
         experiments=parse_experiments(raw.get("experiments", {}), regions, ranked),
     )
 

@@ -3,14 +3,19 @@ answer, their log kept in a file (a pipe nobody reads fills up and stalls the se
 
 from __future__ import annotations
 
+import os
 import signal
 import socket
 import subprocess
 import sys
 import time
+import tomllib
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import httpx
+import tomli_w
 
 START_TIMEOUT_S = 60.0
 # ``python -c`` running ``fyp`` with the wall clock moved by argv[1] seconds (a host whose
@@ -106,3 +111,14 @@ def start_all(servers: list[Server]) -> list[Server]:
         for server in servers:
             server.kill()
         raise
+
+
+def edit_config(root: Path, change: Callable[[dict[str, Any]], None]) -> None:
+    """Change a deployment's fyp.toml as an editor saves it: a new file renamed over the
+    old one (a serving process watching it never reads half of it)."""
+    path = root / "fyp.toml"
+    raw = tomllib.loads(path.read_text("utf-8"))
+    change(raw)
+    tmp = path.with_name("fyp.toml.tmp")
+    tmp.write_text(tomli_w.dumps(raw), "utf-8")
+    os.replace(tmp, path)

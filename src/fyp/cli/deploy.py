@@ -6,6 +6,7 @@ import asyncio
 import gc
 import logging
 import os
+import signal
 import socket
 from functools import partial
 from pathlib import Path
@@ -177,7 +178,6 @@ def serve_directory(
     from fyp.serving import logs
 
     logs.configure(log_level)
-    from fyp.config import load_config
     from fyp.models.schedule import TrainingScheduler
     from fyp.moderation.schedule import ModerationScheduler
     from fyp.serving.app import create_app
@@ -203,14 +203,16 @@ def serve_directory(
     except BaseException:
         sock.close()
         raise
-    config = load_config(directory)
+    config = app.state.fyp.deployment.config  # the one the app has in force
     # child processes: erasure deadlines, what changed, what no check has judged yet
     schedules: list[ChildScheduler] = []
     if run_schedules:
         schedules = [
             ErasureScheduler(config, partial(withdrawal_deadline, app.state.fyp.deployment)),
             TrainingScheduler(config),
-            ModerationScheduler(config, app.state.fyp.moderator.run_reason),
+            ModerationScheduler(
+                config, app.state.fyp.moderator.run_reason, app.state.fyp.moderator.policy_digest
+            ),
         ]
     else:
         logging.getLogger("fyp.background").info(
@@ -238,6 +240,9 @@ def serve_directory(
     )
     for schedule in schedules:
         schedule.start()
+    reloader = app.state.fyp.reloader
+    if reloader is not None and hasattr(signal, "SIGHUP"):  # re-read fyp.toml at once
+        signal.signal(signal.SIGHUP, lambda _sig, _frame: reloader.wake())
     try:
         server.run(sockets=[sock])
     finally:

@@ -10,6 +10,7 @@ import typer
 from rich.table import Table
 
 from fyp.cli.app import console
+from fyp.errors import ConfigError
 
 DirArg = typer.Argument(..., help="Deployment directory (holds fyp.toml).")
 EXIT_PROBLEM = 1
@@ -36,6 +37,12 @@ def register(app: typer.Typer) -> None:
             False, "--recheck-creators", help="Also re-check creator ages of judged videos."
         ),
         as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
+        policy_digest: str | None = typer.Option(
+            None,
+            "--policy-digest",
+            help="Judge only if each region's moderation policy has this digest (what "
+            "the serving process starting the run has in force); else judge nothing, exit 3.",
+        ),
     ) -> None:
         """Run the automated moderation checks over each region's pending videos.
 
@@ -49,6 +56,16 @@ def register(app: typer.Typer) -> None:
             regions = [region] if region else d.regions
             for r in regions:
                 d.store(r)
+                if policy_digest is not None and moderator.policy_digest(r) != policy_digest:
+                    raise ConfigError(
+                        f"the moderation policy of region {r!r} in fyp.toml (digest "
+                        f"{moderator.policy_digest(r)}) is not the one expected "
+                        f"({policy_digest}): the server starting this run has not applied "
+                        "that edit of fyp.toml (it does within [serving] "
+                        "config_check_seconds, or its log says why it refused it); "
+                        "nothing was judged",
+                        region=r,
+                    )
             summaries = []
             for r in regions:
                 summary = moderator.run(r, limit).to_dict()

@@ -90,6 +90,11 @@ class AheadCache:
         self.keep(user_id, model, ranked)  # the same object next time: in step with it
         return ranked
 
+    def clear(self) -> None:
+        """Forget every user's order (what ranked them changed)."""
+        with self._lock:
+            self._slots.clear()
+
     def keep(self, user_id: str, model: RegionModel, order: RankedAhead) -> None:
         """Make ``order`` the user's latest. Nothing of an order was served at the counter
         it was ranked at, so what is served from it is tracked from there on without

@@ -7,7 +7,8 @@ Read once per process and profile version: the store's marker for the user
 ``updated_at_ms``, which every change of the profile moves (``Catalog.update_user``, a
 move), so a cached profile is used only while it is the one the store holds. A
 ``PATCH`` through any process or host is seen by the very next feed request anywhere;
-the cost is a dict lookup, and one row read per user and profile change.
+the cost is a dict lookup, and one row read per user and profile change (and per
+user after the region consent defaults change, applied live: ``fyp.serving.reload``).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from __future__ import annotations
 import json
 import threading
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -51,8 +53,25 @@ class ProfileCache:
         self.config = config
         self.max_users = max_users
         self._policies: dict[str, ConsentPolicy] = {}
-        self._entries: OrderedDict[str, tuple[str, Profile]] = OrderedDict()
+        # bumped when the consent defaults change (a live edit of fyp.toml): a profile
+        # kept from before is read again, as its effective consent may be another
+        self._generation = 0
+        self._entries: OrderedDict[str, tuple[str, int, Profile]] = OrderedDict()
         self._lock = threading.Lock()
+
+    def prepare(self, config: DeploymentConfig) -> Callable[[], None]:
+        """What swaps in ``config``'s consent defaults (:mod:`fyp.serving.reload`);
+        the kept profiles are read again only if some region's defaults changed."""
+        policies = {r: consent_policy(config, r) for r in config.region_names}
+        changed = any(consent_policy(self.config, r) != p for r, p in policies.items())
+
+        def swap() -> None:
+            self.config = config
+            self._policies = policies
+            if changed:
+                self._generation += 1  # after the policies: a reader of the new one is new
+
+        return swap
 
     def get(
         self, user_id: str, region: str, store: Store, marker: tuple[int, ...] | None
@@ -60,12 +79,18 @@ class ProfileCache:
         """The user's profile as ``store`` (their home region's) holds it now; ``marker``
         is what ``user_version`` just said (None: read afresh). A user the store no
         longer holds is not personalised (fail closed) and nothing is kept."""
+        generation = self._generation  # before the policy is read (see prepare)
         if marker is not None:
             with self._lock:
                 hit = self._entries.get(user_id)
-                if hit is not None and hit[0] == region and hit[1].version == marker[0]:
+                if (
+                    hit is not None
+                    and hit[0] == region
+                    and hit[2].version == marker[0]
+                    and hit[1] == generation
+                ):
                     self._entries.move_to_end(user_id)
-                    return hit[1]
+                    return hit[2]
         row = profile_row(store, user_id)
         if row is None:
             return Profile(-1, None, False, None)
@@ -73,7 +98,7 @@ class ProfileCache:
         profile = self._profile(region, birth_year, language, json.loads(consents), version)
         if marker is not None and self.max_users > 0:
             with self._lock:
-                self._entries[user_id] = (region, profile)
+                self._entries[user_id] = (region, generation, profile)
                 self._entries.move_to_end(user_id)
                 while len(self._entries) > self.max_users:
                     self._entries.popitem(last=False)

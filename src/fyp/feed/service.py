@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
 
-from fyp.config import RankingConfig
+from fyp.config import DeploymentConfig, RankingConfig
 from fyp.errors import InvalidRequest, ModelError, ValidationFailed
 from fyp.experiments.arms import RANKED_FOR, Arm, build_arms, orders_fit
 from fyp.experiments.exposures import ExposureLog
@@ -129,13 +129,29 @@ class FeedService:
         # [experiments]: a pipeline per variant, sharing the proposal cache, and who was
         # served under one (fyp.experiments.exposures); None without
         self._arms = build_arms(deployment.config, self.pipeline, scorer_for)
-        self._exposures = None if self._arms is None else ExposureLog(deployment)
+        self._exposures = ExposureLog(deployment)  # used only while an experiment runs
         # what is kept of a user, each dropped with them (an erasure; _forget)
         self._drops: list[Callable[[str], None]] = [self._states.drop, self._ahead.drop]
-        self._drops += [self.pipeline.forget, self._profiles.drop]
-        if self._exposures is not None:
-            self._drops.append(self._exposures.forget)
+        self._drops += [self.pipeline.forget, self._profiles.drop, self._exposures.forget]
         _drop_on_erasure(self._drops)
+
+    def prepare(self, config: DeploymentConfig) -> Callable[[], None]:
+        """What swaps in the live parts of ``config`` (:mod:`fyp.serving.reload`): the
+        experiments' arms and the regions' consent defaults. The orders this process
+        ranked are dropped when the experiments change (one may have been ranked for an
+        arm the user is no longer in); the artifact's are checked per user anyway
+        (``orders_fit``, and ``personalised`` against the effective consent)."""
+        arms = build_arms(config, self.pipeline, scorer_for)
+        profiles = self._profiles.prepare(config)
+        experiments_changed = config.experiments != self.deployment.config.experiments
+
+        def swap() -> None:
+            self._arms = arms
+            profiles()
+            if experiments_changed:
+                self._ahead.clear()
+
+        return swap
 
     def model(self, region: str) -> RegionModel:
         now = time.monotonic()
@@ -408,7 +424,7 @@ class FeedService:
         want = n + max(2, n // 4)  # the final checks' batch: the page and its spares
         page, rows = self._final_page(model, store, viewer, order, rows, n, want, removed)
         if record and page:
-            if arm is not None and self._exposures is not None:  # first: a dict lookup
+            if arm is not None:  # first: a dict lookup
                 self._exposures.expose(region, arm.experiment, arm.variant, user_id, started_ms)
             self._record(user_id, served_log, marker, order if use_orders else None, page, rows)
         return FeedPage(

@@ -35,7 +35,7 @@ from fyp.models.ahead import RANKED_PERSONALISED
 from fyp.models.artifacts import artifact_problem, current_version, read_manifest
 from fyp.models.training import catalogue_mark
 from fyp.regions.background import ChildScheduler, schedule_lock
-from fyp.regions.consent import PERSONALISED_FEED, ConsentPolicy
+from fyp.regions.consent import PERSONALISED_FEED, ConsentPolicy, consent_policy
 from fyp.storage import Store
 
 
@@ -108,10 +108,20 @@ class TrainingScheduler(ChildScheduler):
     (one region at a time: the other CPUs keep serving)."""
 
     name = "fyp-training"
+    config: DeploymentConfig
 
     def __init__(self, config: DeploymentConfig) -> None:
         super().__init__(config.training.every_minutes * 60.0)
         self.config = config
+
+    def config_changed(self, old: DeploymentConfig, new: DeploymentConfig) -> None:
+        """A changed experiment or consent default makes the live models' orders (and,
+        for ``model_training``, what they may have learned from) out of date: train
+        what changed now rather than at the end of the interval."""
+        super().config_changed(old, new)
+        consents = any(consent_policy(old, r) != consent_policy(new, r) for r in new.region_names)
+        if consents or old.experiments != new.experiments:
+            self.wake()
 
     def tick(self) -> bool:
         root = self.config.root

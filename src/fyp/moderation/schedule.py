@@ -18,6 +18,7 @@ import logging
 from collections.abc import Callable
 
 from fyp.config import DeploymentConfig
+from fyp.moderation.policy import parse_policy
 from fyp.regions.background import ChildScheduler, schedule_lock
 
 log = logging.getLogger("fyp.moderation")
@@ -28,11 +29,32 @@ class ModerationScheduler(ChildScheduler):
     says why a region needs a run, or None (``Moderator.run_reason``)."""
 
     name = "fyp-moderation"
+    config: DeploymentConfig
 
-    def __init__(self, config: DeploymentConfig, reason: Callable[[str], str | None]) -> None:
+    def __init__(
+        self,
+        config: DeploymentConfig,
+        reason: Callable[[str], str | None],
+        policy: Callable[[str], str] | None = None,
+    ) -> None:
+        """``policy(region)``: the digest of the moderation policy this process has in
+        force (``Moderator.policy_digest``): the child judges only under that one, so
+        an edit of ``fyp.toml`` this process refused is not applied by its child."""
         super().__init__(config.moderation.every_seconds)
         self.config = config
         self.reason = reason
+        self.policy = policy
+
+    def config_changed(self, old: DeploymentConfig, new: DeploymentConfig) -> None:
+        """A changed moderation policy makes its region's verdicts stale: re-judge them
+        now rather than at the end of the interval."""
+        super().config_changed(old, new)
+        if any(
+            parse_policy(r, old.region(r).policy).digest()
+            != parse_policy(r, new.region(r).policy).digest()
+            for r in new.region_names
+        ):
+            self.wake()
 
     def due(self) -> list[str]:
         """The regions that need a run. A region whose store cannot be read now is left
@@ -61,6 +83,7 @@ class ModerationScheduler(ChildScheduler):
                 str(cfg.root),
                 "--region",
                 region,
+                *(() if self.policy is None else ("--policy-digest", self.policy(region))),
                 lock=schedule_lock(cfg.region_dir(region), "moderation"),
             )
             for region in self.due()

@@ -28,7 +28,7 @@ import functools
 import time
 import weakref
 from collections import Counter
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -55,6 +55,7 @@ from fyp.moderation.snapshot import NOT_LIVE, ItemCatalogue, snapshot_for
 from fyp.moderation.store import ModerationStore
 
 if TYPE_CHECKING:
+    from fyp.config import DeploymentConfig
     from fyp.regions.deployment import Deployment
 
 CONTENT_FIELDS = frozenset({"caption", "hashtags", "categories", "attributes"})
@@ -213,11 +214,26 @@ class Moderator:
     def __init__(self, deployment: Deployment, classifier: Classifier | None = None) -> None:
         self.deployment = deployment
         self.classifier = classifier or LexiconClassifier()
-        self.engines = {
-            r: PolicyEngine(parse_policy(r, deployment.config.region(r).policy), self.classifier)
-            for r in deployment.regions
-        }
+        self.engines = self._engines(deployment.config)
         self.claim_lease_ms = 30 * 60 * 1000
+
+    def _engines(self, config: DeploymentConfig) -> dict[str, PolicyEngine]:
+        return {
+            r: PolicyEngine(parse_policy(r, config.region(r).policy), self.classifier)
+            for r in config.region_names
+        }
+
+    def prepare(self, config: DeploymentConfig) -> Callable[[], None]:
+        """The engines of ``config``'s policies, swapped in by the returned call (a
+        serving process applying an edit of ``fyp.toml``: :mod:`fyp.serving.reload`).
+        A changed policy then makes its region's verdicts stale (:meth:`policy_stale`)
+        until a run re-judges them."""
+        engines = self._engines(config)
+
+        def swap() -> None:
+            self.engines = engines
+
+        return swap
 
     def cell(self, region: str) -> Cell:
         return cell(self.deployment.store(region))
@@ -320,6 +336,10 @@ class Moderator:
             summary.policy_rechecked = len(todo) - len(waiting)
         summary.seconds = time.perf_counter() - started
         return summary
+
+    def policy_digest(self, region: str) -> str:
+        """The digest of the region's moderation policy in force here."""
+        return str(self.engines[region].versions["policy"])
 
     def policy_stale(self, region: str) -> bool:
         """Whether some verdict of the region may have been made under another policy than

@@ -37,8 +37,12 @@ import sys
 import threading
 from abc import ABC, abstractmethod
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from fyp.filelock import try_open_locked, unlock
+
+if TYPE_CHECKING:
+    from fyp.config import DeploymentConfig
 
 log = logging.getLogger("fyp.background")
 STOP_GRACE_S = 5.0  # a child asked to stop (SIGTERM) is killed (SIGKILL) after this
@@ -58,6 +62,8 @@ class ChildScheduler(ABC):
     name = "fyp-background"
     program: tuple[str, ...] = (sys.executable, "-m", "fyp")
     """What a child runs, before its arguments."""
+    config: DeploymentConfig | None = None
+    """The deployment's config its rounds read, if any."""
 
     def __init__(self, interval_s: float) -> None:
         self.interval_s = interval_s
@@ -65,6 +71,7 @@ class ChildScheduler(ABC):
         self.failures = 0  # of which exited non-zero or could not start
         self.skipped = 0  # ticks that found another run holding the lock: no child
         self._stop = threading.Event()
+        self._wake = threading.Event()  # a round now, not at the end of the interval
         self._thread: threading.Thread | None = None
         self._child: subprocess.Popen[str] | None = None
         self._child_lock = threading.Lock()  # no child starts once stop() has looked
@@ -72,6 +79,17 @@ class ChildScheduler(ABC):
     @abstractmethod
     def tick(self) -> bool:
         """Do one round of the schedule; True if a child ran and succeeded."""
+
+    def wake(self) -> None:
+        """Run the next round now (a running one finishes first; nothing if off)."""
+        self._wake.set()
+
+    def config_changed(self, old: DeploymentConfig, new: DeploymentConfig) -> None:
+        """``fyp.toml`` was reloaded while serving (``fyp.serving.reload``): its rounds
+        read ``new`` from now on; a schedule whose work the change makes due wakes too
+        (by default none does)."""
+        if self.config is not None:
+            self.config = new
 
     def run_child(self, *args: str, lock: Path) -> bool:
         """Run ``python -m fyp ARGS`` to completion at a lower priority, holding
@@ -140,6 +158,7 @@ class ChildScheduler(ABC):
         schedule's thread has let go of its lock (``run_child`` unlocks after the child)."""
         with self._child_lock:
             self._stop.set()
+            self._wake.set()
             child = self._child
         if child is not None and child.poll() is None:
             _signal_group(child, signal.SIGTERM)
@@ -154,7 +173,11 @@ class ChildScheduler(ABC):
             thread.join(grace_s)
 
     def _loop(self) -> None:
-        while not self._stop.wait(self.interval_s):
+        while True:
+            self._wake.wait(self.interval_s)
+            if self._stop.is_set():
+                return
+            self._wake.clear()
             try:
                 self.tick()
             except (OSError, ValueError):

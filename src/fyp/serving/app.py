@@ -6,9 +6,12 @@ process serialises store access on its event loop, which keeps latency predictab
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +23,7 @@ from fyp.access.guard import install as install_access_control
 from fyp.access.guard import key_regions, route_path
 from fyp.access.routes import RouteIndex
 from fyp.catalog.service import Catalog
+from fyp.config import CONFIG_FILE, DeploymentConfig, read_config
 from fyp.errors import PayloadTooLarge
 from fyp.events.ingest import Ingestor
 from fyp.feed.service import FeedService
@@ -30,6 +34,7 @@ from fyp.serving.errors import error_response, install_error_handlers
 from fyp.serving.fastpath import HotRoutes
 from fyp.serving.metrics import ServerMetrics
 from fyp.serving.openapi import answers, install_openapi
+from fyp.serving.reload import ConfigReloader
 from fyp.serving.responses import Health, Regions
 from fyp.serving.routers import events, feed, moderation, ops, users, videos
 
@@ -140,11 +145,28 @@ def _capped(receive: Receive, limit: int) -> Receive:
     return capped
 
 
+def config_sha256(root: Path) -> str:
+    """The sha256 of ``fyp.toml`` as it is now ("" if it cannot be read)."""
+    try:
+        return hashlib.sha256((root / CONFIG_FILE).read_bytes()).hexdigest()
+    except OSError:
+        return ""
+
+
+def _tell_schedules(s: AppState, old: DeploymentConfig, new: DeploymentConfig) -> None:
+    """The schedules of a reloaded config: each wakes if what it runs for changed."""
+    for schedule in s.schedules:
+        schedule.config_changed(old, new)
+
+
 def create_app(deployment: Deployment | str | Path) -> FastAPI:
     """An app serving ``deployment``; given a path, the app opens it and closes it on shutdown."""
     owned = not isinstance(deployment, Deployment)
     if not isinstance(deployment, Deployment):
-        deployment = Deployment.open(deployment)
+        config, sha256 = read_config(Path(deployment))
+        deployment = Deployment(config)
+    else:
+        sha256 = config_sha256(deployment.config.root)
     window_ms = deployment.config.feed.seen_window_ms
     for store in deployment.stores.values():
         store.start_background_maintenance(served_window_ms=window_ms)
@@ -152,7 +174,11 @@ def create_app(deployment: Deployment | str | Path) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        yield
+        reloader.start(asyncio.get_running_loop())  # fyp.toml edits apply while serving
+        try:
+            yield
+        finally:
+            reloader.stop()
         if owned:
             opened.close()
 
@@ -176,6 +202,9 @@ def create_app(deployment: Deployment | str | Path) -> FastAPI:
         reviews=Reviews(moderator),
     )
     app.state.fyp.feed.warm()  # models and catalogue snapshots in memory before any request
+    reloader = ConfigReloader(deployment, [moderator, app.state.fyp.feed], sha256)
+    reloader.listeners.append(partial(_tell_schedules, app.state.fyp))
+    app.state.fyp.reloader = reloader
     install_error_handlers(app)
     install_openapi(app)
     # hot routes first: the router tries routes in order, and every event and feed

@@ -14,6 +14,7 @@ from fyp.moderation.service import Moderator
 from fyp.regions.background import ChildScheduler
 from fyp.regions.deployment import Deployment
 from fyp.serving.metrics import ServerMetrics
+from fyp.serving.reload import ConfigReloader
 
 
 @dataclass
@@ -27,6 +28,8 @@ class AppState:
     metrics: ServerMetrics = field(default_factory=ServerMetrics)
     schedules: list[ChildScheduler] = field(default_factory=list)
     """The background children ``fyp serve`` started (their counts go to /metrics)."""
+    reloader: ConfigReloader | None = None
+    """Applies edits of ``fyp.toml`` while serving (``fyp.serving.reload``)."""
 
 
 def state(request: Request) -> AppState:

@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from fyp.feed.page import FeedItem
     from fyp.regions.background import ChildScheduler
     from fyp.serving.dependencies import AppState
+    from fyp.serving.reload import ConfigReloader
 
 log = logging.getLogger("fyp.serving")
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -105,6 +106,8 @@ class _View(Collector):
         if app is not None:
             yield from _regions(app, [r for r in app.deployment.regions if self.visible(r)])
             yield from _schedules(app.schedules)
+            if app.reloader is not None:
+                yield from _config(app.reloader)
 
     def _process(self) -> Iterator[Metric]:
         m = self.metrics
@@ -207,6 +210,29 @@ def _schedules(schedules: Sequence[ChildScheduler]) -> Iterator[Metric]:
         failures.add_metric([s.name], s.failures)
         skipped.add_metric([s.name], s.skipped)
     yield from (runs, failures, skipped)
+
+
+def _config(reloader: ConfigReloader) -> Iterator[Metric]:
+    """What ``fyp.toml`` content is in force (hosts that agree show one sha256) and how
+    its edits went (``fyp.serving.reload``)."""
+    reloads = CounterMetricFamily(
+        "fyp_config_reloads",
+        "Edits of fyp.toml this process looked at, by result (applied; invalid or "
+        "needs_restart: refused whole, the config in force stays; failed: tried again)",
+        labels=["result"],
+    )
+    for result, n in sorted(reloader.results.items()):
+        reloads.add_metric([result], n)
+    info = GaugeMetricFamily(
+        "fyp_config_info", "The sha256 of the fyp.toml content in force", labels=["sha256"]
+    )
+    info.add_metric([reloader.in_force], 1)
+    applied = GaugeMetricFamily(
+        "fyp_config_applied_timestamp_seconds",
+        "When the config in force was applied (the process's start, or a reload)",
+        reloader.applied_at,
+    )
+    yield from (reloads, info, applied)
 
 
 def _timestamp(iso: str) -> float | None:

@@ -29,6 +29,7 @@ class ErasureScheduler(ChildScheduler):
     """Background check-and-retrain loop of one serving process."""
 
     name = "fyp-erasure"
+    config: DeploymentConfig
 
     def __init__(
         self,

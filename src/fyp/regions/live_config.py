@@ -1,0 +1,132 @@
+"""Which edits of ``fyp.toml`` a serving process applies while it serves, and which wait
+for a restart.
+
+Applied live (:data:`LIVE_KEYS`): each region's ``[regions.R.policy]`` with all its
+sub-tables (the moderation rules, ``consent`` defaults, ``moves``), and
+``[experiments]``. Everything else is read once, when the process starts, into objects
+built from it (the stores and served logs of the declared regions, in their order; the
+feed's caches, scorer and seen window; the input limits; the schedules' intervals; this
+watch's own interval): an edit that changes any of it is refused whole
+(:func:`restart_keys` names what), and the process keeps serving what it had.
+
+A region's policy in force is on record in its audit log: each change a serving
+process applies appends one ``policy.change`` entry (subject ``policy:<region>``)
+whose ``sha256`` is the policy table's digest, written only if the region's latest
+such entry names another digest (:func:`record_policy_changes`, in one store
+transaction, whose writer lock makes several hosts applying one edit write it once).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from typing import TYPE_CHECKING, Any
+
+from fyp.audit.log import AuditLog, canonical_json, now_ms, sql_store
+from fyp.config import DeploymentConfig
+
+if TYPE_CHECKING:
+    from fyp.regions.deployment import Deployment
+
+LIVE_KEYS = ("regions.NAME.policy", "experiments")
+"""What a serving process applies without a restart (docs/architecture.md, "Editing
+fyp.toml while serving" lists the same: tests/regions/test_live_config.py checks)."""
+POLICY_CHANGED = "policy.change"
+ACTOR = "fyp-config-reload"
+_SECTIONS = ("limits", "ranking", "erasure", "training", "moderation", "feed", "serving")
+
+
+def plain(policy: dict[str, Any]) -> dict[str, Any]:
+    """A policy table as JSON holds it (a TOML date in another capability's sub-table
+    becomes its ISO text)."""
+    loaded: dict[str, Any] = json.loads(json.dumps(policy, default=str))
+    return loaded
+
+
+def policy_digest(policy: dict[str, Any]) -> str:
+    """The digest of a region's whole policy table (every sub-table included)."""
+    return hashlib.sha256(canonical_json(plain(policy)).encode("utf-8")).hexdigest()[:16]
+
+
+def restart_keys(old: DeploymentConfig, new: DeploymentConfig) -> list[str]:
+    """The settings ``new`` changes that a serving process cannot apply live, as
+    ``[table] key`` (empty: everything it changes applies live)."""
+    out: list[str] = []
+    if old.name != new.name:
+        out.append("[deployment] name")
+    if list(old.regions) != list(new.regions):
+        added = [r for r in new.regions if r not in old.regions]
+        gone = [r for r in old.regions if r not in new.regions]
+        what = [f"added {', '.join(added)}"] if added else []
+        what += [f"removed {', '.join(gone)}"] if gone else []
+        out.append(f"[regions] ({'; '.join(what) or 'reordered'})")
+    for name, cell in old.regions.items():
+        other = new.regions.get(name)
+        if other is None:
+            continue
+        for key in ("store", "backup_targets", "served_log"):
+            if getattr(cell, key) != getattr(other, key):
+                out.append(f"[regions.{name}] {key}")
+    for section in _SECTIONS:
+        before, after = getattr(old, section), getattr(new, section)
+        for f in dataclasses.fields(before):
+            if getattr(before, f.name) != getattr(after, f.name):
+                out.append(f"[{section}] {f.name}")
+    return out
+
+
+def live_changes(old: DeploymentConfig, new: DeploymentConfig) -> list[str]:
+    """The live tables ``new`` changes: ``regions.R.policy`` (with the sub-keys that
+    changed) and ``experiments``; for the log line of a reload."""
+    out: list[str] = []
+    for name, cell in new.regions.items():
+        before = old.regions[name].policy if name in old.regions else {}
+        if before != cell.policy:
+            keys = sorted(k for k in {*before, *cell.policy} if before.get(k) != cell.policy.get(k))
+            out.append(f"regions.{name}.policy ({', '.join(keys)})")
+    if old.experiments != new.experiments:
+        out.append("experiments")
+    return out
+
+
+def changed_policies(old: DeploymentConfig, new: DeploymentConfig) -> list[str]:
+    """The regions whose policy table ``new`` changes."""
+    return [
+        name
+        for name, cell in new.regions.items()
+        if name in old.regions and old.regions[name].policy != cell.policy
+    ]
+
+
+def record_policy_changes(
+    deployment: Deployment, old: DeploymentConfig, new: DeploymentConfig, config_sha256: str
+) -> list[str]:
+    """Append a ``policy.change`` entry to the audit log of each region whose policy
+    ``new`` changes, unless its latest one already names the new digest (another host
+    applied the same edit first). Returns the regions it wrote an entry for. Raises if
+    a store cannot be written: the caller then applies nothing."""
+    wrote: list[str] = []
+    for region in changed_policies(old, new):
+        policy = new.regions[region].policy
+        digest = policy_digest(policy)
+        store = sql_store(deployment.store(region))
+        log = AuditLog(store)
+        subject = f"policy:{region}"
+        with store.transaction():  # the region's writer lock: one host writes it
+            last = None
+            for entry in log.entries(subject=subject, action=POLICY_CHANGED):
+                last = entry.details.get("sha256")
+            if last == digest:
+                continue
+            before = old.regions[region].policy
+            details = {
+                "sha256": digest,
+                "previous": policy_digest(before),
+                "changed": sorted(k for k in {*before, *policy} if before.get(k) != policy.get(k)),
+                "policy": plain(policy),
+                "config_sha256": config_sha256,
+            }
+            log.append(ACTOR, POLICY_CHANGED, subject, details, now_ms())
+            wrote.append(region)
+    return wrote
