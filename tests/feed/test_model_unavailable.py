@@ -89,6 +89,7 @@ def test_readyz_is_ready_when_every_region_serves(trained: Deployment) -> None:
             "store": "ok",
             "model": version,
             "problems": [],
+            "notes": [],
         }
 
 
@@ -109,6 +110,7 @@ def test_readyz_says_which_region_cannot_serve_and_why(trained: Deployment) -> N
         "store": "ok",
         "model": None,
         "problems": ["the model of region 'eu' is unavailable; the server's log says why"],
+        "notes": [],
     }
     assert str(trained.config.root) not in resp.text
 
@@ -166,15 +168,17 @@ def test_lineage_verify_reports_a_damaged_artifact_as_a_finding(trained: Deploym
     assert [(a["region"], a["version"]) for a in bad] == [("eu", live.name)]
 
 
-def test_readyz_is_not_ready_while_a_changed_policy_has_not_been_applied(
-    trained: Deployment,
+def test_readyz_is_not_ready_once_a_changed_policy_is_overdue_for_a_re_judge(
+    trained: Deployment, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Videos approved under the old policy are served until a run re-judges them
-    (docs/moderation.md), so until then the region is not ready."""
+    (docs/moderation.md): within the re-judge's grace the region is ready and says so in
+    a note (every host would otherwise leave the pool at once); past it, not ready."""
     from dataclasses import replace
 
     from fyp.config import load_config, write_config
     from fyp.moderation import Moderator
+    from fyp.serving.routers import ops
 
     root = trained.config.root
     config = load_config(root)
@@ -188,9 +192,16 @@ def test_readyz_is_not_ready_while_a_changed_policy_has_not_been_applied(
         client, _ = _client(d)
         with client:
             resp = client.get("/readyz")
+            assert resp.status_code == 200
+            eu_state = resp.json()["regions"]["eu"]
+            assert eu_state["ready"] and "run `fyp moderate`" in eu_state["notes"][0]
+            assert resp.json()["regions"]["us"]["notes"] == []
+            monkeypatch.setattr(ops, "rejudge_grace_s", lambda config: 0.0)  # overdue now
+            resp = client.get("/readyz")
             assert resp.status_code == 503
             eu_state = resp.json()["regions"]["eu"]
             assert not eu_state["ready"] and "run `fyp moderate`" in eu_state["problems"][0]
             assert resp.json()["regions"]["us"]["ready"]
             Moderator(d).run("eu")
-            assert client.get("/readyz").status_code == 200
+            resp = client.get("/readyz")
+            assert resp.status_code == 200 and resp.json()["regions"]["eu"]["notes"] == []

@@ -23,6 +23,7 @@ from fyp.regions.deployment import Deployment
 from fyp.regions.live_config import LIVE_KEYS, POLICY_CHANGED, restart_keys
 from fyp.serving.app import create_app
 from fyp.serving.reload import ConfigReloader
+from fyp.serving.routers.ops import rejudge_grace_s
 from serving.servers import edit_config as edit
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -207,11 +208,17 @@ def test_a_policy_change_is_audited_once_whichever_host_applies_it(app: App) -> 
         assert entries[0].details["changed"] == ["banned_terms"]
         assert entries[0].details["policy"]["banned_terms"] == ["zebra"]
         assert not list(AuditLog(app.d.store("eu")).entries(action=POLICY_CHANGED))
-        # the new policy makes the verdicts stale here too: readiness says so until re-judged
+        # the new policy makes the verdicts stale here too: readiness says so until
+        # re-judged, in a note (ready) within the re-judge's grace, as a problem past it
         assert app.client.app.state.fyp.moderator.policy_stale("us")  # type: ignore[attr-defined]
         ready = app.client.get("/readyz")
+        assert ready.status_code == 200
+        assert "moderation policy" in ready.json()["regions"]["us"]["notes"][0]
+        moderator = app.client.app.state.fyp.moderator  # type: ignore[attr-defined]
+        moderator.policy_since["us"] -= rejudge_grace_s(app.d.config) + 1  # time passes
+        ready = app.client.get("/readyz")
         assert ready.status_code == 503 and "moderation policy" in ready.text
-        app.client.app.state.fyp.moderator.run("us")  # type: ignore[attr-defined]
+        moderator.run("us")
         assert app.client.get("/readyz").status_code == 200
         # back to the old policy: a change again, recorded once more
         edit(root, lambda raw: raw["regions"]["us"]["policy"].pop("banned_terms"))

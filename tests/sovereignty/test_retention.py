@@ -195,6 +195,25 @@ def test_an_event_already_past_the_limit_is_refused_at_ingestion(tmp_path: Path)
             assert retry.status_code == 200, retry.json()
 
 
+def test_ingestion_follows_a_limit_edited_while_serving(tmp_path: Path) -> None:
+    """A live edit of fyp.toml swaps the deployment's config (fyp.serving.reload): the
+    ingestor reads the region's limit from the config in force, not the one it began with."""
+    root = build(tmp_path / "d")
+    with Deployment.open(root) as d:
+        ingestor = Ingestor(d)
+
+        def send(event_id: str, days: int) -> str:
+            event = {"event_id": event_id, "user_id": "b0", "video_id": "v1", "type": "like"}
+            event["ts"] = iso(now_ms() - days * DAY_MS)
+            return ingestor.ingest([event]).results[0].status
+
+        assert send("eu-old-1", 10) == "stored"  # eu has no limit yet
+        add_policy(root, "events_days = 7", region="eu")
+        d.config = load_config(root)  # what a reload's swap does
+        assert send("eu-old-2", 10) == "rejected"
+        assert send("eu-new", 3) == "stored"
+
+
 def test_an_expiry_after_training_is_pending_then_a_problem_until_a_retrain(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

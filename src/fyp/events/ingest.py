@@ -19,6 +19,7 @@ from typing import Any, Literal
 
 from pydantic import TypeAdapter, ValidationError
 
+from fyp.config import DeploymentConfig
 from fyp.errors import (
     AlreadyExists,
     ClientError,
@@ -99,13 +100,10 @@ class Ingestor:
         self.deployment = deployment
         self.limits = deployment.config.limits
         self.listeners: list[StoredListener] = []
-        # [regions.R.policy.retention]: an event already past its region's limit is refused
-        self.keep_ms = {
-            r: None
-            if (days := retention_policy(deployment.config, r).events_days) is None
-            else days * DAY_MS
-            for r in deployment.config.regions
-        }
+        # [regions.R.policy.retention]: an event already past its region's limit is
+        # refused; read again when the policy is (a live edit of fyp.toml swaps the config)
+        self._keep_for: DeploymentConfig | None = None
+        self._keep_ms: dict[str, int | None] = {}
 
     def subscribe(self, listener: StoredListener) -> None:
         """Call ``listener(region, rows)`` after each commit of newly stored events."""
@@ -289,6 +287,14 @@ class Ingestor:
                 listener(home, fresh)
         return stale
 
+    def _keep(self, region: str) -> int | None:
+        """How long ``region`` keeps events, in ms (None: until erased)."""
+        config = self.deployment.config
+        if config is not self._keep_for:
+            self._keep_ms = {r: retention_policy(config, r).events_ms for r in config.regions}
+            self._keep_for = config
+        return self._keep_ms.get(region)
+
     def _row(self, e: EventIn, durations: dict[str, int], home: str, now: int) -> EventRow:
         duration = durations.get(e.video_id)
         if duration is None:
@@ -306,7 +312,7 @@ class Ingestor:
             )
         if ts < EARLIEST_TS_MS:
             raise ValidationFailed("timestamp is before 2000-01-01", field="ts")
-        keep = self.keep_ms.get(home)
+        keep = self._keep(home)
         if keep is not None and ts < now - keep:
             raise ValidationFailed(
                 f"timestamp is older than region {home!r} keeps events "

@@ -216,6 +216,8 @@ class Moderator:
         self.classifier = classifier or LexiconClassifier()
         self.engines = self._engines(deployment.config)
         self.claim_lease_ms = 30 * 60 * 1000
+        # when each region's policy took effect in this process (monotonic seconds)
+        self.policy_since = dict.fromkeys(self.engines, time.monotonic())
 
     def _engines(self, config: DeploymentConfig) -> dict[str, PolicyEngine]:
         return {
@@ -231,6 +233,11 @@ class Moderator:
         engines = self._engines(config)
 
         def swap() -> None:
+            now = time.monotonic()
+            for region, engine in engines.items():
+                old = self.engines.get(region)
+                if old is None or old.versions["policy"] != engine.versions["policy"]:
+                    self.policy_since[region] = now
             self.engines = engines
 
         return swap
@@ -350,6 +357,14 @@ class Moderator:
             "SELECT 1 FROM moderation WHERE state != 'pending' LIMIT 1"
         )
         return bool(judged)
+
+    def rejudge_overdue(self, region: str, grace_s: float) -> bool | None:
+        """None when the region's verdicts follow its policy; else whether they have
+        been stale longer than ``grace_s`` since the policy took effect here (a re-judge
+        runs within [moderation] every_seconds, and lasts a pass over the verdicts)."""
+        if not self.policy_stale(region):
+            return None
+        return time.monotonic() - self.policy_since.get(region, 0.0) > grace_s
 
     def run_reason(self, region: str) -> str | None:
         """Why the region needs a moderation run now (videos no check has judged yet, or

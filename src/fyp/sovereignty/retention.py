@@ -54,6 +54,10 @@ class RetentionPolicy:
 
     events_days: int | None = None
 
+    @property
+    def events_ms(self) -> int | None:
+        return None if self.events_days is None else self.events_days * DAY_MS
+
     def events_cutoff_ms(self, now_ms: int) -> int | None:
         """Events before this time are past the limit (None: no limit)."""
         return None if self.events_days is None else now_ms - self.events_days * DAY_MS

@@ -12,6 +12,7 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
 
 from fyp.access.guard import key_regions
+from fyp.config import DeploymentConfig
 from fyp.errors import ModelError
 from fyp.feed.service import unavailable
 from fyp.serving.dependencies import AppState
@@ -30,6 +31,11 @@ class RegionReadiness(BaseModel):
     problems: list[str] = Field(
         default_factory=list,
         description="What keeps the region from serving; no file names (the server log has them).",
+    )
+    notes: list[str] = Field(
+        default_factory=list,
+        description="What is under way but does not keep the region from serving (a "
+        "re-judge after a policy change, within its grace).",
     )
 
 
@@ -78,19 +84,37 @@ def _region(s: AppState, region: str) -> RegionReadiness:
     except Exception as exc:
         log.error("readiness: the model of region %s: %s", region, exc)
         problems.append(unavailable(region).message)
+    notes: list[str] = []
     if store == "ok":
         try:
-            if s.moderator.policy_stale(region):
-                problems.append(
-                    f"the moderation policy of region {region!r} changed since its verdicts were "
-                    "last re-judged: the server re-judges them within [moderation] "
-                    "every_seconds, or run `fyp moderate` (videos approved under the old "
-                    "policy are served until then)"
-                )
+            overdue = s.moderator.rejudge_overdue(region, rejudge_grace_s(s.deployment.config))
+            stale = (
+                f"the moderation policy of region {region!r} changed since its verdicts were "
+                "last re-judged: the server re-judges them within [moderation] "
+                "every_seconds, or run `fyp moderate` (videos approved under the old "
+                "policy are served until then)"
+            )
+            if overdue:
+                problems.append(stale)
+            elif overdue is not None:  # under way: every host would be out at once
+                notes.append(stale)
         except Exception as exc:  # an unreadable audit log: cannot tell, so not ready
             log.error("readiness: the moderation state of region %s: %s", region, exc)
             problems.append(f"the moderation state of region {region!r} cannot be read")
-    return RegionReadiness(ready=not problems, store=store, model=version, problems=problems)
+    return RegionReadiness(
+        ready=not problems, store=store, model=version, problems=problems, notes=notes
+    )
+
+
+REJUDGE_GRACE_MIN_S = 60.0
+
+
+def rejudge_grace_s(config: DeploymentConfig) -> float:
+    """How long a region stays ready while its verdicts are re-judged after its policy
+    changed: every host applies an edit within seconds of the others, so a 503 from the
+    first moment would take the whole pool out of rotation at once. Past it, the
+    re-judge is overdue (no schedule ran it, or it keeps failing): not ready."""
+    return max(REJUDGE_GRACE_MIN_S, 4 * config.moderation.every_seconds)
 
 
 @router.get(
