@@ -2,7 +2,7 @@
 for a restart.
 
 Applied live (:data:`LIVE_KEYS`): each region's ``[regions.R.policy]`` with all its
-sub-tables (the moderation rules, ``consent`` defaults, ``moves``), and
+sub-tables (the moderation rules, ``consent`` defaults, ``moves``, ``retention``), and
 ``[experiments]``. Everything else is read once, when the process starts, into objects
 built from it (the stores and served logs of the declared regions, in their order; the
 feed's caches, scorer and seen window; the input limits; the schedules' intervals; this
