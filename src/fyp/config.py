@@ -506,12 +506,14 @@ def parse_config(root: Path, raw: dict[str, Any]) -> DeploymentConfig:
         )
     check_backup_targets(root, regions)
     check_served_logs(regions)
+    from fyp.moderation.reports import parse_reports
     from fyp.regions.consent import parse_consent
     from fyp.sovereignty.move_policy import parse_moves
 
     for name, cell in regions.items():  # a move to a region nobody declared stops every command
         parse_moves(name, cell.policy, regions)
         parse_consent(name, cell.policy)
+        parse_reports(name, cell.policy)
     deployment = raw.get("deployment", {})
     limits = raw.get("limits", {})
     ranking = raw.get("ranking", {})

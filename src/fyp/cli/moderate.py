@@ -67,6 +67,13 @@ def register(app: typer.Typer) -> None:
                 f"{s['skipped']:,} skipped, {s['review_jobs']:,} sent to human review) "
                 f"in {s['seconds']:.2f} s"
             )
+            r = s["reports"]
+            if r["videos_counted"]:
+                console.print(
+                    f"  users' reports: {r['videos_counted']:,} reported videos counted, "
+                    f"{r['report_jobs']:,} report reviews opened, {r['held']:,} held out of "
+                    f"For You until a human decides"
+                )
             if s["written"]:
                 console.print(_summary_table(s))
             totals = ", ".join(f"{k} {v:,}" for k, v in sorted(s["totals"].items()))
