@@ -315,3 +315,51 @@ def test_a_policy_recheck_keeps_an_open_report_job(world: Deployment) -> None:
         assert summary["policy_rechecked"] == 4
         assert state(d, "us", "v1") == "pending"
         assert [j.kind for j in Reviews(Moderator(d)).jobs("us", "open")].count("report") == 1
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_store_made_before_reports_keeps_its_jobs(
+    backend: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Migration 23 rebuilds the jobs table (SQLite) or alters it (PostgreSQL): the
+    jobs, their numbers and the one-open-job rule survive, and report jobs fit in."""
+    import fyp.storage.postgres as pg
+    import fyp.storage.sqlite as lite
+    from fyp.errors import JobConflict
+    from fyp.moderation.service import cell
+
+    older = pytest.MonkeyPatch()
+    before = {"sqlite": lite.sqlite_migrations, "postgresql": pg.postgres_migrations}
+    older.setattr(lite, "sqlite_migrations", lambda: before["sqlite"]()[:-1])
+    older.setattr(pg, "postgres_migrations", lambda: before["postgresql"]()[:-1])
+    on_pg = backend == "postgresql"
+    with deployments_on_postgres(monkeypatch) if on_pg else nullcontext():
+        try:
+            with with_policies(tmp_path / "old", {"us": {}}) as d:
+                store = cell(d.store("us")).store
+                assert store.schema_version() == 22
+                Catalog(d).create_user(UserIn(user_id="a1", home_region="us", birth_year=1990))
+                Catalog(d).create_video(video("v1", regions=["us"]))
+                store.execute(
+                    "INSERT INTO moderation_jobs (region, video_id, kind, status, reason, "
+                    "created_at_ms, excluded, appellant) VALUES "
+                    "('us', 'v1', 'appeal', 'open', 'why', 5, '[\"bob\"]', 'a1')"
+                )
+        finally:
+            older.undo()
+        with Deployment.open(tmp_path / "old") as d:
+            assert d.store("us").schema_version() == 23
+            [kept] = Reviews(Moderator(d)).jobs("us")
+            assert (kept.job_id, kept.kind, kept.excluded, kept.details) == (
+                "us-1",
+                "appeal",
+                ("bob",),
+                {},
+            )
+            mod = cell(d.store("us")).mod
+            with pytest.raises(JobConflict):
+                mod.create_job("v1", "report", "x", 1)
+            Catalog(d).create_video(video("v2", regions=["us"]))
+            job = mod.create_job("v2", "report", "x", 1, details={"reporters": 3})
+            assert job.kind == "report" and job.details == {"reporters": 3}
+            assert job.job_id != "us-1"  # (PostgreSQL spent a number on the refused one)

@@ -37,7 +37,8 @@ def register(app: typer.Typer) -> None:
         ),
         as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
     ) -> None:
-        """Run the automated moderation checks over each region's pending videos.
+        """Count users' reports since the last run, then run the automated moderation
+        checks over each region's pending videos.
 
         A fresh import is pending (not in any For You feed) until this has run: clean
         videos are approved, the rest rejected, restricted or queued for a human."""

@@ -145,6 +145,15 @@ class Job:
         return out
 
 
+def _integrity_errors() -> tuple[type[Exception], ...]:
+    """What a broken constraint raises: sqlite3's, or psycopg's (a PostgreSQL store)."""
+    try:
+        from psycopg import errors
+    except ImportError:  # pragma: no cover - depends on the install
+        return (sqlite3.IntegrityError,)
+    return (sqlite3.IntegrityError, errors.IntegrityError)
+
+
 def job_id(region: str, job_no: int) -> str:
     return f"{region}-{job_no}"
 
@@ -420,7 +429,7 @@ class ModerationStore:
                         canonical_json(details or {}),
                     ),
                 )
-        except sqlite3.IntegrityError:
+        except _integrity_errors():  # the one-open-job index, on either backend
             raise JobConflict(
                 f"video {video_id!r} already has an open review job in region {self.region!r}",
                 video_id=video_id,
