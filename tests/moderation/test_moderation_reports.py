@@ -363,3 +363,24 @@ def test_a_store_made_before_reports_keeps_its_jobs(
             job = mod.create_job("v2", "report", "x", 1, details={"reporters": 3})
             assert job.kind == "report" and job.details == {"reporters": 3}
             assert job.job_id != "us-1"  # (PostgreSQL spent a number on the refused one)
+
+
+def test_a_restore_does_not_lose_a_hold_made_since_its_backup(world: Deployment) -> None:
+    from fyp.sovereignty.backup_writer import BackupWriter
+    from fyp.sovereignty.restore import Restorer
+
+    config = world.config
+    BackupWriter(config, "us").run()
+    for uid in US_USERS[:5]:
+        report(world, uid, "v1")
+    run(world)
+    assert state(world, "us", "v1") == "pending"
+    world.close()
+    Restorer(config, "us").run()  # the backup knew nothing of the reports
+    with Deployment.open(config.root) as d:
+        assert state(d, "us", "v1") == "pending"  # judged again, with its history in view
+        summary = Moderator(d).run("us").to_dict()
+        assert summary["by_rule"]["human_hold:review"] == 1
+        assert state(d, "us", "v1") == "pending"
+        [job] = Reviews(Moderator(d)).jobs("us", "open")
+        assert "reported by 5 distinct users" in job.reason

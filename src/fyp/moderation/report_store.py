@@ -7,7 +7,7 @@ ingestion pays for them on reports alone: one by ``seq`` (what is new since the
 checkpoint: the server's "is a run needed" check is one seek in it), one by video and
 time (distinct reporters of a video in a window).
 
-The checkpoint (``moderation_report_checkpoint``, one row) is the newest report event a
+The checkpoint (``report_checkpoint``, one row) is the newest report event a
 run has read: its ``seq`` and, as a marker, its time and video (no event id: a client's
 event id may spell a user's name, and the checkpoint must outlive an erasure). A SQLite
 store may hand a deleted row's ``seq`` to the next event: if the newest events are
@@ -30,7 +30,7 @@ _JOB_COLUMNS = (
     "claimed_by, claimed_at_ms, decided_by, decided_at_ms, verdict, note"
 )
 _REPORT_TABLES = """
-    CREATE TABLE moderation_report_checkpoint (
+    CREATE TABLE report_checkpoint (
         region         TEXT PRIMARY KEY CHECK (region = '{region}'),
         last_seq       INTEGER NOT NULL,
         last_ts_ms     INTEGER NOT NULL,
@@ -113,8 +113,8 @@ class ReportStore:
         return bool(
             self.store.query(
                 "SELECT 1 FROM events WHERE type = 'report' AND seq > COALESCE("
-                "(SELECT last_seq FROM moderation_report_checkpoint), 0) "
-                f"UNION ALL SELECT 1 FROM moderation_report_checkpoint c WHERE NOT {_VALID} "
+                "(SELECT last_seq FROM report_checkpoint), 0) "
+                f"UNION ALL SELECT 1 FROM report_checkpoint c WHERE NOT {_VALID} "
                 "LIMIT 1"
             )
         )
@@ -123,8 +123,7 @@ class ReportStore:
         """The checkpoint if its event is still there as recorded, else None (read the
         whole window again)."""
         rows = self.store.query(
-            "SELECT last_seq, last_ts_ms, last_video_id FROM moderation_report_checkpoint c "
-            f"WHERE {_VALID}"
+            f"SELECT last_seq, last_ts_ms, last_video_id FROM report_checkpoint c WHERE {_VALID}"
         )
         return Mark(int(rows[0][0]), int(rows[0][1]), str(rows[0][2])) if rows else None
 
@@ -167,10 +166,10 @@ class ReportStore:
 
     def set_checkpoint(self, mark: Mark | None, ts_ms: int) -> None:
         if mark is None:
-            self.store.execute("DELETE FROM moderation_report_checkpoint")
+            self.store.execute("DELETE FROM report_checkpoint")
             return
         self.store.execute(
-            "INSERT INTO moderation_report_checkpoint (region, last_seq, last_ts_ms, "
+            "INSERT INTO report_checkpoint (region, last_seq, last_ts_ms, "
             "last_video_id, updated_at_ms) VALUES (?, ?, ?, ?, ?) ON CONFLICT (region) DO "
             "UPDATE SET last_seq = excluded.last_seq, last_ts_ms = excluded.last_ts_ms, "
             "last_video_id = excluded.last_video_id, updated_at_ms = excluded.updated_at_ms",
