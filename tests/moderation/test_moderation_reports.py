@@ -384,3 +384,18 @@ def test_a_restore_does_not_lose_a_hold_made_since_its_backup(world: Deployment)
         assert state(d, "us", "v1") == "pending"
         [job] = Reviews(Moderator(d)).jobs("us", "open")
         assert "reported by 5 distinct users" in job.reason
+
+
+def test_cli_moderate_says_what_reports_did(world: Deployment) -> None:
+    from typer.testing import CliRunner
+
+    from fyp.cli.app import app
+
+    for uid in US_USERS[:5]:
+        report(world, uid, "v1")
+    result = CliRunner().invoke(app, ["moderate", str(world.config.root), "--region", "us"])
+    assert result.exit_code == 0, result.output
+    assert "1 reported videos counted, 1 report reviews opened, 1 held" in result.output
+    again = CliRunner().invoke(app, ["moderate", str(world.config.root), "--json"])
+    runs = json.loads(again.output)["runs"]
+    assert [r["reports"]["report_jobs"] for r in runs] == [0, 0]

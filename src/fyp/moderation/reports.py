@@ -43,7 +43,7 @@ from fyp.config import check_keys
 from fyp.errors import ConfigError
 from fyp.moderation.models import FOR_YOU_STATES, HUMAN_SOURCES, State
 from fyp.moderation.report_store import ReportStore
-from fyp.moderation.store import Job
+from fyp.moderation.store import Job, split_job_id
 
 if TYPE_CHECKING:
     from fyp.moderation.service import Cell
@@ -250,7 +250,7 @@ class ReportTriage:
             )
             summary.jobs += 1
         elif job.kind == JOB_KIND and any(job.details.get(k) != details[k] for k in _SHOWN):
-            c.mod.update_job(int(job.job_id.rpartition("-")[2]), reason, details)
+            c.mod.update_job(split_job_id(job.job_id)[1], reason, details)
             summary.updated += 1
         if hold and state in {s.value for s in FOR_YOU_STATES}:
             verdict = {

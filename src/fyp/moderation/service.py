@@ -341,8 +341,9 @@ class Moderator:
         return bool(judged)
 
     def run_reason(self, region: str) -> str | None:
-        """Why the region needs a moderation run now (videos no check has judged yet, or
-        verdicts made under another policy), or None: what a server's schedule asks."""
+        """Why the region needs a moderation run now (videos no check has judged yet,
+        users' reports since the last run, or verdicts made under another policy), or
+        None: what a server's schedule asks."""
         c = self.cell(region)
         if c.mod.has_pending():
             return "videos are waiting for the automated checks"
