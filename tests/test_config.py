@@ -411,6 +411,7 @@ def test_the_settings_table_of_the_architecture_doc_is_every_setting() -> None:
     listed = {(table, key) for table, key, _, _ in rows}
     for table, _key, more, _ in rows:  # "`[t] a`, `b`, `c`" lists several keys of one table
         listed |= {(table, k) for k in re.findall(r"`([a-z_]+)`", more)}
+    from fyp.moderation.reports import DEFAULTS as REPORT_DEFAULTS
     from fyp.regions.consent import KEYS as CONSENT_KEYS
     from fyp.sovereignty.move_policy import KEYS as MOVE_KEYS
     from fyp.sovereignty.retention import KEYS as RETENTION_KEYS
@@ -419,6 +420,7 @@ def test_the_settings_table_of_the_architecture_doc_is_every_setting() -> None:
     expected |= {("regions.NAME.policy.moves", k) for k in MOVE_KEYS}
     expected |= {("regions.NAME.policy.retention", k) for k in RETENTION_KEYS}
     expected |= {("regions.NAME.policy.consent", k) for k in CONSENT_KEYS}
+    expected |= {("regions.NAME.policy.reports", k) for k in REPORT_DEFAULTS}
     sections = (
         ("limits", Limits),
         ("feed", FeedConfig),
@@ -442,14 +444,16 @@ def test_the_settings_table_of_the_architecture_doc_is_every_setting() -> None:
             shown = f"{value:g}" if isinstance(value, float) else str(value) or '`""`'
             assert defaults[table, key] == shown, (table, key, defaults[table, key], shown)
     assert defaults["ranking", "scorer"] == f"`{RankingConfig.scorer}`"
+    for key, value in REPORT_DEFAULTS.items():
+        assert defaults["regions.NAME.policy.reports", key].startswith(str(value)), key
 
 
-def _with_consent_table(tmp_path: Path, body: str) -> Path:
+def _with_consent_table(tmp_path: Path, body: str, table: str = "consent") -> Path:
     from fyp.regions.deployment import Deployment
 
     Deployment.init(tmp_path / "d", ["us"]).close()
     toml = tmp_path / "d" / "fyp.toml"
-    toml.write_text(toml.read_text("utf-8") + f"\n[regions.us.policy.consent]\n{body}\n", "utf-8")
+    toml.write_text(toml.read_text("utf-8") + f"\n[regions.us.policy.{table}]\n{body}\n", "utf-8")
     return tmp_path / "d"
 
 
@@ -490,3 +494,37 @@ def test_without_a_consent_table_users_are_learned_from_unless_they_object(
 def test_a_bad_consent_table_stops_every_command(tmp_path: Path, body: str, match: str) -> None:
     with pytest.raises(ConfigError, match=match):
         load_config(_with_consent_table(tmp_path, body))
+
+
+def test_the_reports_table_sets_each_threshold(tmp_path: Path) -> None:
+    from fyp.moderation.reports import ReportPolicy, parse_reports
+
+    body = "review_reporters = 5\nhold_reporters = 0\nwindow_days = 30"
+    config = load_config(_with_consent_table(tmp_path, body, "reports"))
+    policy = parse_reports("us", config.region("us").policy)
+    assert policy == ReportPolicy(review_reporters=5, hold_reporters=0, window_days=30)
+    assert parse_reports("eu", {}).to_dict() == {
+        "review_reporters": 3,
+        "hold_reporters": 10,
+        "window_days": 7,
+    }
+
+
+@pytest.mark.parametrize(
+    ("body", "match"),
+    [
+        ("review_reporter = 3", "did you mean 'review_reporters'"),
+        ("hold_at = 3", "unknown key 'hold_at'.*known keys: hold_reporters"),
+        ('review_reporters = "3"', "must be a whole number from 1"),
+        ("review_reporters = 2.5", "must be a whole number"),
+        ("review_reporters = true", "must be a whole number"),
+        ("review_reporters = 0", "must be a whole number from 1"),
+        ("hold_reporters = -1", "must be a whole number from 0"),
+        ("window_days = 0", "must be a whole number from 1 to 365"),
+        ("window_days = 400", "from 1 to 365"),
+        ("review_reporters = 5\nhold_reporters = 4", "at least review_reporters"),
+    ],
+)
+def test_a_bad_reports_table_stops_every_command(tmp_path: Path, body: str, match: str) -> None:
+    with pytest.raises(ConfigError, match=match):
+        load_config(_with_consent_table(tmp_path, body, "reports"))

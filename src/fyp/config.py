@@ -552,6 +552,7 @@ def parse_config(root: Path, raw: dict[str, Any]) -> DeploymentConfig:
         )
     check_backup_targets(root, regions)
     check_served_logs(regions)
+    from fyp.moderation.reports import parse_reports
     from fyp.regions.consent import parse_consent
     from fyp.sovereignty.move_policy import parse_moves
     from fyp.sovereignty.retention import parse_retention
@@ -560,6 +561,7 @@ def parse_config(root: Path, raw: dict[str, Any]) -> DeploymentConfig:
         parse_moves(name, cell.policy, regions)
         parse_consent(name, cell.policy)
         parse_retention(name, cell.policy)
+        parse_reports(name, cell.policy)
     deployment = raw.get("deployment", {})
     limits = raw.get("limits", {})
     ranking = raw.get("ranking", {})

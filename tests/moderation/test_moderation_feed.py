@@ -85,6 +85,37 @@ def test_a_takedown_shows_in_the_very_next_feed(world: Deployment) -> None:
     assert removed and removed[-1]["reason"] == "blocked in your region"
 
 
+def test_a_report_hold_leaves_the_next_feed_and_an_approval_brings_it_back(
+    world: Deployment,
+) -> None:
+    """Ten distinct reporters (the default hold threshold): out of the very next page
+    after the moderation run; a reviewer's approval makes it eligible again."""
+    from fyp.events.ingest import Ingestor
+
+    Moderator(world).run("us")
+    service = FeedService(world, eligibility=ModerationEligibility(world))
+    target = service.feed("u3", n=10, record=False).items[0].video_id
+    reporters = [f"u{k}" for k in range(10, 20)]
+    Ingestor(world).ingest(
+        [
+            {"event_id": f"rep-{u}", "user_id": u, "video_id": target, "type": "report"}
+            for u in reporters
+        ]
+    )
+    assert target in [i.video_id for i in service.feed("u3", n=10, record=False).items]
+    assert Moderator(world).run("us").reports.held == 1
+    again = service.feed("u3", n=10, record=False)  # same service: nothing cached
+    assert target not in [i.video_id for i in again.items]
+    removed = [r for r in again.to_dict(debug=True)["removed"] if r["video_id"] == target]
+    assert removed and removed[-1]["reason"] == "pending moderation"
+    reviews = Reviews(Moderator(world))
+    job = reviews.claim("rita", "us")
+    assert job is not None and job.video_id == target and job.kind == "report"
+    reviews.decide(job.job_id, "rita", "approved", "satire, not harmful")
+    assert ModerationEligibility(world)([target], viewer(40)) == {}
+    assert Moderator(world).run("us").reports.to_dict()["report_jobs"] == 0
+
+
 def test_creators_under_16_are_never_in_for_you(world: Deployment) -> None:
     catalog = Catalog(world)
     for creator in ("teen", "sixteen", "seventeen", "unknown"):

@@ -205,3 +205,51 @@ def test_takedown_reaches_the_next_feed(client: TestClient, deployment: Deployme
         400,
         "invalid_request",
     )
+
+
+def test_users_reports_reach_a_reviewer(client: TestClient) -> None:
+    """Reports posted as events, a moderation run, the report job listed, one decided;
+    the deployment's default policy: a review at 3 distinct reporters."""
+    setup(client)
+    client.post("/v1/moderation/runs", json={})
+    for uid in ("rep-a", "rep-b", "rep-c"):
+        client.post("/v1/users", json={"user_id": uid, "home_region": "us", "birth_year": 1990})
+    reports = [
+        {"event_id": f"r-{k}", "user_id": uid, "video_id": "clean", "type": "report"}
+        for k, uid in enumerate(["rep-a", "rep-a", "rep-b"])
+    ]
+    stored = client.post("/v1/events/batch", json={"events": reports}).json()
+    assert stored["stored"] == 3, stored
+    runs = client.post("/v1/moderation/runs", json={"region": "us"}).json()["runs"]
+    assert runs[0]["reports"]["report_jobs"] == 0  # two distinct reporters
+    third = {"event_id": "r-9", "user_id": "rep-c", "video_id": "clean", "type": "report"}
+    assert client.post("/v1/events", json=third).status_code == 201
+    runs = client.post("/v1/moderation/runs", json={}).json()["runs"]
+    assert [r["reports"]["report_jobs"] for r in runs] == [1, 0]  # eu: none of its users
+    listed = client.get("/v1/moderation/jobs", params={"region": "us", "status": "open"})
+    [job] = [j for j in listed.json()["jobs"] if j["kind"] == "report"]
+    assert job["video_id"] == "clean" and job["details"]["reporters"] == 3
+    assert job["details"]["window_days"] == 7 and job["details"]["held"] is False
+    assert not any(uid in listed.text for uid in ("rep-a", "rep-b", "rep-c"))
+    assert client.get(f"/v1/moderation/jobs/{job['job_id']}").json()["kind"] == "report"
+    assert client.get("/v1/moderation/videos/clean").json()["regions"]["us"]["state"] == (
+        "approved"  # under the default hold threshold (10): still served
+    )
+    claimed = client.post(
+        "/v1/moderation/jobs/claim", json={"reviewer_id": "alice", "region": "us"}
+    ).json()["job"]
+    while claimed["kind"] != "report":  # the classifier's review job is older
+        client.post(
+            f"/v1/moderation/jobs/{claimed['job_id']}/decision",
+            json={"reviewer_id": "alice", "verdict": "rejected", "reason": "gambling"},
+        )
+        claimed = client.post(
+            "/v1/moderation/jobs/claim", json={"reviewer_id": "alice", "region": "us"}
+        ).json()["job"]
+    decided = client.post(
+        f"/v1/moderation/jobs/{claimed['job_id']}/decision",
+        json={"reviewer_id": "alice", "verdict": "restricted", "reason": "borderline"},
+    )
+    assert decided.status_code == 200 and decided.json()["state"] == "restricted"
+    assert decided.json()["source"] == "review"
+    assert client.get("/v1/moderation/audit/us/verify").json()["ok"]

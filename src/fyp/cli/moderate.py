@@ -44,7 +44,8 @@ def register(app: typer.Typer) -> None:
             "the serving process starting the run has in force); else judge nothing, exit 3.",
         ),
     ) -> None:
-        """Run the automated moderation checks over each region's pending videos.
+        """Count users' reports since the last run, then run the automated moderation
+        checks over each region's pending videos.
 
         A fresh import is pending (not in any For You feed) until this has run: clean
         videos are approved, the rest rejected, restricted or queued for a human."""
@@ -84,6 +85,13 @@ def register(app: typer.Typer) -> None:
                 f"{s['skipped']:,} skipped, {s['review_jobs']:,} sent to human review) "
                 f"in {s['seconds']:.2f} s"
             )
+            r = s["reports"]
+            if r["videos_counted"]:
+                console.print(
+                    f"  users' reports: {r['videos_counted']:,} reported videos counted, "
+                    f"{r['report_jobs']:,} report reviews opened, {r['held']:,} held out of "
+                    f"For You until a human decides"
+                )
             if s["written"]:
                 console.print(_summary_table(s))
             totals = ", ".join(f"{k} {v:,}" for k, v in sorted(s["totals"].items()))

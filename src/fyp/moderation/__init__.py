@@ -2,7 +2,9 @@
 
 ``Moderator`` runs a region's automated checks and holds its policy engine;
 ``Reviews`` is the human side (claim, decide, appeal, takedown);
-``ModerationEligibility`` is the check ``FeedService`` applies; ``video_changed`` is
+``ReportTriage`` (``fyp.moderation.reports``, run by ``Moderator.run``) turns users'
+reports into report reviews and holds; ``ModerationEligibility`` is the check
+``FeedService`` applies; ``video_changed`` is
 the catalogue's hook that sends new and edited videos back to pending. See
 ``docs/moderation.md``.
 """

@@ -30,6 +30,8 @@ class State(StrEnum):
 VERDICTS = (State.approved, State.rejected, State.restricted, State.age_restricted, State.blocked)
 APPEALABLE = frozenset({State.rejected, State.restricted, State.age_restricted, State.blocked})
 FOR_YOU_STATES = frozenset({State.approved, State.age_restricted})
+HUMAN_SOURCES = ("review", "appeal", "takedown", "restore")
+"""Verdict sources of a person's decision ("restore": one re-applied after a restore)."""
 
 
 class Action(StrEnum):

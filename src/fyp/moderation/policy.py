@@ -101,10 +101,11 @@ class RegionPolicy:
 
 
 KNOWN_KEYS = tuple(f for f in RegionPolicy.__dataclass_fields__ if f != "region")
-CAPABILITY_TABLES = ("consent", "moves", "retention")
+CAPABILITY_TABLES = ("consent", "moves", "reports", "retention")
 """Sub-tables of a region's policy that other capabilities own (``fyp.regions.consent``,
-``fyp.sovereignty.move_policy``, ``fyp.sovereignty.retention``): any other sub-table is
-a misspelling (``[regions.eu.policy.retension]`` would silently set no limit)."""
+``fyp.sovereignty.move_policy``, ``fyp.moderation.reports``, ``fyp.sovereignty.retention``):
+any other sub-table is a misspelling (``[regions.eu.policy.retension]`` would silently
+set no limit)."""
 
 
 def _where(region: str, key: str | None = None) -> str:

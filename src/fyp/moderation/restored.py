@@ -22,8 +22,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from fyp.audit.log import now_ms
-from fyp.moderation.models import State
-from fyp.moderation.service import HUMAN_SOURCES, REMOVALS, Cell, _pend, cell
+from fyp.moderation.models import HUMAN_SOURCES, State
+from fyp.moderation.service import REMOVALS, Cell, _pend, cell
 
 if TYPE_CHECKING:
     from fyp.regions.deployment import Deployment

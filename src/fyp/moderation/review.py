@@ -32,8 +32,8 @@ from fyp.errors import (
     UnknownVideo,
     ValidationFailed,
 )
-from fyp.moderation.models import APPEALABLE, VERDICTS, Finding, State
-from fyp.moderation.service import HUMAN_SOURCES, Cell
+from fyp.moderation.models import APPEALABLE, HUMAN_SOURCES, VERDICTS, Finding, State
+from fyp.moderation.service import Cell
 from fyp.moderation.store import Job, Record, split_job_id
 from fyp.moderation.textfold import fold, visual
 from fyp.sovereignty.ledger import user_pseudonym

@@ -4,8 +4,9 @@ An upload, an edit or a restored video is ``pending`` (out of every feed) until 
 automated checks judge it, and a policy change leaves the verdicts made under the old
 policy in force until a run re-judges them. ``fyp serve`` starts a
 :class:`ModerationScheduler`: every ``[moderation] every_seconds`` it asks each region,
-in the serving process (one ``LIMIT 1`` query, plus the audit log's policy entries),
-whether a run is needed, and runs ``fyp moderate --region R`` for those in a child
+in the serving process (one ``LIMIT 1`` query, one seek in the index of report events
+for users' reports since the last run, plus the audit log's policy entries), whether a
+run is needed, and runs ``fyp moderate --region R`` for those in a child
 process at a lower CPU priority (``fyp.regions.background``), holding the region's
 ``.schedule-moderation.lock``: of several hosts, one moderates a region at a time. The
 run writes through the region's writer lock like any other writer; the feed reads the

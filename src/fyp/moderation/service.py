@@ -42,6 +42,7 @@ from fyp.moderation.classifier import Classifier, LexiconClassifier
 from fyp.moderation.dedup import Signature
 from fyp.moderation.engine import PolicyEngine, Replay
 from fyp.moderation.models import (
+    HUMAN_SOURCES,
     Match,
     ModerationInput,
     State,
@@ -51,6 +52,14 @@ from fyp.moderation.models import (
     cover_texts,
 )
 from fyp.moderation.policy import parse_policy
+from fyp.moderation.report_store import ReportStore
+from fyp.moderation.reports import (
+    ReportPolicy,
+    ReportSummary,
+    ReportTriage,
+    parse_reports,
+    unresolved_reports,
+)
 from fyp.moderation.snapshot import NOT_LIVE, ItemCatalogue, snapshot_for
 from fyp.moderation.store import ModerationStore
 
@@ -61,8 +70,6 @@ if TYPE_CHECKING:
 CONTENT_FIELDS = frozenset({"caption", "hashtags", "categories", "attributes"})
 """Fields whose change sends a video back to pending in every region it is in."""
 AUTOMATED = "fyp-moderation"
-HUMAN_SOURCES = ("review", "appeal", "takedown", "restore")
-"""Verdict sources of a person's decision ("restore": one re-applied after a restore)."""
 CHUNK = 128
 ADULT_CAP = 18
 CreatorFact = int | bool | None
@@ -183,6 +190,7 @@ class RunSummary:
     by_rule: Counter[str] = field(default_factory=Counter)  # "rule:action"
     failures: Counter[str] = field(default_factory=Counter)
     policy_rechecked: int = 0  # verdicts re-judged because the policy changed
+    reports: ReportSummary = field(default_factory=ReportSummary)
     seconds: float = 0.0
 
     def count(self, verdict: Verdict) -> None:
@@ -203,6 +211,7 @@ class RunSummary:
             "by_rule": dict(sorted(self.by_rule.items())),
             "rule_failures": dict(sorted(self.failures.items())),
             "policy_rechecked": self.policy_rechecked,
+            "reports": self.reports.to_dict(),
             "seconds": round(self.seconds, 3),
         }
 
@@ -215,6 +224,7 @@ class Moderator:
         self.deployment = deployment
         self.classifier = classifier or LexiconClassifier()
         self.engines = self._engines(deployment.config)
+        self.report_policies = self._report_policies(deployment.config)
         self.claim_lease_ms = 30 * 60 * 1000
         # when each region's policy took effect in this process (monotonic seconds)
         self.policy_since = dict.fromkeys(self.engines, time.monotonic())
@@ -225,12 +235,16 @@ class Moderator:
             for r in config.region_names
         }
 
+    def _report_policies(self, config: DeploymentConfig) -> dict[str, ReportPolicy]:
+        return {r: parse_reports(r, config.region(r).policy) for r in config.region_names}
+
     def prepare(self, config: DeploymentConfig) -> Callable[[], None]:
-        """The engines of ``config``'s policies, swapped in by the returned call (a
-        serving process applying an edit of ``fyp.toml``: :mod:`fyp.serving.reload`).
-        A changed policy then makes its region's verdicts stale (:meth:`policy_stale`)
-        until a run re-judges them."""
+        """The engines (and report thresholds) of ``config``'s policies, swapped in by
+        the returned call (a serving process applying an edit of ``fyp.toml``:
+        :mod:`fyp.serving.reload`). A changed policy then makes its region's verdicts
+        stale (:meth:`policy_stale`) until a run re-judges them."""
         engines = self._engines(config)
+        reports = self._report_policies(config)
 
         def swap() -> None:
             now = time.monotonic()
@@ -239,6 +253,7 @@ class Moderator:
                 if old is None or old.versions["policy"] != engine.versions["policy"]:
                     self.policy_since[region] = now
             self.engines = engines
+            self.report_policies = reports
 
         return swap
 
@@ -297,14 +312,16 @@ class Moderator:
     # -- automated checks -----------------------------------------------------
     def run(self, region: str, limit: int | None = None, actor: str = AUTOMATED) -> RunSummary:
         """Automated checks over the region's pending videos (not those awaiting a
-        human), oldest first; a verdict of pending opens a review job. A run without a
-        ``limit`` also re-judges every verdict if the region's policy changed since the
-        last such recheck (:meth:`_policy_recheck`)."""
+        human), oldest first; a verdict of pending opens a review job. First the users'
+        reports since the last run are counted (``fyp.moderation.reports``): a hold takes
+        effect before the checks start. A run without a ``limit`` also re-judges every
+        verdict if the region's policy changed since the last such recheck."""
         started = time.perf_counter()
         store = self.deployment.store(region)
         c = self.cell(region)
         engine = self.engines[region]
         summary = RunSummary(region)
+        summary.reports = ReportTriage(c, self.report_policies[region], actor).run()
         todo: list[Todo] = [
             (vid, rev, State.pending.value, "") for vid, rev in c.mod.pending(limit)
         ]
@@ -323,7 +340,8 @@ class Moderator:
             chunk = todo[start : start + CHUNK]
             videos = [(store.get_video(t[0]), t) for t in chunk]
             facts = self.creator_facts(v.creator_id for v, _ in videos if v and v.creator_id)
-            holds = human_holds(c, [t[0] for t in chunk])
+            fresh = [t[0] for t in chunk if t[2] == State.pending.value]
+            holds = {**unresolved_reports(c, fresh), **human_holds(c, [t[0] for t in chunk])}
             judged: list[Judged] = []
             for video, todo_item in videos:
                 if video is None:
@@ -367,10 +385,14 @@ class Moderator:
         return time.monotonic() - self.policy_since.get(region, 0.0) > grace_s
 
     def run_reason(self, region: str) -> str | None:
-        """Why the region needs a moderation run now (videos no check has judged yet, or
-        verdicts made under another policy), or None: what a server's schedule asks."""
-        if self.cell(region).mod.has_pending():
+        """Why the region needs a moderation run now (videos no check has judged yet,
+        users' reports since the last run, or verdicts made under another policy), or
+        None: what a server's schedule asks."""
+        c = self.cell(region)
+        if c.mod.has_pending():
             return "videos are waiting for the automated checks"
+        if ReportStore(c.store).needs_run():
+            return "users reported videos since the last run"
         if self.policy_stale(region):
             return "the policy changed since its verdicts were made"
         return None
@@ -447,10 +469,13 @@ class Moderator:
                     for video, _, item, sig in fresh
                 ]
             )
+            waiting = c.mod.open_jobs(
+                [v.video_id for v, verdict, _, _ in fresh if verdict.state is State.pending]
+            )
             for video, verdict, _, _ in fresh:
                 summary.written += 1
                 summary.count(verdict)
-                if verdict.state is State.pending:
+                if verdict.state is State.pending and video.video_id not in waiting:
                     job = c.mod.create_job(video.video_id, "review", verdict.reason, t)
                     c.audit.append(
                         actor,

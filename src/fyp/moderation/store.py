@@ -80,7 +80,7 @@ _RECORD_COLS = (
 )
 _JOB_COLS = (
     "job_no, region, video_id, kind, status, reason, created_at_ms, excluded, appellant, "
-    "claimed_by, claimed_at_ms, decided_by, decided_at_ms, verdict, note"
+    "claimed_by, claimed_at_ms, decided_by, decided_at_ms, verdict, note, details"
 )
 
 
@@ -134,11 +134,24 @@ class Job:
     decided_at_ms: int | None
     verdict: str | None
     note: str | None
+    details: dict[str, Any] = field(default_factory=dict)
+    """What the job's kind tells the reviewer beyond its reason (a ``report`` job: how
+    many distinct users reported the video, in which window; never who)."""
 
     def to_dict(self) -> dict[str, Any]:
         out = dict(self.__dict__)
         out["excluded"] = list(self.excluded)
+        out["details"] = dict(self.details)
         return out
+
+
+def _integrity_errors() -> tuple[type[Exception], ...]:
+    """What a broken constraint raises: sqlite3's, or psycopg's (a PostgreSQL store)."""
+    try:
+        from psycopg import errors
+    except ImportError:  # pragma: no cover - depends on the install
+        return (sqlite3.IntegrityError,)
+    return (sqlite3.IntegrityError, errors.IntegrityError)
 
 
 def job_id(region: str, job_no: int) -> str:
@@ -305,6 +318,22 @@ class ModerationStore:
         sql += " WHERE moderation.state = 'pending' AND moderation.revision = ?"
         return self.store.execute(sql, (*params, expect_revision)) == 1
 
+    def hold(
+        self, video_id: str, reason: str, actor: str, ts_ms: int, verdict: dict[str, Any]
+    ) -> bool:
+        """Take a video out of For You (pending, source ``reports``) if it is still in
+        it (approved or age-restricted); the revision stays (its content did not change).
+        Returns whether it was."""
+        return (
+            self.store.execute(
+                "UPDATE moderation SET state = 'pending', reason = ?, source = 'reports', "
+                "decided_by = ?, decided_at_ms = ?, verdict = ? "
+                "WHERE video_id = ? AND state IN ('approved', 'age_restricted')",
+                (reason, actor, ts_ms, canonical_json(verdict), video_id),
+            )
+            == 1
+        )
+
     def revisions(self, video_ids: Sequence[str]) -> dict[str, tuple[str, int]]:
         rows = self.store.query(
             "SELECT video_id, state, revision FROM moderation "
@@ -370,6 +399,7 @@ class ModerationStore:
             decided_at_ms=r[12],
             verdict=r[13],
             note=r[14],
+            details=json.loads(r[15]),
         )
 
     def create_job(
@@ -380,13 +410,14 @@ class ModerationStore:
         ts_ms: int,
         excluded: Iterable[str] = (),
         appellant: str | None = None,
+        details: dict[str, Any] | None = None,
     ) -> Job:
         try:
             with self.store.transaction():
                 rows = self.store.query(
                     "INSERT INTO moderation_jobs (region, video_id, kind, status, reason, "
-                    "created_at_ms, excluded, appellant) VALUES (?,?,?,'open',?,?,?,?) "
-                    f"RETURNING {_JOB_COLS}",
+                    "created_at_ms, excluded, appellant, details) "
+                    f"VALUES (?,?,?,'open',?,?,?,?,?) RETURNING {_JOB_COLS}",
                     (
                         self.region,
                         video_id,
@@ -395,15 +426,38 @@ class ModerationStore:
                         ts_ms,
                         json.dumps(sorted(set(excluded))),
                         appellant,
+                        canonical_json(details or {}),
                     ),
                 )
-        except sqlite3.IntegrityError:
+        except _integrity_errors():  # the one-open-job index, on either backend
             raise JobConflict(
                 f"video {video_id!r} already has an open review job in region {self.region!r}",
                 video_id=video_id,
                 region=self.region,
             ) from None
         return self._job(rows[0])
+
+    def open_jobs(self, video_ids: Sequence[str]) -> dict[str, Job]:
+        """The open (or claimed) job of each of ``video_ids`` that has one: one query."""
+        if not video_ids:
+            return {}
+        rows = self.store.query(
+            f"SELECT {_JOB_COLS} FROM moderation_jobs WHERE status IN ('open', 'claimed') "
+            "AND video_id IN (SELECT value FROM json_each(?))",
+            (json.dumps(list(video_ids), ensure_ascii=False),),
+        )
+        return {job.video_id: job for job in map(self._job, rows)}
+
+    def update_job(self, job_no: int, reason: str, details: dict[str, Any]) -> bool:
+        """New reason and details of a job not decided yet (a report job's counts grew)."""
+        return (
+            self.store.execute(
+                "UPDATE moderation_jobs SET reason = ?, details = ? "
+                "WHERE job_no = ? AND status IN ('open', 'claimed')",
+                (reason, canonical_json(details), job_no),
+            )
+            == 1
+        )
 
     def job(self, job_no: int) -> Job | None:
         rows = self.store.query(

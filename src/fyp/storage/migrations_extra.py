@@ -9,6 +9,7 @@ from __future__ import annotations
 from fyp.access.keys import ACCESS_MIGRATION
 from fyp.audit.log import AUDIT_MIGRATION, AUDIT_TRIGGERS_MIGRATION, AUDIT_TRUNCATE_MIGRATION
 from fyp.experiments.exposures import EXPOSURES_MIGRATION
+from fyp.moderation.report_store import REPORTS_MIGRATION
 from fyp.moderation.snapshot import CATALOG_CHANGES_MIGRATION
 from fyp.moderation.store import MODERATION_MIGRATION
 from fyp.storage.migrations import Migration
@@ -21,4 +22,5 @@ EXTRA_MIGRATIONS: tuple[Migration, ...] = (
     CATALOG_CHANGES_MIGRATION,
     AUDIT_TRUNCATE_MIGRATION,
     EXPOSURES_MIGRATION,
+    REPORTS_MIGRATION,
 )
