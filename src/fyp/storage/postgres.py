@@ -30,7 +30,13 @@ from typing import Any
 
 from fyp.catalog.models import User, Video
 from fyp.config import check_region_name
-from fyp.errors import AlreadyExists, ResidencyViolation, StorageError, UnknownUser
+from fyp.errors import (
+    AlreadyExists,
+    InvalidRequest,
+    ResidencyViolation,
+    StorageError,
+    UnknownUser,
+)
 from fyp.events.schema import StoredEvent
 from fyp.storage.base import ErasedCounts, EventRow, LabelRow, VideoRow, merge_label_sets
 from fyp.storage.postgres_dialect import bool_as_int as _bool_as_int
@@ -184,6 +190,14 @@ class PostgresStore(PostgresSnapshots, PostgresServedLog):
                     yield
             except _driver().OperationalError as exc:
                 raise StorageError(f"the store of region {self.region!r} failed: {exc}") from exc
+            except _driver().DataError as exc:
+                if "NUL" not in str(exc):
+                    raise
+                # psycopg refuses the text before sending it: the input is wrong, not the store
+                raise InvalidRequest(
+                    "text holding a NUL character (U+0000) cannot be stored or looked up "
+                    "in a PostgreSQL store"
+                ) from exc
             finally:
                 self._depth = 0
 
@@ -229,6 +243,14 @@ class PostgresStore(PostgresSnapshots, PostgresServedLog):
                 return self._conn.execute(sql, params)
             except _driver().OperationalError as exc:
                 raise StorageError(f"the store of region {self.region!r} failed: {exc}") from exc
+            except _driver().DataError as exc:
+                if "NUL" not in str(exc):
+                    raise
+                # psycopg refuses the text before sending it: the input is wrong, not the store
+                raise InvalidRequest(
+                    "text holding a NUL character (U+0000) cannot be stored or looked up "
+                    "in a PostgreSQL store"
+                ) from exc
 
     def _all(self, sql: str, params: Sequence[Any] | Mapping[str, Any] = ()) -> list[Any]:
         with self._lock:
