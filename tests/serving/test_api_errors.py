@@ -151,7 +151,13 @@ def test_validation_errors_list_their_problems(api: TestClient) -> None:
 def test_405_says_which_methods_are_allowed(api: TestClient) -> None:
     resp = api.get("/v1/users")
     assert_error_shape(resp, 405, "method_not_allowed")
-    assert "POST" in resp.headers["allow"]
+    assert resp.headers["allow"] == "POST"
+    # every route of the path, not only the first one (Starlette's said "GET"; found by
+    # fuzzing the API)
+    resp = api.request("OPTIONS", "/v1/users/u1")
+    assert resp.headers["allow"] == "DELETE, GET, PATCH", resp.text
+    assert api.put("/v1/videos/v1").headers["allow"] == "DELETE, GET, PATCH"
+    assert api.post("/v1/users/u1/feed").headers["allow"] == "GET"
 
 
 @pytest.fixture
