@@ -18,7 +18,14 @@ from pydantic import (
 from pydantic_core import to_json
 
 Id = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.:\-]{1,64}$")]
-Region = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{0,31}$")]
+REGION_MARK = "x-fyp-region"
+"""Marks a region name in the OpenAPI document, which lists the deployment's regions
+there (``fyp.serving.openapi``): any other is a 422."""
+Region = Annotated[
+    str,
+    StringConstraints(pattern=r"^[a-z][a-z0-9_]{0,31}$"),
+    Field(json_schema_extra={REGION_MARK: True}),
+]
 Short = Annotated[str, StringConstraints(max_length=64)]
 Caption = Annotated[
     str,
@@ -126,10 +133,19 @@ def age_of(birth_year: int | None, at_year: int = CURRENT_YEAR) -> int | None:
     return None if birth_year is None else at_year - birth_year
 
 
+def _without_nulls(schema: dict[str, Any]) -> None:
+    """A patch's document: each field may be omitted, never null (as validated)."""
+    for name, field in schema.get("properties", {}).items():
+        options = [o for o in field.get("anyOf", []) if o != {"type": "null"}]
+        if len(options) == 1:
+            rest = {k: v for k, v in field.items() if k not in ("anyOf", "default")}
+            schema["properties"][name] = {**options[0], **rest}
+
+
 class VideoPatch(BaseModel):
     """Omit a field to leave it unchanged; null is refused (no video field may be empty)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra=_without_nulls)
 
     @model_validator(mode="before")
     @classmethod

@@ -18,6 +18,7 @@ from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
 from fyp.access.guard import document_access
+from fyp.catalog.models import REGION_MARK
 from fyp.serving.inputs import JSON_TYPES
 from fyp.serving.responses import ErrorBody
 
@@ -81,7 +82,22 @@ def install_openapi(app: FastAPI) -> None:
                     components.setdefault(name, definition)
                 schema["components"]["schemas"] = dict(sorted(components.items()))
             document_access(schema)
+            _list_regions(schema, list(app.state.fyp.deployment.config.regions))
             app.openapi_schema = schema
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
+
+
+def _list_regions(node: Any, regions: list[str]) -> None:
+    """Each value marked as a region (``REGION_MARK``) takes one of the deployment's
+    regions, as the API checks (``fyp.serving.inputs.check_regions``): the document
+    says so with an ``enum``."""
+    if isinstance(node, dict):
+        if node.get(REGION_MARK) is True:
+            node["enum"] = regions
+        for value in node.values():
+            _list_regions(value, regions)
+    elif isinstance(node, list):
+        for value in node:
+            _list_regions(value, regions)
