@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -222,12 +223,55 @@ def fuzz(
     run()
 
 
-BODY_IDS = {"user_id": READ_USERS, "video_id": READ_VIDEOS}
+BODY_IDS = {
+    "user_id": READ_USERS,
+    "video_id": READ_VIDEOS,
+    "appellant_id": READ_USERS,  # an appeal's appellant is a user
+    "creator_id": READ_USERS,
+}
+
+
+def fuzz_all(
+    operations: list[Any],
+    world: FuzzWorld,
+    send: Send,
+    examples: int,
+    verify: Verify | None = None,
+) -> Counter[tuple[str, int]]:
+    """:func:`fuzz` each operation, going on past a failing one; raise one error naming
+    every operation that failed. Returns how many answers of each (operation, status)."""
+    answers: Counter[tuple[str, int]] = Counter()
+
+    def counted(case: Any, sent: dict[str, str]) -> Any:
+        response = send(case, sent)
+        answers[f"{case.operation.method.upper()} {case.operation.path}", response.status_code] += 1
+        return response
+
+    failed: list[str] = []
+    for op in operations:
+        try:
+            fuzz(op, world, counted, examples, verify)
+        except Exception as exc:  # a hypothesis failure, already shrunk to one example
+            failed.append(f"{op.method.upper()} {op.path}: {type(exc).__name__}: {exc}")
+    print(summary(answers))  # shown with -s: what a long run covered
+    if failed:
+        raise AssertionError(f"{len(failed)} operations failed:\n\n" + "\n\n".join(failed))
+    return answers
+
+
+def summary(answers: Counter[tuple[str, int]]) -> str:
+    """Requests per operation and status, and the totals."""
+    by_op: dict[str, dict[int, int]] = {}
+    for (op, status), n in sorted(answers.items()):
+        by_op.setdefault(op, {})[status] = n
+    lines = [f"{op}: {statuses}" for op, statuses in by_op.items()]
+    total = sum(answers.values())
+    return "\n".join([*lines, f"{len(by_op)} operations, {total} requests"])
 
 
 def _real_ids_in_body(body: Any, data: st.DataObject) -> None:
-    """Most of the time, a real user and video in a (schema-valid) body or its events,
-    so that events reach the store."""
+    """Most of the time, real users and videos in a (schema-valid) body or its events,
+    so that events reach the store and appeals their review queue."""
     items = body.get("events") if isinstance(body, dict) else None
     for item in [body, *(items if isinstance(items, list) else [])]:
         if not isinstance(item, dict):

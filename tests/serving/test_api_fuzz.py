@@ -52,8 +52,7 @@ def test_every_operation_answers_as_documented(
     world, d, app = served
     schema, send = fuzzing.in_process(app)
     verify = fuzzing.stored_events_are_kept(d)
-    for op in shard_of(fuzzing.operations(schema), shard):
-        fuzzing.fuzz(op, world, send, EXAMPLES, verify)
+    fuzzing.fuzz_all(shard_of(fuzzing.operations(schema), shard), world, send, EXAMPLES, verify)
 
 
 def test_the_shards_cover_every_route_of_the_app(deployment: Deployment) -> None:
@@ -75,20 +74,21 @@ def test_the_shards_cover_every_route_of_the_app(deployment: Deployment) -> None
 @pytest.mark.slow
 def test_a_real_server_answers_the_feed_and_events_as_documented(tmp_path: Path) -> None:
     """Over HTTP, to ``fyp serve``: the feed and single events are answered by the fast
-    path, below FastAPI; the batch and a debug feed by the routes."""
+    path, below FastAPI; the batch and a debug feed by the routes. (A long run, with
+    ``FYP_FUZZ_EXAMPLES``, sends every operation.)"""
     world = fuzzing.build_world(tmp_path / "dep")
     server = Server(world.directory, tmp_path / "server.log").start().wait()
     try:
         schema, send = fuzzing.over_http(server.url)
         with Deployment.open(world.directory) as d:
             verify = fuzzing.stored_events_are_kept(d)
-            hot = [op for op in fuzzing.operations(schema) if op.tags and op.tags[0] in HOT]
+            ops = fuzzing.operations(schema)
+            hot = [op for op in ops if fuzzing.EXAMPLES or (op.tags and op.tags[0] in HOT)]
             assert {(op.method, op.path) for op in hot} >= {
                 ("get", "/v1/users/{user_id}/feed"),
                 ("post", "/v1/events"),
             }
-            for op in hot:
-                fuzzing.fuzz(op, world, send, HTTP_EXAMPLES, verify)
+            fuzzing.fuzz_all(hot, world, send, HTTP_EXAMPLES, verify)
         assert server.process is not None and server.process.poll() is None, server.output()
         assert "Traceback" not in server.output(), server.output()
     finally:
@@ -110,7 +110,7 @@ def test_every_operation_answers_as_documented_on_postgresql(tmp_path: Path) -> 
             with TestClient(app):
                 schema, send = fuzzing.in_process(app)
                 verify = fuzzing.stored_events_are_kept(d)
-                for op in fuzzing.operations(schema):
-                    fuzzing.fuzz(op, world, send, fuzzing.EXAMPLES or 4, verify)
+                ops = fuzzing.operations(schema)
+                fuzzing.fuzz_all(ops, world, send, fuzzing.EXAMPLES or 4, verify)
     finally:
         drop_schemas(prefix)
