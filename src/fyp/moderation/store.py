@@ -10,7 +10,6 @@ constraints like every other table of the store.
 from __future__ import annotations
 
 import json
-import sqlite3
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -381,28 +380,30 @@ class ModerationStore:
         excluded: Iterable[str] = (),
         appellant: str | None = None,
     ) -> Job:
-        try:
-            with self.store.transaction():
-                rows = self.store.query(
-                    "INSERT INTO moderation_jobs (region, video_id, kind, status, reason, "
-                    "created_at_ms, excluded, appellant) VALUES (?,?,?,'open',?,?,?,?) "
-                    f"RETURNING {_JOB_COLS}",
-                    (
-                        self.region,
-                        video_id,
-                        kind,
-                        reason,
-                        ts_ms,
-                        json.dumps(sorted(set(excluded))),
-                        appellant,
-                    ),
-                )
-        except sqlite3.IntegrityError:
+        # a second open job of the video (moderation_jobs_one_open) inserts nothing: the
+        # same on every backend (catching sqlite3.IntegrityError let PostgreSQL's
+        # UniqueViolation through, a 500 for a second appeal; found by fuzzing the API)
+        with self.store.transaction():
+            rows = self.store.query(
+                "INSERT INTO moderation_jobs (region, video_id, kind, status, reason, "
+                "created_at_ms, excluded, appellant) VALUES (?,?,?,'open',?,?,?,?) "
+                f"ON CONFLICT DO NOTHING RETURNING {_JOB_COLS}",
+                (
+                    self.region,
+                    video_id,
+                    kind,
+                    reason,
+                    ts_ms,
+                    json.dumps(sorted(set(excluded))),
+                    appellant,
+                ),
+            )
+        if not rows:
             raise JobConflict(
                 f"video {video_id!r} already has an open review job in region {self.region!r}",
                 video_id=video_id,
                 region=self.region,
-            ) from None
+            )
         return self._job(rows[0])
 
     def job(self, job_no: int) -> Job | None:
