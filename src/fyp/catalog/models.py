@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import time
 import unicodedata
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
@@ -179,6 +179,22 @@ class VideoIn(BaseModel):
     attributes: Attributes = {}
 
 
+ERASED_NAME = "[erased]"
+"""What replaces a user's id in a record that must keep its row (a review job, a video's
+creator)."""
+ELSEWHERE_NAME = "[elsewhere]"
+"""What replaces, in a region's records, the id of a user who lives in another region
+(a user who moved away, or the inviter of a user who moved in): the region must not
+name them, but they were not erased."""
+
+
 class Video(VideoIn):
+    # a stored video keeps its row when its creator is erased or moves away: the
+    # document says what the id becomes (the fuzzer found "[elsewhere]" undocumented)
+    creator_id: Id | Literal["[erased]", "[elsewhere]"] | None = Field(
+        default=None,
+        description="The uploader; `[erased]` once they were erased, `[elsewhere]` once "
+        "they moved to a region that does not hold this copy.",
+    )
     created_at_ms: int
     updated_at_ms: int
