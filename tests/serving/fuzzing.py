@@ -51,7 +51,10 @@ EXAMPLES = int(os.environ.get("FYP_FUZZ_EXAMPLES", "0")) or None
 """Examples per operation and kind of caller (None: each test's own, a few)."""
 REGIONS = ("us", "eu")
 READ_USERS = [f"u{k}" for k in range(N_USERS // 2)]
-READ_VIDEOS = [f"v{k}" for k in range(N_VIDEOS // 2)]
+UPLOADERS = {"vm0": "u45", "vm1": "u46", "ve0": "u30", "ve1": "u31"}
+"""Videos uploaded by users the move and erase routes get: read after those ran, they
+name their creator as a moved or erased one."""
+READ_VIDEOS = [*UPLOADERS, *(f"v{k}" for k in range(N_VIDEOS // 2))]  # favoured: first
 OWN_IDS = {
     # the destructive routes get ids of their own: the readers' users and videos stay
     ("DELETE", "/v1/users/{user_id}"): [f"u{k}" for k in range(N_USERS // 2, N_USERS * 3 // 4)],
@@ -118,6 +121,10 @@ def build_world(directory: Path, store: str | None = None) -> FuzzWorld:
         for region in REGIONS:
             world.regional[region] = keys.create(f"fuzz-{region}", ["admin"], [region])[1]
         with TestClient(create_app(d), headers=headers(world.admin)) as client:
+            for video, creator in UPLOADERS.items():
+                mine = {"video_id": video, "creator_id": creator, "duration_ms": 9_000}
+                resp = client.post("/v1/videos", json={**mine, "regions": [region_of(creator)]})
+                assert resp.status_code == 201, resp.text
             for region, video in zip(REGIONS, ("v0", "v1"), strict=True):
                 down = {"actor_id": "m", "reason": "fuzz", "regions": [region]}
                 resp = client.post(f"/v1/moderation/videos/{video}/takedown", json=down)
