@@ -41,7 +41,8 @@ _MEANING = {
     415: "`unsupported_media_type`: the body is not declared as JSON "
     f"({', '.join(JSON_TYPES)}, UTF-8); a body without a Content-Type is read as JSON.",
     422: "`validation_failed`: well-formed but invalid values (an undeclared region "
-    "too); `details.problems` names each field by its path from the request's root.",
+    "too, or text holding a NUL character, U+0000); `details.problems` names each field "
+    "by its path from the request's root.",
     503: "`storage_error` or `model_unavailable`: the server cannot answer now.",
 }
 _CHALLENGE = {
