@@ -109,6 +109,11 @@ def test_review_flow(client: TestClient) -> None:
         json={"region": "us", "appellant_id": "ana", "reason": "it is a news report"},
     )
     assert appeal.status_code == 201 and appeal.json()["excluded"] == ["alice"]
+    again = client.post(  # one open appeal per video (on PostgreSQL this was a 500)
+        "/v1/moderation/videos/risky/appeals",
+        json={"region": "us", "appellant_id": "ana", "reason": "again"},
+    )
+    error(again, 409, "moderation_conflict")
     assert client.post(
         "/v1/moderation/jobs/claim", json={"reviewer_id": "alice", "region": "us"}
     ).json() == {"job": None}

@@ -121,3 +121,23 @@ def test_a_server_with_a_stale_route_finds_the_user_in_the_new_home(dep: Path) -
             d._routes[MOVER] = "us"
             resp = client.get(f"/v1/users/{MOVER}/export", headers={**admin, **WHY})
             assert resp.status_code == 200 and resp.json()["home_region"] == "eu"
+
+
+def test_a_video_of_a_creator_who_moved_away_answers_as_documented(
+    served: tuple[Deployment, TestClient, dict[str, str]],
+) -> None:
+    """The copy left in the source region names its creator ``[elsewhere]``: the document
+    said an id (found by fuzzing the API, a response contradicting its schema)."""
+    from fyp.catalog.models import Video
+
+    _, client, auth = served
+    upload = {"video_id": "mine", "creator_id": MOVER, "duration_ms": 9_000, "regions": ["us"]}
+    assert client.post("/v1/videos", json=upload, headers=auth).status_code == 201
+    moved = client.post(f"/v1/users/{MOVER}/move", json={"to": "eu"}, headers={**auth, **WHY})
+    assert moved.status_code == 200, moved.text
+    resp = client.get("/v1/videos/mine", headers=auth)
+    assert resp.status_code == 200 and resp.json()["creator_id"] == "[elsewhere]"
+    Video.model_validate(resp.json())  # the documented response model takes it
+    schema = client.get("/openapi.json").json()["components"]["schemas"]["Video"]
+    options = schema["properties"]["creator_id"]["anyOf"]
+    assert {"enum": ["[erased]", "[elsewhere]"], "type": "string"} in options

@@ -218,3 +218,55 @@ def test_the_documented_models_are_the_ones_checked(spec: dict[str, Any]) -> Non
         assert name in schemas, f"{name} is not in the document"
         documented = set(schemas[name].get("properties", {}))
         assert documented == {f.alias or n for n, f in model.model_fields.items()}, name
+
+
+def marked(node: Any) -> Iterator[dict[str, Any]]:
+    """Every schema the document marks as a region name."""
+    if isinstance(node, dict):
+        if node.get("x-fyp-region") is True:
+            yield node
+        for value in node.values():
+            yield from marked(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from marked(value)
+
+
+def test_every_region_a_request_names_is_one_of_the_deployments(spec: dict[str, Any]) -> None:
+    """The API answers 422 for an undeclared region: the document lists the declared
+    ones (a fuzzer's schema-valid regions were all refused before)."""
+    regions = list(marked(spec))
+    assert len(regions) >= 12
+    assert all(r["enum"] == ["us", "eu"] for r in regions), regions
+    schemas = spec["components"]["schemas"]
+    assert schemas["UserIn"]["properties"]["home_region"]["enum"] == ["us", "eu"]
+    assert schemas["MoveIn"]["properties"]["to"]["enum"] == ["us", "eu"]
+    assert schemas["VideoIn"]["properties"]["regions"]["items"]["enum"] == ["us", "eu"]
+    for path, name in [
+        ("/v1/moderation/jobs", "region"),
+        ("/v1/moderation/videos/{video_id}/replay", "region"),
+        ("/v1/events", "X-Fyp-Region"),
+    ]:
+        method = "post" if path == "/v1/events" else "get"
+        params = spec["paths"][path][method]["parameters"]
+        assert next(p for p in params if p["name"] == name)["schema"]["enum"] == ["us", "eu"]
+
+
+def test_request_schemas_are_no_laxer_than_their_validation(
+    spec: dict[str, Any], world: tuple[TestClient, Deployment]
+) -> None:
+    """What the fuzzer found documented but refused: a video patch's null, a blank
+    reviewer or reason, an expected audit head that is not SEQ:HASH."""
+    schemas = spec["components"]["schemas"]
+    for name, field in schemas["VideoPatch"]["properties"].items():
+        assert "null" not in json.dumps(field), name
+    assert schemas["DecisionIn"]["properties"]["reason"]["pattern"] == r"\S"
+    assert schemas["ClaimIn"]["properties"]["reviewer_id"]["pattern"] == r"\S"
+    verify = spec["paths"]["/v1/moderation/audit/{region}/verify"]["get"]["parameters"]
+    head = next(p for p in verify if p["name"] == "expect_head")
+    assert head["schema"]["anyOf"][0]["pattern"] == "^[0-9]+:[0-9a-f]{64}$"
+    c, _ = world
+    resp = c.get("/v1/moderation/audit/us/verify", params={"expect_head": "x"})
+    assert resp.status_code == 422, resp.text
+    resp = c.get("/v1/moderation/jobs", params={"region": "A!"})
+    assert resp.status_code == 422, resp.text

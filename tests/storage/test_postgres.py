@@ -18,7 +18,7 @@ from postgres_server import SERVER, drop_schemas, schema_url
 from contracts.exposure_contract import ExposureContract
 from contracts.store_contract import T0, StoreContract, make_row, make_user
 from fyp.audit.log import AUDIT_TRUNCATE_MIGRATION, RESTORE_LOAD, TRUNCATE_GUARD, AuditLog
-from fyp.errors import StorageError
+from fyp.errors import InvalidRequest, StorageError
 from fyp.storage import Store, open_store
 from fyp.storage.postgres import PostgresStore
 
@@ -71,6 +71,15 @@ class TestPostgresStore(ExposureContract):
     def test_a_missing_schema_is_an_error_unless_creating(self, store: Store) -> None:
         with pytest.raises(StorageError, match="missing"):
             open_store(schema_url(f"{self.prefix}_absent"), "us")
+
+    def test_text_with_a_nul_is_a_client_error_and_the_store_goes_on(self, store: Store) -> None:
+        """psycopg refuses a NUL before sending it: found by fuzzing the API (a 500)."""
+        with pytest.raises(InvalidRequest, match="NUL"):
+            store.existing_users(["a\x00b"])
+        with pytest.raises(InvalidRequest, match="NUL"):
+            store.insert_user(make_user("nul", country="a\x00b"))
+        store.insert_user(make_user("nul", country="ab"))  # the connection is still usable
+        assert store.existing_users(["nul"]) == {"nul"}
 
     def test_the_password_never_appears_in_errors(self) -> None:
         with pytest.raises(StorageError) as info:

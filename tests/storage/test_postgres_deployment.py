@@ -23,6 +23,10 @@ from feed.conftest import trained  # noqa: E402, F401
 from feed.test_api_feed import *  # noqa: E402, F403
 from feed.test_experiment_exposures import *  # noqa: E402, F403
 from feed.test_feed_consent import *  # noqa: E402, F403
+from serving.test_api_errors import (  # noqa: E402, F401 - a NUL was a 500 on PostgreSQL
+    test_a_nul_escaped_as_text_and_in_an_event_are_not_refused_as_nul,
+    test_text_with_a_nul_character_is_a_422_naming_it,
+)
 from serving.test_api_events import *  # noqa: E402, F403
 from serving.test_api_moderation import *  # noqa: E402, F403
 from serving.test_api_ops import *  # noqa: E402, F403

@@ -37,6 +37,7 @@ from fyp.audit.log import AuditLog
 from fyp.errors import Forbidden, FypError, InvalidRequest
 from fyp.regions.deployment import REQUEST_REGIONS, Deployment
 from fyp.serving.errors import error_response
+from fyp.serving.inputs import refuse_nul
 from fyp.sovereignty.ledger import user_pseudonym
 
 Scope = MutableMapping[str, Any]
@@ -99,6 +100,7 @@ class Access:
                     f"key {principal.key_id} has {sorted(principal.roles)}",
                     key_id=principal.key_id,
                 )
+            refuse_nul(params, "path")  # before any store looks it up
             if not principal.all_regions and not rule.unscoped:
                 if rule.body is not None and body is None:
                     body = await _read_body(receive)

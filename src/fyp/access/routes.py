@@ -111,3 +111,12 @@ class RouteIndex:
             if m is not None:
                 found.append(Match(t, m.groupdict()))
         return found
+
+    def allowed(self, path: str) -> list[str]:
+        """The methods some route serves ``path`` with: a 405's ``Allow`` (Starlette's
+        names only the first route that matched the path, e.g. GET of GET, PATCH and
+        DELETE ``/v1/users/{user_id}``)."""
+        if self._size != len(self._routes):
+            self.build()
+        methods = {m for m, _, _ in self._candidates} | set(self._spanning)
+        return [m for m in sorted(methods) if self.match(m, path)]

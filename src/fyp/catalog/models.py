@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import time
 import unicodedata
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
@@ -18,7 +18,14 @@ from pydantic import (
 from pydantic_core import to_json
 
 Id = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.:\-]{1,64}$")]
-Region = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{0,31}$")]
+REGION_MARK = "x-fyp-region"
+"""Marks a region name in the OpenAPI document, which lists the deployment's regions
+there (``fyp.serving.openapi``): any other is a 422."""
+Region = Annotated[
+    str,
+    StringConstraints(pattern=r"^[a-z][a-z0-9_]{0,31}$"),
+    Field(json_schema_extra={REGION_MARK: True}),
+]
 Short = Annotated[str, StringConstraints(max_length=64)]
 Caption = Annotated[
     str,
@@ -126,10 +133,19 @@ def age_of(birth_year: int | None, at_year: int = CURRENT_YEAR) -> int | None:
     return None if birth_year is None else at_year - birth_year
 
 
+def _without_nulls(schema: dict[str, Any]) -> None:
+    """A patch's document: each field may be omitted, never null (as validated)."""
+    for name, field in schema.get("properties", {}).items():
+        options = [o for o in field.get("anyOf", []) if o != {"type": "null"}]
+        if len(options) == 1:
+            rest = {k: v for k, v in field.items() if k not in ("anyOf", "default")}
+            schema["properties"][name] = {**options[0], **rest}
+
+
 class VideoPatch(BaseModel):
     """Omit a field to leave it unchanged; null is refused (no video field may be empty)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra=_without_nulls)
 
     @model_validator(mode="before")
     @classmethod
@@ -163,6 +179,22 @@ class VideoIn(BaseModel):
     attributes: Attributes = {}
 
 
+ERASED_NAME = "[erased]"
+"""What replaces a user's id in a record that must keep its row (a review job, a video's
+creator)."""
+ELSEWHERE_NAME = "[elsewhere]"
+"""What replaces, in a region's records, the id of a user who lives in another region
+(a user who moved away, or the inviter of a user who moved in): the region must not
+name them, but they were not erased."""
+
+
 class Video(VideoIn):
+    # a stored video keeps its row when its creator is erased or moves away: the
+    # document says what the id becomes (the fuzzer found "[elsewhere]" undocumented)
+    creator_id: Id | Literal["[erased]", "[elsewhere]"] | None = Field(
+        default=None,
+        description="The uploader; `[erased]` once they were erased, `[elsewhere]` once "
+        "they moved to a region that does not hold this copy.",
+    )
     created_at_ms: int
     updated_at_ms: int

@@ -107,6 +107,11 @@ def _path(*parts: object) -> str:
 
 
 def install_error_handlers(app: FastAPI) -> None:
+    from fyp.access.guard import route_path  # the guard answers its errors with ours
+    from fyp.access.routes import RouteIndex
+
+    routes = RouteIndex(app)  # built at the first 405, with every route there
+
     @app.exception_handler(FypError)
     async def _fyp(_: Request, exc: FypError) -> JSONResponse:
         return error_response(exc)
@@ -116,11 +121,17 @@ def install_error_handlers(app: FastAPI) -> None:
         return error_response(invalid(exc.errors()))
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         if isinstance(exc.__cause__, FypError):  # raised while FastAPI read the body
             return error_response(exc.__cause__)
         if exc.status_code == 400:  # FastAPI could not read or decode the body
             return error_response(InvalidRequest(f"request body could not be read: {exc.detail}"))
+        headers = exc.headers
+        if exc.status_code == 405:
+            headers = {
+                **(headers or {}),
+                "Allow": ", ".join(routes.allowed(route_path(request.scope))),
+            }
         body = {
             "error": {
                 "code": _HTTP_CODES.get(exc.status_code, "http_error"),
@@ -129,7 +140,7 @@ def install_error_handlers(app: FastAPI) -> None:
                 "details": {},
             }
         }
-        return JSONResponse(body, status_code=exc.status_code, headers=exc.headers)
+        return JSONResponse(body, status_code=exc.status_code, headers=headers)
 
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, exc: Exception) -> JSONResponse:

@@ -6,6 +6,10 @@
   Content-Type is read as JSON: the key in a header, not a cookie, already keeps
   browsers' cross-site forms out.
 - An empty body is 400 ``invalid_request``, as a body that is not JSON is.
+- Text holding a NUL character (U+0000), in a body (keys too) or a path parameter
+  (``fyp.access.guard``), is 422 ``validation_failed`` naming it: PostgreSQL cannot
+  store or even look one up (it was a 500 there), so no backend takes one. (An event's
+  fields take none by their patterns: a batch rejects that event alone.)
 - A region named in a body, a query or a header (``home_region``, ``regions``,
   ``region``, ``X-Fyp-Region``) must be one the deployment declares, else 422
   ``validation_failed`` naming the field: a 404 ``unknown_region`` is only for a region
@@ -14,6 +18,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, TypeVar
 
@@ -40,6 +45,40 @@ def check_json(content_type: str | None, body: bytes) -> None:
         )
     if not body:
         raise InvalidRequest("request body is empty: send a JSON object")
+
+
+_NUL_ESCAPE = b"\\u0000"
+NUL_PROBLEM = "may not contain a NUL character (U+0000)"
+
+
+def _refuse_nul_in_json(body: bytes) -> None:
+    try:
+        parsed = json.loads(body)
+    except (ValueError, RecursionError):
+        return  # not JSON: FastAPI's reading answers 400
+    refuse_nul(parsed, "body")
+
+
+def refuse_nul(value: Any, root: str) -> None:
+    """422 naming each text in ``value`` (a dict's keys too, by their path under
+    ``root``) that holds a NUL character."""
+    found: list[str] = []
+    stack: list[tuple[Any, str]] = [(value, root)]
+    while stack and len(found) < 20:
+        node, path = stack.pop()
+        if isinstance(node, str):
+            if "\x00" in node:
+                found.append(path)
+        elif isinstance(node, dict):
+            for key, item in node.items():
+                named = f"{path}.{key}".replace("\x00", "\\u0000")  # printable
+                if "\x00" in key:
+                    found.append(named)
+                stack.append((item, named))
+        elif isinstance(node, list):
+            stack.extend((item, f"{path}.{i}") for i, item in enumerate(node))
+    if found:
+        raise failed([{"field": f, "problem": NUL_PROBLEM} for f in sorted(found)])
 
 
 def _is_json(content_type: str) -> bool:
@@ -95,7 +134,10 @@ class JsonBodyRoute(APIRoute):
             return handler
 
         async def checked(request: Request) -> Response:
-            check_json(request.headers.get("content-type"), await request.body())
+            body = await request.body()
+            check_json(request.headers.get("content-type"), body)
+            if _NUL_ESCAPE in body:  # JSON escapes a NUL; a raw one is not JSON (400)
+                _refuse_nul_in_json(body)
             return await handler(request)
 
         return checked

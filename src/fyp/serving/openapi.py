@@ -18,6 +18,7 @@ from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
 from fyp.access.guard import document_access
+from fyp.catalog.models import REGION_MARK
 from fyp.serving.inputs import JSON_TYPES
 from fyp.serving.responses import ErrorBody
 
@@ -40,7 +41,8 @@ _MEANING = {
     415: "`unsupported_media_type`: the body is not declared as JSON "
     f"({', '.join(JSON_TYPES)}, UTF-8); a body without a Content-Type is read as JSON.",
     422: "`validation_failed`: well-formed but invalid values (an undeclared region "
-    "too); `details.problems` names each field by its path from the request's root.",
+    "too, or text holding a NUL character, U+0000); `details.problems` names each field "
+    "by its path from the request's root.",
     503: "`storage_error` or `model_unavailable`: the server cannot answer now.",
 }
 _CHALLENGE = {
@@ -81,7 +83,22 @@ def install_openapi(app: FastAPI) -> None:
                     components.setdefault(name, definition)
                 schema["components"]["schemas"] = dict(sorted(components.items()))
             document_access(schema)
+            _list_regions(schema, list(app.state.fyp.deployment.config.regions))
             app.openapi_schema = schema
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
+
+
+def _list_regions(node: Any, regions: list[str]) -> None:
+    """Each value marked as a region (``REGION_MARK``) takes one of the deployment's
+    regions, as the API checks (``fyp.serving.inputs.check_regions``): the document
+    says so with an ``enum``."""
+    if isinstance(node, dict):
+        if node.get(REGION_MARK) is True:
+            node["enum"] = regions
+        for value in node.values():
+            _list_regions(value, regions)
+    elif isinstance(node, list):
+        for value in node:
+            _list_regions(value, regions)

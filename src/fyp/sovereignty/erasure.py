@@ -38,6 +38,7 @@ from typing import Any
 import numpy as np
 
 from fyp.audit.log import AuditLog, Record, canonical_json, sql_store
+from fyp.catalog.models import ERASED_NAME
 from fyp.errors import ConfigError, StorageError, UnknownUser
 from fyp.filelock import open_locked, unlock
 from fyp.models.artifacts import (
@@ -56,7 +57,6 @@ from fyp.sovereignty import served_data
 from fyp.sovereignty.ledger import MOVE, ErasureLedger, user_pseudonym
 from fyp.sovereignty.region_keys import region_secret
 from fyp.sovereignty.remnants import (
-    ERASED_NAME,
     artifacts_naming,
     delete_created_videos,
     file_user_ids,

@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from fyp.audit.log import AuditLog, sql_store
+from fyp.catalog.models import ELSEWHERE_NAME
 from fyp.errors import (
     Conflict,
     FypError,
@@ -77,7 +78,6 @@ from fyp.sovereignty.move_journal import (
 )
 from fyp.sovereignty.move_policy import check_move_allowed
 from fyp.sovereignty.remnants import (
-    ELSEWHERE_NAME,
     person_names,
     region_files,
     scrub_file,

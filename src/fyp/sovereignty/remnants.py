@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from fyp.audit.log import SQLStore, sql_store
+from fyp.catalog.models import ERASED_NAME
 from fyp.models.ahead import USER_IDS as AHEAD_USERS
 from fyp.models.ahead import without_user as drop_ranked_ahead
 from fyp.models.artifacts import ARRAYS, list_versions, models_dir
@@ -32,13 +33,6 @@ from fyp.sovereignty.columns import (
     names_a_person,
 )
 from fyp.storage.base import json_text
-
-ERASED_NAME = "[erased]"
-"""What replaces a user's id in a record that must keep its row (a review job)."""
-ELSEWHERE_NAME = "[elsewhere]"
-"""What replaces, in a region's records, the id of a user who lives in another region
-(a user who moved away, or the inviter of a user who moved in): the region must not
-name them, but they were not erased."""
 
 # columns whose rows are the user's own data and go with them; everything else that
 # names the user keeps its row and has the name replaced by ERASED_NAME

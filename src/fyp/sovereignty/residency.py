@@ -45,6 +45,7 @@ from pathlib import Path
 from typing import Any
 
 from fyp.audit.log import sql_store
+from fyp.catalog.models import ELSEWHERE_NAME, ERASED_NAME
 from fyp.config import CONFIG_FILE, DeploymentConfig, backup_target_path, load_config
 from fyp.errors import ConfigError, FypError, NotFound, StorageError
 from fyp.models.artifacts import ARRAYS, list_versions, models_dir
@@ -60,7 +61,6 @@ from fyp.sovereignty.ledger import ERASURE, LEDGER_FILE, MOVE, ErasureLedger, mo
 from fyp.sovereignty.move_journal import JOURNAL_DIR, pending_moves
 from fyp.sovereignty.quarantine import in_quarantine
 from fyp.sovereignty.region_data import read_only, store_companions, store_file
-from fyp.sovereignty.remnants import ELSEWHERE_NAME, ERASED_NAME
 from fyp.sovereignty.residency_readers import (
     Names,
     file_names,

@@ -30,7 +30,13 @@ from typing import Any
 
 from fyp.catalog.models import User, Video
 from fyp.config import check_region_name
-from fyp.errors import AlreadyExists, ResidencyViolation, StorageError, UnknownUser
+from fyp.errors import (
+    AlreadyExists,
+    InvalidRequest,
+    ResidencyViolation,
+    StorageError,
+    UnknownUser,
+)
 from fyp.events.schema import StoredEvent
 from fyp.storage.base import ErasedCounts, EventRow, LabelRow, VideoRow, merge_label_sets
 from fyp.storage.postgres_dialect import bool_as_int as _bool_as_int
@@ -177,14 +183,12 @@ class PostgresStore(PostgresSnapshots, PostgresServedLog):
                 return
             self._depth = 1
             try:
-                with self._conn.transaction():
+                with self._translated(), self._conn.transaction():
                     # writers of a region take turns, as SQLite's one writer does: event
                     # and change-feed numbers then follow commit order, and a
                     # read-then-write (the audit chain's head) is never interleaved
                     self._conn.execute(_WRITER_LOCK)
                     yield
-            except _driver().OperationalError as exc:
-                raise StorageError(f"the store of region {self.region!r} failed: {exc}") from exc
             finally:
                 self._depth = 0
 
@@ -225,11 +229,24 @@ class PostgresStore(PostgresSnapshots, PostgresServedLog):
 
     # -- raw access (the lock is held by the caller or taken here) -------------------
     def _exec(self, sql: str, params: Sequence[Any] | Mapping[str, Any] = ()) -> Any:
-        with self._lock:
-            try:
-                return self._conn.execute(sql, params)
-            except _driver().OperationalError as exc:
-                raise StorageError(f"the store of region {self.region!r} failed: {exc}") from exc
+        with self._lock, self._translated():
+            return self._conn.execute(sql, params)
+
+    @contextmanager
+    def _translated(self) -> Iterator[None]:
+        """The driver's errors as fyp's: the server failing is a StorageError; a NUL,
+        which psycopg refuses before sending it, the input's fault."""
+        try:
+            yield
+        except _driver().OperationalError as exc:
+            raise StorageError(f"the store of region {self.region!r} failed: {exc}") from exc
+        except _driver().DataError as exc:
+            if "NUL" not in str(exc):
+                raise
+            raise InvalidRequest(
+                "text holding a NUL character (U+0000) cannot be stored or looked up "
+                "in a PostgreSQL store"
+            ) from exc
 
     def _all(self, sql: str, params: Sequence[Any] | Mapping[str, Any] = ()) -> list[Any]:
         with self._lock:

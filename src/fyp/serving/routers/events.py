@@ -16,6 +16,7 @@ from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel, ConfigDict, TypeAdapter
 
 from fyp.access.guard import key_regions
+from fyp.catalog.models import REGION_MARK
 from fyp.events.ingest import Ingestor
 from fyp.events.schema import EventIn
 from fyp.serving.dependencies import AppState
@@ -31,7 +32,7 @@ _REGION_PARAM = {
     "name": "X-Fyp-Region",
     "in": "header",
     "required": False,
-    "schema": {"type": "string"},
+    "schema": {"type": "string", REGION_MARK: True},
     "description": "Region the client believes the users live in: a user homed elsewhere "
     "is refused (403 `residency_violation`), an undeclared region is a 422.",
 }

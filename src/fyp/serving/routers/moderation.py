@@ -14,22 +14,27 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from fyp.access.guard import principal
 from fyp.audit.log import AuditLog
+from fyp.catalog.models import Region
 from fyp.serving.dependencies import AppState, state
 from fyp.serving.inputs import JsonBodyRoute, check_regions
 from fyp.serving.openapi import BODY, answers
 
 router = APIRouter(prefix="/v1/moderation", tags=["moderation"], route_class=JsonBodyRoute)
 
-PersonId = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=128)]
-Reason = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=2000)]
-RegionName = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{0,31}$")]
+# not blank: the document says so with a pattern (blanks are stripped before the length)
+PersonId = Annotated[
+    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=128, pattern=r"\S")
+]
+Reason = Annotated[
+    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=2000, pattern=r"\S")
+]
 Verdict = Literal["approved", "rejected", "restricted", "age_restricted", "blocked"]
 
 
 class RunIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    region: RegionName | None = None
+    region: Region | None = None
     limit: int | None = Field(default=None, ge=1, le=10_000_000)
 
 
@@ -37,7 +42,7 @@ class ClaimIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     reviewer_id: PersonId
-    region: RegionName | None = None
+    region: Region | None = None
 
 
 class DecisionIn(BaseModel):
@@ -51,7 +56,7 @@ class DecisionIn(BaseModel):
 class AppealIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    region: RegionName
+    region: Region
     appellant_id: PersonId
     reason: Reason
 
@@ -62,7 +67,7 @@ class TakedownIn(BaseModel):
     actor_id: PersonId
     reason: Reason
     verdict: Literal["blocked", "rejected"] = "blocked"
-    regions: list[RegionName] | None = Field(default=None, min_length=1)
+    regions: list[Region] | None = Field(default=None, min_length=1)
 
 
 @router.post("/runs", responses=answers(*BODY))
@@ -83,7 +88,7 @@ async def video_status(video_id: str, s: AppState = Depends(state)) -> dict[str,
 
 @router.get("/videos/{video_id}/replay", responses=answers(404))
 async def replay(
-    video_id: str, region: RegionName = Query(...), s: AppState = Depends(state)
+    video_id: str, region: Annotated[Region, Query()], s: AppState = Depends(state)
 ) -> dict[str, Any]:
     """Evaluate the latest automated verdict again from its audited input."""
     check_regions(s.deployment, "query.region", region)
@@ -134,7 +139,7 @@ async def claim(request: Request, body: ClaimIn, s: AppState = Depends(state)) -
 
 @router.get("/jobs", responses=answers())
 async def jobs(
-    region: RegionName = Query(...),
+    region: Annotated[Region, Query()],
     status: Literal["open", "claimed", "decided", "superseded"] | None = Query(None),
     limit: int = Query(100, ge=1, le=1000),
     s: AppState = Depends(state),
@@ -168,7 +173,9 @@ def _via(request: Request) -> str | None:
 @router.get("/audit/{region}/verify", responses=answers(404))
 async def verify_audit(
     region: str,
-    expect_head: str | None = Query(None, description="SEQ:HASH of an earlier head."),
+    expect_head: str | None = Query(
+        None, pattern=r"^[0-9]+:[0-9a-f]{64}$", description="SEQ:HASH of an earlier head."
+    ),
     s: AppState = Depends(state),
 ) -> dict[str, Any]:
     """Walk the region's audit hash chain; ``ok`` is false on any tampering."""

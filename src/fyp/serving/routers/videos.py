@@ -5,7 +5,7 @@ from typing import Any
 from fastapi import APIRouter, Depends, Query, Request, status
 
 from fyp.access.guard import principal
-from fyp.catalog.models import Video, VideoIn, VideoPatch
+from fyp.catalog.models import Region, Video, VideoIn, VideoPatch
 from fyp.errors import UnknownVideo
 from fyp.moderation.models import State
 from fyp.moderation.service import cell
@@ -33,7 +33,7 @@ async def create_video(body: VideoIn, s: AppState = Depends(state)) -> Video:
 async def get_video(
     request: Request,
     video_id: str,
-    region: str | None = Query(None),
+    region: Region | None = Query(None),
     s: AppState = Depends(state),
 ) -> Video:
     """A feed key (the app showing videos to people) gets only a video that is
