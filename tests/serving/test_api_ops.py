@@ -26,6 +26,17 @@ def test_healthz(client: TestClient, deployment: Deployment) -> None:
         assert info["schema"] >= 1
 
 
+def test_health_and_readiness_answer_head_probes(client: TestClient) -> None:
+    """Monitors and load balancers probe with HEAD: the GET's status, no body."""
+    for path in ("/healthz", "/readyz"):
+        got, head = client.get(path), client.head(path)
+        assert head.status_code == got.status_code  # /readyz: 503 here (no model trained)
+        assert head.content == b"" and head.headers["content-type"] == "application/json"
+    assert client.head("/healthz").status_code == 200
+    # other routes keep HEAD out: a HEAD of a feed must not record a page as shown
+    assert client.head("/v1/users/a/feed").status_code == 405
+
+
 def test_regions_counts(client: TestClient) -> None:
     empty = client.get("/v1/regions")
     assert empty.status_code == 200

@@ -20,7 +20,14 @@ from authz_world import World, build_world, headers, snapshot, user, video
 
 from fyp.access.keys import ROLES
 
-NO_OBJECT = {("GET", "/healthz"), ("GET", "/readyz"), ("GET", "/v1/regions"), ("GET", "/metrics")}
+NO_OBJECT = {
+    ("GET", "/healthz"),
+    ("HEAD", "/healthz"),
+    ("GET", "/readyz"),
+    ("HEAD", "/readyz"),
+    ("GET", "/v1/regions"),
+    ("GET", "/metrics"),
+}
 """Operations that name no object (/v1/regions and /metrics answer for the key's regions
 only)."""
 REGION_FIELDS = {"region", "regions", "home_region", "to"}

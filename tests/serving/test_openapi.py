@@ -120,7 +120,7 @@ def test_each_route_documents_the_errors_it_can_answer(spec: dict[str, Any]) -> 
 def test_only_healthz_and_readyz_are_open(spec: dict[str, Any]) -> None:
     assert spec["security"] == [{"bearer": []}, {"apiKey": []}]
     opened = {(m, p) for m, p, op in operations(spec) if op.get("security") == []}
-    assert opened == {("GET", "/healthz"), ("GET", "/readyz")}
+    assert opened == {(m, p) for m in ("GET", "HEAD") for p in ("/healthz", "/readyz")}
     assert all("security" not in op for m, p, op in operations(spec) if (m, p) not in opened)
 
 

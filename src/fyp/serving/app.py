@@ -216,7 +216,16 @@ def create_app(deployment: Deployment | str | Path) -> FastAPI:
     app.include_router(moderation.router)
     app.include_router(ops.router)  # /readyz
 
-    @app.get("/healthz", tags=["ops"], response_model=None, responses={200: {"model": Health}})
+    # HEAD too (RFC 9110 asks it of every GET a server has): uptime monitors and load
+    # balancers probe with it. Not on other routes: a HEAD of the feed would record a
+    # page as shown that nobody received.
+    @app.api_route(
+        "/healthz",
+        methods=["GET", "HEAD"],
+        tags=["ops"],
+        response_model=None,
+        responses={200: {"model": Health}},
+    )
     async def healthz(s: AppState = Depends(state)) -> dict[str, Any]:
         """Liveness and per-region store schema versions (readiness: ``/readyz``)."""
         return {

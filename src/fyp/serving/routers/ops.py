@@ -44,8 +44,9 @@ class Readiness(BaseModel):
     regions: dict[str, RegionReadiness]
 
 
-@router.get(
+@router.api_route(
     "/readyz",
+    methods=["GET", "HEAD"],  # probes use HEAD too (see /healthz)
     response_model=Readiness,
     responses={503: {"model": Readiness, "description": "Some region cannot serve."}},
 )
