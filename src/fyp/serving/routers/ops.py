@@ -5,7 +5,7 @@ server whose region lost its store or its model (each such feed would be a 503).
 from __future__ import annotations
 
 import logging
-from typing import Literal
+from typing import Any, Literal
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
@@ -44,12 +44,14 @@ class Readiness(BaseModel):
     regions: dict[str, RegionReadiness]
 
 
-@router.api_route(
-    "/readyz",
-    methods=["GET", "HEAD"],  # probes use HEAD too (see /healthz)
-    response_model=Readiness,
-    responses={503: {"model": Readiness, "description": "Some region cannot serve."}},
-)
+READINESS: dict[str, Any] = {
+    "response_model": Readiness,
+    "responses": {503: {"model": Readiness, "description": "Some region cannot serve."}},
+}
+
+
+@router.get("/readyz", **READINESS)
+@router.head("/readyz", **READINESS)  # probes use HEAD too (see /healthz)
 async def readyz(request: Request) -> JSONResponse:
     """Readiness: 200 when every region's store (and served log, when it is on a server
     of its own) answers and its live model is loaded, else 503 with what is wrong per
