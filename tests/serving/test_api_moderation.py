@@ -6,6 +6,7 @@ from typing import Any
 
 from fastapi.testclient import TestClient
 
+from fyp.moderation.store import JOB_KINDS
 from fyp.regions.consent import ConsentPolicy
 from fyp.regions.deployment import Deployment
 
@@ -109,6 +110,25 @@ def test_review_flow(client: TestClient) -> None:
         json={"region": "us", "appellant_id": "ana", "reason": "it is a news report"},
     )
     assert appeal.status_code == 201 and appeal.json()["excluded"] == ["alice"]
+    by_kind = {
+        kind: [
+            j["job_id"]
+            for j in client.get(
+                "/v1/moderation/jobs", params={"region": "us", "kind": kind}
+            ).json()["jobs"]
+        ]
+        for kind in JOB_KINDS
+    }
+    assert by_kind == {"review": ["us-1"], "appeal": [appeal.json()["job_id"]], "report": []}
+    open_appeals = client.get(
+        "/v1/moderation/jobs", params={"region": "us", "kind": "appeal", "status": "open"}
+    )
+    assert [j["kind"] for j in open_appeals.json()["jobs"]] == ["appeal"]
+    error(
+        client.get("/v1/moderation/jobs", params={"region": "us", "kind": "x"}),
+        422,
+        "validation_failed",
+    )
     again = client.post(  # one open appeal per video (on PostgreSQL this was a 500)
         "/v1/moderation/videos/risky/appeals",
         json={"region": "us", "appellant_id": "ana", "reason": "again"},

@@ -34,7 +34,7 @@ from fyp.errors import (
 )
 from fyp.moderation.models import APPEALABLE, HUMAN_SOURCES, VERDICTS, Finding, State
 from fyp.moderation.service import Cell
-from fyp.moderation.store import Job, Record, split_job_id
+from fyp.moderation.store import JOB_KINDS, Job, Record, split_job_id
 from fyp.moderation.textfold import fold, visual
 from fyp.sovereignty.ledger import user_pseudonym
 
@@ -141,10 +141,14 @@ class Reviews:
             raise UnknownJob(f"no review job {job_id!r}", job_id=job_id)
         return job
 
-    def jobs(self, region: str, status: str | None = None, limit: int = 100) -> list[Job]:
+    def jobs(
+        self, region: str, status: str | None = None, limit: int = 100, kind: str | None = None
+    ) -> list[Job]:
         if status not in (None, "open", "claimed", "decided", "superseded"):
             raise ValidationFailed(f"unknown job status {status!r}", field="status")
-        return self.moderator.cell(region).mod.jobs(status, limit)
+        if kind not in (None, *JOB_KINDS):
+            raise ValidationFailed(f"unknown job kind {kind!r}", field="kind")
+        return self.moderator.cell(region).mod.jobs(status, limit, kind)
 
     def decide(
         self, job_id: str, reviewer_id: str, verdict: str, reason: str, via: str | None = None

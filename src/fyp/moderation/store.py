@@ -144,6 +144,10 @@ class Job:
         return out
 
 
+JOB_KINDS = ("review", "appeal", "report")
+"""A review job's kinds: opened by a check or policy, by an appeal, by users' reports."""
+
+
 def job_id(region: str, job_no: int) -> str:
     return f"{region}-{job_no}"
 
@@ -457,11 +461,15 @@ class ModerationStore:
         )
         return self._job(rows[0]) if rows else None
 
-    def jobs(self, status: str | None = None, limit: int = 100) -> list[Job]:
-        where, params = ("WHERE status = ?", [status]) if status else ("", [])
+    def jobs(
+        self, status: str | None = None, limit: int = 100, kind: str | None = None
+    ) -> list[Job]:
+        conditions = [(c, v) for c, v in (("status = ?", status), ("kind = ?", kind)) if v]
+        where = " AND ".join(c for c, _ in conditions)
         rows = self.store.query(
-            f"SELECT {_JOB_COLS} FROM moderation_jobs {where} ORDER BY job_no LIMIT ?",
-            (*params, limit),
+            f"SELECT {_JOB_COLS} FROM moderation_jobs {'WHERE ' + where if where else ''} "
+            "ORDER BY job_no LIMIT ?",
+            (*(v for _, v in conditions), limit),
         )
         return [self._job(r) for r in rows]
 

@@ -141,11 +141,14 @@ async def claim(request: Request, body: ClaimIn, s: AppState = Depends(state)) -
 async def jobs(
     region: Annotated[Region, Query()],
     status: Literal["open", "claimed", "decided", "superseded"] | None = Query(None),
+    kind: Literal["review", "appeal", "report"] | None = Query(
+        None, description="Only jobs of this kind (`report`: opened by users' reports)."
+    ),
     limit: int = Query(100, ge=1, le=1000),
     s: AppState = Depends(state),
 ) -> dict[str, Any]:
     check_regions(s.deployment, "query.region", region)
-    return {"jobs": [j.to_dict() for j in s.reviews.jobs(region, status, limit)]}
+    return {"jobs": [j.to_dict() for j in s.reviews.jobs(region, status, limit, kind)]}
 
 
 @router.get("/jobs/{job_id}", responses=answers(404))
