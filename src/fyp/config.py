@@ -42,6 +42,9 @@ def check_region_name(name: str) -> str:
     return name
 
 
+DAY_MS = 86_400_000
+
+
 def did_you_mean(key: str, known: Collection[str]) -> str:
     """``; did you mean 'x'?`` for the known key closest to a misspelt one, or ''."""
     close = difflib.get_close_matches(key, list(known), n=1, cutoff=0.6)
@@ -272,7 +275,7 @@ class FeedConfig:
 
     @property
     def seen_window_ms(self) -> int:
-        return int(self.seen_window_days * 86_400_000)
+        return int(self.seen_window_days * DAY_MS)
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> FeedConfig:

@@ -23,14 +23,14 @@ from fyp.access.keys import KeyStore
 from fyp.audit.log import AuditLog
 from fyp.catalog.models import UserIn, VideoIn
 from fyp.catalog.service import Catalog
-from fyp.config import load_config
+from fyp.config import DAY_MS, load_config
 from fyp.errors import ConfigError
 from fyp.events.ingest import Ingestor
 from fyp.models.artifacts import current_version, read_manifest
 from fyp.regions.deployment import Deployment
 from fyp.serving.app import create_app
 from fyp.sovereignty.lineage import LineageVerifier
-from fyp.sovereignty.retention import DAY_MS, check_retention, expire_region
+from fyp.sovereignty.retention import check_retention, expire_region
 
 LIMIT_DAYS = 30
 OLD, NEW = 60, 1  # days before now of the two kinds of events

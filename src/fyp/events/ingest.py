@@ -19,7 +19,7 @@ from typing import Any, Literal
 
 from pydantic import TypeAdapter, ValidationError
 
-from fyp.config import DeploymentConfig
+from fyp.config import DAY_MS, DeploymentConfig
 from fyp.errors import (
     AlreadyExists,
     ClientError,
@@ -33,7 +33,7 @@ from fyp.errors import (
 )
 from fyp.events.schema import EventIn, EventType, moved_event_id, play_labels, to_ms
 from fyp.regions.deployment import Deployment
-from fyp.sovereignty.retention import DAY_MS, retention_policy
+from fyp.sovereignty.retention import retention_policy
 from fyp.storage import EventRow
 
 Status = Literal["stored", "duplicate", "rejected"]

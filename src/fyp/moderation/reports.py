@@ -39,7 +39,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from fyp.audit.log import now_ms
-from fyp.config import check_keys
+from fyp.config import DAY_MS, check_keys
 from fyp.errors import ConfigError
 from fyp.moderation.models import FOR_YOU_STATES, HUMAN_SOURCES, State
 from fyp.moderation.report_store import ReportStore
@@ -54,7 +54,6 @@ DEFAULTS: dict[str, int] = {"review_reporters": 3, "hold_reporters": 10, "window
 KEYS = tuple(DEFAULTS)
 _MAX_REPORTERS = 1_000_000
 _MAX_WINDOW_DAYS = 365
-DAY_MS = 86_400_000
 JOB_KIND = "report"
 SOURCE = "reports"
 """The verdict source of a hold (a video sent to pending by its reports)."""

@@ -31,7 +31,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from fyp.config import policy_table
+from fyp.audit.log import now_ms
+from fyp.config import DAY_MS, policy_table
 from fyp.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -42,7 +43,6 @@ if TYPE_CHECKING:
 TABLE = "retention"
 KEYS = ("events_days",)
 MAX_DAYS = 100 * 366
-DAY_MS = 86_400_000
 CHUNK = 1_000  # events deleted per transaction: ~2.4 ms of write lock on SQLite
 PAUSE_S = 0.02  # between chunks: the serving process's writers take their turn
 ACTOR = "system:retention"
@@ -81,10 +81,6 @@ def parse_retention(region: str, policy: Mapping[str, Any]) -> RetentionPolicy:
 
 def retention_policy(config: DeploymentConfig, region: str) -> RetentionPolicy:
     return parse_retention(region, config.region(region).policy)
-
-
-def now_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 @dataclass(frozen=True)
