@@ -18,6 +18,7 @@ always ``{"error": {"code", "message", "status", "details"}}``.
     │   │   ├── UnknownVideo
     │   │   ├── UnknownRegion
     │   │   ├── UnknownJob               (a review job id)
+    │   │   ├── UnknownCreator           (none of their videos is published in the region)
     │   │   └── NotADeployment           (a directory without fyp.toml)
     │   ├── Conflict                     409 the current state does not allow it
     │   │   ├── AlreadyExists            the id is taken (or names another event)
@@ -124,6 +125,10 @@ class UnknownRegion(NotFound):
 
 class UnknownJob(NotFound):
     code = "unknown_job"
+
+
+class UnknownCreator(NotFound):
+    code = "unknown_creator"
 
 
 class Conflict(ClientError):

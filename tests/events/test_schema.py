@@ -156,6 +156,7 @@ def test_event_types_are_stable() -> None:
         "share",
         "comment",
         "follow",
+        "unfollow",
         "skip",
         "not_interested",
         "report",

@@ -133,6 +133,7 @@ def test_the_role_matrix(world: World, role: str) -> None:
 def test_the_table_is_what_is_enforced(world: World) -> None:
     """For every route, a key of a role the table leaves out is refused."""
     ids = {"user_id": "u-us", "video_id": "v-us", "region": "us", "job_id": world.jobs["us"]}
+    ids["creator_id"] = "u-eu"
     tokens = {role: world.key(role, name=f"table-{role}") for role in ROLES}
     for (method, template), rule in PERMISSIONS.items():
         if rule.public:

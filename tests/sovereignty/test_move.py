@@ -13,6 +13,7 @@ from move_helpers import CLASH, MOVER, allow_moves, plant_mover
 from region_helpers import built, cli, copy_of
 
 from fyp.audit.log import AuditLog
+from fyp.catalog.follows import Following, user_follows
 from fyp.config import load_config
 from fyp.errors import MoveNotAllowed
 from fyp.events.ingest import Ingestor
@@ -49,6 +50,9 @@ def test_without_a_policy_no_move_is_allowed(built: Path, tmp_path: Path) -> Non
 def test_a_move_copies_everything_and_removes_the_source(dep: Path) -> None:
     with Deployment.open(dep) as d:
         before = {e.event_id for e in d.store("us").user_events(MOVER, 100)}
+        Following(d).follow(MOVER, "u3")  # through the API: no event says so
+        follows = user_follows(d.store("us"), MOVER)
+        assert {f.creator_id for f in follows} == {"u1", "u3"}  # u1: the follow event's
         receipt = Mover(d).move(MOVER, "eu", "moved to Lisbon", actor="test")
         assert receipt_signature_ok(d, receipt.to_dict())
         assert receipt.source == "us" and receipt.dest == "eu"
@@ -72,7 +76,9 @@ def test_a_move_copies_everything_and_removes_the_source(dep: Path) -> None:
             "v21",
         ]
         assert set(d.served_log("eu").served_since(MOVER, 0)) == {"v30", "v31", "v32"}
+        assert user_follows(d.store("eu"), MOVER) == follows  # who, and since when
         assert not d.store("us").existing_users([MOVER])
+        assert user_follows(d.store("us"), MOVER) == []
         assert ErasureLedger(d.config, "us").find(MOVER, MOVE) is not None
         # both audit logs say so, by each region's pseudonym
         for region, action in (("us", "move_user_out"), ("eu", "move_user_in")):

@@ -340,3 +340,40 @@ def test_per_video_served_rows_migrate_into_pages(tmp_path: Path) -> None:
         assert view == 5  # the old shape, one row per video served
     finally:
         store.close()
+
+
+def test_follow_events_written_before_migration_24_become_follows(tmp_path: Path) -> None:
+    """The follows table starts with every follow the events held (a creator once; not
+    oneself; not a video whose creator's name is gone)."""
+    from fyp.catalog.follows import user_follows
+
+    path = tmp_path / "old.sqlite"
+    conn = _store_at(path, 23)
+    conn.execute(
+        "INSERT INTO users (user_id, home_region, created_at_ms, updated_at_ms) "
+        "VALUES ('ana', 'us', 0, 0), ('bob', 'us', 0, 0)"
+    )
+    conn.executemany(
+        "INSERT INTO videos (video_id, region, creator_id, duration_ms, regions, "
+        "created_at_ms, updated_at_ms) VALUES (?, 'us', ?, 1000, '[\"us\"]', 0, 0)",
+        [("v1", "bob"), ("v2", "bob"), ("v3", "ana"), ("v4", "[elsewhere]")],
+    )
+    conn.executemany(
+        "INSERT INTO events (event_id, user_id, video_id, type, ts_ms) VALUES (?, ?, ?, ?, ?)",
+        [
+            ("e1", "ana", "v2", "follow", 50),
+            ("e2", "ana", "v1", "follow", 20),
+            ("e3", "ana", "v3", "follow", 30),
+            ("e4", "ana", "v4", "follow", 40),
+            ("e5", "bob", "v3", "like", 60),
+        ],
+    )
+    conn.commit()
+    conn.close()
+    store = open_store(sqlite_url(path), "us", create=True)
+    try:
+        assert store.schema_version() >= 24
+        assert [(f.creator_id, f.since_ms) for f in user_follows(store, "ana")] == [("bob", 20)]
+        assert user_follows(store, "bob") == []
+    finally:
+        store.close()

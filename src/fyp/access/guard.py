@@ -161,6 +161,8 @@ class Access:
                     regions.update(held)
             elif name == "region":
                 regions.add(value)
+            elif name == "creator_id":
+                continue  # looked up in the user's home region only (placed by user_id)
             elif name == "job_id":
                 region, dash, number = value.rpartition("-")
                 placed = placed and bool(dash) and number.isdigit()

@@ -8,7 +8,8 @@ The regions a request touches come from its inputs, by name, in one place
 (``fyp.access.guard``): ``{user_id}`` is the user's home region, ``{video_id}`` the
 regions whose catalogue holds the video, ``{job_id}`` the region in the job id,
 ``{region}`` and a ``region`` query parameter name a region, and a rule may name a JSON
-body field. A path parameter of any other name cannot be placed, so the request needs
+body field; ``{creator_id}`` places nothing (the route reads it in the ``{user_id}``'s
+home region only). A path parameter of any other name cannot be placed, so the request needs
 a key for every region. A rule marked ``unscoped`` touches no one region by itself.
 """
 
@@ -79,6 +80,11 @@ PERMISSIONS: dict[tuple[str, str], Rule] = {
     ("GET", "/v1/users/{user_id}/events"): allow(*READERS),
     ("GET", "/v1/users/{user_id}/export"): allow("admin", "auditor"),
     ("GET", "/v1/users/{user_id}/feed"): allow("feed", "admin", "auditor", operator_flag="debug"),
+    # following: the app shows and changes it; the creator is looked up in the user's
+    # home region's catalogue only (``{creator_id}`` names no region by itself)
+    ("GET", "/v1/users/{user_id}/following"): allow("feed", "ingest", *READERS),
+    ("PUT", "/v1/users/{user_id}/following/{creator_id}"): allow("ingest", "admin"),
+    ("DELETE", "/v1/users/{user_id}/following/{creator_id}"): allow("ingest", "admin"),
     # videos (public content; a copy per region it is published to)
     ("POST", "/v1/videos"): allow("ingest", "admin", body="regions"),
     ("GET", "/v1/videos/{video_id}"): allow(*ROLES, video="any", selects=True),

@@ -33,6 +33,7 @@ class EventType(StrEnum):
     share = "share"
     comment = "comment"
     follow = "follow"
+    unfollow = "unfollow"
     skip = "skip"
     not_interested = "not_interested"
     report = "report"

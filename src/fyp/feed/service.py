@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
 
+from fyp.catalog.follows import followed_creators
 from fyp.config import DeploymentConfig, RankingConfig
 from fyp.errors import InvalidRequest, ModelError, ValidationFailed
 from fyp.experiments.arms import RANKED_FOR, Arm, build_arms, orders_fit
@@ -317,8 +318,17 @@ class FeedService:
             video = store.get_video(video_id)
             if video is not None:
                 codes[video_id] = model.codes_of(video.creator_id, video.categories)
+        followed = [model.creator_index.get(c, -1) for c in followed_creators(store, user_id)]
         state = build_state(
-            user_id, region, age, events, served, model, served_mask=mask, outside=codes
+            user_id,
+            region,
+            age,
+            events,
+            served,
+            model,
+            served_mask=mask,
+            outside=codes,
+            followed=followed,
         )
         if marker is not None:
             self._states.put(user_id, model, marker, state)

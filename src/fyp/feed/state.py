@@ -22,9 +22,10 @@ from fyp.models.training import event_weight
 RECENT_POSITIVES = 30
 RECENT_WINDOW = 8  # latest distinct videos, for look-alike avoidance
 NEGATIVE_TYPES = frozenset({EventType.skip, EventType.not_interested, EventType.report})
-CREATOR_ACTIONS = frozenset({EventType.not_interested, EventType.follow})
+CREATOR_ACTIONS = frozenset({EventType.not_interested})
 """Events that act on a video's creator (and category), whether or not the model knows
-the video: the feed looks those up in the catalogue."""
+the video: the feed looks those up in the catalogue. (Follows are not read from events:
+the store keeps them, :mod:`fyp.catalog.follows`.)"""
 
 # A state's sets of ids are a dict's keys (values None): the collector leaves a dict of
 # atomic keys and values untracked (see ``gc.is_tracked``), where it tracks every set and
@@ -149,12 +150,14 @@ def build_state(
     category_block_after: int = 2,
     served_mask: ServedMask | None = None,
     outside: Mapping[str, tuple[int, int]] | None = None,
+    followed: Iterable[int] = (),
 ) -> UserState:
     """Fold the user's recent events (newest first) and served videos into a state;
     ``served_mask``: the one of the state whose served part this is, if any;
     ``outside``: creator and category codes of videos the model has not learned that
-    the user said "not interested" in or followed the creator of (see
-    :data:`CREATOR_ACTIONS`)."""
+    the user said "not interested" in (see :data:`CREATOR_ACTIONS`); ``followed``: the
+    model's codes of the creators the user follows (all of them, however old the follow:
+    the store's list, not these events)."""
     outside = outside or {}
     served_ids: Ids = dict.fromkeys(served)
     positives: list[int] = []
@@ -163,7 +166,6 @@ def build_state(
     ni_videos: Ids = {}
     ni_creators: Codes = {}
     ni_category_counts: dict[int, int] = {}
-    followed: Codes = {}
     affinity: dict[int, float] = {}
     skipped: Codes = {}
     recent: list[int] = []
@@ -185,8 +187,6 @@ def build_state(
             if category >= 0:
                 ni_category_counts[category] = ni_category_counts.get(category, 0) + 1
             continue
-        if e.type == EventType.follow and creator >= 0:
-            followed[creator] = None
         if item is None:
             continue
         if e.type in NEGATIVE_TYPES or (e.type == EventType.play and e.short_play):
@@ -217,7 +217,7 @@ def build_state(
         not_interested_categories={
             c: None for c, n in ni_category_counts.items() if n >= category_block_after
         },
-        followed_creators=followed,
+        followed_creators={c: None for c in followed if c >= 0},
         category_affinity=affinity,
         fresh_affinity=fresh,
         skipped=skipped,

@@ -233,6 +233,9 @@ class UserExport(BaseModel):
         description="Each experiment the user was served under: its arm (`variant`) and "
         "the first page's time (`exposed_at_ms`)."
     )
+    following: list[dict[str, Any]] = Field(
+        description="The creators the user follows (`creator_id`, `since_ms`), oldest first."
+    )
     videos: list[dict[str, Any]]
     appeals: list[dict[str, Any]]
     model: ExportedModel
@@ -256,3 +259,20 @@ class Health(BaseModel):
     status: Literal["ok"]
     version: str
     regions: dict[str, StoreVersion]
+
+
+class FollowBody(BaseModel):
+    creator_id: str
+    since_ms: int = Field(description="When the user started following (epoch ms).")
+
+
+class FollowAnswer(FollowBody):
+    user_id: str
+    following: bool = Field(description="True: the user follows the creator now.")
+
+
+class FollowingPage(BaseModel):
+    user_id: str
+    region: str = Field(description="The user's home region, which keeps the follows.")
+    following: list[FollowBody] = Field(description="Newest first.")
+    next_cursor: str | None = Field(description="Pass as `cursor` for the next page.")

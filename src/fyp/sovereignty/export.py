@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from fyp.audit.log import SQLStore, sql_store
+from fyp.catalog.follows import user_follows
 from fyp.models.artifacts import ARRAYS, current_version, models_dir, read_manifest
 from fyp.regions.deployment import Deployment
 from fyp.sovereignty import served_data
@@ -84,6 +85,7 @@ class UserExport:
             "profile": 1,
             **n,
             "experiment_exposures": len(self.exposures()),
+            "following": len(self.following()),
             "videos": len(self.videos()),
             "appeals": len(self.appeals()),
             "model": 1,
@@ -179,6 +181,7 @@ class UserExport:
                 _rows(self.home, "served", "user_id=?", (self.user_id,)) + self.served_log(),
             ),
             ("experiment_exposures", self.exposures()),
+            ("following", self.following()),
             ("videos", self.videos()),
             ("appeals", self.appeals()),
         ):
@@ -194,6 +197,11 @@ class UserExport:
         """The experiments the user was served under: each one's arm and first page."""
         rows = _rows(self.home, "experiment_exposures", "user_id=?", (self.user_id,))
         return sorted(rows, key=lambda r: (r["exposed_at_ms"], r["experiment"]))
+
+    def following(self) -> list[dict[str, Any]]:
+        """The creators the user follows, oldest follow first."""
+        follows = user_follows(self.home, self.user_id)
+        return [{"creator_id": f.creator_id, "since_ms": f.since_ms} for f in follows]
 
     def labels(self) -> list[dict[str, Any]]:
         """One entry per held-out label (the store keeps them as a set per user)."""

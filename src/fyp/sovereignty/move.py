@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from fyp.audit.log import AuditLog, sql_store
+from fyp.catalog.follows import user_follows
 from fyp.catalog.models import ELSEWHERE_NAME
 from fyp.errors import (
     Conflict,
@@ -285,7 +286,7 @@ class Mover:
         return out
 
     def _copy_rows(self, user_id: str, source: str, dest: str) -> int:
-        """Events and labels of the user in ``source`` that ``dest`` lacks (by id, or by
+        """Events, labels and follows of the user in ``source`` that ``dest`` lacks (by id, or by
         the moved id when another user of ``dest`` holds it); returns the events added."""
         src, dst = sql_store(self.deployment.store(source)), self.deployment.store(dest)
         rows = [
@@ -313,6 +314,12 @@ class Mover:
         ):
             ids = json.loads(videos) if isinstance(videos, str) else list(videos)
             dst.insert_label_sets(str(dataset), str(split), {user_id: ids})
+        # follows: the copied events' triggers made those whose videos the destination
+        # publishes; the rest (made through the API, or of videos it does not carry) too
+        sql_store(dst).executemany(
+            "INSERT OR IGNORE INTO follows (user_id, creator_id, since_ms) VALUES (?, ?, ?)",
+            [(user_id, f.creator_id, f.since_ms) for f in user_follows(src, user_id)],
+        )
         return len(rows)
 
     def _copy_served(self, user_id: str, source: str, dest: str) -> None:

@@ -1,0 +1,234 @@
+"""Who each user follows: table ``follows`` of their home region's store.
+
+A follow is a relationship the user sets and takes back, not behaviour that fades: the
+feed's "new from a creator you follow" source must see every creator the user follows,
+however many events ago they did it and whatever the region's retention limit does to
+the events themselves. So it is kept as state, written two ways:
+
+- through the API (``PUT``/``DELETE /v1/users/{id}/following/{creator_id}``), which also
+  moves the user's profile version on, so a feed ranked ahead before it is ranked again;
+- by a ``follow`` or ``unfollow`` event (the button on a video): triggers on ``events``
+  add or remove the video's creator in the same transaction as the event, whichever
+  path stored it (ingestion, a bulk import, a move copying the user's events), so an
+  acknowledged event is in the next feed (read-your-writes).
+
+The row names the follower (``user_id``) and the creator (``creator_id``). Like
+experiment exposures it references the user (``ON DELETE CASCADE``), its region is baked
+into a CHECK, and the erasure, its verifier and the residency scan find it by those
+column names: erasing either person deletes the row (``remnants.OWNED_ROWS``); so does a
+creator moving away, whose uploads in the region they left stop naming them. Backups,
+restores and carve-outs copy the table with the rest of the store; a move copies the
+user's follows to their new home (:mod:`fyp.sovereignty.move`); the user's export lists
+them.
+
+A creator can be followed where a video of theirs is published: the follower's home
+region knows no other users (it holds its own users only), and the feed can only show
+videos of its own catalogue.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from fyp.audit.log import sql_store
+from fyp.catalog.models import now_ms
+from fyp.errors import InvalidRequest, UnknownCreator, UnknownUser, ValidationFailed
+from fyp.storage.migrations import Migration
+from fyp.storage.postgres_dialect import to_postgres
+from fyp.storage.postgres_schema import postgres_ddl
+
+if TYPE_CHECKING:
+    from fyp.regions.deployment import Deployment
+
+TABLE = "follows"
+MAX_PAGE = 1000
+
+_NOT_A_NAME = "substr(creator_id, 1, 1) <> '['"  # '[erased]', '[elsewhere]': nobody to follow
+_TABLE_SQL = """
+    CREATE TABLE follows (
+        user_id        TEXT NOT NULL REFERENCES users (user_id) ON DELETE CASCADE,
+        creator_id     TEXT NOT NULL,
+        since_ms       INTEGER NOT NULL,
+        region         TEXT NOT NULL DEFAULT '{region}' CHECK (region = '{region}'),
+        PRIMARY KEY (user_id, creator_id)
+    ) WITHOUT ROWID;
+    CREATE INDEX follows_creator ON follows (creator_id);
+"""
+# what the events say already: each creator once, from their first follow
+_BACKFILL = """
+    INSERT OR IGNORE INTO follows (user_id, creator_id, since_ms)
+        SELECT e.user_id, v.creator_id, MIN(e.ts_ms) FROM events AS e
+        JOIN videos AS v ON v.video_id = e.video_id
+        WHERE e.type = 'follow' AND v.creator_id <> e.user_id
+        AND substr(v.creator_id, 1, 1) <> '['
+        GROUP BY e.user_id, v.creator_id;
+"""
+FOLLOWS_MIGRATION = Migration(
+    24,
+    "follows: the creators each user follows, kept from follow/unfollow events and the API",
+    _TABLE_SQL
+    + f"""
+    CREATE TRIGGER follows_follow AFTER INSERT ON events WHEN NEW.type = 'follow'
+    BEGIN
+        INSERT OR IGNORE INTO follows (user_id, creator_id, since_ms)
+        SELECT NEW.user_id, creator_id, NEW.ts_ms FROM videos
+        WHERE video_id = NEW.video_id AND creator_id <> NEW.user_id AND {_NOT_A_NAME};
+    END;
+    CREATE TRIGGER follows_unfollow AFTER INSERT ON events WHEN NEW.type = 'unfollow'
+    BEGIN
+        DELETE FROM follows WHERE user_id = NEW.user_id
+        AND creator_id = (SELECT creator_id FROM videos WHERE video_id = NEW.video_id);
+    END;
+    """
+    + _BACKFILL,
+    postgres=postgres_ddl(_TABLE_SQL)
+    + f"""
+    CREATE FUNCTION follows_from_event() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        IF NEW.type = 'follow' THEN
+            INSERT INTO follows (user_id, creator_id, since_ms)
+            SELECT NEW.user_id, creator_id, NEW.ts_ms FROM videos
+            WHERE video_id = NEW.video_id AND creator_id <> NEW.user_id AND {_NOT_A_NAME}
+            ON CONFLICT DO NOTHING;
+        ELSE
+            DELETE FROM follows WHERE user_id = NEW.user_id
+            AND creator_id = (SELECT creator_id FROM videos WHERE video_id = NEW.video_id);
+        END IF;
+        RETURN NULL;
+    END $$;
+    CREATE TRIGGER follows_from_event AFTER INSERT ON events
+        FOR EACH ROW WHEN (NEW.type IN ('follow', 'unfollow'))
+        EXECUTE FUNCTION follows_from_event();
+    """
+    + to_postgres(_BACKFILL)[0],
+)
+# the user's profile version moves on (never back, even within a millisecond), so a feed
+# ranked ahead under the old one is ranked again with the change
+_TOUCH = (
+    "UPDATE users SET updated_at_ms = CASE WHEN updated_at_ms >= ?1 THEN updated_at_ms + 1 "
+    "ELSE ?1 END WHERE user_id = ?2"
+)
+
+
+@dataclass(frozen=True)
+class Follow:
+    creator_id: str
+    since_ms: int
+
+
+def followed_creators(store: object, user_id: str) -> list[str]:
+    """The creators ``user_id`` follows (read on every feed state the user's changes build)."""
+    rows = sql_store(store).query(f"SELECT creator_id FROM {TABLE} WHERE user_id = ?", (user_id,))
+    return [str(r[0]) for r in rows]
+
+
+def user_follows(store: object, user_id: str) -> list[Follow]:
+    """Every follow of the user, oldest first (their export)."""
+    rows = sql_store(store).query(
+        f"SELECT creator_id, since_ms FROM {TABLE} WHERE user_id = ? ORDER BY since_ms, creator_id",
+        (user_id,),
+    )
+    return [Follow(str(c), int(t)) for c, t in rows]
+
+
+class Following:
+    """Follow, unfollow and list, each in the user's home region."""
+
+    def __init__(self, deployment: Deployment) -> None:
+        self.deployment = deployment
+
+    def follow(self, user_id: str, creator_id: str) -> tuple[Follow, bool]:
+        """The follow, and whether this call made it (False: the user already followed)."""
+        if creator_id == user_id:
+            raise ValidationFailed("a user cannot follow themselves", field="creator_id")
+        region = self.deployment.homed_region(user_id)
+        store = self.deployment.store(region)
+        sql = sql_store(store)
+        t = now_ms()
+        with store.transaction():
+            self._check_user(sql, user_id)
+            held = sql.query(
+                f"SELECT since_ms FROM {TABLE} WHERE user_id = ? AND creator_id = ?",
+                (user_id, creator_id),
+            )
+            if held:
+                return Follow(creator_id, int(held[0][0])), False
+            published = sql.query(
+                "SELECT 1 FROM videos WHERE creator_id = ? LIMIT 1", (creator_id,)
+            )
+            if not published:
+                raise UnknownCreator(
+                    f"no video of creator {creator_id!r} is published in region {region!r}, "
+                    f"where user {user_id!r} lives: only creators published there can be "
+                    "followed",
+                    creator_id=creator_id,
+                    region=region,
+                )
+            sql.execute(
+                f"INSERT INTO {TABLE} (user_id, creator_id, since_ms) VALUES (?, ?, ?)",
+                (user_id, creator_id, t),
+            )
+            sql.execute(_TOUCH, (t, user_id))
+        return Follow(creator_id, t), True
+
+    def unfollow(self, user_id: str, creator_id: str) -> bool:
+        """Whether the user followed ``creator_id`` until now."""
+        store = self.deployment.store(self.deployment.homed_region(user_id))
+        sql = sql_store(store)
+        with store.transaction():
+            self._check_user(sql, user_id)
+            removed = sql.execute(
+                f"DELETE FROM {TABLE} WHERE user_id = ? AND creator_id = ?", (user_id, creator_id)
+            )
+            if removed:
+                sql.execute(_TOUCH, (now_ms(), user_id))
+        return removed > 0
+
+    def page(
+        self, user_id: str, limit: int, cursor: str | None = None
+    ) -> tuple[str, list[Follow], str | None]:
+        """(the user's region, up to ``limit`` follows newest first after ``cursor``, the
+        cursor of the next page or None)."""
+        if not 1 <= limit <= MAX_PAGE:
+            raise ValidationFailed(f"limit must be between 1 and {MAX_PAGE}", field="limit")
+        region = self.deployment.homed_region(user_id)
+        sql = sql_store(self.deployment.store(region))
+        self._check_user(sql, user_id)
+        after = _read_cursor(cursor) if cursor else None
+        where, params = "user_id = ?", list[object]([user_id])
+        if after is not None:
+            where += " AND (since_ms < ? OR (since_ms = ? AND creator_id > ?))"
+            params += [after.since_ms, after.since_ms, after.creator_id]
+        rows = sql.query(
+            f"SELECT creator_id, since_ms FROM {TABLE} WHERE {where} "
+            "ORDER BY since_ms DESC, creator_id LIMIT ?",
+            (*params, limit + 1),
+        )
+        follows = [Follow(str(c), int(t)) for c, t in rows[:limit]]
+        more = len(rows) > limit
+        return region, follows, _write_cursor(follows[-1]) if more else None
+
+    def _check_user(self, sql: object, user_id: str) -> None:
+        if not sql_store(sql).query("SELECT 1 FROM users WHERE user_id = ?", (user_id,)):
+            self.deployment.forget_route(user_id)  # moved or erased since the route was kept
+            raise UnknownUser(f"no user {user_id!r}", user_id=user_id)
+
+
+def _write_cursor(last: Follow) -> str:
+    raw = json.dumps([last.since_ms, last.creator_id], separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _read_cursor(cursor: str) -> Follow:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        since, creator = json.loads(raw)
+        if not isinstance(since, int) or not isinstance(creator, str):
+            raise ValueError(cursor)
+    except (ValueError, TypeError, binascii.Error, UnicodeDecodeError) as exc:
+        raise InvalidRequest("cursor is not one this API gave", field="cursor") from exc
+    return Follow(creator, since)

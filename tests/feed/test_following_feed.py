@@ -1,0 +1,69 @@
+"""The "following" source reads the store's list of follows: a follow reaches the next
+page however it was made and however long ago, and an unfollow takes it out."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi.testclient import TestClient
+
+from fyp.access.keys import KeyStore
+from fyp.events.ingest import Ingestor
+from fyp.feed.service import FeedService
+from fyp.regions.deployment import Deployment
+from fyp.serving.app import create_app
+
+USER = "u2"  # homed in us
+CREATOR = "u7"  # creates v7, v19, v31, ... (video k is u{k % 12}'s)
+
+
+def _client(d: Deployment) -> TestClient:
+    _, key = KeyStore(d).create("tests", ["admin"])
+    return TestClient(create_app(d), headers={"Authorization": f"Bearer {key}"})
+
+
+def _from_follows(client: TestClient, n: int = 10) -> list[dict[str, Any]]:
+    """The items of the user's next page that the following source put there."""
+    page = client.get(f"/v1/users/{USER}/feed", params={"n": n}, headers={"X-Fyp-Reason": "t"})
+    assert page.status_code == 200, page.text
+    return [i for i in page.json()["items"] if i["source"] == "following"]
+
+
+def _creator(d: Deployment, video_id: str) -> str | None:
+    video = d.store("us").get_video(video_id)
+    return None if video is None else video.creator_id
+
+
+def test_a_follow_reaches_the_next_page_and_an_unfollow_takes_it_out(
+    trained: Deployment,
+) -> None:
+    with _client(trained) as client:
+        assert _from_follows(client) == []  # nobody followed yet
+        assert client.put(f"/v1/users/{USER}/following/{CREATOR}").status_code == 201
+        followed = _from_follows(client)
+        assert followed, "a new follow changes the very next page"
+        assert {_creator(trained, i["video_id"]) for i in followed} == {CREATOR}
+        assert {i["explanation"]["code"] for i in followed} == {"followed_creator"}
+        assert client.delete(f"/v1/users/{USER}/following/{CREATOR}").status_code == 204
+        assert _from_follows(client) == []
+
+
+def test_a_follow_event_counts_however_many_events_came_after(trained: Deployment) -> None:
+    """The feed reads a user's latest 300 events; a follow is not one of them to fade."""
+    ingest = Ingestor(trained).ingest
+    video = "v7"  # CREATOR's
+    assert _creator(trained, video) == CREATOR
+    service = FeedService(trained)
+    model = service.model("us")
+    code = model.creator_index[CREATOR]
+    assert ingest([{"event_id": "fol", "user_id": USER, "video_id": video, "type": "follow"}])
+    assert code in service.state(USER, model).followed_creators
+    later = [
+        {"event_id": f"imp{k}", "user_id": USER, "video_id": f"v{k % 2}", "type": "impression"}
+        for k in range(400)
+    ]
+    assert all(r.status == "stored" for r in ingest(later).results)
+    assert "fol" not in {e.event_id for e in trained.store("us").user_events(USER, 300)}
+    assert code in service.state(USER, model).followed_creators
+    ingest([{"event_id": "unf", "user_id": USER, "video_id": video, "type": "unfollow"}])
+    assert service.state(USER, model).followed_creators == {}
