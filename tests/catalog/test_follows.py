@@ -11,7 +11,7 @@ from fastapi.testclient import TestClient
 
 from fyp.access.keys import KeyStore
 from fyp.audit.log import sql_store
-from fyp.catalog.follows import Following, followed_creators, user_follows
+from fyp.catalog.follows import Following, user_follows
 from fyp.catalog.models import UserIn, VideoIn
 from fyp.catalog.service import Catalog
 from fyp.errors import InvalidRequest, UnknownCreator, UnknownUser, ValidationFailed
@@ -19,6 +19,7 @@ from fyp.events.ingest import Ingestor
 from fyp.regions.deployment import Deployment
 from fyp.serving.app import create_app
 from fyp.sovereignty.erasure import Eraser
+from fyp.sovereignty.erasure_verify import verify_erasure
 from fyp.sovereignty.export import UserExport
 from fyp.sovereignty.residency import ResidencyScanner
 from serving.errors import assert_error
@@ -53,22 +54,22 @@ def test_follow_and_unfollow_events_keep_the_list(deployment: Deployment) -> Non
     _world(deployment)
     us = deployment.store("us")
     _ingest(deployment, _event(1, "ana", "v1", "follow"))
-    assert followed_creators(us, "ana") == ["bob"]
+    assert us.followed_creators("ana") == ["bob"]
     first = user_follows(us, "ana")[0].since_ms
     # a second follow keeps the first time; following oneself (ana's own v3) is nothing
     _ingest(deployment, _event(2, "ana", "v1", "follow"), _event(3, "ana", "v3", "follow"))
     assert user_follows(us, "ana")[0].since_ms == first
-    assert followed_creators(us, "ana") == ["bob"]
+    assert us.followed_creators("ana") == ["bob"]
     # in one batch, in the order given: the last one stands
     _ingest(deployment, _event(4, "ana", "v1", "unfollow"), _event(5, "ana", "v1", "follow"))
-    assert followed_creators(us, "ana") == ["bob"]
+    assert us.followed_creators("ana") == ["bob"]
     _ingest(deployment, _event(6, "ana", "v1", "unfollow"))
-    assert followed_creators(us, "ana") == []
+    assert us.followed_creators("ana") == []
     _ingest(deployment, _event(7, "ana", "v1", "unfollow"))  # not following: nothing happens
-    assert followed_creators(us, "ana") == []
+    assert us.followed_creators("ana") == []
     # eve in eu follows a us-homed creator published there, and an eu one
     _ingest(deployment, _event(8, "eve", "v1", "follow"), _event(9, "eve", "v2", "follow"))
-    assert sorted(followed_creators(deployment.store("eu"), "eve")) == ["bob", "cy"]
+    assert sorted(deployment.store("eu").followed_creators("eve")) == ["bob", "cy"]
     # a retried event is a duplicate and changes nothing
     retry = Ingestor(deployment).ingest([_event(6, "ana", "v1", "unfollow")]).results
     assert retry[0].status == "duplicate"
@@ -181,10 +182,12 @@ def test_erasing_the_follower_or_the_creator_removes_the_follow(deployment: Depl
     assert scan.ok, [f.to_dict() for f in scan.findings]
     receipt = Eraser(deployment).erase("bob")
     assert receipt.removed.get("follows.creator_id", 0) == 2  # eve's in eu, ana's in us
-    assert followed_creators(deployment.store("eu"), "eve") == ["cy"]
-    assert followed_creators(deployment.store("us"), "ana") == []
+    assert deployment.store("eu").followed_creators("eve") == ["cy"]
+    assert deployment.store("us").followed_creators("ana") == []
+    assert not verify_erasure(deployment, "bob").remnants  # no row names him anywhere
     Eraser(deployment).erase("eve")
     assert user_follows(deployment.store("eu"), "eve") == []
+    assert not verify_erasure(deployment, "eve").remnants
     for region in deployment.regions:
         assert sql_store(deployment.store(region)).query("SELECT COUNT(*) FROM follows") == [(0,)]
 

@@ -554,6 +554,19 @@ class StoreContract:
         assert [e.event_id for e in store.user_events("u1", limit=2)] == ["e4", "e3"]
         assert store.user_events("nobody") == []
 
+    def test_user_not_interested_reads_past_the_latest_events(self, store: Store) -> None:
+        self.seed(store, "u1", "u2")
+        kinds = ["not_interested", "play", "not_interested", "like", "not_interested"]
+        for i, kind in enumerate(kinds):
+            store.insert_events([make_row(f"e{i}", type=kind, ts_ms=T0 + i)])
+        store.insert_events([make_row("x", user_id="u2", type="not_interested", ts_ms=T0)])
+        seqs = {e.event_id: e.seq for e in store.user_events("u1", 10)}
+        found = store.user_not_interested("u1", seqs["e4"], T0)
+        assert [e.event_id for e in found] == ["e2", "e0"]  # older than e4, newest first
+        assert [e.event_id for e in store.user_not_interested("u1", seqs["e4"], T0 + 1)] == ["e2"]
+        assert [e.event_id for e in store.user_not_interested("u1", 10**9, T0, limit=1)] == ["e4"]
+        assert store.user_not_interested("nobody", 10**9, 0) == []
+
     def test_iter_events_in_seq_order_with_paging(self, store: Store) -> None:
         self.seed(store, "u1", "u2")
         ids = [f"e{i:02d}" for i in range(25)]

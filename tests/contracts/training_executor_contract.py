@@ -108,7 +108,7 @@ class TrainingExecutorContract:
         broken.write_text("not a directory")  # eu cannot publish
         done = outcomes(executor, dep, ["eu", "us"])
         assert done["eu"].summary is None and done["eu"].error is not None
-        assert "models" in done["eu"].error.message
+        assert "models" in done["eu"].error.message, done["eu"].error.message
         assert done["us"].error is None and done["us"].summary is not None
         with Deployment.open(dep) as d:
             assert current_version(d.config.region_dir("us")) == done["us"].summary["version"]

@@ -7,6 +7,7 @@ import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import replace
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -79,6 +80,52 @@ def test_not_interested_removes_the_creator_at_once(trained: Deployment) -> None
     assert blocked, "the creator's other videos are removed with a reason"
     assert all(catalog.get_video(r["video_id"]).creator_id == creator for r in blocked)
     assert {r["reason"] for r in blocked} == {"you marked this creator not interested"}
+
+
+def test_not_interested_holds_for_the_seen_window_not_only_the_latest_events(
+    trained: Deployment,
+) -> None:
+    """A heavy user's "not interested" is not pushed out by the plays after it (the
+    feed reads only the latest RECENT_EVENTS of them); one older than the seen window
+    is forgotten, as a page shown then is."""
+    from fyp.feed.service import RECENT_EVENTS
+
+    service = FeedService(trained)
+    model = service.model("us")
+    day = 86_400_000
+    now = time.time_ns() // 1_000_000
+    catalog = Catalog(trained)
+    recent, old = "v7", "v8"  # creators u7 and u8
+    codes = {model.creator_index[catalog.get_video(v).creator_id] for v in (recent, old)}
+    Ingestor(trained).ingest(
+        [
+            {
+                "event_id": "ni-old",
+                "user_id": "u2",
+                "video_id": old,
+                "type": "not_interested",
+                "ts": _iso(now - 40 * day),
+            },
+            {"event_id": "ni-new", "user_id": "u2", "video_id": recent, "type": "not_interested"},
+        ]
+    )
+    later = [
+        {"event_id": f"imp-{k}", "user_id": "u2", "video_id": f"v{k % 2}", "type": "impression"}
+        for k in range(RECENT_EVENTS + 50)
+    ]
+    assert all(r.status == "stored" for r in Ingestor(trained).ingest(later).results)
+    latest = {e.event_id for e in trained.store("us").user_events("u2", RECENT_EVENTS)}
+    assert not {"ni-old", "ni-new"} & latest
+    state = service.state("u2", model)
+    blocked = codes & state.not_interested_creators.keys()
+    assert blocked == {model.creator_index["u7"]}  # the 40-day-old one is past the window
+    assert recent in state.not_interested_videos and old not in state.not_interested_videos
+    page = service.feed("u2", n=20, record=False)
+    assert all(catalog.get_video(i.video_id).creator_id != "u7" for i in page.items)
+
+
+def _iso(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, UTC).isoformat()
 
 
 def test_not_interested_in_a_video_newer_than_the_model_still_reaches_its_creator(

@@ -120,12 +120,6 @@ class Follow:
     since_ms: int
 
 
-def followed_creators(store: object, user_id: str) -> list[str]:
-    """The creators ``user_id`` follows (read on every feed state the user's changes build)."""
-    rows = sql_store(store).query(f"SELECT creator_id FROM {TABLE} WHERE user_id = ?", (user_id,))
-    return [str(r[0]) for r in rows]
-
-
 def user_follows(store: object, user_id: str) -> list[Follow]:
     """Every follow of the user, oldest first (their export)."""
     rows = sql_store(store).query(

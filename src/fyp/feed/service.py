@@ -19,7 +19,6 @@ from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
 
-from fyp.catalog.follows import followed_creators
 from fyp.config import DeploymentConfig, RankingConfig
 from fyp.errors import InvalidRequest, ModelError, ValidationFailed
 from fyp.experiments.arms import RANKED_FOR, Arm, build_arms, orders_fit
@@ -305,12 +304,18 @@ class FeedService:
         if not age_known:
             age = self._profiles.get(user_id, region, store, marker).age
         events = store.user_events(user_id, RECENT_EVENTS)
+        since = time.time_ns() // 1_000_000 - self.seen_window_ms
         if served is None:
-            since = time.time_ns() // 1_000_000 - self.seen_window_ms
             served = served_log.served_since(user_id, since)
+        # "not interested" holds for the seen window, not only while among the latest
+        earlier = (
+            store.user_not_interested(user_id, events[-1].seq, since)
+            if len(events) == RECENT_EVENTS
+            else []
+        )
         outside = {
             e.video_id: None
-            for e in events
+            for e in (*events, *earlier)
             if e.type in CREATOR_ACTIONS and e.video_id not in model.video_index
         }
         codes: dict[str, tuple[int, int]] = {}
@@ -318,7 +323,7 @@ class FeedService:
             video = store.get_video(video_id)
             if video is not None:
                 codes[video_id] = model.codes_of(video.creator_id, video.categories)
-        followed = [model.creator_index.get(c, -1) for c in followed_creators(store, user_id)]
+        followed = [model.creator_index.get(c, -1) for c in store.followed_creators(user_id)]
         state = build_state(
             user_id,
             region,
@@ -329,6 +334,7 @@ class FeedService:
             served_mask=mask,
             outside=codes,
             followed=followed,
+            earlier=earlier,
         )
         if marker is not None:
             self._states.put(user_id, model, marker, state)

@@ -151,13 +151,15 @@ def build_state(
     served_mask: ServedMask | None = None,
     outside: Mapping[str, tuple[int, int]] | None = None,
     followed: Iterable[int] = (),
+    earlier: Iterable[StoredEvent] = (),
 ) -> UserState:
     """Fold the user's recent events (newest first) and served videos into a state;
     ``served_mask``: the one of the state whose served part this is, if any;
     ``outside``: creator and category codes of videos the model has not learned that
     the user said "not interested" in (see :data:`CREATOR_ACTIONS`); ``followed``: the
     model's codes of the creators the user follows (all of them, however old the follow:
-    the store's list, not these events)."""
+    the store's list, not these events); ``earlier``: the user's "not interested" events
+    older than ``events`` within the seen window, which count as those among ``events``."""
     outside = outside or {}
     served_ids: Ids = dict.fromkeys(served)
     positives: list[int] = []
@@ -171,6 +173,14 @@ def build_state(
     recent: list[int] = []
     fresh: dict[int, float] = {}
     learned = model.manifest.snapshot.max_seq  # events up to this seq are in the model
+
+    def not_interested(video_id: str, creator: int, category: int) -> None:
+        ni_videos[video_id] = None
+        if creator >= 0:
+            ni_creators[creator] = None
+        if category >= 0:
+            ni_category_counts[category] = ni_category_counts.get(category, 0) + 1
+
     for e in events:
         acted[e.video_id] = None
         item = model.video_index.get(e.video_id)
@@ -181,11 +191,7 @@ def build_state(
         else:
             creator, category = outside.get(e.video_id, (-1, -1))
         if e.type == EventType.not_interested:
-            ni_videos[e.video_id] = None
-            if creator >= 0:
-                ni_creators[creator] = None
-            if category >= 0:
-                ni_category_counts[category] = ni_category_counts.get(category, 0) + 1
+            not_interested(e.video_id, creator, category)
             continue
         if item is None:
             continue
@@ -203,6 +209,13 @@ def build_state(
                 affinity[category] = affinity.get(category, 0.0) + weight
                 if e.seq > learned:
                     fresh[category] = fresh.get(category, 0.0) + weight
+    for e in earlier:  # older "not interested" events: only that of them counts
+        acted[e.video_id] = None
+        item = model.video_index.get(e.video_id)
+        if item is not None:
+            not_interested(e.video_id, int(model.creator[item]), int(model.category[item]))
+        else:
+            not_interested(e.video_id, *outside.get(e.video_id, (-1, -1)))
     return UserState(
         user_id=user_id,
         region=region,

@@ -247,6 +247,18 @@ class Store(ABC):
         """The user's latest events, newest first."""
 
     @abstractmethod
+    def followed_creators(self, user_id: str) -> list[str]:
+        """The creators the user follows (table ``follows``, :mod:`fyp.catalog.follows`):
+        read with every feed state built, so a method of the store's own."""
+
+    @abstractmethod
+    def user_not_interested(
+        self, user_id: str, before_seq: int, since_ms: int, limit: int = 1000
+    ) -> list[StoredEvent]:
+        """The user's ``not_interested`` events older than ``before_seq`` and not before
+        ``since_ms``, newest first (by an index holding those events only)."""
+
+    @abstractmethod
     def iter_events(self, after_seq: int = 0, batch: int = 10_000) -> Iterator[StoredEvent]:
         """All events in ``seq`` (ingestion) order, from after ``after_seq``."""
 

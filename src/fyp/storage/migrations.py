@@ -183,6 +183,17 @@ CORE_MIGRATIONS: tuple[Migration, ...] = (
         CREATE INDEX events_time ON events (ts_ms);
         """,
     ),
+    Migration(
+        8,
+        "a user's not-interested events, for the feed past their latest events",
+        # "not interested" holds for the seen window, not only while the event is among
+        # the user's latest (fyp.feed.service.RECENT_EVENTS): the feed reads the older
+        # ones by this index, which holds those events only
+        """
+        CREATE INDEX events_not_interested ON events (user_id, seq)
+            WHERE type = 'not_interested';
+        """,
+    ),
 )
 
 

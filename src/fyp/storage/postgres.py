@@ -490,6 +490,20 @@ class PostgresStore(PostgresSnapshots, PostgresServedLog):
         )
         return [event_from_row(r) for r in rows]
 
+    def followed_creators(self, user_id: str) -> list[str]:
+        rows = self._all("SELECT creator_id FROM follows WHERE user_id = %s", (user_id,))
+        return [str(r[0]) for r in rows]
+
+    def user_not_interested(
+        self, user_id: str, before_seq: int, since_ms: int, limit: int = 1000
+    ) -> list[StoredEvent]:
+        rows = self._all(
+            f"SELECT {EVENT_COLS} FROM events WHERE user_id = %s AND type = 'not_interested' "
+            "AND seq < %s AND ts_ms >= %s ORDER BY seq DESC LIMIT %s",
+            (user_id, before_seq, since_ms, limit),
+        )
+        return [event_from_row(r) for r in rows]
+
     def iter_events(self, after_seq: int = 0, batch: int = 10_000) -> Iterator[StoredEvent]:
         sql = f"SELECT {EVENT_COLS} FROM events WHERE seq > %s ORDER BY seq LIMIT %s"
         for row in keyset_pages(lambda after, n: self._all(sql, (after, n)), after_seq, batch):

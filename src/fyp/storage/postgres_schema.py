@@ -99,6 +99,12 @@ POSTGRES_CORE: tuple[Migration, ...] = (
         "events by time, for the region's retention limit",
         "CREATE INDEX events_time ON events (ts_ms);",
     ),
+    Migration(
+        8,
+        "a user's not-interested events, for the feed past their latest events",
+        "CREATE INDEX events_not_interested ON events (user_id, seq) "
+        "WHERE type = 'not_interested';",
+    ),
 )
 
 META_SQL = (

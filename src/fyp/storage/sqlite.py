@@ -504,6 +504,21 @@ class SQLiteStore(SQLiteServedLog):
         )
         return [event_from_row(r) for r in rows]
 
+    def followed_creators(self, user_id: str) -> list[str]:
+        rows = self._query("SELECT creator_id FROM follows WHERE user_id = ?", (user_id,))
+        return [r[0] for r in rows]
+
+    def user_not_interested(
+        self, user_id: str, before_seq: int, since_ms: int, limit: int = 1000
+    ) -> list[StoredEvent]:
+        rows = self._query(
+            f"SELECT {EVENT_COLS} FROM events "
+            "WHERE user_id = ? AND type = 'not_interested' AND seq < ? AND ts_ms >= ? "
+            "ORDER BY seq DESC LIMIT ?",
+            (user_id, before_seq, since_ms, limit),
+        )
+        return [event_from_row(r) for r in rows]
+
     def iter_events(self, after_seq: int = 0, batch: int = 10_000) -> Iterator[StoredEvent]:
         sql = f"SELECT {EVENT_COLS} FROM events WHERE seq > ? ORDER BY seq LIMIT ?"
         for row in keyset_pages(lambda after, n: self._query(sql, (after, n)), after_seq, batch):
