@@ -153,6 +153,7 @@ def test_event_types_are_stable() -> None:
         "impression",
         "play",
         "like",
+        "unlike",
         "share",
         "comment",
         "follow",

@@ -33,8 +33,15 @@ from fyp.evaluation.metrics import (
     recall_at_k,
     summarise,
 )
+from fyp.events.schema import EventType
 from fyp.feed.service import FeedService, encode_cursor
-from fyp.models.training import TrainParams, event_weight, train_and_publish
+from fyp.models.training import (
+    LikeLedger,
+    TrainParams,
+    event_weight,
+    train_and_publish,
+    without,
+)
 from fyp.regions.consent import consent_policy
 from fyp.regions.deployment import Deployment
 from fyp.storage import Store
@@ -88,10 +95,17 @@ def build_protocol(deployment: Deployment, read_test: TestReader, log: Log = pri
         users: dict[str, int] = {}
         rows: list[int] = []
         cols: list[int] = []
+        ledger: LikeLedger[int] = LikeLedger()  # as training: a like taken back is none
+        gone: set[int] = set()
         for e in store.iter_events():
-            if event_weight(e) > 0 and e.video_id in video_index:
+            if e.type == EventType.unlike:
+                gone.update(ledger.unlike((e.user_id, e.video_id)))
+            elif event_weight(e) > 0 and e.video_id in video_index:
+                if e.type == EventType.like:
+                    ledger.like((e.user_id, e.video_id), len(rows))
                 rows.append(users.setdefault(e.user_id, len(users)))
                 cols.append(video_index[e.video_id])
+        rows, cols = without(rows, gone), without(cols, gone)
         test, region_universe = read_test(name, store)
         universe |= {v for v in region_universe if v in video_index}
         for uid in sorted(test, key=lambda u: (len(u), u)):

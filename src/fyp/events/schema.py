@@ -30,6 +30,7 @@ class EventType(StrEnum):
     impression = "impression"
     play = "play"
     like = "like"
+    unlike = "unlike"  # takes back the user's earlier likes of the video
     share = "share"
     comment = "comment"
     follow = "follow"

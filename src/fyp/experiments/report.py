@@ -9,10 +9,11 @@ their events from that exposure (and not before ``start``) until ``end``; users 
 exposed are not counted. Per user, over the distinct videos they have an event for in
 that window ("videos"), a rate is the share of those videos with the outcome: long play,
 like, share, follow and skip as the learned heads' labels define them
-(:func:`fyp.models.training.event_objective`: a skip is a skip event or a short play),
-not interested by its event. ``plays`` counts play events (0 for an exposed user with no
-event); a user without videos is left out of the rates, and ``watch_ratio`` is the mean
-over the user's plays with a watch time (users without one are left out of it).
+(:func:`fyp.models.training.event_objective`: a skip is a skip event or a short play;
+a like taken back by a later ``unlike`` in the window is no like), not interested by its
+event. ``plays`` counts play events (0 for an exposed user with no event); a user
+without videos is left out of the rates, and ``watch_ratio`` is the mean over the
+user's plays with a watch time (users without one are left out of it).
 
 The sample-ratio check (SRM) tests the exposed users per arm against the shares the
 config gives now with a chi-square goodness-of-fit test: a p-value under
@@ -59,6 +60,8 @@ class _User:
         outcome = OBJECTIVES[objective] if objective is not None else None
         if e.type == EventType.not_interested:
             outcome = "not_interested"
+        if e.type == EventType.unlike:  # events come in seq order: the like is taken back
+            self.outcomes.get("like", set()).discard(e.video_id)
         if outcome is not None:
             self.outcomes.setdefault(outcome, set()).add(e.video_id)
 

@@ -153,7 +153,9 @@ def build_state(
     followed: Iterable[int] = (),
     earlier: Iterable[StoredEvent] = (),
 ) -> UserState:
-    """Fold the user's recent events (newest first) and served videos into a state;
+    """Fold the user's recent events (newest first) and served videos into a state (a
+    like followed by an ``unlike`` of its video is no positive: the fold meets the unlike
+    first; a like after it counts again);
     ``served_mask``: the one of the state whose served part this is, if any;
     ``outside``: creator and category codes of videos the model has not learned that
     the user said "not interested" in (see :data:`CREATOR_ACTIONS`); ``followed``: the
@@ -172,6 +174,7 @@ def build_state(
     skipped: Codes = {}
     recent: list[int] = []
     fresh: dict[int, float] = {}
+    unliked: Codes = {}  # items with an unlike newer than the events folded so far
     learned = model.manifest.snapshot.max_seq  # events up to this seq are in the model
 
     def not_interested(video_id: str, creator: int, category: int) -> None:
@@ -201,6 +204,10 @@ def build_state(
                 affinity[category] = affinity.get(category, 0.0) - 0.5
             continue
         weight = event_weight(e)
+        if e.type == EventType.unlike:  # takes back the older likes (newest first: later)
+            unliked[item] = None
+        elif e.type == EventType.like and item in unliked:
+            weight = 0.0  # taken back: the video stays acted on, but is no positive
         if weight > 0:
             if len(positives) < RECENT_POSITIVES and item not in positives:
                 positives.append(item)

@@ -30,10 +30,10 @@ head at the read, so ``fyp lineage verify`` can check it.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import numpy as np
 import scipy.sparse as sp
@@ -74,6 +74,32 @@ class TrainParams:
         return dict(self.__dict__)
 
 
+P = TypeVar("P")
+T = TypeVar("T")
+
+
+class LikeLedger(Generic[P]):
+    """Where the likes of a stream read in seq order went, per (user, video), until an
+    ``unlike`` of the pair takes them back (every like of the pair before it; a like
+    after it counts). Only likes are kept, not the stream: a fold appends as it reads
+    and drops the positions taken back at the end (:func:`without`)."""
+
+    def __init__(self) -> None:
+        self._live: dict[Hashable, list[P]] = {}
+
+    def like(self, pair: Hashable, position: P) -> None:
+        self._live.setdefault(pair, []).append(position)
+
+    def unlike(self, pair: Hashable) -> list[P]:
+        """The positions of the likes this unlike takes back (none: nothing to take)."""
+        return self._live.pop(pair, [])
+
+
+def without(values: list[T], gone: set[int]) -> list[T]:
+    """``values`` less the positions in ``gone``."""
+    return [v for n, v in enumerate(values) if n not in gone] if gone else values
+
+
 @dataclass
 class Interactions:
     """Per-event arrays read from a store, in ingestion order."""
@@ -98,16 +124,28 @@ class Interactions:
     # users whose events were read but not learned from (no consent to model training)
     excluded: set[str] = field(default_factory=set)
 
+    def take_back(self, weights: set[int], objectives: set[int]) -> None:
+        """Drop the positive events at ``weights`` and objective events at ``objectives``
+        (likes an unlike took back)."""
+        self.u, self.i = without(self.u, weights), without(self.i, weights)
+        self.w, self.ts = without(self.w, weights), without(self.ts, weights)
+        self.obj_u, self.obj_i = without(self.obj_u, objectives), without(self.obj_i, objectives)
+        self.obj_k, self.obj_ts = without(self.obj_k, objectives), without(self.obj_ts, objectives)
+
 
 def event_weight(e: StoredEvent) -> float:
-    """How much an event says 'more like this' (0 for neutral or negative events)."""
+    """How much an event says 'more like this' (0 for neutral or negative events). Of
+    one event: a like that a later ``unlike`` takes back is left out by whatever folds a
+    stream of them (:func:`read_interactions`, :class:`LikeLedger`)."""
     if e.type == EventType.play:
         return LONG_PLAY_WEIGHT if e.long_play else 0.0
     return POSITIVE_WEIGHTS.get(e.type, 0.0)
 
 
 def event_objective(e: StoredEvent) -> int | None:
-    """Index into ``ranker.OBJECTIVES`` of what this event is evidence of, if anything."""
+    """Index into ``ranker.OBJECTIVES`` of what this event is evidence of, if anything
+    (an ``unlike`` is evidence of none; the like it takes back is no label either, as
+    for :func:`event_weight`)."""
     if e.type == EventType.play:
         if e.long_play:
             return 0
@@ -124,12 +162,17 @@ def read_interactions(
     learns: Callable[[str], bool] | None = None,
 ) -> Interactions:
     """The interactions to learn from; ``learns(user_id)`` False leaves a user's events
-    out of everything (they are still hashed: the snapshot is what was read)."""
+    out of everything (they are still hashed: the snapshot is what was read). A like
+    taken back by a later ``unlike`` is neither a weight nor a ``like`` label (nor in
+    ``likes``); the unlike itself is hashed and nothing else."""
     out = Interactions(
         impressions=np.zeros(len(video_index), np.int64),
         likes=np.zeros(len(video_index), np.int64),
     )
     allowed: dict[str, bool] = {}
+    ledger: LikeLedger[tuple[int, int]] = LikeLedger()  # (weight, objective) positions
+    gone_w: set[int] = set()
+    gone_obj: set[int] = set()
     for e in events:
         hasher.add(e.seq, e.event_id, e.user_id, e.video_id, e.type, e.ts_ms)
         if learns is not None:
@@ -143,6 +186,13 @@ def read_interactions(
         item = video_index.get(e.video_id)
         if item is None:  # video withdrawn from this region since
             continue
+        if e.type == EventType.unlike:
+            known = out.user_index.get(e.user_id)  # None: they liked nothing yet
+            for w_at, obj_at in ledger.unlike((known, item)):
+                gone_w.add(w_at)
+                gone_obj.add(obj_at)
+                out.likes[item] -= 1
+            continue
         shown = e.type in IMPRESSION_TYPES
         objective = event_objective(e)
         weight = event_weight(e)
@@ -152,6 +202,8 @@ def read_interactions(
         if uid is None:
             uid = out.user_index[e.user_id] = len(out.users)
             out.users.append(e.user_id)
+        if e.type == EventType.like:  # a weight and an objective, appended below
+            ledger.like((uid, item), (len(out.w), len(out.obj_u)))
         if shown:
             out.impressions[item] += 1
             out.imp_u.append(uid)
@@ -169,6 +221,7 @@ def read_interactions(
         out.i.append(item)
         out.w.append(weight)
         out.ts.append(e.ts_ms)
+    out.take_back(gone_w, gone_obj)
     return out
 
 
