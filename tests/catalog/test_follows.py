@@ -3,11 +3,14 @@ which erasure, export and the residency scan cover."""
 
 from __future__ import annotations
 
+import itertools
 import json
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from fyp.access.keys import KeyStore
 from fyp.audit.log import sql_store
@@ -201,3 +204,42 @@ def test_the_export_lists_who_the_user_follows(deployment: Deployment) -> None:
     assert sorted(f["creator_id"] for f in doc["following"]) == ["bob", "cy"]
     assert {"creator_id": "cy", "since_ms": first.since_ms} in doc["following"]
     assert doc["manifest"]["sections"]["following"] == 2
+
+
+_OPS = st.lists(
+    st.tuples(st.sampled_from(["event", "api"]), st.booleans(), st.sampled_from(["v1", "v4"])),
+    max_size=12,
+)
+
+
+def test_the_list_is_the_last_word_on_each_creator(deployment: Deployment) -> None:
+    """Whatever mix of follow/unfollow events and API calls, in any order, the store's
+    list is each creator's last word (the model: a set, added to and taken from)."""
+    _world(deployment)
+    Catalog(deployment).create_video(
+        VideoIn(video_id="v4", creator_id="cy", duration_ms=10_000, regions=["us"])
+    )
+    creator = {"v1": "bob", "v4": "cy"}
+    following = Following(deployment)
+    us = deployment.store("us")
+    runs = itertools.count()
+
+    @settings(max_examples=40, deadline=None)
+    @given(_OPS)
+    def check(ops: list[tuple[str, bool, str]]) -> None:
+        run = next(runs)
+        user = f"fan{run}"
+        Catalog(deployment).create_user(UserIn(user_id=user, home_region="us"))
+        expected: set[str] = set()
+        for n, (how, follow, video) in enumerate(ops):
+            if how == "event":
+                kind = "follow" if follow else "unfollow"
+                _ingest(deployment, _event(n, user, video, kind) | {"event_id": f"{user}-{n}"})
+            elif follow:
+                following.follow(user, creator[video])
+            else:
+                following.unfollow(user, creator[video])
+            (expected.add if follow else expected.discard)(creator[video])
+            assert sorted(us.followed_creators(user)) == sorted(expected)
+
+    check()
