@@ -140,6 +140,7 @@ def test_x_fyp_reason_is_documented_where_an_operator_read_needs_it(
         ("GET", "/v1/users/{user_id}/export"),
         ("GET", "/v1/users/{user_id}/feed"),
         ("GET", "/v1/users/{user_id}/following"),
+        ("GET", "/v1/users/{user_id}/blocked"),
         ("POST", "/v1/users/{user_id}/move"),  # always: kept in both regions' audit logs
     }
     param = next(

@@ -13,6 +13,7 @@ from move_helpers import CLASH, MOVER, allow_moves, plant_mover
 from region_helpers import built, cli, copy_of
 
 from fyp.audit.log import AuditLog
+from fyp.catalog.blocks import Blocking, user_blocks
 from fyp.catalog.follows import Following, user_follows
 from fyp.config import load_config
 from fyp.errors import MoveNotAllowed
@@ -51,6 +52,8 @@ def test_a_move_copies_everything_and_removes_the_source(dep: Path) -> None:
     with Deployment.open(dep) as d:
         before = {e.event_id for e in d.store("us").user_events(MOVER, 100)}
         Following(d).follow(MOVER, "u3")  # through the API: no event says so
+        Blocking(d).block(MOVER, "u4")
+        blocks = user_blocks(d.store("us"), MOVER)
         follows = user_follows(d.store("us"), MOVER)
         assert {f.creator_id for f in follows} == {"u1", "u3"}  # u1: the follow event's
         receipt = Mover(d).move(MOVER, "eu", "moved to Lisbon", actor="test")
@@ -77,6 +80,7 @@ def test_a_move_copies_everything_and_removes_the_source(dep: Path) -> None:
         ]
         assert set(d.served_log("eu").served_since(MOVER, 0)) == {"v30", "v31", "v32"}
         assert user_follows(d.store("eu"), MOVER) == follows  # who, and since when
+        assert user_blocks(d.store("eu"), MOVER) == blocks and len(blocks) == 1
         assert not d.store("us").existing_users([MOVER])
         assert user_follows(d.store("us"), MOVER) == []
         assert ErasureLedger(d.config, "us").find(MOVER, MOVE) is not None

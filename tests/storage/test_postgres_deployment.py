@@ -1,8 +1,8 @@
 """Whole deployments on PostgreSQL: the API's, feeds' (experiment exposures and the
-feed not based on profiling among them),
-erasure's, export's and follows' own tests run again with every store of every deployment they
-make in a schema of a PostgreSQL server (``Deployment.init`` is given a ``--store``
-URL). Runs when ``FYP_TEST_POSTGRES_URL`` names a server (CI starts one: ``.ci/run``)."""
+feed not based on profiling among them), erasure's, export's, follows' and blocks' own
+tests run again with every store of every deployment they make in a schema of a
+PostgreSQL server (``Deployment.init`` is given a ``--store`` URL). Runs when
+``FYP_TEST_POSTGRES_URL`` names a server (CI starts one: ``.ci/run``)."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ from fyp.regions.deployment import Deployment
 pytestmark = pytest.mark.skipif(not SERVER, reason="FYP_TEST_POSTGRES_URL is not set")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "sovereignty"))  # its helpers
 
+from catalog.test_blocks import *  # noqa: E402, F403
 from catalog.test_follows import *  # noqa: E402, F403
 from feed.conftest import trained  # noqa: E402, F401
 from feed.test_api_feed import *  # noqa: E402, F403

@@ -80,11 +80,14 @@ PERMISSIONS: dict[tuple[str, str], Rule] = {
     ("GET", "/v1/users/{user_id}/events"): allow(*READERS),
     ("GET", "/v1/users/{user_id}/export"): allow("admin", "auditor"),
     ("GET", "/v1/users/{user_id}/feed"): allow("feed", "admin", "auditor", operator_flag="debug"),
-    # following: the app shows and changes it; the creator is looked up in the user's
+    # following and blocked: the app shows and changes them; the creator is looked up in the user's
     # home region's catalogue only (``{creator_id}`` names no region by itself)
     ("GET", "/v1/users/{user_id}/following"): allow("feed", "ingest", *READERS),
     ("PUT", "/v1/users/{user_id}/following/{creator_id}"): allow("ingest", "admin"),
     ("DELETE", "/v1/users/{user_id}/following/{creator_id}"): allow("ingest", "admin"),
+    ("GET", "/v1/users/{user_id}/blocked"): allow("feed", "ingest", *READERS),
+    ("PUT", "/v1/users/{user_id}/blocked/{creator_id}"): allow("ingest", "admin"),
+    ("DELETE", "/v1/users/{user_id}/blocked/{creator_id}"): allow("ingest", "admin"),
     # videos (public content; a copy per region it is published to)
     ("POST", "/v1/videos"): allow("ingest", "admin", body="regions"),
     ("GET", "/v1/videos/{video_id}"): allow(*ROLES, video="any", selects=True),

@@ -34,9 +34,9 @@ import json
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from fyp.audit.log import sql_store
+from fyp.audit.log import SQLStore, sql_store
 from fyp.catalog.models import now_ms
-from fyp.errors import InvalidRequest, UnknownCreator, UnknownUser, ValidationFailed
+from fyp.errors import Conflict, InvalidRequest, UnknownCreator, UnknownUser, ValidationFailed
 from fyp.storage.migrations import Migration
 from fyp.storage.postgres_dialect import to_postgres
 from fyp.storage.postgres_schema import postgres_ddl
@@ -48,16 +48,55 @@ TABLE = "follows"
 MAX_PAGE = 1000
 
 _NOT_A_NAME = "substr(creator_id, 1, 1) <> '['"  # '[erased]', '[elsewhere]': nobody to follow
-_TABLE_SQL = """
-    CREATE TABLE follows (
+
+
+def creator_table(name: str) -> str:
+    """A table of creators per user (follows, blocks), in SQLite's DDL."""
+    return f"""
+    CREATE TABLE {name} (
         user_id        TEXT NOT NULL REFERENCES users (user_id) ON DELETE CASCADE,
         creator_id     TEXT NOT NULL,
         since_ms       INTEGER NOT NULL,
-        region         TEXT NOT NULL DEFAULT '{region}' CHECK (region = '{region}'),
+        region         TEXT NOT NULL DEFAULT '{{region}}' CHECK (region = '{{region}}'),
         PRIMARY KEY (user_id, creator_id)
     ) WITHOUT ROWID;
-    CREATE INDEX follows_creator ON follows (creator_id);
-"""
+    CREATE INDEX {name}_creator ON {name} (creator_id);
+    """
+
+
+def follow_trigger(also: str = "") -> str:
+    """SQLite's trigger adding the creator of a followed video (``also``: a further
+    condition on the video row, e.g. the creator not blocked)."""
+    return f"""
+    CREATE TRIGGER follows_follow AFTER INSERT ON events WHEN NEW.type = 'follow'
+    BEGIN
+        INSERT OR IGNORE INTO follows (user_id, creator_id, since_ms)
+        SELECT NEW.user_id, creator_id, NEW.ts_ms FROM videos
+        WHERE video_id = NEW.video_id AND creator_id <> NEW.user_id AND {_NOT_A_NAME}{also};
+    END;
+    """
+
+
+def follows_function(also: str = "") -> str:
+    """PostgreSQL's trigger function for follow and unfollow events (``also``: as for
+    :func:`follow_trigger`); created or replaced."""
+    return f"""
+    CREATE OR REPLACE FUNCTION follows_from_event() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        IF NEW.type = 'follow' THEN
+            INSERT INTO follows (user_id, creator_id, since_ms)
+            SELECT NEW.user_id, creator_id, NEW.ts_ms FROM videos
+            WHERE video_id = NEW.video_id AND creator_id <> NEW.user_id AND {_NOT_A_NAME}{also}
+            ON CONFLICT DO NOTHING;
+        ELSE
+            DELETE FROM follows WHERE user_id = NEW.user_id
+            AND creator_id = (SELECT creator_id FROM videos WHERE video_id = NEW.video_id);
+        END IF;
+        RETURN NULL;
+    END $$;
+    """
+
+
 # what the events say already: each creator once, from their first follow
 _BACKFILL = """
     INSERT OR IGNORE INTO follows (user_id, creator_id, since_ms)
@@ -70,14 +109,9 @@ _BACKFILL = """
 FOLLOWS_MIGRATION = Migration(
     24,
     "follows: the creators each user follows, kept from follow/unfollow events and the API",
-    _TABLE_SQL
-    + f"""
-    CREATE TRIGGER follows_follow AFTER INSERT ON events WHEN NEW.type = 'follow'
-    BEGIN
-        INSERT OR IGNORE INTO follows (user_id, creator_id, since_ms)
-        SELECT NEW.user_id, creator_id, NEW.ts_ms FROM videos
-        WHERE video_id = NEW.video_id AND creator_id <> NEW.user_id AND {_NOT_A_NAME};
-    END;
+    creator_table("follows")
+    + follow_trigger()
+    + """
     CREATE TRIGGER follows_unfollow AFTER INSERT ON events WHEN NEW.type = 'unfollow'
     BEGIN
         DELETE FROM follows WHERE user_id = NEW.user_id
@@ -85,21 +119,9 @@ FOLLOWS_MIGRATION = Migration(
     END;
     """
     + _BACKFILL,
-    postgres=postgres_ddl(_TABLE_SQL)
-    + f"""
-    CREATE FUNCTION follows_from_event() RETURNS trigger LANGUAGE plpgsql AS $$
-    BEGIN
-        IF NEW.type = 'follow' THEN
-            INSERT INTO follows (user_id, creator_id, since_ms)
-            SELECT NEW.user_id, creator_id, NEW.ts_ms FROM videos
-            WHERE video_id = NEW.video_id AND creator_id <> NEW.user_id AND {_NOT_A_NAME}
-            ON CONFLICT DO NOTHING;
-        ELSE
-            DELETE FROM follows WHERE user_id = NEW.user_id
-            AND creator_id = (SELECT creator_id FROM videos WHERE video_id = NEW.video_id);
-        END IF;
-        RETURN NULL;
-    END $$;
+    postgres=postgres_ddl(creator_table("follows"))
+    + follows_function()
+    + """
     CREATE TRIGGER follows_from_event AFTER INSERT ON events
         FOR EACH ROW WHEN (NEW.type IN ('follow', 'unfollow'))
         EXECUTE FUNCTION follows_from_event();
@@ -108,7 +130,7 @@ FOLLOWS_MIGRATION = Migration(
 )
 # the user's profile version moves on (never back, even within a millisecond), so a feed
 # ranked ahead under the old one is ranked again with the change
-_TOUCH = (
+TOUCH = (
     "UPDATE users SET updated_at_ms = CASE WHEN updated_at_ms >= ?1 THEN updated_at_ms + 1 "
     "ELSE ?1 END WHERE user_id = ?2"
 )
@@ -120,25 +142,33 @@ class Follow:
     since_ms: int
 
 
-def user_follows(store: object, user_id: str) -> list[Follow]:
-    """Every follow of the user, oldest first (their export)."""
+def creator_rows(store: object, table: str, user_id: str) -> list[Follow]:
+    """Every row of the user in ``table`` (follows, blocks), oldest first (their export)."""
     rows = sql_store(store).query(
-        f"SELECT creator_id, since_ms FROM {TABLE} WHERE user_id = ? ORDER BY since_ms, creator_id",
+        f"SELECT creator_id, since_ms FROM {table} WHERE user_id = ? ORDER BY since_ms, creator_id",
         (user_id,),
     )
     return [Follow(str(c), int(t)) for c, t in rows]
 
 
-class Following:
-    """Follow, unfollow and list, each in the user's home region."""
+def user_follows(store: object, user_id: str) -> list[Follow]:
+    return creator_rows(store, TABLE, user_id)
+
+
+class CreatorList:
+    """A user's list of creators in a table of their home region's store (follows,
+    blocks): add, remove and page, each moving the user's profile version on."""
+
+    table = TABLE
+    verb = "follow"
 
     def __init__(self, deployment: Deployment) -> None:
         self.deployment = deployment
 
-    def follow(self, user_id: str, creator_id: str) -> tuple[Follow, bool]:
-        """The follow, and whether this call made it (False: the user already followed)."""
+    def add(self, user_id: str, creator_id: str) -> tuple[Follow, bool]:
+        """The row, and whether this call made it (False: it was there)."""
         if creator_id == user_id:
-            raise ValidationFailed("a user cannot follow themselves", field="creator_id")
+            raise ValidationFailed(f"a user cannot {self.verb} themselves", field="creator_id")
         region = self.deployment.homed_region(user_id)
         store = self.deployment.store(region)
         sql = sql_store(store)
@@ -146,46 +176,48 @@ class Following:
         with store.transaction():
             self._check_user(sql, user_id)
             held = sql.query(
-                f"SELECT since_ms FROM {TABLE} WHERE user_id = ? AND creator_id = ?",
+                f"SELECT since_ms FROM {self.table} WHERE user_id = ? AND creator_id = ?",
                 (user_id, creator_id),
             )
             if held:
                 return Follow(creator_id, int(held[0][0])), False
-            published = sql.query(
-                "SELECT 1 FROM videos WHERE creator_id = ? LIMIT 1", (creator_id,)
-            )
-            if not published:
+            if not sql.query("SELECT 1 FROM videos WHERE creator_id = ? LIMIT 1", (creator_id,)):
                 raise UnknownCreator(
                     f"no video of creator {creator_id!r} is published in region {region!r}, "
                     f"where user {user_id!r} lives: only creators published there can be "
-                    "followed",
+                    f"{self.verb}ed",
                     creator_id=creator_id,
                     region=region,
                 )
+            self._before_add(sql, user_id, creator_id)
             sql.execute(
-                f"INSERT INTO {TABLE} (user_id, creator_id, since_ms) VALUES (?, ?, ?)",
+                f"INSERT INTO {self.table} (user_id, creator_id, since_ms) VALUES (?, ?, ?)",
                 (user_id, creator_id, t),
             )
-            sql.execute(_TOUCH, (t, user_id))
+            sql.execute(TOUCH, (t, user_id))
         return Follow(creator_id, t), True
 
-    def unfollow(self, user_id: str, creator_id: str) -> bool:
-        """Whether the user followed ``creator_id`` until now."""
+    def _before_add(self, sql: SQLStore, user_id: str, creator_id: str) -> None:
+        """What else changes with the row, in its transaction (or a refusal)."""
+
+    def remove(self, user_id: str, creator_id: str) -> bool:
+        """Whether the row was there until now."""
         store = self.deployment.store(self.deployment.homed_region(user_id))
         sql = sql_store(store)
         with store.transaction():
             self._check_user(sql, user_id)
             removed = sql.execute(
-                f"DELETE FROM {TABLE} WHERE user_id = ? AND creator_id = ?", (user_id, creator_id)
+                f"DELETE FROM {self.table} WHERE user_id = ? AND creator_id = ?",
+                (user_id, creator_id),
             )
             if removed:
-                sql.execute(_TOUCH, (now_ms(), user_id))
+                sql.execute(TOUCH, (now_ms(), user_id))
         return removed > 0
 
     def page(
         self, user_id: str, limit: int, cursor: str | None = None
     ) -> tuple[str, list[Follow], str | None]:
-        """(the user's region, up to ``limit`` follows newest first after ``cursor``, the
+        """(the user's region, up to ``limit`` rows newest first after ``cursor``, the
         cursor of the next page or None)."""
         if not 1 <= limit <= MAX_PAGE:
             raise ValidationFailed(f"limit must be between 1 and {MAX_PAGE}", field="limit")
@@ -198,18 +230,38 @@ class Following:
             where += " AND (since_ms < ? OR (since_ms = ? AND creator_id > ?))"
             params += [after.since_ms, after.since_ms, after.creator_id]
         rows = sql.query(
-            f"SELECT creator_id, since_ms FROM {TABLE} WHERE {where} "
+            f"SELECT creator_id, since_ms FROM {self.table} WHERE {where} "
             "ORDER BY since_ms DESC, creator_id LIMIT ?",
             (*params, limit + 1),
         )
-        follows = [Follow(str(c), int(t)) for c, t in rows[:limit]]
-        more = len(rows) > limit
-        return region, follows, _write_cursor(follows[-1]) if more else None
+        found = [Follow(str(c), int(t)) for c, t in rows[:limit]]
+        return region, found, _write_cursor(found[-1]) if len(rows) > limit else None
 
-    def _check_user(self, sql: object, user_id: str) -> None:
-        if not sql_store(sql).query("SELECT 1 FROM users WHERE user_id = ?", (user_id,)):
+    def _check_user(self, sql: SQLStore, user_id: str) -> None:
+        if not sql.query("SELECT 1 FROM users WHERE user_id = ?", (user_id,)):
             self.deployment.forget_route(user_id)  # moved or erased since the route was kept
             raise UnknownUser(f"no user {user_id!r}", user_id=user_id)
+
+
+class Following(CreatorList):
+    """Follow, unfollow and list, each in the user's home region."""
+
+    def follow(self, user_id: str, creator_id: str) -> tuple[Follow, bool]:
+        """The follow, and whether this call made it (False: the user already followed)."""
+        return self.add(user_id, creator_id)
+
+    def unfollow(self, user_id: str, creator_id: str) -> bool:
+        """Whether the user followed ``creator_id`` until now."""
+        return self.remove(user_id, creator_id)
+
+    def _before_add(self, sql: SQLStore, user_id: str, creator_id: str) -> None:
+        if sql.query(
+            "SELECT 1 FROM blocks WHERE user_id = ? AND creator_id = ?", (user_id, creator_id)
+        ):
+            raise Conflict(
+                f"user {user_id!r} has blocked {creator_id!r}: unblock them first",
+                creator_id=creator_id,
+            )
 
 
 def _write_cursor(last: Follow) -> str:

@@ -93,5 +93,6 @@ def impersonal_state(state: UserState) -> UserState:
         not_interested_videos=state.not_interested_videos,
         not_interested_creators=state.not_interested_creators,
         not_interested_categories=state.not_interested_categories,
+        blocked_creators=state.blocked_creators,
         served_mask=state.served_mask,
     )

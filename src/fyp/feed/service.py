@@ -323,7 +323,9 @@ class FeedService:
             video = store.get_video(video_id)
             if video is not None:
                 codes[video_id] = model.codes_of(video.creator_id, video.categories)
-        followed = [model.creator_index.get(c, -1) for c in store.followed_creators(user_id)]
+        codes_of = model.creator_index.get
+        followed = [codes_of(c, -1) for c in store.followed_creators(user_id)]
+        blocked = [codes_of(c, -1) for c in store.blocked_creators(user_id)]
         state = build_state(
             user_id,
             region,
@@ -335,6 +337,7 @@ class FeedService:
             outside=codes,
             followed=followed,
             earlier=earlier,
+            blocked=blocked,
         )
         if marker is not None:
             self._states.put(user_id, model, marker, state)

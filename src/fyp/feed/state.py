@@ -85,6 +85,7 @@ class UserState:
     not_interested_creators: Codes = field(default_factory=dict)
     not_interested_categories: Codes = field(default_factory=dict)
     followed_creators: Codes = field(default_factory=dict)
+    blocked_creators: Codes = field(default_factory=dict)
     category_affinity: dict[int, float] = field(default_factory=dict)
     # the same, from events newer than the model (what it has not learned: this
     # session's likes), which the scorer weighs more: a new user's few likes show at once
@@ -152,6 +153,7 @@ def build_state(
     outside: Mapping[str, tuple[int, int]] | None = None,
     followed: Iterable[int] = (),
     earlier: Iterable[StoredEvent] = (),
+    blocked: Iterable[int] = (),
 ) -> UserState:
     """Fold the user's recent events (newest first) and served videos into a state (a
     like followed by an ``unlike`` of its video is no positive: the fold meets the unlike
@@ -161,7 +163,8 @@ def build_state(
     the user said "not interested" in (see :data:`CREATOR_ACTIONS`); ``followed``: the
     model's codes of the creators the user follows (all of them, however old the follow:
     the store's list, not these events); ``earlier``: the user's "not interested" events
-    older than ``events`` within the seen window, which count as those among ``events``."""
+    older than ``events`` within the seen window, which count as those among ``events``;
+    ``blocked``: the model's codes of the creators the user blocked."""
     outside = outside or {}
     served_ids: Ids = dict.fromkeys(served)
     positives: list[int] = []
@@ -238,6 +241,7 @@ def build_state(
             c: None for c, n in ni_category_counts.items() if n >= category_block_after
         },
         followed_creators={c: None for c in followed if c >= 0},
+        blocked_creators={c: None for c in blocked if c >= 0},
         category_affinity=affinity,
         fresh_affinity=fresh,
         skipped=skipped,

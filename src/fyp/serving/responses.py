@@ -236,6 +236,9 @@ class UserExport(BaseModel):
     following: list[dict[str, Any]] = Field(
         description="The creators the user follows (`creator_id`, `since_ms`), oldest first."
     )
+    blocked: list[dict[str, Any]] = Field(
+        description="The creators the user blocked (`creator_id`, `since_ms`), oldest first."
+    )
     videos: list[dict[str, Any]]
     appeals: list[dict[str, Any]]
     model: ExportedModel
@@ -275,4 +278,16 @@ class FollowingPage(BaseModel):
     user_id: str
     region: str = Field(description="The user's home region, which keeps the follows.")
     following: list[FollowBody] = Field(description="Newest first.")
+    next_cursor: str | None = Field(description="Pass as `cursor` for the next page.")
+
+
+class BlockAnswer(FollowBody):
+    user_id: str
+    blocked: bool = Field(description="True: the user has blocked the creator now.")
+
+
+class BlockedPage(BaseModel):
+    user_id: str
+    region: str = Field(description="The user's home region, which keeps the blocks.")
+    blocked: list[FollowBody] = Field(description="Newest first; `since_ms`: when blocked.")
     next_cursor: str | None = Field(description="Pass as `cursor` for the next page.")

@@ -19,7 +19,9 @@ from typing import Any
 import numpy as np
 
 from fyp.audit.log import SQLStore, sql_store
-from fyp.catalog.follows import user_follows
+from fyp.catalog.blocks import TABLE as BLOCKS
+from fyp.catalog.follows import TABLE as FOLLOWS
+from fyp.catalog.follows import Follow, creator_rows
 from fyp.models.artifacts import ARRAYS, current_version, models_dir, read_manifest
 from fyp.regions.deployment import Deployment
 from fyp.sovereignty import served_data
@@ -86,6 +88,7 @@ class UserExport:
             **n,
             "experiment_exposures": len(self.exposures()),
             "following": len(self.following()),
+            "blocked": len(self.blocked()),
             "videos": len(self.videos()),
             "appeals": len(self.appeals()),
             "model": 1,
@@ -182,6 +185,7 @@ class UserExport:
             ),
             ("experiment_exposures", self.exposures()),
             ("following", self.following()),
+            ("blocked", self.blocked()),
             ("videos", self.videos()),
             ("appeals", self.appeals()),
         ):
@@ -200,8 +204,11 @@ class UserExport:
 
     def following(self) -> list[dict[str, Any]]:
         """The creators the user follows, oldest follow first."""
-        follows = user_follows(self.home, self.user_id)
-        return [{"creator_id": f.creator_id, "since_ms": f.since_ms} for f in follows]
+        return _creators(creator_rows(self.home, FOLLOWS, self.user_id))
+
+    def blocked(self) -> list[dict[str, Any]]:
+        """The creators the user blocked, oldest block first."""
+        return _creators(creator_rows(self.home, BLOCKS, self.user_id))
 
     def labels(self) -> list[dict[str, Any]]:
         """One entry per held-out label (the store keeps them as a set per user)."""
@@ -215,3 +222,7 @@ class UserExport:
         """The whole export as one value (tests, the CLI)."""
         doc: dict[str, Any] = json.loads("".join(self.chunks()))
         return doc
+
+
+def _creators(rows: list[Follow]) -> list[dict[str, Any]]:
+    return [{"creator_id": f.creator_id, "since_ms": f.since_ms} for f in rows]

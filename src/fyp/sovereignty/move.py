@@ -42,7 +42,9 @@ from pathlib import Path
 from typing import Any
 
 from fyp.audit.log import AuditLog, sql_store
-from fyp.catalog.follows import user_follows
+from fyp.catalog.blocks import TABLE as BLOCKS
+from fyp.catalog.follows import TABLE as FOLLOWS
+from fyp.catalog.follows import creator_rows
 from fyp.catalog.models import ELSEWHERE_NAME
 from fyp.errors import (
     Conflict,
@@ -286,8 +288,9 @@ class Mover:
         return out
 
     def _copy_rows(self, user_id: str, source: str, dest: str) -> int:
-        """Events, labels and follows of the user in ``source`` that ``dest`` lacks (by id, or by
-        the moved id when another user of ``dest`` holds it); returns the events added."""
+        """Events, labels, follows and blocks of the user in ``source`` that ``dest`` lacks
+        (by id, or by the moved id when another user of ``dest`` holds it); returns the
+        events added."""
         src, dst = sql_store(self.deployment.store(source)), self.deployment.store(dest)
         rows = [
             EventRow(*r[:7], *map(bool, r[7:10]))
@@ -316,10 +319,11 @@ class Mover:
             dst.insert_label_sets(str(dataset), str(split), {user_id: ids})
         # follows: the copied events' triggers made those whose videos the destination
         # publishes; the rest (made through the API, or of videos it does not carry) too
-        sql_store(dst).executemany(
-            "INSERT OR IGNORE INTO follows (user_id, creator_id, since_ms) VALUES (?, ?, ?)",
-            [(user_id, f.creator_id, f.since_ms) for f in user_follows(src, user_id)],
-        )
+        for table in (FOLLOWS, BLOCKS):  # blocks first would not matter: none made here
+            sql_store(dst).executemany(
+                f"INSERT OR IGNORE INTO {table} (user_id, creator_id, since_ms) VALUES (?, ?, ?)",
+                [(user_id, f.creator_id, f.since_ms) for f in creator_rows(src, table, user_id)],
+            )
         return len(rows)
 
     def _copy_served(self, user_id: str, source: str, dest: str) -> None:

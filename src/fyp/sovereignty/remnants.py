@@ -34,9 +34,18 @@ from fyp.sovereignty.columns import (
 )
 from fyp.storage.base import json_text
 
-# columns whose rows are the user's own data and go with them; everything else that
-# names the user keeps its row and has the name replaced by ERASED_NAME
-OWNED_ROWS = {"users", "events", "labels", "served_pages", "experiment_exposures", "follows"}
+# columns whose rows are the user's own data and go with them (a follow or a block: of
+# either person it names); everything else that names the user keeps its row and has
+# the name replaced by ERASED_NAME
+OWNED_ROWS = {
+    "users",
+    "events",
+    "labels",
+    "served_pages",
+    "experiment_exposures",
+    "follows",
+    "blocks",
+}
 APPEND_ONLY = {"audit_log"}  # hash-chained: a row there can never be edited
 ARTIFACT_USER_ARRAYS = ("user_ids", "lineage_user_ids", "creator_ids", AHEAD_USERS)
 SCANNED_SUFFIXES = (".csv", ".jsonl", ".json")

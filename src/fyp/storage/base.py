@@ -252,6 +252,10 @@ class Store(ABC):
         read with every feed state built, so a method of the store's own."""
 
     @abstractmethod
+    def blocked_creators(self, user_id: str) -> list[str]:
+        """The creators the user blocked (table ``blocks``, :mod:`fyp.catalog.blocks`)."""
+
+    @abstractmethod
     def user_not_interested(
         self, user_id: str, before_seq: int, since_ms: int, limit: int = 1000
     ) -> list[StoredEvent]:

@@ -1,4 +1,5 @@
-"""Migrations contributed by capability packages (moderation, audit, access, experiments, follows).
+"""Migrations contributed by capability packages (moderation, audit, access, experiments,
+follows, blocks).
 
 Each package keeps its SQL next to its code and is listed here, so the store applies
 everything in version order from one place.
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 from fyp.access.keys import ACCESS_MIGRATION
 from fyp.audit.log import AUDIT_MIGRATION, AUDIT_TRIGGERS_MIGRATION, AUDIT_TRUNCATE_MIGRATION
+from fyp.catalog.blocks import BLOCKS_MIGRATION
 from fyp.catalog.follows import FOLLOWS_MIGRATION
 from fyp.experiments.exposures import EXPOSURES_MIGRATION
 from fyp.moderation.report_store import REPORTS_MIGRATION
@@ -25,4 +27,5 @@ EXTRA_MIGRATIONS: tuple[Migration, ...] = (
     EXPOSURES_MIGRATION,
     REPORTS_MIGRATION,
     FOLLOWS_MIGRATION,
+    BLOCKS_MIGRATION,
 )

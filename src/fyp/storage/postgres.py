@@ -494,6 +494,10 @@ class PostgresStore(PostgresSnapshots, PostgresServedLog):
         rows = self._all("SELECT creator_id FROM follows WHERE user_id = %s", (user_id,))
         return [str(r[0]) for r in rows]
 
+    def blocked_creators(self, user_id: str) -> list[str]:
+        rows = self._all("SELECT creator_id FROM blocks WHERE user_id = %s", (user_id,))
+        return [str(r[0]) for r in rows]
+
     def user_not_interested(
         self, user_id: str, before_seq: int, since_ms: int, limit: int = 1000
     ) -> list[StoredEvent]:

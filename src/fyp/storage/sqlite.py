@@ -508,6 +508,10 @@ class SQLiteStore(SQLiteServedLog):
         rows = self._query("SELECT creator_id FROM follows WHERE user_id = ?", (user_id,))
         return [r[0] for r in rows]
 
+    def blocked_creators(self, user_id: str) -> list[str]:
+        rows = self._query("SELECT creator_id FROM blocks WHERE user_id = ?", (user_id,))
+        return [r[0] for r in rows]
+
     def user_not_interested(
         self, user_id: str, before_seq: int, since_ms: int, limit: int = 1000
     ) -> list[StoredEvent]:

@@ -1,24 +1,29 @@
-"""Who a user follows: ``/v1/users/{user_id}/following``, kept in their home region.
+"""Whom a user follows and has blocked: ``/v1/users/{user_id}/following`` and
+``/blocked``, kept in their home region.
 
 A follow changes the user's feed at once (the "new from a creator you follow" source,
 the scorer's follow term); ``follow`` and ``unfollow`` events from a video change the
-same list (:mod:`fyp.catalog.follows`).
+same list (:mod:`fyp.catalog.follows`). A block keeps the creator out of the user's
+feeds until unblocked, and ends a follow (:mod:`fyp.catalog.blocks`).
 """
 
 from __future__ import annotations
 
+from enum import Enum
 from typing import Any
 
 from fastapi import APIRouter, Depends, Query, Response, status
 
-from fyp.catalog.follows import MAX_PAGE, Following
+from fyp.catalog.blocks import Blocking
+from fyp.catalog.follows import MAX_PAGE, CreatorList, Follow, Following
 from fyp.catalog.models import Id
 from fyp.serving.dependencies import AppState, state
 from fyp.serving.inputs import JsonBodyRoute
 from fyp.serving.openapi import answers
-from fyp.serving.responses import FollowAnswer, FollowingPage
+from fyp.serving.responses import BlockAnswer, BlockedPage, FollowAnswer, FollowingPage
 
 router = APIRouter(prefix="/v1/users", tags=["following"], route_class=JsonBodyRoute)
+BLOCKING: list[str | Enum] = ["blocking"]
 
 
 @router.get("/{user_id}/following", response_model=None, responses=answers(404, ok=FollowingPage))
@@ -29,12 +34,30 @@ async def following(
     s: AppState = Depends(state),
 ) -> dict[str, Any]:
     """The creators the user follows, newest follow first."""
-    region, follows, next_cursor = Following(s.deployment).page(user_id, limit, cursor)
+    return _page(Following(s.deployment), "following", user_id, limit, cursor)
+
+
+def _page(
+    rows: CreatorList, name: str, user_id: str, limit: int, cursor: str | None
+) -> dict[str, Any]:
+    region, found, next_cursor = rows.page(user_id, limit, cursor)
     return {
         "user_id": user_id,
         "region": region,
-        "following": [{"creator_id": f.creator_id, "since_ms": f.since_ms} for f in follows],
+        name: [{"creator_id": f.creator_id, "since_ms": f.since_ms} for f in found],
         "next_cursor": next_cursor,
+    }
+
+
+def _made(
+    response: Response, user_id: str, made: Follow, created: bool, flag: str
+) -> dict[str, Any]:
+    response.status_code = status.HTTP_201_CREATED if created else status.HTTP_200_OK
+    return {
+        "user_id": user_id,
+        "creator_id": made.creator_id,
+        "since_ms": made.since_ms,
+        flag: True,
     }
 
 
@@ -45,7 +68,7 @@ async def following(
     responses={
         201: {"model": FollowAnswer, "description": "Followed by this call."},
         200: {"model": FollowAnswer, "description": "Already followed: nothing changed."},
-        **answers(404),
+        **answers(404, 409),
     },
 )
 async def follow(
@@ -53,15 +76,10 @@ async def follow(
 ) -> dict[str, Any]:
     """Follow ``creator_id``: 201 when this call made the follow, 200 when the user
     already followed them (a retry changes nothing). The creator must have a video
-    published in the user's home region (else 404 ``unknown_creator``)."""
+    published in the user's home region (else 404 ``unknown_creator``); one the user
+    blocked is 409 ``conflict`` until unblocked."""
     made, created = Following(s.deployment).follow(user_id, creator_id)
-    response.status_code = status.HTTP_201_CREATED if created else status.HTTP_200_OK
-    return {
-        "user_id": user_id,
-        "creator_id": made.creator_id,
-        "since_ms": made.since_ms,
-        "following": True,
-    }
+    return _made(response, user_id, made, created, "following")
 
 
 @router.delete(
@@ -74,4 +92,52 @@ async def unfollow(user_id: str, creator_id: Id, s: AppState = Depends(state)) -
     """Stop following ``creator_id``; 204 whether or not the user followed them (a retry
     changes nothing)."""
     Following(s.deployment).unfollow(user_id, creator_id)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.get(
+    "/{user_id}/blocked", response_model=None, responses=answers(404, ok=BlockedPage), tags=BLOCKING
+)
+async def blocked(
+    user_id: str,
+    limit: int = Query(100, ge=1, le=MAX_PAGE),
+    cursor: str | None = Query(None, max_length=512),
+    s: AppState = Depends(state),
+) -> dict[str, Any]:
+    """The creators the user blocked, newest block first."""
+    return _page(Blocking(s.deployment), "blocked", user_id, limit, cursor)
+
+
+@router.put(
+    "/{user_id}/blocked/{creator_id}",
+    status_code=status.HTTP_201_CREATED,
+    response_model=None,
+    responses={
+        201: {"model": BlockAnswer, "description": "Blocked by this call."},
+        200: {"model": BlockAnswer, "description": "Already blocked: nothing changed."},
+        **answers(404),
+    },
+    tags=BLOCKING,
+)
+async def block(
+    user_id: str, creator_id: Id, response: Response, s: AppState = Depends(state)
+) -> dict[str, Any]:
+    """Block ``creator_id``: none of their videos reaches the user's feeds until unblocked,
+    and a follow of them ends. 201 when this call made the block, 200 when it was there.
+    The creator must have a video published in the user's home region (else 404
+    ``unknown_creator``)."""
+    made, created = Blocking(s.deployment).block(user_id, creator_id)
+    return _made(response, user_id, made, created, "blocked")
+
+
+@router.delete(
+    "/{user_id}/blocked/{creator_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    response_class=Response,
+    responses=answers(404),
+    tags=BLOCKING,
+)
+async def unblock(user_id: str, creator_id: Id, s: AppState = Depends(state)) -> Response:
+    """Unblock ``creator_id``; 204 whether or not the user had blocked them."""
+    Blocking(s.deployment).unblock(user_id, creator_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)

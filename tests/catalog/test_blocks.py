@@ -1,0 +1,86 @@
+"""Blocking a creator: kept in the blocker's home region, it keeps the creator out of
+their feeds until unblocked and ends a follow."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from fastapi.testclient import TestClient
+
+from catalog.test_follows import _event, _ingest, _world
+from fyp.access.keys import KeyStore
+from fyp.catalog.blocks import Blocking, user_blocks
+from fyp.catalog.follows import Following
+from fyp.errors import Conflict, UnknownCreator, ValidationFailed
+from fyp.regions.deployment import Deployment
+from fyp.serving.app import create_app
+from fyp.sovereignty.erasure import Eraser
+from fyp.sovereignty.erasure_verify import verify_erasure
+from fyp.sovereignty.export import UserExport
+from serving.errors import assert_error
+
+
+def test_a_block_ends_the_follow_and_keeps_follows_out(deployment: Deployment) -> None:
+    _world(deployment)
+    us = deployment.store("us")
+    blocking, following = Blocking(deployment), Following(deployment)
+    following.follow("ana", "bob")
+    before = us.get_user("ana")
+    made, created = blocking.block("ana", "bob")
+    assert created and made.creator_id == "bob"
+    assert blocking.block("ana", "bob") == (made, False)
+    assert us.blocked_creators("ana") == ["bob"] and us.followed_creators("ana") == []
+    after = us.get_user("ana")
+    assert before is not None and after is not None and after.updated_at_ms > before.updated_at_ms
+    with pytest.raises(Conflict):
+        following.follow("ana", "bob")
+    _ingest(deployment, _event(1, "ana", "v1", "follow"))  # the button on a video: nothing
+    assert us.followed_creators("ana") == []
+    assert blocking.unblock("ana", "bob") and not blocking.unblock("ana", "bob")
+    _ingest(deployment, _event(2, "ana", "v1", "follow"))
+    assert us.followed_creators("ana") == ["bob"]
+    with pytest.raises(UnknownCreator):
+        blocking.block("ana", "cy")  # none of cy's videos is published in us
+    with pytest.raises(ValidationFailed):
+        blocking.block("ana", "ana")
+
+
+def test_the_api_blocks_unblocks_and_lists(client: TestClient, deployment: Deployment) -> None:
+    _world(deployment)
+    assert client.put("/v1/users/ana/following/bob").status_code == 201
+    made = client.put("/v1/users/ana/blocked/bob")
+    assert made.status_code == 201, made.text
+    assert made.json()["blocked"] is True and made.json()["creator_id"] == "bob"
+    assert client.put("/v1/users/ana/blocked/bob").status_code == 200
+    assert client.get("/v1/users/ana/following").json()["following"] == []
+    listed = client.get("/v1/users/ana/blocked").json()
+    assert listed["blocked"] == [{"creator_id": "bob", "since_ms": made.json()["since_ms"]}]
+    assert listed["region"] == "us" and listed["next_cursor"] is None
+    assert_error(client.put("/v1/users/ana/following/bob"), 409, "conflict")
+    assert client.delete("/v1/users/ana/blocked/bob").status_code == 204
+    assert client.delete("/v1/users/ana/blocked/bob").status_code == 204
+    assert client.get("/v1/users/ana/blocked").json()["blocked"] == []
+    assert client.put("/v1/users/ana/following/bob").status_code == 201
+    assert_error(client.put("/v1/users/ana/blocked/cy"), 404, "unknown_creator")
+    assert_error(client.get("/v1/users/nobody/blocked"), 404, "unknown_user")
+
+
+def test_blocks_are_erased_exported_and_reachable_by_key(deployment: Deployment) -> None:
+    _world(deployment)
+    Blocking(deployment).block("eve", "bob")
+    Blocking(deployment).block("eve", "cy")
+    doc = json.loads("".join(UserExport(deployment, "eve").chunks()))
+    assert sorted(b["creator_id"] for b in doc["blocked"]) == ["bob", "cy"]
+    assert doc["manifest"]["sections"]["blocked"] == 2
+    _, feed_eu = KeyStore(deployment).create("app-eu", ["feed"], ["eu"])
+    with TestClient(create_app(deployment)) as client:
+        auth = {"Authorization": f"Bearer {feed_eu}"}
+        assert client.get("/v1/users/eve/blocked", headers=auth).status_code == 200
+        assert_error(client.get("/v1/users/ana/blocked", headers=auth), 403, "forbidden")
+        assert_error(client.put("/v1/users/eve/blocked/bob", headers=auth), 403, "forbidden")
+    Eraser(deployment).erase("bob")
+    assert deployment.store("eu").blocked_creators("eve") == ["cy"]
+    assert not verify_erasure(deployment, "bob").remnants
+    Eraser(deployment).erase("eve")
+    assert user_blocks(deployment.store("eu"), "eve") == []
