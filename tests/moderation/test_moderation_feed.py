@@ -196,7 +196,8 @@ def test_a_failing_check_fails_closed_in_the_feed(
     real = store.query  # type: ignore[attr-defined]
 
     def broken(sql: str, params: Any = ()) -> Any:
-        if sql.startswith("SELECT birth_year"):  # the feed's own profile read, not a check
+        # the feed's own reads of the user (profile, follows), not a check
+        if sql.startswith(("SELECT birth_year", "SELECT creator_id FROM follows")):
             return real(sql, params)
         raise RuntimeError("disk on fire")
 

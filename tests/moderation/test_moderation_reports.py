@@ -317,6 +317,10 @@ def test_a_policy_recheck_keeps_an_open_report_job(world: Deployment) -> None:
         assert [j.kind for j in Reviews(Moderator(d)).jobs("us", "open")].count("report") == 1
 
 
+def _before_23(migrations: tuple[Any, ...]) -> tuple[Any, ...]:
+    return tuple(m for m in migrations if m.version < 23)
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_a_store_made_before_reports_keeps_its_jobs(
     backend: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
@@ -330,8 +334,9 @@ def test_a_store_made_before_reports_keeps_its_jobs(
 
     older = pytest.MonkeyPatch()
     before = {"sqlite": lite.sqlite_migrations, "postgresql": pg.postgres_migrations}
-    older.setattr(lite, "sqlite_migrations", lambda: before["sqlite"]()[:-1])
-    older.setattr(pg, "postgres_migrations", lambda: before["postgresql"]()[:-1])
+    # a store as fyp left it before migration 23 (later ones came after it)
+    older.setattr(lite, "sqlite_migrations", lambda: _before_23(before["sqlite"]()))
+    older.setattr(pg, "postgres_migrations", lambda: _before_23(before["postgresql"]()))
     on_pg = backend == "postgresql"
     with deployments_on_postgres(monkeypatch) if on_pg else nullcontext():
         try:
@@ -348,7 +353,7 @@ def test_a_store_made_before_reports_keeps_its_jobs(
         finally:
             older.undo()
         with Deployment.open(tmp_path / "old") as d:
-            assert d.store("us").schema_version() == 23
+            assert d.store("us").schema_version() >= 23
             [kept] = Reviews(Moderator(d)).jobs("us")
             assert (kept.job_id, kept.kind, kept.excluded, kept.details) == (
                 "us-1",

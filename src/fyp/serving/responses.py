@@ -276,3 +276,33 @@ class FollowingPage(BaseModel):
     region: str = Field(description="The user's home region, which keeps the follows.")
     following: list[FollowBody] = Field(description="Newest first.")
     next_cursor: str | None = Field(description="Pass as `cursor` for the next page.")
+
+
+class FollowingTabItem(BaseModel):
+    video_id: str
+    creator_id: str = Field(description="A creator the user follows.")
+    created_at_ms: int = Field(description="When the video was published: the tab's order.")
+    position: int = Field(description="0-based position on the page.")
+    reason: str = Field(description="Why the video is here, in the page's `lang`.")
+    explanation: Explanation = Field(description="Always the code `followed_creator`.")
+    video: Video | None = Field(
+        default=None,
+        description="Only with `include=video`: the video, as `GET /v1/videos/{video_id}` "
+        "gives it (`null` if it was deleted after the page was made).",
+    )
+
+
+class FollowingTabPage(BaseModel):
+    user_id: str
+    region: str = Field(description="The user's home region: its catalogue, its moderation states.")
+    lang: Literal[LANGS] = Field(  # type: ignore[valid-type]
+        description="The language of the items' `reason`, chosen as on the For You feed; "
+        "also the `Content-Language` header."
+    )
+    items: list[FollowingTabItem] = Field(
+        description="Newest first (`created_at_ms`, then `video_id`)."
+    )
+    next_cursor: str | None = Field(
+        description="Pass as `cursor` for the next page; null at the end. A page cut short "
+        "by a failed moderation check has one too (the next page tries those videos again)."
+    )
