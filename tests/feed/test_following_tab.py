@@ -91,9 +91,12 @@ def _page(client: TestClient, user: str = "fan", **params: Any) -> dict[str, Any
     return body
 
 
-def _scroll(client: TestClient, user: str = "fan", n: int = 4) -> list[str]:
+def _scroll(
+    client: TestClient, user: str = "fan", n: int = 4, after: str | None = None
+) -> list[str]:
+    """Every video from the first page (or from ``after``) to the end, ``n`` a page."""
     seen: list[str] = []
-    cursor = None
+    cursor = after
     while True:
         page = _page(client, user, n=n, **({"cursor": cursor} if cursor else {}))
         assert len(page["items"]) <= n
@@ -103,18 +106,19 @@ def _scroll(client: TestClient, user: str = "fan", n: int = 4) -> list[str]:
             return seen
 
 
-def _catalogue(d: Deployment) -> None:
-    """bob and cy upload 11 videos between them, some in the same millisecond."""
+def _catalogue(d: Deployment, *followed: str) -> None:
+    """bob and cy upload 11 videos between them, some in the same millisecond; fan
+    follows ``followed``."""
     _people(d)
     for k in range(11):
         # v03 and v04 share a millisecond, so do v07, v08 and v09
         at = T0 + {4: 3, 8: 7, 9: 7}.get(k, k) * 1000
         _publish(d, f"v{k:02d}", ("bob", "cy")[k % 2], at)
+    _follow(d, "fan", *followed)
 
 
 def test_newest_first_paged_to_the_end(deployment: Deployment, client: TestClient) -> None:
-    _catalogue(deployment)
-    _follow(deployment, "fan", "bob", "cy")
+    _catalogue(deployment, "bob", "cy")
     # newest first; within a millisecond by video id
     expected = ["v10", "v07", "v08", "v09", "v06", "v05", "v03", "v04", "v02", "v01", "v00"]
     first = _page(client, n=4)
@@ -147,8 +151,7 @@ def test_newest_first_paged_to_the_end(deployment: Deployment, client: TestClien
 def test_a_new_upload_never_shifts_or_repeats_later_pages(
     deployment: Deployment, client: TestClient
 ) -> None:
-    _catalogue(deployment)
-    _follow(deployment, "fan", "bob", "cy")
+    _catalogue(deployment, "bob", "cy")
     first = _page(client, n=4)
     # between pages: new uploads by a followed creator, one in the very millisecond of
     # the page's last video but sorting before it, and the newest of all
@@ -157,7 +160,7 @@ def test_a_new_upload_never_shifts_or_repeats_later_pages(
     Catalog(deployment).create_video(  # through the catalogue: pending, so not shown
         VideoIn(video_id="fresh", creator_id="bob", duration_ms=9_000, regions=["us"])
     )
-    rest = _scroll_from(client, first["next_cursor"])
+    rest = _scroll(client, n=3, after=first["next_cursor"])
     assert _ids(first) == ["v10", "v07", "v08", "v09"]
     assert rest == ["v06", "v05", "v03", "v04", "v02", "v01", "v00"]
     assert not set(rest) & set(_ids(first))
@@ -165,23 +168,13 @@ def test_a_new_upload_never_shifts_or_repeats_later_pages(
     assert _ids(_page(client, n=5)) == ["v99", "v10", "v07", "v07a", "v08"]
 
 
-def _scroll_from(client: TestClient, cursor: str | None, n: int = 3) -> list[str]:
-    seen: list[str] = []
-    while cursor is not None:
-        page = _page(client, n=n, cursor=cursor)
-        seen += _ids(page)
-        cursor = page["next_cursor"]
-    return seen
-
-
 def test_an_unfollow_takes_the_creator_off_the_next_page(
     deployment: Deployment, client: TestClient
 ) -> None:
-    _catalogue(deployment)
-    _follow(deployment, "fan", "bob", "cy")
+    _catalogue(deployment, "bob", "cy")
     first = _page(client, n=3)
     assert client.delete("/v1/users/fan/following/cy").status_code == 204
-    rest = _scroll_from(client, first["next_cursor"])
+    rest = _scroll(client, n=3, after=first["next_cursor"])
     assert rest == ["v06", "v04", "v02", "v00"]  # bob's only, from where the page ended
     # an unfollow event on a video of bob's: his are gone too, a follow event brings
     # them back (the same list the API keeps)
@@ -268,8 +261,7 @@ def test_only_the_home_regions_catalogue(deployment: Deployment, client: TestCli
 def test_the_same_with_personalisation_off_and_not_recorded_as_served(
     deployment: Deployment, client: TestClient
 ) -> None:
-    _catalogue(deployment)
-    _follow(deployment, "fan", "bob", "cy")
+    _catalogue(deployment, "bob", "cy")
     on, scrolled = _page(client, n=5), _scroll(client)
     Catalog(deployment).update_user("fan", UserPatch(consents={"personalised_feed": False}))
     assert _page(client, n=5) == on and _scroll(client) == scrolled
@@ -278,8 +270,7 @@ def test_the_same_with_personalisation_off_and_not_recorded_as_served(
 
 
 def test_languages_and_videos_in_the_items(deployment: Deployment, client: TestClient) -> None:
-    _catalogue(deployment)
-    _follow(deployment, "fan", "bob")
+    _catalogue(deployment, "bob")
     hans = client.get(ROUTE.format("fan"), params={"n": 1, "lang": "zh-CN"})
     assert hans.headers["content-language"] == "zh-Hans"
     assert hans.json()["items"][0]["reason"] == "你关注的创作者发布了新作品"
@@ -332,8 +323,7 @@ def test_the_tabs_errors(deployment: Deployment, client: TestClient) -> None:
 def test_a_failing_check_leaves_the_videos_out(deployment: Deployment) -> None:
     """Fail closed: what the check could not judge is not shown; the page ends before
     it and its cursor lets the next page try again; a page with nothing shown is a 503."""
-    _catalogue(deployment)
-    _follow(deployment, "fan", "bob", "cy")
+    _catalogue(deployment, "bob", "cy")
     calls: list[Sequence[str]] = []
 
     def second_fails(region: str, video_ids: Sequence[str], adult: bool) -> dict[str, str]:
@@ -359,8 +349,7 @@ def test_a_failing_check_leaves_the_videos_out(deployment: Deployment) -> None:
 def test_a_failing_snapshot_is_a_503_over_http(
     deployment: Deployment, client: TestClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    _catalogue(deployment)
-    _follow(deployment, "fan", "bob")
+    _catalogue(deployment, "bob")
     assert _page(client)["items"]
 
     def broken(self: CatalogSnapshot, video_ids: Sequence[str], adult: bool) -> dict[str, str]:
@@ -382,8 +371,7 @@ def test_many_barred_videos_are_read_past(deployment: Deployment) -> None:
 
 
 def test_keys_reach_the_tab_of_their_regions_only(deployment: Deployment) -> None:
-    _catalogue(deployment)
-    _follow(deployment, "fan", "bob")
+    _catalogue(deployment, "bob")
     keys = KeyStore(deployment)
     tokens = {
         name: keys.create(name, [role], regions)[1]

@@ -58,6 +58,12 @@ class Explanation(BaseModel):
     )
 
 
+INCLUDED_VIDEO = (
+    "Only with `include=video`: the video, as `GET /v1/videos/{video_id}` gives it (`null` "
+    "if it was deleted after the page was made)."
+)
+
+
 class FeedItem(BaseModel):
     video_id: str
     position: int = Field(description="0-based position on the page.")
@@ -68,11 +74,7 @@ class FeedItem(BaseModel):
         "text fyp always served)."
     )
     explanation: Explanation
-    video: Video | None = Field(
-        default=None,
-        description="Only with `include=video`: the video, as `GET /v1/videos/{video_id}` "
-        "gives it (`null` if it was deleted after the page was ranked).",
-    )
+    video: Video | None = Field(default=None, description=INCLUDED_VIDEO)
 
 
 class Removed(BaseModel):
@@ -285,11 +287,7 @@ class FollowingTabItem(BaseModel):
     position: int = Field(description="0-based position on the page.")
     reason: str = Field(description="Why the video is here, in the page's `lang`.")
     explanation: Explanation = Field(description="Always the code `followed_creator`.")
-    video: Video | None = Field(
-        default=None,
-        description="Only with `include=video`: the video, as `GET /v1/videos/{video_id}` "
-        "gives it (`null` if it was deleted after the page was made).",
-    )
+    video: Video | None = Field(default=None, description=INCLUDED_VIDEO)
 
 
 class FollowingTabPage(BaseModel):
