@@ -175,7 +175,7 @@ class FollowingTab:
         self, user_id: str, region: str, adult: bool, n: int, after: tuple[int, str] | None
     ) -> tuple[list[TabItem], bool | None]:
         """Up to ``n`` videos the user may watch after ``after``, and whether more follow
-        (None: a check failed before the page was full; the page ends there)."""
+        (None: a check failed; the page ends before the videos it was asked about)."""
         sql = sql_store(self.deployment.store(region))
         shown: list[TabItem] = []
         batch = n + 1  # the page and one more, to know whether there is a next page
