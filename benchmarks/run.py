@@ -22,6 +22,7 @@ BENCHMARKS = {
     "backup": ["-m", "benchmarks.bench_backup", "--repeats", "5"],
     "auth": ["-m", "benchmarks.bench_auth"],
     "train": ["-m", "benchmarks.bench_train", "--repeats", "3"],
+    "following": ["-m", "benchmarks.bench_following"],
 }
 QUICK = {
     "import": ["-m", "benchmarks.bench_import", "--repeats", "1"],
@@ -30,6 +31,7 @@ QUICK = {
     "backup": ["-m", "benchmarks.bench_backup", "--repeats", "1"],
     "auth": ["-m", "benchmarks.bench_auth", "--calls", "5000", "--repeats", "3"],
     "train": ["-m", "benchmarks.bench_train", "--repeats", "1"],
+    "following": ["-m", "benchmarks.bench_following", "--requests", "100", "--repeats", "1"],
 }
 
 

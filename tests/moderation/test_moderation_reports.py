@@ -335,6 +335,7 @@ def test_a_store_made_before_reports_keeps_its_jobs(
 
     older = pytest.MonkeyPatch()
     before = {"sqlite": lite.sqlite_migrations, "postgresql": pg.postgres_migrations}
+    # a store as fyp left it before migration 23 (later ones came after it)
     older.setattr(lite, "sqlite_migrations", lambda: _before_23(before["sqlite"]()))
     older.setattr(pg, "postgres_migrations", lambda: _before_23(before["postgresql"]()))
     on_pg = backend == "postgresql"

@@ -103,6 +103,7 @@ MATRIX: list[tuple[str, str, dict[str, object] | None, set[str]]] = [
     ("POST", "/v1/users", {"user_id": "m-new", "home_region": "us"}, {"ingest", "admin"}),
     ("GET", "/v1/users/u-us/feed", None, {"feed", "admin", "auditor"}),
     ("GET", "/v1/users/u-us/feed?debug=true", None, {"admin", "auditor"}),
+    ("GET", "/v1/users/u-us/following/feed", None, {"feed", "admin", "auditor"}),
     ("GET", "/v1/users/u-us", None, {"admin", "auditor", "moderator"}),
     ("GET", "/v1/users/u-us/events", None, {"admin", "auditor", "moderator"}),
     ("GET", "/v1/users/u-us/export", None, {"admin", "auditor"}),

@@ -141,6 +141,7 @@ def test_x_fyp_reason_is_documented_where_an_operator_read_needs_it(
         ("GET", "/v1/users/{user_id}/feed"),
         ("GET", "/v1/users/{user_id}/following"),
         ("GET", "/v1/users/{user_id}/blocked"),
+        ("GET", "/v1/users/{user_id}/following/feed"),
         ("POST", "/v1/users/{user_id}/move"),  # always: kept in both regions' audit logs
     }
     param = next(
@@ -201,6 +202,16 @@ def test_real_answers_match_their_documented_schemas(
     us_only = {"Authorization": f"Bearer {make_key('ingest', regions=['us'])}"}
     eu_event = {**event, "event_id": "oe4", "user_id": "u1"}
     check(spec, "/v1/events", c.post("/v1/events", json=eu_event, headers=us_only))
+
+    tab = "/v1/users/{user_id}/following/feed"
+    assert c.put("/v1/users/u2/following/u7").is_success
+    page = c.get("/v1/users/u2/following/feed", params={"n": 2, "include": "video"})
+    assert len(page.json()["items"]) == 2 and page.json()["next_cursor"] is not None
+    check(spec, tab, page)
+    check(spec, tab, c.get("/v1/users/u2/following/feed", params={"n": 100, "lang": "zh-Hant"}))
+    check(spec, tab, c.get("/v1/users/ghost/following/feed"))
+    check(spec, tab, c.get("/v1/users/u2/following/feed", params={"cursor": "@@"}))
+    check(spec, tab, c.get("/v1/users/u2/following/feed", params={"n": 0}))
 
     check(spec, "/v1/users/{user_id}/events", c.get("/v1/users/oa/events"))
     check(spec, "/v1/users/{user_id}/events", c.get("/v1/users/u2/events", params={"limit": 3}))

@@ -83,6 +83,8 @@ PERMISSIONS: dict[tuple[str, str], Rule] = {
     # following and blocked: the app shows and changes them; the creator is looked up in the user's
     # home region's catalogue only (``{creator_id}`` names no region by itself)
     ("GET", "/v1/users/{user_id}/following"): allow("feed", "ingest", *READERS),
+    # the Following tab: served to the app like the For You feed (operators with a reason)
+    ("GET", "/v1/users/{user_id}/following/feed"): allow("feed", "admin", "auditor"),
     ("PUT", "/v1/users/{user_id}/following/{creator_id}"): allow("ingest", "admin"),
     ("DELETE", "/v1/users/{user_id}/following/{creator_id}"): allow("ingest", "admin"),
     ("GET", "/v1/users/{user_id}/blocked"): allow("feed", "ingest", *READERS),

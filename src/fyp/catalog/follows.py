@@ -128,6 +128,16 @@ FOLLOWS_MIGRATION = Migration(
     """
     + to_postgres(_BACKFILL)[0],
 )
+# the Following tab (fyp.feed.following_tab) reads the followed creators' videos newest
+# first: with the upload time beside the creator (and the key, which every index of a
+# WITHOUT ROWID table holds), SQLite reads each creator's videos from the index alone and
+# skips the older ones at once; a page of 10 for 200 followed creators holding 5,000
+# videos took 1.8 ms without it, 0.5 ms with it (benchmarks/bench_following.py)
+FOLLOWING_TAB_MIGRATION = Migration(
+    25,
+    "the Following tab: each creator's videos by upload time",
+    "CREATE INDEX videos_creator_time ON videos (creator_id, created_at_ms);",
+)
 # the user's profile version moves on (never back, even within a millisecond), so a feed
 # ranked ahead under the old one is ranked again with the change
 TOUCH = (
@@ -265,16 +275,33 @@ class Following(CreatorList):
 
 
 def _write_cursor(last: Follow) -> str:
-    raw = json.dumps([last.since_ms, last.creator_id], separators=(",", ":")).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+    return keyset_cursor(last.since_ms, last.creator_id)
 
 
 def _read_cursor(cursor: str) -> Follow:
+    since, creator = read_keyset(cursor)
+    return Follow(creator, since)
+
+
+def keyset_cursor(ms: int, key: str) -> str:
+    """An opaque cursor for a list ordered by a time (newest first) and an id: the last
+    row served, so the next page starts after it whatever was added meanwhile."""
+    raw = json.dumps([ms, key], separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def read_keyset(cursor: str) -> tuple[int, str]:
+    """What :func:`keyset_cursor` wrote, or 400 ``invalid_request``: only a time a store
+    column holds and an id in UTF-8 without NUL (others were 500s: SQLite overflows on a
+    larger int and cannot bind a lone surrogate, PostgreSQL refuses NUL)."""
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        since, creator = json.loads(raw)
-        if not isinstance(since, int) or not isinstance(creator, str):
+        ms, key = json.loads(raw)
+        if type(ms) is not int or not -(2**63) <= ms < 2**63:
             raise ValueError(cursor)
+        if not isinstance(key, str) or "\x00" in key:
+            raise ValueError(cursor)
+        key.encode()  # UnicodeEncodeError (a ValueError) for a lone surrogate
     except (ValueError, TypeError, binascii.Error, UnicodeDecodeError) as exc:
         raise InvalidRequest("cursor is not one this API gave", field="cursor") from exc
-    return Follow(creator, since)
+    return ms, key

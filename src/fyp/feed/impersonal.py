@@ -10,7 +10,8 @@ diversity rules and exploration stay exactly as they are for everyone:
   co-engagement, the embedding, category interests, nor the creators the user follows:
   a follow is an explicit choice, not an inference, but a feed that mixes followed
   creators in ranks by the user's own history, so the strict reading leaves it out (the
-  app's Following tab is the place for it);
+  app's Following tab is the place for it: :mod:`fyp.feed.following_tab`, which is not
+  ranked and the same whatever the consent);
 - **score**: the region's popularity prior alone (``RegionalPopularity``), no user or
   cross feature; exploration draws from the region's engagement counts;
 - **what it still reads of the user** (``impersonal_state``): what they were shown or

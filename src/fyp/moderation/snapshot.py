@@ -92,6 +92,17 @@ def barred_reason(state: State, adult: bool) -> str | None:
     return REASONS.get(name, f"moderation state {name}")
 
 
+def followers_barred_reason(state: State, adult: bool) -> str | None:
+    """As :func:`barred_reason`, for the creator's followers on the Following tab: a
+    ``restricted`` video ("never in For You, still viewable by followers") may reach
+    them; every other rule holds, the creator's age among them (anyone may follow
+    anyone published in their region, so a follow is no gate that lets an under-16
+    creator's videos reach strangers)."""
+    if state[0] == "restricted":
+        state = ("approved", state[1])
+    return barred_reason(state, adult)
+
+
 class ItemCatalogue(Protocol):
     """What ``blocked_items`` needs of a model (``fyp.models.region_model.RegionModel``):
     its videos, by item number."""
@@ -198,6 +209,16 @@ class CatalogSnapshot:
                     (v in barred or v not in live for v in ids), bool, len(ids)
                 )
             return mask
+
+    def barred_for_followers(self, video_ids: Sequence[str], adult: bool) -> dict[str, str]:
+        """Each of ``video_ids`` the creator's followers may not be shown (not live, or
+        barred by :func:`followers_barred_reason`), with the reason."""
+        out: dict[str, str] = {}
+        for v, state in self.lookup(video_ids).items():  # refreshes first
+            reason = NOT_LIVE if state is None else followers_barred_reason(state, adult)
+            if reason is not None:
+                out[v] = reason
+        return out
 
     def live_ids(self, video_ids: Sequence[str]) -> set[str]:
         self.refresh()

@@ -58,6 +58,12 @@ class Explanation(BaseModel):
     )
 
 
+INCLUDED_VIDEO = (
+    "Only with `include=video`: the video, as `GET /v1/videos/{video_id}` gives it (`null` "
+    "if it was deleted after the page was made)."
+)
+
+
 class FeedItem(BaseModel):
     video_id: str
     position: int = Field(description="0-based position on the page.")
@@ -68,11 +74,7 @@ class FeedItem(BaseModel):
         "text fyp always served)."
     )
     explanation: Explanation
-    video: Video | None = Field(
-        default=None,
-        description="Only with `include=video`: the video, as `GET /v1/videos/{video_id}` "
-        "gives it (`null` if it was deleted after the page was ranked).",
-    )
+    video: Video | None = Field(default=None, description=INCLUDED_VIDEO)
 
 
 class Removed(BaseModel):
@@ -291,3 +293,29 @@ class BlockedPage(BaseModel):
     region: str = Field(description="The user's home region, which keeps the blocks.")
     blocked: list[FollowBody] = Field(description="Newest first; `since_ms`: when blocked.")
     next_cursor: str | None = Field(description="Pass as `cursor` for the next page.")
+
+
+class FollowingTabItem(BaseModel):
+    video_id: str
+    creator_id: str = Field(description="A creator the user follows.")
+    created_at_ms: int = Field(description="When the video was published: the tab's order.")
+    position: int = Field(description="0-based position on the page.")
+    reason: str = Field(description="Why the video is here, in the page's `lang`.")
+    explanation: Explanation = Field(description="Always the code `followed_creator`.")
+    video: Video | None = Field(default=None, description=INCLUDED_VIDEO)
+
+
+class FollowingTabPage(BaseModel):
+    user_id: str
+    region: str = Field(description="The user's home region: its catalogue, its moderation states.")
+    lang: Literal[LANGS] = Field(  # type: ignore[valid-type]
+        description="The language of the items' `reason`, chosen as on the For You feed; "
+        "also the `Content-Language` header."
+    )
+    items: list[FollowingTabItem] = Field(
+        description="Newest first (`created_at_ms`, then `video_id`)."
+    )
+    next_cursor: str | None = Field(
+        description="Pass as `cursor` for the next page; null at the end. A page cut short "
+        "by a failed moderation check has one too (the next page tries those videos again)."
+    )

@@ -17,6 +17,24 @@ from fyp.storage.base import Store
 
 router = APIRouter(prefix="/v1/users", tags=["feed"])
 
+# the feeds' shared parameters (For You, and the Following tab: routers/following.py)
+INCLUDE_DOC = (
+    "`video`: each item also carries its video (caption, hashtags, creator, duration, "
+    "attributes: as `GET /v1/videos/{video_id}`), read in one query from the user's home "
+    "region, so an app needs no request per video. `null` for a video deleted after the "
+    "page was made."
+)
+LANG_DOC = (
+    f"Language of each item's `reason`: one of {', '.join(LANGS)}, or a tag that falls back "
+    "to one (`en-GB`: `en`; `zh-CN`, `zh-SG`, `zh`: `zh-Hans`; `zh-TW`, `zh-HK`, `zh-MO`: "
+    "`zh-Hant`); case-insensitive. Any other value: 422. Without it, the `Accept-Language` "
+    "header's most preferred supported language (q-values), else the user's profile "
+    "`language` if it falls back to a supported one, else `en`."
+)
+ACCEPT_LANGUAGE_DOC = (
+    "Used when `lang` is absent; an unsupported one means `en` (not the profile's language)."
+)
+
 
 @router.get("/{user_id}/feed", responses=answers(404, 503, ok=FeedPage))
 async def feed(
@@ -25,26 +43,9 @@ async def feed(
     n: int = Query(DEFAULT_PAGE, ge=1, le=MAX_PAGE, description="How many videos."),
     cursor: str | None = Query(None, description="next_cursor of the previous page."),
     debug: bool = Query(False, description="Include what each filter removed and why."),
-    include: Literal["video"] | None = Query(
-        None,
-        description="`video`: each item also carries its video (caption, hashtags, "
-        "creator, duration, attributes: as `GET /v1/videos/{video_id}`), read in one query "
-        "from the user's home region, so an app needs no request per video. `null` for a "
-        "video deleted after the page was ranked.",
-    ),
-    lang: str | None = Query(
-        None,
-        description=f"Language of each item's `reason`: one of {', '.join(LANGS)}, or a tag "
-        "that falls back to one (`en-GB`: `en`; `zh-CN`, `zh-SG`, `zh`: `zh-Hans`; `zh-TW`, "
-        "`zh-HK`, `zh-MO`: `zh-Hant`); case-insensitive. Any other value: 422. Without it, "
-        "the `Accept-Language` header's most preferred supported language (q-values), "
-        "else the user's profile `language` if it falls back to a supported one, else `en`.",
-    ),
-    accept_language: str | None = Header(
-        None,
-        description="Used when `lang` is absent; an unsupported one means `en` (not the "
-        "profile's language).",
-    ),
+    include: Literal["video"] | None = Query(None, description=INCLUDE_DOC),
+    lang: str | None = Query(None, description=LANG_DOC),
+    accept_language: str | None = Header(None, description=ACCEPT_LANGUAGE_DOC),
 ) -> Response:
     """The next videos for the user, each with its score, source and reason.
 
@@ -67,7 +68,7 @@ async def feed(
 
 def with_videos(items: list[dict[str, Any]], store: Store) -> None:
     """Put each item's video beside it: one read for the page, from the region that
-    ranked it (every video on the page is in that region's catalogue and eligible there)."""
+    made it (every video on the page is in that region's catalogue and eligible there)."""
     videos = store.get_videos(item["video_id"] for item in items)
     for item in items:
         video = videos.get(item["video_id"])

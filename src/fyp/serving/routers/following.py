@@ -1,26 +1,44 @@
-"""Whom a user follows and has blocked: ``/v1/users/{user_id}/following`` and
-``/blocked``, kept in their home region.
+"""Whom a user follows and has blocked, kept in their home region
+(``/v1/users/{user_id}/following`` and ``/blocked``), and the Following tab,
+``/v1/users/{user_id}/following/feed``: the followed creators' videos, newest first.
 
 A follow changes the user's feed at once (the "new from a creator you follow" source,
-the scorer's follow term); ``follow`` and ``unfollow`` events from a video change the
-same list (:mod:`fyp.catalog.follows`). A block keeps the creator out of the user's
-feeds until unblocked, and ends a follow (:mod:`fyp.catalog.blocks`).
+the scorer's follow term) and their Following tab; ``follow`` and ``unfollow`` events
+from a video change the same list (:mod:`fyp.catalog.follows`). A block keeps the
+creator out of the user's feeds until unblocked, and ends a follow
+(:mod:`fyp.catalog.blocks`).
 """
 
 from __future__ import annotations
 
+import json
 from enum import Enum
-from typing import Any
+from typing import Any, Literal
 
-from fastapi import APIRouter, Depends, Query, Response, status
+from fastapi import APIRouter, Depends, Header, Query, Response, status
 
 from fyp.catalog.blocks import Blocking
 from fyp.catalog.follows import MAX_PAGE, CreatorList, Follow, Following
 from fyp.catalog.models import Id
+from fyp.feed import following_tab
+from fyp.feed.reasons import asked_lang
 from fyp.serving.dependencies import AppState, state
 from fyp.serving.inputs import JsonBodyRoute
 from fyp.serving.openapi import answers
-from fyp.serving.responses import BlockAnswer, BlockedPage, FollowAnswer, FollowingPage
+from fyp.serving.responses import (
+    BlockAnswer,
+    BlockedPage,
+    FollowAnswer,
+    FollowingPage,
+    FollowingTabPage,
+)
+from fyp.serving.routers.feed import (
+    ACCEPT_LANGUAGE_DOC,
+    INCLUDE_DOC,
+    LANG_DOC,
+    language_headers,
+    with_videos,
+)
 
 router = APIRouter(prefix="/v1/users", tags=["following"], route_class=JsonBodyRoute)
 BLOCKING: list[str | Enum] = ["blocking"]
@@ -59,6 +77,42 @@ def _made(
         "since_ms": made.since_ms,
         flag: True,
     }
+
+
+@router.get(
+    "/{user_id}/following/feed",
+    response_model=None,
+    responses=answers(404, 503, ok=FollowingTabPage),
+)
+async def following_feed(
+    user_id: str,
+    n: int = Query(
+        following_tab.DEFAULT_PAGE, ge=1, le=following_tab.MAX_PAGE, description="How many videos."
+    ),
+    cursor: str | None = Query(
+        None, max_length=512, description="next_cursor of the previous page."
+    ),
+    include: Literal["video"] | None = Query(None, description=INCLUDE_DOC),
+    lang: str | None = Query(None, description=LANG_DOC),
+    accept_language: str | None = Header(None, description=ACCEPT_LANGUAGE_DOC),
+    s: AppState = Depends(state),
+) -> Response:
+    """The Following tab: the videos of the creators the user follows, newest first
+    (`created_at_ms`, then `video_id`), from their home region's catalogue; not ranked,
+    not based on profiling (the same with `personalised_feed` consent off), and not
+    recorded as seen by For You. Only what the user may watch there: approved,
+    `restricted` (kept out of For You, shown to followers), `age_restricted` for users
+    certainly 18, and only from creators who pass the creator rules; never pending,
+    rejected or blocked. A page ends where the moderation check failed (503 if nothing
+    could be shown). Pages never shift or repeat when new videos arrive."""
+    asked = asked_lang(lang, accept_language)  # 422 before any read
+    page = following_tab.FollowingTab(s.deployment).page(user_id, n, cursor)
+    language = page.language(asked)
+    answer = page.to_dict(language)
+    if include == "video":
+        with_videos(answer["items"], s.deployment.store(page.region))
+    body = json.dumps(answer, ensure_ascii=False, separators=(",", ":")).encode()
+    return Response(body, media_type="application/json", headers=language_headers(language))
 
 
 @router.put(
