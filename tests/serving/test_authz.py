@@ -14,6 +14,7 @@ from fyp.access.keys import ROLES, KeyStore
 from fyp.access.policy import ADMIN_ONLY, PERMISSIONS, rule_for
 from fyp.access.routes import app_routes
 from fyp.audit.log import AuditLog
+from fyp.moderation.service import cell
 from fyp.regions.deployment import Deployment
 from fyp.sovereignty import user_pseudonym
 
@@ -331,6 +332,10 @@ def test_a_feed_key_reads_only_videos_a_feed_may_show(world: World) -> None:
     hidden = c.get("/v1/videos/fk-down", headers=headers(token))
     assert hidden.status_code == 404 and hidden.json()["error"]["code"] == "unknown_video"
     assert c.get("/v1/videos/fk-down", headers=admin).status_code == 200
+    # restricted: never in For You, still viewable by link
+    mod = cell(world.deployment.store("us")).mod
+    mod.write("fk-down", "restricted", True, "mod-1", "review", "test", 0, {})
+    assert c.get("/v1/videos/fk-down", headers=headers(token)).status_code == 200
 
 
 def test_a_route_cached_before_another_process_erased_the_user_keeps_no_key_out(

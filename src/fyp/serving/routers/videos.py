@@ -37,13 +37,13 @@ async def get_video(
     s: AppState = Depends(state),
 ) -> Video:
     """A feed key (the app showing videos to people) gets only a video that is
-    approved or age-restricted in one of its regions: a rejected caption is not
-    served to a client by another route."""
+    approved, restricted (kept out of For You, viewable by link) or age-restricted in
+    one of its regions: a rejected caption is not served to a client by another route."""
     check_regions(s.deployment, "query.region", region)
     video = s.catalog.get_video(video_id, region)
     key = principal(request)
     if key is not None and key.roles <= {"feed"}:
-        shown = (State.approved.value, State.age_restricted.value)
+        shown = (State.approved.value, State.restricted.value, State.age_restricted.value)
         regions = [r for r in video.regions if key.all_regions or r in key.regions]
         if not any(
             cell(s.deployment.store(r)).mod.states([video_id]).get(video_id, ("",))[0] in shown
