@@ -82,5 +82,5 @@ def test_blocks_are_erased_exported_and_reachable_by_key(deployment: Deployment)
     Eraser(deployment).erase("bob")
     assert deployment.store("eu").blocked_creators("eve") == ["cy"]
     assert not verify_erasure(deployment, "bob").remnants
-    Eraser(deployment).erase("eve")
+    assert Eraser(deployment).erase("eve").removed["blocks"] == 1  # cy, on her receipt
     assert user_blocks(deployment.store("eu"), "eve") == []

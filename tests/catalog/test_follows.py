@@ -188,7 +188,7 @@ def test_erasing_the_follower_or_the_creator_removes_the_follow(deployment: Depl
     assert deployment.store("eu").followed_creators("eve") == ["cy"]
     assert deployment.store("us").followed_creators("ana") == []
     assert not verify_erasure(deployment, "bob").remnants  # no row names him anywhere
-    Eraser(deployment).erase("eve")
+    assert Eraser(deployment).erase("eve").removed["follows"] == 1  # cy, on her receipt
     assert user_follows(deployment.store("eu"), "eve") == []
     assert not verify_erasure(deployment, "eve").remnants
     for region in deployment.regions:

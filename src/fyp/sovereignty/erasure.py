@@ -322,9 +322,9 @@ class Eraser:
         replacement: str = ERASED_NAME,
     ) -> None:
         """In one transaction of ``region``'s store: delete the user's profile, events,
-        labels, served pages and experiment exposures, replace their name where a row
-        must stay, and append ``audit`` (actor, action, subject, details, time) to the
-        region's log. Where a row must stay, the user's name becomes ``replacement``.
+        labels, served pages, experiment exposures, follows and blocks, replace their name
+        where a row must stay, and append ``audit`` (actor, action, subject, details,
+        time) to the region's log. Where a row must stay, the user's name becomes ``replacement``.
         ``before`` runs first inside the transaction (a move copies what arrived since
         its copy while the region's writers wait)."""
         home = self.deployment.store(region)
@@ -332,17 +332,22 @@ class Eraser:
         with home.transaction():
             if before is not None:
                 before()
-            served, exposures = sql_store(home).query(
+            served, exposures, follows, blocks = sql_store(home).query(
                 "SELECT (SELECT COUNT(*) FROM served WHERE user_id=?1), "
-                "(SELECT COUNT(*) FROM experiment_exposures WHERE user_id=?1)",
+                "(SELECT COUNT(*) FROM experiment_exposures WHERE user_id=?1), "
+                "(SELECT COUNT(*) FROM follows WHERE user_id=?1), "
+                "(SELECT COUNT(*) FROM blocks WHERE user_id=?1)",
                 (user_id,),
             )[0]
-            counts = home.delete_user(user_id)  # exposures go with the profile (cascade)
+            # exposures, follows and blocks go with the profile (cascade)
+            counts = home.delete_user(user_id)
             out.add("users", counts.users)
             out.add("events", counts.events)
             out.add("labels", counts.labels)
             out.add("served", int(served))
             out.add("experiment_exposures", int(exposures))
+            out.add("follows", int(follows))
+            out.add("blocks", int(blocks))
             for key, n in scrub_store(home, user_id, {"users"}, replacement).items():
                 out.add(key, n)
             AuditLog(home).append(*audit)
