@@ -3,15 +3,20 @@ their feeds until unblocked and ends a follow."""
 
 from __future__ import annotations
 
+import itertools
 import json
 
 import pytest
 from fastapi.testclient import TestClient
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from catalog.test_follows import _event, _ingest, _world
 from fyp.access.keys import KeyStore
 from fyp.catalog.blocks import Blocking, user_blocks
 from fyp.catalog.follows import Following
+from fyp.catalog.models import UserIn, VideoIn
+from fyp.catalog.service import Catalog
 from fyp.errors import Conflict, UnknownCreator, ValidationFailed
 from fyp.regions.deployment import Deployment
 from fyp.serving.app import create_app
@@ -84,3 +89,66 @@ def test_blocks_are_erased_exported_and_reachable_by_key(deployment: Deployment)
     assert not verify_erasure(deployment, "bob").remnants
     assert Eraser(deployment).erase("eve").removed["blocks"] == 1  # cy, on her receipt
     assert user_blocks(deployment.store("eu"), "eve") == []
+
+
+_ACTIONS = st.lists(
+    st.tuples(
+        st.sampled_from(
+            ["follow_event", "unfollow_event", "follow", "unfollow", "block", "unblock"]
+        ),
+        st.sampled_from(["v1", "v4"]),
+    ),
+    max_size=14,
+)
+
+
+def test_follows_and_blocks_keep_their_rules_in_any_order(deployment: Deployment) -> None:
+    """Any mix of follow/unfollow events, API follows and blocks: the store's two lists
+    are the model's (a block ends a follow; no follow of a blocked creator, by event or
+    API, until unblocked)."""
+    _world(deployment)
+    Catalog(deployment).create_video(
+        VideoIn(video_id="v4", creator_id="cy", duration_ms=10_000, regions=["us"])
+    )
+    creator = {"v1": "bob", "v4": "cy"}
+    following, blocking = Following(deployment), Blocking(deployment)
+    us = deployment.store("us")
+    runs = itertools.count()
+
+    @settings(max_examples=40, deadline=None)
+    @given(_ACTIONS)
+    def check(actions: list[tuple[str, str]]) -> None:
+        user = f"mix{next(runs)}"
+        Catalog(deployment).create_user(UserIn(user_id=user, home_region="us"))
+        follows: set[str] = set()
+        blocks: set[str] = set()
+        for n, (action, video) in enumerate(actions):
+            c = creator[video]
+            if action.endswith("_event"):
+                kind = action.removesuffix("_event")
+                _ingest(deployment, _event(n, user, video, kind) | {"event_id": f"{user}-{n}"})
+                if kind == "unfollow":
+                    follows.discard(c)
+                elif c not in blocks:
+                    follows.add(c)
+            elif action == "follow":
+                if c in blocks:
+                    with pytest.raises(Conflict):
+                        following.follow(user, c)
+                else:
+                    following.follow(user, c)
+                    follows.add(c)
+            elif action == "unfollow":
+                following.unfollow(user, c)
+                follows.discard(c)
+            elif action == "block":
+                blocking.block(user, c)
+                blocks.add(c)
+                follows.discard(c)
+            else:
+                blocking.unblock(user, c)
+                blocks.discard(c)
+            assert sorted(us.followed_creators(user)) == sorted(follows), actions[: n + 1]
+            assert sorted(us.blocked_creators(user)) == sorted(blocks), actions[: n + 1]
+
+    check()
