@@ -161,6 +161,15 @@ def creator_rows(store: object, table: str, user_id: str) -> list[Follow]:
     return [Follow(str(c), int(t)) for c, t in rows]
 
 
+def region_follows(store: object) -> list[tuple[str, str, int]]:
+    """Every follow of the region (user, creator, since), for training the ranker; none
+    for a store without SQL (it has no follows table)."""
+    if not isinstance(store, SQLStore):
+        return []
+    rows = store.query("SELECT user_id, creator_id, since_ms FROM follows")
+    return [(str(u), str(c), int(t)) for u, c, t in rows]
+
+
 def user_follows(store: object, user_id: str) -> list[Follow]:
     return creator_rows(store, TABLE, user_id)
 

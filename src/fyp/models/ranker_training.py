@@ -7,7 +7,8 @@ the objectives observed afterwards (see :mod:`fyp.models.ranker`).
 from __future__ import annotations
 
 import time
-from dataclasses import replace
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -31,6 +32,73 @@ TRAINING_USERS = 3000
 CANDIDATES_PER_SOURCE = 30
 RECENT = 30  # as many positives as the feed's user state keeps (feed.state.RECENT_POSITIVES)
 RECENCY = 0.9
+
+
+@dataclass(frozen=True)
+class FollowHistory:
+    """Who followed which creator when, as training can know it: follow and unfollow
+    events (ingestion order, as the store's triggers apply them) and the rows of the
+    region's ``follows`` table with their start (API follows make no event). Without it
+    the ``followed_creator`` feature was 0 in every training row, so the heads never
+    learned what serving tells them about follows."""
+
+    ev_user: np.ndarray
+    ev_creator: np.ndarray
+    ev_ts: np.ndarray
+    ev_on: np.ndarray  # True: follow, False: unfollow
+    row_user: np.ndarray
+    row_creator: np.ndarray
+    row_since: np.ndarray
+
+    def at(self, cut: np.ndarray) -> dict[int, np.ndarray]:
+        """The creators each user followed just before ``cut[user]``: the last event
+        before then was a follow, or a row still in the table began before then (it has
+        lasted since). An API unfollow leaves no trace, so a follow an event made and
+        the API ended still counts until a later unfollow event."""
+        last: dict[tuple[int, int], bool] = {}
+        for u, c, t, on in zip(self.ev_user, self.ev_creator, self.ev_ts, self.ev_on, strict=True):
+            if t < cut[u]:
+                last[int(u), int(c)] = bool(on)
+        for u, c, t in zip(self.row_user, self.row_creator, self.row_since, strict=True):
+            if t < cut[u]:
+                last[int(u), int(c)] = True
+        out: dict[int, list[int]] = {}
+        for (u, c), on in last.items():
+            if on:
+                out.setdefault(u, []).append(c)
+        return {u: np.asarray(sorted(cs), np.int64) for u, cs in out.items()}
+
+
+def follow_history(
+    data: Interactions,
+    creator: np.ndarray,
+    creator_index: dict[str, int],
+    rows: Iterable[tuple[str, str, int]],
+) -> FollowHistory:
+    """``data``'s follow events with each video's creator (a creator's follow of their
+    own video and videos without a creator dropped, as the store's trigger does) and the
+    table's ``rows`` (user, creator, since) of users ``data`` learns from."""
+    own = np.asarray([creator_index.get(u, -1) for u in data.users], np.int64)
+    users = np.asarray(data.fol_u, np.int64)
+    creators = creator[np.asarray(data.fol_i, np.int64)].astype(np.int64)
+    keep = (creators >= 0) & (creators != own[users]) if len(users) else np.zeros(0, bool)
+    table = np.asarray(
+        [
+            (data.user_index[u], creator_index[c], since)
+            for u, c, since in rows
+            if u in data.user_index and c in creator_index
+        ],
+        np.int64,
+    ).reshape(-1, 3)
+    return FollowHistory(
+        users[keep],
+        creators[keep],
+        np.asarray(data.fol_ts, np.int64)[keep],
+        np.asarray(data.fol_on, bool)[keep],
+        table[:, 0],
+        table[:, 1],
+        table[:, 2],
+    )
 
 
 def recent_history(
@@ -67,9 +135,14 @@ def inputs_for(
 
 
 def fit_ranker(
-    data: Interactions, meta: dict[str, np.ndarray], n_items: int, params: TrainParams
+    data: Interactions,
+    meta: dict[str, np.ndarray],
+    n_items: int,
+    params: TrainParams,
+    follows: FollowHistory | None = None,
 ) -> tuple[dict[str, str], dict[str, Any]]:
-    """Heads (LightGBM model text per objective) and a summary of what they saw."""
+    """Heads (LightGBM model text per objective) and a summary of what they saw;
+    ``follows`` sets the ``followed_creator`` feature as of each user's cut."""
     from fyp.models.training import cooccurrence_neighbours, fit_als, serving_popularity
 
     started = time.perf_counter()
@@ -115,6 +188,11 @@ def fit_ranker(
     later = np.asarray(data.obj_ts, np.int64) >= cut[obj_u] if len(obj_u) else np.zeros(0, bool)
 
     histories = recent_history(users[history], items[history], ts[history], n_users)
+    followed = follows.at(cut) if follows is not None else {}
+    no_one = np.zeros(0, np.int64)
+    newest_first = (
+        np.argsort(-meta["created_at_ms"], kind="stable") if followed else np.zeros(0, np.int64)
+    )
     label_sets: dict[int, dict[int, set[int]]] = {}
     for u, i, k in zip(obj_u[later], obj_i[later], obj_k[later], strict=True):
         label_sets.setdefault(int(u), {}).setdefault(int(k), set()).add(int(i))
@@ -128,7 +206,8 @@ def fit_ranker(
         if len(hist) == 0:
             continue
         vector = user_f[u]
-        inputs = inputs_for(hist, vector, meta["category"], n_categories, np.zeros(0, np.int64))
+        creators = followed.get(int(u), no_one)
+        inputs = inputs_for(hist, vector, meta["category"], n_categories, creators)
         everything = hx.indices[hx.indptr[u] : hx.indptr[u + 1]]
         # exactly what serving proposes: the region's trending and the history's neighbours.
         # Adding held-out positives that no source proposes would teach the heads that
@@ -136,8 +215,19 @@ def fit_ranker(
         neighbours = nbr_idx[hist][:, :5].ravel()
         k = min(CANDIDATES_PER_SOURCE, n_items - 1)
         nearest = np.argpartition(-(item_f @ vector), k)[: k + 1]
+        # and, as serving's following source, the followed creators' newest videos
+        theirs = (
+            newest_first[np.isin(meta["creator"][newest_first], creators)]
+            if len(creators)
+            else no_one
+        )
         cands = np.unique(
-            np.r_[trending, neighbours[neighbours >= 0][:CANDIDATES_PER_SOURCE], nearest]
+            np.r_[
+                trending,
+                neighbours[neighbours >= 0][:CANDIDATES_PER_SOURCE],
+                nearest,
+                theirs[:CANDIDATES_PER_SOURCE],
+            ]
         ).astype(np.int64)
         cands = cands[~np.isin(cands, everything)]  # the feed never re-shows history
         if len(cands) == 0:
@@ -176,6 +266,7 @@ def fit_ranker(
             "heads": sorted(heads),
             "training_rows": len(x),
             "training_users": len(rows),
+            "users_following": sum(1 for u in train_users if int(u) in followed),
             "positives_per_objective": {
                 name: int(y_all[:, k].sum()) for k, name in enumerate(OBJECTIVES)
             },

@@ -121,6 +121,11 @@ class Interactions:
     imp_u: list[int] = field(default_factory=list)
     imp_i: list[int] = field(default_factory=list)
     imp_ts: list[int] = field(default_factory=list)
+    # follow and unfollow events in ingestion order: (user, item, ts, True for a follow)
+    fol_u: list[int] = field(default_factory=list)
+    fol_i: list[int] = field(default_factory=list)
+    fol_ts: list[int] = field(default_factory=list)
+    fol_on: list[bool] = field(default_factory=list)
     # users whose events were read but not learned from (no consent to model training)
     excluded: set[str] = field(default_factory=set)
 
@@ -193,6 +198,14 @@ def read_interactions(
                 gone_obj.add(obj_at)
                 out.likes[item] -= 1
             continue
+        if e.type == EventType.unfollow:
+            known = out.user_index.get(e.user_id)  # None: they followed no one yet
+            if known is not None:
+                out.fol_u.append(known)
+                out.fol_i.append(item)
+                out.fol_ts.append(e.ts_ms)
+                out.fol_on.append(False)
+            continue
         shown = e.type in IMPRESSION_TYPES
         objective = event_objective(e)
         weight = event_weight(e)
@@ -202,6 +215,11 @@ def read_interactions(
         if uid is None:
             uid = out.user_index[e.user_id] = len(out.users)
             out.users.append(e.user_id)
+        if e.type == EventType.follow:
+            out.fol_u.append(uid)
+            out.fol_i.append(item)
+            out.fol_ts.append(e.ts_ms)
+            out.fol_on.append(True)
         if e.type == EventType.like:  # a weight and an objective, appended below
             ledger.like((uid, item), (len(out.w), len(out.obj_u)))
         if shown:
@@ -390,9 +408,12 @@ def train_region(
     heads: dict[str, str] = {}
     ranker_summary: dict[str, Any] = {"heads": []}
     if params.ranker:
-        from fyp.models.ranker_training import fit_ranker
+        from fyp.catalog.follows import region_follows
+        from fyp.models.ranker_training import fit_ranker, follow_history
 
-        heads, ranker_summary = fit_ranker(data, meta, n_items, params)
+        creator_index = {c: n for n, c in enumerate(vocab["creators"])}
+        follows = follow_history(data, meta["creator"], creator_index, region_follows(store))
+        heads, ranker_summary = fit_ranker(data, meta, n_items, params, follows)
     arrays: dict[str, np.ndarray] = {
         "video_ids": np.asarray(video_ids, dtype=np.str_),
         "user_ids": np.asarray(data.users, dtype=np.str_),
