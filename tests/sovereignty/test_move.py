@@ -19,6 +19,9 @@ from fyp.config import load_config
 from fyp.errors import MoveNotAllowed
 from fyp.events.ingest import Ingestor
 from fyp.events.schema import moved_event_id
+from fyp.feed.following_tab import FollowingTab
+from fyp.models.artifacts import current_version, read_arrays
+from fyp.moderation import Moderator
 from fyp.regions.deployment import Deployment
 from fyp.sovereignty.ledger import MOVE, ErasureLedger, user_pseudonym
 from fyp.sovereignty.move import Mover, receipt_signature_ok
@@ -177,6 +180,41 @@ def homes(dep: Path) -> list[str]:
         finally:
             store.close()
     return out
+
+
+def test_a_creator_who_moves_keeps_their_followers_and_uploads_where_they_left(
+    built: Path, tmp_path: Path
+) -> None:
+    """The catalogue names creators wherever they live: a creator's move takes their own
+    rows, not others' follows and blocks of them, nor the name on their uploads (these
+    all became ``[elsewhere]`` or were deleted before, so their followers in the region
+    they left lost them, and the creator rules found no account)."""
+    root = copy_of(built, tmp_path / "dep")
+    allow_moves(root)
+    with Deployment.open(root) as d:
+        us = d.store("us")
+        Following(d).follow("u2", "u0")  # through the API
+        stored = Ingestor(d).ingest(  # through an event on u0's video v6
+            [{"event_id": "f-u6", "user_id": "u6", "video_id": "v6", "type": "follow"}]
+        )
+        assert stored.results[0].status == "stored"
+        Blocking(d).block("u4", "u0")
+        Mover(d).move("u0", "eu", "moved to Lisbon")
+        d.forget_route("u0")
+        assert d.home_region("u0") == "eu"
+        assert us.followed_creators("u2") == ["u0"] and us.followed_creators("u6") == ["u0"]
+        assert us.blocked_creators("u4") == ["u0"]
+        assert {us.get_video(f"v{v}").creator_id for v in range(0, 40, 6)} == {"u0"}
+        region_dir = d.config.region_dir("us")
+        version = current_version(region_dir)
+        assert version is not None and "u0" in read_arrays(region_dir, version)["creator_ids"]
+        assert "v0" in [item.video_id for item in FollowingTab(d).page("u2", 40).items]
+        # the moderation's creator rule finds their account in its new home
+        assert Moderator(d).creator_facts(["u0"]) == {"u0": 18}
+        report = verify_move(d, "u0")
+        assert report.status == "pending_retrain", report.to_dict()  # nothing else left
+    scan = ResidencyScanner(root).run()
+    assert scan.ok, [f.to_dict() for f in scan.findings]
 
 
 @pytest.mark.parametrize("point", ["after_copy", "before_removal", "mid_removal"])

@@ -193,8 +193,8 @@ class Video(VideoIn):
     # document says what the id becomes (the fuzzer found "[elsewhere]" undocumented)
     creator_id: Id | Literal["[erased]", "[elsewhere]"] | None = Field(
         default=None,
-        description="The uploader; `[erased]` once they were erased, `[elsewhere]` once "
-        "they moved to a region that does not hold this copy.",
+        description="The uploader; `[erased]` once they were erased (`[elsewhere]`: in a "
+        "copy an older fyp renamed when its creator moved away; a move now keeps the name).",
     )
     created_at_ms: int
     updated_at_ms: int

@@ -320,13 +320,15 @@ class Eraser:
         audit: Record,
         before: Callable[[], None] | None = None,
         replacement: str = ERASED_NAME,
+        creators: bool = True,
     ) -> None:
         """In one transaction of ``region``'s store: delete the user's profile, events,
         labels, served pages, experiment exposures, follows and blocks, replace their name
         where a row must stay, and append ``audit`` (actor, action, subject, details,
         time) to the region's log. Where a row must stay, the user's name becomes ``replacement``.
         ``before`` runs first inside the transaction (a move copies what arrived since
-        its copy while the region's writers wait)."""
+        its copy while the region's writers wait). ``creators=False`` (a move) keeps
+        the creator columns naming the user: uploads, others' follows and blocks."""
         home = self.deployment.store(region)
         home.flush_served()  # pages still buffered are counted, then deleted with the rest
         with home.transaction():
@@ -348,23 +350,32 @@ class Eraser:
             out.add("experiment_exposures", int(exposures))
             out.add("follows", int(follows))
             out.add("blocks", int(blocks))
-            for key, n in scrub_store(home, user_id, {"users"}, replacement).items():
+            for key, n in scrub_store(home, user_id, {"users"}, replacement, creators).items():
                 out.add(key, n)
             AuditLog(home).append(*audit)
 
     def scrub_artifacts(
-        self, region: str, user_id: str, receipt_id: str, t: int, primary: bool, out: Outcome
+        self,
+        region: str,
+        user_id: str,
+        receipt_id: str,
+        t: int,
+        primary: bool,
+        out: Outcome,
+        creators: bool = True,
     ) -> None:
         region_dir = self.deployment.config.region_dir(region)
         with region_models_lock(region_dir):
-            naming = artifacts_naming(region_dir, user_id)
+            naming = artifacts_naming(region_dir, user_id, creators)
             if not naming:
                 return
             current = current_version(region_dir)
             for version in sorted(naming):
                 learned = {"user_ids", "lineage_user_ids"} & set(naming[version])
                 if version == current:
-                    new = self._rewrite(region_dir, version, user_id, receipt_id, t, learned, out)
+                    new = self._rewrite(
+                        region_dir, version, user_id, receipt_id, t, learned, out, creators
+                    )
                     out.rewritten.append(f"{region}/{version}->{new}")
                 else:
                     remove_version(region_dir, version)
@@ -380,10 +391,11 @@ class Eraser:
         t: int,
         learned: set[str],
         out: Outcome,
+        creators: bool = True,
     ) -> str:
         """A new version of the current artifact without the user, made current."""
         manifest = read_manifest(region_dir, version)
-        arrays, removed = without_user(read_arrays(region_dir, version), user_id)
+        arrays, removed = without_user(read_arrays(region_dir, version), user_id, creators)
         out.add("artifact_rows", removed)
         lineage = dict(manifest.lineage)
         lineage["rewritten_from"] = version

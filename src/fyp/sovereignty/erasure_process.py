@@ -67,10 +67,11 @@ def artifact_ids(region_dir: Path, version: str, creators: bool = True) -> set[s
         return {str(u) for name in names if name in data.files for u in data[name]}
 
 
-def erased_in_artifacts(deployment: Deployment, region: str) -> dict[str, tuple[str, str]]:
+def erased_in_artifacts(deployment: Deployment, region: str) -> dict[str, tuple[str, str, bool]]:
     """Users some artifact of ``region`` names although a ledger records them as erased
-    (or ``region``'s own ledger as moved away): ``{user_id: (home region, receipt id)}``.
-    Creators may be homed in another region."""
+    (or ``region``'s own ledger as moved away): ``{user_id: (home region, receipt id,
+    erased)}``; ``erased`` False: moved away, whose uploads they still made (creators
+    may be homed in another region)."""
     region_dir = deployment.config.region_dir(region)
     ids: set[str] = set()
     users: set[str] = set()  # not as creators: the catalogue names creators wherever they live
@@ -78,7 +79,7 @@ def erased_in_artifacts(deployment: Deployment, region: str) -> dict[str, tuple[
         ids |= artifact_ids(region_dir, version)
         users |= artifact_ids(region_dir, version, creators=False)
     ids.discard("")
-    out: dict[str, tuple[str, str]] = {}
+    out: dict[str, tuple[str, str, bool]] = {}
     for home in deployment.regions:
         ledger = ErasureLedger(deployment.config, home)
         for user_id in ledger.matching(ids):
@@ -91,9 +92,9 @@ def erased_in_artifacts(deployment: Deployment, region: str) -> dict[str, tuple[
                     and home == region
                     and not moved_into(deployment.config, user_id, region, entry.erased_at_ms)
                 ):
-                    out[user_id] = (home, entry.receipt_id)
+                    out[user_id] = (home, entry.receipt_id, False)
             elif not recreated(deployment, user_id, entry.erased_at_ms):
-                out[user_id] = (home, entry.receipt_id)
+                out[user_id] = (home, entry.receipt_id, True)
     return out
 
 
@@ -120,8 +121,8 @@ def strip_erased(deployment: Deployment, region: str) -> list[str]:
     eraser = Eraser(deployment)
     out = Outcome()
     receipts: list[str] = []
-    for user_id, (home, receipt) in sorted(erased_in_artifacts(deployment, region).items()):
-        eraser.scrub_artifacts(region, user_id, receipt, now_ms(), home == region, out)
+    for user_id, (home, receipt, erased) in sorted(erased_in_artifacts(deployment, region).items()):
+        eraser.scrub_artifacts(region, user_id, receipt, now_ms(), home == region, out, erased)
         receipts.append(receipt)
     return receipts
 

@@ -380,6 +380,7 @@ class Mover:
                 ),
                 before=catch_up,
                 replacement=ELSEWHERE_NAME,  # where the source's rows name them
+                creators=False,  # they still made their uploads; followers keep them
             )
         log_data = served_data.external(d).get(source)
         if log_data is not None:  # after the store, as an erasure (fyp.storage.redis_served_log)
@@ -389,7 +390,7 @@ class Mover:
         for path in region_files(d.config.region_dir(source)):
             copy_file_rows(d, path, source, dest, user_id)
             out.add("file_rows", scrub_file(path, user_id))
-        eraser.scrub_artifacts(source, user_id, move_id, t, primary=True, out=out)
+        eraser.scrub_artifacts(source, user_id, move_id, t, primary=True, out=out, creators=False)
         sql_store(d.store(source)).purge_deleted()
         d.forget_route(user_id)
         for hook in [*_HOOKS, *self.hooks]:

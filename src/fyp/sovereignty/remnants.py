@@ -28,6 +28,7 @@ from fyp.models.ahead import without_user as drop_ranked_ahead
 from fyp.models.artifacts import ARRAYS, list_versions, models_dir
 from fyp.sovereignty.columns import (
     BYTES_TYPE,
+    CREATOR_COLUMN,
     JSON_FIELD_NEEDLES,
     NUMERIC_TYPE,
     names_a_person,
@@ -229,10 +230,13 @@ def scrub_store(
     user_id: str,
     skip: set[str] | None = None,
     replacement: str = ERASED_NAME,
+    creators: bool = True,
 ) -> dict[str, int]:
     """Delete rows the user owns and replace the user's name in other person columns,
     and in the person fields of JSON objects kept in other columns (someone else's
-    ``users.attributes`` naming the user as ``invited_by``).
+    ``users.attributes`` naming the user as ``invited_by``). ``creators=False`` leaves
+    the creator columns alone (a user who moves away stays the creator of their
+    uploads, and others' follows and blocks of them stay).
 
     Runs in the caller's transaction. Append-only tables are left alone (the audit log
     names users by pseudonym; a raw id there is reported by the verifier)."""
@@ -240,6 +244,8 @@ def scrub_store(
     counts: dict[str, int] = {}
     for table, column in person_columns(sql):
         if table in APPEND_ONLY or table in (skip or set()):
+            continue
+        if not creators and CREATOR_COLUMN.match(column):
             continue
         if table in OWNED_ROWS:
             n = sql.execute(f'DELETE FROM "{table}" WHERE "{column}" = ?', (user_id,))
@@ -287,32 +293,40 @@ def delete_created_videos(store: object, user_id: str) -> list[str]:
 
 
 # -- artifacts -------------------------------------------------------------------
-def artifact_names(region_dir: Path, version: str, user_id: str) -> list[str]:
-    """Which of an artifact's id arrays name the user (reads only those arrays)."""
+def artifact_names(
+    region_dir: Path, version: str, user_id: str, creators: bool = True
+) -> list[str]:
+    """Which of an artifact's id arrays name the user (reads only those arrays;
+    ``creators=False``: not the creators' vocabulary)."""
     path = models_dir(region_dir) / version / ARRAYS
     with np.load(path, allow_pickle=False) as data:
         return [
             name
             for name in ARTIFACT_USER_ARRAYS
-            if name in data.files and bool(np.any(data[name] == user_id))
+            if name in data.files
+            and (creators or name != "creator_ids")
+            and bool(np.any(data[name] == user_id))
         ]
 
 
-def artifacts_naming(region_dir: Path, user_id: str) -> dict[str, list[str]]:
+def artifacts_naming(region_dir: Path, user_id: str, creators: bool = True) -> dict[str, list[str]]:
     """``{version: [arrays naming the user]}`` over every artifact version of a region."""
     out: dict[str, list[str]] = {}
     for version in list_versions(region_dir):
-        names = artifact_names(region_dir, version, user_id)
+        names = artifact_names(region_dir, version, user_id, creators)
         if names:
             out[version] = names
     return out
 
 
-def without_user(arrays: dict[str, np.ndarray], user_id: str) -> tuple[dict[str, np.ndarray], int]:
+def without_user(
+    arrays: dict[str, np.ndarray], user_id: str, creators: bool = True
+) -> tuple[dict[str, np.ndarray], int]:
     """A copy of an artifact's arrays with the user's rows gone; returns the rows removed.
 
     The user's vector, id and feed ranked ahead go; as a creator their id in the
-    vocabulary becomes empty (the index stays, so other videos keep their creators)."""
+    vocabulary becomes empty (the index stays, so other videos keep their creators),
+    unless ``creators`` is False (a user who moved away still made their uploads)."""
     out, removed = drop_ranked_ahead(arrays, user_id)
     users = arrays["user_ids"]
     keep = users != user_id
@@ -324,13 +338,13 @@ def without_user(arrays: dict[str, np.ndarray], user_id: str) -> tuple[dict[str,
         lineage = arrays["lineage_user_ids"]
         out["lineage_user_ids"] = lineage[lineage != user_id]
         removed += int((lineage == user_id).sum())
-    if "creator_ids" in arrays:
-        creators = arrays["creator_ids"]
-        hit = creators == user_id
+    if creators and "creator_ids" in arrays:
+        vocabulary = arrays["creator_ids"]
+        hit = vocabulary == user_id
         if bool(hit.any()):
-            creators = creators.copy()
-            creators[hit] = ""
-            out["creator_ids"] = creators
+            vocabulary = vocabulary.copy()
+            vocabulary[hit] = ""
+            out["creator_ids"] = vocabulary
             removed += int(hit.sum())
     return out, removed
 
