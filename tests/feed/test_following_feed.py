@@ -17,6 +17,7 @@ from fyp.regions.deployment import Deployment
 from fyp.serving.app import create_app
 
 USER = "u2"  # homed in us
+BLOCK = "a block between you and this creator"
 CREATOR = "u7"  # creates v7, v19, v31, ... (video k is u{k % 12}'s)
 
 
@@ -35,6 +36,17 @@ def _from_follows(client: TestClient, n: int = 10) -> list[dict[str, Any]]:
 def _creator(d: Deployment, video_id: str) -> str | None:
     video = d.store("us").get_video(video_id)
     return None if video is None else video.creator_id
+
+
+def _shown_and_why(service: FeedService, user: str) -> tuple[set[str | None], set[str]]:
+    """The creators of the user's next page, and the reasons the filters gave."""
+    catalog = Catalog(service.deployment)
+    page = service.feed(user, n=20, record=False)
+    removed = service.feed(user, n=5, record=False, debug=True).removed
+    assert page.items
+    return {catalog.get_video(i.video_id).creator_id for i in page.items}, {
+        r["reason"] for r in removed
+    }
 
 
 def test_a_follow_reaches_the_next_page_and_an_unfollow_takes_it_out(
@@ -83,18 +95,36 @@ def test_a_blocked_creator_leaves_every_feed(trained: Deployment) -> None:
     Blocking(trained).block("u6", creator)
 
     def shown_and_why() -> tuple[set[str | None], set[str]]:
-        page = service.feed("u6", n=20, record=False)
-        removed = service.feed("u6", n=5, record=False, debug=True).removed
-        assert page.items
-        return {catalog.get_video(i.video_id).creator_id for i in page.items}, {
-            r["reason"] for r in removed
-        }
+        return _shown_and_why(service, "u6")
 
     creators, why = shown_and_why()
-    assert creator not in creators and "you blocked this creator" in why
+    assert creator not in creators and BLOCK in why
     Catalog(trained).update_user("u6", UserPatch(consents={"personalised_feed": False}))
     assert service.feed("u6", n=5, record=False).personalised is False
     creators, why = shown_and_why()  # the feed not based on profiling keeps to it too
-    assert creator not in creators and "you blocked this creator" in why
+    assert creator not in creators and BLOCK in why
     Blocking(trained).unblock("u6", creator)
-    assert "you blocked this creator" not in shown_and_why()[1]
+    assert BLOCK not in shown_and_why()[1]
+
+
+def test_a_creator_who_blocked_the_user_leaves_their_feeds(trained: Deployment) -> None:
+    """The other side of a block: the creator blocks the viewer, and the viewer's next
+    page, personalised or not, holds none of the creator's videos (the same neutral
+    reason: it does not say who blocked whom); the unblock lets them back."""
+    service = FeedService(trained)
+    catalog = Catalog(trained)
+    first = service.feed("u8", n=10, record=False)
+    creator = catalog.get_video(first.items[0].video_id).creator_id
+    assert creator is not None and creator != "u8"
+    Blocking(trained).block(creator, "u8")  # u8 creates videos too: v8, v20, ...
+
+    def shown_and_why() -> tuple[set[str | None], set[str]]:
+        return _shown_and_why(service, "u8")
+
+    creators, why = shown_and_why()
+    assert creator not in creators and BLOCK in why
+    Catalog(trained).update_user("u8", UserPatch(consents={"personalised_feed": False}))
+    creators, why = shown_and_why()
+    assert creator not in creators and BLOCK in why
+    Blocking(trained).unblock(creator, "u8")
+    assert BLOCK not in shown_and_why()[1]

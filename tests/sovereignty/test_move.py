@@ -15,6 +15,8 @@ from region_helpers import built, cli, copy_of
 from fyp.audit.log import AuditLog
 from fyp.catalog.blocks import Blocking, user_blocks
 from fyp.catalog.follows import Following, user_follows
+from fyp.catalog.models import VideoIn
+from fyp.catalog.service import Catalog
 from fyp.config import load_config
 from fyp.errors import MoveNotAllowed
 from fyp.events.ingest import Ingestor
@@ -183,14 +185,13 @@ def homes(dep: Path) -> list[str]:
 
 
 def test_a_creator_who_moves_keeps_their_followers_and_uploads_where_they_left(
-    built: Path, tmp_path: Path
+    dep: Path,
 ) -> None:
     """The catalogue names creators wherever they live: a creator's move takes their own
     rows, not others' follows and blocks of them, nor the name on their uploads (these
     all became ``[elsewhere]`` or were deleted before, so their followers in the region
     they left lost them, and the creator rules found no account)."""
-    root = copy_of(built, tmp_path / "dep")
-    allow_moves(root)
+    root = dep
     with Deployment.open(root) as d:
         us = d.store("us")
         Following(d).follow("u2", "u0")  # through the API
@@ -214,6 +215,31 @@ def test_a_creator_who_moves_keeps_their_followers_and_uploads_where_they_left(
         report = verify_move(d, "u0")
         assert report.status == "pending_retrain", report.to_dict()  # nothing else left
     scan = ResidencyScanner(root).run()
+    assert scan.ok, [f.to_dict() for f in scan.findings]
+
+
+def test_a_move_takes_blocks_either_way_and_revives_no_blocked_follow(dep: Path) -> None:
+    """The mover blocked u1, whose video v7 they had followed by an event: the copied
+    event must add no follow in the new home (blocks are copied before events). u2 and
+    u3 blocked the mover: those sides of the blocks move with them."""
+    with Deployment.open(dep) as d:
+        Catalog(d).create_video(
+            VideoIn(video_id="mine", creator_id=MOVER, duration_ms=9_000, regions=["us", "eu"])
+        )
+        assert d.store("us").followed_creators(MOVER) == ["u1"]  # the follow event's
+        blocking = Blocking(d)
+        blocking.block(MOVER, "u1")
+        blocking.block("u2", MOVER)  # u2 lives in us, u3 in eu
+        blocking.block("u3", MOVER)
+        assert sorted(d.store("us").blocked_creators(MOVER)) == ["u1", "u2", "u3"]
+        Mover(d).move(MOVER, "eu", "moved to Lisbon")
+        eu, us = d.store("eu"), d.store("us")
+        assert eu.followed_creators(MOVER) == []
+        assert [b.creator_id for b in user_blocks(eu, MOVER)] == ["u1"]
+        assert sorted(eu.blocked_creators(MOVER)) == ["u1", "u2", "u3"]
+        assert us.blocked_creators(MOVER) == [] and us.blocked_creators("u2") == [MOVER]
+        assert verify_move(d, MOVER).status == "pending_retrain"
+    scan = ResidencyScanner(dep).run()
     assert scan.ok, [f.to_dict() for f in scan.findings]
 
 

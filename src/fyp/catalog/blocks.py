@@ -1,26 +1,37 @@
-"""Whom each user has blocked: table ``blocks`` of their home region's store.
+"""Blocks between users: table ``blocks`` of the blocker's home region, and its mirror
+``blocked_by`` in the blocked user's home region.
 
-A block is the lasting form of "not interested" in a creator (which holds for the seen
-window): none of the creator's videos reaches the user's feeds again until they unblock,
-and blocking ends a follow (the follow is deleted in the same transaction; a follow
-event on a blocked creator's video adds nothing, the API refuses one with 409 until the
-user unblocks). Written through the API only (``PUT``/``DELETE
-/v1/users/{id}/blocked/{creator_id}``); like a follow it moves the user's profile
-version on, so a feed ranked ahead is ranked again at once.
+A block works both ways, as users of short-video apps expect:
+- the blocker no longer sees the creator: none of their videos reaches the blocker's
+  feeds until they unblock (the lasting form of "not interested" in a creator), and
+  blocking ends the blocker's follow of them (a follow event on their videos adds
+  nothing, the API refuses a follow with 409 until the unblock);
+- the blocked user no longer sees the blocker: none of the blocker's videos reaches
+  their feeds either, their follow of the blocker ends and cannot be made again (409,
+  and a follow event adds nothing), for as long as the block stands.
 
-Covered like follows (:mod:`fyp.catalog.follows`): the row names the blocker
-(``user_id``) and the creator (``creator_id``), so erasing either deletes it, a move
-takes it along, the export lists it, backups, restores and carve-outs copy it.
+Written through the API only (``PUT``/``DELETE /v1/users/{id}/blocked/{creator_id}``).
+Each side moves its user's profile version on, so a feed ranked ahead is ranked again.
 
-Not done: the other direction (the blocked creator no longer seeing the blocker's
-videos). The block is the blocker's data, kept in the blocker's home region; the
-creator's feed is made in the creator's home region, which would have to learn of it.
+The mirror is kept where the blocked user's feed is made, their home region: a row
+naming them (``user_id``, homed there) and the blocker (``creator_id``, a creator
+column as in the catalogue, which names creators wherever they live). The two rows are
+two transactions when the two users live in different regions: a ``PUT`` answers only
+once both are written, and repeating it (or the ``DELETE``) completes one cut short.
+A block is never acknowledged before the blocked user's side holds it.
+
+Covered like follows (:mod:`fyp.catalog.follows`): each row names both people, so
+erasing either deletes it in every region; a move takes the mover's rows along (their
+blocks, and the blocks of them); backups, restores and carve-outs copy the tables.
+The blocker's export lists their blocks; the blocked user's export does not list who
+blocked them (that is the blocker's decision, not theirs to be told).
 """
 
 from __future__ import annotations
 
-from fyp.audit.log import SQLStore
+from fyp.audit.log import SQLStore, sql_store
 from fyp.catalog.follows import (
+    TOUCH,
     CreatorList,
     Follow,
     creator_rows,
@@ -28,6 +39,7 @@ from fyp.catalog.follows import (
     follow_trigger,
     follows_function,
 )
+from fyp.catalog.models import now_ms
 from fyp.storage.migrations import Migration
 from fyp.storage.postgres_schema import postgres_ddl
 
@@ -45,6 +57,21 @@ BLOCKS_MIGRATION = Migration(
 )
 
 
+MIRROR = "blocked_by"
+_NOT_BLOCKED_BY = (
+    " AND NOT EXISTS (SELECT 1 FROM blocked_by AS bb "
+    "WHERE bb.user_id = NEW.user_id AND bb.creator_id = videos.creator_id)"
+)
+BLOCKED_BY_MIGRATION = Migration(
+    27,
+    "blocked_by: who blocked each user; a follow event adds no creator who blocked them",
+    creator_table(MIRROR)
+    + "DROP TRIGGER follows_follow;"
+    + follow_trigger(_NOT_BLOCKED + _NOT_BLOCKED_BY),
+    postgres=postgres_ddl(creator_table(MIRROR)) + follows_function(_NOT_BLOCKED + _NOT_BLOCKED_BY),
+)
+
+
 def user_blocks(store: object, user_id: str) -> list[Follow]:
     """Every block of the user, oldest first (their export)."""
     return creator_rows(store, TABLE, user_id)
@@ -57,12 +84,49 @@ class Blocking(CreatorList):
     verb = "block"
 
     def block(self, user_id: str, creator_id: str) -> tuple[Follow, bool]:
-        """The block, and whether this call made it; a follow of the creator ends."""
-        return self.add(user_id, creator_id)
+        """The block, and whether this call made it; follows either way end."""
+        made = self.add(user_id, creator_id)
+        self._mirror(creator_id, user_id, made[0].since_ms)
+        return made
 
     def unblock(self, user_id: str, creator_id: str) -> bool:
         """Whether the user had blocked ``creator_id`` until now."""
-        return self.remove(user_id, creator_id)
+        removed = self.remove(user_id, creator_id)
+        self._mirror(creator_id, user_id, None)
+        return removed
+
+    def _mirror(self, blocked: str, blocker: str, since_ms: int | None) -> None:
+        """Write (``since_ms``) or delete (None) the blocked user's side, in their home
+        region; nothing when they are no user (erased since)."""
+        d = self.deployment
+        for _ in range(2):  # a second look if they moved between the lookup and the write
+            region = d.locate_users([blocked], fresh=True).get(blocked)
+            if region is None:
+                return
+            store = d.store(region)
+            sql = sql_store(store)
+            with store.transaction():
+                if not sql.query("SELECT 1 FROM users WHERE user_id = ?", (blocked,)):
+                    d.forget_route(blocked)
+                    continue
+                if since_ms is None:
+                    changed = sql.execute(
+                        f"DELETE FROM {MIRROR} WHERE user_id = ? AND creator_id = ?",
+                        (blocked, blocker),
+                    )
+                else:
+                    changed = sql.execute(
+                        f"INSERT OR IGNORE INTO {MIRROR} (user_id, creator_id, since_ms) "
+                        "VALUES (?, ?, ?)",
+                        (blocked, blocker, since_ms),
+                    )
+                    changed += sql.execute(
+                        "DELETE FROM follows WHERE user_id = ? AND creator_id = ?",
+                        (blocked, blocker),
+                    )
+                if changed:
+                    sql.execute(TOUCH, (now_ms(), blocked))
+            return
 
     def _before_add(self, sql: SQLStore, user_id: str, creator_id: str) -> None:
         sql.execute(

@@ -281,6 +281,10 @@ class Following(CreatorList):
                 f"user {user_id!r} has blocked {creator_id!r}: unblock them first",
                 creator_id=creator_id,
             )
+        if sql.query(
+            "SELECT 1 FROM blocked_by WHERE user_id = ? AND creator_id = ?", (user_id, creator_id)
+        ):  # the creator blocked the user (fyp.catalog.blocks): said without naming who did
+            raise Conflict(f"user {user_id!r} cannot follow {creator_id!r}", creator_id=creator_id)
 
 
 def _write_cursor(last: Follow) -> str:

@@ -78,7 +78,7 @@ class NotInterested(Filter):
         if state.blocked_creators:
             hit = np.isin(model.creator[items], list(state.blocked_creators))
             for row in np.nonzero(hit)[0].tolist():
-                out[row] = "you blocked this creator"
+                out[row] = "a block between you and this creator"
         if state.not_interested_videos:
             blocked_items = [
                 model.video_index[v] for v in state.not_interested_videos if v in model.video_index

@@ -323,9 +323,10 @@ class Eraser:
         creators: bool = True,
     ) -> None:
         """In one transaction of ``region``'s store: delete the user's profile, events,
-        labels, served pages, experiment exposures, follows and blocks, replace their name
-        where a row must stay, and append ``audit`` (actor, action, subject, details,
-        time) to the region's log. Where a row must stay, the user's name becomes ``replacement``.
+        labels, served pages, experiment exposures, follows and blocks (either way),
+        replace their name where a row must stay, and append ``audit`` (actor, action,
+        subject, details, time) to the region's log. Where a row must stay, the user's
+        name becomes ``replacement``.
         ``before`` runs first inside the transaction (a move copies what arrived since
         its copy while the region's writers wait). ``creators=False`` (a move) keeps
         the creator columns naming the user: uploads, others' follows and blocks."""
@@ -334,11 +335,12 @@ class Eraser:
         with home.transaction():
             if before is not None:
                 before()
-            served, exposures, follows, blocks = sql_store(home).query(
+            served, exposures, follows, blocks, blocked_by = sql_store(home).query(
                 "SELECT (SELECT COUNT(*) FROM served WHERE user_id=?1), "
                 "(SELECT COUNT(*) FROM experiment_exposures WHERE user_id=?1), "
                 "(SELECT COUNT(*) FROM follows WHERE user_id=?1), "
-                "(SELECT COUNT(*) FROM blocks WHERE user_id=?1)",
+                "(SELECT COUNT(*) FROM blocks WHERE user_id=?1), "
+                "(SELECT COUNT(*) FROM blocked_by WHERE user_id=?1)",
                 (user_id,),
             )[0]
             # exposures, follows and blocks go with the profile (cascade)
@@ -350,6 +352,7 @@ class Eraser:
             out.add("experiment_exposures", int(exposures))
             out.add("follows", int(follows))
             out.add("blocks", int(blocks))
+            out.add("blocked_by", int(blocked_by))
             for key, n in scrub_store(home, user_id, {"users"}, replacement, creators).items():
                 out.add(key, n)
             AuditLog(home).append(*audit)

@@ -41,7 +41,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fyp.audit.log import AuditLog, sql_store
+from fyp.audit.log import AuditLog, SQLStore, sql_store
+from fyp.catalog.blocks import MIRROR as BLOCKED_BY
 from fyp.catalog.blocks import TABLE as BLOCKS
 from fyp.catalog.follows import TABLE as FOLLOWS
 from fyp.catalog.follows import creator_rows
@@ -288,10 +289,13 @@ class Mover:
         return out
 
     def _copy_rows(self, user_id: str, source: str, dest: str) -> int:
-        """Events, labels, follows and blocks of the user in ``source`` that ``dest`` lacks
-        (by id, or by the moved id when another user of ``dest`` holds it); returns the
-        events added."""
+        """Events, labels, follows and blocks (either way) of the user in ``source`` that
+        ``dest`` lacks (by id, or by the moved id when another user of ``dest`` holds it);
+        returns the events added."""
         src, dst = sql_store(self.deployment.store(source)), self.deployment.store(dest)
+        # blocks either way before the events: a copied follow event of a creator blocked
+        # either way must add no follow there (the trigger reads both tables)
+        self._copy_creator_rows(user_id, src, dst, (BLOCKS, BLOCKED_BY))
         rows = [
             EventRow(*r[:7], *map(bool, r[7:10]))
             for r in src.query(
@@ -319,12 +323,18 @@ class Mover:
             dst.insert_label_sets(str(dataset), str(split), {user_id: ids})
         # follows: the copied events' triggers made those whose videos the destination
         # publishes; the rest (made through the API, or of videos it does not carry) too
-        for table in (FOLLOWS, BLOCKS):  # blocks first would not matter: none made here
+        self._copy_creator_rows(user_id, src, dst, (FOLLOWS,))
+        return len(rows)
+
+    @staticmethod
+    def _copy_creator_rows(
+        user_id: str, src: SQLStore, dst: object, tables: tuple[str, ...]
+    ) -> None:
+        for table in tables:
             sql_store(dst).executemany(
                 f"INSERT OR IGNORE INTO {table} (user_id, creator_id, since_ms) VALUES (?, ?, ?)",
                 [(user_id, f.creator_id, f.since_ms) for f in creator_rows(src, table, user_id)],
             )
-        return len(rows)
 
     def _copy_served(self, user_id: str, source: str, dest: str) -> None:
         """Pages served in the seen window whose videos the destination's log lacks, in

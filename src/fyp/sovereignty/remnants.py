@@ -46,6 +46,7 @@ OWNED_ROWS = {
     "experiment_exposures",
     "follows",
     "blocks",
+    "blocked_by",
 }
 APPEND_ONLY = {"audit_log"}  # hash-chained: a row there can never be edited
 ARTIFACT_USER_ARRAYS = ("user_ids", "lineage_user_ids", "creator_ids", AHEAD_USERS)

@@ -253,7 +253,9 @@ class Store(ABC):
 
     @abstractmethod
     def blocked_creators(self, user_id: str) -> list[str]:
-        """The creators the user blocked (table ``blocks``, :mod:`fyp.catalog.blocks`)."""
+        """The creators a block keeps out of the user's feeds, either way: those the
+        user blocked and those who blocked the user (tables ``blocks`` and
+        ``blocked_by``, :mod:`fyp.catalog.blocks`), in one read per feed state."""
 
     @abstractmethod
     def user_not_interested(

@@ -495,7 +495,11 @@ class PostgresStore(PostgresSnapshots, PostgresServedLog):
         return [str(r[0]) for r in rows]
 
     def blocked_creators(self, user_id: str) -> list[str]:
-        rows = self._all("SELECT creator_id FROM blocks WHERE user_id = %s", (user_id,))
+        rows = self._all(
+            "SELECT creator_id FROM blocks WHERE user_id = %(u)s "
+            "UNION SELECT creator_id FROM blocked_by WHERE user_id = %(u)s",
+            {"u": user_id},
+        )
         return [str(r[0]) for r in rows]
 
     def user_not_interested(

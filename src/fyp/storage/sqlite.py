@@ -509,7 +509,11 @@ class SQLiteStore(SQLiteServedLog):
         return [r[0] for r in rows]
 
     def blocked_creators(self, user_id: str) -> list[str]:
-        rows = self._query("SELECT creator_id FROM blocks WHERE user_id = ?", (user_id,))
+        rows = self._query(
+            "SELECT creator_id FROM blocks WHERE user_id = ?1 "
+            "UNION SELECT creator_id FROM blocked_by WHERE user_id = ?1",
+            (user_id,),
+        )
         return [r[0] for r in rows]
 
     def user_not_interested(
