@@ -57,11 +57,11 @@ async def feed(
     `personalised_feed` consent is off (their own, else their home region's default) gets
     the feed not based on profiling (`personalised: false`).
 
-    No HEAD (405, ``Allow: GET``), unlike every other GET route: a page is made and
-    recorded as served when it is asked for (its videos never come again, the cursor
-    moves on), so a HEAD answered as the GET would hide a page from the user that no
-    one received, and one that made no page would not answer as the GET (its status,
-    its ``Content-Length``). A probe has ``/healthz`` and ``/readyz``."""
+    No `HEAD` (a 405 with `Allow: GET`), unlike every other GET route: asking for a page
+    records it as served (its videos never come again), so a HEAD answered as the GET
+    would hide a page that nobody received, and one that made no page could not answer
+    as the GET would (its status, its `Content-Length`). Probes have `/healthz` and
+    `/readyz`."""
     s: AppState = request.app.state.fyp
     asked = asked_lang(lang, accept_language)  # before a page is served and recorded
     page = s.feed.feed(user_id, n=n, cursor=cursor, debug=debug)
