@@ -85,7 +85,8 @@ class Access:
         body: bytes | None = None
         audit: tuple[Rule, str, str] | None = None
         for template, params in matches:
-            rule, route = template.rule, template.path
+            # named as the route's method: a HEAD is answered as its GET, errors included
+            rule, route, routed = template.rule, template.path, template.method
             if rule.public:
                 continue
             # the role: a flag like ?debug=true makes the request an operator's
@@ -96,7 +97,7 @@ class Access:
                 operator = principal.service_roles.isdisjoint(allowed)
             if principal.roles.isdisjoint(allowed):
                 raise Forbidden(
-                    f"{method} {route}{via} needs one of the roles {sorted(allowed)}; "
+                    f"{routed} {route}{via} needs one of the roles {sorted(allowed)}; "
                     f"key {principal.key_id} has {sorted(principal.roles)}",
                     key_id=principal.key_id,
                 )
@@ -106,13 +107,13 @@ class Access:
                     body = await _read_body(receive)
                     receive = _replay(body, receive)
                 try:
-                    self._check_regions(principal, rule, method, route, scope, params, body)
+                    self._check_regions(principal, rule, routed, route, scope, params, body)
                 except Forbidden:
                     if "user_id" not in params:
                         raise
                     # judged by a cached route: once more by the stores, as another
                     # process may have erased the user and the id been taken elsewhere
-                    self._check_regions(principal, rule, method, route, scope, params, body, True)
+                    self._check_regions(principal, rule, routed, route, scope, params, body, True)
             if operator and audit is None and method in AUDITED and "user_id" in params:
                 audit = (rule, route, params["user_id"])
         if audit is not None:

@@ -6,21 +6,40 @@ by method, number of segments and literal last segment, so a lookup tries few re
 laxer than the router: when several templates match, the request must pass the rule of
 each; when none does, the router has no handler for it either (it answers 404 or 405,
 which the check lets through once the key is valid).
+
+It is also the app's rule for methods (``fyp.serving.methods`` answers by it):
+
+- A path a more concrete template matches belongs to that template alone, as OpenAPI
+  matches concrete paths before templated ones: ``/v1/moderation/jobs/claim`` is not the
+  job ``claim`` of ``GET /v1/moderation/jobs/{job_id}``, so a GET of it is a 405.
+- HEAD is answered wherever GET is, by the GET route (and checked as a GET), unless the
+  route's handler is marked :func:`get_only`.
 """
 
 from __future__ import annotations
 
+import re
 from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass
 from re import Pattern
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar
 
 import fastapi.routing
 from fastapi import FastAPI
 from starlette.routing import compile_path
 
 from fyp.access.policy import Rule, rule_for
+
+GET_ONLY = "__fyp_get_only__"
+F = TypeVar("F")
+
+
+def get_only(endpoint: F) -> F:
+    """Mark a GET route's handler as not answering HEAD (a 405 naming GET): for a GET
+    with an effect a HEAD must not have, as serving the feed records the page as shown."""
+    setattr(endpoint, GET_ONLY, True)
+    return endpoint
 
 
 @dataclass(frozen=True)
@@ -29,6 +48,12 @@ class Template:
     path: str
     rule: Rule
     regex: Pattern[str]
+    head: bool = False
+    """A GET template that answers HEAD too."""
+    head_route: bool = False
+    """The app has a HEAD route of its own for this path (``/healthz``): HEAD goes to it."""
+    shadowed: tuple[Pattern[str], ...] = ()
+    """The regexes of more concrete templates: a path they match is not this one's."""
 
 
 class Match(NamedTuple):
@@ -49,13 +74,38 @@ def _bucket(method: str, path: str) -> Bucket:
 
 def app_routes(app: FastAPI) -> Iterator[tuple[str, str]]:
     """``(method, path template)`` of every route the app serves, included routers too."""
+    for method, path, _ in _endpoints(app):
+        yield method, path
+
+
+def _endpoints(app: FastAPI) -> Iterator[tuple[str, str, Any]]:
     iterate = getattr(fastapi.routing, "iter_route_contexts", None)
     routes: Any = iterate(app.routes) if iterate is not None else app.routes
     for route in routes:
         path, methods = getattr(route, "path", None), getattr(route, "methods", None)
         if isinstance(path, str):
             for method in sorted(methods or {"GET"}):
-                yield method, path
+                yield method, path, getattr(route, "endpoint", None)
+
+
+_PARAM = re.compile(r"^\{[A-Za-z_][A-Za-z0-9_]*\}$")  # {name}: any one segment
+
+
+def _within(concrete: str, general: str) -> bool:
+    """Whether every path ``concrete`` matches is matched by ``general`` too, segment by
+    segment, and ``concrete`` is the more concrete: it has a literal where ``general``
+    has a ``{name}``. (Templates spanning segments, or with typed parameters, are never
+    either; the app has none.)"""
+    a, b = concrete.split("/"), general.split("/")
+    if len(a) != len(b) or concrete == general or ":" in concrete + general:
+        return False
+    literal_over_param = False
+    for x, y in zip(a, b, strict=True):
+        if _PARAM.match(y):
+            literal_over_param |= not _PARAM.match(x)
+        elif x != y:
+            return False  # a literal of general's that concrete lacks (or another one)
+    return literal_over_param
 
 
 class RouteIndex:
@@ -70,14 +120,27 @@ class RouteIndex:
 
     def build(self) -> None:
         """Per bucket, every template that could match a path in it, in route order."""
+        endpoints = list(_endpoints(self.app))
+        heads = {path for method, path, _ in endpoints if method == "HEAD"}
+        paths = list(dict.fromkeys(path for _, path, _ in endpoints))
         buckets: dict[Bucket, list[Template]] = defaultdict(list)
-        for method, path in dict.fromkeys(app_routes(self.app)):
-            if method == "HEAD":
-                continue  # served by the GET route, and checked as one
+        seen: set[tuple[str, str]] = set()
+        for method, path, endpoint in endpoints:
+            if method == "HEAD" or (method, path) in seen:
+                continue  # HEAD: served by the GET route, and checked as one
+            seen.add((method, path))
             regex, _, _ = compile_path(path)
-            buckets[_bucket(method, path)].append(
-                Template(method, path, rule_for(method, path), regex)
+            within = [compile_path(p)[0] for p in paths if _within(p, path)]
+            template = Template(
+                method,
+                path,
+                rule_for(method, path),
+                regex,
+                head=method == "GET" and (path in heads or not getattr(endpoint, GET_ONLY, False)),
+                head_route=method == "GET" and path in heads,
+                shadowed=tuple(within),
             )
+            buckets[_bucket(method, path)].append(template)
         spanning = {m: tuple(ts) for (m, n, _), ts in buckets.items() if n < 0}
         candidates: dict[Bucket, tuple[Template, ...]] = {}
         for (m, n, last), ts in buckets.items():
@@ -94,10 +157,12 @@ class RouteIndex:
         return list(dict.fromkeys(t for ts in self._candidates.values() for t in ts))
 
     def match(self, method: str, path: str) -> list[Match]:
-        """Every template the request matches (path and method), in route order."""
+        """Every template the request matches (path and method), in route order; HEAD
+        matches the GET templates that answer it."""
         if self._size != len(self._routes):
             self.build()
-        if method == "HEAD":
+        head = method == "HEAD"
+        if head:
             method = "GET"
         slashes = path.count("/")
         candidates = self._candidates.get((method, slashes, path[path.rfind("/") + 1 :]))
@@ -108,15 +173,18 @@ class RouteIndex:
         found: list[Match] = []
         for t in candidates:
             m = t.regex.match(path)
-            if m is not None:
-                found.append(Match(t, m.groupdict()))
+            if m is None or (head and not t.head):
+                continue
+            if t.shadowed and any(s.match(path) for s in t.shadowed):
+                continue  # a more concrete template's path
+            found.append(Match(t, m.groupdict()))
         return found
 
     def allowed(self, path: str) -> list[str]:
-        """The methods some route serves ``path`` with: a 405's ``Allow`` (Starlette's
-        names only the first route that matched the path, e.g. GET of GET, PATCH and
-        DELETE ``/v1/users/{user_id}``)."""
+        """The methods some route serves ``path`` with, HEAD among them where it is
+        answered: a 405's ``Allow`` (Starlette's named only the first route that matched
+        the path, e.g. GET of GET, PATCH and DELETE ``/v1/users/{user_id}``)."""
         if self._size != len(self._routes):
             self.build()
-        methods = {m for m, _, _ in self._candidates} | set(self._spanning)
+        methods = {m for m, _, _ in self._candidates} | set(self._spanning) | {"HEAD"}
         return [m for m in sorted(methods) if self.match(m, path)]

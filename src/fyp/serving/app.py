@@ -32,6 +32,7 @@ from fyp.regions.deployment import Deployment
 from fyp.serving.dependencies import AppState, state
 from fyp.serving.errors import error_response, install_error_handlers
 from fyp.serving.fastpath import HotRoutes
+from fyp.serving.methods import install as install_methods
 from fyp.serving.metrics import ServerMetrics
 from fyp.serving.openapi import answers, install_openapi
 from fyp.serving.reload import ConfigReloader
@@ -217,9 +218,9 @@ def create_app(deployment: Deployment | str | Path) -> FastAPI:
     app.include_router(moderation.router)
     app.include_router(ops.router)  # /readyz
 
-    # HEAD too (RFC 9110 asks it of every GET a server has): uptime monitors and load
-    # balancers probe with it. Not on other routes: a HEAD of the feed would record a
-    # page as shown that nobody received.
+    # HEAD routes of their own, so the document lists HEAD for the probes (uptime
+    # monitors and load balancers send it); every other GET route answers HEAD too
+    # (fyp.serving.methods), but the feed's.
     health: dict[str, Any] = {"tags": ["ops"], "response_model": None}
     health["responses"] = {200: {"model": Health}}
 
@@ -256,7 +257,9 @@ def create_app(deployment: Deployment | str | Path) -> FastAPI:
             }
         }
 
-    # Last, once every route exists: each one is checked against fyp.access.policy.
+    # Last, once every route exists: the methods each path answers, and before them
+    # (installed after: the outer one) the check of each route against fyp.access.policy.
+    install_methods(app)
     access = install_access_control(app, deployment)
     app.metrics = app.state.fyp.metrics
     app.metrics.app = app.state.fyp

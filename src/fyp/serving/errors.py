@@ -70,6 +70,21 @@ def error_response(exc: BaseException) -> JSONResponse:
     return JSONResponse(body, status_code=status, headers=headers)
 
 
+def method_not_allowed(method: str, allowed: Sequence[str]) -> JSONResponse:
+    """405 ``method_not_allowed`` for a path served with other methods: ``Allow`` and
+    ``details.allowed`` name every one of them (RFC 9110 asks for the header)."""
+    body = {
+        "error": {
+            "code": _HTTP_CODES[405],
+            "message": f"{method} is not allowed here; this path is served with "
+            f"{', '.join(allowed)}",
+            "status": 405,
+            "details": {"allowed": list(allowed)},
+        }
+    }
+    return JSONResponse(body, status_code=405, headers={"Allow": ", ".join(allowed)})
+
+
 def invalid(errors: Sequence[Mapping[str, Any]], *root: str | int) -> FypError:
     """The error for pydantic's (or FastAPI's) validation errors, their ``loc`` under
     ``root``: 400 ``invalid_request`` when the body is not JSON at all, else 422."""
@@ -126,12 +141,8 @@ def install_error_handlers(app: FastAPI) -> None:
             return error_response(exc.__cause__)
         if exc.status_code == 400:  # FastAPI could not read or decode the body
             return error_response(InvalidRequest(f"request body could not be read: {exc.detail}"))
-        headers = exc.headers
-        if exc.status_code == 405:
-            headers = {
-                **(headers or {}),
-                "Allow": ", ".join(routes.allowed(route_path(request.scope))),
-            }
+        if exc.status_code == 405:  # the router's, had fyp.serving.methods let one through
+            return method_not_allowed(request.method, routes.allowed(route_path(request.scope)))
         body = {
             "error": {
                 "code": _HTTP_CODES.get(exc.status_code, "http_error"),
@@ -140,7 +151,7 @@ def install_error_handlers(app: FastAPI) -> None:
                 "details": {},
             }
         }
-        return JSONResponse(body, status_code=exc.status_code, headers=headers)
+        return JSONResponse(body, status_code=exc.status_code, headers=exc.headers)
 
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, exc: Exception) -> JSONResponse:

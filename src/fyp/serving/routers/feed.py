@@ -8,6 +8,7 @@ from typing import Any, Literal
 
 from fastapi import APIRouter, Header, Query, Request, Response
 
+from fyp.access.routes import get_only
 from fyp.feed.reasons import LANGS, asked_lang
 from fyp.feed.service import DEFAULT_PAGE, MAX_PAGE
 from fyp.serving.dependencies import AppState
@@ -37,6 +38,7 @@ ACCEPT_LANGUAGE_DOC = (
 
 
 @router.get("/{user_id}/feed", responses=answers(404, 503, ok=FeedPage))
+@get_only  # a HEAD is a 405: see below
 async def feed(
     request: Request,
     user_id: str,
@@ -53,7 +55,13 @@ async def feed(
     Each reason comes as text in the page's `lang` (`reason`) and as a stable code with
     parameters (`explanation`) for clients that localise it themselves. A user whose
     `personalised_feed` consent is off (their own, else their home region's default) gets
-    the feed not based on profiling (`personalised: false`)."""
+    the feed not based on profiling (`personalised: false`).
+
+    No `HEAD` (a 405 with `Allow: GET`), unlike every other GET route: asking for a page
+    records it as served (its videos never come again), so a HEAD answered as the GET
+    would hide a page that nobody received, and one that made no page could not answer
+    as the GET would (its status, its `Content-Length`). Probes have `/healthz` and
+    `/readyz`."""
     s: AppState = request.app.state.fyp
     asked = asked_lang(lang, accept_language)  # before a page is served and recorded
     page = s.feed.feed(user_id, n=n, cursor=cursor, debug=debug)
