@@ -1,5 +1,6 @@
-"""Whole deployments on PostgreSQL: the API's, feeds' (experiment exposures, the feed
-not based on profiling and the Following tab among them), erasure's, export's, follows'
+"""Whole deployments on PostgreSQL: the API's (a video by link among them), feeds'
+(experiment exposures, the feed not based on profiling and the Following tab among
+them), erasure's, export's, follows'
 and blocks' own tests run again with every store of every deployment they make in a
 schema of a PostgreSQL server (``Deployment.init`` is given a ``--store`` URL). Runs
 when ``FYP_TEST_POSTGRES_URL`` names a server (CI starts one: ``.ci/run``)."""
@@ -34,6 +35,7 @@ from serving.test_api_events import *  # noqa: E402, F403
 from serving.test_api_moderation import *  # noqa: E402, F403
 from serving.test_api_ops import *  # noqa: E402, F403
 from serving.test_api_users import *  # noqa: E402, F403
+from serving.test_api_video_by_link import *  # noqa: E402, F403
 from serving.test_api_videos import *  # noqa: E402, F403
 from sovereignty.test_erasure import *  # noqa: E402, F403
 from sovereignty.test_export import *  # noqa: E402, F403
