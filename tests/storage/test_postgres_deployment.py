@@ -27,6 +27,7 @@ from feed.test_api_feed import *  # noqa: E402, F403
 from feed.test_experiment_exposures import *  # noqa: E402, F403
 from feed.test_feed_consent import *  # noqa: E402, F403
 from feed.test_following_tab import *  # noqa: E402, F403
+from feed.test_watch import test_the_tab_and_the_link_show_the_same_videos  # noqa: E402, F401
 from serving.test_api_errors import (  # noqa: E402, F401 - a NUL was a 500 on PostgreSQL
     test_a_nul_escaped_as_text_and_in_an_event_are_not_refused_as_nul,
     test_text_with_a_nul_character_is_a_422_naming_it,
