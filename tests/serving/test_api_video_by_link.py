@@ -6,21 +6,27 @@ PostgreSQL."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator, Sequence
 from typing import Any
 
 import pytest
+from fastapi import Request
 from fastapi.testclient import TestClient
 
+from fyp.access.guard import PRINCIPAL
 from fyp.access.keys import KeyStore
+from fyp.access.ring import Principal
 from fyp.catalog.follows import Following
 from fyp.catalog.models import CURRENT_YEAR, UserIn, VideoIn
 from fyp.catalog.service import Catalog
+from fyp.errors import AgeRestricted
 from fyp.moderation import Moderator
 from fyp.moderation.service import cell
 from fyp.moderation.snapshot import CatalogSnapshot
 from fyp.regions.deployment import Deployment
 from fyp.serving.app import create_app
+from fyp.serving.routers.videos import get_video
 from serving.errors import assert_error
 
 Answer = tuple[int, str | None]  # status, error code
@@ -260,3 +266,22 @@ def test_a_failing_check_shows_nothing(
     resp = web.get("/v1/videos/v", params={"viewer_id": "fan"}, headers=key)
     assert_error(resp, 503, "storage_error")
     assert _answer(web, _key(deployment, "admin"), "v") == SHOWN  # operators: no check
+
+
+def test_a_request_with_no_key_reads_as_an_operator_does(
+    deployment: Deployment, web: TestClient
+) -> None:
+    """An app mounting the router without fyp's access check puts no key on the request:
+    it reads every video, as before (``fyp serve`` always checks keys). The same call
+    with the app's key on it is refused."""
+    _publish(deployment, "adult-only", "age_restricted")
+    s = web.app.state.fyp  # type: ignore[attr-defined]
+
+    def call(scope: dict[str, Any]) -> Any:
+        request = Request({"type": "http", "method": "GET", "headers": [], **scope})
+        return asyncio.run(get_video(request, "adult-only", None, "kid", s))
+
+    assert call({}).video_id == "adult-only"
+    app_key = Principal("k", "app", frozenset({"feed"}), frozenset({"us"}), False, frozenset())
+    with pytest.raises(AgeRestricted):
+        call({PRINCIPAL: app_key})

@@ -32,7 +32,7 @@ VIEWER_DOC = (
     "The user the app shows the video to. A `feed` key needs it for an `age_restricted` "
     "video (served only if they are certainly 18: else 403 `age_restricted`), and then "
     "the video is judged in their home region, which the key must reach (else 403). "
-    "Operator keys' reads ignore it."
+    "Other roles' reads (operators, ingest) ignore it."
 )
 
 
@@ -53,9 +53,9 @@ async def get_video(
     bars it, so the app can show an "age-restricted" screen (the rating is no secret:
     any adult may fetch it); 404 `unknown_video` for every other bar, as for no video,
     so the answer says nothing of what moderation found or of a creator's age; 503 when
-    the check failed (nothing is shown unchecked). Operator keys read every video, as
-    does an app mounting this router without fyp's access check (no key on the request):
-    both ignore `viewer_id`."""
+    the check failed (nothing is shown unchecked). Other keys (operators, ingest) read
+    every video, as does an app mounting this router without fyp's access check (no key
+    on the request; `fyp serve` always has one): they ignore `viewer_id`."""
     check_regions(s.deployment, "query.region", region)
     key = principal(request)
     if key is None or not key.roles <= {"feed"}:
