@@ -11,6 +11,7 @@ from fyp.catalog.models import User, UserIn, UserPatch, Video, VideoIn, VideoPat
 from fyp.catalog.service import Catalog
 from fyp.config import DeploymentConfig, load_config
 from fyp.errors import (
+    AgeRestricted,
     AlreadyExists,
     BackupCorrupt,
     ClientError,
@@ -48,6 +49,7 @@ from fyp.regions.deployment import Deployment
 from fyp.storage import Store, open_store
 
 __all__ = [
+    "AgeRestricted",
     "AlreadyExists",
     "BackupCorrupt",
     "BatchResult",

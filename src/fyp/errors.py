@@ -12,7 +12,8 @@ always ``{"error": {"code", "message", "status", "details"}}``.
     │   ├── Unauthenticated              401 missing or unknown API key
     │   ├── Forbidden                    403 key lacks the scope
     │   │   ├── ResidencyViolation       403 would put data outside its home region
-    │   │   └── MoveNotAllowed           403 the region's policy does not allow that move
+    │   │   ├── MoveNotAllowed           403 the region's policy does not allow that move
+    │   │   └── AgeRestricted            403 an 18+ video for a viewer not certainly 18
     │   ├── NotFound                     404
     │   │   ├── UnknownUser
     │   │   ├── UnknownVideo
@@ -98,6 +99,15 @@ class MoveNotAllowed(Forbidden):
     moving users to that region."""
 
     code = "move_not_allowed"
+
+
+class AgeRestricted(Forbidden):
+    """An ``age_restricted`` video asked for by link (``GET /v1/videos/{id}``, a feed
+    key) without a viewer certainly 18: the app can show an "age-restricted" screen
+    where a 404 would say the video is gone. It tells no more than the video's public
+    rating; a video barred for any other reason stays a 404."""
+
+    code = "age_restricted"
 
 
 class NotFound(ClientError):

@@ -43,12 +43,17 @@ def user(region: str) -> str:
     return f"u-{region}"
 
 
+def creator(region: str) -> str:
+    return f"c-{region}"
+
+
 def video(region: str) -> str:
     return f"v-{region}"
 
 
 def build_world(directory: Path) -> Iterator[World]:
-    """Users ``u-us``/``u-eu``, videos ``v-us``/``v-eu`` (one region each) and ``v-both``,
+    """Users ``u-us``/``u-eu``, videos ``v-us``/``v-eu`` (one region each) and ``v-both``
+    by adult creators ``c-us``/``c-eu`` (so the creator rules let them reach the app),
     moderated, one blocked video with an open appeal (a review job) in each region."""
     with Deployment.init(directory, list(REGIONS)) as d:
         _, admin = KeyStore(d).create("world-admin", ["admin"])
@@ -56,9 +61,12 @@ def build_world(directory: Path) -> Iterator[World]:
             h = headers(admin)
             for r in REGIONS:
                 ok(client.post("/v1/users", json={"user_id": user(r), "home_region": r}, headers=h))
+                adult = {"user_id": creator(r), "home_region": r, "birth_year": 1990}
+                ok(client.post("/v1/users", json=adult, headers=h))
                 body = {"video_id": video(r), "duration_ms": 9000, "regions": [r]}
-                ok(client.post("/v1/videos", json=body, headers=h))
-            body = {"video_id": "v-both", "duration_ms": 9000, "regions": list(REGIONS)}
+                ok(client.post("/v1/videos", json={**body, "creator_id": creator(r)}, headers=h))
+            body = {"video_id": "v-both", "creator_id": creator("us"), "duration_ms": 9000}
+            body["regions"] = list(REGIONS)
             ok(client.post("/v1/videos", json=body, headers=h))
             ok(client.post("/v1/moderation/runs", json={}, headers=h))
             jobs: dict[str, str] = {}

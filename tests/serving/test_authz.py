@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from authz_world import World, build_world, headers, snapshot, user, video
+from authz_world import World, build_world, creator, headers, snapshot, user, video
 from errors import assert_error
 
 from fyp.access.keys import ROLES, KeyStore
@@ -322,7 +322,12 @@ def test_a_feed_key_reads_only_videos_a_feed_may_show(world: World) -> None:
     _, token = KeyStore(world.deployment).create("app", ["feed"], ["us"])
     c, admin = world.client, headers(world.admin)
     for vid in ("fk-ok", "fk-down"):
-        body = {"video_id": vid, "duration_ms": 9000, "regions": ["us"]}
+        body = {
+            "video_id": vid,
+            "creator_id": creator("us"),
+            "duration_ms": 9000,
+            "regions": ["us"],
+        }
         assert c.post("/v1/videos", json=body, headers=admin).status_code == 201
     assert c.get("/v1/videos/fk-ok", headers=headers(token)).status_code == 404  # pending
     assert c.post("/v1/moderation/runs", json={}, headers=admin).status_code == 200

@@ -1,11 +1,11 @@
 """Broken object-level authorisation, generated from the app's OpenAPI spec.
 
-Every operation that names an object (a path parameter, a ``region`` query parameter,
-a region field in its body, or users in an event body) is called, for every role and
-with a key of every role at once, with a key for one region against objects that live
-only in the other. Each call must be refused (403; per event for a batch) and change
-nothing. Routes added later are covered by construction; an operation that names no
-object must be listed in ``NO_OBJECT`` on purpose.
+Every operation that names an object (a path parameter, a ``region`` query parameter or
+one naming a user, a region field in its body, or users in an event body) is called, for
+every role and with a key of every role at once, with a key for one region against
+objects that live only in the other. Each call must be refused (403; per event for a
+batch) and change nothing. Routes added later are covered by construction; an operation
+that names no object must be listed in ``NO_OBJECT`` on purpose.
 """
 
 from __future__ import annotations
@@ -31,6 +31,8 @@ NO_OBJECT = {
 """Operations that name no object (/v1/regions and /metrics answer for the key's regions
 only)."""
 REGION_FIELDS = {"region", "regions", "home_region", "to"}
+USER_QUERIES = {"viewer_id"}
+"""Query parameters naming a user (placed in their home region, as a ``{user_id}``)."""
 OTHER = {"us": "eu", "eu": "us"}
 
 
@@ -131,7 +133,11 @@ def _calls(w: World, target: str) -> list[Call]:
             variants = [{"region": target}]
             if region_query and not region_query[0].get("required"):
                 variants.append({})
-            for query in variants if region_query else [{}]:
+            variants = variants if region_query else [{}]
+            for p in params:  # the object named by a user query too (e.g. a video's viewer)
+                if p["in"] == "query" and p["name"] in USER_QUERIES:
+                    variants += [{**q, p["name"]: user(target)} for q in variants]
+            for query in variants:
                 calls.append(Call(method.upper(), template, path, query, body))
     return calls
 

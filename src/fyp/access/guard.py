@@ -109,7 +109,7 @@ class Access:
                 try:
                     self._check_regions(principal, rule, routed, route, scope, params, body)
                 except Forbidden:
-                    if "user_id" not in params:
+                    if "user_id" not in params and not _named_users(scope, rule):
                         raise
                     # judged by a cached route: once more by the stores, as another
                     # process may have erased the user and the id been taken elsewhere
@@ -170,6 +170,14 @@ class Access:
                 regions.add(region)
             else:
                 placed = False  # an id this table cannot place: fail closed
+        users = _named_users(scope, rule)
+        if users:  # e.g. the viewer of a video: their home region, as for a {user_id}
+            for value in users:
+                refuse_nul(value, f"query.{rule.user_query}")  # before any store looks it up
+            homes = d.locate_users(users, fresh)
+            for value in users:
+                placed = placed and value in homes
+                regions.add(homes.get(value, ""))
         regions |= explicit
         regions.discard("")
         # a region outside the key's counts unless it is not declared (the handler 404s)
@@ -309,6 +317,15 @@ def _maybe(scope: Scope, name: bytes) -> bool:
     """Cheap pre-test: can the query string hold ``name`` (also percent-encoded)?"""
     query: bytes = scope.get("query_string", b"")
     return name in query or b"%" in query
+
+
+def _named_users(scope: Scope, rule: Rule) -> list[str]:
+    """Every user the request names in the rule's ``user_query`` parameter (each value
+    of a repeated one: the check is never laxer than the handler's parsing)."""
+    name = rule.user_query
+    if name is None or not _maybe(scope, name.encode()):
+        return []
+    return _query(scope, name)
 
 
 def _flag(scope: Scope, name: str) -> bool:

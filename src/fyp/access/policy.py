@@ -8,7 +8,8 @@ The regions a request touches come from its inputs, by name, in one place
 (``fyp.access.guard``): ``{user_id}`` is the user's home region, ``{video_id}`` the
 regions whose catalogue holds the video, ``{job_id}`` the region in the job id,
 ``{region}`` and a ``region`` query parameter name a region, and a rule may name a JSON
-body field; ``{creator_id}`` places nothing (the route reads it in the ``{user_id}``'s
+body field or a query parameter naming a user (``viewer_id``: their home region);
+``{creator_id}`` places nothing (the route reads it in the ``{user_id}``'s
 home region only). A path parameter of any other name cannot be placed, so the request needs
 a key for every region. A rule marked ``unscoped`` touches no one region by itself.
 """
@@ -40,6 +41,9 @@ class Rule:
     """A query flag (e.g. ``debug``) that makes the request an operator read."""
     unscoped: bool = False
     """The request names no region: no region check here (the handler scopes itself)."""
+    user_query: str | None = None
+    """A query parameter naming a user (e.g. the viewer of a video): their home region
+    is touched too, as a ``{user_id}``'s is."""
 
     @property
     def operator_roles(self) -> frozenset[str]:
@@ -92,7 +96,10 @@ PERMISSIONS: dict[tuple[str, str], Rule] = {
     ("DELETE", "/v1/users/{user_id}/blocked/{creator_id}"): allow("ingest", "admin"),
     # videos (public content; a copy per region it is published to)
     ("POST", "/v1/videos"): allow("ingest", "admin", body="regions"),
-    ("GET", "/v1/videos/{video_id}"): allow(*ROLES, video="any", selects=True),
+    # the app names the viewer (``viewer_id``) for an age-restricted video: a key of their region
+    ("GET", "/v1/videos/{video_id}"): allow(
+        *ROLES, video="any", selects=True, user_query="viewer_id"
+    ),
     ("PATCH", "/v1/videos/{video_id}"): allow(
         "ingest", "admin", body="regions", body_optional=True
     ),

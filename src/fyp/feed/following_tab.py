@@ -12,17 +12,18 @@ consent is on or off (it is where followed creators belong when it is off,
   while it is published there; a video of a followed creator published elsewhere only
   is not.
 - **Moderation**, per video, in that region, failing closed
-  (:func:`fyp.moderation.snapshot.followers_barred_reason`): what the user may watch
-  there. Approved yes; ``restricted`` yes (never in For You, "still viewable by
-  followers": this tab is where that promise is kept); ``age_restricted`` only for a
-  viewer certainly 18; pending (a video without a verdict too), rejected and blocked
-  never; and, as For You, only when the creator passed the creator rules (certainly 16:
-  anyone may follow anyone, so a follow is no gate keeping an under-16 creator's
-  videos from strangers). The states come from the region's catalogue snapshot, kept
-  exact by the change feed, so a takedown shows on the very next page. A check that
-  raises leaves its videos out: the page ends before them (its cursor points before
-  them, so the next page tries them again), and a page that would be empty answers
-  503 instead of claiming the end.
+  (:func:`fyp.feed.watch.may_watch`, moderation's
+  :func:`~fyp.moderation.snapshot.followers_barred_reason`): what the user may watch
+  there, the rule a video opened by link follows too. Approved yes; ``restricted`` yes
+  (never in For You, "still viewable by followers": this tab is where that promise is
+  kept); ``age_restricted`` only for a viewer certainly 18; pending (a video without a
+  verdict too), rejected and blocked never; and, as For You, only when the creator
+  passed the creator rules (certainly 16: anyone may follow anyone, so a follow is no
+  gate keeping an under-16 creator's videos from strangers). The states come from the
+  region's catalogue snapshot, kept exact by the change feed, so a takedown shows on the
+  very next page. A check that raises leaves its videos out: the page ends before them
+  (its cursor points before them, so the next page tries them again), and a page that
+  would be empty answers 503 instead of claiming the end.
 - **Paging**: ``next_cursor`` names the last video served; the next page starts after
   it. A new upload is newer than every page already served, so it never shifts or
   repeats what later pages hold; it shows on a fresh first page. An unfollow takes the
@@ -34,18 +35,14 @@ consent is on or off (it is where followed creators belong when it is off,
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from fyp.audit.log import sql_store
 from fyp.catalog.follows import keyset_cursor, read_keyset
-from fyp.catalog.models import age_of
-from fyp.errors import StorageError, UnknownUser, ValidationFailed
+from fyp.errors import StorageError, ValidationFailed
 from fyp.feed.reasons import DEFAULT_LANG, Reason, fixed, match_lang
-from fyp.moderation.models import certainly_at_least
-from fyp.moderation.service import ADULT
-from fyp.moderation.snapshot import snapshot_for
+from fyp.feed.watch import WatchCheck, find_viewer, may_watch
 from fyp.regions.deployment import Deployment
 
 log = logging.getLogger("fyp.feed")
@@ -54,10 +51,6 @@ DEFAULT_PAGE = 10
 MAX_PAGE = 100
 MAX_BATCH = 1000
 REASON = "followed_creator"
-
-# (region, video ids, viewer certainly 18) -> {video_id: why} for those the viewer may
-# not be shown
-WatchCheck = Callable[[str, Sequence[str], bool], dict[str, str]]
 
 _PAGE_SQL = """
     SELECT v.video_id, v.creator_id, v.created_at_ms FROM follows AS f
@@ -115,29 +108,20 @@ class TabPage:
         }
 
 
-def followers_may_watch(deployment: Deployment) -> WatchCheck:
-    """The default check: moderation's rule for followers, from the region's snapshot."""
-
-    def check(region: str, video_ids: Sequence[str], adult: bool) -> dict[str, str]:
-        return snapshot_for(deployment.store(region)).barred_for_followers(video_ids, adult)
-
-    return check
-
-
 class FollowingTab:
     """Pages of the Following tab, each read from the user's home region."""
 
     def __init__(self, deployment: Deployment, check: WatchCheck | None = None) -> None:
         self.deployment = deployment
-        self.check = check or followers_may_watch(deployment)
+        self.check = check or may_watch(deployment)  # the rule a video by link follows too
 
     def page(self, user_id: str, n: int = DEFAULT_PAGE, cursor: str | None = None) -> TabPage:
         if not 1 <= n <= MAX_PAGE:
             raise ValidationFailed(f"n must be between 1 and {MAX_PAGE}, got {n}", field="n")
         after = read_keyset(cursor) if cursor else None  # 400 before any read
-        region, birth_year, language = self._viewer(user_id)
-        adult = certainly_at_least(age_of(birth_year), ADULT)
-        items, more = self._scan(user_id, region, adult, n, after)
+        viewer = find_viewer(self.deployment, user_id)
+        region, language = viewer.region, viewer.language
+        items, more = self._scan(user_id, region, viewer.adult, n, after)
         last = items[-1] if items else None
         if more is None and last is None:
             raise StorageError(
@@ -155,21 +139,6 @@ class FollowingTab:
             cursor=next_cursor,
             profile_lang=None if language is None else match_lang(language),
         )
-
-    def _viewer(self, user_id: str) -> tuple[str, int | None, str | None]:
-        """(home region, birth year, language) of the user, found in that region's store:
-        a cached route gone stale (moved, erased) is located once more."""
-        region = self.deployment.home_region(user_id)  # UnknownUser if nowhere
-        for attempt in (0, 1):
-            if attempt:
-                region = self.deployment.relocate(user_id)  # UnknownUser if erased
-            rows = sql_store(self.deployment.store(region)).query(
-                "SELECT birth_year, language FROM users WHERE user_id = ?", (user_id,)
-            )
-            if rows:
-                year, language = rows[0]
-                return region, None if year is None else int(year), language
-        raise UnknownUser(f"no user {user_id!r}", user_id=user_id)
 
     def _scan(
         self, user_id: str, region: str, adult: bool, n: int, after: tuple[int, str] | None

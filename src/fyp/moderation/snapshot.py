@@ -93,11 +93,12 @@ def barred_reason(state: State, adult: bool) -> str | None:
 
 
 def followers_barred_reason(state: State, adult: bool) -> str | None:
-    """As :func:`barred_reason`, for the creator's followers on the Following tab: a
-    ``restricted`` video ("never in For You, still viewable by followers") may reach
-    them; every other rule holds, the creator's age among them (anyone may follow
-    anyone published in their region, so a follow is no gate that lets an under-16
-    creator's videos reach strangers)."""
+    """As :func:`barred_reason`, for a video the viewer chose: a followed creator's on
+    the Following tab, or one opened by link (:mod:`fyp.feed.watch`). A ``restricted``
+    video ("never in For You, still viewable by link and by followers") may reach them;
+    every other rule holds, the creator's age among them (anyone may follow anyone
+    published in their region, and anyone may pass a link on, so neither is a gate
+    that lets an under-16 creator's videos reach strangers)."""
     if state[0] == "restricted":
         state = ("approved", state[1])
     return barred_reason(state, adult)
@@ -211,8 +212,9 @@ class CatalogSnapshot:
             return mask
 
     def barred_for_followers(self, video_ids: Sequence[str], adult: bool) -> dict[str, str]:
-        """Each of ``video_ids`` the creator's followers may not be shown (not live, or
-        barred by :func:`followers_barred_reason`), with the reason."""
+        """Each of ``video_ids`` a viewer who chose it (following its creator, or by
+        link) may not be shown (not live, or barred by :func:`followers_barred_reason`),
+        with the reason."""
         out: dict[str, str] = {}
         for v, state in self.lookup(video_ids).items():  # refreshes first
             reason = NOT_LIVE if state is None else followers_barred_reason(state, adult)

@@ -33,7 +33,8 @@ _MEANING = {
     "or an operator's read of a user's data lacks `X-Fyp-Reason`.",
     401: "`unauthenticated`: the API key is missing, malformed, unknown or revoked.",
     403: "`forbidden`: the key lacks the route's role, or a region the request touches "
-    "(`residency_violation`: the data would leave its home region).",
+    "(`residency_violation`: the data would leave its home region; `age_restricted`: an "
+    "18+ video asked for by link without a viewer certainly 18).",
     404: "The resource the URL names does not exist (`unknown_user`, `unknown_video`, "
     "`unknown_region`, `unknown_job`).",
     409: "`already_exists`: the id is taken, or the state changed under the request.",
