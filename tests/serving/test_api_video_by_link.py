@@ -17,6 +17,7 @@ from fastapi.testclient import TestClient
 from fyp.access.guard import PRINCIPAL
 from fyp.access.keys import KeyStore
 from fyp.access.ring import Principal
+from fyp.catalog.blocks import Blocking
 from fyp.catalog.follows import Following
 from fyp.catalog.models import CURRENT_YEAR, UserIn, VideoIn
 from fyp.catalog.service import Catalog
@@ -119,6 +120,25 @@ def test_what_each_state_answers_a_feed_key(deployment: Deployment, web: TestCli
     # a key of every region: the same rule
     assert _answer(web, _key(deployment), "v2") == AGE
     assert _answer(web, _key(deployment), "v2", viewer_id="fan") == SHOWN
+
+
+def test_a_block_either_way_hides_the_video_from_the_viewer(
+    deployment: Deployment, web: TestClient
+) -> None:
+    """fan blocked bob, or bob blocked fan: bob's video by link is no video for fan (as
+    in feeds), and fine for anyone else and with no viewer named."""
+    _publish(deployment, "v", "approved")
+    Catalog(deployment).create_video(  # so that bob can block fan
+        VideoIn(video_id="by-fan", creator_id="fan", duration_ms=9_000, regions=["us"])
+    )
+    key = _key(deployment, regions=["us"])
+    for blocker, blocked in (("fan", "bob"), ("bob", "fan")):
+        Blocking(deployment).block(blocker, blocked)
+        assert _answer(web, key, "v", viewer_id="fan") == GONE, blocker
+        assert _answer(web, key, "v", viewer_id="kid") == SHOWN
+        assert _answer(web, key, "v") == SHOWN
+        Blocking(deployment).unblock(blocker, blocked)
+        assert _answer(web, key, "v", viewer_id="fan") == SHOWN
 
 
 def test_the_age_restricted_answer_tells_the_app_what_to_show(

@@ -6,6 +6,7 @@ from fastapi import APIRouter, Depends, Query, Request, status
 
 from fyp.access.guard import principal
 from fyp.catalog.models import Id, Region, Video, VideoIn, VideoPatch
+from fyp.errors import UnknownVideo
 from fyp.feed.watch import find_viewer, link_region, may_watch
 from fyp.serving.dependencies import AppState, state
 from fyp.serving.errors import failed
@@ -49,7 +50,8 @@ async def get_video(
     `restricted` ("never in For You, viewable by link") with no viewer named;
     `age_restricted` only with a `viewer_id` certainly 18, judged in their home region;
     never pending, rejected or blocked, nor anything of a creator who fails the creator
-    rules. Refused: 403 `age_restricted` when only the viewer's age (or naming none)
+    rules, nor a video of a creator the viewer blocked or who blocked the viewer.
+    Refused: 403 `age_restricted` when only the viewer's age (or naming none)
     bars it, so the app can show an "age-restricted" screen (the rating is no secret:
     any adult may fetch it); 404 `unknown_video` for every other bar, as for no video,
     so the answer says nothing of what moderation found or of a creator's age; 503 when
@@ -79,7 +81,11 @@ async def get_video(
             )
         regions, adult = [viewer.region], viewer.adult
     shown = link_region(may_watch(d), video_id, regions, adult, viewer_id)
-    return s.catalog.get_video(video_id, shown)
+    video = s.catalog.get_video(video_id, shown)
+    if viewer_id is not None and video.creator_id in d.store(shown).blocked_creators(viewer_id):
+        # a block either way (fyp.catalog.blocks): as for no video, saying nothing of who
+        raise UnknownVideo(f"no video {video_id!r}", video_id=video_id)
+    return video
 
 
 @router.patch("/{video_id}", response_model=Video, responses=answers(404, *BODY))
