@@ -21,6 +21,7 @@ pytestmark = pytest.mark.skipif(not SERVER, reason="FYP_TEST_POSTGRES_URL is not
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "sovereignty"))  # its helpers
 
 from catalog.test_blocks import *  # noqa: E402, F403
+from catalog.test_blocks_check import *  # noqa: E402, F403
 from catalog.test_follows import *  # noqa: E402, F403
 from feed.conftest import trained  # noqa: E402, F401
 from feed.test_api_feed import *  # noqa: E402, F403

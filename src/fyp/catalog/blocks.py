@@ -86,16 +86,16 @@ class Blocking(CreatorList):
     def block(self, user_id: str, creator_id: str) -> tuple[Follow, bool]:
         """The block, and whether this call made it; follows either way end."""
         made = self.add(user_id, creator_id)
-        self._mirror(creator_id, user_id, made[0].since_ms)
+        self.mirror(creator_id, user_id, made[0].since_ms)
         return made
 
     def unblock(self, user_id: str, creator_id: str) -> bool:
         """Whether the user had blocked ``creator_id`` until now."""
         removed = self.remove(user_id, creator_id)
-        self._mirror(creator_id, user_id, None)
+        self.mirror(creator_id, user_id, None)
         return removed
 
-    def _mirror(self, blocked: str, blocker: str, since_ms: int | None) -> None:
+    def mirror(self, blocked: str, blocker: str, since_ms: int | None) -> None:
         """Write (``since_ms``) or delete (None) the blocked user's side, in their home
         region; nothing when they are no user (erased since)."""
         d = self.deployment

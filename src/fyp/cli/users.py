@@ -1,4 +1,4 @@
-"""User commands: ``fyp user move`` and ``fyp user verify-move``."""
+"""User commands: ``fyp user move``, ``fyp user verify-move`` and ``fyp user blocks-check``."""
 
 from __future__ import annotations
 
@@ -17,7 +17,11 @@ EXIT_PROBLEM = 1
 
 
 def register(app: typer.Typer) -> None:
-    user = typer.Typer(name="user", help="Move users between regions.", no_args_is_help=True)
+    user = typer.Typer(
+        name="user",
+        help="Move users between regions; check the blocks between them.",
+        no_args_is_help=True,
+    )
     app.add_typer(user, name="user")
 
     @user.command("move")
@@ -92,5 +96,36 @@ def register(app: typer.Typer) -> None:
             print_remnants(report.remnants, report.to_dict()["pending_retrain"])
             for note in report.notes:
                 console.print(f"  note: {note}", markup=False)
+        if not report.ok:
+            raise typer.Exit(EXIT_PROBLEM)
+
+    @user.command("blocks-check")
+    def blocks_check(
+        directory: Path = DirArg,
+        repair: bool = typer.Option(
+            False, "--repair", help="Make the blocked sides agree with the blocks."
+        ),
+        as_json: bool = JsonOpt,
+    ) -> None:
+        """Check that every block's two sides agree (the blocker's row, and the blocked
+        user's in their home region, which keeps the blocker out of their feeds); exit 1
+        on a disagreement (a PUT or DELETE cut short, a restore), unless --repair fixed
+        it: the blocker's row is the record."""
+        from fyp.catalog.blocks_check import check_blocks
+        from fyp.regions.deployment import Deployment
+
+        with Deployment.open(directory) as d:
+            report = check_blocks(d, repair)
+        if as_json:
+            typer.echo(json.dumps(report.to_dict(), indent=2))
+        else:
+            colour = "green" if report.ok else "red"
+            console.print(
+                f"[{colour}]{'ok' if report.ok else 'DISAGREE'}[/]: {report.blocks:,} blocks, "
+                f"{report.blocked_sides:,} blocked sides; {len(report.missing):,} blocks "
+                f"without their blocked side, {len(report.orphaned):,} blocked sides without "
+                f"a block; {report.repaired:,} repaired",
+                highlight=False,
+            )
         if not report.ok:
             raise typer.Exit(EXIT_PROBLEM)
