@@ -107,6 +107,28 @@ def test_restore_never_brings_back_a_user_erased_after_the_backup(dep: Path) -> 
     assert "u2" not in users(dep, "us")
 
 
+def test_a_restore_makes_the_two_sides_of_blocks_agree(dep: Path) -> None:
+    """Blocks between us and eu made after a backup of us: u1 (eu) blocked u0 (us), whose
+    side in us the restore rolls back, so the restore writes it again; u0 blocked u1,
+    a row the restore rolls back, so u1's side in eu goes (the blocker's row is the
+    record). Every video is published in both regions: anyone may block anyone."""
+    from fyp.catalog.blocks import Blocking
+    from fyp.catalog.blocks_check import check_blocks
+
+    config = load_config(dep)
+    BackupWriter(config, "us").run()
+    with Deployment.open(dep) as d:
+        Blocking(d).block("u1", "u0")
+        Blocking(d).block("u0", "u1")
+        assert d.store("us").blocked_creators("u0") == ["u1"]
+    report = Restorer(config, "us").run()
+    assert report.resynced_blocks == 2
+    with Deployment.open(dep) as d:
+        assert d.store("us").blocked_creators("u0") == ["u1"]  # u1's block, written again
+        assert d.store("eu").blocked_creators("u1") == ["u0"]  # u1's own block only
+        assert check_blocks(d).ok
+
+
 def test_restore_never_brings_back_a_key_revoked_after_the_backup(dep: Path) -> None:
     from fyp.access.keys import REVOCATIONS_FILE, KeyStore
 

@@ -129,6 +129,7 @@ class RestoreReport:
     carried_audit_entries: int | None = 0
     remoderated_videos: int = 0
     held_for_recheck: int = 0  # pending again: nothing confirms their verdict
+    resynced_blocks: int = 0  # blocks' two sides made to agree (fyp.catalog.blocks_check)
     # a damaged replaced store: what was wrong, where it is now, what could be read
     replaced_store: dict[str, Any] | None = None
     notes: list[str] = field(default_factory=list)
@@ -271,6 +272,7 @@ class Restorer:
             carried_audit_entries=done.carried,
             remoderated_videos=done.remoderated,
             held_for_recheck=done.held,
+            resynced_blocks=done.resynced_blocks,
             replaced_store=done.replaced,
             notes=notes,
             warnings=restore_warnings(self.config, self.region, str(m["created_at"]), done),

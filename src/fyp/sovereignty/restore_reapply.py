@@ -6,9 +6,10 @@ time, actor and subject (:func:`carry_audit_history`);
 :func:`fyp.sovereignty.erasure.reapply_erasures` erases every restored user that a
 region's erasure ledger — never part of a backup, never rolled back — says was erased;
 keys revoked since are revoked again; the consents users recorded since stand again
-(``fyp.sovereignty.consent_log.reapply_consents``); and the moderation decisions made
-since stand again (:mod:`fyp.moderation.restored`). Then the restore's own audit entry is appended
-and the pending-restore marker removed.
+(``fyp.sovereignty.consent_log.reapply_consents``); the two sides of every block agree
+again (``fyp.catalog.blocks_check``, from the blocker's row); and the moderation
+decisions made since stand again (:mod:`fyp.moderation.restored`). Then the restore's own
+audit entry is appended and the pending-restore marker removed.
 
 Each step may run again after a crash: carried entries are not carried twice, erasures
 and revocations find nothing left to do, and the moderation decisions and the restore's
@@ -50,6 +51,7 @@ class Reapplied:
     lost_arrivals: list[tuple[str, str]] = field(default_factory=list)
     reconsented: int = 0  # profiles whose consents recorded since the backup were put back
     expired: int = 0  # events the backup held past the region's retention limit, deleted
+    resynced_blocks: int = 0  # blocks' sides made to agree again (fyp.catalog.blocks_check)
 
 
 def reapply(deployment: Deployment, region: str, pending: Pending, late: bool = False) -> Reapplied:
@@ -57,6 +59,7 @@ def reapply(deployment: Deployment, region: str, pending: Pending, late: bool = 
     marker (``late``: the restore itself stopped before this point)."""
     from fyp.access.keys import reapply_revocations
     from fyp.audit.log import AuditLog
+    from fyp.catalog.blocks_check import check_blocks
     from fyp.moderation.restored import reapply_moderation
     from fyp.sovereignty.consent_log import reapply_consents
     from fyp.sovereignty.erasure import reapply_erasures
@@ -78,6 +81,9 @@ def reapply(deployment: Deployment, region: str, pending: Pending, late: bool = 
     done.reconsented = reapply_consents(deployment, region, records or [])
     # events that passed the retention limit since the backup was taken go again
     done.expired = expire_region(deployment, region).events
+    # a block's two sides may live in two regions: the restored side of blocks made or
+    # ended since the backup disagrees with the other; the blocker's row is the record
+    done.resynced_blocks = check_blocks(deployment, repair=True).repaired
     region_dir = deployment.config.region_dir(region)
     revoked = reapply_revocations(store, region_dir)
     with store.transaction():
@@ -104,6 +110,7 @@ def reapply(deployment: Deployment, region: str, pending: Pending, late: bool = 
                 "remoderated_videos": done.remoderated,
                 "reapplied_consents": done.reconsented,
                 "expired_events": done.expired,
+                "resynced_blocks": done.resynced_blocks,
                 "carried_audit_entries": "unreadable" if done.carried is None else done.carried,
             }
             if done.replaced is not None:
