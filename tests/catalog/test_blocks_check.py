@@ -49,3 +49,17 @@ def test_a_block_cut_short_or_restored_away_is_found_and_repaired(deployment: De
     assert deployment.store("us").blocked_creators("ana") == []
     assert check_blocks(deployment).to_dict()["missing"] == []
     assert _cli(deployment)[0] == 0
+
+
+def test_a_side_whose_blocker_lives_in_no_region_here_is_not_judged(
+    deployment: Deployment,
+) -> None:
+    """A region carved out on its own keeps the blocked sides of blockers homed in the
+    regions it left: no row here says the block ended, so the repair keeps them."""
+    _world(deployment)
+    sql_store(deployment.store("us")).execute(
+        "INSERT INTO blocked_by (user_id, creator_id, since_ms) VALUES ('bob', 'far-away', 1)"
+    )
+    report = check_blocks(deployment, repair=True)
+    assert report.ok and report.repaired == 0 and report.blocked_sides == 1
+    assert deployment.store("us").blocked_creators("bob") == ["far-away"]

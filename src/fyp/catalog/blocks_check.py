@@ -59,11 +59,12 @@ def check_blocks(deployment: Deployment, repair: bool = False) -> BlockCheck:
             (str(a), str(b)) for b, a in sql.query(f"SELECT user_id, creator_id FROM {MIRROR}")
         }
     out = BlockCheck(blocks=len(blocks), blocked_sides=len(sides))
-    blocked = {b for _, b in blocks}
-    homes = deployment.locate_users(sorted(blocked), fresh=True)
-    # a block of a user erased since has no side to keep (their erasure deletes the block)
+    people = {b for _, b in blocks} | {a for a, _ in sides}
+    homes = deployment.locate_users(sorted(people), fresh=True)
+    # a person no region here holds (erased, or homed in a region carved out of this
+    # deployment or into it) is not judged: their side is not here to compare
     out.missing = sorted(p for p in blocks if p not in sides and p[1] in homes)
-    out.orphaned = sorted(p for p in sides if p not in blocks)
+    out.orphaned = sorted(p for p in sides if p not in blocks and p[0] in homes)
     if repair:
         writer = Blocking(deployment)
         for a, b in out.missing:
