@@ -309,8 +309,6 @@ def serve_workers(
         config, sha256 = read_config(directory)  # a bad fyp.toml: its error, no worker
         if run_schedules:
             host_schedules = HostSchedules(config, sha256)
-        else:
-            logging.getLogger("fyp.background").info(NO_SCHEDULES)
         schedules = host_schedules.schedules if host_schedules is not None else []
         metrics_dir = Path(tempfile.mkdtemp(prefix=f"fyp-serve-{port}-"))  # mode 0700
         shared = SharedCounts(metrics_dir, "supervisor")
@@ -338,6 +336,8 @@ def serve_workers(
         )
         if host_schedules is not None:
             host_schedules.start()
+        else:
+            logging.getLogger("fyp.background").info(NO_SCHEDULES)
 
         def tick() -> None:
             if supervisor is not None and supervisor.hup:
