@@ -2,7 +2,7 @@
 
     python -m benchmarks.bench_feed [--data ../shared/data] [--seconds 10] [--repeats 3]
         [--store 'postgresql://…?schema=bench_{region}']
-        [--served-log redis://127.0.0.1:PORT/1 redis://127.0.0.1:PORT/2]
+        [--served-log redis://127.0.0.1:PORT/1 redis://127.0.0.1:PORT/2] [--workers 1 2]
 
 Builds a two-region deployment (us, eu) with all of KuaiRec-EAR imported; each repeat
 times ``fyp train`` for all regions (which also ranks every user's next 50 videos
@@ -16,6 +16,9 @@ its first video, and the next page only once the event is acknowledged
 (``lua/feed_with_events.lua``), so every page after a session's first is ranked afresh
 (read-your-writes); wrk counts its 4 events and 5 pages of a session together.
 A FastAPI hello-world is measured in the same run as the ceiling. Medians over repeats.
+With ``--workers 1 2`` (any counts besides 1), the first scenario is measured again on
+a fresh ``fyp serve --workers N`` each (``feed_get_n10_c8_workersN``): wrk's one thread
+shares the machine's cores with the workers.
 
 Most of those pages come from the orders ``fyp train`` ranked ahead. The cost when an
 order is stale is timed too, in process: each of 300 random users likes a video, then
@@ -63,6 +66,14 @@ def main() -> None:
         help="each region's served log on Redis, us then eu (one URL with {region} for both);"
         " its databases should be empty; default: in the store",
     )
+    parser.add_argument(
+        "--workers",
+        nargs="+",
+        type=int,
+        default=[1],
+        help="worker counts of `fyp serve --workers` to measure the plain feed with "
+        "(besides the one process of every scenario)",
+    )
     args = parser.parse_args()
     results: dict[str, Any] = {
         "machine": machine(),
@@ -78,6 +89,7 @@ def main() -> None:
         port = free_port()
         train_runs: list[float] = []
         hello, feed, sessions, with_events = [], [], [], []
+        many: dict[int, list[dict[str, Any]]] = {w: [] for w in args.workers if w > 1}
         for _ in range(args.repeats):
             # each repeat starts from a training run, as a deployment does after each
             # `fyp train`: every user's order is ranked ahead again; the scenarios then
@@ -95,6 +107,10 @@ def main() -> None:
             with running(serve, port) as url:
                 wrk(url, LUA / "feed.lua", 2, 8, key)  # warm-up: load both regions' models
                 feed.append(wrk(url, LUA / "feed.lua", args.seconds, 8, key))
+            for workers, runs in many.items():  # the same, on N worker processes
+                with running([*serve, "--workers", str(workers)], port, ready="serving") as url:
+                    wrk(url, LUA / "feed.lua", 2, 8, key)
+                    runs.append(wrk(url, LUA / "feed.lua", args.seconds, 8, key))
             with running(serve, port) as url:  # a fresh server: no user seen yet
                 wrk(url, LUA / "feed.lua", 2, 8, key)
                 sessions.append(wrk(url, LUA / "feed_sessions.lua", args.seconds, 8, key))
@@ -110,6 +126,8 @@ def main() -> None:
         results["feed_after_an_event_in_process_ms"] = after_an_event(directory)
     results["hello_world_get_c8"] = median_of(hello)
     results["feed_get_n10_c8"] = median_of(feed)
+    for workers, runs in many.items():
+        results[f"feed_get_n10_c8_workers{workers}"] = median_of(runs)
     results["feed_sessions_of_5_pages_c8"] = median_of(sessions)
     results["feed_sessions_with_events_c8"] = median_of(with_events)
     print(json.dumps(results, indent=2))
