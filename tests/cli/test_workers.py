@@ -272,3 +272,71 @@ def test_a_workers_error_comes_back_as_its_own_class() -> None:
     assert type(_error({"error": "x", "code": "no_such_code"}, "")) is ServerError
     quiet = _error(None, "a worker exited (code 3) before it served: see its log")
     assert type(quiet) is ServerError and "before it served" in quiet.message
+
+
+# A stand-in worker (``WORKER_PROGRAM``): w1 serves and then dies at once, every
+# later one (and with EVERY_ONE_FAILS set, w1 too) reports a store error before serving.
+_STAND_IN = """
+import json, os, sys
+settings = json.loads(sys.argv[1])
+status = os.fdopen(settings["status_fd"], "w")
+if settings["name"] == "w1" and not os.environ.get("EVERY_ONE_FAILS"):
+    status.write(json.dumps({"ready": os.getpid()}) + "\\n")
+    sys.exit(0)
+status.write(json.dumps({"error": "region 'us': the store is gone", "code": "storage_error"}))
+status.write("\\n")
+sys.exit(3)
+"""
+
+
+def _supervisor(tmp_path: Path, count: int) -> tuple[object, socket.socket]:
+    from fyp.cli.workers import Supervisor
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    return Supervisor({}, sock, count, tmp_path), sock
+
+
+def test_a_failure_at_start_stops_at_once_with_the_workers_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import fyp.cli.workers as workers
+
+    monkeypatch.setattr(workers, "WORKER_PROGRAM", (sys.executable, "-c", _STAND_IN))
+    monkeypatch.setenv("EVERY_ONE_FAILS", "1")
+    supervisor, sock = _supervisor(tmp_path, 2)
+    assert isinstance(supervisor, workers.Supervisor)
+    with sock, pytest.raises(StorageError, match="the store is gone"):
+        try:
+            supervisor.start()
+        finally:
+            supervisor.terminate()
+            supervisor.wait()
+    assert supervisor._started == 2  # the two first workers: none started again
+
+
+def test_replacements_that_keep_failing_stop_the_server(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A worker that served and died is replaced; replacements that cannot start are
+    tried again after a pause, and the third failure in a row is the server's error."""
+    import fyp.cli.workers as workers
+
+    monkeypatch.setattr(workers, "WORKER_PROGRAM", (sys.executable, "-c", _STAND_IN))
+    supervisor, sock = _supervisor(tmp_path, 1)
+    assert isinstance(supervisor, workers.Supervisor)
+    caplog.set_level("INFO", "fyp.workers")
+    with sock:
+        try:
+            assert supervisor.start()
+            started = time.monotonic()
+            with pytest.raises(StorageError, match="the store is gone"):
+                supervisor.supervise()
+            assert time.monotonic() - started >= 1.0 + 2.0  # the pauses between tries
+        finally:
+            supervisor.terminate()
+            supervisor.wait()
+    assert supervisor._started == 1 + workers.MAX_START_FAILURES
+    text = caplog.text
+    assert "worker w1" in text and "died (code 0): starting another" in text
+    assert text.count("could not start (code 3): region 'us': the store is gone") == 2

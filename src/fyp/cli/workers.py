@@ -154,16 +154,17 @@ class Supervisor:
             if not self.stopping:
                 self.spawn()
 
-    def _read(self, worker: _Worker) -> None:
+    def _read(self, worker: _Worker) -> bool:
+        """Read what the worker said; False once there is nothing more to read now."""
+        if worker.status < 0:  # read to its end already
+            return False
         try:
             data = os.read(worker.status, 65536)
         except BlockingIOError:
-            return
+            return False
         if not data:
-            self._selector.unregister(worker.status)
-            os.close(worker.status)
-            worker.status = -1
-            return
+            self._close(worker)
+            return False
         worker.buffer += data
         *lines, worker.buffer = worker.buffer.split(b"\n")
         for line in lines:
@@ -174,10 +175,18 @@ class Supervisor:
                 log.info(f"worker {worker.name} (pid {worker.process.pid}) is serving")
             elif "error" in said:
                 worker.error = said
+        return True
+
+    def _close(self, worker: _Worker) -> None:
+        if worker.status >= 0:
+            self._selector.unregister(worker.status)
+            os.close(worker.status)
+            worker.status = -1
 
     def _died(self, worker: _Worker, code: int, starting: bool) -> None:
-        while worker.status >= 0:  # what it said before it exited
-            self._read(worker)
+        while self._read(worker):  # what it said before it exited
+            pass
+        self._close(worker)
         self.workers.remove(worker)
         if self.stopping:  # a Ctrl-C reaches the workers too
             return
@@ -221,10 +230,7 @@ class Supervisor:
                 log.warning(f"worker {worker.name} (pid {worker.process.pid}): killed")
                 worker.process.kill()
                 worker.process.wait()
-            if worker.status >= 0:
-                self._selector.unregister(worker.status)
-                os.close(worker.status)
-                worker.status = -1
+            self._close(worker)
         self.workers.clear()
         self._selector.close()
 
