@@ -247,7 +247,7 @@ def test_sighup_reaches_every_worker_and_a_killed_one_is_replaced_keeping_its_co
 def test_a_bad_deployment_fails_fast_with_the_workers_error(tmp_path: Path) -> None:
     """A missing store: the supervisor finds it (it opens the deployment for the
     schedules), and with --no-schedules the workers do: the same one line, exit 3,
-    no restart loop, nothing left running."""
+    no restart loop. A busy port: one line too."""
     dep = tmp_path / "d"
     assert _fyp("init", str(dep), "--regions", "us").returncode == 0
     store = dep / "regions" / "us" / "store.sqlite"
@@ -261,6 +261,14 @@ def test_a_bad_deployment_fails_fast_with_the_workers_error(tmp_path: Path) -> N
         assert "storage_error" in line and "region 'us'" in line and str(store) in line
         assert "serving" not in done.stdout
         assert not store.exists()
+    with socket.socket() as busy:  # and a busy port, before anything else
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = str(busy.getsockname()[1])
+        done = _fyp("serve", str(dep), "--port", port, "--workers", "2")
+    assert done.returncode == 3 and done.stderr.strip().splitlines() == [
+        f"error (server_error): cannot listen on 127.0.0.1:{port}: Address already in use"
+    ], done.stderr
 
 
 def test_a_workers_error_comes_back_as_its_own_class() -> None:
@@ -274,14 +282,18 @@ def test_a_workers_error_comes_back_as_its_own_class() -> None:
     assert type(quiet) is ServerError and "before it served" in quiet.message
 
 
-# A stand-in worker (``WORKER_PROGRAM``): w1 serves and then dies at once, every
-# later one (and with EVERY_ONE_FAILS set, w1 too) reports a store error before serving.
+# A stand-in worker (``WORKER_PROGRAM``): w1 serves, then dies once the file DIE_AFTER
+# names exists; every later one (and with EVERY_ONE_FAILS set, w1 too) reports a store
+# error before serving.
 _STAND_IN = """
-import json, os, sys
+import json, os, sys, time
 settings = json.loads(sys.argv[1])
 status = os.fdopen(settings["status_fd"], "w")
 if settings["name"] == "w1" and not os.environ.get("EVERY_ONE_FAILS"):
     status.write(json.dumps({"ready": os.getpid()}) + "\\n")
+    status.flush()
+    while not os.path.exists(os.environ["DIE_AFTER"]):
+        time.sleep(0.01)
     sys.exit(0)
 status.write(json.dumps({"error": "region 'us': the store is gone", "code": "storage_error"}))
 status.write("\\n")
@@ -323,12 +335,14 @@ def test_replacements_that_keep_failing_stop_the_server(
     import fyp.cli.workers as workers
 
     monkeypatch.setattr(workers, "WORKER_PROGRAM", (sys.executable, "-c", _STAND_IN))
+    monkeypatch.setenv("DIE_AFTER", str(tmp_path / "die"))
     supervisor, sock = _supervisor(tmp_path, 1)
     assert isinstance(supervisor, workers.Supervisor)
     caplog.set_level("INFO", "fyp.workers")
     with sock:
         try:
             assert supervisor.start()
+            (tmp_path / "die").touch()
             started = time.monotonic()
             with pytest.raises(StorageError, match="the store is gone"):
                 supervisor.supervise()

@@ -229,10 +229,10 @@ class _View(Collector):
     def collect(self) -> Iterator[Metric]:
         totals = self.metrics.totals()
         yield from self._process(totals)
+        yield from _schedules(totals.schedules)
         app = self.metrics.app
         if app is not None:
             yield from _regions(app, [r for r in app.deployment.regions if self.visible(r)])
-            yield from _schedules(totals.schedules)
             if app.reloader is not None:
                 yield from _config(app.reloader)
 
