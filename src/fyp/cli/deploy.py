@@ -109,8 +109,7 @@ def register(app: typer.Typer) -> None:
             1,
             min=1,
             help="Worker processes serving the port (each loads the models; the "
-            "schedules run once, in their supervisor): at most one per core. On SQLite "
-            "stores measure first: the workers' writes empty each other's caches.",
+            "schedules run once, in their supervisor): at most one per core.",
         ),
     ) -> None:
         """Serve the HTTP API (OpenAPI docs at /docs)."""
