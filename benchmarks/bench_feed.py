@@ -2,7 +2,7 @@
 
     python -m benchmarks.bench_feed [--data ../shared/data] [--seconds 10] [--repeats 3]
         [--store 'postgresql://…?schema=bench_{region}']
-        [--served-log redis://127.0.0.1:PORT/1 redis://127.0.0.1:PORT/2]
+        [--served-log redis://127.0.0.1:PORT/1 redis://127.0.0.1:PORT/2] [--workers 1 2]
 
 Builds a two-region deployment (us, eu) with all of KuaiRec-EAR imported; each repeat
 times ``fyp train`` for all regions (which also ranks every user's next 50 videos
@@ -16,6 +16,10 @@ its first video, and the next page only once the event is acknowledged
 (``lua/feed_with_events.lua``), so every page after a session's first is ranked afresh
 (read-your-writes); wrk counts its 4 events and 5 pages of a session together.
 A FastAPI hello-world is measured in the same run as the ceiling. Medians over repeats.
+With ``--workers 1 2`` (any counts besides 1), each repeat ends with the first scenario
+again, from another training run (the same state of the orders ranked ahead), on
+``fyp serve --workers N`` (``feed_get_n10_c8_workersN``): wrk's one thread shares the
+machine's cores with the workers.
 
 Most of those pages come from the orders ``fyp train`` ranked ahead. The cost when an
 order is stale is timed too, in process: each of 300 random users likes a video, then
@@ -63,6 +67,14 @@ def main() -> None:
         help="each region's served log on Redis, us then eu (one URL with {region} for both);"
         " its databases should be empty; default: in the store",
     )
+    parser.add_argument(
+        "--workers",
+        nargs="+",
+        type=int,
+        default=[1],
+        help="worker counts of `fyp serve --workers` to measure the plain feed with "
+        "(besides the one process of every scenario)",
+    )
     args = parser.parse_args()
     results: dict[str, Any] = {
         "machine": machine(),
@@ -78,17 +90,12 @@ def main() -> None:
         port = free_port()
         train_runs: list[float] = []
         hello, feed, sessions, with_events = [], [], [], []
+        many: dict[int, list[dict[str, Any]]] = {w: [] for w in args.workers if w > 1}
         for _ in range(args.repeats):
             # each repeat starts from a training run, as a deployment does after each
             # `fyp train`: every user's order is ranked ahead again; the scenarios then
             # use them up (5 pages each), and later pages run the pipeline
-            started = time.perf_counter()
-            subprocess.run(
-                [sys.executable, "-m", "fyp", "train", str(directory)],
-                check=True,
-                capture_output=True,
-            )
-            train_runs.append(time.perf_counter() - started)
+            train_runs.append(train(directory))
             with running([str(Path(__file__).parent / "hello_app.py"), str(port)], port) as url:
                 hello.append(wrk(url + "/healthz", None, args.seconds, 8))
             serve = ["-m", "fyp", "serve", str(directory), "--port", str(port)]
@@ -103,6 +110,11 @@ def main() -> None:
                 run = wrk(url, LUA / "feed_with_events.lua", args.seconds, 8, app_key)
                 run["feeds_per_s"] = round(run["requests_per_s"] * 5 / 9, 1)  # 5 pages, 4 events
                 with_events.append(run)
+            for workers, runs in many.items():  # the first scenario on N worker processes,
+                train(directory)  # from a training run too: the orders ranked ahead afresh
+                with running([*serve, "--workers", str(workers)], port, ready="serving") as url:
+                    wrk(url, LUA / "feed.lua", 2, 8, key)
+                    runs.append(wrk(url, LUA / "feed.lua", args.seconds, 8, key))
         results["train_all_regions_s"] = {
             "median": round(statistics.median(train_runs), 2),
             "runs": [round(t, 2) for t in train_runs],
@@ -110,9 +122,20 @@ def main() -> None:
         results["feed_after_an_event_in_process_ms"] = after_an_event(directory)
     results["hello_world_get_c8"] = median_of(hello)
     results["feed_get_n10_c8"] = median_of(feed)
+    for workers, runs in many.items():
+        results[f"feed_get_n10_c8_workers{workers}"] = median_of(runs)
     results["feed_sessions_of_5_pages_c8"] = median_of(sessions)
     results["feed_sessions_with_events_c8"] = median_of(with_events)
     print(json.dumps(results, indent=2))
+
+
+def train(directory: Path) -> float:
+    """``fyp train``, timed (seconds)."""
+    started = time.perf_counter()
+    subprocess.run(
+        [sys.executable, "-m", "fyp", "train", str(directory)], check=True, capture_output=True
+    )
+    return time.perf_counter() - started
 
 
 def after_an_event(directory: Path, users: int = 300) -> dict[str, float]:

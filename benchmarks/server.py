@@ -8,6 +8,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -24,27 +25,40 @@ def free_port() -> int:
 
 
 @contextmanager
-def running(args: list[str], port: int, health: str = "/healthz") -> Iterator[str]:
-    """Start ``python ARGS`` and yield its base URL once ``health`` answers 200."""
-    proc = subprocess.Popen([sys.executable, *args], stdout=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"server exited with {proc.returncode}")
-            try:
-                if httpx.get(url + health, timeout=0.5).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError("server did not start")
-            time.sleep(0.05)
-        yield url
-    finally:
-        proc.terminate()
-        proc.wait(10)
+def running(
+    args: list[str], port: int, health: str = "/healthz", ready: str | None = None
+) -> Iterator[str]:
+    """Start ``python ARGS`` and yield its base URL once ``health`` answers 200 (and,
+    given ``ready``, its output says so: ``fyp serve --workers`` prints ``serving`` once
+    every worker serves, while ``health`` answers as soon as one does)."""
+    with tempfile.TemporaryFile() as out:
+        proc = subprocess.Popen([sys.executable, *args], stdout=out)
+        url = f"http://127.0.0.1:{port}"
+        try:
+            deadline = time.monotonic() + 120
+            while True:
+                if proc.poll() is not None:
+                    raise RuntimeError(f"server exited with {proc.returncode}")
+                try:
+                    if httpx.get(url + health, timeout=0.5).status_code == 200 and (
+                        ready is None or ready.encode() in _read(out)
+                    ):
+                        break
+                except httpx.HTTPError:
+                    pass
+                if time.monotonic() > deadline:
+                    raise RuntimeError("server did not start")
+                time.sleep(0.05)
+            yield url
+        finally:
+            proc.terminate()
+            proc.wait(40)
+
+
+def _read(out: Any) -> bytes:
+    """What the server wrote so far (``pread``: the server writes at the shared offset)."""
+    fd = out.fileno()
+    return os.pread(fd, os.fstat(fd).st_size, 0)
 
 
 _UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3}

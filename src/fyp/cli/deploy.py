@@ -10,7 +10,7 @@ import signal
 import socket
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.markup import escape
@@ -21,7 +21,12 @@ from fyp.config import region_list
 from fyp.errors import ServerError
 
 if TYPE_CHECKING:
+    import uvicorn
+
+    from fyp.config import DeploymentConfig
+    from fyp.moderation import Moderator
     from fyp.regions.background import ChildScheduler
+    from fyp.regions.deployment import Deployment
 
 DirArg = typer.Argument(..., help="Deployment directory (holds fyp.toml).")
 
@@ -100,6 +105,12 @@ def register(app: typer.Typer) -> None:
             help="Run the background schedules (training, erasure retrains, moderation) "
             "on this host; with several hosts, --no-schedules on all but the chosen ones.",
         ),
+        workers: int = typer.Option(
+            1,
+            min=1,
+            help="Worker processes serving the port (each loads the models; the "
+            "schedules run once, in their supervisor): at most one per core.",
+        ),
     ) -> None:
         """Serve the HTTP API (OpenAPI docs at /docs)."""
         from fyp.serving.logs import LEVELS
@@ -113,7 +124,14 @@ def register(app: typer.Typer) -> None:
                 f"a root path starts with / and does not end with one, got {root_path!r}",
                 param_hint="--root-path",
             )
-        pin_blas_threads()
+        pin_blas_threads()  # the workers inherit the environment variables too
+        if workers > 1:
+            from fyp.cli.workers import serve_workers
+
+            serve_workers(
+                directory, host, port, workers, root_path, log_level, access_log, schedules
+            )
+            return
         serve_directory(directory, host, port, root_path, log_level, access_log, schedules)
 
     @app.command()
@@ -164,6 +182,29 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
+def build_schedules(
+    config: DeploymentConfig, deployment: Deployment, moderator: Moderator
+) -> list[ChildScheduler]:
+    """The host's background children: erasure deadlines, what changed, what no check
+    has judged yet (started by the caller)."""
+    from fyp.models.schedule import TrainingScheduler
+    from fyp.moderation.schedule import ModerationScheduler
+    from fyp.sovereignty.consent_log import withdrawal_deadline
+    from fyp.sovereignty.scheduler import ErasureScheduler
+
+    return [
+        ErasureScheduler(config, partial(withdrawal_deadline, deployment)),
+        TrainingScheduler(config),
+        ModerationScheduler(config, moderator.run_reason, moderator.policy_digest),
+    ]
+
+
+NO_SCHEDULES = (
+    "--no-schedules: this host runs no training, erasure retrain or moderation; "
+    "another host (or cron) must"
+)
+
+
 def serve_directory(
     directory: Path,
     host: str,
@@ -178,12 +219,7 @@ def serve_directory(
     from fyp.serving import logs
 
     logs.configure(log_level)
-    from fyp.models.schedule import TrainingScheduler
-    from fyp.moderation.schedule import ModerationScheduler
     from fyp.serving.app import create_app
-    from fyp.serving.transport import CoalescingHttpToolsProtocol
-    from fyp.sovereignty.consent_log import withdrawal_deadline
-    from fyp.sovereignty.scheduler import ErasureScheduler
 
     class Server(uvicorn.Server):
         """Ends the schedules' children as part of shutdown: after a SIGTERM uvicorn
@@ -204,34 +240,13 @@ def serve_directory(
         sock.close()
         raise
     config = app.state.fyp.deployment.config  # the one the app has in force
-    # child processes: erasure deadlines, what changed, what no check has judged yet
     schedules: list[ChildScheduler] = []
     if run_schedules:
-        schedules = [
-            ErasureScheduler(config, partial(withdrawal_deadline, app.state.fyp.deployment)),
-            TrainingScheduler(config),
-            ModerationScheduler(
-                config, app.state.fyp.moderator.run_reason, app.state.fyp.moderator.policy_digest
-            ),
-        ]
+        schedules = build_schedules(config, app.state.fyp.deployment, app.state.fyp.moderator)
     else:
-        logging.getLogger("fyp.background").info(
-            "--no-schedules: this host runs no training, erasure retrain or moderation; "
-            "another host (or cron) must"
-        )
+        logging.getLogger("fyp.background").info(NO_SCHEDULES)
     app.state.fyp.schedules = schedules  # their counts go to /metrics
-    server = Server(
-        uvicorn.Config(
-            app,
-            host=host,
-            port=port,
-            root_path=root_path,  # the hot routes and the router both match below it
-            log_config=None,  # fyp.serving.logs configured uvicorn's loggers too
-            access_log=access_log,
-            http=CoalescingHttpToolsProtocol,  # one write per response (fyp.serving.transport)
-        ),
-        schedules,
-    )
+    server = Server(uvicorn_config(app, host, port, root_path, access_log), schedules)
     gc.collect()
     gc.freeze()  # start-up objects never need collecting: shorter GC pauses while serving
     console.print(
@@ -248,6 +263,25 @@ def serve_directory(
     finally:
         stop_all(schedules)
         sock.close()
+
+
+def uvicorn_config(
+    app: Any, host: str, port: int, root_path: str, access_log: bool
+) -> uvicorn.Config:
+    """How every serving process runs the app (one, or each worker of several)."""
+    import uvicorn
+
+    from fyp.serving.transport import CoalescingHttpToolsProtocol
+
+    return uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        root_path=root_path,  # the hot routes and the router both match below it
+        log_config=None,  # fyp.serving.logs configured uvicorn's loggers too
+        access_log=access_log,
+        http=CoalescingHttpToolsProtocol,  # one write per response (fyp.serving.transport)
+    )
 
 
 def stop_all(schedules: list[ChildScheduler]) -> None:

@@ -8,16 +8,30 @@ and the server's background children (runs, failures).
 Requests only bump plain counters (a dict entry and a histogram bucket, ~1 µs): the
 metric families are built when Prometheus scrapes, never on a request's path. Nothing
 here names a user or a video: labels are routes, regions, sources and states.
+
+With ``fyp serve --workers N`` a scrape reaches one worker of several, so the counters
+are shared (:class:`SharedCounts`): each worker writes a snapshot of its own to a file
+of a private directory about once a second, off the request path (``fyp.cli.workers``),
+and the worker answering a scrape first writes its own, then sums its live counters
+with every other file there, the supervisor's schedule counts included. A worker that
+died keeps its last file, so the totals never go back when it is replaced: whatever a
+scrape reported is in a file by then. The per-region gauges are read at scrape time by
+the worker answering, never summed.
 """
 
 from __future__ import annotations
 
 import bisect
+import json
 import logging
+import os
+import threading
 import time
 from collections import Counter
 from collections.abc import Collection, Iterable, Iterator, Sequence
-from typing import TYPE_CHECKING
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import (
@@ -59,6 +73,81 @@ class _Histogram:
         return out
 
 
+ScheduleRow = tuple[str, int, int, int]
+"""A schedule's (name, runs, failures, skipped)."""
+
+
+def schedule_rows(schedules: Sequence[ChildScheduler]) -> list[ScheduleRow]:
+    return [(s.name, s.runs, s.failures, s.skipped) for s in schedules]
+
+
+@dataclass
+class _Totals:
+    """The counts a scrape reports: one process's, or a server's summed."""
+
+    requests: Counter[tuple[str, str, int]]
+    latency: dict[str, _Histogram]
+    items: Counter[tuple[str, str]]
+    pages: Counter[tuple[str, bool]]
+    schedules: list[ScheduleRow] = field(default_factory=list)
+    started: float = 0.0
+
+    def add(self, snapshot: dict[str, Any]) -> None:
+        """Add a snapshot (:meth:`ServerMetrics.snapshot`, or a supervisor's) read from
+        a file."""
+        for route, method, status, n in snapshot.get("requests", ()):
+            self.requests[route, method, int(status)] += int(n)
+        for route, counts, total in snapshot.get("latency", ()):
+            h = self.latency.get(route)
+            if h is None:
+                h = self.latency[route] = _Histogram()
+            if len(counts) == len(h.counts):  # same buckets: same fyp version
+                h.counts = [a + int(b) for a, b in zip(h.counts, counts, strict=True)]
+                h.total += float(total)
+        for region, source, n in snapshot.get("items", ()):
+            self.items[region, source] += int(n)
+        for region, profiled, n in snapshot.get("pages", ()):
+            self.pages[region, bool(profiled)] += int(n)
+        mine = {row[0]: row for row in self.schedules}
+        for name, runs, failures, skipped in snapshot.get("schedules", ()):
+            _, r, f, k = mine.get(name, (name, 0, 0, 0))
+            mine[name] = (name, r + int(runs), f + int(failures), k + int(skipped))
+        self.schedules = list(mine.values())
+        started = float(snapshot.get("started", 0.0))
+        if started and (not self.started or started < self.started):
+            self.started = started
+
+
+class SharedCounts:
+    """The files through which the processes of one server (``fyp serve --workers``)
+    share their counters: ``NAME.json`` each, in a directory only they use (the
+    supervisor's ``supervisor.json`` holds the schedules' counts and the server's start)."""
+
+    def __init__(self, directory: Path, name: str) -> None:
+        self.directory = directory
+        self.name = name
+
+    @property
+    def path(self) -> Path:
+        return self.directory / f"{self.name}.json"
+
+    def write(self, snapshot: dict[str, Any]) -> None:
+        """Replace this process's file whole (a reader sees the old one or the new one)."""
+        tmp = self.directory / f".{self.name}.{threading.get_ident()}.tmp"
+        tmp.write_text(json.dumps(snapshot, separators=(",", ":")), encoding="utf-8")
+        os.replace(tmp, self.path)
+
+    def others(self) -> Iterator[dict[str, Any]]:
+        """The last snapshot of every other process of the server, a dead one's too."""
+        for path in sorted(self.directory.glob("*.json")):
+            if path.name == self.path.name:
+                continue
+            try:
+                yield json.loads(path.read_text(encoding="utf-8"))
+            except (OSError, ValueError) as exc:  # cleaned up under us: the server stops
+                log.warning("metrics: cannot read %s: %s", path, exc)
+
+
 class ServerMetrics:
     """The process's counters; a scrape reads them, and the regions, through a view
     (:class:`_View`) limited to the regions the key may see."""
@@ -70,6 +159,8 @@ class ServerMetrics:
         self.pages: Counter[tuple[str, bool]] = Counter()  # (region, profiled)
         self.started = time.time()
         self.app: AppState | None = None  # set once the app exists
+        self.shared: SharedCounts | None = None  # one worker of several: see the module
+        self._flushing = threading.Lock()  # a snapshot and its write: the file never goes back
 
     def request(self, route: str, method: str, status: int, seconds: float) -> None:
         self.requests[route, method, status] += 1
@@ -81,6 +172,41 @@ class ServerMetrics:
     def page(self, region: str, items: Iterable[FeedItem], personalised: bool = True) -> None:
         self.items.update([(region, item.source) for item in items])  # counted in C
         self.pages[region, personalised] += 1
+
+    def snapshot(self) -> dict[str, Any]:
+        """The counters as plain data. Safe from another thread than the event loop's:
+        each dict and list is copied whole by one C call, during which no request runs."""
+        requests, latency = dict(self.requests), list(self.latency.items())
+        items, pages = dict(self.items), dict(self.pages)
+        return {
+            "requests": [[*key, n] for key, n in requests.items()],
+            "latency": [[route, h.counts[:], h.total] for route, h in latency],
+            "items": [[*key, n] for key, n in items.items()],
+            "pages": [[*key, n] for key, n in pages.items()],
+            "started": self.started,
+        }
+
+    def flush(self) -> dict[str, Any]:
+        """Write this process's counters to its shared file (if shared); returns them."""
+        with self._flushing:
+            snapshot = self.snapshot()
+            if self.shared is not None:
+                self.shared.write(snapshot)
+            return snapshot
+
+    def totals(self) -> _Totals:
+        """What a scrape reports: this process's counts or, shared, the server's."""
+        schedules = schedule_rows(self.app.schedules) if self.app is not None else []
+        if self.shared is None:
+            return _Totals(
+                self.requests, self.latency, self.items, self.pages, schedules, self.started
+            )
+        mine = self.flush()  # first: what this scrape reports is never lost
+        totals = _Totals(Counter(), {}, Counter(), Counter(), schedules)
+        totals.add(mine)
+        for other in self.shared.others():
+            totals.add(other)
+        return totals
 
     def exposition(self, regions: Collection[str] | None = None) -> bytes:
         """The text a scrape gets: the process's counts, and those of ``regions`` (None:
@@ -101,16 +227,16 @@ class _View(Collector):
         return self.regions is None or region in self.regions
 
     def collect(self) -> Iterator[Metric]:
-        yield from self._process()
+        totals = self.metrics.totals()
+        yield from self._process(totals)
+        yield from _schedules(totals.schedules)
         app = self.metrics.app
         if app is not None:
             yield from _regions(app, [r for r in app.deployment.regions if self.visible(r)])
-            yield from _schedules(app.schedules)
             if app.reloader is not None:
                 yield from _config(app.reloader)
 
-    def _process(self) -> Iterator[Metric]:
-        m = self.metrics
+    def _process(self, m: _Totals) -> Iterator[Metric]:
         requests = CounterMetricFamily(
             "fyp_http_requests", "HTTP requests answered", labels=["route", "method", "status"]
         )
@@ -145,7 +271,9 @@ class _View(Collector):
                 pages.add_metric([region, "true" if profiled else "false"], n)
         yield pages
         yield GaugeMetricFamily(
-            "fyp_process_start_time_seconds", "When this serving process started", m.started
+            "fyp_process_start_time_seconds",
+            "When this serving process (with --workers, its supervisor) started",
+            m.started,
         )
 
 
@@ -191,7 +319,7 @@ def _regions(app: AppState, regions: Sequence[str]) -> Iterator[Metric]:
     yield from (up, model, age, videos, jobs)
 
 
-def _schedules(schedules: Sequence[ChildScheduler]) -> Iterator[Metric]:
+def _schedules(schedules: Sequence[ScheduleRow]) -> Iterator[Metric]:
     runs = CounterMetricFamily(
         "fyp_background_runs", "Child processes the server's schedules ran", labels=["schedule"]
     )
@@ -205,10 +333,10 @@ def _schedules(schedules: Sequence[ChildScheduler]) -> Iterator[Metric]:
         "Runs left to another host or process that held the schedule's lock",
         labels=["schedule"],
     )
-    for s in schedules:
-        runs.add_metric([s.name], s.runs)
-        failures.add_metric([s.name], s.failures)
-        skipped.add_metric([s.name], s.skipped)
+    for name, n_runs, n_failures, n_skipped in schedules:
+        runs.add_metric([name], n_runs)
+        failures.add_metric([name], n_failures)
+        skipped.add_metric([name], n_skipped)
     yield from (runs, failures, skipped)
 
 
