@@ -1,7 +1,8 @@
 """Prometheus metrics of a serving process: ``GET /metrics``.
 
 What an operator graphs and alerts on: requests and their latency by route and status,
-the feed's items by candidate source, and, read from each region when scraped, the live
+the feed's items by candidate source, the Following tab's pages and items, and, read
+from each region when scraped, the live
 model (version, age), the moderation backlog (videos by state, review jobs by status)
 and the server's background children (runs, failures).
 
@@ -68,6 +69,8 @@ class ServerMetrics:
         self.latency: dict[str, _Histogram] = {}
         self.items: Counter[tuple[str, str]] = Counter()
         self.pages: Counter[tuple[str, bool]] = Counter()  # (region, profiled)
+        self.tab_pages: Counter[str] = Counter()  # region: Following tab pages
+        self.tab_items: Counter[str] = Counter()  # region: videos on them
         self.started = time.time()
         self.app: AppState | None = None  # set once the app exists
 
@@ -81,6 +84,12 @@ class ServerMetrics:
     def page(self, region: str, items: Iterable[FeedItem], personalised: bool = True) -> None:
         self.items.update([(region, item.source) for item in items])  # counted in C
         self.pages[region, personalised] += 1
+
+    def tab_page(self, region: str, items: int) -> None:
+        """A Following tab page served (``fyp.feed.following_tab``): not For You, so
+        counted apart from ``fyp_feed_pages`` and ``fyp_feed_items``."""
+        self.tab_pages[region] += 1
+        self.tab_items[region] += items
 
     def exposition(self, regions: Collection[str] | None = None) -> bytes:
         """The text a scrape gets: the process's counts, and those of ``regions`` (None:
@@ -144,6 +153,19 @@ class _View(Collector):
             if self.visible(region):
                 pages.add_metric([region, "true" if profiled else "false"], n)
         yield pages
+        tab_pages = CounterMetricFamily(
+            "fyp_following_tab_pages",
+            "Following tab pages served (the followed creators' videos, not ranked)",
+            labels=["region"],
+        )
+        tab_items = CounterMetricFamily(
+            "fyp_following_tab_items", "Videos served in Following tab pages", labels=["region"]
+        )
+        for family, counts in ((tab_pages, m.tab_pages), (tab_items, m.tab_items)):
+            for region, n in sorted(counts.items()):
+                if self.visible(region):
+                    family.add_metric([region], n)
+        yield from (tab_pages, tab_items)
         yield GaugeMetricFamily(
             "fyp_process_start_time_seconds", "When this serving process started", m.started
         )
