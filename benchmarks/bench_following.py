@@ -16,8 +16,10 @@ this process: routing, the access check, the handler, JSON), in two scenarios:
   and again (every depth of the keyset).
 
 It also times the library call alone (``FollowingTab.page``, the SQL and the moderation
-check) for the first page, and prints the store's query plan. Medians over repeats of
-each scenario's median and p99, in milliseconds.
+check) for the first page, and prints the store's query plans (the first page, and a
+page halfway down; PostgreSQL's with ``EXPLAIN ANALYZE``). Medians over repeats of
+each scenario's median and p99, in milliseconds. ``--videos`` sets the catalogue's size
+(the followed share stays ``--follows`` / ``--creators``).
 """
 
 from __future__ import annotations
@@ -34,10 +36,11 @@ from benchmarks.machine import machine
 from fyp.access.keys import KeyStore
 from fyp.audit.log import sql_store
 from fyp.catalog.models import User, Video, now_ms
-from fyp.feed.following_tab import FollowingTab, page_sql
+from fyp.feed.following_tab import FollowingTab
 from fyp.moderation.service import cell
 from fyp.regions.deployment import Deployment
 from fyp.serving.app import create_app
+from fyp.storage.following_sql import postgres_query, sqlite_query
 from fyp.storage.postgres_dialect import split_url
 
 STATES = (
@@ -127,13 +130,32 @@ def run(client: Any, tab: FollowingTab, requests: int) -> dict[str, dict[str, fl
     }
 
 
-def plan(d: Deployment) -> list[str]:
+def plan(d: Deployment) -> dict[str, list[str]]:
+    """The store's plan for the first page and for one halfway down the followed
+    creators' videos (the query the store runs: ``fyp.storage.following_sql``), each
+    with ``EXPLAIN ANALYZE`` on PostgreSQL, where the plain join SQLite runs (what
+    PostgreSQL ran before session 22) is explained too, for comparison."""
     sql = sql_store(d.store("us"))
-    query = page_sql(keyset=True)
-    params = ("fan", 2**40, 2**40, "", 11)
-    if type(sql).__name__.startswith("Postgres"):
-        return [str(r[0]) for r in sql.query("EXPLAIN " + query, params)]
-    return [str(r[-1]) for r in sql.query("EXPLAIN QUERY PLAN " + query, params)]
+    postgres = type(sql).__name__.startswith("Postgres")
+    middle = sql.query(
+        "SELECT v.created_at_ms, v.video_id FROM follows f JOIN videos v "
+        "ON v.creator_id = f.creator_id WHERE f.user_id = 'fan' "
+        "ORDER BY v.created_at_ms DESC, v.video_id LIMIT 1 OFFSET "
+        "(SELECT COUNT(*) / 2 FROM follows f JOIN videos v ON v.creator_id = f.creator_id "
+        "WHERE f.user_id = 'fan')"
+    )
+    after = (int(middle[0][0]), str(middle[0][1])) if middle else None
+    out: dict[str, list[str]] = {}
+    for name, cursor in (("first_page", None), ("halfway", after)):
+        if postgres:
+            for label, build in (("", postgres_query), ("join_", sqlite_query)):
+                query, params = build("fan", cursor, 11)
+                rows = sql.query("EXPLAIN ANALYZE " + query, params)
+                out[label + name] = [str(r[0]) for r in rows]
+        else:
+            query, params = sqlite_query("fan", cursor, 11)
+            out[name] = [str(r[-1]) for r in sql.query("EXPLAIN QUERY PLAN " + query, params)]
+    return out
 
 
 def main() -> None:

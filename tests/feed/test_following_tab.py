@@ -6,15 +6,18 @@ tests/storage/test_postgres_deployment.py, on PostgreSQL."""
 from __future__ import annotations
 
 import base64
+import itertools
 import json
 from collections.abc import Sequence
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 
 from fyp.access.keys import KeyStore
-from fyp.audit.log import AuditLog
+from fyp.audit.log import AuditLog, sql_store
 from fyp.catalog.follows import Following
 from fyp.catalog.models import CURRENT_YEAR, UserIn, UserPatch, Video, VideoIn, VideoPatch, now_ms
 from fyp.catalog.service import Catalog
@@ -401,3 +404,75 @@ def test_keys_reach_the_tab_of_their_regions_only(deployment: Deployment) -> Non
         entries = list(AuditLog(deployment.store("us")).entries(after_seq=head[0]))
         assert [e.details["route"] for e in entries] == ["GET /v1/users/{user_id}/following/feed"]
         assert entries[0].details["reason"] == "ticket 7"
+
+
+_SHOWN = {"approved", "restricted"}  # to anyone; age_restricted to adults only
+_OK = ("approved", True, ("us",))
+_STATES = ["approved"] * 4 + ["restricted", "age_restricted", "pending", "rejected", "blocked"]
+_VIDEOS = st.lists(
+    st.tuples(
+        st.text(alphabet="-.0:AZ_a", min_size=1, max_size=3),  # ids in byte order's corners
+        st.integers(0, 2),  # creator
+        st.integers(0, 3),  # upload time: few, so ties are common
+        st.sampled_from([*_STATES, None]),  # None: no verdict (pending)
+        st.sampled_from([True] * 4 + [False]),  # creator passed the creator rules
+        st.sampled_from([("us",)] * 3 + [("eu",), ("us", "eu")]),
+    ),
+    max_size=30,
+    unique_by=lambda v: v[0],
+)
+
+
+def test_pages_concatenated_are_the_followed_creators_visible_videos_newest_first(
+    deployment: Deployment,
+) -> None:
+    """Any catalogue, follows, viewer age and page size: the pages, one after another,
+    are exactly a plain model of the tab (the followed creators' videos published in the
+    home region that the viewer may watch, newest first, then by id in byte order), every
+    page but the last full."""
+    runs = itertools.count()
+
+    @settings(max_examples=60, deadline=None)
+    @given(
+        _VIDEOS,
+        st.sets(st.integers(0, 2)),
+        st.booleans(),
+        st.integers(1, 4),
+    )
+    # a millisecond shared by more videos of one creator than a page reads of each
+    @example([(v, 0, 1, *_OK) for v in "cab"] + [("d", 0, 0, *_OK)], {0}, True, 1)
+    def check(
+        videos: list[tuple[str, int, int, str | None, bool, tuple[str, ...]]],
+        followed: set[int],
+        adult: bool,
+        n: int,
+    ) -> None:
+        run = next(runs)
+        user, prefix = f"viewer{run}", f"r{run}-"
+        Catalog(deployment).create_user(
+            UserIn(user_id=user, home_region="us", birth_year=1990 if adult else CURRENT_YEAR - 12)
+        )
+        for vid, creator, at, state, creator_ok, regions in videos:
+            c = f"{prefix}c{creator}"
+            _publish(deployment, prefix + vid, c, T0 + at, state, regions, creator_ok)
+        sql_store(deployment.store("us")).executemany(
+            "INSERT INTO follows (user_id, creator_id, since_ms) VALUES (?, ?, ?)",
+            [(user, f"{prefix}c{k}", T0) for k in followed],
+        )
+        shown = _SHOWN | ({"age_restricted"} if adult else set())
+        model = [
+            (prefix + vid)
+            for vid, creator, at, state, creator_ok, regions in sorted(
+                videos, key=lambda v: (-v[2], (prefix + v[0]).encode())
+            )
+            if creator in followed and "us" in regions and state in shown and creator_ok
+        ]
+        tab = FollowingTab(deployment)
+        pages = [tab.page(user, n)]
+        while (cursor := pages[-1].cursor) is not None:
+            pages.append(tab.page(user, n, cursor))
+        assert [i.video_id for p in pages for i in p.items] == model
+        assert all(len(p.items) == n for p in pages[:-1])
+        assert 0 < len(pages[-1].items) <= n or model == []
+
+    check()

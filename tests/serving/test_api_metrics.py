@@ -231,3 +231,51 @@ def test_a_body_refused_before_routing_is_counted_by_its_route(
     assert value(after, requests, route="/v1/events/batch", method="POST", status="413") == 1
     assert value(after, requests, route="other", method="POST", status="413") == 1
     assert value(after, "fyp_http_request_duration_seconds_count", route="/v1/events/batch") == 1
+
+
+def test_following_tab_pages_and_items_are_counted_by_region(
+    client: TestClient, make_key: MakeKey
+) -> None:
+    """The Following tab has counters of its own (it is not For You: its pages leave
+    ``fyp_feed_pages`` and ``fyp_feed_items`` alone), by region, naming no user or video."""
+    for user, region in (("fan", "us"), ("bob", "us"), ("eve", "eu")):
+        body = {"user_id": user, "home_region": region, "birth_year": 1990}
+        assert client.post("/v1/users", json=body).status_code == 201
+    for k in range(3):
+        video = {"video_id": f"clip{k}", "creator_id": "bob", "duration_ms": 9_000}
+        video |= {"regions": ["us"], "caption": "今天天气很好我们去公园散步"}
+        assert client.post("/v1/videos", json=video).status_code == 201
+    assert client.post("/v1/moderation/runs", json={"region": "us"}).status_code == 200
+    assert client.put("/v1/users/fan/following/bob").status_code == 201
+    scraper = make_key("metrics", name="prometheus")
+    _, before = scrape(client, scraper)
+    first = client.get("/v1/users/fan/following/feed", params={"n": 2}).json()
+    cursor = first["next_cursor"]
+    rest = client.get("/v1/users/fan/following/feed", params={"n": 2, "cursor": cursor}).json()
+    assert [len(first["items"]), len(rest["items"])] == [2, 1]
+    assert client.get("/v1/users/eve/following/feed").json()["items"] == []  # still a page
+    assert client.get("/v1/users/ghost/following/feed").status_code == 404  # not a page
+    text, after = scrape(client, scraper)
+    assert "# TYPE fyp_following_tab_pages_total counter" in text
+    assert "# TYPE fyp_following_tab_items_total counter" in text
+
+    def delta(name: str, **labels: str) -> float:
+        return value(after, name, **labels) - value(before, name, **labels)
+
+    assert delta("fyp_following_tab_pages_total", region="us") == 2
+    assert delta("fyp_following_tab_items_total", region="us") == 3
+    assert delta("fyp_following_tab_pages_total", region="eu") == 1
+    assert delta("fyp_following_tab_items_total", region="eu") == 0
+    for name in ("fyp_feed_pages_total", "fyp_feed_items_total"):
+        assert not any(n == name for n, _ in after), name  # no For You page was served
+    route = "/v1/users/{user_id}/following/feed"
+    ok = value(after, "fyp_http_requests_total", route=route, method="GET", status="200")
+    assert ok == 3
+    ids = {"fan", "bob", "eve", "ghost"} | {f"clip{k}" for k in range(3)}
+    labels = {v for _, pairs in after for _, v in pairs}
+    assert not labels & ids and not any(i in v for v in labels for i in ids)
+    _, eu_only = scrape(client, make_key("metrics", regions=["eu"], name="eu-scraper"))
+    assert value(eu_only, "fyp_following_tab_pages_total", region="eu") == 1
+    assert not any(
+        n.startswith("fyp_following_tab") and ("region", "us") in pairs for n, pairs in eu_only
+    )

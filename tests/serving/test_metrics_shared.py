@@ -37,6 +37,8 @@ def test_a_scrape_sums_every_worker_and_the_supervisors_schedules(tmp_path: Path
     one.request("/healthz", "GET", 200, 0.002)
     two.request("/healthz", "GET", 200, 0.2)
     two.request("/v1/users", "POST", 201, 0.004)
+    one.tab_page("us", 10)
+    two.tab_page("us", 4)
     two.flush()  # its thread's once-a-second write
     text = one.exposition().decode()
     samples = {
@@ -53,6 +55,8 @@ def test_a_scrape_sums_every_worker_and_the_supervisors_schedules(tmp_path: Path
     assert samples["fyp_background_failures_total", (("schedule", "fyp-training"),)] == 1
     assert samples["fyp_background_skipped_total", (("schedule", "fyp-training"),)] == 2
     assert samples["fyp_process_start_time_seconds", ()] == 100.0  # the supervisor's
+    assert samples["fyp_following_tab_pages_total", (("region", "us"),)] == 2
+    assert samples["fyp_following_tab_items_total", (("region", "us"),)] == 14
 
 
 def test_one_process_reports_its_own_live_counters_and_writes_nothing(tmp_path: Path) -> None:

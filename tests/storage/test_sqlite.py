@@ -382,7 +382,7 @@ def test_follow_events_written_before_migration_24_become_follows(tmp_path: Path
 def test_a_store_made_before_migration_25_gets_the_following_tabs_index(tmp_path: Path) -> None:
     """The Following tab's query reads the followed creators' videos from the index alone."""
     from fyp.audit.log import sql_store
-    from fyp.feed.following_tab import page_sql
+    from fyp.storage.following_sql import sqlite_query
 
     path = tmp_path / "old.sqlite"
     conn = _store_at(path, 24)
@@ -391,8 +391,9 @@ def test_a_store_made_before_migration_25_gets_the_following_tabs_index(tmp_path
     store = open_store(sqlite_url(path), "us", create=True)
     try:
         assert store.schema_version() >= 25
-        for keyset, params in ((False, ("ana", 11)), (True, ("ana", 5, 5, "v", 11))):
-            plan = sql_store(store).query("EXPLAIN QUERY PLAN " + page_sql(keyset), params)
+        for after in (None, (5, "v")):
+            query, params = sqlite_query("ana", after, 11)
+            plan = sql_store(store).query("EXPLAIN QUERY PLAN " + query, params)
             steps = " / ".join(str(r[-1]) for r in plan)
             assert "USING COVERING INDEX videos_creator_time" in steps, steps
     finally:

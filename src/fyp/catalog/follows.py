@@ -132,7 +132,8 @@ FOLLOWS_MIGRATION = Migration(
 # first: with the upload time beside the creator (and the key, which every index of a
 # WITHOUT ROWID table holds), SQLite reads each creator's videos from the index alone and
 # skips the older ones at once; a page of 10 for 200 followed creators holding 5,000
-# videos took 1.8 ms without it, 0.5 ms with it (benchmarks/bench_following.py)
+# videos took 1.8 ms without it, 0.5 ms with it (benchmarks/bench_following.py);
+# PostgreSQL reads it once per followed creator (fyp.storage.following_sql)
 FOLLOWING_TAB_MIGRATION = Migration(
     25,
     "the Following tab: each creator's videos by upload time",

@@ -3,8 +3,10 @@
 Beside For You, short-video apps have a tab the user fills by choice: every video of
 the creators they follow, in upload order, not ranked by profiling. So it reads no
 model, no events and no consent: the user's home region's store only, in one query
-(``follows`` joined to ``videos`` through the index on ``videos(creator_id)``, keyset on
-``(created_at_ms, video_id)``), and it is the same whether their ``personalised_feed``
+(``Store.following_videos``: the followed creators' videos through the index on
+``videos(creator_id, created_at_ms)``, keyset on ``(created_at_ms, video_id)``; each
+store's SQL in :mod:`fyp.storage.following_sql`, so a page's cost grows with the follows,
+not the catalogue), and it is the same whether their ``personalised_feed``
 consent is on or off (it is where followed creators belong when it is off,
 :mod:`fyp.feed.impersonal`).
 
@@ -38,7 +40,6 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from fyp.audit.log import sql_store
 from fyp.catalog.follows import keyset_cursor, read_keyset
 from fyp.errors import StorageError, ValidationFailed
 from fyp.feed.reasons import DEFAULT_LANG, Reason, fixed, match_lang
@@ -51,20 +52,6 @@ DEFAULT_PAGE = 10
 MAX_PAGE = 100
 MAX_BATCH = 1000
 REASON = "followed_creator"
-
-_PAGE_SQL = """
-    SELECT v.video_id, v.creator_id, v.created_at_ms FROM follows AS f
-    JOIN videos AS v ON v.creator_id = f.creator_id
-    WHERE f.user_id = ?{after}
-    ORDER BY v.created_at_ms DESC, v.video_id LIMIT ?
-"""
-_AFTER = " AND (v.created_at_ms < ? OR (v.created_at_ms = ? AND v.video_id > ?))"
-
-
-def page_sql(keyset: bool) -> str:
-    """The page's query: params user_id, (created_at_ms twice and video_id of the last
-    row served, with ``keyset``), limit."""
-    return _PAGE_SQL.format(after=_AFTER if keyset else "")
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,15 +132,11 @@ class FollowingTab:
     ) -> tuple[list[TabItem], bool | None]:
         """Up to ``n`` videos the user may watch after ``after``, and whether more follow
         (None: a check failed; the page ends before the videos it was asked about)."""
-        sql = sql_store(self.deployment.store(region))
+        store = self.deployment.store(region)
         shown: list[TabItem] = []
         batch = n + 1  # the page and one more, to know whether there is a next page
         while True:
-            params = list[object]([user_id])
-            if after is not None:
-                params += [after[0], after[0], after[1]]
-            rows = sql.query(page_sql(after is not None), (*params, batch))
-            found = [TabItem(str(v), str(c), int(t)) for v, c, t in rows]
+            found = [TabItem(*row) for row in store.following_videos(user_id, after, batch)]
             if not found:
                 return shown, False
             try:

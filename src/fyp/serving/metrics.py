@@ -1,7 +1,8 @@
 """Prometheus metrics of a serving process: ``GET /metrics``.
 
 What an operator graphs and alerts on: requests and their latency by route and status,
-the feed's items by candidate source, and, read from each region when scraped, the live
+the feed's items by candidate source, the Following tab's pages and items, and, read
+from each region when scraped, the live
 model (version, age), the moderation backlog (videos by state, review jobs by status)
 and the server's background children (runs, failures).
 
@@ -91,6 +92,8 @@ class _Totals:
     pages: Counter[tuple[str, bool]]
     schedules: list[ScheduleRow] = field(default_factory=list)
     started: float = 0.0
+    tab_pages: Counter[str] = field(default_factory=Counter)
+    tab_items: Counter[str] = field(default_factory=Counter)
 
     def add(self, snapshot: dict[str, Any]) -> None:
         """Add a snapshot (:meth:`ServerMetrics.snapshot`, or a supervisor's) read from
@@ -108,6 +111,10 @@ class _Totals:
             self.items[region, source] += int(n)
         for region, profiled, n in snapshot.get("pages", ()):
             self.pages[region, bool(profiled)] += int(n)
+        for region, n in snapshot.get("tab_pages", ()):
+            self.tab_pages[region] += int(n)
+        for region, n in snapshot.get("tab_items", ()):
+            self.tab_items[region] += int(n)
         mine = {row[0]: row for row in self.schedules}
         for name, runs, failures, skipped in snapshot.get("schedules", ()):
             _, r, f, k = mine.get(name, (name, 0, 0, 0))
@@ -157,6 +164,8 @@ class ServerMetrics:
         self.latency: dict[str, _Histogram] = {}
         self.items: Counter[tuple[str, str]] = Counter()
         self.pages: Counter[tuple[str, bool]] = Counter()  # (region, profiled)
+        self.tab_pages: Counter[str] = Counter()  # region: Following tab pages
+        self.tab_items: Counter[str] = Counter()  # region: videos on them
         self.started = time.time()
         self.app: AppState | None = None  # set once the app exists
         self.shared: SharedCounts | None = None  # one worker of several: see the module
@@ -173,16 +182,25 @@ class ServerMetrics:
         self.items.update([(region, item.source) for item in items])  # counted in C
         self.pages[region, personalised] += 1
 
+    def tab_page(self, region: str, items: int) -> None:
+        """A Following tab page served (``fyp.feed.following_tab``): not For You, so
+        counted apart from ``fyp_feed_pages`` and ``fyp_feed_items``."""
+        self.tab_pages[region] += 1
+        self.tab_items[region] += items
+
     def snapshot(self) -> dict[str, Any]:
         """The counters as plain data. Safe from another thread than the event loop's:
         each dict and list is copied whole by one C call, during which no request runs."""
         requests, latency = dict(self.requests), list(self.latency.items())
         items, pages = dict(self.items), dict(self.pages)
+        tab_pages, tab_items = dict(self.tab_pages), dict(self.tab_items)
         return {
             "requests": [[*key, n] for key, n in requests.items()],
             "latency": [[route, h.counts[:], h.total] for route, h in latency],
             "items": [[*key, n] for key, n in items.items()],
             "pages": [[*key, n] for key, n in pages.items()],
+            "tab_pages": [[region, n] for region, n in tab_pages.items()],
+            "tab_items": [[region, n] for region, n in tab_items.items()],
             "started": self.started,
         }
 
@@ -199,7 +217,14 @@ class ServerMetrics:
         schedules = schedule_rows(self.app.schedules) if self.app is not None else []
         if self.shared is None:
             return _Totals(
-                self.requests, self.latency, self.items, self.pages, schedules, self.started
+                self.requests,
+                self.latency,
+                self.items,
+                self.pages,
+                schedules,
+                self.started,
+                self.tab_pages,
+                self.tab_items,
             )
         mine = self.flush()  # first: what this scrape reports is never lost
         totals = _Totals(Counter(), {}, Counter(), Counter(), schedules)
@@ -270,6 +295,19 @@ class _View(Collector):
             if self.visible(region):
                 pages.add_metric([region, "true" if profiled else "false"], n)
         yield pages
+        tab_pages = CounterMetricFamily(
+            "fyp_following_tab_pages",
+            "Following tab pages served (the followed creators' videos, not ranked)",
+            labels=["region"],
+        )
+        tab_items = CounterMetricFamily(
+            "fyp_following_tab_items", "Videos served in Following tab pages", labels=["region"]
+        )
+        for family, counts in ((tab_pages, m.tab_pages), (tab_items, m.tab_items)):
+            for region, n in sorted(counts.items()):
+                if self.visible(region):
+                    family.add_metric([region], n)
+        yield from (tab_pages, tab_items)
         yield GaugeMetricFamily(
             "fyp_process_start_time_seconds",
             "When this serving process (with --workers, its supervisor) started",

@@ -258,6 +258,15 @@ class Store(ABC):
         ``blocked_by``, :mod:`fyp.catalog.blocks`), in one read per feed state."""
 
     @abstractmethod
+    def following_videos(
+        self, user_id: str, after: tuple[int, str] | None, limit: int
+    ) -> list[tuple[str, str, int]]:
+        """``(video_id, creator_id, created_at_ms)`` of up to ``limit`` videos of the
+        creators the user follows, newest first (then by ``video_id``), after the row
+        ``after`` names (its time and id): the Following tab's read
+        (:mod:`fyp.storage.following_sql`, through the index ``videos_creator_time``)."""
+
+    @abstractmethod
     def user_not_interested(
         self, user_id: str, before_seq: int, since_ms: int, limit: int = 1000
     ) -> list[StoredEvent]:

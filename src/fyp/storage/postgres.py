@@ -39,6 +39,7 @@ from fyp.errors import (
 )
 from fyp.events.schema import StoredEvent
 from fyp.storage.base import ErasedCounts, EventRow, LabelRow, VideoRow, merge_label_sets
+from fyp.storage.following_sql import postgres_query
 from fyp.storage.postgres_dialect import bool_as_int as _bool_as_int
 from fyp.storage.postgres_dialect import driver as _driver
 from fyp.storage.postgres_dialect import redact, split_url, to_postgres
@@ -501,6 +502,12 @@ class PostgresStore(PostgresSnapshots, PostgresServedLog):
             {"u": user_id},
         )
         return [str(r[0]) for r in rows]
+
+    def following_videos(
+        self, user_id: str, after: tuple[int, str] | None, limit: int
+    ) -> list[tuple[str, str, int]]:
+        rows = self._all(*to_postgres(*postgres_query(user_id, after, limit)))
+        return [(str(v), str(c), int(t)) for v, c, t in rows]
 
     def user_not_interested(
         self, user_id: str, before_seq: int, since_ms: int, limit: int = 1000

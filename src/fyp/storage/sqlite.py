@@ -25,6 +25,7 @@ from fyp.config import check_region_name
 from fyp.errors import AlreadyExists, ResidencyViolation, StorageError, UnknownUser
 from fyp.events.schema import StoredEvent
 from fyp.storage.base import ErasedCounts, EventRow, LabelRow, VideoRow, merge_label_sets
+from fyp.storage.following_sql import sqlite_query
 from fyp.storage.migrations import split_statements, sqlite_migrations
 from fyp.storage.served_log import ServedBuffer
 from fyp.storage.sqlite_rows import (
@@ -515,6 +516,12 @@ class SQLiteStore(SQLiteServedLog):
             (user_id,),
         )
         return [r[0] for r in rows]
+
+    def following_videos(
+        self, user_id: str, after: tuple[int, str] | None, limit: int
+    ) -> list[tuple[str, str, int]]:
+        rows = self._query(*sqlite_query(user_id, after, limit))
+        return [(str(v), str(c), int(t)) for v, c, t in rows]
 
     def user_not_interested(
         self, user_id: str, before_seq: int, since_ms: int, limit: int = 1000

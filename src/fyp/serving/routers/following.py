@@ -112,6 +112,7 @@ async def following_feed(
     if include == "video":
         with_videos(answer["items"], s.deployment.store(page.region))
     body = json.dumps(answer, ensure_ascii=False, separators=(",", ":")).encode()
+    s.metrics.tab_page(page.region, len(page.items))
     return Response(body, media_type="application/json", headers=language_headers(language))
 
 
