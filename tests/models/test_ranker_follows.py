@@ -204,3 +204,93 @@ def test_training_reads_api_follows_from_the_table(
         ranker = manifest.metrics["ranker"]
         assert ranker["training_users"] > 0
         assert ranker["users_following"] == ranker["training_users"]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_served_model_trained_from_a_store_values_a_follow(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, backend: str
+) -> None:
+    """From the store to the model serving loads: users follow creators through the API,
+    then long-play their videos last (held out as targets). The live model's long-play
+    head, fed what serving feeds it (``RankerScorer``: ``inputs_for`` with the user's
+    followed creators), rates a followed creator's video above the same video unfollowed."""
+    from fyp.feed.service import FeedService
+    from fyp.models.ranker import features
+    from fyp.models.ranker_training import inputs_for
+    from fyp.models.training import train_and_publish
+
+    with on_backend(backend, monkeypatch):
+        dep = Deployment.init(tmp_path / "dep", ["eu"])
+        catalog = Catalog(dep)
+        users = [f"u{n}" for n in range(80)]
+        for u in [*users, *(f"c{n}" for n in range(10))]:
+            catalog.create_user(UserIn(user_id=u, home_region="eu"))
+        for n in range(60):
+            catalog.create_video(
+                VideoIn(
+                    video_id=f"v{n}", regions=["eu"], creator_id=f"c{n // 6}", duration_ms=20_000
+                )
+            )
+        rng = np.random.default_rng(3)
+        following = Following(dep)
+        plan: dict[str, list[int]] = {}
+        for u in users:
+            theirs = rng.choice(10, 2, replace=False)
+            for c in theirs:
+                following.follow(u, f"c{c}")
+            own = [n for n in range(60) if n // 6 in theirs]
+            others = [n for n in range(60) if n // 6 not in theirs]
+            plan[u] = [*rng.choice(others, 12, replace=False), *rng.choice(own, 3, replace=False)]
+        start = datetime.now(UTC) + timedelta(seconds=1)  # after the follows
+        ingestor = Ingestor(dep)
+        for k, u in enumerate(users):
+            plays = [
+                {
+                    "event_id": f"{u}-{n}",
+                    "user_id": u,
+                    "video_id": f"v{video}",
+                    "type": "play",
+                    "watch_ms": 20_000,
+                    "ts": (start + timedelta(milliseconds=200 * k + 10 * n)).isoformat(),
+                }
+                for n, video in enumerate(plan[u])
+            ]
+            assert all(r.status == "stored" for r in ingestor.ingest(plays).results)
+        train_and_publish(
+            dep.store("eu"),
+            dep.config.region_dir("eu"),
+            FAST,
+            consent=consent_policy(dep.config, "eu"),
+        )
+        model = FeedService(dep).model("eu")
+        assert model.heads is not None and "long_play" in model.heads.boosters
+        state = FeedService(dep).state("u0", model)
+        followed = np.asarray(sorted(state.followed_creators), np.int64)
+        assert len(followed) == 2
+        theirs = np.nonzero(np.isin(model.creator, followed))[0]
+
+        def long_play(creators: np.ndarray) -> np.ndarray:
+            inputs = inputs_for(
+                state.positives,
+                state.vector(model),
+                model.category,
+                len(model.category_names),
+                creators,
+            )
+            x = features(
+                inputs,
+                theirs,
+                model.popularity,
+                model.impressions,
+                model.likes,
+                model.nbr_idx,
+                model.nbr_sim,
+                model.item_factors,
+                model.category,
+                model.creator,
+                model.tag_bits,
+            )
+            return model.heads.predict(x)["long_play"]  # type: ignore[union-attr]
+
+        # 0.25 here; 0 when training sees no follows (the feature is then never split on)
+        assert np.median(long_play(followed) - long_play(np.zeros(0, np.int64))) > 0.05
