@@ -4,7 +4,8 @@ learn what serving tells it. Before, the feature was 0 in every training row."""
 
 from __future__ import annotations
 
-from dataclasses import astuple
+from collections.abc import Callable
+from dataclasses import astuple, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,8 @@ from fyp.catalog.models import UserIn, VideoIn
 from fyp.catalog.service import Catalog
 from fyp.events.ingest import Ingestor
 from fyp.events.schema import StoredEvent, play_labels
+from fyp.feed.scoring import head_features
+from fyp.feed.state import UserState
 from fyp.models.artifacts import EventHasher
 from fyp.models.ranker import FEATURES, OBJECTIVES
 from fyp.models.ranker_training import FollowHistory, fit_ranker, follow_history
@@ -163,6 +166,22 @@ def test_without_follow_history_the_feature_is_never_used() -> None:
     assert importance(heads["long_play"])[FOLLOWED] == 0
 
 
+def _region(dep: Deployment, n_users: int, creator_of: Callable[[int], int]) -> list[str]:
+    """Users u0.. and creators c0..c9 homed in eu; videos v0..v59, v{n} by c{creator_of(n)}.
+    Returns the users."""
+    catalog = Catalog(dep)
+    users = [f"u{n}" for n in range(n_users)]
+    for u in [*users, *(f"c{n}" for n in range(10))]:
+        catalog.create_user(UserIn(user_id=u, home_region="eu"))
+    for n in range(60):
+        catalog.create_video(
+            VideoIn(
+                video_id=f"v{n}", regions=["eu"], creator_id=f"c{creator_of(n)}", duration_ms=20_000
+            )
+        )
+    return users
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_training_reads_api_follows_from_the_table(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, backend: str
@@ -171,15 +190,8 @@ def test_training_reads_api_follows_from_the_table(
     region's ``follows`` table, and its manifest counts the users who follow."""
     with on_backend(backend, monkeypatch):
         dep = Deployment.init(tmp_path / "dep", ["eu"])
-        catalog = Catalog(dep)
-        users = [f"u{n}" for n in range(60)]
-        for u in [*users, *(f"c{n}" for n in range(10))]:
-            catalog.create_user(UserIn(user_id=u, home_region="eu"))
+        users = _region(dep, 60, lambda n: n % 10)
         videos = [f"v{n}" for n in range(60)]
-        for n, v in enumerate(videos):
-            catalog.create_video(
-                VideoIn(video_id=v, regions=["eu"], creator_id=f"c{n % 10}", duration_ms=20_000)
-            )
         following = Following(dep)
         for k, u in enumerate(users):
             following.follow(u, f"c{k % 10}")
@@ -215,22 +227,11 @@ def test_a_served_model_trained_from_a_store_values_a_follow(
     head, fed what serving feeds it (``RankerScorer``: ``inputs_for`` with the user's
     followed creators), rates a followed creator's video above the same video unfollowed."""
     from fyp.feed.service import FeedService
-    from fyp.models.ranker import features
-    from fyp.models.ranker_training import inputs_for
     from fyp.models.training import train_and_publish
 
     with on_backend(backend, monkeypatch):
         dep = Deployment.init(tmp_path / "dep", ["eu"])
-        catalog = Catalog(dep)
-        users = [f"u{n}" for n in range(80)]
-        for u in [*users, *(f"c{n}" for n in range(10))]:
-            catalog.create_user(UserIn(user_id=u, home_region="eu"))
-        for n in range(60):
-            catalog.create_video(
-                VideoIn(
-                    video_id=f"v{n}", regions=["eu"], creator_id=f"c{n // 6}", duration_ms=20_000
-                )
-            )
+        users = _region(dep, 80, lambda n: n // 6)
         rng = np.random.default_rng(3)
         following = Following(dep)
         plan: dict[str, list[int]] = {}
@@ -265,32 +266,13 @@ def test_a_served_model_trained_from_a_store_values_a_follow(
         model = FeedService(dep).model("eu")
         assert model.heads is not None and "long_play" in model.heads.boosters
         state = FeedService(dep).state("u0", model)
-        followed = np.asarray(sorted(state.followed_creators), np.int64)
-        assert len(followed) == 2
-        theirs = np.nonzero(np.isin(model.creator, followed))[0]
+        assert len(state.followed_creators) == 2
+        theirs = np.nonzero(np.isin(model.creator, list(state.followed_creators)))[0]
 
-        def long_play(creators: np.ndarray) -> np.ndarray:
-            inputs = inputs_for(
-                state.positives,
-                state.vector(model),
-                model.category,
-                len(model.category_names),
-                creators,
-            )
-            x = features(
-                inputs,
-                theirs,
-                model.popularity,
-                model.impressions,
-                model.likes,
-                model.nbr_idx,
-                model.nbr_sim,
-                model.item_factors,
-                model.category,
-                model.creator,
-                model.tag_bits,
-            )
+        def long_play(user: UserState) -> np.ndarray:
+            x = head_features(model, user, theirs)  # what RankerScorer feeds the heads
             return model.heads.predict(x)["long_play"]  # type: ignore[union-attr]
 
+        unfollowed = replace(state, followed_creators={})
         # 0.25 here; 0 when training sees no follows (the feature is then never split on)
-        assert np.median(long_play(followed) - long_play(np.zeros(0, np.int64))) > 0.05
+        assert np.median(long_play(state) - long_play(unfollowed)) > 0.05

@@ -113,34 +113,41 @@ class RankerScorer(Scorer):
         cheap = self.prior.score(model, state, pool)
         if model.heads is None or len(pool) == 0:
             return cheap
-        from fyp.models.ranker import features, value
-        from fyp.models.ranker_training import inputs_for
+        from fyp.models.ranker import value
 
         # ties broken by video, not by the pool's order: the same candidates make the
         # same shortlist however the sources listed them
         top = np.lexsort((pool.items, -cheap))[: self.shortlist]
-        followed = np.asarray(sorted(state.followed_creators), np.int64)
-        inputs = inputs_for(
-            state.positives,
-            state.vector(model),
-            model.category,
-            len(model.category_names),
-            followed,
-        )
-        x = features(
-            inputs,
-            pool.items[top],
-            model.popularity,
-            model.impressions,
-            model.likes,
-            model.nbr_idx,
-            model.nbr_sim,
-            model.item_factors,
-            model.category,
-            model.creator,
-            model.tag_bits,
-        )
+        x = head_features(model, state, pool.items[top])
         learned: np.ndarray = value(model.heads.predict(x), self.objective_weights, len(top))
         out: np.ndarray = cheap - cheap.max() - 1.0 - (learned.max() - learned.min())  # below top
         out[top] = learned
         return out
+
+
+def head_features(model: RegionModel, state: UserState, items: np.ndarray) -> np.ndarray:
+    """The learned heads' features of ``items`` for the user, from their state, as
+    training builds its rows (``fyp.models.ranker_training.inputs_for``)."""
+    from fyp.models.ranker import features
+    from fyp.models.ranker_training import inputs_for
+
+    inputs = inputs_for(
+        state.positives,
+        state.vector(model),
+        model.category,
+        len(model.category_names),
+        np.asarray(sorted(state.followed_creators), np.int64),
+    )
+    return features(
+        inputs,
+        items,
+        model.popularity,
+        model.impressions,
+        model.likes,
+        model.nbr_idx,
+        model.nbr_sim,
+        model.item_factors,
+        model.category,
+        model.creator,
+        model.tag_bits,
+    )
