@@ -59,6 +59,10 @@ class RegionData:
     user_index: dict[str, int]
     x: sp.csr_matrix
     test: dict[str, set[str]] = field(default_factory=dict)
+    # videos no method may rank for a test user (what they already saw, where the
+    # protocol holds those out of the relevant set: fyp.evaluation.temporal); the
+    # engine's own seen filter removes them from its feed
+    seen: dict[str, set[str]] = field(default_factory=dict)
 
 
 @dataclass
@@ -197,13 +201,17 @@ def rank_peer(
     protocol: Protocol, make: Callable[[int], Recommender], seed: int
 ) -> dict[str, list[str]]:
     universe = np.asarray([protocol.video_index[v] for v in protocol.universe])
+    position = {v: n for n, v in enumerate(protocol.universe)}
     lists: dict[str, list[str]] = {}
     for region in protocol.regions:
         model = make(seed).fit(region.x)  # per region: peers respect residency too
         for user in sorted(region.test):
             scores = model.scores(region.user_index[user], universe)
-            top = universe[np.argsort(-scores, kind="stable")[:TOP_K]]
-            lists[user] = [protocol.video_ids[i] for i in top]
+            order = np.argsort(-scores, kind="stable")
+            seen = [position[v] for v in region.seen.get(user, ()) if v in position]
+            if seen:  # what the user already saw is not theirs to rank
+                order = order[~np.isin(order, seen)]
+            lists[user] = [protocol.video_ids[i] for i in universe[order[:TOP_K]]]
     return lists
 
 

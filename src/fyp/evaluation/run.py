@@ -194,7 +194,7 @@ def select_users(protocol: Protocol, n: int | None, seed: int) -> int:
     return len(everyone)
 
 
-def _write_json(path: Path, value: Any) -> Path:
+def write_json(path: Path, value: Any) -> Path:
     tmp = path.with_suffix(path.suffix + ".partial")
     tmp.write_text(json.dumps(value, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     tmp.replace(path)
@@ -358,8 +358,8 @@ def run_evaluation(config: EvalConfig, log: Log = print) -> EvalOutcome:
             "interactive_methods": {m: round(r.seconds, 2) for m, r in sims.items()},
         }
         results["seconds"]["total"] = round(stages.elapsed(), 2)
-        files["results"] = _write_json(out / "results.json", results)
-        files["interactive"] = _write_json(
+        files["results"] = write_json(out / "results.json", results)
+        files["interactive"] = write_json(
             out / "interactive.json", {"protocol": config.protocol, "methods": details}
         )
         files["sessions"] = _write_sessions(out / "sessions.jsonl", sims)
@@ -368,5 +368,5 @@ def run_evaluation(config: EvalConfig, log: Log = print) -> EvalOutcome:
         files["report"] = write_report(results, details, out / "report.html")
     results["seconds"]["write"] = stages.seconds["write"]
     results["seconds"]["total"] = round(stages.elapsed(), 2)
-    _write_json(out / "results.json", results)  # with the final timings
+    write_json(out / "results.json", results)  # with the final timings
     return EvalOutcome(results, details, out, files)

@@ -1,10 +1,11 @@
 """Private working directories that hold plaintext copies of a region's data.
 
 A backup snapshots the store into ``regions/<r>/.backup-<id>/``, a restore unpacks a
-backup into ``.restore-<id>/`` and the residency scan decrypts each backup into
-``.scan-<name>/``: full copies of the region's users, erased ones included. Each is
-removed when its run ends, but a process killed mid-run (``kill -9``, a crash, a power
-cut) cannot remove it, and a leftover copy would keep erased users forever.
+backup into ``.restore-<id>/``, the residency scan decrypts each backup into
+``.scan-<name>/`` and ``fyp eval deployment`` cuts a copy in ``.eval-<id>/``: full
+copies of the region's users, erased ones included. Each is removed when its run ends,
+but a process killed mid-run (``kill -9``, a crash, a power cut) cannot remove it, and a
+leftover copy would keep erased users forever.
 
 So each directory holds a lock file that its run keeps locked (``flock``) from the
 moment it exists until it is removed: a directory whose lock nobody holds belongs to a
@@ -26,7 +27,8 @@ from pathlib import Path
 from fyp.errors import StorageError
 from fyp.filelock import try_lock
 
-PREFIXES = (".backup-", ".restore-", ".scan-")
+EVAL_PREFIX = ".eval-"  # ``fyp eval deployment``'s copy of the region (fyp.evaluation.temporal)
+PREFIXES = (".backup-", ".restore-", ".scan-", EVAL_PREFIX)
 LOCK_FILE = ".lock"
 PENDING_RESTORE = ".pending-restore.json"
 """The marker of a restore whose erasures are not re-applied yet (in the region's dir)."""

@@ -1,0 +1,405 @@
+"""``fyp eval deployment``: the engine measured on a deployment's own events, split in time.
+
+KuaiRec tells a team how fyp ranks someone else's users. Before they trust it with theirs
+(or switch a setting), they want the same figures on their own data. This protocol
+replays a region's history up to a cut and asks every method what each user would have
+liked next:
+
+1. **Scratch copy, inside the region.** The region's store is snapshotted (SQLite or
+   PostgreSQL, one consistent read, writers go on) into a staging directory in the
+   region's own directory (``regions/<r>/.eval-<id>/``, locked while in use and removed
+   at the end, or by the next backup, restore or ``fyp erasure process`` if the run was
+   killed: :mod:`fyp.sovereignty.staging`). The region's data never leaves where its
+   policy keeps it; the live store, models and served log are only read.
+2. **The cut.** ``--cut`` or, by default, the time before which ``1 - holdout`` of the
+   region's events happened. In the copy every event at or after the cut is deleted,
+   with the follows made since and every served page (the copy starts with no
+   impressions); experiments do not run.
+3. **Held out.** A user's positives after the cut (what training counts as "more like
+   this": long plays, likes not taken back, shares, follows...) on videos that existed at
+   the cut (published before it, or played before it) and that the For You feed may
+   serve now, less the videos the user had any event with before the cut (the feed never
+   shows those again, and the peers are not asked to either). Test users: those with at
+   least one event before the cut and one held-out positive.
+4. **Consent.** Users who withheld ``model_training`` are not in the copy at all (no
+   model and no figure is made of them); users with ``personalised_feed`` off are no
+   test users (their feed is not personal), though models learn from them as in
+   production.
+5. The engine trains in the copy with the deployment's own ``fyp.toml`` settings and
+   ranks through ``FeedService.feed`` (``record=False``), as ``GET
+   /v1/users/{id}/feed`` does; the peers (random, popular, ALS, BPR, EASE) fit on the
+   same pre-cut events. Metrics as for KuaiRec-EAR (:mod:`fyp.evaluation.offline`),
+   with 95 % intervals.
+
+Unlike KuaiRec's fully observed test set, a video a user did not play after the cut is
+an *unknown*, not a known negative (they may never have been shown it): the figures
+rank methods against each other; their absolute values are lower bounds. Outputs hold
+aggregate figures only (``results.json``, ``report.html``), no user id; the run is
+recorded in the region's audit log (``evaluation.run``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import secrets
+import sqlite3
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import closing
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+from fyp.audit.log import AuditLog
+from fyp.config import DeploymentConfig, RegionConfig, load_config
+from fyp.errors import InvalidRequest, ValidationFailed
+from fyp.evaluation.offline import build_protocol, train_engine
+from fyp.evaluation.run import (
+    METHODS,
+    OUTPUTS,
+    EvalOutcome,
+    Log,
+    Stages,
+    machine_info,
+    offline_ear,
+    select_users,
+    write_json,
+)
+from fyp.evaluation.uncertainty import METHOD, figures
+from fyp.events.schema import EventType, StoredEvent
+from fyp.models.training import LikeLedger, event_weight
+from fyp.moderation.service import ADULT
+from fyp.regions.consent import MODEL_TRAINING, PERSONALISED_FEED, consent_policy, effective
+from fyp.regions.deployment import Deployment
+from fyp.sovereignty.region_data import snapshot_region
+from fyp.sovereignty.staging import EVAL_PREFIX, Staging, refuse_while_restoring, remove_stale
+from fyp.storage import Store
+
+PROTOCOL = "deployment"
+ACTOR = "cli:fyp eval deployment"
+EVENT_COLUMNS = (
+    "seq, event_id, user_id, video_id, type, ts_ms, watch_ms, watch_ratio, "
+    "valid_play, long_play, short_play"
+)
+
+
+@dataclass(frozen=True)
+class TemporalConfig:
+    """What to evaluate (one region of a deployment) and where to write the figures."""
+
+    directory: Path
+    out: Path
+    region: str | None = None  # None: the deployment's only region
+    holdout: float = 0.1  # share of the region's events after the cut
+    cut_ms: int | None = None  # overrides holdout
+    seed: int = 0
+    users: int | None = None
+    methods: tuple[str, ...] = METHODS
+    reason: str = ""
+
+    def check(self) -> None:
+        if not 0.0 < self.holdout < 1.0:
+            raise InvalidRequest(
+                f"--holdout must be between 0 and 1 (exclusive), got {self.holdout}",
+                field="holdout",
+            )
+        if self.users is not None and self.users < 1:
+            raise InvalidRequest(f"--users must be >= 1, got {self.users}", field="users")
+        unknown = [m for m in self.methods if m not in METHODS]
+        if unknown:
+            raise InvalidRequest(f"unknown methods {unknown}; known: {', '.join(METHODS)}")
+        out, root = Path(self.out).resolve(), Path(self.directory).resolve()
+        if out.is_relative_to(root):
+            raise InvalidRequest(
+                f"--out {self.out} is inside the deployment: write the figures elsewhere",
+                path=str(self.out),
+            )
+
+
+@dataclass
+class Split:
+    """What the cut left in the copy and what it held out."""
+
+    cut_ms: int
+    events_before: int = 0
+    events_after: int = 0
+    excluded_users: int = 0  # withheld model_training: not in the copy
+    not_personalised: int = 0  # personalised_feed off: no test users
+    held_out: dict[str, set[str]] = field(default_factory=dict)
+    seen: dict[str, set[str]] = field(default_factory=dict)  # test users' pre-cut videos
+    universe: set[str] = field(default_factory=set)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "cut_ms": self.cut_ms,
+            "events_before_cut": self.events_before,
+            "events_after_cut": self.events_after,
+            "users_without_training_consent": self.excluded_users,
+            "users_not_personalised": self.not_personalised,
+            "held_out_positives": sum(len(v) for v in self.held_out.values()),
+        }
+
+
+def scratch_config(config: DeploymentConfig, region: str, root: Path) -> DeploymentConfig:
+    """The copy's configuration: the region's policy and the deployment's feed, ranking
+    and training settings (the point is to measure *them*), a SQLite store in ``root``,
+    no backups, no served log elsewhere, no experiment."""
+    cell = config.region(region)
+    copy = RegionConfig(
+        name=cell.name, store=f"sqlite:///regions/{cell.name}/store.sqlite", policy=cell.policy
+    )
+    return dataclasses.replace(
+        config, root=root, name=f"{config.name}-eval", regions={cell.name: copy}, experiments=()
+    )
+
+
+def choose_cut(db: sqlite3.Connection, holdout: float) -> int:
+    """The time of the first event of the last ``holdout`` of the region's events (by
+    time): events from it on are held out."""
+    (n,) = db.execute("SELECT count(*) FROM events").fetchone()
+    if n < 2:
+        raise ValidationFailed(f"the region holds {n} events: too few to split in time")
+    k = min(n - 1, max(1, math.ceil(n * (1.0 - holdout))))
+    (cut,) = db.execute(
+        "SELECT ts_ms FROM events ORDER BY ts_ms, seq LIMIT 1 OFFSET ?", (k,)
+    ).fetchone()
+    (first,) = db.execute("SELECT min(ts_ms) FROM events").fetchone()
+    if int(cut) <= int(first):
+        raise ValidationFailed(
+            "the region's events do not spread over time enough to hold out the last "
+            f"{holdout:.0%} of them: pass --cut or another --holdout"
+        )
+    return int(cut)
+
+
+def _events(db: sqlite3.Connection, cut_ms: int) -> Iterator[StoredEvent]:
+    """The copy's events at or after the cut, in ingestion order."""
+    rows = db.execute(
+        f"SELECT {EVENT_COLUMNS} FROM events WHERE ts_ms >= ? ORDER BY seq", (cut_ms,)
+    )
+    for seq, event_id, user, video, kind, ts, watch_ms, ratio, valid, long, short in rows:
+        flags = bool(valid), bool(long), bool(short)
+        yield StoredEvent(seq, event_id, user, video, kind, ts, watch_ms, ratio, *flags)
+
+
+def positives(events: Iterable[StoredEvent]) -> dict[str, set[str]]:
+    """Each user's videos with a positive event, likes taken back left out (as training
+    folds them, :class:`fyp.models.training.LikeLedger`)."""
+    ledger: LikeLedger[int] = LikeLedger()
+    rows: list[tuple[str, str]] = []
+    gone: set[int] = set()
+    for e in events:
+        if e.type == EventType.unlike:
+            gone.update(ledger.unlike((e.user_id, e.video_id)))
+        elif event_weight(e) > 0:
+            if e.type == EventType.like:
+                ledger.like((e.user_id, e.video_id), len(rows))
+            rows.append((e.user_id, e.video_id))
+    out: dict[str, set[str]] = {}
+    for n, (user, video) in enumerate(rows):
+        if n not in gone:
+            out.setdefault(user, set()).add(video)
+    return out
+
+
+def _count(db: sqlite3.Connection, sql: str, args: tuple[Any, ...] = ()) -> int:
+    (n,) = db.execute(sql, args).fetchone()
+    return int(n)
+
+
+def split_copy(db: sqlite3.Connection, config: DeploymentConfig, region: str, cut_ms: int) -> Split:
+    """Cut the copy at ``cut_ms`` (module docstring, steps 2-4). The held-out sets are
+    not yet limited to what the feed may serve (:func:`servable`)."""
+    policy = consent_policy(config, region)
+    consents = {
+        str(u): json.loads(c or "{}") for u, c in db.execute("SELECT user_id, consents FROM users")
+    }
+    withheld = [(u,) for u, c in consents.items() if not effective(c, policy, MODEL_TRAINING)]
+    impersonal = {u for u, c in consents.items() if not effective(c, policy, PERSONALISED_FEED)}
+    with db:  # not in the copy at all: nothing is learned or measured of them
+        for table in ("events", "labels", "follows", "served_pages", "experiment_exposures"):
+            db.executemany(f"DELETE FROM {table} WHERE user_id = ?", withheld)
+    split = Split(cut_ms, excluded_users=len(withheld))
+    split.events_before = _count(db, "SELECT count(*) FROM events WHERE ts_ms < ?", (cut_ms,))
+    split.events_after = _count(db, "SELECT count(*) FROM events WHERE ts_ms >= ?", (cut_ms,))
+    after = positives(_events(db, cut_ms))
+    seen: dict[str, set[str]] = {}
+    for user, video in db.execute(
+        "SELECT user_id, video_id FROM events WHERE ts_ms < ?", (cut_ms,)
+    ):
+        seen.setdefault(str(user), set()).add(str(video))
+    existed = {
+        str(v)
+        for (v,) in db.execute("SELECT video_id FROM videos WHERE created_at_ms < ?", (cut_ms,))
+    }
+    split.universe = existed | {v for videos in seen.values() for v in videos}
+    for user, videos in sorted(after.items()):
+        if user not in seen:
+            continue  # no history before the cut: nothing to personalise from
+        if user in impersonal:
+            split.not_personalised += 1
+            continue
+        fresh = (videos & split.universe) - seen[user]
+        if fresh:
+            split.held_out[user] = fresh
+            split.seen[user] = seen[user]
+    with db:
+        db.execute("DELETE FROM events WHERE ts_ms >= ?", (cut_ms,))
+        db.execute("DELETE FROM follows WHERE since_ms >= ?", (cut_ms,))
+        for table in ("served_pages", "experiment_exposures", "labels"):
+            db.execute(f"DELETE FROM {table}")
+    return split
+
+
+def servable(deployment: Deployment, region: str, videos: set[str]) -> set[str]:
+    """The videos the region's For You feed may serve an adult now (moderation's rule,
+    :class:`fyp.moderation.ModerationEligibility`): no method is asked to rank others."""
+    from fyp.moderation import ModerationEligibility
+
+    viewer = SimpleNamespace(region=region, age=ADULT)
+    barred = ModerationEligibility(deployment)(sorted(videos), viewer)
+    return {v for v in videos if v not in barred}
+
+
+def run_temporal(config: TemporalConfig, log: Log = print) -> EvalOutcome:
+    """Run the protocol (module docstring) on one region; write ``results.json`` and
+    ``report.html`` in ``config.out``."""
+    config.check()
+    stages = Stages(log)
+    source = load_config(Path(config.directory))
+    if config.region is None and len(source.regions) != 1:
+        raise InvalidRequest(
+            f"the deployment has regions {source.region_names}: name one with --region",
+            field="region",
+        )
+    region = source.region(config.region or source.region_names[0]).name
+    region_dir = source.region_dir(region)
+    refuse_while_restoring(region_dir, region, "evaluated")
+    out = Path(config.out)
+    out.mkdir(parents=True, exist_ok=True)
+    for name in OUTPUTS:  # a failed run must not leave the last run's figures behind
+        (out / name).unlink(missing_ok=True)
+    remove_stale(region_dir)
+    methods = list(config.methods)
+    scratch = region_dir / f"{EVAL_PREFIX}{secrets.token_hex(6)}"
+    with Staging(scratch):
+        copy = scratch_config(source, region, scratch)
+        store_file = copy.region_dir(region) / "store.sqlite"
+        with stages.stage("copy"):
+            snapshot_region(source, region, store_file)
+            log(f"  {region}: store copied into {scratch}")
+        with stages.stage("cut"), closing(sqlite3.connect(store_file)) as db:
+            cut_ms = config.cut_ms if config.cut_ms is not None else choose_cut(db, config.holdout)
+            split = split_copy(db, source, region, cut_ms)
+        log(
+            f"  cut at {_iso(cut_ms)}: {split.events_before:,} events before, "
+            f"{split.events_after:,} after"
+        )
+        if split.events_before == 0 or split.events_after == 0:
+            raise ValidationFailed(
+                f"the cut {_iso(cut_ms)} leaves {split.events_before} events before it and "
+                f"{split.events_after} after: both sides need some",
+                field="cut",
+            )
+        with Deployment(copy) as d:
+            universe = servable(d, region, split.universe)
+            test = {u: v & universe for u, v in split.held_out.items()}
+            test = {u: v for u, v in test.items() if v}
+            with stages.stage("train"):
+                log(f"  engine trained: {train_engine(d, config.seed)} s")
+            with stages.stage("prepare"):
+
+                def read_test(name: str, store: Store) -> tuple[dict[str, set[str]], set[str]]:
+                    return dict(test), universe
+
+                protocol = build_protocol(d, read_test, log=lambda m: log(f"  {m}"))
+                for part in protocol.regions:
+                    part.seen = {u: split.seen[u] for u in part.test}
+                n_users = select_users(protocol, config.users, config.seed)
+                log(f"  {n_users:,} test users, {len(protocol.universe):,} videos ranked")
+            if n_users == 0:
+                raise ValidationFailed(
+                    f"no user of {region} has both an event before the cut {_iso(cut_ms)} "
+                    "and a positive after it on a video they had not seen",
+                    field="cut",
+                )
+            with stages.stage("offline"):
+                offline = offline_ear(protocol, config.seed, methods, log)
+            uncertainty = {
+                "method": METHOD,
+                "offline": figures(
+                    {m: offline["per_user"][m] for m in methods if m in offline["per_user"]},
+                    config.seed,
+                ),
+            }
+            audit_run(source, region, split, n_users, config)
+    results: dict[str, Any] = {
+        "protocol": PROTOCOL,
+        "offline": {m: offline["metrics"][m] for m in methods if m in offline["metrics"]},
+        "interactive": {},
+        "uncertainty": uncertainty,
+        "seconds": {**stages.seconds, "offline_methods": offline["seconds"]},
+        "machine": machine_info(),
+        "config": {
+            "deployment": str(Path(config.directory).resolve()),
+            "region": region,
+            "seed": config.seed,
+            "users": config.users,
+            "holdout": None if config.cut_ms is not None else config.holdout,
+            "cut": _iso(cut_ms),
+            **split.to_dict(),
+            "test_users": n_users,
+            "videos_ranked": len(protocol.universe),
+            "methods": methods,
+        },
+    }
+    results["seconds"]["total"] = round(stages.elapsed(), 2)
+    files = {"results": write_json(out / "results.json", results)}
+    from fyp.evaluation.report import write_report
+
+    files["report"] = write_report(results, {}, out / "report.html")
+    return EvalOutcome(results, {}, out, files)
+
+
+def audit_run(
+    config: DeploymentConfig, region: str, split: Split, n_users: int, run: TemporalConfig
+) -> None:
+    """Record the run in the region's audit log: it read every user's events."""
+    deployment = Deployment(config)
+    try:
+        AuditLog(deployment.store(region)).append(
+            ACTOR,
+            "evaluation.run",
+            region,
+            {
+                "protocol": PROTOCOL,
+                "cut_ms": split.cut_ms,
+                "test_users": n_users,
+                "out": str(Path(run.out).resolve()),
+                "reason": run.reason.strip() or "(none given)",
+            },
+        )
+    finally:
+        deployment.close()
+
+
+def parse_cut(text: str) -> int:
+    """An ISO 8601 time (a naive one is UTC) as milliseconds since the epoch."""
+    from datetime import UTC, datetime
+
+    try:
+        when = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise InvalidRequest(
+            f"--cut {text!r} is not an ISO 8601 time, e.g. 2026-11-01T00:00:00Z", field="cut"
+        ) from None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return int(when.timestamp() * 1000)
+
+
+def _iso(ms: int) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ms / 1000))

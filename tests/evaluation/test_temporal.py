@@ -1,0 +1,292 @@
+"""``fyp eval deployment``: a deployment's own events, split in time (fyp.evaluation.temporal).
+
+Every test runs on SQLite, and the end-to-end one on PostgreSQL too when
+``FYP_TEST_POSTGRES_URL`` names a server."""
+
+from __future__ import annotations
+
+import json
+import random
+import sqlite3
+import sys
+from collections.abc import Iterator
+from contextlib import closing
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+from typer.testing import CliRunner
+
+from fyp.audit.log import AuditLog
+from fyp.catalog.models import UserIn, VideoIn
+from fyp.catalog.service import Catalog
+from fyp.cli.app import app
+from fyp.errors import InvalidRequest, ValidationFailed
+from fyp.evaluation.baselines import PEERS
+from fyp.evaluation.offline import Protocol, RegionData, rank_peer
+from fyp.evaluation.temporal import (
+    TemporalConfig,
+    choose_cut,
+    parse_cut,
+    positives,
+    run_temporal,
+    split_copy,
+)
+from fyp.events.ingest import Ingestor
+from fyp.events.schema import StoredEvent
+from fyp.models.artifacts import list_versions
+from fyp.moderation import Moderator
+from fyp.regions.deployment import Deployment
+from fyp.sovereignty.region_data import snapshot_region
+from fyp.sovereignty.staging import EVAL_PREFIX, remove_stale, staging_dirs
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "models"))
+from consent_helpers import BACKENDS, on_backend
+
+T0 = datetime(2026, 3, 1, tzinfo=UTC)
+CUT = T0 + timedelta(days=10)
+CUT_MS = int(CUT.timestamp() * 1000)
+
+
+def at(day: float) -> str:
+    return (T0 + timedelta(days=day)).isoformat()
+
+
+def _event(n: int, user: str, video: str, kind: str, day: float) -> dict[str, Any]:
+    e: dict[str, Any] = {
+        "event_id": f"e{n}",
+        "user_id": user,
+        "video_id": video,
+        "type": kind,
+        "ts": at(day),
+    }
+    if kind == "play":
+        e["watch_ms"] = 20_000  # a long play of a 20 s video
+    return e
+
+
+def publish(catalog: Catalog, videos: list[str]) -> None:
+    """Videos of adult creators, one each (the creator rules hold videos of nobody, and
+    the feed never shows two videos of one creator in a row)."""
+    for v in videos:
+        catalog.create_user(UserIn(user_id=f"by-{v}", home_region="us", birth_year=1990))
+        catalog.create_video(
+            VideoIn(video_id=v, creator_id=f"by-{v}", duration_ms=20_000, regions=["us"])
+        )
+
+
+# -- the cut, by hand ------------------------------------------------------------------
+PLANTED = [  # (user, video, type, day); the cut is day 10
+    ("ann", "v1", "play", 1),
+    ("ann", "v2", "skip", 2),
+    ("ann", "v2", "play", 11),  # seen before the cut (a skip): not held out
+    ("ann", "v3", "like", 12),  # held out
+    ("ann", "v4", "like", 12),
+    ("ann", "v4", "unlike", 13),  # taken back: not held out
+    ("ann", "v5", "skip", 12),  # no positive
+    ("bob", "v3", "share", 3),
+    ("bob", "v1", "play", 14),  # held out
+    ("bob", "late", "play", 15),  # published after the cut, never played before: not ranked
+    ("cat", "v1", "play", 12),  # no history before the cut: no test user
+    ("dan", "v2", "play", 4),  # nothing after the cut
+]
+
+
+@pytest.fixture
+def planted(tmp_path: Path) -> Iterator[Deployment]:
+    with Deployment.init(tmp_path / "dep", ["us"]) as d:
+        catalog = Catalog(d)
+        for user in ("ann", "bob", "cat", "dan"):
+            catalog.create_user(UserIn(user_id=user, home_region="us"))
+        publish(catalog, ["v1", "v2", "v3", "v4", "v5", "late"])
+        Ingestor(d).ingest([_event(n, *row) for n, row in enumerate(PLANTED)])
+        with closing(sqlite3.connect(d.config.region_dir("us") / "store.sqlite")) as db, db:
+            # the catalogue's own times: five videos published before the cut, one after
+            db.execute("UPDATE videos SET created_at_ms = ?", (CUT_MS - 86_400_000,))
+            db.execute("UPDATE videos SET created_at_ms = ? WHERE video_id = 'late'", (CUT_MS + 1,))
+        Moderator(d).run("us")
+        yield d
+
+
+def test_the_cut_holds_out_each_users_new_positives(planted: Deployment, tmp_path: Path) -> None:
+    copy = tmp_path / "copy.sqlite"
+    snapshot_region(planted.config, "us", copy)
+    with closing(sqlite3.connect(copy)) as db:
+        split = split_copy(db, planted.config, "us", CUT_MS)
+        left = db.execute("SELECT user_id, video_id, ts_ms FROM events").fetchall()
+    assert split.held_out == {"ann": {"v3"}, "bob": {"v1"}}
+    assert split.seen == {"ann": {"v1", "v2"}, "bob": {"v3"}}
+    assert (split.events_before, split.events_after) == (4, 8)
+    assert "late" not in split.universe and {"v1", "v2", "v3", "v4", "v5"} <= split.universe
+    assert len(left) == 4 and all(ts < CUT_MS for _, _, ts in left)  # the future is gone
+    live = planted.store("us").count_events()
+    assert live == len(PLANTED)  # only the copy was cut
+
+
+def test_choose_cut_holds_out_the_latest_share(tmp_path: Path) -> None:
+    with closing(sqlite3.connect(tmp_path / "e.sqlite")) as db:
+        db.execute("CREATE TABLE events (seq INTEGER PRIMARY KEY, ts_ms INTEGER)")
+        db.executemany("INSERT INTO events (ts_ms) VALUES (?)", [(t,) for t in range(100, 110)])
+        assert choose_cut(db, 0.2) == 108  # 108 and 109 held out
+        assert choose_cut(db, 0.5) == 105
+        db.execute("UPDATE events SET ts_ms = 7")
+        with pytest.raises(ValidationFailed, match="spread over time"):
+            choose_cut(db, 0.2)
+
+
+def test_positives_fold_likes_taken_back() -> None:
+    def e(seq: int, user: str, video: str, kind: str, long: bool = False) -> StoredEvent:
+        return StoredEvent(seq, f"e{seq}", user, video, kind, 0, None, None, long, long, False)
+
+    events = [
+        e(1, "a", "x", "like"),
+        e(2, "a", "x", "unlike"),
+        e(3, "a", "y", "like"),
+        e(4, "a", "y", "unlike"),
+        e(5, "a", "y", "like"),  # liked again
+        e(6, "a", "z", "play", long=True),
+        e(7, "a", "w", "play"),  # a short play is no positive
+        e(8, "b", "x", "share"),
+    ]
+    assert positives(events) == {"a": {"y", "z"}, "b": {"x"}}
+
+
+def test_peers_never_rank_what_the_user_saw() -> None:
+    videos = [f"v{n}" for n in range(6)]
+    x = sp.csr_matrix(np.array([[1, 1, 0, 0, 0, 0], [1, 1, 1, 0, 0, 0]], np.float32))
+    region = RegionData("us", ["a", "b"], {"a": 0, "b": 1}, x, test={"a": {"v2"}})
+    region.seen = {"a": {"v0", "v1"}}
+    protocol = Protocol(
+        deployment=None,  # type: ignore[arg-type]
+        video_ids=videos,
+        video_index={v: n for n, v in enumerate(videos)},
+        universe=videos,
+        regions=[region],
+        category={},
+        train_counts={},
+        n_train_users=2,
+    )
+    ranked = rank_peer(protocol, PEERS["popular"], seed=0)["a"]
+    assert ranked[0] == "v2" and not {"v0", "v1"} & set(ranked)
+    assert sorted(ranked) == ["v2", "v3", "v4", "v5"]
+
+
+# -- end to end --------------------------------------------------------------------------
+GROUPS = {"a": [f"a{n}" for n in range(12)], "b": [f"b{n}" for n in range(12)]}
+
+
+def tastes(d: Deployment) -> None:
+    """Two groups of users with their own videos, before and after the cut; one user
+    withheld model_training; one has a personalised feed off."""
+    rng = random.Random(5)
+    catalog = Catalog(d)
+    users = [f"{g}-u{n}" for g in GROUPS for n in range(15)]
+    for user in users:
+        consents = {}
+        if user == "a-u0":
+            consents = {"model_training": False}
+        if user == "b-u0":
+            consents = {"personalised_feed": False}
+        catalog.create_user(UserIn(user_id=user, home_region="us", consents=consents))
+    publish(catalog, [v for videos in GROUPS.values() for v in videos])
+    rows: list[dict[str, Any]] = []
+    for user in users:
+        own = GROUPS[user[0]]
+        for day, count in ((rng.uniform(0, 9), 4), (rng.uniform(11, 20), 3)):
+            for v in rng.sample(own, count):
+                rows.append(_event(len(rows), user, v, "play", day + rng.random()))
+    Ingestor(d).ingest(rows)
+    Moderator(d).run("us")
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_end_to_end_on_a_deployment(
+    backend: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with on_backend(backend, monkeypatch):
+        d = Deployment.init(tmp_path / "dep", ["us"])
+        with d:
+            tastes(d)
+            events_before = d.store("us").count_events()
+            models_before = list_versions(d.config.region_dir("us"))
+        out = tmp_path / "out"
+        outcome = run_temporal(
+            TemporalConfig(directory=tmp_path / "dep", out=out, cut_ms=CUT_MS, reason="test"),
+            log=lambda _: None,
+        )
+        results = outcome.results
+        assert results["protocol"] == "deployment"
+        config = results["config"]
+        assert config["users_without_training_consent"] == 1
+        assert config["users_not_personalised"] == 1
+        assert config["test_users"] == 28  # 30 users, less the two above
+        offline = results["offline"]
+        assert set(offline) == {"fyp", "random", "popular", "als", "bpr", "ease"}
+        # the tastes are planted: the engine and ALS find them, random cannot
+        assert offline["fyp"]["ndcg@10"] > offline["random"]["ndcg@10"] + 0.15
+        assert offline["als"]["ndcg@10"] > offline["random"]["ndcg@10"] + 0.15
+        assert sorted(p.name for p in out.iterdir()) == ["report.html", "results.json"]
+        written = (out / "results.json").read_text() + (out / "report.html").read_text()
+        assert "-u1" not in written  # figures only: no user id leaves the region
+        with Deployment.open(tmp_path / "dep") as d:
+            assert d.store("us").count_events() == events_before  # the live store is as it was
+            assert list_versions(d.config.region_dir("us")) == models_before
+            assert staging_dirs(d.config.region_dir("us")) == []  # the copy is gone
+            entries = list(AuditLog(d.store("us")).entries(action="evaluation.run"))
+            assert [e.details["test_users"] for e in entries] == [28]
+            assert entries[0].details["reason"] == "test"
+
+
+def test_a_killed_runs_copy_is_stale(tmp_path: Path) -> None:
+    region_dir = tmp_path / "regions" / "us"
+    left = region_dir / f"{EVAL_PREFIX}abc"
+    left.mkdir(parents=True)
+    (left / "store.sqlite").write_bytes(b"SQLite format 3\x00")
+    assert staging_dirs(region_dir) == [left]
+    assert remove_stale(region_dir) == [left] and not left.exists()
+
+
+def test_bad_input_is_refused_before_anything_is_written(
+    planted: Deployment, tmp_path: Path
+) -> None:
+    root = planted.config.root
+    for holdout in (0.0, 1.0, -0.5):
+        with pytest.raises(InvalidRequest, match="--holdout"):
+            run_temporal(TemporalConfig(directory=root, out=tmp_path / "o", holdout=holdout))
+    with pytest.raises(InvalidRequest, match="inside the deployment"):
+        run_temporal(TemporalConfig(directory=root, out=root / "figures"))
+    early = int(T0.timestamp() * 1000) - 1
+    with pytest.raises(ValidationFailed, match="0 events before it"):
+        run_temporal(TemporalConfig(directory=root, out=tmp_path / "o", cut_ms=early))
+    assert staging_dirs(planted.config.region_dir("us")) == []
+    with pytest.raises(InvalidRequest, match="ISO 8601"):
+        parse_cut("yesterday")
+    assert parse_cut("2026-03-11T00:00:00Z") == CUT_MS == parse_cut("2026-03-11T00:00:00")
+
+
+def test_cli(tmp_path: Path, deployment: Deployment) -> None:
+    runner = CliRunner()
+    root = str(deployment.config.root)
+    result = runner.invoke(app, ["eval", "deployment", root, "--out", str(tmp_path / "o")])
+    assert result.exit_code != 0
+    assert "name one with --region" in result.output
+    result = runner.invoke(
+        app, ["eval", "deployment", root, "--region", "us", "--out", str(tmp_path / "o")]
+    )
+    assert result.exit_code != 0 and "too few to split" in result.output
+
+
+def test_cli_prints_the_figures(planted: Deployment, tmp_path: Path) -> None:
+    out = tmp_path / "o"
+    result = CliRunner().invoke(
+        app,
+        ["eval", "deployment", str(planted.config.root), "--out", str(out), "--cut", "2026-03-11"],
+    )
+    assert result.exit_code == 0, result.output
+    assert "offline (deployment)" in result.output
+    results = json.loads((out / "results.json").read_text())
+    assert results["config"]["test_users"] == 2
+    assert results["config"]["cut"] == "2026-03-11T00:00:00Z"
