@@ -281,12 +281,41 @@ def test_cli(tmp_path: Path, deployment: Deployment) -> None:
 
 def test_cli_prints_the_figures(planted: Deployment, tmp_path: Path) -> None:
     out = tmp_path / "o"
-    result = CliRunner().invoke(
-        app,
-        ["eval", "deployment", str(planted.config.root), "--out", str(out), "--cut", "2026-03-11"],
-    )
+    root = str(planted.config.root)
+    args = ["eval", "deployment", root, "--out", str(out), "--cut", "2026-03-11"]
+    result = CliRunner().invoke(app, [*args, "--also-scorer", "multi_objective"])
     assert result.exit_code == 0, result.output
     assert "offline (deployment)" in result.output
     results = json.loads((out / "results.json").read_text())
     assert results["config"]["test_users"] == 2
+    # the learned heads ranked the same users, and are compared with the configured scorer
+    assert results["offline"]["fyp:multi_objective"]["users"] == 2
+    assert "fyp:multi_objective" in results["uncertainty"]["offline"]["fyp_vs"]
+    bad = CliRunner().invoke(app, [*args, "--also-scorer", "magic"])
+    assert bad.exit_code == 2 and "unknown scorers" in bad.output
     assert results["config"]["cut"] == "2026-03-11T00:00:00Z"
+
+
+def test_the_official_kuairec_layout_splits_at_its_real_times(tmp_path: Path) -> None:
+    """The official matrices carry real play times: a cut on 2020-07-06 holds out what
+    each user went on to play whole (or for 18 s) on a video that existed before it."""
+    from fyp.datasets.official import import_kuairec
+
+    fixture = Path(__file__).resolve().parents[1] / "datasets" / "fixtures" / "kuairec_official"
+    with Deployment.init(tmp_path / "dep", ["us"]) as d:
+        import_kuairec(d, fixture)
+        Moderator(d).run("us")
+        copy = tmp_path / "copy.sqlite"
+        snapshot_region(d.config, "us", copy)
+    cut = parse_cut("2020-07-06T00:00:00Z")
+    with closing(sqlite3.connect(copy)) as db:
+        split = split_copy(db, d.config, "us", cut)
+    # user 0's whole play of 16 is no test: 16 was first played after the cut; user 2's
+    # 1 s of 16 is no positive
+    assert split.held_out == {"0": {"12"}, "1": {"13"}, "2": {"11"}}
+    results = run_temporal(
+        TemporalConfig(directory=tmp_path / "dep", out=tmp_path / "o", cut_ms=cut),
+        log=lambda _: None,
+    ).results
+    assert results["config"]["test_users"] == 3
+    assert results["config"]["events_after_cut"] == split.events_after > 5  # small matrix too

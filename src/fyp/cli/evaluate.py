@@ -209,6 +209,12 @@ def register(app: typer.Typer) -> None:
         ),
         seed: int = SEED,
         users: int | None = USERS,
+        also_scorer: list[str] = typer.Option(
+            [],
+            "--also-scorer",
+            help="Also rank with this [ranking] scorer (value_model, multi_objective), as "
+            "method fyp:NAME, to compare it with the configured one on the same users.",
+        ),
         reason: str = typer.Option(
             "", help="Why you evaluate on users' data: it goes in the region's audit log."
         ),
@@ -225,6 +231,7 @@ def register(app: typer.Typer) -> None:
                 cut_ms=None if cut is None else parse_cut(cut),
                 seed=seed,
                 users=users,
+                scorers=tuple(also_scorer),
                 reason=reason,
             )
             outcome = run_temporal(config, log=_log)

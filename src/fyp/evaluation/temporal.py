@@ -54,9 +54,9 @@ from types import SimpleNamespace
 from typing import Any
 
 from fyp.audit.log import AuditLog
-from fyp.config import DeploymentConfig, RegionConfig, load_config
+from fyp.config import SCORERS, DeploymentConfig, RegionConfig, load_config
 from fyp.errors import InvalidRequest, ValidationFailed
-from fyp.evaluation.offline import build_protocol, train_engine
+from fyp.evaluation.offline import Protocol, Scored, build_protocol, rank_engine, train_engine
 from fyp.evaluation.run import (
     METHODS,
     OUTPUTS,
@@ -68,8 +68,10 @@ from fyp.evaluation.run import (
     select_users,
     write_json,
 )
+from fyp.evaluation.simulator import serving_threads
 from fyp.evaluation.uncertainty import METHOD, figures
 from fyp.events.schema import EventType, StoredEvent
+from fyp.feed.service import FeedService, scorer_for
 from fyp.models.training import LikeLedger, event_weight
 from fyp.moderation.service import ADULT
 from fyp.regions.consent import MODEL_TRAINING, PERSONALISED_FEED, consent_policy, effective
@@ -98,6 +100,9 @@ class TemporalConfig:
     seed: int = 0
     users: int | None = None
     methods: tuple[str, ...] = METHODS
+    # also rank with these scorers (method ``fyp:<scorer>``), to compare them with the
+    # configured one on the same users
+    scorers: tuple[str, ...] = ()
     reason: str = ""
 
     def check(self) -> None:
@@ -111,6 +116,11 @@ class TemporalConfig:
         unknown = [m for m in self.methods if m not in METHODS]
         if unknown:
             raise InvalidRequest(f"unknown methods {unknown}; known: {', '.join(METHODS)}")
+        bad = [s for s in self.scorers if s not in SCORERS]
+        if bad:
+            raise InvalidRequest(
+                f"unknown scorers {bad}; known: {', '.join(SCORERS)}", field="also_scorer"
+            )
         out, root = Path(self.out).resolve(), Path(self.directory).resolve()
         if out.is_relative_to(root):
             raise InvalidRequest(
@@ -328,6 +338,12 @@ def run_temporal(config: TemporalConfig, log: Log = print) -> EvalOutcome:
                 )
             with stages.stage("offline"):
                 offline = offline_ear(protocol, config.seed, methods, log)
+                for name in dict.fromkeys(config.scorers):
+                    method = f"fyp:{name}"
+                    scored = rank_with_scorer(protocol, d, name, config.seed, log)
+                    for key in offline:
+                        offline[key][method] = scored[key][method]
+                    methods.append(method)
             uncertainty = {
                 "method": METHOD,
                 "offline": figures(
@@ -362,6 +378,23 @@ def run_temporal(config: TemporalConfig, log: Log = print) -> EvalOutcome:
 
     files["report"] = write_report(results, {}, out / "report.html")
     return EvalOutcome(results, {}, out, files)
+
+
+def rank_with_scorer(
+    protocol: Protocol, deployment: Deployment, scorer: str, seed: int, log: Log
+) -> dict[str, Any]:
+    """The engine's figures with ``scorer`` instead of the configured one (its other
+    settings, the objective weights among them, as configured)."""
+    from fyp.feed.pipeline import FeedPipeline
+
+    ranking = dataclasses.replace(deployment.config.ranking, scorer=scorer)
+    service = FeedService(deployment, pipeline=FeedPipeline(scorer=scorer_for(ranking)))
+    out = Scored()
+    started = time.perf_counter()
+    with serving_threads(True):
+        lists = rank_engine(protocol, service, seed)
+    out.add(f"fyp:{scorer}", lists, protocol, started, lambda m: log(f"  offline {m}"))
+    return out.to_dict()
 
 
 def audit_run(
