@@ -68,11 +68,11 @@ ZH_HANS = {
     "evaluated_set": "属于评测集",
 }
 ZH_HANT = {
-    "liked_similar": "因為你贊過視頻 {video_id}",
+    "liked_similar": "因為你讚過影片 {video_id}",  # reviewed: 讚 is a like, 影片 a video
     "similar_to_watched": "與你看過的內容相似",
     "trending_region": "你所在地區的熱門",
-    "followed_creator": "你關注的創作者發佈了新作品",
-    "new_on_fyp": "新發布",  # OpenCC's s2tw: 发布 is 發布, but 发布了 is 發佈了
+    "followed_creator": "你追蹤的創作者發布了新作品",  # 追蹤: following, as apps there say
+    "new_on_fyp": "新發布",
     "category_interest": "因為你常看{category}",
     "evaluated_set": "屬於評測集",
 }
@@ -87,8 +87,8 @@ NOT_PERSONALISED = {
         "new_not_personalised": "新发布（个性化推荐已关闭）",
     },
     "zh-Hant": {
-        "not_personalised": "你所在地區的熱門（個性化推薦已關閉）",
-        "new_not_personalised": "新發布（個性化推薦已關閉）",
+        "not_personalised": "你所在地區的熱門（個人化推薦已關閉）",
+        "new_not_personalised": "新發布（個人化推薦已關閉）",
     },
 }
 TRADITIONAL = {
@@ -327,7 +327,8 @@ def test_without_opencc_traditional_falls_back_to_simplified_and_says_so_once(
     with caplog.at_level(logging.WARNING, logger="fyp.feed"):
         first = Reason("category_interest", {"category": "音乐"}).text("zh-Hant")
         again = Reason("trending_region").text("zh-Hant")
-    assert (first, again) == ("因为你常看音乐", "你所在地区的热门")
+    # the templates' Traditional wording is fyp's own; only the data's words stay Simplified
+    assert (first, again) == ("因為你常看音乐", "你所在地區的熱門")
     assert sum("opencc is not installed" in r.getMessage() for r in caplog.records) == 1
 
 
@@ -336,3 +337,19 @@ def test_a_reason_takes_only_its_codes_parameters() -> None:
         Reason("liked_similar", {})
     with pytest.raises(ValueError):
         Reason("no_such_code")
+
+
+def test_every_code_has_a_reviewed_traditional_wording() -> None:
+    """Each template's zh-Hant is written out, not left to OpenCC's character-by-character
+    conversion (which made a like 贊 and a video 視頻, mainland words in Traditional
+    characters): already Traditional, with the English template's parameters."""
+    import string
+
+    from fyp.feed.reasons import CODES, traditional
+
+    for code in CODES.values():
+        assert code.zh_hant is not None, code.name
+        assert traditional(code.zh_hant) == code.zh_hant, code.name
+        assert not set("贊视频关注个性") & set(code.zh_hant), code.name
+        names = {f for _, f, _, _ in string.Formatter().parse(code.zh_hant) if f}
+        assert names == set(code.params), code.name

@@ -46,6 +46,9 @@ class Code:
     zh_hans: str
     about: str  # for the API docs
     words: tuple[str, ...] = ()
+    # the reviewed Traditional wording (Taiwan's and Hong Kong's: 讚 for a like, 影片,
+    # 追蹤 a creator, 個人化); None: OpenCC's character conversion of ``zh_hans``
+    zh_hant: str | None = None
 
 
 CODES: dict[str, Code] = {
@@ -58,6 +61,7 @@ CODES: dict[str, Code] = {
             "因为你赞过视频 {video_id}",
             "engaged with by the people who engaged with `video_id`, a video the user liked "
             "(co-engagement)",
+            zh_hant="因為你讚過影片 {video_id}",
         ),
         Code(
             "similar_to_watched",
@@ -65,6 +69,7 @@ CODES: dict[str, Code] = {
             "similar to what you watch",
             "与你看过的内容相似",
             "near the user's taste vector (embedding retrieval)",
+            zh_hant="與你看過的內容相似",
         ),
         Code(
             "trending_region",
@@ -72,6 +77,7 @@ CODES: dict[str, Code] = {
             "popular in your region",
             "你所在地区的热门",
             "among the most engaged-with videos of the user's home region",
+            zh_hant="你所在地區的熱門",
         ),
         Code(
             "followed_creator",
@@ -79,6 +85,7 @@ CODES: dict[str, Code] = {
             "new from a creator you follow",
             "你关注的创作者发布了新作品",
             "a recent video of a creator the user follows (the creator is not named)",
+            zh_hant="你追蹤的創作者發布了新作品",
         ),
         Code(
             "new_on_fyp",
@@ -86,6 +93,7 @@ CODES: dict[str, Code] = {
             "new on fyp",
             "新发布",
             "a recent video with few impressions yet (exploration)",
+            zh_hant="新發布",
         ),
         Code(
             "category_interest",
@@ -95,6 +103,7 @@ CODES: dict[str, Code] = {
             "popular in `category`, a category the user engages with (its name as the "
             "catalogue has it, e.g. `美食`)",
             words=("category",),
+            zh_hant="因為你常看{category}",
         ),
         Code(
             "not_personalised",
@@ -103,6 +112,7 @@ CODES: dict[str, Code] = {
             "你所在地区的热门（个性化推荐已关闭）",
             "among the most engaged-with videos of the user's home region, on the feed that "
             "is not based on profiling (the user's `personalised_feed` consent is off)",
+            zh_hant="你所在地區的熱門（個人化推薦已關閉）",
         ),
         Code(
             "new_not_personalised",
@@ -111,6 +121,7 @@ CODES: dict[str, Code] = {
             "新发布（个性化推荐已关闭）",
             "a recent video with few impressions yet (exploration), on the feed that is not "
             "based on profiling",
+            zh_hant="新發布（個人化推薦已關閉）",
         ),
         Code(
             "evaluated_set",
@@ -118,6 +129,7 @@ CODES: dict[str, Code] = {
             "in the evaluated set",
             "属于评测集",
             "an evaluation ranked a fixed set of videos",
+            zh_hant="屬於評測集",
         ),
         Code(
             OTHER,
@@ -126,6 +138,7 @@ CODES: dict[str, Code] = {
             "{text}",
             "a reason without a code (from an artifact trained before reasons had codes): "
             "`text` as it was stored, the same in every language",
+            zh_hant="{text}",
         ),
     )
 }
@@ -178,9 +191,10 @@ def _render(reason: Reason, lang: str) -> str:
         return spec.zh_hans.format_map(reason.params)
     if lang == ZH_HANT:
         params = dict(reason.params)
-        for name in spec.words:
+        for name in spec.words:  # words from the data: converted character by character
             params[name] = traditional(params[name])
-        return traditional(spec.zh_hans).format_map(params)
+        template = spec.zh_hant if spec.zh_hant is not None else traditional(spec.zh_hans)
+        return template.format_map(params)
     raise ValueError(f"unsupported language {lang!r}")
 
 
@@ -238,7 +252,8 @@ _converted: dict[str, str] = {}
 
 def traditional(text: str) -> str:
     """Simplified Chinese to Traditional (OpenCC ``s2tw``: the character forms Taiwan
-    and Hong Kong write, 為 not 爲), cached. Without OpenCC the text stays Simplified,
+    and Hong Kong write, 為 not 爲; for the data's words, the templates have their own
+    wording), cached. Without OpenCC the text stays Simplified,
     and the operator is told once in the log."""
     found = _converted.get(text)
     if found is not None:
@@ -260,8 +275,8 @@ def _converter() -> Any:
                 except ImportError:
                     _s2t_missing = True
                     log.warning(
-                        "opencc is not installed (pip install 'fyp[moderation]'): feed "
-                        "reasons asked for in zh-Hant are served in Simplified Chinese"
+                        "opencc is not installed (pip install 'fyp[moderation]'): "
+                        "category names in zh-Hant feed reasons stay in Simplified Chinese"
                     )
                     return None
                 _s2t = opencc.OpenCC("s2tw.json")
