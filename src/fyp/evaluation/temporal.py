@@ -316,8 +316,8 @@ def run_temporal(config: TemporalConfig, log: Log = print) -> EvalOutcome:
             )
         with Deployment(copy) as d:
             universe = servable(d, region, split.universe)
-            test = {u: v & universe for u, v in split.held_out.items()}
-            test = {u: v for u, v in test.items() if v}
+            held = ((u, v & universe) for u, v in split.held_out.items())
+            test = split.held_out = {u: v for u, v in held if v}
             with stages.stage("train"):
                 log(f"  engine trained: {train_engine(d, config.seed)} s")
             with stages.stage("prepare"):
