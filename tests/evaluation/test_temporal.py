@@ -18,6 +18,8 @@ from typing import Any
 import numpy as np
 import pytest
 import scipy.sparse as sp
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from fyp.audit.log import AuditLog
@@ -319,3 +321,105 @@ def test_the_official_kuairec_layout_splits_at_its_real_times(tmp_path: Path) ->
     ).results
     assert results["config"]["test_users"] == 3
     assert results["config"]["events_after_cut"] == split.events_after > 5  # small matrix too
+
+
+# -- the cut against a plain model, for any history --------------------------------------
+KINDS = ["play_long", "play_short", "like", "unlike", "share", "skip", "impression"]
+
+
+@pytest.fixture(scope="module")
+def template(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any]:
+    """A store file with users u0-u4 (u4 withheld model_training) and videos x0-x5 (x5
+    published after day 10), and the deployment's config."""
+    root = tmp_path_factory.mktemp("template")
+    with Deployment.init(root / "dep", ["us"]) as d:
+        catalog = Catalog(d)
+        for n in range(5):
+            consents = {"model_training": False} if n == 4 else None
+            catalog.create_user(UserIn(user_id=f"u{n}", home_region="us", consents=consents))
+        publish(catalog, [f"x{n}" for n in range(6)])
+        file = root / "template.sqlite"
+        snapshot_region(d.config, "us", file)
+        config = d.config
+    with closing(sqlite3.connect(file)) as db, db:
+        db.execute("UPDATE videos SET created_at_ms = ?", (CUT_MS - 1,))
+        db.execute("UPDATE videos SET created_at_ms = ? WHERE video_id = 'x5'", (CUT_MS + 1,))
+    return file, config
+
+
+@settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["u0", "u1", "u4"]),  # u4 withheld model_training
+            st.sampled_from(["x0", "x1", "x2", "x5"]),  # x5 published after the cut
+            st.sampled_from(KINDS),
+            st.integers(0, 20),  # the day; the cut is day 10
+        ),
+        max_size=40,
+    )
+)
+@example([("u0", "x0", "share", 1), ("u0", "x1", "like", 11), ("u0", "x1", "unlike", 12)])
+@example([("u1", "x0", "skip", 2), ("u1", "x1", "unlike", 11), ("u1", "x1", "like", 12)])
+def test_the_cut_matches_a_plain_model(
+    template: tuple[Path, Any], tmp_path: Path, history: list[tuple[str, str, str, int]]
+) -> None:
+    import shutil
+    import uuid
+
+    file, config = template
+    copy = tmp_path / f"{uuid.uuid4().hex}.sqlite"
+    shutil.copy(file, copy)
+    day_ms = 86_400_000
+    t0 = CUT_MS - 10 * day_ms
+    rows = []
+    for n, (u, v, kind, day) in enumerate(history):
+        long = kind == "play_long"
+        rows.append(
+            (
+                f"e{n}",
+                u,
+                v,
+                "play" if kind.startswith("play") else kind,
+                t0 + day * day_ms,
+                20_000 if long else (1_000 if kind == "play_short" else None),
+                int(long),
+                int(long),
+            )
+        )
+    with closing(sqlite3.connect(copy)) as db:
+        with db:
+            db.executemany(
+                "INSERT INTO events (event_id, user_id, video_id, type, ts_ms, watch_ms, "
+                "valid_play, long_play) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                rows,
+            )
+        split = split_copy(db, config, "us", CUT_MS)
+        left = db.execute("SELECT user_id, ts_ms FROM events").fetchall()
+    # the plain model: in delivery order, a like counts until an unlike of the pair
+    before = [(u, v) for (_, u, v, _, ts, *_rest) in rows if ts < CUT_MS and u != "u4"]
+    seen: dict[str, set[str]] = {}
+    for u, v in before:
+        seen.setdefault(u, set()).add(v)
+    liked: dict[tuple[str, str], bool] = {}
+    other: set[tuple[str, str]] = set()
+    for _, u, v, kind, ts, _w, _valid, long in rows:
+        if ts < CUT_MS or u == "u4":
+            continue
+        if kind == "like":
+            liked[(u, v)] = True
+        elif kind == "unlike":
+            liked[(u, v)] = False
+        elif kind == "share" or (kind == "play" and long):
+            other.add((u, v))
+    good = {p for p, on in liked.items() if on} | other
+    existed = {f"x{n}" for n in range(5)} | {v for vs in seen.values() for v in vs}
+    expected: dict[str, set[str]] = {}
+    for u, v in good:
+        if u in seen and v in existed and v not in seen[u]:
+            expected.setdefault(u, set()).add(v)
+    assert split.held_out == expected
+    assert all(ts < CUT_MS and u != "u4" for u, ts in left)
+    assert split.events_before == len(before)
