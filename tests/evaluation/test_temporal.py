@@ -94,6 +94,11 @@ PLANTED = [  # (user, video, type, day); the cut is day 10
     ("bob", "late", "play", 15),  # published after the cut, never played before: not ranked
     ("cat", "v1", "play", 12),  # no history before the cut: no test user
     ("dan", "v2", "play", 4),  # nothing after the cut
+    ("eve", "v1", "play", 11),  # a newcomer: her first three events after the cut...
+    ("eve", "v2", "skip", 11.5),
+    ("eve", "v3", "share", 12),
+    ("eve", "v5", "like", 13),  # ...then what she liked next
+    ("eve", "v2", "like", 14),  # (a video of her first three: not held out)
 ]
 
 
@@ -101,7 +106,7 @@ PLANTED = [  # (user, video, type, day); the cut is day 10
 def planted(tmp_path: Path) -> Iterator[Deployment]:
     with Deployment.init(tmp_path / "dep", ["us"]) as d:
         catalog = Catalog(d)
-        for user in ("ann", "bob", "cat", "dan"):
+        for user in ("ann", "bob", "cat", "dan", "eve"):
             catalog.create_user(UserIn(user_id=user, home_region="us"))
         publish(catalog, ["v1", "v2", "v3", "v4", "v5", "late"])
         Ingestor(d).ingest([_event(n, *row) for n, row in enumerate(PLANTED)])
@@ -121,9 +126,24 @@ def test_the_cut_holds_out_each_users_new_positives(planted: Deployment, tmp_pat
         left = db.execute("SELECT user_id, video_id, ts_ms FROM events").fetchall()
     assert split.held_out == {"ann": {"v3"}, "bob": {"v1"}}
     assert split.seen == {"ann": {"v1", "v2"}, "bob": {"v3"}}
-    assert (split.events_before, split.events_after) == (4, 8)
+    assert (split.events_before, split.events_after) == (4, 13)
+    assert split.newcomers == {}  # none asked for
     assert "late" not in split.universe and {"v1", "v2", "v3", "v4", "v5"} <= split.universe
     assert len(left) == 4 and all(ts < CUT_MS for _, _, ts in left)  # the future is gone
+
+
+def test_a_newcomers_first_events_are_their_history(planted: Deployment, tmp_path: Path) -> None:
+    copy = tmp_path / "copy.sqlite"
+    snapshot_region(planted.config, "us", copy)
+    with closing(sqlite3.connect(copy)) as db:
+        split = split_copy(db, planted.config, "us", CUT_MS, newcomer_events=3)
+    assert split.newcomers == {"eve": {"v5"}}  # cat has one event after the cut: too few
+    assert [(e.user_id, e.video_id, e.type) for e in split.newcomer_events] == [
+        ("eve", "v1", "play"),
+        ("eve", "v2", "skip"),
+        ("eve", "v3", "share"),
+    ]
+    assert split.held_out == {"ann": {"v3"}, "bob": {"v1"}}  # returning users as before
     live = planted.store("us").count_events()
     assert live == len(PLANTED)  # only the copy was cut
 
@@ -200,6 +220,11 @@ def tastes(d: Deployment) -> None:
         for day, count in ((rng.uniform(0, 9), 4), (rng.uniform(11, 20), 3)):
             for v in rng.sample(own, count):
                 rows.append(_event(len(rows), user, v, "play", day + rng.random()))
+    for n in range(8):  # newcomers: every event after the cut, three then three more
+        user = f"{'ab'[n % 2]}-new{n}"
+        catalog.create_user(UserIn(user_id=user, home_region="us"))
+        for k, v in enumerate(rng.sample(GROUPS[user[0]], 6)):
+            rows.append(_event(len(rows), user, v, "play", 11 + k + rng.random()))
     Ingestor(d).ingest(rows)
     Moderator(d).run("us")
 
@@ -230,6 +255,11 @@ def test_end_to_end_on_a_deployment(
         # the tastes are planted: the engine and ALS find them, random cannot
         assert offline["fyp"]["ndcg@10"] > offline["random"]["ndcg@10"] + 0.15
         assert offline["als"]["ndcg@10"] > offline["random"]["ndcg@10"] + 0.15
+        # newcomers: three plays in, the feed already serves their group's videos, which
+        # the popularity of the whole region cannot
+        assert config["newcomers"] == 8
+        newcomers = results["offline_newcomers"]
+        assert newcomers["fyp"]["ndcg@10"] > newcomers["popular"]["ndcg@10"] + 0.15
         assert sorted(p.name for p in out.iterdir()) == ["report.html", "results.json"]
         written = (out / "results.json").read_text() + (out / "report.html").read_text()
         assert "-u1" not in written  # figures only: no user id leaves the region
@@ -290,6 +320,10 @@ def test_cli_prints_the_figures(planted: Deployment, tmp_path: Path) -> None:
     assert "offline (deployment)" in result.output
     results = json.loads((out / "results.json").read_text())
     assert results["config"]["test_users"] == 2
+    assert results["config"]["newcomers"] == 1  # eve
+    assert results["offline_newcomers"]["fyp"]["users"] == 1
+    assert "offline, newcomers (deployment)" in result.output
+    assert "Offline, newcomers" in (out / "report.html").read_text()
     # the learned heads ranked the same users, and are compared with the configured scorer
     assert results["offline"]["fyp:multi_objective"]["users"] == 2
     assert "fyp:multi_objective" in results["uncertainty"]["offline"]["fyp_vs"]

@@ -51,8 +51,9 @@ DEPLOYMENT_HELP = "\n\n".join(
         "copy, trains the engine there with this deployment's settings and ranks for each "
         "user with a positive after the cut: fyp through its real feed path, and the peers "
         "random, popular, als, bpr and ease fitted on the same events. Relevant: the user's "
-        "positives after the cut on videos they had not seen. Users who withheld "
-        "model_training consent are left out. The copy is removed at the end.",
+        "positives after the cut on videos they had not seen. Newcomers (no event before "
+        "the cut) are measured apart: the feed sees their first events after it. Users "
+        "who withheld model_training consent are left out. The copy is removed at the end.",
         "Writes OUT/results.json and OUT/report.html (figures only, no user id) and records "
         "the run in the region's audit log. The live store, models and served log are only "
         "read.",
@@ -63,14 +64,15 @@ DEPLOYMENT_HELP = "\n\n".join(
 def results_tables(results: dict[str, Any]) -> list[Table]:
     """The offline and interactive tables of a ``results.json``."""
     tables = []
-    offline: dict[str, dict[str, Any]] = results.get("offline", {})
-    cols = [c for c in OFFLINE_ORDER if any(c in v for v in offline.values())]
-    if offline:
-        t = Table("method", *cols, title=f"offline ({results['protocol']})")
-        for method, values in offline.items():
-            style = "bold" if method == "fyp" else None
-            t.add_row(method, *(f"{values.get(c, 0.0):.4f}" for c in cols), style=style)
-        tables.append(t)
+    for key, title in (("offline", "offline"), ("offline_newcomers", "offline, newcomers")):
+        offline: dict[str, dict[str, Any]] = results.get(key, {})
+        cols = [c for c in OFFLINE_ORDER if any(c in v for v in offline.values())]
+        if offline:
+            t = Table("method", *cols, title=f"{title} ({results['protocol']})")
+            for method, values in offline.items():
+                style = "bold" if method == "fyp" else None
+                t.add_row(method, *(f"{values.get(c, 0.0):.4f}" for c in cols), style=style)
+            tables.append(t)
     interactive: dict[str, dict[str, Any]] = results.get("interactive", {})
     if interactive:
         t = Table("method", *INTERACTIVE_ORDER, title=f"interactive ({results['protocol']})")
@@ -93,7 +95,7 @@ def results_tables(results: dict[str, Any]) -> list[Table]:
     return tables
 
 
-HEADLINE = (("offline", "ndcg@10"), ("interactive", "reward"))
+HEADLINE = (("offline", "ndcg@10"), ("offline_newcomers", "ndcg@10"), ("interactive", "reward"))
 
 
 def _versus(uncertainty: dict[str, Any]) -> list[tuple[str, dict[str, str]]]:
@@ -209,6 +211,11 @@ def register(app: typer.Typer) -> None:
         ),
         seed: int = SEED,
         users: int | None = USERS,
+        newcomer_events: int = typer.Option(
+            3,
+            help="Also measure newcomers (no event before the cut): the feed sees their "
+            "first N events after it, then ranks for what they liked next (0: none).",
+        ),
         also_scorer: list[str] = typer.Option(
             [],
             "--also-scorer",
@@ -232,6 +239,7 @@ def register(app: typer.Typer) -> None:
                 seed=seed,
                 users=users,
                 scorers=tuple(also_scorer),
+                newcomer_events=newcomer_events,
                 reason=reason,
             )
             outcome = run_temporal(config, log=_log)

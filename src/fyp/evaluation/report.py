@@ -262,17 +262,16 @@ def render_html(results: Mapping[str, Any], details: Mapping[str, Mapping[str, A
         )
     uncertainty: Mapping[str, Any] = results.get("uncertainty", {})
     parts.append("<h2>Offline</h2>")
-    if offline:
-        found = uncertainty.get("offline", {})
-        if figures:
-            parts.append(
-                _img(offline_figure(offline, found.get("intervals")), "offline metrics per method")
-            )
-        parts.append(table(offline, _columns(offline, OFFLINE_ORDER)))
-        if found:
-            parts += ["<h3>95 % intervals</h3>", uncertainty_tables(found, OFFLINE_ORDER)]
-    else:
-        parts.append('<p class="note">not run</p>')
+    parts += _offline(offline, uncertainty.get("offline", {}), figures)
+    newcomers: Mapping[str, Mapping[str, Any]] = results.get("offline_newcomers", {})
+    if newcomers:
+        parts.append(
+            "<h2>Offline, newcomers</h2>"
+            '<p class="note">Users with no event before the cut: the feed saw their first '
+            "events after it (no model learned them; the peers fitted on them) and ranked "
+            "for what they liked next.</p>"
+        )
+        parts += _offline(newcomers, uncertainty.get("offline_newcomers", {}), figures)
     parts.append("<h2>Interactive</h2>")
     if interactive:
         parts.append(
@@ -316,10 +315,29 @@ def render_html(results: Mapping[str, Any], details: Mapping[str, Mapping[str, A
             parts += [f"<p>{html.escape(key)}</p>", _pairs(value)]
     parts += ["<h2>Config</h2>", _pairs(_flatten(results.get("config", {})))]
     parts += ["<h2>Machine</h2>", _pairs(results.get("machine", {}))]
-    parts.append(
-        '<p class="note">Data: KuaiRec (Gao et al., CIKM 2022), CC BY-SA 4.0.</p></body></html>'
-    )
+    if results.get("protocol") == "deployment":
+        source = "the deployment's own events (fyp eval deployment)"
+    else:
+        source = "KuaiRec (Gao et al., CIKM 2022), CC BY-SA 4.0"
+    parts.append(f'<p class="note">Data: {html.escape(source)}.</p></body></html>')
     return "\n".join(parts)
+
+
+def _offline(
+    rows: Mapping[str, Mapping[str, Any]], found: Mapping[str, Any], figures: bool
+) -> list[str]:
+    """One offline section: the bars, the table and the intervals."""
+    if not rows:
+        return ['<p class="note">not run</p>']
+    parts = []
+    if figures:
+        parts.append(
+            _img(offline_figure(rows, found.get("intervals")), "offline metrics per method")
+        )
+    parts.append(table(rows, _columns(rows, OFFLINE_ORDER)))
+    if found:
+        parts += ["<h3>95 % intervals</h3>", uncertainty_tables(found, OFFLINE_ORDER)]
+    return parts
 
 
 def _flatten(values: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:

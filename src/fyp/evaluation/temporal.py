@@ -31,6 +31,12 @@ liked next:
    same pre-cut events. Metrics as for KuaiRec-EAR (:mod:`fyp.evaluation.offline`),
    with 95 % intervals.
 
+6. **Newcomers** (``newcomer_events`` K): a user with no event before the cut and more
+   than K after it is measured apart (``offline_newcomers``). Their first K events
+   after the cut go back into the copy once the engine has trained: its state reads
+   them as it reads a new user's first events live, no model learned them. The peers
+   fit with them (a static model has no other way to know the user).
+
 Unlike KuaiRec's fully observed test set, a video a user did not play after the cut is
 an *unknown*, not a known negative (they may never have been shown it): the figures
 rank methods against each other; their absolute values are lower bounds. Outputs hold
@@ -56,7 +62,15 @@ from typing import Any
 from fyp.audit.log import AuditLog
 from fyp.config import SCORERS, DeploymentConfig, RegionConfig, load_config
 from fyp.errors import InvalidRequest, ValidationFailed
-from fyp.evaluation.offline import Protocol, Scored, build_protocol, rank_engine, train_engine
+from fyp.evaluation.baselines import PEERS
+from fyp.evaluation.offline import (
+    Protocol,
+    Scored,
+    build_protocol,
+    rank_engine,
+    rank_peer,
+    train_engine,
+)
 from fyp.evaluation.run import (
     METHODS,
     OUTPUTS,
@@ -64,13 +78,13 @@ from fyp.evaluation.run import (
     Log,
     Stages,
     machine_info,
-    offline_ear,
     select_users,
     write_json,
 )
 from fyp.evaluation.simulator import serving_threads
 from fyp.evaluation.uncertainty import METHOD, figures
 from fyp.events.schema import EventType, StoredEvent
+from fyp.feed.pipeline import FeedPipeline
 from fyp.feed.service import FeedService, scorer_for
 from fyp.models.training import LikeLedger, event_weight
 from fyp.moderation.service import ADULT
@@ -79,6 +93,7 @@ from fyp.regions.deployment import Deployment
 from fyp.sovereignty.region_data import snapshot_region
 from fyp.sovereignty.staging import EVAL_PREFIX, Staging, refuse_while_restoring, remove_stale
 from fyp.storage import Store
+from fyp.storage.base import EventRow
 
 PROTOCOL = "deployment"
 ACTOR = "cli:fyp eval deployment"
@@ -103,6 +118,7 @@ class TemporalConfig:
     # also rank with these scorers (method ``fyp:<scorer>``), to compare them with the
     # configured one on the same users
     scorers: tuple[str, ...] = ()
+    newcomer_events: int = 3  # a newcomer's first events the feed sees (0: no newcomers)
     reason: str = ""
 
     def check(self) -> None:
@@ -110,6 +126,11 @@ class TemporalConfig:
             raise InvalidRequest(
                 f"--holdout must be between 0 and 1 (exclusive), got {self.holdout}",
                 field="holdout",
+            )
+        if not 0 <= self.newcomer_events <= 100:
+            raise InvalidRequest(
+                f"--newcomer-events must be between 0 and 100, got {self.newcomer_events}",
+                field="newcomer_events",
             )
         if self.users is not None and self.users < 1:
             raise InvalidRequest(f"--users must be >= 1, got {self.users}", field="users")
@@ -141,6 +162,11 @@ class Split:
     held_out: dict[str, set[str]] = field(default_factory=dict)
     seen: dict[str, set[str]] = field(default_factory=dict)  # test users' pre-cut videos
     universe: set[str] = field(default_factory=set)
+    # newcomers (no event before the cut): their first events after it, put back in the
+    # copy once the engine has trained (the state reads them, no model learned them),
+    # and their positives after those
+    newcomer_events: list[EventRow] = field(default_factory=list)
+    newcomers: dict[str, set[str]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -150,6 +176,8 @@ class Split:
             "users_without_training_consent": self.excluded_users,
             "users_not_personalised": self.not_personalised,
             "held_out_positives": sum(len(v) for v in self.held_out.values()),
+            "newcomer_events_kept": len(self.newcomer_events),
+            "newcomer_held_out_positives": sum(len(v) for v in self.newcomers.values()),
         }
 
 
@@ -220,9 +248,17 @@ def _count(db: sqlite3.Connection, sql: str, args: tuple[Any, ...] = ()) -> int:
     return int(n)
 
 
-def split_copy(db: sqlite3.Connection, config: DeploymentConfig, region: str, cut_ms: int) -> Split:
-    """Cut the copy at ``cut_ms`` (module docstring, steps 2-4). The held-out sets are
-    not yet limited to what the feed may serve (:func:`servable`)."""
+def split_copy(
+    db: sqlite3.Connection,
+    config: DeploymentConfig,
+    region: str,
+    cut_ms: int,
+    newcomer_events: int = 0,
+) -> Split:
+    """Cut the copy at ``cut_ms`` (module docstring, steps 2-4); with
+    ``newcomer_events`` K, a newcomer's first K events after the cut are kept aside
+    (step 6). The held-out sets are not yet limited to what the feed may serve
+    (:func:`servable`)."""
     policy = consent_policy(config, region)
     consents = {
         str(u): json.loads(c or "{}") for u, c in db.execute("SELECT user_id, consents FROM users")
@@ -235,7 +271,8 @@ def split_copy(db: sqlite3.Connection, config: DeploymentConfig, region: str, cu
     split = Split(cut_ms, excluded_users=len(withheld))
     split.events_before = _count(db, "SELECT count(*) FROM events WHERE ts_ms < ?", (cut_ms,))
     split.events_after = _count(db, "SELECT count(*) FROM events WHERE ts_ms >= ?", (cut_ms,))
-    after = positives(_events(db, cut_ms))
+    later = list(_events(db, cut_ms))
+    after = positives(later)
     seen: dict[str, set[str]] = {}
     for user, video in db.execute(
         "SELECT user_id, video_id FROM events WHERE ts_ms < ?", (cut_ms,)
@@ -246,9 +283,11 @@ def split_copy(db: sqlite3.Connection, config: DeploymentConfig, region: str, cu
         for (v,) in db.execute("SELECT video_id FROM videos WHERE created_at_ms < ?", (cut_ms,))
     }
     split.universe = existed | {v for videos in seen.values() for v in videos}
+    if newcomer_events > 0:
+        newcomers(split, later, seen, impersonal, newcomer_events)
     for user, videos in sorted(after.items()):
         if user not in seen:
-            continue  # no history before the cut: nothing to personalise from
+            continue  # no history before the cut: a newcomer's count apart
         if user in impersonal:
             split.not_personalised += 1
             continue
@@ -262,6 +301,29 @@ def split_copy(db: sqlite3.Connection, config: DeploymentConfig, region: str, cu
         for table in ("served_pages", "experiment_exposures", "labels"):
             db.execute(f"DELETE FROM {table}")
     return split
+
+
+def newcomers(
+    split: Split,
+    later: list[StoredEvent],
+    seen: dict[str, set[str]],
+    impersonal: set[str],
+    k: int,
+) -> None:
+    """Each user with no event before the cut: their first ``k`` events after it (by
+    time) become the history the feed sees, their positives after those are held out."""
+    by_user: dict[str, list[StoredEvent]] = {}
+    for e in later:
+        if e.user_id not in seen and e.user_id not in impersonal:
+            by_user.setdefault(e.user_id, []).append(e)
+    for user, events in sorted(by_user.items()):
+        events.sort(key=lambda e: (e.ts_ms, e.seq))
+        first, rest = events[:k], events[k:]
+        watched = {e.video_id for e in first}
+        fresh = (positives(rest).get(user, set()) & split.universe) - watched
+        if len(first) == k and fresh:
+            split.newcomers[user] = fresh
+            split.newcomer_events += [EventRow(*e[1:]) for e in first]
 
 
 def servable(deployment: Deployment, region: str, videos: set[str]) -> set[str]:
@@ -303,7 +365,7 @@ def run_temporal(config: TemporalConfig, log: Log = print) -> EvalOutcome:
             log(f"  {region}: store copied into {scratch}")
         with stages.stage("cut"), closing(sqlite3.connect(store_file)) as db:
             cut_ms = config.cut_ms if config.cut_ms is not None else choose_cut(db, config.holdout)
-            split = split_copy(db, source, region, cut_ms)
+            split = split_copy(db, source, region, cut_ms, config.newcomer_events)
         log(
             f"  cut at {_iso(cut_ms)}: {split.events_before:,} events before, "
             f"{split.events_after:,} after"
@@ -316,48 +378,63 @@ def run_temporal(config: TemporalConfig, log: Log = print) -> EvalOutcome:
             )
         with Deployment(copy) as d:
             universe = servable(d, region, split.universe)
-            held = ((u, v & universe) for u, v in split.held_out.items())
-            test = split.held_out = {u: v for u, v in held if v}
+            split.held_out = _within(split.held_out, universe)
+            split.newcomers = _within(split.newcomers, universe)
             with stages.stage("train"):
                 log(f"  engine trained: {train_engine(d, config.seed)} s")
             with stages.stage("prepare"):
+                # a newcomer's first events reach the store as they would live: after
+                # the models were trained, so only the feed's state reads them
+                d.store(region).insert_events(split.newcomer_events)
+                truth = {**split.held_out, **split.newcomers}
 
                 def read_test(name: str, store: Store) -> tuple[dict[str, set[str]], set[str]]:
-                    return dict(test), universe
+                    return dict(truth), universe
 
                 protocol = build_protocol(d, read_test, log=lambda m: log(f"  {m}"))
+                kept: dict[str, set[str]] = {}
+                for e in split.newcomer_events:
+                    kept.setdefault(e.user_id, set()).add(e.video_id)
                 for part in protocol.regions:
-                    part.seen = {u: split.seen[u] for u in part.test}
-                n_users = select_users(protocol, config.users, config.seed)
-                log(f"  {n_users:,} test users, {len(protocol.universe):,} videos ranked")
-            if n_users == 0:
+                    part.seen = {u: split.seen.get(u) or kept[u] for u in part.test}
+                select_users(protocol, config.users, config.seed)
+                tested = {u for part in protocol.regions for u in part.test}
+                groups = {
+                    "offline": tested & set(split.held_out),
+                    "offline_newcomers": tested & set(split.newcomers),
+                }
+                log(
+                    f"  {len(groups['offline']):,} test users, "
+                    f"{len(groups['offline_newcomers']):,} newcomers, "
+                    f"{len(protocol.universe):,} videos ranked"
+                )
+            if not groups["offline"]:
                 raise ValidationFailed(
                     f"no user of {region} has both an event before the cut {_iso(cut_ms)} "
                     "and a positive after it on a video they had not seen",
                     field="cut",
                 )
             with stages.stage("offline"):
-                offline = offline_ear(protocol, config.seed, methods, log)
-                for name in dict.fromkeys(config.scorers):
-                    method = f"fyp:{name}"
-                    scored = rank_with_scorer(protocol, d, name, config.seed, log)
-                    for key in offline:
-                        offline[key][method] = scored[key][method]
-                    methods.append(method)
-            uncertainty = {
-                "method": METHOD,
-                "offline": figures(
-                    {m: offline["per_user"][m] for m in methods if m in offline["per_user"]},
-                    config.seed,
-                ),
+                ranked, seconds = rank_all(protocol, d, methods, config.scorers, config.seed, log)
+            methods += [f"fyp:{name}" for name in dict.fromkeys(config.scorers)]
+            scored = {
+                group: score(ranked, users, protocol, methods, config.seed, log)
+                for group, users in groups.items()
+                if users
             }
-            audit_run(source, region, split, n_users, config)
+            audit_run(source, region, split, len(groups["offline"]), config)
+    empty: dict[str, Any] = {"metrics": {}, "uncertainty": {}}
     results: dict[str, Any] = {
         "protocol": PROTOCOL,
-        "offline": {m: offline["metrics"][m] for m in methods if m in offline["metrics"]},
+        "offline": scored["offline"]["metrics"],
+        "offline_newcomers": scored.get("offline_newcomers", empty)["metrics"],
         "interactive": {},
-        "uncertainty": uncertainty,
-        "seconds": {**stages.seconds, "offline_methods": offline["seconds"]},
+        "uncertainty": {
+            "method": METHOD,
+            "offline": scored["offline"]["uncertainty"],
+            "offline_newcomers": scored.get("offline_newcomers", empty)["uncertainty"],
+        },
+        "seconds": {**stages.seconds, "offline_methods": seconds},
         "machine": machine_info(),
         "config": {
             "deployment": str(Path(config.directory).resolve()),
@@ -366,8 +443,10 @@ def run_temporal(config: TemporalConfig, log: Log = print) -> EvalOutcome:
             "users": config.users,
             "holdout": None if config.cut_ms is not None else config.holdout,
             "cut": _iso(cut_ms),
+            "newcomer_events": config.newcomer_events,
             **split.to_dict(),
-            "test_users": n_users,
+            "test_users": len(groups["offline"]),
+            "newcomers": len(groups["offline_newcomers"]),
             "videos_ranked": len(protocol.universe),
             "methods": methods,
         },
@@ -380,21 +459,55 @@ def run_temporal(config: TemporalConfig, log: Log = print) -> EvalOutcome:
     return EvalOutcome(results, {}, out, files)
 
 
-def rank_with_scorer(
-    protocol: Protocol, deployment: Deployment, scorer: str, seed: int, log: Log
-) -> dict[str, Any]:
-    """The engine's figures with ``scorer`` instead of the configured one (its other
-    settings, the objective weights among them, as configured)."""
-    from fyp.feed.pipeline import FeedPipeline
+def _within(sets: dict[str, set[str]], universe: set[str]) -> dict[str, set[str]]:
+    kept = ((u, v & universe) for u, v in sets.items())
+    return {u: v for u, v in kept if v}
 
-    ranking = dataclasses.replace(deployment.config.ranking, scorer=scorer)
-    service = FeedService(deployment, pipeline=FeedPipeline(scorer=scorer_for(ranking)))
+
+def rank_all(
+    protocol: Protocol,
+    deployment: Deployment,
+    methods: list[str],
+    scorers: tuple[str, ...],
+    seed: int,
+    log: Log,
+) -> tuple[dict[str, dict[str, list[str]]], dict[str, float]]:
+    """Every method's top-50 for every test user (one BLAS thread for the engine, as
+    ``fyp serve`` pins it; all of them for the peers), and each method's seconds."""
+    ranked: dict[str, dict[str, list[str]]] = {}
+    seconds: dict[str, float] = {}
+    engines = {"fyp": deployment.config.ranking.scorer} if "fyp" in methods else {}
+    engines.update({f"fyp:{name}": name for name in scorers})
+    for method, scorer in engines.items():
+        started = time.perf_counter()
+        ranking = dataclasses.replace(deployment.config.ranking, scorer=scorer)
+        service = FeedService(deployment, pipeline=FeedPipeline(scorer=scorer_for(ranking)))
+        with serving_threads(True):
+            ranked[method] = rank_engine(protocol, service, seed)
+        seconds[method] = round(time.perf_counter() - started, 2)
+    for name, factory in PEERS.items():
+        if name in methods:
+            started = time.perf_counter()
+            ranked[name] = rank_peer(protocol, factory, seed)  # fitting included
+            seconds[name] = round(time.perf_counter() - started, 2)
+    log(f"  offline: ranked by {', '.join(ranked)} in {seconds} s")
+    return ranked, seconds
+
+
+def score(
+    ranked: dict[str, dict[str, list[str]]],
+    users: set[str],
+    protocol: Protocol,
+    methods: list[str],
+    seed: int,
+    log: Log,
+) -> dict[str, Any]:
+    """The metrics of one group of test users, and their 95 % intervals."""
     out = Scored()
-    started = time.perf_counter()
-    with serving_threads(True):
-        lists = rank_engine(protocol, service, seed)
-    out.add(f"fyp:{scorer}", lists, protocol, started, lambda m: log(f"  offline {m}"))
-    return out.to_dict()
+    for method in methods:
+        lists = {u: top for u, top in ranked[method].items() if u in users}
+        out.add(method, lists, protocol, time.perf_counter(), lambda m: log(f"  {m}"))
+    return {"metrics": out.metrics, "uncertainty": figures(out.per_user, seed)}
 
 
 def audit_run(
