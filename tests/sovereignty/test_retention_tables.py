@@ -114,6 +114,7 @@ def test_every_table_past_the_limit_goes_in_one_counted_expiry(
     tmp_path: Path, backend: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr("fyp.sovereignty.retention.CHUNK", 2)  # several chunks per table
+    monkeypatch.setattr("fyp.sovereignty.retention.ROWS_CHUNK", 2)
     monkeypatch.setattr("fyp.sovereignty.retention.PAUSE_S", 0.0)
     ages = {f"old{n}": OLD_MS + n * HOUR_MS for n in range(5)} | {"new0": NEW_MS, "new1": 0}
     root = build(tmp_path / "d", ages)
