@@ -8,18 +8,13 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import sys
-import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "models"))
-from consent_helpers import BACKENDS, on_backend
 from region_helpers import cli
+from retention_helpers import iso, now_ms
 
 from fyp.access.keys import KeyStore
 from fyp.audit.log import AuditLog, sql_store
@@ -41,20 +36,6 @@ OLD_MS = 60 * DAY_MS  # past the limit by far more than the 24 h retrain deadlin
 PENDING_MS = LIMIT_DAYS * DAY_MS + 2 * HOUR_MS  # past the limit, within the deadline
 NEW_MS = DAY_MS
 TABLES = ("events", EXPOSURES.table, LABELS.table, SERVED.table)
-
-
-@pytest.fixture(params=BACKENDS)
-def backend(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    with on_backend(request.param, monkeypatch):
-        yield request.param
-
-
-def now_ms() -> int:
-    return time.time_ns() // 1_000_000
-
-
-def iso(ms: int) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ms / 1000))
 
 
 def add_limit(root: Path, days: int = LIMIT_DAYS, region: str = "us") -> None:
