@@ -125,6 +125,7 @@ def one_run(directory: Path, data: Path, store_url: str | None) -> dict[str, Any
                 "transactions": len(v),
                 "median_ms": round(1000 * statistics.median(v), 2) if v else None,
                 "max_ms": round(1000 * max(v), 2) if v else None,
+                "max_at": v.index(max(v)) if v else None,  # which chunk (0: the first)
             }
             for t, v in chunks.items()
         },

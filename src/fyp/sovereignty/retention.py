@@ -1,25 +1,29 @@
-"""How long a region keeps its users' events: ``[regions.R.policy.retention]``.
+"""How long a region keeps its users' behaviour: ``[regions.R.policy.retention]``.
 
 ::
 
     [regions.eu.policy.retention]
-    events_days = 365   # events older than a year are deleted (absent: kept until erased)
+    events_days = 365   # behaviour older than a year is deleted (absent: kept until erased)
 
-Behaviour (watch time, likes, skips, follows) is personal data, and many regions' law
-allows it to be kept only as long as it is needed. With a limit set:
+Behaviour (watch time, likes, skips, follows, reports; which experiment arm served a
+user; what the feed showed; held-out labels) is personal data, and many regions' law
+allows it to be kept only as long as it is needed. The limit covers every table of the
+store that records such a thing with a time (:mod:`fyp.sovereignty.retention_tables`
+says which, and why the rest are not). With a limit set:
 
 - ingestion refuses an event whose time is already past the limit (it would be deleted
-  at once); the client gets 422 ``validation_failed`` naming ``ts``;
-- :func:`expire_events` deletes the older events (oldest first, in chunks, pausing
-  between them so writers get the store's lock), and records how many went in the
-  region's audit log (``retention.expire``). ``fyp train`` runs it before it reads the
-  store, so a model never learns from an expired event, and ``fyp serve``'s training
-  schedule trains (and so expires) every hour; ``fyp retention apply`` does it by hand
-  or from cron;
-- :func:`check_retention` (``fyp retention check``) proves it: no event of the region is
+  at once); the client gets 422 ``validation_failed`` naming ``ts``. The other tables'
+  times are the server's;
+- :func:`expire_events` deletes the older rows of each table (oldest first, in chunks,
+  pausing between them so writers get the store's lock), and records how many went
+  from each in the region's audit log (``retention.expire``). ``fyp train`` runs it
+  before it reads the store, so a model never learns from an expired event, and ``fyp
+  serve``'s training schedule trains (and so expires) every hour; ``fyp retention
+  apply`` does it by hand or from cron;
+- :func:`check_retention` (``fyp retention check``) proves it: no row of the region is
   older than the limit by more than ``[erasure] retrain_within_hours``, the live model
   learned from none, and no backup at the region's targets is older than the limit by
-  more than that (a backup holds the events of its day).
+  more than that (a backup holds the rows of its day).
 
 A restore expires what the backup held past the limit before the region serves again.
 """

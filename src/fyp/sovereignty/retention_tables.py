@@ -15,6 +15,11 @@ What a user did or was shown, with a time, and how the limit applies (docs/archi
 - ``served_pages`` (``served_at_ms``): the store's served log, through its own chunked
   ``forget_served_before`` (and a served log on Redis, when the limit is shorter than
   the seen window its pages expire by).
+
+Not covered: follows and blocks (relationships the user sets and sees, kept until
+undone; their ``follow`` events are), the profile, moderation records (a report job
+counts reporters, never who; an appeal is a request to trust and safety) and the audit
+log (hash-chained, never shortened; users only by pseudonym).
 """
 
 from __future__ import annotations
