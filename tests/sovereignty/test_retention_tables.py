@@ -8,17 +8,20 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import tempfile
 from pathlib import Path
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from region_helpers import cli
 from retention_helpers import iso, now_ms
 
 from fyp.access.keys import KeyStore
 from fyp.audit.log import AuditLog, sql_store
-from fyp.catalog.models import UserIn, VideoIn
+from fyp.catalog.models import User, UserIn, VideoIn
 from fyp.catalog.service import Catalog
 from fyp.config import DAY_MS
 from fyp.events.ingest import Ingestor
@@ -283,3 +286,35 @@ def test_a_store_made_before_migration_29_dates_its_label_sets_when_migrated(
         assert started - 1000 <= int(at[0]) <= now_ms() + 1000
     finally:
         store.close()
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    ages=st.lists(st.integers(0, 100), min_size=0, max_size=40),
+    limit=st.integers(1, 100),
+    chunk=st.integers(1, 7),
+)
+def test_expiry_leaves_exactly_the_rows_within_the_limit(
+    ages: list[int], limit: int, chunk: int
+) -> None:
+    """Whatever the rows' times and the chunk size, the rows before the cutoff go and
+    every other row stays, in each table."""
+    cutoff = 1_000_000
+    with tempfile.TemporaryDirectory() as tmp:
+        store = open_store(f"sqlite:///{tmp}/s.sqlite", "us", create=True)
+        try:
+            sql = sql_store(store)
+            for n, age in enumerate(ages):
+                store.insert_user(
+                    User(user_id=f"u{n}", home_region="us", created_at_ms=0, updated_at_ms=0)
+                )
+                at = cutoff + (limit - age) * 1000  # age > limit: before the cutoff
+                record_exposure(store, "x", "A", f"u{n}", at)
+                store.insert_label_sets("d", "t", {f"u{n}": ["v"]}, stored_at_ms=at)
+            for table in (EXPOSURES, LABELS):
+                gone, _ = table.expire_before(sql, cutoff, chunk, 0.0)
+                kept = {str(r[0]) for r in sql.query(f"SELECT user_id FROM {table.table}")}
+                assert kept == {f"u{n}" for n, age in enumerate(ages) if age <= limit}
+                assert gone == sum(age > limit for age in ages)
+        finally:
+            store.close()
