@@ -23,6 +23,7 @@ BENCHMARKS = {
     "auth": ["-m", "benchmarks.bench_auth"],
     "train": ["-m", "benchmarks.bench_train", "--repeats", "3"],
     "following": ["-m", "benchmarks.bench_following"],
+    "retention": ["-m", "benchmarks.bench_retention"],
 }
 QUICK = {
     "import": ["-m", "benchmarks.bench_import", "--repeats", "1"],
@@ -32,6 +33,7 @@ QUICK = {
     "auth": ["-m", "benchmarks.bench_auth", "--calls", "5000", "--repeats", "3"],
     "train": ["-m", "benchmarks.bench_train", "--repeats", "1"],
     "following": ["-m", "benchmarks.bench_following", "--requests", "100", "--repeats", "1"],
+    "retention": ["-m", "benchmarks.bench_retention", "--repeats", "1"],
 }
 
 

@@ -6,18 +6,13 @@ model and the backups hold none past it for longer than the retrain deadline."""
 from __future__ import annotations
 
 import json
-import sys
-import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "models"))
-from consent_helpers import BACKENDS, on_backend
 from region_helpers import cli
+from retention_helpers import iso, now_ms
 
 from fyp.access.keys import KeyStore
 from fyp.audit.log import AuditLog
@@ -35,20 +30,6 @@ from fyp.sovereignty.retention import check_retention, expire_region
 LIMIT_DAYS = 30
 OLD, NEW = 60, 1  # days before now of the two kinds of events
 N_OLD, N_NEW = 120, 80
-
-
-@pytest.fixture(params=BACKENDS)
-def backend(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    with on_backend(request.param, monkeypatch):
-        yield request.param
-
-
-def now_ms() -> int:
-    return time.time_ns() // 1_000_000
-
-
-def iso(ms: int) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ms / 1000))
 
 
 def add_policy(root: Path, lines: str, region: str = "us") -> None:

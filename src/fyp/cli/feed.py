@@ -163,10 +163,10 @@ def _changed(d: Deployment, regions: list[str]) -> list[str]:
 
 
 def _print_expired(expired: Expired) -> None:
-    if expired.events:
+    if any(expired.tables.values()):
         console.print(
-            f"{expired.region}: deleted {expired.events:,} events past the region's retention "
-            "limit ([regions.R.policy.retention] events_days)",
+            f"{expired.region}: {expired.summary()} past the region's retention limit "
+            "([regions.R.policy.retention] events_days)",
             markup=False,
         )
 

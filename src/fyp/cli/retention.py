@@ -19,7 +19,7 @@ EXIT_PROBLEM = 1
 def register(app: typer.Typer) -> None:
     retention = typer.Typer(
         name="retention",
-        help="How long each region keeps its users' events: delete past the limit, prove it.",
+        help="How long each region keeps its users' behaviour: delete past the limit, prove it.",
         no_args_is_help=True,
     )
     app.add_typer(retention, name="retention")
@@ -28,9 +28,10 @@ def register(app: typer.Typer) -> None:
     def apply(
         directory: Path = DirArg, region: str | None = RegionOpt, as_json: bool = JsonOpt
     ) -> None:
-        """Delete each region's events older than its limit ([regions.R.policy.retention]
-        events_days), oldest first, recorded in its audit log. fyp train (and so fyp serve's
-        hourly training) does this first; run it from cron when training is off."""
+        """Delete each region's events, experiment exposures, held-out label sets and served
+        pages older than its limit ([regions.R.policy.retention] events_days), oldest
+        first, recorded in its audit log. fyp train (and so fyp serve's hourly training)
+        does this first; run it from cron when training is off."""
         from fyp.regions.deployment import Deployment
         from fyp.sovereignty.retention import expire_region
 
@@ -41,15 +42,16 @@ def register(app: typer.Typer) -> None:
             typer.echo(json.dumps({"regions": [e.to_dict() for e in done]}, indent=2))
             return
         for e in done:
-            what = "no limit" if e.before_ms is None else f"deleted {e.events:,} events"
+            what = "no limit" if e.before_ms is None else e.summary()
             console.print(f"{e.region}: {what}", markup=False)
 
     @retention.command("check")
     def check(
         directory: Path = DirArg, region: str | None = RegionOpt, as_json: bool = JsonOpt
     ) -> None:
-        """Prove each region keeps to its limit: no event, live model or backup holds data
-        past it by more than [erasure] retrain_within_hours; exit 1 otherwise."""
+        """Prove each region keeps to its limit: no event, exposure, label set, served page,
+        live model or backup holds data past it by more than [erasure]
+        retrain_within_hours; exit 1 otherwise."""
         from fyp.regions.deployment import Deployment
         from fyp.sovereignty.retention import check_retention
 

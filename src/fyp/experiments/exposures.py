@@ -45,6 +45,10 @@ TABLE = "experiment_exposures"
 KNOWN_USERS = 500_000
 """Exposed users a serving process remembers per region and experiment (~70 MB at most):
 the least recently served are forgotten first, and their next page writes a no-op."""
+RECHECK_MS = 60_000
+"""How often a user whose exposure is past the retention limit but not yet deleted has
+their row read again (one indexed read a minute each, until the expiry runs)."""
+NEVER = 2**62
 EXPOSURES_MIGRATION = Migration(
     22,
     "experiments: each user's first exposure to an experiment, and its arm",
@@ -92,29 +96,67 @@ def exposures(store: object, experiment: str) -> dict[str, Exposure]:
     return {str(u): Exposure(str(v), int(t)) for u, v, t in rows}
 
 
+def exposed_at(store: object, experiment: str, user_id: str) -> int | None:
+    """When the store says the user was first exposed (None: no exposure held)."""
+    rows = sql_store(store).query(
+        f"SELECT exposed_at_ms FROM {TABLE} WHERE user_id = ? AND experiment = ?",
+        (user_id, experiment),
+    )
+    return int(rows[0][0]) if rows else None
+
+
 class ExposureLog:
     """A serving process's record of exposures: the users it has recorded, per region
     and experiment (at most ``capacity`` each, the least recently served forgotten
-    first), and the write for a user not among them."""
+    first), and the write for a user not among them.
+
+    Under a region's retention limit an exposure older than the limit is deleted
+    (``fyp.sovereignty.retention``): each known user carries the time the row may be
+    gone by, and a page served after it reads the row (at most once a ``RECHECK_MS``
+    while it is still there) and records the exposure afresh once it went, so a user
+    still served stays in the experiment's report, counted from then."""
 
     def __init__(self, deployment: Deployment, capacity: int = KNOWN_USERS) -> None:
         self.deployment = deployment
         self.capacity = capacity
-        self._known: dict[tuple[str, str], OrderedDict[str, None]] = {}
+        # user -> when to look at their row again (a page before that writes nothing)
+        self._known: dict[tuple[str, str], OrderedDict[str, int]] = {}
         self._lock = threading.Lock()
+        self._keep_for: object = None
+        self._keep_ms: dict[str, int | None] = {}
+
+    def _keep(self, region: str) -> int | None:
+        """How long ``region`` keeps exposures, in ms (None: until erased)."""
+        from fyp.sovereignty.retention import retention_policy
+
+        config = self.deployment.config  # a reload swaps it: read the limit in force
+        if config is not self._keep_for:
+            self._keep_ms = {r: retention_policy(config, r).events_ms for r in config.regions}
+            self._keep_for = config
+        return self._keep_ms.get(region)
 
     def expose(self, region: str, experiment: str, variant: str, user_id: str, ts_ms: int) -> None:
         """Record the user's first exposure in their home ``region``, unless known."""
         with self._lock:
             known = self._known.setdefault((region, experiment), OrderedDict())
-            if user_id in known:
+            due = known.get(user_id)
+            if due is not None and ts_ms < due:
                 known.move_to_end(user_id)
                 return
         store = self.deployment.store(region)
-        if not store.defer_write(_INSERT, (experiment, variant, ts_ms, user_id)):
-            record_exposure(store, experiment, variant, user_id, ts_ms)
+        keep = self._keep(region)
+        held = None if due is None else exposed_at(store, experiment, user_id)
+        if held is not None and keep is not None and held + keep <= ts_ms:
+            again = ts_ms + RECHECK_MS  # past the limit, not deleted yet: look again soon
+        elif held is not None:
+            again = NEVER if keep is None else held + keep
+        else:
+            if not store.defer_write(_INSERT, (experiment, variant, ts_ms, user_id)):
+                record_exposure(store, experiment, variant, user_id, ts_ms)
+            again = NEVER if keep is None else ts_ms + keep
         with self._lock:  # written (or to be, with the group), or by another process
-            known[user_id] = None
+            known[user_id] = again
+            known.move_to_end(user_id)
             if len(known) > self.capacity:
                 known.popitem(last=False)
 

@@ -316,11 +316,12 @@ class Mover:
                     fresh.append(row._replace(event_id=moved_event_id(row.event_id, user_id)))
             if fresh:
                 dst.insert_events(fresh)
-        for dataset, split, videos in src.query(
-            "SELECT dataset, split, video_ids FROM labels WHERE user_id=?", (user_id,)
-        ):
+        for dataset, split, videos, stored_at_ms in src.query(
+            "SELECT dataset, split, video_ids, stored_at_ms FROM labels WHERE user_id=?",
+            (user_id,),
+        ):  # with their time: a move does not restart the retention limit
             ids = json.loads(videos) if isinstance(videos, str) else list(videos)
-            dst.insert_label_sets(str(dataset), str(split), {user_id: ids})
+            dst.insert_label_sets(str(dataset), str(split), {user_id: ids}, int(stored_at_ms))
         # follows: the copied events' triggers made those whose videos the destination
         # publishes; the rest (made through the API, or of videos it does not carry) too
         self._copy_creator_rows(user_id, src, dst, (FOLLOWS,))

@@ -51,6 +51,7 @@ class Reapplied:
     lost_arrivals: list[tuple[str, str]] = field(default_factory=list)
     reconsented: int = 0  # profiles whose consents recorded since the backup were put back
     expired: int = 0  # events the backup held past the region's retention limit, deleted
+    expired_rows: dict[str, int] = field(default_factory=dict)  # the same, per table
     resynced_blocks: int = 0  # blocks' sides made to agree again (fyp.catalog.blocks_check)
 
 
@@ -79,8 +80,9 @@ def reapply(deployment: Deployment, region: str, pending: Pending, late: bool = 
     done.lost_arrivals = lost_arrivals(deployment, region, records or [])
     # consents recorded since the backup stand again (a withdrawal is never rolled back)
     done.reconsented = reapply_consents(deployment, region, records or [])
-    # events that passed the retention limit since the backup was taken go again
-    done.expired = expire_region(deployment, region).events
+    # behaviour that passed the retention limit since the backup was taken goes again
+    expired = expire_region(deployment, region)
+    done.expired, done.expired_rows = expired.events, expired.tables
     # a block's two sides may live in two regions: the restored side of blocks made or
     # ended since the backup disagrees with the other; the blocker's row is the record
     done.resynced_blocks = check_blocks(deployment, repair=True).repaired
@@ -110,6 +112,7 @@ def reapply(deployment: Deployment, region: str, pending: Pending, late: bool = 
                 "remoderated_videos": done.remoderated,
                 "reapplied_consents": done.reconsented,
                 "expired_events": done.expired,
+                "expired": done.expired_rows,
                 "resynced_blocks": done.resynced_blocks,
                 "carried_audit_entries": "unreadable" if done.carried is None else done.carried,
             }

@@ -339,9 +339,17 @@ class Store(ABC):
 
     # -- held-out labels ------------------------------------------------------
     @abstractmethod
-    def insert_label_sets(self, dataset: str, split: str, sets: Mapping[str, Sequence[str]]) -> int:
+    def insert_label_sets(
+        self,
+        dataset: str,
+        split: str,
+        sets: Mapping[str, Sequence[str]],
+        stored_at_ms: int | None = None,
+    ) -> int:
         """Add each user's videos to their (dataset, split) label set, atomically;
-        returns how many labels were new. UnknownUser for a user not in this store."""
+        returns how many labels were new. UnknownUser for a user not in this store. A new
+        set is dated ``stored_at_ms`` (default now; a move passes the source's), a set
+        that grows keeps its time: the retention limit goes by it."""
 
     def insert_labels(self, rows: Sequence[LabelRow]) -> int:
         """:meth:`insert_label_sets` for loose rows, all of them or none."""

@@ -1,5 +1,5 @@
 """Migrations contributed by capability packages (moderation, audit, access, experiments,
-follows, blocks).
+follows, blocks, retention).
 
 Each package keeps its SQL next to its code and is listed here, so the store applies
 everything in version order from one place.
@@ -15,6 +15,7 @@ from fyp.experiments.exposures import EXPOSURES_MIGRATION
 from fyp.moderation.report_store import REPORTS_MIGRATION
 from fyp.moderation.snapshot import CATALOG_CHANGES_MIGRATION
 from fyp.moderation.store import MODERATION_MIGRATION
+from fyp.sovereignty.retention_tables import RETENTION_MIGRATION
 from fyp.storage.migrations import Migration
 
 EXTRA_MIGRATIONS: tuple[Migration, ...] = (
@@ -30,4 +31,5 @@ EXTRA_MIGRATIONS: tuple[Migration, ...] = (
     FOLLOWING_TAB_MIGRATION,
     BLOCKS_MIGRATION,
     BLOCKED_BY_MIGRATION,
+    RETENTION_MIGRATION,
 )

@@ -28,7 +28,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-from fyp.catalog.models import User, Video
+from fyp.catalog.models import User, Video, now_ms
 from fyp.config import check_region_name
 from fyp.errors import (
     AlreadyExists,
@@ -544,9 +544,16 @@ class PostgresStore(PostgresSnapshots, PostgresServedLog):
         return int(self._one("SELECT COALESCE(MAX(seq), 0) FROM events")[0])
 
     # -- held-out labels ------------------------------------------------------
-    def insert_label_sets(self, dataset: str, split: str, sets: Mapping[str, Sequence[str]]) -> int:
+    def insert_label_sets(
+        self,
+        dataset: str,
+        split: str,
+        sets: Mapping[str, Sequence[str]],
+        stored_at_ms: int | None = None,
+    ) -> int:
         if not sets:
             return 0
+        at = now_ms() if stored_at_ms is None else stored_at_ms
         try:
             with self.transaction():
                 held = {
@@ -560,10 +567,10 @@ class PostgresStore(PostgresSnapshots, PostgresServedLog):
                 added, changed = merge_label_sets(held, sets)
                 for user_id, ids in changed:
                     self._exec(
-                        "INSERT INTO labels (dataset, split, user_id, video_ids) "
-                        "VALUES (%s, %s, %s, %s) ON CONFLICT (user_id, dataset, split) "
+                        "INSERT INTO labels (dataset, split, user_id, video_ids, stored_at_ms) "
+                        "VALUES (%s, %s, %s, %s, %s) ON CONFLICT (user_id, dataset, split) "
                         "DO UPDATE SET video_ids = excluded.video_ids",
-                        (dataset, split, user_id, dumps(ids)),
+                        (dataset, split, user_id, dumps(ids), at),
                     )
                 return added
         except _driver().errors.IntegrityError as exc:

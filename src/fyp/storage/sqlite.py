@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
 
-from fyp.catalog.models import User, Video
+from fyp.catalog.models import User, Video, now_ms
 from fyp.config import check_region_name
 from fyp.errors import AlreadyExists, ResidencyViolation, StorageError, UnknownUser
 from fyp.events.schema import StoredEvent
@@ -559,18 +559,25 @@ class SQLiteStore(SQLiteServedLog):
         return int(self._query("SELECT COALESCE(MAX(seq), 0) FROM events")[0][0])
 
     # -- held-out labels ------------------------------------------------------
-    def insert_label_sets(self, dataset: str, split: str, sets: Mapping[str, Sequence[str]]) -> int:
+    def insert_label_sets(
+        self,
+        dataset: str,
+        split: str,
+        sets: Mapping[str, Sequence[str]],
+        stored_at_ms: int | None = None,
+    ) -> int:
         if not sets:
             return 0
+        at = now_ms() if stored_at_ms is None else stored_at_ms
         try:
             with self.transaction():
                 held = self._label_sets(list(sets), dataset, split)
                 added, changed = merge_label_sets(held, sets)
                 self._conn.executemany(
-                    "INSERT INTO labels (dataset, split, user_id, video_ids) VALUES (?,?,?,?) "
-                    "ON CONFLICT (user_id, dataset, split) DO UPDATE "
+                    "INSERT INTO labels (dataset, split, user_id, video_ids, stored_at_ms) "
+                    "VALUES (?,?,?,?,?) ON CONFLICT (user_id, dataset, split) DO UPDATE "
                     "SET video_ids = excluded.video_ids",
-                    [(dataset, split, user_id, dumps(ids)) for user_id, ids in changed],
+                    [(dataset, split, user_id, dumps(ids), at) for user_id, ids in changed],
                 )
                 return added
         except sqlite3.IntegrityError as exc:
