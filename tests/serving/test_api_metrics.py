@@ -279,3 +279,33 @@ def test_following_tab_pages_and_items_are_counted_by_region(
     assert not any(
         n.startswith("fyp_following_tab") and ("region", "us") in pairs for n, pairs in eu_only
     )
+
+
+def test_guest_feed_pages_and_items_are_counted_by_region(
+    served: TestClient, make_key: MakeKey
+) -> None:
+    """A guest page is nobody's For You: counted by region in counters of its own
+    (``fyp_feed_pages`` and ``fyp_feed_items`` stay as they were); an error is no page."""
+    scraper = make_key("metrics", name="prometheus")
+    _, before = scrape(served, scraper)
+    first = served.get("/v1/regions/us/feed", params={"n": 4}).json()
+    cursor = first["next_cursor"]
+    rest = served.get("/v1/regions/us/feed", params={"n": 3, "cursor": cursor}).json()
+    assert [len(first["items"]), len(rest["items"])] == [4, 3]
+    assert served.get("/v1/regions/zz/feed").status_code == 404  # not a page
+    assert served.get("/v1/regions/us/feed", params={"cursor": "x"}).status_code == 400
+    text, after = scrape(served, scraper)
+    assert "# TYPE fyp_guest_feed_pages_total counter" in text
+    assert "# TYPE fyp_guest_feed_items_total counter" in text
+
+    def delta(name: str, **labels: str) -> float:
+        return value(after, name, **labels) - value(before, name, **labels)
+
+    assert delta("fyp_guest_feed_pages_total", region="us") == 2
+    assert delta("fyp_guest_feed_items_total", region="us") == 7
+    for name in ("fyp_feed_pages_total", "fyp_feed_items_total"):
+        assert not any(n == name for n, _ in after), name  # no For You page was served
+    route = "/v1/regions/{region}/feed"
+    assert value(after, "fyp_http_requests_total", route=route, method="GET", status="200") == 2
+    _, eu_only = scrape(served, make_key("metrics", regions=["eu"], name="eu-scraper"))
+    assert not any(n.startswith("fyp_guest_feed") for n, _ in eu_only)
