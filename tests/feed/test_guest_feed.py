@@ -19,11 +19,13 @@ import pytest
 from fastapi.testclient import TestClient
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from typer.testing import CliRunner
 
 from experiment_helpers import with_experiment
 from fyp.access.keys import KeyStore
 from fyp.catalog.models import UserIn, VideoIn, VideoPatch
 from fyp.catalog.service import Catalog
+from fyp.cli.app import app as cli
 from fyp.errors import InvalidRequest, UnknownRegion, ValidationFailed
 from fyp.events.ingest import Ingestor
 from fyp.feed import guest
@@ -370,3 +372,25 @@ def test_a_guest_never_sees_a_video_twice_nor_one_barred(world: Deployment) -> N
         assert not set(seen) & barred
 
     check()
+
+
+def test_fyp_recommend_guest_prints_the_regions_guest_feed(trained: Deployment) -> None:
+    """``fyp recommend DIR --guest REGION``: the guest feed's first page, nothing written;
+    a USER with it, neither, ``--record`` or an unknown region are refused."""
+    root = str(trained.config.root)
+    before = _digest(trained)
+    args = ["recommend", root, "--guest", "eu", "--n", "5", "--lang", "zh-Hans"]
+    out = CliRunner().invoke(cli, args)
+    assert out.exit_code == 0, out.output
+    assert "guest feed of eu (not personalised)" in out.output
+    assert "你所在地区的热门" in out.output
+    assert _digest(trained) == before  # no audit entry, no served log
+    for wrong in (
+        ["recommend", root],
+        ["recommend", root, "u0", "--guest", "us"],
+        ["recommend", root, "--guest", "us", "--record"],
+        ["recommend", root, "--guest", "zz"],
+    ):
+        result = CliRunner().invoke(cli, wrong)
+        assert result.exit_code != 0, wrong
+        assert isinstance(result.exception, (InvalidRequest, UnknownRegion)), wrong
