@@ -100,11 +100,8 @@ def build_world(directory: Path) -> Deployment:
 
 @pytest.fixture
 def world(tmp_path: Path) -> Iterator[Deployment]:
-    d = build_world(tmp_path / "dep")
-    try:
+    with build_world(tmp_path / "dep") as d:
         yield d
-    finally:
-        d.close()
 
 
 def top_trending(d: Deployment, k: int, region: str = "us") -> list[str]:

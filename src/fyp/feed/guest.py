@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 
 from fyp.errors import InvalidRequest
-from fyp.feed.page import FeedItem
+from fyp.feed.page import FeedItem, page_fields
 from fyp.feed.reasons import DEFAULT_LANG
 from fyp.feed.state import UserState
 from fyp.models.region_model import RegionModel
@@ -184,9 +184,5 @@ class GuestPage:
         return {
             "region": self.region,
             "model_version": self.model_version,
-            "lang": lang,
-            "items": [i.to_dict(lang) for i in self.items],
-            "next_cursor": self.cursor,
-            "end_of_feed": not self.items,
-            "personalised": False,
+            **page_fields(self.items, self.cursor, lang, personalised=False),
         }

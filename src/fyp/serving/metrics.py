@@ -127,8 +127,20 @@ class _Totals:
             self.started = started
 
 
-_BY_REGION = ("tab_pages", "tab_items", "guest_pages", "guest_items")
-"""The counters kept by region alone (a snapshot's lists of ``[region, n]``)."""
+_BY_REGION = {
+    "tab_pages": (
+        "fyp_following_tab_pages",
+        "Following tab pages served (the followed creators' videos, not ranked)",
+    ),
+    "tab_items": ("fyp_following_tab_items", "Videos served in Following tab pages"),
+    "guest_pages": (
+        "fyp_guest_feed_pages",
+        "Guest feed pages served (GET /v1/regions/{region}/feed: no user, not profiled)",
+    ),
+    "guest_items": ("fyp_guest_feed_items", "Videos served in guest feed pages"),
+}
+"""The counters kept by region alone (a snapshot's lists of ``[region, n]``): each
+one's metric and help."""
 
 
 class SharedCounts:
@@ -310,30 +322,9 @@ class _View(Collector):
             if self.visible(region):
                 pages.add_metric([region, "true" if profiled else "false"], n)
         yield pages
-        tab_pages = CounterMetricFamily(
-            "fyp_following_tab_pages",
-            "Following tab pages served (the followed creators' videos, not ranked)",
-            labels=["region"],
-        )
-        tab_items = CounterMetricFamily(
-            "fyp_following_tab_items", "Videos served in Following tab pages", labels=["region"]
-        )
-        guest_pages = CounterMetricFamily(
-            "fyp_guest_feed_pages",
-            "Guest feed pages served (GET /v1/regions/{region}/feed: no user, not profiled)",
-            labels=["region"],
-        )
-        guest_items = CounterMetricFamily(
-            "fyp_guest_feed_items", "Videos served in guest feed pages", labels=["region"]
-        )
-        families = (
-            (tab_pages, m.tab_pages),
-            (tab_items, m.tab_items),
-            (guest_pages, m.guest_pages),
-            (guest_items, m.guest_items),
-        )
-        for family, counts in families:
-            for region, n in sorted(counts.items()):
+        for counter, (name, about) in _BY_REGION.items():
+            family = CounterMetricFamily(name, about, labels=["region"])
+            for region, n in sorted(getattr(m, counter).items()):
                 if self.visible(region):
                     family.add_metric([region], n)
             yield family
