@@ -28,9 +28,10 @@ from serving.servers import Server
 METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 HEAD_REFUSED = {"/v1/users/{user_id}/feed"}
 """GET routes whose HEAD is a 405: serving the feed records the page (routers/feed.py)."""
-VOLATILE = {"/metrics"}
+VOLATILE = {"/metrics", "/v1/regions/{region}/feed"}
 """Bodies that change from one request to the next (the metrics count the request
-itself): their GET and HEAD differ in Content-Length."""
+itself; a guest feed's first page starts a session of its own, whose exploration and
+cursor differ): their GET and HEAD differ in Content-Length."""
 REAL = {"user_id": "u0", "video_id": "v2", "region": "us", "creator_id": "u45"}
 """Path values naming what the world holds (``job_id``: its first review job)."""
 GHOST = {"user_id": "ghost", "video_id": "ghost", "region": "us", "creator_id": "ghost"}

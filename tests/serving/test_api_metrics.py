@@ -39,6 +39,15 @@ def value(samples: Samples, name: str, **labels: str) -> float:
     return samples.get((name, frozenset(labels.items())), 0.0)
 
 
+def grew(before: Samples, after: Samples, name: str, **labels: str) -> float:
+    return value(after, name, **labels) - value(before, name, **labels)
+
+
+def assert_no_for_you_page(after: Samples) -> None:
+    for name in ("fyp_feed_pages_total", "fyp_feed_items_total"):
+        assert not any(n == name for n, _ in after), name  # no For You page was served
+
+
 @pytest.fixture
 def served(client: TestClient, deployment: Deployment) -> TestClient:
     """Region us: 8 users, 30 moderated videos, a trained model."""
@@ -258,16 +267,11 @@ def test_following_tab_pages_and_items_are_counted_by_region(
     text, after = scrape(client, scraper)
     assert "# TYPE fyp_following_tab_pages_total counter" in text
     assert "# TYPE fyp_following_tab_items_total counter" in text
-
-    def delta(name: str, **labels: str) -> float:
-        return value(after, name, **labels) - value(before, name, **labels)
-
-    assert delta("fyp_following_tab_pages_total", region="us") == 2
-    assert delta("fyp_following_tab_items_total", region="us") == 3
-    assert delta("fyp_following_tab_pages_total", region="eu") == 1
-    assert delta("fyp_following_tab_items_total", region="eu") == 0
-    for name in ("fyp_feed_pages_total", "fyp_feed_items_total"):
-        assert not any(n == name for n, _ in after), name  # no For You page was served
+    assert grew(before, after, "fyp_following_tab_pages_total", region="us") == 2
+    assert grew(before, after, "fyp_following_tab_items_total", region="us") == 3
+    assert grew(before, after, "fyp_following_tab_pages_total", region="eu") == 1
+    assert grew(before, after, "fyp_following_tab_items_total", region="eu") == 0
+    assert_no_for_you_page(after)
     route = "/v1/users/{user_id}/following/feed"
     ok = value(after, "fyp_http_requests_total", route=route, method="GET", status="200")
     assert ok == 3
@@ -279,3 +283,28 @@ def test_following_tab_pages_and_items_are_counted_by_region(
     assert not any(
         n.startswith("fyp_following_tab") and ("region", "us") in pairs for n, pairs in eu_only
     )
+
+
+def test_guest_feed_pages_and_items_are_counted_by_region(
+    served: TestClient, make_key: MakeKey
+) -> None:
+    """A guest page is nobody's For You: counted by region in counters of its own
+    (``fyp_feed_pages`` and ``fyp_feed_items`` stay as they were); an error is no page."""
+    scraper = make_key("metrics", name="prometheus")
+    _, before = scrape(served, scraper)
+    first = served.get("/v1/regions/us/feed", params={"n": 4}).json()
+    cursor = first["next_cursor"]
+    rest = served.get("/v1/regions/us/feed", params={"n": 3, "cursor": cursor}).json()
+    assert [len(first["items"]), len(rest["items"])] == [4, 3]
+    assert served.get("/v1/regions/zz/feed").status_code == 404  # not a page
+    assert served.get("/v1/regions/us/feed", params={"cursor": "x"}).status_code == 400
+    text, after = scrape(served, scraper)
+    assert "# TYPE fyp_guest_feed_pages_total counter" in text
+    assert "# TYPE fyp_guest_feed_items_total counter" in text
+    assert grew(before, after, "fyp_guest_feed_pages_total", region="us") == 2
+    assert grew(before, after, "fyp_guest_feed_items_total", region="us") == 7
+    assert_no_for_you_page(after)
+    route = "/v1/regions/{region}/feed"
+    assert value(after, "fyp_http_requests_total", route=route, method="GET", status="200") == 2
+    _, eu_only = scrape(served, make_key("metrics", regions=["eu"], name="eu-scraper"))
+    assert not any(n.startswith("fyp_guest_feed") for n, _ in eu_only)

@@ -39,6 +39,9 @@ def test_a_scrape_sums_every_worker_and_the_supervisors_schedules(tmp_path: Path
     two.request("/v1/users", "POST", 201, 0.004)
     one.tab_page("us", 10)
     two.tab_page("us", 4)
+    one.guest_page("eu", 10)
+    two.guest_page("eu", 5)
+    two.guest_page("us", 0)
     two.flush()  # its thread's once-a-second write
     text = one.exposition().decode()
     samples = {
@@ -57,6 +60,9 @@ def test_a_scrape_sums_every_worker_and_the_supervisors_schedules(tmp_path: Path
     assert samples["fyp_process_start_time_seconds", ()] == 100.0  # the supervisor's
     assert samples["fyp_following_tab_pages_total", (("region", "us"),)] == 2
     assert samples["fyp_following_tab_items_total", (("region", "us"),)] == 14
+    assert samples["fyp_guest_feed_pages_total", (("region", "eu"),)] == 2
+    assert samples["fyp_guest_feed_items_total", (("region", "eu"),)] == 15
+    assert samples["fyp_guest_feed_pages_total", (("region", "us"),)] == 1
 
 
 def test_one_process_reports_its_own_live_counters_and_writes_nothing(tmp_path: Path) -> None:

@@ -213,6 +213,14 @@ def test_real_answers_match_their_documented_schemas(
     check(spec, tab, c.get("/v1/users/u2/following/feed", params={"cursor": "@@"}))
     check(spec, tab, c.get("/v1/users/u2/following/feed", params={"n": 0}))
 
+    guest = "/v1/regions/{region}/feed"
+    page = c.get("/v1/regions/us/feed", params={"n": 3, "include": "video", "lang": "zh-Hans"})
+    assert len(page.json()["items"]) == 3
+    check(spec, guest, page)
+    check(spec, guest, c.get("/v1/regions/eu/feed", params={"cursor": page.json()["next_cursor"]}))
+    check(spec, guest, c.get("/v1/regions/zz/feed"))
+    check(spec, guest, c.get("/v1/regions/us/feed", params={"n": 101}))
+
     check(spec, "/v1/users/{user_id}/events", c.get("/v1/users/oa/events"))
     check(spec, "/v1/users/{user_id}/events", c.get("/v1/users/u2/events", params={"limit": 3}))
     check(spec, "/v1/users/{user_id}/export", c.get("/v1/users/u2/export"))

@@ -89,6 +89,8 @@ PERMISSIONS: dict[tuple[str, str], Rule] = {
     ("GET", "/v1/users/{user_id}/following"): allow("feed", "ingest", *READERS),
     # the Following tab: served to the app like the For You feed (operators with a reason)
     ("GET", "/v1/users/{user_id}/following/feed"): allow("feed", "admin", "auditor"),
+    # the guest feed: a region's feed for a viewer nobody knows (no user's data; no reason)
+    ("GET", "/v1/regions/{region}/feed"): allow("feed", "admin", "auditor"),
     ("PUT", "/v1/users/{user_id}/following/{creator_id}"): allow("ingest", "admin"),
     ("DELETE", "/v1/users/{user_id}/following/{creator_id}"): allow("ingest", "admin"),
     ("GET", "/v1/users/{user_id}/blocked"): allow("feed", "ingest", *READERS),

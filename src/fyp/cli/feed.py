@@ -14,6 +14,7 @@ from fyp.cli.app import console, exit_code, print_error
 
 if TYPE_CHECKING:
     from fyp.errors import FypError
+    from fyp.feed.page import FeedItem
     from fyp.regions.deployment import Deployment
     from fyp.sovereignty.retention import Expired
 
@@ -87,7 +88,7 @@ def register(app: typer.Typer) -> None:
     @app.command()
     def recommend(
         directory: Path = DirArg,
-        user: str = typer.Argument(..., help="User id."),
+        user: str | None = typer.Argument(None, help="User id (omit with --guest)."),
         n: int = typer.Option(10, help="Number of videos."),
         record: bool = typer.Option(
             False, help="Record the videos as served (the next call then shows new ones)."
@@ -101,18 +102,37 @@ def register(app: typer.Typer) -> None:
             help="Language of the reasons: en, zh-Hans or zh-Hant (as the API's ?lang=); "
             "default: the user's profile language if supported, else en.",
         ),
+        guest: str | None = typer.Option(
+            None,
+            "--guest",
+            metavar="REGION",
+            help="Print the region's guest feed instead (a first page for a viewer nobody "
+            "knows): no user, nothing read or recorded about anyone.",
+        ),
     ) -> None:
         """Print a user's For You feed with the reason for each video (an operator read,
         recorded in the user's region's audit log like one over the API); the feed not
-        based on profiling when the user's personalised_feed consent is off."""
+        based on profiling when the user's personalised_feed consent is off. With
+        --guest REGION, the region's guest feed (GET /v1/regions/{region}/feed)."""
         from fyp.audit.log import AuditLog
+        from fyp.errors import InvalidRequest
         from fyp.feed.reasons import asked_lang
         from fyp.feed.service import FeedService
         from fyp.regions.deployment import Deployment
         from fyp.sovereignty.ledger import user_pseudonym
 
+        if (user is None) == (guest is None):
+            raise InvalidRequest("name a USER, or a region with --guest (not both)")
+        if guest is not None and record:
+            raise InvalidRequest("--record: a guest feed records nothing")
         asked = asked_lang(lang, None, field="--lang")  # before the feed is read
         with Deployment.open(directory) as d:
+            if guest is not None:
+                shown = FeedService(d).guest_feed(guest, n=n)
+                title = f"guest feed of {shown.region} (not personalised)"
+                _print_feed(d, shown.region, title, shown.items, shown.language(asked))
+                return
+            assert user is not None
             page = FeedService(d).feed(user, n=n, record=record)
             AuditLog(d.store(page.region)).append(
                 "cli:fyp recommend",
@@ -120,29 +140,36 @@ def register(app: typer.Typer) -> None:
                 user_pseudonym(d.config, page.region, user),
                 {"route": "fyp recommend", "reason": reason.strip() or "(none given)"},
             )
-            language = page.language(asked)
-            videos = d.store(page.region).get_videos(i.video_id for i in page.items)
             kind = "" if page.personalised else ", not personalised"
-            table = Table(
-                "#",
-                "video",
-                Column("caption", max_width=40, no_wrap=True, overflow="ellipsis"),
-                "score",
-                "source",
-                "reason",
-                title=f"feed of {user} ({page.region}{kind})",
-            )
-            for item in page.items:
-                video = videos.get(item.video_id)
-                table.add_row(
-                    str(item.position + 1),
-                    item.video_id,
-                    escape(" ".join(video.caption.split())) if video else "",
-                    f"{item.score:.3f}",
-                    item.source,
-                    escape(item.why.text(language)),
-                )
-            console.print(table)
+            title = f"feed of {user} ({page.region}{kind})"
+            _print_feed(d, page.region, title, page.items, page.language(asked))
+
+
+def _print_feed(
+    d: Deployment, region: str, title: str, items: list[FeedItem], language: str
+) -> None:
+    """A page as a table: each video's caption (from ``region``), score, source, reason."""
+    videos = d.store(region).get_videos(i.video_id for i in items)
+    table = Table(
+        "#",
+        "video",
+        Column("caption", max_width=40, no_wrap=True, overflow="ellipsis"),
+        "score",
+        "source",
+        "reason",
+        title=title,
+    )
+    for item in items:
+        video = videos.get(item.video_id)
+        table.add_row(
+            str(item.position + 1),
+            item.video_id,
+            escape(" ".join(video.caption.split())) if video else "",
+            f"{item.score:.3f}",
+            item.source,
+            escape(item.why.text(language)),
+        )
+    console.print(table)
 
 
 def _changed(d: Deployment, regions: list[str]) -> list[str]:

@@ -67,15 +67,25 @@ class FeedPage:
             "user_id": self.user_id,
             "region": self.region,
             "model_version": self.model_version,
-            "lang": lang,
-            "items": [i.to_dict(lang) for i in self.items],
-            "next_cursor": self.cursor,
-            # nothing eligible is left that the user has not seen in the seen window
-            "end_of_feed": not self.items,
-            "personalised": self.personalised,
+            **page_fields(self.items, self.cursor, lang, self.personalised),
         }
         if self.experiment is not None:
             out["experiment"] = self.experiment.to_dict()
         if debug:
             out["removed"] = self.removed
         return out
+
+
+def page_fields(
+    items: list[FeedItem], cursor: str, lang: str, personalised: bool
+) -> dict[str, Any]:
+    """What every feed page answers after naming whose and which model's it is (a user's,
+    a guest's: :mod:`fyp.feed.guest`)."""
+    return {
+        "lang": lang,
+        "items": [i.to_dict(lang) for i in items],
+        "next_cursor": cursor,
+        # nothing eligible is left that the viewer has not seen (the seen window, the cursor)
+        "end_of_feed": not items,
+        "personalised": personalised,
+    }

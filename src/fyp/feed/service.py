@@ -25,6 +25,7 @@ from fyp.experiments.arms import RANKED_FOR, Arm, build_arms, orders_fit
 from fyp.experiments.exposures import ExposureLog
 from fyp.feed.ahead import AheadCache, as_order, next_rows
 from fyp.feed.filters import Available, Eligibility, EligibilityCheck
+from fyp.feed.guest import GuestCursor, GuestPage, guest_state
 from fyp.feed.impersonal import impersonal_pipeline, impersonal_state
 from fyp.feed.page import FeedItem, FeedPage
 from fyp.feed.pipeline import FeedPipeline, RankedPage
@@ -71,6 +72,12 @@ def decode_cursor(cursor: str | None) -> tuple[int, int]:
         return page, session
     except (ValueError, KeyError, TypeError, binascii.Error, OverflowError):
         raise InvalidRequest("invalid feed cursor", cursor=cursor[:200]) from None
+
+
+def check_page_size(n: int) -> None:
+    """A page holds 1 to MAX_PAGE videos (422 otherwise)."""
+    if not 1 <= n <= MAX_PAGE:
+        raise ValidationFailed(f"n must be between 1 and {MAX_PAGE}, got {n}", field="n")
 
 
 def scorer_for(ranking: RankingConfig) -> Scorer:
@@ -395,8 +402,7 @@ class FeedService:
     ) -> FeedPage:
         """The user's next page. ``universe`` restricts it to a fixed set (evaluation);
         ``debug`` runs the whole pipeline so the page lists what each filter removed."""
-        if not 1 <= n <= MAX_PAGE:
-            raise ValidationFailed(f"n must be between 1 and {MAX_PAGE}, got {n}", field="n")
+        check_page_size(n)
         started_ms = time.time_ns() // 1_000_000
         page_no, session = decode_cursor(cursor)
         region = self.deployment.home_region(user_id)
@@ -457,6 +463,25 @@ class FeedService:
             personalised=personal,
             profile_lang=profile.lang,
         )
+
+    def guest_feed(
+        self, region: str, n: int = DEFAULT_PAGE, cursor: str | None = None
+    ) -> GuestPage:
+        """The next page of the region's feed for a viewer nobody knows (:mod:`fyp.feed.guest`):
+        the non-profiled pipeline on what the cursor says was shown, checked for a
+        viewer of unknown age; nothing is read of or written for the viewer."""
+        check_page_size(n)
+        store = self.deployment.store(region)  # UnknownRegion: 404
+        after = GuestCursor.decode(cursor, region)
+        model = self.model(region)
+        viewer = guest_state(region, model, after)
+        rng = np.random.default_rng([after.session, after.page])
+        ranked = self._impersonal.run(model, viewer, n, rng, extra_filters=[self.eligibility])
+        order = as_order(ranked, (0, 0, 0), time.time_ns() // 1_000_000, None, False)
+        rows, want = np.arange(len(order.items)), n + max(2, n // 4)
+        page, _ = self._final_page(model, store, viewer, order, rows, n, want, ranked.removed)
+        shown = after.then([item.video_id for item in page])
+        return GuestPage(region, model.manifest.version, page, shown.encode(region))
 
     def _forget(self, user_id: str) -> None:
         """Drop the route and everything cached of a user the store no longer holds: no

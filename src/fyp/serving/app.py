@@ -37,7 +37,7 @@ from fyp.serving.metrics import ServerMetrics
 from fyp.serving.openapi import answers, install_openapi
 from fyp.serving.reload import ConfigReloader
 from fyp.serving.responses import Health, Regions
-from fyp.serving.routers import events, feed, following, moderation, ops, users, videos
+from fyp.serving.routers import events, feed, following, guest, moderation, ops, users, videos
 
 
 class FypApp(FastAPI):
@@ -212,6 +212,7 @@ def create_app(deployment: Deployment | str | Path) -> FastAPI:
     # request would otherwise first be matched against every users and videos route
     app.include_router(events.router)
     app.include_router(feed.router)
+    app.include_router(guest.router)
     app.include_router(users.router)
     app.include_router(following.router)
     app.include_router(videos.router)

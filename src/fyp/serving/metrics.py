@@ -94,6 +94,8 @@ class _Totals:
     started: float = 0.0
     tab_pages: Counter[str] = field(default_factory=Counter)
     tab_items: Counter[str] = field(default_factory=Counter)
+    guest_pages: Counter[str] = field(default_factory=Counter)
+    guest_items: Counter[str] = field(default_factory=Counter)
 
     def add(self, snapshot: dict[str, Any]) -> None:
         """Add a snapshot (:meth:`ServerMetrics.snapshot`, or a supervisor's) read from
@@ -111,10 +113,10 @@ class _Totals:
             self.items[region, source] += int(n)
         for region, profiled, n in snapshot.get("pages", ()):
             self.pages[region, bool(profiled)] += int(n)
-        for region, n in snapshot.get("tab_pages", ()):
-            self.tab_pages[region] += int(n)
-        for region, n in snapshot.get("tab_items", ()):
-            self.tab_items[region] += int(n)
+        for name in _BY_REGION:
+            by_region: Counter[str] = getattr(self, name)
+            for region, n in snapshot.get(name, ()):
+                by_region[region] += int(n)
         mine = {row[0]: row for row in self.schedules}
         for name, runs, failures, skipped in snapshot.get("schedules", ()):
             _, r, f, k = mine.get(name, (name, 0, 0, 0))
@@ -123,6 +125,22 @@ class _Totals:
         started = float(snapshot.get("started", 0.0))
         if started and (not self.started or started < self.started):
             self.started = started
+
+
+_BY_REGION = {
+    "tab_pages": (
+        "fyp_following_tab_pages",
+        "Following tab pages served (the followed creators' videos, not ranked)",
+    ),
+    "tab_items": ("fyp_following_tab_items", "Videos served in Following tab pages"),
+    "guest_pages": (
+        "fyp_guest_feed_pages",
+        "Guest feed pages served (GET /v1/regions/{region}/feed: no user, not profiled)",
+    ),
+    "guest_items": ("fyp_guest_feed_items", "Videos served in guest feed pages"),
+}
+"""The counters kept by region alone (a snapshot's lists of ``[region, n]``): each
+one's metric and help."""
 
 
 class SharedCounts:
@@ -166,6 +184,8 @@ class ServerMetrics:
         self.pages: Counter[tuple[str, bool]] = Counter()  # (region, profiled)
         self.tab_pages: Counter[str] = Counter()  # region: Following tab pages
         self.tab_items: Counter[str] = Counter()  # region: videos on them
+        self.guest_pages: Counter[str] = Counter()  # region: guest feed pages
+        self.guest_items: Counter[str] = Counter()  # region: videos on them
         self.started = time.time()
         self.app: AppState | None = None  # set once the app exists
         self.shared: SharedCounts | None = None  # one worker of several: see the module
@@ -188,19 +208,24 @@ class ServerMetrics:
         self.tab_pages[region] += 1
         self.tab_items[region] += items
 
+    def guest_page(self, region: str, items: int) -> None:
+        """A guest feed page served (``fyp.feed.guest``): nobody's For You, so counted
+        apart from ``fyp_feed_pages`` and ``fyp_feed_items``."""
+        self.guest_pages[region] += 1
+        self.guest_items[region] += items
+
     def snapshot(self) -> dict[str, Any]:
         """The counters as plain data. Safe from another thread than the event loop's:
         each dict and list is copied whole by one C call, during which no request runs."""
         requests, latency = dict(self.requests), list(self.latency.items())
         items, pages = dict(self.items), dict(self.pages)
-        tab_pages, tab_items = dict(self.tab_pages), dict(self.tab_items)
+        by_region = {name: dict(getattr(self, name)) for name in _BY_REGION}
         return {
             "requests": [[*key, n] for key, n in requests.items()],
             "latency": [[route, h.counts[:], h.total] for route, h in latency],
             "items": [[*key, n] for key, n in items.items()],
             "pages": [[*key, n] for key, n in pages.items()],
-            "tab_pages": [[region, n] for region, n in tab_pages.items()],
-            "tab_items": [[region, n] for region, n in tab_items.items()],
+            **{name: [[r, n] for r, n in counts.items()] for name, counts in by_region.items()},
             "started": self.started,
         }
 
@@ -225,6 +250,8 @@ class ServerMetrics:
                 self.started,
                 self.tab_pages,
                 self.tab_items,
+                self.guest_pages,
+                self.guest_items,
             )
         mine = self.flush()  # first: what this scrape reports is never lost
         totals = _Totals(Counter(), {}, Counter(), Counter(), schedules)
@@ -295,19 +322,12 @@ class _View(Collector):
             if self.visible(region):
                 pages.add_metric([region, "true" if profiled else "false"], n)
         yield pages
-        tab_pages = CounterMetricFamily(
-            "fyp_following_tab_pages",
-            "Following tab pages served (the followed creators' videos, not ranked)",
-            labels=["region"],
-        )
-        tab_items = CounterMetricFamily(
-            "fyp_following_tab_items", "Videos served in Following tab pages", labels=["region"]
-        )
-        for family, counts in ((tab_pages, m.tab_pages), (tab_items, m.tab_items)):
-            for region, n in sorted(counts.items()):
+        for counter, (name, about) in _BY_REGION.items():
+            family = CounterMetricFamily(name, about, labels=["region"])
+            for region, n in sorted(getattr(m, counter).items()):
                 if self.visible(region):
                     family.add_metric([region], n)
-        yield from (tab_pages, tab_items)
+            yield family
         yield GaugeMetricFamily(
             "fyp_process_start_time_seconds",
             "When this serving process (with --workers, its supervisor) started",

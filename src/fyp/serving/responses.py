@@ -15,6 +15,7 @@ from pydantic import BaseModel, Field, create_model
 
 from fyp.catalog.models import Video
 from fyp.events import schema
+from fyp.feed import guest
 from fyp.feed.reasons import CODES, LANGS
 from fyp.sovereignty.erasure import Receipt
 
@@ -122,6 +123,31 @@ class FeedPage(BaseModel):
     )
     removed: list[Removed] | None = Field(
         default=None, description="Only with `debug=true`: what each filter removed."
+    )
+
+
+class GuestFeedPage(BaseModel):
+    region: str = Field(description="The region asked for: its catalogue, its moderation states.")
+    model_version: str
+    lang: Literal[LANGS] = Field(  # type: ignore[valid-type]
+        description="The language of the items' `reason` (from `lang`, else "
+        "`Accept-Language`, else `en`: a guest has no profile); also the `Content-Language` "
+        "header."
+    )
+    items: list[FeedItem]
+    next_cursor: str = Field(
+        description="Pass as `cursor` for the next page: it remembers the last "
+        f"{guest.MEMORY} videos served in this session (none comes again within them), and "
+        f"is at most {guest.MAX_CURSOR_CHARS} characters. An edited cursor, or one of "
+        "another region or of a user's feed, is a 400."
+    )
+    end_of_feed: bool = Field(
+        description="True when the page is empty: every eligible video the cursor remembers "
+        "was shown."
+    )
+    personalised: Literal[False] = Field(
+        description="Always false: the feed not based on profiling, the same for every guest "
+        "with the same cursor (reasons `not_personalised`, `new_not_personalised`)."
     )
 
 
