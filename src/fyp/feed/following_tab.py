@@ -2,13 +2,13 @@
 
 Beside For You, short-video apps have a tab the user fills by choice: every video of
 the creators they follow, in upload order, not ranked by profiling. So it reads no
-model, no events and no consent: the user's home region's store only, in one query
-(``Store.following_videos``: the followed creators' videos through the index on
-``videos(creator_id, created_at_ms DESC, video_id)``, keyset on ``(created_at_ms,
-video_id)``; each store's SQL in :mod:`fyp.storage.following_sql`, so a page's cost grows
-with the follows, not the catalogue), and it is the same whether their ``personalised_feed``
-consent is on or off (it is where followed creators belong when it is off,
-:mod:`fyp.feed.impersonal`).
+model and no consent, and of the user's events only their "not interested" marks: the
+user's home region's store only, in one query (``Store.following_videos``: the followed
+creators' videos through the index on ``videos(creator_id, created_at_ms DESC,
+video_id)``, keyset on ``(created_at_ms, video_id)``; each store's SQL in
+:mod:`fyp.storage.following_sql`, so a page's cost grows with the follows, not the
+catalogue), and it is the same whether their ``personalised_feed`` consent is on or off
+(it is where followed creators belong when it is off, :mod:`fyp.feed.impersonal`).
 
 - **Region**: the catalogue of the user's home region, so a video is on the tab only
   while it is published there; a video of a followed creator published elsewhere only

@@ -16,10 +16,11 @@ which holds each creator's videos in the very order the tab reads them:
 
 - SQLite joins ``follows`` to ``videos`` and reads each followed creator's videos from
   that index alone, newest first. As that inner loop delivers rows in the ``ORDER BY``
-  order, SQLite leaves a creator's videos as soon as one is older than the ``LIMIT`` rows
-  it holds: a page reads about ``limit`` videos per followed creator, not all of them
-  (0.2 ms at 100,000 videos; with migration 25's ``(creator_id, created_at_ms)`` it read
-  and sorted every one of them, 4-11 ms; docs/benchmarks.md, "The Following tab").
+  order, SQLite leaves a creator's videos at the first that cannot enter the ``LIMIT``
+  rows it holds (its ``ORDER BY ... LIMIT`` early exit from an ordered inner loop): a
+  page reads about ``limit`` videos per followed creator, not all of them (0.24 ms at
+  10,000 and at 100,000 videos; with migration 25's ``(creator_id, created_at_ms)`` it
+  read and sorted every one, 0.5 and 4-13 ms; docs/benchmarks.md, "The Following tab").
 - PostgreSQL, given the same join, hash-joins the follows with a scan of every video of
   the region (its estimate of a page's cost is the table's): a time growing with the
   catalogue. So it is asked for each followed creator's newest ``limit`` after the
