@@ -1,15 +1,18 @@
 """The Following tab's page latency, in process, through the HTTP route.
 
     python -m benchmarks.bench_following [--videos 10000] [--creators 400] [--follows 200]
-        [--requests 400] [--repeats 3] [--store 'postgresql://…?schema=bench_{region}']
+        [--not-interested 100] [--requests 400] [--repeats 3]
+        [--store 'postgresql://…?schema=bench_{region}']
 
 Builds a two-region deployment (us, eu) whose us catalogue holds ``--videos`` videos of
 ``--creators`` creators (uploads interleaved in time, some in the same millisecond),
 moderated as a real region might be (90 % approved, 4 % restricted, 3 %
 age-restricted, 2 % rejected, 1 % still pending), and one adult user following
-``--follows`` of the creators. Then, with a ``feed`` key, it times
-``GET /v1/users/fan/following/feed?n=10`` through the app (FastAPI's test client, in
-this process: routing, the access check, the handler, JSON), in two scenarios:
+``--follows`` of the creators, who marked ``--not-interested`` of the followed
+creators' videos "not interested" (spread over them, within the seen window). Then,
+with a ``feed`` key, it times ``GET /v1/users/fan/following/feed?n=10`` through the
+app (FastAPI's test client, in this process: routing, the access check, the handler,
+JSON), in two scenarios:
 
 - ``first_page``: the first page, over and over (an app opening the tab);
 - ``scroll``: page after page along ``next_cursor``, from the first page to the end
@@ -17,7 +20,7 @@ this process: routing, the access check, the handler, JSON), in two scenarios:
 
 It also times the library call alone (``FollowingTab.page``, the SQL and the moderation
 check) for the first page, and prints the store's query plans (the first page, and a
-page halfway down; PostgreSQL's with ``EXPLAIN ANALYZE``). Medians over repeats of
+page halfway down; PostgreSQL's with ``EXPLAIN (ANALYZE, BUFFERS)``). Medians over repeats of
 each scenario's median and p99, in milliseconds. ``--videos`` sets the catalogue's size
 (the followed share stays ``--follows`` / ``--creators``).
 """
@@ -40,6 +43,7 @@ from fyp.feed.following_tab import FollowingTab
 from fyp.moderation.service import cell
 from fyp.regions.deployment import Deployment
 from fyp.serving.app import create_app
+from fyp.storage.base import EventRow
 from fyp.storage.following_sql import postgres_query, sqlite_query
 from fyp.storage.postgres_dialect import split_url
 
@@ -52,7 +56,7 @@ STATES = (
 ROUTE = "/v1/users/fan/following/feed"
 
 
-def build(d: Deployment, videos: int, creators: int, follows: int) -> None:
+def build(d: Deployment, videos: int, creators: int, follows: int, hidden: int) -> None:
     store = d.store("us")
     t = now_ms()
     users = [
@@ -95,6 +99,15 @@ def build(d: Deployment, videos: int, creators: int, follows: int) -> None:
             "INSERT INTO follows (user_id, creator_id, since_ms) VALUES (?, ?, ?)",
             [("fan", f"c{k * step}", t) for k in range(follows)],
         )
+    fans_creators = {k * step for k in range(follows)}
+    followed = [f"v{k:06d}" for k in range(videos) if k % creators in fans_creators]
+    picked = followed[:: max(1, len(followed) // hidden)][:hidden] if hidden else []
+    store.bulk_insert_events(
+        [
+            EventRow(f"ni{k}", "fan", v, "not_interested", t, None, None, False, False, False)
+            for k, v in enumerate(picked)
+        ]
+    )
 
 
 def timed(client: Any, params: dict[str, Any]) -> tuple[float, dict[str, Any]]:
@@ -133,10 +146,11 @@ def run(client: Any, tab: FollowingTab, requests: int) -> dict[str, dict[str, fl
 def plan(d: Deployment) -> dict[str, list[str]]:
     """The store's plan for the first page and for one halfway down the followed
     creators' videos (the query the store runs: ``fyp.storage.following_sql``), each
-    with ``EXPLAIN ANALYZE`` on PostgreSQL, where the plain join SQLite runs (what
+    with ``EXPLAIN (ANALYZE, BUFFERS)`` on PostgreSQL, where the plain join SQLite runs (what
     PostgreSQL ran before session 22) is explained too, for comparison."""
     sql = sql_store(d.store("us"))
     postgres = type(sql).__name__.startswith("Postgres")
+    since = now_ms() - d.config.feed.seen_window_ms
     middle = sql.query(
         "SELECT v.created_at_ms, v.video_id FROM follows f JOIN videos v "
         "ON v.creator_id = f.creator_id WHERE f.user_id = 'fan' "
@@ -149,11 +163,11 @@ def plan(d: Deployment) -> dict[str, list[str]]:
     for name, cursor in (("first_page", None), ("halfway", after)):
         if postgres:
             for label, build in (("", postgres_query), ("join_", sqlite_query)):
-                query, params = build("fan", cursor, 11)
-                rows = sql.query("EXPLAIN ANALYZE " + query, params)
+                query, params = build("fan", cursor, 11, since)
+                rows = sql.query("EXPLAIN (ANALYZE, BUFFERS) " + query, params)
                 out[label + name] = [str(r[0]) for r in rows]
         else:
-            query, params = sqlite_query("fan", cursor, 11)
+            query, params = sqlite_query("fan", cursor, 11, since)
             out[name] = [str(r[-1]) for r in sql.query("EXPLAIN QUERY PLAN " + query, params)]
     return out
 
@@ -165,6 +179,7 @@ def main() -> None:
     parser.add_argument("--videos", type=int, default=10_000)
     parser.add_argument("--creators", type=int, default=400)
     parser.add_argument("--follows", type=int, default=200)
+    parser.add_argument("--not-interested", type=int, default=100)
     parser.add_argument("--requests", type=int, default=400)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--store", default=None, help="a store URL with {region}")
@@ -173,13 +188,14 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         d = Deployment.init(Path(tmp) / "d", ["us", "eu"], store=args.store)
         with d:
-            build(d, args.videos, args.creators, args.follows)
+            build(d, args.videos, args.creators, args.follows, args.not_interested)
             sql = sql_store(d.store("us"))
             if type(sql).__name__.startswith("Postgres"):
                 # what autovacuum does within a minute of a bulk load: without statistics
                 # the planner takes the just-filled tables for empty and scans them
                 sql.execute("ANALYZE videos")
                 sql.execute("ANALYZE follows")
+                sql.execute("ANALYZE events")
             token = KeyStore(d).create("bench", ["feed"])[1]
             tab = FollowingTab(d)
             with TestClient(create_app(d), headers={"Authorization": f"Bearer {token}"}) as c:
@@ -208,6 +224,7 @@ def main() -> None:
         "videos": args.videos,
         "creators": args.creators,
         "follows": args.follows,
+        "not_interested": args.not_interested,
         "videos_of_followed_creators": followed,
         "first_page_items": len(first["items"]),
         "requests_per_scenario": args.requests,

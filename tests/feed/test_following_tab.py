@@ -9,6 +9,7 @@ import base64
 import itertools
 import json
 from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -29,6 +30,7 @@ from fyp.moderation.service import cell
 from fyp.moderation.snapshot import CatalogSnapshot
 from fyp.regions.deployment import Deployment
 from fyp.serving.app import create_app
+from fyp.storage.base import EventRow
 from serving.errors import assert_error
 
 T0 = 1_700_000_000_000
@@ -186,6 +188,43 @@ def test_an_unfollow_takes_the_creator_off_the_next_page(
     assert _page(client)["items"] == []
     Ingestor(deployment).ingest([{**event, "event_id": "f", "type": "follow"}])
     assert _ids(_page(client, n=2)) == ["v10", "v08"]
+
+
+def _not_interested(d: Deployment, user: str, *video_ids: str, days_ago: float = 0) -> None:
+    at = datetime.now(UTC) - timedelta(days=days_ago)
+    events = [
+        {"event_id": f"ni-{user}-{v}-{days_ago}", "user_id": user, "video_id": v}
+        | {"type": "not_interested", "ts": at.isoformat()}
+        for v in video_ids
+    ]
+    assert Ingestor(d).ingest(events).counts["stored"] == len(events)
+
+
+def test_videos_marked_not_interested_are_off_the_tab(
+    deployment: Deployment, client: TestClient
+) -> None:
+    """A video the user marked "not interested" leaves the tab for as long as it is off
+    For You (the seen window, 30 days by default), from the next page on, without
+    shifting the cursor: nothing skipped, nothing repeated. Only that video: the
+    creator's other videos stay (the follow is the user's own word on the creator; a
+    block is the lasting "not interested" in one), and another user's choice is theirs."""
+    _catalogue(deployment, "bob", "cy")
+    Catalog(deployment).create_user(UserIn(user_id="other", home_region="us", birth_year=1990))
+    _follow(deployment, "other", "bob", "cy")
+    first = _page(client, n=4)
+    assert _ids(first) == ["v10", "v07", "v08", "v09"]
+    # between pages: a video of the next page, and the one the cursor names (served)
+    _not_interested(deployment, "fan", "v05", "v09")
+    _not_interested(deployment, "fan", "v03", days_ago=20)  # within the window
+    _not_interested(deployment, "fan", "v02", days_ago=40)  # before it: For You forgot it
+    _not_interested(deployment, "other", "v06")
+    rest = _scroll(client, n=3, after=first["next_cursor"])
+    assert rest == ["v06", "v04", "v02", "v01", "v00"]
+    everything = ["v10", "v07", "v08", "v06", "v04", "v02", "v01", "v00"]
+    for n in (1, 2, 3, 8):
+        assert _scroll(client, n=n) == everything, n
+    # cy's other videos (v07, v01) stay; the other follower's tab keeps what fan hid
+    assert "v05" in _scroll(client, "other") and "v06" not in _scroll(client, "other")
 
 
 def test_what_each_moderation_state_shows(deployment: Deployment, client: TestClient) -> None:
@@ -406,6 +445,7 @@ def test_keys_reach_the_tab_of_their_regions_only(deployment: Deployment) -> Non
         assert entries[0].details["reason"] == "ticket 7"
 
 
+_NO_PLAY = (None, None, False, False, False)  # an event's play fields
 _SHOWN = {"approved", "restricted"}  # to anyone; age_restricted to adults only
 _OK = ("approved", True, ("us",))
 _STATES = ["approved"] * 4 + ["restricted", "age_restricted", "pending", "rejected", "blocked"]
@@ -423,13 +463,20 @@ _VIDEOS = st.lists(
 )
 
 
+# a "not interested" mark: (which video, by the viewer now / by the viewer before the
+# seen window / by another user now); only the first hides the video
+_MARKS = st.lists(st.tuples(st.integers(0, 29), st.sampled_from(["now"] * 3 + ["old", "other"])))
+_DAY_MS = 86_400_000
+
+
 def test_pages_concatenated_are_the_followed_creators_visible_videos_newest_first(
     deployment: Deployment,
 ) -> None:
-    """Any catalogue, follows, viewer age and page size: the pages, one after another,
-    are exactly a plain model of the tab (the followed creators' videos published in the
-    home region that the viewer may watch, newest first, then by id in byte order), every
-    page but the last full."""
+    """Any catalogue, follows, "not interested" marks, viewer age and page size: the
+    pages, one after another, are exactly a plain model of the tab (the followed
+    creators' videos published in the home region that the viewer may watch and did not
+    mark "not interested" within the seen window, newest first, then by id in byte
+    order), every page but the last full."""
     runs = itertools.count()
 
     @settings(max_examples=60, deadline=None)
@@ -438,20 +485,33 @@ def test_pages_concatenated_are_the_followed_creators_visible_videos_newest_firs
         st.sets(st.integers(0, 2)),
         st.booleans(),
         st.integers(1, 4),
+        _MARKS,
     )
     # a millisecond shared by more videos of one creator than a page reads of each
-    @example([(v, 0, 1, *_OK) for v in "cab"] + [("d", 0, 0, *_OK)], {0}, True, 1)
+    @example([(v, 0, 1, *_OK) for v in "cab"] + [("d", 0, 0, *_OK)], {0}, True, 1, [])
+    # a creator's newest videos, more than a page reads of each, all hidden: the page
+    # still reaches their older ones, in order with the other creator's
+    @example(
+        [(v, 0, 3, *_OK) for v in "abc"] + [("d", 0, 1, *_OK), ("e", 1, 2, *_OK)],
+        {0, 1},
+        True,
+        1,
+        [(0, "now"), (1, "now"), (2, "now")],
+    )
     def check(
         videos: list[tuple[str, int, int, str | None, bool, tuple[str, ...]]],
         followed: set[int],
         adult: bool,
         n: int,
+        marks: list[tuple[int, str]],
     ) -> None:
         run = next(runs)
-        user, prefix = f"viewer{run}", f"r{run}-"
-        Catalog(deployment).create_user(
-            UserIn(user_id=user, home_region="us", birth_year=1990 if adult else CURRENT_YEAR - 12)
-        )
+        user, other, prefix = f"viewer{run}", f"other{run}", f"r{run}-"
+        for who in (user, other):
+            birth_year = 1990 if adult else CURRENT_YEAR - 12
+            Catalog(deployment).create_user(
+                UserIn(user_id=who, home_region="us", birth_year=birth_year)
+            )
         for vid, creator, at, state, creator_ok, regions in videos:
             c = f"{prefix}c{creator}"
             _publish(deployment, prefix + vid, c, T0 + at, state, regions, creator_ok)
@@ -459,13 +519,28 @@ def test_pages_concatenated_are_the_followed_creators_visible_videos_newest_firs
             "INSERT INTO follows (user_id, creator_id, since_ms) VALUES (?, ?, ?)",
             [(user, f"{prefix}c{k}", T0) for k in followed],
         )
+        t, hidden = now_ms(), set()
+        rows = []
+        for k, (index, when) in enumerate(marks):
+            if not videos:
+                break
+            vid = prefix + videos[index % len(videos)][0]
+            ts = t - 31 * _DAY_MS if when == "old" else t
+            who = other if when == "other" else user
+            rows.append(EventRow(f"{prefix}ni{k}", who, vid, "not_interested", ts, *_NO_PLAY))
+            hidden |= {vid} if when == "now" else set()
+        deployment.store("us").bulk_insert_events(rows)
         shown = _SHOWN | ({"age_restricted"} if adult else set())
         model = [
             (prefix + vid)
             for vid, creator, at, state, creator_ok, regions in sorted(
                 videos, key=lambda v: (-v[2], (prefix + v[0]).encode())
             )
-            if creator in followed and "us" in regions and state in shown and creator_ok
+            if creator in followed
+            and "us" in regions
+            and state in shown
+            and creator_ok
+            and prefix + vid not in hidden
         ]
         tab = FollowingTab(deployment)
         pages = [tab.page(user, n)]

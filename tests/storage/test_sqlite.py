@@ -379,22 +379,28 @@ def test_follow_events_written_before_migration_24_become_follows(tmp_path: Path
         store.close()
 
 
-def test_a_store_made_before_migration_25_gets_the_following_tabs_index(tmp_path: Path) -> None:
-    """The Following tab's query reads the followed creators' videos from the index alone."""
+def test_a_store_made_before_migration_30_gets_the_following_tabs_newest_first_index(
+    tmp_path: Path,
+) -> None:
+    """The Following tab's query reads the followed creators' videos from the index alone,
+    the newest-first one (migration 30), which takes the place of migration 25's."""
     from fyp.audit.log import sql_store
     from fyp.storage.following_sql import sqlite_query
 
     path = tmp_path / "old.sqlite"
-    conn = _store_at(path, 24)
+    conn = _store_at(path, 27)
     conn.commit()
     conn.close()
     store = open_store(sqlite_url(path), "us", create=True)
     try:
-        assert store.schema_version() >= 25
+        assert store.schema_version() >= 30
+        sql = sql_store(store)
+        indexes = {r[0] for r in sql.query("SELECT name FROM sqlite_master WHERE type = 'index'")}
+        assert "videos_creator_newest" in indexes and "videos_creator_time" not in indexes
         for after in (None, (5, "v")):
-            query, params = sqlite_query("ana", after, 11)
-            plan = sql_store(store).query("EXPLAIN QUERY PLAN " + query, params)
+            query, params = sqlite_query("ana", after, 11, 0)
+            plan = sql.query("EXPLAIN QUERY PLAN " + query, params)
             steps = " / ".join(str(r[-1]) for r in plan)
-            assert "USING COVERING INDEX videos_creator_time" in steps, steps
+            assert "USING COVERING INDEX videos_creator_newest" in steps, steps
     finally:
         store.close()

@@ -2,13 +2,13 @@
 
 Beside For You, short-video apps have a tab the user fills by choice: every video of
 the creators they follow, in upload order, not ranked by profiling. So it reads no
-model, no events and no consent: the user's home region's store only, in one query
-(``Store.following_videos``: the followed creators' videos through the index on
-``videos(creator_id, created_at_ms)``, keyset on ``(created_at_ms, video_id)``; each
-store's SQL in :mod:`fyp.storage.following_sql`, so a page's cost grows with the follows,
-not the catalogue), and it is the same whether their ``personalised_feed``
-consent is on or off (it is where followed creators belong when it is off,
-:mod:`fyp.feed.impersonal`).
+model and no consent, and of the user's events only their "not interested" marks: the
+user's home region's store only, in one query (``Store.following_videos``: the followed
+creators' videos through the index on ``videos(creator_id, created_at_ms DESC,
+video_id)``, keyset on ``(created_at_ms, video_id)``; each store's SQL in
+:mod:`fyp.storage.following_sql`, so a page's cost grows with the follows, not the
+catalogue), and it is the same whether their ``personalised_feed`` consent is on or off
+(it is where followed creators belong when it is off, :mod:`fyp.feed.impersonal`).
 
 - **Region**: the catalogue of the user's home region, so a video is on the tab only
   while it is published there; a video of a followed creator published elsewhere only
@@ -26,6 +26,12 @@ consent is on or off (it is where followed creators belong when it is off,
   very next page. A check that raises leaves its videos out: the page ends before them
   (its cursor points before them, so the next page tries them again), and a page that
   would be empty answers 503 instead of claiming the end.
+- **Not interested**: a video the user marked ``not_interested`` is left out while For
+  You leaves it out, the seen window (``[feed] seen_window_days``), read from the same
+  events in the same query. Only the video: For You also takes the mark as a "no" to
+  the creator (and, repeated, the category), a guess about what to propose unasked;
+  here the follow is the user's own word on the creator, which an unfollow or a block
+  takes back, not a "no" to one of their videos.
 - **Paging**: ``next_cursor`` names the last video served; the next page starts after
   it. A new upload is newer than every page already served, so it never shifts or
   repeats what later pages hold; it shows on a fresh first page. An unfollow takes the
@@ -41,6 +47,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from fyp.catalog.follows import keyset_cursor, read_keyset
+from fyp.catalog.models import now_ms
 from fyp.errors import StorageError, ValidationFailed
 from fyp.feed.reasons import DEFAULT_LANG, Reason, fixed, match_lang
 from fyp.feed.watch import WatchCheck, find_viewer, may_watch
@@ -133,10 +140,13 @@ class FollowingTab:
         """Up to ``n`` videos the user may watch after ``after``, and whether more follow
         (None: a check failed; the page ends before the videos it was asked about)."""
         store = self.deployment.store(region)
+        # "not interested" holds as long as in For You: the seen window (one start per page)
+        since = now_ms() - self.deployment.config.feed.seen_window_ms
         shown: list[TabItem] = []
         batch = n + 1  # the page and one more, to know whether there is a next page
         while True:
-            found = [TabItem(*row) for row in store.following_videos(user_id, after, batch)]
+            rows = store.following_videos(user_id, after, batch, since)
+            found = [TabItem(*row) for row in rows]
             if not found:
                 return shown, False
             try:

@@ -259,12 +259,14 @@ class Store(ABC):
 
     @abstractmethod
     def following_videos(
-        self, user_id: str, after: tuple[int, str] | None, limit: int
+        self, user_id: str, after: tuple[int, str] | None, limit: int, since_ms: int
     ) -> list[tuple[str, str, int]]:
         """``(video_id, creator_id, created_at_ms)`` of up to ``limit`` videos of the
         creators the user follows, newest first (then by ``video_id``), after the row
-        ``after`` names (its time and id): the Following tab's read
-        (:mod:`fyp.storage.following_sql`, through the index ``videos_creator_time``)."""
+        ``after`` names (its time and id), but none the user marked ``not_interested``
+        at ``since_ms`` or later (the seen window, as For You reads them): the Following
+        tab's read (:mod:`fyp.storage.following_sql`, through the index
+        ``videos_creator_time``)."""
 
     @abstractmethod
     def user_not_interested(

@@ -10,7 +10,11 @@ from __future__ import annotations
 from fyp.access.keys import ACCESS_MIGRATION
 from fyp.audit.log import AUDIT_MIGRATION, AUDIT_TRIGGERS_MIGRATION, AUDIT_TRUNCATE_MIGRATION
 from fyp.catalog.blocks import BLOCKED_BY_MIGRATION, BLOCKS_MIGRATION
-from fyp.catalog.follows import FOLLOWING_TAB_MIGRATION, FOLLOWS_MIGRATION
+from fyp.catalog.follows import (
+    FOLLOWING_TAB_MIGRATION,
+    FOLLOWING_TAB_NEWEST_MIGRATION,
+    FOLLOWS_MIGRATION,
+)
 from fyp.experiments.exposures import EXPOSURES_MIGRATION
 from fyp.moderation.report_store import REPORTS_MIGRATION
 from fyp.moderation.snapshot import CATALOG_CHANGES_MIGRATION
@@ -32,4 +36,5 @@ EXTRA_MIGRATIONS: tuple[Migration, ...] = (
     BLOCKS_MIGRATION,
     BLOCKED_BY_MIGRATION,
     RETENTION_MIGRATION,
+    FOLLOWING_TAB_NEWEST_MIGRATION,
 )

@@ -504,9 +504,9 @@ class PostgresStore(PostgresSnapshots, PostgresServedLog):
         return [str(r[0]) for r in rows]
 
     def following_videos(
-        self, user_id: str, after: tuple[int, str] | None, limit: int
+        self, user_id: str, after: tuple[int, str] | None, limit: int, since_ms: int
     ) -> list[tuple[str, str, int]]:
-        rows = self._all(*to_postgres(*postgres_query(user_id, after, limit)))
+        rows = self._all(*to_postgres(*postgres_query(user_id, after, limit, since_ms)))
         return [(str(v), str(c), int(t)) for v, c, t in rows]
 
     def user_not_interested(
