@@ -13,9 +13,9 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fyp.audit.log import sql_store
+from fyp.audit.log import AuditLog, sql_store
 from fyp.catalog.blocks import Blocking
-from fyp.catalog.follow_order import user_actions
+from fyp.catalog.follow_order import region_actions, user_actions
 from fyp.catalog.follows import Following, user_follows
 from fyp.catalog.models import UserIn, VideoIn
 from fyp.catalog.service import Catalog
@@ -24,6 +24,7 @@ from fyp.regions.deployment import Deployment
 from fyp.sovereignty.erasure import Eraser
 from fyp.sovereignty.erasure_verify import verify_erasure
 from fyp.sovereignty.export import UserExport
+from fyp.sovereignty.retention import RetentionPolicy, expire_events
 
 T0 = (int(time.time()) - 3600) * 1000  # an hour before the module loaded: in retention
 _ids = itertools.count()
@@ -100,6 +101,9 @@ def test_an_api_unfollow_is_not_undone_by_an_older_event(deployment: Deployment)
     assert following.unfollow("ana", "bob")  # now, later than any queued event
     _send(deployment, "ana", "v1", "follow", 2)  # tapped before the unfollow, sent after
     assert _follows(deployment, "ana") == []
+    # training reads the API unfollow (it made no event)
+    [(user, creator, t, on)] = region_actions(deployment.store("us"))
+    assert (user, creator, on) == ("ana", "bob", False) and t > T0 + 3_000_000
     # an unfollow through the API of a creator not followed is an action too
     assert not following.unfollow("ana", "cy")
     _send(deployment, "ana", "v4", "follow", 3)
@@ -147,6 +151,24 @@ def test_the_records_are_erased_and_exported(deployment: Deployment) -> None:
     assert Eraser(deployment).erase("ana").removed["follow_actions"] == 1
     rows = sql_store(deployment.store("us")).query("SELECT COUNT(*) FROM follow_actions")
     assert rows == [(0,)]
+
+
+def test_retention_deletes_old_unfollows_and_keeps_the_follows(deployment: Deployment) -> None:
+    _world(deployment)
+    days = 86_400
+    _send(deployment, "ana", "v1", "follow", -60 * days)
+    _send(deployment, "ana", "v4", "unfollow", -60 * days)
+    _send(deployment, "bob", "v4", "unfollow", 1)
+    us = deployment.store("us")
+    expired = expire_events(us, RetentionPolicy(events_days=30))
+    assert expired.events == 2
+    assert user_actions(us, "ana") == [
+        {"creator_id": "bob", "acted_ms": T0 - 60 * days * 1000, "following": True}
+    ]
+    assert [a["creator_id"] for a in user_actions(us, "bob")] == ["cy"]  # recent: kept
+    assert _follows(deployment, "ana") == ["bob"]
+    entry = list(AuditLog(us).entries())[-1]
+    assert entry.action == "retention.expire" and entry.details["unfollows"] == 1
 
 
 # events on two creators, each a follow or not, at a time of 0-5 seconds

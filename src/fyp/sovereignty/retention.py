@@ -11,8 +11,9 @@ allows it to be kept only as long as it is needed. With a limit set:
 - ingestion refuses an event whose time is already past the limit (it would be deleted
   at once); the client gets 422 ``validation_failed`` naming ``ts``;
 - :func:`expire_events` deletes the older events (oldest first, in chunks, pausing
-  between them so writers get the store's lock), and records how many went in the
-  region's audit log (``retention.expire``). ``fyp train`` runs it before it reads the
+  between them so writers get the store's lock) and the records of unfollows as old
+  (:func:`expire_unfollows`), and records how many went in the region's audit log
+  (``retention.expire``). ``fyp train`` runs it before it reads the
   store, so a model never learns from an expired event, and ``fyp serve``'s training
   schedule trains (and so expires) every hour; ``fyp retention apply`` does it by hand
   or from cron;
@@ -110,14 +111,28 @@ def expire_events(
         if gone < CHUNK:
             break
         time.sleep(pause_s)
-    if total:
-        AuditLog(store).append(
-            ACTOR,
-            "retention.expire",
-            f"region:{store.region}",
-            {"events": total, "before_ms": cutoff, "events_days": policy.events_days},
-        )
+    unfollows = expire_unfollows(store, cutoff)
+    if total or unfollows:
+        details = {"events": total, "before_ms": cutoff, "events_days": policy.events_days}
+        if unfollows:
+            details["unfollows"] = unfollows
+        AuditLog(store).append(ACTOR, "retention.expire", f"region:{store.region}", details)
     return Expired(store.region, total, cutoff)
+
+
+def expire_unfollows(store: Store, cutoff: int) -> int:
+    """Delete the records of unfollows older than ``cutoff`` (``follow_actions``,
+    :mod:`fyp.catalog.follow_order`): behaviour, like the events, and needed no longer,
+    as every event ingestion still takes is later than them. A followed pair's record
+    stays with its follow."""
+    from fyp.audit.log import SQLStore
+
+    if not isinstance(store, SQLStore):
+        return 0
+    with store.transaction():
+        return store.execute(
+            "DELETE FROM follow_actions WHERE following = 0 AND acted_ms < ?", (cutoff,)
+        )
 
 
 def expire_region(d: Deployment, region: str, at_ms: int | None = None) -> Expired:
