@@ -12,6 +12,10 @@ the events themselves. So it is kept as state, written two ways:
   path stored it (ingestion, a bulk import, a move copying the user's events), so an
   acknowledged event is in the next feed (read-your-writes).
 
+Either way the latest action by the time the user acted wins, not the last to arrive
+(:mod:`fyp.catalog.follow_order`, table ``follow_actions``): ``since_ms`` is the time
+of the follow that made the row.
+
 The row names the follower (``user_id``) and the creator (``creator_id``). Like
 experiment exposures it references the user (``ON DELETE CASCADE``), its region is baked
 into a CHECK, and the erasure, its verifier and the residency scan find it by those
