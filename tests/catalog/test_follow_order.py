@@ -10,6 +10,7 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -26,7 +27,17 @@ from fyp.sovereignty.erasure_verify import verify_erasure
 from fyp.sovereignty.export import UserExport
 from fyp.sovereignty.retention import RetentionPolicy, expire_events
 
-T0 = (int(time.time()) - 3600) * 1000  # an hour before the module loaded: in retention
+T0 = 0  # an hour before the test began (clock): in retention, and not the future
+
+
+@pytest.fixture(autouse=True)
+def clock() -> None:
+    """Times relative to each test's start: an API action is at the server's time, and
+    a test may run many minutes after its module was imported."""
+    global T0
+    T0 = (int(time.time()) - 3600) * 1000
+
+
 _ids = itertools.count()
 
 
