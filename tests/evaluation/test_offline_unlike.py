@@ -42,3 +42,28 @@ def test_taken_back_likes_are_no_training_positives(deployment: Deployment) -> N
     }
     assert positives == {("a", "x1"), ("b", "x0"), ("b", "x3")}
     assert protocol.train_counts == {"x0": 1.0, "x1": 1.0, "x3": 1.0}
+
+
+def test_an_unlike_done_later_but_sent_first_takes_the_like_back(deployment: Deployment) -> None:
+    """By the client's time: the like at 2 s sent after the unlike at 3 s is none; the
+    like at 5 s sent after the unlike at 4 s counts."""
+    catalog = Catalog(deployment)
+    catalog.create_user(UserIn(user_id="a", home_region="us"))
+    for v in range(2):
+        catalog.create_video(VideoIn(video_id=f"x{v}", duration_ms=10_000, regions=["us"]))
+    planted = [("x0", "unlike", 3), ("x0", "like", 2), ("x1", "unlike", 4), ("x1", "like", 5)]
+    results = (
+        Ingestor(deployment)
+        .ingest(
+            [
+                {"event_id": f"q{k}", "user_id": "a", "video_id": v, "type": t, "ts": 1.7e9 + s}
+                for k, (v, t, s) in enumerate(planted)
+            ]
+        )
+        .results
+    )
+    assert all(r.status == "stored" for r in results), results
+    protocol = build_protocol(deployment, lambda region, store: ({}, set()), log=lambda _: None)
+    us = next(r for r in protocol.regions if r.region == "us")
+    assert protocol.train_counts == {"x1": 1.0}
+    assert [protocol.video_ids[i] for i in us.x[us.user_index["a"]].indices] == ["x1"]

@@ -176,6 +176,22 @@ def test_positives_fold_likes_taken_back() -> None:
     assert positives(events) == {"a": {"y", "z"}, "b": {"x"}}
 
 
+def test_positives_take_likes_back_by_the_clients_time() -> None:
+    """An unlike at 3 sent before the like at 2 takes it back; a like at 5 sent after
+    an unlike at 4 stands."""
+
+    def e(seq: int, video: str, kind: str, ts: int) -> StoredEvent:
+        return StoredEvent(seq, f"e{seq}", "a", video, kind, ts, None, None, False, False, False)
+
+    sent = [
+        e(1, "x", "unlike", 3),
+        e(2, "x", "like", 2),
+        e(3, "y", "unlike", 4),
+        e(4, "y", "like", 5),
+    ]
+    assert positives(sent) == {"a": {"y"}}
+
+
 def test_peers_never_rank_what_the_user_saw() -> None:
     videos = [f"v{n}" for n in range(6)]
     x = sp.csr_matrix(np.array([[1, 1, 0, 0, 0, 0], [1, 1, 1, 0, 0, 0]], np.float32))

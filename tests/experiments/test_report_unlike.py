@@ -71,3 +71,27 @@ def test_like_rate_is_over_likes_not_taken_back(
     assert control["m"]["like_rate"]["mean"] == pytest.approx(1 / 4)
     assert b["m"]["like_rate"]["mean"] == pytest.approx((1 / 2 + 1) / 2)
     assert b["m"]["skip_rate"]["mean"] == control["m"]["skip_rate"]["mean"] == 0.0
+
+
+def test_an_unlike_done_later_but_sent_first_takes_the_like_back() -> None:
+    """By the client's time, whichever arrived first: the like at 2 sent after the
+    unlike at 3 is no like; the like at 5 sent after the unlike at 4 is one."""
+    from dataclasses import astuple
+
+    from fyp.events.schema import StoredEvent, play_labels
+    from fyp.experiments.exposures import Exposure
+    from fyp.experiments.report import per_user
+
+    def event(seq: int, video: str, kind: str, ts: int) -> StoredEvent:
+        return StoredEvent(
+            seq, f"e{seq}", "u", video, kind, ts, None, *astuple(play_labels(None, 1))
+        )
+
+    sent = [
+        event(1, "x1", "unlike", 3),
+        event(2, "x1", "like", 2),
+        event(3, "x2", "unlike", 4),
+        event(4, "x2", "like", 5),
+    ]
+    exposed = {"u": Exposure("control", 0)}
+    assert per_user(sent, exposed, 0, None)["u"]["like_rate"] == 0.5

@@ -159,3 +159,29 @@ def test_folding_is_folding_the_settled_events(
         return build_state("someone", "us", None, oldest_first[::-1], ["v0", "v5"], model)
 
     assert_same(state(events), state(settled(events)))
+
+
+def test_an_unlike_done_later_but_sent_first_takes_the_like_back(model: RegionModel) -> None:
+    """Apps send events queued offline late: the unlike tapped at 3 on one device
+    arrives (lower seq) before the like tapped at 2 on another. By the user's clock the
+    unlike is the later action, so the like is taken back; the reverse stands."""
+    base = model.manifest.snapshot.max_seq
+    unlike_first = [
+        event(base + 1, "v3", "unlike")._replace(ts_ms=3),
+        event(base + 2, "v3", "like")._replace(ts_ms=2),
+    ]
+    state = build_state("someone", "us", None, unlike_first[::-1], [], model)
+    assert state.is_new and state.category_affinity == {} and "v3" in state.seen
+    like_later = [
+        event(base + 1, "v3", "unlike")._replace(ts_ms=2),
+        event(base + 2, "v3", "like")._replace(ts_ms=3),
+    ]
+    state = build_state("someone", "us", None, like_later[::-1], [], model)
+    assert state.positives.tolist() == [model.video_index["v3"]]
+    # a like sent before an unlike done earlier than it stands too
+    sent_first = [
+        event(base + 1, "v3", "like")._replace(ts_ms=3),
+        event(base + 2, "v3", "unlike")._replace(ts_ms=2),
+    ]
+    state = build_state("someone", "us", None, sent_first[::-1], [], model)
+    assert state.positives.tolist() == [model.video_index["v3"]]

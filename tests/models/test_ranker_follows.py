@@ -65,6 +65,42 @@ def test_a_table_row_counts_from_its_start() -> None:
     assert h.at(np.array([11, 99]))[0].tolist() == [3]
 
 
+def test_the_latest_action_by_time_decides_whatever_arrived_last() -> None:
+    # events in seq order: the unfollow at 5 arrived before the follow at 2 (sent late)
+    h = history([(0, 7, 5, False), (0, 7, 2, True)], [])
+    assert h.at(np.array([4]))[0].tolist() == [7]
+    assert h.at(np.array([6])) == {}
+    # of two at the same time the later arrival wins
+    h = history([(0, 7, 5, True), (0, 7, 5, False)], [])
+    assert h.at(np.array([6])) == {}
+
+
+def test_an_api_unfollow_ends_a_follow_made_by_an_event() -> None:
+    # follow event at 1; the API unfollowed at 5 (no event: the pair's record says so)
+    h = replace(
+        history([(0, 7, 1, True)], []),
+        act_user=np.array([0]),
+        act_creator=np.array([7]),
+        act_ms=np.array([5]),
+        act_on=np.array([False]),
+    )
+    assert h.at(np.array([3]))[0].tolist() == [7]
+    assert h.at(np.array([6])) == {}
+    # the record is the latest action: at its time it wins over an event
+    tie = replace(h, ev_ts=np.array([5]))
+    assert tie.at(np.array([6])) == {}
+
+
+def test_follow_history_reads_the_pairs_latest_actions() -> None:
+    data = Interactions(users=["ana", "bo"], user_index={"ana": 0, "bo": 1})
+    actions = [("bo", "ana", 9, False), ("ghost", "ana", 9, True), ("ana", "bo", 8, True)]
+    h = follow_history(data, np.zeros(0, np.int64), {"ana": 0, "bo": 1}, [], actions)
+    assert list(zip(h.act_user, h.act_creator, h.act_ms, h.act_on, strict=True)) == [
+        (1, 0, 9, False),
+        (0, 1, 8, True),
+    ]
+
+
 def test_follow_history_maps_videos_to_creators_as_the_trigger_does() -> None:
     data = Interactions(users=["ana", "bo"], user_index={"ana": 0, "bo": 1})
     # videos 0, 1 by ana (creator 0), video 2 by bo (creator 1), video 3 by no one

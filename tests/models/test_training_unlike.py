@@ -140,3 +140,26 @@ def test_the_models_are_those_of_a_store_without_the_taken_back_likes(
     finally:
         d.close()
         without.close()
+
+
+def test_an_unlike_done_later_takes_the_like_back_whichever_arrived_first() -> None:
+    """By the client's time (``ts_ms``), then arrival: a like at 2 s sent after an
+    unlike at 3 s is taken back; a like at 5 s sent after an unlike at 4 s stands; of
+    two at the same time the later arrival wins."""
+    stream = [
+        event(1, "u1", "v1", "unlike")._replace(ts_ms=3000),
+        event(2, "u1", "v1", "like")._replace(ts_ms=2000),  # taken back by the unlike at 3
+        event(3, "u1", "v2", "unlike")._replace(ts_ms=4000),
+        event(4, "u1", "v2", "like")._replace(ts_ms=5000),  # stands
+        event(5, "u2", "v1", "like")._replace(ts_ms=6000),  # stands: done after the unlike
+        event(6, "u2", "v1", "unlike")._replace(ts_ms=5000),
+        event(7, "u2", "v3", "like")._replace(ts_ms=7000),  # taken back: same time, later
+        event(8, "u2", "v3", "unlike")._replace(ts_ms=7000),
+    ]
+    data = read_interactions(iter(stream), INDEX, EventHasher())
+    assert list(zip(data.u, data.i, data.ts, strict=True)) == [(0, 1, 5000), (1, 0, 6000)]
+    assert list(zip(data.obj_u, data.obj_i, data.obj_k, strict=True)) == [
+        (0, 1, LIKE),
+        (1, 0, LIKE),
+    ]
+    assert data.likes.tolist() == [1, 1, 0]

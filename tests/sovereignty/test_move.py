@@ -14,6 +14,7 @@ from region_helpers import built, cli, copy_of
 
 from fyp.audit.log import AuditLog
 from fyp.catalog.blocks import Blocking, user_blocks
+from fyp.catalog.follow_order import user_actions
 from fyp.catalog.follows import Following, user_follows
 from fyp.catalog.models import VideoIn
 from fyp.catalog.service import Catalog
@@ -241,6 +242,25 @@ def test_a_move_takes_blocks_either_way_and_revives_no_blocked_follow(dep: Path)
         assert verify_move(d, MOVER).status == "pending_retrain"
     scan = ResidencyScanner(dep).run()
     assert scan.ok, [f.to_dict() for f in scan.findings]
+
+
+def test_a_move_takes_each_follows_latest_action_along(dep: Path) -> None:
+    """The mover followed u1 by an event (v7), then unfollowed through the API, which
+    leaves no event: the copied follow event must not make the follow again in the new
+    home, and an older follow event sent there late changes nothing either."""
+    with Deployment.open(dep) as d:
+        assert Following(d).unfollow(MOVER, "u1")
+        before = user_actions(d.store("us"), MOVER)
+        assert [(a["creator_id"], a["following"]) for a in before] == [("u1", False)]
+        Mover(d).move(MOVER, "eu", "moved to Lisbon")
+        eu = d.store("eu")
+        assert eu.followed_creators(MOVER) == []
+        assert user_actions(eu, MOVER) == before
+        late = {"event_id": "late-f", "user_id": MOVER, "video_id": "v7", "type": "follow"}
+        late["ts"] = before[0]["acted_ms"] / 1000 - 1
+        assert Ingestor(d).ingest([late]).results[0].status == "stored"
+        assert eu.followed_creators(MOVER) == []
+        assert user_actions(d.store("us"), MOVER) == []  # gone with the rest of the user
 
 
 @pytest.mark.parametrize("point", ["after_copy", "before_removal", "mid_removal"])

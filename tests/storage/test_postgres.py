@@ -122,6 +122,26 @@ class TestPostgresStore(ExposureContract):
         with pytest.raises(psycopg.Error, match="append-only"):
             self.raw_execute(again, "TRUNCATE audit_log")
 
+    def test_migration_28_records_each_pairs_latest_action(self, store: Store) -> None:
+        """As on SQLite (tests/storage/test_sqlite.py): a store left at migration 27."""
+        from fyp.catalog.blocks import NOT_BLOCKED_EITHER_WAY
+        from fyp.catalog.follow_order import FOLLOW_ORDER_MIGRATION, user_actions
+        from fyp.catalog.follows import follows_function
+        from storage.test_sqlite import FOLLOW_ACTIONS_AFTER_28, OLD_FOLLOWS
+
+        assert isinstance(store, PostgresStore)
+        self.raw_execute(
+            store,
+            "DROP TABLE follow_actions; "
+            + follows_function(NOT_BLOCKED_EITHER_WAY)
+            + f"DELETE FROM schema_migrations WHERE version = {FOLLOW_ORDER_MIGRATION.version}",
+        )
+        self.raw_execute(store, OLD_FOLLOWS)
+        again = self.open_database("main", migrate=False)
+        assert again.migrate() == [FOLLOW_ORDER_MIGRATION.version]
+        assert user_actions(again, "ana") == FOLLOW_ACTIONS_AFTER_28
+        assert sorted(again.followed_creators("ana")) == ["bob", "dee"]
+
     def test_bulk_events_keep_their_order_and_skip_stored_ids(self, store: Store) -> None:
         store.bulk_insert_users([make_user("u1")])
         assert store.bulk_insert_events([make_row(f"e{i}", ts_ms=T0 + i) for i in range(50)]) == 50

@@ -22,9 +22,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "sovereignty"))  # 
 
 from catalog.test_blocks import *  # noqa: E402, F403
 from catalog.test_blocks_check import *  # noqa: E402, F403
+from catalog.test_follow_order import *  # noqa: E402, F403
 from catalog.test_follows import *  # noqa: E402, F403
 from feed.conftest import trained  # noqa: E402, F401
 from feed.test_api_feed import *  # noqa: E402, F403
+from feed.test_event_order import *  # noqa: E402, F403
 from feed.test_experiment_exposures import *  # noqa: E402, F403
 from feed.test_feed_consent import *  # noqa: E402, F403
 from feed.test_following_tab import *  # noqa: E402, F403

@@ -404,3 +404,50 @@ def test_a_store_made_before_migration_30_gets_the_following_tabs_newest_first_i
             assert "USING COVERING INDEX videos_creator_newest" in steps, steps
     finally:
         store.close()
+
+
+# What an older fyp left (migration 27): ana's follow events on bob's v1 arrived out of
+# order (the follow at 20 last, so it stands), she followed cy's v2 at 40 and the API
+# ended it, followed dee through the API at 50, blocked cy at 60, followed herself
+OLD_FOLLOWS = """
+    INSERT INTO users (user_id, home_region, created_at_ms, updated_at_ms)
+        VALUES ('ana', 'us', 0, 0), ('bob', 'us', 0, 0), ('cy', 'us', 0, 0), ('dee', 'us', 0, 0);
+    INSERT INTO videos (video_id, region, creator_id, duration_ms, regions, created_at_ms,
+        updated_at_ms) VALUES ('v1', 'us', 'bob', 1000, '["us"]', 0, 0),
+        ('v2', 'us', 'cy', 1000, '["us"]', 0, 0), ('v3', 'us', 'dee', 1000, '["us"]', 0, 0),
+        ('v4', 'us', 'ana', 1000, '["us"]', 0, 0);
+    INSERT INTO events (event_id, user_id, video_id, type, ts_ms) VALUES
+        ('e1', 'ana', 'v1', 'follow', 10), ('e2', 'ana', 'v1', 'unfollow', 30),
+        ('e3', 'ana', 'v1', 'follow', 20), ('e4', 'ana', 'v2', 'follow', 40),
+        ('e5', 'ana', 'v4', 'follow', 70);
+    DELETE FROM follows WHERE creator_id = 'cy';
+    INSERT INTO follows (user_id, creator_id, since_ms) VALUES ('ana', 'dee', 50);
+    INSERT INTO blocks (user_id, creator_id, since_ms) VALUES ('ana', 'cy', 60);
+"""
+# each pair's latest time, and whether it is followed (the table as it was)
+FOLLOW_ACTIONS_AFTER_28 = [
+    {"creator_id": "bob", "acted_ms": 30, "following": True},
+    {"creator_id": "dee", "acted_ms": 50, "following": True},
+    {"creator_id": "cy", "acted_ms": 60, "following": False},
+]
+
+
+def test_migration_28_records_each_pairs_latest_action(tmp_path: Path) -> None:
+    """The follows stay as they were; each pair followed, unfollowed or blocked gets the
+    latest time the store knows, so an older event sent late changes nothing."""
+    from fyp.catalog.follow_order import user_actions
+    from fyp.catalog.follows import user_follows
+
+    path = tmp_path / "old.sqlite"
+    conn = _store_at(path, 27)
+    conn.executescript(OLD_FOLLOWS)
+    conn.close()
+    store = open_store(sqlite_url(path), "us", create=True)
+    try:
+        assert user_actions(store, "ana") == FOLLOW_ACTIONS_AFTER_28
+        assert [(f.creator_id, f.since_ms) for f in user_follows(store, "ana")] == [
+            ("bob", 20),
+            ("dee", 50),
+        ]
+    finally:
+        store.close()

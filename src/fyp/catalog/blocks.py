@@ -38,6 +38,7 @@ from fyp.catalog.follows import (
     creator_table,
     follow_trigger,
     follows_function,
+    record_action,
 )
 from fyp.catalog.models import now_ms
 from fyp.storage.migrations import Migration
@@ -70,6 +71,7 @@ BLOCKED_BY_MIGRATION = Migration(
     + follow_trigger(_NOT_BLOCKED + _NOT_BLOCKED_BY),
     postgres=postgres_ddl(creator_table(MIRROR)) + follows_function(_NOT_BLOCKED + _NOT_BLOCKED_BY),
 )
+NOT_BLOCKED_EITHER_WAY = _NOT_BLOCKED + _NOT_BLOCKED_BY  # migration 28's trigger too
 
 
 def user_blocks(store: object, user_id: str) -> list[Follow]:
@@ -124,6 +126,7 @@ class Blocking(CreatorList):
                         "DELETE FROM follows WHERE user_id = ? AND creator_id = ?",
                         (blocked, blocker),
                     )
+                    record_action(sql, blocked, blocker, now_ms(), False)  # the follow ends now
                 if changed:
                     sql.execute(TOUCH, (now_ms(), blocked))
             return
@@ -132,3 +135,6 @@ class Blocking(CreatorList):
         sql.execute(
             "DELETE FROM follows WHERE user_id = ? AND creator_id = ?", (user_id, creator_id)
         )
+        # the follow ends now: a follow event from before the block, arriving after an
+        # unblock, revives nothing (fyp.catalog.follow_order)
+        record_action(sql, user_id, creator_id, now_ms(), False)

@@ -12,6 +12,10 @@ the events themselves. So it is kept as state, written two ways:
   path stored it (ingestion, a bulk import, a move copying the user's events), so an
   acknowledged event is in the next feed (read-your-writes).
 
+Either way the latest action by the time the user acted wins, not the last to arrive
+(:mod:`fyp.catalog.follow_order`, table ``follow_actions``): ``since_ms`` is the time
+of the follow that made the row.
+
 The row names the follower (``user_id``) and the creator (``creator_id``). Like
 experiment exposures it references the user (``ON DELETE CASCADE``), its region is baked
 into a CHECK, and the erasure, its verifier and the residency scan find it by those
@@ -45,9 +49,10 @@ if TYPE_CHECKING:
     from fyp.regions.deployment import Deployment
 
 TABLE = "follows"
+ACTIONS = "follow_actions"  # each pair's latest action, followed or not (migration 28)
 MAX_PAGE = 1000
 
-_NOT_A_NAME = "substr(creator_id, 1, 1) <> '['"  # '[erased]', '[elsewhere]': nobody to follow
+NOT_A_NAME = "substr(creator_id, 1, 1) <> '['"  # '[erased]', '[elsewhere]': nobody to follow
 
 
 def creator_table(name: str) -> str:
@@ -72,7 +77,7 @@ def follow_trigger(also: str = "") -> str:
     BEGIN
         INSERT OR IGNORE INTO follows (user_id, creator_id, since_ms)
         SELECT NEW.user_id, creator_id, NEW.ts_ms FROM videos
-        WHERE video_id = NEW.video_id AND creator_id <> NEW.user_id AND {_NOT_A_NAME}{also};
+        WHERE video_id = NEW.video_id AND creator_id <> NEW.user_id AND {NOT_A_NAME}{also};
     END;
     """
 
@@ -86,7 +91,7 @@ def follows_function(also: str = "") -> str:
         IF NEW.type = 'follow' THEN
             INSERT INTO follows (user_id, creator_id, since_ms)
             SELECT NEW.user_id, creator_id, NEW.ts_ms FROM videos
-            WHERE video_id = NEW.video_id AND creator_id <> NEW.user_id AND {_NOT_A_NAME}{also}
+            WHERE video_id = NEW.video_id AND creator_id <> NEW.user_id AND {NOT_A_NAME}{also}
             ON CONFLICT DO NOTHING;
         ELSE
             DELETE FROM follows WHERE user_id = NEW.user_id
@@ -168,6 +173,24 @@ class Follow:
     since_ms: int
 
 
+# an action through the API (or a block ending a follow) is the latest by arrival: it
+# wins over what is recorded even if a client's clock put that in the future, so it
+# takes the later of the two times (an event then has to be at least as late to win)
+_RECORD = (
+    f"INSERT INTO {ACTIONS} (user_id, creator_id, acted_ms, following) VALUES (?1, ?2, ?3, ?4) "
+    "ON CONFLICT (user_id, creator_id) DO UPDATE SET following = excluded.following, "
+    f"acted_ms = CASE WHEN excluded.acted_ms > {ACTIONS}.acted_ms THEN excluded.acted_ms "
+    f"ELSE {ACTIONS}.acted_ms END"
+)
+
+
+def record_action(sql: SQLStore, user_id: str, creator_id: str, t: int, following: bool) -> None:
+    """Record that the user followed (or stopped following) ``creator_id`` at ``t`` by a
+    way other than an event, in the caller's transaction: a follow or unfollow event
+    older than it arriving later changes nothing (:mod:`fyp.catalog.follow_order`)."""
+    sql.execute(_RECORD, (user_id, creator_id, t, int(following)))
+
+
 def creator_rows(store: object, table: str, user_id: str) -> list[Follow]:
     """Every row of the user in ``table`` (follows, blocks), oldest first (their export)."""
     rows = sql_store(store).query(
@@ -215,6 +238,7 @@ class CreatorList:
                 (user_id, creator_id),
             )
             if held:
+                self._acted(sql, user_id, creator_id, t, True)
                 return Follow(creator_id, int(held[0][0])), False
             if not sql.query("SELECT 1 FROM videos WHERE creator_id = ? LIMIT 1", (creator_id,)):
                 raise UnknownCreator(
@@ -229,24 +253,32 @@ class CreatorList:
                 f"INSERT INTO {self.table} (user_id, creator_id, since_ms) VALUES (?, ?, ?)",
                 (user_id, creator_id, t),
             )
+            self._acted(sql, user_id, creator_id, t, True)
             sql.execute(TOUCH, (t, user_id))
         return Follow(creator_id, t), True
 
     def _before_add(self, sql: SQLStore, user_id: str, creator_id: str) -> None:
         """What else changes with the row, in its transaction (or a refusal)."""
 
+    def _acted(self, sql: SQLStore, user_id: str, creator_id: str, t: int, on: bool) -> None:
+        """The user added (``on``) or removed the row at ``t``, whether or not it changed
+        anything (a repeated follow is an action too), in its transaction."""
+
     def remove(self, user_id: str, creator_id: str) -> bool:
         """Whether the row was there until now."""
         store = self.deployment.store(self.deployment.homed_region(user_id))
         sql = sql_store(store)
+        t = now_ms()
         with store.transaction():
             self._check_user(sql, user_id)
             removed = sql.execute(
                 f"DELETE FROM {self.table} WHERE user_id = ? AND creator_id = ?",
                 (user_id, creator_id),
             )
+            if creator_id != user_id:
+                self._acted(sql, user_id, creator_id, t, False)
             if removed:
-                sql.execute(TOUCH, (now_ms(), user_id))
+                sql.execute(TOUCH, (t, user_id))
         return removed > 0
 
     def page(
@@ -301,6 +333,10 @@ class Following(CreatorList):
             "SELECT 1 FROM blocked_by WHERE user_id = ? AND creator_id = ?", (user_id, creator_id)
         ):  # the creator blocked the user (fyp.catalog.blocks): said without naming who did
             raise Conflict(f"user {user_id!r} cannot follow {creator_id!r}", creator_id=creator_id)
+
+    def _acted(self, sql: SQLStore, user_id: str, creator_id: str, t: int, on: bool) -> None:
+        # the API acts now: a follow event from before it, arriving later, changes nothing
+        record_action(sql, user_id, creator_id, t, on)
 
 
 def _write_cursor(last: Follow) -> str:

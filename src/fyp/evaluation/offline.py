@@ -99,16 +99,18 @@ def build_protocol(deployment: Deployment, read_test: TestReader, log: Log = pri
         users: dict[str, int] = {}
         rows: list[int] = []
         cols: list[int] = []
-        ledger: LikeLedger[int] = LikeLedger()  # as training: a like taken back is none
-        gone: set[int] = set()
+        ledger: LikeLedger[tuple[str, str], int] = (
+            LikeLedger()
+        )  # as training: a like taken back is none
         for e in store.iter_events():
             if e.type == EventType.unlike:
-                gone.update(ledger.unlike((e.user_id, e.video_id)))
+                ledger.unlike((e.user_id, e.video_id), e)
             elif event_weight(e) > 0 and e.video_id in video_index:
                 if e.type == EventType.like:
-                    ledger.like((e.user_id, e.video_id), len(rows))
+                    ledger.like((e.user_id, e.video_id), e, len(rows))
                 rows.append(users.setdefault(e.user_id, len(users)))
                 cols.append(video_index[e.video_id])
+        gone = {at for _, at in ledger.taken_back()}
         rows, cols = without(rows, gone), without(cols, gone)
         test, region_universe = read_test(name, store)
         universe |= {v for v in region_universe if v in video_index}

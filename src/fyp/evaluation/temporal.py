@@ -13,8 +13,8 @@ liked next:
    policy keeps it; the live store, models and served log are only read.
 2. **The cut.** ``--cut`` or, by default, the time before which ``1 - holdout`` of the
    region's events happened. In the copy every event at or after the cut is deleted,
-   with the follows made since and every served page (the copy starts with no
-   impressions); experiments do not run.
+   with the follows made since (and each follow's latest action, if since) and every
+   served page (the copy starts with no impressions); experiments do not run.
 3. **Held out.** A user's positives after the cut (what training counts as "more like
    this": long plays, likes not taken back, shares, follows...) on videos that existed at
    the cut (published before it, or played before it) and that the For You feed may
@@ -226,16 +226,16 @@ def _events(db: sqlite3.Connection, cut_ms: int) -> Iterator[StoredEvent]:
 def positives(events: Iterable[StoredEvent]) -> dict[str, set[str]]:
     """Each user's videos with a positive event, likes taken back left out (as training
     folds them, :class:`fyp.models.training.LikeLedger`)."""
-    ledger: LikeLedger[int] = LikeLedger()
+    ledger: LikeLedger[tuple[str, str], int] = LikeLedger()
     rows: list[tuple[str, str]] = []
-    gone: set[int] = set()
     for e in events:
         if e.type == EventType.unlike:
-            gone.update(ledger.unlike((e.user_id, e.video_id)))
+            ledger.unlike((e.user_id, e.video_id), e)
         elif event_weight(e) > 0:
             if e.type == EventType.like:
-                ledger.like((e.user_id, e.video_id), len(rows))
+                ledger.like((e.user_id, e.video_id), e, len(rows))
             rows.append((e.user_id, e.video_id))
+    gone = {n for _, n in ledger.taken_back()}
     out: dict[str, set[str]] = {}
     for n, (user, video) in enumerate(rows):
         if n not in gone:
@@ -266,7 +266,14 @@ def split_copy(
     withheld = [(u,) for u, c in consents.items() if not effective(c, policy, MODEL_TRAINING)]
     impersonal = {u for u, c in consents.items() if not effective(c, policy, PERSONALISED_FEED)}
     with db:  # not in the copy at all: nothing is learned or measured of them
-        for table in ("events", "labels", "follows", "served_pages", "experiment_exposures"):
+        for table in (
+            "events",
+            "labels",
+            "follows",
+            "follow_actions",
+            "served_pages",
+            "experiment_exposures",
+        ):
             db.executemany(f"DELETE FROM {table} WHERE user_id = ?", withheld)
     split = Split(cut_ms, excluded_users=len(withheld))
     split.events_before = _count(db, "SELECT count(*) FROM events WHERE ts_ms < ?", (cut_ms,))
@@ -298,6 +305,7 @@ def split_copy(
     with db:
         db.execute("DELETE FROM events WHERE ts_ms >= ?", (cut_ms,))
         db.execute("DELETE FROM follows WHERE since_ms >= ?", (cut_ms,))
+        db.execute("DELETE FROM follow_actions WHERE acted_ms >= ?", (cut_ms,))
         for table in ("served_pages", "experiment_exposures", "labels"):
             db.execute(f"DELETE FROM {table}")
     return split

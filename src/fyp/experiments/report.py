@@ -10,7 +10,8 @@ exposed are not counted. Per user, over the distinct videos they have an event f
 that window ("videos"), a rate is the share of those videos with the outcome: long play,
 like, share, follow and skip as the learned heads' labels define them
 (:func:`fyp.models.training.event_objective`: a skip is a skip event or a short play;
-a like taken back by a later ``unlike`` in the window is no like), not interested by its
+a like taken back by an ``unlike`` in the window done later by the client's time, as
+everywhere, is no like), not interested by its
 event. ``plays`` counts play events (0 for an exposed user with no event); a user
 without videos is left out of the rates, and ``watch_ratio`` is the mean over the
 user's plays with a watch time (users without one are left out of it).
@@ -43,12 +44,18 @@ METRICS = ("plays", *(f"{o}_rate" for o in OUTCOMES), "watch_ratio")
 SRM_ALPHA = 0.001  # the usual threshold of a sample-ratio mismatch
 
 
+_NEVER = (-(2**63), 0)
+
+
 @dataclass
 class _User:
     plays: int = 0
     videos: set[str] = field(default_factory=set)
     outcomes: dict[str, set[str]] = field(default_factory=dict)
     ratios: list[float] = field(default_factory=list)
+    # each video's latest like and unlike, by (ts_ms, seq): liked if the like is later
+    likes: dict[str, tuple[int, int]] = field(default_factory=dict)
+    unlikes: dict[str, tuple[int, int]] = field(default_factory=dict)
 
     def add(self, e: StoredEvent) -> None:
         self.videos.add(e.video_id)
@@ -60,12 +67,16 @@ class _User:
         outcome = OBJECTIVES[objective] if objective is not None else None
         if e.type == EventType.not_interested:
             outcome = "not_interested"
-        if e.type == EventType.unlike:  # events come in seq order: the like is taken back
-            self.outcomes.get("like", set()).discard(e.video_id)
-        if outcome is not None:
+        if e.type in (EventType.like, EventType.unlike):  # decided once all are read
+            latest = self.likes if e.type == EventType.like else self.unlikes
+            latest[e.video_id] = max(latest.get(e.video_id, _NEVER), (e.ts_ms, e.seq))
+        elif outcome is not None:
             self.outcomes.setdefault(outcome, set()).add(e.video_id)
 
     def values(self) -> dict[str, float]:
+        liked = {v for v, at in self.likes.items() if at > self.unlikes.get(v, _NEVER)}
+        if liked:
+            self.outcomes["like"] = liked
         out = {"plays": float(self.plays)}
         if self.videos:
             for o in OUTCOMES:

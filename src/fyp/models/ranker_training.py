@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -34,12 +34,18 @@ RECENT = 30  # as many positives as the feed's user state keeps (feed.state.RECE
 RECENCY = 0.9
 
 
+def _none() -> np.ndarray:
+    return np.zeros(0, np.int64)
+
+
 @dataclass(frozen=True)
 class FollowHistory:
-    """Who followed which creator when, as training can know it: follow and unfollow
-    events (ingestion order, as the store's triggers apply them) and the rows of the
-    region's ``follows`` table with their start (API follows make no event). Without it
-    the ``followed_creator`` feature was 0 in every training row, so the heads never
+    """Who followed which creator when, as training can know it, by the store's rule
+    (:mod:`fyp.catalog.follow_order`: of a user's actions on a creator the latest by
+    time wins, then the later arrival): follow and unfollow events (in seq order), the
+    start of each row of the region's ``follows`` table (API follows make no event) and
+    each pair's latest action (``follow_actions``: an API unfollow's only trace). Without
+    it the ``followed_creator`` feature was 0 in every training row, so the heads never
     learned what serving tells them about follows."""
 
     ev_user: np.ndarray
@@ -49,22 +55,29 @@ class FollowHistory:
     row_user: np.ndarray
     row_creator: np.ndarray
     row_since: np.ndarray
+    act_user: np.ndarray = field(default_factory=_none)
+    act_creator: np.ndarray = field(default_factory=_none)
+    act_ms: np.ndarray = field(default_factory=_none)
+    act_on: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))
 
     def at(self, cut: np.ndarray) -> dict[int, np.ndarray]:
-        """The creators each user followed just before ``cut[user]``: the last event
-        before then was a follow, or a row still in the table began before then (it has
-        lasted since). An API unfollow leaves no trace, so a follow an event made and
-        the API ended still counts until a later unfollow event."""
+        """The creators each user followed just before ``cut[user]``: of the actions
+        before then, the latest (by time; at the same time a row's start after the
+        events, the pair's recorded latest action after both: it arrived last, or is
+        one of them) was a follow."""
+        ts = np.concatenate([self.ev_ts, self.row_since, self.act_ms]).astype(np.int64)
+        kind = np.repeat([0, 1, 2], [len(self.ev_ts), len(self.row_since), len(self.act_ms)])
+        users = np.concatenate([self.ev_user, self.row_user, self.act_user]).astype(np.int64)
+        creators = np.concatenate([self.ev_creator, self.row_creator, self.act_creator])
+        on = np.concatenate([self.ev_on, np.ones(len(self.row_since), bool), self.act_on])
         last: dict[tuple[int, int], bool] = {}
-        for u, c, t, on in zip(self.ev_user, self.ev_creator, self.ev_ts, self.ev_on, strict=True):
-            if t < cut[u]:
-                last[int(u), int(c)] = bool(on)
-        for u, c, t in zip(self.row_user, self.row_creator, self.row_since, strict=True):
-            if t < cut[u]:
-                last[int(u), int(c)] = True
+        for n in np.lexsort((kind, ts)):  # stable: events keep their seq order
+            u = users[n]
+            if ts[n] < cut[u]:
+                last[int(u), int(creators[n])] = bool(on[n])
         out: dict[int, list[int]] = {}
-        for (u, c), on in last.items():
-            if on:
+        for (u, c), followed in last.items():
+            if followed:
                 out.setdefault(u, []).append(c)
         return {u: np.asarray(sorted(cs), np.int64) for u, cs in out.items()}
 
@@ -74,22 +87,29 @@ def follow_history(
     creator: np.ndarray,
     creator_index: dict[str, int],
     rows: Iterable[tuple[str, str, int]],
+    actions: Iterable[tuple[str, str, int, bool]] = (),
 ) -> FollowHistory:
     """``data``'s follow events with each video's creator (a creator's follow of their
-    own video and videos without a creator dropped, as the store's trigger does) and the
-    table's ``rows`` (user, creator, since) of users ``data`` learns from."""
+    own video and videos without a creator dropped, as the store's trigger does), the
+    table's ``rows`` (user, creator, since) and the pairs' latest ``actions`` (user,
+    creator, time, following) of users ``data`` learns from."""
     own = np.asarray([creator_index.get(u, -1) for u in data.users], np.int64)
     users = np.asarray(data.fol_u, np.int64)
     creators = creator[np.asarray(data.fol_i, np.int64)].astype(np.int64)
     keep = (creators >= 0) & (creators != own[users]) if len(users) else np.zeros(0, bool)
-    table = np.asarray(
-        [
-            (data.user_index[u], creator_index[c], since)
-            for u, c, since in rows
-            if u in data.user_index and c in creator_index
-        ],
-        np.int64,
-    ).reshape(-1, 3)
+
+    def known(found: Iterable[tuple[str, str, int, bool]]) -> np.ndarray:
+        return np.asarray(
+            [
+                (data.user_index[u], creator_index[c], t, on)
+                for u, c, t, on in found
+                if u in data.user_index and c in creator_index
+            ],
+            np.int64,
+        ).reshape(-1, 4)
+
+    table = known((u, c, since, True) for u, c, since in rows)
+    latest = known(actions)
     return FollowHistory(
         users[keep],
         creators[keep],
@@ -98,6 +118,10 @@ def follow_history(
         table[:, 0],
         table[:, 1],
         table[:, 2],
+        latest[:, 0],
+        latest[:, 1],
+        latest[:, 2],
+        latest[:, 3].astype(bool),
     )
 
 

@@ -74,25 +74,39 @@ class TrainParams:
         return dict(self.__dict__)
 
 
+K = TypeVar("K", bound=Hashable)
 P = TypeVar("P")
 T = TypeVar("T")
 
 
-class LikeLedger(Generic[P]):
-    """Where the likes of a stream read in seq order went, per (user, video), until an
-    ``unlike`` of the pair takes them back (every like of the pair before it; a like
-    after it counts). Only likes are kept, not the stream: a fold appends as it reads
-    and drops the positions taken back at the end (:func:`without`)."""
+class LikeLedger(Generic[K, P]):
+    """Which likes of a stream an ``unlike`` took back, per (user, video): a like is
+    taken back by an unlike of the pair that the user did later, by the client's time
+    (``ts_ms``, then arrival: ``seq``), whichever arrived first (apps send events queued
+    offline late). Only likes are kept, not the stream: a fold notes where each like
+    went as it reads, and drops what :meth:`taken_back` names at the end
+    (:func:`without`)."""
 
     def __init__(self) -> None:
-        self._live: dict[Hashable, list[P]] = {}
+        self._likes: dict[K, list[tuple[tuple[int, int], P]]] = {}
+        self._unliked: dict[K, tuple[int, int]] = {}  # the pair's latest unlike
 
-    def like(self, pair: Hashable, position: P) -> None:
-        self._live.setdefault(pair, []).append(position)
+    def like(self, pair: K, e: StoredEvent, position: P) -> None:
+        self._likes.setdefault(pair, []).append(((e.ts_ms, e.seq), position))
 
-    def unlike(self, pair: Hashable) -> list[P]:
-        """The positions of the likes this unlike takes back (none: nothing to take)."""
-        return self._live.pop(pair, [])
+    def unlike(self, pair: K, e: StoredEvent) -> None:
+        at = (e.ts_ms, e.seq)
+        if at > self._unliked.get(pair, (-(2**63), 0)):
+            self._unliked[pair] = at
+
+    def taken_back(self) -> list[tuple[K, P]]:
+        """(pair, position) of every like an unlike of its pair came after."""
+        return [
+            (pair, position)
+            for pair, latest in self._unliked.items()
+            for at, position in self._likes.get(pair, ())
+            if at < latest
+        ]
 
 
 def without(values: list[T], gone: set[int]) -> list[T]:
@@ -169,15 +183,14 @@ def read_interactions(
     """The interactions to learn from; ``learns(user_id)`` False leaves a user's events
     out of everything (they are still hashed: the snapshot is what was read). A like
     taken back by a later ``unlike`` is neither a weight nor a ``like`` label (nor in
-    ``likes``); the unlike itself is hashed and nothing else."""
+    ``likes``), whichever arrived first; the unlike itself is hashed and nothing else."""
     out = Interactions(
         impressions=np.zeros(len(video_index), np.int64),
         likes=np.zeros(len(video_index), np.int64),
     )
     allowed: dict[str, bool] = {}
-    ledger: LikeLedger[tuple[int, int]] = LikeLedger()  # (weight, objective) positions
-    gone_w: set[int] = set()
-    gone_obj: set[int] = set()
+    # (user, item) -> (weight, objective) positions
+    ledger: LikeLedger[tuple[str, int], tuple[int, int]] = LikeLedger()
     for e in events:
         hasher.add(e.seq, e.event_id, e.user_id, e.video_id, e.type, e.ts_ms)
         if learns is not None:
@@ -192,11 +205,7 @@ def read_interactions(
         if item is None:  # video withdrawn from this region since
             continue
         if e.type == EventType.unlike:
-            known = out.user_index.get(e.user_id)  # None: they liked nothing yet
-            for w_at, obj_at in ledger.unlike((known, item)):
-                gone_w.add(w_at)
-                gone_obj.add(obj_at)
-                out.likes[item] -= 1
+            ledger.unlike((e.user_id, item), e)
             continue
         if e.type == EventType.unfollow:
             known = out.user_index.get(e.user_id)  # None: they followed no one yet
@@ -221,7 +230,7 @@ def read_interactions(
             out.fol_ts.append(e.ts_ms)
             out.fol_on.append(True)
         if e.type == EventType.like:  # a weight and an objective, appended below
-            ledger.like((uid, item), (len(out.w), len(out.obj_u)))
+            ledger.like((e.user_id, item), e, (len(out.w), len(out.obj_u)))
         if shown:
             out.impressions[item] += 1
             out.imp_u.append(uid)
@@ -239,6 +248,12 @@ def read_interactions(
         out.i.append(item)
         out.w.append(weight)
         out.ts.append(e.ts_ms)
+    gone_w: set[int] = set()
+    gone_obj: set[int] = set()
+    for (_, item), (w_at, obj_at) in ledger.taken_back():
+        gone_w.add(w_at)
+        gone_obj.add(obj_at)
+        out.likes[item] -= 1
     out.take_back(gone_w, gone_obj)
     return out
 
@@ -408,11 +423,14 @@ def train_region(
     heads: dict[str, str] = {}
     ranker_summary: dict[str, Any] = {"heads": []}
     if params.ranker:
+        from fyp.catalog.follow_order import region_actions
         from fyp.catalog.follows import region_follows
         from fyp.models.ranker_training import fit_ranker, follow_history
 
         creator_index = {c: n for n, c in enumerate(vocab["creators"])}
-        follows = follow_history(data, meta["creator"], creator_index, region_follows(store))
+        follows = follow_history(
+            data, meta["creator"], creator_index, region_follows(store), region_actions(store)
+        )
         heads, ranker_summary = fit_ranker(data, meta, n_items, params, follows)
     arrays: dict[str, np.ndarray] = {
         "video_ids": np.asarray(video_ids, dtype=np.str_),

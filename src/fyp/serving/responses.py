@@ -264,6 +264,11 @@ class UserExport(BaseModel):
     following: list[dict[str, Any]] = Field(
         description="The creators the user follows (`creator_id`, `since_ms`), oldest first."
     )
+    follow_actions: list[dict[str, Any]] = Field(
+        description="The user's latest follow or unfollow of each creator (`creator_id`, "
+        "`acted_ms`, `following`), oldest first: a follow or unfollow event older than it "
+        "changes nothing."
+    )
     blocked: list[dict[str, Any]] = Field(
         description="The creators the user blocked (`creator_id`, `since_ms`), oldest first."
     )

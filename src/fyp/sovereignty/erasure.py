@@ -323,7 +323,8 @@ class Eraser:
         creators: bool = True,
     ) -> None:
         """In one transaction of ``region``'s store: delete the user's profile, events,
-        labels, served pages, experiment exposures, follows and blocks (either way),
+        labels, served pages, experiment exposures, follows (and the record of each
+        follow or unfollow) and blocks (either way),
         replace their name where a row must stay, and append ``audit`` (actor, action,
         subject, details, time) to the region's log. Where a row must stay, the user's
         name becomes ``replacement``.
@@ -335,10 +336,11 @@ class Eraser:
         with home.transaction():
             if before is not None:
                 before()
-            served, exposures, follows, blocks, blocked_by = sql_store(home).query(
+            served, exposures, follows, actions, blocks, blocked_by = sql_store(home).query(
                 "SELECT (SELECT COUNT(*) FROM served WHERE user_id=?1), "
                 "(SELECT COUNT(*) FROM experiment_exposures WHERE user_id=?1), "
                 "(SELECT COUNT(*) FROM follows WHERE user_id=?1), "
+                "(SELECT COUNT(*) FROM follow_actions WHERE user_id=?1), "
                 "(SELECT COUNT(*) FROM blocks WHERE user_id=?1), "
                 "(SELECT COUNT(*) FROM blocked_by WHERE user_id=?1)",
                 (user_id,),
@@ -351,6 +353,7 @@ class Eraser:
             out.add("served", int(served))
             out.add("experiment_exposures", int(exposures))
             out.add("follows", int(follows))
+            out.add("follow_actions", int(actions))
             out.add("blocks", int(blocks))
             out.add("blocked_by", int(blocked_by))
             for key, n in scrub_store(home, user_id, {"users"}, replacement, creators).items():

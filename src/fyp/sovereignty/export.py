@@ -2,7 +2,8 @@
 
 Portability means the user gets what fyp holds, in a form another service can read:
 the profile, every event, held-out labels, the served log, the experiments they were
-served under (arm and first exposure), the videos they uploaded,
+served under (arm and first exposure), whom they follow and block (with each
+follow's or unfollow's latest time), the videos they uploaded,
 the appeals they made, and what the live model of their home region learned about
 them (their vector). The document opens with a manifest of its sections and counts,
 and is produced as a stream of chunks — events are read a page at a time — so a long
@@ -20,6 +21,7 @@ import numpy as np
 
 from fyp.audit.log import SQLStore, sql_store
 from fyp.catalog.blocks import TABLE as BLOCKS
+from fyp.catalog.follow_order import user_actions
 from fyp.catalog.follows import TABLE as FOLLOWS
 from fyp.catalog.follows import Follow, creator_rows
 from fyp.models.artifacts import ARRAYS, current_version, models_dir, read_manifest
@@ -88,6 +90,7 @@ class UserExport:
             **n,
             "experiment_exposures": len(self.exposures()),
             "following": len(self.following()),
+            "follow_actions": len(self.follow_actions()),
             "blocked": len(self.blocked()),
             "videos": len(self.videos()),
             "appeals": len(self.appeals()),
@@ -185,6 +188,7 @@ class UserExport:
             ),
             ("experiment_exposures", self.exposures()),
             ("following", self.following()),
+            ("follow_actions", self.follow_actions()),
             ("blocked", self.blocked()),
             ("videos", self.videos()),
             ("appeals", self.appeals()),
@@ -205,6 +209,11 @@ class UserExport:
     def following(self) -> list[dict[str, Any]]:
         """The creators the user follows, oldest follow first."""
         return _creators(creator_rows(self.home, FOLLOWS, self.user_id))
+
+    def follow_actions(self) -> list[dict[str, Any]]:
+        """The user's latest follow or unfollow of each creator, oldest first: what
+        decides whether an event sent late still changes whom they follow."""
+        return user_actions(self.home, self.user_id)
 
     def blocked(self) -> list[dict[str, Any]]:
         """The creators the user blocked, oldest block first."""

@@ -44,6 +44,7 @@ from typing import Any
 from fyp.audit.log import AuditLog, SQLStore, sql_store
 from fyp.catalog.blocks import MIRROR as BLOCKED_BY
 from fyp.catalog.blocks import TABLE as BLOCKS
+from fyp.catalog.follow_order import copy_actions
 from fyp.catalog.follows import TABLE as FOLLOWS
 from fyp.catalog.follows import creator_rows
 from fyp.catalog.models import ELSEWHERE_NAME
@@ -323,7 +324,10 @@ class Mover:
             ids = json.loads(videos) if isinstance(videos, str) else list(videos)
             dst.insert_label_sets(str(dataset), str(split), {user_id: ids}, int(stored_at_ms))
         # follows: the copied events' triggers made those whose videos the destination
-        # publishes; the rest (made through the API, or of videos it does not carry) too
+        # publishes; the rest (made through the API, or of videos it does not carry) too.
+        # Each pair's latest action is the source's (an API unfollow has no event to
+        # copy): a follow the copied events made that the source's record ended goes
+        copy_actions(src, dst, user_id)
         self._copy_creator_rows(user_id, src, dst, (FOLLOWS,))
         return len(rows)
 

@@ -45,6 +45,7 @@ OWNED_ROWS = {
     "served_pages",
     "experiment_exposures",
     "follows",
+    "follow_actions",
     "blocks",
     "blocked_by",
 }

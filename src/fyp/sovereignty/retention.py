@@ -16,7 +16,8 @@ says which, and why the rest are not). With a limit set:
   times are the server's;
 - :func:`expire_events` deletes the older rows of each table (oldest first, in chunks,
   pausing between them so writers get the store's lock), and records how many went
-  from each in the region's audit log (``retention.expire``). ``fyp train`` runs it
+  from each in the region's audit log (``retention.expire``), and the records of
+  unfollows as old (:func:`expire_unfollows`). ``fyp train`` runs it
   before it reads the store, so a model never learns from an expired event, and ``fyp
   serve``'s training schedule trains (and so expires) every hour; ``fyp retention
   apply`` does it by hand or from cron;
@@ -158,6 +159,7 @@ def expire_events(
     tables[SERVED.table] = store.forget_served_before(cutoff)
     if external is not None:
         tables[SERVED.table] += external.forget_served_before(cutoff)
+    tables["follow_actions"] = expire_unfollows(store, cutoff)
     if any(tables.values()):
         AuditLog(store).append(
             ACTOR,
@@ -171,6 +173,21 @@ def expire_events(
             },
         )
     return Expired(store.region, tables["events"], cutoff, tables, longest)
+
+
+def expire_unfollows(store: Store, cutoff: int) -> int:
+    """Delete the records of unfollows older than ``cutoff`` (``follow_actions``,
+    :mod:`fyp.catalog.follow_order`): behaviour, like the events, and needed no longer,
+    as every event ingestion still takes is later than them. A followed pair's record
+    stays with its follow."""
+    from fyp.audit.log import SQLStore
+
+    if not isinstance(store, SQLStore):
+        return 0
+    with store.transaction():
+        return store.execute(
+            "DELETE FROM follow_actions WHERE following = 0 AND acted_ms < ?", (cutoff,)
+        )
 
 
 def expire_region(d: Deployment, region: str, at_ms: int | None = None) -> Expired:

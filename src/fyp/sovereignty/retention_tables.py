@@ -16,6 +16,9 @@ What a user did or was shown, with a time, and how the limit applies (docs/archi
   ``forget_served_before`` (and a served log on Redis, when the limit is shorter than
   the seen window its pages expire by).
 
+The records of unfollows (``follow_actions`` rows with ``following`` 0) go with the
+events (:func:`fyp.sovereignty.retention.expire_unfollows`).
+
 Not covered: follows and blocks (relationships the user sets and sees, kept until
 undone; their ``follow`` events are), the profile, moderation records (a report job
 counts reporters, never who; an appeal is a request to trust and safety) and the audit

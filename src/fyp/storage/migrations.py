@@ -204,9 +204,9 @@ def sqlite_migrations() -> tuple[Migration, ...]:
     moderation, 11 audit log, 12 API keys, 13 the audit log's append-only triggers, 20
     moderation's catalogue change feed, 21 the audit log's TRUNCATE guard, 22 experiment
     exposures, 23 moderation's report jobs and report checkpoint, 24 follows, 25 the
-    Following tab's index, 26 blocks, 27 the blocked users' side of blocks, 29 the
-    retention limit's times of exposures and held-out labels, 30 the Following tab's
-    newest-first index)."""
+    Following tab's index, 26 blocks, 27 the blocked users' side of blocks, 28 the
+    latest follow action of each pair, 29 the retention limit's times of exposures and
+    held-out labels, 30 the Following tab's newest-first index)."""
     from fyp.storage.migrations_extra import EXTRA_MIGRATIONS
 
     migrations = sorted((*CORE_MIGRATIONS, *EXTRA_MIGRATIONS), key=lambda m: m.version)

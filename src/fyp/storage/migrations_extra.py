@@ -1,5 +1,5 @@
 """Migrations contributed by capability packages (moderation, audit, access, experiments,
-follows, blocks, retention).
+follows, blocks, the order of follows, retention).
 
 Each package keeps its SQL next to its code and is listed here, so the store applies
 everything in version order from one place.
@@ -10,6 +10,7 @@ from __future__ import annotations
 from fyp.access.keys import ACCESS_MIGRATION
 from fyp.audit.log import AUDIT_MIGRATION, AUDIT_TRIGGERS_MIGRATION, AUDIT_TRUNCATE_MIGRATION
 from fyp.catalog.blocks import BLOCKED_BY_MIGRATION, BLOCKS_MIGRATION
+from fyp.catalog.follow_order import FOLLOW_ORDER_MIGRATION
 from fyp.catalog.follows import (
     FOLLOWING_TAB_MIGRATION,
     FOLLOWING_TAB_NEWEST_MIGRATION,
@@ -35,6 +36,7 @@ EXTRA_MIGRATIONS: tuple[Migration, ...] = (
     FOLLOWING_TAB_MIGRATION,
     BLOCKS_MIGRATION,
     BLOCKED_BY_MIGRATION,
+    FOLLOW_ORDER_MIGRATION,
     RETENTION_MIGRATION,
     FOLLOWING_TAB_NEWEST_MIGRATION,
 )
