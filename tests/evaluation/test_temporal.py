@@ -413,6 +413,7 @@ def template(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any]:
 )
 @example([("u0", "x0", "share", 1), ("u0", "x1", "like", 11), ("u0", "x1", "unlike", 12)])
 @example([("u1", "x0", "skip", 2), ("u1", "x1", "unlike", 11), ("u1", "x1", "like", 12)])
+@example([("u1", "x0", "skip", 2), ("u1", "x1", "like", 12), ("u1", "x1", "unlike", 11)])
 def test_the_cut_matches_a_plain_model(
     template: tuple[Path, Any], tmp_path: Path, history: list[tuple[str, str, str, int]]
 ) -> None:
@@ -448,14 +449,16 @@ def test_the_cut_matches_a_plain_model(
             )
         split = split_copy(db, config, "us", CUT_MS)
         left = db.execute("SELECT user_id, ts_ms FROM events").fetchall()
-    # the plain model: in delivery order, a like counts until an unlike of the pair
+    # the plain model: by the client's time (then delivery), a pair's latest like or
+    # unlike decides
     before = [(u, v) for (_, u, v, _, ts, *_rest) in rows if ts < CUT_MS and u != "u4"]
     seen: dict[str, set[str]] = {}
     for u, v in before:
         seen.setdefault(u, set()).add(v)
     liked: dict[tuple[str, str], bool] = {}
     other: set[tuple[str, str]] = set()
-    for _, u, v, kind, ts, _w, _valid, long in rows:
+    by_time = [row for _, row in sorted(enumerate(rows), key=lambda r: (r[1][4], r[0]))]
+    for _, u, v, kind, ts, _w, _valid, long in by_time:
         if ts < CUT_MS or u == "u4":
             continue
         if kind == "like":
