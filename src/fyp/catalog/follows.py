@@ -19,8 +19,9 @@ of the follow that made the row.
 The row names the follower (``user_id``) and the creator (``creator_id``). Like
 experiment exposures it references the user (``ON DELETE CASCADE``), its region is baked
 into a CHECK, and the erasure, its verifier and the residency scan find it by those
-column names: erasing either person deletes the row (``remnants.OWNED_ROWS``); so does a
-creator moving away, whose uploads in the region they left stop naming them. Backups,
+column names: erasing either person deletes the row (``remnants.OWNED_ROWS``). A creator
+who moves away keeps their followers there (a move leaves creator columns alone, as
+their uploads stay where they were published). Backups,
 restores and carve-outs copy the table with the rest of the store; a move copies the
 user's follows to their new home (:mod:`fyp.sovereignty.move`); the user's export lists
 them.
