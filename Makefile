@@ -18,8 +18,8 @@ demo: $(STAMP)
 	$(BIN)/fyp demo --dir demo-deployment
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests benchmarks scripts
-	$(BIN)/ruff format --check src tests benchmarks scripts
+	$(BIN)/ruff check src tests benchmarks scripts examples
+	$(BIN)/ruff format --check src tests benchmarks scripts examples
 
 types: $(STAMP)
 	$(BIN)/mypy src/fyp

@@ -121,6 +121,7 @@ def _run(
     seed: int,
     users: int | None,
     skip_interactive: bool,
+    peers: list[str],
 ) -> None:
     from fyp.evaluation.run import EvalConfig, run_evaluation
 
@@ -133,6 +134,7 @@ def _run(
         seed=seed,
         users=users,
         interactive=not skip_interactive,
+        peers=tuple(peers),
     )
 
     try:
@@ -163,6 +165,13 @@ SEED = typer.Option(
 )
 USERS = typer.Option(None, help="Evaluate a seeded sample of this many test users (quick runs).")
 SKIP_INTERACTIVE = typer.Option(False, "--skip-interactive", help="Offline metrics only.")
+PEER = typer.Option(
+    [],
+    "--peer",
+    help="Also rank with your own recommender, MODULE:NAME (a fyp.evaluation.Recommender "
+    "subclass, or a function of the seed returning one; MODULE is found from the current "
+    "directory first), checked against the contract first (repeatable).",
+)
 
 
 def register(app: typer.Typer) -> None:
@@ -181,8 +190,9 @@ def register(app: typer.Typer) -> None:
         seed: int = SEED,
         users: int | None = USERS,
         skip_interactive: bool = SKIP_INTERACTIVE,
+        peer: list[str] = PEER,
     ) -> None:
-        _run("kuairec-ear", data, out, regions, seed, users, skip_interactive)
+        _run("kuairec-ear", data, out, regions, seed, users, skip_interactive, peer)
 
     @evaluate.command("kuairec", help=OFFICIAL_HELP)
     def eval_official(
@@ -192,8 +202,9 @@ def register(app: typer.Typer) -> None:
         seed: int = SEED,
         users: int | None = USERS,
         skip_interactive: bool = SKIP_INTERACTIVE,
+        peer: list[str] = PEER,
     ) -> None:
-        _run("kuairec", data, out, regions, seed, users, skip_interactive)
+        _run("kuairec", data, out, regions, seed, users, skip_interactive, peer)
 
     @evaluate.command("deployment", help=DEPLOYMENT_HELP)
     def eval_deployment(

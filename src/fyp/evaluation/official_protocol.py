@@ -24,13 +24,13 @@ from __future__ import annotations
 import csv
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from fyp.datasets.official import DATASET, POSITIVE_RATIO, TEST_COLUMNS, TEST_FILE
 from fyp.errors import InvalidRequest
-from fyp.evaluation.baselines import PEERS
+from fyp.evaluation.baselines import PEERS, Recommender
 from fyp.evaluation.metrics import ndcg_at_k, summarise
 from fyp.evaluation.offline import (
     Log,
@@ -143,16 +143,18 @@ def run_official_offline(
     seed: int = 0,
     methods: Sequence[str] | None = None,
     log: Log = print,
+    peers: Mapping[str, Callable[[int], Recommender]] = PEERS,
 ) -> dict[str, Any]:
-    """Rank with the engine and each peer; metrics per method, per-user values and
-    timings (as :func:`fyp.evaluation.offline.run_offline` returns them)."""
+    """Rank with the engine and each peer (``peers``: name -> factory of the seed);
+    metrics per method, per-user values and timings (as
+    :func:`fyp.evaluation.offline.run_offline` returns them)."""
     out = Scored(extra=lambda lists: _graded(lists, gains))
     if methods is None or "fyp" in methods:
         started = time.perf_counter()
         with serving_threads(True):  # one BLAS thread, as fyp serve runs the feed
             lists = rank_engine(protocol, FeedService(protocol.deployment), seed)
         out.add("fyp", lists, protocol, started, log)
-    for name, factory in PEERS.items():
+    for name, factory in peers.items():
         if methods is not None and name not in methods:
             continue
         started = time.perf_counter()

@@ -17,7 +17,7 @@ published single-model numbers.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -235,16 +235,21 @@ def train_engine(deployment: Deployment, seed: int = 0) -> dict[str, float]:
 
 
 def run_offline(
-    protocol: Protocol, seed: int = 0, methods: list[str] | None = None, log: Log = print
+    protocol: Protocol,
+    seed: int = 0,
+    methods: list[str] | None = None,
+    log: Log = print,
+    peers: Mapping[str, Callable[[int], Recommender]] = PEERS,
 ) -> dict[str, Any]:
-    """Rank with the engine and each peer; return metrics per method, their per-user
-    values (``per_user``, for :mod:`fyp.evaluation.uncertainty`) and timings."""
+    """Rank with the engine and each peer (``peers``: name -> factory of the seed); return
+    metrics per method, their per-user values (``per_user``, for
+    :mod:`fyp.evaluation.uncertainty`) and timings."""
     out = Scored()
     started = time.perf_counter()
     service = FeedService(protocol.deployment)
     if methods is None or "fyp" in methods:
         out.add("fyp", rank_engine(protocol, service, seed), protocol, started, log)
-    for name, factory in PEERS.items():
+    for name, factory in peers.items():
         if methods is not None and name not in methods:
             continue
         started = time.perf_counter()

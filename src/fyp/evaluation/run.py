@@ -44,6 +44,7 @@ from fyp.config import REGION_NAME
 from fyp.errors import AlreadyExists, InvalidRequest
 from fyp.evaluation.baselines import PEERS
 from fyp.evaluation.offline import Protocol, prepare, run_offline, train_engine
+from fyp.evaluation.peers import PeerSet, load_peers
 from fyp.evaluation.simulator import (
     ABLATIONS,
     SimParams,
@@ -73,9 +74,11 @@ class EvalConfig:
     users: int | None = None  # a seeded subset of the test users, for quick runs
     interactive: bool = True
     methods: tuple[str, ...] = METHODS
+    peers: tuple[str, ...] = ()  # MODULE:NAME of recommenders brought (fyp.evaluation.peers)
 
-    def check(self) -> None:
-        """Refuse bad input before anything is written."""
+    def check(self) -> PeerSet:
+        """Refuse bad input before anything is written; the peers to run, loaded and
+        checked (``peers`` run besides ``methods``)."""
         if self.protocol not in PROTOCOLS:
             raise InvalidRequest(f"unknown protocol {self.protocol!r}; known: {PROTOCOLS}")
         if not self.regions:
@@ -92,6 +95,7 @@ class EvalConfig:
         unknown = [m for m in self.methods if m not in METHODS]
         if unknown:
             raise InvalidRequest(f"unknown methods {unknown}; known: {', '.join(METHODS)}")
+        peers = load_peers(self.peers, reserved=tuple(ABLATIONS))
         if not Path(self.data).is_dir():
             raise InvalidRequest(f"data folder {self.data} does not exist", path=str(self.data))
         if self.protocol == "kuairec-ear":
@@ -108,6 +112,7 @@ class EvalConfig:
                     f"{SMALL} is not in {self.data}: it is the official protocol's test set",
                     path=str(self.data),
                 )
+        return peers
 
 
 @dataclass
@@ -232,17 +237,26 @@ def session_values(sims: Mapping[str, SimResult]) -> dict[str, dict[str, list[fl
     return out
 
 
-def offline_ear(protocol: Protocol, seed: int, methods: list[str], log: Log) -> dict[str, Any]:
+def offline_ear(
+    protocol: Protocol, seed: int, methods: list[str], log: Log, peers: PeerSet | None = None
+) -> dict[str, Any]:
     """``run_offline`` for the engine with one BLAS thread (as ``fyp serve`` runs it), then
     for the peers with all of them (EASE's Cholesky uses both cores)."""
     out: dict[str, Any] = {"metrics": {}, "per_user": {}, "seconds": {}}
     engine = [m for m in methods if m == "fyp"]
-    peers = [m for m in methods if m != "fyp"]
-    for subset in (engine, peers):
+    others = [m for m in methods if m != "fyp"]
+    factories = (peers or PeerSet()).factories
+    for subset in (engine, others):
         if not subset:
             continue
         with serving_threads(subset == engine):
-            part = run_offline(protocol, seed, subset, log=lambda m: log(f"  offline {m}"))
+            part = run_offline(
+                protocol,
+                seed,
+                subset,
+                log=lambda m: log(f"  offline {m}"),
+                peers=factories,
+            )
         for key in out:
             out[key].update(part[key])
     return out
@@ -250,14 +264,18 @@ def offline_ear(protocol: Protocol, seed: int, methods: list[str], log: Log) -> 
 
 def run_evaluation(config: EvalConfig, log: Log = print) -> EvalOutcome:
     """Run the whole evaluation (see the module docstring) and write its outputs."""
-    config.check()
+    peers = config.check()
+    for peer in peers.extra:
+        log(f"  peer {peer.name} ({peer.spec}) passed the contract")
+        for warning in peer.warnings:
+            log(f"  WARNING: peer {peer.name}: {warning}")
     stages = Stages(log)
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
     for name in OUTPUTS:  # a failed run must not leave the last run's results behind
         (out / name).unlink(missing_ok=True)
     params = SimParams(seed=config.seed)
-    methods = list(config.methods)
+    methods = [*config.methods, *(p.name for p in peers.extra)]
     with stages.stage("deployment"):
         deployment = fresh_deployment(out / "deployment", list(config.regions))
     with deployment as d:
@@ -296,19 +314,29 @@ def run_evaluation(config: EvalConfig, log: Log = print) -> EvalOutcome:
         # Offline first: it must never see the simulator's events.
         with stages.stage("offline"):
             if config.protocol == "kuairec-ear":
-                offline = offline_ear(protocol, config.seed, methods, log)
+                offline = offline_ear(protocol, config.seed, methods, log, peers)
             else:
                 from fyp.evaluation.official_protocol import run_official_offline
 
                 offline = run_official_offline(
-                    protocol, gains, config.seed, methods, log=lambda m: log(f"  offline {m}")
+                    protocol,
+                    gains,
+                    config.seed,
+                    methods,
+                    log=lambda m: log(f"  offline {m}"),
+                    peers=peers.factories,
                 )
         sims: dict[str, SimResult] = {}
         if config.interactive:
             with stages.stage("interactive"):
                 ablations = [a for a, peer in ABLATIONS.items() if peer in methods]
                 sims = run_interactive(
-                    protocol, params, methods, log=lambda m: log(f"  {m}"), ablations=ablations
+                    protocol,
+                    params,
+                    methods,
+                    log=lambda m: log(f"  {m}"),
+                    ablations=ablations,
+                    peers=peers.factories,
                 )
         repeats = {m: sum(s.repeats for s in r.sessions) for m, r in sims.items()}
         if any(repeats.values()):
@@ -344,6 +372,7 @@ def run_evaluation(config: EvalConfig, log: Log = print) -> EvalOutcome:
             "test_users": n_users,
             "test_videos": len(protocol.universe),
             "methods": methods,
+            "peers": peers.specs(),  # the recommenders brought: name -> MODULE:NAME
             "interactive": config.interactive,
             "simulation": params.to_dict(),
             "data": str(config.data),

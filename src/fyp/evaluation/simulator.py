@@ -36,7 +36,7 @@ from __future__ import annotations
 import time
 import zlib
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -426,6 +426,7 @@ def run_interactive(
     methods: Sequence[str] | None = None,
     log: Log = print,
     ablations: Sequence[str] = (),
+    peers: Mapping[str, Callable[[int], Recommender]] = PEERS,
 ) -> dict[str, SimResult]:
     """Simulate every method (then every ablation, ``ABLATIONS``) on the protocol's
     test users.
@@ -434,12 +435,12 @@ def run_interactive(
     run this after the offline part, on the evaluation's own deployment only."""
     env = Environment.from_protocol(protocol)
     users = sorted(env.truth, key=lambda u: (len(u), u))
-    wanted = list(methods) if methods is not None else ["fyp", *PEERS]
-    unknown = [m for m in wanted if m != "fyp" and m not in PEERS]
+    wanted = list(methods) if methods is not None else ["fyp", *peers]
+    unknown = [m for m in wanted if m != "fyp" and m not in peers]
     unknown += [a for a in ablations if a not in ABLATIONS]
     if unknown:
         raise InvalidRequest(
-            f"unknown methods {unknown}; known: fyp, {', '.join([*PEERS, *ABLATIONS])}"
+            f"unknown methods {unknown}; known: fyp, {', '.join([*peers, *ABLATIONS])}"
         )
     out: dict[str, SimResult] = {}
     for name in [*wanted, *ablations]:
@@ -451,7 +452,7 @@ def run_interactive(
             peer = ABLATIONS[name]
             policy = LookAlikeAvoidingPeer(name, protocol, env, PEERS[peer], params.seed).fit()
         else:
-            policy = PeerPolicy(name, protocol, env, PEERS[name], params.seed).fit()
+            policy = PeerPolicy(name, protocol, env, peers[name], params.seed).fit()
         with serving_threads(name == "fyp"):
             result = simulate(policy, env, users, params, log)
         result.seconds = time.perf_counter() - started  # peers: fitting included
