@@ -26,10 +26,11 @@ from fyp.audit.log import AuditLog
 from fyp.catalog.models import UserIn, VideoIn
 from fyp.catalog.service import Catalog
 from fyp.cli.app import app
-from fyp.errors import InvalidRequest, ValidationFailed
+from fyp.errors import InvalidRequest, UnknownRegion, ValidationFailed
 from fyp.evaluation.baselines import PEERS
 from fyp.evaluation.offline import Protocol, RegionData, rank_peer
 from fyp.evaluation.temporal import (
+    Split,
     TemporalConfig,
     choose_cut,
     parse_cut,
@@ -257,11 +258,13 @@ def test_end_to_end_on_a_deployment(
             models_before = list_versions(d.config.region_dir("us"))
         out = tmp_path / "out"
         outcome = run_temporal(
-            TemporalConfig(directory=tmp_path / "dep", out=out, cut_ms=CUT_MS, reason="test"),
+            TemporalConfig(
+                directory=tmp_path / "dep", out=out, region="us", cut_ms=CUT_MS, reason="test"
+            ),
             log=lambda _: None,
         )
         results = outcome.results
-        assert results["protocol"] == "deployment"
+        assert results["protocol"] == "deployment" and "results_version" not in results
         config = results["config"]
         assert config["users_without_training_consent"] == 1
         assert config["users_not_personalised"] == 1
@@ -308,7 +311,14 @@ def test_bad_input_is_refused_before_anything_is_written(
         run_temporal(TemporalConfig(directory=root, out=root / "figures"))
     early = int(T0.timestamp() * 1000) - 1
     with pytest.raises(ValidationFailed, match="0 events before it"):
-        run_temporal(TemporalConfig(directory=root, out=tmp_path / "o", cut_ms=early))
+        run_temporal(TemporalConfig(directory=root, out=tmp_path / "o", cut_ms=early, region="us"))
+    with pytest.raises(UnknownRegion):
+        run_temporal(TemporalConfig(directory=root, out=tmp_path / "o", region="mars"))
+    # every region: the region's failure is its outcome
+    outcome = run_temporal(TemporalConfig(directory=root, out=tmp_path / "o", cut_ms=early))
+    assert isinstance(outcome.errors["us"], ValidationFailed)
+    assert outcome.results["failed"] == ["us"]
+    assert "0 events before it" in outcome.results["regions"]["us"]["error"]["message"]
     assert staging_dirs(planted.config.region_dir("us")) == []
     with pytest.raises(InvalidRequest, match="ISO 8601"):
         parse_cut("yesterday")
@@ -319,8 +329,9 @@ def test_cli(tmp_path: Path, deployment: Deployment) -> None:
     runner = CliRunner()
     root = str(deployment.config.root)
     result = runner.invoke(app, ["eval", "deployment", root, "--out", str(tmp_path / "o")])
-    assert result.exit_code != 0
-    assert "name one with --region" in result.output
+    assert result.exit_code == 2  # every region tried, each reported
+    assert "region us: " in result.output and "region eu: " in result.output
+    assert json.loads((tmp_path / "o" / "results.json").read_text())["failed"] == ["eu", "us"]
     result = runner.invoke(
         app, ["eval", "deployment", root, "--region", "us", "--out", str(tmp_path / "o")]
     )
@@ -330,7 +341,7 @@ def test_cli(tmp_path: Path, deployment: Deployment) -> None:
 def test_cli_prints_the_figures(planted: Deployment, tmp_path: Path) -> None:
     out = tmp_path / "o"
     root = str(planted.config.root)
-    args = ["eval", "deployment", root, "--out", str(out), "--cut", "2026-03-11"]
+    args = ["eval", "deployment", root, "--out", str(out), "--cut", "2026-03-11", "--region", "us"]
     result = CliRunner().invoke(app, [*args, "--also-scorer", "multi_objective"])
     assert result.exit_code == 0, result.output
     assert "offline (deployment)" in result.output
@@ -346,6 +357,62 @@ def test_cli_prints_the_figures(planted: Deployment, tmp_path: Path) -> None:
     bad = CliRunner().invoke(app, [*args, "--also-scorer", "magic"])
     assert bad.exit_code == 2 and "unknown scorers" in bad.output
     assert results["config"]["cut"] == "2026-03-11T00:00:00Z"
+
+
+def test_every_region_in_its_own_copy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without --region: each region cut in its own directory, figures side by side; a
+    region that fails is reported, the others still run, the exit is non-zero."""
+    import fyp.evaluation.temporal as temporal
+
+    copies: list[tuple[str, Path]] = []
+
+    def spy(config: Any, region: str, path: Path) -> Any:
+        copies.append((region, Path(path)))
+        return snapshot_region(config, region, path)
+
+    monkeypatch.setattr(temporal, "snapshot_region", spy)
+    with Deployment.init(tmp_path / "dep", ["us", "eu"]) as d:
+        tastes(d)
+        catalog = Catalog(d)  # eu: one event, before the cut: nothing after it
+        catalog.create_user(UserIn(user_id="e-u0", home_region="eu"))
+        catalog.create_user(UserIn(user_id="by-e0", home_region="eu", birth_year=1990))
+        catalog.create_video(
+            VideoIn(video_id="e0", creator_id="by-e0", duration_ms=20_000, regions=["eu"])
+        )
+        Ingestor(d).ingest([_event(0, "e-u0", "e0", "play", 1)])
+        regions = {r: d.config.region_dir(r) for r in ("us", "eu")}
+    out = tmp_path / "o"
+    args = ["eval", "deployment", str(tmp_path / "dep"), "--out", str(out), "--cut", "2026-03-11"]
+    result = CliRunner().invoke(app, [*args, "--peers", "popular,als"])
+    assert result.exit_code == 2, result.output  # eu's error is the caller's to fix
+    assert "region eu: " in result.output and "both sides need some" in result.output
+    assert "offline (deployment, us)" in result.output
+    assert [r for r, _ in copies] == ["us", "eu"]
+    assert all(path.is_relative_to(regions[r]) for r, path in copies)
+    results = json.loads((out / "results.json").read_text())
+    assert results["results_version"] == 2 and results["failed"] == ["eu"]
+    us = results["regions"]["us"]
+    assert us["config"]["region"] == "us" and us["config"]["test_users"] == 28
+    assert set(us["offline"]) == {"fyp", "popular", "als"}  # the peers asked for only
+    assert results["regions"]["eu"]["error"]["code"] == "validation_failed"
+    report = (out / "report.html").read_text()
+    assert "Region us" in report and "Region eu" in report and "not evaluated" in report
+    with Deployment.open(tmp_path / "dep") as d:
+        for region in ("us", "eu"):  # each run in its own region's log, the copies gone
+            entries = list(AuditLog(d.store(region)).entries(action="evaluation.run"))
+            assert len(entries) == (region == "us")
+            assert staging_dirs(regions[region]) == []
+
+
+def test_cli_peers(planted: Deployment, tmp_path: Path) -> None:
+    from fyp.cli.evaluate import ALL_PEERS
+
+    assert ",".join(PEERS) == ALL_PEERS  # the CLI's default names every peer
+    args = ["eval", "deployment", str(planted.config.root), "--out", str(tmp_path / "o")]
+    for peers in ("popular,magic", ",", ""):
+        bad = CliRunner().invoke(app, [*args, "--peers", peers])
+        assert bad.exit_code == 2 and "--peers" in bad.output, bad.output
+    assert not (tmp_path / "o").exists() and staging_dirs(planted.config.region_dir("us")) == []
 
 
 def test_the_official_kuairec_layout_splits_at_its_real_times(tmp_path: Path) -> None:
@@ -366,7 +433,7 @@ def test_the_official_kuairec_layout_splits_at_its_real_times(tmp_path: Path) ->
     # 1 s of 16 is no positive
     assert split.held_out == {"0": {"12"}, "1": {"13"}, "2": {"11"}}
     results = run_temporal(
-        TemporalConfig(directory=tmp_path / "dep", out=tmp_path / "o", cut_ms=cut),
+        TemporalConfig(directory=tmp_path / "dep", out=tmp_path / "o", cut_ms=cut, region="us"),
         log=lambda _: None,
     ).results
     assert results["config"]["test_users"] == 3
@@ -397,32 +464,49 @@ def template(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any]:
     return file, config
 
 
-@settings(
-    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
-)
-@given(
-    st.lists(
+def histories(
+    videos: list[str], kinds: list[str], max_size: int
+) -> st.SearchStrategy[list[tuple[str, str, str, int]]]:
+    """Events of the template's users on ``videos`` (x5 published after the cut)."""
+    return st.lists(
         st.tuples(
             st.sampled_from(["u0", "u1", "u4"]),  # u4 withheld model_training
-            st.sampled_from(["x0", "x1", "x2", "x5"]),  # x5 published after the cut
-            st.sampled_from(KINDS),
+            st.sampled_from(videos),
+            st.sampled_from(kinds),
             st.integers(0, 20),  # the day; the cut is day 10
         ),
-        max_size=40,
+        max_size=max_size,
     )
-)
-@example([("u0", "x0", "share", 1), ("u0", "x1", "like", 11), ("u0", "x1", "unlike", 12)])
-@example([("u1", "x0", "skip", 2), ("u1", "x1", "unlike", 11), ("u1", "x1", "like", 12)])
-@example([("u1", "x0", "skip", 2), ("u1", "x1", "like", 12), ("u1", "x1", "unlike", 11)])
-def test_the_cut_matches_a_plain_model(
-    template: tuple[Path, Any], tmp_path: Path, history: list[tuple[str, str, str, int]]
-) -> None:
+
+
+def cut_template(
+    template: tuple[Path, Any], tmp_path: Path, columns: str, rows: list[tuple[Any, ...]]
+) -> tuple[Split, Path]:
+    """A copy of the template with these events (``columns`` of table events), cut at
+    ``CUT_MS``; and the copy's file."""
     import shutil
     import uuid
 
     file, config = template
     copy = tmp_path / f"{uuid.uuid4().hex}.sqlite"
     shutil.copy(file, copy)
+    with closing(sqlite3.connect(copy)) as db:
+        with db:
+            marks = ", ".join("?" * len(columns.split(",")))
+            db.executemany(f"INSERT INTO events ({columns}) VALUES ({marks})", rows)
+        return split_copy(db, config, "us", CUT_MS), copy
+
+
+@settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(histories(["x0", "x1", "x2", "x5"], KINDS, 40))
+@example([("u0", "x0", "share", 1), ("u0", "x1", "like", 11), ("u0", "x1", "unlike", 12)])
+@example([("u1", "x0", "skip", 2), ("u1", "x1", "unlike", 11), ("u1", "x1", "like", 12)])
+@example([("u1", "x0", "skip", 2), ("u1", "x1", "like", 12), ("u1", "x1", "unlike", 11)])
+def test_the_cut_matches_a_plain_model(
+    template: tuple[Path, Any], tmp_path: Path, history: list[tuple[str, str, str, int]]
+) -> None:
     day_ms = 86_400_000
     t0 = CUT_MS - 10 * day_ms
     rows = []
@@ -440,14 +524,9 @@ def test_the_cut_matches_a_plain_model(
                 int(long),
             )
         )
+    columns = "event_id, user_id, video_id, type, ts_ms, watch_ms, valid_play, long_play"
+    split, copy = cut_template(template, tmp_path, columns, rows)
     with closing(sqlite3.connect(copy)) as db:
-        with db:
-            db.executemany(
-                "INSERT INTO events (event_id, user_id, video_id, type, ts_ms, watch_ms, "
-                "valid_play, long_play) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                rows,
-            )
-        split = split_copy(db, config, "us", CUT_MS)
         left = db.execute("SELECT user_id, ts_ms FROM events").fetchall()
     # the plain model: by the client's time (then delivery), a pair's latest like or
     # unlike decides

@@ -10,7 +10,7 @@ from typing import Any
 import typer
 from rich.table import Table
 
-from fyp.cli.app import console, fail
+from fyp.cli.app import console, exit_code, fail, print_error
 from fyp.errors import FypError
 from fyp.evaluation.report import INTERACTIVE_ORDER, OFFLINE_ORDER
 
@@ -45,37 +45,41 @@ OFFICIAL_HELP = "\n\n".join(
 DEPLOYMENT_HELP = "\n\n".join(
     [
         "Evaluate fyp and its peers on a deployment's own events, split in time "
-        "(offline; one region).",
-        "Copies the region's store into a locked directory in the region's own folder (its "
-        "data stays where its policy keeps it), deletes every event from the cut on in the "
-        "copy, trains the engine there with this deployment's settings and ranks for each "
-        "user with a positive after the cut: fyp through its real feed path, and the peers "
-        "random, popular, als, bpr and ease fitted on the same events. Relevant: the user's "
+        "(offline; every region, or --region).",
+        "For each region, copies its store into a locked directory in the region's own "
+        "folder (its data stays where its policy keeps it), deletes every event from the cut "
+        "on in the copy and rebuilds its follows and blocks as they stood at the cut, trains "
+        "the engine there with this deployment's settings and ranks for each user with a "
+        "positive after the cut: fyp through its real feed path, as of the cut, and the "
+        "--peers (random, popular, als, bpr, ease) fitted on the same events. Relevant: the user's "
         "positives after the cut on videos they had not seen. Newcomers (no event before "
         "the cut) are measured apart: the feed sees their first events after it. Users "
         "who withheld model_training consent are left out. The copy is removed at the end.",
-        "Writes OUT/results.json and OUT/report.html (figures only, no user id) and records "
-        "the run in the region's audit log. The live store, models and served log are only "
-        "read.",
+        "Writes OUT/results.json and OUT/report.html (figures only, no user id; every "
+        "region's side by side without --region) and records each region's run in its own "
+        "audit log. A region that fails is reported, the others still run, and the command "
+        "exits non-zero. The live store, models and served log are only read.",
     ]
 )
 
 
-def results_tables(results: dict[str, Any]) -> list[Table]:
-    """The offline and interactive tables of a ``results.json``."""
+def results_tables(results: dict[str, Any], label: str | None = None) -> list[Table]:
+    """The offline and interactive tables of a ``results.json`` (``label``: what the
+    titles name, by default its protocol)."""
+    label = label or str(results["protocol"])
     tables = []
     for key, title in (("offline", "offline"), ("offline_newcomers", "offline, newcomers")):
         offline: dict[str, dict[str, Any]] = results.get(key, {})
         cols = [c for c in OFFLINE_ORDER if any(c in v for v in offline.values())]
         if offline:
-            t = Table("method", *cols, title=f"{title} ({results['protocol']})")
+            t = Table("method", *cols, title=f"{title} ({label})")
             for method, values in offline.items():
                 style = "bold" if method == "fyp" else None
                 t.add_row(method, *(f"{values.get(c, 0.0):.4f}" for c in cols), style=style)
             tables.append(t)
     interactive: dict[str, dict[str, Any]] = results.get("interactive", {})
     if interactive:
-        t = Table("method", *INTERACTIVE_ORDER, title=f"interactive ({results['protocol']})")
+        t = Table("method", *INTERACTIVE_ORDER, title=f"interactive ({label})")
         for method, values in interactive.items():
             style = "bold" if method == "fyp" else None
             t.add_row(method, *(f"{values[c]:.4f}" for c in INTERACTIVE_ORDER), style=style)
@@ -94,6 +98,10 @@ def results_tables(results: dict[str, Any]) -> list[Table]:
         tables.append(t)
     return tables
 
+
+# fyp.evaluation.baselines.PEERS, named here so the CLI starts without scipy (a test
+# keeps the two equal)
+ALL_PEERS = "random,popular,als,bpr,ease"
 
 HEADLINE = (("offline", "ndcg@10"), ("offline_newcomers", "ndcg@10"), ("interactive", "reward"))
 
@@ -145,12 +153,21 @@ def _run(
 
 
 def _print_outcome(outcome: Any, started: float) -> None:
-    for table in results_tables(outcome.results):
-        console.print(table)
+    results = outcome.results
+    parts = results.get("regions") or {None: results}  # every region, or one run's
+    for region, part in parts.items():
+        label = results["protocol"] if region is None else f"{results['protocol']}, {region}"
+        for table in results_tables(part, label):
+            console.print(table)
     for name, path in outcome.files.items():
         console.print(f"{name}: {path}", markup=False, highlight=False, soft_wrap=True)
     minutes = (time.perf_counter() - started) / 60
     console.print(f"[bold]total wall time: {minutes:.2f} min[/]")
+    errors = getattr(outcome, "errors", {})
+    for region, error in errors.items():
+        print_error(error, f"region {region}: ")
+    if errors:
+        raise typer.Exit(exit_code(list(errors.values())))
 
 
 def _log(message: str) -> None:
@@ -211,7 +228,7 @@ def register(app: typer.Typer) -> None:
         directory: Path = typer.Argument(..., help="The deployment directory."),
         out: Path = typer.Option(..., "--out", help="Output folder (results and report)."),
         region: str | None = typer.Option(
-            None, help="The region to evaluate (needed when the deployment has several)."
+            None, help="Evaluate this region only (default: every region, each in its own copy)."
         ),
         holdout: float = typer.Option(
             0.1, help="Share of the region's events, the latest, held out after the cut."
@@ -233,11 +250,16 @@ def register(app: typer.Typer) -> None:
             help="Also rank with this [ranking] scorer (value_model, multi_objective), as "
             "method fyp:NAME, to compare it with the configured one on the same users.",
         ),
+        peers: str = typer.Option(
+            ALL_PEERS,
+            help="Comma-separated peers to rank against (random, popular, als, bpr, ease); "
+            "e.g. popular,als to skip EASE, the slow one on a large catalogue.",
+        ),
         reason: str = typer.Option(
             "", help="Why you evaluate on users' data: it goes in the region's audit log."
         ),
     ) -> None:
-        from fyp.evaluation.temporal import TemporalConfig, parse_cut, run_temporal
+        from fyp.evaluation.temporal import TemporalConfig, parse_cut, parse_peers, run_temporal
 
         started = time.perf_counter()
         try:
@@ -249,6 +271,7 @@ def register(app: typer.Typer) -> None:
                 cut_ms=None if cut is None else parse_cut(cut),
                 seed=seed,
                 users=users,
+                methods=("fyp", *parse_peers(peers)),
                 scorers=tuple(also_scorer),
                 newcomer_events=newcomer_events,
                 reason=reason,

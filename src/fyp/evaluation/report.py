@@ -211,9 +211,11 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
-def table(rows: Mapping[str, Mapping[str, Any]], columns: Sequence[str]) -> str:
+def table(
+    rows: Mapping[str, Mapping[str, Any]], columns: Sequence[str], first: str = "method"
+) -> str:
     """An HTML table: one row per method (the engine row in bold), one column per key."""
-    head = "".join(f"<th>{html.escape(c)}</th>" for c in ("method", *columns))
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in (first, *columns))
     body = []
     for method, values in rows.items():
         cls = ' class="engine"' if method == "fyp" else ""
@@ -239,27 +241,99 @@ def _img(b64: str, alt: str) -> str:
     return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{b64}">'
 
 
-def render_html(results: Mapping[str, Any], details: Mapping[str, Mapping[str, Any]]) -> str:
-    """The report as one HTML string (figures embedded)."""
-    offline: Mapping[str, Mapping[str, Any]] = results.get("offline", {})
-    interactive: Mapping[str, Mapping[str, Any]] = results.get("interactive", {})
-    parts = [
+def _head(title: str) -> list[str]:
+    return [
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8">',
-        f"<title>fyp evaluation: {html.escape(str(results.get('protocol', '')))}</title>",
+        f"<title>fyp evaluation: {html.escape(title)}</title>",
         f"<style>{_CSS}</style></head><body>",
-        f"<h1>fyp evaluation — {html.escape(str(results.get('protocol', '')))}</h1>",
+        f"<h1>fyp evaluation — {html.escape(title)}</h1>",
     ]
+
+
+def _figures_available(parts: list[str]) -> bool:
+    """Whether matplotlib can draw the figures (a note in ``parts`` if not)."""
     try:
         import matplotlib  # noqa: F401
-
-        figures = True
     except ImportError:
-        figures = False
         parts.append(
             '<p class="note">matplotlib is not installed (pip install "fyp[report]"): '
             "tables only.</p>"
         )
+        return False
+    return True
+
+
+def _source(results: Mapping[str, Any]) -> str:
+    if results.get("protocol") == "deployment":
+        source = "the deployment's own events (fyp eval deployment)"
+    else:
+        source = "KuaiRec (Gao et al., CIKM 2022), CC BY-SA 4.0"
+    return f'<p class="note">Data: {html.escape(source)}.</p></body></html>'
+
+
+def render_html(results: Mapping[str, Any], details: Mapping[str, Mapping[str, Any]]) -> str:
+    """The report as one HTML string (figures embedded)."""
+    parts = _head(str(results.get("protocol", "")))
+    figures = _figures_available(parts)
+    parts += _sections(results, details, figures)
+    parts.append(_source(results))
+    return "\n".join(parts)
+
+
+def render_regions_html(results: Mapping[str, Any]) -> str:
+    """The report of ``fyp eval deployment`` over every region: a summary, then each
+    region's sections (or why it could not be evaluated)."""
+    regions: Mapping[str, Mapping[str, Any]] = results.get("regions", {})
+    parts = _head(f"{results.get('protocol', '')}, every region")
+    figures = _figures_available(parts)
+    summary: dict[str, dict[str, Any]] = {}
+    for name, part in regions.items():
+        config, offline = part.get("config", {}), part.get("offline", {})
+        best = max(
+            (m for m in offline if not m.startswith("fyp")),
+            key=lambda m: offline[m].get("ndcg@10", 0.0),
+            default=None,
+        )
+        summary[name] = {
+            "test users": config.get("test_users"),
+            "newcomers": config.get("newcomers"),
+            "fyp ndcg@10": offline.get("fyp", {}).get("ndcg@10"),
+            "best peer": best,
+            "its ndcg@10": None if best is None else offline[best].get("ndcg@10"),
+            "error": part.get("error", {}).get("message"),
+        }
+    parts += [
+        "<h2>Regions</h2>",
+        '<p class="note">Each region evaluated in its own copy, from its own events and '
+        "catalogue: figures do not mix regions.</p>",
+        table(
+            summary,
+            ["test users", "newcomers", "fyp ndcg@10", "best peer", "its ndcg@10", "error"],
+            "region",
+        ),
+    ]
+    for name, part in regions.items():
+        parts.append(f'<h1 id="region-{html.escape(name)}">Region {html.escape(name)}</h1>')
+        if "error" in part:
+            message = str(part["error"].get("message", ""))
+            parts.append(f'<p class="note">not evaluated: {html.escape(message)}</p>')
+            continue
+        parts += _sections(part, {}, figures)
+    parts += ["<h2>Run</h2>", _pairs(_flatten(results.get("config", {})))]
+    parts += [_pairs(_flatten({"seconds": results.get("seconds", {})}))]
+    parts += ["<h2>Machine</h2>", _pairs(results.get("machine", {}))]
+    parts.append(_source(results))
+    return "\n".join(parts)
+
+
+def _sections(
+    results: Mapping[str, Any], details: Mapping[str, Mapping[str, Any]], figures: bool
+) -> list[str]:
+    """One run's sections: offline, newcomers, interactive, timings, config, machine."""
+    offline: Mapping[str, Mapping[str, Any]] = results.get("offline", {})
+    interactive: Mapping[str, Mapping[str, Any]] = results.get("interactive", {})
+    parts: list[str] = []
     uncertainty: Mapping[str, Any] = results.get("uncertainty", {})
     parts.append("<h2>Offline</h2>")
     parts += _offline(offline, uncertainty.get("offline", {}), figures)
@@ -315,12 +389,7 @@ def render_html(results: Mapping[str, Any], details: Mapping[str, Mapping[str, A
             parts += [f"<p>{html.escape(key)}</p>", _pairs(value)]
     parts += ["<h2>Config</h2>", _pairs(_flatten(results.get("config", {})))]
     parts += ["<h2>Machine</h2>", _pairs(results.get("machine", {}))]
-    if results.get("protocol") == "deployment":
-        source = "the deployment's own events (fyp eval deployment)"
-    else:
-        source = "KuaiRec (Gao et al., CIKM 2022), CC BY-SA 4.0"
-    parts.append(f'<p class="note">Data: {html.escape(source)}.</p></body></html>')
-    return "\n".join(parts)
+    return parts
 
 
 def _offline(
@@ -350,12 +419,20 @@ def _flatten(values: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
+def write_regions_report(results: Mapping[str, Any], path: Path) -> Path:
+    """Write ``render_regions_html`` to ``path``, as :func:`write_report` does."""
+    return _write(Path(path), render_regions_html(results))
+
+
 def write_report(
     results: Mapping[str, Any], details: Mapping[str, Mapping[str, Any]], path: Path
 ) -> Path:
     """Write ``render_html`` to ``path`` (atomically: a half-written report never shows)."""
-    path = Path(path)
+    return _write(Path(path), render_html(results, details))
+
+
+def _write(path: Path, text: str) -> Path:
     tmp = path.with_suffix(path.suffix + ".partial")
-    tmp.write_text(render_html(results, details), encoding="utf-8")
+    tmp.write_text(text, encoding="utf-8")
     tmp.replace(path)
     return path

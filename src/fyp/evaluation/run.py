@@ -41,7 +41,7 @@ from typing import Any
 import numpy as np
 
 from fyp.config import REGION_NAME
-from fyp.errors import AlreadyExists, InvalidRequest
+from fyp.errors import AlreadyExists, FypError, InvalidRequest
 from fyp.evaluation.baselines import PEERS
 from fyp.evaluation.offline import Protocol, prepare, run_offline, train_engine
 from fyp.evaluation.peers import PeerSet, load_peers
@@ -121,6 +121,8 @@ class EvalOutcome:
     details: dict[str, dict[str, Any]]
     out: Path
     files: dict[str, Path] = field(default_factory=dict)
+    # regions that could not be evaluated, and why (``fyp eval deployment``, every region)
+    errors: dict[str, FypError] = field(default_factory=dict)
 
 
 class Stages:

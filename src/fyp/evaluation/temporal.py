@@ -13,8 +13,10 @@ liked next:
    policy keeps it; the live store, models and served log are only read.
 2. **The cut.** ``--cut`` or, by default, the time before which ``1 - holdout`` of the
    region's events happened. In the copy every event at or after the cut is deleted,
-   with the follows made since (and each follow's latest action, if since) and every
-   served page (the copy starts with no impressions); experiments do not run.
+   with every served page (the copy starts with no impressions); its follows and
+   blocks are rebuilt as they stood at the cut (:mod:`fyp.evaluation.as_of`: a follow
+   ended since is back, one made since is gone, and so are blocks made since);
+   experiments do not run.
 3. **Held out.** A user's positives after the cut (what training counts as "more like
    this": long plays, likes not taken back, shares, follows...) on videos that existed at
    the cut (published before it, or played before it) and that the For You feed may
@@ -27,9 +29,12 @@ liked next:
    production.
 5. The engine trains in the copy with the deployment's own ``fyp.toml`` settings and
    ranks through ``FeedService.feed`` (``record=False``), as ``GET
-   /v1/users/{id}/feed`` does; the peers (random, popular, ALS, BPR, EASE) fit on the
-   same pre-cut events. Metrics as for KuaiRec-EAR (:mod:`fyp.evaluation.offline`),
-   with 95 % intervals.
+   /v1/users/{id}/feed`` does, *as of the cut*: its seen window and "not interested"
+   marks are measured from the cut, not from today (``FeedService(as_of_ms=...)``); a
+   mark made before the cut holds as it did then, one made after it is not in the
+   copy. The peers (random, popular, ALS, BPR, EASE, or those ``--peers`` names) fit
+   on the same pre-cut events. Metrics as for KuaiRec-EAR
+   (:mod:`fyp.evaluation.offline`), with 95 % intervals.
 
 6. **Newcomers** (``newcomer_events`` K): a user with no event before the cut and more
    than K after it is measured apart (``offline_newcomers``). Their first K events
@@ -41,7 +46,8 @@ Unlike KuaiRec's fully observed test set, a video a user did not play after the 
 an *unknown*, not a known negative (they may never have been shown it): the figures
 rank methods against each other; their absolute values are lower bounds. Outputs hold
 aggregate figures only (``results.json``, ``report.html``), no user id; the run is
-recorded in the region's audit log (``evaluation.run``).
+recorded in the region's audit log (``evaluation.run``). Without ``--region`` every
+region is evaluated so, each in its own copy (:mod:`fyp.evaluation.temporal_regions`).
 """
 
 from __future__ import annotations
@@ -62,6 +68,7 @@ from typing import Any
 from fyp.audit.log import AuditLog
 from fyp.config import SCORERS, DeploymentConfig, RegionConfig, load_config
 from fyp.errors import InvalidRequest, ValidationFailed
+from fyp.evaluation.as_of import relationships_at
 from fyp.evaluation.baselines import PEERS
 from fyp.evaluation.offline import (
     Protocol,
@@ -109,7 +116,7 @@ class TemporalConfig:
 
     directory: Path
     out: Path
-    region: str | None = None  # None: the deployment's only region
+    region: str | None = None  # None: every region, each in its own copy
     holdout: float = 0.1  # share of the region's events after the cut
     cut_ms: int | None = None  # overrides holdout
     seed: int = 0
@@ -304,10 +311,9 @@ def split_copy(
             split.seen[user] = seen[user]
     with db:
         db.execute("DELETE FROM events WHERE ts_ms >= ?", (cut_ms,))
-        db.execute("DELETE FROM follows WHERE since_ms >= ?", (cut_ms,))
-        db.execute("DELETE FROM follow_actions WHERE acted_ms >= ?", (cut_ms,))
         for table in ("served_pages", "experiment_exposures", "labels"):
             db.execute(f"DELETE FROM {table}")
+    relationships_at(db, cut_ms)  # follows and blocks as they stood at the cut
     return split
 
 
@@ -345,23 +351,36 @@ def servable(deployment: Deployment, region: str, videos: set[str]) -> set[str]:
 
 
 def run_temporal(config: TemporalConfig, log: Log = print) -> EvalOutcome:
-    """Run the protocol (module docstring) on one region; write ``results.json`` and
-    ``report.html`` in ``config.out``."""
+    """Run the protocol (module docstring) on ``config.region``, or on every region of
+    the deployment, each in its own copy (:mod:`fyp.evaluation.temporal_regions`);
+    write ``results.json`` and ``report.html`` in ``config.out``."""
     config.check()
-    stages = Stages(log)
     source = load_config(Path(config.directory))
-    if config.region is None and len(source.regions) != 1:
-        raise InvalidRequest(
-            f"the deployment has regions {source.region_names}: name one with --region",
-            field="region",
-        )
-    region = source.region(config.region or source.region_names[0]).name
-    region_dir = source.region_dir(region)
-    refuse_while_restoring(region_dir, region, "evaluated")
+    region = None if config.region is None else source.region(config.region).name
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
     for name in OUTPUTS:  # a failed run must not leave the last run's figures behind
         (out / name).unlink(missing_ok=True)
+    if region is None:
+        from fyp.evaluation.temporal_regions import every_region
+
+        return every_region(config, source, log)
+    results = evaluate_region(config, source, region, log)
+    files = {"results": write_json(out / "results.json", results)}
+    from fyp.evaluation.report import write_report
+
+    files["report"] = write_report(results, {}, out / "report.html")
+    return EvalOutcome(results, {}, out, files)
+
+
+def evaluate_region(
+    config: TemporalConfig, source: DeploymentConfig, region: str, log: Log = print
+) -> dict[str, Any]:
+    """One region's figures (``results.json``'s shape for one region), from a copy of
+    its store in its own directory, removed at the end; the run is audited there."""
+    stages = Stages(log)
+    region_dir = source.region_dir(region)
+    refuse_while_restoring(region_dir, region, "evaluated")
     remove_stale(region_dir)
     methods = list(config.methods)
     scratch = region_dir / f"{EVAL_PREFIX}{secrets.token_hex(6)}"
@@ -375,12 +394,12 @@ def run_temporal(config: TemporalConfig, log: Log = print) -> EvalOutcome:
             cut_ms = config.cut_ms if config.cut_ms is not None else choose_cut(db, config.holdout)
             split = split_copy(db, source, region, cut_ms, config.newcomer_events)
         log(
-            f"  cut at {_iso(cut_ms)}: {split.events_before:,} events before, "
+            f"  cut at {iso(cut_ms)}: {split.events_before:,} events before, "
             f"{split.events_after:,} after"
         )
         if split.events_before == 0 or split.events_after == 0:
             raise ValidationFailed(
-                f"the cut {_iso(cut_ms)} leaves {split.events_before} events before it and "
+                f"the cut {iso(cut_ms)} leaves {split.events_before} events before it and "
                 f"{split.events_after} after: both sides need some",
                 field="cut",
             )
@@ -418,12 +437,12 @@ def run_temporal(config: TemporalConfig, log: Log = print) -> EvalOutcome:
                 )
             if not groups["offline"]:
                 raise ValidationFailed(
-                    f"no user of {region} has both an event before the cut {_iso(cut_ms)} "
+                    f"no user of {region} has both an event before the cut {iso(cut_ms)} "
                     "and a positive after it on a video they had not seen",
                     field="cut",
                 )
             with stages.stage("offline"):
-                ranked, seconds = rank_all(protocol, d, methods, config.scorers, config.seed, log)
+                ranked, seconds = rank_all(protocol, d, methods, config, cut_ms, log)
             methods += [f"fyp:{name}" for name in dict.fromkeys(config.scorers)]
             scored = {
                 group: score(ranked, users, protocol, methods, config.seed, log)
@@ -450,7 +469,7 @@ def run_temporal(config: TemporalConfig, log: Log = print) -> EvalOutcome:
             "seed": config.seed,
             "users": config.users,
             "holdout": None if config.cut_ms is not None else config.holdout,
-            "cut": _iso(cut_ms),
+            "cut": iso(cut_ms),
             "newcomer_events": config.newcomer_events,
             **split.to_dict(),
             "test_users": len(groups["offline"]),
@@ -460,11 +479,7 @@ def run_temporal(config: TemporalConfig, log: Log = print) -> EvalOutcome:
         },
     }
     results["seconds"]["total"] = round(stages.elapsed(), 2)
-    files = {"results": write_json(out / "results.json", results)}
-    from fyp.evaluation.report import write_report
-
-    files["report"] = write_report(results, {}, out / "report.html")
-    return EvalOutcome(results, {}, out, files)
+    return results
 
 
 def _within(sets: dict[str, set[str]], universe: set[str]) -> dict[str, set[str]]:
@@ -476,20 +491,24 @@ def rank_all(
     protocol: Protocol,
     deployment: Deployment,
     methods: list[str],
-    scorers: tuple[str, ...],
-    seed: int,
+    config: TemporalConfig,
+    cut_ms: int,
     log: Log,
 ) -> tuple[dict[str, dict[str, list[str]]], dict[str, float]]:
     """Every method's top-50 for every test user (one BLAS thread for the engine, as
-    ``fyp serve`` pins it; all of them for the peers), and each method's seconds."""
+    ``fyp serve`` pins it; all of them for the peers), and each method's seconds. The
+    feed runs as of the cut: its seen window and "not interested" marks are measured
+    from the cut, not from today."""
     ranked: dict[str, dict[str, list[str]]] = {}
     seconds: dict[str, float] = {}
+    seed = config.seed
     engines = {"fyp": deployment.config.ranking.scorer} if "fyp" in methods else {}
-    engines.update({f"fyp:{name}": name for name in scorers})
+    engines.update({f"fyp:{name}": name for name in config.scorers})
     for method, scorer in engines.items():
         started = time.perf_counter()
         ranking = dataclasses.replace(deployment.config.ranking, scorer=scorer)
-        service = FeedService(deployment, pipeline=FeedPipeline(scorer=scorer_for(ranking)))
+        pipeline = FeedPipeline(scorer=scorer_for(ranking))
+        service = FeedService(deployment, pipeline=pipeline, as_of_ms=cut_ms)
         with serving_threads(True):
             ranked[method] = rank_engine(protocol, service, seed)
         seconds[method] = round(time.perf_counter() - started, 2)
@@ -540,6 +559,20 @@ def audit_run(
         deployment.close()
 
 
+def parse_peers(text: str) -> tuple[str, ...]:
+    """``--peers``: comma-separated names of :data:`fyp.evaluation.baselines.PEERS`, in
+    the order they run (EASE is the slow one: 89 s at 7,768 videos)."""
+    names = tuple(dict.fromkeys(n.strip() for n in text.split(",") if n.strip()))
+    unknown = [n for n in names if n not in PEERS]
+    if unknown or not names:
+        raise InvalidRequest(
+            f"--peers {text!r}: {'unknown peers ' + str(unknown) if unknown else 'none named'}; "
+            f"known: {', '.join(PEERS)}",
+            field="peers",
+        )
+    return names
+
+
 def parse_cut(text: str) -> int:
     """An ISO 8601 time (a naive one is UTC) as milliseconds since the epoch."""
     from datetime import UTC, datetime
@@ -555,5 +588,5 @@ def parse_cut(text: str) -> int:
     return int(when.timestamp() * 1000)
 
 
-def _iso(ms: int) -> str:
+def iso(ms: int) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ms / 1000))

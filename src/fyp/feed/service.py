@@ -96,13 +96,17 @@ class FeedService:
         seen_window_ms: int | None = None,
         cache_users: int | None = None,
         reload_in_background: bool = False,
+        as_of_ms: int | None = None,
     ) -> None:
         """``eligibility`` defaults to the deployment's moderation state: nothing reaches
         a feed unchecked. Pass ``allow_all`` only in tests of the ranking itself.
         ``cache_users`` overrides every per-user cache size of ``[feed]`` (0: none).
         ``reload_in_background`` (serving processes): a newly published artifact is
         loaded by a thread while the loaded one keeps serving, so no request waits the
-        ~0.1-0.3 s a load takes; otherwise the request that notices it loads it."""
+        ~0.1-0.3 s a load takes; otherwise the request that notices it loads it.
+        ``as_of_ms`` (an evaluation on a copy cut in the past, :mod:`fyp.evaluation.temporal`):
+        the time the seen window and "not interested" are measured from, instead of the
+        clock; serving leaves it None."""
         if eligibility is None:
             from fyp.moderation import ModerationEligibility
 
@@ -119,6 +123,7 @@ class FeedService:
         # the same snapshot) makes a separate availability check on the page redundant
         self._final_checks_live = bool(getattr(eligibility, "checks_availability", False))
         self.seen_window_ms = feed.seen_window_ms if seen_window_ms is None else seen_window_ms
+        self.as_of_ms = as_of_ms
         self.ahead_length = feed.rank_ahead
         self._models: dict[str, RegionModel] = {}
         self._checked: dict[str, float] = {}
@@ -311,7 +316,8 @@ class FeedService:
         if not age_known:
             age = self._profiles.get(user_id, region, store, marker).age
         events = store.user_events(user_id, RECENT_EVENTS)
-        since = time.time_ns() // 1_000_000 - self.seen_window_ms
+        now = self.as_of_ms
+        since = (time.time_ns() // 1_000_000 if now is None else now) - self.seen_window_ms
         if served is None:
             served = served_log.served_since(user_id, since)
         # "not interested" holds for the seen window, not only while among the latest

@@ -1,0 +1,132 @@
+"""The evaluation copy's follows and blocks as they stood at the cut.
+
+Cutting the events is not enough: ``follows``, ``follow_actions``, ``blocks`` and
+``blocked_by`` hold *state*, what is true now. A follow the user had at the cut and
+ended after it (an unfollow event, an API unfollow, a block) is no longer in
+``follows``; a block made after the cut is in ``blocks``. Evaluated on that state, the
+engine would miss a followed creator's videos the user was being served at the time,
+or leave out a creator the user still watched.
+
+So the copy's tables are rebuilt from every trace of an action before the cut, with
+the rule the store itself follows (:mod:`fyp.catalog.follow_order`): of a pair's
+actions, the one with the latest time wins, and of two in the same millisecond the one
+that arrived later. The traces:
+
+- ``follow``/``unfollow`` events before the cut (by ``ts_ms``, then ``seq``); a follow
+  event while a block stood adds nothing, as the store's trigger decided;
+- a follow in ``follows`` that began before the cut (``since_ms``): it lasted through
+  the cut (an unfollow between would have ended the row, a later follow restarted it);
+- the pair's ``follow_actions`` row if its action was before the cut: it is the latest
+  of all, so the state at the cut is today's;
+- a block either way that began before the cut and still stands: it ended any follow
+  then and barred one since. Blocks made after the cut are taken out of the copy.
+
+What no table keeps cannot be rebuilt: an action through the API that a later one
+replaced leaves no trace (``follow_actions`` holds a pair's latest action only), nor
+does a block lifted since. A follow made through the API before the cut and ended
+after it is therefore missing from the copy, and a block lifted after the cut is not
+in force in it (docs/architecture.md, "Evaluating on a deployment's own data").
+Events are the app's usual way to follow, and those are all kept.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import dataclass
+
+Pair = tuple[str, str]  # (user, creator)
+
+# a pair's action: its time, then which trace wins a tie at that millisecond (an event
+# by its arrival, a standing follow's start, the pair's latest action, a block), then
+# the arrival order among events; and whether the user then followed
+_EVENT, _FOLLOW, _LATEST, _BLOCK = 0, 1, 2, 3
+Action = tuple[int, int, int, bool]
+
+_FOLLOW_EVENTS = """
+    SELECT e.user_id, v.creator_id, e.ts_ms, e.seq, e.type = 'follow'
+    FROM events AS e JOIN videos AS v ON v.video_id = e.video_id
+    WHERE e.type IN ('follow', 'unfollow') AND e.ts_ms < ?
+    AND v.creator_id <> e.user_id AND substr(v.creator_id, 1, 1) <> '['
+    """
+
+
+@dataclass(frozen=True)
+class FollowState:
+    """A pair's state at the cut: its latest action's time, whether it was a follow,
+    and the start of the follow it left standing (None if it left none)."""
+
+    acted_ms: int
+    following: bool
+    since_ms: int | None
+
+
+def relationships_at(db: sqlite3.Connection, cut_ms: int) -> dict[Pair, FollowState]:
+    """Rebuild the copy's blocks and follows as of ``cut_ms`` (module docstring), in
+    one transaction; returns each pair's state."""
+    with db:
+        for table in ("blocks", "blocked_by"):
+            db.execute(f"DELETE FROM {table} WHERE since_ms >= ?", (cut_ms,))
+        states = follows_at(db, cut_ms)
+        db.execute("DELETE FROM follows")
+        db.execute("DELETE FROM follow_actions")
+        db.executemany(
+            "INSERT INTO follow_actions (user_id, creator_id, acted_ms, following) "
+            "VALUES (?, ?, ?, ?)",
+            [(u, c, s.acted_ms, int(s.following)) for (u, c), s in states.items()],
+        )
+        db.executemany(
+            "INSERT INTO follows (user_id, creator_id, since_ms) VALUES (?, ?, ?)",
+            [(u, c, s.since_ms) for (u, c), s in states.items() if s.since_ms is not None],
+        )
+    return states
+
+
+def follows_at(db: sqlite3.Connection, cut_ms: int) -> dict[Pair, FollowState]:
+    """Each pair's state at ``cut_ms`` from the traces left before it (blocks made
+    after it already taken out)."""
+    actions: dict[Pair, list[Action]] = {}
+
+    def add(pair: Pair, action: Action) -> None:
+        actions.setdefault(pair, []).append(action)
+
+    blocked: dict[Pair, int] = {}  # the pair's standing block's start, either way
+    for u, c, t in db.execute(
+        "SELECT user_id, creator_id, since_ms FROM blocks WHERE since_ms < ?1 "
+        "UNION ALL SELECT user_id, creator_id, since_ms FROM blocked_by WHERE since_ms < ?1",
+        (cut_ms,),
+    ):
+        pair = (str(u), str(c))
+        blocked[pair] = min(int(t), blocked.get(pair, int(t)))
+        add(pair, (int(t), _BLOCK, 0, False))
+    for u, c, t, seq, on in db.execute(_FOLLOW_EVENTS, (cut_ms,)):
+        pair, t = (str(u), str(c)), int(t)
+        if on and pair in blocked and t >= blocked[pair]:
+            continue  # the trigger added nothing: the block stood
+        add(pair, (t, _EVENT, int(seq), bool(on)))
+    standing: dict[Pair, int] = {}
+    for u, c, t in db.execute(
+        "SELECT user_id, creator_id, since_ms FROM follows WHERE since_ms < ?", (cut_ms,)
+    ):
+        standing[(str(u), str(c))] = int(t)
+        add((str(u), str(c)), (int(t), _FOLLOW, 0, True))
+    for u, c, t, on in db.execute(
+        "SELECT user_id, creator_id, acted_ms, following FROM follow_actions WHERE acted_ms < ?",
+        (cut_ms,),
+    ):
+        add((str(u), str(c)), (int(t), _LATEST, 0, bool(on)))
+    return {pair: _fold(sorted(found), standing.get(pair)) for pair, found in actions.items()}
+
+
+def _fold(actions: list[Action], standing: int | None) -> FollowState:
+    """The state the actions (in order) leave; a follow standing since before the cut
+    keeps its own start (a repeated follow does not restart one)."""
+    since: int | None = None
+    for t, _, _, on in actions:
+        if not on:
+            since = None
+        elif since is None:
+            since = t
+    last_ms, _, _, following = actions[-1]
+    if following and standing is not None:
+        since = standing
+    return FollowState(last_ms, following, since if following else None)
