@@ -415,6 +415,36 @@ def test_cli_peers(planted: Deployment, tmp_path: Path) -> None:
     assert not (tmp_path / "o").exists() and staging_dirs(planted.config.region_dir("us")) == []
 
 
+def test_a_brought_peer_ranks_the_same_users(
+    planted: Deployment, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``--peer``: popularity under another name earns popular's figures on the same cut;
+    a peer that breaks the contract is refused before any copy is made."""
+    code = "from fyp.evaluation.baselines import PopularityRecommender\n\n\n"
+    code += "class Mine(PopularityRecommender):\n    name = 'mine'\n\n\n"
+    code += "class Cold(PopularityRecommender):\n    name = 'cold'\n\n"
+    code += "    def scores(self, user, items):\n"
+    code += "        return super().scores(user, items) * float('nan')\n"
+    (tmp_path / "brought_peers.py").write_text(code)
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "o"
+    root = str(planted.config.root)
+    args = ["eval", "deployment", root, "--out", str(out), "--cut", "2026-03-11"]
+    result = CliRunner().invoke(app, [*args, "--peers", "popular", "--peer", "brought_peers:Mine"])
+    assert result.exit_code == 0, result.output
+    results = json.loads((out / "results.json").read_text())["regions"]["us"]
+    assert results["offline"]["mine"] == results["offline"]["popular"]
+    assert results["offline_newcomers"]["mine"] == results["offline_newcomers"]["popular"]
+    assert results["config"]["peers"] == {"mine": "brought_peers:Mine"}
+    assert "mine" in results["uncertainty"]["offline"]["fyp_vs"]
+    broken = CliRunner().invoke(
+        app, [*args, "--out", str(tmp_path / "o2"), "--peer", "brought_peers:Cold"]
+    )
+    assert broken.exit_code == 2 and "breaks the Recommender contract" in broken.output
+    assert not (tmp_path / "o2").exists()
+    assert staging_dirs(planted.config.region_dir("us")) == []
+
+
 def test_the_official_kuairec_layout_splits_at_its_real_times(tmp_path: Path) -> None:
     """The official matrices carry real play times: a cut on 2020-07-06 holds out what
     each user went on to play whole (or for 18 s) on a video that existed before it."""

@@ -255,6 +255,7 @@ def register(app: typer.Typer) -> None:
             help="Comma-separated peers to rank against (random, popular, als, bpr, ease); "
             "e.g. popular,als to skip EASE, the slow one on a large catalogue.",
         ),
+        peer: list[str] = PEER,
         reason: str = typer.Option(
             "", help="Why you evaluate on users' data: it goes in the region's audit log."
         ),
@@ -275,6 +276,7 @@ def register(app: typer.Typer) -> None:
                 scorers=tuple(also_scorer),
                 newcomer_events=newcomer_events,
                 reason=reason,
+                peers=tuple(peer),
             )
             outcome = run_temporal(config, log=_log)
         except FypError as exc:

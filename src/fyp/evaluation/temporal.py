@@ -78,6 +78,7 @@ from fyp.evaluation.offline import (
     rank_peer,
     train_engine,
 )
+from fyp.evaluation.peers import PeerSet, load_peers
 from fyp.evaluation.run import (
     METHODS,
     OUTPUTS,
@@ -127,8 +128,11 @@ class TemporalConfig:
     scorers: tuple[str, ...] = ()
     newcomer_events: int = 3  # a newcomer's first events the feed sees (0: no newcomers)
     reason: str = ""
+    peers: tuple[str, ...] = ()  # MODULE:NAME of recommenders brought (fyp.evaluation.peers)
 
-    def check(self) -> None:
+    def check(self) -> PeerSet:
+        """Refuse bad input before anything is copied; the brought peers, loaded and
+        checked against the contract (they rank besides ``methods``)."""
         if not 0.0 < self.holdout < 1.0:
             raise InvalidRequest(
                 f"--holdout must be between 0 and 1 (exclusive), got {self.holdout}",
@@ -155,6 +159,7 @@ class TemporalConfig:
                 f"--out {self.out} is inside the deployment: write the figures elsewhere",
                 path=str(self.out),
             )
+        return load_peers(self.peers, reserved=[f"fyp:{s}" for s in SCORERS])
 
 
 @dataclass
@@ -354,7 +359,11 @@ def run_temporal(config: TemporalConfig, log: Log = print) -> EvalOutcome:
     """Run the protocol (module docstring) on ``config.region``, or on every region of
     the deployment, each in its own copy (:mod:`fyp.evaluation.temporal_regions`);
     write ``results.json`` and ``report.html`` in ``config.out``."""
-    config.check()
+    peers = config.check()
+    for peer in peers.extra:
+        log(f"  peer {peer.name} ({peer.spec}) passed the contract")
+        for warning in peer.warnings:
+            log(f"  WARNING: peer {peer.name}: {warning}")
     source = load_config(Path(config.directory))
     region = None if config.region is None else source.region(config.region).name
     out = Path(config.out)
@@ -364,8 +373,8 @@ def run_temporal(config: TemporalConfig, log: Log = print) -> EvalOutcome:
     if region is None:
         from fyp.evaluation.temporal_regions import every_region
 
-        return every_region(config, source, log)
-    results = evaluate_region(config, source, region, log)
+        return every_region(config, source, log, peers)
+    results = evaluate_region(config, source, region, log, peers)
     files = {"results": write_json(out / "results.json", results)}
     from fyp.evaluation.report import write_report
 
@@ -374,15 +383,21 @@ def run_temporal(config: TemporalConfig, log: Log = print) -> EvalOutcome:
 
 
 def evaluate_region(
-    config: TemporalConfig, source: DeploymentConfig, region: str, log: Log = print
+    config: TemporalConfig,
+    source: DeploymentConfig,
+    region: str,
+    log: Log = print,
+    peers: PeerSet | None = None,
 ) -> dict[str, Any]:
     """One region's figures (``results.json``'s shape for one region), from a copy of
-    its store in its own directory, removed at the end; the run is audited there."""
+    its store in its own directory, removed at the end; the run is audited there.
+    ``peers``: the built-in peers and those brought (``TemporalConfig.check``)."""
     stages = Stages(log)
     region_dir = source.region_dir(region)
     refuse_while_restoring(region_dir, region, "evaluated")
     remove_stale(region_dir)
-    methods = list(config.methods)
+    peers = peers or PeerSet()
+    methods = [*config.methods, *(p.name for p in peers.extra)]
     scratch = region_dir / f"{EVAL_PREFIX}{secrets.token_hex(6)}"
     with Staging(scratch):
         copy = scratch_config(source, region, scratch)
@@ -442,7 +457,7 @@ def evaluate_region(
                     field="cut",
                 )
             with stages.stage("offline"):
-                ranked, seconds = rank_all(protocol, d, methods, config, cut_ms, log)
+                ranked, seconds = rank_all(protocol, d, methods, config, cut_ms, log, peers)
             methods += [f"fyp:{name}" for name in dict.fromkeys(config.scorers)]
             scored = {
                 group: score(ranked, users, protocol, methods, config.seed, log)
@@ -476,6 +491,7 @@ def evaluate_region(
             "newcomers": len(groups["offline_newcomers"]),
             "videos_ranked": len(protocol.universe),
             "methods": methods,
+            "peers": peers.specs(),  # the recommenders brought: name -> MODULE:NAME
         },
     }
     results["seconds"]["total"] = round(stages.elapsed(), 2)
@@ -494,6 +510,7 @@ def rank_all(
     config: TemporalConfig,
     cut_ms: int,
     log: Log,
+    peers: PeerSet | None = None,
 ) -> tuple[dict[str, dict[str, list[str]]], dict[str, float]]:
     """Every method's top-50 for every test user (one BLAS thread for the engine, as
     ``fyp serve`` pins it; all of them for the peers), and each method's seconds. The
@@ -512,7 +529,7 @@ def rank_all(
         with serving_threads(True):
             ranked[method] = rank_engine(protocol, service, seed)
         seconds[method] = round(time.perf_counter() - started, 2)
-    for name, factory in PEERS.items():
+    for name, factory in (peers or PeerSet()).factories.items():
         if name in methods:
             started = time.perf_counter()
             ranked[name] = rank_peer(protocol, factory, seed)  # fitting included

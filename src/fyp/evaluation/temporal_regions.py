@@ -23,6 +23,7 @@ from typing import Any
 
 from fyp.config import DeploymentConfig
 from fyp.errors import FypError
+from fyp.evaluation.peers import PeerSet
 from fyp.evaluation.run import EvalOutcome, Log, machine_info, write_json
 from fyp.evaluation.temporal import PROTOCOL, TemporalConfig, evaluate_region, iso
 from fyp.models.executors import as_fyp_error
@@ -30,7 +31,9 @@ from fyp.models.executors import as_fyp_error
 RESULTS_VERSION = 2
 
 
-def every_region(config: TemporalConfig, source: DeploymentConfig, log: Log) -> EvalOutcome:
+def every_region(
+    config: TemporalConfig, source: DeploymentConfig, log: Log, peers: PeerSet | None = None
+) -> EvalOutcome:
     """Evaluate each region of ``source`` in turn; write the figures side by side."""
     started = time.perf_counter()
     regions: dict[str, dict[str, Any]] = {}
@@ -38,7 +41,7 @@ def every_region(config: TemporalConfig, source: DeploymentConfig, log: Log) -> 
     for region in source.region_names:
         log(f"region {region}:")
         try:
-            regions[region] = evaluate_region(config, source, region, log)
+            regions[region] = evaluate_region(config, source, region, log, peers)
         except Exception as exc:  # one region's failure is its outcome, not the run's
             errors[region] = as_fyp_error(exc)
             regions[region] = {"protocol": PROTOCOL, "error": errors[region].to_dict()}
@@ -61,7 +64,12 @@ def every_region(config: TemporalConfig, source: DeploymentConfig, log: Log) -> 
             "holdout": None if config.cut_ms is not None else config.holdout,
             "cut": None if config.cut_ms is None else iso(config.cut_ms),
             "newcomer_events": config.newcomer_events,
-            "methods": [*config.methods, *(f"fyp:{s}" for s in dict.fromkeys(config.scorers))],
+            "methods": [
+                *config.methods,
+                *(p.name for p in (peers or PeerSet()).extra),
+                *(f"fyp:{s}" for s in dict.fromkeys(config.scorers)),
+            ],
+            "peers": (peers or PeerSet()).specs(),
         },
     }
     out = Path(config.out)
