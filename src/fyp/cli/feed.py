@@ -186,7 +186,9 @@ def _changed(d: Deployment, regions: list[str]) -> list[str]:
         reason = retrain_reason(
             d.store(name), d.config.region_dir(name), experiment, consent, settings
         )
-        console.print(f"{name}: {reason or 'unchanged since the live model; not trained'}")
+        console.print(
+            f"{name}: {reason or 'unchanged since the live model; not trained'}", markup=False
+        )
         if reason is not None:
             out.append(name)
     return out
