@@ -293,8 +293,8 @@ class FeedConfig:
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise ConfigError(f"[feed] {key} must be an integer >= 0, got {value!r}")
             sizes[key] = value
-        sources = SourceQuotas.from_dict(raw.get("sources", {}))
-        rerank = RerankParams.from_dict(raw.get("rerank", {}))
+        sources = SourceQuotas.from_dict("feed.sources", raw.get("sources", {}))
+        rerank = RerankParams.from_dict("feed.rerank", raw.get("rerank", {}))
         return cls(seen_window_days=days, sources=sources, rerank=rerank, **sizes)
 
     def to_dict(self) -> dict[str, Any]:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar, Self
 
 from fyp.errors import ConfigError
 
@@ -46,8 +46,35 @@ def _count(section: str, key: str, value: Any, high: int | None) -> int:
     return value
 
 
+class _Table:
+    """A settings table of ``fyp.toml``, checked key by key (:meth:`_value`); a variant
+    gives a partial one (:meth:`overrides`) over the deployment's."""
+
+    __dataclass_fields__: ClassVar[dict[str, dataclasses.Field[Any]]]
+
+    @classmethod
+    def _value(cls, section: str, key: str, value: Any) -> Any:
+        raise NotImplementedError
+
+    @classmethod
+    def overrides(cls, section: str, raw: Any) -> dict[str, Any]:
+        """A (partial) table of these settings, checked: known keys, each in its range."""
+        table = _table(section, raw)
+        from fyp.config import check_keys
+
+        check_keys(section, table, cls.__dataclass_fields__)
+        return {key: cls._value(section, key, value) for key, value in table.items()}
+
+    @classmethod
+    def from_dict(cls, section: str, raw: Any) -> Self:
+        return cls(**cls.overrides(section, raw))
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
 @dataclass(frozen=True)
-class SourceQuotas:
+class SourceQuotas(_Table):
     """``[feed.sources]``: per candidate source, how many videos it proposes for a page
     ranked live (0 turns the source off: it is not asked at all); and the most
     impressions a video may have had for ``fresh`` to propose it (recent videos with few
@@ -63,27 +90,12 @@ class SourceQuotas:
     fresh_max_impressions: int = 50
 
     @classmethod
-    def overrides(cls, section: str, raw: Any) -> dict[str, int]:
-        """A (partial) table of these settings, checked: known keys, integers in range."""
-        table = _table(section, raw)
-        from fyp.config import check_keys
-
-        check_keys(section, table, cls.__dataclass_fields__)
-        return {
-            key: _count(section, key, value, None if key == "fresh_max_impressions" else MAX_QUOTA)
-            for key, value in table.items()
-        }
-
-    @classmethod
-    def from_dict(cls, raw: Any, section: str = "feed.sources") -> SourceQuotas:
-        return cls(**cls.overrides(section, raw))
-
-    def to_dict(self) -> dict[str, int]:
-        return dataclasses.asdict(self)
+    def _value(cls, section: str, key: str, value: Any) -> int:
+        return _count(section, key, value, None if key == "fresh_max_impressions" else MAX_QUOTA)
 
 
 @dataclass(frozen=True)
-class RerankParams:
+class RerankParams(_Table):
     """``[feed.rerank]``: the diversity re-ranker's penalties and the exploration share
     (:mod:`fyp.feed.rerank`)."""
 
@@ -112,27 +124,12 @@ class RerankParams:
             raise ConfigError(f"tag_window must be at least 0, got {self.tag_window}")
 
     @classmethod
-    def overrides(cls, section: str, raw: Any) -> dict[str, Any]:
-        """A (partial) table of these settings, checked: known keys, each in its range."""
-        table = _table(section, raw)
-        from fyp.config import check_keys, number
+    def _value(cls, section: str, key: str, value: Any) -> float | int:
+        if key == "tag_window":
+            return _count(section, key, value, None)
+        from fyp.config import number
 
-        check_keys(section, table, cls.__dataclass_fields__)
-        return {
-            key: (
-                _count(section, key, value, None)
-                if key == "tag_window"
-                else number(section, key, value, 0, 1, open_low=False)
-            )
-            for key, value in table.items()
-        }
-
-    @classmethod
-    def from_dict(cls, raw: Any, section: str = "feed.rerank") -> RerankParams:
-        return cls(**cls.overrides(section, raw))
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        return number(section, key, value, 0, 1, open_low=False)
 
 
 SHARES = ("creator_decay", "category_decay", "floor", "tag_decay", "exploration_share")
