@@ -49,8 +49,6 @@ class Arm:
 
 
 RANKED_FOR = "ranked_ahead_for"  # the manifest's lineage key: the experiment ranked for
-
-
 RANKED_WITH = "ranked_ahead_with"  # the lineage key: the settings control ranked with
 
 
@@ -65,6 +63,9 @@ def settings_record(ranking: RankingConfig, feed: FeedConfig) -> dict[str, Any]:
         "sources": feed.sources.to_dict(),
         "rerank": feed.rerank.to_dict(),
     }
+
+
+DEFAULT_SETTINGS = settings_record(RankingConfig(), FeedConfig())
 
 
 def settings_fit(lineage: Mapping[str, Any], settings: Mapping[str, Any]) -> bool:
@@ -101,9 +102,6 @@ def region_record(
     if experiment is None or not experiment.running(when):
         return None
     return experiment_record(experiment)
-
-
-DEFAULT_SETTINGS = settings_record(RankingConfig(), FeedConfig())
 
 
 def orders_fit(recorded: Mapping[str, Any] | None, user_id: str, arm: Arm | None) -> bool:
