@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 import tomli_w
 
 from fyp.errors import ConfigError, InvalidRequest, NotADeployment, UnknownRegion
+from fyp.feed.settings import RerankParams, SourceQuotas
 
 if TYPE_CHECKING:
     from fyp.experiments.config import Experiment
@@ -266,12 +267,15 @@ class FeedConfig:
     train`` ranks every user ahead; 0 ranks only the page asked for); and how many users
     a serving process keeps in memory: built states (a few KB each), and the candidate
     sources' proposals with the order ranked from them (~10 KB each). 0 turns a cache
-    off."""
+    off. ``[feed.sources]`` and ``[feed.rerank]``: the pipeline's stages
+    (:mod:`fyp.feed.settings`)."""
 
     seen_window_days: float = 30.0
     state_cache_users: int = 100_000
     proposal_cache_users: int = 10_000
     rank_ahead: int = 50
+    sources: SourceQuotas = field(default_factory=SourceQuotas)
+    rerank: RerankParams = field(default_factory=RerankParams)
 
     @property
     def seen_window_ms(self) -> int:
@@ -280,7 +284,7 @@ class FeedConfig:
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> FeedConfig:
         sized = ("rank_ahead", "state_cache_users", "proposal_cache_users")
-        check_keys("feed", raw, ("seen_window_days", *sized))
+        check_keys("feed", raw, ("seen_window_days", *sized, "sources", "rerank"))
         days = raw.get("seen_window_days", cls.seen_window_days)
         days = number("feed", "seen_window_days", days, 0, MAX_SEEN_WINDOW_DAYS, open_low=True)
         sizes: dict[str, int] = {}
@@ -289,7 +293,12 @@ class FeedConfig:
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise ConfigError(f"[feed] {key} must be an integer >= 0, got {value!r}")
             sizes[key] = value
-        return cls(seen_window_days=days, **sizes)
+        sources = SourceQuotas.from_dict("feed.sources", raw.get("sources", {}))
+        rerank = RerankParams.from_dict("feed.rerank", raw.get("rerank", {}))
+        return cls(seen_window_days=days, sources=sources, rerank=rerank, **sizes)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**self.__dict__, "sources": self.sources.to_dict(), "rerank": self.rerank.to_dict()}
 
 
 @dataclass(frozen=True)
@@ -383,7 +392,7 @@ class DeploymentConfig:
             "erasure": self.erasure.__dict__,
             "training": self.training.__dict__,
             "moderation": self.moderation.__dict__,
-            "feed": self.feed.__dict__,
+            "feed": self.feed.to_dict(),
             "serving": self.serving.__dict__,
             "regions": {r.name: r.to_dict() for r in self.regions.values()},
         }

@@ -585,3 +585,35 @@ def test_the_cut_matches_a_plain_model(
     assert split.held_out == expected
     assert all(ts < CUT_MS and u != "u4" for u, ts in left)
     assert split.events_before == len(before)
+
+
+def test_the_engine_ranks_with_the_deployments_feed_settings(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``fyp eval deployment`` measures the deployment's own pipeline: its
+    ``[feed.sources]`` and ``[feed.rerank]`` reach the copy and every engine ranked."""
+    import dataclasses
+
+    import fyp.evaluation.temporal as temporal
+    from fyp.config import FeedConfig
+
+    tuned = {"sources": {"fresh": 0, "trending": 77}, "rerank": {"creator_decay": 0.3}}
+    with Deployment.init(tmp_path / "dep", ["us"]) as d:
+        d.config = dataclasses.replace(d.config, feed=FeedConfig.from_dict(tuned))
+        assert temporal.scratch_config(d.config, "us", tmp_path / "copy").feed == d.config.feed
+        pipelines: list[Any] = []
+
+        def rank(protocol: Any, service: Any, seed: int) -> dict[str, list[str]]:
+            pipelines.append(service.pipeline)
+            return {}
+
+        monkeypatch.setattr(temporal, "rank_engine", rank)
+        run = TemporalConfig(
+            directory=tmp_path / "dep", out=tmp_path / "o", scorers=("multi_objective",)
+        )
+        temporal.rank_all(None, d, ["fyp"], run, CUT_MS, lambda _: None)  # type: ignore[arg-type]
+    assert len(pipelines) == 2  # the deployment's scorer, and multi_objective
+    for pipeline in pipelines:
+        quotas = {s.name: s.quota for s in pipeline.sources}
+        assert "fresh" not in quotas and quotas["trending"] == 77
+        assert pipeline.rerank.creator_decay == 0.3

@@ -31,6 +31,8 @@ salt = "s"
 [experiments.exp.variants.b]
 share = 0.5
 exploration_share = 0.2
+sources = { fresh = 60, trending = 0 }  # tuned stages change nothing of the report
+rerank = { creator_decay = 0.3 }
 """
 AFTER, BEFORE = "2025-02-01T10:00:00Z", "2024-12-01T10:00:00Z"
 EXPOSED_MS = 1_736_899_200_000  # 2025-01-15T00:00:00Z: after the start, before AFTER

@@ -192,3 +192,22 @@ def test_a_manifest_without_an_arrays_hash_is_checked_by_loading_the_arrays(
     assert (reason(dep) or "").startswith(
         f"the live model {version} is damaged (cannot read model arrays"
     )
+
+
+def test_train_if_changed_retrains_for_other_feed_settings(dep: Deployment) -> None:
+    """Orders ranked ahead under other ``[feed.sources]``/``[feed.rerank]`` are served to
+    nobody: ``--if-changed`` ranks them again (then has nothing to do)."""
+    from fyp.config import FeedConfig, load_config, write_config
+
+    root, region_dir = str(dep.config.root), dep.config.region_dir("us")
+    before = current_version(region_dir)
+    tuned = FeedConfig.from_dict({"sources": {"fresh": 0}, "rerank": {"exploration_share": 0.1}})
+    write_config(replace(load_config(dep.config.root), feed=tuned))
+    trained = CliRunner().invoke(app, ["train", root, "--if-changed", "--jobs", "1"])
+    assert trained.exit_code == 0, trained.output
+    assert "us: the feed's settings ([ranking], [feed.sources], [feed.rerank]) changed" in (
+        " ".join(trained.output.split())
+    )
+    assert current_version(region_dir) != before
+    again = CliRunner().invoke(app, ["train", root, "--if-changed"])
+    assert "us: unchanged since the live model; not trained" in again.output, again.output

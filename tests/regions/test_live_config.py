@@ -100,6 +100,15 @@ def test_what_needs_a_restart_is_named(built: Path) -> None:
     assert parsed(lambda r: r["regions"]["us"]["policy"].update(banned_terms=["x"])) == []
     assert parsed(lambda r: r.update(experiments={})) == []
     assert parsed(lambda r: r["feed"].update(rank_ahead=7)) == ["[feed] rank_ahead"]
+    # the pipeline's stages are built when the process starts (and the artifact's orders
+    # were ranked with them): a restart; a variant's overrides of them are live
+    tuned = parsed(lambda r: r["feed"].update(sources={"trending": 9, "fresh": 0}))
+    assert tuned == ["[feed.sources] trending", "[feed.sources] fresh"]
+    rerank = parsed(lambda r: r["feed"].update(rerank={"exploration_share": 0.2}))
+    assert rerank == ["[feed.rerank] exploration_share"]
+    variant = {"share": 0.5, "sources": {"fresh": 0}, "rerank": {"exploration_share": 0.2}}
+    experiment = {"start": "2025-01-01", "variants": {"b": variant}}
+    assert parsed(lambda r: r.update(experiments={"exp": experiment})) == []
     assert parsed(lambda r: r["serving"].update(config_check_seconds=1)) == [
         "[serving] config_check_seconds"
     ]

@@ -1,6 +1,6 @@
 """Whole deployments on PostgreSQL: the API's (a video by link among them), feeds'
-(experiment exposures, the feed not based on profiling, the guest feed and the
-Following tab among them), erasure's, export's, follows'
+(experiment exposures, the feed not based on profiling, the guest feed, the
+Following tab and a tuned pipeline among them), erasure's, export's, follows'
 and blocks' own tests run again with every store of every deployment they make in a
 schema of a PostgreSQL server (``Deployment.init`` is given a ``--store`` URL). Runs
 when ``FYP_TEST_POSTGRES_URL`` names a server (CI starts one: ``.ci/run``)."""
@@ -31,6 +31,7 @@ from feed.test_experiment_exposures import *  # noqa: E402, F403
 from feed.test_feed_consent import *  # noqa: E402, F403
 from feed.test_following_tab import *  # noqa: E402, F403
 from feed.test_guest_feed import *  # noqa: E402, F403
+from feed.test_tuned_feed import *  # noqa: E402, F403
 from feed.test_watch import test_the_tab_and_the_link_show_the_same_videos  # noqa: E402, F401
 from serving.test_api_errors import (  # noqa: E402, F401 - a NUL was a 500 on PostgreSQL
     test_a_nul_escaped_as_text_and_in_an_event_are_not_refused_as_nul,

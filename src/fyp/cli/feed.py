@@ -174,16 +174,21 @@ def _print_feed(
 
 def _changed(d: Deployment, regions: list[str]) -> list[str]:
     """The regions whose live model is behind their store, each said why."""
-    from fyp.experiments.arms import region_record
+    from fyp.experiments.arms import region_record, settings_record
     from fyp.models.schedule import retrain_reason
     from fyp.regions.consent import consent_policy
 
     out = []
+    settings = settings_record(d.config.ranking, d.config.feed)
     for name in regions:
         experiment = region_record(d.config, name)
         consent = consent_policy(d.config, name)
-        reason = retrain_reason(d.store(name), d.config.region_dir(name), experiment, consent)
-        console.print(f"{name}: {reason or 'unchanged since the live model; not trained'}")
+        reason = retrain_reason(
+            d.store(name), d.config.region_dir(name), experiment, consent, settings
+        )
+        console.print(
+            f"{name}: {reason or 'unchanged since the live model; not trained'}", markup=False
+        )
         if reason is not None:
             out.append(name)
     return out

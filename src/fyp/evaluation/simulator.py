@@ -48,8 +48,8 @@ from fyp.errors import AlreadyExists, FypError, InvalidRequest, StorageError
 from fyp.evaluation.baselines import PEERS, Recommender
 from fyp.evaluation.offline import Protocol
 from fyp.events.ingest import Ingestor
-from fyp.feed.rerank import RerankParams
 from fyp.feed.service import FeedService, encode_cursor
+from fyp.feed.settings import RerankParams
 from fyp.regions.deployment import Deployment
 
 Log = Callable[[str], None]

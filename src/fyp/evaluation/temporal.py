@@ -92,7 +92,7 @@ from fyp.evaluation.run import (
 from fyp.evaluation.simulator import serving_threads
 from fyp.evaluation.uncertainty import METHOD, figures
 from fyp.events.schema import EventType, StoredEvent
-from fyp.feed.pipeline import FeedPipeline
+from fyp.feed.pipeline import configured_pipeline
 from fyp.feed.service import FeedService, scorer_for
 from fyp.models.training import LikeLedger, event_weight
 from fyp.moderation.service import ADULT
@@ -524,7 +524,8 @@ def rank_all(
     for method, scorer in engines.items():
         started = time.perf_counter()
         ranking = dataclasses.replace(deployment.config.ranking, scorer=scorer)
-        pipeline = FeedPipeline(scorer=scorer_for(ranking))
+        # the deployment's [feed.sources] and [feed.rerank], and this engine's scorer
+        pipeline = configured_pipeline(deployment.config.feed, scorer_for(ranking))
         service = FeedService(deployment, pipeline=pipeline, as_of_ms=cut_ms)
         with serving_threads(True):
             ranked[method] = rank_engine(protocol, service, seed)

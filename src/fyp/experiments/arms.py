@@ -12,20 +12,25 @@ runs for a changed experiment. Before its ``start`` and from its ``end`` a regio
 experiment has no arms: its users are served (and ranked ahead) as control, and
 ``--if-changed`` retrains when it starts and when it ends (control's users keep their
 orders meanwhile).
+
+The manifest also records the settings every arm's ranking starts from
+(``lineage.ranked_ahead_with``: ``[ranking]``, ``[feed.sources]``, ``[feed.rerank]``):
+after a change of any of them (which a serving process applies when it restarts) no
+stored order is served, to anyone, until ``fyp train --if-changed`` ranks again.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from fyp.config import DeploymentConfig, RankingConfig
+from fyp.config import DeploymentConfig, FeedConfig, RankingConfig
 from fyp.experiments.assignment import pick, position
 from fyp.experiments.config import CONTROL, Experiment, Shares
+from fyp.feed.candidates import configured_sources
 from fyp.feed.pipeline import FeedPipeline
 from fyp.feed.scoring import Scorer
 
@@ -44,6 +49,31 @@ class Arm:
 
 
 RANKED_FOR = "ranked_ahead_for"  # the manifest's lineage key: the experiment ranked for
+RANKED_WITH = "ranked_ahead_with"  # the lineage key: the settings control ranked with
+
+
+def settings_record(ranking: RankingConfig, feed: FeedConfig) -> dict[str, Any]:
+    """What the deployment's pipelines rank with (control's, the non-profiled one's; a
+    variant's are its overrides of these): ``[ranking]``, ``[feed.sources]``,
+    ``[feed.rerank]``. The manifest keeps it as ``RANKED_WITH``; an order ranked under
+    other settings is not served (:func:`settings_fit`), and ``fyp train --if-changed``
+    ranks again."""
+    return {
+        "ranking": ranking.to_dict(),
+        "sources": feed.sources.to_dict(),
+        "rerank": feed.rerank.to_dict(),
+    }
+
+
+DEFAULT_SETTINGS = settings_record(RankingConfig(), FeedConfig())
+
+
+def settings_fit(lineage: Mapping[str, Any], settings: Mapping[str, Any]) -> bool:
+    """Whether a model's orders were ranked with ``settings`` (a :func:`settings_record`).
+    A manifest from before they were recorded was ranked with the defaults (the only
+    sources and re-ranker there were; its ``[ranking]`` is not known, so taken as the
+    default too: a deployment with another one ranks again)."""
+    return bool(lineage.get(RANKED_WITH, DEFAULT_SETTINGS) == settings)
 
 
 def ranking_key(variant: str, overrides: Mapping[str, Any] | None) -> str:
@@ -117,10 +147,10 @@ def build_arms(
     for experiment in config.experiments:
         arms = {CONTROL: Arm(experiment.name, CONTROL, control, CONTROL)}
         for v in experiment.variants:
-            rerank = control.rerank
-            if v.exploration_share is not None:
-                rerank = dataclasses.replace(rerank, exploration_share=v.exploration_share)
-            pipeline = control.variant(scorer_for(v.ranking(config.ranking)), rerank)
+            rerank = v.reranking(control.rerank)
+            quotas = v.quotas(config.feed.sources)  # None: control's sources
+            sources = None if quotas is None else configured_sources(quotas)
+            pipeline = control.variant(scorer_for(v.ranking(config.ranking)), rerank, sources)
             arms[v.name] = Arm(experiment.name, v.name, pipeline, ranking_key(v.name, v.to_dict()))
         regions.update(dict.fromkeys(experiment.regions, (experiment, experiment.shares, arms)))
     return Arms(regions)

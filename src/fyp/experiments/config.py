@@ -2,7 +2,9 @@
 
 An experiment splits the users homed in its regions into variants by a hash of their id
 (:mod:`fyp.experiments.assignment`); a variant overrides part of ``[ranking]`` (the
-scorer, objective weights) and the re-ranker's exploration share. Users in no variant
+scorer, objective weights), of ``[feed.sources]`` (the candidate sources' quotas, in a
+``sources`` table) and of ``[feed.rerank]`` (diversity and exploration, in a ``rerank``
+table; ``exploration_share`` may also stand alone, as before). Users in no variant
 are ``control``, served exactly as without the experiment. At most one experiment runs
 in a region, so a user is in at most one variant.
 """
@@ -25,11 +27,12 @@ from fyp.config import (
     objective_weights,
 )
 from fyp.errors import ConfigError
+from fyp.feed.settings import RerankParams, SourceQuotas
 
 CONTROL = "control"
 NAME = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
 EXPERIMENT_KEYS = ("start", "end", "regions", "salt", "variants")
-VARIANT_KEYS = ("share", "scorer", "objective_weights", "exploration_share")
+VARIANT_KEYS = ("share", "scorer", "objective_weights", "exploration_share", "sources", "rerank")
 Shares = tuple[tuple[str, float], ...]
 
 
@@ -42,6 +45,8 @@ class Variant:
     scorer: str | None = None
     objective_weights: tuple[tuple[str, float], ...] = ()
     exploration_share: float | None = None
+    sources: tuple[tuple[str, int], ...] = ()  # over [feed.sources]
+    rerank: tuple[tuple[str, float], ...] = ()  # over [feed.rerank]
 
     def ranking(self, base: RankingConfig) -> RankingConfig:
         """``[ranking]`` as this variant's users are ranked with."""
@@ -49,6 +54,17 @@ class Variant:
         return dataclasses.replace(
             base, scorer=self.scorer or base.scorer, objective_weights=tuple(weights.items())
         )
+
+    def quotas(self, base: SourceQuotas) -> SourceQuotas | None:
+        """``[feed.sources]`` as this variant's users are ranked with; None: control's."""
+        return dataclasses.replace(base, **dict(self.sources)) if self.sources else None
+
+    def reranking(self, base: RerankParams) -> RerankParams:
+        """``[feed.rerank]`` as this variant's users are ranked with."""
+        changed: dict[str, Any] = dict(self.rerank)
+        if self.exploration_share is not None:
+            changed["exploration_share"] = self.exploration_share
+        return dataclasses.replace(base, **changed)
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"share": self.share}
@@ -58,6 +74,10 @@ class Variant:
             out["objective_weights"] = dict(self.objective_weights)
         if self.exploration_share is not None:
             out["exploration_share"] = self.exploration_share
+        if self.sources:
+            out["sources"] = dict(self.sources)
+        if self.rerank:
+            out["rerank"] = dict(self.rerank)
         return out
 
 
@@ -152,7 +172,22 @@ def _variant(section: str, name: str, raw: Any) -> Variant:
     explore = raw.get("exploration_share")
     if explore is not None:
         explore = number(section, "exploration_share", explore, 0, 1, open_low=False)
-    return Variant(name, share, scorer, tuple(weights.items()), explore)
+    sources = SourceQuotas.overrides(f"{section}.sources", raw.get("sources", {}))
+    rerank = RerankParams.overrides(f"{section}.rerank", raw.get("rerank", {}))
+    if explore is not None and "exploration_share" in rerank:
+        raise ConfigError(
+            f"[{section}] sets exploration_share twice (and in its rerank table): keep one",
+            section=section,
+            key="exploration_share",
+        )
+    return Variant(
+        name, share, scorer, tuple(weights.items()), explore, _pairs(sources), _pairs(rerank)
+    )
+
+
+def _pairs(table: Mapping[str, Any]) -> tuple[tuple[str, Any], ...]:
+    """A partial table as a variant keeps it: hashable, in key order."""
+    return tuple(sorted(table.items()))
 
 
 def _experiment(

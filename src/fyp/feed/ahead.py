@@ -225,13 +225,16 @@ def rank_region(
 ) -> dict[str, np.ndarray]:
     """Rank every user of ``region`` with the model in ``arrays`` (not yet live) through
     the feed pipeline, and return the ``ahead_*`` arrays to ship in its artifact."""
-    from fyp.experiments.arms import RANKED_FOR, region_record
+    from fyp.experiments.arms import RANKED_FOR, RANKED_WITH, region_record, settings_record
     from fyp.feed.service import FeedService
     from fyp.regions.consent import PERSONALISED_FEED, consent_policy, effective
 
-    record = region_record(deployment.config, region)
+    config = deployment.config
+    record = region_record(config, region)
     if record is not None:  # written with the manifest, after this
         manifest.lineage[RANKED_FOR] = record
+    # the settings ranked with: orders ranked under others are not served
+    manifest.lineage[RANKED_WITH] = settings_record(config.ranking, config.feed)
     length = deployment.config.feed.rank_ahead
     if length <= 0:
         return {}

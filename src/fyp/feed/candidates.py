@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from fyp.feed.reasons import Reason, category_interest, fixed, liked_similar, other
+from fyp.feed.settings import SourceQuotas
 from fyp.feed.state import UserState
 from fyp.models.region_model import RegionModel
 
@@ -314,12 +315,20 @@ def deeper_trending(
     return Candidates(Trending.name, unseen, model.popularity[unseen], _fixed(reason))
 
 
-def default_sources() -> list[CandidateSource]:
-    return [
-        CoEngagement(200),
-        EmbeddingRetrieval(200),
-        Trending(300),
-        Following(50),
-        Fresh(30),
-        CategoryInterest(90),
+def configured_sources(quotas: SourceQuotas) -> list[CandidateSource]:
+    """The profiled feed's sources with ``[feed.sources]``'s quotas; a source whose quota
+    is 0 is left out, so it costs nothing (the embedding's scan of the catalogue, the
+    co-engagement sums) rather than proposing nothing."""
+    made: list[CandidateSource] = [
+        CoEngagement(quotas.co_engagement),
+        EmbeddingRetrieval(quotas.embedding),
+        Trending(quotas.trending),
+        Following(quotas.following),
+        Fresh(quotas.fresh, quotas.fresh_max_impressions),
+        CategoryInterest(quotas.category_interest),
     ]
+    return [s for s in made if s.quota > 0]
+
+
+def default_sources() -> list[CandidateSource]:
+    return configured_sources(SourceQuotas())

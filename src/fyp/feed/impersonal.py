@@ -32,8 +32,8 @@ import numpy as np
 from fyp.feed.candidates import CandidateSource, Fresh, Trending
 from fyp.feed.pipeline import FeedPipeline
 from fyp.feed.pool import Pool
-from fyp.feed.rerank import RerankParams
 from fyp.feed.scoring import Scorer
+from fyp.feed.settings import RerankParams, SourceQuotas
 from fyp.feed.state import UserState
 from fyp.models.region_model import RegionModel
 
@@ -65,18 +65,23 @@ class RegionalPopularity(Scorer):
         return scores
 
 
-def impersonal_sources() -> list[CandidateSource]:
-    """The quotas of the profiled feed's ``trending`` and ``fresh``."""
-    return [PopularHere(300), NewHere(30)]
+def impersonal_sources(quotas: SourceQuotas | None = None) -> list[CandidateSource]:
+    """The quotas of the profiled feed's ``trending`` and ``fresh`` (``[feed.sources]``;
+    one at 0 is left out here too)."""
+    q = quotas or SourceQuotas()
+    made = [PopularHere(q.trending), NewHere(q.fresh, q.fresh_max_impressions)]
+    return [s for s in made if s.quota > 0]
 
 
-def impersonal_pipeline(rerank: RerankParams) -> FeedPipeline:
-    """No proposal is kept per user: both sources are worked out once per model."""
+def impersonal_pipeline(rerank: RerankParams, quotas: SourceQuotas | None = None) -> FeedPipeline:
+    """No proposal is kept per user: both sources are worked out once per model. The
+    refill past the quotas says ``not_personalised`` even with ``trending`` off."""
     return FeedPipeline(
-        sources=impersonal_sources(),
+        sources=impersonal_sources(quotas),
         scorer=RegionalPopularity(),
         rerank=rerank,
         proposal_cache_users=0,
+        refill_reason=PopularHere.reason,
     )
 
 

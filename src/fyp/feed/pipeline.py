@@ -16,24 +16,21 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from fyp.config import FeedConfig
 from fyp.feed.candidates import (
     Candidates,
     CandidateSource,
     Trending,
+    configured_sources,
     deeper_trending,
     default_sources,
 )
 from fyp.feed.filters import AlreadySeen, Filter, NotInterested
 from fyp.feed.pool import Pool, RemovedLog, merge
 from fyp.feed.reasons import fixed
-from fyp.feed.rerank import (
-    RerankParams,
-    diversify,
-    explore,
-    separate_creators,
-    shortlist_size,
-)
+from fyp.feed.rerank import diversify, explore, separate_creators, shortlist_size
 from fyp.feed.scoring import Scorer, ValueScorer
+from fyp.feed.settings import RerankParams
 from fyp.feed.state import UserState
 from fyp.models.region_model import RegionModel
 
@@ -82,14 +79,17 @@ class FeedPipeline:
         scorer: Scorer | None = None,
         rerank: RerankParams | None = None,
         proposal_cache_users: int = 10_000,
+        refill_reason: str | None = None,
     ) -> None:
+        """``refill_reason``: the code the refill past the quotas explains with; by
+        default the trending source's (``[feed.sources] trending = 0`` leaves it out)."""
         self.sources = sources if sources is not None else default_sources()
         self.filters = filters if filters is not None else [AlreadySeen(), NotInterested()]
         self.scorer = scorer or ValueScorer()
         self.rerank = rerank or RerankParams()
         self._proposals = ProposalCache(proposal_cache_users)
         # the refill past the quotas explains as the pipeline's trending source does
-        self._refill_reason = next(
+        self._refill_reason = refill_reason or next(
             (s.reason for s in self.sources if isinstance(s, Trending)), Trending.reason
         )
 
@@ -101,11 +101,20 @@ class FeedPipeline:
             pool = f.apply(model, state, pool)
         return pool
 
-    def variant(self, scorer: Scorer, rerank: RerankParams) -> FeedPipeline:
-        """This pipeline with another scorer and re-ranker (an experiment's variant): the
-        same sources, filters and proposal cache, whose proposals do not depend on either."""
+    def variant(
+        self,
+        scorer: Scorer,
+        rerank: RerankParams,
+        sources: list[CandidateSource] | None = None,
+    ) -> FeedPipeline:
+        """This pipeline with another scorer and re-ranker (an experiment's variant), and
+        other sources if given; the same filters and proposal cache. A proposal depends
+        on neither the scorer nor the re-ranker, and the cache keeps each user's with the
+        sources that made it, so it never hands one source set's to another."""
         twin = copy.copy(self)
         twin.scorer, twin.rerank = scorer, rerank
+        if sources is not None:
+            twin.sources = sources
         return twin
 
     def forget(self, user_id: str) -> None:
@@ -157,6 +166,24 @@ class FeedPipeline:
         return RankedPage(pool=pool, order=order, scores=scores)
 
 
+MAX_SOURCE_SETS = 16  # source sets a proposal cache shares one tuple of between entries
+
+
+def configured_pipeline(
+    feed: FeedConfig, scorer: Scorer, proposal_cache_users: int | None = None
+) -> FeedPipeline:
+    """The profiled feed's pipeline as ``[feed]`` sets it up (``sources``, ``rerank``, the
+    proposal cache's size unless given), ranking with ``scorer``."""
+    return FeedPipeline(
+        sources=configured_sources(feed.sources),
+        scorer=scorer,
+        rerank=feed.rerank,
+        proposal_cache_users=(
+            feed.proposal_cache_users if proposal_cache_users is None else proposal_cache_users
+        ),
+    )
+
+
 class ProposalCache:
     """What the sources proposed for a user, kept for the user's next pages and states.
 
@@ -173,16 +200,20 @@ class ProposalCache:
         self.max_users = max_users
         self._entries: OrderedDict[str, _Proposed] = OrderedDict()
         self._lock = threading.Lock()
-        self._sources: tuple[CandidateSource, ...] = ()
+        # one tuple per source set (control's, each variant's) for all entries, not one each
+        self._sources: dict[tuple[CandidateSource, ...], tuple[CandidateSource, ...]] = {}
 
     def get(
         self, state: UserState, model: RegionModel, sources: Sequence[CandidateSource]
     ) -> tuple[Candidates, ...]:
         user_id, sources = state.user_id, tuple(sources)
-        if sources == self._sources:
-            sources = self._sources  # one tuple for all entries, not one each
+        known = self._sources.get(sources)
+        if known is not None:
+            sources = known
         else:
-            self._sources = sources
+            if len(self._sources) >= MAX_SOURCE_SETS:  # experiments reloaded many times
+                self._sources.clear()
+            self._sources[sources] = sources
         with self._lock:
             before = self._entries.get(user_id)
             if before is not None and (before.model is not model or before.sources != sources):

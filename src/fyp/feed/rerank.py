@@ -3,41 +3,12 @@
 from __future__ import annotations
 
 from bisect import bisect_left, insort
-from dataclasses import dataclass
 
 import numpy as np
 
-from fyp.errors import ConfigError
 from fyp.feed.pool import Pool
+from fyp.feed.settings import RerankParams
 from fyp.models.region_model import RegionModel
-
-
-@dataclass(frozen=True)
-class RerankParams:
-    creator_decay: float = 0.5
-    # Mild: the tag window below already keeps look-alikes apart. On KuaiRec-EAR's
-    # train->valid split (scripts/ear_valid_split.py) 0.8 cost 7-20 % of NDCG@10
-    # against 1.0 (off); 0.9 is within 1 % of off and still spreads categories.
-    category_decay: float = 0.9
-    floor: float = 0.2
-    # a candidate sharing a tag with one of the last ``tag_window`` videos (shown on this
-    # page or watched just before) is multiplied by ``tag_decay``: no run of look-alikes.
-    # 0 (since session 11, was 0.5) makes it a rule, not a penalty: a look-alike is shown
-    # only when nothing else is left. With the weight of a session's own likes
-    # (ValueWeights.fresh_category) a halved look-alike often still won; offline NDCG@10
-    # is the same for any decay up to 0.8 (session 4) and was 0.6466 at 0 and 0.5
-    tag_window: int = 4
-    tag_decay: float = 0.0
-    exploration_share: float = 0.05
-
-    def __post_init__(self) -> None:
-        # penalties are factors of at most 1: the re-ranker's scan relies on it
-        for name in ("creator_decay", "category_decay", "floor", "tag_decay", "exploration_share"):
-            if not 0.0 <= getattr(self, name) <= 1.0:
-                raise ConfigError(f"{name} must be between 0 and 1, got {getattr(self, name)}")
-        if self.tag_window < 0:
-            raise ConfigError(f"tag_window must be at least 0, got {self.tag_window}")
-
 
 # how many videos one pick of the re-ranker may scan before the rest go to arrays:
 # a scanned video costs ~0.3 us, a pick over arrays ~13 us whatever the depth

@@ -21,14 +21,21 @@ import numpy as np
 
 from fyp.config import DeploymentConfig, RankingConfig
 from fyp.errors import InvalidRequest, ModelError, ValidationFailed
-from fyp.experiments.arms import RANKED_FOR, Arm, build_arms, orders_fit
+from fyp.experiments.arms import (
+    RANKED_FOR,
+    Arm,
+    build_arms,
+    orders_fit,
+    settings_fit,
+    settings_record,
+)
 from fyp.experiments.exposures import ExposureLog
 from fyp.feed.ahead import AheadCache, as_order, next_rows
 from fyp.feed.filters import Available, Eligibility, EligibilityCheck
 from fyp.feed.guest import GuestCursor, GuestPage, guest_state
 from fyp.feed.impersonal import impersonal_pipeline, impersonal_state
 from fyp.feed.page import FeedItem, FeedPage
-from fyp.feed.pipeline import FeedPipeline, RankedPage
+from fyp.feed.pipeline import FeedPipeline, RankedPage, configured_pipeline
 from fyp.feed.pool import Pool, RemovedLog
 from fyp.feed.profile import ProfileCache
 from fyp.feed.rerank import separate_creators
@@ -115,8 +122,8 @@ class FeedService:
         feed = deployment.config.feed  # [feed]: the seen window and the cache sizes
         states = feed.state_cache_users if cache_users is None else cache_users
         proposals = feed.proposal_cache_users if cache_users is None else cache_users
-        self.pipeline = pipeline or FeedPipeline(
-            scorer=scorer_for(deployment.config.ranking), proposal_cache_users=proposals
+        self.pipeline = pipeline or configured_pipeline(
+            feed, scorer_for(deployment.config.ranking), proposals
         )
         self.eligibility = Eligibility(eligibility)
         # a hook that also removes what left the live catalogue (moderation's does, from
@@ -136,7 +143,12 @@ class FeedService:
         self._states = StateCache(max_users=states)
         self._profiles = ProfileCache(deployment.config, max_users=states)
         # users whose personalised_feed consent is off (fyp.feed.impersonal)
-        self._impersonal = impersonal_pipeline(self.pipeline.rerank)
+        self._impersonal = impersonal_pipeline(self.pipeline.rerank, feed.sources)
+        # per model: whether its stored orders were ranked with this deployment's
+        # [ranking], [feed.sources] and [feed.rerank] (else none of them is served)
+        self._settings_fit: weakref.WeakKeyDictionary[RegionModel, bool] = (
+            weakref.WeakKeyDictionary()
+        )
         self._ahead = AheadCache(max_users=proposals)  # orders share the proposals' arrays
         # [experiments]: a pipeline per variant, sharing the proposal cache, and who was
         # served under one (fyp.experiments.exposures); None without
@@ -379,6 +391,16 @@ class FeedService:
         )
         return as_order(ranked, marker, ranked_at_ms, state.age, personalised)
 
+    def _ranked_as_configured(self, model: RegionModel) -> bool:
+        """Whether ``model``'s stored orders were ranked with the deployment's settings
+        (``fyp.experiments.arms.settings_fit``; worked out once per model)."""
+        fit = self._settings_fit.get(model)
+        if fit is None:
+            config = self.deployment.config
+            fit = settings_fit(model.manifest.lineage, settings_record(config.ranking, config.feed))
+            self._settings_fit[model] = fit
+        return fit
+
     def arm(self, user_id: str, region: str) -> Arm | None:
         """The user's arm of the experiment running in ``region`` (their home), if any."""
         return None if self._arms is None else self._arms.of(user_id, region)
@@ -435,6 +457,7 @@ class FeedService:
         if use_orders and marker is not None:
             ranked_for = model.manifest.lineage.get(RANKED_FOR)  # an experiment's, if any
             stored = (ranked_for is None and arm is None) or orders_fit(ranked_for, user_id, arm)
+            stored = stored and self._ranked_as_configured(model)
             fresh, rows = self._from_order(user_id, model, served_log, marker, n, stored, personal)
         removed, state = RemovedLog(), None
         if fresh is not None and len(rows) >= n:

@@ -11,7 +11,8 @@ catalogue (the head of the catalogue change feed, recorded in the manifest's lin
 as ``catalog_seq``); and any region whose live model cannot be used as it is: no
 model, a manifest that does not read, or arrays that are not the bytes the manifest's
 sha256 names (or, for a manifest older than that hash, that do not load); and any
-region whose experiment is not the one its live model ranked orders ahead for
+region whose experiment, or whose ``[ranking]``, ``[feed.sources]`` or
+``[feed.rerank]``, is not the one its live model ranked orders ahead for
 (``fyp.experiments.arms``); and any region where a user's consent to model training,
 or the region's consent policy, changed since its live model read them
 (``fyp.sovereignty.consent_log``: a withdrawal must leave the live model within
@@ -30,7 +31,7 @@ from typing import Any
 
 from fyp.config import DeploymentConfig
 from fyp.errors import ModelError
-from fyp.experiments.arms import RANKED_FOR
+from fyp.experiments.arms import RANKED_FOR, settings_fit
 from fyp.models.ahead import RANKED_PERSONALISED
 from fyp.models.artifacts import artifact_problem, current_version, read_manifest
 from fyp.models.training import catalogue_mark
@@ -44,6 +45,7 @@ def retrain_reason(
     region_dir: Path,
     experiment: Mapping[str, Any] | None = None,
     consent: ConsentPolicy | None = None,
+    settings: Mapping[str, Any] | None = None,
 ) -> str | None:
     """Why the region's live model is behind its store, or None if it is not.
     ``experiment``: the record of the experiment running in the region now
@@ -53,7 +55,10 @@ def retrain_reason(
     to model training since the live model's read (a withdrawal must leave the models
     before its deadline), or of the policy, is a reason too, and so is a change of the
     ``personalised_feed`` default (the orders ranked ahead for users who recorded
-    nothing would be of the wrong kind: each of their pages would run the pipeline)."""
+    nothing would be of the wrong kind: each of their pages would run the pipeline).
+    ``settings``: what the region's pipelines rank with now
+    (``fyp.experiments.arms.settings_record``): orders ranked under other settings are
+    served to nobody, so a change is a reason too."""
     version = current_version(region_dir)
     if version is None:
         return "no model yet"
@@ -76,6 +81,11 @@ def retrain_reason(
         return f"the catalogue changed since version {version}"
     if manifest.lineage.get(RANKED_FOR) != experiment:
         return f"the experiment running in the region changed since version {version}"
+    if settings is not None and not settings_fit(manifest.lineage, settings):
+        return (
+            f"the feed's settings ([ranking], [feed.sources], [feed.rerank]) changed since "
+            f"version {version} ranked its orders"
+        )
     if consent is None:
         return None
     ranked = manifest.lineage.get(RANKED_PERSONALISED)  # absent: ranked before consents

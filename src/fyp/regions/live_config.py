@@ -5,7 +5,8 @@ Applied live (:data:`LIVE_KEYS`): each region's ``[regions.R.policy]`` with all 
 sub-tables (the moderation rules, ``consent`` defaults, ``moves``, ``retention``), and
 ``[experiments]``. Everything else is read once, when the process starts, into objects
 built from it (the stores and served logs of the declared regions, in their order; the
-feed's caches, scorer and seen window; the input limits; the schedules' intervals; this
+feed's caches, scorer, candidate sources (``[feed.sources]``), re-ranker
+(``[feed.rerank]``) and seen window; the input limits; the schedules' intervals; this
 watch's own interval): an edit that changes any of it is refused whole
 (:func:`restart_keys` names what), and the process keeps serving what it had.
 
@@ -71,7 +72,16 @@ def restart_keys(old: DeploymentConfig, new: DeploymentConfig) -> list[str]:
     for section in _SECTIONS:
         before, after = getattr(old, section), getattr(new, section)
         for f in dataclasses.fields(before):
-            if getattr(before, f.name) != getattr(after, f.name):
+            was, now = getattr(before, f.name), getattr(after, f.name)
+            if was == now:
+                continue
+            if dataclasses.is_dataclass(was):  # a sub-table: [feed.sources], [feed.rerank]
+                out += [
+                    f"[{section}.{f.name}] {g.name}"
+                    for g in dataclasses.fields(was)
+                    if getattr(was, g.name) != getattr(now, g.name)
+                ]
+            else:
                 out.append(f"[{section}] {f.name}")
     return out
 
