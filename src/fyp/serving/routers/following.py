@@ -17,6 +17,7 @@ from typing import Any, Literal
 
 from fastapi import APIRouter, Depends, Header, Query, Response, status
 
+from fyp.access.routes import any_id
 from fyp.catalog.blocks import Blocking
 from fyp.catalog.follows import MAX_PAGE, CreatorList, Follow, Following
 from fyp.catalog.models import Id
@@ -126,13 +127,15 @@ async def following_feed(
         **answers(404, 409),
     },
 )
+@any_id  # the creator `feed` too: a PUT of .../following/feed is not the Following tab's
 async def follow(
     user_id: str, creator_id: Id, response: Response, s: AppState = Depends(state)
 ) -> dict[str, Any]:
     """Follow ``creator_id``: 201 when this call made the follow, 200 when the user
     already followed them (a retry changes nothing). The creator must have a video
     published in the user's home region (else 404 ``unknown_creator``); one the user
-    blocked is 409 ``conflict`` until unblocked."""
+    blocked is 409 ``conflict`` until unblocked. Any creator id, ``feed`` too: the
+    Following tab is the GET of that path, a follow its PUT."""
     made, created = Following(s.deployment).follow(user_id, creator_id)
     return _made(response, user_id, made, created, "following")
 
@@ -143,6 +146,7 @@ async def follow(
     response_class=Response,
     responses=answers(404),
 )
+@any_id
 async def unfollow(user_id: str, creator_id: Id, s: AppState = Depends(state)) -> Response:
     """Stop following ``creator_id``; 204 whether or not the user followed them (a retry
     changes nothing)."""
@@ -174,6 +178,7 @@ async def blocked(
     },
     tags=BLOCKING,
 )
+@any_id
 async def block(
     user_id: str, creator_id: Id, response: Response, s: AppState = Depends(state)
 ) -> dict[str, Any]:
@@ -192,6 +197,7 @@ async def block(
     responses=answers(404),
     tags=BLOCKING,
 )
+@any_id
 async def unblock(user_id: str, creator_id: Id, s: AppState = Depends(state)) -> Response:
     """Unblock ``creator_id``; 204 whether or not the user had blocked them."""
     Blocking(s.deployment).unblock(user_id, creator_id)
