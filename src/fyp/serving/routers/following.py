@@ -25,7 +25,7 @@ from fyp.feed import following_tab
 from fyp.feed.reasons import asked_lang
 from fyp.serving.dependencies import AppState, state
 from fyp.serving.inputs import JsonBodyRoute
-from fyp.serving.openapi import answers
+from fyp.serving.openapi import BAD_CURSOR, BAD_LANG, answers
 from fyp.serving.responses import (
     BlockAnswer,
     BlockedPage,
@@ -45,7 +45,11 @@ router = APIRouter(prefix="/v1/users", tags=["following"], route_class=JsonBodyR
 BLOCKING: list[str | Enum] = ["blocking"]
 
 
-@router.get("/{user_id}/following", response_model=None, responses=answers(404, ok=FollowingPage))
+@router.get(
+    "/{user_id}/following",
+    response_model=None,
+    responses=answers(404, ok=FollowingPage, also={400: BAD_CURSOR}),
+)
 async def following(
     user_id: str,
     limit: int = Query(100, ge=1, le=MAX_PAGE),
@@ -83,7 +87,7 @@ def _made(
 @router.get(
     "/{user_id}/following/feed",
     response_model=None,
-    responses=answers(404, 503, ok=FollowingTabPage),
+    responses=answers(404, 503, ok=FollowingTabPage, also={400: BAD_CURSOR, 422: BAD_LANG}),
 )
 async def following_feed(
     user_id: str,
@@ -155,7 +159,10 @@ async def unfollow(user_id: str, creator_id: Id, s: AppState = Depends(state)) -
 
 
 @router.get(
-    "/{user_id}/blocked", response_model=None, responses=answers(404, ok=BlockedPage), tags=BLOCKING
+    "/{user_id}/blocked",
+    response_model=None,
+    responses=answers(404, ok=BlockedPage, also={400: BAD_CURSOR}),
+    tags=BLOCKING,
 )
 async def blocked(
     user_id: str,
