@@ -247,6 +247,8 @@ REFUSALS = [
     ("/v1/events", "POST", "/v1/events",
      {"event_id": "ow", "user_id": "u2", "video_id": "v2", "type": "play",
       "watch_ms": 10**10}, "`watch_ms`"),
+    ("/v1/moderation/videos/{video_id}/replay", "GET", "/v1/moderation/videos/orp/replay",
+     {"region": "us"}, "no automated verdict"),
 ]  # fmt: skip
 
 
@@ -261,9 +263,11 @@ def test_each_refusal_is_documented_for_its_route(
     named: str,
 ) -> None:
     """An unsupported ``lang``, a cursor the API did not give, a ``watch_ms`` over the
-    deployment's limit: the route's document lists the status they get, and its
-    description says so (it named none of them)."""
+    deployment's limit, a replay with nothing to replay: the route's document lists the
+    status they get, and its description says so (it named none of them)."""
     c, _ = world
+    unchecked = {"video_id": "orp", "creator_id": "u2", "duration_ms": 9_000, "regions": ["us"]}
+    assert c.post("/v1/videos", json=unchecked).status_code in (201, 409)  # not moderated
     resp = c.get(path, params=sent) if method == "GET" else c.post(path, json=sent)
     assert 400 <= resp.status_code < 500, resp.text
     check(spec, template, resp)
