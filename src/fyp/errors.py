@@ -23,7 +23,7 @@ always ``{"error": {"code", "message", "status", "details"}}``.
     │   │   └── NotADeployment           (a directory without fyp.toml)
     │   ├── Conflict                     409 the current state does not allow it
     │   │   ├── AlreadyExists            the id is taken (or names another event)
-    │   │   ├── JobConflict              a review job not in a state to claim or decide
+    │   │   ├── JobConflict              a review job or video in no state for the request
     │   │   ├── MoveInProgress           another move of the user is unfinished
     │   │   └── StoreInUse               a restore while the store is open elsewhere
     │   ├── PayloadTooLarge              413 batch or body over the configured limit

@@ -551,3 +551,29 @@ def test_pages_concatenated_are_the_followed_creators_visible_videos_newest_firs
         assert 0 < len(pages[-1].items) <= n or model == []
 
     check()
+
+
+def test_a_creator_called_feed_is_followed_through_the_api_beside_the_tab(
+    deployment: Deployment, client: TestClient
+) -> None:
+    """``.../following/feed`` is the Following tab for a GET and the creator ``feed`` for
+    a PUT or DELETE (it was a 405: such a creator was followed by events only)."""
+    _people(deployment)
+    Catalog(deployment).create_user(UserIn(user_id="feed", home_region="us", birth_year=1990))
+    _publish(deployment, "vf", "feed", T0)
+    _publish(deployment, "vb", "bob", T0 + 1000)
+    _follow(deployment, "fan", "bob")
+    assert _ids(_page(client)) == ["vb"]  # the tab, before
+    made = client.put(ROUTE.format("fan"))
+    assert made.status_code == 201, made.text
+    assert made.json()["creator_id"] == "feed" and made.json()["following"] is True
+    assert client.put(ROUTE.format("fan")).status_code == 200  # a retry changes nothing
+    listed = client.get("/v1/users/fan/following").json()["following"]
+    assert [f["creator_id"] for f in listed] == ["feed", "bob"]
+    assert _ids(_page(client)) == ["vb", "vf"]  # the tab, with the creator feed's video
+    assert client.delete(ROUTE.format("fan")).status_code == 204
+    assert _ids(_page(client)) == ["vb"]
+    assert deployment.store("us").followed_creators("fan") == ["bob"]
+    blocked = client.put("/v1/users/fan/blocked/feed")
+    assert blocked.status_code == 201 and blocked.json()["blocked"] is True
+    assert_error(client.put(ROUTE.format("fan")), 409, "conflict")  # blocked: as any creator

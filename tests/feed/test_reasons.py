@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
@@ -353,3 +353,31 @@ def test_every_code_has_a_reviewed_traditional_wording() -> None:
         assert not set("贊视频关注个性") & set(code.zh_hant), code.name
         names = {f for _, f, _, _ in string.Formatter().parse(code.zh_hant) if f}
         assert names == set(code.params), code.name
+
+
+CODED = st.one_of(
+    st.sampled_from([fixed(name) for name, spec in CODES.items() if not spec.params]),
+    st.text(min_size=1).map(liked_similar),
+    st.text(min_size=1).map(category_interest),
+)
+
+
+@given(CODED)
+@settings(deadline=None)  # the first zh-Hant text loads OpenCC
+def test_only_a_text_fyp_never_served_is_untranslated(why: Reason) -> None:
+    """Every reason of this version maps back from its English text to its code (as an
+    artifact's texts are read), and is rendered from a Chinese template in both Chinese
+    languages: so ``other``, served the same in every language, is never one of them,
+    but only a text this version has no template for (a newer fyp's, a fork's)."""
+    assert from_text(why.text("en")) == why
+    assert why.code != "other"
+    spec = CODES[why.code]
+    assert spec.zh_hans != spec.en and (spec.zh_hant or spec.zh_hans) != spec.en
+    for lang in ("zh-Hans", "zh-Hant"):
+        assert why.text(lang) != why.text("en")
+
+
+@given(st.text().filter(lambda t: from_text(t).code == "other"))
+def test_other_is_its_text_in_every_language(text: str) -> None:
+    assert {other(text).text(lang) for lang in LANGS} == {text}
+    assert other(text).to_dict() == {"code": "other", "params": {"text": text}}

@@ -5,6 +5,7 @@ body, on the fast path (``fyp.serving.fastpath``) as through the router."""
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections import defaultdict
 from collections.abc import Iterator
@@ -15,9 +16,8 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
-from fyp.access.routes import app_routes
+from fyp.access.routes import ANY_ID, _endpoints, _within, app_routes
 from fyp.audit.log import AuditLog
-from fyp.catalog.follows import Following
 from fyp.regions.deployment import Deployment
 from fyp.serving.app import create_app
 from fyp.serving.fastpath import HotRoutes
@@ -119,6 +119,9 @@ def test_every_route_answers_every_method(
     ghost = {**GHOST, "job_id": f"{methods_world.jobs[0]}999"}
     routes = declared(c.app)
     assert len(routes) >= 30 and routes.keys() >= HEAD_REFUSED
+    for (literal, general), decided in LITERAL_OVER_PARAMETER.items():
+        if decided == "id":  # the parameter's methods serve the literal's path too
+            routes[literal] = routes[literal] | routes[general]
     compared = 0
     for template, methods in sorted(routes.items()):
         path = concrete(template, real)
@@ -150,18 +153,52 @@ def test_every_route_answers_every_method(
 
 
 def test_a_literal_segment_is_not_a_parameter_of_another_method(api: TestClient) -> None:
-    """``/v1/moderation/jobs/claim`` is not the job ``claim`` (it was a 404 naming it),
-    ``/v1/users/{user_id}/following/feed`` not the creator ``feed`` (a PUT followed it:
-    the rule's cost, a creator whose id is ``feed`` is followed by events only)."""
+    """``/v1/moderation/jobs/claim`` is not the job ``claim`` (it was a 404 naming it):
+    job ids are the server's (``us-12``)."""
     assert_405(api.get("/v1/moderation/jobs/claim"), "POST", "GET claim")
     assert_405(api.head("/v1/moderation/jobs/claim"), "POST", "HEAD claim")
-    for method in ("PUT", "DELETE"):
-        resp = api.request(method, "/v1/users/u0/following/feed")
-        assert_405(resp, "GET, HEAD", f"{method} following/feed")
-    assert Following(api.app.state.fyp.deployment).page("u0", 10, None)[1] == []  # type: ignore[attr-defined]
-    # the parameters still take every other value
+    # the parameter still takes every other value
     assert api.get("/v1/moderation/jobs/claimed").json()["error"]["code"] == "unknown_job"
-    assert api.put("/v1/users/u0/following/feeds").json()["error"]["code"] == "unknown_creator"
+
+
+def test_a_creator_id_is_never_taken_by_a_literal(api: TestClient) -> None:
+    """A creator id is the client's (a user id): ``feed`` is one like any other, so a PUT
+    or DELETE of ``.../following/feed`` is a follow or unfollow (here of a creator
+    ``feed`` with no video in the region: 404, and a 204), not a 405 (as it was from session 22:
+    a creator ``feed`` could only be followed by events). Its GET is the Following tab;
+    the path's other methods are 405s naming all four."""
+    assert_error(api.put("/v1/users/u0/following/feed"), 404, "unknown_creator")
+    assert api.delete("/v1/users/u0/following/feed").status_code == 204
+    assert_error(api.put("/v1/users/u0/following/feeds"), 404, "unknown_creator")
+    assert api.get("/v1/users/u0/following/feed").json()["user_id"] == "u0"  # the tab
+    for method in ("POST", "PATCH", "OPTIONS"):
+        resp = api.request(method, "/v1/users/u0/following/feed")
+        assert_405(resp, "DELETE, GET, HEAD, PUT", f"{method} following/feed")
+
+
+LITERAL_OVER_PARAMETER = {
+    ("/v1/moderation/jobs/claim", "/v1/moderation/jobs/{job_id}"): "405",
+    ("/v1/users/{user_id}/following/feed", "/v1/users/{user_id}/following/{creator_id}"): "id",
+}
+"""Each path whose literal segment a parameter of another route could take, and the
+decision: a 405 (the parameter never takes it) or an id like any other (``any_id``)."""
+
+
+def test_each_literal_under_a_parameter_is_decided(api: TestClient) -> None:
+    """A new route whose literal segment lies in another's parameter must be added above,
+    with its decision; a route taking any id shares no method with the literal's route
+    (else the path would mean two things)."""
+    routes = declared(api.app)
+    found: dict[tuple[str, str], str] = {}
+    for concrete_path, general in itertools.permutations(routes, 2):
+        if _within(concrete_path, general):
+            endpoints = [e for m, p, e in _endpoints(api.app) if p == general and m != "HEAD"]
+            takes_any = {bool(getattr(e, ANY_ID, False)) for e in endpoints}
+            assert len(takes_any) == 1, general  # every method of the path, or none
+            found[concrete_path, general] = "id" if takes_any.pop() else "405"
+            if found[concrete_path, general] == "id":
+                assert not routes[concrete_path] & routes[general], (concrete_path, general)
+    assert found == LITERAL_OVER_PARAMETER
 
 
 def test_a_key_is_checked_before_any_405(api: TestClient, methods_world: fuzzing.FuzzWorld) -> None:

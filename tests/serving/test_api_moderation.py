@@ -58,8 +58,34 @@ def test_run_and_status(client: TestClient) -> None:
     error(client.get("/v1/moderation/videos/nope"), 404, "unknown_video")
     error(client.post("/v1/moderation/runs", json={"region": "mars"}), 422, "validation_failed")
     error(client.post("/v1/moderation/runs", json={"limit": 0}), 422, "validation_failed")
-    no_verdict = client.get("/v1/moderation/videos/nope/replay", params={"region": "us"})
-    error(no_verdict, 422, "validation_failed")
+    unknown = error(
+        client.get("/v1/moderation/videos/nope/replay", params={"region": "us"}),
+        404,
+        "unknown_video",
+    )
+    assert unknown["details"] == {"video_id": "nope", "region": "us"}
+
+
+def test_a_replay_without_an_automated_verdict_is_a_conflict(client: TestClient) -> None:
+    """The video's state forbids it, not the request: 409 (it was a 422), for a video not
+    checked yet and for one people alone decided (a takedown records no input)."""
+    setup(client)
+    make(client, "taken", "今天天气很好")
+    down = {"actor_id": "m", "reason": "t", "regions": ["us"]}
+    assert client.post("/v1/moderation/videos/taken/takedown", json=down).status_code == 200
+    for video in ("clean", "taken"):
+        replay = client.get(f"/v1/moderation/videos/{video}/replay", params={"region": "us"})
+        e = error(replay, 409, "moderation_conflict")
+        assert e["details"] == {"video_id": video, "region": "us"}, e
+        assert "no automated verdict" in e["message"]
+    client.post("/v1/moderation/runs", json={"region": "us"})
+    replay = client.get("/v1/moderation/videos/clean/replay", params={"region": "us"})
+    assert replay.status_code == 200 and replay.json()["same_verdict"]
+    assert error(
+        client.get("/v1/moderation/videos/clean/replay", params={"region": "eu"}),
+        409,
+        "moderation_conflict",
+    )
 
 
 def test_review_flow(client: TestClient) -> None:

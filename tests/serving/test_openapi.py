@@ -232,6 +232,50 @@ def test_real_answers_match_their_documented_schemas(
     check(spec, "/v1/users/{user_id}", c.delete("/v1/users/oa"))
 
 
+REFUSALS = [
+    # (route, the request's method and path, params or body, what the description names)
+    ("/v1/users/{user_id}/feed", "GET", "/v1/users/u2/feed", {"lang": "xx"}, "`lang`"),
+    ("/v1/users/{user_id}/feed", "GET", "/v1/users/u2/feed", {"cursor": "@@"}, "`cursor`"),
+    ("/v1/regions/{region}/feed", "GET", "/v1/regions/us/feed", {"lang": "xx"}, "`lang`"),
+    ("/v1/regions/{region}/feed", "GET", "/v1/regions/us/feed", {"cursor": "@@"}, "`cursor`"),
+    (TAB := "/v1/users/{user_id}/following/feed", "GET", "/v1/users/u2/following/feed",
+     {"lang": "xx"}, "`lang`"),
+    (TAB, "GET", "/v1/users/u2/following/feed", {"cursor": "@@"}, "`cursor`"),
+    ("/v1/users/{user_id}/following", "GET", "/v1/users/u2/following", {"cursor": "@@"},
+     "`cursor`"),
+    ("/v1/users/{user_id}/blocked", "GET", "/v1/users/u2/blocked", {"cursor": "@@"}, "`cursor`"),
+    ("/v1/events", "POST", "/v1/events",
+     {"event_id": "ow", "user_id": "u2", "video_id": "v2", "type": "play",
+      "watch_ms": 10**10}, "`watch_ms`"),
+    ("/v1/moderation/videos/{video_id}/replay", "GET", "/v1/moderation/videos/orp/replay",
+     {"region": "us"}, "no automated verdict"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("template", "method", "path", "sent", "named"), REFUSALS)
+def test_each_refusal_is_documented_for_its_route(
+    spec: dict[str, Any],
+    world: tuple[TestClient, Deployment],
+    template: str,
+    method: str,
+    path: str,
+    sent: dict[str, Any],
+    named: str,
+) -> None:
+    """An unsupported ``lang``, a cursor the API did not give, a ``watch_ms`` over the
+    deployment's limit, a replay with nothing to replay: the route's document lists the
+    status they get, and its description says so (it named none of them)."""
+    c, _ = world
+    unchecked = {"video_id": "orp", "creator_id": "u2", "duration_ms": 9_000, "regions": ["us"]}
+    assert c.post("/v1/videos", json=unchecked).status_code in (201, 409)  # not moderated
+    resp = c.get(path, params=sent) if method == "GET" else c.post(path, json=sent)
+    assert 400 <= resp.status_code < 500, resp.text
+    check(spec, template, resp)
+    answer = spec["paths"][template][method.lower()]["responses"][str(resp.status_code)]
+    assert named in answer["description"], (template, resp.status_code, answer)
+    assert resp.json()["error"]["code"] in answer["description"]
+
+
 def test_the_documented_models_are_the_ones_checked(spec: dict[str, Any]) -> None:
     """``check`` validates with the class a $ref names: it must be that class's schema."""
     schemas = spec["components"]["schemas"]

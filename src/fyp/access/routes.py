@@ -11,7 +11,11 @@ It is also the app's rule for methods (``fyp.serving.methods`` answers by it):
 
 - A path a more concrete template matches belongs to that template alone, as OpenAPI
   matches concrete paths before templated ones: ``/v1/moderation/jobs/claim`` is not the
-  job ``claim`` of ``GET /v1/moderation/jobs/{job_id}``, so a GET of it is a 405.
+  job ``claim`` of ``GET /v1/moderation/jobs/{job_id}`` (the server makes job ids,
+  ``us-12``: none is ``claim``), so a GET of it is a 405. But for a route marked
+  :func:`any_id`, whose parameter takes ids the clients chose (a creator's user id), a
+  literal there is one of its values: ``PUT /v1/users/{user_id}/following/feed`` follows
+  the creator ``feed``, while a GET of that path stays the Following tab.
 - HEAD is answered wherever GET is, by the GET route (and checked as a GET), unless the
   route's handler is marked :func:`get_only`.
 """
@@ -32,6 +36,7 @@ from starlette.routing import compile_path
 from fyp.access.policy import Rule, rule_for
 
 GET_ONLY = "__fyp_get_only__"
+ANY_ID = "__fyp_any_id__"
 F = TypeVar("F")
 
 
@@ -39,6 +44,15 @@ def get_only(endpoint: F) -> F:
     """Mark a GET route's handler as not answering HEAD (a 405 naming GET): for a GET
     with an effect a HEAD must not have, as serving the feed records the page as shown."""
     setattr(endpoint, GET_ONLY, True)
+    return endpoint
+
+
+def any_id(endpoint: F) -> F:
+    """Mark a route whose path parameter takes any id a client chose (``Id``: a user or
+    video id), so that no literal segment of another route's path is kept from it: a
+    user may be called ``feed``, and be followed like any other. The other route keeps
+    its own methods on that path; the two must share none (tests/serving check it)."""
+    setattr(endpoint, ANY_ID, True)
     return endpoint
 
 
@@ -130,7 +144,8 @@ class RouteIndex:
                 continue  # HEAD: served by the GET route, and checked as one
             seen.add((method, path))
             regex, _, _ = compile_path(path)
-            within = [compile_path(p)[0] for p in paths if _within(p, path)]
+            takes_any = getattr(endpoint, ANY_ID, False)  # its values include every literal
+            within = [] if takes_any else [compile_path(p)[0] for p in paths if _within(p, path)]
             template = Template(
                 method,
                 path,

@@ -131,13 +131,20 @@ CODES: dict[str, Code] = {
             "an evaluation ranked a fixed set of videos",
             zh_hant="屬於評測集",
         ),
+        # Untranslated, and it cannot be: an ``other`` is never one of this version's
+        # reasons (each of those, and every text fyp served before codes, maps back to
+        # its code: ``from_text``), but an English text it knows nothing of, as stored in
+        # an artifact: a fork's wording, or the reason of a code a newer fyp added (an
+        # artifact trained by it, served after a rollback). No template says what it
+        # means in Chinese, so it is served as written, and ``code`` tells the client so.
         Code(
             OTHER,
             ("text",),
             "{text}",
             "{text}",
-            "a reason without a code (from an artifact trained before reasons had codes): "
-            "`text` as it was stored, the same in every language",
+            "a reason this version has no code for (an artifact's English text it does not "
+            "know: a newer fyp's or a fork's): `text` as it was stored, the same in every "
+            "language, since there is no template to translate it with",
             zh_hant="{text}",
         ),
     )
@@ -218,6 +225,7 @@ def category_interest(category: str) -> Reason:
 
 
 def other(text: str) -> Reason:
+    """A text no code stands for, served as it is in every language (see ``CODES``)."""
     return Reason(OTHER, {"text": text})
 
 

@@ -36,7 +36,7 @@ import numpy as np
 
 from fyp.audit.log import AuditLog, canonical_json, now_ms, sql_store
 from fyp.catalog.models import Video
-from fyp.errors import UnknownVideo, ValidationFailed
+from fyp.errors import JobConflict, UnknownVideo
 from fyp.moderation import dedup
 from fyp.moderation.classifier import Classifier, LexiconClassifier
 from fyp.moderation.dedup import Signature
@@ -544,17 +544,21 @@ class Moderator:
         return {"video_id": video_id, "regions": out}
 
     def replay(self, region: str, video_id: str) -> Replay:
-        """Evaluate the video's latest automated verdict again from its stored input."""
+        """Evaluate the video's latest automated verdict again from its stored input:
+        404 for a video the region does not hold, 409 for one without such a verdict."""
+        where = {"video_id": video_id, "region": region}
         entries = [
             e
             for e in self.cell(region).audit.entries(subject=video_id, action="verdict")
             if "input" in e.details  # automated verdicts; human ones have no input to replay
         ]
-        if not entries:
-            raise ValidationFailed(
-                f"video {video_id!r} has no automated verdict in region {region!r} to replay",
-                video_id=video_id,
-                region=region,
+        if not entries:  # the video's state, not the request, is what is wrong: 409
+            if region not in self.deployment.locate_video(video_id):
+                raise UnknownVideo(f"no video {video_id!r} in region {region!r}", **where)
+            raise JobConflict(
+                f"video {video_id!r} has no automated verdict in region {region!r} to replay "
+                "(pending, or decided by people only)",
+                **where,
             )
         details = dict(entries[-1].details)
         stored_input = details.pop("input")

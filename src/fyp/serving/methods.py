@@ -13,10 +13,12 @@ the first route whose path and method match. That left two gaps, closed here:
   :func:`fyp.access.routes.get_only` and answers 405: the For You feed
   (``fyp.serving.routers.feed``).
 - **A literal segment under a parameter** of another method's route: ``GET
-  /v1/moderation/jobs/claim`` reached "job ``claim``" (404 ``unknown_job``), ``PUT
-  /v1/users/{user_id}/following/feed`` followed a creator ``feed``. A path a more
-  concrete template matches belongs to that template alone (as OpenAPI matches
-  concrete paths first), so these are 405s naming the methods the path has.
+  /v1/moderation/jobs/claim`` reached "job ``claim``" (404 ``unknown_job``). A path a
+  more concrete template matches belongs to that template alone (as OpenAPI matches
+  concrete paths first), so it is a 405 naming the methods the path has; but not where
+  the parameter takes ids the clients chose (:func:`fyp.access.routes.any_id`): ``PUT
+  /v1/users/{user_id}/following/feed`` follows the creator ``feed`` (its GET is the
+  Following tab).
 
 Every 405 comes from here, after the access check (a request no route serves needs only
 a valid key, whatever it is), with ``Allow`` and the API's one error body. ``OPTIONS``

@@ -52,12 +52,30 @@ _CHALLENGE = {
 _BODIES: dict[str, type[BaseModel]] = {}
 
 
-def answers(*statuses: int, ok: type[BaseModel] | None = None) -> dict[int | str, dict[str, Any]]:
+BAD_CURSOR = "`invalid_request`: a `cursor` that is not a `next_cursor` this route gave."
+BAD_LANG = (
+    "`validation_failed`: a `lang` that falls back to no supported language "
+    "(`details.supported` lists them)."
+)
+"""What a route that pages with a cursor, or renders in a language, refuses besides."""
+
+
+def answers(
+    *statuses: int,
+    ok: type[BaseModel] | None = None,
+    also: dict[int, str] | None = None,
+) -> dict[int | str, dict[str, Any]]:
     """``responses=`` for a route: the errors of :data:`AUTHED` and ``statuses``, each an
-    :class:`ErrorBody`, and ``ok``, the 200 body of a route that builds its own."""
+    :class:`ErrorBody`, and ``ok``, the 200 body of a route that builds its own.
+    ``also``: what this route refuses with a status beyond its general meaning (an
+    unreadable cursor, an unsupported language), so the document names it."""
     out: dict[int | str, dict[str, Any]] = {} if ok is None else {200: {"model": ok}}
-    for status in sorted({*AUTHED, *statuses}):
-        out[status] = {"model": ErrorBody, "description": _MEANING[status]}
+    extra = also or {}
+    for status in sorted({*AUTHED, *statuses, *extra}):
+        meaning = _MEANING[status]
+        if status in extra:
+            meaning = f"{meaning} On this route also: {extra[status]}"
+        out[status] = {"model": ErrorBody, "description": meaning}
     out[401]["headers"] = _CHALLENGE
     return out
 

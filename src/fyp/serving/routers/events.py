@@ -80,6 +80,13 @@ def ingest_one(
     return 201 if result.status == "stored" else 200, result.to_dict()
 
 
+EVENT_LIMITS = (
+    "`validation_failed`: an event over the deployment's limits: a `watch_ms` over `[limits] "
+    "max_watch_ms`, a `ts` more than `[limits] max_future_skew_s` ahead, before 2000 or "
+    "past the region's retention limit."
+)
+
+
 @router.post(
     "",
     status_code=201,
@@ -87,7 +94,7 @@ def ingest_one(
     responses={
         201: {"model": EventResult, "description": "Stored."},
         200: {"model": EventResult, "description": "Duplicate: this event_id was already stored."},
-        **answers(404, 409, *BODY),
+        **answers(404, 409, *BODY, also={422: EVENT_LIMITS}),
     },
 )
 async def ingest_event(request: Request) -> Response:

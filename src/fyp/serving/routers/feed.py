@@ -12,7 +12,7 @@ from fyp.access.routes import get_only
 from fyp.feed.reasons import LANGS, asked_lang
 from fyp.feed.service import DEFAULT_PAGE, MAX_PAGE
 from fyp.serving.dependencies import AppState
-from fyp.serving.openapi import answers
+from fyp.serving.openapi import BAD_CURSOR, BAD_LANG, answers
 from fyp.serving.responses import FeedPage
 from fyp.storage.base import Store
 
@@ -37,7 +37,10 @@ ACCEPT_LANGUAGE_DOC = (
 )
 
 
-@router.get("/{user_id}/feed", responses=answers(404, 503, ok=FeedPage))
+@router.get(
+    "/{user_id}/feed",
+    responses=answers(404, 503, ok=FeedPage, also={400: BAD_CURSOR, 422: BAD_LANG}),
+)
 @get_only  # a HEAD is a 405: see below
 async def feed(
     request: Request,

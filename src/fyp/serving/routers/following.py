@@ -17,6 +17,7 @@ from typing import Any, Literal
 
 from fastapi import APIRouter, Depends, Header, Query, Response, status
 
+from fyp.access.routes import any_id
 from fyp.catalog.blocks import Blocking
 from fyp.catalog.follows import MAX_PAGE, CreatorList, Follow, Following
 from fyp.catalog.models import Id
@@ -24,7 +25,7 @@ from fyp.feed import following_tab
 from fyp.feed.reasons import asked_lang
 from fyp.serving.dependencies import AppState, state
 from fyp.serving.inputs import JsonBodyRoute
-from fyp.serving.openapi import answers
+from fyp.serving.openapi import BAD_CURSOR, BAD_LANG, answers
 from fyp.serving.responses import (
     BlockAnswer,
     BlockedPage,
@@ -44,7 +45,11 @@ router = APIRouter(prefix="/v1/users", tags=["following"], route_class=JsonBodyR
 BLOCKING: list[str | Enum] = ["blocking"]
 
 
-@router.get("/{user_id}/following", response_model=None, responses=answers(404, ok=FollowingPage))
+@router.get(
+    "/{user_id}/following",
+    response_model=None,
+    responses=answers(404, ok=FollowingPage, also={400: BAD_CURSOR}),
+)
 async def following(
     user_id: str,
     limit: int = Query(100, ge=1, le=MAX_PAGE),
@@ -82,7 +87,7 @@ def _made(
 @router.get(
     "/{user_id}/following/feed",
     response_model=None,
-    responses=answers(404, 503, ok=FollowingTabPage),
+    responses=answers(404, 503, ok=FollowingTabPage, also={400: BAD_CURSOR, 422: BAD_LANG}),
 )
 async def following_feed(
     user_id: str,
@@ -126,13 +131,15 @@ async def following_feed(
         **answers(404, 409),
     },
 )
+@any_id  # the creator `feed` too: a PUT of .../following/feed is not the Following tab's
 async def follow(
     user_id: str, creator_id: Id, response: Response, s: AppState = Depends(state)
 ) -> dict[str, Any]:
     """Follow ``creator_id``: 201 when this call made the follow, 200 when the user
     already followed them (a retry changes nothing). The creator must have a video
     published in the user's home region (else 404 ``unknown_creator``); one the user
-    blocked is 409 ``conflict`` until unblocked."""
+    blocked is 409 ``conflict`` until unblocked. Any creator id, ``feed`` too: the
+    Following tab is the GET of that path, a follow its PUT."""
     made, created = Following(s.deployment).follow(user_id, creator_id)
     return _made(response, user_id, made, created, "following")
 
@@ -143,6 +150,7 @@ async def follow(
     response_class=Response,
     responses=answers(404),
 )
+@any_id
 async def unfollow(user_id: str, creator_id: Id, s: AppState = Depends(state)) -> Response:
     """Stop following ``creator_id``; 204 whether or not the user followed them (a retry
     changes nothing)."""
@@ -151,7 +159,10 @@ async def unfollow(user_id: str, creator_id: Id, s: AppState = Depends(state)) -
 
 
 @router.get(
-    "/{user_id}/blocked", response_model=None, responses=answers(404, ok=BlockedPage), tags=BLOCKING
+    "/{user_id}/blocked",
+    response_model=None,
+    responses=answers(404, ok=BlockedPage, also={400: BAD_CURSOR}),
+    tags=BLOCKING,
 )
 async def blocked(
     user_id: str,
@@ -174,6 +185,7 @@ async def blocked(
     },
     tags=BLOCKING,
 )
+@any_id
 async def block(
     user_id: str, creator_id: Id, response: Response, s: AppState = Depends(state)
 ) -> dict[str, Any]:
@@ -192,6 +204,7 @@ async def block(
     responses=answers(404),
     tags=BLOCKING,
 )
+@any_id
 async def unblock(user_id: str, creator_id: Id, s: AppState = Depends(state)) -> Response:
     """Unblock ``creator_id``; 204 whether or not the user had blocked them."""
     Blocking(s.deployment).unblock(user_id, creator_id)

@@ -19,7 +19,7 @@ from fastapi import APIRouter, Header, Query, Request, Response
 from fyp.feed.reasons import asked_lang
 from fyp.feed.service import DEFAULT_PAGE, MAX_PAGE
 from fyp.serving.dependencies import AppState
-from fyp.serving.openapi import answers
+from fyp.serving.openapi import BAD_CURSOR, BAD_LANG, answers
 from fyp.serving.responses import GuestFeedPage
 from fyp.serving.routers.feed import ACCEPT_LANGUAGE_DOC, INCLUDE_DOC, language_headers, with_videos
 
@@ -32,7 +32,10 @@ LANG_DOC = (
 )
 
 
-@router.get("/{region}/feed", responses=answers(404, 503, ok=GuestFeedPage))
+@router.get(
+    "/{region}/feed",
+    responses=answers(404, 503, ok=GuestFeedPage, also={400: BAD_CURSOR, 422: BAD_LANG}),
+)
 async def guest_feed(
     request: Request,
     region: str,

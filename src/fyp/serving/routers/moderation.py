@@ -70,6 +70,12 @@ class TakedownIn(BaseModel):
     regions: list[Region] | None = Field(default=None, min_length=1)
 
 
+NO_AUTOMATED_VERDICT = (
+    "`moderation_conflict`: the video has no automated verdict in the region to replay "
+    "(not checked yet, or decided by people only)."
+)
+
+
 @router.post("/runs", responses=answers(*BODY))
 async def run(body: RunIn, s: AppState = Depends(state)) -> dict[str, Any]:
     """Run the automated checks over pending videos of a region (default: every region).
@@ -86,7 +92,10 @@ async def video_status(video_id: str, s: AppState = Depends(state)) -> dict[str,
     return s.moderator.status(video_id)
 
 
-@router.get("/videos/{video_id}/replay", responses=answers(404))
+@router.get(
+    "/videos/{video_id}/replay",
+    responses=answers(404, 409, also={409: NO_AUTOMATED_VERDICT}),
+)
 async def replay(
     video_id: str, region: Annotated[Region, Query()], s: AppState = Depends(state)
 ) -> dict[str, Any]:
