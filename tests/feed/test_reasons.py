@@ -199,6 +199,7 @@ def test_an_artifact_from_before_codes_still_serves_its_reasons(world: Deploymen
         set_current(region_dir, live)
 
 
+@settings(deadline=None)  # the first example loads OpenCC's dictionaries: no timed unit tests
 @given(
     st.text(min_size=1, max_size=20),
     st.text(min_size=1, max_size=20),
