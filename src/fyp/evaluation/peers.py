@@ -21,9 +21,9 @@ import importlib
 import inspect
 import re
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from fyp.errors import InvalidRequest
@@ -31,7 +31,6 @@ from fyp.evaluation.baselines import PEERS, Recommender
 from fyp.evaluation.contract import Make, check_recommender
 
 PEER_NAME = re.compile(r"[a-z][a-z0-9_.-]{0,31}")
-RESERVED = ("fyp", "random", "popular", "als", "bpr", "ease")
 
 
 @dataclass(frozen=True)
@@ -47,25 +46,36 @@ class PeerSet:
     """The built-in peers and the ones a user brought, in the order they run."""
 
     extra: tuple[Peer, ...] = ()
-    factories: dict[str, Make] = field(default_factory=dict)
 
-    def __post_init__(self) -> None:
-        self.factories.update(PEERS)
-        self.factories.update({p.name: p.make for p in self.extra})
+    @property
+    def factories(self) -> dict[str, Make]:
+        """Name -> factory of the seed: the built-in peers, then the brought ones."""
+        return {**PEERS, **{p.name: p.make for p in self.extra}}
 
     @property
     def names(self) -> tuple[str, ...]:
         return tuple(self.factories)
+
+    def announce(self, log: Callable[[str], None]) -> None:
+        """Say which brought peers passed the contract, and their warnings."""
+        for peer in self.extra:
+            log(f"  peer {peer.name} ({peer.spec}) passed the contract")
+            for warning in peer.warnings:
+                log(f"  WARNING: peer {peer.name}: {warning}")
 
     def specs(self) -> dict[str, str]:
         """What ``results.json`` records of the brought peers: name -> MODULE:NAME."""
         return {p.name: p.spec for p in self.extra}
 
 
+BUILT_IN = PeerSet()
+"""The built-in peers only (no ``--peer``)."""
+
+
 def load_peers(specs: Sequence[str], reserved: Sequence[str] = ()) -> PeerSet:
     """Load and check each ``MODULE:NAME`` (InvalidRequest, naming it, on any problem);
     ``reserved``: more method names the run uses (e.g. ``fyp:multi_objective``)."""
-    taken = {*RESERVED, *PEERS, *reserved}
+    taken = {"fyp", *PEERS, *reserved}
     peers: list[Peer] = []
     for spec in specs:
         peer = load_peer(spec)

@@ -44,7 +44,7 @@ from fyp.config import REGION_NAME
 from fyp.errors import AlreadyExists, FypError, InvalidRequest
 from fyp.evaluation.baselines import PEERS
 from fyp.evaluation.offline import Protocol, prepare, run_offline, train_engine
-from fyp.evaluation.peers import PeerSet, load_peers
+from fyp.evaluation.peers import BUILT_IN, PeerSet, load_peers
 from fyp.evaluation.simulator import (
     ABLATIONS,
     SimParams,
@@ -240,14 +240,14 @@ def session_values(sims: Mapping[str, SimResult]) -> dict[str, dict[str, list[fl
 
 
 def offline_ear(
-    protocol: Protocol, seed: int, methods: list[str], log: Log, peers: PeerSet | None = None
+    protocol: Protocol, seed: int, methods: list[str], log: Log, peers: PeerSet = BUILT_IN
 ) -> dict[str, Any]:
     """``run_offline`` for the engine with one BLAS thread (as ``fyp serve`` runs it), then
     for the peers with all of them (EASE's Cholesky uses both cores)."""
     out: dict[str, Any] = {"metrics": {}, "per_user": {}, "seconds": {}}
     engine = [m for m in methods if m == "fyp"]
     others = [m for m in methods if m != "fyp"]
-    factories = (peers or PeerSet()).factories
+    factories = peers.factories
     for subset in (engine, others):
         if not subset:
             continue
@@ -267,10 +267,7 @@ def offline_ear(
 def run_evaluation(config: EvalConfig, log: Log = print) -> EvalOutcome:
     """Run the whole evaluation (see the module docstring) and write its outputs."""
     peers = config.check()
-    for peer in peers.extra:
-        log(f"  peer {peer.name} ({peer.spec}) passed the contract")
-        for warning in peer.warnings:
-            log(f"  WARNING: peer {peer.name}: {warning}")
+    peers.announce(log)
     stages = Stages(log)
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -78,7 +78,7 @@ from fyp.evaluation.offline import (
     rank_peer,
     train_engine,
 )
-from fyp.evaluation.peers import PeerSet, load_peers
+from fyp.evaluation.peers import BUILT_IN, PeerSet, load_peers
 from fyp.evaluation.run import (
     METHODS,
     OUTPUTS,
@@ -360,10 +360,7 @@ def run_temporal(config: TemporalConfig, log: Log = print) -> EvalOutcome:
     the deployment, each in its own copy (:mod:`fyp.evaluation.temporal_regions`);
     write ``results.json`` and ``report.html`` in ``config.out``."""
     peers = config.check()
-    for peer in peers.extra:
-        log(f"  peer {peer.name} ({peer.spec}) passed the contract")
-        for warning in peer.warnings:
-            log(f"  WARNING: peer {peer.name}: {warning}")
+    peers.announce(log)
     source = load_config(Path(config.directory))
     region = None if config.region is None else source.region(config.region).name
     out = Path(config.out)
@@ -387,7 +384,7 @@ def evaluate_region(
     source: DeploymentConfig,
     region: str,
     log: Log = print,
-    peers: PeerSet | None = None,
+    peers: PeerSet = BUILT_IN,
 ) -> dict[str, Any]:
     """One region's figures (``results.json``'s shape for one region), from a copy of
     its store in its own directory, removed at the end; the run is audited there.
@@ -396,7 +393,6 @@ def evaluate_region(
     region_dir = source.region_dir(region)
     refuse_while_restoring(region_dir, region, "evaluated")
     remove_stale(region_dir)
-    peers = peers or PeerSet()
     methods = [*config.methods, *(p.name for p in peers.extra)]
     scratch = region_dir / f"{EVAL_PREFIX}{secrets.token_hex(6)}"
     with Staging(scratch):
@@ -510,7 +506,7 @@ def rank_all(
     config: TemporalConfig,
     cut_ms: int,
     log: Log,
-    peers: PeerSet | None = None,
+    peers: PeerSet = BUILT_IN,
 ) -> tuple[dict[str, dict[str, list[str]]], dict[str, float]]:
     """Every method's top-50 for every test user (one BLAS thread for the engine, as
     ``fyp serve`` pins it; all of them for the peers), and each method's seconds. The
@@ -530,7 +526,7 @@ def rank_all(
         with serving_threads(True):
             ranked[method] = rank_engine(protocol, service, seed)
         seconds[method] = round(time.perf_counter() - started, 2)
-    for name, factory in (peers or PeerSet()).factories.items():
+    for name, factory in peers.factories.items():
         if name in methods:
             started = time.perf_counter()
             ranked[name] = rank_peer(protocol, factory, seed)  # fitting included

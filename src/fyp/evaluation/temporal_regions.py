@@ -23,7 +23,7 @@ from typing import Any
 
 from fyp.config import DeploymentConfig
 from fyp.errors import FypError
-from fyp.evaluation.peers import PeerSet
+from fyp.evaluation.peers import BUILT_IN, PeerSet
 from fyp.evaluation.run import EvalOutcome, Log, machine_info, write_json
 from fyp.evaluation.temporal import PROTOCOL, TemporalConfig, evaluate_region, iso
 from fyp.models.executors import as_fyp_error
@@ -32,7 +32,7 @@ RESULTS_VERSION = 2
 
 
 def every_region(
-    config: TemporalConfig, source: DeploymentConfig, log: Log, peers: PeerSet | None = None
+    config: TemporalConfig, source: DeploymentConfig, log: Log, peers: PeerSet = BUILT_IN
 ) -> EvalOutcome:
     """Evaluate each region of ``source`` in turn; write the figures side by side."""
     started = time.perf_counter()
@@ -66,10 +66,10 @@ def every_region(
             "newcomer_events": config.newcomer_events,
             "methods": [
                 *config.methods,
-                *(p.name for p in (peers or PeerSet()).extra),
+                *(p.name for p in peers.extra),
                 *(f"fyp:{s}" for s in dict.fromkeys(config.scorers)),
             ],
-            "peers": (peers or PeerSet()).specs(),
+            "peers": peers.specs(),
         },
     }
     out = Path(config.out)
