@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from fyp.audit.log import GENESIS, AuditLog, canonical_json, entry_hash
+from fyp.audit.log import GENESIS, AuditLog, SQLStore, canonical_json, entry_hash, offers_sql
 from fyp.cli.app import app
 from fyp.errors import ConfigError
 from fyp.regions.deployment import Deployment
@@ -174,6 +174,21 @@ def test_reordered_entries_are_found(deployment: Deployment) -> None:
 def test_audit_needs_a_sql_store() -> None:
     with pytest.raises(ConfigError, match="SQL access"):
         AuditLog(object())
+
+
+def test_offers_sql_answers_as_the_protocol_check_does(deployment: Deployment) -> None:
+    """Worked out once per class, and the same answer as ``isinstance`` each time."""
+
+    class Partial:  # some of the protocol's members, not all
+        region = "us"
+
+        def query(self, sql: str) -> list[tuple[object, ...]]:
+            return []
+
+    store = deployment.store("us")
+    for candidate in (store, store, Partial(), Partial(), object()):
+        assert offers_sql(candidate) is isinstance(candidate, SQLStore)
+    assert offers_sql(store) and not offers_sql(Partial())
 
 
 def test_cli_verify_exits_non_zero_on_each_kind_of_tampering(tmp_path: Path) -> None:

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fyp.audit.log import SQLStore, sql_store
+from fyp.audit.log import SQLStore, offers_sql, sql_store
 from fyp.catalog.blocks import NOT_BLOCKED_EITHER_WAY
 from fyp.catalog.follows import ACTIONS, NOT_A_NAME
 from fyp.storage.migrations import Migration
@@ -149,7 +149,7 @@ def region_actions(store: object) -> list[tuple[str, str, int, bool]]:
     """Every pair's latest action in the region (user, creator, time, following), for
     training: an unfollow through the API leaves no event, only this; none for a store
     without SQL."""
-    if not isinstance(store, SQLStore):
+    if not offers_sql(store):
         return []
     rows = store.query(f"SELECT user_id, creator_id, acted_ms, following FROM {ACTIONS}")
     return [(str(u), str(c), int(t), bool(on)) for u, c, t, on in rows]

@@ -39,7 +39,7 @@ import json
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from fyp.audit.log import SQLStore, sql_store
+from fyp.audit.log import SQLStore, offers_sql, sql_store
 from fyp.catalog.models import now_ms
 from fyp.errors import Conflict, InvalidRequest, UnknownCreator, UnknownUser, ValidationFailed
 from fyp.storage.migrations import Migration
@@ -204,7 +204,7 @@ def creator_rows(store: object, table: str, user_id: str) -> list[Follow]:
 def region_follows(store: object) -> list[tuple[str, str, int]]:
     """Every follow of the region (user, creator, since), for training the ranker; none
     for a store without SQL (it has no follows table)."""
-    if not isinstance(store, SQLStore):
+    if not offers_sql(store):
         return []
     rows = store.query("SELECT user_id, creator_id, since_ms FROM follows")
     return [(str(u), str(c), int(t)) for u, c, t in rows]

@@ -380,10 +380,10 @@ def catalogue_arrays(store: Store) -> tuple[list[str], dict[str, np.ndarray], di
 
 def catalogue_mark(store: Store) -> int | None:
     """Where the store's catalogue change feed stands (None for a store without one)."""
-    from fyp.audit.log import SQLStore
+    from fyp.audit.log import offers_sql
     from fyp.moderation.snapshot import change_head
 
-    return change_head(store) if isinstance(store, SQLStore) else None
+    return change_head(store) if offers_sql(store) else None
 
 
 def train_region(

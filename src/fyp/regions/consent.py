@@ -91,9 +91,9 @@ def effective(user_consents: Mapping[str, Any] | None, policy: ConsentPolicy, ke
 def recorded_values(store: Store, key: str) -> dict[str, bool]:
     """``{user_id: value}`` of every user of the store who recorded ``key``: one scan of
     the users table's ``consents`` column (the profiles themselves are not built)."""
-    from fyp.audit.log import SQLStore
+    from fyp.audit.log import offers_sql
 
-    if not isinstance(store, SQLStore):
+    if not offers_sql(store):
         return {
             u.user_id: v
             for u in store.iter_users()
@@ -127,11 +127,11 @@ def training_snapshot(store: Store, policy: ConsentPolicy) -> tuple[ConsentSnaps
     """Who may be learned from, and the audit log's head seq, read as one instant: inside
     a write transaction of the store, so a consent change (its profile update and its
     audit entry, one transaction) is wholly before the read or wholly after it."""
-    from fyp.audit.log import AuditLog, SQLStore
+    from fyp.audit.log import AuditLog, offers_sql
 
-    if not isinstance(store, SQLStore):
+    if not offers_sql(sql := store):
         return ConsentSnapshot(MODEL_TRAINING, policy, recorded_values(store, MODEL_TRAINING)), 0
-    with store.transaction():
+    with sql.transaction():
         recorded = recorded_values(store, MODEL_TRAINING)
-        head = AuditLog(store).head()[0]
+        head = AuditLog(sql).head()[0]
     return ConsentSnapshot(MODEL_TRAINING, policy, recorded), head

@@ -180,9 +180,9 @@ def expire_unfollows(store: Store, cutoff: int) -> int:
     :mod:`fyp.catalog.follow_order`): behaviour, like the events, and needed no longer,
     as every event ingestion still takes is later than them. A followed pair's record
     stays with its follow."""
-    from fyp.audit.log import SQLStore
+    from fyp.audit.log import offers_sql
 
-    if not isinstance(store, SQLStore):
+    if not offers_sql(store):
         return 0
     with store.transaction():
         return store.execute(
