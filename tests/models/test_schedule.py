@@ -6,9 +6,11 @@ from __future__ import annotations
 import json
 import logging
 import random
+import threading
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 from typer.testing import CliRunner
@@ -21,7 +23,7 @@ from fyp.events.ingest import Ingestor
 from fyp.feed.ahead import ranks_ahead
 from fyp.feed.service import FeedService
 from fyp.models.artifacts import ARRAYS, MANIFEST, current_version, models_dir
-from fyp.models.schedule import TrainingScheduler, retrain_reason
+from fyp.models.schedule import TrainingScheduler, config_reason, retrain_reason
 from fyp.models.training import train_and_publish
 from fyp.moderation import Moderator
 from fyp.regions.consent import ConsentPolicy
@@ -211,3 +213,51 @@ def test_train_if_changed_retrains_for_other_feed_settings(dep: Deployment) -> N
     assert current_version(region_dir) != before
     again = CliRunner().invoke(app, ["train", root, "--if-changed"])
     assert "us: unchanged since the live model; not trained" in again.output, again.output
+
+
+def with_rerank(d: Deployment, **changes: float) -> Any:
+    feed = d.config.feed
+    return replace(d.config, feed=replace(feed, rerank=replace(feed.rerank, **changes)))
+
+
+def test_a_restart_with_other_settings_trains_at_once(
+    dep: Deployment, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Orders ranked under other settings are served to nobody: the first round comes
+    when the schedule starts, not an interval later."""
+    assert config_reason(dep.config, "us") is None
+    assert not TrainingScheduler(dep.config).due_now()
+    edited = with_rerank(dep, creator_decay=0.7)
+    version = current_version(dep.config.region_dir("us"))
+    assert config_reason(edited, "us") == (
+        "the feed's settings ([ranking], [feed.sources], [feed.rerank]) changed since "
+        f"version {version} ranked its orders"
+    )
+
+    class Counted(TrainingScheduler):
+        ticked = threading.Event()
+
+        def tick(self) -> bool:
+            self.ticked.set()
+            return True
+
+    for config, due in ((dep.config, False), (edited, True)):
+        scheduler = Counted(config)  # an hour's interval: only a start-up round can tick
+        with caplog.at_level(logging.INFO, logger="fyp.background"):
+            scheduler.start()
+            try:
+                assert scheduler.ticked.wait(10 if due else 0.5) is due
+            finally:
+                scheduler.stop()
+        assert ("region us: the feed's settings" in caplog.text) is due
+        Counted.ticked = threading.Event()
+
+
+def test_config_reason_needs_a_readable_model(tmp_path: Path, dep: Deployment) -> None:
+    with Deployment.init(tmp_path / "empty", ["us"]) as empty:
+        assert config_reason(empty.config, "us") is None  # the round says "no model yet"
+    region_dir = dep.config.region_dir("us")
+    version = current_version(region_dir)
+    assert version is not None
+    (models_dir(region_dir) / version / MANIFEST).write_text("{", encoding="utf-8")
+    assert config_reason(with_rerank(dep, creator_decay=0.7), "us") is None

@@ -18,26 +18,31 @@ or the region's consent policy, changed since its live model read them
 (``fyp.sovereignty.consent_log``: a withdrawal must leave the live model within
 ``[erasure] retrain_within_hours``). ``fyp serve``
 runs that every ``[training] every_minutes`` in a child process
-(:class:`TrainingScheduler`), one region at a time at a lower CPU priority, and switches
+(:class:`TrainingScheduler`), and at once when it starts with a region whose live
+orders were ranked under another ``fyp.toml`` (:func:`config_reason`: its pages would
+all run the pipeline until then), one region at a time at a lower CPU priority, and switches
 to what it publishes as it does to any new version. The run holds the deployment's
 ``.schedule-training.lock``: of several hosts, one trains at a time.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from fyp.config import DeploymentConfig
 from fyp.errors import ModelError
-from fyp.experiments.arms import RANKED_FOR, settings_fit
+from fyp.experiments.arms import RANKED_FOR, region_record, settings_fit, settings_record
 from fyp.models.ahead import RANKED_PERSONALISED
 from fyp.models.artifacts import artifact_problem, current_version, read_manifest
 from fyp.models.training import catalogue_mark
 from fyp.regions.background import ChildScheduler, schedule_lock
 from fyp.regions.consent import PERSONALISED_FEED, ConsentPolicy, consent_policy
 from fyp.storage import Store
+
+log = logging.getLogger("fyp.background")
 
 
 def retrain_reason(
@@ -79,22 +84,55 @@ def retrain_reason(
     mark = catalogue_mark(store)
     if mark is not None and manifest.lineage.get("catalog_seq") != mark:
         return f"the catalogue changed since version {version}"
-    if manifest.lineage.get(RANKED_FOR) != experiment:
+    ranked = _ranked_otherwise(manifest.lineage, version, experiment, settings, consent)
+    if ranked is not None or consent is None:
+        return ranked
+    return _consent_reason(store, manifest.lineage, version, consent)
+
+
+def _ranked_otherwise(
+    lineage: Mapping[str, Any],
+    version: str,
+    experiment: Mapping[str, Any] | None,
+    settings: Mapping[str, Any] | None,
+    consent: ConsentPolicy | None,
+) -> str | None:
+    """Why the model's orders were ranked under another config than the one given
+    (its experiment, its feed's settings, its ``personalised_feed`` default), or None."""
+    if lineage.get(RANKED_FOR) != experiment:
         return f"the experiment running in the region changed since version {version}"
-    if settings is not None and not settings_fit(manifest.lineage, settings):
+    if settings is not None and not settings_fit(lineage, settings):
         return (
             f"the feed's settings ([ranking], [feed.sources], [feed.rerank]) changed since "
             f"version {version} ranked its orders"
         )
-    if consent is None:
+    if consent is not None:
+        ranked = lineage.get(RANKED_PERSONALISED)  # absent: ranked before consents
+        if ranked is not None and ranked != consent.default(PERSONALISED_FEED):
+            return (
+                f"the region's personalised_feed default changed since version {version} "
+                "(its orders ranked ahead are of the other kind)"
+            )
+    return None
+
+
+def config_reason(config: DeploymentConfig, region: str) -> str | None:
+    """Why the region's live model ranked its orders under another ``fyp.toml`` than
+    ``config``, read from its manifest alone (no store): a server restarted with other
+    settings serves none of those orders, so every page runs the pipeline until the
+    region is trained again. None when they fit, or there is no readable model (the
+    scheduled round says why)."""
+    region_dir = config.region_dir(region)
+    version = current_version(region_dir)
+    if version is None:
         return None
-    ranked = manifest.lineage.get(RANKED_PERSONALISED)  # absent: ranked before consents
-    if ranked is not None and ranked != consent.default(PERSONALISED_FEED):
-        return (
-            f"the region's personalised_feed default changed since version {version} "
-            "(its orders ranked ahead are of the other kind)"
-        )
-    return _consent_reason(store, manifest.lineage, version, consent)
+    try:
+        lineage = read_manifest(region_dir, version).lineage
+    except ModelError:
+        return None
+    settings = settings_record(config.ranking, config.feed)
+    experiment = region_record(config, region)
+    return _ranked_otherwise(lineage, version, experiment, settings, consent_policy(config, region))
 
 
 def _consent_reason(
@@ -132,6 +170,18 @@ class TrainingScheduler(ChildScheduler):
         consents = any(consent_policy(old, r) != consent_policy(new, r) for r in new.region_names)
         if consents or old.experiments != new.experiments:
             self.wake()
+
+    def due_now(self) -> bool:
+        """A region whose live orders were ranked under another ``fyp.toml`` (the server
+        restarted with other settings, experiment or consent default) trains at once,
+        not at the end of the first interval: meanwhile every page of it runs the
+        pipeline."""
+        for region in self.config.region_names:
+            why = config_reason(self.config, region)
+            if why is not None:
+                log.info("%s: region %s: %s: training now", self.name, region, why)
+                return True
+        return False
 
     def tick(self) -> bool:
         root = self.config.root

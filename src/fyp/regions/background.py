@@ -84,6 +84,11 @@ class ChildScheduler(ABC):
         """Run the next round now (a running one finishes first; nothing if off)."""
         self._wake.set()
 
+    def due_now(self) -> bool:
+        """Whether the first round is due as soon as the schedule starts (checked in its
+        thread); by default it comes after the first interval."""
+        return False
+
     def config_changed(self, old: DeploymentConfig, new: DeploymentConfig) -> None:
         """``fyp.toml`` was reloaded while serving (``fyp.serving.reload``): its rounds
         read ``new`` from now on; a schedule whose work the change makes due wakes too
@@ -173,6 +178,11 @@ class ChildScheduler(ABC):
             thread.join(grace_s)
 
     def _loop(self) -> None:
+        try:
+            if self.due_now():
+                self._wake.set()
+        except (OSError, ValueError):
+            pass  # unreadable: the first round comes at the end of the interval
         while True:
             self._wake.wait(self.interval_s)
             if self._stop.is_set():
