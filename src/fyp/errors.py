@@ -228,6 +228,13 @@ class PlacementRefused(ClusterError):
     code = "placement_refused"
 
 
+def invalid_cursor() -> InvalidRequest:
+    """400 for a ``cursor`` that is not a ``next_cursor`` the route gave (malformed,
+    edited, truncated, another route's or region's): the same body on every paged route,
+    naming the parameter in ``details.field`` as the tree's other field errors do."""
+    return InvalidRequest("cursor is not a next_cursor this route gave", field="cursor")
+
+
 def http_status(error: BaseException) -> int:
     """HTTP status for any exception: the error's own for fyp errors, 500 otherwise."""
     return error.status if isinstance(error, FypError) else 500

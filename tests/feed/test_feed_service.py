@@ -668,7 +668,7 @@ def test_a_crafted_cursor_is_a_client_error(raw: bytes) -> None:
 
     from fyp.feed.service import decode_cursor
 
-    with pytest.raises(InvalidRequest, match="invalid feed cursor"):
+    with pytest.raises(InvalidRequest, match="cursor is not a next_cursor"):
         decode_cursor(base64.urlsafe_b64encode(raw).decode().rstrip("="))
 
 

@@ -268,7 +268,7 @@ def test_a_tampered_or_foreign_cursor_is_a_400(world: Deployment, guest_client: 
     for cursor_sent in bad:
         resp = guest_client.get(ROUTE.format("us"), params={"cursor": cursor_sent})
         error = assert_error(resp, 400, "invalid_request")
-        assert error["message"] == "invalid feed cursor", cursor_sent
+        assert error["details"] == {"field": "cursor"}, cursor_sent
     with pytest.raises(InvalidRequest):
         FeedService(world).guest_feed("us", cursor=flipped)
 

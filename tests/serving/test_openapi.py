@@ -5,7 +5,8 @@ and real answers match the schemas documented for their status, field for field.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+import re
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ from pydantic import BaseModel
 
 from feed.conftest import build
 from fyp.access.keys import KeyStore
+from fyp.access.routes import RouteIndex
 from fyp.catalog.models import User, Video
 from fyp.regions.deployment import Deployment
 from fyp.serving import responses
@@ -335,3 +337,129 @@ def test_request_schemas_are_no_laxer_than_their_validation(
     assert resp.status_code == 422, resp.text
     resp = c.get("/v1/moderation/jobs", params={"region": "A!"})
     assert resp.status_code == 422, resp.text
+
+
+GHOSTS = {"user_id": "ghost", "video_id": "ghost", "creator_id": "ghost", "region": "us"}
+"""Path values that name nothing (a region must be one, or the access check refuses it
+before routing); no route's literal segment is one of them."""
+
+
+def instance(template: str) -> str:
+    """A concrete URL of ``template``, with :data:`GHOSTS` (a job id of none)."""
+    return re.sub(r"\{(\w+)\}", lambda m: GHOSTS.get(m.group(1), "us-999999"), template)
+
+
+def strict_match(paths: Iterable[str], url: str) -> str:
+    """The declared path a strict OpenAPI validator takes ``url`` for: of those matching it
+    segment by segment, the most concrete (OpenAPI matches concrete paths before templated
+    ones), which must be the only one that concrete."""
+    found: list[tuple[int, str]] = []
+    for path in paths:
+        mine, theirs = path.split("/"), url.split("/")
+        if len(mine) != len(theirs):
+            continue
+        pairs = zip(mine, theirs, strict=True)
+        if all(a == b or (a.startswith("{") and a.endswith("}")) for a, b in pairs):
+            found.append((sum(not a.startswith("{") for a in mine), path))
+    assert found, url
+    found.sort(reverse=True)
+    assert len(found) == 1 or found[0][0] > found[1][0], (url, found)
+    return found[0][1]
+
+
+def test_a_strict_validator_finds_every_method_the_server_serves(
+    spec: dict[str, Any], world: tuple[TestClient, Deployment]
+) -> None:
+    """For each concrete path, the path item a strict validator picks declares exactly the
+    methods the server routes there (``HEAD`` aside: every GET route but the For You feed
+    answers it, and the document lists it for the probes only). ``PUT`` and ``DELETE``
+    of ``.../following/feed`` follow and unfollow the creator ``feed``: the document
+    declared only the Following tab's GET there."""
+    served = RouteIndex(world[0].app)  # type: ignore[arg-type]
+    for path in spec["paths"]:
+        url = instance(path)
+        assert strict_match(spec["paths"], url) == path, url  # no path item hides another
+        declared = {m.upper() for m in spec["paths"][path]} - {"HEAD"}
+        assert declared == set(served.allowed(url)) - {"HEAD"}, url
+    literal = spec["paths"]["/v1/users/{user_id}/following/feed"]
+    assert set(literal) == {"get", "put", "delete"}
+    assert [p["name"] for p in literal["put"]["parameters"]] == ["user_id"]
+    general = spec["paths"]["/v1/users/{user_id}/following/{creator_id}"]
+    ids = [op["operationId"] for _, _, op in operations(spec)]
+    assert len(ids) == len(set(ids))
+    for method in ("put", "delete"):  # the same operation, creator_id fixed
+        assert literal[method]["responses"] == general[method]["responses"]
+        assert literal[method].get("security") == general[method].get("security")
+
+
+def test_every_declared_operation_reaches_a_handler(
+    spec: dict[str, Any], world: tuple[TestClient, Deployment]
+) -> None:
+    """A client generated from the document can call each operation: the request is
+    routed to a handler (it answers for the values sent: no such user, a missing body),
+    never the router's 404 or a 405."""
+    c, _ = world
+    for method, path, _ in operations(spec):
+        resp = c.request(method, instance(path))
+        what = f"{method} {path}: {resp.status_code} {resp.text[:200]}"
+        assert resp.status_code not in (405, 500), what
+        if resp.status_code == 404 and method != "HEAD":
+            assert resp.json()["error"]["code"] != "not_found", what
+    resp = c.put("/v1/users/u2/following/feed")  # the creator feed has no video: 404
+    assert resp.json()["error"]["code"] == "unknown_creator", resp.text
+
+
+def tampered(cursor: str) -> str:
+    """``cursor`` with its first character changed: a cursor no route gave."""
+    return ("B" if cursor[0] == "A" else "A") + cursor[1:]
+
+
+PAGED = [
+    ("/v1/users/{user_id}/feed", "/v1/users/u40/feed", {"n": 2}),  # the fast path
+    ("/v1/users/{user_id}/feed", "/v1/users/u40/feed", {"n": 2, "include": "video"}),
+    ("/v1/regions/{region}/feed", "/v1/regions/us/feed", {"n": 2}),
+    ("/v1/users/{user_id}/following/feed", "/v1/users/u40/following/feed", {"n": 1}),
+    ("/v1/users/{user_id}/following", "/v1/users/u40/following", {"limit": 1}),
+    ("/v1/users/{user_id}/blocked", "/v1/users/u40/blocked", {"limit": 1}),
+]
+"""Every route that pages with a ``cursor`` (the For You feed through the fast path and
+the router), a URL with a next page, and the parameters that give one."""
+
+
+def test_the_paged_routes_are_every_route_with_a_cursor(spec: dict[str, Any]) -> None:
+    with_cursor = {
+        path
+        for _, path, op in operations(spec)
+        if any(p["name"] == "cursor" and p["in"] == "query" for p in op.get("parameters", []))
+    }
+    assert with_cursor == {template for template, _, _ in PAGED}
+
+
+@pytest.mark.parametrize(("template", "url", "params"), PAGED, ids=[p[1] for p in PAGED])
+def test_a_bad_cursor_gets_the_same_body_on_every_paged_route(
+    world: tuple[TestClient, Deployment], template: str, url: str, params: dict[str, Any]
+) -> None:
+    """Malformed or tampered, a cursor the route did not give is the same 400 on every
+    route: ``details`` names the field as the error tree's field errors do (the feeds'
+    said ``{"cursor": <the value>}``, the lists' and the tab's ``{"field": "cursor"}``)."""
+    c, _ = world
+    for creator in ("u1", "u3"):
+        assert c.put(f"/v1/users/u40/following/{creator}").is_success
+    for creator in ("u5", "u9"):
+        assert c.put(f"/v1/users/u40/blocked/{creator}").is_success
+    first = c.get(url, params=params)
+    assert first.status_code == 200, first.text
+    real = first.json()["next_cursor"]
+    assert real, first.text
+    assert c.get(url, params={**params, "cursor": real}).status_code == 200
+    expected = {
+        "error": {
+            "code": "invalid_request",
+            "message": "cursor is not a next_cursor this route gave",
+            "status": 400,
+            "details": {"field": "cursor"},
+        }
+    }
+    for bad in ("@@", "not a cursor", tampered(real)):
+        resp = c.get(url, params={**params, "cursor": bad})
+        assert (resp.status_code, resp.json()) == (400, expected), (template, bad)

@@ -15,7 +15,8 @@ It is also the app's rule for methods (``fyp.serving.methods`` answers by it):
   ``us-12``: none is ``claim``), so a GET of it is a 405. But for a route marked
   :func:`any_id`, whose parameter takes ids the clients chose (a creator's user id), a
   literal there is one of its values: ``PUT /v1/users/{user_id}/following/feed`` follows
-  the creator ``feed``, while a GET of that path stays the Following tab.
+  the creator ``feed``, while a GET of that path stays the Following tab; the OpenAPI
+  document declares those methods under the literal path (:func:`taken_literals`).
 - HEAD is answered wherever GET is, by the GET route (and checked as a GET), unless the
   route's handler is marked :func:`get_only`.
 """
@@ -103,6 +104,34 @@ def _endpoints(app: FastAPI) -> Iterator[tuple[str, str, Any]]:
 
 
 _PARAM = re.compile(r"^\{[A-Za-z_][A-Za-z0-9_]*\}$")  # {name}: any one segment
+
+
+class TakenLiteral(NamedTuple):
+    """A method of a route marked :func:`any_id` that serves another route's more concrete
+    path too, its parameters fixed there to that path's literals: ``PUT
+    /v1/users/{user_id}/following/feed`` is ``PUT .../following/{creator_id}`` with
+    ``creator_id`` = ``feed``."""
+
+    method: str
+    general: str
+    path: str
+    values: dict[str, str]
+
+
+def taken_literals(app: FastAPI) -> list[TakenLiteral]:
+    """Every method the app serves on a concrete path through a route that takes any id
+    (so the OpenAPI document, which matches concrete paths first, can declare it there)."""
+    endpoints = list(_endpoints(app))
+    paths = list(dict.fromkeys(path for _, path, _ in endpoints))
+    taken = []
+    for method, general, endpoint in endpoints:
+        if method == "HEAD" or not getattr(endpoint, ANY_ID, False):
+            continue
+        for path in (p for p in paths if _within(p, general)):
+            pairs = zip(path.split("/"), general.split("/"), strict=True)
+            values = {y[1:-1]: x for x, y in pairs if _PARAM.match(y) and not _PARAM.match(x)}
+            taken.append(TakenLiteral(method, general, path, values))
+    return taken
 
 
 def _within(concrete: str, general: str) -> bool:

@@ -41,7 +41,13 @@ from typing import TYPE_CHECKING
 
 from fyp.audit.log import SQLStore, offers_sql, sql_store
 from fyp.catalog.models import now_ms
-from fyp.errors import Conflict, InvalidRequest, UnknownCreator, UnknownUser, ValidationFailed
+from fyp.errors import (
+    Conflict,
+    UnknownCreator,
+    UnknownUser,
+    ValidationFailed,
+    invalid_cursor,
+)
 from fyp.storage.migrations import Migration
 from fyp.storage.postgres_dialect import to_postgres
 from fyp.storage.postgres_schema import postgres_ddl
@@ -369,5 +375,5 @@ def read_keyset(cursor: str) -> tuple[int, str]:
             raise ValueError(cursor)
         key.encode()  # UnicodeEncodeError (a ValueError) for a lone surrogate
     except (ValueError, TypeError, binascii.Error, UnicodeDecodeError) as exc:
-        raise InvalidRequest("cursor is not one this API gave", field="cursor") from exc
+        raise invalid_cursor() from exc
     return ms, key

@@ -38,7 +38,7 @@ from typing import Any
 
 import numpy as np
 
-from fyp.errors import InvalidRequest
+from fyp.errors import invalid_cursor
 from fyp.feed.page import FeedItem, page_fields
 from fyp.feed.reasons import DEFAULT_LANG
 from fyp.feed.state import UserState
@@ -83,10 +83,6 @@ def _check(region: str, body: bytes) -> bytes:
     return hashlib.blake2b(named + body, digest_size=_CHECK, person=_PERSON).digest()
 
 
-def _invalid(cursor: str) -> InvalidRequest:
-    return InvalidRequest("invalid feed cursor", cursor=cursor[:200])
-
-
 @dataclass(frozen=True)
 class GuestCursor:
     """Where a guest is: the page number and session (which seed exploration, as a
@@ -128,24 +124,24 @@ class GuestCursor:
         if not cursor:
             return cls.start()
         if len(cursor) > MAX_CURSOR_CHARS or not cursor.isascii():
-            raise _invalid(cursor)
+            raise invalid_cursor()
         try:
             raw = base64.b64decode(cursor + "=" * (-len(cursor) % 4), b"-_", validate=True)
         except (binascii.Error, ValueError):
-            raise _invalid(cursor) from None
+            raise invalid_cursor() from None
         body, check = raw[:-_CHECK], raw[-_CHECK:]
         hashes = len(body) - _HEAD.size
         if hashes < 0 or hashes % _HASH or hashes > MEMORY * _HASH:
-            raise _invalid(cursor)
+            raise invalid_cursor()
         if not secrets.compare_digest(check, _check(region, body)):
-            raise _invalid(cursor)
+            raise invalid_cursor()
         version, page, session = _HEAD.unpack_from(body)
         if version != VERSION:
-            raise _invalid(cursor)
+            raise invalid_cursor()
         shown = np.frombuffer(body, ">u4", offset=_HEAD.size).tolist()
         found = cls(page, session, tuple(shown))
         if found.encode(region) != cursor:  # one spelling per cursor (base64's spare bits)
-            raise _invalid(cursor)
+            raise invalid_cursor()
         return found
 
 

@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterable, Sequence
 import numpy as np
 
 from fyp.config import DeploymentConfig, RankingConfig
-from fyp.errors import InvalidRequest, ModelError, ValidationFailed
+from fyp.errors import ModelError, ValidationFailed, invalid_cursor
 from fyp.experiments.arms import (
     RANKED_FOR,
     Arm,
@@ -78,7 +78,7 @@ def decode_cursor(cursor: str | None) -> tuple[int, int]:
             raise ValueError
         return page, session
     except (ValueError, KeyError, TypeError, binascii.Error, OverflowError):
-        raise InvalidRequest("invalid feed cursor", cursor=cursor[:200]) from None
+        raise invalid_cursor() from None
 
 
 def check_page_size(n: int) -> None:

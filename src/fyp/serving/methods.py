@@ -18,7 +18,7 @@ the first route whose path and method match. That left two gaps, closed here:
   concrete paths first), so it is a 405 naming the methods the path has; but not where
   the parameter takes ids the clients chose (:func:`fyp.access.routes.any_id`): ``PUT
   /v1/users/{user_id}/following/feed`` follows the creator ``feed`` (its GET is the
-  Following tab).
+  Following tab), and the OpenAPI document declares it there (``fyp.serving.openapi``).
 
 Every 405 comes from here, after the access check (a request no route serves needs only
 a valid key, whatever it is), with ``Allow`` and the API's one error body. ``OPTIONS``

@@ -11,6 +11,7 @@ resolve from inside an operation).
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 from fastapi import FastAPI
@@ -18,6 +19,7 @@ from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
 from fyp.access.guard import document_access
+from fyp.access.routes import taken_literals
 from fyp.catalog.models import REGION_MARK
 from fyp.serving.inputs import JSON_TYPES
 from fyp.serving.responses import ErrorBody
@@ -36,7 +38,7 @@ _MEANING = {
     "(`residency_violation`: the data would leave its home region; `age_restricted`: an "
     "18+ video asked for by link without a viewer certainly 18).",
     404: "The resource the URL names does not exist (`unknown_user`, `unknown_video`, "
-    "`unknown_region`, `unknown_job`).",
+    "`unknown_region`, `unknown_job`, `unknown_creator`).",
     409: "`already_exists`: the id is taken, or the state changed under the request.",
     413: "`payload_too_large`: the body or the batch is over the configured limit.",
     415: "`unsupported_media_type`: the body is not declared as JSON "
@@ -52,7 +54,10 @@ _CHALLENGE = {
 _BODIES: dict[str, type[BaseModel]] = {}
 
 
-BAD_CURSOR = "`invalid_request`: a `cursor` that is not a `next_cursor` this route gave."
+BAD_CURSOR = (
+    "`invalid_request`: a `cursor` that is not a `next_cursor` this route gave "
+    '(`details` is `{"field": "cursor"}` on every paged route).'
+)
 BAD_LANG = (
     "`validation_failed`: a `lang` that falls back to no supported language "
     "(`details.supported` lists them)."
@@ -103,10 +108,38 @@ def install_openapi(app: FastAPI) -> None:
                 schema["components"]["schemas"] = dict(sorted(components.items()))
             document_access(schema)
             _list_regions(schema, list(app.state.fyp.deployment.config.regions))
+            _declare_taken_literals(schema, app)
             app.openapi_schema = schema
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
+
+
+def _declare_taken_literals(schema: dict[str, Any], app: FastAPI) -> None:
+    """Declare under a concrete path the methods a route taking any id serves on it
+    (``fyp.access.routes.taken_literals``): OpenAPI matches ``.../following/feed`` before
+    ``.../following/{creator_id}``, so a client generated from the document, or a strict
+    validator, knew only the Following tab's GET there, while the server follows and
+    unfollows the creator ``feed`` with its PUT and DELETE. Each is a copy of the general
+    operation (access, errors and all), its fixed path parameters dropped."""
+    paths = schema.get("paths", {})
+    for taken in taken_literals(app):
+        general = paths.get(taken.general, {}).get(taken.method.lower())
+        if general is None:  # a route left out of the document
+            continue
+        op = copy.deepcopy(general)
+        fixed = [
+            p for p in op.get("parameters", []) if p["in"] == "path" and p["name"] in taken.values
+        ]
+        op["parameters"] = [p for p in op.get("parameters", []) if p not in fixed]
+        said = ", ".join(f"`{name}` = `{value}`" for name, value in taken.values.items())
+        op["operationId"] = "_".join((op["operationId"], *taken.values.values()))
+        op["summary"] = f"{op.get('summary', taken.method)} ({said})"
+        op["description"] = (
+            f"`{taken.method} {taken.general}` with {said} (the path of another route, "
+            f"which serves its other methods). {op.get('description', '')}"
+        ).strip()
+        paths.setdefault(taken.path, {})[taken.method.lower()] = op
 
 
 def _list_regions(node: Any, regions: list[str]) -> None:
