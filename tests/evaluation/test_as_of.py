@@ -136,6 +136,8 @@ def test_follows_and_blocks_are_as_they_stood_at_the_cut(
 @example([("u0", "x0", "follow", 2), ("u0", "x0", "unfollow", 12)])
 @example([("u0", "x0", "follow", 12), ("u0", "x0", "unfollow", 2)])
 @example([("u1", "x1", "follow", 3), ("u1", "x1", "follow", 3), ("u1", "x1", "unfollow", 3)])
+# the unfollow arrives after a follow past the cut (the store ignores it), same ms as the first
+@example([("u0", "x0", "follow", 0), ("u0", "x0", "follow", 10), ("u0", "x0", "unfollow", 0)])
 def test_the_follows_match_a_plain_model(
     template: tuple[Path, Any],  # noqa: F811
     tmp_path: Path,

@@ -15,7 +15,10 @@ that arrived later. The traces:
 - ``follow``/``unfollow`` events before the cut (by ``ts_ms``, then ``seq``); a follow
   event while a block stood adds nothing, as the store's trigger decided;
 - a follow in ``follows`` that began before the cut (``since_ms``): it lasted through
-  the cut (an unfollow between would have ended the row, a later follow restarted it);
+  the cut (an unfollow between would have ended the row, a later follow restarted it),
+  unless it is the trace of a follow event of that millisecond, which then stands in
+  its place (an unfollow of the same millisecond that arrived after a follow past the
+  cut was ignored by the store, yet ends the follow at the cut);
 - the pair's ``follow_actions`` row if its action was before the cut: it is the latest
   of all, so the state at the cut is today's;
 - a block either way that began before the cut and still stands: it ended any follow
@@ -98,17 +101,25 @@ def follows_at(db: sqlite3.Connection, cut_ms: int) -> dict[Pair, FollowState]:
         pair = (str(u), str(c))
         blocked[pair] = min(int(t), blocked.get(pair, int(t)))
         add(pair, (int(t), _BLOCK, 0, False))
+    followed_at: dict[tuple[Pair, int], int] = {}  # a follow event's first arrival at a time
     for u, c, t, seq, on in db.execute(_FOLLOW_EVENTS, (cut_ms,)):
         pair, t = (str(u), str(c)), int(t)
         if on and pair in blocked and t >= blocked[pair]:
             continue  # the trigger added nothing: the block stood
         add(pair, (t, _EVENT, int(seq), bool(on)))
+        if on:
+            followed_at[(pair, t)] = min(int(seq), followed_at.get((pair, t), int(seq)))
     standing: dict[Pair, int] = {}
     for u, c, t in db.execute(
         "SELECT user_id, creator_id, since_ms FROM follows WHERE since_ms < ?", (cut_ms,)
     ):
-        standing[(str(u), str(c))] = int(t)
-        add((str(u), str(c)), (int(t), _FOLLOW, 0, True))
+        pair, t = (str(u), str(c)), int(t)
+        standing[pair] = t
+        # started by a follow event: that event is the trace, in its own arrival order.
+        # An unfollow of the same millisecond that arrived after a later follow (so the
+        # store ignored it) still ends it at the cut, where that later follow is not.
+        seq = followed_at.get((pair, t))
+        add(pair, (t, _FOLLOW, 0, True) if seq is None else (t, _EVENT, seq, True))
     for u, c, t, on in db.execute(
         "SELECT user_id, creator_id, acted_ms, following FROM follow_actions WHERE acted_ms < ?",
         (cut_ms,),
