@@ -286,9 +286,9 @@ def test_models_learn_only_from_their_region(trained: Deployment) -> None:
 
 
 def test_new_artifact_is_picked_up_without_restart(trained: Deployment, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    import fyp.feed.service as service_module
+    import fyp.feed.live_models as live_models
 
-    monkeypatch.setattr(service_module, "RELOAD_CHECK_S", 0.0)
+    monkeypatch.setattr(live_models, "RELOAD_CHECK_S", 0.0)
     service = FeedService(trained)
     before = service.feed("u12", n=5, record=False).model_version
     train_and_publish(trained.store("us"), trained.config.region_dir("us"), consent=ConsentPolicy())
@@ -401,16 +401,16 @@ def test_an_erased_users_cached_state_leaves_memory_at_once(trained: Deployment)
 def test_a_version_deleted_under_the_loader_is_retried(
     trained: Deployment, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import fyp.feed.service as service_module
+    import fyp.feed.live_models as live_models
 
-    real = service_module.current_version
+    real = live_models.current_version
     calls: list[int] = []
 
     def vanishing(region_dir: Path) -> str | None:
         calls.append(1)  # the first answer names a version deleted right after
         return "19700101T000000-000000000" if len(calls) == 1 else real(region_dir)
 
-    monkeypatch.setattr(service_module, "current_version", vanishing)
+    monkeypatch.setattr(live_models, "current_version", vanishing)
     assert FeedService(trained).feed("u2", n=3, record=False).items
 
 
@@ -688,10 +688,10 @@ def test_a_serving_process_loads_a_new_artifact_while_the_old_one_serves(
 ) -> None:
     import threading
 
-    import fyp.feed.service as service_module
+    import fyp.feed.live_models as live_models
     from fyp.models.region_model import RegionModel
 
-    monkeypatch.setattr(service_module, "RELOAD_CHECK_S", 0.0)
+    monkeypatch.setattr(live_models, "RELOAD_CHECK_S", 0.0)
     service = FeedService(trained, reload_in_background=True)
     assert service.warm() == ["us", "eu"]  # both trained: loaded before any request
     before = service.model("us").manifest.version
@@ -721,9 +721,9 @@ def test_a_failed_background_load_keeps_the_loaded_model(
 ) -> None:
     import shutil
 
-    import fyp.feed.service as service_module
+    import fyp.feed.live_models as live_models
 
-    monkeypatch.setattr(service_module, "RELOAD_CHECK_S", 0.0)
+    monkeypatch.setattr(live_models, "RELOAD_CHECK_S", 0.0)
     service = FeedService(trained, reload_in_background=True)
     before = service.model("us").manifest.version
     us_dir = trained.config.region_dir("us")
@@ -732,13 +732,13 @@ def test_a_failed_background_load_keeps_the_loaded_model(
     shutil.copytree(eu_dir / "models" / version, us_dir / "models" / "planted")
     (us_dir / "models" / "current").write_text("planted")  # another region's artifact
     loads: list[str | None] = []
-    load = service._load
+    load = service._live._load
 
     def counting(region: str, version: str | None) -> Any:
         loads.append(version)
         return load(region, version)
 
-    monkeypatch.setattr(service, "_load", counting)
+    monkeypatch.setattr(service._live, "_load", counting)
     for _ in range(20):
         assert service.feed("u12", n=5, record=False).model_version == before
         time.sleep(0.01)
@@ -746,7 +746,7 @@ def test_a_failed_background_load_keeps_the_loaded_model(
     # tried once, logged once: not every check of the next minute
     assert loads == ["planted"]
     assert sum("planted" in r.getMessage() for r in caplog.records) == 1
-    monkeypatch.setattr(service_module, "RETRY_FAILED_LOAD_S", 0.0)
+    monkeypatch.setattr(live_models, "RETRY_FAILED_LOAD_S", 0.0)
     service.model("us")
     deadline = time.monotonic() + 5
     while len(loads) < 2 and time.monotonic() < deadline:

@@ -28,8 +28,7 @@ from fyp.catalog.service import Catalog
 from fyp.cli.app import app as cli
 from fyp.errors import InvalidRequest, UnknownRegion, ValidationFailed
 from fyp.events.ingest import Ingestor
-from fyp.feed import guest
-from fyp.feed import service as service_module
+from fyp.feed import guest, live_models
 from fyp.feed.filters import allow_all
 from fyp.feed.guest import MAX_CURSOR_CHARS, MEMORY, GuestCursor
 from fyp.feed.impersonal import REASONS
@@ -185,7 +184,7 @@ def test_no_repeats_when_trending_changes_between_pages(
     """Five pages in, the videos already shown become the region's most popular and the
     model is trained again: the next fifteen pages, from the new model, still repeat
     nothing (the cursor names videos, not a model's rows)."""
-    monkeypatch.setattr(service_module, "RELOAD_CHECK_S", 0.0)
+    monkeypatch.setattr(live_models, "RELOAD_CHECK_S", 0.0)
     first = get_page(guest_client, n=10)
     cursor, shown = first["next_cursor"], ids(first)
     for _ in range(4):

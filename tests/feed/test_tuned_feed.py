@@ -187,5 +187,5 @@ def test_a_model_from_before_the_record_counts_as_ranked_with_the_defaults(
     assert ranked_live(service, US_USERS, monkeypatch) == set()
     tune(trained, sources={"category_interest": 10})
     tuned = FeedService(trained)
-    tuned._models["us"], tuned._checked["us"] = model, float("inf")
+    tuned._live._models["us"], tuned._live._checked["us"] = model, float("inf")
     assert ranked_live(tuned, US_USERS, monkeypatch) == set(US_USERS)

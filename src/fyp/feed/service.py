@@ -1,7 +1,6 @@
 """The feed of a deployment: route to the home region, build state, run the pipeline.
 
-Models are loaded per region and swapped without downtime: the service notices a new
-``current`` artifact (checked at most once a second) and loads it before switching.
+Models are loaded per region and swapped without downtime (:mod:`fyp.feed.live_models`).
 The final page is checked again against the live catalogue and the eligibility hook
 just before it is returned, so a withdrawal or takedown shows in the very next feed.
 """
@@ -11,8 +10,6 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-import logging
-import threading
 import time
 import weakref
 from collections.abc import Callable, Iterable, Sequence
@@ -20,7 +17,7 @@ from collections.abc import Callable, Iterable, Sequence
 import numpy as np
 
 from fyp.config import DeploymentConfig, RankingConfig
-from fyp.errors import ModelError, ValidationFailed, invalid_cursor
+from fyp.errors import ValidationFailed, invalid_cursor
 from fyp.experiments.arms import (
     RANKED_FOR,
     Arm,
@@ -34,6 +31,7 @@ from fyp.feed.ahead import AheadCache, as_order, next_rows
 from fyp.feed.filters import Available, Eligibility, EligibilityCheck
 from fyp.feed.guest import GuestCursor, GuestPage, guest_state
 from fyp.feed.impersonal import impersonal_pipeline, impersonal_state
+from fyp.feed.live_models import LiveModels
 from fyp.feed.page import FeedItem, FeedPage
 from fyp.feed.pipeline import FeedPipeline, RankedPage, configured_pipeline
 from fyp.feed.pool import Pool, RemovedLog
@@ -42,7 +40,6 @@ from fyp.feed.rerank import separate_creators
 from fyp.feed.scoring import RankerScorer, Scorer, ValueScorer
 from fyp.feed.state import CREATOR_ACTIONS, ServedMask, StateCache, UserState, build_state
 from fyp.models.ahead import RankedAhead
-from fyp.models.artifacts import current_version
 from fyp.models.region_model import RegionModel
 from fyp.moderation.snapshot import snapshot_for
 from fyp.regions.deployment import Deployment
@@ -53,9 +50,6 @@ RECENT_EVENTS = 300
 MAX_PAGE = 100
 DEFAULT_PAGE = 10
 _NONE, _NONE_F = np.zeros(0, np.int64), np.zeros(0, np.float32)
-RELOAD_CHECK_S = 1.0
-RETRY_FAILED_LOAD_S = 60.0  # a version that failed to load in the background is retried this late
-log = logging.getLogger("fyp.feed")
 
 
 def encode_cursor(page: int, session: int) -> str:
@@ -108,9 +102,7 @@ class FeedService:
         """``eligibility`` defaults to the deployment's moderation state: nothing reaches
         a feed unchecked. Pass ``allow_all`` only in tests of the ranking itself.
         ``cache_users`` overrides every per-user cache size of ``[feed]`` (0: none).
-        ``reload_in_background`` (serving processes): a newly published artifact is
-        loaded by a thread while the loaded one keeps serving, so no request waits the
-        ~0.1-0.3 s a load takes; otherwise the request that notices it loads it.
+        ``reload_in_background``: see :class:`fyp.feed.live_models.LiveModels`.
         ``as_of_ms`` (an evaluation on a copy cut in the past, :mod:`fyp.evaluation.temporal`):
         the time the seen window and "not interested" are measured from, instead of the
         clock; serving leaves it None."""
@@ -132,13 +124,7 @@ class FeedService:
         self.seen_window_ms = feed.seen_window_ms if seen_window_ms is None else seen_window_ms
         self.as_of_ms = as_of_ms
         self.ahead_length = feed.rank_ahead
-        self._models: dict[str, RegionModel] = {}
-        self._checked: dict[str, float] = {}
-        self._lock = threading.Lock()
-        self.reload_in_background = reload_in_background
-        self._loading: set[str] = set()  # regions a background load is running for
-        self._failed: dict[str, tuple[str | None, float]] = {}  # region -> version, when
-        self._loading_lock = threading.Lock()
+        self._live = LiveModels(deployment, reload_in_background)
         self._universe: tuple[Sequence[str], RegionModel, np.ndarray] | None = None
         self._states = StateCache(max_users=states)
         self._profiles = ProfileCache(deployment.config, max_users=states)
@@ -178,102 +164,13 @@ class FeedService:
         return swap
 
     def model(self, region: str) -> RegionModel:
-        now = time.monotonic()
-        model = self._models.get(region)
-        if model is not None and now - self._checked.get(region, 0.0) < RELOAD_CHECK_S:
-            return model
-        region_dir = self.deployment.config.region_dir(region)
-        version = current_version(region_dir)
-        self._checked[region] = now
-        if model is not None and model.manifest.version == version:
-            return model
-        if model is not None and self.reload_in_background:
-            self._load_later(region, version)
-            return model
-        return self._load_now(region, version)
+        """The region's live model (:mod:`fyp.feed.live_models`)."""
+        return self._live.get(region)
 
     def warm(self) -> list[str]:
         """Load every trained region's model and catalogue snapshot now (a serving
         process, before its first request); returns the regions with a model."""
-        loaded: list[str] = []
-        for region in self.deployment.regions:
-            snapshot = snapshot_for(self.deployment.store(region))
-            snapshot.refresh()
-            for adult in (False, True):  # the barred videos per viewer kind: ~6 ms each
-                snapshot.barred(adult)
-            try:
-                self.model(region)
-            except ModelError:
-                continue  # not trained yet: its feeds fail until it is
-            loaded.append(region)
-        return loaded
-
-    def _load_later(self, region: str, version: str | None) -> None:
-        """Load the region's current artifact in a thread (one at a time per region).
-        On failure the loaded model keeps serving, the failure is logged once, and the
-        same version is tried again only after ``RETRY_FAILED_LOAD_S`` (a new one at once)."""
-        with self._loading_lock:
-            failed = self._failed.get(region)
-            recent = failed is not None and time.monotonic() - failed[1] < RETRY_FAILED_LOAD_S
-            if region in self._loading or (recent and failed is not None and failed[0] == version):
-                return
-            self._loading.add(region)
-
-        def run() -> None:
-            try:
-                self._load(region, version)
-                self._failed.pop(region, None)
-            except Exception:
-                if failed is None or failed[0] != version:
-                    log.exception("loading model %s of region %s failed", version, region)
-                self._failed[region] = (version, time.monotonic())
-            finally:
-                with self._loading_lock:
-                    self._loading.discard(region)
-
-        threading.Thread(target=run, name=f"fyp-model-{region}", daemon=True).start()
-
-    def _load_now(self, region: str, version: str | None) -> RegionModel:
-        """Load for the request that asks. A damaged artifact makes only its region
-        unavailable (503): the client is told that much, the server's log which file
-        and why, once per version; the same version is retried after
-        ``RETRY_FAILED_LOAD_S`` (a new one at once)."""
-        failed = self._failed.get(region)
-        recent = failed is not None and time.monotonic() - failed[1] < RETRY_FAILED_LOAD_S
-        if recent and failed is not None and failed[0] == version:
-            raise unavailable(region)
-        try:
-            fresh = self._load(region, version)
-        except ModelError as exc:
-            if version is None:
-                raise  # not trained yet: the error says so, and names no file
-            if failed is None or failed[0] != version:
-                log.error("region %s: model %s cannot be served: %s", region, version, exc)
-            self._failed[region] = (version, time.monotonic())
-            raise unavailable(region) from exc
-        self._failed.pop(region, None)
-        return fresh
-
-    def _load(self, region: str, version: str | None) -> RegionModel:
-        region_dir = self.deployment.config.region_dir(region)
-        with self._lock:
-            try:
-                fresh = RegionModel.load(region_dir, version)
-            except ModelError:
-                # the version named a moment ago may be gone already (an erasure deletes
-                # versions that name the user once the rewritten one is current): retry
-                # once with whatever is current now
-                again = current_version(region_dir)
-                if again == version:
-                    raise
-                fresh = RegionModel.load(region_dir, again)
-            if fresh.manifest.region != region:
-                raise ModelError(
-                    f"artifact {fresh.manifest.version} was trained for region "
-                    f"{fresh.manifest.region!r}, not {region!r}: refusing to serve it"
-                )
-            self._models[region] = fresh
-            return fresh
+        return self._live.warm()
 
     def _universe_items(self, model: RegionModel, universe: Sequence[str]) -> np.ndarray:
         """Catalogue indices of a fixed evaluation set, resolved once per set and model."""
@@ -633,15 +530,6 @@ class FeedService:
                 zip(ids, scores, sources, reasons, strict=True)
             )
         ], chosen
-
-
-def unavailable(region: str) -> ModelError:
-    """What a client is told about a region whose live model cannot be loaded: no file
-    names, no server paths (the server's log has them)."""
-    return ModelError(
-        f"the model of region {region!r} is unavailable; the server's log says why",
-        region=region,
-    )
 
 
 def _drop_on_erasure(drops: list[Callable[[str], None]]) -> None:

@@ -14,7 +14,7 @@ from pydantic import BaseModel, Field
 from fyp.access.guard import key_regions
 from fyp.config import DeploymentConfig
 from fyp.errors import ModelError
-from fyp.feed.service import unavailable
+from fyp.feed.live_models import unavailable
 from fyp.serving.dependencies import AppState
 from fyp.serving.metrics import CONTENT_TYPE
 from fyp.serving.openapi import answers
