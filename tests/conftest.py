@@ -7,11 +7,17 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 from fyp.regions.deployment import Deployment
 from redis_server import own_redis, redis_urls, sentinel_urls  # noqa: F401 - fixtures for all
 
 warnings.filterwarnings("ignore", message=".*httpx2.*")
+
+# no per-example deadline (hypothesis's default is 200 ms): on the 2-core CI machine under
+# load an example stalls past it now and then, a timing failure, not a failed property
+settings.register_profile("fyp", deadline=None)
+settings.load_profile("fyp")
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"

@@ -30,6 +30,7 @@ import pytest
 from feed.conftest import build
 from fyp import config
 from fyp.access.keys import KeyStore
+from fyp.access.ring import REFRESH_S
 from fyp.models.artifacts import current_version
 from fyp.models.region_model import RegionModel
 from fyp.regions.deployment import Deployment
@@ -43,6 +44,7 @@ from storage.postgres_server import drop_schemas, schema_url
 pytestmark = pytest.mark.slow
 
 PERSONAL_SOURCES = {"embedding", "category_interest", "co_engagement"}
+WAIT_S = 30.0  # how long a state may take to come on a shared, loaded test machine
 B_CLOCK_S = -5.0  # host b's clock is behind host a's: hosts' clocks differ (NTP keeps them close)
 
 
@@ -266,11 +268,15 @@ def test_a_model_trained_while_both_serve_reaches_both_without_a_failed_request(
         assert done.returncode == 0, done.stderr
         new = {r: current_version(hosts.deployment.config.region_dir(r)) for r in old}
         assert all(new[r] != old[r] for r in old)
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + WAIT_S
         while any(_models(c) != new for c in hosts.clients):
             assert time.monotonic() < deadline, [_models(c) for c in hosts.clients]
             time.sleep(0.1)
-        time.sleep(0.3)  # a few pages from the new models too
+        # a page from the new models on each host too (a fixed 0.3 s was not always
+        # enough for one on a loaded machine)
+        while {h for h, v in list(traffic.versions) if v in new.values()} != {0, 1}:
+            assert time.monotonic() < deadline, "a host served no page of the new models"
+            time.sleep(0.05)
     assert traffic.statuses and set(traffic.statuses) == {200}
     for host in (0, 1):  # each host served pages of the old models, then of the new
         versions = [v for h, v in traffic.versions if h == host]
@@ -357,14 +363,22 @@ def test_a_revoked_key_is_refused_by_both_hosts_within_a_second(hosts: Hosts) ->
         assert host.get("/v1/users/u16/feed", headers=as_key).status_code == 200
     keys.revoke(key.key_id)  # what `fyp keys revoke` does, from another process
     revoked = time.monotonic()
-    refused: dict[int, float] = {}
-    while len(refused) < 2 and time.monotonic() - revoked < 3:
+    # timed by when each request was sent, not answered: on a loaded machine an answer
+    # can come long after the host checked the key
+    within = REFRESH_S + 0.2
+    refused: set[int] = set()  # hosts that refused a request sent after ``within``
+    accepted_late: list[tuple[int, float]] = []  # (host, sent) accepted after ``within``
+    while len(refused) < 2 and time.monotonic() - revoked < WAIT_S:
         for k, host in enumerate(hosts.clients):
-            r = host.get("/v1/users/u16/feed", headers=as_key)
-            if k not in refused and r.status_code == 401:
-                refused[k] = time.monotonic() - revoked
+            sent = time.monotonic() - revoked
+            status = host.get("/v1/users/u16/feed", headers=as_key).status_code
+            if sent >= within:
+                if status == 401:
+                    refused.add(k)
+                elif status == 200:
+                    accepted_late.append((k, round(sent, 3)))
         time.sleep(0.02)
-    assert len(refused) == 2 and max(refused.values()) < 1.2, refused
+    assert refused == {0, 1} and not accepted_late, (refused, accepted_late)
 
 
 # -- 6. a host killed mid-traffic --------------------------------------------------------
@@ -418,12 +432,14 @@ def test_a_host_killed_mid_traffic_loses_nothing_it_acknowledged(
     ]
     for t in threads:
         t.start()
-    deadline = time.monotonic() + 20
+    deadline = time.monotonic() + WAIT_S
     while (len(acked) < 100 or min(map(len, pages.values())) < 9) and time.monotonic() < deadline:
         time.sleep(0.01)
     doomed.kill()
     killed = len(a_statuses)
-    time.sleep(0.5)
+    deadline = time.monotonic() + WAIT_S  # A answers on (a fixed 0.5 s: flaky under load)
+    while len(a_statuses) <= killed and time.monotonic() < deadline:
+        time.sleep(0.01)
     stop.set()
     for t in threads:
         t.join()

@@ -21,6 +21,7 @@ from fyp.catalog.models import User, UserIn
 from fyp.catalog.service import Catalog
 from fyp.cli.app import app
 from fyp.config import load_config
+from fyp.errors import StorageError
 from fyp.events.ingest import Ingestor
 from fyp.experiments.exposures import exposures
 from fyp.models.artifacts import current_version, list_versions, read_arrays, read_manifest
@@ -163,6 +164,30 @@ def test_deleted_bytes_do_not_linger_in_store_files(dep: Deployment) -> None:
         for f in (path, path.with_name(path.name + "-wal")):
             if f.is_file():
                 assert ANA.encode() not in f.read_bytes(), f
+
+
+def test_a_wal_that_stays_busy_fails_the_erasure_after_the_caches_forget(
+    dep: Deployment, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """purge_deleted gave up (another connection kept eu's WAL busy past the timeout):
+    everything else is erased and the caches still drop her, then the caller is told."""
+    eu = dep.store("eu")
+
+    def held(self: object) -> None:
+        if self is eu:
+            raise StorageError("the WAL of region 'eu' could not be emptied", region="eu")
+
+    monkeypatch.setattr(type(eu), "purge_deleted", held)
+    seen: list[tuple[str, str]] = []
+    remove = add_erase_hook(lambda region, user: seen.append((region, user)))
+    try:
+        with pytest.raises(StorageError, match=r"could not be emptied\. The erasure is recorded"):
+            Eraser(dep).erase(ANA)
+    finally:
+        remove()
+    assert seen == [("us", ANA)]
+    assert ErasureLedger(dep.config, "us").find(ANA) is not None
+    assert not dep.store("us").existing_users([ANA])
 
 
 def test_receipt_signature_catches_tampering_and_other_users(dep: Deployment) -> None:

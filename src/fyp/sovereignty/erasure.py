@@ -285,8 +285,12 @@ class Eraser:
                 out.add("file_rows", scrub_file(path, user_id))
         for r in d.regions:
             self.scrub_artifacts(r, user_id, receipt_id, t, primary=r == region, out=out)
+        held: StorageError | None = None
         for r in d.regions:
-            sql_store(d.store(r)).purge_deleted()
+            try:
+                sql_store(d.store(r)).purge_deleted()
+            except StorageError as exc:  # a WAL kept busy: the caches still forget the user
+                held = exc
         d.forget_route(user_id)
         for hook in [*_HOOKS, *self.hooks]:
             hook(region, user_id)
@@ -295,6 +299,13 @@ class Eraser:
                 f"user erased from every store, model and file, but not yet from a served "
                 f"log: {unreachable.message}. The erasure is recorded: run `fyp erasure "
                 "process` once the server answers",
+                region=region,
+            )
+        if held is not None:
+            raise StorageError(
+                f"user erased from every store, model and file, but {held.message}. The "
+                "erasure is recorded; `fyp erasure verify` reports the bytes until a later "
+                "erasure empties the WAL",
                 region=region,
             )
         home_log = d.served_log(region)

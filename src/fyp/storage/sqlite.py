@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
+import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -45,6 +46,8 @@ from fyp.storage.sqlite_served_log import SQLiteServedLog
 _CHUNK = 900  # stay under SQLite's bound-parameter limit in IN (...) lists
 _SYNC_MODES = {"off", "normal", "full", "extra"}
 BULK_REINDEX_ROWS = 10_000  # a bulk insert this large into an empty table indexes afterwards
+BUSY_TIMEOUT_MS = 10_000  # how long a statement waits for another connection's lock
+PURGE_RETRY_S = 0.005  # between two tries of an erasure's WAL truncation
 
 
 def _chunks(items: Sequence[str]) -> Iterator[Sequence[str]]:
@@ -107,7 +110,7 @@ class SQLiteStore(SQLiteServedLog):
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute(f"PRAGMA synchronous={self.synchronous.upper()}")
             conn.execute("PRAGMA foreign_keys=ON")
-            conn.execute("PRAGMA busy_timeout=10000")
+            conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
             conn.execute("PRAGMA cache_size=-65536")
         except (sqlite3.Error, OSError) as exc:
             raise StorageError(f"cannot open SQLite store {self.path}: {exc}") from exc
@@ -239,8 +242,29 @@ class SQLiteStore(SQLiteServedLog):
 
     def purge_deleted(self) -> None:
         """Deleted rows were zeroed in the pages (``secure_delete``, set for erasures);
-        this copies the WAL, which still holds them, into the file and empties it."""
-        self._query("PRAGMA wal_checkpoint(TRUNCATE)")
+        this copies the WAL, which still holds them, into the file and empties it.
+
+        SQLite waits (busy timeout) for readers and writers, but gives up at once when
+        another connection is checkpointing (a serving store's background checkpointer
+        every second, another process): it answers busy and leaves the WAL, the erased
+        user's bytes in it, as it was. So it is tried again until the WAL is empty; a
+        StorageError if it is still held after the busy timeout."""
+        with self._lock:
+            if self._depth:
+                raise StorageError("purge_deleted runs outside transactions")
+        give_up = time.monotonic() + BUSY_TIMEOUT_MS / 1000
+        while True:
+            busy = self._query("PRAGMA wal_checkpoint(TRUNCATE)")[0][0]
+            if not busy:
+                return
+            if time.monotonic() >= give_up:
+                raise StorageError(
+                    f"the WAL of region {self.region!r} could not be emptied (another "
+                    "connection kept it busy): deleted rows may still be in it",
+                    region=self.region,
+                    path=self.path,
+                )
+            time.sleep(PURGE_RETRY_S)
 
     def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> int:
         with self.transaction():
