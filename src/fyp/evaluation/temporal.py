@@ -15,14 +15,18 @@ liked next:
    region's events happened. In the copy every event at or after the cut is deleted,
    with every served page (the copy starts with no impressions); its follows and
    blocks are rebuilt as they stood at the cut (:mod:`fyp.evaluation.as_of`: a follow
-   ended since is back, one made since is gone, and so are blocks made since);
-   experiments do not run.
+   ended since is back, one made since is gone, and so are blocks made since); its
+   moderation is as it stood at the cut, from the region's audit log (a video approved
+   since is pending, one taken down since is approved; a video whose state at the cut
+   the log does not hold is pending: moderation fails closed); experiments do not run.
+   ``--moderation-now`` keeps today's verdicts instead (a history imported from before
+   the region moderated had none at the cut).
 3. **Held out.** A user's positives after the cut (what training counts as "more like
    this": long plays, likes not taken back, shares, follows...) on videos that existed at
-   the cut (published before it, or played before it) and that the For You feed may
-   serve now, less the videos the user had any event with before the cut (the feed never
-   shows those again, and the peers are not asked to either). Test users: those with at
-   least one event before the cut and one held-out positive.
+   the cut (published before it, or played before it) and that the For You feed could
+   serve at the cut, less the videos the user had any event with before the cut (the
+   feed never shows those again, and the peers are not asked to either). Test users:
+   those with at least one event before the cut and one held-out positive.
 4. **Consent.** Users who withheld ``model_training`` are not in the copy at all (no
    model and no figure is made of them); users with ``personalised_feed`` off are no
    test users (their feed is not personal), though models learn from them as in
@@ -46,7 +50,8 @@ Unlike KuaiRec's fully observed test set, a video a user did not play after the 
 an *unknown*, not a known negative (they may never have been shown it): the figures
 rank methods against each other; their absolute values are lower bounds. Outputs hold
 aggregate figures only (``results.json``, ``report.html``), no user id; the run is
-recorded in the region's audit log (``evaluation.run``). Without ``--region`` every
+recorded in the region's audit log (``evaluation.run``; a run that fails once its copy
+exists, ``evaluation.failed``: the stage and the error's code). Without ``--region`` every
 region is evaluated so, each in its own copy (:mod:`fyp.evaluation.temporal_regions`).
 """
 
@@ -68,7 +73,7 @@ from typing import Any
 from fyp.audit.log import AuditLog
 from fyp.config import SCORERS, DeploymentConfig, RegionConfig, load_config
 from fyp.errors import InvalidRequest, ValidationFailed
-from fyp.evaluation.as_of import relationships_at
+from fyp.evaluation.as_of import moderation_at, relationships_at
 from fyp.evaluation.baselines import PEERS
 from fyp.evaluation.offline import (
     Protocol,
@@ -94,6 +99,7 @@ from fyp.evaluation.uncertainty import METHOD, figures
 from fyp.events.schema import EventType, StoredEvent
 from fyp.feed.pipeline import configured_pipeline
 from fyp.feed.service import FeedService, scorer_for
+from fyp.models.executors import as_fyp_error
 from fyp.models.training import LikeLedger, event_weight
 from fyp.moderation.service import ADULT
 from fyp.regions.consent import MODEL_TRAINING, PERSONALISED_FEED, consent_policy, effective
@@ -129,6 +135,7 @@ class TemporalConfig:
     newcomer_events: int = 3  # a newcomer's first events the feed sees (0: no newcomers)
     reason: str = ""
     peers: tuple[str, ...] = ()  # MODULE:NAME of recommenders brought (fyp.evaluation.peers)
+    moderation_now: bool = False  # judge by today's verdicts, not those at the cut
 
     def check(self) -> PeerSet:
         """Refuse bad input before anything is copied; the brought peers, loaded and
@@ -179,6 +186,13 @@ class Split:
     # and their positives after those
     newcomer_events: list[EventRow] = field(default_factory=list)
     newcomers: dict[str, set[str]] = field(default_factory=dict)
+    # moderation: "at_cut" (the copy's rebuilt from the audit log) or "now"; the videos
+    # whose state at the cut is not today's, those whose state then is unknown (pending
+    # in the copy), and the time of the region's first verdict (None: none)
+    moderation: str = "at_cut"
+    moderation_changed: int = 0
+    moderation_unknown: int = 0
+    first_verdict_ms: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -190,6 +204,9 @@ class Split:
             "held_out_positives": sum(len(v) for v in self.held_out.values()),
             "newcomer_events_kept": len(self.newcomer_events),
             "newcomer_held_out_positives": sum(len(v) for v in self.newcomers.values()),
+            "moderation": self.moderation,
+            "moderation_changed_since_cut": self.moderation_changed,
+            "moderation_unknown_at_cut": self.moderation_unknown,
         }
 
 
@@ -266,11 +283,12 @@ def split_copy(
     region: str,
     cut_ms: int,
     newcomer_events: int = 0,
+    moderation_now: bool = False,
 ) -> Split:
     """Cut the copy at ``cut_ms`` (module docstring, steps 2-4); with
     ``newcomer_events`` K, a newcomer's first K events after the cut are kept aside
-    (step 6). The held-out sets are not yet limited to what the feed may serve
-    (:func:`servable`)."""
+    (step 6); with ``moderation_now``, the copy keeps today's verdicts. The held-out
+    sets are not yet limited to what the feed could serve (:func:`servable`)."""
     policy = consent_policy(config, region)
     consents = {
         str(u): json.loads(c or "{}") for u, c in db.execute("SELECT user_id, consents FROM users")
@@ -319,6 +337,15 @@ def split_copy(
         for table in ("served_pages", "experiment_exposures", "labels"):
             db.execute(f"DELETE FROM {table}")
     relationships_at(db, cut_ms)  # follows and blocks as they stood at the cut
+    if moderation_now:
+        split.moderation = "now"
+    else:  # every video's verdict as it stood at the cut
+        done = moderation_at(db, cut_ms)
+        split.moderation_changed, split.moderation_unknown = done.changed, done.unknown
+        (first,) = db.execute(
+            "SELECT min(ts_ms) FROM audit_log WHERE action = 'verdict'"
+        ).fetchone()
+        split.first_verdict_ms = None if first is None else int(first)
     return split
 
 
@@ -346,7 +373,8 @@ def newcomers(
 
 
 def servable(deployment: Deployment, region: str, videos: set[str]) -> set[str]:
-    """The videos the region's For You feed may serve an adult now (moderation's rule,
+    """The videos the region's For You feed may serve an adult by the copy's moderation
+    (as it stood at the cut, unless ``--moderation-now``; the rule of
     :class:`fyp.moderation.ModerationEligibility`): no method is asked to rank others."""
     from fyp.moderation import ModerationEligibility
 
@@ -388,79 +416,103 @@ def evaluate_region(
 ) -> dict[str, Any]:
     """One region's figures (``results.json``'s shape for one region), from a copy of
     its store in its own directory, removed at the end; the run is audited there.
-    ``peers``: the built-in peers and those brought (``TemporalConfig.check``)."""
+    ``peers``: the built-in peers and those brought (``TemporalConfig.check``). A run
+    that fails once its copy exists is audited too (``evaluation.failed``), and its copy
+    removed all the same."""
     stages = Stages(log)
     region_dir = source.region_dir(region)
     refuse_while_restoring(region_dir, region, "evaluated")
     remove_stale(region_dir)
-    methods = [*config.methods, *(p.name for p in peers.extra)]
     scratch = region_dir / f"{EVAL_PREFIX}{secrets.token_hex(6)}"
-    with Staging(scratch):
-        copy = scratch_config(source, region, scratch)
-        store_file = copy.region_dir(region) / "store.sqlite"
-        with stages.stage("copy"):
-            snapshot_region(source, region, store_file)
-            log(f"  {region}: store copied into {scratch}")
-        with stages.stage("cut"), closing(sqlite3.connect(store_file)) as db:
-            cut_ms = config.cut_ms if config.cut_ms is not None else choose_cut(db, config.holdout)
-            split = split_copy(db, source, region, cut_ms, config.newcomer_events)
-        log(
-            f"  cut at {iso(cut_ms)}: {split.events_before:,} events before, "
-            f"{split.events_after:,} after"
+    try:
+        with Staging(scratch):
+            return _evaluate_copy(config, source, region, scratch, stages, log, peers)
+    except BaseException as exc:
+        if "copy" in stages.begun:  # the region's data was read: the failure is audited too
+            audit_failure(source, region, stages, exc, config, log)
+        raise
+
+
+def _evaluate_copy(
+    config: TemporalConfig,
+    source: DeploymentConfig,
+    region: str,
+    scratch: Path,
+    stages: Stages,
+    log: Log,
+    peers: PeerSet,
+) -> dict[str, Any]:
+    """:func:`evaluate_region`'s work, in the locked copy ``scratch``."""
+    methods = [*config.methods, *(p.name for p in peers.extra)]
+    copy = scratch_config(source, region, scratch)
+    store_file = copy.region_dir(region) / "store.sqlite"
+    with stages.stage("copy"):
+        snapshot_region(source, region, store_file)
+        log(f"  {region}: store copied into {scratch}")
+    with stages.stage("cut"), closing(sqlite3.connect(store_file)) as db:
+        cut_ms = config.cut_ms if config.cut_ms is not None else choose_cut(db, config.holdout)
+        split = split_copy(
+            db, source, region, cut_ms, config.newcomer_events, config.moderation_now
         )
-        if split.events_before == 0 or split.events_after == 0:
+    log(
+        f"  cut at {iso(cut_ms)}: {split.events_before:,} events before, "
+        f"{split.events_after:,} after"
+    )
+    if split.events_before == 0 or split.events_after == 0:
+        raise ValidationFailed(
+            f"the cut {iso(cut_ms)} leaves {split.events_before} events before it and "
+            f"{split.events_after} after: both sides need some",
+            field="cut",
+        )
+    with Deployment(copy) as d:
+        universe = servable(d, region, split.universe)
+        if not universe:
+            raise ValidationFailed(nothing_servable(split), field="cut")
+        split.held_out = _within(split.held_out, universe)
+        split.newcomers = _within(split.newcomers, universe)
+        with stages.stage("train"):
+            log(f"  engine trained: {train_engine(d, config.seed)} s")
+        with stages.stage("prepare"):
+            # a newcomer's first events reach the store as they would live: after
+            # the models were trained, so only the feed's state reads them
+            d.store(region).insert_events(split.newcomer_events)
+            truth = {**split.held_out, **split.newcomers}
+
+            def read_test(name: str, store: Store) -> tuple[dict[str, set[str]], set[str]]:
+                return dict(truth), universe
+
+            protocol = build_protocol(d, read_test, log=lambda m: log(f"  {m}"))
+            kept: dict[str, set[str]] = {}
+            for e in split.newcomer_events:
+                kept.setdefault(e.user_id, set()).add(e.video_id)
+            for part in protocol.regions:
+                part.seen = {u: split.seen.get(u) or kept[u] for u in part.test}
+            select_users(protocol, config.users, config.seed)
+            tested = {u for part in protocol.regions for u in part.test}
+            groups = {
+                "offline": tested & set(split.held_out),
+                "offline_newcomers": tested & set(split.newcomers),
+            }
+            log(
+                f"  {len(groups['offline']):,} test users, "
+                f"{len(groups['offline_newcomers']):,} newcomers, "
+                f"{len(protocol.universe):,} videos ranked"
+            )
+        if not groups["offline"]:
             raise ValidationFailed(
-                f"the cut {iso(cut_ms)} leaves {split.events_before} events before it and "
-                f"{split.events_after} after: both sides need some",
+                f"no user of {region} has both an event before the cut {iso(cut_ms)} "
+                "and a positive after it on a video they had not seen",
                 field="cut",
             )
-        with Deployment(copy) as d:
-            universe = servable(d, region, split.universe)
-            split.held_out = _within(split.held_out, universe)
-            split.newcomers = _within(split.newcomers, universe)
-            with stages.stage("train"):
-                log(f"  engine trained: {train_engine(d, config.seed)} s")
-            with stages.stage("prepare"):
-                # a newcomer's first events reach the store as they would live: after
-                # the models were trained, so only the feed's state reads them
-                d.store(region).insert_events(split.newcomer_events)
-                truth = {**split.held_out, **split.newcomers}
-
-                def read_test(name: str, store: Store) -> tuple[dict[str, set[str]], set[str]]:
-                    return dict(truth), universe
-
-                protocol = build_protocol(d, read_test, log=lambda m: log(f"  {m}"))
-                kept: dict[str, set[str]] = {}
-                for e in split.newcomer_events:
-                    kept.setdefault(e.user_id, set()).add(e.video_id)
-                for part in protocol.regions:
-                    part.seen = {u: split.seen.get(u) or kept[u] for u in part.test}
-                select_users(protocol, config.users, config.seed)
-                tested = {u for part in protocol.regions for u in part.test}
-                groups = {
-                    "offline": tested & set(split.held_out),
-                    "offline_newcomers": tested & set(split.newcomers),
-                }
-                log(
-                    f"  {len(groups['offline']):,} test users, "
-                    f"{len(groups['offline_newcomers']):,} newcomers, "
-                    f"{len(protocol.universe):,} videos ranked"
-                )
-            if not groups["offline"]:
-                raise ValidationFailed(
-                    f"no user of {region} has both an event before the cut {iso(cut_ms)} "
-                    "and a positive after it on a video they had not seen",
-                    field="cut",
-                )
-            with stages.stage("offline"):
-                ranked, seconds = rank_all(protocol, d, methods, config, cut_ms, log, peers)
-            methods += [f"fyp:{name}" for name in dict.fromkeys(config.scorers)]
-            scored = {
-                group: score(ranked, users, protocol, methods, config.seed, log)
-                for group, users in groups.items()
-                if users
-            }
-            audit_run(source, region, split, len(groups["offline"]), config)
+        with stages.stage("offline"):
+            ranked, seconds = rank_all(protocol, d, methods, config, cut_ms, log, peers)
+        methods += [f"fyp:{name}" for name in dict.fromkeys(config.scorers)]
+        scored = {
+            group: score(ranked, users, protocol, methods, config.seed, log)
+            for group, users in groups.items()
+            if users
+        }
+        audit_run(source, region, split, len(groups["offline"]), config)
     empty: dict[str, Any] = {"metrics": {}, "uncertainty": {}}
     results: dict[str, Any] = {
         "protocol": PROTOCOL,
@@ -555,22 +607,73 @@ def audit_run(
     config: DeploymentConfig, region: str, split: Split, n_users: int, run: TemporalConfig
 ) -> None:
     """Record the run in the region's audit log: it read every user's events."""
+    details = {"cut_ms": split.cut_ms, "test_users": n_users}
+    _audit(config, region, "evaluation.run", run, details)
+
+
+def _audit(
+    config: DeploymentConfig,
+    region: str,
+    action: str,
+    run: TemporalConfig,
+    details: dict[str, Any],
+) -> None:
+    """One entry in the live region's audit log (the copy's is removed with it)."""
     deployment = Deployment(config)
     try:
         AuditLog(deployment.store(region)).append(
             ACTOR,
-            "evaluation.run",
+            action,
             region,
             {
                 "protocol": PROTOCOL,
-                "cut_ms": split.cut_ms,
-                "test_users": n_users,
+                **details,
                 "out": str(Path(run.out).resolve()),
                 "reason": run.reason.strip() or "(none given)",
             },
         )
     finally:
         deployment.close()
+
+
+def nothing_servable(split: Split) -> str:
+    """Why no video could be ranked at the cut, and what to do about it."""
+    cut = iso(split.cut_ms)
+    if split.moderation == "now":
+        return f"no video that existed at the cut {cut} may be served now"
+    first = split.first_verdict_ms
+    since = "" if first is None else f" (its first verdict is of {iso(first)})"
+    return (
+        f"no video that existed at the cut {cut} was approved for For You then: the "
+        f"region's moderation history{since} holds no such verdict before the cut. For a "
+        "history imported from before the region moderated, pass a later --cut, or "
+        "--moderation-now to judge by today's verdicts"
+    )
+
+
+def audit_failure(
+    config: DeploymentConfig,
+    region: str,
+    stages: Stages,
+    exc: BaseException,
+    run: TemporalConfig,
+    log: Log,
+) -> None:
+    """Record a run that failed once its copy was begun in the region's audit log: it
+    read every user's events all the same. What failed (the stage, the error's code and
+    class), not the message, which may quote the data; a failure to audit is logged,
+    never raised over the run's own error."""
+    error = as_fyp_error(exc) if isinstance(exc, Exception) else None
+    last = stages.begun[-1] if stages.begun else "copy"
+    details = {
+        "stage": stages.current or f"after {last}",
+        "error": error.code if error is not None else "interrupted",
+        "exception": type(exc).__name__,
+    }
+    try:
+        _audit(config, region, "evaluation.failed", run, details)
+    except Exception as failed:
+        log(f"  {region}: the failure could not be audited: {type(failed).__name__}")
 
 
 def parse_peers(text: str) -> tuple[str, ...]:

@@ -64,6 +64,7 @@ def every_region(
             "holdout": None if config.cut_ms is not None else config.holdout,
             "cut": None if config.cut_ms is None else iso(config.cut_ms),
             "newcomer_events": config.newcomer_events,
+            "moderation": "now" if config.moderation_now else "at_cut",
             "methods": [
                 *config.methods,
                 *(p.name for p in peers.extra),
