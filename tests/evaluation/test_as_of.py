@@ -17,7 +17,8 @@ from fyp.catalog.follows import Following
 from fyp.catalog.models import UserIn, VideoIn
 from fyp.catalog.service import Catalog
 from fyp.evaluation.offline import rank_engine, train_engine
-from fyp.evaluation.temporal import TemporalConfig, run_temporal, split_copy
+from fyp.evaluation.temporal import TemporalConfig, run_temporal
+from fyp.evaluation.temporal_cut import split_copy
 from fyp.events.ingest import Ingestor
 from fyp.feed.service import FeedService
 from fyp.regions.deployment import Deployment

@@ -25,7 +25,8 @@ from fyp.catalog.service import Catalog
 from fyp.errors import ValidationFailed
 from fyp.evaluation.as_of import moderation_at
 from fyp.evaluation.offline import Protocol, rank_peer
-from fyp.evaluation.temporal import TemporalConfig, run_temporal, split_copy
+from fyp.evaluation.temporal import TemporalConfig, run_temporal
+from fyp.evaluation.temporal_cut import split_copy
 from fyp.events.ingest import Ingestor
 from fyp.moderation import Moderator, Reviews
 from fyp.regions.deployment import Deployment

@@ -30,15 +30,8 @@ from fyp.cli.app import app
 from fyp.errors import InvalidRequest, UnknownRegion, ValidationFailed
 from fyp.evaluation.baselines import PEERS
 from fyp.evaluation.offline import Protocol, RegionData, rank_peer
-from fyp.evaluation.temporal import (
-    Split,
-    TemporalConfig,
-    choose_cut,
-    parse_cut,
-    positives,
-    run_temporal,
-    split_copy,
-)
+from fyp.evaluation.temporal import TemporalConfig, parse_cut, run_temporal
+from fyp.evaluation.temporal_cut import Split, choose_cut, positives, split_copy
 from fyp.events.ingest import Ingestor
 from fyp.events.schema import StoredEvent
 from fyp.models.artifacts import list_versions
