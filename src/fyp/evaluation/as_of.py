@@ -39,10 +39,10 @@ entries before the cut, in log order. It fails closed: a video with no entry bef
 the cut had no verdict then (pending), and one whose row is not the work of its
 entries (no ``audit_seq``, another entry since, or a state they do not lead to: the
 row was written behind the log's back) has no known state at the cut; both are
-pending in the copy. Not kept, so not rebuilt: the
-catalogue (a video deleted since the cut is not in the copy, one edited since is judged
-on its entries, which follow the edits), and a history imported from before the region
-moderated (its videos had no verdict at such a cut).
+pending in the copy. Not rebuilt, because no table keeps it: the catalogue as it
+was (a video deleted since the cut is not in the copy; one edited since keeps today's
+caption, though its verdict is the cut's). And a history imported from before the
+region moderated had no verdict at such a cut: nothing in it is servable.
 """
 
 from __future__ import annotations
