@@ -17,10 +17,10 @@ from fyp.catalog.follows import Following
 from fyp.catalog.models import UserIn, VideoIn
 from fyp.catalog.service import Catalog
 from fyp.evaluation.offline import rank_engine, train_engine
-from fyp.evaluation.temporal import TemporalConfig, run_temporal, split_copy
+from fyp.evaluation.temporal import TemporalConfig, run_temporal
+from fyp.evaluation.temporal_cut import split_copy
 from fyp.events.ingest import Ingestor
 from fyp.feed.service import FeedService
-from fyp.moderation import Moderator
 from fyp.regions.deployment import Deployment
 from fyp.sovereignty.region_data import snapshot_region
 
@@ -31,6 +31,7 @@ from test_temporal import (  # noqa: F401
     _event,
     cut_template,
     histories,
+    moderate,
     publish,
     template,
 )
@@ -191,7 +192,7 @@ def heavy_user(d: Deployment) -> None:
     Ingestor(d).ingest(rows)
     with closing(sqlite3.connect(d.config.region_dir("us") / "store.sqlite")) as db, db:
         db.execute("UPDATE videos SET created_at_ms = ?", (CUT_MS - 30 * DAY_MS,))
-    Moderator(d).run("us")
+    moderate(d)
 
 
 def test_the_feed_measures_its_windows_from_the_cut(tmp_path: Path) -> None:

@@ -5,12 +5,13 @@ Every test runs on SQLite, and the end-to-end one on PostgreSQL too when
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import random
 import sqlite3
 import sys
 from collections.abc import Iterator
-from contextlib import closing
+from contextlib import closing, contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -29,19 +30,12 @@ from fyp.cli.app import app
 from fyp.errors import InvalidRequest, UnknownRegion, ValidationFailed
 from fyp.evaluation.baselines import PEERS
 from fyp.evaluation.offline import Protocol, RegionData, rank_peer
-from fyp.evaluation.temporal import (
-    Split,
-    TemporalConfig,
-    choose_cut,
-    parse_cut,
-    positives,
-    run_temporal,
-    split_copy,
-)
+from fyp.evaluation.temporal import TemporalConfig, parse_cut, run_temporal
+from fyp.evaluation.temporal_cut import Split, choose_cut, positives, split_copy
 from fyp.events.ingest import Ingestor
 from fyp.events.schema import StoredEvent
 from fyp.models.artifacts import list_versions
-from fyp.moderation import Moderator
+from fyp.moderation import Moderator, review, service
 from fyp.regions.deployment import Deployment
 from fyp.sovereignty.region_data import snapshot_region
 from fyp.sovereignty.staging import EVAL_PREFIX, remove_stale, staging_dirs
@@ -52,6 +46,24 @@ from consent_helpers import BACKENDS, on_backend
 T0 = datetime(2026, 3, 1, tzinfo=UTC)
 CUT = T0 + timedelta(days=10)
 CUT_MS = int(CUT.timestamp() * 1000)
+T0_MS = int(T0.timestamp() * 1000)
+
+
+@contextmanager
+def moderation_clock(ms: int) -> Iterator[None]:
+    """Moderation decides at ``ms``. The planted histories are of March 2026: their
+    deployment judged its videos as they were published, before the cut (the
+    evaluation takes each video's verdict as it stood at the cut)."""
+    with pytest.MonkeyPatch.context() as patch:
+        for module in (service, review):
+            patch.setattr(module, "now_ms", lambda: ms)
+        yield
+
+
+def moderate(d: Deployment, ms: int = T0_MS) -> None:
+    """Run the region's automated checks at ``ms``."""
+    with moderation_clock(ms):
+        Moderator(d).run("us")
 
 
 def at(day: float) -> str:
@@ -115,7 +127,7 @@ def planted(tmp_path: Path) -> Iterator[Deployment]:
             # the catalogue's own times: five videos published before the cut, one after
             db.execute("UPDATE videos SET created_at_ms = ?", (CUT_MS - 86_400_000,))
             db.execute("UPDATE videos SET created_at_ms = ? WHERE video_id = 'late'", (CUT_MS + 1,))
-        Moderator(d).run("us")
+        moderate(d)
         yield d
 
 
@@ -243,7 +255,7 @@ def tastes(d: Deployment) -> None:
         for k, v in enumerate(rng.sample(GROUPS[user[0]], 6)):
             rows.append(_event(len(rows), user, v, "play", 11 + k + rng.random()))
     Ingestor(d).ingest(rows)
-    Moderator(d).run("us")
+    moderate(d)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -462,10 +474,14 @@ def test_the_official_kuairec_layout_splits_at_its_real_times(tmp_path: Path) ->
     # user 0's whole play of 16 is no test: 16 was first played after the cut; user 2's
     # 1 s of 16 is no positive
     assert split.held_out == {"0": {"12"}, "1": {"13"}, "2": {"11"}}
-    results = run_temporal(
-        TemporalConfig(directory=tmp_path / "dep", out=tmp_path / "o", cut_ms=cut, region="us"),
-        log=lambda _: None,
-    ).results
+    # a history imported from before the region moderated: no verdict stood at the cut,
+    # so nothing could be served then; today's verdicts only when asked for
+    config = TemporalConfig(directory=tmp_path / "dep", out=tmp_path / "o", cut_ms=cut, region="us")
+    with pytest.raises(ValidationFailed, match="--moderation-now"):
+        run_temporal(config, log=lambda _: None)
+    config = dataclasses.replace(config, moderation_now=True)
+    results = run_temporal(config, log=lambda _: None).results
+    assert results["config"]["moderation"] == "now"
     assert results["config"]["test_users"] == 3
     assert results["config"]["events_after_cut"] == split.events_after > 5  # small matrix too
 

@@ -48,7 +48,8 @@ DEPLOYMENT_HELP = "\n\n".join(
         "(offline; every region, or --region).",
         "For each region, copies its store into a locked directory in the region's own "
         "folder (its data stays where its policy keeps it), deletes every event from the cut "
-        "on in the copy and rebuilds its follows and blocks as they stood at the cut, trains "
+        "on in the copy and rebuilds its follows, blocks and moderation verdicts as they stood "
+        "at the cut (a video whose verdict then is unknown is not served), trains "
         "the engine there with this deployment's settings and ranks for each user with a "
         "positive after the cut: fyp through its real feed path, as of the cut, and the "
         "--peers (random, popular, als, bpr, ease) fitted on the same events. Relevant: the user's "
@@ -57,7 +58,8 @@ DEPLOYMENT_HELP = "\n\n".join(
         "who withheld model_training consent are left out. The copy is removed at the end.",
         "Writes OUT/results.json and OUT/report.html (figures only, no user id; every "
         "region's side by side without --region) and records each region's run in its own "
-        "audit log. A region that fails is reported, the others still run, and the command "
+        "audit log (a failed one too). A region that fails is reported, the others still "
+        "run, and the command "
         "exits non-zero. The live store, models and served log are only read.",
     ]
 )
@@ -259,6 +261,12 @@ def register(app: typer.Typer) -> None:
         reason: str = typer.Option(
             "", help="Why you evaluate on users' data: it goes in the region's audit log."
         ),
+        moderation_now: bool = typer.Option(
+            False,
+            "--moderation-now",
+            help="Judge which videos could be served by today's verdicts, not by those at "
+            "the cut (a history imported from before the region moderated had none then).",
+        ),
     ) -> None:
         from fyp.evaluation.temporal import TemporalConfig, parse_cut, parse_peers, run_temporal
 
@@ -277,6 +285,7 @@ def register(app: typer.Typer) -> None:
                 newcomer_events=newcomer_events,
                 reason=reason,
                 peers=tuple(peer),
+                moderation_now=moderation_now,
             )
             outcome = run_temporal(config, log=_log)
         except FypError as exc:

@@ -1,4 +1,4 @@
-"""The evaluation copy's follows and blocks as they stood at the cut.
+"""The evaluation copy's follows, blocks and moderation as they stood at the cut.
 
 Cutting the events is not enough: ``follows``, ``follow_actions``, ``blocks`` and
 ``blocked_by`` hold *state*, what is true now. A follow the user had at the cut and
@@ -30,12 +30,32 @@ does a block lifted since. A follow made through the API before the cut and ende
 after it is therefore missing from the copy, and a block lifted after the cut is not
 in force in it (docs/architecture.md, "Evaluating on a deployment's own data").
 Events are the app's usual way to follow, and those are all kept.
+
+**Moderation** (:func:`moderation_at`). The ``moderation`` table holds each video's
+state now: a video approved after the cut would be served at it, one taken down after
+it would not. Every write of a video's state or creator eligibility is one audit entry
+of the region, with the write's own time, in the same transaction (``verdict``:
+automated checks, reviews, appeals, takedowns, report holds, a restore's re-applied
+removals; ``pending``: an edit, a new region, a deletion; ``creator_recheck``), and the
+row names its latest (``audit_seq``). So each video's state at the cut is that of its
+entries before the cut, in log order. It fails closed: a video with no entry before
+the cut had no verdict then (pending), and one whose row is not the work of its
+entries (no ``audit_seq``, another entry since, or a state they do not lead to: the
+row was written behind the log's back) has no known state at the cut; both are
+pending in the copy. Not rebuilt, because no table keeps it: the catalogue as it
+was (a video deleted since the cut is not in the copy; one edited since keeps today's
+caption, though its verdict is the cut's). And a history imported from before the
+region moderated had no verdict at such a cut: nothing in it is servable.
 """
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from dataclasses import dataclass
+from typing import Any
+
+from fyp.moderation.models import State
 
 Pair = tuple[str, str]  # (user, creator)
 
@@ -141,3 +161,73 @@ def _fold(actions: list[Action], standing: int | None) -> FollowState:
     if following and standing is not None:
         since = standing
     return FollowState(last_ms, following, since if following else None)
+
+
+MODERATION_ACTIONS = ("verdict", "pending", "creator_recheck")
+"""The audit actions that write a video's moderation row (:mod:`fyp.moderation`)."""
+_STATES = frozenset(s.value for s in State)
+Moderation = tuple[str | None, bool]  # state (None: unknown), creator eligible
+
+
+@dataclass(frozen=True)
+class ModerationAt:
+    """What :func:`moderation_at` did: the videos whose state at the cut differs from
+    today's, and those whose history the log does not hold (pending in the copy)."""
+
+    changed: int
+    unknown: int
+
+
+def moderation_at(db: sqlite3.Connection, cut_ms: int) -> ModerationAt:
+    """Set the copy's moderation rows to their state at ``cut_ms`` (module docstring),
+    in one transaction."""
+    latest: dict[str, int] = {}  # video -> seq of its latest entry, whenever it was
+    final: dict[str, Moderation] = {}  # video -> the state its entries lead to
+    at_cut: dict[str, Moderation] = {}
+    rows = db.execute(
+        "SELECT seq, subject, ts_ms, action, details FROM audit_log "
+        f"WHERE action IN ({', '.join('?' * len(MODERATION_ACTIONS))}) ORDER BY seq",
+        MODERATION_ACTIONS,
+    )
+    for seq, subject, ts, action, details in rows:
+        video = str(subject)
+        latest[video] = int(seq)
+        written = json.loads(details)
+        final[video] = _moderation_after(final.get(video, (None, False)), str(action), written)
+        if int(ts) < cut_ms:
+            before = at_cut.get(video, (None, False))
+            at_cut[video] = _moderation_after(before, str(action), written)
+    updates: list[tuple[str, int, str]] = []
+    unknown = 0
+    for video, state, ok, seq in db.execute(
+        "SELECT video_id, state, creator_ok, audit_seq FROM moderation"
+    ).fetchall():
+        known = (
+            seq is not None
+            and latest.get(str(video)) == int(seq)
+            and final.get(str(video)) == (str(state), bool(ok))
+        )
+        unknown += not known
+        then, then_ok = at_cut.get(str(video), (None, False)) if known else (None, False)
+        if then is None:
+            then, then_ok = State.pending.value, False
+        if (then, then_ok) != (str(state), bool(ok)):
+            updates.append((then, int(then_ok), str(video)))
+    with db:
+        db.executemany(
+            "UPDATE moderation SET state = ?, creator_ok = ? WHERE video_id = ?", updates
+        )
+    return ModerationAt(len(updates), unknown)
+
+
+def _moderation_after(before: Moderation, action: str, details: dict[str, Any]) -> Moderation:
+    """A video's state after one of its entries: as the write it records left the row
+    (a report hold's verdict leaves creator eligibility as it was)."""
+    state, ok = before
+    if action == "pending":
+        return State.pending.value, False
+    if action == "creator_recheck":
+        return state, bool(details.get("creator_ok"))
+    given = details.get("state")
+    then = given if isinstance(given, str) and given in _STATES else None
+    return then, bool(details["creator_ok"]) if "creator_ok" in details else ok

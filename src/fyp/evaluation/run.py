@@ -132,12 +132,17 @@ class Stages:
         self.log = log
         self.seconds: dict[str, float] = {}
         self.started = time.perf_counter()
+        self.begun: list[str] = []  # the stages started, in order
+        self.current: str | None = None  # the stage running (or the one that failed)
 
     @contextmanager
     def stage(self, name: str) -> Iterator[None]:
         self.log(f"[{name}] started ({self.elapsed():.1f} s so far)")
+        self.begun.append(name)
+        self.current = name
         t = time.perf_counter()
         yield
+        self.current = None
         self.seconds[name] = round(time.perf_counter() - t, 2)
         self.log(f"[{name}] done in {self.seconds[name]:.1f} s")
 

@@ -11,18 +11,23 @@ liked next:
    at the end, or by the next backup, restore or ``fyp erasure process`` if the run was
    killed: :mod:`fyp.sovereignty.staging`). The region's data never leaves where its
    policy keeps it; the live store, models and served log are only read.
-2. **The cut.** ``--cut`` or, by default, the time before which ``1 - holdout`` of the
+2. **The cut** (:mod:`fyp.evaluation.temporal_cut`, which does steps 2-4 and 6's split).
+   ``--cut`` or, by default, the time before which ``1 - holdout`` of the
    region's events happened. In the copy every event at or after the cut is deleted,
    with every served page (the copy starts with no impressions); its follows and
    blocks are rebuilt as they stood at the cut (:mod:`fyp.evaluation.as_of`: a follow
-   ended since is back, one made since is gone, and so are blocks made since);
-   experiments do not run.
+   ended since is back, one made since is gone, and so are blocks made since); its
+   moderation is as it stood at the cut, from the region's audit log (a video approved
+   since is pending, one taken down since is approved; a video whose state at the cut
+   the log does not hold is pending: moderation fails closed); experiments do not run.
+   ``--moderation-now`` keeps today's verdicts instead (a history imported from before
+   the region moderated had none at the cut).
 3. **Held out.** A user's positives after the cut (what training counts as "more like
    this": long plays, likes not taken back, shares, follows...) on videos that existed at
-   the cut (published before it, or played before it) and that the For You feed may
-   serve now, less the videos the user had any event with before the cut (the feed never
-   shows those again, and the peers are not asked to either). Test users: those with at
-   least one event before the cut and one held-out positive.
+   the cut (published before it, or played before it) and that the For You feed could
+   serve at the cut, less the videos the user had any event with before the cut (the
+   feed never shows those again, and the peers are not asked to either). Test users:
+   those with at least one event before the cut and one held-out positive.
 4. **Consent.** Users who withheld ``model_training`` are not in the copy at all (no
    model and no figure is made of them); users with ``personalised_feed`` off are no
    test users (their feed is not personal), though models learn from them as in
@@ -46,21 +51,19 @@ Unlike KuaiRec's fully observed test set, a video a user did not play after the 
 an *unknown*, not a known negative (they may never have been shown it): the figures
 rank methods against each other; their absolute values are lower bounds. Outputs hold
 aggregate figures only (``results.json``, ``report.html``), no user id; the run is
-recorded in the region's audit log (``evaluation.run``). Without ``--region`` every
+recorded in the region's audit log (``evaluation.run``; a run that fails once its copy
+exists, ``evaluation.failed``: the stage and the error's code). Without ``--region`` every
 region is evaluated so, each in its own copy (:mod:`fyp.evaluation.temporal_regions`).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
-import math
 import secrets
 import sqlite3
 import time
-from collections.abc import Iterable, Iterator
 from contextlib import closing
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -68,7 +71,6 @@ from typing import Any
 from fyp.audit.log import AuditLog
 from fyp.config import SCORERS, DeploymentConfig, RegionConfig, load_config
 from fyp.errors import InvalidRequest, ValidationFailed
-from fyp.evaluation.as_of import relationships_at
 from fyp.evaluation.baselines import PEERS
 from fyp.evaluation.offline import (
     Protocol,
@@ -90,25 +92,19 @@ from fyp.evaluation.run import (
     write_json,
 )
 from fyp.evaluation.simulator import serving_threads
+from fyp.evaluation.temporal_cut import Split, choose_cut, iso, nothing_servable, split_copy
 from fyp.evaluation.uncertainty import METHOD, figures
-from fyp.events.schema import EventType, StoredEvent
 from fyp.feed.pipeline import configured_pipeline
 from fyp.feed.service import FeedService, scorer_for
-from fyp.models.training import LikeLedger, event_weight
+from fyp.models.executors import as_fyp_error
 from fyp.moderation.service import ADULT
-from fyp.regions.consent import MODEL_TRAINING, PERSONALISED_FEED, consent_policy, effective
 from fyp.regions.deployment import Deployment
 from fyp.sovereignty.region_data import snapshot_region
 from fyp.sovereignty.staging import EVAL_PREFIX, Staging, refuse_while_restoring, remove_stale
 from fyp.storage import Store
-from fyp.storage.base import EventRow
 
 PROTOCOL = "deployment"
 ACTOR = "cli:fyp eval deployment"
-EVENT_COLUMNS = (
-    "seq, event_id, user_id, video_id, type, ts_ms, watch_ms, watch_ratio, "
-    "valid_play, long_play, short_play"
-)
 
 
 @dataclass(frozen=True)
@@ -129,6 +125,7 @@ class TemporalConfig:
     newcomer_events: int = 3  # a newcomer's first events the feed sees (0: no newcomers)
     reason: str = ""
     peers: tuple[str, ...] = ()  # MODULE:NAME of recommenders brought (fyp.evaluation.peers)
+    moderation_now: bool = False  # judge by today's verdicts, not those at the cut
 
     def check(self) -> PeerSet:
         """Refuse bad input before anything is copied; the brought peers, loaded and
@@ -162,37 +159,6 @@ class TemporalConfig:
         return load_peers(self.peers, reserved=[f"fyp:{s}" for s in SCORERS])
 
 
-@dataclass
-class Split:
-    """What the cut left in the copy and what it held out."""
-
-    cut_ms: int
-    events_before: int = 0
-    events_after: int = 0
-    excluded_users: int = 0  # withheld model_training: not in the copy
-    not_personalised: int = 0  # personalised_feed off: no test users
-    held_out: dict[str, set[str]] = field(default_factory=dict)
-    seen: dict[str, set[str]] = field(default_factory=dict)  # test users' pre-cut videos
-    universe: set[str] = field(default_factory=set)
-    # newcomers (no event before the cut): their first events after it, put back in the
-    # copy once the engine has trained (the state reads them, no model learned them),
-    # and their positives after those
-    newcomer_events: list[EventRow] = field(default_factory=list)
-    newcomers: dict[str, set[str]] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "cut_ms": self.cut_ms,
-            "events_before_cut": self.events_before,
-            "events_after_cut": self.events_after,
-            "users_without_training_consent": self.excluded_users,
-            "users_not_personalised": self.not_personalised,
-            "held_out_positives": sum(len(v) for v in self.held_out.values()),
-            "newcomer_events_kept": len(self.newcomer_events),
-            "newcomer_held_out_positives": sum(len(v) for v in self.newcomers.values()),
-        }
-
-
 def scratch_config(config: DeploymentConfig, region: str, root: Path) -> DeploymentConfig:
     """The copy's configuration: the region's policy and the deployment's feed, ranking
     and training settings (the point is to measure *them*), a SQLite store in ``root``,
@@ -206,147 +172,9 @@ def scratch_config(config: DeploymentConfig, region: str, root: Path) -> Deploym
     )
 
 
-def choose_cut(db: sqlite3.Connection, holdout: float) -> int:
-    """The time of the first event of the last ``holdout`` of the region's events (by
-    time): events from it on are held out."""
-    (n,) = db.execute("SELECT count(*) FROM events").fetchone()
-    if n < 2:
-        raise ValidationFailed(f"the region holds {n} events: too few to split in time")
-    k = min(n - 1, max(1, math.ceil(n * (1.0 - holdout))))
-    (cut,) = db.execute(
-        "SELECT ts_ms FROM events ORDER BY ts_ms, seq LIMIT 1 OFFSET ?", (k,)
-    ).fetchone()
-    (first,) = db.execute("SELECT min(ts_ms) FROM events").fetchone()
-    if int(cut) <= int(first):
-        raise ValidationFailed(
-            "the region's events do not spread over time enough to hold out the last "
-            f"{holdout:.0%} of them: pass --cut or another --holdout"
-        )
-    return int(cut)
-
-
-def _events(db: sqlite3.Connection, cut_ms: int) -> Iterator[StoredEvent]:
-    """The copy's events at or after the cut, in ingestion order."""
-    rows = db.execute(
-        f"SELECT {EVENT_COLUMNS} FROM events WHERE ts_ms >= ? ORDER BY seq", (cut_ms,)
-    )
-    for seq, event_id, user, video, kind, ts, watch_ms, ratio, valid, long, short in rows:
-        flags = bool(valid), bool(long), bool(short)
-        yield StoredEvent(seq, event_id, user, video, kind, ts, watch_ms, ratio, *flags)
-
-
-def positives(events: Iterable[StoredEvent]) -> dict[str, set[str]]:
-    """Each user's videos with a positive event, likes taken back left out (as training
-    folds them, :class:`fyp.models.training.LikeLedger`)."""
-    ledger: LikeLedger[tuple[str, str], int] = LikeLedger()
-    rows: list[tuple[str, str]] = []
-    for e in events:
-        if e.type == EventType.unlike:
-            ledger.unlike((e.user_id, e.video_id), e)
-        elif event_weight(e) > 0:
-            if e.type == EventType.like:
-                ledger.like((e.user_id, e.video_id), e, len(rows))
-            rows.append((e.user_id, e.video_id))
-    gone = {n for _, n in ledger.taken_back()}
-    out: dict[str, set[str]] = {}
-    for n, (user, video) in enumerate(rows):
-        if n not in gone:
-            out.setdefault(user, set()).add(video)
-    return out
-
-
-def _count(db: sqlite3.Connection, sql: str, args: tuple[Any, ...] = ()) -> int:
-    (n,) = db.execute(sql, args).fetchone()
-    return int(n)
-
-
-def split_copy(
-    db: sqlite3.Connection,
-    config: DeploymentConfig,
-    region: str,
-    cut_ms: int,
-    newcomer_events: int = 0,
-) -> Split:
-    """Cut the copy at ``cut_ms`` (module docstring, steps 2-4); with
-    ``newcomer_events`` K, a newcomer's first K events after the cut are kept aside
-    (step 6). The held-out sets are not yet limited to what the feed may serve
-    (:func:`servable`)."""
-    policy = consent_policy(config, region)
-    consents = {
-        str(u): json.loads(c or "{}") for u, c in db.execute("SELECT user_id, consents FROM users")
-    }
-    withheld = [(u,) for u, c in consents.items() if not effective(c, policy, MODEL_TRAINING)]
-    impersonal = {u for u, c in consents.items() if not effective(c, policy, PERSONALISED_FEED)}
-    with db:  # not in the copy at all: nothing is learned or measured of them
-        for table in (
-            "events",
-            "labels",
-            "follows",
-            "follow_actions",
-            "served_pages",
-            "experiment_exposures",
-        ):
-            db.executemany(f"DELETE FROM {table} WHERE user_id = ?", withheld)
-    split = Split(cut_ms, excluded_users=len(withheld))
-    split.events_before = _count(db, "SELECT count(*) FROM events WHERE ts_ms < ?", (cut_ms,))
-    split.events_after = _count(db, "SELECT count(*) FROM events WHERE ts_ms >= ?", (cut_ms,))
-    later = list(_events(db, cut_ms))
-    after = positives(later)
-    seen: dict[str, set[str]] = {}
-    for user, video in db.execute(
-        "SELECT user_id, video_id FROM events WHERE ts_ms < ?", (cut_ms,)
-    ):
-        seen.setdefault(str(user), set()).add(str(video))
-    existed = {
-        str(v)
-        for (v,) in db.execute("SELECT video_id FROM videos WHERE created_at_ms < ?", (cut_ms,))
-    }
-    split.universe = existed | {v for videos in seen.values() for v in videos}
-    if newcomer_events > 0:
-        newcomers(split, later, seen, impersonal, newcomer_events)
-    for user, videos in sorted(after.items()):
-        if user not in seen:
-            continue  # no history before the cut: a newcomer's count apart
-        if user in impersonal:
-            split.not_personalised += 1
-            continue
-        fresh = (videos & split.universe) - seen[user]
-        if fresh:
-            split.held_out[user] = fresh
-            split.seen[user] = seen[user]
-    with db:
-        db.execute("DELETE FROM events WHERE ts_ms >= ?", (cut_ms,))
-        for table in ("served_pages", "experiment_exposures", "labels"):
-            db.execute(f"DELETE FROM {table}")
-    relationships_at(db, cut_ms)  # follows and blocks as they stood at the cut
-    return split
-
-
-def newcomers(
-    split: Split,
-    later: list[StoredEvent],
-    seen: dict[str, set[str]],
-    impersonal: set[str],
-    k: int,
-) -> None:
-    """Each user with no event before the cut: their first ``k`` events after it (by
-    time) become the history the feed sees, their positives after those are held out."""
-    by_user: dict[str, list[StoredEvent]] = {}
-    for e in later:
-        if e.user_id not in seen and e.user_id not in impersonal:
-            by_user.setdefault(e.user_id, []).append(e)
-    for user, events in sorted(by_user.items()):
-        events.sort(key=lambda e: (e.ts_ms, e.seq))
-        first, rest = events[:k], events[k:]
-        watched = {e.video_id for e in first}
-        fresh = (positives(rest).get(user, set()) & split.universe) - watched
-        if len(first) == k and fresh:
-            split.newcomers[user] = fresh
-            split.newcomer_events += [EventRow(*e[1:]) for e in first]
-
-
 def servable(deployment: Deployment, region: str, videos: set[str]) -> set[str]:
-    """The videos the region's For You feed may serve an adult now (moderation's rule,
+    """The videos the region's For You feed may serve an adult by the copy's moderation
+    (as it stood at the cut, unless ``--moderation-now``; the rule of
     :class:`fyp.moderation.ModerationEligibility`): no method is asked to rank others."""
     from fyp.moderation import ModerationEligibility
 
@@ -388,79 +216,103 @@ def evaluate_region(
 ) -> dict[str, Any]:
     """One region's figures (``results.json``'s shape for one region), from a copy of
     its store in its own directory, removed at the end; the run is audited there.
-    ``peers``: the built-in peers and those brought (``TemporalConfig.check``)."""
+    ``peers``: the built-in peers and those brought (``TemporalConfig.check``). A run
+    that fails once its copy exists is audited too (``evaluation.failed``), and its copy
+    removed all the same."""
     stages = Stages(log)
     region_dir = source.region_dir(region)
     refuse_while_restoring(region_dir, region, "evaluated")
     remove_stale(region_dir)
-    methods = [*config.methods, *(p.name for p in peers.extra)]
     scratch = region_dir / f"{EVAL_PREFIX}{secrets.token_hex(6)}"
-    with Staging(scratch):
-        copy = scratch_config(source, region, scratch)
-        store_file = copy.region_dir(region) / "store.sqlite"
-        with stages.stage("copy"):
-            snapshot_region(source, region, store_file)
-            log(f"  {region}: store copied into {scratch}")
-        with stages.stage("cut"), closing(sqlite3.connect(store_file)) as db:
-            cut_ms = config.cut_ms if config.cut_ms is not None else choose_cut(db, config.holdout)
-            split = split_copy(db, source, region, cut_ms, config.newcomer_events)
-        log(
-            f"  cut at {iso(cut_ms)}: {split.events_before:,} events before, "
-            f"{split.events_after:,} after"
+    try:
+        with Staging(scratch):
+            return _evaluate_copy(config, source, region, scratch, stages, log, peers)
+    except BaseException as exc:
+        if "copy" in stages.begun:  # the region's data was read: the failure is audited too
+            audit_failure(source, region, stages, exc, config, log)
+        raise
+
+
+def _evaluate_copy(
+    config: TemporalConfig,
+    source: DeploymentConfig,
+    region: str,
+    scratch: Path,
+    stages: Stages,
+    log: Log,
+    peers: PeerSet,
+) -> dict[str, Any]:
+    """:func:`evaluate_region`'s work, in the locked copy ``scratch``."""
+    methods = [*config.methods, *(p.name for p in peers.extra)]
+    copy = scratch_config(source, region, scratch)
+    store_file = copy.region_dir(region) / "store.sqlite"
+    with stages.stage("copy"):
+        snapshot_region(source, region, store_file)
+        log(f"  {region}: store copied into {scratch}")
+    with stages.stage("cut"), closing(sqlite3.connect(store_file)) as db:
+        cut_ms = config.cut_ms if config.cut_ms is not None else choose_cut(db, config.holdout)
+        split = split_copy(
+            db, source, region, cut_ms, config.newcomer_events, config.moderation_now
         )
-        if split.events_before == 0 or split.events_after == 0:
+    log(
+        f"  cut at {iso(cut_ms)}: {split.events_before:,} events before, "
+        f"{split.events_after:,} after"
+    )
+    if split.events_before == 0 or split.events_after == 0:
+        raise ValidationFailed(
+            f"the cut {iso(cut_ms)} leaves {split.events_before} events before it and "
+            f"{split.events_after} after: both sides need some",
+            field="cut",
+        )
+    with Deployment(copy) as d:
+        universe = servable(d, region, split.universe)
+        if not universe:
+            raise ValidationFailed(nothing_servable(split), field="cut")
+        split.held_out = _within(split.held_out, universe)
+        split.newcomers = _within(split.newcomers, universe)
+        with stages.stage("train"):
+            log(f"  engine trained: {train_engine(d, config.seed)} s")
+        with stages.stage("prepare"):
+            # a newcomer's first events reach the store as they would live: after
+            # the models were trained, so only the feed's state reads them
+            d.store(region).insert_events(split.newcomer_events)
+            truth = {**split.held_out, **split.newcomers}
+
+            def read_test(name: str, store: Store) -> tuple[dict[str, set[str]], set[str]]:
+                return dict(truth), universe
+
+            protocol = build_protocol(d, read_test, log=lambda m: log(f"  {m}"))
+            kept: dict[str, set[str]] = {}
+            for e in split.newcomer_events:
+                kept.setdefault(e.user_id, set()).add(e.video_id)
+            for part in protocol.regions:
+                part.seen = {u: split.seen.get(u) or kept[u] for u in part.test}
+            select_users(protocol, config.users, config.seed)
+            tested = {u for part in protocol.regions for u in part.test}
+            groups = {
+                "offline": tested & set(split.held_out),
+                "offline_newcomers": tested & set(split.newcomers),
+            }
+            log(
+                f"  {len(groups['offline']):,} test users, "
+                f"{len(groups['offline_newcomers']):,} newcomers, "
+                f"{len(protocol.universe):,} videos ranked"
+            )
+        if not groups["offline"]:
             raise ValidationFailed(
-                f"the cut {iso(cut_ms)} leaves {split.events_before} events before it and "
-                f"{split.events_after} after: both sides need some",
+                f"no user of {region} has both an event before the cut {iso(cut_ms)} "
+                "and a positive after it on a video they had not seen",
                 field="cut",
             )
-        with Deployment(copy) as d:
-            universe = servable(d, region, split.universe)
-            split.held_out = _within(split.held_out, universe)
-            split.newcomers = _within(split.newcomers, universe)
-            with stages.stage("train"):
-                log(f"  engine trained: {train_engine(d, config.seed)} s")
-            with stages.stage("prepare"):
-                # a newcomer's first events reach the store as they would live: after
-                # the models were trained, so only the feed's state reads them
-                d.store(region).insert_events(split.newcomer_events)
-                truth = {**split.held_out, **split.newcomers}
-
-                def read_test(name: str, store: Store) -> tuple[dict[str, set[str]], set[str]]:
-                    return dict(truth), universe
-
-                protocol = build_protocol(d, read_test, log=lambda m: log(f"  {m}"))
-                kept: dict[str, set[str]] = {}
-                for e in split.newcomer_events:
-                    kept.setdefault(e.user_id, set()).add(e.video_id)
-                for part in protocol.regions:
-                    part.seen = {u: split.seen.get(u) or kept[u] for u in part.test}
-                select_users(protocol, config.users, config.seed)
-                tested = {u for part in protocol.regions for u in part.test}
-                groups = {
-                    "offline": tested & set(split.held_out),
-                    "offline_newcomers": tested & set(split.newcomers),
-                }
-                log(
-                    f"  {len(groups['offline']):,} test users, "
-                    f"{len(groups['offline_newcomers']):,} newcomers, "
-                    f"{len(protocol.universe):,} videos ranked"
-                )
-            if not groups["offline"]:
-                raise ValidationFailed(
-                    f"no user of {region} has both an event before the cut {iso(cut_ms)} "
-                    "and a positive after it on a video they had not seen",
-                    field="cut",
-                )
-            with stages.stage("offline"):
-                ranked, seconds = rank_all(protocol, d, methods, config, cut_ms, log, peers)
-            methods += [f"fyp:{name}" for name in dict.fromkeys(config.scorers)]
-            scored = {
-                group: score(ranked, users, protocol, methods, config.seed, log)
-                for group, users in groups.items()
-                if users
-            }
-            audit_run(source, region, split, len(groups["offline"]), config)
+        with stages.stage("offline"):
+            ranked, seconds = rank_all(protocol, d, methods, config, cut_ms, log, peers)
+        methods += [f"fyp:{name}" for name in dict.fromkeys(config.scorers)]
+        scored = {
+            group: score(ranked, users, protocol, methods, config.seed, log)
+            for group, users in groups.items()
+            if users
+        }
+        audit_run(source, region, split, len(groups["offline"]), config)
     empty: dict[str, Any] = {"metrics": {}, "uncertainty": {}}
     results: dict[str, Any] = {
         "protocol": PROTOCOL,
@@ -555,22 +407,58 @@ def audit_run(
     config: DeploymentConfig, region: str, split: Split, n_users: int, run: TemporalConfig
 ) -> None:
     """Record the run in the region's audit log: it read every user's events."""
+    details = {"cut_ms": split.cut_ms, "test_users": n_users}
+    _audit(config, region, "evaluation.run", run, details)
+
+
+def _audit(
+    config: DeploymentConfig,
+    region: str,
+    action: str,
+    run: TemporalConfig,
+    details: dict[str, Any],
+) -> None:
+    """One entry in the live region's audit log (the copy's is removed with it)."""
     deployment = Deployment(config)
     try:
         AuditLog(deployment.store(region)).append(
             ACTOR,
-            "evaluation.run",
+            action,
             region,
             {
                 "protocol": PROTOCOL,
-                "cut_ms": split.cut_ms,
-                "test_users": n_users,
+                **details,
                 "out": str(Path(run.out).resolve()),
                 "reason": run.reason.strip() or "(none given)",
             },
         )
     finally:
         deployment.close()
+
+
+def audit_failure(
+    config: DeploymentConfig,
+    region: str,
+    stages: Stages,
+    exc: BaseException,
+    run: TemporalConfig,
+    log: Log,
+) -> None:
+    """Record a run that failed once its copy was begun in the region's audit log: it
+    read every user's events all the same. What failed (the stage, the error's code and
+    class), not the message, which may quote the data; a failure to audit is logged,
+    never raised over the run's own error."""
+    error = as_fyp_error(exc) if isinstance(exc, Exception) else None
+    last = stages.begun[-1] if stages.begun else "copy"
+    details = {
+        "stage": stages.current or f"after {last}",
+        "error": error.code if error is not None else "interrupted",
+        "exception": type(exc).__name__,
+    }
+    try:
+        _audit(config, region, "evaluation.failed", run, details)
+    except Exception as failed:
+        log(f"  {region}: the failure could not be audited: {type(failed).__name__}")
 
 
 def parse_peers(text: str) -> tuple[str, ...]:
@@ -600,7 +488,3 @@ def parse_cut(text: str) -> int:
     if when.tzinfo is None:
         when = when.replace(tzinfo=UTC)
     return int(when.timestamp() * 1000)
-
-
-def iso(ms: int) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ms / 1000))

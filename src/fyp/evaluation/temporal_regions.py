@@ -25,7 +25,8 @@ from fyp.config import DeploymentConfig
 from fyp.errors import FypError
 from fyp.evaluation.peers import BUILT_IN, PeerSet
 from fyp.evaluation.run import EvalOutcome, Log, machine_info, write_json
-from fyp.evaluation.temporal import PROTOCOL, TemporalConfig, evaluate_region, iso
+from fyp.evaluation.temporal import PROTOCOL, TemporalConfig, evaluate_region
+from fyp.evaluation.temporal_cut import iso
 from fyp.models.executors import as_fyp_error
 
 RESULTS_VERSION = 2
@@ -64,6 +65,7 @@ def every_region(
             "holdout": None if config.cut_ms is not None else config.holdout,
             "cut": None if config.cut_ms is None else iso(config.cut_ms),
             "newcomer_events": config.newcomer_events,
+            "moderation": "now" if config.moderation_now else "at_cut",
             "methods": [
                 *config.methods,
                 *(p.name for p in peers.extra),
