@@ -190,6 +190,20 @@ def test_a_wal_that_stays_busy_fails_the_erasure_after_the_caches_forget(
     assert not dep.store("us").existing_users([ANA])
 
 
+def test_erasure_process_does_the_wal_truncation_an_erasure_owed(dep: Deployment) -> None:
+    """An erasure that met a busy WAL left a marker (tests/storage/test_sqlite_purge.py);
+    ``fyp erasure process`` truncates that region's WAL, once, and reports it."""
+    from fyp.storage.sqlite_served_log import PURGE_OWED_SUFFIX
+
+    Eraser(dep).erase(ANA)
+    owed = Path(dep.store("eu").path + PURGE_OWED_SUFFIX)  # type: ignore[attr-defined]
+    owed.write_text("owed\n")
+    runs = {r.region: r for r in process(dep)}
+    assert runs["eu"].wal_purged and not runs["us"].wal_purged
+    assert not owed.exists()
+    assert not any(r.wal_purged for r in process(dep))
+
+
 def test_receipt_signature_catches_tampering_and_other_users(dep: Deployment) -> None:
     receipt = Eraser(dep).erase(ANA)
     assert receipt_signature_ok(dep, receipt)

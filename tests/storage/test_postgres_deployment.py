@@ -51,6 +51,7 @@ from sovereignty.test_export import *  # noqa: E402, F403
 # restores and carve-outs of PostgreSQL regions: test_postgres_backups.py.)
 for _name in (
     "test_deleted_bytes_do_not_linger_in_store_files",
+    "test_erasure_process_does_the_wal_truncation_an_erasure_owed",
     "test_verify_finds_planted_event_row_and_artifact_row",
     "test_reapply_after_a_restore_erases_again_without_a_new_ledger_entry",
     "test_a_name_inside_another_users_json_attributes_is_erased_too",

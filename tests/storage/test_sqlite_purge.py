@@ -110,8 +110,58 @@ def test_a_wal_kept_busy_past_the_timeout_is_an_error_not_silence(
             with pytest.raises(StorageError, match="could not be emptied"):
                 store.purge_deleted()
             assert ERASED.encode() in Path(f"{path}-wal").read_bytes()  # what it warns of
+            assert store.purge_is_owed()  # type: ignore[attr-defined]
         store.purge_deleted()  # nothing holds it now
         assert Path(f"{path}-wal").stat().st_size == 0
+        assert not store.purge_is_owed()  # type: ignore[attr-defined]
+    finally:
+        store.close()
+
+
+def test_an_owed_truncation_is_done_by_the_next_purge_owed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``fyp erasure process``'s step: a process that is not serving (no checkpointer)
+    finishes what the erasure could not, once, and says so."""
+    monkeypatch.setattr(sqlite_module, "BUSY_TIMEOUT_MS", 200)
+    path = tmp_path / "us.sqlite"
+    store = erased_store(path)
+    try:
+        with checkpointing(store, path, holds_s=WAIT_S), pytest.raises(StorageError):
+            store.purge_deleted()
+        assert store.purge_owed()
+        assert ERASED.encode() not in Path(f"{path}-wal").read_bytes()
+        assert ERASED.encode() not in path.read_bytes()
+        assert not store.purge_owed()  # nothing owed any more
+    finally:
+        store.close()
+    reopened = sql_store(open_store(f"sqlite:///{path}", "us"))
+    try:
+        assert not reopened.purge_owed()
+    finally:
+        reopened.close()
+
+
+def test_a_serving_store_empties_an_owed_wal_on_its_own(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The serving checkpointer truncates instead of its PASSIVE checkpoint while a
+    truncation is owed, so the erased bytes go within a second or so of the WAL's release."""
+    monkeypatch.setattr(sqlite_module, "BUSY_TIMEOUT_MS", 200)
+    path = tmp_path / "us.sqlite"
+    store = erased_store(path)
+    wal = Path(f"{path}-wal")
+    try:
+        with checkpointing(store, path, holds_s=WAIT_S), pytest.raises(StorageError):
+            store.purge_deleted()
+        assert ERASED.encode() in wal.read_bytes()
+        store.start_background_maintenance()  # type: ignore[attr-defined]
+        give_up = time.monotonic() + WAIT_S
+        while store.purge_is_owed():  # type: ignore[attr-defined]
+            assert time.monotonic() < give_up, "the checkpointer never truncated the WAL"
+            time.sleep(0.05)
+        assert ERASED.encode() not in wal.read_bytes()
+        assert not store.purge_owed()
     finally:
         store.close()
 

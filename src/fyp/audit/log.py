@@ -146,6 +146,11 @@ class SQLStore(Protocol):
         the backend allows (an erasure's last step)."""
         ...
 
+    def purge_owed(self) -> bool:
+        """Finish a purge that an earlier erasure could not (True), if one is owed;
+        StorageError if it still cannot."""
+        ...
+
 
 _OFFERS_SQL: dict[type, bool] = {}
 

@@ -142,6 +142,8 @@ def register(app: typer.Typer) -> None:
                     f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime(r.consent_due / 1000))}",
                     markup=False,
                 )
+            if r.wal_purged:
+                console.print("  emptied the WAL an erasure had left busy (the erased rows' bytes)")
             if r.stale_copies:
                 console.print(
                     f"  removed {len(r.stale_copies)} plaintext staging copies left by killed "

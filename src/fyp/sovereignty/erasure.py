@@ -304,8 +304,8 @@ class Eraser:
         if held is not None:
             raise StorageError(
                 f"user erased from every store, model and file, but {held.message}. The "
-                "erasure is recorded; `fyp erasure verify` reports the bytes until a later "
-                "erasure empties the WAL",
+                "erasure is recorded; `fyp erasure verify` reports the bytes until the "
+                "server's checkpointer or `fyp erasure process` empties the WAL",
                 region=region,
             )
         home_log = d.served_log(region)

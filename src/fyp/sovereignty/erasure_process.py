@@ -8,7 +8,8 @@ receipts still waiting for that retrain, with their deadlines
 process``, meant for cron — removes the plaintext staging copies that killed backups,
 restores or scans left (:mod:`fyp.sovereignty.staging`), re-applies erasures the
 ledger records but the store or an artifact does not reflect (a restore, a crash, a
-training run that raced an erasure), retrains when something is pending — an erasure's
+training run that raced an erasure), finishes a WAL truncation an erasure could not
+do (another connection kept the WAL busy), retrains when something is pending — an erasure's
 share of aggregates, or a withdrawal of consent to model training since the live model
 read the store (``fyp.sovereignty.consent_log.withdrawal_deadline``) — and then
 deletes the older versions that still hold the erased users' contributions.
@@ -23,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from fyp.audit.log import sql_store
 from fyp.models.artifacts import (
     ARRAYS,
     list_versions,
@@ -110,6 +112,7 @@ class RegionRun:
     pending_after: dict[str, int] = field(default_factory=dict)
     # the deadline of withdrawals of consent to model training the live model predates
     consent_due: int | None = None
+    wal_purged: bool = False  # a WAL truncation an erasure owed (a busy WAL) is done now
     seconds: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
@@ -167,6 +170,8 @@ def process_region(
                     run.pruned.append(version)
         run.stripped += strip_erased(deployment, region)
     run.pending_after = pending_retrains(region_dir)
+    # last, so a WAL still held (StorageError) leaves the rest of the run done
+    run.wal_purged = sql_store(deployment.store(region)).purge_owed()
     if run.retrained:
         run.consent_due = withdrawal_deadline(deployment, region)
     run.seconds = round(time.perf_counter() - started, 3)

@@ -159,6 +159,10 @@ class PostgresStore(PostgresSnapshots, PostgresServedLog):
             for table in self.table_names():
                 self._exec(f'VACUUM "{table}"')
 
+    def purge_owed(self) -> bool:
+        """Never owed: a VACUUM that fails raises, and nothing else is left to do."""
+        return False
+
     def check(self) -> None:
         try:
             super().check()

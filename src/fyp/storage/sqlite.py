@@ -41,7 +41,7 @@ from fyp.storage.sqlite_rows import (
     video_from_row,
     video_params,
 )
-from fyp.storage.sqlite_served_log import SQLiteServedLog
+from fyp.storage.sqlite_served_log import PURGE_OWED_SUFFIX, SQLiteServedLog
 
 _CHUNK = 900  # stay under SQLite's bound-parameter limit in IN (...) lists
 _SYNC_MODES = {"off", "normal", "full", "extra"}
@@ -248,16 +248,23 @@ class SQLiteStore(SQLiteServedLog):
         another connection is checkpointing (a serving store's background checkpointer
         every second, another process): it answers busy and leaves the WAL, the erased
         user's bytes in it, as it was. So it is tried again until the WAL is empty; a
-        StorageError if it is still held after the busy timeout."""
+        StorageError if it is still held after the busy timeout, and the truncation is
+        owed (a marker next to the file, ``purge_is_owed``): a serving process's
+        checkpointer does it within a second of the WAL's release, ``fyp erasure
+        process`` when it next runs (``purge_owed``)."""
         with self._lock:
             if self._depth:
                 raise StorageError("purge_deleted runs outside transactions")
+        owed = Path(self.path + PURGE_OWED_SUFFIX)
         give_up = time.monotonic() + BUSY_TIMEOUT_MS / 1000
         while True:
             busy = self._query("PRAGMA wal_checkpoint(TRUNCATE)")[0][0]
             if not busy:
+                owed.unlink(missing_ok=True)
                 return
             if time.monotonic() >= give_up:
+                if self.path != ":memory:":
+                    owed.write_text(f"an erasure's WAL truncation is owed since {now_ms()}\n")
                 raise StorageError(
                     f"the WAL of region {self.region!r} could not be emptied (another "
                     "connection kept it busy): deleted rows may still be in it",
@@ -265,6 +272,13 @@ class SQLiteStore(SQLiteServedLog):
                     path=self.path,
                 )
             time.sleep(PURGE_RETRY_S)
+
+    def purge_owed(self) -> bool:
+        """Do the truncation an earlier erasure could not (True), if one is owed."""
+        if not self.purge_is_owed():
+            return False
+        self.purge_deleted()
+        return True
 
     def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> int:
         with self.transaction():

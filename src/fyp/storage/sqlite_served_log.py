@@ -15,7 +15,9 @@ checkpoint of any serving store of the process runs (``SQLiteServedLog._checkpoi
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import sqlite3
 import threading
 import time
@@ -46,6 +48,9 @@ SERVING_AUTOCHECKPOINT_PAGES = 20_000  # safety cap when the background checkpoi
 SERVED_FORGET_S = 60.0  # how often a serving store forgets pages older than the window
 SERVED_FORGET_CHUNK = 250  # pages per forgetting transaction: ~6 ms of write lock each
 SERVED_FORGET_PAUSE_S = 0.02  # between two such transactions
+# next to the store file while an erasure's WAL truncation is owed (it met a busy WAL):
+# the serving checkpointer or ``fyp erasure process`` does it, then removes the marker
+PURGE_OWED_SUFFIX = "-purge-owed"
 COUNTER_CACHE_USERS = 100_000  # user versions kept (user_version); emptied when full
 log = logging.getLogger("fyp.storage")
 
@@ -141,13 +146,30 @@ class SQLiteServedLog(Store):
             with self._lock:  # no group of this store is being committed
                 _Checkpoints.running = True
             try:
-                conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+                if self.purge_is_owed():
+                    self._truncate_owed(conn)
+                else:
+                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
             except sqlite3.Error:
                 pass  # busy or locked: try again next interval
             finally:
                 _Checkpoints.running = False
         with self._lock:
             self._commit_if_due()
+
+    def purge_is_owed(self) -> bool:
+        """An erasure could not empty the WAL (``SQLiteStore.purge_deleted``), and
+        nothing has since: the erased rows' bytes may still be in it."""
+        return self.path != ":memory:" and os.path.exists(self.path + PURGE_OWED_SUFFIX)
+
+    def _truncate_owed(self, conn: sqlite3.Connection) -> None:
+        """The owed truncation, on the checkpointer's connection (which waits up to its
+        busy timeout for readers and writers); the marker goes once the WAL is empty."""
+        busy = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
+        if not busy:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.path + PURGE_OWED_SUFFIX)
+            log.info("region %s: the WAL an erasure left busy is emptied", self.region)
 
     def _forget_served(self, conn: sqlite3.Connection, window_ms: int) -> None:
         """Forget pages older than the window, a chunk per transaction; a failure is
