@@ -202,6 +202,28 @@ def test_two_workers_serve_count_together_run_the_schedules_once_and_stop(
     assert len(marker.read_text().split()) == runs  # no schedule left running
 
 
+def test_a_supervisor_killed_with_sigkill_leaves_a_directory_the_next_start_removes(
+    tmp_path: Path,
+) -> None:
+    """``kill -9`` runs no ``finally``: the metrics directory stays, and its workers stop
+    on their own; the next server's start (``shared_directory``) removes it."""
+    from fyp.serving.metrics import shared_directory
+
+    server = Serving(tmp_path, {}, "pass")
+    try:
+        workers = _workers(server.proc.pid)
+        [directory] = server.tmp.glob("fyp-serve-*")
+        server.proc.send_signal(signal.SIGKILL)
+        server.proc.wait(timeout=10)
+        _wait_for("a worker outlived its killed supervisor", lambda: not any(map(_alive, workers)))
+        assert directory.exists()
+        made = shared_directory(server.port, parent=server.tmp)
+        assert not directory.exists()
+        assert [p.name for p in server.tmp.glob("fyp-serve-*")] == [made.name]
+    finally:
+        server.stop()
+
+
 def test_sighup_reaches_every_worker_and_a_killed_one_is_replaced_keeping_its_counts(
     tmp_path: Path,
 ) -> None:

@@ -4,6 +4,9 @@ worker answers a scrape, the totals are the host's and never go back."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -11,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from prometheus_client.parser import text_string_to_metric_families
 
-from fyp.serving.metrics import ServerMetrics, SharedCounts
+from fyp.serving.metrics import OWNER_FILE, ServerMetrics, SharedCounts, shared_directory
 
 
 def _worker(directory: Path, name: str) -> ServerMetrics:
@@ -117,3 +120,33 @@ def _file_requests(path: Path) -> int:
     if not path.exists():
         return 0
     return sum(int(n) for *_, n in json.loads(path.read_text())["requests"])
+
+
+def _dead_pid() -> int:
+    """The id of a process that has exited (and been reaped)."""
+    done = subprocess.Popen([sys.executable, "-c", "pass"])
+    done.wait()
+    return done.pid
+
+
+def test_a_killed_servers_directory_goes_a_live_ones_stays(tmp_path: Path) -> None:
+    """What ``kill -9`` of a supervisor leaves is removed by the next server's start;
+    a live server's directory, and one that names no owner, are left alone."""
+    dead = tmp_path / "fyp-serve-8000-dead"
+    live = tmp_path / "fyp-serve-8001-live"
+    unnamed = tmp_path / "fyp-serve-8002-unnamed"
+    other = tmp_path / "not-ours"
+    for d in (dead, live, unnamed, other):
+        d.mkdir()
+        SharedCounts(d, "w1").write({"requests": []})
+    (dead / OWNER_FILE).write_text(str(_dead_pid()))
+    (live / OWNER_FILE).write_text(str(os.getpid()))
+    (other / OWNER_FILE).write_text(str(_dead_pid()))
+    made = shared_directory(8000, parent=tmp_path)
+    assert not dead.exists()
+    assert live.exists() and unnamed.exists() and other.exists()
+    assert made.name.startswith("fyp-serve-8000-") and made.is_dir()
+    assert (made / OWNER_FILE).read_text() == str(os.getpid())
+    assert made.stat().st_mode & 0o777 == 0o700
+    assert shared_directory(8000, parent=tmp_path) != made  # each server its own
+    assert made.exists()  # its owner (this process) is alive

@@ -22,7 +22,8 @@ The supervisor keeps what runs once per host:
   the schedules' children, then exit 0; SIGHUP makes every worker, and the supervisor,
   re-read ``fyp.toml`` at once;
 - the directory where the workers share their counters for ``/metrics``
-  (``fyp.serving.metrics.SharedCounts``), removed at exit.
+  (``fyp.serving.metrics.SharedCounts``), removed at exit (one a ``kill -9`` left is
+  removed by the next server's start, ``shared_directory``).
 
 A worker whose supervisor is gone (``kill -9``) stops itself within a second.
 """
@@ -39,7 +40,6 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
@@ -303,7 +303,7 @@ def serve_workers(
     from fyp.cli.deploy import NO_SCHEDULES, bind
     from fyp.config import read_config
     from fyp.serving import logs
-    from fyp.serving.metrics import SharedCounts, schedule_rows
+    from fyp.serving.metrics import SharedCounts, schedule_rows, shared_directory
 
     logs.configure(log_level)
     sock = bind(host, port)  # first: a busy port fails before anything starts
@@ -316,7 +316,7 @@ def serve_workers(
         if run_schedules:
             host_schedules = HostSchedules(config, sha256)
         schedules = host_schedules.schedules if host_schedules is not None else []
-        metrics_dir = Path(tempfile.mkdtemp(prefix=f"fyp-serve-{port}-"))  # mode 0700
+        metrics_dir = shared_directory(port)  # mode 0700; a killed server's removed
         shared = SharedCounts(metrics_dir, "supervisor")
         started = time.time()
 

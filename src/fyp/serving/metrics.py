@@ -26,6 +26,8 @@ import bisect
 import json
 import logging
 import os
+import shutil
+import tempfile
 import threading
 import time
 from collections import Counter
@@ -171,6 +173,42 @@ class SharedCounts:
                 yield json.loads(path.read_text(encoding="utf-8"))
             except (OSError, ValueError) as exc:  # cleaned up under us: the server stops
                 log.warning("metrics: cannot read %s: %s", path, exc)
+
+
+SHARED_PREFIX = "fyp-serve-"  # the shared directories' names: fyp-serve-PORT-RANDOM
+OWNER_FILE = "owner.pid"  # the supervisor's process id, to tell a dead server's directory
+
+
+def shared_directory(port: int, parent: Path | None = None) -> Path:
+    """A new directory (mode 0700) for one server's :class:`SharedCounts`, after removing
+    those a server killed with ``kill -9`` left (its supervisor's process is gone: its
+    ``finally`` never ran). Only this user's directories that name their owner are
+    removed, and only when no process has that id, so a live server's is never touched
+    (a reused id keeps a dead one's, harmlessly)."""
+    parent = Path(tempfile.gettempdir()) if parent is None else parent
+    for old in parent.glob(f"{SHARED_PREFIX}*"):
+        try:
+            if old.stat().st_uid != os.getuid() or not old.is_dir():
+                continue
+            pid = int((old / OWNER_FILE).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue  # not ours, or no owner named (being made, or an older version's)
+        if not _alive(pid):
+            shutil.rmtree(old, ignore_errors=True)
+            log.info("metrics: removed %s, left by a server that is gone (pid %d)", old, pid)
+    made = Path(tempfile.mkdtemp(prefix=f"{SHARED_PREFIX}{port}-", dir=parent))
+    (made / OWNER_FILE).write_text(str(os.getpid()), encoding="utf-8")
+    return made
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
 
 
 class ServerMetrics:
