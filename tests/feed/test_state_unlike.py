@@ -102,9 +102,10 @@ def test_an_unlike_of_another_video_takes_nothing_back(model: RegionModel) -> No
 
 
 def assert_same(a: UserState, b: UserState) -> None:
-    """Every field of the two states alike (but the memos, worked out on demand)."""
+    """Every field of the two states alike (but the memos, worked out on demand, and
+    what identifies a state to the caches)."""
     for f in fields(UserState):
-        if f.name.startswith("_") or f.name == "served_mask":
+        if f.name.startswith("_") or f.name == "served_mask" or not f.init:
             continue
         x, y = getattr(a, f.name), getattr(b, f.name)
         if isinstance(x, np.ndarray):

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import copy
 import threading
-import weakref
 from collections import OrderedDict
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field
@@ -218,7 +217,7 @@ class ProposalCache:
             before = self._entries.get(user_id)
             if before is not None and (before.model is not model or before.sources != sources):
                 before = None
-            if before is not None and before.state() is state:
+            if before is not None and before.state == state.serial:
                 self._entries.move_to_end(user_id)
                 return before.found
         inputs = tuple(s.inputs(state) for s in sources)
@@ -229,7 +228,7 @@ class ProposalCache:
             for k, (s, key) in enumerate(zip(sources, inputs, strict=True))
         )
         with self._lock:
-            self._entries[user_id] = _Proposed(weakref.ref(state), model, sources, inputs, found)
+            self._entries[user_id] = _Proposed(state.serial, model, sources, inputs, found)
             self._entries.move_to_end(user_id)
             while len(self._entries) > self.max_users:
                 self._entries.popitem(last=False)
@@ -242,7 +241,7 @@ class ProposalCache:
 
 @dataclass(slots=True)
 class _Proposed:
-    state: weakref.ref[UserState]  # the state ``found`` was fetched or last reused for
+    state: int  # the serial of the state ``found`` was fetched or last reused for
     model: RegionModel
     sources: tuple[CandidateSource, ...]
     inputs: tuple[Hashable | None, ...]  # per source, what it read of that state

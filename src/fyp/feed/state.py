@@ -7,6 +7,7 @@ process ingested it. Long-term state is the user's learned vector in the region 
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 from collections import OrderedDict
@@ -72,7 +73,10 @@ class ServedMask:
         self._size = after
 
 
-@dataclass
+_SERIALS = itertools.count()
+
+
+@dataclass(slots=True)
 class UserState:
     user_id: str
     region: str
@@ -102,6 +106,15 @@ class UserState:
     _seen_mask: np.ndarray | None = field(default=None, repr=False)
     _vector_for: RegionModel | None = field(default=None, repr=False)
     _vector: np.ndarray | None = field(default=None, repr=False)
+    # which state this is, for a cache that must not keep it alive (a weak reference
+    # would be one more object per cached user for every full collection to visit)
+    serial: int = field(default_factory=lambda: next(_SERIALS), init=False, repr=False)
+    # where StateCache keeps it: the marker and model it is valid for, when it was built
+    # (fields of the state, not an entry tuple: one object less per cached user; the
+    # marker, a tuple of ints, the collector does not track)
+    cached_marker: tuple[int, ...] = field(default=(), init=False, repr=False)
+    cached_model: RegionModel | None = field(default=None, init=False, repr=False)
+    cached_at: float = field(default=0.0, init=False, repr=False)
 
     @property
     def is_new(self) -> bool:
@@ -283,18 +296,22 @@ class StateCache:
     def __init__(self, max_users: int = STATE_CACHE_USERS, ttl_s: float = STATE_TTL_S) -> None:
         self.max_users = max_users
         self.ttl_s = ttl_s
-        self._entries: OrderedDict[str, tuple[tuple[int, ...], RegionModel, float, UserState]] = (
-            OrderedDict()
-        )
+        self._entries: OrderedDict[str, UserState] = OrderedDict()  # each its cached_*
         self._lock = threading.Lock()
 
     def get(self, user_id: str, model: RegionModel, marker: tuple[int, ...]) -> UserState | None:
         with self._lock:
             hit = self._entries.get(user_id)
-            if hit is None or hit[0] != marker or hit[1] is not model or self._expired(hit[2]):
+            if hit is None:
+                return None
+            if (
+                hit.cached_marker != marker
+                or hit.cached_model is not model
+                or self._expired(hit.cached_at)
+            ):
                 return None
             self._entries.move_to_end(user_id)
-            return hit[3]
+            return hit
 
     def previous(self, user_id: str) -> tuple[tuple[int, ...], UserState] | None:
         """The user's cached state and the marker it was built at, whatever the marker
@@ -303,9 +320,9 @@ class StateCache:
         a heavy user's seen window can hold tens of thousands of rows."""
         with self._lock:
             hit = self._entries.get(user_id)
-            if hit is None or self._expired(hit[2]):
+            if hit is None or self._expired(hit.cached_at):
                 return None
-            return hit[0], hit[3]
+            return hit.cached_marker, hit
 
     def _expired(self, built: float) -> bool:
         return time.monotonic() - built > self.ttl_s
@@ -314,11 +331,13 @@ class StateCache:
         self, user_id: str, model: RegionModel, marker: tuple[int, ...], state: UserState
     ) -> None:
         with self._lock:
-            self._entries[user_id] = (marker, model, time.monotonic(), state)
+            state.cached_marker, state.cached_model = marker, model
+            state.cached_at = time.monotonic()
+            self._entries[user_id] = state
             self._entries.move_to_end(user_id)
             entries = self._entries
             while len(entries) > self.max_users or (
-                entries and self._expired(next(iter(entries.values()))[2])
+                entries and self._expired(next(iter(entries.values())).cached_at)
             ):
                 entries.popitem(last=False)
 
@@ -332,11 +351,12 @@ class StateCache:
             hit = self._entries.get(user_id)
             if hit is None:
                 return
-            if marker is None or marker[:2] != hit[0][:2] or marker[2:] != (hit[0][2] + 1,):
+            kept = hit.cached_marker
+            if marker is None or marker[:2] != kept[:2] or marker[2:] != (kept[2] + 1,):
                 del self._entries[user_id]
                 return
-            hit[3].add_served(video_ids)
-            self._entries[user_id] = (marker, hit[1], hit[2], hit[3])
+            hit.add_served(video_ids)
+            hit.cached_marker = marker
 
     def drop(self, user_id: str) -> None:
         with self._lock:
