@@ -41,7 +41,7 @@ from fyp.storage.sqlite_rows import (
     video_from_row,
     video_params,
 )
-from fyp.storage.sqlite_served_log import PURGE_OWED_SUFFIX, SQLiteServedLog
+from fyp.storage.sqlite_served_log import SQLiteServedLog
 
 _CHUNK = 900  # stay under SQLite's bound-parameter limit in IN (...) lists
 _SYNC_MODES = {"off", "normal", "full", "extra"}
@@ -255,15 +255,16 @@ class SQLiteStore(SQLiteServedLog):
         with self._lock:
             if self._depth:
                 raise StorageError("purge_deleted runs outside transactions")
-        owed = Path(self.path + PURGE_OWED_SUFFIX)
+        owed = self.owed_marker
         give_up = time.monotonic() + BUSY_TIMEOUT_MS / 1000
         while True:
             busy = self._query("PRAGMA wal_checkpoint(TRUNCATE)")[0][0]
             if not busy:
-                owed.unlink(missing_ok=True)
+                if owed is not None:
+                    owed.unlink(missing_ok=True)
                 return
             if time.monotonic() >= give_up:
-                if self.path != ":memory:":
+                if owed is not None:
                     owed.write_text(f"an erasure's WAL truncation is owed since {now_ms()}\n")
                 raise StorageError(
                     f"the WAL of region {self.region!r} could not be emptied (another "

@@ -15,14 +15,13 @@ checkpoint of any serving store of the process runs (``SQLiteServedLog._checkpoi
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import os
 import sqlite3
 import threading
 import time
 from abc import abstractmethod
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from fyp.errors import StorageError, UnknownUser
@@ -157,18 +156,24 @@ class SQLiteServedLog(Store):
         with self._lock:
             self._commit_if_due()
 
+    @property
+    def owed_marker(self) -> Path | None:
+        """The file that says a WAL truncation is owed (None: an in-memory store)."""
+        return None if self.path == ":memory:" else Path(self.path + PURGE_OWED_SUFFIX)
+
     def purge_is_owed(self) -> bool:
         """An erasure could not empty the WAL (``SQLiteStore.purge_deleted``), and
         nothing has since: the erased rows' bytes may still be in it."""
-        return self.path != ":memory:" and os.path.exists(self.path + PURGE_OWED_SUFFIX)
+        marker = self.owed_marker
+        return marker is not None and marker.exists()
 
     def _truncate_owed(self, conn: sqlite3.Connection) -> None:
         """The owed truncation, on the checkpointer's connection (which waits up to its
         busy timeout for readers and writers); the marker goes once the WAL is empty."""
         busy = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
-        if not busy:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(self.path + PURGE_OWED_SUFFIX)
+        marker = self.owed_marker
+        if not busy and marker is not None:
+            marker.unlink(missing_ok=True)
             log.info("region %s: the WAL an erasure left busy is emptied", self.region)
 
     def _forget_served(self, conn: sqlite3.Connection, window_ms: int) -> None:
