@@ -25,6 +25,7 @@ always ``{"error": {"code", "message", "status", "details"}}``.
     │   │   ├── AlreadyExists            the id is taken (or names another event)
     │   │   ├── JobConflict              a review job or video in no state for the request
     │   │   ├── MoveInProgress           another move of the user is unfinished
+    │   │   ├── RunInProgress            another run of scheduled work holds its lock
     │   │   └── StoreInUse               a restore while the store is open elsewhere
     │   ├── PayloadTooLarge              413 batch or body over the configured limit
     │   ├── UnsupportedMediaType         415 a body that is not declared as JSON
@@ -161,6 +162,13 @@ class MoveInProgress(Conflict):
     move again finishes it)."""
 
     code = "move_in_progress"
+
+
+class RunInProgress(Conflict):
+    """Another run of the same scheduled work (training, moderation, erasure processing)
+    holds its lock: a server's schedule, or the command started elsewhere."""
+
+    code = "run_in_progress"
 
 
 class StoreInUse(Conflict):

@@ -11,16 +11,19 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
 
+from fyp.cli.app import app
 from fyp.config import load_config
+from fyp.errors import RunInProgress
 from fyp.filelock import try_open_locked, unlock
 from fyp.models.schedule import TrainingScheduler
 from fyp.moderation.schedule import ModerationScheduler
-from fyp.regions.background import schedule_lock
+from fyp.regions.background import HELD_LOCK_ENV, holding, inherited, schedule_lock
 from fyp.regions.deployment import Deployment
 
 # the child of the other host: says it started, then runs until told to end (or 60 s)
@@ -216,3 +219,132 @@ def test_a_lock_that_cannot_be_opened_runs_nothing_and_is_a_failure(
     lock.mkdir()  # a directory where the lock file should be
     assert here.tick() is False
     assert (here.runs, here.failures, here.skipped) == (1, 1, 0) and not ran.exists()
+
+
+class Holder:
+    """Another process holding a lock, as a scheduled run's child does."""
+
+    def __init__(self, lock: Path) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, "-c", HOLD, str(lock)], stdout=subprocess.PIPE, text=True
+        )
+        assert self.process.stdout is not None and self.process.stdout.readline() == "held\n"
+
+    def release(self) -> None:
+        self.process.kill()
+        self.process.wait()
+
+
+@pytest.fixture
+def holder() -> Iterator[Callable[[Path], Holder]]:
+    made: list[Holder] = []
+
+    def hold(lock: Path) -> Holder:
+        made.append(Holder(lock))
+        return made[-1]
+
+    yield hold
+    for h in made:
+        h.release()
+
+
+def fyp(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "fyp", *args], capture_output=True, text=True, timeout=120
+    )
+
+
+def _versions(root: Path, region: str) -> list[Path]:
+    models = root / "regions" / region / "models"
+    return sorted(p for p in models.iterdir() if p.is_dir()) if models.is_dir() else []
+
+
+@pytest.mark.parametrize(
+    ("command", "lock"),
+    [
+        (["train"], ".schedule-training.lock"),
+        (["erasure", "process"], ".schedule-erasure.lock"),
+        (["moderate"], "regions/us/.schedule-moderation.lock"),
+    ],
+)
+def test_a_command_run_by_hand_with_no_wait_refuses_while_its_schedule_runs(
+    root: Path, holder: Callable[[Path], Holder], command: list[str], lock: str
+) -> None:
+    """Until session 27 a hand-run (or cron) `fyp train` took no lock and trained beside
+    a server's scheduled run."""
+    held = holder(root / lock)
+    refused = fyp(*command, str(root), "--no-wait")  # the real exit code and message
+    assert refused.returncode == 2, refused.stderr
+    assert "error (run_in_progress)" in refused.stderr and lock in refused.stderr
+    assert _versions(root, "us") == []  # nothing trained
+    held.release()
+    ran = CliRunner().invoke(app, [*command, str(root), "--no-wait"])
+    assert ran.exit_code == 0, ran.output
+
+
+def test_moderating_one_region_by_hand_is_not_held_up_by_another_regions_run(
+    root: Path, holder: Callable[[Path], Holder]
+) -> None:
+    holder(root / "regions" / "us" / ".schedule-moderation.lock")
+    ran = CliRunner().invoke(app, ["moderate", str(root), "--region", "eu", "--no-wait"])
+    assert ran.exit_code == 0, ran.output
+
+
+def test_train_by_hand_waits_for_the_scheduled_run_then_trains(
+    root: Path, holder: Callable[[Path], Holder]
+) -> None:
+    held = holder(schedule_lock(root, "training"))
+    hand = subprocess.Popen(
+        [sys.executable, "-m", "fyp", "train", str(root), "--jobs", "1"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert hand.stderr is not None
+        line = hand.stderr.readline()  # said before it blocks
+        assert "waiting for another training run to finish" in line, line
+        time.sleep(0.5)
+        assert hand.poll() is None and _versions(root, "us") == []
+        held.release()
+        out, err = hand.communicate(timeout=60)
+    finally:
+        if hand.poll() is None:
+            hand.kill()
+            hand.communicate()
+    assert hand.returncode == 0, err
+    assert "trained 2 region(s)" in out and len(_versions(root, "us")) == 1
+
+
+def test_a_scheduled_child_runs_under_the_lock_it_was_passed(root: Path, tmp_path: Path) -> None:
+    """The server holds the lock while its child runs: the child must not wait for it
+    (it would wait for its own parent), and a hand-run beside them must."""
+    scheduler, ran = this_host(root, tmp_path)
+    lock = schedule_lock(root, "training")
+    scheduler.program = (
+        sys.executable,
+        "-c",
+        "import pathlib, sys\n"
+        "from fyp.regions.background import holding\n"
+        f"with holding(pathlib.Path({str(lock)!r}), 'training', wait=False):\n"
+        f"    open({str(ran)!r}, 'a').write('x')\n",
+    )
+    assert scheduler.tick() is True and ran.read_text() == "x"
+    assert (scheduler.runs, scheduler.failures) == (1, 0)
+
+
+def test_a_stray_variable_does_not_stand_for_the_lock(
+    root: Path, holder: Callable[[Path], Holder], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The descriptor named must be open on the lock file itself."""
+    lock = schedule_lock(root, "training")
+    holder(lock)
+    other = tmp_path / "other.lock"
+    other.touch()
+    with open(other) as f:  # an open descriptor, but of another file
+        monkeypatch.setenv(HELD_LOCK_ENV, str(f.fileno()))
+        assert not inherited(lock)
+        with pytest.raises(RunInProgress), holding(lock, "training", wait=False):
+            pass
+    monkeypatch.setenv(HELD_LOCK_ENV, "not a number")
+    assert not inherited(lock)

@@ -7,6 +7,9 @@ input), 3 a server-side error (store, config, model).
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 
 import typer
 from rich.console import Console
@@ -39,6 +42,33 @@ def print_error(error: FypError, context: str = "") -> None:
         soft_wrap=True,
         highlight=False,
     )
+
+
+WaitOpt = typer.Option(
+    True,
+    "--wait/--no-wait",
+    help="When another run of this work holds its lock (a server's schedule, or the "
+    "command run elsewhere), wait for it to finish (default), or stop at once (exit 2, "
+    "run_in_progress): for cron.",
+)
+
+
+@contextmanager
+def scheduled_run(lock: Path, what: str, wait: bool) -> Iterator[None]:
+    """Hold the lock of a schedule's runs (``fyp.regions.background.holding``) for a
+    command that does the same work by hand, saying so on stderr if it has to wait."""
+    from fyp.regions.background import holding
+
+    def waiting() -> None:
+        err_console.print(
+            f"waiting for another {what} run to finish (it holds {lock})",
+            soft_wrap=True,
+            highlight=False,
+            markup=False,
+        )
+
+    with holding(lock, what, wait, waiting):
+        yield
 
 
 def exit_code(errors: list[FypError]) -> int:

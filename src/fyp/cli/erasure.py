@@ -11,7 +11,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from fyp.cli.app import console
+from fyp.cli.app import WaitOpt, console, scheduled_run
 from fyp.errors import InvalidRequest
 
 DirArg = typer.Argument(..., help="Deployment directory (holds fyp.toml).")
@@ -115,16 +115,21 @@ def register(app: typer.Typer) -> None:
         ),
         force: bool = typer.Option(False, help="Retrain even with nothing pending."),
         as_json: bool = JsonOpt,
+        wait: bool = WaitOpt,
     ) -> None:
         """Re-apply recorded erasures, retrain regions whose models still hold erased
         users' share of aggregates or users who withdrew consent to model training, and
-        delete the versions that held erased users (cron this)."""
+        delete the versions that held erased users (cron this). Holds
+        `.schedule-erasure.lock`, as a server's scheduled run does."""
+        from fyp.regions.background import schedule_lock
         from fyp.regions.deployment import Deployment
         from fyp.sovereignty.erasure_process import process as run
 
         due_ms = None if due_within is None else int(due_within * 3_600_000)
         with Deployment.open(directory) as d:
-            runs = run(d, [region] if region else None, due_ms, force)
+            lock = schedule_lock(d.config.root, "erasure")
+            with scheduled_run(lock, "erasure processing", wait):
+                runs = run(d, [region] if region else None, due_ms, force)
         if as_json:
             typer.echo(json.dumps({"runs": [r.to_dict() for r in runs]}, indent=2))
             return

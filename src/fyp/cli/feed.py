@@ -10,7 +10,7 @@ import typer
 from rich.markup import escape
 from rich.table import Column, Table
 
-from fyp.cli.app import console, exit_code, print_error
+from fyp.cli.app import WaitOpt, console, exit_code, print_error, scheduled_run
 
 if TYPE_CHECKING:
     from fyp.errors import FypError
@@ -47,6 +47,7 @@ def register(app: typer.Typer) -> None:
             "ray://HOST:10001), only on a node labelled fyp-region:REGION; "
             "default: [training] ray; empty (--ray ''): local processes.",
         ),
+        wait: bool = WaitOpt,
     ) -> None:
         """Train every model of each region from that region's store only, rank every
         user's feed ahead with them ([feed] rank_ahead), and go live atomically. First,
@@ -54,36 +55,14 @@ def register(app: typer.Typer) -> None:
         once a minute): a deployment that is trained but not served keeps no more; and
         delete the events past each region's retention limit, so no model learns them. A
         region that fails (or that no Ray node may train) is reported and the others
-        still train; the exit is then non-zero."""
-        from fyp.models.executors import executor_for
-        from fyp.regions.deployment import Deployment
-        from fyp.sovereignty.retention import expire_region
+        still train; the exit is then non-zero. Holds `.schedule-training.lock`, as a
+        server's scheduled training does: one training run at a time."""
+        from fyp.config import load_config
+        from fyp.regions.background import schedule_lock
 
-        with Deployment.open(directory) as d:  # checks the config and the region name
-            regions = [d.config.region(region).name] if region else d.regions
-            for name in regions:  # first, so a region whose events expired retrains
-                _print_expired(expire_region(d, name))
-            if if_changed:
-                regions = _changed(d, regions)
-            address = d.config.training.ray if ray is None else ray
-        if not regions:
-            return
-        started = time.perf_counter()
-        failed: list[FypError] = []
-        for outcome in executor_for(address, jobs).run(directory, regions, keep):
-            if outcome.error is None:
-                assert outcome.summary is not None
-                _print_trained(outcome.summary)
-            else:
-                failed.append(outcome.error)
-                print_error(outcome.error, f"region {outcome.region}: ")
-        trained = len(regions) - len(failed)
-        console.print(
-            f"trained {trained} region(s) in {time.perf_counter() - started:.1f} s"
-            + (f"; {len(failed)} failed" if failed else "")
-        )
-        if failed:
-            raise typer.Exit(exit_code(failed))
+        lock = schedule_lock(load_config(directory).root, "training")  # a deployment's
+        with scheduled_run(lock, "training", wait):
+            _train(directory, region, keep, jobs, if_changed, ray)
 
     @app.command()
     def recommend(
@@ -218,3 +197,38 @@ def _print_trained(m: dict[str, Any]) -> None:
         f"(seq {low}..{high}), {m['users']:,} users{left_out}, {m['videos']:,} videos, "
         f"{m['train_seconds']} s, feeds ranked ahead in {m['ahead_seconds']} s, {on}"
     )
+
+
+def _train(
+    directory: Path, region: str | None, keep: int, jobs: int, if_changed: bool, ray: str | None
+) -> None:
+    """`fyp train` once its lock is held."""
+    from fyp.models.executors import executor_for
+    from fyp.regions.deployment import Deployment
+    from fyp.sovereignty.retention import expire_region
+
+    with Deployment.open(directory) as d:  # checks the config and the region name
+        regions = [d.config.region(region).name] if region else d.regions
+        for name in regions:  # first, so a region whose events expired retrains
+            _print_expired(expire_region(d, name))
+        if if_changed:
+            regions = _changed(d, regions)
+        address = d.config.training.ray if ray is None else ray
+    if not regions:
+        return
+    started = time.perf_counter()
+    failed: list[FypError] = []
+    for outcome in executor_for(address, jobs).run(directory, regions, keep):
+        if outcome.error is None:
+            assert outcome.summary is not None
+            _print_trained(outcome.summary)
+        else:
+            failed.append(outcome.error)
+            print_error(outcome.error, f"region {outcome.region}: ")
+    trained = len(regions) - len(failed)
+    console.print(
+        f"trained {trained} region(s) in {time.perf_counter() - started:.1f} s"
+        + (f"; {len(failed)} failed" if failed else "")
+    )
+    if failed:
+        raise typer.Exit(exit_code(failed))

@@ -9,7 +9,7 @@ from typing import Any
 import typer
 from rich.table import Table
 
-from fyp.cli.app import console
+from fyp.cli.app import WaitOpt, console, scheduled_run
 from fyp.errors import ConfigError
 
 DirArg = typer.Argument(..., help="Deployment directory (holds fyp.toml).")
@@ -43,13 +43,17 @@ def register(app: typer.Typer) -> None:
             help="Judge only if each region's moderation policy has this digest (what "
             "the serving process starting the run has in force); else judge nothing, exit 3.",
         ),
+        wait: bool = WaitOpt,
     ) -> None:
         """Count users' reports since the last run, then run the automated moderation
         checks over each region's pending videos.
 
         A fresh import is pending (not in any For You feed) until this has run: clean
-        videos are approved, the rest rejected, restricted or queued for a human."""
+        videos are approved, the rest rejected, restricted or queued for a human. Each
+        region's run holds its `.schedule-moderation.lock`, as a server's scheduled run
+        does."""
         from fyp.moderation import Moderator
+        from fyp.regions.background import schedule_lock
         from fyp.regions.deployment import Deployment
 
         with Deployment.open(directory) as d:
@@ -69,9 +73,11 @@ def register(app: typer.Typer) -> None:
                     )
             summaries = []
             for r in regions:
-                summary = moderator.run(r, limit).to_dict()
-                if recheck_creators:
-                    summary["creators_rechecked_changed"] = moderator.recheck_creators(r)
+                lock = schedule_lock(d.config.region_dir(r), "moderation")
+                with scheduled_run(lock, f"moderation of region {r}", wait):
+                    summary = moderator.run(r, limit).to_dict()
+                    if recheck_creators:
+                        summary["creators_rechecked_changed"] = moderator.recheck_creators(r)
                 summary["totals"] = moderator.cell(r).mod.count_by_state()
                 summaries.append(summary)
         if as_json:

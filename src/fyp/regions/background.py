@@ -25,6 +25,13 @@ lock belongs to that one open file, so it is held while *either* process lives:
 Taking the lock in the child command instead would start a Python process, with all
 of fyp's imports, on every host at every tick only to find the lock taken, and a skip
 would look like any other exit. The lock files stay (see ``fyp.filelock``).
+
+The same commands run by hand or from cron (``fyp train``, ``fyp moderate``, ``fyp
+erasure process``) take their schedule's lock themselves (:func:`holding`), so they never
+run beside a scheduled run or each other: they wait for it, or with ``--no-wait`` stop
+with ``run_in_progress``. A scheduled child is told it already holds its lock by
+:data:`HELD_LOCK_ENV`, the number of the descriptor it was passed, which it checks names
+that very lock file (a stray variable cannot make a run skip the lock).
 """
 
 from __future__ import annotations
@@ -36,10 +43,13 @@ import subprocess
 import sys
 import threading
 from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from fyp.filelock import try_open_locked, unlock
+from fyp.errors import RunInProgress
+from fyp.filelock import open_locked, try_open_locked, unlock
 
 if TYPE_CHECKING:
     from fyp.config import DeploymentConfig
@@ -48,10 +58,56 @@ log = logging.getLogger("fyp.background")
 STOP_GRACE_S = 5.0  # a child asked to stop (SIGTERM) is killed (SIGKILL) after this
 
 
+HELD_LOCK_ENV = "FYP_SCHEDULE_LOCK_FD"
+"""Set by :meth:`ChildScheduler.run_child` in its child: the descriptor holding its lock."""
+
+
 def schedule_lock(directory: Path, kind: str) -> Path:
     """The lock file of a schedule's runs: in the deployment directory for one that
     runs for the whole deployment, in the region's directory for one run per region."""
     return directory / f".schedule-{kind}.lock"
+
+
+def inherited(lock: Path) -> bool:
+    """Whether this process was started holding ``lock`` (a scheduled child): the
+    descriptor :data:`HELD_LOCK_ENV` names is open on that same file."""
+    raw = os.environ.get(HELD_LOCK_ENV)
+    if raw is None:
+        return False
+    try:
+        held, named = os.fstat(int(raw)), os.stat(lock)
+    except (ValueError, OSError):
+        return False
+    return (held.st_dev, held.st_ino) == (named.st_dev, named.st_ino)
+
+
+@contextmanager
+def holding(
+    lock: Path, what: str, wait: bool = True, waiting: Callable[[], None] | None = None
+) -> Iterator[None]:
+    """Run ``what`` (e.g. ``training``) holding its schedule's ``lock``, as a scheduled
+    run does: at once if free (or already held: a scheduled child), else after the run
+    holding it ends (``waiting`` is called first, to say so), or, with ``wait=False``,
+    not at all: :class:`~fyp.errors.RunInProgress`."""
+    if inherited(lock):
+        yield
+        return
+    fd = try_open_locked(lock)
+    if fd is None:
+        if not wait:
+            raise RunInProgress(
+                f"another {what} run holds {lock} (a server's schedule, or the same "
+                "command run elsewhere): try again once it has finished, or leave out "
+                "--no-wait to wait for it",
+                lock=str(lock),
+            )
+        if waiting is not None:
+            waiting()
+        fd = open_locked(lock)
+    try:
+        yield
+    finally:
+        unlock(fd)
 
 
 class ChildScheduler(ABC):
@@ -126,6 +182,7 @@ class ChildScheduler(ABC):
                     preexec_fn=_lower_priority if os.name == "posix" else None,
                     start_new_session=True,
                     pass_fds=(fd,),  # the child holds the lock too: it outlives a killed server
+                    env={**os.environ, HELD_LOCK_ENV: str(fd)},  # and knows it (``holding``)
                 )
             except OSError as exc:
                 unlock(fd)
