@@ -306,15 +306,20 @@ class ServingConfig:
     """``[serving]``: how often each ``fyp serve`` process looks at ``fyp.toml`` for an
     edit (its content's sha256; the deployment directory is shared, so one edit reaches
     every host) and applies what can change while it serves
-    (:mod:`fyp.serving.reload`). 0 turns the watch off (SIGHUP still reloads)."""
+    (:mod:`fyp.serving.reload`). 0 turns the watch off (SIGHUP still reloads). And how
+    often it looks for the other side of a block or unblock that a request cut short
+    left owed, and writes it (``settle_blocks_seconds``, :mod:`fyp.catalog.blocks`; 0:
+    leave it to cron, ``fyp user blocks-settle``)."""
 
     config_check_seconds: float = 5.0
+    settle_blocks_seconds: float = 60.0
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> ServingConfig:
-        check_keys("serving", raw, ("config_check_seconds",))
+        check_keys("serving", raw, ("config_check_seconds", "settle_blocks_seconds"))
         every = seconds("serving", "config_check_seconds", raw, cls.config_check_seconds)
-        return cls(config_check_seconds=every)
+        settle = seconds("serving", "settle_blocks_seconds", raw, cls.settle_blocks_seconds)
+        return cls(config_check_seconds=every, settle_blocks_seconds=settle)
 
 
 REGION_KEYS = ("store", "backup_targets", "served_log", "policy")

@@ -22,6 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "sovereignty"))  # 
 
 from catalog.test_blocks import *  # noqa: E402, F403
 from catalog.test_blocks_check import *  # noqa: E402, F403
+from catalog.test_blocks_owed import *  # noqa: E402, F403
 from catalog.test_follow_order import *  # noqa: E402, F403
 from catalog.test_follows import *  # noqa: E402, F403
 from feed.conftest import trained  # noqa: E402, F401

@@ -1,4 +1,5 @@
-"""Do the two sides of every block agree? ``fyp user blocks-check``.
+"""Do the two sides of every block agree? ``fyp user blocks-check``; and the schedule
+that settles what requests cut short left owed (``fyp user blocks-settle``).
 
 A block between users of two regions is two rows in two stores (:mod:`fyp.catalog.blocks`):
 the blocker's ``blocks`` row, their decision, and the blocked user's ``blocked_by`` row,
@@ -11,12 +12,18 @@ stands behind, so the check is also the fix.
 
 from __future__ import annotations
 
+import logging
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
 from fyp.audit.log import sql_store
-from fyp.catalog.blocks import MIRROR, TABLE, Blocking
+from fyp.catalog.blocks import MIRROR, SETTLE_AFTER_MS, TABLE, Blocking, owed_since
+from fyp.config import DeploymentConfig
+from fyp.regions.background import ChildScheduler, schedule_lock
 from fyp.regions.deployment import Deployment
+
+log = logging.getLogger("fyp.background")
 
 Pair = tuple[str, str]  # (blocker, blocked)
 
@@ -74,3 +81,35 @@ def check_blocks(deployment: Deployment, repair: bool = False) -> BlockCheck:
             writer.mirror(b, a, None)
             out.repaired += 1
     return out
+
+
+class BlocksScheduler(ChildScheduler):
+    """Writes the other side of blocks and unblocks that requests cut short left owed:
+    every ``[serving] settle_blocks_seconds`` it asks each region's store for one pair
+    owed for longer than :data:`~fyp.catalog.blocks.SETTLE_AFTER_MS` and, if there is one,
+    runs ``fyp user blocks-settle`` in a child, holding ``.schedule-blocks.lock``."""
+
+    name = "fyp-blocks"
+    config: DeploymentConfig
+
+    def __init__(self, config: DeploymentConfig, deployment: Deployment) -> None:
+        super().__init__(config.serving.settle_blocks_seconds)
+        self.config = config
+        self.deployment = deployment
+
+    def due(self, now_ms: int | None = None) -> bool:
+        now = time.time_ns() // 1_000_000 if now_ms is None else now_ms
+        for region in self.config.region_names:
+            try:
+                if owed_since(self.deployment.store(region), now - SETTLE_AFTER_MS):
+                    return True
+            except Exception as exc:  # a store that is down: the next round asks again
+                log.warning("%s: region %s: cannot read owed blocks: %s", self.name, region, exc)
+        return False
+
+    def tick(self) -> bool:
+        if not self.due():
+            return False
+        root = self.config.root
+        lock = schedule_lock(root, "blocks")
+        return self.run_child("user", "blocks-settle", str(root), lock=lock)

@@ -186,7 +186,8 @@ def build_schedules(
     config: DeploymentConfig, deployment: Deployment, moderator: Moderator
 ) -> list[ChildScheduler]:
     """The host's background children: erasure deadlines, what changed, what no check
-    has judged yet (started by the caller)."""
+    has judged yet, blocks' other sides still owed (started by the caller)."""
+    from fyp.catalog.blocks_check import BlocksScheduler
     from fyp.models.schedule import TrainingScheduler
     from fyp.moderation.schedule import ModerationScheduler
     from fyp.sovereignty.consent_log import withdrawal_deadline
@@ -196,11 +197,13 @@ def build_schedules(
         ErasureScheduler(config, partial(withdrawal_deadline, deployment)),
         TrainingScheduler(config),
         ModerationScheduler(config, moderator.run_reason, moderator.policy_digest),
+        BlocksScheduler(config, deployment),
     ]
 
 
 NO_SCHEDULES = (
-    "--no-schedules: this host runs no training, erasure retrain or moderation; "
+    "--no-schedules: this host runs no training, erasure retrain, moderation or "
+    "settling of blocks; "
     "another host (or cron) must"
 )
 

@@ -1,4 +1,5 @@
-"""User commands: ``fyp user move``, ``fyp user verify-move`` and ``fyp user blocks-check``."""
+"""User commands: ``fyp user move``, ``fyp user verify-move``, ``fyp user blocks-check`` and
+``fyp user blocks-settle``."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from pathlib import Path
 import typer
 from rich.markup import escape
 
-from fyp.cli.app import console
+from fyp.cli.app import WaitOpt, console, scheduled_run
 from fyp.cli.erasure import print_remnants
 
 DirArg = typer.Argument(..., help="Deployment directory (holds fyp.toml).")
@@ -19,7 +20,7 @@ EXIT_PROBLEM = 1
 def register(app: typer.Typer) -> None:
     user = typer.Typer(
         name="user",
-        help="Move users between regions; check the blocks between them.",
+        help="Move users between regions; check and settle the blocks between them.",
         no_args_is_help=True,
     )
     app.add_typer(user, name="user")
@@ -128,4 +129,42 @@ def register(app: typer.Typer) -> None:
                 highlight=False,
             )
         if not report.ok:
+            raise typer.Exit(EXIT_PROBLEM)
+
+    @user.command("blocks-settle")
+    def blocks_settle(
+        directory: Path = DirArg,
+        older_than: float = typer.Option(
+            30.0,  # fyp.catalog.blocks.SETTLE_AFTER_MS (not imported: the CLI starts light)
+            "--older-than",
+            min=0,
+            metavar="SECONDS",
+            help="Only pairs owed at least this long (a younger one may still be its "
+            "request's own, which clears it); 0: all.",
+        ),
+        as_json: bool = JsonOpt,
+        wait: bool = WaitOpt,
+    ) -> None:
+        """Write the other side of every block or unblock that a request cut short left
+        owed (--older-than ago or more), from the blocker's row as it stands, and clear it; exit
+        1 if some pair could not be settled (it stays owed: run it again). `fyp serve`
+        runs it itself when something is owed ([serving] settle_blocks_seconds)."""
+        from fyp.catalog.blocks import settle_owed
+        from fyp.regions.background import schedule_lock
+        from fyp.regions.deployment import Deployment
+
+        with (
+            Deployment.open(directory) as d,
+            scheduled_run(schedule_lock(d.config.root, "blocks"), "blocks-settle", wait),
+        ):
+            settled, left = settle_owed(d, int(older_than * 1000))
+        if as_json:
+            typer.echo(json.dumps({"ok": left == 0, "settled": settled, "still_owed": left}))
+        else:
+            console.print(
+                f"settled {settled:,} owed blocked side(s)"
+                + (f"; [red]{left:,} still owed[/] (see the log; run it again)" if left else ""),
+                highlight=False,
+            )
+        if left:
             raise typer.Exit(EXIT_PROBLEM)

@@ -347,13 +347,14 @@ class Eraser:
         with home.transaction():
             if before is not None:
                 before()
-            served, exposures, follows, actions, blocks, blocked_by = sql_store(home).query(
+            served, exposures, follows, actions, blocks, blocked_by, owed = sql_store(home).query(
                 "SELECT (SELECT COUNT(*) FROM served WHERE user_id=?1), "
                 "(SELECT COUNT(*) FROM experiment_exposures WHERE user_id=?1), "
                 "(SELECT COUNT(*) FROM follows WHERE user_id=?1), "
                 "(SELECT COUNT(*) FROM follow_actions WHERE user_id=?1), "
                 "(SELECT COUNT(*) FROM blocks WHERE user_id=?1), "
-                "(SELECT COUNT(*) FROM blocked_by WHERE user_id=?1)",
+                "(SELECT COUNT(*) FROM blocked_by WHERE user_id=?1), "
+                "(SELECT COUNT(*) FROM block_mirrors_owed WHERE user_id=?1)",
                 (user_id,),
             )[0]
             # exposures, follows and blocks go with the profile (cascade)
@@ -367,6 +368,7 @@ class Eraser:
             out.add("follow_actions", int(actions))
             out.add("blocks", int(blocks))
             out.add("blocked_by", int(blocked_by))
+            out.add("block_mirrors_owed", int(owed))
             for key, n in scrub_store(home, user_id, {"users"}, replacement, creators).items():
                 out.add(key, n)
             AuditLog(home).append(*audit)

@@ -43,6 +43,7 @@ from typing import Any
 
 from fyp.audit.log import AuditLog, SQLStore, sql_store
 from fyp.catalog.blocks import MIRROR as BLOCKED_BY
+from fyp.catalog.blocks import OWED as BLOCK_SIDES_OWED
 from fyp.catalog.blocks import TABLE as BLOCKS
 from fyp.catalog.follow_order import copy_actions
 from fyp.catalog.follows import TABLE as FOLLOWS
@@ -296,7 +297,7 @@ class Mover:
         src, dst = sql_store(self.deployment.store(source)), self.deployment.store(dest)
         # blocks either way before the events: a copied follow event of a creator blocked
         # either way must add no follow there (the trigger reads both tables)
-        self._copy_creator_rows(user_id, src, dst, (BLOCKS, BLOCKED_BY))
+        self._copy_creator_rows(user_id, src, dst, (BLOCKS, BLOCKED_BY, BLOCK_SIDES_OWED))
         rows = [
             EventRow(*r[:7], *map(bool, r[7:10]))
             for r in src.query(

@@ -48,6 +48,7 @@ OWNED_ROWS = {
     "follow_actions",
     "blocks",
     "blocked_by",
+    "block_mirrors_owed",
 }
 APPEND_ONLY = {"audit_log"}  # hash-chained: a row there can never be edited
 ARTIFACT_USER_ARRAYS = ("user_ids", "lineage_user_ids", "creator_ids", AHEAD_USERS)

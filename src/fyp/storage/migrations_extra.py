@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from fyp.access.keys import ACCESS_MIGRATION
 from fyp.audit.log import AUDIT_MIGRATION, AUDIT_TRIGGERS_MIGRATION, AUDIT_TRUNCATE_MIGRATION
-from fyp.catalog.blocks import BLOCKED_BY_MIGRATION, BLOCKS_MIGRATION
+from fyp.catalog.blocks import BLOCKED_BY_MIGRATION, BLOCKS_MIGRATION, OWED_MIGRATION
 from fyp.catalog.follow_order import FOLLOW_ORDER_MIGRATION
 from fyp.catalog.follows import (
     FOLLOWING_TAB_MIGRATION,
@@ -39,4 +39,5 @@ EXTRA_MIGRATIONS: tuple[Migration, ...] = (
     FOLLOW_ORDER_MIGRATION,
     RETENTION_MIGRATION,
     FOLLOWING_TAB_NEWEST_MIGRATION,
+    OWED_MIGRATION,
 )
