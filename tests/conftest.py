@@ -10,7 +10,13 @@ import pytest
 from hypothesis import settings
 
 from fyp.regions.deployment import Deployment
-from redis_server import own_redis, redis_urls, sentinel_urls  # noqa: F401 - fixtures for all
+from redis_server import (  # noqa: F401 - fixtures for all
+    cluster_url,
+    own_cluster,
+    own_redis,
+    redis_urls,
+    sentinel_urls,
+)
 
 warnings.filterwarnings("ignore", message=".*httpx2.*")
 

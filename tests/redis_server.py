@@ -1,7 +1,8 @@
 """The Redis servers the Redis served log's tests use, and a database of them per test:
 one server (``FYP_TEST_REDIS_URL``) and a master behind Redis Sentinel
 (``FYP_TEST_REDIS_SENTINEL_URL``, ``redis+sentinel://HOST:PORT,…/SERVICE/DB``); CI starts
-both (``.ci/run``, ``.ci/redis.sh``).
+both (``.ci/run``, ``.ci/redis.sh``). And a Redis Cluster per pytest worker, which the
+tests start themselves (:class:`OwnCluster`) when the others run.
 
 Tests run in parallel (pytest-xdist): each worker gets databases of its own, emptied
 before and after each test, so one test's keys never show in another's scans. The
@@ -175,3 +176,116 @@ def own_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OwnServer]:
     server.start()
     yield server
     server.stop()
+
+
+class OwnCluster:
+    """A Redis Cluster of the tests' own: ``NODES`` primaries (``redis-server
+    --cluster-enabled yes``, on loopback, nothing on disk) and its ``redis+cluster://``
+    URL naming the first of them (the client learns the rest from it)."""
+
+    NODES = 3
+
+    def __init__(self, directory: str) -> None:
+        self.directory = directory
+        self.ports: list[int] = []
+        while len(self.ports) < self.NODES:
+            port = _free_cluster_port()
+            if port not in self.ports:
+                self.ports.append(port)
+        self.url = f"redis+cluster://127.0.0.1:{self.ports[0]}"
+
+    def start(self) -> None:
+        import shutil
+        import subprocess
+        import time
+
+        server, cli = shutil.which("redis-server"), shutil.which("redis-cli")
+        if server is None or cli is None:
+            pytest.skip("redis-server is not installed (.ci/redis.sh installs it)")
+        for port in self.ports:
+            subprocess.run(
+                [
+                    server,
+                    *("--bind", "127.0.0.1", "--port", str(port), "--daemonize", "yes"),
+                    *("--cluster-enabled", "yes", "--cluster-config-file", f"nodes-{port}.conf"),
+                    *("--save", "", "--appendonly", "no", "--dir", self.directory),
+                    *("--pidfile", f"{self.directory}/redis-{port}.pid"),
+                    *("--logfile", f"{self.directory}/redis-{port}.log"),
+                ],
+                check=True,
+                stdout=subprocess.DEVNULL,
+            )
+        nodes = [f"127.0.0.1:{port}" for port in self.ports]
+        deadline = time.monotonic() + 20
+        for port in self.ports:  # each answers (a daemon returns before it listens)
+            while (
+                b"PONG"
+                not in subprocess.run([cli, "-p", str(port), "ping"], capture_output=True).stdout
+            ):
+                assert time.monotonic() < deadline, f"cluster node {port} did not start"
+                time.sleep(0.05)
+        subprocess.run(
+            [cli, "--cluster", "create", *nodes, "--cluster-replicas", "0", "--cluster-yes"],
+            check=True,
+            capture_output=True,
+        )
+        while True:  # every node agrees every slot is served
+            states = [
+                subprocess.run([cli, "-p", str(p), "cluster", "info"], capture_output=True).stdout
+                for p in self.ports
+            ]
+            if all(b"cluster_state:ok" in s for s in states):
+                return
+            assert time.monotonic() < deadline, "the cluster did not come up"
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        import contextlib
+        import os
+        import signal
+        from pathlib import Path
+
+        for port in self.ports:
+            pid = Path(self.directory, f"redis-{port}.pid")
+            if pid.exists():
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(int(pid.read_text()), signal.SIGTERM)
+
+
+def _free_cluster_port() -> int:
+    """A free loopback port whose cluster bus port (10,000 higher) is free too."""
+    import random
+    import socket
+
+    while True:
+        port = random.randint(20_000, 55_000)
+        try:
+            for p in (port, port + 10_000):
+                with socket.socket() as s:
+                    s.bind(("127.0.0.1", p))
+        except OSError:
+            continue
+        return port
+
+
+@pytest.fixture(scope="session")
+def own_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OwnCluster]:
+    """This pytest worker's Redis Cluster, started once (with the other Redis tests: when
+    ``FYP_TEST_REDIS_URL`` is set)."""
+    if not SERVER:
+        pytest.skip("FYP_TEST_REDIS_URL is not set")
+    pytest.importorskip("redis")
+    cluster = OwnCluster(str(tmp_path_factory.mktemp("cluster")))
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture
+def cluster_url(own_cluster: OwnCluster) -> Iterator[str]:
+    """The worker's cluster, emptied (every primary) before and after the test."""
+    flush(own_cluster.url)
+    yield own_cluster.url
+    flush(own_cluster.url)

@@ -4,6 +4,7 @@ password. No server needed (tests/storage/test_redis_sentinel.py connects)."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -134,3 +135,15 @@ def test_fyp_init_with_a_sentinel_served_log_never_shows_its_passwords(tmp_path:
     assert redact(url) == (
         "redis+sentinel://:***@s1:26379,s2:26379/fyp-{region}/0?sentinel_password=***"
     )
+
+
+def test_a_cluster_url_is_checked_when_the_config_is_read() -> None:
+    target = parse_redis_url("redis+cluster://a:7000,b?socket_timeout=1")
+    assert target.cluster and target.hosts == (("a", 7000), ("b", 6379)) and target.db == 0
+    for bad, why in (
+        ("redis+cluster://a/2", "database 0 only"),
+        ("redis+cluster://a?wait_replicas=1", "wait_replicas on a cluster"),
+        ("redis://a,b", "only redis+sentinel:// and redis+cluster://"),
+    ):
+        with pytest.raises(ConfigError, match=re.escape(why)):
+            parse_redis_url(bad)

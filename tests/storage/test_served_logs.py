@@ -1,8 +1,9 @@
 """The served log contract against every backend: the region's store (SQLite always,
 PostgreSQL when ``FYP_TEST_POSTGRES_URL`` is set) and Redis (``FYP_TEST_REDIS_URL``),
-the latter beside a SQLite store and beside a PostgreSQL one, and a Redis master found
+the latter beside a SQLite store and beside a PostgreSQL one, a Redis master found
 through Sentinel (``FYP_TEST_REDIS_SENTINEL_URL``), with and without waiting for its
-replica on every write."""
+replica on every write, and a Redis Cluster of three primaries (``redis+cluster://``,
+started by the tests with the other Redis ones)."""
 
 from __future__ import annotations
 
@@ -116,3 +117,15 @@ class TestSentinelServedLogWaitingForItsReplica(TestSentinelServedLog):
     """Every write followed by ``WAIT 1`` (a pipeline, ``EVAL``: another code path)."""
 
     options = "?wait_replicas=1"
+
+
+class TestClusterServedLog(_Opened, ServedLogContract):
+    """A Redis Cluster (``redis+cluster://``) beside a SQLite store."""
+
+    @pytest.fixture(autouse=True)
+    def _server(self, tmp_path: Path, cluster_url: str) -> None:
+        self.tmp, self.url = tmp_path, cluster_url
+
+    def open_log(self, name: str = "main") -> ServedLog:
+        store = self.sqlite_store(name)
+        return self.keep(open_served_log(self.url, "us", store, WINDOW_MS))

@@ -1,9 +1,11 @@
 """The served log on a Redis server of the region's own (``[regions.R] served_log =
-"redis://host:6379/0"``, or ``"redis+sentinel://…"`` for the master Redis Sentinel points
-at, followed through a failover: :mod:`fyp.storage.redis_url`; the ``redis`` extra).
+"redis://host:6379/0"``, ``"redis+sentinel://…"`` for the master Redis Sentinel points
+at, followed through a failover, or ``"redis+cluster://…"`` for a Redis Cluster:
+:mod:`fyp.storage.redis_url`; the ``redis`` extra).
 
 Keys name the region and the user, so a scan can judge them (``{…}`` is a Redis Cluster
-hash tag: all of a user's keys share a slot; tested on a standalone server):
+hash tag: all of a user's keys share a slot, so a page's script runs on one node; a
+scan visits every primary):
 
 - ``fyp:served:<region>:{<user id>}:n`` — the user's served counter (a number, no TTL:
   like ``users.served_seq`` in a store it outlives the pages, so it never goes back; it
@@ -210,7 +212,7 @@ class RedisKeys(ServedLogData):
     def _master_moved(self) -> bool:
         """Whether the Sentinels name another master than the one the client writes to
         (asking them makes the pool drop its idle connections to the old one)."""
-        pool: Any = self._redis().connection_pool
+        pool: Any = getattr(self._redis(), "connection_pool", None)  # none on a cluster
         before = getattr(pool, "master_address", None)  # None: not through Sentinel
         return before is not None and self._call(pool.get_master_address) != before
 
@@ -234,14 +236,18 @@ class RedisKeys(ServedLogData):
         return pages[::-1]
 
     def _scan(self, match: str) -> Iterator[str]:
-        client = self._redis()
-        cursor = 0
+        """Every key matching, on the server (or each primary of a cluster)."""
+        import redis
+
+        keys = self._redis().scan_iter(match=match, count=SCAN_COUNT)
         while True:
-            cursor, keys = self._call(client.scan, cursor, match=match, count=SCAN_COUNT)
-            for key in keys:
-                yield key.decode() if isinstance(key, bytes) else str(key)
-            if int(cursor) == 0:
+            try:
+                key = next(keys)
+            except StopIteration:
                 return
+            except redis.RedisError as exc:
+                raise self._failed(exc) from exc
+            yield key.decode() if isinstance(key, bytes) else str(key)
 
     def pages(self, user_id: str) -> list[ServedPage]:
         return self._pages(user_id, 0)

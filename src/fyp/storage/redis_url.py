@@ -13,6 +13,11 @@ residency scan, export, move, restore, carve-out) takes each form alike:
   whenever it connects (redis-py's ``Sentinel.master_for``), so after a failover a
   request on a dropped connection, or one refused by a demoted master, reconnects to
   the new master (one retry; a request during the failover itself fails, 503).
+- ``redis+cluster://[[USER]:PASSWORD@]HOST[:PORT][,HOST[:PORT]…][?OPTIONS]``: a Redis
+  Cluster, found from any of the listed nodes (redis-py's ``RedisCluster``, which
+  follows the cluster's ``MOVED`` and ``ASK`` redirections). A cluster has one database,
+  0. A served log's keys carry a hash tag per user, so all of one user's keys, and each
+  of its scripts, are on one node.
 
 Options are redis-py's URL options (``socket_timeout``…; TLS ``ssl_*`` on ``rediss://``)
 and ``wait_replicas=N``: every write then waits until N replicas hold it (``WAIT``) or
@@ -24,7 +29,7 @@ ConfigError when ``fyp.toml`` is loaded, never a traceback at the first request.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import parse_qsl, quote, unquote, urlencode
 
 from fyp.errors import ConfigError
@@ -34,12 +39,14 @@ if TYPE_CHECKING:
     import redis
 
 SENTINEL = "redis+sentinel"
-SCHEMES = ("redis", "rediss", SENTINEL)
+CLUSTER = "redis+cluster"
+SCHEMES = ("redis", "rediss", SENTINEL, CLUSTER)
 FORMS = (
-    "redis://[:PASSWORD@]HOST[:PORT][/DB], rediss://…, or "
-    "redis+sentinel://[:PASSWORD@]HOST[:PORT][,HOST[:PORT]…]/SERVICE[/DB]"
+    "redis://[:PASSWORD@]HOST[:PORT][/DB], rediss://…, "
+    "redis+sentinel://[:PASSWORD@]HOST[:PORT][,HOST[:PORT]…]/SERVICE[/DB], or "
+    "redis+cluster://[:PASSWORD@]HOST[:PORT][,HOST[:PORT]…]"
 )
-PORTS = {"redis": 6379, "rediss": 6379, SENTINEL: 26379}
+PORTS = {"redis": 6379, "rediss": 6379, SENTINEL: 26379, CLUSTER: 6379}
 # redis-py's URL options (redis.connection.URL_QUERY_ARGUMENT_PARSERS and the credentials)
 CLIENT_OPTIONS = frozenset(
     {
@@ -83,13 +90,17 @@ class RedisUrl:
         return self.scheme == SENTINEL
 
     @property
+    def cluster(self) -> bool:
+        return self.scheme == CLUSTER
+
+    @property
     def where(self) -> str:
         return redact(self.url)
 
     def places(self) -> set[tuple[str, str, int, str, int]]:
         """What names the data: (scheme, host, port, service, db) per host. Two URLs
         sharing one name the same data (a Sentinel names its service's)."""
-        kind = "sentinel" if self.sentinel else "server"
+        kind = "sentinel" if self.sentinel else "cluster" if self.cluster else "server"
         return {(kind, h.lower(), p, self.service or "", self.db) for h, p in self.hosts}
 
 
@@ -132,8 +143,8 @@ def parse_redis_url(url: str) -> RedisUrl:
     if not hostlist:
         raise _bad(url, "no host")
     hosts = tuple(_host(url, h, PORTS[scheme]) for h in hostlist.split(","))
-    if len(hosts) > 1 and scheme != SENTINEL:
-        raise _bad(url, "several hosts (only a redis+sentinel:// URL lists several)")
+    if len(hosts) > 1 and scheme not in (SENTINEL, CLUSTER):
+        raise _bad(url, "several hosts (only redis+sentinel:// and redis+cluster:// list several)")
     segments = path.split("/") if path else []
     service: str | None = None
     if scheme == SENTINEL:
@@ -143,6 +154,8 @@ def parse_redis_url(url: str) -> RedisUrl:
     if len(segments) > 1:
         raise _bad(url, f"path {'/' + path!r} is more than a database number")
     db = _number(url, "database", segments[0]) if segments and segments[0] else 0
+    if scheme == CLUSTER and db != 0:
+        raise _bad(url, f"database {db} (a Redis Cluster has database 0 only)")
     options: list[tuple[str, str]] = []
     wait = 0
     allowed = CLIENT_OPTIONS | (SENTINEL_OPTIONS if scheme == SENTINEL else frozenset())
@@ -154,6 +167,10 @@ def parse_redis_url(url: str) -> RedisUrl:
             options.append((name, value))
         else:
             raise _bad(url, f"unknown option {name!r} (options: {', '.join(sorted(allowed))})")
+    if wait and scheme == CLUSTER:
+        raise _bad(
+            url, "wait_replicas on a cluster (not supported: each node has its own replicas)"
+        )
     return RedisUrl(
         url=url,
         scheme=scheme,
@@ -168,8 +185,9 @@ def parse_redis_url(url: str) -> RedisUrl:
 
 
 def connect(target: RedisUrl, timeout_s: float, **kwargs: Any) -> redis.Redis:
-    """A client of the URL's server, or of its Sentinels' master (redis-py is imported
-    here: the ``redis`` extra). ``timeout_s``: connecting and each reply, unless the URL
+    """A client of the URL's server, of its Sentinels' master, or of its cluster (a
+    ``RedisCluster``, which takes the same commands; redis-py is imported here: the
+    ``redis`` extra). ``timeout_s``: connecting and each reply, unless the URL
     says otherwise; ``kwargs``: more of the client's (``retry``…). The options are read
     by redis-py itself, from a URL of one server rebuilt from the parts."""
     import redis
@@ -186,15 +204,23 @@ def connect(target: RedisUrl, timeout_s: float, **kwargs: Any) -> redis.Redis:
         "socket_connect_timeout": timeout_s,
         **kwargs,
     }
-    if not target.sentinel:
+    if not (target.sentinel or target.cluster):
         host, port = target.hosts[0]
         host = f"[{host}]" if ":" in host else host
         one = f"{target.scheme}://{userinfo}{host}:{port}/{target.db}{query}"
         return redis.Redis.from_url(one, **defaults)
     parse: Any = connection.parse_url
     options = {**defaults, **parse(f"redis://{userinfo}sentinel/{target.db}{query}")}
-    options.pop("host", None)  # the Sentinels say where the master is
+    options.pop("host", None)  # the Sentinels (the cluster) say where the data is
     options.pop("port", None)
+    if target.cluster:
+        from redis import cluster as rc
+
+        options.pop("db", None)
+        node: Any = rc.ClusterNode
+        seeds = [node(host, port) for host, port in target.hosts]
+        cluster: Any = rc.RedisCluster(startup_nodes=seeds, **options)
+        return cast("redis.Redis", cluster)  # the commands fyp sends take the same form
     sentinel_auth = {k[len("sentinel_") :]: v for k, v in target.options if k in SENTINEL_OPTIONS}
     make: Any = sentinel.Sentinel
     watchers = make(
@@ -214,6 +240,7 @@ def connect(target: RedisUrl, timeout_s: float, **kwargs: Any) -> redis.Redis:
 def disconnect(client: redis.Redis) -> None:
     """Close the client, and the Sentinels' connections of a Sentinel's master client."""
     client.close()
-    watchers = getattr(client.connection_pool, "sentinel_manager", None)
+    pool = getattr(client, "connection_pool", None)  # a cluster has one per node
+    watchers = getattr(pool, "sentinel_manager", None)
     if watchers is not None:
         watchers.close()

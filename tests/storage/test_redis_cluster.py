@@ -1,0 +1,96 @@
+"""A region's served log on a Redis Cluster (``redis+cluster://``): the tests' own
+cluster of three primaries (``redis_server.OwnCluster``), with the region's users'
+keys spread over all of them, so every scan (erasure, its verification, the residency
+scan) must visit each primary and every page's script runs on its user's node."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from fyp.regions.deployment import Deployment
+from redis_server import SERVER, client
+from storage.test_redis_deployment import _now, _small, served_logs_on
+
+pytestmark = pytest.mark.skipif(not SERVER, reason="FYP_TEST_REDIS_URL is not set")
+USERS = 30
+
+
+@pytest.fixture(autouse=True)
+def eu_on_redis(monkeypatch: pytest.MonkeyPatch, redis_urls: list[str]) -> Iterator[None]:
+    """eu keeps its served log on a database of the test server, us on the cluster."""
+    served_logs_on(monkeypatch, redis_urls)
+    yield
+
+
+def _on_cluster(tmp_path: Path, cluster_url: str) -> Deployment:
+    from fyp.catalog.models import UserIn
+    from fyp.catalog.service import Catalog
+
+    d = _small(tmp_path, cluster_url)
+    catalog = Catalog(d)
+    for u in range(USERS):
+        catalog.create_user(UserIn(user_id=f"u{u}", home_region="us"))
+    return d
+
+
+def _nodes_holding(cluster_url: str) -> int:
+    c = client(cluster_url)
+    try:
+        return sum(1 for node in c.get_primaries() if c.dbsize(target_nodes=node))
+    finally:
+        c.close()
+
+
+def test_pages_are_served_recorded_and_read_on_the_cluster(
+    tmp_path: Path, cluster_url: str
+) -> None:
+    with _on_cluster(tmp_path, cluster_url) as d:
+        log = d.served_log("us")
+        t = _now()
+        for u in range(USERS):
+            assert log.record_served(f"u{u}", ["v0", "v1"], t) > 0
+            log.record_served(f"u{u}", ["v2"], t + 1)
+        assert all(log.served_since(f"u{u}", t - 1) == ["v0", "v1", "v2"] for u in range(USERS))
+        assert _nodes_holding(cluster_url) == 3  # the users' keys are on every primary
+        assert len(list(log.user_keys())) == USERS * 3  # a counter and two pages each
+
+
+def test_erasure_and_its_verification_scan_every_primary(tmp_path: Path, cluster_url: str) -> None:
+    from fyp.sovereignty.erasure import Eraser
+    from fyp.sovereignty.erasure_verify import verify_erasure
+
+    with _on_cluster(tmp_path, cluster_url) as d:
+        log = d.served_log("us")
+        for u in range(USERS):
+            log.record_served(f"u{u}", ["v0"], _now())
+        receipt = Eraser(d).erase("u7")
+        assert receipt.body()["removed"]["served_log_keys"] == 2
+        assert verify_erasure(d, "u7", receipt).ok
+        c = client(cluster_url, decode_responses=True)
+        try:
+            c.set("fyp:served:us:{u7}:p:9", "1|[]")  # left behind, on u7's node
+        finally:
+            c.close()
+        report = verify_erasure(d, "u7")
+        assert [(r.region, r.kind, r.count) for r in report.remnants] == [("us", "served_log", 1)]
+
+
+def test_the_residency_scan_reads_the_cluster(tmp_path: Path, cluster_url: str) -> None:
+    from fyp.sovereignty.residency import ResidencyScanner
+
+    with _on_cluster(tmp_path, cluster_url) as d:
+        for u in range(USERS):
+            d.served_log("us").record_served(f"u{u}", ["v0"], _now())
+        root = d.config.root
+    assert ResidencyScanner(root, scan_backups=False).run().ok
+    c = client(cluster_url)
+    try:
+        c.set("fyp:served:us:{bo}:n", 1)  # bo lives in eu
+    finally:
+        c.close()
+    report = ResidencyScanner(root, scan_backups=False).run()
+    found = {(f.kind, f.source, f.user_id, f.home_region) for f in report.findings}
+    assert found == {("foreign", "served_log", "bo", "eu")}
