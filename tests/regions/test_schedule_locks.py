@@ -348,3 +348,6 @@ def test_a_stray_variable_does_not_stand_for_the_lock(
             pass
     monkeypatch.setenv(HELD_LOCK_ENV, "not a number")
     assert not inherited(lock)
+    with open(lock) as f:  # the lock file itself, but another open file: not the holder's
+        monkeypatch.setenv(HELD_LOCK_ENV, str(f.fileno()))
+        assert not inherited(lock)

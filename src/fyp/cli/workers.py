@@ -12,7 +12,7 @@ an exec'd worker gets only the two descriptors it is given.
 
 The supervisor keeps what runs once per host:
 
-- the background schedules (``build_schedules``: training, erasure, moderation), with
+- the background schedules (``build_schedules``: training, erasure, moderation, blocks), with
   a deployment and a ``Moderator`` of its own (policies, no models) and a config
   reloader that tells them of edits of ``fyp.toml``;
 - the workers: one that dies is logged and replaced; one that fails before it serves

@@ -27,11 +27,12 @@ of fyp's imports, on every host at every tick only to find the lock taken, and a
 would look like any other exit. The lock files stay (see ``fyp.filelock``).
 
 The same commands run by hand or from cron (``fyp train``, ``fyp moderate``, ``fyp
-erasure process``) take their schedule's lock themselves (:func:`holding`), so they never
-run beside a scheduled run or each other: they wait for it, or with ``--no-wait`` stop
-with ``run_in_progress``. A scheduled child is told it already holds its lock by
-:data:`HELD_LOCK_ENV`, the number of the descriptor it was passed, which it checks names
-that very lock file (a stray variable cannot make a run skip the lock).
+erasure process``, ``fyp user blocks-settle``) take their schedule's lock themselves
+(:func:`holding`), so they never run beside a scheduled run or each other: they wait for
+it, or with ``--no-wait`` stop with ``run_in_progress``. A scheduled child is told it
+already holds its lock by :data:`HELD_LOCK_ENV`, the number of the descriptor it was
+passed, which it checks is open on that very lock file and holds its lock (a stray
+variable cannot make a run skip the lock).
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from fyp.errors import RunInProgress
-from fyp.filelock import open_locked, try_open_locked, unlock
+from fyp.filelock import open_locked, try_lock, try_open_locked, unlock
 
 if TYPE_CHECKING:
     from fyp.config import DeploymentConfig
@@ -70,15 +71,18 @@ def schedule_lock(directory: Path, kind: str) -> Path:
 
 def inherited(lock: Path) -> bool:
     """Whether this process was started holding ``lock`` (a scheduled child): the
-    descriptor :data:`HELD_LOCK_ENV` names is open on that same file."""
+    descriptor :data:`HELD_LOCK_ENV` names is open on that same file, and locking it
+    again succeeds (a no-op for the open file that holds the lock; one that did not
+    hold it now does, or fails if another does)."""
     raw = os.environ.get(HELD_LOCK_ENV)
     if raw is None:
         return False
     try:
-        held, named = os.fstat(int(raw)), os.stat(lock)
+        fd = int(raw)
+        held, named = os.fstat(fd), os.stat(lock)
+        return (held.st_dev, held.st_ino) == (named.st_dev, named.st_ino) and try_lock(fd)
     except (ValueError, OSError):
         return False
-    return (held.st_dev, held.st_ino) == (named.st_dev, named.st_ino)
 
 
 @contextmanager
