@@ -179,35 +179,69 @@ def own_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OwnServer]:
 
 
 class OwnCluster:
-    """A Redis Cluster of the tests' own: ``NODES`` primaries (``redis-server
-    --cluster-enabled yes``, on loopback, nothing on disk) and its ``redis+cluster://``
-    URL naming the first of them (the client learns the rest from it)."""
+    """Redis servers of the tests' own (``redis-server`` on loopback, nothing on disk): a
+    cluster of ``nodes`` primaries (``--cluster-enabled yes``) or, with ``cluster=False``,
+    one server; with ``tls``, spoken to over TLS only (a self-signed certificate made
+    with ``openssl``, which the URL names as its CA: ``rediss://`` and
+    ``rediss+cluster://``). ``url`` names the first node (a cluster client learns the
+    rest from it)."""
 
-    NODES = 3
-
-    def __init__(self, directory: str) -> None:
-        self.directory = directory
+    def __init__(self, directory: str, nodes: int = 3, cluster: bool = True, tls: bool = False):
+        self.directory, self.cluster, self.tls = directory, cluster, tls
         self.ports: list[int] = []
-        while len(self.ports) < self.NODES:
+        while len(self.ports) < (nodes if cluster else 1):
             port = _free_cluster_port()
             if port not in self.ports:
                 self.ports.append(port)
-        self.url = f"redis+cluster://127.0.0.1:{self.ports[0]}"
+        self.cert = f"{directory}/cert.pem"
+        scheme = ("rediss" if tls else "redis") + ("+cluster" if cluster else "")
+        query = f"?ssl_ca_certs={self.cert}" if tls else ""
+        self.url = f"{scheme}://127.0.0.1:{self.ports[0]}{'' if cluster else '/0'}{query}"
+
+    def _cli(self, *args: str) -> list[str]:
+        import shutil
+
+        cli = shutil.which("redis-cli")
+        assert cli is not None
+        return [cli, *(("--tls", "--cacert", self.cert) if self.tls else ()), *args]
 
     def start(self) -> None:
         import shutil
         import subprocess
         import time
 
-        server, cli = shutil.which("redis-server"), shutil.which("redis-cli")
-        if server is None or cli is None:
+        server = shutil.which("redis-server")
+        if server is None or shutil.which("redis-cli") is None:
             pytest.skip("redis-server is not installed (.ci/redis.sh installs it)")
+        if self.tls:
+            if shutil.which("openssl") is None:
+                pytest.skip("openssl is not installed")
+            subprocess.run(
+                [
+                    *("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2"),
+                    *("-keyout", f"{self.directory}/key.pem", "-out", self.cert),
+                    *("-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"),
+                ],
+                check=True,
+                capture_output=True,
+            )
         for port in self.ports:
+            listen = ("--port", str(port))
+            if self.tls:
+                listen = ("--port", "0", "--tls-port", str(port))
+                listen += ("--tls-cert-file", self.cert)
+                listen += ("--tls-key-file", f"{self.directory}/key.pem")
+                listen += ("--tls-ca-cert-file", self.cert, "--tls-auth-clients", "no")
+                listen += ("--tls-cluster", "yes") if self.cluster else ()
             subprocess.run(
                 [
                     server,
-                    *("--bind", "127.0.0.1", "--port", str(port), "--daemonize", "yes"),
-                    *("--cluster-enabled", "yes", "--cluster-config-file", f"nodes-{port}.conf"),
+                    *("--bind", "127.0.0.1", *listen, "--daemonize", "yes"),
+                    *(
+                        ("--cluster-enabled", "yes", "--cluster-config-file", f"nodes-{port}.conf")
+                        if self.cluster
+                        else ()
+                    ),
                     *("--save", "", "--appendonly", "no", "--dir", self.directory),
                     *("--pidfile", f"{self.directory}/redis-{port}.pid"),
                     *("--logfile", f"{self.directory}/redis-{port}.log"),
@@ -215,26 +249,30 @@ class OwnCluster:
                 check=True,
                 stdout=subprocess.DEVNULL,
             )
-        nodes = [f"127.0.0.1:{port}" for port in self.ports]
         deadline = time.monotonic() + 20
         for port in self.ports:  # each answers (a daemon returns before it listens)
             while (
                 b"PONG"
-                not in subprocess.run([cli, "-p", str(port), "ping"], capture_output=True).stdout
+                not in subprocess.run(
+                    self._cli("-p", str(port), "ping"), capture_output=True
+                ).stdout
             ):
-                assert time.monotonic() < deadline, f"cluster node {port} did not start"
+                assert time.monotonic() < deadline, f"redis node {port} did not start"
                 time.sleep(0.05)
+        if not self.cluster:
+            return
+        nodes = [f"127.0.0.1:{port}" for port in self.ports]
         subprocess.run(
-            [cli, "--cluster", "create", *nodes, "--cluster-replicas", "0", "--cluster-yes"],
+            self._cli("--cluster", "create", *nodes, "--cluster-replicas", "0", "--cluster-yes"),
             check=True,
             capture_output=True,
         )
         while True:  # every node agrees every slot is served
             states = [
-                subprocess.run([cli, "-p", str(p), "cluster", "info"], capture_output=True).stdout
+                subprocess.run(self._cli("-p", str(p), "cluster", "info"), capture_output=True)
                 for p in self.ports
             ]
-            if all(b"cluster_state:ok" in s for s in states):
+            if all(b"cluster_state:ok" in s.stdout for s in states):
                 return
             assert time.monotonic() < deadline, "the cluster did not come up"
             time.sleep(0.05)
@@ -268,24 +306,54 @@ def _free_cluster_port() -> int:
         return port
 
 
+def _own(factory: pytest.TempPathFactory, name: str, **how: bool) -> Iterator[OwnCluster]:
+    if not SERVER:
+        pytest.skip("FYP_TEST_REDIS_URL is not set")
+    pytest.importorskip("redis")
+    servers = OwnCluster(str(factory.mktemp(name)), **how)
+    try:
+        servers.start()
+        yield servers
+    finally:
+        servers.stop()
+
+
 @pytest.fixture(scope="session")
 def own_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OwnCluster]:
     """This pytest worker's Redis Cluster, started once (with the other Redis tests: when
     ``FYP_TEST_REDIS_URL`` is set)."""
-    if not SERVER:
-        pytest.skip("FYP_TEST_REDIS_URL is not set")
-    pytest.importorskip("redis")
-    cluster = OwnCluster(str(tmp_path_factory.mktemp("cluster")))
-    try:
-        cluster.start()
-        yield cluster
-    finally:
-        cluster.stop()
+    yield from _own(tmp_path_factory, "cluster")
+
+
+@pytest.fixture(scope="session")
+def own_tls_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OwnCluster]:
+    """The same, over TLS only."""
+    yield from _own(tmp_path_factory, "tls-cluster", tls=True)
+
+
+@pytest.fixture(scope="session")
+def own_tls_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OwnCluster]:
+    """One Redis server of this worker's, over TLS only."""
+    yield from _own(tmp_path_factory, "tls-server", cluster=False, tls=True)
+
+
+def _emptied(url: str) -> Iterator[str]:
+    flush(url)
+    yield url
+    flush(url)
 
 
 @pytest.fixture
 def cluster_url(own_cluster: OwnCluster) -> Iterator[str]:
     """The worker's cluster, emptied (every primary) before and after the test."""
-    flush(own_cluster.url)
-    yield own_cluster.url
-    flush(own_cluster.url)
+    yield from _emptied(own_cluster.url)
+
+
+@pytest.fixture
+def tls_cluster_url(own_tls_cluster: OwnCluster) -> Iterator[str]:
+    yield from _emptied(own_tls_cluster.url)
+
+
+@pytest.fixture
+def tls_redis_url(own_tls_server: OwnCluster) -> Iterator[str]:
+    yield from _emptied(own_tls_server.url)

@@ -2,8 +2,9 @@
 PostgreSQL when ``FYP_TEST_POSTGRES_URL`` is set) and Redis (``FYP_TEST_REDIS_URL``),
 the latter beside a SQLite store and beside a PostgreSQL one, a Redis master found
 through Sentinel (``FYP_TEST_REDIS_SENTINEL_URL``), with and without waiting for its
-replica on every write, and a Redis Cluster of three primaries (``redis+cluster://``,
-started by the tests with the other Redis ones)."""
+replica on every write, a Redis Cluster of three primaries (``redis+cluster://``), and
+one server and a cluster spoken to over TLS only (``rediss://``, ``rediss+cluster://``;
+the last three started by the tests with the other Redis ones)."""
 
 from __future__ import annotations
 
@@ -129,3 +130,19 @@ class TestClusterServedLog(_Opened, ServedLogContract):
     def open_log(self, name: str = "main") -> ServedLog:
         store = self.sqlite_store(name)
         return self.keep(open_served_log(self.url, "us", store, WINDOW_MS))
+
+
+class TestTlsClusterServedLog(TestClusterServedLog):
+    """A Redis Cluster over TLS only (``rediss+cluster://``, its CA in ``ssl_ca_certs``)."""
+
+    @pytest.fixture(autouse=True)
+    def _server(self, tmp_path: Path, tls_cluster_url: str) -> None:
+        self.tmp, self.url = tmp_path, tls_cluster_url
+
+
+class TestTlsServedLog(TestClusterServedLog):
+    """One Redis server over TLS only (``rediss://``)."""
+
+    @pytest.fixture(autouse=True)
+    def _server(self, tmp_path: Path, tls_redis_url: str) -> None:
+        self.tmp, self.url = tmp_path, tls_redis_url

@@ -13,13 +13,14 @@ residency scan, export, move, restore, carve-out) takes each form alike:
   whenever it connects (redis-py's ``Sentinel.master_for``), so after a failover a
   request on a dropped connection, or one refused by a demoted master, reconnects to
   the new master (one retry; a request during the failover itself fails, 503).
-- ``redis+cluster://[[USER]:PASSWORD@]HOST[:PORT][,HOST[:PORT]…][?OPTIONS]``: a Redis
-  Cluster, found from any of the listed nodes (redis-py's ``RedisCluster``, which
-  follows the cluster's ``MOVED`` and ``ASK`` redirections). A cluster has one database,
-  0. A served log's keys carry a hash tag per user, so all of one user's keys, and each
-  of its scripts, are on one node.
+- ``redis+cluster://[[USER]:PASSWORD@]HOST[:PORT][,HOST[:PORT]…][?OPTIONS]``
+  (``rediss+cluster://`` for TLS): a Redis Cluster, found from any of the listed nodes
+  (redis-py's ``RedisCluster``, which follows the cluster's ``MOVED`` and ``ASK``
+  redirections). A cluster has one database, 0. A served log's keys carry a hash tag
+  per user, so all of one user's keys, and each of its scripts, are on one node.
 
-Options are redis-py's URL options (``socket_timeout``…; TLS ``ssl_*`` on ``rediss://``)
+Options are redis-py's URL options (``socket_timeout``…; TLS ``ssl_*`` on ``rediss://``
+and ``rediss+cluster://``)
 and ``wait_replicas=N``: every write then waits until N replicas hold it (``WAIT``) or
 fails (a 503; the write may still be on the master), so a failover does not lose what
 was acknowledged (docs/architecture.md, "Served log on Redis"). Anything else is a
@@ -40,13 +41,14 @@ if TYPE_CHECKING:
 
 SENTINEL = "redis+sentinel"
 CLUSTER = "redis+cluster"
-SCHEMES = ("redis", "rediss", SENTINEL, CLUSTER)
+TLS_CLUSTER = "rediss+cluster"
+SCHEMES = ("redis", "rediss", SENTINEL, CLUSTER, TLS_CLUSTER)
 FORMS = (
     "redis://[:PASSWORD@]HOST[:PORT][/DB], rediss://…, "
     "redis+sentinel://[:PASSWORD@]HOST[:PORT][,HOST[:PORT]…]/SERVICE[/DB], or "
-    "redis+cluster://[:PASSWORD@]HOST[:PORT][,HOST[:PORT]…]"
+    "redis+cluster://[:PASSWORD@]HOST[:PORT][,HOST[:PORT]…] (rediss+cluster://… for TLS)"
 )
-PORTS = {"redis": 6379, "rediss": 6379, SENTINEL: 26379, CLUSTER: 6379}
+PORTS = {"redis": 6379, "rediss": 6379, SENTINEL: 26379, CLUSTER: 6379, TLS_CLUSTER: 6379}
 # redis-py's URL options (redis.connection.URL_QUERY_ARGUMENT_PARSERS and the credentials)
 CLIENT_OPTIONS = frozenset(
     {
@@ -91,7 +93,11 @@ class RedisUrl:
 
     @property
     def cluster(self) -> bool:
-        return self.scheme == CLUSTER
+        return self.scheme in (CLUSTER, TLS_CLUSTER)
+
+    @property
+    def tls(self) -> bool:
+        return self.scheme.startswith("rediss")
 
     @property
     def where(self) -> str:
@@ -143,7 +149,8 @@ def parse_redis_url(url: str) -> RedisUrl:
     if not hostlist:
         raise _bad(url, "no host")
     hosts = tuple(_host(url, h, PORTS[scheme]) for h in hostlist.split(","))
-    if len(hosts) > 1 and scheme not in (SENTINEL, CLUSTER):
+    clustered = scheme in (CLUSTER, TLS_CLUSTER)
+    if len(hosts) > 1 and scheme != SENTINEL and not clustered:
         raise _bad(url, "several hosts (only redis+sentinel:// and redis+cluster:// list several)")
     segments = path.split("/") if path else []
     service: str | None = None
@@ -154,7 +161,7 @@ def parse_redis_url(url: str) -> RedisUrl:
     if len(segments) > 1:
         raise _bad(url, f"path {'/' + path!r} is more than a database number")
     db = _number(url, "database", segments[0]) if segments and segments[0] else 0
-    if scheme == CLUSTER and db != 0:
+    if clustered and db != 0:
         raise _bad(url, f"database {db} (a Redis Cluster has database 0 only)")
     options: list[tuple[str, str]] = []
     wait = 0
@@ -163,11 +170,11 @@ def parse_redis_url(url: str) -> RedisUrl:
     for name, value in parse_qsl(query, keep_blank_values=True):
         if name == "wait_replicas":  # ours, not redis-py's
             wait = _number(url, "wait_replicas", value)
-        elif name in allowed or (scheme == "rediss" and name.startswith("ssl_")):
+        elif name in allowed or (scheme.startswith("rediss") and name.startswith("ssl_")):
             options.append((name, value))
         else:
             raise _bad(url, f"unknown option {name!r} (options: {', '.join(sorted(allowed))})")
-    if wait and scheme == CLUSTER:
+    if wait and clustered:
         raise _bad(
             url, "wait_replicas on a cluster (not supported: each node has its own replicas)"
         )
@@ -210,13 +217,16 @@ def connect(target: RedisUrl, timeout_s: float, **kwargs: Any) -> redis.Redis:
         one = f"{target.scheme}://{userinfo}{host}:{port}/{target.db}{query}"
         return redis.Redis.from_url(one, **defaults)
     parse: Any = connection.parse_url
-    options = {**defaults, **parse(f"redis://{userinfo}sentinel/{target.db}{query}")}
+    base = "rediss" if target.tls else "redis"
+    options = {**defaults, **parse(f"{base}://{userinfo}sentinel/{target.db}{query}")}
     options.pop("host", None)  # the Sentinels (the cluster) say where the data is
     options.pop("port", None)
     if target.cluster:
         from redis import cluster as rc
 
         options.pop("db", None)
+        if options.pop("connection_class", None) is not None:  # rediss+cluster://
+            options["ssl"] = True  # how a cluster client is told (one pool per node)
         node: Any = rc.ClusterNode
         seeds = [node(host, port) for host, port in target.hosts]
         cluster: Any = rc.RedisCluster(startup_nodes=seeds, **options)
