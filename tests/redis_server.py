@@ -281,13 +281,22 @@ class OwnCluster:
         import contextlib
         import os
         import signal
+        import socket
+        import time
         from pathlib import Path
 
         for port in self.ports:
             pid = Path(self.directory, f"redis-{port}.pid")
             if pid.exists():
-                with contextlib.suppress(ProcessLookupError):
+                with contextlib.suppress(ProcessLookupError, ValueError):
                     os.kill(int(pid.read_text()), signal.SIGTERM)
+        deadline = time.monotonic() + 10
+        for port in self.ports:  # gone, not just told to go: the port refuses
+            while time.monotonic() < deadline:
+                with socket.socket() as s:
+                    if s.connect_ex(("127.0.0.1", port)) != 0:
+                        break
+                time.sleep(0.02)
 
 
 def _free_cluster_port() -> int:

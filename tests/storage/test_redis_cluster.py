@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from fyp.regions.deployment import Deployment
-from redis_server import SERVER, client
+from redis_server import SERVER, OwnCluster, client
 from storage.test_redis_deployment import _now, _small, served_logs_on
 
 pytestmark = pytest.mark.skipif(not SERVER, reason="FYP_TEST_REDIS_URL is not set")
@@ -94,3 +94,32 @@ def test_the_residency_scan_reads_the_cluster(tmp_path: Path, cluster_url: str) 
     report = ResidencyScanner(root, scan_backups=False).run()
     found = {(f.kind, f.source, f.user_id, f.home_region) for f in report.findings}
     assert found == {("foreign", "served_log", "bo", "eu")}
+
+
+def test_a_cluster_that_does_not_answer_is_a_storage_error(
+    tmp_path: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """redis-py's cluster client raises ``RedisClusterException`` (not a ``RedisError``)
+    when no node answers: it must reach callers as the served log's StorageError (a
+    503), as a standalone server's failure does, not as a 500."""
+    from fyp.errors import StorageError
+
+    own = OwnCluster(str(tmp_path_factory.mktemp("stopped-cluster")))
+    own.start()
+    try:
+        with _on_cluster(tmp_path, own.url) as d:
+            log = d.served_log("us")
+            log.record_served("ana", ["v0"], _now())
+            own.stop()
+            for call in (
+                lambda: log.record_served("ana", ["v1"], _now()),
+                lambda: log.served_since("ana", 0),
+                lambda: log.user_version("ana"),
+            ):
+                with pytest.raises(StorageError, match="served log on Redis"):
+                    call()
+        # a process that starts while the cluster is down: the client cannot even connect
+        with Deployment.open(tmp_path / "small") as d, pytest.raises(StorageError):
+            d.served_log("us").served_since("ana", 0)
+    finally:
+        own.stop()

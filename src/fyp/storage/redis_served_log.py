@@ -96,6 +96,15 @@ return out
 """
 
 
+def _redis_errors() -> tuple[type[Exception], ...]:
+    """What redis-py raises when the data cannot be reached: its errors, and a cluster
+    client's own (``RedisClusterException``: no node answers, a slot no node serves),
+    which are not among them."""
+    from redis import exceptions
+
+    return (exceptions.RedisError, exceptions.RedisClusterException)
+
+
 def user_prefix(region: str, user_id: str) -> str:
     return f"{PREFIX}{region}:{{{user_id}}}:"
 
@@ -156,6 +165,8 @@ class RedisKeys(ServedLogData):
                     f"served_log of region {self.region!r}: {exc} ({self.where})",
                     region=self.region,
                 ) from exc
+            except _redis_errors() as exc:  # a cluster client connects at once
+                raise self._failed(exc) from exc
             self._record = client.register_script(_RECORD)
             self._read = client.register_script(_READ)
             self._wait_replicas = target.wait_replicas
@@ -169,11 +180,9 @@ class RedisKeys(ServedLogData):
         )
 
     def _call(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
-        import redis
-
         try:
             return fn(*args, **kwargs)
-        except redis.RedisError as exc:
+        except _redis_errors() as exc:
             raise self._failed(exc) from exc
 
     def _script(self, name: str, keys: list[str], args: list[Any]) -> Any:
@@ -237,15 +246,13 @@ class RedisKeys(ServedLogData):
 
     def _scan(self, match: str) -> Iterator[str]:
         """Every key matching, on the server (or each primary of a cluster)."""
-        import redis
-
         keys = self._redis().scan_iter(match=match, count=SCAN_COUNT)
         while True:
             try:
                 key = next(keys)
             except StopIteration:
                 return
-            except redis.RedisError as exc:
+            except _redis_errors() as exc:
                 raise self._failed(exc) from exc
             yield key.decode() if isinstance(key, bytes) else str(key)
 
