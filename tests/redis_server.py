@@ -2,7 +2,7 @@
 one server (``FYP_TEST_REDIS_URL``) and a master behind Redis Sentinel
 (``FYP_TEST_REDIS_SENTINEL_URL``, ``redis+sentinel://HOST:PORT,…/SERVICE/DB``); CI starts
 both (``.ci/run``, ``.ci/redis.sh``). And a Redis Cluster per pytest worker, which the
-tests start themselves (:class:`OwnCluster`) when the others run.
+tests start themselves (:class:`OwnRedisNodes`) when the others run.
 
 Tests run in parallel (pytest-xdist): each worker gets databases of its own, emptied
 before and after each test, so one test's keys never show in another's scans. The
@@ -178,7 +178,7 @@ def own_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OwnServer]:
     server.stop()
 
 
-class OwnCluster:
+class OwnRedisNodes:
     """Redis servers of the tests' own (``redis-server`` on loopback, nothing on disk): a
     cluster of ``nodes`` primaries (``--cluster-enabled yes``) or, with ``cluster=False``,
     one server; with ``tls``, spoken to over TLS only (a self-signed certificate made
@@ -315,11 +315,11 @@ def _free_cluster_port() -> int:
         return port
 
 
-def _own(factory: pytest.TempPathFactory, name: str, **how: bool) -> Iterator[OwnCluster]:
+def _own(factory: pytest.TempPathFactory, name: str, **how: bool) -> Iterator[OwnRedisNodes]:
     if not SERVER:
         pytest.skip("FYP_TEST_REDIS_URL is not set")
     pytest.importorskip("redis")
-    servers = OwnCluster(str(factory.mktemp(name)), **how)
+    servers = OwnRedisNodes(str(factory.mktemp(name)), **how)
     try:
         servers.start()
         yield servers
@@ -328,20 +328,20 @@ def _own(factory: pytest.TempPathFactory, name: str, **how: bool) -> Iterator[Ow
 
 
 @pytest.fixture(scope="session")
-def own_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OwnCluster]:
+def own_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OwnRedisNodes]:
     """This pytest worker's Redis Cluster, started once (with the other Redis tests: when
     ``FYP_TEST_REDIS_URL`` is set)."""
     yield from _own(tmp_path_factory, "cluster")
 
 
 @pytest.fixture(scope="session")
-def own_tls_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OwnCluster]:
+def own_tls_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OwnRedisNodes]:
     """The same, over TLS only."""
     yield from _own(tmp_path_factory, "tls-cluster", tls=True)
 
 
 @pytest.fixture(scope="session")
-def own_tls_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OwnCluster]:
+def own_tls_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OwnRedisNodes]:
     """One Redis server of this worker's, over TLS only."""
     yield from _own(tmp_path_factory, "tls-server", cluster=False, tls=True)
 
@@ -353,16 +353,16 @@ def _emptied(url: str) -> Iterator[str]:
 
 
 @pytest.fixture
-def cluster_url(own_cluster: OwnCluster) -> Iterator[str]:
+def cluster_url(own_cluster: OwnRedisNodes) -> Iterator[str]:
     """The worker's cluster, emptied (every primary) before and after the test."""
     yield from _emptied(own_cluster.url)
 
 
 @pytest.fixture
-def tls_cluster_url(own_tls_cluster: OwnCluster) -> Iterator[str]:
+def tls_cluster_url(own_tls_cluster: OwnRedisNodes) -> Iterator[str]:
     yield from _emptied(own_tls_cluster.url)
 
 
 @pytest.fixture
-def tls_redis_url(own_tls_server: OwnCluster) -> Iterator[str]:
+def tls_redis_url(own_tls_server: OwnRedisNodes) -> Iterator[str]:
     yield from _emptied(own_tls_server.url)

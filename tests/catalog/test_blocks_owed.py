@@ -177,7 +177,7 @@ def _cli(d: Deployment, *args: str) -> tuple[int, Any]:
     return result.exit_code, json.loads(result.output)
 
 
-def test_the_commands_default_wait_is_the_schedules() -> None:
+def test_the_commands_default_age_is_the_schedules() -> None:
     """The option's default is written out in fyp.cli.users (which starts light)."""
     help_text = CliRunner().invoke(app, ["user", "blocks-settle", "--help"]).output
     assert f"default: {SETTLE_AFTER_MS / 1000}" in " ".join(help_text.split())

@@ -1,5 +1,5 @@
 """A region's served log on a Redis Cluster (``redis+cluster://``): the tests' own
-cluster of three primaries (``redis_server.OwnCluster``), with the region's users'
+cluster of three primaries (``redis_server.OwnRedisNodes``), with the region's users'
 keys spread over all of them, so every scan (erasure, its verification, the residency
 scan) must visit each primary and every page's script runs on its user's node."""
 
@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from fyp.regions.deployment import Deployment
-from redis_server import SERVER, OwnCluster, client
+from redis_server import SERVER, OwnRedisNodes, client
 from storage.test_redis_deployment import _now, _small, served_logs_on
 
 pytestmark = pytest.mark.skipif(not SERVER, reason="FYP_TEST_REDIS_URL is not set")
@@ -104,7 +104,7 @@ def test_a_cluster_that_does_not_answer_is_a_storage_error(
     503), as a standalone server's failure does, not as a 500."""
     from fyp.errors import StorageError
 
-    own = OwnCluster(str(tmp_path_factory.mktemp("stopped-cluster")))
+    own = OwnRedisNodes(str(tmp_path_factory.mktemp("stopped-cluster")))
     own.start()
     try:
         with _on_cluster(tmp_path, own.url) as d:
