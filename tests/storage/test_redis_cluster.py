@@ -123,3 +123,28 @@ def test_a_cluster_that_does_not_answer_is_a_storage_error(
             d.served_log("us").served_since("ana", 0)
     finally:
         own.stop()
+
+
+def test_a_cluster_named_by_another_node_is_refused_to_a_second_region(
+    tmp_path: Path, own_cluster: OwnRedisNodes, cluster_url: str
+) -> None:
+    """us names the cluster by its first node, eu by its second: fyp.toml's check
+    (which compares URLs) passes, the cluster's own key refuses eu."""
+    from fyp.errors import StorageError
+    from storage.test_redis_deployment import with_served_logs
+
+    with _on_cluster(tmp_path, cluster_url) as d:
+        d.served_log("us").record_served("u1", ["v0"], _now())
+        root = d.config.root
+    other = f"redis+cluster://127.0.0.1:{own_cluster.ports[1]}"
+    with_served_logs(root, {"eu": other})
+    with Deployment.open(root) as d:
+        assert d.config.region("eu").served_log == other
+        with pytest.raises(StorageError, match="belongs to region 'us', not 'eu'"):
+            d.served_log("eu").record_served("bo", ["v1"], _now())
+        assert d.served_log("us").served_since("u1", 0) == ["v0"]
+    c = client(cluster_url)
+    try:
+        assert not list(c.scan_iter(match="fyp:served:eu:*"))
+    finally:
+        c.close()

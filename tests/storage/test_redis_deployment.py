@@ -269,6 +269,33 @@ def test_the_residency_scan_says_a_served_log_does_not_answer(
     assert "cannot be scanned" in finding.location and own_redis.url in finding.location
 
 
+def test_two_regions_on_one_database_named_two_ways_are_caught(tmp_path: Path) -> None:
+    """fyp.toml's check compares the URLs; the database's key ``fyp:region`` catches the
+    same database named by another host: eu's feed records nothing there, and ``fyp
+    status`` and the residency scan say whose database it is."""
+    from typer.testing import CliRunner
+
+    from fyp.cli.app import app
+    from fyp.errors import StorageError
+    from fyp.sovereignty.residency import ResidencyScanner
+
+    with _small(tmp_path) as d:
+        root, us = d.config.root, d.config.region("us").served_log
+    assert us is not None and "127.0.0.1" in us
+    with_served_logs(root, {"eu": us.replace("127.0.0.1", "localhost")})
+    with Deployment.open(root) as d:
+        d.served_log("us").record_served("ana", ["v0"], _now())
+        with pytest.raises(StorageError, match="belongs to region 'us', not 'eu'"):
+            d.served_log("eu").record_served("bo", ["v1"], _now())
+        assert not _redis(d, "us").keys("fyp:served:eu:*")
+    done = CliRunner().invoke(app, ["status", str(root)])
+    assert done.exit_code == 0, done.output
+    assert "UNREACHABLE: served log" in done.output and "belongs to region 'us'" in done.output
+    report = ResidencyScanner(root, scan_backups=False).run()
+    assert [(f.kind, f.region) for f in report.findings] == [("unreadable", "eu")]
+    assert "belongs to region 'us'" in report.findings[0].location
+
+
 def test_the_export_holds_the_pages_in_redis(tmp_path: Path) -> None:
     from fyp.sovereignty.export import UserExport
 

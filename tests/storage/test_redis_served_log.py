@@ -64,6 +64,43 @@ def test_keys_name_the_region_and_the_user(url: str, store: Store) -> None:
     log.close()
 
 
+def test_a_database_belongs_to_the_region_that_opened_it_first(
+    url: str, store: Store, tmp_path: Path
+) -> None:
+    """Two regions naming one database differently (here by host name) pass fyp.toml's
+    check, which compares URLs; the database's own key tells them apart: the second
+    region's process refuses it, writing nothing, until the key is deleted."""
+    import redis
+
+    us = opened(url, store)
+    us.record_served("ana", ["v1"], now_ms())
+    same = url.replace("127.0.0.1", "localhost")
+    assert same != url
+    eu_store = open_store(f"sqlite:///{tmp_path / 'eu.sqlite'}", "eu", create=True)
+    eu_store.insert_user(make_user("bo", "eu"))
+    eu = open_served_log(same, "eu", eu_store, 600_000)
+    for call in (
+        lambda: eu.user_version("bo"),
+        lambda: eu.record_served("bo", ["v2"], now_ms()),
+        lambda: list(eu.user_keys()),
+        eu.check,
+    ):
+        with pytest.raises(StorageError, match="belongs to region 'us', not 'eu'") as info:
+            call()
+        assert info.value.details == {"served_log_region": "us", "region": "eu"}
+    raw = redis.Redis.from_url(url, decode_responses=True)
+    assert raw.get("fyp:region") == "us"
+    assert not raw.keys("fyp:served:eu:*")  # nothing of eu's was written
+    assert us.served_since("ana", 0) == ["v1"]  # us goes on
+    raw.delete("fyp:region")  # given away: the next region to open it claims it
+    assert eu.record_served("bo", ["v2"], now_ms()) > 0
+    assert raw.get("fyp:region") == "eu"
+    raw.close()
+    for log in (us, eu):
+        log.close()
+    eu_store.close()
+
+
 def test_pages_expire_with_the_seen_window_and_the_counter_stays(url: str, store: Store) -> None:
     import redis
 

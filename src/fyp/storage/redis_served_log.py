@@ -13,7 +13,13 @@ scan visits every primary):
   a restart without persistence — never hands out a number it handed out before);
 - ``fyp:served:<region>:{<user id>}:p:<page seq>`` — one page: ``<ms>|<JSON video ids>``,
   expiring (``PXAT``) exactly ``[feed] seen_window_days`` after it was served, so Redis
-  forgets old pages itself and no maintenance thread sweeps them.
+  forgets old pages itself and no maintenance thread sweeps them;
+- ``fyp:region`` — the region the database (or cluster) belongs to, written by the
+  first process that opens it for a region; a process of another region refuses it
+  (``StorageError``), as a store refuses another region's process. ``fyp.toml``'s
+  check compares URLs; this catches one server named two ways (another host name, or
+  another node of one cluster), which would keep one region's pages where another's
+  policy applies. To give a database to another region, delete the key.
 
 A page is one script run (``EVALSHA``): the counter goes up by one and the page is
 written with it, atomically, so two processes serving one user never share a number and
@@ -57,6 +63,7 @@ if TYPE_CHECKING:
     import redis
 
 PREFIX = "fyp:served:"
+CLAIM = "fyp:region"  # which region the database (or cluster) belongs to
 KEY = re.compile(r"^fyp:served:([^:]*):\{([^{}]*)\}:(n|p:[0-9]+)$")
 TIMEOUT_S = 2.0  # a server that does not answer fails the request (503) after this
 SCAN_COUNT = 1_000
@@ -78,6 +85,14 @@ end
 local n = redis.call('INCR', KEYS[1])
 redis.call('SET', ARGV[1] .. string.format('%.0f', n), ARGV[3] .. '|' .. ARGV[4], 'PXAT', ARGV[5])
 return n
+"""
+# KEYS[1]: the claim. ARGV: the region. The region the database belongs to, claimed for
+# ARGV[1] if it belongs to none yet.
+_CLAIM = """
+local held = redis.call('GET', KEYS[1])
+if held then return held end
+redis.call('SET', KEYS[1], ARGV[1])
+return ARGV[1]
 """
 # KEYS[1]: the counter. ARGV: page key prefix, stop below this ms. Returns seq, page, ...
 _READ = """
@@ -167,11 +182,31 @@ class RedisKeys(ServedLogData):
                 ) from exc
             except _redis_errors() as exc:  # a cluster client connects at once
                 raise self._failed(exc) from exc
+            self._claim(client)
             self._record = client.register_script(_RECORD)
             self._read = client.register_script(_READ)
             self._wait_replicas = target.wait_replicas
             self._client = client
         return self._client
+
+    def _claim(self, client: redis.Redis) -> None:
+        """Claim the database for the region, or refuse it if another region has (the
+        client is closed then, and the next call tries again)."""
+        try:
+            held = client.register_script(_CLAIM)(keys=[CLAIM], args=[self.region])
+        except _redis_errors() as exc:
+            disconnect(client)
+            raise self._failed(exc) from exc
+        owner = held.decode() if isinstance(held, bytes) else str(held)
+        if owner != self.region:
+            disconnect(client)
+            raise StorageError(
+                f"served log {self.where} belongs to region {owner!r}, not {self.region!r}: "
+                f"refusing to use it (its key {CLAIM!r} says so; delete that key to give "
+                "the database to another region)",
+                served_log_region=owner,
+                region=self.region,
+            )
 
     def _failed(self, exc: Exception) -> StorageError:
         return StorageError(
