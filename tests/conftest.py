@@ -15,11 +15,13 @@ from redis_server import (  # noqa: F401 - fixtures for all
     own_cluster,
     own_redis,
     own_tls_cluster,
+    own_tls_sentinel,
     own_tls_server,
     redis_urls,
     sentinel_urls,
     tls_cluster_url,
     tls_redis_url,
+    tls_sentinel_url,
 )
 
 warnings.filterwarnings("ignore", message=".*httpx2.*")

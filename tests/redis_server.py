@@ -346,6 +346,71 @@ def own_tls_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OwnRedi
     yield from _own(tmp_path_factory, "tls-server", cluster=False, tls=True)
 
 
+class OwnTlsSentinel:
+    """One Redis Sentinel of the tests' own, over TLS only, watching ``master`` (a TLS
+    server of :class:`OwnRedisNodes`, with whose certificate it speaks) as service
+    ``fyp``; ``url(db)`` is a ``rediss+sentinel://`` URL of that service."""
+
+    def __init__(self, master: OwnRedisNodes) -> None:
+        self.master = master
+        self.port = _free_cluster_port()
+        self.directory = master.directory
+
+    def url(self, db: int) -> str:
+        return f"rediss+sentinel://127.0.0.1:{self.port}/fyp/{db}?ssl_ca_certs={self.master.cert}"
+
+    def start(self) -> None:
+        import subprocess
+        import time
+        from pathlib import Path
+
+        d, cert = self.directory, self.master.cert
+        conf = Path(d, f"sentinel-{self.port}.conf")  # Sentinel rewrites it: a file of its own
+        conf.write_text(
+            f"bind 127.0.0.1\nport 0\ntls-port {self.port}\ntls-cert-file {cert}\n"
+            f"tls-key-file {d}/key.pem\ntls-ca-cert-file {cert}\ntls-auth-clients no\n"
+            f"tls-replication yes\ndaemonize yes\ndir {d}\n"
+            f"pidfile {d}/redis-{self.port}.pid\nlogfile {d}/sentinel-{self.port}.log\n"
+            f"sentinel monitor fyp 127.0.0.1 {self.master.ports[0]} 1\n",
+            encoding="utf-8",
+        )
+        import shutil
+
+        server = shutil.which("redis-server")
+        assert server is not None
+        subprocess.run([server, str(conf), "--sentinel"], check=True, stdout=subprocess.DEVNULL)
+        ask = [*self.master._cli("-p", str(self.port)), "sentinel", "get-master-addr-by-name"]
+        deadline = time.monotonic() + 20
+        while (
+            str(self.master.ports[0]).encode()
+            not in subprocess.run([*ask, "fyp"], capture_output=True).stdout
+        ):
+            assert time.monotonic() < deadline, "the TLS Sentinel did not start"
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        import contextlib
+        import os
+        import signal
+        from pathlib import Path
+
+        pid = Path(self.directory, f"redis-{self.port}.pid")
+        if pid.exists():
+            with contextlib.suppress(ProcessLookupError, ValueError):
+                os.kill(int(pid.read_text()), signal.SIGTERM)
+
+
+@pytest.fixture(scope="session")
+def own_tls_sentinel(own_tls_server: OwnRedisNodes) -> Iterator[OwnTlsSentinel]:
+    """A Sentinel over TLS only, watching this worker's TLS server."""
+    sentinel = OwnTlsSentinel(own_tls_server)
+    try:
+        sentinel.start()
+        yield sentinel
+    finally:
+        sentinel.stop()
+
+
 def _emptied(url: str) -> Iterator[str]:
     flush(url)
     yield url
@@ -366,3 +431,9 @@ def tls_cluster_url(own_tls_cluster: OwnRedisNodes) -> Iterator[str]:
 @pytest.fixture
 def tls_redis_url(own_tls_server: OwnRedisNodes) -> Iterator[str]:
     yield from _emptied(own_tls_server.url)
+
+
+@pytest.fixture
+def tls_sentinel_url(own_tls_sentinel: OwnTlsSentinel) -> Iterator[str]:
+    """Database 1 of the TLS server, through the TLS Sentinel (``rediss+sentinel://``)."""
+    yield from _emptied(own_tls_sentinel.url(1))

@@ -40,6 +40,20 @@ def test_a_sentinel_url_names_its_sentinels_service_database_and_credentials() -
     assert parse_redis_url("redis+sentinel://s1/fyp").db == 0
 
 
+def test_a_tls_sentinel_url_takes_the_ssl_options() -> None:
+    url = "rediss+sentinel://:s3cret@s1,s2:5000/fyp/1?ssl_ca_certs=/etc/ca.pem&sentinel_password=w"
+    target = parse_redis_url(url)
+    assert target.sentinel and target.tls and not target.cluster
+    assert target.hosts == (("s1", 26379), ("s2", 5000)) and target.service == "fyp"
+    assert target.options == (("ssl_ca_certs", "/etc/ca.pem"), ("sentinel_password", "w"))
+    assert target.where == (
+        "rediss+sentinel://:***@s1,s2:5000/fyp/1?ssl_ca_certs=/etc/ca.pem&sentinel_password=***"
+    )
+    # the same Sentinels, service and database over TLS or not: one served log
+    with pytest.raises(ConfigError, match="served log of its own"):
+        check_served_logs(_regions(us=url, eu="redis+sentinel://s2:5000/fyp/1"))
+
+
 def test_a_server_url_reads_as_before() -> None:
     plain = parse_redis_url("redis://:s3cret@h:6380/3")
     assert not plain.sentinel and plain.hosts == (("h", 6380),) and plain.db == 3
@@ -66,7 +80,8 @@ def test_a_server_url_reads_as_before() -> None:
         ("redis+sentinel://:s3cret@s1//0", "no service name"),
         ("redis+sentinel://:s3cret@s1,/fyp/0", "host '' is not"),
         ("redis+sentinel://:s3cret@s1/fyp/0/1", "more than a database number"),
-        ("rediss+sentinel://:s3cret@s1/fyp", "scheme 'rediss+sentinel'"),  # TLS: not yet
+        ("rediss+sentinel://:s3cret@s1", "no service name"),
+        ("redis+sentinel://:s3cret@s1/fyp?ssl_ca_certs=ca.pem", "unknown option 'ssl_ca_certs'"),
     ],
 )
 def test_a_malformed_url_is_a_config_error_without_the_password(url: str, why: str) -> None:

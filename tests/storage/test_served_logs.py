@@ -3,8 +3,9 @@ PostgreSQL when ``FYP_TEST_POSTGRES_URL`` is set) and Redis (``FYP_TEST_REDIS_UR
 the latter beside a SQLite store and beside a PostgreSQL one, a Redis master found
 through Sentinel (``FYP_TEST_REDIS_SENTINEL_URL``), with and without waiting for its
 replica on every write, a Redis Cluster of three primaries (``redis+cluster://``), and
-one server and a cluster spoken to over TLS only (``rediss://``, ``rediss+cluster://``;
-the last three started by the tests with the other Redis ones)."""
+one server, a cluster and a Sentinel's master spoken to over TLS only (``rediss://``,
+``rediss+cluster://``, ``rediss+sentinel://``; the last four started by the tests with
+the other Redis ones)."""
 
 from __future__ import annotations
 
@@ -146,3 +147,11 @@ class TestTlsServedLog(TestClusterServedLog):
     @pytest.fixture(autouse=True)
     def _server(self, tmp_path: Path, tls_redis_url: str) -> None:
         self.tmp, self.url = tmp_path, tls_redis_url
+
+
+class TestTlsSentinelServedLog(TestClusterServedLog):
+    """A master found through a Sentinel, both over TLS only (``rediss+sentinel://``)."""
+
+    @pytest.fixture(autouse=True)
+    def _server(self, tmp_path: Path, tls_sentinel_url: str) -> None:
+        self.tmp, self.url = tmp_path, tls_sentinel_url

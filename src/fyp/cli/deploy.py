@@ -60,7 +60,8 @@ def register(app: typer.Typer) -> None:
             help="Redis URL with {region} in it for each region's served log, e.g. "
             "redis://redis-{region}.internal:6379/0, its Sentinels' "
             "redis+sentinel://s1:26379,s2:26379/fyp-{region}/0, or a cluster's "
-            "redis+cluster://n1-{region}:6379,n2-{region}:6379 (default: in the region's store).",
+            "redis+cluster://n1-{region}:6379,n2-{region}:6379; rediss… for TLS "
+            "(default: in the region's store).",
         ),
     ) -> None:
         """Create a deployment: fyp.toml, one store per region, an admin key."""

@@ -4,23 +4,25 @@ residency scan, export, move, restore, carve-out) takes each form alike:
 
 - ``redis://[[USER]:PASSWORD@]HOST[:PORT][/DB][?OPTIONS]`` (``rediss://`` for TLS): one
   server, as redis-py reads it;
-- ``redis+sentinel://[[USER]:PASSWORD@]HOST[:PORT][,HOST[:PORT]…]/SERVICE[/DB][?OPTIONS]``:
-  the master of the service the listed Sentinels monitor (``sentinel monitor SERVICE``),
-  port 26379 unless given. The form of the Redis-Sentinel-Url package, also taken by
-  Prefect and RedisVL. The user and password are the data servers' (the master's, as
-  for ``redis://``); the ``sentinel_username`` and ``sentinel_password`` options are the
-  Sentinels' own, when they ask for one. The client asks a Sentinel for the master
-  whenever it connects (redis-py's ``Sentinel.master_for``), so after a failover a
-  request on a dropped connection, or one refused by a demoted master, reconnects to
-  the new master (one retry; a request during the failover itself fails, 503).
+- ``redis+sentinel://[[USER]:PASSWORD@]HOST[:PORT][,HOST[:PORT]…]/SERVICE[/DB][?OPTIONS]``
+  (``rediss+sentinel://`` for TLS to the Sentinels and to the master, with the same
+  ``ssl_*`` options): the master of the service the listed Sentinels monitor (``sentinel
+  monitor SERVICE``), port 26379 unless given. The form of the Redis-Sentinel-Url
+  package, also taken by Prefect and RedisVL. The user and password are the data
+  servers' (the master's, as for ``redis://``); the ``sentinel_username`` and
+  ``sentinel_password`` options are the Sentinels' own, when they ask for one. The
+  client asks a Sentinel for the master whenever it connects (redis-py's
+  ``Sentinel.master_for``), so after a failover a request on a dropped connection, or
+  one refused by a demoted master, reconnects to the new master (one retry; a request
+  during the failover itself fails, 503).
 - ``redis+cluster://[[USER]:PASSWORD@]HOST[:PORT][,HOST[:PORT]…][?OPTIONS]``
   (``rediss+cluster://`` for TLS): a Redis Cluster, found from any of the listed nodes
   (redis-py's ``RedisCluster``, which follows the cluster's ``MOVED`` and ``ASK``
   redirections). A cluster has one database, 0. A served log's keys carry a hash tag
   per user, so all of one user's keys, and each of its scripts, are on one node.
 
-Options are redis-py's URL options (``socket_timeout``…; TLS ``ssl_*`` on ``rediss://``
-and ``rediss+cluster://``)
+Options are redis-py's URL options (``socket_timeout``…; TLS ``ssl_*`` on ``rediss://``,
+``rediss+sentinel://`` and ``rediss+cluster://``)
 and ``wait_replicas=N``: every write then waits until N replicas hold it (``WAIT``) or
 fails (a 503; the write may still be on the master), so a failover does not lose what
 was acknowledged (docs/architecture.md, "Served log on Redis"). Anything else is a
@@ -40,15 +42,24 @@ if TYPE_CHECKING:
     import redis
 
 SENTINEL = "redis+sentinel"
+TLS_SENTINEL = "rediss+sentinel"
 CLUSTER = "redis+cluster"
 TLS_CLUSTER = "rediss+cluster"
-SCHEMES = ("redis", "rediss", SENTINEL, CLUSTER, TLS_CLUSTER)
+SCHEMES = ("redis", "rediss", SENTINEL, TLS_SENTINEL, CLUSTER, TLS_CLUSTER)
 FORMS = (
     "redis://[:PASSWORD@]HOST[:PORT][/DB], rediss://…, "
     "redis+sentinel://[:PASSWORD@]HOST[:PORT][,HOST[:PORT]…]/SERVICE[/DB], or "
-    "redis+cluster://[:PASSWORD@]HOST[:PORT][,HOST[:PORT]…] (rediss+cluster://… for TLS)"
+    "redis+cluster://[:PASSWORD@]HOST[:PORT][,HOST[:PORT]…] (rediss+sentinel://… and "
+    "rediss+cluster://… for TLS)"
 )
-PORTS = {"redis": 6379, "rediss": 6379, SENTINEL: 26379, CLUSTER: 6379, TLS_CLUSTER: 6379}
+PORTS = {
+    "redis": 6379,
+    "rediss": 6379,
+    SENTINEL: 26379,
+    TLS_SENTINEL: 26379,
+    CLUSTER: 6379,
+    TLS_CLUSTER: 6379,
+}
 # redis-py's URL options (redis.connection.URL_QUERY_ARGUMENT_PARSERS and the credentials)
 CLIENT_OPTIONS = frozenset(
     {
@@ -89,7 +100,7 @@ class RedisUrl:
 
     @property
     def sentinel(self) -> bool:
-        return self.scheme == SENTINEL
+        return self.scheme in (SENTINEL, TLS_SENTINEL)
 
     @property
     def cluster(self) -> bool:
@@ -150,11 +161,12 @@ def parse_redis_url(url: str) -> RedisUrl:
         raise _bad(url, "no host")
     hosts = tuple(_host(url, h, PORTS[scheme]) for h in hostlist.split(","))
     clustered = scheme in (CLUSTER, TLS_CLUSTER)
-    if len(hosts) > 1 and scheme != SENTINEL and not clustered:
+    watched = scheme in (SENTINEL, TLS_SENTINEL)
+    if len(hosts) > 1 and not (watched or clustered):
         raise _bad(url, "several hosts (only redis+sentinel:// and redis+cluster:// list several)")
     segments = path.split("/") if path else []
     service: str | None = None
-    if scheme == SENTINEL:
+    if watched:
         if not segments or not segments[0]:
             raise _bad(url, "no service name (the name the Sentinels monitor)")
         service, segments = unquote(segments[0]), segments[1:]
@@ -165,7 +177,7 @@ def parse_redis_url(url: str) -> RedisUrl:
         raise _bad(url, f"database {db} (a Redis Cluster has database 0 only)")
     options: list[tuple[str, str]] = []
     wait = 0
-    allowed = CLIENT_OPTIONS | (SENTINEL_OPTIONS if scheme == SENTINEL else frozenset())
+    allowed = CLIENT_OPTIONS | (SENTINEL_OPTIONS if watched else frozenset())
     allowed |= {"wait_replicas"}
     for name, value in parse_qsl(query, keep_blank_values=True):
         if name == "wait_replicas":  # ours, not redis-py's
@@ -221,17 +233,19 @@ def connect(target: RedisUrl, timeout_s: float, **kwargs: Any) -> redis.Redis:
     options = {**defaults, **parse(f"{base}://{userinfo}sentinel/{target.db}{query}")}
     options.pop("host", None)  # the Sentinels (the cluster) say where the data is
     options.pop("port", None)
+    if options.pop("connection_class", None) is not None:  # rediss+…://
+        options["ssl"] = True  # how a cluster or Sentinel client is told (it makes the pools)
     if target.cluster:
         from redis import cluster as rc
 
         options.pop("db", None)
-        if options.pop("connection_class", None) is not None:  # rediss+cluster://
-            options["ssl"] = True  # how a cluster client is told (one pool per node)
         node: Any = rc.ClusterNode
         seeds = [node(host, port) for host, port in target.hosts]
         cluster: Any = rc.RedisCluster(startup_nodes=seeds, **options)
         return cast("redis.Redis", cluster)  # the commands fyp sends take the same form
     sentinel_auth = {k[len("sentinel_") :]: v for k, v in target.options if k in SENTINEL_OPTIONS}
+    # rediss+sentinel://: the Sentinels are spoken to over TLS too, with the same options
+    sentinel_tls = {k: v for k, v in options.items() if k == "ssl" or k.startswith("ssl_")}
     make: Any = sentinel.Sentinel
     watchers = make(
         list(target.hosts),
@@ -240,6 +254,7 @@ def connect(target: RedisUrl, timeout_s: float, **kwargs: Any) -> redis.Redis:
             "socket_connect_timeout": options["socket_connect_timeout"],
             "retry": Retry(NoBackoff(), 0),
             **sentinel_auth,
+            **sentinel_tls,
         },
         **options,
     )
