@@ -186,8 +186,16 @@ class OwnRedisNodes:
     ``rediss+cluster://``). ``url`` names the first node (a cluster client learns the
     rest from it)."""
 
-    def __init__(self, directory: str, nodes: int = 3, cluster: bool = True, tls: bool = False):
+    def __init__(
+        self,
+        directory: str,
+        nodes: int = 3,
+        cluster: bool = True,
+        tls: bool = False,
+        replicas: int = 0,
+    ):
         self.directory, self.cluster, self.tls = directory, cluster, tls
+        self.replicas = replicas  # per primary: ``nodes`` is primaries and replicas
         self.ports: list[int] = []
         while len(self.ports) < (nodes if cluster else 1):
             port = _free_cluster_port()
@@ -263,7 +271,10 @@ class OwnRedisNodes:
             return
         nodes = [f"127.0.0.1:{port}" for port in self.ports]
         subprocess.run(
-            self._cli("--cluster", "create", *nodes, "--cluster-replicas", "0", "--cluster-yes"),
+            self._cli(
+                *("--cluster", "create", *nodes),
+                *("--cluster-replicas", str(self.replicas), "--cluster-yes"),
+            ),
             check=True,
             capture_output=True,
         )
@@ -272,10 +283,36 @@ class OwnRedisNodes:
                 subprocess.run(self._cli("-p", str(p), "cluster", "info"), capture_output=True)
                 for p in self.ports
             ]
-            if all(b"cluster_state:ok" in s.stdout for s in states):
+            if all(b"cluster_state:ok" in s.stdout for s in states) and self._replicated():
                 return
             assert time.monotonic() < deadline, "the cluster did not come up"
             time.sleep(0.05)
+
+    def _replicated(self) -> bool:
+        """Every replica is in step with its primary, and every primary has its replicas."""
+        import subprocess
+
+        for port in self.ports:
+            info = subprocess.run(
+                self._cli("-p", str(port), "info", "replication"), capture_output=True
+            ).stdout
+            if b"role:slave" in info and b"master_link_status:up" not in info:
+                return False
+            if b"role:master" in info and f"connected_slaves:{self.replicas}".encode() not in info:
+                return False
+            if self.replicas and not self._lists_replicas(port):
+                return False
+        return True
+
+    def _lists_replicas(self, port: int) -> bool:
+        """Whether the node's ``CLUSTER SLOTS`` names every range's replicas (a client
+        learns the slots from it; a node lists a replica a few seconds after it syncs)."""
+        import redis
+
+        assert not self.tls, "a replicated cluster of the tests' is not on TLS"
+        with redis.Redis(port=port) as node:
+            ranges = node.execute_command("CLUSTER SLOTS")
+        return bool(ranges) and all(len(r) >= 3 + self.replicas for r in ranges)
 
     def stop(self) -> None:
         import contextlib
@@ -315,7 +352,7 @@ def _free_cluster_port() -> int:
         return port
 
 
-def _own(factory: pytest.TempPathFactory, name: str, **how: bool) -> Iterator[OwnRedisNodes]:
+def _own(factory: pytest.TempPathFactory, name: str, **how: Any) -> Iterator[OwnRedisNodes]:
     if not SERVER:
         pytest.skip("FYP_TEST_REDIS_URL is not set")
     pytest.importorskip("redis")
@@ -332,6 +369,12 @@ def own_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OwnRedisNo
     """This pytest worker's Redis Cluster, started once (with the other Redis tests: when
     ``FYP_TEST_REDIS_URL`` is set)."""
     yield from _own(tmp_path_factory, "cluster")
+
+
+@pytest.fixture(scope="session")
+def own_replicated_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OwnRedisNodes]:
+    """This worker's Redis Cluster of three primaries with a replica each."""
+    yield from _own(tmp_path_factory, "replicated-cluster", nodes=6, replicas=1)
 
 
 @pytest.fixture(scope="session")
@@ -437,3 +480,9 @@ def tls_redis_url(own_tls_server: OwnRedisNodes) -> Iterator[str]:
 def tls_sentinel_url(own_tls_sentinel: OwnTlsSentinel) -> Iterator[str]:
     """Database 1 of the TLS server, through the TLS Sentinel (``rediss+sentinel://``)."""
     yield from _emptied(own_tls_sentinel.url(1))
+
+
+@pytest.fixture
+def replicated_cluster_url(own_replicated_cluster: OwnRedisNodes) -> Iterator[str]:
+    """The worker's cluster with replicas, emptied before and after the test."""
+    yield from _emptied(own_replicated_cluster.url)

@@ -148,3 +148,124 @@ def test_a_cluster_named_by_another_node_is_refused_to_a_second_region(
         assert not list(c.scan_iter(match="fyp:served:eu:*"))
     finally:
         c.close()
+
+
+# -- wait_replicas on a cluster: each write waits on its slot's primary ----------------------
+def _cli(own: OwnRedisNodes, port: int, *args: str) -> str:
+    import subprocess
+
+    done = subprocess.run(own._cli("-p", str(port), *args), capture_output=True, check=True)
+    return done.stdout.decode()
+
+
+def _in_step(own: OwnRedisNodes) -> None:
+    """Wait until every primary has its replica again, each in step."""
+    import time
+
+    deadline = time.monotonic() + 20
+    while not own._replicated():
+        assert time.monotonic() < deadline, "the cluster's replicas did not catch up"
+        time.sleep(0.05)
+
+
+def test_a_write_waiting_for_replicas_a_cluster_lacks_is_refused(
+    tmp_path: Path, cluster_url: str
+) -> None:
+    from fyp.errors import StorageError
+
+    with (
+        _on_cluster(tmp_path, cluster_url + "?wait_replicas=1") as d,
+        pytest.raises(StorageError, match="on 0 of the 1 replicas it waits for"),
+    ):
+        d.served_log("us").record_served("u1", ["v0"], _now())
+
+
+def test_every_acknowledged_write_is_on_its_primarys_replica(
+    tmp_path: Path, replicated_cluster_url: str
+) -> None:
+    import redis
+
+    with _on_cluster(tmp_path, replicated_cluster_url + "?wait_replicas=1") as d:
+        log = d.served_log("us")
+        pages = {f"u{u}": log.record_served(f"u{u}", ["v0"], _now()) for u in range(USERS)}
+        c = client(replicated_cluster_url)
+        try:
+            for user, seq in pages.items():
+                key = f"fyp:served:us:{{{user}}}:p:{seq}"
+                replica = c.get_node_from_key(key, replica=True)
+                assert replica is not None
+                with redis.Redis(replica.host, replica.port) as r:
+                    r.execute_command("READONLY")
+                    assert r.get(key) is not None, (user, replica.name)
+            assert _nodes_holding(replicated_cluster_url) == 3
+        finally:
+            c.close()
+        assert log.erase("u1") == (1, 2)  # a delete waits too
+        assert log.forget_served_before(_now() + 1) == USERS - 1  # across slots
+        assert not log.pages("u2")
+
+
+@pytest.mark.parametrize("waits", ["", "?wait_replicas=1"])
+def test_a_primary_that_fails_over_is_followed(
+    tmp_path: Path, own_replicated_cluster: OwnRedisNodes, replicated_cluster_url: str, waits: str
+) -> None:
+    """``CLUSTER FAILOVER`` on the replica of the user's slot: the client still writes
+    to the old primary, which answers MOVED; the write goes to the new one (with
+    ``wait_replicas``, waiting for its replica, the old primary: fyp's own path;
+    without, redis-py's)."""
+    with _on_cluster(tmp_path, replicated_cluster_url + waits) as d:
+        log = d.served_log("us")
+        log.record_served("u1", ["v0"], _now())
+        c = client(replicated_cluster_url)
+        try:
+            replica = c.get_node_from_key("fyp:served:us:{u1}:n", replica=True)
+        finally:
+            c.close()
+        assert replica is not None
+        assert "OK" in _cli(own_replicated_cluster, replica.port, "cluster", "failover")
+        import time
+
+        deadline = time.monotonic() + 20
+        while "role:master" not in _cli(own_replicated_cluster, replica.port, "info"):
+            assert time.monotonic() < deadline, "the failover did not happen"
+            time.sleep(0.05)
+        _in_step(own_replicated_cluster)
+        log.record_served("u1", ["v1"], _now())
+        assert log.served_since("u1", 0) == ["v0", "v1"]
+
+
+@pytest.mark.parametrize("waits", ["", "?wait_replicas=1"])
+def test_a_slot_that_migrates_is_followed(
+    tmp_path: Path, own_replicated_cluster: OwnRedisNodes, replicated_cluster_url: str, waits: str
+) -> None:
+    """The user's slot migrating to another primary (``SETSLOT … MIGRATING`` /
+    ``IMPORTING``): a new user's first page is answered ASK by the source, and written
+    (``ASKING``) on the target (with ``wait_replicas``, waiting for the target's
+    replica)."""
+    own = own_replicated_cluster
+    with _on_cluster(tmp_path, replicated_cluster_url + waits) as d:
+        log = d.served_log("us")
+        key = "fyp:served:us:{u2}:n"
+        c = client(replicated_cluster_url)
+        try:
+            slot = str(c.keyslot(key))
+            source = c.get_node_from_key(key)
+            target = next(n for n in c.get_primaries() if n.name != source.name)
+        finally:
+            c.close()
+        ids = {n.port: _cli(own, n.port, "cluster", "myid").strip() for n in (source, target)}
+        _cli(own, target.port, "cluster", "setslot", slot, "importing", ids[source.port])
+        _cli(own, source.port, "cluster", "setslot", slot, "migrating", ids[target.port])
+        seq = log.record_served("u2", ["v0"], _now())
+        import redis
+
+        with redis.Redis(port=target.port) as node:  # the page is on the target
+            pipe = node.pipeline(transaction=False)
+            pipe.execute_command("ASKING")
+            pipe.get(f"fyp:served:us:{{u2}}:p:{seq}")
+            assert pipe.execute()[1] is not None
+        for port in own.ports:  # the migration ends: every node says the slot is the target's
+            if "role:master" in _cli(own, port, "info", "replication"):
+                _cli(own, port, "cluster", "setslot", slot, "node", ids[target.port])
+        _in_step(own)
+        assert log.served_since("u2", 0) == ["v0"]

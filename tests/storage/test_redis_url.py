@@ -157,9 +157,9 @@ def test_a_cluster_url_is_checked_when_the_config_is_read() -> None:
     assert target.cluster and target.hosts == (("a", 7000), ("b", 6379)) and target.db == 0
     tls = parse_redis_url("rediss+cluster://a,b:7001?ssl_ca_certs=/ca.pem")
     assert tls.cluster and tls.tls and tls.options == (("ssl_ca_certs", "/ca.pem"),)
+    assert parse_redis_url("redis+cluster://a?wait_replicas=1").wait_replicas == 1
     for bad, why in (
         ("redis+cluster://a/2", "database 0 only"),
-        ("redis+cluster://a?wait_replicas=1", "wait_replicas on a cluster"),
         ("redis://a,b", "only redis+sentinel:// and redis+cluster://"),
         ("redis+cluster://a?ssl_ca_certs=/ca.pem", "unknown option 'ssl_ca_certs'"),
     ):

@@ -133,6 +133,15 @@ class TestClusterServedLog(_Opened, ServedLogContract):
         return self.keep(open_served_log(self.url, "us", store, WINDOW_MS))
 
 
+class TestClusterServedLogWaitingForReplicas(TestClusterServedLog):
+    """A cluster whose primaries have a replica each, every write followed by ``WAIT 1``
+    on its slot's primary (``wait_replicas=1``: another code path)."""
+
+    @pytest.fixture(autouse=True)
+    def _server(self, tmp_path: Path, replicated_cluster_url: str) -> None:
+        self.tmp, self.url = tmp_path, replicated_cluster_url + "?wait_replicas=1"
+
+
 class TestTlsClusterServedLog(TestClusterServedLog):
     """A Redis Cluster over TLS only (``rediss+cluster://``, its CA in ``ssl_ca_certs``)."""
 

@@ -36,7 +36,10 @@ older than asked (by more than ``CLOCK_SLACK_MS``, as serving hosts' clocks diff
 
 With ``wait_replicas=N`` in the URL every write (a page, a delete) is followed by
 ``WAIT N`` on the same connection and fails unless N replicas hold it, so what was
-acknowledged survives a failover to one of them.
+acknowledged survives a failover to one of them. On a cluster each slot's part of a
+write goes to the slot's primary, with the WAIT after it on that node's connection (a
+slot that moved or migrates, or a primary that failed over, is followed: twice at
+most).
 """
 
 from __future__ import annotations
@@ -147,6 +150,7 @@ class RedisKeys(ServedLogData):
         self.region = region
         self._client: redis.Redis | None = None
         self._wait_replicas = 0
+        self._cluster = False
         self._record: Any = None
         self._read: Any = None
         self._opening = threading.Lock()  # one client (and its pool) per log
@@ -186,6 +190,7 @@ class RedisKeys(ServedLogData):
             self._record = client.register_script(_RECORD)
             self._read = client.register_script(_READ)
             self._wait_replicas = target.wait_replicas
+            self._cluster = target.cluster
             self._client = client
         return self._client
 
@@ -237,6 +242,8 @@ class RedisKeys(ServedLogData):
         client = self._redis()
         if not self._wait_replicas:
             return self._call(getattr(client, command), *args)
+        if self._cluster:
+            return self._write_on_slots(client, command, args)
         for again in (True, False):
             pipe = client.pipeline(transaction=False)
             getattr(pipe, command)(*args)
@@ -246,12 +253,67 @@ class RedisKeys(ServedLogData):
                 return result
             if not (again and self._master_moved()):
                 break
-        raise StorageError(
+        raise self._short_of_replicas(held)
+
+    def _short_of_replicas(self, held: Any) -> StorageError:
+        return StorageError(
             f"region {self.region!r}: its served log on Redis ({self.where}) has a write "
             f"on {held} of the {self._wait_replicas} replicas it waits for "
             f"(wait_replicas) after {WAIT_TIMEOUT_MS} ms; it may be lost in a failover",
             region=self.region,
         )
+
+    def _write_on_slots(self, client: Any, command: str, args: tuple[Any, ...]) -> Any:
+        """A write with its WAIT on a cluster: a script (``eval``: its keys share a
+        slot) on its slot's primary; a ``delete`` split by slot (a cluster refuses a
+        command across slots), each part on its slot's primary. Returns the script's
+        result, or the keys deleted."""
+        if command == "eval":
+            return self._write_on_slot(client, args[2], command, args)
+        by_slot: dict[int, list[Any]] = {}
+        for key in args:
+            by_slot.setdefault(client.keyslot(key), []).append(key)
+        return sum(int(self._write_on_slot(client, ks[0], command, ks)) for ks in by_slot.values())
+
+    def _write_on_slot(self, client: Any, key: str, command: str, args: Sequence[Any]) -> Any:
+        """The write and its WAIT on the slot's primary, in one pipeline. Told the slot
+        moved (``MOVED``) or unable to reach the primary (a failover), the client learns
+        the cluster's slots again and tries once more; told to ask another node while
+        the slot migrates (``ASK``), it sends ``ASKING`` and the write there."""
+        from redis import exceptions
+
+        asking: Any = None  # the node an ASK named
+        retry: Exception
+        for _ in range(3):
+            try:
+                node = asking or client.get_node_from_key(key)
+                pipe = client.get_redis_connection(node).pipeline(transaction=False)
+                if asking is not None:
+                    pipe.execute_command("ASKING")
+                getattr(pipe, command)(*args)
+                pipe.wait(self._wait_replicas, WAIT_TIMEOUT_MS)
+                *_, result, held = pipe.execute()
+            except exceptions.MovedError as exc:
+                retry = exc
+                asking = None
+                self._call(client.nodes_manager.initialize)
+            except exceptions.AskError as exc:
+                retry = exc
+                asking = client.get_node(exc.host, exc.port)
+                if asking is None:  # a node the client does not know yet
+                    self._call(client.nodes_manager.initialize)
+                    asking = client.get_node(exc.host, exc.port)
+            except exceptions.ConnectionError as exc:
+                retry = exc
+                asking = None
+                self._call(client.nodes_manager.initialize)
+            except _redis_errors() as exc:
+                raise self._failed(exc) from exc
+            else:
+                if int(held) < self._wait_replicas:
+                    raise self._short_of_replicas(held)
+                return result
+        raise self._failed(retry)
 
     def _master_moved(self) -> bool:
         """Whether the Sentinels name another master than the one the client writes to

@@ -186,10 +186,6 @@ def parse_redis_url(url: str) -> RedisUrl:
             options.append((name, value))
         else:
             raise _bad(url, f"unknown option {name!r} (options: {', '.join(sorted(allowed))})")
-    if wait and clustered:
-        raise _bad(
-            url, "wait_replicas on a cluster (not supported: each node has its own replicas)"
-        )
     return RedisUrl(
         url=url,
         scheme=scheme,
