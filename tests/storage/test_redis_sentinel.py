@@ -6,9 +6,10 @@ Sentinels: ``.ci/redis.sh sentinel``). The contract runs in test_served_logs.py;
   the residency scan, export, restore, carve-out, a move) with both regions' logs behind
   the Sentinels: the tests of test_redis_deployment.py and test_redis_move.py again;
 - failovers, each on servers of the test's own (``.ci/redis.sh sentinel DIR 1 2``: a
-  master, two replicas, one Sentinel): the client follows the master the Sentinel names,
-  what was acknowledged with ``wait_replicas`` survives, and what cannot be kept is
-  refused (503), never acknowledged and lost.
+  master, two replicas, one Sentinel): the client follows the master the Sentinel names
+  (also from a demoted master that answers ``READONLY``), what was acknowledged with
+  ``wait_replicas`` survives, and what cannot be kept is refused (503), never
+  acknowledged and lost.
 """
 
 from __future__ import annotations
@@ -241,3 +242,33 @@ def test_a_killed_master_is_replaced_and_its_acknowledged_pages_stay(
     assert eager.record_served("ana", ["v7"], t + 7) > after
     waiting.close()
     eager.close()
+
+
+def test_a_demoted_master_refusing_writes_is_left_for_the_new_one(
+    servers: Servers, store: Store
+) -> None:
+    """Once a failover is over, the old master is a replica and refuses writes
+    (``READONLY``) on the connections the clients still hold to it: each client asks
+    the Sentinel again and writes to the new master, as a script (``EVALSHA``, never
+    loaded there) and as ``EVAL`` with its ``WAIT`` (``wait_replicas``)."""
+    eager = opened(servers.url, store)
+    waiting = opened(servers.url + "?wait_replicas=1", store)
+    t = now_ms()
+    first = [eager.record_served("ana", ["v0"], t), waiting.record_served("bo", ["w0"], t)]
+    old = servers.master()
+    servers.sentinel().execute_command("SENTINEL", "FAILOVER", "fyp")
+    new = servers.new_master(old)
+    servers.wait(
+        "a demoted master", lambda: servers.server(old).info("replication")["role"] == "slave"
+    )
+    import redis
+
+    with pytest.raises(redis.ReadOnlyError):  # what the connections held to it get now
+        servers.server(old).set("fyp:test", 1)
+    assert eager.record_served("ana", ["v1"], t + 1) == first[0] + 1
+    assert waiting.record_served("bo", ["w1"], t + 1) == first[1] + 1
+    assert servers.server(new).exists(f"fyp:served:us:{{ana}}:p:{first[0] + 1}") == 1
+    assert eager.served_since("ana", 0) == ["v0", "v1"]
+    assert waiting.served_since("bo", 0) == ["w0", "w1"]
+    eager.close()
+    waiting.close()
