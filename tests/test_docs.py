@@ -81,3 +81,19 @@ def test_every_option_is_in_its_commands_readme_row() -> None:
         for command, options in _options().items()
     }
     assert not {c: m for c, m in missing.items() if m}
+
+
+def test_every_table_of_a_store_is_in_the_where_data_lives_table(tmp_path: Path) -> None:
+    """docs/architecture.md's table of where each region's data lives names every table a
+    region's store holds (with every migration applied), as `name` followed by a backtick,
+    colon or bracket: a table added without saying where it lives and why fails here."""
+    from fyp.audit.log import sql_store
+    from fyp.regions.deployment import Deployment
+
+    start = ARCHITECTURE.index("| data | where | why |")
+    table = ARCHITECTURE[start : ARCHITECTURE.index("\n\n", start)]
+    with Deployment.init(tmp_path / "d", ["us"]) as d:
+        tables = sql_store(d.store("us")).table_names()
+    assert "block_mirrors_owed" in tables and "users" in tables
+    missing = [t for t in tables if not re.search(rf"`{t}[`:(]", table)]
+    assert missing == [], f"tables not in docs/architecture.md's data table: {missing}"

@@ -77,6 +77,25 @@ def test_a_block_cut_short_is_owed_then_settled(
     assert check_blocks(deployment).ok
 
 
+def test_the_blockers_export_lists_a_side_owed_until_it_is_settled(
+    deployment: Deployment, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from fyp.sovereignty.export import UserExport
+
+    _world(deployment)
+    before = now_ms()
+    _block_cut_short(deployment, monkeypatch)
+    doc = UserExport(deployment, "cy").document()
+    [owed] = doc["blocks_owed"]
+    assert owed["creator_id"] == "bob" and owed["since_ms"] >= before
+    assert doc["manifest"]["sections"]["blocks_owed"] == 1
+    assert [b["creator_id"] for b in doc["blocked"]] == ["bob"]
+    assert UserExport(deployment, "bob").document()["blocks_owed"] == []  # the blocker's
+    settle_owed(deployment, now=now_ms() + LATER)
+    doc = UserExport(deployment, "cy").document()
+    assert doc["blocks_owed"] == [] and doc["manifest"]["sections"]["blocks_owed"] == 0
+
+
 def test_an_unblock_cut_short_is_settled_as_no_blocked_side(
     deployment: Deployment, monkeypatch: pytest.MonkeyPatch
 ) -> None:

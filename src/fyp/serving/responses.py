@@ -272,6 +272,11 @@ class UserExport(BaseModel):
     blocked: list[dict[str, Any]] = Field(
         description="The creators the user blocked (`creator_id`, `since_ms`), oldest first."
     )
+    blocks_owed: list[dict[str, Any]] = Field(
+        description="The user's blocks and unblocks of a creator in another region whose "
+        "side there is still to be written (`creator_id`, `since_ms`; normally none, or "
+        "gone within a minute), oldest first."
+    )
     videos: list[dict[str, Any]]
     appeals: list[dict[str, Any]]
     model: ExportedModel

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from fyp.audit.log import SQLStore, sql_store
+from fyp.catalog.blocks import OWED
 from fyp.catalog.blocks import TABLE as BLOCKS
 from fyp.catalog.follow_order import user_actions
 from fyp.catalog.follows import TABLE as FOLLOWS
@@ -92,6 +93,7 @@ class UserExport:
             "following": len(self.following()),
             "follow_actions": len(self.follow_actions()),
             "blocked": len(self.blocked()),
+            "blocks_owed": len(self.blocks_owed()),
             "videos": len(self.videos()),
             "appeals": len(self.appeals()),
             "model": 1,
@@ -190,6 +192,7 @@ class UserExport:
             ("following", self.following()),
             ("follow_actions", self.follow_actions()),
             ("blocked", self.blocked()),
+            ("blocks_owed", self.blocks_owed()),
             ("videos", self.videos()),
             ("appeals", self.appeals()),
         ):
@@ -218,6 +221,15 @@ class UserExport:
     def blocked(self) -> list[dict[str, Any]]:
         """The creators the user blocked, oldest block first."""
         return _creators(creator_rows(self.home, BLOCKS, self.user_id))
+
+    def blocks_owed(self) -> list[dict[str, Any]]:
+        """The user's blocks and unblocks of a creator in another region whose side
+        there is still to be written (a request cut short; ``fyp user blocks-settle``
+        writes it, and the row goes), oldest first: bookkeeping about the user's own
+        choice, so it is theirs to see."""
+        if not _has_table(self.home, OWED):
+            return []
+        return _creators(creator_rows(self.home, OWED, self.user_id))
 
     def labels(self) -> list[dict[str, Any]]:
         """One entry per held-out label (the store keeps them as a set per user)."""
