@@ -142,10 +142,11 @@ def test_a_busy_port_is_one_line_before_anything_says_serving(tmp_path: Path) ->
 
 
 def _serve_training_often(
-    tmp_path: Path, port: int, child: str, *args: str
+    tmp_path: Path, port: int, child: str, *args: str, setup: str = ""
 ) -> subprocess.Popen[str]:
     """``fyp serve`` of a new deployment that trains every 0.3 s, each run being
-    ``python -c CHILD`` in place of ``fyp train``."""
+    ``python -c CHILD`` in place of ``fyp train``; ``setup``: code run in the server
+    first (``ChildScheduler`` imported)."""
     dep = tmp_path / "d"
     assert _fyp("init", str(dep), "--regions", "us").returncode == 0
     toml = dep / "fyp.toml"
@@ -160,6 +161,7 @@ def _serve_training_often(
             "import sys\n"
             "from fyp.regions.background import ChildScheduler\n"
             f"ChildScheduler.program = (sys.executable, '-c', {child!r})\n"
+            f"{setup}\n"
             f"sys.argv = ['fyp', 'serve', {str(dep)!r}, '--port', '{port}', *{args!r}]\n"
             "from fyp.cli.app import main\n"
             "main()\n",
@@ -201,6 +203,39 @@ def test_sigterm_ends_the_training_child_the_server_started(tmp_path: Path) -> N
             server.wait()
         if pid is not None:  # the old behaviour: clean up the child this test started
             os.kill(pid, signal.SIGKILL)
+
+
+def test_schedules_start_only_once_sigterm_is_handled(tmp_path: Path) -> None:
+    """The schedules started before uvicorn took over SIGTERM: a SIGTERM in between
+    ended the server at once, leaving a child of theirs running (in a session of its
+    own), as the test above saw now and then under load. Each schedule must start with
+    uvicorn's handler in place."""
+    seen = tmp_path / "handlers"
+    setup = (
+        "import signal\n"
+        "_start = ChildScheduler.start\n"
+        "def start(self):\n"
+        f"    open({str(seen)!r}, 'a').write(repr(signal.getsignal(signal.SIGTERM)) + '\\n')\n"
+        "    _start(self)\n"
+        "ChildScheduler.start = start\n"
+    )
+    server = _serve_training_often(tmp_path, 18509, "pass", setup=setup)
+    try:
+        deadline = time.monotonic() + 30
+        while not seen.exists():
+            assert server.poll() is None, server.communicate()
+            assert time.monotonic() < deadline, "no schedule started"
+            time.sleep(0.05)
+        time.sleep(0.2)  # every schedule of the server has started by now
+        handlers = seen.read_text().splitlines()
+        assert handlers and all("handle_exit" in h for h in handlers), handlers
+    finally:
+        server.send_signal(signal.SIGTERM)
+        try:
+            server.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
 
 
 def test_no_schedules_runs_no_child_on_this_host(tmp_path: Path) -> None:

@@ -227,12 +227,21 @@ def serve_directory(
     from fyp.serving.app import create_app
 
     class Server(uvicorn.Server):
-        """Ends the schedules' children as part of shutdown: after a SIGTERM uvicorn
-        raises the signal again once it is done, and the process ends right there."""
+        """Starts the schedules once uvicorn handles SIGTERM (a signal before that ends
+        the process at once, which would leave a child of theirs running: each runs in
+        a session of its own), and ends their children as part of shutdown: after a
+        SIGTERM uvicorn raises the signal again once it is done, and the process ends
+        right there."""
 
         def __init__(self, config: uvicorn.Config, schedules: list[ChildScheduler]) -> None:
             super().__init__(config)
             self.schedules = schedules
+
+        async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+            await super().startup(sockets)
+            if self.started and not self.should_exit:
+                for schedule in self.schedules:
+                    schedule.start()
 
         async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
             await super().shutdown(sockets)
@@ -258,8 +267,6 @@ def serve_directory(
         f"serving [bold]{directory}[/] on http://{host}:{port}{root_path}  "
         f"(API docs: http://{host}:{port}{root_path}/docs)"
     )
-    for schedule in schedules:
-        schedule.start()
     reloader = app.state.fyp.reloader
     if reloader is not None and hasattr(signal, "SIGHUP"):  # re-read fyp.toml at once
         signal.signal(signal.SIGHUP, lambda _sig, _frame: reloader.wake())
