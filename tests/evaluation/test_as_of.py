@@ -139,6 +139,8 @@ def test_follows_and_blocks_are_as_they_stood_at_the_cut(
 @example([("u1", "x1", "follow", 3), ("u1", "x1", "follow", 3), ("u1", "x1", "unfollow", 3)])
 # the unfollow arrives after a follow past the cut (the store ignores it), same ms as the first
 @example([("u0", "x0", "follow", 0), ("u0", "x0", "follow", 10), ("u0", "x0", "unfollow", 0)])
+# the same before the cut: the store ignored the unfollow, the follow keeps its start
+@example([("u1", "x1", "follow", 0), ("u1", "x1", "follow", 1), ("u1", "x1", "unfollow", 0)])
 def test_the_follows_match_a_plain_model(
     template: tuple[Path, Any],  # noqa: F811
     tmp_path: Path,
@@ -163,8 +165,24 @@ def test_the_follows_match_a_plain_model(
     assert found["actions"] == {(u, c, t, int(on)) for (u, c), (t, on) in latest.items()}
     followed = {(u, c): since for u, c, since in found["follows"]}
     assert set(followed) == {pair for pair, (_, on) in latest.items() if on}
-    # since: one of those follows (the store's own start when one arrived out of order)
-    assert all(since in starts[pair] for pair, since in followed.items())
+    # since: one of those follows, or the store's own start when one arrived out of
+    # order: in arrival order an action older than the pair's latest changes nothing,
+    # so an unfollow of a follow's millisecond that arrives after a later follow is
+    # ignored and the follow keeps its start
+    acted: dict[tuple[str, str], int] = {}
+    kept: dict[tuple[str, str], int] = {}
+    for _, u, v, kind, ts in rows:
+        pair = (u, f"by-{v}")
+        if ts >= CUT_MS or u == "u4" or ts < acted.get(pair, ts):
+            continue
+        acted[pair] = ts
+        if kind == "follow":
+            kept.setdefault(pair, ts)
+        else:
+            kept.pop(pair, None)
+    assert all(
+        since in starts[pair] or since == kept.get(pair) for pair, since in followed.items()
+    ), (followed, starts, kept)
 
 
 # -- the feed as of the cut ----------------------------------------------------------------
