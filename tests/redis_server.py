@@ -292,7 +292,9 @@ class OwnRedisNodes:
             time.sleep(0.05)
 
     def _replicated(self) -> bool:
-        """Every replica is in step with its primary, and every primary has its replicas."""
+        """Every replica is in step with its primary, and every primary has its replicas,
+        which acknowledge a write (``WAIT``: what a served log's ``wait_replicas`` asks;
+        a replica just synced may not acknowledge at once)."""
         import subprocess
 
         for port in self.ports:
@@ -301,9 +303,31 @@ class OwnRedisNodes:
             ).stdout
             if b"role:slave" in info and b"master_link_status:up" not in info:
                 return False
-            if b"role:master" in info and f"connected_slaves:{self.replicas}".encode() not in info:
+            if b"role:master" not in info:
+                continue
+            if f"connected_slaves:{self.replicas}".encode() not in info:
+                return False
+            if self.replicas and not self._acknowledged(port):
                 return False
         return True
+
+    def _acknowledged(self, port: int) -> bool:
+        """Whether the primary's replicas acknowledge a write to one of its slots."""
+        import redis
+        from redis.crc import key_slot
+
+        assert not self.tls, "a replicated cluster of the tests' is not on TLS"
+        with redis.Redis(port=port) as node:
+            ranges = node.execute_command("CLUSTER SLOTS")
+            owned = [(int(r[0]), int(r[1])) for r in ranges if int(r[2][1]) == port]
+            keys = (f"{{ready{i}}}" for i in range(100_000))
+            key = next(k for k in keys if any(a <= key_slot(k.encode()) <= b for a, b in owned))
+            pipe = node.pipeline(transaction=False)
+            pipe.set(key, 1).delete(key).wait(self.replicas, 200)
+            try:
+                return int(pipe.execute()[-1]) >= self.replicas
+            except redis.ResponseError:  # the slot moved meanwhile: not ready yet
+                return False
 
     def replica_of(self, port: int) -> int:
         """The port of the first replica of the primary at ``port``, as the primary says
