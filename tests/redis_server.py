@@ -340,25 +340,31 @@ class OwnRedisNodes:
             return int(node.info("replication")["slave0"]["port"])
 
     def stop(self) -> None:
-        import contextlib
-        import os
-        import signal
-        import socket
-        import time
-        from pathlib import Path
+        _stop_daemons(self.directory, self.ports)
 
-        for port in self.ports:
-            pid = Path(self.directory, f"redis-{port}.pid")
-            if pid.exists():
-                with contextlib.suppress(ProcessLookupError, ValueError):
-                    os.kill(int(pid.read_text()), signal.SIGTERM)
-        deadline = time.monotonic() + 10
-        for port in self.ports:  # gone, not just told to go: the port refuses
-            while time.monotonic() < deadline:
-                with socket.socket() as s:
-                    if s.connect_ex(("127.0.0.1", port)) != 0:
-                        break
-                time.sleep(0.02)
+
+def _stop_daemons(directory: str, ports: list[int]) -> None:
+    """SIGTERM to each daemon by its pid file (``redis-PORT.pid``), then wait until it
+    is gone, not just told to go: its port refuses."""
+    import contextlib
+    import os
+    import signal
+    import socket
+    import time
+    from pathlib import Path
+
+    for port in ports:
+        pid = Path(directory, f"redis-{port}.pid")
+        if pid.exists():
+            with contextlib.suppress(ProcessLookupError, ValueError):
+                os.kill(int(pid.read_text()), signal.SIGTERM)
+    deadline = time.monotonic() + 10
+    for port in ports:
+        while time.monotonic() < deadline:
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", port)) != 0:
+                    break
+            time.sleep(0.02)
 
 
 def _free_cluster_port() -> int:
@@ -457,15 +463,7 @@ class OwnTlsSentinel:
             time.sleep(0.05)
 
     def stop(self) -> None:
-        import contextlib
-        import os
-        import signal
-        from pathlib import Path
-
-        pid = Path(self.directory, f"redis-{self.port}.pid")
-        if pid.exists():
-            with contextlib.suppress(ProcessLookupError, ValueError):
-                os.kill(int(pid.read_text()), signal.SIGTERM)
+        _stop_daemons(self.directory, [self.port])
 
 
 @pytest.fixture(scope="session")

@@ -227,8 +227,6 @@ class UserExport:
         there is still to be written (a request cut short; ``fyp user blocks-settle``
         writes it, and the row goes), oldest first: bookkeeping about the user's own
         choice, so it is theirs to see."""
-        if not _has_table(self.home, OWED):
-            return []
         return _creators(creator_rows(self.home, OWED, self.user_id))
 
     def labels(self) -> list[dict[str, Any]]:

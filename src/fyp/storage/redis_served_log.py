@@ -38,8 +38,8 @@ With ``wait_replicas=N`` in the URL every write (a page, a delete) is followed b
 ``WAIT N`` on the same connection and fails unless N replicas hold it, so what was
 acknowledged survives a failover to one of them. On a cluster each slot's part of a
 write goes to the slot's primary, with the WAIT after it on that node's connection (a
-slot that moved or migrates, or a primary that failed over, is followed: twice at
-most).
+slot that moved or migrates, or a primary that failed over, is followed: three tries
+in all).
 """
 
 from __future__ import annotations
@@ -278,8 +278,9 @@ class RedisKeys(ServedLogData):
     def _write_on_slot(self, client: Any, key: str, command: str, args: Sequence[Any]) -> Any:
         """The write and its WAIT on the slot's primary, in one pipeline. Told the slot
         moved (``MOVED``) or unable to reach the primary (a failover), the client learns
-        the cluster's slots again and tries once more; told to ask another node while
-        the slot migrates (``ASK``), it sends ``ASKING`` and the write there."""
+        the cluster's slots again and tries again; told to ask another node while the
+        slot migrates (``ASK``), it sends ``ASKING`` and the write there (three tries in
+        all)."""
         from redis import exceptions
 
         asking: Any = None  # the node an ASK named
@@ -293,8 +294,8 @@ class RedisKeys(ServedLogData):
                 getattr(pipe, command)(*args)
                 pipe.wait(self._wait_replicas, WAIT_TIMEOUT_MS)
                 *_, result, held = pipe.execute()
-            except exceptions.MovedError as exc:
-                retry = exc
+            except (exceptions.MovedError, exceptions.ConnectionError) as exc:
+                retry = exc  # MOVED first: it is a kind of AskError
                 asking = None
                 self._call(client.nodes_manager.initialize)
             except exceptions.AskError as exc:
@@ -303,10 +304,6 @@ class RedisKeys(ServedLogData):
                 if asking is None:  # a node the client does not know yet
                     self._call(client.nodes_manager.initialize)
                     asking = client.get_node(exc.host, exc.port)
-            except exceptions.ConnectionError as exc:
-                retry = exc
-                asking = None
-                self._call(client.nodes_manager.initialize)
             except _redis_errors() as exc:
                 raise self._failed(exc) from exc
             else:

@@ -45,7 +45,9 @@ SENTINEL = "redis+sentinel"
 TLS_SENTINEL = "rediss+sentinel"
 CLUSTER = "redis+cluster"
 TLS_CLUSTER = "rediss+cluster"
-SCHEMES = ("redis", "rediss", SENTINEL, TLS_SENTINEL, CLUSTER, TLS_CLUSTER)
+SENTINEL_SCHEMES = (SENTINEL, TLS_SENTINEL)
+CLUSTER_SCHEMES = (CLUSTER, TLS_CLUSTER)
+SCHEMES = ("redis", "rediss", *SENTINEL_SCHEMES, *CLUSTER_SCHEMES)
 FORMS = (
     "redis://[:PASSWORD@]HOST[:PORT][/DB], rediss://…, "
     "redis+sentinel://[:PASSWORD@]HOST[:PORT][,HOST[:PORT]…]/SERVICE[/DB], or "
@@ -100,11 +102,11 @@ class RedisUrl:
 
     @property
     def sentinel(self) -> bool:
-        return self.scheme in (SENTINEL, TLS_SENTINEL)
+        return self.scheme in SENTINEL_SCHEMES
 
     @property
     def cluster(self) -> bool:
-        return self.scheme in (CLUSTER, TLS_CLUSTER)
+        return self.scheme in CLUSTER_SCHEMES
 
     @property
     def tls(self) -> bool:
@@ -160,8 +162,7 @@ def parse_redis_url(url: str) -> RedisUrl:
     if not hostlist:
         raise _bad(url, "no host")
     hosts = tuple(_host(url, h, PORTS[scheme]) for h in hostlist.split(","))
-    clustered = scheme in (CLUSTER, TLS_CLUSTER)
-    watched = scheme in (SENTINEL, TLS_SENTINEL)
+    clustered, watched = scheme in CLUSTER_SCHEMES, scheme in SENTINEL_SCHEMES
     if len(hosts) > 1 and not (watched or clustered):
         raise _bad(url, "several hosts (only redis+sentinel:// and redis+cluster:// list several)")
     segments = path.split("/") if path else []
