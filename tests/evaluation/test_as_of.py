@@ -140,6 +140,14 @@ def test_follows_and_blocks_are_as_they_stood_at_the_cut(
 # the unfollow arrives after a follow past the cut (the store ignores it), same ms as the first
 @example([("u0", "x0", "follow", 0), ("u0", "x0", "follow", 10), ("u0", "x0", "unfollow", 0)])
 # the same before the cut: the store ignored the unfollow, the follow keeps its start
+@example(
+    [
+        ("u0", "x0", "follow", 0),
+        ("u0", "x0", "follow", 10),
+        ("u0", "x0", "unfollow", 0),
+        ("u0", "x0", "follow", 1),
+    ]
+)
 @example([("u1", "x1", "follow", 0), ("u1", "x1", "follow", 1), ("u1", "x1", "unfollow", 0)])
 def test_the_follows_match_a_plain_model(
     template: tuple[Path, Any],  # noqa: F811

@@ -150,7 +150,10 @@ def follows_at(db: sqlite3.Connection, cut_ms: int) -> dict[Pair, FollowState]:
 
 def _fold(actions: list[Action], standing: int | None) -> FollowState:
     """The state the actions (in order) leave; a follow standing since before the cut
-    keeps its own start (a repeated follow does not restart one)."""
+    keeps its own start (a repeated follow does not restart one) if it lasted through
+    the cut: the pair's latest action came before the cut (today's row is the state
+    then), or no unfollow among the traces ended it before a later follow began the
+    one standing at the cut."""
     since: int | None = None
     for t, _, _, on in actions:
         if not on:
@@ -158,7 +161,8 @@ def _fold(actions: list[Action], standing: int | None) -> FollowState:
         elif since is None:
             since = t
     last_ms, _, _, following = actions[-1]
-    if following and standing is not None:
+    today = any(kind == _LATEST for _, kind, _, _ in actions)
+    if following and standing is not None and (today or (since is not None and since <= standing)):
         since = standing
     return FollowState(last_ms, following, since if following else None)
 
