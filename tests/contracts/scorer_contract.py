@@ -69,5 +69,6 @@ class ScorerContract(StageContract):
             None if co is None else tuple(co[k] for k in order),
         )
         again = scored(stage, model, state, permuted.build())
-        # float32 products may round otherwise at another row (~1e-7 of the embedding term)
+        # a product may round otherwise at another row: ~1e-7 of a float32 term (features
+        # such as the ranker's), ~1e-13 of the value model's float64 embedding term
         np.testing.assert_allclose(again, scores[order], rtol=1e-5, atol=1e-6)

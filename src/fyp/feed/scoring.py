@@ -57,7 +57,10 @@ class ValueScorer(Scorer):
             s += w.co_engagement * np.log1p(100.0 * co)
         vector = state.vector(model)
         if vector is not None:
-            emb = model.item_factors[items] @ vector
+            # in float64: for a vector nearly orthogonal to the pool the float32 products
+            # cancel ~2,000-fold and round otherwise at another row, and the division by
+            # the largest carries that to the whole term (7e-5 of it: hypothesis, session 29)
+            emb = model.item_factors[items].astype(np.float64) @ vector.astype(np.float64)
             s += w.embedding * emb / (np.abs(emb).max() + 1e-9)
         if state.category_affinity:
             aff = _shares(model, state.category_affinity, items)
