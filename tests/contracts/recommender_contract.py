@@ -13,6 +13,7 @@ project's own convention:
 - ``scores(user, items)``: one finite score per item, for any items in any order (none
   too), for every user, the cold one included; ``items`` left as it was;
 - the same seed and data give the same scores, call for call;
+- a user's scores are the same when asked again (one fit serves a whole evaluation);
 - a user's scores do not depend on the order of the matrix's rows, unless the class is
   in ``row_order_dependent`` (with why).
 """
@@ -66,6 +67,11 @@ class RecommenderContract:
         self, make: Make, x: sp.csr_matrix
     ) -> None:
         assert contract.determinism_problems(make, x) == []
+
+    def test_a_users_scores_are_the_same_when_asked_again(
+        self, make: Make, x: sp.csr_matrix
+    ) -> None:
+        assert contract.repeat_problems(make, x) == []
 
     def test_scores_do_not_depend_on_the_order_of_the_rows(
         self, make: Make, x: sp.csr_matrix

@@ -91,6 +91,17 @@ class Moody(PopularityRecommender):
         return np.random.random(len(items))
 
 
+class Streams(PopularityRecommender):
+    name = "streams"
+
+    def fit(self, x):
+        self._rng = np.random.default_rng(0)  # the same draws for the same seed...
+        return super().fit(x)
+
+    def scores(self, user, items):
+        return self._rng.random(len(items))  # ...but each call takes the next ones
+
+
 class Mutates(PopularityRecommender):
     name = "mutates"
 
@@ -131,6 +142,7 @@ NUMBER = 7
     [
         ("ColdNaN", "user 0 (no positives), 40 items: scores that are not finite"),
         ("Moody", "the same seed and data gave other scores"),
+        ("Streams", "a user's scores changed when asked again"),
         ("Mutates", "fit changed the matrix it was given"),
         ("Raises", "fit: raised RuntimeError('no GPU here')"),
         ("NotAPeer", "NotAPeer is not a fyp.evaluation.Recommender subclass"),

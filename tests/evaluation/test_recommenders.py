@@ -15,7 +15,14 @@ import pytest
 
 from contracts.implementations import builders, implementations
 from contracts.recommender_contract import Make, RecommenderContract
-from fyp.evaluation.baselines import PEERS, BPRRecommender, Recommender
+from fyp.evaluation.baselines import (
+    PEERS,
+    BPRRecommender,
+    RandomRecommender,
+    Recommender,
+    SharedFits,
+    _SharedRecommender,
+)
 
 
 def seeded(cls: type[Recommender]) -> Make:
@@ -24,8 +31,14 @@ def seeded(cls: type[Recommender]) -> Make:
     return lambda seed: cls(seed=seed) if takes_seed else cls()  # type: ignore[call-arg]
 
 
+SHARED = SharedFits(PEERS).factories()  # each peer as an evaluation builds it
+
 MAKERS = [
-    *builders(Recommender, {}, seeded),
+    *builders(
+        Recommender,
+        {_SharedRecommender: {name: SHARED[name] for name in ("popular", "ease")}},
+        seeded,
+    ),
     *(pytest.param(make, id=f"PEERS-{name}") for name, make in PEERS.items()),
 ]
 
@@ -56,6 +69,7 @@ def test_the_first_implicit_fit_of_a_process_runs_on_one_blas_thread() -> None:
 class TestRecommenders(RecommenderContract):
     row_order_dependent: ClassVar[dict[type[Recommender], str]] = {
         BPRRecommender: "stochastic gradient steps visit the rows in order",
+        RandomRecommender: "each row's draws are seeded by its number",
     }
 
     @pytest.fixture(params=MAKERS)

@@ -2,7 +2,8 @@
 
 A peer ranks for minutes next to fyp (``fyp eval ... --peer``). If it scores a cold user
 with NaN, changes the matrix it was given or gives other scores for the same seed, the
-figures it earns mean nothing, and the run would only say so at the end, if at all. So
+figures it earns mean nothing, and the run would only say so at the end, if at all (one
+fit serves both parts of a run, so scores must not change when asked again either). So
 each check here fits the recommender on small random users x items matrices of positives
 (user 0 has none, nor has the last item) and returns what it found wrong, as sentences.
 The project's own peers pass the same checks in its test suite
@@ -103,6 +104,17 @@ def determinism_problems(make: Make, x: sp.csr_matrix) -> list[str]:
     return []
 
 
+def repeat_problems(make: Make, x: sp.csr_matrix) -> list[str]:
+    """A user's scores are the same when asked again after the other users': one fit
+    serves the offline ranking and the simulator (fyp.evaluation.baselines.SharedFits)."""
+    r = make(SEED).fit(x)
+    users = list(range(x.shape[0]))
+    first = all_scores(r, x, users)
+    if first.tolist() != all_scores(r, x, users[::-1])[::-1].tolist():
+        return ["a user's scores changed when asked again: scores must not depend on earlier calls"]
+    return []
+
+
 def row_order_problems(make: Make, x: sp.csr_matrix) -> list[str]:
     """A user's scores do not depend on the order of the matrix's rows (row ``j`` of the
     shuffled matrix is user ``order[j]`` of the original)."""
@@ -120,6 +132,7 @@ CHECKS: tuple[Callable[[Make, sp.csr_matrix], list[str]], ...] = (
     fit_problems,
     score_problems,
     determinism_problems,
+    repeat_problems,
 )
 
 

@@ -42,7 +42,8 @@ import numpy as np
 
 from fyp.config import REGION_NAME
 from fyp.errors import AlreadyExists, FypError, InvalidRequest
-from fyp.evaluation.baselines import PEERS
+from fyp.evaluation.baselines import PEERS, SharedFits
+from fyp.evaluation.contract import Make
 from fyp.evaluation.offline import Protocol, prepare, run_offline, train_engine
 from fyp.evaluation.peers import BUILT_IN, PeerSet, load_peers
 from fyp.evaluation.simulator import (
@@ -245,14 +246,17 @@ def session_values(sims: Mapping[str, SimResult]) -> dict[str, dict[str, list[fl
 
 
 def offline_ear(
-    protocol: Protocol, seed: int, methods: list[str], log: Log, peers: PeerSet = BUILT_IN
+    protocol: Protocol,
+    seed: int,
+    methods: list[str],
+    log: Log,
+    factories: Mapping[str, Make] = BUILT_IN.factories,
 ) -> dict[str, Any]:
     """``run_offline`` for the engine with one BLAS thread (as ``fyp serve`` runs it), then
     for the peers with all of them (EASE's Cholesky uses both cores)."""
     out: dict[str, Any] = {"metrics": {}, "per_user": {}, "seconds": {}}
     engine = [m for m in methods if m == "fyp"]
     others = [m for m in methods if m != "fyp"]
-    factories = peers.factories
     for subset in (engine, others):
         if not subset:
             continue
@@ -280,6 +284,8 @@ def run_evaluation(config: EvalConfig, log: Log = print) -> EvalOutcome:
         (out / name).unlink(missing_ok=True)
     params = SimParams(seed=config.seed)
     methods = [*config.methods, *(p.name for p in peers.extra)]
+    # fitted once for both parts: offline's seconds include a peer's fit, interactive's not
+    factories = SharedFits(peers.factories).factories()
     with stages.stage("deployment"):
         deployment = fresh_deployment(out / "deployment", list(config.regions))
     with deployment as d:
@@ -318,7 +324,7 @@ def run_evaluation(config: EvalConfig, log: Log = print) -> EvalOutcome:
         # Offline first: it must never see the simulator's events.
         with stages.stage("offline"):
             if config.protocol == "kuairec-ear":
-                offline = offline_ear(protocol, config.seed, methods, log, peers)
+                offline = offline_ear(protocol, config.seed, methods, log, factories)
             else:
                 from fyp.evaluation.official_protocol import run_official_offline
 
@@ -328,7 +334,7 @@ def run_evaluation(config: EvalConfig, log: Log = print) -> EvalOutcome:
                     config.seed,
                     methods,
                     log=lambda m: log(f"  offline {m}"),
-                    peers=peers.factories,
+                    peers=factories,
                 )
         sims: dict[str, SimResult] = {}
         if config.interactive:
@@ -340,7 +346,7 @@ def run_evaluation(config: EvalConfig, log: Log = print) -> EvalOutcome:
                     methods,
                     log=lambda m: log(f"  {m}"),
                     ablations=ablations,
-                    peers=peers.factories,
+                    peers=factories,
                 )
         repeats = {m: sum(s.repeats for s in r.sessions) for m, r in sims.items()}
         if any(repeats.values()):

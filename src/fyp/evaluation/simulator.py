@@ -450,7 +450,8 @@ def run_interactive(
             policy = EnginePolicy(protocol.deployment, env, params)
         elif name in ABLATIONS:
             peer = ABLATIONS[name]
-            policy = LookAlikeAvoidingPeer(name, protocol, env, PEERS[peer], params.seed).fit()
+            make = peers.get(peer, PEERS[peer])  # fitted once with the peer, if shared
+            policy = LookAlikeAvoidingPeer(name, protocol, env, make, params.seed).fit()
         else:
             policy = PeerPolicy(name, protocol, env, peers[name], params.seed).fit()
         with serving_threads(name == "fyp"):
