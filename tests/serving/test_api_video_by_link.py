@@ -75,8 +75,11 @@ def _publish(
         cell(d.store(region)).mod.write(video_id, state, creator_ok, "t", "review", "t", 0, {})
 
 
-def _key(d: Deployment, role: str = "feed", regions: list[str] | None = None) -> dict[str, str]:
-    token = KeyStore(d).create(f"{role}-{regions}", [role], regions)[1]
+def _key(
+    d: Deployment, role: str | list[str] = "feed", regions: list[str] | None = None
+) -> dict[str, str]:
+    roles = [role] if isinstance(role, str) else role
+    token = KeyStore(d).create(f"{'+'.join(roles)}-{regions}", roles, regions)[1]
     return {"Authorization": f"Bearer {token}", "X-Fyp-Reason": "by-link tests"}
 
 
@@ -120,6 +123,33 @@ def test_what_each_state_answers_a_feed_key(deployment: Deployment, web: TestCli
     # a key of every region: the same rule
     assert _answer(web, _key(deployment), "v2") == AGE
     assert _answer(web, _key(deployment), "v2", viewer_id="fan") == SHOWN
+
+
+@pytest.mark.parametrize("roles", [["feed", "ingest"], ["feed", "metrics"], ["ingest", "feed"]])
+def test_a_key_with_the_feed_role_gets_the_viewers_rule_whatever_else_it_holds(
+    deployment: Deployment, web: TestClient, roles: list[str]
+) -> None:
+    """An app's one key for feeds and events shows videos to people too: another service
+    role beside ``feed`` must not lift the rule (it did: only a key of ``feed`` alone was
+    checked, so such a key read pending and rejected videos by link)."""
+    for k, (state, creator_ok) in enumerate(TABLE):
+        _publish(deployment, f"v{k}", state, creator_ok)
+    key = _key(deployment, roles, regions=["us"])
+    for k, (nobody, adult, minor) in enumerate(TABLE.values()):
+        assert _answer(web, key, f"v{k}") == nobody
+        assert _answer(web, key, f"v{k}", viewer_id="fan") == adult
+        assert _answer(web, key, f"v{k}", viewer_id="kid") == minor
+
+
+def test_a_metrics_key_reads_no_video(deployment: Deployment, web: TestClient) -> None:
+    """A Prometheus scraper's key calls ``GET /metrics`` only (it read any video, pending
+    ones included, by link)."""
+    _publish(deployment, "v", "pending")
+    _publish(deployment, "w", "approved")
+    for video in ("v", "w"):
+        assert_error(
+            web.get(f"/v1/videos/{video}", headers=_key(deployment, "metrics")), 403, "forbidden"
+        )
 
 
 def test_a_block_either_way_hides_the_video_from_the_viewer(

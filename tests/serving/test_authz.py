@@ -108,7 +108,7 @@ MATRIX: list[tuple[str, str, dict[str, object] | None, set[str]]] = [
     ("GET", "/v1/users/u-us", None, {"admin", "auditor", "moderator"}),
     ("GET", "/v1/users/u-us/events", None, {"admin", "auditor", "moderator"}),
     ("GET", "/v1/users/u-us/export", None, {"admin", "auditor"}),
-    ("GET", "/v1/videos/v-us", None, set(ROLES)),
+    ("GET", "/v1/videos/v-us", None, set(ROLES) - {"metrics"}),
     ("POST", "/v1/moderation/runs", {"region": "us"}, {"moderator", "admin"}),
     ("GET", "/v1/moderation/jobs?region=us", None, {"moderator", "admin", "auditor"}),
     ("POST", "/v1/moderation/jobs/claim", CLAIM, {"moderator", "admin"}),

@@ -99,8 +99,9 @@ PERMISSIONS: dict[tuple[str, str], Rule] = {
     # videos (public content; a copy per region it is published to)
     ("POST", "/v1/videos"): allow("ingest", "admin", body="regions"),
     # the app names the viewer (``viewer_id``) for an age-restricted video: a key of their region
+    # not ``metrics``: a scraper names no video (nor user)
     ("GET", "/v1/videos/{video_id}"): allow(
-        *ROLES, video="any", selects=True, user_query="viewer_id"
+        "feed", "ingest", *READERS, video="any", selects=True, user_query="viewer_id"
     ),
     ("PATCH", "/v1/videos/{video_id}"): allow(
         "ingest", "admin", body="regions", body_optional=True

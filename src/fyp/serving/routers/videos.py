@@ -5,6 +5,7 @@ from typing import Any
 from fastapi import APIRouter, Depends, Query, Request, status
 
 from fyp.access.guard import principal
+from fyp.access.keys import OPERATOR_ROLES
 from fyp.catalog.models import Id, Region, Video, VideoIn, VideoPatch
 from fyp.errors import UnknownVideo
 from fyp.feed.watch import find_viewer, link_region, may_watch
@@ -55,12 +56,14 @@ async def get_video(
     bars it, so the app can show an "age-restricted" screen (the rating is no secret:
     any adult may fetch it); 404 `unknown_video` for every other bar, as for no video,
     so the answer says nothing of what moderation found or of a creator's age; 503 when
-    the check failed (nothing is shown unchecked). Other keys (operators, ingest) read
-    every video, as does an app mounting this router without fyp's access check (no key
-    on the request; `fyp serve` always has one): they ignore `viewer_id`."""
+    the check failed (nothing is shown unchecked). A key with the feed role gets this
+    rule whatever other service roles it has (an app's one key for feeds and events
+    included); operator keys (admin, moderator, auditor) and ingest-only keys read every
+    video, as does an app mounting this router without fyp's access check (no key on the
+    request; `fyp serve` always has one): they ignore `viewer_id`."""
     check_regions(s.deployment, "query.region", region)
     key = principal(request)
-    if key is None or not key.roles <= {"feed"}:
+    if key is None or "feed" not in key.roles or key.roles & OPERATOR_ROLES:
         return s.catalog.get_video(video_id, region)
     d = s.deployment
     if viewer_id is None:
