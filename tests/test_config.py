@@ -313,7 +313,10 @@ def test_bad_moderation_settings_are_refused(
 
 
 def test_a_misspelt_section_is_refused_not_ignored(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match=r"unknown sections in fyp\.toml: \['trainig'\]"):
+    with pytest.raises(
+        ConfigError,
+        match=r"unknown sections in fyp\.toml: \['trainig'\]; did you mean 'training'\?",
+    ):
         parse_config(tmp_path, minimal(trainig={"every_minutes": 5}))
 
 

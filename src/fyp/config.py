@@ -597,11 +597,12 @@ def parse_config(root: Path, raw: dict[str, Any]) -> DeploymentConfig:
         "feed": feed,
         "serving": serving,
     }
-    unknown = set(raw) - {*sections, "regions", "experiments"}
+    known = {*sections, "regions", "experiments"}
+    unknown = sorted(set(raw) - known)
     if unknown:  # a misspelt section would otherwise be ignored without a word
         raise ConfigError(
-            f"unknown sections in fyp.toml: {sorted(unknown)} "
-            f"(known: {sorted({*sections, 'regions', 'experiments'})})"
+            f"unknown sections in fyp.toml: {unknown}{did_you_mean(unknown[0], known)} "
+            f"(known: {sorted(known)})"
         )
     for section, value in sections.items():
         if not isinstance(value, dict):
