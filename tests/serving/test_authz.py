@@ -300,6 +300,69 @@ def test_writes_are_checked_against_body_regions(world: World) -> None:
     assert user("us") == "u-us"
 
 
+def test_a_region_in_the_query_the_handler_ignores_selects_nothing(world: World) -> None:
+    """A takedown reads its regions from the body; ``?region=`` of the key's region (or of
+    a region nobody declared) once stood in for the video's regions, and a moderator of
+    us took the video down in eu too, or a video published in eu only. Every one is a
+    403 now, and nothing changes."""
+    c = world.client
+    us = world.key("moderator", regions=["us"], name="takedown-us")
+    ingest = world.key("ingest", regions=["us"], name="ingest-us")
+    down = {"actor_id": "a", "reason": "r"}
+    appeal = {"region": "eu", "appellant_id": user("us"), "reason": "mine"}
+    before = snapshot(world.deployment)
+    refused = [
+        c.post(
+            f"/v1/moderation/videos/{target}/takedown?region={query}",
+            json=down,
+            headers=headers(us),
+        )
+        for target, query in (("v-both", "us"), ("v-both", "zz"), (video("eu"), "zz"))
+    ]
+    refused.append(
+        c.post(
+            f"/v1/moderation/videos/{video('eu')}/appeals?region=us",
+            json=appeal,
+            headers=headers(ingest),
+        )
+    )
+    # a region nobody declared never stands in for where a video is
+    refused.append(c.get(f"/v1/videos/{video('eu')}?region=zz", headers=headers(ingest)))
+    for resp in refused:
+        assert_error(resp, 403, "forbidden")
+    assert snapshot(world.deployment) == before
+    # the region where the handler reads it: the body (an undeclared one is refused)
+    resp = c.post(
+        f"/v1/moderation/videos/{video('eu')}/takedown",
+        json={**down, "regions": ["zz"]},
+        headers=headers(us),
+    )
+    assert resp.status_code in (403, 422)
+    assert snapshot(world.deployment) == before
+    resp = c.post(
+        "/v1/moderation/videos/v-both/takedown",
+        json={**down, "regions": ["us"]},
+        headers=headers(us),
+    )
+    assert resp.status_code == 200 and set(resp.json()["regions"]) == {"us"}
+
+
+def test_a_rule_trusts_a_region_query_exactly_where_its_handler_reads_one(world: World) -> None:
+    """``region_query`` in the table says the handler reads ``?region=`` (so a ``selects``
+    rule may let it choose the region); kept in step with the handlers' signatures."""
+    from fastapi.routing import APIRoute
+
+    reads: dict[tuple[str, str], bool] = {}
+    for route in world.client.app.routes:  # type: ignore[attr-defined]
+        if isinstance(route, APIRoute):
+            query = {p.alias for p in route.dependant.query_params}
+            for method in route.methods:
+                reads[(method, route.path)] = "region" in query
+    for key, rule in PERMISSIONS.items():
+        if key in reads:
+            assert rule.region_query == reads[key], key
+
+
 def test_a_trailing_slash_is_redirected_for_any_valid_key_and_checked_after(
     world: World,
 ) -> None:

@@ -138,8 +138,8 @@ class Access:
         any_of: list[list[str]] = []
         placed = True  # False: some input names no region (or an object in none)
         explicit: set[str] = set()
-        if _maybe(scope, b"region"):
-            explicit.update(_query(scope, "region"))
+        if _maybe(scope, b"region"):  # a region named the handler may ignore: checked only
+            (explicit if rule.region_query else regions).update(_query(scope, "region"))
         if rule.body is not None:
             named = _body_regions(body or b"", rule.body)
             if isinstance(named, set):
@@ -152,7 +152,7 @@ class Access:
                 placed = placed and home is not None
                 regions.add(home or "")
             elif name == "video_id":
-                if rule.selects and explicit:
+                if rule.selects and explicit and explicit <= self.declared:
                     continue  # the named region is the only one touched
                 held = d.locate_video(value)
                 placed = placed and bool(held)

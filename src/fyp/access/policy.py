@@ -33,8 +33,14 @@ class Rule:
     body_optional: bool = False
     """When ``body`` is absent: True, the path decides; False, every region is touched."""
     selects: bool = False
-    """A region named by the request (query ``region`` or ``body``) is the only one the
-    request touches, instead of every region holding ``{video_id}``."""
+    """A region named for the handler (``region_query``, or ``body``) is the only one the
+    request touches, instead of every region holding ``{video_id}``; never a region the
+    deployment does not declare (the video's regions are then checked)."""
+    region_query: bool = False
+    """The handler reads a ``region`` query parameter (which ``selects`` then trusts).
+    On any other route a ``region`` query only adds a region to check: a takedown that
+    reads its regions from the body once took a video down everywhere for a key of one
+    region, because ``?region=`` of that key's region stood in for the video's."""
     video: Literal["all", "any"] = "all"
     """``any``: a key for one of the video's regions will do (identical public copies)."""
     operator_flag: str | None = None
@@ -101,7 +107,13 @@ PERMISSIONS: dict[tuple[str, str], Rule] = {
     # the app names the viewer (``viewer_id``) for an age-restricted video: a key of their region
     # not ``metrics``: a scraper names no video (nor user)
     ("GET", "/v1/videos/{video_id}"): allow(
-        "feed", "ingest", *READERS, video="any", selects=True, user_query="viewer_id"
+        "feed",
+        "ingest",
+        *READERS,
+        video="any",
+        selects=True,
+        region_query=True,
+        user_query="viewer_id",
     ),
     ("PATCH", "/v1/videos/{video_id}"): allow(
         "ingest", "admin", body="regions", body_optional=True
@@ -114,7 +126,7 @@ PERMISSIONS: dict[tuple[str, str], Rule] = {
     ("POST", "/v1/moderation/runs"): allow("moderator", "admin", body="region"),
     ("GET", "/v1/moderation/videos/{video_id}"): allow("moderator", "admin", "auditor"),
     ("GET", "/v1/moderation/videos/{video_id}/replay"): allow(
-        "moderator", "admin", "auditor", selects=True
+        "moderator", "admin", "auditor", selects=True, region_query=True
     ),
     ("POST", "/v1/moderation/videos/{video_id}/takedown"): allow(
         "moderator", "admin", body="regions", body_optional=True, selects=True
@@ -123,7 +135,7 @@ PERMISSIONS: dict[tuple[str, str], Rule] = {
         "ingest", "moderator", "admin", body="region", selects=True
     ),
     ("POST", "/v1/moderation/jobs/claim"): allow("moderator", "admin", body="region"),
-    ("GET", "/v1/moderation/jobs"): allow("moderator", "admin", "auditor"),
+    ("GET", "/v1/moderation/jobs"): allow("moderator", "admin", "auditor", region_query=True),
     ("GET", "/v1/moderation/jobs/{job_id}"): allow("moderator", "admin", "auditor"),
     ("POST", "/v1/moderation/jobs/{job_id}/decision"): allow("moderator", "admin"),
     ("GET", "/v1/moderation/audit/{region}/verify"): allow("auditor", "admin"),
