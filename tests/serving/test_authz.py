@@ -240,6 +240,41 @@ def test_an_operators_profile_update_answers_with_the_profile_so_it_is_audited(
     assert _log(world, "us").head()[0] == head[0] + 1
 
 
+def test_an_operator_following_or_blocking_for_a_user_gives_a_reason_and_is_audited(
+    world: World,
+) -> None:
+    """A PUT or DELETE of whom a user follows or blocks acts for the user, and its answer
+    tells what they did (a 409 if they block the creator): an operator's needs a reason
+    and an entry, as a read does (it had neither). The app's ingest key acts as a
+    service: neither. An erasure (DELETE of the user) keeps its own record."""
+    c = world.client
+    admin = world.key("admin", name="ops-follow")
+    app_key = world.key("ingest", name="app-follow")
+    head = _log(world, "us").head()
+    for method in ("PUT", "DELETE"):
+        for what in ("following", "blocked"):
+            path = f"/v1/users/u-us/{what}/{creator('us')}"
+            missing = c.request(method, path, headers=headers(admin, reason=None))
+            assert_error(missing, 400, "invalid_request")
+    assert _log(world, "us").head() == head  # refused before anything was done
+    resp = c.put(f"/v1/users/u-us/following/{creator('us')}", headers=headers(admin, "ticket 12"))
+    assert resp.is_success, resp.text
+    resp = c.delete(
+        f"/v1/users/u-us/following/{creator('us')}", headers=headers(admin, "ticket 12")
+    )
+    assert resp.is_success, resp.text
+    entries = list(_log(world, "us").entries(after_seq=head[0]))
+    assert [(e.action, e.details["route"], e.details["reason"]) for e in entries] == [
+        ("user_data.update", "PUT /v1/users/{user_id}/following/{creator_id}", "ticket 12"),
+        ("user_data.update", "DELETE /v1/users/{user_id}/following/{creator_id}", "ticket 12"),
+    ]
+    head = _log(world, "us").head()
+    path = f"/v1/users/u-us/following/{creator('us')}"
+    assert c.put(path, headers=headers(app_key, reason=None)).is_success
+    assert c.delete(path, headers=headers(app_key, reason=None)).is_success
+    assert _log(world, "us").head() == head
+
+
 def test_service_traffic_is_not_audited_and_debug_is_an_operator_read(world: World) -> None:
     c = world.client
     feed = world.key("feed", name="feed-app")

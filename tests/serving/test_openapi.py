@@ -144,6 +144,12 @@ def test_x_fyp_reason_is_documented_where_an_operator_read_needs_it(
         ("GET", "/v1/users/{user_id}/following"),
         ("GET", "/v1/users/{user_id}/blocked"),
         ("GET", "/v1/users/{user_id}/following/feed"),
+        # an operator following, unfollowing, blocking or unblocking for the user
+        *(
+            (m, f"/v1/users/{{user_id}}/{what}")
+            for m in ("PUT", "DELETE")
+            for what in ("following/{creator_id}", "blocked/{creator_id}", "following/feed")
+        ),
         ("POST", "/v1/users/{user_id}/move"),  # always: kept in both regions' audit logs
     }
     param = next(
@@ -383,7 +389,8 @@ def test_a_strict_validator_finds_every_method_the_server_serves(
         assert declared == set(served.allowed(url)) - {"HEAD"}, url
     literal = spec["paths"]["/v1/users/{user_id}/following/feed"]
     assert set(literal) == {"get", "put", "delete"}
-    assert [p["name"] for p in literal["put"]["parameters"]] == ["user_id"]
+    # an operator's needs a reason, as the general operation's does
+    assert [p["name"] for p in literal["put"]["parameters"]] == ["user_id", "X-Fyp-Reason"]
     general = spec["paths"]["/v1/users/{user_id}/following/{creator_id}"]
     ids = [op["operationId"] for _, _, op in operations(spec)]
     assert len(ids) == len(set(ids))

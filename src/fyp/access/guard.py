@@ -30,7 +30,7 @@ from urllib.parse import parse_qsl
 
 from fastapi import FastAPI, Request
 
-from fyp.access.policy import Rule, rule_for
+from fyp.access.policy import PERMISSIONS, Rule, rule_for
 from fyp.access.ring import KeyRing, Principal
 from fyp.access.routes import RouteIndex
 from fyp.audit.log import AuditLog
@@ -114,7 +114,7 @@ class Access:
                     # judged by a cached route: once more by the stores, as another
                     # process may have erased the user and the id been taken elsewhere
                     self._check_regions(principal, rule, routed, route, scope, params, body, True)
-            if operator and audit is None and method in AUDITED and "user_id" in params:
+            if operator and audit is None and audited(method, route) and "user_id" in params:
                 audit = (rule, route, params["user_id"])
         if audit is not None:
             self._audit_read(principal, method, *audit, reason)
@@ -226,7 +226,7 @@ class Access:
             log = self._audit[region] = AuditLog(self.deployment.store(region))
         log.append(
             f"key:{principal.key_id}",
-            AUDITED[method],
+            audited(method, route) or AUDITED["GET"],
             user_pseudonym(self.deployment.config, region, user_id),
             {
                 "key_id": principal.key_id,
@@ -238,9 +238,30 @@ class Access:
         )
 
 
-AUDITED = {"GET": "user_data.read", "HEAD": "user_data.read", "PATCH": "user_data.update"}
+AUDITED = {
+    "GET": "user_data.read",
+    "HEAD": "user_data.read",
+    "PATCH": "user_data.update",
+    "PUT": "user_data.update",
+    "DELETE": "user_data.update",
+}
 """Methods on a user's routes that an operator must give a reason for: a PATCH answers
-with the whole profile, so it is a read as well as a change."""
+with the whole profile, so it is a read as well as a change; a PUT or DELETE of what a
+user follows or blocks acts for the user and its answer tells what they did (a 409:
+they block that creator)."""
+USER_ROUTE = "/v1/users/{user_id}"
+
+
+def audited(method: str, route: str) -> str | None:
+    """The audit action of an operator's ``method`` on ``route``, or None. Not the user
+    itself deleted (an erasure: its ledger entry and signed receipt are its record) nor
+    created elsewhere (a move keeps its own entries)."""
+    action = AUDITED.get(method.upper())
+    if action is None or not route.startswith(USER_ROUTE):
+        return None
+    if method.upper() in ("PUT", "DELETE") and not route.startswith(USER_ROUTE + "/"):
+        return None
+    return action
 
 
 class AccessMiddleware:
@@ -402,5 +423,9 @@ def document_access(schema: dict[str, Any]) -> None:
             rule = rule_for(method.upper(), path)
             if rule.public:
                 operation["security"] = []
-            elif method.upper() in AUDITED and "{user_id}" in path and rule.operator_roles:
+            elif (
+                (method.upper(), path) in PERMISSIONS
+                and audited(method, path)
+                and rule.operator_roles
+            ):
                 operation.setdefault("parameters", []).append(_REASON_PARAM)
