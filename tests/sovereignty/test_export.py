@@ -121,3 +121,51 @@ def test_export_of_a_user_without_data_or_model(tmp_path: Path) -> None:
         missing = client.get("/v1/users/nobody/export")
         assert missing.status_code == 404
         assert missing.json()["error"]["code"] == "unknown_user"
+
+
+def test_a_scoped_key_exports_only_its_regions_and_no_reviewer_is_named(dep: Deployment) -> None:
+    """ana (us) uploads a video published in eu only, it is blocked there by reviewer
+    alice, and ana appeals. An export with a key of us reads no eu store (it did: the
+    eu upload and appeal, with the eu reviewer's name, reached a key that gets a 403 for
+    every eu route); the manifest says eu was not read. A key of every region exports
+    both; neither names a reviewer."""
+    from fastapi.testclient import TestClient
+
+    from fyp.access.keys import KeyStore
+    from fyp.catalog.models import VideoIn
+    from fyp.catalog.service import Catalog
+    from fyp.moderation import Moderator, Reviews
+    from fyp.moderation.service import cell
+    from fyp.serving.app import create_app
+
+    Catalog(dep).create_video(
+        VideoIn(video_id="v-eu-only", creator_id=ANA, duration_ms=9_000, regions=["eu"])
+    )
+    cell(dep.store("eu")).mod.write("v-eu-only", "rejected", True, "alice", "review", "x", 0, {})
+    Reviews(Moderator(dep)).appeal("v-eu-only", "eu", ANA, "it is my own cooking video")
+    keys = KeyStore(dep)
+    us_only = keys.create("auditor us", ["auditor"], ["us"])[1]
+    everywhere = keys.create("auditor all", ["auditor"])[1]
+    docs = {}
+    with TestClient(create_app(dep)) as client:
+        for name, token in (("us", us_only), ("all", everywhere)):
+            sent = {"Authorization": f"Bearer {token}", "X-Fyp-Reason": "subject access request"}
+            resp = client.get(f"/v1/users/{ANA}/export", headers=sent)
+            assert resp.status_code == 200, resp.text
+            docs[name] = resp.json()
+    scoped, full = docs["us"], docs["all"]
+    assert scoped["manifest"]["regions_read"] == ["us"]
+    assert scoped["manifest"]["regions_not_read"] == ["eu"]
+    assert [v["video_id"] for v in scoped["videos"]] == ["v0", "v1"]
+    assert scoped["appeals"] == [] and "alice" not in json.dumps(scoped)
+    assert full["manifest"]["regions_read"] == ["us", "eu"]
+    assert full["manifest"]["regions_not_read"] == []
+    assert [v["video_id"] for v in full["videos"]] == ["v-eu-only", "v0", "v1"]
+    (appeal,) = full["appeals"]
+    assert (appeal["video_id"], appeal["region"], appeal["kind"]) == ("v-eu-only", "eu", "appeal")
+    assert appeal["appellant"] == ANA and appeal["reason"] == "it is my own cooking video"
+    assert set(appeal) == set(export_module.APPEAL_COLUMNS)
+    assert "alice" not in json.dumps(full)  # the reviewer excluded from the appeal
+    for doc in (scoped, full):
+        assert doc["manifest"]["sections"]["appeals"] == len(doc["appeals"])
+        assert doc["manifest"]["sections"]["videos"] == len(doc["videos"])

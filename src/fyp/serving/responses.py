@@ -234,6 +234,13 @@ class VideoDeletion(BaseModel):
 
 class ExportManifest(BaseModel):
     sections: dict[str, int] = Field(description="How many entries each section holds.")
+    regions_read: list[str] = Field(
+        description="The regions whose stores the export read (the home region always)."
+    )
+    regions_not_read: list[str] = Field(
+        description="Regions the key does not reach: the user's uploads and appeals there "
+        "are not in this export (a key for every region exports them)."
+    )
 
 
 class ExportedModel(BaseModel):

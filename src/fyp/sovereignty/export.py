@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from typing import Any
 
 import numpy as np
@@ -61,13 +61,36 @@ def _rows(sql: SQLStore, table: str, where: str, params: tuple[Any, ...]) -> lis
     ]
 
 
+APPEAL_COLUMNS = (
+    "job_no",
+    "region",
+    "video_id",
+    "kind",
+    "status",
+    "reason",
+    "created_at_ms",
+    "appellant",
+    "decided_at_ms",
+    "verdict",
+)
+"""What an export shows of each of the user's appeals."""
+
+
 class UserExport:
     """The export of one user; iterate :meth:`chunks` for the JSON text."""
 
-    def __init__(self, deployment: Deployment, user_id: str) -> None:
+    def __init__(
+        self, deployment: Deployment, user_id: str, regions: Collection[str] | None = None
+    ) -> None:
+        """``regions``: the regions it may read besides the home region (an API key's;
+        None: all). A region-scoped key reads no other region's store, this included:
+        the user's uploads and appeals there are left out and the manifest says where."""
         self.deployment = deployment
         self.user_id = user_id
         self.region = deployment.homed_region(user_id)  # UnknownUser before any output
+        self.regions = [
+            r for r in deployment.regions if regions is None or r in regions or r == self.region
+        ]
         # pages served a few milliseconds ago may still be buffered (fyp.storage.served_log)
         deployment.store(self.region).flush_served()
         # a served log on Redis is read now: a server that does not answer is a 503
@@ -121,7 +144,7 @@ class UserExport:
     def videos(self) -> list[dict[str, Any]]:
         """The user's uploads, once each, with every region that carries them."""
         out: dict[str, dict[str, Any]] = {}
-        for r in self.deployment.regions:
+        for r in self.regions:
             for row in _rows(
                 sql_store(self.deployment.store(r)), "videos", "creator_id=?", (self.user_id,)
             ):
@@ -130,11 +153,14 @@ class UserExport:
         return [out[k] for k in sorted(out)]
 
     def appeals(self) -> list[dict[str, Any]]:
+        """The user's appeals and how each ended; not who handled them (the reviewers
+        excluded, claiming or deciding are staff, not the user's data), nor their notes."""
         out: list[dict[str, Any]] = []
-        for r in self.deployment.regions:
+        for r in self.regions:
             sql = sql_store(self.deployment.store(r))
             if _has_table(sql, "moderation_jobs"):
-                out += _rows(sql, "moderation_jobs", "appellant=?", (self.user_id,))
+                rows = _rows(sql, "moderation_jobs", "appellant=?", (self.user_id,))
+                out += [{k: v for k, v in row.items() if k in APPEAL_COLUMNS} for row in rows]
         return out
 
     def model(self) -> dict[str, Any]:
@@ -167,7 +193,11 @@ class UserExport:
             "home_region": self.region,
             "exported_at_ms": t,
             "exported_at": iso(t),
-            "manifest": {"sections": self.counts()},
+            "manifest": {
+                "sections": self.counts(),
+                "regions_read": self.regions,
+                "regions_not_read": [r for r in self.deployment.regions if r not in self.regions],
+            },
         }
         yield json.dumps(head, ensure_ascii=False)[:-1]
         yield ', "profile": ' + json.dumps(self.profile(), ensure_ascii=False)

@@ -99,11 +99,17 @@ async def move_user(
 
 
 @router.get("/{user_id}/export", responses=answers(404, ok=UserExport))
-async def export_user(user_id: str, s: AppState = Depends(state)) -> StreamingResponse:
-    """Everything held about the user, as one JSON document streamed in sections."""
+async def export_user(
+    request: Request, user_id: str, s: AppState = Depends(state)
+) -> StreamingResponse:
+    """Everything held about the user, as one JSON document streamed in sections. A key
+    scoped to some regions reads only those (the user's uploads and appeals elsewhere
+    are left out: `manifest.regions_not_read`); a key for every region exports all."""
     from fyp.sovereignty.export import UserExport
 
-    export = UserExport(s.deployment, user_id)  # 404 before the stream starts
+    key = principal(request)
+    regions = None if key is None or key.all_regions else key.regions
+    export = UserExport(s.deployment, user_id, regions)  # 404 before the stream starts
     return StreamingResponse(
         export.chunks(),
         media_type="application/json",
