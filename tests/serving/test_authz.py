@@ -382,6 +382,28 @@ def test_a_region_in_the_query_the_handler_ignores_selects_nothing(world: World)
     assert resp.status_code == 200 and set(resp.json()["regions"]) == {"us"}
 
 
+def test_an_appeal_by_a_scoped_key_says_nothing_of_users_outside_it(world: World) -> None:
+    """The appellant is a user the request acts for: a key of us may appeal for users
+    homed in us only. One elsewhere and one nowhere get the same 403 (the answer was 409
+    for a user of eu and 404 "no user in any region" for nobody: an oracle of who
+    exists where), and nothing is written."""
+    c = world.client
+    us = world.key("ingest", regions=["us"], name="appeals-us")
+    before = snapshot(world.deployment)
+    answers = []
+    for appellant in (user("eu"), creator("eu"), "ghost-nobody"):
+        body = {"region": "us", "appellant_id": appellant, "reason": "mine"}
+        resp = c.post("/v1/moderation/videos/v-both/appeals", json=body, headers=headers(us))
+        error = assert_error(resp, 403, "forbidden")
+        answers.append(error["message"])
+    assert len(set(answers)) == 1  # word for word the same
+    assert snapshot(world.deployment) == before
+    # a user of the key's region reaches the handler (the video's verdict decides)
+    body = {"region": "us", "appellant_id": user("us"), "reason": "mine"}
+    resp = c.post("/v1/moderation/videos/v-both/appeals", json=body, headers=headers(us))
+    assert resp.status_code not in (401, 403), resp.text
+
+
 def test_a_rule_trusts_a_region_query_exactly_where_its_handler_reads_one(world: World) -> None:
     """``region_query`` in the table says the handler reads ``?region=`` (so a ``selects``
     rule may let it choose the region); kept in step with the handlers' signatures."""

@@ -103,13 +103,17 @@ class Access:
                 )
             refuse_nul(params, "path")  # before any store looks it up
             if not principal.all_regions and not rule.unscoped:
-                if rule.body is not None and body is None:
+                if (rule.body is not None or rule.body_user is not None) and body is None:
                     body = await _read_body(receive)
                     receive = _replay(body, receive)
                 try:
                     self._check_regions(principal, rule, routed, route, scope, params, body)
                 except Forbidden:
-                    if "user_id" not in params and not _named_users(scope, rule):
+                    if (
+                        "user_id" not in params
+                        and not _named_users(scope, rule)
+                        and rule.body_user is None
+                    ):
                         raise
                     # judged by a cached route: once more by the stores, as another
                     # process may have erased the user and the id been taken elsewhere
@@ -170,6 +174,16 @@ class Access:
                 regions.add(region)
             else:
                 placed = False  # an id this table cannot place: fail closed
+        if rule.body_user is not None:  # e.g. an appellant: their home, as for a {user_id}
+            named = _body_regions(body or b"", rule.body_user)
+            if isinstance(named, set) and len(named) == 1:
+                (value,) = named
+                refuse_nul(value, f"body.{rule.body_user}")
+                home = d.locate_users((value,), fresh).get(value)
+                placed = placed and home is not None
+                regions.add(home or "")
+            elif named is not None:
+                placed = False  # not one user id: fail closed (the handler would 422)
         users = _named_users(scope, rule)
         if users:  # e.g. the viewer of a video: their home region, as for a {user_id}
             for value in users:

@@ -50,6 +50,10 @@ class Rule:
     user_query: str | None = None
     """A query parameter naming a user (e.g. the viewer of a video): their home region
     is touched too, as a ``{user_id}``'s is."""
+    body_user: str | None = None
+    """A JSON body field naming a user the request acts for (an appeal's appellant):
+    their home region is touched too, and a user in no region cannot be placed (the same
+    403 as one elsewhere: the answer never says whether the user exists)."""
 
     @property
     def operator_roles(self) -> frozenset[str]:
@@ -132,7 +136,7 @@ PERMISSIONS: dict[tuple[str, str], Rule] = {
         "moderator", "admin", body="regions", body_optional=True, selects=True
     ),
     ("POST", "/v1/moderation/videos/{video_id}/appeals"): allow(
-        "ingest", "moderator", "admin", body="region", selects=True
+        "ingest", "moderator", "admin", body="region", selects=True, body_user="appellant_id"
     ),
     ("POST", "/v1/moderation/jobs/claim"): allow("moderator", "admin", body="region"),
     ("GET", "/v1/moderation/jobs"): allow("moderator", "admin", "auditor", region_query=True),
