@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -303,6 +304,14 @@ def test_the_single_event_fast_path_answers_exactly_like_the_route(
             out.append((resp.status_code, resp.json()))
         for raw in (b"{nope", b""):
             resp = api.post("/v1/events", content=raw, headers={"content-type": "application/json"})
+            out.append((resp.status_code, resp.json()))
+        # repeated headers: the first counts on both paths (the fast path took the last)
+        raw = json.dumps(ev(prefix + "f9")).encode()
+        for repeated in (
+            [("content-type", "text/plain"), ("content-type", "application/json")],
+            [("content-type", "application/json"), ("x-fyp-region", "eu"), ("x-fyp-region", "us")],
+        ):
+            resp = api.post("/v1/events", content=raw, headers=repeated)
             out.append((resp.status_code, resp.json()))
         return out
 

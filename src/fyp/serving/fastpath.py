@@ -87,10 +87,10 @@ class HotRoutes:
     async def _event(self, scope: Scope, receive: Receive) -> tuple[int, dict[str, Any]]:
         body = await _body(receive)
         region = content_type = None
-        for name, value in scope["headers"]:
-            if name == _REGION_HEADER:
+        for name, value in scope["headers"]:  # the first of a repeated one, as Starlette's
+            if name == _REGION_HEADER and region is None:
                 region = value.decode("latin-1")
-            elif name == b"content-type":
+            elif name == b"content-type" and content_type is None:
                 content_type = value.decode("latin-1")
         principal = scope.get(PRINCIPAL)
         allowed = None if principal is None or principal.all_regions else principal.regions
