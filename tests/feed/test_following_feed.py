@@ -23,7 +23,10 @@ CREATOR = "u7"  # creates v7, v19, v31, ... (video k is u{k % 12}'s)
 
 def _client(d: Deployment) -> TestClient:
     _, key = KeyStore(d).create("tests", ["admin"])
-    return TestClient(create_app(d), headers={"Authorization": f"Bearer {key}"})
+    # an operator following for the user gives a reason, as an operator's read does
+    return TestClient(
+        create_app(d), headers={"Authorization": f"Bearer {key}", "X-Fyp-Reason": "t"}
+    )
 
 
 def _from_follows(client: TestClient, n: int = 10) -> list[dict[str, Any]]:
