@@ -404,6 +404,26 @@ def test_an_appeal_by_a_scoped_key_says_nothing_of_users_outside_it(world: World
     assert resp.status_code not in (401, 403), resp.text
 
 
+def test_a_literal_path_declared_for_a_route_taking_any_id_has_that_routes_rule(
+    world: World,
+) -> None:
+    """``PUT``/``DELETE .../following/feed`` follow and unfollow the creator ``feed``:
+    the check is the general route's (``operation_rule``), not the admin-only default a
+    table lookup of the literal path gives (the API fuzz expected a 403 for an ingest
+    key there, and got the route's answer)."""
+    from fyp.access.routes import operation_rule
+
+    c = world.client
+    for method in ("PUT", "DELETE"):
+        general = PERMISSIONS[(method, "/v1/users/{user_id}/following/{creator_id}")]
+        assert operation_rule(method, "/v1/users/{user_id}/following/feed") is general
+        assert rule_for(method, "/v1/users/{user_id}/following/feed") is ADMIN_ONLY
+        for role in ROLES:
+            token = world.key(role, name=f"literal-{role}")
+            resp = c.request(method, "/v1/users/u-us/following/feed", headers=headers(token))
+            assert (resp.status_code == 403) == (role not in general.roles), (method, role)
+
+
 def test_a_rule_trusts_a_region_query_exactly_where_its_handler_reads_one(world: World) -> None:
     """``region_query`` in the table says the handler reads ``?region=`` (so a ``selects``
     rule may let it choose the region); kept in step with the handlers' signatures."""

@@ -34,7 +34,7 @@ import fastapi.routing
 from fastapi import FastAPI
 from starlette.routing import compile_path
 
-from fyp.access.policy import Rule, rule_for
+from fyp.access.policy import PERMISSIONS, Rule, rule_for
 
 GET_ONLY = "__fyp_get_only__"
 ANY_ID = "__fyp_any_id__"
@@ -132,6 +132,16 @@ def taken_literals(app: FastAPI) -> list[TakenLiteral]:
             values = {y[1:-1]: x for x, y in pairs if _PARAM.match(y) and not _PARAM.match(x)}
             taken.append(TakenLiteral(method, general, path, values))
     return taken
+
+
+def operation_rule(method: str, path: str) -> Rule:
+    """The rule the access check applies to an operation of the OpenAPI document: the
+    path's own entry, or, for a concrete path declared for a route that takes any id
+    (``PUT .../following/feed`` follows the creator ``feed``), that general route's."""
+    if method == "HEAD" or (method, path) in PERMISSIONS:
+        return rule_for(method, path)
+    general = [p for m, p in PERMISSIONS if m == method and _within(path, p)]
+    return PERMISSIONS[(method, general[0])] if len(general) == 1 else rule_for(method, path)
 
 
 def _within(concrete: str, general: str) -> bool:
