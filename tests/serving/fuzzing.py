@@ -35,7 +35,7 @@ from schemathesis.checks import (
     status_code_conformance,
 )
 
-from feed.conftest import N_USERS, N_VIDEOS, build
+from feed.conftest import N_CREATORS, N_USERS, N_VIDEOS, build
 from fyp.access.keys import ROLES, KeyStore
 from fyp.access.routes import operation_rule
 from fyp.regions.deployment import Deployment
@@ -100,6 +100,8 @@ class FuzzWorld:
             return self.jobs
         if name == "region":
             return list(REGIONS)
+        if name == "creator_id":  # creators of published videos: follows and blocks succeed
+            return [f"u{k}" for k in range(N_CREATORS)]
         return []
 
 
