@@ -83,7 +83,7 @@ class Access:
         # a route found stale later (a user moved meanwhile) is re-checked against it
         REQUEST_REGIONS.set(None if principal.all_regions else frozenset(principal.regions))
         body: bytes | None = None
-        audit: tuple[Rule, str, str] | None = None
+        audit: tuple[Rule, str, str, str] | None = None  # rule, route, user, action
         for template, params in matches:
             # named as the route's method: a HEAD is answered as its GET, errors included
             rule, route, routed = template.rule, template.path, template.method
@@ -118,8 +118,9 @@ class Access:
                     # judged by a cached route: once more by the stores, as another
                     # process may have erased the user and the id been taken elsewhere
                     self._check_regions(principal, rule, routed, route, scope, params, body, True)
-            if operator and audit is None and audited(method, route) and "user_id" in params:
-                audit = (rule, route, params["user_id"])
+            action = audited(method, route) if operator and audit is None else None
+            if action is not None and "user_id" in params:
+                audit = (rule, route, params["user_id"], action)
         if audit is not None:
             self._audit_read(principal, method, *audit, reason)
         return receive
@@ -220,6 +221,7 @@ class Access:
         rule: Rule,
         route: str,
         user_id: str,
+        action: str,
         reason: str | None,
     ) -> None:
         """Append the access to the audit log of the user's home region, or refuse it."""
@@ -240,7 +242,7 @@ class Access:
             log = self._audit[region] = AuditLog(self.deployment.store(region))
         log.append(
             f"key:{principal.key_id}",
-            audited(method, route) or AUDITED["GET"],
+            action,
             user_pseudonym(self.deployment.config, region, user_id),
             {
                 "key_id": principal.key_id,

@@ -7,6 +7,7 @@ store parameters; work happens in ``fit`` (scikit-learn's convention).
 
 from __future__ import annotations
 
+import functools
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 
@@ -205,7 +206,7 @@ class SharedFits:
         self._fitted: dict[tuple[str, int, int], tuple[sp.csr_matrix, Recommender]] = {}
 
     def factories(self) -> dict[str, Callable[[int], Recommender]]:
-        return {name: _SharedFactory(self, name) for name in self._factories}
+        return {name: functools.partial(_SharedRecommender, self, name) for name in self._factories}
 
     def fitted(self, name: str, seed: int, x: sp.csr_matrix) -> Recommender:
         key = (name, seed, id(x))
@@ -213,16 +214,6 @@ class SharedFits:
         if found is None or found[0] is not x:
             found = self._fitted[key] = (x, self._factories[name](seed).fit(x))
         return found[1]
-
-
-class _SharedFactory:
-    """A peer's factory whose models come from :class:`SharedFits`."""
-
-    def __init__(self, shared: SharedFits, name: str) -> None:
-        self._shared, self._name = shared, name
-
-    def __call__(self, seed: int) -> Recommender:
-        return _SharedRecommender(self._shared, self._name, seed)
 
 
 class _SharedRecommender(Recommender):
