@@ -176,8 +176,12 @@ def test_cli_create_list_revoke(tmp_path: Path) -> None:
     assert made["key"].startswith(f"fyp_{made['key_id']}_")
     plain = runner.invoke(app, ["keys", "create", str(directory), "--name", "x", "--role", "feed"])
     assert plain.exit_code == 0 and plain.output.strip().splitlines()[-1].startswith("fyp_")
+    assert "note:" not in plain.output
+    mixed = runner.invoke(app, [*create, "--role", "auditor"])  # a person's role beside feed
+    assert mixed.exit_code == 0 and "note: it holds auditor, a person's role" in mixed.output
+    assert mixed.output.strip().splitlines()[-1].startswith("fyp_")
     listed = json.loads(runner.invoke(app, ["keys", "list", str(directory), "--json"]).output)
-    assert sorted(k["name"] for k in listed["keys"]) == ["admin", "app", "x"]
+    assert sorted(k["name"] for k in listed["keys"]) == ["admin", "app", "app", "x"]
     assert all("key" not in k and "secret_sha256" not in k for k in listed["keys"])
     table = runner.invoke(app, ["keys", "list", str(directory)])
     assert made["key_id"] in table.output

@@ -14,8 +14,8 @@ them, so it cannot learn whether the object exists elsewhere. A request no route
 needs only a valid key: the router's 404 or 405 says nothing about data.
 
 When an operator (``admin``, ``moderator``, ``auditor``) reads or changes a user's data
-(a GET or PATCH on a route with ``{user_id}``, unless a service role of the key already
-grants it), the
+(what :func:`audited` names on a route with ``{user_id}``; a key holding any operator role
+is a person's, even where a service role beside it grants the route), the
 request must say why in ``X-Fyp-Reason``; an entry naming the key, the route, the
 user's pseudonym and the reason is appended to the audit log of the user's home region
 before the handler runs, so no such read goes unrecorded.
@@ -30,6 +30,7 @@ from urllib.parse import parse_qsl
 
 from fastapi import FastAPI, Request
 
+from fyp.access.keys import OPERATOR_ROLES
 from fyp.access.policy import PERMISSIONS, Rule, rule_for
 from fyp.access.ring import KeyRing, Principal
 from fyp.access.routes import RouteIndex
@@ -94,7 +95,11 @@ class Access:
                 allowed, operator, via = rule.operator_roles, True, f" with {rule.operator_flag}"
             else:
                 allowed, via = rule.roles, ""
-                operator = principal.service_roles.isdisjoint(allowed)
+                # a key holding a person's role is a person's: what a service role beside it
+                # grants, it still reads as an operator (with a reason, audited)
+                operator = bool(
+                    principal.roles & OPERATOR_ROLES
+                ) or principal.service_roles.isdisjoint(allowed)
             if principal.roles.isdisjoint(allowed):
                 raise Forbidden(
                     f"{routed} {route}{via} needs one of the roles {sorted(allowed)}; "
@@ -247,7 +252,7 @@ class Access:
             {
                 "key_id": principal.key_id,
                 "key_name": principal.name,
-                "roles": sorted(principal.roles & rule.operator_roles),
+                "roles": sorted(principal.roles),
                 "route": f"{method} {route}",
                 "reason": why,
             },

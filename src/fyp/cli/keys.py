@@ -9,7 +9,7 @@ from pathlib import Path
 import typer
 from rich.table import Column, Table
 
-from fyp.access.keys import ROLES
+from fyp.access.keys import OPERATOR_ROLES, ROLES
 from fyp.cli.app import console, fail
 from fyp.errors import FypError
 
@@ -54,6 +54,12 @@ def register(app: typer.Typer) -> None:
             f"created key [bold]{key.key_id}[/] ({key.name}): roles {', '.join(key.roles)}; "
             f"regions {', '.join(key.regions)}"
         )
+        people = sorted(set(key.roles) & OPERATOR_ROLES)
+        if people and len(people) < len(key.roles):
+            console.print(
+                f"note: it holds {', '.join(people)}, a person's role: on a user's routes it "
+                "acts as a person (X-Fyp-Reason, audited), service roles beside it included"
+            )
         console.print("the key (shown only now; send it as 'Authorization: Bearer <key>'):")
         typer.echo(token)
 
