@@ -302,3 +302,37 @@ def test_the_server_moderates_an_upload_without_an_operator(tmp_path: Path) -> N
     finally:
         server.send_signal(signal.SIGTERM)
         server.wait(timeout=20)
+
+
+def test_the_access_log_has_a_line_per_request(tmp_path: Path) -> None:
+    dep = tmp_path / "d"
+    assert _fyp("init", str(dep), "--regions", "us").returncode == 0
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    args = ["serve", str(dep), "--port", str(port), "--access-log", "--no-schedules"]
+    server = subprocess.Popen(
+        [sys.executable, "-m", "fyp", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            assert server.poll() is None, server.communicate()
+            assert time.monotonic() < deadline, "the server never answered"
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1):
+                    break
+            except OSError:
+                time.sleep(0.05)
+        for _ in range(5):
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5):
+                pass
+    finally:
+        server.send_signal(signal.SIGTERM)
+        _, err = server.communicate(timeout=20)
+    access = [line for line in err.splitlines() if "uvicorn.access" in line]
+    # the probe's answer (after any refused connections) and these five, each a line
+    assert sum('"GET /healthz HTTP/1.1" 200' in line for line in access) == 6, access
