@@ -6,13 +6,14 @@ import json
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 from erasure_helpers import build, plant_artifact
 from typer.testing import CliRunner
 
 from fyp.cli.app import app
 from fyp.datasets.demo import build_demo
-from fyp.models.artifacts import MANIFEST, current_version, models_dir, read_manifest
+from fyp.models.artifacts import ARRAYS, MANIFEST, current_version, models_dir, read_manifest
 from fyp.regions.deployment import Deployment
 from fyp.sovereignty.erasure import Eraser
 from fyp.sovereignty.erasure_process import process
@@ -87,6 +88,24 @@ def test_forged_event_snapshot_is_a_mismatch(dep: Deployment) -> None:
     path.write_text(json.dumps(raw))
     report = {r.version: r for r in LineageVerifier(dep).verify(["us"])}[version]
     assert report.snapshot == "mismatch" and not report.ok
+
+
+def test_arrays_changed_under_their_manifest_are_a_problem(dep: Deployment) -> None:
+    """The manifest vouches for its arrays by sha256; the check did not compare them, so
+    another region's aggregates put into an artifact (users' arrays left alone) passed."""
+    us_dir = dep.config.region_dir("us")
+    version = current_version(us_dir) or ""
+    path = models_dir(us_dir) / version / ARRAYS
+    with np.load(path, allow_pickle=False) as held:
+        arrays = {name: held[name] for name in held.files}
+    name = next(n for n, a in arrays.items() if a.dtype.kind == "f" and a.size)
+    arrays[name] = arrays[name] + 1.0
+    with path.open("wb") as f:
+        np.savez(f, **arrays)
+    code, reports = lineage(dep)
+    assert code == 1
+    assert "does not match its manifest's sha256" in problems_of(reports, f"us/{version}")
+    assert all(r["ok"] for k, r in reports.items() if k != f"us/{version}")
 
 
 def test_after_an_erasure_the_snapshot_is_not_recomputable_but_not_a_failure(

@@ -39,6 +39,7 @@ from fyp.errors import ModelError
 from fyp.models.artifacts import (
     EventHasher,
     Manifest,
+    artifact_problem,
     current_version,
     hash_ids,
     list_versions,
@@ -174,6 +175,9 @@ class LineageVerifier:
                 rep.problems.append(unreadable[version])
                 continue
             manifest = manifests[version]
+            damaged = artifact_problem(region_dir, version, manifest)
+            if damaged is not None:  # what it holds is not what its manifest vouches for
+                rep.problems.append(damaged)
             try:
                 arrays = read_arrays(region_dir, version)
             except ModelError as exc:
