@@ -10,7 +10,15 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from fyp.audit.log import GENESIS, AuditLog, SQLStore, canonical_json, entry_hash, offers_sql
+from fyp.audit.log import (
+    GENESIS,
+    TRIGGERS,
+    AuditLog,
+    SQLStore,
+    canonical_json,
+    entry_hash,
+    offers_sql,
+)
 from fyp.cli.app import app
 from fyp.errors import ConfigError
 from fyp.regions.deployment import Deployment
@@ -29,13 +37,17 @@ def filled(d: Deployment, region: str = "us", n: int = 6) -> AuditLog:
     return log
 
 
-def tamper(d: Deployment, region: str, *statements: str) -> None:
-    """Raw SQL on the file, as someone holding it would: triggers dropped first."""
+def tamper(d: Deployment, region: str, *statements: str, guards_back: bool = True) -> None:
+    """Raw SQL on the file, as someone holding it would: triggers dropped first, and put
+    back after (a careful forger would; a dropped guard is itself a finding)."""
     conn = sqlite3.connect(store_path(d, region))
     conn.execute("DROP TRIGGER audit_log_no_update")
     conn.execute("DROP TRIGGER audit_log_no_delete")
     for sql in statements:
         conn.execute(sql)
+    if guards_back:
+        for sql in TRIGGERS.values():
+            conn.execute(sql)
     conn.commit()
     conn.close()
 
@@ -116,8 +128,28 @@ def test_edited_entry_is_found(deployment: Deployment) -> None:
         """UPDATE audit_log SET details = '{"k":3,"state":"rejected"}' WHERE seq = 4""",
     )
     report = log.verify()
-    assert not report.ok and not report.triggers
+    assert not report.ok and report.triggers
     assert [(p.seq, p.kind) for p in report.problems] == [(4, "edited")]
+
+
+def test_a_log_without_its_guards_or_its_head_fails(deployment: Deployment) -> None:
+    """Every migrated store has the append-only triggers and every append records the
+    head: either gone means someone went behind the log, and the check used to pass
+    (a note for the triggers, nothing for the head)."""
+    log = filled(deployment)
+    tamper(deployment, "us", guards_back=False)  # nothing changed but the guards
+    report = log.verify()
+    assert not report.triggers and [(p.seq, p.kind) for p in report.problems] == [(0, "unguarded")]
+    conn = sqlite3.connect(store_path(deployment, "us"))
+    for sql in [*TRIGGERS.values(), "DELETE FROM audit_head"]:  # guards back, head gone
+        conn.execute(sql)
+    conn.commit()
+    conn.close()
+    assert [(p.seq, p.kind) for p in log.verify().problems] == [(0, "headless")]
+    log.append("r", "verdict", "v9", {})  # the next append records the head again
+    assert log.verify().ok
+    empty = AuditLog(deployment.store("eu"))
+    assert empty.verify().ok  # a log nobody wrote has no head to miss
 
 
 def test_edited_and_rehashed_entry_breaks_the_next_link(deployment: Deployment) -> None:
@@ -215,6 +247,6 @@ def test_cli_verify_exits_non_zero_on_each_kind_of_tampering(tmp_path: Path) -> 
         assert (
             text.exit_code == 1
             and "problem" in text.output
-            and "triggers are missing" in text.output
+            and "unguarded" not in text.output  # the guards were put back
         )
         assert "region eu: 2 entries, chain intact" in text.output

@@ -105,6 +105,13 @@ def test_restore_never_brings_back_a_user_erased_after_the_backup(dep: Path) -> 
     # and a second restore of the same old backup still cannot bring u2 back
     Restorer(config, "us").run()
     assert "u2" not in users(dep, "us")
+    # nor one after the ledger was emptied by hand: the audit log (carried over the
+    # restore) records the erasure, and the ledger line is written back from it
+    ErasureLedger(config, "us").path.write_text("")
+    Restorer(config, "us").run()
+    assert "u2" not in users(dep, "us")
+    entry = ErasureLedger(config, "us").find("u2")
+    assert entry is not None and entry.receipt_id == receipt.receipt_id
 
 
 def test_a_restore_makes_the_two_sides_of_blocks_agree(dep: Path) -> None:

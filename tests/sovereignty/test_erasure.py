@@ -261,6 +261,36 @@ def test_reapply_after_a_restore_erases_again_without_a_new_ledger_entry(
     assert data.read_bytes() == b"user_id,video_id\nu0,v2\n"
 
 
+def test_a_ledger_cut_by_hand_is_found_and_written_back_from_the_audit_log(
+    dep: Deployment,
+) -> None:
+    """An audit review emptied a region's erasures.jsonl and restored a backup from
+    before an erasure: the user came back, and every check passed. The hash-chained
+    audit log records each erasure by the same pseudonym and receipt: `fyp audit
+    verify` now fails on the gap, and re-applying erasures writes it back first."""
+    receipt = Eraser(dep).erase(ANA)
+    process(dep)
+    root = str(dep.config.root)
+    assert cli("audit", "verify", root)[0] == 0
+    ledger = ErasureLedger(dep.config, "us")
+    ledger.path.write_text("")  # cut by hand
+    code, out = cli("audit", "verify", root, "--json")
+    assert code == 1
+    (us,) = [r for r in json.loads(out)["reports"] if r["region"] == "us"]
+    assert [p["kind"] for p in us["problems"]] == ["unledgered"]
+    assert receipt.receipt_id in us["problems"][0]["message"]
+    # a restore from before the erasure brings her back; re-applying finds her anyway
+    store = dep.store("us")
+    store.insert_user(User(user_id=ANA, home_region="us", created_at_ms=1, updated_at_ms=1))
+    plant_event(dep, "us", ANA)
+    assert reapply_erasures(dep, "us") == [receipt.receipt_id]
+    assert store.get_user(ANA) is None and verify_erasure(dep, ANA).ok
+    (entry,) = ledger.entries()
+    assert (entry.subject, entry.receipt_id) == (receipt.pseudonym, receipt.receipt_id)
+    assert cli("audit", "verify", root)[0] == 0
+    assert reapply_erasures(dep, "us") == [] and len(ledger.entries()) == 1
+
+
 def test_training_that_raced_an_erasure_is_caught_and_fixed(dep: Deployment) -> None:
     Eraser(dep).erase(ANA)
     process(dep)

@@ -126,6 +126,13 @@ def test_the_cli_moves_and_verify_proves_it_after_the_retrain(dep: Path) -> None
     assert json.loads(out)["status"] == "moved"
     code, out = cli("residency", "check", str(dep))
     assert code == 0, out
+    # the source's log records the move away, and its erasure ledger holds it
+    code, out = cli("audit", "verify", str(dep))
+    assert code == 0, out
+    ledger = ErasureLedger(load_config(dep), "us")
+    ledger.path.write_text("")  # cut by hand
+    code, out = cli("audit", "verify", str(dep), "--region", "us")
+    assert code == 1 and "a move away" in out, out
 
 
 KILLED_MOVE = """

@@ -227,7 +227,7 @@ def entry_hash(body: Mapping[str, Any]) -> str:
 @dataclass(frozen=True)
 class Problem:
     seq: int
-    kind: str  # edited | deleted | reordered | truncated | unreadable
+    kind: str  # edited | deleted | reordered | truncated | unreadable | unguarded | headless
     message: str
 
     def to_dict(self) -> dict[str, Any]:
@@ -440,6 +440,25 @@ class AuditLog:
         recorded = self.store.query(
             "SELECT seq, hash FROM audit_head WHERE region = ?", (self.region,)
         )
+        if rows and not recorded:  # every append records the head: someone removed it
+            problems.append(
+                Problem(
+                    0,
+                    "headless",
+                    "the recorded head (table audit_head) is missing: a cut-off tail would "
+                    "go unseen (pass --expect-head from an earlier run)",
+                )
+            )
+        triggers = self.triggers_present()
+        if not triggers:  # every migrated store has them: someone dropped them
+            problems.append(
+                Problem(
+                    0,
+                    "unguarded",
+                    "the append-only triggers of audit_log are missing: entries can be "
+                    "changed without an error (the chain above is still checked)",
+                )
+            )
         anchors = [("recorded head", f"{recorded[0][0]}:{recorded[0][1]}")] if recorded else []
         if expect_head:
             anchors.append(("expected head", expect_head))
@@ -450,7 +469,7 @@ class AuditLog:
             entries=len(rows),
             head_seq=head_seq,
             head_hash=head_hash,
-            triggers=self.triggers_present(),
+            triggers=triggers,
             problems=problems,
         )
 

@@ -116,13 +116,17 @@ def register(app: typer.Typer) -> None:
         as_json: bool = typer.Option(False, "--json", help="Print the reports as JSON."),
     ) -> None:
         """Verify each region's audit hash chain; exit 1 on any edited, deleted or
-        reordered entry."""
+        reordered entry, on a log whose append-only triggers or recorded head are gone, and
+        on an erasure or move it records that the region's erasure ledger lacks."""
         from fyp.audit.log import AuditLog
         from fyp.regions.deployment import Deployment
+        from fyp.sovereignty.ledger import ledger_problems
 
         with Deployment.open(directory) as d:
             regions = [region] if region else d.regions
             reports = [AuditLog(d.store(r)).verify(expect_head) for r in regions]
+            for rep in reports:  # and the erasure ledger holds what the log says it should
+                rep.problems += ledger_problems(d.config, d.store(rep.region), rep.region)
         if as_json:
             typer.echo(json.dumps({"reports": [r.to_dict() for r in reports]}, indent=2))
         else:
@@ -132,9 +136,8 @@ def register(app: typer.Typer) -> None:
                     f"region [bold]{rep.region}[/]: {rep.entries:,} entries, chain {state}, "
                     f"head {rep.head_seq}:{rep.head_hash}"
                 )
-                if not rep.triggers:
-                    console.print("  append-only triggers are missing (the chain still holds)")
                 for p in rep.problems:
-                    console.print(f"  entry {p.seq}: {p.kind}: {p.message}", markup=False)
+                    where = f"entry {p.seq}" if p.seq else "log"
+                    console.print(f"  {where}: {p.kind}: {p.message}", markup=False)
         if not all(r.ok for r in reports):
             raise typer.Exit(EXIT_PROBLEM)

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 import threading
 import time
 import uuid
@@ -54,7 +55,7 @@ from fyp.models.artifacts import (
 )
 from fyp.regions.deployment import Deployment
 from fyp.sovereignty import served_data
-from fyp.sovereignty.ledger import MOVE, ErasureLedger, user_pseudonym
+from fyp.sovereignty.ledger import MOVE, ErasureLedger, missing_from_ledger, user_pseudonym
 from fyp.sovereignty.region_keys import region_secret
 from fyp.sovereignty.remnants import (
     artifacts_naming,
@@ -67,6 +68,7 @@ from fyp.sovereignty.remnants import (
 )
 from fyp.storage.served_logs import ExternalServedLog
 
+log = logging.getLogger(__name__)
 EraseHook = Callable[[str, str], None]
 """Called as ``hook(region, user_id)`` after a user is erased (drop in-process caches)."""
 
@@ -480,6 +482,15 @@ def reapply_erasures(deployment: Deployment, region: str) -> list[str]:
     done: list[str] = []
     for home in deployment.regions:
         ledger = ErasureLedger(deployment.config, home)
+        # what the hash-chained log records and the ledger lost (cut by hand) counts too
+        lost = missing_from_ledger(deployment.config, deployment.store(home), home)
+        if lost:
+            log.warning(
+                f"region {home!r}: its erasure ledger lacked {len(lost)} erasure(s) or "
+                f"move(s) its audit log records (entries {', '.join(str(q) for q, _ in lost)}):"
+                " written back"
+            )
+            ledger.write_back(e for _, e in lost)
         for user_id in sorted(ledger.matching(named)):
             entry = ledger.find(user_id)
             if entry is None:  # pragma: no cover - matching() just found it

@@ -21,11 +21,15 @@ import json
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from fyp.config import DeploymentConfig
 from fyp.durable import append_durable
 from fyp.errors import StorageError
 from fyp.sovereignty.region_keys import region_secret
+
+if TYPE_CHECKING:
+    from fyp.audit.log import Problem
 
 LEDGER_FILE = "erasures.jsonl"
 
@@ -109,10 +113,18 @@ class ErasureLedger:
 
     def find(self, user_id: str, kind: str | None = None) -> LedgerEntry | None:
         """The latest entry for ``user_id`` (of ``kind``, if given), if the user was ever
-        erased here or moved away from here."""
+        erased here or moved away from here (by time: an entry written back from the
+        audit log comes after newer ones in the file)."""
         subject = self.subject(user_id)
         hits = [e for e in self.entries() if e.subject == subject and kind in (None, e.kind)]
-        return hits[-1] if hits else None
+        return max(reversed(hits), key=lambda e: e.erased_at_ms) if hits else None
+
+    def write_back(self, entries: Iterable[LedgerEntry]) -> None:
+        """Append entries the audit log vouches for (:func:`missing_from_ledger`)."""
+        lines = "".join(json.dumps(e.to_dict(), sort_keys=True) + "\n" for e in entries)
+        if lines:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            append_durable(self.path, lines)
 
     def matching(self, user_ids: Iterable[str], kind: str | None = None) -> set[str]:
         """Which of ``user_ids`` the ledger says were erased or moved away (of ``kind``,
@@ -139,3 +151,48 @@ def moved_into(config: DeploymentConfig, user_id: str, region: str, after_ms: in
         ):
             return True
     return False
+
+
+LOGGED = {"erase_user": ERASURE, "move_user_out": MOVE}
+"""The audit actions that each come with a ledger entry (same pseudonym, same region)."""
+
+
+def missing_from_ledger(
+    config: DeploymentConfig, store: object, region: str
+) -> list[tuple[int, LedgerEntry]]:
+    """The erasures and moves away the region's audit log records that its ledger lacks,
+    with the entry's seq: a ledger cut or emptied by hand, which a restore would otherwise
+    trust and bring the user back (an audit review did exactly that)."""
+    from fyp.audit.log import AuditLog
+
+    ledger = ErasureLedger(config, region)
+    held = {(e.subject, e.receipt_id) for e in ledger.entries()}
+    log = AuditLog(store)
+    missing: list[tuple[int, LedgerEntry]] = []
+    for action, kind in LOGGED.items():
+        for e in log.entries(action=action):
+            receipt = str(e.details.get("receipt_id") or e.details.get("move_id") or "")
+            if not receipt or (e.subject, receipt) in held:
+                continue
+            to = e.details.get("to") if kind == MOVE else None
+            entry = LedgerEntry(e.subject, receipt, e.ts_ms, kind, None if to is None else str(to))
+            missing.append((e.seq, entry))
+            held.add((e.subject, receipt))
+    return sorted(missing, key=lambda m: m[0])
+
+
+def ledger_problems(config: DeploymentConfig, store: object, region: str) -> list[Problem]:
+    """:func:`missing_from_ledger` as findings of ``fyp audit verify``."""
+    from fyp.audit.log import Problem
+
+    return [
+        Problem(
+            seq,
+            "unledgered",
+            f"entry {seq} records {'an erasure' if e.kind == ERASURE else 'a move away'} "
+            f"({e.receipt_id}) that the region's {LEDGER_FILE} lacks (cut by hand?): a "
+            "restore would bring the user back; `fyp erasure process` writes it back and "
+            "erases again",
+        )
+        for seq, e in missing_from_ledger(config, store, region)
+    ]

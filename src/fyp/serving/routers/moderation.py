@@ -18,6 +18,7 @@ from fyp.catalog.models import Region
 from fyp.serving.dependencies import AppState, state
 from fyp.serving.inputs import JsonBodyRoute, check_regions
 from fyp.serving.openapi import BODY, answers
+from fyp.sovereignty.ledger import ledger_problems
 
 router = APIRouter(prefix="/v1/moderation", tags=["moderation"], route_class=JsonBodyRoute)
 
@@ -190,6 +191,9 @@ async def verify_audit(
     ),
     s: AppState = Depends(state),
 ) -> dict[str, Any]:
-    """Walk the region's audit hash chain; ``ok`` is false on any tampering."""
+    """Walk the region's audit hash chain and check its erasure ledger against it; ``ok``
+    is false on any tampering (``fyp audit verify``)."""
     store = s.deployment.store(region)
-    return AuditLog(store).verify(expect_head).to_dict()
+    report = AuditLog(store).verify(expect_head)
+    report.problems += ledger_problems(s.deployment.config, store, region)
+    return report.to_dict()
