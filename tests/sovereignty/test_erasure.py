@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 import time
 from collections.abc import Iterator
 from dataclasses import replace
@@ -104,9 +105,16 @@ def test_delete_then_verify_is_pending_until_process_retrains(dep: Deployment) -
     code, text = cli("erasure", "verify", str(dep.config.root), ANA)
     assert code == 0 and "erased" in text
     assert all(r.ok for r in LineageVerifier(dep).verify())
-    # the whole body of the DELETE answer is accepted as the receipt too
+    # the whole body of the DELETE answer is accepted as the receipt too; it names her,
+    # so kept in the deployment directory it is a remnant (outside it, none)
     receipt_file.write_text(json.dumps(body), encoding="utf-8")
     code, report = verify_json(dep, "--receipt", str(receipt_file))
+    assert code == 1 and report["receipt"]["ok"], report
+    assert [(r["region"], r["kind"], r["where"]) for r in report["remnants"]] == [
+        ("-", "file", "receipt.json")
+    ]
+    kept = receipt_file.rename(dep.config.root.parent / "kept-receipt.json")
+    code, report = verify_json(dep, "--receipt", str(kept))
     assert code == 0 and report["receipt"]["ok"], report
 
 
@@ -259,6 +267,38 @@ def test_reapply_after_a_restore_erases_again_without_a_new_ledger_entry(
     assert reapply_erasures(dep, "us") == [receipt.receipt_id]
     assert verify_erasure(dep, ANA).ok
     assert data.read_bytes() == b"user_id,video_id\nu0,v2\n"
+
+
+def test_verify_reads_every_file_the_residency_scan_reads(dep: Deployment) -> None:
+    """An audit review left an erased user in a store copy at the deployment root, an
+    export there, a log line and a renamed export under regions/us/: `erasure verify`
+    said erased (it read CSV and JSON files under regions/ only) while `residency check`
+    flagged some of them."""
+    root = dep.config.root
+    with (
+        sqlite3.connect(root / "regions" / "us" / "store.sqlite") as live,
+        sqlite3.connect(root / "before.sqlite") as copy,
+    ):
+        live.backup(copy)  # WAL included
+    Eraser(dep).erase(ANA)
+    process(dep)
+    (root / "exports").mkdir()
+    (root / "exports" / "ana.json").write_text(json.dumps({"user_id": ANA, "likes": 3}))
+    logs = root / "regions" / "us" / "logs"
+    logs.mkdir()
+    (logs / "app.log").write_text(f"12:00 served page user_id={ANA} n=10\n")
+    (logs / "export.txt").write_text(f"[{ANA!r}, 'v1']")  # no field: only its bytes
+    found = {(r.region, r.kind, r.where) for r in verify_erasure(dep, ANA).remnants}
+    assert found == {
+        ("-", "file", "before.sqlite"),
+        ("-", "file", "exports/ana.json"),
+        ("us", "file", "logs/app.log"),
+        ("us", "file_bytes", "logs/export.txt"),
+    }
+    for path in (root / "before.sqlite", root / "exports" / "ana.json", logs / "app.log"):
+        path.unlink()
+    (logs / "export.txt").unlink()
+    assert verify_erasure(dep, ANA).ok
 
 
 def test_a_ledger_cut_by_hand_is_found_and_written_back_from_the_audit_log(

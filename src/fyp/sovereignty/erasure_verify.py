@@ -8,7 +8,11 @@ Checked in every region, not only the one the user was homed in:
   enough that finding it means something (not all digits, at least 6 characters):
   deleted rows must not linger in free pages;
 - every artifact version's id arrays (vectors, learned-from list, creators);
-- held-out data files under ``regions/<r>/`` (CSV ``user_id`` columns, JSON lines);
+- every other file under ``regions/<r>/`` (but the ledger, models and secrets) and in the
+  deployment directory outside the regions' (a store copied to the root, an export left
+  there), read as the residency scan reads files (CSV user columns, JSON person fields,
+  ``user_id=`` pairs in any text such as a log), else by their bytes for a distinctive id
+  (region ``-`` outside the regions); archives (``.zip``) are not opened;
 - plaintext copies under ``regions/<r>/``: any other SQLite file (person columns, and
   its bytes as above) and ``.npz`` arrays outside ``models/`` — the staging directories
   of backups, restores and residency scans among them: a run killed mid-way leaves its
@@ -30,6 +34,7 @@ re-applies every erasure in the ledger (:func:`fyp.sovereignty.erasure.reapply_e
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,14 +47,15 @@ from fyp.sovereignty.ledger import ERASURE, MOVE, ErasureLedger, user_pseudonym
 from fyp.sovereignty.quarantine import WHY, in_quarantine, quarantined, why
 from fyp.sovereignty.region_data import store_companions
 from fyp.sovereignty.remnants import (
+    SKIPPED_FILES,
     SQLITE_MAGIC,
     artifacts_naming,
     copies,
     copy_hits,
-    file_hits,
-    region_files,
+    region_walk,
     store_hits,
 )
+from fyp.sovereignty.residency_readers import file_names
 
 MIN_SCANNABLE_ID = 6
 SCAN_CHUNK = 1 << 22
@@ -58,7 +64,8 @@ SCAN_CHUNK = 1 << 22
 @dataclass(frozen=True)
 class Remnant:
     region: str
-    # store | store_bytes | artifact | file | copy (| copy_bytes) | quarantine | served_log
+    # store | store_bytes | artifact | file (| file_bytes) | copy (| copy_bytes) | quarantine
+    # | served_log
     kind: str
     where: str
     count: int
@@ -236,11 +243,52 @@ def region_remnants(
             arrays = [a for a in arrays if a != "creator_ids"]
         if arrays:
             out.append(Remnant(region, "artifact", f"models/{version}: {', '.join(arrays)}", 1))
-    for path in region_files(region_dir):
-        n = file_hits(path, user_id)
-        if n:
-            out.append(Remnant(region, "file", str(path.relative_to(region_dir)), n))
+    listed = {p.resolve() for p in copies(region_dir, live)}  # read as copies above
+    others = (
+        path
+        for path in region_walk(region_dir)
+        if path.resolve() not in live | listed
+        and path.name not in SKIPPED_FILES
+        and not in_quarantine(region_dir, path)
+    )
+    out += file_remnants(region, region_dir, others, user_id, scannable, creators)
     return out
+
+
+def file_remnants(
+    region: str,
+    base: Path,
+    paths: Iterable[Path],
+    user_id: str,
+    scannable: bool,
+    creators: bool = True,
+) -> list[Remnant]:
+    """Files naming the user as the residency scan reads them (a SQLite file's person
+    columns, arrays, a CSV's user columns, a JSON document's person fields, ``user_id=``
+    pairs in any text, e.g. a log), else, for a distinctive id, by their bytes (an
+    export renamed ``.txt``). A ``.zip`` or other archive is not opened."""
+    out: list[Remnant] = []
+    for path in paths:
+        rel = path.relative_to(base).as_posix()
+        n = sum(
+            counts.get(user_id, 0)
+            for where, cls, counts in file_names(path)
+            if cls not in ("pseudonym", "unreadable") and (creators or "creator" not in where)
+        )
+        if n:
+            out.append(Remnant(region, "file", rel, n))
+        elif scannable and (n := bytes_found(path, user_id.encode())):
+            out.append(Remnant(region, "file_bytes", rel, n))
+    return out
+
+
+def outside_remnants(deployment: Deployment, user_id: str, scannable: bool) -> list[Remnant]:
+    """Files of the deployment directory outside every region's (a store copied to the
+    root, an export left there): the residency scan's unowned files, region ``-``."""
+    from fyp.sovereignty.residency import unowned_files  # it builds on this module
+
+    config = deployment.config
+    return file_remnants("-", config.root, unowned_files(config), user_id, scannable)
 
 
 def verify_erasure(
@@ -277,6 +325,7 @@ def verify_erasure(
         for rid, deadline in pending_retrains(config.region_dir(region)).items():
             if rid in receipts:
                 report.pending[rid] = deadline
+    report.remnants += outside_remnants(deployment, user_id, scannable)
     for region, where, keys in served_data.remnants(deployment, user_id):
         report.remnants.append(Remnant(region, "served_log", where, keys))
     if receipt is not None:

@@ -353,7 +353,7 @@ def without_user(
 
 
 # -- files -----------------------------------------------------------------------
-def _walk(region_dir: Path) -> Iterator[Path]:
+def region_walk(region_dir: Path) -> Iterator[Path]:
     """Every file under a region's directory but its models and secrets."""
     if not region_dir.is_dir():
         return
@@ -366,7 +366,7 @@ def _walk(region_dir: Path) -> Iterator[Path]:
 
 def region_files(region_dir: Path) -> Iterator[Path]:
     """Data files under a region's directory that may hold user ids (not store or models)."""
-    for path in _walk(region_dir):
+    for path in region_walk(region_dir):
         if path.name.endswith(SCANNED_SUFFIXES) and path.name not in SKIPPED_FILES:
             yield path
 
@@ -379,7 +379,7 @@ def copies(region_dir: Path, live: set[Path]) -> Iterator[Path]:
     than the live store (``live``: its files, resolved) and ``.npz`` arrays outside
     ``models/`` — a backup's, restore's or scan's staging directory (a killed run's stays
     until the next backup or ``fyp erasure process`` removes it), or a copy left by hand."""
-    for path in _walk(region_dir):
+    for path in region_walk(region_dir):
         if path.resolve() in live or path.is_symlink():
             continue
         if path.suffix == ".npz":

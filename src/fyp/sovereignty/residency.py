@@ -36,10 +36,11 @@ documented exception: a video published in several regions names its creator.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import sqlite3
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -515,28 +516,34 @@ class ResidencyScanner:
     def _scan_unowned(self) -> list[Finding]:
         """Files of the deployment directory that belong to no region: any user there
         is outside their home region."""
-        cfg = self.config
-        root = cfg.root.resolve()
-        # declared regions own their directories; anything else under regions/ (a
-        # directory of a region the config no longer declares) is scanned as unowned
-        owned: set[Path] = {(root / CONFIG_FILE).resolve()}
-        for name in cfg.region_names:
-            owned.add(cfg.region_dir(name).resolve())
-            if name not in self._servers:
-                owned |= {p.resolve() for p in store_companions(store_file(cfg, name))}
-            for url in cfg.region(name).backup_targets:
-                path = backup_target_path(root, url)
-                if path is not None:
-                    owned.add(path)
         found: list[Finding] = []
         scan = RegionScan("-")
-        for dirpath, dirs, files in os.walk(root):
-            here = Path(dirpath)
-            dirs[:] = sorted(d for d in dirs if (here / d).resolve() not in owned)
-            for name in sorted(files):
-                path = here / name
-                if path.resolve() in owned:
-                    continue
-                where = f"{path.relative_to(root).as_posix()}: "
-                found += self.classify("-", "file", where, file_names(path), scan)
+        for path in unowned_files(self.config):
+            where = f"{path.relative_to(self.config.root).as_posix()}: "
+            found += self.classify("-", "file", where, file_names(path), scan)
         return found
+
+
+def unowned_files(cfg: DeploymentConfig) -> Iterator[Path]:
+    """Files of the deployment directory that belong to no region (not its config, a
+    region's directory, a region's SQLite store file, or a backup target): a store
+    copied to the root, an export left there."""
+    root = cfg.root.resolve()
+    # declared regions own their directories; anything else under regions/ (a
+    # directory of a region the config no longer declares) is unowned
+    owned: set[Path] = {(root / CONFIG_FILE).resolve()}
+    for name in cfg.region_names:
+        owned.add(cfg.region_dir(name).resolve())
+        with contextlib.suppress(ConfigError):  # on a database server: no file here
+            owned |= {p.resolve() for p in store_companions(store_file(cfg, name))}
+        for url in cfg.region(name).backup_targets:
+            path = backup_target_path(root, url)
+            if path is not None:
+                owned.add(path)
+    for dirpath, dirs, files in os.walk(cfg.root):
+        here = Path(dirpath)
+        dirs[:] = sorted(d for d in dirs if (here / d).resolve() not in owned)
+        for name in sorted(files):
+            path = here / name
+            if path.resolve() not in owned:
+                yield path
