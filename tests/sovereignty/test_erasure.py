@@ -269,6 +269,36 @@ def test_reapply_after_a_restore_erases_again_without_a_new_ledger_entry(
     assert data.read_bytes() == b"user_id,video_id\nu0,v2\n"
 
 
+def test_an_unwritable_receipt_path_never_loses_the_receipt(
+    dep: Deployment, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`fyp erasure erase --receipt` to a path it could not write erased the user, then
+    failed with a traceback: the receipt, which only that erasure can make, was lost.
+    Now a path that cannot be written is refused before anything is erased, and a write
+    that fails after is an error with the receipt printed."""
+    root = str(dep.config.root)
+    for bad in (tmp_path / "nowhere" / "r.json", tmp_path):
+        result = runner.invoke(app, ["erasure", "erase", root, ANA, "--receipt", str(bad)])
+        assert result.exit_code == 2 and "--receipt" in result.output, result.output
+        assert result.exception is None or isinstance(result.exception, SystemExit)
+    assert dep.store("us").get_user(ANA) is not None  # nothing erased
+    target = tmp_path / "r.json"
+    real = Path.write_text
+
+    def full_disk(self: Path, *args: Any, **kwargs: Any) -> int:
+        if self == target:
+            raise OSError(28, "No space left on device")
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "write_text", full_disk)
+    result = runner.invoke(app, ["erasure", "erase", root, ANA, "--receipt", str(target)])
+    assert result.exit_code == 3, result.output
+    assert "the user is erased, but its receipt could not be written" in result.output
+    printed = json.loads(result.stdout[: result.stdout.rindex("}") + 1])
+    assert receipt_signature_ok(dep, Receipt.from_dict(printed))
+    assert dep.store("us").get_user(ANA) is None
+
+
 def test_verify_reads_every_file_the_residency_scan_reads(dep: Deployment) -> None:
     """An audit review left an erased user in a store copy at the deployment root, an
     export there, a log line and a renamed export under regions/us/: `erasure verify`

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -11,12 +12,21 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from fyp.cli.app import WaitOpt, console, scheduled_run
-from fyp.errors import InvalidRequest
+from fyp.cli.app import WaitOpt, console, fail, scheduled_run
+from fyp.errors import InvalidRequest, StorageError
 
 DirArg = typer.Argument(..., help="Deployment directory (holds fyp.toml).")
 EXIT_PROBLEM = 1
 JsonOpt = typer.Option(False, "--json", help="Print a machine-readable report.")
+
+
+def _refuse_unwritable(path: Path) -> None:
+    """InvalidRequest unless a file can be written at ``path``."""
+    target = path if path.exists() else path.parent
+    if path.is_dir() or not (target.is_file() or target.is_dir()):
+        raise fail(InvalidRequest(f"--receipt {path}: not a file in an existing directory"))
+    if not os.access(target, os.W_OK):
+        raise fail(InvalidRequest(f"--receipt {path}: not writable"))
 
 
 def register(app: typer.Typer) -> None:
@@ -95,12 +105,22 @@ def register(app: typer.Typer) -> None:
         from fyp.catalog.service import Catalog
         from fyp.regions.deployment import Deployment
 
+        if receipt_out is not None:  # before the erasure: its receipt can be made only once
+            _refuse_unwritable(receipt_out)
         with Deployment.open(directory) as d:
             receipt = Catalog(d).erase_user(user, "cli:fyp erasure erase")
         text = json.dumps(receipt.to_dict(), indent=2)
+        typer.echo(text)  # first: whatever happens to the file, the receipt is out
         if receipt_out is not None:
-            receipt_out.write_text(text + "\n", encoding="utf-8")
-        typer.echo(text)
+            try:
+                receipt_out.write_text(text + "\n", encoding="utf-8")
+            except OSError as exc:
+                raise fail(
+                    StorageError(
+                        f"the user is erased, but its receipt could not be written to "
+                        f"{receipt_out} ({exc.strerror or exc}): it is printed above"
+                    )
+                ) from None
 
     @erasure.command("process")
     def process(
