@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import threading
 import unicodedata
 
 import pytest
@@ -38,6 +39,46 @@ def holders(d: Deployment, video_id: str) -> list[str]:
 
 
 # -- users ----------------------------------------------------------------------------
+
+
+def test_one_id_created_in_two_regions_at_once_gets_one_home(deployment: Deployment) -> None:
+    """Two workers creating one id, one in us and one in eu, both found it free and both
+    inserted it (3 of 60 tries in a chaos test): a user with two homes. The check and
+    the insert now hold one lock of the deployment directory: the second waits for the
+    first to commit, then finds the id taken."""
+    inside, go = threading.Event(), threading.Event()
+    first = Catalog(deployment)
+    us = deployment.store("us")
+    real = us.insert_user
+
+    def slow_insert(user: User) -> None:  # the first creator, stopped after its check
+        inside.set()
+        assert go.wait(10)
+        real(user)
+
+    us.insert_user = slow_insert  # type: ignore[method-assign]
+    outcome: dict[str, object] = {}
+
+    def create(name: str, catalog: Catalog, region: str) -> None:
+        try:
+            outcome[name] = catalog.create_user(UserIn(user_id="twin", home_region=region))
+        except AlreadyExists as exc:
+            outcome[name] = exc
+
+    with Deployment.open(deployment.config.root) as other:  # another process's
+        a = threading.Thread(target=create, args=("a", first, "us"))
+        a.start()
+        assert inside.wait(10)
+        b = threading.Thread(target=create, args=("b", Catalog(other), "eu"))
+        b.start()
+        b.join(0.5)
+        assert b.is_alive()  # waiting for the first to finish
+        go.set()
+        a.join(10)
+        b.join(10)
+        assert isinstance(outcome["a"], User) and isinstance(outcome["b"], AlreadyExists)
+        assert other.store("eu").get_user("twin") is None
+    assert deployment.locate_users(["twin"], fresh=True) == {"twin": "us"}
 
 
 def test_create_user_writes_only_to_the_home_region(

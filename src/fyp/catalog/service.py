@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from fyp.catalog.models import User, UserIn, UserPatch, Video, VideoIn, VideoPatch, now_ms
 from fyp.errors import AlreadyExists, UnknownUser, UnknownVideo, ValidationFailed
+from fyp.filelock import open_locked, unlock
 from fyp.moderation.service import video_changed, video_removed
 from fyp.regions.deployment import Deployment
 from fyp.sovereignty.consent_log import record_consent_changes
@@ -21,6 +22,8 @@ if TYPE_CHECKING:
 
 API_ACTOR = "api"
 """Who the audit log names for a change made without an API key (library use)."""
+USERS_LOCK = ".users.lock"
+"""In the deployment directory: held while a new user's id is checked and inserted."""
 
 
 class Catalog:
@@ -35,18 +38,25 @@ class Catalog:
         region's audit log (``consent.change``, by ``actor``) in the same transaction."""
         d = self.deployment
         store = d.store(data.home_region)  # UnknownRegion if not declared
-        if d.locate_users([data.user_id], fresh=True):  # not a route to a user erased since
-            raise AlreadyExists(f"user {data.user_id!r} already exists", user_id=data.user_id)
-        t = now_ms()
-        fields = data.model_dump()
-        fields["consents"] = fields["consents"] or {}
-        fields["attributes"] = fields["attributes"] or {}
-        user = User(**fields, created_at_ms=t, updated_at_ms=t)
-        with store.transaction():
-            store.insert_user(user)
-            record_consent_changes(
-                d, user.home_region, user.user_id, None, user.consents, actor, created=True
-            )
+        # the check and the insert under one lock of the deployment directory: two workers
+        # (or hosts, or the CLI beside a server) creating one id in two regions at once
+        # both found it free and both inserted it, a user with two homes
+        fd = open_locked(d.config.root / USERS_LOCK)
+        try:
+            if d.locate_users([data.user_id], fresh=True):  # not a route to one erased since
+                raise AlreadyExists(f"user {data.user_id!r} already exists", user_id=data.user_id)
+            t = now_ms()
+            fields = data.model_dump()
+            fields["consents"] = fields["consents"] or {}
+            fields["attributes"] = fields["attributes"] or {}
+            user = User(**fields, created_at_ms=t, updated_at_ms=t)
+            with store.transaction():
+                store.insert_user(user)
+                record_consent_changes(
+                    d, user.home_region, user.user_id, None, user.consents, actor, created=True
+                )
+        finally:
+            unlock(fd)
         return user
 
     def get_user(self, user_id: str) -> User:
