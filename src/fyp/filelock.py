@@ -44,9 +44,15 @@ def open_locked(path: Path) -> int:
     return fd
 
 
-def try_open_locked(path: Path) -> int | None:
-    """:func:`open_locked` without waiting: None when another open file holds the lock."""
-    fd = _open(path)
+def try_open_locked(path: Path, create: bool = True) -> int | None:
+    """:func:`open_locked` without waiting: None when another open file holds the lock
+    (or, not ``create``, when there is no such file)."""
+    try:
+        fd = _open(path) if create else os.open(path, os.O_RDWR)
+    except FileNotFoundError:
+        if create:
+            raise
+        return None
     try:
         if try_lock(fd):
             return fd

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import replace
@@ -38,6 +41,7 @@ from fyp.sovereignty.erasure_process import process
 from fyp.sovereignty.erasure_verify import verify_erasure
 from fyp.sovereignty.ledger import ErasureLedger, user_pseudonym
 from fyp.sovereignty.lineage import LineageVerifier
+from fyp.sovereignty.scheduler import ErasureScheduler
 
 ANA = "ana-erase-me"
 runner = CliRunner()
@@ -297,6 +301,44 @@ def test_an_unwritable_receipt_path_never_loses_the_receipt(
     printed = json.loads(result.stdout[: result.stdout.rindex("}") + 1])
     assert receipt_signature_ok(dep, Receipt.from_dict(printed))
     assert dep.store("us").get_user(ANA) is None
+
+
+KILLED_ERASURE = """
+import os, signal, sys
+from fyp.sovereignty import erasure
+erasure.Eraser.remove_from_store = lambda *a, **k: os.kill(os.getpid(), signal.SIGKILL)
+sys.argv = ["fyp", *sys.argv[1:]]
+from fyp.cli import main
+main()
+"""
+
+
+def test_an_erasure_killed_part_way_is_finished_by_the_next_open(dep: Deployment) -> None:
+    """A server killed while a DELETE waited left the ledger entry and every row of the
+    user, served on until someone ran `fyp erasure process` by hand (chaos test). The
+    erasure's mark, left with its lock free, makes the next open finish it, and the
+    server's erasure schedule due at once."""
+    root = dep.config.root
+    run = subprocess.run(
+        [sys.executable, "-c", KILLED_ERASURE, "erasure", "erase", str(root), ANA],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+        timeout=120,
+    )
+    assert run.returncode == -9, run.stdout + run.stderr
+    (mark,) = (root / "regions" / "us" / ".erasing").glob("*.json")
+    entry = ErasureLedger(dep.config, "us").find(ANA)
+    assert entry is not None and mark.stem == entry.receipt_id
+    assert dep.store("us").get_user(ANA) is not None  # killed before her rows went
+    assert [r.kind for r in verify_erasure(dep, ANA).remnants].count("file") == 1  # the mark
+    assert ErasureScheduler(load_config(root)).due()
+    with Deployment.open(root) as again:  # any open: a server's start, a command
+        assert again.store("us").get_user(ANA) is None
+    assert not mark.exists() and not ErasureScheduler(load_config(root)).due()
+    process(dep)
+    assert verify_erasure(dep, ANA).ok
+    assert len(ErasureLedger(dep.config, "us").entries()) == 1  # the same erasure, once
 
 
 def test_verify_reads_every_file_the_residency_scan_reads(dep: Deployment) -> None:

@@ -42,6 +42,7 @@ from fyp.errors import (
     StorageError,
     UnknownUser,
 )
+from fyp.sovereignty.erasure_journal import ERASING_DIR
 from fyp.sovereignty.move_journal import JOURNAL_DIR
 from fyp.sovereignty.staging import PENDING_RESTORE
 from fyp.storage import Store, open_store
@@ -71,8 +72,8 @@ class Deployment:
         (``fyp.storage.open_store``). Unless told not to (a restore doing it itself),
         first finishes any restore that stopped before re-applying erasures, so restored
         data with erased users in it is never served (:mod:`fyp.sovereignty.restore`);
-        then finishes the moves a killed process left (unless told not to: ``fyp user
-        move`` finishes its own, to print the receipt)."""
+        then finishes the moves and erasures a killed process left (unless told not to:
+        ``fyp user move`` finishes its own, to print the receipt)."""
         self.config = config
         self.stores: dict[str, Store] = {}
         self.served_logs: dict[str, ServedLog] = {}
@@ -100,6 +101,12 @@ class Deployment:
                 from fyp.sovereignty import move
 
                 move.finish_moves(self)  # moves a killed process left unfinished
+            if finish_moves and any(
+                (config.region_dir(r) / ERASING_DIR).is_dir() for r in config.regions
+            ):
+                from fyp.sovereignty.erasure_journal import finish_erasures
+
+                finish_erasures(self)  # erasures a killed process left part-way
         except BaseException:
             self.close()
             raise

@@ -55,6 +55,7 @@ from fyp.models.artifacts import (
 )
 from fyp.regions.deployment import Deployment
 from fyp.sovereignty import served_data
+from fyp.sovereignty.erasure_journal import Erasing, ErasureMark
 from fyp.sovereignty.ledger import MOVE, ErasureLedger, missing_from_ledger, user_pseudonym
 from fyp.sovereignty.region_keys import region_secret
 from fyp.sovereignty.remnants import (
@@ -228,10 +229,12 @@ class Eraser:
         region = self.deployment.homed_region(user_id)  # moved or erased elsewhere since?
         receipt_id = "er_" + uuid.uuid4().hex
         t = now_ms()
-        # the ledger first: a crash half-way leaves a ledger entry that `fyp erasure
-        # process` re-applies, never a half-erased user nobody knows about
-        ErasureLedger(self.deployment.config, region).record(user_id, receipt_id, t)
-        return self._erase(user_id, region, receipt_id, t, reapplied=False, actor=actor)
+        # marked under way, then the ledger first: a crash half-way leaves a mark the next
+        # open finishes (fyp.sovereignty.erasure_journal) and a ledger entry that restores
+        # and `fyp erasure process` re-apply, never a half-erased user nobody knows about
+        with ErasureMark(self.deployment.config, Erasing(user_id, region, receipt_id, t)):
+            ErasureLedger(self.deployment.config, region).record(user_id, receipt_id, t)
+            return self._erase(user_id, region, receipt_id, t, reapplied=False, actor=actor)
 
     def reapply(
         self, user_id: str, region: str, receipt_id: str, erased_at_ms: int | None = None
@@ -240,7 +243,8 @@ class Eraser:
         Given the original ``erased_at_ms``, the retrain deadline stays what the first
         erasure promised: a late restore does not stretch it."""
         t = now_ms() if erased_at_ms is None else erased_at_ms
-        return self._erase(user_id, region, receipt_id, t, reapplied=True)
+        with ErasureMark(self.deployment.config, Erasing(user_id, region, receipt_id, t)):
+            return self._erase(user_id, region, receipt_id, t, reapplied=True)
 
     def _erase(
         self,

@@ -20,6 +20,7 @@ from collections.abc import Callable
 
 from fyp.config import DeploymentConfig
 from fyp.regions.background import ChildScheduler, schedule_lock
+from fyp.sovereignty.erasure_journal import stopped_marks
 from fyp.sovereignty.erasure_process import pending_retrains
 
 log = logging.getLogger("fyp.background")
@@ -42,9 +43,11 @@ class ErasureScheduler(ChildScheduler):
         self.consent_deadline = consent_deadline
 
     def due(self, now_ms: int | None = None) -> bool:
-        """Whether some region's earliest pending deadline (an erasure's, or a consent
-        withdrawal's) is within half the window."""
+        """Whether an erasure stopped part-way, or some region's earliest pending deadline
+        (an erasure's, or a consent withdrawal's) is within half the window."""
         now = time.time_ns() // 1_000_000 if now_ms is None else now_ms
+        if stopped_marks(self.config):  # an erasure cut short: its process opens and ends it
+            return True
         for region in self.config.region_names:
             deadlines = [*pending_retrains(self.config.region_dir(region)).values()]
             withdrawn = self._consent_due(region)
