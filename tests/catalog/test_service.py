@@ -134,11 +134,11 @@ def test_user_removed_behind_the_catalogs_back_is_unknown(
 def test_update_user(catalog: Catalog, deployment: Deployment) -> None:
     created = catalog.create_user(UserIn(user_id="u1", home_region="eu", country="FR"))
     updated = catalog.update_user(
-        "u1", UserPatch(language="fr", consents={"personalised": False}, attributes={"k": 1})
+        "u1", UserPatch(language="fr", consents={"ads": False}, attributes={"k": 1})
     )
     assert updated.country == "FR"  # untouched fields are kept
     assert updated.language == "fr"
-    assert updated.consents == {"personalised": False}
+    assert updated.consents == {"ads": False}
     assert updated.attributes == {"k": 1}
     assert updated.home_region == "eu"
     assert updated.created_at_ms == created.created_at_ms

@@ -116,6 +116,24 @@ def test_malformed_json_is_400(client: TestClient) -> None:
     assert_error(resp, 400, "invalid_request")
 
 
+def test_a_misspelt_consent_or_a_word_for_a_boolean_is_refused(client: TestClient) -> None:
+    """`personalized_feed` (US spelling) was stored, 201, and honoured by nothing: the
+    feed stayed personalised; "no" was read as false. Both are 422 now, and nothing is
+    written; an app's own key is still kept."""
+    body = {"user_id": "u9", "home_region": "us", "consents": {"personalized_feed": False}}
+    resp = client.post("/v1/users", json=body)
+    assert_error(resp, 422, "validation_failed")
+    assert "did you mean 'personalised_feed'?" in resp.json()["error"]["message"]
+    assert client.get("/v1/users/u9").status_code == 404
+    create_user(client, "u9", "us")
+    for consents in ({"model_trainng": False}, {"personalised_feed": "no"}, {"ads": 0}):
+        resp = client.patch("/v1/users/u9", json={"consents": consents})
+        assert_error(resp, 422, "validation_failed")
+    assert client.get("/v1/users/u9").json()["consents"] == {}
+    resp = client.patch("/v1/users/u9", json={"consents": {"personalised_feed": False}})
+    assert resp.status_code == 200 and resp.json()["consents"] == {"personalised_feed": False}
+
+
 def test_patch_user(client: TestClient) -> None:
     created = create_user(client, "u1", "eu", country="FR")
     resp = client.patch("/v1/users/u1", json={"language": "fr", "consents": {"ads": False}})

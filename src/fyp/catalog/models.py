@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import math
 import time
 import unicodedata
@@ -12,6 +13,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    StrictBool,
     StringConstraints,
     model_validator,
 )
@@ -81,6 +83,25 @@ def _attributes(value: dict[str, Any]) -> dict[str, Any]:
 
 
 Attributes = Annotated[dict[str, Any], AfterValidator(_attributes)]
+
+
+def _consents(value: dict[str, bool]) -> dict[str, bool]:
+    """A key that nearly spells one fyp honours is a mistake: ``personalized_feed`` was
+    stored and honoured by nothing, so the user's choice silently did not hold. Keys of
+    the app's own (``ads``) are kept, each change on record like any consent's."""
+    from fyp.regions.consent import KEYS
+
+    for key in value:
+        close = difflib.get_close_matches(key, KEYS, n=1, cutoff=0.8)
+        if key not in KEYS and close:
+            raise ValueError(
+                f"unknown consent {key!r}: did you mean {close[0]!r}? (fyp honours "
+                f"{', '.join(KEYS)}; other keys are the app's own, stored as given)"
+            )
+    return value
+
+
+Consents = Annotated[dict[Short, StrictBool], AfterValidator(_consents)]
 Label = Annotated[str, StringConstraints(max_length=100)]
 Labels = Annotated[list[Label], AfterValidator(_unique)]
 Hashtags = Annotated[list[Label], AfterValidator(_hashtags)]
@@ -105,12 +126,14 @@ class UserPatch(BaseModel):
     birth_year: int | None = Field(default=None, ge=1900, le=CURRENT_YEAR)
     country: Short | None = None
     language: Short | None = None
-    consents: dict[Short, bool] | None = Field(
+    consents: Consents | None = Field(
         default=None,
         description="What the user consented to (true) or refused (false), by key; a key "
         "not recorded takes the home region's default (`[regions.NAME.policy.consent]`). "
         "`personalised_feed`: false serves the feed not based on profiling (the page says "
-        "`personalised: false`), from the very next page. null clears every key.",
+        "`personalised: false`), from the very next page. null clears every key. Values "
+        "are JSON booleans; a key that nearly spells one fyp honours (`personalized_feed`) "
+        "is refused (422), other keys are the app's own, kept as given.",
     )
     attributes: Attributes | None = None
 
@@ -121,6 +144,7 @@ class UserIn(UserPatch):
 
 
 class User(UserIn):
+    consents: dict[Short, bool] | None = None  # as stored (a key since retired stays readable)
     created_at_ms: int
     updated_at_ms: int
 
