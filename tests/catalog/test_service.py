@@ -19,6 +19,7 @@ from fyp.errors import (
     UnknownVideo,
     ValidationFailed,
 )
+from fyp.moderation.service import cell
 from fyp.regions.deployment import Deployment
 from fyp.storage import ErasedCounts, EventRow, LabelRow
 
@@ -221,6 +222,30 @@ def test_video_published_to_two_regions_is_in_both_stores(
         assert catalog.get_video("v1", region) == video
     assert catalog.get_video("v1") == video
     assert deployment.locate_video("v1") == ["us", "eu"]
+
+
+def test_a_retry_completes_a_publish_killed_part_way(
+    catalog: Catalog, deployment: Deployment
+) -> None:
+    """A publish to us and eu killed between the two inserts left the video in us only,
+    with no moderation row; the retry answered 409, and nothing reported or fixed it
+    (chaos test). Asking for exactly that video again now completes it; anything else
+    with its id is still taken."""
+    wanted = video_in("v1", ["us", "eu"], caption="晚饭后 #健身")
+    t = 1_700_000_000_000
+    deployment.store("us").insert_video(
+        Video(**wanted.model_dump(), created_at_ms=t, updated_at_ms=t)
+    )  # what the killed publish wrote
+    with pytest.raises(AlreadyExists):  # another caption under the id: not a retry
+        catalog.create_video(video_in("v1", ["us", "eu"], caption="other"))
+    with pytest.raises(AlreadyExists):  # nor a publish to fewer regions
+        catalog.create_video(video_in("v1", ["us"], caption="晚饭后 #健身"))
+    video = catalog.create_video(wanted)
+    assert holders(deployment, "v1") == ["us", "eu"]
+    assert video.created_at_ms == t and deployment.store("eu").get_video("v1") == video
+    assert cell(deployment.store("eu")).mod.states(["v1"])["v1"][0] == "pending"
+    with pytest.raises(AlreadyExists):  # whole now: a second retry is a duplicate
+        catalog.create_video(wanted)
 
 
 def test_video_in_one_region_only(catalog: Catalog, deployment: Deployment) -> None:

@@ -7,6 +7,8 @@ reference to a person is the creator's id.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from fyp.catalog.models import User, UserIn, UserPatch, Video, VideoIn, VideoPatch, now_ms
@@ -24,6 +26,17 @@ API_ACTOR = "api"
 """Who the audit log names for a change made without an API key (library use)."""
 USERS_LOCK = ".users.lock"
 """In the deployment directory: held while a new user's id is checked and inserted."""
+VIDEOS_LOCK = ".videos.lock"
+"""The same for a new video (and a retry completing a half-published one)."""
+
+
+@contextmanager
+def _held(deployment: Deployment, name: str) -> Iterator[None]:
+    fd = open_locked(deployment.config.root / name)
+    try:
+        yield
+    finally:
+        unlock(fd)
 
 
 class Catalog:
@@ -41,8 +54,7 @@ class Catalog:
         # the check and the insert under one lock of the deployment directory: two workers
         # (or hosts, or the CLI beside a server) creating one id in two regions at once
         # both found it free and both inserted it, a user with two homes
-        fd = open_locked(d.config.root / USERS_LOCK)
-        try:
+        with _held(d, USERS_LOCK):
             if d.locate_users([data.user_id], fresh=True):  # not a route to one erased since
                 raise AlreadyExists(f"user {data.user_id!r} already exists", user_id=data.user_id)
             t = now_ms()
@@ -55,8 +67,6 @@ class Catalog:
                 record_consent_changes(
                     d, user.home_region, user.user_id, None, user.consents, actor, created=True
                 )
-        finally:
-            unlock(fd)
         return user
 
     def get_user(self, user_id: str) -> User:
@@ -118,26 +128,45 @@ class Catalog:
     # -- videos ---------------------------------------------------------------
     def create_video(self, data: VideoIn) -> Video:
         _no_import_marker(data.attributes)
-        d = self.deployment
         for region in data.regions:
-            d.store(region)
-        if d.locate_video(data.video_id):
+            self.deployment.store(region)
+        with _held(self.deployment, VIDEOS_LOCK):  # one publisher of an id at a time
+            return self._create_video(data)
+
+    def _create_video(self, data: VideoIn) -> Video:
+        d = self.deployment
+        held = d.locate_video(data.video_id)
+        half = self._half_published(data, held) if held else None
+        if held and half is None:
             raise AlreadyExists(f"video {data.video_id!r} already exists", video_id=data.video_id)
         if data.creator_id is not None and not d.locate_users([data.creator_id], fresh=True):
             raise UnknownUser(f"creator {data.creator_id!r} is not a user", user_id=data.creator_id)
         t = now_ms()
-        video = Video(**data.model_dump(), created_at_ms=t, updated_at_ms=t)
+        video = half or Video(**data.model_dump(), created_at_ms=t, updated_at_ms=t)
         written: list[str] = []
         try:
             for region in video.regions:
-                d.store(region).insert_video(video)
-                written.append(region)
+                if region not in held:
+                    d.store(region).insert_video(video)
+                    written.append(region)
         except BaseException:
             for region in written:  # best effort: no half-published video
                 d.store(region).delete_video(video.video_id)
             raise
-        video_changed(d, video)  # pending until moderated (no row would mean pending too)
+        # pending until moderated (no row would mean pending too)
+        video_changed(d, video, None if half is None else ("regions",), held)
         return video
+
+    def _half_published(self, data: VideoIn, held: list[str]) -> Video | None:
+        """The video a publish killed part-way left in only some of its regions, when
+        ``data`` asks for exactly it again (a retry completes it, as the ``409`` it got
+        could not); None for anything else."""
+        stored = self.get_video(data.video_id, held[0])
+        same = Video(**data.model_dump(), created_at_ms=0, updated_at_ms=0).model_dump(
+            exclude={"created_at_ms", "updated_at_ms"}
+        ) == stored.model_dump(exclude={"created_at_ms", "updated_at_ms"})
+        missing = set(data.regions) - set(held)
+        return stored if same and missing and set(held) <= set(data.regions) else None
 
     def get_video(self, video_id: str, region: str | None = None) -> Video:
         regions = [region] if region else self.deployment.locate_video(video_id)
