@@ -250,3 +250,28 @@ def test_cli_verify_exits_non_zero_on_each_kind_of_tampering(tmp_path: Path) -> 
             and "unguarded" not in text.output  # the guards were put back
         )
         assert "region eu: 2 entries, chain intact" in text.output
+
+
+def test_cli_expect_head_needs_region_when_there_are_several(tmp_path: Path) -> None:
+    """us's head checked against eu too reported eu's log as cut off (walk review)."""
+    from fyp.cli.app import fail
+    from fyp.errors import FypError
+
+    root = tmp_path / "d"
+    with Deployment.init(root, ["us", "eu"]) as d:
+        report = filled(d).verify()
+        filled(d, "eu", 2)
+    head = f"{report.head_seq}:{report.head_hash}"
+    refused = runner.invoke(app, ["audit", "verify", str(root), "--expect-head", head])
+    assert isinstance(refused.exception, FypError), refused.output
+    assert fail(refused.exception).exit_code == 2
+    assert "--expect-head needs --region" in refused.exception.message
+    assert "us, eu" in refused.exception.message
+    ok = runner.invoke(app, ["audit", "verify", str(root), "--region", "us", "--expect-head", head])
+    assert ok.exit_code == 0, ok.output
+    one = tmp_path / "one"
+    with Deployment.init(one, ["us"]) as d:
+        report = filled(d).verify()
+    head = f"{report.head_seq}:{report.head_hash}"
+    alone = runner.invoke(app, ["audit", "verify", str(one), "--expect-head", head])
+    assert alone.exit_code == 0, alone.output  # one region: no doubt whose head it is

@@ -336,3 +336,27 @@ def test_the_access_log_has_a_line_per_request(tmp_path: Path) -> None:
     access = [line for line in err.splitlines() if "uvicorn.access" in line]
     # the probe's answer (after any refused connections) and these five, each a line
     assert sum('"GET /healthz HTTP/1.1" 200' in line for line in access) == 6, access
+
+
+def test_a_failed_init_leaves_nothing_and_a_retry_works(tmp_path: Path) -> None:
+    """A bad --store scheme exited 3 and, like an unreachable store, left fyp.toml and
+    region folders without an admin key behind: the retry was refused already_exists."""
+    target = tmp_path / "x"
+    for store, code in (
+        ("mysql://x/{region}", 2),  # bad input
+        (f"sqlite:///{tmp_path}/file/{{region}}.db", 3),  # a store that cannot be opened
+        ("postgresql://nobody@127.0.0.1:1/fyp?schema=fyp_{region}", 3),  # psycopg: 2 lines
+    ):
+        (tmp_path / "file").write_text("x")
+        done = subprocess.run(
+            [sys.executable, "-m", "fyp", "init", str(target), "--store", store],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert done.returncode == code, done.stderr
+        assert len(done.stderr.strip().splitlines()) == 1 and "Traceback" not in done.stderr
+        assert not target.exists()
+    result = runner.invoke(app, ["init", str(target), "--regions", "us"])
+    assert result.exit_code == 0, result.output
+    assert (target / "admin.key").is_file()

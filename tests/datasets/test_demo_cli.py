@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from fyp.cli.app import app
@@ -35,6 +36,16 @@ def test_demo_builds_prints_and_can_be_rerun(tmp_path: Path) -> None:
         assert {
             r: (s.count_users(), s.count_events(), s.count_labels()) for r, s in d.stores.items()
         } == counts
+
+
+@pytest.mark.parametrize("port", ["70000", "-1", "0"])
+def test_demo_refuses_a_bad_port_before_building(tmp_path: Path, port: str) -> None:
+    """It built (imported, trained) the whole demo, then bind() raised a traceback."""
+    target = tmp_path / "demo"
+    result = runner.invoke(app, ["demo", "--dir", str(target), "--port", port])
+    assert result.exit_code == 2, result.output
+    assert "--port" in result.output and "Traceback" not in result.output
+    assert not target.exists()
 
 
 def test_build_demo_reuses_an_existing_deployment(tmp_path: Path) -> None:

@@ -19,6 +19,7 @@ from fyp.cli.app import app
 from fyp.datasets.demo import sample_dir
 from fyp.datasets.kuairec import SIDE_INFO_FILES
 from fyp.evaluation.run import MARKER
+from fyp.regions.deployment import Deployment
 
 runner = CliRunner()
 
@@ -193,6 +194,25 @@ def test_eval_refuses_bad_input_before_writing(tmp_path: Path) -> None:
     )
     assert refused.exit_code == 2 and "refusing to overwrite" in flat(refused.output)
     assert (out / "deployment" / "fyp.toml").read_text() == "# not an evaluation deployment\n"
+
+
+def test_an_out_that_cannot_be_written_is_refused_before_the_run(
+    tmp_path: Path, deployment: Deployment
+) -> None:
+    """--out at an existing file or under one was a traceback (FileExistsError,
+    NotADirectoryError) from the mkdir."""
+    (tmp_path / "file").write_text("x")
+    root = str(deployment.config.root)
+    for out, said in ((tmp_path / "file", "is a file"), (tmp_path / "file" / "x", "cannot be")):
+        for args in (
+            ["eval", "kuairec-ear", "--data", str(sample_dir()), "--skip-interactive"],
+            ["eval", "deployment", root, "--region", "us", "--peers", "popular"],
+        ):
+            result = runner.invoke(app, [*args, "--out", str(out)])
+            assert result.exit_code == 2, result.output
+            assert f"--out {out} {said}" in flat(result.output), result.output
+            assert "[deployment] started" not in result.output  # before the run
+    assert (tmp_path / "file").read_text() == "x"
 
 
 @pytest.mark.realdata

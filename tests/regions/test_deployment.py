@@ -298,3 +298,34 @@ def test_init_on_a_file_is_a_client_error(tmp_path: Path) -> None:
         Deployment.init(tmp_path / "f", ["us"])
     with pytest.raises(InvalidRequest, match="cannot create a deployment"):
         Deployment.init(tmp_path / "f" / "dep", ["us"])
+
+
+def test_a_failed_init_leaves_nothing_behind_and_can_be_retried(tmp_path: Path) -> None:
+    """A store that could not be opened left fyp.toml and the region folders behind (no
+    admin key, unusable), and the retry was refused: already_exists."""
+    root = tmp_path / "a" / "dep"
+    # eu's store under a file: us's store file is made first, then eu's open fails
+    (tmp_path / "eu").write_text("x")
+    with pytest.raises(StorageError, match="cannot open SQLite store"):
+        Deployment.init(root, ["us", "eu"], store=f"sqlite:///{tmp_path}/{{region}}/s.db")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["eu"]  # a/, us/ removed too
+    # in a directory that was there: only what init made goes
+    root.mkdir(parents=True)
+    (root / "notes.txt").write_text("mine")
+    (root / "regions").mkdir()
+    (root / "regions" / "README").write_text("mine")
+    with pytest.raises(StorageError):
+        Deployment.init(root, ["us"], store=f"sqlite:///{tmp_path}/eu/{{region}}.db")
+    assert sorted(str(p.relative_to(root)) for p in root.rglob("*")) == [
+        "notes.txt",
+        "regions",
+        "regions/README",
+    ]
+    with Deployment.init(root, ["us"]) as d:  # the retry
+        assert d.regions == ["us"]
+
+
+def test_init_with_a_store_scheme_no_backend_opens_is_a_client_error(tmp_path: Path) -> None:
+    with pytest.raises(InvalidRequest, match="no store backend for URL scheme 'mysql'"):
+        Deployment.init(tmp_path / "dep", ["us"], store="mysql://x/{region}")
+    assert not (tmp_path / "dep").exists()

@@ -325,6 +325,18 @@ def test_restore_refuses_a_store_open_in_another_process(dep: Path) -> None:
     assert Restorer(config, "us").run().region == "us"
 
 
+def test_a_target_that_cannot_be_made_is_a_one_line_error(dep: Path, tmp_path: Path) -> None:
+    """An unmounted volume, or a path under a file, was a traceback from the mkdir."""
+    (tmp_path / "file").write_text("x")
+    for bad in (f"file://{tmp_path}/file/us", "file:///proc/fypbk"):
+        _with_targets(dep, ["file://backups/us", bad], ["file://backups/eu"])
+        code, message = cli("backup", str(dep), "--region", "us")
+        assert code == 3 and "cannot be made at" in message and bad in message, message
+        # checked before the snapshot: nothing written to the target that works either
+        assert not list((dep / "backups" / "us").iterdir())
+        assert not list((dep / "regions" / "us").glob(".backup-*"))
+
+
 def test_cli_backup_and_restore_print_summaries_and_json(dep: Path) -> None:
     code, out = cli("backup", str(dep), "--region", "eu", "--json")
     assert code == 0

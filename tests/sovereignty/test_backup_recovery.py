@@ -290,6 +290,30 @@ def test_a_newest_manifest_edited_but_parsable_is_damaged(
     assert code == 1 and [d["backup_id"] for d in json.loads(out)["damaged"]] == [newer.backup_id]
 
 
+@pytest.mark.parametrize("stamp", ["gone", None, "notint", 1.5, True])
+def test_a_manifest_without_a_whole_created_at_ms_is_damaged(dep: Path, stamp: object) -> None:
+    """Read to sort backups before the MAC check: a missing or non-number one was a
+    KeyError/TypeError/ValueError traceback of fyp backups and fyp restore (walk review)."""
+    config = load_config(dep)
+    older = BackupWriter(config, "us").run()
+    newer = BackupWriter(config, "us").run()
+    path = newer.path / MANIFEST_FILE
+    manifest = json.loads(path.read_text("utf-8"))
+    if stamp == "gone":
+        del manifest["created_at_ms"]
+    else:
+        manifest["created_at_ms"] = stamp
+    path.write_text(json.dumps(manifest), "utf-8")
+    code, out = cli("backups", str(dep), "--region", "us")
+    assert code == 1 and f"DAMAGED backup {newer.backup_id}" in out
+    assert "created_at_ms" in " ".join(out.split())
+    for dry in ([], ["--dry-run"]):
+        code, message = cli("restore", str(dep), "--region", "us", *dry)
+        assert code == 3, message
+        assert message.startswith(f"backup {newer.backup_id} of region 'us' is damaged")
+        assert older.backup_id in message
+
+
 def test_prune_never_deletes_the_last_backup_that_verifies(dep: Path) -> None:
     """--keep counted a backup whose manifest reads but whose snapshot rotted, and
     deleted the older one that was the only backup left to restore from."""

@@ -101,3 +101,12 @@ def test_the_carve_report_and_refusals(dep: Path, tmp_path: Path) -> None:
     code, text = cli("region", "export", str(dep), "us", "--to", str(tmp_path / "j"), "--json")
     assert code == 0 and json.loads(text)["region"] == "us"
     assert load_config(tmp_path / "j").region("us").backup_targets == ("file://backups/us",)
+
+
+def test_a_target_that_cannot_be_created_is_refused_in_one_line(dep: Path, tmp_path: Path) -> None:
+    """--to under a file, or where nothing may be written, was a traceback."""
+    (tmp_path / "file").write_text("x")
+    for out in (tmp_path / "file" / "x", Path("/proc/nope")):
+        code, text = cli("region", "export", str(dep), "us", "--to", str(out))
+        assert code == 2 and text.startswith(f"cannot create {out}: "), text
+        assert not out.exists() and not out.with_name(f".{out.name}.partial").exists()

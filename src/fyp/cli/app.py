@@ -26,8 +26,9 @@ app = typer.Typer(
     # help texts name config sections like [feed]: not Rich markup, and paragraphs reflow
     rich_markup_mode="markdown",
 )
-console = Console()
-err_console = Console(stderr=True)
+# no emoji codes: ids may hold colons (acme:x:7), and ":x:" must not print as an emoji
+console = Console(emoji=False)
+err_console = Console(stderr=True, emoji=False)
 
 EXIT_CLIENT = 2
 EXIT_SERVER = 3

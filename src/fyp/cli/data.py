@@ -196,7 +196,7 @@ def register(app: typer.Typer) -> None:
         ),
         serve: bool = typer.Option(True, "--serve/--no-serve", help="Serve it afterwards."),
         host: str = typer.Option("127.0.0.1", help="Interface to bind."),
-        port: int = typer.Option(8000, help="Port to bind."),
+        port: int = typer.Option(8000, min=1, max=65535, help="Port to bind."),
         regions: str = typer.Option("us,eu", help="Regions of a new demo deployment."),
     ) -> None:
         """Build a demo deployment from the bundled real KuaiRec sample, then serve it."""

@@ -10,7 +10,7 @@ import typer
 from rich.table import Table
 
 from fyp.cli.app import WaitOpt, console, scheduled_run
-from fyp.errors import ConfigError
+from fyp.errors import ConfigError, InvalidRequest
 
 DirArg = typer.Argument(..., help="Deployment directory (holds fyp.toml).")
 EXIT_PROBLEM = 1
@@ -111,7 +111,10 @@ def register(app: typer.Typer) -> None:
         directory: Path = DirArg,
         region: str | None = typer.Option(None, help="Only this region (default: all)."),
         expect_head: str | None = typer.Option(
-            None, help="SEQ:HASH printed by an earlier verify; catches a cut-off tail."
+            None,
+            help="SEQ:HASH printed by an earlier verify of one region's log; catches a "
+            "cut-off tail. Each region's log has its own head: needs --region when the "
+            "deployment has more than one region.",
         ),
         as_json: bool = typer.Option(False, "--json", help="Print the reports as JSON."),
     ) -> None:
@@ -124,6 +127,13 @@ def register(app: typer.Typer) -> None:
 
         with Deployment.open(directory) as d:
             regions = [region] if region else d.regions
+            if expect_head is not None and len(regions) > 1:
+                # one region's head checked against every region reported false tampering
+                raise InvalidRequest(
+                    "--expect-head needs --region: each region's audit log has its own "
+                    f"head (this deployment has {', '.join(d.regions)})",
+                    field="expect_head",
+                )
             reports = [AuditLog(d.store(r)).verify(expect_head) for r in regions]
             for rep in reports:  # and the erasure ledger holds what the log says it should
                 rep.problems += ledger_problems(d.config, d.store(rep.region), rep.region)

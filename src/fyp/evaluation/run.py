@@ -173,6 +173,21 @@ def machine_info() -> dict[str, Any]:
     }
 
 
+def prepare_out(out: Path) -> Path:
+    """Make the output folder and remove the last run's figures from it (a failed run
+    must not leave them behind), before the long run: a path that is a file, under a
+    file or not writable is the caller's to fix (InvalidRequest), not a traceback."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        for name in OUTPUTS:
+            (out / name).unlink(missing_ok=True)
+    except OSError as exc:
+        what = "is a file, not a folder" if out.is_file() else "cannot be made or written"
+        what += f" ({exc.strerror or exc})"
+        raise InvalidRequest(f"--out {out} {what}", path=str(out)) from exc
+    return out
+
+
 def fresh_deployment(directory: Path, regions: list[str]) -> Deployment:
     """A new deployment at ``directory``; only a previous evaluation's is replaced."""
     directory = Path(directory)
@@ -278,10 +293,7 @@ def run_evaluation(config: EvalConfig, log: Log = print) -> EvalOutcome:
     peers = config.check()
     peers.announce(log)
     stages = Stages(log)
-    out = Path(config.out)
-    out.mkdir(parents=True, exist_ok=True)
-    for name in OUTPUTS:  # a failed run must not leave the last run's results behind
-        (out / name).unlink(missing_ok=True)
+    out = prepare_out(Path(config.out))
     params = SimParams(seed=config.seed)
     methods = [*config.methods, *(p.name for p in peers.extra)]
     # fitted once for both parts: offline's seconds include a peer's fit, interactive's not

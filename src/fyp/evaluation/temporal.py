@@ -83,11 +83,11 @@ from fyp.evaluation.offline import (
 from fyp.evaluation.peers import BUILT_IN, PeerSet, load_peers
 from fyp.evaluation.run import (
     METHODS,
-    OUTPUTS,
     EvalOutcome,
     Log,
     Stages,
     machine_info,
+    prepare_out,
     select_users,
     write_json,
 )
@@ -191,10 +191,7 @@ def run_temporal(config: TemporalConfig, log: Log = print) -> EvalOutcome:
     peers.announce(log)
     source = load_config(Path(config.directory))
     region = None if config.region is None else source.region(config.region).name
-    out = Path(config.out)
-    out.mkdir(parents=True, exist_ok=True)
-    for name in OUTPUTS:  # a failed run must not leave the last run's figures behind
-        (out / name).unlink(missing_ok=True)
+    out = prepare_out(Path(config.out))
     if region is None:
         from fyp.evaluation.temporal_regions import every_region
 

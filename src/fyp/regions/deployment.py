@@ -14,7 +14,9 @@ taken, a user to erase or export) it is checked afresh (``locate_users(fresh=Tru
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import shutil
 import threading
 from collections.abc import Collection, Iterable
 from contextvars import ContextVar
@@ -45,7 +47,7 @@ from fyp.errors import (
 from fyp.sovereignty.erasure_journal import ERASING_DIR
 from fyp.sovereignty.move_journal import JOURNAL_DIR
 from fyp.sovereignty.staging import PENDING_RESTORE
-from fyp.storage import Store, open_store
+from fyp.storage import Store, check_store_scheme, open_store
 from fyp.storage.served_logs import ServedLog, open_served_log
 
 _ROUTE_CACHE_MAX = 2_000_000
@@ -136,6 +138,8 @@ class Deployment:
                     f"{option} needs {{region}} in the URL: every region has its own",
                     url=url,
                 )
+        if store is not None:
+            check_store_scheme(store, "--store")
         if (root / "fyp.toml").exists():
             raise AlreadyExists(f"{root} already holds a deployment (fyp.toml exists)")
         if root.exists() and not root.is_dir():
@@ -149,15 +153,23 @@ class Deployment:
             config = dataclasses.replace(config, regions=cells)
         if served_log is not None:
             config = with_served_logs(config, dict.fromkeys(config.regions, served_log))
+        # what init makes (fyp.toml, region folders, SQLite files, the parents of each
+        # that are missing), so a failure (a store that cannot be opened) leaves none of
+        # it behind: a half-made deployment is unusable and refuses the retry
+        made = _missing_paths(config, root)
         try:
-            write_config(config)
-            for r in regions:
-                config.region_dir(r).mkdir(parents=True, exist_ok=True)
-        except OSError as exc:  # a parent that is a file, no permission: the path given
-            raise InvalidRequest(
-                f"cannot create a deployment in {root}: {exc.strerror}", path=str(root)
-            ) from exc
-        return cls(config, create=True)
+            try:
+                write_config(config)
+                for r in regions:
+                    config.region_dir(r).mkdir(parents=True, exist_ok=True)
+            except OSError as exc:  # a parent that is a file, no permission: the path given
+                raise InvalidRequest(
+                    f"cannot create a deployment in {root}: {exc.strerror}", path=str(root)
+                ) from exc
+            return cls(config, create=True)
+        except BaseException:
+            _remove(made)
+            raise
 
     def close(self) -> None:
         for log in self.served_logs.values():
@@ -300,3 +312,36 @@ def add_region(root: str | Path, name: str) -> DeploymentConfig:
         with (config.root / CONFIG_FILE).open("a", encoding="utf-8") as out:
             out.write("\n" + tomli_w.dumps(block))
     return config
+
+
+def _topmost_missing(path: Path) -> Path | None:
+    """``path`` or its highest ancestor that does not exist (what creating ``path`` with
+    its parents makes), or None when ``path`` exists."""
+    if path.exists() or path.is_symlink():
+        return None
+    while not path.parent.exists() and path.parent != path:
+        path = path.parent
+    return path
+
+
+def _missing_paths(config: DeploymentConfig, root: Path) -> list[Path]:
+    """What creating the deployment ``config`` describes would make, as it is now."""
+    wanted = [root / CONFIG_FILE] + [config.region_dir(r) for r in config.regions]
+    for region in config.regions.values():
+        url = config.resolve_url(region.store)
+        if url.startswith("sqlite:///"):
+            path = url[len("sqlite:///") :].partition("?")[0]
+            if path and path != ":memory:":
+                wanted += [Path(path + suffix) for suffix in ("", "-wal", "-shm", "-journal")]
+    made = [m for m in map(_topmost_missing, wanted) if m is not None]
+    return list(dict.fromkeys(made))
+
+
+def _remove(paths: list[Path]) -> None:
+    """Remove what a failed init made (best effort: the failure is what gets reported)."""
+    for path in paths:
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            with contextlib.suppress(OSError):  # missing, or under a file: never made
+                path.unlink()

@@ -142,6 +142,14 @@ def read_backup(path: Path) -> Backup:
         raise BackupCorrupt(f"cannot read backup manifest in {path}: {exc}") from exc
     if not isinstance(manifest, dict) or "backup_id" not in manifest:
         raise BackupCorrupt(f"{path / MANIFEST_FILE} is not a backup manifest")
+    # read to sort backups before any MAC check (Listing.of_region): a damaged one is
+    # listed as such, not a traceback of every listing and restore
+    stamp = manifest.get("created_at_ms")
+    if not isinstance(stamp, int) or isinstance(stamp, bool):
+        raise BackupCorrupt(
+            f"{path / MANIFEST_FILE} has no created_at_ms whole number (edited?)",
+            backup_id=path.name,
+        )
     return Backup(path, manifest)
 
 

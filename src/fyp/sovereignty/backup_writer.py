@@ -111,8 +111,9 @@ class BackupWriter:
         region_dir = self.config.region_dir(self.region)
         refuse_while_restoring(region_dir, self.region, "backed up")
         remove_stale(region_dir)
-        for _, directory in targets:
+        for url, directory in targets:
             remove_stale_partials(region_dir, directory)
+            self._make_target(url, directory)  # before the snapshot: it takes a while
         backup_id = new_backup_id(self.region)
         seal_key, mac_key = backup_keys(self.config, self.region, create=True)
         first_dir = targets[0][1]
@@ -263,6 +264,19 @@ class BackupWriter:
             f.flush()
             os.fsync(f.fileno())
         return parts, sealed
+
+    def _make_target(self, url: str, directory: Path) -> None:
+        """The target's directory, made if it is missing: one that cannot be (a volume
+        not mounted, a path under a file, no permission) is a one-line error."""
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StorageError(
+                f"backup target {url!r} of region {self.region!r} cannot be made at "
+                f"{directory}: {exc.strerror or exc} (a volume not mounted?)",
+                region=self.region,
+                target=url,
+            ) from exc
 
     def _copy(self, src: Path, dest: Path) -> None:
         """A copy to a further target, on disk and verified before it takes its name."""

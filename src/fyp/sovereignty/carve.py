@@ -126,7 +126,12 @@ class Carver:
         report = CarveReport(self.region, str(self.config.root), str(self.out))
         tmp = self.out.with_name(f".{self.out.name}.partial")
         shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
+        try:
+            tmp.mkdir(parents=True)
+        except OSError as exc:  # a parent that is a file, or not writable: the path given
+            raise InvalidRequest(
+                f"cannot create {self.out}: {exc.strerror or exc}", path=str(self.out)
+            ) from exc
         try:
             carved = self.new_config(tmp)
             write_config(carved)

@@ -4,7 +4,7 @@ PostgreSQL server; needs the ``postgres`` extra)."""
 
 from __future__ import annotations
 
-from fyp.errors import ConfigError
+from fyp.errors import ConfigError, InvalidRequest
 from fyp.storage.base import ErasedCounts, EventRow, LabelRow, Store, VideoRow, json_text
 
 __all__ = [
@@ -13,15 +13,33 @@ __all__ = [
     "LabelRow",
     "Store",
     "VideoRow",
+    "check_store_scheme",
     "json_text",
     "open_store",
 ]
+
+STORE_SCHEMES = ("sqlite", "postgresql", "postgres")
+
+
+def _scheme(url: str) -> str:
+    return url.split(":", 1)[0].lower()
+
+
+def check_store_scheme(url: str, option: str) -> None:
+    """Refuse a store URL given on the command line whose scheme no backend opens (a
+    client error: in fyp.toml the same URL is a config error, :func:`open_store`)."""
+    if _scheme(url) not in STORE_SCHEMES:
+        raise InvalidRequest(
+            f"{option}: no store backend for URL scheme {_scheme(url)!r} "
+            "(use sqlite:///… or postgresql://…)",
+            url=url,
+        )
 
 
 def open_store(url: str, region: str, *, migrate: bool = True, create: bool = False) -> Store:
     """Open (and by default migrate) the store of ``region`` at ``url``. A store that
     does not exist is an error unless ``create`` (what makes a region's store)."""
-    scheme = url.split(":", 1)[0].lower()
+    scheme = _scheme(url)
     store: Store
     if scheme == "sqlite":
         from fyp.storage.sqlite import SQLiteStore

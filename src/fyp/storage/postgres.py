@@ -92,9 +92,10 @@ class PostgresStore(PostgresSnapshots, PostgresServedLog):
         try:
             conn = psycopg.connect(self._conninfo, autocommit=True, connect_timeout=10)
         except psycopg.Error as exc:
+            reason = " ".join(str(exc).split())  # psycopg's has a hint on a line of its own
             raise StorageError(
                 f"cannot connect to the PostgreSQL store of region {self.region!r} at "
-                f"{redact(self.url)}: {str(exc).strip()}",
+                f"{redact(self.url)}: {reason}",
                 region=self.region,
             ) from exc
         conn.adapters.register_dumper(bool, _bool_as_int(psycopg))
