@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sqlite3
 from collections.abc import Iterator
 from typing import Any
 
@@ -15,7 +14,7 @@ from hypothesis import strategies as st
 from fyp.errors import StorageError
 from fyp.regions.deployment import Deployment
 from fyp.serving.app import create_app
-from fyp.storage.sqlite import SQLiteStore
+from storage.locking import locked
 
 JSON = {"content-type": "application/json"}
 EVENT = {"event_id": "e1", "user_id": "u1", "video_id": "v1", "type": "play", "watch_ms": 1}
@@ -202,23 +201,17 @@ def test_server_errors_keep_their_status(
 
 
 def test_a_store_locked_past_the_busy_timeout_is_a_503_storage_error(
-    api: TestClient, deployment: Deployment
+    api: TestClient, lenient: TestClient, deployment: Deployment
 ) -> None:
     """Another process holding the store's write lock past the busy timeout made SQLite
     say 'database is locked': a 500 internal_error with a traceback (chaos report #5)."""
-    store = deployment.store("us")
-    assert isinstance(store, SQLiteStore)
-    store._conn.execute("PRAGMA busy_timeout=50")  # give up at once, not after 10 s
-    holder = sqlite3.connect(store.path, isolation_level=None)  # another process's lock
-    holder.execute("BEGIN IMMEDIATE")
-    try:
-        resp = api.post("/v1/events", json=EVENT)
+    user = {"user_id": "u2", "home_region": "us"}
+    with locked(deployment, "us"):
+        answers = [lenient.post("/v1/users", json=user), lenient.post("/v1/events", json=EVENT)]
+    for resp in answers:
         assert_error_shape(resp, 503, "storage_error")
-        assert "retry later" in resp.json()["error"]["message"]
-    finally:
-        holder.execute("ROLLBACK")
-        holder.close()
-    assert api.post("/v1/events", json=EVENT).status_code == 201  # the retry is stored
+        assert "retry" in resp.json()["error"]["message"]
+    assert lenient.post("/v1/users", json=user).status_code == 201  # the retry is stored
 
 
 # -- property: no request body makes the API answer 5xx or break the error shape ------------
