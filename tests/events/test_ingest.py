@@ -17,11 +17,12 @@ from hypothesis import strategies as st
 from fyp.catalog.models import UserIn, VideoIn
 from fyp.catalog.service import Catalog
 from fyp.config import Limits, load_config, write_config
-from fyp.errors import PayloadTooLarge, UnknownRegion
+from fyp.errors import PayloadTooLarge, StorageError, UnknownRegion
 from fyp.events.ingest import Ingestor
 from fyp.events.schema import EventIn, play_labels, to_ms
 from fyp.regions.deployment import Deployment
 from fyp.storage import EventRow
+from storage.locking import locked
 
 USERS = {"alice": "us", "bruno": "eu"}
 VIDEOS = {"v_us": (["us"], 10_000), "v_eu": (["eu"], 20_000), "v_all": (["us", "eu"], 5_000)}
@@ -356,6 +357,45 @@ def test_stale_route_rejects_only_that_users_events(ingestor: Ingestor, world: D
         Catalog(other).delete_user("alice")
     result = ingestor.ingest([ev("a2"), ev("b2", user_id="bruno", video_id="v_eu")])
     assert [r.status for r in result.results] == ["rejected", "stored"]
+
+
+def test_a_region_whose_store_fails_has_its_events_rejected_as_retryable(
+    ingestor: Ingestor, world: Deployment
+) -> None:
+    """A cross-region batch whose second region's store was locked raised after the
+    first region's events were committed: the client got a 500 and no word of which
+    events were stored (chaos report #6)."""
+    batch = [
+        ev("b1", user_id="bruno", video_id="v_eu"),  # eu first: its failure must not stop us
+        ev("a1"),
+        {"event_id": "bad"},
+        ev("b2", user_id="bruno", video_id="v_eu"),
+    ]
+    with locked(world, "eu"):
+        result = ingestor.ingest(batch)
+    assert [r.status for r in result.results] == ["rejected", "stored", "rejected", "rejected"]
+    for r in (result.results[0], result.results[3]):
+        assert r.region == "eu" and r.error is not None
+        assert r.error.to_dict()["code"] == "storage_error"
+        assert r.error.to_dict()["status"] == 503 and "retry" in r.error.message
+    assert result.results[2].error is not None and result.results[2].error.status == 422
+    assert stored_by_region(world) == {"us": ["a1"], "eu": []}
+    again = ingestor.ingest(batch)  # the retry stores exactly the missing events
+    assert [r.status for r in again.results] == ["stored", "duplicate", "rejected", "stored"]
+    assert sorted(stored_by_region(world)["eu"]) == ["b1", "b2"] and total_events(world) == 3
+
+
+def test_a_batch_none_of_which_could_be_stored_is_refused_whole(
+    ingestor: Ingestor, world: Deployment
+) -> None:
+    batch = [ev("b1", user_id="bruno", video_id="v_eu"), ev("a1"), {"event_id": "bad"}]
+    with locked(world, "us"), locked(world, "eu"), pytest.raises(StorageError) as caught:
+        ingestor.ingest(batch)
+    assert caught.value.status == 503 and caught.value.details == {"regions": ["eu", "us"]}
+    assert total_events(world) == 0
+    with locked(world, "eu"), pytest.raises(StorageError):  # one region, the only one written
+        ingestor.ingest([batch[0], batch[2]])
+    assert [r.status for r in ingestor.ingest(batch).results] == ["stored", "stored", "rejected"]
 
 
 # -- listeners ------------------------------------------------------------------------

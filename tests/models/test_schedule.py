@@ -179,6 +179,31 @@ def test_train_if_changed_retrains_a_live_model_whose_arrays_are_damaged(dep: De
     assert current_version(region_dir) != before and reason(dep) is None
 
 
+def test_the_next_training_removes_what_a_killed_artifact_write_left(dep: Deployment) -> None:
+    """`fyp train` killed while writing its artifact left models/.<version>.tmp/arrays.npz,
+    user ids in it, and nothing ever removed it (chaos report #2). The next training's
+    publish removes it (and a killed removal's .deleting), under the models lock."""
+    region_dir = dep.config.region_dir("us")
+    live = current_version(region_dir)
+    assert live is not None
+    whole = (models_dir(region_dir) / live / ARRAYS).read_bytes()
+    cut = models_dir(region_dir) / ".20260101T000000-000000001.tmp"
+    cut.mkdir()
+    (cut / ARRAYS).write_bytes(whole[: len(whole) * 2 // 3])
+    empty = models_dir(region_dir) / ".20260101T000000-000000002.tmp"  # killed at mkdir
+    empty.mkdir()
+    (empty / ARRAYS).touch()
+    deleting = models_dir(region_dir) / ".20250101T000000-000000003.deleting"
+    deleting.mkdir()
+    (deleting / ARRAYS).write_bytes(whole)
+    trained = CliRunner().invoke(app, ["train", str(dep.config.root), "--jobs", "1"])
+    assert trained.exit_code == 0, trained.output
+    assert not cut.exists() and not empty.exists() and not deleting.exists()
+    assert current_version(region_dir) != live
+    left = sorted(p.name for p in models_dir(region_dir).iterdir())
+    assert left == sorted([".lock", "current", live, str(current_version(region_dir))])
+
+
 def test_a_manifest_without_an_arrays_hash_is_checked_by_loading_the_arrays(
     dep: Deployment,
 ) -> None:

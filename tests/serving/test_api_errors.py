@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from fyp.errors import StorageError
 from fyp.regions.deployment import Deployment
 from fyp.serving.app import create_app
+from storage.locking import locked
 
 JSON = {"content-type": "application/json"}
 EVENT = {"event_id": "e1", "user_id": "u1", "video_id": "v1", "type": "play", "watch_ms": 1}
@@ -197,6 +198,20 @@ def test_server_errors_keep_their_status(
     resp = lenient.get("/v1/regions")
     assert_error_shape(resp, 503, "storage_error")
     assert resp.json()["error"]["details"] == {"region": "us"}
+
+
+def test_a_store_locked_past_the_busy_timeout_is_a_503_storage_error(
+    api: TestClient, lenient: TestClient, deployment: Deployment
+) -> None:
+    """Another process holding the store's write lock past the busy timeout made SQLite
+    say 'database is locked': a 500 internal_error with a traceback (chaos report #5)."""
+    user = {"user_id": "u2", "home_region": "us"}
+    with locked(deployment, "us"):
+        answers = [lenient.post("/v1/users", json=user), lenient.post("/v1/events", json=EVENT)]
+    for resp in answers:
+        assert_error_shape(resp, 503, "storage_error")
+        assert "retry" in resp.json()["error"]["message"]
+    assert lenient.post("/v1/users", json=user).status_code == 201  # the retry is stored
 
 
 # -- property: no request body makes the API answer 5xx or break the error shape ------------

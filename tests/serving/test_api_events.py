@@ -12,6 +12,7 @@ from fastapi.testclient import TestClient
 from fyp.config import Limits
 from fyp.regions.deployment import Deployment
 from serving.errors import assert_error
+from storage.locking import locked
 
 
 @pytest.fixture
@@ -183,6 +184,32 @@ def test_batch_repeat_is_duplicate(api: TestClient, deployment: Deployment) -> N
     body = api.post("/v1/events/batch", json={"events": [ev("e2"), ev("e3")]}).json()
     assert [r["status"] for r in body["results"]] == ["duplicate", "stored"]
     assert count_events(deployment) == 3
+
+
+def test_a_region_whose_store_fails_is_told_per_event_and_a_retry_fills_the_gap(
+    api: TestClient, deployment: Deployment
+) -> None:
+    """A cross-region batch whose eu store was locked answered 500 after committing the
+    us events (chaos report #6): each eu event is now rejected with a retryable 503
+    storage_error, the us events stored; with only eu's events the batch is a 503."""
+    batch = {"events": [ev("a1"), ev("b1", user_id="bruno", video_id="v_eu")]}
+    with locked(deployment, "eu"):
+        resp = api.post("/v1/events/batch", json=batch)
+        only_eu = api.post("/v1/events/batch", json={"events": batch["events"][1:]})
+    assert resp.status_code == 200
+    body = resp.json()
+    assert (body["stored"], body["duplicate"], body["rejected"]) == (1, 0, 1)
+    assert body["results"][0] == {"event_id": "a1", "status": "stored", "region": "us"}
+    failed = body["results"][1]
+    assert failed["status"] == "rejected" and failed["region"] == "eu"
+    assert failed["error"]["code"] == "storage_error" and failed["error"]["status"] == 503
+    assert failed["error"]["details"] == {"region": "eu"}
+    assert_error(only_eu, 503, "storage_error")
+    assert only_eu.json()["error"]["details"] == {"regions": ["eu"]}
+    assert count_events(deployment) == 1
+    again = api.post("/v1/events/batch", json=batch).json()
+    assert [r["status"] for r in again["results"]] == ["duplicate", "stored"]
+    assert count_events(deployment) == 2
 
 
 def test_empty_batch(api: TestClient) -> None:

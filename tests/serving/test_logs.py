@@ -96,6 +96,9 @@ def test_a_full_disk_is_a_503_storage_error_not_a_500() -> None:
     status, body, _ = failure(sqlite3.OperationalError("database or disk is full"))
     assert status == 503 and body["error"]["code"] == "storage_error"
     assert "retry later" in body["error"]["message"]
+    for locked in ("database is locked", "database table is locked"):  # past the busy timeout
+        status, body, _ = failure(sqlite3.OperationalError(locked))
+        assert status == 503 and body["error"]["code"] == "storage_error", locked
     status, body, _ = failure(sqlite3.OperationalError("no such column: x"))  # a bug: 500
     assert status == 500 and body["error"]["code"] == "internal_error"
 

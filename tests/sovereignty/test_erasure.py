@@ -28,7 +28,16 @@ from fyp.config import load_config
 from fyp.errors import StorageError
 from fyp.events.ingest import Ingestor
 from fyp.experiments.exposures import exposures
-from fyp.models.artifacts import current_version, list_versions, read_arrays, read_manifest
+from fyp.models.artifacts import (
+    ARRAYS,
+    LEFTOVER_FIX,
+    current_version,
+    list_versions,
+    models_dir,
+    new_version,
+    read_arrays,
+    read_manifest,
+)
 from fyp.regions.deployment import Deployment
 from fyp.sovereignty.erasure import (
     Eraser,
@@ -41,6 +50,7 @@ from fyp.sovereignty.erasure_process import process
 from fyp.sovereignty.erasure_verify import verify_erasure
 from fyp.sovereignty.ledger import ErasureLedger, user_pseudonym
 from fyp.sovereignty.lineage import LineageVerifier
+from fyp.sovereignty.residency import ResidencyScanner
 from fyp.sovereignty.scheduler import ErasureScheduler
 
 ANA = "ana-erase-me"
@@ -271,6 +281,38 @@ def test_reapply_after_a_restore_erases_again_without_a_new_ledger_entry(
     assert reapply_erasures(dep, "us") == [receipt.receipt_id]
     assert verify_erasure(dep, ANA).ok
     assert data.read_bytes() == b"user_id,video_id\nu0,v2\n"
+
+
+def test_a_killed_artifact_writes_leftover_is_a_remnant_until_process_removes_it(
+    dep: Deployment,
+) -> None:
+    """A `fyp train` killed while writing left models/.<version>.tmp/arrays.npz naming
+    the user: verify said 'erased', and neither process nor training removed it, while
+    the residency scan called it 'unreadable' with no fix (chaos report #2)."""
+    region_dir = dep.config.region_dir("us")
+    live = current_version(region_dir)
+    assert live is not None
+    whole = (models_dir(region_dir) / live / ARRAYS).read_bytes()
+    leftover = models_dir(region_dir) / f".{new_version()}.tmp"
+    leftover.mkdir()
+    (leftover / ARRAYS).write_bytes(whole[:-30])  # killed before the zip's directory
+    Eraser(dep).erase(ANA)
+    report = verify_erasure(dep, ANA)
+    where = f"models/{leftover.name}/{ARRAYS}"
+    copies = {r.where: r.count for r in report.remnants if r.kind == "copy"}
+    assert copies[f"{where}: user_ids"] == 1  # read as far as it was written
+    assert f"{where}: {ARRAYS} (unreadable arrays)" in copies  # the rest: nothing vouches
+    assert f"regions/us/models/{leftover.name}: {LEFTOVER_FIX}" in report.notes
+    code, out = verify_json(dep)
+    assert code == 1 and out["status"] == "remnants"
+    findings = ResidencyScanner(dep.config.root).run().findings
+    named = [f for f in findings if f.location.startswith(where)]
+    assert {f.kind for f in named} == {"erased", "unreadable"}
+    assert all(f.location.endswith(LEFTOVER_FIX) for f in named)
+    [run] = process(dep, ["us"])
+    assert f"models/{leftover.name}" in run.stale_copies and not leftover.exists()
+    assert verify_erasure(dep, ANA).ok
+    assert not [f for f in ResidencyScanner(dep.config.root).run().findings if f.region == "us"]
 
 
 def test_an_unwritable_receipt_path_never_loses_the_receipt(

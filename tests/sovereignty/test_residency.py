@@ -19,6 +19,7 @@ from fyp.regions.deployment import Deployment
 from fyp.sovereignty import user_pseudonym
 from fyp.sovereignty.backup_writer import BackupWriter
 from fyp.sovereignty.residency import Finding, ResidencyScanner
+from fyp.sovereignty.residency_readers import npz_names
 
 __all__ = ["built"]
 US = "us"
@@ -300,3 +301,25 @@ def test_region_local_when_other_regions_are_absent(dep: Path) -> None:
     assert not (dep / "regions" / "eu").exists()  # the scan created nothing
     with pytest.raises(NotFound):
         ResidencyScanner(dep).run(["eu"])
+
+
+def test_a_cut_npz_is_read_as_far_as_it_was_written(tmp_path: Path) -> None:
+    """np.savez killed mid-write leaves no zip directory: the file was only 'unreadable',
+    though its bytes name the users it got to (chaos report #2's leftover)."""
+    ids = np.array([f"user-{n}" for n in range(1_000)])
+    whole_path = tmp_path / "whole.npz"
+    np.savez(whole_path, item_factors=np.zeros((50, 4)), user_ids=ids, lineage_user_ids=ids)
+    whole = whole_path.read_bytes()
+    cut = tmp_path / "cut.npz"
+    member = whole.index(b"user_ids.npy")
+    cut.write_bytes(whole[: member + 1_000])  # inside user_ids: its header and some ids
+    names = list(npz_names(cut))
+    assert names[-1] == ("cut.npz (unreadable arrays)", "unreadable", {})  # fail closed
+    [(where, cls, counts)] = names[:-1]
+    assert (where, cls) == ("user_ids", "user") and 0 < len(counts) < 1_000
+    assert set(counts) <= {str(i) for i in ids} and "user-0" in counts
+    cut.write_bytes(whole[:-30])  # every member, no directory
+    got = {where: len(counts) for where, _, counts in npz_names(cut)}
+    assert got == {"user_ids": 1_000, "lineage_user_ids": 1_000, "cut.npz (unreadable arrays)": 0}
+    cut.write_bytes(b"")  # killed at once
+    assert list(npz_names(cut)) == [("cut.npz (unreadable arrays)", "unreadable", {})]

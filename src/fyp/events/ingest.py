@@ -7,10 +7,18 @@ gateway may batch users of several regions, and its in-scope events still land.
 Nothing of a rejected event is written. An ``event_id`` already stored (or repeated
 inside the batch) is reported as a duplicate and never stored twice. Subscribers (e.g.
 the feed's real-time user state) are told about every stored event after it is committed.
+
+Each region's events are written in a transaction of their own. A region whose store
+fails (full, locked past the busy timeout, gone: ``fyp.storage.base.unavailable``) has
+its events rejected with a ``storage_error`` (503: retry them) while the other regions'
+are stored; when nothing of the batch was stored, the batch is refused whole with that
+``StorageError`` instead. A retry stores exactly the missing events, the rest being
+duplicates.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Collection, Sequence
@@ -27,6 +35,7 @@ from fyp.errors import (
     FypError,
     PayloadTooLarge,
     ResidencyViolation,
+    StorageError,
     UnknownUser,
     UnknownVideo,
     ValidationFailed,
@@ -35,11 +44,13 @@ from fyp.events.schema import EventIn, EventType, moved_event_id, play_labels, t
 from fyp.regions.deployment import Deployment
 from fyp.sovereignty.retention import retention_policy
 from fyp.storage import EventRow
+from fyp.storage.base import unavailable
 
 Status = Literal["stored", "duplicate", "rejected"]
 EARLIEST_TS_MS = 946_684_800_000  # 2000-01-01: older timestamps are clock bugs
 WATCH_TYPES = frozenset({EventType.play, EventType.skip})
 _EVENT = TypeAdapter(EventIn)
+log = logging.getLogger("fyp.events")
 
 
 @dataclass(slots=True)
@@ -121,7 +132,29 @@ class Ingestor:
         API key's scope). An event of any other user, unknown ones included, is rejected
         as ``forbidden`` without saying where, or whether, the user lives. An event whose
         user is gone from the region the router had cached (moved by another process) is
-        judged once more against where they live now (``relocate``)."""
+        judged once more against where they live now (``relocate``).
+
+        A region whose store fails has its events rejected with a 503 ``storage_error``
+        each, the other regions' stored; raises that StorageError when nothing was stored."""
+        results, down, landed = self._ingest(raw_events, region, allowed, relocate)
+        if down and not landed:
+            names = ", ".join(repr(r) for r in down)
+            raise StorageError(
+                f"the storage of region {names} cannot take events now (the server's log "
+                "says why); nothing of the batch was stored: retry it later",
+                regions=down,
+            )
+        return BatchResult(results)
+
+    def _ingest(
+        self,
+        raw_events: Sequence[Any],
+        region: str | None,
+        allowed: Collection[str] | None,
+        relocate: bool,
+    ) -> tuple[list[EventResult], list[str], bool]:
+        """The batch's results, the regions whose store failed, and whether any event
+        was newly stored."""
         if len(raw_events) > self.limits.max_batch:
             raise PayloadTooLarge(
                 f"batch of {len(raw_events)} events is over the limit of {self.limits.max_batch}",
@@ -222,13 +255,44 @@ class Ingestor:
             else:
                 results[i].status = "duplicate"
         stale: list[int] = []
+        down: list[str] = []
+        landed = False
         for home, pairs in to_write.items():
-            stale += self._write(home, pairs, results, parsed)
+            try:
+                stale += self._write(home, pairs, results, parsed)
+            except Exception as exc:
+                if not unavailable(exc):
+                    raise
+                down.append(home)
+                self._unstored(home, exc, [results[i] for i, _ in pairs])
+            fresh = [row for i, row in pairs if results[i].status == "stored"]
+            if fresh:  # committed, also when what followed the commit failed
+                landed = True
+                for listener in self.listeners:
+                    listener(home, fresh)
         if stale and relocate:  # the users' routes are forgotten: locate them once more
-            again = self.ingest([raw_events[i] for i in stale], region, allowed, relocate=False)
-            for i, result in zip(stale, again.results, strict=True):
+            again, gone, more = self._ingest(
+                [raw_events[i] for i in stale], region, allowed, relocate=False
+            )
+            for i, result in zip(stale, again, strict=True):
                 results[i] = result
-        return BatchResult(results)
+            down += [r for r in gone if r not in down]
+            landed = landed or more
+        return results, down, landed
+
+    @staticmethod
+    def _unstored(home: str, exc: Exception, results: list[EventResult]) -> None:
+        """Reject the events of region ``home`` not known to be stored when its store
+        failed: a retry stores them, or finds them stored (a duplicate)."""
+        log.error("region %s's store failed; events of a batch not stored: %s", home, exc)
+        for result in results:
+            if result.status != "stored":
+                result.status, result.region = "rejected", home
+                result.error = StorageError(
+                    f"the storage of region {home!r} cannot take events now; this event "
+                    "was not stored: retry it later",
+                    region=home,
+                )
 
     def _write(
         self,
@@ -238,7 +302,8 @@ class Ingestor:
         given: dict[int, EventIn],
     ) -> list[int]:
         """Write one region's events; returns the indices of events whose user is not in
-        the region's store (a stale route, forgotten now), rejected as unknown for now."""
+        the region's store (a stale route, forgotten now), rejected as unknown for now.
+        An event's result is ``stored`` as soon as its transaction committed."""
         store = self.deployment.store(home)
         stale: list[int] = []
         try:
@@ -259,11 +324,8 @@ class Ingestor:
                     )
             pairs = [(i, row) for i, row in pairs if row.user_id in present]
             written = store.insert_events([row for _, row in pairs]) if pairs else []
-        fresh: list[EventRow] = []
-        for (i, row), is_new in zip(pairs, written, strict=True):
+        for (i, _), is_new in zip(pairs, written, strict=True):
             results[i].status = "stored" if is_new else "duplicate"
-            if is_new:
-                fresh.append(row)
         repeats = [row.event_id for (_, row), new in zip(pairs, written, strict=True) if not new]
         if repeats:  # a retry must be the same event, or a client id clash lost data silently
             earlier = store.stored_events(repeats)
@@ -282,9 +344,6 @@ class Ingestor:
                         clash = _other_event(given[i], alias._replace(event_id=row.event_id))
                     if clash is not None:
                         results[i].status, results[i].error = "rejected", clash
-        if fresh:
-            for listener in self.listeners:
-                listener(home, fresh)
         return stale
 
     def _keep(self, region: str) -> int | None:

@@ -9,6 +9,13 @@ one without trusting numpy to notice (:func:`artifact_problem`). ``current`` —
 small file naming the live version — is replaced atomically, so a server can switch
 to a new artifact without downtime and a half-written artifact is never live; both
 files are on disk (fsync) before the version takes its name.
+
+A writer killed mid-way leaves its working directory: ``models/.<version>.tmp/`` (a
+write) or ``models/.<version>.deleting/`` (a removal), whose arrays name users. Never
+live, they are :func:`leftovers`, removed (:func:`remove_leftovers`) by the next
+training's publish and by ``fyp erasure process``, under the region's models lock
+(``fyp.sovereignty.erasure.region_models_lock``), which every artifact writer holds
+while it writes: so none of them is a live writer's.
 """
 
 from __future__ import annotations
@@ -136,6 +143,43 @@ def write_artifact(
     if make_current:
         set_current(region_dir, manifest.version)
     return target
+
+
+LEFTOVER_SUFFIXES = (".tmp", ".deleting")
+LEFTOVER_FIX = (
+    "left by an artifact write that was killed; the region's next `fyp train` or "
+    "`fyp erasure process` removes it"
+)
+"""What the residency scan and ``fyp erasure verify`` say of a leftover."""
+
+
+def leftovers(region_dir: Path) -> list[Path]:
+    """The working directories of artifact writes and removals under ``models/``
+    (``.<version>.tmp``, ``.<version>.deleting``): a killed writer's, unless a writer
+    holding the region's models lock is using one now."""
+    root = models_dir(region_dir)
+    if not root.is_dir():
+        return []
+    return sorted(
+        p
+        for p in root.iterdir()
+        if p.name.startswith(".")
+        and p.name.endswith(LEFTOVER_SUFFIXES)
+        and p.is_dir()
+        and not p.is_symlink()
+    )
+
+
+def remove_leftovers(region_dir: Path) -> list[str]:
+    """Delete what killed artifact writers left (:func:`leftovers`); returns their names.
+    Only while holding the region's models lock: then no writer is using one."""
+    removed: list[str] = []
+    for path in leftovers(region_dir):
+        shutil.rmtree(path)
+        removed.append(path.name)
+    if removed:
+        fsync_path(models_dir(region_dir))
+    return removed
 
 
 def file_sha256(path: Path) -> str:

@@ -508,8 +508,10 @@ def train_and_publish(
     ``trained_on``, ``consent``: as for :func:`train_region`.
 
     Training reads the store without the region's models lock (erasures go on); the
-    publish holds it, so it never interleaves with an erasure rewriting artifacts."""
-    from fyp.models.artifacts import prune_versions, write_artifact
+    publish holds it, so it never interleaves with an erasure rewriting artifacts, and
+    first removes what killed artifact writers left (``models/.<version>.tmp``: arrays
+    naming users, erased ones among them)."""
+    from fyp.models.artifacts import prune_versions, remove_leftovers, write_artifact
     from fyp.sovereignty.erasure import region_models_lock
 
     manifest, arrays = train_region(store, region_dir, params, trained_on, consent=consent)
@@ -518,6 +520,7 @@ def train_and_publish(
         arrays = {**arrays, **augment(manifest, arrays)}
         manifest.metrics["augment_seconds"] = round(time.perf_counter() - started, 3)
     with region_models_lock(region_dir):
+        remove_leftovers(region_dir)  # no live writer's: each holds this lock
         write_artifact(region_dir, manifest, arrays)
         if keep is not None:
             prune_versions(region_dir, keep)

@@ -7,7 +7,6 @@ has the body ``{"error": {"code", "message", "status", "details"}}``.
 from __future__ import annotations
 
 import logging
-import re
 import sqlite3
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -26,6 +25,7 @@ from fyp.errors import (
     error_body,
     http_status,
 )
+from fyp.storage.base import unavailable
 
 log = logging.getLogger("fyp.serving")
 
@@ -37,10 +37,6 @@ _HTTP_CODES = {
 }
 
 
-_UNAVAILABLE = re.compile(r"disk is full|disk I/O error|readonly database|unable to open")
-"""SQLite errors of the storage itself, not of the request: 503 storage_error (retry
-later), not 500 internal_error."""
-
 _CHALLENGE = {"WWW-Authenticate": "Bearer"}
 """A 401 names the scheme to authenticate with (RFC 7235); ``X-Api-Key`` works as well."""
 
@@ -49,7 +45,9 @@ def failure(exc: BaseException) -> tuple[int, dict[str, Any], dict[str, str]]:
     """The status, body and headers an error is answered with, logged if it is the
     server's: for the app's handlers below, the access check, and the routes answered
     outside the app's stack (``fyp.serving.fastpath``)."""
-    if isinstance(exc, sqlite3.OperationalError) and _UNAVAILABLE.search(str(exc)):
+    if isinstance(exc, sqlite3.OperationalError) and unavailable(exc):
+        # SQLite's errors of the storage itself (a full disk, a lock held past the busy
+        # timeout, ...): 503 storage_error (retry later), not 500 internal_error
         log.error("storage unavailable: %s", exc)  # one line, not a traceback per request
         exc = StorageError(
             "the region's storage cannot take this request now (the server's log says why); "

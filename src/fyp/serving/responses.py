@@ -157,7 +157,11 @@ class EventResult(BaseModel):
     region: str | None = Field(
         default=None, description="The user's home region, where the event is stored."
     )
-    error: Error | None = Field(default=None, description="Why the event was rejected.")
+    error: Error | None = Field(
+        default=None,
+        description="Why the event was rejected; a 5xx status (`storage_error`: its region's "
+        "store failed) means it was not stored for the server's reason: retry it.",
+    )
 
 
 class BatchResult(BaseModel):

@@ -6,7 +6,9 @@ gone after a retrain on the store without them. Each rewritten artifact lists th
 receipts still waiting for that retrain, with their deadlines
 (``manifest.lineage.pending_retrain``). :func:`process_region` — ``fyp erasure
 process``, meant for cron — removes the plaintext staging copies that killed backups,
-restores or scans left (:mod:`fyp.sovereignty.staging`), re-applies erasures the
+restores or scans left (:mod:`fyp.sovereignty.staging`) and the working directories of
+killed artifact writes (``models/.<version>.tmp``, ``fyp.models.artifacts.leftovers``),
+re-applies erasures the
 ledger records but the store or an artifact does not reflect (a restore, a crash, a
 training run that raced an erasure), finishes a WAL truncation an erasure could not
 do (another connection kept the WAL busy), retrains when something is pending — an erasure's
@@ -30,6 +32,7 @@ from fyp.models.artifacts import (
     list_versions,
     models_dir,
     read_manifest,
+    remove_leftovers,
     remove_version,
     write_artifact,
 )
@@ -103,7 +106,8 @@ def erased_in_artifacts(deployment: Deployment, region: str) -> dict[str, tuple[
 @dataclass
 class RegionRun:
     region: str
-    stale_copies: list[str] = field(default_factory=list)  # staging dirs of killed runs
+    # staging dirs of killed runs, and killed artifact writes' (models/.<version>.tmp)
+    stale_copies: list[str] = field(default_factory=list)
     reapplied: list[str] = field(default_factory=list)
     stripped: list[str] = field(default_factory=list)  # receipts removed from artifacts now
     pending_before: dict[str, int] = field(default_factory=dict)
@@ -142,6 +146,8 @@ def process_region(
     run = RegionRun(region)
     region_dir = deployment.config.region_dir(region)
     run.stale_copies = [p.name for p in remove_stale(region_dir)]  # plaintext, erased users in it
+    with region_models_lock(region_dir):  # no artifact writer is mid-way while it is held
+        run.stale_copies += [f"models/{name}" for name in remove_leftovers(region_dir)]
     run.reapplied = reapply_erasures(deployment, region)
     run.stripped = strip_erased(deployment, region)
     run.pending_before = pending_retrains(region_dir)

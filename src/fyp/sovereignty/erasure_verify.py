@@ -8,6 +8,10 @@ Checked in every region, not only the one the user was homed in:
   enough that finding it means something (not all digits, at least 6 characters):
   deleted rows must not linger in free pages;
 - every artifact version's id arrays (vectors, learned-from list, creators);
+- what an artifact write or removal killed mid-way left under ``models/``
+  (``.<version>.tmp``, ``.<version>.deleting``), as ``copy`` remnants: its arrays as far
+  as they were written (a cut file counts, as an unreadable copy does), until the
+  region's next training or ``fyp erasure process`` removes it;
 - every other file under ``regions/<r>/`` (but the ledger, models and secrets) and in the
   deployment directory outside the regions' (a store copied to the root, an export left
   there), read as the residency scan reads files (CSV user columns, JSON person fields,
@@ -39,6 +43,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from fyp.models.artifacts import LEFTOVER_FIX, leftovers
 from fyp.regions.deployment import Deployment
 from fyp.sovereignty import served_data
 from fyp.sovereignty.erasure import Receipt, iso, now_ms, receipt_signature_ok
@@ -243,6 +248,11 @@ def region_remnants(
             arrays = [a for a in arrays if a != "creator_ids"]
         if arrays:
             out.append(Remnant(region, "artifact", f"models/{version}: {', '.join(arrays)}", 1))
+    for leftover in leftovers(region_dir):
+        found = leftover_remnants(region, region_dir, leftover, user_id, scannable)
+        if found:
+            out += found
+            notes.append(f"regions/{region}/models/{leftover.name}: {LEFTOVER_FIX}")
     listed = {p.resolve() for p in copies(region_dir, live)}  # read as copies above
     others = (
         path
@@ -252,6 +262,24 @@ def region_remnants(
         and not in_quarantine(region_dir, path)
     )
     out += file_remnants(region, region_dir, others, user_id, scannable, creators)
+    return out
+
+
+def leftover_remnants(
+    region: str, region_dir: Path, leftover: Path, user_id: str, scannable: bool
+) -> list[Remnant]:
+    """What of ``user_id`` a killed artifact writer's directory (``models/.<version>.tmp``,
+    :func:`fyp.models.artifacts.leftovers`) holds, as ``copy`` remnants: its arrays read
+    as far as they were written (a cut file counts: nothing vouches for the rest), any
+    other file by its bytes for a distinctive id."""
+    out: list[Remnant] = []
+    for path in sorted(p for p in leftover.rglob("*") if p.is_file() and not p.is_symlink()):
+        rel = path.relative_to(region_dir).as_posix()
+        if path.suffix in {".npz", ".npy"}:
+            for where, n in copy_hits(path, user_id).items():
+                out.append(Remnant(region, "copy", f"{rel}: {where}", n))
+        elif scannable and (n := bytes_found(path, user_id.encode())):
+            out.append(Remnant(region, "copy_bytes", rel, n))
     return out
 
 

@@ -41,7 +41,7 @@ import os
 import secrets
 import sqlite3
 from collections.abc import Iterable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -49,7 +49,7 @@ from fyp.audit.log import sql_store
 from fyp.catalog.models import ELSEWHERE_NAME, ERASED_NAME
 from fyp.config import CONFIG_FILE, DeploymentConfig, backup_target_path, load_config
 from fyp.errors import ConfigError, FypError, NotFound, StorageError
-from fyp.models.artifacts import ARRAYS, list_versions, models_dir
+from fyp.models.artifacts import ARRAYS, LEFTOVER_FIX, leftovers, list_versions, models_dir
 from fyp.sovereignty.backup import (
     STORE_PART,
     Backup,
@@ -441,6 +441,7 @@ class ResidencyScanner:
         a secret or the (pseudonymous) erasure ledger."""
         found: list[Finding] = []
         artifacts = {(models_dir(region_dir) / v).resolve() for v in list_versions(region_dir)}
+        killed = leftovers(region_dir) if source == "file" else []  # killed artifact writes'
         for dirpath, dirs, files in os.walk(region_dir):
             here = Path(dirpath)
             dirs[:] = sorted(
@@ -463,7 +464,10 @@ class ResidencyScanner:
                     scan.scanned["files"] += 1
                 where = f"{prefix}{path.relative_to(region_dir).as_posix()}: "
                 kind = "quarantine" if in_quarantine(region_dir, path) else source
-                found += self.classify(region, kind, where, file_names(path), scan)
+                names = self.classify(region, kind, where, file_names(path), scan)
+                if any(path.is_relative_to(d) for d in killed):
+                    names = [replace(f, location=f"{f.location}: {LEFTOVER_FIX}") for f in names]
+                found += names
         return found
 
     def _scan_backups(self, scan: RegionScan) -> list[Finding]:

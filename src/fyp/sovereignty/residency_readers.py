@@ -17,6 +17,7 @@ import io
 import json
 import re
 import sqlite3
+import struct
 import zipfile
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
@@ -221,18 +222,78 @@ def array_names(arrays: Iterable[tuple[str, np.ndarray]]) -> Iterator[Names]:
 
 
 def npz_names(path: Path) -> Iterator[Names]:
+    """The user ids of an ``.npz`` (or ``.npy``); one that does not load is
+    ``unreadable``, after the ids of what its bytes still hold (:func:`salvaged_arrays`:
+    a killed writer's file names the users it got to)."""
     try:
         if path.suffix == ".npy":
             arrays = [(path.stem, np.load(path, allow_pickle=False))]
         else:
             with np.load(path, allow_pickle=False) as data:
-                arrays = [
-                    (k, data[k]) for k in data.files if USER_ARRAY.search(k) or "creator" in k
-                ]
+                arrays = [(k, data[k]) for k in data.files if _id_array(k)]
     except (OSError, ValueError, EOFError, zipfile.BadZipFile):
+        salvaged = salvaged_arrays(path) if path.suffix == ".npz" else []
+        yield from array_names((k, a) for k, a in salvaged if _id_array(k))
         yield f"{path.name} (unreadable arrays)", "unreadable", {}
         return
     yield from array_names(arrays)
+
+
+def _id_array(name: str) -> bool:
+    return bool(USER_ARRAY.search(name)) or "creator" in name
+
+
+_LOCAL_HEADER = struct.Struct("<4sHHHHHIIIHH")  # a zip member's local file header
+_ZIP64 = 0xFFFFFFFF
+
+
+def salvaged_arrays(path: Path) -> list[tuple[str, np.ndarray]]:
+    """The arrays a cut ``.npz`` still holds (``np.savez`` killed mid-write: no central
+    directory), read member by member from their local headers; a cut member gives its
+    whole items. Stops at anything else (a compressed member, bytes that are no member)."""
+    try:
+        data = path.read_bytes()
+    except OSError:
+        return []
+    out: list[tuple[str, np.ndarray]] = []
+    at = 0
+    while data.startswith(b"PK\x03\x04", at) and at + _LOCAL_HEADER.size <= len(data):
+        _, _, flags, method, _, _, _, size, _, name_len, extra_len = _LOCAL_HEADER.unpack_from(
+            data, at
+        )
+        name_at = at + _LOCAL_HEADER.size
+        start = name_at + name_len + extra_len
+        if size == _ZIP64:  # the zip64 extra field (id 1) holds the sizes: size, then compressed
+            extra = data[name_at + name_len : start]
+            size = int.from_bytes(extra[12:20], "little") if extra[:2] == b"\x01\x00" else 0
+        if method != 0:  # np.savez stores; np.savez_compressed is not read here
+            break
+        known = size > 0 and not flags & 0x08  # else its writer was killed inside it
+        end = min(start + size, len(data)) if known else len(data)
+        array = _npy_items(data[start:end])
+        if array is not None:
+            out.append((data[name_at : name_at + name_len].decode(errors="replace"), array))
+        if not known:
+            break
+        at = end
+    return [(name.removesuffix(".npy"), array) for name, array in out]
+
+
+def _npy_items(buf: bytes) -> np.ndarray | None:
+    """The whole items of a (maybe cut) ``.npy``'s bytes, flat; None if none can be read."""
+    f = io.BytesIO(buf)
+    try:
+        version = np.lib.format.read_magic(f)
+        if version == (1, 0):
+            shape, _, dtype = np.lib.format.read_array_header_1_0(f)
+        else:
+            shape, _, dtype = np.lib.format.read_array_header_2_0(f)
+        if dtype.hasobject or dtype.itemsize == 0:
+            return None
+        count = min((len(buf) - f.tell()) // dtype.itemsize, int(np.prod(shape)))
+        return np.frombuffer(buf, dtype=dtype, count=count, offset=f.tell())
+    except (ValueError, EOFError):
+        return None
 
 
 def json_file_names(value: object) -> dict[str, tuple[str, dict[str, int]]]:

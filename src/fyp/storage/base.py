@@ -7,6 +7,8 @@ data into a foreign cell. Every backend passes ``tests/contracts/store_contract.
 
 from __future__ import annotations
 
+import re
+import sqlite3
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
@@ -16,7 +18,7 @@ from typing import Any, NamedTuple
 from pydantic_core import to_json
 
 from fyp.catalog.models import User, Video
-from fyp.errors import ResidencyViolation, ServerError
+from fyp.errors import ResidencyViolation, ServerError, StorageError
 from fyp.events.schema import StoredEvent
 
 
@@ -83,6 +85,22 @@ class LabelRow(NamedTuple):
     split: str
     user_id: str
     video_id: str
+
+
+_UNAVAILABLE = re.compile(
+    r"disk is full|disk I/O error|readonly database|unable to open|database (table )?is locked"
+)
+"""SQLite errors of the storage itself, not of the request: a full disk, an I/O error, a
+read-only or vanished file, a lock another connection held past the busy timeout."""
+
+
+def unavailable(exc: BaseException) -> bool:
+    """Whether ``exc`` says the store cannot take the request now (retry later), not
+    that the request or fyp is wrong: a :class:`StorageError`, or one of SQLite's errors
+    of the storage itself."""
+    if isinstance(exc, StorageError):
+        return True
+    return isinstance(exc, sqlite3.OperationalError) and _UNAVAILABLE.search(str(exc)) is not None
 
 
 @dataclass(frozen=True)
