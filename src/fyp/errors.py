@@ -237,9 +237,10 @@ class PlacementRefused(ClusterError):
 
 
 def invalid_cursor() -> InvalidRequest:
-    """400 for a ``cursor`` that is not a ``next_cursor`` the route gave (malformed,
-    edited, truncated, another route's or region's): the same body on every paged route,
-    naming the parameter in ``details.field`` as the tree's other field errors do."""
+    """400 for a ``cursor`` that is not a ``next_cursor`` the route gave (as far as the
+    route can tell: the For You cursor is checked for shape only, docs/architecture.md
+    "Errors"): the same body on every paged route, naming the parameter in
+    ``details.field`` as the tree's other field errors do."""
     return InvalidRequest("cursor is not a next_cursor this route gave", field="cursor")
 
 

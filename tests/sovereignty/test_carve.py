@@ -103,6 +103,24 @@ def test_the_carve_report_and_refusals(dep: Path, tmp_path: Path) -> None:
     assert load_config(tmp_path / "j").region("us").backup_targets == ("file://backups/us",)
 
 
+def test_another_regions_data_in_the_region_directory_fails_the_carve(
+    dep: Path, tmp_path: Path
+) -> None:
+    """A us store copied by hand into regions/eu/ was carried into the carved eu cell,
+    exit 0 (audit review). The carve now scans its copy as `fyp residency check` does:
+    the report counts what it found, says where, and the command exits 1."""
+    report = carve_out(dep, "eu", tmp_path / "clean", with_backups=False)
+    assert report.foreign_records == 0
+    shutil.copy(dep / "regions" / "us" / "store.sqlite", dep / "regions" / "eu" / "junk.sqlite")
+    out = tmp_path / "eu-with-junk"
+    code, text = cli("region", "export", str(dep), "eu", "--to", str(out), "--json")
+    assert code == 1, text
+    made = json.loads(text)
+    assert made["foreign_records"] > 0
+    assert "homed in eu" in made["notes"][0] and str(out) in made["notes"][0]
+    assert not ResidencyScanner(out).run().ok  # what it said: the copy holds them
+
+
 def test_a_target_that_cannot_be_created_is_refused_in_one_line(dep: Path, tmp_path: Path) -> None:
     """--to under a file, or where nothing may be written, was a traceback."""
     (tmp_path / "file").write_text("x")

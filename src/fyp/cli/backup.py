@@ -178,21 +178,24 @@ def register(app: typer.Typer) -> None:
         ),
         as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
     ) -> None:
-        """Carve a region out as a standalone deployment (config, store, models, keys)."""
+        """Carve a region out as a standalone deployment (config, store, models, keys);
+        exit 1 if the copy's audit log is broken or its residency scan finds anything."""
         from fyp.sovereignty.carve import carve_out
 
         report = carve_out(directory, region, to, with_backups=backups, store=store)
         if as_json:
             typer.echo(json.dumps(report.to_dict(), indent=2))
-            return
-        console.print(
-            f"region [bold]{region}[/] carved out to [bold]{report.out}[/] in "
-            f"{report.seconds:.2f} s: {report.users:,} users, {report.events:,} events, "
-            f"{report.videos:,} videos, {report.files} files, audit log "
-            f"{report.audit_entries:,} entries ({'intact' if report.audit_ok else 'BROKEN'})"
-        )
-        for note in report.notes:
-            console.print(f"  {note}", markup=False)
+        else:
+            console.print(
+                f"region [bold]{region}[/] carved out to [bold]{report.out}[/] in "
+                f"{report.seconds:.2f} s: {report.users:,} users, {report.events:,} events, "
+                f"{report.videos:,} videos, {report.files} files, audit log "
+                f"{report.audit_entries:,} entries ({'intact' if report.audit_ok else 'BROKEN'})"
+            )
+            for note in report.notes:
+                console.print(f"  {note}", markup=False)
+        if not report.audit_ok or report.foreign_records:  # carved, but not clean
+            raise typer.Exit(EXIT_PROBLEM)
 
     residency = typer.Typer(
         name="residency", help="Check where users' data lives.", no_args_is_help=True

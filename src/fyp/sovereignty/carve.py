@@ -63,6 +63,7 @@ class CarveReport:
     audit_entries: int = 0
     audit_ok: bool = False
     revoked_keys: int = 0  # keys that also reached other regions, revoked in the copy
+    foreign_records: int = 0  # what `fyp residency check` of the copy finds (0: nothing)
     seconds: float = 0.0
     notes: list[str] = field(default_factory=list)
 
@@ -152,6 +153,7 @@ class Carver:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
         self._check(report)
+        self._scan(report, with_backups)
         if any(k.startswith(f"FYP_SECRET_{self.region.upper()}_") for k in os.environ):
             report.notes.append(
                 f"some secrets of {self.region} come from FYP_SECRET_{self.region.upper()}_* "
@@ -309,6 +311,24 @@ class Carver:
             report.videos = store.count_videos()
             report.audit_entries = verified.entries
             report.audit_ok = verified.ok
+
+    def _scan(self, report: CarveReport, with_backups: bool) -> None:
+        """The residency scan of the copy: it reads every file the carve copied from the
+        region's directory, so another region's data left there (a store copied in by
+        hand) is not carried into the cell unsaid."""
+        from fyp.sovereignty.residency import ResidencyScanner
+
+        found = ResidencyScanner(self.out, scan_backups=with_backups).run()
+        report.foreign_records = sum(f.records for f in found.findings)
+        if found.findings:
+            kinds = sorted({f.kind for f in found.findings})
+            report.notes.insert(
+                0,
+                f"the carved copy holds {report.foreign_records:,} record(s) of users not "
+                f"homed in {self.region} ({', '.join(kinds)}), copied from the source's "
+                f"regions/{self.region}/: see `fyp residency check {self.out}` (and of the "
+                "source)",
+            )
 
 
 def carve_out(
