@@ -6,6 +6,7 @@ until ``[erasure] retrain_within_hours`` runs out (then exit 1), until a retrain
 from __future__ import annotations
 
 import json
+import os
 import re
 import sys
 import time
@@ -29,8 +30,9 @@ from fyp.models.schedule import retrain_reason
 from fyp.models.training import train_and_publish
 from fyp.regions.consent import ConsentPolicy, consent_policy
 from fyp.regions.deployment import Deployment
+from fyp.regions.live_config import record_policy_in_force
 from fyp.serving.app import create_app
-from fyp.sovereignty.consent_log import ACTION
+from fyp.sovereignty.consent_log import ACTION, withdrawal_deadline
 from fyp.sovereignty.ledger import user_pseudonym
 from fyp.sovereignty.lineage import LineageVerifier
 
@@ -176,8 +178,8 @@ def test_learning_from_a_user_without_consent_fails_the_check(tmp_path: Path, ba
     )
 
 
-def test_a_policy_turning_opt_in_asks_for_a_retrain(tmp_path: Path, backend: str) -> None:
-    root = tmp_path / "d"
+def trained_then_opt_in(root: Path) -> Path:
+    """A deployment trained, then its region us's consent policy made opt-in (fyp.toml)."""
     build(root).close()
     with Deployment.open(root) as d:
         train(d)
@@ -185,6 +187,12 @@ def test_a_policy_turning_opt_in_asks_for_a_retrain(tmp_path: Path, backend: str
     toml.write_text(
         toml.read_text("utf-8") + "\n[regions.us.policy.consent]\nmodel_training = false\n"
     )
+    return toml
+
+
+def test_a_policy_turning_opt_in_asks_for_a_retrain(tmp_path: Path, backend: str) -> None:
+    root = tmp_path / "d"
+    trained_then_opt_in(root)
     with Deployment.open(root) as d:
         policy = consent_policy(d.config, "us")
         reason = retrain_reason(d.store("us"), d.config.region_dir("us"), None, policy)
@@ -196,6 +204,33 @@ def test_a_policy_turning_opt_in_asks_for_a_retrain(tmp_path: Path, backend: str
         assert live_report(d).consent == "verified"
         _, arrays = live(d)
         assert len(arrays["lineage_user_ids"]) == 0  # nobody opted in
+
+
+def test_touching_fyp_toml_does_not_move_a_policy_changes_deadline(tmp_path: Path) -> None:
+    """The retrain deadline after the region's consent policy turned opt-in was counted
+    from fyp.toml's modification time: `touch fyp.toml` made an overdue model 'pending,
+    due in 24 h' again (audit review). A host starting its schedules (and `fyp train`)
+    now records the policy it finds in force, and the deadline counts from that entry;
+    an edit of another policy table since does not move it either."""
+    root = tmp_path / "d"
+    toml = trained_then_opt_in(root)
+    window = 24 * 3_600_000
+    with Deployment.open(root) as d:
+        assert withdrawal_deadline(d, "us") == int(toml.stat().st_mtime * 1000) + window
+        assert record_policy_in_force(d) == ["us"] and record_policy_in_force(d) == []
+        (entry,) = AuditLog(d.store("us")).entries(subject="policy:us", action="policy.change")
+        due = withdrawal_deadline(d, "us")
+        assert due == entry.ts_ms + window
+    later = time.time() + 3_600
+    os.utime(toml, (later, later))  # a touch
+    text = toml.read_text("utf-8").replace(
+        "[regions.us.policy]\n", '[regions.us.policy]\nbanned_terms = ["zz"]\n', 1
+    )
+    toml.write_text(text)  # and an edit of another table, found and recorded later
+    with Deployment.open(root) as d:
+        assert record_policy_in_force(d) == ["us"]
+        assert withdrawal_deadline(d, "us") == due
+        assert live_report(d).consent == "pending"
 
 
 def test_creating_a_user_with_a_consent_records_it(tmp_path: Path) -> None:

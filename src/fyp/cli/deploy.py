@@ -192,9 +192,11 @@ def build_schedules(
     from fyp.catalog.blocks_check import BlocksScheduler
     from fyp.models.schedule import TrainingScheduler
     from fyp.moderation.schedule import ModerationScheduler
+    from fyp.regions.live_config import record_policy_in_force
     from fyp.sovereignty.consent_log import withdrawal_deadline
     from fyp.sovereignty.scheduler import ErasureScheduler
 
+    record_policy_in_force(deployment)  # edited while no host ran: deadlines count from now
     return [
         ErasureScheduler(config, partial(withdrawal_deadline, deployment)),
         TrainingScheduler(config),

@@ -205,10 +205,12 @@ def _train(
     """`fyp train` once its lock is held."""
     from fyp.models.executors import executor_for
     from fyp.regions.deployment import Deployment
+    from fyp.regions.live_config import record_policy_in_force
     from fyp.sovereignty.retention import expire_region
 
     with Deployment.open(directory) as d:  # checks the config and the region name
         regions = [d.config.region(region).name] if region else d.regions
+        record_policy_in_force(d)  # a policy edited while no server ran: from now, on record
         for name in regions:  # first, so a region whose events expired retrains
             _print_expired(expire_region(d, name))
         if if_changed:

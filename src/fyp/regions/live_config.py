@@ -124,10 +124,8 @@ def record_policy_changes(
         log = AuditLog(store)
         subject = f"policy:{region}"
         with store.transaction():  # the region's writer lock: one host writes it
-            last = None
-            for entry in log.entries(subject=subject, action=POLICY_CHANGED):
-                last = entry.details.get("sha256")
-            if last == digest:
+            latest = _latest_policy_entry(log, region)
+            if latest is not None and latest["sha256"] == digest:
                 continue
             before = old.regions[region].policy
             details = {
@@ -140,3 +138,61 @@ def record_policy_changes(
             log.append(ACTOR, POLICY_CHANGED, subject, details, now_ms())
             wrote.append(region)
     return wrote
+
+
+FIRST_SEEN = "fyp-policy-found-in-force"
+"""The actor of a ``policy.change`` entry written for a policy edited while no server ran."""
+
+
+def _latest_policy_entry(log: AuditLog, region: str) -> dict[str, Any] | None:
+    latest = None
+    for entry in log.entries(subject=f"policy:{region}", action=POLICY_CHANGED):
+        latest = {"sha256": entry.details.get("sha256"), "ts_ms": entry.ts_ms}
+    return latest
+
+
+def record_policy_in_force(deployment: Deployment) -> list[str]:
+    """A ``policy.change`` entry, dated now, for each region whose policy in force is not
+    the one its latest entry names (edited while no server ran, or never recorded): the
+    time fyp first found it, which a deadline counted from a policy change can then be
+    counted from (``fyp.toml``'s modification time, used before, moves with any touch).
+    Called when a host starts its schedules and by ``fyp train``. Returns the regions."""
+    wrote: list[str] = []
+    for region in deployment.regions:
+        policy = deployment.config.regions[region].policy
+        digest = policy_digest(policy)
+        store = sql_store(deployment.store(region))
+        log = AuditLog(store)
+        with store.transaction():  # the region's writer lock: one host writes it
+            latest = _latest_policy_entry(log, region)
+            if latest is not None and latest["sha256"] == digest:
+                continue
+            details = {
+                "sha256": digest,
+                "previous": None if latest is None else latest["sha256"],
+                "policy": plain(policy),
+                "found_in_force": True,
+            }
+            log.append(FIRST_SEEN, POLICY_CHANGED, f"policy:{region}", details, now_ms())
+            wrote.append(region)
+    return wrote
+
+
+def policy_in_force_since(deployment: Deployment, region: str, table: str) -> int | None:
+    """Since when the region's ``[regions.R.policy.<table>]`` has been what it is now, by
+    its ``policy.change`` entries (the first of the run that left it so; an edit of
+    another table since does not move it); None when the latest entry does not name the
+    policy in force (edited while no host with schedules ran)."""
+    log = AuditLog(sql_store(deployment.store(region)))
+    policy = deployment.config.regions[region].policy
+    since: int | None = None
+    current: object = None
+    latest = None
+    for entry in log.entries(subject=f"policy:{region}", action=POLICY_CHANGED):
+        recorded = (entry.details.get("policy") or {}).get(table)
+        if since is None or recorded != current:
+            since, current = entry.ts_ms, recorded
+        latest = entry.details.get("sha256")
+    if latest != policy_digest(policy) or current != plain(policy).get(table):
+        return None
+    return since

@@ -33,6 +33,7 @@ from fyp.config import CONFIG_FILE
 from fyp.regions.consent import (
     KEYS,
     MODEL_TRAINING,
+    TABLE,
     ConsentPolicy,
     consent_policy,
     effective,
@@ -146,7 +147,7 @@ def withdrawal_deadline(deployment: Deployment, region: str) -> int | None:
     window = int(deployment.config.erasure.retrain_within_hours * 3_600_000)
     starts: list[int] = []
     if recorded.get("policy") != consent_policy(deployment.config, region).training_record():
-        starts.append(int((deployment.config.root / CONFIG_FILE).stat().st_mtime * 1000))
+        starts.append(policy_since(deployment, region))
     entries = AuditLog(deployment.store(region)).entries(
         action=ACTION, after_seq=int(recorded.get("audit_seq", 0))
     )
@@ -156,6 +157,19 @@ def withdrawal_deadline(deployment: Deployment, region: str) -> int | None:
         if e.details.get("key") == MODEL_TRAINING and e.details.get("new") is False
     ]
     return min(starts) + window if starts else None
+
+
+def policy_since(deployment: Deployment, region: str) -> int:
+    """Since when the region's consent policy has been the one in force: from its audit
+    log's ``policy.change`` entries (a host starting its schedules, or ``fyp train``,
+    records one found edited), else, with no entry naming it, ``fyp.toml``'s modification
+    time, which a touch of the file moves (an audit review postponed a deadline so)."""
+    from fyp.regions.live_config import policy_in_force_since
+
+    since = policy_in_force_since(deployment, region, TABLE)
+    if since is not None:
+        return since
+    return int((deployment.config.root / CONFIG_FILE).stat().st_mtime * 1000)
 
 
 @dataclass
@@ -210,8 +224,8 @@ def check_consent(
     for e in log.entries_of(list(names), action=ACTION):
         if e.details.get("key") == MODEL_TRAINING and after(e):
             since.setdefault(names[e.subject], []).append(e)
-    # the region's policy is in force since fyp.toml was last written (at the latest)
-    config_ms = int((deployment.config.root / CONFIG_FILE).stat().st_mtime * 1000)
+    # since when the region's consent policy is what it is now
+    config_ms = policy_since(deployment, region)
     without: list[str] = []
     withdrawn: dict[str, int] = {}  # user: when their withdrawal took effect
     for user in learned:
