@@ -25,7 +25,7 @@ from fyp.feed.impersonal import PERSONAL_SOURCES
 from fyp.moderation.policy import parse_policy
 from fyp.moderation.service import POLICY_CHECKED
 from fyp.regions.deployment import Deployment
-from fyp.regions.live_config import POLICY_CHANGED
+from fyp.regions.live_config import ACTOR, FIRST_SEEN, POLICY_CHANGED
 from serving.servers import Server, edit_config, start_all
 
 pytestmark = pytest.mark.slow
@@ -185,9 +185,11 @@ def test_a_banned_term_added_live_rejects_uploads_and_takes_approved_videos_out_
         changes = list(log.entries(subject="policy:us", action=POLICY_CHANGED))
         rechecks = list(log.entries(subject="policy:us", action=POLICY_CHECKED))
         policy = d.config.regions["us"].policy
-    assert len(changes) == 1, changes
-    assert changes[0].details["policy"] == policy
-    assert changes[0].details["config_sha256"] == in_force(a)
+    # (before it, the policy the first host found in force when it started its schedules)
+    assert [e.actor for e in changes[:-1]] == [FIRST_SEEN], changes
+    assert changes[-1].actor == ACTOR and changes[-1].details["policy"] == policy
+    assert changes[-1].details["config_sha256"] == in_force(a)
+    assert changes[-1].details["previous"] == changes[0].details["sha256"]
     digest = parse_policy("us", policy).digest()
     assert [e.details["digest"] for e in rechecks].count(digest) == 1, rechecks
     hosts.edit(lambda raw: raw["regions"]["us"]["policy"].pop("banned_terms"))

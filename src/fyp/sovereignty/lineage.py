@@ -175,14 +175,14 @@ class LineageVerifier:
                 rep.problems.append(unreadable[version])
                 continue
             manifest = manifests[version]
-            damaged = artifact_problem(region_dir, version, manifest)
-            if damaged is not None:  # what it holds is not what its manifest vouches for
-                rep.problems.append(damaged)
             try:
                 arrays = read_arrays(region_dir, version)
             except ModelError as exc:
                 rep.problems.append(exc.message)
                 continue
+            damaged = artifact_problem(region_dir, version, manifest)
+            if damaged is not None:  # what it holds is not what its manifest vouches for
+                rep.problems.append(damaged)
             learned = self._check_users(rep, manifest.snapshot.users_sha256, arrays, region, ledger)
             if manifest.region != region:
                 rep.problems.append(
