@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+PORT ?= 8000
 
 .PHONY: demo test lint types unit install bench clean
 
@@ -15,7 +16,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/fyp demo --dir demo-deployment
+	$(BIN)/fyp demo --dir demo-deployment --port $(PORT)
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks scripts examples

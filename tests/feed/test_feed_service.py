@@ -797,3 +797,8 @@ def test_fyp_recommend_prints_the_feed_and_audits_the_read(trained: Deployment) 
     assert entry.actor == "cli:fyp recommend"
     assert entry.subject == user_pseudonym(trained.config, "us", "u2")
     assert entry.details == {"route": "fyp recommend", "reason": "ticket 12"}
+    # no reason, no read: an empty one went in the log as "(none given)"
+    for reason in ("", "   ", "x" * 501):
+        refused = CliRunner().invoke(app, ["recommend", root, "u2", "--reason", reason])
+        assert refused.exit_code == 2 and "--reason" in refused.output, refused.output
+    assert len(list(AuditLog(trained.store("us")).entries(action="user_data.read"))) == 1

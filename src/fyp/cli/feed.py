@@ -10,7 +10,7 @@ import typer
 from rich.markup import escape
 from rich.table import Column, Table
 
-from fyp.cli.app import WaitOpt, console, exit_code, print_error, scheduled_run
+from fyp.cli.app import WaitOpt, console, exit_code, fail, print_error, scheduled_run
 
 if TYPE_CHECKING:
     from fyp.errors import FypError
@@ -93,6 +93,7 @@ def register(app: typer.Typer) -> None:
         recorded in the user's region's audit log like one over the API); the feed not
         based on profiling when the user's personalised_feed consent is off. With
         --guest REGION, the region's guest feed (GET /v1/regions/{region}/feed)."""
+        from fyp.access.guard import MAX_REASON
         from fyp.audit.log import AuditLog
         from fyp.errors import InvalidRequest
         from fyp.feed.reasons import asked_lang
@@ -105,6 +106,13 @@ def register(app: typer.Typer) -> None:
         if guest is not None and record:
             raise InvalidRequest("--record: a guest feed records nothing")
         asked = asked_lang(lang, None, field="--lang")  # before the feed is read
+        why = reason.strip()
+        if guest is None and not 0 < len(why) <= MAX_REASON:  # as X-Fyp-Reason over HTTP
+            raise fail(
+                InvalidRequest(
+                    f"--reason: say why you read this user's feed (1 to {MAX_REASON} characters)"
+                )
+            )
         with Deployment.open(directory) as d:
             if guest is not None:
                 shown = FeedService(d).guest_feed(guest, n=n)
@@ -112,13 +120,14 @@ def register(app: typer.Typer) -> None:
                 _print_feed(d, shown.region, title, shown.items, shown.language(asked))
                 return
             assert user is not None
-            page = FeedService(d).feed(user, n=n, record=record)
-            AuditLog(d.store(page.region)).append(
+            home = d.homed_region(user)  # on record before it is read, as over HTTP
+            AuditLog(d.store(home)).append(
                 "cli:fyp recommend",
                 "user_data.read",
-                user_pseudonym(d.config, page.region, user),
-                {"route": "fyp recommend", "reason": reason.strip() or "(none given)"},
+                user_pseudonym(d.config, home, user),
+                {"route": "fyp recommend", "reason": why},
             )
+            page = FeedService(d).feed(user, n=n, record=record)
             kind = "" if page.personalised else ", not personalised"
             title = f"feed of {user} ({page.region}{kind})"
             _print_feed(d, page.region, title, page.items, page.language(asked))
