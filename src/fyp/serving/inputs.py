@@ -11,7 +11,8 @@
   store or even look one up (it was a 500 there), so no backend takes one. (An event's
   fields take none by their patterns: a batch rejects that event alone.)
 - A region named in a body, a query or a header (``home_region``, ``regions``,
-  ``region``, ``X-Fyp-Region``) must be one the deployment declares, else 422
+  ``region``, ``X-Fyp-Region``: the event routes' claim, which no other route reads or
+  checks) must be one the deployment declares, else 422
   ``validation_failed`` naming the field: a 404 ``unknown_region`` is only for a region
   in the URL's path, whose resource then does not exist.
 """
