@@ -136,6 +136,10 @@ def test_verify_never_proves_an_erasure_nobody_made(dep: Deployment) -> None:
     code, out = cli("erasure", "verify", str(dep.config.root), "nobody-xyz1", "--json")
     report = json.loads(out)
     assert code == 1 and report["status"] == "not_erased" and not report["remnants"]
+    # a live user never erased is not_erased too (it said remnants: an auditor review)
+    code, out = cli("erasure", "verify", str(dep.config.root), ANA, "--json")
+    report = json.loads(out)
+    assert code == 1 and report["status"] == "not_erased" and report["remnants"]
 
 
 def test_a_data_file_with_a_long_field_is_scanned_and_scrubbed(dep: Deployment) -> None:
@@ -237,7 +241,7 @@ def test_receipt_signature_catches_tampering_and_other_users(dep: Deployment) ->
     assert not verify_erasure(dep, ANA, forged).ok
     other = verify_erasure(dep, "u2", receipt)  # u2 still exists, and is not the receipt's
     assert other.receipt is not None and not other.receipt["names_this_user"]
-    assert other.status == "remnants"
+    assert other.status == "not_erased" and other.remnants  # never erased: still there
 
 
 def test_ledger_audit_log_and_hooks_record_the_erasure(dep: Deployment) -> None:

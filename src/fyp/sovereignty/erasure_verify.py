@@ -95,12 +95,12 @@ class ErasureReport:
 
     @property
     def status(self) -> str:
+        if not self.ledger:  # no erasure to prove (a typo, or a user never erased: what
+            return "not_erased"  # they hold is listed, but is no erasure's remnant)
         if self.remnants:
             return "remnants"
         if not self.receipt_ok:
             return "bad_receipt"
-        if not self.ledger:  # nothing left, but no erasure to prove either (a typo?)
-            return "not_erased"
         if self.pending:
             overdue = min(self.pending.values()) < self.checked_at_ms
             return "retrain_overdue" if overdue else "pending_retrain"
