@@ -348,7 +348,7 @@ def test_cli_backup_and_restore_print_summaries_and_json(dep: Path) -> None:
     tampered = dep / "backups" / "eu" / made["backup_id"] / SNAPSHOT_FILE
     tampered.write_bytes(b"x")
     code, message = cli("restore", str(dep), "--region", "eu", "--backup", made["backup_id"])
-    assert code == 3 and "checksum" in message
+    assert code == 3 and "damaged" in message and "cut short" in message  # its size, at once
 
 
 # -- the sealed stream -----------------------------------------------------------------

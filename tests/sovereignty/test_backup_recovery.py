@@ -333,3 +333,30 @@ def test_prune_never_deletes_the_last_backup_that_verifies(dep: Path) -> None:
     good = writer.run()  # once a newer backup verifies, the older ones go as asked
     removed, _ = writer.prune(1)
     assert removed == [older.backup_id, newer.backup_id] and good.path.is_dir()
+
+
+def test_fyp_backups_sees_a_cut_snapshot_and_with_verify_a_changed_one(dep: Path) -> None:
+    """A snapshot.enc cut short or overwritten was listed as fine, exit 0 (audit review):
+    only a restore read it. The listing now compares its size with the manifest's (a
+    stat), and --verify reads it whole against the checksum."""
+    config = load_config(dep)
+    older = BackupWriter(config, "us").run()
+    newer = BackupWriter(config, "us").run()
+    snapshot = newer.path / SNAPSHOT_FILE
+    whole = snapshot.read_bytes()
+    snapshot.write_bytes(whole[: len(whole) // 2])
+    code, out = cli("backups", str(dep), "--region", "us", "--json")
+    listed = json.loads(out)
+    assert code == 1 and [b["manifest"]["backup_id"] for b in listed["backups"]] == [
+        older.backup_id
+    ]
+    assert [d["backup_id"] for d in listed["damaged"]] == [newer.backup_id]
+    assert "cut short" in listed["damaged"][0]["reason"]
+    changed = bytearray(whole)
+    changed[len(changed) // 2] ^= 1  # same size: only reading it shows
+    snapshot.write_bytes(bytes(changed))
+    assert cli("backups", str(dep), "--region", "us")[0] == 0
+    code, out = cli("backups", str(dep), "--region", "us", "--verify", "--json")
+    assert code == 1 and [d["backup_id"] for d in json.loads(out)["damaged"]] == [newer.backup_id]
+    snapshot.write_bytes(whole)
+    assert cli("backups", str(dep), "--region", "us", "--verify")[0] == 0

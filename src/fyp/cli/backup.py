@@ -73,16 +73,20 @@ def register(app: typer.Typer) -> None:
     def backups(
         directory: Path = DirArg,
         region: str = typer.Option(..., help="The region whose backups to list."),
+        verify: bool = typer.Option(
+            False, "--verify", help="Also read each backup whole and check its checksum."
+        ),
         as_json: bool = typer.Option(False, "--json", help="Print the list as JSON."),
     ) -> None:
         """List a region's backups at its targets, oldest first, damaged ones included;
-        exit 1 if any is damaged (its manifest cannot be read)."""
+        exit 1 if any is damaged (a manifest that cannot be read or fails its MAC, a
+        snapshot of another size than it names; with --verify, another checksum)."""
         from fyp.config import load_config
         from fyp.sovereignty.backup import allowed_target_dirs, list_backups
 
         config = load_config(directory)
         dirs = [p for _, p in allowed_target_dirs(config, config.region(region).name)]
-        listing = list_backups(*dirs).of_region(config, region)
+        listing = list_backups(*dirs).of_region(config, region, verify)
         if as_json:
             out = {
                 "backups": [{"path": str(b.path), "manifest": b.manifest} for b in listing.backups],

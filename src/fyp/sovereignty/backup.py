@@ -177,10 +177,12 @@ class Listing:
     backups: list[Backup] = field(default_factory=list)
     damaged: list[Damaged] = field(default_factory=list)
 
-    def of_region(self, config: DeploymentConfig, region: str) -> Listing:
-        """Backups of ``region`` whose manifest its MAC key authenticates; any other is
-        damaged. A manifest's fields are not trusted before that: an edited
-        ``created_at_ms`` or ``region`` made "latest" quietly pick an older backup."""
+    def of_region(self, config: DeploymentConfig, region: str, verify: bool = False) -> Listing:
+        """Backups of ``region`` whose manifest its MAC key authenticates and whose
+        ciphertext has the size it names (``verify``: and its sha256, reading it whole);
+        any other is damaged. A manifest's fields are not trusted before that: an edited
+        ``created_at_ms`` or ``region`` made "latest" quietly pick an older backup, and a
+        cut or overwritten ``snapshot.enc`` was listed as fine (only a restore read it)."""
         _, mac_key = backup_keys(config, region)
         mine: list[Backup] = []
         damaged = list(self.damaged)
@@ -190,7 +192,11 @@ class Listing:
             ):
                 damaged.append(Damaged(b.path, "its manifest fails its MAC check (edited?)"))
             elif b.manifest.get("region") == region:
-                mine.append(b)
+                problem = _ciphertext_problem(config, region, b, verify)
+                if problem is None:
+                    mine.append(b)
+                else:
+                    damaged.append(Damaged(b.path, problem))
         return Listing(mine, damaged)
 
     def newer_damaged(self, region: str) -> list[Damaged]:
@@ -203,6 +209,25 @@ class Listing:
             if BACKUP_ID.fullmatch(d.backup_id) is None
             or (d.backup_id.startswith(f"{region}-") and (newest is None or d.backup_id > newest))
         ]
+
+
+def _ciphertext_problem(
+    config: DeploymentConfig, region: str, backup: Backup, verify: bool
+) -> str | None:
+    if verify:
+        try:
+            verify_backup(config, region, backup)
+        except BackupCorrupt as exc:
+            return exc.message
+        return None
+    try:
+        size = (backup.path / SNAPSHOT_FILE).stat().st_size
+        want = int(backup.manifest["ciphertext"]["size"])
+    except (OSError, KeyError, TypeError, ValueError) as exc:
+        return f"its {SNAPSHOT_FILE} cannot be checked: {exc}"
+    if size != want:
+        return f"its {SNAPSHOT_FILE} is {size:,} bytes, its manifest says {want:,} (cut short?)"
+    return None
 
 
 BACKUP_ID = re.compile(r"[a-z][a-z0-9_]*-\d{8}T\d{9}Z-[0-9a-f]{6}")
