@@ -595,3 +595,21 @@ def test_a_name_inside_another_users_json_attributes_is_erased_too(dep: Deployme
     from fyp.sovereignty.residency import ResidencyScanner
 
     assert not [f for f in ResidencyScanner(dep.config.root).run().findings if f.kind == "erased"]
+
+
+def test_a_receipt_that_is_not_one_is_a_plain_message(dep: Path, tmp_path: Path) -> None:
+    """`{}` said "cannot read receipt …: 'receipt_id'" and `[1, 2]` "list indices must be
+    integers or slices, not str" (audit review): Python's words, not the user's."""
+    root = str(dep.config.root)
+    cases = {"{}": "(no 'receipt_id')", "[1, 2]": "not a deletion receipt", "nope": "not JSON"}
+    for text, says in cases.items():
+        path = tmp_path / "r.json"
+        path.write_text(text)
+        done = subprocess.run(
+            [sys.executable, "-m", "fyp", "erasure", "verify", root, ANA, "--receipt", str(path)],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert done.returncode == 2 and says in done.stderr, done.stderr
+        assert len(done.stderr.strip().splitlines()) == 1 and "list indices" not in done.stderr

@@ -193,11 +193,20 @@ def register(app: typer.Typer) -> None:
         if receipt is not None:
             try:
                 raw = json.loads(receipt.read_text(encoding="utf-8"))
-                if isinstance(raw, dict) and isinstance(raw.get("receipt"), dict):
-                    raw = raw["receipt"]  # the body DELETE /v1/users/{id} answers with
+            except OSError as exc:
+                raise InvalidRequest(f"cannot read receipt {receipt}: {exc.strerror}") from exc
+            except ValueError as exc:  # not JSON, or not UTF-8
+                raise InvalidRequest(f"receipt {receipt} is not JSON: {exc}") from exc
+            if isinstance(raw, dict) and isinstance(raw.get("receipt"), dict):
+                raw = raw["receipt"]  # the body DELETE /v1/users/{id} answers with
+            try:
                 parsed = Receipt.from_dict(raw)
-            except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
-                raise InvalidRequest(f"cannot read receipt {receipt}: {exc}") from exc
+            except (KeyError, TypeError, ValueError, AttributeError) as exc:
+                missing = f" (no {exc.args[0]!r})" if isinstance(exc, KeyError) else ""
+                raise InvalidRequest(
+                    f"receipt {receipt} is not a deletion receipt{missing}: give the one "
+                    "`fyp erasure erase` printed or the whole answer of DELETE /v1/users/{id}"
+                ) from exc
         with Deployment.open(directory) as d:
             report = verify_erasure(d, user, parsed)
         if as_json:
