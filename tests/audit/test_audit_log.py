@@ -275,3 +275,8 @@ def test_cli_expect_head_needs_region_when_there_are_several(tmp_path: Path) -> 
     head = f"{report.head_seq}:{report.head_hash}"
     alone = runner.invoke(app, ["audit", "verify", str(one), "--expect-head", head])
     assert alone.exit_code == 0, alone.output  # one region: no doubt whose head it is
+    # a head that is not one is bad input, as the API's pattern says: never "cut off"
+    for bad in (f"-5:{report.head_hash}", "99:abc", "7", f"x:{report.head_hash}"):
+        refused = runner.invoke(app, ["audit", "verify", str(one), "--expect-head", bad])
+        assert isinstance(refused.exception, FypError), (bad, refused.output)
+        assert fail(refused.exception).exit_code == 2 and "SEQ:HASH" in refused.exception.message

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
@@ -222,6 +223,10 @@ class AuditEntry:
 
 def entry_hash(body: Mapping[str, Any]) -> str:
     return hashlib.sha256(canonical_json(dict(body)).encode("utf-8")).hexdigest()
+
+
+HEAD = re.compile(r"[0-9]+:[0-9a-f]{64}")
+"""A head as ``verify`` prints it, ``SEQ:HASH``."""
 
 
 @dataclass(frozen=True)
@@ -461,6 +466,12 @@ class AuditLog:
             )
         anchors = [("recorded head", f"{recorded[0][0]}:{recorded[0][1]}")] if recorded else []
         if expect_head:
+            if HEAD.fullmatch(expect_head) is None:  # as the API's pattern: no -5, no short hash
+                raise InvalidRequest(
+                    "the expected head must be SEQ:HASH (a whole number, a colon, 64 hex "
+                    f"digits), got {expect_head!r}",
+                    field="expect_head",
+                )
             anchors.append(("expected head", expect_head))
         for label, anchor in anchors:
             problems.extend(self._check_anchor(label, anchor, rows))
@@ -478,8 +489,8 @@ class AuditLog:
         seq_text, _, want = anchor.partition(":")
         try:
             seq = int(seq_text)
-        except ValueError:
-            raise InvalidRequest(f"{label} must be SEQ:HASH, got {anchor!r}") from None
+        except ValueError:  # the recorded head (the expected one was checked on the way in)
+            return [Problem(0, "headless", f"the {label} is not SEQ:HASH: {anchor!r}")]
         if seq == 0:
             return []
         stored = {int(r[0]): str(r[8]) for r in rows}
