@@ -323,3 +323,17 @@ def test_a_cut_npz_is_read_as_far_as_it_was_written(tmp_path: Path) -> None:
     assert got == {"user_ids": 1_000, "lineage_user_ids": 1_000, "cut.npz (unreadable arrays)": 0}
     cut.write_bytes(b"")  # killed at once
     assert list(npz_names(cut)) == [("cut.npz (unreadable arrays)", "unreadable", {})]
+
+
+def test_swapped_stores_show_their_cause_first(dep: Path) -> None:
+    """us's and eu's store files swapped: thousands of orphans, and the two findings that
+    explain them were far down the table (audit review M8). They come first now."""
+    us, eu = (dep / "regions" / r / "store.sqlite" for r in ("us", "eu"))
+    swap = us.with_name("swap")
+    us.rename(swap)
+    eu.rename(us)
+    swap.rename(eu)
+    code, out = cli("residency", "check", str(dep), "--no-backups")
+    assert code == 1
+    rows = [line for line in out.splitlines() if line.startswith("│")]
+    assert rows and "wrong_region_s" in rows[0], out[:2000]

@@ -302,6 +302,10 @@ def _print_damaged(damaged: list[Any], what: str) -> None:
         console.print(f"  DAMAGED backup {d.backup_id} ({what}): {d.reason}", markup=False)
 
 
+CAUSES = frozenset({"wrong_region_store", "several_homes", "unfinished_move", "unreadable"})
+"""Findings that explain others (listed first): a store file in another region's place."""
+
+
 def _print_residency(r: dict[str, Any]) -> None:
     for reg in r["regions"]:
         scanned = reg["scanned"]
@@ -322,7 +326,9 @@ def _print_residency(r: dict[str, Any]) -> None:
     )
     if r["findings"]:
         table = Table("region", "kind", "where", "user", "home", "records")
-        for f in r["findings"][:200]:
+        # a store in another region's place explains thousands of orphans: it comes first
+        ordered = sorted(r["findings"], key=lambda f: f["kind"] not in CAUSES)
+        for f in ordered[:200]:
             table.add_row(
                 f["region"],
                 f["kind"],
