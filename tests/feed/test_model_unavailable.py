@@ -11,6 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
@@ -205,3 +206,18 @@ def test_readyz_is_not_ready_once_a_changed_policy_is_overdue_for_a_re_judge(
             Moderator(d).run("eu")
             resp = client.get("/readyz")
             assert resp.status_code == 200 and resp.json()["regions"]["eu"]["notes"] == []
+
+
+def test_arrays_changed_but_loadable_are_never_served(trained: Deployment) -> None:
+    """Only the training schedule compared the arrays with their manifest's sha256: an
+    arrays.npz damaged (or swapped) in a way that still loads was served (chaos review)."""
+    live = _live(trained, "eu")
+    with np.load(live / ARRAYS, allow_pickle=False) as held:
+        arrays = {name: held[name] for name in held.files}
+    name = next(n for n, a in arrays.items() if a.dtype.kind == "f" and a.size)
+    arrays[name] = arrays[name] * 2.0
+    with (live / ARRAYS).open("wb") as f:
+        np.savez(f, **arrays)
+    with pytest.raises(ModelError, match="does not match its manifest's sha256"):
+        RegionModel.load(trained.config.region_dir("eu"))
+    RegionModel.load(trained.config.region_dir("us"))  # the other region's is fine

@@ -11,7 +11,13 @@ import numpy as np
 
 from fyp.errors import ModelError
 from fyp.models.ahead import AheadTable
-from fyp.models.artifacts import Manifest, current_version, read_arrays, read_manifest
+from fyp.models.artifacts import (
+    Manifest,
+    artifact_problem,
+    current_version,
+    read_arrays,
+    read_manifest,
+)
 from fyp.models.ranker import Heads
 
 FOLD_IN_REG = 0.1
@@ -131,8 +137,13 @@ class RegionModel:
                 region=region_dir.name,
             )
         manifest = read_manifest(region_dir, version)
+        arrays = read_arrays(region_dir, version)
+        if manifest.arrays_sha256 is not None:  # damaged but loadable is never served
+            damaged = artifact_problem(region_dir, version, manifest)
+            if damaged is not None:
+                raise ModelError(f"{region_dir.name}/{version}: {damaged}", version=version)
         try:
-            return cls.from_arrays(manifest, read_arrays(region_dir, version))
+            return cls.from_arrays(manifest, arrays)
         except (KeyError, ValueError, TypeError, IndexError, np.linalg.LinAlgError) as exc:
             raise ModelError(
                 f"model arrays of {region_dir.name}/{version} are incomplete or inconsistent: "
