@@ -108,10 +108,11 @@ def test_another_regions_data_in_the_region_directory_fails_the_carve(
 ) -> None:
     """A us store copied by hand into regions/eu/ was carried into the carved eu cell,
     exit 0 (audit review). The carve now scans its copy as `fyp residency check` does:
-    the report counts what it found, says where, and the command exits 1."""
+    the report counts what it found, says where, and the command exits 1. (Here a file
+    of us users, u0 and u2: the same on a PostgreSQL region, which has no store file.)"""
     report = carve_out(dep, "eu", tmp_path / "clean", with_backups=False)
     assert report.foreign_records == 0
-    shutil.copy(dep / "regions" / "us" / "store.sqlite", dep / "regions" / "eu" / "junk.sqlite")
+    (dep / "regions" / "eu" / "junk.csv").write_text("user_id,video_id\nu0,v1\nu2,v1\n")
     out = tmp_path / "eu-with-junk"
     code, text = cli("region", "export", str(dep), "eu", "--to", str(out), "--json")
     assert code == 1, text
