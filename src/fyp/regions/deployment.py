@@ -326,13 +326,12 @@ def _topmost_missing(path: Path) -> Path | None:
 
 def _missing_paths(config: DeploymentConfig, root: Path) -> list[Path]:
     """What creating the deployment ``config`` describes would make, as it is now."""
+    from fyp.sovereignty.region_data import store_companions, store_file
+
     wanted = [root / CONFIG_FILE] + [config.region_dir(r) for r in config.regions]
-    for region in config.regions.values():
-        url = config.resolve_url(region.store)
-        if url.startswith("sqlite:///"):
-            path = url[len("sqlite:///") :].partition("?")[0]
-            if path and path != ":memory:":
-                wanted += [Path(path + suffix) for suffix in ("", "-wal", "-shm", "-journal")]
+    for name in config.regions:
+        with contextlib.suppress(ConfigError):  # a store on a server has no file here
+            wanted += store_companions(store_file(config, name))
     made = [m for m in map(_topmost_missing, wanted) if m is not None]
     return list(dict.fromkeys(made))
 

@@ -118,24 +118,13 @@ def record_policy_changes(
     a store cannot be written: the caller then applies nothing."""
     wrote: list[str] = []
     for region in changed_policies(old, new):
-        policy = new.regions[region].policy
-        digest = policy_digest(policy)
-        store = sql_store(deployment.store(region))
-        log = AuditLog(store)
-        subject = f"policy:{region}"
-        with store.transaction():  # the region's writer lock: one host writes it
-            latest = _latest_policy_entry(log, region)
-            if latest is not None and latest["sha256"] == digest:
-                continue
-            before = old.regions[region].policy
-            details = {
-                "sha256": digest,
-                "previous": policy_digest(before),
-                "changed": sorted(k for k in {*before, *policy} if before.get(k) != policy.get(k)),
-                "policy": plain(policy),
-                "config_sha256": config_sha256,
-            }
-            log.append(ACTOR, POLICY_CHANGED, subject, details, now_ms())
+        policy, before = new.regions[region].policy, old.regions[region].policy
+        details = {
+            "previous": policy_digest(before),
+            "changed": sorted(k for k in {*before, *policy} if before.get(k) != policy.get(k)),
+            "config_sha256": config_sha256,
+        }
+        if _record_policy(deployment, region, policy, ACTOR, details):
             wrote.append(region)
     return wrote
 
@@ -151,31 +140,44 @@ def _latest_policy_entry(log: AuditLog, region: str) -> dict[str, Any] | None:
     return latest
 
 
+def _record_policy(
+    deployment: Deployment,
+    region: str,
+    policy: dict[str, Any],
+    actor: str,
+    details: dict[str, Any] | None,
+) -> bool:
+    """Append a ``policy.change`` entry for ``policy`` unless the region's latest one
+    names its digest; ``details`` None: its ``previous`` is that latest one's digest.
+    In one store transaction, whose writer lock makes several hosts write it once."""
+    digest = policy_digest(policy)
+    store = sql_store(deployment.store(region))
+    log = AuditLog(store)
+    with store.transaction():
+        latest = _latest_policy_entry(log, region)
+        if latest is not None and latest["sha256"] == digest:
+            return False
+        if details is None:
+            details = {"previous": None if latest is None else latest["sha256"]}
+            details["found_in_force"] = True
+        details = {"sha256": digest, **details, "policy": plain(policy)}
+        log.append(actor, POLICY_CHANGED, f"policy:{region}", details, now_ms())
+    return True
+
+
 def record_policy_in_force(deployment: Deployment) -> list[str]:
     """A ``policy.change`` entry, dated now, for each region whose policy in force is not
     the one its latest entry names (edited while no server ran, or never recorded): the
     time fyp first found it, which a deadline counted from a policy change can then be
     counted from (``fyp.toml``'s modification time, used before, moves with any touch).
     Called when a host starts its schedules and by ``fyp train``. Returns the regions."""
-    wrote: list[str] = []
-    for region in deployment.regions:
-        policy = deployment.config.regions[region].policy
-        digest = policy_digest(policy)
-        store = sql_store(deployment.store(region))
-        log = AuditLog(store)
-        with store.transaction():  # the region's writer lock: one host writes it
-            latest = _latest_policy_entry(log, region)
-            if latest is not None and latest["sha256"] == digest:
-                continue
-            details = {
-                "sha256": digest,
-                "previous": None if latest is None else latest["sha256"],
-                "policy": plain(policy),
-                "found_in_force": True,
-            }
-            log.append(FIRST_SEEN, POLICY_CHANGED, f"policy:{region}", details, now_ms())
-            wrote.append(region)
-    return wrote
+    return [
+        region
+        for region in deployment.regions
+        if _record_policy(
+            deployment, region, deployment.config.regions[region].policy, FIRST_SEEN, None
+        )
+    ]
 
 
 def policy_in_force_since(deployment: Deployment, region: str, table: str) -> int | None:

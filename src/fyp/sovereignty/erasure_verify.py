@@ -226,7 +226,8 @@ def region_remnants(
                 out.append(Remnant(region, "store_bytes", f.name, n))
     region_dir = config.region_dir(region)
     live = {p.resolve() for f in files for p in store_companions(f)}
-    for path in copies(region_dir, live):
+    copied = list(copies(region_dir, live))  # read as copies here, and not again below
+    for path in copied:
         if in_quarantine(region_dir, path):
             continue  # below
         rel = path.relative_to(region_dir).as_posix()
@@ -253,7 +254,7 @@ def region_remnants(
         if found:
             out += found
             notes.append(f"regions/{region}/models/{leftover.name}: {LEFTOVER_FIX}")
-    listed = {p.resolve() for p in copies(region_dir, live)}  # read as copies above
+    listed = {p.resolve() for p in copied}
     others = (
         path
         for path in region_walk(region_dir)
